@@ -1,0 +1,51 @@
+"""``edge-ad`` command line. Each command lives in ``edge_ad/commands/<name>.py`` and is imported
+only when invoked, so ``edge-ad run`` never imports torch and starts fast on a robot."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> module in edge_ad.commands that defines a click command named ``cmd``
+COMMANDS = {
+    "train": "train",
+    "eval": "evaluate",
+    "trace": "trace",
+    "export": "export",
+    "run": "run",
+    "bench": "bench",
+    "build-engine": "build_engine",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            mod = importlib.import_module(f"edge_ad.commands.{COMMANDS[name]}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("edge_ad.commands"):
+                return None
+            missing = e.name or str(e)
+
+            @click.command(name, help=f"(unavailable: needs the Python package {missing!r})")
+            def unavailable():
+                raise click.ClickException(
+                    f"'edge-ad {name}' needs the Python package {missing!r}, which is not installed. "
+                    "Install the workstation extra: pip install 'edge-ad[train]'")
+            return unavailable
+        return mod.cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge-ad")
+def main():
+    """edge-ad: RGB-D anomaly scoring by GAN latent search, from training to the robot."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""What every frame source yields, and the error a source raises."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import numpy as np
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or has stopped (camera gone, unreadable recording)."""
+
+
+@dataclass
+class Frame:
+    """One RGB-D frame. ``error`` is set (and rgb/depth may be None) for a frame that could not be
+    read: a run reports it and goes on. ``meta`` carries source-specific facts (e.g. synthetic label)."""
+
+    id: str
+    rgb: Optional[np.ndarray]    # H x W x 3 uint8
+    depth: Optional[np.ndarray]  # H x W uint8 (8-bit) or uint16 (millimetres)
+    timestamp: float = 0.0
+    error: Optional[str] = None
+    meta: dict = field(default_factory=dict)
+
+
+class Source:
+    """A frame source: iterate it for Frames; ``close()`` releases the device or file."""
+
+    uri: str = ""
+
+    def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

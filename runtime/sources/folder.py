@@ -1,0 +1,90 @@
+"""A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.png``, ids matched by stem."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+from PIL import Image
+
+from .base import Frame, Source, SourceError
+
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _sort_key(stem: str):
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def list_ids(root: os.PathLike) -> list[str]:
+    """All ids that have an RGB or a depth file, numerically sorted where ids are numbers."""
+    root = Path(root)
+    if not (root / "rgb").is_dir() and not (root / "depth").is_dir():
+        raise SourceError(f"{root} is not a frame folder: expected {root}/rgb/ and {root}/depth/")
+    stems = set()
+    for sub, sufs in (("rgb", RGB_SUFFIXES), ("depth", (".png",))):
+        if (root / sub).is_dir():
+            stems |= {p.stem for p in (root / sub).iterdir() if p.suffix.lower() in sufs}
+    return sorted(stems, key=_sort_key)
+
+
+def _rgb_path(root: Path, fid: str) -> Optional[Path]:
+    for suf in RGB_SUFFIXES:
+        p = root / "rgb" / f"{fid}{suf}"
+        if p.exists():
+            return p
+    return None
+
+
+def read_pair(root: os.PathLike, fid: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one frame's RGB (H x W x 3 uint8) and depth (H x W uint8/uint16). Raises SourceError."""
+    root = Path(root)
+    rgb_path, depth_path = _rgb_path(root, fid), root / "depth" / f"{fid}.png"
+    if rgb_path is None:
+        raise SourceError(f"frame {fid}: missing RGB file {root}/rgb/{fid}.(png|jpg)")
+    if not depth_path.exists():
+        raise SourceError(f"frame {fid}: missing depth file {depth_path}")
+    try:
+        with Image.open(rgb_path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
+    try:
+        with Image.open(depth_path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                depth = np.asarray(im).astype(np.uint16)
+            elif im.mode == "L":
+                depth = np.asarray(im)
+            else:
+                raise SourceError(f"frame {fid}: depth {depth_path} has mode {im.mode}, "
+                                  "expected 8-bit grey (L) or 16-bit millimetres (I;16)")
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(f"frame {fid}: unreadable depth {depth_path}: {e}") from None
+    return rgb, depth
+
+
+class FolderSource(Source):
+    """Frames of a folder in id order; unreadable frames are yielded with ``error`` set."""
+
+    def __init__(self, root: os.PathLike, ids: Optional[Iterable] = None):
+        self.root = Path(root)
+        self.uri = str(root)
+        self.ids = [str(i) for i in ids] if ids is not None else list_ids(self.root)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for fid in self.ids:
+            t = time.time()
+            try:
+                rgb, depth = read_pair(self.root, fid)
+            except SourceError as e:
+                yield Frame(fid, None, None, t, error=str(e))
+                continue
+            yield Frame(fid, rgb, depth, t)

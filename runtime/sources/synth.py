@@ -1,0 +1,125 @@
+"""A synthetic RGB-D renderer (NumPy ray casting), the embedded default data.
+
+Boxes are the normal class; spheres and cylinders are anomalies. Each object gets a random
+pose, size, colour and light, on a black background with depth 0, like kinect-rgbd
+(whose 8-bit depth is millimetres * 255 / 700, larger = farther).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = ("box", "sphere", "cylinder")
+NORMAL_KIND = "box"
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random rotation matrix (3, 3), tilted mostly about the vertical like objects on a table."""
+    yaw = rng.uniform(0, 2 * np.pi)
+    pitch = rng.uniform(-0.6, 0.6)
+    roll = rng.uniform(-0.25, 0.25)
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def _hit_box(o, d, half):
+    """Ray/box in object frame. o, d: (P, 3). Returns t (P,), normals (P, 3); t=inf on a miss."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (-half - o) / d
+        t2 = (half - o) / d
+    tlo, thi = np.minimum(t1, t2), np.maximum(t1, t2)
+    tmin, tmax = tlo.max(axis=1), thi.min(axis=1)
+    hit = (tmax >= np.maximum(tmin, 0)) & (tmin > 0)
+    axis = tlo.argmax(axis=1)
+    n = np.zeros_like(o)
+    n[np.arange(len(o)), axis] = -np.sign(d[np.arange(len(o)), axis])
+    return np.where(hit, tmin, np.inf), n
+
+
+def _hit_sphere(o, d, r):
+    b = (o * d).sum(1)
+    c = (o * o).sum(1) - r * r
+    disc = b * b - c
+    t = -b - np.sqrt(np.maximum(disc, 0))
+    t = np.where((disc >= 0) & (t > 0), t, np.inf)
+    p = o + t[:, None] * d
+    n = np.where(np.isfinite(t)[:, None], p / r, 0)
+    return t, n
+
+
+def _hit_cylinder(o, d, r, h):
+    """Closed cylinder of radius r, half-height h along the object y axis."""
+    a = d[:, 0] ** 2 + d[:, 2] ** 2
+    b = o[:, 0] * d[:, 0] + o[:, 2] * d[:, 2]
+    c = o[:, 0] ** 2 + o[:, 2] ** 2 - r * r
+    disc = b * b - a * c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = (-b - np.sqrt(np.maximum(disc, 0))) / a
+    ys = o[:, 1] + ts * d[:, 1]
+    ts = np.where((disc >= 0) & (ts > 0) & (np.abs(ys) <= h), ts, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tc = np.minimum(np.where(d[:, 1] != 0, (h - o[:, 1]) / d[:, 1], np.inf),
+                        np.where(d[:, 1] != 0, (-h - o[:, 1]) / d[:, 1], np.inf))
+        tc_other = np.maximum((h - o[:, 1]) / d[:, 1], (-h - o[:, 1]) / d[:, 1])
+    tc = np.where(tc > 0, tc, tc_other)
+    pc = o + np.nan_to_num(tc, posinf=0)[:, None] * d
+    tc = np.where((tc > 0) & (pc[:, 0] ** 2 + pc[:, 2] ** 2 <= r * r), tc, np.inf)
+    t = np.minimum(ts, tc)
+    p = o + np.nan_to_num(t, posinf=0)[:, None] * d
+    side = ts <= tc
+    n = np.where(side[:, None], p * np.array([1, 0, 1]) / r,
+                 np.stack([np.zeros_like(t), np.sign(p[:, 1]), np.zeros_like(t)], 1))
+    return t, n
+
+
+def render(kind: str, rng: np.random.Generator, resolution: int = 64,
+           far_mm: float = 700.0) -> tuple[np.ndarray, np.ndarray]:
+    """Render one object. Returns rgb (R, R, 3) uint8 and depth (R, R) uint8 (mm * 255 / far_mm)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown synthetic object {kind!r}; choose from {KINDS}")
+    fov = np.deg2rad(45)
+    u = (np.arange(resolution) + 0.5) / resolution * 2 - 1
+    uu, vv = np.meshgrid(u, u)
+    dirs = np.stack([uu * np.tan(fov / 2), vv * np.tan(fov / 2), np.ones_like(uu)], -1).reshape(-1, 3)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+
+    center = np.array([rng.uniform(-35, 35), rng.uniform(-25, 25), rng.uniform(340, 460)])
+    rot = _rotation(rng)
+    o = (-center) @ rot  # camera origin in the object frame: R^T (0 - c)
+    d = dirs @ rot
+    o = np.broadcast_to(o, d.shape)
+    size = rng.uniform(90, 150)
+    if kind == "box":
+        half = np.array([size, size * rng.uniform(0.5, 1.2), size * rng.uniform(0.4, 1.0)]) / 2
+        t, n = _hit_box(o, d, half)
+    elif kind == "sphere":
+        t, n = _hit_sphere(o, d, size / 2)
+    else:
+        t, n = _hit_cylinder(o, d, size * rng.uniform(0.25, 0.45), size * rng.uniform(0.4, 0.8))
+    hit = np.isfinite(t)
+    normals = n @ rot.T  # back to the camera frame
+    light = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-1.0, -0.3), -1.0])
+    light /= np.linalg.norm(light)
+    shade = 0.35 + 0.65 * np.clip((normals * -light).sum(1) * -1, 0, 1)
+    albedo = rng.uniform(40, 235, size=3) * rng.uniform(0.7, 1.2)
+    rgb = albedo[None, :] * shade[:, None] + rng.normal(0, 3, size=(len(t), 3))
+    rgb = np.where(hit[:, None], np.clip(rgb, 1, 255), 0).astype(np.uint8)
+    z_mm = np.where(hit, np.nan_to_num(t, posinf=0) * dirs[:, 2], 0)
+    depth = np.where(hit & (z_mm <= far_mm), np.clip(np.rint(z_mm * 255 / far_mm), 1, 255), 0)
+    return rgb.reshape(resolution, resolution, 3), depth.reshape(resolution, resolution).astype(np.uint8)
+
+
+def render_set(n: int, seed: int = 0, anomaly_rate: float = 0.0, resolution: int = 64):
+    """n frames: boxes, each replaced by a sphere or cylinder with probability anomaly_rate.
+
+    Returns (rgb (n, R, R, 3) uint8, depth (n, R, R) uint8, kinds list[str]).
+    """
+    rng = np.random.default_rng(seed)
+    rgbs, depths, kinds = [], [], []
+    for _ in range(n):
+        kind = NORMAL_KIND if rng.random() >= anomaly_rate else str(rng.choice(["sphere", "cylinder"]))
+        rgb, depth = render(kind, rng, resolution)
+        rgbs.append(rgb), depths.append(depth), kinds.append(kind)
+    return np.stack(rgbs), np.stack(depths), kinds
