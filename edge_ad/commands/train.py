@@ -1,0 +1,62 @@
+"""``edge-ad train``: train a one-class RGB-D generator on kinect-rgbd, a frame folder, or synthetic boxes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False),
+              help="kinect-rgbd root (with --class) or a frame folder (<dir>/rgb, <dir>/depth).")
+@click.option("--class", "cls", help="kinect-rgbd class to train on (its 'train' split).")
+@click.option("--split", default="train", show_default=True, help="split of splits.json to train on.")
+@click.option("--synth", "synth_n", type=int, default=0, help="train on N rendered boxes instead of --data.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run folder.")
+@click.option("--objective", type=click.Choice(["bce", "wgan-gp"]), default="bce", show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--width", "width", type=int, default=64, show_default=True, help="features_g = features_d.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hflip/--no-hflip", default=True, show_default=True)
+@click.option("--max-shift", type=int, default=0, show_default=True, help="random shifts up to N pixels.")
+@click.option("--brightness", type=float, default=0.0, show_default=True, help="RGB brightness jitter (fraction).")
+@click.option("--sample-every", type=int, default=10, show_default=True, help="sample grid + checkpoint every N epochs.")
+@click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="continue OUT/last.pt if present.")
+@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, width, seed, hflip,
+        max_shift, brightness, sample_every, snapshot_every, resume, threads):
+    """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve."""
+    import torch
+
+    from edge_ad.models.data import DataError, load_folder, load_kinect, load_synth, summarize
+    from edge_ad.models.train import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if synth_n:
+            ids, arr, _ = load_synth(synth_n, seed=seed, anomaly_rate=0.0)
+            summary = summarize(ids, arr, "synth://", kind="box")
+        elif data and cls:
+            ids, arr = load_kinect(data, cls, split)
+            summary = summarize(ids, arr, str(Path(data).resolve()), dataset="kinect-rgbd", cls=cls, split=split)
+        elif data:
+            ids, arr = load_folder(data)
+            summary = summarize(ids, arr, str(Path(data).resolve()))
+        else:
+            raise click.UsageError("give --data (with --class for kinect-rgbd) or --synth N")
+        cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
+                          features_g=width, features_d=width, seed=seed, hflip=hflip,
+                          max_shift=max_shift, brightness=brightness, sample_every=sample_every,
+                          snapshot_every=snapshot_every)
+    except (DataError, ValueError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"training on {len(ids)} frames from {summary['source']} -> {out_dir}")
+    try:
+        path = train(arr, out_dir, cfg, data_summary=summary, resume=resume)
+    except (ValueError, FloatingPointError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"checkpoint: {path}")

@@ -1,0 +1,106 @@
+"""Training/evaluation data as uint8 RGBD arrays (N, R, R, 4), through the one preprocessing
+definition in runtime/preprocess.py; torch-side augmentation for training."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
+from edge_ad.runtime.sources.folder import list_ids, read_pair
+from edge_ad.runtime.sources.synth import render_set
+
+KINECT_CLASSES = ("rectangle", "cylinder", "sphere")
+
+
+class DataError(ValueError):
+    """A dataset that is missing, empty or malformed."""
+
+
+def load_folder(root: os.PathLike, ids: Optional[Sequence] = None,
+                spec: PreprocessSpec = PreprocessSpec()) -> tuple[list[str], np.ndarray]:
+    """Read frames of a folder source -> (ids, uint8 (N, R, R, 4)). Unreadable frames raise DataError."""
+    root = Path(root)
+    ids = [str(i) for i in ids] if ids is not None else list_ids(root)
+    if not ids:
+        raise DataError(f"no frames in {root}")
+    out = np.empty((len(ids), spec.resolution, spec.resolution, 4), np.uint8)
+    for n, fid in enumerate(ids):
+        try:
+            rgb, depth = read_pair(root, fid)
+            out[n] = frame_to_uint8(rgb, depth, spec)
+        except Exception as e:
+            raise DataError(str(e)) from None
+    return ids, out
+
+
+def kinect_split_ids(root: os.PathLike, cls: str, split: str) -> list[int]:
+    """Ids of one class and split ('train' or 'val') from kinect-rgbd's splits.json."""
+    root = Path(root)
+    splits_file = root / "splits.json"
+    if not splits_file.is_file():
+        raise DataError(f"{splits_file} not found: --data must point at the kinect-rgbd folder")
+    splits = json.loads(splits_file.read_text())
+    if cls not in splits:
+        raise DataError(f"class {cls!r} not in {splits_file} (has {sorted(splits)})")
+    if split not in splits[cls]:
+        raise DataError(f"split {split!r} not in {splits_file} for {cls} (has {sorted(splits[cls])})")
+    return list(splits[cls][split])
+
+
+def load_kinect(root: os.PathLike, cls: str, split: str,
+                spec: PreprocessSpec = PreprocessSpec()) -> tuple[list[str], np.ndarray]:
+    """One class/split of kinect-rgbd -> (ids, uint8 (N, 64, 64, 4))."""
+    return load_folder(Path(root) / cls, kinect_split_ids(root, cls, split), spec)
+
+
+def load_synth(n: int, seed: int = 0, anomaly_rate: float = 0.0,
+               spec: PreprocessSpec = PreprocessSpec()) -> tuple[list[str], np.ndarray, list[str]]:
+    """Rendered frames -> (ids, uint8 (N, R, R, 4), kinds)."""
+    rgb, depth, kinds = render_set(n, seed, anomaly_rate, spec.resolution)
+    arr = np.stack([frame_to_uint8(r, d, spec) for r, d in zip(rgb, depth)])
+    return [f"synth-{i:06d}" for i in range(n)], arr, kinds
+
+
+def summarize(ids: Sequence, arr: np.ndarray, source: str, **extra) -> dict:
+    """A short description of a dataset for checkpoints: source, count, id hash, foreground share."""
+    h = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
+    return {"source": source, "n_frames": int(len(ids)), "ids_sha256_16": h,
+            "foreground_fraction": float((arr[..., 3] > 0).mean()), **extra}
+
+
+def to_tensor(arr: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> torch.Tensor:
+    """uint8 (N, R, R, 4) -> float32 (N, 4, R, R) in [-1, 1]."""
+    return torch.from_numpy(normalize_uint8(arr, spec))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool = True, max_shift: int = 0,
+            brightness: float = 0.0) -> torch.Tensor:
+    """Light augmentation of a batch x (B, 4, R, R) in [-1, 1]: horizontal flips, integer shifts
+    (background-filled), RGB brightness scaling on the foreground. Depth values are not changed."""
+    B = x.shape[0]
+    if hflip:
+        flip = torch.rand(B, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift > 0:
+        out = torch.full_like(x, -1.0)
+        sh = torch.randint(-max_shift, max_shift + 1, (B, 2), generator=gen)
+        R = x.shape[-1]
+        for b in range(B):
+            dy, dx = int(sh[b, 0]), int(sh[b, 1])
+            ys, yd = (slice(0, R - dy), slice(dy, R)) if dy >= 0 else (slice(-dy, R), slice(0, R + dy))
+            xs, xd = (slice(0, R - dx), slice(dx, R)) if dx >= 0 else (slice(-dx, R), slice(0, R + dx))
+            out[b, :, yd, xd] = x[b, :, ys, xs]
+        x = out
+    if brightness > 0:
+        f = 1 + (torch.rand(B, 1, 1, 1, generator=gen) * 2 - 1) * brightness
+        rgb01 = (x[:, :3] + 1) / 2
+        fg = (x[:, 3:4] > -1)
+        rgb = torch.where(fg, (rgb01 * f).clamp(0, 1) * 2 - 1, x[:, :3])
+        x = torch.cat([rgb, x[:, 3:]], 1)
+    return x

@@ -1,0 +1,166 @@
+"""Training a one-class RGB-D DCGAN (BCE or WGAN-GP), with progress, sample grids, loss curves
+and resumable checkpoints that carry their config."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_ad.runtime.preprocess import PreprocessSpec
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import augment, to_tensor
+from .dcgan import Discriminator, GanConfig, Generator, init_weights
+from .plots import save_loss_curve, save_sample_grid
+
+OBJECTIVES = ("bce", "wgan-gp")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint)."""
+
+    objective: str = "bce"
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    features_g: int = 64
+    features_d: int = 64
+    z_dim: int = 100
+    seed: int = 0
+    hflip: bool = True
+    max_shift: int = 0
+    brightness: float = 0.0
+    critic_iters: int = 5
+    gp_lambda: float = 10.0
+    sample_every: int = 10
+    snapshot_every: int = 0  # also keep epoch_XXXX.pt every N epochs (0: only last.pt)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    history: dict = field(default_factory=lambda: {"epoch": [], "loss_g": [], "loss_d": [], "seconds": []})
+
+
+def _gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen)
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_summary: dict,
+          spec: PreprocessSpec = PreprocessSpec(), resume: bool = True, progress: bool = True,
+          log=print) -> Path:
+    """Train on uint8 RGBD frames (N, R, R, 4). Writes out_dir/last.pt (resumable; also a generator
+    checkpoint for ``load_generator``), samples_XXXX.png, loss_curve.png. Returns the checkpoint path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    gcfg = GanConfig(z_dim=cfg.z_dim, features_g=cfg.features_g, features_d=cfg.features_d,
+                     resolution=spec.resolution)
+    G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce")
+    init_weights(G), init_weights(D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    state = TrainState()
+    ckpt_path = out / "last.pt"
+    if resume and ckpt_path.exists():
+        ck = read_checkpoint(ckpt_path)
+        if ck["train"].get("config") != asdict(cfg) | {"epochs": ck["train"]["config"]["epochs"]}:
+            raise ValueError(f"{ckpt_path} was trained with a different configuration; "
+                             "use another --out or --no-resume")
+        G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
+        opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
+        state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]
+        gen.set_state(ck["optimizers"]["rng"])
+        log(f"resuming {ckpt_path} at epoch {state.epoch}")
+    X = to_tensor(data_u8, spec)  # (N, 4, R, R)
+    N = len(X)
+    bs = min(cfg.batch_size, N)
+    fixed_z = torch.randn(16, cfg.z_dim, 1, 1, generator=torch.Generator().manual_seed(1234))
+    bce = nn.BCELoss()
+    steps = max(1, N // bs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=f"train {cfg.objective}", unit="epoch")
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        G.train(), D.train()
+        perm = torch.randperm(N, generator=gen)
+        lg_sum = ld_sum = 0.0
+        for s in range(steps):
+            real = augment(X[perm[s * bs:(s + 1) * bs]], gen, cfg.hflip, cfg.max_shift, cfg.brightness)
+            b = real.shape[0]
+            if cfg.objective == "bce":
+                fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen))
+                d_real, d_fake = D(real).flatten(), D(fake.detach()).flatten()
+                loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+                opt_d.zero_grad(), loss_d.backward(), opt_d.step()
+                out_f = D(fake).flatten()
+                loss_g = bce(out_f, torch.ones_like(out_f))
+                opt_g.zero_grad(), loss_g.backward(), opt_g.step()
+            else:
+                for _ in range(cfg.critic_iters):
+                    fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen)).detach()
+                    loss_d = (D(fake).mean() - D(real).mean()
+                              + cfg.gp_lambda * _gradient_penalty(D, real, fake, gen))
+                    opt_d.zero_grad(), loss_d.backward(), opt_d.step()
+                loss_g = -D(G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen))).mean()
+                opt_g.zero_grad(), loss_g.backward(), opt_g.step()
+            lg_sum += loss_g.item()
+            ld_sum += loss_d.item()
+        secs = time.perf_counter() - t0
+        lg, ld = lg_sum / steps, ld_sum / steps
+        if not (math.isfinite(lg) and math.isfinite(ld)):
+            raise FloatingPointError(f"training diverged at epoch {epoch}: loss_g={lg}, loss_d={ld}")
+        h = state.history
+        h["epoch"].append(epoch), h["loss_g"].append(lg), h["loss_d"].append(ld), h["seconds"].append(secs)
+        state.epoch = epoch
+        if bar is not None:
+            bar.set_postfix(loss_g=f"{lg:.3f}", loss_d=f"{ld:.3f}", s_per_epoch=f"{secs:.2f}")
+            bar.update(1)
+        last = epoch == cfg.epochs
+        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last):
+            G.eval()
+            with torch.no_grad():
+                save_sample_grid(G(fixed_z).numpy(), out / f"samples_{epoch:04d}.png", spec,
+                                 title=f"epoch {epoch}")
+            save_loss_curve(h, out / "loss_curve.png")
+        if cfg.sample_every and (epoch % cfg.sample_every == 0) or last or \
+                (cfg.snapshot_every and epoch % cfg.snapshot_every == 0):
+            _save(ckpt_path, G, D, opt_g, opt_d, gen, cfg, state, spec, data_summary)
+            if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+                _save(out / f"epoch_{epoch:04d}.pt", G, D, None, None, None, cfg, state, spec, data_summary)
+    if bar is not None:
+        bar.close()
+    if not ckpt_path.exists():  # resumed a finished run
+        raise FileNotFoundError(ckpt_path)
+    return ckpt_path
+
+
+def _save(path, G, D, opt_g, opt_d, gen, cfg, state, spec, data_summary):
+    h = state.history
+    train_info = {"config": asdict(cfg), "epoch": state.epoch, "history": h, "data": data_summary,
+                  "final_loss_g": h["loss_g"][-1], "final_loss_d": h["loss_d"][-1],
+                  "wall_seconds": float(sum(h["seconds"])), "torch": str(torch.__version__)}
+    opts = ({"g": opt_g.state_dict(), "d": opt_d.state_dict(), "rng": gen.get_state()}
+            if opt_g is not None else None)
+    save_checkpoint(path, G.eval(), preprocess=spec, discriminator=D, train=train_info, optimizers=opts)
