@@ -1,7 +1,23 @@
 """Frame sources chosen by URI through one dispatch, ``open_source(uri)``.
 
-  synth://[?n=N&anomaly_rate=R&seed=S]   built-in renderer (the embedded default)
-  DIR  or  folder://DIR                  <DIR>/rgb/<id>.(png|jpg) + <DIR>/depth/<id>.png
+  synth://[?n=N&anomaly_rate=R&seed=S]      built-in renderer (the embedded default)
+  DIR  or  folder://DIR                     <DIR>/rgb/<id>.(png|jpg) + <DIR>/depth/<id>.png
+  realsense://[SERIAL][?width=&height=&fps=] a live RealSense camera (pyrealsense2)
+  oak://[DEVICE_ID]                         a live OAK-D camera (depthai v3, optional)
+  FILE.db3 | FILE.bag                       a RealSense recording (played back, every frame) or,
+                                            when it holds sensor_msgs images, a ROS bag
+  FILE.mcap | BAG_DIR | rosbag://PATH[?rgb=TOPIC&depth=TOPIC&slop=S]   a ROS 1/2 bag (rosbags)
+  camera://                                 the first RGB-D camera found (``edge-ad run --camera``)
+
+Embedding in another program::
+
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.sources import open_source
+    scorer = Scorer.load("models/demo")
+    with open_source("realsense://") as src:
+        for frame in src:
+            if frame.error is None:
+                print(frame.id, scorer.score(frame.rgb, frame.depth).score)
 """
 from __future__ import annotations
 
@@ -11,7 +27,8 @@ from urllib.parse import parse_qs, urlparse
 from .base import Frame, Source, SourceError
 from .folder import FolderSource
 
-__all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source"]
+__all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source", "find_cameras",
+           "open_camera", "is_live"]
 
 
 def _query(uri: str) -> dict:
@@ -19,19 +36,134 @@ def _query(uri: str) -> dict:
     return {k: v[-1] for k, v in q.items()}
 
 
+def _check_keys(scheme: str, q: dict, allowed: set) -> None:
+    unknown = set(q) - allowed
+    if unknown:
+        raise SourceError(f"{scheme} does not take {sorted(unknown)}; it takes {sorted(allowed)}")
+
+
+def _split(uri: str, scheme: str) -> tuple[str, dict]:
+    """'scheme://REST?query' -> (REST, query dict)."""
+    rest = uri[len(scheme):]
+    rest, _, qs = rest.partition("?")
+    return rest, ({k: v[-1] for k, v in parse_qs(qs).items()} if qs else {})
+
+
+def is_live(source: Source) -> bool:
+    """True for a live camera (frames arrive on their own clock and may be skipped)."""
+    return bool(getattr(source, "live", False))
+
+
+def find_cameras() -> tuple[list, list]:
+    """Connected RGB-D cameras and what was checked: ([(kind, uri, name)], [notes])."""
+    found, notes = [], []
+    try:
+        from .realsense import list_devices as rs_list
+        devs = rs_list()
+        notes.append(f"RealSense: {len(devs)} RGB-D device(s)")
+        found += [("realsense", f"realsense://{d['serial']}", d["name"]) for d in devs]
+    except SourceError as e:
+        notes.append(f"RealSense: not checked ({e})")
+    try:
+        from .oak import import_dai, list_devices as oak_list
+        import_dai()
+        devs = oak_list()
+        notes.append(f"OAK: {len(devs)} device(s)")
+        found += [("oak", f"oak://{d['serial']}", d["name"]) for d in devs]
+    except SourceError as e:
+        notes.append(f"OAK: not checked ({e})")
+    except Exception as e:  # depthai's device query can fail on odd USB states
+        notes.append(f"OAK: query failed ({e})")
+    return found, notes
+
+
+def open_camera() -> Source:
+    """Open the first RGB-D camera found; SourceError at once when there is none."""
+    found, notes = find_cameras()
+    if not found:
+        raise SourceError("no RGB-D camera found (" + "; ".join(notes) + ")")
+    return open_source(found[0][1])
+
+
+def _is_realsense_recording(path: Path) -> bool:
+    """A RealSense recording has '/file_version' and '/device_0/...' topics."""
+    try:
+        from .rosbag import list_topics
+        topics = list_topics(path)
+    except SourceError:
+        if path.suffix == ".db3":
+            import sqlite3
+            try:
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                topics = {r[0]: "" for r in con.execute("SELECT name FROM topics")}
+                con.close()
+            except sqlite3.Error as e:
+                raise SourceError(f"{path} is not a readable .db3 recording: {e}") from None
+        else:
+            return path.suffix == ".bag"  # without rosbags a .bag can only be played as RealSense
+    return "/file_version" in topics and any(t.startswith("/device_0/") for t in topics)
+
+
+def _open_path(path: Path, uri: str) -> Source:
+    if path.is_dir():
+        if (path / "metadata.yaml").exists():
+            from .rosbag import RosbagSource
+            return RosbagSource(path)
+        return FolderSource(path)
+    if not path.exists():
+        raise SourceError(f"cannot open source {uri!r}: no such file or directory")
+    if path.suffix in (".db3", ".bag"):
+        if _is_realsense_recording(path):
+            from .realsense import RealSenseRecording
+            return RealSenseRecording(path)
+        from .rosbag import RosbagSource
+        return RosbagSource(path)
+    if path.suffix == ".mcap":
+        from .rosbag import RosbagSource
+        return RosbagSource(path)
+    raise SourceError(f"cannot open source {uri!r}: not a frame folder, recording (.db3/.bag/.mcap) "
+                      "or known URI (synth://, realsense://, oak://, rosbag://, camera://)")
+
+
 def open_source(uri: str) -> Source:
     """Open a frame source named by ``uri``. Raises SourceError with the reason when it cannot."""
     uri = str(uri)
+    try:
+        return _open(uri)
+    except ValueError as e:  # a malformed query value (n=abc) or setting
+        raise SourceError(f"bad source {uri!r}: {e}") from None
+
+
+def _open(uri: str) -> Source:
     if uri.startswith("synth://"):
         from .synth_source import SynthSource
         q = _query(uri)
-        unknown = set(q) - {"n", "anomaly_rate", "seed", "resolution"}
-        if unknown:
-            raise SourceError(f"synth:// does not take {sorted(unknown)}")
+        _check_keys("synth://", q, {"n", "anomaly_rate", "seed", "resolution"})
         return SynthSource(n=int(q["n"]) if "n" in q else None,
                            anomaly_rate=float(q.get("anomaly_rate", 0.2)),
                            seed=int(q.get("seed", 0)), resolution=int(q.get("resolution", 64)))
-    path = uri[len("folder://"):] if uri.startswith("folder://") else uri
-    if Path(path).is_dir():
-        return FolderSource(path)
-    raise SourceError(f"cannot open source {uri!r}: not a known URI scheme and not a frame folder")
+    if uri.startswith("realsense://"):
+        from .realsense import RealSenseCamera
+        serial, q = _split(uri, "realsense://")
+        _check_keys("realsense://", q, {"width", "height", "fps"})
+        return RealSenseCamera(serial or None, **{k: int(v) for k, v in q.items()})
+    if uri.startswith("oak://"):
+        from .oak import OakSource
+        dev, q = _split(uri, "oak://")
+        _check_keys("oak://", q, {"width", "height", "fps"})
+        return OakSource(dev or None, **{k: (float(v) if k == "fps" else int(v)) for k, v in q.items()})
+    if uri.startswith("camera://"):
+        return open_camera()
+    if uri.startswith("rosbag://"):
+        from .rosbag import RosbagSource
+        path, q = _split(uri, "rosbag://")
+        _check_keys("rosbag://", q, {"rgb", "depth", "slop"})
+        return RosbagSource(path, rgb_topic=q.get("rgb"), depth_topic=q.get("depth"),
+                            slop=float(q.get("slop", 0.02)))
+    if uri.startswith("folder://"):
+        return FolderSource(uri[len("folder://"):])
+    path = uri
+    if "://" in path:
+        raise SourceError(f"unknown source scheme in {uri!r}; use synth://, realsense://, oak://, "
+                          "rosbag://, camera://, folder:// or a path")
+    return _open_path(Path(path), uri)

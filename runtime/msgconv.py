@@ -1,0 +1,194 @@
+"""sensor_msgs Image / CompressedImage <-> NumPy, shared by the ROS 2 bag reader and the ROS 2 node.
+
+Works on any object with the message's fields (rclpy messages, rosbags messages, SimpleNamespace),
+so it is unit-tested offline without ROS. Depth follows REP 118: ``16UC1``/``mono16`` in
+millimetres, ``32FC1`` in metres (converted here to float32 millimetres, NaN/inf -> 0 = no reading).
+"""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .preprocess import FrameError
+
+# encoding -> (dtype, channels)
+_ENCODINGS = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
+    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32FC1": (np.float32, 1),
+}
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "8UC3")
+
+
+def stamp_seconds(header) -> float:
+    """A std_msgs/Header stamp as float seconds (0.0 when absent)."""
+    st = getattr(header, "stamp", None)
+    if st is None:
+        return 0.0
+    sec = getattr(st, "sec", getattr(st, "secs", 0))
+    nsec = getattr(st, "nanosec", getattr(st, "nsecs", 0))
+    return float(sec) + float(nsec) * 1e-9
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """sensor_msgs/Image -> H x W (x C) array of the encoding's dtype (a copy). Raises FrameError."""
+    enc = str(msg.encoding)
+    if enc not in _ENCODINGS:
+        raise FrameError(f"unsupported image encoding {enc!r}; supported: {sorted(_ENCODINGS)}")
+    dtype, ch = _ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(),
+                        dtype=np.uint8)
+    row = w * ch * itemsize
+    if h <= 0 or w <= 0 or step < row or buf.size < step * (h - 1) + row:
+        raise FrameError(f"{enc} image {w}x{h} step {step}: data has {buf.size} bytes, "
+                         f"needs {step * h}")
+    if buf.size < step * h:  # last row may be unpadded
+        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
+    rows = buf[:step * h].reshape(h, step)[:, :row]
+    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    arr = np.ascontiguousarray(rows).view(dt).reshape((h, w, ch) if ch > 1 else (h, w))
+    return arr.astype(np.dtype(dtype).newbyteorder("="), copy=True)
+
+
+def colour_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Colour array in ``encoding`` -> H x W x 3 uint8 RGB."""
+    if encoding in ("rgb8", "8UC3"):
+        return np.ascontiguousarray(arr[..., :3])
+    if encoding == "bgr8":
+        return np.ascontiguousarray(arr[..., ::-1])
+    if encoding == "rgba8":
+        return np.ascontiguousarray(arr[..., :3])
+    if encoding == "bgra8":
+        return np.ascontiguousarray(arr[..., 2::-1])
+    if encoding in ("mono8", "8UC1"):
+        return np.repeat(arr[..., None], 3, axis=2)
+    raise FrameError(f"{encoding!r} is not a colour encoding (expected one of {COLOUR_ENCODINGS})")
+
+
+def depth_to_mm(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Depth array -> millimetres: uint16 as is (16UC1/mono16), float32 mm from 32FC1 metres."""
+    if encoding in ("16UC1", "mono16"):
+        return arr.astype(np.uint16, copy=False)
+    if encoding == "32FC1":
+        mm = arr.astype(np.float32) * 1000.0
+        mm[~np.isfinite(mm)] = 0.0
+        return mm
+    raise FrameError(f"{encoding!r} is not a depth encoding (expected one of {DEPTH_ENCODINGS})")
+
+
+def image_msg_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image (colour) -> H x W x 3 uint8 RGB."""
+    return colour_to_rgb(image_to_numpy(msg), str(msg.encoding))
+
+
+def image_msg_to_depth_mm(msg) -> np.ndarray:
+    """sensor_msgs/Image (depth, REP 118) -> H x W depth in millimetres (uint16 or float32)."""
+    return depth_to_mm(image_to_numpy(msg), str(msg.encoding))
+
+
+def _decode_png_jpeg(data: bytes, what: str) -> np.ndarray:
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(im).astype(np.uint16)
+            if im.mode in ("L", "RGB"):
+                return np.asarray(im)
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise FrameError(f"undecodable {what}: {e}") from None
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png colour) -> H x W x 3 uint8 RGB."""
+    arr = _decode_png_jpeg(bytes(msg.data), f"compressed colour image ({msg.format!r})")
+    if arr.dtype != np.uint8:
+        raise FrameError(f"compressed colour image decodes to {arr.dtype}, expected 8-bit")
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    # image_transport encodes bgr8 with OpenCV, so the file holds true colours: PIL decodes to RGB
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def compressed_to_depth_mm(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage depth -> millimetres.
+
+    Accepts compressed_depth_image_transport's ``"16UC1; compressedDepth png"`` (a 12-byte
+    ConfigHeader then a 16-bit PNG), its ``32FC1`` inverse-depth quantisation, and a plain
+    16-bit PNG (``"png"``/``"16UC1; png"``).
+    """
+    fmt = str(msg.format)
+    data = bytes(msg.data)
+    if "compresseddepth" in fmt.lower():
+        if len(data) < 12:
+            raise FrameError(f"compressedDepth message too short ({len(data)} bytes)")
+        _fmt, qa, qb = struct.unpack("<iff", data[:12])
+        arr = _decode_png_jpeg(data[12:], f"compressedDepth image ({fmt!r})")
+        if arr.dtype != np.uint16:
+            raise FrameError(f"compressedDepth payload is {arr.dtype}, expected 16-bit PNG")
+        if fmt.startswith("32FC1"):
+            inv = arr.astype(np.float64)
+            with np.errstate(divide="ignore"):
+                m = np.where(inv > 0, qa / (inv - qb), 0.0)
+            mm = (m * 1000.0).astype(np.float32)
+            mm[~np.isfinite(mm) | (mm < 0)] = 0.0
+            return mm
+        return arr
+    arr = _decode_png_jpeg(data, f"compressed depth image ({fmt!r})")
+    if arr.dtype != np.uint16 or arr.ndim != 2:
+        raise FrameError(f"compressed depth image ({fmt!r}) decodes to {arr.dtype} {arr.shape}; "
+                         "expected a 16-bit single-channel PNG in millimetres")
+    return arr
+
+
+def msg_to_rgb(msg) -> np.ndarray:
+    """Image or CompressedImage colour message -> H x W x 3 uint8 RGB."""
+    return compressed_to_rgb(msg) if hasattr(msg, "format") else image_msg_to_rgb(msg)
+
+
+def msg_to_depth_mm(msg) -> np.ndarray:
+    """Image or CompressedImage depth message -> H x W millimetres (uint16 or float32)."""
+    return compressed_to_depth_mm(msg) if hasattr(msg, "format") else image_msg_to_depth_mm(msg)
+
+
+def numpy_to_image_fields(arr: np.ndarray, encoding: str, data_as_bytes: bool = False) -> dict:
+    """Array -> the data fields of a sensor_msgs/Image (height, width, encoding, is_bigendian, step,
+    data). ``data`` is a uint8 array (rosbags) or bytes (rclpy, ``data_as_bytes=True``)."""
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"unsupported image encoding {encoding!r}")
+    dtype, ch = _ENCODINGS[encoding]
+    arr = np.asarray(arr)
+    want = (arr.shape[0], arr.shape[1], ch) if ch > 1 else arr.shape[:2]
+    if arr.shape != tuple(want) or arr.ndim not in (2, 3):
+        raise ValueError(f"{encoding} needs an array of shape (H, W{', %d' % ch if ch > 1 else ''}), "
+                         f"got {arr.shape}")
+    a = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    data = a.view(np.uint8).reshape(-1)
+    return {"height": int(a.shape[0]), "width": int(a.shape[1]), "encoding": encoding,
+            "is_bigendian": 0, "step": int(a.shape[1] * ch * a.itemsize),
+            "data": data.tobytes() if data_as_bytes else data.copy()}
+
+
+def numpy_to_compressed_fields(arr: np.ndarray, fmt: str = "png", data_as_bytes: bool = False) -> dict:
+    """Array -> CompressedImage fields (format, data): ``png`` (8/16-bit), ``jpeg`` (8-bit colour),
+    or ``16UC1; compressedDepth png`` (a uint16 depth with compressed_depth_image_transport's header)."""
+    arr = np.asarray(arr)
+    buf = io.BytesIO()
+    if "compresseddepth" in fmt.lower():
+        if arr.dtype != np.uint16 or arr.ndim != 2:
+            raise ValueError("compressedDepth needs an H x W uint16 array (millimetres)")
+        buf.write(struct.pack("<iff", 0, 0.0, 0.0))
+        PILImage.fromarray(arr).save(buf, format="PNG")
+    elif fmt.lower() in ("png", "jpeg", "jpg") or fmt.lower().endswith(("png", "jpeg")):
+        PILImage.fromarray(arr).save(buf, format="PNG" if fmt.lower().endswith("png") else "JPEG",
+                                     **({"quality": 95} if not fmt.lower().endswith("png") else {}))
+    else:
+        raise ValueError(f"unsupported compressed format {fmt!r}")
+    data = np.frombuffer(buf.getvalue(), dtype=np.uint8)
+    return {"format": fmt, "data": buf.getvalue() if data_as_bytes else data.copy()}

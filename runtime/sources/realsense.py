@@ -1,0 +1,295 @@
+"""Intel RealSense: live cameras (``realsense://[serial]``) and recordings (``.db3``, ``.bag``).
+
+Colour is delivered as RGB uint8, depth aligned to colour (``rs.align``) in millimetres
+(uint16 when the depth unit is 1 mm, else float32). Recordings are played back with
+``set_real_time(False)`` through per-sensor callbacks, so no frame is dropped however slow the
+scoring is: the callback blocks on a small bounded queue and the player waits.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .base import Frame, Source, SourceError
+from .pairing import TimePairer
+
+DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 30
+
+
+def import_rs():
+    """Import pyrealsense2 or raise SourceError saying how to install it."""
+    try:
+        import pyrealsense2 as rs
+    except ImportError as e:
+        hint = (" (the Debian/Ubuntu package libusb-1.0-0 is missing: apt-get install libusb-1.0-0)"
+                if "libusb" in str(e) else "")
+        raise SourceError(f"RealSense support needs pyrealsense2: pip install 'edge-ad[camera]'{hint}; "
+                          f"import failed: {e}") from None
+    return rs
+
+
+def list_devices() -> list:
+    """Connected RealSense devices with colour and depth: [{'name', 'serial', 'product_line'}]."""
+    rs = import_rs()
+    out = []
+    for dev in rs.context().query_devices():
+        info = lambda k: dev.get_info(k) if dev.supports(k) else ""  # noqa: E731
+        kinds = set()
+        for s in dev.query_sensors():
+            for p in s.get_stream_profiles():
+                kinds.add(p.stream_type())
+        if rs.stream.depth in kinds and rs.stream.color in kinds:
+            out.append({"name": info(rs.camera_info.name), "serial": info(rs.camera_info.serial_number),
+                        "product_line": info(rs.camera_info.product_line)})
+    return out
+
+
+def _colour_to_rgb(rs, frame) -> np.ndarray:
+    fmt = frame.get_profile().format()
+    a = np.asanyarray(frame.get_data())
+    if fmt == rs.format.rgb8:
+        return a.copy()
+    if fmt == rs.format.bgr8:
+        return a[:, :, ::-1].copy()
+    if fmt == rs.format.rgba8:
+        return a[:, :, :3].copy()
+    if fmt == rs.format.bgra8:
+        return a[:, :, 2::-1].copy()
+    raise SourceError(f"unsupported RealSense colour format {fmt}; record colour as rgb8/bgr8")
+
+
+def _depth_to_mm(frame, depth_scale: float) -> np.ndarray:
+    raw = np.asanyarray(frame.get_data())  # H x W uint16 depth units
+    if abs(depth_scale - 0.001) < 1e-7:
+        return raw.copy()
+    return (raw.astype(np.float32) * np.float32(depth_scale * 1000.0))
+
+
+def _depth_scale(dev) -> float:
+    try:
+        return float(dev.first_depth_sensor().get_depth_scale())
+    except Exception:
+        return 0.001
+
+
+class RealSenseCamera(Source):
+    """A live RealSense camera. ``wait_for_frames`` timing out raises SourceError (camera gone);
+    the capture loop then reopens it with backoff. ``live = True``: frames may be skipped."""
+
+    live = True
+
+    def __init__(self, serial: Optional[str] = None, width: int = DEFAULT_WIDTH,
+                 height: int = DEFAULT_HEIGHT, fps: int = DEFAULT_FPS, timeout_ms: int = 5000):
+        rs = self._rs = import_rs()
+        devices = list_devices()  # fail at once, not after pipeline.start()'s long timeout
+        if not devices:
+            raise SourceError("no RealSense camera with colour and depth is connected")
+        if serial and serial not in {d["serial"] for d in devices}:
+            raise SourceError(f"RealSense camera {serial!r} not found; connected: "
+                              + ", ".join(f"{d['name']} ({d['serial']})" for d in devices))
+        self.serial = serial or devices[0]["serial"]
+        self.name = next(d["name"] for d in devices if d["serial"] == self.serial)
+        self.uri = f"realsense://{self.serial}"
+        self.timeout_ms = timeout_ms
+        self.stats = {"driver_dropped": 0}
+        cfg = rs.config()
+        cfg.enable_device(self.serial)
+        cfg.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
+        cfg.enable_stream(rs.stream.color, width, height, rs.format.rgb8, fps)
+        self.pipeline = rs.pipeline()
+        try:
+            profile = self.pipeline.start(cfg)
+        except RuntimeError as e:
+            raise SourceError(f"cannot start RealSense {self.name} ({self.serial}) at "
+                              f"{width}x{height}@{fps}: {e}") from None
+        self.depth_scale = _depth_scale(profile.get_device())
+        self.align = rs.align(rs.stream.color)
+        self._started = True
+
+    def __iter__(self) -> Iterator[Frame]:
+        rs, last = self._rs, None
+        while self._started:
+            try:
+                fs = self.pipeline.wait_for_frames(self.timeout_ms)
+            except RuntimeError as e:
+                raise SourceError(f"RealSense {self.serial} stopped delivering frames: {e}") from None
+            t = time.time()
+            fs = self.align.process(fs)
+            c, d = fs.get_color_frame(), fs.get_depth_frame()
+            if not c or not d:
+                continue
+            n = int(c.get_frame_number())
+            if last is not None and n > last + 1:
+                self.stats["driver_dropped"] += n - last - 1
+            if last is not None and n <= last:
+                continue
+            last = n
+            try:
+                rgb, depth = _colour_to_rgb(rs, c), _depth_to_mm(d, self.depth_scale)
+            except SourceError as e:
+                yield Frame(str(n), None, None, t, error=str(e))
+                continue
+            yield Frame(str(n), rgb, depth, t, meta={"device_timestamp_ms": c.get_timestamp()})
+
+    def close(self) -> None:
+        if getattr(self, "_started", False):
+            self._started = False
+            try:
+                self.pipeline.stop()
+            except RuntimeError:
+                pass
+
+
+class RealSenseRecording(Source):
+    """A RealSense recording (``.db3`` from SDK >= 2.58, ``.bag`` from older SDKs), every frame,
+    not in real time. Colour and depth are paired by device timestamp (within half a frame)."""
+
+    live = False
+
+    def __init__(self, path, queue_size: int = 8):
+        rs = self._rs = import_rs()
+        self.path = str(path)
+        self.uri = self.path
+        try:
+            self.dev = rs.context().load_device(self.path)
+        except RuntimeError as e:
+            raise SourceError(f"cannot open RealSense recording {self.path}: {e}") from None
+        self.playback = self.dev.as_playback()
+        self.playback.set_real_time(False)
+        self.depth_scale = _depth_scale(self.dev)
+        self._profiles = {}
+        for s in self.dev.query_sensors():
+            for p in s.get_stream_profiles():
+                if p.stream_type() in (rs.stream.depth, rs.stream.color) and p.stream_type() not in self._profiles:
+                    self._profiles[p.stream_type()] = (s, p)
+        missing = [n for k, n in ((rs.stream.color, "colour"), (rs.stream.depth, "depth"))
+                   if k not in self._profiles]
+        if missing:
+            raise SourceError(f"RealSense recording {self.path} has no {' or '.join(missing)} stream")
+        cp = self._profiles[rs.stream.color][1].as_video_stream_profile()
+        dp = self._profiles[rs.stream.depth][1].as_video_stream_profile()
+        self._needs_align = not _already_aligned(rs, dp, cp)
+        fps = min(p.fps() for _, p in self._profiles.values() if p.fps() > 0) if any(
+            p.fps() > 0 for _, p in self._profiles.values()) else 30
+        self.slop_ms = 500.0 / fps
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._closing = threading.Event()
+        self._running = False
+        self.stats = {}
+
+    def _callback(self, frame):
+        if self._closing.is_set():
+            return
+        frame.keep()
+        while not self._closing.is_set():
+            try:
+                self._queue.put(frame, timeout=0.1)  # blocks the (non-real-time) player: no drops
+                return
+            except queue.Full:
+                continue
+
+    def _start(self):
+        sensors = []
+        for s, p in self._profiles.values():
+            if s not in sensors:
+                sensors.append(s)
+        self._sensors = sensors
+        for s in sensors:
+            s.open([p for s2, p in self._profiles.values() if s2 == s])
+        self.playback.pause()  # start every sensor before the first frame is read
+        for s in sensors:
+            s.start(self._callback)
+        self.playback.resume()
+        self._running = True
+
+    def __iter__(self) -> Iterator[Frame]:
+        rs = self._rs
+        if self._running:
+            raise SourceError("a RealSense recording can be iterated once; open it again")
+        self._start()
+        pairer = TimePairer(self.slop_ms)
+        align = rs.align(rs.stream.color) if self._needs_align else None
+        composer = _Composer(rs) if align is not None else None
+        stopped_polls = 0
+        while True:
+            try:
+                f = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.playback.current_status() == rs.playback_status.stopped:
+                    stopped_polls += 1
+                    if stopped_polls >= 3:
+                        break
+                continue
+            stopped_polls = 0
+            t = f.get_timestamp()
+            if f.get_profile().stream_type() == rs.stream.color:
+                pairer.add_colour(t, f)
+            else:
+                pairer.add_depth(t, f)
+            yield from self._emit(pairer, align, composer)
+        pairer.finish()
+        yield from self._emit(pairer, align, composer)
+        self.stats.update(pairer.stats)
+
+    def _emit(self, pairer, align, composer):
+        for tc, c, td, d in pairer.pop_pairs():
+            n = str(int(c.get_frame_number()))
+            try:
+                if align is not None:
+                    fs = align.process(composer.compose(d, c))
+                    c, d = fs.get_color_frame(), fs.get_depth_frame()
+                rgb, depth = _colour_to_rgb(self._rs, c), _depth_to_mm(d, self.depth_scale)
+            except (SourceError, RuntimeError) as e:
+                yield Frame(n, None, None, tc / 1000.0, error=str(e))
+                continue
+            yield Frame(n, rgb, depth, tc / 1000.0, meta={"depth_frame": int(d.get_frame_number())})
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._running:
+            while True:  # unblock a callback waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            for s in self._sensors:
+                try:
+                    s.stop()
+                    s.close()
+                except RuntimeError:
+                    pass
+            self._running = False
+
+
+def _already_aligned(rs, dp, cp) -> bool:
+    """True when depth already lies in the colour image: same intrinsics, identity extrinsics."""
+    try:
+        di, ci = dp.get_intrinsics(), cp.get_intrinsics()
+        ex = dp.get_extrinsics_to(cp)
+    except RuntimeError:
+        return False
+    same = (di.width, di.height) == (ci.width, ci.height) and all(
+        abs(a - b) < 1e-6 for a, b in ((di.fx, ci.fx), (di.fy, ci.fy), (di.ppx, ci.ppx), (di.ppy, ci.ppy)))
+    ident = np.allclose(np.asarray(ex.rotation), np.eye(3).ravel(), atol=1e-9) and np.allclose(
+        ex.translation, 0, atol=1e-9)
+    return bool(same and ident and not any(di.coeffs) and not any(ci.coeffs))
+
+
+class _Composer:
+    """Builds an rs.frameset from a (depth, colour) pair so ``rs.align`` can process it."""
+
+    def __init__(self, rs):
+        self._pair = None
+        self._q = rs.frame_queue(2)
+        self._pb = rs.processing_block(
+            lambda f, src: src.frame_ready(src.allocate_composite_frame(list(self._pair))))
+        self._pb.start(self._q)
+
+    def compose(self, depth, colour):
+        self._pair = (depth, colour)
+        self._pb.invoke(depth)
+        return self._q.wait_for_frame().as_frameset()
