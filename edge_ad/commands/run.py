@@ -1,0 +1,318 @@
+"""``edge-ad run``: score every frame of a camera, recording, folder or ``synth://`` live.
+
+Torch-free: imports only edge_ad.runtime. Exit status: 0 all frames scored (or stopped by
+SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run),
+2 bad command line, 3 finished but some frames were bad (reported in the results), 4 the source
+gave no scorable frame.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
+DEFAULT_SOURCE = "synth://"
+
+
+def demo_model_dir() -> Path:
+    """Where the shipped demo model lives (models/demo next to the runtime package)."""
+    import edge_ad.runtime
+    return Path(edge_ad.runtime.__file__).resolve().parent.parent / "models" / "demo"
+
+
+def load_scorer(model: Optional[str], backend: str):
+    """Load the Scorer for ``model`` (default: the demo model) or raise ClickException."""
+    model_dir = Path(model) if model else demo_model_dir()
+    if not model and not (model_dir / "manifest.json").exists():
+        raise click.ClickException(
+            f"the shipped demo model is missing ({model_dir}); pass --model DIR with an exported "
+            "model (edge-ad export CHECKPOINT --out DIR)")
+    if not model_dir.is_dir():
+        raise click.ClickException(f"model directory {model_dir} does not exist")
+    try:
+        from edge_ad.runtime import Scorer
+    except ImportError as e:
+        raise click.ClickException(f"the edge-ad runtime scorer is not available: {e}")
+    try:
+        return Scorer.load(model_dir, backend=backend)
+    except ValueError as e:  # ModelError is a ValueError
+        raise click.ClickException(f"cannot load model {model_dir}: {e}")
+    except ImportError as e:
+        raise click.ClickException(f"backend {backend!r} is not available: {e}")
+
+
+def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:
+    """--z0 file -> float32 (n_seed, z_dim), checked against the model."""
+    try:
+        z0 = np.load(path)
+    except Exception as e:
+        raise click.ClickException(f"cannot read --z0 {path}: {e}")
+    if z0.shape != (n_seed, z_dim):
+        raise click.ClickException(f"--z0 {path} has shape {z0.shape}; the model needs "
+                                   f"({n_seed}, {z_dim}) = (n_seed, z_dim)")
+    if not np.isfinite(z0).all():
+        raise click.ClickException(f"--z0 {path} contains NaN or infinite values")
+    return z0.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- pictures
+
+_HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                  [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def heatmap(err: np.ndarray, vmax: Optional[float] = None) -> np.ndarray:
+    """Error map (H, W) float -> (H, W, 3) uint8, an inferno-like ramp scaled to ``vmax``."""
+    err = np.asarray(err, dtype=np.float64)
+    vmax = float(vmax if vmax is not None else (err.max() if err.size else 1.0)) or 1.0
+    v = np.clip(err / vmax, 0, 1) * (len(_HEAT) - 1)
+    lo = np.floor(v).astype(int)
+    hi = np.minimum(lo + 1, len(_HEAT) - 1)
+    w = (v - lo)[..., None]
+    return np.rint(_HEAT[lo] * (1 - w) + _HEAT[hi] * w).astype(np.uint8)
+
+
+def _grey3(d: np.ndarray) -> np.ndarray:
+    return np.repeat(d[..., None], 3, axis=2)
+
+
+def overlay(x: np.ndarray, recon: np.ndarray, err: np.ndarray, spec, scale: int = 4) -> np.ndarray:
+    """One picture (H*scale, 5*W*scale, 3) uint8: input RGB | input depth | recon RGB | recon depth | error."""
+    from edge_ad.runtime.preprocess import to_display
+    rgb, dep = to_display(x, spec)
+    rrgb, rdep = to_display(recon, spec)
+    row = np.concatenate([rgb, _grey3(dep), rrgb, _grey3(rdep), heatmap(err)], axis=1)
+    return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+class AnomalySaver:
+    """Writes <dir>/<frame>_{rgb,depth,recon,error,overlay}.png for each flagged frame."""
+
+    def __init__(self, out_dir: str, spec):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spec = spec
+        self.saved = 0
+
+    def __call__(self, rec: dict, frame, res) -> None:
+        if not rec.get("anomalous"):
+            return
+        from PIL import Image
+        from edge_ad.runtime.preprocess import preprocess, to_display
+        stem = self.dir / _safe(rec["frame"])
+        Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)).save(f"{stem}_rgb.png")
+        Image.fromarray(np.asarray(frame.depth)).save(f"{stem}_depth.png")  # uint8 or uint16 mm
+        recon = np.asarray(res.reconstruction, dtype=np.float32)
+        rrgb, rdep = to_display(recon, self.spec)
+        Image.fromarray(np.concatenate([rrgb, _grey3(rdep)], axis=1)).save(f"{stem}_recon.png")
+        Image.fromarray(heatmap(res.error_map)).resize(
+            (4 * res.error_map.shape[1], 4 * res.error_map.shape[0]), Image.NEAREST).save(f"{stem}_error.png")
+        x = preprocess(frame.rgb, frame.depth, self.spec)
+        Image.fromarray(overlay(x, recon, res.error_map, self.spec)).save(f"{stem}_overlay.png")
+        self.saved += 1
+
+
+class Display:
+    """An OpenCV window with input, reconstruction and error map; q/Esc stops the run."""
+
+    def __init__(self, spec, stop: threading.Event):
+        import os
+        try:
+            import cv2
+        except ImportError:
+            raise click.ClickException("--display needs OpenCV: pip install opencv-python")
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise click.ClickException("--display needs a graphical session (DISPLAY is not set)")
+        self.cv2, self.spec, self.stop = cv2, spec, stop
+
+    def __call__(self, rec: dict, frame, res) -> None:
+        from edge_ad.runtime.preprocess import preprocess
+        cv2 = self.cv2
+        img = overlay(preprocess(frame.rgb, frame.depth, self.spec), res.reconstruction, res.error_map, self.spec)
+        img = np.ascontiguousarray(img[:, :, ::-1])
+        colour = (0, 0, 255) if rec.get("anomalous") else (0, 200, 0)
+        text = f"{rec['frame']}  score {rec['score']:.4g}" + (
+            f"  thr {rec['threshold']:.4g}" if rec["threshold"] is not None else "")
+        cv2.putText(img, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
+        cv2.imshow("edge-ad", img)
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.stop.set()
+
+    def close(self):
+        try:
+            self.cv2.destroyAllWindows()
+        except Exception:
+            pass
+
+
+class Status:
+    """Live status on stderr: a rich line on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, quiet: bool, source_uri: str):
+        self.quiet, self.uri = quiet, source_uri
+        self.n = self.anoms = self.errors = 0
+        self.t0 = time.perf_counter()
+        self.last_plain = 0.0
+        self.live = None
+        self.console = None
+        if not quiet and sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.live import Live
+                self.console = Console(stderr=True)
+                self.live = Live("", console=self.console, refresh_per_second=4, transient=True)
+                self.live.start()
+            except ImportError:
+                self.live = None
+
+    def log(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(msg, markup=False, highlight=False)
+        else:
+            click.echo(msg, err=True)
+
+    def __call__(self, rec: dict, frame, res) -> None:
+        self.n += 1
+        self.anoms += int(bool(rec["anomalous"]))
+        if self.quiet:
+            return
+        fps = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        flag = " ANOMALY" if rec["anomalous"] else ""
+        thr = f" / {rec['threshold']:.4g}" if rec["threshold"] is not None else ""
+        line = (f"frame {rec['frame']}  score {rec['score']:.4g}{thr}{flag}  |  {self.n} scored, "
+                f"{self.anoms} anomalies  |  {fps:.2f} fps  |  {rec['latency_ms']['total']:.0f} ms")
+        if self.live is not None:
+            from rich.text import Text
+            self.live.update(Text(line, style="bold red" if rec["anomalous"] else ""))
+        else:
+            now = time.perf_counter()
+            if rec["anomalous"] or now - self.last_plain >= 5.0:
+                click.echo(line, err=True)
+                self.last_plain = now
+
+    def close(self):
+        if self.live is not None:
+            self.live.stop()
+
+
+def _summary_text(s: dict) -> str:
+    lat = s["latency_ms"]
+    parts = [f"{s['frames_scored']} frames scored", f"{s['anomalies']} anomalies",
+             f"{s['frame_errors']} bad frames", f"{s['skipped']} skipped (newest-frame policy)",
+             f"{s['fps']} fps"]
+    if lat["p50"] is not None:
+        parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+    if s["outages"]:
+        parts.append(f"{s['outages']} outage(s), {s['outage_s']:.1f} s")
+    return f"summary ({s['stopped']}): " + ", ".join(parts)
+
+
+@click.command("run")
+@click.option("--camera", is_flag=True, help="Open the first RGB-D camera found (RealSense, OAK).")
+@click.option("--source", "source_uri", metavar="URI",
+              help="synth://[?n=&anomaly_rate=&seed=], a frame folder, a RealSense .db3/.bag, "
+                   "a ROS bag (.mcap/.db3/dir, rosbag://PATH?rgb=&depth=), realsense://[serial], "
+                   "oak://[id]. Default: synth://")
+@click.option("--model", type=click.Path(file_okay=False), help="Exported model directory "
+              "(default: the shipped demo model).")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
+              show_default=True)
+@click.option("--threshold", type=float, help="Anomaly threshold (default: the model's calibrated one).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per frame + a summary.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N scored frames.")
+@click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
+              help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame.")
+@click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
+@click.option("--seed", type=int, default=None, help="Run seed: frame i's initial latents come from "
+              "frame_seed(seed, i) [default 0].")
+@click.option("--z0", "z0_path", type=click.Path(dir_okay=False, exists=True),
+              help="Fixed initial latents for every frame: .npy float32 (n_seed, z_dim).")
+@click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
+        seed, z0_path, quiet):
+    """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
+
+    With no arguments: the shipped demo model on synth://, printing live status.
+    Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error, 2 usage, 3 some frames were bad,
+    4 no scorable frame.
+    """
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.sources import SourceError, open_camera, open_source
+
+    if camera and source_uri:
+        raise click.UsageError("give --camera or --source, not both")
+    if seed is not None and z0_path:
+        raise click.UsageError("give --seed or --z0, not both")
+    if threshold is not None and not np.isfinite(threshold):
+        raise click.UsageError("--threshold must be a finite number")
+
+    # open the source first: a missing camera is reported at once, before loading the model
+    uri = source_uri or DEFAULT_SOURCE
+    opener = open_camera if camera else (lambda: open_source(uri))
+    try:
+        source = opener()
+    except SourceError as e:
+        raise click.ClickException(str(e))
+
+    try:
+        scorer = load_scorer(model, backend)
+        z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
+        thr = threshold if threshold is not None else getattr(scorer, "threshold", None)
+        stop = threading.Event()
+        status = Status(quiet, getattr(source, "uri", uri))
+        hooks = [status]
+        if save_anomalies:
+            if thr is None:
+                raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
+            hooks.append(AnomalySaver(save_anomalies, scorer.preprocess))
+        disp = Display(scorer.preprocess, stop) if display else None
+        if disp is not None:
+            hooks.append(disp)
+    except BaseException:
+        source.close()
+        raise
+    if thr is None and not quiet:
+        click.echo("note: no threshold (the model has none and --threshold was not given): "
+                   "scores are written, frames are not flagged", err=True)
+
+    def on_result(rec, frame, res):
+        for h in hooks:
+            h(rec, frame, res)
+
+    try:
+        summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
+                              seed=0 if seed is None else seed, z0=z0,
+                              reopen=opener if getattr(source, "live", False) else None,
+                              on_result=on_result, log=status.log, stop=stop)
+    finally:
+        status.close()
+        if disp is not None:
+            disp.close()
+    click.echo(_summary_text(summary))
+    if out:
+        click.echo(f"results: {out}")
+    if summary["stopped"] == "source_failed":
+        sys.exit(EXIT_FATAL)
+    if summary["stopped"].startswith("signal:"):
+        sys.exit(EXIT_OK)
+    if summary["frame_errors"]:
+        if summary["frames_scored"] == 0:
+            click.echo(f"error: no frame could be scored ({summary['frame_errors']} bad frames)", err=True)
+            sys.exit(EXIT_NO_FRAMES)
+        click.echo(f"warning: {summary['frame_errors']} bad frame(s) were skipped (see the log/results)",
+                   err=True)
+        sys.exit(EXIT_BAD_FRAMES)
+    if summary["frames_scored"] == 0:
+        click.echo("error: the source gave no frames", err=True)
+        sys.exit(EXIT_NO_FRAMES)
+    sys.exit(EXIT_OK)

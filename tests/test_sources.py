@@ -1,0 +1,317 @@
+"""Sources: timestamp pairing, sensor_msgs conversion, ROS 2 bags (rosbags), RealSense recordings
+(a real librealsense software_device -> recorder -> .db3 -> playback round trip), broken folders,
+and the URI dispatch's errors."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_ad.runtime import msgconv
+from edge_ad.runtime.preprocess import FrameError
+from edge_ad.runtime.sources import SourceError, find_cameras, open_source
+from edge_ad.runtime.sources.pairing import TimePairer
+
+FAR_MM = 700.0
+
+
+def kinect_frames(root: Path, n: int, cls: str = "rectangle"):
+    """n real frames: (id, rgb HxWx3 uint8, depth8 HxW uint8)."""
+    out = []
+    ids = sorted(int(p.stem) for p in (root / cls / "rgb").glob("*.jpg"))[:n]
+    for i in ids:
+        rgb = np.asarray(Image.open(root / cls / "rgb" / f"{i}.jpg").convert("RGB"))
+        d8 = np.asarray(Image.open(root / cls / "depth" / f"{i}.png"))
+        out.append((str(i), rgb, d8))
+    return out
+
+
+def d8_to_mm(d8: np.ndarray) -> np.ndarray:
+    """kinect 8-bit depth (mm * 255 / 700) -> uint16 millimetres (0 stays 0)."""
+    return np.rint(d8.astype(np.float64) * FAR_MM / 255.0).astype(np.uint16)
+
+
+# ----------------------------------------------------------------------------- pairing
+
+def test_pairer_pairs_nearest_and_counts_drops():
+    p = TimePairer(slop=0.010)
+    # depth arrives a little late and jittered; one colour has no depth near it; one depth is extra
+    for t in (0.000, 0.033, 0.066, 0.100, 0.133):
+        p.add_colour(t, f"c{t}")
+    for t in (0.002, 0.031, 0.050, 0.068, 0.135):  # 0.050 pairs with nothing; 0.100 has no depth
+        p.add_depth(t, f"d{t}")
+    p.finish()
+    pairs = [(c, d) for _, c, _, d in p.pop_pairs()]
+    assert pairs == [("c0.0", "d0.002"), ("c0.033", "d0.031"), ("c0.066", "d0.068"), ("c0.133", "d0.135")]
+    assert p.stats == {"unpaired_colour": 1, "unpaired_depth": 1}
+
+
+def test_pairer_waits_for_a_nearer_depth_and_bounds_memory():
+    p = TimePairer(slop=0.02, max_pending=5)
+    p.add_depth(0.000, "d0")
+    p.add_colour(0.015, "c")   # d0 is within slop but a later depth may be nearer: wait
+    assert list(p.pop_pairs()) == []
+    p.add_depth(0.016, "d1")
+    assert [(c, d) for _, c, _, d in p.pop_pairs()] == [("c", "d1")]
+    q = TimePairer(slop=0.02, max_pending=5)
+    for i in range(50):  # colour only: never more than max_pending kept
+        q.add_colour(i * 0.03, i)
+        assert len(q.colour) <= 5
+    q.finish()
+    assert q.unpaired_colour == 50
+
+
+# ----------------------------------------------------------------------------- msgconv
+
+def _img(arr, enc, bigendian=False):
+    f = msgconv.numpy_to_image_fields(arr, enc)
+    if bigendian:
+        dt = np.dtype(arr.dtype).newbyteorder(">")
+        f["data"] = np.ascontiguousarray(arr.astype(dt)).view(np.uint8).reshape(-1)
+        f["is_bigendian"] = 1
+    return SimpleNamespace(header=None, **f)
+
+
+def test_msgconv_image_round_trips(rng):
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    mm = rng.integers(0, 5000, (5, 7), dtype=np.uint16)
+    assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgb, "rgb8")), rgb)
+    assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgb[:, :, ::-1], "bgr8")), rgb)
+    rgba = np.concatenate([rgb[:, :, ::-1], np.full((5, 7, 1), 9, np.uint8)], axis=2)
+    assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgba, "bgra8")), rgb)
+    assert np.array_equal(msgconv.image_msg_to_depth_mm(_img(mm, "16UC1")), mm)
+    assert np.array_equal(msgconv.image_msg_to_depth_mm(_img(mm, "16UC1", bigendian=True)), mm)
+    metres = mm.astype(np.float32) / 1000
+    metres[0, 0] = np.nan
+    out = msgconv.image_msg_to_depth_mm(_img(metres, "32FC1"))
+    assert out.dtype == np.float32 and out[0, 0] == 0.0
+    assert np.allclose(out.ravel()[1:], mm.ravel()[1:], atol=1e-3)
+    # a row stride with padding (step > width * bytes)
+    f = msgconv.numpy_to_image_fields(mm, "16UC1")
+    padded = np.zeros((5, f["step"] + 6), np.uint8)
+    padded[:, :f["step"]] = f["data"].reshape(5, -1)
+    msg = SimpleNamespace(**{**f, "step": f["step"] + 6, "data": padded.ravel()})
+    assert np.array_equal(msgconv.image_msg_to_depth_mm(msg), mm)
+
+
+def test_msgconv_compressed_and_bad_input(rng):
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    mm = rng.integers(0, 5000, (6, 8), dtype=np.uint16)
+    png = SimpleNamespace(header=None, **msgconv.numpy_to_compressed_fields(rgb, "png"))
+    assert np.array_equal(msgconv.msg_to_rgb(png), rgb)
+    cd = SimpleNamespace(header=None, **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
+    assert np.array_equal(msgconv.msg_to_depth_mm(cd), mm)
+    d16 = SimpleNamespace(header=None, **msgconv.numpy_to_compressed_fields(mm, "png"))
+    assert np.array_equal(msgconv.msg_to_depth_mm(d16), mm)
+    with pytest.raises(FrameError, match="undecodable"):
+        msgconv.msg_to_rgb(SimpleNamespace(format="jpeg", data=np.frombuffer(b"garbage!", np.uint8)))
+    with pytest.raises(FrameError, match="unsupported image encoding"):
+        msgconv.image_to_numpy(SimpleNamespace(encoding="yuv422", height=2, width=2, step=4,
+                                               is_bigendian=0, data=b"\0" * 8))
+    with pytest.raises(FrameError, match="needs"):
+        msgconv.image_to_numpy(SimpleNamespace(encoding="rgb8", height=4, width=4, step=12,
+                                               is_bigendian=0, data=b"\0" * 20))
+    with pytest.raises(FrameError, match="not a depth encoding"):
+        msgconv.image_msg_to_depth_mm(_img(rgb, "rgb8"))
+    assert msgconv.stamp_seconds(SimpleNamespace(stamp=SimpleNamespace(sec=3, nanosec=500_000_000))) == 3.5
+
+
+# ----------------------------------------------------------------------------- ROS 2 bags
+
+def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_depth: bool = False,
+                   jitter_ns: int = 3_000_000):
+    """Write colour (bgr8 Image) and depth (16UC1 Image or compressedDepth) topics with rosbags."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Img, CImg = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    dtype = "sensor_msgs/msg/CompressedImage" if compressed_depth else "sensor_msgs/msg/Image"
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        cc = w.add_connection("/camera/color/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        dc = w.add_connection("/camera/aligned_depth_to_color/image_raw", dtype, typestore=ts)
+        w.add_connection("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
+        for k, (_, rgb, mm) in enumerate(frames):
+            t = 1_700_000_000_000_000_000 + k * 33_333_333
+            td = t + (jitter_ns if k % 2 else -jitter_ns)  # depth stamps jittered by +-3 ms
+            hdr = lambda tt: Header(stamp=Time(sec=tt // 10**9, nanosec=tt % 10**9), frame_id="cam")  # noqa: E731
+            cmsg = Img(header=hdr(t), **msgconv.numpy_to_image_fields(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8"))
+            if compressed_depth:
+                dmsg = CImg(header=hdr(td), **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
+            else:
+                dmsg = Img(header=hdr(td), **msgconv.numpy_to_image_fields(mm, "16UC1"))
+            # depth written before colour for odd frames: pairing must not depend on bag order
+            for conn, msg, tt in ((dc, dmsg, td), (cc, cmsg, t)) if k % 2 else ((cc, cmsg, t), (dc, dmsg, td)):
+                w.write(conn, tt, ts.serialize_cdr(msg, conn.msgtype))
+
+
+@pytest.mark.parametrize("storage,compressed", [("sqlite3", False), ("mcap", True)])
+def test_ros2_bag_round_trip(tmp_path, kinect_root, storage, compressed):
+    frames = [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 6)]
+    bag = tmp_path / "bag"
+    write_ros2_bag(bag, frames, storage=storage, compressed_depth=compressed)
+    for uri in (str(bag), f"rosbag://{bag}?rgb=/camera/color/image_raw"):
+        src = open_source(uri)
+        assert type(src).__name__ == "RosbagSource"
+        got = list(src)
+        assert len(got) == len(frames) and all(f.error is None for f in got)
+        for f, (_, rgb, mm) in zip(got, frames):
+            assert np.array_equal(f.rgb, rgb) and np.array_equal(f.depth, mm) and f.depth.dtype == np.uint16
+        assert src.stats["unpaired_colour"] == 0 and src.stats["unpaired_depth"] == 0
+    with pytest.raises(SourceError, match="no image topic"):
+        open_source(f"rosbag://{bag}?depth=/nope")
+
+
+def test_ros2_bag_corrupt_message_is_reported_not_fatal(tmp_path, kinect_root):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Img, CImg = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    frames = kinect_frames(kinect_root, 3)
+    with Writer(tmp_path / "b", version=9) as w:
+        cc = w.add_connection("/rgb", "sensor_msgs/msg/Image", typestore=ts)
+        dc = w.add_connection("/depth", "sensor_msgs/msg/CompressedImage", typestore=ts)
+        for k, (_, rgb, d8) in enumerate(frames):
+            h = Header(stamp=Time(sec=k, nanosec=0), frame_id="")
+            w.write(cc, k * 10**9, ts.serialize_cdr(Img(header=h, **msgconv.numpy_to_image_fields(rgb, "rgb8")),
+                                                    cc.msgtype))
+            f = msgconv.numpy_to_compressed_fields(d8_to_mm(d8), "png")
+            if k == 1:
+                f["data"] = f["data"][: len(f["data"]) // 2]  # truncated PNG
+            w.write(dc, k * 10**9, ts.serialize_cdr(CImg(header=h, **f), dc.msgtype))
+    got = list(open_source(str(tmp_path / "b")))
+    assert [f.error is None for f in got] == [True, False, True]
+    assert "undecodable" in got[1].error
+
+
+# ----------------------------------------------------------------------------- RealSense
+
+def record_realsense_db3(path: Path, frames, fps: int = 30):
+    """Push (rgb, depth_mm) frames through rs.software_device + rs.recorder into a .db3."""
+    rs = pytest.importorskip("pyrealsense2")
+    h, w = frames[0][1].shape[:2]
+    sd = rs.software_device()
+    sd.register_info(rs.camera_info.name, "edge-ad software camera")
+    sd.register_info(rs.camera_info.serial_number, "000000000001")
+    dsens, csens = sd.add_sensor("Stereo Module"), sd.add_sensor("RGB Camera")
+
+    def intr():
+        i = rs.intrinsics()
+        i.width, i.height, i.ppx, i.ppy, i.fx, i.fy = w, h, w / 2, h / 2, float(w), float(w)
+        i.model, i.coeffs = rs.distortion.none, [0.0] * 5
+        return i
+
+    def stream(kind, uid, fmt, bpp):
+        v = rs.video_stream()
+        v.type, v.index, v.uid, v.width, v.height, v.fps, v.bpp, v.fmt = kind, 0, uid, w, h, fps, bpp, fmt
+        v.intrinsics = intr()
+        return v
+
+    dprof = dsens.add_video_stream(stream(rs.stream.depth, 0, rs.format.z16, 2)).as_video_stream_profile()
+    cprof = csens.add_video_stream(stream(rs.stream.color, 1, rs.format.rgb8, 3)).as_video_stream_profile()
+    dsens.add_read_only_option(rs.option.depth_units, 0.001)
+    ext = rs.extrinsics()
+    ext.rotation, ext.translation = [1, 0, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0]
+    dprof.register_extrinsics_to(cprof, ext)
+    rec = rs.recorder(str(path), sd)
+    sync = rs.syncer()
+    dsens.open(dprof)
+    csens.open(cprof)
+    dsens.start(sync)
+    csens.start(sync)
+    for k, (_, rgb, mm) in enumerate(frames):
+        for sens, prof, arr, bpp in ((dsens, dprof, mm, 2), (csens, cprof, rgb, 3)):
+            f = rs.software_video_frame()
+            f.pixels, f.bpp, f.stride = np.ascontiguousarray(arr), bpp, w * bpp
+            f.timestamp, f.domain, f.frame_number = 1000.0 + k * 1000.0 / fps, rs.timestamp_domain.hardware_clock, k
+            f.profile = prof
+            sens.on_video_frame(f)
+    for s in (dsens, csens):
+        s.stop()
+        s.close()
+    rec.pause()
+    del rec
+
+
+def test_realsense_recording_round_trip_every_frame(tmp_path, kinect_root):
+    frames = [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 12)]
+    path = tmp_path / "rec.db3"
+    record_realsense_db3(path, frames)
+    src = open_source(str(path))
+    assert type(src).__name__ == "RealSenseRecording"
+    got = []
+    with src:
+        for f in src:
+            time.sleep(0.03)  # a consumer slower than the recording's 30 fps: nothing may drop
+            got.append(f)
+    assert [f.id for f in got] == [str(k) for k in range(len(frames))]
+    for f, (_, rgb, mm) in zip(got, frames):
+        assert f.error is None and np.array_equal(f.rgb, rgb) and np.array_equal(f.depth, mm)
+    assert src.stats == {"unpaired_colour": 0, "unpaired_depth": 0}
+
+
+# ----------------------------------------------------------------------------- folders, dispatch
+
+def make_broken_folder(root: Path, kinect_root: Path, n_good: int = 4) -> dict:
+    """A frame folder with n_good real frames plus a truncated PNG, garbage bytes and a missing depth."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    src = kinect_root / "rectangle"
+    ids = sorted(int(p.stem) for p in (src / "rgb").glob("*.jpg"))[:n_good + 3]
+    good, (trunc, garbage, nodepth) = ids[:n_good], ids[n_good:]
+    for i in ids:
+        shutil.copy(src / "rgb" / f"{i}.jpg", root / "rgb" / f"{i}.jpg")
+        if i != nodepth:
+            shutil.copy(src / "depth" / f"{i}.png", root / "depth" / f"{i}.png")
+    data = (root / "depth" / f"{trunc}.png").read_bytes()
+    (root / "depth" / f"{trunc}.png").write_bytes(data[: len(data) // 2])
+    (root / "rgb" / f"{garbage}.jpg").write_bytes(b"\x00this is not a jpeg" * 10)
+    return {"good": [str(i) for i in good], "truncated": str(trunc), "garbage": str(garbage),
+            "missing_depth": str(nodepth)}
+
+
+def test_folder_with_broken_frames_reports_each(tmp_path, kinect_root):
+    info = make_broken_folder(tmp_path / "f", kinect_root)
+    got = {f.id: f for f in open_source(str(tmp_path / "f"))}
+    assert all(got[i].error is None for i in info["good"])
+    assert "unreadable depth" in got[info["truncated"]].error
+    assert "unreadable RGB" in got[info["garbage"]].error
+    assert "missing depth" in got[info["missing_depth"]].error
+
+
+def test_dispatch_errors_are_clear(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        open_source(str(tmp_path / "nope.db3"))
+    with pytest.raises(SourceError, match="unknown source scheme"):
+        open_source("http://example/x")
+    with pytest.raises(SourceError, match="does not take"):
+        open_source("synth://?speed=3")
+    with pytest.raises(SourceError, match="bad source"):
+        open_source("synth://?n=many")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(SourceError, match="not a frame folder"):
+        open_source(str(tmp_path / "x.txt"))
+
+
+def test_no_camera_fails_at_once():
+    found, notes = find_cameras()
+    if found:
+        pytest.skip(f"a camera is connected here: {found}")
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match="no RGB-D camera found") as e:
+        open_source("camera://")
+    assert time.perf_counter() - t0 < 3.0
+    assert "RealSense" in str(e.value)
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match="no RealSense camera"):
+        open_source("realsense://")
+    assert time.perf_counter() - t0 < 3.0
