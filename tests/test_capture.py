@@ -1,0 +1,206 @@
+"""The capture loop with a stand-in scorer: JSON lines and summary, bad frames, the newest-frame
+policy on a live source, reopen with backoff, and SIGTERM leaving a complete results file."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime.capture import LatestSlot, run_capture
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+from edge_ad.runtime.sources import Frame, Source, SourceError, open_source
+
+
+class FakeScorer:
+    """Deterministic stand-in for runtime.Scorer: score = mean |x| + a seed-dependent epsilon."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.calls = delay, []
+        self.preprocess = PreprocessSpec()
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        t0 = time.perf_counter()
+        x = preprocess(rgb, depth, self.preprocess)  # raises FrameError for bad frames
+        t1 = time.perf_counter()
+        if self.delay:
+            time.sleep(self.delay)
+        self.calls.append(seed)
+        s = float(np.abs(x).mean()) + (0 if seed is None else (seed % 1000) * 1e-9)
+        return SimpleNamespace(score=s, timings={"preprocess_ms": (t1 - t0) * 1e3,
+                                                 "search_ms": (time.perf_counter() - t1) * 1e3})
+
+
+def read_lines(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_sync_source_every_frame_and_summary(tmp_path):
+    out = tmp_path / "r.jsonl"
+    sc = FakeScorer()
+    src = open_source("synth://?n=7&anomaly_rate=0.5&seed=3")
+    summary = run_capture(src, sc, threshold=0.5, out=out, seed=11, handle_signals=False)
+    lines = read_lines(out)
+    frames = [r for r in lines if r["type"] == "frame"]
+    assert len(frames) == 7 and lines[-1] == summary and summary["type"] == "summary"
+    assert [r["index"] for r in frames] == list(range(7))
+    assert summary["frames_scored"] == 7 and summary["frame_errors"] == 0 and summary["skipped"] == 0
+    assert summary["anomalies"] == sum(r["anomalous"] for r in frames)
+    assert summary["anomalies"] == sum(r["score"] > 0.5 for r in frames)
+    assert summary["stopped"] == "end"
+    for r in frames:
+        assert set(r["latency_ms"]) == {"capture", "preprocess", "search", "total"}
+        assert r["latency_ms"]["total"] >= r["latency_ms"]["search"] >= 0
+        assert r["threshold"] == 0.5 and "truth" in r
+    # per-frame seeds: frame_seed(run seed, index), reproducible and distinct
+    from edge_ad.runtime.config import frame_seed
+    assert sc.calls == [frame_seed(11, i) for i in range(7)]
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+
+
+def test_bad_frames_reported_run_goes_on(tmp_path):
+    good = open_source("synth://?n=3&seed=1")
+    goods = list(good)
+
+    class Mixed(Source):
+        uri = "mixed"
+
+        def __iter__(self):
+            yield goods[0]
+            yield Frame("unreadable", None, None, error="unreadable RGB x.jpg: truncated")
+            yield Frame("nan", goods[1].rgb, np.full(goods[1].depth.shape, np.nan, np.float32))
+            yield Frame("small", np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8))
+            yield goods[2]
+
+    out = tmp_path / "r.jsonl"
+    summary = run_capture(Mixed(), FakeScorer(), out=out, handle_signals=False)
+    lines = read_lines(out)
+    errs = {r["frame"]: r["error"] for r in lines if r["type"] == "error"}
+    assert set(errs) == {"unreadable", "nan", "small"}
+    assert "truncated" in errs["unreadable"] and "NaN" in errs["nan"] and "too small" in errs["small"]
+    assert [r["frame"] for r in lines if r["type"] == "frame"] == [goods[0].id, goods[2].id]
+    assert summary["frames_scored"] == 2 and summary["frame_errors"] == 3
+    assert [r["anomalous"] for r in lines if r["type"] == "frame"] == [None, None]  # no threshold
+
+
+class FastCamera(Source):
+    """A live source producing frames every ``period`` s on its own clock; fails after ``fail_after``."""
+
+    live = True
+
+    def __init__(self, period=0.005, fail_after=None, n=None, tag="cam"):
+        self.period, self.fail_after, self.n, self.tag = period, fail_after, n, tag
+        self.produced = 0
+        self.uri = f"fake://{tag}"
+        self._closed = threading.Event()
+        self._frame = list(open_source("synth://?n=1&seed=0"))[0]
+
+    def __iter__(self):
+        while not self._closed.is_set():
+            if self.fail_after is not None and self.produced >= self.fail_after:
+                raise SourceError(f"{self.tag} unplugged")
+            if self.n is not None and self.produced >= self.n:
+                return
+            time.sleep(self.period)
+            self.produced += 1
+            yield Frame(f"{self.tag}-{self.produced}", self._frame.rgb, self._frame.depth, time.time())
+
+    def close(self):
+        self._closed.set()
+
+
+def test_live_source_scores_newest_and_counts_skipped(tmp_path):
+    cam = FastCamera(period=0.002, n=150)
+    sc = FakeScorer(delay=0.03)  # ~15x slower than the camera
+    out = tmp_path / "r.jsonl"
+    summary = run_capture(cam, sc, out=out, handle_signals=False)
+    scored = [r for r in read_lines(out) if r["type"] == "frame"]
+    assert summary["skipped"] > 50
+    # every produced frame is either scored or counted as skipped (the last may be in flight)
+    assert cam.produced - 1 <= summary["frames_scored"] + summary["skipped"] <= cam.produced
+    ids = [int(r["frame"].split("-")[1]) for r in scored]
+    assert ids == sorted(ids) and ids[-1] >= cam.produced - 1
+
+
+def test_latest_slot_keeps_one_item():
+    slot = LatestSlot()
+    for i in range(100):
+        slot.put(i)
+    assert slot.take(0.01) == 99 and slot.skipped == 99 and slot.take(0.01) is None
+
+
+def test_live_source_reopened_with_backoff(tmp_path):
+    opened = []
+
+    def reopen():
+        opened.append(time.perf_counter())
+        if len(opened) < 3:
+            raise SourceError("camera not found")  # still unplugged twice
+        return FastCamera(period=0.01, n=5, tag="again")
+
+    out = tmp_path / "r.jsonl"
+    logs = []
+    summary = run_capture(FastCamera(period=0.01, fail_after=4, tag="first"), FakeScorer(), out=out,
+                          reopen=reopen, backoff=(0.05, 0.2), log=logs.append, handle_signals=False)
+    lines = read_lines(out)
+    events = [r["event"] for r in lines if r["type"] == "event"]
+    assert events == ["source_lost", "source_reopened"]
+    assert summary["outages"] == 1 and summary["outage_s"] >= 0.05 + 0.1 + 0.2 - 0.02
+    assert len(opened) == 3 and opened[2] - opened[1] >= 0.18  # backoff doubled (capped at 0.2)
+    ids = [r["frame"] for r in lines if r["type"] == "frame"]
+    assert any(i.startswith("first") for i in ids) and any(i.startswith("again") for i in ids)
+    assert any("reopen failed" in m for m in logs)
+
+
+def test_max_frames_and_stop_event(tmp_path):
+    summary = run_capture(open_source("synth://?seed=2"), FakeScorer(), max_frames=3,
+                          out=tmp_path / "a.jsonl", handle_signals=False)
+    assert summary["frames_scored"] == 3 and summary["stopped"] == "max_frames"
+    stop = threading.Event()
+    stop.set()
+    summary = run_capture(open_source("synth://?seed=2"), FakeScorer(), stop=stop,
+                          out=tmp_path / "b.jsonl", handle_signals=False)
+    assert summary["frames_scored"] <= 1
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from types import SimpleNamespace
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.sources import open_source
+
+    class Slow:
+        def score(self, rgb, depth, z0=None, seed=None):
+            time.sleep(0.05)
+            return SimpleNamespace(score=float(rgb.mean()), timings={})
+
+    s = run_capture(open_source("synth://?seed=1"), Slow(), out=sys.argv[1], threshold=50.0)
+    print("stopped", s["stopped"], flush=True)
+""")
+
+
+def test_sigterm_leaves_complete_results(tmp_path):
+    out = tmp_path / "r.jsonl"
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
+        time.sleep(0.05)
+    n_before = out.read_text().count("\n")
+    assert n_before >= 5, p.stderr.read() if p.poll() is not None else "no lines"
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    assert "stopped signal:SIGTERM" in stdout
+    lines = read_lines(out)  # every line parses
+    assert lines[-1]["type"] == "summary" and lines[-1]["stopped"] == "signal:SIGTERM"
+    frames = [r for r in lines if r["type"] == "frame"]
+    assert len(frames) >= n_before and lines[-1]["frames_scored"] == len(frames)
+    assert out.read_bytes().endswith(b"\n")  # no half-written line
