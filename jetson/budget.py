@@ -4,8 +4,8 @@ Counts come from the generator config (z_dim, features_g, channels) and the sear
 (n_seed, k, lr_theta): per ConvTranspose layer, per seed, the forward pass, the input gradient
 (always: z needs it) and the weight gradient (only when lr_theta > 0) each cost
 ``2 * H_in * W_in * C_in * C_out * 4 * 4`` FLOPs. A frame is k steps plus one final forward.
-The count is checked against torch's own FLOP counter on the reference search in
-tests/test_jetson_budget.py, and ``onnx_conv_flops`` counts the same from an exported ONNX graph.
+The count is checked against torch's own FLOP counter on the reference search, and against
+``onnx_flops``, which measures the exported step graph itself (tests/test_jetson_budget.py).
 
 NumPy-free and torch-free on purpose: ``python -m edge_ad.jetson.budget`` runs on the robot.
 
@@ -149,9 +149,10 @@ def latency_ms(cost: FrameCost, dev: Device, compute_eff: float = 0.35, bw_eff: 
             "fps": 1e3 / total, "bound": "memory" if t_mem > t_flop else "compute"}
 
 
-def onnx_conv_flops(onnx_path) -> int:
-    """FLOPs of the Conv/ConvTranspose nodes of an exported ONNX graph (shape inference, then
-    2 * MACs per node). Needs the ``onnx`` package (workstation extra)."""
+def onnx_flops(onnx_path) -> int:
+    """Multiply-add FLOPs (2 per MAC) of the Conv, ConvTranspose, MatMul and Gemm nodes of an ONNX
+    graph, from ONNX shape inference. The exported search graphs write every (de)convolution as
+    batched GEMMs, so this measures the step graph itself. Needs ``onnx`` (workstation extra)."""
     import onnx  # lazy: not part of the robot install
     from onnx import shape_inference
 
@@ -159,26 +160,32 @@ def onnx_conv_flops(onnx_path) -> int:
     g = model.graph
     shapes = {}
     for vi in list(g.value_info) + list(g.input) + list(g.output):
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = dims
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
     for init in g.initializer:
         shapes[init.name] = list(init.dims)
+
+    def prod(xs):
+        out = 1
+        for v in xs:
+            out *= v
+        return out
+
     total = 0
     for node in g.node:
-        if node.op_type not in ("Conv", "ConvTranspose"):
+        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
             continue
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        w = shapes.get(node.input[1])
-        x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
-        if not w or not x or not y or 0 in w + x + y:
-            raise ValueError(f"cannot infer shapes of {node.op_type} node {node.name!r}")
-        kk = 1
-        for d in w[2:]:
-            kk *= d
-        if node.op_type == "Conv":      # W [Cout, Cin/g, kh, kw]: every output pixel
-            macs = y[0] * y[1] * (y[2] * y[3]) * (w[1]) * kk
-        else:                           # W [Cin, Cout/g, kh, kw]: every input pixel
-            macs = x[0] * x[1] * (x[2] * x[3]) * (w[1]) * kk
+        a, w, y = (shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0]))
+        if a is None or w is None or y is None or 0 in a + w + y:
+            raise ValueError(f"cannot infer the shapes of {node.op_type} node {node.name!r}")
+        if node.op_type == "MatMul":        # (..., M, K) @ (..., K, N) -> (..., M, N)
+            macs = prod(y) * a[-1]
+        elif node.op_type == "Gemm":
+            trans_a = next((att.i for att in node.attribute if att.name == "transA"), 0)
+            macs = prod(y) * (a[0] if trans_a else a[1])
+        elif node.op_type == "Conv":        # W [C_out, C_in/g, kh, kw]: every output pixel
+            macs = prod(y) * prod(w[1:])
+        else:                               # ConvTranspose W [C_in, C_out/g, kh, kw]: every input pixel
+            macs = prod(a) * prod(w[1:])
         total += 2 * macs
     return total
 
@@ -205,11 +212,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n-seed", type=int, default=3)
     ap.add_argument("-k", type=int, default=19)
     ap.add_argument("--lr-theta", type=float, default=6e-9)
-    ap.add_argument("--onnx", help="also count the Conv/ConvTranspose FLOPs of this ONNX graph")
+    ap.add_argument("--onnx", help="also count the GEMM/conv FLOPs of this ONNX graph (one step or final graph)")
     a = ap.parse_args(argv)
     print(budget_table(a.width, a.n_seed, a.k, a.lr_theta))
     if a.onnx:
-        print(f"\n{a.onnx}: {onnx_conv_flops(a.onnx) / 1e9:.3f} GFLOP in Conv/ConvTranspose nodes")
+        print(f"\n{a.onnx}: {onnx_flops(a.onnx) / 1e9:.3f} GFLOP in Conv/ConvTranspose/MatMul/Gemm nodes")
 
 
 if __name__ == "__main__":
