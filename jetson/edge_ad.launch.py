@@ -1,0 +1,38 @@
+"""ROS 2 launch file for the edge-ad scoring node.
+
+    ros2 launch jetson/edge_ad.launch.py model_dir:=/opt/edge-ad/model \\
+        rgb_topic:=/camera/camera/color/image_raw \\
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw threshold:=0.05
+
+edge-ad is a pip package, not an ament package, so the node runs as a Python module of the
+interpreter that has edge-ad installed (``python`` launch argument, default python3).
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.substitutions import LaunchConfiguration
+
+ARGS = {
+    "model_dir": ("demo", "exported model directory (demo: the shipped demo model)"),
+    "backend": ("onnxruntime", "onnxruntime or tensorrt"),
+    "threshold": (".nan", "anomaly threshold (.nan: the model's calibrated one)"),
+    "rgb_topic": ("/camera/camera/color/image_raw", "colour image topic"),
+    "depth_topic": ("/camera/camera/aligned_depth_to_color/image_raw", "depth aligned to colour"),
+    "rgb_compressed": ("false", "colour topic is sensor_msgs/CompressedImage"),
+    "depth_compressed": ("false", "depth topic is sensor_msgs/CompressedImage (compressedDepth)"),
+    "slop": ("0.02", "approximate time sync tolerance, seconds"),
+    "results_path": ("none", "also write JSON lines here (none: no file)"),
+}
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGS.items()]
+    declared.append(DeclareLaunchArgument("python", default_value="python3",
+                                          description="interpreter with edge-ad installed"))
+    params = []
+    for k in ARGS:
+        params += ["-p", [k, ":=", LaunchConfiguration(k)]]
+    node = ExecuteProcess(
+        cmd=[LaunchConfiguration("python"), "-m", "edge_ad.jetson.ros2_node", "--ros-args",
+             "-r", "__node:=edge_ad", *params],
+        output="screen", name="edge_ad")
+    return LaunchDescription(declared + [node])

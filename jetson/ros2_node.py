@@ -1,0 +1,176 @@
+"""ROS 2 node: score synchronized colour + aligned depth topics, publish score, flag and error map.
+
+    python3 -m edge_ad.jetson.ros2_node --ros-args -p model_dir:=/opt/edge-ad/model \\
+        -p rgb_topic:=/camera/camera/color/image_raw \\
+        -p depth_topic:=/camera/camera/aligned_depth_to_color/image_raw
+
+or ``ros2 launch edge_ad.launch.py`` (jetson/edge_ad.launch.py). rclpy, message_filters and the
+message packages come from the robot's ROS 2 install (they are not on PyPI): this module imports
+them only in ``main()``. Everything else (message conversion, the frame source fed by the
+subscriptions, the publishing hook) is plain Python, shared with ``edge-ad run`` through
+``runtime.capture.run_capture`` and unit-tested offline.
+
+Parameters: model_dir ("demo" = the shipped demo model), backend, threshold (NaN = the model's),
+rgb_topic, depth_topic, rgb_compressed, depth_compressed (CompressedImage topics), slop (s),
+queue_size, seed, results_path ("none" = no file), stale_s (no pair for this long = outage).
+Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
+32FC1, the model resolution) stamped with the colour frame's header.
+"""
+from __future__ import annotations
+
+import array
+import math
+import sys
+import threading
+import time
+from typing import Callable, Iterator, Optional
+
+from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, stamp_seconds
+from edge_ad.runtime.preprocess import FrameError
+from edge_ad.runtime.sources.base import Frame, Source, SourceError
+
+PARAMETERS = {  # name -> default
+    "model_dir": "demo", "backend": "onnxruntime", "threshold": float("nan"),
+    "rgb_topic": "/camera/camera/color/image_raw",
+    "depth_topic": "/camera/camera/aligned_depth_to_color/image_raw",
+    "rgb_compressed": False, "depth_compressed": False, "slop": 0.02, "queue_size": 10,
+    "seed": 0, "results_path": "none", "stale_s": 10.0,
+}
+
+
+def frame_from_msgs(rgb_msg, depth_msg, fid: str) -> Frame:
+    """A synchronized (colour, depth) message pair -> Frame; undecodable pairs get ``error``."""
+    header = getattr(rgb_msg, "header", None)
+    t = stamp_seconds(header) if header is not None else time.time()
+    try:
+        rgb, depth = msg_to_rgb(rgb_msg), msg_to_depth_mm(depth_msg)
+    except FrameError as e:
+        return Frame(fid, None, None, t, error=str(e), meta={"header": header})
+    return Frame(fid, rgb, depth, t, meta={"header": header})
+
+
+class TopicSource(Source):
+    """A live Source fed by subscription callbacks (``push``); keeps only the newest pair.
+
+    Raises SourceError when no pair arrived for ``stale_s`` seconds (the capture loop logs an
+    outage and reopens, i.e. waits again)."""
+
+    live = True
+
+    def __init__(self, uri: str = "ros2://", stale_s: float = 10.0):
+        self.uri, self.stale_s = uri, stale_s
+        self._cond = threading.Condition()
+        self._pair = None
+        self._closed = False
+        self._n = 0
+        self.stats = {"replaced_before_decode": 0}
+
+    def push(self, rgb_msg, depth_msg) -> None:
+        with self._cond:
+            if self._pair is not None:
+                self.stats["replaced_before_decode"] += 1
+            self._pair = (rgb_msg, depth_msg)
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            with self._cond:
+                got = self._cond.wait_for(lambda: self._pair is not None or self._closed, self.stale_s)
+                if self._closed:
+                    return
+                if not got:
+                    raise SourceError(f"no synchronized colour/depth pair for {self.stale_s:.0f} s")
+                pair, self._pair = self._pair, None
+            self._n += 1
+            yield frame_from_msgs(pair[0], pair[1], str(self._n))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class ResultPublisher:
+    """``on_result`` hook for run_capture: builds and publishes the three output messages.
+
+    ``make_float``, ``make_bool``, ``make_image`` build messages (rclpy classes in the node, plain
+    dicts in tests); ``publish_*`` send them."""
+
+    def __init__(self, make_float: Callable, make_bool: Callable, make_image: Callable,
+                 publish_score: Callable, publish_flag: Callable, publish_error_map: Callable):
+        self.make_float, self.make_bool, self.make_image = make_float, make_bool, make_image
+        self.publish_score, self.publish_flag, self.publish_error_map = publish_score, publish_flag, publish_error_map
+
+    def __call__(self, rec: dict, frame: Frame, res) -> None:
+        self.publish_score(self.make_float(float(rec["score"])))
+        if rec["anomalous"] is not None:
+            self.publish_flag(self.make_bool(bool(rec["anomalous"])))
+        fields = numpy_to_image_fields(res.error_map.astype("float32"), "32FC1", data_as_bytes=True)
+        fields["data"] = array.array("B", fields["data"])
+        self.publish_error_map(self.make_image(frame.meta.get("header"), fields))
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run the node (needs a ROS 2 install: rclpy, message_filters, sensor_msgs, std_msgs)."""
+    try:
+        import message_filters
+        import rclpy
+        from rclpy.node import Node
+        from sensor_msgs.msg import CompressedImage, Image
+        from std_msgs.msg import Bool, Float32
+    except ImportError as e:
+        print(f"edge-ad ROS 2 node: {e}. rclpy and the ROS message packages come from a ROS 2 "
+              "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
+        return 1
+    from edge_ad.commands.run import demo_model_dir
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.capture import run_capture
+
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = Node("edge_ad")
+    p = {k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()}
+    model_dir = str(demo_model_dir()) if p["model_dir"] in ("", "demo") else p["model_dir"]
+    scorer = Scorer.load(model_dir, backend=p["backend"])
+    thr = None if math.isnan(p["threshold"]) else float(p["threshold"])
+    thr = thr if thr is not None else scorer.threshold
+    pub_score = node.create_publisher(Float32, "~/score", 10)
+    pub_flag = node.create_publisher(Bool, "~/anomaly", 10)
+    pub_err = node.create_publisher(Image, "~/error_map", 10)
+
+    def make_image(header, fields):
+        msg = Image(**fields)
+        if header is not None:
+            msg.header = header
+        return msg
+
+    hook = ResultPublisher(lambda v: Float32(data=v), lambda v: Bool(data=v), make_image,
+                           pub_score.publish, pub_flag.publish, pub_err.publish)
+    holder = {"source": TopicSource(f"ros2://{p['rgb_topic']}+{p['depth_topic']}", p["stale_s"])}
+
+    def new_source():
+        holder["source"] = TopicSource(holder["source"].uri, p["stale_s"])
+        return holder["source"]
+
+    subs = [message_filters.Subscriber(node, CompressedImage if p["rgb_compressed"] else Image, p["rgb_topic"]),
+            message_filters.Subscriber(node, CompressedImage if p["depth_compressed"] else Image, p["depth_topic"])]
+    sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"], p["slop"])
+    sync.registerCallback(lambda c, d: holder["source"].push(c, d))
+    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+    spinner.start()
+    node.get_logger().info(f"scoring {p['rgb_topic']} + {p['depth_topic']} with {model_dir} "
+                           f"(threshold {thr})")
+    try:
+        results = None if p["results_path"] in ("", "none") else p["results_path"]
+        summary = run_capture(holder["source"], scorer, threshold=thr, out=results,
+                              seed=int(p["seed"]), reopen=new_source, on_result=hook,
+                              log=node.get_logger().warning)
+        node.get_logger().info(f"summary: {summary}")
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

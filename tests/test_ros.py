@@ -1,0 +1,113 @@
+"""The ROS 2 node's offline parts: messages -> frames -> run_capture -> published score, flag and
+error map, with sensor_msgs types from rosbags' typestore (the same definitions rclpy uses)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from edge_ad.jetson import ros2_node
+from edge_ad.runtime import msgconv
+from edge_ad.runtime.capture import run_capture
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+from edge_ad.runtime.sources import open_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class MapScorer:
+    """Stand-in scorer returning an error map like runtime.Scorer's ScoreResult."""
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        x = preprocess(rgb, depth, PreprocessSpec())
+        err = (x ** 2).mean(axis=0).astype(np.float32)  # (R, R)
+        return SimpleNamespace(score=float(err.mean()), error_map=err,
+                               timings={"preprocess_ms": 0.0, "search_ms": 0.0})
+
+
+def ros_msgs(frames):
+    from rosbags.typesys import Stores, get_typestore
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Img, CImg = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    out = []
+    for k, f in enumerate(frames):
+        h = Header(stamp=Time(sec=100 + k, nanosec=0), frame_id="camera_color_optical_frame")
+        mm = np.rint(f.depth.astype(np.float64) * 700 / 255).astype(np.uint16)
+        out.append((Img(header=h, **msgconv.numpy_to_image_fields(f.rgb[:, :, ::-1].copy(), "bgr8")),
+                    CImg(header=h, **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))))
+    return out
+
+
+def test_topic_source_to_published_messages(tmp_path):
+    frames = list(open_source("synth://?n=4&seed=5&anomaly_rate=0.5"))
+    msgs = ros_msgs(frames)
+    published = {"score": [], "flag": [], "err": []}
+    hook = ros2_node.ResultPublisher(
+        lambda v: {"data": v}, lambda v: {"data": v}, lambda h, f: {"header": h, **f},
+        published["score"].append, published["flag"].append, published["err"].append)
+    src = ros2_node.TopicSource(stale_s=5.0)
+    stop = threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(run_capture(
+        src, MapScorer(), threshold=0.3, on_result=hook, stop=stop, handle_signals=False,
+        out=tmp_path / "r.jsonl")))
+    t.start()
+    for c, d in msgs:  # a subscriber delivering pairs slower than scoring: none replaced
+        src.push(c, d)
+        deadline = time.time() + 10
+        while len(published["score"]) < msgs.index((c, d)) + 1 and time.time() < deadline:
+            time.sleep(0.005)
+    stop.set()
+    t.join(timeout=10)
+    assert not t.is_alive() and result["frames_scored"] == 4 and result["skipped"] == 0
+    expect = [MapScorer().score(f.rgb, f.depth) for f in frames]
+    assert [p["data"] for p in published["score"]] == [e.score for e in expect]
+    assert [p["data"] for p in published["flag"]] == [e.score > 0.3 for e in expect]
+    for p, e, (c, _) in zip(published["err"], expect, msgs):
+        assert p["encoding"] == "32FC1" and p["header"] is c.header
+        back = msgconv.image_to_numpy(SimpleNamespace(**{k: v for k, v in p.items() if k != "header"}))
+        assert np.array_equal(back, e.error_map)
+
+
+def test_topic_source_keeps_newest_and_reports_staleness():
+    frames = list(open_source("synth://?n=3&seed=1"))
+    msgs = ros_msgs(frames)
+    src = ros2_node.TopicSource(stale_s=0.2)
+    for c, d in msgs:
+        src.push(c, d)
+    it = iter(src)
+    f = next(it)
+    assert np.array_equal(f.rgb, frames[-1].rgb) and src.stats["replaced_before_decode"] == 2
+    t0 = time.perf_counter()
+    try:
+        next(it)
+        raise AssertionError("expected SourceError")
+    except Exception as e:
+        assert "no synchronized colour/depth pair" in str(e)
+    assert time.perf_counter() - t0 >= 0.19
+    bad = ros2_node.frame_from_msgs(msgs[0][0], SimpleNamespace(format="png", data=b"junk"), "x")
+    assert bad.error and "undecodable" in bad.error
+
+
+def test_node_without_ros_says_why():
+    p = subprocess.run([sys.executable, "-m", "edge_ad.jetson.ros2_node"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert "ROS 2 install" in p.stderr and "rclpy" in p.stderr
+
+
+def test_launch_file_passes_every_node_parameter():
+    src = (REPO / "jetson" / "edge_ad.launch.py").read_text()
+    tree = ast.parse(src)
+    args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "ARGS")
+    keys = {k.value for k in args.value.keys}
+    assert keys <= set(ros2_node.PARAMETERS), keys - set(ros2_node.PARAMETERS)
+    assert {"model_dir", "threshold", "rgb_topic", "depth_topic"} <= keys
+    assert "edge_ad.jetson.ros2_node" in src
