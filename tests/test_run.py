@@ -1,0 +1,143 @@
+"""``edge-ad run``'s command line with a stand-in scorer (exit statuses, bad frames, --camera with
+no camera, --save-anomalies, argument checks). End-to-end runs with a real exported model are in
+test_run_e2e.py."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_ad.commands import run as run_cmd
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+from edge_ad.runtime.sources import find_cameras
+
+from test_sources import make_broken_folder  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+class StubScorer:
+    """Implements the Scorer contract's surface that run uses; score = mean squared input."""
+
+    n_seed, z_dim, threshold = 2, 100, 0.55
+
+    def __init__(self):
+        self.preprocess = PreprocessSpec()
+        self.seen = []
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        x = preprocess(rgb, depth, self.preprocess)
+        self.seen.append(seed if z0 is None else ("z0", float(z0.sum())))
+        err = (x ** 2).mean(axis=0).astype(np.float32)
+        return SimpleNamespace(score=float(err.mean()), error_map=err, reconstruction=-x,
+                               seed_losses=np.zeros(self.n_seed, np.float32),
+                               timings={"preprocess_ms": 0.1, "search_ms": 1.0})
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    s = StubScorer()
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: s)
+    return s
+
+
+def invoke(args):
+    return CliRunner().invoke(run_cmd.cmd, args, catch_exceptions=False)
+
+
+def lines(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines()]
+
+
+def test_folder_with_broken_frames_exit_status(tmp_path, kinect_root, stub):
+    info = make_broken_folder(tmp_path / "f", kinect_root, n_good=5)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", str(tmp_path / "f"), "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_BAD_FRAMES, r.output
+    recs = lines(out)
+    assert sorted(x["frame"] for x in recs if x["type"] == "frame") == sorted(info["good"])
+    errs = {x["frame"]: x["error"] for x in recs if x["type"] == "error"}
+    assert set(errs) == {info["truncated"], info["garbage"], info["missing_depth"]}
+    assert recs[-1]["frames_scored"] == 5 and recs[-1]["frame_errors"] == 3
+    assert "3 bad frame(s)" in r.output and "5 frames scored" in r.output
+
+
+def test_exit_status_all_good_and_all_bad(tmp_path, kinect_root, stub):
+    r = invoke(["--source", "synth://?n=3", "--out", str(tmp_path / "a.jsonl"), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert lines(tmp_path / "a.jsonl")[-1]["frames_scored"] == 3
+    bad = tmp_path / "bad"
+    (bad / "rgb").mkdir(parents=True)
+    (bad / "depth").mkdir()
+    (bad / "rgb" / "1.jpg").write_bytes(b"nope")
+    r = invoke(["--source", str(bad), "-q"])
+    assert r.exit_code == run_cmd.EXIT_NO_FRAMES and "no frame could be scored" in r.output
+
+
+def test_seed_and_z0(tmp_path, stub):
+    from edge_ad.runtime.config import frame_seed
+    assert invoke(["--source", "synth://?n=3", "--seed", "7", "-q"]).exit_code == 0
+    assert stub.seen == [frame_seed(7, i) for i in range(3)]
+    z0 = np.ones((stub.n_seed, stub.z_dim), np.float32)
+    np.save(tmp_path / "z0.npy", z0)
+    stub.seen.clear()
+    assert invoke(["--source", "synth://?n=2", "--z0", str(tmp_path / "z0.npy"), "-q"]).exit_code == 0
+    assert stub.seen == [("z0", 200.0)] * 2
+    np.save(tmp_path / "bad.npy", np.ones((3, 5), np.float32))
+    r = invoke(["--source", "synth://?n=2", "--z0", str(tmp_path / "bad.npy"), "-q"])
+    assert r.exit_code == 1 and "(2, 100) = (n_seed, z_dim)" in r.output
+    r = invoke(["--seed", "1", "--z0", str(tmp_path / "z0.npy")])
+    assert r.exit_code == 2 and "--seed or --z0" in r.output
+
+
+def test_save_anomalies_writes_pictures(tmp_path, stub):
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.86", "--out", str(out),
+                "--save-anomalies", str(tmp_path / "anom"), "-q"])
+    assert r.exit_code == 0, r.output
+    flagged = [x["frame"] for x in lines(out) if x["type"] == "frame" and x["anomalous"]]
+    assert 0 < len(flagged) < 6  # threshold chosen so some frames are flagged and some not
+    from PIL import Image
+    for fid in flagged:
+        for part in ("rgb", "depth", "recon", "error", "overlay"):
+            p = tmp_path / "anom" / f"{fid}_{part}.png"
+            assert p.is_file(), p
+        assert Image.open(tmp_path / "anom" / f"{fid}_overlay.png").size == (5 * 64 * 4, 64 * 4)
+    assert len(list((tmp_path / "anom").iterdir())) == 5 * len(flagged)
+
+
+def test_camera_without_camera_fails_at_once(stub):
+    if find_cameras()[0]:
+        pytest.skip("a camera is connected to this machine")
+    t0 = time.perf_counter()
+    r = invoke(["--camera"])
+    assert r.exit_code == 1 and "no RGB-D camera found" in r.output
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_usage_errors(tmp_path, stub):
+    r = invoke(["--camera", "--source", "synth://"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = invoke(["--source", str(tmp_path / "missing.db3")])
+    assert r.exit_code == 1 and "no such file" in r.output
+    r = invoke(["--source", "synth://?n=1", "--max-frames", "0"])
+    assert r.exit_code == 2
+
+
+def test_missing_demo_model_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_cmd, "demo_model_dir", lambda: tmp_path / "models" / "demo")
+    r = invoke(["--source", "synth://?n=1"])
+    assert r.exit_code == 1 and "demo model is missing" in r.output and "--model" in r.output
+    r = invoke(["--source", "synth://?n=1", "--model", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_heatmap_and_overlay_shapes():
+    err = np.linspace(0, 2, 64 * 64, dtype=np.float32).reshape(64, 64)
+    h = run_cmd.heatmap(err)
+    assert h.shape == (64, 64, 3) and h.dtype == np.uint8
+    assert tuple(h[0, 0]) == (0, 0, 4) and tuple(h[-1, -1]) == (252, 255, 164)
+    assert (np.diff(h.astype(int).sum(axis=2).ravel()) >= -1).all()  # brighter as error grows
