@@ -141,3 +141,15 @@ def test_heatmap_and_overlay_shapes():
     assert h.shape == (64, 64, 3) and h.dtype == np.uint8
     assert tuple(h[0, 0]) == (0, 0, 4) and tuple(h[-1, -1]) == (252, 255, 164)
     assert (np.diff(h.astype(int).sum(axis=2).ravel()) >= -1).all()  # brighter as error grows
+
+
+def test_run_path_is_torch_free():
+    import subprocess
+    import sys
+    code = ("import sys; import edge_ad.commands.run, edge_ad.runtime.capture, edge_ad.runtime.msgconv, "
+            "edge_ad.runtime.sources.realsense, edge_ad.runtime.sources.rosbag, edge_ad.runtime.sources.oak, "
+            "edge_ad.jetson.ros2_node; from edge_ad.runtime.sources import open_source; "
+            "list(open_source('synth://?n=1')); print('torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"
