@@ -315,3 +315,10 @@ def test_no_camera_fails_at_once():
     with pytest.raises(SourceError, match="no RealSense camera"):
         open_source("realsense://")
     assert time.perf_counter() - t0 < 3.0
+
+
+def test_oak_without_depthai_or_device_is_explained():
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match=r"depthai|no OAK camera"):
+        open_source("oak://")
+    assert time.perf_counter() - t0 < 5.0
