@@ -195,32 +195,36 @@ def test_ros2_bag_corrupt_message_is_reported_not_fatal(tmp_path, kinect_root):
 
 # ----------------------------------------------------------------------------- RealSense
 
-def record_realsense_db3(path: Path, frames, fps: int = 30):
-    """Push (rgb, depth_mm) frames through rs.software_device + rs.recorder into a .db3."""
+def record_realsense_db3(path: Path, frames, fps: int = 30, depth_units: float = 0.001,
+                         colour_format: str = "rgb8", translation=(0.0, 0.0, 0.0)):
+    """Push (rgb, depth in depth units) frames through rs.software_device + rs.recorder into a .db3.
+    Depth may have another size than colour (then it is not aligned: the reader must align it)."""
     rs = pytest.importorskip("pyrealsense2")
     h, w = frames[0][1].shape[:2]
+    dh, dw = frames[0][2].shape[:2]
     sd = rs.software_device()
     sd.register_info(rs.camera_info.name, "edge-ad software camera")
     sd.register_info(rs.camera_info.serial_number, "000000000001")
     dsens, csens = sd.add_sensor("Stereo Module"), sd.add_sensor("RGB Camera")
 
-    def intr():
+    def intr(w, h):
         i = rs.intrinsics()
         i.width, i.height, i.ppx, i.ppy, i.fx, i.fy = w, h, w / 2, h / 2, float(w), float(w)
         i.model, i.coeffs = rs.distortion.none, [0.0] * 5
         return i
 
-    def stream(kind, uid, fmt, bpp):
+    def stream(kind, uid, fmt, bpp, w, h):
         v = rs.video_stream()
         v.type, v.index, v.uid, v.width, v.height, v.fps, v.bpp, v.fmt = kind, 0, uid, w, h, fps, bpp, fmt
-        v.intrinsics = intr()
+        v.intrinsics = intr(w, h)
         return v
 
-    dprof = dsens.add_video_stream(stream(rs.stream.depth, 0, rs.format.z16, 2)).as_video_stream_profile()
-    cprof = csens.add_video_stream(stream(rs.stream.color, 1, rs.format.rgb8, 3)).as_video_stream_profile()
-    dsens.add_read_only_option(rs.option.depth_units, 0.001)
+    dprof = dsens.add_video_stream(stream(rs.stream.depth, 0, rs.format.z16, 2, dw, dh)).as_video_stream_profile()
+    cfmt = getattr(rs.format, colour_format)
+    cprof = csens.add_video_stream(stream(rs.stream.color, 1, cfmt, 3, w, h)).as_video_stream_profile()
+    dsens.add_read_only_option(rs.option.depth_units, depth_units)
     ext = rs.extrinsics()
-    ext.rotation, ext.translation = [1, 0, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0]
+    ext.rotation, ext.translation = [1, 0, 0, 0, 1, 0, 0, 0, 1], list(translation)
     dprof.register_extrinsics_to(cprof, ext)
     rec = rs.recorder(str(path), sd)
     sync = rs.syncer()
@@ -229,9 +233,10 @@ def record_realsense_db3(path: Path, frames, fps: int = 30):
     dsens.start(sync)
     csens.start(sync)
     for k, (_, rgb, mm) in enumerate(frames):
-        for sens, prof, arr, bpp in ((dsens, dprof, mm, 2), (csens, cprof, rgb, 3)):
+        col = rgb[:, :, ::-1] if colour_format == "bgr8" else rgb
+        for sens, prof, arr, bpp, ww in ((dsens, dprof, mm, 2, dw), (csens, cprof, col, 3, w)):
             f = rs.software_video_frame()
-            f.pixels, f.bpp, f.stride = np.ascontiguousarray(arr), bpp, w * bpp
+            f.pixels, f.bpp, f.stride = np.ascontiguousarray(arr), bpp, ww * bpp
             f.timestamp, f.domain, f.frame_number = 1000.0 + k * 1000.0 / fps, rs.timestamp_domain.hardware_clock, k
             f.profile = prof
             sens.on_video_frame(f)
@@ -257,6 +262,26 @@ def test_realsense_recording_round_trip_every_frame(tmp_path, kinect_root):
     for f, (_, rgb, mm) in zip(got, frames):
         assert f.error is None and np.array_equal(f.rgb, rgb) and np.array_equal(f.depth, mm)
     assert src.stats == {"unpaired_colour": 0, "unpaired_depth": 0}
+
+
+def test_realsense_recording_unaligned_depth_is_aligned_to_colour(tmp_path, rng):
+    """Depth at half resolution, 0.1 mm units, bgr8 colour, a 15 mm baseline: rs.align runs."""
+    planes = [1200, 1500, 800]  # a flat wall per frame, in mm
+    frames = [(str(k), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+               np.full((24, 32), mm * 10, np.uint16)) for k, mm in enumerate(planes)]
+    path = tmp_path / "u.db3"
+    record_realsense_db3(path, frames, depth_units=0.0001, colour_format="bgr8", translation=(0.015, 0, 0))
+    src = open_source(str(path))
+    assert src._needs_align
+    with src:
+        got = list(src)
+    assert len(got) == 3
+    for f, (_, rgb, _), mm in zip(got, frames, planes):
+        assert np.array_equal(f.rgb, rgb)          # bgr8 -> RGB
+        assert f.depth.shape == (48, 64)           # aligned to the colour image
+        valid = f.depth > 0
+        assert valid.mean() > 0.8                   # a wall shifted by the baseline leaves a border
+        assert np.allclose(f.depth[valid], mm, atol=0.05)  # 0.1 mm units -> millimetres
 
 
 # ----------------------------------------------------------------------------- folders, dispatch
