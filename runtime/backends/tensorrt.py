@@ -1,0 +1,234 @@
+"""TensorRT backend: the seeded k-step search on TensorRT engines, device-resident, one CUDA graph
+per frame.
+
+NOT YET RUN ON HARDWARE. TensorRT cannot be installed in the workplace this was written in (its
+PyPI packages fetch the libraries from NVIDIA's own index at install time). The code follows the
+TensorRT 10 Python API documentation (name-based I/O: ``num_io_tensors``, ``get_tensor_name``,
+``get_tensor_mode``, ``get_tensor_shape``, ``set_tensor_address``, ``execute_async_v3``; builder:
+``OnnxParser``, ``create_builder_config``, ``set_memory_pool_limit``, ``build_serialized_network``),
+which TensorRT 8.5/8.6 (JetPack 5.1/6.0) already provide, and cuda-python's ``cuda.bindings.runtime``
+as TensorRT's own samples/python/common_runtime.py does. On CPU the whole frame logic (buffer
+binding, ping-pong, weight restore, CUDA-graph capture and replay, the final pass) is tested with a
+fake ``tensorrt`` whose engines run the same ONNX graphs in onnxruntime, and a fake CUDA runtime.
+
+Design (see runtime/cuda_buffers.py for the buffer plan):
+* two engines from the model's ONNX graphs: ``step`` (one Adam step on z and all weights; or
+  ``step_z`` for the z-only search) and ``final`` (per-seed loss, error map, reconstructions);
+* one execution context per engine; before each of the k ``execute_async_v3`` calls the step
+  context's tensor addresses are pointed at that step's ping-pong slots;
+* per frame: upload x and z0 from pinned host memory, restore the weights device-to-device from the
+  pristine copies, zero the Adam moments, k steps, the final pass, download the outputs into pinned
+  host memory; all on one stream, captured once into a CUDA graph and replayed for every frame
+  (the first frame runs eagerly first, so TensorRT's lazy initialisation is not captured);
+* fp32 by default, with TF32 explicitly disabled in the builder (TensorRT enables it by default on
+  Ampere and newer, Orin included); runtime/precision.py refuses precisions that would swallow the
+  lr_theta weight update.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, TensorSpec, gpu_identity, load_cudart,
+                            per_step_values, plan_search)
+from ..engine_cache import EngineCacheError, check_trt_version
+
+log = logging.getLogger(__name__)
+
+NAME = "tensorrt"
+DEFAULT_WORKSPACE = 1 << 30   # 1 GiB builder workspace (Orin Nano 8GB shares it with the CPU)
+
+
+class TensorRTUnavailable(GpuUnavailable):
+    """TensorRT (or the GPU/CUDA stack under it) is missing: the message says what and how to fix."""
+
+
+def import_tensorrt(trt=None):
+    """The ``tensorrt`` module (or the one given), version-checked; TensorRTUnavailable with one
+    clear message if it is missing or older than 8.5."""
+    try:
+        if trt is None:
+            import tensorrt as trt
+    except ImportError as e:
+        raise TensorRTUnavailable(
+            "the TensorRT backend needs NVIDIA TensorRT >= 8.5, and its Python package 'tensorrt' is not "
+            f"installed ({e.msg if hasattr(e, 'msg') else e}). On a Jetson it comes with JetPack >= 5.1 "
+            "(apt install python3-libnvinfer; see jetson/README.md); on a PC with an NVIDIA GPU: "
+            "pip install tensorrt. Or use --backend onnxruntime.") from None
+    except OSError as e:   # the module is there but libnvinfer is not loadable
+        raise TensorRTUnavailable(f"TensorRT is installed but its libraries cannot be loaded: {e}") from None
+    try:
+        check_trt_version(getattr(trt, "__version__", "0"))
+    except EngineCacheError as e:
+        raise TensorRTUnavailable(str(e)) from None
+    return trt
+
+
+def require_tensorrt_and_gpu(device: int = 0, trt=None, cudart=None):
+    """(trt module, cudart module, (gpu name, compute capability)), or TensorRTUnavailable naming
+    the first missing piece: TensorRT, cuda-python, the NVIDIA driver, or a GPU."""
+    trt = import_tensorrt(trt)
+    try:
+        cudart = cudart or load_cudart()
+        gpu = gpu_identity(device, cudart)
+    except GpuUnavailable as e:
+        raise TensorRTUnavailable(f"the TensorRT backend cannot run here: {e}") from None
+    return trt, cudart, gpu
+
+
+def _np_dtype(trt, dt) -> str:
+    try:
+        return np.dtype(trt.nptype(dt)).name
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"unsupported TensorRT tensor type {dt}") from e
+
+
+def engine_io(engine, trt) -> tuple:
+    """(inputs, outputs) as TensorSpec lists, from the engine's name-based I/O API."""
+    ins, outs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        spec = TensorSpec(name, tuple(engine.get_tensor_shape(name)), _np_dtype(trt, engine.get_tensor_dtype(name)))
+        (ins if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(spec)
+    return ins, outs
+
+
+def build_engine_bytes(onnx_path: os.PathLike, precision: str = "fp32", trt=None,
+                       workspace_bytes: int = DEFAULT_WORKSPACE) -> bytes:
+    """Parse an ONNX graph and build a serialized engine for the GPU of this machine.
+
+    fp32: TF32 cleared (bitwise closer to the fp32 reference); tf32: TF32 allowed; fp16: FP16
+    kernels allowed (only for the z-only search: the precision guard refuses it otherwise).
+    """
+    trt = trt or import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(str(trt.__version__).split(".")[0])
+    # TensorRT 10 networks are always explicit-batch; 8.x needs the flag for ONNX
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineCacheError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+    elif precision == "tf32":
+        config.set_flag(trt.BuilderFlag.TF32)
+    elif precision == "fp16":
+        config.clear_flag(trt.BuilderFlag.TF32)
+        config.set_flag(trt.BuilderFlag.FP16)
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineCacheError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} "
+                               f"({precision}); run with EDGE_AD_TRT_VERBOSE=1 for the builder log")
+    return bytes(serialized)
+
+
+def deserialize(path: os.PathLike, trt, logger=None):
+    """ICudaEngine from a serialized engine file (error names the file)."""
+    runtime = trt.Runtime(logger or trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        raise EngineCacheError(f"TensorRT could not deserialize {path} (built by another TensorRT version "
+                               f"or for another GPU?); rebuild with `edge-ad build-engine --force`")
+    return runtime, engine
+
+
+class TensorRTSearch:
+    """k steps of the step engine + the final engine, device-resident, one CUDA graph per frame.
+
+    ``pristine``: the stacked initial state by tensor name (weights, and for the z-only search the
+    read-only weights), uploaded once. ``scalars(t)``: {name: value} of the step graph's scalar
+    inputs at step t (Adam step sizes and bias corrections computed in float64 on the host).
+    Nothing is allocated after construction; ``run`` returns copies of the final outputs.
+    """
+
+    def __init__(self, step_engine_path, final_engine_path, pristine: dict, scalars: Callable[[int], dict],
+                 k: int, cuda_graph: bool = True, device: int = 0, trt=None, cudart=None):
+        self.trt, self.cudart, self.gpu = require_tensorrt_and_gpu(device, trt, cudart)
+        self.k = int(k)
+        self.cuda_graph = bool(cuda_graph)
+        self._graph = None
+        self.bufs = None
+        self._runtimes = []
+        step_rt, self.step_engine = deserialize(step_engine_path, self.trt)
+        final_rt, self.final_engine = deserialize(final_engine_path, self.trt)
+        self._runtimes = [step_rt, final_rt]       # keep runtimes alive as long as their engines
+        sin, sout = engine_io(self.step_engine, self.trt)
+        fin, fout = engine_io(self.final_engine, self.trt)
+        self.plan = plan_search(sin, sout, fin, fout, self.k)
+        self.bufs = CudaBuffers(self.plan, device, self.cudart)
+        try:
+            for name, buf in self.plan.buffers.items():
+                if name.startswith("pristine:"):
+                    n = name.split(":", 1)[1]
+                    if n not in pristine:
+                        raise ValueError(f"no pristine value for the engine input {n!r}")
+                    self.bufs.upload(name, pristine[n])
+            for name, arr in per_step_values(self.plan, scalars).items():
+                self.bufs.upload(name, arr)
+            self.step_ctx = self.step_engine.create_execution_context()
+            self.final_ctx = self.final_engine.create_execution_context()
+            if self.step_ctx is None or self.final_ctx is None:
+                raise CudaError("TensorRT could not create an execution context (out of GPU memory?)")
+        except Exception:
+            self.close()
+            raise
+
+    # -- one frame ----------------------------------------------------------------------------------
+    def _bind_and_enqueue(self, ctx, bindings: dict, what: str) -> None:
+        for name, slot in bindings.items():
+            if not ctx.set_tensor_address(name, self.bufs.address(slot)):
+                raise CudaError(f"TensorRT refused the address of {name!r} ({what})")
+        if not ctx.execute_async_v3(self.bufs.stream):
+            raise CudaError(f"TensorRT execute_async_v3 failed ({what})")
+
+    def _enqueue_frame(self) -> None:
+        """Everything one frame does, in stream order (captured once into the CUDA graph)."""
+        self.bufs.frame_prologue()
+        for t, bindings in enumerate(self.plan.steps):
+            self._bind_and_enqueue(self.step_ctx, bindings, f"step {t + 1}/{self.k}")
+        self._bind_and_enqueue(self.final_ctx, self.plan.final, "final pass")
+        self.bufs.frame_epilogue()
+
+    def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
+        """Score one preprocessed frame x (C, R, R) from latents z0 (n_seed, z_dim)."""
+        np.copyto(self.bufs.host("x"), np.asarray(x, dtype=np.float32).reshape(self.bufs.host("x").shape))
+        np.copyto(self.bufs.host("z0"), np.asarray(z0, dtype=np.float32).reshape(self.bufs.host("z0").shape))
+        if self.cuda_graph and self._graph is None:
+            self._enqueue_frame()           # warm-up outside capture (TensorRT lazy init)
+            self.bufs.synchronize()
+            try:
+                self._graph = self.bufs.capture(self._enqueue_frame)
+            except CudaError as e:
+                log.warning("CUDA graph capture failed (%s); running the %d steps eagerly", e, self.k)
+                self.cuda_graph = False
+        if self._graph is not None:
+            self._graph.launch(self.bufs.stream)
+        else:
+            self._enqueue_frame()
+        self.bufs.synchronize()
+        return {n: self.bufs.host(f"out:{n}").copy() for n in self.plan.download}
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.destroy()
+            self._graph = None
+        if self.bufs is not None:
+            self.bufs.close()
+            self.bufs = None
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
