@@ -29,6 +29,11 @@ class CheckpointError(ValueError):
     """A model file that is corrupt, of an unknown layout, or does not match the architecture."""
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+
+
 def save_checkpoint(path: os.PathLike, generator: Generator, *, preprocess: PreprocessSpec,
                     discriminator: Optional[torch.nn.Module] = None, train: Optional[dict] = None,
                     optimizers: Optional[dict] = None, scoring: Optional[dict] = None) -> None:
@@ -66,11 +71,13 @@ def _torch_load(path: os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a weights-only PyTorch file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+                              f"{_first_line(e)}") from None
 
 
 def config_from_state_dict(sd: dict) -> GanConfig:
@@ -95,7 +102,7 @@ def generator_from_state_dict(sd: dict, cfg: Optional[GanConfig] = None) -> Gene
         g.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights do not match the generator architecture {cfg}: "
-                              f"{str(e).splitlines()[0][:400]}") from None
+                              f"{_first_line(e, 400)}") from None
     return g
 
 
@@ -121,7 +128,7 @@ def load_generator(path: os.PathLike) -> Generator:
         try:
             scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
-            raise CheckpointError(f"{path}: corrupt TorchScript file: {str(e).splitlines()[0][:300]}") from None
+            raise CheckpointError(f"{path}: corrupt TorchScript file: {_first_line(e)}") from None
         sd = {k: v.detach().clone() for k, v in scripted.state_dict().items()}
         g, fmt, pre = generator_from_state_dict(sd), "torchscript", PreprocessSpec()
     else:

@@ -1,0 +1,41 @@
+"""Shared fixtures. Real data is read from ../shared/data/kinect-rgbd beside the checkout; it is
+never copied into the project."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KINECT = REPO.parent / "shared" / "data" / "kinect-rgbd"
+
+
+@pytest.fixture(scope="session")
+def kinect_root() -> Path:
+    if not (KINECT / "splits.json").is_file():
+        pytest.fail(f"real test data missing: {KINECT} (the checkout must sit beside shared/)")
+    return KINECT
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """A width-8 generator with non-trivial BatchNorm statistics (so eval-mode BN matters)."""
+    torch = pytest.importorskip("torch")
+    from edge_ad.models.dcgan import GanConfig, Generator, init_weights
+
+    torch.manual_seed(0)
+    G = Generator(GanConfig(features_g=8, features_d=8))
+    init_weights(G)
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.1, 0.1)
+    return G.eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,57 @@
+"""Metrics on known toy cases, threshold calibration, report files, and the eval command end to end."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edge_ad.cli import main
+from edge_ad.models import save_checkpoint
+from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, write_report
+from edge_ad.runtime.preprocess import PreprocessSpec
+
+
+def test_metrics_known_cases():
+    m = detection_metrics([0, 1, 2], [3, 4])
+    assert m["auroc"] == 1.0 and m["ap"] == 1.0 and m["f1_max"] == 1.0 and m["f1_threshold"] == 3
+    m = detection_metrics([1, 3], [2, 4])  # pairs anomalous>normal: (2>1), (4>1), (4>3) of 4
+    assert m["auroc"] == pytest.approx(0.75)
+    # best F1: threshold 2 -> precision 2/3, recall 1 -> F1 0.8
+    assert m["f1_max"] == pytest.approx(0.8) and m["f1_threshold"] == 2
+    assert detection_metrics([5, 6], [1, 2])["auroc"] == 0.0
+    with pytest.raises(ValueError):
+        detection_metrics([], [1.0])
+
+
+def test_calibrated_threshold_flags_the_target_share():
+    normal = np.arange(100, dtype=float)
+    t = calibrate_threshold(normal, 0.05)
+    assert (normal > t).mean() <= 0.05 and (normal >= t).mean() > 0.0
+    with pytest.raises(ValueError):
+        calibrate_threshold(normal, 1.5)
+
+
+def test_report_files(tmp_path):
+    rep = write_report(tmp_path, "box", np.array([0.1, 0.2, 0.3]), {"sphere": np.array([0.25, 0.5])},
+                       calibrate_fpr=0.3)
+    assert rep["metrics"]["overall"]["auroc"] == pytest.approx(5 / 6)
+    for f in ("roc.png", "histogram.png"):
+        with Image.open(tmp_path / f) as im:
+            assert im.size[0] > 200
+    assert json.loads((tmp_path / "report.json").read_text())["scores"]["sphere"] == [0.25, 0.5]
+    assert "value" in json.loads((tmp_path / "threshold.json").read_text())
+
+
+def test_eval_command_on_real_frames(tmp_path, kinect_root, tiny_generator):
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                  "--class", "rectangle", "--max-per-class", "3", "--k", "2",
+                                  "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert set(rep["metrics"]) == {"cylinder", "sphere", "overall"}
+    assert len(rep["scores"]["rectangle"]) == 3 and rep["search"]["k"] == 2
+    assert (tmp_path / "ev" / "roc.png").exists() and (tmp_path / "ev" / "threshold.json").exists()
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--data" in r.output

@@ -1,0 +1,99 @@
+"""DCGAN shapes, checkpoints that carry their config, and loading every file layout users bring."""
+import numpy as np
+import pytest
+import torch
+
+from edge_ad.models import CheckpointError, Discriminator, GanConfig, Generator, load_generator, save_checkpoint
+from edge_ad.models.checkpoint import config_from_state_dict
+from edge_ad.runtime.preprocess import PreprocessSpec
+
+
+def test_generator_and_discriminator_shapes():
+    cfg = GanConfig(features_g=8, features_d=8)
+    G, D = Generator(cfg).eval(), Discriminator(cfg)
+    out = G(torch.randn(5, 100, 1, 1))
+    assert out.shape == (5, 4, 64, 64)
+    assert out.min() >= -1 and out.max() <= 1
+    assert D(out).shape == (5, 1, 1, 1)
+    assert 0 <= float(D(out).min()) and float(D(out).max()) <= 1
+    critic = Discriminator(cfg, sigmoid=False)
+    assert not isinstance(critic.disc[-1], torch.nn.Sigmoid)
+
+
+def test_study_key_layout_and_shapes():
+    sd = Generator(GanConfig(features_g=64)).state_dict()
+    assert tuple(sd["gen.0.0.weight"].shape) == (100, 1024, 4, 4)
+    assert tuple(sd["gen.3.0.weight"].shape) == (256, 128, 4, 4)
+    assert tuple(sd["gen.4.weight"].shape) == (128, 4, 4, 4) and tuple(sd["gen.4.bias"].shape) == (4,)
+    for i in range(4):
+        assert f"gen.{i}.1.running_var" in sd and f"gen.{i}.1.num_batches_tracked" in sd
+        assert f"gen.{i}.0.bias" not in sd  # bias-free ConvT blocks
+
+
+def test_checkpoint_round_trip_carries_config(tmp_path, tiny_generator):
+    spec = PreprocessSpec(far_mm=900.0)
+    path = tmp_path / "g.pt"
+    save_checkpoint(path, tiny_generator, preprocess=spec, train={"objective": "bce", "epochs": 3})
+    raw = torch.load(path, weights_only=True)  # must be loadable without unpickling code
+    assert raw["config"]["features_g"] == 8 and raw["train"]["epochs"] == 3
+    G = load_generator(path)
+    assert not G.training and G.cfg == tiny_generator.cfg and G.preprocess == spec
+    z = torch.randn(2, 100, 1, 1)
+    assert torch.equal(G(z), tiny_generator(z))
+
+
+def test_study_state_dict_with_inferred_width(tmp_path):
+    G0 = Generator(GanConfig(features_g=4)).eval()
+    torch.save(G0.state_dict(), tmp_path / "study.pth")
+    G = load_generator(tmp_path / "study.pth")
+    assert G.cfg.features_g == 4 and G.source_format == "study-state-dict"
+    z = torch.randn(1, 100, 1, 1)
+    assert torch.equal(G(z), G0(z))
+    assert config_from_state_dict(G0.state_dict()).z_dim == 100
+
+
+def test_torchscript_file(tmp_path, tiny_generator):
+    traced = torch.jit.trace(tiny_generator, torch.randn(1, 100, 1, 1))
+    traced.save(str(tmp_path / "g_ts.pt"))
+    G = load_generator(tmp_path / "g_ts.pt")
+    assert G.source_format == "torchscript" and G.cfg.features_g == 8
+    z = torch.randn(3, 100, 1, 1)
+    torch.testing.assert_close(G(z), tiny_generator(z))
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"not a model at all", "weights-only"),
+    (b"", "weights-only"),
+])
+def test_corrupt_files_are_named(tmp_path, content, needle):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=needle):
+        load_generator(p)
+
+
+def test_truncated_checkpoint(tmp_path, tiny_generator):
+    p = tmp_path / "g.pt"
+    save_checkpoint(p, tiny_generator, preprocess=PreprocessSpec())
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=str(p.name)):
+        load_generator(p)
+
+
+def test_mismatched_and_nonfinite_weights(tmp_path, tiny_generator):
+    sd = dict(tiny_generator.state_dict())
+    sd["gen.2.0.weight"] = torch.zeros(3, 3, 4, 4)
+    torch.save(sd, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_generator(tmp_path / "mismatch.pt")
+    sd = dict(tiny_generator.state_dict())
+    sd["gen.4.bias"] = torch.tensor([0.0, float("nan"), 0.0, 0.0])
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_generator(tmp_path / "nan.pt")
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="gen.0.0.weight"):
+        load_generator(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
