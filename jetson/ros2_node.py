@@ -123,8 +123,11 @@ def main(argv: Optional[list] = None) -> int:
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
         return 1
     from edge_ad.commands.run import demo_model_dir
-    from edge_ad.runtime import Scorer
-    from edge_ad.runtime.capture import run_capture
+    try:
+        from edge_ad.runtime import Scorer
+    except ImportError:
+        from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.capture import run_capture, scorer_threshold
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
@@ -132,7 +135,7 @@ def main(argv: Optional[list] = None) -> int:
     model_dir = str(demo_model_dir()) if p["model_dir"] in ("", "demo") else p["model_dir"]
     scorer = Scorer.load(model_dir, backend=p["backend"])
     thr = None if math.isnan(p["threshold"]) else float(p["threshold"])
-    thr = thr if thr is not None else scorer.threshold
+    thr = thr if thr is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)
     pub_err = node.create_publisher(Image, "~/error_map", 10)

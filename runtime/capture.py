@@ -124,6 +124,46 @@ class RunStats:
     stopped: str = "end"
 
 
+def timings_ms(res) -> dict:
+    """{"preprocess_ms", "search_ms"} from a ScoreResult's timings (``*_ms``, or ``*_s`` seconds)."""
+    tm = getattr(res, "timings", None) or {}
+    out = {}
+    for k in ("preprocess", "search"):
+        if f"{k}_ms" in tm:
+            out[f"{k}_ms"] = float(tm[f"{k}_ms"])
+        elif f"{k}_s" in tm:
+            out[f"{k}_ms"] = float(tm[f"{k}_s"]) * 1000.0
+    return out
+
+
+def best_reconstruction(res) -> Optional[np.ndarray]:
+    """The best seed's reconstruction (C, H, W) of a ScoreResult, or None when it has none."""
+    rec = getattr(res, "reconstruction", None)
+    if rec is not None:
+        return np.asarray(rec)
+    recs = getattr(res, "reconstructions", None)
+    if recs is None:
+        return None
+    return np.asarray(recs)[int(np.argmin(np.asarray(res.seed_losses)))]
+
+
+def scorer_spec(scorer):
+    """The scorer's PreprocessSpec (``.preprocess`` per the contract, or ``.preprocess_spec``)."""
+    from .preprocess import PreprocessSpec
+    spec = getattr(scorer, "preprocess", None)
+    return spec if isinstance(spec, PreprocessSpec) else getattr(scorer, "preprocess_spec", PreprocessSpec())
+
+
+def scorer_threshold(scorer) -> Optional[float]:
+    """The model's calibrated threshold (``.threshold`` or manifest["threshold"]), or None."""
+    thr = getattr(scorer, "threshold", None)
+    if thr is None:
+        thr = (getattr(scorer, "manifest", None) or {}).get("threshold")
+        if isinstance(thr, dict):  # {"value": ..., ...}
+            thr = thr.get("value")
+    return None if thr is None else float(thr)
+
+
 def _pct(v: list, q: float) -> Optional[float]:
     return round(float(np.percentile(v, q)), 3) if v else None
 
@@ -158,13 +198,14 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 on_result: Optional[Callable[[dict, Frame, object], None]] = None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
-                live: Optional[bool] = None) -> dict:
+                live: Optional[bool] = None, score_kwargs: Optional[dict] = None) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
 
     Writes one JSON line per frame (``type``: "frame", "error", "event") and a final "summary"
     line to ``out``; returns the summary dict. ``seed``: frame i is scored with latents from
     ``frame_seed(seed, i)`` unless a fixed ``z0`` (n_seed, z_dim) is given. ``reopen`` is called
-    (with backoff) to reopen a live source that stopped.
+    (with backoff) to reopen a live source that stopped. ``score_kwargs`` are passed to
+    ``scorer.score`` (e.g. ``keep_reconstructions=True`` where the scorer takes it).
     """
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
@@ -189,6 +230,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             log(f"frame {fr.id}: skipped: {fr.error}")
             return
         kw = {"z0": z0} if z0 is not None else {"seed": frame_seed(seed, i)}
+        kw.update(score_kwargs or {})
         try:
             res = scorer.score(fr.rgb, fr.depth, **kw)
             s = float(res.score)
@@ -200,7 +242,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             log(f"frame {fr.id}: skipped: {e}")
             return
         total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
-        tm = getattr(res, "timings", {}) or {}
+        tm = timings_ms(res)
         thr = threshold
         anomalous = None if thr is None else bool(s > thr)
         st.scored += 1

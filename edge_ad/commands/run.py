@@ -37,8 +37,11 @@ def load_scorer(model: Optional[str], backend: str):
         raise click.ClickException(f"model directory {model_dir} does not exist")
     try:
         from edge_ad.runtime import Scorer
-    except ImportError as e:
-        raise click.ClickException(f"the edge-ad runtime scorer is not available: {e}")
+    except ImportError:
+        try:
+            from edge_ad.runtime.scorer import Scorer
+        except ImportError as e:
+            raise click.ClickException(f"the edge-ad runtime scorer is not available: {e}")
     try:
         return Scorer.load(model_dir, backend=backend)
     except ValueError as e:  # ModelError is a ValueError
@@ -112,7 +115,11 @@ class AnomalySaver:
         stem = self.dir / _safe(rec["frame"])
         Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)).save(f"{stem}_rgb.png")
         Image.fromarray(np.asarray(frame.depth)).save(f"{stem}_depth.png")  # uint8 or uint16 mm
-        recon = np.asarray(res.reconstruction, dtype=np.float32)
+        from edge_ad.runtime.capture import best_reconstruction
+        recon = best_reconstruction(res)
+        if recon is None:
+            raise click.ClickException("--save-anomalies: the scorer returned no reconstruction")
+        recon = recon.astype(np.float32)
         rrgb, rdep = to_display(recon, self.spec)
         Image.fromarray(np.concatenate([rrgb, _grey3(rdep)], axis=1)).save(f"{stem}_recon.png")
         Image.fromarray(heatmap(res.error_map)).resize(
@@ -136,9 +143,12 @@ class Display:
         self.cv2, self.spec, self.stop = cv2, spec, stop
 
     def __call__(self, rec: dict, frame, res) -> None:
+        from edge_ad.runtime.capture import best_reconstruction
         from edge_ad.runtime.preprocess import preprocess
         cv2 = self.cv2
-        img = overlay(preprocess(frame.rgb, frame.depth, self.spec), res.reconstruction, res.error_map, self.spec)
+        x = preprocess(frame.rgb, frame.depth, self.spec)
+        recon = best_reconstruction(res)
+        img = overlay(x, x if recon is None else recon, res.error_map, self.spec)
         img = np.ascontiguousarray(img[:, :, ::-1])
         colour = (0, 0, 255) if rec.get("anomalous") else (0, 200, 0)
         text = f"{rec['frame']}  score {rec['score']:.4g}" + (
@@ -217,6 +227,14 @@ def _summary_text(s: dict) -> str:
     return f"summary ({s['stopped']}): " + ", ".join(parts)
 
 
+def _accepts(fn, name: str) -> bool:
+    import inspect
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @click.command("run")
 @click.option("--camera", is_flag=True, help="Open the first RGB-D camera found (RealSense, OAK).")
 @click.option("--source", "source_uri", metavar="URI",
@@ -246,7 +264,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error, 2 usage, 3 some frames were bad,
     4 no scorable frame.
     """
-    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
     from edge_ad.runtime.sources import SourceError, open_camera, open_source
 
     if camera and source_uri:
@@ -267,15 +285,16 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     try:
         scorer = load_scorer(model, backend)
         z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
-        thr = threshold if threshold is not None else getattr(scorer, "threshold", None)
+        thr = threshold if threshold is not None else scorer_threshold(scorer)
+        spec = scorer_spec(scorer)
         stop = threading.Event()
         status = Status(quiet, getattr(source, "uri", uri))
         hooks = [status]
         if save_anomalies:
             if thr is None:
                 raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
-            hooks.append(AnomalySaver(save_anomalies, scorer.preprocess))
-        disp = Display(scorer.preprocess, stop) if display else None
+            hooks.append(AnomalySaver(save_anomalies, spec))
+        disp = Display(spec, stop) if display else None
         if disp is not None:
             hooks.append(disp)
     except BaseException:
@@ -289,9 +308,12 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         for h in hooks:
             h(rec, frame, res)
 
+    # pictures need the reconstruction: ask for it where the scorer keeps it only on request
+    score_kwargs = ({"keep_reconstructions": True}
+                    if (save_anomalies or display) and _accepts(scorer.score, "keep_reconstructions") else {})
     try:
         summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
-                              seed=0 if seed is None else seed, z0=z0,
+                              seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
                               reopen=opener if getattr(source, "live", False) else None,
                               on_result=on_result, log=status.log, stop=stop)
     finally:
