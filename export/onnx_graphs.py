@@ -1,0 +1,421 @@
+"""The ADGAN-RGBD search as ONNX graphs, written op by op (NumPy + onnx only, no torch).
+
+Why hand-built and not ``torch.onnx.export``: the exporters cannot export ``autograd.grad``, and the
+two routes that work carry silent-corruption traps (the dynamo optimiser deletes Adam's ``+ eps``;
+the legacy exporter demotes float64 scalars to float32). Here every op is chosen explicitly, Adam's
+hyper-parameters (eps included) are graph *inputs* computed in float64 by the host, and the same
+builder emits float32 (deployment) and float64 (maths check against the float64 reference) graphs.
+``verify_graph`` checks both properties on any graph and is what the tests and the exporter run.
+
+Layout (S = n_seed, every seed owns its weights, z and Adam moments; seeds never mix):
+  z                    (S, 1, z_dim)
+  ConvT weight l       (S, C_in, C_out*16)   the torch [C_in, C_out, 4, 4] weight, flattened;
+                       split along C_in into row chunks ``W{l}.c{i}`` (cache-sized Adam chains)
+  BN gamma/beta l      (S, C_l);  last bias (S, channels)
+  activations          (S, C, H, W)
+A ConvTranspose(k4, s2, p1) is one batched GEMM ``cols = W^T A`` (S, C_out*16, H_in*W_in) and a
+col2im by stride-2 sub-pixel slices; its backward shares one im2col of dY:
+``dA = W colD`` and ``dW = A colD^T``. BatchNorm is eval-mode (running statistics are constants).
+
+Graphs: ``step`` (one Adam step on z and on all weights), ``step_z`` (lr_theta = 0: weights are
+read-only inputs, no weight gradients), ``final`` (per-seed loss, error map, reconstructions),
+``unrolled`` (k steps and the final pass in one graph; optional).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+BN_EPS = 1e-5
+# Adam's hyper-parameters per step, all graph inputs (scalars of the graph dtype), computed by
+# the host in float64 (runtime.config.adam_bias_corrections) and cast once.
+SCALARS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
+           "step_size_z", "step_size_theta", "inv_sqrt_bc2")
+
+_ONNX_DTYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """One stacked parameter tensor of the search state (a column chunk of a ConvT weight, or a
+    whole BatchNorm/bias vector)."""
+
+    name: str            # ONNX input name, e.g. "W2.c0"
+    param: str           # torch parameter name, e.g. "gen.2.0.weight"
+    shape: tuple         # stacked shape (S, ...)
+    cols: Optional[tuple] = None  # (start, stop) in the flattened GEMM column order, for weights
+
+
+@dataclass
+class Arch:
+    """Everything the builder needs to know about a generator."""
+
+    z_dim: int
+    widths: tuple        # output channels of the 5 ConvT layers: fg*16, fg*8, fg*4, fg*2, channels
+    n_seed: int
+    resolution: int = 64
+    chunk_bytes: int = 1 << 20   # target bytes of one weight chunk (all seeds); 0 = no chunking
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+    @property
+    def channels(self) -> int:
+        return self.widths[-1]
+
+    def layer_io(self, l: int) -> tuple[int, int, int]:
+        """(C_in, C_out, H_in) of ConvT layer l (H_in = 1 for the z layer)."""
+        cin = self.z_dim if l == 0 else self.widths[l - 1]
+        return cin, self.widths[l], 1 if l == 0 else 4 * 2 ** (l - 1)
+
+    def col_chunks(self, l: int) -> list[tuple[int, int]]:
+        """Column ranges of layer l's (C_in, C_out*16) weight, ~chunk_bytes each (all seeds)."""
+        cin, cout, _ = self.layer_io(l)
+        n = cout * 16
+        col_bytes = self.n_seed * cin * np.dtype(self.dtype).itemsize
+        step = n if self.chunk_bytes <= 0 else max(16, (self.chunk_bytes // col_bytes) // 16 * 16)
+        return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+    def state(self) -> list[StateTensor]:
+        """The parameter state tensors in a fixed order (weights, BN gamma/beta, last bias)."""
+        S, out = self.n_seed, []
+        for l in range(5):
+            cin, cout, _ = self.layer_io(l)
+            conv = f"gen.{l}.0.weight" if l < 4 else "gen.4.weight"
+            for i, (a, b) in enumerate(self.col_chunks(l)):
+                out.append(StateTensor(f"W{l}.c{i}", conv, (S, cin, b - a), (a, b)))
+            if l < 4:
+                out.append(StateTensor(f"bn{l}.gamma", f"gen.{l}.1.weight", (S, cout)))
+                out.append(StateTensor(f"bn{l}.beta", f"gen.{l}.1.bias", (S, cout)))
+        out.append(StateTensor("bias4", "gen.4.bias", (S, self.channels)))
+        return out
+
+
+def gemm_layout(w: np.ndarray, layer: int) -> np.ndarray:
+    """torch ConvT weight (C_in, C_out, 4, 4) -> the graph's (C_in, 16*C_out) GEMM layout.
+
+    Layer 0 (1x1 -> 4x4): columns (c, kh, kw). Stride-2 layers: with kh = 2a + b, kw = 2c' + d,
+    columns (a, c', b, d, c), so that DepthToSpace/SpaceToDepth (DCR) do the sub-pixel shuffles.
+    """
+    cin, cout = w.shape[:2]
+    if layer == 0:
+        return w.reshape(cin, cout * 16)
+    return w.reshape(cin, cout, 2, 2, 2, 2).transpose(0, 2, 4, 3, 5, 1).reshape(cin, 16 * cout)
+
+
+def stack_state(arch: Arch, params: dict) -> dict[str, np.ndarray]:
+    """Per-seed stacked state arrays from single-copy torch-layout parameters (NumPy arrays)."""
+    out = {}
+    for st in arch.state():
+        p = np.asarray(params[st.param], dtype=np.float64)
+        if st.cols is not None:
+            p = gemm_layout(p, int(st.param.split(".")[1]))[:, st.cols[0]:st.cols[1]]
+        out[st.name] = np.ascontiguousarray(np.broadcast_to(p, st.shape).astype(arch.dtype))
+    return out
+
+
+class _Builder:
+    def __init__(self, arch: Arch):
+        self.arch, self.dt = arch, np.dtype(arch.dtype)
+        self.odt = _ONNX_DTYPE[self.dt]
+        self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
+        self._n, self._i64 = 0, {}
+
+    # -- primitives --------------------------------------------------------------------------
+    def op(self, op_type: str, inputs: list, out: Optional[str] = None, **attrs) -> str:
+        self._n += 1
+        out = out or f"{op_type.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"n{self._n}_{op_type}", **attrs))
+        return out
+
+    def const(self, value, name: str) -> str:
+        arr = np.asarray(value, dtype=self.dt)
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def i64(self, values) -> str:
+        key = tuple(int(v) for v in np.atleast_1d(values))
+        if key not in self._i64:
+            name = f"i64_{len(self._i64)}"
+            self.inits.append(numpy_helper.from_array(np.array(key, dtype=np.int64), name))
+            self._i64[key] = name
+        return self._i64[key]
+
+    def input(self, name: str, shape) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, self.odt, list(shape)))
+        return name
+
+    def output(self, src: str, name: str, shape) -> str:
+        if src != name:
+            self.op("Identity", [src], name)
+        self.outputs.append(helper.make_tensor_value_info(name, self.odt, list(shape)))
+        return name
+
+    def reshape(self, x, shape):
+        return self.op("Reshape", [x, self.i64(shape)])
+
+    def slice(self, x, starts, ends, axes):
+        return self.op("Slice", [x, self.i64(starts), self.i64(ends), self.i64(axes)])
+
+    def transpose(self, x, perm):
+        return self.op("Transpose", [x], perm=list(perm))
+
+    def sum(self, xs):
+        return xs[0] if len(xs) == 1 else self.op("Sum", xs)
+
+    # -- stride-2, kernel-4, pad-1 transposed convolution pieces -----------------------------
+    def col2im(self, cols, cout, hin):
+        """cols (S, 16*C, h*h), rows (a, c', b, d, c) -> (S, C, 2h, 2h), overlaps summed.
+
+        Output pixel o = 2(i + a) + b - 1: DepthToSpace interleaves (b, d), then the four (a, c')
+        images are shifted by (2a - 1, 2c' - 1) pixels and added."""
+        S = self.arch.n_seed
+        t = self.reshape(cols, [S * 4, 4 * cout, hin, hin])
+        t = self.op("DepthToSpace", [t], blocksize=2, mode="DCR")          # (4S, C, 2h, 2h)
+        t = self.reshape(t, [S, 4, cout, 2 * hin, 2 * hin])
+        t = self.op("Pad", [t, self.i64([0, 0, 0, 1, 1, 0, 0, 0, 1, 1])])   # (S, 4, C, 2h+2, 2h+2)
+        parts = [self.slice(t, [2 * a + c, 2 - 2 * a, 2 - 2 * c], [2 * a + c + 1, 2 - 2 * a + 2 * hin,
+                                                                   2 - 2 * c + 2 * hin], [1, 3, 4])
+                 for a in (0, 1) for c in (0, 1)]
+        return self.reshape(self.sum(parts), [S, cout, 2 * hin, 2 * hin])
+
+    def im2col(self, dy, cout, hin):
+        """dY (S, C, 2h, 2h) -> colD (S, 16*C, h*h): colD[(a,c',b,d,c),(i,j)] = dYpad[c, 2(i+a)+b, 2(j+c')+d]."""
+        S = self.arch.n_seed
+        p = self.op("Pad", [dy, self.i64([0, 0, 1, 1, 0, 0, 1, 1])])         # (S, C, 2h+2, 2h+2)
+        t = self.op("SpaceToDepth", [p], blocksize=2)                        # (S, (b, d, c), h+1, h+1)
+        parts = [self.slice(t, [a, c], [a + hin, c + hin], [2, 3]) for a in (0, 1) for c in (0, 1)]
+        return self.reshape(self.op("Concat", parts, axis=1), [S, cout * 16, hin * hin])
+
+
+def _state_names(arch: Arch) -> list[str]:
+    return [st.name for st in arch.state()]
+
+
+def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
+    """kind: 'step' | 'step_z' | 'final' | 'unrolled' (k steps, then the final pass)."""
+    b = _Builder(arch)
+    S, R, C = arch.n_seed, arch.resolution, arch.channels
+    states = arch.state()
+    shapes = {st.name: st.shape for st in states}
+    x = b.input("x", [C, R, R])
+    z = b.input("z", [S, 1, arch.z_dim])
+    P = {n: b.input(n, shapes[n]) for n in _state_names(arch)}
+    learn_theta = kind in ("step", "unrolled")
+    if kind != "final":
+        sc = {n: b.input(n, []) for n in SCALARS if kind != "unrolled"}
+        mz, vz = b.input("z.m", [S, 1, arch.z_dim]), b.input("z.v", [S, 1, arch.z_dim])
+        M = {n: b.input(n + ".m", shapes[n]) for n in P} if kind == "step" else {}
+        V = {n: b.input(n + ".v", shapes[n]) for n in P} if kind == "step" else {}
+        if kind == "unrolled":
+            # per-step scalars as (k,) vectors; step t reads element t
+            vec = {n: b.input(n, [k]) for n in ("step_size_z", "step_size_theta", "inv_sqrt_bc2")}
+            const = {n: b.input(n, []) for n in ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")}
+            M = {n: b.input(n + ".m", shapes[n]) for n in P}
+            V = {n: b.input(n + ".v", shapes[n]) for n in P}
+    bn_consts = {}
+    for l in range(4):
+        bn_consts[l] = (f"bn{l}.mean", f"bn{l}.inv_std")   # filled by build_graphs via initializers
+
+    chunks = {l: [st for st in states if st.name.startswith(f"W{l}.c")] for l in range(5)}
+
+    def cat(xs, axis):
+        return xs[0] if len(xs) == 1 else b.op("Concat", xs, axis=axis)
+
+    def part(t, st, axis):  # the columns of t that belong to weight chunk st
+        n = st.cols[1] - st.cols[0]
+        full = arch.layer_io(int(st.param.split(".")[1]))[1] * 16
+        return t if n == full else b.slice(t, [st.cols[0]], [st.cols[1]], [axis])
+
+    def forward(P, z):
+        """Returns recon (S, C, R, R) and what the backward pass needs."""
+        saved = {}
+        # layer 0: z (S, 1, z_dim) @ W0 (S, z_dim, N0) -> (S, C0, 4, 4)
+        cin, cout, _ = arch.layer_io(0)
+        y = cat([b.op("MatMul", [z, P[st.name]]) for st in chunks[0]], 2)   # (S, 1, C0*16)
+        h = b.reshape(y, [S, cout, 4, 4])
+        for l in range(5):
+            if l > 0:
+                cin, cout, hin = arch.layer_io(l)
+                A = b.reshape(a, [S, cin, hin * hin])                         # (S, C_in, P)
+                cols = cat([b.op("MatMul", [b.transpose(P[st.name], [0, 2, 1]), A])
+                            for st in chunks[l]], 1)                          # (S, 16*C_out, P)
+                h = b.col2im(cols, cout, hin)                                 # (S, C_out, 2h, 2h)
+                saved[f"A{l}"] = A
+            if l < 4:
+                mean, inv_std = bn_consts[l]
+                g4 = b.reshape(P[f"bn{l}.gamma"], [S, cout, 1, 1])
+                xhat = b.op("Mul", [b.op("Sub", [h, mean]), inv_std])
+                yb = b.op("Add", [b.op("Mul", [xhat, g4]), b.reshape(P[f"bn{l}.beta"], [S, cout, 1, 1])])
+                a = b.op("Relu", [yb])
+                saved[f"bn{l}"] = (xhat, a, g4)
+            else:
+                h = b.op("Add", [h, b.reshape(P["bias4"], [S, cout, 1, 1])])
+                recon = b.op("Tanh", [h])
+        return recon, saved
+
+    def backward(P, z_in, recon, saved, want_theta: bool, gscale):
+        """Gradients of sum_j loss_j w.r.t. z and (optionally) every state tensor."""
+        grads = {}
+        diff = b.op("Sub", [recon, x])
+        d = b.op("Mul", [diff, gscale])                                         # d loss / d recon
+        d = b.op("Mul", [d, b.op("Sub", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])])
+        for l in range(4, -1, -1):
+            cin, cout, hin = arch.layer_io(l)
+            if l < 4:
+                xhat, a, g4 = saved[f"bn{l}"]
+                zero = b.const(0.0, f"zero_{b._n}")
+                d = b.op("Where", [b.op("Greater", [a, zero]), d, zero])       # ReLU'
+                if want_theta:
+                    grads[f"bn{l}.gamma"] = b.op("ReduceSum", [b.op("Mul", [d, xhat]), b.i64([2, 3])], keepdims=0)
+                    grads[f"bn{l}.beta"] = b.op("ReduceSum", [d, b.i64([2, 3])], keepdims=0)
+                d = b.op("Mul", [d, b.op("Mul", [g4, bn_consts[l][1]])])       # d loss / d h_l
+            elif want_theta:
+                grads["bias4"] = b.op("ReduceSum", [d, b.i64([2, 3])], keepdims=0)
+            if l == 0:
+                dy = b.reshape(d, [S, 1, cout * 16])
+                dys = [part(dy, st, 2) for st in chunks[0]]
+                grads["z"] = b.sum([b.op("MatMul", [dyc, b.transpose(P[st.name], [0, 2, 1])])
+                                    for dyc, st in zip(dys, chunks[0])])     # (S, 1, z_dim)
+                if want_theta:
+                    zT = b.transpose(z_in, [0, 2, 1])
+                    for dyc, st in zip(dys, chunks[0]):
+                        grads[st.name] = b.op("MatMul", [zT, dyc])           # (S, z_dim, cols)
+                break
+            colD = b.im2col(d, cout, hin)                                     # (S, 16*C_out, P)
+            cds = [part(colD, st, 1) for st in chunks[l]]
+            if want_theta:
+                for cd, st in zip(cds, chunks[l]):
+                    grads[st.name] = b.op("MatMul", [saved[f"A{l}"], b.transpose(cd, [0, 2, 1])])
+            dA = b.sum([b.op("MatMul", [P[st.name], cd]) for cd, st in zip(cds, chunks[l])])  # (S, C_in, P)
+            d = b.reshape(dA, [S, cin, hin, hin])                            # d loss / d A_l
+        return grads
+
+    def adam(p, m, v, g, step_size, s, out=None):
+        """torch.optim.Adam (no weight decay, no amsgrad): returns (p', m', v')."""
+        m1 = b.op("Add", [b.op("Mul", [m, s["beta1"]]), b.op("Mul", [g, s["one_minus_beta1"]])],
+                  out and out[1])
+        v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]), b.op("Mul", [b.op("Mul", [g, g]), s["one_minus_beta2"]])],
+                  out and out[2])
+        den = b.op("Add", [b.op("Mul", [b.op("Sqrt", [v1]), s["inv_sqrt_bc2"]]), s["eps"]])
+        p1 = b.op("Sub", [p, b.op("Mul", [b.op("Div", [m1, den]), step_size])], out and out[0])
+        return p1, m1, v1
+
+    numel = C * R * R
+    two_over_n = b.const(2.0 / numel, "two_over_numel") if kind != "final" else None
+
+    def final_outputs(P, z):
+        recon, _ = forward(P, z)
+        diff = b.op("Sub", [recon, x])
+        sq = b.op("Mul", [diff, diff])
+        b.output(b.op("ReduceMean", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])
+        b.output(b.op("ReduceMean", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])
+        b.output(recon, "recon", [S, C, R, R])
+
+    if kind == "final":
+        final_outputs(P, z)
+    elif kind in ("step", "step_z"):
+        recon, saved = forward(P, z)
+        grads = backward(P, z, recon, saved, learn_theta, two_over_n)
+        adam(z, mz, vz, grads["z"], sc["step_size_z"], sc, ("z.out", "z.m.out", "z.v.out"))
+        b.outputs += [helper.make_tensor_value_info(n, b.odt, [S, 1, arch.z_dim]) for n in ("z.out", "z.m.out", "z.v.out")]
+        if learn_theta:
+            for n in P:
+                adam(P[n], M[n], V[n], grads[n], sc["step_size_theta"], sc, (n + ".out", n + ".m.out", n + ".v.out"))
+                b.outputs += [helper.make_tensor_value_info(n + s, b.odt, list(shapes[n])) for s in (".out", ".m.out", ".v.out")]
+    elif kind == "unrolled":
+        zt, Pt = z, dict(P)
+        mzt, vzt, Mt, Vt = mz, vz, dict(M), dict(V)
+        for t in range(k):
+            s = dict(const)
+            for n in vec:
+                s[n] = b.op("Gather", [vec[n], b.i64([t])], axis=0)
+                s[n] = b.reshape(s[n], [])
+            recon, saved = forward(Pt, zt)
+            grads = backward(Pt, zt, recon, saved, True, two_over_n)
+            zt, mzt, vzt = adam(zt, mzt, vzt, grads["z"], s["step_size_z"], s)
+            for n in list(Pt):
+                Pt[n], Mt[n], Vt[n] = adam(Pt[n], Mt[n], Vt[n], grads[n], s["step_size_theta"], s)
+        final_outputs(Pt, zt)
+        b.output(zt, "z.out", [S, 1, arch.z_dim])
+    else:
+        raise ValueError(f"unknown graph kind {kind!r}")
+    return b
+
+
+def build_graph(arch: Arch, kind: str, bn_stats: dict, k: int = 0) -> onnx.ModelProto:
+    """Build one graph. bn_stats: {l: (running_mean[C], running_var[C])} for l = 0..3 (NumPy)."""
+    b = _build(arch, kind, k)
+    for l in range(4):
+        mean, var = (np.asarray(t, dtype=np.float64) for t in bn_stats[l])
+        # computed in float64, stored in the graph dtype (never demoted through float32)
+        b.const(mean.reshape(1, -1, 1, 1), f"bn{l}.mean")
+        b.const((1.0 / np.sqrt(var + BN_EPS)).reshape(1, -1, 1, 1), f"bn{l}.inv_std")
+    graph = helper.make_graph(b.nodes, f"adgan_{kind}", b.inputs, b.outputs, b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edge-ad", producer_version=_version())
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _version() -> str:
+    try:
+        from edge_ad import __version__
+        return __version__
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+class GraphCheckError(ValueError):
+    """A graph that would silently compute the wrong search (a known exporter trap)."""
+
+
+def verify_graph(model: onnx.ModelProto, dtype=np.float32, n_adam: Optional[int] = None) -> dict:
+    """Check the two silent-corruption traps on any step graph and return what was found.
+
+    1. Adam's eps must survive: every Adam denominator ``sqrt(v_hat) + eps`` must still be an Add
+       with ``eps`` (a graph input, or a constant equal to the configured eps) -> counts them.
+    2. No float tensor of another precision: every float initializer, Constant, graph input/output
+       and Cast target must be of ``dtype`` (catches float64 scalars demoted to float32).
+    Raises GraphCheckError naming the problem.
+    """
+    want = _ONNX_DTYPE[np.dtype(dtype)]
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    g = model.graph
+    bad = []
+    for t in g.initializer:
+        if t.data_type in floats and t.data_type != want:
+            bad.append(f"initializer {t.name} is {TensorProto.DataType.Name(t.data_type)}")
+    for vi in list(g.input) + list(g.output):
+        et = vi.type.tensor_type.elem_type
+        if et in floats and et != want:
+            bad.append(f"graph input/output {vi.name} is {TensorProto.DataType.Name(et)}")
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR and a.t.data_type in floats and a.t.data_type != want:
+                    bad.append(f"Constant {n.output[0]} is {TensorProto.DataType.Name(a.t.data_type)}")
+                if a.name in ("value_float", "value_floats") and want != TensorProto.FLOAT:
+                    bad.append(f"Constant {n.output[0]} is a float32 attribute")
+        if n.op_type == "Cast":
+            to = next(a.i for a in n.attribute if a.name == "to")
+            if to in floats and to != want:
+                bad.append(f"Cast {n.name} to {TensorProto.DataType.Name(to)}")
+    if bad:
+        raise GraphCheckError(f"graph mixes float precisions (expected {TensorProto.DataType.Name(want)}): "
+                              + "; ".join(bad[:8]))
+    eps_names = {vi.name for vi in g.input if vi.name == "eps"}
+    const_eps = {t.name for t in g.initializer if t.data_type in floats and t.dims == []
+                 and 0 < abs(float(numpy_helper.to_array(t))) < 1e-6}
+    eps_adds = [n for n in g.node if n.op_type == "Add" and (set(n.input) & (eps_names | const_eps))]
+    sqrt_count = sum(1 for n in g.node if n.op_type == "Sqrt")
+    if n_adam is not None and len(eps_adds) < n_adam:
+        raise GraphCheckError(f"Adam eps missing: {len(eps_adds)} additions of eps for {n_adam} Adam "
+                              f"updates (an optimiser removed '+ eps' as adding zero?)")
+    if sqrt_count and not eps_adds:
+        raise GraphCheckError("Adam eps missing: the graph takes square roots but never adds eps")
+    return {"eps_adds": len(eps_adds), "sqrt": sqrt_count, "dtype": TensorProto.DataType.Name(want)}

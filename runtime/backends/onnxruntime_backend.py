@@ -1,0 +1,221 @@
+"""The seeded k-step search on onnxruntime, with every buffer allocated once (no torch).
+
+Buffers (OrtValues, on the device of the first provider):
+  pristine weights (stacked per seed)   read-only, bound as step 1's input (no per-frame copy)
+  zero moments                          read-only, bound as step 1's moments
+  two ping-pong sets of weights/moments step t reads set (t % 2) and writes the other
+  z0, x, per-step Adam scalars          updated in place (``OrtValue.update_inplace``)
+  final outputs                         seed_losses, error_map, recon
+One IOBinding per step is prepared at load, so steady-state scoring only updates x and z0 and
+runs k + 1 graphs. With lr_theta = 0 the z-only step graph reads the pristine weights directly.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge_ad.runtime.config import SearchConfig, adam_bias_corrections
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - base dependency
+        raise RuntimeError("the onnxruntime backend needs the 'onnxruntime' package") from e
+    return ort
+
+
+def adam_scalars(cfg: SearchConfig, t: int) -> dict:
+    """Adam's per-step hyper-parameters for step t (1-based), computed in float64 as torch does."""
+    bc1, bc2 = adam_bias_corrections(t, cfg.beta1, cfg.beta2)
+    return {"beta1": cfg.beta1, "one_minus_beta1": 1.0 - cfg.beta1, "beta2": cfg.beta2,
+            "one_minus_beta2": 1.0 - cfg.beta2, "eps": cfg.eps,
+            "step_size_z": cfg.lr_z / bc1, "step_size_theta": cfg.lr_theta / bc1,
+            "inv_sqrt_bc2": 1.0 / np.sqrt(bc2)}
+
+
+def session_options(threads: Optional[int] = None, profile: Optional[str] = None):
+    """CPU-friendly options: all graph optimisations, sequential execution, ``threads`` intra-op."""
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = int(threads) if threads else (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile
+    return so
+
+
+class OrtSearch:
+    """Runs one search per call on preallocated device buffers.
+
+    graphs: {"step" | "step_z" | "final" | "unrolled": path or serialized bytes}
+    pristine: {state name: array of the single-copy shape} (tiled to n_seed here, once)
+    mode: "step" (faithful), "step_z" (lr_theta = 0), "unrolled" (one graph for the whole search)
+    """
+
+    def __init__(self, graphs: dict, pristine: dict, state_shapes: dict, cfg: SearchConfig,
+                 z_dim: int, x_shape: Sequence[int], dtype=np.float32, mode: str = "step",
+                 providers: Optional[list] = None, threads: Optional[int] = None,
+                 profile: Optional[str] = None):
+        ort = _ort()
+        self.cfg, self.mode, self.dtype = cfg, mode, np.dtype(dtype)
+        if mode not in ("step", "step_z", "unrolled"):
+            raise ValueError(f"unknown search mode {mode!r}")
+        if mode == "step_z" and cfg.updates_weights:
+            raise ValueError("the z-only graph needs lr_theta = 0")
+        needed = {"step": ("step", "final"), "step_z": ("step_z", "final"), "unrolled": ("unrolled",)}[mode]
+        for g in needed:
+            if g not in graphs:
+                raise ValueError(f"mode {mode!r} needs the {g!r} graph, which this model does not have")
+        providers = list(providers or ["CPUExecutionProvider"])
+        avail = ort.get_available_providers()
+        missing = [p if isinstance(p, str) else p[0] for p in providers]
+        missing = [p for p in missing if p not in avail]
+        if missing:
+            raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})")
+        so = session_options(threads, profile)
+        self.sessions = {g: ort.InferenceSession(graphs[g], so, providers=providers) for g in needed}
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
+        S = cfg.n_seed
+        self.S, self.z_dim = S, z_dim
+        self.names = list(state_shapes)
+
+        self._keep = []   # host arrays backing CPU OrtValues (wrapped, not copied) must outlive them
+
+        def ov(arr):
+            a = np.ascontiguousarray(arr, dtype=self.dtype)
+            self._keep.append(a)
+            return ort.OrtValue.ortvalue_from_numpy(a, self.device, 0)
+
+        def empty(shape):
+            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, 0)
+
+        self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), state_shapes[n]))
+                         for n in self.names}
+        zshape = (S, 1, z_dim)
+        self.x = empty(x_shape)
+        self.z0 = empty(zshape)
+        self.zero_z = ov(np.zeros(zshape))
+        self.z_buf = [(empty(zshape), empty(zshape), empty(zshape)) for _ in range(2)]   # z, m, v
+        self.final_out = {"seed_losses": empty((S,)), "error_map": empty(x_shape[1:]),
+                          "recon": empty((S,) + tuple(x_shape))}
+        self.bindings = []
+        if mode == "step":
+            self.zeros = {n: ov(np.zeros(state_shapes[n])) for n in self.names}
+            self.p_buf = [{n: (empty(state_shapes[n]), empty(state_shapes[n]), empty(state_shapes[n]))
+                           for n in self.names} for _ in range(2)]
+        if mode in ("step", "step_z"):
+            self._scalar_ovs = [{k: ov(np.array(v)) for k, v in adam_scalars(cfg, t).items()}
+                                for t in range(1, cfg.k + 1)]
+            self._prepare_steps()
+        else:
+            self._prepare_unrolled(ov)
+
+    # -- binding plans -------------------------------------------------------------------------
+    def _prepare_steps(self):
+        sess = self.sessions[self.mode]
+        learn = self.mode == "step"
+        in_names = {i.name for i in sess.get_inputs()}
+        for t in range(1, self.cfg.k + 1):
+            io = sess.io_binding()
+            src, dst = (t - 1) % 2, t % 2      # step 1 reads z0/pristine/zeros, writes set 1
+            io.bind_ortvalue_input("x", self.x)
+            if t == 1:
+                z, m, v = self.z0, self.zero_z, self.zero_z
+            else:
+                z, m, v = self.z_buf[src]
+            io.bind_ortvalue_input("z", z)
+            io.bind_ortvalue_input("z.m", m)
+            io.bind_ortvalue_input("z.v", v)
+            for k, val in self._scalar_ovs[t - 1].items():
+                if k in in_names:
+                    io.bind_ortvalue_input(k, val)
+            for suffix, buf in zip(("z.out", "z.m.out", "z.v.out"), self.z_buf[dst]):
+                io.bind_ortvalue_output(suffix, buf)
+            for n in self.names:
+                if not learn:
+                    io.bind_ortvalue_input(n, self.pristine[n])
+                    continue
+                if t == 1:
+                    p, m, v = self.pristine[n], self.zeros[n], self.zeros[n]
+                else:
+                    p, m, v = self.p_buf[src][n]
+                io.bind_ortvalue_input(n, p)
+                io.bind_ortvalue_input(n + ".m", m)
+                io.bind_ortvalue_input(n + ".v", v)
+                for suffix, buf in zip((".out", ".m.out", ".v.out"), self.p_buf[dst][n]):
+                    io.bind_ortvalue_output(n + suffix, buf)
+            self.bindings.append(io)
+        fin = self.sessions["final"]
+        io = fin.io_binding()
+        k, last = self.cfg.k, self.cfg.k % 2
+        io.bind_ortvalue_input("x", self.x)
+        io.bind_ortvalue_input("z", self.z0 if k == 0 else self.z_buf[last][0])
+        for n in self.names:
+            io.bind_ortvalue_input(n, self.pristine[n] if (k == 0 or not learn) else self.p_buf[last][n][0])
+        for name, buf in self.final_out.items():
+            io.bind_ortvalue_output(name, buf)
+        self.final_binding = io
+
+    def _prepare_unrolled(self, ov):
+        sess = self.sessions["unrolled"]
+        cfg = self.cfg
+        sc = [adam_scalars(cfg, t) for t in range(1, cfg.k + 1)]
+        io = sess.io_binding()
+        io.bind_ortvalue_input("x", self.x)
+        io.bind_ortvalue_input("z", self.z0)
+        io.bind_ortvalue_input("z.m", self.zero_z)
+        io.bind_ortvalue_input("z.v", self.zero_z)
+        self._unrolled_scalars = {}
+        for i in sess.get_inputs():
+            if i.name in ("step_size_z", "step_size_theta", "inv_sqrt_bc2"):
+                self._unrolled_scalars[i.name] = ov(np.array([s[i.name] for s in sc]))
+            elif i.name in sc[0]:
+                self._unrolled_scalars[i.name] = ov(np.array(sc[0][i.name]))
+        for k, v in self._unrolled_scalars.items():
+            io.bind_ortvalue_input(k, v)
+        zeros = {}
+        for n in self.names:
+            io.bind_ortvalue_input(n, self.pristine[n])
+            shape = tuple(self.pristine[n].shape())
+            zeros[n] = ov(np.zeros(shape))
+            io.bind_ortvalue_input(n + ".m", zeros[n])
+            io.bind_ortvalue_input(n + ".v", zeros[n])
+        self._unrolled_zeros = zeros
+        for name, buf in self.final_out.items():
+            io.bind_ortvalue_output(name, buf)
+        io.bind_ortvalue_output("z.out", self.z_buf[0][0])
+        self.final_binding = io
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
+        """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
+        self.x.update_inplace(np.ascontiguousarray(x, dtype=self.dtype))
+        self.z0.update_inplace(np.ascontiguousarray(z0, dtype=self.dtype).reshape(self.S, 1, self.z_dim))
+        t0 = time.perf_counter()
+        if self.mode != "unrolled":
+            sess = self.sessions[self.mode]
+            for io in self.bindings:
+                sess.run_with_iobinding(io)
+        t1 = time.perf_counter()
+        fin = self.sessions["unrolled" if self.mode == "unrolled" else "final"]
+        fin.run_with_iobinding(self.final_binding)
+        t2 = time.perf_counter()
+        k = self.cfg.k
+        if self.mode == "unrolled":
+            z = self.z_buf[0][0]
+        else:
+            z = self.z0 if k == 0 else self.z_buf[k % 2][0]
+        return {"seed_losses": self.final_out["seed_losses"].numpy().astype(np.float64),
+                "error_map": self.final_out["error_map"].numpy(),
+                "recon": self.final_out["recon"].numpy(),
+                "z": z.numpy().reshape(self.S, self.z_dim),
+                "steps_s": t1 - t0, "final_s": t2 - t1}

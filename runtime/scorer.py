@@ -1,0 +1,140 @@
+"""``Scorer``: score raw RGB-D frames with an exported model directory, without PyTorch.
+
+    scorer = Scorer.load("model_dir")                # checks manifest version and every sha256
+    r = scorer.score(rgb, depth, seed=0)             # raw H x W x 3 uint8 + H x W depth
+    r.score, r.seed_losses, r.error_map, r.timings
+
+The search configuration comes from the manifest; ``config=`` overrides it (e.g. the named fast
+option ``lr_theta=0``, which switches to the z-only graph). Weights restart from the pristine copy
+for every frame; all large buffers are allocated once in ``load``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .config import SearchConfig, make_z0
+from .manifest import ManifestError, load_manifest
+from .preprocess import PreprocessSpec, preprocess
+
+BACKENDS = ("onnxruntime",)
+
+
+@dataclass
+class ScoreResult:
+    score: float                 # mean over seeds of the final reconstruction loss
+    seed_losses: np.ndarray      # (n_seed,) float64
+    error_map: np.ndarray        # (H, W) squared error, mean over seeds and channels
+    z: np.ndarray                # (n_seed, z_dim) final latents
+    reconstructions: Optional[np.ndarray] = None  # (n_seed, C, H, W)
+    timings: dict = field(default_factory=dict)   # preprocess_s, search_s, total_s, ...
+
+
+class Scorer:
+    """An exported model ready to score frames; build it with ``Scorer.load``."""
+
+    def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
+                 spec: PreprocessSpec, mode: str):
+        self.model_dir, self.manifest, self._search = model_dir, manifest, search
+        self.config, self.preprocess_spec, self.mode = cfg, spec, mode
+        self.z_dim = int(manifest["layout"]["z_dim"])
+        self.n_seed = cfg.n_seed
+
+    @classmethod
+    def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
+             config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
+             variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None) -> "Scorer":
+        """Load and verify ``model_dir`` (manifest version, sha256 of every file).
+
+        config / lr_theta: override the manifest's search settings (n_seed must match the export).
+        variant: "auto" (step loop; z-only graph when lr_theta == 0), "step", "unrolled".
+        providers: onnxruntime execution providers (default: CUDA when available, else CPU).
+        Raises ManifestError for a tampered, incomplete or mismatched directory.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        model_dir = Path(model_dir)
+        man = load_manifest(model_dir, verify=True)
+        lay = man["layout"]
+        cfg = config or SearchConfig.from_dict(man["search"])
+        if lr_theta is not None:
+            cfg = cfg.replace(lr_theta=float(lr_theta))
+        if cfg.n_seed != int(lay["n_seed"]):
+            raise ManifestError(f"{model_dir}: exported for n_seed={lay['n_seed']}, asked for "
+                                f"n_seed={cfg.n_seed}; re-export with --n-seed {cfg.n_seed}")
+        graphs = {name: str(model_dir / g["file"]) for name, g in man["graphs"].items()}
+        if variant == "auto":
+            mode = "step" if cfg.updates_weights else "step_z"
+        elif variant in ("step", "unrolled"):
+            mode = variant if (variant == "unrolled" or cfg.updates_weights) else "step_z"
+            if variant == "unrolled" and "unrolled" not in graphs:
+                raise ManifestError(f"{model_dir}: no unrolled graph in this export (export with --unrolled)")
+            if variant == "unrolled" and int(man["graphs"]["unrolled"].get("k", -1)) != cfg.k:
+                raise ManifestError(f"{model_dir}: the unrolled graph has k={man['graphs']['unrolled'].get('k')}, "
+                                    f"asked for k={cfg.k}")
+        else:
+            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled)")
+        if mode == "step_z" and "step_z" not in graphs:
+            mode = "step"   # the full graph with a zero theta step size is the same computation
+        dtype = np.dtype(lay.get("dtype", "float32"))
+        with np.load(model_dir / lay["weights"]) as npz:
+            pristine = {k: npz[k] for k in npz.files}
+        shapes = {st["name"]: tuple(st["shape"]) for st in lay["state"]}
+        missing = set(shapes) - set(pristine)
+        if missing:
+            raise ManifestError(f"{model_dir}: weights file lacks state tensors {sorted(missing)[:5]}")
+        if providers is None:
+            import onnxruntime as ort
+            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
+                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        from .backends.onnxruntime_backend import OrtSearch
+        x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
+        search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
+                           mode=mode, providers=providers, threads=threads, profile=profile)
+        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
+
+    def initial_latents(self, z0=None, seed: Optional[int] = None) -> np.ndarray:
+        """z0 as given (checked), else make_z0(n_seed, z_dim, seed)."""
+        if z0 is None:
+            return make_z0(self.n_seed, self.z_dim, seed)
+        z0 = np.asarray(z0, dtype=np.float32)
+        if z0.shape != (self.n_seed, self.z_dim):
+            raise ValueError(f"z0 must have shape (n_seed, z_dim) = {(self.n_seed, self.z_dim)}, got {z0.shape}")
+        if not np.isfinite(z0).all():
+            raise ValueError("z0 contains NaN or inf")
+        return z0
+
+    def score_input(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
+                    keep_reconstructions: bool = False) -> ScoreResult:
+        """Score an already preprocessed input x (C, H, W) in [-1, 1]."""
+        t0 = time.perf_counter()
+        x = np.asarray(x)
+        want = (int(self.manifest["layout"]["channels"]),) + (int(self.manifest["layout"]["resolution"]),) * 2
+        if x.shape != want:
+            raise ValueError(f"x must have shape {want}, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("x contains NaN or inf")
+        z0 = self.initial_latents(z0, seed)
+        out = self._search.run(x, z0)
+        sl = out["seed_losses"]
+        t1 = time.perf_counter()
+        return ScoreResult(score=float(sl.mean()), seed_losses=sl, error_map=out["error_map"], z=out["z"],
+                           reconstructions=out["recon"] if keep_reconstructions else None,
+                           timings={"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]})
+
+    def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
+              keep_reconstructions: bool = False) -> ScoreResult:
+        """Score a raw frame: rgb H x W x 3 uint8, depth H x W uint8 (8-bit) or uint16 (mm).
+        Raises preprocess.FrameError for a frame that cannot be scored."""
+        t0 = time.perf_counter()
+        x = preprocess(rgb, depth, self.preprocess_spec)
+        t1 = time.perf_counter()
+        r = self.score_input(x, z0, seed, keep_reconstructions)
+        r.timings["preprocess_s"] = t1 - t0
+        r.timings["total_s"] = time.perf_counter() - t0
+        return r
