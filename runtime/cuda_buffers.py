@@ -7,9 +7,11 @@ byte offset) each tensor is bound to:
 * state tensors (a step input ``n`` whose next value is the output ``n.out``: z, the per-seed
   generator weights, the Adam moments) get two buffers, ``n@0`` and ``n@1``; step t reads slot
   t % 2 and writes slot (t + 1) % 2 (ping-pong, TensorRT does not support in-place I/O);
-* weights also get ``pristine:n``, uploaded once at load; every frame starts with a
-  device-to-device copy pristine -> ``n@0`` (the per-frame weight reset); Adam moments start with
-  a memset to 0; z starts with an upload of z0 from pinned host memory;
+* weights also get ``pristine:n``, uploaded once at load and never written. The per-frame reset
+  has two equivalent forms (``restore``): "copy" starts every frame with a device-to-device copy
+  pristine -> ``n@0``, a memset of the moments and an upload of z0 into ``z@0``; "bind" (default)
+  binds step 1's inputs to the pristine weights, a shared read-only zero buffer and the uploaded z0
+  directly, so the reset costs nothing (step 1 writes slot 1; the pristine copy is never a target);
 * per-step scalars (Adam step sizes and bias corrections, computed on the host in float64) live in
   one buffer of k values each, uploaded at load; step t binds element t, so no per-frame upload;
 * ``x`` (the frame) is uploaded from pinned host memory; final outputs come back into pinned host.
@@ -105,8 +107,10 @@ class BufferPlan:
     buffers: dict = field(default_factory=dict)        # name -> Buffer
     steps: list = field(default_factory=list)          # per step t: {tensor name: Slot}
     final: dict = field(default_factory=dict)          # {tensor name: Slot}
-    frame_ops: list = field(default_factory=list)      # ("h2d"|"d2h", buf) ("d2d", src, dst) ("zero", buf)
-    download: list = field(default_factory=list)       # final outputs copied back to pinned host
+    frame_ops: list = field(default_factory=list)      # ("h2d", buf) ("h2d_to", host, dev) ("d2d", src, dst) ("zero", buf)
+    download: list = field(default_factory=list)       # buffers copied back to pinned host per frame
+    results: dict = field(default_factory=dict)        # result name (final outputs, "z") -> buffer
+    restore: str = "bind"
     weights: list = field(default_factory=list)        # state tensors reset from pristine copies
     moments: list = field(default_factory=list)        # state tensors reset to zero
     per_step: list = field(default_factory=list)       # scalar inputs stored as k-slot buffers
@@ -121,8 +125,8 @@ class BufferPlan:
         return sum(b.nbytes for b in self.buffers.values() if b.host)
 
     def final_slot(self, name: str) -> Slot:
-        """Where state tensor ``name`` is after the k steps."""
-        return Slot(f"{name}@{self.k % 2}")
+        """Where state tensor ``name`` is after the k steps (what the final graph reads)."""
+        return self.final[name]
 
 
 def _specs(items: Iterable) -> dict:
@@ -136,7 +140,7 @@ def _specs(items: Iterable) -> dict:
 
 
 def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
-                scalars: Optional[Iterable[str]] = None) -> BufferPlan:
+                scalars: Optional[Iterable[str]] = None, restore: str = "bind") -> BufferPlan:
     """Plan device buffers for k steps of the step graph followed by the final graph.
 
     Roles are read from the names (runtime/export convention): ``x`` is the frame, ``z`` the
@@ -144,13 +148,17 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
     moments (reset to 0), other state except z are weights (reset from pristine copies); 0-d
     inputs (or those named in ``scalars``) are per-step scalars. Weight inputs of a step graph
     without ``.out`` outputs (the z-only search) are bound to the pristine copies directly.
+    ``restore``: "bind" (step 1 reads pristine weights, zeros and z0 in place) or "copy" (copy them
+    into slot 0 at the start of every frame), see the module docstring.
     Raises PlanError naming any tensor that has no role or a mismatching shape/dtype.
     """
+    if restore not in ("bind", "copy"):
+        raise PlanError(f"restore must be 'bind' or 'copy', got {restore!r}")
     if k < 0:
         raise PlanError(f"k must be >= 0, got {k}")
     sin, sout, fin, fout = (_specs(x) for x in (step_inputs, step_outputs, final_inputs, final_outputs))
     scalars = set(scalars) if scalars is not None else {n for n, s in sin.items() if s.shape == ()}
-    plan = BufferPlan(k=k)
+    plan = BufferPlan(k=k, restore=restore)
     B = plan.buffers
 
     def add(name, shape, dtype, host=False):
@@ -203,13 +211,26 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
             raise PlanError(f"Adam moment {n!r} is an input but the step graph never outputs {n + SUFFIX_OUT!r}")
         add(f"pristine:{n}", sin[n].shape, sin[n].dtype)
 
-    # per-step bindings
+    if restore == "bind" and plan.moments:
+        add("zeros", (max(sin[n].nbytes for n in plan.moments),), "uint8")   # read-only, zeroed at load
+
+    def initial(n):
+        """Where state n is read by step 1 (and by the final graph when k == 0)."""
+        if restore == "copy":
+            return Slot(f"{n}@0")
+        if n == Z_INPUT:
+            return Slot("z0")
+        return Slot("zeros") if n in plan.moments else Slot(f"pristine:{n}")
+
+    def after(n, steps):
+        return initial(n) if steps == 0 else Slot(f"{n}@{steps % 2}")
+
+    # per-step bindings: step t reads what t steps left, writes slot (t + 1) % 2
     for t in range(k):
-        src, dst = t % 2, (t + 1) % 2
         b = {FRAME_INPUT: Slot(FRAME_INPUT)}
         for n in plan.state:
-            b[n] = Slot(f"{n}@{src}")
-            b[n + SUFFIX_OUT] = Slot(f"{n}@{dst}")
+            b[n] = after(n, t)
+            b[n + SUFFIX_OUT] = Slot(f"{n}@{(t + 1) % 2}")
         for n in plan.per_step:
             b[n] = Slot(f"per_step:{n}", t * sin[n].nbytes)
         for n in readonly:
@@ -224,7 +245,7 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
         elif n in plan.state:
             if (s.shape, s.dtype) != (sin[n].shape, sin[n].dtype):
                 raise PlanError(f"final input {n!r} {s.shape} differs from the step state {sin[n].shape}")
-            fb[n] = plan.final_slot(n)
+            fb[n] = after(n, k)
         elif n in readonly:
             fb[n] = Slot(f"pristine:{n}")
         else:
@@ -232,13 +253,20 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
     for n, s in fout.items():
         add(f"out:{n}", s.shape, s.dtype, host=True)
         fb[n] = Slot(f"out:{n}")
-        plan.download.append(n)
+        plan.results[n] = f"out:{n}"
     plan.final = fb
+    zfinal = after(Z_INPUT, k).buffer                  # the final latents come back too
+    B[zfinal].host = True
+    plan.results[Z_INPUT] = zfinal
+    plan.download = list(dict.fromkeys(plan.results.values()))
 
     # per-frame program (captured into the CUDA graph in this order)
-    ops = [("h2d", FRAME_INPUT), ("h2d_to", "z0", f"{Z_INPUT}@0")]
-    ops += [("d2d", f"pristine:{n}", f"{n}@0") for n in plan.weights]
-    ops += [("zero", f"{n}@0") for n in plan.moments]
+    if restore == "copy":
+        ops = [("h2d", FRAME_INPUT), ("h2d_to", "z0", f"{Z_INPUT}@0")]
+        ops += [("d2d", f"pristine:{n}", f"{n}@0") for n in plan.weights]
+        ops += [("zero", f"{n}@0") for n in plan.moments]
+    else:
+        ops = [("h2d", FRAME_INPUT), ("h2d", "z0")]
     plan.frame_ops = ops
     return plan
 
@@ -356,6 +384,8 @@ class CudaBuffers:
                     ctype = np.ctypeslib.as_ctypes_type(np.dtype(buf.dtype))
                     view = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), (max(1, int(np.prod(buf.shape))),))
                     self._host[name] = view[: int(np.prod(buf.shape))].reshape(buf.shape)
+            if "zeros" in plan.buffers:      # the read-only zero moments of restore="bind"
+                self.upload("zeros", np.zeros(plan.buffers["zeros"].shape, np.uint8))
         except Exception:
             self.close()
             raise
@@ -426,9 +456,13 @@ class CudaBuffers:
                 raise PlanError(f"unknown frame op {op}")
 
     def frame_epilogue(self) -> None:
-        """Enqueue the downloads of the final outputs into pinned host memory."""
-        for n in self.plan.download:
-            self.d2h(f"out:{n}")
+        """Enqueue the downloads of the results (final outputs, final z) into pinned host memory."""
+        for name in self.plan.download:
+            self.d2h(name)
+
+    def results(self) -> dict:
+        """Copies of the downloaded results by name (call after ``synchronize``)."""
+        return {n: self._host[b].copy() for n, b in self.plan.results.items()}
 
     def synchronize(self) -> None:
         check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")

@@ -28,35 +28,55 @@ def _io(update_weights=True):
     return ins, outs, fin, fout
 
 
-def test_plan_roles_and_ping_pong():
-    plan = plan_search(*_io(), k=3)
+@pytest.mark.parametrize("restore", ["copy", "bind"])
+def test_plan_roles_and_ping_pong(restore):
+    plan = plan_search(*_io(), k=3, restore=restore)
     assert sorted(plan.weights) == ["W0.c0", "bn0.gamma"]
     assert sorted(plan.moments) == sorted(["z.m", "z.v", "W0.c0.m", "W0.c0.v", "bn0.gamma.m", "bn0.gamma.v"])
     assert plan.per_step == sorted(SCALARS)
-    # step t reads slot t%2 and writes slot (t+1)%2
+    # step t writes slot (t+1)%2 and (from the second step on) reads slot t%2
     for t, b in enumerate(plan.steps):
         for n in plan.state:
-            assert b[n] == Slot(f"{n}@{t % 2}") and b[n + ".out"] == Slot(f"{n}@{(t + 1) % 2}")
+            assert b[n + ".out"] == Slot(f"{n}@{(t + 1) % 2}")
+            if t > 0 or restore == "copy":
+                assert b[n] == Slot(f"{n}@{t % 2}")
         assert b["step_size_z"] == Slot("per_step:step_size_z", 4 * t)
-    # after 3 steps the state is in slot 1; the final graph reads it
+    # nothing ever writes the pristine weights, z0 or the zero moments
+    written = {b[n + ".out"].buffer for b in plan.steps for n in plan.state}
+    assert not any(w.startswith("pristine:") or w in ("z0", "zeros") for w in written)
+    # after 3 steps the state is in slot 1; the final graph reads it, and z comes back
     assert plan.final["z"] == Slot("z@1") and plan.final["W0.c0"] == Slot("W0.c0@1")
     assert plan.final["seed_losses"] == Slot("out:seed_losses")
-    # per-frame program: frame + z0 upload, weight restore from pristine, moment reset
-    assert ("h2d", "x") in plan.frame_ops and ("h2d_to", "z0", "z@0") in plan.frame_ops
-    assert ("d2d", "pristine:W0.c0", "W0.c0@0") in plan.frame_ops
-    assert ("zero", "W0.c0.m@0") in plan.frame_ops
+    assert plan.results == {"seed_losses": "out:seed_losses", "error_map": "out:error_map", "z": "z@1"}
     # pinned host memory only for what crosses the bus per frame
-    assert {n for n, b in plan.buffers.items() if b.host} == {"x", "z0", "out:seed_losses", "out:error_map"}
+    assert {n for n, b in plan.buffers.items() if b.host} == {"x", "z0", "out:seed_losses", "out:error_map", "z@1"}
     w = S * Z * 16 + S * 4
     zs = S * Z
     expected = 4 * (C * R * R + 2 * zs + zs + 3 * w + 4 * (zs + w) + 3 * len(SCALARS) + S + R * R)
-    assert plan.device_bytes == expected
+    if restore == "copy":
+        # per-frame program: frame + z0 upload, weight restore from pristine, moment reset
+        assert ("h2d", "x") in plan.frame_ops and ("h2d_to", "z0", "z@0") in plan.frame_ops
+        assert ("d2d", "pristine:W0.c0", "W0.c0@0") in plan.frame_ops
+        assert ("zero", "W0.c0.m@0") in plan.frame_ops
+        assert plan.device_bytes == expected
+    else:
+        # step 1 reads the pristine weights, one shared zero buffer and z0 in place: no copies
+        assert plan.frame_ops == [("h2d", "x"), ("h2d", "z0")]
+        b0 = plan.steps[0]
+        assert b0["W0.c0"] == Slot("pristine:W0.c0") and b0["z"] == Slot("z0")
+        assert b0["W0.c0.m"] == b0["z.v"] == Slot("zeros")
+        assert plan.buffers["zeros"].nbytes == 4 * S * Z * 16          # the largest moment
+        assert plan.device_bytes == expected + 4 * S * Z * 16
 
 
 def test_plan_even_k_and_zero_k():
     assert plan_search(*_io(), k=4).final["z"] == Slot("z@0")
-    p0 = plan_search(*_io(), k=0)
+    p0 = plan_search(*_io(), k=0, restore="copy")
     assert p0.steps == [] and p0.final["z"] == Slot("z@0")
+    b0 = plan_search(*_io(), k=0)
+    assert b0.final["z"] == Slot("z0") and b0.final["W0.c0"] == Slot("pristine:W0.c0")
+    with pytest.raises(PlanError, match="restore must be"):
+        plan_search(*_io(), k=1, restore="magic")
 
 
 def test_plan_z_only_binds_pristine_weights_read_only():
@@ -90,17 +110,20 @@ def test_per_step_values_fill_k_slots():
         per_step_values(plan, lambda t: {})
 
 
-def _buffers(fake=None, k=3):
+def _buffers(fake=None, k=3, restore="copy"):
     fake = fake or FakeCudart()
-    plan = plan_search(*_io(), k=k)
+    plan = plan_search(*_io(), k=k, restore=restore)
     return fake, plan, CudaBuffers(plan, cudart=fake)
 
 
-def test_allocates_every_buffer_once_and_frees():
-    fake, plan, bufs = _buffers()
+@pytest.mark.parametrize("restore", ["copy", "bind"])
+def test_allocates_every_buffer_once_and_frees(restore):
+    fake, plan, bufs = _buffers(restore=restore)
     assert fake.n_malloc == len(plan.buffers)
     assert fake.n_malloc_host == sum(b.host for b in plan.buffers.values())
     assert bufs.host("x").shape == (C, R, R) and bufs.host("z0").dtype == np.float32
+    if restore == "bind":   # the shared zero moments really are zero (fresh memory is garbage)
+        assert not bufs.download("zeros").any()
     bufs.close()
     assert fake.device == {} and fake.pinned == {}
     bufs.close()   # idempotent

@@ -68,7 +68,9 @@ def _ort_loop(arch, paths, kind, pristine, cfg, x, z0):
         for o, v in zip(step.get_outputs(), outs):
             state[o.name[:-4]] = v
     fo = final.run(None, {i.name: x if i.name == "x" else state[i.name] for i in final.get_inputs()})
-    return dict(zip([o.name for o in final.get_outputs()], fo))
+    out = dict(zip([o.name for o in final.get_outputs()], fo))
+    out["z"] = state["z"].reshape(arch.n_seed, -1)
+    return out
 
 
 def _frame(seed):
@@ -76,13 +78,13 @@ def _frame(seed):
     return np.tanh(r.standard_normal((4, 64, 64))).astype(np.float32)
 
 
-@pytest.mark.parametrize("cuda_graph", [True, False])
-def test_runner_equals_plain_loop_and_resets_weights(graphs, cuda_graph):
+@pytest.mark.parametrize("cuda_graph,restore", [(True, "bind"), (False, "bind"), (True, "copy")])
+def test_runner_equals_plain_loop_and_resets_weights(graphs, cuda_graph, restore):
     arch, paths, pristine = graphs
     cfg = SearchConfig(n_seed=arch.n_seed, k=3, lr_theta=1e-3)   # a visible weight update
     fake = FakeCudart()
     r = TensorRTSearch(paths["step"][1], paths["final"][1], pristine, scalars_for(cfg), cfg.k,
-                       cuda_graph=cuda_graph, trt=make_fake_trt(), cudart=fake)
+                       cuda_graph=cuda_graph, restore=restore, trt=make_fake_trt(), cudart=fake)
     z0 = make_z0(arch.n_seed, arch.z_dim, seed=1)
     x1, x2 = _frame(1), _frame(2)
     out1 = r.run(x1, z0)
@@ -91,7 +93,8 @@ def test_runner_equals_plain_loop_and_resets_weights(graphs, cuda_graph):
     out1_again = r.run(x1, z0)
     ref1 = _ort_loop(arch, paths, "step", pristine, cfg, x1, z0)
     ref2 = _ort_loop(arch, paths, "step", pristine, cfg, x2, z0)
-    for n in ("seed_losses", "error_map", "recon"):
+    assert out1["z"].shape == (arch.n_seed, arch.z_dim) and out1["seed_losses"].dtype == np.float64
+    for n in ("seed_losses", "error_map", "recon", "z"):
         np.testing.assert_allclose(out1[n], ref1[n], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(out2[n], ref2[n], rtol=1e-6, atol=1e-7)
         # the weights were restored from the pristine copy: frame 1 again is bit-identical

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -153,7 +154,7 @@ class TensorRTSearch:
     """
 
     def __init__(self, step_engine_path, final_engine_path, pristine: dict, scalars: Callable[[int], dict],
-                 k: int, cuda_graph: bool = True, device: int = 0, trt=None, cudart=None):
+                 k: int, cuda_graph: bool = True, device: int = 0, restore: str = "bind", trt=None, cudart=None):
         self.trt, self.cudart, self.gpu = require_tensorrt_and_gpu(device, trt, cudart)
         self.k = int(k)
         self.cuda_graph = bool(cuda_graph)
@@ -165,7 +166,7 @@ class TensorRTSearch:
         self._runtimes = [step_rt, final_rt]       # keep runtimes alive as long as their engines
         sin, sout = engine_io(self.step_engine, self.trt)
         fin, fout = engine_io(self.final_engine, self.trt)
-        self.plan = plan_search(sin, sout, fin, fout, self.k)
+        self.plan = plan_search(sin, sout, fin, fout, self.k, restore=restore)
         self.bufs = CudaBuffers(self.plan, device, self.cudart)
         try:
             for name, buf in self.plan.buffers.items():
@@ -173,7 +174,8 @@ class TensorRTSearch:
                     n = name.split(":", 1)[1]
                     if n not in pristine:
                         raise ValueError(f"no pristine value for the engine input {n!r}")
-                    self.bufs.upload(name, pristine[n])
+                    # single-copy arrays are tiled to the engine's (n_seed, ...) shape here, once
+                    self.bufs.upload(name, np.broadcast_to(np.asarray(pristine[n], dtype=buf.dtype), buf.shape))
             for name, arr in per_step_values(self.plan, scalars).items():
                 self.bufs.upload(name, arr)
             self.step_ctx = self.step_engine.create_execution_context()
@@ -201,7 +203,12 @@ class TensorRTSearch:
         self.bufs.frame_epilogue()
 
     def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
-        """Score one preprocessed frame x (C, R, R) from latents z0 (n_seed, z_dim)."""
+        """Score one preprocessed frame x (C, R, R) from latents z0 (n_seed, z_dim).
+
+        Returns the OrtSearch.run dict: seed_losses (float64), error_map, recon, z (n_seed, z_dim),
+        steps_s (the whole device search, k steps + final pass: one graph, not split), final_s (0.0).
+        """
+        t0 = time.perf_counter()
         np.copyto(self.bufs.host("x"), np.asarray(x, dtype=np.float32).reshape(self.bufs.host("x").shape))
         np.copyto(self.bufs.host("z0"), np.asarray(z0, dtype=np.float32).reshape(self.bufs.host("z0").shape))
         if self.cuda_graph and self._graph is None:
@@ -217,7 +224,11 @@ class TensorRTSearch:
         else:
             self._enqueue_frame()
         self.bufs.synchronize()
-        return {n: self.bufs.host(f"out:{n}").copy() for n in self.plan.download}
+        out = self.bufs.results()
+        out["seed_losses"] = out["seed_losses"].astype(np.float64)
+        out["z"] = out["z"].reshape(len(out["seed_losses"]), -1)
+        out["steps_s"], out["final_s"] = time.perf_counter() - t0, 0.0
+        return out
 
     def close(self) -> None:
         if self._graph is not None:
