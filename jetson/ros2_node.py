@@ -116,6 +116,7 @@ def main(argv: Optional[list] = None) -> int:
         import message_filters
         import rclpy
         from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import Bool, Float32
     except ImportError as e:
@@ -154,8 +155,11 @@ def main(argv: Optional[list] = None) -> int:
         holder["source"] = TopicSource(holder["source"].uri, p["stale_s"])
         return holder["source"]
 
-    subs = [message_filters.Subscriber(node, CompressedImage if p["rgb_compressed"] else Image, p["rgb_topic"]),
-            message_filters.Subscriber(node, CompressedImage if p["depth_compressed"] else Image, p["depth_topic"])]
+    # best-effort subscriptions receive from both reliable and best-effort camera drivers
+    subs = [message_filters.Subscriber(node, CompressedImage if p["rgb_compressed"] else Image, p["rgb_topic"],
+                                       qos_profile=qos_profile_sensor_data),
+            message_filters.Subscriber(node, CompressedImage if p["depth_compressed"] else Image, p["depth_topic"],
+                                       qos_profile=qos_profile_sensor_data)]
     sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"], p["slop"])
     sync.registerCallback(lambda c, d: holder["source"].push(c, d))
     spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)

@@ -12,7 +12,6 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from edge_ad.runtime.capture import LatestSlot, run_capture
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
