@@ -22,7 +22,7 @@ from .config import SearchConfig, make_z0
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "tensorrt")
 
 
 @dataclass
@@ -88,6 +88,13 @@ class Scorer:
         missing = set(shapes) - set(pristine)
         if missing:
             raise ManifestError(f"{model_dir}: weights file lacks state tensors {sorted(missing)[:5]}")
+        if backend == "tensorrt":
+            # issue 6 (runtime/backends/tensorrt.py): engines built/cached per GPU + TensorRT version,
+            # device-resident k-step search in one CUDA graph; raises TensorRTUnavailable (an
+            # ImportError) with one message when TensorRT, cuda-python, the driver or a GPU is missing
+            from .backends.tensorrt import load_search
+            search = load_search(model_dir, man, pristine, cfg, mode)
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
         if providers is None:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -36,7 +36,8 @@ import numpy as np
 
 from ..cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, TensorSpec, gpu_identity, load_cudart,
                             per_step_values, plan_search)
-from ..engine_cache import EngineCacheError, check_trt_version
+from ..engine_cache import EngineCache, EngineCacheError, EngineKey, check_trt_version
+from ..precision import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ NAME = "tensorrt"
 DEFAULT_WORKSPACE = 1 << 30   # 1 GiB builder workspace (Orin Nano 8GB shares it with the CPU)
 
 
-class TensorRTUnavailable(GpuUnavailable):
-    """TensorRT (or the GPU/CUDA stack under it) is missing: the message says what and how to fix."""
+class TensorRTUnavailable(GpuUnavailable, ImportError):
+    """TensorRT (or the GPU/CUDA stack under it) is missing: the message says what and how to fix.
+
+    Also an ImportError, so callers that report missing optional backends (``edge-ad run``) print
+    this one message instead of a traceback."""
 
 
 def import_tensorrt(trt=None):
@@ -243,3 +247,73 @@ class TensorRTSearch:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+# ------------------------------------------------------------------------------------------------
+# model directory level: engines for the manifest's graphs, and the Scorer hook
+# ------------------------------------------------------------------------------------------------
+def graphs_for(manifest: dict, lr_theta: Optional[float] = None) -> list:
+    """The graphs a search needs: the z-only step graph when lr_theta == 0 (if exported), + final."""
+    lr = manifest["search"]["lr_theta"] if lr_theta is None else lr_theta
+    step = "step_z" if lr == 0 and "step_z" in manifest["graphs"] else "step"
+    return [step, "final"]
+
+
+def ensure_engines(model_dir: os.PathLike, manifest: dict, graphs: list, precision: str = "fp32",
+                   on_mismatch: str = "rebuild", force: bool = False, cache_dir: Optional[os.PathLike] = None,
+                   workspace_bytes: int = DEFAULT_WORKSPACE, trt=None, gpu: Optional[tuple] = None,
+                   log_fn=None) -> dict:
+    """{graph name: engine path} for this GPU + TensorRT, built (or rebuilt on a mismatch) as needed.
+
+    Each engine is keyed by its ONNX file's sha256 from the (already verified) manifest, the GPU
+    name and compute capability, the exact TensorRT version and the precision.
+    """
+    trt = import_tensorrt(trt)
+    if gpu is None:
+        _, _, gpu = require_tensorrt_and_gpu(trt=trt)
+    if manifest.get("layout", {}).get("dtype", "float32") != "float32":
+        raise ValueError(f"{model_dir}: TensorRT needs a float32 export, this one is "
+                         f"{manifest['layout']['dtype']}")
+    model_dir = Path(model_dir)
+    cache = EngineCache.for_model(model_dir, cache_dir)
+    say = log_fn or log.info
+    out = {}
+    for g in graphs:
+        if g not in manifest["graphs"]:
+            raise ValueError(f"{model_dir}: the export has no {g!r} graph (graphs: {sorted(manifest['graphs'])})")
+        fname = manifest["graphs"][g]["file"]
+        key = EngineKey(onnx_sha256=manifest["files"][fname], gpu_name=gpu[0], compute_capability=gpu[1],
+                        trt_version=str(trt.__version__), precision=precision, graph=g)
+
+        def build(fname=fname, key=key):
+            say(f"building the TensorRT engine for {key.describe()} (minutes on a Jetson) ...")
+            t0 = time.perf_counter()
+            data = build_engine_bytes(model_dir / fname, precision, trt, workspace_bytes)
+            say(f"  built in {time.perf_counter() - t0:.0f} s, {len(data) / 1e6:.1f} MB")
+            return data
+
+        r = cache.resolve(key, build, on_mismatch=on_mismatch, force=force,
+                          extra={"onnx_file": fname, "workspace_bytes": int(workspace_bytes)})
+        for line in r.replaced:
+            say(f"  (an engine built for another GPU/TensorRT was kept: {line})")
+        out[g] = r.path
+    return out
+
+
+def load_search(model_dir: os.PathLike, manifest: dict, pristine: dict, cfg, mode: str,
+                precision: str = "fp32", on_mismatch: str = "rebuild", cuda_graph: bool = True,
+                device: int = 0, allow_lossy: bool = False, trt=None, cudart=None) -> TensorRTSearch:
+    """What ``Scorer.load(..., backend="tensorrt")`` calls: checks TensorRT, the GPU and the
+    precision, finds or builds the engines, and returns a search object with OrtSearch's ``run``.
+
+    Raises TensorRTUnavailable (one message: what is missing) before touching anything else.
+    """
+    from .onnxruntime_backend import adam_scalars   # host-side float64 Adam constants (no onnxruntime import)
+    trt, cudart, gpu = require_tensorrt_and_gpu(device, trt, cudart)
+    if mode == "unrolled":
+        raise ValueError("the TensorRT backend runs the step graph k times inside one CUDA graph; "
+                         "the unrolled graph is for onnxruntime (use variant='auto')")
+    check_precision(pristine, cfg.lr_theta, precision, lr_z=cfg.lr_z, allow_lossy=allow_lossy)
+    engines = ensure_engines(model_dir, manifest, [mode, "final"], precision, on_mismatch, trt=trt, gpu=gpu)
+    return TensorRTSearch(engines[mode], engines["final"], pristine, lambda t: adam_scalars(cfg, t + 1),
+                          cfg.k, cuda_graph=cuda_graph, device=device, trt=trt, cudart=cudart)
