@@ -203,3 +203,20 @@ def test_sigterm_leaves_complete_results(tmp_path):
     frames = [r for r in lines if r["type"] == "frame"]
     assert len(frames) >= n_before and lines[-1]["frames_scored"] == len(frames)
     assert out.read_bytes().endswith(b"\n")  # no half-written line
+
+
+def test_sigkill_loses_at_most_the_line_in_flight(tmp_path):
+    """Lines are flushed as written: after a hard kill every scored frame but the last is on disk."""
+    out = tmp_path / "r.jsonl"
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
+        time.sleep(0.05)
+    p.kill()
+    p.communicate(timeout=30)
+    text = out.read_text()
+    complete = text.splitlines()[: text.count("\n")]
+    recs = [json.loads(x) for x in complete]  # every complete line parses
+    assert len(recs) >= 6 and all(r["type"] == "frame" for r in recs)
+    assert [r["index"] for r in recs] == list(range(len(recs)))  # none missing in between

@@ -169,6 +169,33 @@ def test_ros2_bag_round_trip(tmp_path, kinect_root, storage, compressed):
         open_source(f"rosbag://{bag}?depth=/nope")
 
 
+def test_ros1_bag_is_read_as_a_ros_bag_not_a_realsense_recording(tmp_path, kinect_root):
+    """A .bag is a RealSense recording only when it has RealSense's topics; else rosbags reads it."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    Img, Header, Time = ts.types["sensor_msgs/msg/Image"], ts.types["std_msgs/msg/Header"], ts.types[
+        "builtin_interfaces/msg/Time"]
+    frames = kinect_frames(kinect_root, 3, "sphere")
+    with Writer(tmp_path / "x.bag") as w:
+        cc = w.add_connection("/camera/rgb/image_color", "sensor_msgs/msg/Image", typestore=ts)
+        dc = w.add_connection("/camera/depth_registered/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        for k, (_, rgb, d8) in enumerate(frames):
+            h = Header(seq=k, stamp=Time(sec=10 + k, nanosec=0), frame_id="")
+            metres = d8_to_mm(d8).astype(np.float32) / 1000  # 32FC1 metres, REP 118
+            for conn, msg in ((cc, Img(header=h, **msgconv.numpy_to_image_fields(rgb, "rgb8"))),
+                              (dc, Img(header=h, **msgconv.numpy_to_image_fields(metres, "32FC1")))):
+                w.write(conn, (10 + k) * 10**9, ts.serialize_ros1(msg, conn.msgtype))
+    src = open_source(str(tmp_path / "x.bag"))
+    assert type(src).__name__ == "RosbagSource"
+    got = list(src)
+    assert len(got) == 3
+    for f, (_, rgb, d8) in zip(got, frames):
+        assert np.array_equal(f.rgb, rgb)
+        assert np.allclose(f.depth, d8_to_mm(d8), atol=1e-3)
+
+
 def test_ros2_bag_corrupt_message_is_reported_not_fatal(tmp_path, kinect_root):
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
