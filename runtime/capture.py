@@ -236,7 +236,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             s = float(res.score)
             if not math.isfinite(s):
                 raise FrameError(f"score is {s}")
-        except FrameError as e:
+        except (FrameError, ValueError) as e:  # an odd frame (the scorer's input checks): skip it
             st.errors += 1
             emit({"type": "error", **base, "error": str(e)})
             log(f"frame {fr.id}: skipped: {e}")
