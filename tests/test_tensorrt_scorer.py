@@ -1,0 +1,177 @@
+"""``Scorer.load(..., backend="tensorrt")``, ``edge-ad run --backend tensorrt`` and
+``edge-ad build-engine``: one clear message without TensorRT/GPU (this machine), and the whole
+path on the fake TensorRT + fake CUDA runtime (engines = the exported ONNX graphs in onnxruntime).
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("onnx")
+
+from edge_ad.runtime.config import SearchConfig  # noqa: E402
+from test_tensorrt_fakes import FakeCudart, make_fake_trt  # noqa: E402
+
+
+def _have_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tiny_generator):
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    G = copy.deepcopy(tiny_generator)
+    if not hasattr(G, "preprocess"):
+        G.preprocess = PreprocessSpec()
+    d = tmp_path_factory.mktemp("trt_model") / "tiny"
+    export_model(G, d, search=SearchConfig(k=3, n_seed=2), parity=False, log=lambda *a: None)
+    return d
+
+
+@pytest.fixture
+def model_copy(tiny_model, tmp_path):
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model, d)
+    return d
+
+
+# -- this machine: no TensorRT, no GPU ----------------------------------------------------------
+@pytest.mark.skipif(_have_tensorrt(), reason="TensorRT is installed here")
+def test_scorer_load_without_tensorrt_is_one_clear_error(tiny_model):
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.backends.tensorrt import TensorRTUnavailable
+    with pytest.raises(TensorRTUnavailable) as e:
+        Scorer.load(tiny_model, backend="tensorrt")
+    msg = str(e.value)
+    assert "Python package 'tensorrt' is not installed" in msg
+    assert "JetPack >= 5.1" in msg and "--backend onnxruntime" in msg
+    assert isinstance(e.value, ImportError)     # what `edge-ad run` reports without a traceback
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "edge_ad.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.skipif(_have_tensorrt(), reason="TensorRT is installed here")
+def test_run_backend_tensorrt_without_tensorrt_no_traceback(tiny_model, tmp_path):
+    p = _cli("run", "--backend", "tensorrt", "--model", str(tiny_model), "--source", "synth://",
+             "--max-frames", "1", "--out", str(tmp_path / "r.jsonl"))
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "Traceback" not in out
+    assert "backend 'tensorrt' is not available" in out and "'tensorrt' is not installed" in out
+
+
+@pytest.mark.skipif(_have_tensorrt(), reason="TensorRT is installed here")
+def test_build_engine_without_tensorrt_no_traceback(tiny_model):
+    p = _cli("build-engine", str(tiny_model))
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "Traceback" not in out
+    assert "Error: the TensorRT backend needs NVIDIA TensorRT >= 8.5" in out
+
+
+def test_tensorrt_without_gpu_names_the_driver(tiny_model, monkeypatch):
+    """TensorRT importable but no NVIDIA driver (a fake tensorrt + the real or fake cuda runtime)."""
+    import edge_ad.runtime.backends.tensorrt as T
+    from edge_ad.runtime import Scorer
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt())
+    monkeypatch.setattr(T, "load_cudart", lambda: FakeCudart(no_driver=True))
+    with pytest.raises(T.TensorRTUnavailable, match="cannot run here: no usable NVIDIA GPU: CUDA reports "
+                                                     "cudaErrorInsufficientDriver"):
+        Scorer.load(tiny_model, backend="tensorrt")
+
+
+# -- the whole path on fakes ----------------------------------------------------------------------
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """tensorrt = fake module, CUDA = FakeCudart, engine build = 'serialize' the ONNX path."""
+    import edge_ad.runtime.backends.tensorrt as T
+    state = {"builds": [], "cudart": FakeCudart(), "trt": make_fake_trt()}
+    monkeypatch.setitem(sys.modules, "tensorrt", state["trt"])
+    monkeypatch.setattr(T, "load_cudart", lambda: state["cudart"])
+
+    def fake_build(onnx_path, precision="fp32", trt=None, workspace_bytes=0):
+        state["builds"].append((str(onnx_path), precision))
+        return str(onnx_path).encode()
+    monkeypatch.setattr(T, "build_engine_bytes", fake_build)
+    return state
+
+
+def test_scorer_tensorrt_equals_onnxruntime_and_caches_engines(model_copy, fake_gpu, rng):
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.precision import PrecisionWarning
+    with pytest.warns(PrecisionWarning, match="fp32: an Adam step of lr_theta = 6e-09"):
+        trt_scorer = Scorer.load(model_copy, backend="tensorrt")
+    assert sorted(p for p, _ in fake_gpu["builds"]) == sorted(str(model_copy / f) for f in ("final.onnx", "step.onnx"))
+    engines = sorted(p.name for p in (model_copy / "engines").glob("*.engine"))
+    assert [e.split(".")[0] for e in engines] == ["final", "step"]
+    assert all(".fp32.sm87.trt10.3.0.30." in e for e in engines)
+    ort_scorer = Scorer.load(model_copy, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    for i in range(2):
+        rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        depth = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+        a = trt_scorer.score(rgb, depth, seed=i)
+        b = ort_scorer.score(rgb, depth, seed=i)
+        np.testing.assert_allclose(a.seed_losses, b.seed_losses, rtol=1e-5)
+        np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(a.z, b.z, rtol=1e-5, atol=1e-6)
+        assert a.score == pytest.approx(b.score, rel=1e-5)
+    # a second load hits the cache: no new build
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Scorer.load(model_copy, backend="tensorrt")
+    assert len(fake_gpu["builds"]) == 2
+
+
+def test_scorer_tensorrt_z_only_uses_step_z_engine(model_copy, fake_gpu):
+    from edge_ad.runtime import Scorer
+    s = Scorer.load(model_copy, backend="tensorrt", lr_theta=0.0)
+    assert s.mode == "step_z"
+    assert {p.rsplit("/", 1)[1] for p, _ in fake_gpu["builds"]} == {"step_z.onnx", "final.onnx"}
+    o = Scorer.load(model_copy, backend="onnxruntime", lr_theta=0.0, providers=["CPUExecutionProvider"])
+    x = np.tanh(np.random.default_rng(0).standard_normal((4, 64, 64))).astype(np.float32)
+    np.testing.assert_allclose(s.score_input(x, seed=1).seed_losses, o.score_input(x, seed=1).seed_losses, rtol=1e-5)
+
+
+def test_build_engine_cli_builds_checks_and_refuses_fp16(model_copy, fake_gpu):
+    from edge_ad.cli import main
+    runner = CliRunner()
+    r = runner.invoke(main, ["build-engine", str(model_copy), "--check"])
+    assert r.exit_code == 1 and "no TensorRT engine" in r.output and "edge-ad build-engine" in r.output
+    r = runner.invoke(main, ["build-engine", str(model_copy)])
+    assert r.exit_code == 0, r.output
+    assert "GPU Fake Orin (sm_87), TensorRT 10.3.0.30, fp32" in r.output
+    assert "warning: fp32:" in r.output          # BatchNorm scales near 1 keep their value
+    assert "step: " in r.output and "final: " in r.output and len(fake_gpu["builds"]) == 2
+    r = runner.invoke(main, ["build-engine", str(model_copy), "--check"])
+    assert r.exit_code == 0 and len(fake_gpu["builds"]) == 2
+    r = runner.invoke(main, ["build-engine", str(model_copy), "--precision", "fp16"])
+    assert r.exit_code == 1 and "refusing precision fp16" in r.output and "stored as 0" in r.output
+    assert len(fake_gpu["builds"]) == 2
+    # another GPU (same model dir, e.g. shared over NFS): --check names what differs
+    fake_gpu["cudart"].name, fake_gpu["cudart"].cc = b"NVIDIA H200", (9, 0)
+    r = runner.invoke(main, ["build-engine", str(model_copy), "--check"])
+    assert r.exit_code == 1
+    assert "GPU: engine has 'Fake Orin', this machine needs 'NVIDIA H200'" in r.output
+    r = runner.invoke(main, ["build-engine", str(model_copy)])
+    assert r.exit_code == 0 and len(fake_gpu["builds"]) == 4 and "another GPU" in r.output
+
+
+def test_build_engine_refuses_old_tensorrt(model_copy, fake_gpu, monkeypatch):
+    from edge_ad.cli import main
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("8.4.1"))
+    r = CliRunner().invoke(main, ["build-engine", str(model_copy)])
+    assert r.exit_code == 1 and "TensorRT 8.4.1 is too old" in r.output and "JetPack >= 5.1" in r.output
