@@ -119,8 +119,19 @@ class EngineCache:
 
     @classmethod
     def for_model(cls, model_dir: os.PathLike, cache_dir: Optional[os.PathLike] = None) -> "EngineCache":
+        """``cache_dir``, else $EDGE_AD_ENGINE_CACHE, else MODEL_DIR/engines when writable, else a
+        per-model folder under $XDG_CACHE_HOME (~/.cache)/edge-ad/engines (read-only model dirs,
+        e.g. the demo model inside an installed package)."""
         env = os.environ.get("EDGE_AD_ENGINE_CACHE")
-        return cls(Path(cache_dir) if cache_dir else Path(env) if env else Path(model_dir) / "engines")
+        if cache_dir or env:
+            return cls(Path(cache_dir or env))
+        model_dir = Path(model_dir)
+        local = model_dir / "engines"
+        if os.access(local if local.exists() else model_dir, os.W_OK):
+            return cls(local)
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        tag = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+        return cls(base / "edge-ad" / "engines" / f"{model_dir.name}-{tag}")
 
     def path_for(self, key: EngineKey) -> Path:
         return self.dir / key.filename()

@@ -116,3 +116,21 @@ def test_cache_dir_defaults_to_model_dir_and_env(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_AD_ENGINE_CACHE", str(tmp_path / "elsewhere"))
     assert EngineCache.for_model(tmp_path).dir == tmp_path / "elsewhere"
     assert EngineCache.for_model(tmp_path, tmp_path / "x").dir == tmp_path / "x"
+
+
+def test_read_only_model_dir_uses_the_user_cache(tmp_path, monkeypatch):
+    import os
+    monkeypatch.delenv("EDGE_AD_ENGINE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    model = tmp_path / "site-packages" / "demo"
+    model.mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(model)) else real_access(p, mode))
+    d = EngineCache.for_model(model).dir
+    assert d.parent == tmp_path / "xdg" / "edge-ad" / "engines" and d.name.startswith("demo-")
+    # stable per model dir, different for another one
+    assert EngineCache.for_model(model).dir == d
+    other = tmp_path / "other" / "demo"
+    other.mkdir(parents=True)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    assert EngineCache.for_model(other).dir != d
