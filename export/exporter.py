@@ -29,7 +29,7 @@ import onnx
 
 from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
-from edge_ad.runtime.preprocess import preprocess
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
 from .onnx_graphs import OPSET, SCALARS, Arch, build_graph, stack_state, verify_graph
 
@@ -113,7 +113,8 @@ def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, a
 
 def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *, tolerance: float = 1e-4,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
-                 threads: Optional[int] = None, log: Callable = print) -> dict:
+                 threads: Optional[int] = None, log: Callable = print,
+                 spec: Optional[PreprocessSpec] = None) -> dict:
     """Score ``frames`` with the exported graphs (onnxruntime, float32) and the PyTorch reference
     (float64, same z0); also the float64 build of the same graphs. Returns the parity report."""
     import torch
@@ -132,7 +133,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
         shapes64 = {s.name: s.shape for s in arch64.state()}
     for i, fr in enumerate(frames):
-        x = preprocess(fr["rgb"], fr["depth"], G.preprocess)
+        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         z0 = make_z0(S, G.cfg.z_dim, frame_seed(seed, i))
         ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64)
         got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
@@ -191,6 +192,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         base = {k: v for k, v in (scoring or {}).items() if k in fields} if isinstance(scoring, dict) else {}
         search = SearchConfig.from_dict(base) if base else SearchConfig()
     cfg = search
+    spec = getattr(G, "preprocess", None) or PreprocessSpec()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     old = out_dir / MANIFEST
@@ -221,7 +223,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         "model": G.cfg.to_dict(),
         "search": cfg.to_dict(),
         "scoring_in_checkpoint": scoring if isinstance(scoring, (dict, type(None))) else str(scoring),
-        "preprocess": G.preprocess.to_dict(),
+        "preprocess": spec.to_dict(),
         "layout": {
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
             "resolution": G.cfg.resolution, "dtype": "float32", "weights": "weights.npz",
@@ -252,7 +254,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                           "pass --parity-frames DIR (a frame folder) or --no-parity")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
-                          check_fp64=check_fp64, threads=threads, log=log)
+                          check_fp64=check_fp64, threads=threads, log=log, spec=spec)
     manifest["parity"] = report
     _write_manifest(out_dir, manifest)
     if not report["passed"]:

@@ -1,0 +1,70 @@
+"""``edge-ad export CHECKPOINT --out DIR``: ONNX search graphs + manifest, parity-checked."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory.")
+@click.option("--n-seed", type=click.IntRange(min=1), help="Seeds per frame (default: checkpoint's scoring config, else 3).")
+@click.option("--k", type=click.IntRange(min=0), help="Adam steps per frame (default 19).")
+@click.option("--lr-z", type=float, help="Latent learning rate (default 5e-2).")
+@click.option("--lr-theta", type=float, help="Generator learning rate (default 6e-9; 0 = z-only search).")
+@click.option("--unrolled", is_flag=True, help="Also write the whole k-step search as one graph.")
+@click.option("--chunk-kb", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Weight chunk size for the Adam update (0 = no chunking).")
+@click.option("--parity-frames", type=click.Path(file_okay=False, exists=True),
+              help="Frame folder (rgb/, depth/) for the parity check [default: 2 kinect-rgbd val frames].")
+@click.option("--parity-n", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Frames taken from --parity-frames.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Max relative score difference, onnxruntime fp32 vs PyTorch float64.")
+@click.option("--no-parity", is_flag=True, help="Skip the parity check (the manifest says so).")
+@click.option("--no-fp64-check", is_flag=True, help="Skip the float64-graph maths check.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, parity_frames, parity_n,
+        tolerance, no_parity, no_fp64_check, threads):
+    """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
+    run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
+    against the float64 PyTorch reference, and write manifest.json with sha256 of every file."""
+    from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
+    from edge_ad.runtime.config import SearchConfig
+
+    from edge_ad.export.exporter import ExportError, export_model
+
+    search = None
+    if any(v is not None for v in (n_seed, k, lr_z, lr_theta)):
+        base = SearchConfig()
+        try:
+            sc = read_checkpoint(checkpoint).get("scoring")
+            if isinstance(sc, dict):
+                base = SearchConfig.from_dict({a: b for a, b in sc.items() if a in SearchConfig.__dataclass_fields__})
+        except (CheckpointError, ValueError, TypeError):
+            pass
+        try:
+            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta)
+        except ValueError as e:
+            raise click.BadParameter(str(e))
+    frames = None
+    if parity_frames:
+        from edge_ad.runtime.sources import open_source
+        frames = []
+        with open_source(parity_frames) as src:
+            for fr in src:
+                if fr.error:
+                    continue
+                frames.append({"id": fr.id, "label": None, "rgb": fr.rgb, "depth": fr.depth})
+                if len(frames) >= parity_n:
+                    break
+        if not frames:
+            raise click.ClickException(f"--parity-frames {parity_frames}: no readable frame")
+    try:
+        man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
+                           parity_frames=frames, parity=not no_parity, tolerance=tolerance,
+                           check_fp64=not no_fp64_check, threads=threads, log=click.echo)
+    except (CheckpointError, ExportError) as e:
+        raise click.ClickException(str(e))
+    p = man.get("parity") or {}
+    click.echo(f"exported {', '.join(man['graphs'])} to {out_dir} "
+               f"(n_seed={man['search']['n_seed']}, k={man['search']['k']}); parity: {p.get('summary')}")
