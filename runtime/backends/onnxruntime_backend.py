@@ -84,6 +84,7 @@ class OrtSearch:
         self.sessions = {g: ort.InferenceSession(graphs[g], so, providers=providers) for g in needed}
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
         self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
+        self._run_opts = cuda_graph_run_options(providers, cfg.k)   # issue 6: None unless CUDA graphs
         S = cfg.n_seed
         self.S, self.z_dim = S, z_dim
         self.names = list(state_shapes)
@@ -203,11 +204,11 @@ class OrtSearch:
         t0 = time.perf_counter()
         if self.mode != "unrolled":
             sess = self.sessions[self.mode]
-            for io in self.bindings:
-                sess.run_with_iobinding(io)
+            for i, io in enumerate(self.bindings):
+                sess.run_with_iobinding(io, self._run_opts["steps"][i] if self._run_opts else None)
         t1 = time.perf_counter()
         fin = self.sessions["unrolled" if self.mode == "unrolled" else "final"]
-        fin.run_with_iobinding(self.final_binding)
+        fin.run_with_iobinding(self.final_binding, self._run_opts["final"] if self._run_opts else None)
         t2 = time.perf_counter()
         k = self.cfg.k
         if self.mode == "unrolled":
@@ -219,3 +220,41 @@ class OrtSearch:
                 "recon": self.final_out["recon"].numpy(),
                 "z": z.numpy().reshape(self.S, self.z_dim),
                 "steps_s": t1 - t0, "final_s": t2 - t1}
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 6 addition: the CUDA execution provider with CUDA graphs. Every buffer above is already
+# device-resident when CUDA is the first provider (OrtValues on "cuda", IOBinding, update_inplace
+# keeps x/z0 at fixed addresses). With enable_cuda_graph, onnxruntime captures each bound run once
+# and replays it; the step session is run k times with different bindings, so each step gets its
+# own graph id (run config "gpu_graph_id"; 0 is reserved, -1 disables). NOT YET RUN ON A GPU.
+# ------------------------------------------------------------------------------------------------
+def cuda_providers(cuda_graph: bool = True, device_id: int = 0) -> list:
+    """Providers for the device-resident GPU path (pass to ``Scorer.load(providers=...)``).
+
+    No CPU fallback provider: CUDA graphs need every node on the CUDA EP, and a silent fallback
+    would hide host round trips.
+    """
+    return [("CUDAExecutionProvider", {"device_id": str(int(device_id)),
+                                       "enable_cuda_graph": "1" if cuda_graph else "0"})]
+
+
+def cuda_graph_requested(providers) -> bool:
+    """True if the CUDA EP is configured with enable_cuda_graph."""
+    for p in providers or []:
+        if isinstance(p, (tuple, list)) and p[0] == "CUDAExecutionProvider":
+            return str(dict(p[1]).get("enable_cuda_graph", "0")).lower() in ("1", "true")
+    return False
+
+
+def cuda_graph_run_options(providers, k: int) -> Optional[dict]:
+    """{"steps": k RunOptions with gpu_graph_id 1..k, "final": gpu_graph_id 1}, or None."""
+    if not cuda_graph_requested(providers):
+        return None
+    ort = _ort()
+
+    def ro(i):
+        r = ort.RunOptions()
+        r.add_run_config_entry("gpu_graph_id", str(i))
+        return r
+    return {"steps": [ro(t) for t in range(1, k + 1)], "final": ro(1)}
