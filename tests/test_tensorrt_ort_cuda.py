@@ -1,0 +1,48 @@
+"""The onnxruntime CUDA-EP device-resident path: provider options and per-step CUDA-graph ids
+(the GPU run itself needs a machine with onnxruntime-gpu; see jetson/gpu_check.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+
+from edge_ad.runtime.backends.onnxruntime_backend import (OrtSearch, cuda_graph_requested,  # noqa: E402
+                                                          cuda_graph_run_options, cuda_providers)
+from edge_ad.runtime.config import SearchConfig  # noqa: E402
+
+
+def test_cuda_providers_enable_graphs_without_cpu_fallback():
+    p = cuda_providers()
+    assert p == [("CUDAExecutionProvider", {"device_id": "0", "enable_cuda_graph": "1"})]
+    assert cuda_graph_requested(p)
+    assert not cuda_graph_requested(cuda_providers(cuda_graph=False))
+    assert not cuda_graph_requested(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not cuda_graph_requested(None)
+    assert cuda_graph_requested([("CUDAExecutionProvider", {"enable_cuda_graph": True})])
+
+
+def test_one_graph_id_per_step_binding():
+    ro = cuda_graph_run_options(cuda_providers(), k=19)
+    ids = [r.get_run_config_entry("gpu_graph_id") for r in ro["steps"]]
+    assert ids == [str(t) for t in range(1, 20)]          # 0 is reserved by onnxruntime
+    assert ro["final"].get_run_config_entry("gpu_graph_id") == "1"   # a different session
+    assert cuda_graph_run_options(["CPUExecutionProvider"], k=19) is None
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU is here")
+def test_cuda_providers_without_gpu_are_refused_clearly(tmp_path, tiny_generator):
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    import copy
+    G = copy.deepcopy(tiny_generator)
+    G.preprocess = PreprocessSpec()
+    export_model(G, tmp_path / "m", search=SearchConfig(k=2, n_seed=2), parity=False, log=lambda *a: None)
+    with pytest.raises(RuntimeError, match=r"providers \['CUDAExecutionProvider'\] are not available here"):
+        Scorer.load(tmp_path / "m", providers=cuda_providers())
+    # the CPU path keeps running without run options
+    s = Scorer.load(tmp_path / "m", providers=["CPUExecutionProvider"])
+    assert s._search._run_opts is None
+    r = s.score_input(np.zeros((4, 64, 64), np.float32), seed=0)
+    assert np.isfinite(r.score)
