@@ -99,7 +99,12 @@ def frame_cost(z_dim: int = 100, features_g: int = 64, channels: int = 4, n_seed
     step_bytes = n_seed * (passes * params * dtype_bytes + act_bytes)
     frame_bytes = k * step_bytes + n_seed * (params * dtype_bytes + act_bytes) \
         + (2 * n_seed * params * dtype_bytes if upd else 0)          # pristine-weight restore (D2D)
-    kernels = len(layers) * (3 if upd else 2) + 2 * len(layers) + (4 if upd else 1) + 3
+    # kernels per step, for a GPU export (edge-ad export --chunk-kb 0: one GEMM per layer and pass)
+    # with TensorRT fusing each elementwise chain: GEMMs, im2col/col2im copies of the 4 stride-2
+    # layers, BN/activation forward + backward, one fused Adam per state tensor (+ z), the loss
+    L = len(layers)
+    n_state = 3 * L - 1                                             # 5 kernels, 4 x (gamma, beta), bias
+    kernels = L * (3 if upd else 2) + 8 * (L - 1) + 2 * L + ((n_state + 1) if upd else 1) + 5
     return FrameCost(features_g=features_g, n_seed=n_seed, k=k, updates_weights=upd,
                      conv_flops_forward=fwd, flops_step=step, flops_frame=frame,
                      params_per_seed=params, bytes_frame=frame_bytes, kernels_per_step=kernels)

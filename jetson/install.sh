@@ -45,6 +45,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if [ -n "$MODEL" ] && [ ! -f "$MODEL/manifest.json" ]; then
+  die "$MODEL is not an exported model directory (no manifest.json); run edge-ad export on a workstation first"
+fi
+
 # ---- L4T / JetPack ---------------------------------------------------------------------------
 # /etc/nv_tegra_release: "# R36 (release), REVISION: 4.0, ..." -> 36.4.0
 L4T_FILE=${L4T_RELEASE_FILE:-/etc/nv_tegra_release}
@@ -139,7 +143,6 @@ fi
 
 # ---- model + engine --------------------------------------------------------------------------
 if [ -n "$MODEL" ]; then
-  [ -f "$MODEL/manifest.json" ] || die "$MODEL is not an exported model directory (no manifest.json); run edge-ad export on a workstation first"
   run mkdir -p "$PREFIX/model"
   run cp -r "$MODEL"/. "$PREFIX/model/"
   echo "building the TensorRT engine on this device (minutes on an Orin Nano) ..."

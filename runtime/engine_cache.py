@@ -7,8 +7,10 @@ sha256. ``EngineCache.resolve`` returns a valid engine, rebuilds on a mismatch (
 "rebuild"``) or fails with a message naming what differs (``on_mismatch="fail"``).
 
 The search graphs take the generator weights as runtime tensors (they are updated every step), so
-their Conv/ConvTranspose kernels are not constants. TensorRT supports non-constant kernels from
-8.5 on (JetPack 5.1); ``check_trt_version`` refuses anything older with that explanation.
+their convolution kernels are not constants (the current exporter writes them as MatMuls of two
+runtime tensors; a Conv/ConvTranspose export would need non-constant kernels, TensorRT >= 8.5),
+and the runner uses the name-based I/O API of TensorRT 8.5+. ``check_trt_version`` refuses
+anything older than 8.5 (JetPack 5.1) with that explanation.
 
 Standard library only (no TensorRT needed): keys, file names and checks are unit-tested on CPU.
 """
@@ -53,9 +55,10 @@ def check_trt_version(version: str) -> tuple:
     parsed = parse_version(version)
     if parsed[:2] < MIN_TRT:
         raise EngineCacheError(
-            f"TensorRT {version} is too old: the search graphs feed the generator weights as runtime "
-            f"tensors (they change every Adam step), and Conv/ConvTranspose with non-constant kernels "
-            f"need TensorRT >= 8.5 (JetPack >= 5.1). Upgrade JetPack, or use --backend onnxruntime.")
+            f"TensorRT {version} is too old: the search feeds the generator weights as runtime tensors "
+            f"(they change every Adam step), and convolutions with non-constant kernels need TensorRT "
+            f">= 8.5 (JetPack >= 5.1), as does the name-based I/O API the runner uses "
+            f"(set_tensor_address, execute_async_v3). Upgrade JetPack, or use --backend onnxruntime.")
     return parsed
 
 

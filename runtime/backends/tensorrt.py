@@ -301,13 +301,18 @@ def ensure_engines(model_dir: os.PathLike, manifest: dict, graphs: list, precisi
 
 
 def load_search(model_dir: os.PathLike, manifest: dict, pristine: dict, cfg, mode: str,
-                precision: str = "fp32", on_mismatch: str = "rebuild", cuda_graph: bool = True,
+                precision: Optional[str] = None, on_mismatch: Optional[str] = None, cuda_graph: bool = True,
                 device: int = 0, allow_lossy: bool = False, trt=None, cudart=None) -> TensorRTSearch:
     """What ``Scorer.load(..., backend="tensorrt")`` calls: checks TensorRT, the GPU and the
     precision, finds or builds the engines, and returns a search object with OrtSearch's ``run``.
 
+    precision: fp32 (default) | tf32 | fp16, default from $EDGE_AD_TRT_PRECISION;
+    on_mismatch: "rebuild" (default) or "fail" (deployments that must only use engines built by
+    ``edge-ad build-engine``), default from $EDGE_AD_TRT_ON_MISMATCH.
     Raises TensorRTUnavailable (one message: what is missing) before touching anything else.
     """
+    precision = precision or os.environ.get("EDGE_AD_TRT_PRECISION") or "fp32"
+    on_mismatch = on_mismatch or os.environ.get("EDGE_AD_TRT_ON_MISMATCH") or "rebuild"
     from .onnxruntime_backend import adam_scalars   # host-side float64 Adam constants (no onnxruntime import)
     trt, cudart, gpu = require_tensorrt_and_gpu(device, trt, cudart)
     if mode == "unrolled":

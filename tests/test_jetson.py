@@ -1,0 +1,148 @@
+"""The Jetson kit: install script (dry runs on fake L4T releases), systemd unit, Dockerfile, README
+numbers, and the prepared GPU check on this CPU machine."""
+from __future__ import annotations
+
+import configparser
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+JET = REPO / "jetson"
+
+
+def _install(tmp_path, release: str, *args, cuda="12.6.68"):
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text(release)
+    env = {"PATH": "/usr/bin:/bin", "L4T_RELEASE_FILE": str(rel), "EDGE_AD_CUDA_VERSION": cuda}
+    return subprocess.run(["bash", str(JET / "install.sh"), "--dry-run", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+R36 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n"
+R35_1 = "# R35 (release), REVISION: 1.0, GCID: 31250864, BOARD: t186ref, EABI: aarch64\n"
+R35_4 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64\n"
+
+
+def test_install_script_syntax():
+    assert subprocess.run(["bash", "-n", str(JET / "install.sh")]).returncode == 0
+
+
+def test_install_refuses_non_jetson(tmp_path):
+    p = subprocess.run(["bash", str(JET / "install.sh"), "--dry-run"], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "L4T_RELEASE_FILE": str(tmp_path / "missing")})
+    assert p.returncode == 1 and "this is not a Jetson with L4T" in p.stderr
+
+
+def test_install_refuses_jetpack_50_for_tensorrt_84(tmp_path):
+    p = _install(tmp_path, R35_1)
+    assert p.returncode == 1
+    assert "JetPack 5.0.x with TensorRT 8.4" in p.stderr and "TensorRT >= 8.5" in p.stderr
+
+
+def test_install_jetpack6_plan(tmp_path):
+    if sys.version_info < (3, 9):
+        pytest.skip("the script checks the system python3 version")
+    p = _install(tmp_path, R36, "--service", "--ort-wheel", "/tmp/onnxruntime_gpu-1.20-cp310-linux_aarch64.whl")
+    py_ok = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 9))"]).returncode == 0
+    if not py_ok:
+        assert p.returncode == 1 and "needs Python >= 3.9" in p.stderr
+        return
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "Jetson L4T R36.4.0 (JetPack 6.x)" in out
+    assert "CUDA 12.6.68 -> cuda-python>=12.6,<12.7" in out
+    assert "venv --system-site-packages /opt/edge-ad/venv" in out     # JetPack's tensorrt module
+    assert "install --no-deps" in out                                   # onnxruntime-gpu not shadowed
+    assert "onnxruntime_gpu-1.20" in out and "onnxruntime>=1.17" not in out
+    assert "systemctl enable --now edge-ad.service" in out
+    # without TensorRT here, the dry run shows the JetPack package it would install
+    assert "python3-libnvinfer" in out
+
+
+def test_install_jetpack5_python_message(tmp_path):
+    """JetPack 5.1 passes the TensorRT check; its Python 3.8 is what stops it (real JP5 boxes)."""
+    p = _install(tmp_path, R35_4, cuda="11.4.315")
+    assert "Jetson L4T R35.4.1 (JetPack 5.x)" in p.stdout
+    py38 = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info >= (3, 9))"]).returncode == 0
+    if py38:
+        assert p.returncode == 1 and "needs Python >= 3.9" in p.stderr
+    else:
+        assert p.returncode == 0 and "cuda-python>=11.4,<11.5" in p.stdout
+
+
+def test_systemd_unit():
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(JET / "edge-ad.service")
+    svc = cp["Service"]
+    assert svc["Restart"] == "on-failure"
+    assert "edge-ad run --camera" in svc["ExecStart"] and "--backend tensorrt" in svc["ExecStart"]
+    assert "build-engine" in svc["ExecStartPre"]
+    assert svc["KillSignal"] == "SIGTERM"
+    assert cp["Install"]["WantedBy"] == "multi-user.target"
+    assert "video" in svc["SupplementaryGroups"]
+
+
+def test_dockerfile_basics():
+    text = (JET / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvcr\.io/nvidia/l4t-jetpack:\$\{L4T_TAG\}$", text, re.M)
+    assert "ARG L4T_TAG=r36.4.0" in text
+    assert "python3-libnvinfer" in text and "--system-site-packages" in text
+    assert "-DBUILD_PYTHON_BINDINGS=ON" in text and "FORCE_RSUSB_BACKEND=ON" in text
+    assert "pip install --no-deps ." in text
+    # every COPY source exists in the repository
+    for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        assert (REPO / src).exists(), src
+    assert "edge-ad" in text.splitlines()[-1] and "--backend" in text.splitlines()[-1]
+
+
+def test_readme_budget_matches_budget_module():
+    """The README's latency table is what budget.py computes (no stale hand-edited numbers)."""
+    from edge_ad.jetson.budget import DEVICES, frame_cost, latency_ms
+    readme = (JET / "README.md").read_text()
+    dev = {(d.name, d.power_mode.split(" (")[0].replace("W", " W")): d for d in DEVICES}
+    checked = 0
+    for m in re.finditer(r"^\| (16|32|64) \| (Orin Nano 8GB|Orin NX 16GB|AGX Orin 64GB) \| ([^|]+?) \| "
+                         r"[\d.]+ \| (\d+) \| (\d+) \| [\d.]+ \| \*?\*?(\d+)\*?\*? \|", readme, re.M):
+        width, name, mode, comp, mem, total = m.groups()
+        mode = mode.split(" (")[0]
+        d = next(v for (n, pm), v in dev.items() if n == name and pm.startswith(mode.split(" ")[0]))
+        b = latency_ms(frame_cost(features_g=int(width)), d)
+        assert round(b["compute_ms"]) == int(comp) and round(b["memory_ms"]) == int(mem), m.group(0)
+        assert round(b["total_ms"]) == int(total), m.group(0)
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.fixture(scope="module")
+def parity_model(tmp_path_factory, tiny_generator, kinect_root):
+    pytest.importorskip("torch")
+    from edge_ad.export.exporter import default_parity_frames, export_model
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    G = copy.deepcopy(tiny_generator)
+    G.preprocess = PreprocessSpec()
+    d = tmp_path_factory.mktemp("gpucheck") / "m"
+    export_model(G, d, search=SearchConfig(k=2, n_seed=2), parity_frames=default_parity_frames(kinect_root),
+                 check_fp64=False, log=lambda *a: None)
+    return d
+
+
+def test_gpu_check_on_cpu(parity_model, kinect_root, tmp_path):
+    from edge_ad.jetson.gpu_check import main
+    out = tmp_path / "check.json"
+    rc = main([str(parity_model), "--data", str(kinect_root), "--repeats", "2", "--warmup", "1", "--out", str(out)])
+    rep = json.loads(out.read_text())
+    assert rc == 0
+    assert len(rep["parity_frames"]) == 2
+    cpu = rep["backends"]["onnxruntime-cpu"]
+    assert cpu["ok"] and cpu["max_rel_diff"] <= 1e-4 and cpu["median_ms"] > 0
+    for name, r in rep["backends"].items():
+        if not r["ok"]:       # no GPU here: one line saying why
+            assert "\n" not in r["unavailable"] and r["unavailable"]
