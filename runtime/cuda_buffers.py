@@ -37,6 +37,9 @@ import numpy as np
 # Scalar inputs (Adam step sizes, bias corrections, betas, eps) are all stored with one slot per
 # step, also those that do not change with t: it keeps the binding logic uniform.
 SUFFIX_OUT = ".out"
+# TensorRT requires I/O tensor addresses aligned to 256 bytes (cudaMalloc's guarantee); slots at an
+# offset inside a buffer (the per-step scalars) are therefore 256 bytes apart.
+ALIGN = 256
 FRAME_INPUT = "x"
 Z_INPUT = "z"
 
@@ -201,7 +204,9 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
     for n in sorted(scalars):
         if n not in sin:
             raise PlanError(f"scalar {n!r} is not an input of the step graph")
-        add(f"per_step:{n}", (max(k, 1),) + sin[n].shape, sin[n].dtype)
+        item = np.dtype(sin[n].dtype).itemsize
+        stride = -(-sin[n].nbytes // ALIGN) * ALIGN // item        # elements per 256-byte-aligned slot
+        add(f"per_step:{n}", (max(k, 1), stride), sin[n].dtype)
         plan.per_step.append(n)
     # read-only weights of a z-only step graph / weights of the final graph: pristine or state
     role_known = {FRAME_INPUT} | set(plan.state) | set(plan.per_step)
@@ -232,7 +237,7 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
             b[n] = after(n, t)
             b[n + SUFFIX_OUT] = Slot(f"{n}@{(t + 1) % 2}")
         for n in plan.per_step:
-            b[n] = Slot(f"per_step:{n}", t * sin[n].nbytes)
+            b[n] = Slot(f"per_step:{n}", t * B[f"per_step:{n}"].nbytes // max(k, 1))
         for n in readonly:
             b[n] = Slot(f"pristine:{n}")
         plan.steps.append(b)
@@ -272,16 +277,18 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
 
 
 def per_step_values(plan: BufferPlan, values: Callable[[int], dict]) -> dict:
-    """Host arrays for the per-step buffers: ``values(t)`` -> {scalar name: value} for t = 0..k-1."""
+    """Host arrays for the per-step buffers: ``values(t)`` -> {scalar name: value} for t = 0..k-1,
+    each step's value at the start of its 256-byte slot."""
     out = {}
+    steps = [values(t) for t in range(plan.k)]
     for n in plan.per_step:
         buf = plan.buffers[f"per_step:{n}"]
         arr = np.zeros(buf.shape, dtype=buf.dtype)
-        for t in range(plan.k):
-            v = values(t)
+        for t, v in enumerate(steps):
             if n not in v:
                 raise PlanError(f"no value for per-step input {n!r} at step {t}")
-            arr[t] = v[n]
+            val = np.asarray(v[n], dtype=buf.dtype).ravel()
+            arr[t, :val.size] = val
         out[f"per_step:{n}"] = arr
     return out
 

@@ -40,7 +40,7 @@ def test_plan_roles_and_ping_pong(restore):
             assert b[n + ".out"] == Slot(f"{n}@{(t + 1) % 2}")
             if t > 0 or restore == "copy":
                 assert b[n] == Slot(f"{n}@{t % 2}")
-        assert b["step_size_z"] == Slot("per_step:step_size_z", 4 * t)
+        assert b["step_size_z"] == Slot("per_step:step_size_z", 256 * t)   # TensorRT: 256-byte aligned
     # nothing ever writes the pristine weights, z0 or the zero moments
     written = {b[n + ".out"].buffer for b in plan.steps for n in plan.state}
     assert not any(w.startswith("pristine:") or w in ("z0", "zeros") for w in written)
@@ -52,7 +52,7 @@ def test_plan_roles_and_ping_pong(restore):
     assert {n for n, b in plan.buffers.items() if b.host} == {"x", "z0", "out:seed_losses", "out:error_map", "z@1"}
     w = S * Z * 16 + S * 4
     zs = S * Z
-    expected = 4 * (C * R * R + 2 * zs + zs + 3 * w + 4 * (zs + w) + 3 * len(SCALARS) + S + R * R)
+    expected = 4 * (C * R * R + 2 * zs + zs + 3 * w + 4 * (zs + w) + S + R * R) + 3 * 256 * len(SCALARS)
     if restore == "copy":
         # per-frame program: frame + z0 upload, weight restore from pristine, moment reset
         assert ("h2d", "x") in plan.frame_ops and ("h2d_to", "z0", "z@0") in plan.frame_ops
@@ -105,7 +105,8 @@ def test_plan_errors_name_the_tensor():
 def test_per_step_values_fill_k_slots():
     plan = plan_search(*_io(), k=3)
     vals = per_step_values(plan, lambda t: {n: (t + 1) * (i + 1) for i, n in enumerate(SCALARS)})
-    assert vals["per_step:step_size_z"].tolist() == [3.0, 6.0, 9.0]
+    assert vals["per_step:step_size_z"][:, 0].tolist() == [3.0, 6.0, 9.0]
+    assert not vals["per_step:step_size_z"][:, 1:].any()
     with pytest.raises(PlanError, match="no value for per-step input 'beta1' at step 0"):
         per_step_values(plan, lambda t: {})
 

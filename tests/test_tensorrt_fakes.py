@@ -43,9 +43,18 @@ class cudaStreamCaptureMode(enum.IntEnum):
 OK = cudaError_t.cudaSuccess
 
 
+_STREAMS = {}   # handle -> FakeStream (TensorRT receives the stream as an integer handle)
+
+
 class FakeStream:
     def __init__(self):
         self.capture = None   # list of recorded ops while capturing
+        _STREAMS[id(self)] = self
+
+    def __int__(self):        # like cuda-python's cudaStream_t
+        return id(self)
+
+    __index__ = __int__
 
     def enqueue(self, fn):
         if self.capture is not None:
@@ -70,6 +79,7 @@ class FakeCudart:
         self.n_malloc = self.n_malloc_host = self.n_free = 0
         self.n_graph_launch = self.n_memcpy = 0
         self.streams = []
+        self._keep = []
 
     # -- errors and device query ---------------------------------------------------------------
     def cudaGetErrorString(self, err):
@@ -87,7 +97,10 @@ class FakeCudart:
 
     # -- memory --------------------------------------------------------------------------------
     def _alloc(self, table, n):
-        a = np.full(max(int(n), 1), 0xAB, dtype=np.uint8)   # garbage, like fresh device memory
+        raw = np.full(max(int(n), 1) + 256, 0xAB, dtype=np.uint8)   # garbage, like fresh device memory
+        off = (-raw.ctypes.data) % 256                               # cudaMalloc: 256-byte aligned
+        a = raw[off:off + max(int(n), 1)]
+        self._keep.append(raw)
         table[a.ctypes.data] = a
         return a.ctypes.data
 
@@ -237,10 +250,15 @@ class FakeContext:
     def set_tensor_address(self, name, ptr):
         if name not in self.engine.names:
             raise AssertionError(f"unknown tensor {name}")
+        if int(ptr) % 256:
+            raise AssertionError(f"{name}: address {int(ptr):#x} is not 256-byte aligned (TensorRT requires it)")
         self.addr[name] = int(ptr)
         return True
 
     def execute_async_v3(self, stream_handle):
+        if not isinstance(stream_handle, int):
+            raise TypeError("execute_async_v3(): stream_handle must be an int (the cudaStream_t handle)")
+        stream = _STREAMS[stream_handle]
         missing = [n for n in self.engine.names if n not in self.addr]
         if missing:
             return False
@@ -257,7 +275,7 @@ class FakeContext:
             outs = self.engine.sess.run(list(self.engine.outs), feeds)
             for n, v in zip(self.engine.outs, outs):
                 view(n, self.engine.outs[n])[...] = v
-        stream_handle.enqueue(run)
+        stream.enqueue(run)
         return True
 
 

@@ -139,13 +139,15 @@ def build_engine_bytes(onnx_path: os.PathLike, precision: str = "fp32", trt=None
 
 
 def deserialize(path: os.PathLike, trt, logger=None):
-    """ICudaEngine from a serialized engine file (error names the file)."""
-    runtime = trt.Runtime(logger or trt.Logger(trt.Logger.WARNING))
+    """(runtime, logger), ICudaEngine from a serialized engine file (error names the file).
+    The runtime and its logger must outlive the engine: callers keep the first element."""
+    logger = logger or trt.Logger(trt.Logger.WARNING)
+    runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     if engine is None:
         raise EngineCacheError(f"TensorRT could not deserialize {path} (built by another TensorRT version "
                                f"or for another GPU?); rebuild with `edge-ad build-engine --force`")
-    return runtime, engine
+    return (runtime, logger), engine
 
 
 class TensorRTSearch:
@@ -182,6 +184,7 @@ class TensorRTSearch:
                     self.bufs.upload(name, np.broadcast_to(np.asarray(pristine[n], dtype=buf.dtype), buf.shape))
             for name, arr in per_step_values(self.plan, scalars).items():
                 self.bufs.upload(name, arr)
+            self._stream_handle = int(self.bufs.stream)     # TensorRT takes the raw cudaStream_t handle
             self.step_ctx = self.step_engine.create_execution_context()
             self.final_ctx = self.final_engine.create_execution_context()
             if self.step_ctx is None or self.final_ctx is None:
@@ -195,7 +198,7 @@ class TensorRTSearch:
         for name, slot in bindings.items():
             if not ctx.set_tensor_address(name, self.bufs.address(slot)):
                 raise CudaError(f"TensorRT refused the address of {name!r} ({what})")
-        if not ctx.execute_async_v3(self.bufs.stream):
+        if not ctx.execute_async_v3(self._stream_handle):
             raise CudaError(f"TensorRT execute_async_v3 failed ({what})")
 
     def _enqueue_frame(self) -> None:
@@ -316,9 +319,15 @@ def load_search(model_dir: os.PathLike, manifest: dict, pristine: dict, cfg, mod
     from .onnxruntime_backend import adam_scalars   # host-side float64 Adam constants (no onnxruntime import)
     trt, cudart, gpu = require_tensorrt_and_gpu(device, trt, cudart)
     if mode == "unrolled":
-        raise ValueError("the TensorRT backend runs the step graph k times inside one CUDA graph; "
-                         "the unrolled graph is for onnxruntime (use variant='auto')")
+        # the unrolled graph (k steps in one ONNX graph) is an onnxruntime speed-up; TensorRT gets
+        # the same single launch per frame from the CUDA graph over k step-engine runs, with a
+        # k times smaller engine. Same computation.
+        log.info("TensorRT backend: running the step engine %d times inside one CUDA graph "
+                 "instead of the unrolled graph", cfg.k)
+        mode = "step"
     check_precision(pristine, cfg.lr_theta, precision, lr_z=cfg.lr_z, allow_lossy=allow_lossy)
     engines = ensure_engines(model_dir, manifest, [mode, "final"], precision, on_mismatch, trt=trt, gpu=gpu)
-    return TensorRTSearch(engines[mode], engines["final"], pristine, lambda t: adam_scalars(cfg, t + 1),
-                          cfg.k, cuda_graph=cuda_graph, device=device, trt=trt, cudart=cudart)
+    search = TensorRTSearch(engines[mode], engines["final"], pristine, lambda t: adam_scalars(cfg, t + 1),
+                            cfg.k, cuda_graph=cuda_graph, device=device, trt=trt, cudart=cudart)
+    search.mode, search.precision = mode, precision
+    return search
