@@ -175,3 +175,14 @@ def test_build_engine_refuses_old_tensorrt(model_copy, fake_gpu, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("8.4.1"))
     r = CliRunner().invoke(main, ["build-engine", str(model_copy)])
     assert r.exit_code == 1 and "TensorRT 8.4.1 is too old" in r.output and "JetPack >= 5.1" in r.output
+
+
+def test_gpu_modules_are_torch_free_and_onnx_free():
+    code = ("import sys\n"
+            "import edge_ad.runtime.backends.tensorrt, edge_ad.runtime.cuda_buffers, edge_ad.runtime.precision\n"
+            "import edge_ad.runtime.engine_cache, edge_ad.commands.build_engine\n"
+            "import edge_ad.jetson.budget, edge_ad.jetson.gpu_check\n"
+            "bad = [m for m in ('torch', 'onnx', 'tensorrt', 'cuda.bindings.runtime', 'cuda.cudart') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
