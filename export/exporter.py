@@ -125,6 +125,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     S = cfg.n_seed
     scorer = Scorer.load(out_dir, config=cfg, variant="step", threads=threads)
     zscorer = Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), threads=threads) if check_z_only else None
+    man = load_manifest(out_dir, verify=False)
+    uscorer = (Scorer.load(out_dir, config=cfg, variant="unrolled", threads=threads)
+               if "unrolled" in man["graphs"] and cfg.updates_weights else None)
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
@@ -144,6 +147,10 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                "max_seed_rel_diff": seed_rel,
                "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
         worst = max(worst, rel)
+        if uscorer is not None:
+            u = uscorer.score(fr["rgb"], fr["depth"], z0=z0)
+            row["unrolled"] = {"onnx_score": u.score, "rel_diff": abs(u.score - ref.score) / max(abs(ref.score), 1e-12)}
+            worst = max(worst, row["unrolled"]["rel_diff"])
         if zscorer is not None:
             zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64)
             zgot = zscorer.score(fr["rgb"], fr["depth"], z0=z0)
@@ -164,14 +171,14 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     if not rows:
         summary = "no parity frames"
     return {"reference": "edge_ad.models.search.search_eager, torch float64, same z0",
-            "runtime": "onnxruntime float32 graphs (step loop)", "tolerance": tolerance,
+            "runtime": "onnxruntime float32 graphs (step loop; unrolled graph and z-only graph too)", "tolerance": tolerance,
             "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "max_rel_diff": worst, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
             "passed": passed, "summary": summary}
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,
-                 chunk_bytes: int = 1 << 20, unrolled: bool = False, parity_frames: Optional[list] = None,
+                 chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.

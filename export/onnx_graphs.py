@@ -123,12 +123,13 @@ class _Builder:
         self.odt = _ONNX_DTYPE[self.dt]
         self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
         self._n, self._i64 = 0, {}
+        self.scope = "fwd"   # node-name prefix (fwd/bwd/adam/loss), for profiles
 
     # -- primitives --------------------------------------------------------------------------
     def op(self, op_type: str, inputs: list, out: Optional[str] = None, **attrs) -> str:
         self._n += 1
         out = out or f"{op_type.lower()}_{self._n}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"n{self._n}_{op_type}", **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{self.scope}/n{self._n}_{op_type}", **attrs))
         return out
 
     def const(self, value, name: str) -> str:
@@ -232,6 +233,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
 
     def forward(P, z):
         """Returns recon (S, C, R, R) and what the backward pass needs."""
+        b.scope = "fwd"
         saved = {}
         # layer 0: z (S, 1, z_dim) @ W0 (S, z_dim, N0) -> (S, C0, 4, 4)
         cin, cout, _ = arch.layer_io(0)
@@ -260,6 +262,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     def backward(P, z_in, recon, saved, want_theta: bool, gscale):
         """Gradients of sum_j loss_j w.r.t. z and (optionally) every state tensor."""
         grads = {}
+        b.scope = "bwd"
         diff = b.op("Sub", [recon, x])
         d = b.op("Mul", [diff, gscale])                                         # d loss / d recon
         d = b.op("Mul", [d, b.op("Sub", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])])
@@ -296,6 +299,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
 
     def adam(p, m, v, g, step_size, s, out=None):
         """torch.optim.Adam (no weight decay, no amsgrad): returns (p', m', v')."""
+        b.scope = "adam"
         m1 = b.op("Add", [b.op("Mul", [m, s["beta1"]]), b.op("Mul", [g, s["one_minus_beta1"]])],
                   out and out[1])
         v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]), b.op("Mul", [b.op("Mul", [g, g]), s["one_minus_beta2"]])],

@@ -48,11 +48,14 @@ class Scorer:
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
-             variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None) -> "Scorer":
+             variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None,
+             spin: bool = False) -> "Scorer":
         """Load and verify ``model_dir`` (manifest version, sha256 of every file).
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export).
-        variant: "auto" (step loop; z-only graph when lr_theta == 0), "step", "unrolled".
+        variant: "auto" (the unrolled graph when exported for this k, else the step loop; the z-only
+        step graph when lr_theta == 0), "step" (k step-graph runs on preallocated buffers),
+        "unrolled" (one graph run per frame).
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
@@ -69,7 +72,8 @@ class Scorer:
                                 f"n_seed={cfg.n_seed}; re-export with --n-seed {cfg.n_seed}")
         graphs = {name: str(model_dir / g["file"]) for name, g in man["graphs"].items()}
         if variant == "auto":
-            mode = "step" if cfg.updates_weights else "step_z"
+            unrolled_ok = "unrolled" in graphs and int(man["graphs"]["unrolled"].get("k", -1)) == cfg.k
+            mode = ("unrolled" if unrolled_ok else "step") if cfg.updates_weights else "step_z"
         elif variant in ("step", "unrolled"):
             mode = variant if (variant == "unrolled" or cfg.updates_weights) else "step_z"
             if variant == "unrolled" and "unrolled" not in graphs:
@@ -102,7 +106,7 @@ class Scorer:
         from .backends.onnxruntime_backend import OrtSearch
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
         search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
-                           mode=mode, providers=providers, threads=threads, profile=profile)
+                           mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)
         return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
 
     def initial_latents(self, z0=None, seed: Optional[int] = None) -> np.ndarray:

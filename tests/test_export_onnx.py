@@ -41,7 +41,7 @@ def exported(tmp_path_factory, tiny_generator, kinect_root):
     frames = [dict(_frame(kinect_root, "sphere"), label="normal"),
               dict(_frame(kinect_root, "rectangle"), label="anomalous")]
     out = d / "model"
-    man = export_model(ck, out, parity_frames=frames, chunk_bytes=64 << 10, log=lambda *a: None)
+    man = export_model(ck, out, parity_frames=frames, log=lambda *a: None)
     return out, man
 
 
@@ -53,6 +53,7 @@ def test_parity_report_normal_and_anomalous_frames(exported):
     for r in p["frames"]:
         assert r["rel_diff"] <= 1e-4, r
         assert r["z_only"]["rel_diff"] <= 1e-4, r
+        assert r["unrolled"]["rel_diff"] <= 1e-4, r
         # the same graphs built in float64 reproduce the float64 reference to rounding
         assert r["fp64_graph_rel_diff"] <= 1e-9, r
     # the two frames really differ (the anomalous one is not a copy of the normal one)
@@ -67,6 +68,7 @@ def test_scorer_matches_float64_reference_independently(exported, tiny_generator
     out, _ = exported
     fr = _frame(kinect_root, "cylinder", 1)
     scorer = Scorer.load(out)
+    assert scorer.mode == "unrolled"    # auto prefers the one-graph search when exported for this k
     z0 = make_z0(3, 100, 123)
     got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
     ref = search_eager(tiny_generator, preprocess(fr["rgb"], fr["depth"]), SearchConfig(), z0=z0,
@@ -80,7 +82,7 @@ def test_scorer_matches_float64_reference_independently(exported, tiny_generator
 def test_weights_restored_for_every_frame(exported, kinect_root):
     from edge_ad.runtime.scorer import Scorer
     out, _ = exported
-    s = Scorer.load(out)
+    s = Scorer.load(out, variant="step")
     a, b = _frame(kinect_root, "sphere", 2), _frame(kinect_root, "rectangle", 2)
     r1 = s.score(a["rgb"], a["depth"], seed=7)
     ptrs = [buf.data_ptr() for trip in s._search.p_buf[1].values() for buf in trip]
@@ -172,8 +174,9 @@ def test_manifest_contents(exported):
     assert disk["search"] == SearchConfig().to_dict()
     assert disk["preprocess"]["resolution"] == 64 and disk["opset"] == 18
     assert {"onnx", "onnxruntime", "torch", "edge_ad"} <= set(disk["exporter"])
-    assert set(disk["graphs"]) == {"step", "step_z", "final"}
-    assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "weights.npz"}
+    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled"}
+    assert disk["graphs"]["unrolled"]["k"] == 19
+    assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "unrolled.onnx", "weights.npz"}
     for f, h in disk["files"].items():
         assert sha256_file(out / f) == h
     step_in = {i["name"]: i for i in disk["graphs"]["step"]["inputs"]}
@@ -294,6 +297,25 @@ def test_runtime_scores_without_torch(exported, kinect_root):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.strip()) > 0
+
+
+def test_chunked_float64_graphs_match_reference(tiny_generator, kinect_root):
+    """Many small weight chunks (the Adam cache blocking) compute exactly the reference search."""
+    from edge_ad.export.exporter import _run_graphs, arch_of, generator_arrays
+    from edge_ad.models.search import search
+    from edge_ad.runtime.preprocess import preprocess
+    params, bn = generator_arrays(tiny_generator)
+    arch = arch_of(tiny_generator, 2, 8 << 10, np.float64)
+    assert max(len(arch.col_chunks(l)) for l in range(5)) >= 4
+    cfg = SearchConfig(k=3, n_seed=2)
+    models = {"step": build_graph(arch, "step", bn), "final": build_graph(arch, "final", bn)}
+    st = {k: v[0] for k, v in stack_state(arch, params).items()}
+    fr = _frame(kinect_root, "cylinder", 4)
+    x, z0 = preprocess(fr["rgb"], fr["depth"]), make_z0(2, 100, 9)
+    got = _run_graphs(models, st, {s.name: s.shape for s in arch.state()}, cfg, arch, "step", x, z0, 1)
+    ref = search(tiny_generator, x, cfg, z0=z0, dtype=torch.float64)
+    np.testing.assert_allclose(got["seed_losses"], ref.seed_losses, rtol=1e-10)
+    np.testing.assert_allclose(got["z"], ref.z, rtol=1e-9, atol=1e-12)
 
 
 def test_stack_state_layout_round_trip(tiny_generator):
