@@ -1,0 +1,33 @@
+"""``edge-ad bench CHECKPOINT``: latency of the PyTorch and ONNX search implementations, interleaved."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("bench")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True),
+              help="Exported model directory of CHECKPOINT (default: export to a temporary directory).")
+@click.option("--frames", "n_frames", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Real kinect-rgbd val frames, alternating classes.")
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [all cores].")
+@click.option("--variant", "variants", multiple=True,
+              type=click.Choice(["eager", "batched", "onnx-step", "onnx-unrolled", "eager-z-only", "onnx-z-only"]),
+              help="Variants to run (repeatable; default: all).")
+@click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out):
+    """Per-frame latency (median), frames/s, GFLOP/s and fraction of the sgemm peak measured in the
+    same run, and peak RSS of: the study-style eager search, the batched PyTorch reference, the ONNX
+    step loop, the unrolled ONNX graph, and the z-only (lr_theta = 0) variants."""
+    from edge_ad.export.benchmark import DEFAULT_VARIANTS, format_table, run_bench
+    r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
+                  variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
+    click.echo(format_table(r))
+    if out:
+        with open(out, "w") as f:
+            json.dump(r, f, indent=1)
+        click.echo(f"results: {out}")

@@ -1,0 +1,245 @@
+"""``edge-ad bench``: per-frame search latency of every implementation, interleaved in one run.
+
+Variants (same generator, same frames, same z0):
+  eager          study-style PyTorch: per seed a deepcopy of G and two torch Adams (search_eager)
+  batched        the batched PyTorch reference (models.search.search)
+  onnx-step      the runtime's step loop: k runs of step.onnx + final.onnx on preallocated buffers
+  onnx-unrolled  the runtime's one-graph search (unrolled.onnx)
+  eager-z-only   search_eager with lr_theta = 0
+  onnx-z-only    the runtime's z-only graph (the named fast option lr_theta = 0)
+Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
+(model FLOPs: 2 x multiply-adds of the transposed convolutions in the forward, input-gradient and
+weight-gradient passes; elementwise work not counted) and as a fraction of this machine's sgemm
+peak measured in the same run (torch.mm 2048^3 with the same thread count), peak RSS (each variant
+in a fresh process scoring one frame, so the onnx variants are measured without torch loaded).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "eager-z-only", "onnx-z-only")
+DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "eager-z-only", "onnx-z-only")
+
+
+def model_flops(z_dim: int, fg: int, channels: int, n_seed: int, k: int, weights: bool = True) -> float:
+    """FLOPs of one frame's search: n_seed x (k steps x (fwd + dX + dW [if weights]) + final fwd)."""
+    widths = [z_dim, fg * 16, fg * 8, fg * 4, fg * 2, channels]
+    macs = sum(widths[l] * widths[l + 1] * 16 * (1 if l == 0 else (4 * 2 ** (l - 1)) ** 2) for l in range(5))
+    per_step = macs * (3 if weights else 2)
+    return 2.0 * n_seed * (k * per_step + macs)
+
+
+def sgemm_peak(threads: int, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of a float32 n^3 matrix product (torch.mm) on ``threads`` threads."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        best = 0.0
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t) / 1e9)
+        return best
+    finally:
+        torch.set_num_threads(old)
+
+
+def bench_frames(n: int, spec=None) -> list:
+    """n real kinect-rgbd val frames, alternating classes: [(id, x (4, 64, 64) float32)]."""
+    from edge_ad.runtime.preprocess import preprocess
+    from edge_ad.runtime.sources.folder import read_pair
+
+    from .exporter import REPO_DATA
+    splits = json.loads((REPO_DATA / "splits.json").read_text())
+    classes = sorted(splits)
+    out = []
+    for i in range(n):
+        cls = classes[i % len(classes)]
+        fid = str(splits[cls]["val"][i // len(classes)])
+        rgb, d = read_pair(REPO_DATA / cls, fid)
+        out.append((f"{cls}/{fid}", preprocess(rgb, d, spec)))
+    return out
+
+
+def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callable:
+    """variant -> f(x, z0) -> score."""
+    if variant in ("eager", "batched", "eager-z-only"):
+        import torch
+
+        from edge_ad.models.search import search, search_eager
+        torch.set_num_threads(threads)
+        c = cfg.replace(lr_theta=0.0) if variant == "eager-z-only" else cfg
+        f = search if variant == "batched" else search_eager
+        return lambda x, z0: f(G, x, c, z0=z0).score
+    from edge_ad.runtime.scorer import Scorer
+    if variant == "onnx-z-only":
+        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
+    else:
+        s = Scorer.load(model_dir, config=cfg, variant=variant.split("-")[1], threads=threads)
+    return lambda x, z0: s.score_input(x, z0=z0).score
+
+
+def _rss_probe(variant: str, checkpoint: str, model_dir: str, threads: int) -> float:
+    """Peak RSS (MiB) of a fresh process that loads ``variant`` and scores one frame."""
+    code = (
+        "import sys, resource, json\n"
+        "from edge_ad.export.benchmark import _probe_main\n"
+        f"_probe_main({variant!r}, {checkpoint!r}, {model_dir!r}, {threads})\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"RSS probe {variant} failed: {r.stderr[-500:]}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def _probe_main(variant: str, checkpoint: str, model_dir: str, threads: int) -> None:
+    from edge_ad.runtime.config import SearchConfig, make_z0
+    from edge_ad.runtime.manifest import load_manifest
+    man = load_manifest(model_dir, verify=False)
+    cfg = SearchConfig.from_dict(man["search"])
+    G = None
+    if not variant.startswith("onnx"):
+        from edge_ad.models.checkpoint import load_generator
+        G = load_generator(checkpoint)
+    run = _make_runner(variant, G, Path(model_dir), cfg, threads)
+    x = np.zeros((man["layout"]["channels"],) + (man["layout"]["resolution"],) * 2, np.float32)
+    run(x, make_z0(cfg.n_seed, man["layout"]["z_dim"], 0))
+    assert variant.startswith("eager") or variant == "batched" or "torch" not in sys.modules
+    print(peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries the parent's peak
+    across fork + exec into the child's ru_maxrss, which would make every probe read the same."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int = 2, repeats: int = 2,
+              threads: Optional[int] = None, variants: Sequence[str] = DEFAULT_VARIANTS, rss: bool = True,
+              log: Callable = print) -> dict:
+    """Interleaved benchmark; returns the results dict (see module docstring)."""
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
+    from edge_ad.runtime.manifest import load_manifest
+
+    from .exporter import export_model
+    threads = int(threads or os.cpu_count() or 1)
+    G = load_generator(checkpoint)
+    tmp = None
+    if model_dir is None:
+        tmp = tempfile.mkdtemp(prefix="edge-ad-bench-")
+        model_dir = tmp
+        log(f"exporting {checkpoint} to {tmp} (no parity check) ...")
+        export_model(checkpoint, tmp, parity=False, log=lambda *a: None)
+    man = load_manifest(model_dir)
+    cfg = SearchConfig.from_dict(man["search"])
+    variants = [v for v in variants if v != "onnx-unrolled" or "unrolled" in man["graphs"]]
+    unknown = set(variants) - set(ALL_VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
+    frames = bench_frames(n_frames, G.preprocess)
+    z0s = [make_z0(cfg.n_seed, G.cfg.z_dim, frame_seed(0, i)) for i in range(len(frames))]
+    load0 = os.getloadavg()
+    peak0 = sgemm_peak(threads)
+    log(f"sgemm peak ({threads} threads): {peak0:.1f} GFLOP/s; load average {load0[0]:.1f}")
+    runners = {v: _make_runner(v, G, Path(model_dir), cfg, threads) for v in variants}
+    for v in variants:                           # warm-up (first-run allocations, lazy init)
+        runners[v](frames[0][1], z0s[0])
+    times = {v: [] for v in variants}
+    scores = {v: [] for v in variants}
+    for rep in range(repeats):
+        for i, (fid, x) in enumerate(frames):
+            for v in variants:                   # interleaved: the same machine state for all
+                t = time.perf_counter()
+                s = runners[v](x, z0s[i])
+                times[v].append(time.perf_counter() - t)
+                if rep == 0:
+                    scores[v].append(s)
+            log(f"  rep {rep + 1}/{repeats} frame {fid}: " +
+                ", ".join(f"{v} {times[v][-1]:.2f}s" for v in variants))
+    peak = max(peak0, sgemm_peak(threads))
+    load1 = os.getloadavg()
+    fg = G.cfg.features_g
+    res = {}
+    base = {"eager": None, "eager-z-only": None}
+    for v in variants:
+        med = float(np.median(times[v]))
+        flops = model_flops(G.cfg.z_dim, fg, G.cfg.channels, cfg.n_seed, cfg.k, weights="z-only" not in v)
+        res[v] = {"median_s": med, "min_s": float(np.min(times[v])), "fps": 1.0 / med,
+                  "gflop_per_frame": flops / 1e9, "gflops": flops / med / 1e9,
+                  "frac_of_sgemm_peak": flops / med / 1e9 / peak, "scores": scores[v]}
+    for v in variants:
+        ref = "eager-z-only" if "z-only" in v else "eager"
+        if ref in res:
+            res[v]["speedup_vs_" + ref] = res[ref]["median_s"] / res[v]["median_s"]
+    if "batched" in res:
+        for v in variants:
+            if v.startswith("onnx") and "z-only" not in v:
+                res[v]["max_rel_score_diff_vs_batched"] = float(np.max(
+                    np.abs(np.array(scores[v]) - scores["batched"]) / np.abs(scores["batched"])))
+    if rss:
+        for v in variants:
+            try:
+                res[v]["peak_rss_mib"] = _rss_probe(v, str(checkpoint), str(model_dir), threads)
+            except Exception as e:  # report, do not lose the timings
+                res[v]["peak_rss_mib"] = None
+                res[v]["rss_error"] = str(e)[:300]
+    import onnxruntime
+    import torch
+    out = {
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "threads": threads, "load_average_start": load0, "load_average_end": load1,
+        "sgemm_peak_gflops": peak, "model": G.cfg.to_dict(), "search": cfg.to_dict(),
+        "frames": [f for f, _ in frames], "repeats": repeats, "variants": res,
+        "note": "interleaved in one process; medians over frames x repeats; timings on a shared machine are noisy",
+    }
+    if tmp:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_table(r: dict) -> str:
+    """Markdown table of a run_bench result."""
+    rows = ["| variant | median s/frame | frames/s | GFLOP/frame | GFLOP/s | % sgemm peak | speed-up | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|"]
+    for v, m in r["variants"].items():
+        sp = m.get("speedup_vs_eager", m.get("speedup_vs_eager-z-only"))
+        rss = m.get("peak_rss_mib")
+        rows.append(f"| {v} | {m['median_s']:.3f} | {m['fps']:.2f} | {m['gflop_per_frame']:.1f} | "
+                    f"{m['gflops']:.1f} | {100 * m['frac_of_sgemm_peak']:.0f}% | "
+                    f"{'' if sp is None else f'{sp:.2f}x'} | {'' if rss is None else f'{rss:.0f}'} |")
+    return "\n".join(rows) + (f"\n\nsgemm peak {r['sgemm_peak_gflops']:.1f} GFLOP/s on {r['threads']} threads "
+                              f"({r['machine']['cpu']}); load average {r['load_average_start'][0]:.1f} -> "
+                              f"{r['load_average_end'][0]:.1f}")
