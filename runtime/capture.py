@@ -255,6 +255,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                               "preprocess": round(float(tm.get("preprocess_ms", 0.0)), 3),
                               "search": round(float(tm.get("search_ms", 0.0)), 3),
                               "total": round(total, 3)}}
+        sl = getattr(res, "seed_losses", None)
+        if sl is not None:  # per-seed final losses (issue 3: results carry frame, score, seed_losses)
+            rec["seed_losses"] = [float(v) for v in np.asarray(sl).ravel()]
         if "anomalous" in fr.meta:  # ground truth from synth://
             rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
         emit(rec)
