@@ -21,7 +21,7 @@ calls, the final pass, downloads) is one CUDA graph captured once and replayed p
 
 ``CudaBuffers`` allocates the plan with ``cuda.bindings.runtime`` (cudaMalloc, cudaMallocHost,
 cudaMemcpyAsync, cudaMemsetAsync, one non-blocking stream, cudaStreamBeginCapture/EndCapture,
-cudaGraphInstantiate/Launch), in the style of TensorRT's samples/python/common_runtime.py: every
+cudaGraphInstantiateWithFlags/Launch), in the style of TensorRT's samples/python/common_runtime.py: every
 CUDA call's error code is turned into a ``CudaError``. NOT YET RUN ON A GPU: the CUDA calls follow
 the cuda-python 12.x documentation; on CPU they are exercised against a fake runtime in the tests.
 """
@@ -491,7 +491,9 @@ class CudaBuffers:
                 c.cudaGraphDestroy(res[1])
             raise
         graph = check(c, c.cudaStreamEndCapture(self.stream), "cudaStreamEndCapture")
-        graph_exec = check(c, c.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        # cudaGraphInstantiateWithFlags has the same signature in CUDA 11.4+ and 12.x (JetPack 5 and 6);
+        # cudaGraphInstantiate's changed between them
+        graph_exec = check(c, c.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags")
         return CudaGraph(c, graph, graph_exec)
 
     def close(self) -> None:

@@ -179,7 +179,7 @@ class FakeCudart:
         ops, s.capture = s.capture, None
         return OK, list(ops)
 
-    def cudaGraphInstantiate(self, graph, flags):
+    def cudaGraphInstantiateWithFlags(self, graph, flags):
         return OK, ("exec", graph)
 
     def cudaGraphLaunch(self, graph_exec, stream):

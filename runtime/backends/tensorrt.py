@@ -279,7 +279,7 @@ def ensure_engines(model_dir: os.PathLike, manifest: dict, graphs: list, precisi
                          f"{manifest['layout']['dtype']}")
     model_dir = Path(model_dir)
     cache = EngineCache.for_model(model_dir, cache_dir)
-    say = log_fn or log.info
+    say = log_fn or log.warning     # an engine build takes minutes: say so even without logging set up
     out = {}
     for g in graphs:
         if g not in manifest["graphs"]:
