@@ -19,7 +19,8 @@ import click
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16"]), default="fp32", show_default=True,
               help="fp32: the reference arithmetic (TF32 disabled). tf32: faster convolutions on Ampere/Orin, "
                    "measure the score drift first. fp16: only for a z-only export (lr_theta = 0); with "
-                   "lr_theta = 6e-9 it would silently drop every weight update and is refused.")
+                   "lr_theta = 6e-9 it would silently drop every weight update and is refused. "
+                   "`edge-ad run` uses the precision in $EDGE_AD_TRT_PRECISION (default fp32).")
 @click.option("--allow-lossy", is_flag=True, help="Build a precision that loses weight updates anyway (warns loudly).")
 @click.option("--force", is_flag=True, help="Rebuild even if a valid engine for this GPU and TensorRT exists.")
 @click.option("--check", "check_only", is_flag=True,
@@ -29,7 +30,8 @@ import click
 @click.option("--workspace-mb", type=click.IntRange(64, 65536), default=1024, show_default=True,
               help="TensorRT builder workspace limit.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where engines live (default MODEL_DIR/engines, or $EDGE_AD_ENGINE_CACHE).")
+              help="Where engines live (default MODEL_DIR/engines, or $EDGE_AD_ENGINE_CACHE; set that "
+                   "variable for `edge-ad run` too when using another place).")
 def cmd(model_dir, precision, allow_lossy, force, check_only, all_graphs, workspace_mb, cache_dir):
     """Build (or verify) the TensorRT engines of an exported model for this GPU."""
     import numpy as np
