@@ -87,8 +87,10 @@ def _checkpoint_scoring(path) -> tuple[Optional[dict], Optional[str]]:
     except Exception:
         return None, None
     train = ck.get("train") or {}
-    cls = train.get("class") or train.get("normal_class") or (train.get("data") or {}).get("class") \
-        if isinstance(train, dict) else None
+    cls = None
+    if isinstance(train, dict):
+        data = train.get("data") if isinstance(train.get("data"), dict) else {}
+        cls = train.get("class") or train.get("normal_class") or data.get("cls") or data.get("class")
     return ck.get("scoring"), cls if isinstance(cls, str) else None
 
 
