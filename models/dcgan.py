@@ -58,13 +58,17 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """image (N, channels, 64, 64) -> (N, 1, 1, 1); a probability, or a raw critic for WGAN-GP."""
 
-    def __init__(self, cfg: GanConfig = GanConfig(), sigmoid: bool = True):
+    def __init__(self, cfg: GanConfig = GanConfig(), sigmoid: bool = True, norm: str = "batch"):
+        """norm: "batch" (the study), or "instance" (per-sample, so WGAN-GP's per-sample gradient
+        penalty stays valid; a BatchNorm critic couples the samples of a batch)."""
         super().__init__()
         fd = cfg.features_d
+        if norm not in ("batch", "instance"):
+            raise ValueError(f"critic norm must be 'batch' or 'instance', got {norm!r}")
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1, bias=False),
-                                 nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+            layer = nn.BatchNorm2d(cout) if norm == "batch" else nn.InstanceNorm2d(cout, affine=True)
+            return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1, bias=False), layer, nn.LeakyReLU(0.2))
 
         layers = [nn.Conv2d(cfg.channels, fd, 4, 2, 1), nn.LeakyReLU(0.2),   # 32x32
                   block(fd, fd * 2), block(fd * 2, fd * 4), block(fd * 4, fd * 8),  # 16, 8, 4

@@ -40,6 +40,7 @@ class TrainConfig:
     max_shift: int = 0
     brightness: float = 0.0
     critic_iters: int = 5
+    critic_norm: str = "batch"  # "instance" keeps WGAN-GP's per-sample gradient penalty valid
     gp_lambda: float = 10.0
     sample_every: int = 10
     snapshot_every: int = 0  # also keep epoch_XXXX.pt every N epochs (0: only last.pt)
@@ -75,7 +76,7 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     gen = torch.Generator().manual_seed(cfg.seed)
     gcfg = GanConfig(z_dim=cfg.z_dim, features_g=cfg.features_g, features_d=cfg.features_d,
                      resolution=spec.resolution)
-    G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce")
+    G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce", norm=cfg.critic_norm)
     init_weights(G), init_weights(D)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))

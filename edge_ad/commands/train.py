@@ -19,6 +19,8 @@ import click
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--beta1", type=float, default=0.0, show_default=True, help="Adam beta1 (the study: 0.0).")
 @click.option("--beta2", type=float, default=0.9, show_default=True, help="Adam beta2 (the study: 0.9).")
+@click.option("--critic-norm", type=click.Choice(["batch", "instance"]), default="batch", show_default=True,
+              help="discriminator normalisation (batch: the study; instance: valid WGAN-GP penalty).")
 @click.option("--width", "width", type=int, default=64, show_default=True, help="features_g = features_d.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hflip/--no-hflip", default=True, show_default=True)
@@ -28,7 +30,7 @@ import click
 @click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue OUT/last.pt if present.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, width, seed, hflip,
+def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
         max_shift, brightness, sample_every, snapshot_every, resume, threads):
     """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve."""
     import torch
@@ -50,7 +52,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             summary = summarize(ids, arr, str(Path(data).resolve()))
         else:
             raise click.UsageError("give --data (with --class for kinect-rgbd) or --synth N")
-        cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2,
+        cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, critic_norm=critic_norm,
                           features_g=width, features_d=width, seed=seed, hflip=hflip,
                           max_shift=max_shift, brightness=brightness, sample_every=sample_every,
                           snapshot_every=snapshot_every)
