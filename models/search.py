@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import SearchConfig, make_z0
+from edge_ad.runtime.config import SearchConfig, make_z0, score_scale
 
 from .dcgan import Generator
 
@@ -35,6 +35,7 @@ class SearchResult:
     z: np.ndarray                # (n_seed, z_dim) final latents
     timings: dict = field(default_factory=dict)
     trajectory: Optional[list] = None  # per step: (n_seed, C, H, W) reconstructions, if asked
+    score_scale: float = 1.0     # score = mean(seed_losses) / score_scale (cfg.score_fg_power; 1 = reference)
 
 
 def _as_input(x, dtype) -> torch.Tensor:
@@ -91,7 +92,8 @@ def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: O
         losses = sq.flatten(1).mean(1)
     if traj is not None:
         traj.append(recon.cpu().numpy())
-    return SearchResult(score=float(losses.mean()), seed_losses=losses.cpu().numpy().astype(np.float64),
+    scale = score_scale(x.cpu().numpy(), cfg)
+    return SearchResult(score=float(losses.mean()) / scale, score_scale=scale, seed_losses=losses.cpu().numpy().astype(np.float64),
                         error_map=sq.mean((0, 1)).cpu().numpy(), reconstructions=recon.cpu().numpy(),
                         z=z.detach().reshape(S, -1).cpu().numpy(),
                         timings={"search_s": time.perf_counter() - t0}, trajectory=traj)
@@ -123,16 +125,71 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
             recons.append(r[0].numpy()), zs.append(zj.detach().reshape(-1).numpy())
     recons = np.stack(recons)
     err = ((recons - x.numpy()) ** 2).mean((0, 1))
-    return SearchResult(score=float(np.mean(losses)), seed_losses=np.array(losses), error_map=err,
+    scale = score_scale(x[0].numpy(), cfg)
+    return SearchResult(score=float(np.mean(losses)) / scale, score_scale=scale, seed_losses=np.array(losses), error_map=err,
                         reconstructions=recons, z=np.stack(zs), timings={"search_s": time.perf_counter() - t0})
 
 
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
-                dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None) -> np.ndarray:
-    """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``."""
+                dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
+                batch_frames: int = 0) -> np.ndarray:
+    """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
+
+    ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
+    (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster."""
     from edge_ad.runtime.config import frame_seed
     out = np.empty(len(X))
+    if batch_frames > 0 and not cfg.updates_weights:
+        starts = range(0, len(X), batch_frames)
+        for a in (starts if progress is None else progress(starts)):
+            idx = range(a, min(a + batch_frames, len(X)))
+            z0 = np.stack([make_z0(cfg.n_seed, G.cfg.z_dim, frame_seed(seed, i)) for i in idx])
+            out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0, dtype=dtype)
+        return out
     it = range(len(X)) if progress is None else progress(range(len(X)))
     for i in it:
         out[i] = search(G, X[i], cfg, seed=frame_seed(seed, i), dtype=dtype).score
     return out
+
+
+def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.ndarray,
+                       dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """z-only search (lr_theta must be 0) of B frames at once; returns their scores (B,).
+
+    X: (B, C, H, W); z0: (B, n_seed, z_dim). With frozen weights and BatchNorm in eval mode the
+    frames and seeds are independent, and Adam is elementwise, so one Adam over the (B*n_seed) latents
+    is exactly B separate searches."""
+    if cfg.updates_weights:
+        raise ValueError("search_zonly_batch needs a z-only configuration (lr_theta == 0)")
+    X = np.asarray(X)
+    B, S = len(X), cfg.n_seed
+    z0 = np.asarray(z0, dtype=np.float32)
+    if X.ndim != 4 or z0.shape != (B, S, G.cfg.z_dim):
+        raise ValueError(f"need X (B, C, H, W) and z0 (B, n_seed, z_dim); got {X.shape} and {z0.shape}")
+    G = G.eval()
+    params = {n: p.detach().to(dtype) for n, p in G.named_parameters()}
+    buffers = {n: b.detach().to(dtype) if b.is_floating_point() else b for n, b in G.named_buffers()}
+    x = torch.as_tensor(X, dtype=dtype).repeat_interleave(S, 0)          # (B*S, C, H, W)
+    z = torch.tensor(z0.reshape(B * S, -1, 1, 1), dtype=dtype).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=cfg.lr_z, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    for _ in range(cfg.k):
+        opt.zero_grad(set_to_none=True)
+        recon = functional_call(G, (params, buffers), (z,))              # (B*S, C, H, W)
+        ((recon - x) ** 2).flatten(1).mean(1).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        losses = ((functional_call(G, (params, buffers), (z,)) - x) ** 2).flatten(1).mean(1)
+    losses = losses.reshape(B, S).mean(1).cpu().numpy().astype(np.float64)   # (B,)
+    scales = np.array([score_scale(xi, cfg) for xi in X])
+    return losses / scales
+
+
+def checkpoint_search_config(path) -> Optional[SearchConfig]:
+    """The named scoring configuration a checkpoint carries (``ckpt["scoring"]["search"]``), or None
+    (study files, checkpoints without one)."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        scoring = read_checkpoint(path).get("scoring") or {}
+    except CheckpointError:
+        return None
+    return SearchConfig.from_dict(scoring["search"]) if "search" in scoring else None

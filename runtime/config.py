@@ -23,6 +23,12 @@ class SearchConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     name: str = "reference"
+    # Score normalisation (issue 4), applied after the search; the search itself is unchanged.
+    # score = mean_j loss_j / max(fg(x), fg_floor) ** score_fg_power, fg(x) = share of pixels of the
+    # INPUT whose depth channel is foreground (> -1, i.e. raw depth > 0). 0.0 = the reference (plain
+    # mean); 1.0 = squared error per foreground pixel, so big objects do not score as anomalous.
+    score_fg_power: float = 0.0
+    fg_floor: float = 0.01
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -31,6 +37,9 @@ class SearchConfig:
             raise ValueError("learning rates must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0):
             raise ValueError(f"invalid Adam settings beta1={self.beta1} beta2={self.beta2} eps={self.eps}")
+        if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
+            raise ValueError(f"need score_fg_power >= 0 and 0 < fg_floor <= 1, got "
+                             f"score_fg_power={self.score_fg_power}, fg_floor={self.fg_floor}")
 
     @property
     def updates_weights(self) -> bool:
@@ -51,6 +60,23 @@ class SearchConfig:
         d = self.to_dict()
         d.update({k: v for k, v in kw.items() if v is not None})
         return SearchConfig.from_dict(d)
+
+
+def foreground_fraction(x: np.ndarray) -> float:
+    """Share of pixels of a preprocessed frame x (4, R, R) in [-1, 1] whose depth (channel 3) is
+    foreground: > -1 + 1e-3, i.e. raw depth > 0 (background and table are 0 at capture)."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[0] != 4:
+        raise ValueError(f"x must be (4, R, R), got shape {x.shape}")
+    return float((x[3] > -1 + 1e-3).mean())
+
+
+def score_scale(x: np.ndarray, cfg: SearchConfig) -> float:
+    """Divisor applied to the mean seed loss: max(fg(x), fg_floor) ** score_fg_power (1.0 for the
+    reference configuration). Computed on the host from the input frame; no graph changes needed."""
+    if cfg.score_fg_power == 0:
+        return 1.0
+    return float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
 
 
 def adam_bias_corrections(t: int, beta1: float, beta2: float) -> tuple[float, float]:

@@ -27,11 +27,20 @@ import click
 @click.option("--lr-theta", type=float, help="override lr_theta (0: z-only search).")
 @click.option("--n-seed", type=int, help="override n_seed.")
 @click.option("--k", "k", type=int, help="override the number of steps k.")
+@click.option("--fg-power", "fg_power", type=float,
+              help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
+@click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
+              show_default=True, help="start from the checkpoint's named scoring configuration (if it "
+              "carries one) or from the algorithm's reference defaults; overrides apply on top.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="also report nearest-neighbour MSE and foreground-area baselines (kinect-rgbd only).")
+@click.option("--batch-frames", type=int, default=32, show_default=True,
+              help="frames scored at once by z-only configurations (same numbers, faster); 0: one by one.")
 @click.option("--calibrate-fpr", type=float, default=0.05, show_default=True,
               help="save a threshold flagging this share of normal frames (threshold.json).")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, calibrate_fpr, threads):
+        lr_z, lr_theta, n_seed, k, fg_power, scoring, baselines, batch_frames, calibrate_fpr, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
     import torch
@@ -50,7 +59,11 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     except CheckpointError as e:
         raise click.ClickException(str(e))
     spec = G.preprocess
-    cfg = SearchConfig().replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k)
+    base = SearchConfig()
+    if scoring == "checkpoint":
+        from edge_ad.models.search import checkpoint_search_config
+        base = checkpoint_search_config(model_path) or base
+    cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power)
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -80,15 +93,47 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
-        scores[name] = score_batch(G, X, cfg, seed=seed,
-                                   progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="frame"))
+        scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames,
+                                   progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)
-    report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra={
-        "model": str(model_path), "search": cfg.to_dict(), "split": split, "seed": seed,
-        "seconds_per_frame": secs / max(n_total, 1), "torch_threads": torch.get_num_threads()})
+    extra = {"model": str(model_path), "search": cfg.to_dict(), "split": split, "seed": seed,
+             "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
+             "batch_frames": batch_frames if not cfg.updates_weights else 0,
+             "torch_threads": torch.get_num_threads()}
+    if baselines and data and cls:
+        extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
+    report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
         click.echo(f"{normal_name} vs {name:9s} AUROC {m[name]['auroc']:.3f}  AP {m[name]['ap']:.3f}  "
                    f"F1max {m[name]['f1_max']:.3f} @ {m[name]['f1_threshold']:.4g}")
+    for bname, b in extra.get("baselines", {}).items():
+        click.echo(f"baseline {bname:22s} AUROC overall {b['overall']:.3f}  "
+                   + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
     click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+
+
+def _baselines(data, cls, split, spec, groups, normal_name, cfg) -> dict:
+    """AUROC of the nearest-neighbour MSE (plain, and normalised like cfg if it normalises) and
+    foreground-area baselines on the same frames, against the class's train split."""
+    import numpy as np
+
+    from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.evaluate import evaluate_scores
+
+    train = to_tensor(load_kinect(data, cls, "train", spec)[1], spec).numpy()
+    X = {k_: to_tensor(v, spec).numpy() for k_, v in groups.items()}
+    fns = {"nearest-neighbour MSE": lambda v: nearest_neighbour_scores(train, v),
+           "foreground area": lambda v: area_scores(train, v)}
+    if cfg.score_fg_power:
+        fns[f"nearest-neighbour MSE/fg^{cfg.score_fg_power:g}"] = lambda v: nearest_neighbour_scores(
+            train, v, fg_power=cfg.score_fg_power, fg_floor=cfg.fg_floor)
+    out = {}
+    for bname, fn in fns.items():
+        s = {k_: fn(v) for k_, v in X.items()}
+        normal = s.pop(normal_name)
+        met = evaluate_scores(normal, s)
+        out[bname] = {k_: float(v["auroc"]) for k_, v in met.items()}
+    return out
