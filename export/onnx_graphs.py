@@ -297,15 +297,31 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
             d = b.reshape(dA, [S, cin, hin, hin])                            # d loss / d A_l
         return grads
 
+    coef_cache = {}
+
+    def adam_coefs(step_size, s):
+        """Per-group scalars, computed once per step in the graph from the host's inputs:
+        alpha = sqrt(1 - beta2) * inv_sqrt_bc2 / k and eps / k with k = max(step, tiny) * (1 - beta1)."""
+        key = (step_size, id(s))
+        if key not in coef_cache:
+            b.scope = "adam"
+            k = b.op("Mul", [b.op("Max", [step_size, b.const(1e-30, f"tiny_{b._n}")]), s["one_minus_beta1"]])
+            alpha = b.op("Div", [b.op("Mul", [b.op("Sqrt", [s["one_minus_beta2"]]), s["inv_sqrt_bc2"]]), k])
+            coef_cache[key] = (alpha, b.op("Div", [s["eps"], k]))
+        return coef_cache[key]
+
     def adam(p, m, v, g, step_size, s, out=None):
-        """torch.optim.Adam (no weight decay, no amsgrad): returns (p', m', v')."""
+        """torch.optim.Adam (no weight decay, no amsgrad) in 10 elementwise passes: returns (p', m', v').
+
+        The moment state is kept scaled, m~ = m / (1 - beta1) and v~ = v / (1 - beta2) (both start
+        at zero like torch's), so that m~' = beta1 m~ + g, v~' = beta2 v~ + g^2 and
+        p' = p - step m / (sqrt(v) / sqrt(bc2) + eps) = p - m~' / (alpha sqrt(v~') + eps / k)."""
+        alpha, eps_k = adam_coefs(step_size, s)
         b.scope = "adam"
-        m1 = b.op("Add", [b.op("Mul", [m, s["beta1"]]), b.op("Mul", [g, s["one_minus_beta1"]])],
-                  out and out[1])
-        v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]), b.op("Mul", [b.op("Mul", [g, g]), s["one_minus_beta2"]])],
-                  out and out[2])
-        den = b.op("Add", [b.op("Mul", [b.op("Sqrt", [v1]), s["inv_sqrt_bc2"]]), s["eps"]])
-        p1 = b.op("Sub", [p, b.op("Mul", [b.op("Div", [m1, den]), step_size])], out and out[0])
+        m1 = b.op("Add", [b.op("Mul", [m, s["beta1"]]), g], out and out[1])
+        v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]), b.op("Mul", [g, g])], out and out[2])
+        den = b.op("Add", [b.op("Mul", [b.op("Sqrt", [v1]), alpha]), eps_k])
+        p1 = b.op("Sub", [p, b.op("Div", [m1, den])], out and out[0])
         return p1, m1, v1
 
     numel = C * R * R
@@ -374,6 +390,30 @@ def _version() -> str:
         return "unknown"
 
 
+def eps_closure(model: onnx.ModelProto) -> set:
+    """Names of Adam's eps in a graph: the ``eps`` input or a float constant in (0, 1e-6), and every
+    scalar derived from it by Mul/Div/Cast/Identity (e.g. eps / step)."""
+    g = model.graph
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    found = {vi.name for vi in g.input if vi.name == "eps"}
+    found |= {t.name for t in g.initializer if t.data_type in floats and list(t.dims) == []
+              and 0 < abs(float(numpy_helper.to_array(t))) < 1e-6}
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR and a.t.data_type in floats and list(a.t.dims) in ([], [1]) \
+                        and 0 < abs(float(numpy_helper.to_array(a.t).ravel()[0])) < 1e-6:
+                    found.add(n.output[0])
+    changed = True
+    while changed:
+        changed = False
+        for n in g.node:
+            if n.op_type in ("Mul", "Div", "Cast", "Identity") and set(n.input) & found and n.output[0] not in found:
+                found.add(n.output[0])
+                changed = True
+    return found
+
+
 class GraphCheckError(ValueError):
     """A graph that would silently compute the wrong search (a known exporter trap)."""
 
@@ -382,7 +422,7 @@ def verify_graph(model: onnx.ModelProto, dtype=np.float32, n_adam: Optional[int]
     """Check the two silent-corruption traps on any step graph and return what was found.
 
     1. Adam's eps must survive: every Adam denominator ``sqrt(v_hat) + eps`` must still be an Add
-       with ``eps`` (a graph input, or a constant equal to the configured eps) -> counts them.
+       of ``eps`` (a graph input, or a small constant, or a scalar derived from it) -> counts them.
     2. No float tensor of another precision: every float initializer, Constant, graph input/output
        and Cast target must be of ``dtype`` (catches float64 scalars demoted to float32).
     Raises GraphCheckError naming the problem.
@@ -412,10 +452,8 @@ def verify_graph(model: onnx.ModelProto, dtype=np.float32, n_adam: Optional[int]
     if bad:
         raise GraphCheckError(f"graph mixes float precisions (expected {TensorProto.DataType.Name(want)}): "
                               + "; ".join(bad[:8]))
-    eps_names = {vi.name for vi in g.input if vi.name == "eps"}
-    const_eps = {t.name for t in g.initializer if t.data_type in floats and t.dims == []
-                 and 0 < abs(float(numpy_helper.to_array(t))) < 1e-6}
-    eps_adds = [n for n in g.node if n.op_type == "Add" and (set(n.input) & (eps_names | const_eps))]
+    eps_set = eps_closure(model)
+    eps_adds = [n for n in g.node if n.op_type == "Add" and (set(n.input) & eps_set)]
     sqrt_count = sum(1 for n in g.node if n.op_type == "Sqrt")
     if n_adam is not None and len(eps_adds) < n_adam:
         raise GraphCheckError(f"Adam eps missing: {len(eps_adds)} additions of eps for {n_adam} Adam "
