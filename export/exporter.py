@@ -244,7 +244,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                               "columns: layer 0 (c, kh, kw); stride-2 layers (a, c', b, d, c) with "
                               "kh = 2a + b, kw = 2c' + d; split into column chunks 'W{l}.c{i}'.",
             "z": "(n_seed, 1, z_dim)", "x": "(channels, resolution, resolution) in [-1, 1]",
-            "moments": "Adam moments '<name>.m', '<name>.v' have the state tensor's shape; outputs end in '.out'",
+            "moments": "Adam moments '<name>.m', '<name>.v' have the state tensor's shape and start at zero; "
+                       "they are kept scaled (m / (1 - beta1), v / (1 - beta2)); outputs end in '.out'",
         },
         "adam_scalars": {"inputs": list(SCALARS),
                          "computed_by": "host, float64 (edge_ad.runtime.backends.onnxruntime_backend.adam_scalars)",

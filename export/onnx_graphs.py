@@ -17,6 +17,10 @@ A ConvTranspose(k4, s2, p1) is one batched GEMM ``cols = W^T A`` (S, C_out*16, H
 col2im by stride-2 sub-pixel slices; its backward shares one im2col of dY:
 ``dA = W colD`` and ``dW = A colD^T``. BatchNorm is eval-mode (running statistics are constants).
 
+Adam is torch.optim.Adam's update in 10 elementwise passes per tensor (scaled moments, see ``adam``);
+weight chunks of ~1 MiB keep each tensor's Adam chain in cache (measured 1.56 -> 1.19 s/frame at
+width 32 against no chunking).
+
 Graphs: ``step`` (one Adam step on z and on all weights), ``step_z`` (lr_theta = 0: weights are
 read-only inputs, no weight gradients), ``final`` (per-seed loss, error map, reconstructions),
 ``unrolled`` (k steps and the final pass in one graph; optional).
