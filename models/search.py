@@ -132,23 +132,34 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
 
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
-                batch_frames: int = 0) -> np.ndarray:
+                batch_frames: int = 0, encoder=None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
-    (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster."""
+    (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
+    ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"."""
     from edge_ad.runtime.config import frame_seed
+    if cfg.z_init == "encoder" and encoder is None:
+        raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
+                         "but no encoder was given (the checkpoint's scoring section has none?)")
+
+    def z0_for(idx):  # (len(idx), n_seed, z_dim)
+        seeds = [frame_seed(seed, i) for i in idx]
+        if cfg.z_init == "encoder":
+            from .encoder import encoder_z0
+            return encoder_z0(encoder, X[idx[0]:idx[-1] + 1], cfg, seeds)
+        return np.stack([make_z0(cfg.n_seed, G.cfg.z_dim, s) for s in seeds])
+
     out = np.empty(len(X))
     if batch_frames > 0 and not cfg.updates_weights:
         starts = range(0, len(X), batch_frames)
         for a in (starts if progress is None else progress(starts)):
-            idx = range(a, min(a + batch_frames, len(X)))
-            z0 = np.stack([make_z0(cfg.n_seed, G.cfg.z_dim, frame_seed(seed, i)) for i in idx])
-            out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0, dtype=dtype)
+            idx = list(range(a, min(a + batch_frames, len(X))))
+            out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0_for(idx), dtype=dtype)
         return out
     it = range(len(X)) if progress is None else progress(range(len(X)))
     for i in it:
-        out[i] = search(G, X[i], cfg, seed=frame_seed(seed, i), dtype=dtype).score
+        out[i] = search(G, X[i], cfg, z0=z0_for([i])[0], dtype=dtype).score
     return out
 
 
@@ -193,3 +204,16 @@ def checkpoint_search_config(path) -> Optional[SearchConfig]:
     except CheckpointError:
         return None
     return SearchConfig.from_dict(scoring["search"]) if "search" in scoring else None
+
+
+def checkpoint_encoder(path):
+    """The izi encoder a checkpoint's scoring section carries (models.encoder.Encoder), or None."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        scoring = read_checkpoint(path).get("scoring") or {}
+    except CheckpointError:
+        return None
+    if not scoring.get("encoder"):
+        return None
+    from .encoder import encoder_from_dict
+    return encoder_from_dict(scoring["encoder"])

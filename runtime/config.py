@@ -29,6 +29,10 @@ class SearchConfig:
     # mean); 1.0 = squared error per foreground pixel, so big objects do not score as anomalous.
     score_fg_power: float = 0.0
     fg_floor: float = 0.01
+    # Initial latents (issue 4): "random" (the reference: z0 ~ N(0, I) from make_z0) or "encoder"
+    # (an izi encoder stored with the model gives E(x); z0_j = E(x) + z_init_sigma * make_z0(...)_j).
+    z_init: str = "random"
+    z_init_sigma: float = 0.0
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -37,6 +41,9 @@ class SearchConfig:
             raise ValueError("learning rates must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0):
             raise ValueError(f"invalid Adam settings beta1={self.beta1} beta2={self.beta2} eps={self.eps}")
+        if self.z_init not in ("random", "encoder") or self.z_init_sigma < 0:
+            raise ValueError(f"z_init must be 'random' or 'encoder' and z_init_sigma >= 0, got "
+                             f"{self.z_init!r}, {self.z_init_sigma}")
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
             raise ValueError(f"need score_fg_power >= 0 and 0 < fg_floor <= 1, got "
                              f"score_fg_power={self.score_fg_power}, fg_floor={self.fg_floor}")

@@ -64,6 +64,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         from edge_ad.models.search import checkpoint_search_config
         base = checkpoint_search_config(model_path) or base
     cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power)
+    encoder = None
+    if cfg.z_init == "encoder":
+        from edge_ad.models.search import checkpoint_encoder
+        encoder = checkpoint_encoder(model_path)
+        if encoder is None:
+            raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs an encoder "
+                                       "but the checkpoint carries none")
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -93,7 +100,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
-        scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames,
+        scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)

@@ -1,0 +1,49 @@
+"""CI floor for the shipped kinect-rgbd models (issue 4): each model's image AUROC (its class normal,
+the other two anomalous) on a fixed val subset stays above (the AUROC measured at release - 0.05).
+The subset and the measured value are recorded in the checkpoint's scoring["val"]["ci_subset"]."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_ad.models.checkpoint import load_generator, read_checkpoint
+from edge_ad.models.data import KINECT_CLASSES, load_kinect, to_tensor
+from edge_ad.models.evaluate import evaluate_scores
+from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config, score_batch
+
+MODELS = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd"
+
+
+@pytest.mark.parametrize("cls", KINECT_CLASSES)
+def test_shipped_model_val_auroc_floor(cls, kinect_root):
+    path = MODELS / f"{cls}.pt"
+    assert path.is_file(), f"shipped model missing: {path}"
+    ck = read_checkpoint(path)
+    sub = ck["scoring"]["val"]["ci_subset"]
+    cfg = checkpoint_search_config(path)
+    assert cfg is not None and cfg.name == ck["scoring"]["name"]
+    G, E = load_generator(path), checkpoint_encoder(path)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    n = sub["max_per_class"]
+    scores = {}
+    for c in KINECT_CLASSES:
+        X = to_tensor(load_kinect(kinect_root, c, "val", G.preprocess)[1][:n], G.preprocess).numpy()
+        scores[c] = score_batch(G, X, cfg, seed=sub["seed"], batch_frames=n, encoder=E)
+    normal = scores.pop(cls)
+    auroc = evaluate_scores(normal, scores)["overall"]["auroc"]
+    floor = sub["auroc_overall"] - 0.05
+    assert auroc >= floor, f"{cls}: val-subset AUROC {auroc:.3f} fell below the floor {floor:.3f}"
+
+
+def test_shipped_models_are_small_and_weights_only():
+    for c in KINECT_CLASSES:
+        ck = read_checkpoint(MODELS / f"{c}.pt")
+        assert ck["discriminator"] is None and ck["optimizers"] is None
+        assert ck["config"]["features_g"] <= 32
+        assert ck["train"]["data"]["cls"] == c and ck["train"]["data"]["split"] == "train"
+        for key in ("objective", "epochs", "seed", "hflip", "max_shift"):
+            assert key in ck["train"]["config"]
+        assert np.isfinite(ck["scoring"]["val"]["auroc"]["overall"])
