@@ -93,6 +93,28 @@ def test_weights_restored_for_every_frame(exported, kinect_root):
     assert ptrs == [buf.data_ptr() for trip in s._search.p_buf[1].values() for buf in trip]
 
 
+@pytest.mark.parametrize("variant", ["step", "unrolled"])
+def test_steady_state_scoring_does_not_grow_memory(exported, kinect_root, variant):
+    """Buffers are allocated at load (step: our OrtValues; unrolled: onnxruntime's arena after the
+    first frame): scoring more frames must not grow the resident set."""
+    from edge_ad.export.benchmark import peak_rss_mib
+    from edge_ad.runtime.scorer import Scorer
+
+    def rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    s = Scorer.load(exported[0], variant=variant)
+    fr = _frame(kinect_root, "sphere", 6)
+    for i in range(2):
+        s.score(fr["rgb"], fr["depth"], seed=i)
+    before = rss()
+    for i in range(6):
+        s.score(fr["rgb"], fr["depth"], seed=i)
+    assert rss() - before < 3.0, (before, rss())
+    assert peak_rss_mib() > 0
+
+
 def test_adam_eps_is_in_the_graph_and_reaches_the_arithmetic(exported, kinect_root):
     out, man = exported
     step = onnx.load(str(out / "step.onnx"))
