@@ -247,8 +247,15 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
             if l > 0:
                 cin, cout, hin = arch.layer_io(l)
                 A = b.reshape(a, [S, cin, hin * hin])                         # (S, C_in, P)
-                cols = cat([b.op("MatMul", [b.transpose(P[st.name], [0, 2, 1]), A])
-                            for st in chunks[l]], 1)                          # (S, 16*C_out, P)
+                if hin * hin <= 16:
+                    # thin layer (P <= 16): A^T W per chunk is the faster GEMM orientation (measured
+                    # 8.4 -> 5.6 ms at width 32), then one small transpose of the columns
+                    AT = b.transpose(A, [0, 2, 1])                            # (S, P, C_in)
+                    cols = b.transpose(cat([b.op("MatMul", [AT, P[st.name]]) for st in chunks[l]], 2),
+                                       [0, 2, 1])                             # (S, 16*C_out, P)
+                else:
+                    cols = cat([b.op("MatMul", [b.transpose(P[st.name], [0, 2, 1]), A])
+                                for st in chunks[l]], 1)                      # (S, 16*C_out, P)
                 h = b.col2im(cols, cout, hin)                                 # (S, C_out, 2h, 2h)
                 saved[f"A{l}"] = A
             if l < 4:
