@@ -210,7 +210,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     params, bn = generator_arrays(G)
     arch = arch_of(G, cfg.n_seed, chunk_bytes, np.float32)
     n_state = len(arch.state())
-    kinds = ["step", "step_z", "final"] + (["unrolled"] if unrolled else [])
+    kinds = ["step", "step_z", "final"] + (["unrolled"] if unrolled and cfg.k > 0 else [])
     graphs, checks = {}, {}
     for kind in kinds:
         model = build_graph(arch, kind, bn, k=cfg.k)
