@@ -182,9 +182,12 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,
                  chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
-                 parity_seed: int = 0, threads: Optional[int] = None, log: Callable = print) -> dict:
+                 parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
+                 log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
+    threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
+    calibrated anomaly threshold; refused if it was calibrated under another search configuration.
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
     the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
     """
@@ -201,6 +204,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         base = {k: v for k, v in (scoring or {}).items() if k in fields} if isinstance(scoring, dict) else {}
         search = SearchConfig.from_dict(base) if base else SearchConfig()
     cfg = search
+    if threshold is not None:
+        threshold = check_threshold(threshold, cfg)
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +258,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         "graphs": graphs, "opset": OPSET, "exporter": _versions(), "files": files,
         "parity": None,
     }
+    if threshold is not None:
+        manifest["threshold"] = threshold
     _write_manifest(out_dir, manifest)
     if not parity:
         manifest["parity"] = {"passed": None, "summary": "parity check skipped (--no-parity)"}
@@ -271,6 +278,21 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         raise ExportError(f"export parity check FAILED: {report['summary']}; report in {out_dir / MANIFEST}")
     load_manifest(out_dir, verify=True)
     return manifest
+
+
+def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
+    """Validate a calibrated threshold for the exported search configuration."""
+    if not isinstance(threshold, dict) or not isinstance(threshold.get("value"), (int, float)) \
+            or not np.isfinite(threshold["value"]):
+        raise ExportError(f"threshold must be a dict with a finite 'value', got {threshold!r}")
+    calibrated = threshold.get("search")
+    if calibrated is not None:
+        mine = cfg.to_dict()
+        diff = sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k != "name")
+        if diff:
+            raise ExportError(f"the threshold was calibrated with another search configuration "
+                              f"(differs in {diff}); re-run edge-ad eval with the export's settings")
+    return {**threshold, "value": float(threshold["value"])}
 
 
 def _write_manifest(out_dir: Path, manifest: dict) -> None:

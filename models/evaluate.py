@@ -59,7 +59,8 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
                          **{k: list(map(float, v)) for k, v in anomalies.items()}}}
     if calibrate_fpr:
         threshold = calibrate_threshold(normal, calibrate_fpr)
-        report["threshold"] = {"value": threshold, "target_fpr": calibrate_fpr, "n_normal": int(len(normal))}
+        report["threshold"] = {"value": threshold, "target_fpr": calibrate_fpr, "n_normal": int(len(normal)),
+                               "normal": normal_name, "search": (extra or {}).get("search")}
         (out_dir / "threshold.json").write_text(json.dumps(report["threshold"], indent=2) + "\n")
     save_histogram({normal_name: normal, **anomalies}, out_dir / "histogram.png", threshold,
                    title=f"scores, normal: {normal_name}")

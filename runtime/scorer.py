@@ -34,6 +34,13 @@ class ScoreResult:
     reconstructions: Optional[np.ndarray] = None  # (n_seed, C, H, W)
     timings: dict = field(default_factory=dict)   # preprocess_s, search_s, total_s, ...
 
+    @property
+    def reconstruction(self) -> Optional[np.ndarray]:
+        """(C, H, W) reconstruction of the best (lowest-loss) seed, when reconstructions were kept."""
+        if self.reconstructions is None:
+            return None
+        return self.reconstructions[int(np.argmin(self.seed_losses))]
+
 
 class Scorer:
     """An exported model ready to score frames; build it with ``Scorer.load``."""
@@ -108,6 +115,27 @@ class Scorer:
         search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
                            mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)
         return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
+
+    # the documented contract (README, run, ROS node): names independent of the backend internals
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The model's input contract (from the manifest)."""
+        return self.preprocess_spec
+
+    @property
+    def search(self) -> SearchConfig:
+        """The scoring configuration in use (the manifest's, with any overrides)."""
+        return self.config
+
+    @property
+    def resolution(self) -> int:
+        return int(self.manifest["layout"]["resolution"])
+
+    @property
+    def threshold(self) -> Optional[float]:
+        """The calibrated anomaly threshold stored at export (manifest "threshold"), or None."""
+        thr = self.manifest.get("threshold")
+        return float(thr["value"]) if isinstance(thr, dict) else None
 
     def initial_latents(self, z0=None, seed: Optional[int] = None) -> np.ndarray:
         """z0 as given (checked), else make_z0(n_seed, z_dim, seed)."""

@@ -24,8 +24,11 @@ import click
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (the manifest says so).")
 @click.option("--no-fp64-check", is_flag=True, help="Skip the float64-graph maths check.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@click.option("--threshold", "threshold_value", type=float, help="Anomaly threshold stored in the manifest.")
+@click.option("--threshold-file", type=click.Path(dir_okay=False, exists=True),
+              help="threshold.json written by edge-ad eval (calibrated on normal frames).")
 def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, parity_frames, parity_n,
-        tolerance, no_parity, no_fp64_check, threads):
+        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file."""
@@ -60,10 +63,20 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, pari
                     break
         if not frames:
             raise click.ClickException(f"--parity-frames {parity_frames}: no readable frame")
+    threshold = None
+    if threshold_file:
+        import json
+        try:
+            threshold = json.loads(open(threshold_file).read())
+        except ValueError as e:
+            raise click.ClickException(f"--threshold-file {threshold_file}: not JSON ({e})")
+    if threshold_value is not None:
+        threshold = {"value": threshold_value, "source": "--threshold"}
     try:
         man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
                            parity_frames=frames, parity=not no_parity, tolerance=tolerance,
-                           check_fp64=not no_fp64_check, threads=threads, log=click.echo)
+                           check_fp64=not no_fp64_check, threads=threads, threshold=threshold,
+                           log=click.echo)
     except (CheckpointError, ExportError) as e:
         raise click.ClickException(str(e))
     p = man.get("parity") or {}

@@ -1,0 +1,26 @@
+"""A threshold calibrated by edge-ad eval travels into the manifest and out of Scorer.threshold."""
+import json
+
+import pytest
+
+from edge_ad.export.exporter import ExportError, export_model
+from edge_ad.runtime import Scorer
+from edge_ad.runtime.config import SearchConfig
+
+
+def test_threshold_stored_and_checked_against_the_search_config(tmp_path, tiny_generator):
+    cfg = SearchConfig(k=2)
+    thr = {"value": 0.0123, "target_fpr": 0.05, "n_normal": 100, "search": cfg.to_dict()}
+    export_model(tiny_generator, tmp_path / "m", search=cfg, parity=False, unrolled=False,
+                 threshold=thr, log=lambda *_: None)
+    man = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert man["threshold"]["value"] == 0.0123 and man["threshold"]["target_fpr"] == 0.05
+    assert Scorer.load(tmp_path / "m").threshold == pytest.approx(0.0123)
+    with pytest.raises(ExportError, match=r"another search configuration .*'k'"):
+        export_model(tiny_generator, tmp_path / "m2", search=SearchConfig(k=3), parity=False,
+                     unrolled=False, threshold=thr, log=lambda *_: None)
+    with pytest.raises(ExportError, match="finite 'value'"):
+        export_model(tiny_generator, tmp_path / "m3", search=cfg, parity=False, unrolled=False,
+                     threshold={"value": float("nan")}, log=lambda *_: None)
+    export_model(tiny_generator, tmp_path / "m4", search=cfg, parity=False, unrolled=False, log=lambda *_: None)
+    assert Scorer.load(tmp_path / "m4").threshold is None
