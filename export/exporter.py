@@ -5,6 +5,9 @@ Output directory:
   step_z.onnx    the z-only step (named fast option lr_theta = 0)
   final.onnx     the final forward pass: per-seed loss, per-pixel error map, reconstructions
   unrolled.onnx  optional: the whole k-step search and the final pass in one graph
+  encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
+                 forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
+                 z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
   weights.npz    the pristine weights, one copy, in the graphs' state layout (float32)
   manifest.json  format version, model config, search hyper-parameters, preprocessing, tensor
                  names/shapes/dtypes, opset, exporter versions, sha256 of every file, parity report
@@ -31,7 +34,8 @@ from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
-from .onnx_graphs import OPSET, SCALARS, Arch, build_graph, stack_state, verify_graph
+from .onnx_graphs import (ENCODER_INPUT, ENCODER_OUTPUT, OPSET, SCALARS, Arch, build_encoder_graph,
+                          build_graph, stack_state, verify_graph)
 
 REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
 
@@ -94,6 +98,111 @@ def _checkpoint_scoring(path) -> tuple[Optional[dict], Optional[str]]:
     return ck.get("scoring"), cls if isinstance(cls, str) else None
 
 
+def scoring_search_config(scoring) -> Optional[SearchConfig]:
+    """The named scoring configuration of a checkpoint's "scoring" section: ``scoring["search"]``
+    (models/kinect-rgbd/make_release.py layout), else SearchConfig fields at the top level (older
+    checkpoints), else None. A bare "name" is not a configuration."""
+    if not isinstance(scoring, dict):
+        return None
+    fields = set(SearchConfig.__dataclass_fields__)
+    if isinstance(scoring.get("search"), dict):
+        return SearchConfig.from_dict(scoring["search"])
+    base = {k: v for k, v in scoring.items() if k in fields}
+    return SearchConfig.from_dict(base) if set(base) - {"name"} else None
+
+
+def encoder_layers(E) -> list:
+    """The izi encoder (models.encoder.Encoder, any plain Conv2d/LeakyReLU stack) as layer dicts
+    for ``build_encoder_graph``, weights in float64. Raises ExportError for anything else."""
+    import torch
+    layers = []
+    for name, m in E.named_modules():
+        if m is E or isinstance(m, torch.nn.Sequential):
+            continue
+        if isinstance(m, torch.nn.Conv2d):
+            if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros" \
+                    or len(set(m.stride)) != 1 or not isinstance(m.padding, tuple) or len(set(m.padding)) != 1:
+                raise ExportError(f"encoder layer {name}: only square, ungrouped, undilated, zero-padded "
+                                  f"convolutions are exported ({m})")
+            layers.append({"weight": m.weight.detach().double().cpu().numpy(),
+                           "bias": None if m.bias is None else m.bias.detach().double().cpu().numpy(),
+                           "stride": int(m.stride[0]), "pad": int(m.padding[0]), "slope": None})
+        elif isinstance(m, (torch.nn.LeakyReLU, torch.nn.ReLU)):
+            if not layers or layers[-1]["slope"] is not None:
+                raise ExportError(f"encoder layer {name}: an activation must follow a convolution")
+            layers[-1]["slope"] = float(getattr(m, "negative_slope", 0.0))
+        else:
+            raise ExportError(f"encoder layer {name} ({type(m).__name__}) cannot be exported "
+                              "(the encoder graph supports Conv2d and LeakyReLU/ReLU)")
+    if not layers:
+        raise ExportError("the encoder has no convolution layers")
+    return layers
+
+
+def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
+    """The torch encoder a configuration needs (None for z_init == "random"): ``encoder`` (an
+    Encoder module or an ``encoder_to_dict`` dict), else the checkpoint's ``scoring["encoder"]``.
+    Checks that it maps (C, R, R) frames to (z_dim,) latents. Raises ExportError."""
+    if cfg.z_init != "encoder":
+        return None
+    if encoder is None and isinstance(scoring, dict):
+        encoder = scoring.get("encoder")
+    if encoder is None:
+        raise ExportError(f"the scoring configuration {cfg.name!r} starts the search from an izi encoder "
+                          "(z_init='encoder'), but the checkpoint has no encoder (scoring['encoder'] is "
+                          "empty) and none was given; store one with models/kinect-rgbd/make_release.py "
+                          "--encoder/--train-encoder, or export with z_init='random'")
+    if isinstance(encoder, dict):
+        from edge_ad.models.encoder import encoder_from_dict
+        try:
+            encoder = encoder_from_dict(encoder)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+    import torch
+    E = encoder.eval()
+    if G is not None:
+        shape = (1, G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
+        with torch.no_grad():
+            out = E(torch.zeros(shape, dtype=next(E.parameters()).dtype))
+        if out.numel() != G.cfg.z_dim:
+            raise ExportError(f"the encoder maps {shape[1:]} frames to {tuple(out.shape[1:])}, but the "
+                              f"generator's latent has z_dim={G.cfg.z_dim}")
+    return E
+
+
+def reference_z0(E, x: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
+    """The reference initial latents (n_seed, z_dim), float32: make_z0 for z_init == "random";
+    E(x) in float64 torch + z_init_sigma * make_z0(n_seed, z_dim, seed) for z_init == "encoder"
+    (models.encoder.encoder_z0's construction, with the encoder run in float64)."""
+    if cfg.z_init != "encoder":
+        return None
+    import copy
+
+    import torch
+    with torch.no_grad():
+        e = copy.deepcopy(E).double()(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+    z0 = np.repeat(e[None], cfg.n_seed, 0)                                   # (n_seed, z_dim) float64
+    if cfg.z_init_sigma:
+        z0 = z0 + cfg.z_init_sigma * make_z0(cfg.n_seed, e.shape[0], seed).astype(np.float64)
+    return z0.astype(np.float32)
+
+
+def _jsonable(o, depth: int = 0):
+    """A checkpoint's scoring section for the manifest: tensors/arrays summarised by shape."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in o]
+    if isinstance(o, (str, int, float, bool)) or o is None:
+        return o
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    shape = getattr(o, "shape", None)
+    if shape is not None:
+        return f"<{type(o).__name__} {list(shape)}>"
+    return str(o)
+
+
 def _versions() -> dict:
     import onnxruntime
     import torch
@@ -116,55 +225,83 @@ def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, a
 def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *, tolerance: float = 1e-4,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
-                 spec: Optional[PreprocessSpec] = None) -> dict:
+                 spec: Optional[PreprocessSpec] = None, encoder=None) -> dict:
     """Score ``frames`` with the exported graphs (onnxruntime, float32) and the PyTorch reference
-    (float64, same z0); also the float64 build of the same graphs. Returns the parity report."""
+    (float64, same z0, same score scaling); also the float64 build of the same graphs. Returns the
+    parity report.
+
+    z_init == "random": both sides get make_z0(n_seed, z_dim, frame_seed(seed, i)) explicitly.
+    z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
+    in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
+    same noise. The score is mean(seed losses) / score_scale(x, cfg) on both sides."""
     import torch
 
     from edge_ad.models.search import search_eager
+    from edge_ad.runtime.config import score_scale
     from edge_ad.runtime.scorer import Scorer
     rows, worst = [], 0.0
     S = cfg.n_seed
+    use_encoder = cfg.z_init == "encoder"
+    if use_encoder and encoder is None:
+        raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
     scorer = Scorer.load(out_dir, config=cfg, variant="step", threads=threads)
-    zscorer = Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), threads=threads) if check_z_only else None
+    zscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
+               if check_z_only and cfg.updates_weights else None)
     man = load_manifest(out_dir, verify=False)
     uscorer = (Scorer.load(out_dir, config=cfg, variant="unrolled", threads=threads)
                if "unrolled" in man["graphs"] and cfg.updates_weights else None)
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
-        m64 = {"step": build_graph(arch64, "step", bn), "final": build_graph(arch64, "final", bn)}
-        verify_graph(m64["step"], np.float64, n_adam=len(arch64.state()) + 1)
+        kind64 = "step" if cfg.updates_weights else "step_z"
+        m64 = {kind64: build_graph(arch64, kind64, bn), "final": build_graph(arch64, "final", bn)}
+        verify_graph(m64[kind64], np.float64, n_adam=len(arch64.state()) + 1 if cfg.updates_weights else 1)
         st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
         shapes64 = {s.name: s.shape for s in arch64.state()}
+
+    def rel_of(a, b):
+        return abs(a - b) / max(abs(b), 1e-12)
+
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
-        z0 = make_z0(S, G.cfg.z_dim, frame_seed(seed, i))
+        zseed = frame_seed(seed, i)
+        scale = score_scale(x, cfg)
+        if use_encoder:
+            z0 = reference_z0(encoder, x, cfg, zseed)               # (S, z_dim) float64 encoder, cast
+            got = scorer.score(fr["rgb"], fr["depth"], seed=zseed)  # runtime: encoder.onnx + same noise
+        else:
+            z0 = make_z0(S, G.cfg.z_dim, zseed)
+            got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
         ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64)
-        got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
-        rel = abs(got.score - ref.score) / max(abs(ref.score), 1e-12)
+        rel = rel_of(got.score, ref.score)
         seed_rel = float(np.max(np.abs(got.seed_losses - ref.seed_losses) / np.maximum(np.abs(ref.seed_losses), 1e-12)))
-        row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": frame_seed(seed, i),
+        row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
+               "z_init": cfg.z_init, "score_scale": scale,
                "reference_score": ref.score, "onnx_score": got.score, "rel_diff": rel,
                "max_seed_rel_diff": seed_rel,
                "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
+        if use_encoder:
+            # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
+            row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
+            row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
         worst = max(worst, rel)
         if uscorer is not None:
-            u = uscorer.score(fr["rgb"], fr["depth"], z0=z0)
-            row["unrolled"] = {"onnx_score": u.score, "rel_diff": abs(u.score - ref.score) / max(abs(ref.score), 1e-12)}
+            u = uscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            row["unrolled"] = {"onnx_score": u.score, "rel_diff": rel_of(u.score, ref.score)}
             worst = max(worst, row["unrolled"]["rel_diff"])
         if zscorer is not None:
             zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64)
-            zgot = zscorer.score(fr["rgb"], fr["depth"], z0=z0)
-            zrel = abs(zgot.score - zref.score) / max(abs(zref.score), 1e-12)
+            zgot = zscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            zrel = rel_of(zgot.score, zref.score)
             row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
             worst = max(worst, zrel)
         if check_fp64:
-            r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, "step", x, z0, threads)
-            row["fp64_graph_rel_diff"] = abs(float(r64["seed_losses"].mean()) - ref.score) / max(abs(ref.score), 1e-12)
+            r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
+            row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
         rows.append(row)
         log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f} onnx {got.score:.8f} "
             f"rel {rel:.2e}" + (f", z-only rel {row['z_only']['rel_diff']:.2e}" if "z_only" in row else "")
+            + (f", encoder z0 max abs diff {row['encoder_z0_max_abs_diff']:.1e}" if use_encoder else "")
             + (f", fp64 graph rel {row['fp64_graph_rel_diff']:.1e}" if check_fp64 else ""))
     fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
     passed = bool(rows) and worst <= tolerance and fp64_worst <= 1e-8
@@ -172,7 +309,13 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                + (f", float64 graphs {fp64_worst:.1e} (tolerance 1e-8)" if check_fp64 else ""))
     if not rows:
         summary = "no parity frames"
-    return {"reference": "edge_ad.models.search.search_eager, torch float64, same z0",
+    reference = "edge_ad.models.search.search_eager, torch float64, same z0"
+    if use_encoder:
+        reference += (", z0 = E(x) (the checkpoint's izi encoder in torch float64) + z_init_sigma * "
+                      "make_z0(n_seed, z_dim, z0_seed); the runtime computes its z0 with encoder.onnx")
+    if cfg.score_fg_power:
+        reference += ", score = mean seed loss / max(fg(x), fg_floor) ** score_fg_power on both sides"
+    return {"reference": reference,
             "runtime": "onnxruntime float32 graphs (step loop; unrolled graph and z-only graph too)", "tolerance": tolerance,
             "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "max_rel_diff": worst, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
@@ -183,11 +326,14 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
-                 log: Callable = print) -> dict:
+                 encoder=None, log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
     calibrated anomaly threshold; refused if it was calibrated under another search configuration.
+    search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
+    reference configuration. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
+    configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
     the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
     """
@@ -199,11 +345,13 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     else:
         G, scoring, train_class = source.eval(), None, None
         src = {"file": None, "sha256": None, "format": getattr(source, "source_format", "module")}
-    fields = set(SearchConfig.__dataclass_fields__)
     if search is None:
-        base = {k: v for k, v in (scoring or {}).items() if k in fields} if isinstance(scoring, dict) else {}
-        search = SearchConfig.from_dict(base) if base else SearchConfig()
+        try:
+            search = scoring_search_config(scoring) or SearchConfig()
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"the checkpoint's scoring configuration is invalid: {e}") from None
     cfg = search
+    E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
     if threshold is not None:
         threshold = check_threshold(threshold, cfg)
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
@@ -227,6 +375,16 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                         "check": checks[kind]}
         if kind == "unrolled":
             graphs[kind]["k"] = cfg.k
+    if E is not None:
+        x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
+        model = build_encoder_graph(encoder_layers(E), x_shape, G.cfg.z_dim, np.float32)
+        checks["encoder"] = verify_graph(model, np.float32)
+        onnx.save(model, str(out_dir / "encoder.onnx"))
+        enc_cfg = E.cfg.to_dict() if hasattr(E.cfg, "to_dict") else None
+        graphs["encoder"] = {"file": "encoder.onnx", **_io_spec(model), "nodes": len(model.graph.node),
+                             "check": checks["encoder"], "role": "z_init", "config": enc_cfg,
+                             "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
+                             "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
     files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + ["weights.npz"]}
@@ -236,7 +394,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         "source": src, "train_class": train_class,
         "model": G.cfg.to_dict(),
         "search": cfg.to_dict(),
-        "scoring_in_checkpoint": scoring if isinstance(scoring, (dict, type(None))) else str(scoring),
+        "scoring_in_checkpoint": _jsonable(scoring),
         "preprocess": spec.to_dict(),
         "layout": {
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
@@ -271,7 +429,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                           "pass --parity-frames DIR (a frame folder) or --no-parity")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
-                          check_fp64=check_fp64, threads=threads, log=log, spec=spec)
+                          check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E)
     manifest["parity"] = report
     _write_manifest(out_dir, manifest)
     if not report["passed"]:

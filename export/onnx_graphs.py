@@ -472,3 +472,52 @@ def verify_graph(model: onnx.ModelProto, dtype=np.float32, n_adam: Optional[int]
     if sqrt_count and not eps_adds:
         raise GraphCheckError("Adam eps missing: the graph takes square roots but never adds eps")
     return {"eps_adds": len(eps_adds), "sqrt": sqrt_count, "dtype": TensorProto.DataType.Name(want)}
+
+
+# ------------------------------------------------------------------------------------------------
+# izi encoder (SearchConfig.z_init == "encoder"): a plain forward conv stack, E(x) -> z
+# ------------------------------------------------------------------------------------------------
+ENCODER_INPUT, ENCODER_OUTPUT = "x", "z"
+
+
+def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32) -> onnx.ModelProto:
+    """The izi encoder's forward pass as an ONNX graph: x (C, R, R) -> z (z_dim,).
+
+    layers: in order, dicts {"weight": (O, I, kh, kw), "bias": (O,) or None, "stride": int,
+    "pad": int, "slope": float or None} (slope: LeakyReLU after the conv, None = no activation).
+    LeakyReLU is written as Max(y, slope * y) (identical for 0 <= slope < 1, and defined for every
+    float dtype). Weights are stored in ``dtype`` (computed from float64, never via float32)."""
+    dt = np.dtype(dtype)
+    odt = _ONNX_DTYPE[dt]
+    nodes, inits = [], []
+
+    def init(arr, name):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(op_type, inputs, out, **attrs):
+        nodes.append(helper.make_node(op_type, inputs, [out], name=f"enc/{out}_{op_type}", **attrs))
+        return out
+
+    C, R = int(x_shape[0]), int(x_shape[1])
+    h = node("Reshape", [ENCODER_INPUT, init(np.array([1, C, R, R], np.int64), "shape_in")], "x4")  # (1, C, R, R)
+    for i, L in enumerate(layers):
+        w = np.asarray(L["weight"], dtype=np.float64).astype(dt)
+        ins = [h, init(w, f"enc{i}.weight")]
+        if L.get("bias") is not None:
+            ins.append(init(np.asarray(L["bias"], dtype=np.float64).astype(dt), f"enc{i}.bias"))
+        s, p = int(L["stride"]), int(L["pad"])
+        h = node("Conv", ins, f"conv{i}", kernel_shape=list(w.shape[2:]), strides=[s, s], pads=[p] * 4)
+        if L.get("slope") is not None:
+            if not 0 <= float(L["slope"]) < 1:
+                raise ValueError(f"LeakyReLU slope must be in [0, 1), got {L['slope']}")
+            scaled = node("Mul", [h, init(np.asarray(float(L["slope"]), dtype=dt), f"enc{i}.slope")], f"scaled{i}")
+            h = node("Max", [h, scaled], f"act{i}")
+    node("Reshape", [h, init(np.array([z_dim], np.int64), "shape_out")], ENCODER_OUTPUT)   # (1, z_dim, 1, 1) -> (z_dim,)
+    graph = helper.make_graph(nodes, "izi_encoder", [helper.make_tensor_value_info(ENCODER_INPUT, odt, [C, R, R])],
+                              [helper.make_tensor_value_info(ENCODER_OUTPUT, odt, [z_dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edge-ad", producer_version=_version())
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    return model

@@ -7,6 +7,12 @@
 The search configuration comes from the manifest; ``config=`` overrides it (e.g. the named fast
 option ``lr_theta=0``, which switches to the z-only graph). Weights restart from the pristine copy
 for every frame; all large buffers are allocated once in ``load``.
+
+Named scoring configurations (issue 4) are applied here, the same for every backend:
+  z_init == "encoder"   z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j, E = encoder.onnx
+                        (an explicit ``z0`` argument still overrides)
+  score_fg_power > 0    score = mean_j loss_j / max(fg(x), fg_floor) ** score_fg_power
+                        (runtime.config.score_scale; 1.0 for the reference configuration)
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SearchConfig, make_z0
+from .config import SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
@@ -27,12 +33,14 @@ BACKENDS = ("onnxruntime", "tensorrt")
 
 @dataclass
 class ScoreResult:
-    score: float                 # mean over seeds of the final reconstruction loss
+    score: float                 # mean over seeds of the final reconstruction loss / score_scale
     seed_losses: np.ndarray      # (n_seed,) float64
     error_map: np.ndarray        # (H, W) squared error, mean over seeds and channels
     z: np.ndarray                # (n_seed, z_dim) final latents
     reconstructions: Optional[np.ndarray] = None  # (n_seed, C, H, W)
     timings: dict = field(default_factory=dict)   # preprocess_s, search_s, total_s, ...
+    score_scale: float = 1.0     # divisor of the mean seed loss (SearchConfig.score_fg_power; 1 = reference)
+    z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
 
     @property
     def reconstruction(self) -> Optional[np.ndarray]:
@@ -46,11 +54,12 @@ class Scorer:
     """An exported model ready to score frames; build it with ``Scorer.load``."""
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
-                 spec: PreprocessSpec, mode: str):
+                 spec: PreprocessSpec, mode: str, encoder=None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
         self.config, self.preprocess_spec, self.mode = cfg, spec, mode
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
+        self._encoder = encoder      # OrtEncoder when cfg.z_init == "encoder", else None
 
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
@@ -92,6 +101,19 @@ class Scorer:
             raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled)")
         if mode == "step_z" and "step_z" not in graphs:
             mode = "step"   # the full graph with a zero theta step size is the same computation
+        x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
+        encoder = None
+        if cfg.z_init == "encoder":
+            if "encoder" not in man["graphs"]:
+                raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} starts from an "
+                                    "encoder (z_init='encoder'), but this export has no encoder graph; "
+                                    "re-export from a checkpoint that stores its izi encoder")
+            from .backends.onnxruntime_backend import OrtEncoder
+            g = man["graphs"]["encoder"]
+            # TensorRT runs the search; the small forward-only encoder runs in onnxruntime (CPU there)
+            enc_providers = providers if backend == "onnxruntime" else ["CPUExecutionProvider"]
+            encoder = OrtEncoder(graphs["encoder"], x_shape, int(lay["z_dim"]), providers=enc_providers,
+                                 threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
         dtype = np.dtype(lay.get("dtype", "float32"))
         with np.load(model_dir / lay["weights"]) as npz:
             pristine = {k: npz[k] for k in npz.files}
@@ -105,16 +127,15 @@ class Scorer:
             # ImportError) with one message when TensorRT, cuda-python, the driver or a GPU is missing
             from .backends.tensorrt import load_search
             search = load_search(model_dir, man, pristine, cfg, mode)
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
         if providers is None:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
         from .backends.onnxruntime_backend import OrtSearch
-        x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
         search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
                            mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)
-        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode)
+        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -137,10 +158,22 @@ class Scorer:
         thr = self.manifest.get("threshold")
         return float(thr["value"]) if isinstance(thr, dict) else None
 
-    def initial_latents(self, z0=None, seed: Optional[int] = None) -> np.ndarray:
-        """z0 as given (checked), else make_z0(n_seed, z_dim, seed)."""
+    def initial_latents(self, z0=None, seed: Optional[int] = None, x: Optional[np.ndarray] = None) -> np.ndarray:
+        """z0 as given (checked); else, for z_init == "encoder", E(x) + z_init_sigma * make_z0(n_seed,
+        z_dim, seed) (needs the preprocessed x); else make_z0(n_seed, z_dim, seed). float32 (n_seed, z_dim)."""
         if z0 is None:
-            return make_z0(self.n_seed, self.z_dim, seed)
+            if self.config.z_init != "encoder":
+                return make_z0(self.n_seed, self.z_dim, seed)
+            if x is None:
+                raise ValueError("this scoring configuration starts from the encoder (z_init='encoder'): "
+                                 "initial_latents needs the preprocessed frame x")
+            if self._encoder is None:
+                raise ValueError("z_init='encoder' but no encoder graph was loaded")
+            e = self._encoder.run(x)                                            # (z_dim,) float32
+            z0 = np.repeat(e[None], self.n_seed, 0)                             # (n_seed, z_dim)
+            if self.config.z_init_sigma:
+                z0 = z0 + np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)
+            return z0.astype(np.float32, copy=False)
         z0 = np.asarray(z0, dtype=np.float32)
         if z0.shape != (self.n_seed, self.z_dim):
             raise ValueError(f"z0 must have shape (n_seed, z_dim) = {(self.n_seed, self.z_dim)}, got {z0.shape}")
@@ -158,13 +191,18 @@ class Scorer:
             raise ValueError(f"x must have shape {want}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
-        z0 = self.initial_latents(z0, seed)
+        z0 = self.initial_latents(z0, seed, x=x)
+        te = time.perf_counter()
         out = self._search.run(x, z0)
         sl = out["seed_losses"]
+        scale = score_scale(x, self.config)
         t1 = time.perf_counter()
-        return ScoreResult(score=float(sl.mean()), seed_losses=sl, error_map=out["error_map"], z=out["z"],
+        timings = {"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]}
+        if self._encoder is not None:
+            timings["encoder_s"] = te - t0
+        return ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=out["error_map"], z=out["z"],
                            reconstructions=out["recon"] if keep_reconstructions else None,
-                           timings={"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]})
+                           timings=timings, score_scale=scale, z0=z0)
 
     def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
               keep_reconstructions: bool = False) -> ScoreResult:

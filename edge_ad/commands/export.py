@@ -31,19 +31,21 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, pari
         tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
-    against the float64 PyTorch reference, and write manifest.json with sha256 of every file."""
+    against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
+
+    The checkpoint's named scoring configuration (scoring["search"]) is the default; --n-seed/--k/
+    --lr-z/--lr-theta override single settings of it. A configuration that starts from an izi
+    encoder (z_init = "encoder") also exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
     from edge_ad.runtime.config import SearchConfig
 
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.exporter import ExportError, export_model, scoring_search_config
 
     search = None
     if any(v is not None for v in (n_seed, k, lr_z, lr_theta)):
         base = SearchConfig()
         try:
-            sc = read_checkpoint(checkpoint).get("scoring")
-            if isinstance(sc, dict):
-                base = SearchConfig.from_dict({a: b for a, b in sc.items() if a in SearchConfig.__dataclass_fields__})
+            base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
         except (CheckpointError, ValueError, TypeError):
             pass
         try:

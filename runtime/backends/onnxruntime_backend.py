@@ -228,6 +228,39 @@ class OrtSearch:
                 "steps_s": t1 - t0, "final_s": t2 - t1}
 
 
+class OrtEncoder:
+    """The izi encoder graph (encoder.onnx: x (C, R, R) -> z (z_dim,)) on preallocated buffers.
+
+    Used by the Scorer for SearchConfig.z_init == "encoder" (whatever backend runs the search: it is
+    a small forward-only conv net). ``run(x)`` returns E(x) as float32 (z_dim,)."""
+
+    def __init__(self, graph, x_shape: Sequence[int], z_dim: int, providers: Optional[list] = None,
+                 threads: Optional[int] = None, input_name: str = "x", output_name: str = "z"):
+        ort = _ort()
+        providers = list(providers or ["CPUExecutionProvider"])
+        if any(isinstance(p, (tuple, list)) for p in providers):   # e.g. CUDA graph options: search only
+            providers = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+        self.session = ort.InferenceSession(graph, session_options(threads), providers=providers)
+        ins = {i.name: i.shape for i in self.session.get_inputs()}
+        outs = {o.name: o.shape for o in self.session.get_outputs()}
+        if list(ins.get(input_name, [])) != list(x_shape) or list(outs.get(output_name, [])) != [z_dim]:
+            raise ValueError(f"encoder graph maps {ins} -> {outs}; expected {input_name} {list(x_shape)} -> "
+                             f"{output_name} [{z_dim}]")
+        first = providers[0]
+        device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
+        self.x = ort.OrtValue.ortvalue_from_shape_and_type(list(x_shape), np.float32, device, 0)
+        self.z = ort.OrtValue.ortvalue_from_shape_and_type([z_dim], np.float32, device, 0)
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input(input_name, self.x)
+        self.binding.bind_ortvalue_output(output_name, self.z)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """E(x): x (C, R, R) in [-1, 1] -> float32 (z_dim,)."""
+        self.x.update_inplace(np.ascontiguousarray(x, dtype=np.float32))
+        self.session.run_with_iobinding(self.binding)
+        return self.z.numpy()
+
+
 # ------------------------------------------------------------------------------------------------
 # Issue 6 addition: the CUDA execution provider with CUDA graphs. Every buffer above is already
 # device-resident when CUDA is the first provider (OrtValues on "cuda", IOBinding, update_inplace
