@@ -103,12 +103,15 @@ def test_sigterm_on_edge_ad_run(tmp_path, tiny_model):
     assert "summary (signal:SIGTERM)" in stdout
 
 
-def test_default_run_uses_demo_model_on_synth():
+def test_default_run_uses_demo_model_on_synth(tmp_path):
+    """No arguments but an output file: the shipped demo model on synth://, with its threshold."""
     demo = run_cmd.demo_model_dir()
-    p = subprocess.run([sys.executable, "-m", "edge_ad.cli", "run", "--max-frames", "2", "-q"],
+    assert (demo / "manifest.json").exists(), f"the shipped demo model is missing: {demo}"
+    out = tmp_path / "r.jsonl"
+    p = subprocess.run([sys.executable, "-m", "edge_ad.cli", "run", "--max-frames", "2", "-q", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
-    if (demo / "manifest.json").exists():
-        assert p.returncode == 0, p.stderr
-        assert "2 frames scored" in p.stdout
-    else:
-        assert p.returncode == 1 and "demo model is missing" in p.stderr
+    assert p.returncode == 0, p.stderr
+    assert "2 frames scored" in p.stdout
+    recs = lines(out)
+    frames = [r for r in recs if r["type"] == "frame"]
+    assert len(frames) == 2 and all(r["threshold"] > 0 and isinstance(r["anomalous"], bool) for r in frames)
