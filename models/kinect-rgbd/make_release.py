@@ -25,6 +25,9 @@ def main(argv=None):
     ap.add_argument("--class", dest="cls", required=True)
     ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration)")
     ap.add_argument("--encoder", help="encoder file from izi training")
+    ap.add_argument("--train-encoder", type=int, default=0, metavar="EPOCHS",
+                    help="train the izi encoder now on the class's train split (needs --data)")
+    ap.add_argument("--encoder-width", type=int, default=16)
     ap.add_argument("--data", help="kinect-rgbd root: measure val AUROC, baselines and the CI subset now")
     ap.add_argument("--ci-per-class", type=int, default=100, help="val frames per class of the CI floor test")
     ap.add_argument("--out", required=True)
@@ -38,6 +41,15 @@ def main(argv=None):
     if a.encoder:
         enc = torch.load(a.encoder, map_location="cpu", weights_only=True)
         scoring["encoder"], scoring["encoder_train"] = enc["encoder"], enc["info"]
+    elif a.train_encoder:
+        if not a.data:
+            raise SystemExit("--train-encoder needs --data")
+        from edge_ad.models.data import load_kinect
+        from edge_ad.models.encoder import encoder_to_dict, train_encoder
+        torch.manual_seed(0)
+        E, info = train_encoder(G, load_kinect(a.data, a.cls, "train", G.preprocess)[1], epochs=a.train_encoder,
+                                width=a.encoder_width, max_shift=2)
+        scoring["encoder"], scoring["encoder_train"] = encoder_to_dict(E), info
     elif cfg.z_init == "encoder":
         raise SystemExit("--search has z_init='encoder' but no --encoder was given")
     if a.data:
