@@ -59,8 +59,16 @@ def train_encoder(G: Generator, data_u8: np.ndarray, *, epochs: int = 100, width
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     G = G.eval()
-    for p in G.parameters():
-        p.requires_grad_(False)
+    was_trainable = {n: p.requires_grad for n, p in G.named_parameters()}
+    G.requires_grad_(False)  # frozen while the encoder trains; restored below (no side effect)
+    try:
+        return _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, log)
+    finally:
+        for n, p in G.named_parameters():
+            p.requires_grad_(was_trainable[n])
+
+
+def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, log):
     E = Encoder(EncoderConfig(z_dim=G.cfg.z_dim, width=width))
     opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)

@@ -108,7 +108,7 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
     z0 = _z0(G, cfg, z0, seed)
     losses, recons, zs = [], [], []
     for j in range(cfg.n_seed):
-        Gj = copy.deepcopy(G).to(dtype).eval()                      # theta_j,0 = theta
+        Gj = copy.deepcopy(G).to(dtype).eval().requires_grad_(True)  # theta_j,0 = theta, all trainable
         zj = torch.tensor(z0[j], dtype=dtype).reshape(1, -1, 1, 1).requires_grad_(True)
         opt_z = torch.optim.Adam([zj], lr=cfg.lr_z, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         opt_t = torch.optim.Adam(Gj.parameters(), lr=cfg.lr_theta, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)

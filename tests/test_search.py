@@ -18,7 +18,7 @@ def transcription(G, x, z0, lr_z, lr_theta, k, b1=0.9, b2=0.999, eps=1e-8):
     for j in range(len(z0)):
         Gj = copy.deepcopy(G).double().eval()                  # theta_j,0 = theta
         z = torch.tensor(z0[j], dtype=torch.float64).reshape(1, -1, 1, 1)
-        theta = list(Gj.parameters())
+        theta = list(Gj.requires_grad_(True).parameters())
         tensors = [z] + theta
         m = [torch.zeros_like(t) for t in tensors]
         v = [torch.zeros_like(t) for t in tensors]
@@ -95,3 +95,23 @@ def test_defaults_are_the_papers():
     assert (cfg.lr_z, cfg.lr_theta, cfg.n_seed, cfg.k) == (5e-2, 6e-9, 3, 19)
     assert (cfg.beta1, cfg.beta2, cfg.eps) == (0.9, 0.999, 1e-8)
     assert math.isclose(SearchConfig.from_dict(cfg.to_dict()).lr_theta, 6e-9)
+
+
+def test_frozen_generator_is_still_searched_and_encoder_training_has_no_side_effect(tiny_generator):
+    """A generator whose parameters were frozen elsewhere (requires_grad False) must still get its
+    weight copies updated by the search; training an izi encoder must not freeze the caller's G."""
+    import copy as _copy
+
+    from edge_ad.models.encoder import train_encoder
+
+    G = _copy.deepcopy(tiny_generator).requires_grad_(False)
+    x = np.random.default_rng(4).uniform(-1, 1, (4, 64, 64))
+    cfg = SearchConfig(k=3, lr_theta=1e-2)
+    a = search_eager(G, x, cfg, seed=1, dtype=torch.float64)
+    b = search_eager(G, x, cfg.replace(lr_theta=0.0), seed=1, dtype=torch.float64)
+    c = search(G, x, cfg, seed=1, dtype=torch.float64)
+    assert a.score != b.score and a.score == pytest.approx(c.score, rel=1e-10)
+    G2 = _copy.deepcopy(tiny_generator)
+    data = np.zeros((8, 64, 64, 4), np.uint8)
+    train_encoder(G2, data, epochs=1, width=4, batch_size=8, log=None)
+    assert all(p.requires_grad for p in G2.parameters())
