@@ -139,28 +139,18 @@ def timings_ms(res) -> dict:
 def best_reconstruction(res) -> Optional[np.ndarray]:
     """The best seed's reconstruction (C, H, W) of a ScoreResult, or None when it has none."""
     rec = getattr(res, "reconstruction", None)
-    if rec is not None:
-        return np.asarray(rec)
-    recs = getattr(res, "reconstructions", None)
-    if recs is None:
-        return None
-    return np.asarray(recs)[int(np.argmin(np.asarray(res.seed_losses)))]
+    return None if rec is None else np.asarray(rec)
 
 
 def scorer_spec(scorer):
-    """The scorer's PreprocessSpec (``.preprocess`` per the contract, or ``.preprocess_spec``)."""
+    """The scorer's PreprocessSpec (``.preprocess``), or the default spec for a scorer without one."""
     from .preprocess import PreprocessSpec
-    spec = getattr(scorer, "preprocess", None)
-    return spec if isinstance(spec, PreprocessSpec) else getattr(scorer, "preprocess_spec", PreprocessSpec())
+    return getattr(scorer, "preprocess", None) or PreprocessSpec()
 
 
 def scorer_threshold(scorer) -> Optional[float]:
-    """The model's calibrated threshold (``.threshold`` or manifest["threshold"]), or None."""
+    """The model's calibrated threshold (``Scorer.threshold``, from the manifest), or None."""
     thr = getattr(scorer, "threshold", None)
-    if thr is None:
-        thr = (getattr(scorer, "manifest", None) or {}).get("threshold")
-        if isinstance(thr, dict):  # {"value": ..., ...}
-            thr = thr.get("value")
     return None if thr is None else float(thr)
 
 

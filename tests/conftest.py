@@ -39,3 +39,23 @@ def tiny_generator():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def export_tiny(tmp_path_factory, tiny_generator):
+    """export_tiny(k, n_seed) -> directory of tiny_generator exported without the parity run
+    (parity is the export tests' business); cached per (k, n_seed)."""
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime.config import SearchConfig
+
+    cache = {}
+
+    def make(k: int, n_seed: int):
+        if (k, n_seed) not in cache:
+            d = tmp_path_factory.mktemp(f"tiny_k{k}_s{n_seed}") / "tiny"
+            export_model(tiny_generator, d, search=SearchConfig(k=k, n_seed=n_seed), parity=False,
+                         log=lambda *a: None)
+            cache[k, n_seed] = d
+        return cache[k, n_seed]
+
+    return make

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ad.commands import run as run_cmd
-from edge_ad.runtime.config import SearchConfig, frame_seed
+from edge_ad.runtime.config import frame_seed
 
 from test_sources import d8_to_mm, kinect_frames, record_realsense_db3, write_ros2_bag  # noqa: E402
 
@@ -23,20 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, tiny_generator):
-    """The width-8 generator exported with k=2, n_seed=2 (parity is the export tests' business)."""
-    import copy
-    try:
-        from edge_ad.export import export_model
-    except ImportError:
-        from edge_ad.export.exporter import export_model
-    from edge_ad.runtime.preprocess import PreprocessSpec
-    G = copy.deepcopy(tiny_generator)
-    if not hasattr(G, "preprocess"):
-        G.preprocess = PreprocessSpec()
-    d = tmp_path_factory.mktemp("model") / "tiny"
-    export_model(G, d, search=SearchConfig(k=2, n_seed=2), parity=False, log=lambda *a: None)
-    return d
+def tiny_model(export_tiny):
+    """The width-8 generator exported with k=2, n_seed=2."""
+    return export_tiny(2, 2)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ path on the fake TensorRT + fake CUDA runtime (engines = the exported ONNX graph
 """
 from __future__ import annotations
 
-import copy
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from click.testing import CliRunner
 
 pytest.importorskip("onnx")
 
-from edge_ad.runtime.config import SearchConfig  # noqa: E402
 from test_tensorrt_fakes import FakeCudart, make_fake_trt  # noqa: E402
 
 
@@ -29,15 +27,8 @@ def _have_tensorrt() -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, tiny_generator):
-    from edge_ad.export.exporter import export_model
-    from edge_ad.runtime.preprocess import PreprocessSpec
-    G = copy.deepcopy(tiny_generator)
-    if not hasattr(G, "preprocess"):
-        G.preprocess = PreprocessSpec()
-    d = tmp_path_factory.mktemp("trt_model") / "tiny"
-    export_model(G, d, search=SearchConfig(k=3, n_seed=2), parity=False, log=lambda *a: None)
-    return d
+def tiny_model(export_tiny):
+    return export_tiny(3, 2)
 
 
 @pytest.fixture

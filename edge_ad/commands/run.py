@@ -35,13 +35,7 @@ def load_scorer(model: Optional[str], backend: str):
             "model (edge-ad export CHECKPOINT --out DIR)")
     if not model_dir.is_dir():
         raise click.ClickException(f"model directory {model_dir} does not exist")
-    try:
-        from edge_ad.runtime import Scorer
-    except ImportError:
-        try:
-            from edge_ad.runtime.scorer import Scorer
-        except ImportError as e:
-            raise click.ClickException(f"the edge-ad runtime scorer is not available: {e}")
+    from edge_ad.runtime import Scorer
     try:
         return Scorer.load(model_dir, backend=backend)
     except ValueError as e:  # ModelError is a ValueError
