@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.runtime.config import SearchConfig, make_z0
+from edge_ad.runtime.config import SearchConfig, latent_distance, make_z0
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import augment, to_tensor
@@ -121,3 +121,24 @@ def encoder_z0(E: Encoder, X: np.ndarray, cfg: SearchConfig, seeds: Optional[lis
             raise ValueError("z_init_sigma > 0 needs per-frame seeds")
         z0 = z0 + cfg.z_init_sigma * np.stack([make_z0(cfg.n_seed, z.shape[1], s) for s in seeds])
     return z0.astype(np.float32)
+
+
+def encoder_latents(E: Encoder, X: np.ndarray, batch: int = 256) -> np.ndarray:
+    """E(x) for frames X (N, 4, R, R) in [-1, 1]: float32 (N, z_dim)."""
+    X = np.asarray(X, dtype=np.float32)
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(X), batch):
+            out.append(E(torch.as_tensor(X[a:a + batch])).flatten(1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def latent_bank(E: Encoder, train_X: np.ndarray) -> np.ndarray:
+    """The latent memory of a model: E(x) of its normal training frames (N, z_dim) float32, stored
+    in the checkpoint's scoring section (``scoring["latent_bank"]``) and exported as latent_bank.npy."""
+    return encoder_latents(E, train_X)
+
+
+def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, metric: str) -> np.ndarray:
+    """d(E(x), bank) per frame (runtime.config.latent_distance): float64 (N,)."""
+    return np.array([latent_distance(e, bank, metric) for e in encoder_latents(E, X)])

@@ -35,7 +35,8 @@ class SearchResult:
     z: np.ndarray                # (n_seed, z_dim) final latents
     timings: dict = field(default_factory=dict)
     trajectory: Optional[list] = None  # per step: (n_seed, C, H, W) reconstructions, if asked
-    score_scale: float = 1.0     # score = mean(seed_losses) / score_scale (cfg.score_fg_power; 1 = reference)
+    score_scale: float = 1.0     # score = mean(seed_losses) / score_scale (fg power, latent factor; 1 = reference)
+    latent_distance: Optional[float] = None  # d(E(x), latent bank) when the configuration uses it
 
 
 def _as_input(x, dtype) -> torch.Tensor:
@@ -57,8 +58,11 @@ def _z0(G: Generator, cfg: SearchConfig, z0, seed) -> np.ndarray:
 
 
 def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: Optional[int] = None,
-           dtype: torch.dtype = torch.float32, keep_trajectory: bool = False) -> SearchResult:
-    """Batched reference search. x: (C, H, W) in [-1, 1]; z0: (n_seed, z_dim) or None (then ``seed``)."""
+           dtype: torch.dtype = torch.float32, keep_trajectory: bool = False,
+           latent_distance: Optional[float] = None) -> SearchResult:
+    """Batched reference search. x: (C, H, W) in [-1, 1]; z0: (n_seed, z_dim) or None (then ``seed``).
+    ``latent_distance``: d(E(x), latent bank), required by configurations with score_latent_power > 0
+    (``encoder.latent_distances``)."""
     t0 = time.perf_counter()
     G = G.eval()
     x = _as_input(x, dtype)
@@ -92,17 +96,19 @@ def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: O
         losses = sq.flatten(1).mean(1)
     if traj is not None:
         traj.append(recon.cpu().numpy())
-    scale = score_scale(x.cpu().numpy(), cfg)
-    return SearchResult(score=float(losses.mean()) / scale, score_scale=scale, seed_losses=losses.cpu().numpy().astype(np.float64),
+    scale = score_scale(x.cpu().numpy(), cfg, latent_distance)
+    return SearchResult(score=float(losses.mean()) / scale, score_scale=scale, latent_distance=latent_distance,
+                        seed_losses=losses.cpu().numpy().astype(np.float64),
                         error_map=sq.mean((0, 1)).cpu().numpy(), reconstructions=recon.cpu().numpy(),
                         z=z.detach().reshape(S, -1).cpu().numpy(),
                         timings={"search_s": time.perf_counter() - t0}, trajectory=traj)
 
 
 def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: Optional[int] = None,
-                 dtype: torch.dtype = torch.float32) -> SearchResult:
+                 dtype: torch.dtype = torch.float32, latent_distance: Optional[float] = None) -> SearchResult:
     """The algorithm transcribed literally (and the study-style baseline for benchmarks):
-    per seed a fresh copy of G and two Adam optimizers, one on z and one on the weights."""
+    per seed a fresh copy of G and two Adam optimizers, one on z and one on the weights.
+    ``latent_distance`` as in ``search``."""
     t0 = time.perf_counter()
     x = _as_input(x, dtype).unsqueeze(0)
     z0 = _z0(G, cfg, z0, seed)
@@ -125,23 +131,32 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
             recons.append(r[0].numpy()), zs.append(zj.detach().reshape(-1).numpy())
     recons = np.stack(recons)
     err = ((recons - x.numpy()) ** 2).mean((0, 1))
-    scale = score_scale(x[0].numpy(), cfg)
-    return SearchResult(score=float(np.mean(losses)) / scale, score_scale=scale, seed_losses=np.array(losses), error_map=err,
+    scale = score_scale(x[0].numpy(), cfg, latent_distance)
+    return SearchResult(score=float(np.mean(losses)) / scale, score_scale=scale, latent_distance=latent_distance,
+                        seed_losses=np.array(losses), error_map=err,
                         reconstructions=recons, z=np.stack(zs), timings={"search_s": time.perf_counter() - t0})
 
 
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
-                batch_frames: int = 0, encoder=None) -> np.ndarray:
+                batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
-    ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"."""
+    ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
+    (N, z_dim) when cfg.score_latent_power > 0."""
     from edge_ad.runtime.config import frame_seed
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
                          "but no encoder was given (the checkpoint's scoring section has none?)")
+    dists = [None] * len(X)
+    if cfg.uses_latent_bank:
+        if latent_bank is None:
+            raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank "
+                             "(score_latent_power > 0), but none was given (the checkpoint's scoring section has none?)")
+        from .encoder import latent_distances
+        dists = list(latent_distances(encoder, X, latent_bank, cfg.latent_metric))
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
         seeds = [frame_seed(seed, i) for i in idx]
@@ -155,17 +170,19 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         starts = range(0, len(X), batch_frames)
         for a in (starts if progress is None else progress(starts)):
             idx = list(range(a, min(a + batch_frames, len(X))))
-            out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0_for(idx), dtype=dtype)
+            out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0_for(idx), dtype=dtype,
+                                                     latent_distances=dists[a:a + len(idx)])
         return out
     it = range(len(X)) if progress is None else progress(range(len(X)))
     for i in it:
-        out[i] = search(G, X[i], cfg, z0=z0_for([i])[0], dtype=dtype).score
+        out[i] = search(G, X[i], cfg, z0=z0_for([i])[0], dtype=dtype, latent_distance=dists[i]).score
     return out
 
 
 def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.ndarray,
-                       dtype: torch.dtype = torch.float32) -> np.ndarray:
+                       dtype: torch.dtype = torch.float32, latent_distances=None) -> np.ndarray:
     """z-only search (lr_theta must be 0) of B frames at once; returns their scores (B,).
+    ``latent_distances`` (B,) as ``search``'s latent_distance, per frame.
 
     X: (B, C, H, W); z0: (B, n_seed, z_dim). With frozen weights and BatchNorm in eval mode the
     frames and seeds are independent, and Adam is elementwise, so one Adam over the (B*n_seed) latents
@@ -191,7 +208,8 @@ def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.nd
     with torch.no_grad():
         losses = ((functional_call(G, (params, buffers), (z,)) - x) ** 2).flatten(1).mean(1)
     losses = losses.reshape(B, S).mean(1).cpu().numpy().astype(np.float64)   # (B,)
-    scales = np.array([score_scale(xi, cfg) for xi in X])
+    dists = [None] * B if latent_distances is None else list(latent_distances)
+    scales = np.array([score_scale(xi, cfg, d) for xi, d in zip(X, dists)])
     return losses / scales
 
 
@@ -204,6 +222,22 @@ def checkpoint_search_config(path) -> Optional[SearchConfig]:
     except CheckpointError:
         return None
     return SearchConfig.from_dict(scoring["search"]) if "search" in scoring else None
+
+
+def checkpoint_latent_bank(path) -> Optional[np.ndarray]:
+    """The latent bank (N, z_dim) float32 a checkpoint's scoring section carries, or None."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        bank = (read_checkpoint(path).get("scoring") or {}).get("latent_bank")
+    except CheckpointError:
+        return None
+    if bank is None:
+        return None
+    bank = np.asarray(bank, dtype=np.float32)
+    if bank.ndim != 2 or len(bank) == 0 or not np.isfinite(bank).all():
+        raise CheckpointError(f"{path}: scoring['latent_bank'] must be a finite non-empty (N, z_dim) array, "
+                              f"got shape {bank.shape}")
+    return bank
 
 
 def checkpoint_encoder(path):

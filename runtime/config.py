@@ -11,6 +11,9 @@ from typing import Optional
 import numpy as np
 
 
+LATENT_METRICS = ("cosine", "l2")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """How a frame is scored: k Adam steps on z and on per-seed weight copies, n_seed seeds."""
@@ -33,6 +36,14 @@ class SearchConfig:
     # (an izi encoder stored with the model gives E(x); z0_j = E(x) + z_init_sigma * make_z0(...)_j).
     z_init: str = "random"
     z_init_sigma: float = 0.0
+    # Latent memory (issue 4): score *= max(d(E(x)), latent_floor) ** score_latent_power, where
+    # d(e) = min_i dist(e, bank_i) is the distance of the encoder's latent E(x) to the nearest latent
+    # of the normal training frames (the model's latent bank, E(train)), "cosine": squared distance of
+    # the unit vectors (= 2 - 2 cos), "l2": mean squared difference. 0.0 = off (the reference).
+    # Needs z_init == "encoder" (E(x) is the encoder's output, before any z_init_sigma noise).
+    score_latent_power: float = 0.0
+    latent_metric: str = "cosine"
+    latent_floor: float = 1e-6
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -44,9 +55,20 @@ class SearchConfig:
         if self.z_init not in ("random", "encoder") or self.z_init_sigma < 0:
             raise ValueError(f"z_init must be 'random' or 'encoder' and z_init_sigma >= 0, got "
                              f"{self.z_init!r}, {self.z_init_sigma}")
+        if self.score_latent_power < 0 or self.latent_metric not in LATENT_METRICS or self.latent_floor <= 0:
+            raise ValueError(f"need score_latent_power >= 0, latent_metric in {LATENT_METRICS} and "
+                             f"latent_floor > 0, got {self.score_latent_power}, {self.latent_metric!r}, "
+                             f"{self.latent_floor}")
+        if self.score_latent_power > 0 and self.z_init != "encoder":
+            raise ValueError("score_latent_power > 0 scores the encoder's latent E(x): it needs z_init='encoder'")
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
             raise ValueError(f"need score_fg_power >= 0 and 0 < fg_floor <= 1, got "
                              f"score_fg_power={self.score_fg_power}, fg_floor={self.fg_floor}")
+
+    @property
+    def uses_latent_bank(self) -> bool:
+        """True when the score has the latent-memory factor (needs the model's latent bank)."""
+        return self.score_latent_power > 0
 
     @property
     def updates_weights(self) -> bool:
@@ -78,12 +100,43 @@ def foreground_fraction(x: np.ndarray) -> float:
     return float((x[3] > -1 + 1e-3).mean())
 
 
-def score_scale(x: np.ndarray, cfg: SearchConfig) -> float:
-    """Divisor applied to the mean seed loss: max(fg(x), fg_floor) ** score_fg_power (1.0 for the
-    reference configuration). Computed on the host from the input frame; no graph changes needed."""
-    if cfg.score_fg_power == 0:
+def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[float] = None) -> float:
+    """Divisor applied to the mean seed loss: score = mean_j loss_j / score_scale. It is
+    max(fg(x), fg_floor) ** score_fg_power / latent_factor(latent_distance, cfg): 1.0 for the reference
+    configuration. Computed on the host from the input frame (and the encoder's latent distance to the
+    latent bank); no graph changes needed. Raises ValueError when cfg needs a latent distance and none
+    is given."""
+    fg = 1.0 if cfg.score_fg_power == 0 else float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
+    return fg / latent_factor(latent_distance, cfg)
+
+
+def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
+    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64:
+    "cosine": min_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i mean((e - b_i)^2)."""
+    e = np.asarray(e, dtype=np.float64).reshape(-1)
+    bank = np.asarray(bank, dtype=np.float64)
+    if bank.ndim != 2 or bank.shape[1] != e.shape[0] or len(bank) == 0:
+        raise ValueError(f"latent bank must be (N, z_dim={e.shape[0]}), got shape {bank.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("encoder latent contains NaN or inf")
+    if metric == "cosine":
+        e = e / max(np.linalg.norm(e), 1e-12)
+        bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+        return float(max(((bank - e) ** 2).sum(1).min(), 0.0))
+    if metric == "l2":
+        return float(((bank - e) ** 2).mean(1).min())
+    raise ValueError(f"unknown latent metric {metric!r}; known: {', '.join(LATENT_METRICS)}")
+
+
+def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:
+    """Multiplier of the score from the latent memory: max(distance, latent_floor) ** score_latent_power
+    (1.0 when the configuration does not use it). Raises ValueError when it does and distance is None."""
+    if not cfg.uses_latent_bank:
         return 1.0
-    return float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
+    if distance is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
+                         "distance (score_latent_power > 0), but no latent distance was given (no latent bank?)")
+    return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)
 
 
 def adam_bias_corrections(t: int, beta1: float, beta2: float) -> tuple[float, float]:

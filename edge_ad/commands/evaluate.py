@@ -71,6 +71,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         if encoder is None:
             raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs an encoder "
                                        "but the checkpoint carries none")
+    bank = None
+    if cfg.uses_latent_bank:
+        from edge_ad.models.search import checkpoint_latent_bank
+        bank = checkpoint_latent_bank(model_path)
+        if bank is None:
+            raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
+                                       "(score_latent_power > 0) but the checkpoint carries none")
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -101,6 +108,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
         scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
+                                   latent_bank=bank,
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)

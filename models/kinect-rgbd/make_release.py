@@ -25,6 +25,8 @@ def main(argv=None):
     ap.add_argument("--class", dest="cls", required=True)
     ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration)")
     ap.add_argument("--encoder", help="encoder file from izi training")
+    ap.add_argument("--reuse-encoder", action="store_true",
+                    help="re-release: keep the izi encoder stored in --generator's scoring section")
     ap.add_argument("--train-encoder", type=int, default=0, metavar="EPOCHS",
                     help="train the izi encoder now on the class's train split (needs --data)")
     ap.add_argument("--encoder-width", type=int, default=16)
@@ -35,10 +37,16 @@ def main(argv=None):
     G = load_generator(a.generator)
     src = read_checkpoint(a.generator)
     train = dict(src["train"])
-    train["source_run"] = str(a.generator)
+    train.setdefault("source_run", str(a.generator))   # a re-release keeps the original run
     cfg = SearchConfig.from_dict(json.loads(a.search))
-    scoring = {"name": cfg.name, "search": cfg.to_dict(), "encoder": None, "encoder_train": None, "val": None}
-    if a.encoder:
+    scoring = {"name": cfg.name, "search": cfg.to_dict(), "encoder": None, "encoder_train": None, "val": None,
+               "latent_bank": None, "latent_bank_info": None}
+    if a.reuse_encoder:
+        old = src.get("scoring") or {}
+        if not old.get("encoder"):
+            raise SystemExit(f"--reuse-encoder: {a.generator} carries no encoder")
+        scoring["encoder"], scoring["encoder_train"] = old["encoder"], old.get("encoder_train")
+    elif a.encoder:
         enc = torch.load(a.encoder, map_location="cpu", weights_only=True)
         scoring["encoder"], scoring["encoder_train"] = enc["encoder"], enc["info"]
     elif a.train_encoder:
@@ -52,18 +60,28 @@ def main(argv=None):
         scoring["encoder"], scoring["encoder_train"] = encoder_to_dict(E), info
     elif cfg.z_init == "encoder":
         raise SystemExit("--search has z_init='encoder' but no --encoder was given")
+    E = None
+    if scoring["encoder"]:
+        from edge_ad.models.encoder import encoder_from_dict
+        E = encoder_from_dict(scoring["encoder"])
+    if cfg.uses_latent_bank:
+        if not (a.data and E is not None):
+            raise SystemExit("a configuration with score_latent_power > 0 needs an encoder and --data (the bank "
+                             "is E(x) of the class's train frames)")
+        from edge_ad.models.data import load_kinect, to_tensor
+        from edge_ad.models.encoder import latent_bank
+        ids, arr = load_kinect(a.data, a.cls, "train", G.preprocess)
+        scoring["latent_bank"] = torch.from_numpy(latent_bank(E, to_tensor(arr, G.preprocess).numpy()))
+        scoring["latent_bank_info"] = {"frames": f"kinect-rgbd {a.cls} train split", "n": len(ids),
+                                       "what": "E(x), the izi encoder's latents of the normal training frames"}
     if a.data:
-        E = None
-        if scoring["encoder"]:
-            from edge_ad.models.encoder import encoder_from_dict
-            E = encoder_from_dict(scoring["encoder"])
-        scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class)
+        scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"])
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
     save_checkpoint(a.out, G, preprocess=G.preprocess, train=train, scoring=scoring)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 
-def measure(G, E, cfg, data, cls, ci_per_class, seed=0) -> dict:
+def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None) -> dict:
     """Val AUROC (overall and per anomalous class) of (G, E, cfg), the baselines on the same frames,
     the CI subset's AUROC (first ci_per_class val frames per class) and the batched scoring time."""
     import time
@@ -76,7 +94,8 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0) -> dict:
     X = {c: to_tensor(load_kinect(data, c, "val", G.preprocess)[1], G.preprocess).numpy() for c in KINECT_CLASSES}
     train = to_tensor(load_kinect(data, cls, "train", G.preprocess)[1], G.preprocess).numpy()
     t0 = time.perf_counter()
-    S = {c: score_batch(G, x, cfg, seed=seed, batch_frames=50, encoder=E) for c, x in X.items()}
+    bank = None if bank is None else bank.numpy()
+    S = {c: score_batch(G, x, cfg, seed=seed, batch_frames=50, encoder=E, latent_bank=bank) for c, x in X.items()}
     secs = (time.perf_counter() - t0) / sum(len(x) for x in X.values())
 
     def table(scores, n=None):

@@ -1,0 +1,164 @@
+"""The latent-memory factor of a scoring configuration (issue 4): score *= max(d(E(x), bank),
+latent_floor) ** score_latent_power, bank = E(x) of the normal training frames, through the PyTorch
+reference, export (latent_bank.npy, sha256, parity) and the torch-free runtime. Tiny generator + tiny
+untrained encoder, real kinect frames."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime.config import SearchConfig, latent_distance, latent_factor, score_scale
+
+CFG = SearchConfig(name="izi-latent-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5,
+                   z_init="encoder", score_latent_power=1.0, latent_metric="cosine")
+QUIET = {"log": lambda *a: None}
+
+
+def test_latent_distance_by_hand():
+    bank = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=np.float32)
+    e = np.array([3.0, 3.0, 0.0])
+    # cosine: unit vectors; e/|e| = (1, 1, 0)/sqrt2 -> squared distance to (1,0,0) = 2 - 2/sqrt2
+    assert latent_distance(e, bank, "cosine") == pytest.approx(2 - 2 / np.sqrt(2), rel=1e-12)
+    # l2: mean squared difference to the nearest row: (3-0)^2 + (3-2)^2 = 10 -> 10 / 3
+    assert latent_distance(e, bank, "l2") == pytest.approx(10 / 3, rel=1e-12)
+    assert latent_distance(bank[1] * 5, bank, "cosine") == pytest.approx(0.0, abs=1e-12)  # scale-free
+    with pytest.raises(ValueError, match=r"latent bank must be \(N, z_dim=2\)"):
+        latent_distance(np.ones(2), bank)
+    with pytest.raises(ValueError, match="NaN"):
+        latent_distance(np.array([np.nan, 0, 0]), bank)
+    with pytest.raises(ValueError, match="unknown latent metric"):
+        latent_distance(e, bank, "manhattan")
+
+
+def test_config_validation_and_factor():
+    assert SearchConfig().score_latent_power == 0 and not SearchConfig().uses_latent_bank
+    assert latent_factor(None, SearchConfig()) == 1.0                      # the reference: no factor
+    with pytest.raises(ValueError, match="needs z_init='encoder'"):
+        SearchConfig(score_latent_power=1.0)
+    with pytest.raises(ValueError, match="latent_metric"):
+        CFG.replace(latent_metric="dot")
+    with pytest.raises(ValueError, match="no latent distance was given"):
+        latent_factor(None, CFG)
+    assert latent_factor(0.25, CFG.replace(score_latent_power=0.5)) == pytest.approx(0.5)
+    assert latent_factor(0.0, CFG) == CFG.latent_floor                    # an exact match is floored
+    x = -np.ones((4, 8, 8), np.float32)
+    x[3, :4] = 0.5                                                         # half the frame foreground
+    assert score_scale(x, CFG, 0.2) == pytest.approx(0.5 ** 0.5 / 0.2)
+
+
+torch = pytest.importorskip("torch")
+
+
+def _frame(root, cls, i):
+    from edge_ad.runtime.sources.folder import read_pair
+    fid = str(json.loads((root / "splits.json").read_text())[cls]["val"][i])
+    rgb, depth = read_pair(root / cls, fid)
+    return {"id": f"{cls}/{fid}", "rgb": rgb, "depth": depth}
+
+
+@pytest.fixture(scope="module")
+def parts(kinect_root, tiny_generator):
+    """Tiny untrained encoder, a bank of E(x) of 20 real rectangle train frames, 4 real val frames."""
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.encoder import Encoder, EncoderConfig, latent_bank
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    torch.manual_seed(3)
+    E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
+    train = to_tensor(load_kinect(kinect_root, "rectangle", "train", PreprocessSpec())[1][:20]).numpy()
+    frames = [dict(_frame(kinect_root, "rectangle", 0), label="normal"),
+              dict(_frame(kinect_root, "sphere", 0), label="anomalous")]
+    return E, latent_bank(E, train), train, frames
+
+
+def test_reference_score_batch_applies_the_factor(tiny_generator, parts):
+    from edge_ad.models.search import score_batch, search
+    E, bank, train, frames = parts
+    from edge_ad.runtime.preprocess import preprocess
+    X = np.stack([preprocess(f["rgb"], f["depth"]) for f in frames] + [train[0]])
+    got = score_batch(tiny_generator, X, CFG, encoder=E, latent_bank=bank, batch_frames=2)
+    with torch.no_grad():
+        e = E(torch.as_tensor(X)).flatten(1).double().numpy()              # (3, z_dim)
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    b = bank.astype(np.float64) / np.linalg.norm(bank, axis=1, keepdims=True)
+    d = ((u[:, None] - b[None]) ** 2).sum(-1).min(1)                       # independent cosine NN
+    assert d[2] < 1e-10 and d[0] > 1e-4                                    # a train frame is in its bank
+    for i in range(len(X)):
+        plain = search(tiny_generator, X[i], CFG.replace(score_latent_power=0.0), z0=e[i:i + 1].astype(np.float32))
+        assert got[i] == pytest.approx(plain.score * max(d[i], CFG.latent_floor), rel=1e-5)
+    per_frame = score_batch(tiny_generator, X, CFG, encoder=E, latent_bank=bank, batch_frames=0)
+    np.testing.assert_allclose(per_frame, got, rtol=1e-5)
+    with pytest.raises(ValueError, match="latent bank"):
+        score_batch(tiny_generator, X, CFG, encoder=E)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_generator, parts):
+    """A checkpoint in make_release.py's layout (scoring with encoder and latent_bank), exported with its
+    own configuration and parity on two real frames."""
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.encoder import encoder_to_dict
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    E, bank, _, frames = parts
+    d = tmp_path_factory.mktemp("latent")
+    ck = d / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": CFG.name, "search": CFG.to_dict(), "encoder": encoder_to_dict(E),
+                             "encoder_train": None, "val": None, "latent_bank": torch.from_numpy(bank),
+                             "latent_bank_info": {"n": len(bank)}})
+    out = d / "model"
+    return ck, out, export_model(ck, out, parity_frames=frames, **QUIET)
+
+
+def test_export_and_runtime_carry_the_latent_factor(exported, parts, tiny_generator):
+    from edge_ad.models.search import search
+    from edge_ad.runtime.preprocess import preprocess
+    from edge_ad.runtime.scorer import Scorer
+    E, bank, _, frames = parts
+    _, out, man = exported
+    assert man["search"] == CFG.to_dict()
+    lb = man["latent_bank"]
+    assert lb["file"] == "latent_bank.npy" and lb["file"] in man["files"] and lb["shape"] == [20, 100]
+    np.testing.assert_array_equal(np.load(out / "latent_bank.npy"), bank)
+    assert man["parity"]["passed"] is True
+    for r in man["parity"]["frames"]:
+        assert r["latent_distance"]["rel_diff"] <= 1e-4 and r["rel_diff"] <= 1e-4, r
+    s = Scorer.load(out, threads=1)
+    for fr in frames:
+        x = preprocess(fr["rgb"], fr["depth"])
+        got = s.score(fr["rgb"], fr["depth"])
+        with torch.no_grad():
+            e = E(torch.as_tensor(x[None], dtype=torch.float64).float()).flatten().double().numpy()
+        d = latent_distance(e, bank, "cosine")
+        ref = search(tiny_generator, x, CFG, z0=e[None].astype(np.float32), dtype=torch.float64, latent_distance=d)
+        assert got.latent_distance == pytest.approx(d, rel=1e-4)
+        assert got.score == pytest.approx(ref.score, rel=1e-4)
+        assert got.score == pytest.approx(got.seed_losses.mean() / score_scale(x, CFG, got.latent_distance), rel=1e-12)
+
+
+def test_tampered_missing_or_absent_bank_refused(exported, tmp_path, tiny_generator, parts):
+    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import Scorer
+    E = parts[0]
+    _, out, _ = exported
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    b = np.load(bad / "latent_bank.npy")
+    b[0, 0] += 1.0
+    np.save(bad / "latent_bank.npy", b)
+    with pytest.raises(ManifestError, match=r"latent_bank\.npy has been modified"):
+        Scorer.load(bad)
+    (bad / "latent_bank.npy").unlink()
+    with pytest.raises(ManifestError, match=r"latent_bank\.npy listed in the manifest is missing"):
+        Scorer.load(bad)
+    with pytest.raises(ExportError, match="no latent bank"):
+        export_model(tiny_generator, tmp_path / "nobank", search=CFG, encoder=E, parity=False, **QUIET)
+    # an export without a bank, asked to score with a configuration that needs one
+    plain = tmp_path / "plain"
+    export_model(tiny_generator, plain, search=CFG.replace(score_latent_power=0.0), encoder=E, parity=False, **QUIET)
+    with pytest.raises(ManifestError, match="no latent bank"):
+        Scorer.load(plain, config=CFG)
