@@ -248,6 +248,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         sl = getattr(res, "seed_losses", None)
         if sl is not None:  # per-seed final losses (issue 3: results carry frame, score, seed_losses)
             rec["seed_losses"] = [float(v) for v in np.asarray(sl).ravel()]
+        ld = getattr(res, "latent_distance", None)
+        if ld is not None:  # the latent-memory distance d(E(x), bank), when the scoring configuration uses it
+            rec["latent_distance"] = float(ld)
         if "anomalous" in fr.meta:  # ground truth from synth://
             rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
         emit(rec)
