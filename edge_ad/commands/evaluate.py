@@ -29,6 +29,8 @@ import click
 @click.option("--k", "k", type=int, help="override the number of steps k.")
 @click.option("--fg-power", "fg_power", type=float,
               help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
+@click.option("--latent-power", "latent_power", type=float,
+              help="override score_latent_power (score * latent-memory distance ** p; 0: off).")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
               show_default=True, help="start from the checkpoint's named scoring configuration (if it "
               "carries one) or from the algorithm's reference defaults; overrides apply on top.")
@@ -40,7 +42,7 @@ import click
               help="save a threshold flagging this share of normal frames (threshold.json).")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, scoring, baselines, batch_frames, calibrate_fpr, threads):
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, scoring, baselines, batch_frames, calibrate_fpr, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
     import torch
@@ -63,7 +65,11 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if scoring == "checkpoint":
         from edge_ad.models.search import checkpoint_search_config
         base = checkpoint_search_config(model_path) or base
-    cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power)
+    try:
+        cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
+                           score_latent_power=latent_power)
+    except ValueError as e:
+        raise click.UsageError(str(e))
     encoder = None
     if cfg.z_init == "encoder":
         from edge_ad.models.search import checkpoint_encoder
