@@ -5,6 +5,9 @@ Variants (same generator, same frames, same z0):
   batched        the batched PyTorch reference (models.search.search)
   onnx-step      the runtime's step loop: k runs of step.onnx + final.onnx on preallocated buffers
   onnx-unrolled  the runtime's one-graph search (unrolled.onnx)
+  onnx-seed-parallel        the single-seed unrolled graph (unrolled_seed.onnx), the n_seed seeds
+                            run concurrently from n_seed Python threads of one onnxruntime thread each
+  onnx-seed-parallel-cores  the same with one worker thread per core (``threads`` workers)
   eager-z-only   search_eager with lr_theta = 0
   onnx-z-only    the runtime's z-only graph (the named fast option lr_theta = 0)
 Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
@@ -28,8 +31,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "eager-z-only", "onnx-z-only")
-DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "eager-z-only", "onnx-z-only")
+ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
+                "onnx-seed-parallel-cores", "eager-z-only", "onnx-z-only")
+DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel", "eager-z-only",
+                    "onnx-z-only")
 
 
 def model_flops(z_dim: int, fg: int, channels: int, n_seed: int, k: int, weights: bool = True) -> float:
@@ -88,6 +93,9 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
     from edge_ad.runtime.scorer import Scorer
     if variant == "onnx-z-only":
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
+    elif variant.startswith("onnx-seed-parallel"):
+        workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else cfg.n_seed
+        s = Scorer.load(model_dir, config=cfg, variant="seed-parallel", threads=threads, workers=workers)
     else:
         s = Scorer.load(model_dir, config=cfg, variant=variant.split("-")[1], threads=threads)
     return lambda x, z0: s.score_input(x, z0=z0).score
@@ -154,6 +162,7 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     man = load_manifest(model_dir)
     cfg = SearchConfig.from_dict(man["search"])
     variants = [v for v in variants if v != "onnx-unrolled" or "unrolled" in man["graphs"]]
+    variants = [v for v in variants if not v.startswith("onnx-seed-parallel") or "unrolled_seed" in man["graphs"]]
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
@@ -197,6 +206,11 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
             if v.startswith("onnx") and "z-only" not in v:
                 res[v]["max_rel_score_diff_vs_batched"] = float(np.max(
                     np.abs(np.array(scores[v]) - scores["batched"]) / np.abs(scores["batched"])))
+    if "onnx-unrolled" in res:
+        for v in variants:
+            if v.startswith("onnx-seed-parallel"):   # the same search split by seed: float32 rounding only
+                res[v]["max_rel_score_diff_vs_onnx-unrolled"] = float(np.max(
+                    np.abs(np.array(scores[v]) - scores["onnx-unrolled"]) / np.abs(scores["onnx-unrolled"])))
     if rss:
         for v in variants:
             try:

@@ -5,6 +5,8 @@ Output directory:
   step_z.onnx    the z-only step (named fast option lr_theta = 0)
   final.onnx     the final forward pass: per-seed loss, per-pixel error map, reconstructions
   unrolled.onnx  optional: the whole k-step search and the final pass in one graph
+  unrolled_seed.onnx  with unrolled.onnx when n_seed > 1: the same graph for one seed (same state
+                 names and chunks), which the runtime's seed-parallel search runs once per seed
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
@@ -250,6 +252,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     man = load_manifest(out_dir, verify=False)
     uscorer = (Scorer.load(out_dir, config=cfg, variant="unrolled", threads=threads)
                if "unrolled" in man["graphs"] and cfg.updates_weights else None)
+    pscorer = (Scorer.load(out_dir, config=cfg, variant="seed-parallel", threads=threads)
+               if "unrolled_seed" in man["graphs"] and cfg.updates_weights else None)
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
@@ -289,6 +293,10 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             u = uscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
             row["unrolled"] = {"onnx_score": u.score, "rel_diff": rel_of(u.score, ref.score)}
             worst = max(worst, row["unrolled"]["rel_diff"])
+        if pscorer is not None:
+            p = pscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            row["seed_parallel"] = {"onnx_score": p.score, "rel_diff": rel_of(p.score, ref.score)}
+            worst = max(worst, row["seed_parallel"]["rel_diff"])
         if zscorer is not None:
             zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64)
             zgot = zscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
@@ -316,7 +324,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     if cfg.score_fg_power:
         reference += ", score = mean seed loss / max(fg(x), fg_floor) ** score_fg_power on both sides"
     return {"reference": reference,
-            "runtime": "onnxruntime float32 graphs (step loop; unrolled graph and z-only graph too)", "tolerance": tolerance,
+            "runtime": "onnxruntime float32 graphs (step loop; unrolled, seed-parallel and z-only graphs too)",
+            "tolerance": tolerance,
             "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "max_rel_diff": worst, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
             "passed": passed, "summary": summary}
@@ -326,7 +335,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
-                 encoder=None, log: Callable = print) -> dict:
+                 encoder=None, seed_parallel: bool = True, log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
@@ -334,6 +343,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
     reference configuration. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
+    seed_parallel: with the unrolled graph (n_seed > 1), also write its single-seed copy
+    unrolled_seed.onnx for the runtime's seed-parallel search.
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
     the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
     """
@@ -375,6 +386,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                         "check": checks[kind]}
         if kind == "unrolled":
             graphs[kind]["k"] = cfg.k
+    if "unrolled" in kinds and cfg.n_seed > 1 and seed_parallel:
+        graphs["unrolled_seed"] = _export_seed_graph(G, bn, cfg, chunk_bytes, arch, out_dir)
+        checks["unrolled_seed"] = graphs["unrolled_seed"]["check"]
     if E is not None:
         x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
         model = build_encoder_graph(encoder_layers(E), x_shape, G.cfg.z_dim, np.float32)
@@ -436,6 +450,21 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         raise ExportError(f"export parity check FAILED: {report['summary']}; report in {out_dir / MANIFEST}")
     load_manifest(out_dir, verify=True)
     return manifest
+
+
+def _export_seed_graph(G, bn: dict, cfg: SearchConfig, chunk_bytes: int, arch: Arch, out_dir: Path) -> dict:
+    """unrolled_seed.onnx: the unrolled graph with the n_seed = 1 layout. Its weight chunks must be
+    the grouped graph's (same names and columns: both read weights.npz), so the chunk size is divided
+    by n_seed (arch_of sizes chunks over all seeds). Returns the manifest's graph entry."""
+    one = arch_of(G, 1, chunk_bytes // cfg.n_seed if chunk_bytes > 0 else 0, np.float32)
+    if [(s.name, s.cols) for s in one.state()] != [(s.name, s.cols) for s in arch.state()]:
+        raise ExportError("the single-seed graph's weight chunks differ from the grouped graph's")
+    model = build_graph(one, "unrolled", bn, k=cfg.k)
+    check = verify_graph(model, np.float32, n_adam=cfg.k * (len(one.state()) + 1))
+    onnx.save(model, str(out_dir / "unrolled_seed.onnx"))
+    return {"file": "unrolled_seed.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
+            "k": cfg.k, "n_seed": 1, "role": "seed-parallel",
+            "note": "the unrolled graph for one seed; the runtime runs it once per seed, concurrently"}
 
 
 def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:

@@ -31,6 +31,14 @@ from .preprocess import PreprocessSpec, preprocess
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
+def _cpu_only(providers) -> bool:
+    """True if onnxruntime will run on the CPU (given providers, else: no CUDA provider here)."""
+    if providers is None:
+        import onnxruntime as ort
+        return "CUDAExecutionProvider" not in ort.get_available_providers()
+    return all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
+
+
 @dataclass
 class ScoreResult:
     score: float                 # mean over seeds of the final reconstruction loss / score_scale
@@ -65,13 +73,16 @@ class Scorer:
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
              variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None,
-             spin: bool = False) -> "Scorer":
+             spin: bool = False, workers: Optional[int] = None) -> "Scorer":
         """Load and verify ``model_dir`` (manifest version, sha256 of every file).
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export).
         variant: "auto" (the unrolled graph when exported for this k, else the step loop; the z-only
-        step graph when lr_theta == 0), "step" (k step-graph runs on preallocated buffers),
-        "unrolled" (one graph run per frame).
+        step graph when lr_theta == 0; on the CPU with threads >= 2 (default: all cores) the
+        seed-parallel search when exported), "step" (k step-graph runs on preallocated buffers),
+        "unrolled" (one graph run per frame), "seed-parallel" (the single-seed unrolled graph, one
+        run per seed, concurrently from ``workers`` threads of one intra-op thread each; default
+        n_seed workers, 1 when threads == 1).
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
@@ -87,9 +98,25 @@ class Scorer:
             raise ManifestError(f"{model_dir}: exported for n_seed={lay['n_seed']}, asked for "
                                 f"n_seed={cfg.n_seed}; re-export with --n-seed {cfg.n_seed}")
         graphs = {name: str(model_dir / g["file"]) for name, g in man["graphs"].items()}
+        n_threads = int(threads) if threads else (os.cpu_count() or 1)
         if variant == "auto":
             unrolled_ok = "unrolled" in graphs and int(man["graphs"]["unrolled"].get("k", -1)) == cfg.k
             mode = ("unrolled" if unrolled_ok else "step") if cfg.updates_weights else "step_z"
+            if mode == "unrolled" and n_threads >= 2 and backend == "onnxruntime" and cfg.n_seed > 1 \
+                    and "unrolled_seed" in graphs and int(man["graphs"]["unrolled_seed"].get("k", -1)) == cfg.k \
+                    and _cpu_only(providers):
+                mode = "seed-parallel"   # whole seeds on separate cores (benchmarks/README.md)
+        elif variant == "seed-parallel":
+            g = man["graphs"].get("unrolled_seed")
+            if g is None:
+                raise ManifestError(f"{model_dir}: no single-seed graph (unrolled_seed.onnx) in this export; "
+                                    "re-export with this edge-ad version")
+            if int(g.get("k", -1)) != cfg.k or not cfg.updates_weights:
+                raise ManifestError(f"{model_dir}: the single-seed graph has k={g.get('k')} and updates the "
+                                    f"weights; asked for k={cfg.k}, lr_theta={cfg.lr_theta}")
+            if backend != "onnxruntime":
+                raise ValueError("variant 'seed-parallel' is an onnxruntime (CPU) variant")
+            mode = "seed-parallel"
         elif variant in ("step", "unrolled"):
             mode = variant if (variant == "unrolled" or cfg.updates_weights) else "step_z"
             if variant == "unrolled" and "unrolled" not in graphs:
@@ -98,7 +125,7 @@ class Scorer:
                 raise ManifestError(f"{model_dir}: the unrolled graph has k={man['graphs']['unrolled'].get('k')}, "
                                     f"asked for k={cfg.k}")
         else:
-            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled)")
+            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel)")
         if mode == "step_z" and "step_z" not in graphs:
             mode = "step"   # the full graph with a zero theta step size is the same computation
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
@@ -132,6 +159,12 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        if mode == "seed-parallel":
+            from .backends.onnxruntime_backend import OrtSeedParallelSearch
+            search = OrtSeedParallelSearch(graphs["unrolled_seed"], pristine, shapes, cfg, int(lay["z_dim"]), x_shape,
+                                           dtype=dtype, providers=providers, profile=profile,
+                                           workers=workers or (cfg.n_seed if n_threads >= 2 else 1))
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
         from .backends.onnxruntime_backend import OrtSearch
         search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
                            mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)

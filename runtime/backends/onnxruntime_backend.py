@@ -228,6 +228,125 @@ class OrtSearch:
                 "steps_s": t1 - t0, "final_s": t2 - t1}
 
 
+class OrtSeedParallelSearch:
+    """The unrolled search split by seed: n_seed runs of the single-seed graph (unrolled_seed.onnx,
+    the unrolled graph built with n_seed = 1), run concurrently from Python threads.
+
+    The seeds of one frame never mix (own weights, z, Adam moments), so the grouped graph is n_seed
+    independent searches; at width 32 their GEMMs are too small for intra-op threading to use a
+    second core, while whole seeds on separate cores are. Each worker has its own session with one
+    intra-op thread (onnxruntime releases the GIL while a graph runs); seed s runs on worker
+    s % workers, the calling thread being worker 0. ``workers`` defaults to n_seed (3 workers on 2
+    cores: the OS shares 1.5 seeds per core, instead of 2 seeds on one core with 2 workers).
+
+    Buffers are allocated once: x, the pristine single-seed weights and zero moments (read-only,
+    shared by every seed), per seed its z0 and outputs and one IOBinding. ``run`` returns what
+    OrtSearch.run returns, in the same layout: seed_losses (S,), error_map = mean over seeds of the
+    per-seed maps, recon (S, C, H, W), z (S, z_dim).
+    """
+
+    def __init__(self, graph, pristine: dict, state_shapes: dict, cfg: SearchConfig, z_dim: int,
+                 x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
+                 workers: Optional[int] = None, profile: Optional[str] = None, shared_session: bool = False):
+        ort = _ort()
+        self.cfg, self.mode, self.dtype = cfg, "seed-parallel", np.dtype(dtype)
+        if not cfg.updates_weights or cfg.k < 1:
+            raise ValueError("the seed-parallel search runs the unrolled graph: needs lr_theta > 0 and k >= 1")
+        providers = list(providers or ["CPUExecutionProvider"])
+        if cuda_graph_requested(providers):
+            raise ValueError("the seed-parallel search does not support CUDA graphs (use the unrolled graph)")
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
+        self._run_opts = None            # no CUDA-graph run options (OrtSearch's attribute)
+        S = cfg.n_seed
+        self.S, self.z_dim, self.names = S, z_dim, list(state_shapes)
+        self.workers = max(1, min(int(workers or S), S))
+        so = session_options(1, profile, spin=False)
+        n_sess = 1 if shared_session else self.workers
+        sessions = [ort.InferenceSession(graph, so, providers=providers) for _ in range(n_sess)]
+        self.sessions = {"unrolled_seed": sessions[0]}
+        self._worker_sessions = [sessions[w % n_sess] for w in range(self.workers)]
+        self._keep = []
+
+        def ov(arr):
+            a = np.ascontiguousarray(arr, dtype=self.dtype)
+            self._keep.append(a)
+            return ort.OrtValue.ortvalue_from_numpy(a, self.device, 0)
+
+        def empty(shape):
+            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, 0)
+
+        one = {n: (1,) + tuple(state_shapes[n])[1:] for n in self.names}
+        self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), one[n])) for n in self.names}
+        zeros = {n: ov(np.zeros(one[n])) for n in self.names}
+        zshape = (1, 1, z_dim)
+        self.x = empty(x_shape)
+        zero_z = ov(np.zeros(zshape))
+        sc = [adam_scalars(cfg, t) for t in range(1, cfg.k + 1)]
+        scalars = {}
+        for i in sessions[0].get_inputs():
+            if i.name in ("step_size_z", "step_size_theta", "inv_sqrt_bc2"):
+                scalars[i.name] = ov(np.array([s[i.name] for s in sc]))
+            elif i.name in sc[0]:
+                scalars[i.name] = ov(np.array(sc[0][i.name]))
+        self.z0 = [empty(zshape) for _ in range(S)]
+        self.out = [{"seed_losses": empty((1,)), "error_map": empty(x_shape[1:]),
+                     "recon": empty((1,) + tuple(x_shape)), "z.out": empty(zshape)} for _ in range(S)]
+        self.bindings = []
+        for s in range(S):
+            io = self._worker_sessions[s % self.workers].io_binding()
+            io.bind_ortvalue_input("x", self.x)
+            io.bind_ortvalue_input("z", self.z0[s])
+            io.bind_ortvalue_input("z.m", zero_z)
+            io.bind_ortvalue_input("z.v", zero_z)
+            for k, v in scalars.items():
+                io.bind_ortvalue_input(k, v)
+            for n in self.names:
+                io.bind_ortvalue_input(n, self.pristine[n])
+                io.bind_ortvalue_input(n + ".m", zeros[n])
+                io.bind_ortvalue_input(n + ".v", zeros[n])
+            for name, buf in self.out[s].items():
+                io.bind_ortvalue_output(name, buf)
+            self.bindings.append(io)
+        self._plan = [[s for s in range(S) if s % self.workers == w] for w in range(self.workers)]
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="edge-ad-seed")
+
+    def _run_worker(self, w: int) -> None:
+        sess = self._worker_sessions[w]
+        for s in self._plan[w]:
+            sess.run_with_iobinding(self.bindings[s])
+
+    def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
+        """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
+        self.x.update_inplace(np.ascontiguousarray(x, dtype=self.dtype))
+        z0 = np.ascontiguousarray(z0, dtype=self.dtype).reshape(self.S, 1, 1, self.z_dim)
+        for s in range(self.S):
+            self.z0[s].update_inplace(np.ascontiguousarray(z0[s]))
+        t0 = time.perf_counter()
+        futures = [self._pool.submit(self._run_worker, w) for w in range(1, self.workers)] if self._pool else []
+        try:
+            self._run_worker(0)
+        finally:
+            for f in futures:
+                f.result()               # re-raises a worker's error; always waits for all
+        t1 = time.perf_counter()
+        maps = [o["error_map"].numpy() for o in self.out]
+        return {"seed_losses": np.concatenate([o["seed_losses"].numpy() for o in self.out]).astype(np.float64),
+                "error_map": (np.sum(maps, axis=0, dtype=self.dtype) / self.dtype.type(self.S)).astype(self.dtype),
+                "recon": np.concatenate([o["recon"].numpy() for o in self.out]),
+                "z": np.concatenate([o["z.out"].numpy() for o in self.out]).reshape(self.S, self.z_dim),
+                "steps_s": 0.0, "final_s": t1 - t0}
+
+    def close(self) -> None:
+        """Stop the worker threads (also happens when the search is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 class OrtEncoder:
     """The izi encoder graph (encoder.onnx: x (C, R, R) -> z (z_dim,)) on preallocated buffers.
 
