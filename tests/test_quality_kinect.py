@@ -12,7 +12,7 @@ import torch
 from edge_ad.models.checkpoint import load_generator, read_checkpoint
 from edge_ad.models.data import KINECT_CLASSES, load_kinect, to_tensor
 from edge_ad.models.evaluate import evaluate_scores
-from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config, score_batch
+from edge_ad.models.search import checkpoint_encoder, checkpoint_latent_bank, checkpoint_search_config, score_batch
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd"
 
@@ -25,13 +25,18 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
     sub = ck["scoring"]["val"]["ci_subset"]
     cfg = checkpoint_search_config(path)
     assert cfg is not None and cfg.name == ck["scoring"]["name"]
-    G, E = load_generator(path), checkpoint_encoder(path)
+    G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
+    if cfg.uses_latent_bank:   # the bank is E(x) of the class's 300 train frames, never of val frames
+        from edge_ad.models.encoder import encoder_latents
+        train = to_tensor(load_kinect(kinect_root, cls, "train", G.preprocess)[1], G.preprocess).numpy()
+        np.testing.assert_allclose(bank, encoder_latents(E, train), rtol=1e-4, atol=1e-5)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     n = sub["max_per_class"]
     scores = {}
     for c in KINECT_CLASSES:
         X = to_tensor(load_kinect(kinect_root, c, "val", G.preprocess)[1][:n], G.preprocess).numpy()
-        scores[c] = score_batch(G, X, cfg, seed=sub["seed"], batch_frames=n, encoder=E)
+        scores[c] = score_batch(G, X, cfg, seed=sub["seed"], batch_frames=n, encoder=E,
+                               latent_bank=bank)
     normal = scores.pop(cls)
     auroc = evaluate_scores(normal, scores)["overall"]["auroc"]
     floor = sub["auroc_overall"] - 0.05
