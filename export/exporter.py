@@ -10,6 +10,8 @@ Output directory:
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
+  latent_bank.npy  only for a configuration with score_latent_power > 0: E(x) of the normal
+                 training frames (N, z_dim) float32; score *= d(E(x), bank) ** score_latent_power
   weights.npz    the pristine weights, one copy, in the graphs' state layout (float32)
   manifest.json  format version, model config, search hyper-parameters, preprocessing, tensor
                  names/shapes/dtypes, opset, exporter versions, sha256 of every file, parity report
@@ -32,7 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
+from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -172,6 +174,38 @@ def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
     return E
 
 
+def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optional[int] = None):
+    """The latent bank (N, z_dim) float32 a configuration needs (None unless score_latent_power > 0):
+    ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``. Raises ExportError."""
+    if not cfg.uses_latent_bank:
+        return None
+    if bank is None and isinstance(scoring, dict):
+        bank = scoring.get("latent_bank")
+    if bank is None:
+        raise ExportError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
+                          "distance (score_latent_power > 0), but the checkpoint has no latent bank "
+                          "(scoring['latent_bank']) and none was given; build one with "
+                          "models/kinect-rgbd/make_release.py --data")
+    bank = np.asarray(bank.numpy() if hasattr(bank, "numpy") else bank, dtype=np.float32)
+    if bank.ndim != 2 or len(bank) == 0 or (z_dim is not None and bank.shape[1] != z_dim) \
+            or not np.isfinite(bank).all():
+        raise ExportError(f"the latent bank must be a finite (N, z_dim={z_dim}) array, got shape {bank.shape}")
+    return bank
+
+
+def reference_latent_distance(E, bank, x: np.ndarray, cfg: SearchConfig) -> Optional[float]:
+    """d(E(x), bank) with the encoder run in float64 torch (None when the configuration has no
+    latent factor)."""
+    if not cfg.uses_latent_bank:
+        return None
+    import copy
+
+    import torch
+    with torch.no_grad():
+        e = copy.deepcopy(E).double()(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+    return latent_distance(e, bank, cfg.latent_metric)
+
+
 def reference_z0(E, x: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
     """The reference initial latents (n_seed, z_dim), float32: make_z0 for z_init == "random";
     E(x) in float64 torch + z_init_sigma * make_z0(n_seed, z_dim, seed) for z_init == "encoder"
@@ -227,7 +261,7 @@ def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, a
 def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *, tolerance: float = 1e-4,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
-                 spec: Optional[PreprocessSpec] = None, encoder=None) -> dict:
+                 spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None) -> dict:
     """Score ``frames`` with the exported graphs (onnxruntime, float32) and the PyTorch reference
     (float64, same z0, same score scaling); also the float64 build of the same graphs. Returns the
     parity report.
@@ -235,7 +269,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     z_init == "random": both sides get make_z0(n_seed, z_dim, frame_seed(seed, i)) explicitly.
     z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
     in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
-    same noise. The score is mean(seed losses) / score_scale(x, cfg) on both sides."""
+    same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
+    distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64)."""
     import torch
 
     from edge_ad.models.search import search_eager
@@ -269,14 +304,15 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         zseed = frame_seed(seed, i)
-        scale = score_scale(x, cfg)
+        dist = reference_latent_distance(encoder, latent_bank, x, cfg)
+        scale = score_scale(x, cfg, dist)
         if use_encoder:
             z0 = reference_z0(encoder, x, cfg, zseed)               # (S, z_dim) float64 encoder, cast
             got = scorer.score(fr["rgb"], fr["depth"], seed=zseed)  # runtime: encoder.onnx + same noise
         else:
             z0 = make_z0(S, G.cfg.z_dim, zseed)
             got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
-        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64)
+        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
         rel = rel_of(got.score, ref.score)
         seed_rel = float(np.max(np.abs(got.seed_losses - ref.seed_losses) / np.maximum(np.abs(ref.seed_losses), 1e-12)))
         row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
@@ -288,6 +324,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
             row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
             row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
+        if dist is not None:
+            row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
+                                      "rel_diff": rel_of(got.latent_distance, dist)}
         worst = max(worst, rel)
         if uscorer is not None:
             u = uscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
@@ -298,7 +337,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             row["seed_parallel"] = {"onnx_score": p.score, "rel_diff": rel_of(p.score, ref.score)}
             worst = max(worst, row["seed_parallel"]["rel_diff"])
         if zscorer is not None:
-            zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64)
+            zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64, latent_distance=dist)
             zgot = zscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
             zrel = rel_of(zgot.score, zref.score)
             row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
@@ -323,6 +362,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                       "make_z0(n_seed, z_dim, z0_seed); the runtime computes its z0 with encoder.onnx")
     if cfg.score_fg_power:
         reference += ", score = mean seed loss / max(fg(x), fg_floor) ** score_fg_power on both sides"
+    if cfg.uses_latent_bank:
+        reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
+                      "(reference: encoder in float64; runtime: encoder.onnx float32)")
     return {"reference": reference,
             "runtime": "onnxruntime float32 graphs (step loop; unrolled, seed-parallel and z-only graphs too)",
             "tolerance": tolerance,
@@ -335,7 +377,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
-                 encoder=None, seed_parallel: bool = True, log: Callable = print) -> dict:
+                 encoder=None, seed_parallel: bool = True, latent_bank=None, log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
@@ -343,6 +385,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
     reference configuration. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
+    latent_bank: (N, z_dim) encoder latents of the normal training frames for a configuration with
+    score_latent_power > 0; default the checkpoint's ``scoring["latent_bank"]``.
     seed_parallel: with the unrolled graph (n_seed > 1), also write its single-seed copy
     unrolled_seed.onnx for the runtime's seed-parallel search.
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
@@ -363,6 +407,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
             raise ExportError(f"the checkpoint's scoring configuration is invalid: {e}") from None
     cfg = search
     E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
+    bank = resolve_latent_bank(cfg, latent_bank, scoring, G.cfg.z_dim)   # None unless score_latent_power > 0
     if threshold is not None:
         threshold = check_threshold(threshold, cfg)
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
@@ -401,7 +446,11 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                              "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
-    files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + ["weights.npz"]}
+    extra_files = ["weights.npz"]
+    if bank is not None:
+        np.save(out_dir / "latent_bank.npy", bank)
+        extra_files.append("latent_bank.npy")
+    files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + extra_files}
     manifest = {
         "format": FORMAT, "version": VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -430,6 +479,11 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         "graphs": graphs, "opset": OPSET, "exporter": _versions(), "files": files,
         "parity": None,
     }
+    if bank is not None:
+        manifest["latent_bank"] = {
+            "file": "latent_bank.npy", "shape": list(bank.shape), "dtype": "float32",
+            "metric": cfg.latent_metric, "info": _jsonable((scoring or {}).get("latent_bank_info")),
+            "score": "score *= max(d(E(x), bank), latent_floor) ** score_latent_power, E = encoder.onnx"}
     if threshold is not None:
         manifest["threshold"] = threshold
     _write_manifest(out_dir, manifest)
@@ -443,7 +497,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                           "pass --parity-frames DIR (a frame folder) or --no-parity")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
-                          check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E)
+                          check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
+                          latent_bank=bank)
     manifest["parity"] = report
     _write_manifest(out_dir, manifest)
     if not report["passed"]:

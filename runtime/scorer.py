@@ -13,6 +13,8 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         (an explicit ``z0`` argument still overrides)
   score_fg_power > 0    score = mean_j loss_j / max(fg(x), fg_floor) ** score_fg_power
                         (runtime.config.score_scale; 1.0 for the reference configuration)
+  score_latent_power > 0  score *= max(d(E(x), bank), latent_floor) ** score_latent_power, bank =
+                        latent_bank.npy (E of the normal training frames), d = config.latent_distance
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SearchConfig, make_z0, score_scale
+from .config import SearchConfig, latent_distance, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
@@ -49,6 +51,7 @@ class ScoreResult:
     timings: dict = field(default_factory=dict)   # preprocess_s, search_s, total_s, ...
     score_scale: float = 1.0     # divisor of the mean seed loss (SearchConfig.score_fg_power; 1 = reference)
     z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
+    latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
 
     @property
     def reconstruction(self) -> Optional[np.ndarray]:
@@ -62,12 +65,13 @@ class Scorer:
     """An exported model ready to score frames; build it with ``Scorer.load``."""
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
-                 spec: PreprocessSpec, mode: str, encoder=None):
+                 spec: PreprocessSpec, mode: str, encoder=None, latent_bank: Optional[np.ndarray] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
         self.config, self.preprocess_spec, self.mode = cfg, spec, mode
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
         self._encoder = encoder      # OrtEncoder when cfg.z_init == "encoder", else None
+        self._bank = latent_bank     # (N, z_dim) float32 when cfg.score_latent_power > 0, else None
 
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
@@ -141,6 +145,7 @@ class Scorer:
             enc_providers = providers if backend == "onnxruntime" else ["CPUExecutionProvider"]
             encoder = OrtEncoder(graphs["encoder"], x_shape, int(lay["z_dim"]), providers=enc_providers,
                                  threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
+        bank = _load_latent_bank(model_dir, man, cfg) if cfg.uses_latent_bank else None
         dtype = np.dtype(lay.get("dtype", "float32"))
         with np.load(model_dir / lay["weights"]) as npz:
             pristine = {k: npz[k] for k in npz.files}
@@ -154,7 +159,7 @@ class Scorer:
             # ImportError) with one message when TensorRT, cuda-python, the driver or a GPU is missing
             from .backends.tensorrt import load_search
             search = load_search(model_dir, man, pristine, cfg, mode)
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
         if providers is None:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -164,11 +169,11 @@ class Scorer:
             search = OrtSeedParallelSearch(graphs["unrolled_seed"], pristine, shapes, cfg, int(lay["z_dim"]), x_shape,
                                            dtype=dtype, providers=providers, profile=profile,
                                            workers=workers or (cfg.n_seed if n_threads >= 2 else 1))
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
         from .backends.onnxruntime_backend import OrtSearch
         search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
                            mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)
-        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder)
+        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -191,18 +196,25 @@ class Scorer:
         thr = self.manifest.get("threshold")
         return float(thr["value"]) if isinstance(thr, dict) else None
 
-    def initial_latents(self, z0=None, seed: Optional[int] = None, x: Optional[np.ndarray] = None) -> np.ndarray:
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
+        if self._encoder is None:
+            raise ValueError("this model's scoring configuration has no encoder (z_init != 'encoder')")
+        return self._encoder.run(x)
+
+    def initial_latents(self, z0=None, seed: Optional[int] = None, x: Optional[np.ndarray] = None,
+                        e: Optional[np.ndarray] = None) -> np.ndarray:
         """z0 as given (checked); else, for z_init == "encoder", E(x) + z_init_sigma * make_z0(n_seed,
-        z_dim, seed) (needs the preprocessed x); else make_z0(n_seed, z_dim, seed). float32 (n_seed, z_dim)."""
+        z_dim, seed) (needs the preprocessed x, or its E(x) as ``e``); else make_z0(n_seed, z_dim, seed).
+        float32 (n_seed, z_dim)."""
         if z0 is None:
             if self.config.z_init != "encoder":
                 return make_z0(self.n_seed, self.z_dim, seed)
-            if x is None:
+            if e is None and x is None:
                 raise ValueError("this scoring configuration starts from the encoder (z_init='encoder'): "
                                  "initial_latents needs the preprocessed frame x")
-            if self._encoder is None:
-                raise ValueError("z_init='encoder' but no encoder graph was loaded")
-            e = self._encoder.run(x)                                            # (z_dim,) float32
+            if e is None:
+                e = self.encode(x)                                              # (z_dim,) float32
             z0 = np.repeat(e[None], self.n_seed, 0)                             # (n_seed, z_dim)
             if self.config.z_init_sigma:
                 z0 = z0 + np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)
@@ -224,18 +236,21 @@ class Scorer:
             raise ValueError(f"x must have shape {want}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
-        z0 = self.initial_latents(z0, seed, x=x)
+        # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
+        e = self.encode(x) if self._encoder is not None and (z0 is None or self._bank is not None) else None
+        z0 = self.initial_latents(z0, seed, x=x, e=e)
+        dist = latent_distance(e, self._bank, self.config.latent_metric) if self._bank is not None else None
         te = time.perf_counter()
         out = self._search.run(x, z0)
         sl = out["seed_losses"]
-        scale = score_scale(x, self.config)
+        scale = score_scale(x, self.config, dist)
         t1 = time.perf_counter()
         timings = {"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]}
         if self._encoder is not None:
             timings["encoder_s"] = te - t0
         return ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=out["error_map"], z=out["z"],
                            reconstructions=out["recon"] if keep_reconstructions else None,
-                           timings=timings, score_scale=scale, z0=z0)
+                           timings=timings, score_scale=scale, z0=z0, latent_distance=dist)
 
     def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
               keep_reconstructions: bool = False) -> ScoreResult:
@@ -248,3 +263,23 @@ class Scorer:
         r.timings["preprocess_s"] = t1 - t0
         r.timings["total_s"] = time.perf_counter() - t0
         return r
+
+
+def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarray:
+    """latent_bank.npy (N, z_dim) float32, checked against the manifest (its sha256 was verified by
+    load_manifest). Raises ManifestError when missing or mismatched."""
+    entry = man.get("latent_bank")
+    if not isinstance(entry, dict) or entry.get("file") not in man["files"]:
+        raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
+                            "latent-memory distance (score_latent_power > 0), but this export has no latent "
+                            "bank; re-export from a checkpoint that stores one")
+    try:
+        bank = np.load(model_dir / entry["file"], allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{model_dir}: cannot read {entry['file']}: {e}") from None
+    z_dim = int(man["layout"]["z_dim"])
+    if bank.dtype != np.float32 or bank.ndim != 2 or bank.shape[1] != z_dim or len(bank) == 0 \
+            or list(bank.shape) != list(entry.get("shape", bank.shape)) or not np.isfinite(bank).all():
+        raise ManifestError(f"{model_dir}: {entry['file']} must be a finite float32 (N, z_dim={z_dim}) array "
+                            f"matching the manifest's shape {entry.get('shape')}, got {bank.dtype} {bank.shape}")
+    return bank
