@@ -7,7 +7,8 @@ Variants (same generator, same frames, same z0):
   onnx-unrolled  the runtime's one-graph search (unrolled.onnx)
   onnx-seed-parallel        the single-seed unrolled graph (unrolled_seed.onnx), the n_seed seeds
                             run concurrently from n_seed Python threads of one onnxruntime thread each
-  onnx-seed-parallel-cores  the same with one worker thread per core (``threads`` workers)
+                            (threads >= 2; with threads = 1 one worker runs the seeds in turn)
+  onnx-seed-parallel-cores  the same with one worker thread per core (min(threads, n_seed) workers)
   eager-z-only   search_eager with lr_theta = 0
   onnx-z-only    the runtime's z-only graph (the named fast option lr_theta = 0)
 Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
@@ -94,7 +95,8 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
     if variant == "onnx-z-only":
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
     elif variant.startswith("onnx-seed-parallel"):
-        workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else cfg.n_seed
+        # default: the Scorer's choice (n_seed workers on >= 2 threads, 1 on one thread); -cores: one per thread
+        workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else None
         s = Scorer.load(model_dir, config=cfg, variant="seed-parallel", threads=threads, workers=workers)
     else:
         s = Scorer.load(model_dir, config=cfg, variant=variant.split("-")[1], threads=threads)
