@@ -529,6 +529,8 @@ def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
         raise ExportError(f"threshold must be a dict with a finite 'value', got {threshold!r}")
     calibrated = threshold.get("search")
     if calibrated is not None:
+        # a setting absent from an older threshold file did not exist then: it ran with its default
+        calibrated = {**SearchConfig().to_dict(), **calibrated}
         mine = cfg.to_dict()
         diff = sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k != "name")
         if diff:

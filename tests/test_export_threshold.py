@@ -24,3 +24,18 @@ def test_threshold_stored_and_checked_against_the_search_config(tmp_path, tiny_g
                      threshold={"value": float("nan")}, log=lambda *_: None)
     export_model(tiny_generator, tmp_path / "m4", search=cfg, parity=False, unrolled=False, log=lambda *_: None)
     assert Scorer.load(tmp_path / "m4").threshold is None
+
+
+def test_threshold_from_before_a_setting_existed(tmp_path, tiny_generator):
+    """A threshold file written before a SearchConfig field existed (here the latent-memory fields)
+    was calibrated with that field's default: accepted for a default configuration, refused when the
+    export uses a non-default value of the missing field."""
+    cfg = SearchConfig(k=2)
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("latent_", "score_latent"))}
+    thr = {"value": 0.5, "search": old}
+    export_model(tiny_generator, tmp_path / "m", search=cfg, parity=False, unrolled=False,
+                 threshold=thr, log=lambda *_: None)
+    assert Scorer.load(tmp_path / "m").threshold == pytest.approx(0.5)
+    with pytest.raises(ExportError, match=r"another search configuration .*'latent_metric'"):
+        export_model(tiny_generator, tmp_path / "m2", search=cfg.replace(latent_metric="l2"), parity=False,
+                     unrolled=False, threshold=thr, log=lambda *_: None)
