@@ -58,6 +58,19 @@ def session_options(threads: Optional[int] = None, profile: Optional[str] = None
     return so
 
 
+def _ortvalue_makers(ort, dtype, device: str, keep: list):
+    """(ov, empty) for buffers allocated once at load: ``ov(arr)`` wraps a host array as an OrtValue
+    (kept alive in ``keep``: on the CPU the OrtValue shares its memory), ``empty(shape)`` allocates one."""
+    def ov(arr):
+        a = np.ascontiguousarray(arr, dtype=dtype)
+        keep.append(a)
+        return ort.OrtValue.ortvalue_from_numpy(a, device, 0)
+
+    def empty(shape):
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device, 0)
+    return ov, empty
+
+
 class OrtSearch:
     """Runs one search per call on preallocated device buffers.
 
@@ -96,14 +109,7 @@ class OrtSearch:
         self.names = list(state_shapes)
 
         self._keep = []   # host arrays backing CPU OrtValues (wrapped, not copied) must outlive them
-
-        def ov(arr):
-            a = np.ascontiguousarray(arr, dtype=self.dtype)
-            self._keep.append(a)
-            return ort.OrtValue.ortvalue_from_numpy(a, self.device, 0)
-
-        def empty(shape):
-            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, 0)
+        ov, empty = _ortvalue_makers(ort, self.dtype, self.device, self._keep)
 
         self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), state_shapes[n]))
                          for n in self.names}
@@ -266,15 +272,8 @@ class OrtSeedParallelSearch:
         sessions = [ort.InferenceSession(graph, so, providers=providers) for _ in range(n_sess)]
         self.sessions = {"unrolled_seed": sessions[0]}
         self._worker_sessions = [sessions[w % n_sess] for w in range(self.workers)]
-        self._keep = []
-
-        def ov(arr):
-            a = np.ascontiguousarray(arr, dtype=self.dtype)
-            self._keep.append(a)
-            return ort.OrtValue.ortvalue_from_numpy(a, self.device, 0)
-
-        def empty(shape):
-            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.dtype, self.device, 0)
+        self._keep = []   # host arrays backing CPU OrtValues (wrapped, not copied) must outlive them
+        ov, empty = _ortvalue_makers(ort, self.dtype, self.device, self._keep)
 
         one = {n: (1,) + tuple(state_shapes[n])[1:] for n in self.names}
         self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), one[n])) for n in self.names}
