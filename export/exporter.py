@@ -143,14 +143,20 @@ def encoder_layers(E) -> list:
     return layers
 
 
+def _given_or_stored(given, scoring, key: str):
+    """``given`` if not None, else the checkpoint's ``scoring[key]`` (None when absent)."""
+    if given is None and isinstance(scoring, dict):
+        return scoring.get(key)
+    return given
+
+
 def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
     """The torch encoder a configuration needs (None for z_init == "random"): ``encoder`` (an
     Encoder module or an ``encoder_to_dict`` dict), else the checkpoint's ``scoring["encoder"]``.
     Checks that it maps (C, R, R) frames to (z_dim,) latents. Raises ExportError."""
     if cfg.z_init != "encoder":
         return None
-    if encoder is None and isinstance(scoring, dict):
-        encoder = scoring.get("encoder")
+    encoder = _given_or_stored(encoder, scoring, "encoder")
     if encoder is None:
         raise ExportError(f"the scoring configuration {cfg.name!r} starts the search from an izi encoder "
                           "(z_init='encoder'), but the checkpoint has no encoder (scoring['encoder'] is "
@@ -179,8 +185,7 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``. Raises ExportError."""
     if not cfg.uses_latent_bank:
         return None
-    if bank is None and isinstance(scoring, dict):
-        bank = scoring.get("latent_bank")
+    bank = _given_or_stored(bank, scoring, "latent_bank")
     if bank is None:
         raise ExportError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
                           "distance (score_latent_power > 0), but the checkpoint has no latent bank "
@@ -193,30 +198,25 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     return bank
 
 
-def reference_latent_distance(E, bank, x: np.ndarray, cfg: SearchConfig) -> Optional[float]:
-    """d(E(x), bank) with the encoder run in float64 torch (None when the configuration has no
-    latent factor)."""
-    if not cfg.uses_latent_bank:
-        return None
-    import copy
-
+def reference_latent(E64, x: np.ndarray) -> np.ndarray:
+    """E(x) (z_dim,) float64, with ``E64`` the encoder converted to float64 once by the caller."""
     import torch
     with torch.no_grad():
-        e = copy.deepcopy(E).double()(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+        return E64(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+
+
+def reference_latent_distance(e: np.ndarray, bank, cfg: SearchConfig) -> Optional[float]:
+    """d(E(x), bank) from the float64 reference latent e (None when the configuration has no latent
+    factor)."""
+    if not cfg.uses_latent_bank:
+        return None
     return latent_distance(e, bank, cfg.latent_metric)
 
 
-def reference_z0(E, x: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
-    """The reference initial latents (n_seed, z_dim), float32: make_z0 for z_init == "random";
-    E(x) in float64 torch + z_init_sigma * make_z0(n_seed, z_dim, seed) for z_init == "encoder"
-    (models.encoder.encoder_z0's construction, with the encoder run in float64)."""
-    if cfg.z_init != "encoder":
-        return None
-    import copy
-
-    import torch
-    with torch.no_grad():
-        e = copy.deepcopy(E).double()(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+def reference_z0(e: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
+    """The reference initial latents (n_seed, z_dim), float32, for z_init == "encoder": the float64
+    reference latent e = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed) (models.encoder.encoder_z0's
+    construction, with the encoder run in float64)."""
     z0 = np.repeat(e[None], cfg.n_seed, 0)                                   # (n_seed, z_dim) float64
     if cfg.z_init_sigma:
         z0 = z0 + cfg.z_init_sigma * make_z0(cfg.n_seed, e.shape[0], seed).astype(np.float64)
@@ -271,6 +271,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
     same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
     distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64)."""
+    import copy
+
     import torch
 
     from edge_ad.models.search import search_eager
@@ -281,6 +283,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     use_encoder = cfg.z_init == "encoder"
     if use_encoder and encoder is None:
         raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
+    E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
     scorer = Scorer.load(out_dir, config=cfg, variant="step", threads=threads)
     zscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
                if check_z_only and cfg.updates_weights else None)
@@ -304,10 +307,11 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         zseed = frame_seed(seed, i)
-        dist = reference_latent_distance(encoder, latent_bank, x, cfg)
+        e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
+        dist = reference_latent_distance(e64, latent_bank, cfg)
         scale = score_scale(x, cfg, dist)
         if use_encoder:
-            z0 = reference_z0(encoder, x, cfg, zseed)               # (S, z_dim) float64 encoder, cast
+            z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
             got = scorer.score(fr["rgb"], fr["depth"], seed=zseed)  # runtime: encoder.onnx + same noise
         else:
             z0 = make_z0(S, G.cfg.z_dim, zseed)

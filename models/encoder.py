@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.runtime.config import SearchConfig, latent_distance, make_z0
+from edge_ad.runtime.config import LatentMemory, SearchConfig, make_z0
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import augment, to_tensor
@@ -113,8 +113,11 @@ def encoder_from_dict(d: dict) -> Encoder:
 def encoder_z0(E: Encoder, X: np.ndarray, cfg: SearchConfig, seeds: Optional[list] = None) -> np.ndarray:
     """Initial latents for frames X (B, 4, R, R): z0_j = E(x) + z_init_sigma * N(0, I)_j (the noise from
     make_z0 with the frame's seed), float32 (B, n_seed, z_dim)."""
-    with torch.no_grad():
-        z = E(torch.as_tensor(np.asarray(X, dtype=np.float32))).flatten(1).numpy()   # (B, z_dim)
+    return z0_from_latents(encoder_latents(E, X), cfg, seeds)
+
+
+def z0_from_latents(z: np.ndarray, cfg: SearchConfig, seeds: Optional[list] = None) -> np.ndarray:
+    """encoder_z0 from already computed latents z = E(X) (B, z_dim)."""
     z0 = np.repeat(z[:, None], cfg.n_seed, 1)                                     # (B, n_seed, z_dim)
     if cfg.z_init_sigma:
         if seeds is None:
@@ -139,6 +142,9 @@ def latent_bank(E: Encoder, train_X: np.ndarray) -> np.ndarray:
     return encoder_latents(E, train_X)
 
 
-def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, metric: str) -> np.ndarray:
-    """d(E(x), bank) per frame (runtime.config.latent_distance): float64 (N,)."""
-    return np.array([latent_distance(e, bank, metric) for e in encoder_latents(E, X)])
+def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, metric: str,
+                     latents: Optional[np.ndarray] = None) -> np.ndarray:
+    """d(E(x), bank) per frame (runtime.config.LatentMemory): float64 (N,). ``latents``: E(X) if
+    already computed."""
+    memory = LatentMemory(bank, metric)
+    return np.array([memory.distance(e) for e in (encoder_latents(E, X) if latents is None else latents)])

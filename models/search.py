@@ -150,19 +150,23 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
                          "but no encoder was given (the checkpoint's scoring section has none?)")
+    latents = None      # E(X) (N, z_dim), computed once: the initial latents and the latent distances
+    if cfg.z_init == "encoder":
+        from .encoder import encoder_latents
+        latents = encoder_latents(encoder, X)
     dists = [None] * len(X)
     if cfg.uses_latent_bank:
         if latent_bank is None:
             raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank "
                              "(score_latent_power > 0), but none was given (the checkpoint's scoring section has none?)")
         from .encoder import latent_distances
-        dists = list(latent_distances(encoder, X, latent_bank, cfg.latent_metric))
+        dists = list(latent_distances(encoder, X, latent_bank, cfg.latent_metric, latents=latents))
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
         seeds = [frame_seed(seed, i) for i in idx]
-        if cfg.z_init == "encoder":
-            from .encoder import encoder_z0
-            return encoder_z0(encoder, X[idx[0]:idx[-1] + 1], cfg, seeds)
+        if latents is not None:
+            from .encoder import z0_from_latents
+            return z0_from_latents(latents[idx[0]:idx[-1] + 1], cfg, seeds)
         return np.stack([make_z0(cfg.n_seed, G.cfg.z_dim, s) for s in seeds])
 
     out = np.empty(len(X))

@@ -110,22 +110,38 @@ def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[floa
     return fg / latent_factor(latent_distance, cfg)
 
 
-def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
-    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64:
-    "cosine": min_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i mean((e - b_i)^2)."""
-    e = np.asarray(e, dtype=np.float64).reshape(-1)
-    bank = np.asarray(bank, dtype=np.float64)
-    if bank.ndim != 2 or bank.shape[1] != e.shape[0] or len(bank) == 0:
-        raise ValueError(f"latent bank must be (N, z_dim={e.shape[0]}), got shape {bank.shape}")
-    if not np.isfinite(e).all():
-        raise ValueError("encoder latent contains NaN or inf")
-    if metric == "cosine":
-        e = e / max(np.linalg.norm(e), 1e-12)
-        bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
-        return float(max(((bank - e) ** 2).sum(1).min(), 0.0))
-    if metric == "l2":
+class LatentMemory:
+    """A model's latent bank (N, z_dim) prepared once (float64; rows normalised for "cosine"), so that
+    scoring a frame costs one nearest-neighbour search: ``distance(e)``, as ``latent_distance``."""
+
+    def __init__(self, bank: np.ndarray, metric: str = "cosine"):
+        if metric not in LATENT_METRICS:
+            raise ValueError(f"unknown latent metric {metric!r}; known: {', '.join(LATENT_METRICS)}")
+        bank = np.asarray(bank, dtype=np.float64)
+        self.metric, self.shape = metric, bank.shape
+        if metric == "cosine" and bank.ndim == 2:
+            bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+        self._bank = bank
+
+    def distance(self, e: np.ndarray) -> float:
+        """Distance of an encoder latent e (z_dim,) to the nearest bank row, in float64:
+        "cosine": min_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i mean((e - b_i)^2)."""
+        e = np.asarray(e, dtype=np.float64).reshape(-1)
+        bank = self._bank
+        if bank.ndim != 2 or bank.shape[1] != e.shape[0] or len(bank) == 0:
+            raise ValueError(f"latent bank must be (N, z_dim={e.shape[0]}), got shape {self.shape}")
+        if not np.isfinite(e).all():
+            raise ValueError("encoder latent contains NaN or inf")
+        if self.metric == "cosine":
+            e = e / max(np.linalg.norm(e), 1e-12)
+            return float(max(((bank - e) ** 2).sum(1).min(), 0.0))
         return float(((bank - e) ** 2).mean(1).min())
-    raise ValueError(f"unknown latent metric {metric!r}; known: {', '.join(LATENT_METRICS)}")
+
+
+def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
+    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64
+    (``LatentMemory(bank, metric).distance(e)``; keep a LatentMemory when scoring many frames)."""
+    return LatentMemory(bank, metric).distance(e)
 
 
 def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SearchConfig, latent_distance, make_z0, score_scale
+from .config import LatentMemory, SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
@@ -71,7 +71,8 @@ class Scorer:
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
         self._encoder = encoder      # OrtEncoder when cfg.z_init == "encoder", else None
-        self._bank = latent_bank     # (N, z_dim) float32 when cfg.score_latent_power > 0, else None
+        # the latent bank (N, z_dim), prepared once, when cfg.score_latent_power > 0, else None
+        self._memory = None if latent_bank is None else LatentMemory(latent_bank, cfg.latent_metric)
 
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
@@ -237,9 +238,9 @@ class Scorer:
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
         # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
-        e = self.encode(x) if self._encoder is not None and (z0 is None or self._bank is not None) else None
+        e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
         z0 = self.initial_latents(z0, seed, x=x, e=e)
-        dist = latent_distance(e, self._bank, self.config.latent_metric) if self._bank is not None else None
+        dist = self._memory.distance(e) if self._memory is not None else None
         te = time.perf_counter()
         out = self._search.run(x, z0)
         sl = out["seed_losses"]

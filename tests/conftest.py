@@ -19,6 +19,22 @@ def kinect_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def val_frame(kinect_root):
+    """val_frame(cls, i) -> {"id": "cls/fid", "rgb": H x W x 3 uint8, "depth": H x W}: the i-th raw
+    val frame of a kinect-rgbd class."""
+    import json
+
+    from edge_ad.runtime.sources.folder import read_pair
+    splits = json.loads((kinect_root / "splits.json").read_text())
+
+    def frame(cls: str, i: int = 0) -> dict:
+        fid = str(splits[cls]["val"][i])
+        rgb, depth = read_pair(kinect_root / cls, fid)
+        return {"id": f"{cls}/{fid}", "rgb": rgb, "depth": depth}
+    return frame
+
+
+@pytest.fixture(scope="session")
 def tiny_generator():
     """A width-8 generator with non-trivial BatchNorm statistics (so eval-mode BN matters)."""
     torch = pytest.importorskip("torch")

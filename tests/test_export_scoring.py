@@ -25,13 +25,6 @@ CFG = SearchConfig(name="fg-izi-test", n_seed=2, k=3, lr_theta=6e-9, score_fg_po
                    z_init="encoder", z_init_sigma=0.3)
 
 
-def _frame(root, cls, i=0):
-    from edge_ad.runtime.sources.folder import read_pair
-    fid = str(json.loads((root / "splits.json").read_text())[cls]["val"][i])
-    rgb, depth = read_pair(root / cls, fid)
-    return {"id": f"{cls}/{fid}", "rgb": rgb, "depth": depth}
-
-
 @pytest.fixture(scope="module")
 def tiny_encoder():
     """An untrained width-4 izi encoder (constructed directly; E(x) is a fixed non-trivial map)."""
@@ -41,9 +34,8 @@ def tiny_encoder():
 
 
 @pytest.fixture(scope="module")
-def frames(kinect_root):
-    return [dict(_frame(kinect_root, "rectangle"), label="normal"),
-            dict(_frame(kinect_root, "sphere"), label="anomalous")]
+def frames(val_frame):
+    return [dict(val_frame("rectangle"), label="normal"), dict(val_frame("sphere"), label="anomalous")]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ reference, export (latent_bank.npy, sha256, parity) and the torch-free runtime. 
 untrained encoder, real kinect frames."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -52,15 +51,8 @@ def test_config_validation_and_factor():
 torch = pytest.importorskip("torch")
 
 
-def _frame(root, cls, i):
-    from edge_ad.runtime.sources.folder import read_pair
-    fid = str(json.loads((root / "splits.json").read_text())[cls]["val"][i])
-    rgb, depth = read_pair(root / cls, fid)
-    return {"id": f"{cls}/{fid}", "rgb": rgb, "depth": depth}
-
-
 @pytest.fixture(scope="module")
-def parts(kinect_root, tiny_generator):
+def parts(kinect_root, val_frame, tiny_generator):
     """Tiny untrained encoder, a bank of E(x) of 20 real rectangle train frames, 4 real val frames."""
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.encoder import Encoder, EncoderConfig, latent_bank
@@ -68,8 +60,7 @@ def parts(kinect_root, tiny_generator):
     torch.manual_seed(3)
     E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
     train = to_tensor(load_kinect(kinect_root, "rectangle", "train", PreprocessSpec())[1][:20]).numpy()
-    frames = [dict(_frame(kinect_root, "rectangle", 0), label="normal"),
-              dict(_frame(kinect_root, "sphere", 0), label="anomalous")]
+    frames = [dict(val_frame("rectangle"), label="normal"), dict(val_frame("sphere"), label="anomalous")]
     return E, latent_bank(E, train), train, frames
 
 

@@ -2,7 +2,6 @@
 per seed from concurrent threads gives the grouped unrolled graph's results, on real frames."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -15,16 +14,14 @@ from edge_ad.runtime.scorer import Scorer
 K, S = 2, 3
 
 
-def _frames(root, n):
-    from edge_ad.runtime.sources.folder import read_pair
-    splits = json.loads((root / "splits.json").read_text())
-    classes = sorted(splits)
-    out = []
-    for i in range(n):
-        cls = classes[i % len(classes)]
-        fid = str(splits[cls]["val"][i // len(classes)])
-        out.append(read_pair(root / cls, fid))
-    return out
+@pytest.fixture(scope="module")
+def frames(val_frame):
+    """frames(n) -> [(rgb, depth)]: n raw val frames, alternating the classes."""
+    classes = ("cylinder", "rectangle", "sphere")
+
+    def take(n):
+        return [(f["rgb"], f["depth"]) for f in (val_frame(classes[i % 3], i // 3) for i in range(n))]
+    return take
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +46,11 @@ def test_export_writes_the_single_seed_graph(model):
     assert {o["name"]: o["shape"] for o in g["outputs"]}["recon"] == [1, 4, 64, 64]
 
 
-def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, kinect_root):
+def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, frames):
     grouped = Scorer.load(model, variant="unrolled", threads=1)
     par = Scorer.load(model, threads=2)                      # auto: seed-parallel on >= 2 CPU threads
     assert grouped.mode == "unrolled" and par.mode == "seed-parallel" and par._search.workers == S
-    for i, (rgb, depth) in enumerate(_frames(kinect_root, 4)):
+    for i, (rgb, depth) in enumerate(frames(4)):
         z0 = make_z0(S, 100, 10 + i)
         a = grouped.score(rgb, depth, z0=z0, keep_reconstructions=True)
         b = par.score(rgb, depth, z0=z0, keep_reconstructions=True)
@@ -68,8 +65,8 @@ def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, kinect_root
         assert np.ptp(b.seed_losses) > 0                    # the seeds really differ (not one seed 3x)
 
 
-def test_weights_reset_per_frame(model, kinect_root):
-    (rgb, depth), (rgb2, depth2) = _frames(kinect_root, 2)
+def test_weights_reset_per_frame(model, frames):
+    (rgb, depth), (rgb2, depth2) = frames(2)
     par = Scorer.load(model, variant="seed-parallel", threads=2)
     z0 = make_z0(S, 100, 3)
     first = par.score(rgb, depth, z0=z0)
@@ -80,8 +77,8 @@ def test_weights_reset_per_frame(model, kinect_root):
     np.testing.assert_array_equal(again.error_map, first.error_map)
 
 
-def test_threads_1_explicit_and_two_workers(model, kinect_root):
-    (rgb, depth), = _frames(kinect_root, 1)
+def test_threads_1_explicit_and_two_workers(model, frames):
+    (rgb, depth), = frames(1)
     z0 = make_z0(S, 100, 0)
     ref = Scorer.load(model, variant="unrolled", threads=1).score(rgb, depth, z0=z0)
     one = Scorer.load(model, variant="seed-parallel", threads=1)
@@ -120,11 +117,10 @@ def test_fallbacks_and_refusals(model, export_tiny):
         Scorer.load(single, variant="seed-parallel")
 
 
-def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator, kinect_root):
+def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator, frames):
     from edge_ad.export.exporter import export_model
-    frames = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth}
-              for i, (rgb, depth) in enumerate(_frames(kinect_root, 1))]
-    man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=1, n_seed=2), parity_frames=frames,
+    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(frames(1))]
+    man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=1, n_seed=2), parity_frames=parity,
                        check_fp64=False, log=lambda *a: None)
     assert man["parity"]["passed"]
     for row in man["parity"]["frames"]:
