@@ -9,6 +9,9 @@ Variants (same generator, same frames, same z0):
                             run concurrently from n_seed Python threads of one onnxruntime thread each
                             (threads >= 2; with threads = 1 one worker runs the seeds in turn)
   onnx-seed-parallel-cores  the same with one worker thread per core (min(threads, n_seed) workers)
+  onnx-fused-adam           the same seed split, each step a gradient graph (grad_seed.onnx) and
+                            Adam on the host in one fused pass (runtime/host_adam.py, compiled kernel)
+  onnx-fused-adam-numpy     the same with the NumPy version of the host Adam (no compiled kernel)
   eager-z-only   search_eager with lr_theta = 0
   onnx-z-only    the runtime's z-only graph (the named fast option lr_theta = 0)
 Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
@@ -33,9 +36,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
-                "onnx-seed-parallel-cores", "eager-z-only", "onnx-z-only")
-DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel", "eager-z-only",
-                    "onnx-z-only")
+                "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy", "eager-z-only", "onnx-z-only")
+DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel", "onnx-fused-adam",
+                    "eager-z-only", "onnx-z-only")
 
 
 def model_flops(z_dim: int, fg: int, channels: int, n_seed: int, k: int, weights: bool = True) -> float:
@@ -98,6 +101,9 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
         # default: the Scorer's choice (n_seed workers on >= 2 threads, 1 on one thread); -cores: one per thread
         workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else None
         s = Scorer.load(model_dir, config=cfg, variant="seed-parallel", threads=threads, workers=workers)
+    elif variant.startswith("onnx-fused-adam"):
+        s = Scorer.load(model_dir, config=cfg, variant="fused-adam", threads=threads,
+                        adam="numpy" if variant.endswith("-numpy") else "c")
     else:
         s = Scorer.load(model_dir, config=cfg, variant=variant.split("-")[1], threads=threads)
     return lambda x, z0: s.score_input(x, z0=z0).score
@@ -165,6 +171,7 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     cfg = SearchConfig.from_dict(man["search"])
     variants = [v for v in variants if v != "onnx-unrolled" or "unrolled" in man["graphs"]]
     variants = [v for v in variants if not v.startswith("onnx-seed-parallel") or "unrolled_seed" in man["graphs"]]
+    variants = [v for v in variants if not v.startswith("onnx-fused-adam") or "grad_seed" in man["graphs"]]
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
@@ -210,7 +217,7 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
                     np.abs(np.array(scores[v]) - scores["batched"]) / np.abs(scores["batched"])))
     if "onnx-unrolled" in res:
         for v in variants:
-            if v.startswith("onnx-seed-parallel"):   # the same search split by seed: float32 rounding only
+            if v.startswith(("onnx-seed-parallel", "onnx-fused-adam")):   # the same search: float32 rounding only
                 res[v]["max_rel_score_diff_vs_onnx-unrolled"] = float(np.max(
                     np.abs(np.array(scores[v]) - scores["onnx-unrolled"]) / np.abs(scores["onnx-unrolled"])))
     if rss:

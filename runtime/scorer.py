@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import host_adam
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
@@ -78,16 +79,19 @@ class Scorer:
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
              variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None,
-             spin: bool = False, workers: Optional[int] = None) -> "Scorer":
+             spin: bool = False, workers: Optional[int] = None, adam: Optional[str] = None) -> "Scorer":
         """Load and verify ``model_dir`` (manifest version, sha256 of every file).
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export).
         variant: "auto" (the unrolled graph when exported for this k, else the step loop; the z-only
         step graph when lr_theta == 0; on the CPU with threads >= 2 (default: all cores) the
-        seed-parallel search when exported), "step" (k step-graph runs on preallocated buffers),
+        seed-parallel search when exported, and over both the fused-adam search, see below), "step" (k step-graph runs on preallocated buffers),
         "unrolled" (one graph run per frame), "seed-parallel" (the single-seed unrolled graph, one
         run per seed, concurrently from ``workers`` threads of one intra-op thread each; default
-        n_seed workers, 1 when threads == 1).
+        n_seed workers, 1 when threads == 1), "fused-adam" (the same seed split, but each step is a
+        gradient graph and Adam runs on the host in one fused pass, runtime/host_adam.py; CPU only;
+        ``adam`` = "c" (the compiled kernel, default when installed) or "numpy"). "auto" picks
+        fused-adam on the CPU when the kernel is installed and the graphs were exported.
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
@@ -111,6 +115,16 @@ class Scorer:
                     and "unrolled_seed" in graphs and int(man["graphs"]["unrolled_seed"].get("k", -1)) == cfg.k \
                     and _cpu_only(providers):
                 mode = "seed-parallel"   # whole seeds on separate cores (benchmarks/README.md)
+            if cfg.updates_weights and cfg.k >= 1 and backend == "onnxruntime" and _cpu_only(providers) \
+                    and {"grad_seed", "final_seed"} <= set(graphs) and host_adam.kernel_available():
+                mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
+        elif variant == "fused-adam":
+            if not {"grad_seed", "final_seed"} <= set(graphs):
+                raise ManifestError(f"{model_dir}: no gradient graphs (grad_seed.onnx, final_seed.onnx) in this "
+                                    "export; re-export with this edge-ad version")
+            if backend != "onnxruntime":
+                raise ValueError("variant 'fused-adam' is an onnxruntime (CPU) variant")
+            mode = "fused-adam"
         elif variant == "seed-parallel":
             g = man["graphs"].get("unrolled_seed")
             if g is None:
@@ -130,7 +144,7 @@ class Scorer:
                 raise ManifestError(f"{model_dir}: the unrolled graph has k={man['graphs']['unrolled'].get('k')}, "
                                     f"asked for k={cfg.k}")
         else:
-            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel)")
+            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel, fused-adam)")
         if mode == "step_z" and "step_z" not in graphs:
             mode = "step"   # the full graph with a zero theta step size is the same computation
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
@@ -165,6 +179,19 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        if mode == "fused-adam":
+            from .backends.onnxruntime_host_adam import OrtHostAdamSearch, regroup_state
+            state = man["graphs"]["grad_seed"].get("state")
+            if not state or man["graphs"]["final_seed"].get("state") != state:
+                raise ManifestError(f"{model_dir}: grad_seed/final_seed graphs lack a common weight layout ('state')")
+            try:
+                weights = regroup_state(pristine, lay["state"], state)
+            except ValueError as e:
+                raise ManifestError(f"{model_dir}: {e}") from None
+            search = OrtHostAdamSearch({g: graphs[g] for g in ("grad_seed", "final_seed")}, weights, state, cfg,
+                                       int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
+                                       workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam)
+            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
         if mode == "seed-parallel":
             from .backends.onnxruntime_backend import OrtSeedParallelSearch
             search = OrtSeedParallelSearch(graphs["unrolled_seed"], pristine, shapes, cfg, int(lay["z_dim"]), x_shape,

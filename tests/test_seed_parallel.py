@@ -48,7 +48,7 @@ def test_export_writes_the_single_seed_graph(model):
 
 def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, frames):
     grouped = Scorer.load(model, variant="unrolled", threads=1)
-    par = Scorer.load(model, threads=2)                      # auto: seed-parallel on >= 2 CPU threads
+    par = Scorer.load(model, variant="seed-parallel", threads=2)   # n_seed workers on >= 2 CPU threads
     assert grouped.mode == "unrolled" and par.mode == "seed-parallel" and par._search.workers == S
     for i, (rgb, depth) in enumerate(frames(4)):
         z0 = make_z0(S, 100, 10 + i)
@@ -77,7 +77,7 @@ def test_weights_reset_per_frame(model, frames):
     np.testing.assert_array_equal(again.error_map, first.error_map)
 
 
-def test_threads_1_explicit_and_two_workers(model, frames):
+def test_threads_1_explicit_and_two_workers(model, frames, monkeypatch):
     (rgb, depth), = frames(1)
     z0 = make_z0(S, 100, 0)
     ref = Scorer.load(model, variant="unrolled", threads=1).score(rgb, depth, z0=z0)
@@ -88,7 +88,10 @@ def test_threads_1_explicit_and_two_workers(model, frames):
     for s in (one, two):
         r = s.score(rgb, depth, z0=z0)
         assert abs(r.score - ref.score) <= 1e-5 * abs(ref.score)
-    assert Scorer.load(model, threads=1).mode == "unrolled"           # auto keeps one-thread behaviour
+    from edge_ad.runtime import host_adam
+    monkeypatch.setattr(host_adam, "_kernel", None)                    # auto without the fused-adam kernel:
+    assert Scorer.load(model, threads=1).mode == "unrolled"           # the grouped graph on one thread,
+    assert Scorer.load(model, threads=2).mode == "seed-parallel"      # seeds on cores from two
 
 
 def test_tampered_single_seed_graph_is_refused(model, tmp_path):
@@ -112,7 +115,7 @@ def test_fallbacks_and_refusals(model, export_tiny):
         Scorer.load(model, variant="seed-parallel", config=SearchConfig(k=1, n_seed=S))
     single = export_tiny(1, 1)                                         # n_seed 1: nothing to split
     assert "unrolled_seed" not in load_manifest(single)["graphs"]
-    assert Scorer.load(single, threads=2).mode == "unrolled"
+    assert Scorer.load(single, variant="unrolled", threads=2).mode == "unrolled"
     with pytest.raises(ManifestError, match="single-seed graph"):
         Scorer.load(single, variant="seed-parallel")
 

@@ -16,7 +16,8 @@ import click
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [all cores].")
 @click.option("--variant", "variants", multiple=True,
               type=click.Choice(["eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
-                                 "onnx-seed-parallel-cores", "eager-z-only", "onnx-z-only"]),
+                                 "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy",
+                                 "eager-z-only", "onnx-z-only"]),
               help="Variants to run (repeatable; default: all).")
 @click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
@@ -24,8 +25,9 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
     """Per-frame latency (median), frames/s, GFLOP/s and fraction of the sgemm peak measured in the
     same run, and peak RSS of: the study-style eager search, the batched PyTorch reference, the ONNX
     step loop, the unrolled ONNX graph, the seed-parallel search (single-seed graph, seeds on
-    concurrent threads; -cores: one worker per thread instead of per seed) and the z-only
-    (lr_theta = 0) variants."""
+    concurrent threads; -cores: one worker per thread instead of per seed), the fused-adam search
+    (gradient graphs + Adam on the host in one pass; -numpy: without the compiled kernel) and the
+    z-only (lr_theta = 0) variants."""
     from edge_ad.export.benchmark import DEFAULT_VARIANTS, format_table, run_bench
     r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
                   variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)

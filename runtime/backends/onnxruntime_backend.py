@@ -307,16 +307,7 @@ class OrtSeedParallelSearch:
             for name, buf in self.out[s].items():
                 io.bind_ortvalue_output(name, buf)
             self.bindings.append(io)
-        self._plan = [[s for s in range(S) if s % self.workers == w] for w in range(self.workers)]
-        self._pool = None
-        if self.workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="edge-ad-seed")
-
-    def _run_worker(self, w: int) -> None:
-        sess = self._worker_sessions[w]
-        for s in self._plan[w]:
-            sess.run_with_iobinding(self.bindings[s])
+        self._pool = SeedWorkers(S, self.workers)
 
     def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
         """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
@@ -325,12 +316,7 @@ class OrtSeedParallelSearch:
         for s in range(self.S):
             self.z0[s].update_inplace(np.ascontiguousarray(z0[s]))
         t0 = time.perf_counter()
-        futures = [self._pool.submit(self._run_worker, w) for w in range(1, self.workers)] if self._pool else []
-        try:
-            self._run_worker(0)
-        finally:
-            for f in futures:
-                f.result()               # re-raises a worker's error; always waits for all
+        self._pool.run(lambda w, s: self._worker_sessions[w].run_with_iobinding(self.bindings[s]))
         t1 = time.perf_counter()
         maps = [o["error_map"].numpy() for o in self.out]
         return {"seed_losses": np.concatenate([o["seed_losses"].numpy() for o in self.out]).astype(np.float64),
@@ -341,6 +327,34 @@ class OrtSeedParallelSearch:
 
     def close(self) -> None:
         """Stop the worker threads (also happens when the search is garbage-collected)."""
+        self._pool.close()
+
+
+class SeedWorkers:
+    """Runs per-seed work on ``workers`` threads: seed s on worker s % workers, the calling thread
+    being worker 0 (so one worker needs no thread). ``run(fn)`` calls fn(worker, seed) for every seed
+    and returns when all are done, re-raising the first worker error after waiting for the others."""
+
+    def __init__(self, n_seed: int, workers: int):
+        self.workers = max(1, min(int(workers), n_seed))
+        self.plan = [[s for s in range(n_seed) if s % self.workers == w] for w in range(self.workers)]
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="edge-ad-seed")
+
+    def run(self, fn) -> None:
+        def work(w):
+            for s in self.plan[w]:
+                fn(w, s)
+        futures = [self._pool.submit(work, w) for w in range(1, self.workers)] if self._pool else []
+        try:
+            work(0)
+        finally:
+            for f in futures:
+                f.result()               # re-raises a worker's error; always waits for all
+
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -1,0 +1,180 @@
+"""The fused-adam search: onnxruntime computes one seed's gradients, the host applies Adam in one pass.
+
+Why (benchmarks/README.md, "Fused Adam on the host"): in the unrolled graphs Adam on the per-seed weight
+copies is 10 elementwise ONNX ops per tensor, each a separate pass over 3.6 M weights (width 32): ~42 %
+of a seed's time. Standard ONNX has no fused optimiser op, so this search splits each step:
+
+    for each seed j (concurrently, one worker thread with one intra-op thread per seed):
+        z_j = z0_j;  p_j, m_j, v_j: flat float32 buffers (weights and scaled Adam moments)
+        step 1:      grad_seed(x, z_j, pristine) -> g;  Adam reads the pristine weights (p0) and zero
+                     moments and writes p_j, m_j, v_j (no per-frame copy or reset of the buffers)
+        step 2..k:   grad_seed(x, z_j, p_j) -> g;       Adam in place on p_j, m_j, v_j
+        final_seed(x, z_j, p_j) -> seed loss, error map, reconstruction
+    (Adam on z_j, 100 floats, takes the same kernel with the z learning rate.)
+
+The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin), the same float32
+arithmetic as the graphs' Adam, so scores match the unrolled graphs. Every buffer and IOBinding is
+allocated at load: the weights/gradient views of the flat buffers are wrapped as OrtValues (on the CPU
+they share memory), so steady-state scoring allocates nothing per frame but onnxruntime's own arena.
+CPU only: the GPU path keeps the whole search on the device (CUDA EP / TensorRT, unrolled graphs).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge_ad.runtime import host_adam
+from edge_ad.runtime.config import SearchConfig
+
+from .onnxruntime_backend import SeedWorkers, _ort, _ortvalue_makers, session_options
+
+
+def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict]) -> dict:
+    """Weights in the ``src`` layout (weights.npz: {name: one copy}, column chunks per the manifest's
+    layout.state) -> the ``dst`` layout (a graph's "state" entry). Entries are dicts with name, param,
+    shape (stacked, (S, ...)) and cols ((start, stop) GEMM columns, or None for whole tensors)."""
+    by_param: dict = {}
+    for st in src:
+        by_param.setdefault(st["param"], []).append(st)
+    out = {}
+    for st in dst:
+        parts = by_param.get(st["param"])
+        if not parts:
+            raise ValueError(f"no weights for {st['name']} ({st['param']}) in the source layout")
+        want = tuple(st["shape"])[1:]
+        if st.get("cols") is None:
+            if len(parts) != 1:
+                raise ValueError(f"{st['param']}: whole tensor wanted, the source splits it in {len(parts)}")
+            arr = np.asarray(pristine[parts[0]["name"]])
+        else:
+            parts = sorted(parts, key=lambda p: p["cols"][0])
+            ends = [p["cols"][1] for p in parts[:-1]]
+            if [p["cols"][0] for p in parts[1:]] != ends or parts[0]["cols"][0] != 0:
+                raise ValueError(f"{st['param']}: the source column chunks are not contiguous")
+            full = np.concatenate([np.asarray(pristine[p["name"]]) for p in parts], axis=-1)   # (C_in, 16 C_out)
+            arr = full[..., st["cols"][0]:st["cols"][1]]
+        if arr.shape != want:
+            raise ValueError(f"{st['name']}: regrouped shape {arr.shape} != the graph's {want}")
+        out[st["name"]] = arr
+    return out
+
+
+class OrtHostAdamSearch:
+    """n_seed single-seed searches on the CPU: gradients in onnxruntime (grad_seed.onnx), Adam on the
+    host (host_adam), the final pass in final_seed.onnx. ``run`` returns what OrtSearch.run returns:
+    seed_losses (S,), error_map (mean over seeds), recon (S, C, H, W), z (S, z_dim), steps_s, final_s.
+
+    graphs: {"grad_seed": path or bytes, "final_seed": path or bytes}; pristine: {name: one copy} in the
+    graphs' layout (see ``regroup_state``); state: the graphs' "state" entries. workers: threads running
+    seeds (default n_seed; 1 = the seeds in turn on the calling thread). adam: "c" or "numpy"."""
+
+    def __init__(self, graphs: dict, pristine: dict, state: Sequence[dict], cfg: SearchConfig, z_dim: int,
+                 x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
+                 workers: Optional[int] = None, profile: Optional[str] = None, adam: Optional[str] = None):
+        ort = _ort()
+        self.cfg, self.mode, self.dtype = cfg, "fused-adam", np.dtype(dtype)
+        if self.dtype != np.float32:
+            raise ValueError("the fused-adam search runs float32 graphs")
+        if not cfg.updates_weights or cfg.k < 1:
+            raise ValueError("the fused-adam search updates the weights: needs lr_theta > 0 and k >= 1")
+        providers = [p if isinstance(p, str) else p[0] for p in (providers or ["CPUExecutionProvider"])]
+        if providers[0] != "CPUExecutionProvider":
+            raise ValueError("the fused-adam search runs on the CPU (host buffers); on a GPU use the "
+                             "unrolled graphs (variant 'unrolled') or the TensorRT backend")
+        self.adam_impl = adam or host_adam.default_implementation()
+        if self.adam_impl == "c" and not host_adam.kernel_available():
+            raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
+        self.device, self._run_opts = "cpu", None
+        S = cfg.n_seed
+        self.S, self.z_dim = S, z_dim
+        self.names = [st["name"] for st in state]
+        shapes = {st["name"]: (1,) + tuple(st["shape"])[1:] for st in state}
+        sizes = [int(np.prod(shapes[n])) for n in self.names]
+        offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        n = int(offs[-1])
+        self.n_params = n
+        self._workers = SeedWorkers(S, workers or S)
+        self.workers = self._workers.workers
+        so = session_options(1, profile, spin=False)
+        sess = [{g: ort.InferenceSession(graphs[g], so, providers=["CPUExecutionProvider"])
+                 for g in ("grad_seed", "final_seed")} for _ in range(self.workers)]
+        self.sessions = sess[0]
+        self._keep = []
+        ov, _ = _ortvalue_makers(ort, self.dtype, "cpu", self._keep)
+
+        def views(flat):     # the flat buffer as one OrtValue per state tensor (shared memory)
+            return {nm: ov(flat[offs[i]:offs[i + 1]].reshape(shapes[nm])) for i, nm in enumerate(self.names)}
+
+        def wrap(a):
+            self._keep.append(a)
+            return ort.OrtValue.ortvalue_from_numpy(a, "cpu", 0)
+        self.p0 = np.concatenate([np.asarray(pristine[nm], dtype=np.float32).reshape(-1) for nm in self.names])
+        p0_ov = views(self.p0)
+        self.x = np.zeros(tuple(x_shape), np.float32)
+        x_ov = wrap(self.x)
+        C, R = int(x_shape[0]), int(x_shape[1])
+        self.seeds = []
+        for s in range(S):
+            w = s % self.workers
+            b = {k: np.zeros(n, np.float32) for k in ("p", "m", "v", "g")}
+            b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
+            b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
+                        "recon": np.zeros((1, C, R, R), np.float32)}
+            p_ov, g_ov, z_ov = views(b["p"]), views(b["g"]), wrap(b["z"])
+            steps = []
+            for weights in (p0_ov, p_ov):          # step 1 reads the pristine weights, later steps p_j
+                io = sess[w]["grad_seed"].io_binding()
+                io.bind_ortvalue_input("x", x_ov)
+                io.bind_ortvalue_input("z", z_ov)
+                for nm in self.names:
+                    io.bind_ortvalue_input(nm, weights[nm])
+                    io.bind_ortvalue_output(nm + ".grad", g_ov[nm])
+                io.bind_ortvalue_output("z.grad", wrap(b["zg"]))
+                steps.append(io)
+            fin = sess[w]["final_seed"].io_binding()
+            fin.bind_ortvalue_input("x", x_ov)
+            fin.bind_ortvalue_input("z", z_ov)
+            for nm in self.names:
+                fin.bind_ortvalue_input(nm, p_ov[nm])
+            for k, a in b["out"].items():
+                fin.bind_ortvalue_output(k, wrap(a))
+            b.update(first=steps[0], step=steps[1], final=fin, sess=sess[w], z0=np.zeros((1, 1, z_dim), np.float32))
+            self.seeds.append(b)
+        self._coefs = [(host_adam.coefficients(cfg, t, cfg.lr_z), host_adam.coefficients(cfg, t, cfg.lr_theta))
+                       for t in range(1, cfg.k + 1)]
+        self._times = np.zeros((S, 2))
+
+    def _search_seed(self, w: int, s: int) -> None:
+        b = self.seeds[s]
+        grad, final = b["sess"]["grad_seed"], b["sess"]["final_seed"]
+        t0 = time.perf_counter()
+        for t, (cz, cp) in enumerate(self._coefs, start=1):
+            first = t == 1
+            grad.run_with_iobinding(b["first"] if first else b["step"])
+            host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, b["z0"] if first else None, self.adam_impl)
+            host_adam.adam_update(b["p"], b["m"], b["v"], b["g"], cp, self.p0 if first else None, self.adam_impl)
+        t1 = time.perf_counter()
+        final.run_with_iobinding(b["final"])
+        self._times[s] = (t1 - t0, time.perf_counter() - t1)
+
+    def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
+        """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
+        self.x[...] = x
+        z0 = np.asarray(z0, dtype=np.float32).reshape(self.S, 1, 1, self.z_dim)
+        for s, b in enumerate(self.seeds):
+            b["z0"][...] = z0[s]
+            b["z"][...] = z0[s]          # step 1's graph input; its Adam step reads z0 as p0
+        self._workers.run(self._search_seed)
+        outs = [b["out"] for b in self.seeds]
+        maps = [o["error_map"] for o in outs]
+        return {"seed_losses": np.concatenate([o["seed_losses"] for o in outs]).astype(np.float64),
+                "error_map": (np.sum(maps, axis=0, dtype=np.float32) / np.float32(self.S)).astype(np.float32),
+                "recon": np.concatenate([o["recon"] for o in outs]),
+                "z": np.concatenate([b["z"] for b in self.seeds]).reshape(self.S, self.z_dim),
+                "steps_s": float(self._times[:, 0].max()), "final_s": float(self._times[:, 1].max())}
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._workers.close()

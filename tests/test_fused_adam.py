@@ -1,0 +1,218 @@
+"""The fused-adam search (issue 3): gradient graphs in onnxruntime + Adam on the host in one pass.
+
+The host update (runtime/host_adam.py: compiled kernel and its NumPy twin) must be torch's Adam, the
+two implementations must agree bit for bit, and the search must give the unrolled graphs' results on
+real frames, reset its weights per frame, and be covered by the export's parity report."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime import host_adam
+from edge_ad.runtime.config import SearchConfig, make_z0
+from edge_ad.runtime.manifest import ManifestError, load_manifest
+from edge_ad.runtime.scorer import Scorer
+
+K, S = 2, 3
+needs_kernel = pytest.mark.skipif(not host_adam.kernel_available(),
+                                  reason="compiled Adam kernel not built (no C compiler at install)")
+
+
+@pytest.fixture(scope="module")
+def frames(val_frame):
+    classes = ("cylinder", "rectangle", "sphere")
+
+    def take(n):
+        return [(f["rgb"], f["depth"]) for f in (val_frame(classes[i % 3], i // 3) for i in range(n))]
+    return take
+
+
+@pytest.fixture(scope="module")
+def model(export_tiny):
+    return export_tiny(K, S)
+
+
+def _run_adam(impl, p0, grads, cfg, lr):
+    n = p0.size
+    p, m, v = (np.full(n, np.nan, np.float32) for _ in range(3))      # never read at step 1 (p0 given)
+    for t, g in enumerate(grads, start=1):
+        host_adam.adam_update(p, m, v, g, host_adam.coefficients(cfg, t, lr), p0 if t == 1 else None, impl)
+    return p, m, v
+
+
+@needs_kernel
+def test_kernel_equals_numpy_bit_for_bit_and_is_torch_adam():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    n = 100_003                                                      # not a multiple of the NumPy chunk
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = [(rng.standard_normal(n) * 10.0 ** rng.integers(-6, 1, n)).astype(np.float32) for _ in range(4)]
+    cfg = SearchConfig()
+    for lr in (cfg.lr_z, 1e-3):
+        c = _run_adam("c", p0, grads, cfg, lr)
+        npy = _run_adam("numpy", p0, grads, cfg, lr)
+        for a, b in zip(c, npy):
+            np.testing.assert_array_equal(a, b)
+        # torch.optim.Adam in float64 on the same gradients: the scaled moments and coefficients are Adam's
+        w = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
+        opt = torch.optim.Adam([w], lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        for g in grads:
+            w.grad = torch.tensor(g, dtype=torch.float64)
+            opt.step()
+        ref = w.detach().numpy()
+        delta, ref_delta = c[0].astype(np.float64) - p0, ref - p0
+        assert np.max(np.abs(delta - ref_delta)) <= 1e-5 * np.max(np.abs(ref_delta)) + 4 * np.spacing(np.abs(p0)).max()
+        st = opt.state[w]
+        # float32 sums of 4 gradients: error bounded by a few ulps of sum |g| (sum g^2), per element
+        g_abs = np.sum([np.abs(g.astype(np.float64)) for g in grads], axis=0)
+        assert np.all(np.abs(c[1] * (1 - cfg.beta1) - st["exp_avg"].numpy()) <= 1e-6 * g_abs)
+        assert np.all(np.abs(c[2] * (1 - cfg.beta2) - st["exp_avg_sq"].numpy()) <= 1e-6 * g_abs ** 2)
+
+
+def test_adam_update_rejects_bad_buffers(monkeypatch):
+    a = np.zeros(8, np.float32)
+    coefs = host_adam.coefficients(SearchConfig(), 1, 0.05)
+    with pytest.raises(TypeError, match="g must be a C-contiguous float32"):
+        host_adam.adam_update(a, a.copy(), a.copy(), np.zeros(8), coefs, impl="numpy")
+    with pytest.raises(ValueError, match="m has 4 elements, expected 8"):
+        host_adam.adam_update(a, a[:4].copy(), a.copy(), a.copy(), coefs, impl="numpy")
+    with pytest.raises(TypeError, match="p must be a C-contiguous"):
+        host_adam.adam_update(np.zeros(16, np.float32)[::2], a.copy(), a.copy(), a.copy(), coefs, impl="numpy")
+    with pytest.raises(ValueError, match="unknown Adam implementation"):
+        host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, impl="fortran")
+    monkeypatch.setattr(host_adam, "_kernel", None)
+    with pytest.raises(RuntimeError, match="compiled Adam kernel .* is not installed"):
+        host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, impl="c")
+
+
+def test_export_writes_the_gradient_graphs(model):
+    from edge_ad.runtime.backends.onnxruntime_host_adam import regroup_state
+    man = load_manifest(model, verify=True)
+    g, f = man["graphs"]["grad_seed"], man["graphs"]["final_seed"]
+    assert man["files"][g["file"]] and man["files"][f["file"]]      # sha256 recorded
+    assert g["state"] == f["state"] and g["n_seed"] == 1
+    outs = {o["name"]: o["shape"] for o in g["outputs"]}
+    for st in g["state"]:
+        assert outs[st["name"] + ".grad"] == [1] + st["shape"][1:]
+        if st["cols"] is not None:                                  # unchunked: one tensor per layer
+            assert st["name"].endswith(".c0") and st["cols"][0] == 0
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(model / g["file"])).graph.node}
+    assert "MatMul" in ops and "Sqrt" not in ops                    # no Adam in the gradient graph
+    with np.load(model / "weights.npz") as npz:
+        w = {k: npz[k] for k in npz.files}
+    full = regroup_state(w, man["layout"]["state"], g["state"])
+    for st in man["layout"]["state"]:                               # every chunk is a slice of its layer
+        if st["cols"] is not None:
+            one = full[st["name"].split(".")[0] + ".c0"]
+            np.testing.assert_array_equal(one[:, st["cols"][0]:st["cols"][1]], w[st["name"]])
+    bad = [dict(st) for st in man["layout"]["state"]]
+    chunks = [st for st in bad if st["cols"] is not None and st["name"].startswith("W1.")]
+    if len(chunks) > 1:
+        chunks[1]["cols"] = [chunks[1]["cols"][0] + 16, chunks[1]["cols"][1]]
+        with pytest.raises(ValueError, match="not contiguous"):
+            regroup_state(w, bad, g["state"])
+
+
+@needs_kernel
+def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, frames):
+    grouped = Scorer.load(model, variant="unrolled", threads=1)
+    fused = Scorer.load(model, threads=2)                           # auto: fused-adam on the CPU
+    assert fused.mode == "fused-adam" and fused._search.workers == S and fused._search.adam_impl == "c"
+    assert Scorer.load(model, threads=1).mode == "fused-adam"       # one thread too (one worker)
+    for i, (rgb, depth) in enumerate(frames(4)):
+        z0 = make_z0(S, 100, 20 + i)
+        a = grouped.score(rgb, depth, z0=z0, keep_reconstructions=True)
+        b = fused.score(rgb, depth, z0=z0, keep_reconstructions=True)
+        assert abs(b.score - a.score) <= 1e-5 * abs(a.score)        # unchunked vs chunked GEMM sums only
+        np.testing.assert_allclose(b.seed_losses, a.seed_losses, rtol=1e-5)
+        assert b.seed_losses.dtype == np.float64 and b.error_map.dtype == a.error_map.dtype
+        np.testing.assert_allclose(b.error_map, a.error_map, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b.z, a.z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.reconstructions, a.reconstructions, rtol=1e-5, atol=1e-6)
+        assert np.ptp(b.seed_losses) > 0
+        assert np.abs(b.z - z0).max() > 1e-3                        # z really moved
+
+
+@needs_kernel
+def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, frames):
+    (rgb, depth), (rgb2, depth2) = frames(2)
+    fused = Scorer.load(model, variant="fused-adam", threads=2)
+    z0 = make_z0(S, 100, 3)
+    first = fused.score(rgb, depth, z0=z0)
+    other = fused.score(rgb2, depth2, z0=make_z0(S, 100, 4))
+    again = fused.score(rgb, depth, z0=z0)
+    assert other.score != first.score
+    np.testing.assert_array_equal(again.seed_losses, first.seed_losses)
+    np.testing.assert_array_equal(again.error_map, first.error_map)
+    # the weight update is not a no-op: lr_theta changes the result
+    bigger = Scorer.load(model, variant="fused-adam", threads=2, config=SearchConfig(k=K, n_seed=S, lr_theta=1e-3))
+    assert bigger.score(rgb, depth, z0=z0).score != first.score
+    numpy = Scorer.load(model, variant="fused-adam", threads=1, adam="numpy")
+    assert numpy._search.workers == 1 and numpy._search.adam_impl == "numpy"
+    np.testing.assert_array_equal(numpy.score(rgb, depth, z0=z0).seed_losses, first.seed_losses)
+
+
+def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="needs lr_theta > 0"):
+        Scorer.load(model, variant="fused-adam", lr_theta=0.0)
+    assert Scorer.load(model, lr_theta=0.0, threads=2).mode == "step_z"   # z-only keeps its graph
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Scorer.load(model, variant="fused-adam", providers=["CUDAExecutionProvider"])
+    monkeypatch.setattr(host_adam, "_kernel", None)
+    with pytest.raises(RuntimeError, match="kernel is not installed"):
+        Scorer.load(model, variant="fused-adam", adam="c")
+    assert Scorer.load(model, variant="fused-adam", threads=1).mode == "fused-adam"   # NumPy Adam then
+    d = tmp_path / "m"
+    shutil.copytree(model, d)
+    with open(d / "grad_seed.onnx", "r+b") as f:
+        f.seek(-8, 2)
+        last = f.read(8)
+        f.seek(-8, 2)
+        f.write(bytes(b ^ 0xFF for b in last))
+    with pytest.raises(ManifestError, match="grad_seed.onnx"):
+        Scorer.load(d, variant="fused-adam")
+    man = load_manifest(model)
+    old = tmp_path / "old"
+    shutil.copytree(model, old)
+    for g in ("grad_seed", "final_seed"):                             # an export from before this variant
+        (old / man["graphs"][g]["file"]).unlink()
+        del man["graphs"][g], man["files"][g + ".onnx"]
+    import json
+    (old / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError, match="no gradient graphs"):
+        Scorer.load(old, variant="fused-adam")
+    assert Scorer.load(old, threads=2).mode == "seed-parallel"
+
+
+def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, frames):
+    from edge_ad.export.exporter import export_model
+    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(frames(2))]
+    man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=3, n_seed=2), parity_frames=parity,
+                       check_fp64=False, log=lambda *a: None)
+    assert man["parity"]["passed"]
+    for row in man["parity"]["frames"]:
+        f = row["fused_adam"]
+        assert f["rel_diff"] <= 1e-4 and f["adam"] == host_adam.default_implementation(), row
+        assert abs(f["onnx_score"] - row["unrolled"]["onnx_score"]) <= 1e-5 * abs(row["unrolled"]["onnx_score"])
+
+
+@needs_kernel
+def test_bench_fused_adam_variant(tmp_path, tiny_generator, model, kinect_root, monkeypatch):
+    pytest.importorskip("torch")
+    from edge_ad.export import benchmark
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    ck = tmp_path / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
+    monkeypatch.setattr(benchmark, "sgemm_peak", lambda threads: 50.0)   # test_bench measures it
+    res = benchmark.run_bench(str(ck), str(model), n_frames=1, repeats=1, threads=2, rss=False,
+                              variants=("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy"),
+                              log=lambda *a: None)
+    v = res["variants"]
+    assert "| onnx-fused-adam |" in benchmark.format_table(res)
+    for name in ("onnx-fused-adam", "onnx-fused-adam-numpy"):
+        assert v[name]["max_rel_score_diff_vs_onnx-unrolled"] <= 1e-5
+        assert v[name]["gflop_per_frame"] == v["onnx-unrolled"]["gflop_per_frame"]
