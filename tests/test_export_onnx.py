@@ -55,6 +55,7 @@ def test_parity_report_normal_and_anomalous_frames(exported):
         assert r["rel_diff"] <= 1e-4, r
         assert r["z_only"]["rel_diff"] <= 1e-4, r
         assert r["unrolled"]["rel_diff"] <= 1e-4, r
+        assert r["fused_adam"]["rel_diff"] <= 1e-4, r
         # the same graphs built in float64 reproduce the float64 reference to rounding
         assert r["fp64_graph_rel_diff"] <= 1e-9, r
     # the two frames really differ (the anomalous one is not a copy of the normal one)
@@ -69,8 +70,11 @@ def test_scorer_matches_float64_reference_independently(exported, tiny_generator
     out, _ = exported
     fr = _frame(kinect_root, "cylinder", 1)
     scorer = Scorer.load(out)
-    # auto prefers the one-graph search when exported for this k (split by seed on >= 2 CPU cores)
-    assert scorer.mode == ("seed-parallel" if (os.cpu_count() or 1) >= 2 else "unrolled")
+    # auto prefers, on the CPU, the fused-adam search (needs the compiled kernel), else the one-graph
+    # search when exported for this k (split by seed on >= 2 CPU cores)
+    from edge_ad.runtime import host_adam
+    assert scorer.mode == ("fused-adam" if host_adam.kernel_available() else
+                           "seed-parallel" if (os.cpu_count() or 1) >= 2 else "unrolled")
     z0 = make_z0(3, 100, 123)
     got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
     ref = search_eager(tiny_generator, preprocess(fr["rgb"], fr["depth"]), SearchConfig(), z0=z0,
@@ -205,10 +209,10 @@ def test_manifest_contents(exported):
     assert disk["search"] == SearchConfig().to_dict()
     assert disk["preprocess"]["resolution"] == 64 and disk["opset"] == 18
     assert {"onnx", "onnxruntime", "torch", "edge_ad"} <= set(disk["exporter"])
-    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed"}
+    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "final_seed"}
     assert disk["graphs"]["unrolled"]["k"] == 19
     assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "unrolled.onnx", "unrolled_seed.onnx",
-                                  "weights.npz"}
+                                  "grad_seed.onnx", "final_seed.onnx", "weights.npz"}
     for f, h in disk["files"].items():
         assert sha256_file(out / f) == h
     step_in = {i["name"]: i for i in disk["graphs"]["step"]["inputs"]}

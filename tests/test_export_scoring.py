@@ -77,9 +77,12 @@ def test_ort_score_matches_float64_reference_on_real_frames(exported, tiny_gener
     from edge_ad.models.encoder import encoder_z0
     from edge_ad.models.search import search
     _, out, _ = exported
-    scorer = Scorer.load(out, threads=1)
+    from edge_ad.runtime import host_adam
+    scorer = Scorer.load(out, threads=1)                  # auto: fused-adam on the CPU (with its kernel)
     stepper = Scorer.load(out, variant="step", threads=1)
-    assert scorer.mode == "unrolled" and stepper.mode == "step" and scorer.search == CFG
+    unrolled = Scorer.load(out, variant="unrolled", threads=1)
+    assert scorer.mode == ("fused-adam" if host_adam.kernel_available() else "unrolled")
+    assert stepper.mode == "step" and unrolled.mode == "unrolled" and scorer.search == CFG
     scores = {}
     for fr in frames:
         x = preprocess(fr["rgb"], fr["depth"])
@@ -93,8 +96,9 @@ def test_ort_score_matches_float64_reference_on_real_frames(exported, tiny_gener
         # the scaling is applied (not the plain mean), and the step loop agrees with the unrolled graph
         assert got.score == pytest.approx(got.seed_losses.mean() / got.score_scale, rel=1e-12)
         assert got.score > 1.5 * got.seed_losses.mean()
-        step = stepper.score(fr["rgb"], fr["depth"], seed=7)
-        assert abs(step.score - ref.score) / ref.score <= 1e-4
+        for other in (stepper, unrolled):
+            o = other.score(fr["rgb"], fr["depth"], seed=7)
+            assert abs(o.score - ref.score) / ref.score <= 1e-4, other.mode
         scores[fr["label"]] = got.score
     assert scores["normal"] != pytest.approx(scores["anomalous"], rel=1e-3)
     # noise around E(x) follows the seed; an explicit z0 overrides the encoder

@@ -95,7 +95,10 @@ def test_dockerfile_basics():
     assert "ARG L4T_TAG=r36.4.0" in text
     assert "python3-libnvinfer" in text and "--system-site-packages" in text
     assert "-DBUILD_PYTHON_BINDINGS=ON" in text and "FORCE_RSUSB_BACKEND=ON" in text
-    assert "pip install --no-deps ." in text
+    # the edge-ad wheel (with the compiled Adam kernel) is built in a stage that has a compiler
+    assert re.search(r"^FROM .* AS wheel$", text, re.M) and "build-essential python3-dev" in text
+    assert "pip wheel --no-deps . -w /opt/wheels" in text and "pip install --no-deps /opt/wheels/edge_ad-*.whl" in text
+    assert "host_adam.kernel_available()" in text
     # every COPY source exists in the repository
     for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (REPO / src).exists(), src
