@@ -27,6 +27,7 @@ A failed check writes the report into the manifest (which the runtime then refus
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -480,7 +481,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         "layout": {
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
             "resolution": G.cfg.resolution, "dtype": "float32", "weights": "weights.npz",
-            "chunk_bytes": chunk_bytes,
+            "chunk_bytes": chunk_bytes, "col_order": arch.col_order,
             "state": [{"name": s.name, "param": s.param, "shape": list(s.shape),
                        "cols": list(s.cols) if s.cols else None} for s in arch.state()],
             "weights_layout": "weights.npz holds one copy (shape[1:]) per state tensor; tile to n_seed. "
@@ -543,9 +544,11 @@ def _export_seed_graph(G, bn: dict, cfg: SearchConfig, chunk_bytes: int, arch: A
 def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     """grad_seed.onnx (x, z, weights -> z.grad, <name>.grad for one seed) and final_seed.onnx (one
     seed's final pass), unchunked: the host's fused Adam makes weight chunks pointless, and whole
-    GEMMs are faster (measured 26-29 -> 22-26 ms per step at width 32). Returns the manifest's graph
-    entries; "state" gives these graphs' weight layout (weights.npz holds the chunked one)."""
-    one = arch_of(G, 1, 0, np.float32)
+    GEMMs are faster (measured 26-29 -> 22-26 ms per step at width 32); torch's (c, kh, kw) column
+    order so that the forward col2im is one Col2Im op (CPU-only graphs; measured per step 26.4 ->
+    23.9 ms, final pass 16.6 -> 9.4 ms). Returns the manifest's graph entries: "state" and
+    "col_order" give these graphs' weight layout (weights.npz holds the chunked d2s one)."""
+    one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im")   # onnxruntime's Col2Im op
     state = [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None}
              for s in one.state()]
     entries = {}
@@ -555,7 +558,7 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
         fname = f"{kind}_seed.onnx"
         onnx.save(model, str(out_dir / fname))
         entries[f"{kind}_seed"] = {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check,
-                                   "n_seed": 1, "role": "fused-adam", "state": state}
+                                   "n_seed": 1, "role": "fused-adam", "state": state, "col_order": one.col_order}
     entries["grad_seed"]["note"] = ("gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
                                     "Adam on the host (runtime/host_adam.py), k runs per seed, then final_seed")
     return entries

@@ -34,6 +34,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_ad.runtime.weights_layout import to_gemm
+
 OPSET = 18
 BN_EPS = 1e-5
 # Adam's hyper-parameters per step, all graph inputs (scalars of the graph dtype), computed by
@@ -65,6 +67,11 @@ class Arch:
     resolution: int = 64
     chunk_bytes: int = 1 << 20   # target bytes of one weight chunk (all seeds); 0 = no chunking
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    # GEMM column order of the stride-2 layers (runtime.weights_layout): "d2s" (a, c', b, d, c) with
+    # DepthToSpace/SpaceToDepth shuffles (every backend), or "col2im" (torch's (c, kh, kw)) with the
+    # ONNX Col2Im op in the forward pass: 4-7x faster col2im in onnxruntime's CPU EP (measured), but
+    # TensorRT has no Col2Im, so only the CPU-only fused-adam graphs use it
+    col_order: str = "d2s"
 
     @property
     def channels(self) -> int:
@@ -98,16 +105,11 @@ class Arch:
         return out
 
 
-def gemm_layout(w: np.ndarray, layer: int) -> np.ndarray:
-    """torch ConvT weight (C_in, C_out, 4, 4) -> the graph's (C_in, 16*C_out) GEMM layout.
-
-    Layer 0 (1x1 -> 4x4): columns (c, kh, kw). Stride-2 layers: with kh = 2a + b, kw = 2c' + d,
-    columns (a, c', b, d, c), so that DepthToSpace/SpaceToDepth (DCR) do the sub-pixel shuffles.
-    """
-    cin, cout = w.shape[:2]
-    if layer == 0:
-        return w.reshape(cin, cout * 16)
-    return w.reshape(cin, cout, 2, 2, 2, 2).transpose(0, 2, 4, 3, 5, 1).reshape(cin, 16 * cout)
+def gemm_layout(w: np.ndarray, layer: int, order: str = "d2s") -> np.ndarray:
+    """torch ConvT weight (C_in, C_out, 4, 4) -> the graph's (C_in, 16*C_out) GEMM layout
+    (runtime.weights_layout.to_gemm: layer 0 and order "col2im" keep torch's (c, kh, kw) columns,
+    order "d2s" uses (a, c', b, d, c) with kh = 2a + b, kw = 2c' + d)."""
+    return to_gemm(w, layer, order)
 
 
 def stack_state(arch: Arch, params: dict) -> dict[str, np.ndarray]:
@@ -116,7 +118,7 @@ def stack_state(arch: Arch, params: dict) -> dict[str, np.ndarray]:
     for st in arch.state():
         p = np.asarray(params[st.param], dtype=np.float64)
         if st.cols is not None:
-            p = gemm_layout(p, int(st.param.split(".")[1]))[:, st.cols[0]:st.cols[1]]
+            p = gemm_layout(p, int(st.param.split(".")[1]), arch.col_order)[:, st.cols[0]:st.cols[1]]
         out[st.name] = np.ascontiguousarray(np.broadcast_to(p, st.shape).astype(arch.dtype))
     return out
 
@@ -176,8 +178,12 @@ class _Builder:
         """cols (S, 16*C, h*h), rows (a, c', b, d, c) -> (S, C, 2h, 2h), overlaps summed.
 
         Output pixel o = 2(i + a) + b - 1: DepthToSpace interleaves (b, d), then the four (a, c')
-        images are shifted by (2a - 1, 2c' - 1) pixels and added."""
+        images are shifted by (2a - 1, 2c' - 1) pixels and added. Column order "col2im": rows
+        (c, kh, kw), one Col2Im op (kernel 4, stride 2, pad 1: the transposed convolution's fold)."""
         S = self.arch.n_seed
+        if self.arch.col_order == "col2im":
+            return self.op("Col2Im", [cols, self.i64([2 * hin, 2 * hin]), self.i64([4, 4])],
+                           strides=[2, 2], pads=[1, 1, 1, 1])
         t = self.reshape(cols, [S * 4, 4 * cout, hin, hin])
         t = self.op("DepthToSpace", [t], blocksize=2, mode="DCR")          # (4S, C, 2h, 2h)
         t = self.reshape(t, [S, 4, cout, 2 * hin, 2 * hin])
@@ -191,6 +197,13 @@ class _Builder:
         """dY (S, C, 2h, 2h) -> colD (S, 16*C, h*h): colD[(a,c',b,d,c),(i,j)] = dYpad[c, 2(i+a)+b, 2(j+c')+d]."""
         S = self.arch.n_seed
         p = self.op("Pad", [dy, self.i64([0, 0, 1, 1, 0, 0, 1, 1])])         # (S, C, 2h+2, 2h+2)
+        if self.arch.col_order == "col2im":
+            # rows (c, kh, kw) = (c, a, b, c', d): SpaceToDepth per channel, then swap b and c'
+            t = self.op("SpaceToDepth", [self.reshape(p, [S * cout, 1, 2 * hin + 2, 2 * hin + 2])],
+                        blocksize=2)                                         # (S C, (b, d), h+1, h+1)
+            parts = [self.slice(t, [a, c], [a + hin, c + hin], [2, 3]) for a in (0, 1) for c in (0, 1)]
+            t = self.reshape(self.op("Concat", parts, axis=1), [S * cout, 2, 2, 2, 2, hin * hin])  # (a, c', b, d)
+            return self.reshape(self.transpose(t, [0, 1, 3, 2, 4, 5]), [S, cout * 16, hin * hin])
         t = self.op("SpaceToDepth", [p], blocksize=2)                        # (S, (b, d, c), h+1, h+1)
         parts = [self.slice(t, [a, c], [a + hin, c + hin], [2, 3]) for a in (0, 1) for c in (0, 1)]
         return self.reshape(self.op("Concat", parts, axis=1), [S, cout * 16, hin * hin])

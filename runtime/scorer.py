@@ -181,11 +181,13 @@ class Scorer:
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
         if mode == "fused-adam":
             from .backends.onnxruntime_host_adam import OrtHostAdamSearch, regroup_state
-            state = man["graphs"]["grad_seed"].get("state")
-            if not state or man["graphs"]["final_seed"].get("state") != state:
-                raise ManifestError(f"{model_dir}: grad_seed/final_seed graphs lack a common weight layout ('state')")
+            gs, fs = man["graphs"]["grad_seed"], man["graphs"]["final_seed"]
+            state, order = gs.get("state"), gs.get("col_order", "d2s")
+            if not state or fs.get("state") != state or fs.get("col_order", "d2s") != order:
+                raise ManifestError(f"{model_dir}: grad_seed/final_seed graphs lack a common weight layout "
+                                    "('state', 'col_order')")
             try:
-                weights = regroup_state(pristine, lay["state"], state)
+                weights = regroup_state(pristine, lay["state"], state, lay.get("col_order", "d2s"), order)
             except ValueError as e:
                 raise ManifestError(f"{model_dir}: {e}") from None
             search = OrtHostAdamSearch({g: graphs[g] for g in ("grad_seed", "final_seed")}, weights, state, cfg,

@@ -87,8 +87,9 @@ def test_adam_update_rejects_bad_buffers(monkeypatch):
         host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, impl="c")
 
 
-def test_export_writes_the_gradient_graphs(model):
+def test_export_writes_the_gradient_graphs(model, tiny_generator):
     from edge_ad.runtime.backends.onnxruntime_host_adam import regroup_state
+    from edge_ad.runtime.weights_layout import from_gemm, to_gemm
     man = load_manifest(model, verify=True)
     g, f = man["graphs"]["grad_seed"], man["graphs"]["final_seed"]
     assert man["files"][g["file"]] and man["files"][f["file"]]      # sha256 recorded
@@ -103,17 +104,21 @@ def test_export_writes_the_gradient_graphs(model):
     assert "MatMul" in ops and "Sqrt" not in ops                    # no Adam in the gradient graph
     with np.load(model / "weights.npz") as npz:
         w = {k: npz[k] for k in npz.files}
-    full = regroup_state(w, man["layout"]["state"], g["state"])
-    for st in man["layout"]["state"]:                               # every chunk is a slice of its layer
+    assert g["col_order"] == "col2im" and man["layout"]["col_order"] == "d2s"
+    full = regroup_state(w, man["layout"]["state"], g["state"], "d2s", "col2im")
+    for st in man["layout"]["state"]:         # every d2s chunk is a slice of its layer, re-ordered
         if st["cols"] is not None:
-            one = full[st["name"].split(".")[0] + ".c0"]
+            layer = int(st["param"].split(".")[1])
+            one = to_gemm(from_gemm(full[st["name"].split(".")[0] + ".c0"], layer, "col2im"), layer, "d2s")
             np.testing.assert_array_equal(one[:, st["cols"][0]:st["cols"][1]], w[st["name"]])
+    # the col2im order is torch's own: layer 1's matrix is the checkpoint's (C_in, C_out, 4, 4) weight
+    np.testing.assert_array_equal(full["W1.c0"].reshape(-1), tiny_generator.state_dict()["gen.1.0.weight"].numpy().reshape(-1))
     bad = [dict(st) for st in man["layout"]["state"]]
     chunks = [st for st in bad if st["cols"] is not None and st["name"].startswith("W1.")]
     if len(chunks) > 1:
         chunks[1]["cols"] = [chunks[1]["cols"][0] + 16, chunks[1]["cols"][1]]
         with pytest.raises(ValueError, match="not contiguous"):
-            regroup_state(w, bad, g["state"])
+            regroup_state(w, bad, g["state"], "d2s", "col2im")
 
 
 @needs_kernel

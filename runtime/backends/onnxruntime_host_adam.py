@@ -27,14 +27,17 @@ import numpy as np
 
 from edge_ad.runtime import host_adam
 from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.weights_layout import from_gemm, to_gemm
 
 from .onnxruntime_backend import SeedWorkers, _ort, _ortvalue_makers, session_options
 
 
-def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict]) -> dict:
+def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_order: str = "d2s",
+                  dst_order: str = "d2s") -> dict:
     """Weights in the ``src`` layout (weights.npz: {name: one copy}, column chunks per the manifest's
-    layout.state) -> the ``dst`` layout (a graph's "state" entry). Entries are dicts with name, param,
-    shape (stacked, (S, ...)) and cols ((start, stop) GEMM columns, or None for whole tensors)."""
+    layout.state, GEMM column order ``src_order``) -> the ``dst`` layout (a graph's "state" entry and
+    "col_order"; runtime.weights_layout). Entries are dicts with name, param, shape (stacked,
+    (S, ...)) and cols ((start, stop) GEMM columns, or None for whole tensors)."""
     by_param: dict = {}
     for st in src:
         by_param.setdefault(st["param"], []).append(st)
@@ -54,6 +57,9 @@ def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict]) -> d
             if [p["cols"][0] for p in parts[1:]] != ends or parts[0]["cols"][0] != 0:
                 raise ValueError(f"{st['param']}: the source column chunks are not contiguous")
             full = np.concatenate([np.asarray(pristine[p["name"]]) for p in parts], axis=-1)   # (C_in, 16 C_out)
+            if src_order != dst_order:
+                layer = int(st["param"].split(".")[1])                     # "gen.<l>.0.weight" / "gen.4.weight"
+                full = to_gemm(from_gemm(full, layer, src_order), layer, dst_order)
             arr = full[..., st["cols"][0]:st["cols"][1]]
         if arr.shape != want:
             raise ValueError(f"{st['name']}: regrouped shape {arr.shape} != the graph's {want}")
