@@ -7,10 +7,11 @@ Output directory:
   unrolled.onnx  optional: the whole k-step search and the final pass in one graph
   unrolled_seed.onnx  with unrolled.onnx when n_seed > 1: the same graph for one seed (same state
                  names and chunks), which the runtime's seed-parallel search runs once per seed
-  grad_seed.onnx, final_seed.onnx  the search split for the CPU's fused-adam runtime: one seed's
-                 gradients w.r.t. z and every weight (no Adam: the host applies it with one fused
-                 pass, runtime/host_adam.py), and one seed's final pass; unchunked weights (their
-                 layout is in the graph's manifest entry, "state"; the runtime regroups weights.npz)
+  grad_seed.onnx, grad_z_seed.onnx, final_seed.onnx  the search split for the CPU's fused-adam
+                 runtime: one seed's gradients w.r.t. z and every weight (no Adam: the host applies it
+                 with one fused pass, runtime/host_adam.py), the same for z only (lr_theta = 0), and
+                 one seed's final pass; unchunked weights in torch's column order (the graph's
+                 manifest entry has "state" and "col_order"; the runtime regroups weights.npz)
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
@@ -290,7 +291,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
     E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
     scorer = Scorer.load(out_dir, config=cfg, variant="step", threads=threads)
-    zscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), threads=threads)
+    zscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
                if check_z_only and cfg.updates_weights else None)
     man = load_manifest(out_dir, verify=False)
     uscorer = (Scorer.load(out_dir, config=cfg, variant="unrolled", threads=threads)
@@ -298,7 +299,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     pscorer = (Scorer.load(out_dir, config=cfg, variant="seed-parallel", threads=threads)
                if "unrolled_seed" in man["graphs"] and cfg.updates_weights else None)
     fscorer = (Scorer.load(out_dir, config=cfg, variant="fused-adam", threads=threads)
-               if "grad_seed" in man["graphs"] and cfg.updates_weights and cfg.k >= 1 else None)
+               if "grad_seed" in man["graphs"] and cfg.k >= 1 else None)       # z-only too when lr_theta = 0
+    fzscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="fused-adam", threads=threads)
+                if zscorer is not None and "grad_z_seed" in man["graphs"] and cfg.k >= 1 else None)
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
@@ -358,6 +361,10 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             zrel = rel_of(zgot.score, zref.score)
             row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
             worst = max(worst, zrel)
+            if fzscorer is not None:
+                f = fzscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+                row["z_only"]["fused_adam"] = {"onnx_score": f.score, "rel_diff": rel_of(f.score, zref.score)}
+                worst = max(worst, row["z_only"]["fused_adam"]["rel_diff"])
         if check_fp64:
             r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
             row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
@@ -552,7 +559,7 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     state = [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None}
              for s in one.state()]
     entries = {}
-    for kind in ("grad", "final"):
+    for kind in ("grad", "grad_z", "final"):
         model = build_graph(one, kind, bn)
         check = verify_graph(model, np.float32)
         fname = f"{kind}_seed.onnx"
@@ -561,6 +568,7 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
                                    "n_seed": 1, "role": "fused-adam", "state": state, "col_order": one.col_order}
     entries["grad_seed"]["note"] = ("gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
                                     "Adam on the host (runtime/host_adam.py), k runs per seed, then final_seed")
+    entries["grad_z_seed"]["note"] = "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"
     return entries
 
 

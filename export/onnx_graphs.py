@@ -23,7 +23,8 @@ width 32 against no chunking).
 
 Graphs: ``step`` (one Adam step on z and on all weights), ``step_z`` (lr_theta = 0: weights are
 read-only inputs, no weight gradients), ``final`` (per-seed loss, error map, reconstructions),
-``unrolled`` (k steps and the final pass in one graph; optional).
+``unrolled`` (k steps and the final pass in one graph; optional), ``grad`` / ``grad_z`` (gradients
+only, for the runtime's fused-adam search, which applies Adam on the host).
 """
 from __future__ import annotations
 
@@ -215,7 +216,8 @@ def _state_names(arch: Arch) -> list[str]:
 
 def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     """kind: 'step' | 'step_z' | 'final' | 'unrolled' (k steps, then the final pass) | 'grad' (the
-    gradients of the summed seed losses w.r.t. z and every state tensor, no Adam: the host applies it)."""
+    gradients of the summed seed losses w.r.t. z and every state tensor, no Adam: the host applies it)
+    | 'grad_z' (the gradient w.r.t. z only: lr_theta = 0)."""
     b = _Builder(arch)
     S, R, C = arch.n_seed, arch.resolution, arch.channels
     states = arch.state()
@@ -224,7 +226,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     z = b.input("z", [S, 1, arch.z_dim])
     P = {n: b.input(n, shapes[n]) for n in _state_names(arch)}
     learn_theta = kind in ("step", "unrolled")
-    if kind not in ("final", "grad"):
+    if kind not in ("final", "grad", "grad_z"):
         sc = {n: b.input(n, []) for n in SCALARS if kind != "unrolled"}
         mz, vz = b.input("z.m", [S, 1, arch.z_dim]), b.input("z.v", [S, 1, arch.z_dim])
         M = {n: b.input(n + ".m", shapes[n]) for n in P} if kind == "step" else {}
@@ -371,12 +373,13 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
             for n in P:
                 adam(P[n], M[n], V[n], grads[n], sc["step_size_theta"], sc, (n + ".out", n + ".m.out", n + ".v.out"))
                 b.outputs += [helper.make_tensor_value_info(n + s, b.odt, list(shapes[n])) for s in (".out", ".m.out", ".v.out")]
-    elif kind == "grad":
+    elif kind in ("grad", "grad_z"):
         recon, saved = forward(P, z)
-        grads = backward(P, z, recon, saved, True, two_over_n)
+        grads = backward(P, z, recon, saved, kind == "grad", two_over_n)
         b.output(grads["z"], "z.grad", [S, 1, arch.z_dim])
-        for n in P:
-            b.output(grads[n], n + ".grad", shapes[n])
+        if kind == "grad":
+            for n in P:
+                b.output(grads[n], n + ".grad", shapes[n])
     elif kind == "unrolled":
         zt, Pt = z, dict(P)
         mzt, vzt, Mt, Vt = mz, vz, dict(M), dict(V)

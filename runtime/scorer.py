@@ -34,6 +34,11 @@ from .preprocess import PreprocessSpec, preprocess
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
+def _grad_graph(cfg: SearchConfig) -> str:
+    """The fused-adam search's gradient graph for this configuration (z-only when lr_theta == 0)."""
+    return "grad_seed" if cfg.updates_weights else "grad_z_seed"
+
+
 def _cpu_only(providers) -> bool:
     """True if onnxruntime will run on the CPU (given providers, else: no CUDA provider here)."""
     if providers is None:
@@ -115,13 +120,13 @@ class Scorer:
                     and "unrolled_seed" in graphs and int(man["graphs"]["unrolled_seed"].get("k", -1)) == cfg.k \
                     and _cpu_only(providers):
                 mode = "seed-parallel"   # whole seeds on separate cores (benchmarks/README.md)
-            if cfg.updates_weights and cfg.k >= 1 and backend == "onnxruntime" and _cpu_only(providers) \
-                    and {"grad_seed", "final_seed"} <= set(graphs) and host_adam.kernel_available():
+            if cfg.k >= 1 and backend == "onnxruntime" and _cpu_only(providers) \
+                    and {_grad_graph(cfg), "final_seed"} <= set(graphs) and host_adam.kernel_available():
                 mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
         elif variant == "fused-adam":
-            if not {"grad_seed", "final_seed"} <= set(graphs):
-                raise ManifestError(f"{model_dir}: no gradient graphs (grad_seed.onnx, final_seed.onnx) in this "
-                                    "export; re-export with this edge-ad version")
+            if not {_grad_graph(cfg), "final_seed"} <= set(graphs):
+                raise ManifestError(f"{model_dir}: no gradient graphs ({_grad_graph(cfg)}.onnx, final_seed.onnx) in "
+                                    "this export; re-export with this edge-ad version")
             if backend != "onnxruntime":
                 raise ValueError("variant 'fused-adam' is an onnxruntime (CPU) variant")
             mode = "fused-adam"
@@ -181,7 +186,7 @@ class Scorer:
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
         if mode == "fused-adam":
             from .backends.onnxruntime_host_adam import OrtHostAdamSearch, regroup_state
-            gs, fs = man["graphs"]["grad_seed"], man["graphs"]["final_seed"]
+            gs, fs = man["graphs"][_grad_graph(cfg)], man["graphs"]["final_seed"]
             state, order = gs.get("state"), gs.get("col_order", "d2s")
             if not state or fs.get("state") != state or fs.get("col_order", "d2s") != order:
                 raise ManifestError(f"{model_dir}: grad_seed/final_seed graphs lack a common weight layout "
@@ -190,7 +195,7 @@ class Scorer:
                 weights = regroup_state(pristine, lay["state"], state, lay.get("col_order", "d2s"), order)
             except ValueError as e:
                 raise ManifestError(f"{model_dir}: {e}") from None
-            search = OrtHostAdamSearch({g: graphs[g] for g in ("grad_seed", "final_seed")}, weights, state, cfg,
+            search = OrtHostAdamSearch({g: graphs[g] for g in (_grad_graph(cfg), "final_seed")}, weights, state, cfg,
                                        int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
                                        workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam)
             return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)

@@ -209,10 +209,10 @@ def test_manifest_contents(exported):
     assert disk["search"] == SearchConfig().to_dict()
     assert disk["preprocess"]["resolution"] == 64 and disk["opset"] == 18
     assert {"onnx", "onnxruntime", "torch", "edge_ad"} <= set(disk["exporter"])
-    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "final_seed"}
+    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "grad_z_seed", "final_seed"}
     assert disk["graphs"]["unrolled"]["k"] == 19
     assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "unrolled.onnx", "unrolled_seed.onnx",
-                                  "grad_seed.onnx", "final_seed.onnx", "weights.npz"}
+                                  "grad_seed.onnx", "grad_z_seed.onnx", "final_seed.onnx", "weights.npz"}
     for f, h in disk["files"].items():
         assert sha256_file(out / f) == h
     step_in = {i["name"]: i for i in disk["graphs"]["step"]["inputs"]}
@@ -269,8 +269,12 @@ def test_z_only_graph_is_used_for_lr_theta_zero(exported, tiny_generator, kinect
     from edge_ad.runtime.preprocess import preprocess
     from edge_ad.runtime.scorer import Scorer
     out, _ = exported
-    s = Scorer.load(out, lr_theta=0.0)
+    s = Scorer.load(out, lr_theta=0.0, variant="step")
     assert s.mode == "step_z" and "step_z" in s._search.sessions and "step" not in s._search.sessions
+    for g in ("grad_z_seed", "step_z"):                                          # auto's CPU choice too
+        zg = onnx.load(str(out / f"{g}.onnx"))
+        assert [o.name for o in zg.graph.output if o.name.startswith("W")] == [], g
+    fused = Scorer.load(out, lr_theta=0.0, variant="fused-adam")
     step_z = onnx.load(str(out / "step_z.onnx"))
     assert not any(o.name.startswith("W") for o in step_z.graph.output)        # no weight updates
     assert sum(n.op_type == "MatMul" for n in step_z.graph.node) < \
@@ -280,6 +284,7 @@ def test_z_only_graph_is_used_for_lr_theta_zero(exported, tiny_generator, kinect
     ref = search_eager(tiny_generator, preprocess(fr["rgb"], fr["depth"]), SearchConfig(lr_theta=0.0),
                        z0=z0, dtype=torch.float64)
     assert abs(s.score(fr["rgb"], fr["depth"], z0=z0).score - ref.score) / ref.score <= 1e-4
+    assert abs(fused.score(fr["rgb"], fr["depth"], z0=z0).score - ref.score) / ref.score <= 1e-4
 
 
 def test_unrolled_graph_equals_step_loop(tmp_path, tiny_generator, kinect_root):

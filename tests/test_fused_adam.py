@@ -142,6 +142,24 @@ def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, frames):
 
 
 @needs_kernel
+def test_z_only_fused_adam_equals_the_z_only_step_graph(model, frames):
+    """lr_theta = 0: grad_z_seed.onnx (no weight gradients, pristine weights) + Adam on z on the host."""
+    step_z = Scorer.load(model, lr_theta=0.0, variant="step", threads=1)
+    fused = Scorer.load(model, lr_theta=0.0, threads=2)               # auto: fused-adam, z-only
+    assert step_z.mode == "step_z" and fused.mode == "fused-adam" and fused._search.z_only
+    assert fused._search.seeds[0]["p"].size == 0                      # no weight copies or moments
+    faithful = Scorer.load(model, variant="fused-adam", threads=2)
+    for i, (rgb, depth) in enumerate(frames(3)):
+        z0 = make_z0(S, 100, 40 + i)
+        a = step_z.score(rgb, depth, z0=z0)
+        b = fused.score(rgb, depth, z0=z0)
+        assert abs(b.score - a.score) <= 1e-5 * abs(a.score)
+        np.testing.assert_allclose(b.z, a.z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.error_map, a.error_map, rtol=1e-5, atol=1e-7)
+        assert b.score != faithful.score(rgb, depth, z0=z0).score    # the weight updates matter
+
+
+@needs_kernel
 def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, frames):
     (rgb, depth), (rgb2, depth2) = frames(2)
     fused = Scorer.load(model, variant="fused-adam", threads=2)
@@ -161,9 +179,8 @@ def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, frames):
 
 
 def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="needs lr_theta > 0"):
-        Scorer.load(model, variant="fused-adam", lr_theta=0.0)
-    assert Scorer.load(model, lr_theta=0.0, threads=2).mode == "step_z"   # z-only keeps its graph
+    with pytest.raises(ValueError, match="needs k >= 1"):
+        Scorer.load(model, variant="fused-adam", config=SearchConfig(k=0, n_seed=S))
     with pytest.raises(ValueError, match="runs on the CPU"):
         Scorer.load(model, variant="fused-adam", providers=["CUDAExecutionProvider"])
     monkeypatch.setattr(host_adam, "_kernel", None)
@@ -182,7 +199,7 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     man = load_manifest(model)
     old = tmp_path / "old"
     shutil.copytree(model, old)
-    for g in ("grad_seed", "final_seed"):                             # an export from before this variant
+    for g in ("grad_seed", "grad_z_seed", "final_seed"):              # an export from before this variant
         (old / man["graphs"][g]["file"]).unlink()
         del man["graphs"][g], man["files"][g + ".onnx"]
     import json
@@ -190,6 +207,7 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     with pytest.raises(ManifestError, match="no gradient graphs"):
         Scorer.load(old, variant="fused-adam")
     assert Scorer.load(old, threads=2).mode == "seed-parallel"
+    assert Scorer.load(old, threads=2, lr_theta=0.0).mode == "step_z"
 
 
 def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, frames):
@@ -201,6 +219,7 @@ def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, fr
     for row in man["parity"]["frames"]:
         f = row["fused_adam"]
         assert f["rel_diff"] <= 1e-4 and f["adam"] == host_adam.default_implementation(), row
+        assert row["z_only"]["fused_adam"]["rel_diff"] <= 1e-4, row
         assert abs(f["onnx_score"] - row["unrolled"]["onnx_score"]) <= 1e-5 * abs(row["unrolled"]["onnx_score"])
 
 
@@ -214,10 +233,13 @@ def test_bench_fused_adam_variant(tmp_path, tiny_generator, model, kinect_root, 
     save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
     monkeypatch.setattr(benchmark, "sgemm_peak", lambda threads: 50.0)   # test_bench measures it
     res = benchmark.run_bench(str(ck), str(model), n_frames=1, repeats=1, threads=2, rss=False,
-                              variants=("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy"),
-                              log=lambda *a: None)
+                              variants=("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
+                                        "onnx-fused-adam-z-only"), log=lambda *a: None)
     v = res["variants"]
     assert "| onnx-fused-adam |" in benchmark.format_table(res)
     for name in ("onnx-fused-adam", "onnx-fused-adam-numpy"):
         assert v[name]["max_rel_score_diff_vs_onnx-unrolled"] <= 1e-5
         assert v[name]["gflop_per_frame"] == v["onnx-unrolled"]["gflop_per_frame"]
+    z = v["onnx-fused-adam-z-only"]
+    assert z["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and "max_rel_score_diff_vs_onnx-unrolled" not in z
+    assert z["gflop_per_frame"] == v["onnx-z-only"]["gflop_per_frame"] < v["onnx-unrolled"]["gflop_per_frame"]

@@ -109,7 +109,7 @@ def test_tampered_single_seed_graph_is_refused(model, tmp_path):
 
 
 def test_fallbacks_and_refusals(model, export_tiny):
-    z = Scorer.load(model, lr_theta=0.0, threads=2)                    # z-only: the z-only step graph
+    z = Scorer.load(model, lr_theta=0.0, variant="step", threads=2)    # z-only: the z-only step graph
     assert z.mode == "step_z"
     with pytest.raises(ManifestError, match="k=2"):
         Scorer.load(model, variant="seed-parallel", config=SearchConfig(k=1, n_seed=S))

@@ -17,7 +17,7 @@ import click
 @click.option("--variant", "variants", multiple=True,
               type=click.Choice(["eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
                                  "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy",
-                                 "eager-z-only", "onnx-z-only"]),
+                                 "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only"]),
               help="Variants to run (repeatable; default: all).")
 @click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")

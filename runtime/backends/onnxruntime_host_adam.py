@@ -10,7 +10,8 @@ of a seed's time. Standard ONNX has no fused optimiser op, so this search splits
                      moments and writes p_j, m_j, v_j (no per-frame copy or reset of the buffers)
         step 2..k:   grad_seed(x, z_j, p_j) -> g;       Adam in place on p_j, m_j, v_j
         final_seed(x, z_j, p_j) -> seed loss, error map, reconstruction
-    (Adam on z_j, 100 floats, takes the same kernel with the z learning rate.)
+    (Adam on z_j, 100 floats, takes the same kernel with the z learning rate. With lr_theta = 0 the
+    z-only graph grad_z_seed skips the weight gradients and the weights stay the pristine copy.)
 
 The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin), the same float32
 arithmetic as the graphs' Adam, so scores match the unrolled graphs. Every buffer and IOBinding is
@@ -72,7 +73,8 @@ class OrtHostAdamSearch:
     host (host_adam), the final pass in final_seed.onnx. ``run`` returns what OrtSearch.run returns:
     seed_losses (S,), error_map (mean over seeds), recon (S, C, H, W), z (S, z_dim), steps_s, final_s.
 
-    graphs: {"grad_seed": path or bytes, "final_seed": path or bytes}; pristine: {name: one copy} in the
+    graphs: {"grad_seed" (or "grad_z_seed" for lr_theta = 0: z-only, the weights stay pristine):
+    path or bytes, "final_seed": path or bytes}; pristine: {name: one copy} in the
     graphs' layout (see ``regroup_state``); state: the graphs' "state" entries. workers: threads running
     seeds (default n_seed; 1 = the seeds in turn on the calling thread). adam: "c" or "numpy"."""
 
@@ -83,8 +85,12 @@ class OrtHostAdamSearch:
         self.cfg, self.mode, self.dtype = cfg, "fused-adam", np.dtype(dtype)
         if self.dtype != np.float32:
             raise ValueError("the fused-adam search runs float32 graphs")
-        if not cfg.updates_weights or cfg.k < 1:
-            raise ValueError("the fused-adam search updates the weights: needs lr_theta > 0 and k >= 1")
+        if cfg.k < 1:
+            raise ValueError("the fused-adam search needs k >= 1 (with k = 0 there is no search step)")
+        self.z_only = not cfg.updates_weights          # lr_theta = 0: grad_z_seed, weights stay pristine
+        grad_graph = "grad_z_seed" if self.z_only else "grad_seed"
+        if grad_graph not in graphs:
+            raise ValueError(f"the fused-adam search with lr_theta = {cfg.lr_theta} needs the {grad_graph} graph")
         providers = [p if isinstance(p, str) else p[0] for p in (providers or ["CPUExecutionProvider"])]
         if providers[0] != "CPUExecutionProvider":
             raise ValueError("the fused-adam search runs on the CPU (host buffers); on a GPU use the "
@@ -104,8 +110,9 @@ class OrtHostAdamSearch:
         self._workers = SeedWorkers(S, workers or S)
         self.workers = self._workers.workers
         so = session_options(1, profile, spin=False)
-        sess = [{g: ort.InferenceSession(graphs[g], so, providers=["CPUExecutionProvider"])
-                 for g in ("grad_seed", "final_seed")} for _ in range(self.workers)]
+        sess = [{"grad": ort.InferenceSession(graphs[grad_graph], so, providers=["CPUExecutionProvider"]),
+                 "final": ort.InferenceSession(graphs["final_seed"], so, providers=["CPUExecutionProvider"])}
+                for _ in range(self.workers)]
         self.sessions = sess[0]
         self._keep = []
         ov, _ = _ortvalue_makers(ort, self.dtype, "cpu", self._keep)
@@ -124,22 +131,25 @@ class OrtHostAdamSearch:
         self.seeds = []
         for s in range(S):
             w = s % self.workers
-            b = {k: np.zeros(n, np.float32) for k in ("p", "m", "v", "g")}
+            b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v", "g")}
             b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
             b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
                         "recon": np.zeros((1, C, R, R), np.float32)}
-            p_ov, g_ov, z_ov = views(b["p"]), views(b["g"]), wrap(b["z"])
+            z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
+            p_ov = p0_ov if self.z_only else views(b["p"])
+            g_ov = None if self.z_only else views(b["g"])
             steps = []
             for weights in (p0_ov, p_ov):          # step 1 reads the pristine weights, later steps p_j
-                io = sess[w]["grad_seed"].io_binding()
+                io = sess[w]["grad"].io_binding()
                 io.bind_ortvalue_input("x", x_ov)
                 io.bind_ortvalue_input("z", z_ov)
                 for nm in self.names:
                     io.bind_ortvalue_input(nm, weights[nm])
-                    io.bind_ortvalue_output(nm + ".grad", g_ov[nm])
-                io.bind_ortvalue_output("z.grad", wrap(b["zg"]))
+                    if g_ov is not None:
+                        io.bind_ortvalue_output(nm + ".grad", g_ov[nm])
+                io.bind_ortvalue_output("z.grad", zg_ov)
                 steps.append(io)
-            fin = sess[w]["final_seed"].io_binding()
+            fin = sess[w]["final"].io_binding()
             fin.bind_ortvalue_input("x", x_ov)
             fin.bind_ortvalue_input("z", z_ov)
             for nm in self.names:
@@ -154,13 +164,14 @@ class OrtHostAdamSearch:
 
     def _search_seed(self, w: int, s: int) -> None:
         b = self.seeds[s]
-        grad, final = b["sess"]["grad_seed"], b["sess"]["final_seed"]
+        grad, final = b["sess"]["grad"], b["sess"]["final"]
         t0 = time.perf_counter()
         for t, (cz, cp) in enumerate(self._coefs, start=1):
             first = t == 1
             grad.run_with_iobinding(b["first"] if first else b["step"])
             host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, b["z0"] if first else None, self.adam_impl)
-            host_adam.adam_update(b["p"], b["m"], b["v"], b["g"], cp, self.p0 if first else None, self.adam_impl)
+            if not self.z_only:
+                host_adam.adam_update(b["p"], b["m"], b["v"], b["g"], cp, self.p0 if first else None, self.adam_impl)
         t1 = time.perf_counter()
         final.run_with_iobinding(b["final"])
         self._times[s] = (t1 - t0, time.perf_counter() - t1)
