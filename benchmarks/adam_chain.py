@@ -1,6 +1,8 @@
 """Why Adam dominates the CPU search (issue 3): onnxruntime vs numpy on the exported graphs' Adam chain
 (10 elementwise ops per weight chunk: m' = b1 m + g, v' = b2 v + g^2, p' = p - m' / (alpha sqrt(v') + eps_k)),
 one thread, the same total elements (3.65 M floats, one width-32 seed) split into chunks of several sizes.
+Then the fused-adam search's host update (runtime/host_adam.py) over one seed's distinct, in-place buffers:
+the compiled single-pass kernel and its NumPy twin.
 
     .venv/bin/python benchmarks/adam_chain.py
 """
@@ -65,5 +67,26 @@ def main(repeats: int = 10):
               f"{t_ort / t_np:9.2f}")
 
 
+def host_update(repeats: int = 20):
+    """ms per Adam step over one seed's TOTAL parameters, in place, every buffer distinct (as in the search)."""
+    from edge_ad.runtime import host_adam
+    from edge_ad.runtime.config import SearchConfig
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(TOTAL).astype(np.float32)
+    p, m, v = (np.zeros(TOTAL, np.float32) for _ in range(3))
+    g = (rng.standard_normal(TOTAL) * 1e-3).astype(np.float32)
+    coefs = host_adam.coefficients(SearchConfig(), 2, 6e-9)
+    impls = ["numpy"] + (["c"] if host_adam.kernel_available() else [])
+    for impl in impls:
+        host_adam.adam_update(p, m, v, g, coefs, p0=p0, impl=impl)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            host_adam.adam_update(p, m, v, g, coefs, impl=impl)
+            ts.append(time.perf_counter() - t)
+        print(f"host_adam ({impl:5s}) over {TOTAL} floats, in place: {1e3 * np.median(ts):6.2f} ms per step")
+
+
 if __name__ == "__main__":
     main()
+    host_update()

@@ -147,7 +147,7 @@ def test_z_only_fused_adam_equals_the_z_only_step_graph(model, frames):
     step_z = Scorer.load(model, lr_theta=0.0, variant="step", threads=1)
     fused = Scorer.load(model, lr_theta=0.0, threads=2)               # auto: fused-adam, z-only
     assert step_z.mode == "step_z" and fused.mode == "fused-adam" and fused._search.z_only
-    assert fused._search.seeds[0]["p"].size == 0                      # no weight copies or moments
+    assert fused._search.slots[0]["p"].size == 0                      # no weight copies or moments
     faithful = Scorer.load(model, variant="fused-adam", threads=2)
     for i, (rgb, depth) in enumerate(frames(3)):
         z0 = make_z0(S, 100, 40 + i)
@@ -175,6 +175,7 @@ def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, frames):
     assert bigger.score(rgb, depth, z0=z0).score != first.score
     numpy = Scorer.load(model, variant="fused-adam", threads=1, adam="numpy")
     assert numpy._search.workers == 1 and numpy._search.adam_impl == "numpy"
+    assert len(numpy._search.slots) == 1 and len(fused._search.slots) == S      # buffers per worker thread
     np.testing.assert_array_equal(numpy.score(rgb, depth, z0=z0).seed_losses, first.seed_losses)
 
 

@@ -15,8 +15,10 @@ of a seed's time. Standard ONNX has no fused optimiser op, so this search splits
 
 The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin), the same float32
 arithmetic as the graphs' Adam, so scores match the unrolled graphs. Every buffer and IOBinding is
-allocated at load: the weights/gradient views of the flat buffers are wrapped as OrtValues (on the CPU
-they share memory), so steady-state scoring allocates nothing per frame but onnxruntime's own arena.
+allocated at load, one set per worker thread (a worker runs its seeds in turn, so one thread holds
+one seed's weights and moments, not n_seed): the weights/gradient views of the flat buffers are wrapped
+as OrtValues (on the CPU they share memory), so steady-state scoring allocates nothing per frame but
+onnxruntime's own arena and the small result copies.
 CPU only: the GPU path keeps the whole search on the device (CUDA EP / TensorRT, unrolled graphs).
 """
 from __future__ import annotations
@@ -128,9 +130,10 @@ class OrtHostAdamSearch:
         self.x = np.zeros(tuple(x_shape), np.float32)
         x_ov = wrap(self.x)
         C, R = int(x_shape[0]), int(x_shape[1])
-        self.seeds = []
-        for s in range(S):
-            w = s % self.workers
+        # one slot of search buffers per worker (a worker runs its seeds in turn): p, m, v, g flat
+        # (n,) float32 weights / scaled moments / gradient, z, zm, zv, zg (1, 1, z_dim), final outputs
+        self.slots = []
+        for w in range(self.workers):
             b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v", "g")}
             b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
             b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
@@ -156,40 +159,45 @@ class OrtHostAdamSearch:
                 fin.bind_ortvalue_input(nm, p_ov[nm])
             for k, a in b["out"].items():
                 fin.bind_ortvalue_output(k, wrap(a))
-            b.update(first=steps[0], step=steps[1], final=fin, sess=sess[w], z0=np.zeros((1, 1, z_dim), np.float32))
-            self.seeds.append(b)
+            b.update(first=steps[0], step=steps[1], final=fin, sess=sess[w])
+            self.slots.append(b)
+        # per seed: its z0 and results (copied out of the worker's slot when its search ends)
+        self.z0 = np.zeros((S, 1, 1, z_dim), np.float32)
+        self.results = {"seed_losses": np.zeros(S, np.float32), "error_map": np.zeros((S, R, R), np.float32),
+                        "recon": np.zeros((S, C, R, R), np.float32), "z": np.zeros((S, z_dim), np.float32)}
         self._coefs = [(host_adam.coefficients(cfg, t, cfg.lr_z), host_adam.coefficients(cfg, t, cfg.lr_theta))
                        for t in range(1, cfg.k + 1)]
         self._times = np.zeros((S, 2))
 
     def _search_seed(self, w: int, s: int) -> None:
-        b = self.seeds[s]
+        b = self.slots[w]
         grad, final = b["sess"]["grad"], b["sess"]["final"]
         t0 = time.perf_counter()
+        b["z"][...] = self.z0[s]          # step 1's graph input; its Adam step reads z0 as p0
         for t, (cz, cp) in enumerate(self._coefs, start=1):
             first = t == 1
             grad.run_with_iobinding(b["first"] if first else b["step"])
-            host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, b["z0"] if first else None, self.adam_impl)
+            host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, self.z0[s] if first else None, self.adam_impl)
             if not self.z_only:
                 host_adam.adam_update(b["p"], b["m"], b["v"], b["g"], cp, self.p0 if first else None, self.adam_impl)
         t1 = time.perf_counter()
         final.run_with_iobinding(b["final"])
+        r = self.results
+        r["seed_losses"][s] = b["out"]["seed_losses"][0]
+        r["error_map"][s] = b["out"]["error_map"]
+        r["recon"][s] = b["out"]["recon"][0]
+        r["z"][s] = b["z"].reshape(-1)
         self._times[s] = (t1 - t0, time.perf_counter() - t1)
 
     def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
         """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
         self.x[...] = x
-        z0 = np.asarray(z0, dtype=np.float32).reshape(self.S, 1, 1, self.z_dim)
-        for s, b in enumerate(self.seeds):
-            b["z0"][...] = z0[s]
-            b["z"][...] = z0[s]          # step 1's graph input; its Adam step reads z0 as p0
+        self.z0[...] = np.asarray(z0, dtype=np.float32).reshape(self.S, 1, 1, self.z_dim)
         self._workers.run(self._search_seed)
-        outs = [b["out"] for b in self.seeds]
-        maps = [o["error_map"] for o in outs]
-        return {"seed_losses": np.concatenate([o["seed_losses"] for o in outs]).astype(np.float64),
-                "error_map": (np.sum(maps, axis=0, dtype=np.float32) / np.float32(self.S)).astype(np.float32),
-                "recon": np.concatenate([o["recon"] for o in outs]),
-                "z": np.concatenate([b["z"] for b in self.seeds]).reshape(self.S, self.z_dim),
+        r = self.results
+        return {"seed_losses": r["seed_losses"].astype(np.float64),
+                "error_map": (np.sum(r["error_map"], axis=0, dtype=np.float32) / np.float32(self.S)).astype(np.float32),
+                "recon": r["recon"].copy(), "z": r["z"].copy(),
                 "steps_s": float(self._times[:, 0].max()), "final_s": float(self._times[:, 1].max())}
 
     def close(self) -> None:
