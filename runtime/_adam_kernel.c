@@ -12,16 +12,18 @@
  *
  * adam_update(p, m, v, g, b1, b2, alpha, eps_k, p0=None)
  *   p, m, v: writable C-contiguous float32 buffers of n elements, updated in place;
- *   g:       readable float32 buffer of n elements (the gradient);
+ *   g:       readable C-contiguous float32 buffer of n elements (the gradient);
  *   p0:      optional readable float32 buffer: the first step of a search. The weights are read from
  *            p0 (the pristine copy) and the moments are taken as zero (m and v are only written), so
  *            no per-frame reset of p, m, v is needed.
  * The GIL is released while the loop runs, so searches of several seeds run on several cores.
- * Element types are checked by the Python wrapper (runtime/host_adam.py); sizes are checked here.
+ * Element type (buffer format 'f'), contiguity and sizes are checked here; the Python wrapper
+ * (runtime/host_adam.py) also refuses overlapping or misaligned arrays (the pointers are restrict).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <string.h>
 
 static void adam_loop(float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
                       const float *restrict p0, Py_ssize_t n, float b1, float b2, float alpha, float eps_k) {
@@ -46,36 +48,54 @@ static void adam_loop(float *restrict p, float *restrict m, float *restrict v, c
     }
 }
 
+/* Acquire a C-contiguous float32 buffer (writable if asked); 0 on success, -1 with an exception set. */
+static int get_f32(PyObject *obj, const char *name, int writable, Py_buffer *view) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        PyErr_Format(PyExc_TypeError, "adam_update: %s must be a %sC-contiguous float32 buffer", name,
+                     writable ? "writable " : "");
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (view->itemsize != (Py_ssize_t)sizeof(float) || strcmp(f, "f") != 0) {
+        PyErr_Format(PyExc_TypeError, "adam_update: %s must hold float32, got format '%s'", name,
+                     view->format ? view->format : "B");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *adam_update(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"p", "m", "v", "g", "b1", "b2", "alpha", "eps_k", "p0", NULL};
-    Py_buffer p, m, v, g, p0;
-    PyObject *p0_obj = Py_None;
+    PyObject *objs[5] = {NULL, NULL, NULL, NULL, Py_None};
+    static const char *names[5] = {"p", "m", "v", "g", "p0"};
+    Py_buffer views[5];
     float b1, b2, alpha, eps_k;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "w*w*w*y*ffff|O", kwlist, &p, &m, &v, &g, &b1, &b2,
-                                     &alpha, &eps_k, &p0_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOffff|O", kwlist, &objs[0], &objs[1], &objs[2], &objs[3],
+                                     &b1, &b2, &alpha, &eps_k, &objs[4]))
         return NULL;
-    int have_p0 = p0_obj != Py_None;
-    if (have_p0 && PyObject_GetBuffer(p0_obj, &p0, PyBUF_SIMPLE) != 0) {
-        PyBuffer_Release(&p); PyBuffer_Release(&m); PyBuffer_Release(&v); PyBuffer_Release(&g);
-        return NULL;
+    int n_views = objs[4] == Py_None ? 4 : 5, got = 0;
+    PyObject *result = NULL;
+    for (; got < n_views; got++)
+        if (get_f32(objs[got], names[got], got < 3, &views[got]) != 0) goto done;
+    Py_ssize_t n = views[0].len / (Py_ssize_t)sizeof(float);
+    for (int i = 1; i < n_views; i++) {
+        if (views[i].len != views[0].len) {
+            PyErr_Format(PyExc_ValueError, "adam_update: %s has %zd elements, p has %zd", names[i],
+                         views[i].len / (Py_ssize_t)sizeof(float), n);
+            goto done;
+        }
     }
-    PyObject *result = Py_None;
-    Py_ssize_t nbytes = p.len;
-    if (m.len != nbytes || v.len != nbytes || g.len != nbytes || (have_p0 && p0.len != nbytes)
-            || nbytes % (Py_ssize_t)sizeof(float) != 0) {
-        PyErr_Format(PyExc_ValueError, "adam_update: buffer sizes differ (p %zd, m %zd, v %zd, g %zd%s bytes)",
-                     p.len, m.len, v.len, g.len, have_p0 ? ", p0 given" : "");
-        result = NULL;
-    } else {
-        Py_ssize_t n = nbytes / (Py_ssize_t)sizeof(float);
-        Py_BEGIN_ALLOW_THREADS
-        adam_loop((float *)p.buf, (float *)m.buf, (float *)v.buf, (const float *)g.buf,
-                  have_p0 ? (const float *)p0.buf : NULL, n, b1, b2, alpha, eps_k);
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&p); PyBuffer_Release(&m); PyBuffer_Release(&v); PyBuffer_Release(&g);
-    if (have_p0) PyBuffer_Release(&p0);
-    if (result == Py_None) Py_INCREF(Py_None);
+    Py_BEGIN_ALLOW_THREADS
+    adam_loop((float *)views[0].buf, (float *)views[1].buf, (float *)views[2].buf, (const float *)views[3].buf,
+              n_views == 5 ? (const float *)views[4].buf : NULL, n, b1, b2, alpha, eps_k);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     return result;
 }
 

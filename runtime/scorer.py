@@ -121,7 +121,8 @@ class Scorer:
                     and _cpu_only(providers):
                 mode = "seed-parallel"   # whole seeds on separate cores (benchmarks/README.md)
             if cfg.k >= 1 and backend == "onnxruntime" and _cpu_only(providers) \
-                    and {_grad_graph(cfg), "final_seed"} <= set(graphs) and host_adam.kernel_available():
+                    and {_grad_graph(cfg), "final_seed"} <= set(graphs) \
+                    and (host_adam.kernel_available() or adam == "numpy"):
                 mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
         elif variant == "fused-adam":
             if not {_grad_graph(cfg), "final_seed"} <= set(graphs):
@@ -150,6 +151,8 @@ class Scorer:
                                     f"asked for k={cfg.k}")
         else:
             raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel, fused-adam)")
+        if adam is not None and mode != "fused-adam":
+            raise ValueError(f"adam={adam!r} applies to the fused-adam search only; this load runs {mode!r}")
         if mode == "step_z" and "step_z" not in graphs:
             mode = "step"   # the full graph with a zero theta step size is the same computation
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
@@ -197,7 +200,8 @@ class Scorer:
                 raise ManifestError(f"{model_dir}: {e}") from None
             search = OrtHostAdamSearch({g: graphs[g] for g in (_grad_graph(cfg), "final_seed")}, weights, state, cfg,
                                        int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
-                                       workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam)
+                                       workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam,
+                                       threads=n_threads)
             return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
         if mode == "seed-parallel":
             from .backends.onnxruntime_backend import OrtSeedParallelSearch

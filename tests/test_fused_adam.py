@@ -71,17 +71,79 @@ def test_kernel_equals_numpy_bit_for_bit_and_is_torch_adam():
         assert np.all(np.abs(c[2] * (1 - cfg.beta2) - st["exp_avg_sq"].numpy()) <= 1e-6 * g_abs ** 2)
 
 
+@needs_kernel
+def test_kernel_checks_its_buffers_itself():
+    from edge_ad.runtime import _adam_kernel
+    a = np.zeros(8, np.float32)
+    with pytest.raises(TypeError, match="g must hold float32, got format 'd'"):
+        _adam_kernel.adam_update(a, a.copy(), a.copy(), np.zeros(8), 0.9, 0.999, 1.0, 1e-8)
+    with pytest.raises(ValueError, match="v has 4 elements, p has 8"):
+        _adam_kernel.adam_update(a, a.copy(), np.zeros(4, np.float32), a.copy(), 0.9, 0.999, 1.0, 1e-8)
+    with pytest.raises(TypeError, match="p must be a writable C-contiguous float32 buffer"):
+        _adam_kernel.adam_update(np.zeros(16, np.float32)[::2], a.copy(), a.copy(), a.copy(), 0.9, 0.999, 1.0, 1e-8)
+    ro = a.copy()
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="m must be a writable"):
+        _adam_kernel.adam_update(a, ro, a.copy(), a.copy(), 0.9, 0.999, 1.0, 1e-8)
+
+
+@needs_kernel
+def test_host_adam_equals_the_graphs_adam_bit_for_bit(tiny_generator):
+    """step_z.onnx applies Adam to z inside the graph; grad_z.onnx (same builder, same layout) gives
+    the gradient it used. The host update from that gradient must reproduce the graph's outputs."""
+    import onnxruntime as ort
+
+    from edge_ad.export.exporter import arch_of, generator_arrays
+    from edge_ad.export.onnx_graphs import build_graph, stack_state
+    from edge_ad.runtime.backends.onnxruntime_backend import adam_scalars
+    params, bn = generator_arrays(tiny_generator)
+    arch = arch_of(tiny_generator, 2)
+    run = {k: ort.InferenceSession(build_graph(arch, k, bn).SerializeToString(), providers=["CPUExecutionProvider"])
+           for k in ("step_z", "grad_z")}
+    rng = np.random.default_rng(1)
+    feed = {k: v.astype(np.float32) for k, v in stack_state(arch, params).items()}
+    feed["x"] = rng.uniform(-1, 1, (4, 64, 64)).astype(np.float32)
+    z = rng.standard_normal((2, 1, 100)).astype(np.float32)
+    m = (rng.standard_normal((2, 1, 100)) * 1e-3).astype(np.float32)
+    v = (rng.random((2, 1, 100)) * 1e-5).astype(np.float32)
+    cfg, t = SearchConfig(), 3
+    sc = {k: np.array(val, np.float32) for k, val in adam_scalars(cfg, t).items()}
+    names = {i.name for i in run["step_z"].get_inputs()}
+    out = dict(zip([o.name for o in run["step_z"].get_outputs()],
+                   run["step_z"].run(None, {**{k: val for k, val in feed.items() if k in names}, "z": z, "z.m": m,
+                                            "z.v": v, **{k: val for k, val in sc.items() if k in names}})))
+    g = run["grad_z"].run(["z.grad"], {**{k: val for k, val in feed.items()
+                                          if k in {i.name for i in run["grad_z"].get_inputs()}}, "z": z})[0]
+    for impl in ("c", "numpy"):
+        p2, m2, v2 = z.copy(), m.copy(), v.copy()
+        host_adam.adam_update(p2, m2, v2, np.ascontiguousarray(g), host_adam.coefficients(cfg, t, cfg.lr_z), impl=impl)
+        np.testing.assert_array_equal(m2, out["z.m.out"])
+        np.testing.assert_array_equal(v2, out["z.v.out"])
+        np.testing.assert_array_equal(p2, out["z.out"])
+    assert np.abs(out["z.out"] - z).max() > 1e-3                      # a real step
+
+
 def test_adam_update_rejects_bad_buffers(monkeypatch):
     a = np.zeros(8, np.float32)
     coefs = host_adam.coefficients(SearchConfig(), 1, 0.05)
-    with pytest.raises(TypeError, match="g must be a C-contiguous float32"):
+    with pytest.raises(TypeError, match="g must be an aligned C-contiguous float32"):
         host_adam.adam_update(a, a.copy(), a.copy(), np.zeros(8), coefs, impl="numpy")
     with pytest.raises(ValueError, match="m has 4 elements, expected 8"):
         host_adam.adam_update(a, a[:4].copy(), a.copy(), a.copy(), coefs, impl="numpy")
-    with pytest.raises(TypeError, match="p must be a C-contiguous"):
+    with pytest.raises(TypeError, match="p must be an aligned C-contiguous"):
         host_adam.adam_update(np.zeros(16, np.float32)[::2], a.copy(), a.copy(), a.copy(), coefs, impl="numpy")
     with pytest.raises(ValueError, match="unknown Adam implementation"):
         host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, impl="fortran")
+    with pytest.raises(ValueError, match="p0 and p overlap|p and p0 overlap"):
+        host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, p0=a, impl="numpy")
+    with pytest.raises(TypeError, match="aligned"):
+        host_adam.adam_update(np.frombuffer(bytes(33), np.float32, 8, offset=1), a.copy(), a.copy(), a.copy(),
+                              coefs, impl="numpy")
+    p0 = np.arange(8, dtype=np.float32)
+    before = p0.copy()
+    host_adam.adam_update(a, a.copy(), a.copy(), np.ones(8, np.float32), coefs, p0=p0, impl="numpy")
+    np.testing.assert_array_equal(p0, before)                          # the pristine copy is only read
+    assert np.all(a < p0)                                              # p = p0 - step
     monkeypatch.setattr(host_adam, "_kernel", None)
     with pytest.raises(RuntimeError, match="compiled Adam kernel .* is not installed"):
         host_adam.adam_update(a, a.copy(), a.copy(), a.copy(), coefs, impl="c")
@@ -115,10 +177,10 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
     np.testing.assert_array_equal(full["W1.c0"].reshape(-1), tiny_generator.state_dict()["gen.1.0.weight"].numpy().reshape(-1))
     bad = [dict(st) for st in man["layout"]["state"]]
     chunks = [st for st in bad if st["cols"] is not None and st["name"].startswith("W1.")]
-    if len(chunks) > 1:
-        chunks[1]["cols"] = [chunks[1]["cols"][0] + 16, chunks[1]["cols"][1]]
-        with pytest.raises(ValueError, match="not contiguous"):
-            regroup_state(w, bad, g["state"], "d2s", "col2im")
+    assert len(chunks) > 1                                          # the tiny export chunks layer 1
+    chunks[1]["cols"] = [chunks[1]["cols"][0] + 16, chunks[1]["cols"][1]]
+    with pytest.raises(ValueError, match="not contiguous"):
+        regroup_state(w, bad, g["state"], "d2s", "col2im")
 
 
 @needs_kernel
@@ -184,10 +246,18 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
         Scorer.load(model, variant="fused-adam", config=SearchConfig(k=0, n_seed=S))
     with pytest.raises(ValueError, match="runs on the CPU"):
         Scorer.load(model, variant="fused-adam", providers=["CUDAExecutionProvider"])
+    with pytest.raises(ValueError, match="unknown Adam implementation"):
+        Scorer.load(model, variant="fused-adam", adam="bogus")
+    with pytest.raises(ValueError, match="fused-adam search only"):
+        Scorer.load(model, variant="unrolled", adam="numpy")
+    wide = Scorer.load(model, threads=8)                              # more threads than seeds: shared out
+    assert wide._search.workers == S and wide._search.intra_threads == 8 // S
     monkeypatch.setattr(host_adam, "_kernel", None)
     with pytest.raises(RuntimeError, match="kernel is not installed"):
         Scorer.load(model, variant="fused-adam", adam="c")
     assert Scorer.load(model, variant="fused-adam", threads=1).mode == "fused-adam"   # NumPy Adam then
+    assert Scorer.load(model, threads=2).mode == "seed-parallel"      # auto avoids it without the kernel
+    assert Scorer.load(model, threads=2, adam="numpy").mode == "fused-adam"   # unless NumPy is asked for
     d = tmp_path / "m"
     shutil.copytree(model, d)
     with open(d / "grad_seed.onnx", "r+b") as f:

@@ -351,8 +351,11 @@ class SeedWorkers:
         try:
             work(0)
         finally:
-            for f in futures:
-                f.result()               # re-raises a worker's error; always waits for all
+            if futures:
+                from concurrent.futures import wait
+                wait(futures)            # every worker has stopped before anything is raised or reused
+        for f in futures:
+            f.result()                   # worker 0's error (above) first, then the first pool worker's
 
     def close(self) -> None:
         if self._pool is not None:

@@ -78,11 +78,14 @@ class OrtHostAdamSearch:
     graphs: {"grad_seed" (or "grad_z_seed" for lr_theta = 0: z-only, the weights stay pristine):
     path or bytes, "final_seed": path or bytes}; pristine: {name: one copy} in the
     graphs' layout (see ``regroup_state``); state: the graphs' "state" entries. workers: threads running
-    seeds (default n_seed; 1 = the seeds in turn on the calling thread). adam: "c" or "numpy"."""
+    seeds (default n_seed; 1 = the seeds in turn on the calling thread); threads: all CPU threads to use
+    (default: one per worker), split evenly into each worker's onnxruntime intra-op pool. adam: "c" or
+    "numpy"."""
 
     def __init__(self, graphs: dict, pristine: dict, state: Sequence[dict], cfg: SearchConfig, z_dim: int,
                  x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
-                 workers: Optional[int] = None, profile: Optional[str] = None, adam: Optional[str] = None):
+                 workers: Optional[int] = None, profile: Optional[str] = None, adam: Optional[str] = None,
+                 threads: Optional[int] = None):
         ort = _ort()
         self.cfg, self.mode, self.dtype = cfg, "fused-adam", np.dtype(dtype)
         if self.dtype != np.float32:
@@ -98,6 +101,8 @@ class OrtHostAdamSearch:
             raise ValueError("the fused-adam search runs on the CPU (host buffers); on a GPU use the "
                              "unrolled graphs (variant 'unrolled') or the TensorRT backend")
         self.adam_impl = adam or host_adam.default_implementation()
+        if self.adam_impl not in host_adam.IMPLEMENTATIONS:
+            raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
             raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
         self.device, self._run_opts = "cpu", None
@@ -111,7 +116,9 @@ class OrtHostAdamSearch:
         self.n_params = n
         self._workers = SeedWorkers(S, workers or S)
         self.workers = self._workers.workers
-        so = session_options(1, profile, spin=False)
+        # threads beyond one per worker go to each worker's intra-op pool (e.g. 8 cores, 3 seeds: 2 each)
+        self.intra_threads = max(1, int(threads or self.workers) // self.workers)
+        so = session_options(self.intra_threads, profile, spin=False)
         sess = [{"grad": ort.InferenceSession(graphs[grad_graph], so, providers=["CPUExecutionProvider"]),
                  "final": ort.InferenceSession(graphs["final_seed"], so, providers=["CPUExecutionProvider"])}
                 for _ in range(self.workers)]
