@@ -35,6 +35,44 @@ def val_frame(kinect_root):
 
 
 @pytest.fixture(scope="session")
+def val_frames(val_frame):
+    """val_frames(n) -> [(rgb, depth)]: n raw val frames, alternating cylinder, rectangle, sphere."""
+    classes = ("cylinder", "rectangle", "sphere")
+
+    def take(n: int) -> list:
+        return [(f["rgb"], f["depth"]) for f in (val_frame(classes[i % 3], i // 3) for i in range(n))]
+    return take
+
+
+def flip_last_bytes(path, n: int = 8) -> None:
+    """Corrupt a file in place (its last n bytes inverted): a tampered model file."""
+    with open(path, "r+b") as f:
+        f.seek(-n, 2)
+        last = f.read(n)
+        f.seek(-n, 2)
+        f.write(bytes(b ^ 0xFF for b in last))
+
+
+@pytest.fixture
+def tiny_bench(tmp_path, tiny_generator, kinect_root, monkeypatch):
+    """tiny_bench(model_dir, variants) -> run_bench's results for tiny_generator (saved as a
+    checkpoint) on one real frame, 2 threads, no RSS probes, the sgemm peak stubbed (test_bench
+    measures it)."""
+    pytest.importorskip("torch")
+    from edge_ad.export import benchmark
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    ck = tmp_path / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
+    monkeypatch.setattr(benchmark, "sgemm_peak", lambda threads: 50.0)
+
+    def run(model_dir, variants) -> dict:
+        return benchmark.run_bench(str(ck), str(model_dir), n_frames=1, repeats=1, threads=2, rss=False,
+                                   variants=tuple(variants), log=lambda *a: None)
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_generator():
     """A width-8 generator with non-trivial BatchNorm statistics (so eval-mode BN matters)."""
     torch = pytest.importorskip("torch")

@@ -15,18 +15,11 @@ from edge_ad.runtime.config import SearchConfig, make_z0
 from edge_ad.runtime.manifest import ManifestError, load_manifest
 from edge_ad.runtime.scorer import Scorer
 
+from conftest import flip_last_bytes
+
 K, S = 2, 3
 needs_kernel = pytest.mark.skipif(not host_adam.kernel_available(),
                                   reason="compiled Adam kernel not built (no C compiler at install)")
-
-
-@pytest.fixture(scope="module")
-def frames(val_frame):
-    classes = ("cylinder", "rectangle", "sphere")
-
-    def take(n):
-        return [(f["rgb"], f["depth"]) for f in (val_frame(classes[i % 3], i // 3) for i in range(n))]
-    return take
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +177,12 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
 
 
 @needs_kernel
-def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, frames):
+def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, val_frames):
     grouped = Scorer.load(model, variant="unrolled", threads=1)
     fused = Scorer.load(model, threads=2)                           # auto: fused-adam on the CPU
     assert fused.mode == "fused-adam" and fused._search.workers == S and fused._search.adam_impl == "c"
     assert Scorer.load(model, threads=1).mode == "fused-adam"       # one thread too (one worker)
-    for i, (rgb, depth) in enumerate(frames(4)):
+    for i, (rgb, depth) in enumerate(val_frames(4)):
         z0 = make_z0(S, 100, 20 + i)
         a = grouped.score(rgb, depth, z0=z0, keep_reconstructions=True)
         b = fused.score(rgb, depth, z0=z0, keep_reconstructions=True)
@@ -204,14 +197,14 @@ def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, frames):
 
 
 @needs_kernel
-def test_z_only_fused_adam_equals_the_z_only_step_graph(model, frames):
+def test_z_only_fused_adam_equals_the_z_only_step_graph(model, val_frames):
     """lr_theta = 0: grad_z_seed.onnx (no weight gradients, pristine weights) + Adam on z on the host."""
     step_z = Scorer.load(model, lr_theta=0.0, variant="step", threads=1)
     fused = Scorer.load(model, lr_theta=0.0, threads=2)               # auto: fused-adam, z-only
     assert step_z.mode == "step_z" and fused.mode == "fused-adam" and fused._search.z_only
     assert fused._search.slots[0]["p"].size == 0                      # no weight copies or moments
     faithful = Scorer.load(model, variant="fused-adam", threads=2)
-    for i, (rgb, depth) in enumerate(frames(3)):
+    for i, (rgb, depth) in enumerate(val_frames(3)):
         z0 = make_z0(S, 100, 40 + i)
         a = step_z.score(rgb, depth, z0=z0)
         b = fused.score(rgb, depth, z0=z0)
@@ -222,8 +215,8 @@ def test_z_only_fused_adam_equals_the_z_only_step_graph(model, frames):
 
 
 @needs_kernel
-def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, frames):
-    (rgb, depth), (rgb2, depth2) = frames(2)
+def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames):
+    (rgb, depth), (rgb2, depth2) = val_frames(2)
     fused = Scorer.load(model, variant="fused-adam", threads=2)
     z0 = make_z0(S, 100, 3)
     first = fused.score(rgb, depth, z0=z0)
@@ -260,11 +253,7 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     assert Scorer.load(model, threads=2, adam="numpy").mode == "fused-adam"   # unless NumPy is asked for
     d = tmp_path / "m"
     shutil.copytree(model, d)
-    with open(d / "grad_seed.onnx", "r+b") as f:
-        f.seek(-8, 2)
-        last = f.read(8)
-        f.seek(-8, 2)
-        f.write(bytes(b ^ 0xFF for b in last))
+    flip_last_bytes(d / "grad_seed.onnx")
     with pytest.raises(ManifestError, match="grad_seed.onnx"):
         Scorer.load(d, variant="fused-adam")
     man = load_manifest(model)
@@ -281,9 +270,9 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     assert Scorer.load(old, threads=2, lr_theta=0.0).mode == "step_z"
 
 
-def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, frames):
+def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, val_frames):
     from edge_ad.export.exporter import export_model
-    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(frames(2))]
+    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(2))]
     man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=3, n_seed=2), parity_frames=parity,
                        check_fp64=False, log=lambda *a: None)
     assert man["parity"]["passed"]
@@ -295,17 +284,10 @@ def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, fr
 
 
 @needs_kernel
-def test_bench_fused_adam_variant(tmp_path, tiny_generator, model, kinect_root, monkeypatch):
-    pytest.importorskip("torch")
+def test_bench_fused_adam_variant(model, tiny_bench):
     from edge_ad.export import benchmark
-    from edge_ad.models.checkpoint import save_checkpoint
-    from edge_ad.runtime.preprocess import PreprocessSpec
-    ck = tmp_path / "g.pt"
-    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
-    monkeypatch.setattr(benchmark, "sgemm_peak", lambda threads: 50.0)   # test_bench measures it
-    res = benchmark.run_bench(str(ck), str(model), n_frames=1, repeats=1, threads=2, rss=False,
-                              variants=("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
-                                        "onnx-fused-adam-z-only"), log=lambda *a: None)
+    res = tiny_bench(model, ("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
+                             "onnx-fused-adam-z-only"))
     v = res["variants"]
     assert "| onnx-fused-adam |" in benchmark.format_table(res)
     for name in ("onnx-fused-adam", "onnx-fused-adam-numpy"):

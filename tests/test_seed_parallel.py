@@ -11,17 +11,9 @@ from edge_ad.runtime.config import SearchConfig, make_z0
 from edge_ad.runtime.manifest import ManifestError, load_manifest
 from edge_ad.runtime.scorer import Scorer
 
+from conftest import flip_last_bytes
+
 K, S = 2, 3
-
-
-@pytest.fixture(scope="module")
-def frames(val_frame):
-    """frames(n) -> [(rgb, depth)]: n raw val frames, alternating the classes."""
-    classes = ("cylinder", "rectangle", "sphere")
-
-    def take(n):
-        return [(f["rgb"], f["depth"]) for f in (val_frame(classes[i % 3], i // 3) for i in range(n))]
-    return take
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +38,11 @@ def test_export_writes_the_single_seed_graph(model):
     assert {o["name"]: o["shape"] for o in g["outputs"]}["recon"] == [1, 4, 64, 64]
 
 
-def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, frames):
+def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, val_frames):
     grouped = Scorer.load(model, variant="unrolled", threads=1)
     par = Scorer.load(model, variant="seed-parallel", threads=2)   # n_seed workers on >= 2 CPU threads
     assert grouped.mode == "unrolled" and par.mode == "seed-parallel" and par._search.workers == S
-    for i, (rgb, depth) in enumerate(frames(4)):
+    for i, (rgb, depth) in enumerate(val_frames(4)):
         z0 = make_z0(S, 100, 10 + i)
         a = grouped.score(rgb, depth, z0=z0, keep_reconstructions=True)
         b = par.score(rgb, depth, z0=z0, keep_reconstructions=True)
@@ -65,8 +57,8 @@ def test_seed_parallel_equals_grouped_unrolled_on_real_frames(model, frames):
         assert np.ptp(b.seed_losses) > 0                    # the seeds really differ (not one seed 3x)
 
 
-def test_weights_reset_per_frame(model, frames):
-    (rgb, depth), (rgb2, depth2) = frames(2)
+def test_weights_reset_per_frame(model, val_frames):
+    (rgb, depth), (rgb2, depth2) = val_frames(2)
     par = Scorer.load(model, variant="seed-parallel", threads=2)
     z0 = make_z0(S, 100, 3)
     first = par.score(rgb, depth, z0=z0)
@@ -77,8 +69,8 @@ def test_weights_reset_per_frame(model, frames):
     np.testing.assert_array_equal(again.error_map, first.error_map)
 
 
-def test_threads_1_explicit_and_two_workers(model, frames, monkeypatch):
-    (rgb, depth), = frames(1)
+def test_threads_1_explicit_and_two_workers(model, val_frames, monkeypatch):
+    (rgb, depth), = val_frames(1)
     z0 = make_z0(S, 100, 0)
     ref = Scorer.load(model, variant="unrolled", threads=1).score(rgb, depth, z0=z0)
     one = Scorer.load(model, variant="seed-parallel", threads=1)
@@ -97,11 +89,7 @@ def test_threads_1_explicit_and_two_workers(model, frames, monkeypatch):
 def test_tampered_single_seed_graph_is_refused(model, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(model, d)
-    with open(d / "unrolled_seed.onnx", "r+b") as f:
-        f.seek(-8, 2)
-        last = f.read(8)
-        f.seek(-8, 2)
-        f.write(bytes(b ^ 0xFF for b in last))
+    flip_last_bytes(d / "unrolled_seed.onnx")
     with pytest.raises(ManifestError, match="unrolled_seed.onnx"):
         Scorer.load(d, variant="seed-parallel", threads=2)
     with pytest.raises(ManifestError, match="unrolled_seed.onnx"):
@@ -120,9 +108,9 @@ def test_fallbacks_and_refusals(model, export_tiny):
         Scorer.load(single, variant="seed-parallel")
 
 
-def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator, frames):
+def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator, val_frames):
     from edge_ad.export.exporter import export_model
-    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(frames(1))]
+    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(1))]
     man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=1, n_seed=2), parity_frames=parity,
                        check_fp64=False, log=lambda *a: None)
     assert man["parity"]["passed"]
@@ -132,17 +120,9 @@ def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator,
             <= 1e-5 * abs(row["unrolled"]["onnx_score"])
 
 
-def test_bench_seed_parallel_variant(tmp_path, tiny_generator, model, kinect_root, monkeypatch):
-    pytest.importorskip("torch")
+def test_bench_seed_parallel_variant(model, tiny_bench):
     from edge_ad.export import benchmark
-    from edge_ad.models.checkpoint import save_checkpoint
-    from edge_ad.runtime.preprocess import PreprocessSpec
-    ck = tmp_path / "g.pt"
-    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
-    monkeypatch.setattr(benchmark, "sgemm_peak", lambda threads: 50.0)   # test_bench measures it
-    res = benchmark.run_bench(str(ck), str(model), n_frames=1, repeats=1, threads=2, rss=False,
-                              variants=("onnx-unrolled", "onnx-seed-parallel", "onnx-seed-parallel-cores"),
-                              log=lambda *a: None)
+    res = tiny_bench(model, ("onnx-unrolled", "onnx-seed-parallel", "onnx-seed-parallel-cores"))
     v = res["variants"]
     assert "| onnx-seed-parallel |" in benchmark.format_table(res)
     assert set(v) == {"onnx-unrolled", "onnx-seed-parallel", "onnx-seed-parallel-cores"}
