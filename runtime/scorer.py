@@ -88,15 +88,20 @@ class Scorer:
         """Load and verify ``model_dir`` (manifest version, sha256 of every file).
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export).
-        variant: "auto" (the unrolled graph when exported for this k, else the step loop; the z-only
-        step graph when lr_theta == 0; on the CPU with threads >= 2 (default: all cores) the
-        seed-parallel search when exported, and over both the fused-adam search, see below), "step" (k step-graph runs on preallocated buffers),
-        "unrolled" (one graph run per frame), "seed-parallel" (the single-seed unrolled graph, one
-        run per seed, concurrently from ``workers`` threads of one intra-op thread each; default
-        n_seed workers, 1 when threads == 1), "fused-adam" (the same seed split, but each step is a
-        gradient graph and Adam runs on the host in one fused pass, runtime/host_adam.py; CPU only;
-        ``adam`` = "c" (the compiled kernel, default when installed) or "numpy"). "auto" picks
-        fused-adam on the CPU when the kernel is installed and the graphs were exported.
+        variant:
+          "auto"          on the CPU (onnxruntime, no CUDA provider) with k >= 1: "fused-adam" when its
+                          graphs were exported and its compiled kernel is installed (or adam="numpy");
+                          else "seed-parallel" with threads >= 2 (when exported), else "unrolled" (when
+                          exported for this k), else "step"; lr_theta == 0 without fused-adam: the z-only
+                          step graph. On a GPU: "unrolled" / "step".
+          "step"          k step-graph runs on preallocated buffers (z-only graph when lr_theta == 0)
+          "unrolled"      one graph run per frame
+          "seed-parallel" the single-seed unrolled graph, one run per seed, concurrently from ``workers``
+                          threads of one intra-op thread each (default n_seed workers, 1 when threads == 1)
+          "fused-adam"    the same seed split, each step a gradient graph and Adam on the host in one
+                          pass (runtime/host_adam.py; CPU only; lr_theta == 0 uses the z-only gradient
+                          graph); ``adam`` = "c" (compiled kernel, default when installed) or "numpy";
+                          threads beyond one per worker go to the workers' intra-op pools.
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
