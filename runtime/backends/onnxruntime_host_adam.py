@@ -1,10 +1,10 @@
 """The fused-adam search: onnxruntime computes one seed's gradients, the host applies Adam in one pass.
 
-Why (benchmarks/README.md, "Fused Adam on the host"): in the unrolled graphs Adam on the per-seed weight
+Why (benchmarks/README.md, "Current: the fused-adam search"): in the unrolled graphs Adam on the per-seed weight
 copies is 10 elementwise ONNX ops per tensor, each a separate pass over 3.6 M weights (width 32): ~42 %
 of a seed's time. Standard ONNX has no fused optimiser op, so this search splits each step:
 
-    for each seed j (concurrently, one worker thread with one intra-op thread per seed):
+    for each seed j (concurrently: by default one worker thread per seed, one intra-op thread each):
         z_j = z0_j;  p_j, m_j, v_j: flat float32 buffers (weights and scaled Adam moments)
         step 1:      grad_seed(x, z_j, pristine) -> g;  Adam reads the pristine weights (p0) and zero
                      moments and writes p_j, m_j, v_j (no per-frame copy or reset of the buffers)
