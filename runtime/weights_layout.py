@@ -34,3 +34,17 @@ def from_gemm(m: np.ndarray, layer: int, order: str = "d2s") -> np.ndarray:
         return m.reshape(cin, cout, 4, 4)
     # columns (a, c', b, d, c) -> axes (cin, c, a, b, c', d)
     return m.reshape(cin, 2, 2, 2, 2, cout).transpose(0, 5, 1, 3, 2, 4).reshape(cin, cout, 4, 4)
+
+
+def to_panels(m: np.ndarray, panel: int) -> np.ndarray:
+    """(C_in, N) GEMM matrix -> (N / panel, C_in, panel) column panels (a graph's "panel" entries)."""
+    cin, n = m.shape
+    if panel <= 0 or n % panel:
+        raise ValueError(f"panel width {panel} does not divide the {n} columns")
+    return np.ascontiguousarray(m.reshape(cin, n // panel, panel).transpose(1, 0, 2))
+
+
+def from_panels(p: np.ndarray) -> np.ndarray:
+    """(N / panel, C_in, panel) column panels -> the (C_in, N) GEMM matrix."""
+    nb, cin, panel = p.shape
+    return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(cin, nb * panel))

@@ -144,7 +144,7 @@ def test_adam_update_rejects_bad_buffers(monkeypatch):
 
 def test_export_writes_the_gradient_graphs(model, tiny_generator):
     from edge_ad.runtime.backends.onnxruntime_host_adam import regroup_state
-    from edge_ad.runtime.weights_layout import from_gemm, to_gemm
+    from edge_ad.runtime.weights_layout import from_gemm, from_panels, to_gemm
     man = load_manifest(model, verify=True)
     g, f = man["graphs"]["grad_seed"], man["graphs"]["final_seed"]
     assert man["files"][g["file"]] and man["files"][f["file"]]      # sha256 recorded
@@ -160,7 +160,17 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
     with np.load(model / "weights.npz") as npz:
         w = {k: npz[k] for k in npz.files}
     assert g["col_order"] == "col2im" and man["layout"]["col_order"] == "d2s"
+    panels = {st["name"]: st["panel"] for st in g["state"] if st.get("panel")}
+    assert list(panels) == ["W1.c0"] and panels["W1.c0"] == 32       # the thin layer, in column panels
     full = regroup_state(w, man["layout"]["state"], g["state"], "d2s", "col2im")
+    w1 = full["W1.c0"]
+    assert w1.shape == tuple(next(st["shape"] for st in g["state"] if st["name"] == "W1.c0")[1:])
+    full["W1.c0"] = from_panels(w1)                                   # (N / 32, C_in, 32) -> (C_in, N)
+    np.testing.assert_array_equal(w1[1], full["W1.c0"][:, 32:64])    # panel 1 = columns 32..63
+    from edge_ad.runtime.weights_layout import to_panels
+    np.testing.assert_array_equal(to_panels(full["W1.c0"], 32), w1)
+    with pytest.raises(ValueError, match="does not divide"):
+        to_panels(np.zeros((2, 10), np.float32), 4)
     for st in man["layout"]["state"]:         # every d2s chunk is a slice of its layer, re-ordered
         if st["cols"] is not None:
             layer = int(st["param"].split(".")[1])

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_ad.runtime import host_adam
 from edge_ad.runtime.config import SearchConfig
-from edge_ad.runtime.weights_layout import from_gemm, to_gemm
+from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
 from .onnxruntime_backend import SeedWorkers, _ort, _ortvalue_makers, session_options
 
@@ -40,7 +40,8 @@ def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_
     """Weights in the ``src`` layout (weights.npz: {name: one copy}, column chunks per the manifest's
     layout.state, GEMM column order ``src_order``) -> the ``dst`` layout (a graph's "state" entry and
     "col_order"; runtime.weights_layout). Entries are dicts with name, param, shape (stacked,
-    (S, ...)) and cols ((start, stop) GEMM columns, or None for whole tensors)."""
+    (S, ...)), cols ((start, stop) GEMM columns, or None for whole tensors) and, for a weight stored as
+    column panels, panel (the panel width: (N / panel, C_in, panel), weights_layout.to_panels)."""
     by_param: dict = {}
     for st in src:
         by_param.setdefault(st["param"], []).append(st)
@@ -64,6 +65,8 @@ def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_
                 layer = int(st["param"].split(".")[1])                     # "gen.<l>.0.weight" / "gen.4.weight"
                 full = to_gemm(from_gemm(full, layer, src_order), layer, dst_order)
             arr = full[..., st["cols"][0]:st["cols"][1]]
+            if st.get("panel"):
+                arr = to_panels(arr, int(st["panel"]))                          # (N / panel, C_in, panel)
         if arr.shape != want:
             raise ValueError(f"{st['name']}: regrouped shape {arr.shape} != the graph's {want}")
         out[st["name"]] = arr
