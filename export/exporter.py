@@ -548,7 +548,7 @@ def _export_seed_graph(G, bn: dict, cfg: SearchConfig, chunk_bytes: int, arch: A
             "note": "the unrolled graph for one seed; the runtime runs it once per seed, concurrently"}
 
 
-HOST_ADAM_PANEL = 32   # column-panel width of the thin layer's weight in the fused-adam graphs
+HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fused-adam graphs
 
 
 def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
@@ -558,7 +558,7 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     order so that the forward col2im is one Col2Im op (CPU-only graphs; measured per step 26.4 ->
     23.9 ms, final pass 16.6 -> 9.4 ms). Returns the manifest's graph entries: "state" and
     "col_order" give these graphs' weight layout (weights.npz holds the chunked d2s one)."""
-    # onnxruntime's Col2Im op; the thin layer's weight in 32-column panels (onnx_graphs.Arch.panel)
+    # onnxruntime's Col2Im op; layers 1-2 (P <= 64) in 32-column panels (onnx_graphs.Arch.panel)
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
     state = [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None,
               **({"panel": s.panel} if s.panel else {})} for s in one.state()]

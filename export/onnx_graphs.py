@@ -38,6 +38,10 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_ad.runtime.weights_layout import to_gemm, to_panels
 
 OPSET = 18
+# Arch.panel applies to the stride-2 layers with at most this many input positions (layers 1-2 at
+# 64x64): measured in the gradient graph, width 32, grad step: panels for layer 1 -1.6 to -2.4 ms,
+# also layer 2 another -0.8 to -1.5 ms, layers 3-4 too: no consistent gain
+PANEL_MAX_P = 64
 BN_EPS = 1e-5
 # Adam's hyper-parameters per step, all graph inputs (scalars of the graph dtype), computed by
 # the host in float64 (runtime.config.adam_bias_corrections) and cast once.
@@ -74,11 +78,10 @@ class Arch:
     # ONNX Col2Im op in the forward pass: 4-7x faster col2im in onnxruntime's CPU EP (measured), but
     # TensorRT has no Col2Im, so only the CPU-only fused-adam graphs use it
     col_order: str = "d2s"
-    # > 0: the thin layer's weight (P = 16 input positions, one chunk) is stored as column panels
-    # (S, N / panel, C_in, panel) and its GEMMs run batched over the panels: onnxruntime then never
-    # repacks the 8 MB weight for a 16-row product (measured at width 32, layer 1, forward + input
-    # gradient + weight gradient: 7.3 -> 3.8-5.9 ms with 32-column panels; layers 2-3 gain nothing).
-    # CPU-only fused-adam graphs; the host's Adam is elementwise, so any layout works there.
+    # > 0: the weights of the layers with few input positions (P <= PANEL_MAX_P, one chunk) are stored
+    # as column panels (S, N / panel, C_in, panel) and their GEMMs run batched over the panels:
+    # onnxruntime then never repacks a multi-MB weight for a product with P rows (layer 1 at width 32:
+    # 8 MB for 16 rows). CPU-only fused-adam graphs; the host's Adam is elementwise, any layout works.
     panel: int = 0
 
     @property
@@ -99,9 +102,10 @@ class Arch:
         return [(a, min(a + step, n)) for a in range(0, n, step)]
 
     def panel_layer(self, l: int) -> bool:
-        """True if layer l's weight is stored as column panels (thin stride-2 layer, one chunk)."""
+        """True if layer l's weight is stored as column panels (stride-2 layer with P <= PANEL_MAX_P
+        input positions, one chunk, panel width dividing its 16 * C_out columns)."""
         cin, cout, hin = self.layer_io(l)
-        return (self.panel > 0 and l > 0 and hin * hin <= 16 and len(self.col_chunks(l)) == 1
+        return (self.panel > 0 and l > 0 and hin * hin <= PANEL_MAX_P and len(self.col_chunks(l)) == 1
                 and (cout * 16) % self.panel == 0)
 
     def state(self) -> list[StateTensor]:

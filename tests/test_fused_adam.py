@@ -161,11 +161,12 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
         w = {k: npz[k] for k in npz.files}
     assert g["col_order"] == "col2im" and man["layout"]["col_order"] == "d2s"
     panels = {st["name"]: st["panel"] for st in g["state"] if st.get("panel")}
-    assert list(panels) == ["W1.c0"] and panels["W1.c0"] == 32       # the thin layer, in column panels
+    assert panels == {"W1.c0": 32, "W2.c0": 32}                     # layers 1-2 (P <= 64), in column panels
     full = regroup_state(w, man["layout"]["state"], g["state"], "d2s", "col2im")
     w1 = full["W1.c0"]
     assert w1.shape == tuple(next(st["shape"] for st in g["state"] if st["name"] == "W1.c0")[1:])
-    full["W1.c0"] = from_panels(w1)                                   # (N / 32, C_in, 32) -> (C_in, N)
+    for name in panels:
+        full[name] = from_panels(full[name])                          # (N / 32, C_in, 32) -> (C_in, N)
     np.testing.assert_array_equal(w1[1], full["W1.c0"][:, 32:64])    # panel 1 = columns 32..63
     from edge_ad.runtime.weights_layout import to_panels
     np.testing.assert_array_equal(to_panels(full["W1.c0"], 32), w1)
