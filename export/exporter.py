@@ -322,10 +322,11 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         scale = score_scale(x, cfg, dist)
         if use_encoder:
             z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
-            got = scorer.score(fr["rgb"], fr["depth"], seed=zseed)  # runtime: encoder.onnx + same noise
+            start = {"seed": zseed}                                 # runtime: encoder.onnx + same noise
         else:
             z0 = make_z0(S, G.cfg.z_dim, zseed)
-            got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
+            start = {"z0": z0}
+        got = scorer.score(fr["rgb"], fr["depth"], **start)
         ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
         rel = rel_of(got.score, ref.score)
         seed_rel = float(np.max(np.abs(got.seed_losses - ref.seed_losses) / np.maximum(np.abs(ref.seed_losses), 1e-12)))
@@ -343,26 +344,26 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                                       "rel_diff": rel_of(got.latent_distance, dist)}
         worst = max(worst, rel)
         if uscorer is not None:
-            u = uscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            u = uscorer.score(fr["rgb"], fr["depth"], **start)
             row["unrolled"] = {"onnx_score": u.score, "rel_diff": rel_of(u.score, ref.score)}
             worst = max(worst, row["unrolled"]["rel_diff"])
         if pscorer is not None:
-            p = pscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            p = pscorer.score(fr["rgb"], fr["depth"], **start)
             row["seed_parallel"] = {"onnx_score": p.score, "rel_diff": rel_of(p.score, ref.score)}
             worst = max(worst, row["seed_parallel"]["rel_diff"])
         if fscorer is not None:
-            f = fscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            f = fscorer.score(fr["rgb"], fr["depth"], **start)
             row["fused_adam"] = {"onnx_score": f.score, "rel_diff": rel_of(f.score, ref.score),
                                  "adam": fscorer._search.adam_impl}
             worst = max(worst, row["fused_adam"]["rel_diff"])
         if zscorer is not None:
             zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64, latent_distance=dist)
-            zgot = zscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+            zgot = zscorer.score(fr["rgb"], fr["depth"], **start)
             zrel = rel_of(zgot.score, zref.score)
             row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
             worst = max(worst, zrel)
             if fzscorer is not None:
-                f = fzscorer.score(fr["rgb"], fr["depth"], **({"seed": zseed} if use_encoder else {"z0": z0}))
+                f = fzscorer.score(fr["rgb"], fr["depth"], **start)
                 row["z_only"]["fused_adam"] = {"onnx_score": f.score, "rel_diff": rel_of(f.score, zref.score)}
                 worst = max(worst, row["z_only"]["fused_adam"]["rel_diff"])
         if check_fp64:
@@ -489,8 +490,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
             "resolution": G.cfg.resolution, "dtype": "float32", "weights": "weights.npz",
             "chunk_bytes": chunk_bytes, "col_order": arch.col_order,
-            "state": [{"name": s.name, "param": s.param, "shape": list(s.shape),
-                       "cols": list(s.cols) if s.cols else None} for s in arch.state()],
+            "state": _state_entries(arch),
             "weights_layout": "weights.npz holds one copy (shape[1:]) per state tensor; tile to n_seed. "
                               "ConvT weights (C_in, C_out, 4, 4) are stored as (C_in, 16*C_out) GEMM "
                               "columns: layer 0 (c, kh, kw); stride-2 layers (a, c', b, d, c) with "
@@ -548,6 +548,13 @@ def _export_seed_graph(G, bn: dict, cfg: SearchConfig, chunk_bytes: int, arch: A
             "note": "the unrolled graph for one seed; the runtime runs it once per seed, concurrently"}
 
 
+def _state_entries(arch: Arch) -> list:
+    """The manifest's description of a graph's state tensors (name, torch param, stacked shape, GEMM
+    columns, and the panel width of a weight stored in column panels)."""
+    return [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None,
+             **({"panel": s.panel} if s.panel else {})} for s in arch.state()]
+
+
 HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fused-adam graphs
 
 
@@ -560,8 +567,7 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     "col_order" give these graphs' weight layout (weights.npz holds the chunked d2s one)."""
     # onnxruntime's Col2Im op; layers 1-2 (P <= 64) in 32-column panels (onnx_graphs.Arch.panel)
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
-    state = [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None,
-              **({"panel": s.panel} if s.panel else {})} for s in one.state()]
+    state = _state_entries(one)
     entries = {}
     for kind in ("grad", "grad_z", "final"):
         model = build_graph(one, kind, bn)

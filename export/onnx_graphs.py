@@ -114,9 +114,9 @@ class Arch:
         for l in range(5):
             cin, cout, _ = self.layer_io(l)
             conv = f"gen.{l}.0.weight" if l < 4 else "gen.4.weight"
-            chunks = self.col_chunks(l)
-            for i, (a, b) in enumerate(chunks):
-                if self.panel_layer(l):
+            panels = self.panel_layer(l)
+            for i, (a, b) in enumerate(self.col_chunks(l)):
+                if panels:
                     out.append(StateTensor(f"W{l}.c{i}", conv, (S, (b - a) // self.panel, cin, self.panel), (a, b),
                                            self.panel))
                 else:
@@ -128,20 +128,13 @@ class Arch:
         return out
 
 
-def gemm_layout(w: np.ndarray, layer: int, order: str = "d2s") -> np.ndarray:
-    """torch ConvT weight (C_in, C_out, 4, 4) -> the graph's (C_in, 16*C_out) GEMM layout
-    (runtime.weights_layout.to_gemm: layer 0 and order "col2im" keep torch's (c, kh, kw) columns,
-    order "d2s" uses (a, c', b, d, c) with kh = 2a + b, kw = 2c' + d)."""
-    return to_gemm(w, layer, order)
-
-
 def stack_state(arch: Arch, params: dict) -> dict[str, np.ndarray]:
     """Per-seed stacked state arrays from single-copy torch-layout parameters (NumPy arrays)."""
     out = {}
     for st in arch.state():
         p = np.asarray(params[st.param], dtype=np.float64)
         if st.cols is not None:
-            p = gemm_layout(p, int(st.param.split(".")[1]), arch.col_order)[:, st.cols[0]:st.cols[1]]
+            p = to_gemm(p, int(st.param.split(".")[1]), arch.col_order)[:, st.cols[0]:st.cols[1]]
             if st.panel:                                                  # (C_in, N) -> (N / panel, C_in, panel)
                 p = to_panels(p, st.panel)
         out[st.name] = np.ascontiguousarray(np.broadcast_to(p, st.shape).astype(arch.dtype))
@@ -356,8 +349,8 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
                                                      b.transpose(Db, [0, 1, 3, 2])])
                 # sum over the panels as a (1 x nb) GEMV: onnxruntime's ReduceSum over a middle axis
                 # took 5 ms here, this 0.3 ms
-                parts_ = b.reshape(b.op("MatMul", [P[st.name], Db]), [S, nb, cin * hin * hin])   # (S, nb, C_in P)
-                dA = b.reshape(b.op("MatMul", [b.const(np.ones((1, nb)), f"ones_{b._n}"), parts_]),
+                per_panel = b.reshape(b.op("MatMul", [P[st.name], Db]), [S, nb, cin * hin * hin])   # (S, nb, C_in P)
+                dA = b.reshape(b.op("MatMul", [b.const(np.ones((1, nb)), f"ones_{b._n}"), per_panel]),
                                [S, cin, hin * hin])                           # (S, C_in, P)
                 d = b.reshape(dA, [S, cin, hin, hin])
                 continue
