@@ -44,8 +44,8 @@ from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, ma
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
-from .onnx_graphs import (ENCODER_INPUT, ENCODER_OUTPUT, OPSET, SCALARS, Arch, build_encoder_graph,
-                          build_graph, stack_state, verify_graph)
+from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OPSET, SCALARS, Arch,
+                          build_encoder_graph, build_graph, head_state_names, stack_state, verify_graph)
 
 REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
 
@@ -473,7 +473,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                              "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
-    extra_files = ["weights.npz"]
+    extra_files = ["weights.npz"] + ([HEAD_CONSTS] if "grad_tail_seed" in graphs else [])
     if bank is not None:
         np.save(out_dir / "latent_bank.npy", bank)
         extra_files.append("latent_bank.npy")
@@ -556,6 +556,7 @@ def _state_entries(arch: Arch) -> list:
 
 
 HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fused-adam graphs
+HOST_HEAD_PANEL = 32   # the panel width runtime/_head_kernel.c is written for
 
 
 def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
@@ -579,6 +580,46 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     entries["grad_seed"]["note"] = ("gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
                                     "Adam on the host (runtime/host_adam.py), k runs per seed, then final_seed")
     entries["grad_z_seed"]["note"] = "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"
+    entries.update(_export_host_head_graphs(one, bn, out_dir))
+    return entries
+
+
+HEAD_CONSTS = "head_consts.npy"
+
+
+def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path) -> dict:
+    """grad_tail_seed.onnx / grad_z_tail_seed.onnx (layers 2-4 of one seed: x, a1, tail weights -> a1.grad
+    and the tail's weight gradients) and head_consts.npy (bn0's running mean and 1 / sqrt(var + eps),
+    float32 as the graphs store them): the host-head search runs layers 0-1 and their Adam on the host
+    (runtime/host_head.py). Only for layouts the host kernel handles: W0 and W1 whole, W1 in 32-column
+    panels (the same weights layout as grad_seed)."""
+    state = _state_entries(one)
+    by_name = {st["name"]: st for st in state}
+    head = head_state_names(one)
+    w1 = by_name.get("W1.c0")
+    if head != ["W0.c0", "bn0.gamma", "bn0.beta", "W1.c0"] or not w1 or w1.get("panel") != HOST_HEAD_PANEL:
+        return {}                      # chunked or unpanelled head weights: no host head for this export
+    mean, var = (np.asarray(t, dtype=np.float64) for t in bn[0])
+    consts = np.concatenate([mean, 1.0 / np.sqrt(var + BN_EPS)]).astype(np.float32)   # as build_graph stores them
+    np.save(out_dir / HEAD_CONSTS, consts)
+    c0, n1 = one.widths[0], one.widths[1] * 16
+    head_info = {"layers": list(range(HEAD_LAYERS)), "state": head, "consts": HEAD_CONSTS,
+                 "consts_layout": "bn0 running mean (C0) then 1 / sqrt(running var + eps) (C0), float32",
+                 "dims": {"z_dim": one.z_dim, "c0": c0, "n1": n1},
+                 "input": "a1: layer 1's transposed-convolution output (1, C1, 8, 8), before BN1"}
+    entries = {}
+    for kind in ("grad_tail", "grad_z_tail"):
+        model = build_graph(one, kind, bn)
+        check = verify_graph(model, np.float32)
+        fname = f"{kind}_seed.onnx"
+        onnx.save(model, str(out_dir / fname))
+        entries[f"{kind}_seed"] = {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check,
+                                   "n_seed": 1, "role": "host-head", "state": state, "col_order": one.col_order,
+                                   "head": head_info}
+    entries["grad_tail_seed"]["note"] = ("layers 2-4 of one seed's step: a1.grad and the tail's weight gradients; "
+                                         "the host runs layers 0-1 with Adam fused into their backward pass "
+                                         "(runtime/host_head.py), then Adam on the tail (runtime/host_adam.py)")
+    entries["grad_z_tail_seed"]["note"] = "grad_tail_seed without the weight gradients (lr_theta = 0)"
     return entries
 
 

@@ -43,6 +43,7 @@ OPSET = 18
 # also layer 2 another -0.8 to -1.5 ms, layers 3-4 too: no consistent gain
 PANEL_MAX_P = 64
 BN_EPS = 1e-5
+HEAD_LAYERS = 2     # layers 0-1 (z -> 4x4 -> 8x8) run on the host in the host-head search (runtime/host_head.py)
 # Adam's hyper-parameters per step, all graph inputs (scalars of the graph dtype), computed by
 # the host in float64 (runtime.config.adam_bias_corrections) and cast once.
 SCALARS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
@@ -232,19 +233,39 @@ def _state_names(arch: Arch) -> list[str]:
     return [st.name for st in arch.state()]
 
 
+def head_state_names(arch: Arch) -> list[str]:
+    """The state tensors of the host head (layers 0 .. HEAD_LAYERS - 1, with their BatchNorms but the last's)."""
+    names = _state_names(arch)
+    return names[:names.index(f"bn{HEAD_LAYERS - 1}.gamma")]
+
+
+def tail_state_names(arch: Arch) -> list[str]:
+    """The state tensors of the tail graphs (grad_tail / grad_z_tail): the rest, from bn1.gamma on."""
+    names = _state_names(arch)
+    return names[names.index(f"bn{HEAD_LAYERS - 1}.gamma"):]
+
+
 def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     """kind: 'step' | 'step_z' | 'final' | 'unrolled' (k steps, then the final pass) | 'grad' (the
     gradients of the summed seed losses w.r.t. z and every state tensor, no Adam: the host applies it)
-    | 'grad_z' (the gradient w.r.t. z only: lr_theta = 0)."""
+    | 'grad_z' (the gradient w.r.t. z only: lr_theta = 0) | 'grad_tail' / 'grad_z_tail': 'grad' / 'grad_z'
+    for layers 2-4 only (HEAD_LAYERS = 0-1 run on the host, runtime/host_head.py): the input "a1" is layer
+    1's transposed-convolution output (S, C1, 8, 8) before BN1, the outputs are "a1.grad" and the
+    gradients of the tail's state tensors (bn1.gamma onwards)."""
     b = _Builder(arch)
     S, R, C = arch.n_seed, arch.resolution, arch.channels
-    states = arch.state()
+    tail = kind in ("grad_tail", "grad_z_tail")
+    first = HEAD_LAYERS if tail else 0           # the first layer this graph computes
+    states = [st for st in arch.state() if not tail or st.name in tail_state_names(arch)]
     shapes = {st.name: st.shape for st in states}
     x = b.input("x", [C, R, R])
-    z = b.input("z", [S, 1, arch.z_dim])
-    P = {n: b.input(n, shapes[n]) for n in _state_names(arch)}
+    if tail:
+        z = b.input("a1", [S, arch.widths[HEAD_LAYERS - 1], 8, 8])   # layer 1's ConvT output, before BN1
+    else:
+        z = b.input("z", [S, 1, arch.z_dim])
+    P = {st.name: b.input(st.name, shapes[st.name]) for st in states}
     learn_theta = kind in ("step", "unrolled")
-    if kind not in ("final", "grad", "grad_z"):
+    if kind not in ("final", "grad", "grad_z", "grad_tail", "grad_z_tail"):
         sc = {n: b.input(n, []) for n in SCALARS if kind != "unrolled"}
         mz, vz = b.input("z.m", [S, 1, arch.z_dim]), b.input("z.v", [S, 1, arch.z_dim])
         M = {n: b.input(n + ".m", shapes[n]) for n in P} if kind == "step" else {}
@@ -273,12 +294,16 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
         """Returns recon (S, C, R, R) and what the backward pass needs."""
         b.scope = "fwd"
         saved = {}
-        # layer 0: z (S, 1, z_dim) @ W0 (S, z_dim, N0) -> (S, C0, 4, 4)
-        cin, cout, _ = arch.layer_io(0)
-        y = cat([b.op("MatMul", [z, P[st.name]]) for st in chunks[0]], 2)   # (S, 1, C0*16)
-        h = b.reshape(y, [S, cout, 4, 4])
-        for l in range(5):
-            if l > 0:
+        if first == 0:
+            # layer 0: z (S, 1, z_dim) @ W0 (S, z_dim, N0) -> (S, C0, 4, 4)
+            cin, cout, _ = arch.layer_io(0)
+            y = cat([b.op("MatMul", [z, P[st.name]]) for st in chunks[0]], 2)   # (S, 1, C0*16)
+            h = b.reshape(y, [S, cout, 4, 4])
+        else:                                 # the tail: layer first - 1's ConvT output is the input
+            cin, cout, _ = arch.layer_io(first - 1)
+            h = z
+        for l in range(max(first - 1, 0), 5):
+            if l > 0 and l >= first:
                 cin, cout, hin = arch.layer_io(l)
                 A = b.reshape(a, [S, cin, hin * hin])                         # (S, C_in, P)
                 if arch.panel_layer(l):
@@ -317,7 +342,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
         diff = b.op("Sub", [recon, x])
         d = b.op("Mul", [diff, gscale])                                         # d loss / d recon
         d = b.op("Mul", [d, b.op("Sub", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])])
-        for l in range(4, -1, -1):
+        for l in range(4, max(first - 1, 0) - 1, -1):
             cin, cout, hin = arch.layer_io(l)
             if l < 4:
                 xhat, a, g4 = saved[f"bn{l}"]
@@ -329,6 +354,9 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
                 d = b.op("Mul", [d, b.op("Mul", [g4, bn_consts[l][1]])])       # d loss / d h_l
             elif want_theta:
                 grads["bias4"] = b.op("ReduceSum", [d, b.i64([2, 3])], keepdims=0)
+            if l == first - 1:                # the tail ends at its input: d loss / d a1
+                grads["a1"] = d
+                break
             if l == 0:
                 dy = b.reshape(d, [S, 1, cout * 16])
                 dys = [part(dy, st, 2) for st in chunks[0]]
@@ -411,11 +439,14 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
             for n in P:
                 adam(P[n], M[n], V[n], grads[n], sc["step_size_theta"], sc, (n + ".out", n + ".m.out", n + ".v.out"))
                 b.outputs += [helper.make_tensor_value_info(n + s, b.odt, list(shapes[n])) for s in (".out", ".m.out", ".v.out")]
-    elif kind in ("grad", "grad_z"):
+    elif kind in ("grad", "grad_z", "grad_tail", "grad_z_tail"):
         recon, saved = forward(P, z)
-        grads = backward(P, z, recon, saved, kind == "grad", two_over_n)
-        b.output(grads["z"], "z.grad", [S, 1, arch.z_dim])
-        if kind == "grad":
+        grads = backward(P, z, recon, saved, kind in ("grad", "grad_tail"), two_over_n)
+        if tail:
+            b.output(grads["a1"], "a1.grad", [S, arch.widths[HEAD_LAYERS - 1], 8, 8])
+        else:
+            b.output(grads["z"], "z.grad", [S, 1, arch.z_dim])
+        if kind in ("grad", "grad_tail"):
             for n in P:
                 b.output(grads[n], n + ".grad", shapes[n])
     elif kind == "unrolled":

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import host_adam
+from . import host_adam, host_head
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
@@ -34,9 +34,26 @@ from .preprocess import PreprocessSpec, preprocess
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
-def _grad_graph(cfg: SearchConfig) -> str:
-    """The fused-adam search's gradient graph for this configuration (z-only when lr_theta == 0)."""
-    return "grad_seed" if cfg.updates_weights else "grad_z_seed"
+def _grad_graph(cfg: SearchConfig, head: bool = False) -> str:
+    """The fused-adam (head=False) or host-head search's gradient graph for this configuration (z-only
+    when lr_theta == 0)."""
+    return ("grad" if cfg.updates_weights else "grad_z") + ("_tail_seed" if head else "_seed")
+
+
+def _load_head(model_dir: Path, graph: dict) -> dict:
+    """The host head of a tail graph's manifest entry: dims, bn0 constants (checked file, see the
+    manifest's sha256) and the head's state names."""
+    info = graph.get("head") or {}
+    try:
+        dims = host_head.HeadDims(int(info["dims"]["z_dim"]), int(info["dims"]["c0"]), int(info["dims"]["n1"]))
+        consts = np.load(model_dir / info["consts"], allow_pickle=False)
+        state = list(info["state"])
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unreadable ({e})") from None
+    if consts.dtype != np.float32 or consts.shape != (2 * dims.c0,):
+        raise ManifestError(f"{model_dir}: {info['consts']} holds {consts.dtype} {consts.shape}, expected "
+                            f"float32 ({2 * dims.c0},)")
+    return {"dims": dims, "consts": consts, "state": state}
 
 
 def _cpu_only(providers) -> bool:
@@ -102,6 +119,10 @@ class Scorer:
                           pass (runtime/host_adam.py; CPU only; lr_theta == 0 uses the z-only gradient
                           graph); ``adam`` = "c" (compiled kernel, default when installed) or "numpy";
                           threads beyond one per worker go to the workers' intra-op pools.
+          "host-head"     fused-adam with layers 0-1 (the thin ones, 80 % of the weights) on the host and
+                          Adam fused into their backward pass (runtime/host_head.py), layers 2-4 in the
+                          tail graph; "auto" picks it over fused-adam on the CPU when exported and both
+                          compiled kernels are installed. ``adam`` = "c" or "numpy" (NumPy head too).
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
@@ -129,13 +150,16 @@ class Scorer:
                     and {_grad_graph(cfg), "final_seed"} <= set(graphs) \
                     and (host_adam.kernel_available() or adam == "numpy"):
                 mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
-        elif variant == "fused-adam":
-            if not {_grad_graph(cfg), "final_seed"} <= set(graphs):
-                raise ManifestError(f"{model_dir}: no gradient graphs ({_grad_graph(cfg)}.onnx, final_seed.onnx) in "
-                                    "this export; re-export with this edge-ad version")
+                if _grad_graph(cfg, True) in graphs and host_head.kernel_available() and adam != "numpy":
+                    mode = "host-head"   # and layers 0-1 on the host with Adam fused in (benchmarks/README.md)
+        elif variant in ("fused-adam", "host-head"):
+            head = variant == "host-head"
+            if not {_grad_graph(cfg, head), "final_seed"} <= set(graphs):
+                raise ManifestError(f"{model_dir}: no gradient graphs ({_grad_graph(cfg, head)}.onnx, final_seed.onnx) "
+                                    "in this export; re-export with this edge-ad version")
             if backend != "onnxruntime":
-                raise ValueError("variant 'fused-adam' is an onnxruntime (CPU) variant")
-            mode = "fused-adam"
+                raise ValueError(f"variant {variant!r} is an onnxruntime (CPU) variant")
+            mode = variant
         elif variant == "seed-parallel":
             g = man["graphs"].get("unrolled_seed")
             if g is None:
@@ -155,9 +179,9 @@ class Scorer:
                 raise ManifestError(f"{model_dir}: the unrolled graph has k={man['graphs']['unrolled'].get('k')}, "
                                     f"asked for k={cfg.k}")
         else:
-            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel, fused-adam)")
-        if adam is not None and mode != "fused-adam":
-            raise ValueError(f"adam={adam!r} applies to the fused-adam search only; this load runs {mode!r}")
+            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel, fused-adam, host-head)")
+        if adam is not None and mode not in ("fused-adam", "host-head"):
+            raise ValueError(f"adam={adam!r} applies to the fused-adam and host-head searches only; this load runs {mode!r}")
         if mode == "step_z" and "step_z" not in graphs:
             mode = "step"   # the full graph with a zero theta step size is the same computation
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
@@ -192,21 +216,23 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
-        if mode == "fused-adam":
+        if mode in ("fused-adam", "host-head"):
             from .backends.onnxruntime_host_adam import OrtHostAdamSearch, regroup_state
-            gs, fs = man["graphs"][_grad_graph(cfg)], man["graphs"]["final_seed"]
+            gname = _grad_graph(cfg, mode == "host-head")
+            gs, fs = man["graphs"][gname], man["graphs"]["final_seed"]
             state, order = gs.get("state"), gs.get("col_order", "d2s")
             if not state or fs.get("state") != state or fs.get("col_order", "d2s") != order:
-                raise ManifestError(f"{model_dir}: grad_seed/final_seed graphs lack a common weight layout "
+                raise ManifestError(f"{model_dir}: {gname}/final_seed graphs lack a common weight layout "
                                     "('state', 'col_order')")
             try:
                 weights = regroup_state(pristine, lay["state"], state, lay.get("col_order", "d2s"), order)
             except ValueError as e:
                 raise ManifestError(f"{model_dir}: {e}") from None
-            search = OrtHostAdamSearch({g: graphs[g] for g in (_grad_graph(cfg), "final_seed")}, weights, state, cfg,
+            head = _load_head(model_dir, gs) if mode == "host-head" else None
+            search = OrtHostAdamSearch({gname: graphs[gname], "final_seed": graphs["final_seed"]}, weights, state, cfg,
                                        int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
                                        workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam,
-                                       threads=n_threads)
+                                       threads=n_threads, head=head)
             return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
         if mode == "seed-parallel":
             from .backends.onnxruntime_backend import OrtSeedParallelSearch

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge_ad.runtime import host_adam
+from edge_ad.runtime import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
@@ -83,31 +83,39 @@ class OrtHostAdamSearch:
     graphs' layout (see ``regroup_state``); state: the graphs' "state" entries. workers: threads running
     seeds (default n_seed; 1 = the seeds in turn on the calling thread); threads: all CPU threads to use
     (default: one per worker), split evenly into each worker's onnxruntime intra-op pool. adam: "c" or
-    "numpy"."""
+    "numpy" (the head's implementation too).
+
+    head: the host-head search (mode "host-head"): {"dims": host_head.HeadDims, "consts": bn0's
+    constants, "state": the head's state names, the first of ``state``}. graphs then holds
+    "grad_tail_seed" (or "grad_z_tail_seed") instead of "grad_seed": per step the host runs layers 0-1
+    (host_head.Head.forward -> a1), the tail graph gives a1.grad and the tail's weight gradients, and
+    the host's backward pass through layers 0-1 (-> dz) applies Adam to their weights as it goes."""
 
     def __init__(self, graphs: dict, pristine: dict, state: Sequence[dict], cfg: SearchConfig, z_dim: int,
                  x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
                  workers: Optional[int] = None, profile: Optional[str] = None, adam: Optional[str] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, head: Optional[dict] = None):
         ort = _ort()
-        self.cfg, self.mode, self.dtype = cfg, "fused-adam", np.dtype(dtype)
+        self.cfg, self.mode, self.dtype = cfg, ("host-head" if head else "fused-adam"), np.dtype(dtype)
         if self.dtype != np.float32:
-            raise ValueError("the fused-adam search runs float32 graphs")
+            raise ValueError(f"the {self.mode} search runs float32 graphs")
         if cfg.k < 1:
-            raise ValueError("the fused-adam search needs k >= 1 (with k = 0 there is no search step)")
-        self.z_only = not cfg.updates_weights          # lr_theta = 0: grad_z_seed, weights stay pristine
-        grad_graph = "grad_z_seed" if self.z_only else "grad_seed"
+            raise ValueError(f"the {self.mode} search needs k >= 1 (with k = 0 there is no search step)")
+        self.z_only = not cfg.updates_weights          # lr_theta = 0: the z-only graph, weights stay pristine
+        grad_graph = ("grad_z" if self.z_only else "grad") + ("_tail_seed" if head else "_seed")
         if grad_graph not in graphs:
-            raise ValueError(f"the fused-adam search with lr_theta = {cfg.lr_theta} needs the {grad_graph} graph")
+            raise ValueError(f"the {self.mode} search with lr_theta = {cfg.lr_theta} needs the {grad_graph} graph")
         providers = [p if isinstance(p, str) else p[0] for p in (providers or ["CPUExecutionProvider"])]
         if providers[0] != "CPUExecutionProvider":
-            raise ValueError("the fused-adam search runs on the CPU (host buffers); on a GPU use the "
+            raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
                              "unrolled graphs (variant 'unrolled') or the TensorRT backend")
         self.adam_impl = adam or host_adam.default_implementation()
         if self.adam_impl not in host_adam.IMPLEMENTATIONS:
             raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
             raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
+        if head and self.adam_impl == "c" and not host_head.kernel_available():
+            raise RuntimeError("the compiled head kernel is not installed (adam='numpy' runs the NumPy head)")
         self.device, self._run_opts = "cpu", None
         S = cfg.n_seed
         self.S, self.z_dim = S, z_dim
@@ -115,8 +123,19 @@ class OrtHostAdamSearch:
         shapes = {st["name"]: (1,) + tuple(st["shape"])[1:] for st in state}
         sizes = [int(np.prod(shapes[n])) for n in self.names]
         offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        span = {nm: (int(offs[i]), int(offs[i + 1])) for i, nm in enumerate(self.names)}
         n = int(offs[-1])
         self.n_params = n
+        # the host head's tensors are the first of the flat state (n_head floats); the graph gets the rest
+        head_names = list(head["state"]) if head else []
+        if self.names[:len(head_names)] != head_names:
+            raise ValueError(f"the head's state {head_names} is not the start of the search state {self.names}")
+        nh = int(offs[len(head_names)])
+        self.head_dims = head["dims"] if head else None
+        if head and nh != self.head_dims.n_head:
+            raise ValueError(f"the head's weights hold {nh} floats, its dims {self.head_dims} need {self.head_dims.n_head}")
+        self.n_head = nh
+        graph_names = self.names[len(head_names):]
         self._workers = SeedWorkers(S, workers or S)
         self.workers = self._workers.workers
         # threads beyond one per worker go to each worker's intra-op pool (e.g. 8 cores, 3 seeds: 2 each)
@@ -129,38 +148,49 @@ class OrtHostAdamSearch:
         self._keep = []
         ov, _ = _ortvalue_makers(ort, self.dtype, "cpu", self._keep)
 
-        def views(flat):     # the flat buffer as one OrtValue per state tensor (shared memory)
-            return {nm: ov(flat[offs[i]:offs[i + 1]].reshape(shapes[nm])) for i, nm in enumerate(self.names)}
+        def views(flat, names, base=0):   # a flat buffer holding ``names`` from offset ``base``: one OrtValue each
+            return {nm: ov(flat[span[nm][0] - base:span[nm][1] - base].reshape(shapes[nm])) for nm in names}
 
         def wrap(a):
             self._keep.append(a)
             return ort.OrtValue.ortvalue_from_numpy(a, "cpu", 0)
         self.p0 = np.concatenate([np.asarray(pristine[nm], dtype=np.float32).reshape(-1) for nm in self.names])
-        p0_ov = views(self.p0)
+        p0_ov = views(self.p0, self.names)
         self.x = np.zeros(tuple(x_shape), np.float32)
         x_ov = wrap(self.x)
         C, R = int(x_shape[0]), int(x_shape[1])
-        # one slot of search buffers per worker (a worker runs its seeds in turn): p, m, v, g flat
-        # (n,) float32 weights / scaled moments / gradient, z, zm, zv, zg (1, 1, z_dim), final outputs
+        # one slot of search buffers per worker (a worker runs its seeds in turn): p, m, v flat (n,)
+        # float32 weights / scaled moments, g (n - n_head,) the graph's gradients, z, zm, zv, zg
+        # (1, 1, z_dim), final outputs; with the head: a1, da1 (1, C1, 8, 8) and the head's scratch
         self.slots = []
         for w in range(self.workers):
-            b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v", "g")}
+            b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v")}
+            b["g"] = np.zeros(0 if self.z_only else n - nh, np.float32)
             b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
+            z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
+            if head:
+                b["head"] = host_head.Head(self.head_dims, head["consts"], impl=self.adam_impl)
+                a1_shape = (1, self.head_dims.c1, 8, 8)
+                b["a1"], b["da1"] = np.zeros(a1_shape, np.float32), np.zeros(a1_shape, np.float32)
+                a1_ov, da1_ov = wrap(b["a1"]), wrap(b["da1"])
             b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
                         "recon": np.zeros((1, C, R, R), np.float32)}
-            z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
-            p_ov = p0_ov if self.z_only else views(b["p"])
-            g_ov = None if self.z_only else views(b["g"])
+            p_ov = p0_ov if self.z_only else views(b["p"], self.names)
+            g_ov = None if self.z_only else views(b["g"], graph_names, nh)
             steps = []
             for weights in (p0_ov, p_ov):          # step 1 reads the pristine weights, later steps p_j
                 io = sess[w]["grad"].io_binding()
                 io.bind_ortvalue_input("x", x_ov)
-                io.bind_ortvalue_input("z", z_ov)
-                for nm in self.names:
+                if head:                           # the tail graph starts at a1 and ends at a1.grad
+                    io.bind_ortvalue_input("a1", a1_ov)
+                    io.bind_ortvalue_output("a1.grad", da1_ov)
+                else:
+                    io.bind_ortvalue_input("z", z_ov)
+                    io.bind_ortvalue_output("z.grad", zg_ov)
+                for nm in graph_names:
                     io.bind_ortvalue_input(nm, weights[nm])
                     if g_ov is not None:
                         io.bind_ortvalue_output(nm + ".grad", g_ov[nm])
-                io.bind_ortvalue_output("z.grad", zg_ov)
                 steps.append(io)
             fin = sess[w]["final"].io_binding()
             fin.bind_ortvalue_input("x", x_ov)
@@ -184,12 +214,22 @@ class OrtHostAdamSearch:
         grad, final = b["sess"]["grad"], b["sess"]["final"]
         t0 = time.perf_counter()
         b["z"][...] = self.z0[s]          # step 1's graph input; its Adam step reads z0 as p0
+        nh = self.n_head
+        head, p, m, v, p0 = b.get("head"), b["p"], b["m"], b["v"], self.p0
+        zf, zgf = b["z"].reshape(-1), b["zg"].reshape(-1)
         for t, (cz, cp) in enumerate(self._coefs, start=1):
             first = t == 1
+            if head is not None:           # layers 0-1 on the host: a1 for the tail graph
+                head.forward(zf, (p0 if first or self.z_only else p)[:nh], b["a1"])
             grad.run_with_iobinding(b["first"] if first else b["step"])
+            if head is not None:           # back through layers 0-1: dz, and Adam on their weights in the same pass
+                if self.z_only:
+                    head.backward(b["da1"], zf, zgf, p0[:nh], None, None, None, None)
+                else:
+                    head.backward(b["da1"], zf, zgf, p[:nh], m[:nh], v[:nh], p0[:nh] if first else None, cp)
             host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, self.z0[s] if first else None, self.adam_impl)
             if not self.z_only:
-                host_adam.adam_update(b["p"], b["m"], b["v"], b["g"], cp, self.p0 if first else None, self.adam_impl)
+                host_adam.adam_update(p[nh:], m[nh:], v[nh:], b["g"], cp, p0[nh:] if first else None, self.adam_impl)
         t1 = time.perf_counter()
         final.run_with_iobinding(b["final"])
         r = self.results
