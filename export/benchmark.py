@@ -12,9 +12,12 @@ Variants (same generator, same frames, same z0):
   onnx-fused-adam           the same seed split, each step a gradient graph (grad_seed.onnx) and
                             Adam on the host in one fused pass (runtime/host_adam.py, compiled kernel)
   onnx-fused-adam-numpy     the same with the NumPy version of the host Adam (no compiled kernel)
+  onnx-host-head            fused-adam with layers 0-1 on the host, Adam fused into their backward pass
+                            (runtime/host_head.py, compiled kernel), layers 2-4 in grad_tail_seed.onnx
   eager-z-only   search_eager with lr_theta = 0
   onnx-z-only    the runtime's z-only step graph (the named fast option lr_theta = 0), all seeds in one
   onnx-fused-adam-z-only  lr_theta = 0 in the fused-adam search: grad_z_seed.onnx per seed, seeds on threads
+  onnx-host-head-z-only   lr_theta = 0 in the host-head search (grad_z_tail_seed.onnx)
 Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
 (model FLOPs: 2 x multiply-adds of the transposed convolutions in the forward, input-gradient and
 weight-gradient passes; elementwise work not counted) and as a fraction of this machine's sgemm
@@ -37,10 +40,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
-                "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy", "eager-z-only", "onnx-z-only",
-                "onnx-fused-adam-z-only")
+                "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-host-head",
+                "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only", "onnx-host-head-z-only")
 DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel", "onnx-fused-adam",
-                    "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only")
+                    "onnx-host-head", "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only", "onnx-host-head-z-only")
 
 
 def model_flops(z_dim: int, fg: int, channels: int, n_seed: int, k: int, weights: bool = True) -> float:
@@ -99,8 +102,10 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
     from edge_ad.runtime.scorer import Scorer
     if variant == "onnx-z-only":
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
-    elif variant == "onnx-fused-adam-z-only":
-        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant="fused-adam", threads=threads)
+    elif variant in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
+        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant=variant[5:-7], threads=threads)
+    elif variant == "onnx-host-head":
+        s = Scorer.load(model_dir, config=cfg, variant="host-head", threads=threads)
     elif variant.startswith("onnx-seed-parallel"):
         # default: the Scorer's choice (n_seed workers on >= 2 threads, 1 on one thread); -cores: one per thread
         workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else None
@@ -176,6 +181,7 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     variants = [v for v in variants if v != "onnx-unrolled" or "unrolled" in man["graphs"]]
     variants = [v for v in variants if not v.startswith("onnx-seed-parallel") or "unrolled_seed" in man["graphs"]]
     variants = [v for v in variants if not v.startswith("onnx-fused-adam") or "grad_seed" in man["graphs"]]
+    variants = [v for v in variants if not v.startswith("onnx-host-head") or "grad_tail_seed" in man["graphs"]]
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
@@ -221,12 +227,13 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
                     np.abs(np.array(scores[v]) - scores["batched"]) / np.abs(scores["batched"])))
     if "onnx-unrolled" in res:
         for v in variants:
-            if v.startswith(("onnx-seed-parallel", "onnx-fused-adam")) and "z-only" not in v:   # float32 rounding only
+            if v.startswith(("onnx-seed-parallel", "onnx-fused-adam", "onnx-host-head")) and "z-only" not in v:   # float32 rounding only
                 res[v]["max_rel_score_diff_vs_onnx-unrolled"] = float(np.max(
                     np.abs(np.array(scores[v]) - scores["onnx-unrolled"]) / np.abs(scores["onnx-unrolled"])))
-    if "onnx-z-only" in res and "onnx-fused-adam-z-only" in res:
-        res["onnx-fused-adam-z-only"]["max_rel_score_diff_vs_onnx-z-only"] = float(np.max(
-            np.abs(np.array(scores["onnx-fused-adam-z-only"]) - scores["onnx-z-only"]) / np.abs(scores["onnx-z-only"])))
+    for v in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
+        if "onnx-z-only" in res and v in res:
+            res[v]["max_rel_score_diff_vs_onnx-z-only"] = float(np.max(
+                np.abs(np.array(scores[v]) - scores["onnx-z-only"]) / np.abs(scores["onnx-z-only"])))
     if rss:
         for v in variants:
             try:

@@ -12,6 +12,9 @@ Output directory:
                  with one fused pass, runtime/host_adam.py), the same for z only (lr_theta = 0), and
                  one seed's final pass; unchunked weights in torch's column order (the graph's
                  manifest entry has "state" and "col_order"; the runtime regroups weights.npz)
+  grad_tail_seed.onnx, grad_z_tail_seed.onnx, head_consts.npy  the host-head search: layers 2-4 of one
+                 seed's step from layer 1's output a1 (-> a1.grad and the tail's weight gradients), and
+                 bn0's constants for the host's layers 0-1 (runtime/host_head.py)
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
@@ -302,6 +305,14 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                if "grad_seed" in man["graphs"] and cfg.k >= 1 else None)       # z-only too when lr_theta = 0
     fzscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="fused-adam", threads=threads)
                 if zscorer is not None and "grad_z_seed" in man["graphs"] and cfg.k >= 1 else None)
+    hscorer = (Scorer.load(out_dir, config=cfg, variant="host-head", threads=threads)
+               if "grad_tail_seed" in man["graphs"] and cfg.k >= 1 else None)          # z-only too when lr_theta = 0
+    hzscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="host-head", threads=threads)
+                if zscorer is not None and "grad_z_tail_seed" in man["graphs"] and cfg.k >= 1 else None)
+    # the faithful runtime variants besides the step loop: (parity row key, scorer)
+    others = [(k, sc) for k, sc in (("unrolled", uscorer), ("seed_parallel", pscorer), ("fused_adam", fscorer),
+                                    ("host_head", hscorer)) if sc is not None]
+    z_others = [(k, sc) for k, sc in (("fused_adam", fzscorer), ("host_head", hzscorer)) if sc is not None]
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
@@ -343,29 +354,22 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
                                       "rel_diff": rel_of(got.latent_distance, dist)}
         worst = max(worst, rel)
-        if uscorer is not None:
-            u = uscorer.score(fr["rgb"], fr["depth"], **start)
-            row["unrolled"] = {"onnx_score": u.score, "rel_diff": rel_of(u.score, ref.score)}
-            worst = max(worst, row["unrolled"]["rel_diff"])
-        if pscorer is not None:
-            p = pscorer.score(fr["rgb"], fr["depth"], **start)
-            row["seed_parallel"] = {"onnx_score": p.score, "rel_diff": rel_of(p.score, ref.score)}
-            worst = max(worst, row["seed_parallel"]["rel_diff"])
-        if fscorer is not None:
-            f = fscorer.score(fr["rgb"], fr["depth"], **start)
-            row["fused_adam"] = {"onnx_score": f.score, "rel_diff": rel_of(f.score, ref.score),
-                                 "adam": fscorer._search.adam_impl}
-            worst = max(worst, row["fused_adam"]["rel_diff"])
+        for key, sc in others:
+            o = sc.score(fr["rgb"], fr["depth"], **start)
+            row[key] = {"onnx_score": o.score, "rel_diff": rel_of(o.score, ref.score)}
+            if hasattr(sc._search, "adam_impl"):
+                row[key]["adam"] = sc._search.adam_impl
+            worst = max(worst, row[key]["rel_diff"])
         if zscorer is not None:
             zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64, latent_distance=dist)
             zgot = zscorer.score(fr["rgb"], fr["depth"], **start)
             zrel = rel_of(zgot.score, zref.score)
             row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
             worst = max(worst, zrel)
-            if fzscorer is not None:
-                f = fzscorer.score(fr["rgb"], fr["depth"], **start)
-                row["z_only"]["fused_adam"] = {"onnx_score": f.score, "rel_diff": rel_of(f.score, zref.score)}
-                worst = max(worst, row["z_only"]["fused_adam"]["rel_diff"])
+            for key, sc in z_others:
+                o = sc.score(fr["rgb"], fr["depth"], **start)
+                row["z_only"][key] = {"onnx_score": o.score, "rel_diff": rel_of(o.score, zref.score)}
+                worst = max(worst, row["z_only"][key]["rel_diff"])
         if check_fp64:
             r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
             row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
@@ -390,7 +394,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
                       "(reference: encoder in float64; runtime: encoder.onnx float32)")
     return {"reference": reference,
-            "runtime": "onnxruntime float32 graphs (step loop; unrolled, seed-parallel, fused-adam and z-only too)",
+            "runtime": "onnxruntime float32 graphs (step loop; unrolled, seed-parallel, fused-adam, host-head and z-only too)",
             "tolerance": tolerance,
             "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "max_rel_diff": worst, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,

@@ -1,6 +1,6 @@
 /* edge_ad.runtime._head_kernel: the generator's two thin layers (z -> 4x4 -> 8x8) with their backward
  * pass AND Adam on their weights fused, on the host (CPU, float32). Used by the "host-head" search
- * (runtime/backends/onnxruntime_host_head.py); the NumPy twin in runtime/host_head.py is the
+ * (runtime/backends/onnxruntime_host_adam.py, head=...); the NumPy twin in runtime/host_head.py is the
  * reference the tests compare against.
  *
  * Why: at width 32 these layers hold 80 % of the weights (2.9 of 3.65 M floats) but 1 % of the FLOPs
@@ -262,6 +262,33 @@ static void l1_backward_avx2(const float *W1in, float *W1, float *restrict m, fl
     }
 }
 
+/* layer 0, row by row: dz[c] = W0[c] . da0 (old weights); then g = z[c] da0 and Adam on the row (in L1) */
+__attribute__((target("avx2,fma")))
+static void l0_backward_avx2(const float *restrict z, const float *restrict da0, float *restrict dz, const float *W0in,
+                             float *W0, float *restrict m, float *restrict v, Dims d, int update, int first,
+                             float b1s, float b2s, float alphas, float eps_ks) {
+    const __m256 b1 = _mm256_set1_ps(b1s), b2 = _mm256_set1_ps(b2s);
+    const __m256 alpha = _mm256_set1_ps(alphas), eps_k = _mm256_set1_ps(eps_ks);
+    for (Py_ssize_t c = 0; c < d.Z; c++) {
+        const float *w = W0in + c * d.N0;
+        __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (Py_ssize_t n = 0; n < d.N0; n += 32)      /* N0 = 16 C0, C0 % 4 == 0: a multiple of 64 */
+            for (int k = 0; k < 4; k++)
+                s[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w + n + 8 * k), _mm256_loadu_ps(da0 + n + 8 * k), s[k]);
+        __m256 t = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        dz[c] = _mm_cvtss_f32(h);
+        if (!update) continue;
+        const __m256 zc = _mm256_broadcast_ss(z + c);
+        const Py_ssize_t o = c * d.N0;
+        for (Py_ssize_t n = 0; n < d.N0; n += 8)
+            adam8(W0 + o + n, m + o + n, v + o + n, w + n, _mm256_mul_ps(zc, _mm256_loadu_ps(da0 + n)), first, b1, b2,
+                  alpha, eps_k);
+    }
+}
+
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -516,6 +543,12 @@ static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
             }
         }
         /* layer 0: dz = W0 da0 (old weights); g = z da0^T, Adam, row by row in the same pass */
+#if HAVE_AVX2_PATH
+        if (use_avx2)
+            l0_backward_avx2(z, k.da0, dz, win, p, update ? m : NULL, update ? v : NULL, d, update, first, b1, b2, alpha,
+                             eps_k);
+        else
+#endif
         {
             float g[256];
             for (Py_ssize_t c = 0; c < Z; c++) {

@@ -148,6 +148,8 @@ class Head:
         update = m is not None
         if update != (v is not None) or (update and coefs is None):
             raise ValueError("head.backward: give m, v and coefs (the weight update) or none of them (z only)")
+        if p0 is not None and np.may_share_memory(p, p0):
+            raise ValueError("head.backward: p and p0 overlap in memory (p0 is the pristine copy, p is written)")
         b1, b2, alpha, eps_k = (float(c) for c in coefs) if update else (0.0, 0.0, 0.0, 0.0)
         if self.impl == "c":
             _kernel.backward(da1, z, dz, p, m, v, p0, self.consts, self.work, d.z_dim, d.c0, d.n1,

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from edge_ad.export.benchmark import ALL_VARIANTS     # NumPy only at import (torch when run)
+
 
 @click.command("bench")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
@@ -15,9 +17,7 @@ import click
 @click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [all cores].")
 @click.option("--variant", "variants", multiple=True,
-              type=click.Choice(["eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
-                                 "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy",
-                                 "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only"]),
+              type=click.Choice(ALL_VARIANTS),
               help="Variants to run (repeatable; default: all).")
 @click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")

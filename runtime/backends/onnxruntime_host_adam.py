@@ -109,7 +109,8 @@ class OrtHostAdamSearch:
         if providers[0] != "CPUExecutionProvider":
             raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
                              "unrolled graphs (variant 'unrolled') or the TensorRT backend")
-        self.adam_impl = adam or host_adam.default_implementation()
+        kernels = host_adam.kernel_available() and (not head or host_head.kernel_available())
+        self.adam_impl = adam or ("c" if kernels else "numpy")
         if self.adam_impl not in host_adam.IMPLEMENTATIONS:
             raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
