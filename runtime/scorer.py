@@ -121,8 +121,9 @@ class Scorer:
                           threads beyond one per worker go to the workers' intra-op pools.
           "host-head"     fused-adam with layers 0-1 (the thin ones, 80 % of the weights) on the host and
                           Adam fused into their backward pass (runtime/host_head.py), layers 2-4 in the
-                          tail graph; "auto" picks it over fused-adam on the CPU when exported and both
-                          compiled kernels are installed. ``adam`` = "c" or "numpy" (NumPy head too).
+                          tail graph; "auto" picks it over fused-adam on the CPU when exported, both
+                          compiled kernels are installed and the head kernel has its AVX2 loops (x86-64;
+                          host_head.vectorized). ``adam`` = "c" or "numpy" (NumPy head too).
         providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         Raises ManifestError for a tampered, incomplete or mismatched directory.
         """
@@ -150,7 +151,7 @@ class Scorer:
                     and {_grad_graph(cfg), "final_seed"} <= set(graphs) \
                     and (host_adam.kernel_available() or adam == "numpy"):
                 mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
-                if _grad_graph(cfg, True) in graphs and host_head.kernel_available() and adam != "numpy":
+                if _grad_graph(cfg, True) in graphs and host_head.vectorized() and adam != "numpy":
                     mode = "host-head"   # and layers 0-1 on the host with Adam fused in (benchmarks/README.md)
         elif variant in ("fused-adam", "host-head"):
             head = variant == "host-head"

@@ -70,10 +70,11 @@ def test_scorer_matches_float64_reference_independently(exported, tiny_generator
     out, _ = exported
     fr = _frame(kinect_root, "cylinder", 1)
     scorer = Scorer.load(out)
-    # auto prefers, on the CPU, the fused-adam search (needs the compiled kernel), else the one-graph
-    # search when exported for this k (split by seed on >= 2 CPU cores)
-    from edge_ad.runtime import host_adam
-    assert scorer.mode == ("fused-adam" if host_adam.kernel_available() else
+    # auto prefers, on the CPU, the host-head search (both compiled kernels, AVX2), then fused-adam (the
+    # Adam kernel), else the one-graph search when exported for this k (split by seed on >= 2 CPU cores)
+    from edge_ad.runtime import host_adam, host_head
+    assert scorer.mode == ("host-head" if host_adam.kernel_available() and host_head.vectorized() else
+                           "fused-adam" if host_adam.kernel_available() else
                            "seed-parallel" if (os.cpu_count() or 1) >= 2 else "unrolled")
     z0 = make_z0(3, 100, 123)
     got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
@@ -209,10 +210,12 @@ def test_manifest_contents(exported):
     assert disk["search"] == SearchConfig().to_dict()
     assert disk["preprocess"]["resolution"] == 64 and disk["opset"] == 18
     assert {"onnx", "onnxruntime", "torch", "edge_ad"} <= set(disk["exporter"])
-    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "grad_z_seed", "final_seed"}
+    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "grad_z_seed",
+                                   "final_seed", "grad_tail_seed", "grad_z_tail_seed"}
     assert disk["graphs"]["unrolled"]["k"] == 19
     assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "unrolled.onnx", "unrolled_seed.onnx",
-                                  "grad_seed.onnx", "grad_z_seed.onnx", "final_seed.onnx", "weights.npz"}
+                                  "grad_seed.onnx", "grad_z_seed.onnx", "final_seed.onnx", "grad_tail_seed.onnx",
+                                  "grad_z_tail_seed.onnx", "head_consts.npy", "weights.npz"}
     for f, h in disk["files"].items():
         assert sha256_file(out / f) == h
     step_in = {i["name"]: i for i in disk["graphs"]["step"]["inputs"]}

@@ -77,11 +77,12 @@ def test_ort_score_matches_float64_reference_on_real_frames(exported, tiny_gener
     from edge_ad.models.encoder import encoder_z0
     from edge_ad.models.search import search
     _, out, _ = exported
-    from edge_ad.runtime import host_adam
-    scorer = Scorer.load(out, threads=1)                  # auto: fused-adam on the CPU (with its kernel)
+    from edge_ad.runtime import host_adam, host_head
+    scorer = Scorer.load(out, threads=1)                  # auto: host-head / fused-adam on the CPU (with the kernels)
     stepper = Scorer.load(out, variant="step", threads=1)
     unrolled = Scorer.load(out, variant="unrolled", threads=1)
-    assert scorer.mode == ("fused-adam" if host_adam.kernel_available() else "unrolled")
+    assert scorer.mode == ("host-head" if host_adam.kernel_available() and host_head.vectorized() else
+                           "fused-adam" if host_adam.kernel_available() else "unrolled")
     assert stepper.mode == "step" and unrolled.mode == "unrolled" and scorer.search == CFG
     scores = {}
     for fr in frames:

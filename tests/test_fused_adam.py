@@ -190,9 +190,9 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
 @needs_kernel
 def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, val_frames):
     grouped = Scorer.load(model, variant="unrolled", threads=1)
-    fused = Scorer.load(model, threads=2)                           # auto: fused-adam on the CPU
+    fused = Scorer.load(model, variant="fused-adam", threads=2)     # (auto picks host-head: test_host_head.py)
     assert fused.mode == "fused-adam" and fused._search.workers == S and fused._search.adam_impl == "c"
-    assert Scorer.load(model, threads=1).mode == "fused-adam"       # one thread too (one worker)
+    assert Scorer.load(model, variant="fused-adam", threads=1)._search.workers == 1   # one thread: one worker
     for i, (rgb, depth) in enumerate(val_frames(4)):
         z0 = make_z0(S, 100, 20 + i)
         a = grouped.score(rgb, depth, z0=z0, keep_reconstructions=True)
@@ -211,7 +211,7 @@ def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, val_frames):
 def test_z_only_fused_adam_equals_the_z_only_step_graph(model, val_frames):
     """lr_theta = 0: grad_z_seed.onnx (no weight gradients, pristine weights) + Adam on z on the host."""
     step_z = Scorer.load(model, lr_theta=0.0, variant="step", threads=1)
-    fused = Scorer.load(model, lr_theta=0.0, threads=2)               # auto: fused-adam, z-only
+    fused = Scorer.load(model, lr_theta=0.0, variant="fused-adam", threads=2)   # z-only
     assert step_z.mode == "step_z" and fused.mode == "fused-adam" and fused._search.z_only
     assert fused._search.slots[0]["p"].size == 0                      # no weight copies or moments
     faithful = Scorer.load(model, variant="fused-adam", threads=2)
@@ -252,7 +252,7 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
         Scorer.load(model, variant="fused-adam", providers=["CUDAExecutionProvider"])
     with pytest.raises(ValueError, match="unknown Adam implementation"):
         Scorer.load(model, variant="fused-adam", adam="bogus")
-    with pytest.raises(ValueError, match="fused-adam search only"):
+    with pytest.raises(ValueError, match="fused-adam and host-head searches only"):
         Scorer.load(model, variant="unrolled", adam="numpy")
     wide = Scorer.load(model, threads=8)                              # more threads than seeds: shared out
     assert wide._search.workers == S and wide._search.intra_threads == 8 // S

@@ -505,8 +505,16 @@ def test_refusals_of_the_model_directory(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="needs k >= 1"):
         Scorer.load(d, variant="host-head", config=SearchConfig(k=0, n_seed=S))
 
+    # a kernel without its AVX2 loops (ARM, older x86: slower than onnxruntime): auto keeps fused-adam,
+    # host-head can still be asked for
+    if host_head.kernel_available() and host_adam.kernel_available():
+        with monkeypatch.context() as mp:
+            mp.setattr(host_head, "vectorized", lambda: False)
+            assert Scorer.load(d, threads=2).mode == "fused-adam"
+            assert Scorer.load(d, variant="host-head", threads=1).mode == "host-head"
     # without the compiled head kernel: auto keeps fused-adam, asking for the kernel fails, NumPy works
     monkeypatch.setattr(host_head, "_kernel", None)
+    assert not host_head.vectorized()
     if host_adam.kernel_available():
         assert Scorer.load(d, threads=2).mode == "fused-adam"
     with pytest.raises(RuntimeError, match="head kernel is not installed"):
