@@ -104,8 +104,8 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
     elif variant in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant=variant[5:-7], threads=threads)
-    elif variant == "onnx-host-head":
-        s = Scorer.load(model_dir, config=cfg, variant="host-head", threads=threads)
+    elif variant == "onnx-host-head":           # the compiled kernels (refuses to run without them)
+        s = Scorer.load(model_dir, config=cfg, variant="host-head", threads=threads, adam="c")
     elif variant.startswith("onnx-seed-parallel"):
         # default: the Scorer's choice (n_seed workers on >= 2 threads, 1 on one thread); -cores: one per thread
         workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else None

@@ -601,7 +601,8 @@ def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path) -> dict:
     by_name = {st["name"]: st for st in state}
     head = head_state_names(one)
     w1 = by_name.get("W1.c0")
-    if head != ["W0.c0", "bn0.gamma", "bn0.beta", "W1.c0"] or not w1 or w1.get("panel") != HOST_HEAD_PANEL:
+    if (head != ["W0.c0", "bn0.gamma", "bn0.beta", "W1.c0"] or not w1 or w1.get("panel") != HOST_HEAD_PANEL
+            or one.col_order != "col2im"):
         return {}                      # chunked or unpanelled head weights: no host head for this export
     mean, var = (np.asarray(t, dtype=np.float64) for t in bn[0])
     consts = np.concatenate([mean, 1.0 / np.sqrt(var + BN_EPS)]).astype(np.float32)   # as build_graph stores them

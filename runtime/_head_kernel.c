@@ -3,10 +3,10 @@
  * (runtime/backends/onnxruntime_host_adam.py, head=...); the NumPy twin in runtime/host_head.py is the
  * reference the tests compare against.
  *
- * Why: at width 32 these layers hold 80 % of the weights (2.9 of 3.65 M floats) but 1 % of the FLOPs
- * before layer 1's GEMMs. In onnxruntime their GEMMs are thin (1 and 16 input positions: MLAS repacks
- * the 8 MB weight for a 16-row product) and their weight gradients are written to memory only to be
- * read back by the host's Adam. Here:
+ * Why: at width 32 these layers hold 82 % of the weights (2.92 of 3.58 M floats) and a third of the
+ * FLOPs. In onnxruntime their GEMMs are thin (1 and 16 input positions: MLAS repacks the 8 MB weight
+ * for a 16-row product) and their weight gradients are written to memory only to be read back by the
+ * host's Adam. Here:
  *   forward:  a0 = z W0 (GEMV), h0 = relu(bn0(a0)), cols1 = W1^T h0 (one pass over W1's column panels),
  *             a1 = col2im(cols1)                                           -> the tail graph's input
  *   backward: dcols1 = im2col(da1); ONE pass over W1, m1, v1: dh0 += W1 dcols1 (old weights), then
@@ -17,7 +17,7 @@
  *   W0 (Z, N0) with N0 = 16 C0 columns (c, kh, kw); gamma0 (C0); beta0 (C0);
  *   W1 as column panels (N1 / 32, C0, 32), N1 = 16 C1 columns (c, kh, kw) of the stride-2 layer.
  * consts: mean0 (C0), inv_std0 (C0), as the graphs store them.
- * work:   scratch, float32, head_work_size() elements.
+ * work:   scratch, float32, work_size(z_dim, c0, n1) elements.
  *
  * Adam is the same float32 arithmetic as runtime/_adam_kernel.c (no contraction: built with
  * -ffp-contract=off; the GEMM parts use explicit FMAs on AVX2 machines), moments kept scaled:
@@ -130,14 +130,16 @@ static void l1_backward_generic(const float *W1in, float *W1, float *restrict m,
  * FMA chains at np = 6: enough to hide the FMA latency), W loaded once per row into 2 registers */
 __attribute__((target("avx2,fma"), always_inline))
 static inline void l1_forward_block(const float *restrict wq, const float *restrict h0, float *restrict o,
-                                    Py_ssize_t cb, Py_ssize_t ce, int pg, const int np, int half) {
+                                    Py_ssize_t cb, Py_ssize_t ce, int pg, const int np, int half, Py_ssize_t room) {
     __m256 acc[6][2];
     for (int i = 0; i < np; i++)
         for (int k = 0; k < 2; k++)
             acc[i][k] = cb ? _mm256_loadu_ps(o + (pg + i) * PW + 16 * half + 8 * k) : _mm256_setzero_ps();
     for (Py_ssize_t c = cb; c < ce; c++) {
         const float *w = wq + c * PW + 16 * half;
-        if (pg == 0 && half == 0)       /* the same row of the next block (next panel's at the end): 16 KB ahead */
+        /* the same row of the next block (next panel's at the end), 16 KB ahead, while inside W1 (room:
+         * floats from wq to W1's end) */
+        if (pg == 0 && half == 0 && (c + CB) * PW + 16 < room)
             _mm_prefetch((const char *)(wq + (c + CB) * PW), _MM_HINT_T0),
                 _mm_prefetch((const char *)(wq + (c + CB) * PW + 16), _MM_HINT_T0);
         const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
@@ -155,13 +157,14 @@ __attribute__((target("avx2,fma")))
 static void l1_forward_avx2(const float *restrict W1, const float *restrict h0, float *restrict colsT, Dims d) {
     for (Py_ssize_t q = 0; q < d.N1 / PW; q++) {
         const float *wq = W1 + q * d.C0 * PW;
+        const Py_ssize_t room = (d.N1 / PW - q) * d.C0 * PW;
         float *oq = colsT + TP(0, q * PW);           /* this panel's (16, 32) output block */
         for (Py_ssize_t cb = 0; cb < d.C0; cb += CB) {
             const Py_ssize_t ce = cb + CB < d.C0 ? cb + CB : d.C0;
             for (int half = 0; half < 2; half++) {    /* 16 positions = 6 + 6 + 4 */
-                l1_forward_block(wq, h0, oq, cb, ce, 0, 6, half);
-                l1_forward_block(wq, h0, oq, cb, ce, 6, 6, half);
-                l1_forward_block(wq, h0, oq, cb, ce, 12, 4, half);
+                l1_forward_block(wq, h0, oq, cb, ce, 0, 6, half, room);
+                l1_forward_block(wq, h0, oq, cb, ce, 6, 6, half, room);
+                l1_forward_block(wq, h0, oq, cb, ce, 12, 4, half, room);
             }
         }
     }
@@ -262,7 +265,7 @@ static void l1_backward_avx2(const float *W1in, float *W1, float *restrict m, fl
     }
 }
 
-/* layer 0, row by row: dz[c] = W0[c] . da0 (old weights); then g = z[c] da0 and Adam on the row (in L1) */
+/* layer 0, row by row: dz[c] = W0[c] . da0 (old weights); then g = z[c] da0 and Adam on the row (in L2) */
 __attribute__((target("avx2,fma")))
 static void l0_backward_avx2(const float *restrict z, const float *restrict da0, float *restrict dz, const float *W0in,
                              float *W0, float *restrict m, float *restrict v, Dims d, int update, int first,
@@ -405,7 +408,9 @@ static void release(Py_buffer *views, int got) {
 }
 
 static int check_dims(Py_ssize_t Z, Py_ssize_t C0, Py_ssize_t N1, const char *fn) {
-    if (Z < 1 || C0 < 4 || C0 % 4 != 0 || N1 < PW || N1 % PW != 0 || N1 % 16 != 0) {
+    const Py_ssize_t lim = (Py_ssize_t)1 << 20;      /* keeps every size product far from overflow */
+    if (Z < 1 || C0 < 4 || C0 % 4 != 0 || N1 < PW || N1 % PW != 0 || N1 % 16 != 0 || Z > lim || C0 > lim ||
+        N1 > lim) {
         PyErr_Format(PyExc_ValueError, "%s: unsupported head dims z_dim=%zd c0=%zd n1=%zd (c0 %% 4 == 0, "
                      "n1 %% 32 == 0 needed)", fn, Z, C0, N1);
         return -1;
@@ -467,15 +472,16 @@ done:
     return result;
 }
 
-/* backward(da1, z, dz, w, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k, generic=False)
- *   w: the weights the forward pass used (p0 on the first step, else p); with p None only dz is computed
- *   (the z-only search); p0 given: first step (moments taken as zero, weights read from p0). */
+/* backward(da1, z, dz, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k, generic=False)
+ *   p: the head weights (read; updated in place when m and v are given); m = v = None: only dz is
+ *   computed (the z-only search: p is the pristine copy and is not written); p0 given: the first step
+ *   (the weights are read from p0, the moments taken as zero, p written). */
 static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"da1", "z", "dz", "p", "m", "v", "p0", "consts", "work", "z_dim", "c0", "n1",
                              "b1", "b2", "alpha", "eps_k", "generic", NULL};
     PyObject *objs[9];
     Py_ssize_t Z, C0, N1;
-    float b1 = 0, b2 = 0, alpha = 0, eps_k = 0;
+    float b1 = NAN, b2 = NAN, alpha = NAN, eps_k = NAN;       /* required with m and v (checked below) */
     int generic = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOnnn|ffffp", kwlist, &objs[0], &objs[1], &objs[2],
                                      &objs[3], &objs[4], &objs[5], &objs[6], &objs[7], &objs[8], &Z, &C0, &N1,
@@ -483,8 +489,10 @@ static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
         return NULL;
     if (check_dims(Z, C0, N1, "backward") != 0) return NULL;
     Dims d = dims_of(Z, C0, N1);
-    /* p: the weights (read, and updated in place when m/v are given); p0: the pristine weights (first step) */
-    Spec specs[9] = {{"da1", 0, 0, d.C1 * 64}, {"z", 0, 0, Z}, {"dz", 1, 0, Z}, {"p", 1, 0, d.n_head},
+    /* p: the weights (read, and updated in place when m/v are given: writable only then); p0: the
+     * pristine weights (first step) */
+    const int wants_update = objs[4] != Py_None || objs[5] != Py_None;
+    Spec specs[9] = {{"da1", 0, 0, d.C1 * 64}, {"z", 0, 0, Z}, {"dz", 1, 0, Z}, {"p", wants_update, 0, d.n_head},
                      {"m", 1, 1, d.n_head}, {"v", 1, 1, d.n_head}, {"p0", 0, 1, d.n_head},
                      {"consts", 0, 0, 2 * C0}, {"work", 1, 0, work_size(d)}};
     Py_buffer views[9];
@@ -493,6 +501,10 @@ static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (get_buffers(objs, specs, 9, views, &got, "backward") != 0) goto done;
     if ((views[4].buf == NULL) != (views[5].buf == NULL)) {
         PyErr_SetString(PyExc_ValueError, "backward: give both m and v (the weight update) or neither (z only)");
+        goto done;
+    }
+    if (wants_update && (isnan(b1) || isnan(b2) || isnan(alpha) || isnan(eps_k))) {
+        PyErr_SetString(PyExc_ValueError, "backward: the Adam coefficients b1, b2, alpha, eps_k are required with m and v");
         goto done;
     }
     {

@@ -1,12 +1,15 @@
 """The generator's thin head (layers 0-1: z -> 4x4 -> 8x8) on the host, with Adam fused into its backward pass.
 
-Used by the ``host-head`` search (backends/onnxruntime_host_adam.py with ``head=True``): per seed and step
+Used by the ``host-head`` search (backends/onnxruntime_host_adam.py, ``OrtHostAdamSearch(head=...)``):
+per seed and step
 
-    a1 = head.forward(z, weights)                      # layers 0-1 + BN0/ReLU: (C1, 8, 8), before BN1
-    a1.grad, tail grads = grad_tail_seed.onnx(x, a1, tail weights)      # layers 2-4 in onnxruntime
-    head.backward(a1.grad) -> dz; Adam on W0, gamma0, beta0, W1 in the same pass as their gradients
+    head.forward(z, w, a1)             # layers 0-1 (+ BN0/ReLU) -> a1 (C1, 8, 8), layer 1's output before BN1
+    grad_tail_seed.onnx(x, a1, tail weights) -> a1.grad, the tail's gradients   # layers 2-4 in onnxruntime
+    head.backward(a1.grad, z, dz, p, m, v, p0, coefs)   # -> dz; Adam on W0, gamma0, beta0, W1 in the same
+                                                        #    pass as their gradients
 
-Why (benchmarks/README.md, "host head"): these two layers hold 2.9 of the 3.65 M weights at width 32 but
+Why (benchmarks/README.md, "Current: the host-head search"): these two layers hold 2.92 of the 3.58 M
+weights at width 32 but
 their GEMMs have 1 and 16 rows; in onnxruntime layer 1's three GEMMs took 5.5 ms per step (MLAS repacks
 the 8 MB weight for a 16-row product) and their gradients went through memory once more for the host's
 Adam. The C kernel (``_head_kernel``, built at install) reads W1 once per pass; the NumPy version
@@ -70,7 +73,7 @@ class HeadDims:
         return self.z_dim * self.n0 + 2 * self.c0 + self.c0 * self.n1
 
     def check(self) -> None:
-        if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 % PANEL or self.n1 % 16:
+        if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 < PANEL or self.n1 % PANEL:
             raise ValueError(f"unsupported head dims {self}: C0 must be a multiple of 4, N1 of {PANEL}")
 
 
@@ -104,6 +107,18 @@ def im2col_l1(d: np.ndarray) -> np.ndarray:
     return out.reshape(c1 * 16, 16)
 
 
+def _check_disjoint(fn: str, bufs: dict, written: tuple) -> None:
+    """The kernel's pointers are restrict: a written buffer must not overlap any other (and every buffer
+    must be an aligned NumPy array; dtype, contiguity and sizes the kernel checks itself)."""
+    for name, a in bufs.items():
+        if a is not None and not (isinstance(a, np.ndarray) and a.flags.aligned):
+            raise TypeError(f"{fn}: {name} must be an aligned NumPy array")
+    for w in written:
+        for name, a in bufs.items():
+            if name != w and a is not None and np.may_share_memory(bufs[w], a):
+                raise ValueError(f"{fn}: {w} and {name} overlap in memory")
+
+
 class Head:
     """Layers 0-1 of one seed's generator on the host: ``forward`` then ``backward`` per search step.
 
@@ -133,6 +148,7 @@ class Head:
     def forward(self, z: np.ndarray, w: np.ndarray, a1: np.ndarray) -> None:
         """z (z_dim,) and the head weights ``w`` (n_head,) -> a1 (C1, 8, 8) in place (layer 1's output, before BN1)."""
         d = self.d
+        _check_disjoint("head.forward", {"z": z, "w": w, "a1": a1}, ("a1",))
         if self.impl == "c":
             _kernel.forward(z, w, self.consts, self.work, a1, d.z_dim, d.c0, d.n1, self.generic)
             return
@@ -155,8 +171,8 @@ class Head:
         update = m is not None
         if update != (v is not None) or (update and coefs is None):
             raise ValueError("head.backward: give m, v and coefs (the weight update) or none of them (z only)")
-        if p0 is not None and np.may_share_memory(p, p0):
-            raise ValueError("head.backward: p and p0 overlap in memory (p0 is the pristine copy, p is written)")
+        bufs = {"da1": da1, "z": z, "dz": dz, "p": p, "m": m, "v": v, "p0": p0}
+        _check_disjoint("head.backward", bufs, ("dz", "p", "m", "v") if update else ("dz",))
         b1, b2, alpha, eps_k = (float(c) for c in coefs) if update else (0.0, 0.0, 0.0, 0.0)
         if self.impl == "c":
             _kernel.backward(da1, z, dz, p, m, v, p0, self.consts, self.work, d.z_dim, d.c0, d.n1,

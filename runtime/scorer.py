@@ -40,19 +40,34 @@ def _grad_graph(cfg: SearchConfig, head: bool = False) -> str:
     return ("grad" if cfg.updates_weights else "grad_z") + ("_tail_seed" if head else "_seed")
 
 
-def _load_head(model_dir: Path, graph: dict) -> dict:
-    """The host head of a tail graph's manifest entry: dims, bn0 constants (checked file, see the
-    manifest's sha256) and the head's state names."""
+def _load_head(model_dir: Path, man: dict, graph: dict) -> dict:
+    """The host head of a tail graph's manifest entry: dims, bn0 constants and the head's state names,
+    checked against what runtime/_head_kernel.c computes (its layout: W0 (Z, 16 C0), gamma0, beta0,
+    W1 as 32-column panels, torch's (c, kh, kw) column order) and the manifest's sha256 list."""
     info = graph.get("head") or {}
     try:
         dims = host_head.HeadDims(int(info["dims"]["z_dim"]), int(info["dims"]["c0"]), int(info["dims"]["n1"]))
+        dims.check()
+        state = [str(n) for n in info["state"]]
+        if info["consts"] not in man.get("files", {}):        # only files whose sha256 was verified
+            raise ValueError(f"{info['consts']} is not among the manifest's checksummed files")
         consts = np.load(model_dir / info["consts"], allow_pickle=False)
-        state = list(info["state"])
     except (KeyError, TypeError, ValueError, OSError) as e:
-        raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unreadable ({e})") from None
+        raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unusable ({e})") from None
     if consts.dtype != np.float32 or consts.shape != (2 * dims.c0,):
         raise ManifestError(f"{model_dir}: {info['consts']} holds {consts.dtype} {consts.shape}, expected "
                             f"float32 ({2 * dims.c0},)")
+    by_name = {st["name"]: st for st in graph.get("state") or []}
+    want = {"W0.c0": ([1, dims.z_dim, dims.n0], None), "bn0.gamma": ([1, dims.c0], None),
+            "bn0.beta": ([1, dims.c0], None),
+            "W1.c0": ([1, dims.n1 // host_head.PANEL, dims.c0, host_head.PANEL], host_head.PANEL)}
+    layout_ok = (graph.get("col_order") == "col2im" and state == list(want)
+                 and all(n in by_name and list(by_name[n]["shape"]) == shape and by_name[n].get("panel") == panel
+                         for n, (shape, panel) in want.items()))
+    if not layout_ok:
+        raise ManifestError(f"{model_dir}: the host head's weights in this export are not in the layout the head "
+                            f"kernel computes (W0 (Z, 16 C0), bn0 gamma/beta, W1 in {host_head.PANEL}-column panels, "
+                            f"col2im column order) for dims {dims}")
     return {"dims": dims, "consts": consts, "state": state}
 
 
@@ -106,11 +121,13 @@ class Scorer:
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export).
         variant:
-          "auto"          on the CPU (onnxruntime, no CUDA provider) with k >= 1: "fused-adam" when its
-                          graphs were exported and its compiled kernel is installed (or adam="numpy");
-                          else "seed-parallel" with threads >= 2 (when exported), else "unrolled" (when
-                          exported for this k), else "step"; lr_theta == 0 without fused-adam: the z-only
-                          step graph. On a GPU: "unrolled" / "step".
+          "auto"          on the CPU (onnxruntime, no CUDA provider) with k >= 1: "host-head" when its
+                          graphs were exported, both compiled kernels are installed and the head kernel
+                          runs its AVX2 loops (host_head.vectorized(); not with adam="numpy"); else
+                          "fused-adam" when its graphs were exported and its compiled kernel is installed
+                          (or adam="numpy"); else "seed-parallel" with threads >= 2 (when exported), else
+                          "unrolled" (when exported for this k), else "step"; lr_theta == 0 without them:
+                          the z-only step graph. On a GPU: "unrolled" / "step".
           "step"          k step-graph runs on preallocated buffers (z-only graph when lr_theta == 0)
           "unrolled"      one graph run per frame
           "seed-parallel" the single-seed unrolled graph, one run per seed, concurrently from ``workers``
@@ -229,7 +246,7 @@ class Scorer:
                 weights = regroup_state(pristine, lay["state"], state, lay.get("col_order", "d2s"), order)
             except ValueError as e:
                 raise ManifestError(f"{model_dir}: {e}") from None
-            head = _load_head(model_dir, gs) if mode == "host-head" else None
+            head = _load_head(model_dir, man, gs) if mode == "host-head" else None
             search = OrtHostAdamSearch({gname: graphs[gname], "final_seed": graphs["final_seed"]}, weights, state, cfg,
                                        int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
                                        workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam,

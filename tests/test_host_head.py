@@ -27,11 +27,14 @@ SHIPPED = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
 BN_EPS = 1e-5
 # kernel vs twin: z_dim, C0, N1 = 16 C1. (100, 132, 64): C0 > 128 (two row blocks of the AVX2 forward),
 # not a multiple of 64 (the BN blocks), N0 = 2112 > 2048 (the GEMV's column blocks), N0 % 256 != 0 (Adam rows)
-DIMS = [HeadDims(16, 32, 256), HeadDims(16, 8, 64), HeadDims(100, 132, 64)]
+# (3, 4, 32): the smallest dims the kernel accepts (C0 = 4, one W1 panel)
+DIMS = [HeadDims(16, 32, 256), HeadDims(16, 8, 64), HeadDims(100, 132, 64), HeadDims(3, 4, 32)]
 LR = 1e-3                                     # lr_theta for the unit tests: steps far above the weights' ulps
 
 needs_kernel = pytest.mark.skipif(not host_head.kernel_available(),
                                   reason="compiled head kernel not built (no C compiler at install)")
+# auto picks host-head only where the kernel runs its AVX2 loops; elsewhere these tests ask for it by name
+AUTO = {} if host_head.vectorized() and host_adam.kernel_available() else {"variant": "host-head"}
 
 
 def _skip_c(impl):
@@ -62,6 +65,8 @@ def _two_steps(d: HeadDims, st: dict, impl: str, generic: bool) -> list:
     """Two search steps (the first from the pristine p0, moments taken as zero), then a z-only backward pass.
     Returns per step a1, dz, p, m, v (copies) and the weights before the step."""
     head = Head(d, st["consts"], impl=impl, generic=generic)
+    if impl == "c":
+        head.work[...] = np.nan                                          # a scratch value read before written shows
     n = d.n_head
     p, m, v = (np.full(n, np.nan, np.float32) for _ in range(3))       # never read at step 1 (p0 given)
     p0 = st["p0"]
@@ -82,7 +87,9 @@ def _two_steps(d: HeadDims, st: dict, impl: str, generic: bool) -> list:
     a1 = np.zeros((d.c1, 8, 8), np.float32)
     head.forward(st["z"][0], p, a1)
     dz = np.full(d.z_dim, np.nan, np.float32)
-    head.backward(st["da1"][0], st["z"][0], dz, p, None, None, None, None)
+    ro = p.copy()
+    ro.setflags(write=False)                                            # z only: the weights may be read-only
+    head.backward(st["da1"][0], st["z"][0], dz, ro, None, None, None, None)
     for a, b in zip((p, m, v), frozen):
         np.testing.assert_array_equal(a, b)
     out.append({"a1": a1, "dz": dz})
@@ -375,7 +382,7 @@ def _same_result(a, b, what, rel=1e-5):
 @needs_kernel
 def test_host_head_equals_fused_adam_on_the_tiny_export(tiny, val_frames):
     d, _ = tiny
-    hh = Scorer.load(d, threads=2)                                   # auto: host-head
+    hh = Scorer.load(d, threads=2, **AUTO)                           # auto: host-head
     assert hh.mode == "host-head" and hh._search.mode == "host-head" and hh._search.workers == S
     fa = Scorer.load(d, variant="fused-adam", threads=2)
     for i, (rgb, depth) in enumerate(val_frames(2)):
@@ -390,7 +397,7 @@ def test_host_head_equals_fused_adam_on_the_shipped_model(shipped, val_frames):
     d, G = shipped
     hh = Scorer.load(d, variant="host-head", config=WELL, threads=2)
     fa = Scorer.load(d, variant="fused-adam", config=WELL, threads=2)
-    hz = Scorer.load(d, lr_theta=0.0, threads=2)                      # auto, z only: host-head
+    hz = Scorer.load(d, lr_theta=0.0, threads=2, **AUTO)              # auto, z only: host-head
     fz = Scorer.load(d, lr_theta=0.0, variant="fused-adam", threads=2)
     srch = hh._search
     assert hh.mode == "host-head" and srch.workers == S and srch.adam_impl == "c"
@@ -417,7 +424,7 @@ def test_reference_configuration_on_the_shipped_model(shipped, val_frames):
     """The export's own search (k = 19, lr_theta = 6e-9): equal to 1e-3 (see above: measured <= 2.5e-4 on
     these frames, as much as fused-adam moves with z0 changed by 1 ulp)."""
     d, G = shipped
-    hh, fa = Scorer.load(d, threads=2), Scorer.load(d, variant="fused-adam", threads=2)
+    hh, fa = Scorer.load(d, threads=2, **AUTO), Scorer.load(d, variant="fused-adam", threads=2)
     assert hh.mode == "host-head" and hh.config == fa.config == SearchConfig()
     for (rgb, depth), seed in zip(val_frames(2), (10, 11)):          # cylinder, rectangle
         z0 = make_z0(S, G.cfg.z_dim, seed)
@@ -428,7 +435,7 @@ def test_reference_configuration_on_the_shipped_model(shipped, val_frames):
 def test_weights_reset_per_frame_one_thread_and_numpy_head(shipped, val_frames):
     d, G = shipped
     (rgb, depth), (rgb2, depth2) = val_frames(2)
-    hh = Scorer.load(d, threads=1)                                    # auto, one thread: host-head, one worker
+    hh = Scorer.load(d, threads=1, **AUTO)                            # auto, one thread: host-head, one worker
     assert hh.mode == "host-head" and hh._search.workers == 1 and len(hh._search.slots) == 1
     z0 = make_z0(S, G.cfg.z_dim, 3)
     first = hh.score(rgb, depth, z0=z0)
@@ -488,6 +495,26 @@ def test_refusals_of_the_model_directory(tiny, tmp_path, monkeypatch):
     with pytest.raises(ManifestError, match=rf"head_consts.npy holds float64 \({c2},\), expected float32 \({c2},\)"):
         Scorer.load(f64, variant="host-head")
 
+    # a head layout the kernel does not compute (W1 in 16-column panels; the d2s column order), and
+    # constants outside the checksummed files: refused before any buffer is built
+    def panel16(g):                         # a consistent state (regroup_state accepts it), 16-column panels
+        for st in g["state"]:
+            if st["name"] == "W1.c0":
+                st.update(panel=16, shape=[1, st["shape"][1] * 2, st["shape"][2], 16])
+    for name, edit, needle in (
+            ("panel", panel16, "not in the layout"),
+            ("order", lambda g: g.update(col_order="d2s"), "not in the layout"),
+            ("unlisted", lambda g: g.get("head") and g["head"].update(consts="weights.npz/../head_consts.npy"),
+             "not among the manifest's")):
+        e = tmp_path / name
+        shutil.copytree(d, e)
+        m5 = json.loads(json.dumps(man))
+        for g in ("grad_tail_seed", "final_seed"):   # the graphs must agree on the layout (checked first)
+            edit(m5["graphs"][g])
+        (e / "manifest.json").write_text(json.dumps(m5))
+        with pytest.raises(ManifestError, match=needle):
+            Scorer.load(e, variant="host-head")
+
     # an export from before this variant: no tail graphs
     old = tmp_path / "old"
     shutil.copytree(d, old)
@@ -519,9 +546,10 @@ def test_refusals_of_the_model_directory(tiny, tmp_path, monkeypatch):
         assert Scorer.load(d, threads=2).mode == "fused-adam"
     with pytest.raises(RuntimeError, match="head kernel is not installed"):
         Scorer.load(d, variant="host-head", adam="c")
-    for adam in ("numpy", None):                  # None: the NumPy head (and Adam) when the head kernel is missing
+    for adam in ("numpy", None):                  # None: the NumPy head, and the Adam kernel if installed
         s = Scorer.load(d, variant="host-head", adam=adam, threads=1)
-        assert s.mode == "host-head" and s._search.adam_impl == "numpy" and s._search.slots[0]["head"].impl == "numpy"
+        assert s.mode == "host-head" and s._search.head_impl == "numpy" and s._search.slots[0]["head"].impl == "numpy"
+        assert s._search.adam_impl == ("c" if adam is None and host_adam.kernel_available() else "numpy")
 
 
 def test_head_refuses_bad_arguments(monkeypatch):
@@ -554,6 +582,15 @@ def test_head_refuses_bad_arguments(monkeypatch):
             head.backward(st["da1"][0], st["z"][0], dz, p, m, None, None, coefs)      # m without v
         with pytest.raises(ValueError, match="give m, v and coefs"):
             head.backward(st["da1"][0], st["z"][0], dz, p, m, m.copy(), None, None)   # no coefficients
+        v = np.zeros(n, np.float32)
+        with pytest.raises(ValueError, match="p and p0 overlap"):
+            head.backward(st["da1"][0], st["z"][0], dz, p, m, v, p, coefs)           # p0 is p
+        with pytest.raises(ValueError, match="dz and z overlap"):
+            head.backward(st["da1"][0], dz, dz, p, m, v, None, coefs)                # z is dz (restrict)
+        with pytest.raises(ValueError, match="m and v overlap"):
+            head.backward(st["da1"][0], st["z"][0], dz, p, m, m, None, coefs)
+        with pytest.raises(ValueError, match="a1 and w overlap"):
+            head.forward(st["z"][0], p, p[:d.c1 * 64].reshape(d.c1, 8, 8))
     np.testing.assert_array_equal(p, st["p0"])                          # nothing was written
     monkeypatch.setattr(host_head, "_kernel", None)
     assert not host_head.kernel_available()
@@ -603,5 +640,11 @@ def test_kernel_checks_its_buffers_itself():
         k.backward(da1.astype(np.float64), z, dz, p, None, None, None, cs, work, Z, C0, N1)
     with pytest.raises(ValueError, match=f"backward: v has 3 elements, expected {n}"):
         k.backward(da1, z, dz, p, m, np.zeros(3, np.float32), None, cs, work, Z, C0, N1, 0.9, 0.999, 1.0, 1e-8)
+    with pytest.raises(ValueError, match="Adam coefficients b1, b2, alpha, eps_k are required"):
+        k.backward(da1, z, dz, p, m, m.copy(), None, cs, work, Z, C0, N1)
+    ro = p.copy()
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="backward: p must be a writable"):     # written when m, v are given
+        k.backward(da1, z, dz, ro, m, m.copy(), None, cs, work, Z, C0, N1, 0.9, 0.999, 1.0, 1e-8)
     np.testing.assert_array_equal(p, w)                                  # refused calls wrote nothing
     assert not m.any()

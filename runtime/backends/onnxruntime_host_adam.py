@@ -1,6 +1,6 @@
 """The fused-adam search: onnxruntime computes one seed's gradients, the host applies Adam in one pass.
 
-Why (benchmarks/README.md, "Current: the fused-adam search"): in the unrolled graphs Adam on the per-seed weight
+Why (benchmarks/README.md, "Previous: the fused-adam search"): in the unrolled graphs Adam on the per-seed weight
 copies is 10 elementwise ONNX ops per tensor, each a separate pass over 3.6 M weights (width 32): ~42 %
 of a seed's time. Standard ONNX has no fused optimiser op, so this search splits each step:
 
@@ -109,13 +109,14 @@ class OrtHostAdamSearch:
         if providers[0] != "CPUExecutionProvider":
             raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
                              "unrolled graphs (variant 'unrolled') or the TensorRT backend")
-        kernels = host_adam.kernel_available() and (not head or host_head.kernel_available())
-        self.adam_impl = adam or ("c" if kernels else "numpy")
+        # adam: the implementation of the host Adam and of the head; None: each compiled kernel if installed
+        self.adam_impl = adam or host_adam.default_implementation()
+        self.head_impl = (adam or ("c" if host_head.kernel_available() else "numpy")) if head else None
         if self.adam_impl not in host_adam.IMPLEMENTATIONS:
             raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
             raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
-        if head and self.adam_impl == "c" and not host_head.kernel_available():
+        if self.head_impl == "c" and not host_head.kernel_available():
             raise RuntimeError("the compiled head kernel is not installed (adam='numpy' runs the NumPy head)")
         self.device, self._run_opts = "cpu", None
         S = cfg.n_seed
@@ -170,7 +171,7 @@ class OrtHostAdamSearch:
             b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
             z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
             if head:
-                b["head"] = host_head.Head(self.head_dims, head["consts"], impl=self.adam_impl)
+                b["head"] = host_head.Head(self.head_dims, head["consts"], impl=self.head_impl)
                 a1_shape = (1, self.head_dims.c1, 8, 8)
                 b["a1"], b["da1"] = np.zeros(a1_shape, np.float32), np.zeros(a1_shape, np.float32)
                 a1_ov, da1_ov = wrap(b["a1"]), wrap(b["da1"])
