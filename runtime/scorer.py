@@ -136,7 +136,7 @@ class Scorer:
                           pass (runtime/host_adam.py; CPU only; lr_theta == 0 uses the z-only gradient
                           graph); ``adam`` = "c" (compiled kernel, default when installed) or "numpy";
                           threads beyond one per worker go to the workers' intra-op pools.
-          "host-head"     fused-adam with layers 0-1 (the thin ones, 80 % of the weights) on the host and
+          "host-head"     fused-adam with layers 0-1 (the thin ones, 82 % of the weights) on the host and
                           Adam fused into their backward pass (runtime/host_head.py), layers 2-4 in the
                           tail graph; "auto" picks it over fused-adam on the CPU when exported, both
                           compiled kernels are installed and the head kernel has its AVX2 loops (x86-64;
