@@ -1,4 +1,4 @@
-"""The fused-adam search: onnxruntime computes one seed's gradients, the host applies Adam in one pass.
+"""The fused-adam and host-head searches: onnxruntime computes one seed's gradients, the host applies Adam.
 
 Why (benchmarks/README.md, "Previous: the fused-adam search"): in the unrolled graphs Adam on the per-seed weight
 copies is 10 elementwise ONNX ops per tensor, each a separate pass over 3.6 M weights (width 32): ~42 %
@@ -11,7 +11,13 @@ of a seed's time. Standard ONNX has no fused optimiser op, so this search splits
         step 2..k:   grad_seed(x, z_j, p_j) -> g;       Adam in place on p_j, m_j, v_j
         final_seed(x, z_j, p_j) -> seed loss, error map, reconstruction
     (Adam on z_j, 100 floats, takes the same kernel with the z learning rate. With lr_theta = 0 the
-    z-only graph grad_z_seed skips the weight gradients and the weights stay the pristine copy.)
+    z-only graph grad_z_seed skips the weight gradients and the weights stay the pristine copy. The
+    weights' Adam of step t runs just before the graph of step t + 1 (or the final pass) reads them.)
+
+The host-head search (``head=``, since session 10: the CPU default where the head kernel has AVX2) is
+the same loop with layers 0-1 on the host (runtime/host_head.py): per step head.forward -> a1,
+grad_tail_seed(x, a1, tail weights) -> a1.grad and the tail's gradients, head.backward -> dz with Adam
+on the head's weights fused into it; the one-pass Adam then only covers the tail's weights.
 
 The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin), the same float32
 arithmetic as the graphs' Adam, so scores match the unrolled graphs. Every buffer and IOBinding is
@@ -219,10 +225,16 @@ class OrtHostAdamSearch:
         nh = self.n_head
         head, p, m, v, p0 = b.get("head"), b["p"], b["m"], b["v"], self.p0
         zf, zgf = b["z"].reshape(-1), b["zg"].reshape(-1)
+        # the graph's weights get the previous step's Adam just before the graph reads them (after the head's
+        # forward pass, which streams ~12 MB: the updated tail weights are then still in cache; measured
+        # -2 to -9 % per frame at 1 thread in interleaved A/B runs, the same scores bit for bit)
+        pending = None                     # (coefficients, p0 or None) of the graph weights' due Adam step
         for t, (cz, cp) in enumerate(self._coefs, start=1):
             first = t == 1
             if head is not None:           # layers 0-1 on the host: a1 for the tail graph
                 head.forward(zf, (p0 if first or self.z_only else p)[:nh], b["a1"])
+            if pending is not None:
+                host_adam.adam_update(p[nh:], m[nh:], v[nh:], b["g"], pending[0], pending[1], self.adam_impl)
             grad.run_with_iobinding(b["first"] if first else b["step"])
             if head is not None:           # back through layers 0-1: dz, and Adam on their weights in the same pass
                 if self.z_only:
@@ -231,7 +243,9 @@ class OrtHostAdamSearch:
                     head.backward(b["da1"], zf, zgf, p[:nh], m[:nh], v[:nh], p0[:nh] if first else None, cp)
             host_adam.adam_update(b["z"], b["zm"], b["zv"], b["zg"], cz, self.z0[s] if first else None, self.adam_impl)
             if not self.z_only:
-                host_adam.adam_update(p[nh:], m[nh:], v[nh:], b["g"], cp, p0[nh:] if first else None, self.adam_impl)
+                pending = (cp, p0[nh:] if first else None)
+        if pending is not None:            # the last step's, before the final pass
+            host_adam.adam_update(p[nh:], m[nh:], v[nh:], b["g"], pending[0], pending[1], self.adam_impl)
         t1 = time.perf_counter()
         final.run_with_iobinding(b["final"])
         r = self.results
