@@ -120,7 +120,7 @@ static void l1_backward_generic(const float *W1in, float *W1, float *restrict m,
 }
 
 /* ---------------------------------------------------------------- AVX2 + FMA kernels */
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EDGE_AD_NO_AVX2)   /* -DEDGE_AD_NO_AVX2: portable loops only */
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 
