@@ -281,7 +281,7 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     assert Scorer.load(old, threads=2, lr_theta=0.0).mode == "step_z"
 
 
-def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, val_frames):
+def test_parity_report_covers_the_fused_adam_and_host_head_searches(tmp_path, tiny_generator, val_frames):
     from edge_ad.export.exporter import export_model
     parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(2))]
     man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=3, n_seed=2), parity_frames=parity,
@@ -292,13 +292,19 @@ def test_parity_report_covers_the_fused_adam_search(tmp_path, tiny_generator, va
         assert f["rel_diff"] <= 1e-4 and f["adam"] == host_adam.default_implementation(), row
         assert row["z_only"]["fused_adam"]["rel_diff"] <= 1e-4, row
         assert abs(f["onnx_score"] - row["unrolled"]["onnx_score"]) <= 1e-5 * abs(row["unrolled"]["onnx_score"])
+        # the host-head search (tests/test_host_head.py): its own rows, same tolerance against float64
+        h = row["host_head"]
+        assert h["rel_diff"] <= 1e-4 and row["z_only"]["host_head"]["rel_diff"] <= 1e-4, row
+        assert abs(h["onnx_score"] - f["onnx_score"]) <= 1e-5 * abs(f["onnx_score"])
 
 
 @needs_kernel
 def test_bench_fused_adam_variant(model, tiny_bench):
     from edge_ad.export import benchmark
+    from edge_ad.runtime import host_head
+    host = ("onnx-host-head", "onnx-host-head-z-only") if host_head.kernel_available() else ()
     res = tiny_bench(model, ("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
-                             "onnx-fused-adam-z-only"))
+                             "onnx-fused-adam-z-only") + host)
     v = res["variants"]
     assert "| onnx-fused-adam |" in benchmark.format_table(res)
     for name in ("onnx-fused-adam", "onnx-fused-adam-numpy"):
@@ -307,3 +313,9 @@ def test_bench_fused_adam_variant(model, tiny_bench):
     z = v["onnx-fused-adam-z-only"]
     assert z["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and "max_rel_score_diff_vs_onnx-unrolled" not in z
     assert z["gflop_per_frame"] == v["onnx-z-only"]["gflop_per_frame"] < v["onnx-unrolled"]["gflop_per_frame"]
+    if host:                                     # the host-head variants, reported the same way
+        assert "| onnx-host-head |" in benchmark.format_table(res)
+        assert v["onnx-host-head"]["max_rel_score_diff_vs_onnx-unrolled"] <= 1e-5
+        assert v["onnx-host-head"]["gflop_per_frame"] == v["onnx-unrolled"]["gflop_per_frame"]
+        hz = v["onnx-host-head-z-only"]
+        assert hz["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and hz["gflop_per_frame"] == z["gflop_per_frame"]
