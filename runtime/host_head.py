@@ -9,10 +9,9 @@ per seed and step
                                                         #    pass as their gradients
 
 Why (benchmarks/README.md, "Current: the host-head search"): these two layers hold 2.92 of the 3.58 M
-weights at width 32 but
-their GEMMs have 1 and 16 rows; in onnxruntime layer 1's three GEMMs took 5.5 ms per step (MLAS repacks
-the 8 MB weight for a 16-row product) and their gradients went through memory once more for the host's
-Adam. The C kernel (``_head_kernel``, built at install) reads W1 once per pass; the NumPy version
+weights at width 32 but their GEMMs have 1 and 16 rows; in onnxruntime layer 1's three GEMMs took
+5.5 ms per step (MLAS repacks the 8 MB weight for a 16-row product) and their gradients went through
+memory once more for the host's Adam. The C kernel (``_head_kernel``, built at install) reads W1 once per pass; the NumPy version
 below (``impl="numpy"``) computes the same quantities with NumPy GEMMs and ``host_adam.adam_update``
 and is the reference the tests compare the kernel with (float32 sums in another order: equal to ~1e-6).
 
