@@ -367,6 +367,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                                "search_p50": _pct(st.search_ms, 50), "search_p95": _pct(st.search_ms, 95)},
                 "threshold": threshold, "stopped": st.stopped,
             }
+            mode = getattr(scorer, "mode", None)       # which search ran (Scorer.load's variant choice)
+            if isinstance(mode, str):
+                summary["search"] = mode
             src_stats = getattr(state["source"], "stats", None)
             if src_stats:
                 summary["source_stats"] = dict(src_stats)

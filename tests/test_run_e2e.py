@@ -104,3 +104,6 @@ def test_default_run_uses_demo_model_on_synth(tmp_path):
     recs = lines(out)
     frames = [r for r in recs if r["type"] == "frame"]
     assert len(frames) == 2 and all(r["threshold"] > 0 and isinstance(r["anomalous"], bool) for r in frames)
+    # the summary names the search that ran (the demo export has no gradient graphs: the unrolled graph)
+    from edge_ad.runtime import Scorer
+    assert recs[-1]["type"] == "summary" and recs[-1]["search"] == Scorer.load(demo).mode
