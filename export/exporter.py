@@ -573,31 +573,35 @@ def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
     # onnxruntime's Col2Im op; layers 1-2 (P <= 64) in 32-column panels (onnx_graphs.Arch.panel)
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
     state = _state_entries(one)
-    entries = {}
-    for kind in ("grad", "grad_z", "final"):
-        model = build_graph(one, kind, bn)
-        check = verify_graph(model, np.float32)
-        fname = f"{kind}_seed.onnx"
-        onnx.save(model, str(out_dir / fname))
-        entries[f"{kind}_seed"] = {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check,
-                                   "n_seed": 1, "role": "fused-adam", "state": state, "col_order": one.col_order}
+    entries = {f"{kind}_seed": _save_seed_graph(one, kind, bn, out_dir, state, role="fused-adam")
+               for kind in ("grad", "grad_z", "final")}
     entries["grad_seed"]["note"] = ("gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
                                     "Adam on the host (runtime/host_adam.py), k runs per seed, then final_seed")
     entries["grad_z_seed"]["note"] = "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"
-    entries.update(_export_host_head_graphs(one, bn, out_dir))
+    entries.update(_export_host_head_graphs(one, bn, out_dir, state))
     return entries
+
+
+def _save_seed_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state: list, **extra) -> dict:
+    """Build, check and write ``<kind>_seed.onnx`` (one seed, the CPU searches' weight layout ``state``);
+    returns its manifest entry (``extra``: role, head, ...)."""
+    model = build_graph(one, kind, bn)
+    check = verify_graph(model, np.float32)
+    fname = f"{kind}_seed.onnx"
+    onnx.save(model, str(out_dir / fname))
+    return {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check, "n_seed": 1,
+            **extra, "state": state, "col_order": one.col_order}
 
 
 HEAD_CONSTS = "head_consts.npy"
 
 
-def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path) -> dict:
+def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path, state: list) -> dict:
     """grad_tail_seed.onnx / grad_z_tail_seed.onnx (layers 2-4 of one seed: x, a1, tail weights -> a1.grad
     and the tail's weight gradients) and head_consts.npy (bn0's running mean and 1 / sqrt(var + eps),
     float32 as the graphs store them): the host-head search runs layers 0-1 and their Adam on the host
     (runtime/host_head.py). Only for layouts the host kernel handles: W0 and W1 whole, W1 in 32-column
-    panels (the same weights layout as grad_seed)."""
-    state = _state_entries(one)
+    panels (the same weights layout as grad_seed, ``state``)."""
     by_name = {st["name"]: st for st in state}
     head = head_state_names(one)
     w1 = by_name.get("W1.c0")
@@ -612,15 +616,8 @@ def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path) -> dict:
                  "consts_layout": "bn0 running mean (C0) then 1 / sqrt(running var + eps) (C0), float32",
                  "dims": {"z_dim": one.z_dim, "c0": c0, "n1": n1},
                  "input": "a1: layer 1's transposed-convolution output (1, C1, 8, 8), before BN1"}
-    entries = {}
-    for kind in ("grad_tail", "grad_z_tail"):
-        model = build_graph(one, kind, bn)
-        check = verify_graph(model, np.float32)
-        fname = f"{kind}_seed.onnx"
-        onnx.save(model, str(out_dir / fname))
-        entries[f"{kind}_seed"] = {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check,
-                                   "n_seed": 1, "role": "host-head", "state": state, "col_order": one.col_order,
-                                   "head": head_info}
+    entries = {f"{kind}_seed": _save_seed_graph(one, kind, bn, out_dir, state, role="host-head", head=head_info)
+               for kind in ("grad_tail", "grad_z_tail")}
     entries["grad_tail_seed"]["note"] = ("layers 2-4 of one seed's step: a1.grad and the tail's weight gradients; "
                                          "the host runs layers 0-1 with Adam fused into their backward pass "
                                          "(runtime/host_head.py), then Adam on the tail (runtime/host_adam.py)")

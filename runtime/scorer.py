@@ -28,16 +28,15 @@ import numpy as np
 
 from . import host_adam, host_head
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
-from .manifest import ManifestError, load_manifest
+from .manifest import ManifestError, gradient_graph, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def _grad_graph(cfg: SearchConfig, head: bool = False) -> str:
-    """The fused-adam (head=False) or host-head search's gradient graph for this configuration (z-only
-    when lr_theta == 0)."""
-    return ("grad" if cfg.updates_weights else "grad_z") + ("_tail_seed" if head else "_seed")
+    """The fused-adam (head=False) or host-head search's gradient graph for this configuration."""
+    return gradient_graph(cfg.updates_weights, head)
 
 
 def _load_head(model_dir: Path, man: dict, graph: dict) -> dict:

@@ -44,6 +44,27 @@ def val_frames(val_frame):
     return take
 
 
+@pytest.fixture(scope="session")
+def scores_a_b_a(val_frames):
+    """scores_a_b_a(scorer, z_dim=100) -> (first, other, again): frame A, frame B (other z0), frame A
+    again with A's z0. Asserts the search state is restored per frame: the repeat is bit-identical
+    (seed losses, error map) and B scores differently."""
+    from edge_ad.runtime.config import make_z0
+
+    def run(scorer, z_dim: int = 100):
+        (rgb, depth), (rgb2, depth2) = val_frames(2)
+        n_seed = scorer.n_seed
+        z0 = make_z0(n_seed, z_dim, 3)
+        first = scorer.score(rgb, depth, z0=z0)
+        other = scorer.score(rgb2, depth2, z0=make_z0(n_seed, z_dim, 4))
+        again = scorer.score(rgb, depth, z0=z0)
+        assert other.score != first.score
+        np.testing.assert_array_equal(again.seed_losses, first.seed_losses)
+        np.testing.assert_array_equal(again.error_map, first.error_map)
+        return first, other, again
+    return run
+
+
 def flip_last_bytes(path, n: int = 8) -> None:
     """Corrupt a file in place (its last n bytes inverted): a tampered model file."""
     with open(path, "r+b") as f:

@@ -226,16 +226,11 @@ def test_z_only_fused_adam_equals_the_z_only_step_graph(model, val_frames):
 
 
 @needs_kernel
-def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames):
-    (rgb, depth), (rgb2, depth2) = val_frames(2)
+def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames, scores_a_b_a):
+    (rgb, depth), = val_frames(1)
     fused = Scorer.load(model, variant="fused-adam", threads=2)
-    z0 = make_z0(S, 100, 3)
-    first = fused.score(rgb, depth, z0=z0)
-    other = fused.score(rgb2, depth2, z0=make_z0(S, 100, 4))
-    again = fused.score(rgb, depth, z0=z0)
-    assert other.score != first.score
-    np.testing.assert_array_equal(again.seed_losses, first.seed_losses)
-    np.testing.assert_array_equal(again.error_map, first.error_map)
+    z0 = make_z0(S, 100, 3)                                           # frame A's z0 in scores_a_b_a
+    first, _, _ = scores_a_b_a(fused)
     # the weight update is not a no-op: lr_theta changes the result
     bigger = Scorer.load(model, variant="fused-adam", threads=2, config=SearchConfig(k=K, n_seed=S, lr_theta=1e-3))
     assert bigger.score(rgb, depth, z0=z0).score != first.score

@@ -36,6 +36,7 @@ import numpy as np
 
 from edge_ad.runtime import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.manifest import gradient_graph
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
 from .onnxruntime_backend import SeedWorkers, _ort, _ortvalue_makers, session_options
@@ -108,7 +109,7 @@ class OrtHostAdamSearch:
         if cfg.k < 1:
             raise ValueError(f"the {self.mode} search needs k >= 1 (with k = 0 there is no search step)")
         self.z_only = not cfg.updates_weights          # lr_theta = 0: the z-only graph, weights stay pristine
-        grad_graph = ("grad_z" if self.z_only else "grad") + ("_tail_seed" if head else "_seed")
+        grad_graph = gradient_graph(not self.z_only, bool(head))
         if grad_graph not in graphs:
             raise ValueError(f"the {self.mode} search with lr_theta = {cfg.lr_theta} needs the {grad_graph} graph")
         providers = [p if isinstance(p, str) else p[0] for p in (providers or ["CPUExecutionProvider"])]
