@@ -65,6 +65,21 @@ def scores_a_b_a(val_frames):
     return run
 
 
+@pytest.fixture
+def tiny_parity_export(tmp_path, tiny_generator, val_frames):
+    """tiny_parity_export(k, n_seed, n_frames) -> the manifest of tiny_generator exported WITH the parity
+    check on n_frames real val frames (no float64-graph check)."""
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime.config import SearchConfig
+
+    def make(k: int, n_seed: int, n_frames: int) -> dict:
+        parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth}
+                  for i, (rgb, depth) in enumerate(val_frames(n_frames))]
+        return export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=k, n_seed=n_seed),
+                            parity_frames=parity, check_fp64=False, log=lambda *a: None)
+    return make
+
+
 def flip_last_bytes(path, n: int = 8) -> None:
     """Corrupt a file in place (its last n bytes inverted): a tampered model file."""
     with open(path, "r+b") as f:

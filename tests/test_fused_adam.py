@@ -276,11 +276,8 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
     assert Scorer.load(old, threads=2, lr_theta=0.0).mode == "step_z"
 
 
-def test_parity_report_covers_the_fused_adam_and_host_head_searches(tmp_path, tiny_generator, val_frames):
-    from edge_ad.export.exporter import export_model
-    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(2))]
-    man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=3, n_seed=2), parity_frames=parity,
-                       check_fp64=False, log=lambda *a: None)
+def test_parity_report_covers_the_fused_adam_and_host_head_searches(tiny_parity_export):
+    man = tiny_parity_export(3, 2, 2)
     assert man["parity"]["passed"]
     for row in man["parity"]["frames"]:
         f = row["fused_adam"]

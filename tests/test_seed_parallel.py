@@ -101,11 +101,8 @@ def test_fallbacks_and_refusals(model, export_tiny):
         Scorer.load(single, variant="seed-parallel")
 
 
-def test_parity_report_covers_the_seed_parallel_search(tmp_path, tiny_generator, val_frames):
-    from edge_ad.export.exporter import export_model
-    parity = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(1))]
-    man = export_model(tiny_generator, tmp_path / "m", search=SearchConfig(k=1, n_seed=2), parity_frames=parity,
-                       check_fp64=False, log=lambda *a: None)
+def test_parity_report_covers_the_seed_parallel_search(tiny_parity_export):
+    man = tiny_parity_export(1, 2, 1)
     assert man["parity"]["passed"]
     for row in man["parity"]["frames"]:
         assert row["seed_parallel"]["rel_diff"] <= 1e-4, row
