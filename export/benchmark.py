@@ -103,7 +103,8 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
     if variant == "onnx-z-only":
         s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
     elif variant in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
-        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant=variant[5:-7], threads=threads)
+        search = {"onnx-fused-adam-z-only": "fused-adam", "onnx-host-head-z-only": "host-head"}[variant]
+        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant=search, threads=threads)
     elif variant == "onnx-host-head":           # the compiled kernels (refuses to run without them)
         s = Scorer.load(model_dir, config=cfg, variant="host-head", threads=threads, adam="c")
     elif variant.startswith("onnx-seed-parallel"):
