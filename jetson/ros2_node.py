@@ -123,7 +123,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"edge-ad ROS 2 node: {e}. rclpy and the ROS message packages come from a ROS 2 "
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
         return 1
-    from edge_ad.commands.run import demo_model_dir
+    from edge_ad.runtime import demo_model_dir
     try:
         from edge_ad.runtime import Scorer
     except ImportError:

@@ -21,9 +21,9 @@ DEFAULT_SOURCE = "synth://"
 
 
 def demo_model_dir() -> Path:
-    """Where the shipped demo model lives (models/demo next to the runtime package)."""
-    import edge_ad.runtime
-    return Path(edge_ad.runtime.__file__).resolve().parent.parent / "models" / "demo"
+    """Where the shipped demo model lives (runtime/demo/, inside the runtime package)."""
+    from edge_ad.runtime import demo_model_dir as shipped
+    return shipped()
 
 
 def load_scorer(model: Optional[str], backend: str):

@@ -11,9 +11,9 @@
 
 Embedding in another program::
 
-    from edge_ad.runtime import Scorer
+    from edge_ad.runtime import Scorer, demo_model_dir
     from edge_ad.runtime.sources import open_source
-    scorer = Scorer.load("models/demo")
+    scorer = Scorer.load(demo_model_dir())   # or any exported model directory
     with open_source("realsense://") as src:
         for frame in src:
             if frame.error is None:

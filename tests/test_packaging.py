@@ -1,0 +1,92 @@
+"""Packaging and layering: the runtime wheel ships the demo export but no training checkpoint, and the
+packages import in one direction (runtime/ is the base; models/ and export/ build on it; jetson/ on top)."""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_WHEEL_BYTES = 10 * 1024 * 1024
+
+
+def _source_tree(dst: Path) -> Path:
+    """The checkout's files (tracked and untracked, not ignored) copied to ``dst``: a clean build with no
+    stale build/ or egg-info of an editable install."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    src = _source_tree(tmp_path_factory.mktemp("src"))
+    out = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "--disable-pip-version-check", "-w", str(out), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = out.glob("edge_ad-*.whl")
+    return whl
+
+
+def test_the_checkpoints_stay_in_the_checkout(wheel):
+    # the checkpoints training, eval and export read are in the checkout, and not in the wheel
+    assert sorted(p.name for p in (REPO / "models" / "kinect-rgbd").glob("*.pt")) == \
+        ["cylinder.pt", "rectangle.pt", "sphere.pt"]
+    assert (REPO / "models" / "demo" / "demo.pt").is_file()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".ckpt"))]
+    assert wheel.stat().st_size <= MAX_WHEEL_BYTES, f"{wheel.name}: {wheel.stat().st_size / 2**20:.1f} MiB"
+
+
+def test_the_demo_export_ships_inside_the_runtime_package(wheel):
+    from edge_ad.runtime import demo_model_dir
+    assert demo_model_dir() == REPO / "runtime" / "demo"
+    z = zipfile.ZipFile(wheel)
+    man = json.loads(z.read("edge_ad/runtime/demo/manifest.json"))
+    for name in man["files"]:                                  # every file the manifest checksums
+        assert f"edge_ad/runtime/demo/{name}" in z.namelist(), name
+    shipped = {n.split("/", 3)[3] for n in z.namelist() if n.startswith("edge_ad/runtime/demo/")}
+    assert shipped == set(man["files"]) | {"manifest.json"}    # and nothing else
+
+
+def _imports(path: Path) -> set:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:                                     # relative: resolve against the package
+                pkg = ["edge_ad", {"runtime": "runtime", "export": "export", "models": "models",
+                                   "jetson": "jetson"}.get(path.relative_to(REPO).parts[0], "")]
+                parts = list(path.relative_to(REPO).parts[1:-1])
+                base = pkg + parts[:len(parts) - (node.level - 1)] if node.level > 1 else pkg + parts
+                mod = ".".join(base + ([mod] if mod else []))
+            out.add(mod)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("runtime", ("edge_ad.models", "edge_ad.export", "edge_ad.jetson", "edge_ad.commands", "edge_ad.cli", "torch")),
+    ("export", ("edge_ad.jetson", "edge_ad.commands", "edge_ad.cli")),
+    ("models", ("edge_ad.export", "edge_ad.jetson", "edge_ad.commands", "edge_ad.cli")),
+    ("jetson", ("edge_ad.commands", "edge_ad.cli", "torch")),
+])
+def test_layering(package, forbidden):
+    bad = [(str(p.relative_to(REPO)), m) for p in (REPO / package).rglob("*.py")
+           for m in _imports(p) if any(m == f or m.startswith(f + ".") for f in forbidden)]
+    if package == "jetson":                # offline tools of the Jetson image that compare with torch
+        bad = [b for b in bad if not b[0].endswith("precision_study.py")]
+    assert not bad, bad
