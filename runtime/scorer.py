@@ -19,6 +19,7 @@ Named scoring configurations (issue 4) are applied here, the same for every back
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,15 @@ class ScoreResult:
 
 
 class Scorer:
-    """An exported model ready to score frames; build it with ``Scorer.load``."""
+    """An exported model ready to score frames; build it with ``Scorer.load``.
+
+    Thread-safe: one Scorer may be shared by several threads (e.g. one per camera). The search runs
+    on buffers allocated once at load, so concurrent calls are serialised by a per-scorer lock around
+    the encoder and the search (preprocessing and input checks run concurrently). One search already
+    uses every core it was given; for frames scored truly in parallel, load one Scorer per thread.
+    Every array of a returned ScoreResult is a copy that belongs to the caller: later calls never
+    change it.
+    """
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, latent_bank: Optional[np.ndarray] = None):
@@ -110,6 +119,8 @@ class Scorer:
         self._encoder = encoder      # OrtEncoder when cfg.z_init == "encoder", else None
         # the latent bank (N, z_dim), prepared once, when cfg.score_latent_power > 0, else None
         self._memory = None if latent_bank is None else LatentMemory(latent_bank, cfg.latent_metric)
+        # held while the encoder or the search runs: both use buffers allocated once at load
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
@@ -287,7 +298,8 @@ class Scorer:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:
             raise ValueError("this model's scoring configuration has no encoder (z_init != 'encoder')")
-        return self._encoder.run(x)
+        with self._lock:
+            return np.array(self._encoder.run(x))     # a copy: the encoder's output buffer is reused
 
     def initial_latents(self, z0=None, seed: Optional[int] = None, x: Optional[np.ndarray] = None,
                         e: Optional[np.ndarray] = None) -> np.ndarray:
@@ -323,21 +335,23 @@ class Scorer:
             raise ValueError(f"x must have shape {want}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
-        # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
-        e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
-        z0 = self.initial_latents(z0, seed, x=x, e=e)
-        dist = self._memory.distance(e) if self._memory is not None else None
-        te = time.perf_counter()
-        out = self._search.run(x, z0)
-        sl = out["seed_losses"]
+        with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
+            # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
+            e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
+            z0 = np.array(self.initial_latents(z0, seed, x=x, e=e))    # a copy: never the caller's array
+            dist = self._memory.distance(e) if self._memory is not None else None
+            te = time.perf_counter()
+            out = self._search.run(x, z0)
+            # copies: the backends may return views of their output buffers, which the next call overwrites
+            sl, error_map, z = (np.array(out[n]) for n in ("seed_losses", "error_map", "z"))
+            recon = np.array(out["recon"]) if keep_reconstructions else None
         scale = score_scale(x, self.config, dist)
         t1 = time.perf_counter()
         timings = {"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]}
         if self._encoder is not None:
             timings["encoder_s"] = te - t0
-        return ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=out["error_map"], z=out["z"],
-                           reconstructions=out["recon"] if keep_reconstructions else None,
-                           timings=timings, score_scale=scale, z0=z0, latent_distance=dist)
+        return ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=error_map, z=z,
+                           reconstructions=recon, timings=timings, score_scale=scale, z0=z0, latent_distance=dist)
 
     def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
               keep_reconstructions: bool = False) -> ScoreResult:

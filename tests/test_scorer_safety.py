@@ -1,0 +1,77 @@
+"""A Scorer shared by threads and the ScoreResults it returns (issue 16, items 1-2).
+
+Before the fix, three threads sharing one Scorer got wrong scores for 26-35 of 36 frames (every CPU
+variant: the search's input and output buffers are allocated once and were overwritten mid-search),
+and a kept result's error_map, z and reconstructions changed on the next call (step and unrolled
+searches: views of the runtime's output buffers)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime import Scorer
+from edge_ad.runtime.config import make_z0
+
+# the CPU searches that stay (issue 15): step (z-only graph with lr_theta = 0, final pass only with
+# k = 0), fused-adam, host-head (adam="numpy" runs the NumPy head where the compiled kernel is missing)
+CPU_VARIANTS = [("step", {}, 2), ("step", {"lr_theta": 0.0}, 2), ("step", {}, 0),
+                ("fused-adam", {}, 2), ("host-head", {}, 2)]
+
+
+def _load(export_tiny, variant, extra, k):
+    return Scorer.load(export_tiny(k, 3), variant=variant, threads=2, **extra)
+
+
+@pytest.mark.parametrize("variant,extra,k", [CPU_VARIANTS[0], CPU_VARIANTS[3], CPU_VARIANTS[4]],
+                         ids=["step", "fused-adam", "host-head"])
+def test_shared_scorer_threads_get_single_thread_scores(export_tiny, val_frames, variant, extra, k):
+    """3 threads share one Scorer, each scoring its own frames twice: every score, seed loss and error
+    map equals the single-thread result bit for bit (the lock serialises the search)."""
+    scorer = _load(export_tiny, variant, extra, k)
+    frames = val_frames(6)
+    ref = [scorer.score(rgb, depth, seed=i) for i, (rgb, depth) in enumerate(frames)]
+    got, errors = {}, []
+
+    def work(t):
+        try:
+            for rep in range(2):
+                for i in range(t, len(frames), 3):
+                    got[t, rep, i] = scorer.score(*frames[i], seed=i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(got) == 2 * len(frames)
+    wrong = [(t, rep, i) for (t, rep, i), r in got.items() if r.score != ref[i].score]
+    assert not wrong, f"{len(wrong)} of {len(got)} concurrent scores differ from the single-thread ones"
+    for (t, rep, i), r in got.items():
+        np.testing.assert_array_equal(r.seed_losses, ref[i].seed_losses)
+        np.testing.assert_array_equal(r.error_map, ref[i].error_map)
+        np.testing.assert_array_equal(r.z, ref[i].z)
+
+
+@pytest.mark.parametrize("variant,extra,k", CPU_VARIANTS,
+                         ids=["step", "step_z", "step-k0", "fused-adam", "host-head"])
+def test_kept_result_owns_its_arrays(export_tiny, val_frames, variant, extra, k):
+    """A kept ScoreResult never changes: not on later score() calls, not when the caller reuses the
+    z0 array it passed; no array is shared with another result."""
+    scorer = _load(export_tiny, variant, extra, k)
+    (rgb, depth), (rgb2, depth2) = val_frames(2)
+    z0 = make_z0(scorer.n_seed, scorer.z_dim, 1)
+    first = scorer.score(rgb, depth, z0=z0, keep_reconstructions=True)
+    names = ("seed_losses", "error_map", "z", "reconstructions", "z0")
+    kept = {n: getattr(first, n).copy() for n in names}
+    z0[...] = make_z0(scorer.n_seed, scorer.z_dim, 2)             # the caller reuses its z0 buffer
+    second = scorer.score(rgb2, depth2, z0=z0, keep_reconstructions=True)
+    assert second.score != first.score
+    for n in names:
+        np.testing.assert_array_equal(getattr(first, n), kept[n], err_msg=f"{n} changed after the next score()")
+        assert not np.shares_memory(getattr(first, n), getattr(second, n)), n
+        assert not np.shares_memory(getattr(first, n), z0), n
