@@ -153,3 +153,27 @@ def test_tampered_missing_or_absent_bank_refused(exported, tmp_path, tiny_genera
     export_model(tiny_generator, plain, search=CFG.replace(score_latent_power=0.0), encoder=E, parity=False, **QUIET)
     with pytest.raises(ManifestError, match="no latent bank"):
         Scorer.load(plain, config=CFG)
+
+
+def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported, parts):
+    """d is measured from E(x), whatever the search starts from: with z_init_sigma > 0 (z0 = E(x) + noise)
+    and with an explicit z0, the latent distance and the score's factor are those of E(x)."""
+    from edge_ad.runtime.preprocess import preprocess
+    from edge_ad.runtime.scorer import Scorer
+    E, bank, _, frames = parts
+    _, out, _ = exported
+    noisy = Scorer.load(out, config=CFG.replace(z_init_sigma=0.5), threads=1)
+    plain = Scorer.load(out, threads=1)
+    for i, fr in enumerate(frames):
+        x = preprocess(fr["rgb"], fr["depth"])
+        want = latent_distance(plain.encode(x), bank, "cosine")             # E(x) from encoder.onnx
+        base = plain.score(fr["rgb"], fr["depth"])
+        assert base.latent_distance == pytest.approx(want, rel=1e-12)
+        r = noisy.score(fr["rgb"], fr["depth"], seed=10 + i)
+        assert np.abs(r.z0[0] - plain.encode(x)).max() > 0.1                 # the search did start elsewhere
+        assert r.latent_distance == pytest.approx(want, rel=1e-12)
+        z0 = np.random.default_rng(i).standard_normal((1, 100)).astype(np.float32)
+        given = plain.score(fr["rgb"], fr["depth"], z0=z0)
+        assert given.latent_distance == pytest.approx(want, rel=1e-12)
+        for res in (r, given):
+            assert res.score == pytest.approx(res.seed_losses.mean() / score_scale(x, CFG, want), rel=1e-12)
