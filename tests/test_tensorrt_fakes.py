@@ -6,8 +6,10 @@ whose first element is a ``cudaError_t``). "Device" memory is host memory at rea
 copies are real ``memmove``s and a wrong address or size corrupts results the way it would on a
 GPU. Stream capture records the enqueued operations; a graph launch replays them.
 
-``FakeTrt`` is a ``tensorrt`` module stand-in whose engines run an ONNX graph with onnxruntime
-(CPU) on the tensors at the addresses bound with ``set_tensor_address``.
+``make_fake_trt`` is a ``tensorrt`` module stand-in whose engines run an ONNX graph with onnxruntime
+(CPU) on the tensors at the addresses bound with ``set_tensor_address``, and whose builder records
+what the real engine build asks for (parser, network flags, builder-config flags, workspace); the
+"serialized engine" it returns is the ONNX file's path.
 """
 from __future__ import annotations
 
@@ -295,8 +297,132 @@ class FakeRuntime:
         return FakeEngine(bytes(data).decode())
 
 
-def make_fake_trt(version="10.3.0.30"):
-    """A module-like namespace with the parts of ``tensorrt`` the runner uses at run time."""
+# -- the engine builder: records what runtime/backends/tensorrt.build_engine_bytes asks for ---------------
+class _BuilderFlag(enum.IntEnum):           # TensorRT's values
+    FP16 = 0
+    INT8 = 1
+    TF32 = 7
+
+
+class _MemoryPoolType(enum.IntEnum):
+    WORKSPACE = 0
+
+
+class _NetworkDefinitionCreationFlag(enum.IntEnum):
+    EXPLICIT_BATCH = 0
+
+
+class FakeBuilderConfig:
+    """IBuilderConfig: records every call. Its flags start as TensorRT's defaults: TF32 ON (TensorRT
+    enables it by default on Ampere and newer, Orin included), FP16 off."""
+
+    def __init__(self):
+        self.flags = {_BuilderFlag.TF32}
+        self.calls = []               # ("set_flag" | "clear_flag" | "set_memory_pool_limit", args...)
+        self.pools = {}
+
+    def set_flag(self, flag):
+        self.calls.append(("set_flag", _BuilderFlag(flag)))
+        self.flags.add(_BuilderFlag(flag))
+
+    def clear_flag(self, flag):
+        self.calls.append(("clear_flag", _BuilderFlag(flag)))
+        self.flags.discard(_BuilderFlag(flag))
+
+    def get_flag(self, flag):
+        return _BuilderFlag(flag) in self.flags
+
+    def set_memory_pool_limit(self, pool, size):
+        self.calls.append(("set_memory_pool_limit", _MemoryPoolType(pool), int(size)))
+        self.pools[_MemoryPoolType(pool)] = int(size)
+
+
+class FakeNetwork:
+    def __init__(self, flags):
+        self.creation_flags = flags
+        self.onnx_path = None         # set by a successful parse
+
+
+class _ParserError:
+    def __init__(self, desc):
+        self._desc = desc
+
+    def desc(self):
+        return self._desc
+
+    def __str__(self):
+        return self._desc
+
+
+class FakeOnnxParser:
+    """OnnxParser: reads the file with onnx (a file that is not a valid ONNX model fails to parse, as in
+    TensorRT) and refuses ops TensorRT has no importer for (Col2Im: the CPU-only graphs)."""
+
+    UNSUPPORTED = {"Col2Im"}
+
+    def __init__(self, network, logger):
+        self.network, self.errors = network, []
+
+    @property
+    def num_errors(self):
+        return len(self.errors)
+
+    def get_error(self, i):
+        return self.errors[i]
+
+    def parse_from_file(self, path):
+        import onnx
+        try:
+            model = onnx.load(str(path))
+            onnx.checker.check_model(model)
+        except Exception as e:  # noqa: BLE001 - whatever onnx says becomes the parser's error
+            self.errors.append(_ParserError(f"ModelImporter: failed to parse the ONNX model: {e}"))
+            return False
+        for n in model.graph.node:
+            if n.op_type in self.UNSUPPORTED:
+                self.errors.append(_ParserError(f"In node {n.name} (importFallbackPluginImporter): UNSUPPORTED_NODE: "
+                                                f"No importer registered for op: {n.op_type}"))
+        if self.errors:
+            return False
+        self.network.onnx_path = str(path)
+        return True
+
+
+class BuildRecord(types.SimpleNamespace):
+    """One build_serialized_network call: onnx (path), flags (the config's flags then), workspace
+    (bytes), network_flags (create_network's argument), config (the FakeBuilderConfig, with its calls)."""
+
+
+def _fake_builder_class(builds: list, fail: set):
+    class FakeBuilder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags=0):
+            return FakeNetwork(flags)
+
+        def create_builder_config(self):
+            return FakeBuilderConfig()
+
+        def build_serialized_network(self, network, config):
+            assert network.onnx_path is not None, "build_serialized_network on a network that was not parsed"
+            builds.append(BuildRecord(onnx=network.onnx_path, flags=set(config.flags),
+                                      workspace=config.pools.get(_MemoryPoolType.WORKSPACE),
+                                      network_flags=network.creation_flags, config=config))
+            if network.onnx_path.rsplit("/", 1)[-1] in fail:
+                return None           # TensorRT returns None when the build fails
+            return network.onnx_path.encode()   # the fake "serialized engine": the ONNX path (FakeRuntime)
+    return FakeBuilder
+
+
+def make_fake_trt(version="10.3.0.30", fail_build=()):
+    """A module-like namespace with the parts of ``tensorrt`` the runner and the engine builder use.
+    ``.builds`` lists every engine build (BuildRecord); ``fail_build``: ONNX file names whose build
+    returns None."""
+    builds = []
     return types.SimpleNamespace(__version__=version, Logger=FakeLogger, Runtime=FakeRuntime,
                                  TensorIOMode=_TensorIOMode, DataType=_DataType,
-                                 nptype=lambda dt: np.float32)
+                                 nptype=lambda dt: np.float32,
+                                 Builder=_fake_builder_class(builds, set(fail_build)), OnnxParser=FakeOnnxParser,
+                                 BuilderFlag=_BuilderFlag, MemoryPoolType=_MemoryPoolType,
+                                 NetworkDefinitionCreationFlag=_NetworkDefinitionCreationFlag, builds=builds)

@@ -88,16 +88,13 @@ def test_tensorrt_without_gpu_names_the_driver(tiny_model, monkeypatch):
 # -- the whole path on fakes ----------------------------------------------------------------------
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """tensorrt = fake module, CUDA = FakeCudart, engine build = 'serialize' the ONNX path."""
+    """tensorrt = fake module, CUDA = FakeCudart; the real engine build runs on the fake builder, which
+    records each build (BuildRecord: onnx, flags, workspace) and 'serializes' the ONNX path."""
     import edge_ad.runtime.backends.tensorrt as T
-    state = {"builds": [], "cudart": FakeCudart(), "trt": make_fake_trt()}
+    trt = make_fake_trt()
+    state = {"builds": trt.builds, "cudart": FakeCudart(), "trt": trt}
     monkeypatch.setitem(sys.modules, "tensorrt", state["trt"])
     monkeypatch.setattr(T, "load_cudart", lambda: state["cudart"])
-
-    def fake_build(onnx_path, precision="fp32", trt=None, workspace_bytes=0):
-        state["builds"].append((str(onnx_path), precision))
-        return str(onnx_path).encode()
-    monkeypatch.setattr(T, "build_engine_bytes", fake_build)
     return state
 
 
@@ -106,7 +103,8 @@ def test_scorer_tensorrt_equals_onnxruntime_and_caches_engines(model_copy, fake_
     from edge_ad.runtime.precision import PrecisionWarning
     with pytest.warns(PrecisionWarning, match="fp32: an Adam step of lr_theta = 6e-09"):
         trt_scorer = Scorer.load(model_copy, backend="tensorrt")
-    assert sorted(p for p, _ in fake_gpu["builds"]) == sorted(str(model_copy / f) for f in ("final.onnx", "step.onnx"))
+    assert sorted(b.onnx for b in fake_gpu["builds"]) == sorted(str(model_copy / f) for f in ("final.onnx", "step.onnx"))
+    assert all(b.flags == set() for b in fake_gpu["builds"])       # fp32: TensorRT's default TF32 cleared
     engines = sorted(p.name for p in (model_copy / "engines").glob("*.engine"))
     assert [e.split(".")[0] for e in engines] == ["final", "step"]
     assert all(".fp32.sm87.trt10.3.0.30." in e for e in engines)
@@ -132,7 +130,7 @@ def test_scorer_tensorrt_z_only_uses_step_z_engine(model_copy, fake_gpu):
     from edge_ad.runtime import Scorer
     s = Scorer.load(model_copy, backend="tensorrt", lr_theta=0.0)
     assert s.mode == "step_z"
-    assert {p.rsplit("/", 1)[1] for p, _ in fake_gpu["builds"]} == {"step_z.onnx", "final.onnx"}
+    assert {b.onnx.rsplit("/", 1)[1] for b in fake_gpu["builds"]} == {"step_z.onnx", "final.onnx"}
     o = Scorer.load(model_copy, backend="onnxruntime", lr_theta=0.0, providers=["CPUExecutionProvider"], variant="step")
     x = np.tanh(np.random.default_rng(0).standard_normal((4, 64, 64))).astype(np.float32)
     np.testing.assert_allclose(s.score_input(x, seed=1).seed_losses, o.score_input(x, seed=1).seed_losses, rtol=1e-5)
