@@ -13,6 +13,7 @@ COMMANDS = {
     "trace": "trace",
     "export": "export",
     "run": "run",
+    "batch": "batch",
     "bench": "bench",
     "build-engine": "build_engine",
 }

@@ -1,0 +1,176 @@
+"""Runs batch jobs on an engine: skips the sources a previous run completed, shows progress over
+all sources' frames, renames each finished results file into place and keeps ``summary.json``
+current after every source (so a killed driver loses nothing finished)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from .plan import Job, is_complete
+from .worker import dumps, result_stats
+
+SUMMARY = "summary.json"
+EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4   # as edge-ad run
+
+
+class BatchProgress:
+    """Frames read over all sources: a rich progress bar on a terminal, else a line every 5 s."""
+
+    def __init__(self, quiet: bool = False, n_sources: int = 0):
+        self.done = 0
+        self.per_source, self.totals = {}, {}
+        self.quiet, self.n_sources, self.finished = quiet, n_sources, 0
+        self._bar = self._task = None
+        self._last = 0.0
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self._bar = Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None)
+
+    @property
+    def total(self) -> Optional[int]:
+        """Known frames over the sources that reported a length so far (None before any did)."""
+        return sum(self.totals.values()) if self.totals else None
+
+    def update(self, name: str, n: Optional[int], total: Optional[int]) -> None:
+        """``n`` more frames of ``name`` (None: its count restarts, a retried source); its ``total``."""
+        if n is None:
+            self.done -= self.per_source.pop(name, 0)
+        else:
+            self.per_source[name] = self.per_source.get(name, 0) + n
+            self.done += n
+        if total is not None:
+            self.totals[name] = total
+        self._show()
+
+    def source_finished(self) -> None:
+        self.finished += 1
+        self._show(force=True)
+
+    def _show(self, force: bool = False) -> None:
+        if self.quiet:
+            return
+        desc = f"{self.finished}/{self.n_sources} sources"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, total=self.total, description=desc)
+            return
+        now = time.monotonic()
+        if force or now - self._last >= 5.0:
+            tot = f"/{self.total}" if self.total is not None else ""
+            print(f"frames {self.done}{tot}, {desc}", file=sys.stderr, flush=True)
+            self._last = now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def read_previous(out_dir: Path) -> dict:
+    """The previous run's summary.json entries by name ({} when there is none or it is unreadable)."""
+    try:
+        old = json.loads((out_dir / SUMMARY).read_text())
+        return {e["name"]: e for e in old.get("sources", []) if isinstance(e, dict) and "name" in e}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def exit_status(summary: dict) -> int:
+    """As ``edge-ad run``: 1 a source failed, 4 no frame was scored, 3 some frames were bad, 0 ok."""
+    t = summary["totals"]
+    if t["failed"]:
+        return EXIT_FATAL
+    if t["frames"] == 0:
+        return EXIT_NO_FRAMES
+    if t["frame_errors"]:
+        return EXIT_BAD_FRAMES
+    return EXIT_OK
+
+
+def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
+              progress: Optional[BatchProgress] = None, log: Callable = print) -> dict:
+    """Score ``jobs`` on ``engine`` (LocalEngine or RayEngine) into ``out_dir``; returns the summary
+    (also written to out_dir/summary.json). ``problems``: [(argument, reason)] that never became a
+    job (a glob that matched nothing), reported as failed sources."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    previous = read_previous(out_dir)
+    progress = progress or BatchProgress(quiet=True)
+    progress.n_sources = len(jobs)
+    entries = {}
+    for arg, reason in problems:
+        entries[f"!{arg}"] = {"name": None, "uri": arg, "file": None, "status": "failed", "error": reason,
+                              "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [], "wall_s": 0.0}
+    todo = []
+    for job in jobs:
+        old = previous.get(job.name)
+        if is_complete(out_dir, job, old, model_sha256):
+            entries[job.name] = dict(old, resumed=True)
+            n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
+            progress.update(job.name, n, n)
+            progress.source_finished()
+        else:
+            todo.append(job)
+    summary = {"engine": engine.name, "model": str(model_dir), "model_sha256": model_sha256,
+               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": None,
+               "sources": [], "totals": {}}
+
+    def write_summary():
+        summary["sources"] = [entries[k] for k in entries]
+        summary["wall_s"] = round(time.perf_counter() - t0, 3)
+        t = summary["totals"] = {"sources": len(entries),
+                                 "done": sum(e["status"] == "done" for e in entries.values()),
+                                 "failed": sum(e["status"] == "failed" for e in entries.values()),
+                                 "pending": sum(e["status"] == "pending" for e in entries.values())}
+        for k in ("frames", "anomalies", "frame_errors"):
+            t[k] = sum(int(e.get(k) or 0) for e in entries.values())
+        tmp = out_dir / (SUMMARY + ".tmp")
+        tmp.write_text(dumps(summary) + "\n")
+        os.replace(tmp, out_dir / SUMMARY)
+
+    for job in todo:
+        entries[job.name] = {"name": job.name, "uri": job.uri, "file": None, "status": "pending"}
+    write_summary()
+
+    def on_result(job: Job, res: dict) -> None:
+        partial = out_dir / (job.results_file + ".partial")
+        entry = {"name": job.name, "uri": job.uri, "file": None, "status": res["status"], "error": res.get("error"),
+                 "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
+                 "wall_s": None if res.get("wall_s") is None else round(res["wall_s"], 3),
+                 "attempts": res.get("attempts", 1), "seed": job.seed, "threshold": job.threshold,
+                 "model_sha256": model_sha256, "resumed": False}
+        if res.get("summary"):
+            entry["search"] = res["summary"].get("search")
+            entry["stopped"] = res["summary"].get("stopped")
+        if partial.is_file():
+            try:
+                entry.update(result_stats(partial))
+            except (OSError, ValueError) as e:
+                entry.update(status="failed", error=f"unreadable results file: {e}")
+            if entry["status"] == "done":
+                os.replace(partial, out_dir / job.results_file)   # complete: only now under its final name
+                entry["file"] = job.results_file
+            else:
+                entry["file"] = partial.name                     # kept, never taken for complete
+        elif entry["status"] == "done":
+            entry.update(status="failed", error="the worker reported success but wrote no results")
+        entries[job.name] = entry
+        progress.source_finished()
+        if entry["status"] == "failed":
+            log(f"source {job.uri}: FAILED: {entry['error']}")
+        write_summary()
+
+    try:
+        if todo:
+            engine.run(todo, out_dir, progress.update, on_result)
+    finally:
+        progress.close()
+        write_summary()
+    return summary

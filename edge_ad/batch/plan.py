@@ -1,0 +1,141 @@
+"""From ``edge-ad batch``'s SOURCE arguments to jobs: expansion, output names, what is already done."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from urllib.parse import parse_qs, urlparse
+
+# live cameras never end: a batch re-scores recordings
+LIVE_SCHEMES = ("realsense://", "oak://", "camera://")
+
+
+class PlanError(ValueError):
+    """A SOURCE argument that cannot become a job (bad @list file, live camera, endless synth://)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source to score: ``uri`` as ``open_source`` takes it, ``name`` its results file's stem."""
+
+    uri: str
+    name: str
+    seed: int = 0
+    threshold: Optional[float] = None
+    crash_after: int = 0   # fault injection for tests (EDGE_AD_BATCH_FAULT): exit the worker after N frames
+
+    @property
+    def results_file(self) -> str:
+        return f"{self.name}.jsonl"
+
+
+def _has_glob(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def expand_sources(args: list) -> tuple[list, list]:
+    """SOURCE arguments -> (uris in order without duplicates, problems [(argument, reason)]).
+
+    An argument is a URI or path (folder, ROS bag, RealSense recording, ``rosbag://...``,
+    ``synth://?n=N``), a glob (``runs/2024-*/bag_*.mcap``; no match is a problem), or ``@FILE``: one
+    source per line of FILE (blank lines and ``#`` comments skipped, globs allowed). Live cameras and
+    ``synth://`` without ``n`` raise PlanError: a batch only scores sources that end."""
+    uris, problems, seen = [], [], set()
+
+    def add(uri: str):
+        if uri.startswith(LIVE_SCHEMES):
+            raise PlanError(f"{uri}: a live camera never ends; edge-ad batch scores recordings "
+                            "(use edge-ad run --source for a camera)")
+        if uri.startswith("synth://") and "n" not in parse_qs(urlparse(uri).query):
+            raise PlanError(f"{uri}: synth:// without n=N never ends; give synth://?n=N")
+        if uri not in seen:
+            seen.add(uri)
+            uris.append(uri)
+
+    def one(arg: str, origin: str):
+        arg = arg.strip()
+        if "://" not in arg and _has_glob(arg):
+            hits = sorted(glob.glob(arg))
+            if not hits:
+                problems.append((arg, f"no file or folder matches {arg!r}" + origin))
+            for h in hits:
+                add(h)
+        else:
+            add(arg)
+
+    for arg in args:
+        arg = str(arg)
+        if arg.startswith("@"):
+            path = Path(arg[1:])
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise PlanError(f"cannot read source list {path}: {e}") from None
+            for n, line in enumerate(lines, 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    one(line, f" (line {n} of {path})")
+        else:
+            one(arg, "")
+    return uris, problems
+
+
+def source_name(uri: str) -> str:
+    """A readable file stem for a source: the folder or file name without its suffix, the path of a
+    ``rosbag://`` URI, the scheme of other URIs (``synth``); only [A-Za-z0-9._-]."""
+    if uri.startswith(("rosbag://", "folder://")):
+        uri = uri.split("://", 1)[1].split("?", 1)[0]
+    elif "://" in uri:
+        uri = uri.split("://", 1)[0]
+    p = Path(uri.rstrip("/\\"))
+    stem = p.stem if p.suffix in (".db3", ".bag", ".mcap") else p.name
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip(".") or "source"
+    return stem
+
+
+def make_jobs(uris: list, seed: int = 0, threshold: Optional[float] = None) -> list:
+    """One Job per uri; sources sharing a name all get ``<name>-<8 hex of sha1(uri)>`` (the same
+    names whatever the order or the other sources)."""
+    names = [source_name(u) for u in uris]
+    counts = {n: names.count(n) for n in names}
+    jobs = []
+    for uri, name in zip(uris, names):
+        if counts[name] > 1:
+            name = f"{name}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+        jobs.append(Job(uri=uri, name=name, seed=seed, threshold=threshold))
+    return jobs
+
+
+def read_results(path: os.PathLike) -> tuple[list, Optional[dict]]:
+    """A results file's records and its final summary (None when the last line is not one)."""
+    recs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                recs.append(json.loads(line))
+    last = recs[-1] if recs else None
+    return recs, (last if isinstance(last, dict) and last.get("type") == "summary" else None)
+
+
+def is_complete(out_dir: Path, job: Job, previous: Optional[dict], model_sha256: str) -> bool:
+    """True if ``out_dir/<name>.jsonl`` is this source's finished result: the previous run's
+    summary.json entry ``previous`` says it was done for the same source, seed, threshold and model
+    (manifest sha256), the file exists (only a completed source is renamed from ``.partial``) and its
+    last line is the summary of a run that reached the source's end."""
+    if not previous or previous.get("status") != "done" or previous.get("uri") != job.uri \
+            or previous.get("seed") != job.seed or previous.get("threshold") != job.threshold \
+            or previous.get("model_sha256") != model_sha256:
+        return False
+    path = out_dir / job.results_file
+    if not path.is_file():
+        return False
+    try:
+        _, summary = read_results(path)
+    except (OSError, ValueError):
+        return False
+    return summary is not None and summary.get("stopped") == "end"

@@ -1,0 +1,141 @@
+"""The worker's side of ``edge-ad batch`` (torch-free): the model directory packed for shipping, the
+Scorer loaded once per worker, one source scored with ``run_capture`` exactly as ``edge-ad run``
+scores it (same record-building code, same ``frame_seed(seed, i)`` latents, so the same scores)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .plan import Job
+
+Progress = Callable[[int, Optional[int]], None]   # (frames since the last call, the source's total or None)
+
+FAULT_EXIT = 70   # exit status of a worker killed by the EDGE_AD_BATCH_FAULT fault injection
+
+
+def manifest_sha256(model_dir: os.PathLike) -> str:
+    """sha256 of the model's manifest.json (which holds the sha256 of every other file)."""
+    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def pack_model(model_dir: os.PathLike) -> tuple[bytes, str]:
+    """The model directory as an uncompressed tar (manifest.json and the files its ``files`` table
+    lists, nothing else) and the tar's sha256, to ship to workers without a shared filesystem.
+    The manifest is verified first (ManifestError for a tampered directory)."""
+    from edge_ad.runtime.manifest import load_manifest
+    model_dir = Path(model_dir)
+    man = load_manifest(model_dir, verify=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ["manifest.json"] + sorted(man["files"]):
+            tar.add(model_dir / name, arcname=name, recursive=False)
+    blob = buf.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def unpack_model(blob: bytes, blob_sha256: str, want_manifest_sha256: str, dest: os.PathLike) -> Path:
+    """Unpack a ``pack_model`` tar into ``dest`` after checking its sha256, then check that the
+    manifest is the driver's (its sha256); ``Scorer.load`` then verifies every file against it.
+    Raises ValueError naming the mismatch."""
+    got = hashlib.sha256(blob).hexdigest()
+    if got != blob_sha256:
+        raise ValueError(f"the shipped model archive is corrupt (sha256 {got[:16]}..., expected {blob_sha256[:16]}...)")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        for m in tar.getmembers():   # plain files at the top level only
+            if not m.isfile() or "/" in m.name or m.name in ("", ".", ".."):
+                raise ValueError(f"the shipped model archive holds an unexpected entry {m.name!r}")
+        tar.extractall(dest, filter="data")
+    got = manifest_sha256(dest)
+    if got != want_manifest_sha256:
+        raise ValueError(f"the shipped manifest differs from the driver's (sha256 {got[:16]}...)")
+    return dest
+
+
+def load_scorer(model_dir: os.PathLike, threads: Optional[int] = None):
+    """The worker's Scorer, loaded once (sha256 of every file checked by Scorer.load)."""
+    from edge_ad.runtime import Scorer
+    return Scorer.load(model_dir, threads=threads)
+
+
+class _CountingSource:
+    """Wraps a Source: reports each frame it yields to ``progress``; with ``crash_after`` > 0 the
+    process exits (status FAULT_EXIT) instead of yielding frame crash_after + 1 (fault injection)."""
+
+    def __init__(self, source, progress: Optional[Progress], crash_after: int = 0):
+        self._source, self._progress, self._crash_after = source, progress, crash_after
+        self.frames = 0
+
+    def __getattr__(self, name):          # uri, live, stats, ... of the wrapped source
+        return getattr(self._source, name)
+
+    def __iter__(self):
+        for fr in self._source:
+            if self._crash_after and self.frames >= self._crash_after:
+                os._exit(FAULT_EXIT)
+            self.frames += 1
+            if self._progress is not None:
+                self._progress(1, None)
+            yield fr
+
+    def close(self):
+        self._source.close()
+
+
+def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Progress] = None,
+                 attempt: int = 1) -> dict:
+    """Score every frame of ``job.uri`` into ``out_path`` (JSON lines, as ``edge-ad run --source
+    URI --seed SEED --out`` writes them) and return {"status": "done" | "failed", "error",
+    "summary", "wall_s"}. A source that cannot be opened or fails mid-way is "failed" with the reason."""
+    from edge_ad.runtime.capture import run_capture, scorer_threshold
+    from edge_ad.runtime.sources import SourceError, open_source
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    out_path.unlink(missing_ok=True)       # a partial file of an earlier attempt is scratch
+    try:
+        source = open_source(job.uri)
+    except SourceError as e:
+        return {"status": "failed", "error": str(e), "summary": None, "wall_s": time.perf_counter() - t0}
+    if getattr(source, "live", False):
+        source.close()
+        return {"status": "failed", "error": f"{job.uri} is a live camera; a batch scores recordings",
+                "summary": None, "wall_s": time.perf_counter() - t0}
+    try:
+        total = len(source)
+    except TypeError:
+        total = None
+    if progress is not None:
+        progress(0, total)
+    counted = _CountingSource(source, progress, job.crash_after if attempt == 1 else 0)
+    thr = job.threshold if job.threshold is not None else scorer_threshold(scorer)
+    failures = []
+    summary = run_capture(counted, scorer, threshold=thr, out=out_path, seed=job.seed, handle_signals=False,
+                          live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None)
+    status = "done" if summary["stopped"] == "end" else "failed"
+    error = None
+    if status == "failed":
+        error = failures[-1] if failures else f"stopped: {summary['stopped']}"
+    return {"status": status, "error": error, "summary": summary, "wall_s": time.perf_counter() - t0}
+
+
+def result_stats(path: os.PathLike, max_errors: int = 20) -> dict:
+    """Counts of a results file for summary.json: frames (scored), anomalies, frame_errors and the
+    first ``max_errors`` error lines' {frame, error}."""
+    from .plan import read_results
+    recs, _ = read_results(path)
+    frames = [r for r in recs if r.get("type") == "frame"]
+    errors = [r for r in recs if r.get("type") == "error"]
+    return {"frames": len(frames), "anomalies": sum(bool(r.get("anomalous")) for r in frames),
+            "frame_errors": len(errors),
+            "errors": [{"frame": r.get("frame"), "error": r.get("error")} for r in errors[:max_errors]]}
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)

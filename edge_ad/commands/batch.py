@@ -1,0 +1,102 @@
+"""``edge-ad batch``: re-score many recordings with one model, on a local process pool or Ray.
+
+Torch-free. One results file per source (``OUTDIR/<name>.jsonl``, the rows ``edge-ad run --source``
+writes) and ``OUTDIR/summary.json``. Exit status as ``edge-ad run``: 0 ok, 1 a source failed (or a
+fatal error), 2 bad command line, 3 some frames were bad, 4 no frame could be scored.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+
+def _ray_address(value: Optional[str], sources: tuple) -> tuple:
+    """--ray's optional value: "local", "auto", ray://HOST:PORT or HOST:PORT. Anything else was a
+    SOURCE that click took as --ray's value (``--ray DIR ...``): it goes back to the sources."""
+    if value is None:
+        return None, sources
+    if value in ("local", "auto") or value.startswith("ray://") or (":" in value and not os.path.exists(value)):
+        return value, sources
+    return "local", (value,) + tuple(sources)
+
+
+@click.command("batch")
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="Exported model directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: <source name>.jsonl per source and summary.json.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[local|ADDRESS]",
+              help="Run on Ray: 'local' (default) starts a cluster on this machine; ADDRESS (auto, "
+                   "ray://HEAD:10001, HEAD:6379) joins one. Without --ray: a local process pool.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes / Ray actors, each with "
+              "its own Scorer [local: CPU count (at most one per source); Ray: cluster CPUs / --threads].")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per worker "
+              "[local: CPU count / workers; Ray: 1].")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Run seed, as edge-ad run --seed: frame i of every source uses frame_seed(seed, i).")
+@click.option("--threshold", type=float, help="Anomaly threshold (default: the model's calibrated one).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Tries per source when its worker dies mid-source.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.argument("sources", nargs=-1)
+def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_attempts, quiet, sources):
+    """Score every frame of many recordings: SOURCE is a frame folder, ROS bag, RealSense recording,
+    a glob ('archive/2024-*/*.mcap') or @list.txt (one source per line).
+
+    Rerunning the same command skips the sources already complete (same model, seed, threshold).
+    Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad, 4 no scorable frame.
+    """
+    from edge_ad.batch.driver import BatchProgress, exit_status, run_batch
+    from edge_ad.batch.plan import PlanError, expand_sources, make_jobs
+    from edge_ad.batch.worker import manifest_sha256
+    from edge_ad.runtime.manifest import ManifestError, load_manifest
+
+    ray_address, sources = _ray_address(ray_address, sources)
+    if not sources:
+        raise click.UsageError("give at least one SOURCE (folder, recording, glob or @list.txt)")
+    if threshold is not None and not np.isfinite(threshold):
+        raise click.UsageError("--threshold must be a finite number")
+    try:
+        uris, problems = expand_sources(list(sources))
+    except PlanError as e:
+        raise click.UsageError(str(e))
+    jobs = make_jobs(uris, seed=seed, threshold=threshold)
+    # fault injection for the tests: EDGE_AD_BATCH_FAULT="crash:NAME:N" kills the worker that scores
+    # source NAME after N frames, on its first attempt only (the retry must then complete it)
+    fault = os.environ.get("EDGE_AD_BATCH_FAULT", "")
+    if fault.startswith("crash:"):
+        _, name, n = fault.split(":", 2)
+        jobs = [j.__class__(**{**j.__dict__, "crash_after": int(n)}) if j.name == name else j for j in jobs]
+    model_dir = Path(model)
+    try:
+        load_manifest(model_dir, verify=True)      # a bad model stops here, before any worker starts
+    except ManifestError as e:
+        raise click.ClickException(f"cannot load model {model_dir}: {e}")
+    n_cpu = os.cpu_count() or 1
+    if ray_address is None:
+        from edge_ad.batch.local import LocalEngine
+        n_workers = min(workers or n_cpu, max(1, len(jobs)))
+        engine = LocalEngine(model_dir, n_workers, threads or max(1, n_cpu // n_workers), max_attempts)
+    else:
+        from edge_ad.batch.ray_engine import RayEngine, import_ray
+        try:
+            import_ray()
+        except ImportError as e:
+            raise click.ClickException(str(e))
+        engine = RayEngine(model_dir, ray_address, workers, threads or 1, max_attempts,
+                           log=lambda m: click.echo(m, err=True))
+    progress = BatchProgress(quiet=quiet)
+    summary = run_batch(jobs, problems, Path(out_dir), engine, model_dir, manifest_sha256(model_dir), progress,
+                        log=lambda m: click.echo(m, err=True))
+    t = summary["totals"]
+    resumed = sum(bool(e.get("resumed")) for e in summary["sources"])
+    click.echo(f"batch ({summary['engine']}): {t['done']}/{t['sources']} sources done"
+               + (f" ({resumed} already complete)" if resumed else "")
+               + f", {t['failed']} failed, {t['frames']} frames scored, {t['anomalies']} anomalies, "
+               f"{t['frame_errors']} bad frames, {summary['wall_s']:.1f} s")
+    click.echo(f"results: {Path(out_dir) / 'summary.json'}")
+    sys.exit(exit_status(summary))
