@@ -149,3 +149,28 @@ def export_tiny(tmp_path_factory, tiny_generator):
         return cache[k, n_seed]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def kinect_export(tmp_path_factory):
+    """The shipped rectangle model (models/kinect-rgbd/rectangle.pt: izi encoder, k = 0, n_seed = 1,
+    latent memory) exported without the parity run: the realistic target of batch scoring."""
+    pytest.importorskip("torch")
+    from edge_ad.export.exporter import export_model
+    out = tmp_path_factory.mktemp("kinect_export") / "rectangle"
+    export_model(REPO / "models" / "kinect-rgbd" / "rectangle.pt", out, parity=False, log=lambda *a: None)
+    return out
+
+
+def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
+    """A frame folder ``dst`` (rgb/, depth/) with n real kinect-rgbd frames of class ``cls``."""
+    import shutil
+    src = KINECT / cls
+    ids = sorted(p.stem for p in (src / "rgb").iterdir())[start:start + n]
+    (dst / "rgb").mkdir(parents=True)
+    (dst / "depth").mkdir()
+    for i in ids:
+        rgb = next((src / "rgb").glob(f"{i}.*"))
+        shutil.copy(rgb, dst / "rgb" / rgb.name)
+        shutil.copy(src / "depth" / f"{i}.png", dst / "depth" / f"{i}.png")
+    return dst

@@ -1,0 +1,207 @@
+"""``edge-ad batch`` (issue 14): source expansion and names, the local process pool and Ray (a local
+2-CPU cluster started here), rows equal to ``edge-ad run``'s, failed sources reported, a dead worker's
+source retried, reruns resumed. The shipped rectangle model, exported (k = 0), real kinect frames."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import copy_frames
+from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, source_name
+from edge_ad.commands import batch as batch_cmd
+from edge_ad.commands import run as run_cmd
+from test_sources import make_broken_folder
+
+
+def lines(path) -> list:
+    return [json.loads(x) for x in Path(path).read_text().splitlines()]
+
+
+def comparable(rec: dict) -> dict:
+    """A results row without what depends on the clock (latencies, the folder's read time)."""
+    return {k: v for k, v in rec.items() if k not in ("latency_ms", "timestamp", "duration_s", "fps")}
+
+
+def run_rows(model, source, out, seed=0) -> list:
+    r = CliRunner().invoke(run_cmd.cmd, ["--model", str(model), "--source", str(source), "--out", str(out),
+                                         "--seed", str(seed), "-q"])
+    assert r.exit_code in (0, 3), r.output
+    return lines(out)
+
+
+def batch(args, env=None):
+    return CliRunner().invoke(batch_cmd.cmd, [str(a) for a in args], env=env)
+
+
+def summary_of(out) -> dict:
+    s = json.loads((Path(out) / "summary.json").read_text())
+    s["by_uri"] = {e["uri"]: e for e in s["sources"]}
+    return s
+
+
+# ----------------------------------------------------------------------------- planning
+
+def test_expand_globs_lists_and_refusals(tmp_path):
+    for n in ("a", "b"):
+        (tmp_path / "arch" / n).mkdir(parents=True)
+    (tmp_path / "x.mcap").write_bytes(b"")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# archive\n\n{tmp_path}/x.mcap\n{tmp_path}/arch/*\n{tmp_path}/none-*\n")
+    uris, problems = expand_sources([f"@{lst}", str(tmp_path / "x.mcap"), "synth://?n=3"])
+    assert uris == [str(tmp_path / "x.mcap"), str(tmp_path / "arch" / "a"), str(tmp_path / "arch" / "b"),
+                    "synth://?n=3"]                                   # globs sorted, duplicates once
+    assert len(problems) == 1 and "no file or folder matches" in problems[0][1] and "line 5 of" in problems[0][1]
+    with pytest.raises(PlanError, match="live camera"):
+        expand_sources(["realsense://"])
+    with pytest.raises(PlanError, match="never ends"):
+        expand_sources(["synth://"])
+    with pytest.raises(PlanError, match="cannot read source list"):
+        expand_sources([f"@{tmp_path}/missing.txt"])
+
+
+def test_names_unique_and_independent_of_order():
+    uris = ["/d1/run7", "/d2/run7/", "/bags/day1.mcap", "rosbag:///bags/day2.db3?rgb=/c", "synth://?n=4"]
+    names = [j.name for j in make_jobs(uris)]
+    assert names[2:] == ["day1", "day2", "synth"]
+    assert names[0] != names[1] and all(n.startswith("run7-") for n in names[:2])
+    assert [j.name for j in make_jobs(uris[::-1])][::-1] == names      # the same names in any order
+    assert source_name("/x/we!rd name") == "we_rd_name"
+
+
+# ----------------------------------------------------------------------------- local pool
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory, kinect_root):
+    """Two folders named alike, one with unreadable frames, one corrupt bag."""
+    d = tmp_path_factory.mktemp("batch_sources")
+    a = copy_frames(d / "day1" / "cam", "rectangle", 4)
+    b = copy_frames(d / "day2" / "cam", "sphere", 3)
+    broken = d / "broken"
+    make_broken_folder(broken, kinect_root, n_good=2)
+    bad = d / "corrupt.mcap"
+    bad.write_bytes(b"not a bag" * 100)
+    return {"a": a, "b": b, "broken": broken, "bad": bad}
+
+
+def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
+    out = tmp_path / "out"
+    srcs = [sources["a"], sources["b"], sources["broken"], sources["bad"]]
+    r = batch(["--model", kinect_export, "--out", out, "--workers", 2, "-q", "--seed", 5, *srcs])
+    assert r.exit_code == batch_cmd_exit("fatal"), r.output          # a source failed -> 1, as edge-ad run
+    s = summary_of(out)
+    assert s["engine"] == "local"
+    bad = s["by_uri"][str(sources["bad"])]
+    assert bad["status"] == "failed" and "cannot read bag" in bad["error"]
+    broken = s["by_uri"][str(sources["broken"])]
+    assert broken["status"] == "done" and broken["frames"] == 2 and broken["frame_errors"] == 3
+    assert {e["frame"] for e in broken["errors"]} and all(e["error"] for e in broken["errors"])
+    for key in ("a", "b", "broken"):
+        e = s["by_uri"][str(sources[key])]
+        assert e["file"] == f"{e['name']}.jsonl" and e["wall_s"] > 0 and e["attempts"] == 1
+        got = lines(out / e["file"])
+        want = run_rows(kinect_export, sources[key], tmp_path / f"run-{key}.jsonl", seed=5)
+        assert [comparable(x) for x in got[:-1]] == [comparable(x) for x in want[:-1]]   # same rows, same scores
+        assert got[-1]["type"] == "summary" and got[-1]["frames_scored"] == e["frames"]
+        assert e["anomalies"] == sum(bool(x.get("anomalous")) for x in got[:-1])
+    names = [s["by_uri"][str(sources[k])]["name"] for k in ("a", "b")]
+    assert names[0] != names[1] and all(n.startswith("cam-") for n in names)
+    assert s["totals"]["frames"] == 4 + 3 + 2 and s["totals"]["failed"] == 1
+    assert not list(out.glob("*.partial"))
+
+    # rerun: complete sources are skipped (files untouched), the failed one is tried again
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}
+    r = batch(["--model", kinect_export, "--out", out, "--workers", 2, "-q", "--seed", 5, *srcs])
+    assert r.exit_code == 1, r.output
+    s2 = summary_of(out)
+    assert [s2["by_uri"][str(sources[k])]["resumed"] for k in ("a", "b", "broken")] == [True] * 3
+    assert s2["by_uri"][str(sources["bad"])]["status"] == "failed"
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")} == stamps
+    assert "3 already complete" in r.output
+
+    # another seed is another result: not resumed
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 6, sources["a"]])
+    assert r.exit_code == 0, r.output
+    assert summary_of(out)["sources"][0]["resumed"] is False
+
+
+def batch_cmd_exit(kind: str) -> int:
+    from edge_ad.batch import driver
+    return {"ok": driver.EXIT_OK, "fatal": driver.EXIT_FATAL, "bad": driver.EXIT_BAD_FRAMES,
+            "none": driver.EXIT_NO_FRAMES}[kind]
+
+
+def test_partial_and_truncated_results_are_not_complete(tmp_path, kinect_export, sources):
+    out = tmp_path / "out"
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 0, r.output
+    f = out / "cam.jsonl"
+    full = f.read_text()
+    f.write_text("".join(full.splitlines(keepends=True)[:2]))   # a results file cut short (no summary line)
+    (out / "cam.jsonl.partial").write_text('{"type": "frame"}\n')
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 0, r.output
+    assert summary_of(out)["sources"][0]["resumed"] is False
+    assert [comparable(x) for x in lines(f)[:-1]] == [comparable(json.loads(x)) for x in full.splitlines()[:-1]]
+    assert not (out / "cam.jsonl.partial").exists()
+
+
+def test_dead_local_worker_source_is_retried(tmp_path, kinect_export, sources):
+    out = tmp_path / "out"
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--workers", 2, sources["a"], sources["b"]],
+              env={"EDGE_AD_BATCH_FAULT": f"crash:{make_jobs([str(sources['a']), str(sources['b'])])[0].name}:2"})
+    assert r.exit_code == 0, r.output
+    s = summary_of(out)
+    a, b = s["by_uri"][str(sources["a"])], s["by_uri"][str(sources["b"])]
+    assert a["attempts"] == 2 and a["status"] == "done" and a["frames"] == 4    # died after 2 frames, redone
+    assert b["attempts"] == 1 and b["frames"] == 3                              # the other worker went on
+    want = run_rows(kinect_export, sources["a"], tmp_path / "run-a.jsonl")
+    assert [comparable(x) for x in lines(out / a["file"])[:-1]] == [comparable(x) for x in want[:-1]]
+
+
+def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
+    allbad = tmp_path / "allbad"
+    (allbad / "rgb").mkdir(parents=True)
+    (allbad / "depth").mkdir()
+    (allbad / "rgb" / "1.jpg").write_bytes(b"garbage")
+    (allbad / "depth" / "1.png").write_bytes(b"garbage")
+    r = batch(["--model", kinect_export, "--out", tmp_path / "o1", "-q", allbad])
+    assert r.exit_code == batch_cmd_exit("none"), r.output
+    broken = tmp_path / "broken"
+    make_broken_folder(broken, kinect_root, n_good=1)
+    r = batch(["--model", kinect_export, "--out", tmp_path / "o2", "-q", broken])
+    assert r.exit_code == batch_cmd_exit("bad"), r.output
+    assert batch(["--model", kinect_export, "--out", tmp_path / "o3", "realsense://"]).exit_code == 2
+    assert batch(["--model", kinect_export, "--out", tmp_path / "o3"]).exit_code == 2
+    r = batch(["--model", tmp_path, "--out", tmp_path / "o4", broken])
+    assert r.exit_code == 1 and "cannot load model" in r.output
+
+
+# ----------------------------------------------------------------------------- Ray
+
+def test_ray_batch_local_cluster(tmp_path, kinect_export, sources):
+    """A 2-CPU Ray cluster started here: actors with the model shipped as bytes, a worker killed
+    mid-source (retried on a new actor), a corrupt source reported, rows equal to edge-ad run's."""
+    ray = pytest.importorskip("ray")
+    out = tmp_path / "out"
+    name_a = make_jobs([str(sources["a"]), str(sources["b"]), str(sources["bad"])])[0].name
+    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        r = batch(["--model", kinect_export, "--out", out, "-q", "--ray", sources["a"], sources["b"], sources["bad"]],
+                  env={"EDGE_AD_BATCH_FAULT": f"crash:{name_a}:2"})
+    finally:
+        ray.shutdown()
+    assert r.exit_code == 1, r.output
+    s = summary_of(out)
+    assert s["engine"] == "ray"
+    a, b, bad = (s["by_uri"][str(sources[k])] for k in ("a", "b", "bad"))
+    assert a["status"] == "done" and a["attempts"] == 2 and a["frames"] == 4
+    assert b["status"] == "done" and b["attempts"] == 1 and b["frames"] == 3
+    assert bad["status"] == "failed" and "cannot read bag" in bad["error"]
+    for key, e in (("a", a), ("b", b)):
+        want = run_rows(kinect_export, sources[key], tmp_path / f"run-{key}.jsonl")
+        assert [comparable(x) for x in lines(out / e["file"])[:-1]] == [comparable(x) for x in want[:-1]]
