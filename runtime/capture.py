@@ -29,6 +29,7 @@ import numpy as np
 from .config import frame_seed
 from .preprocess import FrameError
 from .sources.base import Frame, Source, SourceError
+from .truth import TruthTally
 
 Log = Callable[[str], None]
 
@@ -202,6 +203,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     live = bool(getattr(source, "live", False)) if live is None else live
     writer = ResultWriter(out)
     st = RunStats()
+    truth = TruthTally()  # score vs the source's ground truth (synth://, labelled folders)
     t_start = time.perf_counter()
     state = {"source": source}
     index = 0
@@ -251,8 +253,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         ld = getattr(res, "latent_distance", None)
         if ld is not None:  # the latent-memory distance d(E(x), bank), when the scoring configuration uses it
             rec["latent_distance"] = float(ld)
-        if "anomalous" in fr.meta:  # ground truth from synth://
+        if "anomalous" in fr.meta:  # ground truth from synth:// or a labelled folder
             rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
+            truth.add(s, rec["truth"]["anomalous"], anomalous)
         emit(rec)
         if on_result is not None:
             on_result(rec, fr, res)
@@ -373,6 +376,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             src_stats = getattr(state["source"], "stats", None)
             if src_stats:
                 summary["source_stats"] = dict(src_stats)
+            if len(truth):                               # AUROC, recall, false-alarm rate vs truth
+                summary["truth"] = truth.metrics()
             try:
                 writer.write(summary)
             finally:

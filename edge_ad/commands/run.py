@@ -16,6 +16,8 @@ from typing import Optional
 import click
 import numpy as np
 
+from edge_ad.runtime.pictures import heatmap  # shared with the contact sheet and the Rerun view
+
 EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
 DEFAULT_SOURCE = "synth://"
 
@@ -59,21 +61,6 @@ def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- pictures
-
-_HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
-                  [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
-
-
-def heatmap(err: np.ndarray, vmax: Optional[float] = None) -> np.ndarray:
-    """Error map (H, W) float -> (H, W, 3) uint8, an inferno-like ramp scaled to ``vmax``."""
-    err = np.asarray(err, dtype=np.float64)
-    vmax = float(vmax if vmax is not None else (err.max() if err.size else 1.0)) or 1.0
-    v = np.clip(err / vmax, 0, 1) * (len(_HEAT) - 1)
-    lo = np.floor(v).astype(int)
-    hi = np.minimum(lo + 1, len(_HEAT) - 1)
-    w = (v - lo)[..., None]
-    return np.rint(_HEAT[lo] * (1 - w) + _HEAT[hi] * w).astype(np.uint8)
-
 
 def _grey3(d: np.ndarray) -> np.ndarray:
     return np.repeat(d[..., None], 3, axis=2)
@@ -218,7 +205,11 @@ def _summary_text(s: dict) -> str:
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
     if s["outages"]:
         parts.append(f"{s['outages']} outage(s), {s['outage_s']:.1f} s")
-    return f"summary ({s['stopped']}): " + ", ".join(parts)
+    text = f"summary ({s['stopped']}): " + ", ".join(parts)
+    if s.get("truth"):  # the source carried ground truth: how well the scores separated it
+        from edge_ad.runtime.truth import truth_text
+        text += "\n" + truth_text(s["truth"])
+    return text
 
 
 def _accepts(fn, name: str) -> bool:
@@ -245,13 +236,19 @@ def _accepts(fn, name: str) -> bool:
 @click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
               help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame.")
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
+@click.option("--sheet", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="When the run ends, write a contact sheet: flagged frames and the lowest-scoring "
+                   "normal ones as RGB | depth | reconstruction | error rows with score, threshold, truth.")
+@click.option("--rerun", "rerun_target", metavar="FILE.rrd|spawn|serve",
+              help="Log every frame to Rerun (needs rerun-sdk): save FILE.rrd, spawn the viewer, or "
+                   "serve the web viewer.")
 @click.option("--seed", type=int, default=None, help="Run seed: frame i's initial latents come from "
               "frame_seed(seed, i) [default 0].")
 @click.option("--z0", "z0_path", type=click.Path(dir_okay=False, exists=True),
               help="Fixed initial latents for every frame: .npy float32 (n_seed, z_dim).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
-        seed, z0_path, quiet):
+        sheet, rerun_target, seed, z0_path, quiet):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
     With no arguments: the shipped demo model on synth://, printing live status.
@@ -267,6 +264,14 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         raise click.UsageError("give --seed or --z0, not both")
     if threshold is not None and not np.isfinite(threshold):
         raise click.UsageError("--threshold must be a finite number")
+    if sheet and not sheet.lower().endswith(".png"):
+        raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
+    if rerun_target:
+        from edge_ad.runtime.rerun_view import check_target
+        try:
+            check_target(rerun_target)
+        except ValueError as e:
+            raise click.UsageError(str(e))
 
     # open the source first: a missing camera is reported at once, before loading the model
     uri = source_uri or DEFAULT_SOURCE
@@ -291,6 +296,19 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         disp = Display(spec, stop) if display else None
         if disp is not None:
             hooks.append(disp)
+        contact = None
+        if sheet:
+            from edge_ad.runtime.sheet import ContactSheet
+            contact = ContactSheet(sheet, spec)
+            hooks.append(contact)
+        view = None
+        if rerun_target:
+            from edge_ad.runtime.rerun_view import RerunView
+            try:
+                view = RerunView(rerun_target, spec, log=status.log)
+            except ImportError as e:
+                raise click.ClickException(str(e))
+            hooks.append(view)
     except BaseException:
         source.close()
         raise
@@ -304,7 +322,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
 
     # pictures need the reconstruction: ask for it where the scorer keeps it only on request
     score_kwargs = ({"keep_reconstructions": True}
-                    if (save_anomalies or display) and _accepts(scorer.score, "keep_reconstructions") else {})
+                    if (save_anomalies or display or sheet or rerun_target) and _accepts(scorer.score, "keep_reconstructions") else {})
     try:
         summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
                               seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
@@ -314,7 +332,12 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         status.close()
         if disp is not None:
             disp.close()
+        if view is not None:
+            view.close(linger=sys.stdin.isatty())
     click.echo(_summary_text(summary))
+    if contact is not None:
+        written = contact.write()
+        click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame was scored, none written")
     if out:
         click.echo(f"results: {out}")
     if summary["stopped"] == "source_failed":

@@ -2,6 +2,7 @@
 
   synth://[?n=N&anomaly_rate=R&seed=S]      built-in renderer (the embedded default)
   DIR  or  folder://DIR                     <DIR>/rgb/<id>.(png|jpg) + <DIR>/depth/<id>.png
+  folder://DIR?normal=CLASS[&split=S]       a labelled folder: class folders, truth = class != CLASS
   realsense://[SERIAL][?width=&height=&fps=] a live RealSense camera (pyrealsense2)
   oak://[DEVICE_ID]                         a live OAK-D camera (depthai v3, optional)
   FILE.db3 | FILE.bag                       a RealSense recording (played back, every frame) or,
@@ -161,7 +162,12 @@ def _open(uri: str) -> Source:
         return RosbagSource(path, rgb_topic=q.get("rgb"), depth_topic=q.get("depth"),
                             slop=float(q.get("slop", 0.02)))
     if uri.startswith("folder://"):
-        return FolderSource(uri[len("folder://"):])
+        path, q = _split(uri, "folder://")
+        if q:
+            _check_keys("folder://", q, {"normal", "split"})
+            from .labelled import LabelledFolderSource
+            return LabelledFolderSource(path, normal=q.get("normal", ""), split=q.get("split"))
+        return FolderSource(path)
     path = uri
     if "://" in path:
         raise SourceError(f"unknown source scheme in {uri!r}; use synth://, realsense://, oak://, "

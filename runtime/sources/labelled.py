@@ -1,0 +1,81 @@
+"""A labelled folder: frames whose truth is their class folder, as in kinect-rgbd.
+
+``folder://DIR?normal=CLASS[&split=SPLIT]``
+
+* DIR is a frame folder (``DIR/rgb``, ``DIR/depth``): its class is DIR's name, e.g.
+  ``folder://kinect-rgbd/sphere?normal=rectangle`` (every frame anomalous).
+* DIR holds class folders (``DIR/<class>/rgb``, ...): the frames of every class, class by class,
+  e.g. ``folder://kinect-rgbd?normal=rectangle&split=val`` (rectangles normal, the rest anomalies).
+
+Each frame's ``meta`` is ``{"kind": class, "anomalous": class != normal}``, so the run's results
+carry ``truth`` and its summary AUROC, recall and false-alarm rate. ``split`` picks the ids listed
+for that split in ``DIR/splits.json`` (``{class: {split: [ids]}}``, the kinect-rgbd layout).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .base import Frame, Source, SourceError
+from .folder import FolderSource, list_ids
+
+
+def _is_frame_folder(p: Path) -> bool:
+    return (p / "rgb").is_dir() or (p / "depth").is_dir()
+
+
+class LabelledFolderSource(Source):
+    """Frames of one or several class folders, labelled anomalous unless their class is ``normal``."""
+
+    def __init__(self, root, normal: str, split: Optional[str] = None):
+        self.root = Path(root)
+        if not normal:
+            raise SourceError("a labelled folder needs normal=CLASS (the class the model was trained on)")
+        self.normal = normal
+        if _is_frame_folder(self.root):
+            folders = [self.root]
+            split_root = self.root.parent
+        elif self.root.is_dir():
+            folders = sorted(p for p in self.root.iterdir() if p.is_dir() and _is_frame_folder(p))
+            split_root = self.root
+            if not folders:
+                raise SourceError(f"{self.root} is neither a frame folder ({self.root}/rgb, /depth) nor "
+                                  "a folder of class folders (<class>/rgb, <class>/depth)")
+        else:
+            raise SourceError(f"cannot open labelled folder {self.root}: no such directory")
+        classes = [p.name for p in folders]
+        if len(folders) > 1 and normal not in classes:
+            raise SourceError(f"normal class {normal!r} is not one of the class folders {classes}")
+        splits = self._splits(split_root, split, classes) if split else {}
+        self.parts = []  # [(class, FolderSource)]
+        for p in folders:
+            ids = splits.get(p.name) if split else None
+            self.parts.append((p.name, FolderSource(p, ids if ids is not None else list_ids(p))))
+        self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
+
+    @staticmethod
+    def _splits(root: Path, split: str, classes: list) -> dict:
+        path = root / "splits.json"
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SourceError(f"split={split} needs {path}: {e}") from None
+        out = {}
+        for c in classes:
+            ids = (table.get(c) or {}).get(split) if isinstance(table, dict) else None
+            if ids is None:
+                raise SourceError(f"{path} has no {split!r} split for class {c!r}")
+            out[c] = [str(i) for i in ids]
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(src) for _, src in self.parts)
+
+    def __iter__(self) -> Iterator[Frame]:
+        many = len(self.parts) > 1
+        for cls, src in self.parts:
+            for fr in src:
+                fr.id = f"{cls}/{fr.id}" if many else fr.id
+                fr.meta = {**fr.meta, "kind": cls, "anomalous": cls != self.normal}
+                yield fr

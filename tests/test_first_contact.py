@@ -1,0 +1,238 @@
+"""First contact (issue 13): truth metrics in the run summary, labelled folders, the contact sheet
+(--sheet) and the Rerun view (--rerun). The CLI runs use a stand-in scorer (fast); the shipped demo
+model's detection is checked in test_demo_detects (real model, 80 frames)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edge_ad.commands import run as run_cmd
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+from edge_ad.runtime.sheet import ContactSheet
+from edge_ad.runtime.sources import SourceError, open_source
+from edge_ad.runtime.truth import auroc, truth_metrics
+
+
+class ScriptedScorer:
+    """Scores frame i with ``scores[i]`` (cycled); error map and reconstruction from the input."""
+
+    n_seed, z_dim = 1, 100
+
+    def __init__(self, scores, threshold=0.5):
+        self.scores, self.threshold = list(scores), threshold
+        self.preprocess = PreprocessSpec()
+        self.i = 0
+
+    def score(self, rgb, depth, z0=None, seed=None, keep_reconstructions=False):
+        x = preprocess(rgb, depth, self.preprocess)
+        s = self.scores[self.i % len(self.scores)]
+        self.i += 1
+        err = np.full(x.shape[1:], s, np.float32)
+        return SimpleNamespace(score=float(s), error_map=err, reconstruction=-x if keep_reconstructions else None,
+                               seed_losses=np.array([s], np.float32),
+                               timings={"preprocess_ms": 0.1, "search_ms": 1.0})
+
+
+def use_scorer(monkeypatch, scorer):
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: scorer)
+    return scorer
+
+
+def invoke(args):
+    return CliRunner().invoke(run_cmd.cmd, args, catch_exceptions=False)
+
+
+def lines(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- truth metrics
+
+def test_auroc_is_the_pairwise_win_rate_with_ties_half():
+    rng = np.random.default_rng(3)
+    s = np.round(rng.normal(size=60), 1)          # rounded: many ties
+    t = rng.random(60) < 0.3
+    pos, neg = s[t], s[~t]
+    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert auroc(s, t) == pytest.approx(brute, abs=1e-12)
+    from sklearn.metrics import roc_auc_score
+    assert auroc(s, t) == pytest.approx(roc_auc_score(t, s), abs=1e-12)
+    assert auroc([1, 2, 3], [True, True, True]) is None and auroc([1, 2], [False, False]) is None
+    assert auroc([0.1, 0.9], [False, True]) == 1.0 and auroc([0.9, 0.1], [False, True]) == 0.0
+
+
+def test_truth_metrics_recall_and_false_alarms():
+    m = truth_metrics([0.9, 0.8, 0.2, 0.7, 0.1, 0.6], [True, True, True, False, False, False],
+                      flagged=[True, True, False, True, False, False])
+    assert m["frames"] == 6 and m["anomalous"] == 3
+    assert m["recall"] == pytest.approx(2 / 3, abs=1e-4) and m["false_alarm_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert m["auroc"] == pytest.approx(auroc([0.9, 0.8, 0.2, 0.7, 0.1, 0.6], [1, 1, 1, 0, 0, 0]), abs=1e-4)
+    no_thr = truth_metrics([0.1, 0.2], [False, True])
+    assert no_thr["recall"] is None and no_thr["false_alarm_rate"] is None and no_thr["auroc"] == 1.0
+
+
+def test_run_summary_and_console_end_with_truth(tmp_path, monkeypatch):
+    use_scorer(monkeypatch, ScriptedScorer([0.9, 0.1, 0.2, 0.7, 0.3, 0.6, 0.05, 0.8], threshold=0.5))
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", "synth://?n=16&anomaly_rate=0.5&seed=4", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    recs = lines(out)
+    frames = [x for x in recs if x["type"] == "frame"]
+    summary = recs[-1]
+    assert summary["type"] == "summary" and list(summary)[-1] == "truth"
+    assert {"frames_scored", "anomalies", "latency_ms", "threshold"} <= set(summary)  # existing fields stay
+    t = np.array([f["truth"]["anomalous"] for f in frames])
+    s = np.array([f["score"] for f in frames])
+    assert 0 < t.sum() < len(t)
+    expect = truth_metrics(s, t, flagged=s > 0.5)
+    assert summary["truth"] == expect
+    last = r.output.strip().splitlines()
+    assert any(x.startswith("truth: 16 frames") and f"AUROC {expect['auroc']:.3f}" in x
+               and "recall" in x and "false alarms" in x for x in last[-3:]), r.output
+
+
+def test_run_without_truth_has_no_truth_section(tmp_path, monkeypatch, kinect_root):
+    use_scorer(monkeypatch, ScriptedScorer([0.2, 0.7]))
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", str(kinect_root / "sphere"), "--max-frames", "3", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "truth" not in lines(out)[-1] and "truth:" not in r.output
+
+
+def test_labelled_folder_source(kinect_root, tmp_path):
+    src = open_source(f"folder://{kinect_root}?normal=rectangle&split=val")
+    splits = json.loads((kinect_root / "splits.json").read_text())
+    assert len(src) == sum(len(splits[c]["val"]) for c in ("cylinder", "rectangle", "sphere"))
+    frames = list(src)
+    kinds = {f.meta["kind"] for f in frames}
+    assert kinds == {"cylinder", "rectangle", "sphere"}
+    assert all(f.meta["anomalous"] == (f.meta["kind"] != "rectangle") for f in frames)
+    assert frames[0].id == f"cylinder/{splits['cylinder']['val'][0]}" and frames[0].error is None
+    one = open_source(f"folder://{kinect_root / 'sphere'}?normal=rectangle")
+    f = next(iter(one))
+    assert f.meta == {"kind": "sphere", "anomalous": True} and len(one) == 400
+    with pytest.raises(SourceError, match="not one of the class folders"):
+        open_source(f"folder://{kinect_root}?normal=cube")
+    with pytest.raises(SourceError, match="takes"):
+        open_source(f"folder://{kinect_root}?normal=rectangle&bogus=1")
+    with pytest.raises(SourceError, match="splits.json"):
+        open_source(f"folder://{kinect_root / 'sphere'}?normal=rectangle&split=nosuch")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="neither a frame folder"):
+        open_source(f"folder://{tmp_path / 'empty'}?normal=a")
+
+
+# --------------------------------------------------------------------------- contact sheet
+
+def _synth_frames(n, seed=1):
+    return list(open_source(f"synth://?n={n}&anomaly_rate=0.5&seed={seed}"))
+
+
+def test_contact_sheet_keeps_flagged_by_score_and_lowest_normals():
+    frames = _synth_frames(10)
+    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
+    sheet = ContactSheet("x.png", max_flagged=3, n_normal=2)
+    scorer = ScriptedScorer(scores)
+    for i, fr in enumerate(frames):
+        res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
+        sheet({"frame": fr.id, "score": scores[i], "threshold": 0.5, "anomalous": scores[i] > 0.5,
+               "truth": {"anomalous": fr.meta["anomalous"], "kind": fr.meta["kind"]}}, fr, res)
+    rows = sheet.rows()
+    assert [r["score"] for r, _ in rows] == [0.95, 0.9, 0.8, 0.05, 0.1]   # top-3 flagged, 2 lowest normals
+    assert sheet.flagged_total == 5
+    x = preprocess(frames[8].rgb, frames[8].depth)                        # the 0.95 frame
+    assert np.array_equal(rows[0][1].rgb, np.moveaxis(np.rint(np.clip((x[:3] * 0.5 + 0.5) * 255, 0, 255)), 0, -1))
+    assert np.all(rows[0][1].error == 0.95)
+
+
+def test_sheet_written_at_run_end(tmp_path, monkeypatch):
+    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2]
+    use_scorer(monkeypatch, ScriptedScorer(scores, threshold=0.5))
+    png = tmp_path / "sub" / "sheet.png"
+    r = invoke(["--source", "synth://?n=8&anomaly_rate=0.5&seed=2", "--sheet", str(png), "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"contact sheet: {png}" in r.output
+    img = np.asarray(Image.open(png).convert("RGB"))
+    n_rows = 4 + 3                                   # 4 flagged + the 3 lowest-scoring normal frames
+    scale, gap, head = 2, 4, 40
+    assert img.shape[0] == head + n_rows * (64 * scale + gap) + gap
+    # row 0 is the 0.9 frame: its error tile is one flat colour (the scripted error map is constant)
+    y, x0 = head + 10, 190 + gap + 4 * (64 * scale + gap) + 10
+    assert len({tuple(v) for v in img[y:y + 50, x0:x0 + 50].reshape(-1, 3)}) == 1
+
+
+def test_sheet_rejects_non_png(tmp_path, monkeypatch):
+    use_scorer(monkeypatch, ScriptedScorer([0.1]))
+    r = CliRunner().invoke(run_cmd.cmd, ["--sheet", str(tmp_path / "s.jpg"), "--max-frames", "1"])
+    assert r.exit_code == 2 and "does not end in .png" in r.output
+
+
+# --------------------------------------------------------------------------- Rerun
+
+def read_rrd(path):
+    """{entity path: sorted frame indices} and {entity path: sorted capture times (ns)} of a .rrd
+    file, read back with rerun's own API."""
+    from rerun.chunk import RrdReader
+    frames, times = {}, {}
+    for ch in RrdReader(str(path)).stream().to_chunks():
+        rb = ch.to_record_batch()
+        if "frame" in rb.schema.names:
+            frames.setdefault(ch.entity_path, []).extend(rb.column("frame").to_pylist())
+            times.setdefault(ch.entity_path, []).extend(rb.column("capture_time").cast("int64").to_pylist())
+        if ch.entity_path == "/events":
+            frames.setdefault("events_text", []).extend(rb.column("TextLog:text").to_pylist())
+    return ({k: sorted(v) if k != "events_text" else v for k, v in frames.items()},
+            {k: sorted(v) for k, v in times.items()})
+
+
+def test_rerun_recording_holds_every_frame(tmp_path, monkeypatch):
+    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7]
+    use_scorer(monkeypatch, ScriptedScorer(scores, threshold=0.5))
+    rrd, out = tmp_path / "run.rrd", tmp_path / "r.jsonl"
+    r = invoke(["--source", "synth://?n=7&anomaly_rate=0.5&seed=3", "--rerun", str(rrd), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    frames, times = read_rrd(rrd)
+    for entity in ("/camera/rgb", "/camera/depth", "/model/reconstruction/rgb", "/model/reconstruction/depth",
+                   "/model/error", "/plots/score", "/plots/threshold"):
+        assert frames[entity] == list(range(7)), entity
+    recs = [x for x in lines(out) if x["type"] == "frame"]
+    stamps = sorted(x["timestamp"] for x in recs)    # capture_time timeline = the frames' timestamps
+    for entity in ("/camera/rgb", "/plots/score"):
+        assert np.allclose(np.array(times[entity]) / 1e9, stamps, atol=1e-5), entity
+    flagged = [x for x in recs if x["anomalous"]]
+    assert frames["/events"] == [x["index"] for x in flagged] and len(flagged) == 4
+    assert all(f"frame {x['frame']}" in str(t) for x, t in zip(flagged, frames["events_text"]))
+
+
+def test_rerun_target_checked_and_missing_sdk_explained(tmp_path, monkeypatch):
+    use_scorer(monkeypatch, ScriptedScorer([0.1]))
+    r = CliRunner().invoke(run_cmd.cmd, ["--rerun", "out.txt", "--max-frames", "1"])
+    assert r.exit_code == 2 and "FILE.rrd, 'spawn' or 'serve'" in r.output
+    monkeypatch.setitem(sys.modules, "rerun", None)   # import rerun -> ImportError
+    r = CliRunner().invoke(run_cmd.cmd, ["--rerun", str(tmp_path / "x.rrd"), "--max-frames", "1",
+                                         "--source", "synth://?n=1"])
+    assert r.exit_code == 1 and "pip install 'edge-ad[rerun]'" in r.output
+
+
+# --------------------------------------------------------------------------- the shipped demo
+
+def test_demo_detects(tmp_path):
+    """The embedded default (no model, no source: synth://, seed 0, never used in training or
+    calibration) over 80 frames: AUROC >= 0.95, recall >= 80% at <= 10% false alarms at the shipped
+    threshold, and a contact sheet."""
+    out, png = tmp_path / "r.jsonl", tmp_path / "sheet.png"
+    p = subprocess.run([sys.executable, "-m", "edge_ad.cli", "run", "--max-frames", "80", "-q", "--out", str(out),
+                        "--sheet", str(png)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    t = lines(out)[-1]["truth"]
+    assert t["frames"] == 80 and t["anomalous"] >= 8
+    assert t["auroc"] >= 0.95 and t["recall"] >= 0.8 and t["false_alarm_rate"] <= 0.10, t
+    assert png.stat().st_size > 0
