@@ -66,7 +66,8 @@ class RerunView:
         elif target == "serve":
             self.url = self.rec.serve_grpc(grpc_port=grpc_port)
             rr.serve_web_viewer(web_port=web_port, open_browser=open_browser, connect_to=self.url)
-            self.log(f"rerun: web viewer on http://localhost:{web_port or 9090} (data: {self.url})")
+            from urllib.parse import quote
+            self.log(f"rerun: web viewer at http://localhost:{web_port or 9090}/?url={quote(self.url, safe='')}")
         else:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             self.rec.save(target)
