@@ -43,7 +43,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0
+from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0, search_differences
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -633,9 +633,7 @@ def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
     calibrated = threshold.get("search")
     if calibrated is not None:
         # a setting absent from an older threshold file did not exist then: it ran with its default
-        calibrated = {**SearchConfig().to_dict(), **calibrated}
-        mine = cfg.to_dict()
-        diff = sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k != "name")
+        diff = search_differences(calibrated, cfg)
         if diff:
             raise ExportError(f"the threshold was calibrated with another search configuration "
                               f"(differs in {diff}); re-run edge-ad eval with the export's settings")

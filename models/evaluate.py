@@ -66,3 +66,63 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
                    title=f"scores, normal: {normal_name}")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def threshold_rates(normal: np.ndarray, anomalous: np.ndarray, threshold: float) -> dict:
+    """At a threshold (score > threshold = anomalous): the share of normal frames flagged (false
+    alarms) and of anomalous frames flagged."""
+    normal, anomalous = np.asarray(normal, float), np.asarray(anomalous, float)
+    return {"false_alarm_rate": float((normal > threshold).mean()),
+            "anomalies_flagged": float((anomalous > threshold).mean())}
+
+
+def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, nuisances: Mapping[str, object],
+                   spec, threshold: float, seed: int = 0, baseline_fn=None, progress=None) -> dict:
+    """Detection under everyday nuisances (runtime/nuisance.py), each applied to the RAW frames of
+    every group before preprocessing.
+
+    score_fn(X) / baseline_fn(X): scores (N,) of preprocessed frames X (N, 4, R, R) float32; raw_groups:
+    {group: [(rgb, depth)]}, normal_name the normal group; nuisances: {label: nuisance} (the clean
+    condition is added first). Frame i of group g under nuisance number k draws its noise from
+    nuisance.frame_rng(seed, 100000 * g + i, k). Returns {"conditions": {label: {auroc, per_class,
+    false_alarm_rate, anomalies_flagged, baseline_auroc}}, "mean": the mean over conditions}."""
+    from edge_ad.runtime.nuisance import frame_rng
+    from edge_ad.runtime.preprocess import frame_to_uint8, normalize_uint8
+
+    conditions = {"clean": None, **dict(nuisances)}
+    out = {}
+    items = list(conditions.items())
+    for k, (label, nuis) in enumerate(progress(items) if progress else items):
+        X = {}
+        for g, (name, frames) in enumerate(raw_groups.items()):
+            u8 = [frame_to_uint8(*(f if nuis is None else nuis(*f, frame_rng(seed, 100000 * g + i, k))), spec)
+                  for i, f in enumerate(frames)]
+            X[name] = normalize_uint8(np.stack(u8), spec)                  # (N, 4, R, R)
+        s = {name: np.asarray(score_fn(x), float) for name, x in X.items()}
+        normal = s.pop(normal_name)
+        anomalous = np.concatenate(list(s.values()))
+        row = {"auroc": detection_metrics(normal, anomalous)["auroc"],
+               "per_class": {name: detection_metrics(normal, v)["auroc"] for name, v in s.items()},
+               **threshold_rates(normal, anomalous, threshold)}
+        if baseline_fn is not None:
+            b = {name: np.asarray(baseline_fn(x), float) for name, x in X.items()}
+            bn = b.pop(normal_name)
+            row["baseline_auroc"] = detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]
+        out[label] = row
+    keys = ["auroc", "false_alarm_rate", "anomalies_flagged"] + (["baseline_auroc"] if baseline_fn else [])
+    mean = {key: float(np.mean([r[key] for r in out.values()])) for key in keys}
+    worst = {"auroc": float(min(r["auroc"] for r in out.values())),
+             "false_alarm_rate": float(max(r["false_alarm_rate"] for r in out.values()))}
+    return {"conditions": out, "mean": mean, "worst": worst, "threshold": float(threshold), "seed": seed}
+
+
+def nuisance_table(suite: dict) -> str:
+    """The nuisance suite as a text table (one row per condition, then the mean over conditions)."""
+    has_b = "baseline_auroc" in suite["mean"]
+    head = f"{'condition':28s} {'AUROC':>6s} {'false alarms':>12s} {'flagged':>8s}" + ("  NN baseline" if has_b else "")
+    lines = [head, "-" * len(head)]
+    rows = list(suite["conditions"].items()) + [("mean (clean + nuisances)", suite["mean"])]
+    for label, r in rows:
+        lines.append(f"{label:28s} {r['auroc']:6.3f} {r['false_alarm_rate']:12.1%} {r['anomalies_flagged']:8.1%}"
+                     + (f"  {r['baseline_auroc']:11.3f}" if has_b else ""))
+    return "\n".join(lines)

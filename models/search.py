@@ -255,3 +255,21 @@ def checkpoint_encoder(path):
         return None
     from .encoder import encoder_from_dict
     return encoder_from_dict(scoring["encoder"])
+
+
+def checkpoint_threshold(path, cfg: Optional[SearchConfig] = None) -> Optional[dict]:
+    """The calibrated threshold a checkpoint carries (``ckpt["scoring"]["threshold"]``: value,
+    target_fpr, ...), or None; also None when ``cfg`` is given and differs from the configuration the
+    threshold was calibrated with (a threshold only means something for its own score)."""
+    from edge_ad.runtime.config import search_differences
+
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        thr = (read_checkpoint(path).get("scoring") or {}).get("threshold")
+    except CheckpointError:
+        return None
+    if not isinstance(thr, dict) or not isinstance(thr.get("value"), (int, float)) or not np.isfinite(thr["value"]):
+        return None
+    if cfg is not None and thr.get("search") is not None and search_differences(thr["search"], cfg):
+        return None
+    return thr

@@ -91,6 +91,15 @@ class SearchConfig:
         return SearchConfig.from_dict(d)
 
 
+def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
+    """Settings (other than the name) in which ``cfg`` differs from a configuration stored as a dict
+    (e.g. the one a threshold was calibrated with); a setting absent from an older dict ran with its
+    default. [] when they score alike."""
+    calibrated = {**SearchConfig().to_dict(), **calibrated}
+    mine = cfg.to_dict()
+    return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k != "name")
+
+
 def foreground_fraction(x: np.ndarray) -> float:
     """Share of pixels of a preprocessed frame x (4, R, R) in [-1, 1] whose depth (channel 3) is
     foreground: > -1 + 1e-3, i.e. raw depth > 0 (background and table are 0 at capture)."""

@@ -40,9 +40,17 @@ import click
               help="frames scored at once by z-only configurations (same numbers, faster); 0: one by one.")
 @click.option("--calibrate-fpr", type=float, default=0.05, show_default=True,
               help="save a threshold flagging this share of normal frames (threshold.json).")
+@click.option("--nuisance", "nuisance", is_flag=True,
+              help="also run the nuisance suite: each nuisance applied to the raw frames of every group; "
+              "AUROC, false alarms and anomalies flagged at the model's threshold (report.json 'nuisance').")
+@click.option("--nuisance-set", "nuisance_set", multiple=True, metavar="SPEC",
+              help="a nuisance of the suite instead of the default ones (repeatable), e.g. brightness:1.3, "
+              "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, joined with '+'.")
+@click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, latent_power, scoring, baselines, batch_frames, calibrate_fpr, threads):
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, scoring, baselines, batch_frames, calibrate_fpr,
+        nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
     import torch
@@ -109,6 +117,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         raise click.ClickException(str(e))
     if max_per_class:
         groups = {k_: v[:max_per_class] for k_, v in groups.items()}
+    suite = None
+    if nuisance or nuisance_set:
+        from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance
+        try:
+            suite = {(n := parse_nuisance(t)).name: n for t in (nuisance_set or DEFAULT_SUITE)}
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--nuisance-set")
     scores, t0 = {}, time.perf_counter()
     n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
@@ -124,6 +139,10 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
              "torch_threads": torch.get_num_threads()}
     if baselines and data and cls:
         extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
+    if suite is not None:
+        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, normal, calibrate_fpr,
+                                      suite, nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n,
+                                      normal_name, max_per_class, spec, baselines)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
@@ -132,7 +151,68 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for bname, b in extra.get("baselines", {}).items():
         click.echo(f"baseline {bname:22s} AUROC overall {b['overall']:.3f}  "
                    + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
+    if suite is not None:
+        from edge_ad.models.evaluate import nuisance_table
+        nu = extra["nuisance"]
+        click.echo(f"nuisance suite (threshold {nu['threshold']:.4g}, {nu['threshold_source']}):")
+        click.echo(nuisance_table(nu))
     click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+
+
+def _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class) -> dict:
+    """{group: [(rgb, depth)]} raw frames of the same groups as the evaluation (normal group first)."""
+    import numpy as np
+
+    from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+    from edge_ad.runtime.sources.folder import list_ids, read_pair
+    from edge_ad.runtime.sources.synth import render_set
+
+    def folder(root, ids=None):
+        ids = list_ids(root) if ids is None else ids
+        return [read_pair(root, str(i)) for i in (ids[:max_per_class] if max_per_class else ids)]
+
+    if data and cls:
+        return {c: folder(Path(data) / c, kinect_split_ids(data, c, split))
+                for c in [cls] + [c for c in KINECT_CLASSES if c != cls]}
+    if normal_dir:
+        return {Path(d).name: folder(d) for d in (normal_dir, *anomalous_dirs)}
+    rgb, depth, kinds = render_set(synth_n, 10_000 + seed, 0.5, 64)
+    kinds = np.array(kinds)
+    return {kn: [(rgb[i], depth[i]) for i in np.flatnonzero(kinds == kn)[:max_per_class or None]]
+            for kn in ("box", "sphere", "cylinder")}
+
+
+def _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
+              nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n, normal_name, max_per_class,
+              spec, baselines) -> dict:
+    """The nuisance suite at the model's threshold (the checkpoint's calibrated one when it carries one
+    for this configuration; else calibrated now on the clean normal frames at --calibrate-fpr)."""
+    from tqdm import tqdm
+
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.evaluate import calibrate_threshold, nuisance_suite
+    from edge_ad.models.search import checkpoint_threshold, score_batch
+
+    thr = checkpoint_threshold(model_path, cfg)
+    if thr is not None:
+        threshold, source = float(thr["value"]), (f"the checkpoint's, calibrated at {thr.get('target_fpr')} "
+                                                  f"false alarms on {thr.get('normal', 'normal frames')}")
+    else:
+        threshold = calibrate_threshold(clean_normal, calibrate_fpr or 0.05)
+        source = f"calibrated now on these clean normal frames at {calibrate_fpr or 0.05} false alarms"
+    baseline_fn = None
+    if baselines and data and cls:
+        from edge_ad.models.baselines import nearest_neighbour_scores
+        train = to_tensor(load_kinect(data, cls, "train", spec)[1], spec).numpy()
+        baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
+    raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+    score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
+                                     latent_bank=bank)
+    res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
+                         baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"))
+    res["threshold_source"] = source
+    res["baseline"] = "nearest-neighbour MSE per foreground pixel vs the class's train frames" if baseline_fn else None
+    return res
 
 
 def _baselines(data, cls, split, spec, groups, normal_name, cfg) -> dict:
