@@ -7,7 +7,16 @@
   logged.
 * A frame that cannot be read or scored (``Frame.error``, ``FrameError``) is logged with its reason
   and the run goes on.
-* SIGINT/SIGTERM: the current frame is finished, the results flushed and the summary written.
+* Sensor faults (dead depth, black / saturated / noise colour, a stuck camera; ``sensor_faults.py``,
+  limits in the model's preprocessing spec) and frames over ``max_pixels`` are reported as
+  ``error`` lines naming the fault, never scored.
+* Scoring runs on a watchdog thread (``watchdog.py``): SIGINT/SIGTERM are handled at once; the
+  current frame gets ``stop_grace`` seconds to finish, then it is abandoned (the summary says so
+  and the run ends non-zero). ``frame_timeout``: a frame scoring longer ends the run as fatal.
+* The summary is written on every path and says how the run ended (``stopped``: end, max_frames,
+  signal:NAME, interrupted, source_failed, frame_timeout, fatal, with ``fatal_error`` naming the
+  reason). Results are appended, never overwritten; a restart continues the frame index
+  (``results.py``); latency statistics use bounded memory (``latency_stats.py``).
   Every JSON line is flushed when written, so a hard kill loses at most the line being written.
 
 The scorer is any object with ``score(rgb, depth, z0=None, seed=None)`` returning an object with
@@ -27,38 +36,18 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .config import frame_seed
-from .preprocess import FrameError
+from .latency_stats import RollingStats
+from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels
+from .results import ResultWriter
+from .sensor_faults import SensorFaultDetector
 from .sources.base import Frame, Source, SourceError
 from .truth import TruthTally
+from .watchdog import Abandoned, FrameTimeout, ScoreWorker
+
+__all__ = ["run_capture", "ResultWriter", "LatestSlot", "RunStats", "timings_ms", "best_reconstruction",
+           "scorer_spec", "scorer_threshold"]
 
 Log = Callable[[str], None]
-
-
-class ResultWriter:
-    """JSON lines to a file (or nowhere), each flushed as written."""
-
-    def __init__(self, path: Optional[os.PathLike] = None):
-        self.path = path
-        self._f = None
-        if path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._f = open(path, "w", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        if self._f is None:
-            return
-        self._f.write(json.dumps(record, allow_nan=False) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-            try:
-                os.fsync(self._f.fileno())
-            except OSError:
-                pass
-            self._f.close()
-            self._f = None
 
 
 class LatestSlot:
@@ -120,9 +109,12 @@ class RunStats:
     skipped: int = 0
     outages: int = 0
     outage_s: float = 0.0
-    total_ms: list = field(default_factory=list)
-    search_ms: list = field(default_factory=list)
+    total_ms: RollingStats = field(default_factory=RollingStats)    # bounded: a fixed reservoir
+    search_ms: RollingStats = field(default_factory=RollingStats)
+    faults: dict = field(default_factory=dict)    # sensor fault name -> frames
     stopped: str = "end"
+    fatal_error: Optional[str] = None
+    abandoned_frame: Optional[str] = None
 
 
 def timings_ms(res) -> dict:
@@ -155,8 +147,16 @@ def scorer_threshold(scorer) -> Optional[float]:
     return None if thr is None else float(thr)
 
 
-def _pct(v: list, q: float) -> Optional[float]:
-    return round(float(np.percentile(v, q)), 3) if v else None
+def _pct(v: RollingStats, q: float) -> Optional[float]:
+    p = v.percentile(q)
+    return None if p is None else round(p, 3)
+
+
+def _drain_events(source, emit) -> None:
+    """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
+    events = getattr(source, "events", None)
+    while events:
+        emit({"type": "event", "time": time.time(), **events.pop(0)})
 
 
 class _Signals:
@@ -189,27 +189,48 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 on_result: Optional[Callable[[dict, Frame, object], None]] = None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
-                live: Optional[bool] = None, score_kwargs: Optional[dict] = None) -> dict:
+                live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
+                frame_timeout: Optional[float] = None, stop_grace: float = 5.0,
+                rotate_bytes: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                check_sensor: bool = True) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
 
     Writes one JSON line per frame (``type``: "frame", "error", "event") and a final "summary"
-    line to ``out``; returns the summary dict. ``seed``: frame i is scored with latents from
-    ``frame_seed(seed, i)`` unless a fixed ``z0`` (n_seed, z_dim) is given. ``reopen`` is called
-    (with backoff) to reopen a live source that stopped. ``score_kwargs`` are passed to
-    ``scorer.score`` (e.g. ``keep_reconstructions=True`` where the scorer takes it).
+    line to ``out`` (appended; a restart continues the frame index); returns the summary dict,
+    also when the run ends on an error (``stopped`` "fatal"/"frame_timeout" with ``fatal_error``).
+    ``seed``: frame i is scored with latents from ``frame_seed(seed, i)`` unless a fixed ``z0``
+    (n_seed, z_dim) is given. ``reopen`` is called (with backoff) to reopen a live source that
+    stopped. ``score_kwargs`` are passed to ``scorer.score`` (e.g. ``keep_reconstructions=True``
+    where the scorer takes it). ``frame_timeout`` (s): a scoring call running longer ends the run;
+    ``stop_grace`` (s): how long a frame in flight may still run after a stop request.
+    ``rotate_bytes``: rotate ``out`` past this size. ``max_pixels``: larger frames are refused
+    (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
     """
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
     live = bool(getattr(source, "live", False)) if live is None else live
-    writer = ResultWriter(out)
+    writer = ResultWriter(out, rotate_bytes=rotate_bytes)
+    worker = ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace)
+    detector = SensorFaultDetector(scorer_spec(scorer)) if check_sensor else None
     st = RunStats()
     truth = TruthTally()  # score vs the source's ground truth (synth://, labelled folders)
     t_start = time.perf_counter()
     state = {"source": source}
-    index = 0
+    first_index = index = writer.next_index
+    if writer.resumed is not None:
+        log(f"{out}: continuing an earlier run's results at frame index {first_index}")
 
     def emit(rec: dict):
         writer.write(rec)
+
+    def frame_error(base: dict, msg: str, fault: Optional[str] = None):
+        st.errors += 1
+        rec = {"type": "error", **base, "error": msg}
+        if fault is not None:
+            rec["fault"] = fault
+            st.faults[fault] = st.faults.get(fault, 0) + 1
+        emit(rec)
+        log(f"frame {base['frame']}: skipped: {msg}")
 
     def score_frame(fr: Frame, ready_at: float, capture_ms: float):
         nonlocal index
@@ -217,31 +238,44 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         index += 1
         base = {"frame": fr.id, "index": i, "timestamp": round(float(fr.timestamp), 6)}
         if fr.error is not None:
-            st.errors += 1
-            emit({"type": "error", **base, "error": fr.error})
-            log(f"frame {fr.id}: skipped: {fr.error}")
+            frame_error(base, fr.error)
+            return
+        try:
+            if max_pixels is not None:
+                for what, a in (("RGB", fr.rgb), ("depth", fr.depth)):
+                    if a is not None and np.ndim(a) >= 2:
+                        check_pixels(np.shape(a)[1], np.shape(a)[0], max_pixels, what)
+            faults = detector.check(fr.rgb, fr.depth) if detector is not None else []
+        except (FrameError, ValueError) as e:
+            frame_error(base, str(e))
+            return
+        if faults:
+            frame_error(base, "; ".join(str(f) for f in faults), fault=faults[0].name)
             return
         kw = {"z0": z0} if z0 is not None else {"seed": frame_seed(seed, i)}
         kw.update(score_kwargs or {})
         try:
-            res = scorer.score(fr.rgb, fr.depth, **kw)
+            res = worker.call(lambda: scorer.score(fr.rgb, fr.depth, **kw), stop)
             s = float(res.score)
             if not math.isfinite(s):
                 raise FrameError(f"score is {s}")
         except (FrameError, ValueError) as e:  # an odd frame (the scorer's input checks): skip it
-            st.errors += 1
-            emit({"type": "error", **base, "error": str(e)})
-            log(f"frame {fr.id}: skipped: {e}")
+            frame_error(base, str(e))
             return
+        except (FrameTimeout, Abandoned) as e:
+            st.errors += 1
+            st.abandoned_frame = str(fr.id)
+            emit({"type": "error", **base, "error": f"not scored: {e}", "fatal": True})
+            raise
         total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
         tm = timings_ms(res)
         thr = threshold
         anomalous = None if thr is None else bool(s > thr)
         st.scored += 1
         st.anomalies += int(bool(anomalous))
-        st.total_ms.append(total)
+        st.total_ms.add(total)
         if "search_ms" in tm:
-            st.search_ms.append(float(tm["search_ms"]))
+            st.search_ms.add(float(tm["search_ms"]))
         rec = {"type": "frame", **base, "score": s, "threshold": thr, "anomalous": anomalous,
                "latency_ms": {"capture": round(capture_ms, 3),
                               "preprocess": round(float(tm.get("preprocess_ms", 0.0)), 3),
@@ -276,6 +310,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 fr = next(it)
             except StopIteration:
                 return
+            finally:
+                _drain_events(state["source"], emit)
             t1 = time.perf_counter()
             yield fr, t1, (t1 - t0) * 1000.0
 
@@ -323,6 +359,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                     t_take = time.perf_counter()
                     # capture latency of a live frame: how long it waited for the scorer
                     score_frame(fr, t_take, (t_take - t_cap) * 1000.0)
+                    _drain_events(state["source"], emit)
             finally:
                 grabber.halt.set()
                 st.skipped += slot.skipped
@@ -349,39 +386,73 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                         break
         except SourceError as e:
             st.stopped = "source_failed"
+            st.fatal_error = str(e)
             emit({"type": "event", "event": "source_failed", "time": time.time(), "error": str(e)})
             log(f"source failed: {e}")
         except KeyboardInterrupt:
             st.stopped = "interrupted"
+        except Abandoned as e:   # a stop request and a frame that did not finish in time
+            st.fatal_error = f"frame {st.abandoned_frame} abandoned: {e}"
+            log(st.fatal_error)
+        except FrameTimeout as e:
+            st.stopped = "frame_timeout"
+            st.fatal_error = f"frame {st.abandoned_frame}: {e}"
+            log(f"fatal: {st.fatal_error}")
+        except BaseException as e:  # MemoryError, a backend failure, an exception in a callback
+            import traceback
+            st.stopped = "fatal"
+            st.fatal_error = f"{type(e).__name__}: {e}"
+            log(f"fatal: {st.fatal_error}\n{traceback.format_exc()}")
         finally:
-            if stop.is_set() and st.stopped not in ("source_failed", "interrupted"):
+            if stop.is_set() and st.stopped not in ("source_failed", "interrupted", "fatal", "frame_timeout"):
                 st.stopped = f"signal:{sigs.name}" if getattr(sigs, "name", None) else "stopped"
             try:
                 state["source"].close()
             except Exception:
                 pass
-            wall = time.perf_counter() - t_start
-            summary = {
-                "type": "summary", "source": getattr(state["source"], "uri", ""),
-                "frames_scored": st.scored, "frame_errors": st.errors, "anomalies": st.anomalies,
-                "skipped": st.skipped, "outages": st.outages, "outage_s": round(st.outage_s, 3),
-                "duration_s": round(wall, 3), "fps": round(st.scored / wall, 3) if wall > 0 else None,
-                "latency_ms": {"p50": _pct(st.total_ms, 50), "p95": _pct(st.total_ms, 95),
-                               "search_p50": _pct(st.search_ms, 50), "search_p95": _pct(st.search_ms, 95)},
-                "threshold": threshold, "stopped": st.stopped,
-            }
-            mode = getattr(scorer, "mode", None)       # which search ran (Scorer.load's variant choice)
-            if isinstance(mode, str):
-                summary["search"] = mode
-            src_stats = getattr(state["source"], "stats", None)
-            if src_stats:
-                summary["source_stats"] = dict(src_stats)
+            worker.close()
+            summary = _summary(st, state["source"], scorer, threshold, time.perf_counter() - t_start,
+                               first_index, index, writer)
             if len(truth):                               # AUROC, recall, false-alarm rate vs truth
                 summary["truth"] = truth.metrics()
             try:
+                _drain_events(state["source"], emit)
                 writer.write(summary)
             finally:
                 writer.close()
+    return summary
+
+
+def _summary(st: RunStats, source, scorer, threshold, wall: float, first_index: int, next_index: int,
+             writer: ResultWriter) -> dict:
+    """The run's final JSON line."""
+    summary = {
+        "type": "summary", "source": getattr(source, "uri", ""),
+        "frames_scored": st.scored, "frame_errors": st.errors, "anomalies": st.anomalies,
+        "skipped": st.skipped, "outages": st.outages, "outage_s": round(st.outage_s, 3),
+        "duration_s": round(wall, 3), "fps": round(st.scored / wall, 3) if wall > 0 else None,
+        "latency_ms": {"p50": _pct(st.total_ms, 50), "p95": _pct(st.total_ms, 95),
+                       "search_p50": _pct(st.search_ms, 50), "search_p95": _pct(st.search_ms, 95),
+                       "mean": None if st.total_ms.mean is None else round(st.total_ms.mean, 3),
+                       "max": None if st.total_ms.max is None else round(st.total_ms.max, 3)},
+        "threshold": threshold, "stopped": st.stopped,
+        "sensor_faults": dict(st.faults),
+        "first_index": first_index, "next_index": next_index,
+    }
+    if st.fatal_error is not None:
+        summary["fatal_error"] = st.fatal_error
+    if st.abandoned_frame is not None:
+        summary["abandoned_frame"] = st.abandoned_frame
+    if writer.resumed is not None:
+        summary["resumed"] = True
+    if writer.rotations:
+        summary["rotations"] = writer.rotations
+    mode = getattr(scorer, "mode", None)       # which search ran (Scorer.load's variant choice)
+    if isinstance(mode, str):
+        summary["search"] = mode
+    src_stats = getattr(source, "stats", None)
+    if src_stats:
+        summary["source_stats"] = dict(src_stats)
     return summary
 
 

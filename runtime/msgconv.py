@@ -12,7 +12,7 @@ import struct
 import numpy as np
 from PIL import Image as PILImage
 
-from .preprocess import FrameError
+from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, open_image
 
 # encoding -> (dtype, channels)
 _ENCODINGS = {
@@ -34,13 +34,15 @@ def stamp_seconds(header) -> float:
     return float(sec) + float(nsec) * 1e-9
 
 
-def image_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs/Image -> H x W (x C) array of the encoding's dtype (a copy). Raises FrameError."""
+def image_to_numpy(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/Image -> H x W (x C) array of the encoding's dtype (a copy). Raises FrameError,
+    also for an image over ``max_pixels`` (checked before any copy)."""
     enc = str(msg.encoding)
     if enc not in _ENCODINGS:
         raise FrameError(f"unsupported image encoding {enc!r}; supported: {sorted(_ENCODINGS)}")
     dtype, ch = _ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    check_pixels(w, h, max_pixels, f"{enc} image")
     itemsize = np.dtype(dtype).itemsize
     buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(),
                         dtype=np.uint8)
@@ -82,32 +84,38 @@ def depth_to_mm(arr: np.ndarray, encoding: str) -> np.ndarray:
     raise FrameError(f"{encoding!r} is not a depth encoding (expected one of {DEPTH_ENCODINGS})")
 
 
-def image_msg_to_rgb(msg) -> np.ndarray:
+def image_msg_to_rgb(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image (colour) -> H x W x 3 uint8 RGB."""
-    return colour_to_rgb(image_to_numpy(msg), str(msg.encoding))
+    return colour_to_rgb(image_to_numpy(msg, max_pixels), str(msg.encoding))
 
 
-def image_msg_to_depth_mm(msg) -> np.ndarray:
+def image_msg_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image (depth, REP 118) -> H x W depth in millimetres (uint16 or float32)."""
-    return depth_to_mm(image_to_numpy(msg), str(msg.encoding))
+    return depth_to_mm(image_to_numpy(msg, max_pixels), str(msg.encoding))
 
 
-def _decode_png_jpeg(data: bytes, what: str) -> np.ndarray:
+def _decode_png_jpeg(data: bytes, what: str, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     try:
-        with PILImage.open(io.BytesIO(data)) as im:
+        im = open_image(io.BytesIO(data), max_pixels, what)  # the size from the header, before decoding
+    except FrameError:
+        raise
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise FrameError(f"undecodable {what}: {e}") from None
+    with im:
+        try:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(im).astype(np.uint16)
             if im.mode in ("L", "RGB"):
                 return np.asarray(im)
             return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for corrupt data
-        raise FrameError(f"undecodable {what}: {e}") from None
+        except Exception as e:  # PIL raises many types for corrupt data
+            raise FrameError(f"undecodable {what}: {e}") from None
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png colour) -> H x W x 3 uint8 RGB."""
-    arr = _decode_png_jpeg(bytes(msg.data), f"compressed colour image ({msg.format!r})")
+    arr = _decode_png_jpeg(bytes(msg.data), f"compressed colour image ({msg.format!r})", max_pixels)
     if arr.dtype != np.uint8:
         raise FrameError(f"compressed colour image decodes to {arr.dtype}, expected 8-bit")
     if arr.ndim == 2:
@@ -116,7 +124,7 @@ def compressed_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def compressed_to_depth_mm(msg) -> np.ndarray:
+def compressed_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage depth -> millimetres.
 
     Accepts compressed_depth_image_transport's ``"16UC1; compressedDepth png"`` (a 12-byte
@@ -129,7 +137,7 @@ def compressed_to_depth_mm(msg) -> np.ndarray:
         if len(data) < 12:
             raise FrameError(f"compressedDepth message too short ({len(data)} bytes)")
         _fmt, qa, qb = struct.unpack("<iff", data[:12])
-        arr = _decode_png_jpeg(data[12:], f"compressedDepth image ({fmt!r})")
+        arr = _decode_png_jpeg(data[12:], f"compressedDepth image ({fmt!r})", max_pixels)
         if arr.dtype != np.uint16:
             raise FrameError(f"compressedDepth payload is {arr.dtype}, expected 16-bit PNG")
         if fmt.startswith("32FC1"):
@@ -140,21 +148,23 @@ def compressed_to_depth_mm(msg) -> np.ndarray:
             mm[~np.isfinite(mm) | (mm < 0)] = 0.0
             return mm
         return arr
-    arr = _decode_png_jpeg(data, f"compressed depth image ({fmt!r})")
+    arr = _decode_png_jpeg(data, f"compressed depth image ({fmt!r})", max_pixels)
     if arr.dtype != np.uint16 or arr.ndim != 2:
         raise FrameError(f"compressed depth image ({fmt!r}) decodes to {arr.dtype} {arr.shape}; "
                          "expected a 16-bit single-channel PNG in millimetres")
     return arr
 
 
-def msg_to_rgb(msg) -> np.ndarray:
-    """Image or CompressedImage colour message -> H x W x 3 uint8 RGB."""
-    return compressed_to_rgb(msg) if hasattr(msg, "format") else image_msg_to_rgb(msg)
+def msg_to_rgb(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image or CompressedImage colour message -> H x W x 3 uint8 RGB (FrameError over ``max_pixels``)."""
+    return (compressed_to_rgb(msg, max_pixels) if hasattr(msg, "format")
+            else image_msg_to_rgb(msg, max_pixels))
 
 
-def msg_to_depth_mm(msg) -> np.ndarray:
-    """Image or CompressedImage depth message -> H x W millimetres (uint16 or float32)."""
-    return compressed_to_depth_mm(msg) if hasattr(msg, "format") else image_msg_to_depth_mm(msg)
+def msg_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image or CompressedImage depth message -> H x W millimetres (FrameError over ``max_pixels``)."""
+    return (compressed_to_depth_mm(msg, max_pixels) if hasattr(msg, "format")
+            else image_msg_to_depth_mm(msg, max_pixels))
 
 
 def numpy_to_image_fields(arr: np.ndarray, encoding: str, data_as_bytes: bool = False) -> dict:

@@ -12,6 +12,11 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   as the capture of kinect-rgbd did.
   Centre-crop to a square, resize to ``resolution`` (area for downscale), then
   (v / 255 - 0.5) / 0.5 per channel -> float32 array (4, resolution, resolution) in [-1, 1].
+
+Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
+without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
+no valid depth, no foreground, black or saturated colour, random colour noise, a stuck camera.
+The checks themselves are in ``sensor_faults.py``.
 """
 from __future__ import annotations
 
@@ -27,6 +32,92 @@ class FrameError(ValueError):
     """A frame that cannot be scored (wrong shape/dtype, NaN, missing depth, ...)."""
 
 
+# Frames larger than this many pixels are refused before they are decoded or preprocessed
+# (``edge-ad run --max-frame-pixels``): 16.8 MP covers every RGB-D camera's colour stream (Azure
+# Kinect 4096 x 3072 = 12.6 MP) while a 13000 x 13000 PNG (2 MB on disk, 6 GB decoded) is refused.
+DEFAULT_MAX_PIXELS = 1 << 24
+
+
+def open_image(fp, max_pixels, what: str = "image") -> Image.Image:
+    """``PIL.Image.open`` (reads the header only) with the frame-size limit checked before anything
+    is decoded. Raises FrameError for an image over ``max_pixels`` (also one PIL itself refuses as a
+    decompression bomb); other PIL errors propagate."""
+    try:
+        im = Image.open(fp)
+    except Image.DecompressionBombError as e:
+        raise FrameError(f"{what} exceeds the frame-size limit of {int(max_pixels or 0):,} pixels "
+                         f"({e})") from None
+    try:
+        check_pixels(im.size[0], im.size[1], max_pixels, what)
+    except FrameError:
+        im.close()
+        raise
+    return im
+
+
+def check_pixels(width: int, height: int, max_pixels, what: str = "image") -> None:
+    """Raise FrameError when a ``width`` x ``height`` image exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and int(width) * int(height) > int(max_pixels):
+        raise FrameError(f"{what} of {int(width)}x{int(height)} = {int(width) * int(height):,} pixels "
+                         f"exceeds the frame-size limit of {int(max_pixels):,} pixels "
+                         "(edge-ad run --max-frame-pixels)")
+
+
+@dataclass(frozen=True)
+class SensorLimits:
+    """When a frame is reported as a sensor fault instead of scored (``sensor_faults.py``).
+
+    Fractions are of the model-resolution frame (``frame_to_uint8``); colour ones are of its
+    foreground pixels. The defaults never fire on the 1200 real kinect-rgbd frames, whose extremes
+    are: valid depth / foreground >= 1.37% of pixels, black (max channel <= 16) <= 4.1% and
+    saturated (min channel >= 250) <= 19.6% of the foreground, channel correlation of neighbour
+    differences >= 0.82 (independent random colour noise: about 0; judged only for strong
+    variation, mean |difference| > 16 of 255: uniform noise gives 85, synth://'s sigma-3 shading
+    noise 3.4).
+    """
+
+    enabled: bool = True
+    min_valid_depth: float = 0.005      # fraction of pixels with any depth reading
+    min_foreground: float = 0.005       # fraction of pixels inside [near_mm, far_mm]
+    black_level: int = 16               # a foreground pixel whose brightest channel is <= this is black
+    max_black: float = 0.5              # fraction of black foreground pixels
+    saturated_level: int = 250          # a foreground pixel whose darkest channel is >= this is saturated
+    max_saturated: float = 0.5          # fraction of saturated foreground pixels
+    min_channel_correlation: float = 0.5  # mean R/G/B correlation of neighbour differences (noise: ~0)
+    noise_level: float = 16.0           # ... judged only where the mean |neighbour difference| exceeds this
+    max_identical_frames: int = 1       # identical consecutive frames allowed before "stuck" (1: none repeated)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SensorLimits":
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocess.sensor_faults must be an object, got {type(d).__name__}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sensor_faults fields {sorted(unknown)}; "
+                             f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
+        lim = cls(**d)
+        for name in ("min_valid_depth", "min_foreground", "max_black", "max_saturated"):
+            v = getattr(lim, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"sensor_faults.{name} must be a fraction in [0, 1], got {v!r}")
+        for name in ("black_level", "saturated_level"):
+            v = getattr(lim, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+                raise ValueError(f"sensor_faults.{name} must be an integer 0..255, got {v!r}")
+        v = lim.min_channel_correlation
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:
+            raise ValueError(f"sensor_faults.min_channel_correlation must be in [-1, 1], got {v!r}")
+        v = lim.noise_level
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
+            raise ValueError(f"sensor_faults.noise_level must be in [0, 255], got {v!r}")
+        v = lim.max_identical_frames
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"sensor_faults.max_identical_frames must be an integer >= 1, got {v!r}")
+        if not isinstance(lim.enabled, bool):
+            raise ValueError(f"sensor_faults.enabled must be true or false, got {lim.enabled!r}")
+        return lim
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Input contract of a model: stored in checkpoints and manifests, never guessed."""
@@ -39,6 +130,7 @@ class PreprocessSpec:
     far_mm: float = 700.0
     mask_rgb_background: bool = True
     channels: tuple = field(default=CHANNELS)
+    sensor_faults: SensorLimits = field(default_factory=SensorLimits)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -54,6 +146,8 @@ class PreprocessSpec:
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
         if "channels" in known:
             known["channels"] = tuple(known["channels"])
+        if "sensor_faults" in known:
+            known["sensor_faults"] = SensorLimits.from_dict(known["sensor_faults"])
         spec = cls(**known)
         if spec.channels != CHANNELS:
             raise ValueError(f"unsupported channel order {spec.channels}, expected {CHANNELS}")

@@ -109,7 +109,9 @@ class FastCamera(Source):
                 return
             time.sleep(self.period)
             self.produced += 1
-            yield Frame(f"{self.tag}-{self.produced}", self._frame.rgb, self._frame.depth, time.time())
+            rgb = self._frame.rgb.copy()
+            rgb[0, 0, 0] = self.produced % 256  # like a real sensor, no two consecutive frames identical
+            yield Frame(f"{self.tag}-{self.produced}", rgb, self._frame.depth, time.time())
 
     def close(self):
         self._closed.set()

@@ -1,12 +1,14 @@
 """``edge-ad run``: score every frame of a camera, recording, folder or ``synth://`` live.
 
 Torch-free: imports only edge_ad.runtime. Exit status: 0 all frames scored (or stopped by
-SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run),
+SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run, an
+exception or per-frame timeout while scoring, a signal that had to abandon a stuck frame),
 2 bad command line, 3 finished but some frames were bad (reported in the results), 4 the source
 gave no scorable frame.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -114,7 +116,6 @@ class Display:
     """An OpenCV window with input, reconstruction and error map; q/Esc stops the run."""
 
     def __init__(self, spec, stop: threading.Event):
-        import os
         try:
             import cv2
         except ImportError:
@@ -203,6 +204,8 @@ def _summary_text(s: dict) -> str:
              f"{s['fps']} fps"]
     if lat["p50"] is not None:
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+    if s.get("sensor_faults"):
+        parts.append("sensor faults " + ", ".join(f"{k} {v}" for k, v in sorted(s["sensor_faults"].items())))
     if s["outages"]:
         parts.append(f"{s['outages']} outage(s), {s['outage_s']:.1f} s")
     text = f"summary ({s['stopped']}): " + ", ".join(parts)
@@ -247,15 +250,26 @@ def _accepts(fn, name: str) -> bool:
 @click.option("--z0", "z0_path", type=click.Path(dir_okay=False, exists=True),
               help="Fixed initial latents for every frame: .npy float32 (n_seed, z_dim).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+@click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="End the run as fatal (exit 1) when scoring one frame takes longer than S seconds "
+                   "(a stuck backend; systemd then restarts it). Default: no limit.")
+@click.option("--rotate-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+              help="Rotate --out once it exceeds MB megabytes: renamed to OUT.1, OUT.2, ... (never "
+                   "overwritten; the highest number is the newest).")
+@click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse frames larger than N pixels (checked from image headers before "
+                   "decoding) [default 16777216 = 4096 x 4096].")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
-        sheet, rerun_target, seed, z0_path, quiet):
+        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
     With no arguments: the shipped demo model on synth://, printing live status.
-    Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error, 2 usage, 3 some frames were bad,
-    4 no scorable frame.
+    --out is appended to (never overwritten); a restart continues its frame index.
+    Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error (also a signal that had to abandon
+    a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults), 4 no scorable frame.
     """
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
+    from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
     from edge_ad.runtime.sources import SourceError, open_camera, open_source
 
     if camera and source_uri:
@@ -275,7 +289,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
 
     # open the source first: a missing camera is reported at once, before loading the model
     uri = source_uri or DEFAULT_SOURCE
-    opener = open_camera if camera else (lambda: open_source(uri))
+    max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
+    opener = open_camera if camera else (lambda: open_source(uri, max_pixels=max_pixels))
     try:
         source = opener()
     except SourceError as e:
@@ -327,7 +342,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
                               seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
                               reopen=opener if getattr(source, "live", False) else None,
-                              on_result=on_result, log=status.log, stop=stop)
+                              on_result=on_result, log=status.log, stop=stop,
+                              frame_timeout=frame_timeout, max_pixels=max_pixels,
+                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6))
     finally:
         status.close()
         if disp is not None:
@@ -340,7 +357,16 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame was scored, none written")
     if out:
         click.echo(f"results: {out}")
-    if summary["stopped"] == "source_failed":
+    if summary.get("abandoned_frame") is not None:
+        # a scoring call is still stuck on its (daemon) thread: leave without waiting for it, the
+        # results file is closed and flushed already
+        click.echo(f"error: {summary.get('fatal_error')}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FATAL)
+    if summary["stopped"] in ("source_failed", "fatal", "frame_timeout"):
+        if summary["stopped"] != "source_failed":
+            click.echo(f"error: {summary.get('fatal_error')}", err=True)
         sys.exit(EXIT_FATAL)
     if summary["stopped"].startswith("signal:"):
         sys.exit(EXIT_OK)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from ..preprocess import DEFAULT_MAX_PIXELS
 from .base import Frame, Source, SourceError
 from .folder import FolderSource
 
@@ -105,12 +106,12 @@ def _is_realsense_recording(path: Path) -> bool:
     return "/file_version" in topics and any(t.startswith("/device_0/") for t in topics)
 
 
-def _open_path(path: Path, uri: str) -> Source:
+def _open_path(path: Path, uri: str, max_pixels) -> Source:
     if path.is_dir():
         if (path / "metadata.yaml").exists():
             from .rosbag import RosbagSource
-            return RosbagSource(path)
-        return FolderSource(path)
+            return RosbagSource(path, max_pixels=max_pixels)
+        return FolderSource(path, max_pixels=max_pixels)
     if not path.exists():
         raise SourceError(f"cannot open source {uri!r}: no such file or directory")
     if path.suffix in (".db3", ".bag"):
@@ -118,24 +119,26 @@ def _open_path(path: Path, uri: str) -> Source:
             from .realsense import RealSenseRecording
             return RealSenseRecording(path)
         from .rosbag import RosbagSource
-        return RosbagSource(path)
+        return RosbagSource(path, max_pixels=max_pixels)
     if path.suffix == ".mcap":
         from .rosbag import RosbagSource
-        return RosbagSource(path)
+        return RosbagSource(path, max_pixels=max_pixels)
     raise SourceError(f"cannot open source {uri!r}: not a frame folder, recording (.db3/.bag/.mcap) "
                       "or known URI (synth://, realsense://, oak://, rosbag://, camera://)")
 
 
-def open_source(uri: str) -> Source:
-    """Open a frame source named by ``uri``. Raises SourceError with the reason when it cannot."""
+def open_source(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
+    """Open a frame source named by ``uri``. Raises SourceError with the reason when it cannot.
+    ``max_pixels``: sources that decode images (folders, ROS bags) refuse larger ones from their
+    header, before decoding (an error frame; None: no limit)."""
     uri = str(uri)
     try:
-        return _open(uri)
+        return _open(uri, max_pixels)
     except ValueError as e:  # a malformed query value (n=abc) or setting
         raise SourceError(f"bad source {uri!r}: {e}") from None
 
 
-def _open(uri: str) -> Source:
+def _open(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
     if uri.startswith("synth://"):
         from .synth_source import SynthSource
         q = _query(uri)
@@ -160,16 +163,16 @@ def _open(uri: str) -> Source:
         path, q = _split(uri, "rosbag://")
         _check_keys("rosbag://", q, {"rgb", "depth", "slop"})
         return RosbagSource(path, rgb_topic=q.get("rgb"), depth_topic=q.get("depth"),
-                            slop=float(q.get("slop", 0.02)))
+                            slop=float(q.get("slop", 0.02)), max_pixels=max_pixels)
     if uri.startswith("folder://"):
         path, q = _split(uri, "folder://")
         if q:
             _check_keys("folder://", q, {"normal", "split"})
             from .labelled import LabelledFolderSource
             return LabelledFolderSource(path, normal=q.get("normal", ""), split=q.get("split"))
-        return FolderSource(path)
+        return FolderSource(path, max_pixels=max_pixels)
     path = uri
     if "://" in path:
         raise SourceError(f"unknown source scheme in {uri!r}; use synth://, realsense://, oak://, "
                           "rosbag://, camera://, folder:// or a path")
-    return _open_path(Path(path), uri)
+    return _open_path(Path(path), uri, max_pixels)

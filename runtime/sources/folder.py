@@ -9,6 +9,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
+from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, open_image
 from .base import Frame, Source, SourceError
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -38,8 +39,17 @@ def _rgb_path(root: Path, fid: str) -> Optional[Path]:
     return None
 
 
-def read_pair(root: os.PathLike, fid: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one frame's RGB (H x W x 3 uint8) and depth (H x W uint8/uint16). Raises SourceError."""
+def _open_checked(path: Path, max_pixels, what: str):
+    """Image.open (reads the header only) with the frame-size limit checked before decoding."""
+    try:
+        return open_image(path, max_pixels, f"{what} {path}")
+    except FrameError as e:
+        raise SourceError(str(e)) from None
+
+
+def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Read one frame's RGB (H x W x 3 uint8) and depth (H x W uint8/uint16). Raises SourceError,
+    also for an image over ``max_pixels`` (from its header, before it is decoded)."""
     root = Path(root)
     rgb_path, depth_path = _rgb_path(root, fid), root / "depth" / f"{fid}.png"
     if rgb_path is None:
@@ -47,12 +57,14 @@ def read_pair(root: os.PathLike, fid: str) -> tuple[np.ndarray, np.ndarray]:
     if not depth_path.exists():
         raise SourceError(f"frame {fid}: missing depth file {depth_path}")
     try:
-        with Image.open(rgb_path) as im:
+        with _open_checked(rgb_path, max_pixels, "RGB") as im:
             rgb = np.asarray(im.convert("RGB"))
+    except SourceError as e:
+        raise SourceError(f"frame {fid}: {e}") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
     try:
-        with Image.open(depth_path) as im:
+        with _open_checked(depth_path, max_pixels, "depth") as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 depth = np.asarray(im).astype(np.uint16)
@@ -61,8 +73,8 @@ def read_pair(root: os.PathLike, fid: str) -> tuple[np.ndarray, np.ndarray]:
             else:
                 raise SourceError(f"frame {fid}: depth {depth_path} has mode {im.mode}, "
                                   "expected 8-bit grey (L) or 16-bit millimetres (I;16)")
-    except SourceError:
-        raise
+    except SourceError as e:
+        raise SourceError(str(e) if str(e).startswith("frame ") else f"frame {fid}: {e}") from None
     except Exception as e:
         raise SourceError(f"frame {fid}: unreadable depth {depth_path}: {e}") from None
     return rgb, depth
@@ -71,8 +83,9 @@ def read_pair(root: os.PathLike, fid: str) -> tuple[np.ndarray, np.ndarray]:
 class FolderSource(Source):
     """Frames of a folder in id order; unreadable frames are yielded with ``error`` set."""
 
-    def __init__(self, root: os.PathLike, ids: Optional[Iterable] = None):
+    def __init__(self, root: os.PathLike, ids: Optional[Iterable] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)
+        self.max_pixels = max_pixels
         self.uri = str(root)
         self.ids = [str(i) for i in ids] if ids is not None else list_ids(self.root)
 
@@ -83,7 +96,7 @@ class FolderSource(Source):
         for fid in self.ids:
             t = time.time()
             try:
-                rgb, depth = read_pair(self.root, fid)
+                rgb, depth = read_pair(self.root, fid, self.max_pixels)
             except SourceError as e:
                 yield Frame(fid, None, None, t, error=str(e))
                 continue

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..msgconv import msg_to_depth_mm, msg_to_rgb, stamp_seconds
-from ..preprocess import FrameError
+from ..preprocess import DEFAULT_MAX_PIXELS, FrameError
 from .base import Frame, Source, SourceError
 from .pairing import TimePairer
 
@@ -72,8 +72,9 @@ class RosbagSource(Source):
     live = False
 
     def __init__(self, path, rgb_topic: Optional[str] = None, depth_topic: Optional[str] = None,
-                 slop: float = 0.02):
+                 slop: float = 0.02, max_pixels=DEFAULT_MAX_PIXELS):
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self.uri = f"rosbag://{self.path}"
         if not self.path.exists():
             raise SourceError(f"bag {self.path} does not exist")
@@ -114,7 +115,7 @@ class RosbagSource(Source):
         for tc, cmsg, td, dmsg in pairer.pop_pairs():
             fid = f"{tc:.6f}"
             try:
-                rgb, depth = msg_to_rgb(cmsg), msg_to_depth_mm(dmsg)
+                rgb, depth = msg_to_rgb(cmsg, self.max_pixels), msg_to_depth_mm(dmsg, self.max_pixels)
             except FrameError as e:
                 yield Frame(fid, None, None, tc, error=str(e))
                 continue

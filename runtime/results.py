@@ -1,0 +1,158 @@
+"""The JSON-lines results file of a run: appended to, never overwritten, optionally rotated.
+
+A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--out``:
+
+* the file is opened for appending; the last intact line that carries an ``index`` tells the
+  restarted run where the frame count continues (``ResultWriter.next_index``);
+* a torn last line (a process killed mid-write) is cut off the file and kept, verbatim, in a
+  ``resumed`` event, so every line of the file stays valid JSON and nothing is lost;
+* with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
+  is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
+  exists is never reused (``os.link`` refuses to replace a file).
+
+Every line is flushed as written, so a hard kill loses at most the line being written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+TAIL_BYTES = 1 << 16   # how much of a file's end is read to find its last intact line
+
+
+def rotated_files(path: os.PathLike) -> list:
+    """Rotated files of ``path`` (``<name>.<n>``), oldest first."""
+    path = Path(path)
+    pat = re.compile(re.escape(path.name) + r"\.(\d+)$")
+    found = []
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            m = pat.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def _tail_lines(path: Path) -> tuple[list, bytes]:
+    """(complete lines of the file's last TAIL_BYTES, the torn bytes after the last newline)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - TAIL_BYTES))
+        data = f.read()
+    cut = data.rfind(b"\n")
+    torn = data[cut + 1:]
+    lines = data[:cut + 1].split(b"\n") if cut >= 0 else []
+    if size > TAIL_BYTES and lines:
+        lines = lines[1:]  # the first may be a partial line of the window
+    return [x for x in lines if x.strip()], torn
+
+
+def last_index(path: os.PathLike) -> Optional[int]:
+    """The highest ``index`` among the last intact lines of a results file (None when none)."""
+    lines, _ = _tail_lines(Path(path))
+    for raw in reversed(lines):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("index"), int):
+            return rec["index"]
+    return None
+
+
+class ResultWriter:
+    """JSON lines appended to ``path`` (or nowhere), each flushed as written.
+
+    ``next_index``: the frame index a restarted run continues from (0 for a new file).
+    ``rotate_bytes``: rotate the file once it grows past this many bytes (None: never).
+    """
+
+    def __init__(self, path: Optional[os.PathLike] = None, rotate_bytes: Optional[int] = None):
+        self.path = None if path is None else Path(path)
+        self.rotate_bytes = None if rotate_bytes is None else int(rotate_bytes)
+        if self.rotate_bytes is not None and self.rotate_bytes <= 0:
+            raise ValueError(f"rotate_bytes must be > 0, got {rotate_bytes}")
+        self._f = None
+        self.next_index = 0
+        self.rotations = 0
+        self.resumed: Optional[dict] = None  # the 'resumed' event, when an earlier run's file was found
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self._resume()
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._size = self._f.tell()
+        if self.resumed is not None:
+            if torn:
+                self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
+            self.write(self.resumed)
+
+    def _resume(self) -> bytes:
+        """Find where an earlier run stopped; cut a torn last line off (returned, kept in the event)."""
+        candidates = [self.path] if self.path.exists() else []
+        candidates += list(reversed(rotated_files(self.path)))
+        torn = b""
+        if self.path.exists() and self.path.stat().st_size:
+            _, torn = _tail_lines(self.path)
+            if torn:  # a line cut by a kill: move it out of the file into the resumed event
+                with open(self.path, "r+b") as f:
+                    f.truncate(self.path.stat().st_size - len(torn))
+        for p in candidates:
+            if p.stat().st_size == 0:
+                continue
+            idx = last_index(p)
+            if idx is not None or p == self.path:
+                self.next_index = 0 if idx is None else idx + 1
+                self.resumed = {"type": "event", "event": "resumed", "time": time.time(),
+                                "next_index": self.next_index, "previous_file": str(p)}
+                if torn:
+                    self.resumed["torn_bytes"] = len(torn)
+                break
+        return torn
+
+    def write(self, record: dict) -> None:
+        if self._f is None:
+            return
+        line = json.dumps(record, allow_nan=False) + "\n"
+        self._f.write(line)
+        self._f.flush()
+        self._size += len(line.encode("utf-8"))
+        if self.rotate_bytes is not None and self._size >= self.rotate_bytes:
+            self.rotate()
+
+    def rotate(self) -> Path:
+        """Close the file, rename it to ``<name>.<n>`` (a new n, never an existing file), start afresh."""
+        self._close_file()
+        existing = rotated_files(self.path)
+        n = int(existing[-1].name.rsplit(".", 1)[1]) + 1 if existing else 1
+        while True:
+            target = self.path.with_name(f"{self.path.name}.{n}")
+            try:
+                os.link(self.path, target)  # fails if target exists: never replaces a file
+            except FileExistsError:
+                n += 1
+                continue
+            os.unlink(self.path)
+            break
+        self.rotations += 1
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._size = 0
+        self.write({"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)})
+        return target
+
+    def _close_file(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+            try:
+                os.fsync(self._f.fileno())
+            except OSError:
+                pass
+            self._f.close()
+            self._f = None
+
+    def close(self) -> None:
+        self._close_file()

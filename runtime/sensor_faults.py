@@ -1,0 +1,138 @@
+"""Sensor faults: frames that show a broken camera, not a scene, and must never be scored as normal.
+
+A dead depth sensor (all zeros) makes every frame score alike whatever the colour shows; a dead
+colour sensor (black) hides real anomalies; random colour noise scores as normal. The checks run
+on the model-resolution frame (``frame_to_uint8``: what the model would see) with the limits of the
+model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
+
+  no_depth       fewer than ``min_valid_depth`` of the pixels have a depth reading
+  no_foreground  fewer than ``min_foreground`` of the pixels lie inside [near_mm, far_mm]
+  black_rgb      more than ``max_black`` of the foreground is black (colour sensor dead or covered)
+  saturated_rgb  more than ``max_saturated`` of the foreground is saturated (blinded)
+  colour_noise   strong (mean neighbour difference above ``noise_level``) and uncorrelated R, G, B
+                 neighbour differences (mean correlation below ``min_channel_correlation``):
+                 independent per-channel noise, not an image
+  stuck_frame    the frame is bit-identical to the previous one(s): a frozen driver re-sending it
+
+``SensorFaultDetector`` keeps the one piece of state (the previous frame's digest) for the stuck
+check; ``frame_faults`` is the stateless part.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .preprocess import PreprocessSpec, SensorLimits, frame_to_uint8
+
+FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "colour_noise", "stuck_frame")
+MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
+
+
+@dataclass(frozen=True)
+class SensorFault:
+    """One fault: ``name`` (one of FAULTS) and a message with the measured value and the limit."""
+
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"sensor fault {self.name}: {self.message}"
+
+
+def neighbour_differences(rgb: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """Horizontal and vertical neighbour differences (n, 3) float32 of pixel pairs inside the
+    foreground (rgb (H, W, 3) uint8, fg (H, W) bool)."""
+    x = rgb.astype(np.float32)     # (H, W, 3)
+    diffs = [(x[:, 1:] - x[:, :-1])[fg[:, 1:] & fg[:, :-1]],   # (n_h, 3)
+             (x[1:] - x[:-1])[fg[1:] & fg[:-1]]]               # (n_v, 3)
+    return np.concatenate(diffs, axis=0)
+
+
+def channel_correlation(d: np.ndarray) -> Optional[float]:
+    """Mean pairwise R/G/B correlation of neighbour differences d (n, 3); None when too few pairs
+    or a channel does not vary."""
+    if len(d) < MIN_NOISE_PAIRS:
+        return None
+    d = d - d.mean(axis=0)
+    sd = np.sqrt((d * d).mean(axis=0))
+    if (sd < 1e-6).any():
+        return None  # a flat channel: no evidence either way
+    c = (d.T @ d) / len(d) / np.outer(sd, sd)   # (3, 3) correlation matrix
+    return float((c[0, 1] + c[0, 2] + c[1, 2]) / 3.0)
+
+
+def frame_faults(rgb, depth, spec: PreprocessSpec) -> list:
+    """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
+    Raises FrameError for frames that cannot be read at all (shape, dtype, NaN)."""
+    lim: SensorLimits = spec.sensor_faults
+    if not lim.enabled:
+        return []
+    x = frame_to_uint8(rgb, depth, spec)      # (R, R, 4) uint8, background masked
+    raw = np.asarray(depth)
+    valid = float((raw > 0).mean()) if raw.size else 0.0
+    if valid < lim.min_valid_depth:
+        return [SensorFault("no_depth", f"{100 * valid:.2f}% of the pixels have a depth reading "
+                                        f"(limit {100 * lim.min_valid_depth:.2f}%)")]
+    fg = x[:, :, 3] > 0                        # (R, R) inside [near_mm, far_mm]
+    share = float(fg.mean())
+    if share < lim.min_foreground:
+        return [SensorFault("no_foreground", f"{100 * share:.2f}% of the pixels lie within "
+                                             f"{spec.near_mm:g}-{spec.far_mm:g} mm "
+                                             f"(limit {100 * lim.min_foreground:.2f}%)")]
+    out = []
+    rgb_fg = x[:, :, :3][fg]                   # (n_fg, 3)
+    black = float((rgb_fg.max(axis=1) <= lim.black_level).mean())
+    if black > lim.max_black:
+        out.append(SensorFault("black_rgb", f"{100 * black:.1f}% of the foreground is black "
+                                            f"(limit {100 * lim.max_black:.1f}%)"))
+    sat = float((rgb_fg.min(axis=1) >= lim.saturated_level).mean())
+    if sat > lim.max_saturated:
+        out.append(SensorFault("saturated_rgb", f"{100 * sat:.1f}% of the foreground is saturated "
+                                                f"(limit {100 * lim.max_saturated:.1f}%)"))
+    if not out:
+        d = neighbour_differences(x[:, :, :3], fg)
+        level = float(np.abs(d).mean()) if len(d) else 0.0
+        corr = channel_correlation(d) if level > lim.noise_level else None
+        if corr is not None and corr < lim.min_channel_correlation:
+            out.append(SensorFault("colour_noise", f"colour channels vary independently (neighbour-"
+                                                   f"difference correlation {corr:.2f}, limit "
+                                                   f"{lim.min_channel_correlation:.2f}; mean difference "
+                                                   f"{level:.1f} > {lim.noise_level:g}): random noise"))
+    return out
+
+
+def frame_digest(rgb, depth) -> bytes:
+    """A digest of a raw frame's pixels (shape, dtype and bytes of both images)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (rgb, depth):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.digest()
+
+
+class SensorFaultDetector:
+    """Checks each frame of a stream: ``check(rgb, depth)`` -> list of SensorFault (stuck included)."""
+
+    def __init__(self, spec: PreprocessSpec):
+        self.spec = spec
+        self._last: Optional[bytes] = None
+        self._repeats = 0   # identical consecutive frames so far (1 = this frame is new)
+
+    def check(self, rgb, depth) -> list:
+        lim = self.spec.sensor_faults
+        if not lim.enabled:
+            return []
+        out = []
+        if rgb is not None and depth is not None:
+            d = frame_digest(rgb, depth)
+            self._repeats = self._repeats + 1 if d == self._last else 1
+            self._last = d
+            if self._repeats > lim.max_identical_frames:
+                out.append(SensorFault("stuck_frame", f"identical to the previous frame "
+                                                      f"({self._repeats} identical in a row, limit "
+                                                      f"{lim.max_identical_frames})"))
+        return out + frame_faults(rgb, depth, self.spec)

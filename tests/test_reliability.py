@@ -1,0 +1,395 @@
+"""Runs that last all day (issue 16 part B): results appended and rotated, never overwritten, a
+restart continuing the frame index; a summary on every path saying how the run ended; a watchdog
+so SIGTERM ends a run whose scoring call never returns; bounded latency statistics; the
+frame-size limit. Sensor faults: test_sensor_faults.py; truncated recordings: test_salvage.py."""
+from __future__ import annotations
+
+import json
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_ad.runtime.capture import run_capture
+from edge_ad.runtime.latency_stats import RollingStats
+from edge_ad.runtime.preprocess import FrameError
+from edge_ad.runtime.results import ResultWriter, rotated_files
+from edge_ad.runtime.sources import Frame, Source, open_source
+
+from test_capture import FakeScorer, read_lines  # noqa: E402  (tests/ is on sys.path under pytest)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- append, resume, rotate
+
+def test_restart_appends_and_continues_the_frame_index(tmp_path):
+    out = tmp_path / "r.jsonl"
+    s1 = run_capture(open_source("synth://?n=4&seed=1"), FakeScorer(), out=out, handle_signals=False)
+    first = read_lines(out)
+    s2 = run_capture(open_source("synth://?n=3&seed=2"), FakeScorer(), out=out, handle_signals=False)
+    lines = read_lines(out)
+    assert lines[:len(first)] == first                      # the first run's lines are all still there
+    assert lines[len(first)]["event"] == "resumed" and lines[len(first)]["next_index"] == 4
+    idx = [r["index"] for r in lines if r["type"] == "frame"]
+    assert idx == list(range(7))                            # the frame count continues
+    assert s1["first_index"] == 0 and s2["first_index"] == 4 and s2["next_index"] == 7
+    assert s2["resumed"] is True and s2["frames_scored"] == 3
+
+
+def test_torn_last_line_is_kept_in_an_event_and_the_file_stays_valid(tmp_path):
+    out = tmp_path / "r.jsonl"
+    run_capture(open_source("synth://?n=3&seed=1"), FakeScorer(), out=out, handle_signals=False)
+    intact = out.read_text()
+    torn = '{"type": "frame", "frame": "synth-000009", "index": 9, "sco'   # a kill mid-write
+    out.write_text(intact + torn)
+    run_capture(open_source("synth://?n=2&seed=2"), FakeScorer(), out=out, handle_signals=False)
+    lines = read_lines(out)                                 # every line parses
+    assert out.read_text().startswith(intact)
+    ev = [r for r in lines if r.get("event") == "resumed"][0]
+    assert ev["torn_line"] == torn and ev["torn_bytes"] == len(torn)
+    assert ev["next_index"] == 3                            # from the last intact line
+    assert [r["index"] for r in lines if r["type"] == "frame"] == [0, 1, 2, 3, 4]
+
+
+def test_rotation_never_overwrites_and_a_restart_continues_from_the_newest(tmp_path):
+    out = tmp_path / "r.jsonl"
+    (tmp_path / "r.jsonl.2").write_text("an older rotated file\n")   # must never be replaced
+    s = run_capture(open_source("synth://?n=30&seed=1"), FakeScorer(), out=out, rotate_bytes=2000,
+                    handle_signals=False)
+    rotated = rotated_files(out)
+    assert [p.name for p in rotated][:1] == ["r.jsonl.2"] and len(rotated) >= 3
+    assert (tmp_path / "r.jsonl.2").read_text() == "an older rotated file\n"
+    assert s["rotations"] == len(rotated) - 1
+    recs = [json.loads(x) for p in rotated[1:] + [out] for x in p.read_text().splitlines()]
+    assert [r["index"] for r in recs if r["type"] == "frame"] == list(range(30))
+    assert all(r["event"] == "rotated" for p in rotated[2:] + [out]
+               for r in [json.loads(p.read_text().splitlines()[0])])
+    # the current file rotated just before a crash (empty): the restart reads the newest rotated one
+    w = ResultWriter(out, rotate_bytes=2000)
+    w.rotate()
+    w._f.truncate(0)
+    w.close()
+    out.write_text("")
+    s2 = run_capture(open_source("synth://?n=1&seed=3"), FakeScorer(), out=out, handle_signals=False)
+    assert s2["first_index"] == 30
+
+
+def test_cli_appends_and_systemd_unit_rotates(tmp_path):
+    from click.testing import CliRunner
+    from edge_ad.commands import run as run_cmd
+    import configparser
+    out = tmp_path / "r.jsonl"
+    sc = FakeScorer()
+    sc.n_seed, sc.z_dim, sc.threshold = 1, 4, None
+    orig = run_cmd.load_scorer
+    run_cmd.load_scorer = lambda model, backend: sc
+    try:
+        for n in (2, 3):
+            r = CliRunner().invoke(run_cmd.cmd, ["--source", f"synth://?n={n}", "--out", str(out), "-q",
+                                                 "--rotate-mb", "1"], catch_exceptions=False)
+            assert r.exit_code == 0, r.output
+    finally:
+        run_cmd.load_scorer = orig
+    assert [r["index"] for r in read_lines(out) if r["type"] == "frame"] == [0, 1, 2, 3, 4]
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(REPO / "jetson" / "edge-ad.service")
+    start = cp["Service"]["ExecStart"]
+    assert "--out /var/lib/edge-ad/results.jsonl" in start and "--rotate-mb" in start and "--frame-timeout" in start
+
+
+# ----------------------------------------------------------------------------- the summary on every path
+
+class Failing(FakeScorer):
+    def __init__(self, exc, at=2):
+        super().__init__()
+        self.exc, self.at = exc, at
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        if len(self.calls) == self.at:
+            raise self.exc
+        return super().score(rgb, depth, z0=z0, seed=seed)
+
+
+def _ort_failure():
+    """A real onnxruntime exception: a graph fed the wrong dtype."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        sess.run(None, {"x": np.zeros(1, np.int64)})
+    except Exception as e:
+        return e
+    raise AssertionError("onnxruntime accepted an int64 input for a float graph")
+
+
+@pytest.mark.parametrize("kind", ["memory", "onnxruntime", "callback"])
+def test_summary_says_fatal_with_its_reason(tmp_path, kind):
+    out = tmp_path / "r.jsonl"
+    hook = None
+    if kind == "memory":
+        sc = Failing(MemoryError("cannot allocate 6.2 GB"))
+    elif kind == "onnxruntime":
+        sc = Failing(_ort_failure())
+    else:
+        sc = FakeScorer()
+
+        def hook(rec, fr, res):
+            if rec["index"] == 2:
+                raise KeyError("callback bug")
+    s = run_capture(open_source("synth://?n=6&seed=1"), sc, out=out, on_result=hook, handle_signals=False)
+    lines = read_lines(out)
+    assert lines[-1] == s and s["stopped"] == "fatal"
+    expect = {"memory": "MemoryError: cannot allocate", "onnxruntime": "INVALID_ARGUMENT",
+              "callback": "KeyError: 'callback bug'"}[kind]
+    assert expect in s["fatal_error"], s["fatal_error"]
+    assert s["frames_scored"] == (3 if kind == "callback" else 2) == sum(r["type"] == "frame" for r in lines)
+
+
+def test_cli_fatal_exit_status_and_message(tmp_path):
+    from click.testing import CliRunner
+    from edge_ad.commands import run as run_cmd
+    sc = Failing(MemoryError("boom"), at=1)
+    sc.n_seed, sc.z_dim, sc.threshold = 1, 4, None
+    orig = run_cmd.load_scorer
+    run_cmd.load_scorer = lambda model, backend: sc
+    try:
+        r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=4", "--out", str(tmp_path / "r.jsonl"), "-q"],
+                               catch_exceptions=False)
+    finally:
+        run_cmd.load_scorer = orig
+    assert r.exit_code == run_cmd.EXIT_FATAL and "MemoryError: boom" in r.output
+    assert "summary (fatal)" in r.output
+
+
+# ----------------------------------------------------------------------------- watchdog: SIGTERM, timeouts
+
+# A scorer stuck in native code: a second lock of a default pthread mutex never returns, and the
+# signal handler cannot run while the calling thread is inside the C call (like an endless ONNX Loop).
+STUCK_SCORER = textwrap.dedent("""
+    import ctypes, sys, time
+    from types import SimpleNamespace
+    libc = ctypes.CDLL(None)
+    MUTEX = ctypes.create_string_buffer(64)   # zeroed = PTHREAD_MUTEX_INITIALIZER (glibc)
+
+    class Stuck:
+        n_seed, z_dim, threshold, preprocess = 1, 4, None, None
+
+        def __init__(self, stuck_at):
+            self.stuck_at, self.n = stuck_at, 0
+
+        def score(self, rgb, depth, z0=None, seed=None):
+            self.n += 1
+            if self.n > self.stuck_at:
+                libc.pthread_mutex_lock(MUTEX)
+                libc.pthread_mutex_lock(MUTEX)     # never returns
+            time.sleep(0.01)
+            return SimpleNamespace(score=float(rgb.mean()), timings={})
+""")
+
+RUN_STUCK = STUCK_SCORER + textwrap.dedent("""
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.sources import open_source
+    s = run_capture(open_source("synth://?seed=1"), Stuck(3), out=sys.argv[1], stop_grace=0.5)
+    print("stopped", s["stopped"], "abandoned", s.get("abandoned_frame"), flush=True)
+    import os
+    os._exit(1 if s.get("abandoned_frame") else 0)
+""")
+
+CLI_STUCK = STUCK_SCORER + textwrap.dedent("""
+    from edge_ad.commands import run as run_cmd
+    run_cmd.load_scorer = lambda model, backend: Stuck(int(sys.argv[2]))
+    run_cmd.cmd(sys.argv[3:] + ["--out", sys.argv[1], "-q"])
+""")
+
+
+def _wait_lines(out: Path, n: int, p, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None and (not out.exists() or out.read_text().count("\n") < n):
+        time.sleep(0.05)
+
+
+def test_sigterm_ends_a_run_whose_scoring_never_returns(tmp_path):
+    out = tmp_path / "r.jsonl"
+    p = subprocess.Popen([sys.executable, "-c", RUN_STUCK, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    _wait_lines(out, 3, p)
+    time.sleep(0.5)  # the 4th call is stuck in C by now
+    assert p.poll() is None, p.communicate()[1]
+    p.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("SIGTERM did not end a run whose scoring call never returns")
+    assert p.returncode == 1, stderr
+    lines = read_lines(out)
+    s = lines[-1]
+    assert s["type"] == "summary" and s["stopped"] == "signal:SIGTERM" and s["abandoned_frame"] == "synth-000003"
+    assert "abandoned" in s["fatal_error"] and s["frames_scored"] == 3
+    assert lines[-2]["type"] == "error" and lines[-2]["fatal"] is True and lines[-2]["index"] == 3
+
+
+def test_cli_sigint_on_a_stuck_frame_exits_nonzero_with_summary(tmp_path):
+    out = tmp_path / "r.jsonl"
+    p = subprocess.Popen([sys.executable, "-c", CLI_STUCK, str(out), "2", "--source", "synth://?seed=1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_lines(out, 2, p)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    try:
+        stdout, stderr = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("SIGINT did not end the CLI run")
+    assert p.returncode == 1, stderr
+    s = read_lines(out)[-1]
+    assert s["stopped"] == "signal:SIGINT" and s["abandoned_frame"] == "synth-000002"
+    assert "summary (signal:SIGINT)" in stdout and "abandoned" in stderr
+
+
+def test_cli_frame_timeout_is_fatal(tmp_path):
+    out = tmp_path / "r.jsonl"
+    p = subprocess.run([sys.executable, "-c", CLI_STUCK, str(out), "1", "--source", "synth://?seed=1",
+                        "--frame-timeout", "1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    s = read_lines(out)[-1]
+    assert s["stopped"] == "frame_timeout" and "per-frame timeout of 1 s" in s["fatal_error"]
+    assert s["frames_scored"] == 1 and s["abandoned_frame"] == "synth-000001"
+
+
+def test_slow_frame_finishes_within_the_grace_period():
+    """A stop during a normal (slow) frame lets it finish: scored, no abandoned frame."""
+    stop = threading.Event()
+    sc = FakeScorer(delay=0.3)
+    threading.Timer(0.1, stop.set).start()   # a stop request while frame 0 is scoring
+    s = run_capture(open_source("synth://?seed=1"), sc, stop=stop, handle_signals=False, stop_grace=5.0)
+    assert s["frames_scored"] == 1 and "abandoned_frame" not in s and s["stopped"] == "stopped"
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+def test_rolling_stats_are_bounded_and_accurate():
+    rng = np.random.default_rng(1)
+    v = rng.lognormal(3.0, 0.5, 100_000)
+    rs = RollingStats(size=4096)
+    for x in v:
+        rs.add(x)
+    assert rs._sample.nbytes == 4096 * 8 and rs.count == 100_000
+    assert abs(rs.mean - v.mean()) < 1e-9 * v.mean() and rs.max == v.max()
+    for q in (50, 95):
+        exact = np.percentile(v, q)
+        rank = (v < rs.percentile(q)).mean() * 100   # the estimate's rank among all values
+        assert abs(rank - q) < 1.5, (q, rs.percentile(q), exact)
+    small = RollingStats(size=4096)
+    for x in v[:100]:
+        small.add(x)
+    assert small.percentile(95) == np.percentile(v[:100], 95)   # exact below the reservoir size
+
+
+class Tiny(Source):
+    uri = "tiny"
+
+    def __init__(self, n):
+        self.n = n
+        self.rgb, self.depth = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8)
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield Frame(str(i), self.rgb, self.depth, 0.0)
+
+
+def test_run_memory_does_not_grow_with_frames():
+    """Python allocations after 20k frames = after 4k frames (the latency lists grew ~80 bytes/frame)."""
+    res = SimpleNamespace(score=0.1, timings={"preprocess_ms": 0.1, "search_ms": 0.2})
+    scorer = SimpleNamespace(score=lambda rgb, depth, **kw: res)
+    seen = {}
+
+    def hook(rec, fr, r):
+        if rec["index"] in (4_000, 19_999):
+            seen[rec["index"]] = tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        run_capture(Tiny(20_000), scorer, on_result=hook, handle_signals=False, check_sensor=False)
+    finally:
+        tracemalloc.stop()
+    growth = seen[19_999] - seen[4_000]
+    assert growth < 100_000, f"{growth} bytes for 16k frames"
+
+
+# ----------------------------------------------------------------------------- frame-size limit
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (its data is a tiny stub: decoding would fail)."""
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8    # signature, then length + "IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12:12 + 4 + 13])) & 0xFFFFFFFF
+    data[29:33] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def test_frame_size_limit_before_decoding(tmp_path, kinect_root):
+    from test_sources import kinect_frames
+    root = tmp_path / "f"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for i, rgb, d8 in kinect_frames(kinect_root, 3):
+        Image.fromarray(rgb).save(root / "rgb" / f"{i}.png")
+        Image.fromarray(d8).save(root / "depth" / f"{i}.png")
+    big = sorted(p.stem for p in (root / "rgb").iterdir())[1]
+    (root / "rgb" / f"{big}.png").write_bytes(png_claiming(13000, 13000))
+    out = tmp_path / "r.jsonl"
+    s = run_capture(open_source(str(root)), FakeScorer(), out=out, handle_signals=False)
+    errs = [r for r in read_lines(out) if r["type"] == "error"]
+    assert len(errs) == 1 and errs[0]["frame"] == big
+    assert "13000x13000 = 169,000,000 pixels exceeds the frame-size limit" in errs[0]["error"]
+    assert s["frames_scored"] == 2                     # the run went on
+    # a lower limit from the command line refuses the real 64 x 64 frames too (4096 pixels)
+    s = run_capture(open_source(str(root), max_pixels=4000), FakeScorer(), handle_signals=False)
+    assert s["frames_scored"] == 0 and s["frame_errors"] == 3
+    # arrays handed over by a source that does not decode (a camera) are checked by the loop
+    fr = kinect_frames(kinect_root, 1)[0]
+
+    class Cam(Source):
+        def __iter__(self):
+            yield Frame("huge", np.zeros((3000, 3000, 3), np.uint8), np.ones((3000, 3000), np.uint8))
+            yield Frame("ok", fr[1], fr[2])
+    s = run_capture(Cam(), FakeScorer(), out=tmp_path / "c.jsonl", max_pixels=1 << 20, handle_signals=False)
+    errs = [r for r in read_lines(tmp_path / "c.jsonl") if r["type"] == "error"]
+    assert [e["frame"] for e in errs] == ["huge"] and "exceeds the frame-size limit" in errs[0]["error"]
+    assert s["frames_scored"] == 1
+
+
+def test_frame_size_limit_in_ros_messages():
+    from edge_ad.runtime import msgconv
+    msg = SimpleNamespace(format="png", data=np.frombuffer(png_claiming(20000, 20000), np.uint8))
+    with pytest.raises(FrameError, match="exceeds the frame-size limit"):
+        msgconv.msg_to_rgb(msg)
+    raw = SimpleNamespace(encoding="rgb8", height=20000, width=20000, step=60000, is_bigendian=0, data=b"")
+    with pytest.raises(FrameError, match="exceeds the frame-size limit"):
+        msgconv.msg_to_rgb(raw)

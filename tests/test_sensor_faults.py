@@ -1,0 +1,130 @@
+"""Sensor faults (issue 16, item 3): dead depth, no foreground, black / saturated colour, random
+colour noise and stuck frames are reported as errors naming the fault, never scored; the limits
+live in the manifest's preprocessing and never fire on the real kinect-rgbd frames."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_ad.runtime.capture import run_capture
+from edge_ad.runtime.preprocess import PreprocessSpec, SensorLimits
+from edge_ad.runtime.sensor_faults import SensorFaultDetector, frame_faults
+from edge_ad.runtime.sources import Frame, Source, open_source
+
+from test_capture import FakeScorer, read_lines  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = PreprocessSpec()
+
+
+def all_kinect_frames(root: Path):
+    for cls in ("rectangle", "cylinder", "sphere"):
+        for p in sorted((root / cls / "rgb").glob("*.jpg")):
+            rgb = np.asarray(Image.open(p).convert("RGB"))
+            yield f"{cls}/{p.stem}", rgb, np.asarray(Image.open(root / cls / "depth" / f"{p.stem}.png"))
+
+
+def test_limits_never_fire_on_real_or_synthetic_normal_frames(kinect_root):
+    n = 0
+    det = SensorFaultDetector(SPEC)      # consecutive real frames: the stuck check runs too
+    for fid, rgb, d8 in all_kinect_frames(kinect_root):
+        faults = det.check(rgb, d8)
+        assert faults == [], (fid, [str(f) for f in faults])
+        n += 1
+    assert n == 1200
+    for fr in open_source("synth://?n=200&anomaly_rate=0.5&seed=5"):
+        assert det.check(fr.rgb, fr.depth) == [], fr.id
+
+
+def faulty_variants(rgb, d8, rng):
+    """(expected fault, rgb, depth) made from one real frame."""
+    fg = d8 > 0
+    sat = rgb.copy()
+    sat[fg] = 255
+    noise = rng.integers(0, 256, rgb.shape, dtype=np.uint8)
+    far = np.full(d8.shape, 2000, np.uint16)        # readings, all beyond far_mm = 700
+    return [("no_depth", rgb, np.zeros_like(d8)),
+            ("no_depth", rgb, np.where(rng.random(d8.shape) < 0.002, d8, 0).astype(np.uint8)),
+            ("no_foreground", rgb, far),
+            ("black_rgb", np.zeros_like(rgb), d8),
+            ("saturated_rgb", sat, d8),
+            ("colour_noise", noise, d8)]
+
+
+def test_each_fault_is_named(kinect_root, rng):
+    for fid, rgb, d8 in list(all_kinect_frames(kinect_root))[::150]:
+        for name, r, d in faulty_variants(rgb, d8, rng):
+            got = frame_faults(r, d, SPEC)
+            assert got and got[0].name == name, (fid, name, [str(f) for f in got])
+            assert name in str(got[0]) and "limit" in got[0].message
+
+
+def test_stuck_frames():
+    fr = list(open_source("synth://?n=2&seed=1"))
+    det = SensorFaultDetector(SPEC)
+    assert det.check(fr[0].rgb, fr[0].depth) == []
+    got = det.check(fr[0].rgb.copy(), fr[0].depth.copy())       # same pixels, new buffers
+    assert [f.name for f in got] == ["stuck_frame"]
+    assert det.check(fr[1].rgb, fr[1].depth) == []
+    lenient = SensorFaultDetector(PreprocessSpec(sensor_faults=SensorLimits(max_identical_frames=2)))
+    assert [len(lenient.check(fr[0].rgb, fr[0].depth)) for _ in range(3)] == [0, 0, 1]
+
+
+def test_faults_are_error_lines_never_scores_and_counted(tmp_path, kinect_root, rng):
+    real = list(all_kinect_frames(kinect_root))[:4]
+    frames = []
+    for k, (fid, rgb, d8) in enumerate(real):
+        frames.append(Frame(fid, rgb, d8))
+        name, r, d = faulty_variants(rgb, d8, rng)[[0, 3, 5, 4][k]]
+        frames.append(Frame(f"{fid}-{name}", r, d))
+    frames.append(Frame("again", real[3][1], real[3][2]))   # differs from the frame before it: scored
+    frames.append(Frame("again2", real[3][1], real[3][2]))  # identical to the one before: stuck
+
+    class Src(Source):
+        uri = "faults"
+
+        def __iter__(self):
+            yield from frames
+
+    out = tmp_path / "r.jsonl"
+    sc = FakeScorer()
+    s = run_capture(Src(), sc, threshold=0.5, out=out, handle_signals=False)
+    lines = read_lines(out)
+    errs = {r["frame"]: r for r in lines if r["type"] == "error"}
+    scored = [r["frame"] for r in lines if r["type"] == "frame"]
+    assert scored == [f[0] for f in real] + ["again"]
+    assert {e["fault"] for e in errs.values()} == {"no_depth", "black_rgb", "colour_noise", "saturated_rgb",
+                                                    "stuck_frame"}
+    for e in errs.values():
+        assert e["error"].startswith(f"sensor fault {e['fault']}:")
+    assert s["sensor_faults"] == {"no_depth": 1, "black_rgb": 1, "colour_noise": 1, "saturated_rgb": 1,
+                                  "stuck_frame": 1}
+    assert s["frame_errors"] == 5 and s["frames_scored"] == 5
+    assert len(sc.calls) == 5   # faulty frames never reached the scorer
+    # disabled in the model's spec: everything is scored (the old behaviour, on request)
+    sc2 = FakeScorer()
+    sc2.preprocess = PreprocessSpec(sensor_faults=SensorLimits(enabled=False))
+    s2 = run_capture(Src(), sc2, handle_signals=False)
+    assert s2["frames_scored"] == len(frames) and s2["sensor_faults"] == {}
+
+
+def test_limits_live_in_the_manifest_preprocessing():
+    demo = json.loads((REPO / "models" / "demo" / "manifest.json").read_text())
+    old = dict(demo["preprocess"])
+    old.pop("sensor_faults", None)                       # a manifest written before the limits existed
+    assert PreprocessSpec.from_dict(old).sensor_faults == SensorLimits()
+    spec = PreprocessSpec(sensor_faults=SensorLimits(min_valid_depth=0.02, max_black=0.3))
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["sensor_faults"]["min_valid_depth"] == 0.02
+    assert PreprocessSpec.from_dict(d) == spec
+    for bad, match in (({"min_valid_depth": 2.0}, "fraction"), ({"black_level": "x"}, "0..255"),
+                       ({"max_identical_frames": 0}, ">= 1"), ({"bogus": 1}, "unknown sensor_faults"),
+                       ({"enabled": "yes"}, "true or false")):
+        with pytest.raises(ValueError, match=match):
+            PreprocessSpec.from_dict({**old, "sensor_faults": bad})
+    with pytest.raises(ValueError, match="must be an object"):
+        PreprocessSpec.from_dict({**old, "sensor_faults": [1]})
