@@ -17,7 +17,6 @@ from edge_ad.runtime.sources import Frame, Source, open_source
 
 from test_capture import FakeScorer, read_lines  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC = PreprocessSpec()
 
 
@@ -113,7 +112,8 @@ def test_faults_are_error_lines_never_scores_and_counted(tmp_path, kinect_root, 
 
 
 def test_limits_live_in_the_manifest_preprocessing():
-    demo = json.loads((REPO / "models" / "demo" / "manifest.json").read_text())
+    from edge_ad.runtime import demo_model_dir
+    demo = json.loads((demo_model_dir() / "manifest.json").read_text())
     old = dict(demo["preprocess"])
     old.pop("sensor_faults", None)                       # a manifest written before the limits existed
     assert PreprocessSpec.from_dict(old).sensor_faults == SensorLimits()
