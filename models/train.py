@@ -17,6 +17,7 @@ from edge_ad.runtime.preprocess import PreprocessSpec
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import augment, to_tensor
 from .dcgan import Discriminator, GanConfig, Generator, init_weights
+from .distributed import Dist, state_checksum, unwrap
 from .plots import save_loss_curve, save_sample_grid
 
 OBJECTIVES = ("bce", "wgan-gp")
@@ -67,17 +68,31 @@ def _gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen:
 
 def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_summary: dict,
           spec: PreprocessSpec = PreprocessSpec(), resume: bool = True, progress: bool = True,
-          log=print) -> Path:
+          log=print, dist: Optional[Dist] = None) -> Path:
     """Train on uint8 RGBD frames (N, R, R, 4). Writes out_dir/last.pt (resumable; also a generator
-    checkpoint for ``load_generator``), samples_XXXX.png, loss_curve.png. Returns the checkpoint path."""
+    checkpoint for ``load_generator``), samples_XXXX.png, loss_curve.png. Returns the checkpoint path.
+
+    dist: this process's rank under torchrun (``Dist.from_env()``); None = one process, as always.
+    Distributed: G and D in DistributedDataParallel, each epoch's permutation split by a
+    DistributedSampler, ``batch_size`` the global batch (batch_size // world_size per rank), losses
+    averaged over ranks; rank 0 alone writes checkpoints, sample grids and logs; each rank's noise
+    stream is seeded with seed + rank and saved for an exact resume."""
+    dist = dist or Dist()
+    if not dist.is_main:
+        log, progress = (lambda *a, **k: None), False
+    if dist.enabled and cfg.objective != "bce":
+        raise ValueError("distributed training supports --objective bce: the WGAN-GP gradient penalty "
+                         "differentiates through the critic twice, which DistributedDataParallel does not support")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + dist.rank)
     gcfg = GanConfig(z_dim=cfg.z_dim, features_g=cfg.features_g, features_d=cfg.features_d,
                      resolution=spec.resolution)
     G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce", norm=cfg.critic_norm)
     init_weights(G), init_weights(D)
+    G, D = G.to(dist.device), D.to(dist.device)   # the optimizers' state follows (a no-op on the CPU)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     state = TrainState()
@@ -90,14 +105,31 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
         G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
         opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
         state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]
-        gen.set_state(ck["optimizers"]["rng"])
+        ranks = ck["optimizers"].get("rng_ranks")
+        if ranks and len(ranks) == dist.world_size:
+            gen.set_state(ranks[dist.rank])
+        elif dist.rank == 0:
+            gen.set_state(ck["optimizers"]["rng"])
+        else:   # resumed with another world size: a fresh stream per rank
+            gen.manual_seed(cfg.seed + dist.rank + 7919 * state.epoch)
         log(f"resuming {ckpt_path} at epoch {state.epoch}")
+    dev = dist.device
+    G, D = dist.wrap(G), dist.wrap(D)      # DistributedDataParallel when distributed, else unchanged
+    G_mod, D_mod = unwrap(G), unwrap(D)
     X = to_tensor(data_u8, spec)  # (N, 4, R, R)
     N = len(X)
     bs = min(cfg.batch_size, N)
+    if dist.enabled:
+        bs_rank = bs // dist.world_size      # the global batch stays batch_size
+        if bs_rank < 1:
+            raise ValueError(f"batch size {bs} is smaller than the world size {dist.world_size}")
+        steps = max(1, (N // dist.world_size) // bs_rank)
+        log(f"DistributedDataParallel: world size {dist.world_size}, backend {dist.backend}, "
+            f"{bs_rank} frames per rank per step, {steps} steps per epoch")
+    else:
+        steps = max(1, N // bs)
     fixed_z = torch.randn(16, cfg.z_dim, 1, 1, generator=torch.Generator().manual_seed(1234))
     bce = nn.BCELoss()
-    steps = max(1, N // bs)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -105,13 +137,18 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         G.train(), D.train()
-        perm = torch.randperm(N, generator=gen)
+        if dist.enabled:
+            idx = torch.tensor(dist.shard(N, epoch, cfg.seed))   # this rank's part of the epoch
+            batches = [idx[s * bs_rank:(s + 1) * bs_rank] for s in range(steps)]
+        else:
+            perm = torch.randperm(N, generator=gen)
+            batches = [perm[s * bs:(s + 1) * bs] for s in range(steps)]
         lg_sum = ld_sum = 0.0
-        for s in range(steps):
-            real = augment(X[perm[s * bs:(s + 1) * bs]], gen, cfg.hflip, cfg.max_shift, cfg.brightness)
+        for sel in batches:
+            real = augment(X[sel], gen, cfg.hflip, cfg.max_shift, cfg.brightness).to(dev)
             b = real.shape[0]
             if cfg.objective == "bce":
-                fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen))
+                fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen).to(dev))
                 d_real, d_fake = D(real).flatten(), D(fake.detach()).flatten()
                 loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
                 opt_d.zero_grad(), loss_d.backward(), opt_d.step()
@@ -129,7 +166,7 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
             lg_sum += loss_g.item()
             ld_sum += loss_d.item()
         secs = time.perf_counter() - t0
-        lg, ld = lg_sum / steps, ld_sum / steps
+        lg, ld = dist.mean(lg_sum / steps), dist.mean(ld_sum / steps)
         if not (math.isfinite(lg) and math.isfinite(ld)):
             raise FloatingPointError(f"training diverged at epoch {epoch}: loss_g={lg}, loss_d={ld}")
         h = state.history
@@ -139,29 +176,49 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
             bar.set_postfix(loss_g=f"{lg:.3f}", loss_d=f"{ld:.3f}", s_per_epoch=f"{secs:.2f}")
             bar.update(1)
         last = epoch == cfg.epochs
-        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last):
-            G.eval()
+        if cfg.sample_every and (epoch % cfg.sample_every == 0 or last) and dist.is_main:
+            G_mod.eval()
             with torch.no_grad():
-                save_sample_grid(G(fixed_z).numpy(), out / f"samples_{epoch:04d}.png", spec,
+                save_sample_grid(G_mod(fixed_z.to(dev)).cpu().numpy(), out / f"samples_{epoch:04d}.png", spec,
                                  title=f"epoch {epoch}")
             save_loss_curve(h, out / "loss_curve.png")
         if cfg.sample_every and (epoch % cfg.sample_every == 0) or last or \
                 (cfg.snapshot_every and epoch % cfg.snapshot_every == 0):
-            _save(ckpt_path, G, D, opt_g, opt_d, gen, cfg, state, spec, data_summary)
-            if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
-                _save(out / f"epoch_{epoch:04d}.pt", G, D, None, None, None, cfg, state, spec, data_summary)
+            extra = _replicas(dist, G_mod, D_mod, gen)      # a collective: every rank takes part
+            if dist.is_main:
+                _save(ckpt_path, G_mod, D_mod, opt_g, opt_d, gen, cfg, state, spec, data_summary, extra)
+                if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+                    _save(out / f"epoch_{epoch:04d}.pt", G_mod, D_mod, None, None, None, cfg, state, spec,
+                          data_summary, extra)
     if bar is not None:
         bar.close()
+    dist.barrier()                            # rank 0's last checkpoint is on disk for everyone
     if not ckpt_path.exists():  # resumed a finished run
         raise FileNotFoundError(ckpt_path)
     return ckpt_path
 
 
-def _save(path, G, D, opt_g, opt_d, gen, cfg, state, spec, data_summary):
+def _replicas(dist: Dist, G, D, gen) -> dict:
+    """What the checkpoint records about the ranks: world size, each rank's noise-stream state, and a
+    check that DistributedDataParallel kept the replicas' parameters identical (RuntimeError if not)."""
+    sums = dist.gather((state_checksum(G, parameters_only=True), state_checksum(D, parameters_only=True)))
+    rng = dist.gather(gen.get_state())
+    if any(s != sums[0] for s in sums):
+        raise RuntimeError(f"the ranks' model replicas diverged (parameter checksums {sums})")
+    return {"world_size": dist.world_size, "rng_ranks": rng if dist.enabled else None,
+            "replica_checksums": [list(s) for s in sums] if dist.enabled else None}
+
+
+def _save(path, G, D, opt_g, opt_d, gen, cfg, state, spec, data_summary, replicas: dict):
     h = state.history
     train_info = {"config": asdict(cfg), "epoch": state.epoch, "history": h, "data": data_summary,
                   "final_loss_g": h["loss_g"][-1], "final_loss_d": h["loss_d"][-1],
-                  "wall_seconds": float(sum(h["seconds"])), "torch": str(torch.__version__)}
+                  "wall_seconds": float(sum(h["seconds"])), "torch": str(torch.__version__),
+                  "world_size": replicas["world_size"]}
+    if replicas["replica_checksums"] is not None:
+        train_info["replica_checksums"] = replicas["replica_checksums"]
     opts = ({"g": opt_g.state_dict(), "d": opt_d.state_dict(), "rng": gen.get_state()}
             if opt_g is not None else None)
+    if opts is not None and replicas["rng_ranks"] is not None:
+        opts["rng_ranks"] = replicas["rng_ranks"]
     save_checkpoint(path, G.eval(), preprocess=spec, discriminator=D, train=train_info, optimizers=opts)

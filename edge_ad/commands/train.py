@@ -32,10 +32,14 @@ import click
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
 def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
         max_shift, brightness, sample_every, snapshot_every, resume, threads):
-    """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve."""
+    """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve.
+
+    Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m edge_ad train ...
+    (DistributedDataParallel; --batch-size is the global batch; rank 0 writes the outputs)."""
     import torch
 
     from edge_ad.models.data import DataError, load_folder, load_kinect, load_synth, summarize
+    from edge_ad.models.distributed import Dist
     from edge_ad.models.train import TrainConfig, train
 
     if threads:
@@ -65,9 +69,13 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
                           snapshot_every=snapshot_every)
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e))
-    click.echo(f"training on {len(ids)} frames from {summary['source']} -> {out_dir}")
+    dist = Dist.from_env()     # under torchrun: this rank's process group (gloo on CPU, nccl on GPU)
+    echo = click.echo if dist.is_main else (lambda *a, **k: None)
+    echo(f"training on {len(ids)} frames from {summary['source']} -> {out_dir}")
     try:
-        path = train(arr, out_dir, cfg, data_summary=summary, resume=resume)
+        path = train(arr, out_dir, cfg, data_summary=summary, resume=resume, dist=dist)
     except (ValueError, FloatingPointError) as e:
         raise click.ClickException(str(e))
-    click.echo(f"checkpoint: {path}")
+    finally:
+        dist.close()
+    echo(f"checkpoint: {path}")
