@@ -15,6 +15,8 @@ Output directory:
   grad_tail_seed.onnx, grad_z_tail_seed.onnx, head_consts.npy  the host-head search: layers 2-4 of one
                  seed's step from layer 1's output a1 (-> a1.grad and the tail's weight gradients), and
                  bn0's constants for the host's layers 0-1 (runtime/host_head.py)
+  final_batch.onnx, encoder_batch.onnx  only for k = 0: the final pass (and the encoder) over a
+                 batch of frames, for Scorer.score_batch (export/batch_graphs.py)
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
@@ -47,6 +49,7 @@ from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, ma
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
+from .batch_graphs import export_batch_graphs
 from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OPSET, SCALARS, Arch,
                           build_encoder_graph, build_graph, head_state_names, stack_state, verify_graph)
 
@@ -475,6 +478,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                              "check": checks["encoder"], "role": "z_init", "config": enc_cfg,
                              "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
                              "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
+    if cfg.k == 0:   # frame batches (Scorer.score_batch): the generator pass, and the encoder's, over B frames
+        graphs.update(export_batch_graphs(params, bn, arch, out_dir, encoder_layers(E) if E is not None else None))
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
     extra_files = ["weights.npz"] + ([HEAD_CONSTS] if "grad_tail_seed" in graphs else [])

@@ -572,8 +572,9 @@ def verify_graph(model: onnx.ModelProto, dtype=np.float32, n_adam: Optional[int]
 ENCODER_INPUT, ENCODER_OUTPUT = "x", "z"
 
 
-def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32) -> onnx.ModelProto:
-    """The izi encoder's forward pass as an ONNX graph: x (C, R, R) -> z (z_dim,).
+def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32, batch: bool = False) -> onnx.ModelProto:
+    """The izi encoder's forward pass as an ONNX graph: x (C, R, R) -> z (z_dim,); with ``batch``,
+    x (B, C, R, R) -> z (B, z_dim) for any B (export.batch_graphs: k = 0 frame batches).
 
     layers: in order, dicts {"weight": (O, I, kh, kw), "bias": (O,) or None, "stride": int,
     "pad": int, "slope": float or None} (slope: LeakyReLU after the conv, None = no activation).
@@ -592,7 +593,8 @@ def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32) -> 
         return out
 
     C, R = int(x_shape[0]), int(x_shape[1])
-    h = node("Reshape", [ENCODER_INPUT, init(np.array([1, C, R, R], np.int64), "shape_in")], "x4")  # (1, C, R, R)
+    h = node("Reshape", [ENCODER_INPUT, init(np.array([-1 if batch else 1, C, R, R], np.int64), "shape_in")],
+             "x4")                                                                        # (B or 1, C, R, R)
     for i, L in enumerate(layers):
         w = np.asarray(L["weight"], dtype=np.float64).astype(dt)
         ins = [h, init(w, f"enc{i}.weight")]
@@ -605,9 +607,11 @@ def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32) -> 
                 raise ValueError(f"LeakyReLU slope must be in [0, 1), got {L['slope']}")
             scaled = node("Mul", [h, init(np.asarray(float(L["slope"]), dtype=dt), f"enc{i}.slope")], f"scaled{i}")
             h = node("Max", [h, scaled], f"act{i}")
-    node("Reshape", [h, init(np.array([z_dim], np.int64), "shape_out")], ENCODER_OUTPUT)   # (1, z_dim, 1, 1) -> (z_dim,)
-    graph = helper.make_graph(nodes, "izi_encoder", [helper.make_tensor_value_info(ENCODER_INPUT, odt, [C, R, R])],
-                              [helper.make_tensor_value_info(ENCODER_OUTPUT, odt, [z_dim])], inits)
+    out_shape = [-1, z_dim] if batch else [z_dim]
+    node("Reshape", [h, init(np.array(out_shape, np.int64), "shape_out")], ENCODER_OUTPUT)   # (B, z_dim, 1, 1) -> (B, z_dim)
+    lead = ["batch"] if batch else []
+    graph = helper.make_graph(nodes, "izi_encoder", [helper.make_tensor_value_info(ENCODER_INPUT, odt, lead + [C, R, R])],
+                              [helper.make_tensor_value_info(ENCODER_OUTPUT, odt, lead + [z_dim])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="edge-ad", producer_version=_version())
     model.ir_version = min(model.ir_version, 9)

@@ -366,6 +366,17 @@ class Scorer:
         return r
 
 
+    def score_batch(self, frames, seeds=None, z0s=None, keep_reconstructions: bool = False,
+                    threads: Optional[int] = None) -> list:
+        """Score raw frames [(rgb, depth), ...] together: per frame a ScoreResult (equal to
+        ``score(rgb, depth, z0, seed)``'s to float32 rounding) or the FrameError / ValueError of a
+        frame that cannot be scored. k = 0 exports (final_batch.onnx) run one encoder and one
+        generator pass over the batch, on ``threads`` intra-op threads; other models score frame
+        by frame (runtime/batch_scoring.py)."""
+        from .batch_scoring import score_batch
+        return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads)
+
+
 def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarray:
     """latent_bank.npy (N, z_dim) float32, checked against the manifest (its sha256 was verified by
     load_manifest). Raises ManifestError when missing or mismatched."""

@@ -1,0 +1,113 @@
+"""Frame-batch graphs for configurations without search steps (k = 0: the shipped kinect models).
+
+With k = 0 a frame's score needs one encoder pass (z_init = "encoder") and one generator pass with
+the pristine weights, which every frame shares. Scoring B frames at once turns the generator's thin
+layers (layer 0: one input position, layer 1: 16; 82 % of the weights) from matrix-vector products
+that stream every weight once per frame into one GEMM per layer over the batch.
+
+  final_batch.onnx    x (B, C, R, R), z (B, S, z_dim) -> seed_losses (B, S), error_map (B, R, R),
+                      recon (B, S, C, R, R); B is a free dimension ("batch"), the weights are
+                      initializers (one copy, torch's (c, kh, kw) column order, Col2Im folds)
+  encoder_batch.onnx  x (B, C, R, R) -> z (B, z_dim)   (export.onnx_graphs.build_encoder_graph, batch=True)
+
+The per-frame graphs (final.onnx, encoder.onnx) stay the reference: ``Scorer.score_batch`` is tested
+against ``Scorer.score`` frame by frame.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .onnx_graphs import BN_EPS, OPSET, Arch, _version
+
+BATCH = "batch"   # the free batch dimension's name
+
+
+def build_final_batch_graph(params: dict, bn_stats: dict, arch: Arch) -> onnx.ModelProto:
+    """The k = 0 final pass over a batch of frames. params: the generator's float64 state by torch
+    name (export.exporter.generator_arrays); bn_stats: {l: (running_mean, running_var)}."""
+    S, C, R, Z = arch.n_seed, arch.channels, arch.resolution, arch.z_dim
+    dt = np.float32
+    nodes, inits = [], []
+
+    def init(arr, name):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(np.asarray(arr, dtype=np.float64).astype(dt)), name))
+        return name
+
+    def i64(values, name):
+        inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
+    def op(op_type, inputs, out, **attrs):
+        nodes.append(helper.make_node(op_type, inputs, [out], name=f"batch/{out}", **attrs))
+        return out
+
+    conv = [params[f"gen.{l}.0.weight"] if l < 4 else params["gen.4.weight"] for l in range(5)]
+    zf = op("Reshape", ["z", i64([-1, Z], "shape_z")], "zf")                                 # (B S, Z)
+    y = op("MatMul", [zf, init(conv[0].reshape(Z, -1), "W0")], "y0")                        # (B S, 16 C0)
+    h = op("Reshape", [y, i64([-1, arch.widths[0], 4, 4], "shape_h0")], "h0")                # (B S, C0, 4, 4)
+    for l in range(1, 5):
+        cin, cout, hin = arch.layer_io(l)
+        mean, var = (np.asarray(t, dtype=np.float64) for t in bn_stats[l - 1])
+        # BatchNorm (eval) then ReLU, in the per-frame graph's order: (h - mean) * inv_std * gamma + beta
+        xhat = op("Mul", [op("Sub", [h, init(mean.reshape(1, -1, 1, 1), f"bn{l - 1}.mean")], f"c{l - 1}"),
+                          init((1.0 / np.sqrt(var + BN_EPS)).reshape(1, -1, 1, 1), f"bn{l - 1}.inv_std")], f"xhat{l - 1}")
+        yb = op("Add", [op("Mul", [xhat, init(params[f"gen.{l - 1}.1.weight"].reshape(1, -1, 1, 1), f"bn{l - 1}.gamma")],
+                           f"g{l - 1}"),
+                        init(params[f"gen.{l - 1}.1.bias"].reshape(1, -1, 1, 1), f"bn{l - 1}.beta")], f"yb{l - 1}")
+        a = op("Relu", [yb], f"a{l - 1}")                                                     # (B S, C_in, h, h)
+        A = op("Reshape", [a, i64([-1, cin, hin * hin], f"shape_a{l}")], f"A{l}")            # (B S, C_in, P)
+        AT = op("Transpose", [A], f"AT{l}", perm=[0, 2, 1])                                   # (B S, P, C_in)
+        Y = op("MatMul", [AT, init(conv[l].reshape(cin, -1), f"W{l}")], f"Y{l}")             # (B S, P, 16 C_out)
+        cols = op("Transpose", [Y], f"cols{l}", perm=[0, 2, 1])                               # (B S, 16 C_out, P)
+        h = op("Col2Im", [cols, i64([2 * hin, 2 * hin], f"img{l}"), i64([4, 4], f"blk{l}")], f"h{l}",
+               strides=[2, 2], pads=[1, 1, 1, 1])                                             # (B S, C_out, 2h, 2h)
+    h = op("Add", [h, init(params["gen.4.bias"].reshape(1, -1, 1, 1), "bias4")], "h4b")
+    rec = op("Tanh", [h], "rec")                                                              # (B S, C, R, R)
+    recon = op("Reshape", [rec, i64([-1, S, C, R, R], "shape_recon")], "recon")             # (B, S, C, R, R)
+    diff = op("Sub", [recon, op("Unsqueeze", ["x", i64([1], "axis1")], "x5")], "diff")
+    sq = op("Mul", [diff, diff], "sq")
+    op("ReduceMean", [sq, i64([2, 3, 4], "axes_seed")], "seed_losses", keepdims=0)          # (B, S)
+    op("ReduceMean", [sq, i64([1, 2], "axes_map")], "error_map", keepdims=0)                # (B, R, R)
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "adgan_final_batch",
+        [helper.make_tensor_value_info("x", f, [BATCH, C, R, R]), helper.make_tensor_value_info("z", f, [BATCH, S, Z])],
+        [helper.make_tensor_value_info("seed_losses", f, [BATCH, S]),
+         helper.make_tensor_value_info("error_map", f, [BATCH, R, R]),
+         helper.make_tensor_value_info("recon", f, [BATCH, S, C, R, R])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edge-ad", producer_version=_version())
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_batch_graphs(params: dict, bn_stats: dict, arch: Arch, out_dir, encoder_layers=None) -> dict:
+    """Write final_batch.onnx (and encoder_batch.onnx when the configuration has an encoder: its
+    ``export.exporter.encoder_layers``) to ``out_dir``; returns their manifest graph entries."""
+    from pathlib import Path
+
+    from .onnx_graphs import ENCODER_INPUT, ENCODER_OUTPUT, build_encoder_graph
+    out_dir = Path(out_dir)
+    entries = {}
+    model = build_final_batch_graph(params, bn_stats, arch)
+    onnx.save(model, str(out_dir / "final_batch.onnx"))
+    entries["final_batch"] = {"file": "final_batch.onnx", "role": "batch", "nodes": len(model.graph.node),
+                              "inputs": {"x": [BATCH, arch.channels, arch.resolution, arch.resolution],
+                                         "z": [BATCH, arch.n_seed, arch.z_dim]},
+                              "outputs": {"seed_losses": [BATCH, arch.n_seed],
+                                          "error_map": [BATCH, arch.resolution, arch.resolution],
+                                          "recon": [BATCH, arch.n_seed, arch.channels, arch.resolution,
+                                                    arch.resolution]},
+                              "k": 0}
+    if encoder_layers is not None:
+        x_shape = (arch.channels, arch.resolution, arch.resolution)
+        model = build_encoder_graph(encoder_layers, x_shape, arch.z_dim, np.float32, batch=True)
+        onnx.save(model, str(out_dir / "encoder_batch.onnx"))
+        entries["encoder_batch"] = {"file": "encoder_batch.onnx", "role": "batch", "nodes": len(model.graph.node),
+                                    "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
+                                    "inputs": {ENCODER_INPUT: [BATCH, *x_shape]},
+                                    "outputs": {ENCODER_OUTPUT: [BATCH, arch.z_dim]}}
+    return entries

@@ -1,0 +1,134 @@
+"""Scoring a batch of frames at once (``Scorer.score_batch``), for configurations without search steps.
+
+With k = 0 a frame's score is one encoder pass and one generator pass with weights shared by every
+frame, so B frames go through the export's batch graphs together (final_batch.onnx, encoder_batch.onnx:
+export/batch_graphs.py): the generator's thin layers become GEMMs over the batch instead of B
+matrix-vector products that each stream the layer's weights. Everything else is ``score_input``'s
+own definition: ``initial_latents`` for z0, the latent memory's distance, ``score_scale``. Results
+equal ``Scorer.score`` frame by frame to float32 rounding (tests/test_batch_scoring.py).
+
+Models without the batch graphs (k >= 1, older exports) are scored frame by frame with ``score``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .config import score_scale
+from .manifest import ManifestError
+from .preprocess import FrameError, preprocess
+
+
+class OrtBatchGraphs:
+    """onnxruntime sessions of final_batch.onnx (and encoder_batch.onnx) of a model directory; each
+    file is read once, checked against the manifest's sha256, and handed to onnxruntime as bytes."""
+
+    def __init__(self, model_dir, manifest: dict, threads: Optional[int] = None, providers: Optional[list] = None):
+        import onnxruntime as ort
+
+        from .backends.onnxruntime_backend import session_options
+        if providers is None:
+            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
+                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        so = session_options(threads)
+
+        def session(name: str):
+            fname = manifest["graphs"][name]["file"]
+            data = (model_dir / fname).read_bytes()
+            if hashlib.sha256(data).hexdigest() != manifest["files"].get(fname):
+                raise ManifestError(f"{model_dir}: {fname} does not match its sha256 in the manifest")
+            return ort.InferenceSession(data, so, providers=providers)
+        self.final = session("final_batch")
+        self.encoder = session("encoder_batch") if "encoder_batch" in manifest["graphs"] else None
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        """E(x) of every frame: X (B, C, R, R) float32 -> (B, z_dim) float32."""
+        return self.encoder.run(None, {"x": X})[0]
+
+    def run(self, X: np.ndarray, Z0: np.ndarray) -> dict:
+        """X (B, C, R, R), Z0 (B, n_seed, z_dim) -> {seed_losses (B, S), error_map (B, R, R), recon (B, S, C, R, R)}."""
+        sl, em, rec = self.final.run(["seed_losses", "error_map", "recon"], {"x": X, "z": Z0})
+        return {"seed_losses": sl, "error_map": em, "recon": rec}
+
+
+def batch_available(scorer) -> bool:
+    """True when the scorer's model was exported with batch graphs for its configuration (k = 0,
+    final_batch.onnx; encoder_batch.onnx too when the configuration starts from the encoder)."""
+    graphs = scorer.manifest.get("graphs", {})
+    return (scorer.config.k == 0 and "final_batch" in graphs
+            and (scorer.config.z_init != "encoder" or "encoder_batch" in graphs))
+
+
+def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
+                keep_reconstructions: bool = False, threads: Optional[int] = None) -> list:
+    """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
+    the FrameError / ValueError of a frame that cannot be scored (the others are still scored).
+    seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None)."""
+    from .scorer import ScoreResult
+    n = len(frames)
+    seeds = [None] * n if seeds is None else list(seeds)
+    z0s = [None] * n if z0s is None else list(z0s)
+    if len(seeds) != n or len(z0s) != n:
+        raise ValueError(f"score_batch: {n} frames but {len(seeds)} seeds and {len(z0s)} z0s")
+    results: list = [None] * n
+    if not batch_available(scorer):
+        for i, (rgb, depth) in enumerate(frames):
+            try:
+                results[i] = scorer.score(rgb, depth, z0=z0s[i], seed=seeds[i], keep_reconstructions=keep_reconstructions)
+            except (FrameError, ValueError) as e:
+                results[i] = e
+        return results
+    t0 = time.perf_counter()
+    xs, ok = [], []
+    for i, (rgb, depth) in enumerate(frames):
+        try:
+            x = preprocess(rgb, depth, scorer.preprocess_spec)
+            if not np.isfinite(x).all():
+                raise ValueError("x contains NaN or inf")
+        except (FrameError, ValueError) as e:
+            results[i] = e
+            continue
+        xs.append(x)
+        ok.append(i)
+    if not ok:
+        return results
+    X = np.ascontiguousarray(np.stack(xs), dtype=np.float32)                  # (B, C, R, R)
+    t1 = time.perf_counter()
+    lock = getattr(scorer, "_lock", None) or contextlib.nullcontext()
+    with lock:
+        graphs = getattr(scorer, "_batch_graphs", None)
+        if graphs is None:
+            graphs = scorer._batch_graphs = OrtBatchGraphs(scorer.model_dir, scorer.manifest, threads)
+        E = graphs.encode(X) if graphs.encoder is not None else None           # (B, z_dim)
+        z0 = []
+        for j, i in enumerate(ok):
+            try:
+                z0.append(np.array(scorer.initial_latents(z0s[i], seeds[i], x=X[j], e=None if E is None else E[j])))
+            except ValueError as e:   # a bad explicit z0: that frame only
+                results[i] = e
+                z0.append(None)
+        keep = [j for j, z in enumerate(z0) if z is not None]
+        if not keep:
+            return results
+        Z0 = np.ascontiguousarray(np.stack([z0[j] for j in keep]), dtype=np.float32)   # (B', n_seed, z_dim)
+        Xk = X[keep] if len(keep) != len(ok) else X
+        te = time.perf_counter()
+        out = graphs.run(Xk, Z0)
+    t2 = time.perf_counter()
+    memory = getattr(scorer, "_memory", None)
+    B = len(keep)
+    for b, j in enumerate(keep):
+        i = ok[j]
+        dist = memory.distance(E[j]) if memory is not None else None
+        scale = score_scale(X[j], scorer.config, dist)
+        sl = out["seed_losses"][b].astype(np.float64)                            # (n_seed,)
+        timings = {"preprocess_s": (t1 - t0) / len(ok), "search_s": (t2 - t1) / B, "steps_s": 0.0,
+                   "final_s": (t2 - te) / B, "total_s": (t2 - t0) / B, "batch_size": B}
+        results[i] = ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(out["error_map"][b]),
+                                 z=Z0[b].copy(), reconstructions=np.array(out["recon"][b]) if keep_reconstructions else None,
+                                 timings=timings, score_scale=scale, z0=Z0[b].copy(), latent_distance=dist)
+    return results

@@ -1,0 +1,92 @@
+"""``Scorer.score_batch`` (issue 14): k = 0 exports score frame batches through final_batch.onnx /
+encoder_batch.onnx, equal to ``Scorer.score`` frame by frame (float32 rounding: relative 1e-5);
+a bad frame is returned as its error without disturbing the others; other models fall back to
+``score``; a batch graph changed on disk is refused."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import flip_last_bytes
+from edge_ad.runtime import Scorer
+from edge_ad.runtime.config import frame_seed
+from edge_ad.runtime.manifest import ManifestError
+from edge_ad.runtime.preprocess import FrameError
+
+RTOL = 1e-5   # float32: the batch graph sums the same products in another order
+
+
+def assert_same(one, got, keep: bool = False):
+    assert got.score == pytest.approx(one.score, rel=RTOL)
+    np.testing.assert_allclose(got.seed_losses, one.seed_losses, rtol=RTOL)
+    np.testing.assert_allclose(got.error_map, one.error_map, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got.z0, one.z0)                       # the same initial latents
+    assert got.score_scale == pytest.approx(one.score_scale, rel=1e-6)
+    if one.latent_distance is None:
+        assert got.latent_distance is None
+    else:
+        assert got.latent_distance == pytest.approx(one.latent_distance, rel=1e-5)
+    if keep:
+        np.testing.assert_allclose(got.reconstructions, one.reconstructions, atol=1e-5)
+
+
+def test_shipped_model_batch_equals_one_at_a_time(kinect_export, val_frames):
+    """The shipped rectangle model (izi encoder, latent memory, fg power): 7 real frames of the
+    three classes and one frame with NaN-free garbage shape in the middle."""
+    scorer = Scorer.load(kinect_export, threads=2)
+    assert scorer.config.k == 0 and "final_batch" in scorer.manifest["graphs"]
+    frames = val_frames(7)
+    frames.insert(3, (np.zeros((10, 10, 3), np.uint8), np.zeros((12, 12), np.uint8)))   # shapes disagree
+    seeds = [frame_seed(4, i) for i in range(len(frames))]
+    got = scorer.score_batch(frames, seeds=seeds, keep_reconstructions=True, threads=2)
+    assert isinstance(got[3], FrameError)
+    with pytest.raises(FrameError):
+        scorer.score(*frames[3])
+    for i, (rgb, depth) in enumerate(frames):
+        if i != 3:
+            assert_same(scorer.score(rgb, depth, seed=seeds[i], keep_reconstructions=True), got[i], keep=True)
+            assert got[i].timings["batch_size"] == 7
+    scores = [r.score for i, r in enumerate(got) if i != 3]
+    assert len(set(scores)) == 7                                        # frames differ, no slot mixed up
+    again = scorer.score_batch(frames[:2], seeds=seeds[:2])            # another batch size, same results
+    assert again[0].score == pytest.approx(got[0].score, rel=RTOL)
+    got[0].error_map[:] = -1                                            # results belong to the caller
+    assert scorer.score_batch(frames[:1], seeds=seeds[:1])[0].error_map.min() >= 0
+
+
+def test_several_seeds_random_z_and_explicit_z0(export_tiny, val_frames):
+    """n_seed = 3, z0 from make_z0 (no encoder): the (B, S) layout of the batch graph."""
+    from edge_ad.runtime.config import make_z0
+    scorer = Scorer.load(export_tiny(0, 3), threads=2)
+    assert "final_batch" in scorer.manifest["graphs"] and "encoder_batch" not in scorer.manifest["graphs"]
+    frames = val_frames(4)
+    z0s = [None, make_z0(3, 100, 77), None, None]
+    got = scorer.score_batch(frames, seeds=[1, 2, 3, 4], z0s=z0s)
+    for i, (rgb, depth) in enumerate(frames):
+        assert_same(scorer.score(rgb, depth, seed=i + 1, z0=z0s[i]), got[i])
+    bad = scorer.score_batch(frames[:2], z0s=[np.full((3, 100), np.nan, np.float32), None], seeds=[0, 0])
+    assert isinstance(bad[0], ValueError) and bad[1].score == pytest.approx(scorer.score(*frames[1], seed=0).score, rel=RTOL)
+    with pytest.raises(ValueError, match="2 frames but 1 seeds"):
+        scorer.score_batch(frames[:2], seeds=[0])
+
+
+def test_models_with_search_steps_score_frame_by_frame(export_tiny, val_frames):
+    scorer = Scorer.load(export_tiny(1, 1), threads=2)
+    assert "final_batch" not in scorer.manifest["graphs"]
+    frames = val_frames(2)
+    got = scorer.score_batch(frames, seeds=[5, 6])
+    for i, (rgb, depth) in enumerate(frames):
+        one = scorer.score(rgb, depth, seed=5 + i)
+        assert got[i].score == one.score                                   # the same code path
+        np.testing.assert_array_equal(got[i].seed_losses, one.seed_losses)
+
+
+def test_batch_graph_changed_after_load_is_refused(kinect_export, tmp_path, val_frames):
+    d = tmp_path / "m"
+    shutil.copytree(kinect_export, d)
+    scorer = Scorer.load(d)
+    flip_last_bytes(d / "final_batch.onnx")
+    with pytest.raises(ManifestError, match="final_batch.onnx does not match its sha256"):
+        scorer.score_batch(val_frames(1))
