@@ -58,9 +58,14 @@ def build_final_batch_graph(params: dict, bn_stats: dict, arch: Arch) -> onnx.Mo
                         init(params[f"gen.{l - 1}.1.bias"].reshape(1, -1, 1, 1), f"bn{l - 1}.beta")], f"yb{l - 1}")
         a = op("Relu", [yb], f"a{l - 1}")                                                     # (B S, C_in, h, h)
         A = op("Reshape", [a, i64([-1, cin, hin * hin], f"shape_a{l}")], f"A{l}")            # (B S, C_in, P)
-        AT = op("Transpose", [A], f"AT{l}", perm=[0, 2, 1])                                   # (B S, P, C_in)
-        Y = op("MatMul", [AT, init(conv[l].reshape(cin, -1), f"W{l}")], f"Y{l}")             # (B S, P, 16 C_out)
-        cols = op("Transpose", [Y], f"cols{l}", perm=[0, 2, 1])                               # (B S, 16 C_out, P)
+        if hin * hin <= 16:
+            # thin layer: one GEMM with B S P rows over the shared weight, then a small transpose
+            AT = op("Transpose", [A], f"AT{l}", perm=[0, 2, 1])                               # (B S, P, C_in)
+            Y = op("MatMul", [AT, init(conv[l].reshape(cin, -1), f"W{l}")], f"Y{l}")         # (B S, P, 16 C_out)
+            cols = op("Transpose", [Y], f"cols{l}", perm=[0, 2, 1])                           # (B S, 16 C_out, P)
+        else:
+            # P >= 64 rows per frame: W^T A per frame is a full GEMM already and needs no transposes
+            cols = op("MatMul", [init(conv[l].reshape(cin, -1).T, f"W{l}T"), A], f"cols{l}")   # (B S, 16 C_out, P)
         h = op("Col2Im", [cols, i64([2 * hin, 2 * hin], f"img{l}"), i64([4, 4], f"blk{l}")], f"h{l}",
                strides=[2, 2], pads=[1, 1, 1, 1])                                             # (B S, C_out, 2h, 2h)
     h = op("Add", [h, init(params["gen.4.bias"].reshape(1, -1, 1, 1), "bias4")], "h4b")

@@ -1,0 +1,153 @@
+"""Frames/s of a k = 0 model (the shipped kinect models): one frame at a time, as ``edge-ad run``
+scores (``Scorer.score`` per frame, each frame its own seed) vs ``Scorer.score_batch`` over batches,
+interleaved in one process, with the fraction of the sgemm peak measured in the same run.
+
+    python benchmarks/batch_throughput.py [--model DIR] [--threads 2] [--batch 32] [--frames 64] [--rounds 6]
+        [--out benchmarks/results/batch_k0_threads2.json]
+
+Without --model it exports models/kinect-rgbd/rectangle.pt (no parity run) into a temporary folder.
+Each round runs both modes over the same real kinect-rgbd val frames (raw RGB-D, preprocessing
+included in both), alternating which goes first; the sgemm peak (torch.mm 2048^3, best of 5) is
+measured before, between and after the rounds and the best is used. FLOPs per frame count the
+multiply-adds x 2 of the encoder's convolutions and the generator's transposed convolutions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sgemm_peak(threads: int, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of a float32 n^3 matrix product on ``threads`` threads (torch.mm)."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        best = 0.0
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t) / 1e9)
+        return best
+    finally:
+        torch.set_num_threads(old)
+
+
+def flops_per_frame(model_dir: Path, manifest: dict) -> dict:
+    """Multiply-adds x 2 per frame: generator (n_seed passes) and encoder (its Conv nodes)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    m = manifest["model"]
+    fg, z, c = int(m["features_g"]), int(m["z_dim"]), int(m["channels"])
+    widths = [fg * 16, fg * 8, fg * 4, fg * 2, c]
+    gen = z * widths[0] * 16                                   # layer 0: 1 position
+    for l in range(1, 5):
+        hin = 4 * 2 ** (l - 1)
+        gen += hin * hin * widths[l - 1] * widths[l] * 16       # P x C_in x 16 C_out
+    gen *= 2 * int(manifest["layout"]["n_seed"])
+    enc = 0
+    if "encoder" in manifest["graphs"]:
+        model = shape_inference.infer_shapes(onnx.load(str(model_dir / manifest["graphs"]["encoder"]["file"])))
+        inits = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+        for node in model.graph.node:
+            if node.op_type == "Conv":
+                w = inits[node.input[1]]
+                out = shapes[node.output[0]]
+                enc += 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+    return {"generator": gen, "encoder": enc, "total": gen + enc}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="k = 0 export (default: export the shipped rectangle model)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--out", help="write the results as JSON")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import KINECT
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.config import frame_seed
+    from edge_ad.runtime.sources.folder import read_pair
+
+    tmp = None
+    model_dir = Path(a.model) if a.model else None
+    if model_dir is None:
+        from edge_ad.export.exporter import export_model
+        tmp = tempfile.TemporaryDirectory()
+        model_dir = Path(tmp.name) / "rectangle"
+        export_model(REPO / "models" / "kinect-rgbd" / "rectangle.pt", model_dir, parity=False, log=lambda *x: None)
+    splits = json.loads((KINECT / "splits.json").read_text())
+    classes = sorted(splits)
+    frames = [read_pair(KINECT / classes[i % 3], str(splits[classes[i % 3]]["val"][i // 3])) for i in range(a.frames)]
+    scorer = Scorer.load(model_dir, threads=a.threads)
+    if scorer.config.k != 0 or "final_batch" not in scorer.manifest["graphs"]:
+        raise SystemExit(f"{model_dir}: not a k = 0 export with final_batch.onnx (re-export with this edge-ad)")
+    flops = flops_per_frame(model_dir, scorer.manifest)
+    seeds = [frame_seed(0, i) for i in range(len(frames))]
+
+    def one_at_a_time() -> float:
+        t = time.perf_counter()
+        for i, (rgb, depth) in enumerate(frames):
+            scorer.score(rgb, depth, seed=seeds[i])
+        return len(frames) / (time.perf_counter() - t)
+
+    def batched() -> float:
+        t = time.perf_counter()
+        for s in range(0, len(frames), a.batch):
+            scorer.score_batch(frames[s:s + a.batch], seeds=seeds[s:s + a.batch], threads=a.threads)
+        return len(frames) / (time.perf_counter() - t)
+
+    one_at_a_time(), batched()                                  # warm-up (sessions, caches)
+    peaks = [sgemm_peak(a.threads)]
+    rounds = []
+    for r in range(a.rounds):
+        order = (one_at_a_time, batched) if r % 2 == 0 else (batched, one_at_a_time)
+        fps = {f.__name__: f() for f in order}
+        rounds.append({"one_fps": fps["one_at_a_time"], "batch_fps": fps["batched"],
+                       "ratio": fps["batched"] / fps["one_at_a_time"]})
+        if r == a.rounds // 2:
+            peaks.append(sgemm_peak(a.threads))
+    peaks.append(sgemm_peak(a.threads))
+    peak = max(peaks)
+    med = {k: statistics.median(x[k] for x in rounds) for k in ("one_fps", "batch_fps", "ratio")}
+    res = {"model": str(a.model or "models/kinect-rgbd/rectangle.pt (exported, k = 0)"),
+           "config": scorer.config.name, "threads": a.threads, "batch": a.batch, "frames": len(frames),
+           "rounds": rounds, "median": med, "sgemm_peak_gflops": peak, "sgemm_peaks": peaks,
+           "gflop_per_frame": flops["total"] / 1e9, "flops": flops,
+           "one_fps_per_core": med["one_fps"] / a.threads, "batch_fps_per_core": med["batch_fps"] / a.threads,
+           "one_peak_fraction": med["one_fps"] * flops["total"] / 1e9 / peak,
+           "batch_peak_fraction": med["batch_fps"] * flops["total"] / 1e9 / peak,
+           "host": platform.processor() or platform.machine(), "search_mode": scorer.mode}
+    print(f"{res['config']}: {res['gflop_per_frame']:.3f} GFLOP/frame, {a.threads} threads, batch {a.batch}, "
+          f"sgemm peak {peak:.1f} GFLOP/s (runs {', '.join(f'{p:.1f}' for p in peaks)})")
+    for i, x in enumerate(rounds):
+        print(f"  round {i}: one at a time {x['one_fps']:.1f} fps, batch {x['batch_fps']:.1f} fps, x{x['ratio']:.2f}")
+    print(f"median: one at a time {med['one_fps']:.1f} fps ({res['one_fps_per_core']:.1f}/core, "
+          f"{100 * res['one_peak_fraction']:.0f}% of peak), batch {med['batch_fps']:.1f} fps "
+          f"({res['batch_fps_per_core']:.1f}/core, {100 * res['batch_peak_fraction']:.0f}% of peak), "
+          f"batch / one x{med['ratio']:.2f}")
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    if tmp is not None:
+        tmp.cleanup()
+    return res
+
+
+if __name__ == "__main__":
+    main()
