@@ -89,6 +89,10 @@ def open_camera() -> Source:
 
 def _is_realsense_recording(path: Path) -> bool:
     """A RealSense recording has '/file_version' and '/device_0/...' topics."""
+    from .salvage import SqliteSalvage, sqlite_is_truncated
+    if path.suffix == ".db3" and sqlite_is_truncated(path):   # cut short: what SQLite can still read
+        topics = SqliteSalvage(path).topics()
+        return "/file_version" in topics and any(t.startswith("/device_0/") for t in topics)
     try:
         from .rosbag import list_topics
         topics = list_topics(path)
@@ -108,7 +112,8 @@ def _is_realsense_recording(path: Path) -> bool:
 
 def _open_path(path: Path, uri: str, max_pixels) -> Source:
     if path.is_dir():
-        if (path / "metadata.yaml").exists():
+        from .salvage import storage_files
+        if (path / "metadata.yaml").exists() or storage_files(path):  # a bag (maybe never closed)
             from .rosbag import RosbagSource
             return RosbagSource(path, max_pixels=max_pixels)
         return FolderSource(path, max_pixels=max_pixels)
@@ -116,7 +121,10 @@ def _open_path(path: Path, uri: str, max_pixels) -> Source:
         raise SourceError(f"cannot open source {uri!r}: no such file or directory")
     if path.suffix in (".db3", ".bag"):
         if _is_realsense_recording(path):
-            from .realsense import RealSenseRecording
+            from .realsense import RealSenseRecording, open_truncated_recording
+            from .salvage import sqlite_is_truncated
+            if path.suffix == ".db3" and sqlite_is_truncated(path):
+                return open_truncated_recording(path)
             return RealSenseRecording(path)
         from .rosbag import RosbagSource
         return RosbagSource(path, max_pixels=max_pixels)

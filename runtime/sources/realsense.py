@@ -263,6 +263,35 @@ class RealSenseRecording(Source):
                 except RuntimeError:
                     pass
             self._running = False
+        tmp = getattr(self, "_cleanup", None)
+        if tmp is not None:  # the salvaged copy of a truncated recording
+            import shutil
+            self.dev = self.playback = None
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._cleanup = None
+
+
+def open_truncated_recording(path) -> "RealSenseRecording":
+    """A RealSense .db3 cut short (the recorder killed): its readable rows are copied into a
+    temporary intact database (librealsense needs one) that is played back and deleted on close;
+    a ``recording_truncated`` event says where the recording ends."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from .salvage import copy_readable
+    tmp = Path(tempfile.mkdtemp(prefix="edge-ad-salvage-"))
+    try:
+        end = copy_readable(path, tmp / Path(path).name)
+        src = RealSenseRecording(tmp / Path(path).name)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, SourceError):
+            raise SourceError(f"cannot salvage the truncated RealSense recording {path}: {e}") from None
+        raise
+    src.uri = str(path)
+    src.events = [{"event": "recording_truncated", **end}]
+    src._cleanup = tmp
+    return src
 
 
 def _already_aligned(rs, dp, cp) -> bool:

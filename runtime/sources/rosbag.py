@@ -4,9 +4,14 @@
 URI options: ``rosbag://PATH?rgb=/camera/color/image_raw&depth=/camera/aligned_depth_to_color/image_raw&slop=0.02``.
 Without topics, the one colour and the one depth image topic are found by name (a depth topic
 names "depth"; an aligned one is preferred).
+
+A bag cut short (an .mcap without its footer, a .db3 shorter than its header says, a bag directory
+without metadata.yaml: what a killed recorder leaves) is read message by message up to its last
+intact message (``salvage.py``), and a ``recording_truncated`` event says where it ends.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -14,6 +19,7 @@ from ..msgconv import msg_to_depth_mm, msg_to_rgb, stamp_seconds
 from ..preprocess import DEFAULT_MAX_PIXELS, FrameError
 from .base import Frame, Source, SourceError
 from .pairing import TimePairer
+from .salvage import needs_salvage, salvage_reader, storage_files
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
                "sensor_msgs/Image", "sensor_msgs/CompressedImage")
@@ -78,26 +84,72 @@ class RosbagSource(Source):
         self.uri = f"rosbag://{self.path}"
         if not self.path.exists():
             raise SourceError(f"bag {self.path} does not exist")
-        self.rgb_topic, self.depth_topic = choose_topics(list_topics(self.path), rgb_topic, depth_topic)
+        self.events: list = []      # e.g. recording_truncated, written by the capture loop
+        self.salvage = needs_salvage(self.path)  # cut short: read every intact message ourselves
+        if self.salvage and self.path.is_dir() and not (self.path / "metadata.yaml").exists():
+            self.events.append({"event": "recording_unclosed", "file": str(self.path),
+                                "reason": "metadata.yaml missing (the recorder did not close the bag); "
+                                          "its storage files are read directly"})
+        topics = self._salvage_topics() if self.salvage else list_topics(self.path)
+        self.rgb_topic, self.depth_topic = choose_topics(topics, rgb_topic, depth_topic)
         self.slop = float(slop)
         self.stats: dict = {}
 
+    def _storage(self) -> list:
+        return storage_files(self.path) if self.path.is_dir() else [self.path]
+
+    def _salvage_topics(self) -> dict:
+        topics = {}
+        for f in self._storage():
+            try:
+                topics.update(salvage_reader(f).topics())
+            except Exception as e:
+                raise SourceError(f"cannot salvage bag file {f}: {e}") from None
+        if not topics:
+            raise SourceError(f"bag {self.path} was cut short before any topic was recorded")
+        return topics
+
+    def _salvaged_messages(self, typestore) -> Iterator[tuple]:
+        """(topic, bag time ns, message or None, error or None) of every intact message."""
+        for f in self._storage():
+            reader = salvage_reader(f)
+            for topic, msgtype, t, raw in reader.messages():
+                if topic not in (self.rgb_topic, self.depth_topic):
+                    continue
+                try:
+                    yield topic, t, typestore.deserialize_cdr(raw, msgtype), None
+                except Exception as e:
+                    yield topic, t, None, e
+            if reader.end.get("reason"):
+                self.events.append({"event": "recording_truncated", **reader.end})
+
+    def _rosbags_messages(self, reader) -> Iterator[tuple]:
+        conns = [c for c in reader.connections if c.topic in (self.rgb_topic, self.depth_topic)]
+        for conn, bag_t, raw in reader.messages(connections=conns):
+            try:
+                yield conn.topic, bag_t, reader.deserialize(raw, conn.msgtype), None
+            except Exception as e:
+                yield conn.topic, bag_t, None, e
+
     def __iter__(self) -> Iterator[Frame]:
         AnyReader, Stores, get_typestore = _import_rosbags()
+        typestore = get_typestore(Stores.ROS2_HUMBLE)
         pairer = TimePairer(self.slop)
         n = 0
         try:
-            with AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
-                conns = [c for c in reader.connections if c.topic in (self.rgb_topic, self.depth_topic)]
-                for conn, bag_t, raw in reader.messages(connections=conns):
-                    try:
-                        msg = reader.deserialize(raw, conn.msgtype)
-                        t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
-                    except Exception as e:
+            with contextlib.ExitStack() as stack:
+                if self.salvage:
+                    msgs = self._salvaged_messages(typestore)
+                else:
+                    reader = stack.enter_context(AnyReader([self.path], default_typestore=typestore))
+                    msgs = self._rosbags_messages(reader)
+                for topic, bag_t, msg, err in msgs:
+                    if err is not None:
                         yield Frame(f"msg-{bag_t}", None, None, bag_t * 1e-9,
-                                    error=f"undecodable {conn.topic} message at {bag_t}: {e}")
+                                    error=f"undecodable {topic} message at {bag_t}: {err}")
                         continue
-                    (pairer.add_colour if conn.topic == self.rgb_topic else pairer.add_depth)(t, msg)
+                    t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
+                    (pairer.add_colour if topic == self.rgb_topic else pairer.add_depth)(t, msg)
                     for fr in self._decode(pairer):
                         n += 1
                         yield fr
