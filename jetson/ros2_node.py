@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import math
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,8 @@ PARAMETERS = {  # name -> default
     "depth_topic": "/camera/camera/aligned_depth_to_color/image_raw",
     "rgb_compressed": False, "depth_compressed": False, "slop": 0.02, "queue_size": 10,
     "seed": 0, "results_path": "none", "stale_s": 10.0,
+    # a frame scoring longer than this ends the node (fatal, so the launcher restarts it); 0 = no limit
+    "frame_timeout_s": 0.0, "rotate_mb": 0.0,   # results_path rotation (0 = never)
 }
 
 
@@ -170,13 +173,19 @@ def main(argv: Optional[list] = None) -> int:
         results = None if p["results_path"] in ("", "none") else p["results_path"]
         summary = run_capture(holder["source"], scorer, threshold=thr, out=results,
                               seed=int(p["seed"]), reopen=new_source, on_result=hook,
-                              log=node.get_logger().warning)
+                              log=node.get_logger().warning,
+                              frame_timeout=float(p["frame_timeout_s"]) or None,
+                              rotate_bytes=int(float(p["rotate_mb"]) * 1e6) or None)
         node.get_logger().info(f"summary: {summary}")
     finally:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    if summary.get("abandoned_frame") is not None:   # a scoring call is still stuck: do not wait for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return 1 if summary["stopped"] in ("fatal", "frame_timeout", "source_failed") else 0
 
 
 if __name__ == "__main__":

@@ -178,6 +178,14 @@ def test_cli_fatal_exit_status_and_message(tmp_path):
         run_cmd.load_scorer = orig
     assert r.exit_code == run_cmd.EXIT_FATAL and "MemoryError: boom" in r.output
     assert "summary (fatal)" in r.output
+    (tmp_path / "plain").write_text("a file, not a directory")
+    run_cmd.load_scorer = lambda model, backend: sc
+    try:
+        r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(tmp_path / "plain" / "r.jsonl"),
+                                             "-q"])
+    finally:
+        run_cmd.load_scorer = orig
+    assert r.exit_code == run_cmd.EXIT_FATAL and "cannot write results to" in r.output
 
 
 # ----------------------------------------------------------------------------- watchdog: SIGTERM, timeouts

@@ -345,6 +345,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
                               on_result=on_result, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
                               rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6))
+    except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
+        source.close()
+        raise click.ClickException(f"cannot write results to {out}: {e}")
     finally:
         status.close()
         if disp is not None:
