@@ -262,10 +262,11 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         except (FrameError, ValueError) as e:  # an odd frame (the scorer's input checks): skip it
             frame_error(base, str(e))
             return
-        except (FrameTimeout, Abandoned) as e:
+        except (FrameTimeout, Abandoned, KeyboardInterrupt) as e:  # the call may still be running
             st.errors += 1
             st.abandoned_frame = str(fr.id)
-            emit({"type": "error", **base, "error": f"not scored: {e}", "fatal": True})
+            why = "interrupted (second signal)" if isinstance(e, KeyboardInterrupt) else str(e)
+            emit({"type": "error", **base, "error": f"not scored: {why}", "fatal": True})
             raise
         total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
         tm = timings_ms(res)

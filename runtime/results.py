@@ -101,17 +101,20 @@ class ResultWriter:
             if torn:  # a line cut by a kill: move it out of the file into the resumed event
                 with open(self.path, "r+b") as f:
                     f.truncate(self.path.stat().st_size - len(torn))
-        for p in candidates:
+        for p in candidates:   # the newest file with an intact indexed line says where to continue
             if p.stat().st_size == 0:
                 continue
             idx = last_index(p)
-            if idx is not None or p == self.path:
-                self.next_index = 0 if idx is None else idx + 1
+            if idx is not None:
+                self.next_index = idx + 1
                 self.resumed = {"type": "event", "event": "resumed", "time": time.time(),
                                 "next_index": self.next_index, "previous_file": str(p)}
-                if torn:
-                    self.resumed["torn_bytes"] = len(torn)
                 break
+        if self.resumed is None and self.path.exists() and (self.path.stat().st_size or torn):
+            self.resumed = {"type": "event", "event": "resumed", "time": time.time(), "next_index": 0,
+                            "previous_file": str(self.path)}
+        if torn:
+            self.resumed["torn_bytes"] = len(torn)
         return torn
 
     def write(self, record: dict) -> None:

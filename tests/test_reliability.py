@@ -76,14 +76,16 @@ def test_rotation_never_overwrites_and_a_restart_continues_from_the_newest(tmp_p
     assert [r["index"] for r in recs if r["type"] == "frame"] == list(range(30))
     assert all(r["event"] == "rotated" for p in rotated[2:] + [out]
                for r in [json.loads(p.read_text().splitlines()[0])])
-    # the current file rotated just before a crash (empty): the restart reads the newest rotated one
+    # a crash just after a rotation: the current file holds only the "rotated" event, the restart
+    # continues from the newest rotated file
     w = ResultWriter(out, rotate_bytes=2000)
-    w.rotate()
-    w._f.truncate(0)
+    newest = w.rotate()
     w.close()
-    out.write_text("")
+    assert [json.loads(x)["event"] for x in out.read_text().splitlines()] == ["rotated"]
     s2 = run_capture(open_source("synth://?n=1&seed=3"), FakeScorer(), out=out, handle_signals=False)
     assert s2["first_index"] == 30
+    ev = [json.loads(x) for x in out.read_text().splitlines()][1]
+    assert ev["event"] == "resumed" and ev["previous_file"] == str(newest)
 
 
 def test_cli_appends_and_systemd_unit_rotates(tmp_path):
