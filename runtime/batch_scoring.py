@@ -23,6 +23,11 @@ from .manifest import ManifestError
 from .preprocess import FrameError, preprocess
 
 
+# frames per graph run: larger batches gain nothing once the thin layers' weights are shared (their
+# activations then leave the caches; benchmarks/batch_throughput.py, benchmarks/README.md)
+MAX_BATCH = 4
+
+
 class OrtBatchGraphs:
     """onnxruntime sessions of final_batch.onnx (and encoder_batch.onnx) of a model directory; each
     file is read once, checked against the manifest's sha256, and handed to onnxruntime as bytes."""
@@ -74,6 +79,10 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     z0s = [None] * n if z0s is None else list(z0s)
     if len(seeds) != n or len(z0s) != n:
         raise ValueError(f"score_batch: {n} frames but {len(seeds)} seeds and {len(z0s)} z0s")
+    if n > MAX_BATCH:   # graph runs of at most MAX_BATCH frames: their activations stay in cache
+        return [r for s in range(0, n, MAX_BATCH)
+                for r in score_batch(scorer, frames[s:s + MAX_BATCH], seeds[s:s + MAX_BATCH], z0s[s:s + MAX_BATCH],
+                                     keep_reconstructions, threads)]
     results: list = [None] * n
     if not batch_available(scorer):
         for i, (rgb, depth) in enumerate(frames):
