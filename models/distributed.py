@@ -85,6 +85,15 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` (picklable) on every rank (``obj`` itself when single-process)."""
+        if not self.enabled:
+            return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

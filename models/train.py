@@ -97,8 +97,10 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     state = TrainState()
     ckpt_path = out / "last.pt"
-    if resume and ckpt_path.exists():
-        ck = read_checkpoint(ckpt_path)
+    # rank 0 reads the checkpoint and hands it to every rank (no shared filesystem needed across nodes)
+    ck = read_checkpoint(ckpt_path) if resume and dist.is_main and ckpt_path.exists() else None
+    ck = dist.broadcast(ck)
+    if ck is not None:
         if ck["train"].get("config") != asdict(cfg) | {"epochs": ck["train"]["config"]["epochs"]}:
             raise ValueError(f"{ckpt_path} was trained with a different configuration; "
                              "use another --out or --no-resume")
@@ -193,7 +195,7 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     if bar is not None:
         bar.close()
     dist.barrier()                            # rank 0's last checkpoint is on disk for everyone
-    if not ckpt_path.exists():  # resumed a finished run
+    if dist.is_main and not ckpt_path.exists():  # resumed a finished run
         raise FileNotFoundError(ckpt_path)
     return ckpt_path
 

@@ -47,13 +47,26 @@ def test_shipped_model_batch_equals_one_at_a_time(kinect_export, val_frames):
     for i, (rgb, depth) in enumerate(frames):
         if i != 3:
             assert_same(scorer.score(rgb, depth, seed=seeds[i], keep_reconstructions=True), got[i], keep=True)
-            assert got[i].timings["batch_size"] == 7
+            assert got[i].timings["batch_size"] == (3 if i < 4 else 4)   # graph runs of MAX_BATCH = 4 frames
     scores = [r.score for i, r in enumerate(got) if i != 3]
     assert len(set(scores)) == 7                                        # frames differ, no slot mixed up
     again = scorer.score_batch(frames[:2], seeds=seeds[:2])            # another batch size, same results
     assert again[0].score == pytest.approx(got[0].score, rel=RTOL)
     got[0].error_map[:] = -1                                            # results belong to the caller
     assert scorer.score_batch(frames[:1], seeds=seeds[:1])[0].error_map.min() >= 0
+
+
+def test_batches_beyond_max_batch_run_in_chunks(kinect_export, val_frames, monkeypatch):
+    from edge_ad.runtime import batch_scoring
+    scorer = Scorer.load(kinect_export, threads=2)
+    frames, seeds = val_frames(5), [7, 8, 9, 10, 11]
+    whole = scorer.score_batch(frames, seeds=seeds)
+    monkeypatch.setattr(batch_scoring, "MAX_BATCH", 2)
+    parts = scorer.score_batch(frames, seeds=seeds)
+    assert [r.timings["batch_size"] for r in parts] == [2, 2, 2, 2, 1]
+    for a, b in zip(whole, parts):
+        assert b.score == pytest.approx(a.score, rel=RTOL)
+        np.testing.assert_array_equal(b.z0, a.z0)
 
 
 def test_several_seeds_random_z_and_explicit_z0(export_tiny, val_frames):
