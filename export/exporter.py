@@ -1,22 +1,26 @@
 """``edge-ad export``: generator checkpoint -> ONNX search graphs + weights + manifest, with parity.
 
-Output directory:
-  step.onnx      one Adam step on z and on every per-seed weight copy (all seeds in one graph)
-  step_z.onnx    the z-only step (named fast option lr_theta = 0)
-  final.onnx     the final forward pass: per-seed loss, per-pixel error map, reconstructions
-  unrolled.onnx  optional: the whole k-step search and the final pass in one graph
-  unrolled_seed.onnx  with unrolled.onnx when n_seed > 1: the same graph for one seed (same state
-                 names and chunks), which the runtime's seed-parallel search runs once per seed
-  grad_seed.onnx, grad_z_seed.onnx, final_seed.onnx  the search split for the CPU's fused-adam
-                 runtime: one seed's gradients w.r.t. z and every weight (no Adam: the host applies it
-                 with one fused pass, runtime/host_adam.py), the same for z only (lr_theta = 0), and
-                 one seed's final pass; unchunked weights in torch's column order (the graph's
-                 manifest entry has "state" and "col_order"; the runtime regroups weights.npz)
-  grad_tail_seed.onnx, grad_z_tail_seed.onnx, head_consts.npy  the host-head search: layers 2-4 of one
-                 seed's step from layer 1's output a1 (-> a1.grad and the tail's weight gradients), and
-                 bn0's constants for the host's layers 0-1 (runtime/host_head.py)
+Output directory: the graphs of the search variants the export's targets run (runtime/variants.py, the one
+table of variants; ``--target cpu`` / ``--target gpu``, default both), for the model's configuration:
+  final.onnx     the final forward pass: per-seed loss, per-pixel error map, reconstructions; alone for
+                 k = 0 (variant "forward": no search step)
+  grad_tail_seed.onnx, grad_z_tail_seed.onnx, head_consts.npy, final_seed.onnx  (cpu: host-head, the
+                 CPU default) layers 2-4 of one seed's step from layer 1's output a1 (-> a1.grad and the
+                 tail's weight gradients), bn0's constants for the host's layers 0-1 (runtime/host_head.py),
+                 one seed's final pass
+  grad_seed.onnx, grad_z_seed.onnx  (cpu: fused-adam, the CPU fallback without AVX2, e.g. ARM) one seed's
+                 gradients w.r.t. z and every weight (no Adam: the host applies it in one fused pass,
+                 runtime/host_adam.py), the same for z only. The per-seed graphs keep unchunked weights in
+                 torch's column order (their manifest entries have "state" and "col_order"; the runtime
+                 regroups weights.npz)
+  step.onnx, step_z.onnx  (gpu: TensorRT and the CUDA provider) one Adam step on z and on every per-seed
+                 weight copy (all seeds in one graph), and the z-only step
+  unrolled.onnx  only with ``unrolled=True`` (--unrolled): the whole k-step search and the final pass in
+                 one graph
   final_batch.onnx, encoder_batch.onnx  only for k = 0: the final pass (and the encoder) over a
                  batch of frames, for Scorer.score_batch (export/batch_graphs.py)
+The z-only graphs (lr_theta = 0, the named fast option) come with every configuration that updates the
+weights; a configuration with lr_theta = 0 gets only them.
   encoder.onnx   only for a scoring configuration with z_init == "encoder": the izi encoder's
                  forward pass x (C, R, R) -> E(x) (z_dim,); the runtime starts the search from
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
@@ -26,10 +30,13 @@ Output directory:
   manifest.json  format version, model config, search hyper-parameters, preprocessing, tensor
                  names/shapes/dtypes, opset, exporter versions, sha256 of every file, parity report
 
-Parity is part of export: the float32 graphs run in onnxruntime against the PyTorch reference
-search in float64 on real frames with fixed z0 (relative score difference <= tolerance, default
-1e-4), and the same graphs built in float64 are checked against it to ~1e-9 (the maths itself).
-A failed check writes the report into the manifest (which the runtime then refuses) and raises.
+Parity is part of export, per exported variant: each variant's float32 graphs run in onnxruntime against
+the PyTorch reference search in float64 on real frames with fixed z0 (relative score difference <=
+tolerance, default 1e-4, for its faithful and its z-only search), and the step graphs built in float64
+are checked against it to ~1e-8 (the maths itself). A variant that fails is removed from the export (its
+graphs deleted, the report kept in the manifest), so one graph family cannot block the others; when no
+variant passes (or the float64 check fails) the manifest records the failure (the runtime then refuses
+the directory) and the export raises.
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
+from edge_ad.runtime import variants
 from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0, search_differences
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
@@ -274,9 +282,11 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
                  spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None) -> dict:
-    """Score ``frames`` with the exported graphs (onnxruntime, float32) and the PyTorch reference
-    (float64, same z0, same score scaling); also the float64 build of the same graphs. Returns the
-    parity report.
+    """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
+    faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
+    also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
+    relative score differences, per variant "passed" (<= tolerance), "failed_variants", and "passed"
+    overall (some variant passed and the float64 graphs agree to 1e-8).
 
     z_init == "random": both sides get make_z0(n_seed, z_dim, frame_seed(seed, i)) explicitly.
     z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
@@ -290,44 +300,40 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     from edge_ad.models.search import search_eager
     from edge_ad.runtime.config import score_scale
     from edge_ad.runtime.scorer import Scorer
-    rows, worst = [], 0.0
     S = cfg.n_seed
     use_encoder = cfg.z_init == "encoder"
     if use_encoder and encoder is None:
         raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
     E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
-    scorer = Scorer.load(out_dir, config=cfg, variant="step", threads=threads)
-    zscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
-               if check_z_only and cfg.updates_weights else None)
     man = load_manifest(out_dir, verify=False)
-    uscorer = (Scorer.load(out_dir, config=cfg, variant="unrolled", threads=threads)
-               if "unrolled" in man["graphs"] and cfg.updates_weights else None)
-    pscorer = (Scorer.load(out_dir, config=cfg, variant="seed-parallel", threads=threads)
-               if "unrolled_seed" in man["graphs"] and cfg.updates_weights else None)
-    fscorer = (Scorer.load(out_dir, config=cfg, variant="fused-adam", threads=threads)
-               if "grad_seed" in man["graphs"] and cfg.k >= 1 else None)       # z-only too when lr_theta = 0
-    fzscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="fused-adam", threads=threads)
-                if zscorer is not None and "grad_z_seed" in man["graphs"] and cfg.k >= 1 else None)
-    hscorer = (Scorer.load(out_dir, config=cfg, variant="host-head", threads=threads)
-               if "grad_tail_seed" in man["graphs"] and cfg.k >= 1 else None)          # z-only too when lr_theta = 0
-    hzscorer = (Scorer.load(out_dir, config=cfg.replace(lr_theta=0.0), variant="host-head", threads=threads)
-                if zscorer is not None and "grad_z_tail_seed" in man["graphs"] and cfg.k >= 1 else None)
-    # the faithful runtime variants besides the step loop: (parity row key, scorer)
-    others = [(k, sc) for k, sc in (("unrolled", uscorer), ("seed_parallel", pscorer), ("fused_adam", fscorer),
-                                    ("host_head", hscorer)) if sc is not None]
-    z_others = [(k, sc) for k, sc in (("fused_adam", fzscorer), ("host_head", hzscorer)) if sc is not None]
+    zcfg = cfg.replace(lr_theta=0.0) if check_z_only and cfg.updates_weights and cfg.k > 0 else None
+    # every exported variant (runtime/variants.py), faithful and z-only, CPU provider: {name: (scorer, zscorer)}
+    names = list(man.get("variants") or [v.name for v in variants.VARIANTS.values()
+                                         if variants.exported(v, cfg, man["graphs"])])
+    scorers = {n: (Scorer.load(out_dir, config=cfg, variant=n, threads=threads, providers=["CPUExecutionProvider"]),
+                   Scorer.load(out_dir, config=zcfg, variant=n, threads=threads, providers=["CPUExecutionProvider"])
+                   if zcfg is not None else None) for n in names}
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
-        kind64 = "step" if cfg.updates_weights else "step_z"
-        m64 = {kind64: build_graph(arch64, kind64, bn), "final": build_graph(arch64, "final", bn)}
-        verify_graph(m64[kind64], np.float64, n_adam=len(arch64.state()) + 1 if cfg.updates_weights else 1)
+        kind64 = "forward" if cfg.k == 0 else "step" if cfg.updates_weights else "step_z"
+        m64 = {"final": build_graph(arch64, "final", bn)}
+        if kind64 != "forward":
+            m64[kind64] = build_graph(arch64, kind64, bn)
+            verify_graph(m64[kind64], np.float64, n_adam=len(arch64.state()) + 1 if cfg.updates_weights else 1)
         st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
         shapes64 = {s.name: s.shape for s in arch64.state()}
 
     def rel_of(a, b):
         return abs(a - b) / max(abs(b), 1e-12)
 
+    def compare(got, ref) -> dict:
+        return {"onnx_score": got.score, "rel_diff": rel_of(got.score, ref.score),
+                "max_seed_rel_diff": float(np.max(np.abs(got.seed_losses - ref.seed_losses)
+                                                  / np.maximum(np.abs(ref.seed_losses), 1e-12))),
+                "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
+
+    rows = []
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         zseed = frame_seed(seed, i)
@@ -340,50 +346,56 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         else:
             z0 = make_z0(S, G.cfg.z_dim, zseed)
             start = {"z0": z0}
-        got = scorer.score(fr["rgb"], fr["depth"], **start)
         ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
-        rel = rel_of(got.score, ref.score)
-        seed_rel = float(np.max(np.abs(got.seed_losses - ref.seed_losses) / np.maximum(np.abs(ref.seed_losses), 1e-12)))
+        zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist)
+                if zcfg is not None else None)
         row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
-               "z_init": cfg.z_init, "score_scale": scale,
-               "reference_score": ref.score, "onnx_score": got.score, "rel_diff": rel,
-               "max_seed_rel_diff": seed_rel,
-               "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
-        if use_encoder:
-            # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
-            row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
-            row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
-        if dist is not None:
-            row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
-                                      "rel_diff": rel_of(got.latent_distance, dist)}
-        worst = max(worst, rel)
-        for key, sc in others:
-            o = sc.score(fr["rgb"], fr["depth"], **start)
-            row[key] = {"onnx_score": o.score, "rel_diff": rel_of(o.score, ref.score)}
-            if hasattr(sc._search, "adam_impl"):
-                row[key]["adam"] = sc._search.adam_impl
-            worst = max(worst, row[key]["rel_diff"])
-        if zscorer is not None:
-            zref = search_eager(G, x, cfg.replace(lr_theta=0.0), z0=z0, dtype=torch.float64, latent_distance=dist)
-            zgot = zscorer.score(fr["rgb"], fr["depth"], **start)
-            zrel = rel_of(zgot.score, zref.score)
-            row["z_only"] = {"reference_score": zref.score, "onnx_score": zgot.score, "rel_diff": zrel}
-            worst = max(worst, zrel)
-            for key, sc in z_others:
-                o = sc.score(fr["rgb"], fr["depth"], **start)
-                row["z_only"][key] = {"onnx_score": o.score, "rel_diff": rel_of(o.score, zref.score)}
-                worst = max(worst, row["z_only"][key]["rel_diff"])
+               "z_init": cfg.z_init, "score_scale": scale, "reference_score": ref.score, "variants": {}}
+        if zref is not None:
+            row["z_only"] = {"reference_score": zref.score, "variants": {}}
+        for n, (sc, zsc) in scorers.items():
+            got = sc.score(fr["rgb"], fr["depth"], **start)
+            row["variants"][n] = compare(got, ref)
+            if use_encoder and "encoder_z0_max_abs_diff" not in row:
+                # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
+                row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
+                row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
+            if dist is not None and "latent_distance" not in row:
+                row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
+                                          "rel_diff": rel_of(got.latent_distance, dist)}
+            if zsc is not None:
+                row["z_only"]["variants"][n] = compare(zsc.score(fr["rgb"], fr["depth"], **start), zref)
+        # the frame's worst variant (faithful and z-only): the gate's value for this frame
+        row["rel_diff"] = max([r["rel_diff"] for r in row["variants"].values()]
+                              + [r["rel_diff"] for r in row.get("z_only", {}).get("variants", {}).values()])
         if check_fp64:
             r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
             row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
         rows.append(row)
-        log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f} onnx {got.score:.8f} "
-            f"rel {rel:.2e}" + (f", z-only rel {row['z_only']['rel_diff']:.2e}" if "z_only" in row else "")
+        log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f}; "
+            + ", ".join(f"{n} rel {r['rel_diff']:.2e}" for n, r in row["variants"].items())
+            + (", z-only " + ", ".join(f"{n} {r['rel_diff']:.2e}" for n, r in row["z_only"]["variants"].items())
+               if "z_only" in row else "")
             + (f", encoder z0 max abs diff {row['encoder_z0_max_abs_diff']:.1e}" if use_encoder else "")
             + (f", fp64 graph rel {row['fp64_graph_rel_diff']:.1e}" if check_fp64 else ""))
+    per_variant = {}
+    for n in scorers:
+        worst = max((r["variants"][n]["rel_diff"] for r in rows), default=float("inf"))
+        zworst = max((r["z_only"]["variants"][n]["rel_diff"] for r in rows if "z_only" in r), default=None)
+        ok = bool(rows) and worst <= tolerance and (zworst is None or zworst <= tolerance)
+        per_variant[n] = {"passed": ok, "max_rel_diff": worst, "z_only_max_rel_diff": zworst,
+                          "summary": f"{len(rows)} frames, max relative score difference {worst:.2e}"
+                                     + (f" (z-only {zworst:.2e})" if zworst is not None else "")
+                                     + f", tolerance {tolerance:g}"}
+    failed = [n for n, r in per_variant.items() if not r["passed"]]
+    kept = [n for n in per_variant if n not in failed]
+    worst = max((per_variant[n]["max_rel_diff"] for n in kept), default=float("inf"))
+    zworst = max((per_variant[n]["z_only_max_rel_diff"] or 0.0 for n in kept), default=0.0)
     fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
-    passed = bool(rows) and worst <= tolerance and fp64_worst <= 1e-8
-    summary = (f"{len(rows)} frames, max relative score difference {worst:.2e} (tolerance {tolerance:g})"
+    passed = bool(rows) and bool(kept) and fp64_worst <= 1e-8
+    summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
+               f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
+               + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
                + (f", float64 graphs {fp64_worst:.1e} (tolerance 1e-8)" if check_fp64 else ""))
     if not rows:
         summary = "no parity frames"
@@ -397,18 +409,21 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
                       "(reference: encoder in float64; runtime: encoder.onnx float32)")
     return {"reference": reference,
-            "runtime": "onnxruntime float32 graphs (step loop; unrolled, seed-parallel, fused-adam, host-head and z-only too)",
+            "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
+                       "faithful and z-only",
             "tolerance": tolerance,
             "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
-            "frames": rows, "max_rel_diff": worst, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
+            "frames": rows, "variants": per_variant, "failed_variants": failed,
+            "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
             "passed": passed, "summary": summary}
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,
-                 chunk_bytes: int = 1 << 20, unrolled: bool = True, parity_frames: Optional[list] = None,
+                 chunk_bytes: int = 1 << 20, unrolled: bool = False, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
-                 encoder=None, seed_parallel: bool = True, latent_bank=None, log: Callable = print) -> dict:
+                 encoder=None, latent_bank=None, targets: Sequence[str] = variants.TARGETS,
+                 log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
@@ -418,9 +433,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
     latent_bank: (N, z_dim) encoder latents of the normal training frames for a configuration with
     score_latent_power > 0; default the checkpoint's ``scoring["latent_bank"]``.
-    seed_parallel: also write the single-seed graphs: unrolled_seed.onnx (with the unrolled graph,
-    n_seed > 1) for the runtime's seed-parallel search, grad_seed.onnx + final_seed.onnx for its
-    fused-adam search.
+    targets: where the model will run (runtime/variants.TARGETS): "cpu" writes the host-head and fused-adam
+    graphs, "gpu" the step graphs (TensorRT, CUDA provider); k = 0 writes the final graph only (and the
+    encoder). unrolled: also the unrolled graph (gpu target; no runtime path picks it on its own).
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
     the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
     """
@@ -448,26 +463,14 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     old = out_dir / MANIFEST
     if old.exists():
         old.unlink()   # never leave a manifest that describes other files
+    for stale in list(out_dir.glob("*.onnx")) + [out_dir / HEAD_CONSTS]:
+        stale.unlink(missing_ok=True)    # nor graphs of an earlier export that this one does not write
     params, bn = generator_arrays(G)
     arch = arch_of(G, cfg.n_seed, chunk_bytes, np.float32)
-    n_state = len(arch.state())
-    kinds = ["step", "step_z", "final"] + (["unrolled"] if unrolled and cfg.k > 0 else [])
-    graphs, checks = {}, {}
-    for kind in kinds:
-        model = build_graph(arch, kind, bn, k=cfg.k)
-        n_adam = {"step": n_state + 1, "step_z": 1, "final": 0, "unrolled": cfg.k * (n_state + 1)}[kind]
-        checks[kind] = verify_graph(model, np.float32, n_adam=n_adam or None)
-        fname = f"{kind}.onnx"
-        onnx.save(model, str(out_dir / fname))
-        graphs[kind] = {"file": fname, **_io_spec(model), "nodes": len(model.graph.node),
-                        "check": checks[kind]}
-        if kind == "unrolled":
-            graphs[kind]["k"] = cfg.k
-    if "unrolled" in kinds and cfg.n_seed > 1 and seed_parallel:
-        graphs["unrolled_seed"] = _export_seed_graph(G, bn, cfg, chunk_bytes, arch, out_dir)
-        checks["unrolled_seed"] = graphs["unrolled_seed"]["check"]
-    if seed_parallel:
-        graphs.update(_export_host_adam_graphs(G, bn, out_dir))
+    chosen = variants.for_export(cfg, targets, unrolled)
+    graphs = _write_graphs(G, bn, cfg, arch, out_dir, variants.graphs_for_export(cfg, chosen))
+    chosen = [v for v in chosen if set(variants.graphs_for_export(cfg, [v])) <= set(graphs)]
+    checks = {name: g["check"] for name, g in graphs.items()}
     if E is not None:
         x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
         model = build_encoder_graph(encoder_layers(E), x_shape, G.cfg.z_dim, np.float32)
@@ -482,7 +485,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         graphs.update(export_batch_graphs(params, bn, arch, out_dir, encoder_layers(E) if E is not None else None))
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
-    extra_files = ["weights.npz"] + ([HEAD_CONSTS] if "grad_tail_seed" in graphs else [])
+    extra_files = ["weights.npz"] + ([HEAD_CONSTS] if (out_dir / HEAD_CONSTS).exists() else [])
     if bank is not None:
         np.save(out_dir / "latent_bank.npy", bank)
         extra_files.append("latent_bank.npy")
@@ -509,8 +512,12 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                        "they are kept scaled (m / (1 - beta1), v / (1 - beta2)); outputs end in '.out'",
         },
         "adam_scalars": {"inputs": list(SCALARS),
-                         "computed_by": "host, float64 (edge_ad.runtime.backends.onnxruntime_backend.adam_scalars)",
+                         "computed_by": "host, float64 (edge_ad.runtime.config.adam_scalars)",
                          "note": "eps and the bias corrections are graph inputs, never constants"},
+        "targets": list(targets),
+        "variants": {v.name: {"graphs": list(dict.fromkeys(v.needs(cfg) + (v.needs(cfg.replace(lr_theta=0.0))
+                                                                             if cfg.updates_weights else ()))),
+                              "when": v.when} for v in chosen},
         "graphs": graphs, "opset": OPSET, "exporter": _versions(), "files": files,
         "parity": None,
     }
@@ -535,26 +542,15 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
                           latent_bank=bank)
     manifest["parity"] = report
+    for name in report["failed_variants"]:         # one failing graph family does not block the others
+        _drop_variant(out_dir, manifest, name)
+        log(f"WARNING: variant {name} failed its parity check and is not exported: "
+            f"{report['variants'][name]['summary']}")
     _write_manifest(out_dir, manifest)
     if not report["passed"]:
         raise ExportError(f"export parity check FAILED: {report['summary']}; report in {out_dir / MANIFEST}")
     load_manifest(out_dir, verify=True)
     return manifest
-
-
-def _export_seed_graph(G, bn: dict, cfg: SearchConfig, chunk_bytes: int, arch: Arch, out_dir: Path) -> dict:
-    """unrolled_seed.onnx: the unrolled graph with the n_seed = 1 layout. Its weight chunks must be
-    the grouped graph's (same names and columns: both read weights.npz), so the chunk size is divided
-    by n_seed (arch_of sizes chunks over all seeds). Returns the manifest's graph entry."""
-    one = arch_of(G, 1, chunk_bytes // cfg.n_seed if chunk_bytes > 0 else 0, np.float32)
-    if [(s.name, s.cols) for s in one.state()] != [(s.name, s.cols) for s in arch.state()]:
-        raise ExportError("the single-seed graph's weight chunks differ from the grouped graph's")
-    model = build_graph(one, "unrolled", bn, k=cfg.k)
-    check = verify_graph(model, np.float32, n_adam=cfg.k * (len(one.state()) + 1))
-    onnx.save(model, str(out_dir / "unrolled_seed.onnx"))
-    return {"file": "unrolled_seed.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
-            "k": cfg.k, "n_seed": 1, "role": "seed-parallel",
-            "note": "the unrolled graph for one seed; the runtime runs it once per seed, concurrently"}
 
 
 def _state_entries(arch: Arch) -> list:
@@ -568,23 +564,57 @@ HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fuse
 HOST_HEAD_PANEL = 32   # the panel width runtime/_head_kernel.c is written for
 
 
-def _export_host_adam_graphs(G, bn: dict, out_dir: Path) -> dict:
-    """grad_seed.onnx (x, z, weights -> z.grad, <name>.grad for one seed) and final_seed.onnx (one
-    seed's final pass), unchunked: the host's fused Adam makes weight chunks pointless, and whole
-    GEMMs are faster (measured 26-29 -> 22-26 ms per step at width 32); torch's (c, kh, kw) column
-    order so that the forward col2im is one Col2Im op (CPU-only graphs; measured per step 26.4 ->
-    23.9 ms, final pass 16.6 -> 9.4 ms). Returns the manifest's graph entries: "state" and
-    "col_order" give these graphs' weight layout (weights.npz holds the chunked d2s one)."""
-    # onnxruntime's Col2Im op; layers 1-2 (P <= 64) in 32-column panels (onnx_graphs.Arch.panel)
+def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, names: Sequence[str]) -> dict:
+    """Build, check and write the graphs ``names`` (runtime/variants.py names); returns their manifest entries.
+
+    step, step_z, final, unrolled: all seeds in one graph, weights in the chunked layout of weights.npz.
+    grad_seed, grad_z_seed, final_seed (the CPU searches): one seed, unchunked: the host's fused Adam
+    makes weight chunks pointless and whole GEMMs are faster (measured 26-29 -> 22-26 ms per step at
+    width 32); torch's (c, kh, kw) column order so that the forward col2im is one Col2Im op (measured per
+    step 26.4 -> 23.9 ms, final pass 16.6 -> 9.4 ms); layers 1-2 (P <= 64) in 32-column panels.
+    grad_tail_seed, grad_z_tail_seed: the host-head search's tail (layers 2-4), with head_consts.npy."""
+    n_state = len(arch.state())
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
     state = _state_entries(one)
-    entries = {f"{kind}_seed": _save_seed_graph(one, kind, bn, out_dir, state, role="fused-adam")
-               for kind in ("grad", "grad_z", "final")}
-    entries["grad_seed"]["note"] = ("gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
-                                    "Adam on the host (runtime/host_adam.py), k runs per seed, then final_seed")
-    entries["grad_z_seed"]["note"] = "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"
-    entries.update(_export_host_head_graphs(one, bn, out_dir, state))
-    return entries
+    notes = {"grad_seed": "gradients of one seed's loss w.r.t. z and every weight; the runtime applies Adam on the "
+                          "host (runtime/host_adam.py), k runs per seed, then final_seed",
+             "grad_z_seed": "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"}
+    out = {}
+    for name in names:
+        if name in ("step", "step_z", "final", "unrolled"):
+            model = build_graph(arch, name, bn, k=cfg.k)
+            n_adam = {"step": n_state + 1, "step_z": 1, "final": 0, "unrolled": cfg.k * (n_state + 1)}[name]
+            check = verify_graph(model, np.float32, n_adam=n_adam or None)
+            onnx.save(model, str(out_dir / f"{name}.onnx"))
+            out[name] = {"file": f"{name}.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
+                         **({"k": cfg.k} if name == "unrolled" else {})}
+        elif name in ("grad_seed", "grad_z_seed", "final_seed"):
+            out[name] = _save_seed_graph(one, name[:-len("_seed")], bn, out_dir, state, role="cpu")
+            if name in notes:
+                out[name]["note"] = notes[name]
+        elif name in ("grad_tail_seed", "grad_z_tail_seed"):
+            entry = _export_host_head_graph(one, name[:-len("_seed")], bn, out_dir, state)
+            if entry is not None:          # else no host head for this layout (fused-adam runs instead)
+                out[name] = entry
+        else:
+            raise ExportError(f"no builder for the graph {name!r}")
+    return out
+
+
+def _drop_variant(out_dir: Path, manifest: dict, name: str) -> None:
+    """Remove a variant that failed parity: its graphs no other exported variant runs, their files and sha256
+    entries (the parity report keeps why)."""
+    keep = {g for v, e in manifest["variants"].items() if v != name for g in e["graphs"]}
+    for g in manifest["variants"].pop(name)["graphs"]:
+        if g in keep or g not in manifest["graphs"]:
+            continue
+        f = manifest["graphs"].pop(g)["file"]
+        manifest["files"].pop(f, None)
+        (out_dir / f).unlink(missing_ok=True)
+    if not any(g in manifest["graphs"] for g in ("grad_tail_seed", "grad_z_tail_seed")) \
+            and HEAD_CONSTS in manifest["files"]:
+        manifest["files"].pop(HEAD_CONSTS)
+        (out_dir / HEAD_CONSTS).unlink(missing_ok=True)
 
 
 def _save_seed_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state: list, **extra) -> dict:
@@ -601,18 +631,18 @@ def _save_seed_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state: list,
 HEAD_CONSTS = "head_consts.npy"
 
 
-def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path, state: list) -> dict:
-    """grad_tail_seed.onnx / grad_z_tail_seed.onnx (layers 2-4 of one seed: x, a1, tail weights -> a1.grad
-    and the tail's weight gradients) and head_consts.npy (bn0's running mean and 1 / sqrt(var + eps),
-    float32 as the graphs store them): the host-head search runs layers 0-1 and their Adam on the host
-    (runtime/host_head.py). Only for layouts the host kernel handles: W0 and W1 whole, W1 in 32-column
-    panels (the same weights layout as grad_seed, ``state``)."""
+def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state: list) -> Optional[dict]:
+    """grad_tail_seed.onnx / grad_z_tail_seed.onnx (``kind`` grad_tail / grad_z_tail: layers 2-4 of one seed:
+    x, a1, tail weights -> a1.grad and the tail's weight gradients) and head_consts.npy (bn0's running mean
+    and 1 / sqrt(var + eps), float32 as the graphs store them): the host-head search runs layers 0-1 and
+    their Adam on the host (runtime/host_head.py). None for layouts the host kernel does not handle (it
+    needs W0 and W1 whole, W1 in 32-column panels: the weights layout of grad_seed, ``state``)."""
     by_name = {st["name"]: st for st in state}
     head = head_state_names(one)
     w1 = by_name.get("W1.c0")
     if (head != ["W0.c0", "bn0.gamma", "bn0.beta", "W1.c0"] or not w1 or w1.get("panel") != HOST_HEAD_PANEL
             or one.col_order != "col2im"):
-        return {}                      # chunked or unpanelled head weights: no host head for this export
+        return None
     mean, var = (np.asarray(t, dtype=np.float64) for t in bn[0])
     consts = np.concatenate([mean, 1.0 / np.sqrt(var + BN_EPS)]).astype(np.float32)   # as build_graph stores them
     np.save(out_dir / HEAD_CONSTS, consts)
@@ -621,13 +651,12 @@ def _export_host_head_graphs(one: Arch, bn: dict, out_dir: Path, state: list) ->
                  "consts_layout": "bn0 running mean (C0) then 1 / sqrt(running var + eps) (C0), float32",
                  "dims": {"z_dim": one.z_dim, "c0": c0, "n1": n1},
                  "input": "a1: layer 1's transposed-convolution output (1, C1, 8, 8), before BN1"}
-    entries = {f"{kind}_seed": _save_seed_graph(one, kind, bn, out_dir, state, role="host-head", head=head_info)
-               for kind in ("grad_tail", "grad_z_tail")}
-    entries["grad_tail_seed"]["note"] = ("layers 2-4 of one seed's step: a1.grad and the tail's weight gradients; "
-                                         "the host runs layers 0-1 with Adam fused into their backward pass "
-                                         "(runtime/host_head.py), then Adam on the tail (runtime/host_adam.py)")
-    entries["grad_z_tail_seed"]["note"] = "grad_tail_seed without the weight gradients (lr_theta = 0)"
-    return entries
+    entry = _save_seed_graph(one, kind, bn, out_dir, state, role="host-head", head=head_info)
+    entry["note"] = ("layers 2-4 of one seed's step: a1.grad and the tail's weight gradients; the host runs layers "
+                     "0-1 with Adam fused into their backward pass (runtime/host_head.py), then Adam on the tail "
+                     "(runtime/host_adam.py)" if kind == "grad_tail" else
+                     "grad_tail_seed without the weight gradients (lr_theta = 0)")
+    return entry
 
 
 def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:

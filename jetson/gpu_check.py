@@ -2,8 +2,9 @@
 
     python -m edge_ad.jetson.gpu_check MODEL_DIR [--data DIR] [--repeats 20] [--out check.json]
 
-For each of onnxruntime CPU, onnxruntime CUDA EP (device-resident IOBinding) without and with CUDA
-graphs, and TensorRT fp32 (and tf32 with --tf32): score the export's parity frames with the same
+For each of onnxruntime CPU (the default, then every other exported variant of runtime/variants.py that
+runs there), onnxruntime CUDA EP (device-resident IOBinding) without and with CUDA graphs, and TensorRT
+fp32 (and tf32 with --tf32): score the export's parity frames with the same
 z0 as the export did and compare with the float64 PyTorch reference scores stored in the manifest's
 parity report (so no torch is needed here), then time ``score_input`` on one frame (median and p90
 of ``--repeats`` after warm-up). A backend that cannot run here is listed with the one-line reason.
@@ -37,13 +38,28 @@ def _frames(man: dict, data: Path, spec) -> list:
     return out
 
 
-def backends(tf32: bool = False) -> list:
-    """(label, Scorer.load keyword arguments, environment) to try, in order."""
+def backends(man: dict, tf32: bool = False) -> list:
+    """(label, Scorer.load keyword arguments, environment) to try, in order: the default ("auto") on the
+    CPU provider, then every other exported variant of the variant table (runtime/variants.py) that runs
+    on the CPU provider ("onnxruntime-cpu:<variant>"), the CUDA provider without and with CUDA graphs, and
+    TensorRT fp32 (and tf32)."""
     from edge_ad.runtime.backends.onnxruntime_backend import cuda_providers
-    out = [("onnxruntime-cpu", {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"]}, {}),
-           ("onnxruntime-cuda", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=False)}, {}),
-           ("onnxruntime-cuda-graph", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=True)}, {}),
-           ("tensorrt-fp32", {"backend": "tensorrt"}, {"EDGE_AD_TRT_PRECISION": "fp32"})]
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.variants import VARIANTS, choose, exported, host_head_runs_here
+    cfg = SearchConfig.from_dict(man["search"])
+    cpu = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"]}
+    out = [("onnxruntime-cpu", cpu, {})]
+    try:
+        default = choose(cfg, "onnxruntime", True, man["graphs"]).name
+    except ValueError:
+        default = None
+    for v in VARIANTS.values():
+        if v.name != default and "onnxruntime" in v.backends and exported(v, cfg, man["graphs"]) \
+                and (v.name != "host-head" or host_head_runs_here()):
+            out.append((f"onnxruntime-cpu:{v.name}", {**cpu, "variant": v.name}, {}))
+    out += [("onnxruntime-cuda", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=False)}, {}),
+            ("onnxruntime-cuda-graph", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=True)}, {}),
+            ("tensorrt-fp32", {"backend": "tensorrt"}, {"EDGE_AD_TRT_PRECISION": "fp32"})]
     if tf32:
         out.append(("tensorrt-tf32", {"backend": "tensorrt"}, {"EDGE_AD_TRT_PRECISION": "tf32"}))
     return out
@@ -66,7 +82,7 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
     x_t = frames[0][1] if frames else np.tanh(np.random.default_rng(0).standard_normal((4, R, R))).astype(np.float32)
     report = {"model": str(model_dir), "search": man["search"], "model_config": man["model"],
               "parity_frames": [f[0] for f in frames], "backends": {}}
-    for label, kw, env in backends(tf32):
+    for label, kw, env in backends(man, tf32):
         if only and label not in only:
             continue
         old = {k: os.environ.get(k) for k in env}
@@ -78,6 +94,7 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
                 t0 = time.perf_counter()
                 scorer = Scorer.load(model_dir, **kw)
                 res["load_s"] = time.perf_counter() - t0
+                res["variant"] = scorer.mode
             rels = []
             for fid, x, zseed, ref in frames:
                 got = scorer.score_input(x, z0=make_z0(S, zd, zseed)).score

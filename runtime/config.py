@@ -169,6 +169,17 @@ def adam_bias_corrections(t: int, beta1: float, beta2: float) -> tuple[float, fl
     return 1.0 - beta1 ** t, 1.0 - beta2 ** t
 
 
+def adam_scalars(cfg: SearchConfig, t: int) -> dict:
+    """Adam's per-step hyper-parameters for step t (1-based), computed in float64 as torch does: the
+    step graphs' scalar inputs (export/onnx_graphs.SCALARS), the TensorRT search's per-step buffers
+    and the host Adam's coefficients (runtime/host_adam.coefficients) all come from here."""
+    bc1, bc2 = adam_bias_corrections(t, cfg.beta1, cfg.beta2)
+    return {"beta1": cfg.beta1, "one_minus_beta1": 1.0 - cfg.beta1, "beta2": cfg.beta2,
+            "one_minus_beta2": 1.0 - cfg.beta2, "eps": cfg.eps,
+            "step_size_z": cfg.lr_z / bc1, "step_size_theta": cfg.lr_theta / bc1,
+            "inv_sqrt_bc2": 1.0 / np.sqrt(bc2)}
+
+
 def make_z0(n_seed: int, z_dim: int, seed: Optional[int] = None,
             rng: Optional[np.random.Generator] = None) -> np.ndarray:
     """Initial latents z_{j,0} ~ N(0, I): float32 (n_seed, z_dim). Same numbers on every backend."""

@@ -159,6 +159,10 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
         raise PlanError(f"restore must be 'bind' or 'copy', got {restore!r}")
     if k < 0:
         raise PlanError(f"k must be >= 0, got {k}")
+    if step_inputs is None:
+        if k != 0:
+            raise PlanError(f"k = {k} search steps need a step graph")
+        return _plan_forward(_specs(final_inputs), _specs(final_outputs), restore)
     sin, sout, fin, fout = (_specs(x) for x in (step_inputs, step_outputs, final_inputs, final_outputs))
     scalars = set(scalars) if scalars is not None else {n for n, s in sin.items() if s.shape == ()}
     plan = BufferPlan(k=k, restore=restore)
@@ -273,6 +277,30 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
     else:
         ops = [("h2d", FRAME_INPUT), ("h2d", "z0")]
     plan.frame_ops = ops
+    return plan
+
+
+def _plan_forward(fin: dict, fout: dict, restore: str) -> BufferPlan:
+    """k = 0 (the variant table's "forward"): the final graph alone, reading x and z0 from the host and
+    the weights from their pristine copies (nothing changes them)."""
+    if FRAME_INPUT not in fin or Z_INPUT not in fin:
+        raise PlanError(f"the final graph needs the frame input {FRAME_INPUT!r} and the latent input {Z_INPUT!r}")
+    plan = BufferPlan(k=0, restore=restore)
+    B = plan.buffers
+    B[FRAME_INPUT] = Buffer(FRAME_INPUT, fin[FRAME_INPUT].shape, fin[FRAME_INPUT].dtype, True)
+    B["z0"] = Buffer("z0", fin[Z_INPUT].shape, fin[Z_INPUT].dtype, True)
+    plan.final = {FRAME_INPUT: Slot(FRAME_INPUT), Z_INPUT: Slot("z0")}
+    for n, s in fin.items():
+        if n not in plan.final:
+            B[f"pristine:{n}"] = Buffer(f"pristine:{n}", s.shape, s.dtype)
+            plan.final[n] = Slot(f"pristine:{n}")
+    for n, s in fout.items():
+        B[f"out:{n}"] = Buffer(f"out:{n}", s.shape, s.dtype, True)
+        plan.final[n] = Slot(f"out:{n}")
+        plan.results[n] = f"out:{n}"
+    plan.results[Z_INPUT] = "z0"
+    plan.download = list(dict.fromkeys(plan.results.values()))
+    plan.frame_ops = [("h2d", FRAME_INPUT), ("h2d", "z0")]
     return plan
 
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .manifest import sha256_file
+
 MIN_TRT = (8, 5)
 SIDECAR_FORMAT = "edge-ad-engine"
 SIDECAR_VERSION = 1
@@ -32,14 +34,6 @@ SIDECAR_VERSION = 1
 
 class EngineCacheError(RuntimeError):
     """No usable engine: built elsewhere, tampered, or TensorRT too old."""
-
-
-def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_version(v: str) -> tuple:

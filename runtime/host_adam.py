@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SearchConfig, adam_bias_corrections
+from .config import SearchConfig, adam_bias_corrections, adam_scalars
 
 try:
     from . import _adam_kernel as _kernel
@@ -43,10 +43,9 @@ def coefficients(cfg: SearchConfig, t: int, lr: float) -> tuple:
     """(b1, b2, alpha, eps_k) as float32 for Adam step t (1-based) with learning rate ``lr``.
 
     Mirrors onnx_graphs.adam_coefs op by op in float32 on the float32-cast host scalars of
-    onnxruntime_backend.adam_scalars (bias corrections in float64), so the host update equals the
+    config.adam_scalars (bias corrections in float64), so the host update equals the
     graphs' update bit for bit: k = max(lr / bc1, 1e-30) * (1 - beta1),
     alpha = sqrt(1 - beta2) * (1 / sqrt(bc2)) / k, eps_k = eps / k."""
-    from .backends.onnxruntime_backend import adam_scalars   # one definition of the host scalars
     f = np.float32
     s = {k: f(v) for k, v in adam_scalars(cfg, t).items()}
     step = f(lr / adam_bias_corrections(t, cfg.beta1, cfg.beta2)[0])   # float64 on the host, like step_size_*

@@ -15,12 +15,6 @@ VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def gradient_graph(updates_weights: bool, host_head: bool = False) -> str:
-    """The manifest name of the CPU searches' per-seed gradient graph: grad_seed (fused-adam) or
-    grad_tail_seed (host-head: layers 2-4), their z-only twins (grad_z_...) when lr_theta == 0."""
-    return ("grad" if updates_weights else "grad_z") + ("_tail_seed" if host_head else "_seed")
-
-
 class ManifestError(ValueError):
     """A model directory that is missing, tampered with, or of an unsupported format."""
 

@@ -27,48 +27,12 @@ from typing import Optional
 
 import numpy as np
 
-from . import host_adam, host_head
+from . import variants
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
-from .manifest import ManifestError, gradient_graph, load_manifest
+from .manifest import ManifestError, load_manifest
 from .preprocess import PreprocessSpec, preprocess
 
-BACKENDS = ("onnxruntime", "tensorrt")
-
-
-def _grad_graph(cfg: SearchConfig, head: bool = False) -> str:
-    """The fused-adam (head=False) or host-head search's gradient graph for this configuration."""
-    return gradient_graph(cfg.updates_weights, head)
-
-
-def _load_head(model_dir: Path, man: dict, graph: dict) -> dict:
-    """The host head of a tail graph's manifest entry: dims, bn0 constants and the head's state names,
-    checked against what runtime/_head_kernel.c computes (its layout: W0 (Z, 16 C0), gamma0, beta0,
-    W1 as 32-column panels, torch's (c, kh, kw) column order) and the manifest's sha256 list."""
-    info = graph.get("head") or {}
-    try:
-        dims = host_head.HeadDims(int(info["dims"]["z_dim"]), int(info["dims"]["c0"]), int(info["dims"]["n1"]))
-        dims.check()
-        state = [str(n) for n in info["state"]]
-        if info["consts"] not in man.get("files", {}):        # only files whose sha256 was verified
-            raise ValueError(f"{info['consts']} is not among the manifest's checksummed files")
-        consts = np.load(model_dir / info["consts"], allow_pickle=False)
-    except (KeyError, TypeError, ValueError, OSError) as e:
-        raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unusable ({e})") from None
-    if consts.dtype != np.float32 or consts.shape != (2 * dims.c0,):
-        raise ManifestError(f"{model_dir}: {info['consts']} holds {consts.dtype} {consts.shape}, expected "
-                            f"float32 ({2 * dims.c0},)")
-    by_name = {st["name"]: st for st in graph.get("state") or []}
-    want = {"W0.c0": ([1, dims.z_dim, dims.n0], None), "bn0.gamma": ([1, dims.c0], None),
-            "bn0.beta": ([1, dims.c0], None),
-            "W1.c0": ([1, dims.n1 // host_head.PANEL, dims.c0, host_head.PANEL], host_head.PANEL)}
-    layout_ok = (graph.get("col_order") == "col2im" and state == list(want)
-                 and all(n in by_name and list(by_name[n]["shape"]) == shape and by_name[n].get("panel") == panel
-                         for n, (shape, panel) in want.items()))
-    if not layout_ok:
-        raise ManifestError(f"{model_dir}: the host head's weights in this export are not in the layout the head "
-                            f"kernel computes (W0 (Z, 16 C0), bn0 gamma/beta, W1 in {host_head.PANEL}-column panels, "
-                            f"col2im column order) for dims {dims}")
-    return {"dims": dims, "consts": consts, "state": state}
+BACKENDS = variants.BACKENDS
 
 
 def _cpu_only(providers) -> bool:
@@ -125,38 +89,22 @@ class Scorer:
     @classmethod
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
-             variant: str = "auto", threads: Optional[int] = None, profile: Optional[str] = None,
-             spin: bool = False, workers: Optional[int] = None, adam: Optional[str] = None) -> "Scorer":
+             variant: str = "auto", threads: Optional[int] = None) -> "Scorer":
         """Load and verify ``model_dir`` (manifest version, sha256 of every file).
 
-        config / lr_theta: override the manifest's search settings (n_seed must match the export).
-        variant:
-          "auto"          on the CPU (onnxruntime, no CUDA provider) with k >= 1: "host-head" when its
-                          graphs were exported, both compiled kernels are installed and the head kernel
-                          runs its AVX2 loops (host_head.vectorized(); not with adam="numpy"); else
-                          "fused-adam" when its graphs were exported and its compiled kernel is installed
-                          (or adam="numpy"); else "seed-parallel" with threads >= 2 (when exported), else
-                          "unrolled" (when exported for this k), else "step"; lr_theta == 0 without them:
-                          the z-only step graph. On a GPU: "unrolled" / "step".
-          "step"          k step-graph runs on preallocated buffers (z-only graph when lr_theta == 0)
-          "unrolled"      one graph run per frame
-          "seed-parallel" the single-seed unrolled graph, one run per seed, concurrently from ``workers``
-                          threads of one intra-op thread each (default n_seed workers, 1 when threads == 1)
-          "fused-adam"    the same seed split, each step a gradient graph and Adam on the host in one
-                          pass (runtime/host_adam.py; CPU only; lr_theta == 0 uses the z-only gradient
-                          graph); ``adam`` = "c" (compiled kernel, default when installed) or "numpy";
-                          threads beyond one per worker go to the workers' intra-op pools.
-          "host-head"     fused-adam with layers 0-1 (the thin ones, 82 % of the weights) on the host and
-                          Adam fused into their backward pass (runtime/host_head.py), layers 2-4 in the
-                          tail graph; "auto" picks it over fused-adam on the CPU when exported, both
-                          compiled kernels are installed and the head kernel has its AVX2 loops (x86-64;
-                          host_head.vectorized). ``adam`` = "c" or "numpy" (NumPy head too).
-        providers: onnxruntime execution providers (default: CUDA when available, else CPU).
-        Raises ManifestError for a tampered, incomplete or mismatched directory.
+        config / lr_theta: override the manifest's search settings (n_seed must match the export);
+            ``lr_theta=0.0`` is the named fast option (the z-only search).
+        variant: "auto" or a row of the variant table (runtime/variants.py: forward, host-head,
+            fused-adam, step, unrolled). "auto" runs forward for k = 0; on the CPU host-head where its
+            compiled kernels run their AVX2 loops, else fused-adam; on TensorRT or the CUDA provider step.
+        backend: "onnxruntime" or "tensorrt". providers: onnxruntime execution providers (default: CUDA
+            when available, else CPU). threads: CPU threads (default: all cores).
+        Raises ManifestError for a tampered, incomplete or mismatched directory (or one exported
+        without a search that runs here), ValueError for a variant that does not fit.
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         model_dir = Path(model_dir)
+        if backend not in variants.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
         man = load_manifest(model_dir, verify=True)
         lay = man["layout"]
         cfg = config or SearchConfig.from_dict(man["search"])
@@ -165,53 +113,12 @@ class Scorer:
         if cfg.n_seed != int(lay["n_seed"]):
             raise ManifestError(f"{model_dir}: exported for n_seed={lay['n_seed']}, asked for "
                                 f"n_seed={cfg.n_seed}; re-export with --n-seed {cfg.n_seed}")
-        graphs = {name: str(model_dir / g["file"]) for name, g in man["graphs"].items()}
-        n_threads = int(threads) if threads else (os.cpu_count() or 1)
-        if variant == "auto":
-            unrolled_ok = "unrolled" in graphs and int(man["graphs"]["unrolled"].get("k", -1)) == cfg.k
-            mode = ("unrolled" if unrolled_ok else "step") if cfg.updates_weights else "step_z"
-            if mode == "unrolled" and n_threads >= 2 and backend == "onnxruntime" and cfg.n_seed > 1 \
-                    and "unrolled_seed" in graphs and int(man["graphs"]["unrolled_seed"].get("k", -1)) == cfg.k \
-                    and _cpu_only(providers):
-                mode = "seed-parallel"   # whole seeds on separate cores (benchmarks/README.md)
-            if cfg.k >= 1 and backend == "onnxruntime" and _cpu_only(providers) \
-                    and {_grad_graph(cfg), "final_seed"} <= set(graphs) \
-                    and (host_adam.kernel_available() or adam == "numpy"):
-                mode = "fused-adam"      # Adam on the host in one pass: fastest at 1 and 2 threads (benchmarks/)
-                if _grad_graph(cfg, True) in graphs and host_head.vectorized() and adam != "numpy":
-                    mode = "host-head"   # and layers 0-1 on the host with Adam fused in (benchmarks/README.md)
-        elif variant in ("fused-adam", "host-head"):
-            head = variant == "host-head"
-            if not {_grad_graph(cfg, head), "final_seed"} <= set(graphs):
-                raise ManifestError(f"{model_dir}: no gradient graphs ({_grad_graph(cfg, head)}.onnx, final_seed.onnx) "
-                                    "in this export; re-export with this edge-ad version")
-            if backend != "onnxruntime":
-                raise ValueError(f"variant {variant!r} is an onnxruntime (CPU) variant")
-            mode = variant
-        elif variant == "seed-parallel":
-            g = man["graphs"].get("unrolled_seed")
-            if g is None:
-                raise ManifestError(f"{model_dir}: no single-seed graph (unrolled_seed.onnx) in this export; "
-                                    "re-export with this edge-ad version")
-            if int(g.get("k", -1)) != cfg.k or not cfg.updates_weights:
-                raise ManifestError(f"{model_dir}: the single-seed graph has k={g.get('k')} and updates the "
-                                    f"weights; asked for k={cfg.k}, lr_theta={cfg.lr_theta}")
-            if backend != "onnxruntime":
-                raise ValueError("variant 'seed-parallel' is an onnxruntime (CPU) variant")
-            mode = "seed-parallel"
-        elif variant in ("step", "unrolled"):
-            mode = variant if (variant == "unrolled" or cfg.updates_weights) else "step_z"
-            if variant == "unrolled" and "unrolled" not in graphs:
-                raise ManifestError(f"{model_dir}: no unrolled graph in this export (export with --unrolled)")
-            if variant == "unrolled" and int(man["graphs"]["unrolled"].get("k", -1)) != cfg.k:
-                raise ManifestError(f"{model_dir}: the unrolled graph has k={man['graphs']['unrolled'].get('k')}, "
-                                    f"asked for k={cfg.k}")
-        else:
-            raise ValueError(f"unknown variant {variant!r} (auto, step, unrolled, seed-parallel, fused-adam, host-head)")
-        if adam is not None and mode not in ("fused-adam", "host-head"):
-            raise ValueError(f"adam={adam!r} applies to the fused-adam and host-head searches only; this load runs {mode!r}")
-        if mode == "step_z" and "step_z" not in graphs:
-            mode = "step"   # the full graph with a zero theta step size is the same computation
+        if backend == "onnxruntime" and providers is None:
+            import onnxruntime as ort
+            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
+                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        on_cpu = backend == "onnxruntime" and _cpu_only(providers)
+        chosen = variants.resolve(variant, cfg, backend, on_cpu, man["graphs"], model_dir)
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
         encoder = None
         if cfg.z_init == "encoder":
@@ -223,55 +130,20 @@ class Scorer:
             g = man["graphs"]["encoder"]
             # TensorRT runs the search; the small forward-only encoder runs in onnxruntime (CPU there)
             enc_providers = providers if backend == "onnxruntime" else ["CPUExecutionProvider"]
-            encoder = OrtEncoder(graphs["encoder"], x_shape, int(lay["z_dim"]), providers=enc_providers,
+            encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
                                  threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
         bank = _load_latent_bank(model_dir, man, cfg) if cfg.uses_latent_bank else None
-        dtype = np.dtype(lay.get("dtype", "float32"))
         with np.load(model_dir / lay["weights"]) as npz:
             pristine = {k: npz[k] for k in npz.files}
-        shapes = {st["name"]: tuple(st["shape"]) for st in lay["state"]}
-        missing = set(shapes) - set(pristine)
+        missing = {st["name"] for st in lay["state"]} - set(pristine)
         if missing:
             raise ManifestError(f"{model_dir}: weights file lacks state tensors {sorted(missing)[:5]}")
-        if backend == "tensorrt":
-            # issue 6 (runtime/backends/tensorrt.py): engines built/cached per GPU + TensorRT version,
-            # device-resident k-step search in one CUDA graph; raises TensorRTUnavailable (an
-            # ImportError) with one message when TensorRT, cuda-python, the driver or a GPU is missing
-            from .backends.tensorrt import load_search
-            search = load_search(model_dir, man, pristine, cfg, mode)
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
-        if providers is None:
-            import onnxruntime as ort
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
-                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
-        if mode in ("fused-adam", "host-head"):
-            from .backends.onnxruntime_host_adam import OrtHostAdamSearch, regroup_state
-            gname = _grad_graph(cfg, mode == "host-head")
-            gs, fs = man["graphs"][gname], man["graphs"]["final_seed"]
-            state, order = gs.get("state"), gs.get("col_order", "d2s")
-            if not state or fs.get("state") != state or fs.get("col_order", "d2s") != order:
-                raise ManifestError(f"{model_dir}: {gname}/final_seed graphs lack a common weight layout "
-                                    "('state', 'col_order')")
-            try:
-                weights = regroup_state(pristine, lay["state"], state, lay.get("col_order", "d2s"), order)
-            except ValueError as e:
-                raise ManifestError(f"{model_dir}: {e}") from None
-            head = _load_head(model_dir, man, gs) if mode == "host-head" else None
-            search = OrtHostAdamSearch({gname: graphs[gname], "final_seed": graphs["final_seed"]}, weights, state, cfg,
-                                       int(lay["z_dim"]), x_shape, dtype=dtype, providers=providers, profile=profile,
-                                       workers=workers or (cfg.n_seed if n_threads >= 2 else 1), adam=adam,
-                                       threads=n_threads, head=head)
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
-        if mode == "seed-parallel":
-            from .backends.onnxruntime_backend import OrtSeedParallelSearch
-            search = OrtSeedParallelSearch(graphs["unrolled_seed"], pristine, shapes, cfg, int(lay["z_dim"]), x_shape,
-                                           dtype=dtype, providers=providers, profile=profile,
-                                           workers=workers or (cfg.n_seed if n_threads >= 2 else 1))
-            return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
-        from .backends.onnxruntime_backend import OrtSearch
-        search = OrtSearch(graphs, pristine, shapes, cfg, int(lay["z_dim"]), x_shape, dtype=dtype,
-                           mode=mode, providers=providers, threads=threads, profile=profile, spin=spin)
-        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), mode, encoder, bank)
+        # TensorRT (runtime/backends/tensorrt.py) raises TensorRTUnavailable (an ImportError) with one
+        # message when TensorRT, cuda-python, the driver or a GPU is missing
+        search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
+                                                    providers if backend == "onnxruntime" else None, threads))
+        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), chosen.mode(cfg),
+                   encoder, bank)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property

@@ -95,7 +95,7 @@ def tiny_bench(tmp_path, tiny_generator, kinect_root, monkeypatch):
     checkpoint) on one real frame, 2 threads, no RSS probes, the sgemm peak stubbed (test_bench
     measures it)."""
     pytest.importorskip("torch")
-    from edge_ad.export import benchmark
+    from edge_ad.benchmarks import search_bench as benchmark
     from edge_ad.models.checkpoint import save_checkpoint
     from edge_ad.runtime.preprocess import PreprocessSpec
     ck = tmp_path / "g.pt"

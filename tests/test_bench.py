@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_model_flops_counts_the_transposed_convolutions():
-    from edge_ad.export.benchmark import model_flops
+    from edge_ad.benchmarks.search_bench import model_flops
     # width 64 forward, by hand: z->1024 @4x4, 1024->512 @8x8, 512->256 @16x16, 256->128 @32x32, 128->4 @64x64
     fwd = 100 * 1024 * 16 + 1024 * 512 * 16 * 4 ** 2 + 512 * 256 * 16 * 8 ** 2 \
         + 256 * 128 * 16 * 16 ** 2 + 128 * 4 * 16 * 32 ** 2

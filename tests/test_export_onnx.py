@@ -51,11 +51,14 @@ def test_parity_report_normal_and_anomalous_frames(exported):
     p = man["parity"]
     assert p["passed"] is True and p["tolerance"] == 1e-4
     assert [r["label"] for r in p["frames"]] == ["normal", "anomalous"]
+    # one row per exported variant (the default targets: cpu and gpu), faithful and z-only
+    assert set(p["variants"]) == set(man["variants"]) == {"host-head", "fused-adam", "step"}
+    assert p["failed_variants"] == [] and all(v["passed"] for v in p["variants"].values())
     for r in p["frames"]:
         assert r["rel_diff"] <= 1e-4, r
-        assert r["z_only"]["rel_diff"] <= 1e-4, r
-        assert r["unrolled"]["rel_diff"] <= 1e-4, r
-        assert r["fused_adam"]["rel_diff"] <= 1e-4, r
+        assert set(r["variants"]) == set(r["z_only"]["variants"]) == set(p["variants"])
+        for name in p["variants"]:
+            assert r["variants"][name]["rel_diff"] <= 1e-4 and r["z_only"]["variants"][name]["rel_diff"] <= 1e-4, r
         # the same graphs built in float64 reproduce the float64 reference to rounding
         assert r["fp64_graph_rel_diff"] <= 1e-9, r
     # the two frames really differ (the anomalous one is not a copy of the normal one)
@@ -70,12 +73,9 @@ def test_scorer_matches_float64_reference_independently(exported, tiny_generator
     out, _ = exported
     fr = _frame(kinect_root, "cylinder", 1)
     scorer = Scorer.load(out)
-    # auto prefers, on the CPU, the host-head search (both compiled kernels, AVX2), then fused-adam (the
-    # Adam kernel), else the one-graph search when exported for this k (split by seed on >= 2 CPU cores)
-    from edge_ad.runtime import host_adam, host_head
-    assert scorer.mode == ("host-head" if host_adam.kernel_available() and host_head.vectorized() else
-                           "fused-adam" if host_adam.kernel_available() else
-                           "seed-parallel" if (os.cpu_count() or 1) >= 2 else "unrolled")
+    # auto prefers, on the CPU, the host-head search (both compiled kernels, AVX2), else fused-adam
+    from edge_ad.runtime.variants import host_head_runs_here
+    assert scorer.mode == ("host-head" if host_head_runs_here() else "fused-adam")
     z0 = make_z0(3, 100, 123)
     got = scorer.score(fr["rgb"], fr["depth"], z0=z0)
     ref = search_eager(tiny_generator, preprocess(fr["rgb"], fr["depth"]), SearchConfig(), z0=z0,
@@ -100,11 +100,11 @@ def test_weights_restored_for_every_frame(exported, kinect_root):
     assert ptrs == [buf.data_ptr() for trip in s._search.p_buf[1].values() for buf in trip]
 
 
-@pytest.mark.parametrize("variant", ["step", "unrolled"])
+@pytest.mark.parametrize("variant", ["step", "fused-adam"])
 def test_steady_state_scoring_does_not_grow_memory(exported, kinect_root, variant):
-    """Buffers are allocated at load (step: our OrtValues; unrolled: onnxruntime's arena after the
-    first frame): scoring more frames must not grow the resident set."""
-    from edge_ad.export.benchmark import peak_rss_mib
+    """Buffers are allocated at load (step: our OrtValues; fused-adam: host buffers per worker, then
+    onnxruntime's arena after the first frame): scoring more frames must not grow the resident set."""
+    from edge_ad.benchmarks.search_bench import peak_rss_mib
     from edge_ad.runtime.scorer import Scorer
 
     def rss():
@@ -192,7 +192,7 @@ def test_float64_graph_keeps_float64_everywhere(tiny_generator):
 
 
 def test_host_adam_scalars_are_float64_exact():
-    from edge_ad.runtime.backends.onnxruntime_backend import adam_scalars
+    from edge_ad.runtime.config import adam_scalars
     cfg = SearchConfig()
     for t in (1, 2, 19):
         s = adam_scalars(cfg, t)
@@ -210,12 +210,17 @@ def test_manifest_contents(exported):
     assert disk["search"] == SearchConfig().to_dict()
     assert disk["preprocess"]["resolution"] == 64 and disk["opset"] == 18
     assert {"onnx", "onnxruntime", "torch", "edge_ad"} <= set(disk["exporter"])
-    assert set(disk["graphs"]) == {"step", "step_z", "final", "unrolled", "unrolled_seed", "grad_seed", "grad_z_seed",
+    # the default targets (cpu and gpu): host-head, fused-adam, step, each with its z-only graph; no unrolled
+    assert disk["targets"] == ["cpu", "gpu"]
+    assert {v: e["graphs"] for v, e in disk["variants"].items()} == {
+        "host-head": ["grad_tail_seed", "final_seed", "grad_z_tail_seed"],
+        "fused-adam": ["grad_seed", "final_seed", "grad_z_seed"], "step": ["step", "final", "step_z"]}
+    assert set(disk["graphs"]) == {"step", "step_z", "final", "grad_seed", "grad_z_seed",
                                    "final_seed", "grad_tail_seed", "grad_z_tail_seed"}
-    assert disk["graphs"]["unrolled"]["k"] == 19
-    assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "unrolled.onnx", "unrolled_seed.onnx",
-                                  "grad_seed.onnx", "grad_z_seed.onnx", "final_seed.onnx", "grad_tail_seed.onnx",
-                                  "grad_z_tail_seed.onnx", "head_consts.npy", "weights.npz"}
+    assert set(disk["files"]) == {"step.onnx", "step_z.onnx", "final.onnx", "grad_seed.onnx", "grad_z_seed.onnx",
+                                  "final_seed.onnx", "grad_tail_seed.onnx", "grad_z_tail_seed.onnx",
+                                  "head_consts.npy", "weights.npz"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(disk["files"]) | {"manifest.json"})
     for f, h in disk["files"].items():
         assert sha256_file(out / f) == h
     step_in = {i["name"]: i for i in disk["graphs"]["step"]["inputs"]}

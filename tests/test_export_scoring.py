@@ -65,7 +65,8 @@ def test_manifest_carries_the_configuration_and_the_encoder(exported):
     assert p["passed"] is True and [r["label"] for r in p["frames"]] == ["normal", "anomalous"]
     for r in p["frames"]:
         assert r["z_init"] == "encoder"
-        assert r["rel_diff"] <= 1e-4 and r["unrolled"]["rel_diff"] <= 1e-4 and r["z_only"]["rel_diff"] <= 1e-4, r
+        assert r["rel_diff"] <= 1e-4 and set(r["variants"]) == {"host-head", "fused-adam", "step"}, r
+        assert max(v["rel_diff"] for v in r["z_only"]["variants"].values()) <= 1e-4, r
         assert r["fp64_graph_rel_diff"] <= 1e-9, r
         assert r["encoder_z0_max_abs_diff"] <= 1e-5 * max(1.0, r["encoder_z0_max_abs"]), r
         assert 0.0 < r["score_scale"] < 1.0          # fg-normalised: divided by the foreground share
@@ -77,13 +78,12 @@ def test_ort_score_matches_float64_reference_on_real_frames(exported, tiny_gener
     from edge_ad.models.encoder import encoder_z0
     from edge_ad.models.search import search
     _, out, _ = exported
-    from edge_ad.runtime import host_adam, host_head
-    scorer = Scorer.load(out, threads=1)                  # auto: host-head / fused-adam on the CPU (with the kernels)
+    from edge_ad.runtime.variants import host_head_runs_here
+    scorer = Scorer.load(out, threads=1)                  # auto: host-head / fused-adam on the CPU
     stepper = Scorer.load(out, variant="step", threads=1)
-    unrolled = Scorer.load(out, variant="unrolled", threads=1)
-    assert scorer.mode == ("host-head" if host_adam.kernel_available() and host_head.vectorized() else
-                           "fused-adam" if host_adam.kernel_available() else "unrolled")
-    assert stepper.mode == "step" and unrolled.mode == "unrolled" and scorer.search == CFG
+    fused = Scorer.load(out, variant="fused-adam", threads=1)
+    assert scorer.mode == ("host-head" if host_head_runs_here() else "fused-adam")
+    assert stepper.mode == "step" and fused.mode == "fused-adam" and scorer.search == CFG
     scores = {}
     for fr in frames:
         x = preprocess(fr["rgb"], fr["depth"])
@@ -94,10 +94,10 @@ def test_ort_score_matches_float64_reference_on_real_frames(exported, tiny_gener
         assert got.score_scale == pytest.approx(max(foreground_fraction(x), 0.01)) == ref.score_scale
         assert abs(got.score - ref.score) / ref.score <= 1e-4, (fr["id"], got.score, ref.score)
         np.testing.assert_allclose(got.seed_losses, ref.seed_losses, rtol=1e-4)
-        # the scaling is applied (not the plain mean), and the step loop agrees with the unrolled graph
+        # the scaling is applied (not the plain mean), and the other variants agree
         assert got.score == pytest.approx(got.seed_losses.mean() / got.score_scale, rel=1e-12)
         assert got.score > 1.5 * got.seed_losses.mean()
-        for other in (stepper, unrolled):
+        for other in (stepper, fused):
             o = other.score(fr["rgb"], fr["depth"], seed=7)
             assert abs(o.score - ref.score) / ref.score <= 1e-4, other.mode
         scores[fr["label"]] = got.score
@@ -137,14 +137,20 @@ def test_tampered_or_missing_encoder_refused(exported, tmp_path, tiny_generator)
 
 
 def test_k0_encoder_only_configuration(tmp_path, tiny_generator, tiny_encoder, frames):
-    """k = 0 (the shipped rectangle.pt's kind): no step graph runs, score = final loss at E(x) / fg."""
+    """k = 0 (the shipped rectangle.pt's kind): only final + encoder are exported and run (variant
+    forward), score = final loss at E(x) / fg."""
     cfg = CFG.replace(k=0, n_seed=1, lr_theta=0.0, z_init_sigma=0.0)
     out = tmp_path / "k0"
     man = export_model(tiny_generator, out, search=cfg, encoder=tiny_encoder, parity_frames=frames, **QUIET)
-    assert man["parity"]["passed"] is True and "unrolled" not in man["graphs"]
+    assert man["parity"]["passed"] is True and list(man["parity"]["variants"]) == ["forward"]
+    # what runs: final + encoder for score(), their batch twins for score_batch(); no step graph
+    assert set(man["graphs"]) == {"final", "encoder", "final_batch", "encoder_batch"}
+    assert list(man["variants"]) == ["forward"]
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.onnx", "encoder_batch.onnx", "final.onnx",
+                                                     "final_batch.onnx", "manifest.json", "weights.npz"]
     assert max(r["rel_diff"] for r in man["parity"]["frames"]) <= 1e-4
     s = Scorer.load(out, threads=1)
-    assert s.mode == "step_z" and s.search.k == 0
+    assert s.mode == "forward" and s.search.k == 0 and set(s._search.sessions) == {"final"}   # no unused session
     fr = frames[1]
     x = preprocess(fr["rgb"], fr["depth"])
     got = s.score(fr["rgb"], fr["depth"], seed=0)
@@ -183,4 +189,4 @@ def test_export_command_keeps_the_checkpoint_configuration(exported, tmp_path):
     assert res.exit_code == 0, res.output
     man = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert man["search"] == CFG.replace(k=0).to_dict()
-    assert "encoder" in man["graphs"]
+    assert set(man["graphs"]) == {"final", "encoder", "final_batch", "encoder_batch"}   # k = 0: what runs

@@ -1,7 +1,7 @@
 """The fused-adam search (issue 3): gradient graphs in onnxruntime + Adam on the host in one pass.
 
 The host update (runtime/host_adam.py: compiled kernel and its NumPy twin) must be torch's Adam, the
-two implementations must agree bit for bit, and the search must give the unrolled graphs' results on
+two implementations must agree bit for bit, and the search must give the step graphs' results on
 real frames, reset its weights per frame, and be covered by the export's parity report."""
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_host_adam_equals_the_graphs_adam_bit_for_bit(tiny_generator):
 
     from edge_ad.export.exporter import arch_of, generator_arrays
     from edge_ad.export.onnx_graphs import build_graph, stack_state
-    from edge_ad.runtime.backends.onnxruntime_backend import adam_scalars
+    from edge_ad.runtime.config import adam_scalars
     params, bn = generator_arrays(tiny_generator)
     arch = arch_of(tiny_generator, 2)
     run = {k: ort.InferenceSession(build_graph(arch, k, bn).SerializeToString(), providers=["CPUExecutionProvider"])
@@ -188,8 +188,8 @@ def test_export_writes_the_gradient_graphs(model, tiny_generator):
 
 
 @needs_kernel
-def test_fused_adam_equals_the_unrolled_graph_on_real_frames(model, val_frames):
-    grouped = Scorer.load(model, variant="unrolled", threads=1)
+def test_fused_adam_equals_the_step_graph_on_real_frames(model, val_frames):
+    grouped = Scorer.load(model, variant="step", threads=1)         # all seeds in one graph, Adam in the graph
     fused = Scorer.load(model, variant="fused-adam", threads=2)     # (auto picks host-head: test_host_head.py)
     assert fused.mode == "fused-adam" and fused._search.workers == S and fused._search.adam_impl == "c"
     assert Scorer.load(model, variant="fused-adam", threads=1)._search.workers == 1   # one thread: one worker
@@ -226,7 +226,7 @@ def test_z_only_fused_adam_equals_the_z_only_step_graph(model, val_frames):
 
 
 @needs_kernel
-def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames, scores_a_b_a):
+def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames, scores_a_b_a, monkeypatch):
     (rgb, depth), = val_frames(1)
     fused = Scorer.load(model, variant="fused-adam", threads=2)
     z0 = make_z0(S, 100, 3)                                           # frame A's z0 in scores_a_b_a
@@ -234,29 +234,27 @@ def test_weights_reset_per_frame_and_numpy_adam_is_identical(model, val_frames, 
     # the weight update is not a no-op: lr_theta changes the result
     bigger = Scorer.load(model, variant="fused-adam", threads=2, config=SearchConfig(k=K, n_seed=S, lr_theta=1e-3))
     assert bigger.score(rgb, depth, z0=z0).score != first.score
-    numpy = Scorer.load(model, variant="fused-adam", threads=1, adam="numpy")
+    monkeypatch.setattr(host_adam, "_kernel", None)         # an install without a C compiler: NumPy Adam
+    numpy = Scorer.load(model, variant="fused-adam", threads=1)
     assert numpy._search.workers == 1 and numpy._search.adam_impl == "numpy"
     assert len(numpy._search.slots) == 1 and len(fused._search.slots) == S      # buffers per worker thread
     np.testing.assert_array_equal(numpy.score(rgb, depth, z0=z0).seed_losses, first.seed_losses)
 
 
 def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="needs k >= 1"):
+    with pytest.raises(ValueError, match="runs k >= 1"):
         Scorer.load(model, variant="fused-adam", config=SearchConfig(k=0, n_seed=S))
-    with pytest.raises(ValueError, match="runs on the CPU"):
+    with pytest.raises(ValueError, match="CPU provider only"):
         Scorer.load(model, variant="fused-adam", providers=["CUDAExecutionProvider"])
-    with pytest.raises(ValueError, match="unknown Adam implementation"):
-        Scorer.load(model, variant="fused-adam", adam="bogus")
-    with pytest.raises(ValueError, match="fused-adam and host-head searches only"):
-        Scorer.load(model, variant="unrolled", adam="numpy")
-    wide = Scorer.load(model, threads=8)                              # more threads than seeds: shared out
+    with pytest.raises(ValueError, match="'seed-parallel' was removed: fused-adam runs"):
+        Scorer.load(model, variant="seed-parallel")
+    with pytest.raises(ValueError, match="unknown variant 'bogus'"):
+        Scorer.load(model, variant="bogus")
+    wide = Scorer.load(model, threads=8, variant="fused-adam")        # more threads than seeds: shared out
     assert wide._search.workers == S and wide._search.intra_threads == 8 // S
-    monkeypatch.setattr(host_adam, "_kernel", None)
-    with pytest.raises(RuntimeError, match="kernel is not installed"):
-        Scorer.load(model, variant="fused-adam", adam="c")
-    assert Scorer.load(model, variant="fused-adam", threads=1).mode == "fused-adam"   # NumPy Adam then
-    assert Scorer.load(model, threads=2).mode == "seed-parallel"      # auto avoids it without the kernel
-    assert Scorer.load(model, threads=2, adam="numpy").mode == "fused-adam"   # unless NumPy is asked for
+    monkeypatch.setattr(host_adam, "_kernel", None)                   # no compiled kernels: NumPy Adam
+    auto = Scorer.load(model, threads=2)
+    assert auto.mode == "fused-adam" and auto._search.adam_impl == "numpy"
     d = tmp_path / "m"
     shutil.copytree(model, d)
     flip_last_bytes(d / "grad_seed.onnx")
@@ -270,44 +268,47 @@ def test_refusals_and_fallbacks(model, tmp_path, monkeypatch):
         del man["graphs"][g], man["files"][g + ".onnx"]
     import json
     (old / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ManifestError, match="no gradient graphs"):
+    with pytest.raises(ManifestError, match="needs the graphs grad_seed, final_seed .*re-export with --target cpu"):
         Scorer.load(old, variant="fused-adam")
-    assert Scorer.load(old, threads=2).mode == "seed-parallel"
+    assert Scorer.load(old, threads=2).mode == "step"                 # a gpu-only export still scores on the CPU
     assert Scorer.load(old, threads=2, lr_theta=0.0).mode == "step_z"
 
 
 def test_parity_report_covers_the_fused_adam_and_host_head_searches(tiny_parity_export):
     man = tiny_parity_export(3, 2, 2)
     assert man["parity"]["passed"]
+    assert {n: v["passed"] for n, v in man["parity"]["variants"].items()} == \
+        {"host-head": True, "fused-adam": True, "step": True}
     for row in man["parity"]["frames"]:
-        f = row["fused_adam"]
-        assert f["rel_diff"] <= 1e-4 and f["adam"] == host_adam.default_implementation(), row
-        assert row["z_only"]["fused_adam"]["rel_diff"] <= 1e-4, row
-        assert abs(f["onnx_score"] - row["unrolled"]["onnx_score"]) <= 1e-5 * abs(row["unrolled"]["onnx_score"])
+        f = row["variants"]["fused-adam"]
+        assert f["rel_diff"] <= 1e-4, row
+        assert row["z_only"]["variants"]["fused-adam"]["rel_diff"] <= 1e-4, row
+        st = row["variants"]["step"]["onnx_score"]
+        assert abs(f["onnx_score"] - st) <= 1e-5 * abs(st)
         # the host-head search (tests/test_host_head.py): its own rows, same tolerance against float64
-        h = row["host_head"]
-        assert h["rel_diff"] <= 1e-4 and row["z_only"]["host_head"]["rel_diff"] <= 1e-4, row
+        h = row["variants"]["host-head"]
+        assert h["rel_diff"] <= 1e-4 and row["z_only"]["variants"]["host-head"]["rel_diff"] <= 1e-4, row
         assert abs(h["onnx_score"] - f["onnx_score"]) <= 1e-5 * abs(f["onnx_score"])
 
 
 @needs_kernel
 def test_bench_fused_adam_variant(model, tiny_bench):
-    from edge_ad.export import benchmark
+    from edge_ad.benchmarks import search_bench as benchmark
     from edge_ad.runtime import host_head
     host = ("onnx-host-head", "onnx-host-head-z-only") if host_head.kernel_available() else ()
-    res = tiny_bench(model, ("onnx-unrolled", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
+    res = tiny_bench(model, ("onnx-step", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
                              "onnx-fused-adam-z-only") + host)
     v = res["variants"]
     assert "| onnx-fused-adam |" in benchmark.format_table(res)
     for name in ("onnx-fused-adam", "onnx-fused-adam-numpy"):
-        assert v[name]["max_rel_score_diff_vs_onnx-unrolled"] <= 1e-5
-        assert v[name]["gflop_per_frame"] == v["onnx-unrolled"]["gflop_per_frame"]
+        assert v[name]["max_rel_score_diff_vs_onnx-step"] <= 1e-5
+        assert v[name]["gflop_per_frame"] == v["onnx-step"]["gflop_per_frame"]
     z = v["onnx-fused-adam-z-only"]
-    assert z["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and "max_rel_score_diff_vs_onnx-unrolled" not in z
-    assert z["gflop_per_frame"] == v["onnx-z-only"]["gflop_per_frame"] < v["onnx-unrolled"]["gflop_per_frame"]
+    assert z["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and "max_rel_score_diff_vs_onnx-step" not in z
+    assert z["gflop_per_frame"] == v["onnx-z-only"]["gflop_per_frame"] < v["onnx-step"]["gflop_per_frame"]
     if host:                                     # the host-head variants, reported the same way
         assert "| onnx-host-head |" in benchmark.format_table(res)
-        assert v["onnx-host-head"]["max_rel_score_diff_vs_onnx-unrolled"] <= 1e-5
-        assert v["onnx-host-head"]["gflop_per_frame"] == v["onnx-unrolled"]["gflop_per_frame"]
+        assert v["onnx-host-head"]["max_rel_score_diff_vs_onnx-step"] <= 1e-5
+        assert v["onnx-host-head"]["gflop_per_frame"] == v["onnx-step"]["gflop_per_frame"]
         hz = v["onnx-host-head-z-only"]
         assert hz["max_rel_score_diff_vs_onnx-z-only"] <= 1e-5 and hz["gflop_per_frame"] == z["gflop_per_frame"]

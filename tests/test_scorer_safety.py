@@ -14,9 +14,9 @@ import pytest
 from edge_ad.runtime import Scorer
 from edge_ad.runtime.config import make_z0
 
-# the CPU searches that stay (issue 15): step (z-only graph with lr_theta = 0, final pass only with
-# k = 0), fused-adam, host-head (adam="numpy" runs the NumPy head where the compiled kernel is missing)
-CPU_VARIANTS = [("step", {}, 2), ("step", {"lr_theta": 0.0}, 2), ("step", {}, 0),
+# the CPU searches that stay (issue 15, runtime/variants.py): step (z-only graph with lr_theta = 0),
+# forward (k = 0: the final pass only), fused-adam, host-head
+CPU_VARIANTS = [("step", {}, 2), ("step", {"lr_theta": 0.0}, 2), ("forward", {}, 0),
                 ("fused-adam", {}, 2), ("host-head", {}, 2)]
 
 
@@ -58,7 +58,7 @@ def test_shared_scorer_threads_get_single_thread_scores(export_tiny, val_frames,
 
 
 @pytest.mark.parametrize("variant,extra,k", CPU_VARIANTS,
-                         ids=["step", "step_z", "step-k0", "fused-adam", "host-head"])
+                         ids=["step", "step_z", "forward-k0", "fused-adam", "host-head"])
 def test_kept_result_owns_its_arrays(export_tiny, val_frames, variant, extra, k):
     """A kept ScoreResult never changes: not on later score() calls, not when the caller reuses the
     z0 array it passed; no array is shared with another result."""

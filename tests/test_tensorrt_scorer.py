@@ -176,3 +176,22 @@ def test_gpu_modules_are_torch_free_and_onnx_free():
             "print(bad); sys.exit(1 if bad else 0)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_scorer_tensorrt_k0_runs_the_final_engine_alone(export_tiny, tmp_path, fake_gpu):
+    """k = 0 (variant forward, the shipped kinect models' kind): the export has final.onnx only, TensorRT
+    builds that one engine and scores as onnxruntime does (z comes back unchanged)."""
+    from edge_ad.runtime import Scorer
+    d = tmp_path / "k0"
+    shutil.copytree(export_tiny(0, 2), d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = Scorer.load(d, backend="tensorrt")
+    assert s.mode == "forward" and [p.rsplit("/", 1)[1] for p, _ in fake_gpu["builds"]] == ["final.onnx"]
+    o = Scorer.load(d, providers=["CPUExecutionProvider"])
+    assert o.mode == "forward"
+    x = np.tanh(np.random.default_rng(1).standard_normal((4, 64, 64))).astype(np.float32)
+    a, b = s.score_input(x, seed=3), o.score_input(x, seed=3)
+    np.testing.assert_allclose(a.seed_losses, b.seed_losses, rtol=1e-6)
+    np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(a.z, a.z0)

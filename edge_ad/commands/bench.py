@@ -5,7 +5,7 @@ import json
 
 import click
 
-from edge_ad.export.benchmark import ALL_VARIANTS     # NumPy only at import (torch when run)
+from edge_ad.benchmarks.search_bench import ALL_VARIANTS     # NumPy only at import (torch when run)
 
 
 @click.command("bench")
@@ -18,18 +18,16 @@ from edge_ad.export.benchmark import ALL_VARIANTS     # NumPy only at import (to
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [all cores].")
 @click.option("--variant", "variants", multiple=True,
               type=click.Choice(ALL_VARIANTS),
-              help="Variants to run (repeatable; default: export.benchmark.DEFAULT_VARIANTS).")
+              help="Variants to run (repeatable; default: benchmarks/search_bench.py DEFAULT_VARIANTS).")
 @click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out):
     """Per-frame latency (median), frames/s, GFLOP/s and fraction of the sgemm peak measured in the
-    same run, and peak RSS of: the study-style eager search, the batched PyTorch reference, the ONNX
-    step loop, the unrolled ONNX graph, the seed-parallel search (single-seed graph, seeds on
-    concurrent threads; -cores: one worker per thread instead of per seed), the fused-adam search
-    (gradient graphs + Adam on the host in one pass; -numpy: without the compiled kernel), the
-    host-head search (layers 0-1 and their Adam in a C kernel, layers 2-4 in a tail graph) and the
-    z-only (lr_theta = 0) variants."""
-    from edge_ad.export.benchmark import DEFAULT_VARIANTS, format_table, run_bench
+    same run, and peak RSS of: the study-style eager search, the batched PyTorch reference, the
+    runtime's default here (onnx-auto) and each search variant of runtime/variants.py that the export
+    has (step, unrolled, fused-adam (-numpy: the host Adam without the compiled kernel), host-head),
+    faithful and z-only (lr_theta = 0)."""
+    from edge_ad.benchmarks.search_bench import DEFAULT_VARIANTS, format_table, run_bench
     r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
                   variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
     click.echo(format_table(r))

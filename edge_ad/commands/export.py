@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from edge_ad.runtime.variants import TARGETS
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
@@ -11,8 +13,13 @@ import click
 @click.option("--k", type=click.IntRange(min=0), help="Adam steps per frame (default 19).")
 @click.option("--lr-z", type=float, help="Latent learning rate (default 5e-2).")
 @click.option("--lr-theta", type=float, help="Generator learning rate (default 6e-9; 0 = z-only search).")
-@click.option("--unrolled/--no-unrolled", default=True, show_default=True,
-              help="Also write the whole k-step search as one graph (the runtime prefers it: faster).")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
+              help="Where the model will run (repeatable; default: all): cpu = the host-head search and its "
+                   "fallback fused-adam (CPUs without AVX2, e.g. ARM); gpu = the step graphs (TensorRT, CUDA "
+                   "provider). k = 0 writes the final graph only.")
+@click.option("--unrolled/--no-unrolled", default=False, show_default=True,
+              help="Also write the whole k-step search as one graph (variant 'unrolled'; no runtime path "
+                   "picks it on its own).")
 @click.option("--chunk-kb", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Weight chunk size for the Adam update (0 = no chunking).")
 @click.option("--parity-frames", type=click.Path(file_okay=False, exists=True),
@@ -27,7 +34,7 @@ import click
 @click.option("--threshold", "threshold_value", type=float, help="Anomaly threshold stored in the manifest.")
 @click.option("--threshold-file", type=click.Path(dir_okay=False, exists=True),
               help="threshold.json written by edge-ad eval (calibrated on normal frames).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, parity_frames, parity_n,
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk_kb, parity_frames, parity_n,
         tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
@@ -78,9 +85,9 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, unrolled, chunk_kb, pari
         man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
                            parity_frames=frames, parity=not no_parity, tolerance=tolerance,
                            check_fp64=not no_fp64_check, threads=threads, threshold=threshold,
-                           log=click.echo)
+                           targets=targets or TARGETS, log=click.echo)
     except (CheckpointError, ExportError) as e:
         raise click.ClickException(str(e))
     p = man.get("parity") or {}
-    click.echo(f"exported {', '.join(man['graphs'])} to {out_dir} "
+    click.echo(f"exported {', '.join(man['variants'])} ({', '.join(man['graphs'])}) to {out_dir} "
                f"(n_seed={man['search']['n_seed']}, k={man['search']['k']}); parity: {p.get('summary')}")

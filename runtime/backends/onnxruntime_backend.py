@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge_ad.runtime.config import SearchConfig, adam_bias_corrections
+from edge_ad.runtime.config import SearchConfig, adam_scalars
 
 
 def _ort():
@@ -26,15 +26,6 @@ def _ort():
     except ImportError as e:  # pragma: no cover - base dependency
         raise RuntimeError("the onnxruntime backend needs the 'onnxruntime' package") from e
     return ort
-
-
-def adam_scalars(cfg: SearchConfig, t: int) -> dict:
-    """Adam's per-step hyper-parameters for step t (1-based), computed in float64 as torch does."""
-    bc1, bc2 = adam_bias_corrections(t, cfg.beta1, cfg.beta2)
-    return {"beta1": cfg.beta1, "one_minus_beta1": 1.0 - cfg.beta1, "beta2": cfg.beta2,
-            "one_minus_beta2": 1.0 - cfg.beta2, "eps": cfg.eps,
-            "step_size_z": cfg.lr_z / bc1, "step_size_theta": cfg.lr_theta / bc1,
-            "inv_sqrt_bc2": 1.0 / np.sqrt(bc2)}
 
 
 def session_options(threads: Optional[int] = None, profile: Optional[str] = None, spin: bool = False):
@@ -76,7 +67,8 @@ class OrtSearch:
 
     graphs: {"step" | "step_z" | "final" | "unrolled": path or serialized bytes}
     pristine: {state name: array of the single-copy shape} (tiled to n_seed here, once)
-    mode: "step" (faithful), "step_z" (lr_theta = 0), "unrolled" (one graph for the whole search)
+    mode: "step" (faithful), "step_z" (lr_theta = 0), "forward" (k = 0: the final graph alone, from z0
+    and the pristine weights), "unrolled" (one graph for the whole search)
     """
 
     def __init__(self, graphs: dict, pristine: dict, state_shapes: dict, cfg: SearchConfig,
@@ -85,11 +77,14 @@ class OrtSearch:
                  profile: Optional[str] = None, spin: bool = False):
         ort = _ort()
         self.cfg, self.mode, self.dtype = cfg, mode, np.dtype(dtype)
-        if mode not in ("step", "step_z", "unrolled"):
+        if mode not in ("step", "step_z", "forward", "unrolled"):
             raise ValueError(f"unknown search mode {mode!r}")
         if mode == "step_z" and cfg.updates_weights:
             raise ValueError("the z-only graph needs lr_theta = 0")
-        needed = {"step": ("step", "final"), "step_z": ("step_z", "final"), "unrolled": ("unrolled",)}[mode]
+        if mode == "forward" and cfg.k != 0:
+            raise ValueError(f"mode 'forward' runs no search step: it needs k = 0, got k = {cfg.k}")
+        needed = {"step": ("step", "final"), "step_z": ("step_z", "final"), "forward": ("final",),
+                  "unrolled": ("unrolled",)}[mode]
         for g in needed:
             if g not in graphs:
                 raise ValueError(f"mode {mode!r} needs the {g!r} graph, which this model does not have")
@@ -125,7 +120,7 @@ class OrtSearch:
             self.zeros = {n: ov(np.zeros(state_shapes[n])) for n in self.names}
             self.p_buf = [{n: (empty(state_shapes[n]), empty(state_shapes[n]), empty(state_shapes[n]))
                            for n in self.names} for _ in range(2)]
-        if mode in ("step", "step_z"):
+        if mode in ("step", "step_z", "forward"):
             self._scalar_ovs = [{k: ov(np.array(v)) for k, v in adam_scalars(cfg, t).items()}
                                 for t in range(1, cfg.k + 1)]
             self._prepare_steps()
@@ -134,9 +129,9 @@ class OrtSearch:
 
     # -- binding plans -------------------------------------------------------------------------
     def _prepare_steps(self):
-        sess = self.sessions[self.mode]
         learn = self.mode == "step"
-        in_names = {i.name for i in sess.get_inputs()}
+        sess = self.sessions.get(self.mode)                # None for "forward" (k = 0: no step)
+        in_names = {i.name for i in sess.get_inputs()} if sess is not None else set()
         for t in range(1, self.cfg.k + 1):
             io = sess.io_binding()
             src, dst = (t - 1) % 2, t % 2      # step 1 reads z0/pristine/zeros, writes set 1
@@ -214,10 +209,8 @@ class OrtSearch:
         self.x.update_inplace(np.ascontiguousarray(x, dtype=self.dtype))
         self.z0.update_inplace(np.ascontiguousarray(z0, dtype=self.dtype).reshape(self.S, 1, self.z_dim))
         t0 = time.perf_counter()
-        if self.mode != "unrolled":
-            sess = self.sessions[self.mode]
-            for i, io in enumerate(self.bindings):
-                sess.run_with_iobinding(io, self._run_opts["steps"][i] if self._run_opts else None)
+        for i, io in enumerate(self.bindings):            # k step runs (none for "forward" and "unrolled")
+            self.sessions[self.mode].run_with_iobinding(io, self._run_opts["steps"][i] if self._run_opts else None)
         t1 = time.perf_counter()
         fin = self.sessions["unrolled" if self.mode == "unrolled" else "final"]
         fin.run_with_iobinding(self.final_binding, self._run_opts["final"] if self._run_opts else None)
@@ -232,135 +225,6 @@ class OrtSearch:
                 "recon": self.final_out["recon"].numpy(),
                 "z": z.numpy().reshape(self.S, self.z_dim),
                 "steps_s": t1 - t0, "final_s": t2 - t1}
-
-
-class OrtSeedParallelSearch:
-    """The unrolled search split by seed: n_seed runs of the single-seed graph (unrolled_seed.onnx,
-    the unrolled graph built with n_seed = 1), run concurrently from Python threads.
-
-    The seeds of one frame never mix (own weights, z, Adam moments), so the grouped graph is n_seed
-    independent searches; at width 32 their GEMMs are too small for intra-op threading to use a
-    second core, while whole seeds on separate cores are. Each worker has its own session with one
-    intra-op thread (onnxruntime releases the GIL while a graph runs); seed s runs on worker
-    s % workers, the calling thread being worker 0. ``workers`` defaults to n_seed (3 workers on 2
-    cores: the OS shares 1.5 seeds per core, instead of 2 seeds on one core with 2 workers).
-
-    Buffers are allocated once: x, the pristine single-seed weights and zero moments (read-only,
-    shared by every seed), per seed its z0 and outputs and one IOBinding. ``run`` returns what
-    OrtSearch.run returns, in the same layout: seed_losses (S,), error_map = mean over seeds of the
-    per-seed maps, recon (S, C, H, W), z (S, z_dim).
-    """
-
-    def __init__(self, graph, pristine: dict, state_shapes: dict, cfg: SearchConfig, z_dim: int,
-                 x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
-                 workers: Optional[int] = None, profile: Optional[str] = None, shared_session: bool = False):
-        ort = _ort()
-        self.cfg, self.mode, self.dtype = cfg, "seed-parallel", np.dtype(dtype)
-        if not cfg.updates_weights or cfg.k < 1:
-            raise ValueError("the seed-parallel search runs the unrolled graph: needs lr_theta > 0 and k >= 1")
-        providers = list(providers or ["CPUExecutionProvider"])
-        if cuda_graph_requested(providers):
-            raise ValueError("the seed-parallel search does not support CUDA graphs (use the unrolled graph)")
-        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
-        self._run_opts = None            # no CUDA-graph run options (OrtSearch's attribute)
-        S = cfg.n_seed
-        self.S, self.z_dim, self.names = S, z_dim, list(state_shapes)
-        self.workers = max(1, min(int(workers or S), S))
-        so = session_options(1, profile, spin=False)
-        n_sess = 1 if shared_session else self.workers
-        sessions = [ort.InferenceSession(graph, so, providers=providers) for _ in range(n_sess)]
-        self.sessions = {"unrolled_seed": sessions[0]}
-        self._worker_sessions = [sessions[w % n_sess] for w in range(self.workers)]
-        self._keep = []   # host arrays backing CPU OrtValues (wrapped, not copied) must outlive them
-        ov, empty = _ortvalue_makers(ort, self.dtype, self.device, self._keep)
-
-        one = {n: (1,) + tuple(state_shapes[n])[1:] for n in self.names}
-        self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), one[n])) for n in self.names}
-        zeros = {n: ov(np.zeros(one[n])) for n in self.names}
-        zshape = (1, 1, z_dim)
-        self.x = empty(x_shape)
-        zero_z = ov(np.zeros(zshape))
-        sc = [adam_scalars(cfg, t) for t in range(1, cfg.k + 1)]
-        scalars = {}
-        for i in sessions[0].get_inputs():
-            if i.name in ("step_size_z", "step_size_theta", "inv_sqrt_bc2"):
-                scalars[i.name] = ov(np.array([s[i.name] for s in sc]))
-            elif i.name in sc[0]:
-                scalars[i.name] = ov(np.array(sc[0][i.name]))
-        self.z0 = [empty(zshape) for _ in range(S)]
-        self.out = [{"seed_losses": empty((1,)), "error_map": empty(x_shape[1:]),
-                     "recon": empty((1,) + tuple(x_shape)), "z.out": empty(zshape)} for _ in range(S)]
-        self.bindings = []
-        for s in range(S):
-            io = self._worker_sessions[s % self.workers].io_binding()
-            io.bind_ortvalue_input("x", self.x)
-            io.bind_ortvalue_input("z", self.z0[s])
-            io.bind_ortvalue_input("z.m", zero_z)
-            io.bind_ortvalue_input("z.v", zero_z)
-            for k, v in scalars.items():
-                io.bind_ortvalue_input(k, v)
-            for n in self.names:
-                io.bind_ortvalue_input(n, self.pristine[n])
-                io.bind_ortvalue_input(n + ".m", zeros[n])
-                io.bind_ortvalue_input(n + ".v", zeros[n])
-            for name, buf in self.out[s].items():
-                io.bind_ortvalue_output(name, buf)
-            self.bindings.append(io)
-        self._pool = SeedWorkers(S, self.workers)
-
-    def run(self, x: np.ndarray, z0: np.ndarray) -> dict:
-        """x (C, H, W), z0 (n_seed, z_dim) -> {seed_losses, error_map, recon, z, steps_s, final_s}."""
-        self.x.update_inplace(np.ascontiguousarray(x, dtype=self.dtype))
-        z0 = np.ascontiguousarray(z0, dtype=self.dtype).reshape(self.S, 1, 1, self.z_dim)
-        for s in range(self.S):
-            self.z0[s].update_inplace(np.ascontiguousarray(z0[s]))
-        t0 = time.perf_counter()
-        self._pool.run(lambda w, s: self._worker_sessions[w].run_with_iobinding(self.bindings[s]))
-        t1 = time.perf_counter()
-        maps = [o["error_map"].numpy() for o in self.out]
-        return {"seed_losses": np.concatenate([o["seed_losses"].numpy() for o in self.out]).astype(np.float64),
-                "error_map": (np.sum(maps, axis=0, dtype=self.dtype) / self.dtype.type(self.S)).astype(self.dtype),
-                "recon": np.concatenate([o["recon"].numpy() for o in self.out]),
-                "z": np.concatenate([o["z.out"].numpy() for o in self.out]).reshape(self.S, self.z_dim),
-                "steps_s": 0.0, "final_s": t1 - t0}
-
-    def close(self) -> None:
-        """Stop the worker threads (also happens when the search is garbage-collected)."""
-        self._pool.close()
-
-
-class SeedWorkers:
-    """Runs per-seed work on ``workers`` threads: seed s on worker s % workers, the calling thread
-    being worker 0 (so one worker needs no thread). ``run(fn)`` calls fn(worker, seed) for every seed
-    and returns when all are done, re-raising the first worker error after waiting for the others."""
-
-    def __init__(self, n_seed: int, workers: int):
-        self.workers = max(1, min(int(workers), n_seed))
-        self.plan = [[s for s in range(n_seed) if s % self.workers == w] for w in range(self.workers)]
-        self._pool = None
-        if self.workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="edge-ad-seed")
-
-    def run(self, fn) -> None:
-        def work(w):
-            for s in self.plan[w]:
-                fn(w, s)
-        futures = [self._pool.submit(work, w) for w in range(1, self.workers)] if self._pool else []
-        try:
-            work(0)
-        finally:
-            if futures:
-                from concurrent.futures import wait
-                wait(futures)            # every worker has stopped before anything is raised or reused
-        for f in futures:
-            f.result()                   # worker 0's error (above) first, then the first pool worker's
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 class OrtEncoder:

@@ -19,27 +19,28 @@ the same loop with layers 0-1 on the host (runtime/host_head.py): per step head.
 grad_tail_seed(x, a1, tail weights) -> a1.grad and the tail's gradients, head.backward -> dz with Adam
 on the head's weights fused into it; the one-pass Adam then only covers the tail's weights.
 
-The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin), the same float32
-arithmetic as the graphs' Adam, so scores match the unrolled graphs. Every buffer and IOBinding is
+The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin when the install had no
+C compiler), the same float32 arithmetic as the graphs' Adam, so scores match the step graphs. Every buffer and IOBinding is
 allocated at load, one set per worker thread (a worker runs its seeds in turn, so one thread holds
 one seed's weights and moments, not n_seed): the weights/gradient views of the flat buffers are wrapped
 as OrtValues (on the CPU they share memory), so steady-state scoring allocates nothing per frame but
 onnxruntime's own arena and the small result copies.
-CPU only: the GPU path keeps the whole search on the device (CUDA EP / TensorRT, unrolled graphs).
+CPU only: the GPU path keeps the whole search on the device (the step graphs on the CUDA EP / TensorRT).
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from edge_ad.runtime import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig
-from edge_ad.runtime.manifest import gradient_graph
+from edge_ad.runtime.manifest import ManifestError
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
-from .onnxruntime_backend import SeedWorkers, _ort, _ortvalue_makers, session_options
+from .onnxruntime_backend import _ort, _ortvalue_makers, session_options
 
 
 def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_order: str = "d2s",
@@ -80,6 +81,70 @@ def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_
     return out
 
 
+def load_head(model_dir: Path, man: dict, graph: dict) -> dict:
+    """The host head of a tail graph's manifest entry: dims, bn0 constants and the head's state names,
+    checked against what runtime/_head_kernel.c computes (its layout: W0 (Z, 16 C0), gamma0, beta0,
+    W1 as 32-column panels, torch's (c, kh, kw) column order) and the manifest's sha256 list."""
+    info = graph.get("head") or {}
+    try:
+        dims = host_head.HeadDims(int(info["dims"]["z_dim"]), int(info["dims"]["c0"]), int(info["dims"]["n1"]))
+        dims.check()
+        state = [str(n) for n in info["state"]]
+        if info["consts"] not in man.get("files", {}):        # only files whose sha256 was verified
+            raise ValueError(f"{info['consts']} is not among the manifest's checksummed files")
+        consts = np.load(model_dir / info["consts"], allow_pickle=False)
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unusable ({e})") from None
+    if consts.dtype != np.float32 or consts.shape != (2 * dims.c0,):
+        raise ManifestError(f"{model_dir}: {info['consts']} holds {consts.dtype} {consts.shape}, expected "
+                            f"float32 ({2 * dims.c0},)")
+    by_name = {st["name"]: st for st in graph.get("state") or []}
+    want = {"W0.c0": ([1, dims.z_dim, dims.n0], None), "bn0.gamma": ([1, dims.c0], None),
+            "bn0.beta": ([1, dims.c0], None),
+            "W1.c0": ([1, dims.n1 // host_head.PANEL, dims.c0, host_head.PANEL], host_head.PANEL)}
+    layout_ok = (graph.get("col_order") == "col2im" and state == list(want)
+                 and all(n in by_name and list(by_name[n]["shape"]) == shape and by_name[n].get("panel") == panel
+                         for n, (shape, panel) in want.items()))
+    if not layout_ok:
+        raise ManifestError(f"{model_dir}: the host head's weights in this export are not in the layout the head "
+                            f"kernel computes (W0 (Z, 16 C0), bn0 gamma/beta, W1 in {host_head.PANEL}-column panels, "
+                            f"col2im column order) for dims {dims}")
+    return {"dims": dims, "consts": consts, "state": state}
+
+
+class SeedWorkers:
+    """Runs per-seed work on ``workers`` threads: seed s on worker s % workers, the calling thread
+    being worker 0 (so one worker needs no thread). ``run(fn)`` calls fn(worker, seed) for every seed
+    and returns when all are done, re-raising the first worker error after waiting for the others."""
+
+    def __init__(self, n_seed: int, workers: int):
+        self.workers = max(1, min(int(workers), n_seed))
+        self.plan = [[s for s in range(n_seed) if s % self.workers == w] for w in range(self.workers)]
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="edge-ad-seed")
+
+    def run(self, fn) -> None:
+        def work(w):
+            for s in self.plan[w]:
+                fn(w, s)
+        futures = [self._pool.submit(work, w) for w in range(1, self.workers)] if self._pool else []
+        try:
+            work(0)
+        finally:
+            if futures:
+                from concurrent.futures import wait
+                wait(futures)            # every worker has stopped before anything is raised or reused
+        for f in futures:
+            f.result()                   # worker 0's error (above) first, then the first pool worker's
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 class OrtHostAdamSearch:
     """n_seed single-seed searches on the CPU: gradients in onnxruntime (grad_seed.onnx), Adam on the
     host (host_adam), the final pass in final_seed.onnx. ``run`` returns what OrtSearch.run returns:
@@ -109,22 +174,24 @@ class OrtHostAdamSearch:
         if cfg.k < 1:
             raise ValueError(f"the {self.mode} search needs k >= 1 (with k = 0 there is no search step)")
         self.z_only = not cfg.updates_weights          # lr_theta = 0: the z-only graph, weights stay pristine
-        grad_graph = gradient_graph(not self.z_only, bool(head))
+        from edge_ad.runtime.variants import VARIANTS
+        grad_graph = VARIANTS["host-head" if head else "fused-adam"].needs(cfg)[0]
         if grad_graph not in graphs:
             raise ValueError(f"the {self.mode} search with lr_theta = {cfg.lr_theta} needs the {grad_graph} graph")
         providers = [p if isinstance(p, str) else p[0] for p in (providers or ["CPUExecutionProvider"])]
         if providers[0] != "CPUExecutionProvider":
             raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
-                             "unrolled graphs (variant 'unrolled') or the TensorRT backend")
+                             "step graphs (variant 'step': the CUDA provider) or the TensorRT backend")
         # adam: the implementation of the host Adam and of the head; None: each compiled kernel if installed
         self.adam_impl = adam or host_adam.default_implementation()
-        self.head_impl = (adam or ("c" if host_head.kernel_available() else "numpy")) if head else None
+        self.head_impl = (adam or "c") if head else None      # the host-head search runs the compiled head
         if self.adam_impl not in host_adam.IMPLEMENTATIONS:
             raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
             raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
         if self.head_impl == "c" and not host_head.kernel_available():
-            raise RuntimeError("the compiled head kernel is not installed (adam='numpy' runs the NumPy head)")
+            raise RuntimeError("the compiled head kernel is not installed (reinstall edge-ad with a C compiler; "
+                               "variant 'fused-adam' runs without it)")
         self.device, self._run_opts = "cpu", None
         S = cfg.n_seed
         self.S, self.z_dim = S, z_dim

@@ -167,10 +167,14 @@ class TensorRTSearch:
         self._graph = None
         self.bufs = None
         self._runtimes = []
-        step_rt, self.step_engine = deserialize(step_engine_path, self.trt)
+        if step_engine_path is None and self.k != 0:
+            raise ValueError(f"k = {self.k} search steps need the step engine")
+        # k = 0 (the "forward" variant): the final engine alone, no step engine
+        step_rt, self.step_engine = (deserialize(step_engine_path, self.trt) if step_engine_path is not None
+                                     else (None, None))
         final_rt, self.final_engine = deserialize(final_engine_path, self.trt)
         self._runtimes = [step_rt, final_rt]       # keep runtimes alive as long as their engines
-        sin, sout = engine_io(self.step_engine, self.trt)
+        sin, sout = engine_io(self.step_engine, self.trt) if self.step_engine is not None else (None, None)
         fin, fout = engine_io(self.final_engine, self.trt)
         self.plan = plan_search(sin, sout, fin, fout, self.k, restore=restore)
         self.bufs = CudaBuffers(self.plan, device, self.cudart)
@@ -185,9 +189,9 @@ class TensorRTSearch:
             for name, arr in per_step_values(self.plan, scalars).items():
                 self.bufs.upload(name, arr)
             self._stream_handle = int(self.bufs.stream)     # TensorRT takes the raw cudaStream_t handle
-            self.step_ctx = self.step_engine.create_execution_context()
+            self.step_ctx = self.step_engine.create_execution_context() if self.step_engine is not None else None
             self.final_ctx = self.final_engine.create_execution_context()
-            if self.step_ctx is None or self.final_ctx is None:
+            if (self.step_engine is not None and self.step_ctx is None) or self.final_ctx is None:
                 raise CudaError("TensorRT could not create an execution context (out of GPU memory?)")
         except Exception:
             self.close()
@@ -256,10 +260,14 @@ class TensorRTSearch:
 # model directory level: engines for the manifest's graphs, and the Scorer hook
 # ------------------------------------------------------------------------------------------------
 def graphs_for(manifest: dict, lr_theta: Optional[float] = None) -> list:
-    """The graphs a search needs: the z-only step graph when lr_theta == 0 (if exported), + final."""
-    lr = manifest["search"]["lr_theta"] if lr_theta is None else lr_theta
-    step = "step_z" if lr == 0 and "step_z" in manifest["graphs"] else "step"
-    return [step, "final"]
+    """The graphs the TensorRT search runs for the manifest's configuration (lr_theta overridden):
+    the variant table's (runtime/variants.py) forward graph for k = 0, else the step variant's."""
+    from ..config import SearchConfig
+    from ..variants import VARIANTS
+    cfg = SearchConfig.from_dict(manifest["search"])
+    if lr_theta is not None:
+        cfg = cfg.replace(lr_theta=float(lr_theta))
+    return list(VARIANTS["forward" if cfg.k == 0 else "step"].needs(cfg))
 
 
 def ensure_engines(model_dir: os.PathLike, manifest: dict, graphs: list, precision: str = "fp32",
@@ -316,18 +324,14 @@ def load_search(model_dir: os.PathLike, manifest: dict, pristine: dict, cfg, mod
     """
     precision = precision or os.environ.get("EDGE_AD_TRT_PRECISION") or "fp32"
     on_mismatch = on_mismatch or os.environ.get("EDGE_AD_TRT_ON_MISMATCH") or "rebuild"
-    from .onnxruntime_backend import adam_scalars   # host-side float64 Adam constants (no onnxruntime import)
+    from ..config import adam_scalars   # host-side float64 Adam constants
     trt, cudart, gpu = require_tensorrt_and_gpu(device, trt, cudart)
-    if mode == "unrolled":
-        # the unrolled graph (k steps in one ONNX graph) is an onnxruntime speed-up; TensorRT gets
-        # the same single launch per frame from the CUDA graph over k step-engine runs, with a
-        # k times smaller engine. Same computation.
-        log.info("TensorRT backend: running the step engine %d times inside one CUDA graph "
-                 "instead of the unrolled graph", cfg.k)
-        mode = "step"
     check_precision(pristine, cfg.lr_theta, precision, lr_z=cfg.lr_z, allow_lossy=allow_lossy)
-    engines = ensure_engines(model_dir, manifest, [mode, "final"], precision, on_mismatch, trt=trt, gpu=gpu)
-    search = TensorRTSearch(engines[mode], engines["final"], pristine, lambda t: adam_scalars(cfg, t + 1),
+    if mode not in ("forward", "step", "step_z"):
+        raise ValueError(f"the TensorRT search runs the forward (k = 0) or step graphs, not {mode!r}")
+    engines = ensure_engines(model_dir, manifest, ["final"] if mode == "forward" else [mode, "final"], precision,
+                             on_mismatch, trt=trt, gpu=gpu)
+    search = TensorRTSearch(engines.get(mode), engines["final"], pristine, lambda t: adam_scalars(cfg, t + 1),
                             cfg.k, cuda_graph=cuda_graph, device=device, trt=trt, cudart=cudart)
     search.mode, search.precision = mode, precision
     return search

@@ -1,23 +1,20 @@
 """``edge-ad bench``: per-frame search latency of every implementation, interleaved in one run.
 
-Variants (same generator, same frames, same z0):
+Variants (same generator, same frames, same z0; the onnx ones are rows of runtime/variants.py):
   eager          study-style PyTorch: per seed a deepcopy of G and two torch Adams (search_eager)
   batched        the batched PyTorch reference (models.search.search)
-  onnx-step      the runtime's step loop: k runs of step.onnx + final.onnx on preallocated buffers
-  onnx-unrolled  the runtime's one-graph search (unrolled.onnx)
-  onnx-seed-parallel        the single-seed unrolled graph (unrolled_seed.onnx), the n_seed seeds
-                            run concurrently from n_seed Python threads of one onnxruntime thread each
-                            (threads >= 2; with threads = 1 one worker runs the seeds in turn)
-  onnx-seed-parallel-cores  the same with one worker thread per core (min(threads, n_seed) workers)
-  onnx-fused-adam           the same seed split, each step a gradient graph (grad_seed.onnx) and
-                            Adam on the host in one fused pass (runtime/host_adam.py, compiled kernel)
-  onnx-fused-adam-numpy     the same with the NumPy version of the host Adam (no compiled kernel)
-  onnx-host-head            fused-adam with layers 0-1 on the host, Adam fused into their backward pass
-                            (runtime/host_head.py, compiled kernel), layers 2-4 in grad_tail_seed.onnx
+  onnx-auto      what ``Scorer.load`` picks by default here (the CPU default: host-head where its
+                 kernels run their AVX2 loops, else fused-adam; forward for k = 0)
+  onnx-step      the step variant: k runs of step.onnx + final.onnx on preallocated buffers
+  onnx-unrolled  the unrolled variant (unrolled.onnx; only in exports made with --unrolled)
+  onnx-fused-adam        per seed a gradient graph (grad_seed.onnx) and Adam on the host in one fused pass
+                         (runtime/host_adam.py, compiled kernel), seeds on worker threads
+  onnx-fused-adam-numpy  the same with the NumPy host Adam (what an install without a C compiler runs)
+  onnx-host-head         fused-adam with layers 0-1 on the host, Adam fused into their backward pass
+                         (runtime/host_head.py, compiled kernel), layers 2-4 in grad_tail_seed.onnx
   eager-z-only   search_eager with lr_theta = 0
-  onnx-z-only    the runtime's z-only step graph (the named fast option lr_theta = 0), all seeds in one
-  onnx-fused-adam-z-only  lr_theta = 0 in the fused-adam search: grad_z_seed.onnx per seed, seeds on threads
-  onnx-host-head-z-only   lr_theta = 0 in the host-head search (grad_z_tail_seed.onnx)
+  onnx-z-only, onnx-fused-adam-z-only, onnx-host-head-z-only   lr_theta = 0 (the named fast option) in
+                 the step, fused-adam and host-head variants
 Reported per variant: median per-frame latency over frames x repeats, frames/s, GFLOP/s achieved
 (model FLOPs: 2 x multiply-adds of the transposed convolutions in the forward, input-gradient and
 weight-gradient passes; elementwise work not counted) and as a fraction of this machine's sgemm
@@ -39,10 +36,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-ALL_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel",
-                "onnx-seed-parallel-cores", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-host-head",
-                "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only", "onnx-host-head-z-only")
-DEFAULT_VARIANTS = ("eager", "batched", "onnx-step", "onnx-unrolled", "onnx-seed-parallel", "onnx-fused-adam",
+# bench variant -> (runtime variant (runtime/variants.py), z-only); eager / batched are the PyTorch references
+ONNX_VARIANTS = {"onnx-auto": ("auto", False), "onnx-step": ("step", False), "onnx-unrolled": ("unrolled", False),
+                 "onnx-fused-adam": ("fused-adam", False), "onnx-fused-adam-numpy": ("fused-adam", False),
+                 "onnx-host-head": ("host-head", False), "onnx-z-only": ("step", True),
+                 "onnx-fused-adam-z-only": ("fused-adam", True), "onnx-host-head-z-only": ("host-head", True)}
+ALL_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
+                "onnx-fused-adam-numpy", "onnx-host-head", "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only",
+                "onnx-host-head-z-only")
+DEFAULT_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
                     "onnx-host-head", "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only", "onnx-host-head-z-only")
 
 
@@ -77,7 +79,7 @@ def bench_frames(n: int, spec=None) -> list:
     from edge_ad.runtime.preprocess import preprocess
     from edge_ad.runtime.sources.folder import read_pair
 
-    from .exporter import REPO_DATA
+    from edge_ad.export.exporter import REPO_DATA
     splits = json.loads((REPO_DATA / "splits.json").read_text())
     classes = sorted(splits)
     out = []
@@ -100,30 +102,30 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callabl
         f = search if variant == "batched" else search_eager
         return lambda x, z0: f(G, x, c, z0=z0).score
     from edge_ad.runtime.scorer import Scorer
-    if variant == "onnx-z-only":
-        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant="step", threads=threads)
-    elif variant in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
-        search = {"onnx-fused-adam-z-only": "fused-adam", "onnx-host-head-z-only": "host-head"}[variant]
-        s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0), variant=search, threads=threads)
-    elif variant == "onnx-host-head":           # the compiled kernels (refuses to run without them)
-        s = Scorer.load(model_dir, config=cfg, variant="host-head", threads=threads, adam="c")
-    elif variant.startswith("onnx-seed-parallel"):
-        # default: the Scorer's choice (n_seed workers on >= 2 threads, 1 on one thread); -cores: one per thread
-        workers = min(threads, cfg.n_seed) if variant.endswith("-cores") else None
-        s = Scorer.load(model_dir, config=cfg, variant="seed-parallel", threads=threads, workers=workers)
-    elif variant.startswith("onnx-fused-adam"):
-        s = Scorer.load(model_dir, config=cfg, variant="fused-adam", threads=threads,
-                        adam="numpy" if variant.endswith("-numpy") else "c")
-    else:
-        s = Scorer.load(model_dir, config=cfg, variant=variant.split("-")[1], threads=threads)
-    return lambda x, z0: s.score_input(x, z0=z0).score
+    name, z_only = ONNX_VARIANTS[variant]
+    s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0) if z_only else cfg, variant=name, threads=threads)
+    if variant == "onnx-fused-adam-numpy":
+        s._search.adam_impl = "numpy"          # the host Adam of an install without a C compiler
+    def run(x, z0):
+        return s.score_input(x, z0=z0).score
+    run.mode = s.mode
+    return run
+
+
+def _runs(variant: str, cfg, man: dict) -> bool:
+    """True when the export ``man`` has what bench variant ``variant`` runs (PyTorch ones always)."""
+    from edge_ad.runtime.variants import VARIANTS, exported
+    if variant not in ONNX_VARIANTS or ONNX_VARIANTS[variant][0] == "auto":
+        return True
+    name, z_only = ONNX_VARIANTS[variant]
+    return exported(VARIANTS[name], cfg.replace(lr_theta=0.0) if z_only else cfg, man["graphs"])
 
 
 def _rss_probe(variant: str, checkpoint: str, model_dir: str, threads: int) -> float:
     """Peak RSS (MiB) of a fresh process that loads ``variant`` and scores one frame."""
     code = (
         "import sys, resource, json\n"
-        "from edge_ad.export.benchmark import _probe_main\n"
+        "from edge_ad.benchmarks.search_bench import _probe_main\n"
         f"_probe_main({variant!r}, {checkpoint!r}, {model_dir!r}, {threads})\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
@@ -168,7 +170,7 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
     from edge_ad.runtime.manifest import load_manifest
 
-    from .exporter import export_model
+    from edge_ad.export.exporter import export_model
     threads = int(threads or os.cpu_count() or 1)
     G = load_generator(checkpoint)
     tmp = None
@@ -176,13 +178,10 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
         tmp = tempfile.mkdtemp(prefix="edge-ad-bench-")
         model_dir = tmp
         log(f"exporting {checkpoint} to {tmp} (no parity check) ...")
-        export_model(checkpoint, tmp, parity=False, log=lambda *a: None)
+        export_model(checkpoint, tmp, parity=False, unrolled="onnx-unrolled" in variants, log=lambda *a: None)
     man = load_manifest(model_dir)
     cfg = SearchConfig.from_dict(man["search"])
-    variants = [v for v in variants if v != "onnx-unrolled" or "unrolled" in man["graphs"]]
-    variants = [v for v in variants if not v.startswith("onnx-seed-parallel") or "unrolled_seed" in man["graphs"]]
-    variants = [v for v in variants if not v.startswith("onnx-fused-adam") or "grad_seed" in man["graphs"]]
-    variants = [v for v in variants if not v.startswith("onnx-host-head") or "grad_tail_seed" in man["graphs"]]
+    variants = [v for v in variants if _runs(v, cfg, man)]     # the variants this export has
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
@@ -226,11 +225,14 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
             if v.startswith("onnx") and "z-only" not in v:
                 res[v]["max_rel_score_diff_vs_batched"] = float(np.max(
                     np.abs(np.array(scores[v]) - scores["batched"]) / np.abs(scores["batched"])))
-    if "onnx-unrolled" in res:
+    if "onnx-step" in res:                       # the same float32 search, Adam in the graph: rounding only
         for v in variants:
-            if v.startswith(("onnx-seed-parallel", "onnx-fused-adam", "onnx-host-head")) and "z-only" not in v:   # float32 rounding only
-                res[v]["max_rel_score_diff_vs_onnx-unrolled"] = float(np.max(
-                    np.abs(np.array(scores[v]) - scores["onnx-unrolled"]) / np.abs(scores["onnx-unrolled"])))
+            if v.startswith("onnx") and v != "onnx-step" and "z-only" not in v:
+                res[v]["max_rel_score_diff_vs_onnx-step"] = float(np.max(
+                    np.abs(np.array(scores[v]) - scores["onnx-step"]) / np.abs(scores["onnx-step"])))
+    for v in variants:
+        if getattr(runners[v], "mode", None):
+            res[v]["runs"] = runners[v].mode       # the runtime variant behind it (onnx-auto: the default's)
     for v in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
         if "onnx-z-only" in res and v in res:
             res[v]["max_rel_score_diff_vs_onnx-z-only"] = float(np.max(

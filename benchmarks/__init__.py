@@ -1,0 +1,1 @@
+"""Benchmarks of the runtime and the references (``edge-ad bench``: search_bench.py); results in results/."""
