@@ -187,7 +187,7 @@ def test_scorer_tensorrt_k0_runs_the_final_engine_alone(export_tiny, tmp_path, f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = Scorer.load(d, backend="tensorrt")
-    assert s.mode == "forward" and [p.rsplit("/", 1)[1] for p, _ in fake_gpu["builds"]] == ["final.onnx"]
+    assert s.mode == "forward" and [b.onnx.rsplit("/", 1)[1] for b in fake_gpu["builds"]] == ["final.onnx"]
     o = Scorer.load(d, providers=["CPUExecutionProvider"])
     assert o.mode == "forward"
     x = np.tanh(np.random.default_rng(1).standard_normal((4, 64, 64))).astype(np.float32)
