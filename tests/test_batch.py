@@ -180,6 +180,16 @@ def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
     assert r.exit_code == 1 and "cannot load model" in r.output
 
 
+def test_batch_is_torch_free():
+    import subprocess
+    import sys
+    code = ("import sys, edge_ad.commands.batch, edge_ad.batch.local, edge_ad.batch.driver, "
+            "edge_ad.batch.ray_engine, edge_ad.runtime.batch_scoring; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 # ----------------------------------------------------------------------------- Ray
 
 def test_ray_batch_local_cluster(tmp_path, kinect_export, sources):

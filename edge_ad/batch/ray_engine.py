@@ -151,7 +151,8 @@ class RayEngine:
                             on_result(job, {"status": "failed", "summary": None, "wall_s": None,
                                             "attempts": attempts[job.name],
                                             "error": f"the Ray worker died {attempts[job.name]} times while "
-                                                     f"scoring this source ({type(e).__name__})"})
+                                                     f"scoring this source ({type(e).__name__}: "
+                                                     f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"})
                         continue
                     except ray.exceptions.RayError as e:   # e.g. the actor could not load the model
                         idle.append(actor)
