@@ -14,7 +14,7 @@ from conftest import copy_frames
 from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, source_name
 from edge_ad.commands import batch as batch_cmd
 from edge_ad.commands import run as run_cmd
-from test_sources import make_broken_folder
+from test_sources import d8_to_mm, kinect_frames, make_broken_folder, write_ros2_bag
 
 
 def lines(path) -> list:
@@ -76,7 +76,7 @@ def test_names_unique_and_independent_of_order():
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, kinect_root):
-    """Two folders named alike, one with unreadable frames, one corrupt bag."""
+    """Two folders named alike, one with unreadable frames, a ROS 2 bag (mcap), one corrupt bag."""
     d = tmp_path_factory.mktemp("batch_sources")
     a = copy_frames(d / "day1" / "cam", "rectangle", 4)
     b = copy_frames(d / "day2" / "cam", "sphere", 3)
@@ -84,12 +84,14 @@ def sources(tmp_path_factory, kinect_root):
     make_broken_folder(broken, kinect_root, n_good=2)
     bad = d / "corrupt.mcap"
     bad.write_bytes(b"not a bag" * 100)
-    return {"a": a, "b": b, "broken": broken, "bad": bad}
+    bag = d / "drive7"
+    write_ros2_bag(bag, [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 3)], storage="mcap")
+    return {"a": a, "b": b, "broken": broken, "bad": bad, "bag": bag}
 
 
 def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
     out = tmp_path / "out"
-    srcs = [sources["a"], sources["b"], sources["broken"], sources["bad"]]
+    srcs = [sources["a"], sources["b"], sources["broken"], sources["bad"], sources["bag"]]
     r = batch(["--model", kinect_export, "--out", out, "--workers", 2, "-q", "--seed", 5, *srcs])
     assert r.exit_code == batch_cmd_exit("fatal"), r.output          # a source failed -> 1, as edge-ad run
     s = summary_of(out)
@@ -99,7 +101,7 @@ def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
     broken = s["by_uri"][str(sources["broken"])]
     assert broken["status"] == "done" and broken["frames"] == 2 and broken["frame_errors"] == 3
     assert {e["frame"] for e in broken["errors"]} and all(e["error"] for e in broken["errors"])
-    for key in ("a", "b", "broken"):
+    for key in ("a", "b", "broken", "bag"):
         e = s["by_uri"][str(sources[key])]
         assert e["file"] == f"{e['name']}.jsonl" and e["wall_s"] > 0 and e["attempts"] == 1
         got = lines(out / e["file"])
@@ -109,7 +111,8 @@ def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
         assert e["anomalies"] == sum(bool(x.get("anomalous")) for x in got[:-1])
     names = [s["by_uri"][str(sources[k])]["name"] for k in ("a", "b")]
     assert names[0] != names[1] and all(n.startswith("cam-") for n in names)
-    assert s["totals"]["frames"] == 4 + 3 + 2 and s["totals"]["failed"] == 1
+    assert s["by_uri"][str(sources["bag"])]["name"] == "drive7" and s["by_uri"][str(sources["bag"])]["frames"] == 3
+    assert s["totals"]["frames"] == 4 + 3 + 2 + 3 and s["totals"]["failed"] == 1
     assert not list(out.glob("*.partial"))
 
     # rerun: complete sources are skipped (files untouched), the failed one is tried again
@@ -117,10 +120,10 @@ def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
     r = batch(["--model", kinect_export, "--out", out, "--workers", 2, "-q", "--seed", 5, *srcs])
     assert r.exit_code == 1, r.output
     s2 = summary_of(out)
-    assert [s2["by_uri"][str(sources[k])]["resumed"] for k in ("a", "b", "broken")] == [True] * 3
+    assert [s2["by_uri"][str(sources[k])]["resumed"] for k in ("a", "b", "broken", "bag")] == [True] * 4
     assert s2["by_uri"][str(sources["bad"])]["status"] == "failed"
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")} == stamps
-    assert "3 already complete" in r.output
+    assert "4 already complete" in r.output
 
     # another seed is another result: not resumed
     r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 6, sources["a"]])
@@ -192,13 +195,13 @@ def test_batch_is_torch_free():
 
 # ----------------------------------------------------------------------------- Ray
 
-def test_ray_batch_local_cluster(tmp_path, kinect_export, sources):
+def test_ray_batch_local_cluster(tmp_path, kinect_export, sources, monkeypatch):
     """A 2-CPU Ray cluster started here: actors with the model shipped as bytes, a worker killed
     mid-source (retried on a new actor), a corrupt source reported, rows equal to edge-ad run's."""
     ray = pytest.importorskip("ray")
     out = tmp_path / "out"
     name_a = make_jobs([str(sources["a"]), str(sources["b"]), str(sources["bad"])])[0].name
-    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))   # no token for a local test cluster
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         r = batch(["--model", kinect_export, "--out", out, "-q", "--ray", sources["a"], sources["b"], sources["bad"]],
