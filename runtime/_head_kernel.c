@@ -1,7 +1,7 @@
 /* edge_ad.runtime._head_kernel: the generator's two thin layers (z -> 4x4 -> 8x8) with their backward
  * pass AND Adam on their weights fused, on the host (CPU, float32). Used by the "host-head" search
- * (runtime/backends/onnxruntime_host_adam.py, head=...); the NumPy twin in runtime/host_head.py is the
- * reference the tests compare against.
+ * (runtime/backends/onnxruntime_host_adam.py, head=...); the NumPy reference the tests compare against is
+ * tests/host_head_reference.py.
  *
  * Why: at width 32 these layers hold 82 % of the weights (2.92 of 3.58 M floats) and a third of the
  * FLOPs. In onnxruntime their GEMMs are thin (1 and 16 input positions: MLAS repacks the 8 MB weight
@@ -24,8 +24,10 @@
  *   m' = m * b1 + g,   v' = v * b2 + g * g,   p' = p - m' / (sqrt(v') * alpha + eps_k)
  * with p0 given (the search's first step): the weights are read from p0 and the moments are zero.
  *
- * On x86-64 with AVX2 + FMA the GEMM loops use 8-wide vectors (checked at run time); elsewhere
- * (or with force_generic) plain C loops compute the same quantities.
+ * The loops are AVX2 + FMA (x86-64, checked at run time: has_avx2()). Elsewhere (ARM, older x86) the
+ * module still builds, has_avx2() is False and forward/backward refuse: the runtime runs the fused-adam
+ * search there (portable loops here were slower than onnxruntime's layers 0-1: 5.7 + 30 ms vs ~10 ms per
+ * step at width 32, so no runtime path used them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -73,54 +75,14 @@ static inline void adam_scalar(float *p, float *restrict m, float *restrict v, c
     }
 }
 
-/* ---------------------------------------------------------------- generic (portable) kernels */
+/* ---------------------------------------------------------------- layout */
 /* The transposed column blocks colsT / dcolsT are stored panel by panel, (N1 / 32, 16, 32): element (p, n)
  * at TP(p, n) = (n / 32) * 512 + p * 32 + n % 32, so one panel's 16 x 32 block is 2 KB of contiguous memory
  * (rows 16 KB apart all fall in one L1 set: measured 3x slower for the backward pass). */
 #define TP(p, n) (((n) / PW) * (PW * P1) + (p) * PW + (n) % PW)
 
-/* colsT = (W1^T h0)^T: colsT[TP(p, n)] = sum_c h0[c][p] W1[n / 32][c][n % 32] */
-static void l1_forward_generic(const float *restrict W1, const float *restrict h0, float *restrict colsT, Dims d) {
-    memset(colsT, 0, sizeof(float) * P1 * d.N1);
-    for (Py_ssize_t q = 0; q < d.N1 / PW; q++)
-        for (Py_ssize_t c = 0; c < d.C0; c++) {
-            const float *w = W1 + (q * d.C0 + c) * PW;
-            for (int p = 0; p < P1; p++) {
-                const float h = h0[c * P1 + p];
-                float *o = colsT + TP(p, q * PW);
-                for (int j = 0; j < PW; j++) o[j] += h * w[j];
-            }
-        }
-}
-
-/* dh0 (C0, 16) = W1 dcols (old weights); g = h0 dcols^T per panel row, Adam on W1 (update != 0) */
-static void l1_backward_generic(const float *W1in, float *W1, float *restrict m, float *restrict v,
-                                const float *restrict h0, const float *restrict dcols, const float *restrict dcolsT,
-                                float *restrict dh0, Dims d, int update, int first, float b1, float b2, float alpha,
-                                float eps_k) {
-    float g[PW];
-    memset(dh0, 0, sizeof(float) * d.N0);
-    for (Py_ssize_t q = 0; q < d.N1 / PW; q++)
-        for (Py_ssize_t c = 0; c < d.C0; c++) {
-            const Py_ssize_t o = (q * d.C0 + c) * PW;
-            const float *w = W1in + o;
-            for (int j = 0; j < PW; j++) {
-                const float *dc = dcols + (q * PW + j) * P1;
-                for (int p = 0; p < P1; p++) dh0[c * P1 + p] += w[j] * dc[p];
-            }
-            if (!update) continue;
-            for (int j = 0; j < PW; j++) g[j] = 0.0f;
-            for (int p = 0; p < P1; p++) {
-                const float h = h0[c * P1 + p];
-                const float *dt = dcolsT + TP(p, q * PW);
-                for (int j = 0; j < PW; j++) g[j] += h * dt[j];
-            }
-            adam_scalar(W1 + o, m + o, v + o, w, g, PW, first, b1, b2, alpha, eps_k);
-        }
-}
-
 /* ---------------------------------------------------------------- AVX2 + FMA kernels */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(EDGE_AD_NO_AVX2)   /* -DEDGE_AD_NO_AVX2: portable loops only */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EDGE_AD_NO_AVX2)   /* -DEDGE_AD_NO_AVX2: builds without them */
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 
@@ -302,16 +264,7 @@ static int cpu_has_avx2(void) { return 0; }
 #endif
 
 /* ---------------------------------------------------------------- the head's pieces (layout-generic) */
-/* a0 = z W0 (generic; l0_gemv_avx2) */
-static void l0_gemv_generic(const float *restrict z, const float *restrict W0, float *restrict a0, Dims d) {
-    for (Py_ssize_t n = 0; n < d.N0; n++) a0[n] = 0.0f;
-    for (Py_ssize_t c = 0; c < d.Z; c++) {
-        const float zc = z[c];
-        const float *w = W0 + c * d.N0;
-        for (Py_ssize_t n = 0; n < d.N0; n++) a0[n] += zc * w[n];
-    }
-}
-
+#if HAVE_AVX2_PATH
 /* xhat0 = (a0 - mean) * inv_std, h0 = relu(xhat0 * gamma + beta), as the graphs' BN + ReLU */
 static void bn0_relu(const float *restrict a0, const float *restrict gamma, const float *restrict beta,
                      const float *restrict mean, const float *restrict inv_std, float *restrict xhat0,
@@ -360,6 +313,8 @@ static void im2col_l1(const float *restrict da1, float *restrict dcols, float *r
                     }
             }
 }
+
+#endif
 
 /* ---------------------------------------------------------------- Python glue */
 typedef struct {
@@ -425,15 +380,23 @@ static PyObject *py_work_size(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(work_size(dims_of(Z, C0, N1)));
 }
 
-/* forward(z, w, consts, work, a1, z_dim, c0, n1, generic=False) */
+/* refuses (RuntimeError) where the AVX2 + FMA loops cannot run */
+static int require_avx2(const char *fn) {
+    if (HAVE_AVX2_PATH && cpu_has_avx2()) return 0;
+    PyErr_Format(PyExc_RuntimeError, "%s: the host head runs on x86-64 CPUs with AVX2 + FMA only (this one has "
+                 "not, or the kernel was built without them); the fused-adam search runs here", fn);
+    return -1;
+}
+
+/* forward(z, w, consts, work, a1, z_dim, c0, n1) */
 static PyObject *py_forward(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"z", "w", "consts", "work", "a1", "z_dim", "c0", "n1", "generic", NULL};
+    static char *kwlist[] = {"z", "w", "consts", "work", "a1", "z_dim", "c0", "n1", NULL};
     PyObject *objs[5];
     Py_ssize_t Z, C0, N1;
-    int generic = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOnnn|p", kwlist, &objs[0], &objs[1], &objs[2], &objs[3],
-                                     &objs[4], &Z, &C0, &N1, &generic))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOnnn", kwlist, &objs[0], &objs[1], &objs[2], &objs[3],
+                                     &objs[4], &Z, &C0, &N1))
         return NULL;
+    if (require_avx2("forward") != 0) return NULL;
     if (check_dims(Z, C0, N1, "forward") != 0) return NULL;
     Dims d = dims_of(Z, C0, N1);
     Spec specs[5] = {{"z", 0, 0, Z}, {"w", 0, 0, d.n_head}, {"consts", 0, 0, 2 * C0},
@@ -447,23 +410,17 @@ static PyObject *py_forward(PyObject *self, PyObject *args, PyObject *kwargs) {
         float *wk = views[3].buf, *a1 = views[4].buf;
         Work k = work_of(wk, d);
         const float *W0 = w, *gamma = w + Z * d.N0, *beta = gamma + C0, *W1 = beta + C0;
-        int use_avx2 = HAVE_AVX2_PATH && !generic && cpu_has_avx2();
         Py_BEGIN_ALLOW_THREADS
         float *a0 = k.da0;                            /* scratch until the backward pass */
 #if HAVE_AVX2_PATH
-        if (use_avx2) l0_gemv_avx2(z, W0, a0, d);
-        else
-#endif
-            l0_gemv_generic(z, W0, a0, d);
+        l0_gemv_avx2(z, W0, a0, d);
         bn0_relu(a0, gamma, beta, cs, cs + C0, k.xhat0, k.h0, d);
-#if HAVE_AVX2_PATH
-        if (use_avx2) l1_forward_avx2(W1, k.h0, k.colsT, d);
-        else
-#endif
-            l1_forward_generic(W1, k.h0, k.colsT, d);
+        l1_forward_avx2(W1, k.h0, k.colsT, d);
         col2im_l1(k.colsT, a1, d);
+#else
+        (void)a0; (void)z; (void)W0; (void)gamma; (void)beta; (void)W1; (void)cs; (void)a1;
+#endif
         Py_END_ALLOW_THREADS
-        (void)use_avx2;
     }
     result = Py_None;
     Py_INCREF(result);
@@ -472,21 +429,21 @@ done:
     return result;
 }
 
-/* backward(da1, z, dz, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k, generic=False)
+/* backward(da1, z, dz, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k)
  *   p: the head weights (read; updated in place when m and v are given); m = v = None: only dz is
  *   computed (the z-only search: p is the pristine copy and is not written); p0 given: the first step
  *   (the weights are read from p0, the moments taken as zero, p written). */
 static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"da1", "z", "dz", "p", "m", "v", "p0", "consts", "work", "z_dim", "c0", "n1",
-                             "b1", "b2", "alpha", "eps_k", "generic", NULL};
+                             "b1", "b2", "alpha", "eps_k", NULL};
     PyObject *objs[9];
     Py_ssize_t Z, C0, N1;
     float b1 = NAN, b2 = NAN, alpha = NAN, eps_k = NAN;       /* required with m and v (checked below) */
-    int generic = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOnnn|ffffp", kwlist, &objs[0], &objs[1], &objs[2],
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOnnn|ffff", kwlist, &objs[0], &objs[1], &objs[2],
                                      &objs[3], &objs[4], &objs[5], &objs[6], &objs[7], &objs[8], &Z, &C0, &N1,
-                                     &b1, &b2, &alpha, &eps_k, &generic))
+                                     &b1, &b2, &alpha, &eps_k))
         return NULL;
+    if (require_avx2("backward") != 0) return NULL;
     if (check_dims(Z, C0, N1, "backward") != 0) return NULL;
     Dims d = dims_of(Z, C0, N1);
     /* p: the weights (read, and updated in place when m/v are given: writable only then); p0: the
@@ -515,18 +472,12 @@ static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
         Work k = work_of(views[8].buf, d);
         const Py_ssize_t o_g = Z * d.N0, o_b = o_g + C0, o_w1 = o_b + C0;
         const float *inv_std = cs + C0;
-        int use_avx2 = HAVE_AVX2_PATH && !generic && cpu_has_avx2();
         Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_PATH
         im2col_l1(da1, k.dcols, k.dcolsT, d);
         /* layer 1: dh0 with the old weights, then (update) W1's gradient and Adam in the same pass */
-#if HAVE_AVX2_PATH
-        if (use_avx2)
-            l1_backward_avx2(win + o_w1, p + o_w1, update ? m + o_w1 : NULL, update ? v + o_w1 : NULL, k.h0, k.dcols,
-                             k.dcolsT, k.dh0, d, update, first, b1, b2, alpha, eps_k);
-        else
-#endif
-            l1_backward_generic(win + o_w1, p + o_w1, update ? m + o_w1 : NULL, update ? v + o_w1 : NULL, k.h0,
-                                k.dcols, k.dcolsT, k.dh0, d, update, first, b1, b2, alpha, eps_k);
+        l1_backward_avx2(win + o_w1, p + o_w1, update ? m + o_w1 : NULL, update ? v + o_w1 : NULL, k.h0, k.dcols,
+                         k.dcolsT, k.dh0, d, update, first, b1, b2, alpha, eps_k);
         /* BN0 + ReLU backward: dy = dh0 [h0 > 0]; dgamma = sum_p dy xhat; dbeta = sum_p dy; da0 = dy gamma inv_std */
         {
             float gg[64], gb[64];    /* per channel gradients in blocks of 64 channels */
@@ -555,32 +506,13 @@ static PyObject *py_backward(PyObject *self, PyObject *args, PyObject *kwargs) {
             }
         }
         /* layer 0: dz = W0 da0 (old weights); g = z da0^T, Adam, row by row in the same pass */
-#if HAVE_AVX2_PATH
-        if (use_avx2)
-            l0_backward_avx2(z, k.da0, dz, win, p, update ? m : NULL, update ? v : NULL, d, update, first, b1, b2, alpha,
-                             eps_k);
-        else
+        l0_backward_avx2(z, k.da0, dz, win, p, update ? m : NULL, update ? v : NULL, d, update, first, b1, b2, alpha,
+                         eps_k);
+#else
+        (void)da1; (void)z; (void)dz; (void)p; (void)m; (void)v; (void)win; (void)k; (void)o_g; (void)o_b;
+        (void)o_w1; (void)inv_std; (void)update; (void)first;
 #endif
-        {
-            float g[256];
-            for (Py_ssize_t c = 0; c < Z; c++) {
-                const float *w = win + c * d.N0;
-                const float zc = z[c];
-                float s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};   /* 8 partial sums: vectorisable */
-                for (Py_ssize_t n = 0; n + 8 <= d.N0; n += 8)
-                    for (int i = 0; i < 8; i++) s8[i] += w[n + i] * k.da0[n + i];
-                dz[c] = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]));
-                if (!update) continue;
-                for (Py_ssize_t n0 = 0; n0 < d.N0; n0 += 256) {
-                    const Py_ssize_t nn = d.N0 - n0 < 256 ? d.N0 - n0 : 256;
-                    for (Py_ssize_t i = 0; i < nn; i++) g[i] = zc * k.da0[n0 + i];
-                    adam_scalar(p + c * d.N0 + n0, m + c * d.N0 + n0, v + c * d.N0 + n0, w + n0, g, nn, first, b1, b2,
-                                alpha, eps_k);
-                }
-            }
-        }
         Py_END_ALLOW_THREADS
-        (void)use_avx2;
     }
     result = Py_None;
     Py_INCREF(result);
@@ -594,9 +526,9 @@ static PyObject *py_has_avx2(PyObject *self, PyObject *noargs) { return PyBool_F
 static PyMethodDef methods[] = {
     {"work_size", py_work_size, METH_VARARGS, "work_size(z_dim, c0, n1) -> float32 elements of the scratch buffer"},
     {"forward", (PyCFunction)(void (*)(void))py_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(z, w, consts, work, a1, z_dim, c0, n1, generic=False): layers 0-1 -> a1 (C1, 8, 8)"},
+     "forward(z, w, consts, work, a1, z_dim, c0, n1): layers 0-1 -> a1 (C1, 8, 8) (AVX2 + FMA CPUs)"},
     {"backward", (PyCFunction)(void (*)(void))py_backward, METH_VARARGS | METH_KEYWORDS,
-     "backward(da1, z, dz, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k, generic=False): "
+     "backward(da1, z, dz, p, m, v, p0, consts, work, z_dim, c0, n1, b1, b2, alpha, eps_k): "
      "dz, and (m, v given) Adam on the head's weights in place"},
     {"has_avx2", py_has_avx2, METH_NOARGS, "True when the AVX2 + FMA kernels run on this CPU"},
     {NULL, NULL, 0, NULL}};

@@ -1,7 +1,8 @@
-"""The host-head search: layers 0-1 of each seed's generator on the host (runtime/host_head.py, C kernel
-and NumPy twin) with Adam fused into their backward pass, layers 2-4 in the tail graphs.
+"""The host-head search: layers 0-1 of each seed's generator on the host (runtime/host_head.py, the C kernel;
+its NumPy twin tests/host_head_reference.py) with Adam fused into their backward pass, layers 2-4 in the
+tail graphs.
 
-The kernel (AVX2 and portable loops) must compute what its NumPy twin computes, the twin must be
+The kernel (AVX2 + FMA loops) must compute what its NumPy twin computes, the twin must be
 layers 0-1 of the generator (torch float64 autograd), the tail graph must be the rest of grad_seed.onnx,
 and the search must give the fused-adam search's results on real frames of the shipped model."""
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edge_ad.runtime.scorer import Scorer
 from edge_ad.runtime.weights_layout import from_panels, to_panels
 
 from conftest import REPO, flip_last_bytes
+from host_head_reference import NumpyHead, split
 
 K, S = 2, 3                                   # the tiny export of test_fused_adam.py (shared, cached)
 SHIPPED = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
@@ -31,15 +33,15 @@ BN_EPS = 1e-5
 DIMS = [HeadDims(16, 32, 256), HeadDims(16, 8, 64), HeadDims(100, 132, 64), HeadDims(3, 4, 32)]
 LR = 1e-3                                     # lr_theta for the unit tests: steps far above the weights' ulps
 
-needs_kernel = pytest.mark.skipif(not host_head.kernel_available(),
-                                  reason="compiled head kernel not built (no C compiler at install)")
+needs_kernel = pytest.mark.skipif(not host_head.vectorized(),
+                                  reason="compiled head kernel not built (no C compiler) or no AVX2 + FMA here")
 # auto picks host-head only where the kernel runs its AVX2 loops; elsewhere these tests ask for it by name
 AUTO = {} if host_head.vectorized() and host_adam.kernel_available() else {"variant": "host-head"}
 
 
 def _skip_c(impl):
-    if impl == "c" and not host_head.kernel_available():
-        pytest.skip("compiled head kernel not built (no C compiler at install)")
+    if impl == "c" and not host_head.vectorized():
+        pytest.skip("compiled head kernel not built (no C compiler) or no AVX2 + FMA here")
 
 
 def _setup(d: HeadDims, seed: int = 0) -> dict:
@@ -61,10 +63,15 @@ def _setup(d: HeadDims, seed: int = 0) -> dict:
             "da1": [(rng.standard_normal((d.c1, 8, 8)) * 1e-3).astype(np.float32) for _ in range(2)]}
 
 
-def _two_steps(d: HeadDims, st: dict, impl: str, generic: bool) -> list:
+def _head(d: HeadDims, consts, impl: str):
+    """The compiled kernel ("c") or its NumPy twin ("numpy", tests/host_head_reference.py)."""
+    return Head(d, consts) if impl == "c" else NumpyHead(d, consts)
+
+
+def _two_steps(d: HeadDims, st: dict, impl: str) -> list:
     """Two search steps (the first from the pristine p0, moments taken as zero), then a z-only backward pass.
     Returns per step a1, dz, p, m, v (copies) and the weights before the step."""
-    head = Head(d, st["consts"], impl=impl, generic=generic)
+    head = _head(d, st["consts"], impl)
     if impl == "c":
         head.work[...] = np.nan                                          # a scratch value read before written shows
     n = d.n_head
@@ -106,20 +113,17 @@ def _close(got, ref, rel, what):
 
 
 # ------------------------------------------------------------------------------------------ 1. kernel vs twin
-@pytest.mark.parametrize("generic", [False, True], ids=["avx2", "generic"])
 @pytest.mark.parametrize("d", DIMS, ids=str)
-def test_kernel_equals_numpy_twin(d, generic):
+def test_kernel_equals_numpy_twin(d):
     """Tolerances: a1, dz, m (= the gradient at step 1), v: 1e-5 of the largest |value| (measured <= 5e-7).
     The update p - prev: the kernel's p is exactly Adam of its own moments (bit for bit); against the twin's
     update: <= 1e-5 lr + 2 ulp(p) where |m| >= 1e-2 max |m| (measured <= 3e-6 lr), and <= 1e-2 lr + 2 ulp
     everywhere (Adam normalises m by sqrt(v): where the gradient is ~1e-6 of the largest one, i.e. the float32
     sums' error is a large part of it, the steps differ by ~1e-3 lr, measured <= 1.2e-3 lr)."""
     _skip_c("c")
-    if generic is False and not host_head._kernel.has_avx2():
-        pytest.skip("no AVX2 + FMA on this CPU: the kernel runs its generic loops")
     st = _setup(d)
-    ref = _two_steps(d, st, "numpy", False)
-    got = _two_steps(d, st, "c", generic)
+    ref = _two_steps(d, st, "numpy")
+    got = _two_steps(d, st, "c")
     cfg = SearchConfig()
     for t, (g, r) in enumerate(zip(got, ref), start=1):
         _close(g["a1"], r["a1"], 1e-5, f"a1 step {t}")
@@ -152,17 +156,46 @@ def test_kernel_equals_numpy_twin(d, generic):
 
 
 @needs_kernel
-def test_kernel_is_deterministic_and_generic_matches_avx2():
+def test_kernel_is_deterministic():
     d = DIMS[2]
     st = _setup(d, 1)
-    a, b = _two_steps(d, st, "c", False), _two_steps(d, st, "c", False)
+    a, b = _two_steps(d, st, "c"), _two_steps(d, st, "c")
     for x, y in zip(a, b):
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])                  # no uninitialised scratch is read
-    g = _two_steps(d, st, "c", True)
-    for t, (x, y) in enumerate(zip(a, g), start=1):
-        _close(x["a1"], y["a1"], 1e-5, f"a1 {t}")
-        _close(x["dz"], y["dz"], 1e-5, f"dz {t}")
+
+
+def test_kernel_refuses_where_its_avx2_loops_cannot_run(tmp_path):
+    """The kernel built without its AVX2 + FMA loops (what ARM and older x86 get: -DEDGE_AD_NO_AVX2 builds the
+    same) compiles warning-free, says so (has_avx2() False) and refuses with one clear error; the runtime
+    runs fused-adam there (auto: tests/test_variants.py; a load asking for host-head: below)."""
+    import importlib.util
+    import shutil as sh
+    import subprocess
+    import sysconfig
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if sh.which(cc) is None:
+        pytest.skip("no C compiler")
+    so = tmp_path / ("_head_kernel" + sysconfig.get_config_var("EXT_SUFFIX"))
+    src = REPO / "runtime" / "_head_kernel.c"
+    r = subprocess.run([cc, "-O1", "-Wall", "-Werror", "-DEDGE_AD_NO_AVX2", "-shared", "-fPIC",
+                        "-I" + sysconfig.get_paths()["include"], str(src), "-o", str(so)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    spec = importlib.util.spec_from_file_location("noavx._head_kernel", so)
+    k = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(k)
+    assert k.has_avx2() is False
+    d = DIMS[1]
+    st = _setup(d)
+    work = np.zeros(k.work_size(d.z_dim, d.c0, d.n1), np.float32)
+    a1 = np.zeros(d.c1 * 64, np.float32)
+    with pytest.raises(RuntimeError, match=r"forward: the host head runs on x86-64 CPUs with AVX2 \+ FMA only"):
+        k.forward(st["z"][0], st["p0"], st["consts"], work, a1, d.z_dim, d.c0, d.n1)
+    n = d.n_head
+    with pytest.raises(RuntimeError, match="backward: the host head runs on x86-64 CPUs with AVX2"):
+        k.backward(st["da1"][0], st["z"][0], np.zeros(d.z_dim, np.float32), st["p0"].copy(), np.zeros(n, np.float32),
+                   np.zeros(n, np.float32), None, st["consts"], work, d.z_dim, d.c0, d.n1, 0.9, 0.999, 1.0, 1e-8)
+    assert not a1.any()
 
 
 # ------------------------------------------------------------------------------------------ 2. twin vs torch
@@ -203,7 +236,7 @@ def test_head_is_layers_0_1_of_the_generator(d, impl):
     da1 = st["da1"][0]
     (a1_t * torch.from_numpy(da1.astype(np.float64))[None]).sum().backward()
 
-    head = Head(d, st["consts"], impl=impl)
+    head = _head(d, st["consts"], impl)
     a1 = np.zeros((d.c1, 8, 8), np.float32)
     head.forward(st["z"][0], st["p0"], a1)
     _close(a1, a1_t.detach().numpy()[0], 1e-5, "a1")
@@ -214,7 +247,7 @@ def test_head_is_layers_0_1_of_the_generator(d, impl):
     head.backward(da1, st["z"][0], dz, p, m, v, st["p0"], host_adam.coefficients(SearchConfig(), 1, LR))
     _close(dz, z.grad.numpy().reshape(-1), 1e-5, "dz")
     g = (head.g if impl == "numpy" else m).copy()
-    gW0, gg, gb, gW1 = host_head._split(g, d)
+    gW0, gg, gb, gW1 = split(g, d)
     _close(gW0, c0.weight.grad.numpy().reshape(d.z_dim, d.n0), 1e-5, "W0 grad")
     _close(gg, bn.weight.grad.numpy(), 1e-5, "gamma0 grad")
     _close(gb, bn.bias.grad.numpy(), 1e-5, "beta0 grad")
@@ -333,7 +366,7 @@ def test_tail_graph_is_the_rest_of_the_gradient_graph(export, val_frames):
     h = man["graphs"]["grad_tail_seed"]["head"]
     dims = HeadDims(**h["dims"])
     p_head = np.concatenate([full[n].reshape(-1) for n in h["state"]]).astype(np.float32)
-    head = Head(dims, np.load(d / h["consts"]), impl="numpy")
+    head = NumpyHead(dims, np.load(d / h["consts"]))
     a1 = np.zeros((1, dims.c1, 8, 8), np.float32)
     head.forward(z.reshape(-1), p_head, a1)
     feed = {"x": x, "a1": a1, **{n: feed_w[n] for n in tail}}
@@ -347,11 +380,11 @@ def test_tail_graph_is_the_rest_of_the_gradient_graph(export, val_frames):
     head.backward(got["a1.grad"], z.reshape(-1), dz, np.zeros(n, np.float32), np.zeros(n, np.float32),
                   np.zeros(n, np.float32), p_head, host_adam.coefficients(SearchConfig(), 1, 1e-3))
     _close(dz, ref["z.grad"].reshape(-1), 1e-5, "z.grad")
-    for name, g in zip(h["state"], host_head._split(head.g, dims)):
+    for name, g in zip(h["state"], split(head.g, dims)):
         _close(g, ref[name + ".grad"][0], 1e-5, name + ".grad")
-    if host_head.kernel_available():                                   # the kernel's a1 feeds the same graph
+    if host_head.vectorized():                                         # the kernel's a1 feeds the same graph
         a1c = np.zeros_like(a1)
-        Head(dims, np.load(d / h["consts"]), impl="c").forward(z.reshape(-1), p_head, a1c)
+        Head(dims, np.load(d / h["consts"])).forward(z.reshape(-1), p_head, a1c)
         _close(a1c, a1, 1e-5, "kernel a1")
 
 
@@ -402,7 +435,7 @@ def test_host_head_equals_fused_adam_on_the_shipped_model(shipped, val_frames):
     srch = hh._search
     assert hh.mode == "host-head" and srch.workers == S and srch.adam_impl == "c"
     assert srch.head_dims == HeadDims(G.cfg.z_dim, G.cfg.features_g * 16, G.cfg.features_g * 128)
-    assert all(s["head"].impl == "c" for s in srch.slots) and len(srch.slots) == S
+    assert all(isinstance(s["head"], Head) for s in srch.slots) and len(srch.slots) == S
     assert srch.slots[0]["g"].size == srch.n_params - srch.n_head       # the graph's gradients: the tail only
     assert hz.mode == "host-head" and hz._search.z_only and hz._search.slots[0]["p"].size == 0
     frames = val_frames(3)
@@ -522,13 +555,14 @@ def test_refusals_of_the_model_directory(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="runs k >= 1"):
         Scorer.load(d, variant="host-head", config=SearchConfig(k=0, n_seed=S))
 
-    # a kernel without its AVX2 loops (ARM, older x86: slower than onnxruntime): auto keeps fused-adam,
-    # host-head can still be asked for
+    # a CPU without AVX2 + FMA (ARM, older x86; the kernel has no loops for it): auto runs fused-adam, asking
+    # for host-head is refused at load with the reason
     if host_head.kernel_available() and host_adam.kernel_available():
         with monkeypatch.context() as mp:
             mp.setattr(host_head, "vectorized", lambda: False)
             assert Scorer.load(d, threads=2).mode == "fused-adam"
-            assert Scorer.load(d, variant="host-head", threads=1).mode == "host-head"
+            with pytest.raises(RuntimeError, match="AVX2 \\+ FMA only; variant 'fused-adam' runs here"):
+                Scorer.load(d, variant="host-head", threads=1)
     # without the compiled head kernel: auto keeps fused-adam, asking for host-head fails with the reason
     monkeypatch.setattr(host_head, "_kernel", None)
     assert not host_head.vectorized()
@@ -540,48 +574,42 @@ def test_refusals_of_the_model_directory(tiny, tmp_path, monkeypatch):
 def test_head_refuses_bad_arguments(monkeypatch):
     d = DIMS[1]
     st = _setup(d)
+    if not host_head.vectorized():
+        pytest.skip("compiled head kernel not built (no C compiler) or no AVX2 + FMA here")
     with pytest.raises(ValueError, match="expected 16 finite floats"):
-        Head(d, st["consts"][:-1], impl="numpy")
+        Head(d, st["consts"][:-1])
     bad = st["consts"].copy()
     bad[3] = np.nan
     with pytest.raises(ValueError, match="expected 16 finite floats"):
-        Head(d, bad, impl="numpy")
+        Head(d, bad)
     for dims in (HeadDims(16, 6, 64), HeadDims(16, 8, 48), HeadDims(0, 8, 64)):
         with pytest.raises(ValueError, match="unsupported head dims"):
-            Head(dims, np.zeros(2 * dims.c0, np.float32), impl="numpy")
-    with pytest.raises(ValueError, match="unknown head implementation"):
-        Head(d, st["consts"], impl="fortran")
+            Head(dims, np.zeros(2 * dims.c0, np.float32))
     n = d.n_head
     dz = np.zeros(d.z_dim, np.float32)
     p, m = st["p0"].copy(), np.zeros(n, np.float32)
     coefs = host_adam.coefficients(SearchConfig(), 1, LR)
-    with pytest.raises(RuntimeError, match="backward before head.forward"):
-        Head(d, st["consts"], impl="numpy").backward(st["da1"][0], st["z"][0], dz, p, None, None, None, None)
-    for impl in ("c", "numpy"):
-        if impl == "c" and not host_head.kernel_available():
-            continue
-        head = Head(d, st["consts"], impl=impl)
-        a1 = np.zeros((d.c1, 8, 8), np.float32)
-        head.forward(st["z"][0], p, a1)
-        with pytest.raises(ValueError, match="give m, v and coefs"):
-            head.backward(st["da1"][0], st["z"][0], dz, p, m, None, None, coefs)      # m without v
-        with pytest.raises(ValueError, match="give m, v and coefs"):
-            head.backward(st["da1"][0], st["z"][0], dz, p, m, m.copy(), None, None)   # no coefficients
-        v = np.zeros(n, np.float32)
-        with pytest.raises(ValueError, match="p and p0 overlap"):
-            head.backward(st["da1"][0], st["z"][0], dz, p, m, v, p, coefs)           # p0 is p
-        with pytest.raises(ValueError, match="dz and z overlap"):
-            head.backward(st["da1"][0], dz, dz, p, m, v, None, coefs)                # z is dz (restrict)
-        with pytest.raises(ValueError, match="m and v overlap"):
-            head.backward(st["da1"][0], st["z"][0], dz, p, m, m, None, coefs)
-        with pytest.raises(ValueError, match="a1 and w overlap"):
-            head.forward(st["z"][0], p, p[:d.c1 * 64].reshape(d.c1, 8, 8))
+    head = Head(d, st["consts"])
+    a1 = np.zeros((d.c1, 8, 8), np.float32)
+    head.forward(st["z"][0], p, a1)
+    with pytest.raises(ValueError, match="give m, v and coefs"):
+        head.backward(st["da1"][0], st["z"][0], dz, p, m, None, None, coefs)      # m without v
+    with pytest.raises(ValueError, match="give m, v and coefs"):
+        head.backward(st["da1"][0], st["z"][0], dz, p, m, m.copy(), None, None)   # no coefficients
+    v = np.zeros(n, np.float32)
+    with pytest.raises(ValueError, match="p and p0 overlap"):
+        head.backward(st["da1"][0], st["z"][0], dz, p, m, v, p, coefs)           # p0 is p
+    with pytest.raises(ValueError, match="dz and z overlap"):
+        head.backward(st["da1"][0], dz, dz, p, m, v, None, coefs)                # z is dz (restrict)
+    with pytest.raises(ValueError, match="m and v overlap"):
+        head.backward(st["da1"][0], st["z"][0], dz, p, m, m, None, coefs)
+    with pytest.raises(ValueError, match="a1 and w overlap"):
+        head.forward(st["z"][0], p, p[:d.c1 * 64].reshape(d.c1, 8, 8))
     np.testing.assert_array_equal(p, st["p0"])                          # nothing was written
     monkeypatch.setattr(host_head, "_kernel", None)
     assert not host_head.kernel_available()
     with pytest.raises(RuntimeError, match="head kernel .* is not installed"):
-        Head(d, st["consts"], impl="c")
-    assert Head(d, st["consts"]).impl == "numpy"                       # the default without the kernel
+        Head(d, st["consts"])
 
 
 @needs_kernel

@@ -154,8 +154,8 @@ class OrtHostAdamSearch:
     path or bytes, "final_seed": path or bytes}; pristine: {name: one copy} in the
     graphs' layout (see ``regroup_state``); state: the graphs' "state" entries. workers: threads running
     seeds (default n_seed; 1 = the seeds in turn on the calling thread); threads: all CPU threads to use
-    (default: one per worker), split evenly into each worker's onnxruntime intra-op pool. adam: "c" or
-    "numpy" (the head's implementation too).
+    (default: one per worker), split evenly into each worker's onnxruntime intra-op pool. adam: the host
+    Adam, "c" (the compiled kernel, default when installed) or "numpy".
 
     head: the host-head search (mode "host-head"): {"dims": host_head.HeadDims, "consts": bn0's
     constants, "state": the head's state names, the first of ``state``}. graphs then holds
@@ -165,8 +165,8 @@ class OrtHostAdamSearch:
 
     def __init__(self, graphs: dict, pristine: dict, state: Sequence[dict], cfg: SearchConfig, z_dim: int,
                  x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
-                 workers: Optional[int] = None, profile: Optional[str] = None, adam: Optional[str] = None,
-                 threads: Optional[int] = None, head: Optional[dict] = None):
+                 workers: Optional[int] = None, adam: Optional[str] = None, threads: Optional[int] = None,
+                 head: Optional[dict] = None):
         ort = _ort()
         self.cfg, self.mode, self.dtype = cfg, ("host-head" if head else "fused-adam"), np.dtype(dtype)
         if self.dtype != np.float32:
@@ -182,16 +182,18 @@ class OrtHostAdamSearch:
         if providers[0] != "CPUExecutionProvider":
             raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
                              "step graphs (variant 'step': the CUDA provider) or the TensorRT backend")
-        # adam: the implementation of the host Adam and of the head; None: each compiled kernel if installed
+        # adam: the host Adam's implementation; None: the compiled kernel if installed, else NumPy
         self.adam_impl = adam or host_adam.default_implementation()
-        self.head_impl = (adam or "c") if head else None      # the host-head search runs the compiled head
         if self.adam_impl not in host_adam.IMPLEMENTATIONS:
             raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
         if self.adam_impl == "c" and not host_adam.kernel_available():
             raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
-        if self.head_impl == "c" and not host_head.kernel_available():
+        if head and not host_head.kernel_available():
             raise RuntimeError("the compiled head kernel is not installed (reinstall edge-ad with a C compiler; "
                                "variant 'fused-adam' runs without it)")
+        if head and not host_head.vectorized():
+            raise RuntimeError("the host head runs on x86-64 CPUs with AVX2 + FMA only; variant 'fused-adam' "
+                               "runs here")
         self.device, self._run_opts = "cpu", None
         S = cfg.n_seed
         self.S, self.z_dim = S, z_dim
@@ -216,7 +218,7 @@ class OrtHostAdamSearch:
         self.workers = self._workers.workers
         # threads beyond one per worker go to each worker's intra-op pool (e.g. 8 cores, 3 seeds: 2 each)
         self.intra_threads = max(1, int(threads or self.workers) // self.workers)
-        so = session_options(self.intra_threads, profile, spin=False)
+        so = session_options(self.intra_threads)
         sess = [{"grad": ort.InferenceSession(graphs[grad_graph], so, providers=["CPUExecutionProvider"]),
                  "final": ort.InferenceSession(graphs["final_seed"], so, providers=["CPUExecutionProvider"])}
                 for _ in range(self.workers)]
@@ -245,7 +247,7 @@ class OrtHostAdamSearch:
             b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
             z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
             if head:
-                b["head"] = host_head.Head(self.head_dims, head["consts"], impl=self.head_impl)
+                b["head"] = host_head.Head(self.head_dims, head["consts"])
                 a1_shape = (1, self.head_dims.c1, 8, 8)
                 b["a1"], b["da1"] = np.zeros(a1_shape, np.float32), np.zeros(a1_shape, np.float32)
                 a1_ov, da1_ov = wrap(b["a1"]), wrap(b["da1"])
