@@ -66,6 +66,13 @@ class ScoreWorker:
             self._job = (fn, box, done)
             self._jobs.notify()
         t0 = time.monotonic()
+        try:
+            return self._wait(box, done, t0, stop)
+        except KeyboardInterrupt:   # a second signal while the call runs: it is left behind
+            self.stuck = not done.is_set()
+            raise
+
+    def _wait(self, box: dict, done: threading.Event, t0: float, stop: Optional[threading.Event]):
         stop_seen = None
         while not done.wait(self.poll_s):
             now = time.monotonic()

@@ -259,6 +259,26 @@ def test_sigterm_ends_a_run_whose_scoring_never_returns(tmp_path):
     assert lines[-2]["type"] == "error" and lines[-2]["fatal"] is True and lines[-2]["index"] == 3
 
 
+def test_second_sigterm_ends_a_stuck_run_at_once(tmp_path):
+    out = tmp_path / "r.jsonl"
+    script = RUN_STUCK.replace("stop_grace=0.5", "stop_grace=600")
+    p = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    _wait_lines(out, 3, p)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)          # the operator insists: no 600 s grace
+    try:
+        p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("a second SIGTERM did not end the run")
+    s = read_lines(out)[-1]
+    assert p.returncode == 1 and s["stopped"] == "interrupted" and s["abandoned_frame"] == "synth-000003"
+
+
 def test_cli_sigint_on_a_stuck_frame_exits_nonzero_with_summary(tmp_path):
     out = tmp_path / "r.jsonl"
     p = subprocess.Popen([sys.executable, "-c", CLI_STUCK, str(out), "2", "--source", "synth://?seed=1"],
