@@ -234,7 +234,8 @@ def _accepts(fn, name: str) -> bool:
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
               show_default=True)
 @click.option("--threshold", type=float, help="Anomaly threshold (default: the model's calibrated one).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per frame + a summary.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Append one JSON line per frame + a summary "
+              "(never overwritten: a restart continues the frame index).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N scored frames.")
 @click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
               help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame.")
