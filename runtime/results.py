@@ -37,30 +37,48 @@ def rotated_files(path: os.PathLike) -> list:
     return [p for _, p in sorted(found)]
 
 
-def _tail_lines(path: Path) -> tuple[list, bytes]:
-    """(complete lines of the file's last TAIL_BYTES, the torn bytes after the last newline)."""
-    size = path.stat().st_size
+def torn_tail(path: os.PathLike) -> bytes:
+    """The bytes after the file's last newline: a line a killed writer did not finish (b"" if none)."""
+    path = Path(path)
+    end = size = path.stat().st_size
     with open(path, "rb") as f:
-        f.seek(max(0, size - TAIL_BYTES))
-        data = f.read()
-    cut = data.rfind(b"\n")
-    torn = data[cut + 1:]
-    lines = data[:cut + 1].split(b"\n") if cut >= 0 else []
-    if size > TAIL_BYTES and lines:
-        lines = lines[1:]  # the first may be a partial line of the window
-    return [x for x in lines if x.strip()], torn
+        while end > 0:
+            start = max(0, end - TAIL_BYTES)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                f.seek(start + cut + 1)
+                return f.read(size - start - cut - 1)
+            end = start
+        f.seek(0)
+        return f.read()
 
 
 def last_index(path: os.PathLike) -> Optional[int]:
-    """The highest ``index`` among the last intact lines of a results file (None when none)."""
-    lines, _ = _tail_lines(Path(path))
-    for raw in reversed(lines):
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("index"), int):
-            return rec["index"]
+    """The ``index`` of the last intact line that has one (None when none), read backwards from
+    the file's end in TAIL_BYTES windows (a long stretch of events is skipped, not misread)."""
+    path = Path(path)
+    end = path.stat().st_size
+    with open(path, "rb") as f:
+        while end > 0:
+            start = max(0, end - TAIL_BYTES)
+            f.seek(start)
+            data = f.read(end - start)
+            lines = data.split(b"\n")
+            if start > 0:
+                lines = lines[1:]  # may be the tail of a line that starts before the window
+            for raw in reversed(lines):
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("index"), int):
+                    return rec["index"]
+            if start == 0:
+                return None
+            first_nl = data.find(b"\n")
+            new_end = start + first_nl + 1 if first_nl >= 0 else start  # re-read the cut line next time
+            end = new_end if new_end < end else start  # a line longer than a window: skip it
     return None
 
 
@@ -87,8 +105,8 @@ class ResultWriter:
         self._f = open(self.path, "a", encoding="utf-8")
         self._size = self._f.tell()
         if self.resumed is not None:
-            if torn:
-                self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
+            if torn:  # (a result line is < 1 KB; a longer torn tail is garbage: its start is kept)
+                self.resumed["torn_line"] = torn[:TAIL_BYTES].decode("utf-8", errors="replace")
             self.write(self.resumed)
 
     def _resume(self) -> bytes:
@@ -97,7 +115,7 @@ class ResultWriter:
         candidates += list(reversed(rotated_files(self.path)))
         torn = b""
         if self.path.exists() and self.path.stat().st_size:
-            _, torn = _tail_lines(self.path)
+            torn = torn_tail(self.path)
             if torn:  # a line cut by a kill: move it out of the file into the resumed event
                 with open(self.path, "r+b") as f:
                     f.truncate(self.path.stat().st_size - len(torn))

@@ -63,6 +63,18 @@ def test_torn_last_line_is_kept_in_an_event_and_the_file_stays_valid(tmp_path):
     assert [r["index"] for r in lines if r["type"] == "frame"] == [0, 1, 2, 3, 4]
 
 
+def test_last_index_found_behind_a_long_run_of_events(tmp_path):
+    from edge_ad.runtime.results import TAIL_BYTES, last_index
+    out = tmp_path / "r.jsonl"
+    lines = [json.dumps({"type": "frame", "index": i}) for i in range(5)]
+    ev = json.dumps({"type": "event", "event": "source_lost", "error": "x" * 200})
+    lines += [ev] * (3 * TAIL_BYTES // len(ev))      # three windows of events after the last frame
+    out.write_text("\n".join(lines) + "\n")
+    assert last_index(out) == 4
+    out.write_text(ev + "\n")
+    assert last_index(out) is None
+
+
 def test_rotation_never_overwrites_and_a_restart_continues_from_the_newest(tmp_path):
     out = tmp_path / "r.jsonl"
     (tmp_path / "r.jsonl.2").write_text("an older rotated file\n")   # must never be replaced
