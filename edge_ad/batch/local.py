@@ -84,7 +84,10 @@ class LocalEngine:
                         job = queue.pop(0)
                         attempts[job.name] += 1
                         w["job"] = job
-                        w["conn"].send((job, str(out_dir / (job.results_file + ".partial")), attempts[job.name]))
+                        try:
+                            w["conn"].send((job, str(out_dir / (job.results_file + ".partial")), attempts[job.name]))
+                        except OSError:
+                            pass          # the worker is gone: its sentinel says so below, the job is retried
                 busy = [w for w in workers if w["job"] is not None]
                 ready = wait([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy], timeout=1.0)
                 for w in busy:
