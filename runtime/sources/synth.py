@@ -13,17 +13,15 @@ NORMAL_KIND = "box"
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random pose (3, 3) of an object standing on a table seen by a camera looking down at it,
-    as in kinect-rgbd: the object's up axis (its y) is the table normal; the object turns freely
-    about it (yaw); the camera looks down 15-35 degrees and its mount may roll a little."""
+    """A random rotation matrix (3, 3), tilted mostly about the vertical like objects on a table."""
     yaw = rng.uniform(0, 2 * np.pi)
-    pitch = rng.uniform(np.deg2rad(15), np.deg2rad(35))   # camera elevation above the table
-    roll = rng.uniform(-0.06, 0.06)
+    pitch = rng.uniform(-0.6, 0.6)
+    roll = rng.uniform(-0.25, 0.25)
     cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    return rz @ rx @ ry
+    return rx @ ry @ rz
 
 
 def _hit_box(o, d, half):
