@@ -33,7 +33,7 @@ weights; a configuration with lr_theta = 0 gets only them.
 Parity is part of export, per exported variant: each variant's float32 graphs run in onnxruntime against
 the PyTorch reference search in float64 on real frames with fixed z0 (relative score difference <=
 tolerance, default 1e-4, for its faithful and its z-only search), and the step graphs built in float64
-are checked against it to ~1e-8 (the maths itself). A variant that fails is removed from the export (its
+are checked against it to FP64_GRAPH_TOLERANCE (the maths itself). A variant that fails is removed from the export (its
 graphs deleted, the report kept in the manifest), so one graph family cannot block the others; when no
 variant passes (or the float64 check fails) the manifest records the failure (the runtime then refuses
 the directory) and the export raises.
@@ -62,6 +62,13 @@ from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OP
                           build_encoder_graph, build_graph, head_state_names, stack_state, verify_graph)
 
 REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
+
+
+# The float64 graphs against the float64 reference: the same arithmetic, only the order of sums differs
+# (measured <= 1.4e-14 relative, rectangle.pt and the tests' tiny generator, k = 19 and 3). A weight-gradient
+# bug barely moves the score at lr_theta = 6e-9: the BN-gamma gradient with its sign flipped moved it
+# 6e-10 to 4e-9 on the tiny generator (tests/test_export_gate.py), which the former 1e-8 let through.
+FP64_GRAPH_TOLERANCE = 1e-11
 
 
 class ExportError(RuntimeError):
@@ -286,7 +293,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
     also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
     relative score differences, per variant "passed" (<= tolerance), "failed_variants", and "passed"
-    overall (some variant passed and the float64 graphs agree to 1e-8).
+    overall (some variant passed and the float64 graphs agree to FP64_GRAPH_TOLERANCE).
 
     z_init == "random": both sides get make_z0(n_seed, z_dim, frame_seed(seed, i)) explicitly.
     z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
@@ -392,11 +399,11 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     worst = max((per_variant[n]["max_rel_diff"] for n in kept), default=float("inf"))
     zworst = max((per_variant[n]["z_only_max_rel_diff"] or 0.0 for n in kept), default=0.0)
     fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
-    passed = bool(rows) and bool(kept) and fp64_worst <= 1e-8
+    passed = bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
     summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
                f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
                + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
-               + (f", float64 graphs {fp64_worst:.1e} (tolerance 1e-8)" if check_fp64 else ""))
+               + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else ""))
     if not rows:
         summary = "no parity frames"
     reference = "edge_ad.models.search.search_eager, torch float64, same z0"
@@ -412,7 +419,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
                        "faithful and z-only",
             "tolerance": tolerance,
-            "fp64_graph_tolerance": 1e-8 if check_fp64 else None, "search": cfg.to_dict(),
+            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "variants": per_variant, "failed_variants": failed,
             "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
             "passed": passed, "summary": summary}

@@ -1,0 +1,66 @@
+"""The exporter's float64 gate (export/exporter.py check_parity): the float64 build of the step graph must
+equal the float64 reference to FP64_GRAPH_TOLERANCE, tight enough to fail a weight-gradient bug that the
+float32 parity cannot see at lr_theta = 6e-9. The bug is injected into the float64 graph the gate builds:
+Adam receives the BN-gamma gradients with their sign flipped (what flipping that gradient's sign in
+onnx_graphs.py does)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+pytest.importorskip("torch")
+
+from edge_ad.export import exporter  # noqa: E402
+from edge_ad.runtime.config import SearchConfig  # noqa: E402
+
+
+def flip_bn_gamma_gradient(model: onnx.ModelProto) -> int:
+    """In a step graph, feed Adam -g instead of g for every BN gamma (the first moment's Add takes the
+    gradient as its second input; v uses g * g, unchanged by the sign). Returns how many were flipped."""
+    nodes = list(model.graph.node)
+    flipped = 0
+    for i, n in enumerate(list(nodes)):
+        if n.op_type == "Add" and n.output[0].endswith(".gamma.m.out"):
+            neg = helper.make_node("Neg", [n.input[1]], [n.input[1] + "_negated"], name=n.name + "_neg")
+            n.input[1] = neg.output[0]
+            nodes.insert(nodes.index(n), neg)
+            flipped += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return flipped
+
+
+@pytest.fixture(scope="module")
+def frames(val_frames):
+    return [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(1))]
+
+
+def _check(G, d, cfg, frames):
+    return exporter.check_parity(G, d, cfg, frames, check_fp64=True, check_z_only=False, threads=1,
+                                 log=lambda *a: None)
+
+
+def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(export_tiny, tiny_generator, frames,
+                                                                           monkeypatch):
+    d, cfg = export_tiny(3, 2), SearchConfig(k=3, n_seed=2)
+    report = _check(tiny_generator, d, cfg, frames)
+    assert report["passed"] and report["fp64_graph_tolerance"] == exporter.FP64_GRAPH_TOLERANCE <= 1e-11
+    assert report["fp64_graph_max_rel_diff"] < 1e-13                  # measured <= 1.4e-14
+
+    real = exporter.build_graph
+    counts = []
+
+    def buggy(arch, kind, bn, k=0):
+        model = real(arch, kind, bn, k=k)
+        if np.dtype(arch.dtype) == np.float64 and kind == "step":    # only the gate's float64 graph
+            counts.append(flip_bn_gamma_gradient(model))
+        return model
+    monkeypatch.setattr(exporter, "build_graph", buggy)
+    bad = _check(tiny_generator, d, cfg, frames)
+    assert counts == [4]                                              # bn0..bn3 gamma
+    assert bad["max_rel_diff"] <= 1e-4                                # the float32 parity alone would pass
+    assert bad["fp64_graph_max_rel_diff"] > 10 * exporter.FP64_GRAPH_TOLERANCE, bad["summary"]
+    assert bad["passed"] is False and "float64 graphs" in bad["summary"]
