@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""A rerunnable mutation check: curated single-line bugs, each applied to a temporary copy of the checkout
+and run against the tests that should catch it; prints killed / survived per mutant.
+
+    nice -n 10 .venv/bin/python scripts/mutants.py              # every mutant (~20-30 min on 2 busy cores)
+    .venv/bin/python scripts/mutants.py --list                  # names, files, tests
+    .venv/bin/python scripts/mutants.py pre-depth-box cap-thr   # some of them (names or prefixes)
+
+How: the tracked and untracked-but-not-ignored files and the compiled kernels (runtime/*.so) are copied
+to a temporary folder beside a link to ../shared (the tests' data); in the copy, links edge_ad/<pkg> ->
+<folder> (pyproject.toml's package-dir) make ``edge_ad`` and its subpackages import from the copy (the
+copy is first on PYTHONPATH, ahead of the editable install's finder), with no bytecode caches. First every test subset runs on the unmutated copy (a failure there stops the run: a mutant is
+only "killed" by tests that pass without it); then, per mutant, its one line is replaced in the copy, its
+subset runs (pytest -x, one timeout), and the line is restored. Killed = the subset failed (or timed out).
+
+A mutant's ``old`` text must occur exactly once in its file (tests/test_mutants_list.py checks that every
+mutant still applies, so the list cannot rot silently). ``equivalent`` marks a mutant kept on purpose that
+no test can kill (a change that does not alter any result, e.g. a performance constant), with the reason.
+Not part of the test suite: a tool, run by hand after changing the code or its tests.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+# package -> folder, as pyproject.toml's [tool.setuptools] package-dir (the shim mirrors it)
+PACKAGES = {"models": "models", "export": "export", "runtime": "runtime", "jetson": "jetson"}
+
+# test subsets, chosen to be quick (no exports where a unit test catches the bug)
+PRE = ("tests/test_preprocess_camera_sizes.py", "tests/test_preprocess.py", "-k", "not scores_like")
+CAP = ("tests/test_capture_contract.py", "tests/test_capture.py")
+LATENT = ("tests/test_latent_memory.py",)
+SCORING = ("tests/test_export_scoring.py",)
+GRAD = ("tests/test_gradient_graphs.py", "-k", "float64")        # the float64 builds: no export
+STEP_PARITY = ("tests/test_variant_parity.py", "-k", "step-None or visible")
+HOST_PARITY = ("tests/test_variant_parity.py", "-k", "fused or host")
+FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_equals")
+HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses or checks or deterministic")
+TRT = ("tests/test_tensorrt_builder.py",)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str                 # file, relative to the repository root
+    old: str                  # exact text, found exactly once in the file (may span the line's context)
+    new: str                  # what replaces it (one line changed)
+    tests: tuple              # pytest arguments: files, and optionally -k EXPR
+    equivalent: Optional[str] = None   # why no test can kill it, for a mutant kept on purpose
+
+
+MUTANTS = [
+    # -- preprocessing (runtime/preprocess.py) --------------------------------------------------------------
+    Mutant("pre-depth-box", "runtime/preprocess.py", "d8 = _square_resize(d8, spec.resolution, Image.NEAREST)",
+           "d8 = _square_resize(d8, spec.resolution, Image.BOX)", PRE),
+    Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = np.where((d8 > 0)[:, :, None], rgb, 0)",
+           "rgb = np.where((d8 >= 0)[:, :, None], rgb, 0)", PRE),
+    Mutant("pre-no-far-limit", "runtime/preprocess.py",
+           "valid = (d > 0) & (d >= spec.near_mm) & (d <= spec.far_mm)", "valid = (d > 0) & (d >= spec.near_mm)", PRE),
+    Mutant("pre-valid-to-zero", "runtime/preprocess.py", "np.clip(np.rint(scaled), 1, 255)",
+           "np.clip(np.rint(scaled), 0, 255)", PRE),
+    Mutant("pre-crop-corner", "runtime/preprocess.py", "top, left = (h - s) // 2, (w - s) // 2\n    img = img[",
+           "top, left = 0, 0\n    img = img[", PRE),
+    Mutant("pre-scale", "runtime/preprocess.py", "x = (rgbd.astype(np.float32) / 255.0 - spec.mean) / spec.std",
+           "x = (rgbd.astype(np.float32) / 255.0 - spec.mean) * spec.std", PRE),
+    Mutant("pre-nan-accepted", "runtime/preprocess.py", "if np.isnan(d).any() or np.isinf(d).any():",
+           "if np.isinf(d).any():", PRE),
+    Mutant("pre-size-unchecked", "runtime/preprocess.py", "if rgb.shape[0] < 8 or rgb.shape[1] < 8:",
+           "if rgb.shape[0] < 1 or rgb.shape[1] < 1:", PRE),
+    # -- scoring (runtime/scorer.py, runtime/config.py) ----------------------------------------------------
+    Mutant("score-latent-from-z0", "runtime/scorer.py",
+           "dist = self._memory.distance(e) if self._memory is not None else None",
+           "dist = self._memory.distance(z0[0]) if self._memory is not None else None", LATENT),
+    Mutant("score-sigma-sign", "runtime/scorer.py",
+           "z0 = z0 + np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)",
+           "z0 = z0 - np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)", SCORING),
+    Mutant("score-scale-times", "runtime/scorer.py", "return ScoreResult(score=float(sl.mean()) / scale,",
+           "return ScoreResult(score=float(sl.mean()) * scale,", LATENT),
+    Mutant("cfg-fg-threshold", "runtime/config.py", "return float((x[3] > -1 + 1e-3).mean())",
+           "return float((x[3] >= -1).mean())", SCORING + LATENT),
+    Mutant("cfg-fg-floor-min", "runtime/config.py", "float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)",
+           "float(min(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)", SCORING),
+    Mutant("cfg-latent-farthest", "runtime/config.py", "return float(max(((bank - e) ** 2).sum(1).min(), 0.0))",
+           "return float(max(((bank - e) ** 2).sum(1).max(), 0.0))", LATENT),
+    Mutant("cfg-latent-floor", "runtime/config.py",
+           "return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)",
+           "return float(distance ** cfg.score_latent_power)", LATENT),
+    Mutant("cfg-bias-correction", "runtime/config.py", "return 1.0 - beta1 ** t, 1.0 - beta2 ** t",
+           "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", STEP_PARITY),
+    # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
+    Mutant("cap-threshold-ge", "runtime/capture.py", "anomalous = None if thr is None else bool(s > thr)",
+           "anomalous = None if thr is None else bool(s >= thr)", CAP),
+    Mutant("cap-no-flush", "runtime/capture.py", '+ "\\n")\n        self._f.flush()', '+ "\\n")\n        pass', CAP),
+    Mutant("cap-backoff-uncapped", "runtime/capture.py", "                delay = min(delay * 2, backoff[1])",
+           "                delay = delay * 2", CAP),
+    Mutant("cap-skipped-uncounted", "runtime/capture.py", "                self.skipped += 1", "                pass", CAP),
+    Mutant("cap-same-seed", "runtime/capture.py", 'else {"seed": frame_seed(seed, i)}',
+           'else {"seed": frame_seed(seed, 0)}', CAP),
+    Mutant("cap-max-frames-off-by-one", "runtime/capture.py", "if max_frames is not None and st.scored >= max_frames:",
+           "if max_frames is not None and st.scored > max_frames:", CAP),
+    Mutant("cap-nan-score-written", "runtime/capture.py", "            if not math.isfinite(s):",
+           "            if False:", CAP),
+    # -- the graph builder (export/onnx_graphs.py) ----------------------------------------------------------
+    Mutant("graph-bn-gamma-sign", "export/onnx_graphs.py",
+           'grads[f"bn{l}.gamma"] = b.op("ReduceSum", [b.op("Mul", [d, xhat]), b.i64([2, 3])], keepdims=0)',
+           'grads[f"bn{l}.gamma"] = b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [d, xhat]), b.i64([2, 3])], '
+           'keepdims=0)])', GRAD),
+    Mutant("graph-relu-ge", "export/onnx_graphs.py", 'd = b.op("Where", [b.op("Greater", [a, zero]), d, zero])',
+           'd = b.op("Where", [b.op("GreaterOrEqual", [a, zero]), d, zero])', GRAD),
+    Mutant("graph-bias4-sign", "export/onnx_graphs.py",
+           'grads["bias4"] = b.op("ReduceSum", [d, b.i64([2, 3])], keepdims=0)',
+           'grads["bias4"] = b.op("Neg", [b.op("ReduceSum", [d, b.i64([2, 3])], keepdims=0)])', GRAD),
+    Mutant("graph-bn-backward-no-inv-std", "export/onnx_graphs.py",
+           'd = b.op("Mul", [d, b.op("Mul", [g4, bn_consts[l][1]])])', 'd = b.op("Mul", [d, g4])', GRAD),
+    Mutant("graph-tanh-derivative", "export/onnx_graphs.py",
+           'b.op("Sub", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])',
+           'b.op("Add", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])', GRAD),
+    Mutant("graph-mse-scale", "export/onnx_graphs.py", 'two_over_n = b.const(2.0 / numel, "two_over_numel")',
+           'two_over_n = b.const(1.0 / numel, "two_over_numel")', GRAD),
+    Mutant("graph-adam-no-eps", "export/onnx_graphs.py",
+           'den = b.op("Add", [b.op("Mul", [b.op("Sqrt", [v1]), alpha]), eps_k])',
+           'den = b.op("Mul", [b.op("Sqrt", [v1]), alpha])', GRAD),
+    Mutant("graph-adam-v-beta1", "export/onnx_graphs.py", 'v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]),',
+           'v1 = b.op("Add", [b.op("Mul", [v, s["beta1"]]),', GRAD),
+    Mutant("graph-adam-alpha-no-sqrt", "export/onnx_graphs.py",
+           'alpha = b.op("Div", [b.op("Mul", [b.op("Sqrt", [s["one_minus_beta2"]]), s["inv_sqrt_bc2"]]), k])',
+           'alpha = b.op("Div", [b.op("Mul", [s["one_minus_beta2"], s["inv_sqrt_bc2"]]), k])', GRAD),
+    Mutant("graph-bn-forward", "export/onnx_graphs.py", 'xhat = b.op("Mul", [b.op("Sub", [h, mean]), inv_std])',
+           'xhat = b.op("Mul", [b.op("Add", [h, mean]), inv_std])', GRAD),
+    Mutant("graph-bn-eps", "export/onnx_graphs.py", "BN_EPS = 1e-5", "BN_EPS = 1e-3", GRAD),
+    Mutant("graph-seed-loss-sum", "export/onnx_graphs.py",
+           'b.output(b.op("ReduceMean", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])',
+           'b.output(b.op("ReduceSum", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])', STEP_PARITY),
+    Mutant("graph-error-map-max", "export/onnx_graphs.py",
+           'b.output(b.op("ReduceMean", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])',
+           'b.output(b.op("ReduceMax", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])', STEP_PARITY),
+    Mutant("graph-panel-limit", "export/onnx_graphs.py", "PANEL_MAX_P = 64", "PANEL_MAX_P = 16", GRAD,
+           equivalent="which layers are stored as column panels is a layout (speed) choice: the same maths for "
+                      "every panel/non-panel split, and the manifest carries the layout the runtime regroups to"),
+    # -- the host kernels' Python side (runtime/host_adam.py, host_head.py, backends/onnxruntime_host_adam.py)
+    Mutant("adam-coef-eps", "runtime/host_adam.py", 'return s["beta1"], s["beta2"], alpha, f(s["eps"] / k)',
+           'return s["beta1"], s["beta2"], alpha, f(s["eps"])', FUSED),
+    Mutant("adam-numpy-m-sign", "runtime/host_adam.py", "            mc += gc ", "            mc -= gc ", FUSED),
+    Mutant("adam-numpy-first-m", "runtime/host_adam.py", "            mc[...] = gc ", "            mc[...] = 0 ", FUSED),
+    Mutant("adam-overlap-unchecked", "runtime/host_adam.py", "            if np.may_share_memory(a, b):",
+           "            if False:", FUSED),
+    Mutant("adam-numpy-chunk", "runtime/host_adam.py", "_CHUNK = 1 << 15", "_CHUNK = 1 << 10", FUSED,
+           equivalent="the NumPy Adam's chunk size only sets how much of each pass stays in cache: elementwise, "
+                      "the same result for any chunking (bit for bit)"),
+    Mutant("head-relu-ge", "runtime/host_head.py", "dy = np.where(h0 > 0, dh0, np.float32(0))",
+           "dy = np.where(h0 >= 0, dh0, np.float32(0))", HEAD),
+    Mutant("head-gamma-grad-sign", "runtime/host_head.py", "gg[...] = np.sum(dy * xhat, axis=1)",
+           "gg[...] = -np.sum(dy * xhat, axis=1)", HEAD),
+    Mutant("head-col2im-overwrite", "runtime/host_head.py", "out[:, kh:kh + 8:2, kw:kw + 8:2] += c[:, kh, kw]",
+           "out[:, kh:kh + 8:2, kw:kw + 8:2] = c[:, kh, kw]", HEAD),
+    Mutant("head-dims-c0-multiple", "runtime/host_head.py",
+           "if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 < PANEL or self.n1 % PANEL:",
+           "if self.z_dim < 1 or self.c0 < 4 or self.n1 < PANEL or self.n1 % PANEL:", HEAD),
+    Mutant("head-overlap-unchecked", "runtime/host_head.py",
+           "if name != w and a is not None and np.may_share_memory(bufs[w], a):", "if False:", HEAD),
+    Mutant("search-last-weight-step-dropped", "runtime/backends/onnxruntime_host_adam.py",
+           "        if pending is not None:            # the last step's, before the final pass\n"
+           "            host_adam.adam_update(p[nh:], m[nh:], v[nh:], b[\"g\"], pending[0], pending[1], self.adam_impl)",
+           "        if pending is not None:            # the last step's, before the final pass\n            pass",
+           HOST_PARITY),
+    Mutant("search-z-moments-not-reset", "runtime/backends/onnxruntime_host_adam.py",
+           'cz, self.z0[s] if first else None, self.adam_impl)', "cz, None, self.adam_impl)", FUSED),
+    Mutant("search-first-weight-step-stale", "runtime/backends/onnxruntime_host_adam.py",
+           "pending = (cp, p0[nh:] if first else None)", "pending = (cp, None)", HOST_PARITY),
+    Mutant("search-error-map-mean", "runtime/backends/onnxruntime_host_adam.py",
+           "np.sum(r[\"error_map\"], axis=0, dtype=np.float32) / np.float32(self.S)",
+           "np.sum(r[\"error_map\"], axis=0, dtype=np.float32) / np.float32(self.S + 1)", HOST_PARITY),
+    Mutant("search-weights-at-lr-z", "runtime/backends/onnxruntime_host_adam.py",
+           "host_adam.coefficients(cfg, t, cfg.lr_theta))", "host_adam.coefficients(cfg, t, cfg.lr_z))", HOST_PARITY),
+    # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
+    Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
+           'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',
+           'if precision == "fp32":\n        config.set_flag(trt.BuilderFlag.TF32)', TRT),
+]
+
+
+def check_applies(m: Mutant, root: Path = REPO) -> str:
+    """'' when the mutant applies to ``root`` (its text occurs exactly once and changes one line), else why not."""
+    path = root / m.path
+    if not path.is_file():
+        return f"{m.path} does not exist"
+    n = path.read_text(encoding="utf-8").count(m.old)
+    if n != 1:
+        return f"its text occurs {n} times in {m.path} (must be exactly once): {m.old!r}"
+    changed = [(a, b) for a, b in zip(m.old.split("\n"), m.new.split("\n")) if a != b]
+    if m.old.count("\n") != m.new.count("\n") or len(changed) != 1:
+        return "it must change exactly one line"
+    return ""
+
+
+def _copy_checkout(dst: Path) -> None:
+    """Tracked + untracked-but-not-ignored files, and the compiled kernels, into dst (no bytecode caches)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    files += [str(p.relative_to(REPO)) for p in (REPO / "runtime").glob("*.so")]
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+
+
+def _link_packages(checkout: Path) -> None:
+    """checkout/edge_ad/<pkg> -> checkout/<folder>: ``import edge_ad.runtime`` etc. then load the copy's
+    files, whether the copy comes first on sys.path as PYTHONPATH or as a subprocess's working directory."""
+    for name, folder in PACKAGES.items():
+        link = checkout / "edge_ad" / name
+        if not link.exists():
+            link.symlink_to(checkout / folder, target_is_directory=True)
+
+
+def _run_tests(checkout: Path, env: dict, args: tuple, timeout: float) -> tuple[str, float, str]:
+    """('pass' | 'fail' | 'timeout', seconds, last lines of the output)."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header", *args]
+    try:
+        p = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - t0, ""
+    tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-3:])
+    return ("pass" if p.returncode == 0 else "fail"), time.perf_counter() - t0, tail
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="*", help="mutant names or name prefixes (default: all)")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (a timeout counts as killed)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
+    a = ap.parse_args(argv)
+    chosen = [m for m in MUTANTS if not a.names or any(m.name.startswith(n) for n in a.names)]
+    if not chosen:
+        ap.error(f"no mutant matches {a.names}")
+    if a.list:
+        for m in chosen:
+            print(f"{m.name:36s} {m.path:44s} {' '.join(m.tests)}" + ("  [equivalent]" if m.equivalent else ""))
+        return 0
+    bad = [(m.name, why) for m in chosen if (why := check_applies(m))]
+    if bad:
+        for name, why in bad:
+            print(f"mutant {name} does not apply: {why}", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="edge-ad-mutants-"))
+    try:
+        checkout = root / "checkout"
+        _copy_checkout(checkout)
+        shared = REPO.parent / "shared"
+        if shared.exists():
+            (root / "shared").symlink_to(shared)
+        _link_packages(checkout)
+        env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONDONTWRITEBYTECODE="1")
+        probe = subprocess.run([sys.executable, "-c", "import edge_ad.runtime as r; print(r.__file__)"], cwd=root,
+                               env=env, capture_output=True, text=True)
+        if not probe.stdout.startswith(str(checkout)):      # the tests would run the original code
+            print(f"edge_ad does not import from the copy: {probe.stdout or probe.stderr}", file=sys.stderr)
+            return 2
+        subsets = list(dict.fromkeys(m.tests for m in chosen))
+        print(f"{len(chosen)} mutants, {len(subsets)} test subsets; copy in {root}", flush=True)
+        for s in subsets:                      # the tests must pass on the unmutated copy
+            res, dt, tail = _run_tests(checkout, env, s, a.timeout)
+            print(f"  baseline {' '.join(s)}: {res} ({dt:.0f} s)", flush=True)
+            if res != "pass":
+                print(tail, file=sys.stderr)
+                print("the tests fail without any mutant: fix that first", file=sys.stderr)
+                return 2
+        rows = []
+        for i, m in enumerate(chosen, 1):
+            path = checkout / m.path
+            text = path.read_text(encoding="utf-8")
+            path.write_text(text.replace(m.old, m.new, 1), encoding="utf-8")
+            try:
+                res, dt, tail = _run_tests(checkout, env, m.tests, a.timeout)
+            finally:
+                path.write_text(text, encoding="utf-8")
+            verdict = "survived" if res == "pass" else "killed" + (" (timeout)" if res == "timeout" else "")
+            rows.append((m, verdict))
+            first = next((ln for ln in tail.splitlines() if ln.startswith("FAILED")), "")
+            print(f"[{i}/{len(chosen)}] {m.name}: {verdict} ({dt:.0f} s) {first[:150]}", flush=True)
+        survived = [m for m, v in rows if v == "survived"]
+        print(f"\n{len(rows)} mutants: {len(rows) - len(survived)} killed, {len(survived)} survived")
+        for m in survived:
+            print(f"  survived: {m.name} ({m.path})" + (f": equivalent: {m.equivalent}" if m.equivalent else
+                                                         ": NOT marked equivalent: a missing test?"))
+        return 1 if any(not m.equivalent for m in survived) else 0
+    finally:
+        if a.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
