@@ -99,7 +99,8 @@ MUTANTS = [
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", "anomalous = None if thr is None else bool(s > thr)",
            "anomalous = None if thr is None else bool(s >= thr)", CAP),
-    Mutant("cap-no-flush", "runtime/capture.py", '+ "\\n")\n        self._f.flush()', '+ "\\n")\n        pass', CAP),
+    Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
+           "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "                delay = min(delay * 2, backoff[1])",
            "                delay = delay * 2", CAP),
     Mutant("cap-skipped-uncounted", "runtime/capture.py", "                self.skipped += 1", "                pass", CAP),
