@@ -38,11 +38,10 @@ PACKAGES = {"models": "models", "export": "export", "runtime": "runtime", "jetso
 # test subsets, chosen to be quick (no exports where a unit test catches the bug)
 PRE = ("tests/test_preprocess_camera_sizes.py", "tests/test_preprocess.py", "-k", "not scores_like")
 CAP = ("tests/test_capture_contract.py", "tests/test_capture.py")
-LATENT = ("tests/test_latent_memory.py",)
-SCORING = ("tests/test_export_scoring.py",)
+LATENT = ("tests/test_latent_memory.py", "-k", "by_hand or validation_and_factor or encoder_latent_not")
 GRAD = ("tests/test_gradient_graphs.py", "-k", "float64")        # the float64 builds: no export
-STEP_PARITY = ("tests/test_variant_parity.py", "-k", "step-None or visible")
-HOST_PARITY = ("tests/test_variant_parity.py", "-k", "fused or host")
+HOST_PARITY = ("tests/test_variant_parity.py", "-k", "0.001 and (fused or host)")
+RUNNER = ("tests/test_tensorrt_runner.py", "-k", "float64_reference")
 FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_equals")
 HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses or checks or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
@@ -82,20 +81,20 @@ MUTANTS = [
            "dist = self._memory.distance(z0[0]) if self._memory is not None else None", LATENT),
     Mutant("score-sigma-sign", "runtime/scorer.py",
            "z0 = z0 + np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)",
-           "z0 = z0 - np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)", SCORING),
+           "z0 = z0 - np.float32(self.config.z_init_sigma) * make_z0(self.n_seed, self.z_dim, seed)", LATENT),
     Mutant("score-scale-times", "runtime/scorer.py", "return ScoreResult(score=float(sl.mean()) / scale,",
            "return ScoreResult(score=float(sl.mean()) * scale,", LATENT),
     Mutant("cfg-fg-threshold", "runtime/config.py", "return float((x[3] > -1 + 1e-3).mean())",
-           "return float((x[3] >= -1).mean())", SCORING + LATENT),
+           "return float((x[3] >= -1).mean())", LATENT),
     Mutant("cfg-fg-floor-min", "runtime/config.py", "float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)",
-           "float(min(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)", SCORING),
+           "float(min(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)", LATENT),
     Mutant("cfg-latent-farthest", "runtime/config.py", "return float(max(((bank - e) ** 2).sum(1).min(), 0.0))",
            "return float(max(((bank - e) ** 2).sum(1).max(), 0.0))", LATENT),
     Mutant("cfg-latent-floor", "runtime/config.py",
            "return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)",
            "return float(distance ** cfg.score_latent_power)", LATENT),
     Mutant("cfg-bias-correction", "runtime/config.py", "return 1.0 - beta1 ** t, 1.0 - beta2 ** t",
-           "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", STEP_PARITY),
+           "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", GRAD),
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", "anomalous = None if thr is None else bool(s > thr)",
            "anomalous = None if thr is None else bool(s >= thr)", CAP),
@@ -140,10 +139,10 @@ MUTANTS = [
     Mutant("graph-bn-eps", "export/onnx_graphs.py", "BN_EPS = 1e-5", "BN_EPS = 1e-3", GRAD),
     Mutant("graph-seed-loss-sum", "export/onnx_graphs.py",
            'b.output(b.op("ReduceMean", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])',
-           'b.output(b.op("ReduceSum", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])', STEP_PARITY),
+           'b.output(b.op("ReduceSum", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])', RUNNER),
     Mutant("graph-error-map-max", "export/onnx_graphs.py",
            'b.output(b.op("ReduceMean", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])',
-           'b.output(b.op("ReduceMax", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])', STEP_PARITY),
+           'b.output(b.op("ReduceMax", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])', RUNNER),
     Mutant("graph-panel-limit", "export/onnx_graphs.py", "PANEL_MAX_P = 64", "PANEL_MAX_P = 16", GRAD,
            equivalent="which layers are stored as column panels is a layout (speed) choice: the same maths for "
                       "every panel/non-panel split, and the manifest carries the layout the runtime regroups to"),

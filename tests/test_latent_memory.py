@@ -155,25 +155,40 @@ def test_tampered_missing_or_absent_bank_refused(exported, tmp_path, tiny_genera
         Scorer.load(plain, config=CFG)
 
 
-def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported, parts):
+@pytest.fixture(scope="module")
+def exported_fast(tmp_path_factory, tiny_generator, parts):
+    """CFG with its encoder and bank exported without the parity run (the runtime's own arithmetic is tested)."""
+    from edge_ad.export.exporter import export_model
+    E, bank, _, _ = parts
+    out = tmp_path_factory.mktemp("latent_fast") / "model"
+    export_model(tiny_generator, out, search=CFG, encoder=E, latent_bank=bank, parity=False, **QUIET)
+    return out
+
+
+def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported_fast, parts):
     """d is measured from E(x), whatever the search starts from: with z_init_sigma > 0 (z0 = E(x) + noise)
-    and with an explicit z0, the latent distance and the score's factor are those of E(x)."""
+    and with an explicit z0, the latent distance and the score's factor are those of E(x). The score's
+    divisor is recomputed here from its definition: max(fg, fg_floor) ** 0.5 / max(d, latent_floor), fg =
+    the share of pixels with a depth reading (these 64x64 frames are not resized)."""
+    from edge_ad.runtime.config import make_z0
     from edge_ad.runtime.preprocess import preprocess
     from edge_ad.runtime.scorer import Scorer
     E, bank, _, frames = parts
-    _, out, _ = exported
-    noisy = Scorer.load(out, config=CFG.replace(z_init_sigma=0.5), threads=1)
-    plain = Scorer.load(out, threads=1)
+    sigma = 0.5
+    noisy = Scorer.load(exported_fast, config=CFG.replace(z_init_sigma=sigma), threads=1)
+    plain = Scorer.load(exported_fast, threads=1)
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"])
-        want = latent_distance(plain.encode(x), bank, "cosine")             # E(x) from encoder.onnx
+        e = plain.encode(x)                                                  # E(x) from encoder.onnx
+        want = latent_distance(e, bank, "cosine")
+        scale = max(float((np.asarray(fr["depth"]) > 0).mean()), 0.01) ** 0.5 / max(want, 1e-6)
         base = plain.score(fr["rgb"], fr["depth"])
         assert base.latent_distance == pytest.approx(want, rel=1e-12)
         r = noisy.score(fr["rgb"], fr["depth"], seed=10 + i)
-        assert np.abs(r.z0[0] - plain.encode(x)).max() > 0.1                 # the search did start elsewhere
-        assert r.latent_distance == pytest.approx(want, rel=1e-12)
+        np.testing.assert_array_equal(r.z0, e[None] + np.float32(sigma) * make_z0(1, 100, 10 + i))
+        assert r.latent_distance == pytest.approx(want, rel=1e-12)          # not d(z0[0]): the search started elsewhere
         z0 = np.random.default_rng(i).standard_normal((1, 100)).astype(np.float32)
         given = plain.score(fr["rgb"], fr["depth"], z0=z0)
         assert given.latent_distance == pytest.approx(want, rel=1e-12)
-        for res in (r, given):
-            assert res.score == pytest.approx(res.seed_losses.mean() / score_scale(x, CFG, want), rel=1e-12)
+        for res in (base, r, given):
+            assert res.score == pytest.approx(res.seed_losses.mean() / scale, rel=1e-12)
