@@ -43,7 +43,7 @@ GRAD = ("tests/test_gradient_graphs.py", "-k", "float64")        # the float64 b
 HOST_PARITY = ("tests/test_variant_parity.py", "-k", "0.001 and (fused or host)")
 RUNNER = ("tests/test_tensorrt_runner.py", "-k", "float64_reference")
 FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_equals")
-HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses or checks or deterministic")
+HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or checks_its or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
 
 
@@ -156,12 +156,15 @@ MUTANTS = [
     Mutant("adam-numpy-chunk", "runtime/host_adam.py", "_CHUNK = 1 << 15", "_CHUNK = 1 << 10", FUSED,
            equivalent="the NumPy Adam's chunk size only sets how much of each pass stays in cache: elementwise, "
                       "the same result for any chunking (bit for bit)"),
-    Mutant("head-relu-ge", "runtime/host_head.py", "dy = np.where(h0 > 0, dh0, np.float32(0))",
-           "dy = np.where(h0 >= 0, dh0, np.float32(0))", HEAD),
-    Mutant("head-gamma-grad-sign", "runtime/host_head.py", "gg[...] = np.sum(dy * xhat, axis=1)",
-           "gg[...] = -np.sum(dy * xhat, axis=1)", HEAD),
-    Mutant("head-col2im-overwrite", "runtime/host_head.py", "out[:, kh:kh + 8:2, kw:kw + 8:2] += c[:, kh, kw]",
-           "out[:, kh:kh + 8:2, kw:kw + 8:2] = c[:, kh, kw]", HEAD),
+    Mutant("head-betas-swapped", "runtime/host_head.py",
+           "b1, b2, alpha, eps_k = (float(c) for c in coefs) if update",
+           "b2, b1, alpha, eps_k = (float(c) for c in coefs) if update", HEAD),
+    Mutant("head-first-forward-stale", "runtime/backends/onnxruntime_host_adam.py",
+           "head.forward(zf, (p0 if first or self.z_only else p)[:nh], b[\"a1\"])",
+           "head.forward(zf, (p0 if self.z_only else p)[:nh], b[\"a1\"])", HOST_PARITY),
+    Mutant("head-first-backward-stale", "runtime/backends/onnxruntime_host_adam.py",
+           "p[:nh], m[:nh], v[:nh], p0[:nh] if first else None, cp)", "p[:nh], m[:nh], v[:nh], None, cp)",
+           HOST_PARITY),
     Mutant("head-dims-c0-multiple", "runtime/host_head.py",
            "if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 < PANEL or self.n1 % PANEL:",
            "if self.z_dim < 1 or self.c0 < 4 or self.n1 < PANEL or self.n1 % PANEL:", HEAD),
