@@ -32,8 +32,15 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
-# package -> folder, as pyproject.toml's [tool.setuptools] package-dir (the shim mirrors it)
-PACKAGES = {"models": "models", "export": "export", "runtime": "runtime", "jetson": "jetson"}
+
+
+def package_links(root: Path = REPO) -> dict:
+    """{subpackage of edge_ad: its folder} from pyproject.toml's [tool.setuptools] package-dir, for the
+    top-level subpackages that live outside edge_ad/ (e.g. edge_ad.runtime -> runtime)."""
+    import tomllib
+    dirs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return {name.split(".")[1]: folder for name, folder in dirs.items()
+            if name.count(".") == 1 and folder != f"edge_ad/{name.split('.')[1]}"}
 
 # test subsets, chosen to be quick (no exports where a unit test catches the bug)
 PRE = ("tests/test_preprocess_camera_sizes.py", "tests/test_preprocess.py", "-k", "not scores_like")
@@ -220,7 +227,7 @@ def _copy_checkout(dst: Path) -> None:
 def _link_packages(checkout: Path) -> None:
     """checkout/edge_ad/<pkg> -> checkout/<folder>: ``import edge_ad.runtime`` etc. then load the copy's
     files, whether the copy comes first on sys.path as PYTHONPATH or as a subprocess's working directory."""
-    for name, folder in PACKAGES.items():
+    for name, folder in package_links(checkout).items():
         link = checkout / "edge_ad" / name
         if not link.exists():
             link.symlink_to(checkout / folder, target_is_directory=True)

@@ -23,6 +23,7 @@ def test_every_mutant_applies_to_this_checkout():
     assert not problems, problems
     names = [m.name for m in mutants.MUTANTS]
     assert len(set(names)) == len(names) >= 40
+    assert {"runtime", "export", "models"} <= set(mutants.package_links())   # what the copy's imports need
     for m in mutants.MUTANTS:
         files = [t for t in m.tests if t.startswith("tests/")]
         assert files and all((REPO / f).is_file() for f in files), (m.name, m.tests)
