@@ -1,7 +1,7 @@
 """Why Adam dominates the CPU search (issue 3): onnxruntime vs numpy on the exported graphs' Adam chain
 (10 elementwise ops per weight chunk: m' = b1 m + g, v' = b2 v + g^2, p' = p - m' / (alpha sqrt(v') + eps_k)),
 one thread, the same total elements (3.65 M floats, one width-32 seed) split into chunks of several sizes.
-Then the fused-adam search's host update (runtime/host_adam.py) over one seed's distinct, in-place buffers:
+Then the fused-adam search's host update (runtime/backends/host_adam.py) over one seed's distinct, in-place buffers:
 the compiled single-pass kernel and its NumPy twin.
 
     .venv/bin/python benchmarks/adam_chain.py
@@ -69,7 +69,7 @@ def main(repeats: int = 10):
 
 def host_update(repeats: int = 20):
     """ms per Adam step over one seed's TOTAL parameters, in place, every buffer distinct (as in the search)."""
-    from edge_ad.runtime import host_adam
+    from edge_ad.runtime.backends import host_adam
     from edge_ad.runtime.config import SearchConfig
     rng = np.random.default_rng(0)
     p0 = rng.standard_normal(TOTAL).astype(np.float32)

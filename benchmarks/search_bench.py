@@ -8,10 +8,10 @@ Variants (same generator, same frames, same z0; the onnx ones are rows of runtim
   onnx-step      the step variant: k runs of step.onnx + final.onnx on preallocated buffers
   onnx-unrolled  the unrolled variant (unrolled.onnx; only in exports made with --unrolled)
   onnx-fused-adam        per seed a gradient graph (grad_seed.onnx) and Adam on the host in one fused pass
-                         (runtime/host_adam.py, compiled kernel), seeds on worker threads
+                         (runtime/backends/host_adam.py, compiled kernel), seeds on worker threads
   onnx-fused-adam-numpy  the same with the NumPy host Adam (what an install without a C compiler runs)
   onnx-host-head         fused-adam with layers 0-1 on the host, Adam fused into their backward pass
-                         (runtime/host_head.py, compiled kernel), layers 2-4 in grad_tail_seed.onnx
+                         (runtime/backends/host_head.py, compiled kernel), layers 2-4 in grad_tail_seed.onnx
   eager-z-only   search_eager with lr_theta = 0
   onnx-z-only, onnx-fused-adam-z-only, onnx-host-head-z-only   lr_theta = 0 (the named fast option) in
                  the step, fused-adam and host-head variants

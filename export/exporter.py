@@ -6,11 +6,11 @@ table of variants; ``--target cpu`` / ``--target gpu``, default both), for the m
                  k = 0 (variant "forward": no search step)
   grad_tail_seed.onnx, grad_z_tail_seed.onnx, head_consts.npy, final_seed.onnx  (cpu: host-head, the
                  CPU default) layers 2-4 of one seed's step from layer 1's output a1 (-> a1.grad and the
-                 tail's weight gradients), bn0's constants for the host's layers 0-1 (runtime/host_head.py),
+                 tail's weight gradients), bn0's constants for the host's layers 0-1 (runtime/backends/host_head.py),
                  one seed's final pass
   grad_seed.onnx, grad_z_seed.onnx  (cpu: fused-adam, the CPU fallback without AVX2, e.g. ARM) one seed's
                  gradients w.r.t. z and every weight (no Adam: the host applies it in one fused pass,
-                 runtime/host_adam.py), the same for z only. The per-seed graphs keep unchunked weights in
+                 runtime/backends/host_adam.py), the same for z only. The per-seed graphs keep unchunked weights in
                  torch's column order (their manifest entries have "state" and "col_order"; the runtime
                  regroups weights.npz)
   step.onnx, step_z.onnx  (gpu: TensorRT and the CUDA provider) one Adam step on z and on every per-seed
@@ -568,7 +568,7 @@ def _state_entries(arch: Arch) -> list:
 
 
 HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fused-adam graphs
-HOST_HEAD_PANEL = 32   # the panel width runtime/_head_kernel.c is written for
+HOST_HEAD_PANEL = 32   # the panel width runtime/backends/_head_kernel.c is written for
 
 
 def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, names: Sequence[str]) -> dict:
@@ -584,7 +584,7 @@ def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, nam
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
     state = _state_entries(one)
     notes = {"grad_seed": "gradients of one seed's loss w.r.t. z and every weight; the runtime applies Adam on the "
-                          "host (runtime/host_adam.py), k runs per seed, then final_seed",
+                          "host (runtime/backends/host_adam.py), k runs per seed, then final_seed",
              "grad_z_seed": "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"}
     out = {}
     for name in names:
@@ -642,7 +642,7 @@ def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state
     """grad_tail_seed.onnx / grad_z_tail_seed.onnx (``kind`` grad_tail / grad_z_tail: layers 2-4 of one seed:
     x, a1, tail weights -> a1.grad and the tail's weight gradients) and head_consts.npy (bn0's running mean
     and 1 / sqrt(var + eps), float32 as the graphs store them): the host-head search runs layers 0-1 and
-    their Adam on the host (runtime/host_head.py). None for layouts the host kernel does not handle (it
+    their Adam on the host (runtime/backends/host_head.py). None for layouts the host kernel does not handle (it
     needs W0 and W1 whole, W1 in 32-column panels: the weights layout of grad_seed, ``state``)."""
     by_name = {st["name"]: st for st in state}
     head = head_state_names(one)
@@ -660,8 +660,8 @@ def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state
                  "input": "a1: layer 1's transposed-convolution output (1, C1, 8, 8), before BN1"}
     entry = _save_seed_graph(one, kind, bn, out_dir, state, role="host-head", head=head_info)
     entry["note"] = ("layers 2-4 of one seed's step: a1.grad and the tail's weight gradients; the host runs layers "
-                     "0-1 with Adam fused into their backward pass (runtime/host_head.py), then Adam on the tail "
-                     "(runtime/host_adam.py)" if kind == "grad_tail" else
+                     "0-1 with Adam fused into their backward pass (runtime/backends/host_head.py), then Adam on the tail "
+                     "(runtime/backends/host_adam.py)" if kind == "grad_tail" else
                      "grad_tail_seed without the weight gradients (lr_theta = 0)")
     return entry
 

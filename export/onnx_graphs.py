@@ -43,7 +43,7 @@ OPSET = 18
 # also layer 2 another -0.8 to -1.5 ms, layers 3-4 too: no consistent gain
 PANEL_MAX_P = 64
 BN_EPS = 1e-5
-HEAD_LAYERS = 2     # layers 0-1 (z -> 4x4 -> 8x8) run on the host in the host-head search (runtime/host_head.py)
+HEAD_LAYERS = 2     # layers 0-1 (z -> 4x4 -> 8x8) run on the host in the host-head search (runtime/backends/host_head.py)
 # Adam's hyper-parameters per step, all graph inputs (scalars of the graph dtype), computed by
 # the host in float64 (runtime.config.adam_bias_corrections) and cast once.
 SCALARS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
@@ -249,7 +249,7 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     """kind: 'step' | 'step_z' | 'final' | 'unrolled' (k steps, then the final pass) | 'grad' (the
     gradients of the summed seed losses w.r.t. z and every state tensor, no Adam: the host applies it)
     | 'grad_z' (the gradient w.r.t. z only: lr_theta = 0) | 'grad_tail' / 'grad_z_tail': 'grad' / 'grad_z'
-    for layers 2-4 only (HEAD_LAYERS = 0-1 run on the host, runtime/host_head.py): the input "a1" is layer
+    for layers 2-4 only (HEAD_LAYERS = 0-1 run on the host, runtime/backends/host_head.py): the input "a1" is layer
     1's transposed-convolution output (S, C1, 8, 8) before BN1, the outputs are "a1.grad" and the
     gradients of the tail's state tensors (bn1.gamma onwards)."""
     b = _Builder(arch)

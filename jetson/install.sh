@@ -108,7 +108,7 @@ echo "CUDA $CUDA_VER -> $CUDA_PYTHON"
 
 # ---- venv ------------------------------------------------------------------------------------
 # build-essential + python3-dev: pip compiles edge-ad's single-pass Adam kernel (the CPU search's
-# fast path, runtime/_adam_kernel.c); without them the install still works with the NumPy fallback
+# fast path, runtime/backends/_adam_kernel.c); without them the install still works with the NumPy fallback
 run apt-get install -y --no-install-recommends python3-venv python3-pip libusb-1.0-0 build-essential python3-dev
 run mkdir -p "$PREFIX"
 # --system-site-packages: JetPack's tensorrt module lives in the system site-packages

@@ -91,7 +91,7 @@ def study(checkpoint, data: Path = DATA, normal: str = None, n: int = 20, n64: i
     from edge_ad.models.checkpoint import load_generator
     from edge_ad.models.search import search_eager
     from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
-    from edge_ad.runtime.precision import analyze
+    from edge_ad.runtime.backends.precision import analyze
     from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
     from edge_ad.runtime.sources.folder import read_pair
     G = load_generator(checkpoint)

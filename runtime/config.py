@@ -172,7 +172,7 @@ def adam_bias_corrections(t: int, beta1: float, beta2: float) -> tuple[float, fl
 def adam_scalars(cfg: SearchConfig, t: int) -> dict:
     """Adam's per-step hyper-parameters for step t (1-based), computed in float64 as torch does: the
     step graphs' scalar inputs (export/onnx_graphs.SCALARS), the TensorRT search's per-step buffers
-    and the host Adam's coefficients (runtime/host_adam.coefficients) all come from here."""
+    and the host Adam's coefficients (runtime/backends/host_adam.coefficients) all come from here."""
     bc1, bc2 = adam_bias_corrections(t, cfg.beta1, cfg.beta2)
     return {"beta1": cfg.beta1, "one_minus_beta1": 1.0 - cfg.beta1, "beta2": cfg.beta2,
             "one_minus_beta2": 1.0 - cfg.beta2, "eps": cfg.eps,

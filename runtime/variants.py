@@ -175,8 +175,8 @@ CPU_ORDER = ("host-head", "fused-adam")
 
 def host_head_runs_here() -> bool:
     """True when the host-head search runs at full speed here: both compiled kernels installed and the
-    head kernel's AVX2 + FMA loops usable on this CPU (runtime/host_head.vectorized)."""
-    from . import host_adam, host_head
+    head kernel's AVX2 + FMA loops usable on this CPU (runtime/backends/host_head.vectorized)."""
+    from .backends import host_adam, host_head
     return host_adam.kernel_available() and host_head.vectorized()
 
 

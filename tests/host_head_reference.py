@@ -1,5 +1,5 @@
 """The NumPy reference of the host head (layers 0-1 with Adam on their weights) that the tests compare the
-compiled kernel (runtime/_head_kernel.c via runtime/host_head.Head) with. Not a runtime path: the
+compiled kernel (runtime/backends/_head_kernel.c via runtime/backends/host_head.Head) with. Not a runtime path: the
 host-head search runs the kernel only (its AVX2 loops; elsewhere the runtime runs fused-adam).
 
 Same interface as ``Head``: ``forward(z, w, a1)`` then ``backward(da1, z, dz, p, m, v, p0, coefs)``; the
@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from edge_ad.runtime import host_adam
-from edge_ad.runtime.host_head import PANEL, HeadDims
+from edge_ad.runtime.backends import host_adam
+from edge_ad.runtime.backends.host_head import PANEL, HeadDims
 
 
 def split(w: np.ndarray, d: HeadDims):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_ad.runtime.engine_cache import EngineCache, EngineCacheError, EngineKey, check_trt_version
+from edge_ad.runtime.backends.engine_cache import EngineCache, EngineCacheError, EngineKey, check_trt_version
 
 SHA = hashlib.sha256(b"step graph").hexdigest()
 ORIN = dict(onnx_sha256=SHA, gpu_name="Orin", compute_capability="8.7", trt_version="10.3.0.30")

@@ -1,6 +1,6 @@
 """The fused-adam search (issue 3): gradient graphs in onnxruntime + Adam on the host in one pass.
 
-The host update (runtime/host_adam.py: compiled kernel and its NumPy twin) must be torch's Adam, the
+The host update (runtime/backends/host_adam.py: compiled kernel and its NumPy twin) must be torch's Adam, the
 two implementations must agree bit for bit, and the search must give the step graphs' results on
 real frames, reset its weights per frame, and be covered by the export's parity report."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime import host_adam
+from edge_ad.runtime.backends import host_adam
 from edge_ad.runtime.config import SearchConfig, make_z0
 from edge_ad.runtime.manifest import ManifestError, load_manifest
 from edge_ad.runtime.scorer import Scorer
@@ -294,7 +294,7 @@ def test_parity_report_covers_the_fused_adam_and_host_head_searches(tiny_parity_
 @needs_kernel
 def test_bench_fused_adam_variant(model, tiny_bench):
     from edge_ad.benchmarks import search_bench as benchmark
-    from edge_ad.runtime import host_head
+    from edge_ad.runtime.backends import host_head
     host = ("onnx-host-head", "onnx-host-head-z-only") if host_head.kernel_available() else ()
     res = tiny_bench(model, ("onnx-step", "onnx-fused-adam", "onnx-fused-adam-numpy", "onnx-z-only",
                              "onnx-fused-adam-z-only") + host)

@@ -1,4 +1,4 @@
-"""The host-head search: layers 0-1 of each seed's generator on the host (runtime/host_head.py, the C kernel;
+"""The host-head search: layers 0-1 of each seed's generator on the host (runtime/backends/host_head.py, the C kernel;
 its NumPy twin tests/host_head_reference.py) with Adam fused into their backward pass, layers 2-4 in the
 tail graphs.
 
@@ -14,9 +14,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime import host_adam, host_head
+from edge_ad.runtime.backends import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig, make_z0
-from edge_ad.runtime.host_head import Head, HeadDims
+from edge_ad.runtime.backends.host_head import Head, HeadDims
 from edge_ad.runtime.manifest import ManifestError, load_manifest, sha256_file
 from edge_ad.runtime.scorer import Scorer
 from edge_ad.runtime.weights_layout import from_panels, to_panels
@@ -177,7 +177,7 @@ def test_kernel_refuses_where_its_avx2_loops_cannot_run(tmp_path):
     if sh.which(cc) is None:
         pytest.skip("no C compiler")
     so = tmp_path / ("_head_kernel" + sysconfig.get_config_var("EXT_SUFFIX"))
-    src = REPO / "runtime" / "_head_kernel.c"
+    src = REPO / "runtime" / "backends" / "_head_kernel.c"
     r = subprocess.run([cc, "-O1", "-Wall", "-Werror", "-DEDGE_AD_NO_AVX2", "-shared", "-fPIC",
                         "-I" + sysconfig.get_paths()["include"], str(src), "-o", str(so)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

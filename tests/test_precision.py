@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from edge_ad.runtime.precision import (PrecisionError, PrecisionWarning, analyze, check_precision,
+from edge_ad.runtime.backends.precision import (PrecisionError, PrecisionWarning, analyze, check_precision,
                                        update_threshold)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_ad.runtime.cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, PlanError, Slot,
+from edge_ad.runtime.backends.cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, PlanError, Slot,
                                           TensorSpec, gpu_identity, per_step_values, plan_search)
 from test_tensorrt_fakes import FakeCudart
 
@@ -179,7 +179,7 @@ def test_gpu_identity_and_missing_driver():
 def test_real_cuda_python_without_gpu_says_so():
     """On this CPU machine the real cuda-python imports but finds no driver: one clear error."""
     pytest.importorskip("cuda.bindings.runtime")
-    from edge_ad.runtime.cuda_buffers import load_cudart
+    from edge_ad.runtime.backends.cuda_buffers import load_cudart
     cudart = load_cudart()
     if cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaSuccess:
         pytest.skip("a GPU is visible here")

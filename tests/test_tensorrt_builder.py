@@ -16,7 +16,7 @@ from click.testing import CliRunner
 pytest.importorskip("onnx")
 
 from edge_ad.runtime.backends import tensorrt as T  # noqa: E402
-from edge_ad.runtime.engine_cache import EngineCacheError  # noqa: E402
+from edge_ad.runtime.backends.engine_cache import EngineCacheError  # noqa: E402
 from test_tensorrt_fakes import FakeCudart, make_fake_trt  # noqa: E402
 
 

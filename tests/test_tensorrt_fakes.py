@@ -1,6 +1,6 @@
 """CPU stand-ins for cuda-python's runtime module and for a TensorRT engine (no tests here).
 
-``FakeCudart`` implements the subset of ``cuda.bindings.runtime`` that runtime/cuda_buffers.py and
+``FakeCudart`` implements the subset of ``cuda.bindings.runtime`` that runtime/backends/cuda_buffers.py and
 runtime/backends/tensorrt.py call, with the same calling convention (every call returns a tuple
 whose first element is a ``cudaError_t``). "Device" memory is host memory at real addresses, so
 copies are real ``memmove``s and a wrong address or size corrupts results the way it would on a

@@ -100,7 +100,7 @@ def fake_gpu(monkeypatch):
 
 def test_scorer_tensorrt_equals_onnxruntime_and_caches_engines(model_copy, fake_gpu, rng):
     from edge_ad.runtime import Scorer
-    from edge_ad.runtime.precision import PrecisionWarning
+    from edge_ad.runtime.backends.precision import PrecisionWarning
     with pytest.warns(PrecisionWarning, match="fp32: an Adam step of lr_theta = 6e-09"):
         trt_scorer = Scorer.load(model_copy, backend="tensorrt")
     assert sorted(b.onnx for b in fake_gpu["builds"]) == sorted(str(model_copy / f) for f in ("final.onnx", "step.onnx"))
@@ -169,8 +169,8 @@ def test_build_engine_refuses_old_tensorrt(model_copy, fake_gpu, monkeypatch):
 
 def test_gpu_modules_are_torch_free_and_onnx_free():
     code = ("import sys\n"
-            "import edge_ad.runtime.backends.tensorrt, edge_ad.runtime.cuda_buffers, edge_ad.runtime.precision\n"
-            "import edge_ad.runtime.engine_cache, edge_ad.commands.build_engine\n"
+            "import edge_ad.runtime.backends.tensorrt, edge_ad.runtime.backends.cuda_buffers, edge_ad.runtime.backends.precision\n"
+            "import edge_ad.runtime.backends.engine_cache, edge_ad.commands.build_engine\n"
             "import edge_ad.jetson.budget, edge_ad.jetson.gpu_check\n"
             "bad = [m for m in ('torch', 'onnx', 'tensorrt', 'cuda.bindings.runtime', 'cuda.cudart') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)\n")

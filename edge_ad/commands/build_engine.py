@@ -38,9 +38,9 @@ def cmd(model_dir, precision, allow_lossy, force, check_only, all_graphs, worksp
 
     from edge_ad.runtime.backends.tensorrt import TensorRTUnavailable, ensure_engines, graphs_for, \
         require_tensorrt_and_gpu
-    from edge_ad.runtime.engine_cache import EngineCacheError
+    from edge_ad.runtime.backends.engine_cache import EngineCacheError
     from edge_ad.runtime.manifest import ManifestError, load_manifest
-    from edge_ad.runtime.precision import PrecisionError, PrecisionWarning, check_precision
+    from edge_ad.runtime.backends.precision import PrecisionError, PrecisionWarning, check_precision
 
     try:
         man = load_manifest(model_dir, verify=True)

@@ -15,11 +15,11 @@ of a seed's time. Standard ONNX has no fused optimiser op, so this search splits
     weights' Adam of step t runs just before the graph of step t + 1 (or the final pass) reads them.)
 
 The host-head search (``head=``, since session 10: the CPU default where the head kernel has AVX2) is
-the same loop with layers 0-1 on the host (runtime/host_head.py): per step head.forward -> a1,
+the same loop with layers 0-1 on the host (runtime/backends/host_head.py): per step head.forward -> a1,
 grad_tail_seed(x, a1, tail weights) -> a1.grad and the tail's gradients, head.backward -> dz with Adam
 on the head's weights fused into it; the one-pass Adam then only covers the tail's weights.
 
-The update is runtime/host_adam.adam_update (compiled kernel, or its NumPy twin when the install had no
+The update is runtime/backends/host_adam.adam_update (compiled kernel, or its NumPy twin when the install had no
 C compiler), the same float32 arithmetic as the graphs' Adam, so scores match the step graphs. Every buffer and IOBinding is
 allocated at load, one set per worker thread (a worker runs its seeds in turn, so one thread holds
 one seed's weights and moments, not n_seed): the weights/gradient views of the flat buffers are wrapped
@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge_ad.runtime import host_adam, host_head
+from edge_ad.runtime.backends import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.manifest import ManifestError
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
@@ -83,7 +83,7 @@ def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_
 
 def load_head(model_dir: Path, man: dict, graph: dict) -> dict:
     """The host head of a tail graph's manifest entry: dims, bn0 constants and the head's state names,
-    checked against what runtime/_head_kernel.c computes (its layout: W0 (Z, 16 C0), gamma0, beta0,
+    checked against what runtime/backends/_head_kernel.c computes (its layout: W0 (Z, 16 C0), gamma0, beta0,
     W1 as 32-column panels, torch's (c, kh, kw) column order) and the manifest's sha256 list."""
     info = graph.get("head") or {}
     try:

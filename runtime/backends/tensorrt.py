@@ -11,7 +11,7 @@ as TensorRT's own samples/python/common_runtime.py does. On CPU the whole frame 
 binding, ping-pong, weight restore, CUDA-graph capture and replay, the final pass) is tested with a
 fake ``tensorrt`` whose engines run the same ONNX graphs in onnxruntime, and a fake CUDA runtime.
 
-Design (see runtime/cuda_buffers.py for the buffer plan):
+Design (see runtime/backends/cuda_buffers.py for the buffer plan):
 * two engines from the model's ONNX graphs: ``step`` (one Adam step on z and all weights; or
   ``step_z`` for the z-only search) and ``final`` (per-seed loss, error map, reconstructions);
 * one execution context per engine; before each of the k ``execute_async_v3`` calls the step
@@ -21,7 +21,7 @@ Design (see runtime/cuda_buffers.py for the buffer plan):
   host memory; all on one stream, captured once into a CUDA graph and replayed for every frame
   (the first frame runs eagerly first, so TensorRT's lazy initialisation is not captured);
 * fp32 by default, with TF32 explicitly disabled in the builder (TensorRT enables it by default on
-  Ampere and newer, Orin included); runtime/precision.py refuses precisions that would swallow the
+  Ampere and newer, Orin included); runtime/backends/precision.py refuses precisions that would swallow the
   lr_theta weight update.
 """
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, TensorSpec, gpu_identity, load_cudart,
+from .cuda_buffers import (CudaBuffers, CudaError, GpuUnavailable, TensorSpec, gpu_identity, load_cudart,
                             per_step_values, plan_search)
-from ..engine_cache import EngineCache, EngineCacheError, EngineKey, check_trt_version
-from ..precision import check_precision
+from .engine_cache import EngineCache, EngineCacheError, EngineKey, check_trt_version
+from .precision import check_precision
 
 log = logging.getLogger(__name__)
 

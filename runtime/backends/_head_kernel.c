@@ -19,7 +19,7 @@
  * consts: mean0 (C0), inv_std0 (C0), as the graphs store them.
  * work:   scratch, float32, work_size(z_dim, c0, n1) elements.
  *
- * Adam is the same float32 arithmetic as runtime/_adam_kernel.c (no contraction: built with
+ * Adam is the same float32 arithmetic as runtime/backends/_adam_kernel.c (no contraction: built with
  * -ffp-contract=off; the GEMM parts use explicit FMAs on AVX2 machines), moments kept scaled:
  *   m' = m * b1 + g,   v' = v * b2 + g * g,   p' = p - m' / (sqrt(v') * alpha + eps_k)
  * with p0 given (the search's first step): the weights are read from p0 and the moments are zero.
@@ -534,7 +534,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_head_kernel",
-                                    "The generator's thin layers with fused backward + Adam (runtime/host_head.py).",
+                                    "The generator's thin layers with fused backward + Adam (runtime/backends/host_head.py).",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__head_kernel(void) { return PyModule_Create(&module); }

@@ -4,7 +4,7 @@
  * separate pass over the weights (measured ~18 ms per seed and step at width 32 vs ~5 ms here, see
  * benchmarks/README.md). This kernel does exactly the same float32 arithmetic in the same order
  * (built with -ffp-contract=off: no fused multiply-adds), so it is bit-identical to the graphs'
- * Adam and to the NumPy fallback in runtime/host_adam.py:
+ * Adam and to the NumPy fallback in runtime/backends/host_adam.py:
  *
  *   m' = b1 * m + g                 (moments kept scaled: m~ = m / (1 - beta1), v~ = v / (1 - beta2))
  *   v' = b2 * v + g * g
@@ -18,7 +18,7 @@
  *            no per-frame reset of p, m, v is needed.
  * The GIL is released while the loop runs, so searches of several seeds run on several cores.
  * Element type (buffer format 'f'), contiguity and sizes are checked here; the Python wrapper
- * (runtime/host_adam.py) also refuses overlapping or misaligned arrays (the pointers are restrict).
+ * (runtime/backends/host_adam.py) also refuses overlapping or misaligned arrays (the pointers are restrict).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -105,7 +105,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_adam_kernel",
-                                    "Fused single-pass Adam update for float32 buffers (see runtime/host_adam.py).",
+                                    "Fused single-pass Adam update for float32 buffers (see runtime/backends/host_adam.py).",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__adam_kernel(void) { return PyModule_Create(&module); }

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .manifest import sha256_file
+from ..manifest import sha256_file
 
 MIN_TRT = (8, 5)
 SIDECAR_FORMAT = "edge-ad-engine"

@@ -19,10 +19,10 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SearchConfig, adam_bias_corrections, adam_scalars
+from ..config import SearchConfig, adam_bias_corrections, adam_scalars
 
 try:
-    from . import _adam_kernel as _kernel
+    from .. import _adam_kernel as _kernel   # edge_ad.runtime._adam_kernel, built from this folder's _adam_kernel.c
 except ImportError:        # not compiled (no C compiler at install time): the NumPy version is used
     _kernel = None
 

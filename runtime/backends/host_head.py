@@ -29,7 +29,7 @@ import numpy as np
 
 
 try:
-    from . import _head_kernel as _kernel
+    from .. import _head_kernel as _kernel   # edge_ad.runtime._head_kernel, built from this folder's _head_kernel.c
 except ImportError:        # not compiled (no C compiler at install time)
     _kernel = None
 
