@@ -153,17 +153,17 @@ MUTANTS = [
     Mutant("graph-panel-limit", "export/onnx_graphs.py", "PANEL_MAX_P = 64", "PANEL_MAX_P = 16", GRAD,
            equivalent="which layers are stored as column panels is a layout (speed) choice: the same maths for "
                       "every panel/non-panel split, and the manifest carries the layout the runtime regroups to"),
-    # -- the host kernels' Python side (runtime/host_adam.py, host_head.py, backends/onnxruntime_host_adam.py)
-    Mutant("adam-coef-eps", "runtime/host_adam.py", 'return s["beta1"], s["beta2"], alpha, f(s["eps"] / k)',
+    # -- the host kernels' Python side (runtime/backends/host_adam.py, host_head.py, onnxruntime_host_adam.py)
+    Mutant("adam-coef-eps", "runtime/backends/host_adam.py", 'return s["beta1"], s["beta2"], alpha, f(s["eps"] / k)',
            'return s["beta1"], s["beta2"], alpha, f(s["eps"])', FUSED),
-    Mutant("adam-numpy-m-sign", "runtime/host_adam.py", "            mc += gc ", "            mc -= gc ", FUSED),
-    Mutant("adam-numpy-first-m", "runtime/host_adam.py", "            mc[...] = gc ", "            mc[...] = 0 ", FUSED),
-    Mutant("adam-overlap-unchecked", "runtime/host_adam.py", "            if np.may_share_memory(a, b):",
+    Mutant("adam-numpy-m-sign", "runtime/backends/host_adam.py", "            mc += gc ", "            mc -= gc ", FUSED),
+    Mutant("adam-numpy-first-m", "runtime/backends/host_adam.py", "            mc[...] = gc ", "            mc[...] = 0 ", FUSED),
+    Mutant("adam-overlap-unchecked", "runtime/backends/host_adam.py", "            if np.may_share_memory(a, b):",
            "            if False:", FUSED),
-    Mutant("adam-numpy-chunk", "runtime/host_adam.py", "_CHUNK = 1 << 15", "_CHUNK = 1 << 10", FUSED,
+    Mutant("adam-numpy-chunk", "runtime/backends/host_adam.py", "_CHUNK = 1 << 15", "_CHUNK = 1 << 10", FUSED,
            equivalent="the NumPy Adam's chunk size only sets how much of each pass stays in cache: elementwise, "
                       "the same result for any chunking (bit for bit)"),
-    Mutant("head-betas-swapped", "runtime/host_head.py",
+    Mutant("head-betas-swapped", "runtime/backends/host_head.py",
            "b1, b2, alpha, eps_k = (float(c) for c in coefs) if update",
            "b2, b1, alpha, eps_k = (float(c) for c in coefs) if update", HEAD),
     Mutant("head-first-forward-stale", "runtime/backends/onnxruntime_host_adam.py",
@@ -172,10 +172,10 @@ MUTANTS = [
     Mutant("head-first-backward-stale", "runtime/backends/onnxruntime_host_adam.py",
            "p[:nh], m[:nh], v[:nh], p0[:nh] if first else None, cp)", "p[:nh], m[:nh], v[:nh], None, cp)",
            HOST_PARITY),
-    Mutant("head-dims-c0-multiple", "runtime/host_head.py",
+    Mutant("head-dims-c0-multiple", "runtime/backends/host_head.py",
            "if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 < PANEL or self.n1 % PANEL:",
            "if self.z_dim < 1 or self.c0 < 4 or self.n1 < PANEL or self.n1 % PANEL:", HEAD),
-    Mutant("head-overlap-unchecked", "runtime/host_head.py",
+    Mutant("head-overlap-unchecked", "runtime/backends/host_head.py",
            "if name != w and a is not None and np.may_share_memory(bufs[w], a):", "if False:", HEAD),
     Mutant("search-last-weight-step-dropped", "runtime/backends/onnxruntime_host_adam.py",
            "        if pending is not None:            # the last step's, before the final pass\n"

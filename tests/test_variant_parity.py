@@ -24,7 +24,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_ad.runtime import host_adam, host_head  # noqa: E402
+from edge_ad.runtime.backends import host_adam, host_head  # noqa: E402
 from edge_ad.runtime.config import SearchConfig, make_z0  # noqa: E402
 from edge_ad.runtime.preprocess import preprocess  # noqa: E402
 from edge_ad.runtime.scorer import Scorer  # noqa: E402
