@@ -123,3 +123,22 @@ def export_batch_graphs(params: dict, bn_stats: dict, arch: Arch, out_dir, encod
                                     "inputs": {ENCODER_INPUT: [BATCH, *x_shape]},
                                     "outputs": {ENCODER_OUTPUT: [BATCH, arch.z_dim]}}
     return entries
+
+
+def batch_parity(scorer, frames, starts: list, reference_scores: list, tolerance: float) -> dict:
+    """The batch graphs against the float64 PyTorch reference: ``scorer.score_batch`` over every
+    parity frame at once, frame i started as the per-frame parity run was (``starts[i]``: {"seed"}
+    or {"z0"}); relative score differences to ``reference_scores``. The parity report's "batch"."""
+    got = scorer.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[s.get("seed") for s in starts],
+                             z0s=[s.get("z0") for s in starts])
+    rel = []
+    for r, ref in zip(got, reference_scores):
+        if isinstance(r, Exception):
+            rel.append(float("inf"))
+        else:
+            rel.append(abs(r.score - ref) / max(abs(ref), 1e-12))
+    worst = max(rel, default=float("inf"))
+    return {"graphs": ["final_batch"] + (["encoder_batch"] if "encoder_batch" in scorer.manifest["graphs"] else []),
+            "rel_diff": rel, "max_rel_diff": worst, "passed": bool(rel) and worst <= tolerance,
+            "summary": f"score_batch over {len(rel)} frames: max relative score difference {worst:.2e}, "
+                       f"tolerance {tolerance:g}"}

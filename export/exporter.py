@@ -57,7 +57,7 @@ from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, ma
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
-from .batch_graphs import export_batch_graphs
+from .batch_graphs import batch_parity, export_batch_graphs
 from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OPSET, SCALARS, Arch,
                           build_encoder_graph, build_graph, head_state_names, stack_state, verify_graph)
 
@@ -340,7 +340,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                                                   / np.maximum(np.abs(ref.seed_losses), 1e-12))),
                 "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
 
-    rows = []
+    rows, starts = [], []
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         zseed = frame_seed(seed, i)
@@ -353,6 +353,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         else:
             z0 = make_z0(S, G.cfg.z_dim, zseed)
             start = {"z0": z0}
+        starts.append(start)
         ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
         zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist)
                 if zcfg is not None else None)
@@ -399,11 +400,18 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     worst = max((per_variant[n]["max_rel_diff"] for n in kept), default=float("inf"))
     zworst = max((per_variant[n]["z_only_max_rel_diff"] or 0.0 for n in kept), default=0.0)
     fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
-    passed = bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
+    batch = None
+    if "final_batch" in man["graphs"] and rows and scorers:   # k = 0: Scorer.score_batch's graphs too
+        batch = batch_parity(next(iter(scorers.values()))[0], frames, starts,
+                             [r["reference_score"] for r in rows], tolerance)
+        log(f"  parity batch graphs: {batch['summary']}")
+    passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
+              and (batch is None or batch["passed"]))
     summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
                f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
                + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
-               + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else ""))
+               + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else "")
+               + (f"; {batch['summary']}" + ("" if batch["passed"] else " FAILED") if batch else ""))
     if not rows:
         summary = "no parity frames"
     reference = "edge_ad.models.search.search_eager, torch float64, same z0"
@@ -422,7 +430,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": cfg.to_dict(),
             "frames": rows, "variants": per_variant, "failed_variants": failed,
             "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
-            "passed": passed, "summary": summary}
+            "batch": batch, "passed": passed, "summary": summary}
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,

@@ -103,3 +103,21 @@ def test_batch_graph_changed_after_load_is_refused(kinect_export, tmp_path, val_
     flip_last_bytes(d / "final_batch.onnx")
     with pytest.raises(ManifestError, match="final_batch.onnx does not match its sha256"):
         scorer.score_batch(val_frames(1))
+
+
+def test_export_parity_covers_the_batch_graphs(tiny_parity_export, monkeypatch):
+    """k = 0 exports check score_batch against the float64 PyTorch reference too (the parity report's
+    "batch"), and refuse a batch graph that disagrees with it."""
+    from edge_ad.export import batch_graphs
+    from edge_ad.export.exporter import ExportError
+    man = tiny_parity_export(0, 2, 2)
+    b = man["parity"]["batch"]
+    assert b["passed"] and len(b["rel_diff"]) == 2 and b["max_rel_diff"] <= 1e-5
+    assert b["graphs"] == ["final_batch"]
+    build = batch_graphs.build_final_batch_graph
+
+    def off_by_a_bias(params, bn, arch):             # a generator whose last bias is 0.05 off
+        return build({**params, "gen.4.bias": params["gen.4.bias"] + 0.05}, bn, arch)
+    monkeypatch.setattr(batch_graphs, "build_final_batch_graph", off_by_a_bias)
+    with pytest.raises(ExportError, match="score_batch over 2 frames.*FAILED"):
+        tiny_parity_export(0, 2, 2)
