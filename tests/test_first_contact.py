@@ -1,6 +1,6 @@
 """First contact (issue 13): truth metrics in the run summary, labelled folders, the contact sheet
-(--sheet) and the Rerun view (--rerun). The CLI runs use a stand-in scorer (fast); the shipped demo
-model's detection is checked in test_demo_detects (real model, 80 frames)."""
+(--sheet) and the Rerun view (--rerun). The CLI runs use a stand-in scorer (fast); the .rrd file is
+read back with rerun's own API (rerun.chunk.RrdReader)."""
 from __future__ import annotations
 
 import json
@@ -220,3 +220,34 @@ def test_rerun_target_checked_and_missing_sdk_explained(tmp_path, monkeypatch):
     r = CliRunner().invoke(run_cmd.cmd, ["--rerun", str(tmp_path / "x.rrd"), "--max-frames", "1",
                                          "--source", "synth://?n=1"])
     assert r.exit_code == 1 and "pip install 'edge-ad[rerun]'" in r.output
+
+
+def test_rerun_serve_serves_the_web_viewer_and_the_data_port():
+    """``--rerun serve``: the web viewer's page is served and the gRPC data port accepts
+    connections; the printed URL points the viewer at that port. (``spawn`` needs a display.)"""
+    import socket
+    import urllib.request
+    from urllib.parse import quote
+
+    from edge_ad.runtime.rerun_view import RerunView
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    grpc_port, web_port = free_port(), free_port()
+    said = []
+    view = RerunView("serve", grpc_port=grpc_port, web_port=web_port, log=said.append)
+    try:
+        fr = next(iter(open_source("synth://?n=1&seed=1")))
+        res = ScriptedScorer([0.9]).score(fr.rgb, fr.depth, keep_reconstructions=True)
+        view({"frame": fr.id, "index": 0, "timestamp": fr.timestamp, "score": 0.9, "threshold": 0.5,
+              "anomalous": True}, fr, res)
+        assert view.url.endswith(f":{grpc_port}/proxy")
+        assert said == [f"rerun: web viewer at http://localhost:{web_port}/?url={quote(view.url, safe='')}"]
+        page = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10).read()
+        assert b"<html" in page.lower()
+        socket.create_connection(("127.0.0.1", grpc_port), timeout=5).close()
+    finally:
+        view.close()
