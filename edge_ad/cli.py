@@ -16,6 +16,9 @@ COMMANDS = {
     "batch": "batch",
     "bench": "bench",
     "build-engine": "build_engine",
+    "keygen": "keygen",
+    "sign": "sign",
+    "verify": "verify",
 }
 
 

@@ -54,7 +54,9 @@ import onnx
 
 from edge_ad.runtime import variants
 from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0, search_differences
+from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
+from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
 from .batch_graphs import batch_parity, export_batch_graphs
@@ -437,7 +439,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  chunk_bytes: int = 1 << 20, unrolled: bool = False, parity_frames: Optional[list] = None,
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
-                 encoder=None, latent_bank=None, targets: Sequence[str] = variants.TARGETS,
+                 encoder=None, latent_bank=None, targets: Sequence[str] = variants.TARGETS, sign_key=None,
                  log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
@@ -451,10 +453,14 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     targets: where the model will run (runtime/variants.TARGETS): "cpu" writes the host-head and fused-adam
     graphs, "gpu" the step graphs (TensorRT, CUDA provider); k = 0 writes the final graph only (and the
     encoder). unrolled: also the unrolled graph (gpu target; no runtime path picks it on its own).
+    sign_key: an Ed25519 private key (PEM path or key object, runtime/signing.py): the finished export
+    is signed (manifest.sig), so that ``Scorer.load(..., trusted_keys=...)`` accepts it.
     Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
     the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
     """
     from edge_ad.models.checkpoint import load_generator
+    if sign_key is not None:
+        sign_key = load_private_key(sign_key)   # a bad key or passphrase fails now, not after the export
     if isinstance(source, (str, os.PathLike)):
         G = load_generator(source)
         scoring, train_class = _checkpoint_scoring(source)
@@ -475,9 +481,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    old = out_dir / MANIFEST
-    if old.exists():
-        old.unlink()   # never leave a manifest that describes other files
+    for old in (out_dir / MANIFEST, out_dir / SIGNATURE):
+        if old.exists() or old.is_symlink():
+            old.unlink()   # never leave a manifest (or a signature) that describes other files
     for stale in list(out_dir.glob("*.onnx")) + [out_dir / HEAD_CONSTS]:
         stale.unlink(missing_ok=True)    # nor graphs of an earlier export that this one does not write
     params, bn = generator_arrays(G)
@@ -504,7 +510,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     if bank is not None:
         np.save(out_dir / "latent_bank.npy", bank)
         extra_files.append("latent_bank.npy")
-    files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + extra_files}
+    # every file the runtime reads has a sha256, including the external data an ONNX graph points to
+    external = [loc for g in graphs.values() for loc in onnx_external_data((out_dir / g["file"]).read_bytes(), g["file"])]
+    files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + extra_files + external}
     manifest = {
         "format": FORMAT, "version": VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -547,6 +555,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     if not parity:
         manifest["parity"] = {"passed": None, "summary": "parity check skipped (--no-parity)"}
         _write_manifest(out_dir, manifest)
+        _sign(out_dir, sign_key, log)
         return manifest
     frames = parity_frames if parity_frames is not None else default_parity_frames(train_class=train_class)
     if not frames:
@@ -565,7 +574,15 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     if not report["passed"]:
         raise ExportError(f"export parity check FAILED: {report['summary']}; report in {out_dir / MANIFEST}")
     load_manifest(out_dir, verify=True)
+    _sign(out_dir, sign_key, log)
     return manifest
+
+
+def _sign(out_dir: Path, sign_key, log: Callable) -> None:
+    """Sign the finished export (manifest.sig) when a key is given."""
+    if sign_key is not None:
+        rec = sign_model(out_dir, sign_key)
+        log(f"signed {out_dir / MANIFEST} with key {rec['key_id'][:16]}... ({SIGNATURE})")
 
 
 def _state_entries(arch: Arch) -> list:
@@ -677,8 +694,8 @@ def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state
 def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
     """Validate a calibrated threshold for the exported search configuration."""
     if not isinstance(threshold, dict) or not isinstance(threshold.get("value"), (int, float)) \
-            or not np.isfinite(threshold["value"]):
-        raise ExportError(f"threshold must be a dict with a finite 'value', got {threshold!r}")
+            or not np.isfinite(threshold["value"]) or threshold["value"] <= 0:
+        raise ExportError(f"threshold must be a dict with a finite 'value' > 0 (scores are >= 0), got {threshold!r}")
     calibrated = threshold.get("search")
     if calibrated is not None:
         # a setting absent from an older threshold file did not exist then: it ran with its default

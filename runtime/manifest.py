@@ -1,12 +1,16 @@
 """``manifest.json`` of an exported model directory: reading it and refusing anything tampered.
 
-NumPy-free and torch-free. The exporter (``edge_ad.export.exporter``) writes it; ``Scorer.load``
-reads it through ``load_manifest``, which checks the format version and the sha256 of every file.
+Torch-free. The exporter (``edge_ad.export.exporter``) writes it; ``Scorer.load`` reads it through
+``load_manifest``, which checks the format version, the type and bounds of every entry the runtime
+reads (``validate_manifest``), the sha256 of every file (runtime/integrity.py) and, given trusted
+keys, the manifest's signature (runtime/signing.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -31,21 +35,195 @@ def sha256_file(path: os.PathLike, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_manifest(model_dir: os.PathLike, verify: bool = True) -> dict:
-    """Read ``model_dir/manifest.json``; with ``verify``, check version and every file's sha256.
+# Bounds on what a manifest may ask the runtime to allocate (a malformed or hostile manifest is
+# refused with one line instead of a std::bad_alloc or a MemoryError deep inside a backend). The
+# reference configuration uses n_seed 3, k 19, z_dim 100, resolution 64, 3.6 M weights per seed.
+MAX_N_SEED = 64
+MAX_K = 1000
+MAX_Z_DIM = 4096
+MAX_RESOLUTION = 1024
+MAX_CHANNELS = 16
+MAX_STATE_FLOATS = 1 << 28          # all weight copies together (n_seed x per-seed state): 1 GiB of float32
+MAX_BANK_FLOATS = 1 << 27           # latent bank (N x z_dim): 512 MiB of float32
+DTYPES = ("float32", "float16", "float64")
+_HEX = set("0123456789abcdef")
 
-    Raises ManifestError naming the problem (missing directory/manifest/file, hash mismatch,
-    unsupported version, failed export parity).
+
+def _bad(where, entry: str, problem: str) -> ManifestError:
+    return ManifestError(f"{where}: {entry} {problem}")
+
+
+def _int(v, where, entry: str, lo: int, hi: int) -> int:
+    """v must be an int (not a bool, not text, not 0.5) in [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(where, entry, f"must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise _bad(where, entry, f"must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _dict(v, where, entry: str) -> dict:
+    if not isinstance(v, dict):
+        raise _bad(where, entry, f"must be an object, got {type(v).__name__}")
+    return v
+
+
+def _typed_fields(d: dict, cls, where, entry: str) -> None:
+    """Each key of d that is a field of dataclass ``cls`` has its default's type: int (not bool),
+    float (int or float, finite), bool, str, or a list/tuple. Ranges are the dataclass's own checks."""
+    fields = cls.__dataclass_fields__
+    for key, value in d.items():
+        f = fields.get(key)
+        if f is None:
+            continue            # unknown keys: the dataclass's from_dict names them
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple))
+        else:
+            ok = True
+        if not ok:
+            raise _bad(where, f"{entry}.{key}", f"must be {type(default).__name__}"
+                       f"{' (finite)' if isinstance(default, float) else ''}, got {value!r}")
+
+
+def _shape(v, where, entry: str, ndim=None) -> tuple:
+    if not isinstance(v, list) or not v or (ndim is not None and len(v) != ndim):
+        raise _bad(where, entry, f"must be a list of {ndim or 'one or more'} dimensions, got {v!r}")
+    return tuple(_int(d, where, f"{entry}[{i}]", 1, 1 << 31) for i, d in enumerate(v))
+
+
+def validate_manifest(man: dict, where) -> None:
+    """Schema check of a parsed manifest: the type and bounds of every entry the runtime reads, and
+    that every file it points to has a sha256 entry. Raises ManifestError naming the entry."""
+    from .config import SearchConfig
+    from .integrity import check_name
+    from .preprocess import PreprocessSpec
+
+    files = _dict(man["files"], where, "'files'")
+    if not files:
+        raise _bad(where, "'files'", "is empty")
+    for name, digest in files.items():
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+            raise _bad(where, f"'files'[{name!r}]", "must be a 64-digit lowercase hex sha256")
+        try:
+            check_name(name)
+        except ManifestError as e:
+            raise ManifestError(f"{where}: {e}") from None
+    graphs = _dict(man["graphs"], where, "'graphs'")
+    if not graphs:
+        raise _bad(where, "'graphs'", "is empty")
+    for gname, g in graphs.items():
+        _dict(g, where, f"graphs[{gname!r}]")
+        if not isinstance(g.get("file"), str):
+            raise _bad(where, f"graphs[{gname!r}].file", f"must be a file name, got {g.get('file')!r}")
+        if g["file"] not in files:
+            raise ManifestError(f"{where}: graph file {g['file']} has no sha256 entry")
+        if "k" in g:
+            _int(g["k"], where, f"graphs[{gname!r}].k", 0, MAX_K)
+        if "n_seed" in g:
+            _int(g["n_seed"], where, f"graphs[{gname!r}].n_seed", 1, MAX_N_SEED)
+        for key in ("state", "inputs", "outputs"):
+            if key in g and not isinstance(g[key], (list, dict)):
+                raise _bad(where, f"graphs[{gname!r}].{key}", f"must be a list, got {type(g[key]).__name__}")
+        head = g.get("head")
+        if head is not None and (not isinstance(head, dict) or not isinstance(head.get("consts"), str)
+                                 or head["consts"] not in files):
+            raise _bad(where, f"graphs[{gname!r}].head.consts", f"{(head or {}).get('consts')!r} is not among the "
+                       "manifest's checksummed files")
+    lay = _dict(man["layout"], where, "'layout'")
+    n_seed = _int(lay.get("n_seed"), where, "layout.n_seed", 1, MAX_N_SEED)
+    z_dim = _int(lay.get("z_dim"), where, "layout.z_dim", 1, MAX_Z_DIM)
+    _int(lay.get("channels"), where, "layout.channels", 1, MAX_CHANNELS)
+    _int(lay.get("resolution"), where, "layout.resolution", 8, MAX_RESOLUTION)
+    if lay.get("dtype", "float32") not in DTYPES:
+        raise _bad(where, "layout.dtype", f"must be one of {DTYPES}, got {lay.get('dtype')!r}")
+    if lay.get("weights") not in files:
+        raise ManifestError(f"{where}: weights file has no sha256 entry")
+    state = lay.get("state")
+    if not isinstance(state, list) or not state:
+        raise _bad(where, "layout.state", f"must be a non-empty list, got {type(state).__name__}")
+    total = 0
+    for i, st in enumerate(state):
+        _dict(st, where, f"layout.state[{i}]")
+        if not isinstance(st.get("name"), str) or not isinstance(st.get("param", ""), str):
+            raise _bad(where, f"layout.state[{i}]", "needs a 'name' and a 'param' (text)")
+        shape = _shape(st.get("shape"), where, f"layout.state[{i}].shape")
+        if shape[0] != n_seed:
+            raise _bad(where, f"layout.state[{i}].shape", f"{list(shape)} is not stacked for n_seed={n_seed}")
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    if total > MAX_STATE_FLOATS:
+        raise _bad(where, "layout.state", f"holds {total} weights in all, more than this runtime allows "
+                   f"({MAX_STATE_FLOATS})")
+    search = _dict(man["search"], where, "'search'")
+    _typed_fields(search, SearchConfig, where, "search")
+    _int(search.get("n_seed", n_seed), where, "search.n_seed", 1, MAX_N_SEED)
+    _int(search.get("k", 0), where, "search.k", 0, MAX_K)
+    try:
+        SearchConfig.from_dict(search)
+    except (TypeError, ValueError) as e:
+        raise _bad(where, "'search'", f"is not a valid search configuration ({e})") from None
+    pre = _dict(man["preprocess"], where, "'preprocess'")
+    _typed_fields(pre, PreprocessSpec, where, "preprocess")
+    try:
+        spec = PreprocessSpec.from_dict(pre)
+    except (TypeError, ValueError) as e:
+        raise _bad(where, "'preprocess'", f"is not a valid preprocessing ({e})") from None
+    if spec.resolution != lay["resolution"]:
+        raise _bad(where, "preprocess.resolution", f"{spec.resolution} differs from layout.resolution "
+                   f"{lay['resolution']}")
+    _dict(man["model"], where, "'model'")
+    thr = man.get("threshold")
+    if thr is not None:
+        value = _dict(thr, where, "'threshold'").get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise _bad(where, "threshold.value", f"must be a finite number > 0 (scores are >= 0), got {value!r}")
+    bank = man.get("latent_bank")
+    if bank is not None:
+        _dict(bank, where, "'latent_bank'")
+        if bank.get("file") not in files:
+            raise _bad(where, "latent_bank.file", f"{bank.get('file')!r} is not among the manifest's checksummed files")
+        rows, cols = _shape(bank.get("shape"), where, "latent_bank.shape", ndim=2)
+        if cols != z_dim or rows * cols > MAX_BANK_FLOATS:
+            raise _bad(where, "latent_bank.shape", f"must be [N, z_dim={z_dim}] with N * z_dim <= "
+                       f"{MAX_BANK_FLOATS}, got {[rows, cols]}")
+    parity = man.get("parity")
+    if parity is not None and not isinstance(parity, dict):
+        raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
+
+
+def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None) -> dict:
+    """Read and validate ``model_dir/manifest.json``; with ``verify``, check every file's sha256 (no
+    symlinks, ONNX external data listed too: runtime/integrity.py); with ``trusted_keys``, check the
+    manifest's signature first (runtime/signing.py: the manifest holds every file's sha256).
+
+    Raises ManifestError naming the problem (missing directory/manifest/file, malformed entry, hash
+    mismatch, bad signature, unsupported version, failed export parity).
     """
+    from . import integrity
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ManifestError(f"model directory not found: {model_dir}")
     mpath = model_dir / MANIFEST
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
         raise ManifestError(f"{model_dir} is not an exported edge-ad model: {MANIFEST} missing "
                             "(create one with `edge-ad export CHECKPOINT --out DIR`)")
+    raw = integrity.read_model_file(model_dir, MANIFEST)        # the bytes verified are the bytes parsed
+    if trusted_keys is not None:
+        from .signing import verify_manifest_signature
+        verify_manifest_signature(model_dir, raw, trusted_keys)
     try:
-        man = json.loads(mpath.read_text())
+        man = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{mpath}: not valid JSON ({e})") from None
     if not isinstance(man, dict) or man.get("format") != FORMAT:
@@ -56,24 +234,10 @@ def load_manifest(model_dir: os.PathLike, verify: bool = True) -> dict:
     for key in ("files", "graphs", "model", "search", "preprocess", "layout"):
         if key not in man:
             raise ManifestError(f"{mpath}: required entry {key!r} missing")
+    validate_manifest(man, mpath)
     if not verify:
         return man
-    files = man["files"]
-    for g in man["graphs"].values():
-        if g["file"] not in files:
-            raise ManifestError(f"{mpath}: graph file {g['file']} has no sha256 entry")
-    if man["layout"].get("weights") not in files:
-        raise ManifestError(f"{mpath}: weights file has no sha256 entry")
-    for name, digest in files.items():
-        p = model_dir / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ManifestError(f"{mpath}: file entry {name!r} points outside the model directory")
-        if not p.is_file():
-            raise ManifestError(f"{model_dir}: file {name} listed in the manifest is missing")
-        actual = sha256_file(p)
-        if actual != digest:
-            raise ManifestError(f"{model_dir}: {name} has been modified or corrupted "
-                                f"(sha256 {actual[:16]}..., manifest says {digest[:16]}...)")
+    integrity.verify_files(model_dir, man)
     parity = man.get("parity") or {}
     if parity.get("passed") is False:
         raise ManifestError(f"{model_dir}: this export failed its parity check against the PyTorch "

@@ -19,6 +19,7 @@ Named scoring configurations (issue 4) are applied here, the same for every back
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ import numpy as np
 from . import variants
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
+from .model_arrays import load_npy, load_npz
 from .preprocess import PreprocessSpec, preprocess
 
 BACKENDS = variants.BACKENDS
@@ -42,6 +44,22 @@ def _cpu_only(providers) -> bool:
         import onnxruntime as ort
         return "CUDAExecutionProvider" not in ort.get_available_providers()
     return all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
+
+
+def _onnxruntime_errors_named(load):
+    """Scorer.load's onnxruntime errors (a graph it cannot parse or build a session for, e.g. a garbage
+    .onnx whose sha256 was recomputed) as one ManifestError line naming the model directory; onnxruntime's
+    message names the graph file."""
+    @functools.wraps(load)
+    def wrapper(cls, model_dir, *args, **kwargs):
+        try:
+            return load(cls, model_dir, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's pybind exceptions derive from Exception only
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+            raise ManifestError(f"{model_dir}: onnxruntime cannot load this model's graphs: {first}") from None
+    return wrapper
 
 
 @dataclass
@@ -88,10 +106,13 @@ class Scorer:
         self._lock = threading.RLock()
 
     @classmethod
+    @_onnxruntime_errors_named
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
-             variant: str = "auto", threads: Optional[int] = None) -> "Scorer":
-        """Load and verify ``model_dir`` (manifest version, sha256 of every file).
+             variant: str = "auto", threads: Optional[int] = None,
+             trusted_keys: Optional[list] = None) -> "Scorer":
+        """Load and verify ``model_dir`` (manifest version and entries, sha256 of every file, no
+        symlinks: runtime/manifest.py, runtime/integrity.py).
 
         config / lr_theta: override the manifest's search settings (n_seed must match the export);
             ``lr_theta=0.0`` is the named fast option (the z-only search).
@@ -106,7 +127,7 @@ class Scorer:
         model_dir = Path(model_dir)
         if backend not in variants.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
-        man = load_manifest(model_dir, verify=True)
+        man = load_manifest(model_dir, verify=True, trusted_keys=trusted_keys)
         lay = man["layout"]
         cfg = config or SearchConfig.from_dict(man["search"])
         if lr_theta is not None:
@@ -134,11 +155,9 @@ class Scorer:
             encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
                                  threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
         bank = _load_latent_bank(model_dir, man, cfg) if cfg.uses_latent_bank else None
-        with np.load(model_dir / lay["weights"]) as npz:
-            pristine = {k: npz[k] for k in npz.files}
-        missing = {st["name"] for st in lay["state"]} - set(pristine)
-        if missing:
-            raise ManifestError(f"{model_dir}: weights file lacks state tensors {sorted(missing)[:5]}")
+        # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
+        pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
+                            np.dtype(lay.get("dtype", "float32")))
         # TensorRT (runtime/backends/tensorrt.py) raises TensorRTUnavailable (an ImportError) with one
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
@@ -258,10 +277,7 @@ def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarr
         raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
                             "latent-memory distance (score_latent_power > 0), but this export has no latent "
                             "bank; re-export from a checkpoint that stores one")
-    try:
-        bank = np.load(model_dir / entry["file"], allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ManifestError(f"{model_dir}: cannot read {entry['file']}: {e}") from None
+    bank = load_npy(model_dir, entry["file"], entry["shape"], np.float32)   # header checked before reading
     z_dim = int(man["layout"]["z_dim"])
     if bank.dtype != np.float32 or bank.ndim != 2 or bank.shape[1] != z_dim or len(bank) == 0 \
             or list(bank.shape) != list(entry.get("shape", bank.shape)) or not np.isfinite(bank).all():

@@ -34,8 +34,11 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--threshold", "threshold_value", type=float, help="Anomaly threshold stored in the manifest.")
 @click.option("--threshold-file", type=click.Path(dir_okay=False, exists=True),
               help="threshold.json written by edge-ad eval (calibrated on normal frames).")
+@click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
+              help="Sign the export with this Ed25519 private key (PEM; `edge-ad keygen`): writes "
+                   "manifest.sig, checked by `edge-ad run --trusted-key`.")
 def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk_kb, parity_frames, parity_n,
-        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file):
+        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file, sign_key):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
@@ -47,6 +50,13 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk
     from edge_ad.runtime.config import SearchConfig
 
     from edge_ad.export.exporter import ExportError, export_model, scoring_search_config
+    from edge_ad.runtime.signing import SigningError, load_private_key
+
+    if sign_key:
+        try:
+            sign_key = load_private_key(sign_key)       # before minutes of export: a bad key fails now
+        except SigningError as e:
+            raise click.ClickException(str(e))
 
     search = None
     if any(v is not None for v in (n_seed, k, lr_z, lr_theta)):
@@ -85,7 +95,7 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk
         man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
                            parity_frames=frames, parity=not no_parity, tolerance=tolerance,
                            check_fp64=not no_fp64_check, threads=threads, threshold=threshold,
-                           targets=targets or TARGETS, log=click.echo)
+                           targets=targets or TARGETS, sign_key=sign_key, log=click.echo)
     except (CheckpointError, ExportError) as e:
         raise click.ClickException(str(e))
     p = man.get("parity") or {}

@@ -30,8 +30,9 @@ def demo_model_dir() -> Path:
     return shipped()
 
 
-def load_scorer(model: Optional[str], backend: str):
-    """Load the Scorer for ``model`` (default: the demo model) or raise ClickException."""
+def load_scorer(model: Optional[str], backend: str, trusted_keys=None):
+    """Load the Scorer for ``model`` (default: the demo model) or raise ClickException; with
+    ``trusted_keys`` (public key files) the model must be signed by one of them."""
     model_dir = Path(model) if model else demo_model_dir()
     if not model and not (model_dir / "manifest.json").exists():
         raise click.ClickException(
@@ -41,7 +42,7 @@ def load_scorer(model: Optional[str], backend: str):
         raise click.ClickException(f"model directory {model_dir} does not exist")
     from edge_ad.runtime import Scorer
     try:
-        return Scorer.load(model_dir, backend=backend)
+        return Scorer.load(model_dir, backend=backend, trusted_keys=list(trusted_keys) if trusted_keys else None)
     except ValueError as e:  # ModelError is a ValueError
         raise click.ClickException(f"cannot load model {model_dir}: {e}")
     except ImportError as e:
@@ -260,8 +261,11 @@ def _accepts(fn, name: str) -> bool:
 @click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse frames larger than N pixels (checked from image headers before "
                    "decoding) [default 16777216 = 4096 x 4096].")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export "
+              "--sign); repeatable. Unsigned or otherwise-signed models are refused.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
-        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels):
+        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, trusted_keys):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
     With no arguments: the shipped demo model on synth://, printing live status.
@@ -298,7 +302,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         raise click.ClickException(str(e))
 
     try:
-        scorer = load_scorer(model, backend)
+        scorer = load_scorer(model, backend, trusted_keys)
         z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
         thr = threshold if threshold is not None else scorer_threshold(scorer)
         spec = scorer_spec(scorer)

@@ -38,6 +38,7 @@ import numpy as np
 from edge_ad.runtime.backends import host_adam, host_head
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.manifest import ManifestError
+from edge_ad.runtime.model_arrays import load_npy
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
 from .onnxruntime_backend import _ort, _ortvalue_makers, session_options
@@ -92,12 +93,9 @@ def load_head(model_dir: Path, man: dict, graph: dict) -> dict:
         state = [str(n) for n in info["state"]]
         if info["consts"] not in man.get("files", {}):        # only files whose sha256 was verified
             raise ValueError(f"{info['consts']} is not among the manifest's checksummed files")
-        consts = np.load(model_dir / info["consts"], allow_pickle=False)
     except (KeyError, TypeError, ValueError, OSError) as e:
         raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unusable ({e})") from None
-    if consts.dtype != np.float32 or consts.shape != (2 * dims.c0,):
-        raise ManifestError(f"{model_dir}: {info['consts']} holds {consts.dtype} {consts.shape}, expected "
-                            f"float32 ({2 * dims.c0},)")
+    consts = load_npy(model_dir, info["consts"], (2 * dims.c0,), np.float32)   # header checked before reading
     by_name = {st["name"]: st for st in graph.get("state") or []}
     want = {"W0.c0": ([1, dims.z_dim, dims.n0], None), "bn0.gamma": ([1, dims.c0], None),
             "bn0.beta": ([1, dims.c0], None),

@@ -1,0 +1,197 @@
+"""The files of an exported model directory: read only what the manifest lists, never through a symlink.
+
+Policy (issue 16), checked by ``verify_files`` when ``Scorer.load`` / ``load_manifest(verify=True)``
+reads a model:
+  * every file the runtime reads is in the manifest's ``files`` list with its sha256: the graphs,
+    weights.npz, head_consts.npy, latent_bank.npy, and the external-data files that an ONNX graph
+    points to (``onnx_external_data``; onnxruntime would read them beside the graph);
+  * no file is read through a symbolic link, inside or outside the directory: each listed file and
+    every folder between it and the model directory must be a plain file / folder (``lstat``), and
+    files are opened with O_NOFOLLOW. Only the model directory's own path may be a link (e.g.
+    models/current -> models/v3): it is the directory the user named;
+  * names are plain relative paths ("a.onnx", "sub/b.bin"): no absolute path, no "." or "..".
+The checks run before anything is parsed; a file swapped between the check and onnxruntime's own
+read is outside this threat model (a signed manifest, runtime/signing.py, covers files at rest).
+TensorRT engines (runtime/engine_cache.py) are built locally from the verified graphs and carry their
+own sha256 sidecars; they are not part of the exported model.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from .manifest import ManifestError
+
+_BUF = 1 << 20
+
+
+def check_name(name) -> PurePosixPath:
+    """A manifest file name as a plain relative path; ManifestError for anything else."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise ManifestError(f"file name {name!r} is not a plain relative path")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
+        raise ManifestError(f"file entry {name!r} points outside the model directory")
+    return p
+
+
+def _check_no_links(model_dir: Path, rel: PurePosixPath) -> Path:
+    """model_dir / rel after checking that no component below model_dir is a symlink and the last
+    one is a regular file."""
+    path = Path(model_dir)
+    for i, part in enumerate(rel.parts):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise ManifestError(f"{model_dir}: file {rel} listed in the manifest is missing") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise ManifestError(f"{model_dir}: {'/'.join(rel.parts[:i + 1])} is a symbolic link; model files "
+                                "are never read through links (copy the file into the model directory)")
+        last = i == len(rel.parts) - 1
+        if last and not stat.S_ISREG(st.st_mode):
+            raise ManifestError(f"{model_dir}: {rel} is not a regular file")
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise ManifestError(f"{model_dir}: {'/'.join(rel.parts[:i + 1])} is not a folder")
+    return path
+
+
+def open_model_file(model_dir: os.PathLike, name: str):
+    """Open a file of the model directory for reading (binary), refusing links (see the module doc)."""
+    path = _check_no_links(Path(model_dir), check_name(name))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise ManifestError(f"{model_dir}: cannot open {name} ({e.strerror})") from None
+    return os.fdopen(fd, "rb")
+
+
+def read_model_file(model_dir: os.PathLike, name: str) -> bytes:
+    """All bytes of a (small) model file, read as ``open_model_file`` does."""
+    with open_model_file(model_dir, name) as f:
+        return f.read()
+
+
+def sha256_model_file(model_dir: os.PathLike, name: str) -> str:
+    """Hex sha256 of a model file, read as ``open_model_file`` does."""
+    h = hashlib.sha256()
+    with open_model_file(model_dir, name) as f:
+        for block in iter(lambda: f.read(_BUF), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_files(model_dir: os.PathLike, man: dict) -> None:
+    """Check every listed file's sha256 (no links, plain names) and that each ONNX graph's
+    external-data files are listed too. ``man`` has passed manifest.validate_manifest."""
+    model_dir = Path(model_dir)
+    files = man["files"]
+    for name, digest in files.items():
+        actual = sha256_model_file(model_dir, name)
+        if actual != digest:
+            raise ManifestError(f"{model_dir}: {name} has been modified or corrupted "
+                                f"(sha256 {actual[:16]}..., manifest says {digest[:16]}...)")
+    for g in man["graphs"].values():
+        graph = check_name(g["file"])
+        for loc in onnx_external_data(read_model_file(model_dir, g["file"]), f"{model_dir}: {g['file']}"):
+            ext = (graph.parent / check_name(loc)).as_posix()
+            if ext not in files:
+                raise ManifestError(f"{model_dir}: {g['file']} reads external data from {loc}, which has no "
+                                    "sha256 entry in the manifest (re-export, or add it to 'files')")
+
+
+# -- ONNX external data ----------------------------------------------------------------------------
+# A minimal reader of the protobuf wire format (the runtime has no onnx package): it follows the
+# messages that can hold a TensorProto and collects TensorProto.external_data's "location" values.
+# Field numbers from onnx/onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto, ...).
+_TENSOR, _SPARSE, _GRAPH, _NODE, _ATTR, _FUNC, _TRAIN, _ENTRY = range(8)
+_CHILDREN = {
+    "model": {7: _GRAPH, 20: _TRAIN, 25: _FUNC},
+    _GRAPH: {1: _NODE, 5: _TENSOR, 15: _SPARSE},
+    _NODE: {5: _ATTR},
+    _ATTR: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE},
+    _SPARSE: {1: _TENSOR, 2: _TENSOR},
+    _FUNC: {7: _NODE, 11: _ATTR},
+    _TRAIN: {1: _GRAPH, 2: _GRAPH},
+    _TENSOR: {13: _ENTRY},
+}
+
+
+class _WireError(ValueError):
+    pass
+
+
+def _varint(buf: memoryview, i: int, end: int) -> tuple:
+    shift = value = 0
+    while True:
+        if i >= end or shift > 63:
+            raise _WireError(f"bad varint at byte {i}")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: memoryview, start: int, end: int):
+    """(field number, wire type, value or (start, end) of a length-delimited field) of one message."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i, end)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise _WireError(f"field number 0 at byte {i}")
+        if wire == 0:
+            value, i = _varint(buf, i, end)
+            yield field, wire, value
+        elif wire == 1 or wire == 5:
+            i += 8 if wire == 1 else 4
+            if i > end:
+                raise _WireError("truncated fixed-size field")
+            yield field, wire, None
+        elif wire == 2:
+            n, i = _varint(buf, i, end)
+            if i + n > end:
+                raise _WireError(f"length {n} at byte {i} runs past the end")
+            yield field, wire, (i, i + n)
+            i += n
+        else:
+            raise _WireError(f"unsupported wire type {wire} at byte {i}")
+
+
+def onnx_external_data(data: bytes, name: str = "graph") -> list:
+    """The external-data locations (relative paths) an ONNX model's tensors point to, without
+    duplicates. ManifestError when ``data`` is not an ONNX model (not protobuf,
+    or no graph)."""
+    buf = memoryview(data)
+    found: list = []
+    has_graph = False
+    stack = [("model", 0, len(buf), 0)]
+    try:
+        while stack:
+            kind, start, end, depth = stack.pop()
+            if depth > 64:
+                raise _WireError("messages nested too deeply")
+            if kind == _ENTRY:
+                key = value = None
+                for f, w, v in _fields(buf, start, end):
+                    if w == 2 and f in (1, 2):
+                        text = bytes(buf[v[0]:v[1]]).decode("utf-8", "replace")
+                        key, value = (text, value) if f == 1 else (key, text)
+                if key == "location" and value is not None and value not in found:
+                    found.append(value)
+                continue
+            children = _CHILDREN.get(kind, {})
+            for f, w, v in _fields(buf, start, end):
+                if kind == "model" and f == 7:
+                    has_graph = w == 2
+                if w == 2 and f in children:
+                    stack.append((children[f], v[0], v[1], depth + 1))
+    except _WireError as e:
+        raise ManifestError(f"{name} is not a valid ONNX model (corrupt or truncated protobuf: {e})") from None
+    if not has_graph:
+        raise ManifestError(f"{name} is not a valid ONNX model (no graph)")
+    return found

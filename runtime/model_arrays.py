@@ -1,0 +1,87 @@
+"""Reading a model's NumPy files (weights.npz, head_consts.npy, latent_bank.npy) safely.
+
+Each array's .npy header (dtype, shape) is checked against what the manifest says BEFORE anything
+is allocated: a header declaring a huge shape, a wrong dtype, a truncated file or a truncated zip
+archive is refused with one line naming the file (ManifestError), never a MemoryError or a
+traceback. No pickles; files are opened as runtime/integrity.py requires (no symlinks).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from .integrity import open_model_file
+from .manifest import ManifestError
+
+_FORMAT = np.lib.format
+
+
+def _read_checked(f, where: str, shape: tuple, dtype, size: int) -> np.ndarray:
+    """One .npy stream of ``size`` bytes (header + data) -> array, refused unless its header says
+    ``dtype`` ``shape`` and the stream holds that many data bytes (checked before allocating)."""
+    version = _FORMAT.read_magic(f)
+    if version == (1, 0):
+        got_shape, fortran, got_dtype = _FORMAT.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        got_shape, fortran, got_dtype = _FORMAT.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    want = np.dtype(dtype)
+    if got_dtype != want or tuple(got_shape) != tuple(shape):
+        raise ManifestError(f"{where} holds {got_dtype} {tuple(got_shape)}, expected {want} {tuple(shape)}")
+    if got_dtype.hasobject:
+        raise ManifestError(f"{where} holds Python objects")
+    n = want.itemsize
+    for d in shape:
+        n *= int(d)
+    if n > size - f.tell():
+        raise ManifestError(f"{where} is truncated: its header declares {n} data bytes, the file holds "
+                            f"{max(size - f.tell(), 0)}")
+    arr = np.empty(shape[::-1] if fortran else shape, dtype=want)
+    view = memoryview(arr.reshape(-1)).cast("B") if arr.nbytes else memoryview(bytearray())
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            raise ManifestError(f"{where} is truncated ({got} of {n} data bytes)")
+        got += k
+    return arr.T if fortran else arr
+
+
+def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.float32) -> np.ndarray:
+    """``model_dir/name`` (.npy) as an array of exactly ``shape`` and ``dtype``; ManifestError otherwise."""
+    where = f"{model_dir}: {name}"
+    try:
+        with open_model_file(model_dir, name) as f:
+            return _read_checked(f, where, tuple(shape), dtype, os.fstat(f.fileno()).st_size)
+    except (OSError, ValueError, EOFError) as e:
+        if isinstance(e, ManifestError):
+            raise
+        raise ManifestError(f"{where} is not a readable .npy file ({e})") from None
+
+
+def load_npz(model_dir: os.PathLike, name: str, shapes: dict, dtype=np.float32) -> dict:
+    """The arrays ``shapes`` names ({array name: shape}) from ``model_dir/name`` (.npz), each checked
+    against its shape and ``dtype`` before it is read; other members are not read. ManifestError for a
+    missing member, a mismatch, or a truncated/corrupt archive."""
+    where = f"{model_dir}: {name}"
+    try:
+        with open_model_file(model_dir, name) as f, zipfile.ZipFile(f) as zf:
+            members = set(zf.namelist())
+            missing = sorted(n for n in shapes if f"{n}.npy" not in members)
+            if missing:
+                raise ManifestError(f"{model_dir}: weights file lacks state tensors {missing[:5]}")
+            out = {}
+            for n, shape in shapes.items():
+                info = zf.getinfo(f"{n}.npy")
+                with zf.open(info) as member:
+                    out[n] = _read_checked(member, f"{where}[{n}]", tuple(shape), dtype, info.file_size)
+            return out
+    except ManifestError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ManifestError(f"{where} is truncated or corrupt ({e})") from None
