@@ -38,6 +38,7 @@ PARAMETERS = {  # name -> default
     "seed": 0, "results_path": "none", "stale_s": 10.0,
     # a frame scoring longer than this ends the node (fatal, so the launcher restarts it); 0 = no limit
     "frame_timeout_s": 0.0, "rotate_mb": 0.0,   # results_path rotation (0 = never)
+    "trusted_keys": "",   # comma-separated Ed25519 public key files: the model must be signed by one
 }
 
 
@@ -137,7 +138,8 @@ def main(argv: Optional[list] = None) -> int:
     node = Node("edge_ad")
     p = {k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()}
     model_dir = str(demo_model_dir()) if p["model_dir"] in ("", "demo") else p["model_dir"]
-    scorer = Scorer.load(model_dir, backend=p["backend"])
+    trusted = [k.strip() for k in p["trusted_keys"].split(",") if k.strip()] or None
+    scorer = Scorer.load(model_dir, backend=p["backend"], trusted_keys=trusted)
     thr = None if math.isnan(p["threshold"]) else float(p["threshold"])
     thr = thr if thr is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .config import score_scale
+from .integrity import read_model_file
 from .manifest import ManifestError
 from .preprocess import FrameError, preprocess
 
@@ -43,7 +44,7 @@ class OrtBatchGraphs:
 
         def session(name: str):
             fname = manifest["graphs"][name]["file"]
-            data = (model_dir / fname).read_bytes()
+            data = read_model_file(model_dir, fname)          # no symlinks (runtime/integrity.py)
             if hashlib.sha256(data).hexdigest() != manifest["files"].get(fname):
                 raise ManifestError(f"{model_dir}: {fname} does not match its sha256 in the manifest")
             return ort.InferenceSession(data, so, providers=providers)
