@@ -40,7 +40,7 @@ class StubScorer:
 @pytest.fixture
 def stub(monkeypatch):
     s = StubScorer()
-    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, trusted_keys=None: s)
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: s)
     return s
 
 

@@ -302,7 +302,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         raise click.ClickException(str(e))
 
     try:
-        scorer = load_scorer(model, backend, trusted_keys)
+        scorer = load_scorer(model, backend, trusted_keys) if trusted_keys else load_scorer(model, backend)
         z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
         thr = threshold if threshold is not None else scorer_threshold(scorer)
         spec = scorer_spec(scorer)
