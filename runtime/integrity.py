@@ -12,7 +12,7 @@ reads a model:
   * names are plain relative paths ("a.onnx", "sub/b.bin"): no absolute path, no "." or "..".
 The checks run before anything is parsed; a file swapped between the check and onnxruntime's own
 read is outside this threat model (a signed manifest, runtime/signing.py, covers files at rest).
-TensorRT engines (runtime/engine_cache.py) are built locally from the verified graphs and carry their
+TensorRT engines (runtime/backends/engine_cache.py) are built locally from the verified graphs and carry their
 own sha256 sidecars; they are not part of the exported model.
 """
 from __future__ import annotations
