@@ -445,6 +445,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
     calibrated anomaly threshold; refused if it was calibrated under another search configuration.
+    Default: the checkpoint's own (``scoring["threshold"]``) when it was calibrated for the exported
+    configuration (``checkpoint_threshold``); ``threshold=False``: none.
     search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
     reference configuration. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
@@ -476,6 +478,10 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     cfg = search
     E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
     bank = resolve_latent_bank(cfg, latent_bank, scoring, G.cfg.z_dim)   # None unless score_latent_power > 0
+    if threshold is None:
+        threshold = checkpoint_threshold(scoring, cfg, log)
+    elif threshold is False:
+        threshold = None
     if threshold is not None:
         threshold = check_threshold(threshold, cfg)
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
@@ -689,6 +695,22 @@ def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state
                      "(runtime/backends/host_adam.py)" if kind == "grad_tail" else
                      "grad_tail_seed without the weight gradients (lr_theta = 0)")
     return entry
+
+
+def checkpoint_threshold(scoring, cfg: SearchConfig, log: Callable = print) -> Optional[dict]:
+    """The calibrated threshold a checkpoint carries (``scoring["threshold"]``) if it was calibrated
+    for ``cfg``; else None, saying why when the checkpoint has one that does not apply."""
+    thr = scoring.get("threshold") if isinstance(scoring, dict) else None
+    if not isinstance(thr, dict):
+        return None
+    diff = search_differences(thr["search"], cfg) if isinstance(thr.get("search"), dict) else []
+    if diff:
+        log(f"note: the checkpoint's threshold was calibrated for its own scoring configuration; this export "
+            f"differs in {diff}, so the model gets no threshold (calibrate one: edge-ad eval / edge-ad calibrate)")
+        return None
+    log(f"threshold {thr.get('value')} from the checkpoint (calibrated at {thr.get('target_fpr')} false alarms "
+        f"on {thr.get('normal', 'normal frames')})")
+    return {**thr, "source": "checkpoint"}
 
 
 def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:

@@ -12,6 +12,14 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   as the capture of kinect-rgbd did.
   Centre-crop to a square, resize to ``resolution`` (area for downscale), then
   (v / 255 - 0.5) / 0.5 per channel -> float32 array (4, resolution, resolution) in [-1, 1].
+  ``colour_norm`` (issue 12; default "none" = the above, as every older export): before the scaling,
+  the foreground's RGB (depth > 0) is multiplied by a gain so that its mean colour equals
+  ``colour_reference`` (0..1; the train frames' mean foreground colour): "gray" one gain for the three
+  channels (brightness), "rgb" one per channel (brightness and white balance); gains clipped to
+  [1/3, 3], values to [0, 1]. It makes the input invariant to global light and colour casts.
+  ``align`` (issue 12; default "none"): "centroid" shifts the resized frame by whole pixels so that the
+  foreground's centroid sits at the image centre (vacated pixels background), which makes the input
+  invariant to small camera shifts.
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
@@ -26,6 +34,9 @@ import numpy as np
 from PIL import Image
 
 CHANNELS = ("R", "G", "B", "D")
+COLOUR_NORMS = ("none", "gray", "rgb")
+COLOUR_GAIN_LIMITS = (1 / 3, 3.0)
+ALIGNS = ("none", "centroid")
 
 
 class FrameError(ValueError):
@@ -131,10 +142,14 @@ class PreprocessSpec:
     mask_rgb_background: bool = True
     channels: tuple = field(default=CHANNELS)
     sensor_faults: SensorLimits = field(default_factory=SensorLimits)
+    colour_norm: str = "none"                        # "none" | "gray" | "rgb" (module docstring)
+    align: str = "none"                              # "none" | "centroid" (module docstring)
+    colour_reference: tuple = (0.5, 0.5, 0.5)        # mean foreground RGB in 0..1 after colour_norm
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["colour_reference"] = [float(v) for v in self.colour_reference]
         return d
 
     @classmethod
@@ -144,11 +159,18 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; "
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
-        if "channels" in known:
-            known["channels"] = tuple(known["channels"])
+        for k in ("channels", "colour_reference"):
+            if k in known:
+                known[k] = tuple(known[k])
         if "sensor_faults" in known:
             known["sensor_faults"] = SensorLimits.from_dict(known["sensor_faults"])
         spec = cls(**known)
+        if spec.align not in ALIGNS:
+            raise ValueError(f"align must be one of {ALIGNS}, got {spec.align!r}")
+        if spec.colour_norm not in COLOUR_NORMS or len(spec.colour_reference) != 3 \
+                or not all(0 < float(v) <= 1 for v in spec.colour_reference):
+            raise ValueError(f"colour_norm must be one of {COLOUR_NORMS} and colour_reference three values in "
+                             f"(0, 1], got {spec.colour_norm!r}, {spec.colour_reference}")
         if spec.channels != CHANNELS:
             raise ValueError(f"unsupported channel order {spec.channels}, expected {CHANNELS}")
         if not spec.far_mm > spec.near_mm >= 0:
@@ -216,13 +238,51 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)
     # nearest for depth: averaging across the object edge would invent depths
     d8 = _square_resize(d8, spec.resolution, Image.NEAREST)
-    return np.concatenate([rgb, d8[:, :, None]], axis=2)
+    out = np.concatenate([rgb, d8[:, :, None]], axis=2)
+    return align_centroid(out) if spec.align == "centroid" else out
+
+
+def align_centroid(rgbd: np.ndarray) -> np.ndarray:
+    """(R, R, 4) uint8 -> the same shifted by whole pixels so that the foreground's (depth > 0)
+    centroid lands on the centre pixel (R // 2); vacated pixels 0. No foreground: unchanged."""
+    fg = rgbd[..., 3] > 0
+    if not fg.any():
+        return rgbd
+    R0, R1 = rgbd.shape[:2]
+    ys, xs = np.nonzero(fg)
+    dy, dx = R0 // 2 - int(np.rint(ys.mean())), R1 // 2 - int(np.rint(xs.mean()))
+    out = np.zeros_like(rgbd)
+    sy, ty = (slice(0, R0 - dy), slice(dy, R0)) if dy >= 0 else (slice(-dy, R0), slice(0, R0 + dy))
+    sx, tx = (slice(0, R1 - dx), slice(dx, R1)) if dx >= 0 else (slice(-dx, R1), slice(0, R1 + dx))
+    out[ty, tx] = rgbd[sy, sx]
+    return out
 
 
 def normalize_uint8(rgbd: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(..., H, W, 4) uint8 -> (..., 4, H, W) float32 in [-1, 1]: (v/255 - mean) / std."""
-    x = (rgbd.astype(np.float32) / 255.0 - spec.mean) / spec.std
+    v = rgbd.astype(np.float32) / 255.0
+    if spec.colour_norm != "none":
+        v = normalize_colour(v, spec)
+    x = (v - spec.mean) / spec.std
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def normalize_colour(v: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(..., H, W, 4) float32 RGBD in [0, 1] -> the same with the foreground's RGB scaled so that its
+    mean colour is spec.colour_reference (one gain for "gray", per channel for "rgb"; clipped to
+    COLOUR_GAIN_LIMITS). Frames without foreground are returned unchanged."""
+    fg = (v[..., 3] > 0)[..., None]                                          # (..., H, W, 1)
+    n = np.maximum(fg.sum(axis=(-3, -2)), 1)                                 # (..., 1)
+    mean = (v[..., :3] * fg).sum(axis=(-3, -2)) / n                          # (..., 3)
+    ref = np.asarray(spec.colour_reference, np.float32)
+    if spec.colour_norm == "gray":
+        gain = np.repeat(ref.mean() / np.maximum(mean.mean(-1, keepdims=True), 1e-3), 3, -1)
+    else:
+        gain = ref / np.maximum(mean, 1e-3)
+    gain = np.clip(gain, *COLOUR_GAIN_LIMITS).astype(np.float32)[..., None, None, :]   # (..., 1, 1, 3)
+    out = v.copy()
+    out[..., :3] = np.where(fg, np.clip(v[..., :3] * gain, 0.0, 1.0), v[..., :3])
+    return out
 
 
 def preprocess(rgb, depth, spec: PreprocessSpec | None = None) -> np.ndarray:

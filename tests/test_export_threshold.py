@@ -39,3 +39,27 @@ def test_threshold_from_before_a_setting_existed(tmp_path, tiny_generator):
     with pytest.raises(ExportError, match=r"another search configuration .*'latent_metric'"):
         export_model(tiny_generator, tmp_path / "m2", search=cfg.replace(latent_metric="l2"), parity=False,
                      unrolled=False, threshold=thr, log=lambda *_: None)
+
+
+def test_checkpoint_threshold_is_the_export_default(tmp_path, tiny_generator):
+    """A checkpoint that carries its calibrated threshold (scoring["threshold"]) exports it by default;
+    an export with other search settings gets none (a threshold belongs to its score); threshold=False
+    exports none."""
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    cfg = SearchConfig(k=2, n_seed=1)
+    thr = {"value": 0.042, "target_fpr": 0.05, "n_normal": 100, "normal": "val", "search": cfg.to_dict()}
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": "x", "search": cfg.to_dict(), "threshold": thr})
+    said = []
+    export_model(tmp_path / "g.pt", tmp_path / "m", parity=False, unrolled=False, log=said.append)
+    assert Scorer.load(tmp_path / "m").threshold == pytest.approx(0.042)
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["threshold"]["source"] == "checkpoint"
+    assert any("from the checkpoint" in s for s in said)
+    said.clear()
+    export_model(tmp_path / "g.pt", tmp_path / "m2", search=cfg.replace(k=3), parity=False, unrolled=False,
+                 log=said.append)
+    assert Scorer.load(tmp_path / "m2").threshold is None and any("'k'" in s for s in said)
+    export_model(tmp_path / "g.pt", tmp_path / "m3", parity=False, unrolled=False, threshold=False,
+                 log=lambda *_: None)
+    assert Scorer.load(tmp_path / "m3").threshold is None

@@ -37,8 +37,11 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
               help="Sign the export with this Ed25519 private key (PEM; `edge-ad keygen`): writes "
                    "manifest.sig, checked by `edge-ad run --trusted-key`.")
+@click.option("--no-threshold", is_flag=True,
+              help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
+              "for the exported configuration).")
 def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk_kb, parity_frames, parity_n,
-        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file, sign_key):
+        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file, sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
@@ -91,6 +94,10 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk
             raise click.ClickException(f"--threshold-file {threshold_file}: not JSON ({e})")
     if threshold_value is not None:
         threshold = {"value": threshold_value, "source": "--threshold"}
+    if no_threshold:
+        if threshold is not None:
+            raise click.UsageError("--no-threshold contradicts --threshold / --threshold-file")
+        threshold = False
     try:
         man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
                            parity_frames=frames, parity=not no_parity, tolerance=tolerance,

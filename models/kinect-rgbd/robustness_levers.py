@@ -1,0 +1,151 @@
+"""Reproduce the robustness-lever table of README.md: val AUROC, false alarms and anomalies flagged
+(threshold at 5 % of the clean val normals) of score variants on a model's generator + izi encoder,
+clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
+
+    .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT]
+
+Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
+2 px / also under photometric jitter) and the per-frame colour normalisation of the foreground
+(runtime.preprocess: "none", "gray" = one gain, "rgb" = one gain per channel, to the train frames'
+mean foreground colour).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_ad.models.baselines import nearest_neighbour_scores
+from edge_ad.models.checkpoint import load_generator
+from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+from edge_ad.models.encoder import encoder_latents
+from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, threshold_rates
+from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
+from edge_ad.runtime import nuisance as nu
+from edge_ad.runtime.config import LatentMemory
+from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
+from edge_ad.runtime.sources.folder import read_pair
+
+HERE = Path(__file__).resolve().parent
+
+
+def raw_frames(data, cls, split):
+    return [read_pair(Path(data) / cls, str(i)) for i in kinect_split_ids(data, cls, split)]
+
+
+def to_x(frames, spec):
+    return normalize_uint8(np.stack([frame_to_uint8(r, d, spec) for r, d in frames]), spec)
+
+
+class RandomPose:
+    """Mirrored with probability 1/2 and shifted by (dy, dx) uniform in [-px, px]^2, drawn per frame."""
+
+    def __init__(self, px, j):
+        self.px, self.j = px, j
+
+    def __call__(self, rgb, depth, rng):
+        if rng.random() < 0.5:
+            rgb, depth = nu.Mirror()(rgb, depth)
+        dy, dx = rng.integers(-self.px, self.px + 1, 2)
+        return nu.Shift(int(dy), int(dx))(rgb, depth)
+
+
+def bank_augmentations(kind: str) -> list:
+    """The nuisances whose train-frame latents form the bank (None = the frame as it is)."""
+    out = [None]
+    if kind in ("mirror", "pose", "pose+photo"):
+        out.append(nu.Mirror())
+    if kind in ("pose", "pose+photo"):
+        shifts = [nu.Shift(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
+        out += shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
+    if kind == "pose3":
+        shifts = [nu.Shift(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if (dy, dx) != (0, 0)]
+        out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
+    if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
+        out = [None, nu.Mirror()] + [RandomPose(3, j) for j in range(int(kind[6:]) - 2)]
+    if kind == "pose+photo":
+        out += [nu.Brightness(0.8), nu.Brightness(1.2), nu.WhiteBalance((1.1, 1.0, 0.9)),
+                nu.WhiteBalance((0.9, 1.0, 1.1))]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--class", dest="cls", required=True, choices=KINECT_CLASSES)
+    ap.add_argument("--model", help="checkpoint (default models/kinect-rgbd/CLASS.pt)")
+    ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
+    ap.add_argument("--colour", default="none,gray,rgb")
+    ap.add_argument("--banks", default="plain,mirror,pose,pose+photo")
+    ap.add_argument("--align", default="none")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    path = a.model or HERE / f"{a.cls}.pt"
+    G, E, cfg = load_generator(path), checkpoint_encoder(path), checkpoint_search_config(path)
+    p = cfg.score_fg_power
+    train = raw_frames(a.data, a.cls, "train")
+    val = {c: raw_frames(a.data, c, "val") for c in [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]}
+    conds = {"clean": None, **{(n := nu.parse_nuisance(t)).name: n for t in nu.DEFAULT_SUITE}}
+    base_spec = G.preprocess
+    # the colour reference: mean foreground colour of the train frames (0..1)
+    u8 = np.stack([frame_to_uint8(r, d, base_spec) for r, d in train])
+    fg = u8[..., 3] > 0
+    ref = tuple(float(u8[..., c][fg].mean() / 255) for c in range(3))
+    Tx_plain = to_x(train, base_spec)
+    cond_frames = {lab: {c: (f if n is None else [n(*fr, nu.frame_rng(0, 100000 * g + i, k)) for i, fr in enumerate(f)])
+                         for g, (c, f) in enumerate(val.items())} for k, (lab, n) in enumerate(conds.items())}
+    baseline = {lab: {c: nearest_neighbour_scores(Tx_plain, to_x(f, base_spec), fg_power=1.0) for c, f in fr.items()}
+                for lab, fr in cond_frames.items()}
+    results = {}
+    for colour in a.colour.split(","):
+        spec = PreprocessSpec.from_dict({**base_spec.to_dict(), "colour_norm": colour, "colour_reference": ref,
+                                         "align": a.align})
+        t0 = time.perf_counter()
+        feats = {}
+        for lab, fr in cond_frames.items():
+            feats[lab] = {}
+            for c, f in fr.items():
+                x = to_x(f, spec)
+                z = encoder_latents(E, x)
+                with torch.no_grad():
+                    r = G(torch.as_tensor(z)[:, :, None, None]).numpy()
+                fgs = np.maximum((x[:, 3] > -1 + 1e-3).mean((1, 2)), cfg.fg_floor)
+                feats[lab][c] = (((x - r) ** 2).mean((1, 2, 3)) / fgs ** p, z)
+        for bank_kind in a.banks.split(","):
+            augs = bank_augmentations(bank_kind)
+            bank = np.concatenate([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
+                                   for j, n in enumerate(augs)])
+            mem = LatentMemory(bank, cfg.latent_metric)
+            rows = {}
+            for lab in conds:
+                s = {c: res * np.array([mem.distance(e) for e in z]) ** cfg.score_latent_power
+                     for c, (res, z) in feats[lab].items()}
+                rows[lab] = s
+            thr = calibrate_threshold(rows["clean"][a.cls], 0.05)
+            table = {}
+            for lab, s in rows.items():
+                s = dict(s)
+                normal = s.pop(a.cls)
+                an = np.concatenate(list(s.values()))
+                b = dict(baseline[lab])
+                bn = b.pop(a.cls)
+                table[lab] = {"auroc": detection_metrics(normal, an)["auroc"], **threshold_rates(normal, an, thr),
+                              "baseline_auroc": detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]}
+            name = f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
+            results[name] = table
+            mean = np.mean([r["auroc"] for r in table.values()])
+            worst = min(table.items(), key=lambda kv: kv[1]["auroc"])
+            fa = max(r["false_alarm_rate"] for r in table.values())
+            print(f"{a.cls:9s} {name:40s} clean {table['clean']['auroc']:.3f}  mean {mean:.3f}  worst {worst[1]['auroc']:.3f} "
+                  f"({worst[0]})  max FA {fa:.0%}  NN mean {np.mean([r['baseline_auroc'] for r in table.values()]):.3f}  "
+                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+            print("    " + "  ".join(f"{lab}: {r['auroc']:.3f}/{r['false_alarm_rate']:.0%}" for lab, r in table.items()), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

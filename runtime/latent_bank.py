@@ -1,0 +1,41 @@
+"""The latent memory's inputs (torch-free): a normal frame and its augmented copies, preprocessed.
+
+A model's latent bank holds E(x) of normal frames; to cover everyday variation it also holds E of
+each normal frame under a few augmentations (mirrored, shifted by a few pixels), named by their
+``runtime.nuisance.parse_nuisance`` texts in the checkpoint (``scoring["latent_bank_info"]["augment"]``)
+and the manifest (``latent_bank["augment"]``). The release (models/kinect-rgbd/make_release.py,
+PyTorch encoder) and ``edge-ad calibrate`` (encoder.onnx) both build the inputs here, so a bank
+rebuilt on the robot matches the shipped one's recipe.
+
+Augmentations act on the frame at the model's resolution (after the crop and resize, before
+``align`` and the scaling), so "shift:2,0" means two model pixels whatever the camera's size.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from .nuisance import frame_rng, parse_nuisance
+from .preprocess import PreprocessSpec, align_centroid, frame_to_uint8, normalize_uint8
+
+# The shipped banks' augmentations (issue 12): mirrored, and shifted by 2 px in the 8 directions,
+# with and without the mirror: 1 + 17 inputs per normal frame.
+POSE_AUGMENT = ("mirror",) + tuple(f"{m}shift:{dy},{dx}" for m in ("", "mirror+") for dy in (-2, 0, 2)
+                                   for dx in (-2, 0, 2) if (dy, dx) != (0, 0))
+
+
+def bank_inputs(rgb, depth, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
+                index: int = 0) -> np.ndarray:
+    """float32 (1 + len(augment), 4, R, R): the preprocessed frame, then the frame under each
+    augmentation (nuisance texts; random ones draw from frame_rng(seed, index, j)).
+    Raises preprocess.FrameError for a frame that cannot be scored, ValueError for a bad text."""
+    u8 = frame_to_uint8(rgb, depth, dataclasses.replace(spec, align="none"))     # (R, R, 4)
+    out = [u8]
+    for j, text in enumerate(augment):
+        r, d = parse_nuisance(text)(u8[..., :3], u8[..., 3], frame_rng(seed, index, j))
+        out.append(np.concatenate([r, d[..., None]], axis=2))
+    if spec.align == "centroid":
+        out = [align_centroid(a) for a in out]
+    return normalize_uint8(np.stack(out), spec)
