@@ -14,6 +14,7 @@ COMMANDS = {
     "export": "export",
     "run": "run",
     "batch": "batch",
+    "calibrate": "calibrate",
     "bench": "bench",
     "build-engine": "build_engine",
     "keygen": "keygen",

@@ -554,6 +554,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         manifest["latent_bank"] = {
             "file": "latent_bank.npy", "shape": list(bank.shape), "dtype": "float32",
             "metric": cfg.latent_metric, "info": _jsonable((scoring or {}).get("latent_bank_info")),
+            # the augmentations the bank was built with (runtime/latent_bank.py; edge-ad calibrate reuses them)
+            "augment": list(((scoring or {}).get("latent_bank_info") or {}).get("augment") or []),
             "score": "score *= max(d(E(x), bank), latent_floor) ** score_latent_power, E = encoder.onnx"}
     if threshold is not None:
         manifest["threshold"] = threshold

@@ -37,5 +37,5 @@ def bank_inputs(rgb, depth, spec: PreprocessSpec, augment: Sequence[str] = (), s
         r, d = parse_nuisance(text)(u8[..., :3], u8[..., 3], frame_rng(seed, index, j))
         out.append(np.concatenate([r, d[..., None]], axis=2))
     if spec.align == "centroid":
-        out = [align_centroid(a) for a in out]
+        out = [align_centroid(a, spec.align_centre) for a in out]
     return normalize_uint8(np.stack(out), spec)

@@ -18,8 +18,8 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   channels (brightness), "rgb" one per channel (brightness and white balance); gains clipped to
   [1/3, 3], values to [0, 1]. It makes the input invariant to global light and colour casts.
   ``align`` (issue 12; default "none"): "centroid" shifts the resized frame by whole pixels so that the
-  foreground's centroid sits at the image centre (vacated pixels background), which makes the input
-  invariant to small camera shifts.
+  foreground's centroid sits at ``align_centre`` (y, x as shares of the side; the train frames' mean
+  centroid), vacated pixels background, which makes the input invariant to small camera shifts.
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
@@ -144,12 +144,14 @@ class PreprocessSpec:
     sensor_faults: SensorLimits = field(default_factory=SensorLimits)
     colour_norm: str = "none"                        # "none" | "gray" | "rgb" (module docstring)
     align: str = "none"                              # "none" | "centroid" (module docstring)
+    align_centre: tuple = (0.5, 0.5)                 # where "centroid" puts the centroid (y, x), share of R
     colour_reference: tuple = (0.5, 0.5, 0.5)        # mean foreground RGB in 0..1 after colour_norm
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["colour_reference"] = [float(v) for v in self.colour_reference]
+        d["align_centre"] = [float(v) for v in self.align_centre]
         return d
 
     @classmethod
@@ -159,14 +161,15 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; "
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
-        for k in ("channels", "colour_reference"):
+        for k in ("channels", "colour_reference", "align_centre"):
             if k in known:
                 known[k] = tuple(known[k])
         if "sensor_faults" in known:
             known["sensor_faults"] = SensorLimits.from_dict(known["sensor_faults"])
         spec = cls(**known)
-        if spec.align not in ALIGNS:
-            raise ValueError(f"align must be one of {ALIGNS}, got {spec.align!r}")
+        if spec.align not in ALIGNS or len(spec.align_centre) != 2 or not all(0 <= float(v) < 1 for v in spec.align_centre):
+            raise ValueError(f"align must be one of {ALIGNS} and align_centre two shares in [0, 1), got "
+                             f"{spec.align!r}, {spec.align_centre}")
         if spec.colour_norm not in COLOUR_NORMS or len(spec.colour_reference) != 3 \
                 or not all(0 < float(v) <= 1 for v in spec.colour_reference):
             raise ValueError(f"colour_norm must be one of {COLOUR_NORMS} and colour_reference three values in "
@@ -239,18 +242,19 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     # nearest for depth: averaging across the object edge would invent depths
     d8 = _square_resize(d8, spec.resolution, Image.NEAREST)
     out = np.concatenate([rgb, d8[:, :, None]], axis=2)
-    return align_centroid(out) if spec.align == "centroid" else out
+    return align_centroid(out, spec.align_centre) if spec.align == "centroid" else out
 
 
-def align_centroid(rgbd: np.ndarray) -> np.ndarray:
+def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:
     """(R, R, 4) uint8 -> the same shifted by whole pixels so that the foreground's (depth > 0)
-    centroid lands on the centre pixel (R // 2); vacated pixels 0. No foreground: unchanged."""
+    centroid lands on pixel rint(centre * R); vacated pixels 0. No foreground: unchanged."""
     fg = rgbd[..., 3] > 0
     if not fg.any():
         return rgbd
     R0, R1 = rgbd.shape[:2]
     ys, xs = np.nonzero(fg)
-    dy, dx = R0 // 2 - int(np.rint(ys.mean())), R1 // 2 - int(np.rint(xs.mean()))
+    dy = int(np.rint(centre[0] * R0)) - int(np.rint(ys.mean()))
+    dx = int(np.rint(centre[1] * R1)) - int(np.rint(xs.mean()))
     out = np.zeros_like(rgbd)
     sy, ty = (slice(0, R0 - dy), slice(dy, R0)) if dy >= 0 else (slice(-dy, R0), slice(0, R0 + dy))
     sx, tx = (slice(0, R1 - dx), slice(dx, R1)) if dx >= 0 else (slice(-dx, R1), slice(0, R1 + dx))

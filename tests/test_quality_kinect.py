@@ -3,6 +3,7 @@ the other two anomalous) on a fixed val subset stays above (the AUROC measured a
 The subset and the measured value are recorded in the checkpoint's scoring["val"]["ci_subset"]."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,18 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
     cfg = checkpoint_search_config(path)
     assert cfg is not None and cfg.name == ck["scoring"]["name"]
     G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
-    if cfg.uses_latent_bank:   # the bank is E(x) of the class's 300 train frames, never of val frames
-        from edge_ad.models.encoder import encoder_latents
+    if cfg.uses_latent_bank:   # the bank is E(x) of the class's 300 train frames (and of their augmented
+        from edge_ad.models.encoder import encoder_latents                # copies), never of val frames
+        augment = (ck["scoring"].get("latent_bank_info") or {}).get("augment") or []
         train = to_tensor(load_kinect(kinect_root, cls, "train", G.preprocess)[1], G.preprocess).numpy()
-        np.testing.assert_allclose(bank, encoder_latents(E, train), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bank[::1 + len(augment)], encoder_latents(E, train), rtol=1e-4, atol=1e-5)
+        if augment:   # the whole bank, rebuilt as edge-ad calibrate rebuilds a scene's rows (runtime/latent_bank.py)
+            from edge_ad.runtime.latent_bank import bank_inputs
+            from edge_ad.runtime.sources.folder import read_pair
+            ids = json.loads((kinect_root / "splits.json").read_text())[cls]["train"]
+            X = np.concatenate([bank_inputs(*read_pair(kinect_root / cls, str(i)), G.preprocess, augment, index=n)
+                                for n, i in enumerate(ids)])
+            np.testing.assert_allclose(bank, encoder_latents(E, X), rtol=1e-4, atol=1e-5)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     n = sub["max_per_class"]
     scores = {}
@@ -52,3 +61,6 @@ def test_shipped_models_are_small_and_weights_only():
         for key in ("objective", "epochs", "seed", "hflip", "max_shift"):
             assert key in ck["train"]["config"]
         assert np.isfinite(ck["scoring"]["val"]["auroc"]["overall"])
+        thr = ck["scoring"]["threshold"]         # calibrated out of the box, for the shipped configuration
+        assert np.isfinite(thr["value"]) and thr["value"] > 0 and thr["target_fpr"] == 0.05
+        assert thr["search"] == ck["scoring"]["search"] and thr["n_normal"] == 100

@@ -32,10 +32,21 @@ def main(argv=None):
     ap.add_argument("--encoder-width", type=int, default=16)
     ap.add_argument("--data", help="kinect-rgbd root: measure val AUROC, baselines and the CI subset now")
     ap.add_argument("--ci-per-class", type=int, default=100, help="val frames per class of the CI floor test")
+    ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align); "
+                    "\"auto\" for colour_reference / align_centre: the train frames' mean foreground colour / centroid")
+    ap.add_argument("--bank-augment", default="", help="augmentations of the bank's train frames: 'pose' "
+                    "(runtime.latent_bank.POSE_AUGMENT), 'mirror', or nuisance texts joined by ';'")
+    ap.add_argument("--threshold-fpr", type=float, default=0.05,
+                    help="calibrate the shipped threshold on the val normals at this false-alarm rate (needs --data)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     G = load_generator(a.generator)
     src = read_checkpoint(a.generator)
+    if a.preprocess:
+        if not a.data:
+            raise SystemExit("--preprocess needs --data")
+        G.preprocess = release_spec(G.preprocess, json.loads(a.preprocess), a.data, a.cls)
+        print(f"preprocess: {G.preprocess.to_dict()}")
     train = dict(src["train"])
     train.setdefault("source_run", str(a.generator))   # a re-release keeps the original run
     cfg = SearchConfig.from_dict(json.loads(a.search))
@@ -68,15 +79,23 @@ def main(argv=None):
         if not (a.data and E is not None):
             raise SystemExit("a configuration with score_latent_power > 0 needs an encoder and --data (the bank "
                              "is E(x) of the class's train frames)")
-        from edge_ad.models.data import load_kinect, to_tensor
-        from edge_ad.models.encoder import latent_bank
-        ids, arr = load_kinect(a.data, a.cls, "train", G.preprocess)
-        scoring["latent_bank"] = torch.from_numpy(latent_bank(E, to_tensor(arr, G.preprocess).numpy()))
-        scoring["latent_bank_info"] = {"frames": f"kinect-rgbd {a.cls} train split", "n": len(ids),
-                                       "what": "E(x), the izi encoder's latents of the normal training frames"}
+        augment = bank_augment(a.bank_augment)
+        bank = train_bank(E, a.data, a.cls, G.preprocess, augment)
+        scoring["latent_bank"] = torch.from_numpy(bank)
+        scoring["latent_bank_info"] = {"frames": f"kinect-rgbd {a.cls} train split", "n": len(bank),
+                                       "n_frames": len(bank) // (1 + len(augment)), "augment": list(augment),
+                                       "what": "E(x), the izi encoder's latents of the normal training frames "
+                                               "and of their augmented copies (runtime/latent_bank.py)"}
     if a.data:
         scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"])
+        normal_scores = scoring["val"].pop("normal_scores")
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
+        if a.threshold_fpr:
+            from edge_ad.models.evaluate import calibrate_threshold
+            scoring["threshold"] = {"value": calibrate_threshold(normal_scores, a.threshold_fpr),
+                                    "target_fpr": a.threshold_fpr, "n_normal": len(normal_scores),
+                                    "normal": f"kinect-rgbd {a.cls} val", "search": cfg.to_dict()}
+            print(f"threshold: {scoring['threshold']['value']:.6g} at {a.threshold_fpr} false alarms on the val normals")
     save_checkpoint(a.out, G, preprocess=G.preprocess, train=train, scoring=scoring)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
@@ -107,9 +126,55 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None) -> dict:
             "nearest-neighbour MSE/fg": {c: nearest_neighbour_scores(train, x, fg_power=1.0) for c, x in X.items()},
             "foreground area": {c: area_scores(train, x) for c, x in X.items()}}
     return {"split": "val", "n_per_class": {c: len(x) for c, x in X.items()}, "seed": seed,
+            "normal_scores": [float(v) for v in S[cls]],
             "auroc": table(S), "baselines": {k: table(v) for k, v in base.items()},
             "batched_seconds_per_frame": round(secs, 4),
             "ci_subset": {"max_per_class": ci_per_class, "seed": seed, "auroc_overall": table(S, ci_per_class)["overall"]}}
+
+
+def release_spec(spec, fields: dict, data, cls):
+    """spec with ``fields`` set; "auto" colour_reference / align_centre measured on the class's train frames."""
+    import numpy as np
+
+    from edge_ad.models.data import load_kinect
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    u8 = load_kinect(data, cls, "train", PreprocessSpec.from_dict({**spec.to_dict(), "align": "none"}))[1]
+    fg = u8[..., 3] > 0                                                    # (N, R, R)
+    fields = dict(fields)
+    if fields.get("colour_reference") == "auto":
+        fields["colour_reference"] = [round(float(u8[..., c][fg].mean() / 255), 4) for c in range(3)]
+    if fields.get("align_centre") == "auto":
+        R = u8.shape[1]
+        ys, xs = np.mgrid[:R, :R]
+        n = np.maximum(fg.sum((1, 2)), 1)
+        fields["align_centre"] = [round(float(((fg * g).sum((1, 2)) / n).mean() / R), 4) for g in (ys, xs)]
+    return PreprocessSpec.from_dict({**spec.to_dict(), **fields})
+
+
+def bank_augment(text: str) -> tuple:
+    from edge_ad.runtime.latent_bank import POSE_AUGMENT
+    if text in ("", "none"):
+        return ()
+    if text == "pose":
+        return POSE_AUGMENT
+    if text == "mirror":
+        return ("mirror",)
+    return tuple(t.strip() for t in text.split(";") if t.strip())
+
+
+def train_bank(E, data, cls, spec, augment) -> "np.ndarray":
+    """E of the class's train frames and of their augmented copies (runtime.latent_bank.bank_inputs),
+    float32 (N * (1 + len(augment)), z_dim), frame by frame in that order."""
+    import numpy as np
+
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.runtime.latent_bank import bank_inputs
+    from edge_ad.runtime.sources.folder import read_pair
+    ids = kinect_split_ids(data, cls, "train")
+    X = np.concatenate([bank_inputs(*read_pair(Path(data) / cls, str(i)), spec, augment, index=n)
+                        for n, i in enumerate(ids)])
+    return encoder_latents(E, X)
 
 
 if __name__ == "__main__":

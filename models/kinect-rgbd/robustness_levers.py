@@ -94,6 +94,10 @@ def main(argv=None):
     u8 = np.stack([frame_to_uint8(r, d, base_spec) for r, d in train])
     fg = u8[..., 3] > 0
     ref = tuple(float(u8[..., c][fg].mean() / 255) for c in range(3))
+    ys, xs = np.mgrid[:u8.shape[1], :u8.shape[2]]
+    n_fg = np.maximum(fg.sum((1, 2)), 1)
+    centre = (float(((fg * ys).sum((1, 2)) / n_fg).mean() / u8.shape[1]),
+              float(((fg * xs).sum((1, 2)) / n_fg).mean() / u8.shape[2]))
     Tx_plain = to_x(train, base_spec)
     cond_frames = {lab: {c: (f if n is None else [n(*fr, nu.frame_rng(0, 100000 * g + i, k)) for i, fr in enumerate(f)])
                          for g, (c, f) in enumerate(val.items())} for k, (lab, n) in enumerate(conds.items())}
@@ -102,7 +106,7 @@ def main(argv=None):
     results = {}
     for colour in a.colour.split(","):
         spec = PreprocessSpec.from_dict({**base_spec.to_dict(), "colour_norm": colour, "colour_reference": ref,
-                                         "align": a.align})
+                                         "align": a.align, "align_centre": centre if a.align == "centroid" else (0.5, 0.5)})
         t0 = time.perf_counter()
         feats = {}
         for lab, fr in cond_frames.items():

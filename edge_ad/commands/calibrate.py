@@ -1,0 +1,45 @@
+"""``edge-ad calibrate --model DIR --source URI --out DIR``: adapt an exported model to a new scene
+from normal frames of that scene (torch-free: runs on the robot's lean install)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("calibrate")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="exported model directory (edge-ad export); never modified.")
+@click.option("--source", "source_uri", required=True,
+              help="normal frames of the new scene: a camera, bag, recording or frame folder (as edge-ad run).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="the NEW model directory to write (must not exist or be empty).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
+              help="read at most this many frames from the source.")
+@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="target false-alarm rate on normal frames of the scene (sets the threshold).")
+@click.option("--min-frames", type=click.IntRange(min=2), default=20, show_default=True,
+              help="refuse to calibrate on fewer usable frames.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, threads):
+    """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
+    calibrate its threshold on them (leave-one-out), into a new model directory OUT."""
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.sources import SourceError, open_source
+
+    def progress(read, used):
+        if read == 1 or read % 10 == 0:
+            click.echo(f"  frame {read}/{max_frames} read, {used} usable", err=True)
+
+    click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
+    try:
+        with open_source(source_uri) as src:
+            man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
+                                  source=source_uri, progress=progress, threads=threads)
+    except (CalibrationError, ManifestError, SourceError) as e:
+        raise click.ClickException(str(e))
+    c, t = man["calibration"], man["threshold"]
+    bank = c.get("bank")
+    click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
+               f"({c['unreadable']} unreadable, {c['unscorable']} unscorable); threshold {t['value']:.4g} "
+               f"at {fpr:g} false alarms" + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
+                                             if bank else ""))

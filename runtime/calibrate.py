@@ -1,0 +1,188 @@
+"""Adapt an exported model to a new scene from normal frames of that scene, torch-free.
+
+    new_manifest = calibrate_model("model_dir", frames, "model_dir-scene", fpr=0.05, source="recording.bag")
+
+What the scoring needs per scene is rebuilt with the exported graphs (encoder.onnx and the search's
+graphs through ``Scorer``), and a NEW model directory is written; the original is never touched:
+
+  latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
+                of its augmented copies (the recipe the bank was built with: manifest
+                latent_bank["augment"], runtime/latent_bank.py); models without a latent memory keep
+                their files as they are.
+  threshold     the (1 - fpr) quantile of the scene frames' scores. A frame in the bank would score
+                itself at distance 0, so each frame is scored LEAVE-ONE-OUT: its latent distance is to
+                the bank without its own rows (its latent and its augmented copies), as an unseen
+                frame of the scene would be.
+
+The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
+frames read / used / unreadable / unscorable, date, target rate, the original model and its
+manifest's sha256) updated, and the sha256 of every file recomputed. The directory is written under
+a temporary name and renamed when complete, then verified as ``Scorer.load`` would.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from .config import LatentMemory, latent_factor
+from .latent_bank import bank_inputs
+from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
+from .preprocess import FrameError
+
+MIN_FRAMES = 20
+
+
+class CalibrationError(ValueError):
+    """Calibration impossible: too few usable frames, a bad output directory, a model it cannot adapt."""
+
+
+def _quantile_threshold(scores: np.ndarray, fpr: float) -> float:
+    """The threshold that flags at most ``fpr`` of ``scores`` (as models.evaluate.calibrate_threshold)."""
+    return float(np.quantile(np.asarray(scores, float), 1 - fpr, method="higher"))
+
+
+def _check_out(model_dir: Path, out_dir: Path) -> None:
+    if out_dir.resolve() == model_dir.resolve():
+        raise CalibrationError(f"--out {out_dir} is the model directory itself; calibration writes a NEW directory "
+                               "and never changes the original")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CalibrationError(f"--out {out_dir} already exists and is not empty; choose a new directory "
+                               "(calibrated models are never overwritten)")
+
+
+def score_scene(scorer, frames: Iterable, *, max_frames: Optional[int] = None, augment=(),
+                progress: Optional[Callable] = None) -> dict:
+    """Score the scene's frames with ``scorer`` (runtime.Scorer) and, when it uses a latent memory,
+    encode each frame and its augmented copies. ``frames`` yields runtime.sources Frames.
+
+    Returns {"ids", "scores" (n,), "base" (n,) the score without the latent factor, "latents"
+    (n, 1 + len(augment), z_dim) or None, "read", "unreadable", "unscorable", "reasons"}."""
+    cfg, spec = scorer.config, scorer.preprocess_spec
+    ids, scores, base, latents = [], [], [], []
+    read = unreadable = unscorable = 0
+    reasons = []
+    for fr in frames:
+        if max_frames is not None and read >= max_frames:
+            break
+        read += 1
+        if getattr(fr, "error", None) is not None or fr.rgb is None or fr.depth is None:
+            unreadable += 1
+            reasons.append(f"{fr.id}: {fr.error or 'no image'}")
+        else:
+            try:
+                X = bank_inputs(fr.rgb, fr.depth, spec, augment if cfg.uses_latent_bank else (), index=read)
+                r = scorer.score_input(X[0], seed=0)
+                if not np.isfinite(r.score):
+                    raise FrameError(f"score is {r.score}")
+                if cfg.uses_latent_bank:
+                    latents.append(np.stack([scorer.encode(x) for x in X]))          # (1 + A, z_dim)
+                    base.append(r.score / latent_factor(r.latent_distance, cfg))
+                else:
+                    base.append(r.score)
+                ids.append(fr.id)
+                scores.append(r.score)
+            except (FrameError, ValueError) as e:
+                unscorable += 1
+                reasons.append(f"{fr.id}: {e}")
+        if progress is not None:
+            progress(read, len(ids))
+    return {"ids": ids, "scores": np.array(scores), "base": np.array(base),
+            "latents": np.stack(latents) if latents else None, "read": read, "unreadable": unreadable,
+            "unscorable": unscorable, "reasons": reasons}
+
+
+def leave_one_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg) -> np.ndarray:
+    """Scores of the scene frames against the bank original + all scene rows, each frame without its
+    own rows: base_i * latent_factor(d_i). latents (n, A, z_dim); returns (n,)."""
+    n, A, z_dim = latents.shape
+    rows = latents.reshape(n * A, z_dim)
+    orig = LatentMemory(original_bank, cfg.latent_metric)
+    out = np.empty(n)
+    for i in range(n):
+        others = np.delete(rows, slice(i * A, (i + 1) * A), axis=0)
+        e = latents[i, 0]
+        d = orig.distance(e)
+        if len(others):
+            d = min(d, LatentMemory(others, cfg.latent_metric).distance(e))
+        out[i] = base[i] * latent_factor(d, cfg)
+    return out
+
+
+def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: float = 0.05,
+                    max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
+                    progress: Optional[Callable] = None, threads: Optional[int] = None) -> dict:
+    """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
+    Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
+    counts; bad --out) and ManifestError (a tampered or unusable model directory)."""
+    from .scorer import Scorer
+    if not 0 < fpr < 1:
+        raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_out(model_dir, out_dir)
+    scorer = Scorer.load(model_dir, threads=threads)
+    man = scorer.manifest
+    cfg = scorer.config
+    bank_entry = man.get("latent_bank") or {}
+    augment = list(bank_entry.get("augment") or [])
+    res = score_scene(scorer, frames, max_frames=max_frames, augment=augment, progress=progress)
+    n = len(res["ids"])
+    if n < min_frames:
+        first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
+        raise CalibrationError(
+            f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
+            f"{res['unscorable']} could not be scored){first}; calibration needs at least {min_frames} normal "
+            "frames of the scene")
+    new_bank = None
+    if cfg.uses_latent_bank:
+        original = np.load(model_dir / bank_entry["file"], allow_pickle=False)
+        scores = leave_one_out_scores(res["base"], res["latents"], original, cfg)
+        scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
+        new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
+    else:
+        scores = res["scores"]
+    threshold = _quantile_threshold(scores, fpr)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
+              "unreadable": res["unreadable"], "unscorable": res["unscorable"], "date": now,
+              "target_fpr": fpr, "from_model": str(model_dir),
+              "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
+              "scores": "leave-one-out latent distances" if new_bank is not None else "as scored"}
+    new = json.loads(json.dumps(man))
+    new.pop("signature", None)        # a signature covered the original manifest, not this one
+    new["threshold"] = {"value": threshold, "target_fpr": fpr, "n_normal": n,
+                        "normal": f"scene frames of {source}", "search": cfg.to_dict(), "source": "edge-ad calibrate",
+                        "calibrated": now}
+    if new_bank is not None:
+        new["latent_bank"] = {**bank_entry, "shape": list(new_bank.shape),
+                              "info": {"original": {"n": int(len(new_bank) - len(scene_rows)),
+                                                    "info": bank_entry.get("info")},
+                                       "scene": {"n": int(len(scene_rows)), "frames": n, "source": str(source),
+                                                 "augment": augment, "date": now}}}
+        record["bank"] = {"original_rows": int(len(new_bank) - len(scene_rows)), "scene_rows": int(len(scene_rows))}
+    new["calibration"] = record
+    tmp = out_dir.parent / f".{out_dir.name}.calibrating-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for name in man["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_dir / name, tmp / name)
+        if new_bank is not None:
+            np.save(tmp / bank_entry["file"], new_bank)
+        new["files"] = {name: sha256_file(tmp / name) for name in man["files"]}
+        (tmp / MANIFEST).write_text(json.dumps(new, indent=1) + "\n")
+        load_manifest(tmp, verify=True)
+        if out_dir.exists():
+            out_dir.rmdir()                   # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return new

@@ -1,0 +1,83 @@
+"""``edge-ad calibrate``: a new model directory adapted to a scene, torch-free, original untouched."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, leave_one_out_scores
+from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.manifest import sha256_file
+
+from conftest import copy_frames
+
+
+def _digests(d):
+    return {p.name: sha256_file(p) for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_leave_one_out_excludes_each_frames_own_rows():
+    cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2")
+    e = np.eye(4, dtype=np.float32)
+    lat = np.stack([np.stack([e[0], e[0] + 0.1]), np.stack([e[0], e[1]]), np.stack([e[2], e[2]])])  # (3, 2, 4)
+    original = np.array([[0, 0, 0, 5]], np.float32)
+    s = leave_one_out_scores(np.array([1.0, 2.0, 3.0]), lat, original, cfg)
+    # frame 0: nearest other row is frame 1's e0 (distance 0 -> floor); frame 2: nearest is e0/e1/e0+.1
+    assert s[0] == pytest.approx(1.0 * cfg.latent_floor) and s[1] == pytest.approx(2.0 * cfg.latent_floor)
+    assert s[2] == pytest.approx(3.0 * 2 / 4)      # mean((e2 - e0)^2) = 2/4, not 0 (its own rows excluded)
+
+
+def test_calibrate_command_torch_free(tmp_path, kinect_export):
+    scene = copy_frames(tmp_path / "scene", "rectangle", 24, start=0)
+    before = _digests(kinect_export)
+    out = tmp_path / "calibrated"
+    code = textwrap.dedent(f"""
+        import sys
+        from click.testing import CliRunner
+        from edge_ad.cli import main
+        r = CliRunner().invoke(main, ["calibrate", "--model", {str(kinect_export)!r}, "--source", {str(scene)!r},
+                                      "--out", {str(out)!r}, "--fpr", "0.1"])
+        print(r.output)
+        assert r.exit_code == 0, r.output
+        bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        assert not bad, bad
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "24 of 24 frames used" in r.stdout and "frame 10/200 read" in r.stdout
+    assert _digests(kinect_export) == before                                      # original untouched
+    man = json.loads((out / "manifest.json").read_text())
+    orig = json.loads((kinect_export / "manifest.json").read_text())
+    assert set(man["files"]) == set(orig["files"])
+    assert all(sha256_file(out / f) == h for f, h in man["files"].items())
+    c = man["calibration"]
+    assert c["source"] == str(scene) and c["frames_used"] == 24 and c["target_fpr"] == 0.1 and c["date"]
+    A = 1 + len(orig["latent_bank"].get("augment") or [])
+    bank = np.load(out / "latent_bank.npy")
+    assert bank.shape[0] == orig["latent_bank"]["shape"][0] + 24 * A and man["latent_bank"]["shape"] == list(bank.shape)
+    assert np.array_equal(bank[:orig["latent_bank"]["shape"][0]], np.load(kinect_export / "latent_bank.npy"))
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.sources.folder import list_ids, read_pair
+    sc = Scorer.load(out)
+    assert sc.threshold == pytest.approx(man["threshold"]["value"]) and man["threshold"]["target_fpr"] == 0.1
+    # leave-one-out: the threshold sits above what the frames score once they are in the bank
+    in_bank = [sc.score(*read_pair(scene, i)).score for i in list_ids(scene)]
+    assert sc.threshold > np.quantile(in_bank, 0.9)
+    assert sc.threshold > 0
+
+
+def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):
+    from edge_ad.cli import main
+    scene = copy_frames(tmp_path / "scene", "rectangle", 4)
+    (scene / "rgb" / "broken.png").write_bytes(b"not a png")
+    (scene / "depth" / "broken.png").write_bytes(b"not a png")
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(kinect_export), "--source", str(scene),
+                                  "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "only 4 usable frames of 5 read (1 unreadable, 0 could not be scored)" in r.output
+    assert not (tmp_path / "o").exists()
+    for out in (kinect_export, scene):
+        with pytest.raises(CalibrationError, match="NEW directory|not empty"):
+            calibrate_model(kinect_export, [], out)
