@@ -77,13 +77,15 @@ def threshold_rates(normal: np.ndarray, anomalous: np.ndarray, threshold: float)
 
 
 def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, nuisances: Mapping[str, object],
-                   spec, threshold: float, seed: int = 0, baseline_fn=None, progress=None) -> dict:
+                   spec, threshold: float, seed: int = 0, baseline_fn=None, progress=None,
+                   baseline_spec=None) -> dict:
     """Detection under everyday nuisances (runtime/nuisance.py), each applied to the RAW frames of
     every group before preprocessing.
 
     score_fn(X) / baseline_fn(X): scores (N,) of preprocessed frames X (N, 4, R, R) float32; raw_groups:
     {group: [(rgb, depth)]}, normal_name the normal group; nuisances: {label: nuisance} (the clean
-    condition is added first). Frame i of group g under nuisance number k draws its noise from
+    condition is added first); baseline_spec: the baseline's preprocessing (default ``spec``). Frame i of
+    group g under nuisance number k draws its noise from
     nuisance.frame_rng(seed, 100000 * g + i, k). Returns {"conditions": {label: {auroc, per_class,
     false_alarm_rate, anomalies_flagged, baseline_auroc}}, "mean": the mean over conditions}."""
     from edge_ad.runtime.nuisance import frame_rng
@@ -93,11 +95,14 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
     out = {}
     items = list(conditions.items())
     for k, (label, nuis) in enumerate(progress(items) if progress else items):
-        X = {}
+        X, XB = {}, {}
         for g, (name, frames) in enumerate(raw_groups.items()):
-            u8 = [frame_to_uint8(*(f if nuis is None else nuis(*f, frame_rng(seed, 100000 * g + i, k))), spec)
-                  for i, f in enumerate(frames)]
-            X[name] = normalize_uint8(np.stack(u8), spec)                  # (N, 4, R, R)
+            raw = [f if nuis is None else nuis(*f, frame_rng(seed, 100000 * g + i, k)) for i, f in enumerate(frames)]
+            X[name] = normalize_uint8(np.stack([frame_to_uint8(*f, spec) for f in raw]), spec)   # (N, 4, R, R)
+            if baseline_fn is not None and baseline_spec is not None and baseline_spec != spec:
+                XB[name] = normalize_uint8(np.stack([frame_to_uint8(*f, baseline_spec) for f in raw]), baseline_spec)
+            else:
+                XB[name] = X[name]
         s = {name: np.asarray(score_fn(x), float) for name, x in X.items()}
         normal = s.pop(normal_name)
         anomalous = np.concatenate(list(s.values()))
@@ -105,7 +110,7 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
                "per_class": {name: detection_metrics(normal, v)["auroc"] for name, v in s.items()},
                **threshold_rates(normal, anomalous, threshold)}
         if baseline_fn is not None:
-            b = {name: np.asarray(baseline_fn(x), float) for name, x in X.items()}
+            b = {name: np.asarray(baseline_fn(x), float) for name, x in XB.items()}
             bn = b.pop(normal_name)
             row["baseline_auroc"] = detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]
         out[label] = row

@@ -253,8 +253,9 @@ def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:
         return rgbd
     R0, R1 = rgbd.shape[:2]
     ys, xs = np.nonzero(fg)
-    dy = int(np.rint(centre[0] * R0)) - int(np.rint(ys.mean()))
-    dx = int(np.rint(centre[1] * R1)) - int(np.rint(xs.mean()))
+    # floor(m + 0.5), not rint (half to even): a frame shifted by whole pixels gets the same result
+    dy = int(np.rint(centre[0] * R0)) - int(np.floor(ys.mean() + 0.5))
+    dx = int(np.rint(centre[1] * R1)) - int(np.floor(xs.mean() + 0.5))
     out = np.zeros_like(rgbd)
     sy, ty = (slice(0, R0 - dy), slice(dy, R0)) if dy >= 0 else (slice(-dy, R0), slice(0, R0 + dy))
     sx, tx = (slice(0, R1 - dx), slice(dx, R1)) if dx >= 0 else (slice(-dx, R1), slice(0, R1 + dx))

@@ -81,3 +81,22 @@ def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):
     for out in (kinect_export, scene):
         with pytest.raises(CalibrationError, match="NEW directory|not empty"):
             calibrate_model(kinect_export, [], out)
+
+
+def test_shipped_model_flags_anomalies_out_of_the_box(tmp_path, kinect_export):
+    """export (no threshold flag) -> manifest threshold = the checkpoint's calibrated one ->
+    edge-ad run --model flags frames with no extra step."""
+    from edge_ad.commands import run as run_cmd
+    from edge_ad.models.checkpoint import read_checkpoint
+    from edge_ad.runtime import Scorer
+    from conftest import REPO
+    thr = read_checkpoint(REPO / "models" / "kinect-rgbd" / "rectangle.pt")["scoring"]["threshold"]
+    assert Scorer.load(kinect_export).threshold == pytest.approx(thr["value"])
+    frames = copy_frames(tmp_path / "f", "sphere", 4)
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", str(frames), "--model", str(kinect_export),
+                                         "--out", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    rows = [x for x in rows if x.get("type") == "frame"]
+    assert len(rows) == 4 and all(x["threshold"] == pytest.approx(thr["value"]) for x in rows)
+    assert all(x["anomalous"] is (x["score"] > thr["value"]) for x in rows) and any(x["anomalous"] for x in rows)

@@ -129,3 +129,82 @@ def test_eval_nuisance_command(tmp_path, kinect_root, tiny_generator):
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
                                   "--class", "rectangle", "--nuisance-set", "blur:2", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "syntax" in r.output
+
+
+def _object_frame():
+    """A 32 x 32 frame with a textured object well inside the border, background 0."""
+    rng = np.random.default_rng(1)
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    depth = np.zeros((32, 32), np.uint8)
+    rgb[8:22, 10:24] = rng.integers(40, 180, (14, 14, 3))
+    depth[8:22, 10:24] = rng.integers(60, 90, (14, 14))
+    return rgb, depth
+
+
+def test_preprocess_defaults_keep_old_exports_identical():
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+    old = {"resolution": 32, "mean": 0.5, "std": 0.5, "near_mm": 0.0, "far_mm": 700.0,
+           "mask_rgb_background": True, "channels": ["R", "G", "B", "D"]}          # a manifest before issue 12
+    spec = PreprocessSpec.from_dict(old)
+    assert spec.colour_norm == "none" and spec.align == "none"
+    rgb, depth = _object_frame()
+    x = preprocess(rgb, depth, spec)
+    want = (np.concatenate([rgb, depth[..., None]], 2).astype(np.float32) / 255 - 0.5) / 0.5
+    np.testing.assert_array_equal(x, np.moveaxis(want, -1, 0))
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    for bad in ({"colour_norm": "hsv"}, {"align": "bbox"}, {"colour_reference": [0.5, 0.5]},
+                {"align_centre": [0.5, 1.5]}):
+        with pytest.raises(ValueError):
+            PreprocessSpec.from_dict({**old, **bad})
+
+
+def test_colour_norm_removes_light_and_colour_casts():
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+    rgb, depth = _object_frame()
+    ref = {"resolution": 32, "colour_reference": (0.4, 0.45, 0.5)}
+    rgb_spec, gray_spec = PreprocessSpec(colour_norm="rgb", **ref), PreprocessSpec(colour_norm="gray", **ref)
+    x = preprocess(rgb, depth, rgb_spec)
+    fg = depth > 0
+    np.testing.assert_allclose(((x[:3] + 1) / 2)[:, fg].mean(1), ref["colour_reference"], atol=1e-5)
+    plain = PreprocessSpec(resolution=32)
+    assert np.array_equal(x[:, ~fg], preprocess(rgb, depth, plain)[:, ~fg])           # background untouched
+    for n in (nu.Brightness(1.2), nu.Brightness(0.75), nu.WhiteBalance((1.15, 1.0, 0.85))):
+        xn = preprocess(*n(rgb, depth), rgb_spec)
+        assert np.abs(xn - x).max() < 0.03                    # equal up to the rounding of the nuisance
+        assert np.abs(preprocess(*n(rgb, depth), plain) - preprocess(rgb, depth, plain)).max() > 0.1  # without: not
+    xg = preprocess(rgb, depth, gray_spec)
+    assert np.abs(preprocess(*nu.Brightness(0.8)(rgb, depth), gray_spec) - xg).max() < 0.03
+    assert np.abs(preprocess(*nu.WhiteBalance((1.3, 1.0, 0.7))(rgb, depth), gray_spec) - xg).max() > 0.1
+
+
+def test_align_centroid_removes_camera_shifts():
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+    rgb, depth = _object_frame()
+    spec = PreprocessSpec(resolution=32, align="centroid", align_centre=(0.5, 0.4))
+    x = preprocess(rgb, depth, spec)
+    ys, xs = np.nonzero(x[3] > -1)
+    assert abs(ys.mean() - 0.5 * 32) <= 1 and abs(xs.mean() - 0.4 * 32) <= 1     # whole-pixel shifts
+    for dy, dx in ((2, -1), (-3, 3), (0, 2)):
+        assert np.array_equal(preprocess(*nu.Shift(dy, dx)(rgb, depth), spec), x)
+        plain = PreprocessSpec(resolution=32)
+        assert not np.array_equal(preprocess(*nu.Shift(dy, dx)(rgb, depth), plain), preprocess(rgb, depth, plain))
+    empty = np.zeros_like(depth)
+    assert np.array_equal(preprocess(rgb, empty, PreprocessSpec(resolution=32, align="centroid")),
+                          preprocess(rgb, empty, PreprocessSpec(resolution=32)))
+
+
+def test_bank_inputs_augment_before_align():
+    from edge_ad.runtime.latent_bank import POSE_AUGMENT, bank_inputs
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+    rgb, depth = _object_frame()
+    spec = PreprocessSpec(resolution=32)
+    X = bank_inputs(rgb, depth, spec, ("mirror", "shift:2,0"))
+    assert X.shape == (3, 4, 32, 32) and X.dtype == np.float32
+    np.testing.assert_array_equal(X[0], preprocess(rgb, depth, spec))
+    np.testing.assert_array_equal(X[1], preprocess(*nu.Mirror()(rgb, depth), spec))
+    np.testing.assert_array_equal(X[2], preprocess(*nu.Shift(2, 0)(rgb, depth), spec))
+    assert len(POSE_AUGMENT) == 17 and len(set(POSE_AUGMENT)) == 17
+    aligned = PreprocessSpec(resolution=32, align="centroid")
+    Xa = bank_inputs(rgb, depth, aligned, ("mirror", "shift:2,0"))
+    np.testing.assert_array_equal(Xa[2], Xa[0])                    # a shift is aligned away
+    np.testing.assert_array_equal(Xa[1], preprocess(*nu.Mirror()(rgb, depth), aligned))

@@ -200,18 +200,22 @@ def _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, clean_norma
     else:
         threshold = calibrate_threshold(clean_normal, calibrate_fpr or 0.05)
         source = f"calibrated now on these clean normal frames at {calibrate_fpr or 0.05} false alarms"
+    import dataclasses
     baseline_fn = None
+    plain = dataclasses.replace(spec, colour_norm="none", align="none")   # the baseline as the issue defines it
     if baselines and data and cls:
         from edge_ad.models.baselines import nearest_neighbour_scores
-        train = to_tensor(load_kinect(data, cls, "train", spec)[1], spec).numpy()
+        train = to_tensor(load_kinect(data, cls, "train", plain)[1], plain).numpy()
         baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
     raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
     score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
                                      latent_bank=bank)
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
-                         baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"))
+                         baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
+                         baseline_spec=plain)
     res["threshold_source"] = source
-    res["baseline"] = "nearest-neighbour MSE per foreground pixel vs the class's train frames" if baseline_fn else None
+    res["baseline"] = ("nearest-neighbour MSE per foreground pixel vs the class's train frames (plain preprocessing: "
+                       "no colour_norm / align)") if baseline_fn else None
     return res
 
 
