@@ -5,14 +5,17 @@
 What the scoring needs per scene is rebuilt with the exported graphs (encoder.onnx and the search's
 graphs through ``Scorer``), and a NEW model directory is written; the original is never touched:
 
+  colour gain   when the model knows its train frames' mean foreground colour (preprocess
+                colour_reference): the gain that maps the scene's mean foreground brightness to it
+                (preprocess colour_gain, same for R, G, B), so a scene-wide light change is undone first.
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest
                 latent_bank["augment"], runtime/latent_bank.py); models without a latent memory keep
                 their files as they are.
   threshold     the (1 - fpr) quantile of the scene frames' scores. A frame in the bank would score
-                itself at distance 0, so each frame is scored LEAVE-ONE-OUT: its latent distance is to
-                the bank without its own rows (its latent and its augmented copies), as an unseen
-                frame of the scene would be.
+                itself at distance 0, so each frame is scored HELD OUT: the frames are split into 5
+                contiguous blocks and a frame's latent distance is to the bank without its block's rows
+                (its neighbours in a recording are near-duplicates of it), as an unseen frame would be.
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
 frames read / used / unreadable / unscorable, date, target rate, the original model and its
@@ -21,6 +24,7 @@ a temporary name and renamed when complete, then verified as ``Scorer.load`` wou
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -31,9 +35,9 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from .config import LatentMemory, latent_factor
-from .latent_bank import bank_inputs
+from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
-from .preprocess import FrameError
+from .preprocess import COLOUR_GAIN_LIMITS, FrameError
 
 MIN_FRAMES = 20
 
@@ -56,15 +60,10 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
                                "(calibrated models are never overwritten)")
 
 
-def score_scene(scorer, frames: Iterable, *, max_frames: Optional[int] = None, augment=(),
-                progress: Optional[Callable] = None) -> dict:
-    """Score the scene's frames with ``scorer`` (runtime.Scorer) and, when it uses a latent memory,
-    encode each frame and its augmented copies. ``frames`` yields runtime.sources Frames.
-
-    Returns {"ids", "scores" (n,), "base" (n,) the score without the latent factor, "latents"
-    (n, 1 + len(augment), z_dim) or None, "read", "unreadable", "unscorable", "reasons"}."""
-    cfg, spec = scorer.config, scorer.preprocess_spec
-    ids, scores, base, latents = [], [], [], []
+def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None) -> dict:
+    """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
+    "read", "unreadable", "unscorable", "reasons"}. ``frames`` yields runtime.sources Frames."""
+    ids, u8 = [], []
     read = unreadable = unscorable = 0
     reasons = []
     for fr in frames:
@@ -76,47 +75,83 @@ def score_scene(scorer, frames: Iterable, *, max_frames: Optional[int] = None, a
             reasons.append(f"{fr.id}: {fr.error or 'no image'}")
         else:
             try:
-                X = bank_inputs(fr.rgb, fr.depth, spec, augment if cfg.uses_latent_bank else (), index=read)
-                r = scorer.score_input(X[0], seed=0)
-                if not np.isfinite(r.score):
-                    raise FrameError(f"score is {r.score}")
-                if cfg.uses_latent_bank:
-                    latents.append(np.stack([scorer.encode(x) for x in X]))          # (1 + A, z_dim)
-                    base.append(r.score / latent_factor(r.latent_distance, cfg))
-                else:
-                    base.append(r.score)
+                u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
                 ids.append(fr.id)
-                scores.append(r.score)
             except (FrameError, ValueError) as e:
                 unscorable += 1
                 reasons.append(f"{fr.id}: {e}")
         if progress is not None:
             progress(read, len(ids))
-    return {"ids": ids, "scores": np.array(scores), "base": np.array(base),
-            "latents": np.stack(latents) if latents else None, "read": read, "unreadable": unreadable,
-            "unscorable": unscorable, "reasons": reasons}
+    return {"ids": ids, "u8": u8, "read": read, "unreadable": unreadable, "unscorable": unscorable,
+            "reasons": reasons}
 
 
-def leave_one_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg) -> np.ndarray:
-    """Scores of the scene frames against the bank original + all scene rows, each frame without its
-    own rows: base_i * latent_factor(d_i). latents (n, A, z_dim); returns (n,)."""
+def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
+    """The gain (one value for R, G, B) that maps the scene's mean foreground brightness (all frames'
+    foreground pixels pooled, mean of the channels) to the model's colour_reference's, on top of the
+    model's own colour_gain, clipped to COLOUR_GAIN_LIMITS; None when the model has no
+    colour_reference or the scene no foreground."""
+    if spec.colour_reference is None:
+        return None
+    v = np.stack(u8)                                                           # (n, R, R, 4)
+    fg = v[..., 3] > 0
+    if not fg.any():
+        return None
+    base = np.asarray(spec.colour_gain, np.float64)
+    mean = np.array([np.clip(v[..., c][fg] / 255.0 * base[c], 0, 1).mean() for c in range(3)])
+    # one brightness gain: the scene's mean colour also depends on which objects it shows (measured:
+    # per-channel gains from 50 frames of coloured balls were off by 30 %), its brightness much less
+    g = float(np.mean(spec.colour_reference)) / max(float(mean.mean()), 1e-3)
+    gain = np.clip(base * g, *COLOUR_GAIN_LIMITS)
+    return tuple(round(float(x), 4) for x in gain)
+
+
+def score_scene(scorer, u8: list, spec, augment=()) -> dict:
+    """Score the scene's frames (``read_scene``'s u8) with ``scorer`` under preprocessing ``spec`` and,
+    when it uses a latent memory, encode each frame and its augmented copies.
+    Returns {"scores" (n,), "base" (n,) the score without the latent factor, "latents"
+    (n, 1 + len(augment), z_dim) or None}."""
+    cfg = scorer.config
+    scores, base, latents = [], [], []
+    for n, a in enumerate(u8):
+        X = bank_inputs_uint8(a, spec, augment if cfg.uses_latent_bank else (), index=n)   # (1 + A, 4, R, R)
+        r = scorer.score_input(X[0], seed=0)
+        if cfg.uses_latent_bank:
+            latents.append(np.stack([scorer.encode(x) for x in X]))                    # (1 + A, z_dim)
+            base.append(r.score / latent_factor(r.latent_distance, cfg))
+        else:
+            base.append(r.score)
+        scores.append(r.score)
+    return {"scores": np.array(scores), "base": np.array(base), "latents": np.stack(latents) if latents else None}
+
+
+def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg,
+                    blocks: int = 5) -> np.ndarray:
+    """Scores of the scene frames as unseen frames would score: the frames (in source order) split
+    into ``blocks`` contiguous blocks, each frame's latent distance taken to the original bank plus
+    the rows of the OTHER blocks (consecutive frames of a recording are near-duplicates, so leaving
+    out only the frame itself would score it against its neighbours). base_i * latent_factor(d_i);
+    latents (n, A, z_dim); returns (n,). blocks >= n: leave-one-out."""
     n, A, z_dim = latents.shape
-    rows = latents.reshape(n * A, z_dim)
     orig = LatentMemory(original_bank, cfg.latent_metric)
+    edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
-    for i in range(n):
-        others = np.delete(rows, slice(i * A, (i + 1) * A), axis=0)
-        e = latents[i, 0]
-        d = orig.distance(e)
-        if len(others):
-            d = min(d, LatentMemory(others, cfg.latent_metric).distance(e))
-        out[i] = base[i] * latent_factor(d, cfg)
+    for a, b in zip(edges[:-1], edges[1:]):
+        others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)
+        other_mem = LatentMemory(others, cfg.latent_metric) if len(others) else None
+        for i in range(a, b):
+            e = latents[i, 0]
+            d = orig.distance(e)
+            if other_mem is not None:
+                d = min(d, other_mem.distance(e))
+            out[i] = base[i] * latent_factor(d, cfg)
     return out
 
 
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: float = 0.05,
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
-                    progress: Optional[Callable] = None, threads: Optional[int] = None) -> dict:
+                    progress: Optional[Callable] = None, threads: Optional[int] = None,
+                    colour_gain: bool = True, blocks: int = 5) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts; bad --out) and ManifestError (a tampered or unusable model directory)."""
@@ -130,7 +165,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     cfg = scorer.config
     bank_entry = man.get("latent_bank") or {}
     augment = list(bank_entry.get("augment") or [])
-    res = score_scene(scorer, frames, max_frames=max_frames, augment=augment, progress=progress)
+    spec = scorer.preprocess_spec
+    res = read_scene(frames, spec, max_frames, progress)
     n = len(res["ids"])
     if n < min_frames:
         first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
@@ -138,10 +174,14 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
             f"{res['unscorable']} could not be scored){first}; calibration needs at least {min_frames} normal "
             "frames of the scene")
+    gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
+    if gain is not None:
+        spec = dataclasses.replace(spec, colour_gain=gain)
+    res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = None
     if cfg.uses_latent_bank:
         original = np.load(model_dir / bank_entry["file"], allow_pickle=False)
-        scores = leave_one_out_scores(res["base"], res["latents"], original, cfg)
+        scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks)
         scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
     else:
@@ -152,9 +192,12 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "unreadable": res["unreadable"], "unscorable": res["unscorable"], "date": now,
               "target_fpr": fpr, "from_model": str(model_dir),
               "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
-              "scores": "leave-one-out latent distances" if new_bank is not None else "as scored"}
+              "scores": (f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "
+                         "blocks)") if new_bank is not None else "as scored",
+              "colour_gain": list(gain) if gain is not None else None}
     new = json.loads(json.dumps(man))
     new.pop("signature", None)        # a signature covered the original manifest, not this one
+    new["preprocess"] = spec.to_dict()
     new["threshold"] = {"value": threshold, "target_fpr": fpr, "n_normal": n,
                         "normal": f"scene frames of {source}", "search": cfg.to_dict(), "source": "edge-ad calibrate",
                         "calibrated": now}

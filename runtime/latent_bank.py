@@ -31,7 +31,17 @@ def bank_inputs(rgb, depth, spec: PreprocessSpec, augment: Sequence[str] = (), s
     """float32 (1 + len(augment), 4, R, R): the preprocessed frame, then the frame under each
     augmentation (nuisance texts; random ones draw from frame_rng(seed, index, j)).
     Raises preprocess.FrameError for a frame that cannot be scored, ValueError for a bad text."""
-    u8 = frame_to_uint8(rgb, depth, dataclasses.replace(spec, align="none"))     # (R, R, 4)
+    return bank_inputs_uint8(unaligned_uint8(rgb, depth, spec), spec, augment, seed, index)
+
+
+def unaligned_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
+    """frame_to_uint8 without the ``align`` step: (R, R, 4) uint8 (where augmentations apply)."""
+    return frame_to_uint8(rgb, depth, dataclasses.replace(spec, align="none"))
+
+
+def bank_inputs_uint8(u8: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
+                      index: int = 0) -> np.ndarray:
+    """bank_inputs from the frame's ``unaligned_uint8`` (R, R, 4)."""
     out = [u8]
     for j, text in enumerate(augment):
         r, d = parse_nuisance(text)(u8[..., :3], u8[..., 3], frame_rng(seed, index, j))

@@ -17,6 +17,9 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   ``colour_reference`` (0..1; the train frames' mean foreground colour): "gray" one gain for the three
   channels (brightness), "rgb" one per channel (brightness and white balance); gains clipped to
   [1/3, 3], values to [0, 1]. It makes the input invariant to global light and colour casts.
+  ``colour_gain`` (default 1, 1, 1): the foreground's RGB times these per-channel gains first (clipped to
+  [0, 1]); ``edge-ad calibrate`` sets it from a scene's frames (colour_reference / the scene's mean
+  foreground colour), so one scene-wide light change is undone while frames keep their own colours.
   ``align`` (issue 12; default "none"): "centroid" shifts the resized frame by whole pixels so that the
   foreground's centroid sits at ``align_centre`` (y, x as shares of the side; the train frames' mean
   centroid), vacated pixels background, which makes the input invariant to small camera shifts.
@@ -29,6 +32,7 @@ The checks themselves are in ``sensor_faults.py``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -145,12 +149,14 @@ class PreprocessSpec:
     colour_norm: str = "none"                        # "none" | "gray" | "rgb" (module docstring)
     align: str = "none"                              # "none" | "centroid" (module docstring)
     align_centre: tuple = (0.5, 0.5)                 # where "centroid" puts the centroid (y, x), share of R
-    colour_reference: tuple = (0.5, 0.5, 0.5)        # mean foreground RGB in 0..1 after colour_norm
+    colour_reference: Optional[tuple] = None         # the train frames' mean foreground RGB, 0..1 (None: unknown)
+    colour_gain: tuple = (1.0, 1.0, 1.0)             # the scene's light: foreground RGB * gain (edge-ad calibrate)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
-        d["colour_reference"] = [float(v) for v in self.colour_reference]
+        d["colour_reference"] = None if self.colour_reference is None else [float(v) for v in self.colour_reference]
+        d["colour_gain"] = [float(v) for v in self.colour_gain]
         d["align_centre"] = [float(v) for v in self.align_centre]
         return d
 
@@ -161,8 +167,8 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; "
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
-        for k in ("channels", "colour_reference", "align_centre"):
-            if k in known:
+        for k in ("channels", "colour_reference", "align_centre", "colour_gain"):
+            if known.get(k) is not None:
                 known[k] = tuple(known[k])
         if "sensor_faults" in known:
             known["sensor_faults"] = SensorLimits.from_dict(known["sensor_faults"])
@@ -170,10 +176,13 @@ class PreprocessSpec:
         if spec.align not in ALIGNS or len(spec.align_centre) != 2 or not all(0 <= float(v) < 1 for v in spec.align_centre):
             raise ValueError(f"align must be one of {ALIGNS} and align_centre two shares in [0, 1), got "
                              f"{spec.align!r}, {spec.align_centre}")
-        if spec.colour_norm not in COLOUR_NORMS or len(spec.colour_reference) != 3 \
-                or not all(0 < float(v) <= 1 for v in spec.colour_reference):
-            raise ValueError(f"colour_norm must be one of {COLOUR_NORMS} and colour_reference three values in "
-                             f"(0, 1], got {spec.colour_norm!r}, {spec.colour_reference}")
+        ref = spec.colour_reference
+        if spec.colour_norm not in COLOUR_NORMS or (ref is None and spec.colour_norm != "none") \
+                or (ref is not None and (len(ref) != 3 or not all(0 < float(v) <= 1 for v in ref))):
+            raise ValueError(f"colour_norm must be one of {COLOUR_NORMS}, with colour_reference three values in "
+                             f"(0, 1] (required unless colour_norm is 'none'), got {spec.colour_norm!r}, {ref}")
+        if len(spec.colour_gain) != 3 or not all(0 < float(v) <= 10 for v in spec.colour_gain):
+            raise ValueError(f"colour_gain must be three values in (0, 10], got {spec.colour_gain}")
         if spec.channels != CHANNELS:
             raise ValueError(f"unsupported channel order {spec.channels}, expected {CHANNELS}")
         if not spec.far_mm > spec.near_mm >= 0:
@@ -266,6 +275,10 @@ def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:
 def normalize_uint8(rgbd: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(..., H, W, 4) uint8 -> (..., 4, H, W) float32 in [-1, 1]: (v/255 - mean) / std."""
     v = rgbd.astype(np.float32) / 255.0
+    if tuple(spec.colour_gain) != (1.0, 1.0, 1.0):
+        fg = v[..., 3:4] > 0
+        v = np.concatenate([np.where(fg, np.clip(v[..., :3] * np.asarray(spec.colour_gain, np.float32), 0, 1),
+                                     v[..., :3]), v[..., 3:]], axis=-1)
     if spec.colour_norm != "none":
         v = normalize_colour(v, spec)
     x = (v - spec.mean) / spec.std

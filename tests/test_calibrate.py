@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, leave_one_out_scores
+from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, held_out_scores
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.manifest import sha256_file
 
@@ -19,15 +19,18 @@ def _digests(d):
     return {p.name: sha256_file(p) for p in sorted(d.iterdir()) if p.is_file()}
 
 
-def test_leave_one_out_excludes_each_frames_own_rows():
+def test_held_out_scores_exclude_each_blocks_rows():
     cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2")
     e = np.eye(4, dtype=np.float32)
     lat = np.stack([np.stack([e[0], e[0] + 0.1]), np.stack([e[0], e[1]]), np.stack([e[2], e[2]])])  # (3, 2, 4)
     original = np.array([[0, 0, 0, 5]], np.float32)
-    s = leave_one_out_scores(np.array([1.0, 2.0, 3.0]), lat, original, cfg)
+    s = held_out_scores(np.array([1.0, 2.0, 3.0]), lat, original, cfg, blocks=3)     # leave one out
     # frame 0: nearest other row is frame 1's e0 (distance 0 -> floor); frame 2: nearest is e0/e1/e0+.1
     assert s[0] == pytest.approx(1.0 * cfg.latent_floor) and s[1] == pytest.approx(2.0 * cfg.latent_floor)
     assert s[2] == pytest.approx(3.0 * 2 / 4)      # mean((e2 - e0)^2) = 2/4, not 0 (its own rows excluded)
+    s = held_out_scores(np.array([1.0, 2.0, 3.0]), lat, original, cfg, blocks=2)     # blocks [0, 1], [2]
+    # frames 0 and 1 no longer see each other: nearest other row is e2 (mean((e0 - e2)^2) = 2/4)
+    np.testing.assert_allclose(s, [1.0 * 0.5, 2.0 * 0.5, 3.0 * 0.5])
 
 
 def test_calibrate_command_torch_free(tmp_path, kinect_export):
@@ -63,7 +66,7 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     from edge_ad.runtime.sources.folder import list_ids, read_pair
     sc = Scorer.load(out)
     assert sc.threshold == pytest.approx(man["threshold"]["value"]) and man["threshold"]["target_fpr"] == 0.1
-    # leave-one-out: the threshold sits above what the frames score once they are in the bank
+    # held out: the threshold sits above what the frames score once they are in the bank
     in_bank = [sc.score(*read_pair(scene, i)).score for i in list_ids(scene)]
     assert sc.threshold > np.quantile(in_bank, 0.9)
     assert sc.threshold > 0
@@ -100,3 +103,17 @@ def test_shipped_model_flags_anomalies_out_of_the_box(tmp_path, kinect_export):
     rows = [x for x in rows if x.get("type") == "frame"]
     assert len(rows) == 4 and all(x["threshold"] == pytest.approx(thr["value"]) for x in rows)
     assert all(x["anomalous"] is (x["score"] > thr["value"]) for x in rows) and any(x["anomalous"] for x in rows)
+
+
+def test_scene_colour_gain_maps_the_scenes_brightness_to_the_train_frames():
+    from edge_ad.runtime.calibrate import scene_colour_gain
+    from edge_ad.runtime.preprocess import PreprocessSpec, normalize_uint8
+    u8 = np.zeros((3, 8, 8, 4), np.uint8)
+    u8[:, 2:6, 2:6] = (80, 100, 120, 50)                     # foreground; background stays 0 (ignored)
+    spec = PreprocessSpec(resolution=8, colour_reference=(0.4, 0.5, 0.6))
+    gain = scene_colour_gain(list(u8), spec)
+    np.testing.assert_allclose(gain, (0.5 * 255 / 100,) * 3, rtol=1e-3)    # mean brightness 100 -> 0.5 * 255
+    x = normalize_uint8(u8[0], PreprocessSpec(resolution=8, colour_reference=(0.4, 0.5, 0.6), colour_gain=gain))
+    np.testing.assert_allclose(((x[:3, 3, 3] + 1) / 2).mean(), 0.5, atol=2e-3)     # as bright as the train frames
+    assert (x[:, 0, 0] == -1).all()                                                  # background untouched
+    assert scene_colour_gain(list(u8), PreprocessSpec(resolution=8)) is None          # no reference: no gain

@@ -18,8 +18,11 @@ import click
               help="target false-alarm rate on normal frames of the scene (sets the threshold).")
 @click.option("--min-frames", type=click.IntRange(min=2), default=20, show_default=True,
               help="refuse to calibrate on fewer usable frames.")
+@click.option("--colour-gain/--no-colour-gain", default=True, show_default=True,
+              help="undo the scene's light: per-channel gains mapping its mean foreground colour to the train "
+              "frames' (models that record colour_reference).")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
-def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, threads):
+def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, threads):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (leave-one-out), into a new model directory OUT."""
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
@@ -34,11 +37,14 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, threads):
     try:
         with open_source(source_uri) as src:
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
-                                  source=source_uri, progress=progress, threads=threads)
+                                  source=source_uri, progress=progress, threads=threads,
+                                  colour_gain=colour_gain)
     except (CalibrationError, ManifestError, SourceError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
     bank = c.get("bank")
+    if c.get("colour_gain"):
+        click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable); threshold {t['value']:.4g} "
                f"at {fpr:g} false alarms" + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"

@@ -47,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--scene", default="brightness:0.8+wb:1.1,1,0.9+shift:2,-2")
     ap.add_argument("--n-calib", type=int, default=50)
     ap.add_argument("--fpr", type=float, default=0.05)
+    ap.add_argument("--no-colour-gain", action="store_true")
+    ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from edge_ad.runtime.calibrate import calibrate_model
@@ -68,13 +70,14 @@ def main(argv=None):
         before = Scorer.load(a.model)
         out = Path(tmp) / "calibrated"
         with open_source(str(folder)) as src:
-            calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder))
+            calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder), colour_gain=not a.no_colour_gain,
+                            blocks=a.blocks)
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
             clean = [before.score(*read_pair(Path(a.data) / a.cls, str(i))).score for i in splits[a.cls]["val"]]
             thr_before = float(np.quantile(clean, 1 - a.fpr, method="higher"))
-        result = {"class": a.cls, "scene": scene.name, "n_calib": len(calib), "n_normal": len(rest),
+        result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "n_calib": len(calib), "n_normal": len(rest),
                   "n_anomalous": len(anomalous)}
         for name, sc in (("before", before), ("after", after)):
             sn = [sc.score(*f).score for f in rest]
