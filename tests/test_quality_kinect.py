@@ -32,13 +32,13 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
         augment = (ck["scoring"].get("latent_bank_info") or {}).get("augment") or []
         train = to_tensor(load_kinect(kinect_root, cls, "train", G.preprocess)[1], G.preprocess).numpy()
         np.testing.assert_allclose(bank[::1 + len(augment)], encoder_latents(E, train), rtol=1e-4, atol=1e-5)
-        if augment:   # the whole bank, rebuilt as edge-ad calibrate rebuilds a scene's rows (runtime/latent_bank.py)
-            from edge_ad.runtime.latent_bank import bank_inputs
+        if augment:   # the augmented rows, rebuilt as edge-ad calibrate rebuilds a scene's (runtime/latent_bank.py);
+            from edge_ad.runtime.latent_bank import bank_inputs       # the first 12 train frames' (fast)
             from edge_ad.runtime.sources.folder import read_pair
-            ids = json.loads((kinect_root / "splits.json").read_text())[cls]["train"]
+            ids = json.loads((kinect_root / "splits.json").read_text())[cls]["train"][:12]
             X = np.concatenate([bank_inputs(*read_pair(kinect_root / cls, str(i)), G.preprocess, augment, index=n)
                                 for n, i in enumerate(ids)])
-            np.testing.assert_allclose(bank, encoder_latents(E, X), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(bank[:len(X)], encoder_latents(E, X), rtol=1e-4, atol=1e-5)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     n = sub["max_per_class"]
     scores = {}
