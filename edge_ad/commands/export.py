@@ -16,7 +16,7 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Where the model will run (repeatable; default: all): cpu = the host-head search and its "
                    "fallback fused-adam (CPUs without AVX2, e.g. ARM); gpu = the step graphs (TensorRT, CUDA "
-                   "provider). k = 0 writes the final graph only.")
+                   "provider). k = 0 writes the final graph only (with its batch twin and the encoder).")
 @click.option("--unrolled/--no-unrolled", default=False, show_default=True,
               help="Also write the whole k-step search as one graph (variant 'unrolled'; no runtime path "
                    "picks it on its own).")
