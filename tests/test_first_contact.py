@@ -130,6 +130,32 @@ def test_labelled_folder_source(kinect_root, tmp_path):
         open_source(f"folder://{tmp_path / 'empty'}?normal=a")
 
 
+def test_labelled_folder_honours_max_frame_pixels(tmp_path, monkeypatch, kinect_root):
+    """--max-frame-pixels reaches a labelled folder: an image whose header claims more pixels is
+    refused before decoding (an error line naming the limit) and the run goes on."""
+    from test_reliability import png_claiming
+    from test_sources import kinect_frames
+    root = tmp_path / "labelled"
+    for cls, real in (("a", "rectangle"), ("b", "sphere")):
+        (root / cls / "rgb").mkdir(parents=True)
+        (root / cls / "depth").mkdir()
+        for i, rgb, d8 in kinect_frames(kinect_root, 2, real):
+            Image.fromarray(rgb).save(root / cls / "rgb" / f"{i}.png")
+            Image.fromarray(d8).save(root / cls / "depth" / f"{i}.png")
+    big = sorted(p.stem for p in (root / "b" / "rgb").iterdir())[0]
+    # 300 x 300 = 90,000 pixels: under the default limit, over the one given on the command line
+    (root / "b" / "rgb" / f"{big}.png").write_bytes(png_claiming(300, 300))
+    use_scorer(monkeypatch, ScriptedScorer([0.2, 0.7]))
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", f"folder://{root}?normal=a", "--max-frame-pixels", "10000", "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_BAD_FRAMES, r.output
+    recs = lines(out)
+    errs = [x for x in recs if x["type"] == "error"]
+    assert [e["frame"] for e in errs] == [f"b/{big}"]
+    assert "300x300 = 90,000 pixels exceeds the frame-size limit" in errs[0]["error"], errs[0]
+    assert recs[-1]["frames_scored"] == 3 and recs[-1]["frame_errors"] == 1   # the run went on
+
+
 # --------------------------------------------------------------------------- contact sheet
 
 def _synth_frames(n, seed=1):

@@ -177,7 +177,8 @@ def _open(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
         if q:
             _check_keys("folder://", q, {"normal", "split"})
             from .labelled import LabelledFolderSource
-            return LabelledFolderSource(path, normal=q.get("normal", ""), split=q.get("split"))
+            return LabelledFolderSource(path, normal=q.get("normal", ""), split=q.get("split"),
+                                        max_pixels=max_pixels)
         return FolderSource(path, max_pixels=max_pixels)
     path = uri
     if "://" in path:

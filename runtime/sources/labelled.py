@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..preprocess import DEFAULT_MAX_PIXELS
 from .base import Frame, Source, SourceError
 from .folder import FolderSource, list_ids
 
@@ -26,9 +27,10 @@ def _is_frame_folder(p: Path) -> bool:
 
 
 class LabelledFolderSource(Source):
-    """Frames of one or several class folders, labelled anomalous unless their class is ``normal``."""
+    """Frames of one or several class folders, labelled anomalous unless their class is ``normal``.
+    ``max_pixels``: images over this many pixels are refused from their header (an error frame)."""
 
-    def __init__(self, root, normal: str, split: Optional[str] = None):
+    def __init__(self, root, normal: str, split: Optional[str] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)
         if not normal:
             raise SourceError("a labelled folder needs normal=CLASS (the class the model was trained on)")
@@ -51,7 +53,8 @@ class LabelledFolderSource(Source):
         self.parts = []  # [(class, FolderSource)]
         for p in folders:
             ids = splits.get(p.name) if split else None
-            self.parts.append((p.name, FolderSource(p, ids if ids is not None else list_ids(p))))
+            self.parts.append((p.name, FolderSource(p, ids if ids is not None else list_ids(p),
+                                                    max_pixels=max_pixels)))
         self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
 
     @staticmethod
