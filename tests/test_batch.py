@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from conftest import copy_frames
 from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, source_name
+from edge_ad.batch.worker import score_source
 from edge_ad.commands import batch as batch_cmd
 from edge_ad.commands import run as run_cmd
+from test_capture import FakeScorer
 from test_sources import d8_to_mm, kinect_frames, make_broken_folder, write_ros2_bag
 
 
@@ -163,6 +165,44 @@ def test_dead_local_worker_source_is_retried(tmp_path, kinect_export, sources):
     assert b["attempts"] == 1 and b["frames"] == 3                              # the other worker went on
     want = run_rows(kinect_export, sources["a"], tmp_path / "run-a.jsonl")
     assert [comparable(x) for x in lines(out / a["file"])[:-1]] == [comparable(x) for x in want[:-1]]
+
+
+class _BackendLost(FakeScorer):
+    """Scores two frames, then fails as a lost GPU would (a fatal error of the run, not a bad frame)."""
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        if len(self.calls) == 2:
+            raise RuntimeError("CUDA error: device lost")
+        return super().score(rgb, depth, z0, seed)
+
+
+class _InProcessEngine:
+    """Runs each job's worker code (score_source) in this process, as a pool worker would."""
+
+    name = "inprocess"
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def run(self, jobs, out_dir, on_progress, on_result):
+        for job in jobs:
+            on_result(job, score_source(self.scorer, job, out_dir / (job.results_file + ".partial")))
+
+
+def test_fatal_run_reason_reaches_summary_json(tmp_path, kinect_root):
+    """A source whose run stops as fatal carries the run's fatal_error into summary.json: the
+    entry's error says why (not just 'stopped: fatal') and fatal_error holds the run summary's."""
+    from edge_ad.batch.driver import run_batch
+    folder = copy_frames(tmp_path / "src", "rectangle", 4)
+    jobs = make_jobs([str(folder)])
+    out = tmp_path / "out"
+    s = run_batch(jobs, [], out, _InProcessEngine(_BackendLost()), tmp_path, "sha")
+    e = s["sources"][0]
+    assert e["status"] == "failed" and e["stopped"] == "fatal"
+    assert e["error"] == "stopped: fatal: RuntimeError: CUDA error: device lost", e["error"]
+    assert e["fatal_error"] == "RuntimeError: CUDA error: device lost"
+    assert json.loads((out / "summary.json").read_text())["sources"][0] == e
+    assert e["frames"] == 2 and e["file"].endswith(".partial")      # rows written before the failure stay
 
 
 def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):

@@ -149,6 +149,8 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
         if res.get("summary"):
             entry["search"] = res["summary"].get("search")
             entry["stopped"] = res["summary"].get("stopped")
+            if res["summary"].get("fatal_error"):
+                entry["fatal_error"] = res["summary"]["fatal_error"]   # why the run stopped
         if partial.is_file():
             try:
                 entry.update(result_stats(partial))

@@ -120,8 +120,9 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
                           live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None)
     status = "done" if summary["stopped"] == "end" else "failed"
     error = None
-    if status == "failed":
-        error = failures[-1] if failures else f"stopped: {summary['stopped']}"
+    if status == "failed":   # the reason: the run's fatal_error (a backend failure, a frame timeout, ...)
+        reason = summary.get("fatal_error") or (failures[-1] if failures else None)
+        error = f"stopped: {summary['stopped']}" + (f": {reason}" if reason else "")
     return {"status": status, "error": error, "summary": summary, "wall_s": time.perf_counter() - t0}
 
 
