@@ -18,7 +18,7 @@ from edge_ad.commands import run as run_cmd
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 from edge_ad.runtime.sheet import ContactSheet
 from edge_ad.runtime.sources import SourceError, open_source
-from edge_ad.runtime.truth import auroc, truth_metrics
+from edge_ad.runtime.truth import TruthTally, auroc, truth_metrics, truth_text
 
 
 class ScriptedScorer:
@@ -77,6 +77,54 @@ def test_truth_metrics_recall_and_false_alarms():
     assert m["auroc"] == pytest.approx(auroc([0.9, 0.8, 0.2, 0.7, 0.1, 0.6], [1, 1, 1, 0, 0, 0]), abs=1e-4)
     no_thr = truth_metrics([0.1, 0.2], [False, True])
     assert no_thr["recall"] is None and no_thr["false_alarm_rate"] is None and no_thr["auroc"] == 1.0
+
+
+def test_truth_tally_exact_under_its_bound():
+    rng = np.random.default_rng(5)
+    s = np.round(rng.normal(size=500), 2)
+    t = rng.random(500) < 0.3
+    s[t] += 1.0
+    f = s > 0.8
+    tally = TruthTally(capacity=500)
+    for a, b, c in zip(s, t, f):
+        tally.add(a, b, c)
+    m = tally.metrics()
+    assert m == truth_metrics(s, t, flagged=f)          # every frame kept: the exact numbers
+    assert m["auroc_sampled"] is False and m["auroc_frames"] == 500 and "sample" not in truth_text(m)
+
+
+def test_truth_tally_memory_is_bounded_and_counts_stay_exact():
+    """An endless run (synth://) keeps at most ``capacity`` (score, truth) pairs: memory stops
+    growing; recall and false-alarm rate stay exact, AUROC is estimated on a uniform sample."""
+    import tracemalloc
+    rng = np.random.default_rng(6)
+    n, cap = 40_000, 2_000
+    t = rng.random(n) < 0.2
+    s = rng.normal(size=n) + 1.2 * t                     # true AUROC about 0.80
+    f = s > 1.0
+    tally = TruthTally(capacity=cap)
+    tracemalloc.start()
+    try:
+        for i in range(n):
+            tally.add(float(s[i]), bool(t[i]), bool(f[i]))
+            if i == 10_000:
+                at_10k = tracemalloc.get_traced_memory()[0]
+        growth = tracemalloc.get_traced_memory()[0] - at_10k
+    finally:
+        tracemalloc.stop()
+    assert len(tally.scores) == len(tally.truth) == cap and len(tally) == n
+    assert growth < 20_000, f"{growth} bytes for 30k frames past the bound"
+    m = tally.metrics()
+    exact = truth_metrics(s, t, flagged=f)
+    assert {k: m[k] for k in ("frames", "anomalous", "recall", "false_alarm_rate")} == \
+        {k: exact[k] for k in ("frames", "anomalous", "recall", "false_alarm_rate")}
+    assert m["auroc_sampled"] is True and m["auroc_frames"] == cap
+    assert abs(m["auroc"] - exact["auroc"]) < 0.03       # sample of 2000: standard error ~0.01
+    # uniform over the whole run: the sample's anomaly share matches the run's
+    assert abs(np.mean(tally.truth) - t.mean()) < 0.03
+    assert "on a sample of 2000 frames" in truth_text(m)
+    with pytest.raises(ValueError, match="capacity"):
+        TruthTally(capacity=0)
 
 
 def test_run_summary_and_console_end_with_truth(tmp_path, monkeypatch):
