@@ -102,3 +102,18 @@ def test_reconnect_backoff_doubles_up_to_its_cap(tmp_path):
     assert len(waits) >= fails + 1
     assert max(waits) <= 10.0, f"a reopen waited {max(waits)} s, beyond the 10 s cap: {waits}"
     assert waits[:6] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0] and waits[fails] == 10.0
+
+
+def test_a_non_finite_score_is_an_error_line_not_a_result(tmp_path):
+    """A NaN or infinite score (a broken model or input) is reported as that frame's error, never written
+    as a score (or judged normal), and the run goes on."""
+    out = tmp_path / "r.jsonl"
+    summary = run_capture(open_source("synth://?n=4&seed=3"), ScriptedScorer([0.1, float("nan"), float("inf"), 0.7]),
+                          threshold=0.5, out=out, handle_signals=False)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]           # strict JSON: no NaN written
+    frames = [r for r in lines if r["type"] == "frame"]
+    errors = [r for r in lines if r["type"] == "error"]
+    assert [r["index"] for r in frames] == [0, 3] and [r["anomalous"] for r in frames] == [False, True]
+    assert [r["index"] for r in errors] == [1, 2]
+    assert "score is nan" in errors[0]["error"] and "score is inf" in errors[1]["error"]
+    assert summary["frames_scored"] == 2 and summary["frame_errors"] == 2 and summary["anomalies"] == 1
