@@ -77,7 +77,7 @@ def assert_close(got, want, tol, what):
 
 @pytest.fixture(scope="module")
 def case(val_frames):
-    """A real frame (sphere: the anomalous class of nothing in particular) and two latents."""
+    """A real val frame (sphere) and two latents (float64)."""
     rgb, depth = val_frames(3)[2]
     return preprocess(rgb, depth), make_z0(2, 100, 21).astype(np.float64)
 
@@ -86,10 +86,10 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def _check_gradient_graph(sess, arch, kind, x, z, ref, tol, label):
-    """Run a gradient graph (grad / grad_z / grad_tail / grad_z_tail) and compare every output."""
+def _check_gradient_graph(sess, arch, params, kind, x, z, ref, tol, label):
+    """Run a gradient graph (grad / grad_z / grad_tail / grad_z_tail) on the generator's state ``params``
+    (arch's layout) and compare every output with torch's ``ref``."""
     dt = np.float32 if tol > TOL64 else np.float64
-    params = generator_arrays_cache(arch)
     S = arch.n_seed
     feed = {"x": x.astype(dt)}
     tail = kind.endswith("tail")
@@ -113,19 +113,11 @@ def _check_gradient_graph(sess, arch, kind, x, z, ref, tol, label):
         assert_close(outs[n + ".grad"], want[n], tol, f"{label} {n}.grad")
 
 
-_PARAMS = {}
-
-
-def generator_arrays_cache(arch):
-    """The generator's state in ``arch``'s layout (float64), set by the test that builds arch."""
-    return _PARAMS[id(arch)]
-
-
 def _arch(G, n_seed, chunk_bytes, dtype, **kw):
+    """(the graph layout Arch, the generator's state stacked in it as float64 {name: (S, ...)})."""
     arch = dataclasses.replace(arch_of(G, n_seed, chunk_bytes, dtype), **kw)
     params, _ = generator_arrays(G)
-    _PARAMS[id(arch)] = stack_state(dataclasses.replace(arch, dtype=np.dtype(np.float64)), params)
-    return arch
+    return arch, stack_state(dataclasses.replace(arch, dtype=np.dtype(np.float64)), params)
 
 
 # the layouts the float64 builds cover: the fused-adam graphs' (whole weights, layers 1-2 in 32-column
@@ -140,11 +132,11 @@ LAYOUTS64 = {"panels": dict(chunk_bytes=0, panel=32), "whole": dict(chunk_bytes=
 def test_float64_gradient_graphs_equal_torch_autograd(tiny_generator, case, kind, layout):
     x, z = case
     kw = dict(LAYOUTS64[layout])
-    arch = _arch(tiny_generator, 1, kw.pop("chunk_bytes"), np.float64, **kw)
+    arch, params = _arch(tiny_generator, 1, kw.pop("chunk_bytes"), np.float64, **kw)
     _, bn = generator_arrays(tiny_generator)
     sess = _session(build_graph(arch, kind, bn))
     ref = reference_gradients(tiny_generator, x, z)
-    _check_gradient_graph(sess, arch, kind, x, z, ref, TOL64, f"{kind} ({layout}, float64)")
+    _check_gradient_graph(sess, arch, params, kind, x, z, ref, TOL64, f"{kind} ({layout}, float64)")
 
 
 @pytest.mark.parametrize("kind", ["grad", "grad_z", "grad_tail", "grad_z_tail"])
@@ -154,13 +146,13 @@ def test_exported_float32_gradient_graphs_equal_torch_autograd(export_tiny, tiny
     d = export_tiny(3, 2)
     man = load_manifest(d, verify=True)
     entry = man["graphs"][f"{kind}_seed"]
-    arch = _arch(tiny_generator, 1, 0, np.float32, col_order=entry["col_order"],
-                 panel=max([st.get("panel", 0) for st in entry["state"]]))
+    arch, params = _arch(tiny_generator, 1, 0, np.float32, col_order=entry["col_order"],
+                         panel=max([st.get("panel", 0) for st in entry["state"]]))
     assert [dict(name=s.name, shape=list(s.shape)) for s in arch.state()] == \
         [dict(name=s["name"], shape=s["shape"]) for s in entry["state"]]   # the same layout as the export
     x, z = case
     sess = ort.InferenceSession(str(d / entry["file"]), providers=["CPUExecutionProvider"])
-    _check_gradient_graph(sess, arch, kind, x, z, reference_gradients(tiny_generator, x, z), TOL32,
+    _check_gradient_graph(sess, arch, params, kind, x, z, reference_gradients(tiny_generator, x, z), TOL32,
                           f"{entry['file']} (float32)")
 
 
@@ -193,11 +185,11 @@ def test_step_graphs_gradients_and_two_adam_steps_in_float64(tiny_generator, cas
     rounding), every state tensor. Chunked weights, two seeds."""
     x, z = case
     cfg = SearchConfig(n_seed=2, lr_theta=1e-3 if kind == "step" else 0.0)
-    arch = _arch(tiny_generator, 2, 1 << 17, np.float64)
+    arch, params = _arch(tiny_generator, 2, 1 << 17, np.float64)
     _, bn = generator_arrays(tiny_generator)
     sess = _session(build_graph(arch, kind, bn))
     names = {i.name for i in sess.get_inputs()}
-    state = {k: v.copy() for k, v in generator_arrays_cache(arch).items()}
+    state = {k: v.copy() for k, v in params.items()}
     state["z"] = z.reshape(2, 1, -1).copy()
     for n in [n for n in names if n.endswith(".m") or n.endswith(".v")]:
         state[n] = np.zeros_like(state[n[:-2]])
@@ -218,6 +210,6 @@ def test_step_graphs_gradients_and_two_adam_steps_in_float64(tiny_generator, cas
     if kind == "step":
         want = in_layout(arch, after)
         for n in want:
-            moved = np.abs(want[n] - generator_arrays_cache(arch)[n]).max()
+            moved = np.abs(want[n] - params[n]).max()
             assert moved > 1e-4, f"{n}: torch's Adam did not move it ({moved})"
             assert np.abs(state[n] - want[n]).max() <= TOL64 * max(moved, 1e-3), f"{kind}: {n} after 2 steps"
