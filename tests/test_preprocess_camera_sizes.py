@@ -80,3 +80,14 @@ def test_camera_frame_scores_like_the_nearest_reference(export_tiny, val_frames)
     want = scorer.score_input(nearest_reference(rgb, depth, scorer.preprocess), z0=z0)
     assert got.score == want.score
     np.testing.assert_array_equal(got.error_map, want.error_map)
+
+
+def test_frames_below_8_pixels_are_refused_by_name():
+    """The smallest frame: 8 x 8 is resized up; a 7-pixel side is a FrameError naming the size."""
+    from edge_ad.runtime.preprocess import FrameError
+    x = preprocess(np.full((8, 8, 3), 200, np.uint8), np.full((8, 8), 90, np.uint8))
+    assert x.shape == (4, 64, 64)
+    np.testing.assert_allclose(x[3], (90 / 255 - 0.5) / 0.5, rtol=1e-6)           # nearest keeps the one depth
+    for h, w in ((7, 640), (480, 7)):
+        with pytest.raises(FrameError, match=rf"RGB image too small: \({h}, {w}\)"):
+            preprocess(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8))
