@@ -6,7 +6,7 @@ and run against the tests that should catch it; prints killed / survived per mut
     .venv/bin/python scripts/mutants.py --list                  # names, files, tests
     .venv/bin/python scripts/mutants.py pre-depth-box cap-thr   # some of them (names or prefixes)
 
-How: the tracked and untracked-but-not-ignored files and the compiled kernels (runtime/*.so) are copied
+How: the tracked and untracked-but-not-ignored files and the compiled kernels (runtime/**/*.so) are copied
 to a temporary folder beside a link to ../shared (the tests' data); in the copy, links edge_ad/<pkg> ->
 <folder> (pyproject.toml's package-dir) make ``edge_ad`` and its subpackages import from the copy (the
 copy is first on PYTHONPATH, ahead of the editable install's finder), with no bytecode caches. First every test subset runs on the unmutated copy (a failure there stops the run: a mutant is
@@ -76,8 +76,7 @@ MUTANTS = [
            "np.clip(np.rint(scaled), 0, 255)", PRE),
     Mutant("pre-crop-corner", "runtime/preprocess.py", "top, left = (h - s) // 2, (w - s) // 2\n    img = img[",
            "top, left = 0, 0\n    img = img[", PRE),
-    Mutant("pre-scale", "runtime/preprocess.py", "x = (rgbd.astype(np.float32) / 255.0 - spec.mean) / spec.std",
-           "x = (rgbd.astype(np.float32) / 255.0 - spec.mean) * spec.std", PRE),
+    Mutant("pre-scale", "runtime/preprocess.py", "x = (v - spec.mean) / spec.std", "x = (v - spec.mean) * spec.std", PRE),
     Mutant("pre-nan-accepted", "runtime/preprocess.py", "if np.isnan(d).any() or np.isinf(d).any():",
            "if np.isinf(d).any():", PRE),
     Mutant("pre-size-unchecked", "runtime/preprocess.py", "if rgb.shape[0] < 8 or rgb.shape[1] < 8:",
@@ -174,7 +173,9 @@ MUTANTS = [
            HOST_PARITY),
     Mutant("head-dims-c0-multiple", "runtime/backends/host_head.py",
            "if self.z_dim < 1 or self.c0 < 4 or self.c0 % 4 or self.n1 < PANEL or self.n1 % PANEL:",
-           "if self.z_dim < 1 or self.c0 < 4 or self.n1 < PANEL or self.n1 % PANEL:", HEAD),
+           "if self.z_dim < 1 or self.c0 < 4 or self.n1 < PANEL or self.n1 % PANEL:", HEAD,
+           equivalent="the compiled kernel refuses the same dims itself (work_size: 'unsupported head dims ... "
+                      "c0 % 4 == 0'), so Head and Scorer.load still refuse them; the Python check names them earlier"),
     Mutant("head-overlap-unchecked", "runtime/backends/host_head.py",
            "if name != w and a is not None and np.may_share_memory(bufs[w], a):", "if False:", HEAD),
     Mutant("search-last-weight-step-dropped", "runtime/backends/onnxruntime_host_adam.py",
@@ -183,7 +184,7 @@ MUTANTS = [
            "        if pending is not None:            # the last step's, before the final pass\n            pass",
            HOST_PARITY),
     Mutant("search-z-moments-not-reset", "runtime/backends/onnxruntime_host_adam.py",
-           'cz, self.z0[s] if first else None, self.adam_impl)', "cz, None, self.adam_impl)", FUSED),
+           'cz, self.z0[s] if first else None, self.adam_impl)', "cz, None, self.adam_impl)", HOST_PARITY),
     Mutant("search-first-weight-step-stale", "runtime/backends/onnxruntime_host_adam.py",
            "pending = (cp, p0[nh:] if first else None)", "pending = (cp, None)", HOST_PARITY),
     Mutant("search-error-map-mean", "runtime/backends/onnxruntime_host_adam.py",
@@ -216,7 +217,7 @@ def _copy_checkout(dst: Path) -> None:
     """Tracked + untracked-but-not-ignored files, and the compiled kernels, into dst (no bytecode caches)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
                            capture_output=True).stdout.decode().split("\0")
-    files += [str(p.relative_to(REPO)) for p in (REPO / "runtime").glob("*.so")]
+    files += [str(p.relative_to(REPO)) for p in (REPO / "runtime").glob("**/*.so")]
     for f in filter(None, files):
         src = REPO / f
         if src.is_file():
