@@ -105,8 +105,8 @@ def test_openssl_keys_interoperate(export_tiny, tmp_path):
 
 
 def test_cli_keygen_export_sign_run_trusted_key(tiny_generator, tmp_path):
-    """edge-ad keygen -> edge-ad export --sign -> edge-ad verify / run --trusted-key (right key: runs;
-    another key: exit 1 naming the problem)."""
+    """edge-ad keygen -> edge-ad export --sign -> edge-ad verify / sign / run --trusted-key (right key:
+    runs; another key: exit 1 naming the problem)."""
     from edge_ad.cli import main
     from edge_ad.models.checkpoint import save_checkpoint
     from edge_ad.runtime.preprocess import PreprocessSpec
@@ -128,6 +128,12 @@ def test_cli_keygen_export_sign_run_trusted_key(tiny_generator, tmp_path):
     assert res.exit_code == 0 and "ok" in res.output, res.output
     res = r.invoke(main, ["verify", str(model), "--trusted-key", str(tmp_path / "other.pub")])
     assert res.exit_code == 1 and "not a trusted key" in res.output
+    res = r.invoke(main, ["sign", str(model), "--key", str(tmp_path / "other.key")])     # re-signed by "other"
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["verify", str(model), "--trusted-key", str(tmp_path / "other.pub")])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["sign", str(model), "--key", str(tmp_path / "k.key")])
+    assert res.exit_code == 0, res.output
     run = ["run", "--model", str(model), "--source", "synth://?n=1", "--quiet"]
     res = r.invoke(main, run + ["--trusted-key", str(tmp_path / "k.pub")])
     assert res.exit_code == 0, res.output
