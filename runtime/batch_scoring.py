@@ -131,9 +131,11 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     t2 = time.perf_counter()
     memory = getattr(scorer, "_memory", None)
     B = len(keep)
+    # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
+    dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
     for b, j in enumerate(keep):
         i = ok[j]
-        dist = memory.distance(E[j]) if memory is not None else None
+        dist = float(dists[b]) if dists is not None else None
         scale = score_scale(X[j], scorer.config, dist)
         sl = out["seed_losses"][b].astype(np.float64)                            # (n_seed,)
         timings = {"preprocess_s": (t1 - t0) / len(ok), "search_s": (t2 - t1) / B, "steps_s": 0.0,

@@ -146,6 +146,34 @@ class LatentMemory:
             return float(max(((bank - e) ** 2).sum(1).min(), 0.0))
         return float(((bank - e) ** 2).mean(1).min())
 
+    def distances(self, E: np.ndarray) -> np.ndarray:
+        """``distance`` of every row of E (B, z_dim) -> (B,) float64, equal to ``distance(E[b])``.
+
+        One float64 GEMM finds each row's candidates: ||e - b||^2 = |e|^2 - 2 e.b + |b|^2 for all
+        (row, bank row) pairs at once, instead of B passes that each stream the (N, z_dim) bank. That
+        expansion is off by float64 rounding (~1e-15 of the norms), so every bank row within a margin
+        far above it of the row's smallest expanded distance is measured again with ``distance``'s own
+        formula, whose minimum is returned: the nearest row is always among them."""
+        E = np.asarray(E, dtype=np.float64)
+        bank = self._bank
+        if E.ndim != 2 or bank.ndim != 2 or bank.shape[1] != E.shape[1] or len(bank) == 0:
+            raise ValueError(f"latent bank must be (N, z_dim), latents (B, z_dim): got {self.shape} and {E.shape}")
+        if not np.isfinite(E).all():
+            raise ValueError("encoder latent contains NaN or inf")
+        if self.metric == "cosine":                              # each row as distance() normalises it
+            E = np.stack([e / max(np.linalg.norm(e), 1e-12) for e in E])
+        if not hasattr(self, "_bank_sq"):
+            self._bank_sq = (bank ** 2).sum(1)                   # (N,)
+        e_sq = (E ** 2).sum(1)                                   # (B,)
+        D = e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :]      # (B, N) squared L2, expanded
+        margin = 1e-9 * (1.0 + e_sq + self._bank_sq.max())    # >> the expansion's rounding error
+        out = np.empty(len(E))
+        for b, e in enumerate(E):
+            near = bank[D[b] <= D[b].min() + margin[b]]          # (k, z_dim) candidates, k >= 1
+            d = ((near - e) ** 2).sum(1) if self.metric == "cosine" else ((near - e) ** 2).mean(1)
+            out[b] = max(d.min(), 0.0) if self.metric == "cosine" else d.min()
+        return out
+
 
 def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
     """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64

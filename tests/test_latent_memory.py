@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import SearchConfig, latent_distance, latent_factor, score_scale
+from edge_ad.runtime.config import LatentMemory, SearchConfig, latent_distance, latent_factor, score_scale
 
 CFG = SearchConfig(name="izi-latent-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5,
                    z_init="encoder", score_latent_power=1.0, latent_metric="cosine")
@@ -30,6 +30,27 @@ def test_latent_distance_by_hand():
         latent_distance(np.array([np.nan, 0, 0]), bank)
     with pytest.raises(ValueError, match="unknown latent metric"):
         latent_distance(e, bank, "manhattan")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_batch_distances_equal_one_frame_distances(metric):
+    """LatentMemory.distances (one GEMM over a batch, score_batch's path) returns exactly distance()
+    per row, also where the GEMM's expanded form cannot tell bank rows apart: rows 1e-9 apart, a
+    latent on a bank row (distance 0), a zero latent, huge latents; NaN refused as distance() does."""
+    rng = np.random.default_rng(3)
+    bank = rng.standard_normal((600, 16))
+    bank[1] = bank[0] + 1e-9 * rng.standard_normal(16)          # near-duplicate rows
+    memory = LatentMemory(bank, metric)                               # float64: the 1e-9 gaps survive
+    E = np.concatenate([rng.standard_normal((12, 16)), bank[:2], bank[:4] + 1e-10 * rng.standard_normal((4, 16)),
+                        bank[5:7], np.zeros((1, 16)), 1e5 * rng.standard_normal((2, 16)),
+                        rng.standard_normal((4, 16)).astype(np.float32)])
+    got = memory.distances(E)
+    assert got.shape == (len(E),) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, [memory.distance(e) for e in E])
+    with pytest.raises(ValueError, match="NaN"):
+        memory.distances(np.where(np.arange(16) == 3, np.nan, E[:2]))
+    with pytest.raises(ValueError, match=r"latent bank must be \(N, z_dim\)"):
+        memory.distances(E[:, :8])
 
 
 def test_config_validation_and_factor():
