@@ -4,7 +4,8 @@ With k = 0 a frame's score is one encoder pass and one generator pass with weigh
 frame, so B frames go through the export's batch graphs together (final_batch.onnx, encoder_batch.onnx:
 export/batch_graphs.py): the generator's thin layers become GEMMs over the batch instead of B
 matrix-vector products that each stream the layer's weights. Everything else is ``score_input``'s
-own definition: ``initial_latents`` for z0, the latent memory's distance, ``score_scale``. Results
+own definition: ``initial_latents`` for z0, the latent memory's distance (the group's in one
+GEMM: ``LatentMemory.distances``, equal to ``distance`` per frame), ``score_scale``. Results
 equal ``Scorer.score`` frame by frame to float32 rounding (tests/test_batch_scoring.py).
 
 Models without the batch graphs (k >= 1, older exports) are scored frame by frame with ``score``.
