@@ -26,26 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.benchmarks.search_bench import sgemm_peak   # the one definition edge-ad bench uses
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sgemm_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
-    """Best-of-``reps`` GFLOP/s of a float32 n^3 matrix product on ``threads`` threads (torch.mm;
-    n = 2048 as edge-ad bench measures it: 106.8 GFLOP/s at 2 threads on this box, benchmarks/README.md)."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)
-        best = 0.0
-        for _ in range(reps):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t) / 1e9)
-        return best
-    finally:
-        torch.set_num_threads(old)
 
 
 def flops_per_frame(model_dir: Path, manifest: dict) -> dict:
@@ -139,7 +122,7 @@ def main(argv=None) -> dict:
     modes = {"one": one_at_a_time, "run": run_loop, **{f"batch{b}": batched(b) for b in a.batch}}
     for f in modes.values():                                    # warm-up (sessions, caches)
         f()
-    peaks = [sgemm_peak(a.threads)]
+    peaks = [sgemm_peak(a.threads, reps=10)]
     rounds = []
     names = list(modes)
     for r in range(a.rounds):
