@@ -243,6 +243,16 @@ CLI_STUCK = STUCK_SCORER + textwrap.dedent("""
 """)
 
 
+def _end_within(p, timeout: float, what: str):
+    """(stdout, stderr) of ``p`` once it exits; kill it and fail the test naming ``what`` if it does not."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail(what)
+
+
 def _wait_lines(out: Path, n: int, p, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline and p.poll() is None and (not out.exists() or out.read_text().count("\n") < n):
@@ -257,12 +267,7 @@ def test_sigterm_ends_a_run_whose_scoring_never_returns(tmp_path):
     time.sleep(0.5)  # the 4th call is stuck in C by now
     assert p.poll() is None, p.communicate()[1]
     p.send_signal(signal.SIGTERM)
-    try:
-        stdout, stderr = p.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail("SIGTERM did not end a run whose scoring call never returns")
+    stdout, stderr = _end_within(p, 20, "SIGTERM did not end a run whose scoring call never returns")
     assert p.returncode == 1, stderr
     lines = read_lines(out)
     s = lines[-1]
@@ -281,12 +286,7 @@ def test_second_sigterm_ends_a_stuck_run_at_once(tmp_path):
     p.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)          # the operator insists: no 600 s grace
-    try:
-        p.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail("a second SIGTERM did not end the run")
+    _end_within(p, 20, "a second SIGTERM did not end the run")
     s = read_lines(out)[-1]
     assert p.returncode == 1 and s["stopped"] == "interrupted" and s["abandoned_frame"] == "synth-000003"
 
@@ -298,12 +298,7 @@ def test_cli_sigint_on_a_stuck_frame_exits_nonzero_with_summary(tmp_path):
     _wait_lines(out, 2, p)
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
-    try:
-        stdout, stderr = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail("SIGINT did not end the CLI run")
+    stdout, stderr = _end_within(p, 30, "SIGINT did not end the CLI run")
     assert p.returncode == 1, stderr
     s = read_lines(out)[-1]
     assert s["stopped"] == "signal:SIGINT" and s["abandoned_frame"] == "synth-000002"
