@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ad.benchmarks.search_bench import sgemm_peak   # the one definition edge-ad bench uses
+from edge_ad.benchmarks.search_bench import model_flops, sgemm_peak   # the definitions edge-ad bench uses
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,12 +37,7 @@ def flops_per_frame(model_dir: Path, manifest: dict) -> dict:
     from onnx import numpy_helper, shape_inference
     m = manifest["model"]
     fg, z, c = int(m["features_g"]), int(m["z_dim"]), int(m["channels"])
-    widths = [fg * 16, fg * 8, fg * 4, fg * 2, c]
-    gen = z * widths[0] * 16                                   # layer 0: 1 position
-    for l in range(1, 5):
-        hin = 4 * 2 ** (l - 1)
-        gen += hin * hin * widths[l - 1] * widths[l] * 16       # P x C_in x 16 C_out
-    gen *= 2 * int(manifest["layout"]["n_seed"])
+    gen = int(model_flops(z, fg, c, int(manifest["layout"]["n_seed"]), k=0))   # n_seed generator passes
     enc = 0
     if "encoder" in manifest["graphs"]:
         model = shape_inference.infer_shapes(onnx.load(str(model_dir / manifest["graphs"]["encoder"]["file"])))

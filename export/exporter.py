@@ -498,9 +498,10 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     graphs = _write_graphs(G, bn, cfg, arch, out_dir, variants.graphs_for_export(cfg, chosen))
     chosen = [v for v in chosen if set(variants.graphs_for_export(cfg, [v])) <= set(graphs)]
     checks = {name: g["check"] for name, g in graphs.items()}
+    enc_layers = encoder_layers(E) if E is not None else None    # float64 copies, used by both encoder graphs
     if E is not None:
         x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
-        model = build_encoder_graph(encoder_layers(E), x_shape, G.cfg.z_dim, np.float32)
+        model = build_encoder_graph(enc_layers, x_shape, G.cfg.z_dim, np.float32)
         checks["encoder"] = verify_graph(model, np.float32)
         onnx.save(model, str(out_dir / "encoder.onnx"))
         enc_cfg = E.cfg.to_dict() if hasattr(E.cfg, "to_dict") else None
@@ -509,7 +510,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                              "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
                              "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
     if cfg.k == 0:   # frame batches (Scorer.score_batch): the generator pass, and the encoder's, over B frames
-        graphs.update(export_batch_graphs(params, bn, arch, out_dir, encoder_layers(E) if E is not None else None))
+        graphs.update(export_batch_graphs(params, bn, arch, out_dir, enc_layers))
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
     np.savez(out_dir / "weights.npz", **single)
     extra_files = ["weights.npz"] + ([HEAD_CONSTS] if (out_dir / HEAD_CONSTS).exists() else [])

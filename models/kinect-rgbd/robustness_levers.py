@@ -44,8 +44,8 @@ def to_x(frames, spec):
 class RandomPose:
     """Mirrored with probability 1/2 and shifted by (dy, dx) uniform in [-px, px]^2, drawn per frame."""
 
-    def __init__(self, px, j):
-        self.px, self.j = px, j
+    def __init__(self, px):
+        self.px = px
 
     def __call__(self, rgb, depth, rng):
         if rng.random() < 0.5:
@@ -66,7 +66,7 @@ def bank_augmentations(kind: str) -> list:
         shifts = [nu.Shift(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if (dy, dx) != (0, 0)]
         out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
     if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
-        out = [None, nu.Mirror()] + [RandomPose(3, j) for j in range(int(kind[6:]) - 2)]
+        out = [None, nu.Mirror()] + [RandomPose(3) for _ in range(int(kind[6:]) - 2)]
     if kind == "pose+photo":
         out += [nu.Brightness(0.8), nu.Brightness(1.2), nu.WhiteBalance((1.1, 1.0, 0.9)),
                 nu.WhiteBalance((0.9, 1.0, 1.1))]
