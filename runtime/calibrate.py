@@ -37,6 +37,7 @@ import numpy as np
 from .config import LatentMemory, latent_factor
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
+from .model_arrays import load_npy
 from .preprocess import COLOUR_GAIN_LIMITS, FrameError
 
 MIN_FRAMES = 20
@@ -180,7 +181,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = None
     if cfg.uses_latent_bank:
-        original = np.load(model_dir / bank_entry["file"], allow_pickle=False)
+        original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks)
         scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
@@ -219,7 +220,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             shutil.copyfile(model_dir / name, tmp / name)
         if new_bank is not None:
             np.save(tmp / bank_entry["file"], new_bank)
-        new["files"] = {name: sha256_file(tmp / name) for name in man["files"]}
+        new["files"] = dict(man["files"])          # copies of verified files; only the bank changed
+        if new_bank is not None:
+            new["files"][bank_entry["file"]] = sha256_file(tmp / bank_entry["file"])
         (tmp / MANIFEST).write_text(json.dumps(new, indent=1) + "\n")
         load_manifest(tmp, verify=True)
         if out_dir.exists():

@@ -18,7 +18,7 @@ from typing import Optional
 import click
 import numpy as np
 
-from edge_ad.runtime.pictures import heatmap  # shared with the contact sheet and the Rerun view
+from edge_ad.runtime.pictures import grey3, heatmap  # shared with the contact sheet and the Rerun view
 
 EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
 DEFAULT_SOURCE = "synth://"
@@ -65,16 +65,12 @@ def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- pictures
 
-def _grey3(d: np.ndarray) -> np.ndarray:
-    return np.repeat(d[..., None], 3, axis=2)
-
-
 def overlay(x: np.ndarray, recon: np.ndarray, err: np.ndarray, spec, scale: int = 4) -> np.ndarray:
     """One picture (H*scale, 5*W*scale, 3) uint8: input RGB | input depth | recon RGB | recon depth | error."""
     from edge_ad.runtime.preprocess import to_display
     rgb, dep = to_display(x, spec)
     rrgb, rdep = to_display(recon, spec)
-    row = np.concatenate([rgb, _grey3(dep), rrgb, _grey3(rdep), heatmap(err)], axis=1)
+    row = np.concatenate([rgb, grey3(dep), rrgb, grey3(rdep), heatmap(err)], axis=1)
     return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
 
 
@@ -105,7 +101,7 @@ class AnomalySaver:
             raise click.ClickException("--save-anomalies: the scorer returned no reconstruction")
         recon = recon.astype(np.float32)
         rrgb, rdep = to_display(recon, self.spec)
-        Image.fromarray(np.concatenate([rrgb, _grey3(rdep)], axis=1)).save(f"{stem}_recon.png")
+        Image.fromarray(np.concatenate([rrgb, grey3(rdep)], axis=1)).save(f"{stem}_recon.png")
         Image.fromarray(heatmap(res.error_map)).resize(
             (4 * res.error_map.shape[1], 4 * res.error_map.shape[0]), Image.NEAREST).save(f"{stem}_error.png")
         x = preprocess(frame.rgb, frame.depth, self.spec)

@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 
 from ..preprocess import DEFAULT_MAX_PIXELS
 from .base import Frame, Source, SourceError
-from .folder import FolderSource, list_ids
+from .folder import FolderSource
 
 
 def _is_frame_folder(p: Path) -> bool:
@@ -52,9 +52,7 @@ class LabelledFolderSource(Source):
         splits = self._splits(split_root, split, classes) if split else {}
         self.parts = []  # [(class, FolderSource)]
         for p in folders:
-            ids = splits.get(p.name) if split else None
-            self.parts.append((p.name, FolderSource(p, ids if ids is not None else list_ids(p),
-                                                    max_pixels=max_pixels)))
+            self.parts.append((p.name, FolderSource(p, splits.get(p.name), max_pixels=max_pixels)))
         self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
 
     @staticmethod
