@@ -17,12 +17,11 @@ own sha256 sidecars; they are not part of the exported model.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from .manifest import ManifestError
+from .manifest import ManifestError, sha256_stream
 
 _BUF = 1 << 20
 
@@ -76,11 +75,8 @@ def read_model_file(model_dir: os.PathLike, name: str) -> bytes:
 
 def sha256_model_file(model_dir: os.PathLike, name: str) -> str:
     """Hex sha256 of a model file, read as ``open_model_file`` does."""
-    h = hashlib.sha256()
     with open_model_file(model_dir, name) as f:
-        for block in iter(lambda: f.read(_BUF), b""):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_stream(f, _BUF)
 
 
 def verify_files(model_dir: os.PathLike, man: dict) -> None:

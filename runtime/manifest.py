@@ -23,16 +23,18 @@ class ManifestError(ValueError):
     """A model directory that is missing, tampered with, or of an unsupported format."""
 
 
+def sha256_stream(f, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of everything left in the binary file object ``f``, read in ``bufsize`` blocks."""
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(bufsize), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
 def sha256_file(path: os.PathLike, bufsize: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(bufsize)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_stream(f, bufsize)
 
 
 # Bounds on what a manifest may ask the runtime to allocate (a malformed or hostile manifest is

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from edge_ad.runtime.manifest import MANIFEST, sha256_file
+
 from .plan import Job
 
 Progress = Callable[[int, Optional[int]], None]   # (frames since the last call, the source's total or None)
@@ -21,7 +23,7 @@ FAULT_EXIT = 70   # exit status of a worker killed by the EDGE_AD_BATCH_FAULT fa
 
 def manifest_sha256(model_dir: os.PathLike) -> str:
     """sha256 of the model's manifest.json (which holds the sha256 of every other file)."""
-    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
+    return sha256_file(Path(model_dir) / MANIFEST)
 
 
 def pack_model(model_dir: os.PathLike) -> tuple[bytes, str]:
