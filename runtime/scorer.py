@@ -33,7 +33,7 @@ from . import variants
 from .config import LatentMemory, SearchConfig, make_z0, score_scale
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
-from .preprocess import PreprocessSpec, preprocess
+from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
 
 BACKENDS = variants.BACKENDS
 
@@ -250,13 +250,27 @@ class Scorer:
         """Score a raw frame: rgb H x W x 3 uint8, depth H x W uint8 (8-bit) or uint16 (mm).
         Raises preprocess.FrameError for a frame that cannot be scored."""
         t0 = time.perf_counter()
-        x = preprocess(rgb, depth, self.preprocess_spec)
+        u8 = frame_to_uint8(rgb, depth, self.preprocess_spec)          # (R, R, 4) uint8
+        return self.score_uint8(u8, z0, seed, keep_reconstructions, _started=t0)
+
+    def score_uint8(self, u8: np.ndarray, z0=None, seed: Optional[int] = None,
+                    keep_reconstructions: bool = False, _started: Optional[float] = None) -> ScoreResult:
+        """Score a frame already brought to the model's resolution by ``preprocess.frame_to_uint8``
+        (R, R, 4) uint8 (what ``score`` does first): the run loop makes it once for the sensor-fault
+        checks and the scorer. ``timings["preprocess_s"]`` covers the normalisation (and, from
+        ``score``, the resize)."""
+        t0 = time.perf_counter() if _started is None else _started
+        u8 = np.asarray(u8)
+        R = self.resolution
+        if u8.shape != (R, R, 4) or u8.dtype != np.uint8:
+            raise ValueError(f"u8 must be a ({R}, {R}, 4) uint8 frame from frame_to_uint8, got "
+                             f"{u8.dtype} {u8.shape}")
+        x = normalize_uint8(u8, self.preprocess_spec)                 # (4, R, R) float32 in [-1, 1]
         t1 = time.perf_counter()
         r = self.score_input(x, z0, seed, keep_reconstructions)
         r.timings["preprocess_s"] = t1 - t0
         r.timings["total_s"] = time.perf_counter() - t0
         return r
-
 
     def score_batch(self, frames, seeds=None, z0s=None, keep_reconstructions: bool = False,
                     threads: Optional[int] = None) -> list:

@@ -64,13 +64,15 @@ def channel_correlation(d: np.ndarray) -> Optional[float]:
     return float((c[0, 1] + c[0, 2] + c[1, 2]) / 3.0)
 
 
-def frame_faults(rgb, depth, spec: PreprocessSpec) -> list:
+def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = None) -> list:
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
-    Raises FrameError for frames that cannot be read at all (shape, dtype, NaN)."""
+    ``u8``: the frame's ``frame_to_uint8(rgb, depth, spec)`` when the caller already has it (the run
+    loop computes it once for the checks and the scorer). Raises FrameError for frames that cannot
+    be read at all (shape, dtype, NaN)."""
     lim: SensorLimits = spec.sensor_faults
     if not lim.enabled:
         return []
-    x = frame_to_uint8(rgb, depth, spec)      # (R, R, 4) uint8, background masked
+    x = frame_to_uint8(rgb, depth, spec) if u8 is None else u8   # (R, R, 4) uint8, background masked
     raw = np.asarray(depth)
     valid = float((raw > 0).mean()) if raw.size else 0.0
     if valid < lim.min_valid_depth:
@@ -122,7 +124,8 @@ class SensorFaultDetector:
         self._last: Optional[bytes] = None
         self._repeats = 0   # identical consecutive frames so far (1 = this frame is new)
 
-    def check(self, rgb, depth) -> list:
+    def check(self, rgb, depth, u8: Optional[np.ndarray] = None) -> list:
+        """Faults of the next frame of the stream (``u8``: its ``frame_to_uint8``, if already made)."""
         lim = self.spec.sensor_faults
         if not lim.enabled:
             return []
@@ -135,4 +138,4 @@ class SensorFaultDetector:
                 out.append(SensorFault("stuck_frame", f"identical to the previous frame "
                                                       f"({self._repeats} identical in a row, limit "
                                                       f"{lim.max_identical_frames})"))
-        return out + frame_faults(rgb, depth, self.spec)
+        return out + frame_faults(rgb, depth, self.spec, u8)

@@ -128,3 +128,56 @@ def test_limits_live_in_the_manifest_preprocessing():
             PreprocessSpec.from_dict({**old, "sensor_faults": bad})
     with pytest.raises(ValueError, match="must be an object"):
         PreprocessSpec.from_dict({**old, "sensor_faults": [1]})
+
+
+def test_run_loop_resizes_each_frame_once_for_checks_and_scorer(tmp_path, kinect_root, export_tiny, monkeypatch):
+    """With a real Scorer the sensor checks and the scorer share one frame_to_uint8 per frame (at
+    1280 x 720 a resize costs ~8 ms, as much as the k = 0 search), and the scores equal Scorer.score's."""
+    import edge_ad.runtime.capture as capture_mod
+    import edge_ad.runtime.preprocess as prep_mod
+    import edge_ad.runtime.scorer as scorer_mod
+    import edge_ad.runtime.sensor_faults as faults_mod
+    from edge_ad.runtime import Scorer
+
+    scorer = Scorer.load(export_tiny(0, 1))
+    real = [(fid, np.asarray(Image.fromarray(rgb).resize((160, 120))),
+             np.asarray(Image.fromarray(d8).resize((160, 120), Image.NEAREST)))
+            for fid, rgb, d8 in list(all_kinect_frames(kinect_root))[:3]]
+    calls = []
+
+    def counting(rgb, depth, spec):
+        calls.append(np.shape(rgb))
+        return prep_mod.frame_to_uint8(rgb, depth, spec)
+
+    for mod in (capture_mod, scorer_mod, faults_mod):
+        monkeypatch.setattr(mod, "frame_to_uint8", counting)
+
+    class Src(Source):
+        uri = "three"
+
+        def __iter__(self):
+            yield from (Frame(fid, rgb, d) for fid, rgb, d in real)
+
+    out = tmp_path / "r.jsonl"
+    s = run_capture(Src(), scorer, out=out, z0=np.zeros((1, scorer.z_dim), np.float32), handle_signals=False)
+    assert s["frames_scored"] == 3 and len(calls) == 3
+    got = {r["frame"]: r["score"] for r in read_lines(out) if r["type"] == "frame"}
+    z0 = np.zeros((1, scorer.z_dim), np.float32)
+    assert got == {fid: scorer.score(rgb, d, z0=z0).score for fid, rgb, d in real}
+    assert all(r["latency_ms"]["preprocess"] > 0 for r in read_lines(out) if r["type"] == "frame")
+
+
+def test_score_uint8_equals_score_and_names_a_wrong_frame(kinect_root, export_tiny):
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import frame_to_uint8
+
+    scorer = Scorer.load(export_tiny(0, 1))
+    _, rgb, d8 = next(iter(all_kinect_frames(kinect_root)))
+    a = scorer.score(rgb, d8, seed=3)
+    b = scorer.score_uint8(frame_to_uint8(rgb, d8, scorer.preprocess), seed=3)
+    assert a.score == b.score and np.array_equal(a.error_map, b.error_map)
+    assert {"preprocess_s", "total_s"} <= set(b.timings)
+    with pytest.raises(ValueError, match=r"\(64, 64, 4\) uint8"):
+        scorer.score_uint8(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="float32"):
+        scorer.score_uint8(np.zeros((64, 64, 4), np.float32))
