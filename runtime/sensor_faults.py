@@ -19,7 +19,7 @@ check; ``frame_faults`` is the stateless part.
 """
 from __future__ import annotations
 
-import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -107,13 +107,15 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
 
 
 def frame_digest(rgb, depth) -> bytes:
-    """A digest of a raw frame's pixels (shape, dtype and bytes of both images)."""
-    h = hashlib.blake2b(digest_size=16)
+    """A digest of a raw frame's pixels (shape, dtype and a CRC-32 of each image's bytes). The stuck
+    check only asks "same bytes as the previous frame?" of a camera, not an adversary: CRC-32 runs at
+    ~4 GB/s (1.6 ms for a 1280 x 720 RGB + uint16 depth frame; blake2b took 7.5 ms, as long as the
+    k = 0 search); two different frames agree on both CRCs with probability ~2^-64."""
+    out = []
     for a in (rgb, depth):
         a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.digest()
+        out.append(f"{a.shape}{a.dtype}:{zlib.crc32(memoryview(a).cast('B')):08x}")
+    return "|".join(out).encode()
 
 
 class SensorFaultDetector:

@@ -69,6 +69,10 @@ def test_stuck_frames():
     got = det.check(fr[0].rgb.copy(), fr[0].depth.copy())       # same pixels, new buffers
     assert [f.name for f in got] == ["stuck_frame"]
     assert det.check(fr[1].rgb, fr[1].depth) == []
+    one_px = fr[1].rgb.copy()
+    one_px[40, 17, 2] ^= 1                                       # one bit of one pixel differs: not stuck
+    assert det.check(one_px, fr[1].depth) == []
+    assert det.check(one_px, fr[1].depth.astype(np.uint16)) == []   # same values, other dtype: not stuck
     lenient = SensorFaultDetector(PreprocessSpec(sensor_faults=SensorLimits(max_identical_frames=2)))
     assert [len(lenient.check(fr[0].rgb, fr[0].depth)) for _ in range(3)] == [0, 0, 1]
 
