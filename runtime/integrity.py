@@ -17,6 +17,7 @@ own sha256 sidecars; they are not part of the exported model.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path, PurePosixPath
@@ -84,17 +85,23 @@ def verify_files(model_dir: os.PathLike, man: dict) -> None:
     external-data files are listed too. ``man`` has passed manifest.validate_manifest."""
     model_dir = Path(model_dir)
     files = man["files"]
+    graphs = {g["file"] for g in man["graphs"].values()}
     for name, digest in files.items():
-        actual = sha256_model_file(model_dir, name)
+        if name in graphs:   # read once: the bytes hashed are the bytes scanned for external data
+            data = read_model_file(model_dir, name)
+            actual = hashlib.sha256(data).hexdigest()
+        else:
+            actual = sha256_model_file(model_dir, name)
         if actual != digest:
             raise ManifestError(f"{model_dir}: {name} has been modified or corrupted "
                                 f"(sha256 {actual[:16]}..., manifest says {digest[:16]}...)")
-    for g in man["graphs"].values():
-        graph = check_name(g["file"])
-        for loc in onnx_external_data(read_model_file(model_dir, g["file"]), f"{model_dir}: {g['file']}"):
+        if name not in graphs:
+            continue
+        graph = check_name(name)
+        for loc in onnx_external_data(data, f"{model_dir}: {name}"):
             ext = (graph.parent / check_name(loc)).as_posix()
             if ext not in files:
-                raise ManifestError(f"{model_dir}: {g['file']} reads external data from {loc}, which has no "
+                raise ManifestError(f"{model_dir}: {name} reads external data from {loc}, which has no "
                                     "sha256 entry in the manifest (re-export, or add it to 'files')")
 
 
