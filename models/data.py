@@ -80,9 +80,15 @@ def to_tensor(arr: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> torch
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool = True, max_shift: int = 0,
-            brightness: float = 0.0) -> torch.Tensor:
+            brightness: float = 0.0, white_balance: float = 0.0) -> torch.Tensor:
     """Light augmentation of a batch x (B, 4, R, R) in [-1, 1]: horizontal flips, integer shifts
-    (background-filled), RGB brightness scaling on the foreground. Depth values are not changed."""
+    (background-filled), then ``photometric``. Depth values are not changed."""
+    return photometric(geometric(x, gen, hflip, max_shift), gen, brightness, white_balance)
+
+
+def geometric(x: torch.Tensor, gen: torch.Generator, hflip: bool = True, max_shift: int = 0) -> torch.Tensor:
+    """x (B, 4, R, R) flipped left-right with probability 1/2 and shifted by (dy, dx) uniform in
+    [-max_shift, max_shift]^2 per frame (vacated pixels background, -1)."""
     B = x.shape[0]
     if hflip:
         flip = torch.rand(B, generator=gen) < 0.5
@@ -97,10 +103,29 @@ def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool = True, max_shift
             xs, xd = (slice(0, R - dx), slice(dx, R)) if dx >= 0 else (slice(-dx, R), slice(0, R + dx))
             out[b, :, yd, xd] = x[b, :, ys, xs]
         x = out
+    return x
+
+
+def photometric(x: torch.Tensor, gen: torch.Generator, brightness: float = 0.0,
+                white_balance: float = 0.0) -> torch.Tensor:
+    """Light and colour changes of the foreground's RGB (depth > -1) per frame of x (B, 4, R, R):
+    RGB (as 0..1) times 1 + U(-brightness, brightness), then R and B each times 1 + U(-white_balance,
+    white_balance) (a colour cast; G kept), clipped to [0, 1]. Background and depth unchanged.
+    Draws nothing from ``gen`` for a zero amount (so older runs keep their random stream)."""
+    B = x.shape[0]
     if brightness > 0:
         f = 1 + (torch.rand(B, 1, 1, 1, generator=gen) * 2 - 1) * brightness
-        rgb01 = (x[:, :3] + 1) / 2
-        fg = (x[:, 3:4] > -1)
-        rgb = torch.where(fg, (rgb01 * f).clamp(0, 1) * 2 - 1, x[:, :3])
-        x = torch.cat([rgb, x[:, 3:]], 1)
+        x = _scale_rgb(x, f)
+    if white_balance > 0:
+        rb = 1 + (torch.rand(B, 2, generator=gen) * 2 - 1) * white_balance           # (B, 2): R, B gains
+        g = torch.stack([rb[:, 0], torch.ones(B), rb[:, 1]], 1)[:, :, None, None]     # (B, 3, 1, 1)
+        x = _scale_rgb(x, g)
     return x
+
+
+def _scale_rgb(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """x's foreground RGB (as 0..1) times gain (broadcast to (B, 3, R, R)), clipped to [0, 1]."""
+    rgb01 = (x[:, :3] + 1) / 2
+    fg = x[:, 3:4] > -1
+    rgb = torch.where(fg, (rgb01 * gain).clamp(0, 1) * 2 - 1, x[:, :3])
+    return torch.cat([rgb, x[:, 3:]], 1)

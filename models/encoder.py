@@ -19,7 +19,7 @@ from torch import nn
 from edge_ad.runtime.config import LatentMemory, SearchConfig, make_z0
 from edge_ad.runtime.preprocess import PreprocessSpec
 
-from .data import augment, to_tensor
+from .data import geometric, photometric, to_tensor
 from .dcgan import Generator
 
 
@@ -54,21 +54,31 @@ class Encoder(nn.Module):
 
 def train_encoder(G: Generator, data_u8: np.ndarray, *, epochs: int = 100, width: int = 16,
                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hflip: bool = True,
-                  max_shift: int = 0, log=print) -> tuple[Encoder, dict]:
-    """izi training on uint8 frames (N, R, R, 4) with G frozen. Returns (encoder in eval mode, info)."""
+                  max_shift: int = 0, brightness: float = 0.0, white_balance: float = 0.0,
+                  photometric_target: str = "augmented", log=print) -> tuple[Encoder, dict]:
+    """izi training on uint8 frames (N, R, R, 4) with G frozen. Returns (encoder in eval mode, info).
+
+    Each batch is flipped / shifted (hflip, max_shift) then photometrically jittered (brightness,
+    white_balance: models.data.photometric). photometric_target "augmented": the loss compares G(E(x'))
+    with the jittered x' itself (G must be able to draw it: a GAN trained with the same jitter);
+    "clean": with the frame before the jitter, so that E learns to ignore the light (E(x') ~ E(x))."""
+    if photometric_target not in ("augmented", "clean"):
+        raise ValueError(f"photometric_target must be 'augmented' or 'clean', got {photometric_target!r}")
+    jitter = (brightness, white_balance, photometric_target)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     G = G.eval()
     was_trainable = {n: p.requires_grad for n, p in G.named_parameters()}
     G.requires_grad_(False)  # frozen while the encoder trains; restored below (no side effect)
     try:
-        return _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, log)
+        return _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, jitter, log)
     finally:
         for n, p in G.named_parameters():
             p.requires_grad_(was_trainable[n])
 
 
-def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, log):
+def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, max_shift, jitter, log):
+    brightness, white_balance, photometric_target = jitter
     E = Encoder(EncoderConfig(z_dim=G.cfg.z_dim, width=width))
     opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -80,8 +90,10 @@ def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, 
         perm = torch.randperm(N, generator=gen)
         tot = 0.0
         for s in range(0, N - bs + 1, bs):
-            x = augment(X[perm[s:s + bs]], gen, hflip, max_shift)
-            loss = ((G(E(x)) - x) ** 2).mean()
+            x = geometric(X[perm[s:s + bs]], gen, hflip, max_shift)               # (bs, 4, R, R)
+            x_in = photometric(x, gen, brightness, white_balance)
+            target = x if photometric_target == "clean" else x_in
+            loss = ((G(E(x_in)) - target) ** 2).mean()
             opt.zero_grad(), loss.backward(), opt.step()
             tot += loss.item() * len(x)
         sched.step()
@@ -90,7 +102,8 @@ def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, 
             log(f"encoder epoch {ep}/{epochs} izi loss {hist[-1]:.5f}")
     info = {"objective": "izi (f-AnoGAN): mean((G(E(x)) - x)^2), G frozen", "epochs": epochs,
             "width": width, "batch_size": bs, "lr": lr, "adam_betas": [0.5, 0.999], "schedule": "cosine",
-            "seed": seed, "hflip": hflip, "max_shift": max_shift, "loss_history": hist,
+            "seed": seed, "hflip": hflip, "max_shift": max_shift, "brightness": brightness,
+            "white_balance": white_balance, "photometric_target": photometric_target, "loss_history": hist,
             "wall_seconds": time.perf_counter() - t0}
     return E.eval(), info
 

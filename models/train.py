@@ -21,6 +21,8 @@ from .distributed import Dist, state_checksum, unwrap
 from .plots import save_loss_curve, save_sample_grid
 
 OBJECTIVES = ("bce", "wgan-gp")
+# TrainConfig fields added after runs were saved, with the value those runs trained with (resume)
+ADDED_FIELDS = {"white_balance": 0.0}
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     hflip: bool = True
     max_shift: int = 0
     brightness: float = 0.0
+    white_balance: float = 0.0   # colour casts: R and B gains 1 + U(-wb, wb) (data.photometric)
     critic_iters: int = 5
     critic_norm: str = "batch"  # "instance" keeps WGAN-GP's per-sample gradient penalty valid
     gp_lambda: float = 10.0
@@ -101,7 +104,8 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     ck = read_checkpoint(ckpt_path) if resume and dist.is_main and ckpt_path.exists() else None
     ck = dist.broadcast(ck)
     if ck is not None:
-        if ck["train"].get("config") != asdict(cfg) | {"epochs": ck["train"]["config"]["epochs"]}:
+        stored = {**ADDED_FIELDS, **(ck["train"].get("config") or {})}   # runs from before a field existed
+        if stored != asdict(cfg) | {"epochs": stored.get("epochs")}:
             raise ValueError(f"{ckpt_path} was trained with a different configuration; "
                              "use another --out or --no-resume")
         G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
@@ -147,7 +151,7 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
             batches = [perm[s * bs:(s + 1) * bs] for s in range(steps)]
         lg_sum = ld_sum = 0.0
         for sel in batches:
-            real = augment(X[sel], gen, cfg.hflip, cfg.max_shift, cfg.brightness).to(dev)
+            real = augment(X[sel], gen, cfg.hflip, cfg.max_shift, cfg.brightness, cfg.white_balance).to(dev)
             b = real.shape[0]
             if cfg.objective == "bce":
                 fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen).to(dev))

@@ -94,3 +94,42 @@ def test_baselines(frames):
     assert a.shape == (4,) and (a >= 0).all()
     with pytest.raises(ValueError, match="train"):
         nearest_neighbour_scores(T[:, :3], T)
+
+
+
+class _PcaDecoder(torch.nn.Module):
+    """A frozen linear 'generator' z (N, 16, 1, 1) -> mean + z @ the data's top 16 principal axes
+    (N, 4, 64, 64): what an encoder can invert, unlike a random tiny DCGAN."""
+
+    def __init__(self, X: torch.Tensor, k: int = 16):
+        super().__init__()
+        from types import SimpleNamespace
+        self.cfg = SimpleNamespace(z_dim=k)
+        flat = X.flatten(1)
+        self.mean = flat.mean(0)
+        self.axes = torch.linalg.svd(flat - self.mean, full_matrices=False)[2][:k]    # (k, 4*64*64)
+        self.shape = X.shape[1:]
+
+    def forward(self, z):
+        return (self.mean + z.flatten(1) @ self.axes).reshape(-1, *self.shape)
+
+
+def test_encoder_light_jitter_targets(kinect_root):
+    """photometric_target 'clean' trains E to reconstruct the frame before the light jitter: on the
+    same darkened inputs its reconstruction of the clean frames is closer than an 'augmented' encoder's
+    (which reconstructs the darkened frame it sees)."""
+    u8 = load_kinect(kinect_root, "rectangle", "train")[1][:64]
+    X = to_tensor(u8)
+    G = _PcaDecoder(X)
+    kw = dict(epochs=30, width=4, batch_size=16, lr=3e-3, log=None, brightness=0.4, seed=0, hflip=False)
+    E_clean, info = train_encoder(G, u8, photometric_target="clean", **kw)
+    assert info["brightness"] == 0.4 and info["photometric_target"] == "clean"
+    E_aug, _ = train_encoder(G, u8, photometric_target="augmented", **kw)
+    with pytest.raises(ValueError, match="photometric_target"):
+        train_encoder(G, u8, photometric_target="nope", **kw)
+    dim = X.clone()
+    fg = X[:, 3:4] > -1
+    dim[:, :3] = torch.where(fg, ((X[:, :3] + 1) / 2 * 0.65) * 2 - 1, X[:, :3])     # 35 % less light
+    with torch.no_grad():
+        err = {k: float(((G(E(dim)) - X) ** 2).mean()) for k, E in (("clean", E_clean), ("aug", E_aug))}
+    assert err["clean"] < 0.9 * err["aug"], err

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from edge_ad.cli import main
 from edge_ad.models import load_generator, read_checkpoint
-from edge_ad.models.data import augment, load_kinect
+from edge_ad.models.data import augment, load_kinect, photometric
 from edge_ad.models.train import TrainConfig, train
 
 
@@ -85,6 +85,35 @@ def test_augment_flips_and_shifts_keep_depth_values():
     assert y.shape == x.shape
     vals = set(x[0, 3].flatten().tolist()) | {-1.0}
     assert set(y[:, 3].flatten().tolist()) <= vals  # geometry only: no new depth values
+
+
+def _fg_batch(B=16):
+    """x (B, 4, 8, 8): RGB mid-grey on a foreground square, background (-1 everywhere) around it."""
+    x = torch.full((B, 4, 8, 8), -1.0)
+    x[:, :3, 2:6, 2:6] = 0.0          # RGB 0.5 (as 0..1)
+    x[:, 3, 2:6, 2:6] = 0.3
+    return x
+
+
+def test_photometric_zero_amounts_change_nothing_and_draw_nothing():
+    x = _fg_batch()
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    assert torch.equal(photometric(x, g, 0.0, 0.0), x)
+    assert torch.equal(g.get_state(), state)     # older runs keep their random stream
+
+
+def test_white_balance_scales_red_and_blue_of_the_foreground_only():
+    x = _fg_batch(64)
+    y = photometric(x, torch.Generator().manual_seed(0), brightness=0.0, white_balance=0.2)
+    fg = x[:, 3] > -1
+    assert torch.equal(y[:, 3], x[:, 3]) and torch.equal(y[:, :3][:, :, ~fg[0]], x[:, :3][:, :, ~fg[0]])
+    assert torch.equal(y[:, 1], x[:, 1])                     # G kept
+    gains = (y[:, [0, 2], 3, 3] + 1) / 2 / 0.5               # (B, 2) per-frame R and B gains
+    assert gains.min() >= 0.8 - 1e-6 and gains.max() <= 1.2 + 1e-6
+    assert gains.std() > 0.05 and not torch.allclose(gains[:, 0], gains[:, 1])   # drawn per frame and channel
+    # constant over each frame's foreground
+    assert torch.allclose(y[:, 0, 2:6, 2:6], y[:, 0, 3:4, 3:4].expand(-1, 4, 4))
 
 
 def test_train_command_errors(tmp_path):

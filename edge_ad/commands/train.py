@@ -26,12 +26,14 @@ import click
 @click.option("--hflip/--no-hflip", default=True, show_default=True)
 @click.option("--max-shift", type=int, default=0, show_default=True, help="random shifts up to N pixels.")
 @click.option("--brightness", type=float, default=0.0, show_default=True, help="RGB brightness jitter (fraction).")
+@click.option("--white-balance", type=float, default=0.0, show_default=True,
+              help="colour-cast jitter: R and B gains 1 +- this (fraction).")
 @click.option("--sample-every", type=int, default=10, show_default=True, help="sample grid + checkpoint every N epochs.")
 @click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue OUT/last.pt if present.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
 def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
-        max_shift, brightness, sample_every, snapshot_every, resume, threads):
+        max_shift, brightness, white_balance, sample_every, snapshot_every, resume, threads):
     """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve.
 
     Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m edge_ad train ...
@@ -65,7 +67,8 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             raise click.UsageError("give --data (with --class for kinect-rgbd) or --synth N")
         cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, critic_norm=critic_norm,
                           features_g=width, features_d=width, seed=seed, hflip=hflip,
-                          max_shift=max_shift, brightness=brightness, sample_every=sample_every,
+                          max_shift=max_shift, brightness=brightness,
+                          white_balance=white_balance, sample_every=sample_every,
                           snapshot_every=snapshot_every)
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e))

@@ -30,6 +30,14 @@ def main(argv=None):
     ap.add_argument("--train-encoder", type=int, default=0, metavar="EPOCHS",
                     help="train the izi encoder now on the class's train split (needs --data)")
     ap.add_argument("--encoder-width", type=int, default=16)
+    ap.add_argument("--encoder-seed", type=int, default=0)
+    ap.add_argument("--encoder-max-shift", type=int, default=2, help="izi training: random shifts up to N px")
+    ap.add_argument("--encoder-brightness", type=float, default=0.0,
+                    help="izi training: foreground brightness jitter 1 +- this (models.data.photometric)")
+    ap.add_argument("--encoder-white-balance", type=float, default=0.0,
+                    help="izi training: colour-cast jitter, R and B gains 1 +- this")
+    ap.add_argument("--encoder-target", choices=("augmented", "clean"), default="augmented",
+                    help="izi training: reconstruct the jittered frame, or the frame before the light jitter")
     ap.add_argument("--data", help="kinect-rgbd root: measure val AUROC, baselines and the CI subset now")
     ap.add_argument("--ci-per-class", type=int, default=100, help="val frames per class of the CI floor test")
     ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align); "
@@ -65,9 +73,11 @@ def main(argv=None):
             raise SystemExit("--train-encoder needs --data")
         from edge_ad.models.data import load_kinect
         from edge_ad.models.encoder import encoder_to_dict, train_encoder
-        torch.manual_seed(0)
+        torch.manual_seed(a.encoder_seed)
         E, info = train_encoder(G, load_kinect(a.data, a.cls, "train", G.preprocess)[1], epochs=a.train_encoder,
-                                width=a.encoder_width, max_shift=2)
+                                width=a.encoder_width, seed=a.encoder_seed, max_shift=a.encoder_max_shift,
+                                brightness=a.encoder_brightness, white_balance=a.encoder_white_balance,
+                                photometric_target=a.encoder_target)
         scoring["encoder"], scoring["encoder_train"] = encoder_to_dict(E), info
     elif cfg.z_init == "encoder":
         raise SystemExit("--search has z_init='encoder' but no --encoder was given")
