@@ -72,6 +72,27 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     assert sc.threshold > 0
 
 
+def test_calibrated_threshold_never_below_the_models_own(tmp_path, kinect_export):
+    """Scene frames already in the bank score low: the scene's quantile falls below the model's threshold
+    (set at 5 % on its val normals), which then stays the threshold at --fpr <= 5 %, not at 10 %."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.sources import open_source
+    scene = copy_frames(tmp_path / "scene", "rectangle", 24, start=0)     # train frames: in the bank
+    own = Scorer.load(kinect_export).threshold
+    man = {}
+    for name, fpr, floor in (("floor", 0.05, True), ("nofloor", 0.05, False), ("fpr10", 0.1, True)):
+        with open_source(str(scene)) as src:
+            man[name] = calibrate_model(kinect_export, src, tmp_path / name, fpr=fpr, floor=floor)
+    c = man["floor"]["calibration"]
+    assert c["threshold_scene"] < own and c["threshold_floor"] == pytest.approx(own)
+    assert man["floor"]["threshold"]["value"] == pytest.approx(own)
+    assert Scorer.load(tmp_path / "floor").threshold == pytest.approx(own)
+    assert man["nofloor"]["threshold"]["value"] == pytest.approx(c["threshold_scene"])
+    assert man["nofloor"]["calibration"]["threshold_floor"] is None
+    assert man["fpr10"]["calibration"]["threshold_floor"] is None          # 5 % is no bound for a 10 % threshold
+    assert man["fpr10"]["threshold"]["value"] < own
+
+
 def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):
     from edge_ad.cli import main
     scene = copy_frames(tmp_path / "scene", "rectangle", 4)

@@ -21,8 +21,11 @@ import click
 @click.option("--colour-gain/--no-colour-gain", default=True, show_default=True,
               help="undo the scene's light: per-channel gains mapping its mean foreground colour to the train "
               "frames' (models that record colour_reference).")
+@click.option("--floor/--no-floor", default=True, show_default=True,
+              help="never set the threshold below the model's own (calibrated on its held-out normal frames at "
+              "a false-alarm rate >= --fpr): a few dozen frames of one recording underestimate the spread.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
-def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, threads):
+def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, threads):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (leave-one-out), into a new model directory OUT."""
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
@@ -38,7 +41,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         with open_source(source_uri) as src:
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
-                                  colour_gain=colour_gain)
+                                  colour_gain=colour_gain, floor=floor)
     except (CalibrationError, ManifestError, SourceError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
@@ -47,5 +50,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable); threshold {t['value']:.4g} "
-               f"at {fpr:g} false alarms" + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
+               f"at {fpr:g} false alarms" + (
+               f" (the model's own; the scene's {c['threshold_scene']:.4g} is below it)"
+               if c.get("threshold_floor") is not None and c["threshold_floor"] > c["threshold_scene"] else "") + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
                                              if bank else ""))
