@@ -74,6 +74,22 @@ def summarize(ids: Sequence, arr: np.ndarray, source: str, **extra) -> dict:
             "foreground_fraction": float((arr[..., 3] > 0).mean()), **extra}
 
 
+def spec_with(spec: PreprocessSpec, fields: dict, train_u8: np.ndarray) -> PreprocessSpec:
+    """spec with ``fields`` (PreprocessSpec fields) set; "auto" for colour_reference / align_centre is
+    measured on train_u8 (N, R, R, 4) uint8 (unaligned): the mean foreground colour (0..1) / the mean
+    foreground centroid (y, x as shares of the side)."""
+    fg = train_u8[..., 3] > 0                                                  # (N, R, R)
+    fields = dict(fields)
+    if fields.get("colour_reference") == "auto":
+        fields["colour_reference"] = [round(float(train_u8[..., c][fg].mean() / 255), 4) for c in range(3)]
+    if fields.get("align_centre") == "auto":
+        R = train_u8.shape[1]
+        ys, xs = np.mgrid[:R, :R]
+        n = np.maximum(fg.sum((1, 2)), 1)
+        fields["align_centre"] = [round(float(((fg * g).sum((1, 2)) / n).mean() / R), 4) for g in (ys, xs)]
+    return PreprocessSpec.from_dict({**spec.to_dict(), **fields})
+
+
 def to_tensor(arr: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> torch.Tensor:
     """uint8 (N, R, R, 4) -> float32 (N, 4, R, R) in [-1, 1]."""
     return torch.from_numpy(normalize_uint8(arr, spec))

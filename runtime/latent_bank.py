@@ -24,6 +24,9 @@ from .preprocess import PreprocessSpec, align_centroid, frame_to_uint8, normaliz
 # with and without the mirror: 1 + 17 inputs per normal frame.
 POSE_AUGMENT = ("mirror",) + tuple(f"{m}shift:{dy},{dx}" for m in ("", "mirror+") for dy in (-2, 0, 2)
                                    for dx in (-2, 0, 2) if (dy, dx) != (0, 0))
+# Light and colour copies (issue 12, models trained with photometric jitter): +-20 % brightness and two
+# colour casts, each of the frame as it is: 4 more inputs per normal frame.
+LIGHT_AUGMENT = ("brightness:0.8", "brightness:1.2", "wb:1.1,1,0.9", "wb:0.9,1,1.1")
 
 
 def bank_inputs(rgb, depth, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,

@@ -123,6 +123,27 @@ def test_train_command_errors(tmp_path):
     assert r.exit_code != 0 and "splits.json" in r.output
 
 
+def test_train_command_preprocess_trains_under_the_shipped_colour_norm(tmp_path):
+    """--preprocess: the run trains on (and its checkpoint carries) the given preprocessing, "auto" colour
+    reference = the training frames' mean foreground colour; bad JSON / align are refused by name."""
+    from edge_ad.models.data import load_synth
+    out = tmp_path / "gray"
+    r = CliRunner().invoke(main, ["train", "--synth", "32", "--out", str(out), "--epochs", "1", "--width", "4",
+                                  "--batch-size", "16", "--sample-every", "0", "--white-balance", "0.1",
+                                  "--preprocess", '{"colour_norm": "gray", "colour_reference": "auto"}'])
+    assert r.exit_code == 0, r.output
+    G = load_generator(out / "last.pt")
+    arr = load_synth(32, seed=0)[1]
+    fg = arr[..., 3] > 0
+    ref = [round(float(arr[..., c][fg].mean() / 255), 4) for c in range(3)]
+    assert G.preprocess.colour_norm == "gray" and list(G.preprocess.colour_reference) == pytest.approx(ref)
+    assert read_checkpoint(out / "last.pt")["train"]["config"]["white_balance"] == 0.1
+    for bad, msg in (("{nope", "not JSON"), ('{"align": "centroid"}', "align")):
+        r = CliRunner().invoke(main, ["train", "--synth", "8", "--out", str(tmp_path / "b"), "--epochs", "1",
+                                      "--width", "4", "--preprocess", bad])
+        assert r.exit_code != 0 and msg in r.output, r.output
+
+
 def test_train_command_on_synthetic_boxes(tmp_path):
     r = CliRunner().invoke(main, ["train", "--synth", "32", "--out", str(tmp_path), "--epochs", "2",
                                   "--width", "4", "--batch-size", "16", "--sample-every", "1"])

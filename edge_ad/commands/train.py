@@ -30,10 +30,13 @@ import click
               help="colour-cast jitter: R and B gains 1 +- this (fraction).")
 @click.option("--sample-every", type=int, default=10, show_default=True, help="sample grid + checkpoint every N epochs.")
 @click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
+@click.option("--preprocess", "preprocess_json",
+              help='preprocessing fields to train under, as JSON (runtime/preprocess.py), e.g. '
+              '\'{"colour_norm": "gray", "colour_reference": "auto"}\'; "auto" = measured on the training frames.')
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue OUT/last.pt if present.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
 def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
-        max_shift, brightness, white_balance, sample_every, snapshot_every, resume, threads):
+        max_shift, brightness, white_balance, sample_every, snapshot_every, preprocess_json, resume, threads):
     """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve.
 
     Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m edge_ad train ...
@@ -43,6 +46,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
     from edge_ad.models.data import DataError, load_folder, load_kinect, load_synth, summarize
     from edge_ad.models.distributed import Dist
     from edge_ad.models.train import TrainConfig, train
+    from edge_ad.runtime.preprocess import PreprocessSpec
 
     if threads:
         torch.set_num_threads(threads)
@@ -65,6 +69,22 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             summary = summarize(ids, arr, str(Path(data).resolve()))
         else:
             raise click.UsageError("give --data (with --class for kinect-rgbd) or --synth N")
+        spec = PreprocessSpec()
+        if preprocess_json:
+            import json
+
+            from edge_ad.models.data import spec_with
+            try:
+                fields = json.loads(preprocess_json)
+            except json.JSONDecodeError as e:
+                raise click.UsageError(f"--preprocess is not JSON: {e}")
+            if not isinstance(fields, dict):
+                raise click.UsageError("--preprocess must be a JSON object of preprocessing fields")
+            if fields.get("align", "none") != "none" or fields.get("resolution") not in (None, arr.shape[1]):
+                raise click.UsageError("--preprocess: align and resolution are not supported in training "
+                                       "(the frames are read once at the default resolution, unaligned)")
+            spec = spec_with(spec, fields, arr)
+            click.echo(f"preprocess: {spec.to_dict()}")
         cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, critic_norm=critic_norm,
                           features_g=width, features_d=width, seed=seed, hflip=hflip,
                           max_shift=max_shift, brightness=brightness,
@@ -76,7 +96,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
     echo = click.echo if dist.is_main else (lambda *a, **k: None)
     echo(f"training on {len(ids)} frames from {summary['source']} -> {out_dir}")
     try:
-        path = train(arr, out_dir, cfg, data_summary=summary, resume=resume, dist=dist)
+        path = train(arr, out_dir, cfg, data_summary=summary, spec=spec, resume=resume, dist=dist)
     except (ValueError, FloatingPointError) as e:
         raise click.ClickException(str(e))
     finally:

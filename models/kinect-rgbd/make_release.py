@@ -43,7 +43,7 @@ def main(argv=None):
     ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align); "
                     "\"auto\" for colour_reference / align_centre: the train frames' mean foreground colour / centroid")
     ap.add_argument("--bank-augment", default="", help="augmentations of the bank's train frames: 'pose' "
-                    "(runtime.latent_bank.POSE_AUGMENT), 'mirror', or nuisance texts joined by ';'")
+                    "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'mirror', or nuisance texts joined by ';'")
     ap.add_argument("--threshold-fpr", type=float, default=0.05,
                     help="calibrate the shipped threshold on the val normals at this false-alarm rate (needs --data)")
     ap.add_argument("--out", required=True)
@@ -144,29 +144,20 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None) -> dict:
 
 def release_spec(spec, fields: dict, data, cls):
     """spec with ``fields`` set; "auto" colour_reference / align_centre measured on the class's train frames."""
-    import numpy as np
-
-    from edge_ad.models.data import load_kinect
+    from edge_ad.models.data import load_kinect, spec_with
     from edge_ad.runtime.preprocess import PreprocessSpec
     u8 = load_kinect(data, cls, "train", PreprocessSpec.from_dict({**spec.to_dict(), "align": "none"}))[1]
-    fg = u8[..., 3] > 0                                                    # (N, R, R)
-    fields = dict(fields)
-    if fields.get("colour_reference") == "auto":
-        fields["colour_reference"] = [round(float(u8[..., c][fg].mean() / 255), 4) for c in range(3)]
-    if fields.get("align_centre") == "auto":
-        R = u8.shape[1]
-        ys, xs = np.mgrid[:R, :R]
-        n = np.maximum(fg.sum((1, 2)), 1)
-        fields["align_centre"] = [round(float(((fg * g).sum((1, 2)) / n).mean() / R), 4) for g in (ys, xs)]
-    return PreprocessSpec.from_dict({**spec.to_dict(), **fields})
+    return spec_with(spec, fields, u8)
 
 
 def bank_augment(text: str) -> tuple:
-    from edge_ad.runtime.latent_bank import POSE_AUGMENT
+    from edge_ad.runtime.latent_bank import LIGHT_AUGMENT, POSE_AUGMENT
     if text in ("", "none"):
         return ()
     if text == "pose":
         return POSE_AUGMENT
+    if text == "pose+light":
+        return POSE_AUGMENT + LIGHT_AUGMENT
     if text == "mirror":
         return ("mirror",)
     return tuple(t.strip() for t in text.split(";") if t.strip())
