@@ -1,8 +1,12 @@
 """A synthetic RGB-D renderer (NumPy ray casting), the embedded default data.
 
-Boxes are the normal class; spheres and cylinders are anomalies. Each object gets a random
-pose, size, colour and light, on a black background with depth 0, like kinect-rgbd
-(whose 8-bit depth is millimetres * 255 / 700, larger = farther).
+Boxes are the normal class; spheres and cylinders are anomalies. The scene is a small inspection
+cell: each object rests on a table (upright, turned by a random yaw about the vertical) at a random
+place, size and colour; the camera looks down at the table (tilted by 0.70-0.80 rad) and a room
+light shines from above and one side, with a small random jitter; the colour sensor adds Gaussian
+noise. Background is black with depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255
+/ 700, larger = farther). Realism only: a sphere and a cylinder are told from a box by their shape,
+not by a pose or light no box gets.
 """
 from __future__ import annotations
 
@@ -12,16 +16,29 @@ KINDS = ("box", "sphere", "cylinder")
 NORMAL_KIND = "box"
 
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random rotation matrix (3, 3), tilted mostly about the vertical like objects on a table."""
-    yaw = rng.uniform(0, 2 * np.pi)
-    pitch = rng.uniform(-0.6, 0.6)
-    roll = rng.uniform(-0.25, 0.25)
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    return rx @ ry @ rz
+CAMERA_TILT = (0.70, 0.80)      # rad: the camera looks down at the table by this much (uniform)
+LIGHT_SIDE = 0.8                # the room light's sideways offset (camera x) from straight above
+LIGHT_JITTER = 0.15             # uniform jitter of the light direction per frame (each axis)
+RGB_NOISE = 3.0                 # colour sensor noise (sigma, 8-bit levels)
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rotation(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Object-to-camera rotation (3, 3) of an object resting on the table (random yaw about the table's
+    vertical) seen by the tilted camera, and the table's "up" direction in the camera frame (3,)."""
+    tilt = rng.uniform(*CAMERA_TILT)
+    table = _rot_x(tilt)                     # table frame -> camera frame (camera looks down by `tilt`)
+    up = table @ np.array([0.0, -1.0, 0.0])  # "up" is -y (image y grows downward); tilted toward the camera
+    return table @ _rot_y(rng.uniform(0, 2 * np.pi)), up
 
 
 def _hit_box(o, d, half):
@@ -86,7 +103,7 @@ def render(kind: str, rng: np.random.Generator, resolution: int = 64,
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
 
     center = np.array([rng.uniform(-35, 35), rng.uniform(-25, 25), rng.uniform(340, 460)])
-    rot = _rotation(rng)
+    rot, up = _rotation(rng)
     o = (-center) @ rot  # camera origin in the object frame: R^T (0 - c)
     d = dirs @ rot
     o = np.broadcast_to(o, d.shape)
@@ -100,11 +117,13 @@ def render(kind: str, rng: np.random.Generator, resolution: int = 64,
         t, n = _hit_cylinder(o, d, size * rng.uniform(0.25, 0.45), size * rng.uniform(0.4, 0.8))
     hit = np.isfinite(t)
     normals = n @ rot.T  # back to the camera frame
-    light = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-1.0, -0.3), -1.0])
+    # the room light: from above the table, offset to one side and toward the camera, jittered
+    jitter = rng.uniform(-LIGHT_JITTER, LIGHT_JITTER, size=2)
+    light = up + np.array([LIGHT_SIDE + jitter[0], jitter[1], -0.5])  # direction toward the light (3,)
     light /= np.linalg.norm(light)
-    shade = 0.35 + 0.65 * np.clip((normals * -light).sum(1) * -1, 0, 1)
+    shade = 0.3 + 0.7 * np.clip((normals * light).sum(1), 0, 1)       # ambient + Lambert, (P,)
     albedo = rng.uniform(40, 235, size=3) * rng.uniform(0.7, 1.2)
-    rgb = albedo[None, :] * shade[:, None] + rng.normal(0, 3, size=(len(t), 3))
+    rgb = albedo[None, :] * shade[:, None] + rng.normal(0, RGB_NOISE, size=(len(t), 3))
     rgb = np.where(hit[:, None], np.clip(rgb, 1, 255), 0).astype(np.uint8)
     z_mm = np.where(hit, np.nan_to_num(t, posinf=0) * dirs[:, 2], 0)
     depth = np.where(hit & (z_mm <= far_mm), np.clip(np.rint(z_mm * 255 / far_mm), 1, 255), 0)

@@ -1,0 +1,200 @@
+"""Train the demo model (models/demo/demo.pt, exported to runtime/demo/ by scripts/export_demo.py), step by
+step, on the built-in renderer (runtime/sources/synth.py). Every frame set has its own seed, none of them the
+demo's (synth:// seed 0), the export parity check's (seed 1) or the shipped-demo test's (tests/test_demo_model.py):
+
+    train boxes         render_set(N_TRAIN, seed=TRAIN_SEED)                       GAN, encoder, latent bank
+    calibration boxes   render_set(N_CAL, seed=CAL_SEED)                           the shipped threshold
+    validation frames   render_set(N_VAL, seed=VAL_SEED, anomaly_rate=0.5)         choosing the configuration
+
+    # 1. the generator (BCE DCGAN, the kinect-rgbd recipe), preprocessing "rgb" colour norm + centroid alignment
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_demo.py gan --out runs/demo-gan
+    # 2. izi encoder (G frozen), latent bank, configuration on validation, threshold on calibration -> demo.pt
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_demo.py release --generator runs/demo-gan/last.pt \
+        --out models/demo/demo.pt
+    # 3. export into the runtime package
+    .venv/bin/python scripts/export_demo.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_SEED, CAL_SEED, VAL_SEED = 1000, 2000, 3000
+N_TRAIN, N_CAL, N_VAL = 3000, 300, 400
+
+
+def base_spec():
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    return PreprocessSpec()
+
+
+def demo_spec(train_rgb, train_depth):
+    """The demo's preprocessing: colour_norm "rgb" (foreground colour scaled per channel to the train boxes'
+    mean foreground colour) + align "centroid" (at the train boxes' mean foreground centroid), both measured
+    on the train boxes as make_release.py's "auto" does."""
+    from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8
+    spec = base_spec()
+    u8 = np.stack([frame_to_uint8(r, d, spec) for r, d in zip(train_rgb, train_depth)])   # (N, R, R, 4)
+    fg = u8[..., 3] > 0
+    ref = [round(float(u8[..., c][fg].mean() / 255), 4) for c in range(3)]
+    R = u8.shape[1]
+    ys, xs = np.mgrid[:R, :R]
+    n = np.maximum(fg.sum((1, 2)), 1)
+    centre = [round(float(((fg * g).sum((1, 2)) / n).mean() / R), 4) for g in (ys, xs)]
+    return PreprocessSpec.from_dict({**spec.to_dict(), "colour_norm": "rgb", "colour_reference": ref,
+                                     "align": "centroid", "align_centre": centre})
+
+
+def frames_u8(rgb, depth, spec) -> np.ndarray:
+    from edge_ad.runtime.preprocess import frame_to_uint8
+    return np.stack([frame_to_uint8(r, d, spec) for r, d in zip(rgb, depth)])
+
+
+def cmd_gan(a) -> None:
+    import torch
+
+    from edge_ad.models.data import summarize
+    from edge_ad.models.train import TrainConfig, train
+    from edge_ad.runtime.sources.synth import render_set
+    torch.set_num_threads(a.threads)
+    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
+    spec = demo_spec(rgb, depth)
+    print(f"preprocess: {spec.to_dict()}", flush=True)
+    arr = frames_u8(rgb, depth, spec)
+    ids = [f"synth-{i:06d}" for i in range(len(arr))]
+    summary = summarize(ids, arr, f"synth:// render_set({a.n_train}, seed={TRAIN_SEED})", kind="box")
+    cfg = TrainConfig(objective="bce", epochs=a.epochs, batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999,
+                      features_g=a.width, features_d=a.width, seed=0, hflip=True, max_shift=a.max_shift,
+                      sample_every=5, snapshot_every=5)
+    train(arr, a.out, cfg, data_summary=summary, spec=spec, progress=False,
+          log=lambda m: print(m, flush=True))
+
+
+# Candidate scoring configurations (all k = 0: E(x) is the latent, no search steps; ~ms per frame), the one
+# with the best validation AUROC is shipped. Score = recon error of G(E(x)) / fg^fg_power * d(E(x), bank)^p.
+CANDIDATES = [{"name": f"izi-mem-fg{fg}-lat{lat}", "k": 0, "n_seed": 1, "lr_theta": 0.0, "z_init": "encoder",
+               "score_fg_power": fg, "score_latent_power": lat}
+              for fg in (0.5, 1.0) for lat in (0.0, 0.5, 1.0, 2.0)]
+
+
+def rendered(n, seed, anomaly_rate, spec):
+    """(X float32 (n, 4, R, R) in [-1, 1], kinds) of render_set(n, seed, anomaly_rate) under spec."""
+    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.sources.synth import render_set
+    rgb, depth, kinds = render_set(n, seed=seed, anomaly_rate=anomaly_rate)
+    return normalize_uint8(frames_u8(rgb, depth, spec), spec), kinds
+
+
+def cmd_release(a) -> None:
+    import time
+
+    import torch
+
+    from edge_ad.models.checkpoint import load_generator, read_checkpoint, save_checkpoint
+    from edge_ad.models.encoder import encoder_from_dict, encoder_latents, encoder_to_dict, train_encoder
+    from edge_ad.models.evaluate import calibrate_threshold, detection_metrics
+    from edge_ad.models.search import score_batch
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.latent_bank import bank_inputs
+    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.sources.synth import render_set
+    torch.set_num_threads(a.threads)
+    G = load_generator(a.generator)
+    src = read_checkpoint(a.generator)
+    spec = G.preprocess
+    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
+    train_u8 = frames_u8(rgb, depth, spec)
+    if a.encoder:
+        enc = torch.load(a.encoder, map_location="cpu", weights_only=True)
+        E, enc_info = encoder_from_dict(enc["encoder"]), enc["info"]
+    else:
+        torch.manual_seed(0)
+        E, enc_info = train_encoder(G, train_u8, epochs=a.encoder_epochs, width=a.encoder_width,
+                                    max_shift=a.encoder_shift, log=lambda m: print(m, flush=True))
+        enc_path = Path(a.out).with_suffix(".encoder.pt")
+        torch.save({"encoder": encoder_to_dict(E), "info": enc_info}, enc_path)
+        print(f"encoder: {enc_path} ({enc_info['wall_seconds']:.0f} s)", flush=True)
+    augment = tuple(t for t in a.bank_augment.split(";") if t)
+    bank = encoder_latents(E, np.concatenate([bank_inputs(r, d, spec, augment, index=i)
+                                              for i, (r, d) in enumerate(zip(rgb, depth))]))
+    Xv, kv = rendered(a.n_val, VAL_SEED, 0.5, spec)
+    Xc, _ = rendered(a.n_cal, CAL_SEED, 0.0, spec)
+    yv = np.array([k != "box" for k in kv])
+    results = []
+    for c in CANDIDATES:
+        cfg = SearchConfig.from_dict(c)
+        t0 = time.perf_counter()
+        sv = score_batch(G, Xv, cfg, batch_frames=100, encoder=E, latent_bank=bank)
+        secs = (time.perf_counter() - t0) / len(Xv)
+        m = {kind: round(detection_metrics(sv[~yv], sv[np.array(kv) == kind])["auroc"], 4)
+             for kind in ("sphere", "cylinder")}
+        m["overall"] = round(detection_metrics(sv[~yv], sv[yv])["auroc"], 4)
+        results.append((m["overall"], c, m, sv, secs))
+        print(f"{c['name']}: val AUROC {m} ({secs * 1e3:.1f} ms/frame batched)", flush=True)
+    best, c, m, sv, secs = max(results, key=lambda r: r[0])
+    cfg = SearchConfig.from_dict(c)
+    sc = score_batch(G, Xc, cfg, batch_frames=100, encoder=E, latent_bank=bank)
+    thr = calibrate_threshold(sc, a.threshold_fpr)
+    val = {"split": f"render_set({a.n_val}, seed={VAL_SEED}, anomaly_rate=0.5)", "auroc": m,
+           "recall_at_threshold": round(float((sv[yv] >= thr).mean()), 4),
+           "false_alarms_at_threshold": round(float((sv[~yv] >= thr).mean()), 4),
+           "candidates": {r[1]["name"]: r[2] for r in results},
+           "batched_seconds_per_frame": round(secs, 5)}
+    from edge_ad.models.baselines import nearest_neighbour_scores
+    nn = nearest_neighbour_scores(normalize_uint8(train_u8, spec), Xv, fg_power=1.0)
+    val["baselines"] = {"nearest-neighbour MSE/fg (train boxes, same preprocessing)":
+                        round(detection_metrics(nn[~yv], nn[yv])["auroc"], 4)}
+    print(json.dumps(val, indent=1), flush=True)
+    print(f"threshold {thr:.6g} ({a.threshold_fpr} false alarms on {a.n_cal} calibration boxes)", flush=True)
+    train = dict(src["train"])
+    train.setdefault("source_run", str(a.generator))
+    train["note"] = ("demo model: BCE DCGAN on rendered boxes (synth://), preprocessing colour_norm rgb + "
+                     "centroid alignment; made by scripts/train_demo.py")
+    scoring = {"name": cfg.name, "search": cfg.to_dict(), "encoder": encoder_to_dict(E), "encoder_train": enc_info,
+               "latent_bank": torch.from_numpy(bank),
+               "latent_bank_info": {"frames": f"synth:// render_set({a.n_train}, seed={TRAIN_SEED}) boxes",
+                                    "n": len(bank), "n_frames": a.n_train, "augment": list(augment),
+                                    "what": "E(x), the izi encoder's latents of the normal training frames "
+                                            "and of their augmented copies (runtime/latent_bank.py)"},
+               "val": val,
+               "threshold": {"value": thr, "target_fpr": a.threshold_fpr, "n_normal": a.n_cal,
+                             "normal": f"synth:// render_set({a.n_cal}, seed={CAL_SEED}) boxes",
+                             "search": cfg.to_dict()}}
+    save_checkpoint(a.out, G, preprocess=spec, train=train, scoring=scoring)
+    print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    g = sub.add_parser("gan", help="train the generator")
+    g.add_argument("--out", required=True)
+    g.add_argument("--n-train", type=int, default=N_TRAIN)
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--width", type=int, default=32)
+    g.add_argument("--max-shift", type=int, default=0)
+    g.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("release", help="encoder, latent bank, configuration, threshold -> demo.pt")
+    r.add_argument("--generator", required=True, help="a generator checkpoint of step 1 (last.pt or a snapshot)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--encoder", help="reuse an encoder file written by an earlier release (OUT.encoder.pt)")
+    r.add_argument("--n-train", type=int, default=N_TRAIN)
+    r.add_argument("--n-val", type=int, default=N_VAL)
+    r.add_argument("--n-cal", type=int, default=N_CAL)
+    r.add_argument("--encoder-epochs", type=int, default=20)
+    r.add_argument("--encoder-width", type=int, default=16)
+    r.add_argument("--encoder-shift", type=int, default=0)
+    r.add_argument("--bank-augment", default="mirror", help="nuisance texts joined by ';' ('' for none)")
+    r.add_argument("--threshold-fpr", type=float, default=0.05)
+    r.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    {"gan": cmd_gan, "release": cmd_release}[a.step](a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
