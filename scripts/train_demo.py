@@ -115,7 +115,7 @@ def cmd_release(a) -> None:
         torch.manual_seed(0)
         E, enc_info = train_encoder(G, train_u8, epochs=a.encoder_epochs, width=a.encoder_width,
                                     max_shift=a.encoder_shift, log=lambda m: print(m, flush=True))
-        enc_path = Path(a.out).with_suffix(".encoder.pt")
+        enc_path = Path(a.generator).with_name(Path(a.generator).stem + ".encoder.pt")
         torch.save({"encoder": encoder_to_dict(E), "info": enc_info}, enc_path)
         print(f"encoder: {enc_path} ({enc_info['wall_seconds']:.0f} s)", flush=True)
     augment = tuple(t for t in a.bank_augment.split(";") if t)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("release", help="encoder, latent bank, configuration, threshold -> demo.pt")
     r.add_argument("--generator", required=True, help="a generator checkpoint of step 1 (last.pt or a snapshot)")
     r.add_argument("--out", required=True)
-    r.add_argument("--encoder", help="reuse an encoder file written by an earlier release (OUT.encoder.pt)")
+    r.add_argument("--encoder", help="reuse an encoder file written by an earlier release (GENERATOR.encoder.pt beside the generator)")
     r.add_argument("--n-train", type=int, default=N_TRAIN)
     r.add_argument("--n-val", type=int, default=N_VAL)
     r.add_argument("--n-cal", type=int, default=N_CAL)

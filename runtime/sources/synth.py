@@ -3,9 +3,9 @@
 Boxes are the normal class; spheres and cylinders are anomalies. The scene is a small inspection
 cell: each object rests on a table (upright, turned by a random yaw about the vertical) at a random
 place, size and colour; the camera looks down at the table (tilted by 0.70-0.80 rad) and a room
-light shines from above and one side, with a small random jitter; the colour sensor adds Gaussian
-noise. Background is black with depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255
-/ 700, larger = farther). Realism only: a sphere and a cylinder are told from a box by their shape,
+light shines from above and one side, with a small random jitter; surfaces are glossy (diffuse +
+a white Blinn-Phong highlight) and the colour sensor adds Gaussian noise. Background is black with
+depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255 / 700, larger = farther). Realism only: a sphere and a cylinder are told from a box by their shape,
 not by a pose or light no box gets.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ NORMAL_KIND = "box"
 CAMERA_TILT = (0.70, 0.80)      # rad: the camera looks down at the table by this much (uniform)
 LIGHT_SIDE = 0.8                # the room light's sideways offset (camera x) from straight above
 LIGHT_JITTER = 0.15             # uniform jitter of the light direction per frame (each axis)
+SPECULAR = 0.3                  # glossy surfaces: white Blinn-Phong highlight strength (share of 255)
+SHININESS = 20.0                # ... and its exponent
 RGB_NOISE = 3.0                 # colour sensor noise (sigma, 8-bit levels)
 
 
@@ -123,7 +125,10 @@ def render(kind: str, rng: np.random.Generator, resolution: int = 64,
     light /= np.linalg.norm(light)
     shade = 0.3 + 0.7 * np.clip((normals * light).sum(1), 0, 1)       # ambient + Lambert, (P,)
     albedo = rng.uniform(40, 235, size=3) * rng.uniform(0.7, 1.2)
-    rgb = albedo[None, :] * shade[:, None] + rng.normal(0, RGB_NOISE, size=(len(t), 3))
+    half = light[None, :] - dirs                                       # Blinn-Phong half vectors (P, 3)
+    half /= np.linalg.norm(half, axis=1, keepdims=True)
+    gloss = SPECULAR * np.clip((normals * half).sum(1), 0, 1) ** SHININESS            # (P,)
+    rgb = albedo[None, :] * shade[:, None] + 255 * gloss[:, None] + rng.normal(0, RGB_NOISE, size=(len(t), 3))
     rgb = np.where(hit[:, None], np.clip(rgb, 1, 255), 0).astype(np.uint8)
     z_mm = np.where(hit, np.nan_to_num(t, posinf=0) * dirs[:, 2], 0)
     depth = np.where(hit & (z_mm <= far_mm), np.clip(np.rint(z_mm * 255 / far_mm), 1, 255), 0)
