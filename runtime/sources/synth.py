@@ -5,8 +5,9 @@ cell: each object rests on a table (upright, turned by a random yaw about the ve
 place, size and colour; the camera looks down at the table (tilted by 0.70-0.80 rad) and a room
 light shines from above and one side, with a small random jitter; surfaces are glossy (diffuse +
 a white Blinn-Phong highlight) and the colour sensor adds Gaussian noise. Background is black with
-depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255 / 700, larger = farther). Realism only: a sphere and a cylinder are told from a box by their shape,
-not by a pose or light no box gets.
+depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255 / 700, larger = farther).
+Realism only: a sphere or cylinder differs from a box by its shape (and so by its silhouette, depth,
+shading and highlights), never by a pose, light or colour that no box gets.
 """
 from __future__ import annotations
 
