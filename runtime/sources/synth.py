@@ -1,13 +1,14 @@
 """A synthetic RGB-D renderer (NumPy ray casting), the embedded default data.
 
 Boxes are the normal class; spheres and cylinders are anomalies. The scene is a small inspection
-cell: each object rests on a table (upright, turned by a random yaw about the vertical) at a random
-place, size and colour; the camera looks down at the table (tilted by 0.70-0.80 rad) and a room
-light shines from above and one side, with a small random jitter; surfaces are glossy (diffuse +
-a white Blinn-Phong highlight) and the colour sensor adds Gaussian noise. Background is black with
-depth 0, like kinect-rgbd (whose 8-bit depth is millimetres * 255 / 700, larger = farther).
-Realism only: a sphere or cylinder differs from a box by its shape (and so by its silhouette, depth,
-shading and highlights), never by a pose, light or colour that no box gets.
+cell: each object rests upright on a conveyor whose guide rails keep it turned 45 +- 30 degrees to
+the camera (a random yaw about the vertical), at a random place, size and colour; the camera looks
+down at the conveyor (tilted by 0.70-0.80 rad) and a room light shines from above and one side,
+with a small random jitter; surfaces are glossy (diffuse + a white Blinn-Phong highlight) and the
+colour sensor adds Gaussian noise. Background is black with depth 0, like kinect-rgbd (whose 8-bit
+depth is millimetres * 255 / 700, larger = farther). A sphere or cylinder differs from a box by its
+shape (and so by its silhouette, depth, shading and highlights), never by a pose, light or colour
+that no box gets.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ NORMAL_KIND = "box"
 
 
 CAMERA_TILT = (0.70, 0.80)      # rad: the camera looks down at the table by this much (uniform)
+YAW = (np.pi / 4 - np.pi / 6, np.pi / 4 + np.pi / 6)  # rad: the object's turn about the vertical (uniform)
 LIGHT_SIDE = 0.8                # the room light's sideways offset (camera x) from straight above
 LIGHT_JITTER = 0.15             # uniform jitter of the light direction per frame (each axis)
 SPECULAR = 0.3                  # glossy surfaces: white Blinn-Phong highlight strength (share of 255)
@@ -36,12 +38,12 @@ def _rot_y(a: float) -> np.ndarray:
 
 
 def _rotation(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Object-to-camera rotation (3, 3) of an object resting on the table (random yaw about the table's
-    vertical) seen by the tilted camera, and the table's "up" direction in the camera frame (3,)."""
+    """Object-to-camera rotation (3, 3) of an object resting on the conveyor (random yaw in YAW about
+    the vertical) seen by the tilted camera, and the table's "up" direction in the camera frame (3,)."""
     tilt = rng.uniform(*CAMERA_TILT)
     table = _rot_x(tilt)                     # table frame -> camera frame (camera looks down by `tilt`)
     up = table @ np.array([0.0, -1.0, 0.0])  # "up" is -y (image y grows downward); tilted toward the camera
-    return table @ _rot_y(rng.uniform(0, 2 * np.pi)), up
+    return table @ _rot_y(rng.uniform(*YAW)), up
 
 
 def _hit_box(o, d, half):
