@@ -74,6 +74,64 @@ def cmd_gan(a) -> None:
           log=lambda m: print(m, flush=True))
 
 
+def cmd_ae(a) -> None:
+    """The generator as the decoder of an autoencoder: G (DCGAN generator) and E (izi encoder architecture)
+    trained together on mean((G(E(x)) - x)^2) over the train boxes (hflip), Adam, cosine schedule.
+    Writes OUT/last.pt (a generator checkpoint) and OUT/last.encoder.pt (the encoder, for `release --encoder`)."""
+    import time
+
+    import torch
+
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.data import augment, summarize, to_tensor
+    from edge_ad.models.dcgan import GanConfig, Generator, init_weights
+    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict
+    from edge_ad.runtime.sources.synth import render_set
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
+    spec = demo_spec(rgb, depth)
+    arr = frames_u8(rgb, depth, spec)
+    summary = summarize([f"synth-{i:06d}" for i in range(len(arr))], arr,
+                        f"synth:// render_set({a.n_train}, seed={TRAIN_SEED})", kind="box")
+    G = Generator(GanConfig(z_dim=a.z_dim, features_g=a.width, features_d=a.width, resolution=spec.resolution))
+    init_weights(G)
+    E = Encoder(EncoderConfig(z_dim=a.z_dim, width=a.encoder_width))
+    params = list(G.parameters()) + list(E.parameters())
+    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.epochs)
+    X = to_tensor(arr, spec)                                                     # (N, 4, R, R)
+    N, bs = len(X), 64
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    hist, secs = [], []
+    for ep in range(1, a.epochs + 1):
+        t0 = time.perf_counter()
+        G.train(), E.train()
+        perm = torch.randperm(N, generator=gen)
+        tot = 0.0
+        for b in range(0, N - bs + 1, bs):
+            x = augment(X[perm[b:b + bs]], gen, hflip=True)
+            loss = ((G(E(x)) - x) ** 2).mean()
+            opt.zero_grad(), loss.backward(), opt.step()
+            tot += loss.item()
+        sched.step()
+        hist.append(tot / (N // bs)), secs.append(time.perf_counter() - t0)
+        print(f"ae epoch {ep}/{a.epochs} loss {hist[-1]:.5f} ({secs[-1]:.1f} s)", flush=True)
+    G.eval(), E.eval()
+    cfg = {"objective": "autoencoder: mean((G(E(x)) - x)^2), G and E trained together", "epochs": a.epochs,
+           "batch_size": bs, "lr": a.lr, "adam_betas": [0.9, 0.999], "schedule": "cosine", "seed": 0,
+           "hflip": True, "features_g": a.width, "z_dim": a.z_dim, "encoder_width": a.encoder_width}
+    train_info = {"config": cfg, "epoch": a.epochs, "history": {"loss": hist, "seconds": secs}, "data": summary,
+                  "wall_seconds": float(sum(secs)), "torch": str(torch.__version__)}
+    save_checkpoint(out / "last.pt", G, preprocess=spec, train=train_info)
+    torch.save({"encoder": encoder_to_dict(E), "info": {**cfg, "loss_history": hist,
+                                                       "wall_seconds": float(sum(secs))}},
+               out / "last.encoder.pt")
+    print(f"wrote {out / 'last.pt'} and {out / 'last.encoder.pt'}", flush=True)
+
+
 # Candidate scoring configurations (all k = 0: E(x) is the latent, no search steps; ~ms per frame), the one
 # with the best validation AUROC is shipped. Score = recon error of G(E(x)) / fg^fg_power * d(E(x), bank)^p.
 CANDIDATES = [{"name": f"izi-mem-fg{fg}-lat{lat}", "k": 0, "n_seed": 1, "lr_theta": 0.0, "z_init": "encoder",
@@ -178,6 +236,15 @@ def main(argv=None) -> int:
     g.add_argument("--width", type=int, default=32)
     g.add_argument("--max-shift", type=int, default=0)
     g.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("ae", help="train generator + encoder together as an autoencoder")
+    e.add_argument("--out", required=True)
+    e.add_argument("--n-train", type=int, default=N_TRAIN)
+    e.add_argument("--epochs", type=int, default=40)
+    e.add_argument("--width", type=int, default=16)
+    e.add_argument("--encoder-width", type=int, default=16)
+    e.add_argument("--z-dim", type=int, default=16)
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("release", help="encoder, latent bank, configuration, threshold -> demo.pt")
     r.add_argument("--generator", required=True, help="a generator checkpoint of step 1 (last.pt or a snapshot)")
     r.add_argument("--out", required=True)
@@ -192,7 +259,7 @@ def main(argv=None) -> int:
     r.add_argument("--threshold-fpr", type=float, default=0.05)
     r.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    {"gan": cmd_gan, "release": cmd_release}[a.step](a)
+    {"gan": cmd_gan, "ae": cmd_ae, "release": cmd_release}[a.step](a)
     return 0
 
 
