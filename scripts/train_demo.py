@@ -46,18 +46,11 @@ def base_spec():
 def demo_spec(train_rgb, train_depth):
     """The demo's preprocessing: colour_norm "rgb" (foreground colour scaled per channel to the train boxes'
     mean foreground colour) + align "centroid" (at the train boxes' mean foreground centroid), both measured
-    on the train boxes as make_release.py's "auto" does."""
-    from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8
+    on the train boxes ("auto", as make_release.py and edge-ad train --preprocess do)."""
+    from edge_ad.models.data import spec_with
     spec = base_spec()
-    u8 = np.stack([frame_to_uint8(r, d, spec) for r, d in zip(train_rgb, train_depth)])   # (N, R, R, 4)
-    fg = u8[..., 3] > 0
-    ref = [round(float(u8[..., c][fg].mean() / 255), 4) for c in range(3)]
-    R = u8.shape[1]
-    ys, xs = np.mgrid[:R, :R]
-    n = np.maximum(fg.sum((1, 2)), 1)
-    centre = [round(float(((fg * g).sum((1, 2)) / n).mean() / R), 4) for g in (ys, xs)]
-    return PreprocessSpec.from_dict({**spec.to_dict(), "colour_norm": "rgb", "colour_reference": ref,
-                                     "align": "centroid", "align_centre": centre})
+    return spec_with(spec, {"colour_norm": "rgb", "colour_reference": "auto", "align": "centroid",
+                            "align_centre": "auto"}, frames_u8(train_rgb, train_depth, spec))
 
 
 def frames_u8(rgb, depth, spec) -> np.ndarray:
