@@ -2,10 +2,11 @@
 (threshold at 5 % of the clean val normals) of score variants on a model's generator + izi encoder,
 clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
 
-    .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT]
+    .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
+        [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,random18]
 
 Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
-2 px / also under photometric jitter) and the per-frame colour normalisation of the foreground
+2 px / also under photometric jitter: "pose+light" = "pose+photo", the release's LIGHT_AUGMENT) and the per-frame colour normalisation of the foreground
 (runtime.preprocess: "none", "gray" = one gain, "rgb" = one gain per channel, to the train frames'
 mean foreground colour).
 """
@@ -27,6 +28,7 @@ from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, thre
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
 from edge_ad.runtime import nuisance as nu
 from edge_ad.runtime.config import LatentMemory
+from edge_ad.runtime.latent_bank import LIGHT_AUGMENT
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
 from edge_ad.runtime.sources.folder import read_pair
 
@@ -57,6 +59,7 @@ class RandomPose:
 def bank_augmentations(kind: str) -> list:
     """The nuisances whose train-frame latents form the bank (None = the frame as it is)."""
     out = [None]
+    kind = "pose+photo" if kind == "pose+light" else kind      # the release's name (latent_bank.LIGHT_AUGMENT)
     if kind in ("mirror", "pose", "pose+photo"):
         out.append(nu.Mirror())
     if kind in ("pose", "pose+photo"):
@@ -68,8 +71,7 @@ def bank_augmentations(kind: str) -> list:
     if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
         out = [None, nu.Mirror()] + [RandomPose(3) for _ in range(int(kind[6:]) - 2)]
     if kind == "pose+photo":
-        out += [nu.Brightness(0.8), nu.Brightness(1.2), nu.WhiteBalance((1.1, 1.0, 0.9)),
-                nu.WhiteBalance((0.9, 1.0, 1.1))]
+        out += [nu.parse_nuisance(t) for t in LIGHT_AUGMENT]
     return out
 
 
