@@ -24,6 +24,10 @@ from .preprocess import PreprocessSpec, align_centroid, frame_to_uint8, normaliz
 # with and without the mirror: 1 + 17 inputs per normal frame.
 POSE_AUGMENT = ("mirror",) + tuple(f"{m}shift:{dy},{dx}" for m in ("", "mirror+") for dy in (-2, 0, 2)
                                    for dx in (-2, 0, 2) if (dy, dx) != (0, 0))
+# Every shift of up to 2 px (1 px too), with and without the mirror: 1 + 49 inputs per normal frame
+# (issue 12, cylinder: a memory of the 2-px shifts alone missed 1-px shifts).
+GRID2_AUGMENT = ("mirror",) + tuple(f"{m}shift:{dy},{dx}" for m in ("", "mirror+") for dy in range(-2, 3)
+                                    for dx in range(-2, 3) if (dy, dx) != (0, 0))
 # Light and colour copies (issue 12, models trained with photometric jitter): +-20 % brightness and two
 # colour casts, each of the frame as it is: 4 more inputs per normal frame.
 LIGHT_AUGMENT = ("brightness:0.8", "brightness:1.2", "wb:1.1,1,0.9", "wb:0.9,1,1.1")

@@ -43,7 +43,7 @@ def main(argv=None):
     ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align); "
                     "\"auto\" for colour_reference / align_centre: the train frames' mean foreground colour / centroid")
     ap.add_argument("--bank-augment", default="", help="augmentations of the bank's train frames: 'pose' "
-                    "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'mirror', or nuisance texts joined by ';'")
+                    "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'grid2' (GRID2_AUGMENT), 'mirror', or nuisance texts joined by ';'")
     ap.add_argument("--threshold-fpr", type=float, default=0.05,
                     help="calibrate the shipped threshold on the val normals at this false-alarm rate (needs --data)")
     ap.add_argument("--out", required=True)
@@ -151,13 +151,15 @@ def release_spec(spec, fields: dict, data, cls):
 
 
 def bank_augment(text: str) -> tuple:
-    from edge_ad.runtime.latent_bank import LIGHT_AUGMENT, POSE_AUGMENT
+    from edge_ad.runtime.latent_bank import GRID2_AUGMENT, LIGHT_AUGMENT, POSE_AUGMENT
     if text in ("", "none"):
         return ()
     if text == "pose":
         return POSE_AUGMENT
     if text == "pose+light":
         return POSE_AUGMENT + LIGHT_AUGMENT
+    if text == "grid2":
+        return GRID2_AUGMENT
     if text == "mirror":
         return ("mirror",)
     return tuple(t.strip() for t in text.split(";") if t.strip())

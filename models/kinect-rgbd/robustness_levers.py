@@ -3,7 +3,7 @@
 clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
 
     .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
-        [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,random18]
+        [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18]
 
 Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
 2 px / also under photometric jitter: "pose+light" = "pose+photo", the release's LIGHT_AUGMENT) and the per-frame colour normalisation of the foreground
@@ -67,6 +67,10 @@ def bank_augmentations(kind: str) -> list:
         out += shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
     if kind == "pose3":
         shifts = [nu.Shift(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if (dy, dx) != (0, 0)]
+        out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
+    if kind in ("grid2", "grid3"):   # every shift of up to 2 (3) px, with and without mirror: 50 (98) per frame
+        r = int(kind[4])
+        shifts = [nu.Shift(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
         out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
     if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
         out = [None, nu.Mirror()] + [RandomPose(3) for _ in range(int(kind[6:]) - 2)]
