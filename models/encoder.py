@@ -100,7 +100,10 @@ def _train_encoder(G, data_u8, epochs, width, batch_size, lr, seed, gen, hflip, 
         hist.append(tot / (N // bs * bs))
         if log and (ep % 10 == 0 or ep == epochs):
             log(f"encoder epoch {ep}/{epochs} izi loss {hist[-1]:.5f}")
-    info = {"objective": "izi (f-AnoGAN): mean((G(E(x)) - x)^2), G frozen", "epochs": epochs,
+    objective = ("izi (f-AnoGAN) on jittered inputs x': mean((G(E(x')) - x)^2) against the clean frame, G frozen"
+                 if photometric_target == "clean" and (brightness or white_balance)
+                 else "izi (f-AnoGAN): mean((G(E(x)) - x)^2), G frozen")
+    info = {"objective": objective, "epochs": epochs,
             "width": width, "batch_size": bs, "lr": lr, "adam_betas": [0.5, 0.999], "schedule": "cosine",
             "seed": seed, "hflip": hflip, "max_shift": max_shift, "brightness": brightness,
             "white_balance": white_balance, "photometric_target": photometric_target, "loss_history": hist,

@@ -108,6 +108,10 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
         if stored != asdict(cfg) | {"epochs": stored.get("epochs")}:
             raise ValueError(f"{ckpt_path} was trained with a different configuration; "
                              "use another --out or --no-resume")
+        stored_spec = ck.get("preprocess")
+        if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
+            raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "
+                             f"under {spec.to_dict()} would mix the two: use another --out or --no-resume")
         G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
         opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
         state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]

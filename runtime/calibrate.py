@@ -154,14 +154,28 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
 
 
 def model_threshold_floor(manifest: dict, fpr: float) -> Optional[float]:
-    """The model's own threshold (manifest["threshold"]["value"]) when it was calibrated at a false-alarm
-    rate >= ``fpr`` (so a lower bound of a threshold at ``fpr``) and is finite; else None."""
+    """The model's own threshold when it was calibrated at a false-alarm rate >= ``fpr`` (so a lower bound
+    of a threshold at ``fpr``) and is finite; else None. For a directory written by ``edge-ad calibrate``
+    that is the one carried in ``threshold["model_threshold"]`` (the exported model's), not the previous
+    scene's: re-calibrating for another scene must not ratchet the floor up."""
     t = manifest.get("threshold") or {}
+    if isinstance(t, dict) and t.get("source") == "edge-ad calibrate":
+        t = t.get("model_threshold") or {}
     try:
         value, rate = float(t["value"]), float(t["target_fpr"])
     except (KeyError, TypeError, ValueError):
         return None
     return value if np.isfinite(value) and rate >= fpr else None
+
+
+def _model_threshold(manifest: dict) -> Optional[dict]:
+    """{"value", "target_fpr"} of the exported model's own threshold (carried through calibrations)."""
+    t = manifest.get("threshold")
+    if not isinstance(t, dict):
+        return None
+    if t.get("source") == "edge-ad calibrate":
+        return t.get("model_threshold")
+    return {"value": t.get("value"), "target_fpr": t.get("target_fpr")}
 
 
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: float = 0.05,
@@ -221,7 +235,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     new["preprocess"] = spec.to_dict()
     new["threshold"] = {"value": threshold, "target_fpr": fpr, "n_normal": n,
                         "normal": f"scene frames of {source}", "search": cfg.to_dict(), "source": "edge-ad calibrate",
-                        "calibrated": now}
+                        "calibrated": now, "model_threshold": _model_threshold(man)}
     if new_bank is not None:
         new["latent_bank"] = {**bank_entry, "shape": list(new_bank.shape),
                               "info": {"original": {"n": int(len(new_bank) - len(scene_rows)),

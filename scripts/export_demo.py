@@ -44,11 +44,14 @@ def main(argv=None) -> int:
         for fr in src:
             if fr.error is None:
                 frames.append({"id": f"synth/{fr.id}", "label": None, "rgb": fr.rgb, "depth": fr.depth})
+    old_manifest = out / "manifest.json"
+    listed_before = set(json.loads(old_manifest.read_text()).get("files", {})) if old_manifest.is_file() else set()
     man = export_model(a.checkpoint, out, parity_frames=frames, threshold=threshold)
-    keep = set(man["files"]) | {"manifest.json"}
-    for stale in sorted(p for p in out.iterdir() if p.is_file() and p.name not in keep):
-        stale.unlink()
-        print(f"removed {stale.name} (not in the new manifest)")
+    for name in sorted(listed_before - set(man["files"])):   # only files the previous export wrote
+        stale = out / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+            print(f"removed {name} (listed by the previous manifest, not by the new one)")
     print(f"exported {', '.join(man['variants'])} to {out}: {man['parity']['summary']}")
     return 0
 

@@ -91,6 +91,25 @@ def test_calibrated_threshold_never_below_the_models_own(tmp_path, kinect_export
     assert man["nofloor"]["calibration"]["threshold_floor"] is None
     assert man["fpr10"]["calibration"]["threshold_floor"] is None          # 5 % is no bound for a 10 % threshold
     assert man["fpr10"]["threshold"]["value"] < own
+    # a calibrated directory carries the model's own threshold, and re-calibrating it floors at that one
+    assert man["nofloor"]["threshold"]["model_threshold"]["value"] == pytest.approx(own)
+    with open_source(str(scene)) as src:
+        again = calibrate_model(tmp_path / "nofloor", src, tmp_path / "again", fpr=0.05)
+    assert again["calibration"]["threshold_floor"] == pytest.approx(own)
+    assert again["threshold"]["model_threshold"]["value"] == pytest.approx(own)
+
+
+def test_floor_of_a_calibrated_manifest_is_the_models_threshold_not_the_last_scenes():
+    """Re-calibrating for another scene must not ratchet the floor up to the previous scene's threshold."""
+    from edge_ad.runtime.calibrate import model_threshold_floor
+    own = {"value": 1.0, "target_fpr": 0.05}
+    scene = {"value": 9.0, "target_fpr": 0.05, "source": "edge-ad calibrate", "model_threshold": own}
+    assert model_threshold_floor({"threshold": own}, 0.05) == 1.0
+    assert model_threshold_floor({"threshold": scene}, 0.05) == 1.0
+    assert model_threshold_floor({"threshold": scene}, 0.01) == 1.0
+    assert model_threshold_floor({"threshold": scene}, 0.10) is None        # 5 % is no bound at 10 %
+    old = {k: v for k, v in scene.items() if k != "model_threshold"}        # calibrated before it was carried
+    assert model_threshold_floor({"threshold": old}, 0.05) is None
 
 
 def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):

@@ -8,6 +8,7 @@ from edge_ad.cli import main
 from edge_ad.models import load_generator, read_checkpoint
 from edge_ad.models.data import augment, load_kinect, photometric
 from edge_ad.models.train import TrainConfig, train
+from edge_ad.runtime.preprocess import PreprocessSpec
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,10 @@ def test_resume_equals_uninterrupted(tmp_path, rect_train):
         assert torch.equal(v, b["generator"][k]), k
     with pytest.raises(ValueError, match="different configuration"):
         train(arr, tmp_path / "a", TrainConfig(epochs=5, **{**kw, "lr": 1e-3}), **quiet)
+    gray = PreprocessSpec(colour_norm="gray", colour_reference=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="other preprocessing"):   # same config, other normalisation
+        train(arr, tmp_path / "a", TrainConfig(epochs=5, **kw), spec=gray, **quiet)
+    assert read_checkpoint(tmp_path / "a" / "last.pt")["train"]["epoch"] == 4   # left as it was
 
 
 def test_augment_flips_and_shifts_keep_depth_values():
@@ -138,7 +143,8 @@ def test_train_command_preprocess_trains_under_the_shipped_colour_norm(tmp_path)
     ref = [round(float(arr[..., c][fg].mean() / 255), 4) for c in range(3)]
     assert G.preprocess.colour_norm == "gray" and list(G.preprocess.colour_reference) == pytest.approx(ref)
     assert read_checkpoint(out / "last.pt")["train"]["config"]["white_balance"] == 0.1
-    for bad, msg in (("{nope", "not JSON"), ('{"align": "centroid"}', "align")):
+    for bad, msg in (("{nope", "not JSON"), ('{"align": "centroid"}', "align"),
+                     ('{"mask_rgb_background": false}', "mask_rgb_background"), ('{"far_mm": 900}', "far_mm")):
         r = CliRunner().invoke(main, ["train", "--synth", "8", "--out", str(tmp_path / "b"), "--epochs", "1",
                                       "--width", "4", "--preprocess", bad])
         assert r.exit_code != 0 and msg in r.output, r.output

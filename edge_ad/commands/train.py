@@ -80,9 +80,14 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
                 raise click.UsageError(f"--preprocess is not JSON: {e}")
             if not isinstance(fields, dict):
                 raise click.UsageError("--preprocess must be a JSON object of preprocessing fields")
-            if fields.get("align", "none") != "none" or fields.get("resolution") not in (None, arr.shape[1]):
-                raise click.UsageError("--preprocess: align and resolution are not supported in training "
-                                       "(the frames are read once at the default resolution, unaligned)")
+            read_once = {k: v for k, v in PreprocessSpec().to_dict().items()
+                         if k in ("resolution", "near_mm", "far_mm", "mask_rgb_background", "align", "align_centre")}
+            fixed = sorted(k for k in read_once if k in fields and fields[k] != read_once[k]
+                           and not (k == "resolution" and fields[k] == arr.shape[1]))
+            if fixed:
+                raise click.UsageError(f"--preprocess: {', '.join(fixed)} cannot be set in training (the frames are "
+                                       "read once with the default resize, depth range, masking and no alignment); "
+                                       "only the colour fields (colour_norm, colour_reference, colour_gain) apply")
             spec = spec_with(spec, fields, arr)
             click.echo(f"preprocess: {spec.to_dict()}")
         cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, critic_norm=critic_norm,
