@@ -157,3 +157,18 @@ def test_train_command_on_synthetic_boxes(tmp_path):
     G = load_generator(tmp_path / "last.pt")
     assert read_checkpoint(tmp_path / "last.pt")["train"]["data"]["source"] == "synth://"
     assert G(torch.randn(1, 100, 1, 1)).shape == (1, 4, 64, 64)
+
+
+def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, rect_train):
+    """A last.pt written before TrainConfig.white_balance existed resumes (the field's default is assumed)."""
+    _, arr = rect_train
+    kw = dict(objective="bce", batch_size=32, features_g=4, features_d=4, sample_every=0, seed=3)
+    quiet = dict(data_summary={}, progress=False, log=lambda *_: None)
+    train(arr, tmp_path, TrainConfig(epochs=1, **kw), **quiet)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    del ck["train"]["config"]["white_balance"]
+    torch.save(ck, tmp_path / "last.pt")
+    train(arr, tmp_path, TrainConfig(epochs=2, **kw), **quiet)
+    assert read_checkpoint(tmp_path / "last.pt")["train"]["epoch"] == 2
+    with pytest.raises(ValueError, match="different configuration"):   # now recorded as 0.0: 0.1 is refused
+        train(arr, tmp_path, TrainConfig(epochs=3, **{**kw, "white_balance": 0.1}), **quiet)
