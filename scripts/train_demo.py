@@ -64,19 +64,42 @@ def frames_u8(rgb, depth, spec) -> np.ndarray:
     return np.stack([frame_to_uint8(r, d, spec) for r, d in zip(rgb, depth)])
 
 
+def train_boxes(n_train: int):
+    """(spec, arr (N, R, R, 4) uint8 under spec, data summary) of the train boxes render_set(n_train, TRAIN_SEED)."""
+    from edge_ad.models.data import summarize
+    from edge_ad.runtime.sources.synth import render_set
+    rgb, depth, _ = render_set(n_train, seed=TRAIN_SEED)
+    spec = demo_spec(rgb, depth)
+    arr = frames_u8(rgb, depth, spec)
+    summary = summarize([f"synth-{i:06d}" for i in range(len(arr))], arr,
+                        f"synth:// render_set({n_train}, seed={TRAIN_SEED})", kind="box")
+    return spec, arr, summary
+
+
+def save_generator_and_encoder(out: Path, G, E, spec, cfg: dict, history: dict, loss_history: list,
+                               summary: dict) -> None:
+    """OUT/last.pt (a generator checkpoint carrying cfg, history and the data summary) and
+    OUT/last.encoder.pt (the encoder, for `release --encoder`)."""
+    import torch
+
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.encoder import encoder_to_dict
+    wall = float(sum(history["seconds"]))
+    train_info = {"config": cfg, "epoch": cfg["epochs"], "history": history, "data": summary,
+                  "wall_seconds": wall, "torch": str(torch.__version__)}
+    save_checkpoint(out / "last.pt", G, preprocess=spec, train=train_info)
+    torch.save({"encoder": encoder_to_dict(E), "info": {**cfg, "loss_history": loss_history, "wall_seconds": wall}},
+               out / "last.encoder.pt")
+    print(f"wrote {out / 'last.pt'} and {out / 'last.encoder.pt'}", flush=True)
+
+
 def cmd_gan(a) -> None:
     import torch
 
-    from edge_ad.models.data import summarize
     from edge_ad.models.train import TrainConfig, train
-    from edge_ad.runtime.sources.synth import render_set
     torch.set_num_threads(a.threads)
-    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
-    spec = demo_spec(rgb, depth)
+    spec, arr, summary = train_boxes(a.n_train)
     print(f"preprocess: {spec.to_dict()}", flush=True)
-    arr = frames_u8(rgb, depth, spec)
-    ids = [f"synth-{i:06d}" for i in range(len(arr))]
-    summary = summarize(ids, arr, f"synth:// render_set({a.n_train}, seed={TRAIN_SEED})", kind="box")
     cfg = TrainConfig(objective="bce", epochs=a.epochs, batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999,
                       features_g=a.width, features_d=a.width, seed=0, hflip=True, max_shift=a.max_shift,
                       sample_every=5, snapshot_every=5)
@@ -92,19 +115,13 @@ def cmd_ae(a) -> None:
 
     import torch
 
-    from edge_ad.models.checkpoint import save_checkpoint
-    from edge_ad.models.data import augment, summarize, to_tensor
+    from edge_ad.models.data import augment, to_tensor
     from edge_ad.models.dcgan import GanConfig, Generator, init_weights
-    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict
-    from edge_ad.runtime.sources.synth import render_set
+    from edge_ad.models.encoder import Encoder, EncoderConfig
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
-    spec = demo_spec(rgb, depth)
-    arr = frames_u8(rgb, depth, spec)
-    summary = summarize([f"synth-{i:06d}" for i in range(len(arr))], arr,
-                        f"synth:// render_set({a.n_train}, seed={TRAIN_SEED})", kind="box")
+    spec, arr, summary = train_boxes(a.n_train)
     G = Generator(GanConfig(z_dim=a.z_dim, features_g=a.width, features_d=a.width, resolution=spec.resolution))
     init_weights(G)
     E = Encoder(EncoderConfig(z_dim=a.z_dim, width=a.encoder_width))
@@ -133,13 +150,7 @@ def cmd_ae(a) -> None:
     cfg = {"objective": "autoencoder: mean((G(E(x)) - x)^2), G and E trained together", "epochs": a.epochs,
            "batch_size": bs, "lr": a.lr, "adam_betas": [0.9, 0.999], "schedule": "cosine", "seed": 0,
            "hflip": True, "features_g": a.width, "z_dim": a.z_dim, "encoder_width": a.encoder_width}
-    train_info = {"config": cfg, "epoch": a.epochs, "history": {"loss": hist, "seconds": secs}, "data": summary,
-                  "wall_seconds": float(sum(secs)), "torch": str(torch.__version__)}
-    save_checkpoint(out / "last.pt", G, preprocess=spec, train=train_info)
-    torch.save({"encoder": encoder_to_dict(E), "info": {**cfg, "loss_history": hist,
-                                                       "wall_seconds": float(sum(secs))}},
-               out / "last.encoder.pt")
-    print(f"wrote {out / 'last.pt'} and {out / 'last.encoder.pt'}", flush=True)
+    save_generator_and_encoder(out, G, E, spec, cfg, {"loss": hist, "seconds": secs}, hist, summary)
 
 
 def cmd_aegan(a) -> None:
@@ -156,19 +167,13 @@ def cmd_aegan(a) -> None:
     import torch
     import torch.nn.functional as F
 
-    from edge_ad.models.checkpoint import save_checkpoint
-    from edge_ad.models.data import augment, summarize, to_tensor
+    from edge_ad.models.data import augment, to_tensor
     from edge_ad.models.dcgan import Discriminator, GanConfig, Generator, init_weights
-    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict
-    from edge_ad.runtime.sources.synth import render_set
+    from edge_ad.models.encoder import Encoder, EncoderConfig
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    rgb, depth, _ = render_set(a.n_train, seed=TRAIN_SEED)
-    spec = demo_spec(rgb, depth)
-    arr = frames_u8(rgb, depth, spec)
-    summary = summarize([f"synth-{i:06d}" for i in range(len(arr))], arr,
-                        f"synth:// render_set({a.n_train}, seed={TRAIN_SEED})", kind="box")
+    spec, arr, summary = train_boxes(a.n_train)
     gcfg = GanConfig(z_dim=a.z_dim, features_g=a.width, features_d=a.width, resolution=spec.resolution)
     G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=False)        # D: logits (B, 1, 1, 1)
     init_weights(G), init_weights(D)
@@ -222,13 +227,7 @@ def cmd_aegan(a) -> None:
            "features_g": a.width, "features_d": a.width, "z_dim": a.z_dim, "encoder_width": a.encoder_width,
            "rec_weight": a.rec_weight, "latent_weight": a.latent_weight,
            "init": str(a.init) if a.init else None}
-    train_info = {"config": cfg, "epoch": a.epochs, "history": hist, "data": summary,
-                  "wall_seconds": float(sum(hist["seconds"])), "torch": str(torch.__version__)}
-    save_checkpoint(out / "last.pt", G, preprocess=spec, train=train_info)
-    torch.save({"encoder": encoder_to_dict(E), "info": {**cfg, "loss_history": hist["loss_rec"],
-                                                       "wall_seconds": float(sum(hist["seconds"]))}},
-               out / "last.encoder.pt")
-    print(f"wrote {out / 'last.pt'} and {out / 'last.encoder.pt'}", flush=True)
+    save_generator_and_encoder(out, G, E, spec, cfg, hist, hist["loss_rec"], summary)
 
 
 # Candidate scoring configurations (all k = 0: E(x) is the latent, no search steps; ~ms per frame), the one
@@ -336,27 +335,22 @@ def main(argv=None) -> int:
     g.add_argument("--width", type=int, default=32)
     g.add_argument("--max-shift", type=int, default=0)
     g.add_argument("--threads", type=int, default=1)
-    e = sub.add_parser("ae", help="train generator + encoder together as an autoencoder")
-    e.add_argument("--out", required=True)
-    e.add_argument("--n-train", type=int, default=N_TRAIN)
-    e.add_argument("--epochs", type=int, default=40)
-    e.add_argument("--width", type=int, default=16)
-    e.add_argument("--encoder-width", type=int, default=16)
-    e.add_argument("--z-dim", type=int, default=16)
-    e.add_argument("--lr", type=float, default=1e-3)
-    e.add_argument("--threads", type=int, default=1)
-    ag = sub.add_parser("aegan", help="train generator (as a GAN) + encoder together: adversarial + reconstruction")
-    ag.add_argument("--out", required=True)
-    ag.add_argument("--n-train", type=int, default=N_TRAIN)
-    ag.add_argument("--epochs", type=int, default=30)
-    ag.add_argument("--width", type=int, default=16)
-    ag.add_argument("--encoder-width", type=int, default=16)
-    ag.add_argument("--z-dim", type=int, default=16)
-    ag.add_argument("--lr", type=float, default=2e-4)
-    ag.add_argument("--rec-weight", type=float, default=50.0)
-    ag.add_argument("--latent-weight", type=float, default=1.0)
-    ag.add_argument("--threads", type=int, default=1)
-    ag.add_argument("--init", help="start G and E from the `ae` step's OUT/last.pt (+ last.encoder.pt)")
+    for step, help_, epochs, lr in (("ae", "train generator + encoder together as an autoencoder", 40, 1e-3),
+                                    ("aegan", "train generator (as a GAN) + encoder together: adversarial + "
+                                              "reconstruction", 30, 2e-4)):
+        j = sub.add_parser(step, help=help_)      # generator + encoder trained together: the same settings
+        j.add_argument("--out", required=True)
+        j.add_argument("--n-train", type=int, default=N_TRAIN)
+        j.add_argument("--epochs", type=int, default=epochs)
+        j.add_argument("--width", type=int, default=16)
+        j.add_argument("--encoder-width", type=int, default=16)
+        j.add_argument("--z-dim", type=int, default=16)
+        j.add_argument("--lr", type=float, default=lr)
+        j.add_argument("--threads", type=int, default=1)
+        if step == "aegan":
+            j.add_argument("--rec-weight", type=float, default=50.0)
+            j.add_argument("--latent-weight", type=float, default=1.0)
+            j.add_argument("--init", help="start G and E from the `ae` step's OUT/last.pt (+ last.encoder.pt)")
     r = sub.add_parser("release", help="encoder, latent bank, configuration, threshold -> demo.pt")
     r.add_argument("--generator", required=True, help="a generator checkpoint of step 1 (last.pt or a snapshot)")
     r.add_argument("--out", required=True)
