@@ -1,10 +1,13 @@
 """Frames/s of a k = 0 model (the shipped kinect models): one frame at a time, as ``edge-ad run``
 scores ("one": ``Scorer.score`` per frame, each frame its own seed; "run": edge-ad run's loop itself,
 ``run_capture`` without an output file) vs ``Scorer.score_batch`` over batches,
-interleaved in one process, with the fraction of the sgemm peak measured in the same run.
+interleaved in one process, with the fraction of the sgemm peak measured in the same run; and the
+cost of the test-time shift-min ("shiftR": ``Scorer.score`` per frame with SearchConfig.score_shift_radius
+R, (2R + 1)^2 shifted copies through the batch graphs) against "one" (R = 0): cost_vs_one = fps of one /
+fps of shiftR, from the same rounds.
 
     python benchmarks/batch_throughput.py [--model DIR] [--threads 2] [--batch 4 --batch 8] [--frames 64] [--rounds 8]
-        [--out benchmarks/results/batch_k0_threads2.json]
+        [--shift-radius 1 --shift-radius 2] [--out benchmarks/results/batch_k0_threads2.json]
 
 Without --model it exports models/kinect-rgbd/rectangle.pt (no parity run) into a temporary folder.
 Each round runs every mode over the same real kinect-rgbd val frames (raw RGB-D, preprocessing
@@ -58,9 +61,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, action="append", help="frames per score_batch call (repeatable) [4, 8]")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--shift-radius", type=int, action="append",
+                    help="also score one frame at a time with the shift-min of this radius (repeatable) [1, 2]; "
+                         "0: none")
     ap.add_argument("--out", help="write the results as JSON")
     a = ap.parse_args(argv)
     a.batch = a.batch or [4, 8]
+    radii = [r for r in (a.shift_radius or [1, 2]) if r > 0]
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import KINECT
     from edge_ad.runtime import Scorer
@@ -114,7 +121,18 @@ def main(argv=None) -> dict:
             return len(frames) / (time.perf_counter() - t)
         return run
 
-    modes = {"one": one_at_a_time, "run": run_loop, **{f"batch{b}": batched(b) for b in a.batch}}
+    def shifted(radius: int):
+        s = Scorer.load(model_dir, threads=a.threads, config=scorer.config.replace(score_shift_radius=radius))
+
+        def run() -> float:
+            t = time.perf_counter()
+            for i, (rgb, depth) in enumerate(frames):
+                s.score(rgb, depth, seed=seeds[i])
+            return len(frames) / (time.perf_counter() - t)
+        return run
+
+    modes = {"one": one_at_a_time, "run": run_loop, **{f"batch{b}": batched(b) for b in a.batch},
+             **{f"shift{r}": shifted(r) for r in radii}}
     for f in modes.values():                                    # warm-up (sessions, caches)
         f()
     peaks = [sgemm_peak(a.threads, reps=10)]
@@ -132,19 +150,23 @@ def main(argv=None) -> dict:
     summary = {}
     for n in names:
         col = [x[f"{n}_fps"] for x in rounds]
+        g = gf * (2 * int(n[5:]) + 1) ** 2 if n.startswith("shift") else gf     # a shift-min frame is (2R + 1)^2 frames
         summary[n] = {"median_fps": statistics.median(col), "best_fps": max(col),
                       "median_fps_per_core": statistics.median(col) / a.threads, "best_fps_per_core": max(col) / a.threads,
-                      "median_peak_fraction": statistics.median(col) * gf / peak, "best_peak_fraction": max(col) * gf / peak}
+                      "median_peak_fraction": statistics.median(col) * g / peak, "best_peak_fraction": max(col) * g / peak}
         if n != "one":
             summary[n]["median_ratio"] = statistics.median(x[f"{n}_ratio"] for x in rounds)
             summary[n]["best_ratio"] = max(col) / summary["one"]["best_fps"]
         if n.startswith("batch"):
             summary[n]["median_ratio_vs_run"] = statistics.median(x[f"{n}_ratio_vs_run"] for x in rounds)
             summary[n]["best_ratio_vs_run"] = max(col) / summary["run"]["best_fps"]
+        if n.startswith("shift"):      # time per frame relative to R = 0, per round then the median
+            summary[n]["median_cost_vs_one"] = statistics.median(1 / x[f"{n}_ratio"] for x in rounds)
+            summary[n]["best_cost_vs_one"] = summary["one"]["best_fps"] / max(col)
     res = {"model": str(a.model or "models/kinect-rgbd/rectangle.pt (exported, k = 0)"),
            "config": scorer.config.name, "threads": a.threads, "batches": a.batch, "frames": len(frames),
            "rounds": rounds, "summary": summary, "sgemm_peak_gflops": peak, "sgemm_peaks": peaks,
-           "gflop_per_frame": gf, "flops": flops, "max_batch": __import__("edge_ad.runtime.batch_scoring",
+           "gflop_per_frame": gf, "flops": flops, "shift_radii": radii, "max_batch": __import__("edge_ad.runtime.batch_scoring",
                                                                        fromlist=["MAX_BATCH"]).MAX_BATCH,
            "host": platform.processor() or platform.machine(), "search_mode": scorer.mode}
     print(f"{res['config']}: {gf:.3f} GFLOP/frame, {a.threads} threads, sgemm peak {peak:.1f} GFLOP/s "
@@ -156,6 +178,9 @@ def main(argv=None) -> dict:
         extra = f", x{m['median_ratio']:.2f} median / x{m['best_ratio']:.2f} best vs one" if n != "one" else ""
         if n.startswith("batch"):
             extra += f", x{m['median_ratio_vs_run']:.2f} / x{m['best_ratio_vs_run']:.2f} vs run"
+        if n.startswith("shift"):
+            extra = (f", cost x{m['median_cost_vs_one']:.2f} median / x{m['best_cost_vs_one']:.2f} best vs one "
+                     f"({(2 * int(n[5:]) + 1) ** 2} copies per frame)")
         print(f"{n:>8}: median {m['median_fps']:.1f} fps ({m['median_fps_per_core']:.1f}/core, "
               f"{100 * m['median_peak_fraction']:.0f}% of peak), best {m['best_fps']:.1f} fps "
               f"({100 * m['best_peak_fraction']:.0f}%){extra}")

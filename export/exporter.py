@@ -309,6 +309,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     from edge_ad.models.search import search_eager
     from edge_ad.runtime.config import score_scale
     from edge_ad.runtime.scorer import Scorer
+    # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
+    # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")
+    full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0)
     S = cfg.n_seed
     use_encoder = cfg.z_init == "encoder"
     if use_encoder and encoder is None:
@@ -407,13 +410,18 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         batch = batch_parity(next(iter(scorers.values()))[0], frames, starts,
                              [r["reference_score"] for r in rows], tolerance)
         log(f"  parity batch graphs: {batch['summary']}")
+    shift = None
+    if full_cfg.score_shift_radius and rows and kept:
+        shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads)
+        log(f"  parity shift-min: {shift['summary']}")
     passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
-              and (batch is None or batch["passed"]))
+              and (batch is None or batch["passed"]) and (shift is None or shift["passed"]))
     summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
                f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
                + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
                + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else "")
-               + (f"; {batch['summary']}" + ("" if batch["passed"] else " FAILED") if batch else ""))
+               + (f"; {batch['summary']}" + ("" if batch["passed"] else " FAILED") if batch else "")
+               + (f"; {shift['summary']}" + ("" if shift["passed"] else " FAILED") if shift else ""))
     if not rows:
         summary = "no parity frames"
     reference = "edge_ad.models.search.search_eager, torch float64, same z0"
@@ -429,10 +437,38 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
                        "faithful and z-only",
             "tolerance": tolerance,
-            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": cfg.to_dict(),
+            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": full_cfg.to_dict(),
             "frames": rows, "variants": per_variant, "failed_variants": failed,
             "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
-            "batch": batch, "passed": passed, "summary": summary}
+            "batch": batch, "shift_min": shift, "passed": passed, "summary": summary}
+
+
+def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
+                     latent_bank, tolerance: float, threads: Optional[int]) -> dict:
+    """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
+    (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
+    with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
+    per-frame parity run was (``starts[i]``). The parity report's "shift_min": relative score
+    differences, the winning shifts on both sides, "passed" (scores within ``tolerance``)."""
+    import torch
+
+    from edge_ad.models.search import search_min_shift
+    from edge_ad.runtime.scorer import Scorer
+    scorer = Scorer.load(out_dir, config=cfg, threads=threads, providers=["CPUExecutionProvider"])
+    rows = []
+    for fr, start in zip(frames, starts):
+        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+        ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
+                               encoder=E64, latent_bank=latent_bank, eager=True)
+        got = scorer.score(fr["rgb"], fr["depth"], **start)
+        rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
+                     "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),
+                     "reference_shift": list(ref.shift), "onnx_shift": list(got.shift)})
+    worst = max((r["rel_diff"] for r in rows), default=float("inf"))
+    return {"radius": cfg.score_shift_radius, "frames": rows, "max_rel_diff": worst,
+            "passed": bool(rows) and worst <= tolerance,
+            "summary": (f"shift-min (radius {cfg.score_shift_radius}) over {len(rows)} frames: max relative score "
+                        f"difference {worst:.2e}, tolerance {tolerance:g}")}
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,

@@ -9,6 +9,10 @@ Two implementations that must agree (a test checks it):
   ``search_eager``   the study-style transcription: per seed a deepcopy of G and two torch Adams;
   ``search``         batched: per-seed weights stacked on a leading axis, ``torch.func.vmap``.
 Adam is elementwise, so one Adam over the stacked copies equals one Adam per seed.
+
+Both score the frame as given. The test-time shift-min (SearchConfig.score_shift_radius > 0: the
+minimum over shifted copies of the frame, runtime.preprocess.shift_frame) is ``search_min_shift``
+for one frame and ``score_batch`` for many; the runtime's Scorer is checked against them.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import SearchConfig, make_z0, score_scale
+from edge_ad.runtime.config import LatentMemory, SearchConfig, make_z0, score_scale
+from edge_ad.runtime.preprocess import shift_frame, shift_offsets
 
 from .dcgan import Generator
 
@@ -37,6 +42,7 @@ class SearchResult:
     trajectory: Optional[list] = None  # per step: (n_seed, C, H, W) reconstructions, if asked
     score_scale: float = 1.0     # score = mean(seed_losses) / score_scale (fg power, latent factor; 1 = reference)
     latent_distance: Optional[float] = None  # d(E(x), latent bank) when the configuration uses it
+    shift: Optional[tuple] = None  # (dy, dx) of the shift-min's winning copy (``search_min_shift``)
 
 
 def _as_input(x, dtype) -> torch.Tensor:
@@ -137,6 +143,44 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
                         reconstructions=recons, z=np.stack(zs), timings={"search_s": time.perf_counter() - t0})
 
 
+def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional[int] = None,
+                     dtype: torch.dtype = torch.float32, encoder=None, latent_bank: Optional[np.ndarray] = None,
+                     eager: bool = False) -> SearchResult:
+    """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
+    every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
+    (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
+    z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
+    z0 is used for every copy. Returns the lowest-scoring copy's result (the first on a tie) with
+    error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and ``shift`` = (dy, dx); with
+    radius 0 that is the frame's own result, shift (0, 0). ``encoder`` (models.encoder.Encoder) runs in
+    its own dtype (pass a float64 copy for a float64 reference)."""
+    from .encoder import z0_from_latents
+    x = _as_input(x, torch.float64).numpy()
+    if cfg.z_init == "encoder" and encoder is None:
+        raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), but no encoder was given")
+    if cfg.uses_latent_bank and latent_bank is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank (score_latent_power > 0)")
+    memory = LatentMemory(latent_bank, cfg.latent_metric) if cfg.uses_latent_bank else None
+    plain = cfg.replace(score_shift_radius=0)
+    best, at = None, None
+    for dy, dx in shift_offsets(cfg.score_shift_radius):
+        xs = shift_frame(x, dy, dx)                                                # (C, H, W)
+        e = None
+        if encoder is not None and (cfg.z_init == "encoder" or memory is not None):
+            with torch.no_grad():
+                e = encoder(torch.as_tensor(xs[None], dtype=next(encoder.parameters()).dtype)).reshape(-1)
+            e = e.double().numpy()                                                 # (z_dim,) E(x')
+        zs = z0 if z0 is not None or cfg.z_init != "encoder" else z0_from_latents(e[None], cfg, [seed])[0]
+        r = (search_eager if eager else search)(G, xs, plain, z0=zs, seed=seed, dtype=dtype,
+                                                latent_distance=memory.distance(e) if memory is not None else None)
+        if best is None or r.score < best.score:
+            best, at = r, (dy, dx)
+    best.error_map = shift_frame(best.error_map, -at[0], -at[1], fill=0.0)        # (H, W)
+    best.reconstructions = shift_frame(best.reconstructions, -at[0], -at[1])      # (n_seed, C, H, W)
+    best.shift = at
+    return best
+
+
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
                 batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None) -> np.ndarray:
@@ -145,8 +189,14 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
     ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
-    (N, z_dim) when cfg.score_latent_power > 0."""
+    (N, z_dim) when cfg.score_latent_power > 0. cfg.score_shift_radius R > 0: each frame's score is
+    the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame), each scored as a
+    frame with the frame's own seed (``search_min_shift``'s score)."""
     from edge_ad.runtime.config import frame_seed
+    if cfg.score_shift_radius:
+        plain = cfg.replace(score_shift_radius=0)
+        return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, progress, batch_frames,
+                                   encoder, latent_bank) for dy, dx in shift_offsets(cfg.score_shift_radius)], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
                          "but no encoder was given (the checkpoint's scoring section has none?)")

@@ -7,6 +7,9 @@ matrix-vector products that each stream the layer's weights. Everything else is 
 own definition: ``initial_latents`` for z0, the latent memory's distance (the group's in one
 GEMM: ``LatentMemory.distances``, equal to ``distance`` per frame), ``score_scale``. Results
 equal ``Scorer.score`` frame by frame to float32 rounding (tests/test_batch_scoring.py).
+``score_inputs`` is that scoring of preprocessed frames; ``Scorer.score_input`` uses it too for the
+shifted copies of its test-time shift-min (SearchConfig.score_shift_radius > 0), and ``score_batch``
+sends every frame's copies through it together.
 
 Models without the batch graphs (k >= 1, older exports) are scored frame by frame with ``score``.
 """
@@ -22,7 +25,7 @@ import numpy as np
 from .config import score_scale
 from .integrity import read_model_file
 from .manifest import ManifestError
-from .preprocess import FrameError, preprocess
+from .preprocess import FrameError, preprocess, shift_frame, shift_offsets
 
 
 # frames per graph run: larger batches gain nothing once the thin layers' weights are shared (their
@@ -70,18 +73,72 @@ def batch_available(scorer) -> bool:
             and (scorer.config.z_init != "encoder" or "encoder_batch" in graphs))
 
 
+def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_reconstructions: bool = False,
+                 threads: Optional[int] = None) -> list:
+    """Score preprocessed frames X (B, C, R, R) float32 (finite, checked by the caller) through the batch
+    graphs, each exactly as ``Scorer.score_input`` scores a frame as it is (no shift-min): E(X) in
+    encoder passes, z0 from ``initial_latents``, generator passes of at most MAX_BATCH frames, the
+    latent distances in one GEMM, ``score_scale``. seeds / z0s: per frame. One entry per frame: a
+    ScoreResult, or the ValueError of a bad explicit z0 (that frame only). Run it holding the scorer's lock."""
+    from .scorer import ScoreResult
+    t0 = time.perf_counter()
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    graphs = getattr(scorer, "_batch_graphs", None)
+    if graphs is None:
+        graphs = scorer._batch_graphs = OrtBatchGraphs(   # default: the scorer's own threads and providers
+            scorer.model_dir, scorer.manifest, threads if threads is not None else getattr(scorer, "_threads", None),
+            getattr(scorer, "_providers", None))
+    chunks = range(0, len(X), MAX_BATCH)  # graph runs of at most MAX_BATCH frames: their activations stay in cache
+    E = (np.concatenate([graphs.encode(X[a:a + MAX_BATCH]) for a in chunks])
+         if graphs.encoder is not None else None)                                    # (B, z_dim)
+    results: list = [None] * len(X)
+    z0 = []
+    for i in range(len(X)):
+        try:
+            z0.append(np.array(scorer.initial_latents(z0s[i], seeds[i], x=X[i], e=None if E is None else E[i])))
+        except ValueError as e:   # a bad explicit z0: that frame only
+            results[i] = e
+            z0.append(None)
+    keep = [i for i, z in enumerate(z0) if z is not None]
+    if not keep:
+        return results
+    Z0 = np.ascontiguousarray(np.stack([z0[i] for i in keep]), dtype=np.float32)   # (B', n_seed, z_dim)
+    Xk = X[keep] if len(keep) != len(X) else X
+    te = time.perf_counter()
+    runs = [graphs.run(Xk[a:a + MAX_BATCH], Z0[a:a + MAX_BATCH]) for a in range(0, len(Xk), MAX_BATCH)]
+    out = {n: np.concatenate([r[n] for r in runs]) for n in ("seed_losses", "error_map", "recon")}
+    t1 = time.perf_counter()
+    memory = getattr(scorer, "_memory", None)
+    # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
+    dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
+    B = len(keep)
+    for b, i in enumerate(keep):
+        dist = float(dists[b]) if dists is not None else None
+        scale = score_scale(X[i], scorer.config, dist)
+        sl = out["seed_losses"][b].astype(np.float64)                                # (n_seed,)
+        timings = {"search_s": (t1 - t0) / B, "steps_s": 0.0, "final_s": (t1 - te) / B, "batch_size": B}
+        if E is not None:
+            timings["encoder_s"] = (te - t0) / B
+        results[i] = ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(out["error_map"][b]),
+                                 z=Z0[b].copy(), reconstructions=np.array(out["recon"][b]) if keep_reconstructions else None,
+                                 timings=timings, score_scale=scale, z0=Z0[b].copy(), latent_distance=dist)
+    return results
+
+
 def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
                 keep_reconstructions: bool = False, threads: Optional[int] = None) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
     the FrameError / ValueError of a frame that cannot be scored (the others are still scored).
-    seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None)."""
-    from .scorer import ScoreResult
+    seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None). With score_shift_radius
+    R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
+    the minimum (scorer.shift_min), as ``Scorer.score``."""
+    from .scorer import shift_min
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
     z0s = [None] * n if z0s is None else list(z0s)
     if len(seeds) != n or len(z0s) != n:
         raise ValueError(f"score_batch: {n} frames but {len(seeds)} seeds and {len(z0s)} z0s")
-    if n > MAX_BATCH:   # graph runs of at most MAX_BATCH frames: their activations stay in cache
+    if n > MAX_BATCH:   # at most MAX_BATCH frames at a time
         return [r for s in range(0, n, MAX_BATCH)
                 for r in score_batch(scorer, frames[s:s + MAX_BATCH], seeds[s:s + MAX_BATCH], z0s[s:s + MAX_BATCH],
                                      keep_reconstructions, threads)]
@@ -107,41 +164,26 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
         ok.append(i)
     if not ok:
         return results
-    X = np.ascontiguousarray(np.stack(xs), dtype=np.float32)                  # (B, C, R, R)
+    offsets = shift_offsets(scorer.config.score_shift_radius)                       # [(0, 0)] when R = 0
+    S = len(offsets)
+    # frame j's copy s at row j * S + s: (B * S, C, R, R); the frame itself when R = 0
+    X = np.stack([shift_frame(x, dy, dx) if S > 1 else x for x in xs for dy, dx in offsets]).astype(np.float32)
     t1 = time.perf_counter()
     lock = getattr(scorer, "_lock", None) or contextlib.nullcontext()
     with lock:
-        graphs = getattr(scorer, "_batch_graphs", None)
-        if graphs is None:
-            graphs = scorer._batch_graphs = OrtBatchGraphs(scorer.model_dir, scorer.manifest, threads)
-        E = graphs.encode(X) if graphs.encoder is not None else None           # (B, z_dim)
-        z0 = []
-        for j, i in enumerate(ok):
-            try:
-                z0.append(np.array(scorer.initial_latents(z0s[i], seeds[i], x=X[j], e=None if E is None else E[j])))
-            except ValueError as e:   # a bad explicit z0: that frame only
-                results[i] = e
-                z0.append(None)
-        keep = [j for j, z in enumerate(z0) if z is not None]
-        if not keep:
-            return results
-        Z0 = np.ascontiguousarray(np.stack([z0[j] for j in keep]), dtype=np.float32)   # (B', n_seed, z_dim)
-        Xk = X[keep] if len(keep) != len(ok) else X
-        te = time.perf_counter()
-        out = graphs.run(Xk, Z0)
+        copies = score_inputs(scorer, X, [seeds[i] for i in ok for _ in offsets], [z0s[i] for i in ok for _ in offsets],
+                              keep_reconstructions, threads)
     t2 = time.perf_counter()
-    memory = getattr(scorer, "_memory", None)
-    B = len(keep)
-    # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
-    dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
-    for b, j in enumerate(keep):
-        i = ok[j]
-        dist = float(dists[b]) if dists is not None else None
-        scale = score_scale(X[j], scorer.config, dist)
-        sl = out["seed_losses"][b].astype(np.float64)                            # (n_seed,)
-        timings = {"preprocess_s": (t1 - t0) / len(ok), "search_s": (t2 - t1) / B, "steps_s": 0.0,
-                   "final_s": (t2 - te) / B, "total_s": (t2 - t0) / B, "batch_size": B}
-        results[i] = ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(out["error_map"][b]),
-                                 z=Z0[b].copy(), reconstructions=np.array(out["recon"][b]) if keep_reconstructions else None,
-                                 timings=timings, score_scale=scale, z0=Z0[b].copy(), latent_distance=dist)
+    scored = sum(not isinstance(c, Exception) for c in copies) // S
+    for j, i in enumerate(ok):
+        mine = copies[j * S:(j + 1) * S]
+        bad = next((c for c in mine if isinstance(c, Exception)), None)
+        if bad is not None:
+            results[i] = bad
+            continue
+        r = shift_min(mine, offsets) if S > 1 else mine[0]
+        r.timings = {"preprocess_s": (t1 - t0) / len(ok), "search_s": (t2 - t1) / scored, "steps_s": 0.0,
+                     "final_s": sum(c.timings["final_s"] for c in mine), "total_s": (t2 - t0) / scored,
+                     "batch_size": scored, **({"shifts": S} if S > 1 else {})}
+        results[i] = r
     return results

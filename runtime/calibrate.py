@@ -15,7 +15,8 @@ graphs through ``Scorer``), and a NEW model directory is written; the original i
   threshold     the (1 - fpr) quantile of the scene frames' scores. A frame in the bank would score
                 itself at distance 0, so each frame is scored HELD OUT: the frames are split into 5
                 contiguous blocks and a frame's latent distance is to the bank without its block's rows
-                (its neighbours in a recording are near-duplicates of it), as an unseen frame would be.
+                (its neighbours in a recording are near-duplicates of it), as an unseen frame would be;
+                with the shift-min (score_shift_radius > 0) for each shifted copy, then the minimum.
                 Floored at the model's own threshold when that one was set at a false-alarm rate >= fpr
                 (``floor``): a new scene is not easier than the model's own held-out normal frames, and a
                 few dozen frames of one recording underestimate the spread of normal scores (measured on
@@ -42,7 +43,7 @@ from .config import LatentMemory, latent_factor
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy
-from .preprocess import COLOUR_GAIN_LIMITS, FrameError
+from .preprocess import COLOUR_GAIN_LIMITS, FrameError, shift_frame
 
 MIN_FRAMES = 20
 
@@ -114,30 +115,45 @@ def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
 def score_scene(scorer, u8: list, spec, augment=()) -> dict:
     """Score the scene's frames (``read_scene``'s u8) with ``scorer`` under preprocessing ``spec`` and,
     when it uses a latent memory, encode each frame and its augmented copies.
-    Returns {"scores" (n,), "base" (n,) the score without the latent factor, "latents"
-    (n, 1 + len(augment), z_dim) or None}."""
+    Returns {"scores" (n,), "base" (n, S) the score of each of the frame's S shifted copies
+    (SearchConfig.score_shift_radius; S = 1 without the shift-min) without the latent factor,
+    "latents" (n, 1 + len(augment), z_dim) and "shifted_latents" (n, S, z_dim): E of each shifted
+    copy (with S = 1 the frame's own, latents[:, 0]); None without a latent memory}."""
     cfg = scorer.config
-    scores, base, latents = [], [], []
+    scores, base, latents, shifted = [], [], [], []
     for n, a in enumerate(u8):
         X = bank_inputs_uint8(a, spec, augment if cfg.uses_latent_bank else (), index=n)   # (1 + A, 4, R, R)
-        r = scorer.score_input(X[0], seed=0)
+        if cfg.score_shift_radius:
+            offsets, rs = scorer.score_shifted(X[0], seed=0)
+            score = min(r.score for r in rs)                                            # score_input's minimum
+        else:
+            offsets, rs = [(0, 0)], [scorer.score_input(X[0], seed=0)]
+            score = rs[0].score
         if cfg.uses_latent_bank:
             latents.append(np.stack([scorer.encode(x) for x in X]))                    # (1 + A, z_dim)
-            base.append(r.score / latent_factor(r.latent_distance, cfg))
+            shifted.append(latents[-1][:1] if len(offsets) == 1 else
+                           np.stack([scorer.encode(shift_frame(X[0], dy, dx)) for dy, dx in offsets]))   # (S, z_dim)
+            base.append([r.score / latent_factor(r.latent_distance, cfg) for r in rs])
         else:
-            base.append(r.score)
-        scores.append(r.score)
-    return {"scores": np.array(scores), "base": np.array(base), "latents": np.stack(latents) if latents else None}
+            base.append([score])
+        scores.append(score)
+    return {"scores": np.array(scores), "base": np.array(base), "latents": np.stack(latents) if latents else None,
+            "shifted_latents": np.stack(shifted) if shifted else None}
 
 
 def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg,
-                    blocks: int = 5) -> np.ndarray:
+                    blocks: int = 5, shifted_latents: Optional[np.ndarray] = None) -> np.ndarray:
     """Scores of the scene frames as unseen frames would score: the frames (in source order) split
     into ``blocks`` contiguous blocks, each frame's latent distance taken to the original bank plus
     the rows of the OTHER blocks (consecutive frames of a recording are near-duplicates, so leaving
     out only the frame itself would score it against its neighbours). base_i * latent_factor(d_i);
-    latents (n, A, z_dim); returns (n,). blocks >= n: leave-one-out."""
+    latents (n, A, z_dim); returns (n,). blocks >= n: leave-one-out.
+    With the shift-min (``score_scene``): base (n, S) and shifted_latents (n, S, z_dim), E of each
+    shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
+    the frame's own latent latents[:, 0]."""
     n, A, z_dim = latents.shape
+    base = np.asarray(base, float).reshape(n, -1)                                    # (n, S)
+    shifted = latents[:, :1] if shifted_latents is None else shifted_latents         # (n, S, z_dim)
     orig = LatentMemory(original_bank, cfg.latent_metric)
     edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
@@ -145,11 +161,13 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
         others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)
         other_mem = LatentMemory(others, cfg.latent_metric) if len(others) else None
         for i in range(a, b):
-            e = latents[i, 0]
-            d = orig.distance(e)
-            if other_mem is not None:
-                d = min(d, other_mem.distance(e))
-            out[i] = base[i] * latent_factor(d, cfg)
+            held_out = []
+            for s_, e in enumerate(shifted[i]):
+                d = orig.distance(e)
+                if other_mem is not None:
+                    d = min(d, other_mem.distance(e))
+                held_out.append(base[i, s_] * latent_factor(d, cfg))
+            out[i] = min(held_out)
     return out
 
 
@@ -211,7 +229,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     new_bank = None
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
-        scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks)
+        scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,
+                                 shifted_latents=res["shifted_latents"])
         scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
     else:

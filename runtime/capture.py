@@ -300,6 +300,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         ld = getattr(res, "latent_distance", None)
         if ld is not None:  # the latent-memory distance d(E(x), bank), when the scoring configuration uses it
             rec["latent_distance"] = float(ld)
+        sh = getattr(res, "shift", None)
+        if sh is not None:  # the shift-min's winning (dy, dx), when the configuration has score_shift_radius > 0
+            rec["shift"] = [int(v) for v in sh]
         if "anomalous" in fr.meta:  # ground truth from synth:// or a labelled folder
             rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
             truth.add(s, rec["truth"]["anomalous"], anomalous)

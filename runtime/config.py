@@ -12,6 +12,7 @@ import numpy as np
 
 
 LATENT_METRICS = ("cosine", "l2")
+MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class SearchConfig:
     score_latent_power: float = 0.0
     latent_metric: str = "cosine"
     latent_floor: float = 1e-6
+    # Test-time shift-min (issue 12): the frame's score is the MINIMUM over every shift (dy, dx),
+    # |dy|, |dx| <= score_shift_radius, of the score of the preprocessed frame x (4, R, R) moved by
+    # (dy, dx) whole pixels, vacated pixels background (-1 in all four channels):
+    # runtime.preprocess.shift_frame / shift_offsets. Each shifted copy is scored exactly as a frame
+    # (its own E(x') for z0 and the latent distance, its own fg(x'), the same seed / z0). It makes
+    # the score tolerant of small camera shifts. 0 = off (the reference); at most MAX_SHIFT_RADIUS.
+    score_shift_radius: int = 0
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -64,6 +72,12 @@ class SearchConfig:
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
             raise ValueError(f"need score_fg_power >= 0 and 0 < fg_floor <= 1, got "
                              f"score_fg_power={self.score_fg_power}, fg_floor={self.fg_floor}")
+        if isinstance(self.score_shift_radius, np.integer):
+            object.__setattr__(self, "score_shift_radius", int(self.score_shift_radius))   # JSON-able
+        if isinstance(self.score_shift_radius, bool) or not isinstance(self.score_shift_radius, int) \
+                or not 0 <= self.score_shift_radius <= MAX_SHIFT_RADIUS:
+            raise ValueError(f"score_shift_radius must be a whole number of pixels in [0, {MAX_SHIFT_RADIUS}] "
+                             f"(each frame is scored (2R + 1)^2 times), got {self.score_shift_radius!r}")
 
     @property
     def uses_latent_bank(self) -> bool:

@@ -266,10 +266,42 @@ def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:
     dy = int(np.rint(centre[0] * R0)) - int(np.floor(ys.mean() + 0.5))
     dx = int(np.rint(centre[1] * R1)) - int(np.floor(xs.mean() + 0.5))
     out = np.zeros_like(rgbd)
-    sy, ty = (slice(0, R0 - dy), slice(dy, R0)) if dy >= 0 else (slice(-dy, R0), slice(0, R0 + dy))
-    sx, tx = (slice(0, R1 - dx), slice(dx, R1)) if dx >= 0 else (slice(-dx, R1), slice(0, R1 + dx))
+    (sy, ty), (sx, tx) = _shift_slices(R0, dy), _shift_slices(R1, dx)
     out[ty, tx] = rgbd[sy, sx]
     return out
+
+
+def _shift_slices(n: int, d: int) -> tuple:
+    """(source, target) slices of an axis of length n moved by d pixels (d > 0: towards the end)."""
+    return (slice(0, n - d), slice(d, n)) if d >= 0 else (slice(-d, n), slice(0, n + d))
+
+
+BACKGROUND = -1.0   # a background pixel of the model input in every channel (value 0 -> (0 - 0.5) / 0.5)
+
+
+def shift_frame(x: np.ndarray, dy: int, dx: int, fill: float = BACKGROUND) -> np.ndarray:
+    """A preprocessed frame (..., H, W) (e.g. x (4, R, R) or a batch (N, 4, R, R)) moved by (dy, dx)
+    whole pixels (dy > 0: down, dx > 0: right); vacated pixels ``fill`` (default: background, -1 in
+    every channel). A new array of x's dtype. The one shift of the test-time shift-min score
+    (SearchConfig.score_shift_radius) for the runtime and the PyTorch reference; error maps are
+    shifted back with fill=0."""
+    x = np.asarray(x)
+    H, W = x.shape[-2:]
+    if abs(dy) >= H or abs(dx) >= W:
+        raise ValueError(f"shift ({dy}, {dx}) does not fit a {H} x {W} frame")
+    out = np.full_like(x, fill)
+    (sy, ty), (sx, tx) = _shift_slices(H, int(dy)), _shift_slices(W, int(dx))
+    out[..., ty, tx] = x[..., sy, sx]
+    return out
+
+
+def shift_offsets(radius: int) -> list:
+    """The (2 radius + 1)^2 shifts (dy, dx), |dy|, |dx| <= radius, of the shift-min score in their fixed
+    order: (0, 0) first (a tie keeps the frame as it is), then row by row (dy, then dx, ascending)."""
+    r = int(radius)
+    if r < 0:
+        raise ValueError(f"shift radius must be >= 0, got {radius}")
+    return [(0, 0)] + [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
 
 
 def normalize_uint8(rgbd: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

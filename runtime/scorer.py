@@ -16,6 +16,13 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         (runtime.config.score_scale; 1.0 for the reference configuration)
   score_latent_power > 0  score *= max(d(E(x), bank), latent_floor) ** score_latent_power, bank =
                         latent_bank.npy (E of the normal training frames), d = config.latent_distance
+  score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
+                        (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
+                        (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
+                        scored as above (its own E(x'), fg(x'), the same seed / z0). The result is the
+                        winning copy's, its error_map and reconstructions shifted back by (-dy, -dx) so
+                        they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
+                        graphs score the copies as one batch (runtime/batch_scoring.py).
 """
 from __future__ import annotations
 
@@ -30,10 +37,10 @@ from typing import Optional
 import numpy as np
 
 from . import variants
-from .config import LatentMemory, SearchConfig, make_z0, score_scale
+from .config import LatentMemory, SearchConfig, make_z0, score_scale, search_differences
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
-from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
+from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
 
 BACKENDS = variants.BACKENDS
 
@@ -73,6 +80,7 @@ class ScoreResult:
     score_scale: float = 1.0     # divisor of the mean seed loss (SearchConfig.score_fg_power; 1 = reference)
     z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
     latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
+    shift: Optional[tuple] = None                 # (dy, dx) of the shift-min's winning copy; None when R = 0
 
     @property
     def reconstruction(self) -> Optional[np.ndarray]:
@@ -94,8 +102,11 @@ class Scorer:
     """
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
-                 spec: PreprocessSpec, mode: str, encoder=None, latent_bank: Optional[np.ndarray] = None):
+                 spec: PreprocessSpec, mode: str, encoder=None, latent_bank: Optional[np.ndarray] = None,
+                 threads: Optional[int] = None, providers: Optional[list] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
+        # onnxruntime settings of the batch graphs (runtime/batch_scoring.py), as load was given them
+        self._threads, self._providers = threads, providers
         self.config, self.preprocess_spec, self.mode = cfg, spec, mode
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
@@ -163,7 +174,7 @@ class Scorer:
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
         return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), chosen.mode(cfg),
-                   encoder, bank)
+                   encoder, bank, threads, providers if backend == "onnxruntime" else None)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -182,9 +193,16 @@ class Scorer:
 
     @property
     def threshold(self) -> Optional[float]:
-        """The calibrated anomaly threshold stored at export (manifest "threshold"), or None."""
+        """The calibrated anomaly threshold stored at export (manifest "threshold"), or None; also None
+        when ``config=`` overrides made this scorer's configuration differ from the one the threshold
+        was calibrated with (its "search"; e.g. another score_shift_radius): a threshold only means
+        something for its own score."""
         thr = self.manifest.get("threshold")
-        return float(thr["value"]) if isinstance(thr, dict) else None
+        if not isinstance(thr, dict):
+            return None
+        if isinstance(thr.get("search"), dict) and search_differences(thr["search"], self.config):
+            return None
+        return float(thr["value"])
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
@@ -219,7 +237,8 @@ class Scorer:
 
     def score_input(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
                     keep_reconstructions: bool = False) -> ScoreResult:
-        """Score an already preprocessed input x (C, H, W) in [-1, 1]."""
+        """Score an already preprocessed input x (C, H, W) in [-1, 1] (with score_shift_radius > 0: the
+        minimum over its shifted copies, module docstring)."""
         t0 = time.perf_counter()
         x = np.asarray(x)
         want = (int(self.manifest["layout"]["channels"]),) + (int(self.manifest["layout"]["resolution"]),) * 2
@@ -227,6 +246,36 @@ class Scorer:
             raise ValueError(f"x must have shape {want}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
+        if self.config.score_shift_radius == 0:
+            return self._score_copy(x, z0, seed, keep_reconstructions, t0)
+        offsets, rs = self.score_shifted(x, z0, seed, keep_reconstructions)
+        r = shift_min(rs, offsets)
+        r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
+                        if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets)}
+        return r
+
+    def score_shifted(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
+                      keep_reconstructions: bool = False) -> tuple:
+        """The inputs of the shift-min: (offsets, results), results[i] the ScoreResult of x (C, H, W),
+        already checked, moved by offsets[i] = (dy, dx) (preprocess.shift_offsets(score_shift_radius),
+        (0, 0) first), scored as it is, not shifted back. k = 0 models with batch graphs score the
+        copies as one batch. ``edge-ad calibrate`` needs every copy; ``score_input`` keeps the minimum."""
+        offsets = shift_offsets(self.config.score_shift_radius)
+        copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
+        from .batch_scoring import batch_available, score_inputs
+        with self._lock:
+            if batch_available(self):        # k = 0: every copy through the batch graphs at once
+                rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions)
+                bad = next((r for r in rs if isinstance(r, Exception)), None)
+                if bad is not None:
+                    raise bad
+            else:
+                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter()) for c in copies]
+        return offsets, rs
+
+    def _score_copy(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
+                    t0: float) -> ScoreResult:
+        """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0."""
         with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
             # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
             e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
@@ -281,6 +330,20 @@ class Scorer:
         by frame (runtime/batch_scoring.py)."""
         from .batch_scoring import score_batch
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads)
+
+
+def shift_min(results: list, offsets: list) -> ScoreResult:
+    """The shift-min score from the results of a frame's shifted copies (results[i] scored the frame
+    moved by offsets[i] = (dy, dx)): the copy with the lowest score (the first one on a tie), its
+    error_map (fill 0) and reconstructions (fill background) moved back by (-dy, -dx) so they overlay
+    the unshifted frame, ``shift`` = (dy, dx). Modifies and returns that result."""
+    i = int(np.argmin([r.score for r in results]))
+    r, (dy, dx) = results[i], offsets[i]
+    r.error_map = shift_frame(r.error_map, -dy, -dx, fill=0.0)                 # (R, R)
+    if r.reconstructions is not None:
+        r.reconstructions = shift_frame(r.reconstructions, -dy, -dx)          # (n_seed, C, R, R)
+    r.shift = (int(dy), int(dx))
+    return r
 
 
 def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarray:

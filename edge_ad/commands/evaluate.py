@@ -31,6 +31,9 @@ import click
               help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
 @click.option("--latent-power", "latent_power", type=float,
               help="override score_latent_power (score * latent-memory distance ** p; 0: off).")
+@click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
+              help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
+              "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
               show_default=True, help="start from the checkpoint's named scoring configuration (if it "
               "carries one) or from the algorithm's reference defaults; overrides apply on top.")
@@ -49,7 +52,7 @@ import click
 @click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, latent_power, scoring, baselines, batch_frames, calibrate_fpr,
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, scoring, baselines, batch_frames, calibrate_fpr,
         nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
@@ -75,7 +78,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         base = checkpoint_search_config(model_path) or base
     try:
         cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
-                           score_latent_power=latent_power)
+                           score_latent_power=latent_power, score_shift_radius=shift_radius)
     except ValueError as e:
         raise click.UsageError(str(e))
     encoder = None

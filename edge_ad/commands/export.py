@@ -13,6 +13,9 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--k", type=click.IntRange(min=0), help="Adam steps per frame (default 19).")
 @click.option("--lr-z", type=float, help="Latent learning rate (default 5e-2).")
 @click.option("--lr-theta", type=float, help="Generator learning rate (default 6e-9; 0 = z-only search).")
+@click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
+              help="Test-time shift-min radius R (score = min over the frame shifted by up to R px; 0 = off; "
+                   "default: the checkpoint's scoring config). A threshold calibrated with another R is not kept.")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Where the model will run (repeatable; default: all): cpu = the host-head search and its "
                    "fallback fused-adam (CPUs without AVX2, e.g. ARM); gpu = the step graphs (TensorRT, CUDA "
@@ -40,14 +43,14 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--no-threshold", is_flag=True,
               help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
               "for the exported configuration).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk_kb, parity_frames, parity_n,
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, targets, unrolled, chunk_kb, parity_frames, parity_n,
         tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file, sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
 
     The checkpoint's named scoring configuration (scoring["search"]) is the default; --n-seed/--k/
-    --lr-z/--lr-theta override single settings of it. A configuration that starts from an izi
+    --lr-z/--lr-theta/--shift-radius override single settings of it. A configuration that starts from an izi
     encoder (z_init = "encoder") also exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
     from edge_ad.runtime.config import SearchConfig
@@ -62,14 +65,14 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, targets, unrolled, chunk
             raise click.ClickException(str(e))
 
     search = None
-    if any(v is not None for v in (n_seed, k, lr_z, lr_theta)):
+    if any(v is not None for v in (n_seed, k, lr_z, lr_theta, shift_radius)):
         base = SearchConfig()
         try:
             base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
         except (CheckpointError, ValueError, TypeError):
             pass
         try:
-            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta)
+            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius)
         except ValueError as e:
             raise click.BadParameter(str(e))
     frames = None

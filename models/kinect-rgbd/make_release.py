@@ -2,7 +2,7 @@
 training run, with its recipe and named scoring configuration (and izi encoder) in "scoring".
 
     .venv/bin/python models/kinect-rgbd/make_release.py --generator RUN/epoch_0300.pt --class rectangle \
-        --search '{"name": "fg-izi", ...}' [--encoder ENC.pt] [--val-report REPORT.json] \
+        --search '{"name": "fg-izi", ...}' [--shift-radius R] [--encoder ENC.pt] [--val-report REPORT.json] \
         --out models/kinect-rgbd/rectangle.pt
 
 ENC.pt is ``{"encoder": encoder_to_dict(E), "info": {...}}`` as written by train_encoder's caller.
@@ -24,6 +24,8 @@ def main(argv=None):
     ap.add_argument("--generator", required=True)
     ap.add_argument("--class", dest="cls", required=True)
     ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration)")
+    ap.add_argument("--shift-radius", type=int, help="score_shift_radius of the released configuration "
+                    "(test-time shift-min; overrides --search's; the val measurement and threshold use it)")
     ap.add_argument("--encoder", help="encoder file from izi training")
     ap.add_argument("--reuse-encoder", action="store_true",
                     help="re-release: keep the izi encoder stored in --generator's scoring section")
@@ -58,6 +60,8 @@ def main(argv=None):
     train = dict(src["train"])
     train.setdefault("source_run", str(a.generator))   # a re-release keeps the original run
     cfg = SearchConfig.from_dict(json.loads(a.search))
+    if a.shift_radius is not None:
+        cfg = cfg.replace(score_shift_radius=a.shift_radius)
     scoring = {"name": cfg.name, "search": cfg.to_dict(), "encoder": None, "encoder_train": None, "val": None,
                "latent_bank": None, "latent_bank_info": None}
     if a.reuse_encoder:

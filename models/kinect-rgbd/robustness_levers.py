@@ -3,12 +3,14 @@
 clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
 
     .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
-        [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18]
+        [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18] \
+        [--shift-radius R]
 
 Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
 2 px / also under photometric jitter: "pose+light" = "pose+photo", the release's LIGHT_AUGMENT) and the per-frame colour normalisation of the foreground
 (runtime.preprocess: "none", "gray" = one gain, "rgb" = one gain per channel, to the train frames'
-mean foreground colour).
+mean foreground colour). --shift-radius R: the test-time shift-min (SearchConfig.score_shift_radius):
+each frame's score is the minimum over its copies shifted by up to R px (runtime.preprocess.shift_frame).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
 from edge_ad.runtime import nuisance as nu
 from edge_ad.runtime.config import LatentMemory
 from edge_ad.runtime.latent_bank import LIGHT_AUGMENT
-from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
+from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
 from edge_ad.runtime.sources.folder import read_pair
 
 HERE = Path(__file__).resolve().parent
@@ -87,10 +89,15 @@ def main(argv=None):
     ap.add_argument("--colour", default="none,gray,rgb")
     ap.add_argument("--banks", default="plain,mirror,pose,pose+photo")
     ap.add_argument("--align", default="none")
+    ap.add_argument("--shift-radius", type=int, default=None,
+                    help="test-time shift-min radius (default: the checkpoint's score_shift_radius)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     path = a.model or HERE / f"{a.cls}.pt"
     G, E, cfg = load_generator(path), checkpoint_encoder(path), checkpoint_search_config(path)
+    if a.shift_radius is not None:
+        cfg = cfg.replace(score_shift_radius=a.shift_radius)
+    offsets = shift_offsets(cfg.score_shift_radius)
     p = cfg.score_fg_power
     train = raw_frames(a.data, a.cls, "train")
     val = {c: raw_frames(a.data, c, "val") for c in [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]}
@@ -114,16 +121,18 @@ def main(argv=None):
         spec = PreprocessSpec.from_dict({**base_spec.to_dict(), "colour_norm": colour, "colour_reference": ref,
                                          "align": a.align, "align_centre": centre if a.align == "centroid" else (0.5, 0.5)})
         t0 = time.perf_counter()
-        feats = {}
+        feats = {}     # per condition and class: per shifted copy (residual score (N,), E(x') (N, z_dim))
         for lab, fr in cond_frames.items():
             feats[lab] = {}
             for c, f in fr.items():
-                x = to_x(f, spec)
-                z = encoder_latents(E, x)
-                with torch.no_grad():
-                    r = G(torch.as_tensor(z)[:, :, None, None]).numpy()
-                fgs = np.maximum((x[:, 3] > -1 + 1e-3).mean((1, 2)), cfg.fg_floor)
-                feats[lab][c] = (((x - r) ** 2).mean((1, 2, 3)) / fgs ** p, z)
+                feats[lab][c] = []
+                for dy, dx in offsets:
+                    x = shift_frame(to_x(f, spec), dy, dx)
+                    z = encoder_latents(E, x)
+                    with torch.no_grad():
+                        r = G(torch.as_tensor(z)[:, :, None, None]).numpy()
+                    fgs = np.maximum((x[:, 3] > -1 + 1e-3).mean((1, 2)), cfg.fg_floor)
+                    feats[lab][c].append((((x - r) ** 2).mean((1, 2, 3)) / fgs ** p, z))
         for bank_kind in a.banks.split(","):
             augs = bank_augmentations(bank_kind)
             bank = np.concatenate([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
@@ -131,8 +140,8 @@ def main(argv=None):
             mem = LatentMemory(bank, cfg.latent_metric)
             rows = {}
             for lab in conds:
-                s = {c: res * np.array([mem.distance(e) for e in z]) ** cfg.score_latent_power
-                     for c, (res, z) in feats[lab].items()}
+                s = {c: np.min([res * np.array([mem.distance(e) for e in z]) ** cfg.score_latent_power
+                                for res, z in copies], axis=0) for c, copies in feats[lab].items()}
                 rows[lab] = s
             thr = calibrate_threshold(rows["clean"][a.cls], 0.05)
             table = {}
@@ -144,7 +153,8 @@ def main(argv=None):
                 bn = b.pop(a.cls)
                 table[lab] = {"auroc": detection_metrics(normal, an)["auroc"], **threshold_rates(normal, an, thr),
                               "baseline_auroc": detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]}
-            name = f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
+            name = (f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
+                    + (f" shift-min R={cfg.score_shift_radius}" if cfg.score_shift_radius else ""))
             results[name] = table
             mean = np.mean([r["auroc"] for r in table.values()])
             worst = min(table.items(), key=lambda kv: kv[1]["auroc"])

@@ -1,0 +1,321 @@
+"""Test-time shift-min (SearchConfig.score_shift_radius, issue 12): a frame's score is the minimum over
+its copies shifted by (dy, dx), |dy|, |dx| <= R (runtime.preprocess.shift_frame / shift_offsets), each
+scored as a frame. Runtime (Scorer, score_batch) against its own definition and against the PyTorch
+reference (models.search.search_min_shift / score_batch) on real kinect-rgbd frames; R = 0 is the
+frame as it is; old manifests load as R = 0."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime import Scorer
+from edge_ad.runtime.config import SearchConfig, search_differences
+from edge_ad.runtime.preprocess import preprocess, shift_frame, shift_offsets
+
+RTOL_BATCH = 1e-5     # float32: the batch graphs sum the same products in another order
+RTOL_TORCH = 1e-4     # onnxruntime float32 vs the float64 PyTorch reference (the export's tolerance)
+
+
+def _interior(x: np.ndarray, border: int = 3) -> np.ndarray:
+    """x (4, R, R) with a ``border``-px frame of background: shifts of up to ``border`` px lose nothing."""
+    x = x.copy()
+    x[:, :border], x[:, -border:], x[:, :, :border], x[:, :, -border:] = -1, -1, -1, -1
+    return x
+
+
+def test_search_config_shift_radius_validated_and_old_dicts_mean_zero():
+    assert SearchConfig().score_shift_radius == 0
+    for bad in (-1, 5, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="score_shift_radius"):
+            SearchConfig(score_shift_radius=bad)
+    r = SearchConfig(score_shift_radius=np.int64(2))
+    assert type(r.score_shift_radius) is int and json.loads(json.dumps(r.to_dict()))["score_shift_radius"] == 2
+    old = {k: v for k, v in SearchConfig().to_dict().items() if k != "score_shift_radius"}   # an older manifest
+    assert SearchConfig.from_dict(old).score_shift_radius == 0
+    assert search_differences(old, SearchConfig()) == []
+    assert search_differences(old, SearchConfig(score_shift_radius=1)) == ["score_shift_radius"]
+
+
+def test_shift_frame_and_offsets():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)          # (C, H, W)
+    got = shift_frame(x, 1, -2)                                         # down 1, left 2
+    want = np.full_like(x, -1.0)
+    want[:, 1:, :2] = x[:, :2, 2:]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(shift_frame(x, 0, 0), x)
+    assert shift_frame(x, 0, 0) is not x
+    np.testing.assert_array_equal(shift_frame(x[None], 1, -2)[0], want)  # a batch (N, C, H, W) alike
+    np.testing.assert_array_equal(shift_frame(x, -1, 1, fill=0.0)[:, -1], 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        shift_frame(x, 3, 0)
+    offs = shift_offsets(2)
+    assert offs[0] == (0, 0) and len(offs) == 25 and len(set(offs)) == 25
+    assert set(offs) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert shift_offsets(0) == [(0, 0)]
+
+
+def test_radius_zero_scores_the_frame_as_it_is(kinect_export, val_frames, monkeypatch):
+    """R = 0 (the default, and every older manifest) never shifts: no ``shift`` in the result, and the
+    same numbers as a frame scored through the shift-min machinery's own (0, 0) copy."""
+    from edge_ad.runtime import batch_scoring, scorer as scorer_mod
+    s0 = Scorer.load(kinect_export, threads=1)
+    assert s0.config.score_shift_radius == 0
+    rgb, depth = val_frames(2)[1]
+
+    def no_shift(*a, **k):
+        raise AssertionError("R = 0 must not shift")
+    monkeypatch.setattr(scorer_mod, "shift_frame", no_shift)
+    monkeypatch.setattr(batch_scoring, "shift_frame", no_shift)
+    r = s0.score(rgb, depth, seed=3, keep_reconstructions=True)
+    b = s0.score_batch([(rgb, depth)], seeds=[3])[0]
+    assert r.shift is None and b.shift is None
+    monkeypatch.undo()
+    x = preprocess(rgb, depth, s0.preprocess_spec)
+    again = s0._score_copy(x, None, 3, True, 0.0)                       # the unshifted scoring itself
+    assert r.score == again.score
+    np.testing.assert_array_equal(r.error_map, again.error_map)
+    np.testing.assert_array_equal(r.reconstructions, again.reconstructions)
+
+
+def _min_over_copies(s0: Scorer, x: np.ndarray, radius: int, seed: int):
+    """The shift-min computed from its definition with an R = 0 scorer: (score, shift, copy's result)."""
+    rs = {(dy, dx): s0.score_input(shift_frame(x, dy, dx), seed=seed, keep_reconstructions=True)
+          for dy, dx in shift_offsets(radius)}
+    best = min(rs, key=lambda k: rs[k].score)
+    return rs[best].score, best, rs[best], rs[(0, 0)].score
+
+
+@pytest.mark.parametrize("path", ["batch graphs (k = 0)", "search loop (k = 2)"])
+def test_shift_min_is_the_minimum_over_shifted_copies(path, kinect_export, export_tiny, val_frame):
+    """Score = min over the 9 copies of each copy's own score (exact on the loop path, float32 rounding on
+    the batch path); <= the R = 0 score; error_map and reconstructions shifted back onto the frame."""
+    model = kinect_export if path.startswith("batch") else export_tiny(2, 2)
+    s0 = Scorer.load(model, threads=1)
+    s1 = Scorer.load(model, threads=1, config=s0.config.replace(score_shift_radius=1))
+    rtol = RTOL_BATCH if path.startswith("batch") else 0.0
+    shifts = set()
+    for cls in ("rectangle", "sphere", "cylinder"):
+        f = val_frame(cls, 0)
+        x = preprocess(f["rgb"], f["depth"], s0.preprocess_spec)
+        want, at, copy, plain = _min_over_copies(s0, x, 1, seed=5)
+        r = s1.score(f["rgb"], f["depth"], seed=5, keep_reconstructions=True)
+        assert r.score == pytest.approx(want, rel=rtol, abs=0) and r.shift == at
+        assert r.score <= plain * (1 + rtol)
+        np.testing.assert_allclose(r.error_map, shift_frame(copy.error_map, -at[0], -at[1], fill=0.0),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(r.reconstructions, shift_frame(copy.reconstructions, -at[0], -at[1]), atol=1e-5)
+        np.testing.assert_array_equal(r.z0, copy.z0)
+        assert r.latent_distance == (None if copy.latent_distance is None
+                                     else pytest.approx(copy.latent_distance, rel=1e-5))
+        assert r.timings["shifts"] == 9
+        shifts.add(at)
+    if path.startswith("batch"):
+        assert shifts != {(0, 0)}     # some real frame is better aligned shifted: the shift-back is exercised
+        # the error map overlays the caller's frame: direct computation from the winning reconstruction
+        em = ((x - r.reconstructions) ** 2).mean((0, 1))                # mean over seeds and channels
+        inside = shift_frame(np.ones_like(em), -r.shift[0], -r.shift[1], fill=0.0) > 0
+        np.testing.assert_allclose(r.error_map[inside], em[inside], rtol=1e-4, atol=1e-6)
+
+
+def test_one_pixel_camera_shift_keeps_the_score(kinect_export, val_frame):
+    """A normal frame with its foreground inside the image (3-px background border: shifts lose
+    nothing) and the same frame moved 1 px: under R = 0 their scores differ many-fold; under R = 1 they
+    are EXACTLY equal when the best of the 12 copies the two windows reach lies in their overlap,
+    because the 1-px copy's copies are the frame's own copies, scored alike. The frame: the first
+    rectangle val frame where that holds (checked from the 12 copies' own scores)."""
+    s0 = Scorer.load(kinect_export, threads=1)
+    s1 = Scorer.load(kinect_export, threads=1, config=s0.config.replace(score_shift_radius=1))
+    union = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1, 2)]     # x's window and x1's, as shifts of x
+    for i in range(6):
+        f = val_frame("rectangle", i)
+        x = _interior(preprocess(f["rgb"], f["depth"], s0.preprocess_spec))
+        scores = [s0.score_input(shift_frame(x, *d), seed=0).score for d in union]
+        if union[int(np.argmin(scores))][1] in (0, 1):                   # the best copy is in both windows
+            break
+    else:
+        pytest.fail("no rectangle val frame among the first 6 has its best copy in the overlap")
+    x1 = shift_frame(x, 0, 1)
+    np.testing.assert_array_equal(shift_frame(x1, 0, -1), x)            # lossless
+    a0, b0 = s0.score_input(x, seed=0).score, s0.score_input(x1, seed=0).score
+    a1, b1 = s1.score_input(x, seed=0), s1.score_input(x1, seed=0)
+    assert max(a0, b0) / min(a0, b0) > 3                                 # R = 0: the shift changes the score
+    assert b1.score == a1.score == pytest.approx(min(scores), rel=RTOL_BATCH)   # R = 1: the very same copy wins
+    assert (b1.shift[0], b1.shift[1] + 1) == a1.shift                    # ... found 1 px further
+    np.testing.assert_array_equal(b1.error_map, shift_frame(a1.error_map, 0, 1, fill=0.0))
+    # a real (lossy, border foreground) 1-px shift: close under R = 1, far under R = 0
+    xr = preprocess(f["rgb"], f["depth"], s0.preprocess_spec)
+    r0 = [s0.score_input(v, seed=0).score for v in (xr, shift_frame(xr, 0, 1))]
+    r1 = [s1.score_input(v, seed=0).score for v in (xr, shift_frame(xr, 0, 1))]
+    assert abs(r1[0] - r1[1]) / min(r1) < 0.1 < abs(r0[0] - r0[1]) / min(r0)
+
+
+def test_batch_equals_single_frame_with_shift_min(kinect_export, val_frames):
+    from test_batch_scoring import assert_same
+    s0 = Scorer.load(kinect_export, threads=1)
+    s1 = Scorer.load(kinect_export, threads=1, config=s0.config.replace(score_shift_radius=1))
+    frames = val_frames(5)
+    frames.insert(2, (np.zeros((10, 10, 3), np.uint8), np.zeros((12, 12), np.uint8)))   # a bad frame
+    got = s1.score_batch(frames, seeds=list(range(6)), keep_reconstructions=True)
+    assert isinstance(got[2], Exception)
+    for i, (rgb, depth) in enumerate(frames):
+        if i != 2:
+            one = s1.score(rgb, depth, seed=i, keep_reconstructions=True)
+            assert_same(one, got[i], keep=True)
+            assert got[i].shift == one.shift and got[i].timings["shifts"] == 9
+    got[0].error_map[:] = -5                                            # results belong to the caller
+    assert s1.score_batch(frames[:1], seeds=[0])[0].error_map.min() >= 0
+
+
+@pytest.mark.parametrize("radius", [0, 1])
+def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
+    """models.search.search_min_shift (float64 torch, encoder in float64) and models.search.score_batch
+    (float32 torch) against the exported runtime (onnxruntime CPU) on real frames of the three classes."""
+    import torch
+
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.models.search import (checkpoint_encoder, checkpoint_latent_bank, score_batch,
+                                       search_min_shift)
+    from edge_ad.runtime.config import frame_seed
+    from conftest import REPO
+    path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
+    G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
+    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
+    cfg = s.config.replace(score_shift_radius=radius)
+    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+    frames = [val_frame(c, i) for c in ("rectangle", "cylinder", "sphere") for i in (0, 1)]
+    X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
+    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i), keep_reconstructions=True) for i, f in enumerate(frames)]
+    E64 = E.double()
+    for i, x in enumerate(X):
+        ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank)
+        assert got[i].score == pytest.approx(ref.score, rel=RTOL_TORCH)
+        assert got[i].shift == (ref.shift if radius else None)
+        np.testing.assert_allclose(got[i].error_map, ref.error_map, atol=1e-5)
+        np.testing.assert_allclose(got[i].reconstructions, ref.reconstructions, atol=1e-4)
+    E.float()
+    batch = score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank)
+    np.testing.assert_allclose(batch, [r.score for r in got], rtol=RTOL_TORCH)
+
+
+def test_old_manifest_without_the_field_loads_as_zero(kinect_export, tmp_path, val_frames):
+    old = tmp_path / "old"
+    shutil.copytree(kinect_export, old)
+    man = json.loads((old / "manifest.json").read_text())
+    assert man["search"]["score_shift_radius"] == 0                     # exports record the field
+    del man["search"]["score_shift_radius"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    s = Scorer.load(old, threads=1)
+    assert s.config.score_shift_radius == 0
+    rgb, depth = val_frames(1)[0]
+    assert s.score(rgb, depth, seed=1).score == Scorer.load(kinect_export, threads=1).score(rgb, depth, seed=1).score
+
+
+def test_export_with_shift_radius_checks_it_and_drops_a_threshold_calibrated_without(tmp_path):
+    """The shipped rectangle checkpoint (threshold calibrated with R = 0) exported with R = 1: the parity
+    report has the shift-min rows (float64 torch reference vs runtime), the manifest carries R = 1, and
+    the R = 0 threshold is not carried over; an explicit one calibrated with R = 0 is refused."""
+    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.models.search import checkpoint_search_config, checkpoint_threshold
+    from conftest import REPO
+    path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
+    cfg0 = checkpoint_search_config(path)
+    thr = checkpoint_threshold(path, cfg0)
+    assert thr is not None and checkpoint_threshold(path, cfg0.replace(score_shift_radius=1)) is None
+    cfg = cfg0.replace(score_shift_radius=1)
+    man = export_model(path, tmp_path / "r1", search=cfg, log=lambda *a: None)
+    assert man["search"]["score_shift_radius"] == 1 and "threshold" not in man
+    sm = man["parity"]["shift_min"]
+    assert sm["passed"] and sm["radius"] == 1 and sm["max_rel_diff"] <= 1e-4 and len(sm["frames"]) >= 2
+    assert all(r["reference_shift"] == r["onnx_shift"] for r in sm["frames"])
+    assert Scorer.load(tmp_path / "r1").config.score_shift_radius == 1
+    r0 = tmp_path / "r0"                                                # exported with its R = 0 threshold
+    export_model(path, r0, parity=False, log=lambda *a: None)
+    assert Scorer.load(r0).threshold == pytest.approx(thr["value"])
+    assert Scorer.load(r0, config=cfg).threshold is None                # not applied under R = 1
+    with pytest.raises(ExportError, match="score_shift_radius"):
+        export_model(path, tmp_path / "r1b", search=cfg, threshold=thr, parity=False, log=lambda *a: None)
+
+
+def test_held_out_scores_take_the_minimum_over_shifted_copies():
+    """calibrate's held-out scores with the shift-min: per frame min_s base_s * factor(d(E(x_s)))."""
+    from edge_ad.runtime.calibrate import held_out_scores
+    cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2",
+                       score_shift_radius=1)
+    e = np.eye(4, dtype=np.float32)
+    lat = np.stack([e[[0]], e[[1]]])                                     # (2 frames, 1 row, 4)
+    original = np.array([[0, 0, 0, 2]], np.float32)                      # mean((e_i - b)^2) = 5/4 for e0..e2
+    shifted = np.stack([np.stack([e[0], e[2]]), np.stack([e[1], e[3]])])  # (2 frames, S = 2 copies, 4)
+    base = np.array([[1.0, 3.0], [4.0, 1.0]])
+    s = held_out_scores(base, lat, original, cfg, blocks=2, shifted_latents=shifted)
+    # frame 0 sees frame 1's row e1: copy e0 -> 2/4, copy e2 -> 2/4: min(1 * 0.5, 3 * 0.5)
+    # frame 1 sees e0 and the bank: copy e1 -> 2/4, copy e3 -> min(2/4, mean((e3 - b)^2) = 1/4)
+    np.testing.assert_allclose(s, [0.5, min(4.0 * 0.5, 1.0 * 0.25)])
+    np.testing.assert_allclose(held_out_scores(base[:, :1], lat, original, cfg, blocks=2), [0.5, 2.0])   # no shifts
+
+
+def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_path):
+    """edge-ad calibrate on a model with R = 1 scores every scene frame's shifted copies, held out: each
+    frame's score is <= its R = 0 score (the (0, 0) copy is one of them) and below it for some; the
+    threshold is their quantile; the new manifest keeps R = 1."""
+    from conftest import copy_frames
+    from edge_ad.runtime.calibrate import calibrate_model, held_out_scores, read_scene, score_scene
+    from edge_ad.runtime.model_arrays import load_npy
+    from edge_ad.runtime.sources import open_source
+    r1 = tmp_path / "r1"
+    shutil.copytree(kinect_export, r1)
+    man = json.loads((r1 / "manifest.json").read_text())
+    man["search"]["score_shift_radius"] = 1
+    man.pop("threshold", None)
+    (r1 / "manifest.json").write_text(json.dumps(man))
+    scene = copy_frames(tmp_path / "scene", "rectangle", 20, start=40)
+    held = {}
+    for name, model in (("r0", kinect_export), ("r1", r1)):
+        s = Scorer.load(model, threads=1)
+        with open_source(str(scene)) as src:
+            u8 = read_scene(src, s.preprocess_spec)["u8"]
+        entry = s.manifest["latent_bank"]
+        res = score_scene(s, u8, s.preprocess_spec, entry.get("augment") or [])
+        assert res["base"].shape == (20, 9 if name == "r1" else 1) and res["shifted_latents"].shape[1] == res["base"].shape[1]
+        if name == "r1":      # copy j's latent is E of the frame shifted by offset j
+            from edge_ad.runtime.latent_bank import bank_inputs_uint8
+            x = bank_inputs_uint8(u8[3], s.preprocess_spec, (), index=3)[0]
+            for j, d in enumerate(shift_offsets(1)):
+                np.testing.assert_array_equal(res["shifted_latents"][3, j], s.encode(shift_frame(x, *d)))
+        held[name] = held_out_scores(res["base"], res["latents"], load_npy(model, entry["file"], entry["shape"], np.float32),
+                                     s.config, shifted_latents=res["shifted_latents"])
+    assert np.all(held["r1"] <= held["r0"] * (1 + RTOL_BATCH)) and np.any(held["r1"] < 0.9 * held["r0"])
+    with open_source(str(scene)) as src:
+        new = calibrate_model(r1, src, tmp_path / "cal", fpr=0.1, floor=False, colour_gain=False)
+    assert new["calibration"]["threshold_scene"] == pytest.approx(np.quantile(held["r1"], 0.9, method="higher"), rel=1e-12)
+    assert new["search"]["score_shift_radius"] == 1 and new["threshold"]["search"]["score_shift_radius"] == 1
+    assert Scorer.load(tmp_path / "cal").config.score_shift_radius == 1
+
+
+def test_run_records_the_winning_shift(kinect_export, tmp_path):
+    """edge-ad run's JSON lines carry "shift" (dy, dx) for a model with R = 1, none for R = 0."""
+    from click.testing import CliRunner
+
+    from conftest import copy_frames
+    from edge_ad.cli import main
+    r1 = tmp_path / "r1"
+    shutil.copytree(kinect_export, r1)
+    man = json.loads((r1 / "manifest.json").read_text())
+    man["search"]["score_shift_radius"] = 1
+    (r1 / "manifest.json").write_text(json.dumps(man))
+    src = copy_frames(tmp_path / "frames", "sphere", 3)
+    lines = {}
+    for name, model in (("r0", kinect_export), ("r1", r1)):
+        out = tmp_path / f"{name}.jsonl"
+        res = CliRunner().invoke(main, ["run", "--model", str(model), "--source", str(src), "--out", str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        lines[name] = [json.loads(x) for x in out.read_text().splitlines() if '"frame"' in x]
+        lines[name] = [x for x in lines[name] if x.get("type") == "frame"]
+    assert len(lines["r1"]) == 3 and all("shift" not in x for x in lines["r0"])
+    for a, b in zip(lines["r0"], lines["r1"]):
+        assert len(b["shift"]) == 2 and max(map(abs, b["shift"])) <= 1
+        assert b["score"] <= a["score"] * (1 + RTOL_BATCH)
+    assert any(b["shift"] != [0, 0] for b in lines["r1"])
+    assert lines["r1"][0]["threshold"] is None                          # the R = 0 threshold is not applied
