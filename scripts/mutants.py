@@ -52,6 +52,7 @@ RUNNER = ("tests/test_tensorrt_runner.py", "-k", "float64_reference")
 FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_equals")
 HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or checks_its or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
+SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,20 @@ MUTANTS = [
            "return float(distance ** cfg.score_latent_power)", LATENT),
     Mutant("cfg-bias-correction", "runtime/config.py", "return 1.0 - beta1 ** t, 1.0 - beta2 ** t",
            "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", GRAD),
+    # -- the test-time shift-min (SearchConfig.score_shift_radius) ------------------------------------------
+    Mutant("shift-frame-direction", "runtime/preprocess.py", "    out[..., ty, tx] = x[..., sy, sx]",
+           "    out[..., sy, sx] = x[..., ty, tx]", SHIFT),
+    Mutant("shift-min-argmax", "runtime/scorer.py", "i = int(np.argmin([r.score for r in results]))",
+           "i = int(np.argmax([r.score for r in results]))", SHIFT),
+    Mutant("shift-error-map-not-back", "runtime/scorer.py",
+           "r.error_map = shift_frame(r.error_map, -dy, -dx, fill=0.0)", "r.error_map = r.error_map", SHIFT),
+    Mutant("shift-batch-ignored", "runtime/batch_scoring.py",
+           "offsets = shift_offsets(scorer.config.score_shift_radius)  ", "offsets = shift_offsets(0)  ", SHIFT),
+    Mutant("shift-reference-unshifted", "models/search.py",
+           "        xs = shift_frame(x, dy, dx)                                                # (C, H, W)",
+           "        xs = x", SHIFT),
+    Mutant("shift-held-out-first-copy", "runtime/calibrate.py", "            out[i] = min(held_out)",
+           "            out[i] = held_out[0]", SHIFT),
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", "anomalous = None if thr is None else bool(s > thr)",
            "anomalous = None if thr is None else bool(s >= thr)", CAP),
