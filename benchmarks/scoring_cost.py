@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from edge_ad.models.checkpoint import load_generator
-from edge_ad.models.search import checkpoint_encoder, checkpoint_latent_bank, checkpoint_search_config, search
-from edge_ad.runtime.config import SearchConfig, latent_distance
+from edge_ad.models.search import (checkpoint_encoder, checkpoint_latent_bank, checkpoint_search_config, search,
+                                   search_min_shift)
+from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.preprocess import preprocess
 from edge_ad.runtime.scorer import Scorer
 from edge_ad.runtime.sources.folder import read_pair
@@ -47,12 +48,8 @@ def main():
     runtime = Scorer.load(a.model_dir, threads=1)
     runtime_no_mem = Scorer.load(a.model_dir, threads=1, config=cfg.replace(score_latent_power=0.0))
 
-    def torch_cfg(rgb, d):
-        x = preprocess(rgb, d)
-        with torch.no_grad():
-            e = E(torch.as_tensor(x[None])).flatten().numpy()
-        dist = latent_distance(e, bank, cfg.latent_metric) if cfg.uses_latent_bank else None
-        search(G, x, cfg, z0=np.repeat(e[None], cfg.n_seed, 0), latent_distance=dist)
+    def torch_cfg(rgb, d):   # the PyTorch reference of the model's configuration (shift-min included)
+        search_min_shift(G, preprocess(rgb, d, G.preprocess), cfg, seed=0, encoder=E, latent_bank=bank)
 
     variants = {"runtime (model's configuration)": lambda rgb, d: runtime.score(rgb, d),
                 "runtime, latent memory off": lambda rgb, d: runtime_no_mem.score(rgb, d),

@@ -54,6 +54,13 @@ def _as_input(x, dtype) -> torch.Tensor:
     return x
 
 
+def _as_given(cfg: SearchConfig) -> None:
+    """search / search_eager score the frame as given: refuse a configuration with the shift-min."""
+    if cfg.score_shift_radius:
+        raise ValueError(f"score_shift_radius={cfg.score_shift_radius}: search scores the frame as given; the "
+                         "shift-min is search_min_shift (one frame) or score_batch (many)")
+
+
 def _z0(G: Generator, cfg: SearchConfig, z0, seed) -> np.ndarray:
     if z0 is None:
         return make_z0(cfg.n_seed, G.cfg.z_dim, seed)
@@ -70,6 +77,7 @@ def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: O
     ``latent_distance``: d(E(x), latent bank), required by configurations with score_latent_power > 0
     (``encoder.latent_distances``)."""
     t0 = time.perf_counter()
+    _as_given(cfg)
     G = G.eval()
     x = _as_input(x, dtype)
     z0 = _z0(G, cfg, z0, seed)
@@ -116,6 +124,7 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
     per seed a fresh copy of G and two Adam optimizers, one on z and one on the weights.
     ``latent_distance`` as in ``search``."""
     t0 = time.perf_counter()
+    _as_given(cfg)
     x = _as_input(x, dtype).unsqueeze(0)
     z0 = _z0(G, cfg, z0, seed)
     losses, recons, zs = [], [], []

@@ -319,3 +319,42 @@ def test_run_records_the_winning_shift(kinect_export, tmp_path):
         assert b["score"] <= a["score"] * (1 + RTOL_BATCH)
     assert any(b["shift"] != [0, 0] for b in lines["r1"])
     assert lines["r1"][0]["threshold"] is None                          # the R = 0 threshold is not applied
+
+
+def test_cli_shift_radius_flags(tmp_path, kinect_root):
+    """edge-ad eval --shift-radius 1 scores with the shift-min (each frame <= its R = 0 score, some
+    lower; the report and threshold.json record R = 1); edge-ad export --shift-radius 1 writes R = 1
+    and leaves the checkpoint's R = 0 threshold behind."""
+    from click.testing import CliRunner
+
+    from conftest import REPO
+    from edge_ad.cli import main
+    model = str(REPO / "models" / "kinect-rgbd" / "rectangle.pt")
+    reports = {}
+    for r in (0, 1):
+        out = tmp_path / f"eval{r}"
+        res = CliRunner().invoke(main, ["eval", "--model", model, "--data", str(kinect_root), "--class", "rectangle",
+                                        "--max-per-class", "3", "--no-baselines", "--out", str(out),
+                                        "--shift-radius", str(r)])
+        assert res.exit_code == 0, res.output
+        reports[r] = json.loads((out / "report.json").read_text())
+        assert reports[r]["search"]["score_shift_radius"] == r
+        assert json.loads((out / "threshold.json").read_text())["search"]["score_shift_radius"] == r
+    s0 = np.concatenate([reports[0]["scores"][k] for k in sorted(reports[0]["scores"])])
+    s1 = np.concatenate([reports[1]["scores"][k] for k in sorted(reports[1]["scores"])])
+    assert np.all(s1 <= s0 * (1 + 1e-6)) and np.any(s1 < 0.9 * s0)
+    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--shift-radius", "1", "--no-parity"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert man["search"]["score_shift_radius"] == 1 and "threshold" not in man
+    bad = CliRunner().invoke(main, ["eval", "--model", model, "--synth", "4", "--out", str(tmp_path / "bad"),
+                                    "--shift-radius", "9"])
+    assert bad.exit_code != 0 and "score_shift_radius" in bad.output
+
+
+def test_torch_search_refuses_the_shift_min_config(tiny_generator):
+    from edge_ad.models.search import search, search_eager
+    x = np.zeros((4, 64, 64), np.float32)
+    for fn in (search, search_eager):
+        with pytest.raises(ValueError, match="search_min_shift"):
+            fn(tiny_generator, x, SearchConfig(k=1, score_shift_radius=1), seed=0)
