@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from edge_ad.models.checkpoint import load_generator
-from edge_ad.models.search import (checkpoint_encoder, checkpoint_latent_bank, checkpoint_search_config, search,
-                                   search_min_shift)
+from edge_ad.models.search import (checkpoint_bank_rows_per_frame, checkpoint_encoder, checkpoint_latent_bank,
+                                   checkpoint_search_config, search, search_min_shift)
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.preprocess import preprocess
 from edge_ad.runtime.scorer import Scorer
@@ -45,11 +45,13 @@ def main():
               for f in splits[c]["val"][:a.per_class]]
     cfg = checkpoint_search_config(a.checkpoint)
     G, E, bank = load_generator(a.checkpoint), checkpoint_encoder(a.checkpoint), checkpoint_latent_bank(a.checkpoint)
+    bank_rows = checkpoint_bank_rows_per_frame(a.checkpoint)
     runtime = Scorer.load(a.model_dir, threads=1)
     runtime_no_mem = Scorer.load(a.model_dir, threads=1, config=cfg.replace(score_latent_power=0.0))
 
     def torch_cfg(rgb, d):   # the PyTorch reference of the model's configuration (shift-min included)
-        search_min_shift(G, preprocess(rgb, d, G.preprocess), cfg, seed=0, encoder=E, latent_bank=bank)
+        search_min_shift(G, preprocess(rgb, d, G.preprocess), cfg, seed=0, encoder=E, latent_bank=bank,
+                         bank_rows_per_frame=bank_rows)
 
     variants = {"runtime (model's configuration)": lambda rgb, d: runtime.score(rgb, d),
                 "runtime, latent memory off": lambda rgb, d: runtime_no_mem.score(rgb, d),

@@ -53,7 +53,8 @@ import numpy as np
 import onnx
 
 from edge_ad.runtime import variants
-from edge_ad.runtime.config import SearchConfig, frame_seed, latent_distance, make_z0, search_differences
+from edge_ad.runtime.config import (SearchConfig, frame_seed, latent_memory, make_z0, original_rows,
+                                    rows_per_frame_of, search_differences)
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
@@ -209,9 +210,16 @@ def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
     return E
 
 
+def bank_augment(scoring) -> list:
+    """The augmentation texts the checkpoint's latent bank was built with (``scoring["latent_bank_info"]
+    ["augment"]``, runtime/latent_bank.py; [] when it records none): the manifest's latent_bank["augment"]."""
+    return list(((scoring or {}).get("latent_bank_info") or {}).get("augment") or [])
+
+
 def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optional[int] = None):
     """The latent bank (N, z_dim) float32 a configuration needs (None unless score_latent_power > 0):
-    ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``. Raises ExportError."""
+    ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``; N must hold whole frames of
+    the checkpoint's layout (1 + len(``bank_augment(scoring)``) rows each). Raises ExportError."""
     if not cfg.uses_latent_bank:
         return None
     bank = _given_or_stored(bank, scoring, "latent_bank")
@@ -224,6 +232,10 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     if bank.ndim != 2 or len(bank) == 0 or (z_dim is not None and bank.shape[1] != z_dim) \
             or not np.isfinite(bank).all():
         raise ExportError(f"the latent bank must be a finite (N, z_dim={z_dim}) array, got shape {bank.shape}")
+    try:
+        original_rows(len(bank), rows_per_frame_of(bank_augment(scoring)))
+    except ValueError as e:
+        raise ExportError(f"the latent bank does not match the checkpoint's latent_bank_info: {e}") from None
     return bank
 
 
@@ -234,12 +246,14 @@ def reference_latent(E64, x: np.ndarray) -> np.ndarray:
         return E64(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
 
 
-def reference_latent_distance(e: np.ndarray, bank, cfg: SearchConfig) -> Optional[float]:
+def reference_latent_distance(e: np.ndarray, bank, cfg: SearchConfig,
+                              bank_rows_per_frame: Optional[int] = None) -> Optional[float]:
     """d(E(x), bank) from the float64 reference latent e (None when the configuration has no latent
-    factor)."""
+    factor); the bank's augmented rows (``bank_rows_per_frame`` rows per frame) weighed by
+    cfg.bank_augment_weight."""
     if not cfg.uses_latent_bank:
         return None
-    return latent_distance(e, bank, cfg.latent_metric)
+    return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)
 
 
 def reference_z0(e: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
@@ -290,7 +304,8 @@ def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, a
 def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *, tolerance: float = 1e-4,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
-                 spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None) -> dict:
+                 spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None,
+                 bank_rows_per_frame: Optional[int] = None) -> dict:
     """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
     faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
     also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
@@ -301,7 +316,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
     in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
     same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
-    distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64)."""
+    distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64),
+    ``bank_rows_per_frame`` rows per normal frame (its augmented copies weighed by bank_augment_weight)."""
     import copy
 
     import torch
@@ -350,7 +366,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         zseed = frame_seed(seed, i)
         e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
-        dist = reference_latent_distance(e64, latent_bank, cfg)
+        dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
         scale = score_scale(x, cfg, dist)
         if use_encoder:
             z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
@@ -412,7 +428,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         log(f"  parity batch graphs: {batch['summary']}")
     shift = None
     if full_cfg.score_shift_radius and rows and kept:
-        shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads)
+        shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads,
+                                 bank_rows_per_frame)
         log(f"  parity shift-min: {shift['summary']}")
     passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
               and (batch is None or batch["passed"]) and (shift is None or shift["passed"]))
@@ -444,7 +461,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
 
 
 def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
-                     latent_bank, tolerance: float, threads: Optional[int]) -> dict:
+                     latent_bank, tolerance: float, threads: Optional[int],
+                     bank_rows_per_frame: Optional[int] = None) -> dict:
     """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
     (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
     with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
@@ -459,7 +477,8 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
     for fr, start in zip(frames, starts):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
-                               encoder=E64, latent_bank=latent_bank, eager=True)
+                               encoder=E64, latent_bank=latent_bank, eager=True,
+                               bank_rows_per_frame=bank_rows_per_frame)
         got = scorer.score(fr["rgb"], fr["depth"], **start)
         rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
                      "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),
@@ -592,7 +611,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
             "file": "latent_bank.npy", "shape": list(bank.shape), "dtype": "float32",
             "metric": cfg.latent_metric, "info": _jsonable((scoring or {}).get("latent_bank_info")),
             # the augmentations the bank was built with (runtime/latent_bank.py; edge-ad calibrate reuses them)
-            "augment": list(((scoring or {}).get("latent_bank_info") or {}).get("augment") or []),
+            "augment": bank_augment(scoring),
             "score": "score *= max(d(E(x), bank), latent_floor) ** score_latent_power, E = encoder.onnx"}
     if threshold is not None:
         manifest["threshold"] = threshold
@@ -609,7 +628,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
-                          latent_bank=bank)
+                          latent_bank=bank, bank_rows_per_frame=rows_per_frame_of(bank_augment(scoring)))
     manifest["parity"] = report
     for name in report["failed_variants"]:         # one failing graph family does not block the others
         _drop_variant(out_dir, manifest, name)

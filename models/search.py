@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import LatentMemory, SearchConfig, make_z0, score_scale
+from edge_ad.runtime.config import SearchConfig, latent_memory, make_z0, rows_per_frame_of, score_scale
 from edge_ad.runtime.preprocess import shift_frame, shift_offsets
 
 from .dcgan import Generator
@@ -154,22 +154,23 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
 
 def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional[int] = None,
                      dtype: torch.dtype = torch.float32, encoder=None, latent_bank: Optional[np.ndarray] = None,
-                     eager: bool = False) -> SearchResult:
+                     eager: bool = False, bank_rows_per_frame: Optional[int] = None) -> SearchResult:
     """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
     z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
-    z0 is used for every copy. Returns the lowest-scoring copy's result (the first on a tie) with
-    error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and ``shift`` = (dy, dx); with
-    radius 0 that is the frame's own result, shift (0, 0). ``encoder`` (models.encoder.Encoder) runs in
-    its own dtype (pass a float64 copy for a float64 reference)."""
+    z0 is used for every copy; ``bank_rows_per_frame`` (1 + len(augment), ``checkpoint_bank_rows_per_frame``)
+    tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
+    (the first on a tie) with error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and
+    ``shift`` = (dy, dx); with radius 0 that is the frame's own result, shift (0, 0). ``encoder``
+    (models.encoder.Encoder) runs in its own dtype (pass a float64 copy for a float64 reference)."""
     from .encoder import z0_from_latents
     x = _as_input(x, torch.float64).numpy()
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), but no encoder was given")
     if cfg.uses_latent_bank and latent_bank is None:
         raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank (score_latent_power > 0)")
-    memory = LatentMemory(latent_bank, cfg.latent_metric) if cfg.uses_latent_bank else None
+    memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None
     plain = cfg.replace(score_shift_radius=0)
     best, at = None, None
     for dy, dx in shift_offsets(cfg.score_shift_radius):
@@ -192,20 +193,23 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
 
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
-                batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None) -> np.ndarray:
+                batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None,
+                bank_rows_per_frame: Optional[int] = None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
     ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
-    (N, z_dim) when cfg.score_latent_power > 0. cfg.score_shift_radius R > 0: each frame's score is
-    the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame), each scored as a
-    frame with the frame's own seed (``search_min_shift``'s score)."""
+    (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (1 + len(augment),
+    ``checkpoint_bank_rows_per_frame``) when cfg.bank_augment_weight != 1. cfg.score_shift_radius R > 0:
+    each frame's score is the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame),
+    each scored as a frame with the frame's own seed (``search_min_shift``'s score)."""
     from edge_ad.runtime.config import frame_seed
     if cfg.score_shift_radius:
         plain = cfg.replace(score_shift_radius=0)
         return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, progress, batch_frames,
-                                   encoder, latent_bank) for dy, dx in shift_offsets(cfg.score_shift_radius)], axis=0)
+                                   encoder, latent_bank, bank_rows_per_frame)
+                       for dy, dx in shift_offsets(cfg.score_shift_radius)], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
                          "but no encoder was given (the checkpoint's scoring section has none?)")
@@ -219,7 +223,8 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
             raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank "
                              "(score_latent_power > 0), but none was given (the checkpoint's scoring section has none?)")
         from .encoder import latent_distances
-        dists = list(latent_distances(encoder, X, latent_bank, cfg.latent_metric, latents=latents))
+        dists = list(latent_distances(encoder, X, latent_bank, cfg, latents=latents,
+                                      bank_rows_per_frame=bank_rows_per_frame))
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
         seeds = [frame_seed(seed, i) for i in idx]
@@ -285,6 +290,17 @@ def checkpoint_search_config(path) -> Optional[SearchConfig]:
     except CheckpointError:
         return None
     return SearchConfig.from_dict(scoring["search"]) if "search" in scoring else None
+
+
+def checkpoint_bank_rows_per_frame(path) -> int:
+    """Rows per normal frame of a checkpoint's latent bank: 1 + len(scoring["latent_bank_info"]["augment"])
+    (runtime.config.bank_rows_per_frame; 1 for a checkpoint that records no augmentation)."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    info = (read_checkpoint(path).get("scoring") or {}).get("latent_bank_info") or {}
+    try:
+        return rows_per_frame_of(info.get("augment"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: scoring['latent_bank_info']: {e}") from None
 
 
 def checkpoint_latent_bank(path) -> Optional[np.ndarray]:

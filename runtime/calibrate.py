@@ -10,8 +10,10 @@ graphs through ``Scorer``), and a NEW model directory is written; the original i
                 (preprocess colour_gain, same for R, G, B), so a scene-wide light change is undone first.
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest
-                latent_bank["augment"], runtime/latent_bank.py); models without a latent memory keep
-                their files as they are.
+                latent_bank["augment"], runtime/latent_bank.py), appended frame by frame in the bank's
+                own layout (the frame, then its copies: config.original_rows), so the configuration's
+                bank_augment_weight weighs the scene's copies as the training frames'; models without a
+                latent memory keep their files as they are.
   threshold     the (1 - fpr) quantile of the scene frames' scores. A frame in the bank would score
                 itself at distance 0, so each frame is scored HELD OUT: the frames are split into 5
                 contiguous blocks and a frame's latent distance is to the bank without its block's rows
@@ -39,7 +41,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .config import LatentMemory, latent_factor
+from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy
@@ -147,19 +149,21 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
     into ``blocks`` contiguous blocks, each frame's latent distance taken to the original bank plus
     the rows of the OTHER blocks (consecutive frames of a recording are near-duplicates, so leaving
     out only the frame itself would score it against its neighbours). base_i * latent_factor(d_i);
-    latents (n, A, z_dim); returns (n,). blocks >= n: leave-one-out.
+    latents (n, A, z_dim): each frame and its A - 1 augmented copies, the layout of ``original_bank``
+    (A rows per frame; the copies weighed by cfg.bank_augment_weight); returns (n,). blocks >= n:
+    leave-one-out.
     With the shift-min (``score_scene``): base (n, S) and shifted_latents (n, S, z_dim), E of each
     shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
     the frame's own latent latents[:, 0]."""
     n, A, z_dim = latents.shape
     base = np.asarray(base, float).reshape(n, -1)                                    # (n, S)
     shifted = latents[:, :1] if shifted_latents is None else shifted_latents         # (n, S, z_dim)
-    orig = LatentMemory(original_bank, cfg.latent_metric)
+    orig = latent_memory(original_bank, cfg, A)
     edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
     for a, b in zip(edges[:-1], edges[1:]):
-        others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)
-        other_mem = LatentMemory(others, cfg.latent_metric) if len(others) else None
+        others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)     # whole frames: A rows each
+        other_mem = latent_memory(others, cfg, A) if len(others) else None
         for i in range(a, b):
             held_out = []
             for s_, e in enumerate(shifted[i]):

@@ -45,6 +45,12 @@ class SearchConfig:
     score_latent_power: float = 0.0
     latent_metric: str = "cosine"
     latent_floor: float = 1e-6
+    # Soft weight of the bank's augmented rows (issue 12): a bank holds, per normal frame, the frame
+    # itself and its augmented copies (mirrored, shifted, relit: runtime/latent_bank.py, the layout in
+    # original_rows), and d(e) = min(min over the ORIGINAL rows, bank_augment_weight * min over the
+    # AUGMENTED rows), same metric: a frame that only resembles a synthetic copy counts as farther
+    # from normal than one that resembles a real frame. >= 1.0; 1.0 = every row alike (the plain memory).
+    bank_augment_weight: float = 1.0
     # Test-time shift-min (issue 12): the frame's score is the MINIMUM over every shift (dy, dx),
     # |dy|, |dx| <= score_shift_radius, of the score of the preprocessed frame x (4, R, R) moved by
     # (dy, dx) whole pixels, vacated pixels background (-1 in all four channels):
@@ -67,6 +73,12 @@ class SearchConfig:
             raise ValueError(f"need score_latent_power >= 0, latent_metric in {LATENT_METRICS} and "
                              f"latent_floor > 0, got {self.score_latent_power}, {self.latent_metric!r}, "
                              f"{self.latent_floor}")
+        w = self.bank_augment_weight
+        if isinstance(w, (int, float, np.number)) and not isinstance(w, bool):
+            object.__setattr__(self, "bank_augment_weight", float(w))   # JSON-able
+        if not isinstance(self.bank_augment_weight, float) or not 1.0 <= self.bank_augment_weight < float("inf"):
+            raise ValueError(f"bank_augment_weight must be a finite number >= 1.0 (the factor on the distances to "
+                             f"the latent bank's augmented rows; 1.0 = all rows alike), got {w!r}")
         if self.score_latent_power > 0 and self.z_init != "encoder":
             raise ValueError("score_latent_power > 0 scores the encoder's latent E(x): it needs z_init='encoder'")
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
@@ -133,11 +145,41 @@ def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[floa
     return fg / latent_factor(latent_distance, cfg)
 
 
+def rows_per_frame_of(augment) -> int:
+    """Rows per normal frame of a latent bank built with the augmentation texts ``augment`` (the
+    manifest's latent_bank["augment"], the checkpoint's scoring["latent_bank_info"]["augment"]; None or
+    absent: none): the frame itself and one row per augmentation."""
+    augment = [] if augment is None else augment
+    if isinstance(augment, str) or not all(isinstance(t, str) for t in augment):
+        raise ValueError(f"a latent bank's augment must be a list of nuisance texts, got {augment!r}")
+    return 1 + len(augment)
+
+
+def original_rows(n_rows: int, rows_per_frame: int) -> np.ndarray:
+    """Which rows of a latent bank (n_rows, z_dim) are normal frames as they are: bool (n_rows,), False for
+    their augmented copies. Banks are frame-major (runtime/latent_bank.py bank_inputs): per normal frame
+    the frame itself FIRST, then one row per augmentation, so rows_per_frame = 1 + len(augment) and row i
+    is original iff i % rows_per_frame == 0. Raises ValueError when n_rows is not a multiple of it."""
+    if isinstance(rows_per_frame, bool) or not isinstance(rows_per_frame, (int, np.integer)) or rows_per_frame < 1:
+        raise ValueError(f"rows_per_frame must be a whole number >= 1 (1 + the number of augmentations), "
+                         f"got {rows_per_frame!r}")
+    if n_rows < 1 or n_rows % rows_per_frame:
+        raise ValueError(f"a latent bank of {n_rows} rows cannot hold {rows_per_frame} rows per normal frame "
+                         f"(the frame and {rows_per_frame - 1} augmented copies): {n_rows} is not a positive "
+                         f"multiple of {rows_per_frame}")
+    return np.arange(n_rows) % rows_per_frame == 0
+
+
 class LatentMemory:
     """A model's latent bank (N, z_dim) prepared once (float64; rows normalised for "cosine"), so that
-    scoring a frame costs one nearest-neighbour search: ``distance(e)``, as ``latent_distance``."""
+    scoring a frame costs one nearest-neighbour search: ``distance(e)``, as ``latent_distance``.
 
-    def __init__(self, bank: np.ndarray, metric: str = "cosine"):
+    ``original`` bool (N,) marks the rows that are normal frames as they are (``original_rows``); the
+    distances to the other (augmented) rows are multiplied by ``augment_weight`` (>= 1, the
+    configuration's bank_augment_weight) before the minimum. augment_weight 1.0: every row alike."""
+
+    def __init__(self, bank: np.ndarray, metric: str = "cosine", original: Optional[np.ndarray] = None,
+                 augment_weight: float = 1.0):
         if metric not in LATENT_METRICS:
             raise ValueError(f"unknown latent metric {metric!r}; known: {', '.join(LATENT_METRICS)}")
         bank = np.asarray(bank, dtype=np.float64)
@@ -145,10 +187,23 @@ class LatentMemory:
         if metric == "cosine" and bank.ndim == 2:
             bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
         self._bank = bank
+        if not 1.0 <= augment_weight < float("inf"):
+            raise ValueError(f"augment_weight must be finite and >= 1.0, got {augment_weight!r}")
+        self._weights = None     # (N,) float64 factor per row: 1 (original) or augment_weight; None = all 1
+        if augment_weight != 1.0:
+            if original is None:
+                raise ValueError(f"augment_weight {augment_weight} weighs the bank's augmented rows, but no "
+                                 "'original' mask says which rows those are (config.original_rows)")
+            original = np.asarray(original)
+            if original.dtype != bool or original.shape != bank.shape[:1]:
+                raise ValueError(f"original must be a bool mask ({bank.shape[0]},) over the bank's rows, got "
+                                 f"{original.dtype} {original.shape}")
+            self._weights = np.where(original, 1.0, float(augment_weight))
 
     def distance(self, e: np.ndarray) -> float:
         """Distance of an encoder latent e (z_dim,) to the nearest bank row, in float64:
-        "cosine": min_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i mean((e - b_i)^2)."""
+        "cosine": min_i w_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i w_i mean((e - b_i)^2),
+        w_i = 1 for an original row, augment_weight for an augmented one."""
         e = np.asarray(e, dtype=np.float64).reshape(-1)
         bank = self._bank
         if bank.ndim != 2 or bank.shape[1] != e.shape[0] or len(bank) == 0:
@@ -157,17 +212,22 @@ class LatentMemory:
             raise ValueError("encoder latent contains NaN or inf")
         if self.metric == "cosine":
             e = e / max(np.linalg.norm(e), 1e-12)
-            return float(max(((bank - e) ** 2).sum(1).min(), 0.0))
-        return float(((bank - e) ** 2).mean(1).min())
+            return float(max(self._weighted(((bank - e) ** 2).sum(1)).min(), 0.0))
+        return float(self._weighted(((bank - e) ** 2).mean(1)).min())
+
+    def _weighted(self, d: np.ndarray, rows=slice(None)) -> np.ndarray:
+        """Per-row distances d to the bank's ``rows`` with the augmented rows' factor applied."""
+        return d if self._weights is None else d * self._weights[rows]
 
     def distances(self, E: np.ndarray) -> np.ndarray:
         """``distance`` of every row of E (B, z_dim) -> (B,) float64, equal to ``distance(E[b])``.
 
         One float64 GEMM finds each row's candidates: ||e - b||^2 = |e|^2 - 2 e.b + |b|^2 for all
         (row, bank row) pairs at once, instead of B passes that each stream the (N, z_dim) bank. That
-        expansion is off by float64 rounding (~1e-15 of the norms), so every bank row within a margin
-        far above it of the row's smallest expanded distance is measured again with ``distance``'s own
-        formula, whose minimum is returned: the nearest row is always among them."""
+        expansion is off by float64 rounding (~1e-15 of the norms), so every bank row whose weighted
+        expanded distance is within a margin far above it (times the largest row factor) of the row's
+        smallest is measured again with ``distance``'s own formula and factor, whose minimum is returned:
+        the nearest row is always among them."""
         E = np.asarray(E, dtype=np.float64)
         bank = self._bank
         if E.ndim != 2 or bank.ndim != 2 or bank.shape[1] != E.shape[1] or len(bank) == 0:
@@ -179,19 +239,34 @@ class LatentMemory:
         if not hasattr(self, "_bank_sq"):
             self._bank_sq = (bank ** 2).sum(1)                   # (N,)
         e_sq = (E ** 2).sum(1)                                   # (B,)
-        D = e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :]      # (B, N) squared L2, expanded
-        margin = 1e-9 * (1.0 + e_sq + self._bank_sq.max())    # >> the expansion's rounding error
+        D = self._weighted(e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])   # (B, N) weighted, expanded
+        w_max = 1.0 if self._weights is None else float(self._weights.max())
+        margin = 1e-9 * w_max * (1.0 + e_sq + self._bank_sq.max())    # >> the expansion's rounding error
         out = np.empty(len(E))
         for b, e in enumerate(E):
-            near = bank[D[b] <= D[b].min() + margin[b]]          # (k, z_dim) candidates, k >= 1
-            d = ((near - e) ** 2).sum(1) if self.metric == "cosine" else ((near - e) ** 2).mean(1)
+            near = np.flatnonzero(D[b] <= D[b].min() + margin[b])     # (k,) candidate rows, k >= 1
+            d = ((bank[near] - e) ** 2).sum(1) if self.metric == "cosine" else ((bank[near] - e) ** 2).mean(1)
+            d = self._weighted(d, near)
             out[b] = max(d.min(), 0.0) if self.metric == "cosine" else d.min()
         return out
 
 
+def latent_memory(bank: np.ndarray, cfg: SearchConfig, rows_per_frame: Optional[int] = None) -> LatentMemory:
+    """The LatentMemory a configuration scores with: cfg's latent_metric and bank_augment_weight over
+    ``bank`` (N, z_dim), whose augmented rows follow from its layout, rows_per_frame = 1 + len(augment)
+    (``original_rows``; checked whenever given). rows_per_frame None (layout unknown) is refused when
+    cfg weighs the augmented rows (bank_augment_weight != 1)."""
+    original = None if rows_per_frame is None else original_rows(len(bank), rows_per_frame)
+    if original is None and cfg.bank_augment_weight != 1.0:
+        raise ValueError(f"the scoring configuration {cfg.name!r} weighs the latent bank's augmented rows "
+                         f"(bank_augment_weight={cfg.bank_augment_weight}), but the bank's layout (rows per "
+                         "normal frame, 1 + len(augment)) was not given")
+    return LatentMemory(bank, cfg.latent_metric, original, cfg.bank_augment_weight)
+
+
 def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
-    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64
-    (``LatentMemory(bank, metric).distance(e)``; keep a LatentMemory when scoring many frames)."""
+    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64, all
+    rows alike (``LatentMemory(bank, metric).distance(e)``; keep a LatentMemory when scoring many frames)."""
     return LatentMemory(bank, metric).distance(e)
 
 

@@ -15,7 +15,10 @@ Named scoring configurations (issue 4) are applied here, the same for every back
   score_fg_power > 0    score = mean_j loss_j / max(fg(x), fg_floor) ** score_fg_power
                         (runtime.config.score_scale; 1.0 for the reference configuration)
   score_latent_power > 0  score *= max(d(E(x), bank), latent_floor) ** score_latent_power, bank =
-                        latent_bank.npy (E of the normal training frames), d = config.latent_distance
+                        latent_bank.npy (E of the normal training frames and of their augmented copies,
+                        frame-major: 1 + len(latent_bank["augment"]) rows per frame), d = config.LatentMemory
+  bank_augment_weight w   d(e) = min(min over the bank's original rows, w * min over its augmented
+                        rows) (config.original_rows marks them); w = 1.0: the plain nearest row
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
@@ -37,7 +40,8 @@ from typing import Optional
 import numpy as np
 
 from . import variants
-from .config import LatentMemory, SearchConfig, make_z0, score_scale, search_differences
+from .config import (LatentMemory, SearchConfig, latent_memory, make_z0, rows_per_frame_of, score_scale,
+                     search_differences)
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
 from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
@@ -102,7 +106,7 @@ class Scorer:
     """
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
-                 spec: PreprocessSpec, mode: str, encoder=None, latent_bank: Optional[np.ndarray] = None,
+                 spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
                  threads: Optional[int] = None, providers: Optional[list] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
         # onnxruntime settings of the batch graphs (runtime/batch_scoring.py), as load was given them
@@ -111,8 +115,9 @@ class Scorer:
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
         self._encoder = encoder      # OrtEncoder when cfg.z_init == "encoder", else None
-        # the latent bank (N, z_dim), prepared once, when cfg.score_latent_power > 0, else None
-        self._memory = None if latent_bank is None else LatentMemory(latent_bank, cfg.latent_metric)
+        # the latent memory (latent_bank.npy (N, z_dim), cfg's bank_augment_weight), prepared once, when
+        # cfg.score_latent_power > 0, else None
+        self._memory = memory
         # held while the encoder or the search runs: both use buffers allocated once at load
         self._lock = threading.RLock()
 
@@ -165,7 +170,7 @@ class Scorer:
             enc_providers = providers if backend == "onnxruntime" else ["CPUExecutionProvider"]
             encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
                                  threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
-        bank = _load_latent_bank(model_dir, man, cfg) if cfg.uses_latent_bank else None
+        memory = _load_latent_memory(model_dir, man, cfg) if cfg.uses_latent_bank else None
         # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
                             np.dtype(lay.get("dtype", "float32")))
@@ -174,7 +179,7 @@ class Scorer:
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
         return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), chosen.mode(cfg),
-                   encoder, bank, threads, providers if backend == "onnxruntime" else None)
+                   encoder, memory, threads, providers if backend == "onnxruntime" else None)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -346,9 +351,11 @@ def shift_min(results: list, offsets: list) -> ScoreResult:
     return r
 
 
-def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarray:
-    """latent_bank.npy (N, z_dim) float32, checked against the manifest (its sha256 was verified by
-    load_manifest). Raises ManifestError when missing or mismatched."""
+def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> LatentMemory:
+    """The LatentMemory of latent_bank.npy (N, z_dim) float32, checked against the manifest (its sha256
+    was verified by load_manifest), its augmented rows from the manifest's latent_bank["augment"]
+    (absent in older exports: none) weighed by cfg.bank_augment_weight. Raises ManifestError when
+    missing or mismatched."""
     entry = man.get("latent_bank")
     if not isinstance(entry, dict) or entry.get("file") not in man["files"]:
         raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
@@ -360,4 +367,7 @@ def _load_latent_bank(model_dir: Path, man: dict, cfg: SearchConfig) -> np.ndarr
             or list(bank.shape) != list(entry.get("shape", bank.shape)) or not np.isfinite(bank).all():
         raise ManifestError(f"{model_dir}: {entry['file']} must be a finite float32 (N, z_dim={z_dim}) array "
                             f"matching the manifest's shape {entry.get('shape')}, got {bank.dtype} {bank.shape}")
-    return bank
+    try:
+        return latent_memory(bank, cfg, rows_per_frame_of(entry.get("augment")))
+    except ValueError as e:
+        raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None

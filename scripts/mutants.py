@@ -53,6 +53,7 @@ FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_e
 HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or checks_its or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
+BANKW = ("tests/test_bank_augment_weight.py",)
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,39 @@ MUTANTS = [
            "return float((x[3] >= -1).mean())", LATENT),
     Mutant("cfg-fg-floor-min", "runtime/config.py", "float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)",
            "float(min(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)", LATENT),
-    Mutant("cfg-latent-farthest", "runtime/config.py", "return float(max(((bank - e) ** 2).sum(1).min(), 0.0))",
-           "return float(max(((bank - e) ** 2).sum(1).max(), 0.0))", LATENT),
+    Mutant("cfg-latent-farthest", "runtime/config.py",
+           "return float(max(self._weighted(((bank - e) ** 2).sum(1)).min(), 0.0))",
+           "return float(max(self._weighted(((bank - e) ** 2).sum(1)).max(), 0.0))", LATENT),
     Mutant("cfg-latent-floor", "runtime/config.py",
            "return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)",
            "return float(distance ** cfg.score_latent_power)", LATENT),
     Mutant("cfg-bias-correction", "runtime/config.py", "return 1.0 - beta1 ** t, 1.0 - beta2 ** t",
            "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", GRAD),
+    # -- the soft weight of the latent bank's augmented rows (SearchConfig.bank_augment_weight) --------------
+    Mutant("bankw-ignored", "runtime/config.py", "self._weights = np.where(original, 1.0, float(augment_weight))",
+           "self._weights = np.where(original, 1.0, 1.0)", BANKW),
+    Mutant("bankw-on-originals", "runtime/config.py", "self._weights = np.where(original, 1.0, float(augment_weight))",
+           "self._weights = np.where(original, float(augment_weight), 1.0)", BANKW),
+    Mutant("bankw-mask-offset", "runtime/config.py", "return np.arange(n_rows) % rows_per_frame == 0",
+           "return np.arange(n_rows) % rows_per_frame == rows_per_frame - 1", BANKW),
+    Mutant("bankw-gemm-unweighted-candidates", "runtime/config.py",
+           "D = self._weighted(e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])",
+           "D = (e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])", BANKW),
+    Mutant("bankw-scorer-no-layout", "runtime/scorer.py",
+           "return latent_memory(bank, cfg, rows_per_frame_of(entry.get(\"augment\")))",
+           "return latent_memory(bank, cfg, 1)", BANKW),
+    Mutant("bankw-reference-no-weight", "models/search.py",
+           "memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None",
+           "memory = latent_memory(latent_bank, cfg.replace(bank_augment_weight=1.0)) if cfg.uses_latent_bank "
+           "else None", BANKW),
+    Mutant("bankw-export-reference-plain", "export/exporter.py",
+           "return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)",
+           "return latent_memory(bank, cfg.replace(bank_augment_weight=1.0)).distance(e)", BANKW),
+    Mutant("bankw-calibrate-scene-rows-plain", "runtime/calibrate.py",
+           "other_mem = latent_memory(others, cfg, A) if len(others) else None",
+           "other_mem = latent_memory(others, cfg.replace(bank_augment_weight=1.0)) if len(others) else None", BANKW),
+    Mutant("bankw-manifest-layout-unchecked", "runtime/manifest.py",
+           "original_rows(rows, rows_per_frame_of(bank.get(\"augment\")))", "pass", BANKW),
     # -- the test-time shift-min (SearchConfig.score_shift_radius) ------------------------------------------
     Mutant("shift-frame-direction", "runtime/preprocess.py", "    out[..., ty, tx] = x[..., sy, sx]",
            "    out[..., sy, sx] = x[..., ty, tx]", SHIFT),

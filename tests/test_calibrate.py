@@ -23,7 +23,7 @@ def test_held_out_scores_exclude_each_blocks_rows():
     cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2")
     e = np.eye(4, dtype=np.float32)
     lat = np.stack([np.stack([e[0], e[0] + 0.1]), np.stack([e[0], e[1]]), np.stack([e[2], e[2]])])  # (3, 2, 4)
-    original = np.array([[0, 0, 0, 5]], np.float32)
+    original = np.array([[0, 0, 0, 5], [0, 0, 0, 6]], np.float32)       # one training frame and its copy (A = 2)
     s = held_out_scores(np.array([1.0, 2.0, 3.0]), lat, original, cfg, blocks=3)     # leave one out
     # frame 0: nearest other row is frame 1's e0 (distance 0 -> floor); frame 2: nearest is e0/e1/e0+.1
     assert s[0] == pytest.approx(1.0 * cfg.latent_floor) and s[1] == pytest.approx(2.0 * cfg.latent_floor)

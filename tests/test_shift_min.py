@@ -176,12 +176,13 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     import torch
 
     from edge_ad.models.checkpoint import load_generator
-    from edge_ad.models.search import (checkpoint_encoder, checkpoint_latent_bank, score_batch,
-                                       search_min_shift)
+    from edge_ad.models.search import (checkpoint_bank_rows_per_frame, checkpoint_encoder, checkpoint_latent_bank,
+                                       score_batch, search_min_shift)
     from edge_ad.runtime.config import frame_seed
     from conftest import REPO
     path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
     G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
+    rows = checkpoint_bank_rows_per_frame(path)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
     cfg = s.config.replace(score_shift_radius=radius)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
@@ -190,13 +191,14 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i), keep_reconstructions=True) for i, f in enumerate(frames)]
     E64 = E.double()
     for i, x in enumerate(X):
-        ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank)
+        ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank,
+                               bank_rows_per_frame=rows)
         assert got[i].score == pytest.approx(ref.score, rel=RTOL_TORCH)
         assert got[i].shift == (ref.shift if radius else None)
         np.testing.assert_allclose(got[i].error_map, ref.error_map, atol=1e-5)
         np.testing.assert_allclose(got[i].reconstructions, ref.reconstructions, atol=1e-4)
     E.float()
-    batch = score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank)
+    batch = score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=rows)
     np.testing.assert_allclose(batch, [r.score for r in got], rtol=RTOL_TORCH)
 
 

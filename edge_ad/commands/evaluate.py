@@ -34,6 +34,9 @@ import click
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
               "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
+@click.option("--bank-augment-weight", "bank_augment_weight", type=float,
+              help="override bank_augment_weight w >= 1 (latent distance = min(nearest original bank row, "
+              "w * nearest augmented copy); 1: all rows alike).")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
               show_default=True, help="start from the checkpoint's named scoring configuration (if it "
               "carries one) or from the algorithm's reference defaults; overrides apply on top.")
@@ -52,8 +55,8 @@ import click
 @click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, scoring, baselines, batch_frames, calibrate_fpr,
-        nuisance, nuisance_set, nuisance_seed, threads):
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, scoring, baselines,
+        batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
     import torch
@@ -78,7 +81,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         base = checkpoint_search_config(model_path) or base
     try:
         cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
-                           score_latent_power=latent_power, score_shift_radius=shift_radius)
+                           score_latent_power=latent_power, score_shift_radius=shift_radius,
+                           bank_augment_weight=bank_augment_weight)
     except ValueError as e:
         raise click.UsageError(str(e))
     encoder = None
@@ -88,10 +92,10 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         if encoder is None:
             raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs an encoder "
                                        "but the checkpoint carries none")
-    bank = None
+    bank = bank_rows = None
     if cfg.uses_latent_bank:
-        from edge_ad.models.search import checkpoint_latent_bank
-        bank = checkpoint_latent_bank(model_path)
+        from edge_ad.models.search import checkpoint_bank_rows_per_frame, checkpoint_latent_bank
+        bank, bank_rows = checkpoint_latent_bank(model_path), checkpoint_bank_rows_per_frame(model_path)
         if bank is None:
             raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
                                        "(score_latent_power > 0) but the checkpoint carries none")
@@ -132,7 +136,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
         scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
-                                   latent_bank=bank,
+                                   latent_bank=bank, bank_rows_per_frame=bank_rows,
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)
@@ -143,9 +147,9 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if baselines and data and cls:
         extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
     if suite is not None:
-        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, normal, calibrate_fpr,
-                                      suite, nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n,
-                                      normal_name, max_per_class, spec, baselines)
+        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, normal,
+                                      calibrate_fpr, suite, nuisance_seed, data, cls, split, normal_dir, anomalous_dirs,
+                                      synth_n, normal_name, max_per_class, spec, baselines)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
@@ -185,7 +189,7 @@ def _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max
             for kn in ("box", "sphere", "cylinder")}
 
 
-def _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
+def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
               nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n, normal_name, max_per_class,
               spec, baselines) -> dict:
     """The nuisance suite at the model's threshold (the checkpoint's calibrated one when it carries one
@@ -212,7 +216,7 @@ def _nuisance(G, cfg, encoder, bank, seed, batch_frames, model_path, clean_norma
         baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
     raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
     score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
-                                     latent_bank=bank)
+                                     latent_bank=bank, bank_rows_per_frame=bank_rows)
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
                          baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
                          baseline_spec=plain)

@@ -16,6 +16,10 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="Test-time shift-min radius R (score = min over the frame shifted by up to R px; 0 = off; "
                    "default: the checkpoint's scoring config). A threshold calibrated with another R is not kept.")
+@click.option("--bank-augment-weight", "bank_augment_weight", type=click.FloatRange(min=1.0),
+              help="Weight w >= 1 of the latent bank's augmented rows (latent distance = min(nearest original "
+                   "row, w * nearest augmented copy); default: the checkpoint's scoring config). A threshold "
+                   "calibrated with another w is not kept.")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Where the model will run (repeatable; default: all): cpu = the host-head search and its "
                    "fallback fused-adam (CPUs without AVX2, e.g. ARM); gpu = the step graphs (TensorRT, CUDA "
@@ -43,15 +47,16 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--no-threshold", is_flag=True,
               help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
               "for the exported configuration).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, targets, unrolled, chunk_kb, parity_frames, parity_n,
-        tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file, sign_key, no_threshold):
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, targets, unrolled, chunk_kb,
+        parity_frames, parity_n, tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file,
+        sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
 
     The checkpoint's named scoring configuration (scoring["search"]) is the default; --n-seed/--k/
-    --lr-z/--lr-theta/--shift-radius override single settings of it. A configuration that starts from an izi
-    encoder (z_init = "encoder") also exports the checkpoint's encoder as encoder.onnx."""
+    --lr-z/--lr-theta/--shift-radius/--bank-augment-weight override single settings of it. A configuration
+    that starts from an izi encoder (z_init = "encoder") also exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
     from edge_ad.runtime.config import SearchConfig
 
@@ -65,14 +70,15 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, targets, u
             raise click.ClickException(str(e))
 
     search = None
-    if any(v is not None for v in (n_seed, k, lr_z, lr_theta, shift_radius)):
+    if any(v is not None for v in (n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight)):
         base = SearchConfig()
         try:
             base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
         except (CheckpointError, ValueError, TypeError):
             pass
         try:
-            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius)
+            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
+                                  bank_augment_weight=bank_augment_weight)
         except ValueError as e:
             raise click.BadParameter(str(e))
     frames = None

@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from edge_ad.models.checkpoint import load_generator, read_checkpoint, save_checkpoint
-from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.config import SearchConfig, rows_per_frame_of
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", required=True)
     ap.add_argument("--class", dest="cls", required=True)
-    ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration)")
+    ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration, "
+                    "e.g. with bank_augment_weight: the factor on the distances to the bank's augmented rows)")
     ap.add_argument("--shift-radius", type=int, help="score_shift_radius of the released configuration "
                     "(test-time shift-min; overrides --search's; the val measurement and threshold use it)")
     ap.add_argument("--encoder", help="encoder file from izi training")
@@ -101,7 +102,9 @@ def main(argv=None):
                                        "what": "E(x), the izi encoder's latents of the normal training frames "
                                                "and of their augmented copies (runtime/latent_bank.py)"}
     if a.data:
-        scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"])
+        info = scoring["latent_bank_info"] or {}
+        scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"],
+                                 bank_rows=rows_per_frame_of(info.get("augment")))
         normal_scores = scoring["val"].pop("normal_scores")
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
         if a.threshold_fpr:
@@ -114,9 +117,10 @@ def main(argv=None):
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 
-def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None) -> dict:
+def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:
     """Val AUROC (overall and per anomalous class) of (G, E, cfg), the baselines on the same frames,
-    the CI subset's AUROC (first ci_per_class val frames per class) and the batched scoring time."""
+    the CI subset's AUROC (first ci_per_class val frames per class) and the batched scoring time.
+    bank: the latent bank (torch tensor), bank_rows its rows per train frame (1 + len(augment))."""
     import time
 
     from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
@@ -128,7 +132,8 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None) -> dict:
     train = to_tensor(load_kinect(data, cls, "train", G.preprocess)[1], G.preprocess).numpy()
     t0 = time.perf_counter()
     bank = None if bank is None else bank.numpy()
-    S = {c: score_batch(G, x, cfg, seed=seed, batch_frames=50, encoder=E, latent_bank=bank) for c, x in X.items()}
+    S = {c: score_batch(G, x, cfg, seed=seed, batch_frames=50, encoder=E, latent_bank=bank,
+                        bank_rows_per_frame=bank_rows) for c, x in X.items()}
     secs = (time.perf_counter() - t0) / sum(len(x) for x in X.values())
 
     def table(scores, n=None):

@@ -4,13 +4,15 @@ clean and under each nuisance of the default suite (runtime/nuisance.py), with t
 
     .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
         [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18] \
-        [--shift-radius R]
+        [--shift-radius R] [--bank-augment-weight 1,1.5,2]
 
 Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
 2 px / also under photometric jitter: "pose+light" = "pose+photo", the release's LIGHT_AUGMENT) and the per-frame colour normalisation of the foreground
 (runtime.preprocess: "none", "gray" = one gain, "rgb" = one gain per channel, to the train frames'
 mean foreground colour). --shift-radius R: the test-time shift-min (SearchConfig.score_shift_radius):
 each frame's score is the minimum over its copies shifted by up to R px (runtime.preprocess.shift_frame).
+--bank-augment-weight w1,w2,...: each bank also with SearchConfig.bank_augment_weight w (latent distance =
+min(nearest train frame as it is, w * nearest augmented copy); default the checkpoint's).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from edge_ad.models.encoder import encoder_latents
 from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, threshold_rates
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
 from edge_ad.runtime import nuisance as nu
-from edge_ad.runtime.config import LatentMemory
+from edge_ad.runtime.config import latent_memory
 from edge_ad.runtime.latent_bank import LIGHT_AUGMENT
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
 from edge_ad.runtime.sources.folder import read_pair
@@ -91,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--align", default="none")
     ap.add_argument("--shift-radius", type=int, default=None,
                     help="test-time shift-min radius (default: the checkpoint's score_shift_radius)")
+    ap.add_argument("--bank-augment-weight", default=None,
+                    help="comma-separated bank_augment_weight values to measure (default: the checkpoint's)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     path = a.model or HERE / f"{a.cls}.pt"
@@ -98,6 +102,8 @@ def main(argv=None):
     if a.shift_radius is not None:
         cfg = cfg.replace(score_shift_radius=a.shift_radius)
     offsets = shift_offsets(cfg.score_shift_radius)
+    weights = ([cfg.bank_augment_weight] if a.bank_augment_weight is None
+               else [float(w) for w in a.bank_augment_weight.split(",")])
     p = cfg.score_fg_power
     train = raw_frames(a.data, a.cls, "train")
     val = {c: raw_frames(a.data, c, "val") for c in [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]}
@@ -135,36 +141,46 @@ def main(argv=None):
                     feats[lab][c].append((((x - r) ** 2).mean((1, 2, 3)) / fgs ** p, z))
         for bank_kind in a.banks.split(","):
             augs = bank_augmentations(bank_kind)
-            bank = np.concatenate([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
-                                   for j, n in enumerate(augs)])
-            mem = LatentMemory(bank, cfg.latent_metric)
-            rows = {}
-            for lab in conds:
-                s = {c: np.min([res * np.array([mem.distance(e) for e in z]) ** cfg.score_latent_power
-                                for res, z in copies], axis=0) for c, copies in feats[lab].items()}
-                rows[lab] = s
-            thr = calibrate_threshold(rows["clean"][a.cls], 0.05)
-            table = {}
-            for lab, s in rows.items():
-                s = dict(s)
-                normal = s.pop(a.cls)
-                an = np.concatenate(list(s.values()))
-                b = dict(baseline[lab])
-                bn = b.pop(a.cls)
-                table[lab] = {"auroc": detection_metrics(normal, an)["auroc"], **threshold_rates(normal, an, thr),
-                              "baseline_auroc": detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]}
-            name = (f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
-                    + (f" shift-min R={cfg.score_shift_radius}" if cfg.score_shift_radius else ""))
-            results[name] = table
-            mean = np.mean([r["auroc"] for r in table.values()])
-            worst = min(table.items(), key=lambda kv: kv[1]["auroc"])
-            fa = max(r["false_alarm_rate"] for r in table.values())
-            print(f"{a.cls:9s} {name:40s} clean {table['clean']['auroc']:.3f}  mean {mean:.3f}  worst {worst[1]['auroc']:.3f} "
-                  f"({worst[0]})  max FA {fa:.0%}  NN mean {np.mean([r['baseline_auroc'] for r in table.values()]):.3f}  "
-                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-            print("    " + "  ".join(f"{lab}: {r['auroc']:.3f}/{r['false_alarm_rate']:.0%}" for lab, r in table.items()), flush=True)
+            bank = np.stack([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
+                             for j, n in enumerate(augs)], axis=1)
+            bank = bank.reshape(len(train) * len(augs), -1)       # frame-major (config.original_rows), as released
+            for w in weights:
+                mem = latent_memory(bank, cfg.replace(bank_augment_weight=w), len(augs))
+                rows = {}
+                for lab in conds:
+                    s = {c: np.min([res * mem.distances(z) ** cfg.score_latent_power
+                                    for res, z in copies], axis=0) for c, copies in feats[lab].items()}
+                    rows[lab] = s
+                report(a, results, rows, baseline, t0, f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
+                       + (f" w={w:g}" if w != 1.0 else "")
+                       + (f" shift-min R={cfg.score_shift_radius}" if cfg.score_shift_radius else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+def report(a, results, rows, baseline, t0, name):
+    """One variant's scores ``rows`` {condition: {class: (N,)}}: AUROC, false alarms and anomalies flagged
+    at 5 % of the clean normals, with the NN baseline's AUROC; printed and kept in ``results[name]``."""
+    thr = calibrate_threshold(rows["clean"][a.cls], 0.05)
+    table = {}
+    for lab, s in rows.items():
+        s = dict(s)
+        normal = s.pop(a.cls)
+        an = np.concatenate(list(s.values()))
+        b = dict(baseline[lab])
+        bn = b.pop(a.cls)
+        table[lab] = {"auroc": detection_metrics(normal, an)["auroc"], **threshold_rates(normal, an, thr),
+                      "baseline_auroc": detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]}
+    results[name] = table
+    mean = np.mean([r["auroc"] for r in table.values()])
+    worst = min(table.items(), key=lambda kv: kv[1]["auroc"])
+    fa = max(r["false_alarm_rate"] for r in table.values())
+    print(f"{a.cls:9s} {name:40s} clean {table['clean']['auroc']:.3f}  mean {mean:.3f}  worst {worst[1]['auroc']:.3f} "
+          f"({worst[0]})  max FA {fa:.0%}  flagged {table['clean']['anomalies_flagged']:.0%}  "
+          f"NN mean {np.mean([r['baseline_auroc'] for r in table.values()]):.3f}  "
+          f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    print("    " + "  ".join(f"{lab}: {r['auroc']:.3f}/{r['false_alarm_rate']:.0%}" for lab, r in table.items()),
+          flush=True)
 
 
 if __name__ == "__main__":
