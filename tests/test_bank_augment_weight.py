@@ -154,8 +154,10 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     path, G, E, bank, rows = rectangle
     man = json.loads((kinect_export / "manifest.json").read_text())
     assert rows == rows_per_frame_of(man["latent_bank"]["augment"]) == 22 and len(bank) % rows == 0
-    plain = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
-    cfg = plain.config.replace(bank_augment_weight=2.0)
+    shipped = SearchConfig.from_dict(man["search"])        # the release's own weight may be either
+    plain = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"],
+                        config=shipped.replace(bank_augment_weight=1.0))
+    cfg = shipped.replace(bank_augment_weight=2.0)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
     frames = [val_frame(c, i) for c in ("rectangle", "cylinder", "sphere") for i in (0, 1)]
     X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
@@ -192,12 +194,15 @@ def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_w
     from edge_ad.runtime.scorer import Scorer
 
     def drop(man):
-        assert man["search"]["bank_augment_weight"] == 1.0               # exports record the field
+        assert "bank_augment_weight" in man["search"]                  # exports record the field
         del man["search"]["bank_augment_weight"]
         man["threshold"]["search"].pop("bank_augment_weight", None)
     old = _edit_manifest(kinect_export, tmp_path / "old", drop)
-    s, new = Scorer.load(old, threads=1), Scorer.load(kinect_export, threads=1)
-    assert s.config.bank_augment_weight == 1.0 and s.threshold is not None and s.threshold == new.threshold
+    shipped = SearchConfig.from_dict(json.loads((kinect_export / "manifest.json").read_text())["search"])
+    s = Scorer.load(old, threads=1)
+    new = Scorer.load(kinect_export, threads=1, config=shipped.replace(bank_augment_weight=1.0))
+    thr = json.loads((old / "manifest.json").read_text())["threshold"]["value"]
+    assert s.config.bank_augment_weight == 1.0 and s.threshold == thr     # no field: w = 1, its threshold kept
     rgb, depth = val_frames(1)[0]
     assert s.score(rgb, depth, seed=1).score == new.score(rgb, depth, seed=1).score
     # a threshold calibrated at another weight is not this score's (search_differences, as other settings)
@@ -250,9 +255,9 @@ def test_calibrated_directory_scores_with_the_weight(kinect_export, tmp_path, va
 
 def test_cli_eval_and_export_carry_the_weight(tmp_path, kinect_root):
     """edge-ad eval --bank-augment-weight 2 scores with the weighted memory (each frame >= its w = 1 score,
-    at most 2x, some higher; report.json and threshold.json record w); edge-ad export --bank-augment-weight 2
-    writes w into the manifest, passes its parity check against the weighted float64 reference and leaves
-    the checkpoint's w = 1 threshold behind; w < 1 is refused by both."""
+    at most 2x, some higher; report.json and threshold.json record w); edge-ad export --bank-augment-weight 3
+    (not the checkpoint's own w) writes w into the manifest, passes its parity check against the weighted
+    float64 reference and leaves the checkpoint's threshold (calibrated at its own w) behind; w < 1 is refused by both."""
     from click.testing import CliRunner
 
     from conftest import REPO
@@ -270,10 +275,11 @@ def test_cli_eval_and_export_carry_the_weight(tmp_path, kinect_root):
         assert json.loads((out / "threshold.json").read_text())["search"]["bank_augment_weight"] == float(w)
     s1, s2 = (np.concatenate([reports[w]["scores"][k] for k in sorted(reports[w]["scores"])]) for w in ("1", "2"))
     assert np.all(s2 >= s1 * (1 - 1e-6)) and np.all(s2 <= 2 * s1 * (1 + 1e-6)) and np.any(s2 > 1.01 * s1)
-    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--bank-augment-weight", "2"])
+    # a weight other than the checkpoint's own (the release's threshold belongs to that one)
+    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--bank-augment-weight", "3"])
     assert res.exit_code == 0, res.output
     man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
-    assert man["search"]["bank_augment_weight"] == 2.0 and "threshold" not in man and man["parity"]["passed"]
+    assert man["search"]["bank_augment_weight"] == 3.0 and "threshold" not in man and man["parity"]["passed"]
     assert all(r["latent_distance"]["rel_diff"] <= 1e-4 for r in man["parity"]["frames"])
     for cmd in (["eval", "--model", model, "--synth", "4", "--out", str(tmp_path / "bad")],
                 ["export", model, "--out", str(tmp_path / "bad2"), "--no-parity"]):
