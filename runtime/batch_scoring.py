@@ -11,7 +11,8 @@ equal ``Scorer.score`` frame by frame to float32 rounding (tests/test_batch_scor
 shifted copies of its test-time shift-min (SearchConfig.score_shift_radius > 0), and ``score_batch``
 sends every frame's copies through it together.
 
-Models without the batch graphs (k >= 1, older exports) are scored frame by frame with ``score``.
+Models without the batch graphs (k >= 1, older exports) and scorers loaded with backend "tensorrt"
+(whose engines must run the search) are scored frame by frame with ``score``.
 """
 from __future__ import annotations
 
@@ -66,10 +67,12 @@ class OrtBatchGraphs:
 
 
 def batch_available(scorer) -> bool:
-    """True when the scorer's model was exported with batch graphs for its configuration (k = 0,
-    final_batch.onnx; encoder_batch.onnx too when the configuration starts from the encoder)."""
+    """True when the scorer was loaded with backend "onnxruntime" (the batch graphs run in onnxruntime:
+    a TensorRT scorer keeps to its engines) and its model was exported with batch graphs for its
+    configuration (k = 0, final_batch.onnx; encoder_batch.onnx too when the configuration starts
+    from the encoder)."""
     graphs = scorer.manifest.get("graphs", {})
-    return (scorer.config.k == 0 and "final_batch" in graphs
+    return (getattr(scorer, "backend", "onnxruntime") == "onnxruntime" and scorer.config.k == 0 and "final_batch" in graphs
             and (scorer.config.z_init != "encoder" or "encoder_batch" in graphs))
 
 

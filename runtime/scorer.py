@@ -25,7 +25,8 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         scored as above (its own E(x'), fg(x'), the same seed / z0). The result is the
                         winning copy's, its error_map and reconstructions shifted back by (-dy, -dx) so
                         they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
-                        graphs score the copies as one batch (runtime/batch_scoring.py).
+                        graphs score the copies as one batch (runtime/batch_scoring.py) on backend
+                        "onnxruntime"; on TensorRT the loaded engine scores each copy.
 """
 from __future__ import annotations
 
@@ -107,8 +108,10 @@ class Scorer:
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
-                 threads: Optional[int] = None, providers: Optional[list] = None):
+                 threads: Optional[int] = None, providers: Optional[list] = None, backend: str = "onnxruntime"):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
+        # "onnxruntime" or "tensorrt": the batch graphs (runtime/batch_scoring.py) run only with onnxruntime
+        self.backend = backend
         # onnxruntime settings of the batch graphs (runtime/batch_scoring.py), as load was given them
         self._threads, self._providers = threads, providers
         self.config, self.preprocess_spec, self.mode = cfg, spec, mode
@@ -179,7 +182,7 @@ class Scorer:
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
         return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), chosen.mode(cfg),
-                   encoder, memory, threads, providers if backend == "onnxruntime" else None)
+                   encoder, memory, threads, providers if backend == "onnxruntime" else None, backend)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -263,8 +266,9 @@ class Scorer:
                       keep_reconstructions: bool = False) -> tuple:
         """The inputs of the shift-min: (offsets, results), results[i] the ScoreResult of x (C, H, W),
         already checked, moved by offsets[i] = (dy, dx) (preprocess.shift_offsets(score_shift_radius),
-        (0, 0) first), scored as it is, not shifted back. k = 0 models with batch graphs score the
-        copies as one batch. ``edge-ad calibrate`` needs every copy; ``score_input`` keeps the minimum."""
+        (0, 0) first), scored as it is, not shifted back. k = 0 models with batch graphs loaded with
+        backend "onnxruntime" score the copies as one batch; otherwise the loaded search (e.g. the
+        TensorRT engine) scores them one by one. ``edge-ad calibrate`` needs every copy; ``score_input`` keeps the minimum."""
         offsets = shift_offsets(self.config.score_shift_radius)
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
         from .batch_scoring import batch_available, score_inputs
@@ -330,9 +334,9 @@ class Scorer:
                     threads: Optional[int] = None) -> list:
         """Score raw frames [(rgb, depth), ...] together: per frame a ScoreResult (equal to
         ``score(rgb, depth, z0, seed)``'s to float32 rounding) or the FrameError / ValueError of a
-        frame that cannot be scored. k = 0 exports (final_batch.onnx) run one encoder and one
-        generator pass over the batch, on ``threads`` intra-op threads; other models score frame
-        by frame (runtime/batch_scoring.py)."""
+        frame that cannot be scored. k = 0 exports (final_batch.onnx) loaded with backend
+        "onnxruntime" run one encoder and one generator pass over the batch, on ``threads`` intra-op
+        threads; other models and TensorRT score frame by frame (runtime/batch_scoring.py)."""
         from .batch_scoring import score_batch
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads)
 

@@ -195,3 +195,36 @@ def test_scorer_tensorrt_k0_runs_the_final_engine_alone(export_tiny, tmp_path, f
     np.testing.assert_allclose(a.seed_losses, b.seed_losses, rtol=1e-6)
     np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-5, atol=1e-8)
     np.testing.assert_array_equal(a.z, a.z0)
+
+
+def test_scorer_tensorrt_shift_min_runs_the_engine_not_the_batch_graphs(export_tiny, tmp_path, fake_gpu):
+    """score_shift_radius R = 1 on TensorRT: every one of the 9 shifted copies goes through the loaded
+    TensorRT search (never onnxruntime's batch graphs, which the export also carries), in score_input
+    and score_batch, and scores as onnxruntime's one-batch path does."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.config import SearchConfig
+    d = tmp_path / "k0"
+    shutil.copytree(export_tiny(0, 2), d)
+    import json
+    man = json.loads((d / "manifest.json").read_text())
+    assert "final_batch" in man["graphs"]                  # the batch graphs are there to be misused
+    cfg = SearchConfig.from_dict(man["search"]).replace(score_shift_radius=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = Scorer.load(d, backend="tensorrt", config=cfg)
+    calls = []
+    run = s._search.run
+    s._search.run = lambda x, z0: (calls.append(x.copy()), run(x, z0))[1]
+    o = Scorer.load(d, providers=["CPUExecutionProvider"], config=cfg)
+    x = np.tanh(np.random.default_rng(1).standard_normal((4, 64, 64))).astype(np.float32)
+    a, b = s.score_input(x, seed=3), o.score_input(x, seed=3)
+    assert len(calls) == 9 and getattr(s, "_batch_graphs", None) is None
+    assert s.mode == "forward" and a.timings["shifts"] == 9
+    assert a.shift == b.shift and a.score == pytest.approx(b.score, rel=1e-5)
+    np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-4, atol=1e-7)
+    rgb = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    depth = np.random.default_rng(3).integers(0, 256, (48, 64), dtype=np.uint8)
+    calls.clear()
+    (ra,), (rb,) = s.score_batch([(rgb, depth)], seeds=[1]), o.score_batch([(rgb, depth)], seeds=[1])
+    assert len(calls) == 9 and getattr(s, "_batch_graphs", None) is None
+    assert ra.shift == rb.shift and ra.score == pytest.approx(rb.score, rel=1e-5)
