@@ -169,6 +169,23 @@ def test_batch_equals_single_frame_with_shift_min(kinect_export, val_frames):
     assert s1.score_batch(frames[:1], seeds=[0])[0].error_map.min() >= 0
 
 
+def test_batch_equals_single_frame_with_shift_min_when_seeds_matter(kinect_export, val_frames):
+    """z_init_sigma = 0.5 (z0 = E(x) + 0.5 * noise of the seed): each frame's 9 copies must get that
+    frame's seed in the batch, as in score(); distinct seeds per frame catch a batch that mixes them up."""
+    from test_batch_scoring import assert_same
+    s0 = Scorer.load(kinect_export, threads=1)
+    s1 = Scorer.load(kinect_export, threads=1,
+                     config=s0.config.replace(score_shift_radius=1, z_init_sigma=0.5))
+    frames, seeds = val_frames(3), [11, 22, 33]
+    got = s1.score_batch(frames, seeds=seeds)
+    for (rgb, depth), seed, r in zip(frames, seeds, got):
+        one = s1.score(rgb, depth, seed=seed)
+        assert_same(one, r)
+        assert r.shift == one.shift
+        # the seed matters here: another seed gives another score
+        assert abs(s1.score(rgb, depth, seed=seed + 1).score - one.score) > 100 * RTOL_BATCH * one.score
+
+
 @pytest.mark.parametrize("radius", [0, 1])
 def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     """models.search.search_min_shift (float64 torch, encoder in float64) and models.search.score_batch
