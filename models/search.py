@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import SearchConfig, latent_memory, make_z0, rows_per_frame_of, score_scale
+from edge_ad.runtime.config import SearchConfig, draw_seed, latent_memory, make_z0, rows_per_frame_of, score_scale
 from edge_ad.runtime.preprocess import shift_frame, shift_offsets
 
 from .dcgan import Generator
@@ -159,8 +159,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
     z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
-    z0 is used for every copy; ``bank_rows_per_frame`` (1 + len(augment), ``checkpoint_bank_rows_per_frame``)
-    tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
+    z0 is used for every copy (neither z0 nor seed: one random seed for all copies);
+    ``bank_rows_per_frame`` (1 + len(augment), ``checkpoint_bank_rows_per_frame``) tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
     (the first on a tie) with error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and
     ``shift`` = (dy, dx); with radius 0 that is the frame's own result, shift (0, 0). ``encoder``
     (models.encoder.Encoder) runs in its own dtype (pass a float64 copy for a float64 reference)."""
@@ -172,6 +172,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
         raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank (score_latent_power > 0)")
     memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None
     plain = cfg.replace(score_shift_radius=0)
+    if seed is None and z0 is None and cfg.score_shift_radius > 0:
+        seed = draw_seed()      # one random seed for the frame: its copies share their z0 noise (runtime's rule)
     best, at = None, None
     for dy, dx in shift_offsets(cfg.score_shift_radius):
         xs = shift_frame(x, dy, dx)                                                # (C, H, W)

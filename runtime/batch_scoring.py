@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .config import score_scale
+from .config import draw_seed, score_scale
 from .integrity import read_model_file
 from .manifest import ManifestError
 from .preprocess import FrameError, preprocess, shift_frame, shift_offsets
@@ -132,7 +132,8 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
                 keep_reconstructions: bool = False, threads: Optional[int] = None) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
     the FrameError / ValueError of a frame that cannot be scored (the others are still scored).
-    seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None). With score_shift_radius
+    seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None; with R > 0 one random
+    seed for the frame's copies). With score_shift_radius
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
     the minimum (scorer.shift_min), as ``Scorer.score``."""
     from .scorer import shift_min
@@ -169,6 +170,8 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
         return results
     offsets = shift_offsets(scorer.config.score_shift_radius)                       # [(0, 0)] when R = 0
     S = len(offsets)
+    if S > 1:   # a frame without seed and z0 draws one seed, shared by its copies (as Scorer.score_shifted)
+        seeds = [draw_seed() if seeds[i] is None and z0s[i] is None else seeds[i] for i in range(n)]
     # frame j's copy s at row j * S + s: (B * S, C, R, R); the frame itself when R = 0
     X = np.stack([shift_frame(x, dy, dx) if S > 1 else x for x in xs for dy, dx in offsets]).astype(np.float32)
     t1 = time.perf_counter()

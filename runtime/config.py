@@ -304,6 +304,12 @@ def make_z0(n_seed: int, z_dim: int, seed: Optional[int] = None,
     return rng.standard_normal((n_seed, z_dim)).astype(np.float32)
 
 
+def draw_seed() -> int:
+    """A fresh random latent seed (OS entropy): the test-time shift-min draws one per frame when the
+    caller gives neither seed nor z0, so every shifted copy of the frame starts from the same z0 noise."""
+    return int(np.random.SeedSequence().generate_state(1)[0])
+
+
 def frame_seed(seed: int, index: int) -> int:
     """Per-frame latent seed derived from a run seed and the frame's index (reproducible runs)."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])

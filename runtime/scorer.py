@@ -22,7 +22,8 @@ Named scoring configurations (issue 4) are applied here, the same for every back
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
-                        scored as above (its own E(x'), fg(x'), the same seed / z0). The result is the
+                        scored as above (its own E(x'), fg(x'), the same seed / z0; without
+                        either, one random seed drawn for the frame: config.draw_seed). The result is the
                         winning copy's, its error_map and reconstructions shifted back by (-dy, -dx) so
                         they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
                         graphs score the copies as one batch (runtime/batch_scoring.py) on backend
@@ -41,8 +42,8 @@ from typing import Optional
 import numpy as np
 
 from . import variants
-from .config import (LatentMemory, SearchConfig, latent_memory, make_z0, rows_per_frame_of, score_scale,
-                     search_differences)
+from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0, rows_per_frame_of,
+                     score_scale, search_differences)
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
 from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
@@ -269,6 +270,8 @@ class Scorer:
         (0, 0) first), scored as it is, not shifted back. k = 0 models with batch graphs loaded with
         backend "onnxruntime" score the copies as one batch; otherwise the loaded search (e.g. the
         TensorRT engine) scores them one by one. ``edge-ad calibrate`` needs every copy; ``score_input`` keeps the minimum."""
+        if seed is None and z0 is None:   # one random seed for the frame: its copies share their z0 noise
+            seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
         from .batch_scoring import batch_available, score_inputs

@@ -186,6 +186,45 @@ def test_batch_equals_single_frame_with_shift_min_when_seeds_matter(kinect_expor
         assert abs(s1.score(rgb, depth, seed=seed + 1).score - one.score) > 100 * RTOL_BATCH * one.score
 
 
+def test_without_seed_the_copies_share_one_drawn_seed(kinect_export, val_frames, monkeypatch):
+    """seed = z0 = None with R = 1 and z_init_sigma = 0.5: one random seed per frame, the same z0 noise
+    for its 9 copies (not a best-of-9 restarts), in score_shifted and score_batch; another call draws anew."""
+    from edge_ad.runtime import batch_scoring
+    s0 = Scorer.load(kinect_export, threads=1)
+    s1 = Scorer.load(kinect_export, threads=1,
+                     config=s0.config.replace(score_shift_radius=1, z_init_sigma=0.5))
+    (rgb, depth), frame2 = val_frames(2)
+    x = preprocess(rgb, depth, s1.preprocess_spec)
+    noises = []
+    for _ in range(2):
+        offsets, rs = s1.score_shifted(x)
+        noise = [r.z0 - s1.encode(shift_frame(x, dy, dx)) for (dy, dx), r in zip(offsets, rs)]   # 0.5 * make_z0
+        for n in noise[1:]:
+            np.testing.assert_allclose(n, noise[0], atol=1e-5)
+        noises.append(noise[0])
+    assert np.abs(noises[0] - noises[1]).max() > 0.1                       # a fresh seed per call
+    seen = []
+    real = batch_scoring.score_inputs
+    monkeypatch.setattr(batch_scoring, "score_inputs", lambda sc, X, seeds, *a: (seen.append(list(seeds)),
+                                                                                  real(sc, X, seeds, *a))[1])
+    got = s1.score_batch([(rgb, depth), frame2])
+    assert all(isinstance(r.score, float) for r in got)
+    (seeds,) = seen
+    assert len(seeds) == 18 and None not in seeds
+    assert len(set(seeds[:9])) == 1 and len(set(seeds[9:])) == 1 and seeds[0] != seeds[9]
+
+
+def test_torch_reference_without_seed_shares_one_seed(tiny_generator, monkeypatch):
+    """models.search.search_min_shift, seed = z0 = None, R = 1: its 9 searches get one drawn seed."""
+    from edge_ad.models import search as S
+    seen = []
+    real = S.search
+    monkeypatch.setattr(S, "search", lambda G, x, cfg, **kw: (seen.append(kw["seed"]), real(G, x, cfg, **kw))[1])
+    x = np.tanh(np.random.default_rng(0).standard_normal((4, 64, 64))).astype(np.float32)
+    S.search_min_shift(tiny_generator, x, SearchConfig(k=0, n_seed=1, score_shift_radius=1))
+    assert len(seen) == 9 and seen[0] is not None and len(set(seen)) == 1
+
+
 @pytest.mark.parametrize("radius", [0, 1])
 def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     """models.search.search_min_shift (float64 torch, encoder in float64) and models.search.score_batch
