@@ -117,13 +117,19 @@ class SearchConfig:
         return SearchConfig.from_dict(d)
 
 
+# settings only the search steps read: with k = 0 (no step) they cannot change a score
+OPTIMISER_ONLY = ("lr_z", "lr_theta", "beta1", "beta2", "eps")
+
+
 def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     """Settings (other than the name) in which ``cfg`` differs from a configuration stored as a dict
     (e.g. the one a threshold was calibrated with); a setting absent from an older dict ran with its
-    default. [] when they score alike."""
+    default. [] when they score alike: when both have k = 0 the optimiser's settings (OPTIMISER_ONLY)
+    are not compared (no search step reads them)."""
     calibrated = {**SearchConfig().to_dict(), **calibrated}
     mine = cfg.to_dict()
-    return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k != "name")
+    ignored = {"name"} | (set(OPTIMISER_ONLY) if calibrated.get("k") == 0 and cfg.k == 0 else set())
+    return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
 
 
 def foreground_fraction(x: np.ndarray) -> float:

@@ -204,8 +204,10 @@ class Scorer:
     def threshold(self) -> Optional[float]:
         """The calibrated anomaly threshold stored at export (manifest "threshold"), or None; also None
         when ``config=`` overrides made this scorer's configuration differ from the one the threshold
-        was calibrated with (its "search"; e.g. another score_shift_radius): a threshold only means
-        something for its own score."""
+        was calibrated with (its "search"; e.g. another score_shift_radius, or lr_theta=0.0 on a k > 0
+        model): a threshold only means something for its own score. With k = 0 in both the optimiser's
+        settings (lr_z, lr_theta, beta1, beta2, eps) change no score and are not compared
+        (config.search_differences)."""
         thr = self.manifest.get("threshold")
         if not isinstance(thr, dict):
             return None

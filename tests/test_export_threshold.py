@@ -63,3 +63,24 @@ def test_checkpoint_threshold_is_the_export_default(tmp_path, tiny_generator):
     export_model(tmp_path / "g.pt", tmp_path / "m3", parity=False, unrolled=False, threshold=False,
                  log=lambda *_: None)
     assert Scorer.load(tmp_path / "m3").threshold is None
+
+
+def test_threshold_ignores_optimiser_settings_only_when_no_step_reads_them(tmp_path, tiny_generator):
+    """k = 0 (no search step) in the threshold's configuration and the scorer's: lr_z, lr_theta, beta1,
+    beta2, eps change no score, so overriding them keeps the threshold; n_seed or a k > 0 model's
+    lr_theta=0.0 (the fast option: another score) still make it None."""
+    from edge_ad.runtime.config import search_differences
+    k0 = SearchConfig(k=0, n_seed=2)
+    export_model(tiny_generator, tmp_path / "k0", search=k0, parity=False, unrolled=False,
+                 threshold={"value": 0.25, "search": k0.to_dict()}, log=lambda *_: None)
+    for over in ({"lr_z": 0.1}, {"lr_theta": 0.0}, {"beta1": 0.5, "beta2": 0.9, "eps": 1e-6}):
+        assert Scorer.load(tmp_path / "k0", config=k0.replace(**over)).threshold == pytest.approx(0.25), over
+    assert Scorer.load(tmp_path / "k0", lr_theta=0.0).threshold == pytest.approx(0.25)
+    assert search_differences(k0.to_dict(), k0.replace(lr_z=0.1, score_fg_power=1.0)) == ["score_fg_power"]
+    assert search_differences(k0.to_dict(), k0.replace(k=1, lr_z=0.1)) == ["k", "lr_z"]
+    k2 = SearchConfig(k=2, n_seed=2)
+    export_model(tiny_generator, tmp_path / "k2", search=k2, parity=False, unrolled=False,
+                 threshold={"value": 0.5, "search": k2.to_dict()}, log=lambda *_: None)
+    assert Scorer.load(tmp_path / "k2").threshold == pytest.approx(0.5)
+    assert Scorer.load(tmp_path / "k2", lr_theta=0.0).threshold is None          # README: the fast option
+    assert Scorer.load(tmp_path / "k2", config=k2.replace(lr_z=0.1)).threshold is None
