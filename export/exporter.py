@@ -53,8 +53,8 @@ import numpy as np
 import onnx
 
 from edge_ad.runtime import variants
-from edge_ad.runtime.config import (SearchConfig, frame_seed, latent_memory, make_z0, original_rows,
-                                    rows_per_frame_of, search_differences)
+from edge_ad.runtime.config import (SearchConfig, check_augment_weight, frame_seed, latent_memory, make_z0,
+                                    original_rows, rows_per_frame_of, search_differences)
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
@@ -236,6 +236,10 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
         original_rows(len(bank), rows_per_frame_of(bank_augment(scoring)))
     except ValueError as e:
         raise ExportError(f"the latent bank does not match the checkpoint's latent_bank_info: {e}") from None
+    try:
+        check_augment_weight(cfg, rows_per_frame_of(bank_augment(scoring)))
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     return bank
 
 

@@ -296,7 +296,7 @@ def checkpoint_search_config(path) -> Optional[SearchConfig]:
 
 def checkpoint_bank_rows_per_frame(path) -> int:
     """Rows per normal frame of a checkpoint's latent bank: 1 + len(scoring["latent_bank_info"]["augment"])
-    (runtime.config.bank_rows_per_frame; 1 for a checkpoint that records no augmentation)."""
+    (runtime.config.rows_per_frame_of; 1 for a checkpoint that records no augmentation)."""
     from .checkpoint import CheckpointError, read_checkpoint
     info = (read_checkpoint(path).get("scoring") or {}).get("latent_bank_info") or {}
     try:

@@ -267,7 +267,17 @@ def latent_memory(bank: np.ndarray, cfg: SearchConfig, rows_per_frame: Optional[
         raise ValueError(f"the scoring configuration {cfg.name!r} weighs the latent bank's augmented rows "
                          f"(bank_augment_weight={cfg.bank_augment_weight}), but the bank's layout (rows per "
                          "normal frame, 1 + len(augment)) was not given")
+    check_augment_weight(cfg, rows_per_frame)
     return LatentMemory(bank, cfg.latent_metric, original, cfg.bank_augment_weight)
+
+
+def check_augment_weight(cfg: SearchConfig, rows_per_frame: Optional[int]) -> None:
+    """Refuse (ValueError) a bank_augment_weight != 1 for a bank without augmented rows (1 row per
+    normal frame, no augment recorded): the weight would change nothing while its record says otherwise."""
+    if cfg.bank_augment_weight != 1.0 and rows_per_frame == 1:
+        raise ValueError(f"bank_augment_weight={cfg.bank_augment_weight} weighs the latent bank's augmented "
+                         "rows, but this bank has none (1 row per normal frame, no augment recorded); use "
+                         "bank_augment_weight 1.0 or a bank built with augmented copies")
 
 
 def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:

@@ -285,3 +285,29 @@ def test_cli_eval_and_export_carry_the_weight(tmp_path, kinect_root):
                 ["export", model, "--out", str(tmp_path / "bad2"), "--no-parity"]):
         bad = CliRunner().invoke(main, cmd + ["--bank-augment-weight", "0.5"])
         assert bad.exit_code != 0 and ("bank_augment_weight" in bad.output or "0.5" in bad.output), bad.output
+
+
+def test_weight_refused_for_a_bank_without_augmented_rows(kinect_export, tmp_path):
+    """bank_augment_weight != 1 with 1 row per normal frame (no augment recorded) would do nothing: refused
+    with an error naming it, by latent_memory (the reference), Scorer.load and the exporter; w = 1 loads."""
+    from edge_ad.export.exporter import ExportError, resolve_latent_bank
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import Scorer
+    bank = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    w2 = SearchConfig(k=0, n_seed=1, z_init="encoder", score_latent_power=0.5, bank_augment_weight=2.0)
+    with pytest.raises(ValueError, match=r"bank_augment_weight=2\.0 .* this bank has none"):
+        latent_memory(bank, w2, 1)
+    latent_memory(bank, w2.replace(bank_augment_weight=1.0), 1)
+    latent_memory(bank, w2, 2)
+    with pytest.raises(ExportError, match=r"bank_augment_weight=2\.0 .* this bank has none"):
+        resolve_latent_bank(w2, bank=bank, z_dim=8)
+    assert resolve_latent_bank(w2, bank=bank, scoring={"latent_bank_info": {"augment": ["mirror"]}},
+                               z_dim=8) is not None
+
+    def plain_bank(man):          # as if the bank held only the normal frames (6600 rows, 1 per frame)
+        man["latent_bank"]["augment"] = []
+    d = _edit_manifest(kinect_export, tmp_path / "plain", plain_bank)
+    cfg = SearchConfig.from_dict(json.loads((d / "manifest.json").read_text())["search"])
+    with pytest.raises(ManifestError, match=r"latent_bank\.npy: bank_augment_weight=2\.0 .* this bank has none"):
+        Scorer.load(d, threads=1, config=cfg.replace(bank_augment_weight=2.0))
+    assert Scorer.load(d, threads=1, config=cfg.replace(bank_augment_weight=1.0)).config.bank_augment_weight == 1.0
