@@ -58,7 +58,7 @@ from edge_ad.runtime.config import (SearchConfig, check_augment_weight, frame_se
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
-from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill, preprocess
 
 from .batch_graphs import batch_parity, export_batch_graphs
 from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OPSET, SCALARS, Arch,
@@ -544,6 +544,10 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     if threshold is not None:
         threshold = check_threshold(threshold, cfg)
     spec = getattr(G, "preprocess", None) or PreprocessSpec()
+    try:
+        check_shift_fill(spec, cfg.score_shift_radius)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in (out_dir / MANIFEST, out_dir / SIGNATURE):

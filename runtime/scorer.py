@@ -46,7 +46,8 @@ from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_
                      score_scale, search_differences)
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
-from .preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
+from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, normalize_uint8, shift_frame,
+                         shift_offsets)
 
 BACKENDS = variants.BACKENDS
 
@@ -159,6 +160,11 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        spec = PreprocessSpec.from_dict(man["preprocess"])
+        try:
+            check_shift_fill(spec, cfg.score_shift_radius)
+        except ValueError as e:
+            raise ManifestError(f"{model_dir}: {e}") from None
         on_cpu = backend == "onnxruntime" and _cpu_only(providers)
         chosen = variants.resolve(variant, cfg, backend, on_cpu, man["graphs"], model_dir)
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
@@ -182,7 +188,7 @@ class Scorer:
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
-        return cls(model_dir, man, search, cfg, PreprocessSpec.from_dict(man["preprocess"]), chosen.mode(cfg),
+        return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg),
                    encoder, memory, threads, providers if backend == "onnxruntime" else None, backend)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals

@@ -297,6 +297,35 @@ def test_export_with_shift_radius_checks_it_and_drops_a_threshold_calibrated_wit
         export_model(path, tmp_path / "r1b", search=cfg, threshold=thr, parity=False, log=lambda *a: None)
 
 
+def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export, tmp_path, tiny_generator):
+    """The shift fill is background -1, a zero pixel under mean = std = 0.5: a model whose preprocessing
+    maps a zero pixel elsewhere (mean 0.4, std 0.6: -0.667) is refused R > 0 (check_shift_fill) by
+    Scorer.load (ManifestError), the exporter (ExportError); R = 0 still loads."""
+    import copy
+
+    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
+    check_shift_fill(PreprocessSpec(), 2)
+    check_shift_fill(PreprocessSpec(mean=0.4, std=0.6), 0)
+    with pytest.raises(ValueError, match=r"mean 0\.4, std 0\.6\) maps a zero pixel to -0\.666667"):
+        check_shift_fill(PreprocessSpec(mean=0.4, std=0.6), 1)
+    d = tmp_path / "m"
+    shutil.copytree(kinect_export, d)
+    man = json.loads((d / "manifest.json").read_text())
+    man["preprocess"].update(mean=0.4, std=0.6)
+    (d / "manifest.json").write_text(json.dumps(man))
+    cfg = SearchConfig.from_dict(man["search"])
+    assert Scorer.load(d, threads=1, config=cfg.replace(score_shift_radius=0)).config.score_shift_radius == 0
+    with pytest.raises(ManifestError, match=r"score_shift_radius=1 .* maps a zero pixel to -0\.666667"):
+        Scorer.load(d, threads=1, config=cfg.replace(score_shift_radius=1))
+    G = copy.deepcopy(tiny_generator)
+    G.preprocess = PreprocessSpec(mean=0.4, std=0.6)
+    with pytest.raises(ExportError, match=r"score_shift_radius=1 .* maps a zero pixel"):
+        export_model(G, tmp_path / "e", search=SearchConfig(k=0, n_seed=1, score_shift_radius=1), parity=False,
+                     log=lambda *a: None)
+
+
 def test_held_out_scores_take_the_minimum_over_shifted_copies():
     """calibrate's held-out scores with the shift-min: per frame min_s base_s * factor(d(E(x_s)))."""
     from edge_ad.runtime.calibrate import held_out_scores

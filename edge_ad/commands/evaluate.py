@@ -85,6 +85,11 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                            bank_augment_weight=bank_augment_weight)
     except ValueError as e:
         raise click.UsageError(str(e))
+    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
+    try:
+        check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
+    except ValueError as e:
+        raise click.ClickException(f"{model_path}: {e}")
     encoder = None
     if cfg.z_init == "encoder":
         from edge_ad.models.search import checkpoint_encoder
