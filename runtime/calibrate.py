@@ -161,17 +161,17 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
     orig = latent_memory(original_bank, cfg, A)
     edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
+    S = shifted.shape[1]
     for a, b in zip(edges[:-1], edges[1:]):
         others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)     # whole frames: A rows each
         other_mem = latent_memory(others, cfg, A) if len(others) else None
+        block = shifted[a:b].reshape(-1, z_dim)                                     # ((b - a) * S, z_dim)
+        # the block's latents at once (LatentMemory.distances: equal to distance per latent)
+        d = orig.distances(block).reshape(b - a, S)
+        if other_mem is not None:
+            d = np.minimum(d, other_mem.distances(block).reshape(b - a, S))
         for i in range(a, b):
-            held_out = []
-            for s_, e in enumerate(shifted[i]):
-                d = orig.distance(e)
-                if other_mem is not None:
-                    d = min(d, other_mem.distance(e))
-                held_out.append(base[i, s_] * latent_factor(d, cfg))
-            out[i] = min(held_out)
+            out[i] = min(base[i, s_] * latent_factor(float(d[i - a, s_]), cfg) for s_ in range(S))
     return out
 
 
@@ -247,8 +247,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "unreadable": res["unreadable"], "unscorable": res["unscorable"], "date": now,
               "target_fpr": fpr, "from_model": str(model_dir),
               "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
-              "scores": (f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "
-                         "blocks)") if new_bank is not None else "as scored",
+              "scores": ((f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "
+                          "blocks)") if new_bank is not None else "as scored")
+                        + (f"; shift-min: the minimum over the frame's {(2 * cfg.score_shift_radius + 1) ** 2} "
+                           f"copies shifted by up to {cfg.score_shift_radius} px" if cfg.score_shift_radius else ""),
               "colour_gain": list(gain) if gain is not None else None,
               "threshold_scene": scene_threshold, "threshold_floor": floor_value,
               "threshold_rule": ("max(scene quantile, the model's own threshold)" if floor_value is not None

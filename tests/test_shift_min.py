@@ -379,6 +379,7 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
     assert new["calibration"]["threshold_scene"] == pytest.approx(np.quantile(held["r1"], 0.9, method="higher"), rel=1e-12)
     assert new["search"]["score_shift_radius"] == 1 and new["threshold"]["search"]["score_shift_radius"] == 1
     assert Scorer.load(tmp_path / "cal").config.score_shift_radius == 1
+    assert new["calibration"]["scores"].endswith("shift-min: the minimum over the frame's 9 copies shifted by up to 1 px")
 
 
 def test_run_records_the_winning_shift(kinect_export, tmp_path):
