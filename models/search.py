@@ -205,13 +205,16 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (1 + len(augment),
     ``checkpoint_bank_rows_per_frame``) when cfg.bank_augment_weight != 1. cfg.score_shift_radius R > 0:
     each frame's score is the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame),
-    each scored as a frame with the frame's own seed (``search_min_shift``'s score)."""
+    each scored as a frame with the frame's own seed (``search_min_shift``'s score); ``progress`` then
+    wraps the list of shifts (one step per shifted copy of all of X)."""
     from edge_ad.runtime.config import frame_seed
     if cfg.score_shift_radius:
         plain = cfg.replace(score_shift_radius=0)
-        return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, progress, batch_frames,
+        offsets = shift_offsets(cfg.score_shift_radius)
+        # one progress bar over the (2R + 1)^2 shifted copies of the whole X, not one per copy
+        return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, None, batch_frames,
                                    encoder, latent_bank, bank_rows_per_frame)
-                       for dy, dx in shift_offsets(cfg.score_shift_radius)], axis=0)
+                       for dy, dx in (offsets if progress is None else progress(offsets))], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
                          "but no encoder was given (the checkpoint's scoring section has none?)")

@@ -225,6 +225,18 @@ def test_torch_reference_without_seed_shares_one_seed(tiny_generator, monkeypatc
     assert len(seen) == 9 and seen[0] is not None and len(set(seen)) == 1
 
 
+def test_torch_score_batch_shows_one_progress_bar_with_the_shift_min(tiny_generator):
+    """models.search.score_batch with R = 1 calls ``progress`` once (over the 9 shifts), not once per copy,
+    with the same scores as without a progress callback."""
+    from edge_ad.models.search import score_batch
+    X = np.tanh(np.random.default_rng(0).standard_normal((2, 4, 64, 64))).astype(np.float32)
+    cfg = SearchConfig(k=0, n_seed=1, score_shift_radius=1)
+    bars = []
+    got = score_batch(tiny_generator, X, cfg, progress=lambda it: (bars.append(len(it)), it)[1])
+    assert bars == [9]
+    np.testing.assert_array_equal(got, score_batch(tiny_generator, X, cfg))
+
+
 @pytest.mark.parametrize("radius", [0, 1])
 def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     """models.search.search_min_shift (float64 torch, encoder in float64) and models.search.score_batch
