@@ -141,8 +141,9 @@ MUTANTS = [
     Mutant("shift-reference-unshifted", "models/search.py",
            "        xs = shift_frame(x, dy, dx)                                                # (C, H, W)",
            "        xs = x", SHIFT),
-    Mutant("shift-held-out-first-copy", "runtime/calibrate.py", "            out[i] = min(held_out)",
-           "            out[i] = held_out[0]", SHIFT),
+    Mutant("shift-held-out-first-copy", "runtime/calibrate.py",
+           "latent_factor(float(d[i - a, s_]), cfg) for s_ in range(S))",
+           "latent_factor(float(d[i - a, s_]), cfg) for s_ in range(1))", SHIFT),
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", "anomalous = None if thr is None else bool(s > thr)",
            "anomalous = None if thr is None else bool(s >= thr)", CAP),
