@@ -8,6 +8,12 @@ graphs through ``Scorer``), and a NEW model directory is written; the original i
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
                 (preprocess colour_gain, same for R, G, B), so a scene-wide light change is undone first.
+  camera shift  the (dy, dx), up to ``max_shift`` (3) model pixels, under which the model as exported fits
+                the scene's frames best (lowest mean log score: ``scene_camera_shift``), stored as preprocess
+                scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
+                a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly, unshifted
+                frames keep (0, 0); a shift must lower the geometric-mean score > 1.2x); models with
+                centroid alignment keep (0, 0).
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest
                 latent_bank["augment"], runtime/latent_bank.py), appended frame by frame in the bank's
@@ -45,9 +51,12 @@ from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy
-from .preprocess import COLOUR_GAIN_LIMITS, FrameError, shift_frame
+from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, align_centroid, normalize_uint8,
+                         shift_frame, shift_offsets)
 
 MIN_FRAMES = 20
+DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's)
+MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
 
 
 class CalibrationError(ValueError):
@@ -112,6 +121,38 @@ def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
     g = float(np.mean(spec.colour_reference)) / max(float(mean.mean()), 1e-3)
     gain = np.clip(base * g, *COLOUR_GAIN_LIMITS)
     return tuple(round(float(x), 4) for x in gain)
+
+
+def scene_camera_shift(scorer, u8: list, spec, radius: int) -> tuple:
+    """The scene's camera shift to undo: the (dy, dx), |dy|, |dx| <= radius, that moves the scene's frames
+    (``read_scene``'s u8, (R, R, 4) before align) to where the model, as exported, fits them best: the
+    lowest mean log score over the frames (seed 0), taken only when it beats (0, 0) by more than
+    MIN_SHIFT_GAIN (measured on kinect-rgbd, 20-50 frames: a real 2-3 px camera shift gains 0.25-1.1,
+    unmoved frames 0 for a model without shift-min and 0.10-0.12 for one with R = 1, whose window the
+    search can move). A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
+    Returns ((dy, dx), {"radius", "mean_log_score_unshifted", "mean_log_score_best"}) (None scores
+    when nothing was searched)."""
+    if spec.align == "centroid" or radius == 0:
+        return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
+    def mean_log(dy, dx) -> float:
+        X = [normalize_uint8(_aligned(_move(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
+        return float(np.mean([np.log(max(scorer.score_input(x, seed=0).score, 1e-30)) for x in X]))
+    fits = {off: mean_log(*off) for off in shift_offsets(radius)}                     # (0, 0) first
+    best = min(fits, key=lambda off: (fits[off], off != (0, 0)))
+    if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
+        best = (0, 0)
+    return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
+
+
+def _move(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(R, R, 4) uint8 moved by (dy, dx) pixels, vacated pixels 0 (background), as preprocess scene_shift."""
+    if (dy, dx) == (0, 0):
+        return a
+    return np.moveaxis(shift_frame(np.moveaxis(a, 2, 0), dy, dx, fill=0), 0, 2)
+
+
+def _aligned(a: np.ndarray, spec) -> np.ndarray:
+    return align_centroid(a, spec.align_centre) if spec.align == "centroid" else a
 
 
 def score_scene(scorer, u8: list, spec, augment=()) -> dict:
@@ -203,7 +244,8 @@ def _model_threshold(manifest: dict) -> Optional[dict]:
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: float = 0.05,
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
-                    colour_gain: bool = True, blocks: int = 5, floor: bool = True) -> dict:
+                    colour_gain: bool = True, blocks: int = 5, floor: bool = True,
+                    max_shift: int = DEFAULT_MAX_SHIFT) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts; bad --out) and ManifestError (a tampered or unusable model directory)."""
@@ -229,6 +271,18 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
     if gain is not None:
         spec = dataclasses.replace(spec, colour_gain=gain)
+    if not 0 <= max_shift <= MAX_SCENE_SHIFT:
+        raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
+    shift_fit = None
+    if max_shift:
+        (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift)
+        total = (int(spec.scene_shift[0]) + dy, int(spec.scene_shift[1]) + dx)
+        if max(abs(v) for v in total) > MAX_SCENE_SHIFT:
+            raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "
+                                   "not a camera that moved a little; re-export or retrain for this view")
+        spec = dataclasses.replace(spec, scene_shift=total)
+        res["u8"] = [_move(a, dy, dx) for a in res["u8"]]
+        shift_fit["scene_shift"] = list(total)
     res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = None
     if cfg.uses_latent_bank:
@@ -252,6 +306,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                         + (f"; shift-min: the minimum over the frame's {(2 * cfg.score_shift_radius + 1) ** 2} "
                            f"copies shifted by up to {cfg.score_shift_radius} px" if cfg.score_shift_radius else ""),
               "colour_gain": list(gain) if gain is not None else None,
+              "scene_shift": shift_fit,
               "threshold_scene": scene_threshold, "threshold_floor": floor_value,
               "threshold_rule": ("max(scene quantile, the model's own threshold)" if floor_value is not None
                                  else "scene quantile")}

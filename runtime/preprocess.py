@@ -23,6 +23,9 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   ``align`` (issue 12; default "none"): "centroid" shifts the resized frame by whole pixels so that the
   foreground's centroid sits at ``align_centre`` (y, x as shares of the side; the train frames' mean
   centroid), vacated pixels background, which makes the input invariant to small camera shifts.
+  ``scene_shift`` (default 0, 0): the resized frame moved by (dy, dx) whole pixels (vacated pixels
+  background), before ``align``; ``edge-ad calibrate`` sets it to undo a scene's camera shift (the shift
+  under which the model fits the scene's normal frames best).
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
@@ -41,6 +44,7 @@ CHANNELS = ("R", "G", "B", "D")
 COLOUR_NORMS = ("none", "gray", "rgb")
 COLOUR_GAIN_LIMITS = (1 / 3, 3.0)
 ALIGNS = ("none", "centroid")
+MAX_SCENE_SHIFT = 8          # model pixels: scene_shift beyond this is not a camera that moved a little
 
 
 class FrameError(ValueError):
@@ -151,6 +155,7 @@ class PreprocessSpec:
     align_centre: tuple = (0.5, 0.5)                 # where "centroid" puts the centroid (y, x), share of R
     colour_reference: Optional[tuple] = None         # the train frames' mean foreground RGB, 0..1 (None: unknown)
     colour_gain: tuple = (1.0, 1.0, 1.0)             # the scene's light: foreground RGB * gain (edge-ad calibrate)
+    scene_shift: tuple = (0, 0)                      # the scene's camera shift undone (dy, dx) model px (edge-ad calibrate)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -158,6 +163,7 @@ class PreprocessSpec:
         d["colour_reference"] = None if self.colour_reference is None else [float(v) for v in self.colour_reference]
         d["colour_gain"] = [float(v) for v in self.colour_gain]
         d["align_centre"] = [float(v) for v in self.align_centre]
+        d["scene_shift"] = [int(v) for v in self.scene_shift]
         return d
 
     @classmethod
@@ -167,7 +173,7 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; "
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
-        for k in ("channels", "colour_reference", "align_centre", "colour_gain"):
+        for k in ("channels", "colour_reference", "align_centre", "colour_gain", "scene_shift"):
             if known.get(k) is not None:
                 known[k] = tuple(known[k])
         if "sensor_faults" in known:
@@ -183,6 +189,10 @@ class PreprocessSpec:
                              f"(0, 1] (required unless colour_norm is 'none'), got {spec.colour_norm!r}, {ref}")
         if len(spec.colour_gain) != 3 or not all(0 < float(v) <= 10 for v in spec.colour_gain):
             raise ValueError(f"colour_gain must be three values in (0, 10], got {spec.colour_gain}")
+        if len(spec.scene_shift) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                 and abs(v) <= MAX_SCENE_SHIFT for v in spec.scene_shift):
+            raise ValueError(f"scene_shift must be two whole numbers of model pixels within +-{MAX_SCENE_SHIFT}, "
+                             f"got {spec.scene_shift}")
         if spec.channels != CHANNELS:
             raise ValueError(f"unsupported channel order {spec.channels}, expected {CHANNELS}")
         if not spec.far_mm > spec.near_mm >= 0:
@@ -250,7 +260,9 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)
     # nearest for depth: averaging across the object edge would invent depths
     d8 = _square_resize(d8, spec.resolution, Image.NEAREST)
-    out = np.concatenate([rgb, d8[:, :, None]], axis=2)
+    out = np.concatenate([rgb, d8[:, :, None]], axis=2)                       # (R, R, 4)
+    if tuple(spec.scene_shift) != (0, 0):     # the scene's camera moved: undo it (vacated pixels background 0)
+        out = np.moveaxis(shift_frame(np.moveaxis(out, 2, 0), *spec.scene_shift, fill=0), 0, 2)
     return align_centroid(out, spec.align_centre) if spec.align == "centroid" else out
 
 

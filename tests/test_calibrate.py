@@ -1,5 +1,6 @@
 """``edge-ad calibrate``: a new model directory adapted to a scene, torch-free, original untouched."""
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,86 @@ def test_scene_colour_gain_maps_the_scenes_brightness_to_the_train_frames():
     np.testing.assert_allclose(((x[:3, 3, 3] + 1) / 2).mean(), 0.5, atol=2e-3)     # as bright as the train frames
     assert (x[:, 0, 0] == -1).all()                                                  # background untouched
     assert scene_colour_gain(list(u8), PreprocessSpec(resolution=8)) is None          # no reference: no gain
+
+
+def _shifted_scene(dst, src, dy: int, dx: int):
+    """A frame folder ``dst`` with ``src``'s frames as the camera saw them moved by (dy, dx) raw pixels
+    (runtime.nuisance.Shift; kinect-rgbd frames are at the model's resolution, 64 x 64)."""
+    from PIL import Image
+    from edge_ad.runtime.nuisance import Shift
+    from edge_ad.runtime.sources.folder import list_ids, read_pair
+    (dst / "rgb").mkdir(parents=True)
+    (dst / "depth").mkdir()
+    for i in list_ids(src):
+        rgb, depth = Shift(dy, dx)(*read_pair(src, i))
+        Image.fromarray(rgb).save(dst / "rgb" / f"{i}.png")
+        Image.fromarray(depth).save(dst / "depth" / f"{i}.png")
+    return dst
+
+
+def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_export):
+    """24 unseen rectangle frames seen by a camera moved by (2, -2) px: calibrate finds the shift under
+    which the model fits them best, (-2, 2), stores it as preprocess scene_shift (manifest and record),
+    and the calibrated model preprocesses a moved frame as the original model does the unmoved one;
+    the same frames unmoved keep (0, 0); --max-shift 0 searches nothing."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.calibrate import calibrate_model
+    from edge_ad.runtime.preprocess import frame_to_uint8
+    from edge_ad.runtime.sources import open_source
+    from edge_ad.runtime.sources.folder import list_ids, read_pair
+    plain = copy_frames(tmp_path / "plain", "rectangle", 24, start=300)          # not train frames
+    moved = _shifted_scene(tmp_path / "moved", plain, 2, -2)
+    r1 = tmp_path / "r1"              # the same model with a shift-min (R = 1), whose window the search could move
+    shutil.copytree(kinect_export, r1)
+    man = json.loads((r1 / "manifest.json").read_text())
+    man["search"]["score_shift_radius"] = 1
+    man.pop("threshold", None)
+    (r1 / "manifest.json").write_text(json.dumps(man))
+    outs = {}
+    for name, model, scene, radius in (("moved", kinect_export, moved, 3), ("plain", kinect_export, plain, 3),
+                                       ("off", kinect_export, moved, 0), ("plain-r1", r1, plain, 3)):
+        with open_source(str(scene)) as src:
+            outs[name] = calibrate_model(model, src, tmp_path / f"cal-{name}", fpr=0.1, max_shift=radius)
+    assert outs["moved"]["preprocess"]["scene_shift"] == [-2, 2]
+    assert outs["moved"]["calibration"]["scene_shift"]["scene_shift"] == [-2, 2]
+    c = outs["moved"]["calibration"]["scene_shift"]
+    assert c["radius"] == 3 and c["mean_log_score_best"] < c["mean_log_score_unshifted"]
+    assert outs["plain"]["preprocess"]["scene_shift"] == [0, 0]
+    c = outs["plain-r1"]["calibration"]["scene_shift"]      # a small gain from moving R = 1's window: not taken
+    assert outs["plain-r1"]["preprocess"]["scene_shift"] == [0, 0] and c["mean_log_score_best"] == c["mean_log_score_unshifted"]
+    assert outs["off"]["preprocess"]["scene_shift"] == [0, 0] and outs["off"]["calibration"]["scene_shift"] is None
+    cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export)
+    i = list_ids(plain)[0]
+    u_moved = frame_to_uint8(*read_pair(moved, i), cal.preprocess_spec)
+    u_plain = frame_to_uint8(*read_pair(plain, i), orig.preprocess_spec)
+    inner = (slice(2, -2), slice(2, -2))                 # away from the borders both shifts vacated
+    assert np.array_equal(u_moved[inner], u_plain[inner])
+
+
+def test_scene_shift_field_moves_the_frame_and_is_checked():
+    """preprocess scene_shift moves the resized frame by (dy, dx) (vacated pixels background); older
+    manifests without it mean (0, 0); a fractional or large shift is refused naming the field."""
+    from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8
+    base = PreprocessSpec().to_dict()
+    assert PreprocessSpec.from_dict({k: v for k, v in base.items() if k != "scene_shift"}).scene_shift == (0, 0)
+    spec = PreprocessSpec.from_dict({**base, "scene_shift": [2, -1]})
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec and spec.to_dict()["scene_shift"] == [2, -1]
+    rgb, depth = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)
+    rgb[10, 10], depth[10, 10] = 200, 100
+    u8 = frame_to_uint8(rgb, depth, spec)
+    assert np.argwhere(u8[..., 3] > 0).tolist() == [[12, 9]] and (u8[12, 9, :3] == 200).all()
+    for bad in ([2.5, 0], [9, 0], [1]):
+        with pytest.raises(ValueError, match="scene_shift"):
+            PreprocessSpec.from_dict({**base, "scene_shift": bad})
+
+
+def test_camera_shift_search_skipped_for_centroid_aligned_models():
+    """A model that aligns the foreground's centroid undoes shifts itself: nothing is scored, (0, 0)."""
+    from edge_ad.runtime.calibrate import scene_camera_shift
+    from edge_ad.runtime.preprocess import PreprocessSpec
+
+    class NeverScores:
+        def score_input(self, *a, **k):
+            raise AssertionError("scored")
+    spec = PreprocessSpec(align="centroid")
+    assert scene_camera_shift(NeverScores(), [np.zeros((64, 64, 4), np.uint8)], spec, 3)[0] == (0, 0)

@@ -387,7 +387,7 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
                                      s.config, shifted_latents=res["shifted_latents"])
     assert np.all(held["r1"] <= held["r0"] * (1 + RTOL_BATCH)) and np.any(held["r1"] < 0.9 * held["r0"])
     with open_source(str(scene)) as src:
-        new = calibrate_model(r1, src, tmp_path / "cal", fpr=0.1, floor=False, colour_gain=False)
+        new = calibrate_model(r1, src, tmp_path / "cal", fpr=0.1, floor=False, colour_gain=False, max_shift=0)
     assert new["calibration"]["threshold_scene"] == pytest.approx(np.quantile(held["r1"], 0.9, method="higher"), rel=1e-12)
     assert new["search"]["score_shift_radius"] == 1 and new["threshold"]["search"]["score_shift_radius"] == 1
     assert Scorer.load(tmp_path / "cal").config.score_shift_radius == 1

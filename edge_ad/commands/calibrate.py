@@ -24,8 +24,11 @@ import click
 @click.option("--floor/--no-floor", default=True, show_default=True,
               help="never set the threshold below the model's own (calibrated on its held-out normal frames at "
               "a false-alarm rate >= --fpr): a few dozen frames of one recording underestimate the spread.")
+@click.option("--max-shift", type=click.IntRange(0, 8), default=3, show_default=True,
+              help="search the scene's camera shift up to N model pixels (the shift under which the model "
+                   "fits the scene's frames best) and undo it for every later frame; 0: keep the model's.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
-def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, threads):
+def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, max_shift, threads):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (leave-one-out), into a new model directory OUT."""
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
@@ -41,13 +44,15 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         with open_source(source_uri) as src:
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
-                                  colour_gain=colour_gain, floor=floor)
+                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift)
     except (CalibrationError, ManifestError, SourceError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
     bank = c.get("bank")
     if c.get("colour_gain"):
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
+    if c.get("scene_shift"):
+        click.echo(f"scene camera shift undone (dy, dx): {c['scene_shift']['scene_shift']} model px")
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable); threshold {t['value']:.4g} "
                f"at {fpr:g} false alarms" + (

@@ -50,6 +50,7 @@ def main(argv=None):
     ap.add_argument("--no-colour-gain", action="store_true")
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--no-floor", action="store_true", help="calibrate without the model's threshold as a floor")
+    ap.add_argument("--max-shift", type=int, default=3, help="calibrate's camera-shift search radius (0: off)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from edge_ad.runtime.calibrate import calibrate_model
@@ -72,7 +73,7 @@ def main(argv=None):
         out = Path(tmp) / "calibrated"
         with open_source(str(folder)) as src:
             calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder), colour_gain=not a.no_colour_gain,
-                            blocks=a.blocks, floor=not a.no_floor)
+                            blocks=a.blocks, floor=not a.no_floor, max_shift=a.max_shift)
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
