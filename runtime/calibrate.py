@@ -123,7 +123,7 @@ def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
     return tuple(round(float(x), 4) for x in gain)
 
 
-def scene_camera_shift(scorer, u8: list, spec, radius: int) -> tuple:
+def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None) -> tuple:
     """The scene's camera shift to undo: the (dy, dx), |dy|, |dx| <= radius, that moves the scene's frames
     (``read_scene``'s u8, (R, R, 4) before align) to where the model, as exported, fits them best: the
     lowest mean log score over the frames (seed 0), taken only when it beats (0, 0) by more than
@@ -131,13 +131,17 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int) -> tuple:
     unmoved frames 0 for a model without shift-min and 0.10-0.12 for one with R = 1, whose window the
     search can move). A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
     Returns ((dy, dx), {"radius", "mean_log_score_unshifted", "mean_log_score_best"}) (None scores
-    when nothing was searched)."""
+    when nothing was searched). ``progress(done, total)`` after each candidate shift."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
     def mean_log(dy, dx) -> float:
         X = [normalize_uint8(_aligned(_move(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
         return float(np.mean([np.log(max(scorer.score_input(x, seed=0).score, 1e-30)) for x in X]))
-    fits = {off: mean_log(*off) for off in shift_offsets(radius)}                     # (0, 0) first
+    offsets, fits = shift_offsets(radius), {}
+    for k, off in enumerate(offsets):                                                 # (0, 0) first
+        fits[off] = mean_log(*off)
+        if progress is not None:
+            progress(k + 1, len(offsets))
     best = min(fits, key=lambda off: (fits[off], off != (0, 0)))
     if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
         best = (0, 0)
@@ -245,7 +249,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
-                    max_shift: int = DEFAULT_MAX_SHIFT) -> dict:
+                    max_shift: int = DEFAULT_MAX_SHIFT, shift_progress: Optional[Callable] = None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts; bad --out) and ManifestError (a tampered or unusable model directory)."""
@@ -275,7 +279,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
     shift_fit = None
     if max_shift:
-        (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift)
+        (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift, shift_progress)
         total = (int(spec.scene_shift[0]) + dy, int(spec.scene_shift[1]) + dx)
         if max(abs(v) for v in total) > MAX_SCENE_SHIFT:
             raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "

@@ -52,6 +52,7 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "24 of 24 frames used" in r.stdout and "frame 10/200 read" in r.stdout
+    assert "camera-shift search: 49/49 shifts scored" in r.stdout and "scene camera shift undone" in r.stdout
     assert _digests(kinect_export) == before                                      # original untouched
     man = json.loads((out / "manifest.json").read_text())
     orig = json.loads((kinect_export / "manifest.json").read_text())

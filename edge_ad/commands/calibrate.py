@@ -39,12 +39,17 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         if read == 1 or read % 10 == 0:
             click.echo(f"  frame {read}/{max_frames} read, {used} usable", err=True)
 
+    def shift_progress(done, total):
+        if done == 1 or done % 7 == 0 or done == total:
+            click.echo(f"  camera-shift search: {done}/{total} shifts scored", err=True)
+
     click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
     try:
         with open_source(source_uri) as src:
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
-                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift)
+                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift,
+                                  shift_progress=shift_progress)
     except (CalibrationError, ManifestError, SourceError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
