@@ -51,8 +51,8 @@ from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy
-from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, align_centroid, normalize_uint8,
-                         shift_frame, shift_offsets)
+from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
+                         normalize_uint8, shift_frame, shift_offsets)
 
 MIN_FRAMES = 20
 DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's)
@@ -134,8 +134,9 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     when nothing was searched). ``progress(done, total)`` after each candidate shift."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
+
     def mean_log(dy, dx) -> float:
-        X = [normalize_uint8(_aligned(_move(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
+        X = [normalize_uint8(aligned_uint8(move_uint8(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
         return float(np.mean([np.log(max(scorer.score_input(x, seed=0).score, 1e-30)) for x in X]))
     offsets, fits = shift_offsets(radius), {}
     for k, off in enumerate(offsets):                                                 # (0, 0) first
@@ -146,17 +147,6 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
         best = (0, 0)
     return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
-
-
-def _move(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """(R, R, 4) uint8 moved by (dy, dx) pixels, vacated pixels 0 (background), as preprocess scene_shift."""
-    if (dy, dx) == (0, 0):
-        return a
-    return np.moveaxis(shift_frame(np.moveaxis(a, 2, 0), dy, dx, fill=0), 0, 2)
-
-
-def _aligned(a: np.ndarray, spec) -> np.ndarray:
-    return align_centroid(a, spec.align_centre) if spec.align == "centroid" else a
 
 
 def score_scene(scorer, u8: list, spec, augment=()) -> dict:
@@ -285,7 +275,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "
                                    "not a camera that moved a little; re-export or retrain for this view")
         spec = dataclasses.replace(spec, scene_shift=total)
-        res["u8"] = [_move(a, dy, dx) for a in res["u8"]]
+        res["u8"] = [move_uint8(a, dy, dx) for a in res["u8"]]
         shift_fit["scene_shift"] = list(total)
     res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = None

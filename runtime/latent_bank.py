@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .nuisance import frame_rng, parse_nuisance
-from .preprocess import PreprocessSpec, align_centroid, frame_to_uint8, normalize_uint8
+from .preprocess import PreprocessSpec, aligned_uint8, frame_to_uint8, normalize_uint8
 
 # The shipped banks' augmentations (issue 12): mirrored, and shifted by 2 px in the 8 directions,
 # with and without the mirror: 1 + 17 inputs per normal frame.
@@ -55,6 +55,4 @@ def bank_inputs_uint8(u8: np.ndarray, spec: PreprocessSpec, augment: Sequence[st
     for j, text in enumerate(augment):
         r, d = parse_nuisance(text)(u8[..., :3], u8[..., 3], frame_rng(seed, index, j))
         out.append(np.concatenate([r, d[..., None]], axis=2))
-    if spec.align == "centroid":
-        out = [align_centroid(a, spec.align_centre) for a in out]
-    return normalize_uint8(np.stack(out), spec)
+    return normalize_uint8(np.stack([aligned_uint8(a, spec) for a in out]), spec)

@@ -261,9 +261,20 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     # nearest for depth: averaging across the object edge would invent depths
     d8 = _square_resize(d8, spec.resolution, Image.NEAREST)
     out = np.concatenate([rgb, d8[:, :, None]], axis=2)                       # (R, R, 4)
-    if tuple(spec.scene_shift) != (0, 0):     # the scene's camera moved: undo it (vacated pixels background 0)
-        out = np.moveaxis(shift_frame(np.moveaxis(out, 2, 0), *spec.scene_shift, fill=0), 0, 2)
-    return align_centroid(out, spec.align_centre) if spec.align == "centroid" else out
+    return aligned_uint8(move_uint8(out, *spec.scene_shift), spec)         # the scene's camera shift undone
+
+
+def move_uint8(rgbd: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(R, R, 4) uint8 moved by (dy, dx) whole pixels, vacated pixels 0 (background): preprocess
+    scene_shift, and the candidates of edge-ad calibrate's camera-shift search. (0, 0): rgbd itself."""
+    if (dy, dx) == (0, 0):
+        return rgbd
+    return np.moveaxis(shift_frame(np.moveaxis(rgbd, 2, 0), dy, dx, fill=0), 0, 2)
+
+
+def aligned_uint8(rgbd: np.ndarray, spec: "PreprocessSpec") -> np.ndarray:
+    """The spec's ``align`` step on a (R, R, 4) uint8 frame: align_centroid for "centroid", else rgbd."""
+    return align_centroid(rgbd, spec.align_centre) if spec.align == "centroid" else rgbd
 
 
 def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:

@@ -174,3 +174,22 @@ def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
         shutil.copy(rgb, dst / "rgb" / rgb.name)
         shutil.copy(src / "depth" / f"{i}.png", dst / "depth" / f"{i}.png")
     return dst
+
+
+def run_in_threads(work, n: int = 3) -> None:
+    """Run work(t) for t in range(n) on n threads at once; re-raise the first error any of them hit
+    (an assertion inside a thread would otherwise only be printed)."""
+    import threading
+    errors = []
+
+    def guarded(t):
+        try:
+            work(t)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors

@@ -6,13 +6,13 @@ and a kept result's error_map, z and reconstructions changed on the next call (s
 searches: views of the runtime's output buffers)."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from edge_ad.runtime import Scorer
 from edge_ad.runtime.config import make_z0
+
+from conftest import run_in_threads
 
 # the CPU searches that stay (issue 15, runtime/variants.py): step (z-only graph with lr_theta = 0),
 # forward (k = 0: the final pass only), fused-adam, host-head
@@ -32,22 +32,13 @@ def test_shared_scorer_threads_get_single_thread_scores(export_tiny, val_frames,
     scorer = _load(export_tiny, variant, extra, k)
     frames = val_frames(6)
     ref = [scorer.score(rgb, depth, seed=i) for i, (rgb, depth) in enumerate(frames)]
-    got, errors = {}, []
+    got = {}
 
     def work(t):
-        try:
-            for rep in range(2):
-                for i in range(t, len(frames), 3):
-                    got[t, rep, i] = scorer.score(*frames[i], seed=i)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+        for rep in range(2):
+            for i in range(t, len(frames), 3):
+                got[t, rep, i] = scorer.score(*frames[i], seed=i)
+    run_in_threads(work, 3)
     assert len(got) == 2 * len(frames)
     wrong = [(t, rep, i) for (t, rep, i), r in got.items() if r.score != ref[i].score]
     assert not wrong, f"{len(wrong)} of {len(got)} concurrent scores differ from the single-thread ones"

@@ -463,27 +463,18 @@ def test_torch_search_refuses_the_shift_min_config(tiny_generator):
 def test_shared_scorer_threads_with_shift_min(kinect_export, val_frames):
     """3 threads share one R = 1 scorer (single frames and batches mixed): every result equals the
     single-thread one bit for bit (the per-scorer lock covers the copies' batch graphs)."""
-    import threading
+    from conftest import run_in_threads
     s = Scorer.load(kinect_export, threads=1)
     s = Scorer.load(kinect_export, threads=1, config=s.config.replace(score_shift_radius=1))
     frames = val_frames(6)
     ref = [s.score(rgb, depth, seed=i) for i, (rgb, depth) in enumerate(frames)]
-    got, errors = {}, []
+    got = {}
 
     def work(t):
-        try:
-            for i in range(t, len(frames), 3):
-                got[t, i] = s.score(*frames[i], seed=i)
-            got[t, "batch"] = s.score_batch(frames[t::3], seeds=list(range(t, len(frames), 3)))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+        for i in range(t, len(frames), 3):
+            got[t, i] = s.score(*frames[i], seed=i)
+        got[t, "batch"] = s.score_batch(frames[t::3], seeds=list(range(t, len(frames), 3)))
+    run_in_threads(work, 3)
     for t in range(3):
         for i, b in zip(range(t, len(frames), 3), got[t, "batch"]):
             assert got[t, i].score == ref[i].score and got[t, i].shift == ref[i].shift
