@@ -87,7 +87,7 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
     condition is added first); baseline_spec: the baseline's preprocessing (default ``spec``). Frame i of
     group g under nuisance number k draws its noise from
     nuisance.frame_rng(seed, 100000 * g + i, k). Returns {"conditions": {label: {auroc, per_class,
-    false_alarm_rate, anomalies_flagged, baseline_auroc}}, "mean": the mean over conditions}."""
+    false_alarm_rate, anomalies_flagged, baseline_auroc, scores: {group: [N]}}}, "mean": the mean over conditions}."""
     from edge_ad.runtime.nuisance import frame_rng
     from edge_ad.runtime.preprocess import frame_to_uint8, normalize_uint8
 
@@ -108,7 +108,9 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
         anomalous = np.concatenate(list(s.values()))
         row = {"auroc": detection_metrics(normal, anomalous)["auroc"],
                "per_class": {name: detection_metrics(normal, v)["auroc"] for name, v in s.items()},
-               **threshold_rates(normal, anomalous, threshold)}
+               **threshold_rates(normal, anomalous, threshold),
+               # per-frame scores {group: [N]}, so rates at any other threshold can be read off later
+               "scores": {normal_name: normal.tolist(), **{name: v.tolist() for name, v in s.items()}}}
         if baseline_fn is not None:
             b = {name: np.asarray(baseline_fn(x), float) for name, x in XB.items()}
             bn = b.pop(normal_name)

@@ -107,6 +107,10 @@ def test_nuisance_suite_metrics_on_a_toy_score():
     assert c["bright"]["false_alarm_rate"] == 1.0 and c["bright"]["baseline_auroc"] == c["bright"]["auroc"]
     assert res["mean"]["false_alarm_rate"] == pytest.approx((0.1 + 1.0 + 0.1) / 3)
     assert res["worst"]["false_alarm_rate"] == 1.0
+    # per-frame scores are kept per group, so rates at any other threshold can be read off later
+    assert c["clean"]["scores"]["dark"] == pytest.approx([(60 + i) / 127.5 - 1 for i in range(20)], abs=1e-6)
+    assert c["bright"]["scores"]["bright"] == pytest.approx([min(255, round((120 + i) * 1.6)) / 127.5 - 1
+                                                             for i in range(20)], abs=1e-6)
 
 
 def test_eval_nuisance_command(tmp_path, kinect_root, tiny_generator):
@@ -125,6 +129,10 @@ def test_eval_nuisance_command(tmp_path, kinect_root, tiny_generator):
     assert clean["auroc"] == pytest.approx(json.loads((tmp_path / "ev" / "report.json").read_text())
                                            ["metrics"]["overall"]["auroc"])
     assert "baseline_auroc" in clean and "calibrated now" in rep["threshold_source"]
+    plain = json.loads((tmp_path / "ev" / "report.json").read_text())["scores"]
+    assert set(clean["scores"]) == set(plain) == {"rectangle", "cylinder", "sphere"}
+    for group, values in plain.items():
+        assert clean["scores"][group] == pytest.approx(values, rel=1e-5)
     assert "mean (clean + nuisances)" in r.output and "false alarms" in r.output
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
                                   "--class", "rectangle", "--nuisance-set", "blur:2", "--out", str(tmp_path / "x")])
