@@ -20,8 +20,17 @@ ARGS = {
     "rgb_compressed": ("false", "colour topic is sensor_msgs/CompressedImage"),
     "depth_compressed": ("false", "depth topic is sensor_msgs/CompressedImage (compressedDepth)"),
     "slop": ("0.02", "approximate time sync tolerance, seconds"),
+    "queue_size": ("10", "approximate time sync queue length, message pairs"),
+    "seed": ("0", "base seed of the latent search (frame i uses a seed derived from it)"),
     "results_path": ("none", "also write JSON lines here (none: no file)"),
+    "stale_s": ("10.0", "no synchronized pair for this long, seconds: an outage (logged, waits again)"),
+    "frame_timeout_s": ("0.0", "a frame scoring longer ends the node (restarted by the launcher); 0.0: no limit"),
+    "rotate_mb": ("0.0", "rotate results_path past this size, MB (0.0: never)"),
+    "trusted_keys": ("''", "comma-separated Ed25519 public key files; the model must be signed by one "
+                           "('': no check)"),
 }
+# Values are YAML, as ROS parses a -p override: floats keep their decimal point (stale_s:=10.0, not 10),
+# or the node refuses the type; tests/test_ros.py checks every default parses to the node's PARAMETERS.
 
 
 def generate_launch_description():

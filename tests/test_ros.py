@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import yaml
 
 from edge_ad.jetson import ros2_node
 from edge_ad.runtime import msgconv
@@ -109,7 +110,15 @@ def test_launch_file_passes_every_node_parameter():
     src = (REPO / "jetson" / "edge_ad.launch.py").read_text()
     tree = ast.parse(src)
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "ARGS")
-    keys = {k.value for k in args.value.keys}
-    assert keys <= set(ros2_node.PARAMETERS), keys - set(ros2_node.PARAMETERS)
-    assert {"model_dir", "threshold", "rgb_topic", "depth_topic"} <= keys
+    launch_args = ast.literal_eval(args.value)          # name -> (default, description)
+    keys = set(launch_args)
+    assert keys == set(ros2_node.PARAMETERS), (sorted(set(ros2_node.PARAMETERS) - keys),
+                                               sorted(keys - set(ros2_node.PARAMETERS)))
+    # ROS parses a -p override as YAML: each launch default must give the node's default, same type
+    # (a float parameter overridden with "10" would be refused as an integer)
+    for k, (default, description) in launch_args.items():
+        got, want = yaml.safe_load(default), ros2_node.PARAMETERS[k]
+        assert type(got) is type(want), (k, default, want)
+        assert got == want or (got != got and want != want), (k, default, want)
+        assert description
     assert "edge_ad.jetson.ros2_node" in src
