@@ -14,7 +14,9 @@ Parameters: model_dir ("demo" = the shipped demo model), backend, threshold (NaN
 rgb_topic, depth_topic, rgb_compressed, depth_compressed (CompressedImage topics), slop (s),
 queue_size, seed, results_path ("none" = no file), stale_s (no pair for this long = outage).
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
-32FC1, the model resolution) stamped with the colour frame's header.
+32FC1, the model resolution) stamped with the colour frame's header. A frame that was not scored
+(a sensor fault such as black_rgb or no_depth, or an unreadable frame) publishes ~/anomaly True and
+~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result.
 """
 from __future__ import annotations
 
@@ -95,15 +97,25 @@ class TopicSource(Source):
 
 
 class ResultPublisher:
-    """``on_result`` hook for run_capture: builds and publishes the three output messages.
+    """The node's output hooks for run_capture: ``__call__`` (``on_result``) publishes a scored frame,
+    ``fault`` (``on_error``) a frame that was not scored.
 
-    ``make_float``, ``make_bool``, ``make_image`` build messages (rclpy classes in the node, plain
-    dicts in tests); ``publish_*`` send them."""
+    Scored frame: ~/score, ~/anomaly (when there is a threshold), ~/error_map. Sensor fault or
+    unscorable frame (``error`` line of the results): ~/anomaly True, so a consumer that stops on an
+    anomaly also stops on a broken camera (a fault never looks normal), and ~/fault, a text naming
+    the fault and its reason ("black_rgb: 100.0% of the foreground is black (limit 50.0%)";
+    "unscorable: ..." for a frame that could not be read or scored). ~/score and ~/error_map
+    are not published for it (there is no score).
+
+    ``make_float``, ``make_bool``, ``make_image``, ``make_string`` build messages (rclpy classes in
+    the node, plain dicts in tests); ``publish_*`` send them."""
 
     def __init__(self, make_float: Callable, make_bool: Callable, make_image: Callable,
-                 publish_score: Callable, publish_flag: Callable, publish_error_map: Callable):
+                 publish_score: Callable, publish_flag: Callable, publish_error_map: Callable,
+                 make_string: Callable, publish_fault: Callable):
         self.make_float, self.make_bool, self.make_image = make_float, make_bool, make_image
         self.publish_score, self.publish_flag, self.publish_error_map = publish_score, publish_flag, publish_error_map
+        self.make_string, self.publish_fault = make_string, publish_fault
 
     def __call__(self, rec: dict, frame: Frame, res) -> None:
         self.publish_score(self.make_float(float(rec["score"])))
@@ -112,6 +124,14 @@ class ResultPublisher:
         fields = numpy_to_image_fields(res.error_map.astype("float32"), "32FC1", data_as_bytes=True)
         fields["data"] = array.array("B", fields["data"])
         self.publish_error_map(self.make_image(frame.meta.get("header"), fields))
+
+    def fault(self, rec: dict, frame: Frame) -> None:
+        """Publish an ``error`` line (``rec``: its ``fault`` name, if a sensor fault, and ``error``)."""
+        name = rec.get("fault") or "unscorable"
+        reason, prefix = rec["error"], f"sensor fault {name}: "    # the error line says "sensor fault NAME: ..."
+        reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+        self.publish_flag(self.make_bool(True))
+        self.publish_fault(self.make_string(f"{name}: {reason}"))
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -122,7 +142,7 @@ def main(argv: Optional[list] = None) -> int:
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
-        from std_msgs.msg import Bool, Float32
+        from std_msgs.msg import Bool, Float32, String
     except ImportError as e:
         print(f"edge-ad ROS 2 node: {e}. rclpy and the ROS message packages come from a ROS 2 "
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
@@ -145,6 +165,7 @@ def main(argv: Optional[list] = None) -> int:
     pub_score = node.create_publisher(Float32, "~/score", 10)
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)
     pub_err = node.create_publisher(Image, "~/error_map", 10)
+    pub_fault = node.create_publisher(String, "~/fault", 10)
 
     def make_image(header, fields):
         msg = Image(**fields)
@@ -153,7 +174,8 @@ def main(argv: Optional[list] = None) -> int:
         return msg
 
     hook = ResultPublisher(lambda v: Float32(data=v), lambda v: Bool(data=v), make_image,
-                           pub_score.publish, pub_flag.publish, pub_err.publish)
+                           pub_score.publish, pub_flag.publish, pub_err.publish,
+                           lambda v: String(data=v), pub_fault.publish)
     holder = {"source": TopicSource(f"ros2://{p['rgb_topic']}+{p['depth_topic']}", p["stale_s"])}
 
     def new_source():
@@ -174,7 +196,7 @@ def main(argv: Optional[list] = None) -> int:
     try:
         results = None if p["results_path"] in ("", "none") else p["results_path"]
         summary = run_capture(holder["source"], scorer, threshold=thr, out=results,
-                              seed=int(p["seed"]), reopen=new_source, on_result=hook,
+                              seed=int(p["seed"]), reopen=new_source, on_result=hook, on_error=hook.fault,
                               log=node.get_logger().warning,
                               frame_timeout=float(p["frame_timeout_s"]) or None,
                               rotate_bytes=int(float(p["rotate_mb"]) * 1e6) or None)

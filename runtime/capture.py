@@ -189,6 +189,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 seed: int = 0, z0: Optional[np.ndarray] = None,
                 reopen: Optional[Callable[[], Source]] = None,
                 on_result: Optional[Callable[[dict, Frame, object], None]] = None,
+                on_error: Optional[Callable[[dict, Frame], None]] = None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
@@ -203,7 +204,11 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     ``seed``: frame i is scored with latents from ``frame_seed(seed, i)`` unless a fixed ``z0``
     (n_seed, z_dim) is given. ``reopen`` is called (with backoff) to reopen a live source that
     stopped. ``score_kwargs`` are passed to ``scorer.score`` (e.g. ``keep_reconstructions=True``
-    where the scorer takes it). ``frame_timeout`` (s): a scoring call running longer ends the run;
+    where the scorer takes it). ``on_result(rec, frame, res)`` is called after each scored frame's
+    line, ``on_error(rec, frame)`` after each frame's error line (a sensor fault: ``rec["fault"]``
+    names it; an unreadable or unscorable frame: no ``fault``), so a consumer never mistakes a frame
+    that was not scored for a normal one (the ROS node publishes it). ``frame_timeout`` (s): a
+    scoring call running longer ends the run;
     ``stop_grace`` (s): how long a frame in flight may still run after a stop request.
     ``rotate_bytes``: rotate ``out`` past this size. ``max_pixels``: larger frames are refused
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
@@ -226,7 +231,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     def emit(rec: dict):
         writer.write(rec)
 
-    def frame_error(base: dict, msg: str, fault: Optional[str] = None):
+    def frame_error(base: dict, msg: str, fr: Frame, fault: Optional[str] = None):
         st.errors += 1
         rec = {"type": "error", **base, "error": msg}
         if fault is not None:
@@ -234,6 +239,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             st.faults[fault] = st.faults.get(fault, 0) + 1
         emit(rec)
         log(f"frame {base['frame']}: skipped: {msg}")
+        if on_error is not None:
+            on_error(rec, fr)
 
     def score_frame(fr: Frame, ready_at: float, capture_ms: float):
         nonlocal index
@@ -241,7 +248,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         index += 1
         base = {"frame": fr.id, "index": i, "timestamp": round(float(fr.timestamp), 6)}
         if fr.error is not None:
-            frame_error(base, fr.error)
+            frame_error(base, fr.error, fr)
             return
         try:
             if max_pixels is not None:
@@ -255,10 +262,10 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             resize_ms = (time.perf_counter() - t_resize) * 1000.0
             faults = detector.check(fr.rgb, fr.depth, u8) if detector is not None else []
         except (FrameError, ValueError) as e:
-            frame_error(base, str(e))
+            frame_error(base, str(e), fr)
             return
         if faults:
-            frame_error(base, "; ".join(str(f) for f in faults), fault=faults[0].name)
+            frame_error(base, "; ".join(str(f) for f in faults), fr, fault=faults[0].name)
             return
         kw = {"z0": z0} if z0 is not None else {"seed": frame_seed(seed, i)}
         kw.update(score_kwargs or {})
@@ -271,13 +278,19 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             if not math.isfinite(s):
                 raise FrameError(f"score is {s}")
         except (FrameError, ValueError) as e:  # an odd frame (the scorer's input checks): skip it
-            frame_error(base, str(e))
+            frame_error(base, str(e), fr)
             return
         except (FrameTimeout, Abandoned, KeyboardInterrupt) as e:  # the call may still be running
             st.errors += 1
             st.abandoned_frame = str(fr.id)
             why = "interrupted (second signal)" if isinstance(e, KeyboardInterrupt) else str(e)
-            emit({"type": "error", **base, "error": f"not scored: {why}", "fatal": True})
+            rec = {"type": "error", **base, "error": f"not scored: {why}", "fatal": True}
+            emit(rec)
+            if on_error is not None:   # the run ends: still tell the consumer this frame was not scored
+                try:
+                    on_error(rec, fr)
+                except Exception as hook_err:
+                    log(f"on_error hook failed: {type(hook_err).__name__}: {hook_err}")
             raise
         total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
         tm = timings_ms(res)

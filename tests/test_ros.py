@@ -46,30 +46,45 @@ def ros_msgs(frames):
     return out
 
 
-def test_topic_source_to_published_messages(tmp_path):
-    frames = list(open_source("synth://?n=4&seed=5&anomaly_rate=0.5"))
-    msgs = ros_msgs(frames)
-    published = {"score": [], "flag": [], "err": []}
+def publisher():
+    """A ResultPublisher whose messages are dicts collected per topic."""
+    published = {"score": [], "flag": [], "err": [], "fault": []}
     hook = ros2_node.ResultPublisher(
         lambda v: {"data": v}, lambda v: {"data": v}, lambda h, f: {"header": h, **f},
-        published["score"].append, published["flag"].append, published["err"].append)
-    expect = [MapScorer().score(f.rgb, f.depth) for f in frames]
-    thr = float(np.median([e.score for e in expect]))  # some frames flagged, some not
-    src = ros2_node.TopicSource(stale_s=5.0)
+        published["score"].append, published["flag"].append, published["err"].append,
+        lambda v: {"data": v}, published["fault"].append)
+    return published, hook
+
+
+def run_topics(src, msgs, published, **kw):
+    """Push each message pair into the TopicSource once the previous one was published (a subscriber
+    slower than scoring, so none is replaced), then stop; returns the run summary."""
     stop = threading.Event()
     result = {}
-    t = threading.Thread(target=lambda: result.update(run_capture(
-        src, MapScorer(), threshold=thr, on_result=hook, stop=stop, handle_signals=False,
-        out=tmp_path / "r.jsonl")))
+    t = threading.Thread(target=lambda: result.update(run_capture(src, MapScorer(), stop=stop,
+                                                                  handle_signals=False, **kw)))
     t.start()
-    for c, d in msgs:  # a subscriber delivering pairs slower than scoring: none replaced
+    for n, (c, d) in enumerate(msgs, start=1):
         src.push(c, d)
         deadline = time.time() + 10
-        while len(published["score"]) < msgs.index((c, d)) + 1 and time.time() < deadline:
+        while len(published["score"]) + len(published["fault"]) < n and time.time() < deadline:
             time.sleep(0.005)
     stop.set()
     t.join(timeout=10)
-    assert not t.is_alive() and result["frames_scored"] == 4 and result["skipped"] == 0
+    assert not t.is_alive()
+    return result
+
+
+def test_topic_source_to_published_messages(tmp_path):
+    frames = list(open_source("synth://?n=4&seed=5&anomaly_rate=0.5"))
+    msgs = ros_msgs(frames)
+    published, hook = publisher()
+    expect = [MapScorer().score(f.rgb, f.depth) for f in frames]
+    thr = float(np.median([e.score for e in expect]))  # some frames flagged, some not
+    src = ros2_node.TopicSource(stale_s=5.0)
+    result = run_topics(src, msgs, published, threshold=thr, on_result=hook, on_error=hook.fault,
+                        out=tmp_path / "r.jsonl")
+    assert result["frames_scored"] == 4 and result["skipped"] == 0 and published["fault"] == []
     assert [p["data"] for p in published["score"]] == [e.score for e in expect]
     assert [p["data"] for p in published["flag"]] == [e.score > thr for e in expect]
     assert 0 < sum(p["data"] for p in published["flag"]) < 4
@@ -77,6 +92,31 @@ def test_topic_source_to_published_messages(tmp_path):
         assert p["encoding"] == "32FC1" and p["header"] is c.header
         back = msgconv.image_to_numpy(SimpleNamespace(**{k: v for k, v in p.items() if k != "header"}))
         assert np.array_equal(back, e.error_map)
+
+
+def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path):
+    """1 good, 1 black colour, 1 dead depth, 1 undecodable pair: the good frame publishes its score
+    and flag False; each of the others ~/anomaly True and ~/fault naming the fault (audit 6a: they
+    published nothing, so ~/anomaly kept saying False)."""
+    good, black, nodepth = list(open_source("synth://?n=3&seed=2&anomaly_rate=0"))
+    black.rgb[:] = 0
+    nodepth.depth[:] = 0
+    msgs = ros_msgs([good, black, nodepth, good])
+    msgs[3] = (msgs[3][0], SimpleNamespace(format="png", data=b"junk"))   # undecodable depth
+    published, hook = publisher()
+    src = ros2_node.TopicSource(stale_s=5.0)
+    thr = 2 * MapScorer().score(good.rgb, good.depth).score    # the good frame is normal
+    result = run_topics(src, msgs, published, threshold=thr, on_result=hook, on_error=hook.fault,
+                        out=tmp_path / "r.jsonl")
+    assert result["frames_scored"] == 1 and result["frame_errors"] == 3
+    assert result["sensor_faults"] == {"black_rgb": 1, "no_depth": 1}
+    assert len(published["score"]) == len(published["err"]) == 1
+    assert [p["data"] for p in published["flag"]] == [False, True, True, True]
+    faults = [p["data"] for p in published["fault"]]
+    assert [f.split(":")[0] for f in faults] == ["black_rgb", "no_depth", "unscorable"], faults
+    assert faults[0].startswith("black_rgb: 100.0% of the foreground is black (limit 50.0%)"), faults[0]
+    assert "of the pixels have a depth reading" in faults[1]
+    assert "undecodable" in faults[2]
 
 
 def test_topic_source_keeps_newest_and_reports_staleness():
