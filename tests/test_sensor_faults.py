@@ -185,3 +185,42 @@ def test_score_uint8_equals_score_and_names_a_wrong_frame(kinect_root, export_ti
         scorer.score_uint8(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="float32"):
         scorer.score_uint8(np.zeros((64, 64, 4), np.float32))
+
+
+def partly(level: int, fraction: float):
+    """A model-resolution frame (no resize: the measured share is exact) whose whole image is
+    foreground (depth 400 mm), smooth colour, with the first ``fraction`` of its pixels set to
+    ``level`` (0: black, 255: saturated)."""
+    r = SPEC.resolution
+    yy, xx = np.mgrid[0:r, 0:r]
+    rgb = np.stack([60 + yy, 70 + xx, 80 + (yy + xx) // 2], axis=-1).astype(np.uint8)   # (R, R, 3)
+    flat = rgb.reshape(-1, 3)
+    flat[:int(round(fraction * r * r))] = level
+    return rgb, np.full((r, r), 400, np.uint16)
+
+
+def test_black_and_saturated_limits_flag_60_percent_not_40(tmp_path):
+    """The runtime's own limits (PreprocessSpec() defaults, max_black = max_saturated = 0.5): a
+    colour image 60 % black or 60 % saturated is a sensor fault, 40 % is scored (a dark or bright
+    scene). The earlier tests used 100 % faults only, so a limit of 0.999 still passed them."""
+    cases = {"black60": (0, 0.6), "black40": (0, 0.4), "sat60": (255, 0.6), "sat40": (255, 0.4)}
+    frames = [Frame(name, *partly(level, frac)) for name, (level, frac) in cases.items()]
+    assert [f.name for f in frame_faults(frames[0].rgb, frames[0].depth, SPEC)] == ["black_rgb"]
+    assert "60.0% of the foreground is black" in str(frame_faults(frames[0].rgb, frames[0].depth, SPEC)[0])
+    assert [f.name for f in frame_faults(frames[2].rgb, frames[2].depth, SPEC)] == ["saturated_rgb"]
+    assert frame_faults(frames[1].rgb, frames[1].depth, SPEC) == []
+    assert frame_faults(frames[3].rgb, frames[3].depth, SPEC) == []
+
+    class Src(Source):
+        uri = "partly"
+
+        def __iter__(self):
+            yield from frames
+
+    out = tmp_path / "r.jsonl"
+    s = run_capture(Src(), FakeScorer(), threshold=0.5, out=out, handle_signals=False)   # the run loop's checks
+    lines = read_lines(out)
+    assert [r["frame"] for r in lines if r["type"] == "frame"] == ["black40", "sat40"]
+    assert {r["frame"]: r["fault"] for r in lines if r["type"] == "error"} == {"black60": "black_rgb",
+                                                                               "sat60": "saturated_rgb"}
+    assert s["sensor_faults"] == {"black_rgb": 1, "saturated_rgb": 1}
