@@ -43,6 +43,27 @@ def test_emulation_rounds_forward_and_backward_gemms_and_restores(tiny_generator
     torch.testing.assert_close(x.grad, gx_ref * 1.001, rtol=5e-3, atol=5e-3)
 
 
+@pytest.mark.parametrize("op, w_shape", [("conv_transpose2d", (4, 3, 4, 4)), ("conv2d", (3, 4, 4, 4))])
+def test_emulated_backward_is_the_conv_backward_of_rounded_operands_and_rounded_upstream(op, w_shape):
+    """Exactly (atol 0) what TF32 GEMMs compute in the backward: the fp32 conv backward fed the rounded
+    operands and the rounded upstream gradient. Catches a backward that leaves the upstream gradient
+    unrounded (the 5e-3 tolerance above cannot: the difference is ~1e-4)."""
+    import torch.nn.functional as F
+    orig = getattr(F, op)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=gen, requires_grad=True)
+    w = torch.randn(*w_shape, generator=gen, requires_grad=True)
+    with emulate_tf32():
+        y = getattr(F, op)(x, w, None, 2, 1)
+    g = torch.randn(y.shape, generator=gen)                 # an upstream gradient with full fp32 mantissas
+    assert not torch.equal(tf32_round(g), g)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    xr = tf32_round(x.detach()).requires_grad_(True)
+    wr = tf32_round(w.detach()).requires_grad_(True)
+    want_x, want_w = torch.autograd.grad(orig(xr, wr, None, 2, 1), (xr, wr), tf32_round(g))
+    assert torch.equal(gx, want_x) and torch.equal(gw, want_w)
+
+
 def test_emulated_search_drifts_a_little(tiny_generator):
     from edge_ad.models.search import search_eager
     from edge_ad.runtime.config import SearchConfig, make_z0
