@@ -252,6 +252,39 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     return out
 
 
+def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder, latent_bank: np.ndarray,
+                         bank_rows_per_frame: int, seed: int = 0, progress: Optional[Callable] = None) -> np.ndarray:
+    """Scores (N,) of the latent bank's OWN normal frames X (N, C, H, W) as unseen frames would score:
+    frame i against the bank without its rows latent_bank[i * A:(i + 1) * A] (A = bank_rows_per_frame:
+    the frame and its augmented copies, runtime.config.original_rows' frame-major layout), i.e.
+    leave-one-out; everything else as ``score_batch`` (frame i with the seed ``score_batch`` gives frame
+    0). On kinect-rgbd these scores are distributed as the val normals' (measured: Kolmogorov-Smirnov
+    p 0.3-1.0 per class and nuisance), so they add the train frames to the normal sample a threshold
+    is read from. Raises ValueError unless the bank holds A rows per frame of X, frame i's first row
+    being E(X[i])."""
+    from .encoder import encoder_latents
+    if not cfg.uses_latent_bank:
+        raise ValueError("held-out bank scores need a configuration with a latent memory (score_latent_power > 0)")
+    bank = np.asarray(latent_bank, dtype=np.float32)
+    A = int(bank_rows_per_frame)
+    if A < 1 or len(bank) != len(X) * A:
+        raise ValueError(f"a latent bank of {len(bank)} rows does not hold {A} rows for each of the {len(X)} frames")
+    own = encoder_latents(encoder, X)                                            # (N, z_dim) E(X)
+    worst = float(np.abs(own - bank[::A]).max())
+    if worst > 1e-3:
+        raise ValueError(f"the bank's rows are not E of these frames in order (max |E(x_i) - bank[i * {A}]| = "
+                         f"{worst:.3g}): held-out scores need the frames the bank was built from")
+    keep = np.ones(len(bank), bool)
+    out = np.empty(len(X))
+    frames = range(len(X))
+    for i in (progress(frames) if progress else frames):
+        keep[i * A:(i + 1) * A] = False
+        out[i] = score_batch(G, X[i:i + 1], cfg, seed=seed, encoder=encoder, latent_bank=bank[keep],
+                             bank_rows_per_frame=A)[0]
+        keep[i * A:(i + 1) * A] = True
+    return out
+
+
 def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.ndarray,
                        dtype: torch.dtype = torch.float32, latent_distances=None) -> np.ndarray:
     """z-only search (lr_theta must be 0) of B frames at once; returns their scores (B,).

@@ -106,6 +106,38 @@ def test_reference_score_batch_applies_the_factor(tiny_generator, parts):
         score_batch(tiny_generator, X, CFG, encoder=E)
 
 
+def test_held_out_bank_scores_leave_each_frame_out(tiny_generator, parts):
+    """models.search.held_out_bank_scores (the release threshold's train sample): frame i of the bank's
+    own frames scores as an unseen frame against the bank without its rows (with augmented copies: all A
+    of them), an independent nearest-neighbour check; in its own bank it would score at the floor."""
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.models.search import held_out_bank_scores, score_batch, search
+    E, bank, train, _ = parts
+    X = train[:6]
+    got = held_out_bank_scores(tiny_generator, X, CFG, E, bank[:6], 1)
+    e = encoder_latents(E, X).astype(np.float64)
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    for i in range(len(X)):
+        others = np.delete(u, i, axis=0)
+        d = ((others - u[i]) ** 2).sum(1).min()                              # nearest OTHER frame, cosine
+        plain = search(tiny_generator, X[i], CFG.replace(score_latent_power=0.0), z0=e[i:i + 1].astype(np.float32))
+        assert got[i] == pytest.approx(plain.score * max(d, CFG.latent_floor), rel=1e-5)
+    in_bank = score_batch(tiny_generator, X, CFG, encoder=E, latent_bank=bank[:6])
+    assert np.all(got > 10 * in_bank)                                         # in-bank: distance 0 -> floor
+    # A = 2 rows per frame (the frame + a mirrored copy): both rows of frame i are held out
+    mirrored = encoder_latents(E, X[:, :, :, ::-1].copy())
+    bank2 = np.stack([e.astype(np.float32), mirrored], 1).reshape(-1, e.shape[1])   # frame-major (12, z_dim)
+    got2 = held_out_bank_scores(tiny_generator, X, CFG, E, bank2, 2)
+    for i in range(len(X)):
+        keep = np.delete(bank2, [2 * i, 2 * i + 1], axis=0)
+        assert got2[i] == pytest.approx(score_batch(tiny_generator, X[i:i + 1], CFG, encoder=E, latent_bank=keep,
+                                                    bank_rows_per_frame=2)[0], rel=1e-6)
+    with pytest.raises(ValueError, match="rows for each"):
+        held_out_bank_scores(tiny_generator, X, CFG, E, bank2[:11], 2)
+    with pytest.raises(ValueError, match="not E of these frames"):
+        held_out_bank_scores(tiny_generator, X[::-1].copy(), CFG, E, bank[:6], 1)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_generator, parts):
     """A checkpoint in make_release.py's layout (scoring with encoder and latent_bank), exported with its

@@ -49,6 +49,10 @@ def main(argv=None):
                     "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'grid2' (GRID2_AUGMENT), 'mirror', or nuisance texts joined by ';'")
     ap.add_argument("--threshold-fpr", type=float, default=0.05,
                     help="calibrate the shipped threshold on the val normals at this false-alarm rate (needs --data)")
+    ap.add_argument("--threshold-normals", choices=("val", "val+train-loo"), default="val",
+                    help="normal frames the threshold is read from: the class's val frames, or those plus its "
+                         "train frames each scored against the latent bank without its own rows (leave-one-out; "
+                         "4x the sample: 400 frames)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     G = load_generator(a.generator)
@@ -108,13 +112,47 @@ def main(argv=None):
         normal_scores = scoring["val"].pop("normal_scores")
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
         if a.threshold_fpr:
-            from edge_ad.models.evaluate import calibrate_threshold
-            scoring["threshold"] = {"value": calibrate_threshold(normal_scores, a.threshold_fpr),
-                                    "target_fpr": a.threshold_fpr, "n_normal": len(normal_scores),
-                                    "normal": f"kinect-rgbd {a.cls} val", "search": cfg.to_dict()}
-            print(f"threshold: {scoring['threshold']['value']:.6g} at {a.threshold_fpr} false alarms on the val normals")
+            scoring["threshold"] = release_threshold(G, E, cfg, a, normal_scores, scoring)
+            print(f"threshold: {scoring['threshold']['value']:.6g} at {a.threshold_fpr} false alarms on "
+                  f"{scoring['threshold']['normal']}")
     save_checkpoint(a.out, G, preprocess=G.preprocess, train=train, scoring=scoring)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
+
+
+def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
+    """The shipped threshold: the (1 - a.threshold_fpr) quantile of the normal scores ("higher"), read from
+    the val normals, or (--threshold-normals val+train-loo) from those plus the train frames scored
+    leave-one-out (models.search.held_out_bank_scores), with the two samples' quantiles recorded side by
+    side so that a reader can check they agree."""
+    import numpy as np
+
+    from edge_ad.models.evaluate import calibrate_threshold
+    val = np.asarray(val_normal_scores, float)
+    thr = {"target_fpr": a.threshold_fpr, "search": cfg.to_dict()}
+    if a.threshold_normals == "val":
+        return {"value": calibrate_threshold(val, a.threshold_fpr), "n_normal": len(val),
+                "normal": f"kinect-rgbd {a.cls} val", **thr}
+    from tqdm import tqdm
+
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.search import held_out_bank_scores
+    if scoring["latent_bank"] is None:
+        raise SystemExit("--threshold-normals val+train-loo needs a configuration with a latent bank")
+    X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
+    rows = rows_per_frame_of((scoring["latent_bank_info"] or {}).get("augment"))
+    loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), rows,
+                               progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"))
+    value = calibrate_threshold(np.concatenate([val, loo]), a.threshold_fpr)
+    q = [50, 90, 95]
+    return {"value": value, "n_normal": len(val) + len(loo),
+            "normal": (f"kinect-rgbd {a.cls} val ({len(val)} frames) + train ({len(loo)} frames, each scored "
+                       "against the latent bank without its own rows: leave-one-out)"),
+            "samples": {"val": {"n": len(val), "percentiles": dict(zip(map(str, q), np.percentile(val, q).tolist())),
+                                "false_alarm_rate": float((val > value).mean())},
+                        "train_leave_one_out": {"n": len(loo),
+                                                "percentiles": dict(zip(map(str, q), np.percentile(loo, q).tolist())),
+                                                "false_alarm_rate": float((loo > value).mean())}},
+            **thr}
 
 
 def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:
