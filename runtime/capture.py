@@ -7,6 +7,13 @@
   logged.
 * A frame that cannot be read or scored (``Frame.error``, ``FrameError``) is logged with its reason
   and the run goes on.
+* An ``on_result`` / ``on_error`` hook that raises (``--save-anomalies`` on a full disk, a viewer or
+  publisher that went away) never ends the run: a ``hook_failed`` event names the hook and the
+  error, the frame's line stays written
+  and the hook is called again for later frames (a disk that was full may be freed; one odd frame
+  does not stop the pictures of the others). A hook failing frame after frame writes one event,
+  not one per frame (another one only after it worked again); the summary counts the failures
+  per hook (``hook_failures``).
 * Sensor faults (dead depth, black / saturated / noise colour, a stuck camera; ``sensor_faults.py``,
   limits in the model's preprocessing spec) and frames over ``max_pixels`` are reported as
   ``error`` lines naming the fault, never scored.
@@ -184,12 +191,53 @@ class _Signals:
             signal.signal(sig, old)
 
 
+def hook_name(hook) -> str:
+    """How events name a hook: its ``name`` attribute, else its function or class name."""
+    name = getattr(hook, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(hook, "__name__", None) or type(hook).__name__
+
+
+class _Hooks:
+    """The ``on_result`` / ``on_error`` hooks of a run; one that raises is reported and called
+    again next frame. ``failures`` (hook name -> frames on which it raised) may be shared."""
+
+    def __init__(self, hooks, failures: dict):
+        if hooks is None:
+            hooks = []
+        elif callable(hooks):
+            hooks = [hooks]
+        self.hooks = [(h, hook_name(h)) for h in hooks]
+        self.failures = failures
+        self._failing: set = set()    # hooks whose last call raised (no new event until one works)
+
+    def call(self, args: tuple, emit, log: Log) -> None:
+        """Call every hook with ``args`` (``args[0]``: the frame's record)."""
+        rec = args[0]
+        for hook, name in self.hooks:
+            try:
+                hook(*args)
+            except Exception as e:   # a picture, a viewer, a publisher: never worth the run
+                self.failures[name] = self.failures.get(name, 0) + 1
+                if name in self._failing:
+                    continue
+                self._failing.add(name)
+                err = f"{type(e).__name__}: {e}"
+                emit({"type": "event", "event": "hook_failed", "time": time.time(), "hook": name,
+                      "frame": rec.get("frame"), "index": rec.get("index"), "error": err})
+                log(f"frame {rec.get('frame')}: {name} failed: {err} (the run goes on; {name} is tried "
+                    "again on the next frame)")
+            else:
+                self._failing.discard(name)
+
+
 def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 out: Optional[os.PathLike] = None, max_frames: Optional[int] = None,
                 seed: int = 0, z0: Optional[np.ndarray] = None,
                 reopen: Optional[Callable[[], Source]] = None,
-                on_result: Optional[Callable[[dict, Frame, object], None]] = None,
-                on_error: Optional[Callable[[dict, Frame], None]] = None,
+                on_result=None,
+                on_error=None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
@@ -212,6 +260,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     ``stop_grace`` (s): how long a frame in flight may still run after a stop request.
     ``rotate_bytes``: rotate ``out`` past this size. ``max_pixels``: larger frames are refused
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
+    ``on_result`` / ``on_error`` may also be lists of hooks; an Exception in a hook is reported
+    (``hook_failed`` event), never fatal (see the module docstring).
     """
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
@@ -224,6 +274,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     truth = TruthTally()  # score vs the source's ground truth (synth://, labelled folders)
     t_start = time.perf_counter()
     state = {"source": source}
+    hook_failures: dict = {}
+    result_hooks, error_hooks = _Hooks(on_result, hook_failures), _Hooks(on_error, hook_failures)
     first_index = index = writer.next_index
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}")
@@ -239,8 +291,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             st.faults[fault] = st.faults.get(fault, 0) + 1
         emit(rec)
         log(f"frame {base['frame']}: skipped: {msg}")
-        if on_error is not None:
-            on_error(rec, fr)
+        error_hooks.call((rec, fr), emit, log)
 
     def score_frame(fr: Frame, ready_at: float, capture_ms: float):
         nonlocal index
@@ -286,11 +337,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             why = "interrupted (second signal)" if isinstance(e, KeyboardInterrupt) else str(e)
             rec = {"type": "error", **base, "error": f"not scored: {why}", "fatal": True}
             emit(rec)
-            if on_error is not None:   # the run ends: still tell the consumer this frame was not scored
-                try:
-                    on_error(rec, fr)
-                except Exception as hook_err:
-                    log(f"on_error hook failed: {type(hook_err).__name__}: {hook_err}")
+            error_hooks.call((rec, fr), emit, log)  # the run ends: still tell the consumer this frame was not scored
             raise
         total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
         tm = timings_ms(res)
@@ -320,8 +367,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
             truth.add(s, rec["truth"]["anomalous"], anomalous)
         emit(rec)
-        if on_result is not None:
-            on_result(rec, fr, res)
+        result_hooks.call((rec, fr, res), emit, log)
 
     def done() -> bool:
         if stop.is_set():
@@ -427,7 +473,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             st.stopped = "frame_timeout"
             st.fatal_error = f"frame {st.abandoned_frame}: {e}"
             log(f"fatal: {st.fatal_error}")
-        except BaseException as e:  # MemoryError, a backend failure, an exception in a callback
+        except BaseException as e:  # MemoryError, a backend failure, a bug in the loop
             import traceback
             st.stopped = "fatal"
             st.fatal_error = f"{type(e).__name__}: {e}"
@@ -442,6 +488,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             worker.close()
             summary = _summary(st, state["source"], scorer, threshold, time.perf_counter() - t_start,
                                first_index, index, writer)
+            if hook_failures:
+                summary["hook_failures"] = dict(hook_failures)
             if len(truth):                               # AUROC, recall, false-alarm rate vs truth
                 summary["truth"] = truth.metrics()
             try:

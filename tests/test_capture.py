@@ -222,3 +222,31 @@ def test_sigkill_loses_at_most_the_line_in_flight(tmp_path):
     recs = [json.loads(x) for x in complete]  # every complete line parses
     assert len(recs) >= 6 and all(r["type"] == "frame" for r in recs)
     assert [r["index"] for r in recs] == list(range(len(recs)))  # none missing in between
+
+
+def test_a_raising_hook_is_reported_and_the_run_goes_on(tmp_path):
+    """A hook raising OSError from frame 1 on (a full disk): every frame is scored and written, the
+    other hook still sees every frame, one hook_failed event for the failing streak (not one per
+    frame), a second one when it fails again after it worked, the failures counted in the summary."""
+    out = tmp_path / "r.jsonl"
+    seen = []
+
+    def save_pictures(rec, fr, res):
+        if rec["index"] in (1, 2, 3, 5):
+            raise OSError(28, "No space left on device")
+
+    def count(rec, fr, res):
+        seen.append(rec["index"])
+
+    s = run_capture(open_source("synth://?n=7&seed=3"), FakeScorer(), threshold=0.5, out=out,
+                    on_result=[save_pictures, count], handle_signals=False)
+    lines = read_lines(out)
+    assert [r["index"] for r in lines if r["type"] == "frame"] == list(range(7)) == seen
+    events = [r for r in lines if r.get("event") == "hook_failed"]
+    assert [(e["hook"], e["index"]) for e in events] == [("save_pictures", 1), ("save_pictures", 5)]
+    assert events[0]["error"] == "OSError: [Errno 28] No space left on device"
+    assert s["stopped"] == "end" and "fatal_error" not in s and s["frames_scored"] == 7
+    assert s["hook_failures"] == {"save_pictures": 4} and s["frame_errors"] == 0
+    # a run whose hooks all work has no hook_failures in its summary
+    s = run_capture(open_source("synth://?n=2&seed=3"), FakeScorer(), on_result=count, handle_signals=False)
+    assert "hook_failures" not in s

@@ -155,27 +155,34 @@ def _ort_failure():
     raise AssertionError("onnxruntime accepted an int64 input for a float graph")
 
 
-@pytest.mark.parametrize("kind", ["memory", "onnxruntime", "callback"])
+@pytest.mark.parametrize("kind", ["memory", "onnxruntime"])
 def test_summary_says_fatal_with_its_reason(tmp_path, kind):
     out = tmp_path / "r.jsonl"
-    hook = None
     if kind == "memory":
         sc = Failing(MemoryError("cannot allocate 6.2 GB"))
-    elif kind == "onnxruntime":
-        sc = Failing(_ort_failure())
     else:
-        sc = FakeScorer()
-
-        def hook(rec, fr, res):
-            if rec["index"] == 2:
-                raise KeyError("callback bug")
-    s = run_capture(open_source("synth://?n=6&seed=1"), sc, out=out, on_result=hook, handle_signals=False)
+        sc = Failing(_ort_failure())
+    s = run_capture(open_source("synth://?n=6&seed=1"), sc, out=out, handle_signals=False)
     lines = read_lines(out)
     assert lines[-1] == s and s["stopped"] == "fatal"
-    expect = {"memory": "MemoryError: cannot allocate", "onnxruntime": "INVALID_ARGUMENT",
-              "callback": "KeyError: 'callback bug'"}[kind]
+    expect = {"memory": "MemoryError: cannot allocate", "onnxruntime": "INVALID_ARGUMENT"}[kind]
     assert expect in s["fatal_error"], s["fatal_error"]
-    assert s["frames_scored"] == (3 if kind == "callback" else 2) == sum(r["type"] == "frame" for r in lines)
+    assert s["frames_scored"] == 2 == sum(r["type"] == "frame" for r in lines)
+
+
+def test_a_bug_in_a_callback_is_not_fatal(tmp_path):
+    """An exception in an on_result hook (here a KeyError) is a hook_failed event: the run scores
+    every frame and ends normally (test_capture.py has the full-disk case)."""
+    out = tmp_path / "r.jsonl"
+
+    def hook(rec, fr, res):
+        if rec["index"] == 2:
+            raise KeyError("callback bug")
+    s = run_capture(open_source("synth://?n=6&seed=1"), FakeScorer(), out=out, on_result=hook, handle_signals=False)
+    lines = read_lines(out)
+    assert lines[-1] == s and s["stopped"] == "end" and s["frames_scored"] == 6
+    ev = [r for r in lines if r.get("event") == "hook_failed"]
+    assert len(ev) == 1 and ev[0]["error"] == "KeyError: 'callback bug'" and ev[0]["hook"] == "hook"
 
 
 def test_cli_fatal_exit_status_and_message(tmp_path):

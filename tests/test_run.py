@@ -98,15 +98,76 @@ def test_save_anomalies_writes_pictures(tmp_path, stub):
     r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.86", "--out", str(out),
                 "--save-anomalies", str(tmp_path / "anom"), "-q"])
     assert r.exit_code == 0, r.output
-    flagged = [x["frame"] for x in lines(out) if x["type"] == "frame" and x["anomalous"]]
+    flagged = [(x["index"], x["frame"]) for x in lines(out) if x["type"] == "frame" and x["anomalous"]]
     assert 0 < len(flagged) < 6  # threshold chosen so some frames are flagged and some not
     from PIL import Image
-    for fid in flagged:
+    for index, fid in flagged:
         for part in ("rgb", "depth", "recon", "error", "overlay"):
-            p = tmp_path / "anom" / f"{fid}_{part}.png"
+            p = tmp_path / "anom" / f"{index:08d}_{fid}_{part}.png"
             assert p.is_file(), p
-        assert Image.open(tmp_path / "anom" / f"{fid}_overlay.png").size == (5 * 64 * 4, 64 * 4)
+        assert Image.open(tmp_path / "anom" / f"{index:08d}_{fid}_overlay.png").size == (5 * 64 * 4, 64 * 4)
     assert len(list((tmp_path / "anom").iterdir())) == 5 * len(flagged)
+
+
+def test_save_anomalies_never_overwrites_an_earlier_run(tmp_path, stub):
+    """Two runs without --out into the same directory: the same frame ids and indices, and still
+    2 x N pictures, the first run's bytes unchanged."""
+    anom = tmp_path / "anom"
+    args = ["--source", "synth://?n=6&seed=4", "--threshold", "0.86", "--save-anomalies", str(anom), "-q"]
+    assert invoke(args).exit_code == 0
+    first = {p.name: p.read_bytes() for p in anom.iterdir()}
+    assert first and len(first) % 5 == 0
+    assert invoke(args).exit_code == 0
+    after = {p.name: p.read_bytes() for p in anom.iterdir()}
+    assert len(after) == 2 * len(first)
+    assert all(after[name] == data for name, data in first.items())        # the first run's files kept
+    second = sorted(set(after) - set(first))
+    assert all("-2_" in name for name in second), second                     # <index>_<frame>-2_<part>.png
+
+
+def test_save_anomalies_long_frame_id(tmp_path, stub):
+    """A frame id longer than a file name may be is shortened in the picture's name."""
+    from edge_ad.runtime.sources import Frame
+    long_id = "x" * 245
+    rec = {"frame": long_id, "index": 7, "anomalous": True}
+    saver = run_cmd.AnomalySaver(str(tmp_path / "anom"), stub.preprocess)
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    depth = np.full((64, 64), 100, np.uint8)
+    res = stub.score(rgb, depth)
+    saver(rec, Frame(long_id, rgb, depth), res)
+    names = sorted(p.name for p in (tmp_path / "anom").iterdir())
+    assert len(names) == 5 and all(n.startswith("00000007_" + "x" * 80 + "_") for n in names), names
+
+
+def test_a_failing_picture_hook_does_not_end_the_run(tmp_path, stub, monkeypatch):
+    """--save-anomalies on a full disk (OSError on the first picture): every frame is still scored,
+    one hook_failed event names the hook and the error, the exit status is a normal run's (0), and
+    the hook is tried again (pictures of later frames are written once the disk has room)."""
+    import errno
+    calls = {"n": 0}
+    real = run_cmd._save_png
+
+    def full_then_free(img, path):
+        calls["n"] += 1
+        if calls["n"] == 1:          # the first flagged frame's first picture: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(img, path)
+
+    monkeypatch.setattr(run_cmd, "_save_png", full_then_free)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(out),
+                "--save-anomalies", str(tmp_path / "anom"), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    recs = lines(out)
+    frames = [x for x in recs if x["type"] == "frame"]
+    assert len(frames) == 6 and sum(x["anomalous"] for x in frames) >= 2
+    events = [x for x in recs if x.get("event") == "hook_failed"]
+    assert len(events) == 1 and events[0]["hook"] == "--save-anomalies"
+    assert "No space left on device" in events[0]["error"]
+    assert events[0]["frame"] == [x for x in frames if x["anomalous"]][0]["frame"]
+    assert recs[-1]["stopped"] == "end" and recs[-1]["hook_failures"] == {"--save-anomalies": 1}
+    assert len(list((tmp_path / "anom").iterdir())) == 5 * (sum(x["anomalous"] for x in frames) - 1)
+    assert "hook failures --save-anomalies 1" in r.output
 
 
 def test_camera_without_camera_fails_at_once(stub):

@@ -74,12 +74,34 @@ def overlay(x: np.ndarray, recon: np.ndarray, err: np.ndarray, spec, scale: int 
     return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+def _safe(name: str, max_chars: int = 80) -> str:
+    """A frame id as part of a file name: ASCII letters, digits, '-_.' (others become '_'), at most
+    ``max_chars`` long (a file name has at most 255 bytes)."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in str(name))[:max_chars]
+
+
+def _save_png(img, path: Path) -> None:
+    """Write ``img`` (a PIL image) to a new file ``path``; an existing file is never replaced
+    (FileExistsError) and a file that could not be finished (a full disk) is removed."""
+    with open(path, "xb") as f:
+        try:
+            img.save(f, format="PNG")
+        except BaseException:
+            f.close()
+            path.unlink(missing_ok=True)
+            raise
 
 
 class AnomalySaver:
-    """Writes <dir>/<frame>_{rgb,depth,recon,error,overlay}.png for each flagged frame."""
+    """Writes <dir>/<index>_<frame>_{rgb,depth,recon,error,overlay}.png for each flagged frame
+    (``index``: the results' frame index, 8 digits, so the files sort in run order).
+
+    Never overwrites: when a picture of that name exists (another run into the same directory
+    without --out, or a camera whose frame numbers restarted), the name gets ``-2``, ``-3``, ...
+    before the part name."""
+
+    name = "--save-anomalies"
+    PARTS = ("rgb", "depth", "recon", "error", "overlay")
 
     def __init__(self, out_dir: str, spec):
         self.dir = Path(out_dir)
@@ -87,30 +109,46 @@ class AnomalySaver:
         self.spec = spec
         self.saved = 0
 
+    def free_stem(self, rec: dict) -> Path:
+        """<dir>/<index>_<frame>[-n]: the first name none of whose pictures exists."""
+        base = f"{int(rec.get('index', 0)):08d}_{_safe(rec['frame'])}"
+        n = 1
+        while True:
+            stem = base if n == 1 else f"{base}-{n}"
+            if not any((self.dir / f"{stem}_{part}.png").exists() for part in self.PARTS):
+                return self.dir / stem
+            n += 1
+
     def __call__(self, rec: dict, frame, res) -> None:
         if not rec.get("anomalous"):
             return
         from PIL import Image
-        from edge_ad.runtime.preprocess import preprocess, to_display
-        stem = self.dir / _safe(rec["frame"])
-        Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)).save(f"{stem}_rgb.png")
-        Image.fromarray(np.asarray(frame.depth)).save(f"{stem}_depth.png")  # uint8 or uint16 mm
         from edge_ad.runtime.capture import best_reconstruction
+        from edge_ad.runtime.preprocess import preprocess, to_display
         recon = best_reconstruction(res)
         if recon is None:
             raise click.ClickException("--save-anomalies: the scorer returned no reconstruction")
         recon = recon.astype(np.float32)
         rrgb, rdep = to_display(recon, self.spec)
-        Image.fromarray(np.concatenate([rrgb, grey3(rdep)], axis=1)).save(f"{stem}_recon.png")
-        Image.fromarray(heatmap(res.error_map)).resize(
-            (4 * res.error_map.shape[1], 4 * res.error_map.shape[0]), Image.NEAREST).save(f"{stem}_error.png")
         x = preprocess(frame.rgb, frame.depth, self.spec)
-        Image.fromarray(overlay(x, recon, res.error_map, self.spec)).save(f"{stem}_overlay.png")
+        pictures = {
+            "rgb": Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)),
+            "depth": Image.fromarray(np.asarray(frame.depth)),  # uint8 or uint16 mm
+            "recon": Image.fromarray(np.concatenate([rrgb, grey3(rdep)], axis=1)),
+            "error": Image.fromarray(heatmap(res.error_map)).resize(
+                (4 * res.error_map.shape[1], 4 * res.error_map.shape[0]), Image.NEAREST),
+            "overlay": Image.fromarray(overlay(x, recon, res.error_map, self.spec)),
+        }
+        stem = self.free_stem(rec)
+        for part in self.PARTS:
+            _save_png(pictures[part], Path(f"{stem}_{part}.png"))
         self.saved += 1
 
 
 class Display:
     """An OpenCV window with input, reconstruction and error map; q/Esc stops the run."""
+
+    name = "--display"
 
     def __init__(self, spec, stop: threading.Event):
         try:
@@ -146,6 +184,8 @@ class Display:
 
 class Status:
     """Live status on stderr: a rich line on a terminal, a plain line every few seconds otherwise."""
+
+    name = "status"
 
     def __init__(self, quiet: bool, source_uri: str):
         self.quiet, self.uri = quiet, source_uri
@@ -203,6 +243,8 @@ def _summary_text(s: dict) -> str:
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
     if s.get("sensor_faults"):
         parts.append("sensor faults " + ", ".join(f"{k} {v}" for k, v in sorted(s["sensor_faults"].items())))
+    if s.get("hook_failures"):  # a picture or viewer hook that raised (hook_failed events in the results)
+        parts.append("hook failures " + ", ".join(f"{k} {v}" for k, v in sorted(s["hook_failures"].items())))
     if s["outages"]:
         parts.append(f"{s['outages']} outage(s), {s['outage_s']:.1f} s")
     text = f"summary ({s['stopped']}): " + ", ".join(parts)
@@ -235,7 +277,8 @@ def _accepts(fn, name: str) -> bool:
               "(never overwritten: a restart continues the frame index).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N scored frames.")
 @click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
-              help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame.")
+              help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame as "
+                   "DIR/<index>_<frame>_<part>.png (never overwritten: a name in use gets -2, -3, ...).")
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
 @click.option("--sheet", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="When the run ends, write a contact sheet: flagged frames and the lowest-scoring "
@@ -332,10 +375,6 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)
 
-    def on_result(rec, frame, res):
-        for h in hooks:
-            h(rec, frame, res)
-
     # pictures need the reconstruction: ask for it where the scorer keeps it only on request
     score_kwargs = ({"keep_reconstructions": True}
                     if (save_anomalies or display or sheet or rerun_target) and _accepts(scorer.score, "keep_reconstructions") else {})
@@ -343,7 +382,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
                               seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
                               reopen=opener if getattr(source, "live", False) else None,
-                              on_result=on_result, log=status.log, stop=stop,
+                              on_result=hooks, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
                               rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6))
     except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
