@@ -5,7 +5,11 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
 * the file is opened for appending; the last intact line that carries an ``index`` tells the
   restarted run where the frame count continues (``ResultWriter.next_index``);
 * a torn last line (a process killed mid-write) is cut off the file and kept, verbatim, in a
-  ``resumed`` event, so every line of the file stays valid JSON and nothing is lost;
+  ``resumed`` event, so every line of the file stays valid JSON and nothing is lost. Only a tail
+  that looks like one of our lines cut short counts as torn: shorter than TORN_MAX bytes and
+  starting like ``{"type": "`` (NUL bytes a power cut left after it are dropped). Any other file
+  that does not end in a newline (not a results file, or someone else's data) is refused with
+  ResultsFileError naming the file and what its end holds, and left byte for byte unchanged;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file).
@@ -22,6 +26,12 @@ from pathlib import Path
 from typing import Optional
 
 TAIL_BYTES = 1 << 16   # how much of a file's end is read to find its last intact line
+TORN_MAX = 1 << 14     # the longest tail taken for a torn line (our lines: < 1 KB, summaries < 4 KB)
+LINE_START = b'{"type": "'   # how every line a ResultWriter writes begins (json.dumps of a dict with "type" first)
+
+
+class ResultsFileError(ValueError):
+    """An existing --out file that a run must not append to (it does not end like a results file)."""
 
 
 def rotated_files(path: os.PathLike) -> list:
@@ -37,8 +47,8 @@ def rotated_files(path: os.PathLike) -> list:
     return [p for _, p in sorted(found)]
 
 
-def torn_tail(path: os.PathLike) -> bytes:
-    """The bytes after the file's last newline: a line a killed writer did not finish (b"" if none)."""
+def tail_size(path: os.PathLike) -> int:
+    """How many bytes follow the file's last newline (the whole size when it has none)."""
     path = Path(path)
     end = size = path.stat().st_size
     with open(path, "rb") as f:
@@ -47,11 +57,31 @@ def torn_tail(path: os.PathLike) -> bytes:
             f.seek(start)
             cut = f.read(end - start).rfind(b"\n")
             if cut >= 0:
-                f.seek(start + cut + 1)
-                return f.read(size - start - cut - 1)
+                return size - start - cut - 1
             end = start
-        f.seek(0)
-        return f.read()
+    return size
+
+
+def torn_tail(path: os.PathLike, limit: Optional[int] = None) -> bytes:
+    """The bytes after the file's last newline: a line a killed writer did not finish (b"" if none);
+    at most the first ``limit`` of them when given."""
+    path = Path(path)
+    size, n = path.stat().st_size, tail_size(path)
+    with open(path, "rb") as f:
+        f.seek(size - n)
+        return f.read(n if limit is None else min(n, limit))
+
+
+def torn_problem(tail_bytes: int, head: bytes) -> Optional[str]:
+    """Why a tail of ``tail_bytes`` bytes without a newline, beginning with ``head``, is not a
+    line of ours cut short (None when it is one)."""
+    if tail_bytes > TORN_MAX:
+        return (f"its last {tail_bytes} bytes have no newline (a line torn by a kill is < {TORN_MAX} bytes), "
+                f"starting {head[:40]!r}")
+    text = head.rstrip(b"\0")     # a power cut can leave NUL bytes after the last write
+    if not (text.startswith(LINE_START) or LINE_START.startswith(text)):
+        return f"it ends in {tail_bytes} bytes without a newline that do not start like a results line: {head[:40]!r}"
+    return None
 
 
 def last_index(path: os.PathLike) -> Optional[int]:
@@ -105,8 +135,8 @@ class ResultWriter:
         self._f = open(self.path, "a", encoding="utf-8")
         self._size = self._f.tell()
         if self.resumed is not None:
-            if torn:  # (a result line is < 1 KB; a longer torn tail is garbage: its start is kept)
-                self.resumed["torn_line"] = torn[:TAIL_BYTES].decode("utf-8", errors="replace")
+            if torn:  # (< TORN_MAX bytes: longer tails are refused in _resume)
+                self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
             self.write(self.resumed)
 
     def _resume(self) -> bytes:
@@ -115,7 +145,14 @@ class ResultWriter:
         candidates += list(reversed(rotated_files(self.path)))
         torn = b""
         if self.path.exists() and self.path.stat().st_size:
-            torn = torn_tail(self.path)
+            n = tail_size(self.path)
+            head = torn_tail(self.path, limit=TORN_MAX + 1) if n else b""
+            problem = torn_problem(n, head) if n else None
+            if problem is not None:   # not a torn line of ours: never cut, never appended to
+                raise ResultsFileError(
+                    f"{self.path} does not look like an edge-ad results file: {problem}. Left unchanged; "
+                    "move it away or give another --out")
+            torn = torn_tail(self.path) if n else b""
             if torn:  # a line cut by a kill: move it out of the file into the resumed event
                 with open(self.path, "r+b") as f:
                     f.truncate(self.path.stat().st_size - len(torn))

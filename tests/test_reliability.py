@@ -437,3 +437,35 @@ def test_frame_size_limit_in_ros_messages():
     raw = SimpleNamespace(encoding="rgb8", height=20000, width=20000, step=60000, is_bigendian=0, data=b"")
     with pytest.raises(FrameError, match="exceeds the frame-size limit"):
         msgconv.msg_to_rgb(raw)
+
+
+def test_an_out_file_that_is_not_a_results_file_is_refused_unchanged(tmp_path):
+    """--out naming a 200 KB file without a trailing newline (not a torn line of ours): refused with an
+    error naming the file and what its end holds, every byte unchanged (the old code cut it to 64 KiB).
+    A short tail that is not one of our lines is refused too; a torn line followed by the NUL bytes of
+    a power cut is taken as torn."""
+    from edge_ad.runtime.results import ResultsFileError, ResultWriter
+    out = tmp_path / "notes.jsonl"
+    data = bytes(range(32, 127)) * (200_000 // 95)            # 200 KB, no newline
+    out.write_bytes(data)
+    with pytest.raises(ResultsFileError, match=f"notes.jsonl.*{len(data)} bytes have no newline"):
+        run_capture(open_source("synth://?n=2&seed=1"), FakeScorer(), out=out, handle_signals=False)
+    assert out.read_bytes() == data
+    lines_ok = b'{"type": "frame", "index": 0}\n' * 3
+    for tail in (b"hello, not ours", b'{"a": 1}'):
+        out.write_bytes(lines_ok + tail)
+        with pytest.raises(ResultsFileError, match="do not start like a results line"):
+            ResultWriter(out)
+        assert out.read_bytes() == lines_ok + tail
+    torn = b'{"type": "frame", "ind' + b"\0" * 4096            # torn mid-line, then a power cut's zeros
+    out.write_bytes(lines_ok + torn)
+    w = ResultWriter(out)
+    w.close()
+    assert w.next_index == 1 and out.read_bytes().startswith(lines_ok)
+    assert w.resumed["torn_bytes"] == len(torn)
+    from click.testing import CliRunner
+    from edge_ad.commands import run as run_cmd
+    out.write_bytes(data)
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(out), "-q"])
+    assert r.exit_code == 1 and "does not look like an edge-ad results file" in r.output and str(out) in r.output
+    assert out.read_bytes() == data

@@ -314,6 +314,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     """
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
+    from edge_ad.runtime.results import ResultsFileError
     from edge_ad.runtime.sources import SourceError, open_camera, open_source
 
     if camera and source_uri:
@@ -388,6 +389,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
         source.close()
         raise click.ClickException(f"cannot write results to {out}: {e}")
+    except ResultsFileError as e:  # --out is some other file: refused, left unchanged
+        source.close()
+        raise click.ClickException(str(e))
     finally:
         status.close()
         if disp is not None:
