@@ -9,9 +9,8 @@
   and the run goes on.
 * An ``on_result`` / ``on_error`` hook that raises (``--save-anomalies`` on a full disk, a viewer or
   publisher that went away) never ends the run: a ``hook_failed`` event names the hook and the
-  error, the frame's line stays written
-  and the hook is called again for later frames (a disk that was full may be freed; one odd frame
-  does not stop the pictures of the others). A hook failing frame after frame writes one event,
+  error, the frame's line stays written and the hook is called again for later frames (a disk
+  that was full may be freed; one odd frame does not stop the pictures of the others). A hook failing frame after frame writes one event,
   not one per frame (another one only after it worked again); the summary counts the failures
   per hook (``hook_failures``).
 * Sensor faults (dead depth, black / saturated / noise colour, a stuck camera; ``sensor_faults.py``,

@@ -250,3 +250,27 @@ def test_a_raising_hook_is_reported_and_the_run_goes_on(tmp_path):
     # a run whose hooks all work has no hook_failures in its summary
     s = run_capture(open_source("synth://?n=2&seed=3"), FakeScorer(), on_result=count, handle_signals=False)
     assert "hook_failures" not in s
+
+
+def test_a_raising_error_hook_is_reported_and_the_run_goes_on(tmp_path):
+    """on_error hooks (the ROS node's fault publisher) get the same protection as on_result hooks."""
+    goods = list(open_source("synth://?n=2&seed=1"))
+
+    class WithBad(Source):
+        uri = "with-bad"
+
+        def __iter__(self):
+            yield goods[0]
+            yield Frame("unreadable", None, None, error="unreadable RGB x.jpg")
+            yield goods[1]
+
+    def publish_fault(rec, fr):
+        raise RuntimeError("publisher gone")
+
+    out = tmp_path / "r.jsonl"
+    s = run_capture(WithBad(), FakeScorer(), out=out, on_error=publish_fault, handle_signals=False)
+    lines = read_lines(out)
+    assert s["stopped"] == "end" and s["frames_scored"] == 2 and s["frame_errors"] == 1
+    ev = [r for r in lines if r.get("event") == "hook_failed"]
+    assert len(ev) == 1 and ev[0]["hook"] == "publish_fault" and ev[0]["frame"] == "unreadable"
+    assert s["hook_failures"] == {"publish_fault": 1}
