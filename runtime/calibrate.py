@@ -3,7 +3,10 @@
     new_manifest = calibrate_model("model_dir", frames, "model_dir-scene", fpr=0.05, source="recording.bag")
 
 What the scoring needs per scene is rebuilt with the exported graphs (encoder.onnx and the search's
-graphs through ``Scorer``), and a NEW model directory is written; the original is never touched:
+graphs through ``Scorer``), and a NEW model directory is written (never inside the original, which is
+never touched). Only frames ``edge-ad run`` would score as normal scene frames are used (``read_scene``):
+sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``) and
+frames the source labels anomalous are dropped and counted.
 
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
@@ -31,9 +34,11 @@ graphs through ``Scorer``), and a NEW model directory is written; the original i
                 kinect-rgbd: the first 50 val frames' 95th percentile is 2.5x below the last 50's on sphere).
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
-frames read / used / unreadable / unscorable, date, target rate, the original model and its
-manifest's sha256) updated, and the sha256 of every file recomputed. The directory is written under
-a temporary name and renamed when complete, then verified as ``Scorer.load`` would.
+frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous,
+date, target rate, the original model, its manifest's sha256 and the key that signed it when checked)
+updated, and the sha256 of every file recomputed. The directory is written under a temporary name,
+verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
+cover the new manifest: the new directory is unsigned unless signed with ``sign_key``.
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
+from .sensor_faults import SensorFaultDetector
 
 MIN_FRAMES = 20
 DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's)
@@ -69,9 +75,13 @@ def _quantile_threshold(scores: np.ndarray, fpr: float) -> float:
 
 
 def _check_out(model_dir: Path, out_dir: Path) -> None:
-    if out_dir.resolve() == model_dir.resolve():
+    model, out = model_dir.resolve(), out_dir.resolve()
+    if out == model:
         raise CalibrationError(f"--out {out_dir} is the model directory itself; calibration writes a NEW directory "
                                "and never changes the original")
+    if model in out.parents:
+        raise CalibrationError(f"--out {out_dir} is inside the model directory {model_dir}; calibration never "
+                               "changes the original: choose a directory outside it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise CalibrationError(f"--out {out_dir} already exists and is not empty; choose a new directory "
                                "(calibrated models are never overwritten)")
@@ -79,10 +89,21 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
 
 def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None) -> dict:
     """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
-    "read", "unreadable", "unscorable", "reasons"}. ``frames`` yields runtime.sources Frames."""
+    "read", "unreadable", "unscorable", "faulty", "faults" {fault name: frames}, "skipped_anomalous",
+    "reasons"}. ``frames`` yields runtime.sources Frames.
+
+    A frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
+    cannot be read or preprocessed are dropped, so are sensor faults (``SensorFaultDetector`` with the
+    model's limits, fed every readable frame in order as a run does: a black or blinded colour
+    sensor, no depth, colour noise, and a stuck camera's repeats, of which only the first counts) and
+    frames the source labels anomalous (``meta["anomalous"]``: synth://, a labelled folder such as
+    ``folder://DATA?normal=CLASS``). ``progress(read, usable, dropped)`` after each frame, ``dropped``
+    {reason: frames} of the reasons seen so far."""
     ids, u8 = [], []
-    read = unreadable = unscorable = 0
+    read = unreadable = unscorable = faulty = skipped_anomalous = 0
+    faults_seen: dict = {}
     reasons = []
+    detector = SensorFaultDetector(spec)
     for fr in frames:
         if max_frames is not None and read >= max_frames:
             break
@@ -91,16 +112,36 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
             unreadable += 1
             reasons.append(f"{fr.id}: {fr.error or 'no image'}")
         else:
+            anomalous = bool((getattr(fr, "meta", None) or {}).get("anomalous"))    # the source's truth
             try:
-                u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
-                ids.append(fr.id)
+                faults = detector.check(fr.rgb, fr.depth)     # every readable frame, in order, as a run does
+                if anomalous:
+                    skipped_anomalous += 1
+                elif faults:
+                    faulty += 1
+                    faults_seen[faults[0].name] = faults_seen.get(faults[0].name, 0) + 1
+                    reasons.append(f"{fr.id}: " + "; ".join(str(f) for f in faults))
+                else:
+                    u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
+                    ids.append(fr.id)
             except (FrameError, ValueError) as e:
-                unscorable += 1
-                reasons.append(f"{fr.id}: {e}")
+                if anomalous:
+                    skipped_anomalous += 1
+                else:
+                    unscorable += 1
+                    reasons.append(f"{fr.id}: {e}")
         if progress is not None:
-            progress(read, len(ids))
+            progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous))
     return {"ids": ids, "u8": u8, "read": read, "unreadable": unreadable, "unscorable": unscorable,
-            "reasons": reasons}
+            "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous, "reasons": reasons}
+
+
+def _dropped(unreadable: int, unscorable: int, faulty: int, faults: dict, anomalous: int) -> dict:
+    """{reason: frames} of the frames read_scene dropped, only the reasons that occurred."""
+    out = {"unreadable": unreadable, "could not be scored": unscorable,
+           "sensor faults" + (f" ({', '.join(f'{k} {v}' for k, v in faults.items())})" if faults else ""): faulty,
+           "labelled anomalous (skipped)": anomalous}
+    return {k: v for k, v in out.items() if v}
 
 
 def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
@@ -239,16 +280,28 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
-                    max_shift: int = DEFAULT_MAX_SHIFT, shift_progress: Optional[Callable] = None) -> dict:
+                    max_shift: int = DEFAULT_MAX_SHIFT, shift_progress: Optional[Callable] = None,
+                    trusted_keys: Optional[list] = None, sign_key=None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
+    ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
+    (checked before anything is read from it). The new directory's manifest differs from the signed
+    one, so it is unsigned unless ``sign_key`` (an Ed25519 private key: PEM path or key object,
+    runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
-    counts; bad --out) and ManifestError (a tampered or unusable model directory)."""
+    counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
+    directory) and SigningError (an unreadable signing key)."""
     from .scorer import Scorer
+    from .signing import SIGNATURE, load_private_key, sign_model
     if not 0 < fpr < 1:
         raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
-    scorer = Scorer.load(model_dir, threads=threads)
+    if sign_key is not None:
+        sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
+    scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
+    signed_by = None
+    if trusted_keys:                                 # verified by Scorer.load: the key that signed the input
+        signed_by = json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
     man = scorer.manifest
     cfg = scorer.config
     bank_entry = man.get("latent_bank") or {}
@@ -258,10 +311,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     n = len(res["ids"])
     if n < min_frames:
         first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
+        more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"])
         raise CalibrationError(
             f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
-            f"{res['unscorable']} could not be scored){first}; calibration needs at least {min_frames} normal "
-            "frames of the scene")
+            f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
+            + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
     gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
     if gain is not None:
         spec = dataclasses.replace(spec, colour_gain=gain)
@@ -292,9 +346,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     threshold = max(scene_threshold, floor_value) if floor_value is not None else scene_threshold
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
-              "unreadable": res["unreadable"], "unscorable": res["unscorable"], "date": now,
+              "unreadable": res["unreadable"], "unscorable": res["unscorable"],
+              "sensor_faults": res["faulty"], "faults": dict(res["faults"]),
+              "skipped_anomalous": res["skipped_anomalous"], "date": now,
               "target_fpr": fpr, "from_model": str(model_dir),
-              "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
+              "from_manifest_sha256": sha256_file(model_dir / MANIFEST), "from_signed_by": signed_by,
               "scores": ((f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "
                           "blocks)") if new_bank is not None else "as scored")
                         + (f"; shift-min: the minimum over the frame's {(2 * cfg.score_shift_radius + 1) ** 2} "
@@ -305,7 +361,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "threshold_rule": ("max(scene quantile, the model's own threshold)" if floor_value is not None
                                  else "scene quantile")}
     new = json.loads(json.dumps(man))
-    new.pop("signature", None)        # a signature covered the original manifest, not this one
+    new.pop("signature", None)        # a signature covered the original manifest, not this one (manifest.sig,
+                                      # not in "files", is not copied: the new directory is unsigned or re-signed)
     new["preprocess"] = spec.to_dict()
     new["threshold"] = {"value": threshold, "target_fpr": fpr, "n_normal": n,
                         "normal": f"scene frames of {source}", "search": cfg.to_dict(), "source": "edge-ad calibrate",
@@ -333,6 +390,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             new["files"][bank_entry["file"]] = sha256_file(tmp / bank_entry["file"])
         (tmp / MANIFEST).write_text(json.dumps(new, indent=1) + "\n")
         load_manifest(tmp, verify=True)
+        if sign_key is not None:
+            sign_model(tmp, sign_key)                 # manifest.sig of the new manifest
         if out_dir.exists():
             out_dir.rmdir()                   # empty (checked above)
         os.replace(tmp, out_dir)

@@ -242,3 +242,157 @@ def test_camera_shift_search_skipped_for_centroid_aligned_models():
             raise AssertionError("scored")
     spec = PreprocessSpec(align="centroid")
     assert scene_camera_shift(NeverScores(), [np.zeros((64, 64, 4), np.uint8)], spec, 3)[0] == (0, 0)
+
+
+# --- what calibrate learns as normal, where it writes, signed models (audit items 1, 2, 4e, 7, 12) ---------------
+
+def _demo_copy(tmp_path):
+    """A copy of the shipped demo model (runtime/demo: encoder + latent memory, centroid-aligned, so no
+    camera-shift search; calibrating it on 30 frames takes < 1 s)."""
+    from conftest import REPO
+    d = tmp_path / "demo"
+    shutil.copytree(REPO / "runtime" / "demo", d)
+    return d
+
+
+def _synth_frames(n: int, seed: int = 5, anomaly_rate: float = 0.0) -> list:
+    from edge_ad.runtime.sources import open_source
+    with open_source(f"synth://?n={n}&anomaly_rate={anomaly_rate}&seed={seed}") as src:
+        return list(src)
+
+
+def _black(fr):
+    import dataclasses
+    return dataclasses.replace(fr, id=f"black-{fr.id}", rgb=np.zeros_like(fr.rgb))
+
+
+def test_calibrate_refuses_black_frames_naming_the_fault(tmp_path):
+    """30 frames of a dead colour sensor (edge-ad run: 30 black_rgb faults) are no scene to calibrate on:
+    refused naming the fault and the counts, nothing written."""
+    model = _demo_copy(tmp_path)
+    frames = [_black(f) for f in _synth_frames(30)]
+    with pytest.raises(CalibrationError, match=r"only 0 usable frames of 30 read \(0 unreadable, 0 could not be "
+                                               r"scored, 30 sensor faults \(black_rgb 30\)\); first problem: "
+                                               r"black-\S+: sensor fault black_rgb"):
+        calibrate_model(model, frames, tmp_path / "cal", max_shift=0)
+    assert not (tmp_path / "cal").exists()
+
+
+def test_calibrate_drops_sensor_fault_frames_before_min_frames(tmp_path):
+    """25 good frames and 5 black ones: the bank grows by the 25 good frames only (and their mirrored
+    copies), the record counts the 5 faults by name; with --min-frames 26 it is refused."""
+    model = _demo_copy(tmp_path)
+    good = _synth_frames(25)
+    frames = good[:10] + [_black(f) for f in _synth_frames(5, seed=9)] + good[10:]
+    man = calibrate_model(model, frames, tmp_path / "cal", max_shift=0)
+    c = man["calibration"]
+    assert (c["frames_read"], c["frames_used"]) == (30, 25)
+    assert (c["sensor_faults"], c["faults"]) == (5, {"black_rgb": 5})
+    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["n_normal"] == 25
+    with pytest.raises(CalibrationError, match=r"only 25 usable frames of 30 read .*5 sensor faults \(black_rgb 5\)"):
+        calibrate_model(model, frames, tmp_path / "cal2", max_shift=0, min_frames=26)
+
+
+def test_calibrate_counts_a_stuck_cameras_repeats_once(tmp_path):
+    """A frozen driver re-sending one frame 30 times is one usable frame (edge-ad run: 29 stuck_frame)."""
+    model = _demo_copy(tmp_path)
+    fr = _synth_frames(1)[0]
+    with pytest.raises(CalibrationError, match=r"only 1 usable frame of 30 read .*29 sensor faults "
+                                               r"\(stuck_frame 29\)"):
+        calibrate_model(model, [fr] * 30, tmp_path / "cal", max_shift=0)
+    from edge_ad.runtime.calibrate import read_scene
+    from edge_ad.runtime.scorer import Scorer
+    res = read_scene([fr] * 3 + _synth_frames(2, seed=7), Scorer.load(model).preprocess_spec)
+    assert len(res["ids"]) == 3 and res["faults"] == {"stuck_frame": 2}
+
+
+def test_calibrate_skips_frames_the_source_labels_anomalous(tmp_path):
+    """synth:// labels its anomalies (meta["anomalous"], as a labelled folder?normal=CLASS does): only the
+    normal frames are used, the skipped ones are counted in the record and said in the output."""
+    from edge_ad.cli import main
+    model = _demo_copy(tmp_path)
+    uri = "synth://?n=40&anomaly_rate=0.3&seed=3"
+    labels = [f.meta["anomalous"] for f in _synth_frames(40, seed=3, anomaly_rate=0.3)]
+    n_anom = sum(labels)
+    assert 5 <= n_anom <= 35
+    out = tmp_path / "cal"
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", uri, "--out", str(out),
+                                  "--max-shift", "0", "--min-frames", "5"])
+    assert r.exit_code == 0, r.output
+    c = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert c["frames_read"] == 40 and c["frames_used"] == 40 - n_anom and c["skipped_anomalous"] == n_anom
+    assert c["bank"]["scene_rows"] == (40 - n_anom) * 2
+    assert f"{40 - n_anom} of 40 frames used" in r.output and f"{n_anom} labelled anomalous skipped" in r.output
+    assert "labelled anomalous (skipped)" in r.output          # progress lines
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", "synth://?n=10&anomaly_rate=1",
+                                  "--out", str(tmp_path / "none"), "--max-shift", "0"])
+    assert r.exit_code != 0 and "only 0 usable frames of 10 read" in r.output
+    assert "10 labelled anomalous (skipped)" in r.output
+
+
+def test_calibrate_refuses_out_inside_the_model(tmp_path):
+    from edge_ad.cli import main
+    model = _demo_copy(tmp_path)
+    before = _digests(model)
+    for out in (model / "scene", model / "a" / "b", model / "." / "x" / ".."):
+        r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", "synth://?n=25&anomaly_rate=0",
+                                      "--out", str(out), "--max-shift", "0"])
+        assert r.exit_code != 0 and ("inside the model directory" in r.output or "model directory itself" in r.output), r.output
+    assert sorted(p.name for p in model.iterdir()) == sorted(before) and _digests(model) == before
+
+
+def _keys(tmp_path):
+    from edge_ad.runtime.signing import generate_key_pair
+    for name in ("a", "b"):
+        generate_key_pair(tmp_path / f"{name}.key", tmp_path / f"{name}.pub")
+    return tmp_path / "a.key", tmp_path / "a.pub", tmp_path / "b.pub"
+
+
+def test_calibrate_verifies_a_signed_model_and_re_signs_with_sign(tmp_path):
+    """--trusted-key: the input model must be signed by that key (unsigned or other key: refused, nothing
+    written); the output is a new manifest, unsigned (said so; run --trusted-key refuses it) unless --sign."""
+    from edge_ad.cli import main
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.signing import key_id, load_public_key, sign_model
+    key, pub, other = _keys(tmp_path)
+    model = _demo_copy(tmp_path)
+    src = "synth://?n=25&anomaly_rate=0"
+
+    def cal(out, *extra):
+        return CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", src, "--out", str(out),
+                                         "--max-shift", "0", *extra])
+    r = cal(tmp_path / "u", "--trusted-key", str(pub))
+    assert r.exit_code != 0 and "not signed" in r.output and not (tmp_path / "u").exists()
+    sign_model(model, key)
+    r = cal(tmp_path / "o", "--trusted-key", str(other))
+    assert r.exit_code != 0 and "not a trusted key" in r.output and not (tmp_path / "o").exists()
+    r = cal(tmp_path / "plain", "--trusted-key", str(other), "--trusted-key", str(pub))
+    assert r.exit_code == 0, r.output
+    assert "is unsigned" in r.output and "edge-ad sign" in r.output
+    rec = json.loads((tmp_path / "plain" / "manifest.json").read_text())["calibration"]
+    assert rec["from_signed_by"] == key_id(load_public_key(pub))
+    with pytest.raises(ManifestError, match="not signed"):
+        Scorer.load(tmp_path / "plain", trusted_keys=[pub])
+    r = cal(tmp_path / "signed", "--trusted-key", str(pub), "--sign", str(key))
+    assert r.exit_code == 0, r.output
+    assert "signed " in r.output and "manifest.sig" in r.output and "is unsigned" not in r.output
+    assert Scorer.load(tmp_path / "signed", trusted_keys=[pub]).threshold > 0
+    with pytest.raises(ManifestError, match="not a trusted key"):
+        Scorer.load(tmp_path / "signed", trusted_keys=[other])
+    r = cal(tmp_path / "badkey", "--sign", str(pub))                 # a public key is no signing key: fails first
+    assert r.exit_code != 0 and "not a PEM private key" in r.output and not (tmp_path / "badkey").exists()
+
+
+def test_calibrate_help_and_readme_say_what_the_code_does():
+    """--help: held out by 5 contiguous blocks (not leave-one-out); README: the floor applies only when the
+    model's own threshold was set at a rate >= --fpr."""
+    from conftest import REPO
+    from edge_ad.cli import main
+    r = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=200)
+    text = " ".join(r.output.split())
+    assert "leave-one-out" not in text and "5 contiguous blocks" in text
+    assert "--trusted-key" in text and "--sign" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "never below the model's own: --no-floor" not in readme
+    assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in readme

@@ -7,7 +7,7 @@ import click
 
 @click.command("calibrate")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="exported model directory (edge-ad export); never modified.")
+              help="exported model directory (edge-ad export); never modified (--out must lie outside it).")
 @click.option("--source", "source_uri", required=True,
               help="normal frames of the new scene: a camera, bag, recording or frame folder (as edge-ad run).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -22,22 +22,41 @@ import click
               help="undo the scene's light: per-channel gains mapping its mean foreground colour to the train "
               "frames' (models that record colour_reference).")
 @click.option("--floor/--no-floor", default=True, show_default=True,
-              help="never set the threshold below the model's own (calibrated on its held-out normal frames at "
-              "a false-alarm rate >= --fpr): a few dozen frames of one recording underestimate the spread.")
+              help="when the model's own threshold was calibrated (on its held-out normal frames) at a false-alarm "
+              "rate >= --fpr, never set the threshold below it: a few dozen frames of one recording underestimate "
+              "the spread. A model calibrated at a lower rate than --fpr gives no floor.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=3, show_default=True,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
                    "fits the scene's frames best) and undo it for every later frame; 0: keep the model's.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
-def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, max_shift, threads):
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              metavar="FILE", help="Ed25519 public key (PEM) MODEL must be signed by (as edge-ad run "
+              "--trusted-key); repeatable. Checked before MODEL is used. OUT is a new, unsigned model unless --sign.")
+@click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
+              help="Sign OUT with this Ed25519 private key (PEM; `edge-ad keygen`; as edge-ad export --sign): "
+                   "writes OUT/manifest.sig, checked by `edge-ad run --trusted-key`.")
+def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, max_shift, threads,
+        trusted_keys, sign_key):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
-    calibrate its threshold on them (leave-one-out), into a new model directory OUT."""
+    calibrate its threshold on them (each frame scored held out: the frames split into 5 contiguous
+    blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
+    directory OUT. Sensor faults (as edge-ad run reports them, a stuck camera's repeats included) and
+    frames the source labels anomalous are not used."""
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
     from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import SourceError, open_source
 
-    def progress(read, used):
+    if sign_key:
+        try:
+            sign_key = load_private_key(sign_key)       # before reading the scene: a bad key fails now
+        except SigningError as e:
+            raise click.ClickException(str(e))
+
+    def progress(read, used, dropped):
         if read == 1 or read % 10 == 0:
-            click.echo(f"  frame {read}/{max_frames} read, {used} usable", err=True)
+            click.echo(f"  frame {read}/{max_frames} read, {used} usable"
+                       + "".join(f", {n} {why}" for why, n in dropped.items()), err=True)
 
     def shift_progress(done, total):
         if done == 1 or done % 7 == 0 or done == total:
@@ -49,8 +68,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
                                   colour_gain=colour_gain, floor=floor, max_shift=max_shift,
-                                  shift_progress=shift_progress)
-    except (CalibrationError, ManifestError, SourceError) as e:
+                                  shift_progress=shift_progress, trusted_keys=list(trusted_keys) or None,
+                                  sign_key=sign_key or None)
+    except (CalibrationError, ManifestError, SourceError, SigningError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
     bank = c.get("bank")
@@ -58,9 +78,17 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
     if c.get("scene_shift"):
         click.echo(f"scene camera shift undone (dy, dx): {c['scene_shift']['scene_shift']} model px")
+    faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
-               f"({c['unreadable']} unreadable, {c['unscorable']} unscorable); threshold {t['value']:.4g} "
+               f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
+               f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped); threshold {t['value']:.4g} "
                f"at {fpr:g} false alarms" + (
                f" (the model's own; the scene's {c['threshold_scene']:.4g} is below it)"
                if c.get("threshold_floor") is not None and c["threshold_floor"] > c["threshold_scene"] else "") + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
                                              if bank else ""))
+    if sign_key:
+        click.echo(f"signed {out_dir}: manifest.sig (check it with edge-ad run --trusted-key)")
+    else:
+        click.echo(f"{out_dir} is unsigned (its manifest is new; "
+                   + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
+                   + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
