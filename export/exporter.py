@@ -37,15 +37,26 @@ are checked against it to FP64_GRAPH_TOLERANCE (the maths itself). A variant tha
 graphs deleted, the report kept in the manifest), so one graph family cannot block the others; when no
 variant passes (or the float64 check fails) the manifest records the failure (the runtime then refuses
 the directory) and the export raises.
+
+Writing (``install_export``): the export is built in a hidden sibling of ``out_dir``
+(``.<name>.export-<hex>``) and moved into place only when it is complete and its parity check passed;
+an earlier export in ``out_dir`` is swapped out in one step (Linux renameat2 RENAME_EXCHANGE; elsewhere
+two renames) and deleted, so a model directory is always either the old working export or the new one.
+A failed parity check leaves ``out_dir`` unchanged and keeps the failed export, with its report, in
+``<out_dir>.failed``. A non-empty ``out_dir`` that holds anything but an earlier export's files (a
+manifest, the files it lists, graphs, arrays, ``engines/``) is refused: nothing of the user's is deleted.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import json
 import os
 import platform
+import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -76,6 +87,78 @@ FP64_GRAPH_TOLERANCE = 1e-11
 
 class ExportError(RuntimeError):
     """The export could not be produced or failed its parity check."""
+
+
+class ParityFailed(ExportError):
+    """The export was written but failed its parity check (raised inside the staging directory)."""
+
+
+# what an earlier export may hold: replacing the directory deletes these and nothing else
+EXPORT_SUFFIXES = (".onnx", ".onnx.data", ".npy", ".npz")
+EXPORT_NAMES = {MANIFEST, MANIFEST + ".tmp", "engines"}
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` the export must not replace: a file, or a non-empty directory holding
+    anything but an earlier export's files (ExportError naming them)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file, not a directory")
+    if not out_dir.is_dir():
+        return
+    names = {p.name for p in out_dir.iterdir()}
+    if not names:
+        return
+    if MANIFEST not in names:
+        raise ExportError(f"--out {out_dir} is not empty and holds no export ({MANIFEST}); choose a new or "
+                          f"empty directory (it holds e.g. {', '.join(sorted(names)[:5])})")
+    listed = set()
+    try:
+        listed = set(json.loads((out_dir / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        pass   # a broken earlier export: its files are still recognised by their kind
+    other = sorted(n for n in names - listed - EXPORT_NAMES - {SIGNATURE}
+                   if not n.endswith(EXPORT_SUFFIXES))
+    if other:
+        raise ExportError(f"--out {out_dir} holds files that are not part of its export: {', '.join(other[:5])}"
+                          f"{' ...' if len(other) > 5 else ''}; replacing the export would delete them. Move "
+                          "them away or choose another --out")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):   # this kernel or filesystem cannot
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def install_export(stage: Path, out_dir: Path) -> None:
+    """Move the finished export ``stage`` to ``out_dir``: a new or empty ``out_dir`` is renamed onto,
+    an earlier export is swapped out in one step and then deleted."""
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if _exchange(stage, out_dir):
+            shutil.rmtree(stage)                      # now the earlier export
+            return
+        old = out_dir.with_name(f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.rename(out_dir, old)
+        os.rename(stage, out_dir)
+        shutil.rmtree(old)
+        return
+    if out_dir.is_dir():
+        out_dir.rmdir()
+    os.rename(stage, out_dir)
 
 
 def generator_arrays(G) -> tuple[dict, dict]:
@@ -516,9 +599,46 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     encoder). unrolled: also the unrolled graph (gpu target; no runtime path picks it on its own).
     sign_key: an Ed25519 private key (PEM path or key object, runtime/signing.py): the finished export
     is signed (manifest.sig), so that ``Scorer.load(..., trusted_keys=...)`` accepts it.
-    Returns the manifest. Raises ExportError on a failed parity check (the manifest then records
-    the failure and ``Scorer.load`` refuses the directory) and CheckpointError for bad inputs.
+    Returns the manifest. Raises ExportError on a failed parity check (``out_dir`` is then unchanged;
+    the failed export, whose manifest records the failure, is kept in ``<out_dir>.failed``), for an
+    ``out_dir`` holding other files than an earlier export (check_out_dir), and CheckpointError for
+    bad inputs. The export is built beside ``out_dir`` and moved into place only when complete
+    (``install_export``): an earlier export there stays usable until it is replaced in one step.
     """
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        out_dir = out_dir.resolve()    # replace the directory the link points to, keep the link
+    check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.with_name(f".{out_dir.name}.export-{uuid.uuid4().hex[:8]}")
+    stage.mkdir()                      # (the umask's permissions, as out_dir.mkdir gave them)
+    try:
+        manifest = _export_into(source, stage, search=search, chunk_bytes=chunk_bytes, unrolled=unrolled,
+                                parity_frames=parity_frames, parity=parity, tolerance=tolerance,
+                                check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
+                                threshold=threshold, encoder=encoder, latent_bank=latent_bank, targets=targets,
+                                sign_key=sign_key, log=log)
+    except ParityFailed as e:
+        failed = out_dir.with_name(out_dir.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)     # an earlier failed attempt's leftovers
+        os.rename(stage, failed)
+        raise ExportError(f"export parity check FAILED: {e}; {out_dir} was not changed; the failed export and "
+                          f"its report: {failed / MANIFEST}") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    try:
+        install_export(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,
+                 check_fp64, parity_seed, threads, threshold, encoder, latent_bank, targets, sign_key,
+                 log) -> dict:
+    """export_model's work, in the (new, empty) staging directory ``out_dir``."""
     from edge_ad.models.checkpoint import load_generator
     if sign_key is not None:
         sign_key = load_private_key(sign_key)   # a bad key or passphrase fails now, not after the export
@@ -549,12 +669,6 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     except ValueError as e:
         raise ExportError(str(e)) from None
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in (out_dir / MANIFEST, out_dir / SIGNATURE):
-        if old.exists() or old.is_symlink():
-            old.unlink()   # never leave a manifest (or a signature) that describes other files
-    for stale in list(out_dir.glob("*.onnx")) + [out_dir / HEAD_CONSTS]:
-        stale.unlink(missing_ok=True)    # nor graphs of an earlier export that this one does not write
     params, bn = generator_arrays(G)
     arch = arch_of(G, cfg.n_seed, chunk_bytes, np.float32)
     chosen = variants.for_export(cfg, targets, unrolled)
@@ -644,7 +758,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
             f"{report['variants'][name]['summary']}")
     _write_manifest(out_dir, manifest)
     if not report["passed"]:
-        raise ExportError(f"export parity check FAILED: {report['summary']}; report in {out_dir / MANIFEST}")
+        raise ParityFailed(report["summary"])
     load_manifest(out_dir, verify=True)
     _sign(out_dir, sign_key, log)
     return manifest

@@ -8,7 +8,9 @@ from edge_ad.runtime.variants import TARGETS
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory. The export is built beside it and moved in only "
+              "after its parity check passed: an earlier export there is replaced whole (a failed export "
+              "leaves it unchanged, the failure kept in DIR.failed); a directory with other files is refused.")
 @click.option("--n-seed", type=click.IntRange(min=1), help="Seeds per frame (default: checkpoint's scoring config, else 3).")
 @click.option("--k", type=click.IntRange(min=0), help="Adam steps per frame (default 19).")
 @click.option("--lr-z", type=float, help="Latent learning rate (default 5e-2).")
