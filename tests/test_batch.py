@@ -127,10 +127,46 @@ def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")} == stamps
     assert "4 already complete" in r.output
 
-    # another seed is another result: not resumed
-    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 6, sources["a"]])
+    # another seed or threshold would be other results: refused, nothing replaced (audit 4b)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 6, sources["bag"]])
+    assert r.exit_code == 2 and "drive7.jsonl (seed 5 -> 6)" in r.output, r.output
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 5, "--threshold", 0.5, sources["bag"]])
+    assert r.exit_code == 2 and "threshold None -> 0.5" in r.output, r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files          # every file byte for byte
+    # the same settings over one source: resumed, the other sources' entries kept in summary.json
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 5, sources["bag"]])
     assert r.exit_code == 0, r.output
-    assert summary_of(out)["sources"][0]["resumed"] is False
+    s3 = json.loads((out / "summary.json").read_text())
+    assert [e["uri"] for e in s3["sources"]] == [str(sources["bag"])] and s3["sources"][0]["resumed"] is True
+    assert {e["uri"] for e in s3["other_sources"]} == {str(sources[k]) for k in ("a", "b", "broken", "bad")}
+    assert s3["totals"]["sources"] == 1 and s3["totals"]["frames"] == 3     # totals: this run's sources
+    r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 5, *srcs])   # and they still resume
+    assert "4 already complete" in r.output and len(summary_of(out)["sources"]) == 5
+
+
+def test_another_model_is_refused_and_redone_files_are_kept(tmp_path, kinect_export, sources):
+    """A rerun with another model (another manifest sha256) is refused naming model_sha256, files
+    unchanged; a complete results file without a summary.json entry (its settings unknown) that a
+    rerun redoes is kept as <name>.jsonl.1, never replaced."""
+    import shutil
+    out = tmp_path / "out"
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other-model"
+    shutil.copytree(kinect_export, other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["created"] = "2000-01-01T00:00:00+00:00"                 # another manifest: another model sha256
+    (other / "manifest.json").write_text(json.dumps(man))
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = batch(["--model", other, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 2 and "cam.jsonl (model_sha256 " in r.output, r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    (out / "summary.json").unlink()                              # settings of cam.jsonl now unknown
+    r = batch(["--model", other, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 0, r.output
+    assert (out / "cam.jsonl.1").read_bytes() == files["cam.jsonl"]
+    assert summary_of(out)["sources"][0]["previous_file"] == "cam.jsonl.1"
 
 
 def batch_cmd_exit(kind: str) -> int:
@@ -152,6 +188,7 @@ def test_partial_and_truncated_results_are_not_complete(tmp_path, kinect_export,
     assert summary_of(out)["sources"][0]["resumed"] is False
     assert [comparable(x) for x in lines(f)[:-1]] == [comparable(json.loads(x)) for x in full.splitlines()[:-1]]
     assert not (out / "cam.jsonl.partial").exists()
+    assert (out / "cam.jsonl.1").read_text() == "".join(full.splitlines(keepends=True)[:2])   # kept, not replaced
 
 
 def test_dead_local_worker_source_is_retried(tmp_path, kinect_export, sources):

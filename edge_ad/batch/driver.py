@@ -1,6 +1,12 @@
 """Runs batch jobs on an engine: skips the sources a previous run completed, shows progress over
 all sources' frames, renames each finished results file into place and keeps ``summary.json``
-current after every source (so a killed driver loses nothing finished)."""
+current after every source (so a killed driver loses nothing finished).
+
+Finished results are never replaced: a rerun into the same folder with another model, seed or
+threshold (or another source under the same name) is refused before anything runs
+(ResultsConflict naming the file and the differing setting); a results file that is redone anyway
+(cut short, or not in summary.json) is first kept as ``<name>.jsonl.<n>``; summary.json keeps the
+entries of earlier runs' sources that this run does not name (``other_sources``)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .plan import Job, is_complete
+from .plan import Job, finished, is_complete, settings_differences
 from .worker import dumps, result_stats
 
 SUMMARY = "summary.json"
@@ -73,13 +79,33 @@ class BatchProgress:
             self._bar.stop()
 
 
+class ResultsConflict(ValueError):
+    """The output folder holds finished results that this run would replace (other settings)."""
+
+
 def read_previous(out_dir: Path) -> dict:
-    """The previous run's summary.json entries by name ({} when there is none or it is unreadable)."""
+    """The previous run's summary.json entries by name, its ``other_sources`` included ({} when
+    there is none or it is unreadable)."""
     try:
         old = json.loads((out_dir / SUMMARY).read_text())
-        return {e["name"]: e for e in old.get("sources", []) if isinstance(e, dict) and "name" in e}
+        entries = list(old.get("other_sources", [])) + list(old.get("sources", []))
+        return {e["name"]: e for e in entries if isinstance(e, dict) and e.get("name")}
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
+
+
+def keep_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.<n>`` (the first n not taken; never replaces a file)."""
+    n = 1
+    while True:
+        target = path.with_name(f"{path.name}.{n}")
+        try:
+            os.link(path, target)   # fails if target exists
+        except FileExistsError:
+            n += 1
+            continue
+        os.unlink(path)
+        return target
 
 
 def exit_status(summary: dict) -> int:
@@ -108,19 +134,31 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
     for arg, reason in problems:
         entries[f"!{arg}"] = {"name": None, "uri": arg, "file": None, "status": "failed", "error": reason,
                               "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [], "wall_s": 0.0}
-    todo = []
+    todo, resumed, conflicts = [], [], []
     for job in jobs:
         old = previous.get(job.name)
         if is_complete(out_dir, job, old, model_sha256):
-            entries[job.name] = dict(old, resumed=True)
-            n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
-            progress.update(job.name, n, n)
-            progress.source_finished()
+            resumed.append((job, old))
         else:
+            if old and old.get("status") == "done" and finished(out_dir / job.results_file):
+                conflicts.append(f"{job.results_file} ({', '.join(settings_differences(job, old, model_sha256))})")
             todo.append(job)
+    if conflicts:   # before anything is written: finished results are never replaced
+        raise ResultsConflict(
+            f"{out_dir} holds finished results made with other settings, which a batch never replaces: "
+            f"{'; '.join(conflicts)}. Give another --out (or the earlier model, --seed and --threshold)")
+    for job, old in resumed:
+        entries[job.name] = dict(old, resumed=True)
+        n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
+        progress.update(job.name, n, n)
+        progress.source_finished()
+    names = {job.name for job in jobs}
+    others = [e for name, e in previous.items() if name not in names]   # earlier runs' other sources
     summary = {"engine": engine.name, "model": str(model_dir), "model_sha256": model_sha256,
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": None,
                "sources": [], "totals": {}}
+    if others:
+        summary["other_sources"] = others
 
     def write_summary():
         summary["sources"] = [entries[k] for k in entries]
@@ -157,7 +195,11 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
             except (OSError, ValueError) as e:
                 entry.update(status="failed", error=f"unreadable results file: {e}")
             if entry["status"] == "done":
-                os.replace(partial, out_dir / job.results_file)   # complete: only now under its final name
+                final = out_dir / job.results_file
+                if final.exists():   # an earlier file this run redid (cut short, unknown settings): kept
+                    entry["previous_file"] = keep_aside(final).name
+                    log(f"source {job.uri}: the earlier {final.name} is kept as {entry['previous_file']}")
+                os.replace(partial, final)   # complete: only now under its final name
                 entry["file"] = job.results_file
             else:
                 entry["file"] = partial.name                     # kept, never taken for complete

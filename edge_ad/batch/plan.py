@@ -122,20 +122,35 @@ def read_results(path: os.PathLike) -> tuple[list, Optional[dict]]:
     return recs, (last if isinstance(last, dict) and last.get("type") == "summary" else None)
 
 
-def is_complete(out_dir: Path, job: Job, previous: Optional[dict], model_sha256: str) -> bool:
-    """True if ``out_dir/<name>.jsonl`` is this source's finished result: the previous run's
-    summary.json entry ``previous`` says it was done for the same source, seed, threshold and model
-    (manifest sha256), the file exists (only a completed source is renamed from ``.partial``) and its
-    last line is the summary of a run that reached the source's end."""
-    if not previous or previous.get("status") != "done" or previous.get("uri") != job.uri \
-            or previous.get("seed") != job.seed or previous.get("threshold") != job.threshold \
-            or previous.get("model_sha256") != model_sha256:
-        return False
-    path = out_dir / job.results_file
-    if not path.is_file():
+def settings_differences(job: Job, previous: dict, model_sha256: str) -> list:
+    """What differs between ``previous`` (a summary.json entry of the same name) and ``job`` run with
+    the model ``model_sha256`` (manifest sha256): ["threshold None -> 0.5", ...]; [] when nothing does.
+    The source, seed, threshold and model decide a source's rows."""
+    diffs = []
+    for key, want in (("uri", job.uri), ("seed", job.seed), ("threshold", job.threshold),
+                      ("model_sha256", model_sha256)):
+        if previous.get(key) != want:
+            diffs.append(f"{key} {previous.get(key)!r} -> {want!r}")
+    return diffs
+
+
+def finished(path: os.PathLike) -> bool:
+    """True if ``path`` is a results file whose last line is the summary of a run that reached the
+    source's end."""
+    if not Path(path).is_file():
         return False
     try:
         _, summary = read_results(path)
     except (OSError, ValueError):
         return False
     return summary is not None and summary.get("stopped") == "end"
+
+
+def is_complete(out_dir: Path, job: Job, previous: Optional[dict], model_sha256: str) -> bool:
+    """True if ``out_dir/<name>.jsonl`` is this source's finished result: the previous run's
+    summary.json entry ``previous`` says it was done for the same source, seed, threshold and model
+    (manifest sha256; ``settings_differences``), the file exists (only a completed source is renamed
+    from ``.partial``) and its last line is the summary of a run that reached the source's end."""
+    if not previous or previous.get("status") != "done" or settings_differences(job, previous, model_sha256):
+        return False
+    return finished(out_dir / job.results_file)

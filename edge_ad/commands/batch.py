@@ -47,10 +47,12 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     """Score every frame of many recordings: SOURCE is a frame folder, ROS bag, RealSense recording,
     a glob ('archive/2024-*/*.mcap') or @list.txt (one source per line).
 
-    Rerunning the same command skips the sources already complete (same model, seed, threshold).
+    Rerunning the same command skips the sources already complete (same model, seed, threshold);
+    a rerun into the same OUT with another model, --seed or --threshold is refused (exit 2):
+    finished results are never replaced.
     Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad, 4 no scorable frame.
     """
-    from edge_ad.batch.driver import BatchProgress, exit_status, run_batch
+    from edge_ad.batch.driver import BatchProgress, ResultsConflict, exit_status, run_batch
     from edge_ad.batch.plan import PlanError, expand_sources, make_jobs
     from edge_ad.batch.worker import manifest_sha256
     from edge_ad.runtime.manifest import ManifestError, load_manifest
@@ -90,8 +92,12 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
         engine = RayEngine(model_dir, ray_address, workers, threads or 1, max_attempts,
                            log=lambda m: click.echo(m, err=True))
     progress = BatchProgress(quiet=quiet)
-    summary = run_batch(jobs, problems, Path(out_dir), engine, model_dir, manifest_sha256(model_dir), progress,
-                        log=lambda m: click.echo(m, err=True))
+    try:
+        summary = run_batch(jobs, problems, Path(out_dir), engine, model_dir, manifest_sha256(model_dir), progress,
+                            log=lambda m: click.echo(m, err=True))
+    except ResultsConflict as e:   # another model / seed / threshold than OUT's finished results: refused
+        progress.close()
+        raise click.UsageError(str(e))
     t = summary["totals"]
     resumed = sum(bool(e.get("resumed")) for e in summary["sources"])
     click.echo(f"batch ({summary['engine']}): {t['done']}/{t['sources']} sources done"
