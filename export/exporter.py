@@ -582,7 +582,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
                  encoder=None, latent_bank=None, targets: Sequence[str] = variants.TARGETS, sign_key=None,
-                 log: Callable = print) -> dict:
+                 preprocess: Optional[PreprocessSpec] = None, log: Callable = print) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
@@ -590,7 +590,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     Default: the checkpoint's own (``scoring["threshold"]``) when it was calibrated for the exported
     configuration (``checkpoint_threshold``); ``threshold=False``: none.
     search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
-    reference configuration. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
+    reference configuration. preprocess: the exported model's preprocessing, default the checkpoint's
+    (``plain_spec`` of it for the reference configuration: ``edge-ad export --scoring reference``); a
+    checkpoint threshold is kept only with the checkpoint's own. encoder: the izi encoder (models.encoder.Encoder or its dict) for a
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
     latent_bank: (N, z_dim) encoder latents of the normal training frames for a configuration with
     score_latent_power > 0; default the checkpoint's ``scoring["latent_bank"]``.
@@ -657,13 +659,18 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     cfg = search
     E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
     bank = resolve_latent_bank(cfg, latent_bank, scoring, G.cfg.z_dim)   # None unless score_latent_power > 0
+    own_spec = getattr(G, "preprocess", None) or PreprocessSpec()
+    spec = own_spec if preprocess is None else preprocess
     if threshold is None:
         threshold = checkpoint_threshold(scoring, cfg, log)
+        if threshold is not None and spec != own_spec:
+            log("note: the checkpoint's threshold was calibrated with its own preprocessing; this export "
+                "preprocesses otherwise, so the model gets no threshold")
+            threshold = None
     elif threshold is False:
         threshold = None
     if threshold is not None:
-        threshold = check_threshold(threshold, cfg)
-    spec = getattr(G, "preprocess", None) or PreprocessSpec()
+        threshold = check_threshold(threshold, cfg, spec)
     try:
         check_shift_fill(spec, cfg.score_shift_radius)
     except ValueError as e:
@@ -893,8 +900,9 @@ def checkpoint_threshold(scoring, cfg: SearchConfig, log: Callable = print) -> O
     return {**thr, "source": "checkpoint"}
 
 
-def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
-    """Validate a calibrated threshold for the exported search configuration."""
+def check_threshold(threshold: dict, cfg: SearchConfig, spec: Optional[PreprocessSpec] = None) -> dict:
+    """Validate a calibrated threshold for the exported search configuration (and preprocessing
+    ``spec``, when the threshold records the one it was calibrated with: edge-ad eval's threshold.json)."""
     if not isinstance(threshold, dict) or not isinstance(threshold.get("value"), (int, float)) \
             or not np.isfinite(threshold["value"]) or threshold["value"] <= 0:
         raise ExportError(f"threshold must be a dict with a finite 'value' > 0 (scores are >= 0), got {threshold!r}")
@@ -905,6 +913,15 @@ def check_threshold(threshold: dict, cfg: SearchConfig) -> dict:
         if diff:
             raise ExportError(f"the threshold was calibrated with another search configuration "
                               f"(differs in {diff}); re-run edge-ad eval with the export's settings")
+    if spec is not None and isinstance(threshold.get("preprocess"), dict):
+        try:
+            same = PreprocessSpec.from_dict(threshold["preprocess"]) == spec
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise ExportError("the threshold was calibrated with another preprocessing (e.g. edge-ad eval "
+                              "--scoring reference scores on plain preprocessing); re-run edge-ad eval with the "
+                              "export's --scoring")
     return {**threshold, "value": float(threshold["value"])}
 
 

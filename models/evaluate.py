@@ -61,6 +61,8 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
         threshold = calibrate_threshold(normal, calibrate_fpr)
         report["threshold"] = {"value": threshold, "target_fpr": calibrate_fpr, "n_normal": int(len(normal)),
                                "normal": normal_name, "search": (extra or {}).get("search")}
+        if (extra or {}).get("preprocess") is not None:   # the preprocessing the scores were made with
+            report["threshold"]["preprocess"] = extra["preprocess"]
         (out_dir / "threshold.json").write_text(json.dumps(report["threshold"], indent=2) + "\n")
     save_histogram({normal_name: normal, **anomalies}, out_dir / "histogram.png", threshold,
                    title=f"scores, normal: {normal_name}")

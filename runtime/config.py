@@ -116,6 +116,17 @@ class SearchConfig:
         d.update({k: v for k, v in kw.items() if v is not None})
         return SearchConfig.from_dict(d)
 
+    def overridden(self, **kw) -> "SearchConfig":
+        """``replace`` for a user's overrides (None: keep): a result that scores differently
+        (``search_differences``) is no longer this named configuration, so it is renamed
+        "<name>+<setting>=<value>,..." (e.g. "izi-mem-fg1.0+k=19,n_seed=3"); a name stands for one
+        score (shipped results, thresholds, README tables)."""
+        new = self.replace(**{k: v for k, v in kw.items() if k != "name"})
+        changed = search_differences(self.to_dict(), new)
+        if not changed:
+            return new
+        return new.replace(name=f"{self.name}+" + ",".join(f"{k}={getattr(new, k)}" for k in changed))
+
 
 # settings only the search steps read: with k = 0 (no step) they cannot change a score
 OPTIMISER_ONLY = ("lr_z", "lr_theta", "beta1", "beta2", "eps")

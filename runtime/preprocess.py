@@ -34,7 +34,7 @@ The checks themselves are in ``sensor_faults.py``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -198,6 +198,21 @@ class PreprocessSpec:
         if not spec.far_mm > spec.near_mm >= 0:
             raise ValueError(f"need 0 <= near_mm < far_mm, got {spec.near_mm}, {spec.far_mm}")
         return spec
+
+
+# The fields added as scoring levers on top of a model's input contract (issue 12): set on a trained
+# generator by make_release.py --preprocess and by edge-ad calibrate, never seen by the GAN's training.
+LEVER_FIELDS = ("colour_norm", "colour_reference", "colour_gain", "align", "align_centre", "scene_shift")
+
+
+def plain_spec(spec: PreprocessSpec) -> PreprocessSpec:
+    """``spec`` without its scoring levers (LEVER_FIELDS back to their defaults: no colour normalisation,
+    no alignment, no scene light gain or camera shift), keeping its input contract (resolution, scaling,
+    depth range, masking, channels, sensor-fault limits): the preprocessing the shipped generators were
+    trained with, which the reference configuration scores with (``edge-ad eval/export --scoring
+    reference``) and the nearest-neighbour baseline compares on."""
+    default = PreprocessSpec()
+    return replace(spec, **{f: getattr(default, f) for f in LEVER_FIELDS})
 
 
 def _check_rgb(rgb) -> np.ndarray:

@@ -55,3 +55,36 @@ def test_eval_command_on_real_frames(tmp_path, kinect_root, tiny_generator):
     assert (tmp_path / "ev" / "roc.png").exists() and (tmp_path / "ev" / "threshold.json").exists()
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "--data" in r.output
+
+
+def test_eval_and_export_scoring_reference_agree_on_plain_preprocessing(tmp_path, kinect_root, tiny_generator):
+    """`eval --scoring reference` scores on plain preprocessing (the checkpoint's input contract without
+    colour_norm / align), as `export --scoring reference` exports: the same generator saved with a
+    tuned preprocessing and with the plain one scores identically; the threshold.json it writes records
+    that preprocessing, so export --scoring reference keeps it and the checkpoint-scoring export
+    (tuned preprocessing) refuses it."""
+    from edge_ad.runtime.config import SearchConfig
+    tuned = PreprocessSpec(colour_norm="rgb", colour_reference=(0.6, 0.55, 0.5), align="centroid",
+                           align_centre=(0.45, 0.5))
+    save_checkpoint(tmp_path / "tuned.pt", tiny_generator, preprocess=tuned)
+    save_checkpoint(tmp_path / "plain.pt", tiny_generator, preprocess=PreprocessSpec())
+    reps = {}
+    for name in ("tuned", "plain"):
+        r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / f"{name}.pt"), "--data", str(kinect_root),
+                                      "--class", "sphere", "--max-per-class", "2", "--k", "2", "--no-baselines",
+                                      "--scoring", "reference", "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        reps[name] = json.loads((tmp_path / name / "report.json").read_text())
+    assert reps["tuned"]["scores"] == reps["plain"]["scores"]
+    assert reps["tuned"]["preprocess"] == PreprocessSpec().to_dict()
+    assert reps["tuned"]["search"] == SearchConfig(k=2, name="reference+k=2").to_dict()
+    thr = tmp_path / "tuned" / "threshold.json"
+    assert json.loads(thr.read_text())["preprocess"] == PreprocessSpec().to_dict()
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "tuned.pt"), "--out", str(tmp_path / "ref"), "--scoring",
+                                  "reference", "--k", "2", "--no-parity", "--threshold-file", str(thr)])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    assert man["threshold"]["value"] == json.loads(thr.read_text())["value"]
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "tuned.pt"), "--out", str(tmp_path / "own"), "--k", "2",
+                                  "--no-parity", "--threshold-file", str(thr)])
+    assert r.exit_code != 0 and "another preprocessing" in r.output, r.output

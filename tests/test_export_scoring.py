@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from edge_ad.runtime.preprocess import PreprocessSpec, preprocess  # noqa: E402
 from edge_ad.runtime.scorer import Scorer  # noqa: E402
 
 QUIET = {"log": lambda *a: None}
+REPO = Path(__file__).resolve().parents[1]
 # an encoder configuration that exercises everything: weights learn, noise around E(x), fg power 1
 CFG = SearchConfig(name="fg-izi-test", n_seed=2, k=3, lr_theta=6e-9, score_fg_power=1.0, fg_floor=0.01,
                    z_init="encoder", z_init_sigma=0.3)
@@ -188,5 +190,96 @@ def test_export_command_keeps_the_checkpoint_configuration(exported, tmp_path):
     res = CliRunner().invoke(cmd, [str(ck), "--out", str(tmp_path / "cli"), "--k", "0", "--no-parity"])
     assert res.exit_code == 0, res.output
     man = json.loads((tmp_path / "cli" / "manifest.json").read_text())
-    assert man["search"] == CFG.replace(k=0).to_dict()
+    # an override that changes the score renames the configuration (a name stands for one score)
+    assert man["search"] == CFG.replace(k=0, name="fg-izi-test+k=0").to_dict()
     assert set(man["graphs"]) == {"final", "encoder", "final_batch", "encoder_batch"}   # k = 0: what runs
+
+
+# a tuned checkpoint's preprocessing: colour normalisation and centroid alignment (as the shipped sphere)
+TUNED_SPEC = PreprocessSpec(colour_norm="rgb", colour_reference=(0.6, 0.55, 0.5), align="centroid",
+                            align_centre=(0.45, 0.5))
+
+
+def tuned_checkpoint(path, tiny_generator, tiny_encoder):
+    """A checkpoint with a named configuration (CFG), an encoder, a threshold for CFG and TUNED_SPEC."""
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.encoder import encoder_to_dict
+    save_checkpoint(path, tiny_generator, preprocess=TUNED_SPEC,
+                    scoring={"name": CFG.name, "search": CFG.to_dict(), "encoder": encoder_to_dict(tiny_encoder),
+                             "encoder_train": None, "val": None,
+                             "threshold": {"value": 0.01, "target_fpr": 0.05, "search": CFG.to_dict()}})
+    return path
+
+
+def test_export_scoring_reference_is_the_algorithm_on_plain_preprocessing(tmp_path, tiny_generator, tiny_encoder):
+    """`edge-ad export CKPT --scoring reference` from a tuned checkpoint: the reference SearchConfig
+    exactly (n_seed 3, k 19, lr_theta 6e-9, random z0, plain mean), plain preprocessing, no encoder,
+    no threshold (it belongs to the checkpoint's configuration), parity checked on the full k = 19
+    search (forward and backward graphs, float64 reference)."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands.export import cmd
+    from edge_ad.runtime.preprocess import plain_spec
+    ck = tuned_checkpoint(tmp_path / "g.pt", tiny_generator, tiny_encoder)
+    res = CliRunner().invoke(cmd, [str(ck), "--out", str(tmp_path / "ref"), "--scoring", "reference",
+                                   "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    assert man["search"] == SearchConfig().to_dict() and man["search"]["name"] == "reference"
+    assert man["preprocess"] == plain_spec(TUNED_SPEC).to_dict() == PreprocessSpec().to_dict()
+    assert "threshold" not in man and "encoder" not in man["graphs"]
+    p = man["parity"]
+    assert p["passed"] is True and len(p["frames"]) == 2
+    for r in p["frames"]:
+        assert set(r["variants"]) == {"host-head", "fused-adam", "step"} and r["rel_diff"] <= 1e-4, r
+    s = Scorer.load(tmp_path / "ref", threads=1)
+    assert s.search == SearchConfig() and s.threshold is None and s.preprocess == PreprocessSpec()
+    # overrides on top rename it; the checkpoint's own configuration keeps its name, spec and threshold
+    res = CliRunner().invoke(cmd, [str(ck), "--out", str(tmp_path / "ref2"), "--scoring", "reference",
+                                   "--k", "2", "--no-parity"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "ref2" / "manifest.json").read_text())
+    assert man["search"] == SearchConfig(k=2, name="reference+k=2").to_dict()
+    own = export_model(ck, tmp_path / "own", parity=False, **QUIET)
+    assert own["search"] == CFG.to_dict() and own["preprocess"] == TUNED_SPEC.to_dict()
+    assert own["threshold"]["value"] == 0.01
+
+
+def test_export_drops_the_checkpoint_threshold_with_another_preprocessing(tmp_path, tiny_generator, tiny_encoder):
+    """The checkpoint's threshold was calibrated on its own preprocessing: an export with the same
+    search configuration but plain preprocessing gets none; a threshold.json recording another
+    preprocessing is refused."""
+    from edge_ad.runtime.preprocess import plain_spec
+    ck = tuned_checkpoint(tmp_path / "g.pt", tiny_generator, tiny_encoder)
+    man = export_model(ck, tmp_path / "a", parity=False, preprocess=plain_spec(TUNED_SPEC), **QUIET)
+    assert man["search"] == CFG.to_dict() and "threshold" not in man
+    thr = {"value": 0.02, "search": CFG.to_dict(), "preprocess": PreprocessSpec().to_dict()}
+    with pytest.raises(ExportError, match="another preprocessing"):
+        export_model(ck, tmp_path / "b", parity=False, threshold=thr, **QUIET)
+    man = export_model(ck, tmp_path / "c", parity=False, threshold=thr, preprocess=PreprocessSpec(), **QUIET)
+    assert man["threshold"]["value"] == 0.02
+
+
+def test_shipped_checkpoint_exports_its_reference_configuration(tmp_path):
+    """The shipped sphere.pt (rgb colour norm + centroid alignment, izi encoder, latent memory, fg
+    power, bank weight) through the CLI with --scoring reference and the parity check on: every
+    setting is the reference's (k lowered to 2 to keep CI fast; the name says so), plain preprocessing
+    with the checkpoint's input contract, no threshold."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands.export import cmd
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.runtime.preprocess import plain_spec
+    ck = REPO / "models" / "kinect-rgbd" / "sphere.pt"
+    res = CliRunner().invoke(cmd, [str(ck), "--out", str(tmp_path / "ref"), "--scoring", "reference", "--k", "2",
+                                   "--target", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    assert man["search"] == SearchConfig(k=2, name="reference+k=2").to_dict()
+    shipped = load_generator(ck).preprocess
+    assert shipped.colour_norm == "rgb" and shipped.align == "centroid"
+    assert man["preprocess"] == plain_spec(shipped).to_dict()
+    assert man["preprocess"]["colour_norm"] == "none" and man["preprocess"]["align"] == "none"
+    assert "threshold" not in man and "encoder" not in man["graphs"]
+    assert not any(f.startswith(("latent_bank", "encoder")) for f in man["files"]), man["files"]
+    assert man["parity"]["passed"] is True and max(r["rel_diff"] for r in man["parity"]["frames"]) <= 1e-4

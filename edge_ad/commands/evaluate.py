@@ -38,8 +38,10 @@ import click
               help="override bank_augment_weight w >= 1 (latent distance = min(nearest original bank row, "
               "w * nearest augmented copy); 1: all rows alike).")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
-              show_default=True, help="start from the checkpoint's named scoring configuration (if it "
-              "carries one) or from the algorithm's reference defaults; overrides apply on top.")
+              show_default=True, help="start from the checkpoint's named scoring configuration and its "
+              "preprocessing (if it carries one), or from the algorithm's reference configuration (SearchConfig "
+              "defaults) on plain preprocessing (the checkpoint's without colour_norm / align / scene levers, "
+              "as the generator was trained); overrides apply on top and rename the configuration.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="also report nearest-neighbour MSE and foreground-area baselines (kinect-rgbd only).")
 @click.option("--batch-frames", type=int, default=32, show_default=True,
@@ -74,18 +76,20 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         G = load_generator(model_path)
     except CheckpointError as e:
         raise click.ClickException(str(e))
+    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill, plain_spec
     spec = G.preprocess
     base = SearchConfig()
     if scoring == "checkpoint":
         from edge_ad.models.search import checkpoint_search_config
         base = checkpoint_search_config(model_path) or base
+    else:   # the reference: the algorithm's configuration on the preprocessing the generator was trained with
+        spec = plain_spec(spec or PreprocessSpec())
     try:
-        cfg = base.replace(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
-                           score_latent_power=latent_power, score_shift_radius=shift_radius,
-                           bank_augment_weight=bank_augment_weight)
+        cfg = base.overridden(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
+                              score_latent_power=latent_power, score_shift_radius=shift_radius,
+                              bank_augment_weight=bank_augment_weight)
     except ValueError as e:
         raise click.UsageError(str(e))
-    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
     try:
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
     except ValueError as e:
@@ -145,7 +149,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)
-    extra = {"model": str(model_path), "search": cfg.to_dict(), "split": split, "seed": seed,
+    extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
+             "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
              "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
              "batch_frames": batch_frames if not cfg.updates_weights else 0,
              "torch_threads": torch.get_num_threads()}
@@ -212,9 +217,9 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
     else:
         threshold = calibrate_threshold(clean_normal, calibrate_fpr or 0.05)
         source = f"calibrated now on these clean normal frames at {calibrate_fpr or 0.05} false alarms"
-    import dataclasses
     baseline_fn = None
-    plain = dataclasses.replace(spec, colour_norm="none", align="none")   # the baseline as the issue defines it
+    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
+    plain = plain_spec(spec or PreprocessSpec())   # the baseline as the issue defines it
     if baselines and data and cls:
         from edge_ad.models.baselines import nearest_neighbour_scores
         train = to_tensor(load_kinect(data, cls, "train", plain)[1], plain).numpy()

@@ -22,6 +22,12 @@ from edge_ad.runtime.variants import TARGETS
               help="Weight w >= 1 of the latent bank's augmented rows (latent distance = min(nearest original "
                    "row, w * nearest augmented copy); default: the checkpoint's scoring config). A threshold "
                    "calibrated with another w is not kept.")
+@click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
+              show_default=True,
+              help="checkpoint: the checkpoint's named scoring configuration and preprocessing; reference: the "
+                   "algorithm's reference configuration (plain MSE, n_seed 3, k 19, lr_theta 6e-9, random z0; no "
+                   "encoder, latent memory, fg power or shift-min) on plain preprocessing (no colour_norm / align), "
+                   "as edge-ad eval --scoring reference. Overrides apply on top and rename the configuration.")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Where the model will run (repeatable; default: all): cpu = the host-head search and its "
                    "fallback fused-adam (CPUs without AVX2, e.g. ARM); gpu = the step graphs (TensorRT, CUDA "
@@ -49,16 +55,19 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--no-threshold", is_flag=True,
               help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
               "for the exported configuration).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, targets, unrolled, chunk_kb,
-        parity_frames, parity_n, tolerance, no_parity, no_fp64_check, threads, threshold_value, threshold_file,
-        sign_key, no_threshold):
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, scoring, targets,
+        unrolled, chunk_kb, parity_frames, parity_n, tolerance, no_parity, no_fp64_check, threads, threshold_value,
+        threshold_file, sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
 
-    The checkpoint's named scoring configuration (scoring["search"]) is the default; --n-seed/--k/
-    --lr-z/--lr-theta/--shift-radius/--bank-augment-weight override single settings of it. A configuration
-    that starts from an izi encoder (z_init = "encoder") also exports the checkpoint's encoder as encoder.onnx."""
+    The checkpoint's named scoring configuration (scoring["search"]) is the default (--scoring reference:
+    the algorithm's reference configuration on plain preprocessing); --n-seed/--k/--lr-z/--lr-theta/
+    --shift-radius/--bank-augment-weight override single settings of it, and a configuration they change
+    is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another configuration or
+    preprocessing is not kept. A configuration that starts from an izi encoder (z_init = "encoder") also
+    exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
     from edge_ad.runtime.config import SearchConfig
 
@@ -71,16 +80,26 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
         except SigningError as e:
             raise click.ClickException(str(e))
 
-    search = None
-    if any(v is not None for v in (n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight)):
-        base = SearchConfig()
+    search = preprocess = None
+    if scoring == "reference":
+        from edge_ad.models.checkpoint import load_generator
+        from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
         try:
-            base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
-        except (CheckpointError, ValueError, TypeError):
-            pass
+            preprocess = plain_spec(getattr(load_generator(checkpoint), "preprocess", None) or PreprocessSpec())
+        except CheckpointError as e:
+            raise click.ClickException(str(e))
+        search = SearchConfig()
+    overrides = dict(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
+                     bank_augment_weight=bank_augment_weight)
+    if any(v is not None for v in overrides.values()):
+        base = search or SearchConfig()
+        if search is None:
+            try:
+                base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
+            except (CheckpointError, ValueError, TypeError):
+                pass
         try:
-            search = base.replace(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
-                                  bank_augment_weight=bank_augment_weight)
+            search = base.overridden(**overrides)
         except ValueError as e:
             raise click.BadParameter(str(e))
     frames = None
@@ -113,9 +132,10 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
         man = export_model(checkpoint, out_dir, search=search, chunk_bytes=chunk_kb * 1024, unrolled=unrolled,
                            parity_frames=frames, parity=not no_parity, tolerance=tolerance,
                            check_fp64=not no_fp64_check, threads=threads, threshold=threshold,
-                           targets=targets or TARGETS, sign_key=sign_key, log=click.echo)
+                           targets=targets or TARGETS, sign_key=sign_key, preprocess=preprocess, log=click.echo)
     except (CheckpointError, ExportError) as e:
         raise click.ClickException(str(e))
     p = man.get("parity") or {}
     click.echo(f"exported {', '.join(man['variants'])} ({', '.join(man['graphs'])}) to {out_dir} "
-               f"(n_seed={man['search']['n_seed']}, k={man['search']['k']}); parity: {p.get('summary')}")
+               f"(configuration {man['search']['name']!r}: n_seed={man['search']['n_seed']}, k={man['search']['k']}); "
+               f"parity: {p.get('summary')}")
