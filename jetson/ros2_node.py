@@ -152,7 +152,7 @@ def main(argv: Optional[list] = None) -> int:
         from edge_ad.runtime import Scorer
     except ImportError:
         from edge_ad.runtime.scorer import Scorer
-    from edge_ad.runtime.capture import run_capture, scorer_threshold
+    from edge_ad.runtime.capture import run_capture, scorer_threshold, valid_threshold
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
@@ -160,7 +160,7 @@ def main(argv: Optional[list] = None) -> int:
     model_dir = str(demo_model_dir()) if p["model_dir"] in ("", "demo") else p["model_dir"]
     trusted = [k.strip() for k in p["trusted_keys"].split(",") if k.strip()] or None
     scorer = Scorer.load(model_dir, backend=p["backend"], trusted_keys=trusted)
-    thr = None if math.isnan(p["threshold"]) else float(p["threshold"])
+    thr = None if math.isnan(p["threshold"]) else valid_threshold(p["threshold"], "parameter threshold")
     thr = thr if thr is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)

@@ -53,7 +53,7 @@ from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
 __all__ = ["run_capture", "ResultWriter", "LatestSlot", "RunStats", "timings_ms", "best_reconstruction",
-           "scorer_spec", "scorer_threshold"]
+           "scorer_spec", "scorer_threshold", "valid_threshold"]
 
 Log = Callable[[str], None]
 
@@ -147,6 +147,18 @@ def scorer_spec(scorer):
     """The scorer's PreprocessSpec (``.preprocess``), or the default spec for a scorer without one."""
     from .preprocess import PreprocessSpec
     return getattr(scorer, "preprocess", None) or PreprocessSpec()
+
+
+def valid_threshold(value, what: str = "threshold") -> float:
+    """``value`` as the anomaly threshold of a run, or ValueError naming ``what``: a finite number
+    > 0, as a manifest's (scores are >= 0: a threshold <= 0 flags every frame, NaN none)."""
+    try:
+        thr = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(thr) or thr <= 0:
+        raise ValueError(f"{what} must be a finite number > 0 (scores are >= 0), got {value!r}")
+    return thr
 
 
 def scorer_threshold(scorer) -> Optional[float]:
@@ -262,6 +274,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     ``on_result`` / ``on_error`` may also be lists of hooks; an Exception in a hook is reported
     (``hook_failed`` event), never fatal (see the module docstring).
     """
+    if threshold is not None:
+        threshold = valid_threshold(threshold)    # before the results file is touched
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
     live = bool(getattr(source, "live", False)) if live is None else live

@@ -274,3 +274,18 @@ def test_a_raising_error_hook_is_reported_and_the_run_goes_on(tmp_path):
     ev = [r for r in lines if r.get("event") == "hook_failed"]
     assert len(ev) == 1 and ev[0]["hook"] == "publish_fault" and ev[0]["frame"] == "unreadable"
     assert s["hook_failures"] == {"publish_fault": 1}
+
+
+def test_a_threshold_that_is_not_a_positive_number_is_refused(tmp_path):
+    """run_capture (edge-ad run, batch and the ROS node's threshold parameter go through it) refuses a
+    threshold <= 0 or non-finite before the results file is touched, as manifests refuse one."""
+    import pytest
+    from edge_ad.runtime.capture import valid_threshold
+    out = tmp_path / "r.jsonl"
+    for bad in (0, 0.0, -0.1, float("nan"), float("inf"), True, "x"):
+        with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
+            run_capture(open_source("synth://?n=1"), FakeScorer(), threshold=bad, out=out, handle_signals=False)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="^parameter threshold must be"):
+        valid_threshold(-1.0, "parameter threshold")
+    assert valid_threshold(0.25) == 0.25 and valid_threshold(1) == 1.0

@@ -186,6 +186,9 @@ def test_usage_errors(tmp_path, stub):
     assert r.exit_code == 1 and "no such file" in r.output
     r = invoke(["--source", "synth://?n=1", "--max-frames", "0"])
     assert r.exit_code == 2
+    for bad in ("0", "-0.5", "nan", "inf"):      # a threshold <= 0 flags every frame, NaN none
+        r = invoke(["--source", "synth://?n=1", "--threshold", bad])
+        assert r.exit_code == 2 and "--threshold must be a finite number > 0" in r.output, (bad, r.output)
 
 
 def test_missing_demo_model_is_explained(tmp_path, monkeypatch):

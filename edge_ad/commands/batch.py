@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
 
 
 def _ray_address(value: Optional[str], sources: tuple) -> tuple:
@@ -38,7 +37,7 @@ def _ray_address(value: Optional[str], sources: tuple) -> tuple:
               "[local: CPU count / workers; Ray: 1].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Run seed, as edge-ad run --seed: frame i of every source uses frame_seed(seed, i).")
-@click.option("--threshold", type=float, help="Anomaly threshold (default: the model's calibrated one).")
+@click.option("--threshold", type=float, help="Anomaly threshold, a number > 0 (default: the model's calibrated one).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Tries per source when its worker dies mid-source.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -60,8 +59,12 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     ray_address, sources = _ray_address(ray_address, sources)
     if not sources:
         raise click.UsageError("give at least one SOURCE (folder, recording, glob or @list.txt)")
-    if threshold is not None and not np.isfinite(threshold):
-        raise click.UsageError("--threshold must be a finite number")
+    if threshold is not None:
+        from edge_ad.runtime.capture import valid_threshold
+        try:
+            valid_threshold(threshold, "--threshold")
+        except ValueError as e:
+            raise click.UsageError(str(e))
     try:
         uris, problems = expand_sources(list(sources))
     except PlanError as e:

@@ -272,7 +272,7 @@ def _accepts(fn, name: str) -> bool:
               "(default: the shipped demo model).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
               show_default=True)
-@click.option("--threshold", type=float, help="Anomaly threshold (default: the model's calibrated one).")
+@click.option("--threshold", type=float, help="Anomaly threshold, a number > 0 (default: the model's calibrated one).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Append one JSON line per frame + a summary "
               "(never overwritten: a restart continues the frame index).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N scored frames.")
@@ -312,7 +312,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error (also a signal that had to abandon
     a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults), 4 no scorable frame.
     """
-    from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
+    from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold, valid_threshold
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
     from edge_ad.runtime.results import ResultsFileError
     from edge_ad.runtime.sources import SourceError, open_camera, open_source
@@ -321,8 +321,11 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         raise click.UsageError("give --camera or --source, not both")
     if seed is not None and z0_path:
         raise click.UsageError("give --seed or --z0, not both")
-    if threshold is not None and not np.isfinite(threshold):
-        raise click.UsageError("--threshold must be a finite number")
+    if threshold is not None:
+        try:
+            valid_threshold(threshold, "--threshold")
+        except ValueError as e:
+            raise click.UsageError(str(e))
     if sheet and not sheet.lower().endswith(".png"):
         raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
     if rerun_target:
