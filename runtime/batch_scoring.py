@@ -128,10 +128,27 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
     return results
 
 
+def frame_pair(entry) -> tuple:
+    """One entry of score_batch's ``frames`` as (rgb, depth), or FrameError naming what it is instead
+    (None, a 1-tuple without depth, another length), so that one bad entry fails only its frame."""
+    if entry is None:
+        raise FrameError("missing frame: the entry is None, not an (rgb, depth) pair")
+    try:
+        items = tuple(entry)
+    except TypeError:
+        raise FrameError(f"an (rgb, depth) pair is needed, got {type(entry).__name__}") from None
+    if len(items) == 1:
+        raise FrameError("missing depth image: the entry is (rgb,) without depth")
+    if len(items) != 2:
+        raise FrameError(f"an (rgb, depth) pair is needed, got {len(items)} items")
+    return items
+
+
 def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
                 keep_reconstructions: bool = False, threads: Optional[int] = None) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
-    the FrameError / ValueError of a frame that cannot be scored (the others are still scored).
+    the FrameError / ValueError of a frame that cannot be scored (the others are still scored; an
+    entry that is None or lacks its depth is such a frame: ``frame_pair``).
     seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None; with R > 0 one random
     seed for the frame's copies). With score_shift_radius
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
@@ -148,16 +165,18 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
                                      keep_reconstructions, threads)]
     results: list = [None] * n
     if not batch_available(scorer):
-        for i, (rgb, depth) in enumerate(frames):
+        for i, entry in enumerate(frames):
             try:
+                rgb, depth = frame_pair(entry)
                 results[i] = scorer.score(rgb, depth, z0=z0s[i], seed=seeds[i], keep_reconstructions=keep_reconstructions)
             except (FrameError, ValueError) as e:
                 results[i] = e
         return results
     t0 = time.perf_counter()
     xs, ok = [], []
-    for i, (rgb, depth) in enumerate(frames):
+    for i, entry in enumerate(frames):
         try:
+            rgb, depth = frame_pair(entry)
             x = preprocess(rgb, depth, scorer.preprocess_spec)
             if not np.isfinite(x).all():
                 raise ValueError("x contains NaN or inf")

@@ -345,7 +345,7 @@ class Scorer:
                     threads: Optional[int] = None) -> list:
         """Score raw frames [(rgb, depth), ...] together: per frame a ScoreResult (equal to
         ``score(rgb, depth, z0, seed)``'s to float32 rounding) or the FrameError / ValueError of a
-        frame that cannot be scored. k = 0 exports (final_batch.onnx) loaded with backend
+        frame that cannot be scored (also an entry that is None or has no depth). k = 0 exports (final_batch.onnx) loaded with backend
         "onnxruntime" run one encoder and one generator pass over the batch, on ``threads`` intra-op
         threads; other models and TensorRT score frame by frame (runtime/batch_scoring.py)."""
         from .batch_scoring import score_batch

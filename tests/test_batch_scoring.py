@@ -121,3 +121,18 @@ def test_export_parity_covers_the_batch_graphs(tiny_parity_export, monkeypatch):
     monkeypatch.setattr(batch_graphs, "build_final_batch_graph", off_by_a_bias)
     with pytest.raises(ExportError, match="score_batch over 2 frames.*FAILED"):
         tiny_parity_export(0, 2, 2)
+
+
+@pytest.mark.parametrize("batch_graphs", [True, False])
+def test_a_missing_frame_or_depth_fails_only_its_entry(kinect_export, export_tiny, val_frames, batch_graphs):
+    """None, (rgb,) without depth and a 3-tuple in a batch are per-frame FrameErrors, as the
+    single-frame path reports a missing depth; the good frames are still scored (batch graphs of the
+    k = 0 export, and the frame-by-frame fallback of a k = 1 model)."""
+    scorer = Scorer.load(kinect_export if batch_graphs else export_tiny(1, 1), threads=1)
+    (rgb, depth), (rgb2, depth2) = val_frames(2)
+    frames = [(rgb, depth), None, (rgb,), (rgb, depth, depth), (rgb2, depth2)]
+    got = scorer.score_batch(frames, seeds=[1, 2, 3, 4, 5])
+    assert [type(r).__name__ for r in got] == ["ScoreResult", "FrameError", "FrameError", "FrameError", "ScoreResult"]
+    assert "None" in str(got[1]) and "missing depth" in str(got[2]) and "3 items" in str(got[3])
+    assert got[0].score == pytest.approx(scorer.score(rgb, depth, seed=1).score, rel=RTOL)
+    assert got[4].score == pytest.approx(scorer.score(rgb2, depth2, seed=5).score, rel=RTOL)
