@@ -619,7 +619,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                                 parity_frames=parity_frames, parity=parity, tolerance=tolerance,
                                 check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
                                 threshold=threshold, encoder=encoder, latent_bank=latent_bank, targets=targets,
-                                sign_key=sign_key, log=log)
+                                sign_key=sign_key, preprocess=preprocess, log=log)
     except ParityFailed as e:
         failed = out_dir.with_name(out_dir.name + ".failed")
         shutil.rmtree(failed, ignore_errors=True)     # an earlier failed attempt's leftovers
@@ -639,7 +639,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
 
 def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,
                  check_fp64, parity_seed, threads, threshold, encoder, latent_bank, targets, sign_key,
-                 log) -> dict:
+                 preprocess, log) -> dict:
     """export_model's work, in the (new, empty) staging directory ``out_dir``."""
     from edge_ad.models.checkpoint import load_generator
     if sign_key is not None:
