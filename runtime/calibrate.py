@@ -61,6 +61,7 @@ from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligne
 from .sensor_faults import SensorFaultDetector
 
 MIN_FRAMES = 20
+DEFAULT_FPR = 0.05           # the scene's target false-alarm rate when the model carries no threshold
 DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's)
 MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
 
@@ -266,6 +267,16 @@ def model_threshold_floor(manifest: dict, fpr: float) -> Optional[float]:
     return value if np.isfinite(value) and rate >= fpr else None
 
 
+def model_fpr(manifest: dict) -> float:
+    """The false-alarm rate the model's own threshold was calibrated at (carried through calibrations),
+    a valid rate in (0, 1); DEFAULT_FPR when the model has none. The default target of a calibration."""
+    own = _model_threshold(manifest) or {}
+    rate = own.get("target_fpr")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1:
+        return float(rate)
+    return DEFAULT_FPR
+
+
 def _model_threshold(manifest: dict) -> Optional[dict]:
     """{"value", "target_fpr"} of the exported model's own threshold (carried through calibrations)."""
     t = manifest.get("threshold")
@@ -276,7 +287,7 @@ def _model_threshold(manifest: dict) -> Optional[dict]:
     return {"value": t.get("value"), "target_fpr": t.get("target_fpr")}
 
 
-def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: float = 0.05,
+def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
@@ -287,12 +298,14 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     (checked before anything is read from it). The new directory's manifest differs from the signed
     one, so it is unsigned unless ``sign_key`` (an Ed25519 private key: PEM path or key object,
     runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
+    ``fpr``: the scene threshold's target false-alarm rate; None: the rate the model's own threshold was
+    calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
     from .scorer import Scorer
     from .signing import SIGNATURE, load_private_key, sign_model
-    if not 0 < fpr < 1:
+    if fpr is not None and not 0 < fpr < 1:
         raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
@@ -303,6 +316,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     if trusted_keys:                                 # verified by Scorer.load: the key that signed the input
         signed_by = json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
     man = scorer.manifest
+    if fpr is None:
+        fpr = model_fpr(man)
     cfg = scorer.config
     bank_entry = man.get("latent_bank") or {}
     augment = list(bank_entry.get("augment") or [])

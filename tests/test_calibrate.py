@@ -114,6 +114,30 @@ def test_floor_of_a_calibrated_manifest_is_the_models_threshold_not_the_last_sce
     assert model_threshold_floor({"threshold": old}, 0.05) is None
 
 
+def test_default_target_rate_is_the_models_own(tmp_path, kinect_export):
+    """Without --fpr the scene threshold is read at the rate the model's own threshold was calibrated at
+    (so that its floor applies: a model shipped at 4 % calibrated at 5 % had no floor and 20 % false
+    alarms in the new scene); a calibrated manifest passes the model's rate on; none: 5 %."""
+    from edge_ad.runtime.calibrate import DEFAULT_FPR, model_fpr
+    from edge_ad.runtime.sources import open_source
+    own = {"value": 1.0, "target_fpr": 0.04}
+    assert model_fpr({"threshold": own}) == 0.04
+    assert model_fpr({"threshold": {"value": 9.0, "target_fpr": 0.1, "source": "edge-ad calibrate",
+                                    "model_threshold": own}}) == 0.04
+    assert model_fpr({}) == DEFAULT_FPR == 0.05
+    assert model_fpr({"threshold": {"value": 1.0, "target_fpr": 1.5}}) == DEFAULT_FPR
+    src_dir = tmp_path / "model"
+    shutil.copytree(kinect_export, src_dir)
+    man = json.loads((src_dir / "manifest.json").read_text())
+    man["threshold"]["target_fpr"] = 0.08                 # as if shipped at 8 % (manifest re-hashed below)
+    (src_dir / "manifest.json").write_text(json.dumps(man))
+    scene = copy_frames(tmp_path / "scene", "rectangle", 24, start=0)
+    with open_source(str(scene)) as src:
+        out = calibrate_model(src_dir, src, tmp_path / "cal", floor=True)
+    assert out["calibration"]["target_fpr"] == 0.08 and out["threshold"]["target_fpr"] == 0.08
+    assert out["calibration"]["threshold_floor"] == pytest.approx(man["threshold"]["value"])   # rate 8 % >= 8 %
+
+
 def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):
     from edge_ad.cli import main
     scene = copy_frames(tmp_path / "scene", "rectangle", 4)

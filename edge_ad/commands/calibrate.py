@@ -14,8 +14,9 @@ import click
               help="the NEW model directory to write (must not exist or be empty).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
               help="read at most this many frames from the source.")
-@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
-              help="target false-alarm rate on normal frames of the scene (sets the threshold).")
+@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
+              "rate the model's own threshold was calibrated at (0.05 for a model without one).")
 @click.option("--min-frames", type=click.IntRange(min=2), default=20, show_default=True,
               help="refuse to calibrate on fewer usable frames.")
 @click.option("--colour-gain/--no-colour-gain", default=True, show_default=True,
@@ -82,7 +83,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
                f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped); threshold {t['value']:.4g} "
-               f"at {fpr:g} false alarms" + (
+               f"at {c['target_fpr']:g} false alarms" + (
                f" (the model's own; the scene's {c['threshold_scene']:.4g} is below it)"
                if c.get("threshold_floor") is not None and c["threshold_floor"] > c["threshold_scene"] else "") + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
                                              if bank else ""))

@@ -46,7 +46,8 @@ def main(argv=None):
     ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
     ap.add_argument("--scene", default="brightness:0.8+wb:1.1,1,0.9+shift:2,-2")
     ap.add_argument("--n-calib", type=int, default=50)
-    ap.add_argument("--fpr", type=float, default=0.05)
+    ap.add_argument("--fpr", type=float, default=None,
+                    help="calibrate's target rate (default: the model's own rate, as edge-ad calibrate)")
     ap.add_argument("--no-colour-gain", action="store_true")
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--no-floor", action="store_true", help="calibrate without the model's threshold as a floor")
@@ -78,7 +79,7 @@ def main(argv=None):
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
             clean = [before.score(*read_pair(Path(a.data) / a.cls, str(i))).score for i in splits[a.cls]["val"]]
-            thr_before = float(np.quantile(clean, 1 - a.fpr, method="higher"))
+            thr_before = float(np.quantile(clean, 1 - (a.fpr or 0.05), method="higher"))
         result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "n_calib": len(calib), "n_normal": len(rest),
                   "n_anomalous": len(anomalous)}
         for name, sc in (("before", before), ("after", after)):

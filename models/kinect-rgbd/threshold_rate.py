@@ -34,7 +34,7 @@ from edge_ad.runtime import Scorer
 from edge_ad.runtime.calibrate import score_scene
 from edge_ad.runtime.config import LatentMemory, latent_factor, original_rows
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
-from edge_ad.runtime.preprocess import frame_to_uint8
+from edge_ad.runtime.latent_bank import unaligned_uint8
 from edge_ad.runtime.sources.folder import read_pair
 
 TARGETS = {"flagged": 0.90, "clean_false_alarms": 0.10, "nuisance_false_alarms": 0.15}
@@ -56,7 +56,8 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
     for k, (label, nuisance) in enumerate(conditions.items()):
         raw = frames if nuisance is None else [nuisance(*f, frame_rng(seed, TRAIN_FRAME_OFFSET + i, k))
                                                for i, f in enumerate(frames)]
-        res = score_scene(scorer, [frame_to_uint8(*f, spec) for f in raw], spec)
+        # (R, R, 4) before align, as edge-ad calibrate reads a scene: score_scene aligns (once)
+        res = score_scene(scorer, [unaligned_uint8(*f, spec) for f in raw], spec)
         base, shifted = res["base"], res["shifted_latents"]                   # (N, S), (N, S, z_dim)
         scores = np.empty(len(frames))
         for i in range(len(frames)):
