@@ -88,3 +88,26 @@ def test_eval_and_export_scoring_reference_agree_on_plain_preprocessing(tmp_path
     r = CliRunner().invoke(main, ["export", str(tmp_path / "tuned.pt"), "--out", str(tmp_path / "own"), "--k", "2",
                                   "--no-parity", "--threshold-file", str(thr)])
     assert r.exit_code != 0 and "another preprocessing" in r.output, r.output
+
+
+def test_eval_reference_never_uses_a_threshold_of_other_preprocessing(tmp_path, kinect_root, tiny_generator):
+    """A checkpoint threshold calibrated for the same search settings but on the checkpoint's tuned
+    preprocessing is not applied by `eval --scoring reference` (plain preprocessing): the nuisance suite
+    calibrates its own; with the checkpoint's scoring it is the checkpoint's."""
+    from edge_ad.runtime.config import SearchConfig
+    k0 = SearchConfig(name="k0", k=0, n_seed=1, lr_theta=0.0)
+    tuned = PreprocessSpec(colour_norm="gray", colour_reference=(0.6, 0.6, 0.6))
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=tuned,
+                    scoring={"name": "k0", "search": k0.to_dict(),
+                             "threshold": {"value": 123.0, "target_fpr": 0.05, "search": k0.to_dict()}})
+    src = {}
+    for scoring in ("checkpoint", "reference"):
+        r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                      "--class", "sphere", "--max-per-class", "2", "--k", "0", "--n-seed", "1",
+                                      "--lr-theta", "0", "--no-baselines", "--scoring", scoring,
+                                      "--nuisance-set", "brightness:1.25", "--out", str(tmp_path / scoring)])
+        assert r.exit_code == 0, r.output
+        nu = json.loads((tmp_path / scoring / "report.json").read_text())["nuisance"]
+        src[scoring] = (nu["threshold"], nu["threshold_source"])
+    assert src["checkpoint"][0] == 123.0 and src["checkpoint"][1].startswith("the checkpoint's")
+    assert src["reference"][0] != 123.0 and src["reference"][1].startswith("calibrated now"), src

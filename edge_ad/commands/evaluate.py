@@ -203,14 +203,18 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
               nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n, normal_name, max_per_class,
               spec, baselines) -> dict:
     """The nuisance suite at the model's threshold (the checkpoint's calibrated one when it carries one
-    for this configuration; else calibrated now on the clean normal frames at --calibrate-fpr)."""
+    for this configuration and ``spec`` is the checkpoint's preprocessing; else calibrated now on the
+    clean normal frames at --calibrate-fpr)."""
     from tqdm import tqdm
 
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.evaluate import calibrate_threshold, nuisance_suite
     from edge_ad.models.search import checkpoint_threshold, score_batch
 
-    thr = checkpoint_threshold(model_path, cfg)
+    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
+    own_spec = getattr(G, "preprocess", None) or PreprocessSpec()
+    # a checkpoint threshold belongs to its configuration AND its preprocessing (--scoring reference: plain)
+    thr = checkpoint_threshold(model_path, cfg) if (spec or PreprocessSpec()) == own_spec else None
     if thr is not None:
         threshold, source = float(thr["value"]), (f"the checkpoint's, calibrated at {thr.get('target_fpr')} "
                                                   f"false alarms on {thr.get('normal', 'normal frames')}")
@@ -218,7 +222,6 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
         threshold = calibrate_threshold(clean_normal, calibrate_fpr or 0.05)
         source = f"calibrated now on these clean normal frames at {calibrate_fpr or 0.05} false alarms"
     baseline_fn = None
-    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
     plain = plain_spec(spec or PreprocessSpec())   # the baseline as the issue defines it
     if baselines and data and cls:
         from edge_ad.models.baselines import nearest_neighbour_scores
