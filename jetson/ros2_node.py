@@ -16,7 +16,8 @@ queue_size, seed, results_path ("none" = no file), stale_s (no pair for this lon
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
 32FC1, the model resolution) stamped with the colour frame's header. A frame that was not scored
 (a sensor fault such as black_rgb or no_depth, or an unreadable frame) publishes ~/anomaly True and
-~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result.
+~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result;
+so does a camera that stopped (no pair for stale_s: "source_lost: ...").
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ class TopicSource(Source):
 
 class ResultPublisher:
     """The node's output hooks for run_capture: ``__call__`` (``on_result``) publishes a scored frame,
-    ``fault`` (``on_error``) a frame that was not scored.
+    ``fault`` (``on_error``) a frame that was not scored, ``outage`` (``on_outage``) a camera that stopped.
 
     Scored frame: ~/score, ~/anomaly (when there is a threshold), ~/error_map. Sensor fault or
     unscorable frame (``error`` line of the results): ~/anomaly True, so a consumer that stops on an
@@ -124,6 +125,13 @@ class ResultPublisher:
         fields = numpy_to_image_fields(res.error_map.astype("float32"), "32FC1", data_as_bytes=True)
         fields["data"] = array.array("B", fields["data"])
         self.publish_error_map(self.make_image(frame.meta.get("header"), fields))
+
+    def outage(self, rec: dict) -> None:
+        """Publish a ``source_lost`` / ``source_failed`` event (no synchronized pair for ``stale_s``):
+        ~/anomaly True and ~/fault "source_lost: <why>", so the last frame's flag does not stand for a
+        camera that stopped."""
+        self.publish_flag(self.make_bool(True))
+        self.publish_fault(self.make_string(f"{rec['event']}: {rec['error']}"))
 
     def fault(self, rec: dict, frame: Frame) -> None:
         """Publish an ``error`` line (``rec``: its ``fault`` name, if a sensor fault, and ``error``)."""
@@ -197,6 +205,7 @@ def main(argv: Optional[list] = None) -> int:
         results = None if p["results_path"] in ("", "none") else p["results_path"]
         summary = run_capture(holder["source"], scorer, threshold=thr, out=results,
                               seed=int(p["seed"]), reopen=new_source, on_result=hook, on_error=hook.fault,
+                              on_outage=hook.outage,
                               log=node.get_logger().warning,
                               frame_timeout=float(p["frame_timeout_s"]) or None,
                               rotate_bytes=int(float(p["rotate_mb"]) * 1e6) or None)

@@ -249,6 +249,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 reopen: Optional[Callable[[], Source]] = None,
                 on_result=None,
                 on_error=None,
+                on_outage=None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
@@ -271,8 +272,10 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     ``stop_grace`` (s): how long a frame in flight may still run after a stop request.
     ``rotate_bytes``: rotate ``out`` past this size. ``max_pixels``: larger frames are refused
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
-    ``on_result`` / ``on_error`` may also be lists of hooks; an Exception in a hook is reported
-    (``hook_failed`` event), never fatal (see the module docstring).
+    ``on_outage(rec)`` is called after a ``source_lost`` / ``source_failed`` event line (the camera
+    stopped; ``rec["error"]`` says why), so a consumer hears that no frames are coming.
+    ``on_result`` / ``on_error`` / ``on_outage`` may also be lists of hooks; an Exception in a hook is
+    reported (``hook_failed`` event), never fatal (see the module docstring).
     """
     if threshold is not None:
         threshold = valid_threshold(threshold)    # before the results file is touched
@@ -289,6 +292,7 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     state = {"source": source}
     hook_failures: dict = {}
     result_hooks, error_hooks = _Hooks(on_result, hook_failures), _Hooks(on_error, hook_failures)
+    outage_hooks = _Hooks(on_outage, hook_failures)
     first_index = index = writer.next_index
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}")
@@ -406,7 +410,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     def reopen_with_backoff(err: BaseException) -> bool:
         st.outages += 1
         t_lost = time.perf_counter()
-        emit({"type": "event", "event": "source_lost", "time": time.time(), "error": str(err)})
+        lost = {"type": "event", "event": "source_lost", "time": time.time(), "error": str(err)}
+        emit(lost)
+        outage_hooks.call((lost,), emit, log)
         log(f"source lost: {err}; reopening")
         try:
             state["source"].close()
@@ -475,7 +481,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
         except SourceError as e:
             st.stopped = "source_failed"
             st.fatal_error = str(e)
-            emit({"type": "event", "event": "source_failed", "time": time.time(), "error": str(e)})
+            failed = {"type": "event", "event": "source_failed", "time": time.time(), "error": str(e)}
+            emit(failed)
+            outage_hooks.call((failed,), emit, log)
             log(f"source failed: {e}")
         except KeyboardInterrupt:
             st.stopped = "interrupted"

@@ -119,6 +119,35 @@ def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path
     assert "undecodable" in faults[2]
 
 
+def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
+    """No synchronized pair for stale_s: ~/anomaly True and ~/fault "source_lost: ..." (the last
+    frame's flag False must not stand for a camera that stopped); the node waits again (reopen)."""
+    good = next(iter(open_source("synth://?n=1&seed=2&anomaly_rate=0")))
+    published, hook = publisher()
+    holder = {"source": ros2_node.TopicSource(stale_s=0.3)}
+
+    def reopen():
+        holder["source"] = ros2_node.TopicSource(stale_s=0.3)
+        return holder["source"]
+
+    stop = threading.Event()
+    result = {}
+    thr = 2 * MapScorer().score(good.rgb, good.depth).score
+    t = threading.Thread(target=lambda: result.update(run_capture(
+        holder["source"], MapScorer(), threshold=thr, on_result=hook, on_error=hook.fault, on_outage=hook.outage,
+        reopen=reopen, backoff=(0.05, 0.1), stop=stop, handle_signals=False, out=tmp_path / "r.jsonl")))
+    t.start()
+    holder["source"].push(*ros_msgs([good])[0])
+    deadline = time.time() + 10
+    while not published["fault"] and time.time() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    t.join(timeout=10)
+    assert not t.is_alive() and result["frames_scored"] == 1 and result["outages"] >= 1
+    assert [p["data"] for p in published["flag"]][:2] == [False, True]
+    assert published["fault"][0]["data"].startswith("source_lost: no synchronized colour/depth pair")
+
+
 def test_topic_source_keeps_newest_and_reports_staleness():
     frames = list(open_source("synth://?n=3&seed=1"))
     msgs = ros_msgs(frames)
