@@ -136,6 +136,14 @@ def test_default_target_rate_is_the_models_own(tmp_path, kinect_export):
         out = calibrate_model(src_dir, src, tmp_path / "cal", floor=True)
     assert out["calibration"]["target_fpr"] == 0.08 and out["threshold"]["target_fpr"] == 0.08
     assert out["calibration"]["threshold_floor"] == pytest.approx(man["threshold"]["value"])   # rate 8 % >= 8 %
+    # the command line without --fpr: the same default (not a fixed 5 %)
+    from edge_ad.cli import main
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(src_dir), "--source", str(scene),
+                                  "--out", str(tmp_path / "cal-cli"), "--max-shift", "0"])
+    assert r.exit_code == 0, r.output
+    cli = json.loads((tmp_path / "cal-cli" / "manifest.json").read_text())
+    assert cli["threshold"]["target_fpr"] == 0.08 and cli["calibration"]["threshold_floor"] is not None
+    assert "at 0.08 false alarms" in r.output
 
 
 def test_calibrate_refuses_few_frames_bad_out(tmp_path, kinect_export):

@@ -19,8 +19,8 @@ the largest smallest margin is suggested.
         --out /tmp/C-eval --nuisance --no-baselines
     python models/kinect-rgbd/threshold_rate.py --model /tmp/C --class C --report /tmp/C-eval/report.json
 
-Torch-free (runtime only); the train frames are scored with the exported model (parity with the PyTorch
-reference that scored the report: ~1e-6).
+Torch-free (the runtime plus scipy, which the dev install brings with scikit-learn); the train frames are
+scored with the exported model (parity with the PyTorch reference that scored the report: ~1e-6).
 """
 from __future__ import annotations
 
