@@ -5,11 +5,13 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
 * the file is opened for appending; the last intact line that carries an ``index`` tells the
   restarted run where the frame count continues (``ResultWriter.next_index``);
 * a torn last line (a process killed mid-write) is cut off the file and kept, verbatim, in a
-  ``resumed`` event, so every line of the file stays valid JSON and nothing is lost. Only a tail
-  that looks like one of our lines cut short counts as torn: shorter than TORN_MAX bytes and
-  starting like ``{"type": "`` (NUL bytes a power cut left after it are dropped). Any other file
-  that does not end in a newline (not a results file, or someone else's data) is refused with
-  ResultsFileError naming the file and what its end holds, and left byte for byte unchanged;
+  ``resumed`` event, so every line of the file stays valid JSON and nothing is lost. NUL bytes a
+  power cut left at the file's end are cut too and only counted (``torn_zero_bytes``), whatever
+  their length. Only a tail that looks like one of our lines cut short counts as torn: without
+  its NUL bytes shorter than TORN_MAX bytes and starting like ``{"type": "``, or only NUL bytes
+  after a line of ours (or in an otherwise empty file). Any other file that does not end in a
+  newline (not a results file, or someone else's data) is refused with ResultsFileError naming
+  the file and what its end holds, and left byte for byte unchanged;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file).
@@ -62,6 +64,39 @@ def tail_size(path: os.PathLike) -> int:
     return size
 
 
+def zero_tail_size(path: os.PathLike) -> int:
+    """How many NUL bytes the file ends with (what a power cut leaves after the last write)."""
+    path = Path(path)
+    end = path.stat().st_size
+    with open(path, "rb") as f:
+        while end > 0:
+            start = max(0, end - TAIL_BYTES)
+            f.seek(start)
+            data = f.read(end - start)
+            kept = len(data.rstrip(b"\0"))
+            if kept:
+                return path.stat().st_size - start - kept
+            end = start
+    return path.stat().st_size
+
+
+def last_line_start(path: os.PathLike, before: int) -> Optional[bytes]:
+    """The first bytes (up to len(LINE_START)) of the last line ending at byte ``before`` (the
+    offset just after its newline); None when ``before`` is 0 (no line there)."""
+    if before <= 0:
+        return None
+    with open(path, "rb") as f:
+        end = before - 1                 # the newline itself
+        while True:
+            start = max(0, end - TAIL_BYTES)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0 or start == 0:
+                f.seek(start + cut + 1)
+                return f.read(min(len(LINE_START), end - (start + cut + 1)))
+            end = start
+
+
 def torn_tail(path: os.PathLike, limit: Optional[int] = None) -> bytes:
     """The bytes after the file's last newline: a line a killed writer did not finish (b"" if none);
     at most the first ``limit`` of them when given."""
@@ -72,15 +107,24 @@ def torn_tail(path: os.PathLike, limit: Optional[int] = None) -> bytes:
         return f.read(n if limit is None else min(n, limit))
 
 
-def torn_problem(tail_bytes: int, head: bytes) -> Optional[str]:
-    """Why a tail of ``tail_bytes`` bytes without a newline, beginning with ``head``, is not a
-    line of ours cut short (None when it is one)."""
-    if tail_bytes > TORN_MAX:
-        return (f"its last {tail_bytes} bytes have no newline (a line torn by a kill is < {TORN_MAX} bytes), "
-                f"starting {head[:40]!r}")
-    text = head.rstrip(b"\0")     # a power cut can leave NUL bytes after the last write
+def torn_problem(tail_bytes: int, head: bytes, zero_bytes: int = 0,
+                 previous_line: Optional[bytes] = None) -> Optional[str]:
+    """Why a tail of ``tail_bytes`` bytes without a newline is not a line of ours cut short (None
+    when it is one). ``head``: its first bytes; ``zero_bytes``: how many NUL bytes it ends with (a
+    power cut's, not counted against TORN_MAX); ``previous_line``: the start of the line before it
+    (None: the file holds nothing else)."""
+    text_bytes = tail_bytes - zero_bytes
+    text = head[:text_bytes]
+    if text_bytes == 0:   # only NUL bytes: torn after a line of ours, or in a file of nothing else
+        if previous_line is None or previous_line.startswith(LINE_START):
+            return None
+        return (f"it ends in {zero_bytes} NUL bytes after a line that does not start like a results line: "
+                f"{previous_line!r}")
+    if text_bytes > TORN_MAX:
+        return (f"its last {text_bytes} bytes have no newline (a line torn by a kill is < {TORN_MAX} bytes), "
+                f"starting {text[:40]!r}")
     if not (text.startswith(LINE_START) or LINE_START.startswith(text)):
-        return f"it ends in {tail_bytes} bytes without a newline that do not start like a results line: {head[:40]!r}"
+        return f"it ends in {text_bytes} bytes without a newline that do not start like a results line: {text[:40]!r}"
     return None
 
 
@@ -135,7 +179,7 @@ class ResultWriter:
         self._f = open(self.path, "a", encoding="utf-8")
         self._size = self._f.tell()
         if self.resumed is not None:
-            if torn:  # (< TORN_MAX bytes: longer tails are refused in _resume)
+            if torn:  # (< TORN_MAX bytes, NUL bytes off: longer tails are refused in _resume)
                 self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
             self.write(self.resumed)
 
@@ -143,19 +187,20 @@ class ResultWriter:
         """Find where an earlier run stopped; cut a torn last line off (returned, kept in the event)."""
         candidates = [self.path] if self.path.exists() else []
         candidates += list(reversed(rotated_files(self.path)))
-        torn = b""
+        torn, cut = b"", 0
         if self.path.exists() and self.path.stat().st_size:
-            n = tail_size(self.path)
-            head = torn_tail(self.path, limit=TORN_MAX + 1) if n else b""
-            problem = torn_problem(n, head) if n else None
-            if problem is not None:   # not a torn line of ours: never cut, never appended to
-                raise ResultsFileError(
-                    f"{self.path} does not look like an edge-ad results file: {problem}. Left unchanged; "
-                    "move it away or give another --out")
-            torn = torn_tail(self.path) if n else b""
-            if torn:  # a line cut by a kill: move it out of the file into the resumed event
-                with open(self.path, "r+b") as f:
-                    f.truncate(self.path.stat().st_size - len(torn))
+            size, n = self.path.stat().st_size, tail_size(self.path)
+            zeros = zero_tail_size(self.path) if n else 0     # <= n: NUL bytes hold no newline
+            if n:
+                head = torn_tail(self.path, limit=min(n - zeros, TORN_MAX + 1))
+                problem = torn_problem(n, head, zeros, last_line_start(self.path, size - n))
+                if problem is not None:   # not a torn line of ours: never cut, never appended to
+                    raise ResultsFileError(
+                        f"{self.path} does not look like an edge-ad results file: {problem}. Left unchanged; "
+                        "move it away or give another --out")
+                torn, cut = head, n   # the line cut by a kill (NUL bytes off), and every byte cut
+                with open(self.path, "r+b") as f:   # moved out of the file into the resumed event
+                    f.truncate(size - n)
         for p in candidates:   # the newest file with an intact indexed line says where to continue
             if p.stat().st_size == 0:
                 continue
@@ -165,11 +210,13 @@ class ResultWriter:
                 self.resumed = {"type": "event", "event": "resumed", "time": time.time(),
                                 "next_index": self.next_index, "previous_file": str(p)}
                 break
-        if self.resumed is None and self.path.exists() and (self.path.stat().st_size or torn):
+        if self.resumed is None and self.path.exists() and (self.path.stat().st_size or cut):
             self.resumed = {"type": "event", "event": "resumed", "time": time.time(), "next_index": 0,
                             "previous_file": str(self.path)}
-        if torn:
-            self.resumed["torn_bytes"] = len(torn)
+        if cut:
+            self.resumed["torn_bytes"] = cut           # every byte cut off, NUL bytes included
+            if cut > len(torn):
+                self.resumed["torn_zero_bytes"] = cut - len(torn)
         return torn
 
     def write(self, record: dict) -> None:

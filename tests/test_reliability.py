@@ -63,6 +63,37 @@ def test_torn_last_line_is_kept_in_an_event_and_the_file_stays_valid(tmp_path):
     assert [r["index"] for r in lines if r["type"] == "frame"] == [0, 1, 2, 3, 4]
 
 
+def test_a_power_cuts_long_zero_tail_is_cut_and_counted_not_refused(tmp_path):
+    """A power cut can leave any number of NUL bytes at the file's end (here 64 KiB, more than the
+    16 KiB torn-line limit): the restarted run resumes (the old code refused the file on every
+    start), the old lines stay, and the zeros are counted in the resumed event, not copied into it."""
+    from edge_ad.runtime.results import ResultsFileError, TORN_MAX
+    out = tmp_path / "r.jsonl"
+    lines_ok = b'{"type": "frame", "index": 0}\n{"type": "frame", "index": 1}\n'
+    for torn in (b"", b'{"type": "frame", "ind'):
+        out.write_bytes(lines_ok + torn + b"\0" * 65536)
+        s = run_capture(open_source("synth://?n=1&seed=1"), FakeScorer(), out=out, handle_signals=False)
+        data = out.read_bytes()
+        assert data.startswith(lines_ok) and b"\0" not in data
+        lines = read_lines(out)                              # every line parses
+        ev = lines[2]
+        assert ev["event"] == "resumed" and ev["next_index"] == 2 and s["first_index"] == 2
+        assert ev["torn_bytes"] == len(torn) + 65536 and ev["torn_zero_bytes"] == 65536
+        assert ev.get("torn_line", "") == torn.decode()
+        assert len(json.dumps(ev)) < 1024
+    out.write_bytes(b"\0" * 40000)                          # a file of nothing but a power cut's zeros
+    w = ResultWriter(out)
+    w.close()
+    assert w.next_index == 0 and w.resumed["torn_zero_bytes"] == 40000 and b"\0" not in out.read_bytes()
+    # NUL bytes are no licence: a long text before them, or zeros after someone else's line, is refused
+    for data in (lines_ok + b'{"type": "' + b"x" * (TORN_MAX + 1) + b"\0" * 100,
+                 b"my notes\n" + b"\0" * 100):
+        out.write_bytes(data)
+        with pytest.raises(ResultsFileError):
+            ResultWriter(out)
+        assert out.read_bytes() == data
+
+
 def test_last_index_found_behind_a_long_run_of_events(tmp_path):
     from edge_ad.runtime.results import TAIL_BYTES, last_index
     out = tmp_path / "r.jsonl"
