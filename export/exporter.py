@@ -43,7 +43,8 @@ Writing (``install_export``): the export is built in a hidden sibling of ``out_d
 an earlier export in ``out_dir`` is swapped out in one step (Linux renameat2 RENAME_EXCHANGE; elsewhere
 two renames) and deleted, so a model directory is always either the old working export or the new one.
 A failed parity check leaves ``out_dir`` unchanged and keeps the failed export, with its report, in
-``<out_dir>.failed``. A non-empty ``out_dir`` that holds anything but an earlier export's files (a
+``<out_dir>.failed`` (an earlier failed export there is replaced; anything else there is the user's and
+stays: ``<out_dir>.failed-2``, ``-3``, ... then). A non-empty ``out_dir`` that holds anything but an earlier export's files (a
 manifest, the files it lists, graphs, arrays, ``engines/``) is refused: nothing of the user's is deleted.
 """
 from __future__ import annotations
@@ -144,9 +145,39 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _is_working_dir(d: Path) -> bool:
+    try:
+        return os.path.samefile(d, os.getcwd())
+    except OSError:
+        return False
+
+
+def install_in_place(stage: Path, out_dir: Path) -> None:
+    """install_export for the working directory itself (``--out .``): renaming a directory onto it would
+    leave the shell that ran the export in a deleted directory, so its entries are replaced one by one.
+    The earlier manifest goes first and the new one comes last: in between the directory holds no export
+    (the runtime refuses it), never a mix of the two."""
+    for name in (MANIFEST, SIGNATURE):
+        if (out_dir / name).exists():
+            os.unlink(out_dir / name)
+    new = {p.name for p in stage.iterdir()}
+    for p in out_dir.iterdir():         # the earlier export's other files (check_out_dir: nothing else)
+        if p.name not in new:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
+    for p in sorted(stage.iterdir(), key=lambda p: (p.name == MANIFEST, p.name == SIGNATURE, p.name)):  # manifest last
+        target = out_dir / p.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(p, target)
+    stage.rmdir()
+
+
 def install_export(stage: Path, out_dir: Path) -> None:
     """Move the finished export ``stage`` to ``out_dir``: a new or empty ``out_dir`` is renamed onto,
-    an earlier export is swapped out in one step and then deleted."""
+    an earlier export is swapped out in one step and then deleted (the working directory: install_in_place)."""
+    if _is_working_dir(out_dir):
+        install_in_place(stage, out_dir)
+        return
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if _exchange(stage, out_dir):
             shutil.rmtree(stage)                      # now the earlier export
@@ -607,7 +638,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     bad inputs. The export is built beside ``out_dir`` and moved into place only when complete
     (``install_export``): an earlier export there stays usable until it is replaced in one step.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))   # "." and ".." have no name to put the staging dir beside
     if out_dir.is_symlink():
         out_dir = out_dir.resolve()    # replace the directory the link points to, keep the link
     check_out_dir(out_dir)
@@ -615,26 +646,47 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     stage = out_dir.with_name(f".{out_dir.name}.export-{uuid.uuid4().hex[:8]}")
     stage.mkdir()                      # (the umask's permissions, as out_dir.mkdir gave them)
     try:
-        manifest = _export_into(source, stage, search=search, chunk_bytes=chunk_bytes, unrolled=unrolled,
-                                parity_frames=parity_frames, parity=parity, tolerance=tolerance,
-                                check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
-                                threshold=threshold, encoder=encoder, latent_bank=latent_bank, targets=targets,
-                                sign_key=sign_key, preprocess=preprocess, log=log)
-    except ParityFailed as e:
-        failed = out_dir.with_name(out_dir.name + ".failed")
-        shutil.rmtree(failed, ignore_errors=True)     # an earlier failed attempt's leftovers
-        os.rename(stage, failed)
-        raise ExportError(f"export parity check FAILED: {e}; {out_dir} was not changed; the failed export and "
-                          f"its report: {failed / MANIFEST}") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    try:
+        try:
+            manifest = _export_into(source, stage, search=search, chunk_bytes=chunk_bytes, unrolled=unrolled,
+                                    parity_frames=parity_frames, parity=parity, tolerance=tolerance,
+                                    check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
+                                    threshold=threshold, encoder=encoder, latent_bank=latent_bank,
+                                    targets=targets, sign_key=sign_key, preprocess=preprocess, log=log)
+        except ParityFailed as e:
+            failed = keep_failed_export(stage, out_dir)
+            raise ExportError(f"export parity check FAILED: {e}; {out_dir} was not changed; the failed export "
+                              f"and its report: {failed / MANIFEST}") from None
         install_export(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)   # gone already unless something failed on the way
     return manifest
+
+
+def keep_failed_export(stage: Path, out_dir: Path) -> Path:
+    """Move a failed export ``stage`` to ``<out_dir>.failed`` and return where it went. An earlier failed
+    export there is replaced; anything else there (a file, a directory holding other files: the user's)
+    is kept, and the failure goes to ``<out_dir>.failed-2``, ``-3``, ... instead."""
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    n = 1
+    while True:
+        if failed.is_dir() and not failed.is_symlink():
+            try:
+                check_out_dir(failed)   # only an earlier export's files (or nothing) in it
+            except ExportError:
+                pass
+            else:
+                shutil.rmtree(failed)
+        if not os.path.lexists(failed):
+            try:
+                os.rename(stage, failed)
+                return failed
+            except FileExistsError:   # made meanwhile: try the next name
+                pass
+            except OSError as e:
+                if e.errno != errno.ENOTEMPTY:
+                    raise ExportError(f"could not keep the failed export in {failed}: {e}") from None
+        n += 1
+        failed = out_dir.with_name(f"{out_dir.name}.failed-{n}")
 
 
 def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,

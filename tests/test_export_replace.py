@@ -65,3 +65,52 @@ def test_an_out_dir_with_other_files_is_refused(tmp_path, tiny_generator):
         export_model(tiny_generator, m, search=SearchConfig(k=0, n_seed=2), parity=False, log=quiet)
     assert snapshot(m) == before and snapshot(d) == {"todo.txt": b"mine"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes"]
+
+
+def test_export_out_dot_is_the_working_directory_and_dotdot_is_checked(tmp_path, tiny_generator, monkeypatch):
+    """--out . (review2 item 2: ValueError "PosixPath('.') has an empty name"): exports into the working
+    directory, which stays the directory the caller sits in (a second export replaces the first there);
+    --out .. is checked like any other directory (it holds the working directory: refused)."""
+    d = tmp_path / "model"
+    d.mkdir()
+    monkeypatch.chdir(d)
+    export_model(tiny_generator, ".", search=SearchConfig(k=2, n_seed=2), parity=False, log=quiet)
+    assert Scorer.load(".").config.k == 2 and (d / "manifest.json").exists()
+    man = export_model(tiny_generator, ".", search=SearchConfig(k=0, n_seed=2), parity=False, log=quiet)
+    assert Scorer.load(".").config.k == 0 and Scorer.load(d).config.k == 0
+    assert {p.name for p in Path(".").iterdir()} == set(man["files"]) | {"manifest.json"}  # no k = 2 file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]      # no staging dir left
+    with pytest.raises(ExportError, match="not empty and holds no export"):
+        export_model(tiny_generator, "..", search=SearchConfig(k=0, n_seed=2), parity=False, log=quiet)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_failed_export_never_deletes_what_the_user_keeps_in_out_failed(tmp_path, tiny_generator, val_frames):
+    """review2 item 3: the failure went to <out>.failed after rmtree of whatever was there (the user's
+    notes deleted), and with a file there the rename raised and left the staging dir behind. Now only
+    an earlier failed export is replaced; otherwise the failure goes to <out>.failed-2, -3, ..."""
+    frames = [{"id": "f0", "label": None, "rgb": rgb, "depth": depth} for rgb, depth in val_frames(1)]
+    d = tmp_path / "model"
+
+    def fail():
+        with pytest.raises(ExportError, match=r"parity check FAILED") as e:
+            export_model(tiny_generator, d, search=SearchConfig(k=0, n_seed=2), parity_frames=frames,
+                         tolerance=1e-30, check_fp64=False, log=quiet)     # an impossible tolerance
+        return str(e.value)
+
+    (tmp_path / "model.failed").mkdir()
+    (tmp_path / "model.failed" / "my-notes.txt").write_text("mine")
+    (tmp_path / "model.failed-2").write_text("a file of mine")
+    msg = fail()
+    assert (tmp_path / "model.failed" / "my-notes.txt").read_text() == "mine"
+    assert (tmp_path / "model.failed-2").read_text() == "a file of mine"
+    assert "model.failed-3" in msg
+    assert json.loads((tmp_path / "model.failed-3" / "manifest.json").read_text())["parity"]["passed"] is False
+    fail()                                    # an earlier failed export is replaced, not piled up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed", "model.failed-2", "model.failed-3"]
+    (tmp_path / "model.failed").rename(tmp_path / "kept")
+    (tmp_path / "model.failed").write_text("a file where the failure would go")
+    fail()
+    assert (tmp_path / "model.failed").read_text() == "a file where the failure would go"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "model.failed", "model.failed-2",
+                                                          "model.failed-3"]     # no staging dir left
