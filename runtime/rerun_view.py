@@ -51,6 +51,8 @@ class RerunView:
     ``close()`` at the end (finishes the .rrd file; in serve mode, ``linger`` keeps serving until
     Ctrl-C so a browser can still load the recording)."""
 
+    name = "--rerun"   # how hook_failed events and the summary's hook_failures name it (its flag)
+
     def __init__(self, target: str, spec: Optional[PreprocessSpec] = None, *,
                  log: Optional[Callable[[str], None]] = None, web_port: Optional[int] = None,
                  grpc_port: Optional[int] = None, open_browser: bool = False,

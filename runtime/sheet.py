@@ -29,6 +29,8 @@ class ContactSheet:
     the end. ``rec`` is the run's JSON record of the frame (``frame``, ``score``, ``threshold``,
     ``anomalous``, ``truth``)."""
 
+    name = "--sheet"   # how hook_failed events and the summary's hook_failures name it (its flag)
+
     def __init__(self, path: os.PathLike, spec: Optional[PreprocessSpec] = None, *,
                  max_flagged: int = 12, n_normal: int = 3, scale: int = 2):
         self.path = Path(path)
@@ -67,7 +69,7 @@ class ContactSheet:
 
     def write(self) -> Optional[Path]:
         """Render and write the PNG (atomically: a temp file renamed). Returns the path, or None
-        when no frame was scored."""
+        when no frame was scored; OSError when it cannot be written (the temp file removed)."""
         rows = self.rows()
         if not rows:
             return None
@@ -76,8 +78,15 @@ class ContactSheet:
         from PIL import Image
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        Image.fromarray(img).save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, self.path)
+        try:
+            Image.fromarray(img).save(tmp, format="PNG", optimize=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)      # a full disk leaves no half-written temp file behind
+            except OSError:
+                pass
+            raise
         return self.path
 
 

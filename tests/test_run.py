@@ -170,6 +170,44 @@ def test_a_failing_picture_hook_does_not_end_the_run(tmp_path, stub, monkeypatch
     assert "hook failures --save-anomalies 1" in r.output
 
 
+def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
+    """--sheet under a path that is a file (review2 item 5: FileExistsError traceback, exit 1): the
+    results are written, the exit status is the run's (0), the message names the sheet and why."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    out = tmp_path / "r.jsonl"
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=3&seed=4", "--threshold", "0.5",
+                                         "--sheet", str(blocker / "s.png"), "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert f"contact sheet not written ({blocker / 's.png'})" in r.output and "FileExistsError" in r.output
+    recs = lines(out)
+    assert len([x for x in recs if x["type"] == "frame"]) == 3 and recs[-1]["stopped"] == "end"
+    assert blocker.read_text() == "not a directory" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r.jsonl"]
+
+
+def test_picture_hooks_are_named_by_their_flags(tmp_path, stub, monkeypatch):
+    """hook_failed events and hook_failures name every picture hook by its flag, as README lists them
+    (review2 item 6: ContactSheet and RerunView were reported by their class names)."""
+    from edge_ad.runtime import sheet as sheet_mod
+    from edge_ad.runtime.capture import hook_name
+    from edge_ad.runtime.rerun_view import RerunView
+    assert hook_name(sheet_mod.ContactSheet(tmp_path / "s.png")) == "--sheet"
+    assert hook_name(RerunView.__new__(RerunView)) == "--rerun"   # (no viewer started)
+
+    def broken(*a, **k):
+        raise RuntimeError("panel bug")
+
+    monkeypatch.setattr(sheet_mod, "frame_panels", broken)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", "synth://?n=3&seed=4", "--threshold", "0.5", "--out", str(out),
+                "--sheet", str(tmp_path / "s.png"), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    recs = lines(out)
+    assert [x["hook"] for x in recs if x.get("event") == "hook_failed"] == ["--sheet"]
+    assert recs[-1]["hook_failures"] == {"--sheet": 3}
+
+
 def test_camera_without_camera_fails_at_once(stub):
     if find_cameras()[0]:
         pytest.skip("a camera is connected to this machine")
@@ -217,3 +255,16 @@ def test_run_path_is_torch_free():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
+
+
+def test_a_viewer_that_fails_to_close_is_reported_not_raised(capsys):
+    """--display / --rerun closed at the run's end: a failure there is a warning naming the flag, so the
+    run's summary and exit status stand (pictures never end a run)."""
+    class View:
+        name = "--rerun"
+
+        def close(self, linger=False):
+            raise ConnectionError("viewer gone")
+
+    run_cmd._close_picture_hook(View().close, linger=True)
+    assert "warning: --rerun did not close cleanly: ConnectionError: viewer gone" in capsys.readouterr().err

@@ -262,6 +262,16 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
+def _close_picture_hook(close, **kwargs) -> None:
+    """Close --display / --rerun at the run's end; a window or viewer that fails then is reported,
+    it does not replace the run's summary and exit status (pictures never end a run)."""
+    try:
+        close(**kwargs)
+    except Exception as e:
+        hook = getattr(getattr(close, "__self__", None), "name", "picture hook")
+        click.echo(f"warning: {hook} did not close cleanly: {type(e).__name__}: {e}", err=True)
+
+
 @click.command("run")
 @click.option("--camera", is_flag=True, help="Open the first RGB-D camera found (RealSense, OAK).")
 @click.option("--source", "source_uri", metavar="URI",
@@ -398,13 +408,17 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     finally:
         status.close()
         if disp is not None:
-            disp.close()
+            _close_picture_hook(disp.close)
         if view is not None:
-            view.close(linger=sys.stdin.isatty())
+            _close_picture_hook(view.close, linger=sys.stdin.isatty())
     click.echo(_summary_text(summary))
-    if contact is not None:
-        written = contact.write()
-        click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame was scored, none written")
+    if contact is not None:   # a picture never ends a run: a sheet that cannot be written is reported
+        try:
+            written = contact.write()
+        except Exception as e:   # a full disk, a directory that is a file, ...
+            click.echo(f"warning: contact sheet not written ({sheet}): {type(e).__name__}: {e}", err=True)
+        else:
+            click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame to show, none written")
     if out:
         click.echo(f"results: {out}")
     if summary.get("abandoned_frame") is not None:
