@@ -102,6 +102,10 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
     echo(f"training on {len(ids)} frames from {summary['source']} -> {out_dir}")
     try:
         path = train(arr, out_dir, cfg, data_summary=summary, spec=spec, resume=resume, dist=dist)
+        # every rank done (rank 0 has written the checkpoint) before the process group is torn down: a gloo
+        # rank whose peer tears down first can abort ("terminate called without an active exception", seen
+        # once in CI on a loaded machine). Only on success: after an error a barrier could wait forever.
+        dist.barrier()
     except (ValueError, FloatingPointError) as e:
         raise click.ClickException(str(e))
     finally:
