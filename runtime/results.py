@@ -49,35 +49,36 @@ def rotated_files(path: os.PathLike) -> list:
     return [p for _, p in sorted(found)]
 
 
+def _windows_from_end(f, size: int):
+    """(start, bytes) of an open binary file's windows of TAIL_BYTES, from its end back to its start."""
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL_BYTES)
+        f.seek(start)
+        yield start, f.read(end - start)
+        end = start
+
+
 def tail_size(path: os.PathLike) -> int:
     """How many bytes follow the file's last newline (the whole size when it has none)."""
-    path = Path(path)
-    end = size = path.stat().st_size
+    size = Path(path).stat().st_size
     with open(path, "rb") as f:
-        while end > 0:
-            start = max(0, end - TAIL_BYTES)
-            f.seek(start)
-            cut = f.read(end - start).rfind(b"\n")
+        for start, data in _windows_from_end(f, size):
+            cut = data.rfind(b"\n")
             if cut >= 0:
                 return size - start - cut - 1
-            end = start
     return size
 
 
 def zero_tail_size(path: os.PathLike) -> int:
     """How many NUL bytes the file ends with (what a power cut leaves after the last write)."""
-    path = Path(path)
-    end = path.stat().st_size
+    size = Path(path).stat().st_size
     with open(path, "rb") as f:
-        while end > 0:
-            start = max(0, end - TAIL_BYTES)
-            f.seek(start)
-            data = f.read(end - start)
+        for start, data in _windows_from_end(f, size):
             kept = len(data.rstrip(b"\0"))
             if kept:
-                return path.stat().st_size - start - kept
-            end = start
-    return path.stat().st_size
+                return size - start - kept
+    return size
 
 
 def last_line_start(path: os.PathLike, before: int) -> Optional[bytes]:
