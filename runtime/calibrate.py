@@ -231,11 +231,12 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
     leave-one-out.
     With the shift-min (``score_scene``): base (n, S) and shifted_latents (n, S, z_dim), E of each
     shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
-    the frame's own latent latents[:, 0]."""
+    the frame's own latent latents[:, 0]. original_bank None: only the other blocks' rows (the frames
+    ARE the model's bank: scoring its own frames leave-one-out, models/kinect-rgbd/threshold_rate.py)."""
     n, A, z_dim = latents.shape
     base = np.asarray(base, float).reshape(n, -1)                                    # (n, S)
     shifted = latents[:, :1] if shifted_latents is None else shifted_latents         # (n, S, z_dim)
-    orig = latent_memory(original_bank, cfg, A)
+    orig = None if original_bank is None else latent_memory(original_bank, cfg, A)
     edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
     S = shifted.shape[1]
@@ -244,7 +245,7 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
         other_mem = latent_memory(others, cfg, A) if len(others) else None
         block = shifted[a:b].reshape(-1, z_dim)                                     # ((b - a) * S, z_dim)
         # the block's latents at once (LatentMemory.distances: equal to distance per latent)
-        d = orig.distances(block).reshape(b - a, S)
+        d = np.full((b - a, S), np.inf) if orig is None else orig.distances(block).reshape(b - a, S)
         if other_mem is not None:
             d = np.minimum(d, other_mem.distances(block).reshape(b - a, S))
         for i in range(a, b):

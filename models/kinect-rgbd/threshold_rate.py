@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ad.runtime import Scorer
-from edge_ad.runtime.calibrate import score_scene
-from edge_ad.runtime.config import LatentMemory, latent_factor, original_rows
+from edge_ad.runtime.calibrate import held_out_scores, score_scene
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
 from edge_ad.runtime.latent_bank import unaligned_uint8
 from edge_ad.runtime.sources.folder import read_pair
@@ -52,20 +51,16 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
     A = 1 + len(entry.get("augment") or [])
     if len(bank) != len(frames) * A:
         raise SystemExit(f"the bank has {len(bank)} rows, not {A} per train frame ({len(frames)} frames)")
+    lat = bank.reshape(len(frames), A, -1)                                      # (N, A, z_dim)
     out = {}
     for k, (label, nuisance) in enumerate(conditions.items()):
         raw = frames if nuisance is None else [nuisance(*f, frame_rng(seed, TRAIN_FRAME_OFFSET + i, k))
                                                for i, f in enumerate(frames)]
         # (R, R, 4) before align, as edge-ad calibrate reads a scene: score_scene aligns (once)
         res = score_scene(scorer, [unaligned_uint8(*f, spec) for f in raw], spec)
-        base, shifted = res["base"], res["shifted_latents"]                   # (N, S), (N, S, z_dim)
-        scores = np.empty(len(frames))
-        for i in range(len(frames)):
-            keep = np.ones(len(bank), bool)
-            keep[i * A:(i + 1) * A] = False
-            mem = LatentMemory(bank[keep], cfg.latent_metric, original_rows(int(keep.sum()), A), cfg.bank_augment_weight)
-            d = mem.distances(shifted[i])                                       # (S,)
-            scores[i] = min(b * latent_factor(float(di), cfg) for b, di in zip(base[i], d))
+        # each frame against the bank without its own A rows (blocks of one frame, no other bank)
+        scores = held_out_scores(res["base"], lat, None, cfg, blocks=len(frames),
+                                 shifted_latents=res["shifted_latents"])
         out[label] = scores
         print(f"  train leave-one-out, {label}: median {np.median(scores):.4g}, p95 {np.percentile(scores, 95):.4g}",
               flush=True)
