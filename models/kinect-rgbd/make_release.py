@@ -143,16 +143,15 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
     loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), rows,
                                progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"))
     value = calibrate_threshold(np.concatenate([val, loo]), a.threshold_fpr)
-    q = [50, 90, 95]
+
+    def sample(scores):          # what a reader compares between the two samples
+        q = [50, 90, 95]
+        return {"n": len(scores), "percentiles": dict(zip(map(str, q), np.percentile(scores, q).tolist())),
+                "false_alarm_rate": float((scores > value).mean())}
     return {"value": value, "n_normal": len(val) + len(loo),
             "normal": (f"kinect-rgbd {a.cls} val ({len(val)} frames) + train ({len(loo)} frames, each scored "
                        "against the latent bank without its own rows: leave-one-out)"),
-            "samples": {"val": {"n": len(val), "percentiles": dict(zip(map(str, q), np.percentile(val, q).tolist())),
-                                "false_alarm_rate": float((val > value).mean())},
-                        "train_leave_one_out": {"n": len(loo),
-                                                "percentiles": dict(zip(map(str, q), np.percentile(loo, q).tolist())),
-                                                "false_alarm_rate": float((loo > value).mean())}},
-            **thr}
+            "samples": {"val": sample(val), "train_leave_one_out": sample(loo)}, **thr}
 
 
 def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:

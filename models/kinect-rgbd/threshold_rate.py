@@ -76,10 +76,10 @@ def z_margin(share: float, target: float, n: int, above: bool) -> float:
 def rate_table(val: dict, anomalies: dict, loo: dict, rates) -> list:
     """One row per rate: threshold, false alarms per condition (400 normals), flagged, z-margins."""
     rows = []
+    pooled = {c: np.concatenate([val[c], loo[c]]) for c in val}                 # (400,) normal scores per condition
     for r in rates:
-        pool = np.concatenate([val["clean"], loo["clean"]])
-        t = float(np.quantile(pool, 1 - r, method="higher"))
-        fa = {c: float((np.concatenate([val[c], loo[c]]) > t).mean()) for c in val}
+        t = float(np.quantile(pooled["clean"], 1 - r, method="higher"))
+        fa = {c: float((pooled[c] > t).mean()) for c in val}
         flagged = {c: float((anomalies[c] > t).mean()) for c in anomalies}
         worst = max((v, c) for c, v in fa.items() if c != "clean")
         z = {"flagged": z_margin(flagged["clean"], TARGETS["flagged"], TEST_FRAMES["anomalous"], True),
