@@ -54,7 +54,7 @@ import numpy as np
 
 from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
-from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
+from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)

@@ -32,7 +32,6 @@ sensor-fault checks already made, so a frame is resized once (at 1280 x 720 the 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal

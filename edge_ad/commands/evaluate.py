@@ -2,7 +2,6 @@
 AUROC / AP / F1-max per anomalous class, with ROC and histogram PNGs."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -242,8 +241,6 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
 def _baselines(data, cls, split, spec, groups, normal_name, cfg) -> dict:
     """AUROC of the nearest-neighbour MSE (plain, and normalised like cfg if it normalises) and
     foreground-area baselines on the same frames, against the class's train split."""
-    import numpy as np
-
     from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.evaluate import evaluate_scores
