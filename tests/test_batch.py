@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import copy_frames
-from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, source_name
+from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, read_previous, source_name
 from edge_ad.batch.worker import score_source
 from edge_ad.commands import batch as batch_cmd
 from edge_ad.commands import run as run_cmd
@@ -72,6 +72,35 @@ def test_names_unique_and_independent_of_order():
     assert names[0] != names[1] and all(n.startswith("run7-") for n in names[:2])
     assert [j.name for j in make_jobs(uris[::-1])][::-1] == names      # the same names in any order
     assert source_name("/x/we!rd name") == "we_rd_name"
+
+
+def test_a_source_keeps_its_name_in_out_whatever_the_other_sources(tmp_path, monkeypatch):
+    """Names are the source's alone: a source named in OUT's summary.json keeps that name in a run
+    with other sources (it was renamed when the set changed: 'cam-<hash>' alone became 'cam', 'cam'
+    beside a namesake became 'cam-<hash>'); one source spelt three ways is one source, one name."""
+    def summary(jobs, status="done"):
+        return {j.name: {"name": j.name, "uri": j.uri, "status": status} for j in jobs}   # no "source": old format
+
+    ab = make_jobs(["/d1/cam", "/d2/cam"])
+    assert ab[0].name != ab[1].name and all(j.name.startswith("cam-") for j in ab)
+    bc = make_jobs(["/d2/cam", "/d3/drive"], previous=summary(ab))
+    assert [j.name for j in bc] == [ab[1].name, "drive"]                 # was "cam": a second copy
+    a = make_jobs(["/d1/cam"])
+    assert a[0].name == "cam"
+    ab2 = make_jobs(["/d1/cam", "/d2/cam"], previous=summary(a))
+    assert ab2[0].name == "cam" and ab2[1].name.startswith("cam-")       # was "cam-<hash>": a second copy
+    b = make_jobs(["/d2/cam"], previous=summary(a, status="failed"))     # a name taken in OUT stays taken
+    assert b[0].name.startswith("cam-")
+    # one source however it is spelt (relative, ./x/, absolute): one job, the same name and key
+    (tmp_path / "cam").mkdir()
+    monkeypatch.chdir(tmp_path)
+    uris, _ = expand_sources(["cam", "./cam/", str(tmp_path / "cam")])
+    assert uris == ["cam"]
+    done = summary(make_jobs(["cam"]))
+    again = make_jobs([str(tmp_path / "cam") + "/", "/d2/cam"], previous=done)
+    assert again[0].name == "cam" and again[0].key == make_jobs(["./cam"])[0].key
+    assert again[1].name.startswith("cam-")
+    assert read_previous(tmp_path / "nowhere") == {}
 
 
 # ----------------------------------------------------------------------------- local pool
@@ -143,6 +172,30 @@ def test_local_batch_rows_summary_resume(tmp_path, kinect_export, sources):
     assert s3["totals"]["sources"] == 1 and s3["totals"]["frames"] == 3     # totals: this run's sources
     r = batch(["--model", kinect_export, "--out", out, "-q", "--seed", 5, *srcs])   # and they still resume
     assert "4 already complete" in r.output and len(summary_of(out)["sources"]) == 5
+
+
+def test_a_rerun_with_other_sources_resumes_each_source_under_its_name(tmp_path, kinect_export, sources):
+    """{a}, then {a, b} (b shares a's folder name), then {b, bag}: a and then b are recognised as
+    done (resumed, file untouched), never scored again under another name (the old names depended on
+    the set of sources: a became cam-<hash> beside b, b became cam without a)."""
+    out = tmp_path / "out"
+    assert batch(["--model", kinect_export, "--out", out, "-q", sources["a"]]).exit_code == 0
+    a_file = out / "cam.jsonl"
+    stamp = a_file.stat().st_mtime_ns
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"], sources["b"]])
+    assert r.exit_code == 0 and "1 already complete" in r.output, r.output
+    s = summary_of(out)
+    a, b = s["by_uri"][str(sources["a"])], s["by_uri"][str(sources["b"])]
+    assert a["resumed"] is True and a["file"] == "cam.jsonl" and a_file.stat().st_mtime_ns == stamp
+    assert b["resumed"] is False and b["name"].startswith("cam-") and b["frames"] == 3
+    b_stamp = (out / b["file"]).stat().st_mtime_ns
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["b"], sources["bag"]])
+    assert r.exit_code == 0 and "1 already complete" in r.output, r.output
+    s = summary_of(out)
+    assert s["by_uri"][str(sources["b"])]["resumed"] is True and s["by_uri"][str(sources["b"])]["name"] == b["name"]
+    assert (out / b["file"]).stat().st_mtime_ns == b_stamp
+    assert sorted(p.name for p in out.iterdir()) == sorted(["cam.jsonl", b["file"], "drive7.jsonl", "summary.json"])
+    assert [e["uri"] for e in s["other_sources"]] == [str(sources["a"])]
 
 
 def test_another_model_is_refused_and_redone_files_are_kept(tmp_path, kinect_export, sources):

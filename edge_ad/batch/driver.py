@@ -2,14 +2,14 @@
 all sources' frames, renames each finished results file into place and keeps ``summary.json``
 current after every source (so a killed driver loses nothing finished).
 
+Each source keeps its name in the folder (plan.make_jobs), whatever the other sources of a run.
 Finished results are never replaced: a rerun into the same folder with another model, seed or
-threshold (or another source under the same name) is refused before anything runs
-(ResultsConflict naming the file and the differing setting); a results file that is redone anyway
-(cut short, or not in summary.json) is first kept as ``<name>.jsonl.<n>``; summary.json keeps the
-entries of earlier runs' sources that this run does not name (``other_sources``)."""
+threshold is refused before anything runs (ResultsConflict naming the file and the differing
+setting); a results file that is redone anyway (cut short, or not in summary.json) is first kept
+as ``<name>.jsonl.<n>``; summary.json keeps the entries of earlier runs' sources that this run does
+not name (``other_sources``)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .plan import Job, finished, is_complete, settings_differences
+from .plan import Job, finished, is_complete, read_previous, settings_differences
 from .worker import dumps, result_stats
 
 SUMMARY = "summary.json"
@@ -83,17 +83,6 @@ class ResultsConflict(ValueError):
     """The output folder holds finished results that this run would replace (other settings)."""
 
 
-def read_previous(out_dir: Path) -> dict:
-    """The previous run's summary.json entries by name, its ``other_sources`` included ({} when
-    there is none or it is unreadable)."""
-    try:
-        old = json.loads((out_dir / SUMMARY).read_text())
-        entries = list(old.get("other_sources", [])) + list(old.get("sources", []))
-        return {e["name"]: e for e in entries if isinstance(e, dict) and e.get("name")}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return {}
-
-
 def keep_aside(path: Path) -> Path:
     """Rename ``path`` to ``<name>.<n>`` (the first n not taken; never replaces a file)."""
     n = 1
@@ -148,7 +137,7 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
             f"{out_dir} holds finished results made with other settings, which a batch never replaces: "
             f"{'; '.join(conflicts)}. Give another --out (or the earlier model, --seed and --threshold)")
     for job, old in resumed:
-        entries[job.name] = dict(old, resumed=True)
+        entries[job.name] = dict(old, resumed=True, source=job.source)
         n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
         progress.update(job.name, n, n)
         progress.source_finished()
@@ -174,12 +163,14 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
         os.replace(tmp, out_dir / SUMMARY)
 
     for job in todo:
-        entries[job.name] = {"name": job.name, "uri": job.uri, "file": None, "status": "pending"}
+        entries[job.name] = {"name": job.name, "uri": job.uri, "source": job.source, "file": None,
+                             "status": "pending"}
     write_summary()
 
     def on_result(job: Job, res: dict) -> None:
         partial = out_dir / (job.results_file + ".partial")
-        entry = {"name": job.name, "uri": job.uri, "file": None, "status": res["status"], "error": res.get("error"),
+        entry = {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": res["status"],
+                 "error": res.get("error"),
                  "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
                  "wall_s": None if res.get("wall_s") is None else round(res["wall_s"], 3),
                  "attempts": res.get("attempts", 1), "seed": job.seed, "threshold": job.threshold,

@@ -20,13 +20,20 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One source to score: ``uri`` as ``open_source`` takes it, ``name`` its results file's stem."""
+    """One source to score: ``uri`` as ``open_source`` takes it, ``name`` its results file's stem,
+    ``key`` what identifies the source however it was written (``source_key``; "" = the uri's)."""
 
     uri: str
     name: str
     seed: int = 0
     threshold: Optional[float] = None
     crash_after: int = 0   # fault injection for tests (EDGE_AD_BATCH_FAULT): exit the worker after N frames
+    key: str = ""
+
+    @property
+    def source(self) -> str:
+        """The source's identity (``source_key`` of its uri unless make_jobs set ``key``)."""
+        return self.key or source_key(self.uri)
 
     @property
     def results_file(self) -> str:
@@ -43,7 +50,8 @@ def expand_sources(args: list) -> tuple[list, list]:
     An argument is a URI or path (folder, ROS bag, RealSense recording, ``rosbag://...``,
     ``synth://?n=N``), a glob (``runs/2024-*/bag_*.mcap``; no match is a problem), or ``@FILE``: one
     source per line of FILE (blank lines and ``#`` comments skipped, globs allowed). Live cameras and
-    ``synth://`` without ``n`` raise PlanError: a batch only scores sources that end."""
+    ``synth://`` without ``n`` raise PlanError: a batch only scores sources that end. Two spellings
+    of one source (``cam``, ``./cam/``, its absolute path: the same ``source_key``) are one source."""
     uris, problems, seen = [], [], set()
 
     def add(uri: str):
@@ -52,8 +60,8 @@ def expand_sources(args: list) -> tuple[list, list]:
                             "(use edge-ad run --source for a camera)")
         if uri.startswith("synth://") and "n" not in parse_qs(urlparse(uri).query):
             raise PlanError(f"{uri}: synth:// without n=N never ends; give synth://?n=N")
-        if uri not in seen:
-            seen.add(uri)
+        if source_key(uri) not in seen:
+            seen.add(source_key(uri))
             uris.append(uri)
 
     def one(arg: str, origin: str):
@@ -97,17 +105,68 @@ def source_name(uri: str) -> str:
     return stem
 
 
-def make_jobs(uris: list, seed: int = 0, threshold: Optional[float] = None) -> list:
-    """One Job per uri; sources sharing a name all get ``<name>-<8 hex of sha1(uri)>`` (the same
-    names whatever the order or the other sources)."""
-    names = [source_name(u) for u in uris]
-    counts = {n: names.count(n) for n in names}
+def source_key(uri: str) -> str:
+    """What identifies a source however it was written: a path resolved (absolute, symlinks
+    followed: ``cam``, ``./cam/`` and ``/data/cam`` are one source), likewise the path of a
+    ``rosbag://`` / ``folder://`` URI (its query kept); other URIs (``synth://?n=4``) as given."""
+    for scheme in ("rosbag://", "folder://"):
+        if uri.startswith(scheme):
+            path, sep, query = uri[len(scheme):].partition("?")
+            return scheme + os.path.realpath(path) + sep + query
+    return uri if "://" in uri else os.path.realpath(uri)
+
+
+def hashed_name(uri: str) -> str:
+    """``<source_name>-<8 hex of sha1(source_key)>``: the name of a source whose plain name is taken."""
+    return f"{source_name(uri)}-{hashlib.sha1(source_key(uri).encode()).hexdigest()[:8]}"
+
+
+def entry_source(entry: dict) -> Optional[str]:
+    """The source of a summary.json entry: its ``source`` (written since names became stable), else
+    its ``uri`` resolved from the current folder (entries of earlier versions)."""
+    if entry.get("source"):
+        return entry["source"]
+    return source_key(entry["uri"]) if isinstance(entry.get("uri"), str) and entry["uri"] else None
+
+
+def make_jobs(uris: list, seed: int = 0, threshold: Optional[float] = None,
+              previous: Optional[dict] = None) -> list:
+    """One Job per uri, its name a function of the source alone, never of the other sources given:
+
+    - a source that OUT's summary.json already names (``previous``, from ``read_previous``: this
+      run's and earlier runs' entries) keeps that name, so a rerun with another set of sources finds
+      its results (resumed, or refused when the settings differ), never redoes it under a new name;
+    - a new source gets its readable name (``source_name``) when no other source has that name, in
+      this run or in ``previous``; else ``<name>-<8 hex of sha1(source_key)>`` (``hashed_name``),
+      all the new sources sharing a name alike (the same names in any order)."""
+    previous = previous or {}
+    known, known_done = {}, {}   # source key -> its name in OUT (a finished entry preferred, then the latest)
+    for name, entry in previous.items():
+        key, done = entry_source(entry), entry.get("status") == "done"
+        if key is not None and (key not in known or done >= known_done[key]):
+            known[key], known_done[key] = name, done
+    keys = [source_key(u) for u in uris]
+    new_names = [source_name(u) for u, k in zip(uris, keys) if k not in known]
     jobs = []
-    for uri, name in zip(uris, names):
-        if counts[name] > 1:
-            name = f"{name}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
-        jobs.append(Job(uri=uri, name=name, seed=seed, threshold=threshold))
+    for uri, key in zip(uris, keys):
+        name = known.get(key)
+        if name is None:
+            name = source_name(uri)
+            if new_names.count(name) > 1 or name in previous:
+                name = hashed_name(uri)
+        jobs.append(Job(uri=uri, name=name, seed=seed, threshold=threshold, key=key))
     return jobs
+
+
+def read_previous(out_dir: os.PathLike) -> dict:
+    """The previous run's summary.json entries by name, its ``other_sources`` included ({} when
+    there is none or it is unreadable)."""
+    try:
+        old = json.loads((Path(out_dir) / "summary.json").read_text())
+        entries = list(old.get("other_sources", [])) + list(old.get("sources", []))
+        return {e["name"]: e for e in entries if isinstance(e, dict) and e.get("name")}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def read_results(path: os.PathLike) -> tuple[list, Optional[dict]]:
@@ -125,10 +184,11 @@ def read_results(path: os.PathLike) -> tuple[list, Optional[dict]]:
 def settings_differences(job: Job, previous: dict, model_sha256: str) -> list:
     """What differs between ``previous`` (a summary.json entry of the same name) and ``job`` run with
     the model ``model_sha256`` (manifest sha256): ["threshold None -> 0.5", ...]; [] when nothing does.
-    The source, seed, threshold and model decide a source's rows."""
+    The source (``source_key``: however it was spelt), seed, threshold and model decide a source's rows."""
     diffs = []
-    for key, want in (("uri", job.uri), ("seed", job.seed), ("threshold", job.threshold),
-                      ("model_sha256", model_sha256)):
+    if entry_source(previous) != job.source:
+        diffs.append(f"source {entry_source(previous)!r} -> {job.source!r}")
+    for key, want in (("seed", job.seed), ("threshold", job.threshold), ("model_sha256", model_sha256)):
         if previous.get(key) != want:
             diffs.append(f"{key} {previous.get(key)!r} -> {want!r}")
     return diffs

@@ -52,7 +52,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad, 4 no scorable frame.
     """
     from edge_ad.batch.driver import BatchProgress, ResultsConflict, exit_status, run_batch
-    from edge_ad.batch.plan import PlanError, expand_sources, make_jobs
+    from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, read_previous
     from edge_ad.batch.worker import manifest_sha256
     from edge_ad.runtime.manifest import ManifestError, load_manifest
 
@@ -69,7 +69,8 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
         uris, problems = expand_sources(list(sources))
     except PlanError as e:
         raise click.UsageError(str(e))
-    jobs = make_jobs(uris, seed=seed, threshold=threshold)
+    # a source already in OUT's summary.json keeps its name there, whatever the other sources
+    jobs = make_jobs(uris, seed=seed, threshold=threshold, previous=read_previous(Path(out_dir)))
     # fault injection for the tests: EDGE_AD_BATCH_FAULT="crash:NAME:N" kills the worker that scores
     # source NAME after N frames, on its first attempt only (the retry must then complete it)
     fault = os.environ.get("EDGE_AD_BATCH_FAULT", "")
