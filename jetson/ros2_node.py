@@ -6,18 +6,26 @@
 
 or ``ros2 launch edge_ad.launch.py`` (jetson/edge_ad.launch.py). rclpy, message_filters and the
 message packages come from the robot's ROS 2 install (they are not on PyPI): this module imports
-them only in ``main()``. Everything else (message conversion, the frame source fed by the
-subscriptions, the publishing hook) is plain Python, shared with ``edge-ad run`` through
+them only in ``main()``. Everything else (parameter checks, message conversion, the frame source
+fed by the subscriptions, the publishing hook) is plain Python, shared with ``edge-ad run`` through
 ``runtime.capture.run_capture`` and unit-tested offline.
 
 Parameters: model_dir ("demo" = the shipped demo model), backend, threshold (NaN = the model's),
 rgb_topic, depth_topic, rgb_compressed, depth_compressed (CompressedImage topics), slop (s),
-queue_size, seed, results_path ("none" = no file), stale_s (no pair for this long = outage).
+queue_size, seed, results_path ("none" = no file), stale_s (no pair for this long = outage),
+frame_timeout_s, rotate_mb, trusted_keys. They are checked before the model loads
+(``node_settings``): a bad one ends the node at once (exit 2) with a line naming it, e.g.
+"parameter threshold must be a finite number > 0 (scores are >= 0), or .nan for the model's
+calibrated one; got -1.0".
+
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
-32FC1, the model resolution) stamped with the colour frame's header. A frame that was not scored
-(a sensor fault such as black_rgb or no_depth, or an unreadable frame) publishes ~/anomaly True and
+32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair gives
+exactly one ~/score message: a frame that was not scored (a sensor fault such as black_rgb or
+no_depth, or an unreadable frame) publishes ~/score NaN (no score: never a made-up number, and no
+gap that a plot or a monitor would bridge with the previous frame's score), ~/anomaly True and
 ~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result;
-so does a camera that stopped (no pair for stale_s: "source_lost: ...").
+so does a camera that stopped (no pair for stale_s: "source_lost: ..."). A consumer that thresholds
+~/score itself must treat NaN as a fault (``score > t`` is False for NaN): ~/anomaly is the flag.
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_
 from edge_ad.runtime.preprocess import FrameError
 from edge_ad.runtime.sources.base import Frame, Source, SourceError
 
+NO_SCORE = float("nan")   # ~/score of a frame (or an outage) that was not scored
+
 PARAMETERS = {  # name -> default
     "model_dir": "demo", "backend": "onnxruntime", "threshold": float("nan"),
     "rgb_topic": "/camera/camera/color/image_raw",
@@ -43,6 +53,100 @@ PARAMETERS = {  # name -> default
     "frame_timeout_s": 0.0, "rotate_mb": 0.0,   # results_path rotation (0 = never)
     "trusted_keys": "",   # comma-separated Ed25519 public key files: the model must be signed by one
 }
+
+
+class ParameterError(ValueError):
+    """A node parameter that cannot work; the message names it ("parameter slop must be ...")."""
+
+
+def _number(p: dict, name: str, lowest: float, strict: bool) -> float:
+    """Parameter ``name`` as a finite float > ``lowest`` (``strict``) or >= it, else ParameterError."""
+    v = p[name]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or v < lowest or (strict and v == lowest):
+        raise ParameterError(f"parameter {name} must be a finite number {'>' if strict else '>='} {lowest:g}, "
+                             f"got {v!r}")
+    return float(v)
+
+
+def _integer(p: dict, name: str, lowest: int) -> int:
+    """Parameter ``name`` as an integer >= ``lowest``, else ParameterError."""
+    v = p[name]
+    if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
+        raise ParameterError(f"parameter {name} must be an integer >= {lowest}, got {v!r}")
+    return v
+
+
+def node_settings(p: dict) -> dict:
+    """The node's parameters (``PARAMETERS`` names -> values) checked and converted before the model
+    loads (seconds; minutes when TensorRT builds an engine), so a bad value fails at once with a
+    ParameterError naming the parameter, never after the load.
+
+    Returns model_dir (the demo model's for "demo" / ""), backend, threshold (None: the model's),
+    rgb_topic, depth_topic, rgb_compressed, depth_compressed, slop, queue_size, seed, results_path
+    (None: no file), stale_s, frame_timeout (None: no limit), rotate_bytes (None: never),
+    trusted_keys (None: no check)."""
+    from edge_ad.runtime.manifest import MANIFEST
+    from edge_ad.runtime.variants import BACKENDS
+
+    p = {**PARAMETERS, **p}
+    out = {}
+    if not isinstance(p["model_dir"], str):
+        raise ParameterError(f"parameter model_dir must be a directory name, got {p['model_dir']!r}")
+    if p["model_dir"] in ("", "demo"):
+        from edge_ad.runtime import demo_model_dir
+        out["model_dir"] = str(demo_model_dir())
+    else:
+        model_dir = os.path.expanduser(p["model_dir"])
+        if not os.path.isdir(model_dir):
+            raise ParameterError(f"parameter model_dir: no directory {model_dir!r} (an edge-ad export "
+                                 "output, or 'demo' for the shipped demo model)")
+        if not os.path.isfile(os.path.join(model_dir, MANIFEST)):
+            raise ParameterError(f"parameter model_dir: {model_dir!r} has no {MANIFEST}: not an exported "
+                                 "edge-ad model (edge-ad export writes one)")
+        out["model_dir"] = model_dir
+    if p["backend"] not in BACKENDS:
+        raise ParameterError(f"parameter backend must be one of {', '.join(BACKENDS)}, got {p['backend']!r}")
+    out["backend"] = p["backend"]
+    thr = p["threshold"]
+    if isinstance(thr, float) and math.isnan(thr):
+        out["threshold"] = None
+    elif (not isinstance(thr, (int, float)) or isinstance(thr, bool) or not math.isfinite(thr)
+          or thr <= 0):
+        raise ParameterError("parameter threshold must be a finite number > 0 (scores are >= 0), or .nan "
+                             f"for the model's calibrated one; got {thr!r}")
+    else:
+        out["threshold"] = float(thr)
+    for name in ("rgb_topic", "depth_topic"):
+        if not isinstance(p[name], str) or not p[name].strip():
+            raise ParameterError(f"parameter {name} must be a topic name, got {p[name]!r}")
+        out[name] = p[name]
+    for name in ("rgb_compressed", "depth_compressed"):
+        if not isinstance(p[name], bool):
+            raise ParameterError(f"parameter {name} must be true or false, got {p[name]!r}")
+        out[name] = p[name]
+    out["slop"] = _number(p, "slop", 0, strict=True)
+    out["queue_size"] = _integer(p, "queue_size", 1)
+    out["seed"] = _integer(p, "seed", 0)
+    out["stale_s"] = _number(p, "stale_s", 0, strict=True)
+    out["frame_timeout"] = _number(p, "frame_timeout_s", 0, strict=False) or None
+    out["rotate_bytes"] = int(_number(p, "rotate_mb", 0, strict=False) * 1e6) or None
+    results = p["results_path"]
+    if not isinstance(results, str):
+        raise ParameterError(f"parameter results_path must be a file name or 'none', got {results!r}")
+    out["results_path"] = None if results in ("", "none") else os.path.expanduser(results)
+    if out["results_path"] is not None and os.path.isdir(out["results_path"]):
+        raise ParameterError(f"parameter results_path: {results!r} is a directory; give a file name "
+                             "(results are appended to it) or 'none'")
+    if not isinstance(p["trusted_keys"], str):
+        raise ParameterError("parameter trusted_keys must be comma-separated key files, "
+                             f"got {p['trusted_keys']!r}")
+    keys = [os.path.expanduser(k.strip()) for k in p["trusted_keys"].split(",") if k.strip()]
+    for k in keys:
+        if not os.path.isfile(k):
+            raise ParameterError(f"parameter trusted_keys: no key file {k!r}")
+    out["trusted_keys"] = keys or None
+    return out
 
 
 def frame_from_msgs(rgb_msg, depth_msg, fid: str) -> Frame:
@@ -102,11 +206,12 @@ class ResultPublisher:
     ``fault`` (``on_error``) a frame that was not scored, ``outage`` (``on_outage``) a camera that stopped.
 
     Scored frame: ~/score, ~/anomaly (when there is a threshold), ~/error_map. Sensor fault or
-    unscorable frame (``error`` line of the results): ~/anomaly True, so a consumer that stops on an
-    anomaly also stops on a broken camera (a fault never looks normal), and ~/fault, a text naming
-    the fault and its reason ("black_rgb: 100.0% of the foreground is black (limit 50.0%)";
-    "unscorable: ..." for a frame that could not be read or scored). ~/score and ~/error_map
-    are not published for it (there is no score).
+    unscorable frame (``error`` line of the results): ~/score NaN (one ~/score message per frame,
+    scored or not: there is no score, and a skipped message would leave a plot or a monitor showing
+    the previous frame's), ~/anomaly True, so a consumer that stops on an anomaly also stops on a
+    broken camera (a fault never looks normal), and ~/fault, a text naming the fault and its reason
+    ("black_rgb: 100.0% of the foreground is black (limit 50.0%)"; "unscorable: ..." for a frame
+    that could not be read or scored). ~/error_map is not published for it (there is no map).
 
     ``make_float``, ``make_bool``, ``make_image``, ``make_string`` build messages (rclpy classes in
     the node, plain dicts in tests); ``publish_*`` send them."""
@@ -128,8 +233,9 @@ class ResultPublisher:
 
     def outage(self, rec: dict) -> None:
         """Publish a ``source_lost`` / ``source_failed`` event (no synchronized pair for ``stale_s``):
-        ~/anomaly True and ~/fault "source_lost: <why>", so the last frame's flag does not stand for a
-        camera that stopped."""
+        ~/score NaN, ~/anomaly True and ~/fault "source_lost: <why>", so the last frame's score and
+        flag do not stand for a camera that stopped."""
+        self.publish_score(self.make_float(NO_SCORE))
         self.publish_flag(self.make_bool(True))
         self.publish_fault(self.make_string(f"{rec['event']}: {rec['error']}"))
 
@@ -138,6 +244,7 @@ class ResultPublisher:
         name = rec.get("fault") or "unscorable"
         reason, prefix = rec["error"], f"sensor fault {name}: "    # the error line says "sensor fault NAME: ..."
         reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+        self.publish_score(self.make_float(NO_SCORE))
         self.publish_flag(self.make_bool(True))
         self.publish_fault(self.make_string(f"{name}: {reason}"))
 
@@ -155,21 +262,25 @@ def main(argv: Optional[list] = None) -> int:
         print(f"edge-ad ROS 2 node: {e}. rclpy and the ROS message packages come from a ROS 2 "
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
         return 1
-    from edge_ad.runtime import demo_model_dir
     try:
         from edge_ad.runtime import Scorer
     except ImportError:
         from edge_ad.runtime.scorer import Scorer
-    from edge_ad.runtime.capture import run_capture, scorer_threshold, valid_threshold
+    from edge_ad.runtime.capture import run_capture, scorer_threshold
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
-    p = {k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()}
-    model_dir = str(demo_model_dir()) if p["model_dir"] in ("", "demo") else p["model_dir"]
-    trusted = [k.strip() for k in p["trusted_keys"].split(",") if k.strip()] or None
-    scorer = Scorer.load(model_dir, backend=p["backend"], trusted_keys=trusted)
-    thr = None if math.isnan(p["threshold"]) else valid_threshold(p["threshold"], "parameter threshold")
-    thr = thr if thr is not None else scorer_threshold(scorer)
+    try:   # every parameter checked before the (slow) model load
+        s = node_settings({k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()})
+    except ParameterError as e:
+        node.get_logger().error(f"edge-ad ROS 2 node: {e}")
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+        return 2
+    model_dir = s["model_dir"]
+    scorer = Scorer.load(model_dir, backend=s["backend"], trusted_keys=s["trusted_keys"])
+    thr = s["threshold"] if s["threshold"] is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)
     pub_err = node.create_publisher(Image, "~/error_map", 10)
@@ -184,31 +295,29 @@ def main(argv: Optional[list] = None) -> int:
     hook = ResultPublisher(lambda v: Float32(data=v), lambda v: Bool(data=v), make_image,
                            pub_score.publish, pub_flag.publish, pub_err.publish,
                            lambda v: String(data=v), pub_fault.publish)
-    holder = {"source": TopicSource(f"ros2://{p['rgb_topic']}+{p['depth_topic']}", p["stale_s"])}
+    holder = {"source": TopicSource(f"ros2://{s['rgb_topic']}+{s['depth_topic']}", s["stale_s"])}
 
     def new_source():
-        holder["source"] = TopicSource(holder["source"].uri, p["stale_s"])
+        holder["source"] = TopicSource(holder["source"].uri, s["stale_s"])
         return holder["source"]
 
     # best-effort subscriptions receive from both reliable and best-effort camera drivers
-    subs = [message_filters.Subscriber(node, CompressedImage if p["rgb_compressed"] else Image, p["rgb_topic"],
+    subs = [message_filters.Subscriber(node, CompressedImage if s["rgb_compressed"] else Image, s["rgb_topic"],
                                        qos_profile=qos_profile_sensor_data),
-            message_filters.Subscriber(node, CompressedImage if p["depth_compressed"] else Image, p["depth_topic"],
+            message_filters.Subscriber(node, CompressedImage if s["depth_compressed"] else Image, s["depth_topic"],
                                        qos_profile=qos_profile_sensor_data)]
-    sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"], p["slop"])
+    sync = message_filters.ApproximateTimeSynchronizer(subs, s["queue_size"], s["slop"])
     sync.registerCallback(lambda c, d: holder["source"].push(c, d))
     spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
     spinner.start()
-    node.get_logger().info(f"scoring {p['rgb_topic']} + {p['depth_topic']} with {model_dir} "
+    node.get_logger().info(f"scoring {s['rgb_topic']} + {s['depth_topic']} with {model_dir} "
                            f"(threshold {thr})")
     try:
-        results = None if p["results_path"] in ("", "none") else p["results_path"]
-        summary = run_capture(holder["source"], scorer, threshold=thr, out=results,
-                              seed=int(p["seed"]), reopen=new_source, on_result=hook, on_error=hook.fault,
+        summary = run_capture(holder["source"], scorer, threshold=thr, out=s["results_path"],
+                              seed=s["seed"], reopen=new_source, on_result=hook, on_error=hook.fault,
                               on_outage=hook.outage,
                               log=node.get_logger().warning,
-                              frame_timeout=float(p["frame_timeout_s"]) or None,
-                              rotate_bytes=int(float(p["rotate_mb"]) * 1e6) or None)
+                              frame_timeout=s["frame_timeout"], rotate_bytes=s["rotate_bytes"])
         node.get_logger().info(f"summary: {summary}")
     finally:
         node.destroy_node()

@@ -3,14 +3,16 @@ error map, with sensor_msgs types from rosbags' typestore (the same definitions 
 from __future__ import annotations
 
 import ast
+import math
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
+import pytest
 import yaml
 
 from edge_ad.jetson import ros2_node
@@ -67,7 +69,7 @@ def run_topics(src, msgs, published, **kw):
     for n, (c, d) in enumerate(msgs, start=1):
         src.push(c, d)
         deadline = time.time() + 10
-        while len(published["score"]) + len(published["fault"]) < n and time.time() < deadline:
+        while len(published["score"]) < n and time.time() < deadline:   # one ~/score per frame
             time.sleep(0.005)
     stop.set()
     t.join(timeout=10)
@@ -96,8 +98,9 @@ def test_topic_source_to_published_messages(tmp_path):
 
 def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path):
     """1 good, 1 black colour, 1 dead depth, 1 undecodable pair: the good frame publishes its score
-    and flag False; each of the others ~/anomaly True and ~/fault naming the fault (audit 6a: they
-    published nothing, so ~/anomaly kept saying False)."""
+    and flag False; each of the others ~/score NaN, ~/anomaly True and ~/fault naming the fault
+    (audit 6a: they published nothing, so ~/anomaly kept saying False; then ~/score skipped them, so a
+    plot of ~/score kept showing the good frame's score for a dead camera)."""
     good, black, nodepth = list(open_source("synth://?n=3&seed=2&anomaly_rate=0"))
     black.rgb[:] = 0
     nodepth.depth[:] = 0
@@ -110,7 +113,10 @@ def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path
                         out=tmp_path / "r.jsonl")
     assert result["frames_scored"] == 1 and result["frame_errors"] == 3
     assert result["sensor_faults"] == {"black_rgb": 1, "no_depth": 1}
-    assert len(published["score"]) == len(published["err"]) == 1
+    scores = [p["data"] for p in published["score"]]
+    assert len(scores) == 4 and scores[0] == MapScorer().score(good.rgb, good.depth).score
+    assert all(math.isnan(x) for x in scores[1:]), scores                 # not scored: NaN, never a number
+    assert len(published["err"]) == 1
     assert [p["data"] for p in published["flag"]] == [False, True, True, True]
     faults = [p["data"] for p in published["fault"]]
     assert [f.split(":")[0] for f in faults] == ["black_rgb", "no_depth", "unscorable"], faults
@@ -145,6 +151,8 @@ def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
     t.join(timeout=10)
     assert not t.is_alive() and result["frames_scored"] == 1 and result["outages"] >= 1
     assert [p["data"] for p in published["flag"]][:2] == [False, True]
+    scores = [p["data"] for p in published["score"]]
+    assert scores[0] == MapScorer().score(good.rgb, good.depth).score and math.isnan(scores[1]), scores
     assert published["fault"][0]["data"].startswith("source_lost: no synchronized colour/depth pair")
 
 
@@ -166,6 +174,98 @@ def test_topic_source_keeps_newest_and_reports_staleness():
     assert time.perf_counter() - t0 >= 0.19
     bad = ros2_node.frame_from_msgs(msgs[0][0], SimpleNamespace(format="png", data=b"junk"), "x")
     assert bad.error and "undecodable" in bad.error
+
+
+def test_node_settings_name_each_bad_parameter(tmp_path):
+    """node_settings checks every parameter (before the model loads) and names the bad one."""
+    s = ros2_node.node_settings({})
+    assert Path(s["model_dir"]).is_dir() and s["threshold"] is None and s["results_path"] is None
+    assert s["trusted_keys"] is None and s["frame_timeout"] is None and s["rotate_bytes"] is None
+    key = tmp_path / "k.pub"
+    key.write_text("key")
+    s = ros2_node.node_settings({"threshold": 0.05, "trusted_keys": f" {key} ", "rotate_mb": 2.5, "seed": 3,
+                                 "results_path": str(tmp_path / "r.jsonl"), "frame_timeout_s": 20.0})
+    assert (s["threshold"], s["trusted_keys"], s["rotate_bytes"], s["seed"], s["frame_timeout"]) == (
+        0.05, [str(key)], 2_500_000, 3, 20.0)
+    bad = [("threshold", -1.0, "parameter threshold must be a finite number > 0"),
+           ("threshold", 0.0, "parameter threshold"), ("threshold", float("inf"), "parameter threshold"),
+           ("model_dir", str(tmp_path / "missing"), "parameter model_dir: no directory"),
+           ("model_dir", str(tmp_path), "parameter model_dir: " + repr(str(tmp_path)) + " has no manifest.json"),
+           ("backend", "onnx", "parameter backend must be one of onnxruntime, tensorrt"),
+           ("slop", 0.0, "parameter slop must be a finite number > 0"),
+           ("slop", float("nan"), "parameter slop"), ("stale_s", -1.0, "parameter stale_s"),
+           ("queue_size", 0, "parameter queue_size must be an integer >= 1"),
+           ("seed", -1, "parameter seed must be an integer >= 0"),
+           ("frame_timeout_s", -1.0, "parameter frame_timeout_s must be a finite number >= 0"),
+           ("rotate_mb", float("inf"), "parameter rotate_mb"),
+           ("rgb_topic", "", "parameter rgb_topic must be a topic name"),
+           ("depth_compressed", "yes", "parameter depth_compressed must be true or false"),
+           ("results_path", str(tmp_path), "parameter results_path: "),
+           ("trusted_keys", f"{key},{tmp_path}/nokey.pub", "parameter trusted_keys: no key file")]
+    for name, value, message in bad:
+        with pytest.raises(ros2_node.ParameterError) as e:
+            ros2_node.node_settings({name: value})
+        assert message in str(e.value), (name, value, str(e.value))
+
+
+class _ModelLoaded(Exception):
+    """Raised by the fake Scorer.load: the node got as far as loading the model."""
+
+
+def fake_ros(monkeypatch, overrides: dict) -> dict:
+    """rclpy, message_filters and the message packages as modules of fakes (rclpy is not on PyPI):
+    a Node whose parameters are ``overrides`` over the declared defaults and whose logger records;
+    Scorer.load raises _ModelLoaded (records its arguments)."""
+    seen = {"log": [], "load": [], "destroyed": False}
+
+    class Node:
+        def __init__(self, name):
+            self.name = name
+
+        def declare_parameter(self, name, default):
+            return SimpleNamespace(value=overrides.get(name, default))
+
+        def get_logger(self):
+            return SimpleNamespace(**{lvl: (lambda m, lvl=lvl: seen["log"].append((lvl, m)))
+                                      for lvl in ("info", "warning", "error")})
+
+        def destroy_node(self):
+            seen["destroyed"] = True
+
+    mods = {"rclpy": dict(init=lambda args=None: None, ok=lambda: True, shutdown=lambda: None,
+                          spin=lambda node: None),
+            "rclpy.node": dict(Node=Node), "rclpy.qos": dict(qos_profile_sensor_data=None),
+            "message_filters": dict(Subscriber=object, ApproximateTimeSynchronizer=object),
+            "sensor_msgs": {}, "sensor_msgs.msg": dict(Image=dict, CompressedImage=dict),
+            "std_msgs": {}, "std_msgs.msg": dict(Bool=dict, Float32=dict, String=dict)}
+    for name, attrs in mods.items():
+        m = ModuleType(name)
+        m.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, m)
+
+    from edge_ad.runtime.scorer import Scorer
+
+    def load(cls, model_dir, backend="onnxruntime", **kw):
+        seen["load"].append((model_dir, backend, kw))
+        raise _ModelLoaded(model_dir)
+
+    monkeypatch.setattr(Scorer, "load", classmethod(load))
+    return seen
+
+
+def test_a_bad_parameter_stops_the_node_before_the_model_loads(monkeypatch):
+    """threshold -1 (or any bad parameter): exit 2 and one error line naming it, the model never
+    loaded (it was checked only after Scorer.load: seconds, minutes for a TensorRT engine, then a
+    traceback); good parameters go on to load the model."""
+    for name, value in (("threshold", -1.0), ("slop", 0.0)):
+        seen = fake_ros(monkeypatch, {name: value})
+        assert ros2_node.main([]) == 2
+        assert seen["load"] == [] and seen["destroyed"]
+        assert [lvl for lvl, _ in seen["log"]] == ["error"] and f"parameter {name}" in seen["log"][0][1], seen
+    seen = fake_ros(monkeypatch, {"threshold": float("nan"), "backend": "onnxruntime"})
+    with pytest.raises(_ModelLoaded):
+        ros2_node.main([])
+    assert len(seen["load"]) == 1 and seen["load"][0][1] == "onnxruntime" and seen["log"] == []
 
 
 def test_node_without_ros_says_why():
