@@ -340,6 +340,18 @@ def test_folder_with_broken_frames_reports_each(tmp_path, kinect_root):
     assert "missing depth" in got[info["missing_depth"]].error
 
 
+def test_a_synth_sources_uri_opens_the_same_frames():
+    """The uri a synth source reports (results' summary "source") opens it again: the endless one
+    said synth://?n=None&..., which open_source refused (int('None'))."""
+    for uri in ("synth://", "synth://?n=3&seed=4&anomaly_rate=0.5", "synth://?resolution=32&seed=1"):
+        src = open_source(uri)
+        again = open_source(src.uri)
+        assert again.uri == src.uri and "None" not in src.uri, src.uri
+        for f, g in zip(src, again):
+            assert np.array_equal(f.rgb, g.rgb) and np.array_equal(f.depth, g.depth) and f.meta == g.meta
+            break
+
+
 def test_dispatch_errors_are_clear(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         open_source(str(tmp_path / "nope.db3"))

@@ -19,7 +19,9 @@ class SynthSource(Source):
         if not 0.0 <= anomaly_rate <= 1.0:
             raise ValueError(f"anomaly_rate must be in [0, 1], got {anomaly_rate}")
         self.n, self.anomaly_rate, self.seed, self.resolution = n, anomaly_rate, seed, resolution
-        self.uri = f"synth://?n={n}&anomaly_rate={anomaly_rate}&seed={seed}"
+        # the URI that opens these frames again (no n: endless; resolution only when not the default)
+        self.uri = ("synth://?" + ("" if n is None else f"n={n}&") + f"anomaly_rate={anomaly_rate}&seed={seed}"
+                    + ("" if resolution == 64 else f"&resolution={resolution}"))
 
     def __iter__(self) -> Iterator[Frame]:
         rng = np.random.default_rng(self.seed)
