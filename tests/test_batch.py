@@ -103,6 +103,19 @@ def test_a_source_keeps_its_name_in_out_whatever_the_other_sources(tmp_path, mon
     assert read_previous(tmp_path / "nowhere") == {}
 
 
+def test_progress_total_only_when_every_source_has_a_length():
+    """A bag has no length before it is read: the bar's total waits for every source's (it showed
+    'frames 13/8' with a folder of 8 frames and a 5-frame source without a length)."""
+    from edge_ad.batch.driver import BatchProgress
+    p = BatchProgress(quiet=True, n_sources=2)
+    p.update("folder", 0, 8)
+    p.update("folder", 8, None)
+    p.update("bag", 5, None)
+    assert p.done == 13 and p.total is None
+    p.update("bag", 0, 5)
+    assert p.total == 13
+
+
 # ----------------------------------------------------------------------------- local pool
 
 @pytest.fixture(scope="module")

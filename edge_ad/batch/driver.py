@@ -43,8 +43,11 @@ class BatchProgress:
 
     @property
     def total(self) -> Optional[int]:
-        """Known frames over the sources that reported a length so far (None before any did)."""
-        return sum(self.totals.values()) if self.totals else None
+        """Frames over all sources once every source reported its length; None until then (a bag
+        has no length before it is read: a partial sum read as a total, 'frames 13/8')."""
+        if not self.totals or len(self.totals) < self.n_sources:
+            return None
+        return sum(self.totals.values())
 
     def update(self, name: str, n: Optional[int], total: Optional[int]) -> None:
         """``n`` more frames of ``name`` (None: its count restarts, a retried source); its ``total``."""

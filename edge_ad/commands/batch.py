@@ -27,7 +27,8 @@ def _ray_address(value: Optional[str], sources: tuple) -> tuple:
 @click.command("batch")
 @click.option("--model", required=True, type=click.Path(file_okay=False), help="Exported model directory.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder: <source name>.jsonl per source and summary.json.")
+              help="Output folder: <source name>.jsonl per source (<name>-<hash> when another source "
+                   "has the name; a source keeps its name in OUT across runs) and summary.json.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[local|ADDRESS]",
               help="Run on Ray: 'local' (default) starts a cluster on this machine; ADDRESS (auto, "
                    "ray://HEAD:10001, HEAD:6379) joins one. Without --ray: a local process pool.")
@@ -46,9 +47,9 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     """Score every frame of many recordings: SOURCE is a frame folder, ROS bag, RealSense recording,
     a glob ('archive/2024-*/*.mcap') or @list.txt (one source per line).
 
-    Rerunning the same command skips the sources already complete (same model, seed, threshold);
-    a rerun into the same OUT with another model, --seed or --threshold is refused (exit 2):
-    finished results are never replaced.
+    A rerun into the same OUT, with the same sources or others, skips the sources already complete
+    there (same model, seed, threshold): each source keeps its results name in OUT. A rerun with
+    another model, --seed or --threshold is refused (exit 2): finished results are never replaced.
     Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad, 4 no scorable frame.
     """
     from edge_ad.batch.driver import BatchProgress, ResultsConflict, exit_status, run_batch
