@@ -330,6 +330,15 @@ def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
     assert r.exit_code == 1 and "cannot load model" in r.output
 
 
+def test_a_glob_that_matches_nothing_is_said_not_only_written(tmp_path, kinect_export):
+    """A SOURCE glob without a match is a failed source: the command says why (it printed only
+    '1 failed', the reason was in summary.json alone)."""
+    r = batch(["--model", kinect_export, "--out", tmp_path / "out", "-q", f"{tmp_path}/nothing-*"])
+    assert r.exit_code == 1, r.output
+    assert f"source {tmp_path}/nothing-*: FAILED: no file or folder matches" in r.output, r.output
+    assert summary_of(tmp_path / "out")["sources"][0]["status"] == "failed"
+
+
 def test_batch_is_torch_free():
     import subprocess
     import sys

@@ -139,6 +139,8 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
         raise ResultsConflict(
             f"{out_dir} holds finished results made with other settings, which a batch never replaces: "
             f"{'; '.join(conflicts)}. Give another --out (or the earlier model, --seed and --threshold)")
+    for arg, reason in problems:   # said as for a source that fails while running, not only in summary.json
+        log(f"source {arg}: FAILED: {reason}")
     for job, old in resumed:
         entries[job.name] = dict(old, resumed=True, source=job.source)
         n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
