@@ -11,11 +11,14 @@ returning NEW arrays of the same shapes and dtypes (the inputs are never modifie
 background, so the masked capture of kinect-rgbd keeps its meaning.
 
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
-``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs; ``frame_rng(seed, frame, k)`` gives
-the per-frame generator so that a suite is reproducible frame by frame.
+``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
+it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, rotate, scale) widen what
+``edge-ad eval --nuisance-set`` can check. ``frame_rng(seed, frame, k)`` gives the per-frame generator
+so that a suite is reproducible frame by frame. NumPy only, plus Pillow (a runtime dependency) for jpeg.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -174,6 +177,195 @@ class DepthOffset:
         return rgb.copy(), _to_depth(depth + _depth_units(depth, self.mm), depth)
 
 
+# ---- more everyday nuisances (issue 12's "perturbations you will not see"): not in DEFAULT_SUITE --------------
+
+def _rgb_levels(values: np.ndarray) -> np.ndarray:
+    """float RGB values -> uint8 levels (rounded to the nearest level, clipped to 0..255)."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """A camera tone curve: each RGB level v -> 255 * (v / 255) ** g (g < 1 brightens the mid-tones, g > 1
+    darkens them; 0 and 255 stay), applied through a 256-entry table."""
+    g: float
+
+    @property
+    def name(self) -> str:
+        return f"gamma {self.g:g}"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        lut = _rgb_levels(255.0 * (np.arange(256) / 255.0) ** float(self.g))     # (256,) uint8
+        return lut[rgb], depth.copy()
+
+
+@dataclass(frozen=True)
+class Offset:
+    """An additive brightness change (black level, ambient light): RGB + ``levels``, clipped to 0..255."""
+    levels: float
+
+    @property
+    def name(self) -> str:
+        return f"offset {self.levels:+g} levels"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        return _rgb_levels(rgb.astype(np.float32) + np.float32(self.levels)), depth.copy()
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A contrast change about mid-grey: RGB -> (v - 128) * factor + 128, clipped to 0..255."""
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"contrast {self.factor:g}"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        return _rgb_levels((rgb.astype(np.float32) - 128) * np.float32(self.factor) + 128), depth.copy()
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """The 1-D Gaussian of standard deviation ``sigma`` pixels, sampled at the integers -r..r with
+    r = ceil(3 sigma) (at least 1), normalised to sum 1: shape (2r + 1,) float64."""
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+@dataclass(frozen=True)
+class Blur:
+    """Defocus / motion-free blur of the RGB: a Gaussian of ``sigma`` raw pixels (separable: rows, then
+    columns; the frame's border pixels are repeated outwards, so a constant image stays constant).
+    Depth is unchanged; sigma 0 leaves the frame as it is."""
+    sigma: float
+
+    @property
+    def name(self) -> str:
+        return f"blur {self.sigma:g} px"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        if self.sigma == 0:
+            return rgb.copy(), depth.copy()
+        k = gaussian_kernel(self.sigma)
+        r = len(k) // 2
+        H, W = depth.shape
+        a = np.pad(rgb.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="edge")   # (H + 2r, W + 2r, 3)
+        a = sum(w * a[i:i + H] for i, w in enumerate(k))                             # (H, W + 2r, 3)
+        a = sum(w * a[:, i:i + W] for i, w in enumerate(k))                          # (H, W, 3)
+        return _rgb_levels(a), depth.copy()
+
+
+@dataclass(frozen=True)
+class Jpeg:
+    """Compression: the RGB re-encoded as a JPEG of ``quality`` 1..100 (Pillow's encoder, its default
+    4:2:0 chroma subsampling) and decoded again. Depth is unchanged."""
+    quality: int
+
+    @property
+    def name(self) -> str:
+        return f"jpeg q{self.quality}"
+
+    def __call__(self, rgb, depth, rng=None):
+        import io
+
+        from PIL import Image
+        rgb, depth = _check(rgb, depth)
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb)).save(buf, "JPEG", quality=int(self.quality))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out = np.array(im.convert("RGB"))
+        return out, depth.copy()
+
+
+@dataclass(frozen=True)
+class DepthHoles:
+    """Depth dropouts: each depth reading independently lost (set to 0 = no reading) with probability
+    ``fraction``, drawn from ``rng``. Background stays background; no reading is created; RGB unchanged."""
+    fraction: float
+
+    @property
+    def name(self) -> str:
+        return f"depth holes {100 * self.fraction:g}%"
+
+    def __call__(self, rgb, depth, rng):
+        rgb, depth = _check(rgb, depth)
+        out = depth.copy()
+        out[(depth > 0) & (rng.random(depth.shape) < self.fraction)] = 0
+        return rgb.copy(), out
+
+
+def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a frame about its centre ((H - 1) / 2, (W - 1) / 2): output pixel p (offset from the centre,
+    (dy, dx)) takes the frame at the centre + inverse @ p. Depth: the nearest pixel; RGB: bilinear between
+    the four pixels around that point (the border pixels repeated for points within half a pixel outside);
+    a pixel whose nearest source pixel lies outside the frame is vacated: depth 0 (background) and RGB 0."""
+    H, W = depth.shape
+    cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
+    dy, dx = np.mgrid[0:H, 0:W].astype(np.float64)
+    dy, dx = dy - cy, dx - cx
+    # source coordinates (H, W), rounded to 1e-9 px: the float noise of cos / sin (cos 90 deg = 6e-17) must not
+    # tip a point lying exactly between two pixels to one side on some rows and the other on others
+    sy = np.round(cy + inverse[0, 0] * dy + inverse[0, 1] * dx, 9)
+    sx = np.round(cx + inverse[1, 0] * dy + inverse[1, 1] * dx, 9)
+    ny, nx = np.floor(sy + 0.5).astype(np.int64), np.floor(sx + 0.5).astype(np.int64)
+    inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)                            # (H, W) bool
+    depth_out = np.zeros_like(depth)
+    depth_out[inside] = depth[ny[inside], nx[inside]]
+    y0, x0 = np.floor(sy), np.floor(sx)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]                            # (H, W, 1) weights
+    y0i, x0i = y0.astype(np.int64), x0.astype(np.int64)
+    ya, yb = np.clip(y0i, 0, H - 1), np.clip(y0i + 1, 0, H - 1)
+    xa, xb = np.clip(x0i, 0, W - 1), np.clip(x0i + 1, 0, W - 1)
+    a = rgb.astype(np.float64)
+    val = ((1 - fy) * ((1 - fx) * a[ya, xa] + fx * a[ya, xb])
+           + fy * ((1 - fx) * a[yb, xa] + fx * a[yb, xb]))                          # (H, W, 3)
+    rgb_out = np.zeros_like(rgb)
+    rgb_out[inside] = _rgb_levels(val[inside])
+    return rgb_out, depth_out
+
+
+@dataclass(frozen=True)
+class Rotate:
+    """In-plane camera roll: the image content rotated by ``degrees`` about the frame's centre,
+    counter-clockwise as displayed for positive angles (as ``np.rot90`` and Pillow's ``Image.rotate``).
+    Depth nearest-neighbour, RGB bilinear; vacated pixels background (depth 0, RGB 0)."""
+    degrees: float
+
+    @property
+    def name(self) -> str:
+        return f"rotate {self.degrees:+g} deg"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        t = np.deg2rad(self.degrees)
+        c, s = np.cos(t), np.sin(t)
+        # (y down, x right): the output offset (dy, dx) shows the frame at (dy cos + dx sin, dx cos - dy sin)
+        return _warp(rgb, depth, np.array([[c, s], [-s, c]]))
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Zoom about the frame's centre by ``factor`` (the camera moved closer / farther, or another focal
+    length): > 1 enlarges the content and crops the border, < 1 shrinks it and pads with background
+    (depth 0, RGB 0). Depth nearest-neighbour, RGB bilinear; depth values are not changed."""
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"scale {self.factor:g}x"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        return _warp(rgb, depth, np.eye(2) / float(self.factor))
+
+
 @dataclass(frozen=True)
 class Compose:
     """Several nuisances in order (e.g. a new scene: other light + camera shift + depth offset)."""
@@ -191,41 +383,73 @@ class Compose:
 
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "
-                   "rgb-noise:SIGMA | depth-noise:SIGMA_MM | depth-offset:MM; join with '+'")
+                   "rgb-noise:SIGMA | depth-noise:SIGMA_MM | depth-offset:MM | gamma:G (> 0) | offset:LEVELS | "
+                   "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | rotate:DEG | "
+                   "scale:S (> 0); join with '+'")
+
+
+def _is_int(v: float) -> bool:
+    return v == int(v)
+
+
+# kind -> (number of values, check of the values, what the check asks for, constructor)
+_KINDS = {
+    "brightness": (1, lambda v: v[0] >= 0, "a factor >= 0", lambda v: Brightness(v[0])),
+    "wb": (3, lambda v: min(v) >= 0, "three gains >= 0", lambda v: WhiteBalance(tuple(v))),
+    "mirror": (0, lambda v: True, "no value", lambda v: Mirror()),
+    "rgb-noise": (1, lambda v: v[0] >= 0, "a sigma >= 0 (8-bit levels)", lambda v: RgbNoise(v[0])),
+    "depth-noise": (1, lambda v: v[0] >= 0, "a sigma >= 0 (mm)", lambda v: DepthNoise(v[0])),
+    "depth-offset": (1, lambda v: True, "millimetres", lambda v: DepthOffset(v[0])),
+    "gamma": (1, lambda v: v[0] > 0, "an exponent > 0", lambda v: Gamma(v[0])),
+    "offset": (1, lambda v: True, "RGB levels (e.g. 30 or -30)", lambda v: Offset(v[0])),
+    "contrast": (1, lambda v: v[0] >= 0, "a factor >= 0", lambda v: Contrast(v[0])),
+    "blur": (1, lambda v: v[0] >= 0, "a sigma >= 0 (raw pixels)", lambda v: Blur(v[0])),
+    "jpeg": (1, lambda v: _is_int(v[0]) and 1 <= v[0] <= 100, "an integer quality 1..100",
+             lambda v: Jpeg(int(v[0]))),
+    "depth-holes": (1, lambda v: 0 <= v[0] <= 1, "a fraction of the readings 0..1", lambda v: DepthHoles(v[0])),
+    "rotate": (1, lambda v: True, "degrees (counter-clockwise)", lambda v: Rotate(v[0])),
+    "scale": (1, lambda v: v[0] > 0, "a zoom factor > 0", lambda v: Scale(v[0])),
+}
+
+
+def _parse_one(kind: str, arg: str):
+    """One nuisance from ``kind`` and the text after its ':'; ValueError(what is wrong) otherwise."""
+    try:
+        vals = [float(v) for v in arg.split(",")] if arg else []
+    except ValueError:
+        raise ValueError(f"{arg!r} is not a number or a comma-separated list of numbers") from None
+    if not all(np.isfinite(vals)):
+        raise ValueError(f"{arg!r}: values must be finite")
+    if kind == "shift":
+        if len(vals) == 1 and _is_int(vals[0]) and vals[0] >= 1:
+            return RandomShift(int(vals[0]))
+        if len(vals) == 2 and all(_is_int(v) for v in vals):
+            return Shift(int(vals[0]), int(vals[1]))
+        raise ValueError("shift takes an integer PX >= 1 or two integers DY,DX")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    n, ok, wants, make = _KINDS[kind]
+    if len(vals) != n or not ok(vals):
+        raise ValueError(f"{kind} takes {wants}")
+    return make(vals)
 
 
 def parse_nuisance(text: str):
     """A nuisance from its short text, e.g. "brightness:1.25", "wb:1.15,1,0.85", "shift:2",
-    "shift:1,-2", "mirror", "rgb-noise:8", "depth-noise:10", "depth-offset:30", or several joined
-    with "+". Raises ValueError naming the syntax."""
-    parts = [p.strip() for p in str(text).split("+") if p.strip()]
+    "shift:1,-2", "mirror", "rgb-noise:8", "depth-noise:10", "depth-offset:30", "gamma:0.8",
+    "offset:-30", "contrast:1.2", "blur:1", "jpeg:40", "depth-holes:0.05", "rotate:3", "scale:1.05",
+    or several joined with "+" (a '+' before a number is its sign: "offset:+30"). Raises ValueError
+    naming what is wrong and the syntax."""
+    parts = [p.strip() for p in re.split(r"\+(?=\s*[A-Za-z])", str(text)) if p.strip()]
     if not parts:
         raise ValueError(f"empty nuisance; syntax: {NUISANCE_SYNTAX}")
     out = []
     for p in parts:
         kind, _, arg = p.partition(":")
         try:
-            vals = [float(v) for v in arg.split(",")] if arg else []
-            if kind == "brightness" and len(vals) == 1 and vals[0] >= 0:
-                out.append(Brightness(vals[0]))
-            elif kind == "wb" and len(vals) == 3 and min(vals) >= 0:
-                out.append(WhiteBalance(tuple(vals)))
-            elif kind == "shift" and len(vals) == 1 and vals[0] == int(vals[0]) and vals[0] >= 1:
-                out.append(RandomShift(int(vals[0])))
-            elif kind == "shift" and len(vals) == 2 and all(v == int(v) for v in vals):
-                out.append(Shift(int(vals[0]), int(vals[1])))
-            elif kind == "mirror" and not vals:
-                out.append(Mirror())
-            elif kind == "rgb-noise" and len(vals) == 1 and vals[0] >= 0:
-                out.append(RgbNoise(vals[0]))
-            elif kind == "depth-noise" and len(vals) == 1 and vals[0] >= 0:
-                out.append(DepthNoise(vals[0]))
-            elif kind == "depth-offset" and len(vals) == 1:
-                out.append(DepthOffset(vals[0]))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"cannot read nuisance {p!r}; syntax: {NUISANCE_SYNTAX}") from None
+            out.append(_parse_one(kind.strip(), arg.strip()))
+        except ValueError as e:
+            raise ValueError(f"cannot read nuisance {p!r}: {e}; syntax: {NUISANCE_SYNTAX}") from None
     return out[0] if len(out) == 1 else Compose(tuple(out))
 
 

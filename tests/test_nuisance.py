@@ -18,7 +18,9 @@ def _frame(h=16, w=16, seed=0):
 
 
 ALL = ["brightness:1.25", "brightness:0.75", "wb:1.15,1,0.85", "shift:2", "shift:1,-3", "mirror", "rgb-noise:8",
-       "depth-noise:10", "depth-offset:30", "brightness:1.2+shift:2+depth-offset:-20"]
+       "depth-noise:10", "depth-offset:30", "brightness:1.2+shift:2+depth-offset:-20",
+       "gamma:0.8", "gamma:1.25", "offset:+30", "offset:-30", "contrast:0.8", "contrast:1.2", "blur:1", "jpeg:40",
+       "depth-holes:0.2", "rotate:3", "rotate:-10", "scale:1.2", "scale:0.8", "gamma:0.8+blur:1+rotate:5+depth-holes:0.1"]
 
 
 @pytest.mark.parametrize("text", ALL)
@@ -76,11 +78,194 @@ def test_depth_nuisances_keep_background_and_units():
 
 
 def test_parse_errors_name_the_syntax():
-    for bad in ("", "blur:3", "brightness", "wb:1,2", "shift:1.5", "brightness:-1"):
+    for bad in ("", "sparkle:3", "brightness", "wb:1,2", "shift:1.5", "brightness:-1"):
         with pytest.raises(ValueError, match="syntax"):
             nu.parse_nuisance(bad)
     with pytest.raises(ValueError, match="uint8"):
         nu.Mirror()(np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8))
+
+
+# ---- the wider set (gamma, offset, contrast, blur, jpeg, depth-holes, rotate, scale) ------------------------
+
+NEW = ["gamma:0.8", "offset:30", "contrast:1.2", "blur:1.5", "jpeg:30", "depth-holes:0.3", "rotate:7", "scale:1.3",
+       "scale:0.7"]
+
+
+def _mm_frame(h=24, w=20, seed=2):
+    """A frame with uint16 millimetre depth: readings 400..3000 mm, a background band and a background hole."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    depth = rng.integers(400, 3000, (h, w)).astype(np.uint16)
+    depth[:5] = 0
+    depth[12:15, 8:11] = 0
+    return rgb, depth
+
+
+@pytest.mark.parametrize("text", NEW)
+@pytest.mark.parametrize("frame", [_frame, _mm_frame], ids=["depth8", "depth16"])
+def test_new_nuisances_keep_depth_readings_and_background(text, frame):
+    """Photometric ones leave depth as it is; depth-holes only removes readings; rotate / scale only move
+    readings (no new depth value, background 0 where nothing lands). Both depth dtypes."""
+    rgb, depth = frame()
+    r, d = nu.parse_nuisance(text)(rgb, depth, nu.frame_rng(0, 1))
+    assert r.dtype == np.uint8 and r.shape == rgb.shape and d.dtype == depth.dtype and d.shape == depth.shape
+    kind = text.split(":")[0]
+    if kind in ("gamma", "offset", "contrast", "blur", "jpeg"):
+        assert np.array_equal(d, depth)
+    elif kind == "depth-holes":
+        assert np.array_equal(r, rgb) and not d[depth == 0].any()                 # no reading created
+        assert np.array_equal(d[d > 0], depth[d > 0]) and (d == 0).sum() > (depth == 0).sum()
+    else:
+        assert set(np.unique(d[d > 0])) <= set(np.unique(depth[depth > 0]))       # nearest: values only moved
+        assert (d == 0).any()                                                     # vacated / background
+
+
+def test_tone_nuisances_exact():
+    rgb, depth = _frame()
+    v = rgb.astype(float)
+    for n in (nu.Gamma(1.0), nu.Offset(0), nu.Contrast(1.0), nu.Blur(0)):        # neutral settings: identity
+        r, d = n(rgb, depth)
+        assert np.array_equal(r, rgb) and np.array_equal(d, depth), n.name
+    assert np.array_equal(nu.Gamma(0.5)(rgb, depth)[0], np.rint(255 * np.sqrt(v / 255)).astype(np.uint8))
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, 2)
+    dark = nu.Gamma(2.0)(levels, np.ones((16, 16), np.uint8))[0][..., 0].ravel().astype(int)
+    assert dark[0] == 0 and dark[255] == 255 and (np.diff(dark) >= 0).all() and (dark <= np.arange(256)).all()
+    assert dark[128] == round(255 * (128 / 255) ** 2)
+    assert np.array_equal(nu.Offset(30)(rgb, depth)[0], np.clip(v + 30, 0, 255).astype(np.uint8))
+    assert np.array_equal(nu.Offset(-30)(rgb, depth)[0], np.clip(v - 30, 0, 255).astype(np.uint8))
+    assert np.array_equal(nu.Contrast(1.5)(rgb, depth)[0],
+                          np.clip(np.rint((v - 128) * 1.5 + 128), 0, 255).astype(np.uint8))
+    assert (nu.Contrast(0.0)(rgb, depth)[0] == 128).all()
+
+
+def test_blur_keeps_constant_lowers_noise_and_has_the_gaussian_response():
+    _, depth = _frame(20, 24)
+    flat = np.full((20, 24, 3), 77, np.uint8)
+    r, d = nu.Blur(1.5)(flat, depth)
+    assert np.array_equal(r, flat) and np.array_equal(d, depth)                     # edges too (border repeated)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    blurred = nu.Blur(1.0)(noise, np.ones((64, 64), np.uint8))[0]
+    assert blurred.astype(float).var() < 0.25 * noise.astype(float).var()
+    assert abs(blurred.astype(float).mean() - noise.astype(float).mean()) < 1.0
+    impulse = np.zeros((21, 21, 3), np.uint8)
+    impulse[10, 10] = 255
+    x = np.arange(-3, 4)                                        # sigma 1: radius ceil(3 sigma) = 3
+    k = np.exp(-x ** 2 / 2.0) / np.exp(-x ** 2 / 2.0).sum()
+    want = np.zeros((21, 21))
+    want[7:14, 7:14] = 255 * np.outer(k, k)
+    r = nu.Blur(1.0)(impulse, np.ones((21, 21), np.uint8))[0]
+    assert np.array_equal(r[..., 0], np.rint(want).astype(np.uint8)) and np.array_equal(r[..., 0], r[..., 2])
+    assert len(nu.gaussian_kernel(2.0)) == 13 and nu.gaussian_kernel(2.0).sum() == pytest.approx(1.0)
+
+
+def test_jpeg_is_lossy_by_quality():
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = np.stack([xx * 3, yy * 4, (xx + yy) * 2], -1).astype(np.uint8)      # gradients: JPEG-friendly
+    depth = np.ones((48, 64), np.uint8)
+    err = {q: np.abs(nu.Jpeg(q)(smooth, depth)[0].astype(int) - smooth).mean() for q in (10, 95)}
+    assert 0 < err[95] < 2.0 and err[10] > 2 * err[95]
+    assert np.array_equal(nu.Jpeg(10)(smooth, depth)[1], depth)
+
+
+def test_depth_holes_drop_about_the_fraction_and_never_create_readings():
+    rng = np.random.default_rng(3)
+    depth = np.where(rng.random((200, 200)) < 0.75, rng.integers(1, 256, (200, 200)), 0).astype(np.uint8)
+    rgb = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    readings = depth > 0
+    r, d = nu.DepthHoles(0.3)(rgb, depth, nu.frame_rng(0, 0))
+    dropped = readings & (d == 0)
+    assert abs(dropped.sum() / readings.sum() - 0.3) < 0.02                        # 30000 readings: ~7 sigma
+    assert not d[~readings].any() and np.array_equal(d[d > 0], depth[d > 0]) and np.array_equal(r, rgb)
+    other = nu.DepthHoles(0.3)(rgb, depth, nu.frame_rng(0, 1))[1]
+    assert not np.array_equal(other, d)                                            # drawn from rng
+    assert np.array_equal(nu.DepthHoles(0.0)(rgb, depth, nu.frame_rng(0, 0))[1], depth)
+    assert not nu.DepthHoles(1.0)(rgb, depth, nu.frame_rng(0, 0))[1].any()
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_rotate_right_angles_equal_rot90(size):
+    """Positive angles turn the content counter-clockwise as displayed (np.rot90's direction)."""
+    rgb, depth = _frame(size, size, seed=size)
+    for deg, k in ((0, 0), (90, 1), (180, 2), (270, 3), (-90, -1), (360, 0)):
+        r, d = nu.Rotate(deg)(rgb, depth)
+        assert np.array_equal(r, np.rot90(rgb, k)) and np.array_equal(d, np.rot90(depth, k)), deg
+
+
+def test_rotate_non_square_vacates_to_background_and_small_angles_move_a_point():
+    rgb, depth = _frame(6, 10)
+    depth = np.maximum(depth, 1)                                   # every pixel a reading
+    rgb = np.maximum(rgb, 1)
+    r, d = nu.Rotate(90)(rgb, depth)
+    assert np.array_equal(d[:, 2:8], np.rot90(depth[:, 2:8])) and np.array_equal(r[:, 2:8], np.rot90(rgb[:, 2:8]))
+    assert not d[:, :2].any() and not d[:, 8:].any() and not r[:, :2].any() and not r[:, 8:].any()
+    rgb, depth = _frame(6, 9, seed=4)                              # centre (2.5, 4): sources on half pixels
+    depth = np.maximum(depth, 1)
+    for deg in (90, 90 + 360, -270):                               # the same turn: the same frame
+        _, d = nu.Rotate(deg)(rgb, depth)                          # ties resolved alike on every row
+        assert np.array_equal(d[:, 1:7], np.rot90(depth[:, 2:8])) and not d[:, [0, 7, 8]].any(), deg
+    point = np.zeros((41, 41), np.uint8)
+    point[20, 30] = 200                                            # 10 px right of the centre (20, 20)
+    _, d = nu.Rotate(30)(np.zeros((41, 41, 3), np.uint8), point)
+    ys, xs = np.nonzero(d)                                         # lands near (20 - 10 sin 30, 20 + 10 cos 30)
+    assert len(ys) >= 1 and np.abs(ys - 15).max() <= 1 and np.abs(xs - 28.66).max() <= 1.5 and (d[ys, xs] == 200).all()
+
+
+def test_scale_zooms_about_the_centre():
+    rgb, depth = _frame(8, 8, seed=5)
+    depth = np.maximum(depth, 1)
+    r, d = nu.Scale(1.0)(rgb, depth)
+    assert np.array_equal(r, rgb) and np.array_equal(d, depth)
+    _, d = nu.Scale(2.0)(rgb, depth)                               # the central 4 x 4, each pixel doubled
+    assert np.array_equal(d, np.repeat(np.repeat(depth[2:6, 2:6], 2, 0), 2, 1))
+    r, d = nu.Scale(0.5)(np.maximum(rgb, 1), depth)                # every other pixel, padded with background
+    assert np.array_equal(d[2:6, 2:6], depth[1::2, 1::2])
+    ring = np.ones((8, 8), bool)
+    ring[2:6, 2:6] = False
+    assert not d[ring].any() and not r[ring].any() and r[~ring].all()
+    flat = np.full((30, 30, 3), 90, np.uint8)
+    r, d = nu.Scale(1.3)(flat, np.ones((30, 30), np.uint8))
+    assert (r == 90).all() and (d == 1).all()                      # zoom in: nothing vacated, bilinear of a constant
+
+
+def test_parse_new_kinds_and_their_errors():
+    assert nu.parse_nuisance("offset:+30") == nu.Offset(30.0)                   # '+' before a number is its sign
+    assert nu.parse_nuisance("gamma:0.8+offset:+30") == nu.Compose((nu.Gamma(0.8), nu.Offset(30.0)))
+    assert nu.parse_nuisance("jpeg:40") == nu.Jpeg(40) and nu.parse_nuisance("scale:1.05") == nu.Scale(1.05)
+    assert nu.parse_nuisance("depth-holes:0.05") == nu.DepthHoles(0.05)
+    assert nu.parse_nuisance("rotate:-3") == nu.Rotate(-3.0) and nu.parse_nuisance("blur:1") == nu.Blur(1.0)
+    assert nu.parse_nuisance("contrast:0.8") == nu.Contrast(0.8)
+    names = [nu.parse_nuisance(t).name for t in ALL]
+    assert len(set(names)) == len(names)                           # the suite is keyed by name
+    for bad, why in (("gamma:0", "> 0"), ("gamma:-1", "> 0"), ("gamma:0.8,1", "exponent"), ("scale:-1", "> 0"),
+                     ("scale:0", "> 0"), ("blur:abc", "'abc' is not a number"), ("blur:-1", ">= 0"),
+                     ("contrast:-0.5", ">= 0"), ("jpeg:0", "1..100"), ("jpeg:101", "1..100"),
+                     ("jpeg:50.5", "integer"), ("depth-holes:1.5", "0..1"), ("depth-holes:-0.1", "0..1"),
+                     ("rotate:nan", "finite"), ("offset:inf", "finite"), ("rotate", "degrees"),
+                     ("gamma:0.8+blur:x", "'x' is not a number")):
+        with pytest.raises(ValueError, match="syntax") as e:
+            nu.parse_nuisance(bad)
+        assert why in str(e.value) and f"cannot read nuisance '{bad.split('+')[-1]}'" in str(e.value), bad
+
+
+def test_eval_nuisance_set_with_new_kinds(tmp_path, kinect_root, tiny_generator):
+    """`edge-ad eval --nuisance-set gamma:0.8 --nuisance-set blur:1` end to end (tiny model, 4 frames a class)."""
+    from edge_ad.cli import main
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                  "--class", "rectangle", "--max-per-class", "4", "--k", "0", "--n-seed", "1",
+                                  "--no-baselines", "--nuisance-set", "gamma:0.8", "--nuisance-set", "blur:1",
+                                  "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())["nuisance"]
+    assert list(rep["conditions"]) == ["clean", "gamma 0.8", "blur 1 px"]
+    clean = rep["conditions"]["clean"]["scores"]
+    for label in ("gamma 0.8", "blur 1 px"):
+        row = rep["conditions"][label]
+        assert 0.0 <= row["auroc"] <= 1.0 and set(row["scores"]) == {"rectangle", "cylinder", "sphere"}
+        assert not np.allclose(row["scores"]["rectangle"], clean["rectangle"])   # the frames were changed
+    assert "gamma 0.8" in r.output and "blur 1 px" in r.output
 
 
 def test_nuisance_suite_metrics_on_a_toy_score():
@@ -135,8 +320,8 @@ def test_eval_nuisance_command(tmp_path, kinect_root, tiny_generator):
         assert clean["scores"][group] == pytest.approx(values, rel=1e-5)
     assert "mean (clean + nuisances)" in r.output and "false alarms" in r.output
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
-                                  "--class", "rectangle", "--nuisance-set", "blur:2", "--out", str(tmp_path / "x")])
-    assert r.exit_code != 0 and "syntax" in r.output
+                                  "--class", "rectangle", "--nuisance-set", "blur:abc", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "syntax" in r.output and "'abc' is not a number" in r.output
 
 
 def _object_frame():

@@ -52,7 +52,8 @@ import click
               "AUROC, false alarms and anomalies flagged at the model's threshold (report.json 'nuisance').")
 @click.option("--nuisance-set", "nuisance_set", multiple=True, metavar="SPEC",
               help="a nuisance of the suite instead of the default ones (repeatable), e.g. brightness:1.3, "
-              "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, joined with '+'.")
+              "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, gamma:0.8, offset:-30, "
+              "contrast:1.2, blur:1, jpeg:40, depth-holes:0.05, rotate:3, scale:1.05, joined with '+'.")
 @click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
