@@ -91,23 +91,60 @@ def bench_frames(n: int, spec=None) -> list:
     return out
 
 
-def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int) -> Callable:
-    """variant -> f(x, z0) -> score."""
-    if variant in ("eager", "batched", "eager-z-only"):
+class Skipped(Exception):
+    """A bench variant that cannot run on this checkpoint / export; the message says why."""
+
+
+TORCH_VARIANTS = ("eager", "batched", "eager-z-only")
+
+
+def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
+    """What the PyTorch variants need to score as the export's own configuration does (as ``edge-ad
+    eval`` scores the checkpoint): {"encoder": the checkpoint's izi encoder (models.encoder.Encoder) when
+    cfg.z_init == "encoder", "latent_bank": the export's latent_bank.npy (the bank its onnx variants
+    score with) and "bank_rows_per_frame" when cfg multiplies by the latent distance}. Raises Skipped
+    when the checkpoint lacks the encoder or the export the bank."""
+    out = {"encoder": None, "latent_bank": None, "bank_rows_per_frame": None}
+    if cfg.z_init == "encoder":
+        from edge_ad.models.search import checkpoint_encoder
+        out["encoder"] = checkpoint_encoder(checkpoint)
+        if out["encoder"] is None:
+            raise Skipped(f"the export's scoring configuration {cfg.name!r} starts from an encoder, but "
+                          f"{checkpoint} carries none")
+    if cfg.uses_latent_bank:
+        from edge_ad.runtime.config import rows_per_frame_of
+        from edge_ad.runtime.model_arrays import load_npy
+        entry = man.get("latent_bank")
+        if not isinstance(entry, dict) or entry.get("file") not in man.get("files", {}):
+            raise Skipped(f"the scoring configuration {cfg.name!r} needs a latent bank, but {model_dir} has none")
+        out["latent_bank"] = load_npy(model_dir, entry["file"], entry["shape"], np.float32)   # (N, z_dim)
+        out["bank_rows_per_frame"] = rows_per_frame_of(entry.get("augment"))
+    return out
+
+
+def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int, scoring: Optional[dict] = None) -> Callable:
+    """variant -> f(x, z0, seed) -> score (z0 None: from the seed, or E(x) for z_init "encoder").
+    ``scoring``: torch_scoring's parts, needed by the PyTorch variants of configurations with an
+    encoder, a latent bank or a test-time shift-min (scored by models.search.search_min_shift)."""
+    if variant in TORCH_VARIANTS:
         import torch
 
-        from edge_ad.models.search import search, search_eager
+        from edge_ad.models.search import search, search_eager, search_min_shift
         torch.set_num_threads(threads)
         c = cfg.replace(lr_theta=0.0) if variant == "eager-z-only" else cfg
+        if cfg.z_init == "encoder" or cfg.uses_latent_bank or cfg.score_shift_radius:
+            parts = scoring or {}
+            return lambda x, z0, seed: search_min_shift(G, x, c, z0=z0, seed=seed, eager=variant != "batched",
+                                                        **parts).score
         f = search if variant == "batched" else search_eager
-        return lambda x, z0: f(G, x, c, z0=z0).score
+        return lambda x, z0, seed: f(G, x, c, z0=z0, seed=seed).score
     from edge_ad.runtime.scorer import Scorer
     name, z_only = ONNX_VARIANTS[variant]
     s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0) if z_only else cfg, variant=name, threads=threads)
     if variant == "onnx-fused-adam-numpy":
         s._search.adam_impl = "numpy"          # the host Adam of an install without a C compiler
-    def run(x, z0):
-        return s.score_input(x, z0=z0).score
+    def run(x, z0, seed):
+        return s.score_input(x, z0=z0, seed=seed).score
     run.mode = s.mode
     return run
 
@@ -139,13 +176,15 @@ def _probe_main(variant: str, checkpoint: str, model_dir: str, threads: int) -> 
     from edge_ad.runtime.manifest import load_manifest
     man = load_manifest(model_dir, verify=False)
     cfg = SearchConfig.from_dict(man["search"])
-    G = None
+    G = scoring = None
     if not variant.startswith("onnx"):
         from edge_ad.models.checkpoint import load_generator
         G = load_generator(checkpoint)
-    run = _make_runner(variant, G, Path(model_dir), cfg, threads)
+        scoring = torch_scoring(checkpoint, Path(model_dir), man, cfg)
+    run = _make_runner(variant, G, Path(model_dir), cfg, threads, scoring)
     x = np.zeros((man["layout"]["channels"],) + (man["layout"]["resolution"],) * 2, np.float32)
-    run(x, make_z0(cfg.n_seed, man["layout"]["z_dim"], 0))
+    z0 = None if cfg.z_init == "encoder" else make_z0(cfg.n_seed, man["layout"]["z_dim"], 0)
+    run(x, z0, 0)
     assert variant.startswith("eager") or variant == "batched" or "torch" not in sys.modules
     print(peak_rss_mib())
 
@@ -167,8 +206,6 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
               log: Callable = print) -> dict:
     """Interleaved benchmark; returns the results dict (see module docstring)."""
     from edge_ad.models.checkpoint import load_generator
-    from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
-    from edge_ad.runtime.manifest import load_manifest
 
     from edge_ad.export.exporter import export_model
     threads = int(threads or os.cpu_count() or 1)
@@ -177,29 +214,62 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     if model_dir is None:
         tmp = tempfile.mkdtemp(prefix="edge-ad-bench-")
         model_dir = tmp
-        log(f"exporting {checkpoint} to {tmp} (no parity check) ...")
-        export_model(checkpoint, tmp, parity=False, unrolled="onnx-unrolled" in variants, log=lambda *a: None)
+    try:
+        if tmp:
+            log(f"exporting {checkpoint} to {tmp} (no parity check) ...")
+            export_model(checkpoint, tmp, parity=False, unrolled="onnx-unrolled" in variants, log=lambda *a: None)
+        return _bench_export(checkpoint, G, Path(model_dir), n_frames, repeats, threads, variants, rss, log)
+    finally:
+        if tmp:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_export(checkpoint: str, G, model_dir: Path, n_frames: int, repeats: int, threads: int,
+                  variants: Sequence[str], rss: bool, log: Callable) -> dict:
+    """run_bench on the export ``model_dir`` of ``checkpoint`` (generator G)."""
+    from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
+    from edge_ad.runtime.manifest import load_manifest
+    from edge_ad.runtime.preprocess import PreprocessSpec
     man = load_manifest(model_dir)
     cfg = SearchConfig.from_dict(man["search"])
-    variants = [v for v in variants if _runs(v, cfg, man)]     # the variants this export has
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
-    frames = bench_frames(n_frames, G.preprocess)
-    z0s = [make_z0(cfg.n_seed, G.cfg.z_dim, frame_seed(0, i)) for i in range(len(frames))]
+    skipped = {v: "not in this export (runtime/variants.py: its graphs were not exported for this "
+                  "configuration)" for v in variants if not _runs(v, cfg, man)}
+    scoring = None
+    if any(v in TORCH_VARIANTS for v in variants):
+        try:
+            scoring = torch_scoring(checkpoint, model_dir, man, cfg)
+        except Skipped as e:
+            skipped.update({v: str(e) for v in variants if v in TORCH_VARIANTS})
+    for line in skipped_lines(skipped):
+        log(f"note: skipping {line}")
+    variants = [v for v in variants if v not in skipped]
+    if not variants:
+        raise Skipped("none of the requested variants can run here (see the notes above)")
+    # the frames as the export preprocesses them (its manifest: the checkpoint's own preprocessing when
+    # exported with its scoring, plain for a --scoring reference export)
+    frames = bench_frames(n_frames, PreprocessSpec.from_dict(man["preprocess"]))
+    # z0 per frame: from the encoder (E(x) + z_init_sigma * noise of the frame's seed) for z_init
+    # "encoder", else the same random latents for every variant
+    z0s = [None if cfg.z_init == "encoder" else make_z0(cfg.n_seed, G.cfg.z_dim, frame_seed(0, i))
+           for i in range(len(frames))]
+    seeds = [frame_seed(0, i) for i in range(len(frames))]
     load0 = os.getloadavg()
     peak0 = sgemm_peak(threads)
     log(f"sgemm peak ({threads} threads): {peak0:.1f} GFLOP/s; load average {load0[0]:.1f}")
-    runners = {v: _make_runner(v, G, Path(model_dir), cfg, threads) for v in variants}
+    runners = {v: _make_runner(v, G, model_dir, cfg, threads, scoring) for v in variants}
     for v in variants:                           # warm-up (first-run allocations, lazy init)
-        runners[v](frames[0][1], z0s[0])
+        runners[v](frames[0][1], z0s[0], seeds[0])
     times = {v: [] for v in variants}
     scores = {v: [] for v in variants}
     for rep in range(repeats):
         for i, (fid, x) in enumerate(frames):
             for v in variants:                   # interleaved: the same machine state for all
                 t = time.perf_counter()
-                s = runners[v](x, z0s[i])
+                s = runners[v](x, z0s[i], seeds[i])
                 times[v].append(time.perf_counter() - t)
                 if rep == 0:
                     scores[v].append(s)
@@ -209,10 +279,11 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
     load1 = os.getloadavg()
     fg = G.cfg.features_g
     res = {}
-    base = {"eager": None, "eager-z-only": None}
+    copies = (2 * cfg.score_shift_radius + 1) ** 2
     for v in variants:
         med = float(np.median(times[v]))
-        flops = model_flops(G.cfg.z_dim, fg, G.cfg.channels, cfg.n_seed, cfg.k, weights="z-only" not in v)
+        # every copy of the test-time shift-min is one search; the encoder pass is not counted
+        flops = copies * model_flops(G.cfg.z_dim, fg, G.cfg.channels, cfg.n_seed, cfg.k, weights="z-only" not in v)
         res[v] = {"median_s": med, "min_s": float(np.min(times[v])), "fps": 1.0 / med,
                   "gflop_per_frame": flops / 1e9, "gflops": flops / med / 1e9,
                   "frac_of_sgemm_peak": flops / med / 1e9 / peak, "scores": scores[v]}
@@ -251,13 +322,18 @@ def run_bench(checkpoint: str, model_dir: Optional[str] = None, *, n_frames: int
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "threads": threads, "load_average_start": load0, "load_average_end": load1,
         "sgemm_peak_gflops": peak, "model": G.cfg.to_dict(), "search": cfg.to_dict(),
-        "frames": [f for f, _ in frames], "repeats": repeats, "variants": res,
+        "frames": [f for f, _ in frames], "repeats": repeats, "variants": res, "skipped": skipped,
         "note": "interleaved in one process; medians over frames x repeats; timings on a shared machine are noisy",
     }
-    if tmp:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def skipped_lines(skipped: dict) -> list:
+    """{variant: why} -> one "v1, v2: why" line per reason."""
+    by_reason: dict = {}
+    for v, why in skipped.items():
+        by_reason.setdefault(why, []).append(v)
+    return [f"{', '.join(vs)}: {why}" for why, vs in by_reason.items()]
 
 
 def _cpu_name() -> str:
@@ -280,6 +356,7 @@ def format_table(r: dict) -> str:
         rows.append(f"| {v} | {m['median_s']:.3f} | {m['fps']:.2f} | {m['gflop_per_frame']:.1f} | "
                     f"{m['gflops']:.1f} | {100 * m['frac_of_sgemm_peak']:.0f}% | "
                     f"{'' if sp is None else f'{sp:.2f}x'} | {'' if rss is None else f'{rss:.0f}'} |")
-    return "\n".join(rows) + (f"\n\nsgemm peak {r['sgemm_peak_gflops']:.1f} GFLOP/s on {r['threads']} threads "
+    notes = "".join(f"\nskipped {line}" for line in skipped_lines(r.get("skipped", {})))
+    return "\n".join(rows) + ("\n" + notes if notes else "") + (f"\n\nsgemm peak {r['sgemm_peak_gflops']:.1f} GFLOP/s on {r['threads']} threads "
                               f"({r['machine']['cpu']}); load average {r['load_average_start'][0]:.1f} -> "
                               f"{r['load_average_end'][0]:.1f}")

@@ -42,3 +42,95 @@ def test_bench_command_small_run(tmp_path, tiny_generator, kinect_root):
     assert v["onnx-step"]["max_rel_score_diff_vs_batched"] < 1e-4
     assert v["onnx-z-only"]["gflop_per_frame"] < v["onnx-step"]["gflop_per_frame"]
     assert "| onnx-step |" in r.output
+
+
+ENC_CFG_FIELDS = dict(name="izi-mem-bench-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5, z_init="encoder",
+                      score_latent_power=1.0, latent_metric="cosine", score_shift_radius=1)
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(tmp_path_factory, tiny_generator, kinect_root):
+    """A tiny checkpoint laid out as the shipped kinect models are (scoring: izi encoder, latent bank of
+    E(x) of 12 real train frames, k = 0, test-time shift-min R = 1), its export (no parity run) and
+    the bank."""
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict, latent_bank
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    torch.manual_seed(5)
+    E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
+    bank = latent_bank(E, to_tensor(load_kinect(kinect_root, "rectangle", "train", PreprocessSpec())[1][:12]).numpy())
+    cfg = SearchConfig(**ENC_CFG_FIELDS)
+    d = tmp_path_factory.mktemp("bench_enc")
+    ck = d / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": cfg.name, "search": cfg.to_dict(), "encoder": encoder_to_dict(E),
+                             "encoder_train": None, "val": None, "latent_bank": torch.from_numpy(bank),
+                             "latent_bank_info": {"n": len(bank)}})
+    export_model(ck, d / "model", parity=False, log=lambda *a: None)
+    return ck, d / "model", E, bank, cfg
+
+
+def test_bench_runs_the_pytorch_variants_with_the_checkpoints_encoder_and_bank(tmp_path, encoder_checkpoint,
+                                                                                monkeypatch):
+    """Audit 2 #1: on a checkpoint whose scoring starts from an encoder and multiplies by the latent
+    distance (the shipped kinect models), eager / batched / eager-z-only crashed ('no latent distance was
+    given'). They score now as edge-ad eval scores the checkpoint (score_batch with its encoder and bank),
+    with and without --model."""
+    from click.testing import CliRunner
+
+    from edge_ad.benchmarks import search_bench
+    from edge_ad.cli import main
+    from edge_ad.models.search import score_batch
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    monkeypatch.setattr(search_bench, "sgemm_peak", lambda threads: 50.0)
+    ck, model, E, bank, cfg = encoder_checkpoint
+    from edge_ad.models.checkpoint import load_generator
+    G = load_generator(ck)
+    (fid, x), = search_bench.bench_frames(1, PreprocessSpec())
+    want = float(score_batch(G, x[None], cfg, seed=0, encoder=E, latent_bank=bank)[0])     # eval's scoring
+    for extra in ([], ["--model", str(model)]):
+        out = tmp_path / f"bench{len(extra)}.json"
+        r = CliRunner().invoke(main, ["bench", str(ck), *extra, "--frames", "1", "--repeats", "1", "--threads", "1",
+                                      "--variant", "eager", "--variant", "batched", "--variant", "eager-z-only",
+                                      "--variant", "onnx-auto", "--no-rss", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        res = json.loads(out.read_text())
+        v = res["variants"]
+        assert set(v) == {"eager", "batched", "eager-z-only", "onnx-auto"} and res["skipped"] == {}
+        for name in ("eager", "batched", "eager-z-only"):
+            assert v[name]["scores"][0] == pytest.approx(want, rel=1e-5), name
+        assert v["onnx-auto"]["max_rel_score_diff_vs_batched"] < 1e-4
+        assert v["onnx-auto"]["speedup_vs_eager"] > 0
+        assert v["batched"]["gflop_per_frame"] == pytest.approx(9 * search_bench.model_flops(100, 8, 4, 1, 0) / 1e9)
+
+
+def test_bench_skips_a_pytorch_variant_that_cannot_score_the_export_and_keeps_the_others(
+        tmp_path, encoder_checkpoint, tiny_generator, monkeypatch):
+    """A checkpoint without the encoder the export's configuration starts from: the PyTorch variants are
+    skipped with a note (in the output and results), the runtime's run; only those asked: a one-line error."""
+    from click.testing import CliRunner
+
+    from edge_ad.benchmarks import search_bench
+    from edge_ad.cli import main
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    monkeypatch.setattr(search_bench, "sgemm_peak", lambda threads: 50.0)
+    _, model, _, _, _ = encoder_checkpoint
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(bare, tiny_generator, preprocess=PreprocessSpec())
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(main, ["bench", str(bare), "--model", str(model), "--frames", "1", "--repeats", "1",
+                                  "--threads", "1", "--variant", "eager", "--variant", "batched",
+                                  "--variant", "onnx-auto", "--no-rss", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "note: skipping eager, batched: the export's scoring configuration" in r.output
+    res = json.loads(out.read_text())
+    assert set(res["variants"]) == {"onnx-auto"} and set(res["skipped"]) == {"eager", "batched"}
+    assert "carries none" in res["skipped"]["eager"]
+    r = CliRunner().invoke(main, ["bench", str(bare), "--model", str(model), "--frames", "1", "--repeats", "1",
+                                  "--threads", "1", "--variant", "eager", "--no-rss"])
+    assert r.exit_code == 1 and "Error: none of the requested variants can run here" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -27,9 +27,12 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
     runtime's default here (onnx-auto) and each search variant of runtime/variants.py that the export
     has (step, unrolled, fused-adam (-numpy: the host Adam without the compiled kernel), host-head),
     faithful and z-only (lr_theta = 0)."""
-    from edge_ad.benchmarks.search_bench import DEFAULT_VARIANTS, format_table, run_bench
-    r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
-                  variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
+    from edge_ad.benchmarks.search_bench import DEFAULT_VARIANTS, Skipped, format_table, run_bench
+    try:
+        r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
+                      variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
+    except Skipped as e:
+        raise click.ClickException(str(e))
     click.echo(format_table(r))
     if out:
         with open(out, "w") as f:
