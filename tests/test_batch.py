@@ -322,6 +322,8 @@ def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
     assert r.exit_code == batch_cmd_exit("bad"), r.output
     assert batch(["--model", kinect_export, "--out", tmp_path / "o3", "realsense://"]).exit_code == 2
     assert batch(["--model", kinect_export, "--out", tmp_path / "o3"]).exit_code == 2
+    r = batch(["--model", kinect_export, "--out", tmp_path / "o3", "--seed", -1, broken])
+    assert r.exit_code == 2 and "'--seed': -1 is not in the range x>=0" in r.output, r.output
     for bad in ("0", "-1", "nan"):
         r = batch(["--model", kinect_export, "--out", tmp_path / "o3", "--threshold", bad, broken])
         assert r.exit_code == 2 and "--threshold must be a finite number > 0" in r.output, (bad, r.output)

@@ -91,6 +91,9 @@ def test_seed_and_z0(tmp_path, stub):
     assert r.exit_code == 1 and "(2, 100) = (n_seed, z_dim)" in r.output
     r = invoke(["--seed", "1", "--z0", str(tmp_path / "z0.npy")])
     assert r.exit_code == 2 and "--seed or --z0" in r.output
+    stub.seen.clear()   # a negative seed is a usage error naming --seed (it was a fatal ValueError at frame 0)
+    r = invoke(["--source", "synth://?n=2", "--seed", "-1", "-q"])
+    assert r.exit_code == 2 and "'--seed': -1 is not in the range x>=0" in r.output and stub.seen == [], r.output
 
 
 def test_save_anomalies_writes_pictures(tmp_path, stub):

@@ -36,7 +36,7 @@ def _ray_address(value: Optional[str], sources: tuple) -> tuple:
               "its own Scorer [local: CPU count (at most one per source); Ray: cluster CPUs / --threads].")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per worker "
               "[local: CPU count / workers; Ray: 1].")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Run seed, as edge-ad run --seed: frame i of every source uses frame_seed(seed, i).")
 @click.option("--threshold", type=float, help="Anomaly threshold, a number > 0 (default: the model's calibrated one).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,

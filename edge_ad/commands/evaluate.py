@@ -21,7 +21,8 @@ import click
 @click.option("--synth", "synth_n", type=int, default=0, help="evaluate on N rendered frames (boxes normal).")
 @click.option("--max-per-class", type=int, default=0, help="use only the first N frames of each group.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="run seed for the initial latents.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="run seed for the initial latents.")
 @click.option("--lr-z", type=float, help="override the search's lr_z.")
 @click.option("--lr-theta", type=float, help="override lr_theta (0: z-only search).")
 @click.option("--n-seed", type=int, help="override n_seed.")

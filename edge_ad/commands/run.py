@@ -275,9 +275,10 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.command("run")
 @click.option("--camera", is_flag=True, help="Open the first RGB-D camera found (RealSense, OAK).")
 @click.option("--source", "source_uri", metavar="URI",
-              help="synth://[?n=&anomaly_rate=&seed=], a frame folder, a RealSense .db3/.bag, "
-                   "a ROS bag (.mcap/.db3/dir, rosbag://PATH?rgb=&depth=), realsense://[serial], "
-                   "oak://[id]. Default: synth://")
+              help="synth://[?n=&anomaly_rate=&seed=], a frame folder, a labelled folder "
+                   "(folder://DIR?normal=CLASS[&split=val]: AUROC, recall, false alarms at the end), "
+                   "a RealSense .db3/.bag, a ROS bag (.mcap/.db3/dir, rosbag://PATH?rgb=&depth=), "
+                   "realsense://[serial], oak://[id]. Default: synth://")
 @click.option("--model", type=click.Path(file_okay=False), help="Exported model directory "
               "(default: the shipped demo model).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
@@ -296,7 +297,7 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--rerun", "rerun_target", metavar="FILE.rrd|spawn|serve",
               help="Log every frame to Rerun (needs rerun-sdk): save FILE.rrd, spawn the viewer, or "
                    "serve the web viewer.")
-@click.option("--seed", type=int, default=None, help="Run seed: frame i's initial latents come from "
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Run seed: frame i's initial latents come from "
               "frame_seed(seed, i) [default 0].")
 @click.option("--z0", "z0_path", type=click.Path(dir_okay=False, exists=True),
               help="Fixed initial latents for every frame: .npy float32 (n_seed, z_dim).")
