@@ -283,3 +283,29 @@ def test_shipped_checkpoint_exports_its_reference_configuration(tmp_path):
     assert "threshold" not in man and "encoder" not in man["graphs"]
     assert not any(f.startswith(("latent_bank", "encoder")) for f in man["files"]), man["files"]
     assert man["parity"]["passed"] is True and max(r["rel_diff"] for r in man["parity"]["frames"]) <= 1e-4
+
+
+def test_gpu_check_scores_the_parity_frames_as_the_export_did(exported, kinect_root, tmp_path, monkeypatch):
+    """jetson/gpu_check compares each backend with the manifest's float64 reference rows, so it must
+    score each frame as the export did: an encoder configuration gets its z0 from encoder.onnx with
+    the row's noise seed (it passed make_z0 as z0, skipping the encoder: the shipped rectangle export
+    read a relative difference of 3.6 on the CPU), and the shift-min is off as in the rows (a
+    score_shift_radius 2 copy of the model: the minimum over 25 shifts otherwise)."""
+    from edge_ad.jetson.gpu_check import check
+    _, out, man = exported
+    shifted = tmp_path / "shifted"
+    shutil.copytree(out, shifted)
+    m = json.loads((shifted / "manifest.json").read_text())
+    m["search"]["score_shift_radius"] = 2
+    (shifted / "manifest.json").write_text(json.dumps(m))
+    calls = []
+    score_input = Scorer.score_input
+    monkeypatch.setattr(Scorer, "score_input", lambda self, x, **kw: calls.append(kw) or score_input(self, x, **kw))
+    for model in (out, shifted):
+        calls.clear()
+        rep = check(model, kinect_root, repeats=1, warmup=0, only=["onnxruntime-cpu"], log=lambda *a: None)
+        cpu = rep["backends"]["onnxruntime-cpu"]
+        assert cpu["ok"] and len(cpu["scores"]) == 2, cpu
+        assert cpu["max_rel_diff"] <= 1e-4 and cpu.get("parity_ok") is True, (model.name, cpu["scores"])
+        assert calls[:2] == [{"seed": r["z0_seed"]} for r in man["parity"]["frames"]], calls   # no z0: the encoder's
+        assert "z0" not in calls[-1]                                                            # timed as run
