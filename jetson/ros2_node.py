@@ -16,7 +16,8 @@ queue_size, seed, results_path ("none" = no file), stale_s (no pair for this lon
 frame_timeout_s, rotate_mb, trusted_keys. They are checked before the model loads
 (``node_settings``): a bad one ends the node at once (exit 2) with a line naming it, e.g.
 "parameter threshold must be a finite number > 0 (scores are >= 0), or .nan for the model's
-calibrated one; got -1.0".
+calibrated one; got -1.0". A model that cannot load (corrupt, unsigned with trusted_keys, backend
+missing) ends it with exit 1 and one line naming model_dir and the reason.
 
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
 32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair gives
@@ -270,16 +271,24 @@ def main(argv: Optional[list] = None) -> int:
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
-    try:   # every parameter checked before the (slow) model load
-        s = node_settings({k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()})
-    except ParameterError as e:
-        node.get_logger().error(f"edge-ad ROS 2 node: {e}")
+
+    def give_up(message: str, status: int) -> int:
+        """One error line (no traceback), the node shut down, the exit status."""
+        node.get_logger().error(f"edge-ad ROS 2 node: {message}")
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-        return 2
+        return status
+
+    try:   # every parameter checked before the (slow) model load
+        s = node_settings({k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()})
+    except ParameterError as e:
+        return give_up(str(e), 2)
     model_dir = s["model_dir"]
-    scorer = Scorer.load(model_dir, backend=s["backend"], trusted_keys=s["trusted_keys"])
+    try:
+        scorer = Scorer.load(model_dir, backend=s["backend"], trusted_keys=s["trusted_keys"])
+    except (ValueError, ImportError) as e:   # a bad or unsigned model (ModelError), a missing backend
+        return give_up(f"cannot load model_dir {model_dir} (backend {s['backend']}): {e}", 1)
     thr = s["threshold"] if s["threshold"] is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)

@@ -212,10 +212,10 @@ class _ModelLoaded(Exception):
     """Raised by the fake Scorer.load: the node got as far as loading the model."""
 
 
-def fake_ros(monkeypatch, overrides: dict) -> dict:
+def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None) -> dict:
     """rclpy, message_filters and the message packages as modules of fakes (rclpy is not on PyPI):
     a Node whose parameters are ``overrides`` over the declared defaults and whose logger records;
-    Scorer.load raises _ModelLoaded (records its arguments)."""
+    Scorer.load raises ``load_error`` or _ModelLoaded (records its arguments)."""
     seen = {"log": [], "load": [], "destroyed": False}
 
     class Node:
@@ -247,7 +247,7 @@ def fake_ros(monkeypatch, overrides: dict) -> dict:
 
     def load(cls, model_dir, backend="onnxruntime", **kw):
         seen["load"].append((model_dir, backend, kw))
-        raise _ModelLoaded(model_dir)
+        raise load_error or _ModelLoaded(model_dir)
 
     monkeypatch.setattr(Scorer, "load", classmethod(load))
     return seen
@@ -266,6 +266,16 @@ def test_a_bad_parameter_stops_the_node_before_the_model_loads(monkeypatch):
     with pytest.raises(_ModelLoaded):
         ros2_node.main([])
     assert len(seen["load"]) == 1 and seen["load"][0][1] == "onnxruntime" and seen["log"] == []
+
+
+def test_a_model_that_cannot_load_ends_the_node_with_one_line(monkeypatch):
+    """A corrupt or unsigned model (ModelError) or a missing backend: exit 1 and one error line naming
+    model_dir and the reason, the node shut down (it was a traceback)."""
+    from edge_ad.runtime.manifest import ManifestError
+    seen = fake_ros(monkeypatch, {}, load_error=ManifestError("final.onnx: sha256 mismatch"))
+    assert ros2_node.main([]) == 1 and seen["destroyed"] and len(seen["load"]) == 1
+    assert [lvl for lvl, _ in seen["log"]] == ["error"], seen["log"]
+    assert "cannot load model_dir" in seen["log"][0][1] and "final.onnx: sha256 mismatch" in seen["log"][0][1]
 
 
 def test_node_without_ros_says_why():
