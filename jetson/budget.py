@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 KERNEL = 4 * 4  # every ConvTranspose in the DCGAN generator has a 4x4 kernel
 BN_EPS_FLOPS_PER_ELEM = 4   # (h - mean) * scale + shift, ReLU: counted as elementwise work
@@ -219,6 +220,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lr-theta", type=float, default=6e-9)
     ap.add_argument("--onnx", help="also count the GEMM/conv FLOPs of this ONNX graph (one step or final graph)")
     a = ap.parse_args(argv)
+    if a.onnx and not Path(a.onnx).is_file():   # before the table, not a traceback after it
+        ap.error(f"--onnx {a.onnx}: no such file (an export with k = 0 has final.onnx and no step.onnx)")
     print(budget_table(a.width, a.n_seed, a.k, a.lr_theta))
     if a.onnx:
         print(f"\n{a.onnx}: {onnx_flops(a.onnx) / 1e9:.3f} GFLOP in Conv/ConvTranspose/MatMul/Gemm nodes")

@@ -90,3 +90,15 @@ def test_exported_graphs_have_the_counted_flops(tmp_path, width):
         p = tmp_path / f"{kind}.onnx"
         onnx.save(build_graph(arch, kind, bn), p)
         assert onnx_flops(p) == S * passes * fwd, kind
+
+
+def test_budget_onnx_that_is_missing_is_a_usage_error(tmp_path, capsys):
+    """--onnx naming no file: exit 2 with one line naming it, before the table (it printed the table,
+    then a FileNotFoundError traceback: a k = 0 export has no step.onnx)."""
+    import pytest
+
+    from edge_ad.jetson.budget import main
+    with pytest.raises(SystemExit) as e:
+        main(["--onnx", str(tmp_path / "step.onnx")])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and "step.onnx: no such file" in out.err and out.out == ""
