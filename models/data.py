@@ -53,10 +53,37 @@ def kinect_split_ids(root: os.PathLike, cls: str, split: str) -> list[int]:
     return list(splits[cls][split])
 
 
+def check_kinect_split(root: os.PathLike, cls: str, split: str, classes: Sequence[str] = KINECT_CLASSES) -> list:
+    """The ids of one class/split of a kinect-rgbd layout (``kinect_split_ids``), checked before any
+    frame is read: the class folder exists (``classes``: what the caller needs, named in the error) and
+    every id has a file in its rgb/ and depth/ folders. Raises DataError naming the missing folder, or
+    how many ids lack files and the first few (frames are never skipped: metrics over fewer frames than
+    splits.json lists would mean something else)."""
+    root = Path(root)
+    folder = root / cls
+    if not folder.is_dir() and (root / "splits.json").is_file():
+        raise DataError(f"--data {root} has no class folder {cls!r} (needs {', '.join(classes)})")
+    ids = kinect_split_ids(root, cls, split)
+
+    def stems(sub: str) -> set:
+        d = folder / sub
+        return {p.stem for p in d.iterdir() if p.is_file()} if d.is_dir() else set()
+
+    present = stems("rgb") & stems("depth")
+    missing = [str(i) for i in ids if str(i) not in present]
+    if missing:
+        more = ", ..." if len(missing) > 5 else ""
+        raise DataError(f"{root / 'splits.json'} lists {len(missing)} of its {len(ids)} {cls} {split!r} ids that "
+                        f"{folder} has no rgb/ + depth/ files for (first: {', '.join(missing[:5])}{more}); frames are "
+                        "not skipped (the metrics would cover other frames than the split's): copy them, or give a "
+                        "splits.json that lists only the frames present")
+    return ids
+
+
 def load_kinect(root: os.PathLike, cls: str, split: str,
                 spec: PreprocessSpec = PreprocessSpec()) -> tuple[list[str], np.ndarray]:
-    """One class/split of kinect-rgbd -> (ids, uint8 (N, 64, 64, 4))."""
-    return load_folder(Path(root) / cls, kinect_split_ids(root, cls, split), spec)
+    """One class/split of kinect-rgbd -> (ids, uint8 (N, 64, 64, 4)); ``check_kinect_split`` first."""
+    return load_folder(Path(root) / cls, check_kinect_split(root, cls, split), spec)
 
 
 def load_synth(n: int, seed: int = 0, anomaly_rate: float = 0.0,

@@ -89,7 +89,10 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
     condition is added first); baseline_spec: the baseline's preprocessing (default ``spec``). Frame i of
     group g under nuisance number k draws its noise from
     nuisance.frame_rng(seed, 100000 * g + i, k). Returns {"conditions": {label: {auroc, per_class,
-    false_alarm_rate, anomalies_flagged, baseline_auroc, scores: {group: [N]}}}, "mean": the mean over conditions}."""
+    false_alarm_rate, anomalies_flagged, baseline_auroc, scores: {group: [N]}, frames_without_foreground:
+    {group: n}}}, "mean": the mean over conditions}. A nuisance that leaves no frame any foreground (depth
+    all background after preprocessing: nothing to score) is not scored: its row is {"skipped": why,
+    frames_without_foreground}, left out of "mean" and "worst"."""
     from edge_ad.runtime.nuisance import frame_rng
     from edge_ad.runtime.preprocess import frame_to_uint8, normalize_uint8
 
@@ -97,14 +100,20 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
     out = {}
     items = list(conditions.items())
     for k, (label, nuis) in enumerate(progress(items) if progress else items):
-        X, XB = {}, {}
+        X, XB, empty = {}, {}, {}
         for g, (name, frames) in enumerate(raw_groups.items()):
             raw = [f if nuis is None else nuis(*f, frame_rng(seed, 100000 * g + i, k)) for i, f in enumerate(frames)]
-            X[name] = normalize_uint8(np.stack([frame_to_uint8(*f, spec) for f in raw]), spec)   # (N, 4, R, R)
+            u8 = np.stack([frame_to_uint8(*f, spec) for f in raw])                      # (N, R, R, 4)
+            empty[name] = int((u8[..., 3] == 0).all((1, 2)).sum())                      # depth all background
+            X[name] = normalize_uint8(u8, spec)                                         # (N, 4, R, R)
             if baseline_fn is not None and baseline_spec is not None and baseline_spec != spec:
                 XB[name] = normalize_uint8(np.stack([frame_to_uint8(*f, baseline_spec) for f in raw]), baseline_spec)
             else:
                 XB[name] = X[name]
+        if nuis is not None and sum(empty.values()) == sum(len(f) for f in raw_groups.values()):
+            out[label] = {"skipped": "no foreground left in any frame (depth all background): nothing to score",
+                          "frames_without_foreground": empty}
+            continue
         s = {name: np.asarray(score_fn(x), float) for name, x in X.items()}
         normal = s.pop(normal_name)
         anomalous = np.concatenate(list(s.values()))
@@ -112,16 +121,18 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
                "per_class": {name: detection_metrics(normal, v)["auroc"] for name, v in s.items()},
                **threshold_rates(normal, anomalous, threshold),
                # per-frame scores {group: [N]}, so rates at any other threshold can be read off later
-               "scores": {normal_name: normal.tolist(), **{name: v.tolist() for name, v in s.items()}}}
+               "scores": {normal_name: normal.tolist(), **{name: v.tolist() for name, v in s.items()}},
+               "frames_without_foreground": empty}
         if baseline_fn is not None:
             b = {name: np.asarray(baseline_fn(x), float) for name, x in XB.items()}
             bn = b.pop(normal_name)
             row["baseline_auroc"] = detection_metrics(bn, np.concatenate(list(b.values())))["auroc"]
         out[label] = row
     keys = ["auroc", "false_alarm_rate", "anomalies_flagged"] + (["baseline_auroc"] if baseline_fn else [])
-    mean = {key: float(np.mean([r[key] for r in out.values()])) for key in keys}
-    worst = {"auroc": float(min(r["auroc"] for r in out.values())),
-             "false_alarm_rate": float(max(r["false_alarm_rate"] for r in out.values()))}
+    scored = [r for r in out.values() if "skipped" not in r]
+    mean = {key: float(np.mean([r[key] for r in scored])) for key in keys}
+    worst = {"auroc": float(min(r["auroc"] for r in scored)),
+             "false_alarm_rate": float(max(r["false_alarm_rate"] for r in scored))}
     return {"conditions": out, "mean": mean, "worst": worst, "threshold": float(threshold), "seed": seed}
 
 
@@ -132,6 +143,9 @@ def nuisance_table(suite: dict) -> str:
     lines = [head, "-" * len(head)]
     rows = list(suite["conditions"].items()) + [("mean (clean + nuisances)", suite["mean"])]
     for label, r in rows:
+        if "skipped" in r:
+            lines.append(f"{label:28s} skipped: {r['skipped']}")
+            continue
         lines.append(f"{label:28s} {r['auroc']:6.3f} {r['false_alarm_rate']:12.1%} {r['anomalies_flagged']:8.1%}"
                      + (f"  {r['baseline_auroc']:11.3f}" if has_b else ""))
     return "\n".join(lines)

@@ -382,6 +382,20 @@ class Compose:
         return rgb, depth
 
 
+def largest_shift(nuisance) -> int:
+    """The most raw pixels one shift of ``nuisance`` moves the content along y or x (Shift: max(|dy|, |dx|),
+    RandomShift: px, Compose: the largest of its parts; 0 for the others). A shift of at least the frame's
+    side leaves nothing of the frame (``edge-ad eval`` refuses it; parse_nuisance cannot: it does not know
+    the frame size)."""
+    if isinstance(nuisance, Shift):
+        return max(abs(nuisance.dy), abs(nuisance.dx))
+    if isinstance(nuisance, RandomShift):
+        return nuisance.px
+    if isinstance(nuisance, Compose):
+        return max((largest_shift(p) for p in nuisance.parts), default=0)
+    return 0
+
+
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "
                    "rgb-noise:SIGMA | depth-noise:SIGMA_MM | depth-offset:MM | gamma:G (> 0) | offset:LEVELS | "
                    "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | rotate:DEG | "

@@ -66,7 +66,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     from tqdm import tqdm
 
     from edge_ad.models.checkpoint import CheckpointError, load_generator
-    from edge_ad.models.data import KINECT_CLASSES, DataError, load_folder, load_kinect, load_synth, to_tensor
+    from edge_ad.models.data import (KINECT_CLASSES, DataError, check_kinect_split, load_folder, load_kinect,
+                                     load_synth, to_tensor)
     from edge_ad.models.evaluate import write_report
     from edge_ad.models.search import score_batch
     from edge_ad.runtime.config import SearchConfig
@@ -115,7 +116,10 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             if cls not in KINECT_CLASSES:
                 raise DataError(f"--class must be one of {KINECT_CLASSES}")
             normal_name = cls
-            for c in [cls] + [c for c in KINECT_CLASSES if c != cls]:
+            order = [cls] + [c for c in KINECT_CLASSES if c != cls]
+            for c in order:          # every class folder and listed frame present, before any is read
+                check_kinect_split(data, c, split)
+            for c in order:
                 groups[c] = load_kinect(data, c, split, spec)[1]
         elif normal_dir and anomalous_dirs:
             normal_name = Path(normal_dir).name
@@ -134,13 +138,33 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         raise click.ClickException(str(e))
     if max_per_class:
         groups = {k_: v[:max_per_class] for k_, v in groups.items()}
-    suite = None
+    baselines_skipped = None
+    if baselines and data and cls:   # the baselines compare with the normal class's train split
+        try:
+            check_kinect_split(data, cls, "train")
+        except DataError as e:
+            baselines_skipped = (f"the baselines need the {cls} 'train' split of --data: {e} "
+                                 "(--no-baselines leaves them out)")
+            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
+    suite = raw = None
     if nuisance or nuisance_set:
-        from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance
+        from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_shift, parse_nuisance
         try:
             suite = {(n := parse_nuisance(t)).name: n for t in (nuisance_set or DEFAULT_SUITE)}
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--nuisance-set")
+        from edge_ad.runtime.preprocess import FrameError
+        from edge_ad.runtime.sources import SourceError
+        try:   # the raw frames, read before any scoring (the shift check below needs their size)
+            raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+        except (SourceError, FrameError, DataError, OSError) as e:
+            raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
+        side = min(min(rgb.shape[:2]) for frames in raw.values() for rgb, _ in frames)
+        for label, n in suite.items():
+            if largest_shift(n) >= side:
+                raise click.BadParameter(f"{label!r} moves the content by {largest_shift(n)} px, at least the "
+                                         f"frame's side ({side} px): nothing of the frame would be left",
+                                         param_hint="--nuisance-set")
     scores, t0 = {}, time.perf_counter()
     n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
@@ -155,12 +179,18 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
              "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
              "batch_frames": batch_frames if not cfg.updates_weights else 0,
              "torch_threads": torch.get_num_threads()}
-    if baselines and data and cls:
-        extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
+    if baselines and data and cls and baselines_skipped is None:
+        try:
+            extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
+        except DataError as e:     # an unreadable train frame: the model's results are still written
+            baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
+            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
+    if baselines_skipped is not None:
+        extra["baselines_skipped"] = baselines_skipped
     if suite is not None:
         extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, normal,
-                                      calibrate_fpr, suite, nuisance_seed, data, cls, split, normal_dir, anomalous_dirs,
-                                      synth_n, normal_name, max_per_class, spec, baselines)
+                                      calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
+                                      baselines and baselines_skipped is None)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
@@ -169,6 +199,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for bname, b in extra.get("baselines", {}).items():
         click.echo(f"baseline {bname:22s} AUROC overall {b['overall']:.3f}  "
                    + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
+    if "baselines_skipped" in extra:
+        click.echo(f"baselines skipped: {extra['baselines_skipped']}")
     if suite is not None:
         from edge_ad.models.evaluate import nuisance_table
         nu = extra["nuisance"]
@@ -201,14 +233,13 @@ def _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max
 
 
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
-              nuisance_seed, data, cls, split, normal_dir, anomalous_dirs, synth_n, normal_name, max_per_class,
-              spec, baselines) -> dict:
-    """The nuisance suite at the model's threshold (the checkpoint's calibrated one when it carries one
-    for this configuration and ``spec`` is the checkpoint's preprocessing; else calibrated now on the
-    clean normal frames at --calibrate-fpr)."""
+              nuisance_seed, data, cls, raw, normal_name, spec, baselines) -> dict:
+    """The nuisance suite on ``raw`` (``_raw_groups``) at the model's threshold (the checkpoint's
+    calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
+    preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr)."""
     from tqdm import tqdm
 
-    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.data import DataError, load_kinect, to_tensor
     from edge_ad.models.evaluate import calibrate_threshold, nuisance_suite
     from edge_ad.models.search import checkpoint_threshold, score_batch
 
@@ -222,13 +253,15 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
     else:
         threshold = calibrate_threshold(clean_normal, calibrate_fpr or 0.05)
         source = f"calibrated now on these clean normal frames at {calibrate_fpr or 0.05} false alarms"
-    baseline_fn = None
+    baseline_fn = baseline_skipped = None
     plain = plain_spec(spec or PreprocessSpec())   # the baseline as the issue defines it
     if baselines and data and cls:
         from edge_ad.models.baselines import nearest_neighbour_scores
-        train = to_tensor(load_kinect(data, cls, "train", plain)[1], plain).numpy()
-        baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
-    raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+        try:
+            train = to_tensor(load_kinect(data, cls, "train", plain)[1], plain).numpy()
+            baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
+        except DataError as e:
+            baseline_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
     score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
                                      latent_bank=bank, bank_rows_per_frame=bank_rows)
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
@@ -237,6 +270,8 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
     res["threshold_source"] = source
     res["baseline"] = ("nearest-neighbour MSE per foreground pixel vs the class's train frames (plain preprocessing: "
                        "no colour_norm / align)") if baseline_fn else None
+    if baseline_skipped:
+        res["baseline_skipped"] = baseline_skipped
     return res
 
 
