@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edge_ad.models.checkpoint import load_generator
-from edge_ad.models.search import (checkpoint_bank_rows_per_frame, checkpoint_encoder, checkpoint_latent_bank,
+from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_encoder, checkpoint_latent_bank,
                                    checkpoint_search_config, search, search_min_shift)
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.preprocess import preprocess
@@ -45,7 +45,7 @@ def main():
               for f in splits[c]["val"][:a.per_class]]
     cfg = checkpoint_search_config(a.checkpoint)
     G, E, bank = load_generator(a.checkpoint), checkpoint_encoder(a.checkpoint), checkpoint_latent_bank(a.checkpoint)
-    bank_rows = checkpoint_bank_rows_per_frame(a.checkpoint)
+    bank_rows = checkpoint_bank_augment(a.checkpoint)      # the bank's layout (bank_trusted_augment names it)
     runtime = Scorer.load(a.model_dir, threads=1)
     runtime_no_mem = Scorer.load(a.model_dir, threads=1, config=cfg.replace(score_latent_power=0.0))
 

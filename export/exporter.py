@@ -65,8 +65,8 @@ import numpy as np
 import onnx
 
 from edge_ad.runtime import variants
-from edge_ad.runtime.config import (SearchConfig, check_augment_weight, frame_seed, latent_memory, make_z0,
-                                    original_rows, rows_per_frame_of, search_differences)
+from edge_ad.runtime.config import (BankLayout, SearchConfig, check_augment_weight, frame_seed, latent_memory,
+                                    make_z0, rows_per_frame_of, search_differences, trusted_original_rows)
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
@@ -333,7 +333,8 @@ def bank_augment(scoring) -> list:
 def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optional[int] = None):
     """The latent bank (N, z_dim) float32 a configuration needs (None unless score_latent_power > 0):
     ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``; N must hold whole frames of
-    the checkpoint's layout (1 + len(``bank_augment(scoring)``) rows each). Raises ExportError."""
+    the checkpoint's layout (1 + len(``bank_augment(scoring)``) rows each), and cfg.bank_trusted_augment
+    name texts of that list. Raises ExportError."""
     if not cfg.uses_latent_bank:
         return None
     bank = _given_or_stored(bank, scoring, "latent_bank")
@@ -347,7 +348,7 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
             or not np.isfinite(bank).all():
         raise ExportError(f"the latent bank must be a finite (N, z_dim={z_dim}) array, got shape {bank.shape}")
     try:
-        original_rows(len(bank), rows_per_frame_of(bank_augment(scoring)))
+        trusted_original_rows(len(bank), bank_augment(scoring), cfg.bank_trusted_augment)
     except ValueError as e:
         raise ExportError(f"the latent bank does not match the checkpoint's latent_bank_info: {e}") from None
     try:
@@ -365,10 +366,10 @@ def reference_latent(E64, x: np.ndarray) -> np.ndarray:
 
 
 def reference_latent_distance(e: np.ndarray, bank, cfg: SearchConfig,
-                              bank_rows_per_frame: Optional[int] = None) -> Optional[float]:
+                              bank_rows_per_frame: Optional[BankLayout] = None) -> Optional[float]:
     """d(E(x), bank) from the float64 reference latent e (None when the configuration has no latent
-    factor); the bank's augmented rows (``bank_rows_per_frame`` rows per frame) weighed by
-    cfg.bank_augment_weight."""
+    factor); the bank's augmented rows (layout ``bank_rows_per_frame``: the augment list, or rows per
+    frame) weighed by cfg.bank_augment_weight, except cfg.bank_trusted_augment's copies."""
     if not cfg.uses_latent_bank:
         return None
     return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)
@@ -423,7 +424,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
                  spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None,
-                 bank_rows_per_frame: Optional[int] = None) -> dict:
+                 bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
     """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
     faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
     also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
@@ -435,7 +436,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
     same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
     distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64),
-    ``bank_rows_per_frame`` rows per normal frame (its augmented copies weighed by bank_augment_weight)."""
+    laid out as ``bank_rows_per_frame`` (the bank's augment list, or its rows per normal frame; its augmented
+    copies weighed by bank_augment_weight, except those of cfg.bank_trusted_augment's texts)."""
     import copy
 
     import torch
@@ -580,7 +582,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
 
 def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
                      latent_bank, tolerance: float, threads: Optional[int],
-                     bank_rows_per_frame: Optional[int] = None) -> dict:
+                     bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
     """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
     (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
     with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
@@ -809,7 +811,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
-                          latent_bank=bank, bank_rows_per_frame=rows_per_frame_of(bank_augment(scoring)))
+                          latent_bank=bank, bank_rows_per_frame=bank_augment(scoring))
     manifest["parity"] = report
     for name in report["failed_variants"]:         # one failing graph family does not block the others
         _drop_variant(out_dir, manifest, name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.runtime.config import SearchConfig, latent_memory, make_z0
+from edge_ad.runtime.config import BankLayout, SearchConfig, latent_memory, make_z0
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import geometric, photometric, to_tensor
@@ -159,9 +159,10 @@ def latent_bank(E: Encoder, train_X: np.ndarray) -> np.ndarray:
 
 
 def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, cfg: SearchConfig,
-                     latents: Optional[np.ndarray] = None, bank_rows_per_frame: Optional[int] = None) -> np.ndarray:
-    """d(E(x), bank) per frame (runtime.config.latent_memory: cfg's metric and bank_augment_weight;
-    ``bank_rows_per_frame`` = 1 + len(augment) of the bank's layout): float64 (N,). ``latents``: E(X)
-    if already computed."""
+                     latents: Optional[np.ndarray] = None,
+                     bank_rows_per_frame: Optional[BankLayout] = None) -> np.ndarray:
+    """d(E(x), bank) per frame (runtime.config.latent_memory: cfg's metric, bank_augment_weight and
+    bank_trusted_augment; ``bank_rows_per_frame`` the bank's layout: its augment list, or 1 + len(augment)
+    when no augmentation is trusted): float64 (N,). ``latents``: E(X) if already computed."""
     memory = latent_memory(bank, cfg, bank_rows_per_frame)
     return np.array([memory.distance(e) for e in (encoder_latents(E, X) if latents is None else latents)])

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import SearchConfig, draw_seed, latent_memory, make_z0, rows_per_frame_of, score_scale
+from edge_ad.runtime.config import (BankLayout, SearchConfig, draw_seed, latent_memory, layout_rows_per_frame, make_z0,
+                                    rows_per_frame_of, score_scale)
 from edge_ad.runtime.preprocess import shift_frame, shift_offsets
 
 from .dcgan import Generator
@@ -154,13 +155,15 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
 
 def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional[int] = None,
                      dtype: torch.dtype = torch.float32, encoder=None, latent_bank: Optional[np.ndarray] = None,
-                     eager: bool = False, bank_rows_per_frame: Optional[int] = None) -> SearchResult:
+                     eager: bool = False, bank_rows_per_frame: Optional[BankLayout] = None) -> SearchResult:
     """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
     z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
     z0 is used for every copy (neither z0 nor seed: one random seed for all copies);
-    ``bank_rows_per_frame`` (1 + len(augment), ``checkpoint_bank_rows_per_frame``) tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
+    ``bank_rows_per_frame``, the bank's layout (runtime.config.latent_memory): its augment list
+    (``checkpoint_bank_augment``; needed for cfg.bank_trusted_augment) or 1 + len(augment)
+    (``checkpoint_bank_rows_per_frame``), tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
     (the first on a tie) with error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and
     ``shift`` = (dy, dx); with radius 0 that is the frame's own result, shift (0, 0). ``encoder``
     (models.encoder.Encoder) runs in its own dtype (pass a float64 copy for a float64 reference)."""
@@ -196,14 +199,15 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
                 batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None,
-                bank_rows_per_frame: Optional[int] = None) -> np.ndarray:
+                bank_rows_per_frame: Optional[BankLayout] = None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
     ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
-    (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (1 + len(augment),
-    ``checkpoint_bank_rows_per_frame``) when cfg.bank_augment_weight != 1. cfg.score_shift_radius R > 0:
+    (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (the bank's layout: its
+    augment list, ``checkpoint_bank_augment``, or 1 + len(augment), ``checkpoint_bank_rows_per_frame``)
+    when cfg.bank_augment_weight != 1 (the augment list when cfg.bank_trusted_augment names some). cfg.score_shift_radius R > 0:
     each frame's score is the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame),
     each scored as a frame with the frame's own seed (``search_min_shift``'s score); ``progress`` then
     wraps the list of shifts (one step per shifted copy of all of X)."""
@@ -253,10 +257,11 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
 
 
 def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder, latent_bank: np.ndarray,
-                         bank_rows_per_frame: int, seed: int = 0, progress: Optional[Callable] = None) -> np.ndarray:
+                         bank_rows_per_frame: BankLayout, seed: int = 0, progress: Optional[Callable] = None) -> np.ndarray:
     """Scores (N,) of the latent bank's OWN normal frames X (N, C, H, W) as unseen frames would score:
-    frame i against the bank without its rows latent_bank[i * A:(i + 1) * A] (A = bank_rows_per_frame:
-    the frame and its augmented copies, runtime.config.original_rows' frame-major layout), i.e.
+    frame i against the bank without its rows latent_bank[i * A:(i + 1) * A] (A rows per frame of the
+    layout ``bank_rows_per_frame``, an int or the augment list as ``score_batch``'s: the frame and its
+    augmented copies, runtime.config.original_rows' frame-major layout), i.e.
     leave-one-out; everything else as ``score_batch`` (frame i with the seed ``score_batch`` gives frame
     0). On kinect-rgbd these scores are distributed as the val normals' (measured: Kolmogorov-Smirnov
     p 0.3-1.0 per class and nuisance), so they add the train frames to the normal sample a threshold
@@ -266,7 +271,7 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     if not cfg.uses_latent_bank:
         raise ValueError("held-out bank scores need a configuration with a latent memory (score_latent_power > 0)")
     bank = np.asarray(latent_bank, dtype=np.float32)
-    A = int(bank_rows_per_frame)
+    A = layout_rows_per_frame(bank_rows_per_frame)
     if A < 1 or len(bank) != len(X) * A:
         raise ValueError(f"a latent bank of {len(bank)} rows does not hold {A} rows for each of the {len(X)} frames")
     own = encoder_latents(encoder, X)                                            # (N, z_dim) E(X)
@@ -280,7 +285,7 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     for i in (progress(frames) if progress else frames):
         keep[i * A:(i + 1) * A] = False
         out[i] = score_batch(G, X[i:i + 1], cfg, seed=seed, encoder=encoder, latent_bank=bank[keep],
-                             bank_rows_per_frame=A)[0]
+                             bank_rows_per_frame=bank_rows_per_frame)[0]
         keep[i * A:(i + 1) * A] = True
     return out
 
@@ -339,6 +344,19 @@ def checkpoint_bank_rows_per_frame(path) -> int:
         return rows_per_frame_of(info.get("augment"))
     except ValueError as e:
         raise CheckpointError(f"{path}: scoring['latent_bank_info']: {e}") from None
+
+
+def checkpoint_bank_augment(path) -> list:
+    """The augmentation texts of a checkpoint's latent bank (scoring["latent_bank_info"]["augment"]; []
+    when it records none): the bank's layout as ``score_batch`` and ``search_min_shift`` take it, which
+    tells the copies SearchConfig.bank_trusted_augment names."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    augment = ((read_checkpoint(path).get("scoring") or {}).get("latent_bank_info") or {}).get("augment")
+    try:
+        rows_per_frame_of(augment)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: scoring['latent_bank_info']: {e}") from None
+    return list(augment or [])
 
 
 def checkpoint_latent_bank(path) -> Optional[np.ndarray]:

@@ -21,8 +21,9 @@ frames the source labels anomalous are dropped and counted.
                 of its augmented copies (the recipe the bank was built with: manifest
                 latent_bank["augment"], runtime/latent_bank.py), appended frame by frame in the bank's
                 own layout (the frame, then its copies: config.original_rows), so the configuration's
-                bank_augment_weight weighs the scene's copies as the training frames'; models without a
-                latent memory keep their files as they are.
+                bank_augment_weight weighs the scene's copies as the training frames' (and its
+                bank_trusted_augment counts the same augmentations' copies as original); models without
+                a latent memory keep their files as they are.
   threshold     the (1 - fpr) quantile of the scene frames' scores. A frame in the bank would score
                 itself at distance 0, so each frame is scored HELD OUT: the frames are split into 5
                 contiguous blocks and a frame's latent distance is to the bank without its block's rows
@@ -48,7 +49,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -221,28 +222,34 @@ def score_scene(scorer, u8: list, spec, augment=()) -> dict:
 
 
 def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg,
-                    blocks: int = 5, shifted_latents: Optional[np.ndarray] = None) -> np.ndarray:
+                    blocks: int = 5, shifted_latents: Optional[np.ndarray] = None,
+                    augment: Optional[Sequence[str]] = None) -> np.ndarray:
     """Scores of the scene frames as unseen frames would score: the frames (in source order) split
     into ``blocks`` contiguous blocks, each frame's latent distance taken to the original bank plus
     the rows of the OTHER blocks (consecutive frames of a recording are near-duplicates, so leaving
     out only the frame itself would score it against its neighbours). base_i * latent_factor(d_i);
     latents (n, A, z_dim): each frame and its A - 1 augmented copies, the layout of ``original_bank``
     (A rows per frame; the copies weighed by cfg.bank_augment_weight); returns (n,). blocks >= n:
-    leave-one-out.
+    leave-one-out. ``augment``: the A - 1 augmentation texts of that layout (the manifest's
+    latent_bank["augment"]), needed when cfg.bank_trusted_augment counts some copies as original rows.
     With the shift-min (``score_scene``): base (n, S) and shifted_latents (n, S, z_dim), E of each
     shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
     the frame's own latent latents[:, 0]. original_bank None: only the other blocks' rows (the frames
     ARE the model's bank: scoring its own frames leave-one-out, models/kinect-rgbd/threshold_rate.py)."""
     n, A, z_dim = latents.shape
+    if augment is not None and len(augment) != A - 1:
+        raise ValueError(f"latents hold {A} rows per frame, but the bank's augment names {len(augment)} copies "
+                         f"(1 + {len(augment)} rows): {list(augment)}")
+    layout = A if augment is None else list(augment)      # the texts tell the trusted copies' rows
     base = np.asarray(base, float).reshape(n, -1)                                    # (n, S)
     shifted = latents[:, :1] if shifted_latents is None else shifted_latents         # (n, S, z_dim)
-    orig = None if original_bank is None else latent_memory(original_bank, cfg, A)
+    orig = None if original_bank is None else latent_memory(original_bank, cfg, layout)
     edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
     S = shifted.shape[1]
     for a, b in zip(edges[:-1], edges[1:]):
         others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)     # whole frames: A rows each
-        other_mem = latent_memory(others, cfg, A) if len(others) else None
+        other_mem = latent_memory(others, cfg, layout) if len(others) else None
         block = shifted[a:b].reshape(-1, z_dim)                                     # ((b - a) * S, z_dim)
         # the block's latents at once (LatentMemory.distances: equal to distance per latent)
         d = np.full((b - a, S), np.inf) if orig is None else orig.distances(block).reshape(b - a, S)
@@ -352,7 +359,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,
-                                 shifted_latents=res["shifted_latents"])
+                                 shifted_latents=res["shifted_latents"], augment=augment)
         scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
     else:

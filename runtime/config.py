@@ -6,7 +6,7 @@ lr_z = 5e-2, lr_theta = 6e-9, n_seed = 3, k = 19, Adam with torch's defaults, MS
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -51,6 +51,15 @@ class SearchConfig:
     # AUGMENTED rows), same metric: a frame that only resembles a synthetic copy counts as farther
     # from normal than one that resembles a real frame. >= 1.0; 1.0 = every row alike (the plain memory).
     bank_augment_weight: float = 1.0
+    # Trusted augmentations (issue 12): nuisance texts of the bank's recipe (manifest latent_bank["augment"],
+    # matched exactly, e.g. "brightness:1.2") whose copies count as ORIGINAL rows (factor 1, not
+    # bank_augment_weight): a copy that reproduces a real change of the scene (a brighter light saturates
+    # bright boxes) is as normal as the frame. Stored sorted (a set: the order does not change a score).
+    # Allowed with bank_augment_weight 1.0, where every row weighs 1 anyway and it changes nothing (so that
+    # --bank-augment-weight 1 still compares a configuration that has it); its texts are still checked
+    # against the bank's recipe. () = none (every copy weighed: the configurations before the field; not
+    # written by to_dict, so their records are unchanged).
+    bank_trusted_augment: tuple[str, ...] = ()
     # Test-time shift-min (issue 12): the frame's score is the MINIMUM over every shift (dy, dx),
     # |dy|, |dx| <= score_shift_radius, of the score of the preprocessed frame x (4, R, R) moved by
     # (dy, dx) whole pixels, vacated pixels background (-1 in all four channels):
@@ -79,6 +88,13 @@ class SearchConfig:
         if not isinstance(self.bank_augment_weight, float) or not 1.0 <= self.bank_augment_weight < float("inf"):
             raise ValueError(f"bank_augment_weight must be a finite number >= 1.0 (the factor on the distances to "
                              f"the latent bank's augmented rows; 1.0 = all rows alike), got {w!r}")
+        trusted = self.bank_trusted_augment
+        if isinstance(trusted, (list, tuple)) and all(isinstance(t, str) and t.strip() == t and t
+                                                      for t in trusted) and len(set(trusted)) == len(trusted):
+            object.__setattr__(self, "bank_trusted_augment", tuple(sorted(trusted)))   # a JSON list -> tuple
+        else:
+            raise ValueError(f"bank_trusted_augment must be a list of distinct augmentation texts of the latent "
+                             f"bank (e.g. ['brightness:1.2']), got {trusted!r}")
         if self.score_latent_power > 0 and self.z_init != "encoder":
             raise ValueError("score_latent_power > 0 scores the encoder's latent E(x): it needs z_init='encoder'")
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
@@ -102,7 +118,15 @@ class SearchConfig:
         return self.lr_theta > 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as JSON stores them; ``from_dict`` inverts it. bank_trusted_augment is a list, left
+        out when empty: a configuration without it is recorded (manifests, checkpoints, thresholds) exactly
+        as before the field existed, so runtimes older than it still load such exports."""
+        d = asdict(self)
+        if self.bank_trusted_augment:
+            d["bank_trusted_augment"] = list(self.bank_trusted_augment)
+        else:
+            del d["bank_trusted_augment"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
@@ -125,7 +149,28 @@ class SearchConfig:
         changed = search_differences(self.to_dict(), new)
         if not changed:
             return new
-        return new.replace(name=f"{self.name}+" + ",".join(f"{k}={getattr(new, k)}" for k in changed))
+        return new.replace(name=f"{self.name}+" + ",".join(f"{k}={_name_value(getattr(new, k))}" for k in changed))
+
+
+def _name_value(v) -> str:
+    """A setting's value in a configuration's name: a tuple of texts (bank_trusted_augment) as
+    [text;text] (nuisance texts hold commas), anything else as str."""
+    return "[" + ";".join(v) + "]" if isinstance(v, tuple) else str(v)
+
+
+def trusted_override(texts: Sequence[str]) -> Optional[tuple]:
+    """A command line's repeatable ``--bank-trusted-augment TEXT`` as an ``overridden`` value of
+    bank_trusted_augment: None when not given (keep the configuration's), () for the single text "none",
+    else the texts. Raises ValueError for "none" among other texts."""
+    texts = tuple(texts or ())
+    if not texts:
+        return None
+    if "none" in texts:
+        if len(texts) > 1:
+            raise ValueError(f"--bank-trusted-augment none (no trusted augmentation) cannot be combined with "
+                             f"texts, got {list(texts)}")
+        return ()
+    return texts
 
 
 # settings only the search steps read: with k = 0 (no step) they cannot change a score
@@ -139,7 +184,12 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     are not compared (no search step reads them)."""
     calibrated = {**SearchConfig().to_dict(), **calibrated}
     mine = cfg.to_dict()
+    for d in (calibrated, mine):       # absent: none; stored in any order: a set
+        t = d.get("bank_trusted_augment") or []
+        d["bank_trusted_augment"] = sorted(t) if isinstance(t, (list, tuple)) else t
     ignored = {"name"} | (set(OPTIMISER_ONLY) if calibrated.get("k") == 0 and cfg.k == 0 else set())
+    if calibrated.get("bank_augment_weight") == 1.0 and cfg.bank_augment_weight == 1.0:
+        ignored.add("bank_trusted_augment")        # every row weighs 1: trusted or not, the same score
     return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
 
 
@@ -185,6 +235,35 @@ def original_rows(n_rows: int, rows_per_frame: int) -> np.ndarray:
                          f"(the frame and {rows_per_frame - 1} augmented copies): {n_rows} is not a positive "
                          f"multiple of {rows_per_frame}")
     return np.arange(n_rows) % rows_per_frame == 0
+
+
+# A latent bank's layout, as the callers know it: its rows per normal frame (1 + len(augment)), or the
+# augmentation texts themselves (the manifest's latent_bank["augment"]), which bank_trusted_augment needs.
+BankLayout = Union[int, Sequence[str]]
+
+
+def layout_rows_per_frame(layout: BankLayout) -> int:
+    """Rows per normal frame of a bank layout: an int as given, an augment list 1 + len(augment)."""
+    if isinstance(layout, (int, np.integer)) and not isinstance(layout, bool):
+        return int(layout)
+    return rows_per_frame_of(layout)
+
+
+def trusted_original_rows(n_rows: int, augment: Sequence[str], trusted: Sequence[str] = ()) -> np.ndarray:
+    """``original_rows`` of a bank built with the augmentation texts ``augment`` (frame-major: per frame
+    the frame, then one row per text, in this order), with the rows of the augmentations named in
+    ``trusted`` (SearchConfig.bank_trusted_augment) marked original too: bool (n_rows,). Raises
+    ValueError naming a trusted text that is not in ``augment`` and the bank's list."""
+    A = rows_per_frame_of(augment)
+    mask = original_rows(n_rows, A)
+    unknown = [t for t in trusted if t not in augment]
+    if unknown:
+        raise ValueError(f"bank_trusted_augment {unknown} names augmentations the latent bank was not built with; "
+                         f"the bank's augment: {list(augment)}")
+    for j, text in enumerate(augment):                # row 1 + j of every frame is the copy under augment[j]
+        if text in trusted:
+            mask[1 + j::A] = True
+    return mask
 
 
 class LatentMemory:
@@ -268,12 +347,26 @@ class LatentMemory:
         return out
 
 
-def latent_memory(bank: np.ndarray, cfg: SearchConfig, rows_per_frame: Optional[int] = None) -> LatentMemory:
+def latent_memory(bank: np.ndarray, cfg: SearchConfig, layout: Optional[BankLayout] = None) -> LatentMemory:
     """The LatentMemory a configuration scores with: cfg's latent_metric and bank_augment_weight over
-    ``bank`` (N, z_dim), whose augmented rows follow from its layout, rows_per_frame = 1 + len(augment)
-    (``original_rows``; checked whenever given). rows_per_frame None (layout unknown) is refused when
-    cfg weighs the augmented rows (bank_augment_weight != 1)."""
-    original = None if rows_per_frame is None else original_rows(len(bank), rows_per_frame)
+    ``bank`` (N, z_dim), whose augmented rows follow from its ``layout`` (checked whenever given): the
+    bank's augment list (the manifest's latent_bank["augment"]; the copies of cfg.bank_trusted_augment's
+    texts count as original rows: ``trusted_original_rows``) or only its rows per frame, 1 + len(augment)
+    (``original_rows``). Raises ValueError: layout None (unknown) when cfg weighs the augmented rows
+    (bank_augment_weight != 1); cfg.bank_trusted_augment non-empty without the augment list (an int or
+    None: which rows are whose copies is unknown); a trusted text not in the bank's augment list."""
+    if cfg.bank_trusted_augment and (layout is None or isinstance(layout, (int, np.integer))):
+        raise ValueError(f"the scoring configuration {cfg.name!r} counts the latent bank's copies under "
+                         f"{list(cfg.bank_trusted_augment)} as original rows (bank_trusted_augment), but the bank's "
+                         "augment list was not given (only " + ("its rows per frame" if layout is not None else
+                                                               "the bank") + "): pass the augment list")
+    rows_per_frame = None if layout is None else layout_rows_per_frame(layout)
+    if layout is None:
+        original = None
+    elif isinstance(layout, (int, np.integer)):
+        original = original_rows(len(bank), rows_per_frame)
+    else:
+        original = trusted_original_rows(len(bank), layout, cfg.bank_trusted_augment)
     if original is None and cfg.bank_augment_weight != 1.0:
         raise ValueError(f"the scoring configuration {cfg.name!r} weighs the latent bank's augmented rows "
                          f"(bank_augment_weight={cfg.bank_augment_weight}), but the bank's layout (rows per "

@@ -18,7 +18,9 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         latent_bank.npy (E of the normal training frames and of their augmented copies,
                         frame-major: 1 + len(latent_bank["augment"]) rows per frame), d = config.LatentMemory
   bank_augment_weight w   d(e) = min(min over the bank's original rows, w * min over its augmented
-                        rows) (config.original_rows marks them); w = 1.0: the plain nearest row
+                        rows) (config.original_rows marks them); w = 1.0: the plain nearest row;
+                        the copies of the augmentations in bank_trusted_augment count as original
+                        (config.trusted_original_rows, from latent_bank["augment"])
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
@@ -42,7 +44,7 @@ from typing import Optional
 import numpy as np
 
 from . import variants
-from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0, rows_per_frame_of,
+from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0,
                      score_scale, search_differences)
 from .manifest import ManifestError, load_manifest
 from .model_arrays import load_npy, load_npz
@@ -369,8 +371,9 @@ def shift_min(results: list, offsets: list) -> ScoreResult:
 def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> LatentMemory:
     """The LatentMemory of latent_bank.npy (N, z_dim) float32, checked against the manifest (its sha256
     was verified by load_manifest), its augmented rows from the manifest's latent_bank["augment"]
-    (absent in older exports: none) weighed by cfg.bank_augment_weight. Raises ManifestError when
-    missing or mismatched."""
+    (absent in older exports: none) weighed by cfg.bank_augment_weight, except the copies of
+    cfg.bank_trusted_augment's texts. Raises ManifestError when missing or mismatched (a trusted text
+    the bank was not built with included)."""
     entry = man.get("latent_bank")
     if not isinstance(entry, dict) or entry.get("file") not in man["files"]:
         raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
@@ -383,6 +386,7 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
         raise ManifestError(f"{model_dir}: {entry['file']} must be a finite float32 (N, z_dim={z_dim}) array "
                             f"matching the manifest's shape {entry.get('shape')}, got {bank.dtype} {bank.shape}")
     try:
-        return latent_memory(bank, cfg, rows_per_frame_of(entry.get("augment")))
+        augment = entry.get("augment")                        # absent in older exports: none
+        return latent_memory(bank, cfg, [] if augment is None else augment)   # the texts: checked there
     except ValueError as e:
         raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None

@@ -54,6 +54,7 @@ HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or c
 TRT = ("tests/test_tensorrt_builder.py",)
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
+BANKT = ("tests/test_bank_trusted_augment.py",)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,8 @@ MUTANTS = [
            "D = self._weighted(e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])",
            "D = (e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])", BANKW),
     Mutant("bankw-scorer-no-layout", "runtime/scorer.py",
-           "return latent_memory(bank, cfg, rows_per_frame_of(entry.get(\"augment\")))",
-           "return latent_memory(bank, cfg, 1)", BANKW),
+           "latent_memory(bank, cfg, [] if augment is None else augment)",
+           "latent_memory(bank, cfg, 1)", BANKW),
     Mutant("bankw-reference-no-weight", "models/search.py",
            "memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None",
            "memory = latent_memory(latent_bank, cfg.replace(bank_augment_weight=1.0)) if cfg.uses_latent_bank "
@@ -125,10 +126,33 @@ MUTANTS = [
            "return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)",
            "return latent_memory(bank, cfg.replace(bank_augment_weight=1.0)).distance(e)", BANKW),
     Mutant("bankw-calibrate-scene-rows-plain", "runtime/calibrate.py",
-           "other_mem = latent_memory(others, cfg, A) if len(others) else None",
+           "other_mem = latent_memory(others, cfg, layout) if len(others) else None",
            "other_mem = latent_memory(others, cfg.replace(bank_augment_weight=1.0)) if len(others) else None", BANKW),
     Mutant("bankw-manifest-layout-unchecked", "runtime/manifest.py",
            "original_rows(rows, rows_per_frame_of(bank.get(\"augment\")))", "pass", BANKW),
+    # -- trusted augmentations: their copies count as original rows (SearchConfig.bank_trusted_augment) -------
+    Mutant("bankt-mask-column-offset", "runtime/config.py", "mask[1 + j::A] = True", "mask[j::A] = True", BANKT),
+    Mutant("bankt-mask-first-frame-only", "runtime/config.py", "mask[1 + j::A] = True", "mask[1 + j] = True", BANKT),
+    Mutant("bankt-mask-ignored", "runtime/config.py", "mask[1 + j::A] = True", "pass", BANKT),
+    Mutant("bankt-unknown-text-accepted", "runtime/config.py", "unknown = [t for t in trusted if t not in augment]",
+           "unknown = []", BANKT),
+    Mutant("bankt-scorer-ignores", "runtime/scorer.py",
+           "latent_memory(bank, cfg, [] if augment is None else augment)",
+           "latent_memory(bank, cfg.replace(bank_trusted_augment=()), [] if augment is None else augment)", BANKT),
+    Mutant("bankt-reference-ignores", "models/search.py",
+           "memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None",
+           "memory = latent_memory(latent_bank, cfg.replace(bank_trusted_augment=()), bank_rows_per_frame) "
+           "if cfg.uses_latent_bank else None", BANKT),
+    Mutant("bankt-export-reference-ignores", "export/exporter.py",
+           "return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)",
+           "return latent_memory(bank, cfg.replace(bank_trusted_augment=()), bank_rows_per_frame).distance(e)", BANKT),
+    Mutant("bankt-calibrate-scene-rows-untrusted", "runtime/calibrate.py",
+           "other_mem = latent_memory(others, cfg, layout) if len(others) else None",
+           "other_mem = latent_memory(others, cfg.replace(bank_trusted_augment=()), layout) if len(others) else None",
+           BANKT),
+    Mutant("bankt-search-differences-order", "runtime/config.py",
+           'd["bank_trusted_augment"] = sorted(t) if isinstance(t, (list, tuple)) else t',
+           'd["bank_trusted_augment"] = list(t) if isinstance(t, (list, tuple)) else t', BANKT),
     # -- the test-time shift-min (SearchConfig.score_shift_radius) ------------------------------------------
     Mutant("shift-frame-direction", "runtime/preprocess.py", "    out[..., ty, tx] = x[..., sy, sx]",
            "    out[..., sy, sx] = x[..., ty, tx]", SHIFT),

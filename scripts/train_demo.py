@@ -254,7 +254,7 @@ def cmd_release(a) -> None:
     from edge_ad.models.encoder import encoder_from_dict, encoder_latents, encoder_to_dict, train_encoder
     from edge_ad.models.evaluate import calibrate_threshold, detection_metrics
     from edge_ad.models.search import score_batch
-    from edge_ad.runtime.config import SearchConfig, rows_per_frame_of
+    from edge_ad.runtime.config import SearchConfig
     from edge_ad.runtime.latent_bank import bank_inputs
     from edge_ad.runtime.preprocess import normalize_uint8
     from edge_ad.runtime.sources.synth import render_set
@@ -285,7 +285,7 @@ def cmd_release(a) -> None:
         cfg = SearchConfig.from_dict(c)
         t0 = time.perf_counter()
         sv = score_batch(G, Xv, cfg, batch_frames=100, encoder=E, latent_bank=bank,
-                         bank_rows_per_frame=rows_per_frame_of(augment))
+                         bank_rows_per_frame=list(augment))
         secs = (time.perf_counter() - t0) / len(Xv)
         m = {kind: round(detection_metrics(sv[~yv], sv[np.array(kv) == kind])["auroc"], 4)
              for kind in ("sphere", "cylinder")}
@@ -295,7 +295,7 @@ def cmd_release(a) -> None:
     best, c, m, sv, secs = max(results, key=lambda r: r[0])
     cfg = SearchConfig.from_dict(c)
     sc = score_batch(G, Xc, cfg, batch_frames=100, encoder=E, latent_bank=bank,
-                     bank_rows_per_frame=rows_per_frame_of(augment))
+                     bank_rows_per_frame=list(augment))
     thr = calibrate_threshold(sc, a.threshold_fpr)
     val = {"split": f"render_set({a.n_val}, seed={VAL_SEED}, anomaly_rate=0.5)", "auroc": m,
            "recall_at_threshold": round(float((sv[yv] >= thr).mean()), 4),

@@ -13,8 +13,8 @@ import torch
 from edge_ad.models.checkpoint import load_generator, read_checkpoint
 from edge_ad.models.data import KINECT_CLASSES, load_kinect, to_tensor
 from edge_ad.models.evaluate import evaluate_scores
-from edge_ad.models.search import (checkpoint_bank_rows_per_frame, checkpoint_encoder, checkpoint_latent_bank,
-                                   checkpoint_search_config, score_batch)
+from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_bank_rows_per_frame, checkpoint_encoder,
+                                   checkpoint_latent_bank, checkpoint_search_config, score_batch)
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd"
 
@@ -32,7 +32,7 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
         from edge_ad.models.encoder import encoder_latents                # copies), never of val frames
         augment = (ck["scoring"].get("latent_bank_info") or {}).get("augment") or []
         train = to_tensor(load_kinect(kinect_root, cls, "train", G.preprocess)[1], G.preprocess).numpy()
-        assert checkpoint_bank_rows_per_frame(path) == 1 + len(augment)
+        assert checkpoint_bank_rows_per_frame(path) == 1 + len(augment) and checkpoint_bank_augment(path) == augment
         np.testing.assert_allclose(bank[::1 + len(augment)], encoder_latents(E, train), rtol=1e-4, atol=1e-5)
         if augment:   # the augmented rows, rebuilt as edge-ad calibrate rebuilds a scene's (runtime/latent_bank.py);
             from edge_ad.runtime.latent_bank import bank_inputs       # the first 12 train frames' (fast)
@@ -47,7 +47,7 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
     for c in KINECT_CLASSES:
         X = to_tensor(load_kinect(kinect_root, c, "val", G.preprocess)[1][:n], G.preprocess).numpy()
         scores[c] = score_batch(G, X, cfg, seed=sub["seed"], batch_frames=n, encoder=E,
-                               latent_bank=bank, bank_rows_per_frame=checkpoint_bank_rows_per_frame(path))
+                               latent_bank=bank, bank_rows_per_frame=checkpoint_bank_augment(path))
     normal = scores.pop(cls)
     auroc = evaluate_scores(normal, scores)["overall"]["auroc"]
     floor = sub["auroc_overall"] - 0.05

@@ -244,13 +244,13 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     import torch
 
     from edge_ad.models.checkpoint import load_generator
-    from edge_ad.models.search import (checkpoint_bank_rows_per_frame, checkpoint_encoder, checkpoint_latent_bank,
+    from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_encoder, checkpoint_latent_bank,
                                        score_batch, search_min_shift)
     from edge_ad.runtime.config import frame_seed
     from conftest import REPO
     path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
     G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
-    rows = checkpoint_bank_rows_per_frame(path)
+    rows = checkpoint_bank_augment(path)          # the bank's layout: its augment list
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
     cfg = s.config.replace(score_shift_radius=radius)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)

@@ -37,6 +37,9 @@ import click
 @click.option("--bank-augment-weight", "bank_augment_weight", type=float,
               help="override bank_augment_weight w >= 1 (latent distance = min(nearest original bank row, "
               "w * nearest augmented copy); 1: all rows alike).")
+@click.option("--bank-trusted-augment", "bank_trusted_augment", multiple=True, metavar="TEXT",
+              help="override bank_trusted_augment (repeatable): an augmentation text of the latent bank (e.g. "
+              "brightness:1.2) whose copies count as original rows (factor 1, not w); 'none' for none.")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
               show_default=True, help="start from the checkpoint's named scoring configuration and its "
               "preprocessing (if it carries one), or from the algorithm's reference configuration (SearchConfig "
@@ -58,7 +61,8 @@ import click
 @click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, scoring, baselines,
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
+        scoring, baselines,
         batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
@@ -70,7 +74,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                      load_synth, to_tensor)
     from edge_ad.models.evaluate import write_report
     from edge_ad.models.search import score_batch
-    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.config import SearchConfig, latent_memory, trusted_override
 
     if threads:
         torch.set_num_threads(threads)
@@ -87,9 +91,14 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     else:   # the reference: the algorithm's configuration on the preprocessing the generator was trained with
         spec = plain_spec(spec or PreprocessSpec())
     try:
+        trusted = trusted_override(bank_trusted_augment)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
+    try:
         cfg = base.overridden(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
                               score_latent_power=latent_power, score_shift_radius=shift_radius,
-                              bank_augment_weight=bank_augment_weight)
+                              bank_augment_weight=bank_augment_weight,
+                              bank_trusted_augment=trusted)
     except ValueError as e:
         raise click.UsageError(str(e))
     try:
@@ -105,11 +114,16 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                        "but the checkpoint carries none")
     bank = bank_rows = None
     if cfg.uses_latent_bank:
-        from edge_ad.models.search import checkpoint_bank_rows_per_frame, checkpoint_latent_bank
-        bank, bank_rows = checkpoint_latent_bank(model_path), checkpoint_bank_rows_per_frame(model_path)
+        from edge_ad.models.search import checkpoint_bank_augment, checkpoint_latent_bank
+        # the bank's layout as its augment list (bank_trusted_augment names its texts)
+        bank, bank_rows = checkpoint_latent_bank(model_path), checkpoint_bank_augment(model_path)
         if bank is None:
             raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
                                        "(score_latent_power > 0) but the checkpoint carries none")
+        try:       # the bank's layout against the configuration (bank_trusted_augment's texts), before scoring
+            latent_memory(bank, cfg, bank_rows)
+        except ValueError as e:
+            raise click.ClickException(f"{model_path}: {e}")
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:

@@ -22,6 +22,10 @@ from edge_ad.runtime.variants import TARGETS
               help="Weight w >= 1 of the latent bank's augmented rows (latent distance = min(nearest original "
                    "row, w * nearest augmented copy); default: the checkpoint's scoring config). A threshold "
                    "calibrated with another w is not kept.")
+@click.option("--bank-trusted-augment", "bank_trusted_augment", multiple=True, metavar="TEXT",
+              help="Repeatable: an augmentation text of the latent bank (its latent_bank_info augment, e.g. "
+                   "brightness:1.2) whose copies count as original rows (factor 1, not w); 'none' for none. "
+                   "Replaces the checkpoint's list; default: the checkpoint's scoring config.")
 @click.option("--scoring", "scoring", type=click.Choice(["checkpoint", "reference"]), default="checkpoint",
               show_default=True,
               help="checkpoint: the checkpoint's named scoring configuration and preprocessing; reference: the "
@@ -55,7 +59,8 @@ from edge_ad.runtime.variants import TARGETS
 @click.option("--no-threshold", is_flag=True,
               help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
               "for the exported configuration).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, scoring, targets,
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, bank_trusted_augment,
+        scoring, targets,
         unrolled, chunk_kb, parity_frames, parity_n, tolerance, no_parity, no_fp64_check, threads, threshold_value,
         threshold_file, sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
@@ -64,12 +69,12 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
 
     The checkpoint's named scoring configuration (scoring["search"]) is the default (--scoring reference:
     the algorithm's reference configuration on plain preprocessing); --n-seed/--k/--lr-z/--lr-theta/
-    --shift-radius/--bank-augment-weight override single settings of it, and a configuration they change
+    --shift-radius/--bank-augment-weight/--bank-trusted-augment override single settings of it, and a configuration they change
     is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another configuration or
     preprocessing is not kept. A configuration that starts from an izi encoder (z_init = "encoder") also
     exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
-    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.config import SearchConfig, trusted_override
 
     from edge_ad.export.exporter import ExportError, export_model, scoring_search_config
     from edge_ad.runtime.signing import SigningError, load_private_key
@@ -89,8 +94,12 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
         except CheckpointError as e:
             raise click.ClickException(str(e))
         search = SearchConfig()
+    try:
+        trusted = trusted_override(bank_trusted_augment)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
     overrides = dict(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
-                     bank_augment_weight=bank_augment_weight)
+                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted)
     if any(v is not None for v in overrides.values()):
         base = search or SearchConfig()
         if search is None:

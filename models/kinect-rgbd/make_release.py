@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from edge_ad.models.checkpoint import load_generator, read_checkpoint, save_checkpoint
-from edge_ad.runtime.config import SearchConfig, rows_per_frame_of
+from edge_ad.runtime.config import SearchConfig, trusted_original_rows
 
 
 def main(argv=None):
@@ -24,7 +24,8 @@ def main(argv=None):
     ap.add_argument("--generator", required=True)
     ap.add_argument("--class", dest="cls", required=True)
     ap.add_argument("--search", required=True, help="SearchConfig as JSON (the named scoring configuration, "
-                    "e.g. with bank_augment_weight: the factor on the distances to the bank's augmented rows)")
+                    "e.g. with bank_augment_weight: the factor on the distances to the bank's augmented rows, and "
+                    "bank_trusted_augment: a list of --bank-augment texts whose copies count as original rows)")
     ap.add_argument("--shift-radius", type=int, help="score_shift_radius of the released configuration "
                     "(test-time shift-min; overrides --search's; the val measurement and threshold use it)")
     ap.add_argument("--encoder", help="encoder file from izi training")
@@ -105,10 +106,14 @@ def main(argv=None):
                                        "n_frames": len(bank) // (1 + len(augment)), "augment": list(augment),
                                        "what": "E(x), the izi encoder's latents of the normal training frames "
                                                "and of their augmented copies (runtime/latent_bank.py)"}
+        try:        # bank_trusted_augment must name texts of this recipe (config.trusted_original_rows)
+            trusted_original_rows(len(bank), list(augment), cfg.bank_trusted_augment)
+        except ValueError as e:
+            raise SystemExit(f"--search: {e}")
     if a.data:
         info = scoring["latent_bank_info"] or {}
         scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"],
-                                 bank_rows=rows_per_frame_of(info.get("augment")))
+                                 bank_rows=list(info.get("augment") or []))
         normal_scores = scoring["val"].pop("normal_scores")
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
         if a.threshold_fpr:
@@ -139,8 +144,8 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
     if scoring["latent_bank"] is None:
         raise SystemExit("--threshold-normals val+train-loo needs a configuration with a latent bank")
     X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
-    rows = rows_per_frame_of((scoring["latent_bank_info"] or {}).get("augment"))
-    loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), rows,
+    augment = list((scoring["latent_bank_info"] or {}).get("augment") or [])      # the bank's layout
+    loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), augment,
                                progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"))
     value = calibrate_threshold(np.concatenate([val, loo]), a.threshold_fpr)
 
@@ -157,7 +162,8 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
 def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:
     """Val AUROC (overall and per anomalous class) of (G, E, cfg), the baselines on the same frames,
     the CI subset's AUROC (first ci_per_class val frames per class) and the batched scoring time.
-    bank: the latent bank (torch tensor), bank_rows its rows per train frame (1 + len(augment))."""
+    bank: the latent bank (torch tensor), bank_rows its layout (the augment list, or its rows per train
+    frame 1 + len(augment); the list when cfg.bank_trusted_augment names some)."""
     import time
 
     from edge_ad.models.baselines import area_scores, nearest_neighbour_scores

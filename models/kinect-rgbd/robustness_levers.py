@@ -4,7 +4,7 @@ clean and under each nuisance of the default suite (runtime/nuisance.py), with t
 
     .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
         [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18] \
-        [--shift-radius R] [--bank-augment-weight 1,1.5,2]
+        [--shift-radius R] [--bank-augment-weight 1,1.5,2] [--bank-trusted-augment 'brightness:1.2']
 
 Levers: the latent bank (E of the train frames as they are / also mirrored / also shifted by up to
 2 px / also under photometric jitter: "pose+light" = "pose+photo", the release's LIGHT_AUGMENT) and the per-frame colour normalisation of the foreground
@@ -13,6 +13,8 @@ mean foreground colour). --shift-radius R: the test-time shift-min (SearchConfig
 each frame's score is the minimum over its copies shifted by up to R px (runtime.preprocess.shift_frame).
 --bank-augment-weight w1,w2,...: each bank also with SearchConfig.bank_augment_weight w (latent distance =
 min(nearest train frame as it is, w * nearest augmented copy); default the checkpoint's).
+--bank-trusted-augment 'brightness:1.2;...': SearchConfig.bank_trusted_augment, the copies under these texts
+count as train frames as they are (factor 1); default the checkpoint's.
 """
 from __future__ import annotations
 
@@ -60,27 +62,32 @@ class RandomPose:
         return nu.Shift(int(dy), int(dx))(rgb, depth)
 
 
-def bank_augmentations(kind: str) -> list:
-    """The nuisances whose train-frame latents form the bank (None = the frame as it is)."""
-    out = [None]
+def bank_augmentations(kind: str) -> tuple:
+    """(texts, nuisances): the augmentations whose train-frame latents form the bank after the frame
+    itself, as nuisance texts (the bank's layout, manifest latent_bank["augment"]'s spelling, which
+    bank_trusted_augment names) and the nuisances built from them, None first (the frame as it is)."""
     kind = "pose+photo" if kind == "pose+light" else kind      # the release's name (latent_bank.LIGHT_AUGMENT)
-    if kind in ("mirror", "pose", "pose+photo"):
-        out.append(nu.Mirror())
+
+    def mirror_and_shifts(steps):        # mirror, the shifts, the mirrored shifts (latent_bank.POSE_AUGMENT order)
+        shifts = [f"shift:{dy},{dx}" for dy in steps for dx in steps if (dy, dx) != (0, 0)]
+        return ["mirror"] + shifts + [f"mirror+{s}" for s in shifts]
+    texts = []
+    if kind == "mirror":
+        texts = ["mirror"]
     if kind in ("pose", "pose+photo"):
-        shifts = [nu.Shift(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
-        out += shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
+        texts = mirror_and_shifts((-2, 0, 2))
     if kind == "pose3":
-        shifts = [nu.Shift(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if (dy, dx) != (0, 0)]
-        out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
+        texts = mirror_and_shifts((-3, 0, 3))
     if kind in ("grid2", "grid3"):   # every shift of up to 2 (3) px, with and without mirror: 50 (98) per frame
         r = int(kind[4])
-        shifts = [nu.Shift(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
-        out += [nu.Mirror()] + shifts + [nu.Compose((nu.Mirror(), s)) for s in shifts]
-    if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
-        out = [None, nu.Mirror()] + [RandomPose(3) for _ in range(int(kind[6:]) - 2)]
+        texts = mirror_and_shifts(range(-r, r + 1))
     if kind == "pose+photo":
-        out += [nu.parse_nuisance(t) for t in LIGHT_AUGMENT]
-    return out
+        texts += list(LIGHT_AUGMENT)
+    if kind.startswith("random"):        # random18: 18 random (mirror?, dy, dx), |d| <= 3, per frame
+        n = int(kind[6:]) - 2
+        return (["mirror"] + [f"random-pose:{j}" for j in range(n)],
+                [None, nu.Mirror()] + [RandomPose(3) for _ in range(n)])
+    return texts, [None] + [nu.parse_nuisance(t) for t in texts]
 
 
 def main(argv=None):
@@ -95,6 +102,9 @@ def main(argv=None):
                     help="test-time shift-min radius (default: the checkpoint's score_shift_radius)")
     ap.add_argument("--bank-augment-weight", default=None,
                     help="comma-separated bank_augment_weight values to measure (default: the checkpoint's)")
+    ap.add_argument("--bank-trusted-augment", default=None,
+                    help="';'-separated augmentation texts whose copies count as original rows "
+                         "(SearchConfig.bank_trusted_augment; '' none; default: the checkpoint's)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     path = a.model or HERE / f"{a.cls}.pt"
@@ -104,6 +114,8 @@ def main(argv=None):
     offsets = shift_offsets(cfg.score_shift_radius)
     weights = ([cfg.bank_augment_weight] if a.bank_augment_weight is None
                else [float(w) for w in a.bank_augment_weight.split(",")])
+    trusted = (cfg.bank_trusted_augment if a.bank_trusted_augment is None
+               else tuple(t for t in a.bank_trusted_augment.split(";") if t))
     p = cfg.score_fg_power
     train = raw_frames(a.data, a.cls, "train")
     val = {c: raw_frames(a.data, c, "val") for c in [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]}
@@ -140,12 +152,17 @@ def main(argv=None):
                     fgs = np.maximum((x[:, 3] > -1 + 1e-3).mean((1, 2)), cfg.fg_floor)
                     feats[lab][c].append((((x - r) ** 2).mean((1, 2, 3)) / fgs ** p, z))
         for bank_kind in a.banks.split(","):
-            augs = bank_augmentations(bank_kind)
+            texts, augs = bank_augmentations(bank_kind)
             bank = np.stack([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
                              for j, n in enumerate(augs)], axis=1)
             bank = bank.reshape(len(train) * len(augs), -1)       # frame-major (config.original_rows), as released
             for w in weights:
-                mem = latent_memory(bank, cfg.replace(bank_augment_weight=w), len(augs))
+                try:
+                    mem = latent_memory(bank, cfg.replace(bank_augment_weight=w,
+                                                          bank_trusted_augment=trusted if w != 1.0 else ()), texts)
+                except ValueError as e:     # e.g. a weight for a bank without copies, a trusted text it lacks
+                    print(f"{a.cls:9s} bank={bank_kind} w={w:g}: skipped: {e}", flush=True)
+                    continue
                 rows = {}
                 for lab in conds:
                     s = {c: np.min([res * mem.distances(z) ** cfg.score_latent_power
@@ -153,6 +170,7 @@ def main(argv=None):
                     rows[lab] = s
                 report(a, results, rows, baseline, t0, f"colour={colour} align={a.align} bank={bank_kind} ({len(bank)})"
                        + (f" w={w:g}" if w != 1.0 else "")
+                       + (f" trusted={';'.join(trusted)}" if trusted and w != 1.0 else "")
                        + (f" shift-min R={cfg.score_shift_radius}" if cfg.score_shift_radius else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))

@@ -48,7 +48,8 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
     cfg, spec = scorer.config, scorer.preprocess_spec
     entry = manifest["latent_bank"]
     bank = np.load(Path(model_dir) / entry["file"])                            # (N * A, z_dim), frame-major
-    A = 1 + len(entry.get("augment") or [])
+    augment = list(entry.get("augment") or [])            # the layout's texts (bank_trusted_augment names them)
+    A = 1 + len(augment)
     if len(bank) != len(frames) * A:
         raise SystemExit(f"the bank has {len(bank)} rows, not {A} per train frame ({len(frames)} frames)")
     lat = bank.reshape(len(frames), A, -1)                                      # (N, A, z_dim)
@@ -60,7 +61,7 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
         res = score_scene(scorer, [unaligned_uint8(*f, spec) for f in raw], spec)
         # each frame against the bank without its own A rows (blocks of one frame, no other bank)
         scores = held_out_scores(res["base"], lat, None, cfg, blocks=len(frames),
-                                 shifted_latents=res["shifted_latents"])
+                                 shifted_latents=res["shifted_latents"], augment=augment)
         out[label] = scores
         print(f"  train leave-one-out, {label}: median {np.median(scores):.4g}, p95 {np.percentile(scores, 95):.4g}",
               flush=True)
