@@ -102,7 +102,8 @@ def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
     """What the PyTorch variants need to score as the export's own configuration does (as ``edge-ad
     eval`` scores the checkpoint): {"encoder": the checkpoint's izi encoder (models.encoder.Encoder) when
     cfg.z_init == "encoder", "latent_bank": the export's latent_bank.npy (the bank its onnx variants
-    score with) and "bank_rows_per_frame" when cfg multiplies by the latent distance}. Raises Skipped
+    score with) and "bank_rows_per_frame", its layout as the manifest's augment list (the texts
+    cfg.bank_trusted_augment names), when cfg multiplies by the latent distance}. Raises Skipped
     when the checkpoint lacks the encoder or the export the bank."""
     out = {"encoder": None, "latent_bank": None, "bank_rows_per_frame": None}
     if cfg.z_init == "encoder":
@@ -118,7 +119,8 @@ def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
         if not isinstance(entry, dict) or entry.get("file") not in man.get("files", {}):
             raise Skipped(f"the scoring configuration {cfg.name!r} needs a latent bank, but {model_dir} has none")
         out["latent_bank"] = load_npy(model_dir, entry["file"], entry["shape"], np.float32)   # (N, z_dim)
-        out["bank_rows_per_frame"] = rows_per_frame_of(entry.get("augment"))
+        rows_per_frame_of(entry.get("augment"))                  # a list of texts (None: none)
+        out["bank_rows_per_frame"] = list(entry.get("augment") or [])
     return out
 
 
