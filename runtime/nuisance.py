@@ -382,18 +382,19 @@ class Compose:
         return rgb, depth
 
 
-def largest_shift(nuisance) -> int:
-    """The most raw pixels one shift of ``nuisance`` moves the content along y or x (Shift: max(|dy|, |dx|),
-    RandomShift: px, Compose: the largest of its parts; 0 for the others). A shift of at least the frame's
-    side leaves nothing of the frame (``edge-ad eval`` refuses it; parse_nuisance cannot: it does not know
-    the frame size)."""
+def largest_shift(nuisance) -> tuple:
+    """(dy, dx): the most raw pixels one shift of ``nuisance`` moves the content down/up and sideways
+    (Shift: (|dy|, |dx|), RandomShift: (px, px), Compose: the largest of its parts; (0, 0) for the others).
+    A shift of at least the frame's height (dy) or width (dx) leaves nothing of the frame (``edge-ad eval``
+    refuses it; parse_nuisance cannot: it does not know the frame size)."""
     if isinstance(nuisance, Shift):
-        return max(abs(nuisance.dy), abs(nuisance.dx))
+        return abs(nuisance.dy), abs(nuisance.dx)
     if isinstance(nuisance, RandomShift):
-        return nuisance.px
+        return nuisance.px, nuisance.px
     if isinstance(nuisance, Compose):
-        return max((largest_shift(p) for p in nuisance.parts), default=0)
-    return 0
+        parts = [largest_shift(p) for p in nuisance.parts]
+        return max(p[0] for p in parts), max(p[1] for p in parts)
+    return 0, 0
 
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "

@@ -112,18 +112,20 @@ def test_eval_refuses_a_shift_of_the_frame_size_before_scoring(tmp_path, kinect_
     """#10: shift:70,70 (or shift:64, or one inside a '+' combination) on 64 x 64 frames moved every frame out
     of view and gave a row 'AUROC 0.500, false alarms 100%'."""
     _copy(kinect_root, tmp_path / "d", {"val": (2, "val")})
-    for bad, moved in (("shift:70,70", 70), ("shift:64", 64), ("gamma:0.9+shift:0,-64", 64)):
+    for bad, moved in (("shift:70,70", "70 px down/up, at least the frame's height (64 px)"),
+                       ("shift:64", "64 px down/up, at least the frame's height (64 px)"),
+                       ("gamma:0.9+shift:0,-64", "64 px sideways, at least the frame's width (64 px)")):
         r = _eval(tiny_ck, tmp_path / "d", tmp_path / "ev", "--no-baselines", "--nuisance-set", "shift:2",
                   "--nuisance-set", bad)
         assert r.exit_code == 2, (bad, r.output)
-        assert f"moves the content by {moved} px, at least the frame's side (64 px)" in r.output, bad
+        assert f"moves the content by {moved}: nothing of the frame would be left" in r.output, bad
 
 
 def test_largest_shift():
-    assert nu.largest_shift(nu.parse_nuisance("shift:3,-70")) == 70
-    assert nu.largest_shift(nu.parse_nuisance("shift:5")) == 5
-    assert nu.largest_shift(nu.parse_nuisance("brightness:1.2+shift:-9,2+shift:4")) == 9
-    assert nu.largest_shift(nu.parse_nuisance("rotate:30")) == 0
+    assert nu.largest_shift(nu.parse_nuisance("shift:3,-70")) == (3, 70)
+    assert nu.largest_shift(nu.parse_nuisance("shift:5")) == (5, 5)
+    assert nu.largest_shift(nu.parse_nuisance("brightness:1.2+shift:-9,2+shift:4")) == (9, 4)
+    assert nu.largest_shift(nu.parse_nuisance("rotate:30")) == (0, 0)
 
 
 def test_nuisance_suite_skips_a_condition_that_empties_every_frame():
@@ -152,3 +154,29 @@ def test_nuisance_suite_skips_a_condition_that_empties_every_frame():
     assert len(calls) == 2 * 3                                  # clean, half, mirror: two groups each
     assert res["mean"]["auroc"] == pytest.approx(np.mean([c[k]["auroc"] for k in ("clean", "half", "mirror")]))
     assert "holes" in nuisance_table(res) and "skipped: no foreground left in any frame" in nuisance_table(res)
+
+
+def test_the_shift_check_takes_height_and_width_apart(tmp_path, tiny_ck):
+    """On 48 x 80 raw frames (--normal / --anomalous folders) a sideways shift of 60 px leaves part of
+    the frame and is scored; 50 px down is at least the height and refused."""
+    from PIL import Image
+
+    from edge_ad.cli import main
+    rng = np.random.default_rng(1)
+    for name in ("norm", "odd"):
+        for sub in ("rgb", "depth"):
+            (tmp_path / name / sub).mkdir(parents=True)
+        for i in range(2):
+            depth = np.zeros((48, 80), np.uint8)
+            depth[10:40, 5:75] = rng.integers(100, 200)
+            Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(tmp_path / name / "rgb" / f"{i}.png")
+            Image.fromarray(depth).save(tmp_path / name / "depth" / f"{i}.png")
+
+    def run(spec):
+        return CliRunner().invoke(main, ["eval", "--model", str(tiny_ck), "--normal", str(tmp_path / "norm"),
+                                         "--anomalous", str(tmp_path / "odd"), "--k", "0", "--n-seed", "1",
+                                         "--nuisance-set", spec, "--out", str(tmp_path / "ev")])
+    r = run("shift:0,60")
+    assert r.exit_code == 0, r.output
+    r = run("shift:50,0")
+    assert r.exit_code == 2 and "50 px down/up, at least the frame's height (48 px)" in r.output, r.output

@@ -173,12 +173,15 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
         except (SourceError, FrameError, DataError, OSError) as e:
             raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
-        side = min(min(rgb.shape[:2]) for frames in raw.values() for rgb, _ in frames)
+        height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
+        width = min(rgb.shape[1] for frames in raw.values() for rgb, _ in frames)
         for label, n in suite.items():
-            if largest_shift(n) >= side:
-                raise click.BadParameter(f"{label!r} moves the content by {largest_shift(n)} px, at least the "
-                                         f"frame's side ({side} px): nothing of the frame would be left",
-                                         param_hint="--nuisance-set")
+            dy, dx = largest_shift(n)
+            if dy >= height or dx >= width:
+                moved, side = (f"{dy} px down/up", f"height ({height} px)") if dy >= height else \
+                    (f"{dx} px sideways", f"width ({width} px)")
+                raise click.BadParameter(f"{label!r} moves the content by {moved}, at least the frame's {side}: "
+                                         "nothing of the frame would be left", param_hint="--nuisance-set")
     scores, t0 = {}, time.perf_counter()
     n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
