@@ -26,7 +26,8 @@ import numpy as np
 from .config import draw_seed, score_scale
 from .integrity import read_model_file
 from .manifest import ManifestError
-from .preprocess import FrameError, preprocess, shift_frame, shift_offsets
+from .preprocess import FrameError, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
+from .sensor_faults import raise_frame_faults
 
 
 # frames per graph run: larger batches gain nothing once the thin layers' weights are shared (their
@@ -145,10 +146,11 @@ def frame_pair(entry) -> tuple:
 
 
 def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
-                keep_reconstructions: bool = False, threads: Optional[int] = None) -> list:
+                keep_reconstructions: bool = False, threads: Optional[int] = None, check_faults: bool = True) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
     the FrameError / ValueError of a frame that cannot be scored (the others are still scored; an
-    entry that is None or lacks its depth is such a frame: ``frame_pair``).
+    entry that is None or lacks its depth is such a frame: ``frame_pair``; so is a sensor fault,
+    ``check_faults``: sensor_faults.SensorFaultError, as ``Scorer.score``).
     seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None; with R > 0 one random
     seed for the frame's copies). With score_shift_radius
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
@@ -162,13 +164,14 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     if n > MAX_BATCH:   # at most MAX_BATCH frames at a time
         return [r for s in range(0, n, MAX_BATCH)
                 for r in score_batch(scorer, frames[s:s + MAX_BATCH], seeds[s:s + MAX_BATCH], z0s[s:s + MAX_BATCH],
-                                     keep_reconstructions, threads)]
+                                     keep_reconstructions, threads, check_faults)]
     results: list = [None] * n
     if not batch_available(scorer):
         for i, entry in enumerate(frames):
             try:
                 rgb, depth = frame_pair(entry)
-                results[i] = scorer.score(rgb, depth, z0=z0s[i], seed=seeds[i], keep_reconstructions=keep_reconstructions)
+                results[i] = scorer.score(rgb, depth, z0=z0s[i], seed=seeds[i], keep_reconstructions=keep_reconstructions,
+                                          check_faults=check_faults)
             except (FrameError, ValueError) as e:
                 results[i] = e
         return results
@@ -177,7 +180,10 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     for i, entry in enumerate(frames):
         try:
             rgb, depth = frame_pair(entry)
-            x = preprocess(rgb, depth, scorer.preprocess_spec)
+            u8 = frame_to_uint8(rgb, depth, scorer.preprocess_spec)                # (R, R, 4) uint8
+            if check_faults:
+                raise_frame_faults(rgb, depth, scorer.preprocess_spec, u8)
+            x = normalize_uint8(u8, scorer.preprocess_spec)                         # (4, R, R) float32
             if not np.isfinite(x).all():
                 raise ValueError("x contains NaN or inf")
         except (FrameError, ValueError) as e:

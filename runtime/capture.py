@@ -15,7 +15,8 @@
   per hook (``hook_failures``).
 * Sensor faults (dead depth, black / saturated / noise colour, a stuck camera; ``sensor_faults.py``,
   limits in the model's preprocessing spec) and frames over ``max_pixels`` are reported as
-  ``error`` lines naming the fault, never scored.
+  ``error`` lines naming the fault, never scored. The loop checks each frame once and scores it
+  with ``check_faults=False`` (``Scorer.score`` would check again) or through ``score_uint8``.
 * Scoring runs on a watchdog thread (``watchdog.py``): SIGINT/SIGTERM are handled at once; the
   current frame gets ``stop_grace`` seconds to finish, then it is abandoned (the summary says so
   and the run ends non-zero). ``frame_timeout``: a frame scoring longer ends the run as fatal.
@@ -24,6 +25,10 @@
   reason). Results are appended, never overwritten; a restart continues the frame index
   (``results.py``); latency statistics use bounded memory (``latency_stats.py``).
   Every JSON line is flushed when written, so a hard kill loses at most the line being written.
+* The model is named (``Scorer.identity``: path, manifest sha256, configuration) in the ``start``
+  event of a new results file, the ``resumed`` event of a restart and the summary; a restart onto a
+  file written by another model is refused (``results.ResultsFileError``): two models' scores are
+  never mixed in one file.
 
 The scorer is any object with ``score(rgb, depth, z0=None, seed=None)`` returning an object with
 ``.score`` (float) and ``.timings`` ({"preprocess_ms", "search_ms"}), like ``runtime.Scorer``. A scorer
@@ -46,7 +51,7 @@ from .config import frame_seed
 from .latency_stats import RollingStats
 from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_uint8
 from .results import ResultWriter
-from .sensor_faults import SensorFaultDetector
+from .sensor_faults import SensorFaultDetector, SensorFaultError
 from .sources.base import Frame, Source, SourceError
 from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
@@ -148,6 +153,13 @@ def scorer_spec(scorer):
     return getattr(scorer, "preprocess", None) or PreprocessSpec()
 
 
+def model_identity(scorer) -> Optional[dict]:
+    """The scorer's ``identity`` (``Scorer.identity``: path, manifest_sha256, configuration), or None for
+    a scorer without one (a test double)."""
+    ident = getattr(scorer, "identity", None)
+    return dict(ident) if isinstance(ident, dict) else None
+
+
 def valid_threshold(value, what: str = "threshold") -> float:
     """``value`` as the anomaly threshold of a run, or ValueError naming ``what``: a finite number
     > 0, as a manifest's (scores are >= 0: a threshold <= 0 flags every frame, NaN none)."""
@@ -164,6 +176,15 @@ def scorer_threshold(scorer) -> Optional[float]:
     """The model's calibrated threshold (``Scorer.threshold``, from the manifest), or None."""
     thr = getattr(scorer, "threshold", None)
     return None if thr is None else float(thr)
+
+
+def _takes(fn, name: str) -> bool:
+    """True if ``fn`` has a parameter called ``name``."""
+    import inspect
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _pct(v: RollingStats, q: float) -> Optional[float]:
@@ -281,10 +302,12 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
     live = bool(getattr(source, "live", False)) if live is None else live
-    writer = ResultWriter(out, rotate_bytes=rotate_bytes)
+    model = model_identity(scorer)
+    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model)   # refuses another model's file
     worker = ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace)
     detector = SensorFaultDetector(scorer_spec(scorer)) if check_sensor else None
     score_uint8 = getattr(scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
+    score_checks_faults = _takes(scorer.score, "check_faults")   # runtime.Scorer.score checks them itself
     st = RunStats()
     truth = TruthTally()  # score vs the source's ground truth (synth://, labelled folders)
     t_start = time.perf_counter()
@@ -295,6 +318,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     first_index = index = writer.next_index
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}")
+    elif model is not None:   # a new file: which model wrote it (a restart's resumed event says it again)
+        writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
 
     def emit(rec: dict):
         writer.write(rec)
@@ -332,10 +357,13 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             frame_error(base, str(e), fr)
             return
         if faults:
-            frame_error(base, "; ".join(str(f) for f in faults), fr, fault=faults[0].name)
+            err = SensorFaultError(faults)
+            frame_error(base, str(err), fr, fault=err.fault)
             return
         kw = {"z0": z0} if z0 is not None else {"seed": frame_seed(seed, i)}
         kw.update(score_kwargs or {})
+        if u8 is None and score_checks_faults:   # checked above (or switched off): never twice
+            kw["check_faults"] = False
         try:
             if u8 is not None:
                 res = worker.call(lambda: score_uint8(u8, **kw), stop)
@@ -508,6 +536,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             worker.close()
             summary = _summary(st, state["source"], scorer, threshold, time.perf_counter() - t_start,
                                first_index, index, writer)
+            if model is not None:
+                summary["model"] = model
             if hook_failures:
                 summary["hook_failures"] = dict(hook_failures)
             if len(truth):                               # AUROC, recall, false-alarm rate vs truth

@@ -12,6 +12,9 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   after a line of ours (or in an otherwise empty file). Any other file that does not end in a
   newline (not a results file, or someone else's data) is refused with ResultsFileError naming
   the file and what its end holds, and left byte for byte unchanged;
+* with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name) a file whose
+  latest model record names another model is refused (ResultsFileError, file unchanged), and the
+  ``resumed`` event names this run's model;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file).
@@ -132,7 +135,16 @@ def torn_problem(tail_bytes: int, head: bytes, zero_bytes: int = 0,
 def last_index(path: os.PathLike) -> Optional[int]:
     """The ``index`` of the last intact line that has one (None when none), read backwards from
     the file's end in TAIL_BYTES windows (a long stretch of events is skipped, not misread)."""
+    rec = last_record(path, "index", lambda v: isinstance(v, int))
+    return None if rec is None else rec["index"]
+
+
+def last_record(path: os.PathLike, key: str, accept) -> Optional[dict]:
+    """The last intact line (a dict) whose ``key`` holds a value that ``accept(value)`` takes (None
+    when none), read backwards from the file's end in TAIL_BYTES windows; only lines that contain
+    ``"key"`` are parsed."""
     path = Path(path)
+    needle = json.dumps(key).encode()
     end = path.stat().st_size
     with open(path, "rb") as f:
         while end > 0:
@@ -143,18 +155,34 @@ def last_index(path: os.PathLike) -> Optional[int]:
             if start > 0:
                 lines = lines[1:]  # may be the tail of a line that starts before the window
             for raw in reversed(lines):
+                if needle not in raw:
+                    continue
                 try:
                     rec = json.loads(raw)
                 except ValueError:
                     continue
-                if isinstance(rec, dict) and isinstance(rec.get("index"), int):
-                    return rec["index"]
+                if isinstance(rec, dict) and key in rec and accept(rec[key]):
+                    return rec
             if start == 0:
                 return None
             first_nl = data.find(b"\n")
             new_end = start + first_nl + 1 if first_nl >= 0 else start  # re-read the cut line next time
             end = new_end if new_end < end else start  # a line longer than a window: skip it
     return None
+
+
+MODEL_KEYS = ("manifest_sha256", "configuration")   # what makes two runs' scores comparable
+
+
+def model_differences(previous: dict, model: dict) -> list:
+    """What differs between the model identities ``previous`` and ``model`` ({"path", "manifest_sha256",
+    "configuration"}, ``Scorer.identity``): ["manifest_sha256 'ab..' -> 'cd..'", ...]; [] when the
+    scores are the same model's (a copy of a model in another directory is the same model)."""
+    return [f"{k} {previous.get(k)!r} -> {model.get(k)!r}" for k in MODEL_KEYS if previous.get(k) != model.get(k)]
+
+
+def _is_identity(v) -> bool:
+    return isinstance(v, dict) and "manifest_sha256" in v
 
 
 class ResultWriter:
@@ -164,8 +192,10 @@ class ResultWriter:
     ``rotate_bytes``: rotate the file once it grows past this many bytes (None: never).
     """
 
-    def __init__(self, path: Optional[os.PathLike] = None, rotate_bytes: Optional[int] = None):
+    def __init__(self, path: Optional[os.PathLike] = None, rotate_bytes: Optional[int] = None,
+                 model: Optional[dict] = None):
         self.path = None if path is None else Path(path)
+        self.model = model
         self.rotate_bytes = None if rotate_bytes is None else int(rotate_bytes)
         if self.rotate_bytes is not None and self.rotate_bytes <= 0:
             raise ValueError(f"rotate_bytes must be > 0, got {rotate_bytes}")
@@ -176,6 +206,8 @@ class ResultWriter:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            self._check_same_model(model)     # before anything is cut or written
         torn = self._resume()
         self._f = open(self.path, "a", encoding="utf-8")
         self._size = self._f.tell()
@@ -183,6 +215,24 @@ class ResultWriter:
             if torn:  # (< TORN_MAX bytes, NUL bytes off: longer tails are refused in _resume)
                 self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
             self.write(self.resumed)
+
+    def _check_same_model(self, model: dict) -> None:
+        """Refuse (ResultsFileError, the file left unchanged) to append this model's scores to a file
+        whose latest model record (a ``start`` / ``resumed`` event or a summary, in the file or its
+        newest rotated file that has one) names another model: scores of two models are never
+        mixed in one file. A file without any model record (older edge-ad) is appended to."""
+        candidates = ([self.path] if self.path.exists() else []) + list(reversed(rotated_files(self.path)))
+        for p in candidates:
+            rec = last_record(p, "model", _is_identity) if p.stat().st_size else None
+            if rec is None:
+                continue
+            diffs = model_differences(rec["model"], model)
+            if diffs:
+                raise ResultsFileError(
+                    f"{self.path} holds results of another model ({rec['model'].get('path')}: "
+                    f"{', '.join(diffs)}); the scores of two models are never mixed in one file: "
+                    "give another --out, or the model that wrote it")
+            return
 
     def _resume(self) -> bytes:
         """Find where an earlier run stopped; cut a torn last line off (returned, kept in the event)."""
@@ -214,6 +264,8 @@ class ResultWriter:
         if self.resumed is None and self.path.exists() and (self.path.stat().st_size or cut):
             self.resumed = {"type": "event", "event": "resumed", "time": time.time(), "next_index": 0,
                             "previous_file": str(self.path)}
+        if self.resumed is not None and self.model is not None:
+            self.resumed["model"] = self.model
         if cut:
             self.resumed["torn_bytes"] = cut           # every byte cut off, NUL bytes included
             if cut > len(torn):

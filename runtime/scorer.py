@@ -3,6 +3,7 @@
     scorer = Scorer.load("model_dir")                # checks manifest version and every sha256
     r = scorer.score(rgb, depth, seed=0)             # raw H x W x 3 uint8 + H x W depth
     r.score, r.seed_losses, r.error_map, r.timings
+    # FrameError for a frame that cannot be scored; its subclass SensorFaultError for a sensor fault
 
 The search configuration comes from the manifest; ``config=`` overrides it (e.g. the named fast
 option ``lr_theta=0``, which switches to the variant's z-only graph). Which search runs (the variant:
@@ -46,10 +47,11 @@ import numpy as np
 from . import variants
 from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0,
                      score_scale, search_differences)
-from .manifest import ManifestError, load_manifest
+from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
 from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, normalize_uint8, shift_frame,
                          shift_offsets)
+from .sensor_faults import raise_frame_faults
 
 BACKENDS = variants.BACKENDS
 
@@ -112,8 +114,10 @@ class Scorer:
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
-                 threads: Optional[int] = None, providers: Optional[list] = None, backend: str = "onnxruntime"):
+                 threads: Optional[int] = None, providers: Optional[list] = None, backend: str = "onnxruntime",
+                 manifest_sha256: Optional[str] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
+        self.manifest_sha256 = manifest_sha256    # sha256 of model_dir/manifest.json as loaded
         # "onnxruntime" or "tensorrt": the batch graphs (runtime/batch_scoring.py) run only with onnxruntime
         self.backend = backend
         # onnxruntime settings of the batch graphs (runtime/batch_scoring.py), as load was given them
@@ -151,6 +155,7 @@ class Scorer:
         if backend not in variants.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
         man = load_manifest(model_dir, verify=True, trusted_keys=trusted_keys)
+        man_sha256 = sha256_file(model_dir / MANIFEST)    # the model's identity (it lists every file's sha256)
         lay = man["layout"]
         cfg = config or SearchConfig.from_dict(man["search"])
         if lr_theta is not None:
@@ -191,7 +196,8 @@ class Scorer:
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
         return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg),
-                   encoder, memory, threads, providers if backend == "onnxruntime" else None, backend)
+                   encoder, memory, threads, providers if backend == "onnxruntime" else None, backend,
+                   manifest_sha256=man_sha256)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
@@ -203,6 +209,14 @@ class Scorer:
     def search(self) -> SearchConfig:
         """The scoring configuration in use (the manifest's, with any overrides)."""
         return self.config
+
+    @property
+    def identity(self) -> dict:
+        """Which model scores: {"path": the model directory (absolute), "manifest_sha256": sha256 of its
+        manifest.json (which holds every file's sha256), "configuration": the scoring configuration's
+        name}. ``run_capture`` writes it into the results and refuses to mix two models in one file."""
+        return {"path": str(Path(self.model_dir).resolve()), "manifest_sha256": self.manifest_sha256,
+                "configuration": self.config.name}
 
     @property
     def resolution(self) -> int:
@@ -317,19 +331,28 @@ class Scorer:
                            reconstructions=recon, timings=timings, score_scale=scale, z0=z0, latent_distance=dist)
 
     def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
-              keep_reconstructions: bool = False) -> ScoreResult:
+              keep_reconstructions: bool = False, check_faults: bool = True) -> ScoreResult:
         """Score a raw frame: rgb H x W x 3 uint8, depth H x W uint8 (8-bit) or uint16 (mm).
-        Raises preprocess.FrameError for a frame that cannot be scored."""
+        Raises preprocess.FrameError for a frame that cannot be scored, and its subclass
+        sensor_faults.SensorFaultError (``.fault``: e.g. "black_rgb") for a frame that shows a sensor
+        fault (no depth, no foreground, black / saturated colour, colour noise: the model's
+        ``preprocess.sensor_faults`` limits, the checks ``edge-ad run`` makes), which is never scored.
+        ``check_faults=False``: skip those checks (a caller that has made them already). A stuck
+        camera re-sending one frame needs a stream to notice: ``run_capture`` (SensorFaultDetector)
+        checks that, not this call."""
         t0 = time.perf_counter()
         u8 = frame_to_uint8(rgb, depth, self.preprocess_spec)          # (R, R, 4) uint8
+        if check_faults:
+            raise_frame_faults(rgb, depth, self.preprocess_spec, u8)
         return self.score_uint8(u8, z0, seed, keep_reconstructions, _started=t0)
 
     def score_uint8(self, u8: np.ndarray, z0=None, seed: Optional[int] = None,
                     keep_reconstructions: bool = False, _started: Optional[float] = None) -> ScoreResult:
         """Score a frame already brought to the model's resolution by ``preprocess.frame_to_uint8``
         (R, R, 4) uint8 (what ``score`` does first): the run loop makes it once for the sensor-fault
-        checks and the scorer. ``timings["preprocess_s"]`` covers the normalisation (and, from
-        ``score``, the resize)."""
+        checks and the scorer. No sensor-fault check here (they need the raw frame): the caller has
+        made them (``sensor_faults.frame_faults``). ``timings["preprocess_s"]`` covers the
+        normalisation (and, from ``score``, the resize)."""
         t0 = time.perf_counter() if _started is None else _started
         u8 = np.asarray(u8)
         R = self.resolution
@@ -344,14 +367,15 @@ class Scorer:
         return r
 
     def score_batch(self, frames, seeds=None, z0s=None, keep_reconstructions: bool = False,
-                    threads: Optional[int] = None) -> list:
+                    threads: Optional[int] = None, check_faults: bool = True) -> list:
         """Score raw frames [(rgb, depth), ...] together: per frame a ScoreResult (equal to
         ``score(rgb, depth, z0, seed)``'s to float32 rounding) or the FrameError / ValueError of a
-        frame that cannot be scored (also an entry that is None or has no depth). k = 0 exports (final_batch.onnx) loaded with backend
+        frame that cannot be scored (also an entry that is None or has no depth; a sensor fault: its
+        SensorFaultError, as ``score``; ``check_faults=False`` skips that check). k = 0 exports (final_batch.onnx) loaded with backend
         "onnxruntime" run one encoder and one generator pass over the batch, on ``threads`` intra-op
         threads; other models and TensorRT score frame by frame (runtime/batch_scoring.py)."""
         from .batch_scoring import score_batch
-        return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads)
+        return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads, check_faults)
 
 
 def shift_min(results: list, offsets: list) -> ScoreResult:

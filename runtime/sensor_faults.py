@@ -15,7 +15,9 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
   stuck_frame    the frame is bit-identical to the previous one(s): a frozen driver re-sending it
 
 ``SensorFaultDetector`` keeps the one piece of state (the previous frame's digest) for the stuck
-check; ``frame_faults`` is the stateless part.
+check; ``frame_faults`` is the stateless part, which ``Scorer.score`` / ``score_batch`` run on every
+frame by default (``raise_frame_faults``: a ``SensorFaultError``), so the Python API never scores a
+fault either. The stuck check needs a stream, so only the run loop (``run_capture``) makes it.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .preprocess import PreprocessSpec, SensorLimits, frame_to_uint8
+from .preprocess import FrameError, PreprocessSpec, SensorLimits, frame_to_uint8
 
 FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "colour_noise", "stuck_frame")
 MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
@@ -40,6 +42,17 @@ class SensorFault:
 
     def __str__(self) -> str:
         return f"sensor fault {self.name}: {self.message}"
+
+
+class SensorFaultError(FrameError):
+    """A frame that shows a sensor fault, not a scene (``Scorer.score``'s check): ``faults`` lists
+    every SensorFault found, ``fault`` names the first (e.g. "black_rgb"); the message is the run
+    loop's error line for the same frame."""
+
+    def __init__(self, faults: list):
+        self.faults = list(faults)
+        self.fault = self.faults[0].name
+        super().__init__("; ".join(str(f) for f in self.faults))
 
 
 def neighbour_differences(rgb: np.ndarray, fg: np.ndarray) -> np.ndarray:
@@ -104,6 +117,14 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
                                                    f"{lim.min_channel_correlation:.2f}; mean difference "
                                                    f"{level:.1f} > {lim.noise_level:g}): random noise"))
     return out
+
+
+def raise_frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = None) -> None:
+    """Raise SensorFaultError when ``frame_faults`` finds any (FrameError when the frame cannot be
+    read at all); return None for a good frame."""
+    faults = frame_faults(rgb, depth, spec, u8)
+    if faults:
+        raise SensorFaultError(faults)
 
 
 def frame_digest(rgb, depth) -> bytes:

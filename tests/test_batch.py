@@ -24,8 +24,13 @@ def lines(path) -> list:
 
 
 def comparable(rec: dict) -> dict:
-    """A results row without what depends on the clock (latencies, the folder's read time)."""
-    return {k: v for k, v in rec.items() if k not in ("latency_ms", "timestamp", "duration_s", "fps")}
+    """A results row without what depends on the clock (latencies, the folder's read time, an event's
+    time) or on where the model was loaded from (a worker's unpacked copy: the model's manifest sha256
+    and configuration are compared, not its path)."""
+    out = {k: v for k, v in rec.items() if k not in ("latency_ms", "timestamp", "duration_s", "fps", "time")}
+    if isinstance(out.get("model"), dict):
+        out["model"] = {k: v for k, v in out["model"].items() if k != "path"}
+    return out
 
 
 def run_rows(model, source, out, seed=0) -> list:

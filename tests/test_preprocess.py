@@ -74,3 +74,56 @@ def test_spec_round_trip_and_validation():
         PreprocessSpec.from_dict({"resolution": 64, "gamma": 2})
     with pytest.raises(ValueError, match="near_mm"):
         PreprocessSpec.from_dict({"near_mm": 800, "far_mm": 700})
+
+
+def test_depth_in_another_unit_is_refused_naming_it(kinect_root):
+    """Audit 2 #5: kinect 8-bit levels in a uint16 PNG were read as millimetres, and float depth in
+    metres as millimetres (every reading at level 1), both scored. Now a FrameError names the unit
+    expected and what was seen; every real frame in mm (uint16 and float) is still accepted."""
+    import json
+
+    from edge_ad.runtime.sensor_faults import frame_faults
+    spec = PreprocessSpec()                                   # kinect-rgbd: 0-700 mm
+    splits = json.loads((kinect_root / "splits.json").read_text())
+    n = 0
+    for cls in ("rectangle", "cylinder", "sphere"):
+        for fid in splits[cls]["val"]:
+            rgb, d8 = _real_frame(kinect_root, cls, fid)
+            mm = np.where(d8 > 0, d8.astype(np.float64) * 700 / 255, 0)   # the same frame in millimetres
+            want = preprocess(rgb, d8, spec)
+            for good in (mm.astype(np.uint16), mm.astype(np.float32)):   # accepted, about the same input
+                assert np.abs(preprocess(rgb, good, spec) - want).max() <= 2 / 255 + 1e-6, (cls, fid)
+            if n % 25 == 0:
+                with pytest.raises(FrameError, match=r"uint16 depth whose readings all lie in 1\.\.255 .*looks like "
+                                                     r"8-bit depth levels.*expected millimetres \(this model reads 0-700"):
+                    preprocess(rgb, d8.astype(np.uint16), spec)
+                with pytest.raises(FrameError, match=r"float depth with max 0\.[0-9]+ looks like metres; "
+                                                     r"expected millimetres"):
+                    preprocess(rgb, (mm / 1000).astype(np.float32), spec)
+                with pytest.raises(FrameError, match="float depth whose readings all lie in 1..255"):
+                    preprocess(rgb, d8.astype(np.float32), spec)
+            n += 1
+    assert n == 300                                          # 100 val frames per class
+
+
+def test_depth_unit_rule_follows_the_models_range():
+    """A close-range model (far_mm < 510) reads 1..255 mm as millimetres; one whose range ends within
+    20 mm reads small floats; a nearly empty depth frame is the no_depth fault, not a unit error."""
+    from edge_ad.runtime.sensor_faults import frame_faults
+    rgb = np.full((64, 64, 3), 120, np.uint8)
+    close = np.zeros((64, 64), np.uint16)
+    close[16:48, 16:48] = 200                                 # an object 20 cm away, nothing behind it
+    with pytest.raises(FrameError, match="looks like 8-bit depth levels"):
+        preprocess(rgb, close, PreprocessSpec(far_mm=700))
+    assert preprocess(rgb, close, PreprocessSpec(far_mm=300)).shape == (4, 64, 64)
+    assert preprocess(rgb, close.astype(np.float32), PreprocessSpec(far_mm=300)).shape == (4, 64, 64)
+    tiny = close.astype(np.float32) / 100                     # 2 "mm"
+    with pytest.raises(FrameError, match="max 2 looks like metres"):
+        preprocess(rgb, tiny, PreprocessSpec(far_mm=300))
+    assert preprocess(rgb, tiny, PreprocessSpec(far_mm=10)).shape == (4, 64, 64)
+    few = np.zeros((64, 64), np.uint16)
+    few[0, :10] = 200                                          # 0.24% of the pixels: a dead sensor
+    assert [f.name for f in frame_faults(rgb, few, PreprocessSpec())] == ["no_depth"]
+    far = np.full((64, 64), 600, np.uint16)
+    far[:, :32] = 200                                          # some readings past 255 mm: millimetres
+    assert preprocess(rgb, far, PreprocessSpec()).shape == (4, 64, 64)

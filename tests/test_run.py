@@ -271,3 +271,90 @@ def test_a_viewer_that_fails_to_close_is_reported_not_raised(capsys):
 
     run_cmd._close_picture_hook(View().close, linger=True)
     assert "warning: --rerun did not close cleanly: ConnectionError: viewer gone" in capsys.readouterr().err
+
+
+def small_folder(root: Path, kinect_root: Path, ids=("3", "4", "7")) -> Path:
+    import shutil
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for fid in ids:
+        shutil.copy(kinect_root / "rectangle" / "rgb" / f"{fid}.jpg", root / "rgb" / f"{fid}.jpg")
+        shutil.copy(kinect_root / "rectangle" / "depth" / f"{fid}.png", root / "depth" / f"{fid}.png")
+    return root
+
+
+def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinect_root):
+    """Audit 2 #7: without --model a real folder was scored by the synthetic demo model with no word;
+    the results never said which model scored; a second model's run appended to the same --out.
+    Now: a stderr note, the model's identity in the start / resumed events and the summary, and a
+    resume by another model refused with the file unchanged."""
+    import shutil
+
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.manifest import sha256_file
+    demo = run_cmd.demo_model_dir()
+    frames = small_folder(tmp_path / "cam", kinect_root)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", str(frames), "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert f"note: no --model: scoring with the shipped demo model ({demo})" in r.output
+    ident = {"path": str(demo.resolve()), "manifest_sha256": sha256_file(demo / "manifest.json"),
+             "configuration": Scorer.load(demo).config.name}
+    recs = lines(out)
+    assert recs[0] == {"type": "event", "event": "start", "time": recs[0]["time"], "model": ident}
+    assert recs[-1]["type"] == "summary" and recs[-1]["model"] == ident
+    assert [x["index"] for x in recs if x["type"] == "frame"] == [0, 1, 2]
+    r = invoke(["--source", "synth://?n=2", "--out", str(tmp_path / "s.jsonl"), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK and "note: no --model" not in r.output   # the demo's own data
+
+    # the same model from another directory resumes (same manifest): the resumed event names it
+    same = tmp_path / "copy"
+    shutil.copytree(demo, same)
+    r = invoke(["--source", str(frames), "--model", str(same), "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK and "note: no --model" not in r.output, r.output
+    resumed = [x for x in lines(out) if x.get("event") == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["model"] == {**ident, "path": str(same.resolve())}
+    assert [x["index"] for x in lines(out) if x["type"] == "frame"] == [0, 1, 2, 3, 4, 5]
+
+    # another model (its manifest differs: here only its threshold) is refused, the file unchanged
+    other = tmp_path / "other"
+    shutil.copytree(demo, other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["threshold"]["value"] = 2 * man["threshold"]["value"]
+    (other / "manifest.json").write_text(json.dumps(man))
+    before = out.read_bytes()
+    r = invoke(["--source", str(frames), "--model", str(other), "--out", str(out), "-q"])
+    assert r.exit_code == 1, r.output
+    assert f"{out} holds results of another model ({same.resolve()}: manifest_sha256" in r.output, r.output
+    assert "never mixed in one file" in r.output
+    assert out.read_bytes() == before
+    # also when the earlier run was killed before its summary: its start event names the model
+    killed = tmp_path / "killed.jsonl"
+    killed.write_text("".join(line + "\n" for line in before.decode().splitlines()[:4]))
+    assert json.loads(killed.read_text().splitlines()[0])["event"] == "start"
+    r = invoke(["--source", str(frames), "--model", str(other), "--out", str(killed), "-q"])
+    assert r.exit_code == 1 and "holds results of another model" in r.output, r.output
+    # a file of an older edge-ad (no model record) is continued
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"type": "frame", "frame": "1", "index": 0, "score": 0.1}) + "\n")
+    r = invoke(["--source", str(frames), "--model", str(other), "--out", str(old), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert [x["index"] for x in lines(old) if x["type"] == "frame"] == [0, 1, 2, 3]
+
+
+def test_a_labelled_folders_unchecked_normal_class_is_a_warning(tmp_path, kinect_root, stub):
+    """Audit 2 #8: folder://CLASSDIR?normal=TYPO labelled every frame anomalous without a word. A typo
+    beside class folders is refused (test_sources); a folder alone is run, with a warning on stderr
+    and a source_warning event in the results."""
+    lone = small_folder(tmp_path / "lone" / "scratches", kinect_root)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", f"folder://{lone}?normal=widget", "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert ("warning: normal class 'widget' is not this folder's class 'scratches' and no class folder beside "
+            f"it has that name: every frame of {lone} is labelled anomalous") in r.output
+    events = [x for x in lines(out) if x.get("event") == "source_warning"]
+    assert len(events) == 1 and "'widget'" in events[0]["warning"]
+    small_folder(tmp_path / "lone" / "widget", kinect_root)
+    r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
+    assert r.exit_code == 1 and "normal class 'widgte' is neither this folder's class 'scratches' nor one of " \
+                                "its sibling class folders ['widget']" in r.output, r.output

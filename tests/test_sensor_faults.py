@@ -12,7 +12,7 @@ from PIL import Image
 
 from edge_ad.runtime.capture import run_capture
 from edge_ad.runtime.preprocess import PreprocessSpec, SensorLimits
-from edge_ad.runtime.sensor_faults import SensorFaultDetector, frame_faults
+from edge_ad.runtime.sensor_faults import SensorFaultDetector, frame_digest, frame_faults
 from edge_ad.runtime.sources import Frame, Source, open_source
 
 from test_capture import FakeScorer, read_lines  # noqa: E402
@@ -72,7 +72,9 @@ def test_stuck_frames():
     one_px = fr[1].rgb.copy()
     one_px[40, 17, 2] ^= 1                                       # one bit of one pixel differs: not stuck
     assert det.check(one_px, fr[1].depth) == []
-    assert det.check(one_px, fr[1].depth.astype(np.uint16)) == []   # same values, other dtype: not stuck
+    # same values, other dtype: another frame (8-bit levels as uint16 are refused as a unit error now:
+    # test_preprocess.py, so the digest is compared directly)
+    assert frame_digest(one_px, fr[1].depth) != frame_digest(one_px, fr[1].depth.astype(np.uint16))
     lenient = SensorFaultDetector(PreprocessSpec(sensor_faults=SensorLimits(max_identical_frames=2)))
     assert [len(lenient.check(fr[0].rgb, fr[0].depth)) for _ in range(3)] == [0, 0, 1]
 
@@ -224,3 +226,94 @@ def test_black_and_saturated_limits_flag_60_percent_not_40(tmp_path):
     assert {r["frame"]: r["fault"] for r in lines if r["type"] == "error"} == {"black60": "black_rgb",
                                                                                "sat60": "saturated_rgb"}
     assert s["sensor_faults"] == {"black_rgb": 1, "saturated_rgb": 1}
+
+
+def test_limits_never_fire_on_real_frames_with_the_shipped_models_specs(kinect_root):
+    """Scorer.score checks faults by default: the shipped models' own preprocessing (the sphere's
+    centroid alignment moves the frame first) finds none on the 1200 real frames."""
+    from edge_ad.models.checkpoint import read_checkpoint
+    repo = Path(__file__).resolve().parents[1]
+    specs = {c: PreprocessSpec.from_dict(read_checkpoint(repo / "models" / "kinect-rgbd" / f"{c}.pt")["preprocess"])
+             for c in ("rectangle", "cylinder", "sphere")}
+    assert specs["sphere"].align == "centroid"           # not only the default spec
+    n = 0
+    for fid, rgb, d8 in all_kinect_frames(kinect_root):
+        for cls, spec in specs.items():
+            assert frame_faults(rgb, d8, spec) == [], (cls, fid)
+        n += 1
+    assert n == 1200
+
+
+def demo_scorer():
+    from edge_ad.runtime import Scorer, demo_model_dir
+    return Scorer.load(demo_model_dir(), threads=1)
+
+
+def test_scorer_api_reports_sensor_faults_never_scores_them(kinect_root, rng):
+    """Audit 2 #3: Scorer.score scored a dead colour sensor (16 of 20 black sphere frames read as
+    normal). Now it raises SensorFaultError (a FrameError) naming the fault; check_faults=False scores."""
+    from edge_ad.runtime.preprocess import FrameError
+    from edge_ad.runtime.sensor_faults import SensorFaultError
+    sc = demo_scorer()
+    fid, rgb, d8 = next(iter(all_kinect_frames(kinect_root)))
+    assert np.isfinite(sc.score(rgb, d8, seed=0).score)
+    for name, r, d in faulty_variants(rgb, d8, rng):
+        with pytest.raises(SensorFaultError) as e:
+            sc.score(r, d, seed=0)
+        assert isinstance(e.value, FrameError)
+        assert e.value.fault == name and str(e.value).startswith(f"sensor fault {name}:"), str(e.value)
+        assert [f.name for f in e.value.faults][0] == name
+    black = np.zeros_like(rgb)
+    assert np.isfinite(sc.score(black, d8, seed=0, check_faults=False).score)   # the caller's choice
+    # score_batch: per entry, on the batch graphs and frame by frame
+    from edge_ad.runtime import batch_scoring
+    assert batch_scoring.batch_available(sc)
+    for batched in (True, False):
+        if not batched:
+            sc.manifest = {**sc.manifest, "graphs": {k: v for k, v in sc.manifest["graphs"].items()
+                                                     if not k.endswith("_batch")}}
+            assert not batch_scoring.batch_available(sc)
+        got = sc.score_batch([(rgb, d8), (black, d8), (rgb, np.zeros_like(d8))], seeds=[0, 0, 0])
+        assert np.isfinite(got[0].score), batched
+        assert isinstance(got[1], SensorFaultError) and got[1].fault == "black_rgb", (batched, got[1])
+        assert isinstance(got[2], SensorFaultError) and got[2].fault == "no_depth", (batched, got[2])
+        unchecked = sc.score_batch([(rgb, d8), (black, d8)], seeds=[0, 0], check_faults=False)
+        assert all(np.isfinite(r.score) for r in unchecked), batched
+
+
+def test_the_run_loop_checks_each_frame_once(kinect_root, tmp_path, monkeypatch):
+    """run_capture checks faults itself (the stuck check needs the stream) and scores with
+    check_faults=False, through score_uint8 or score: one frame_faults call per frame, and the same
+    lines as before (the fault's error line; the good frames' scores)."""
+    from edge_ad.runtime import sensor_faults
+    calls = []
+    real = sensor_faults.frame_faults
+    monkeypatch.setattr(sensor_faults, "frame_faults", lambda *a, **k: calls.append(1) or real(*a, **k))
+    frames = [Frame(fid, rgb, d8) for fid, rgb, d8 in list(all_kinect_frames(kinect_root))[:3]]
+    frames.insert(1, Frame("black", np.zeros_like(frames[0].rgb), frames[0].depth))
+
+    class Src(Source):
+        uri = "four"
+
+        def __iter__(self):
+            yield from frames
+
+    sc = demo_scorer()
+
+    class ScoreOnly:          # a scorer without score_uint8: the loop calls score(...)
+        preprocess = sc.preprocess
+
+        def score(self, rgb, depth, z0=None, seed=None, check_faults=True):
+            return sc.score(rgb, depth, z0=z0, seed=seed, check_faults=check_faults)
+
+    by_path = {}
+    for name, scorer in (("score_uint8", sc), ("score", ScoreOnly())):
+        calls.clear()
+        s = run_capture(Src(), scorer, threshold=1.0, out=tmp_path / f"{name}.jsonl", handle_signals=False)
+        assert len(calls) == 4, (name, len(calls))
+        assert s["frames_scored"] == 3 and s["sensor_faults"] == {"black_rgb": 1}
+        lines = read_lines(tmp_path / f"{name}.jsonl")
+        err = next(r for r in lines if r["type"] == "error")
+        assert err["frame"] == "black" and err["fault"] == "black_rgb" and err["error"].startswith("sensor fault black_rgb:")
+        by_path[name] = [r["score"] for r in lines if r["type"] == "frame"]
+    np.testing.assert_allclose(by_path["score"], by_path["score_uint8"], rtol=1e-6)

@@ -340,6 +340,55 @@ def test_folder_with_broken_frames_reports_each(tmp_path, kinect_root):
     assert "missing depth" in got[info["missing_depth"]].error
 
 
+def test_folder_reads_upper_case_suffixes_and_names_depth_it_does_not_read(tmp_path, kinect_root):
+    """Audit 2 #6: 3.JPG + 3.PNG were listed, then reported missing; depth saved as 3.npy / 3.tif said
+    only 'missing depth file .../3.png'; the message said (png|jpg) though .jpeg is read too."""
+    src = kinect_root / "rectangle"
+    root = tmp_path / "f"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    shutil.copy(src / "rgb" / "3.jpg", root / "rgb" / "3.JPG")
+    shutil.copy(src / "depth" / "3.png", root / "depth" / "3.PNG")
+    shutil.copy(src / "rgb" / "4.jpg", root / "rgb" / "4.jpeg")
+    shutil.copy(src / "depth" / "4.png", root / "depth" / "4.png")
+    for fid, name in (("7", "7.npy"), ("31", "31.TIF")):
+        shutil.copy(src / "rgb" / f"{fid}.jpg", root / "rgb" / f"{fid}.jpg")
+        (root / "depth" / name).write_bytes(b"depth in a format the folder source does not read")
+    shutil.copy(src / "depth" / "74.png", root / "depth" / "74.png")           # no RGB at all
+    got = {f.id: f for f in open_source(str(root))}
+    assert sorted(got, key=int) == ["3", "4", "7", "31", "74"]
+    for fid in ("3", "4"):
+        assert got[fid].error is None, got[fid].error
+        assert np.array_equal(got[fid].rgb, np.asarray(Image.open(src / "rgb" / f"{fid}.jpg").convert("RGB")))
+        assert np.array_equal(got[fid].depth, np.asarray(Image.open(src / "depth" / f"{fid}.png")))
+    assert got["7"].error == (f"frame 7: missing depth file {root}/depth/7.png; {root}/depth/7.npy exists, but "
+                              "only PNG depth is read (8-bit grey, or 16-bit millimetres)")
+    assert f"{root}/depth/31.TIF exists, but only PNG depth is read" in got["31"].error
+    assert got["74"].error == f"frame 74: missing RGB file {root}/rgb/74.(png|jpg|jpeg)"
+
+
+def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root):
+    """Audit 2 #8: folder://DATA/rectangle?normal=rectangel labelled every rectangle anomalous (the
+    multi-class form refuses the same typo). Beside other class folders a normal that names none of
+    them is refused; the folder's own class and a sibling's are accepted."""
+    from edge_ad.runtime.sources.labelled import LabelledFolderSource
+    for cls in ("rectangle", "sphere"):
+        for sub in ("rgb", "depth"):
+            (tmp_path / cls / sub).mkdir(parents=True)
+        shutil.copy(kinect_root / cls / "rgb" / "3.jpg", tmp_path / cls / "rgb" / "3.jpg")
+        shutil.copy(kinect_root / cls / "depth" / "3.png", tmp_path / cls / "depth" / "3.png")
+    (tmp_path / "notes").mkdir()                                    # not a class folder
+    with pytest.raises(SourceError, match=r"normal class 'rectangel' is neither this folder's class 'rectangle' "
+                                          r"nor one of its sibling class folders \['sphere'\]"):
+        open_source(f"folder://{tmp_path}/rectangle?normal=rectangel")
+    with pytest.raises(SourceError, match="not one of the class folders"):
+        open_source(f"folder://{tmp_path}?normal=rectangel")
+    for normal, anomalous in (("rectangle", False), ("sphere", True)):
+        src = open_source(f"folder://{tmp_path}/rectangle?normal={normal}")
+        assert isinstance(src, LabelledFolderSource) and src.warnings == []
+        assert [f.meta["anomalous"] for f in src] == [anomalous]
+
+
 def test_a_synth_sources_uri_opens_the_same_frames():
     """The uri a synth source reports (results' summary "source") opens it again: the endless one
     said synth://?n=None&..., which open_source refused (int('None'))."""

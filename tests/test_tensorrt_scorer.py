@@ -113,8 +113,9 @@ def test_scorer_tensorrt_equals_onnxruntime_and_caches_engines(model_copy, fake_
     for i in range(2):
         rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
         depth = rng.integers(0, 256, (48, 64), dtype=np.uint8)
-        a = trt_scorer.score(rgb, depth, seed=i)
-        b = ort_scorer.score(rgb, depth, seed=i)
+        # random noise: the backends' numerics, not a scene (the fault check would call it colour_noise)
+        a = trt_scorer.score(rgb, depth, seed=i, check_faults=False)
+        b = ort_scorer.score(rgb, depth, seed=i, check_faults=False)
         np.testing.assert_allclose(a.seed_losses, b.seed_losses, rtol=1e-5)
         np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(a.z, b.z, rtol=1e-5, atol=1e-6)
@@ -225,6 +226,7 @@ def test_scorer_tensorrt_shift_min_runs_the_engine_not_the_batch_graphs(export_t
     rgb = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     depth = np.random.default_rng(3).integers(0, 256, (48, 64), dtype=np.uint8)
     calls.clear()
-    (ra,), (rb,) = s.score_batch([(rgb, depth)], seeds=[1]), o.score_batch([(rgb, depth)], seeds=[1])
+    (ra,), (rb,) = (s.score_batch([(rgb, depth)], seeds=[1], check_faults=False),      # noise: numerics only
+                    o.score_batch([(rgb, depth)], seeds=[1], check_faults=False))
     assert len(calls) == 9 and getattr(s, "_batch_graphs", None) is None
     assert ra.shift == rb.shift and ra.score == pytest.approx(rb.score, rel=1e-5)

@@ -280,7 +280,8 @@ def _close_picture_hook(close, **kwargs) -> None:
                    "a RealSense .db3/.bag, a ROS bag (.mcap/.db3/dir, rosbag://PATH?rgb=&depth=), "
                    "realsense://[serial], oak://[id]. Default: synth://")
 @click.option("--model", type=click.Path(file_okay=False), help="Exported model directory "
-              "(default: the shipped demo model).")
+              "(default: the shipped demo model, trained on synthetic boxes; a note on stderr says so "
+              "for any other source). The results name it; --out written by another model is refused.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
               show_default=True)
 @click.option("--threshold", type=float, help="Anomaly threshold, a number > 0 (default: the model's calibrated one).")
@@ -354,6 +355,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         source = opener()
     except SourceError as e:
         raise click.ClickException(str(e))
+    for warning in getattr(source, "warnings", None) or []:   # e.g. a labelled folder's unchecked normal class
+        click.echo(f"warning: {warning}", err=True)
 
     try:
         scorer = load_scorer(model, backend, trusted_keys) if trusted_keys else load_scorer(model, backend)
@@ -386,6 +389,10 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     except BaseException:
         source.close()
         raise
+    if not model and (camera or not uri.startswith("synth://")):
+        click.echo(f"note: no --model: scoring with the shipped demo model ({demo_model_dir()}), trained on "
+                   "synthetic boxes, not on your scene; pass --model DIR (edge-ad export) for real frames",
+                   err=True)
     if thr is None and not quiet:
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)

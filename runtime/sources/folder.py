@@ -1,4 +1,8 @@
-"""A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.png``, ids matched by stem."""
+"""A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.png``, ids matched by stem.
+
+Suffixes are matched in lower or upper case (``3.JPG``, ``3.PNG``: cameras and Windows tools write
+them). Depth is read from PNG only (8-bit grey, or 16-bit millimetres); a frame whose depth was saved
+in another format (``3.npy``, ``3.tif``, ...) is an error frame that names the file found."""
 from __future__ import annotations
 
 import os
@@ -13,6 +17,9 @@ from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, open_image
 from .base import Frame, Source, SourceError
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEPTH_SUFFIXES = (".png",)
+# depth formats people save that are not read: named when a frame's PNG depth is missing
+OTHER_DEPTH_SUFFIXES = (".npy", ".npz", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".exr", ".raw")
 
 
 def _sort_key(stem: str):
@@ -25,18 +32,37 @@ def list_ids(root: os.PathLike) -> list[str]:
     if not (root / "rgb").is_dir() and not (root / "depth").is_dir():
         raise SourceError(f"{root} is not a frame folder: expected {root}/rgb/ and {root}/depth/")
     stems = set()
-    for sub, sufs in (("rgb", RGB_SUFFIXES), ("depth", (".png",))):
+    for sub, sufs in (("rgb", RGB_SUFFIXES), ("depth", DEPTH_SUFFIXES)):
         if (root / sub).is_dir():
-            stems |= {p.stem for p in (root / sub).iterdir() if p.suffix.lower() in sufs}
+            stems |= {p.stem for p in (root / sub).iterdir() if p.suffix in _spellings(sufs)}
     return sorted(stems, key=_sort_key)
 
 
-def _rgb_path(root: Path, fid: str) -> Optional[Path]:
-    for suf in RGB_SUFFIXES:
-        p = root / "rgb" / f"{fid}{suf}"
-        if p.exists():
+def _spellings(suffixes) -> tuple:
+    """Each suffix in lower and in upper case: (".png", ".PNG", ...)."""
+    return tuple(s for suf in suffixes for s in (suf, suf.upper()))
+
+
+def _find(folder: Path, fid: str, suffixes) -> Optional[Path]:
+    """``folder/<fid><suffix>`` for the first of ``suffixes`` (lower or upper case) that exists."""
+    for suf in _spellings(suffixes):
+        p = folder / f"{fid}{suf}"
+        if p.is_file():
             return p
     return None
+
+
+def _rgb_path(root: Path, fid: str) -> Optional[Path]:
+    return _find(root / "rgb", fid, RGB_SUFFIXES)
+
+
+def _missing_depth(root: Path, fid: str) -> str:
+    """Why frame ``fid`` has no depth: the PNG is missing, and which other depth file is there, if any."""
+    other = _find(root / "depth", fid, OTHER_DEPTH_SUFFIXES)
+    if other is not None:
+        return (f"frame {fid}: missing depth file {root}/depth/{fid}.png; {other} exists, but only PNG depth "
+                "is read (8-bit grey, or 16-bit millimetres)")
+    return f"frame {fid}: missing depth file {root}/depth/{fid}.png"
 
 
 def _open_checked(path: Path, max_pixels, what: str):
@@ -51,11 +77,11 @@ def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tup
     """Read one frame's RGB (H x W x 3 uint8) and depth (H x W uint8/uint16). Raises SourceError,
     also for an image over ``max_pixels`` (from its header, before it is decoded)."""
     root = Path(root)
-    rgb_path, depth_path = _rgb_path(root, fid), root / "depth" / f"{fid}.png"
+    rgb_path, depth_path = _rgb_path(root, fid), _find(root / "depth", fid, DEPTH_SUFFIXES)
     if rgb_path is None:
-        raise SourceError(f"frame {fid}: missing RGB file {root}/rgb/{fid}.(png|jpg)")
-    if not depth_path.exists():
-        raise SourceError(f"frame {fid}: missing depth file {depth_path}")
+        raise SourceError(f"frame {fid}: missing RGB file {root}/rgb/{fid}.(png|jpg|jpeg)")
+    if depth_path is None:
+        raise SourceError(_missing_depth(root, fid))
     try:
         with _open_checked(rgb_path, max_pixels, "RGB") as im:
             rgb = np.asarray(im.convert("RGB"))

@@ -3,7 +3,9 @@
 ``folder://DIR?normal=CLASS[&split=SPLIT]``
 
 * DIR is a frame folder (``DIR/rgb``, ``DIR/depth``): its class is DIR's name, e.g.
-  ``folder://kinect-rgbd/sphere?normal=rectangle`` (every frame anomalous).
+  ``folder://kinect-rgbd/sphere?normal=rectangle`` (every frame anomalous). CLASS must be DIR's name
+  or one of the class folders beside DIR (a typo is refused); when DIR has no class folder beside it,
+  a CLASS other than DIR's name is accepted with a warning (``warnings``, a ``source_warning`` event).
 * DIR holds class folders (``DIR/<class>/rgb``, ...): the frames of every class, class by class,
   e.g. ``folder://kinect-rgbd?normal=rectangle&split=val`` (rectangles normal, the rest anomalies).
 
@@ -32,6 +34,7 @@ class LabelledFolderSource(Source):
 
     def __init__(self, root, normal: str, split: Optional[str] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)
+        self.warnings: list = []   # what the opener should show (edge-ad run prints them on stderr)
         if not normal:
             raise SourceError("a labelled folder needs normal=CLASS (the class the model was trained on)")
         self.normal = normal
@@ -47,13 +50,34 @@ class LabelledFolderSource(Source):
         else:
             raise SourceError(f"cannot open labelled folder {self.root}: no such directory")
         classes = [p.name for p in folders]
+        self.events: list = []     # a warning for the run's results (run_capture writes source events)
         if len(folders) > 1 and normal not in classes:
             raise SourceError(f"normal class {normal!r} is not one of the class folders {classes}")
+        if len(folders) == 1 and normal != self.root.name:
+            self._check_normal_of_one_folder(normal)
         splits = self._splits(split_root, split, classes) if split else {}
         self.parts = []  # [(class, FolderSource)]
         for p in folders:
             self.parts.append((p.name, FolderSource(p, splits.get(p.name), max_pixels=max_pixels)))
         self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
+
+    def _check_normal_of_one_folder(self, normal: str) -> None:
+        """A frame folder whose class is not ``normal`` (all its frames anomalous): ``normal`` must name
+        one of its sibling class folders when it has some (a dataset layout: anything else is a
+        typo, SourceError); without siblings it cannot be checked: ``warnings`` (and a
+        ``source_warning`` event) say so."""
+        parent = self.root.resolve().parent
+        siblings = sorted(p.name for p in parent.iterdir()
+                          if p.is_dir() and _is_frame_folder(p) and p.name != self.root.name)
+        if normal in siblings:
+            return
+        if siblings:
+            raise SourceError(f"normal class {normal!r} is neither this folder's class {self.root.name!r} nor one "
+                              f"of its sibling class folders {siblings}")
+        msg = (f"normal class {normal!r} is not this folder's class {self.root.name!r} and no class folder "
+               f"beside it has that name: every frame of {self.root} is labelled anomalous")
+        self.warnings.append(msg)
+        self.events.append({"event": "source_warning", "warning": msg})
 
     @staticmethod
     def _splits(root: Path, split: str, classes: list) -> dict:
