@@ -342,7 +342,8 @@ def test_folder_with_broken_frames_reports_each(tmp_path, kinect_root):
 
 def test_folder_reads_upper_case_suffixes_and_names_depth_it_does_not_read(tmp_path, kinect_root):
     """Audit 2 #6: 3.JPG + 3.PNG were listed, then reported missing; depth saved as 3.npy / 3.tif said
-    only 'missing depth file .../3.png'; the message said (png|jpg) though .jpeg is read too."""
+    only 'missing depth file .../3.png'; the message said (png|jpg) though .jpeg is read too. Now upper
+    case is read, .npy depth (uint8 / uint16) is read, and other depth files are named."""
     src = kinect_root / "rectangle"
     root = tmp_path / "f"
     (root / "rgb").mkdir(parents=True)
@@ -351,20 +352,34 @@ def test_folder_reads_upper_case_suffixes_and_names_depth_it_does_not_read(tmp_p
     shutil.copy(src / "depth" / "3.png", root / "depth" / "3.PNG")
     shutil.copy(src / "rgb" / "4.jpg", root / "rgb" / "4.jpeg")
     shutil.copy(src / "depth" / "4.png", root / "depth" / "4.png")
-    for fid, name in (("7", "7.npy"), ("31", "31.TIF")):
+    d7 = np.asarray(Image.open(src / "depth" / "7.png"))
+    mm7 = d8_to_mm(d7).astype(">u2")                                             # big-endian on disk
+    for fid, depth in (("7", mm7), ("81", d7), ("84", d7.astype(np.float32)), ("87", None), ("31", None)):
         shutil.copy(src / "rgb" / f"{fid}.jpg", root / "rgb" / f"{fid}.jpg")
-        (root / "depth" / name).write_bytes(b"depth in a format the folder source does not read")
+        if depth is not None:
+            np.save(root / "depth" / f"{fid}.npy", depth)
+    (root / "depth" / "87.npy").write_bytes(b"\x93NUMPY garbage")
+    (root / "depth" / "31.TIF").write_bytes(b"depth in a format the folder source does not read")
     shutil.copy(src / "depth" / "74.png", root / "depth" / "74.png")           # no RGB at all
     got = {f.id: f for f in open_source(str(root))}
-    assert sorted(got, key=int) == ["3", "4", "7", "31", "74"]
+    assert sorted(got, key=int) == ["3", "4", "7", "31", "74", "81", "84", "87"]
     for fid in ("3", "4"):
         assert got[fid].error is None, got[fid].error
         assert np.array_equal(got[fid].rgb, np.asarray(Image.open(src / "rgb" / f"{fid}.jpg").convert("RGB")))
         assert np.array_equal(got[fid].depth, np.asarray(Image.open(src / "depth" / f"{fid}.png")))
-    assert got["7"].error == (f"frame 7: missing depth file {root}/depth/7.png; {root}/depth/7.npy exists, but "
-                              "only PNG depth is read (8-bit grey, or 16-bit millimetres)")
-    assert f"{root}/depth/31.TIF exists, but only PNG depth is read" in got["31"].error
+    assert got["7"].error is None and got["7"].depth.dtype == np.uint16 and np.array_equal(got["7"].depth, d8_to_mm(d7))
+    assert got["81"].error is None and got["81"].depth.dtype == np.uint8 and np.array_equal(got["81"].depth, d7)
+    assert got["84"].error == (f"frame 84: depth {root}/depth/84.npy is float32 {d7.shape}; a .npy depth must be an "
+                               "H x W uint8 (8-bit levels) or uint16 (millimetres) array")
+    assert got["87"].error.startswith(f"frame 87: unreadable depth {root}/depth/87.npy")
+    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.png; {root}/depth/31.TIF exists, but "
+                               "only PNG depth (8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) "
+                               "are read")
     assert got["74"].error == f"frame 74: missing RGB file {root}/rgb/74.(png|jpg|jpeg)"
+    from edge_ad.runtime.sources.folder import _read_npy_depth
+    with pytest.raises(SourceError, match=r"frame 7: depth .*7\.npy of 64x64 = 4,096 pixels exceeds the frame-size "
+                                          r"limit of 1,000 pixels"):       # from the header
+        _read_npy_depth(root / "depth" / "7.npy", "7", max_pixels=1000)
 
 
 def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root):

@@ -1,7 +1,7 @@
 """Frame sources chosen by URI through one dispatch, ``open_source(uri)``.
 
   synth://[?n=N&anomaly_rate=R&seed=S]      built-in renderer (the embedded default)
-  DIR  or  folder://DIR                     <DIR>/rgb/<id>.(png|jpg|jpeg) + <DIR>/depth/<id>.png
+  DIR  or  folder://DIR                     <DIR>/rgb/<id>.(png|jpg|jpeg) + <DIR>/depth/<id>.(png|npy)
   folder://DIR?normal=CLASS[&split=S]       a labelled folder: class folders, truth = class != CLASS
   realsense://[SERIAL][?width=&height=&fps=] a live RealSense camera (pyrealsense2)
   oak://[DEVICE_ID]                         a live OAK-D camera (depthai v3, optional)

@@ -1,8 +1,10 @@
-"""A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.png``, ids matched by stem.
+"""A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.(png|npy)``, ids matched by stem.
 
 Suffixes are matched in lower or upper case (``3.JPG``, ``3.PNG``: cameras and Windows tools write
-them). Depth is read from PNG only (8-bit grey, or 16-bit millimetres); a frame whose depth was saved
-in another format (``3.npy``, ``3.tif``, ...) is an error frame that names the file found."""
+them). Depth is read from ``<id>.png`` (8-bit grey, or 16-bit millimetres) or, when there is no PNG,
+``<id>.npy`` (an H x W uint8 or uint16 array, read without pickle; the frame-size limit is checked
+from its header); a frame whose depth was saved in another format (``3.tif``, ...) is an error frame
+that names the file found."""
 from __future__ import annotations
 
 import os
@@ -13,13 +15,13 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, open_image
+from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, open_image
 from .base import Frame, Source, SourceError
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
-DEPTH_SUFFIXES = (".png",)
-# depth formats people save that are not read: named when a frame's PNG depth is missing
-OTHER_DEPTH_SUFFIXES = (".npy", ".npz", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".exr", ".raw")
+DEPTH_SUFFIXES = (".png", ".npy")
+# depth formats people save that are not read: named when a frame's depth is missing
+OTHER_DEPTH_SUFFIXES = (".npz", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".exr", ".raw")
 
 
 def _sort_key(stem: str):
@@ -61,7 +63,7 @@ def _missing_depth(root: Path, fid: str) -> str:
     other = _find(root / "depth", fid, OTHER_DEPTH_SUFFIXES)
     if other is not None:
         return (f"frame {fid}: missing depth file {root}/depth/{fid}.png; {other} exists, but only PNG depth "
-                "is read (8-bit grey, or 16-bit millimetres)")
+                "(8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) are read")
     return f"frame {fid}: missing depth file {root}/depth/{fid}.png"
 
 
@@ -89,6 +91,8 @@ def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tup
         raise SourceError(f"frame {fid}: {e}") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
+    if depth_path.suffix.lower() == ".npy":
+        return rgb, _read_npy_depth(depth_path, fid, max_pixels)
     try:
         with _open_checked(depth_path, max_pixels, "depth") as im:
             im.load()
@@ -104,6 +108,25 @@ def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tup
     except Exception as e:
         raise SourceError(f"frame {fid}: unreadable depth {depth_path}: {e}") from None
     return rgb, depth
+
+
+def _read_npy_depth(path: Path, fid: str, max_pixels) -> np.ndarray:
+    """Depth from a .npy file: H x W (or H x W x 1) uint8 levels or uint16 millimetres, read without
+    pickle; shape, dtype and the frame-size limit are checked from the header (memory-mapped) before
+    the pixels are read. Raises SourceError naming the file and the problem."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # a corrupt or truncated file, a pickled object array
+        raise SourceError(f"frame {fid}: unreadable depth {path}: {e}") from None
+    shape = arr.shape[:2] if arr.ndim == 3 and arr.shape[2] == 1 else arr.shape
+    if len(shape) != 2 or arr.dtype.newbyteorder("=") not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise SourceError(f"frame {fid}: depth {path} is {arr.dtype} {arr.shape}; a .npy depth must be an H x W "
+                          "uint8 (8-bit levels) or uint16 (millimetres) array")
+    try:
+        check_pixels(shape[1], shape[0], max_pixels, f"depth {path}")
+    except FrameError as e:
+        raise SourceError(f"frame {fid}: {e}") from None
+    return np.array(arr.reshape(shape), dtype=arr.dtype.newbyteorder("="))     # read now, native byte order
 
 
 class FolderSource(Source):
