@@ -17,7 +17,9 @@ frame_timeout_s, rotate_mb, trusted_keys. They are checked before the model load
 (``node_settings``): a bad one ends the node at once (exit 2) with a line naming it, e.g.
 "parameter threshold must be a finite number > 0 (scores are >= 0), or .nan for the model's
 calibrated one; got -1.0". A model that cannot load (corrupt, unsigned with trusted_keys, backend
-missing) ends it with exit 1 and one line naming model_dir and the reason.
+missing) ends it with exit 1 and one line naming model_dir and the reason; so does a results_path
+that holds another model's results (a restart with a new model: both models named; the scores of
+two models are never mixed in one file) or is not a results file (the file is left unchanged).
 
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
 32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair gives
@@ -150,6 +152,20 @@ def node_settings(p: dict) -> dict:
     return out
 
 
+def results_refused_message(e, results_path: str) -> str:
+    """The node's one error line for a results_path that run_capture refused (``e``: a
+    results.ResultsFileError; the file is left unchanged): another model's results (OtherModelError:
+    both models named) or not a results file."""
+    from edge_ad.runtime.results import OtherModelError
+    if isinstance(e, OtherModelError):
+        return (f"results_path {results_path} holds results of the model {e.previous.get('path')}, not of "
+                f"this node's model {e.model.get('path')} ({', '.join(e.differences)}); the scores of two "
+                "models are never mixed in one file: give another results_path, or the model that wrote "
+                "it (the file is left unchanged)")
+    problem = e.problem or str(e)
+    return f"results_path {results_path} {problem}; left unchanged: move it away or give another results_path"
+
+
 def frame_from_msgs(rgb_msg, depth_msg, fid: str) -> Frame:
     """A synchronized (colour, depth) message pair -> Frame; undecodable pairs get ``error``."""
     header = getattr(rgb_msg, "header", None)
@@ -268,6 +284,7 @@ def main(argv: Optional[list] = None) -> int:
     except ImportError:
         from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.capture import run_capture, scorer_threshold
+    from edge_ad.runtime.results import ResultsFileError
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
@@ -328,6 +345,9 @@ def main(argv: Optional[list] = None) -> int:
                               log=node.get_logger().warning,
                               frame_timeout=s["frame_timeout"], rotate_bytes=s["rotate_bytes"])
         node.get_logger().info(f"summary: {summary}")
+    except ResultsFileError as e:   # another model's results, or not a results file: refused, unchanged
+        node.get_logger().error(f"edge-ad ROS 2 node: {results_refused_message(e, s['results_path'])}")
+        return 1
     finally:
         node.destroy_node()
         if rclpy.ok():

@@ -13,8 +13,8 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   newline (not a results file, or someone else's data) is refused with ResultsFileError naming
   the file and what its end holds, and left byte for byte unchanged;
 * with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name) a file whose
-  latest model record names another model is refused (ResultsFileError, file unchanged), and the
-  ``resumed`` event names this run's model;
+  latest model record names another model is refused (OtherModelError, a ResultsFileError; the
+  file unchanged), and the ``resumed`` event names this run's model;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file).
@@ -36,7 +36,26 @@ LINE_START = b'{"type": "'   # how every line a ResultWriter writes begins (json
 
 
 class ResultsFileError(ValueError):
-    """An existing --out file that a run must not append to (it does not end like a results file)."""
+    """An existing --out file that a run must not append to (it does not end like a results file).
+    ``path``: the file; ``problem``: what is wrong with it, without the message's advice (which
+    names edge-ad run's --out; the ROS node says results_path)."""
+
+    def __init__(self, message: str, path: Optional[os.PathLike] = None, problem: Optional[str] = None):
+        super().__init__(message)
+        self.path, self.problem = path, problem
+
+
+class OtherModelError(ResultsFileError):
+    """A results file whose latest model record names another model than the run's.
+    ``previous``: that record's model identity; ``model``: the run's (``Scorer.identity`` dicts);
+    ``differences``: ``model_differences(previous, model)``."""
+
+    def __init__(self, path: os.PathLike, previous: dict, model: dict):
+        self.previous, self.model = previous, model
+        self.differences = model_differences(previous, model)
+        problem = f"holds results of another model ({previous.get('path')}: {', '.join(self.differences)})"
+        super().__init__(f"{path} {problem}; the scores of two models are never mixed in one file: "
+                         "give another --out, or the model that wrote it", path, problem)
 
 
 def rotated_files(path: os.PathLike) -> list:
@@ -217,7 +236,7 @@ class ResultWriter:
             self.write(self.resumed)
 
     def _check_same_model(self, model: dict) -> None:
-        """Refuse (ResultsFileError, the file left unchanged) to append this model's scores to a file
+        """Refuse (OtherModelError, the file left unchanged) to append this model's scores to a file
         whose latest model record (a ``start`` / ``resumed`` event or a summary, in the file or its
         newest rotated file that has one) names another model: scores of two models are never
         mixed in one file. A file without any model record (older edge-ad) is appended to."""
@@ -226,12 +245,8 @@ class ResultWriter:
             rec = last_record(p, "model", _is_identity) if p.stat().st_size else None
             if rec is None:
                 continue
-            diffs = model_differences(rec["model"], model)
-            if diffs:
-                raise ResultsFileError(
-                    f"{self.path} holds results of another model ({rec['model'].get('path')}: "
-                    f"{', '.join(diffs)}); the scores of two models are never mixed in one file: "
-                    "give another --out, or the model that wrote it")
+            if model_differences(rec["model"], model):
+                raise OtherModelError(self.path, rec["model"], model)
             return
 
     def _resume(self) -> bytes:
@@ -246,9 +261,9 @@ class ResultWriter:
                 head = torn_tail(self.path, limit=min(n - zeros, TORN_MAX + 1))
                 problem = torn_problem(n, head, zeros, last_line_start(self.path, size - n))
                 if problem is not None:   # not a torn line of ours: never cut, never appended to
-                    raise ResultsFileError(
-                        f"{self.path} does not look like an edge-ad results file: {problem}. Left unchanged; "
-                        "move it away or give another --out")
+                    problem = f"does not look like an edge-ad results file: {problem}"
+                    raise ResultsFileError(f"{self.path} {problem}. Left unchanged; move it away or give "
+                                           "another --out", self.path, problem)
                 torn, cut = head, n   # the line cut by a kill (NUL bytes off), and every byte cut
                 with open(self.path, "r+b") as f:   # moved out of the file into the resumed event
                     f.truncate(size - n)

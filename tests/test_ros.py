@@ -212,10 +212,11 @@ class _ModelLoaded(Exception):
     """Raised by the fake Scorer.load: the node got as far as loading the model."""
 
 
-def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None) -> dict:
+def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None, scorer=None) -> dict:
     """rclpy, message_filters and the message packages as modules of fakes (rclpy is not on PyPI):
     a Node whose parameters are ``overrides`` over the declared defaults and whose logger records;
-    Scorer.load raises ``load_error`` or _ModelLoaded (records its arguments)."""
+    Scorer.load returns ``scorer`` when given, else raises ``load_error`` or _ModelLoaded (records
+    its arguments)."""
     seen = {"log": [], "load": [], "destroyed": False}
 
     class Node:
@@ -232,10 +233,20 @@ def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None) -> dict
         def destroy_node(self):
             seen["destroyed"] = True
 
+        def create_publisher(self, msg_type, topic, depth):
+            return SimpleNamespace(publish=lambda msg: seen.setdefault(topic, []).append(msg))
+
+    class Synchronizer:
+        def __init__(self, subscribers, queue_size, slop):
+            pass
+
+        def registerCallback(self, callback):
+            pass
+
     mods = {"rclpy": dict(init=lambda args=None: None, ok=lambda: True, shutdown=lambda: None,
                           spin=lambda node: None),
             "rclpy.node": dict(Node=Node), "rclpy.qos": dict(qos_profile_sensor_data=None),
-            "message_filters": dict(Subscriber=object, ApproximateTimeSynchronizer=object),
+            "message_filters": dict(Subscriber=lambda *a, **kw: None, ApproximateTimeSynchronizer=Synchronizer),
             "sensor_msgs": {}, "sensor_msgs.msg": dict(Image=dict, CompressedImage=dict),
             "std_msgs": {}, "std_msgs.msg": dict(Bool=dict, Float32=dict, String=dict)}
     for name, attrs in mods.items():
@@ -247,6 +258,8 @@ def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None) -> dict
 
     def load(cls, model_dir, backend="onnxruntime", **kw):
         seen["load"].append((model_dir, backend, kw))
+        if scorer is not None:
+            return scorer
         raise load_error or _ModelLoaded(model_dir)
 
     monkeypatch.setattr(Scorer, "load", classmethod(load))
@@ -276,6 +289,56 @@ def test_a_model_that_cannot_load_ends_the_node_with_one_line(monkeypatch):
     assert ros2_node.main([]) == 1 and seen["destroyed"] and len(seen["load"]) == 1
     assert [lvl for lvl, _ in seen["log"]] == ["error"], seen["log"]
     assert "cannot load model_dir" in seen["log"][0][1] and "final.onnx: sha256 mismatch" in seen["log"][0][1]
+
+
+class NamedScorer(MapScorer):
+    """MapScorer with a Scorer.identity (which model scores) and a calibrated threshold."""
+
+    threshold = 1.0
+
+    def __init__(self, path: str, manifest_sha256: str):
+        self.identity = {"path": path, "manifest_sha256": manifest_sha256, "configuration": "paper"}
+
+
+def test_a_results_path_of_another_model_ends_the_node_with_one_line(monkeypatch, tmp_path):
+    """A node restarted with another model onto the same results_path: exit 1 and one error line
+    naming results_path and both models, the file unchanged, the node shut down (it was a
+    ResultsFileError traceback out of run_capture); the same model restarted resumes the file."""
+    import edge_ad.runtime.capture as capture
+
+    def run_until_stopped(*args, **kw):   # the real loop, asked to stop before its first frame
+        stop = threading.Event()
+        stop.set()
+        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
+
+    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    results = tmp_path / "results.jsonl"
+    first, other = NamedScorer("/models/first", "a" * 64), NamedScorer("/models/other", "b" * 64)
+    seen = fake_ros(monkeypatch, {"results_path": str(results)}, scorer=first)
+    assert ros2_node.main([]) == 0 and seen["destroyed"]
+    before = results.read_bytes()
+    assert b'"start"' in before and b"/models/first" in before
+
+    seen = fake_ros(monkeypatch, {"results_path": str(results)}, scorer=other)
+    assert ros2_node.main([]) == 1 and seen["destroyed"]
+    errors = [m for lvl, m in seen["log"] if lvl == "error"]
+    assert len(errors) == 1 and "\n" not in errors[0], seen["log"]
+    assert f"results_path {results} holds results of the model /models/first" in errors[0], errors[0]
+    assert "not of this node's model /models/other" in errors[0] and "give another results_path" in errors[0]
+    assert results.read_bytes() == before
+
+    seen = fake_ros(monkeypatch, {"results_path": str(results)}, scorer=first)   # the same model again
+    assert ros2_node.main([]) == 0 and not [m for lvl, m in seen["log"] if lvl == "error"], seen["log"]
+    after = results.read_bytes()
+    assert after.startswith(before) and b'"resumed"' in after[len(before):]
+
+    notes = tmp_path / "notes.txt"    # not a results file: refused, unchanged, results_path named
+    notes.write_bytes(b"someone's notes, no newline")
+    seen = fake_ros(monkeypatch, {"results_path": str(notes)}, scorer=first)
+    assert ros2_node.main([]) == 1 and seen["destroyed"]
+    errors = [m for lvl, m in seen["log"] if lvl == "error"]
+    assert len(errors) == 1 and f"results_path {notes} does not look like an edge-ad results file" in errors[0]
+    assert "--out" not in errors[0] and notes.read_bytes() == b"someone's notes, no newline"
 
 
 def test_node_without_ros_says_why():
