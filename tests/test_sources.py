@@ -3,6 +3,7 @@
 and the URI dispatch's errors."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -380,6 +381,48 @@ def test_folder_reads_upper_case_suffixes_and_names_depth_it_does_not_read(tmp_p
     with pytest.raises(SourceError, match=r"frame 7: depth .*7\.npy of 64x64 = 4,096 pixels exceeds the frame-size "
                                           r"limit of 1,000 pixels"):       # from the header
         _read_npy_depth(root / "depth" / "7.npy", "7", max_pixels=1000)
+
+
+def test_folder_reads_mixed_case_suffixes_without_listing_per_frame(tmp_path, kinect_root, monkeypatch):
+    """3.Jpg / 3.Png (a mixed-case suffix) was neither listed nor read: only lower and upper case were.
+    Now any case is read, by trying each spelling (no listing of the folder per frame: reading the
+    frames works with listing disabled); PNG depth is still preferred over .npy, and a depth format
+    that is not read is still named in any case."""
+    src = kinect_root / "rectangle"
+    root = tmp_path / "f"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    d5 = np.asarray(Image.open(src / "depth" / "5.png"))
+    # (6.PnG is a JPEG under a PNG name: Pillow reads the content, whatever the suffix)
+    for fid, rgb_name, depth_name in (("3", "3.Jpg", "3.Png"), ("4", "4.jPeG", "4.pNG"), ("5", "5.jpG", "5.Npy"),
+                                      ("6", "6.PnG", "6.PNg"), ("31", "31.JPEG", "31.Tif")):
+        shutil.copy(src / "rgb" / f"{fid}.jpg", root / "rgb" / rgb_name)
+        if depth_name.lower().endswith(".png"):
+            shutil.copy(src / "depth" / f"{fid}.png", root / "depth" / depth_name)
+        elif depth_name.lower().endswith(".npy"):
+            with open(root / "depth" / depth_name, "wb") as f:
+                np.save(f, d5)
+        else:
+            (root / "depth" / depth_name).write_bytes(b"not read")
+    with open(root / "depth" / "3.nPy", "wb") as f:        # PNG depth preferred when both exist
+        np.save(f, np.zeros_like(d5))
+    source = open_source(str(root))
+    assert source.ids == ["3", "4", "5", "6", "31"]
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("the folder was listed while reading a frame")
+
+    monkeypatch.setattr(Path, "iterdir", no_listing)
+    monkeypatch.setattr(os, "scandir", no_listing)
+    monkeypatch.setattr(os, "listdir", no_listing)
+    got = {f.id: f for f in source}
+    for fid in ("3", "4", "5", "6"):
+        assert got[fid].error is None, got[fid].error
+        assert np.array_equal(got[fid].rgb, np.asarray(Image.open(src / "rgb" / f"{fid}.jpg").convert("RGB")))
+        assert np.array_equal(got[fid].depth, np.asarray(Image.open(src / "depth" / f"{fid}.png"))), fid
+    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.png; {root}/depth/31.Tif exists, but "
+                               "only PNG depth (8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) "
+                               "are read")
 
 
 def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root):

@@ -1,12 +1,14 @@
 """A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.(png|npy)``, ids matched by stem.
 
-Suffixes are matched in lower or upper case (``3.JPG``, ``3.PNG``: cameras and Windows tools write
+Suffixes are matched in any case (``3.JPG``, ``3.PNG``, ``3.Jpg``: cameras and Windows tools write
 them). Depth is read from ``<id>.png`` (8-bit grey, or 16-bit millimetres) or, when there is no PNG,
 ``<id>.npy`` (an H x W uint8 or uint16 array, read without pickle; the frame-size limit is checked
 from its header); a frame whose depth was saved in another format (``3.tif``, ...) is an error frame
 that names the file found."""
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import time
 from pathlib import Path
@@ -36,17 +38,25 @@ def list_ids(root: os.PathLike) -> list[str]:
     stems = set()
     for sub, sufs in (("rgb", RGB_SUFFIXES), ("depth", DEPTH_SUFFIXES)):
         if (root / sub).is_dir():
-            stems |= {p.stem for p in (root / sub).iterdir() if p.suffix in _spellings(sufs)}
+            spellings = set(_spellings(sufs))
+            stems |= {p.stem for p in (root / sub).iterdir() if p.suffix in spellings}
     return sorted(stems, key=_sort_key)
 
 
-def _spellings(suffixes) -> tuple:
-    """Each suffix in lower and in upper case: (".png", ".PNG", ...)."""
-    return tuple(s for suf in suffixes for s in (suf, suf.upper()))
+@functools.lru_cache(maxsize=None)
+def _spellings(suffixes: tuple) -> tuple:
+    """Every case spelling of each suffix, suffix by suffix: lower, upper, then mixed case
+    (".png", ".PNG", ".Png", ..., ".jpg", ...): the one definition of "suffixes match in any case"."""
+    out = []
+    for suf in suffixes:
+        mixed = ("".join(t) for t in itertools.product(*({c.lower(), c.upper()} for c in suf)))
+        out += [suf.lower(), suf.upper()] + sorted(set(mixed) - {suf.lower(), suf.upper()})
+    return tuple(out)
 
 
-def _find(folder: Path, fid: str, suffixes) -> Optional[Path]:
-    """``folder/<fid><suffix>`` for the first of ``suffixes`` (lower or upper case) that exists."""
+def _find(folder: Path, fid: str, suffixes: tuple) -> Optional[Path]:
+    """``folder/<fid><suffix>`` for the first of ``suffixes`` (in any case) that exists; a few stat
+    calls per frame (lower and upper case first), never a listing of the folder."""
     for suf in _spellings(suffixes):
         p = folder / f"{fid}{suf}"
         if p.is_file():
