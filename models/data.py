@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+import warnings
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
-from edge_ad.runtime.sources.folder import list_ids, read_pair
+from edge_ad.runtime.sources.folder import LevelsWatch, list_ids, read_pair_from
 from edge_ad.runtime.sources.synth import render_set
 
 KINECT_CLASSES = ("rectangle", "cylinder", "sphere")
@@ -23,19 +24,26 @@ class DataError(ValueError):
 
 
 def load_folder(root: os.PathLike, ids: Optional[Sequence] = None,
-                spec: PreprocessSpec = PreprocessSpec()) -> tuple[list[str], np.ndarray]:
-    """Read frames of a folder source -> (ids, uint8 (N, R, R, 4)). Unreadable frames raise DataError."""
+                spec: PreprocessSpec = PreprocessSpec(),
+                on_warning: Optional[Callable[[str], None]] = None) -> tuple[list[str], np.ndarray]:
+    """Read frames of a folder source -> (ids, uint8 (N, R, R, 4)). Unreadable frames raise DataError.
+    16-bit PNG depth that looks like 8-bit levels (``LevelsWatch``) is read as millimetres and said
+    once to ``on_warning`` (default: ``warnings.warn``)."""
     root = Path(root)
     ids = [str(i) for i in ids] if ids is not None else list_ids(root)
     if not ids:
         raise DataError(f"no frames in {root}")
     out = np.empty((len(ids), spec.resolution, spec.resolution, 4), np.uint8)
+    levels = LevelsWatch()
     for n, fid in enumerate(ids):
         try:
-            rgb, depth = read_pair(root, fid)
+            rgb, depth, depth_path = read_pair_from(root, fid)
             out[n] = frame_to_uint8(rgb, depth, spec)
         except Exception as e:
             raise DataError(str(e)) from None
+        warning = levels.observe(depth, depth_path)
+        if warning:
+            (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(warning)
     return ids, out
 
 

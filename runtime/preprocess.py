@@ -8,9 +8,9 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   depth  H x W uint8 (already 8-bit, as in kinect-rgbd: larger = farther, 0 = background)
          or H x W uint16 / float millimetres (0 = no reading). Millimetres are mapped to 8 bits as
          255 * (d - near_mm) / (far_mm - near_mm); readings outside [near_mm, far_mm] are background.
-         Depth in another unit is refused (FrameError, ``check_depth_unit``): float readings all
-         <= 20 (metres), or readings all <= 255 for a model whose range reaches past 510 mm (8-bit
-         levels in a uint16 PNG).
+         Depth in metres is refused (FrameError, ``check_depth_unit``): float readings all <= 20.
+         uint16 / float readings all within 1..255 are millimetres (a close-range scene), never
+         refused; the folder source warns when 16-bit PNGs look like 8-bit levels (``sources/folder.py``).
   Background pixels (depth 0 after mapping) are black in RGB when ``mask_rgb_background``,
   as the capture of kinect-rgbd did.
   Centre-crop to a square, resize to ``resolution`` (area for downscale), then
@@ -231,34 +231,26 @@ def _check_rgb(rgb) -> np.ndarray:
     return rgb
 
 
-LEVEL_MAX = 255       # the largest 8-bit depth level
 METRES_MAX = 20.0     # float readings that all lie at or below this many "mm" are metres (module docstring)
 
 
 def check_depth_unit(d: np.ndarray, dtype, spec: PreprocessSpec) -> None:
-    """Raise FrameError for depth d (H x W float64 of a uint16 or float frame) whose readings cannot be
-    millimetres, naming the unit it looks like:
-      * float readings all <= METRES_MAX (20): metres; a millimetre frame would put the whole scene
-        within 2 cm of the camera, closer than any RGB-D camera measures (unless the model's own
-        range ends there: far_mm <= 20);
-      * readings all <= 255 while the model's range reaches past 2 x 255 mm (far_mm >= 510; kinect-rgbd:
-        700): 8-bit depth levels stored in 16 bits (or float); in millimetres nothing in the whole
-        frame would lie past 25.5 cm, in the nearest part of a range the model was trained on.
-    A frame with too few readings to judge (fewer than ``sensor_faults.min_valid_depth`` of the
-    pixels: the ``no_depth`` fault reports it) and a model range that such readings fit are accepted."""
+    """Raise FrameError for float depth d (H x W float64 of a float frame) in metres: readings all
+    <= METRES_MAX (20); a millimetre frame would put the whole scene within 2 cm of the camera, closer
+    than any RGB-D camera measures (unless the model's own range ends there: far_mm <= 20).
+    Small uint16 / float readings (all within 1..255) are millimetres: a close-range camera or an
+    object lifted towards it, accepted. A frame with too few readings to judge (fewer than
+    ``sensor_faults.min_valid_depth`` of the pixels: the ``no_depth`` fault reports it) is accepted."""
+    if not np.issubdtype(dtype, np.floating):
+        return
     valid = d > 0
     n = int(np.count_nonzero(valid))
     if n == 0 or n < spec.sensor_faults.min_valid_depth * d.size:
         return
     top = float(d.max())              # the farthest reading (readings are > 0, the rest <= 0)
-    kind = "float" if np.issubdtype(dtype, np.floating) else str(np.dtype(dtype))
-    want = f"expected millimetres (this model reads {spec.near_mm:g}-{spec.far_mm:g} mm)"
-    if kind == "float" and top <= METRES_MAX < spec.far_mm:
-        raise FrameError(f"float depth with max {top:.3g} looks like metres; {want}: multiply by 1000")
-    if top <= LEVEL_MAX and spec.far_mm >= 2 * LEVEL_MAX:
-        raise FrameError(f"{kind} depth whose readings all lie in 1..{LEVEL_MAX} (max {top:g}) looks like 8-bit "
-                         f"depth levels stored as {kind}; {want}, and no reading lies past {LEVEL_MAX} mm: "
-                         "pass 8-bit levels as uint8")
+    if top <= METRES_MAX < spec.far_mm:
+        raise FrameError(f"float depth with max {top:.3g} looks like metres; expected millimetres "
+                         f"(this model reads {spec.near_mm:g}-{spec.far_mm:g} mm): multiply by 1000")
 
 
 def depth_to_8bit(depth, spec: PreprocessSpec) -> np.ndarray:

@@ -94,27 +94,31 @@ def test_depth_in_another_unit_is_refused_naming_it(kinect_root):
             for good in (mm.astype(np.uint16), mm.astype(np.float32)):   # accepted, about the same input
                 assert np.abs(preprocess(rgb, good, spec) - want).max() <= 2 / 255 + 1e-6, (cls, fid)
             if n % 25 == 0:
-                with pytest.raises(FrameError, match=r"uint16 depth whose readings all lie in 1\.\.255 .*looks like "
-                                                     r"8-bit depth levels.*expected millimetres \(this model reads 0-700"):
-                    preprocess(rgb, d8.astype(np.uint16), spec)
                 with pytest.raises(FrameError, match=r"float depth with max 0\.[0-9]+ looks like metres; "
-                                                     r"expected millimetres"):
+                                                     r"expected millimetres \(this model reads 0-700 mm\)"):
                     preprocess(rgb, (mm / 1000).astype(np.float32), spec)
-                with pytest.raises(FrameError, match="float depth whose readings all lie in 1..255"):
-                    preprocess(rgb, d8.astype(np.float32), spec)
+                # readings all within 1..255 are millimetres (a close-range scene), not refused (review 15 #1)
+                as_mm = np.where(d8 > 0, np.clip(np.rint(d8.astype(np.float64) * 255 / 700), 1, 255), 0)
+                for small in (d8.astype(np.uint16), d8.astype(np.float32)):
+                    assert np.array_equal(depth_to_8bit(small, spec), as_mm), (cls, fid)
             n += 1
     assert n == 300                                          # 100 val frames per class
 
 
 def test_depth_unit_rule_follows_the_models_range():
-    """A close-range model (far_mm < 510) reads 1..255 mm as millimetres; one whose range ends within
-    20 mm reads small floats; a nearly empty depth frame is the no_depth fault, not a unit error."""
+    """Readings all within 1..255 mm are millimetres for every model range (review 15 #1: they were
+    refused as 8-bit levels when far_mm >= 510, though a close-range camera, a part lifted towards the
+    camera or a hand give them); one whose range ends within 20 mm reads small floats; a nearly empty
+    depth frame is the no_depth fault, not a unit error."""
     from edge_ad.runtime.sensor_faults import frame_faults
     rgb = np.full((64, 64, 3), 120, np.uint8)
     close = np.zeros((64, 64), np.uint16)
     close[16:48, 16:48] = 200                                 # an object 20 cm away, nothing behind it
-    with pytest.raises(FrameError, match="looks like 8-bit depth levels"):
-        preprocess(rgb, close, PreprocessSpec(far_mm=700))
+    for d in (close, close.astype(np.float32)):
+        x = preprocess(rgb, d, PreprocessSpec(far_mm=700))
+        assert x.shape == (4, 64, 64)
+        assert np.allclose(x[3, 16:48, 16:48], (73 / 255 - 0.5) / 0.5)  # 200 mm of 0-700: level 73
+        assert frame_faults(rgb, d, PreprocessSpec(far_mm=700)) == []
     assert preprocess(rgb, close, PreprocessSpec(far_mm=300)).shape == (4, 64, 64)
     assert preprocess(rgb, close.astype(np.float32), PreprocessSpec(far_mm=300)).shape == (4, 64, 64)
     tiny = close.astype(np.float32) / 100                     # 2 "mm"

@@ -16,7 +16,7 @@ from edge_ad.commands import run as run_cmd
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 from edge_ad.runtime.sources import find_cameras
 
-from test_sources import make_broken_folder  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_sources import close_range_folder, make_broken_folder  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 class StubScorer:
@@ -340,6 +340,24 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
     r = invoke(["--source", str(frames), "--model", str(other), "--out", str(old), "-q"])
     assert r.exit_code == run_cmd.EXIT_OK, r.output
     assert [x["index"] for x in lines(old) if x["type"] == "frame"] == [0, 1, 2, 3]
+
+
+def test_close_range_16bit_mm_frames_are_scored_with_one_warning(tmp_path, kinect_root, stub):
+    """Review 15 #1: 16-bit PNG millimetres all within 25.5 cm were 'error' lines ('looks like 8-bit
+    depth levels', exit 3). Now every frame is scored, and the possible 8-bit levels are said once: on
+    stderr and as a source_warning event in the results (written before the frame that triggered it)."""
+    root = close_range_folder(tmp_path / "wrist", kinect_root)
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", str(root), "--out", str(out), "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    recs = lines(out)
+    assert [x["frame"] for x in recs if x["type"] == "frame"] == ["3", "4", "7", "8"]
+    assert not [x for x in recs if x["type"] == "error"] and recs[-1]["frames_scored"] == 4
+    events = [x for x in recs if x.get("event") == "source_warning"]
+    assert len(events) == 1 and "16-bit PNGs whose readings all lie in 1..255" in events[0]["warning"]
+    assert r.output.count("warning: depth ") == 1 and events[0]["warning"] in r.output
+    order = [x.get("frame") or x.get("event") for x in recs if x["type"] in ("frame", "event")]
+    assert order.index("source_warning") == order.index("7") - 1           # LEVELS_RUN = 3 frames
 
 
 def test_a_labelled_folders_unchecked_normal_class_is_a_warning(tmp_path, kinect_root, stub):

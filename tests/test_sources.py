@@ -373,7 +373,7 @@ def test_folder_reads_upper_case_suffixes_and_names_depth_it_does_not_read(tmp_p
     assert got["84"].error == (f"frame 84: depth {root}/depth/84.npy is float32 {d7.shape}; a .npy depth must be an "
                                "H x W uint8 (8-bit levels) or uint16 (millimetres) array")
     assert got["87"].error.startswith(f"frame 87: unreadable depth {root}/depth/87.npy")
-    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.png; {root}/depth/31.TIF exists, but "
+    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.(png|npy); {root}/depth/31.TIF exists, but "
                                "only PNG depth (8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) "
                                "are read")
     assert got["74"].error == f"frame 74: missing RGB file {root}/rgb/74.(png|jpg|jpeg)"
@@ -420,9 +420,60 @@ def test_folder_reads_mixed_case_suffixes_without_listing_per_frame(tmp_path, ki
         assert got[fid].error is None, got[fid].error
         assert np.array_equal(got[fid].rgb, np.asarray(Image.open(src / "rgb" / f"{fid}.jpg").convert("RGB")))
         assert np.array_equal(got[fid].depth, np.asarray(Image.open(src / "depth" / f"{fid}.png"))), fid
-    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.png; {root}/depth/31.Tif exists, but "
+    assert got["31"].error == (f"frame 31: missing depth file {root}/depth/31.(png|npy); {root}/depth/31.Tif exists, but "
                                "only PNG depth (8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) "
                                "are read")
+
+
+def close_range_folder(root: Path, kinect_root: Path, ids=("3", "4", "7", "8"), cls: str = "rectangle") -> Path:
+    """A folder of real kinect frames whose depth is 16-bit PNG millimetres all within 25 cm: each
+    level d of 1..255 becomes round(d * 250 / 255) mm (a close-range camera's scene)."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for fid in ids:
+        shutil.copy(kinect_root / cls / "rgb" / f"{fid}.jpg", root / "rgb" / f"{fid}.jpg")
+        d8 = np.asarray(Image.open(kinect_root / cls / "depth" / f"{fid}.png"))
+        mm = np.where(d8 > 0, np.maximum(np.rint(d8.astype(np.float64) * 250 / 255), 1), 0).astype(np.uint16)
+        Image.fromarray(mm).save(root / "depth" / f"{fid}.png")
+    return root
+
+
+def test_close_range_16bit_depth_is_read_as_mm_with_one_warning(tmp_path, kinect_root):
+    """Review 15 #1: 16-bit PNG millimetres all within 1..255 (a wrist camera) were refused as 8-bit
+    levels in scoring and training. Now they are read as millimetres; the folder source says once
+    (``warnings`` and a ``source_warning`` event) that they might be 8-bit levels, after LEVELS_RUN
+    frames in a row; a frame with a reading past 255 mm starts the count again; 8-bit PNGs and .npy
+    never count."""
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+    from edge_ad.runtime.sources.folder import LEVELS_RUN, FolderSource, LevelsWatch
+    root = close_range_folder(tmp_path / "wrist", kinect_root)
+    assert Image.open(root / "depth" / "3.png").mode.startswith("I")
+    src = open_source(str(root))
+    assert src.warnings == [] and src.events == []
+    frames = []
+    for fr in src:
+        assert fr.error is None and fr.depth.dtype == np.uint16 and 0 < fr.depth.max() <= 255
+        assert preprocess(fr.rgb, fr.depth, PreprocessSpec()).shape == (4, 64, 64)     # scored as mm
+        frames.append(fr)
+        assert len(src.warnings) == (len(frames) >= LEVELS_RUN)                       # once, after LEVELS_RUN
+    assert len(frames) == 4 and len(src.events) == 1
+    assert src.events[0] == {"event": "source_warning", "warning": src.warnings[0]}
+    assert src.warnings[0].startswith(f"depth {root}/depth/{frames[LEVELS_RUN - 1].id}.png and the "
+                                      f"{LEVELS_RUN - 1} frames before it are 16-bit PNGs whose readings all lie "
+                                      "in 1..255")
+    assert "read as millimetres" in src.warnings[0] and "save them as 8-bit PNGs" in src.warnings[0]
+    # the count: a far reading resets it, empty frames and other files do not count
+    w = LevelsWatch()
+    small, far, empty = np.full((4, 4), 200, np.uint16), np.full((4, 4), 600, np.uint16), np.zeros((4, 4), np.uint16)
+    png, npy = Path("d/1.png"), Path("d/1.npy")
+    seq = [(small, png), (small, png), (far, png), (small, png), (empty, png), (small, npy),
+           (small.astype(np.uint8), png), (small, png)]
+    assert [w.observe(d, p) for d, p in seq] == [None] * len(seq)
+    assert w.observe(small, Path("d/9.PNG")) is not None and w.observe(small, png) is None   # said once
+    # a labelled folder passes the warning on
+    labelled = open_source(f"folder://{root}?normal=wrist")
+    assert len(list(labelled)) == 4 and [e["event"] for e in labelled.events] == ["source_warning"]
+    assert labelled.warnings == [e["warning"] for e in labelled.events]
 
 
 def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from edge_ad.cli import main
 from edge_ad.models import load_generator, read_checkpoint
@@ -172,3 +173,25 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, rect_trai
     assert read_checkpoint(tmp_path / "last.pt")["train"]["epoch"] == 2
     with pytest.raises(ValueError, match="different configuration"):   # now recorded as 0.0: 0.1 is refused
         train(arr, tmp_path, TrainConfig(epochs=3, **{**kw, "white_balance": 0.1}), **quiet)
+
+
+def test_train_command_reads_a_close_range_16bit_mm_folder(tmp_path, kinect_root):
+    """Review 15 #1: a 16-bit PNG millimetre dataset all within 25.5 cm (a wrist camera) could not be
+    trained on ('looks like 8-bit depth levels', and near_mm / far_mm cannot be set in training). Now it
+    trains, its depth read as millimetres, with one warning that the PNGs might hold 8-bit levels."""
+    from test_sources import close_range_folder  # tests/ is on sys.path under pytest
+
+    from edge_ad.models.data import load_folder
+    ids = sorted(int(p.stem) for p in (kinect_root / "rectangle" / "rgb").glob("*.jpg"))[:8]
+    root = close_range_folder(tmp_path / "wrist", kinect_root, ids=[str(i) for i in ids])
+    said = []
+    _, arr = load_folder(root, on_warning=said.append)
+    mm = np.stack([np.asarray(Image.open(root / "depth" / f"{i}.png")) for i in ids]).astype(np.float64)
+    assert np.array_equal(arr[..., 3], np.where(mm > 0, np.clip(np.rint(mm * 255 / 700), 1, 255), 0))
+    assert len(said) == 1 and "16-bit PNGs whose readings all lie in 1..255" in said[0]
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--data", str(root), "--out", str(out), "--epochs", "1", "--width", "4",
+                                  "--batch-size", "8", "--sample-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("warning: depth ") == 1 and "read as millimetres" in r.output
+    assert (out / "last.pt").is_file()

@@ -355,7 +355,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         source = opener()
     except SourceError as e:
         raise click.ClickException(str(e))
-    for warning in getattr(source, "warnings", None) or []:   # e.g. a labelled folder's unchecked normal class
+    warned = list(getattr(source, "warnings", None) or [])
+    for warning in warned:   # e.g. a labelled folder's unchecked normal class
         click.echo(f"warning: {warning}", err=True)
 
     try:
@@ -419,6 +420,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             _close_picture_hook(disp.close)
         if view is not None:
             _close_picture_hook(view.close, linger=sys.stdin.isatty())
+    for warning in (getattr(source, "warnings", None) or [])[len(warned):]:   # said while reading, e.g. 16-bit
+        click.echo(f"warning: {warning}", err=True)                          # PNG depth like 8-bit levels
     click.echo(_summary_text(summary))
     if contact is not None:   # a picture never ends a run: a sheet that cannot be written is reported
         try:

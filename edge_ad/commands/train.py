@@ -65,7 +65,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             ids, arr = load_kinect(data, cls, split)
             summary = summarize(ids, arr, str(Path(data).resolve()), dataset="kinect-rgbd", cls=cls, split=split)
         elif data:
-            ids, arr = load_folder(data)
+            ids, arr = load_folder(data, on_warning=lambda m: click.echo(f"warning: {m}", err=True))
             summary = summarize(ids, arr, str(Path(data).resolve()))
         else:
             raise click.UsageError("give --data (with --class for kinect-rgbd) or --synth N")

@@ -72,9 +72,9 @@ def _missing_depth(root: Path, fid: str) -> str:
     """Why frame ``fid`` has no depth: the PNG is missing, and which other depth file is there, if any."""
     other = _find(root / "depth", fid, OTHER_DEPTH_SUFFIXES)
     if other is not None:
-        return (f"frame {fid}: missing depth file {root}/depth/{fid}.png; {other} exists, but only PNG depth "
+        return (f"frame {fid}: missing depth file {root}/depth/{fid}.(png|npy); {other} exists, but only PNG depth "
                 "(8-bit grey, or 16-bit millimetres) and .npy depth (uint8 or uint16) are read")
-    return f"frame {fid}: missing depth file {root}/depth/{fid}.png"
+    return f"frame {fid}: missing depth file {root}/depth/{fid}.(png|npy)"
 
 
 def _open_checked(path: Path, max_pixels, what: str):
@@ -88,6 +88,12 @@ def _open_checked(path: Path, max_pixels, what: str):
 def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Read one frame's RGB (H x W x 3 uint8) and depth (H x W uint8/uint16). Raises SourceError,
     also for an image over ``max_pixels`` (from its header, before it is decoded)."""
+    rgb, depth, _ = read_pair_from(root, fid, max_pixels)
+    return rgb, depth
+
+
+def read_pair_from(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tuple:
+    """``read_pair`` plus the depth file read: (rgb, depth, depth path)."""
     root = Path(root)
     rgb_path, depth_path = _rgb_path(root, fid), _find(root / "depth", fid, DEPTH_SUFFIXES)
     if rgb_path is None:
@@ -102,7 +108,7 @@ def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tup
     except Exception as e:  # PIL raises many types for corrupt files
         raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
     if depth_path.suffix.lower() == ".npy":
-        return rgb, _read_npy_depth(depth_path, fid, max_pixels)
+        return rgb, _read_npy_depth(depth_path, fid, max_pixels), depth_path
     try:
         with _open_checked(depth_path, max_pixels, "depth") as im:
             im.load()
@@ -117,7 +123,7 @@ def read_pair(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -> tup
         raise SourceError(str(e) if str(e).startswith("frame ") else f"frame {fid}: {e}") from None
     except Exception as e:
         raise SourceError(f"frame {fid}: unreadable depth {depth_path}: {e}") from None
-    return rgb, depth
+    return rgb, depth, depth_path
 
 
 def _read_npy_depth(path: Path, fid: str, max_pixels) -> np.ndarray:
@@ -139,14 +145,49 @@ def _read_npy_depth(path: Path, fid: str, max_pixels) -> np.ndarray:
     return np.array(arr.reshape(shape), dtype=arr.dtype.newbyteorder("="))     # read now, native byte order
 
 
+LEVELS_RUN = 3   # consecutive 16-bit PNG depth frames with every reading in 1..255 before LevelsWatch warns
+
+
+class LevelsWatch:
+    """Says once when 16-bit PNG depth looks like 8-bit depth levels saved in 16 bits (kinect-rgbd's
+    levels written by a 16-bit tool): ``LEVELS_RUN`` frames in a row whose every reading lies in
+    1..255. Such frames are still read as millimetres (a close-range camera gives the same readings),
+    so this is a warning, never a refusal. Frames without readings neither count nor break the run."""
+
+    def __init__(self):
+        self.run = 0
+        self.warned = False
+
+    def observe(self, depth: np.ndarray, path: Path) -> Optional[str]:
+        """The warning text the first time the run reaches LEVELS_RUN frames, else None.
+        ``depth``: H x W as read from ``path``."""
+        if self.warned or depth.dtype != np.uint16 or path.suffix.lower() != ".png":
+            return None
+        top = int(depth.max()) if depth.size else 0
+        if top == 0:
+            return None
+        self.run = self.run + 1 if top <= 255 else 0
+        if self.run < LEVELS_RUN:
+            return None
+        self.warned = True
+        return (f"depth {path} and the {LEVELS_RUN - 1} frames before it are 16-bit PNGs whose readings all lie "
+                f"in 1..255 (max {top}): they are read as millimetres (a scene within 25.5 cm); if they "
+                "hold 8-bit depth levels, save them as 8-bit PNGs (mode L)")
+
+
 class FolderSource(Source):
-    """Frames of a folder in id order; unreadable frames are yielded with ``error`` set."""
+    """Frames of a folder in id order; unreadable frames are yielded with ``error`` set.
+    ``warnings`` / ``events`` (a ``source_warning`` event, written into the run's results): 16-bit
+    PNG depth that looks like 8-bit levels (``LevelsWatch``), said once."""
 
     def __init__(self, root: os.PathLike, ids: Optional[Iterable] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)
         self.max_pixels = max_pixels
         self.uri = str(root)
         self.ids = [str(i) for i in ids] if ids is not None else list_ids(self.root)
+        self.warnings: list = []
+        self.events: list = []
+        self._levels = LevelsWatch()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -155,8 +196,12 @@ class FolderSource(Source):
         for fid in self.ids:
             t = time.time()
             try:
-                rgb, depth = read_pair(self.root, fid, self.max_pixels)
+                rgb, depth, depth_path = read_pair_from(self.root, fid, self.max_pixels)
             except SourceError as e:
                 yield Frame(fid, None, None, t, error=str(e))
                 continue
+            warning = self._levels.observe(depth, depth_path)
+            if warning:
+                self.warnings.append(warning)
+                self.events.append({"event": "source_warning", "warning": warning})
             yield Frame(fid, rgb, depth, t)

@@ -101,6 +101,9 @@ class LabelledFolderSource(Source):
         many = len(self.parts) > 1
         for cls, src in self.parts:
             for fr in src:
+                self.warnings += src.warnings          # e.g. 16-bit PNG depth that looks like 8-bit levels
+                self.events += src.events
+                src.warnings.clear(), src.events.clear()
                 fr.id = f"{cls}/{fr.id}" if many else fr.id
                 fr.meta = {**fr.meta, "kind": cls, "anomalous": cls != self.normal}
                 yield fr
