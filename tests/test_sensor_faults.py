@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from edge_ad.runtime.capture import run_capture
-from edge_ad.runtime.preprocess import PreprocessSpec, SensorLimits
-from edge_ad.runtime.sensor_faults import SensorFaultDetector, frame_digest, frame_faults
+from edge_ad.runtime.preprocess import PreprocessSpec, SensorLimits, frame_to_uint8
+from edge_ad.runtime.sensor_faults import SensorFaultDetector, frame_faults
 from edge_ad.runtime.sources import Frame, Source, open_source
 
 from test_capture import FakeScorer, read_lines  # noqa: E402
@@ -72,9 +72,15 @@ def test_stuck_frames():
     one_px = fr[1].rgb.copy()
     one_px[40, 17, 2] ^= 1                                       # one bit of one pixel differs: not stuck
     assert det.check(one_px, fr[1].depth) == []
-    # same values, other dtype: another frame (8-bit levels as uint16 are refused as a unit error now:
-    # test_preprocess.py, so the digest is compared directly)
-    assert frame_digest(one_px, fr[1].depth) != frame_digest(one_px, fr[1].depth.astype(np.uint16))
+    # the same scene in millimetres: other raw bytes, the same model input (levels -> mm -> levels is
+    # exact for 0-700 mm), so a detector that compared preprocessed frames would call it stuck; the
+    # same values in another dtype (uint16 readings of 1..255, millimetres) are another frame too
+    d8 = fr[1].depth
+    mm = np.where(d8 > 0, np.rint(d8.astype(np.float64) * SPEC.far_mm / 255), 0).astype(np.uint16)
+    assert np.array_equal(frame_to_uint8(one_px, mm, SPEC), frame_to_uint8(one_px, d8, SPEC))
+    assert det.check(one_px, mm) == [] and det.check(one_px, d8) == []
+    assert det.check(one_px, d8.astype(np.uint16)) == [] and det.check(one_px, d8.astype(np.float32)) == []
+    assert [f.name for f in det.check(one_px, d8.astype(np.float32))] == ["stuck_frame"]
     lenient = SensorFaultDetector(PreprocessSpec(sensor_faults=SensorLimits(max_identical_frames=2)))
     assert [len(lenient.check(fr[0].rgb, fr[0].depth)) for _ in range(3)] == [0, 0, 1]
 
