@@ -25,8 +25,8 @@
   reason). Results are appended, never overwritten; a restart continues the frame index
   (``results.py``); latency statistics use bounded memory (``latency_stats.py``).
   Every JSON line is flushed when written, so a hard kill loses at most the line being written.
-* The model is named (``Scorer.identity``: path, manifest sha256, configuration) in the ``start``
-  event of a new results file, the ``resumed`` event of a restart and the summary; a restart onto a
+* The model is named (``Scorer.identity``: path, manifest sha256, configuration, config_sha256) in
+  the ``start`` event of a new results file, the ``resumed`` event of a restart and the summary; a restart onto a
   file written by another model is refused (``results.ResultsFileError``): two models' scores are
   never mixed in one file.
 
@@ -154,8 +154,8 @@ def scorer_spec(scorer):
 
 
 def model_identity(scorer) -> Optional[dict]:
-    """The scorer's ``identity`` (``Scorer.identity``: path, manifest_sha256, configuration), or None for
-    a scorer without one (a test double)."""
+    """The scorer's ``identity`` (``Scorer.identity``: path, manifest_sha256, configuration,
+    config_sha256), or None for a scorer without one (a test double)."""
     ident = getattr(scorer, "identity", None)
     return dict(ident) if isinstance(ident, dict) else None
 

@@ -12,8 +12,8 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   after a line of ours (or in an otherwise empty file). Any other file that does not end in a
   newline (not a results file, or someone else's data) is refused with ResultsFileError naming
   the file and what its end holds, and left byte for byte unchanged;
-* with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name) a file whose
-  latest model record names another model is refused (OtherModelError, a ResultsFileError; the
+* with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name and settings hash)
+  a file whose latest model record names another model is refused (OtherModelError, a ResultsFileError; the
   file unchanged), and the ``resumed`` event names this run's model;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
@@ -190,14 +190,19 @@ def last_record(path: os.PathLike, key: str, accept) -> Optional[dict]:
     return None
 
 
-MODEL_KEYS = ("manifest_sha256", "configuration")   # what makes two runs' scores comparable
+# what makes two runs' scores comparable; keys a record written before them lacks are not compared
+MODEL_KEYS = ("manifest_sha256", "configuration", "config_sha256")
+LATER_MODEL_KEYS = ("config_sha256",)
 
 
 def model_differences(previous: dict, model: dict) -> list:
     """What differs between the model identities ``previous`` and ``model`` ({"path", "manifest_sha256",
-    "configuration"}, ``Scorer.identity``): ["manifest_sha256 'ab..' -> 'cd..'", ...]; [] when the
-    scores are the same model's (a copy of a model in another directory is the same model)."""
-    return [f"{k} {previous.get(k)!r} -> {model.get(k)!r}" for k in MODEL_KEYS if previous.get(k) != model.get(k)]
+    "configuration", "config_sha256"}, ``Scorer.identity``): ["manifest_sha256 'ab..' -> 'cd..'", ...];
+    [] when the scores are the same model's (a copy of a model in another directory is the same model).
+    A key of LATER_MODEL_KEYS that ``previous`` lacks (written by an edge-ad before it) is not compared:
+    such a file is resumed by the same model files and configuration name, as then."""
+    return [f"{k} {previous.get(k)!r} -> {model.get(k)!r}" for k in MODEL_KEYS
+            if previous.get(k) != model.get(k) and not (k in LATER_MODEL_KEYS and k not in previous)]
 
 
 def _is_identity(v) -> bool:

@@ -35,6 +35,8 @@ Named scoring configurations (issue 4) are applied here, the same for every back
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import threading
 import time
@@ -99,6 +101,17 @@ class ScoreResult:
         if self.reconstructions is None:
             return None
         return self.reconstructions[int(np.argmin(self.seed_losses))]
+
+
+def scoring_settings_sha256(cfg: SearchConfig, spec: PreprocessSpec) -> str:
+    """sha256 of what makes a model's scores what they are besides its files: the search settings
+    (``cfg.to_dict()`` without its name, which ``identity`` names apart) and the preprocessing
+    (``spec.to_dict()``), as canonical JSON (sorted keys, no spaces). A field added to either later must
+    stay out of ``to_dict`` at its default (as ``bank_trusted_augment``), so that this hash, and with it
+    the resume of a results file, does not change for the models that do not use it."""
+    settings = {"search": {k: v for k, v in cfg.to_dict().items() if k != "name"}, "preprocess": spec.to_dict()}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Scorer:
@@ -214,9 +227,12 @@ class Scorer:
     def identity(self) -> dict:
         """Which model scores: {"path": the model directory (absolute), "manifest_sha256": sha256 of its
         manifest.json (which holds every file's sha256), "configuration": the scoring configuration's
-        name}. ``run_capture`` writes it into the results and refuses to mix two models in one file."""
+        name, "config_sha256": ``scoring_settings_sha256`` of the search settings and preprocessing in
+        use (a ``config=`` override keeps the name but changes this)}. ``run_capture`` writes it into the
+        results and refuses to mix two models in one file."""
         return {"path": str(Path(self.model_dir).resolve()), "manifest_sha256": self.manifest_sha256,
-                "configuration": self.config.name}
+                "configuration": self.config.name,
+                "config_sha256": scoring_settings_sha256(self.config, self.preprocess_spec)}
 
     @property
     def resolution(self) -> int:

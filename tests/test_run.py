@@ -292,14 +292,16 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
 
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.manifest import sha256_file
+    from edge_ad.runtime.scorer import scoring_settings_sha256
     demo = run_cmd.demo_model_dir()
     frames = small_folder(tmp_path / "cam", kinect_root)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", str(frames), "--out", str(out), "-q"])
     assert r.exit_code == run_cmd.EXIT_OK, r.output
     assert f"note: no --model: scoring with the shipped demo model ({demo})" in r.output
+    sc = Scorer.load(demo)
     ident = {"path": str(demo.resolve()), "manifest_sha256": sha256_file(demo / "manifest.json"),
-             "configuration": Scorer.load(demo).config.name}
+             "configuration": sc.config.name, "config_sha256": scoring_settings_sha256(sc.config, sc.preprocess)}
     recs = lines(out)
     assert recs[0] == {"type": "event", "event": "start", "time": recs[0]["time"], "model": ident}
     assert recs[-1]["type"] == "summary" and recs[-1]["model"] == ident
@@ -340,6 +342,49 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
     r = invoke(["--source", str(frames), "--model", str(other), "--out", str(old), "-q"])
     assert r.exit_code == run_cmd.EXIT_OK, r.output
     assert [x["index"] for x in lines(old) if x["type"] == "frame"] == [0, 1, 2, 3]
+
+
+def test_a_changed_configuration_under_the_same_name_is_another_model(tmp_path):
+    """Review 15 #3: Scorer.identity named the configuration by its name only, so a Scorer.load(...,
+    config=cfg.replace(...)) kept the name and its scores were appended to the file of the unchanged
+    configuration. Now identity carries config_sha256 (search settings + preprocessing): a changed
+    setting is refused, the same settings (from a dict) resume; a file whose model records predate
+    config_sha256 (runs earlier today) resumes with the same model and configuration name."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.results import OtherModelError
+    from edge_ad.runtime.sources import open_source
+    from edge_ad.runtime.scorer import scoring_settings_sha256
+
+    def capture(scorer, out):
+        return run_capture(open_source("synth://?n=2"), scorer, out=out, handle_signals=False)
+
+    demo = run_cmd.demo_model_dir()
+    sc = Scorer.load(demo)
+    changed = Scorer.load(demo, config=sc.config.replace(score_latent_power=0.0))
+    assert changed.config.name == sc.config.name
+    out = tmp_path / "r.jsonl"
+    capture(sc, out)
+    before = out.read_bytes()
+    with pytest.raises(OtherModelError, match=r"config_sha256 '[0-9a-f]{64}' -> '[0-9a-f]{64}'"):
+        capture(changed, out)
+    assert out.read_bytes() == before
+    assert scoring_settings_sha256(sc.config, PreprocessSpec(far_mm=900)) != sc.identity["config_sha256"]
+    capture(Scorer.load(demo, config=SearchConfig.from_dict(sc.config.to_dict())), out)   # same settings
+    assert [x["index"] for x in lines(out) if x["type"] == "frame"] == [0, 1, 2, 3]
+    # written before config_sha256 existed: model records {path, manifest_sha256, configuration}
+    old = tmp_path / "old.jsonl"
+    recs = [json.loads(x) for x in before.decode().splitlines()]
+    for x in recs:
+        if "model" in x:
+            del x["model"]["config_sha256"]
+    old.write_text("".join(json.dumps(x) + "\n" for x in recs))
+    capture(sc, old)
+    assert [x["index"] for x in lines(old) if x["type"] == "frame"] == [0, 1, 2, 3]
+    renamed = Scorer.load(demo, config=sc.config.replace(name="other-name"))
+    with pytest.raises(OtherModelError, match="configuration 'izi-mem-fg1.0-lat0.5' -> 'other-name'"):
+        capture(renamed, old)
 
 
 def test_close_range_16bit_mm_frames_are_scored_with_one_warning(tmp_path, kinect_root, stub):
