@@ -407,17 +407,21 @@ def test_close_range_16bit_mm_frames_are_scored_with_one_warning(tmp_path, kinec
 
 def test_a_labelled_folders_unchecked_normal_class_is_a_warning(tmp_path, kinect_root, stub):
     """Audit 2 #8: folder://CLASSDIR?normal=TYPO labelled every frame anomalous without a word. A typo
-    beside class folders is refused (test_sources); a folder alone is run, with a warning on stderr
-    and a source_warning event in the results."""
+    beside class folders of a dataset layout (splits.json) is refused; a folder alone, or beside frame
+    folders that are no classes (review 15 #4), is run, with a warning on stderr and a source_warning
+    event in the results."""
     lone = small_folder(tmp_path / "lone" / "scratches", kinect_root)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", f"folder://{lone}?normal=widget", "--out", str(out), "-q"])
     assert r.exit_code == run_cmd.EXIT_OK, r.output
-    assert ("warning: normal class 'widget' is not this folder's class 'scratches' and no class folder beside "
+    assert ("warning: normal class 'widget' is not this folder's class 'scratches' and no folder beside "
             f"it has that name: every frame of {lone} is labelled anomalous") in r.output
     events = [x for x in lines(out) if x.get("event") == "source_warning"]
     assert len(events) == 1 and "'widget'" in events[0]["warning"]
     small_folder(tmp_path / "lone" / "widget", kinect_root)
+    r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
+    assert r.exit_code == run_cmd.EXIT_OK and "no folder beside it has that name (beside it: widget)" in r.output
+    (tmp_path / "lone" / "splits.json").write_text("{}")
     r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
     assert r.exit_code == 1 and "normal class 'widgte' is neither this folder's class 'scratches' nor one of " \
                                 "its sibling class folders ['widget']" in r.output, r.output

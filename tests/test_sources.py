@@ -478,8 +478,10 @@ def test_close_range_16bit_depth_is_read_as_mm_with_one_warning(tmp_path, kinect
 
 def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root):
     """Audit 2 #8: folder://DATA/rectangle?normal=rectangel labelled every rectangle anomalous (the
-    multi-class form refuses the same typo). Beside other class folders a normal that names none of
-    them is refused; the folder's own class and a sibling's are accepted."""
+    multi-class form refuses the same typo). In a dataset layout (splits.json beside the class
+    folders) a normal that names none of them is refused; the folder's own class and a sibling's are
+    accepted. Review 15 #4: frame folders beside DIR without splits.json (recordings/day1 beside
+    recordings/day2) are not classes: a normal that is not one of them is a warning, not a refusal."""
     from edge_ad.runtime.sources.labelled import LabelledFolderSource
     for cls in ("rectangle", "sphere"):
         for sub in ("rgb", "depth"):
@@ -487,8 +489,20 @@ def test_a_labelled_class_folders_normal_must_name_a_class(tmp_path, kinect_root
         shutil.copy(kinect_root / cls / "rgb" / "3.jpg", tmp_path / cls / "rgb" / "3.jpg")
         shutil.copy(kinect_root / cls / "depth" / "3.png", tmp_path / cls / "depth" / "3.png")
     (tmp_path / "notes").mkdir()                                    # not a class folder
+    # recordings by day: day1 beside day2 is no class
+    days = tmp_path / "recordings"
+    shutil.copytree(tmp_path / "rectangle", days / "day1")
+    shutil.copytree(tmp_path / "sphere", days / "day2")
+    src = open_source(f"folder://{days}/day2?normal=rectangle")
+    assert isinstance(src, LabelledFolderSource) and [f.meta["anomalous"] for f in src] == [True]
+    assert src.warnings == [f"normal class 'rectangle' is not this folder's class 'day2' and no folder beside it "
+                            f"has that name (beside it: day1): every frame of {days}/day2 is labelled anomalous"]
+    assert src.events == [{"event": "source_warning", "warning": src.warnings[0]}]
+    assert open_source(f"folder://{days}/day2?normal=day1").warnings == []        # a sibling's name
+    (tmp_path / "splits.json").write_text('{"rectangle": {"val": [3]}, "sphere": {"val": [3]}}')
     with pytest.raises(SourceError, match=r"normal class 'rectangel' is neither this folder's class 'rectangle' "
-                                          r"nor one of its sibling class folders \['sphere'\]"):
+                                          r"nor one of its sibling class folders \['sphere'\] \(.*splits\.json: "
+                                          r"a dataset layout\)"):
         open_source(f"folder://{tmp_path}/rectangle?normal=rectangel")
     with pytest.raises(SourceError, match="not one of the class folders"):
         open_source(f"folder://{tmp_path}?normal=rectangel")

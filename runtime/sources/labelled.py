@@ -3,9 +3,12 @@
 ``folder://DIR?normal=CLASS[&split=SPLIT]``
 
 * DIR is a frame folder (``DIR/rgb``, ``DIR/depth``): its class is DIR's name, e.g.
-  ``folder://kinect-rgbd/sphere?normal=rectangle`` (every frame anomalous). CLASS must be DIR's name
-  or one of the class folders beside DIR (a typo is refused); when DIR has no class folder beside it,
-  a CLASS other than DIR's name is accepted with a warning (``warnings``, a ``source_warning`` event).
+  ``folder://kinect-rgbd/sphere?normal=rectangle`` (every frame anomalous). In a dataset layout (DIR's
+  parent holds ``splits.json``, as kinect-rgbd) the frame folders beside DIR are its classes and CLASS
+  must be DIR's name or one of them (a typo is refused). Elsewhere folders beside DIR may be days or
+  sessions, not classes (``recordings/day2?normal=rectangle`` beside ``recordings/day1``): a CLASS that
+  is neither DIR's name nor a folder beside it is accepted with a warning (``warnings``, a
+  ``source_warning`` event).
 * DIR holds class folders (``DIR/<class>/rgb``, ...): the frames of every class, class by class,
   e.g. ``folder://kinect-rgbd?normal=rectangle&split=val`` (rectangles normal, the rest anomalies).
 
@@ -62,20 +65,23 @@ class LabelledFolderSource(Source):
         self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
 
     def _check_normal_of_one_folder(self, normal: str) -> None:
-        """A frame folder whose class is not ``normal`` (all its frames anomalous): ``normal`` must name
-        one of its sibling class folders when it has some (a dataset layout: anything else is a
-        typo, SourceError); without siblings it cannot be checked: ``warnings`` (and a
-        ``source_warning`` event) say so."""
+        """A frame folder whose class is not ``normal`` (all its frames anomalous): in a dataset layout
+        (its parent holds splits.json) ``normal`` must name one of the sibling class folders (anything
+        else is a typo, SourceError). Elsewhere sibling frame folders may be days or sessions, not
+        classes, so ``normal`` cannot be checked: a name that is not a sibling gets ``warnings`` (and a
+        ``source_warning`` event)."""
         parent = self.root.resolve().parent
         siblings = sorted(p.name for p in parent.iterdir()
                           if p.is_dir() and _is_frame_folder(p) and p.name != self.root.name)
         if normal in siblings:
             return
-        if siblings:
+        if (parent / "splits.json").is_file():
             raise SourceError(f"normal class {normal!r} is neither this folder's class {self.root.name!r} nor one "
-                              f"of its sibling class folders {siblings}")
-        msg = (f"normal class {normal!r} is not this folder's class {self.root.name!r} and no class folder "
-               f"beside it has that name: every frame of {self.root} is labelled anomalous")
+                              f"of its sibling class folders {siblings} ({parent / 'splits.json'}: a dataset "
+                              "layout)")
+        beside = f" (beside it: {', '.join(siblings[:5])}{', ...' if len(siblings) > 5 else ''})" if siblings else ""
+        msg = (f"normal class {normal!r} is not this folder's class {self.root.name!r} and no folder beside it "
+               f"has that name{beside}: every frame of {self.root} is labelled anomalous")
         self.warnings.append(msg)
         self.events.append({"event": "source_warning", "warning": msg})
 
