@@ -36,16 +36,29 @@ def test_readme_python_api_example_survives_bad_frames(tmp_path, kinect_root):
     shape = np.asarray(Image.open(src / "rgb" / "31.jpg")).shape
     Image.fromarray(np.zeros(shape, np.uint8)).save(d / "rgb" / "31.jpg")              # dead colour sensor
 
-    code = readme_api_block()
-    assert '"runs/rect-onnx"' in code and '"realsense://"' in code
-    code = code.replace('"runs/rect-onnx"', repr(str(demo_model_dir()))).replace('"realsense://"', repr(str(d)))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md (Python API)", "exec"), {})
-    lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
-    assert sorted(lines, key=int) == ["3", "4", "7", "31", "74"], out.getvalue()
-    assert lines["4"].startswith("not read:") and "unreadable RGB" in lines["4"] and "4.jpg" in lines["4"]
-    assert lines["7"].startswith("not read:") and "7.jpg" in lines["7"]
-    assert lines["31"].startswith("not scored: sensor fault black_rgb"), lines["31"]
-    for fid in ("3", "74"):
-        assert lines[fid].startswith("score ") and lines[fid].split()[-1] in ("normal", "ANOMALY"), lines[fid]
+    # review 15 #5: the example compared r.score > scorer.threshold, a TypeError for a model without a
+    # threshold (export --scoring reference, lr_theta=0.0 on a k > 0 model): it runs on such a model too
+    import json
+    bare = tmp_path / "no-threshold"
+    shutil.copytree(demo_model_dir(), bare)
+    man = json.loads((bare / "manifest.json").read_text())
+    del man["threshold"]
+    (bare / "manifest.json").write_text(json.dumps(man))
+    from edge_ad.runtime import Scorer
+    assert Scorer.load(demo_model_dir()).threshold is not None and Scorer.load(bare).threshold is None
+    for model, verdicts in ((demo_model_dir(), ("normal", "ANOMALY")), (bare, ())):
+        code = readme_api_block()
+        assert '"runs/rect-onnx"' in code and '"realsense://"' in code
+        code = code.replace('"runs/rect-onnx"', repr(str(model))).replace('"realsense://"', repr(str(d)))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md (Python API)", "exec"), {})
+        lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+        assert sorted(lines, key=int) == ["3", "4", "7", "31", "74"], out.getvalue()
+        assert lines["4"].startswith("not read:") and "unreadable RGB" in lines["4"] and "4.jpg" in lines["4"]
+        assert lines["7"].startswith("not read:") and "7.jpg" in lines["7"]
+        assert lines["31"].startswith("not scored: sensor fault black_rgb"), lines["31"]
+        for fid in ("3", "74"):
+            words = lines[fid].split()
+            assert words[0] == "score" and float(words[1]) >= 0, lines[fid]
+            assert (words[2:] and words[2] in verdicts) if verdicts else len(words) == 2, lines[fid]
