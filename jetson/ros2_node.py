@@ -27,8 +27,10 @@ exactly one ~/score message: a frame that was not scored (a sensor fault such as
 no_depth, or an unreadable frame) publishes ~/score NaN (no score: never a made-up number, and no
 gap that a plot or a monitor would bridge with the previous frame's score), ~/anomaly True and
 ~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result;
-so does a camera that stopped (no pair for stale_s: "source_lost: ..."). A consumer that thresholds
-~/score itself must treat NaN as a fault (``score > t`` is False for NaN): ~/anomaly is the flag.
+so does a camera that stopped (no pair for stale_s: "source_lost: ..."). Consumers: act on
+~/anomaly, or test ~/score for NaN. ``score > t`` is False for NaN, so a consumer that thresholds
+~/score itself without ``math.isnan(score)`` first reads every fault and outage as a normal frame
+(jetson/README.md shows a subscriber that checks it).
 """
 from __future__ import annotations
 

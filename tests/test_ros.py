@@ -123,6 +123,20 @@ def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path
     assert faults[0].startswith("black_rgb: 100.0% of the foreground is black (limit 50.0%)"), faults[0]
     assert "of the pixels have a depth reading" in faults[1]
     assert "undecodable" in faults[2]
+    # review 15 #7: score > t is False for NaN (a consumer thresholding ~/score alone sees no fault);
+    # jetson/README's subscriber checks NaN first and stops on each fault, not on the good frame
+    assert not any(x > thr for x in scores)
+    readme = (REPO / "jetson" / "README.md").read_text()
+    snippet = readme[readme.index("**Consumers: act on `~/anomaly`, or test `~/score` for NaN.**"):]
+    code = snippet[snippet.index("```python\n") + 10:snippet.index("```", snippet.index("```python\n") + 10)]
+    stops = []
+    env = {"THRESHOLD": thr, "stop_robot": stops.append}
+    exec(compile(code, "jetson/README.md (consumer)", "exec"), env)
+    for p in published["score"]:
+        env["on_score"](SimpleNamespace(data=p["data"]))
+    assert stops == ["camera fault"] * 3
+    env["on_score"](SimpleNamespace(data=2 * thr))
+    assert stops[-1] == "anomaly"
 
 
 def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
