@@ -384,7 +384,7 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
             for j, d in enumerate(shift_offsets(1)):
                 np.testing.assert_array_equal(res["shifted_latents"][3, j], s.encode(shift_frame(x, *d)))
         held[name] = held_out_scores(res["base"], res["latents"], load_npy(model, entry["file"], entry["shape"], np.float32),
-                                     s.config, shifted_latents=res["shifted_latents"])
+                                     s.config, shifted_latents=res["shifted_latents"], augment=entry.get("augment"))
     assert np.all(held["r1"] <= held["r0"] * (1 + RTOL_BATCH)) and np.any(held["r1"] < 0.9 * held["r0"])
     with open_source(str(scene)) as src:
         new = calibrate_model(r1, src, tmp_path / "cal", fpr=0.1, floor=False, colour_gain=False, max_shift=0)
