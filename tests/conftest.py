@@ -162,6 +162,30 @@ def kinect_export(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def untrusted_rectangle(tmp_path_factory) -> Path:
+    """A copy of the shipped rectangle.pt whose scoring configuration trusts no augmentation: the field
+    bank_trusted_augment cleared from scoring["search"] and from its threshold's record, the configuration
+    renamed '<name>-untrusted'; generator, encoder, preprocessing, latent bank and the threshold's value as
+    shipped (the value is not re-measured: tests use it only to check whose threshold it is). For tests of a
+    configuration without trusted copies, whatever the shipped file trusts."""
+    pytest.importorskip("torch")
+    import torch
+
+    from edge_ad.models.checkpoint import read_checkpoint
+    ck = read_checkpoint(REPO / "models" / "kinect-rgbd" / "rectangle.pt")
+    scoring = ck["scoring"]
+    name = scoring["search"]["name"] + "-untrusted"
+    records = [scoring["search"]] + ([scoring["threshold"]["search"]] if scoring.get("threshold") else [])
+    for search in records:
+        search.pop("bank_trusted_augment", None)
+        search["name"] = name
+    scoring["name"] = name
+    out = tmp_path_factory.mktemp("untrusted") / "rectangle-untrusted.pt"
+    torch.save(ck, out)
+    return out
+
+
 def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
     """A frame folder ``dst`` (rgb/, depth/) with n real kinect-rgbd frames of class ``cls``."""
     import shutil

@@ -146,7 +146,9 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     """The shipped rectangle model (21 augmentations: 22 rows per train frame) exported, scored by the
     runtime with bank_augment_weight 2 (onnxruntime CPU, single frames and score_batch) against the
     float64 PyTorch reference (models.search.search_min_shift) and models' score_batch (float32), on real
-    frames of the three classes: relative tolerance RTOL_TORCH; the weight changes some latent distances."""
+    frames of the three classes: relative tolerance RTOL_TORCH; the weight changes some latent distances. The
+    configuration trusts no augmentation (whatever the release trusts: test_bank_trusted_augment), so every
+    copy is weighed and the bank's rows per frame are its whole layout."""
     from edge_ad.models.search import score_batch, search_min_shift
     from edge_ad.runtime.config import frame_seed
     from edge_ad.runtime.preprocess import preprocess
@@ -154,7 +156,8 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     path, G, E, bank, rows = rectangle
     man = json.loads((kinect_export / "manifest.json").read_text())
     assert rows == rows_per_frame_of(man["latent_bank"]["augment"]) == 22 and len(bank) % rows == 0
-    shipped = SearchConfig.from_dict(man["search"])        # the release's own weight may be either
+    # the release's own weight may be either; its trusted copies, if any, cleared: every copy weighs w
+    shipped = SearchConfig.from_dict(man["search"]).replace(bank_trusted_augment=())
     plain = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"],
                         config=shipped.replace(bank_augment_weight=1.0))
     cfg = shipped.replace(bank_augment_weight=2.0)
@@ -307,7 +310,10 @@ def test_weight_refused_for_a_bank_without_augmented_rows(kinect_export, tmp_pat
     def plain_bank(man):          # as if the bank held only the normal frames (6600 rows, 1 per frame)
         man["latent_bank"]["augment"] = []
     d = _edit_manifest(kinect_export, tmp_path / "plain", plain_bank)
-    cfg = SearchConfig.from_dict(json.loads((d / "manifest.json").read_text())["search"])
+    # the release's trusted texts, if any, cleared: a bank without copies has none to trust (refused apart:
+    # test_bank_trusted_augment), so the weight is what is refused here
+    cfg = SearchConfig.from_dict(json.loads((d / "manifest.json").read_text())["search"]).replace(
+        bank_trusted_augment=())
     with pytest.raises(ManifestError, match=r"latent_bank\.npy: bank_augment_weight=2\.0 .* this bank has none"):
         Scorer.load(d, threads=1, config=cfg.replace(bank_augment_weight=2.0))
     assert Scorer.load(d, threads=1, config=cfg.replace(bank_augment_weight=1.0)).config.bank_augment_weight == 1.0

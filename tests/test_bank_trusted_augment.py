@@ -245,11 +245,13 @@ def _trust(man):
         d["bank_augment_weight"], d["bank_trusted_augment"] = 2.0, list(BRIGHT)
 
 
-def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, val_frame, rectangle):
+def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, val_frame, rectangle,
+                                                        untrusted_rectangle):
     """A manifest whose search lists the field loads it as a tuple, keeps its threshold and scores as the same
-    configuration given as config=; an export without it records no such key (the checkpoint's search as
-    it is) and loads as (); a trusted text
-    that is not in latent_bank["augment"] is refused by Scorer.load and the exporter, naming it."""
+    configuration given as config=; an export records the checkpoint's search as it is: the field when the
+    checkpoint has it, no such key for a checkpoint without it (the shipped one with the field cleared),
+    which loads as (); a trusted text that is not in latent_bank["augment"] is refused by Scorer.load and
+    the exporter, naming it."""
     from edge_ad.export.exporter import ExportError, resolve_latent_bank
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.scorer import Scorer
@@ -261,12 +263,18 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
     f = _bright_frames(val_frame)[0]
     same = Scorer.load(kinect_export, threads=1, config=cfg)
     assert s.score(f["rgb"], f["depth"], seed=1).score == same.score(f["rgb"], f["depth"], seed=1).score
-    # an export without it (the shipped checkpoint's) records the checkpoint's search as it is, no new key
+    # an export records the checkpoint's search as it is: with the field, or (cleared) without the key
+    from edge_ad.export.exporter import export_model
     from edge_ad.models.checkpoint import read_checkpoint
-    plain = json.loads((kinect_export / "manifest.json").read_text())
-    assert plain["search"] == read_checkpoint(rectangle[0])["scoring"]["search"] == plain["threshold"]["search"]
+    shipped = json.loads((kinect_export / "manifest.json").read_text())
+    assert shipped["search"] == read_checkpoint(rectangle[0])["scoring"]["search"] == shipped["threshold"]["search"]
+    export_model(untrusted_rectangle, tmp_path / "untrusted", parity=False, log=lambda *a: None)
+    plain = json.loads((tmp_path / "untrusted" / "manifest.json").read_text())
+    assert plain["search"] == read_checkpoint(untrusted_rectangle)["scoring"]["search"] == plain["threshold"]["search"]
     assert "bank_trusted_augment" not in plain["search"]
     assert SearchConfig.from_dict(plain["search"]).bank_trusted_augment == ()
+    assert Scorer.load(tmp_path / "untrusted", threads=1).config == cfg.replace(bank_trusted_augment=(),
+                                                                                  name=plain["search"]["name"])
     assert Scorer.load(d, threads=1, config=cfg.replace(bank_trusted_augment=())).threshold is None   # not its score
     with pytest.raises(ManifestError, match=r"latent_bank\.npy: bank_trusted_augment \['brightness:1\.3'\] names"):
         Scorer.load(d, threads=1, config=cfg.replace(bank_trusted_augment=("brightness:1.3",)))
@@ -312,21 +320,25 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, t
     assert acted >= 1                                                    # the trust acted on some frame
 
 
-def test_cli_eval_and_export_carry_trusted_copies(tmp_path, kinect_root, val_frame):
-    """edge-ad eval --bank-trusted-augment brightness:1.2 (w = 2, the checkpoint's) scores each frame at most its
-    untrusted score ('none'), some lower, and records the field; edge-ad export --bank-trusted-augment writes it
-    into the manifest (renamed configuration), passes its parity check against the trusted float64 reference
-    (on brightened frames, where trusting changes latent distances: a reference without it fails) and leaves the checkpoint's threshold (calibrated without it) behind; a text the bank lacks is refused by
-    both, naming it."""
+def test_cli_eval_and_export_carry_trusted_copies(tmp_path, kinect_root, val_frame, untrusted_rectangle):
+    """On a checkpoint that trusts nothing (the shipped rectangle with the field cleared), edge-ad eval
+    --bank-trusted-augment brightness:1.2 (w = 2, the checkpoint's) scores each frame at most its untrusted score
+    (the shipped rectangle with 'none'), some lower, and records the field; edge-ad export
+    --bank-trusted-augment writes it into the manifest (renamed configuration), passes its parity check
+    against the trusted float64 reference (on brightened frames, where trusting changes latent distances: a
+    reference without it fails) and leaves the checkpoint's threshold (calibrated without it) behind; a text the
+    bank lacks is refused by both, naming it."""
     from click.testing import CliRunner
 
     from conftest import REPO
     from edge_ad.cli import main
+    from edge_ad.models.checkpoint import read_checkpoint
     model = str(REPO / "models" / "kinect-rgbd" / "rectangle.pt")
+    untrusted = str(untrusted_rectangle)
     reports = {}
-    for t in ("brightness:1.2", "none"):
+    for t, ck in (("brightness:1.2", untrusted), ("none", model)):      # switched on, switched off
         out = tmp_path / f"eval-{t}"
-        res = CliRunner().invoke(main, ["eval", "--model", model, "--data", str(kinect_root), "--class", "rectangle",
+        res = CliRunner().invoke(main, ["eval", "--model", ck, "--data", str(kinect_root), "--class", "rectangle",
                                         "--max-per-class", "4", "--no-baselines", "--out", str(out),
                                         "--nuisance-set", "brightness:1.25",        # frames a bright copy is near
                                         "--bank-augment-weight", "2", "--bank-trusted-augment", t])
@@ -347,13 +359,14 @@ def test_cli_eval_and_export_carry_trusted_copies(tmp_path, kinect_root, val_fra
     for i, f in enumerate(_bright_frames(val_frame)):
         Image.fromarray(f["rgb"]).save(parity / "rgb" / f"{i}.png")
         Image.fromarray(f["depth"]).save(parity / "depth" / f"{i}.png")
-    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--bank-trusted-augment",
+    res = CliRunner().invoke(main, ["export", untrusted, "--out", str(tmp_path / "exp"), "--bank-trusted-augment",
                                     "brightness:1.2", "--target", "cpu", "--parity-frames", str(parity),
                                     "--parity-n", "6"])
     assert res.exit_code == 0, res.output
     man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
     assert man["search"]["bank_trusted_augment"] == list(BRIGHT) and "threshold" not in man
-    assert man["search"]["name"].endswith("+bank_trusted_augment=[brightness:1.2]")
+    assert man["search"]["name"] == read_checkpoint(untrusted)["scoring"]["search"]["name"] \
+        + "+bank_trusted_augment=[brightness:1.2]"
     assert man["parity"]["passed"] and man["parity"]["search"]["bank_trusted_augment"] == list(BRIGHT)
     assert len(man["parity"]["frames"]) == 6
     assert all(r["latent_distance"]["rel_diff"] <= 1e-4 for r in man["parity"]["frames"])
