@@ -229,7 +229,7 @@ class ResultPublisher:
     scored or not: there is no score, and a skipped message would leave a plot or a monitor showing
     the previous frame's), ~/anomaly True, so a consumer that stops on an anomaly also stops on a
     broken camera (a fault never looks normal), and ~/fault, a text naming the fault and its reason
-    ("black_rgb: 100.0% of the foreground is black (limit 50.0%)"; "unscorable: ..." for a frame
+    ("black_rgb: 100.0% of the foreground is black (limit 95.0%)"; "unscorable: ..." for a frame
     that could not be read or scored). ~/error_map is not published for it (there is no map).
 
     ``make_float``, ``make_bool``, ``make_image``, ``make_string`` build messages (rclpy classes in

@@ -120,7 +120,7 @@ def test_sensor_faults_and_unscorable_frames_are_published_never_normal(tmp_path
     assert [p["data"] for p in published["flag"]] == [False, True, True, True]
     faults = [p["data"] for p in published["fault"]]
     assert [f.split(":")[0] for f in faults] == ["black_rgb", "no_depth", "unscorable"], faults
-    assert faults[0].startswith("black_rgb: 100.0% of the foreground is black (limit 50.0%)"), faults[0]
+    assert faults[0].startswith("black_rgb: 100.0% of the foreground is black (limit 95.0%)"), faults[0]
     assert "of the pixels have a depth reading" in faults[1]
     assert "undecodable" in faults[2]
     # review 15 #7: score > t is False for NaN (a consumer thresholding ~/score alone sees no fault);

@@ -207,14 +207,16 @@ def partly(level: int, fraction: float):
     return rgb, np.full((r, r), 400, np.uint16)
 
 
-def test_black_and_saturated_limits_flag_60_percent_not_40(tmp_path):
-    """The runtime's own limits (PreprocessSpec() defaults, max_black = max_saturated = 0.5): a
-    colour image 60 % black or 60 % saturated is a sensor fault, 40 % is scored (a dark or bright
-    scene). The earlier tests used 100 % faults only, so a limit of 0.999 still passed them."""
-    cases = {"black60": (0, 0.6), "black40": (0, 0.4), "sat60": (255, 0.6), "sat40": (255, 0.4)}
+def test_black_and_saturated_limits_flag_a_covered_or_blinded_sensor_not_a_dark_or_bright_scene(tmp_path):
+    """The runtime's own limits (PreprocessSpec() defaults, max_black 0.95, max_saturated 0.99): a
+    colour image 97 % black (covered) or 99.5 % saturated (blinded) is a sensor fault; 90 % black or
+    97 % saturated is scored (a dark or bright scene: offset -60 makes up to 83 % of a real frame's
+    foreground black, brightness x1.5 up to 98.3 % saturated; scripts/sensor_limits_probe.py). Fails
+    with the earlier limits 0.5 / 0.5 (which refused brighter rooms) and with limits of 0.999+."""
+    cases = {"black97": (0, 0.97), "black90": (0, 0.90), "sat99.5": (255, 0.995), "sat97": (255, 0.97)}
     frames = [Frame(name, *partly(level, frac)) for name, (level, frac) in cases.items()]
     assert [f.name for f in frame_faults(frames[0].rgb, frames[0].depth, SPEC)] == ["black_rgb"]
-    assert "60.0% of the foreground is black" in str(frame_faults(frames[0].rgb, frames[0].depth, SPEC)[0])
+    assert "97.0% of the foreground is black" in str(frame_faults(frames[0].rgb, frames[0].depth, SPEC)[0])
     assert [f.name for f in frame_faults(frames[2].rgb, frames[2].depth, SPEC)] == ["saturated_rgb"]
     assert frame_faults(frames[1].rgb, frames[1].depth, SPEC) == []
     assert frame_faults(frames[3].rgb, frames[3].depth, SPEC) == []
@@ -228,9 +230,9 @@ def test_black_and_saturated_limits_flag_60_percent_not_40(tmp_path):
     out = tmp_path / "r.jsonl"
     s = run_capture(Src(), FakeScorer(), threshold=0.5, out=out, handle_signals=False)   # the run loop's checks
     lines = read_lines(out)
-    assert [r["frame"] for r in lines if r["type"] == "frame"] == ["black40", "sat40"]
-    assert {r["frame"]: r["fault"] for r in lines if r["type"] == "error"} == {"black60": "black_rgb",
-                                                                               "sat60": "saturated_rgb"}
+    assert [r["frame"] for r in lines if r["type"] == "frame"] == ["black90", "sat97"]
+    assert {r["frame"]: r["fault"] for r in lines if r["type"] == "error"} == {"black97": "black_rgb",
+                                                                               "sat99.5": "saturated_rgb"}
     assert s["sensor_faults"] == {"black_rgb": 1, "saturated_rgb": 1}
 
 
