@@ -85,6 +85,9 @@ def check_pixels(width: int, height: int, max_pixels, what: str = "image") -> No
                          "(edge-ad run --max-frame-pixels)")
 
 
+NOISE_MEASURED_ON = ("camera", "model")   # SensorLimits.noise_measured_on
+
+
 @dataclass(frozen=True)
 class SensorLimits:
     """When a frame is reported as a sensor fault instead of scored (``sensor_faults.py``).
@@ -118,16 +121,25 @@ class SensorLimits:
     noise_level: float = 60.0           # ... judged only where the mean |neighbour difference| exceeds this
                                         # (sensor noise sigma 30: <= 51.3; uniform random colour: >= 73.5)
     max_identical_frames: int = 1       # identical consecutive frames allowed before "stuck" (1: none repeated)
+    noise_measured_on: str = "camera"   # where noise_level is measured (NOISE_MEASURED_ON): "camera" = the
+                                        # camera's own pixels; "model" = the 64 x 64 model frame, as every
+                                        # stored limits dict without this field (written before it) meant
 
     @classmethod
     def from_dict(cls, d: dict) -> "SensorLimits":
+        """Limits from a stored dict (checkpoint or manifest). A dict without ``noise_measured_on`` was
+        written when noise was measured on the model frame: it reads as "model", so its noise_level
+        (e.g. the old 16) keeps its meaning."""
         if not isinstance(d, dict):
             raise ValueError(f"preprocess.sensor_faults must be an object, got {type(d).__name__}")
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown sensor_faults fields {sorted(unknown)}; "
                              f"this edge-ad understands {sorted(cls.__dataclass_fields__)}")
-        lim = cls(**d)
+        lim = cls(**{"noise_measured_on": "model", **d})
+        if lim.noise_measured_on not in NOISE_MEASURED_ON:
+            raise ValueError(f"sensor_faults.noise_measured_on must be one of {NOISE_MEASURED_ON}, "
+                             f"got {lim.noise_measured_on!r}")
         for name in ("min_valid_depth", "min_foreground", "max_black", "max_saturated"):
             v = getattr(lim, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:

@@ -106,10 +106,13 @@ class ScoreResult:
 def scoring_settings_sha256(cfg: SearchConfig, spec: PreprocessSpec) -> str:
     """sha256 of what makes a model's scores what they are besides its files: the search settings
     (``cfg.to_dict()`` without its name, which ``identity`` names apart) and the preprocessing
-    (``spec.to_dict()``), as canonical JSON (sorted keys, no spaces). A field added to either later must
+    (``spec.to_dict()`` without ``sensor_faults``: the limits decide which frames are scored, not their
+    scores, and a manifest without them gets the running edge-ad's defaults), as canonical JSON
+    (sorted keys, no spaces). A field added to either later must
     stay out of ``to_dict`` at its default (as ``bank_trusted_augment``), so that this hash, and with it
     the resume of a results file, does not change for the models that do not use it."""
-    settings = {"search": {k: v for k, v in cfg.to_dict().items() if k != "name"}, "preprocess": spec.to_dict()}
+    preprocess = {k: v for k, v in spec.to_dict().items() if k != "sensor_faults"}   # limits gate frames only
+    settings = {"search": {k: v for k, v in cfg.to_dict().items() if k != "name"}, "preprocess": preprocess}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -12,7 +12,8 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
   colour_noise   strong (mean neighbour difference above ``noise_level``) and uncorrelated R, G, B
                  neighbour differences (mean correlation below ``min_channel_correlation``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
-                 (``camera_differences``), as resizing averages noise away
+                 of the model's foreground (``camera_differences``), as resizing averages noise away
+                 (limits stored without ``noise_measured_on``: on the model frame, as they meant)
   stuck_frame    the frame is bit-identical to the previous one(s): a frozen driver re-sending it
 
 ``SensorFaultDetector`` keeps the one piece of state (the previous frame's digest) for the stuck
@@ -73,10 +74,19 @@ def _lines(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 2, MAX_NOISE_LINES).round().astype(np.intp))
 
 
-def camera_differences(rgb: np.ndarray, depth) -> np.ndarray:
+def in_range(d: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(...) bool: depth readings the model keeps (its foreground): > 0 for 8-bit depth (0 = background),
+    inside [near_mm, far_mm] for uint16 / float millimetres (as ``depth_to_8bit``)."""
+    if d.dtype == np.uint8:
+        return d > 0
+    return (d > 0) & (d >= spec.near_mm) & (d <= spec.far_mm)
+
+
+def camera_differences(rgb: np.ndarray, depth, spec: PreprocessSpec) -> np.ndarray:
     """Neighbour differences (n, 3) float32 of the colour image at the camera's own resolution, between
-    horizontally and vertically adjacent pixels that both have a depth reading (rgb (H, W, 3) uint8,
-    depth (H, W) or (H, W, 1), same size). The resize to the model's resolution averages noise away
+    horizontally and vertically adjacent pixels that both lie in the model's foreground (``in_range``:
+    a background beyond far_mm, which the model masks out, never counts) (rgb (H, W, 3) uint8, depth
+    (H, W) or (H, W, 1), same size). The resize to the model's resolution averages noise away
     (uniform random colour: mean |difference| 85 at 64 x 64, ~40 when resized from 128 x 128, ~13 from
     640 x 480), so the noise check looks before it. At most MAX_NOISE_LINES rows and columns, spread
     over the frame, are used (a 1280 x 720 frame costs as little as a 128 x 128 one); a frame that
@@ -86,12 +96,12 @@ def camera_differences(rgb: np.ndarray, depth) -> np.ndarray:
     d = d[:, :, 0] if d.ndim == 3 else d
     h, w = d.shape
     if h - 1 <= MAX_NOISE_LINES and w - 1 <= MAX_NOISE_LINES:
-        return neighbour_differences(rgb, d > 0)
+        return neighbour_differences(rgb, in_range(d, spec))
     r, c = _lines(h), _lines(w)
     x0 = rgb[np.ix_(r, c)].astype(np.float32)          # (nr, nc, 3) the sampled pixels
-    v0 = d[np.ix_(r, c)] > 0                            # (nr, nc)
+    v0 = in_range(d[np.ix_(r, c)], spec)                # (nr, nc)
     right, down = (r, c + 1), (r + 1, c)
-    diffs = [(rgb[np.ix_(*nb)] - x0)[v0 & (d[np.ix_(*nb)] > 0)] for nb in (right, down)]   # (n_h, 3), (n_v, 3)
+    diffs = [(rgb[np.ix_(*nb)] - x0)[v0 & in_range(d[np.ix_(*nb)], spec)] for nb in (right, down)]   # (n_h, 3), (n_v, 3)
     return np.concatenate(diffs, axis=0)
 
 
@@ -139,7 +149,10 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
         out.append(SensorFault("saturated_rgb", f"{100 * sat:.1f}% of the foreground is saturated "
                                                 f"(limit {100 * lim.max_saturated:.1f}%)"))
     if not out:
-        d = camera_differences(rgb, depth)     # (n, 3) at the camera's resolution
+        if lim.noise_measured_on == "model":   # limits stored before noise_measured_on: the old measurement
+            d = neighbour_differences(x[:, :, :3], fg)   # (n, 3) on the model frame
+        else:
+            d = camera_differences(rgb, depth, spec)    # (n, 3) at the camera's resolution
         level = float(np.abs(d).mean()) if len(d) else 0.0
         corr = channel_correlation(d) if level > lim.noise_level else None
         if corr is not None and corr < lim.min_channel_correlation:

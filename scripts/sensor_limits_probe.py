@@ -37,7 +37,7 @@ def frame_stats(rgb, depth, spec: PreprocessSpec) -> dict:
     x = frame_to_uint8(rgb, depth, spec)                 # (R, R, 4) uint8
     fg = x[:, :, 3] > 0
     rgb_fg = x[:, :, :3][fg]                             # (n_fg, 3)
-    d = camera_differences(rgb, depth)                   # (n, 3) at the camera's resolution, as the check
+    d = camera_differences(rgb, depth, spec)             # (n, 3) at the camera's resolution, as the check
     corr = channel_correlation(d)
     return {"valid": float((np.asarray(depth) > 0).mean()), "fg": float(fg.mean()),
             "black": float((rgb_fg.max(axis=1) <= lim.black_level).mean()) if len(rgb_fg) else 1.0,
