@@ -90,3 +90,19 @@ def test_layering(package, forbidden):
     if package == "jetson":                # offline tools of the Jetson image that compare with torch
         bad = [b for b in bad if not b[0].endswith("precision_study.py")]
     assert not bad, bad
+
+
+def test_the_demo_manifest_checksums_the_tracked_files():
+    """runtime/demo/manifest.json names the sha256 of each file it lists and of the checkpoint it was
+    exported from (models/demo/demo.pt): each equals the tracked file's, so a re-released demo.pt or a
+    re-exported graph without its manifest updated is caught."""
+    import hashlib
+    man = json.loads((REPO / "runtime" / "demo" / "manifest.json").read_text())
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+    assert man["files"], "the demo manifest lists no files"
+    for name, want in man["files"].items():
+        assert sha(REPO / "runtime" / "demo" / name) == want, name
+    assert man["source"]["file"] == "demo.pt"
+    assert sha(REPO / "models" / "demo" / "demo.pt") == man["source"]["sha256"]
