@@ -303,7 +303,10 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     stop = stop or threading.Event()
     live = bool(getattr(source, "live", False)) if live is None else live
     model = model_identity(scorer)
-    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model)   # refuses another model's file
+    earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
+    earlier = earlier if isinstance(earlier, tuple) else ()
+    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,
+                          earlier_config_sha256s=earlier)   # refuses another model's file
     worker = ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace)
     detector = SensorFaultDetector(scorer_spec(scorer)) if check_sensor else None
     score_uint8 = getattr(scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)

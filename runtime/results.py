@@ -50,9 +50,9 @@ class OtherModelError(ResultsFileError):
     ``previous``: that record's model identity; ``model``: the run's (``Scorer.identity`` dicts);
     ``differences``: ``model_differences(previous, model)``."""
 
-    def __init__(self, path: os.PathLike, previous: dict, model: dict):
+    def __init__(self, path: os.PathLike, previous: dict, model: dict, earlier_config_sha256s=()):
         self.previous, self.model = previous, model
-        self.differences = model_differences(previous, model)
+        self.differences = model_differences(previous, model, earlier_config_sha256s)
         problem = f"holds results of another model ({previous.get('path')}: {', '.join(self.differences)})"
         super().__init__(f"{path} {problem}; the scores of two models are never mixed in one file: "
                          "give another --out, or the model that wrote it", path, problem)
@@ -195,14 +195,18 @@ MODEL_KEYS = ("manifest_sha256", "configuration", "config_sha256")
 LATER_MODEL_KEYS = ("config_sha256",)
 
 
-def model_differences(previous: dict, model: dict) -> list:
+def model_differences(previous: dict, model: dict, earlier_config_sha256s=()) -> list:
     """What differs between the model identities ``previous`` and ``model`` ({"path", "manifest_sha256",
     "configuration", "config_sha256"}, ``Scorer.identity``): ["manifest_sha256 'ab..' -> 'cd..'", ...];
     [] when the scores are the same model's (a copy of a model in another directory is the same model).
     A key of LATER_MODEL_KEYS that ``previous`` lacks (written by an edge-ad before it) is not compared:
-    such a file is resumed by the same model files and configuration name, as then."""
-    return [f"{k} {previous.get(k)!r} -> {model.get(k)!r}" for k in MODEL_KEYS
-            if previous.get(k) != model.get(k) and not (k in LATER_MODEL_KEYS and k not in previous)]
+    such a file is resumed by the same model files and configuration name, as then.
+    ``earlier_config_sha256s``: values an earlier edge-ad wrote for the same settings
+    (``Scorer.earlier_config_sha256s``), which count as the same config_sha256."""
+    def same(k):
+        return previous.get(k) == model.get(k) or (k in LATER_MODEL_KEYS and k not in previous) \
+            or (k == "config_sha256" and previous.get(k) in tuple(earlier_config_sha256s))
+    return [f"{k} {previous.get(k)!r} -> {model.get(k)!r}" for k in MODEL_KEYS if not same(k)]
 
 
 def _is_identity(v) -> bool:
@@ -214,12 +218,15 @@ class ResultWriter:
 
     ``next_index``: the frame index a restarted run continues from (0 for a new file).
     ``rotate_bytes``: rotate the file once it grows past this many bytes (None: never).
+    ``earlier_config_sha256s``: config_sha256 values an earlier edge-ad wrote for ``model``'s
+    settings (``Scorer.earlier_config_sha256s``): a file naming one is the same model's.
     """
 
     def __init__(self, path: Optional[os.PathLike] = None, rotate_bytes: Optional[int] = None,
-                 model: Optional[dict] = None):
+                 model: Optional[dict] = None, earlier_config_sha256s=()):
         self.path = None if path is None else Path(path)
         self.model = model
+        self.earlier_config_sha256s = tuple(earlier_config_sha256s)
         self.rotate_bytes = None if rotate_bytes is None else int(rotate_bytes)
         if self.rotate_bytes is not None and self.rotate_bytes <= 0:
             raise ValueError(f"rotate_bytes must be > 0, got {rotate_bytes}")
@@ -250,8 +257,8 @@ class ResultWriter:
             rec = last_record(p, "model", _is_identity) if p.stat().st_size else None
             if rec is None:
                 continue
-            if model_differences(rec["model"], model):
-                raise OtherModelError(self.path, rec["model"], model)
+            if model_differences(rec["model"], model, self.earlier_config_sha256s):
+                raise OtherModelError(self.path, rec["model"], model, self.earlier_config_sha256s)
             return
 
     def _resume(self) -> bytes:

@@ -117,6 +117,32 @@ def scoring_settings_sha256(cfg: SearchConfig, spec: PreprocessSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# sensor_faults filled in for a manifest without them by the edge-ad that wrote a results file between
+# 0ec1a51 (config_sha256) and 21a4c5d (config_sha256 without the limits): the defaults before and after 2d2c8e1
+_EARLIER_DEFAULT_LIMITS = (
+    {"enabled": True, "min_valid_depth": 0.005, "min_foreground": 0.005, "black_level": 16, "max_black": 0.5,
+     "saturated_level": 250, "max_saturated": 0.5, "min_channel_correlation": 0.5, "noise_level": 16.0,
+     "max_identical_frames": 1},
+    {"enabled": True, "min_valid_depth": 0.0025, "min_foreground": 0.0025, "black_level": 16, "max_black": 0.95,
+     "saturated_level": 250, "max_saturated": 0.99, "min_channel_correlation": 0.5, "noise_level": 60.0,
+     "max_identical_frames": 1})
+
+
+def earlier_scoring_settings_sha256s(cfg: SearchConfig, spec: PreprocessSpec) -> tuple:
+    """The config_sha256 values an edge-ad that still hashed ``sensor_faults`` (0ec1a51..21a4c5d)
+    wrote for these settings: with the spec's own limits as then stored (no ``noise_measured_on``) or
+    with either set of defaults it filled in. A results file naming one of them holds this
+    configuration's scores (``model_differences``), so it resumes rather than being another model."""
+    search = {k: v for k, v in cfg.to_dict().items() if k != "name"}
+    own = {k: v for k, v in spec.to_dict()["sensor_faults"].items() if k != "noise_measured_on"}
+    out = []
+    for limits in (own,) + _EARLIER_DEFAULT_LIMITS:
+        settings = {"search": search, "preprocess": {**spec.to_dict(), "sensor_faults": limits}}
+        text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+        out.append(hashlib.sha256(text.encode()).hexdigest())
+    return tuple(dict.fromkeys(out))
+
+
 class Scorer:
     """An exported model ready to score frames; build it with ``Scorer.load``.
 
@@ -236,6 +262,12 @@ class Scorer:
         return {"path": str(Path(self.model_dir).resolve()), "manifest_sha256": self.manifest_sha256,
                 "configuration": self.config.name,
                 "config_sha256": scoring_settings_sha256(self.config, self.preprocess_spec)}
+
+    @property
+    def earlier_config_sha256s(self) -> tuple:
+        """``earlier_scoring_settings_sha256s`` of the settings in use: what an earlier edge-ad wrote as
+        this configuration's config_sha256 (``run_capture`` resumes files that name one)."""
+        return earlier_scoring_settings_sha256s(self.config, self.preprocess_spec)
 
     @property
     def resolution(self) -> int:

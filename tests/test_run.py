@@ -425,3 +425,49 @@ def test_a_labelled_folders_unchecked_normal_class_is_a_warning(tmp_path, kinect
     r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
     assert r.exit_code == 1 and "normal class 'widgte' is neither this folder's class 'scratches' nor one of " \
                                 "its sibling class folders ['widget']" in r.output, r.output
+
+
+def test_a_file_whose_config_sha256_still_hashed_the_sensor_limits_resumes(tmp_path):
+    """Review 15b #2: config_sha256 no longer hashes preprocess.sensor_faults (limits gate frames, they
+    do not change scores). A results file written while it did (0ec1a51..21a4c5d: the limits as then
+    stored, without noise_measured_on, or the defaults then filled in for a manifest without them)
+    resumes with the same model; a config_sha256 of other settings is still another model."""
+    import hashlib
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.results import OtherModelError
+    from edge_ad.runtime.sources import open_source
+
+    def capture(scorer, out):
+        return run_capture(open_source("synth://?n=2"), scorer, out=out, handle_signals=False)
+
+    def hashed_with(sc, limits) -> str:   # scoring_settings_sha256 as 0ec1a51 computed it
+        pre = {**sc.preprocess.to_dict(), "sensor_faults": limits}
+        settings = {"search": {k: v for k, v in sc.config.to_dict().items() if k != "name"}, "preprocess": pre}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    sc = Scorer.load(run_cmd.demo_model_dir())
+    out = tmp_path / "r.jsonl"
+    capture(sc, out)
+    stored = {k: v for k, v in sc.preprocess.sensor_faults.__dict__.items() if k != "noise_measured_on"}
+    old_defaults = {**stored, "min_valid_depth": 0.005, "min_foreground": 0.005, "max_black": 0.5,
+                    "max_saturated": 0.5, "noise_level": 16.0}
+    for i, limits in enumerate((stored, old_defaults)):
+        earlier = tmp_path / f"earlier{i}.jsonl"
+        recs = [json.loads(x) for x in out.read_text().splitlines()]
+        for x in recs:
+            if "model" in x:
+                x["model"]["config_sha256"] = hashed_with(sc, limits)
+                assert x["model"]["config_sha256"] != sc.identity["config_sha256"]
+        earlier.write_text("".join(json.dumps(x) + "\n" for x in recs))
+        capture(sc, earlier)
+        assert [x["index"] for x in lines(earlier) if x["type"] == "frame"] == [0, 1, 2, 3]
+    other = tmp_path / "other.jsonl"
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    changed = Scorer.load(run_cmd.demo_model_dir(), config=sc.config.replace(score_latent_power=0.0))
+    for x in recs:
+        if "model" in x:
+            x["model"]["config_sha256"] = hashed_with(changed, stored)
+    other.write_text("".join(json.dumps(x) + "\n" for x in recs))
+    with pytest.raises(OtherModelError, match="config_sha256"):
+        capture(sc, other)
