@@ -48,6 +48,11 @@ def _to_depth(d: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.where(like > 0, np.clip(np.rint(d), 1, top), 0).astype(like.dtype)
 
 
+def _rgb_levels(values: np.ndarray) -> np.ndarray:
+    """float RGB values -> uint8 levels (rounded to the nearest level, clipped to 0..255)."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Brightness:
     """Global illumination: RGB * factor (e.g. 1.25 = +25 %), clipped to 0..255."""
@@ -59,7 +64,7 @@ class Brightness:
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
-        return np.clip(np.rint(rgb * np.float32(self.factor)), 0, 255).astype(np.uint8), depth.copy()
+        return _rgb_levels(rgb * np.float32(self.factor)), depth.copy()
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class WhiteBalance:
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
         g = np.asarray(self.gains, np.float32).reshape(1, 1, 3)
-        return np.clip(np.rint(rgb * g), 0, 255).astype(np.uint8), depth.copy()
+        return _rgb_levels(rgb * g), depth.copy()
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -145,7 +150,7 @@ class RgbNoise:
     def __call__(self, rgb, depth, rng):
         rgb, depth = _check(rgb, depth)
         noisy = rgb + rng.normal(0.0, self.sigma, rgb.shape)
-        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), depth.copy()
+        return _rgb_levels(noisy), depth.copy()
 
 
 @dataclass(frozen=True)
@@ -178,11 +183,6 @@ class DepthOffset:
 
 
 # ---- more everyday nuisances (issue 12's "perturbations you will not see"): not in DEFAULT_SUITE --------------
-
-def _rgb_levels(values: np.ndarray) -> np.ndarray:
-    """float RGB values -> uint8 levels (rounded to the nearest level, clipped to 0..255)."""
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
 
 @dataclass(frozen=True)
 class Gamma:

@@ -108,16 +108,14 @@ def last_line_start(path: os.PathLike, before: int) -> Optional[bytes]:
     offset just after its newline); None when ``before`` is 0 (no line there)."""
     if before <= 0:
         return None
+    end = before - 1                     # the newline itself
     with open(path, "rb") as f:
-        end = before - 1                 # the newline itself
-        while True:
-            start = max(0, end - TAIL_BYTES)
-            f.seek(start)
-            cut = f.read(end - start).rfind(b"\n")
+        for start, data in _windows_from_end(f, end):
+            cut = data.rfind(b"\n")
             if cut >= 0 or start == 0:
                 f.seek(start + cut + 1)
                 return f.read(min(len(LINE_START), end - (start + cut + 1)))
-            end = start
+    return b""                           # the file starts with that newline: an empty line
 
 
 def torn_tail(path: os.PathLike, limit: Optional[int] = None) -> bytes:

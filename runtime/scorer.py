@@ -112,6 +112,12 @@ def scoring_settings_sha256(cfg: SearchConfig, spec: PreprocessSpec) -> str:
     stay out of ``to_dict`` at its default (as ``bank_trusted_augment``), so that this hash, and with it
     the resume of a results file, does not change for the models that do not use it."""
     preprocess = {k: v for k, v in spec.to_dict().items() if k != "sensor_faults"}   # limits gate frames only
+    return _settings_sha256(cfg, preprocess)
+
+
+def _settings_sha256(cfg: SearchConfig, preprocess: dict) -> str:
+    """sha256 of {"search": cfg's settings without its name, "preprocess": preprocess} as canonical JSON
+    (sorted keys, no spaces): the one encoding of config_sha256, now and as earlier edge-ads wrote it."""
     settings = {"search": {k: v for k, v in cfg.to_dict().items() if k != "name"}, "preprocess": preprocess}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -133,14 +139,10 @@ def earlier_scoring_settings_sha256s(cfg: SearchConfig, spec: PreprocessSpec) ->
     wrote for these settings: with the spec's own limits as then stored (no ``noise_measured_on``) or
     with either set of defaults it filled in. A results file naming one of them holds this
     configuration's scores (``model_differences``), so it resumes rather than being another model."""
-    search = {k: v for k, v in cfg.to_dict().items() if k != "name"}
-    own = {k: v for k, v in spec.to_dict()["sensor_faults"].items() if k != "noise_measured_on"}
-    out = []
-    for limits in (own,) + _EARLIER_DEFAULT_LIMITS:
-        settings = {"search": search, "preprocess": {**spec.to_dict(), "sensor_faults": limits}}
-        text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
-        out.append(hashlib.sha256(text.encode()).hexdigest())
-    return tuple(dict.fromkeys(out))
+    preprocess = spec.to_dict()
+    own = {k: v for k, v in preprocess["sensor_faults"].items() if k != "noise_measured_on"}
+    return tuple(dict.fromkeys(_settings_sha256(cfg, {**preprocess, "sensor_faults": limits})
+                               for limits in (own,) + _EARLIER_DEFAULT_LIMITS))
 
 
 class Scorer:

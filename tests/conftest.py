@@ -186,6 +186,20 @@ def untrusted_rectangle(tmp_path_factory) -> Path:
     return out
 
 
+def save_bank_checkpoint(path: Path, generator, encoder, bank: np.ndarray, cfg) -> Path:
+    """An edge-ad checkpoint at ``path`` scoring with ``cfg`` (a SearchConfig) from the izi ``encoder``
+    and the latent ``bank`` (N, z_dim) without augmented rows, on plain preprocessing."""
+    import torch
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.encoder import encoder_to_dict
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    save_checkpoint(path, generator, preprocess=PreprocessSpec(),
+                    scoring={"name": cfg.name, "search": cfg.to_dict(), "encoder": encoder_to_dict(encoder),
+                             "encoder_train": None, "val": None, "latent_bank": torch.from_numpy(bank),
+                             "latent_bank_info": {"n": len(bank)}})
+    return path
+
+
 def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
     """A frame folder ``dst`` (rgb/, depth/) with n real kinect-rgbd frames of class ``cls``."""
     import shutil

@@ -53,10 +53,10 @@ def encoder_checkpoint(tmp_path_factory, tiny_generator, kinect_root):
     """A tiny checkpoint laid out as the shipped kinect models are (scoring: izi encoder, latent bank of
     E(x) of 12 real train frames, k = 0, test-time shift-min R = 1), its export (no parity run) and
     the bank."""
+    from conftest import save_bank_checkpoint
     from edge_ad.export.exporter import export_model
-    from edge_ad.models.checkpoint import save_checkpoint
     from edge_ad.models.data import load_kinect, to_tensor
-    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict, latent_bank
+    from edge_ad.models.encoder import Encoder, EncoderConfig, latent_bank
     from edge_ad.runtime.config import SearchConfig
     from edge_ad.runtime.preprocess import PreprocessSpec
     torch.manual_seed(5)
@@ -65,10 +65,7 @@ def encoder_checkpoint(tmp_path_factory, tiny_generator, kinect_root):
     cfg = SearchConfig(**ENC_CFG_FIELDS)
     d = tmp_path_factory.mktemp("bench_enc")
     ck = d / "g.pt"
-    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec(),
-                    scoring={"name": cfg.name, "search": cfg.to_dict(), "encoder": encoder_to_dict(E),
-                             "encoder_train": None, "val": None, "latent_bank": torch.from_numpy(bank),
-                             "latent_bank_info": {"n": len(bank)}})
+    save_bank_checkpoint(ck, tiny_generator, E, bank, cfg)
     export_model(ck, d / "model", parity=False, log=lambda *a: None)
     return ck, d / "model", E, bank, cfg
 

@@ -142,17 +142,12 @@ def test_held_out_bank_scores_leave_each_frame_out(tiny_generator, parts):
 def exported(tmp_path_factory, tiny_generator, parts):
     """A checkpoint in make_release.py's layout (scoring with encoder and latent_bank), exported with its
     own configuration and parity on two real frames."""
-    from edge_ad.models.checkpoint import save_checkpoint
-    from edge_ad.models.encoder import encoder_to_dict
+    from conftest import save_bank_checkpoint
     from edge_ad.export.exporter import export_model
-    from edge_ad.runtime.preprocess import PreprocessSpec
     E, bank, _, frames = parts
     d = tmp_path_factory.mktemp("latent")
     ck = d / "g.pt"
-    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec(),
-                    scoring={"name": CFG.name, "search": CFG.to_dict(), "encoder": encoder_to_dict(E),
-                             "encoder_train": None, "val": None, "latent_bank": torch.from_numpy(bank),
-                             "latent_bank_info": {"n": len(bank)}})
+    save_bank_checkpoint(ck, tiny_generator, E, bank, CFG)
     out = d / "model"
     return ck, out, export_model(ck, out, parity_frames=frames, **QUIET)
 
