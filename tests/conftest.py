@@ -231,3 +231,13 @@ def run_in_threads(work, n: int = 3) -> None:
     for th in threads:
         th.join()
     assert not errors, errors
+
+
+def load_kinect_script(name: str):
+    """The module models/kinect-rgbd/<name>.py (a folder name that is not a package), loaded by path."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

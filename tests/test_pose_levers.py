@@ -2,22 +2,17 @@
 onto the test frame's centroid, and the nuisance differences pair each copy with its own frame."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import load_kinect_script
+
 pytest.importorskip("onnxruntime")
-SCRIPT = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd" / "pose_levers.py"
 
 
 @pytest.fixture(scope="module")
 def pl():
-    spec = importlib.util.spec_from_file_location("pose_levers", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_kinect_script("pose_levers")
 
 
 def _onehot(i: int, n: int = 400) -> np.ndarray:

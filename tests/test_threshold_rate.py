@@ -2,22 +2,17 @@
 leave-one-out) and the z-margins to the issue's targets, on scores whose answers are known."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import load_kinect_script
+
 pytest.importorskip("onnxruntime")
-SCRIPT = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd" / "threshold_rate.py"
 
 
 @pytest.fixture(scope="module")
 def tr():
-    spec = importlib.util.spec_from_file_location("threshold_rate", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_kinect_script("threshold_rate")
 
 
 def test_rate_table_pools_val_and_train_normals(tr):
