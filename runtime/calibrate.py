@@ -60,6 +60,7 @@ from .model_arrays import load_npy
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
 from .sensor_faults import SensorFaultDetector
+from .sources.base import is_stream
 
 MIN_FRAMES = 20
 DEFAULT_FPR = 0.05           # the scene's target false-alarm rate when the model carries no threshold
@@ -97,7 +98,8 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     A frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
     cannot be read or preprocessed are dropped, so are sensor faults (``SensorFaultDetector`` with the
     model's limits, fed every readable frame in order as a run does: a black or blinded colour
-    sensor, no depth, colour noise, and a stuck camera's repeats, of which only the first counts) and
+    sensor, no depth, colour noise, and in a stream (``is_stream``: not a folder of files) a stuck
+    camera's repeats, of which only the first counts) and
     frames the source labels anomalous (``meta["anomalous"]``: synth://, a labelled folder such as
     ``folder://DATA?normal=CLASS``). ``progress(read, usable, dropped)`` after each frame, ``dropped``
     {reason: frames} of the reasons seen so far."""
@@ -105,7 +107,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     read = unreadable = unscorable = faulty = skipped_anomalous = 0
     faults_seen: dict = {}
     reasons = []
-    detector = SensorFaultDetector(spec)
+    detector = SensorFaultDetector(spec, stuck=is_stream(frames))   # stuck_frame: as edge-ad run, streams only
     for fr in frames:
         if max_frames is not None and read >= max_frames:
             break

@@ -13,7 +13,8 @@
   that was full may be freed; one odd frame does not stop the pictures of the others). A hook failing frame after frame writes one event,
   not one per frame (another one only after it worked again); the summary counts the failures
   per hook (``hook_failures``).
-* Sensor faults (dead depth, black / saturated / noise colour, a stuck camera; ``sensor_faults.py``,
+* Sensor faults (dead depth, black / saturated / noise colour, a stuck camera: only for a stream,
+  ``Source.stream``, not a folder of files; ``sensor_faults.py``,
   limits in the model's preprocessing spec) and frames over ``max_pixels`` are reported as
   ``error`` lines naming the fault, never scored. The loop checks each frame once and scores it
   with ``check_faults=False`` (``Scorer.score`` would check again) or through ``score_uint8``.
@@ -52,7 +53,7 @@ from .latency_stats import RollingStats
 from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_uint8
 from .results import ResultWriter
 from .sensor_faults import SensorFaultDetector, SensorFaultError
-from .sources.base import Frame, Source, SourceError
+from .sources.base import Frame, Source, SourceError, is_stream
 from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
@@ -308,7 +309,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,
                           earlier_config_sha256s=earlier)   # refuses another model's file
     worker = ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace)
-    detector = SensorFaultDetector(scorer_spec(scorer)) if check_sensor else None
+    # the stuck_frame check for streams only (a camera, a recording); a folder's files are independent
+    detector = SensorFaultDetector(scorer_spec(scorer), stuck=is_stream(source)) if check_sensor else None
     score_uint8 = getattr(scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
     score_checks_faults = _takes(scorer.score, "check_faults")   # runtime.Scorer.score checks them itself
     st = RunStats()

@@ -14,12 +14,16 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
                  of the model's foreground (``camera_differences``), as resizing averages noise away
                  (limits stored without ``noise_measured_on``: on the model frame, as they meant)
-  stuck_frame    the frame is bit-identical to the previous one(s): a frozen driver re-sending it
+  stuck_frame    the frame is bit-identical to the previous one(s) of a stream (a camera, a recording,
+                 a ROS bag, synth://): a frozen driver re-sending it. Not made for a folder of
+                 files (``Source.stream`` False): its files are independent inputs, and copies of one
+                 frame are each scored (a determinism check, a test set with duplicates)
 
 ``SensorFaultDetector`` keeps the one piece of state (the previous frame's digest) for the stuck
 check; ``frame_faults`` is the stateless part, which ``Scorer.score`` / ``score_batch`` run on every
 frame by default (``raise_frame_faults``: a ``SensorFaultError``), so the Python API never scores a
-fault either. The stuck check needs a stream, so only the run loop (``run_capture``) makes it.
+fault either. The stuck check needs a stream, so only the run loop (``run_capture``) and calibration's
+``read_scene`` make it, each with ``stuck=is_stream(source)``.
 """
 from __future__ import annotations
 
@@ -184,10 +188,13 @@ def frame_digest(rgb, depth) -> bytes:
 
 
 class SensorFaultDetector:
-    """Checks each frame of a stream: ``check(rgb, depth)`` -> list of SensorFault (stuck included)."""
+    """Checks each frame of a source in order: ``check(rgb, depth)`` -> list of SensorFault.
+    ``stuck``: also the stuck_frame check (True for a stream: ``sources.is_stream(source)``; a
+    folder's identical files are independent frames)."""
 
-    def __init__(self, spec: PreprocessSpec):
+    def __init__(self, spec: PreprocessSpec, stuck: bool = True):
         self.spec = spec
+        self.stuck = bool(stuck)
         self._last: Optional[bytes] = None
         self._repeats = 0   # identical consecutive frames so far (1 = this frame is new)
 
@@ -197,7 +204,7 @@ class SensorFaultDetector:
         if not lim.enabled:
             return []
         out = []
-        if rgb is not None and depth is not None:
+        if self.stuck and rgb is not None and depth is not None:
             d = frame_digest(rgb, depth)
             self._repeats = self._repeats + 1 if d == self._last else 1
             self._last = d

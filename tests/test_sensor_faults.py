@@ -325,3 +325,46 @@ def test_the_run_loop_checks_each_frame_once(kinect_root, tmp_path, monkeypatch)
         assert err["frame"] == "black" and err["fault"] == "black_rgb" and err["error"].startswith("sensor fault black_rgb:")
         by_path[name] = [r["score"] for r in lines if r["type"] == "frame"]
     np.testing.assert_allclose(by_path["score"], by_path["score_uint8"], rtol=1e-6)
+
+
+def test_a_folder_of_copies_is_scored_a_stream_repeat_is_stuck(tmp_path, kinect_root):
+    """Audit 16 #5: a folder holding three copies of one frame (a determinism check through edge-ad
+    run) scored one frame and refused two as stuck_frame. A folder's files are independent inputs
+    (``Source.stream`` False): every copy is scored, with the same score; edge-ad calibrate's
+    read_scene agrees (three usable frames). A stream (a camera, a recording) repeating a frame is
+    still a stuck sensor."""
+    from edge_ad.runtime import Scorer, demo_model_dir
+    from edge_ad.runtime.calibrate import read_scene
+    from edge_ad.runtime.sources import is_stream
+    src_dir = kinect_root / "rectangle"
+    d = tmp_path / "copies"
+    (d / "rgb").mkdir(parents=True)
+    (d / "depth").mkdir()
+    for name in ("a", "b", "c"):
+        (d / "rgb" / f"{name}.jpg").write_bytes((src_dir / "rgb" / "3.jpg").read_bytes())
+        (d / "depth" / f"{name}.png").write_bytes((src_dir / "depth" / "3.png").read_bytes())
+    scorer = Scorer.load(demo_model_dir())
+    for uri in (str(d), f"folder://{d}", f"folder://{d}?normal=copies"):
+        src = open_source(uri)
+        assert not is_stream(src), uri
+        out = tmp_path / f"{len(list(tmp_path.glob('*.jsonl')))}.jsonl"
+        s = run_capture(src, scorer, out=out, handle_signals=False)
+        assert (s["frames_scored"], s["frame_errors"], s["sensor_faults"]) == (3, 0, {}), (uri, s)
+        scores = [r["score"] for r in read_lines(out) if r["type"] == "frame"]
+        assert len(set(scores)) == 1, scores          # the same frame, the same score
+    res = read_scene(open_source(str(d)), scorer.preprocess_spec)
+    assert res["ids"] == ["a", "b", "c"] and res["faults"] == {}
+    # the same three frames from a stream: one scored, two stuck_frame (the check is still made)
+    frames = list(open_source(str(d)))
+
+    class Camera(Source):     # any Source that does not say otherwise is a stream
+        uri = "camera"
+
+        def __iter__(self):
+            yield from frames
+
+    assert is_stream(Camera()) and is_stream(open_source("synth://?n=1")) and is_stream(frames)
+    s = run_capture(Camera(), scorer, out=tmp_path / "cam.jsonl", handle_signals=False)
+    assert (s["frames_scored"], s["sensor_faults"]) == (1, {"stuck_frame": 2}), s
+    res = read_scene(Camera(), scorer.preprocess_spec)
+    assert res["ids"] == ["a"] and res["faults"] == {"stuck_frame": 2}

@@ -26,11 +26,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from ..preprocess import DEFAULT_MAX_PIXELS
-from .base import Frame, Source, SourceError
+from .base import Frame, Source, SourceError, is_stream
 from .folder import FolderSource
 
 __all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source", "find_cameras",
-           "open_camera", "is_live"]
+           "open_camera", "is_live", "is_stream"]
 
 
 def _query(uri: str) -> dict:

@@ -25,9 +25,15 @@ class Frame:
 
 
 class Source:
-    """A frame source: iterate it for Frames; ``close()`` releases the device or file."""
+    """A frame source: iterate it for Frames; ``close()`` releases the device or file.
+
+    ``stream``: True (the default) when consecutive frames are one sensor's pictures in time order
+    (a camera, a recording, a ROS bag, ``synth://``), so a frame bit-identical to the previous one is
+    a frozen driver re-sending it (the ``stuck_frame`` sensor fault). A folder of image files is a
+    set of independent inputs (``FolderSource``: False): two identical files are two frames."""
 
     uri: str = ""
+    stream: bool = True
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -40,3 +46,9 @@ class Source:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def is_stream(frames) -> bool:
+    """Whether ``frames`` (a Source, or any iterable of Frames) is a stream, where a repeated frame
+    means a stuck sensor: its ``stream`` attribute, True when it has none (checked, as before)."""
+    return bool(getattr(frames, "stream", True))

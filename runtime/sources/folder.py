@@ -178,7 +178,10 @@ class LevelsWatch:
 class FolderSource(Source):
     """Frames of a folder in id order; unreadable frames are yielded with ``error`` set.
     ``warnings`` / ``events`` (a ``source_warning`` event, written into the run's results): 16-bit
-    PNG depth that looks like 8-bit levels (``LevelsWatch``), said once."""
+    PNG depth that looks like 8-bit levels (``LevelsWatch``), said once. ``stream = False``: the
+    files are independent inputs, so identical consecutive files are scored (no ``stuck_frame``)."""
+
+    stream = False
 
     def __init__(self, root: os.PathLike, ids: Optional[Iterable] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)

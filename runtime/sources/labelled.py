@@ -33,7 +33,10 @@ def _is_frame_folder(p: Path) -> bool:
 
 class LabelledFolderSource(Source):
     """Frames of one or several class folders, labelled anomalous unless their class is ``normal``.
-    ``max_pixels``: images over this many pixels are refused from their header (an error frame)."""
+    ``max_pixels``: images over this many pixels are refused from their header (an error frame).
+    Files, not a stream (``stream = False``, as ``FolderSource``)."""
+
+    stream = False
 
     def __init__(self, root, normal: str, split: Optional[str] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)
