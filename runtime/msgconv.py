@@ -12,7 +12,7 @@ import struct
 import numpy as np
 from PIL import Image as PILImage
 
-from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, open_image
+from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, colour_image_to_rgb, open_image
 
 # encoding -> (dtype, channels)
 _ENCODINGS = {
@@ -68,8 +68,9 @@ def colour_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
         return np.ascontiguousarray(arr[..., :3])
     if encoding == "bgra8":
         return np.ascontiguousarray(arr[..., 2::-1])
-    if encoding in ("mono8", "8UC1"):
-        return np.repeat(arr[..., None], 3, axis=2)
+    if encoding in ("mono8", "8UC1"):   # as a folder's greyscale RGB file (preprocess.colour_image_to_rgb)
+        raise FrameError(f"colour image has encoding {encoding!r} (greyscale): a colour image is needed, the "
+                         f"models were trained on colour (expected one of {COLOUR_ENCODINGS})")
     raise FrameError(f"{encoding!r} is not a colour encoding (expected one of {COLOUR_ENCODINGS})")
 
 
@@ -94,7 +95,9 @@ def image_msg_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     return depth_to_mm(image_to_numpy(msg, max_pixels), str(msg.encoding))
 
 
-def _decode_png_jpeg(data: bytes, what: str, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _decode_png_jpeg(data: bytes, what: str, max_pixels=DEFAULT_MAX_PIXELS, colour: bool = False) -> np.ndarray:
+    """A PNG / JPEG payload -> array: ``colour``: H x W x 3 uint8 RGB (``colour_image_to_rgb``: greyscale or
+    transparent images refused); else 16-bit as uint16, L and RGB as stored, other modes as RGB."""
     try:
         im = open_image(io.BytesIO(data), max_pixels, what)  # the size from the header, before decoding
     except FrameError:
@@ -104,24 +107,23 @@ def _decode_png_jpeg(data: bytes, what: str, max_pixels=DEFAULT_MAX_PIXELS) -> n
     with im:
         try:
             im.load()
+            if colour:
+                return colour_image_to_rgb(im, what)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(im).astype(np.uint16)
             if im.mode in ("L", "RGB"):
                 return np.asarray(im)
             return np.asarray(im.convert("RGB"))
+        except FrameError:
+            raise
         except Exception as e:  # PIL raises many types for corrupt data
             raise FrameError(f"undecodable {what}: {e}") from None
 
 
 def compressed_to_rgb(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png colour) -> H x W x 3 uint8 RGB."""
-    arr = _decode_png_jpeg(bytes(msg.data), f"compressed colour image ({msg.format!r})", max_pixels)
-    if arr.dtype != np.uint8:
-        raise FrameError(f"compressed colour image decodes to {arr.dtype}, expected 8-bit")
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
     # image_transport encodes bgr8 with OpenCV, so the file holds true colours: PIL decodes to RGB
-    return np.ascontiguousarray(arr[..., :3])
+    return _decode_png_jpeg(bytes(msg.data), f"compressed colour image ({msg.format!r})", max_pixels, colour=True)
 
 
 def compressed_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:

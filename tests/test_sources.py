@@ -558,3 +558,52 @@ def test_oak_without_depthai_or_device_is_explained():
     with pytest.raises(SourceError, match=r"depthai|no OAK camera"):
         open_source("oak://")
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp_path, kinect_root):
+    """Audit 16 #6: an RGB file saved greyscale (mode L) was expanded to grey RGB and scored as
+    colour, silently. The models take colour: a greyscale (L, I;16) RGB file is an error frame naming
+    the file and its mode, as a 3-channel depth PNG is; so is an RGBA file with transparent pixels. An
+    RGBA file whose pixels are all opaque, a palette (P) image and RGB itself are read as RGB."""
+    from edge_ad.runtime.sources import FolderSource
+    (i, rgb, d8), = kinect_frames(kinect_root, 1)
+    root = tmp_path / "modes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    holes = rgba.copy()
+    holes[:5, :7, 3] = 0                                   # 35 transparent pixels
+    palette = Image.fromarray(rgb).quantize(64)
+    images = {"colour": Image.fromarray(rgb), "grey": Image.fromarray(rgb).convert("L"),
+              "grey16": Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 256),
+              "opaque": Image.fromarray(rgba), "holes": Image.fromarray(holes), "palette": palette}
+    for name, im in images.items():
+        im.save(root / "rgb" / f"{name}.png")
+        Image.fromarray(d8).save(root / "depth" / f"{name}.png")
+    frames = {f.id: f for f in FolderSource(root)}
+    for name in ("grey", "grey16"):
+        err = frames[name].error
+        assert err is not None and frames[name].rgb is None, name
+        assert f"frame {name}: RGB {root / 'rgb' / name}.png has mode {images[name].mode} (greyscale)" in err, err
+    assert "mode RGBA with 35 of" in frames["holes"].error and "transparent" in frames["holes"].error
+    for name in ("colour", "opaque"):
+        assert frames[name].error is None and np.array_equal(frames[name].rgb, rgb), name
+    assert frames["palette"].error is None
+    assert np.array_equal(frames["palette"].rgb, np.asarray(palette.convert("RGB")))
+    assert frames["palette"].rgb.shape == rgb.shape and frames["palette"].rgb.dtype == np.uint8
+    # a run scores the colour frames and reports the others, naming the mode
+    from test_capture import FakeScorer, read_lines
+    from edge_ad.runtime.capture import run_capture
+    s = run_capture(FolderSource(root), FakeScorer(), out=tmp_path / "r.jsonl", handle_signals=False)
+    assert (s["frames_scored"], s["frame_errors"]) == (3, 3)
+    errs = {r["frame"]: r["error"] for r in read_lines(tmp_path / "r.jsonl") if r["type"] == "error"}
+    assert sorted(errs) == ["grey", "grey16", "holes"] and "mode L (greyscale)" in errs["grey"]
+    # the ROS colour topic agrees: mono8 and a greyscale compressed image are refused, colour is read
+    mono = SimpleNamespace(**msgconv.numpy_to_image_fields(rgb[:, :, 0].copy(), "mono8"))
+    with pytest.raises(FrameError, match="'mono8' \\(greyscale\\)"):
+        msgconv.msg_to_rgb(mono)
+    grey_png = SimpleNamespace(**msgconv.numpy_to_compressed_fields(rgb[:, :, 0].copy(), "png"))
+    with pytest.raises(FrameError, match="mode L \\(greyscale\\)"):
+        msgconv.msg_to_rgb(grey_png)
+    colour_png = SimpleNamespace(**msgconv.numpy_to_compressed_fields(rgb, "png"))
+    assert np.array_equal(msgconv.msg_to_rgb(colour_png), rgb)

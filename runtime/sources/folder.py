@@ -1,7 +1,9 @@
 """A folder of frames: ``<dir>/rgb/<id>.(png|jpg|jpeg)`` + ``<dir>/depth/<id>.(png|npy)``, ids matched by stem.
 
 Suffixes are matched in any case (``3.JPG``, ``3.PNG``, ``3.Jpg``: cameras and Windows tools write
-them). Depth is read from ``<id>.png`` (8-bit grey, or 16-bit millimetres) or, when there is no PNG,
+them). RGB files must hold colour: a greyscale image (mode L, ...) or one with transparent pixels is
+an error frame naming the file and its mode (``preprocess.colour_image_to_rgb``; RGBA with every pixel
+opaque, palette and CMYK images are read as RGB). Depth is read from ``<id>.png`` (8-bit grey, or 16-bit millimetres) or, when there is no PNG,
 ``<id>.npy`` (an H x W uint8 or uint16 array, read without pickle; the frame-size limit is checked
 from its header); a frame whose depth was saved in another format (``3.tif``, ...) is an error frame
 that names the file found."""
@@ -17,7 +19,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, open_image
+from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, colour_image_to_rgb, open_image
 from .base import Frame, Source, SourceError
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -102,8 +104,9 @@ def read_pair_from(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -
         raise SourceError(_missing_depth(root, fid))
     try:
         with _open_checked(rgb_path, max_pixels, "RGB") as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except SourceError as e:
+            im.load()
+            rgb = colour_image_to_rgb(im, f"RGB {rgb_path}")    # refuses greyscale and transparent images
+    except (SourceError, FrameError) as e:
         raise SourceError(f"frame {fid}: {e}") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
