@@ -163,7 +163,7 @@ def test_labelled_folder_source(kinect_root, tmp_path):
     kinds = {f.meta["kind"] for f in frames}
     assert kinds == {"cylinder", "rectangle", "sphere"}
     assert all(f.meta["anomalous"] == (f.meta["kind"] != "rectangle") for f in frames)
-    assert frames[0].id == f"cylinder/{splits['cylinder']['val'][0]}" and frames[0].error is None
+    assert frames[0].id == f"rectangle/{splits['rectangle']['val'][0]}" and frames[0].error is None
     one = open_source(f"folder://{kinect_root / 'sphere'}?normal=rectangle")
     f = next(iter(one))
     assert f.meta == {"kind": "sphere", "anomalous": True} and len(one) == 400
@@ -176,6 +176,39 @@ def test_labelled_folder_source(kinect_root, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="neither a frame folder"):
         open_source(f"folder://{tmp_path / 'empty'}?normal=a")
+
+
+def test_labelled_folder_interleaves_the_classes_normal_first(kinect_root, tmp_path, monkeypatch):
+    """Audit 16 #7: the classes came one after the other in name order (cylinder, rectangle, sphere),
+    so `edge-ad run --source 'folder://DATA?normal=rectangle&split=val' --max-frames 6` scored six
+    cylinders and ended 'AUROC n/a (one class only)'. The classes now take turns, the normal class
+    first, each in id order; a class with more frames than the others ends the source alone."""
+    splits = json.loads((kinect_root / "splits.json").read_text())
+    src = open_source(f"folder://{kinect_root}?normal=rectangle&split=val")
+    frames = list(src)
+    val = {c: [str(i) for i in splits[c]["val"]] for c in ("rectangle", "cylinder", "sphere")}
+    expect = [f"{c}/{val[c][k]}" for k in range(len(val["rectangle"])) for c in ("rectangle", "cylinder", "sphere")]
+    assert [f.id for f in frames] == expect
+    assert sorted(f.id for f in frames) == sorted(f"{c}/{i}" for c in val for i in val[c])   # every frame once
+    use_scorer(monkeypatch, ScriptedScorer([0.2, 0.7, 0.7]))
+    out = tmp_path / "r.jsonl"
+    r = invoke(["--source", f"folder://{kinect_root}?normal=rectangle&split=val", "--max-frames", "6",
+                "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    t = lines(out)[-1]["truth"]
+    assert (t["frames"], t["anomalous"], t["auroc"]) == (6, 4, 1.0), t
+    assert "AUROC 1.000" in r.output and "one class only" not in r.output
+    # classes of unequal size: turns until each runs out; the normal class first whatever its name
+    from test_sources import kinect_frames
+    root = tmp_path / "uneven"
+    for cls, n in (("a", 3), ("b", 1), ("z", 2)):
+        (root / cls / "rgb").mkdir(parents=True)
+        (root / cls / "depth").mkdir()
+        for i, rgb, d8 in kinect_frames(kinect_root, n):
+            Image.fromarray(rgb).save(root / cls / "rgb" / f"{i}.png")
+            Image.fromarray(d8).save(root / cls / "depth" / f"{i}.png")
+    got = [(f.meta["kind"], f.meta["anomalous"]) for f in open_source(f"folder://{root}?normal=z")]
+    assert got == [("z", False), ("a", True), ("b", True), ("z", False), ("a", True), ("a", True)]
 
 
 def test_labelled_folder_honours_max_frame_pixels(tmp_path, monkeypatch, kinect_root):

@@ -9,8 +9,14 @@
   sessions, not classes (``recordings/day2?normal=rectangle`` beside ``recordings/day1``): a CLASS that
   is neither DIR's name nor a folder beside it is accepted with a warning (``warnings``, a
   ``source_warning`` event).
-* DIR holds class folders (``DIR/<class>/rgb``, ...): the frames of every class, class by class,
-  e.g. ``folder://kinect-rgbd?normal=rectangle&split=val`` (rectangles normal, the rest anomalies).
+* DIR holds class folders (``DIR/<class>/rgb``, ...): the frames of every class, interleaved (one
+  frame of each class in turn: the normal class, then the others in name order; each class's frames
+  in id order), e.g. ``folder://kinect-rgbd?normal=rectangle&split=val`` (rectangles normal, the rest
+  anomalies) yields rectangle/0, cylinder/0, sphere/0, rectangle/1, ...: any prefix (``edge-ad run
+  --max-frames 6``) holds normal frames and anomalies, so its AUROC is defined. A class with more
+  frames than the others ends the run alone. Frames are named ``<class>/<id>`` whatever their
+  order; a run resumed onto an ``--out`` continues its index and scores every frame again (it skips
+  none), so files written when the classes came one after the other stay consistent.
 
 Each frame's ``meta`` is ``{"kind": class, "anomalous": class != normal}``, so the run's results
 carry ``truth`` and its summary AUROC, recall and false-alarm rate. ``split`` picks the ids listed
@@ -62,7 +68,8 @@ class LabelledFolderSource(Source):
         if len(folders) == 1 and normal != self.root.name:
             self._check_normal_of_one_folder(normal)
         splits = self._splits(split_root, split, classes) if split else {}
-        self.parts = []  # [(class, FolderSource)]
+        folders.sort(key=lambda p: (p.name != normal, p.name))     # the normal class first, then by name
+        self.parts = []  # [(class, FolderSource)], in the order __iter__ takes turns
         for p in folders:
             self.parts.append((p.name, FolderSource(p, splits.get(p.name), max_pixels=max_pixels)))
         self.uri = f"folder://{self.root}?normal={normal}" + (f"&split={split}" if split else "")
@@ -107,12 +114,20 @@ class LabelledFolderSource(Source):
         return sum(len(src) for _, src in self.parts)
 
     def __iter__(self) -> Iterator[Frame]:
+        """One frame of each class in turn (``parts`` order), until every class has run out."""
         many = len(self.parts) > 1
-        for cls, src in self.parts:
-            for fr in src:
+        turns = [(cls, src, iter(src)) for cls, src in self.parts]
+        while turns:
+            still = []
+            for cls, src, frames in turns:
+                fr = next(frames, None)
+                if fr is None:
+                    continue
+                still.append((cls, src, frames))
                 self.warnings += src.warnings          # e.g. 16-bit PNG depth that looks like 8-bit levels
                 self.events += src.events
                 src.warnings.clear(), src.events.clear()
                 fr.id = f"{cls}/{fr.id}" if many else fr.id
                 fr.meta = {**fr.meta, "kind": cls, "anomalous": cls != self.normal}
                 yield fr
+            turns = still
