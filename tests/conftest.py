@@ -214,6 +214,28 @@ def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
     return dst
 
 
+def copy_kinect_layout(kinect_root: Path, dst: Path, per_split: dict) -> Path:
+    """A kinect-rgbd layout at dst: for each class the first n ids of each split in per_split
+    ({real split: (n, name written in splits.json)}), frames copied."""
+    import json
+    import shutil
+    real = json.loads((kinect_root / "splits.json").read_text())
+    splits = {}
+    for c in ("rectangle", "cylinder", "sphere"):
+        (dst / c / "rgb").mkdir(parents=True)
+        (dst / c / "depth").mkdir()
+        splits[c] = {}
+        for split, (n, name) in per_split.items():
+            ids = real[c][split][:n]
+            splits[c][name] = ids
+            for i in ids:
+                rgb = next((kinect_root / c / "rgb").glob(f"{i}.*"))
+                shutil.copy(rgb, dst / c / "rgb" / rgb.name)
+                shutil.copy(kinect_root / c / "depth" / f"{i}.png", dst / c / "depth" / f"{i}.png")
+    (dst / "splits.json").write_text(json.dumps(splits))
+    return dst
+
+
 def run_in_threads(work, n: int = 3) -> None:
     """Run work(t) for t in range(n) on n threads at once; re-raise the first error any of them hit
     (an assertion inside a thread would otherwise only be printed)."""

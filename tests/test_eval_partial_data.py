@@ -9,30 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import copy_kinect_layout
 from edge_ad.runtime import nuisance as nu
 
 torch = pytest.importorskip("torch")
-
-CLASSES = ("rectangle", "cylinder", "sphere")
-
-
-def _copy(kinect_root, dst, per_split: dict) -> None:
-    """A kinect-rgbd layout at dst: for each class the first n ids of each split in per_split
-    ({real split: (n, name written in splits.json)}), frames copied."""
-    real = json.loads((kinect_root / "splits.json").read_text())
-    splits = {}
-    for c in CLASSES:
-        (dst / c / "rgb").mkdir(parents=True)
-        (dst / c / "depth").mkdir()
-        splits[c] = {}
-        for split, (n, name) in per_split.items():
-            ids = real[c][split][:n]
-            splits[c][name] = ids
-            for i in ids:
-                rgb = next((kinect_root / c / "rgb").glob(f"{i}.*"))
-                shutil.copy(rgb, dst / c / "rgb" / rgb.name)
-                shutil.copy(kinect_root / c / "depth" / f"{i}.png", dst / c / "depth" / f"{i}.png")
-    (dst / "splits.json").write_text(json.dumps(splits))
 
 
 @pytest.fixture
@@ -65,7 +45,7 @@ def test_eval_on_a_held_out_copy_without_train_skips_the_baselines_and_writes_th
     """#2: splits.json with only a 'test' split; baselines on (the default), nuisance suite too: the
     old code scored everything, then crashed loading 'train' (no report). Now the baselines are
     skipped with the reason in report.json and the output, the model's results written."""
-    _copy(kinect_root, tmp_path / "held", {"val": (3, "test")})
+    copy_kinect_layout(kinect_root, tmp_path / "held", {"val": (3, "test")})
     r = _eval(tiny_ck, tmp_path / "held", tmp_path / "ev", "--split", "test", "--nuisance-set", "shift:1")
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
@@ -79,7 +59,7 @@ def test_eval_on_a_held_out_copy_without_train_skips_the_baselines_and_writes_th
 
 def test_eval_names_a_missing_class_folder_before_scoring(tmp_path, kinect_root, tiny_ck, no_scoring):
     """#9: a copy without the cylinder folder said 'frame 3: missing RGB file .../cylinder/rgb/3.(png|jpg)'."""
-    _copy(kinect_root, tmp_path / "two", {"val": (3, "val"), "train": (3, "train")})
+    copy_kinect_layout(kinect_root, tmp_path / "two", {"val": (3, "val"), "train": (3, "train")})
     shutil.rmtree(tmp_path / "two" / "cylinder")
     r = _eval(tiny_ck, tmp_path / "two", tmp_path / "ev")
     assert r.exit_code == 1, r.output
@@ -91,7 +71,7 @@ def test_eval_names_a_missing_class_folder_before_scoring(tmp_path, kinect_root,
 def test_eval_refuses_split_ids_without_frames_before_scoring(tmp_path, kinect_root, tiny_ck, no_scoring):
     """#9: splits.json lists frames the copy lacks: one error with how many and the first few (eval never
     skips frames), before scoring; the old code stopped at the first absent id, after reading the others."""
-    _copy(kinect_root, tmp_path / "part", {"val": (8, "val"), "train": (3, "train")})
+    copy_kinect_layout(kinect_root, tmp_path / "part", {"val": (8, "val"), "train": (3, "train")})
     real = json.loads((kinect_root / "splits.json").read_text())
     gone = [str(i) for i in real["sphere"]["val"][2:8]]
     for i in gone:
@@ -111,7 +91,7 @@ def test_eval_refuses_split_ids_without_frames_before_scoring(tmp_path, kinect_r
 def test_eval_refuses_a_shift_of_the_frame_size_before_scoring(tmp_path, kinect_root, tiny_ck, no_scoring):
     """#10: shift:70,70 (or shift:64, or one inside a '+' combination) on 64 x 64 frames moved every frame out
     of view and gave a row 'AUROC 0.500, false alarms 100%'."""
-    _copy(kinect_root, tmp_path / "d", {"val": (2, "val")})
+    copy_kinect_layout(kinect_root, tmp_path / "d", {"val": (2, "val")})
     for bad, moved in (("shift:70,70", "70 px down/up, at least the frame's height (64 px)"),
                        ("shift:64", "64 px down/up, at least the frame's height (64 px)"),
                        ("gamma:0.9+shift:0,-64", "64 px sideways, at least the frame's width (64 px)")):

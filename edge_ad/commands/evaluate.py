@@ -46,7 +46,10 @@ import click
               "defaults) on plain preprocessing (the checkpoint's without colour_norm / align / scene levers, "
               "as the generator was trained); overrides apply on top and rename the configuration.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="also report nearest-neighbour MSE and foreground-area baselines (kinect-rgbd only).")
+              help="also report nearest-neighbour baselines (NN MSE, NN MSE per foreground pixel, the model's own "
+              "fg power) and the foreground area against the class's train frames (kinect-rgbd only): on plain "
+              "preprocessing (the issues' definition) and, where the model's preprocessing differs (colour_norm, "
+              "align), on the model's as well; each labelled with its preprocessing.")
 @click.option("--batch-frames", type=int, default=32, show_default=True,
               help="frames scored at once by z-only configurations (same numbers, faster); 0: one by one.")
 @click.option("--calibrate-fpr", type=float, default=0.05, show_default=True,
@@ -198,7 +201,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
              "torch_threads": torch.get_num_threads()}
     if baselines and data and cls and baselines_skipped is None:
         try:
-            extra["baselines"] = _baselines(data, cls, split, spec, groups, normal_name, cfg)
+            extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
+                                                                           normal_name, cfg, max_per_class)
         except DataError as e:     # an unreadable train frame: the model's results are still written
             baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
             click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
@@ -213,9 +217,15 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for name in list(scores) + ["overall"]:
         click.echo(f"{normal_name} vs {name:9s} AUROC {m[name]['auroc']:.3f}  AP {m[name]['ap']:.3f}  "
                    f"F1max {m[name]['f1_max']:.3f} @ {m[name]['f1_threshold']:.4g}")
-    for bname, b in extra.get("baselines", {}).items():
-        click.echo(f"baseline {bname:22s} AUROC overall {b['overall']:.3f}  "
-                   + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
+    if extra.get("baselines"):
+        n_train = next(iter(extra["baseline_definitions"].values()))["train_frames"]
+        click.echo(f"baselines against the {n_train} {cls} train frames (plain preprocessing: the issues' "
+                   "definition, without the model's colour_norm / align / scene levers; model preprocessing: "
+                   "the model's own, where it differs):")
+        width = max(map(len, extra["baselines"]))
+        for bname, b in extra["baselines"].items():
+            click.echo(f"  baseline {bname:{width}s} AUROC overall {b['overall']:.3f}  "
+                       + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
     if "baselines_skipped" in extra:
         click.echo(f"baselines skipped: {extra['baselines_skipped']}")
     if suite is not None:
@@ -223,6 +233,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         nu = extra["nuisance"]
         click.echo(f"nuisance suite (threshold {nu['threshold']:.4g}, {nu['threshold_source']}):")
         click.echo(nuisance_table(nu))
+        if nu.get("baseline"):
+            click.echo(f"NN baseline column: {nu['baseline']}")
     click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
 
 
@@ -285,31 +297,90 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
                          baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
                          baseline_spec=plain)
     res["threshold_source"] = source
-    res["baseline"] = ("nearest-neighbour MSE per foreground pixel vs the class's train frames (plain preprocessing: "
-                       "no colour_norm / align)") if baseline_fn else None
+    res["baseline"] = (f"{NUISANCE_BASELINE}, the header's baseline of that name: nearest-neighbour MSE per "
+                       "foreground pixel vs the class's train frames, without the model's colour_norm / align / "
+                       "scene levers, on the same perturbed frames") if baseline_fn else None
     if baseline_skipped:
         res["baseline_skipped"] = baseline_skipped
     return res
 
 
-def _baselines(data, cls, split, spec, groups, normal_name, cfg) -> dict:
-    """AUROC of the nearest-neighbour MSE (plain, and normalised like cfg if it normalises) and
-    foreground-area baselines on the same frames, against the class's train split."""
+NN_MSE, NN_MSE_PER_FG = "nearest-neighbour MSE", "nearest-neighbour MSE per foreground pixel"
+PLAIN = "plain preprocessing"
+# the nuisance table's baseline column: the issue-12 definition (fg^1 on plain preprocessing)
+NUISANCE_BASELINE = f"{NN_MSE_PER_FG} ({PLAIN})"
+
+
+def levers_text(spec) -> str:
+    """The scoring levers ``spec`` adds to plain preprocessing, as a short text (e.g. 'colour_norm rgb +
+    align centroid'); '' when it preprocesses as plain (a colour_reference without colour_norm, or an
+    align_centre without align, changes nothing: the shipped rectangle)."""
+    from edge_ad.runtime.preprocess import plain_spec
+    plain = plain_spec(spec)
+    parts = []
+    if spec.colour_norm != plain.colour_norm:
+        parts.append(f"colour_norm {spec.colour_norm}")
+    if spec.align != plain.align:
+        parts.append(f"align {spec.align}")
+    if tuple(spec.colour_gain) != tuple(plain.colour_gain):
+        parts.append("colour_gain " + ",".join(f"{float(g):g}" for g in spec.colour_gain))
+    if tuple(spec.scene_shift) != tuple(plain.scene_shift):
+        parts.append("scene_shift " + ",".join(str(int(v)) for v in spec.scene_shift))
+    return " + ".join(parts)
+
+
+def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) -> tuple[dict, dict]:
+    """The nearest-neighbour baselines against the class's train split, on the same frames:
+    ({name: {group: AUROC, "overall": AUROC}}, {name: what it computes and on which preprocessing}).
+
+    On plain preprocessing (``plain_spec``: the issues' definitions) always: NN MSE (issue 4), NN MSE
+    per foreground pixel (fg^1, issue 12), NN MSE / fg^p for the configuration's own fg power p if it
+    is another, and the foreground area. When the model's preprocessing ``spec`` differs from plain
+    (colour_norm, align, scene levers: ``levers_text``), the same NN variants on ``spec`` as well, labelled with its
+    levers: a baseline that normalises like the model, often the stronger one. ``groups`` are the
+    evaluated frames already read with ``spec`` (uint8 (N, R, R, 4) per group)."""
     from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
-    from edge_ad.models.evaluate import evaluate_scores
+    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
-    train = to_tensor(load_kinect(data, cls, "train", spec)[1], spec).numpy()
-    X = {k_: to_tensor(v, spec).numpy() for k_, v in groups.items()}
-    fns = {"nearest-neighbour MSE": lambda v: nearest_neighbour_scores(train, v),
-           "foreground area": lambda v: area_scores(train, v)}
-    if cfg.score_fg_power:
-        fns[f"nearest-neighbour MSE/fg^{cfg.score_fg_power:g}"] = lambda v: nearest_neighbour_scores(
-            train, v, fg_power=cfg.score_fg_power, fg_floor=cfg.fg_floor)
-    out = {}
-    for bname, fn in fns.items():
-        s = {k_: fn(v) for k_, v in X.items()}
-        normal = s.pop(normal_name)
-        met = evaluate_scores(normal, s)
-        out[bname] = {k_: float(v["auroc"]) for k_, v in met.items()}
-    return out
+    spec = spec or PreprocessSpec()
+    levers = levers_text(spec)
+    preps = {PLAIN: ("plain", plain_spec(spec) if levers else spec)}   # spec: preprocesses as plain
+    if levers:
+        preps[f"model preprocessing: {levers}"] = ("model", spec)
+    powers = {NN_MSE: 0.0, NN_MSE_PER_FG: 1.0}
+    if cfg.score_fg_power and cfg.score_fg_power != 1.0:
+        powers[f"{NN_MSE}/fg^{cfg.score_fg_power:g}"] = float(cfg.score_fg_power)
+    out, definitions = {}, {}
+    for label, (which, pspec) in preps.items():
+        train = to_tensor(load_kinect(data, cls, "train", pspec)[1], pspec).numpy()
+        X = {k_: to_tensor(v, pspec).numpy() for k_, v in (
+            groups.items() if pspec == spec else
+            ((c, load_kinect(data, c, split, pspec)[1][:max_per_class or None]) for c in groups))}
+        fns = {}
+        for bname, p in powers.items():
+            floor = cfg.fg_floor if p not in (0.0, 1.0) else 0.01   # the issue's fg^1 at the default floor
+            fns[f"{bname} ({label})"] = (lambda v, p=p, floor=floor: nearest_neighbour_scores(
+                train, v, fg_power=p, fg_floor=floor))
+            definitions[f"{bname} ({label})"] = {
+                "score": "min over train frames of the mean squared difference"
+                         + (f" / max(foreground share, {floor:g}) ** {p:g}" if p else ""),
+                "fg_power": p, "preprocessing": which, "levers": levers_text(pspec) or "none",
+                "train_frames": int(len(train))}
+        if which == "plain":
+            area = (f"foreground area ({label})", lambda v, train=train: area_scores(train, v), dict(
+                score="|foreground share - median of the train frames'| / their std", preprocessing=which,
+                levers="none", train_frames=int(len(train))), X)
+        for bname, fn in fns.items():
+            out[bname] = _aurocs(fn, X, normal_name)
+    bname, fn, definitions[bname], X = area     # listed last: not a nearest neighbour
+    out[bname] = _aurocs(fn, X, normal_name)
+    return out, definitions
+
+
+def _aurocs(fn, X: dict, normal_name: str) -> dict:
+    """{anomalous group: AUROC, "overall": AUROC} of the scores fn(frames) (N,) of each group of X."""
+    from edge_ad.models.evaluate import evaluate_scores
+    s = {k_: fn(v) for k_, v in X.items()}
+    normal = s.pop(normal_name)
+    return {k_: float(v["auroc"]) for k_, v in evaluate_scores(normal, s).items()}
