@@ -381,3 +381,32 @@ def test_ray_batch_local_cluster(tmp_path, kinect_export, sources, monkeypatch):
     for key, e in (("a", a), ("b", b)):
         want = run_rows(kinect_export, sources[key], tmp_path / f"run-{key}.jsonl")
         assert [comparable(x) for x in lines(out / e["file"])[:-1]] == [comparable(x) for x in want[:-1]]
+
+
+class _ThresholdedScorer(FakeScorer):
+    threshold = 0.4
+
+
+def test_summary_json_records_the_threshold_used_and_where_it_came_from(tmp_path):
+    """audit 16 #8: summary.json said "threshold": null per source while the model's threshold flagged
+    its frames (the field was the --threshold override). Now: the threshold used, its source, the
+    override apart; an older entry's "threshold" (the override) still resumes."""
+    from edge_ad.batch.driver import run_batch
+    uri = "synth://?n=3&anomaly_rate=0.5&seed=2"
+    for scorer, override, want, source in ((_ThresholdedScorer(), None, 0.4, "the model's manifest"),
+                                           (_ThresholdedScorer(), 0.7, 0.7, "--threshold"),
+                                           (FakeScorer(), None, None, "none: the model carries no threshold")):
+        out = tmp_path / f"out-{override}-{want}"
+        e = run_batch(make_jobs([uri], threshold=override), [], out, _InProcessEngine(scorer), tmp_path,
+                      "sha")["sources"][0]
+        assert e["status"] == "done" and e["threshold"] == want and e["threshold_source"].startswith(source)
+        assert e["threshold_override"] == override
+        assert {r.get("threshold") for r in lines(out / e["file"]) if r["type"] == "frame"} == {want}
+        assert json.loads((out / "summary.json").read_text())["sources"][0] == e
+    # an entry written before threshold_override: its "threshold" was the override (null: the model's)
+    old = dict(e, threshold=None)
+    del old["threshold_override"]
+    job = make_jobs([uri])[0]
+    from edge_ad.batch.plan import settings_differences
+    assert settings_differences(job, old, "sha") == []
+    assert settings_differences(job, dict(old, threshold=0.5), "sha") == ["--threshold 0.5 -> None"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .plan import Job, finished, is_complete, read_previous, settings_differences
-from .worker import dumps, result_stats
+from .worker import THRESHOLD_OVERRIDE, dumps, result_stats
 
 SUMMARY = "summary.json"
 EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4   # as edge-ad run
@@ -178,7 +178,13 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
                  "error": res.get("error"),
                  "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
                  "wall_s": None if res.get("wall_s") is None else round(res["wall_s"], 3),
-                 "attempts": res.get("attempts", 1), "seed": job.seed, "threshold": job.threshold,
+                 "attempts": res.get("attempts", 1), "seed": job.seed,
+                 # the threshold the frames were flagged at and where it came from; the override alone
+                 # (None: the model's) decides, with the seed and model, whether a rerun resumes
+                 "threshold": res.get("threshold", job.threshold),
+                 "threshold_source": res.get("threshold_source", THRESHOLD_OVERRIDE if job.threshold is not None
+                                             else None),
+                 "threshold_override": job.threshold,
                  "model_sha256": model_sha256, "resumed": False}
         if res.get("summary"):
             entry["search"] = res["summary"].get("search")

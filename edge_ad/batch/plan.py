@@ -183,14 +183,19 @@ def read_results(path: os.PathLike) -> tuple[list, Optional[dict]]:
 
 def settings_differences(job: Job, previous: dict, model_sha256: str) -> list:
     """What differs between ``previous`` (a summary.json entry of the same name) and ``job`` run with
-    the model ``model_sha256`` (manifest sha256): ["threshold None -> 0.5", ...]; [] when nothing does.
-    The source (``source_key``: however it was spelt), seed, threshold and model decide a source's rows."""
+    the model ``model_sha256`` (manifest sha256): ["--threshold None -> 0.5", ...]; [] when nothing does.
+    The source (``source_key``: however it was spelt), seed, --threshold override (None: the model's own;
+    entries written before "threshold_override" kept it in "threshold") and model decide a source's rows."""
     diffs = []
     if entry_source(previous) != job.source:
         diffs.append(f"source {entry_source(previous)!r} -> {job.source!r}")
-    for key, want in (("seed", job.seed), ("threshold", job.threshold), ("model_sha256", model_sha256)):
-        if previous.get(key) != want:
-            diffs.append(f"{key} {previous.get(key)!r} -> {want!r}")
+    if previous.get("seed") != job.seed:
+        diffs.append(f"seed {previous.get('seed')!r} -> {job.seed!r}")
+    override = previous.get("threshold_override", previous.get("threshold"))   # older entries: "threshold"
+    if override != job.threshold:
+        diffs.append(f"--threshold {override!r} -> {job.threshold!r}")
+    if previous.get("model_sha256") != model_sha256:
+        diffs.append(f"model_sha256 {previous.get('model_sha256')!r} -> {model_sha256!r}")
     return diffs
 
 

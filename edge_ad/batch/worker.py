@@ -95,20 +95,27 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
                  attempt: int = 1) -> dict:
     """Score every frame of ``job.uri`` into ``out_path`` (JSON lines, as ``edge-ad run --source
     URI --seed SEED --out`` writes them) and return {"status": "done" | "failed", "error",
-    "summary", "wall_s"}. A source that cannot be opened or fails mid-way is "failed" with the reason."""
-    from edge_ad.runtime.capture import run_capture, scorer_threshold
+    "summary", "wall_s", "threshold", "threshold_source"}: the threshold the frames are flagged at
+    (``job.threshold``, the --threshold override, else the model's calibrated one; None: the model has
+    none, nothing flagged) and where it came from. A source that cannot be opened or fails mid-way is
+    "failed" with the reason."""
+    from edge_ad.runtime.capture import run_capture
     from edge_ad.runtime.sources import SourceError, open_source
     t0 = time.perf_counter()
+    thr, thr_source = threshold_used(scorer, job)
     out_path = Path(out_path)
     out_path.unlink(missing_ok=True)       # a partial file of an earlier attempt is scratch
+
+    def failed(error: str) -> dict:
+        return {"status": "failed", "error": error, "summary": None, "wall_s": time.perf_counter() - t0,
+                "threshold": thr, "threshold_source": thr_source}
     try:
         source = open_source(job.uri)
     except SourceError as e:
-        return {"status": "failed", "error": str(e), "summary": None, "wall_s": time.perf_counter() - t0}
+        return failed(str(e))
     if getattr(source, "live", False):
         source.close()
-        return {"status": "failed", "error": f"{job.uri} is a live camera; a batch scores recordings",
-                "summary": None, "wall_s": time.perf_counter() - t0}
+        return failed(f"{job.uri} is a live camera; a batch scores recordings")
     try:
         total = len(source)
     except TypeError:
@@ -116,7 +123,6 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
     if progress is not None:
         progress(0, total)
     counted = _CountingSource(source, progress, job.crash_after if attempt == 1 else 0)
-    thr = job.threshold if job.threshold is not None else scorer_threshold(scorer)
     failures = []
     summary = run_capture(counted, scorer, threshold=thr, out=out_path, seed=job.seed, handle_signals=False,
                           live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None)
@@ -125,7 +131,23 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
     if status == "failed":   # the reason: the run's fatal_error (a backend failure, a frame timeout, ...)
         reason = summary.get("fatal_error") or (failures[-1] if failures else None)
         error = f"stopped: {summary['stopped']}" + (f": {reason}" if reason else "")
-    return {"status": status, "error": error, "summary": summary, "wall_s": time.perf_counter() - t0}
+    return {"status": status, "error": error, "summary": summary, "wall_s": time.perf_counter() - t0,
+            "threshold": thr, "threshold_source": thr_source}
+
+
+THRESHOLD_OVERRIDE = "--threshold"
+THRESHOLD_MANIFEST = "the model's manifest (its calibrated threshold)"
+THRESHOLD_NONE = "none: the model carries no threshold for its configuration, no frame flagged"
+
+
+def threshold_used(scorer, job: Job) -> tuple:
+    """(threshold, where it came from) of ``job`` scored with ``scorer``: the --threshold override
+    (``job.threshold``), else the model's calibrated one (``scorer_threshold``), else (None, none)."""
+    from edge_ad.runtime.capture import scorer_threshold
+    if job.threshold is not None:
+        return float(job.threshold), THRESHOLD_OVERRIDE
+    thr = scorer_threshold(scorer)
+    return (thr, THRESHOLD_MANIFEST) if thr is not None else (None, THRESHOLD_NONE)
 
 
 def result_stats(path: os.PathLike, max_errors: int = 20) -> dict:
