@@ -11,7 +11,8 @@ frames the source labels anomalous are dropped and counted.
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
                 (preprocess colour_gain, same for R, G, B), so a scene-wide light change is undone first.
-  camera shift  the (dy, dx), up to ``max_shift`` (3) model pixels, under which the model as exported fits
+  camera shift  the (dy, dx), up to ``max_shift`` (3; off by default for models with search steps, k > 0:
+                ``default_max_shift``) model pixels, under which the model as exported fits
                 the scene's frames best (lowest mean log score: ``scene_camera_shift``), stored as preprocess
                 scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
                 a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly, unshifted
@@ -64,7 +65,8 @@ from .sources.base import is_stream
 
 MIN_FRAMES = 20
 DEFAULT_FPR = 0.05           # the scene's target false-alarm rate when the model carries no threshold
-DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's)
+DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's);
+                             # models with search steps (k > 0) default to 0 (``default_max_shift``)
 MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
 
 
@@ -176,7 +178,8 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     unmoved frames 0 for a model without shift-min and 0.10-0.12 for one with R = 1, whose window the
     search can move). A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
     Returns ((dy, dx), {"radius", "mean_log_score_unshifted", "mean_log_score_best"}) (None scores
-    when nothing was searched). ``progress(done, total)`` after each candidate shift."""
+    when nothing was searched). ``progress(done, total)`` before the first candidate shift (done = 0)
+    and after each."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
 
@@ -184,6 +187,8 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
         X = [normalize_uint8(aligned_uint8(move_uint8(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
         return float(np.mean([np.log(max(scorer.score_input(x, seed=0).score, 1e-30)) for x in X]))
     offsets, fits = shift_offsets(radius), {}
+    if progress is not None:
+        progress(0, len(offsets))                                                     # the search starts
     for k, off in enumerate(offsets):                                                 # (0, 0) first
         fits[off] = mean_log(*off)
         if progress is not None:
@@ -192,6 +197,14 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
         best = (0, 0)
     return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
+
+
+def default_max_shift(cfg) -> int:
+    """The camera-shift search radius when none is given: DEFAULT_MAX_SHIFT for a model without search
+    steps (k = 0: a frame's score is one encoder and one generator pass), 0 (no search) for one with
+    k > 0, where scoring (2r + 1)^2 shifted copies of every frame with k steps each dominates (an export
+    --scoring reference, k = 19: ~15 s per shift for 20 frames on one CPU core, ~2 h for 200 frames)."""
+    return 0 if cfg.k > 0 else DEFAULT_MAX_SHIFT
 
 
 def score_scene(scorer, u8: list, spec, augment=()) -> dict:
@@ -301,8 +314,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
-                    max_shift: int = DEFAULT_MAX_SHIFT, shift_progress: Optional[Callable] = None,
-                    trusted_keys: Optional[list] = None, sign_key=None) -> dict:
+                    max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
+                    trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
     (checked before anything is read from it). The new directory's manifest differs from the signed
@@ -310,6 +323,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
     ``fpr``: the scene threshold's target false-alarm rate; None: the rate the model's own threshold was
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
+    ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
+    through ``log(message)``).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
@@ -344,6 +359,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
     if gain is not None:
         spec = dataclasses.replace(spec, colour_gain=gain)
+    if max_shift is None:
+        max_shift = default_max_shift(cfg)
+        if max_shift == 0 and log is not None:
+            log(f"camera-shift search off: the model searches k = {cfg.k} steps per frame, which would make the "
+                f"search score every frame {(2 * DEFAULT_MAX_SHIFT + 1) ** 2} times; --max-shift N asks for it")
     if not 0 <= max_shift <= MAX_SCENE_SHIFT:
         raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
     shift_fit = None

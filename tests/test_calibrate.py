@@ -51,7 +51,8 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "24 of 24 frames used" in r.stdout and "frame 10/200 read" in r.stdout
+    assert "24 of 24 frames used" in r.stdout and "frame 10/24 read" in r.stdout and "frame 24/24 read" in r.stdout
+    assert "camera-shift search: 1/49 shifts scored in " in r.stdout and " left (--max-shift 0 skips" in r.stdout
     assert "camera-shift search: 49/49 shifts scored" in r.stdout and "scene camera shift undone" in r.stdout
     assert _digests(kinect_export) == before                                      # original untouched
     man = json.loads((out / "manifest.json").read_text())
@@ -245,6 +246,32 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     u_plain = frame_to_uint8(*read_pair(plain, i), orig.preprocess_spec)
     inner = (slice(2, -2), slice(2, -2))                 # away from the borders both shifts vacated
     assert np.array_equal(u_moved[inner], u_plain[inner])
+
+
+def test_camera_shift_search_is_off_by_default_for_models_with_search_steps(tmp_path, export_tiny):
+    """audit 16 #4 / #10: a k > 0 model (export --scoring reference: k = 19) searched 49 shifts x every frame
+    x k steps by default (~2 h for 200 frames) with no estimate. Now off unless --max-shift is given (said
+    in one line); asked for, it prints the time left after the first shift. The progress total is the
+    source's length (synth://?n=20: 20), not --max-frames (200)."""
+    from edge_ad.cli import main
+    from edge_ad.runtime.calibrate import DEFAULT_MAX_SHIFT, default_max_shift
+    assert default_max_shift(SearchConfig(k=19)) == 0 and default_max_shift(SearchConfig(k=0)) == DEFAULT_MAX_SHIFT
+    model = export_tiny(2, 1)
+    src = "synth://?n=20&anomaly_rate=0&seed=3"
+
+    def cal(out, *extra):
+        r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", src, "--out", str(out),
+                                      "--fpr", "0.1", *extra])
+        assert r.exit_code == 0, r.output
+        return r.output, json.loads((out / "manifest.json").read_text())["calibration"]
+    text, c = cal(tmp_path / "default")
+    assert "camera-shift search off: the model searches k = 2 steps per frame" in text
+    assert "--max-shift N asks for it" in text and "shifts scored" not in text and c["scene_shift"] is None
+    assert "frame 10/20 read" in text and "frame 20/20 read" in text and "/200" not in text
+    text, c = cal(tmp_path / "asked", "--max-shift", "1")
+    assert "camera-shift search off" not in text and c["scene_shift"]["radius"] == 1
+    assert "camera-shift search: 1/9 shifts scored in " in text and " left (--max-shift 0 skips the search" in text
+    assert "camera-shift search: 9/9 shifts scored" in text
 
 
 def test_scene_shift_field_moves_the_frame_and_is_checked():

@@ -67,6 +67,17 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
     assert nu["conditions"]["clean"]["baseline_auroc"] == pytest.approx(
         rep["baselines"][f"nearest-neighbour MSE per foreground pixel {plain}"]["overall"])
     assert "NN baseline column: nearest-neighbour MSE per foreground pixel (plain preprocessing)" in r.output
+    # models/kinect-rgbd/nn_baselines.py (the README's table of every variant) reads the same numbers
+    from conftest import load_kinect_script
+    from edge_ad.runtime.nuisance import parse_nuisance
+    table = load_kinect_script("nn_baselines").nn_variants(data, "rectangle", spec,
+                                                           suite={"shift 1 px": parse_nuisance("shift:1")})
+    assert sorted(table) == sorted((w, p) for w in ("plain", "model: colour_norm gray") for p in (0.0, 0.5, 1.0))
+    for (w, p), row in table.items():
+        name = {0.0: "nearest-neighbour MSE", 0.5: "nearest-neighbour MSE/fg^0.5",
+                1.0: "nearest-neighbour MSE per foreground pixel"}[p] + (f" {plain}" if w == "plain" else f" {model}")
+        assert row["clean"] == pytest.approx(rep["baselines"][name]["overall"]), name
+    assert table["plain", 1.0]["mean"] == pytest.approx(nu["mean"]["baseline_auroc"])
 
 
 def test_eval_on_plain_preprocessing_reports_the_plain_baselines_only(tmp_path, kinect_root, tiny_generator):

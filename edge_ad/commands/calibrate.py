@@ -2,6 +2,9 @@
 from normal frames of that scene (torch-free: runs on the robot's lean install)."""
 from __future__ import annotations
 
+import time
+from typing import Optional
+
 import click
 
 
@@ -26,9 +29,12 @@ import click
               help="when the model's own threshold was calibrated (on its held-out normal frames) at a false-alarm "
               "rate >= --fpr, never set the threshold below it: a few dozen frames of one recording underestimate "
               "the spread. A model calibrated at a lower rate than --fpr gives no floor.")
-@click.option("--max-shift", type=click.IntRange(0, 8), default=3, show_default=True,
+@click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
-                   "fits the scene's frames best) and undo it for every later frame; 0: keep the model's.")
+                   "fits the scene's frames best: every frame scored (2N + 1)^2 times) and undo it for every "
+                   "later frame; 0: keep the model's. Default: 3 for models without search steps (k = 0), "
+                   "0 (off) for models with k > 0 (e.g. export --scoring reference), where it would take hours; "
+                   "an estimate of the time left is printed after the first shift.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) MODEL must be signed by (as edge-ad run "
@@ -54,23 +60,36 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         except SigningError as e:
             raise click.ClickException(str(e))
 
+    length = None       # frames to read, when the source knows how many it holds (no made-up total)
+
     def progress(read, used, dropped):
-        if read == 1 or read % 10 == 0:
-            click.echo(f"  frame {read}/{max_frames} read, {used} usable"
+        if read == 1 or read % 10 == 0 or read == length:
+            click.echo(f"  frame {read}{'' if length is None else f'/{length}'} read, {used} usable"
                        + "".join(f", {n} {why}" for why, n in dropped.items()), err=True)
 
+    search_start = []
+
     def shift_progress(done, total):
-        if done == 1 or done % 7 == 0 or done == total:
+        if done == 0:
+            search_start.append(time.monotonic())
+        elif done == 1 and total > 1 and search_start:
+            each = time.monotonic() - search_start[0]
+            click.echo(f"  camera-shift search: 1/{total} shifts scored in {_duration(each)}: about "
+                       f"{_duration(each * (total - 1))} left (--max-shift 0 skips the search, --max-shift 1 "
+                       "scores 9 shifts)", err=True)
+        elif done % 7 == 0 or done == total:
             click.echo(f"  camera-shift search: {done}/{total} shifts scored", err=True)
 
     click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
     try:
         with open_source(source_uri) as src:
+            n = source_length(src)
+            length = None if n is None else min(n, max_frames)
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
                                   colour_gain=colour_gain, floor=floor, max_shift=max_shift,
                                   shift_progress=shift_progress, trusted_keys=list(trusted_keys) or None,
-                                  sign_key=sign_key or None)
+                                  sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True))
     except (CalibrationError, ManifestError, SourceError, SigningError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]
@@ -93,3 +112,22 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         click.echo(f"{out_dir} is unsigned (its manifest is new; "
                    + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
                    + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
+
+
+def source_length(src) -> Optional[int]:
+    """How many frames ``src`` holds when it knows (a folder's len(), synth://?n=N's N), else None
+    (a camera, a bag read as it goes, an endless synth)."""
+    from edge_ad.runtime.sources.synth_source import SynthSource
+    try:
+        return len(src)
+    except TypeError:
+        return src.n if isinstance(src, SynthSource) else None
+
+
+def _duration(seconds: float) -> str:
+    """'0.4 s', '12 s', '14 min', '2.1 h'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
