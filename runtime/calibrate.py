@@ -5,8 +5,8 @@
 What the scoring needs per scene is rebuilt with the exported graphs (encoder.onnx and the search's
 graphs through ``Scorer``), and a NEW model directory is written (never inside the original, which is
 never touched). Only frames ``edge-ad run`` would score as normal scene frames are used (``read_scene``):
-sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``) and
-frames the source labels anomalous are dropped and counted.
+sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``),
+frames the source labels anomalous and bit-identical copies of a frame already used are dropped and counted.
 
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
@@ -36,7 +36,8 @@ frames the source labels anomalous are dropped and counted.
                 kinect-rgbd: the first 50 val frames' 95th percentile is 2.5x below the last 50's on sphere).
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
-frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous,
+frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous /
+duplicates,
 date, target rate, the original model, its manifest's sha256 and the key that signed it when checked)
 updated, and the sha256 of every file recomputed. The directory is written under a temporary name,
 verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
@@ -60,7 +61,7 @@ from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
-from .sensor_faults import SensorFaultDetector
+from .sensor_faults import SensorFaultDetector, frame_digest
 from .sources.base import is_stream
 
 MIN_FRAMES = 20
@@ -95,7 +96,7 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
 def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None) -> dict:
     """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
     "read", "unreadable", "unscorable", "faulty", "faults" {fault name: frames}, "skipped_anomalous",
-    "reasons"}. ``frames`` yields runtime.sources Frames.
+    "duplicates", "reasons"}. ``frames`` yields runtime.sources Frames.
 
     A frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
     cannot be read or preprocessed are dropped, so are sensor faults (``SensorFaultDetector`` with the
@@ -103,10 +104,14 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     sensor, no depth, colour noise, and in a stream (``is_stream``: not a folder of files) a stuck
     camera's repeats, of which only the first counts) and
     frames the source labels anomalous (``meta["anomalous"]``: synth://, a labelled folder such as
-    ``folder://DATA?normal=CLASS``). ``progress(read, usable, dropped)`` after each frame, ``dropped``
-    {reason: frames} of the reasons seen so far."""
+    ``folder://DATA?normal=CLASS``). Each distinct frame is used once: a bit-identical copy of a frame
+    already used (``duplicates``: a folder's copied files, which a run scores; a folder exported from a
+    stuck camera) adds no scene information and, in another block, would score itself held out at
+    distance 0. ``progress(read, usable, dropped)`` after each frame, ``dropped`` {reason: frames} of
+    the reasons seen so far."""
     ids, u8 = [], []
-    read = unreadable = unscorable = faulty = skipped_anomalous = 0
+    read = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
+    used: dict = {}      # frame_digest -> id of the frame used
     faults_seen: dict = {}
     reasons = []
     detector = SensorFaultDetector(spec, stuck=is_stream(frames))   # stuck_frame: as edge-ad run, streams only
@@ -128,8 +133,14 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
                     faults_seen[faults[0].name] = faults_seen.get(faults[0].name, 0) + 1
                     reasons.append(f"{fr.id}: " + "; ".join(str(f) for f in faults))
                 else:
-                    u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
-                    ids.append(fr.id)
+                    digest = frame_digest(fr.rgb, fr.depth)
+                    if digest in used:
+                        duplicates += 1
+                        reasons.append(f"{fr.id}: a bit-identical copy of frame {used[digest]}")
+                    else:
+                        u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
+                        ids.append(fr.id)
+                        used[digest] = fr.id
             except (FrameError, ValueError) as e:
                 if anomalous:
                     skipped_anomalous += 1
@@ -137,16 +148,19 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
                     unscorable += 1
                     reasons.append(f"{fr.id}: {e}")
         if progress is not None:
-            progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous))
+            progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous,
+                                              duplicates))
     return {"ids": ids, "u8": u8, "read": read, "unreadable": unreadable, "unscorable": unscorable,
-            "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous, "reasons": reasons}
+            "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous,
+            "duplicates": duplicates, "reasons": reasons}
 
 
-def _dropped(unreadable: int, unscorable: int, faulty: int, faults: dict, anomalous: int) -> dict:
+def _dropped(unreadable: int, unscorable: int, faulty: int, faults: dict, anomalous: int,
+             duplicates: int = 0) -> dict:
     """{reason: frames} of the frames read_scene dropped, only the reasons that occurred."""
     out = {"unreadable": unreadable, "could not be scored": unscorable,
            "sensor faults" + (f" ({', '.join(f'{k} {v}' for k, v in faults.items())})" if faults else ""): faulty,
-           "labelled anomalous (skipped)": anomalous}
+           "labelled anomalous (skipped)": anomalous, "copies of a frame already used": duplicates}
     return {k: v for k, v in out.items() if v}
 
 
@@ -351,7 +365,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     n = len(res["ids"])
     if n < min_frames:
         first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
-        more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"])
+        more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
         raise CalibrationError(
             f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
             f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
@@ -393,7 +407,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
               "unreadable": res["unreadable"], "unscorable": res["unscorable"],
               "sensor_faults": res["faulty"], "faults": dict(res["faults"]),
-              "skipped_anomalous": res["skipped_anomalous"], "date": now,
+              "skipped_anomalous": res["skipped_anomalous"], "duplicates": res["duplicates"], "date": now,
               "target_fpr": fpr, "from_model": str(model_dir),
               "from_manifest_sha256": sha256_file(model_dir / MANIFEST), "from_signed_by": signed_by,
               "scores": ((f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "

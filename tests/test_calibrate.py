@@ -365,6 +365,41 @@ def test_calibrate_counts_a_stuck_cameras_repeats_once(tmp_path):
     assert len(res["ids"]) == 3 and res["faults"] == {"stuck_frame": 2}
 
 
+def test_calibrate_uses_each_distinct_frame_once(tmp_path):
+    """A folder's copied files are each scored by edge-ad run (a folder is no stream: no stuck_frame),
+    but calibration uses each distinct frame once: a copy adds no scene information, and held out in
+    another block it would score at distance 0, pulling the threshold down. 25 distinct frames and 5
+    copies (3 of them not next to their original): 25 used, 5 duplicates in the record; a folder
+    exported from a stuck camera (one frame 30 times) is refused naming the copies."""
+    from PIL import Image
+    from edge_ad.runtime.sources import open_source
+    model = _demo_copy(tmp_path)
+    good = _synth_frames(25)
+    folder = tmp_path / "scene"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    names = [(f"{k:02d}", fr) for k, fr in enumerate(good)]
+    names += [("05b", good[5]), ("05c", good[5]), ("30", good[0]), ("31", good[12]), ("32", good[24])]
+    for name, fr in names:
+        Image.fromarray(fr.rgb).save(folder / "rgb" / f"{name}.png")
+        Image.fromarray(fr.depth).save(folder / "depth" / f"{name}.png")
+    with open_source(str(folder)) as src:
+        man = calibrate_model(model, src, tmp_path / "cal", max_shift=0)
+    c = man["calibration"]
+    assert (c["frames_read"], c["frames_used"], c["duplicates"], c["sensor_faults"]) == (30, 25, 5, 0)
+    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["n_normal"] == 25
+    stuck = tmp_path / "stuck"
+    for sub in ("rgb", "depth"):
+        (stuck / sub).mkdir(parents=True)
+    for k in range(30):
+        Image.fromarray(good[0].rgb).save(stuck / "rgb" / f"{k}.png")
+        Image.fromarray(good[0].depth).save(stuck / "depth" / f"{k}.png")
+    with pytest.raises(CalibrationError, match=r"only 1 usable frame of 30 read .*29 copies of a frame already "
+                                               r"used\); first problem: 1: a bit-identical copy of frame 0"):
+        with open_source(str(stuck)) as src:
+            calibrate_model(model, src, tmp_path / "cal2", max_shift=0)
+
+
 def test_calibrate_skips_frames_the_source_labels_anomalous(tmp_path):
     """synth:// labels its anomalies (meta["anomalous"], as a labelled folder?normal=CLASS does): only the
     normal frames are used, the skipped ones are counted in the record and said in the output."""

@@ -352,8 +352,9 @@ def test_a_folder_of_copies_is_scored_a_stream_repeat_is_stuck(tmp_path, kinect_
         assert (s["frames_scored"], s["frame_errors"], s["sensor_faults"]) == (3, 0, {}), (uri, s)
         scores = [r["score"] for r in read_lines(out) if r["type"] == "frame"]
         assert len(set(scores)) == 1, scores          # the same frame, the same score
+    # calibration uses each distinct frame once: the copies are duplicates, not sensor faults
     res = read_scene(open_source(str(d)), scorer.preprocess_spec)
-    assert res["ids"] == ["a", "b", "c"] and res["faults"] == {}
+    assert res["ids"] == ["a"] and (res["faults"], res["duplicates"]) == ({}, 2)
     # the same three frames from a stream: one scored, two stuck_frame (the check is still made)
     frames = list(open_source(str(d)))
 
@@ -367,4 +368,4 @@ def test_a_folder_of_copies_is_scored_a_stream_repeat_is_stuck(tmp_path, kinect_
     s = run_capture(Camera(), scorer, out=tmp_path / "cam.jsonl", handle_signals=False)
     assert (s["frames_scored"], s["sensor_faults"]) == (1, {"stuck_frame": 2}), s
     res = read_scene(Camera(), scorer.preprocess_spec)
-    assert res["ids"] == ["a"] and res["faults"] == {"stuck_frame": 2}
+    assert res["ids"] == ["a"] and (res["faults"], res["duplicates"]) == ({"stuck_frame": 2}, 0)

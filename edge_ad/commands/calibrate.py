@@ -101,7 +101,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
-               f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped); threshold {t['value']:.4g} "
+               f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped"
+               + (f", {c['duplicates']} copies of a frame already used" if c.get("duplicates") else "")
+               + f"); threshold {t['value']:.4g} "
                f"at {c['target_fpr']:g} false alarms" + (
                f" (the model's own; the scene's {c['threshold_scene']:.4g} is below it)"
                if c.get("threshold_floor") is not None and c["threshold_floor"] > c["threshold_scene"] else "") + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
