@@ -98,7 +98,7 @@ def colour_image_to_rgb(im: Image.Image, what: str = "RGB image") -> np.ndarray:
     if ImageMode.getmode(mode).basemode == "L":
         raise FrameError(f"{what} has mode {mode} (greyscale): a colour image (RGB) is needed, the models "
                          "were trained on colour; save the camera's colour frames")
-    if "A" in mode or "a" in mode or (mode == "P" and "transparency" in im.info):
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):   # (LA, La: refused above)
         rgba = np.asarray(im.convert("RGBA"))             # (H, W, 4) uint8
         seen = int((rgba[:, :, 3] < 255).sum())
         if seen:
