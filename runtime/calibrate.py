@@ -360,6 +360,13 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     cfg = scorer.config
     bank_entry = man.get("latent_bank") or {}
     augment = list(bank_entry.get("augment") or [])
+    if max_shift is None:       # said before the scene is read
+        max_shift = default_max_shift(cfg)
+        if max_shift == 0 and log is not None:
+            log(f"camera-shift search off: the model searches k = {cfg.k} steps per frame, which would make the "
+                f"search score every frame {(2 * DEFAULT_MAX_SHIFT + 1) ** 2} times; --max-shift N asks for it")
+    if not 0 <= max_shift <= MAX_SCENE_SHIFT:
+        raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
     spec = scorer.preprocess_spec
     res = read_scene(frames, spec, max_frames, progress)
     n = len(res["ids"])
@@ -373,13 +380,6 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
     if gain is not None:
         spec = dataclasses.replace(spec, colour_gain=gain)
-    if max_shift is None:
-        max_shift = default_max_shift(cfg)
-        if max_shift == 0 and log is not None:
-            log(f"camera-shift search off: the model searches k = {cfg.k} steps per frame, which would make the "
-                f"search score every frame {(2 * DEFAULT_MAX_SHIFT + 1) ** 2} times; --max-shift N asks for it")
-    if not 0 <= max_shift <= MAX_SCENE_SHIFT:
-        raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
     shift_fit = None
     if max_shift:
         (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift, shift_progress)

@@ -266,6 +266,7 @@ def test_camera_shift_search_is_off_by_default_for_models_with_search_steps(tmp_
         return r.output, json.loads((out / "manifest.json").read_text())["calibration"]
     text, c = cal(tmp_path / "default")
     assert "camera-shift search off: the model searches k = 2 steps per frame" in text
+    assert text.index("camera-shift search off") < text.index("frame 1/20 read")     # said before the scene is read
     assert "--max-shift N asks for it" in text and "shifts scored" not in text and c["scene_shift"] is None
     assert "frame 10/20 read" in text and "frame 20/20 read" in text and "/200" not in text
     text, c = cal(tmp_path / "asked", "--max-shift", "1")
