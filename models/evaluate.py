@@ -149,3 +149,26 @@ def nuisance_table(suite: dict) -> str:
         lines.append(f"{label:28s} {r['auroc']:6.3f} {r['false_alarm_rate']:12.1%} {r['anomalies_flagged']:8.1%}"
                      + (f"  {r['baseline_auroc']:11.3f}" if has_b else ""))
     return "\n".join(lines)
+
+
+def raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class) -> dict:
+    """{group: [(rgb, depth)]} raw frames of the same groups as the evaluation (normal group first)."""
+    import numpy as np
+
+    from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+    from edge_ad.runtime.sources.folder import list_ids, read_pair
+    from edge_ad.runtime.sources.synth import render_set
+
+    def folder(root, ids=None):
+        ids = list_ids(root) if ids is None else ids
+        return [read_pair(root, str(i)) for i in (ids[:max_per_class] if max_per_class else ids)]
+
+    if data and cls:
+        return {c: folder(Path(data) / c, kinect_split_ids(data, c, split))
+                for c in [cls] + [c for c in KINECT_CLASSES if c != cls]}
+    if normal_dir:
+        return {Path(d).name: folder(d) for d in (normal_dir, *anomalous_dirs)}
+    rgb, depth, kinds = render_set(synth_n, 10_000 + seed, 0.5, 64)
+    kinds = np.array(kinds)
+    return {kn: [(rgb[i], depth[i]) for i in np.flatnonzero(kinds == kn)[:max_per_class or None]]
+            for kn in ("box", "sphere", "cylinder")}

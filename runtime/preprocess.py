@@ -266,6 +266,23 @@ def plain_spec(spec: PreprocessSpec) -> PreprocessSpec:
     return replace(spec, **{f: getattr(default, f) for f in LEVER_FIELDS})
 
 
+def levers_text(spec) -> str:
+    """The scoring levers ``spec`` adds to plain preprocessing, as a short text (e.g. 'colour_norm rgb +
+    align centroid'); '' when it preprocesses as plain (a colour_reference without colour_norm, or an
+    align_centre without align, changes nothing: the shipped rectangle)."""
+    plain = plain_spec(spec)
+    parts = []
+    if spec.colour_norm != plain.colour_norm:
+        parts.append(f"colour_norm {spec.colour_norm}")
+    if spec.align != plain.align:
+        parts.append(f"align {spec.align}")
+    if tuple(spec.colour_gain) != tuple(plain.colour_gain):
+        parts.append("colour_gain " + ",".join(f"{float(g):g}" for g in spec.colour_gain))
+    if tuple(spec.scene_shift) != tuple(plain.scene_shift):
+        parts.append("scene_shift " + ",".join(str(int(v)) for v in spec.scene_shift))
+    return " + ".join(parts)
+
+
 def _check_rgb(rgb) -> np.ndarray:
     if rgb is None:
         raise FrameError("missing RGB image")

@@ -173,7 +173,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         from edge_ad.runtime.preprocess import FrameError
         from edge_ad.runtime.sources import SourceError
         try:   # the raw frames, read before any scoring (the shift check below needs their size)
-            raw = _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+            from edge_ad.models.evaluate import raw_groups
+            raw = raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
         except (SourceError, FrameError, DataError, OSError) as e:
             raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
         height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
@@ -238,32 +239,9 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
 
 
-def _raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class) -> dict:
-    """{group: [(rgb, depth)]} raw frames of the same groups as the evaluation (normal group first)."""
-    import numpy as np
-
-    from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
-    from edge_ad.runtime.sources.folder import list_ids, read_pair
-    from edge_ad.runtime.sources.synth import render_set
-
-    def folder(root, ids=None):
-        ids = list_ids(root) if ids is None else ids
-        return [read_pair(root, str(i)) for i in (ids[:max_per_class] if max_per_class else ids)]
-
-    if data and cls:
-        return {c: folder(Path(data) / c, kinect_split_ids(data, c, split))
-                for c in [cls] + [c for c in KINECT_CLASSES if c != cls]}
-    if normal_dir:
-        return {Path(d).name: folder(d) for d in (normal_dir, *anomalous_dirs)}
-    rgb, depth, kinds = render_set(synth_n, 10_000 + seed, 0.5, 64)
-    kinds = np.array(kinds)
-    return {kn: [(rgb[i], depth[i]) for i in np.flatnonzero(kinds == kn)[:max_per_class or None]]
-            for kn in ("box", "sphere", "cylinder")}
-
-
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
               nuisance_seed, data, cls, raw, normal_name, spec, baselines) -> dict:
-    """The nuisance suite on ``raw`` (``_raw_groups``) at the model's threshold (the checkpoint's
+    """The nuisance suite on ``raw`` (``models.evaluate.raw_groups``) at the model's threshold (the checkpoint's
     calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
     preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr)."""
     from tqdm import tqdm
@@ -311,24 +289,6 @@ PLAIN = "plain preprocessing"
 NUISANCE_BASELINE = f"{NN_MSE_PER_FG} ({PLAIN})"
 
 
-def levers_text(spec) -> str:
-    """The scoring levers ``spec`` adds to plain preprocessing, as a short text (e.g. 'colour_norm rgb +
-    align centroid'); '' when it preprocesses as plain (a colour_reference without colour_norm, or an
-    align_centre without align, changes nothing: the shipped rectangle)."""
-    from edge_ad.runtime.preprocess import plain_spec
-    plain = plain_spec(spec)
-    parts = []
-    if spec.colour_norm != plain.colour_norm:
-        parts.append(f"colour_norm {spec.colour_norm}")
-    if spec.align != plain.align:
-        parts.append(f"align {spec.align}")
-    if tuple(spec.colour_gain) != tuple(plain.colour_gain):
-        parts.append("colour_gain " + ",".join(f"{float(g):g}" for g in spec.colour_gain))
-    if tuple(spec.scene_shift) != tuple(plain.scene_shift):
-        parts.append("scene_shift " + ",".join(str(int(v)) for v in spec.scene_shift))
-    return " + ".join(parts)
-
-
 def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) -> tuple[dict, dict]:
     """The nearest-neighbour baselines against the class's train split, on the same frames:
     ({name: {group: AUROC, "overall": AUROC}}, {name: what it computes and on which preprocessing}).
@@ -344,6 +304,7 @@ def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) 
     from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
     spec = spec or PreprocessSpec()
+    from edge_ad.runtime.preprocess import levers_text
     levers = levers_text(spec)
     preps = {PLAIN: ("plain", plain_spec(spec) if levers else spec)}   # spec: preprocesses as plain
     if levers:

@@ -22,16 +22,15 @@ def nn_variants(data, cls: str, spec, split: str = "val", max_per_class: int = 0
     """{(preprocessing label, fg power): {"clean", "mean", "worst"} AUROC} of the nearest-neighbour
     baseline of normal class ``cls`` (model preprocessing ``spec``) on ``split``; ``suite``: {label:
     nuisance}, default the eval's DEFAULT_SUITE."""
-    from edge_ad.commands.evaluate import _raw_groups, levers_text
     from edge_ad.models.baselines import nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
-    from edge_ad.models.evaluate import nuisance_suite
+    from edge_ad.models.evaluate import nuisance_suite, raw_groups
     from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance
-    from edge_ad.runtime.preprocess import plain_spec
+    from edge_ad.runtime.preprocess import levers_text, plain_spec
 
     if suite is None:
         suite = {(n := parse_nuisance(t)).name: n for t in DEFAULT_SUITE}
-    raw = _raw_groups(data, cls, split, None, (), 0, 0, max_per_class)
+    raw = raw_groups(data, cls, split, None, (), 0, 0, max_per_class)
     preps = {"plain": plain_spec(spec)}
     if levers_text(spec):
         preps[f"model: {levers_text(spec)}"] = spec
