@@ -26,9 +26,11 @@ import click
               help="undo the scene's light: per-channel gains mapping its mean foreground colour to the train "
               "frames' (models that record colour_reference).")
 @click.option("--floor/--no-floor", default=True, show_default=True,
-              help="when the model's own threshold was calibrated (on its held-out normal frames) at a false-alarm "
-              "rate >= --fpr, never set the threshold below it: a few dozen frames of one recording underestimate "
-              "the spread. A model calibrated at a lower rate than --fpr gives no floor.")
+              help="use the model's own threshold (read from its held-out normal frames) when it was calibrated "
+              "at a false-alarm rate >= --fpr: at the same rate (the default --fpr) it is kept unless more scene "
+              "frames score above it than --fpr allows (binomial test, p < 0.05), then the scene's quantile, never "
+              "below it; at a higher rate it floors the scene's quantile. --no-floor: the scene's quantile alone. "
+              "A few dozen frames of one scene give a noisy tail quantile.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
                    "fits the scene's frames best: every frame scored (2N + 1)^2 times) and undo it for every "
@@ -104,10 +106,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
                f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped"
                + (f", {c['duplicates']} copies of a frame already used" if c.get("duplicates") else "")
                + f"); threshold {t['value']:.4g} "
-               f"at {c['target_fpr']:g} false alarms" + (
-               f" (the model's own; the scene's {c['threshold_scene']:.4g} is below it)"
-               if c.get("threshold_floor") is not None and c["threshold_floor"] > c["threshold_scene"] else "") + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
-                                             if bank else ""))
+               f"at {c['target_fpr']:g} false alarms ({c['threshold_rule']}; the scene's own quantile "
+               f"{c['threshold_scene']:.4g})" + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
+                                                 if bank else ""))
     if sign_key:
         click.echo(f"signed {out_dir}: manifest.sig (check it with edge-ad run --trusted-key)")
     else:

@@ -2,12 +2,14 @@
 
 The scene is kinect-rgbd's held-out val frames under one fixed change of light, colour and camera
 position (default: brightness -20 %, a warm white balance, the camera shifted by (2, -2) px). The
-model is calibrated on the first N normal frames of the scene (written as a PNG frame folder, run
+model is calibrated on N normal frames of the scene (the first N val ids, or --draw random: N drawn at
+random, --draw-seed) (written as a PNG frame folder, run
 through ``edge-ad calibrate``), then scored, before and after, on the rest of the scene: the other
 normal val frames and all val frames of the other two classes, under the same change.
 
     .venv/bin/python models/kinect-rgbd/new_scene.py --model EXPORTED_DIR --class rectangle \
-        [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--json OUT]
+        [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random]
+        [--draw-seed S] [--json OUT]
 """
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ def main(argv=None):
     ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
     ap.add_argument("--scene", default="brightness:0.8+wb:1.1,1,0.9+shift:2,-2")
     ap.add_argument("--n-calib", type=int, default=50)
+    ap.add_argument("--draw", choices=("first", "random"), default="first",
+                    help="which normal frames calibrate: the first --n-calib val ids (capture order: one stretch "
+                         "of the recording) or --n-calib drawn at random (spread over it)")
+    ap.add_argument("--draw-seed", type=int, default=0)
     ap.add_argument("--fpr", type=float, default=None,
                     help="calibrate's target rate (default: the model's own rate, as edge-ad calibrate)")
     ap.add_argument("--no-colour-gain", action="store_true")
@@ -61,7 +67,9 @@ def main(argv=None):
     frames = {c: [scene(*read_pair(Path(a.data) / c, str(i)), frame_rng(0, 100000 * g + n))
                   for n, i in enumerate(splits[c]["val"])] for g, c in enumerate(CLASSES)}
     normal = frames[a.cls]
-    calib, rest = normal[:a.n_calib], normal[a.n_calib:]
+    order = np.arange(len(normal)) if a.draw == "first" else np.random.default_rng(a.draw_seed).permutation(len(normal))
+    calib = [normal[i] for i in sorted(order[:a.n_calib])]            # source order kept (calibrate's blocks)
+    rest = [normal[i] for i in sorted(order[a.n_calib:])]
     anomalous = [f for c in CLASSES if c != a.cls for f in frames[c]]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scene"
@@ -80,7 +88,7 @@ def main(argv=None):
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
             clean = [before.score(*read_pair(Path(a.data) / a.cls, str(i))).score for i in splits[a.cls]["val"]]
             thr_before = float(np.quantile(clean, 1 - (a.fpr or 0.05), method="higher"))
-        result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "n_calib": len(calib), "n_normal": len(rest),
+        result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "draw": a.draw if a.draw == "first" else f"random (seed {a.draw_seed})", "n_calib": len(calib), "n_normal": len(rest),
                   "n_anomalous": len(anomalous)}
         for name, sc in (("before", before), ("after", after)):
             sn = [sc.score(*f).score for f in rest]

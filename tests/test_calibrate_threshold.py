@@ -1,0 +1,89 @@
+"""edge-ad calibrate's threshold rule (runtime/calibrate.py choose_threshold): the model's own threshold,
+read from hundreds of normal frames, is kept at its own rate unless the scene's held-out frames exceed it
+significantly (one-sided binomial test); a few dozen frames' tail quantile alone was as noisy as one frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime import calibrate as cal
+
+from conftest import copy_frames
+
+
+@pytest.mark.parametrize("k,n,p", [(0, 10, 0.3), (1, 1, 0.5), (3, 50, 0.04), (6, 50, 0.04), (50, 50, 0.04),
+                                   (51, 50, 0.04), (5, 20, 0.0), (3, 24, 0.07)])
+def test_binomial_tail_is_the_exact_upper_tail(k, n, p):
+    from fractions import Fraction
+    from math import comb
+    q = Fraction(p)                                          # exact rational arithmetic, then one rounding
+    exact = float(sum(comb(n, j) * q ** j * (1 - q) ** (n - j) for j in range(max(k, 0), n + 1))) if k <= n else 0.0
+    assert cal.binomial_tail(k, n, p) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("k,n,p", [(120, 1000, 0.1), (400, 4000, 0.08), (300, 4000, 0.08), (2, 5000, 0.001)])
+def test_binomial_tail_of_many_frames_matches_scipy(k, n, p):
+    stats = pytest.importorskip("scipy.stats")
+    assert cal.binomial_tail(k, n, p) == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9)
+
+
+def _scores_with(n_above: int, n: int = 50, seed: int = 0) -> np.ndarray:
+    """n held-out scores, exactly n_above of them above 1: below in (0.2, 0.9), above in (1.3, 1.6)."""
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.uniform(0.2, 0.9, n - n_above), rng.uniform(1.3, 1.6, n_above)]
+
+
+def test_model_threshold_kept_when_the_scene_is_consistent_with_its_rate():
+    """3 of 50 frames above a threshold set at 4 %: expected 2, P(>= 3) = 0.32: no evidence against it.
+    The quantile rule would have taken the 2nd-highest score (~1.5), 1.5x above every other normal."""
+    s = _scores_with(3)
+    thr, rule, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=True)
+    assert thr == 1.0 and "model's own threshold" in rule
+    assert test["frames_above_model_threshold"] == 3 and test["binomial_p"] == pytest.approx(0.3233, abs=1e-3)
+    assert cal._quantile_threshold(s, 0.04) > 1.3          # what the old rule returned
+
+
+def test_scene_quantile_when_the_scene_exceeds_the_model_threshold_significantly():
+    s = _scores_with(8)                                     # 8 of 50 at 4 %: P(>= 8) ~ 0.003
+    thr, rule, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=True)
+    assert thr == cal._quantile_threshold(s, 0.04) > 1.3 and "scene quantile" in rule
+    assert test["binomial_p"] < cal.SCENE_TEST_ALPHA
+
+
+def test_other_rates_and_no_model_threshold_keep_the_quantile_rules():
+    s = _scores_with(3)
+    q = cal._quantile_threshold(s, 0.04)
+    assert cal.choose_threshold(s, 0.04, None, same_rate=True)[:2] == (q, "scene quantile")
+    low = _scores_with(0)                                   # every frame below the model's threshold
+    thr, rule, test = cal.choose_threshold(low, 0.04, 1.0, same_rate=False)   # set at a higher rate: a floor
+    assert thr == 1.0 and rule.startswith("max(") and test is None
+    assert cal.choose_threshold(s, 0.04, 1.0, same_rate=False)[0] == q
+
+
+def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, kinect_export, monkeypatch):
+    """End to end: calibrate_model writes the rule's threshold, its test and its text into the manifest."""
+    import json
+
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.sources import open_source
+    own = Scorer.load(kinect_export).threshold
+    rate = json.loads((kinect_export / "manifest.json").read_text())["threshold"]["target_fpr"]   # 7 %
+    n = 24
+    held = {}
+
+    def fake_held_out(base, latents, *a, **k):             # the scene's held-out scores, set by the test
+        return held["scores"][:len(base)]
+    monkeypatch.setattr(cal, "held_out_scores", fake_held_out)
+    scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
+    for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.0006
+        held["scores"] = _scores_with(above, n) * own
+        with open_source(str(scene)) as src:
+            man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0)
+        c = man["calibration"]
+        assert c["target_fpr"] == rate and c["threshold_test"]["frames_above_model_threshold"] == above
+        if name == "kept":
+            assert man["threshold"]["value"] == pytest.approx(own) and "model's own threshold" in c["threshold_rule"]
+            assert c["threshold_scene"] > own                # the old rule's threshold, recorded, not used
+        else:
+            assert man["threshold"]["value"] == pytest.approx(c["threshold_scene"]) and c["threshold_scene"] > own
+        assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
