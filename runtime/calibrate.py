@@ -477,9 +477,19 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     new.pop("signature", None)        # a signature covered the original manifest, not this one (manifest.sig,
                                       # not in "files", is not copied: the new directory is unsigned or re-signed)
     new["preprocess"] = spec.to_dict()
-    new["threshold"] = {"value": threshold, "target_fpr": fpr, "n_normal": n,
-                        "normal": f"scene frames of {source}", "search": cfg.to_dict(), "source": "edge-ad calibrate",
-                        "calibrated": now, "model_threshold": _model_threshold(man)}
+    own = man.get("threshold") if isinstance(man.get("threshold"), dict) else {}
+    if own.get("source") == "edge-ad calibrate":           # a calibrated model: its exported model's record
+        own = {"n_normal": own.get("model_n_normal"), "normal": own.get("model_normal")}
+    if floor_value is not None and threshold == floor_value:   # the model's own threshold, kept
+        read_from = {"n_normal": own.get("n_normal"),
+                     "normal": f"the model's own threshold, kept (read from: {own.get('normal') or 'not recorded'}); "
+                               f"checked against {n} scene frames of {source}"}
+    else:
+        read_from = {"n_normal": n, "normal": f"scene frames of {source}"}
+    new["threshold"] = {"value": threshold, "target_fpr": fpr, **read_from, "scene_frames": n,
+                        "search": cfg.to_dict(), "source": "edge-ad calibrate", "calibrated": now,
+                        "model_threshold": _model_threshold(man), "model_n_normal": own.get("n_normal"),
+                        "model_normal": own.get("normal")}
     if new_bank is not None:
         new["latent_bank"] = {**bank_entry, "shape": list(new_bank.shape),
                               "info": {"original": {"n": int(len(new_bank) - len(scene_rows)),

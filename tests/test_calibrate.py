@@ -348,7 +348,7 @@ def test_calibrate_drops_sensor_fault_frames_before_min_frames(tmp_path):
     c = man["calibration"]
     assert (c["frames_read"], c["frames_used"]) == (30, 25)
     assert (c["sensor_faults"], c["faults"]) == (5, {"black_rgb": 5})
-    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["n_normal"] == 25
+    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["scene_frames"] == 25
     with pytest.raises(CalibrationError, match=r"only 25 usable frames of 30 read .*5 sensor faults \(black_rgb 5\)"):
         calibrate_model(model, frames, tmp_path / "cal2", max_shift=0, min_frames=26)
 
@@ -388,7 +388,7 @@ def test_calibrate_uses_each_distinct_frame_once(tmp_path):
         man = calibrate_model(model, src, tmp_path / "cal", max_shift=0)
     c = man["calibration"]
     assert (c["frames_read"], c["frames_used"], c["duplicates"], c["sensor_faults"]) == (30, 25, 5, 0)
-    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["n_normal"] == 25
+    assert c["bank"]["scene_rows"] == 25 * 2 and man["threshold"]["scene_frames"] == 25
     stuck = tmp_path / "stuck"
     for sub in ("rgb", "depth"):
         (stuck / sub).mkdir(parents=True)

@@ -81,9 +81,14 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0)
         c = man["calibration"]
         assert c["target_fpr"] == rate and c["threshold_test"]["frames_above_model_threshold"] == above
+        model_n = json.loads((kinect_export / "manifest.json").read_text())["threshold"]["n_normal"]   # 400
         if name == "kept":
             assert man["threshold"]["value"] == pytest.approx(own) and "model's own threshold" in c["threshold_rule"]
             assert c["threshold_scene"] > own                # the old rule's threshold, recorded, not used
+            # the manifest says where the kept threshold was read from, not "the scene's 24 frames"
+            assert man["threshold"]["n_normal"] == model_n and man["threshold"]["normal"].startswith("the model's own")
         else:
             assert man["threshold"]["value"] == pytest.approx(c["threshold_scene"]) and c["threshold_scene"] > own
+            assert man["threshold"]["n_normal"] == n and man["threshold"]["normal"].startswith("scene frames")
+        assert man["threshold"]["scene_frames"] == n and man["threshold"]["model_n_normal"] == model_n
         assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
