@@ -283,12 +283,7 @@ class Scorer:
         model): a threshold only means something for its own score. With k = 0 in both the optimiser's
         settings (lr_z, lr_theta, beta1, beta2, eps) change no score and are not compared
         (config.search_differences)."""
-        thr = self.manifest.get("threshold")
-        if not isinstance(thr, dict):
-            return None
-        if isinstance(thr.get("search"), dict) and search_differences(thr["search"], self.config):
-            return None
-        return float(thr["value"])
+        return calibrated_threshold(self.manifest, self.config)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
@@ -429,6 +424,25 @@ class Scorer:
         threads; other models and TensorRT score frame by frame (runtime/batch_scoring.py)."""
         from .batch_scoring import score_batch
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads, check_faults)
+
+
+def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float]:
+    """The manifest's calibrated threshold ("threshold" value) for a scorer searching with ``config``;
+    None when the manifest has none or it was calibrated with another search (``Scorer.threshold``)."""
+    thr = manifest.get("threshold")
+    if not isinstance(thr, dict):
+        return None
+    if isinstance(thr.get("search"), dict) and search_differences(thr["search"], config):
+        return None
+    return float(thr["value"])
+
+
+def manifest_threshold(model_dir: os.PathLike) -> Optional[float]:
+    """The threshold ``Scorer.load(model_dir)`` (the manifest's own search) flags at, read from the
+    manifest alone (no file checked, no model loaded); None when it carries none.
+    Raises ManifestError / ValueError for a missing or malformed manifest."""
+    man = load_manifest(model_dir, verify=False)
+    return calibrated_threshold(man, SearchConfig.from_dict(man["search"]))
 
 
 def shift_min(results: list, offsets: list) -> ScoreResult:

@@ -410,3 +410,81 @@ def test_summary_json_records_the_threshold_used_and_where_it_came_from(tmp_path
     from edge_ad.batch.plan import settings_differences
     assert settings_differences(job, old, "sha") == []
     assert settings_differences(job, dict(old, threshold=0.5), "sha") == ["--threshold 0.5 -> None"]
+
+
+def test_a_resumed_entry_written_before_threshold_override_records_the_threshold_used(tmp_path):
+    """review 16 #1: a source resumed from a summary.json written before "threshold_override" kept its
+    old "threshold" (the override: null) and no "threshold_source", while its rows were flagged at the
+    model's 0.4. Now the entry is migrated: the override from the old "threshold", the threshold used
+    from the finished file's rows; and a further rerun still resumes it."""
+    from edge_ad.batch.driver import run_batch
+    uri = "synth://?n=3&anomaly_rate=0.5&seed=2"
+    for override, want, source in ((None, 0.4, "the model's manifest"), (0.7, 0.7, "--threshold")):
+        out = tmp_path / f"out-{override}"
+        run_batch(make_jobs([uri], threshold=override), [], out, _InProcessEngine(_ThresholdedScorer()),
+                  tmp_path, "sha")
+        s = json.loads((out / "summary.json").read_text())
+        e = s["sources"][0]
+        e["threshold"] = override                       # the pre-fix shape: "threshold" was the override
+        del e["threshold_source"], e["threshold_override"]
+        (out / "summary.json").write_text(json.dumps(s))
+        for _ in range(2):                              # migrated, then resumed from the migrated entry
+            r = run_batch(make_jobs([uri], threshold=override), [], out,
+                          _InProcessEngine(_ThresholdedScorer()), tmp_path, "sha")["sources"][0]
+            assert r["resumed"] is True and r["status"] == "done"
+            assert r["threshold"] == want and r["threshold_source"].startswith(source)
+            assert r["threshold_override"] == override
+            assert {x.get("threshold") for x in lines(out / r["file"]) if x["type"] == "frame"} == {want}
+
+
+class _DyingEngine:
+    """Scores each job in this process, then reports it as local.py / ray_engine.py report a worker that
+    died on its last attempt (no threshold keys); ``keep_rows``: its .partial keeps the frame rows
+    written before the death (the local pool), else none (a Ray actor returns its rows only at the end)."""
+
+    name = "dying"
+
+    def __init__(self, scorer, keep_rows: bool):
+        self.scorer, self.keep_rows = scorer, keep_rows
+
+    def run(self, jobs, out_dir, on_progress, on_result):
+        for job in jobs:
+            partial = out_dir / (job.results_file + ".partial")
+            score_source(self.scorer, job, partial)
+            if self.keep_rows:   # the summary line is never written by a worker that dies mid-source
+                partial.write_text("".join(x for x in partial.read_text().splitlines(keepends=True)[:-1]))
+            else:
+                partial.unlink()
+            on_result(job, {"status": "failed", "summary": None, "wall_s": None, "attempts": 2,
+                            "error": "the worker died 2 times while scoring this source (last exit status 70)"})
+
+
+def test_a_source_whose_worker_died_records_the_threshold_its_rows_were_flagged_at(tmp_path):
+    """review 16 #1: a dead worker's source had "threshold": null and "threshold_source": null although
+    its kept .partial rows were flagged at the model's threshold. Now they come from those rows."""
+    from edge_ad.batch.driver import run_batch
+    uri = "synth://?n=3&anomaly_rate=0.5&seed=2"
+    for scorer, override, want, source in ((_ThresholdedScorer(), None, 0.4, "the model's manifest"),
+                                           (_ThresholdedScorer(), 0.7, 0.7, "--threshold"),
+                                           (FakeScorer(), None, None, "none: the model carries no threshold")):
+        out = tmp_path / f"out-{override}-{want}"
+        e = run_batch(make_jobs([uri], threshold=override), [], out, _DyingEngine(scorer, keep_rows=True),
+                      tmp_path, "sha")["sources"][0]
+        assert e["status"] == "failed" and e["file"].endswith(".partial") and e["frames"] == 3
+        assert e["threshold"] == want and e["threshold_source"].startswith(source)
+        assert e["threshold_override"] == override
+        assert {r.get("threshold") for r in lines(out / e["file"]) if r["type"] == "frame"} == {want}
+
+
+def test_a_source_whose_worker_died_without_rows_records_the_model_threshold(tmp_path, kinect_export):
+    """review 16 #1: a Ray actor that dies leaves no rows; the entry takes the threshold the worker
+    would have used from the model's manifest (Scorer.threshold, the shipped rectangle's)."""
+    from edge_ad.batch.driver import run_batch
+    from edge_ad.runtime import Scorer
+    want = Scorer.load(kinect_export).threshold
+    assert want is not None
+    e = run_batch(make_jobs(["synth://?n=2&seed=1"]), [], tmp_path / "out",
+                  _DyingEngine(_ThresholdedScorer(), keep_rows=False), kinect_export, "sha")["sources"][0]
+    assert e["status"] == "failed" and e["frames"] == 0
+    assert e["threshold"] == want and e["threshold_source"].startswith("the model's manifest")
+    assert e["threshold_override"] is None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .plan import Job, finished, is_complete, read_previous, settings_differences
-from .worker import THRESHOLD_OVERRIDE, dumps, result_stats
+from .worker import dumps, recorded_threshold, result_stats
 
 SUMMARY = "summary.json"
 EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4   # as edge-ad run
@@ -143,6 +143,10 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
         log(f"source {arg}: FAILED: {reason}")
     for job, old in resumed:
         entries[job.name] = dict(old, resumed=True, source=job.source)
+        if "threshold_override" not in old:   # written before it: "threshold" was the override
+            thr, thr_source = recorded_threshold(job, out_dir / job.results_file, model_dir)
+            entries[job.name].update(threshold=thr, threshold_source=thr_source,
+                                     threshold_override=old.get("threshold"))
         n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
         progress.update(job.name, n, n)
         progress.source_finished()
@@ -174,6 +178,10 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
 
     def on_result(job: Job, res: dict) -> None:
         partial = out_dir / (job.results_file + ".partial")
+        if "threshold_source" in res:   # the worker's own word
+            thr, thr_source = res.get("threshold"), res["threshold_source"]
+        else:                           # a dead worker: its kept rows (or the manifest) say
+            thr, thr_source = recorded_threshold(job, partial, model_dir)
         entry = {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": res["status"],
                  "error": res.get("error"),
                  "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
@@ -181,9 +189,7 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
                  "attempts": res.get("attempts", 1), "seed": job.seed,
                  # the threshold the frames were flagged at and where it came from; the override alone
                  # (None: the model's) decides, with the seed and model, whether a rerun resumes
-                 "threshold": res.get("threshold", job.threshold),
-                 "threshold_source": res.get("threshold_source", THRESHOLD_OVERRIDE if job.threshold is not None
-                                             else None),
+                 "threshold": thr, "threshold_source": thr_source,
                  "threshold_override": job.threshold,
                  "model_sha256": model_sha256, "resumed": False}
         if res.get("summary"):

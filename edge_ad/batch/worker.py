@@ -150,6 +150,33 @@ def threshold_used(scorer, job: Job) -> tuple:
     return (thr, THRESHOLD_MANIFEST) if thr is not None else (None, THRESHOLD_NONE)
 
 
+def recorded_threshold(job: Job, results_path: os.PathLike, model_dir: os.PathLike) -> tuple:
+    """(threshold, where it came from) of a source whose worker did not say (it died, or the entry
+    was written before summary.json recorded it): the --threshold override (``job.threshold``); else
+    the threshold its rows in ``results_path`` were flagged at (the summary line's, else the last frame
+    row's); else, no row scored, the one ``Scorer.load(model_dir)`` would use (``manifest_threshold``).
+    The same values as ``threshold_used``; a manifest that cannot be read gives (None, "unknown: ...")."""
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import manifest_threshold
+    if job.threshold is not None:
+        return float(job.threshold), THRESHOLD_OVERRIDE
+    found, thr = False, None
+    try:
+        from .plan import read_results
+        recs, summary = read_results(results_path)
+        rows = [summary] if summary is not None else [r for r in recs if r.get("type") == "frame"]
+        if rows:
+            found, thr = True, rows[-1].get("threshold")
+    except (OSError, ValueError):
+        pass                                   # no rows to read: the manifest says
+    if not found:
+        try:
+            thr = manifest_threshold(model_dir)
+        except (ManifestError, OSError, ValueError, KeyError, TypeError) as e:
+            return None, f"unknown: the model's manifest could not be read ({e})"
+    return (float(thr), THRESHOLD_MANIFEST) if thr is not None else (None, THRESHOLD_NONE)
+
+
 def result_stats(path: os.PathLike, max_errors: int = 20) -> dict:
     """Counts of a results file for summary.json: frames (scored), anomalies, frame_errors and the
     first ``max_errors`` error lines' {frame, error}."""
