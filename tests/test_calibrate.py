@@ -52,7 +52,8 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "24 of 24 frames used" in r.stdout and "frame 10/24 read" in r.stdout and "frame 24/24 read" in r.stdout
-    assert "camera-shift search: 1/49 shifts scored in " in r.stdout and " left (--max-shift 0 skips" in r.stdout
+    assert "camera-shift search: 1/49 shifts scored in " in r.stdout
+    assert " left (--max-shift 0 skips the search, --max-shift 1 scores 9 shifts)" in r.stdout
     assert "camera-shift search: 49/49 shifts scored" in r.stdout and "scene camera shift undone" in r.stdout
     assert _digests(kinect_export) == before                                      # original untouched
     man = json.loads((out / "manifest.json").read_text())
@@ -271,7 +272,8 @@ def test_camera_shift_search_is_off_by_default_for_models_with_search_steps(tmp_
     assert "frame 10/20 read" in text and "frame 20/20 read" in text and "/200" not in text
     text, c = cal(tmp_path / "asked", "--max-shift", "1")
     assert "camera-shift search off" not in text and c["scene_shift"]["radius"] == 1
-    assert "camera-shift search: 1/9 shifts scored in " in text and " left (--max-shift 0 skips the search" in text
+    assert "camera-shift search: 1/9 shifts scored in " in text and " left (--max-shift 0 skips the search)" in text
+    assert "--max-shift 1 scores" not in text        # review 16 #7: no hint to ask for the radius already running
     assert "camera-shift search: 9/9 shifts scored" in text
 
 

@@ -33,10 +33,12 @@ import click
               "A few dozen frames of one scene give a noisy tail quantile.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
-                   "fits the scene's frames best: every frame scored (2N + 1)^2 times) and undo it for every "
-                   "later frame; 0: keep the model's. Default: 3 for models without search steps (k = 0), "
-                   "0 (off) for models with k > 0 (e.g. export --scoring reference), where it would take hours; "
-                   "an estimate of the time left is printed after the first shift.")
+                   "fits the scene's frames best: every frame scored (2N + 1)^2 times, each score itself "
+                   "(2R + 1)^2 copies for a model with the shift-min, score_shift_radius R > 0: 25 for the "
+                   "shipped cylinder) and undo it for every later frame; 0: keep the model's. Default: 3 for "
+                   "models without search steps (k = 0), 0 (off) for models with k > 0 (e.g. export --scoring "
+                   "reference), where it would take hours; an estimate of the time left is printed after the "
+                   "first shift.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) MODEL must be signed by (as edge-ad run "
@@ -77,8 +79,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         elif done == 1 and total > 1 and search_start:
             each = time.monotonic() - search_start[0]
             click.echo(f"  camera-shift search: 1/{total} shifts scored in {_duration(each)}: about "
-                       f"{_duration(each * (total - 1))} left (--max-shift 0 skips the search, --max-shift 1 "
-                       "scores 9 shifts)", err=True)
+                       f"{_duration(each * (total - 1))} left ({shift_hint(total)})", err=True)
         elif done % 7 == 0 or done == total:
             click.echo(f"  camera-shift search: {done}/{total} shifts scored", err=True)
 
@@ -115,6 +116,12 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         click.echo(f"{out_dir} is unsigned (its manifest is new; "
                    + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
                    + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
+
+
+def shift_hint(total: int) -> str:
+    """How to make a camera-shift search of ``total`` shifts ((2N + 1)^2 for --max-shift N) cheaper:
+    --max-shift 0 skips it; --max-shift 1 (9 shifts) only when it is smaller than the one running."""
+    return "--max-shift 0 skips the search" + (", --max-shift 1 scores 9 shifts" if total > 9 else "")
 
 
 def source_length(src) -> Optional[int]:
