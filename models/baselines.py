@@ -21,8 +21,19 @@ def foreground_fractions(X: np.ndarray) -> np.ndarray:
     return (X[:, 3] > -1 + 1e-3).mean((1, 2))
 
 
+ISSUE_FG_FLOOR = 0.01   # the issues' NN MSE per foreground pixel: / max(fg, 0.01)
+
+
+def baseline_fg_floor(fg_power: float, model_fg_floor: float) -> float:
+    """The fg_floor of the nearest-neighbour baseline divided by fg ** ``fg_power`` (``edge-ad eval``
+    and models/kinect-rgbd/nn_baselines.py): the issues' 0.01 for their definitions (fg^0, unused;
+    fg^1, MSE per foreground pixel), the model's own ``model_fg_floor`` (SearchConfig.fg_floor) for any
+    other power, the model's normalisation."""
+    return ISSUE_FG_FLOOR if fg_power in (0.0, 1.0) else float(model_fg_floor)
+
+
 def nearest_neighbour_scores(train: np.ndarray, X: np.ndarray, fg_power: float = 0.0,
-                             fg_floor: float = 0.01, chunk: int = 256) -> np.ndarray:
+                             fg_floor: float = ISSUE_FG_FLOOR, chunk: int = 256) -> np.ndarray:
     """min_j mean((x - train_j)^2) per frame x: (N,). With ``fg_power`` > 0 the distance is divided by
     max(fg(x), fg_floor) ** fg_power, the same normalisation as SearchConfig.score_fg_power, so the
     baseline can be compared with a normalised search score."""

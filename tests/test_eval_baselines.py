@@ -35,9 +35,14 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
     from edge_ad.models import save_checkpoint
     from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
     data = copy_kinect_layout(kinect_root, tmp_path / "kin", {"val": (4, "val"), "train": (5, "train")})
+    from edge_ad.models.search import checkpoint_search_config
+    from edge_ad.runtime.config import SearchConfig
     spec = PreprocessSpec(colour_norm="gray", colour_reference=(0.3, 0.5, 0.7))
     ck = tmp_path / "g.pt"
-    save_checkpoint(ck, tiny_generator, preprocess=spec)
+    # a floor other than the default 0.01 (review 16 #6: the script divided by max(fg, 0.01) whatever the
+    # model's), high enough to change the fg^0.5 ranking of these frames
+    save_checkpoint(ck, tiny_generator, preprocess=spec,
+                    scoring={"search": SearchConfig(k=0, n_seed=1, score_fg_power=0.5, fg_floor=0.3).to_dict()})
     r = CliRunner().invoke(main, ["eval", "--model", str(ck), "--data", str(data), "--class", "rectangle", "--k", "0",
                                   "--n-seed", "1", "--fg-power", "0.5", "--nuisance-set", "shift:1",
                                   "--out", str(tmp_path / "ev")])
@@ -56,6 +61,9 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
         assert f"baseline {n}" in r.output
     assert defs[f"nearest-neighbour MSE {model}"]["levers"] == "colour_norm gray"
     assert defs[f"nearest-neighbour MSE per foreground pixel {plain}"]["fg_power"] == 1.0
+    # one floor rule (baselines.baseline_fg_floor): the fg^1 at 0.01, the model's power at its floor
+    assert "max(foreground share, 0.01) ** 1" in defs[f"nearest-neighbour MSE per foreground pixel {plain}"]["score"]
+    assert "max(foreground share, 0.3) ** 0.5" in defs[f"nearest-neighbour MSE/fg^0.5 {plain}"]["score"]
     # each value computed on the preprocessing its label names
     for p, label in ((0.0, "nearest-neighbour MSE"), (1.0, "nearest-neighbour MSE per foreground pixel")):
         assert rep["baselines"][f"{label} {plain}"]["overall"] == pytest.approx(
@@ -71,6 +79,7 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
     from conftest import load_kinect_script
     from edge_ad.runtime.nuisance import parse_nuisance
     table = load_kinect_script("nn_baselines").nn_variants(data, "rectangle", spec,
+                                                           checkpoint_search_config(ck).fg_floor,
                                                            suite={"shift 1 px": parse_nuisance("shift:1")})
     assert sorted(table) == sorted((w, p) for w in ("plain", "model: colour_norm gray") for p in (0.0, 0.5, 1.0))
     for (w, p), row in table.items():

@@ -299,7 +299,7 @@ def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) 
     (colour_norm, align, scene levers: ``levers_text``), the same NN variants on ``spec`` as well, labelled with its
     levers: a baseline that normalises like the model, often the stronger one. ``groups`` are the
     evaluated frames already read with ``spec`` (uint8 (N, R, R, 4) per group)."""
-    from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
+    from edge_ad.models.baselines import area_scores, baseline_fg_floor, nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
@@ -320,7 +320,7 @@ def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) 
             ((c, load_kinect(data, c, split, pspec)[1][:max_per_class or None]) for c in groups))}
         fns = {}
         for bname, p in powers.items():
-            floor = cfg.fg_floor if p not in (0.0, 1.0) else 0.01   # the issue's fg^1 at the default floor
+            floor = baseline_fg_floor(p, cfg.fg_floor)   # the issue's fg^1 at 0.01, the model's power at its floor
             fns[f"{bname} ({label})"] = (lambda v, p=p, floor=floor: nearest_neighbour_scores(
                 train, v, fg_power=p, fg_floor=floor))
             definitions[f"{bname} ({label})"] = {

@@ -18,11 +18,13 @@ CLASSES = ("rectangle", "cylinder", "sphere")
 POWERS = (0.0, 0.5, 1.0)
 
 
-def nn_variants(data, cls: str, spec, split: str = "val", max_per_class: int = 0, suite=None) -> dict:
+def nn_variants(data, cls: str, spec, fg_floor: float, split: str = "val", max_per_class: int = 0,
+                suite=None) -> dict:
     """{(preprocessing label, fg power): {"clean", "mean", "worst"} AUROC} of the nearest-neighbour
-    baseline of normal class ``cls`` (model preprocessing ``spec``) on ``split``; ``suite``: {label:
-    nuisance}, default the eval's DEFAULT_SUITE."""
-    from edge_ad.models.baselines import nearest_neighbour_scores
+    baseline of normal class ``cls`` (model preprocessing ``spec``, search configuration's ``fg_floor``:
+    the floor of each power as edge-ad eval takes it, baselines.baseline_fg_floor) on ``split``;
+    ``suite``: {label: nuisance}, default the eval's DEFAULT_SUITE."""
+    from edge_ad.models.baselines import baseline_fg_floor, nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.evaluate import nuisance_suite, raw_groups
     from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance
@@ -38,8 +40,10 @@ def nn_variants(data, cls: str, spec, split: str = "val", max_per_class: int = 0
     for label, pspec in preps.items():
         train = to_tensor(load_kinect(data, cls, "train", pspec)[1], pspec).numpy()        # (300, 4, R, R)
         for p in POWERS:
-            res = nuisance_suite(lambda X, p=p: nearest_neighbour_scores(train, X, fg_power=p), raw, cls, suite,
-                                 pspec, threshold=0.0)
+            floor = baseline_fg_floor(p, fg_floor)
+            res = nuisance_suite(lambda X, p=p, floor=floor: nearest_neighbour_scores(train, X, fg_power=p,
+                                                                                     fg_floor=floor),
+                                 raw, cls, suite, pspec, threshold=0.0)
             c = [r["auroc"] for r in res["conditions"].values() if "auroc" in r]
             out[label, p] = {"clean": res["conditions"]["clean"]["auroc"], "mean": res["mean"]["auroc"],
                              "worst": min(c)}
@@ -48,13 +52,17 @@ def nn_variants(data, cls: str, spec, split: str = "val", max_per_class: int = 0
 
 def main() -> None:
     from edge_ad.models.checkpoint import load_generator
+    from edge_ad.models.search import checkpoint_search_config
+    from edge_ad.runtime.config import SearchConfig
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--class", dest="classes", action="append", choices=CLASSES)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared/data/kinect-rgbd"))
     a = ap.parse_args()
     for cls in a.classes or CLASSES:
-        spec = load_generator(Path(__file__).parent / f"{cls}.pt").preprocess
-        for (label, p), r in nn_variants(a.data, cls, spec).items():
+        path = Path(__file__).parent / f"{cls}.pt"
+        spec = load_generator(path).preprocess
+        cfg = checkpoint_search_config(path) or SearchConfig()     # as edge-ad eval's --scoring checkpoint
+        for (label, p), r in nn_variants(a.data, cls, spec, cfg.fg_floor).items():
             print(f"{cls:9s} {label:40s} fg^{p:g}: clean {r['clean']:.3f}  mean {r['mean']:.3f}  "
                   f"worst {r['worst']:.3f}", flush=True)
 
