@@ -89,24 +89,31 @@ def colour_image_to_rgb(im: Image.Image, what: str = "RGB image") -> np.ndarray:
     """A decoded colour image -> H x W x 3 uint8 RGB; FrameError naming ``what`` and the mode for an
     image a colour camera does not send. The models take colour, so a greyscale image (modes 1, L, LA,
     I, I;16, F: ``ImageMode`` base mode L) is refused rather than expanded to grey RGB. An image with
-    an alpha channel (RGBA, LA, PA, a palette with a transparent colour) is read only when every pixel
-    is opaque (alpha 255: what PNG writers store for a colour photo); a transparent pixel has no
-    colour to score, so such an image is refused, naming how many pixels are transparent. Palette (P),
-    CMYK, YCbCr and other colour modes are converted to RGB."""
+    transparency (an alpha channel: RGBA, LA, PA; a transparent colour key, PNG tRNS: a palette or RGB
+    image with ``info["transparency"]``) is read only when every pixel is opaque (alpha 255: what PNG
+    writers store for a colour photo); a transparent pixel has no colour to score, so such an image is
+    refused, naming how many pixels are transparent (``opaque_rgb``; the ROS rgba8 / bgra8 images too).
+    Palette (P), CMYK, YCbCr and other colour modes are converted to RGB."""
     from PIL import ImageMode
     mode = im.mode
     if ImageMode.getmode(mode).basemode == "L":
         raise FrameError(f"{what} has mode {mode} (greyscale): a colour image (RGB) is needed, the models "
                          "were trained on colour; save the camera's colour frames")
-    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):   # (LA, La: refused above)
-        rgba = np.asarray(im.convert("RGBA"))             # (H, W, 4) uint8
-        seen = int((rgba[:, :, 3] < 255).sum())
-        if seen:
-            raise FrameError(f"{what} has mode {mode} with {seen} of {rgba.shape[0] * rgba.shape[1]} pixels "
-                             "(partly) transparent (alpha < 255): a transparent pixel has no colour to score; "
-                             "save it without alpha (RGB)")
-        return np.ascontiguousarray(rgba[:, :, :3])
+    if mode in ("RGBA", "RGBa", "PA") or "transparency" in im.info:   # (LA, La: refused above)
+        key = " and a transparent colour key" if "transparency" in im.info else ""
+        return opaque_rgb(np.asarray(im.convert("RGBA")), what, f"mode {mode}{key}")
     return np.asarray(im if mode == "RGB" else im.convert("RGB"))
+
+
+def opaque_rgb(rgba: np.ndarray, what: str, kind: str) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA -> its (H, W, 3) RGB when every pixel is opaque (alpha 255); else FrameError
+    naming ``what``, ``kind`` (its mode or encoding) and how many pixels are (partly) transparent."""
+    seen = int((rgba[:, :, 3] < 255).sum())
+    if seen:
+        raise FrameError(f"{what} has {kind} with {seen} of {rgba.shape[0] * rgba.shape[1]} pixels "
+                         "(partly) transparent (alpha < 255): a transparent pixel has no colour to score; "
+                         "save or send it without alpha (RGB)")
+    return np.ascontiguousarray(rgba[:, :, :3])
 
 
 NOISE_MEASURED_ON = ("camera", "model")   # SensorLimits.noise_measured_on

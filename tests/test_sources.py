@@ -83,7 +83,7 @@ def test_msgconv_image_round_trips(rng):
     mm = rng.integers(0, 5000, (5, 7), dtype=np.uint16)
     assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgb, "rgb8")), rgb)
     assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgb[:, :, ::-1], "bgr8")), rgb)
-    rgba = np.concatenate([rgb[:, :, ::-1], np.full((5, 7, 1), 9, np.uint8)], axis=2)
+    rgba = np.concatenate([rgb[:, :, ::-1], np.full((5, 7, 1), 255, np.uint8)], axis=2)   # opaque
     assert np.array_equal(msgconv.image_msg_to_rgb(_img(rgba, "bgra8")), rgb)
     assert np.array_equal(msgconv.image_msg_to_depth_mm(_img(mm, "16UC1")), mm)
     assert np.array_equal(msgconv.image_msg_to_depth_mm(_img(mm, "16UC1", bigendian=True)), mm)
@@ -558,6 +558,36 @@ def test_oak_without_depthai_or_device_is_explained():
     with pytest.raises(SourceError, match=r"depthai|no OAK camera"):
         open_source("oak://")
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_a_transparent_colour_key_or_ros_alpha_is_refused_as_an_rgba_file_is(tmp_path, kinect_root):
+    """Review 16 #8: an RGB PNG with a transparent colour key (tRNS) and the ROS rgba8 / bgra8 encodings
+    dropped their transparency unchecked, while an RGBA file with transparent pixels is refused. Now the
+    same rule (preprocess.opaque_rgb): refused naming the count, read when every pixel is opaque."""
+    from edge_ad.runtime.sources import FolderSource
+    (i, rgb, d8), = kinect_frames(kinect_root, 1)
+    key = tuple(int(v) for v in rgb[0, 0])
+    n_key = int((rgb == np.array(key, np.uint8)).all(axis=2).sum())
+    absent = next(c for c in ((1, 2, 3), (254, 1, 253), (7, 250, 9)) if not (rgb == c).all(axis=2).any())
+    root = tmp_path / "keyed"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for name, k in (("keyed", key), ("unused_key", absent)):
+        Image.fromarray(rgb).save(root / "rgb" / f"{name}.png", transparency=k)   # mode RGB + tRNS
+        Image.fromarray(d8).save(root / "depth" / f"{name}.png")
+    frames = {f.id: f for f in FolderSource(root)}
+    err = frames["keyed"].error
+    assert err is not None and f"mode RGB and a transparent colour key with {n_key} of" in err and "transparent" in err
+    assert frames["unused_key"].error is None and np.array_equal(frames["unused_key"].rgb, rgb)
+    # ROS: rgba8 / bgra8 with a transparent pixel refused, opaque ones read (as a folder's RGBA file)
+    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    for enc, colour in (("rgba8", rgb), ("bgra8", rgb[:, :, ::-1])):
+        opaque = np.concatenate([colour, alpha], axis=2)
+        assert np.array_equal(msgconv.msg_to_rgb(_img(opaque, enc)), rgb), enc
+        holes = opaque.copy()
+        holes[:2, :3, 3] = 0                                                      # 6 transparent pixels
+        with pytest.raises(FrameError, match=f"encoding '{enc}' with 6 of {rgb.shape[0] * rgb.shape[1]} pixels"):
+            msgconv.msg_to_rgb(_img(holes, enc))
 
 
 def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp_path, kinect_root):
