@@ -38,9 +38,10 @@ def test_aligned_distance_uses_the_copy_moved_onto_the_test_centroid(pl):
     # the same latent with a centroid that asks for another shift of frame 1: no exact copy
     d = pl.aligned_distance(e, np.array([[31.0, 31.0]]), AU, AC, radius=R)
     assert d[0] == pytest.approx(2.0)                         # orthogonal rows: 2 - 2 cos = 2
-    # a shift beyond the radius does not count (distance 4, the largest) even if the clipped copy matches
+    # a shift beyond the radius does not count even if the clipped copy matches: that copy is excluded
+    # (scored 4, the largest), so the minimum is another frame's orthogonal row, 2 (with it: 1e-6)
     d = pl.aligned_distance(AU[0, 1, 2 * R, 0][None], np.array([[29.0 + 3, 31.0 - 3]]), AU, AC, radius=R)
-    assert d[0] == pytest.approx(2.0)                         # only the other frames' orthogonal rows
+    assert d[0] == pytest.approx(2.0)
 
 
 def test_nuisance_differences_pair_each_copy_with_its_own_frame(pl):

@@ -301,10 +301,9 @@ def _baselines(data, cls, split, spec, groups, normal_name, cfg, max_per_class) 
     evaluated frames already read with ``spec`` (uint8 (N, R, R, 4) per group)."""
     from edge_ad.models.baselines import area_scores, baseline_fg_floor, nearest_neighbour_scores
     from edge_ad.models.data import load_kinect, to_tensor
-    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
+    from edge_ad.runtime.preprocess import PreprocessSpec, levers_text, plain_spec
 
     spec = spec or PreprocessSpec()
-    from edge_ad.runtime.preprocess import levers_text
     levers = levers_text(spec)
     preps = {PLAIN: ("plain", plain_spec(spec) if levers else spec)}   # spec: preprocesses as plain
     if levers:
