@@ -12,7 +12,7 @@ import struct
 import numpy as np
 from PIL import Image as PILImage
 
-from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, colour_image_to_rgb, opaque_rgb, open_image
+from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, colour_image_to_rgb, open_image
 
 # encoding -> (dtype, channels)
 _ENCODINGS = {
@@ -59,17 +59,19 @@ def image_to_numpy(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def colour_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
-    """Colour array in ``encoding`` -> H x W x 3 uint8 RGB. rgba8 / bgra8 only when every pixel is
-    opaque (alpha 255), as a folder's RGBA file (preprocess.colour_image_to_rgb): FrameError naming
-    how many pixels are transparent otherwise."""
+    """Colour array in ``encoding`` -> H x W x 3 uint8 RGB. rgba8 / bgra8: the alpha byte is dropped
+    unread. From a camera driver it is padding or a driver's own mask, not an edit of the image: the
+    Azure Kinect ROS driver publishes rgb/image_raw as bgra8 with an unspecified alpha (0 from some
+    versions), and the live RealSense source drops it too; refusing frames for it would blind the
+    robot. (A FILE with transparent pixels is refused: preprocess.colour_image_to_rgb.)"""
     if encoding in ("rgb8", "8UC3"):
         return np.ascontiguousarray(arr[..., :3])
     if encoding == "bgr8":
         return np.ascontiguousarray(arr[..., ::-1])
     if encoding == "rgba8":
-        return opaque_rgb(arr, "colour image", f"encoding {encoding!r}")
+        return np.ascontiguousarray(arr[..., :3])
     if encoding == "bgra8":
-        return opaque_rgb(arr[..., [2, 1, 0, 3]], "colour image", f"encoding {encoding!r}")
+        return np.ascontiguousarray(arr[..., 2::-1])
     if encoding in ("mono8", "8UC1"):   # as a folder's greyscale RGB file (preprocess.colour_image_to_rgb)
         raise FrameError(f"colour image has encoding {encoding!r} (greyscale): a colour image is needed, the "
                          f"models were trained on colour (expected one of {COLOUR_ENCODINGS})")

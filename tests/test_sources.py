@@ -560,10 +560,11 @@ def test_oak_without_depthai_or_device_is_explained():
     assert time.perf_counter() - t0 < 5.0
 
 
-def test_a_transparent_colour_key_or_ros_alpha_is_refused_as_an_rgba_file_is(tmp_path, kinect_root):
-    """Review 16 #8: an RGB PNG with a transparent colour key (tRNS) and the ROS rgba8 / bgra8 encodings
-    dropped their transparency unchecked, while an RGBA file with transparent pixels is refused. Now the
-    same rule (preprocess.opaque_rgb): refused naming the count, read when every pixel is opaque."""
+def test_a_transparent_colour_key_is_refused_ros_alpha_is_padding(tmp_path, kinect_root):
+    """Review 16 #8: an RGB PNG with a transparent colour key (tRNS) dropped its transparency unchecked,
+    while an RGBA file with transparent pixels is refused: now the same rule (preprocess.opaque_rgb),
+    refused naming the count, read when the key colour is absent. A camera's rgba8 / bgra8 alpha is not
+    transparency: dropped (review 16b #1)."""
     from edge_ad.runtime.sources import FolderSource
     (i, rgb, d8), = kinect_frames(kinect_root, 1)
     key = tuple(int(v) for v in rgb[0, 0])
@@ -579,15 +580,14 @@ def test_a_transparent_colour_key_or_ros_alpha_is_refused_as_an_rgba_file_is(tmp
     err = frames["keyed"].error
     assert err is not None and f"mode RGB and a transparent colour key with {n_key} of" in err and "transparent" in err
     assert frames["unused_key"].error is None and np.array_equal(frames["unused_key"].rgb, rgb)
-    # ROS: rgba8 / bgra8 with a transparent pixel refused, opaque ones read (as a folder's RGBA file)
-    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    # ROS: rgba8 / bgra8 from a camera driver: the alpha byte is padding (the Azure Kinect driver's bgra8
+    # leaves it unspecified, 0 in some versions) and is dropped unread, whatever it holds (review 16b #1:
+    # refusing it refused every frame of such a camera)
     for enc, colour in (("rgba8", rgb), ("bgra8", rgb[:, :, ::-1])):
-        opaque = np.concatenate([colour, alpha], axis=2)
-        assert np.array_equal(msgconv.msg_to_rgb(_img(opaque, enc)), rgb), enc
-        holes = opaque.copy()
-        holes[:2, :3, 3] = 0                                                      # 6 transparent pixels
-        with pytest.raises(FrameError, match=f"encoding '{enc}' with 6 of {rgb.shape[0] * rgb.shape[1]} pixels"):
-            msgconv.msg_to_rgb(_img(holes, enc))
+        for a in (255, 0, None):
+            alpha = (np.random.default_rng(0).integers(0, 256, rgb.shape[:2] + (1,), dtype=np.uint8) if a is None
+                     else np.full(rgb.shape[:2] + (1,), a, np.uint8))
+            assert np.array_equal(msgconv.msg_to_rgb(_img(np.concatenate([colour, alpha], axis=2), enc)), rgb), (enc, a)
 
 
 def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp_path, kinect_root):
