@@ -476,6 +476,39 @@ def test_a_source_whose_worker_died_records_the_threshold_its_rows_were_flagged_
         assert {r.get("threshold") for r in lines(out / e["file"]) if r["type"] == "frame"} == {want}
 
 
+class _DiesWithoutRowsEngine:
+    """Reports each job as ray_engine.py does an actor that died on every attempt (or local.py a worker
+    that cannot load the model): failed, no threshold keys, nothing written."""
+
+    name = "dies-without-rows"
+
+    def run(self, jobs, out_dir, on_progress, on_result):
+        for job in jobs:
+            on_result(job, {"status": "failed", "summary": None, "wall_s": None, "attempts": 3,
+                            "error": "the Ray worker died 3 times"})
+
+
+def test_a_dead_worker_entry_never_reads_an_earlier_runs_partial_rows(tmp_path):
+    """review 16b #2: a worker that fails before writing anything left the earlier run's .partial in
+    place, and the entry took its threshold (0.4, "the model's manifest") and 3 frames from it, with
+    another model. Now the earlier .partial is kept aside as .partial.1 before the run starts."""
+    from edge_ad.batch.driver import run_batch
+    uri = "synth://?n=3&anomaly_rate=0.5&seed=2"
+    out = tmp_path / "out"
+    first = run_batch(make_jobs([uri]), [], out, _DyingEngine(_ThresholdedScorer(), keep_rows=True),
+                      tmp_path, "sha-A")["sources"][0]
+    assert first["file"] == "synth.jsonl.partial" and first["frames"] == 3 and first["threshold"] == 0.4
+    earlier = (out / first["file"]).read_bytes()
+    model_b = tmp_path / "model-b"   # no manifest: the threshold the worker would have used is unknown
+    model_b.mkdir()
+    e = run_batch(make_jobs([uri]), [], out, _DiesWithoutRowsEngine(), model_b, "sha-B")["sources"][0]
+    assert e["status"] == "failed" and e["file"] is None
+    assert e["frames"] == 0 and e["anomalies"] == 0
+    assert e["threshold"] is None and e["threshold_source"].startswith("unknown: ")
+    assert (out / "synth.jsonl.partial.1").read_bytes() == earlier     # the earlier rows stay, aside
+    assert not (out / "synth.jsonl.partial").exists()
+
+
 def test_a_source_whose_worker_died_without_rows_records_the_model_threshold(tmp_path, kinect_export):
     """review 16 #1: a Ray actor that dies leaves no rows; the entry takes the threshold the worker
     would have used from the model's manifest (Scorer.threshold, the shipped rectangle's)."""

@@ -174,13 +174,20 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
     for job in todo:
         entries[job.name] = {"name": job.name, "uri": job.uri, "source": job.source, "file": None,
                              "status": "pending"}
+        # an earlier run's rows (perhaps another model's): kept aside, never read as this run's (a worker
+        # that fails before writing any would report their threshold and frame counts)
+        stale = out_dir / (job.results_file + ".partial")
+        if stale.exists():
+            kept = keep_aside(stale)
+            log(f"source {job.uri}: the earlier run's {stale.name} is kept as {kept.name}")
     write_summary()
 
     def on_result(job: Job, res: dict) -> None:
         partial = out_dir / (job.results_file + ".partial")
         if "threshold_source" in res:   # the worker's own word
             thr, thr_source = res.get("threshold"), res["threshold_source"]
-        else:                           # a dead worker: its kept rows (or the manifest) say
+        else:   # no word from the worker (it died, could not load the model, or raised): the rows it
+                # wrote this run (an earlier run's .partial was moved aside above), else the manifest, say
             thr, thr_source = recorded_threshold(job, partial, model_dir)
         entry = {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": res["status"],
                  "error": res.get("error"),
