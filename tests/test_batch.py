@@ -476,6 +476,29 @@ def test_a_source_whose_worker_died_records_the_threshold_its_rows_were_flagged_
         assert {r.get("threshold") for r in lines(out / e["file"]) if r["type"] == "frame"} == {want}
 
 
+def test_manifest_threshold_is_the_threshold_the_loaded_scorer_uses(tmp_path, kinect_export):
+    """review 16b #3: manifest_threshold (what a dead worker's entry reports when no row was scored)
+    reads the manifest as Scorer.threshold does: the value when it was calibrated with the manifest's
+    own search, None when calibrated with another search (here another k) or when there is none."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.scorer import manifest_threshold
+    import shutil
+    man = json.loads((kinect_export / "manifest.json").read_text())
+    assert isinstance(man["threshold"]["search"], dict) and man["threshold"]["search"]["k"] == 0
+    other_search = dict(man, threshold=dict(man["threshold"], search=dict(man["threshold"]["search"], k=3)))
+    no_threshold = {k: v for k, v in man.items() if k != "threshold"}
+    for name, m, want in (("as-exported", man, float(man["threshold"]["value"])),
+                          ("other-search", other_search, None), ("none", no_threshold, None)):
+        d = tmp_path / name
+        d.mkdir()
+        for f in kinect_export.iterdir():   # the exported files (copies: links are refused), this manifest
+            if f.name != "manifest.json":
+                shutil.copyfile(f, d / f.name)
+        (d / "manifest.json").write_text(json.dumps(m))
+        assert manifest_threshold(d) == want, name
+        assert Scorer.load(d).threshold == want, name
+
+
 class _DiesWithoutRowsEngine:
     """Reports each job as ray_engine.py does an actor that died on every attempt (or local.py a worker
     that cannot load the model): failed, no threshold keys, nothing written."""
