@@ -593,8 +593,9 @@ def test_a_transparent_colour_key_is_refused_ros_alpha_is_padding(tmp_path, kine
 def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp_path, kinect_root):
     """Audit 16 #6: an RGB file saved greyscale (mode L) was expanded to grey RGB and scored as
     colour, silently. The models take colour: a greyscale (L, I;16) RGB file is an error frame naming
-    the file and its mode, as a 3-channel depth PNG is; so is an RGBA file with transparent pixels. An
-    RGBA file whose pixels are all opaque, a palette (P) image and RGB itself are read as RGB."""
+    the file and its mode, as a 3-channel depth PNG is; so is an RGBA file with (partly) transparent
+    pixels, counted as alpha < 255. An RGBA file whose pixels are all opaque, a palette (P) image and
+    RGB itself are read as RGB."""
     from edge_ad.runtime.sources import FolderSource
     (i, rgb, d8), = kinect_frames(kinect_root, 1)
     root = tmp_path / "modes"
@@ -603,6 +604,7 @@ def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     holes = rgba.copy()
     holes[:5, :7, 3] = 0                                   # 35 transparent pixels
+    holes[5, 0, 3], holes[6, 0, 3] = 128, 254              # and 2 partly transparent ones (review 16b #4)
     palette = Image.fromarray(rgb).quantize(64)
     images = {"colour": Image.fromarray(rgb), "grey": Image.fromarray(rgb).convert("L"),
               "grey16": Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 256),
@@ -615,7 +617,7 @@ def test_greyscale_or_transparent_rgb_files_are_error_frames_naming_the_mode(tmp
         err = frames[name].error
         assert err is not None and frames[name].rgb is None, name
         assert f"frame {name}: RGB {root / 'rgb' / name}.png has mode {images[name].mode} (greyscale)" in err, err
-    assert "mode RGBA with 35 of" in frames["holes"].error and "transparent" in frames["holes"].error
+    assert "mode RGBA with 37 of" in frames["holes"].error and "transparent" in frames["holes"].error
     for name in ("colour", "opaque"):
         assert frames[name].error is None and np.array_equal(frames[name].rgb, rgb), name
     assert frames["palette"].error is None
