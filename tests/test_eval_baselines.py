@@ -75,11 +75,12 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
     assert nu["conditions"]["clean"]["baseline_auroc"] == pytest.approx(
         rep["baselines"][f"nearest-neighbour MSE per foreground pixel {plain}"]["overall"])
     assert "NN baseline column: nearest-neighbour MSE per foreground pixel (plain preprocessing)" in r.output
-    # models/kinect-rgbd/nn_baselines.py (the README's table of every variant) reads the same numbers
+    # models/kinect-rgbd/nn_baselines.py (the README's table of every variant) reads the same numbers, its
+    # preprocessing and floor (0.3) taken from the checkpoint as main() takes them (review 16b #5)
     from conftest import load_kinect_script
     from edge_ad.runtime.nuisance import parse_nuisance
-    table = load_kinect_script("nn_baselines").nn_variants(data, "rectangle", spec,
-                                                           checkpoint_search_config(ck).fg_floor,
+    assert checkpoint_search_config(ck).fg_floor == 0.3
+    table = load_kinect_script("nn_baselines").nn_variants(data, "rectangle", ck,
                                                            suite={"shift 1 px": parse_nuisance("shift:1")})
     assert sorted(table) == sorted((w, p) for w in ("plain", "model: colour_norm gray") for p in (0.0, 0.5, 1.0))
     for (w, p), row in table.items():

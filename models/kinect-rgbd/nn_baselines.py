@@ -18,18 +18,23 @@ CLASSES = ("rectangle", "cylinder", "sphere")
 POWERS = (0.0, 0.5, 1.0)
 
 
-def nn_variants(data, cls: str, spec, fg_floor: float, split: str = "val", max_per_class: int = 0,
-                suite=None) -> dict:
+def nn_variants(data, cls: str, checkpoint, split: str = "val", max_per_class: int = 0, suite=None) -> dict:
     """{(preprocessing label, fg power): {"clean", "mean", "worst"} AUROC} of the nearest-neighbour
-    baseline of normal class ``cls`` (model preprocessing ``spec``, search configuration's ``fg_floor``:
-    the floor of each power as edge-ad eval takes it, baselines.baseline_fg_floor) on ``split``;
+    baseline of normal class ``cls`` on ``split``, with the preprocessing and search configuration's
+    fg_floor of the model in ``checkpoint`` (the floor of each power as edge-ad eval --scoring checkpoint
+    takes it: baselines.baseline_fg_floor; SearchConfig's default floor for a checkpoint without one);
     ``suite``: {label: nuisance}, default the eval's DEFAULT_SUITE."""
     from edge_ad.models.baselines import baseline_fg_floor, nearest_neighbour_scores
+    from edge_ad.models.checkpoint import load_generator
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.evaluate import nuisance_suite, raw_groups
+    from edge_ad.models.search import checkpoint_search_config
+    from edge_ad.runtime.config import SearchConfig
     from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance
     from edge_ad.runtime.preprocess import levers_text, plain_spec
 
+    spec = load_generator(checkpoint).preprocess
+    fg_floor = (checkpoint_search_config(checkpoint) or SearchConfig()).fg_floor
     if suite is None:
         suite = {(n := parse_nuisance(t)).name: n for t in DEFAULT_SUITE}
     raw = raw_groups(data, cls, split, None, (), 0, 0, max_per_class)
@@ -51,18 +56,12 @@ def nn_variants(data, cls: str, spec, fg_floor: float, split: str = "val", max_p
 
 
 def main() -> None:
-    from edge_ad.models.checkpoint import load_generator
-    from edge_ad.models.search import checkpoint_search_config
-    from edge_ad.runtime.config import SearchConfig
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--class", dest="classes", action="append", choices=CLASSES)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared/data/kinect-rgbd"))
     a = ap.parse_args()
     for cls in a.classes or CLASSES:
-        path = Path(__file__).parent / f"{cls}.pt"
-        spec = load_generator(path).preprocess
-        cfg = checkpoint_search_config(path) or SearchConfig()     # as edge-ad eval's --scoring checkpoint
-        for (label, p), r in nn_variants(a.data, cls, spec, cfg.fg_floor).items():
+        for (label, p), r in nn_variants(a.data, cls, Path(__file__).parent / f"{cls}.pt").items():
             print(f"{cls:9s} {label:40s} fg^{p:g}: clean {r['clean']:.3f}  mean {r['mean']:.3f}  "
                   f"worst {r['worst']:.3f}", flush=True)
 
