@@ -374,13 +374,16 @@ def model_fpr(manifest: dict) -> float:
 
 
 def _model_threshold(manifest: dict) -> Optional[dict]:
-    """{"value", "target_fpr"} of the exported model's own threshold (carried through calibrations)."""
+    """{"value", "target_fpr", "n_normal", "normal"} of the exported model's own threshold (carried
+    through calibrations; n_normal / normal None where not recorded)."""
     t = manifest.get("threshold")
     if not isinstance(t, dict):
         return None
     if t.get("source") == "edge-ad calibrate":
-        return t.get("model_threshold")
-    return {"value": t.get("value"), "target_fpr": t.get("target_fpr")}
+        own = t.get("model_threshold")
+        return None if own is None else {"n_normal": t.get("model_n_normal"), "normal": t.get("model_normal"), **own}
+    return {"value": t.get("value"), "target_fpr": t.get("target_fpr"), "n_normal": t.get("n_normal"),
+            "normal": t.get("normal")}
 
 
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
@@ -481,9 +484,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     new.pop("signature", None)        # a signature covered the original manifest, not this one (manifest.sig,
                                       # not in "files", is not copied: the new directory is unsigned or re-signed)
     new["preprocess"] = spec.to_dict()
-    own = man.get("threshold") if isinstance(man.get("threshold"), dict) else {}
-    if own.get("source") == "edge-ad calibrate":           # a calibrated model: its exported model's record
-        own = {"n_normal": own.get("model_n_normal"), "normal": own.get("model_normal")}
+    model_record = _model_threshold(man)
+    own = model_record or {}
     if floor_value is not None and threshold == floor_value:   # the model's own threshold, kept
         read_from = {"n_normal": own.get("n_normal"),
                      "normal": f"the model's own threshold, kept (read from: {own.get('normal') or 'not recorded'}); "
@@ -492,7 +494,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         read_from = {"n_normal": n, "normal": f"scene frames of {source}"}
     new["threshold"] = {"value": threshold, "target_fpr": fpr, **read_from, "scene_frames": n,
                         "search": cfg.to_dict(), "source": "edge-ad calibrate", "calibrated": now,
-                        "model_threshold": _model_threshold(man), "model_n_normal": own.get("n_normal"),
+                        "model_threshold": model_record, "model_n_normal": own.get("n_normal"),
                         "model_normal": own.get("normal")}
     if new_bank is not None:
         new["latent_bank"] = {**bank_entry, "shape": list(new_bank.shape),

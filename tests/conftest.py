@@ -263,3 +263,48 @@ def load_kinect_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def edit_manifest(src: Path, dst: Path, edit) -> Path:
+    """A copy of the model directory ``src`` at ``dst`` whose manifest.json went through ``edit(man)``
+    (sha256 entries untouched: the manifest itself is not in its own file list)."""
+    import json
+    import shutil
+    shutil.copytree(src, dst)
+    man = json.loads((dst / "manifest.json").read_text())
+    edit(man)
+    (dst / "manifest.json").write_text(json.dumps(man))
+    return dst
+
+
+def runtime_matches_reference(model_dir: Path, cfg, plain_cfg, frames: list, G, E, bank, layout, rtol: float):
+    """Score ``frames`` ({"rgb", "depth"} dicts) with the export ``model_dir`` under ``cfg`` and under
+    ``plain_cfg`` (onnxruntime CPU, one thread, frame i seeded frame_seed(0, i)); assert that cfg's
+    scores and latent distances equal the float64 PyTorch reference (models.search.search_min_shift,
+    ``rtol``), models' float32 score_batch (``rtol``) and the runtime's own score_batch (1e-5).
+    Returns (cfg's ScoreResults, plain_cfg's, X the preprocessed frames (N, 4, R, R))."""
+    import torch
+
+    from edge_ad.models.search import score_batch, search_min_shift
+    from edge_ad.runtime.config import frame_seed
+    from edge_ad.runtime.preprocess import preprocess
+    from edge_ad.runtime.scorer import Scorer
+    s = Scorer.load(model_dir, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+    plain = Scorer.load(model_dir, threads=1, providers=["CPUExecutionProvider"], config=plain_cfg)
+    X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
+    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
+    before = [plain.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
+    E64 = E.double()
+    try:
+        for i, x in enumerate(X):
+            ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64,
+                                   latent_bank=bank, bank_rows_per_frame=layout)
+            assert got[i].score == pytest.approx(ref.score, rel=rtol)
+            assert got[i].latent_distance == pytest.approx(ref.latent_distance, rel=rtol)
+    finally:
+        E.float()
+    np.testing.assert_allclose(score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=layout),
+                               [r.score for r in got], rtol=rtol)
+    batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(len(frames))])
+    np.testing.assert_allclose([r.score for r in batch], [r.score for r in got], rtol=1e-5)
+    return got, before, X

@@ -5,13 +5,14 @@ latent_bank_info["augment"]) and edge-ad calibrate; w = 1.0 is the plain memory,
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from edge_ad.runtime.config import (LatentMemory, SearchConfig, latent_memory, original_rows, rows_per_frame_of,
                                     search_differences)
+
+from conftest import edit_manifest
 
 CFG = SearchConfig(name="w-test", n_seed=1, k=0, lr_theta=0.0, z_init="encoder", score_latent_power=1.0)
 RTOL_TORCH = 1e-4     # onnxruntime float32 vs the float64 PyTorch reference (the export's tolerance)
@@ -149,46 +150,23 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     frames of the three classes: relative tolerance RTOL_TORCH; the weight changes some latent distances. The
     configuration trusts no augmentation (whatever the release trusts: test_bank_trusted_augment), so every
     copy is weighed and the bank's rows per frame are its whole layout."""
-    from edge_ad.models.search import score_batch, search_min_shift
-    from edge_ad.runtime.config import frame_seed
-    from edge_ad.runtime.preprocess import preprocess
-    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.models.search import score_batch
+
+    from conftest import runtime_matches_reference
     path, G, E, bank, rows = rectangle
     man = json.loads((kinect_export / "manifest.json").read_text())
     assert rows == rows_per_frame_of(man["latent_bank"]["augment"]) == 22 and len(bank) % rows == 0
     # the release's own weight may be either; its trusted copies, if any, cleared: every copy weighs w
     shipped = SearchConfig.from_dict(man["search"]).replace(bank_trusted_augment=())
-    plain = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"],
-                        config=shipped.replace(bank_augment_weight=1.0))
     cfg = shipped.replace(bank_augment_weight=2.0)
-    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
     frames = [val_frame(c, i) for c in ("rectangle", "cylinder", "sphere") for i in (0, 1)]
-    X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
-    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
-    before = [plain.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
-    E64 = E.double()
-    for i, x in enumerate(X):
-        ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank,
-                               bank_rows_per_frame=rows)
-        assert got[i].score == pytest.approx(ref.score, rel=RTOL_TORCH)
-        assert got[i].latent_distance == pytest.approx(ref.latent_distance, rel=RTOL_TORCH)
-        assert before[i].latent_distance <= got[i].latent_distance <= 2 * before[i].latent_distance * (1 + 1e-12)
+    got, before, X = runtime_matches_reference(kinect_export, cfg, shipped.replace(bank_augment_weight=1.0), frames,
+                                               G, E, bank, rows, RTOL_TORCH)
+    for g, b in zip(got, before):
+        assert b.latent_distance <= g.latent_distance <= 2 * b.latent_distance * (1 + 1e-12)
     assert any(g.latent_distance > b.latent_distance * 1.01 for g, b in zip(got, before))   # the weight acted
-    E.float()
-    np.testing.assert_allclose(score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=rows),
-                               [r.score for r in got], rtol=RTOL_TORCH)
-    batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(len(frames))])
-    np.testing.assert_allclose([r.score for r in batch], [r.score for r in got], rtol=1e-5)
     with pytest.raises(ValueError, match="layout"):
         score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank)
-
-
-def _edit_manifest(src, dst, edit):
-    shutil.copytree(src, dst)
-    man = json.loads((dst / "manifest.json").read_text())
-    edit(man)
-    (dst / "manifest.json").write_text(json.dumps(man))
-    return dst
 
 
 def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_weight(kinect_export, tmp_path,
@@ -200,7 +178,7 @@ def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_w
         assert "bank_augment_weight" in man["search"]                  # exports record the field
         del man["search"]["bank_augment_weight"]
         man["threshold"]["search"].pop("bank_augment_weight", None)
-    old = _edit_manifest(kinect_export, tmp_path / "old", drop)
+    old = edit_manifest(kinect_export, tmp_path / "old", drop)
     shipped = SearchConfig.from_dict(json.loads((kinect_export / "manifest.json").read_text())["search"])
     s = Scorer.load(old, threads=1)
     new = Scorer.load(kinect_export, threads=1, config=shipped.replace(bank_augment_weight=1.0))
@@ -214,7 +192,7 @@ def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_w
         == ["bank_augment_weight"]
     assert Scorer.load(old, threads=1, config=w2).threshold is None
     # a bank whose rows are not whole frames of its augment recipe is refused, naming the counts
-    bad = _edit_manifest(kinect_export, tmp_path / "bad", lambda m: m["latent_bank"]["augment"].append("mirror"))
+    bad = edit_manifest(kinect_export, tmp_path / "bad", lambda m: m["latent_bank"]["augment"].append("mirror"))
     with pytest.raises(ManifestError, match=r"latent_bank\.augment .*6600 rows cannot hold 23 rows per normal frame"):
         Scorer.load(bad)
 
@@ -233,7 +211,7 @@ def test_calibrated_directory_scores_with_the_weight(kinect_export, tmp_path, va
     def weigh(man):
         man["search"]["bank_augment_weight"] = 2.0
         man["threshold"]["search"]["bank_augment_weight"] = 2.0      # as if released at w = 2
-    w2 = _edit_manifest(kinect_export, tmp_path / "w2", weigh)
+    w2 = edit_manifest(kinect_export, tmp_path / "w2", weigh)
     scene = copy_frames(tmp_path / "scene", "rectangle", 20, start=300)     # not train frames
     with open_source(str(scene)) as src:
         man = calibrate_model(w2, src, tmp_path / "cal", fpr=0.1, min_frames=20, threads=1)
@@ -309,7 +287,7 @@ def test_weight_refused_for_a_bank_without_augmented_rows(kinect_export, tmp_pat
 
     def plain_bank(man):          # as if the bank held only the normal frames (6600 rows, 1 per frame)
         man["latent_bank"]["augment"] = []
-    d = _edit_manifest(kinect_export, tmp_path / "plain", plain_bank)
+    d = edit_manifest(kinect_export, tmp_path / "plain", plain_bank)
     # the release's trusted texts, if any, cleared: a bank without copies has none to trust (refused apart:
     # test_bank_trusted_augment), so the weight is what is refused here
     cfg = SearchConfig.from_dict(json.loads((d / "manifest.json").read_text())["search"]).replace(

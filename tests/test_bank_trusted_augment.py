@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from edge_ad.runtime.config import (LatentMemory, SearchConfig, latent_memory, original_rows, search_differences,
                                     trusted_original_rows, trusted_override)
+
+from conftest import edit_manifest
 
 CFG = SearchConfig(name="t-test", n_seed=1, k=0, lr_theta=0.0, z_init="encoder", score_latent_power=1.0,
                    bank_augment_weight=2.0)
@@ -198,45 +199,21 @@ def test_scorer_with_trusted_copies_equals_the_torch_reference(kinect_export, va
     frames and score_batch) with w = 2 and "brightness:1.2" trusted against the float64 PyTorch reference
     (search_min_shift) and models' score_batch (float32) given the checkpoint's augment list: relative
     tolerance RTOL_TORCH; trusting lowers some latent distances, never raises one."""
-    from edge_ad.models.search import score_batch, search_min_shift
-    from edge_ad.runtime.config import frame_seed
-    from edge_ad.runtime.preprocess import preprocess
-    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.models.search import score_batch
+
+    from conftest import runtime_matches_reference
     path, G, E, bank, augment = rectangle
     man = json.loads((kinect_export / "manifest.json").read_text())
     assert augment == man["latent_bank"]["augment"] and "brightness:1.2" in augment
     shipped = SearchConfig.from_dict(man["search"])
     cfg = shipped.replace(bank_augment_weight=2.0, bank_trusted_augment=BRIGHT)
-    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
-    plain = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"],
-                        config=cfg.replace(bank_trusted_augment=()))
-    frames = _bright_frames(val_frame)
-    X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
-    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
-    before = [plain.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
-    E64 = E.double()
-    for i, x in enumerate(X):
-        ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank,
-                               bank_rows_per_frame=augment)
-        assert got[i].score == pytest.approx(ref.score, rel=RTOL_TORCH)
-        assert got[i].latent_distance == pytest.approx(ref.latent_distance, rel=RTOL_TORCH)
-        assert got[i].latent_distance <= before[i].latent_distance * (1 + 1e-12)
+    got, before, X = runtime_matches_reference(kinect_export, cfg, cfg.replace(bank_trusted_augment=()),
+                                               _bright_frames(val_frame), G, E, bank, augment, RTOL_TORCH)
+    for g, b in zip(got, before):
+        assert g.latent_distance <= b.latent_distance * (1 + 1e-12)
     assert any(g.latent_distance < b.latent_distance * 0.99 for g, b in zip(got, before))   # the trust acted
-    E.float()
-    np.testing.assert_allclose(score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=augment),
-                               [r.score for r in got], rtol=RTOL_TORCH)
-    batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(len(frames))])
-    np.testing.assert_allclose([r.score for r in batch], [r.score for r in got], rtol=1e-5)
     with pytest.raises(ValueError, match="augment list was not given"):      # rows per frame only: refused
         score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank, bank_rows_per_frame=1 + len(augment))
-
-
-def _edit_manifest(src, dst, edit):
-    shutil.copytree(src, dst)
-    man = json.loads((dst / "manifest.json").read_text())
-    edit(man)
-    (dst / "manifest.json").write_text(json.dumps(man))
-    return dst
 
 
 def _trust(man):
@@ -255,7 +232,7 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
     from edge_ad.export.exporter import ExportError, resolve_latent_bank
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.scorer import Scorer
-    d = _edit_manifest(kinect_export, tmp_path / "trusted", _trust)
+    d = edit_manifest(kinect_export, tmp_path / "trusted", _trust)
     man = json.loads((d / "manifest.json").read_text())
     s = Scorer.load(d, threads=1)
     cfg = SearchConfig.from_dict(man["search"])
@@ -296,7 +273,7 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, t
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
     from conftest import copy_frames
-    d = _edit_manifest(kinect_export, tmp_path / "trusted", _trust)
+    d = edit_manifest(kinect_export, tmp_path / "trusted", _trust)
     scene = copy_frames(tmp_path / "scene", "rectangle", 10, start=300)     # not train frames
     with open_source(str(scene)) as src:
         man = calibrate_model(d, src, tmp_path / "cal", fpr=0.1, min_frames=10, threads=1, max_shift=0)
