@@ -28,6 +28,9 @@ ARGS = {
     "rotate_mb": ("0.0", "rotate results_path past this size, MB (0.0: never)"),
     "trusted_keys": ("''", "comma-separated Ed25519 public key files; the model must be signed by one "
                            "('': no check)"),
+    "alarm_window": ("200", "alarm-rate watch over the last N scored frames (0: off): ~/alarm_rate events when "
+                            "more are flagged than the threshold's calibrated rate allows"),
+    "alarm_alpha": ("0.001", "alarm-rate watch: significance of its one-sided binomial test, in (0, 0.05)"),
 }
 # Values are YAML, as ROS parses a -p override: floats keep their decimal point (stale_s:=10.0, not 10),
 # or the node refuses the type; tests/test_ros.py checks every default parses to the node's PARAMETERS.

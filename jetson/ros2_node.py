@@ -13,7 +13,8 @@ fed by the subscriptions, the publishing hook) is plain Python, shared with ``ed
 Parameters: model_dir ("demo" = the shipped demo model), backend, threshold (NaN = the model's),
 rgb_topic, depth_topic, rgb_compressed, depth_compressed (CompressedImage topics), slop (s),
 queue_size, seed, results_path ("none" = no file), stale_s (no pair for this long = outage),
-frame_timeout_s, rotate_mb, trusted_keys. They are checked before the model loads
+frame_timeout_s, rotate_mb, trusted_keys, alarm_window (scored frames; 0: no alarm-rate watch),
+alarm_alpha. They are checked before the model loads
 (``node_settings``): a bad one ends the node at once (exit 2) with a line naming it, e.g.
 "parameter threshold must be a finite number > 0 (scores are >= 0), or .nan for the model's
 calibrated one; got -1.0". A model that cannot load (corrupt, unsigned with trusted_keys, backend
@@ -31,10 +32,16 @@ so does a camera that stopped (no pair for stale_s: "source_lost: ..."). Consume
 ~/anomaly, or test ~/score for NaN. ``score > t`` is False for NaN, so a consumer that thresholds
 ~/score itself without ``math.isnan(score)`` first reads every fault and outage as a normal frame
 (jetson/README.md shows a subscriber that checks it).
+
+~/alarm_rate (std_msgs/String): the alarm-rate watch's events (runtime/alarm_watch.py, the same
+``alarm_rate_high`` / ``alarm_rate_normal`` lines as in results_path, as JSON): more frames flagged
+over the last alarm_window scored frames than the model threshold's calibrated rate allows (a run of
+anomalies, or the scene changed: adapt the model with edge-ad calibrate), then plausible again.
 """
 from __future__ import annotations
 
 import array
+import json
 import math
 import os
 import sys
@@ -42,6 +49,7 @@ import threading
 import time
 from typing import Callable, Iterator, Optional
 
+from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P, check_watch_settings
 from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, stamp_seconds
 from edge_ad.runtime.preprocess import FrameError
 from edge_ad.runtime.sources.base import Frame, Source, SourceError
@@ -57,6 +65,8 @@ PARAMETERS = {  # name -> default
     # a frame scoring longer than this ends the node (fatal, so the launcher restarts it); 0 = no limit
     "frame_timeout_s": 0.0, "rotate_mb": 0.0,   # results_path rotation (0 = never)
     "trusted_keys": "",   # comma-separated Ed25519 public key files: the model must be signed by one
+    # the alarm-rate watch (runtime/alarm_watch.py): scored frames in its window (0 = off), its test's alpha
+    "alarm_window": DEFAULT_WINDOW, "alarm_alpha": DEFAULT_ALPHA,
 }
 
 
@@ -90,7 +100,7 @@ def node_settings(p: dict) -> dict:
     Returns model_dir (the demo model's for "demo" / ""), backend, threshold (None: the model's),
     rgb_topic, depth_topic, rgb_compressed, depth_compressed, slop, queue_size, seed, results_path
     (None: no file), stale_s, frame_timeout (None: no limit), rotate_bytes (None: never),
-    trusted_keys (None: no check)."""
+    trusted_keys (None: no check), alarm_window, alarm_alpha."""
     from edge_ad.runtime.manifest import MANIFEST
     from edge_ad.runtime.variants import BACKENDS
 
@@ -151,6 +161,12 @@ def node_settings(p: dict) -> dict:
         if not os.path.isfile(k):
             raise ParameterError(f"parameter trusted_keys: no key file {k!r}")
     out["trusted_keys"] = keys or None
+    out["alarm_window"] = _integer(p, "alarm_window", 0)
+    try:
+        _, out["alarm_alpha"] = check_watch_settings(out["alarm_window"], p["alarm_alpha"])
+    except ValueError:
+        raise ParameterError(f"parameter alarm_alpha must be a number in (0, {NORMAL_P:g}), "
+                             f"got {p['alarm_alpha']!r}") from None
     return out
 
 
@@ -232,15 +248,19 @@ class ResultPublisher:
     ("black_rgb: 100.0% of the foreground is black (limit 95.0%)"; "unscorable: ..." for a frame
     that could not be read or scored). ~/error_map is not published for it (there is no map).
 
+    ``alarm_rate`` (``on_alarm_rate``): an alarm-rate watch event, published on ~/alarm_rate as its
+    JSON line.
+
     ``make_float``, ``make_bool``, ``make_image``, ``make_string`` build messages (rclpy classes in
     the node, plain dicts in tests); ``publish_*`` send them."""
 
     def __init__(self, make_float: Callable, make_bool: Callable, make_image: Callable,
                  publish_score: Callable, publish_flag: Callable, publish_error_map: Callable,
-                 make_string: Callable, publish_fault: Callable):
+                 make_string: Callable, publish_fault: Callable, publish_alarm_rate: Optional[Callable] = None):
         self.make_float, self.make_bool, self.make_image = make_float, make_bool, make_image
         self.publish_score, self.publish_flag, self.publish_error_map = publish_score, publish_flag, publish_error_map
         self.make_string, self.publish_fault = make_string, publish_fault
+        self.publish_alarm_rate = publish_alarm_rate
 
     def __call__(self, rec: dict, frame: Frame, res) -> None:
         self.publish_score(self.make_float(float(rec["score"])))
@@ -257,6 +277,12 @@ class ResultPublisher:
         self.publish_score(self.make_float(NO_SCORE))
         self.publish_flag(self.make_bool(True))
         self.publish_fault(self.make_string(f"{rec['event']}: {rec['error']}"))
+
+    def alarm_rate(self, rec: dict) -> None:
+        """Publish an ``alarm_rate_high`` / ``alarm_rate_normal`` event (``rec``: its results line) on
+        ~/alarm_rate as that JSON line (nothing without a ``publish_alarm_rate``)."""
+        if self.publish_alarm_rate is not None:
+            self.publish_alarm_rate(self.make_string(json.dumps(rec)))
 
     def fault(self, rec: dict, frame: Frame) -> None:
         """Publish an ``error`` line (``rec``: its ``fault`` name, if a sensor fault, and ``error``)."""
@@ -313,6 +339,7 @@ def main(argv: Optional[list] = None) -> int:
     pub_flag = node.create_publisher(Bool, "~/anomaly", 10)
     pub_err = node.create_publisher(Image, "~/error_map", 10)
     pub_fault = node.create_publisher(String, "~/fault", 10)
+    pub_alarm_rate = node.create_publisher(String, "~/alarm_rate", 10)
 
     def make_image(header, fields):
         msg = Image(**fields)
@@ -322,7 +349,7 @@ def main(argv: Optional[list] = None) -> int:
 
     hook = ResultPublisher(lambda v: Float32(data=v), lambda v: Bool(data=v), make_image,
                            pub_score.publish, pub_flag.publish, pub_err.publish,
-                           lambda v: String(data=v), pub_fault.publish)
+                           lambda v: String(data=v), pub_fault.publish, pub_alarm_rate.publish)
     holder = {"source": TopicSource(f"ros2://{s['rgb_topic']}+{s['depth_topic']}", s["stale_s"])}
 
     def new_source():
@@ -343,9 +370,10 @@ def main(argv: Optional[list] = None) -> int:
     try:
         summary = run_capture(holder["source"], scorer, threshold=thr, out=s["results_path"],
                               seed=s["seed"], reopen=new_source, on_result=hook, on_error=hook.fault,
-                              on_outage=hook.outage,
+                              on_outage=hook.outage, on_alarm_rate=hook.alarm_rate,
                               log=node.get_logger().warning,
-                              frame_timeout=s["frame_timeout"], rotate_bytes=s["rotate_bytes"])
+                              frame_timeout=s["frame_timeout"], rotate_bytes=s["rotate_bytes"],
+                              alarm_window=s["alarm_window"], alarm_alpha=s["alarm_alpha"])
         node.get_logger().info(f"summary: {summary}")
     except ResultsFileError as e:   # another model's results, or not a results file: refused, unchanged
         node.get_logger().error(f"edge-ad ROS 2 node: {results_refused_message(e, s['results_path'])}")

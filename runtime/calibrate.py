@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -66,6 +65,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .binomial import binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
 from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .manifest import MANIFEST, load_manifest, sha256_file
@@ -90,21 +90,6 @@ class CalibrationError(ValueError):
 def _quantile_threshold(scores: np.ndarray, fpr: float) -> float:
     """The threshold that flags at most ``fpr`` of ``scores`` (as models.evaluate.calibrate_threshold)."""
     return float(np.quantile(np.asarray(scores, float), 1 - fpr, method="higher"))
-
-
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), exact (log-space terms; NumPy-free)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if p <= 0.0 or p >= 1.0:
-        return float(p >= 1.0)
-    lp, lq = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
-             for j in range(k, n + 1)]
-    top = max(terms)
-    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
 
 
 def scene_exceeds(scores: np.ndarray, threshold: float, fpr: float) -> tuple:

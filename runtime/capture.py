@@ -26,6 +26,12 @@
   reason). Results are appended, never overwritten; a restart continues the frame index
   (``results.py``); latency statistics use bounded memory (``latency_stats.py``).
   Every JSON line is flushed when written, so a hard kill loses at most the line being written.
+* Alarm-rate watch (``alarm_watch.py``): over the last ``alarm_window`` scored frames, the share flagged
+  is compared with the rate the model's threshold was calibrated at (exact one-sided binomial test);
+  one ``alarm_rate_high`` event when it is implausibly high (a run of real anomalies, or a scene that
+  changed), one ``alarm_rate_normal`` when plausible again; the summary's ``alarm_watch`` records it.
+  It only reads each frame's flag: scores, threshold and ``anomalous`` are as without it. Off (said
+  once in the log) for a threshold that is not the model's calibrated one or has no known rate.
 * The model is named (``Scorer.identity``: path, manifest sha256, configuration, config_sha256) in
   the ``start`` event of a new results file, the ``resumed`` event of a restart and the summary; a restart onto a
   file written by another model is refused (``results.ResultsFileError``): two models' scores are
@@ -48,6 +54,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, check_watch_settings, watch_for
 from .config import frame_seed
 from .latency_stats import RollingStats
 from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_uint8
@@ -58,7 +65,7 @@ from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
 __all__ = ["run_capture", "ResultWriter", "LatestSlot", "RunStats", "timings_ms", "best_reconstruction",
-           "scorer_spec", "scorer_threshold", "valid_threshold"]
+           "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold"]
 
 Log = Callable[[str], None]
 
@@ -179,6 +186,12 @@ def scorer_threshold(scorer) -> Optional[float]:
     return None if thr is None else float(thr)
 
 
+def scorer_threshold_rate(scorer) -> Optional[float]:
+    """The false-alarm rate the model's threshold was calibrated at (``Scorer.threshold_rate``), or None."""
+    rate = getattr(scorer, "threshold_rate", None)
+    return None if rate is None else float(rate)
+
+
 def _takes(fn, name: str) -> bool:
     """True if ``fn`` has a parameter called ``name``."""
     import inspect
@@ -271,12 +284,14 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 on_result=None,
                 on_error=None,
                 on_outage=None,
+                on_alarm_rate=None,
                 log: Optional[Log] = None, stop: Optional[threading.Event] = None,
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
                 frame_timeout: Optional[float] = None, stop_grace: float = 5.0,
                 rotate_bytes: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                check_sensor: bool = True) -> dict:
+                check_sensor: bool = True, alarm_window: int = DEFAULT_WINDOW,
+                alarm_alpha: float = DEFAULT_ALPHA) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
 
     Writes one JSON line per frame (``type``: "frame", "error", "event") and a final "summary"
@@ -295,11 +310,16 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
     ``on_outage(rec)`` is called after a ``source_lost`` / ``source_failed`` event line (the camera
     stopped; ``rec["error"]`` says why), so a consumer hears that no frames are coming.
-    ``on_result`` / ``on_error`` / ``on_outage`` may also be lists of hooks; an Exception in a hook is
-    reported (``hook_failed`` event), never fatal (see the module docstring).
+    ``alarm_window`` (scored frames; 0: off) and ``alarm_alpha``: the alarm-rate watch
+    (``alarm_watch.py``), on when ``threshold`` is the scorer's calibrated one and its rate is known
+    (``Scorer.threshold_rate``); ``on_alarm_rate(rec)`` is called after each ``alarm_rate_high`` /
+    ``alarm_rate_normal`` event line.
+    ``on_result`` / ``on_error`` / ``on_outage`` / ``on_alarm_rate`` may also be lists of hooks; an
+    Exception in a hook is reported (``hook_failed`` event), never fatal (see the module docstring).
     """
     if threshold is not None:
         threshold = valid_threshold(threshold)    # before the results file is touched
+    check_watch_settings(alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
     live = bool(getattr(source, "live", False)) if live is None else live
@@ -320,6 +340,12 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     hook_failures: dict = {}
     result_hooks, error_hooks = _Hooks(on_result, hook_failures), _Hooks(on_error, hook_failures)
     outage_hooks = _Hooks(on_outage, hook_failures)
+    alarm_hooks = _Hooks(on_alarm_rate, hook_failures)
+    # the alarm-rate watch: only for the model's own threshold, whose false-alarm rate is known
+    watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
+                                 alarm_window, alarm_alpha)
+    if watch is None and alarm_window:
+        log(f"alarm-rate watch off: {watch_off}")
     first_index = index = writer.next_index
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}")
@@ -417,6 +443,13 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
             truth.add(s, rec["truth"]["anomalous"], anomalous)
         emit(rec)
         result_hooks.call((rec, fr, res), emit, log)
+        change = watch.add(anomalous, i) if watch is not None else None
+        if change is not None:   # the share of flagged frames became implausible, or plausible again
+            event = {"type": "event", "event": change.pop("event"), "time": time.time(), **change}
+            emit(event)
+            log(f"{event['event']}: {event['flagged']} of the last {event['frames']} scored frames flagged, "
+                f"expected rate {event['expected_rate']:g} (p = {event['p_value']:.2g}): {event['hint']}")
+            alarm_hooks.call((event,), emit, log)
 
     def done() -> bool:
         if stop.is_set():
@@ -545,6 +578,8 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 summary["model"] = model
             if hook_failures:
                 summary["hook_failures"] = dict(hook_failures)
+            summary["alarm_watch"] = watch.state() if watch is not None else {
+                "window": alarm_window, "state": "off", "reason": watch_off}
             if len(truth):                               # AUROC, recall, false-alarm rate vs truth
                 summary["truth"] = truth.metrics()
             try:

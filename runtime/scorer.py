@@ -285,6 +285,13 @@ class Scorer:
         (config.search_differences)."""
         return calibrated_threshold(self.manifest, self.config)
 
+    @property
+    def threshold_rate(self) -> Optional[float]:
+        """The false-alarm rate ``threshold`` was calibrated at (manifest "threshold" target_fpr, in (0, 1)),
+        or None: no threshold, or no valid rate recorded. The run loop's alarm-rate watch compares the
+        share of flagged frames with it."""
+        return calibrated_rate(self.manifest, self.config)
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:
@@ -435,6 +442,17 @@ def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float
     if isinstance(thr.get("search"), dict) and search_differences(thr["search"], config):
         return None
     return float(thr["value"])
+
+
+def calibrated_rate(manifest: dict, config: SearchConfig) -> Optional[float]:
+    """The false-alarm rate (manifest "threshold" target_fpr) at which ``calibrated_threshold(manifest,
+    config)`` was set; None when that is None or the rate is not a number in (0, 1)."""
+    if calibrated_threshold(manifest, config) is None:
+        return None
+    rate = manifest["threshold"].get("target_fpr")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        return None
+    return float(rate)
 
 
 def manifest_threshold(model_dir: os.PathLike) -> Optional[float]:

@@ -55,6 +55,7 @@ TRT = ("tests/test_tensorrt_builder.py",)
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
 BANKT = ("tests/test_bank_trusted_augment.py",)
+WATCH = ("tests/test_alarm_watch.py",)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,31 @@ MUTANTS = [
            "if max_frames is not None and st.scored > max_frames:", CAP),
     Mutant("cap-nan-score-written", "runtime/capture.py", "            if not math.isfinite(s):",
            "            if False:", CAP),
+    # -- the alarm-rate watch (runtime/alarm_watch.py, its binomial test, its place in the run loop) ---------
+    Mutant("watch-lower-tail", "runtime/binomial.py", "for j in range(k, n + 1)]", "for j in range(0, k + 1)]",
+           WATCH),
+    Mutant("watch-fire-off-by-one", "runtime/alarm_watch.py", "if not self._high and self._flagged >= fire:",
+           "if not self._high and self._flagged > fire:", WATCH),
+    Mutant("watch-no-hysteresis", "runtime/alarm_watch.py", "if self._high and self._flagged <= calm:",
+           "if self._high and self._flagged < fire:", WATCH),
+    Mutant("watch-no-min-frames", "runtime/alarm_watch.py", "self.min_frames = min(window, MIN_FRAMES)",
+           "self.min_frames = 1", WATCH),
+    Mutant("watch-window-never-slides", "runtime/alarm_watch.py", "if len(self._frames) > self.window:",
+           "if len(self._frames) > 10 * self.window:", WATCH),
+    Mutant("watch-first-index", "runtime/alarm_watch.py", '"first_index": self._frames[0][0]',
+           '"first_index": self._frames[1][0]', WATCH),
+    Mutant("watch-override-watched", "runtime/alarm_watch.py",
+           "if model_threshold is None or float(threshold) != float(model_threshold):", "if model_threshold is None:",
+           WATCH),
+    Mutant("watch-error-frames-count", "runtime/capture.py",
+           "        error_hooks.call((rec, fr), emit, log)\n\n    def score_frame",
+           "        error_hooks.call((rec, fr), emit, log); watch is not None and watch.add(True, base['index'])\n\n"
+           "    def score_frame", WATCH),
+    Mutant("watch-changes-the-flag", "runtime/capture.py", "        st.anomalies += int(bool(anomalous))",
+           "        anomalous = anomalous or (watch is not None and watch._high); st.anomalies += int(bool(anomalous))",
+           WATCH),
+    Mutant("watch-ros-no-hook", "jetson/ros2_node.py", "on_outage=hook.outage, on_alarm_rate=hook.alarm_rate,",
+           "on_outage=hook.outage,", WATCH),
     # -- the graph builder (export/onnx_graphs.py) ----------------------------------------------------------
     Mutant("graph-bn-gamma-sign", "export/onnx_graphs.py",
            'grads[f"bn{l}.gamma"] = b.op("ReduceSum", [b.op("Mul", [d, xhat]), b.i64([2, 3])], keepdims=0)',

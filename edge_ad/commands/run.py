@@ -18,6 +18,7 @@ from typing import Optional
 import click
 import numpy as np
 
+from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
 from edge_ad.runtime.pictures import grey3, heatmap  # shared with the contact sheet and the Rerun view
 
 EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
@@ -247,6 +248,10 @@ def _summary_text(s: dict) -> str:
         parts.append("hook failures " + ", ".join(f"{k} {v}" for k, v in sorted(s["hook_failures"].items())))
     if s["outages"]:
         parts.append(f"{s['outages']} outage(s), {s['outage_s']:.1f} s")
+    watch = s.get("alarm_watch") or {}
+    if watch.get("fired") or watch.get("state") == "high":   # alarm_rate_high events in the results
+        parts.append(f"alarm rate high {watch['fired']} time(s), now {watch['state']} ({watch['flagged']} of the "
+                     f"last {watch['frames']} flagged, calibrated rate {watch['expected_rate']:g})")
     text = f"summary ({s['stopped']}): " + ", ".join(parts)
     if s.get("truth"):  # the source carried ground truth: how well the scores separated it
         from edge_ad.runtime.truth import truth_text
@@ -312,11 +317,20 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse frames larger than N pixels (checked from image headers before "
                    "decoding) [default 16777216 = 4096 x 4096].")
+@click.option("--alarm-window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, show_default=True, metavar="N",
+              help="Alarm-rate watch over the last N scored frames (0: off): an alarm_rate_high event when "
+                   "more are flagged than the model threshold's calibrated false-alarm rate allows (a run of "
+                   "anomalies, or the scene changed: edge-ad calibrate), alarm_rate_normal when plausible again. "
+                   "Off with --threshold (its rate is unknown).")
+@click.option("--alarm-alpha", type=click.FloatRange(min=0, max=NORMAL_P, min_open=True, max_open=True),
+              default=DEFAULT_ALPHA, show_default=True, metavar="A",
+              help=f"Significance of the alarm-rate watch's one-sided binomial test, in (0, {NORMAL_P:g}).")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export "
               "--sign); repeatable. Unsigned or otherwise-signed models are refused.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
-        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, trusted_keys):
+        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, alarm_window,
+        alarm_alpha, trusted_keys):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
     With no arguments: the shipped demo model on synth://, printing live status.
@@ -407,7 +421,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
                               reopen=opener if getattr(source, "live", False) else None,
                               on_result=hooks, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
-                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6))
+                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
+                              alarm_window=alarm_window, alarm_alpha=alarm_alpha)
     except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
         source.close()
         raise click.ClickException(f"cannot write results to {out}: {e}")

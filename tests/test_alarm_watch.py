@@ -1,0 +1,332 @@
+"""The alarm-rate watch (runtime/alarm_watch.py): over the last N scored frames, the share flagged
+against the threshold's calibrated false-alarm rate (exact one-sided binomial test). Unit tests on
+seeded flag streams, checked against scipy's binomial tail frame by frame; the capture loop with a
+scripted scorer (events where expected, frame lines as without the watch, error frames not counted);
+the real demo model through ``edge-ad run``; the ROS node's ~/alarm_rate."""
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from edge_ad.runtime import binomial, calibrate
+from edge_ad.runtime.alarm_watch import (HIGH_HINT, MIN_FRAMES, NORMAL_HINT, NORMAL_P, AlarmRateWatch,
+                                         check_watch_settings, watch_for)
+from edge_ad.runtime.capture import run_capture
+from edge_ad.runtime.sources import Frame, Source, open_source
+
+
+def feed(watch: AlarmRateWatch, flags, start: int = 0) -> list:
+    """The events of ``watch`` fed ``flags`` (results indices start, start + 1, ...)."""
+    return [ev for i, f in enumerate(flags, start) if (ev := watch.add(bool(f), i)) is not None]
+
+
+def reference_events(flags, rate: float, window: int, alpha: float, indices=None) -> list:
+    """The watch's events computed the slow way: scipy's binomial tail of every window (the last
+    ``window`` flags, tested from min(window, MIN_FRAMES) frames on), p < alpha fires, p >= NORMAL_P calms.
+    [(event, last_index, frames, flagged, p)]."""
+    indices = list(range(len(flags))) if indices is None else indices
+    out, high = [], False
+    for j in range(len(flags)):
+        win = flags[max(0, j + 1 - window):j + 1]
+        n, k = len(win), int(sum(win))
+        if n < min(window, MIN_FRAMES):
+            continue
+        p = float(stats.binom.sf(k - 1, n, rate))
+        if not high and p < alpha:
+            high = True
+            out.append(("alarm_rate_high", indices[j], n, k, p))
+        elif high and p >= NORMAL_P:
+            high = False
+            out.append(("alarm_rate_normal", indices[j], n, k, p))
+    return out
+
+
+def as_tuples(events) -> list:
+    return [(e["event"], e["last_index"], e["frames"], e["flagged"], e["p_value"]) for e in events]
+
+
+def assert_same_events(got: list, want: list):
+    assert [g[:4] for g in got] == [w[:4] for w in want], (got, want)
+    for g, w in zip(got, want):
+        assert g[4] == pytest.approx(w[4], rel=1e-9, abs=1e-300)
+
+
+# ---------------------------------------------------------------------------------------------- unit
+
+def test_calibrate_keeps_the_one_binomial_tail():
+    """binomial_tail moved to runtime/binomial.py; calibrate's scene test uses that very function."""
+    assert calibrate.binomial_tail is binomial.binomial_tail
+    k, p = calibrate.scene_exceeds(np.array([0.1] * 45 + [2.0] * 5), 1.0, 0.05)
+    assert k == 5 and p == pytest.approx(stats.binom.sf(4, 50, 0.05), rel=1e-9)
+
+
+def test_a_stream_at_the_calibrated_rate_rarely_fires():
+    """At exactly the calibrated rate (0.07, window 200, alpha 1e-3): one seeded 5000-frame stream gives
+    no event; over 40 seeded streams (200 000 frames) the watch fires about as often as the module
+    docstring says (0.26 per 10 000 frames simulated: 5.2 expected here), each fire a separate one."""
+    rate = 0.07
+    rng = np.random.default_rng(1)
+    watch = AlarmRateWatch(rate, window=200, alpha=1e-3)
+    assert feed(watch, rng.random(5000) < rate) == []
+    assert watch.state()["fired"] == 0 and watch.state()["state"] == "normal"
+    fires = 0
+    for seed in range(40):
+        w = AlarmRateWatch(rate, window=200, alpha=1e-3)
+        events = feed(w, np.random.default_rng(100 + seed).random(5000) < rate)
+        assert [e["event"] for e in events] == ["alarm_rate_high", "alarm_rate_normal"] * (len(events) // 2) + (
+            ["alarm_rate_high"] if len(events) % 2 else [])            # high and normal take turns
+        fires += w.fired
+    assert 1 <= fires <= 15, fires
+
+
+def test_three_times_the_rate_fires_once_per_excursion():
+    """Calibrated rate 0.05, then 3x (45 of 300 frames) for 300 frames, back, 3x again, back: one alarm_rate_high within
+    the window of each excursion, one alarm_rate_normal after it, nothing in between; every event
+    (frame, count, p) as scipy's binomial tail says, the fields as documented."""
+    rate, window, alpha = 0.05, 200, 1e-3
+    rng = np.random.default_rng(7)
+
+    def excursion(n):   # exactly 3x the rate, at random frames (no lucky or unlucky draw of the share)
+        f = np.zeros(n, bool)
+        f[rng.choice(n, round(3 * rate * n), replace=False)] = True
+        return f
+    flags = np.concatenate([rng.random(1000) < rate, excursion(300), rng.random(1000) < rate, excursion(300),
+                            rng.random(600) < rate]).tolist()
+    watch = AlarmRateWatch(rate, window=window, alpha=alpha)
+    events = feed(watch, flags)
+    assert [e["event"] for e in events] == ["alarm_rate_high", "alarm_rate_normal"] * 2, as_tuples(events)
+    high1, normal1, high2, normal2 = (e["last_index"] for e in events)
+    assert 1000 <= high1 < 1000 + window and normal1 > 1300       # fired within the window of the excursion
+    assert normal1 < 2300 <= high2 < 2300 + window and normal2 > 2600
+    assert_same_events(as_tuples(events), reference_events(flags, rate, window, alpha))
+    for e in events:
+        assert e["window"] == window and e["frames"] == window and e["expected_rate"] == rate and e["alpha"] == alpha
+        assert e["first_index"] == e["last_index"] - window + 1
+        assert e["flagged"] == sum(flags[e["first_index"]:e["last_index"] + 1])
+        assert e["hint"] == (HIGH_HINT if e["event"] == "alarm_rate_high" else NORMAL_HINT)
+        assert (e["p_value"] < alpha) if e["event"] == "alarm_rate_high" else (e["p_value"] >= NORMAL_P)
+    assert "edge-ad calibrate" in HIGH_HINT
+    s = watch.state()
+    assert (s["fired"], s["state"], s["frames"], s["flagged"]) == (2, "normal", window, sum(flags[-window:]))
+
+
+def test_the_window_is_tested_from_min_frames_on():
+    """Every frame flagged from the start: the first test is at MIN_FRAMES frames (not at 2 or 3: a short
+    run of anomalies at start-up is not a rate), and a window smaller than MIN_FRAMES is tested when full."""
+    events = feed(AlarmRateWatch(0.05, window=200), [True] * 120)
+    assert as_tuples(events)[0][:4] == ("alarm_rate_high", MIN_FRAMES - 1, MIN_FRAMES, MIN_FRAMES)
+    events = feed(AlarmRateWatch(0.05, window=10), [True] * 30)
+    assert as_tuples(events)[0][:4] == ("alarm_rate_high", 9, 10, 10)
+
+
+def test_no_watch_without_a_known_rate():
+    """A watch needs the threshold to be the model's calibrated one and its rate; window 0 is off."""
+    watch, why = watch_for(0.5, 0.5, 0.07, window=200, alpha=1e-3)
+    assert isinstance(watch, AlarmRateWatch) and why is None and watch.expected_rate == 0.07
+    for args, reason in [((None, 0.5, 0.07), "no threshold"),
+                         ((0.6, 0.5, 0.07), "not the model's calibrated one"),
+                         ((0.5, None, 0.07), "not the model's calibrated one"),
+                         ((0.5, 0.5, None), "target_fpr"), ((0.5, 0.5, 0.0), "target_fpr"),
+                         ((0.5, 0.5, 1.0), "target_fpr"), ((0.5, 0.5, float("nan")), "target_fpr"),
+                         ((0.5, 0.5, True), "target_fpr")]:
+        watch, why = watch_for(*args)
+        assert watch is None and reason in why, (args, why)
+    watch, why = watch_for(0.5, 0.5, 0.07, window=0)
+    assert watch is None and "off" in why
+    for window, alpha in [(-1, 1e-3), (1.5, 1e-3), (True, 1e-3), (200, 0.0), (200, NORMAL_P), (200, float("nan"))]:
+        with pytest.raises(ValueError, match="alarm (window|alpha)"):
+            check_watch_settings(window, alpha)
+    with pytest.raises(ValueError, match="expected_rate"):
+        AlarmRateWatch(0.0)
+
+
+# --------------------------------------------------------------------------------------- the run loop
+
+class ScriptedRateScorer:
+    """Scores the frames it is asked for in turn (no preprocessing) and carries a calibrated threshold
+    and its rate, as runtime.Scorer's ``threshold`` / ``threshold_rate``."""
+
+    def __init__(self, scores, threshold: float = 1.0, threshold_rate=0.05):
+        self.scores, self.threshold, self.threshold_rate = list(scores), threshold, threshold_rate
+
+    def score(self, rgb, depth, z0=None, seed=None):
+        return SimpleNamespace(score=self.scores.pop(0), timings={})
+
+
+class WithBadFrames(Source):
+    """synth:// frames with, during the excursion, an unreadable frame and a black colour frame (a
+    sensor fault): error lines that must not count as scored frames."""
+
+    uri = "with-bad-frames"
+
+    def __init__(self, frames, bad_after: set):
+        self.frames, self.bad_after = frames, bad_after
+
+    def __iter__(self):
+        for j, fr in enumerate(self.frames):
+            yield fr
+            if j in self.bad_after:
+                yield Frame(f"unreadable-{j}", None, None, error="unreadable RGB: truncated")
+                yield Frame(f"black-{j}", np.zeros_like(fr.rgb), fr.depth.copy())
+
+
+@pytest.fixture(scope="module")
+def synth_frames():
+    return list(open_source("synth://?n=400&seed=4"))
+
+
+def run_flags(tmp_path, name, frames, flags, **kw):
+    """run_capture over ``frames`` (with two bad frames after scored frames 130 and 140) scoring
+    2.0 for a flagged frame, 0.5 else; returns (records, summary)."""
+    out = tmp_path / f"{name}.jsonl"
+    scorer = ScriptedRateScorer([2.0 if f else 0.5 for f in flags])
+    summary = run_capture(WithBadFrames(frames, {130, 140}), scorer, threshold=kw.pop("threshold", 1.0), out=out,
+                          handle_signals=False, **kw)
+    return [json.loads(x) for x in out.read_text().splitlines()], summary
+
+
+def test_run_capture_writes_the_watch_events_and_the_frames_as_without_it(tmp_path, synth_frames):
+    """400 scored frames flagged at the calibrated 5 % (every 20th), with 40 in a row flagged from frame
+    120 (a stretch of alarms) and 4 error frames in it: exactly one alarm_rate_high (the frame scipy's
+    tail says, error frames not counted) and one alarm_rate_normal, each line right after its frame's
+    line and given to on_alarm_rate; every frame and error line as in a run with --alarm-window 0; the
+    summary records the watch."""
+    flags = [j % 20 == 0 or 120 <= j < 160 for j in range(400)]
+    heard = []
+    recs, summary = run_flags(tmp_path, "watched", synth_frames, flags, alarm_window=100, alarm_alpha=1e-3,
+                              on_alarm_rate=heard.append)
+    recs_off, summary_off = run_flags(tmp_path, "off", synth_frames, flags, alarm_window=0)
+
+    frames = [r for r in recs if r["type"] == "frame"]
+    errors = [r for r in recs if r["type"] == "error"]
+    assert len(frames) == 400 and len(errors) == 4 and [r["fault"] for r in errors if "fault" in r] == ["black_rgb"] * 2
+    assert [r["anomalous"] for r in frames] == flags
+    indices = [r["index"] for r in frames]                     # results indices skip the 4 error lines
+    events = [r for r in recs if r.get("event", "").startswith("alarm_rate")]
+    want = reference_events(flags, 0.05, 100, 1e-3, indices)
+    assert [w[0] for w in want] == ["alarm_rate_high", "alarm_rate_normal"], want
+    assert_same_events(as_tuples(events), want)
+    for e in events:
+        assert e["type"] == "event" and e["window"] == 100 and e["expected_rate"] == 0.05 and e["time"] > 0
+        pos = recs.index(e)
+        assert recs[pos - 1]["type"] == "frame" and recs[pos - 1]["index"] == e["last_index"]
+        first = indices.index(e["last_index"]) - e["frames"] + 1
+        assert e["first_index"] == indices[first]           # the window's first scored frame
+    assert heard == events
+
+    def same(r):   # a line as it must be with the watch off: latency is the only thing that may differ
+        return {k: v for k, v in r.items() if k != "latency_ms"}
+    assert [same(r) for r in recs if r["type"] in ("frame", "error")] == \
+        [same(r) for r in recs_off if r["type"] in ("frame", "error")]
+    assert not [r for r in recs_off if r.get("event", "").startswith("alarm_rate")]
+    assert summary["anomalies"] == summary_off["anomalies"] == sum(flags)
+    assert summary["frames_scored"] == 400 and summary["frame_errors"] == 4
+    w = summary["alarm_watch"]
+    assert (w["window"], w["alpha"], w["expected_rate"], w["fired"], w["state"]) == (100, 1e-3, 0.05, 1, "normal")
+    assert (w["frames"], w["flagged"]) == (100, sum(flags[-100:])) and w["p_value"] >= NORMAL_P
+    assert summary_off["alarm_watch"] == {"window": 0, "state": "off", "reason": "switched off (alarm window 0)"}
+    assert recs[-1] == summary
+
+
+def test_run_capture_without_the_models_rate_has_no_watch_and_says_so_once(tmp_path, synth_frames):
+    """A --threshold override (not the model's calibrated threshold) or a model whose threshold carries
+    no rate: no watch, one log line, the summary says why."""
+    flags = [True] * 120
+    for kw, reason in [({"threshold": 1.5}, "not the model's calibrated one"), ({}, None)]:
+        logs = []
+        out = tmp_path / f"r{len(kw)}.jsonl"
+        scorer = ScriptedRateScorer([2.0] * 120, threshold_rate=0.05 if kw else None)
+        summary = run_capture(WithBadFrames(synth_frames[:120], set()), scorer, out=out, handle_signals=False,
+                              threshold=kw.get("threshold", 1.0), alarm_window=60, log=logs.append)
+        recs = [json.loads(x) for x in out.read_text().splitlines()]
+        assert sum(r["anomalous"] for r in recs if r["type"] == "frame") == len(flags)
+        assert not [r for r in recs if r.get("event", "").startswith("alarm_rate")]
+        off = [m for m in logs if m.startswith("alarm-rate watch off")]
+        assert len(off) == 1 and (reason or "target_fpr") in off[0], logs
+        assert summary["alarm_watch"]["state"] == "off" and (reason or "target_fpr") in summary["alarm_watch"]["reason"]
+    with pytest.raises(ValueError, match="alarm alpha"):
+        run_capture(WithBadFrames([], set()), ScriptedRateScorer([]), threshold=1.0, alarm_alpha=0.5,
+                    out=tmp_path / "never.jsonl", handle_signals=False)
+    assert not (tmp_path / "never.jsonl").exists()          # refused before the results file is touched
+
+
+# ------------------------------------------------------------------------- edge-ad run, the demo model
+
+def test_edge_ad_run_with_the_demo_model_reports_a_run_of_anomalies(tmp_path):
+    """The shipped demo model (threshold calibrated at 5 %, Scorer.threshold_rate from its manifest) on
+    synth:// with half the frames anomalous: --alarm-window 50 fires alarm_rate_high once, from the
+    50th frame on; the summary line says so. --threshold: no watch, said once; --alarm-alpha out of range:
+    usage error."""
+    from edge_ad.commands import run as run_cmd
+    from edge_ad.runtime import Scorer, demo_model_dir
+    assert Scorer.load(demo_model_dir()).threshold_rate == 0.05
+    src = "synth://?n=80&anomaly_rate=0.5&seed=3"
+    out = tmp_path / "r.jsonl"
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--alarm-window", "50", "--out", str(out), "-q"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    events = [x for x in recs if x.get("event", "").startswith("alarm_rate")]
+    assert [e["event"] for e in events] == ["alarm_rate_high"] and events[0]["last_index"] >= 49
+    flags = [x["anomalous"] for x in recs if x["type"] == "frame"]
+    e = events[0]
+    assert e["flagged"] == sum(flags[e["first_index"]:e["last_index"] + 1]) and e["expected_rate"] == 0.05
+    assert recs[-1]["alarm_watch"]["fired"] == 1 and "alarm rate high 1 time(s)" in r.output
+
+    thr = recs[-1]["threshold"] * 2
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--threshold", str(thr), "--out", str(tmp_path / "o.jsonl")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and r.output.count("alarm-rate watch off") == 1, r.output
+    last = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[-1])
+    assert last["alarm_watch"]["state"] == "off" and "alarm rate high" not in r.output
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--alarm-alpha", "0.5"])
+    assert r.exit_code == 2 and "--alarm-alpha" in r.output
+
+
+# --------------------------------------------------------------------------------------------- ROS 2
+
+def test_the_ros_node_publishes_the_watch_events_on_alarm_rate(tmp_path, monkeypatch, synth_frames):
+    """ResultPublisher.alarm_rate publishes each event line as JSON on ~/alarm_rate; the node passes
+    alarm_window / alarm_alpha to run_capture and its hook (fake rclpy, as test_ros)."""
+    import edge_ad.runtime.capture as capture
+    from edge_ad.jetson import ros2_node
+    from test_ros import fake_ros, publisher, ros_msgs
+
+    published, hook = publisher()
+    published["alarm"] = []
+    hook.publish_alarm_rate = published["alarm"].append
+    src = ros2_node.TopicSource(stale_s=5.0)
+    out = tmp_path / "r.jsonl"
+    stop, result = threading.Event(), {}
+    scorer = ScriptedRateScorer([2.0] * 25)
+    t = threading.Thread(target=lambda: result.update(run_capture(
+        src, scorer, threshold=1.0, out=out, on_result=hook, on_error=hook.fault, on_alarm_rate=hook.alarm_rate,
+        alarm_window=20, stop=stop, handle_signals=False)))
+    t.start()
+    for n, (c, d) in enumerate(ros_msgs(synth_frames[:25]), start=1):
+        src.push(c, d)
+        while len(published["flag"]) < n and t.is_alive():
+            t.join(0.005)
+    stop.set()
+    t.join(10)
+    assert not t.is_alive() and result["frames_scored"] == 25
+    events = [json.loads(x) for x in out.read_text().splitlines() if '"alarm_rate_' in x]
+    assert [e["event"] for e in events] == ["alarm_rate_high"] and events[0]["last_index"] == 19
+    assert [json.loads(m["data"]) for m in published["alarm"]] == events
+
+    seen_kw = {}
+    monkeypatch.setattr(capture, "run_capture", lambda *a, **kw: seen_kw.update(kw) or {"stopped": "end"})
+    seen = fake_ros(monkeypatch, {"alarm_window": 30, "alarm_alpha": 0.01}, scorer=scorer)
+    assert ros2_node.main([]) == 0
+    assert (seen_kw["alarm_window"], seen_kw["alarm_alpha"]) == (30, 0.01)
+    seen_kw["on_alarm_rate"](events[0])
+    assert [json.loads(m["data"]) for m in seen["~/alarm_rate"]] == events
+    for name, value in (("alarm_window", -1), ("alarm_alpha", 0.2)):
+        with pytest.raises(ros2_node.ParameterError, match=f"parameter {name}"):
+            ros2_node.node_settings({name: value})
