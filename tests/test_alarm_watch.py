@@ -182,11 +182,11 @@ def synth_frames():
 
 
 def run_flags(tmp_path, name, frames, flags, **kw):
-    """run_capture over ``frames`` (with two bad frames after scored frames 130 and 140) scoring
-    2.0 for a flagged frame, 0.5 else; returns (records, summary)."""
+    """run_capture over ``frames`` (with two bad frames after scored frames 121 and 123, before the
+    stretch fires) scoring 2.0 for a flagged frame, 0.5 else; returns (records, summary)."""
     out = tmp_path / f"{name}.jsonl"
     scorer = ScriptedRateScorer([2.0 if f else 0.5 for f in flags])
-    summary = run_capture(WithBadFrames(frames, {130, 140}), scorer, threshold=kw.pop("threshold", 1.0), out=out,
+    summary = run_capture(WithBadFrames(frames, {121, 123}), scorer, threshold=kw.pop("threshold", 1.0), out=out,
                           handle_signals=False, **kw)
     return [json.loads(x) for x in out.read_text().splitlines()], summary
 
