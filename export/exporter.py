@@ -78,7 +78,6 @@ from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OP
 
 REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
 
-
 # The float64 graphs against the float64 reference: the same arithmetic, only the order of sums differs
 # (measured <= 1.4e-14 relative, rectangle.pt and the tests' tiny generator, k = 19 and 3). A weight-gradient
 # bug barely moves the score at lr_theta = 6e-9: the BN-gamma gradient with its sign flipped moved it
@@ -231,32 +230,17 @@ def default_parity_frames(root: Path = REPO_DATA, train_class: Optional[str] = N
     return out
 
 
-def _checkpoint_scoring(path) -> tuple[Optional[dict], Optional[str]]:
-    """(scoring dict stored in an edge-ad checkpoint, its train class) if any."""
-    try:
-        from edge_ad.models.checkpoint import read_checkpoint
-        ck = read_checkpoint(path)
-    except Exception:
-        return None, None
-    train = ck.get("train") or {}
-    cls = None
-    if isinstance(train, dict):
-        data = train.get("data") if isinstance(train.get("data"), dict) else {}
-        cls = train.get("class") or train.get("normal_class") or data.get("cls") or data.get("class")
-    return ck.get("scoring"), cls if isinstance(cls, str) else None
+def _reader(scoring):
+    """models.checkpoint.CheckpointScoring of ``scoring`` (a reader, or a bare scoring dict / None)."""
+    from edge_ad.models.checkpoint import CheckpointScoring
+    return CheckpointScoring.of(scoring)
 
 
 def scoring_search_config(scoring) -> Optional[SearchConfig]:
-    """The named scoring configuration of a checkpoint's "scoring" section: ``scoring["search"]``
-    (models/kinect-rgbd/make_release.py layout), else SearchConfig fields at the top level (older
-    checkpoints), else None. A bare "name" is not a configuration."""
-    if not isinstance(scoring, dict):
-        return None
-    fields = set(SearchConfig.__dataclass_fields__)
-    if isinstance(scoring.get("search"), dict):
-        return SearchConfig.from_dict(scoring["search"])
-    base = {k: v for k, v in scoring.items() if k in fields}
-    return SearchConfig.from_dict(base) if set(base) - {"name"} else None
+    """The named scoring configuration of a checkpoint's "scoring" section (a dict, or a CheckpointScoring):
+    ``CheckpointScoring.search_config`` (``scoring["search"]``, else top-level SearchConfig fields, else None).
+    CheckpointError for an invalid one."""
+    return _reader(scoring).search_config()
 
 
 def encoder_layers(E) -> list:
@@ -289,14 +273,13 @@ def encoder_layers(E) -> list:
 
 def _given_or_stored(given, scoring, key: str):
     """``given`` if not None, else the checkpoint's ``scoring[key]`` (None when absent)."""
-    if given is None and isinstance(scoring, dict):
-        return scoring.get(key)
-    return given
+    return _reader(scoring).get(key) if given is None else given
 
 
 def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
     """The torch encoder a configuration needs (None for z_init == "random"): ``encoder`` (an
-    Encoder module or an ``encoder_to_dict`` dict), else the checkpoint's ``scoring["encoder"]``.
+    Encoder module or an ``encoder_to_dict`` dict), else the checkpoint's ``scoring["encoder"]`` (``scoring``:
+    a CheckpointScoring or the bare section).
     Checks that it maps (C, R, R) frames to (z_dim,) latents. Raises ExportError."""
     if cfg.z_init != "encoder":
         return None
@@ -325,14 +308,15 @@ def resolve_encoder(cfg: SearchConfig, encoder=None, scoring=None, G=None):
 
 
 def bank_augment(scoring) -> list:
-    """The augmentation texts the checkpoint's latent bank was built with (``scoring["latent_bank_info"]
-    ["augment"]``, runtime/latent_bank.py; [] when it records none): the manifest's latent_bank["augment"]."""
-    return list(((scoring or {}).get("latent_bank_info") or {}).get("augment") or [])
+    """The augmentation texts the checkpoint's latent bank was built with (``CheckpointScoring.bank_augment``:
+    ``scoring["latent_bank_info"]["augment"]``, [] when it records none): the manifest's latent_bank["augment"]."""
+    return _reader(scoring).bank_augment()
 
 
 def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optional[int] = None):
     """The latent bank (N, z_dim) float32 a configuration needs (None unless score_latent_power > 0):
-    ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]``; N must hold whole frames of
+    ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]`` (``scoring``: a CheckpointScoring or
+    the bare section); N must hold whole frames of
     the checkpoint's layout (1 + len(``bank_augment(scoring)``) rows each), and cfg.bank_trusted_augment
     name texts of that list. Raises ExportError."""
     if not cfg.uses_latent_bank:
@@ -621,7 +605,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
     calibrated anomaly threshold; refused if it was calibrated under another search configuration.
     Default: the checkpoint's own (``scoring["threshold"]``) when it was calibrated for the exported
-    configuration (``checkpoint_threshold``); ``threshold=False``: none.
+    configuration and preprocessing (``stored_threshold``); ``threshold=False``: none.
     search: default the checkpoint's named scoring configuration (``scoring["search"]``), else the
     reference configuration. preprocess: the exported model's preprocessing, default the checkpoint's
     (``plain_spec`` of it for the reference configuration: ``edge-ad export --scoring reference``); a
@@ -695,32 +679,25 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
                  check_fp64, parity_seed, threads, threshold, encoder, latent_bank, targets, sign_key,
                  preprocess, log) -> dict:
     """export_model's work, in the (new, empty) staging directory ``out_dir``."""
-    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator
     if sign_key is not None:
         sign_key = load_private_key(sign_key)   # a bad key or passphrase fails now, not after the export
     if isinstance(source, (str, os.PathLike)):
         G = load_generator(source)
-        scoring, train_class = _checkpoint_scoring(source)
+        scoring = CheckpointScoring.read(source)
         src = {"file": Path(source).name, "sha256": sha256_file(source), "format": G.source_format}
     else:
-        G, scoring, train_class = source.eval(), None, None
+        G, scoring = source.eval(), CheckpointScoring()
         src = {"file": None, "sha256": None, "format": getattr(source, "source_format", "module")}
-    if search is None:
-        try:
-            search = scoring_search_config(scoring) or SearchConfig()
-        except (TypeError, ValueError) as e:
-            raise ExportError(f"the checkpoint's scoring configuration is invalid: {e}") from None
-    cfg = search
+    own_spec = getattr(G, "preprocess", None) or PreprocessSpec()
+    scoring = dataclasses.replace(scoring, preprocess=own_spec)
+    train_class = scoring.train_class
+    cfg = search if search is not None else scoring.search_config() or SearchConfig()
     E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
     bank = resolve_latent_bank(cfg, latent_bank, scoring, G.cfg.z_dim)   # None unless score_latent_power > 0
-    own_spec = getattr(G, "preprocess", None) or PreprocessSpec()
     spec = own_spec if preprocess is None else preprocess
     if threshold is None:
-        threshold = checkpoint_threshold(scoring, cfg, log)
-        if threshold is not None and spec != own_spec:
-            log("note: the checkpoint's threshold was calibrated with its own preprocessing; this export "
-                "preprocesses otherwise, so the model gets no threshold")
-            threshold = None
+        threshold = stored_threshold(scoring, cfg, spec, log)
     elif threshold is False:
         threshold = None
     if threshold is not None:
@@ -764,7 +741,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         "source": src, "train_class": train_class,
         "model": G.cfg.to_dict(),
         "search": cfg.to_dict(),
-        "scoring_in_checkpoint": _jsonable(scoring),
+        "scoring_in_checkpoint": _jsonable(scoring.section),
         "preprocess": spec.to_dict(),
         "layout": {
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
@@ -792,9 +769,9 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     if bank is not None:
         manifest["latent_bank"] = {
             "file": "latent_bank.npy", "shape": list(bank.shape), "dtype": "float32",
-            "metric": cfg.latent_metric, "info": _jsonable((scoring or {}).get("latent_bank_info")),
+            "metric": cfg.latent_metric, "info": _jsonable(scoring.get("latent_bank_info")),
             # the augmentations the bank was built with (runtime/latent_bank.py; edge-ad calibrate reuses them)
-            "augment": bank_augment(scoring),
+            "augment": scoring.bank_augment(),
             "score": "score *= max(d(E(x), bank), latent_floor) ** score_latent_power, E = encoder.onnx"}
     if threshold is not None:
         manifest["threshold"] = threshold
@@ -811,7 +788,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
-                          latent_bank=bank, bank_rows_per_frame=bank_augment(scoring))
+                          latent_bank=bank, bank_rows_per_frame=scoring.bank_augment())
     manifest["parity"] = report
     for name in report["failed_variants"]:         # one failing graph family does not block the others
         _drop_variant(out_dir, manifest, name)
@@ -938,16 +915,13 @@ def _export_host_head_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state
     return entry
 
 
-def checkpoint_threshold(scoring, cfg: SearchConfig, log: Callable = print) -> Optional[dict]:
-    """The calibrated threshold a checkpoint carries (``scoring["threshold"]``) if it was calibrated
-    for ``cfg``; else None, saying why when the checkpoint has one that does not apply."""
-    thr = scoring.get("threshold") if isinstance(scoring, dict) else None
-    if not isinstance(thr, dict):
-        return None
-    diff = search_differences(thr["search"], cfg) if isinstance(thr.get("search"), dict) else []
-    if diff:
-        log(f"note: the checkpoint's threshold was calibrated for its own scoring configuration; this export "
-            f"differs in {diff}, so the model gets no threshold (calibrate one: edge-ad eval / edge-ad calibrate)")
+def stored_threshold(scoring, cfg: SearchConfig, spec: Optional[PreprocessSpec] = None,
+                     log: Callable = print) -> Optional[dict]:
+    """The calibrated threshold a checkpoint carries (``CheckpointScoring.threshold``) if it was calibrated
+    for ``cfg`` and ``spec`` (the checkpoint's own preprocessing), marked ``"source": "checkpoint"``;
+    else None, saying why when the checkpoint has one that does not apply."""
+    thr = _reader(scoring).threshold(cfg, spec, log)
+    if thr is None:
         return None
     log(f"threshold {thr.get('value')} from the checkpoint (calibrated at {thr.get('target_fpr')} false alarms "
         f"on {thr.get('normal', 'normal frames')})")

@@ -7,17 +7,24 @@ A project checkpoint is a plain dict (loadable with ``torch.load(weights_only=Tr
      "generator": state_dict, "discriminator": state_dict | None,
      "train": {objective, epochs, data summary, losses, ...},
      "optimizers": {...} | None, "scoring": {...} | None}
+
+``CheckpointScoring`` reads a model file's ``scoring`` section once (search configuration, izi encoder,
+latent bank, calibrated threshold) and ``resolve_scoring`` turns it into the (SearchConfig, PreprocessSpec)
+that ``edge-ad eval`` and ``edge-ad export`` score with: one set of rules for both commands.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
-from edge_ad.runtime.preprocess import PreprocessSpec
+from edge_ad.runtime.config import SearchConfig, rows_per_frame_of, search_differences
+from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
 from .dcgan import GanConfig, Generator
 
@@ -58,7 +65,11 @@ def save_checkpoint(path: os.PathLike, generator: Generator, *, preprocess: Prep
 
 def read_checkpoint(path: os.PathLike) -> dict:
     """Load a project checkpoint dict with weights_only=True. Raises CheckpointError."""
-    obj = _torch_load(path)
+    return _checked(_torch_load(path), path)
+
+
+def _checked(obj: Any, path: os.PathLike) -> dict:
+    """``obj`` (a loaded file) if it is a project checkpoint of this version; else CheckpointError."""
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise CheckpointError(f"{path} is not an edge-ad checkpoint")
     if obj.get("version") != VERSION:
@@ -134,7 +145,7 @@ def load_generator(path: os.PathLike) -> Generator:
     else:
         obj = _torch_load(path)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
-            ckpt = read_checkpoint(path)
+            ckpt = _checked(obj, path)          # (the file is read once)
             g = generator_from_state_dict(ckpt["generator"], GanConfig.from_dict(ckpt["config"]))
             fmt, pre = "edge-ad", PreprocessSpec.from_dict(ckpt["preprocess"])
         elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -149,3 +160,169 @@ def load_generator(path: os.PathLike) -> Generator:
             raise CheckpointError(f"{path}: parameter {name} contains NaN or inf")
     g.preprocess, g.source_format = pre, fmt
     return g.eval()
+
+
+SCORINGS = ("checkpoint", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointScoring:
+    """A model file's ``scoring`` section (models/kinect-rgbd/make_release.py writes it), read once.
+
+    ``section`` is the stored dict (None for study files and checkpoints without one), ``preprocess``
+    the file's own preprocessing (PreprocessSpec() for study files, as ``load_generator``), ``train_class``
+    the class it was trained on if recorded. The methods raise CheckpointError (one line, naming the file)
+    for an invalid section."""
+
+    section: Optional[dict] = None
+    preprocess: PreprocessSpec = dataclasses.field(default_factory=PreprocessSpec)
+    train_class: Optional[str] = None
+    path: Optional[str] = None
+
+    @classmethod
+    def read(cls, path: os.PathLike) -> "CheckpointScoring":
+        """The scoring section of the model file ``path`` (one ``torch.load(weights_only=True)``); empty for
+        a study state_dict or TorchScript file. Raises CheckpointError for an unreadable file."""
+        path = Path(path)
+        if path.is_file() and _is_torchscript(path):
+            return cls(path=str(path))
+        obj = _torch_load(path)
+        if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+            return cls(path=str(path))
+        ck = _checked(obj, path)
+        try:
+            spec = PreprocessSpec.from_dict(ck["preprocess"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: invalid preprocess section: {_first_line(e)}") from None
+        return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(ck.get("train")),
+                   path=str(path))
+
+    @classmethod
+    def of(cls, scoring) -> "CheckpointScoring":
+        """``scoring`` itself if it is a CheckpointScoring, else one wrapping a bare section dict (or None)."""
+        return scoring if isinstance(scoring, CheckpointScoring) else cls(section=scoring)
+
+    def _error(self, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.path + ': ' if self.path else ''}{what}")
+
+    def _dict(self) -> dict:
+        if self.section is None:
+            return {}
+        if not isinstance(self.section, dict):
+            raise self._error(f"the checkpoint's scoring section must be a dict, got {type(self.section).__name__}")
+        return self.section
+
+    def get(self, key: str):
+        """The section's raw entry ``key`` (None when absent)."""
+        return self._dict().get(key)
+
+    def search_config(self) -> Optional[SearchConfig]:
+        """The named scoring configuration: ``scoring["search"]`` (make_release.py's layout), else SearchConfig
+        fields at the top level of the section (older checkpoints), else None. A bare "name" is not a
+        configuration."""
+        sc = self._dict()
+        try:
+            if "search" in sc:
+                if not isinstance(sc["search"], dict):
+                    raise ValueError(f"scoring['search'] must be a dict, got {type(sc['search']).__name__}")
+                return SearchConfig.from_dict(sc["search"])
+            base = {k: v for k, v in sc.items() if k in SearchConfig.__dataclass_fields__}
+            return SearchConfig.from_dict(base) if set(base) - {"name"} else None
+        except (TypeError, ValueError) as e:
+            raise self._error(f"the checkpoint's scoring configuration is invalid: {e}") from None
+
+    def encoder(self):
+        """The izi encoder the section carries (models.encoder.Encoder, eval mode), or None."""
+        d = self.get("encoder")
+        if not d:
+            return None
+        from .encoder import encoder_from_dict
+        try:
+            return encoder_from_dict(d)
+        except ValueError as e:
+            raise self._error(f"scoring['encoder']: {e}") from None
+
+    def latent_bank(self) -> Optional[np.ndarray]:
+        """The latent bank (N, z_dim) float32 the section carries, or None."""
+        bank = self.get("latent_bank")
+        if bank is None:
+            return None
+        bank = np.asarray(bank.numpy() if hasattr(bank, "numpy") else bank, dtype=np.float32)
+        if bank.ndim != 2 or len(bank) == 0 or not np.isfinite(bank).all():
+            raise self._error(f"scoring['latent_bank'] must be a finite non-empty (N, z_dim) array, "
+                              f"got shape {bank.shape}")
+        return bank
+
+    def bank_augment(self) -> list:
+        """The augmentation texts the latent bank was built with (``scoring["latent_bank_info"]["augment"]``,
+        runtime/latent_bank.py; [] when it records none): the bank's layout, the manifest's
+        latent_bank["augment"]."""
+        info = self.get("latent_bank_info") or {}
+        augment = info.get("augment") if isinstance(info, dict) else None
+        try:
+            rows_per_frame_of(augment)
+        except ValueError as e:
+            raise self._error(f"scoring['latent_bank_info']: {e}") from None
+        return list(augment or [])
+
+    def bank_rows_per_frame(self) -> int:
+        """Rows per normal frame of the latent bank: 1 + len(bank_augment())."""
+        return 1 + len(self.bank_augment())
+
+    def threshold(self, cfg: Optional[SearchConfig] = None, spec: Optional[PreprocessSpec] = None,
+                  log: Optional[Callable] = None) -> Optional[dict]:
+        """The calibrated threshold the section carries (``scoring["threshold"]``: value, target_fpr, ...) if
+        it applies: None when there is none, when ``cfg`` differs from the configuration it was calibrated
+        with, or when ``spec`` is not the checkpoint's own preprocessing (a threshold only means something
+        for its own score); ``log`` says why a stored one is not kept. CheckpointError for a stored
+        threshold without a finite value > 0."""
+        thr = self.get("threshold")
+        if thr is None:
+            return None
+        if not isinstance(thr, dict) or isinstance(thr.get("value"), bool) \
+                or not isinstance(thr.get("value"), (int, float)) or not np.isfinite(thr["value"]) \
+                or thr["value"] <= 0:
+            raise self._error(f"scoring['threshold'] must be a dict with a finite 'value' > 0, got {thr!r:.200}")
+        calibrated = thr.get("search")
+        diff = search_differences(calibrated, cfg) if cfg is not None and isinstance(calibrated, dict) else []
+        if diff:
+            if log:
+                log(f"note: the checkpoint's threshold was calibrated for its own scoring configuration; this "
+                    f"one differs in {diff}, so the model gets no threshold (calibrate one: edge-ad eval / "
+                    "edge-ad calibrate)")
+            return None
+        if spec is not None and spec != self.preprocess:
+            if log:
+                log("note: the checkpoint's threshold was calibrated with its own preprocessing; this one "
+                    "preprocesses otherwise, so the model gets no threshold")
+            return None
+        return thr
+
+
+def _train_class(train) -> Optional[str]:
+    """The class a checkpoint's ``train`` section says it was trained on, if any."""
+    if not isinstance(train, dict):
+        return None
+    data = train.get("data") if isinstance(train.get("data"), dict) else {}
+    cls = train.get("class") or train.get("normal_class") or data.get("cls") or data.get("class")
+    return cls if isinstance(cls, str) else None
+
+
+def resolve_scoring(source, scoring: str = "checkpoint", overrides: Optional[dict] = None
+                    ) -> tuple[SearchConfig, PreprocessSpec]:
+    """The (search configuration, preprocessing) a model file is scored with, the one rule of ``edge-ad eval``
+    and ``edge-ad export``. ``source``: a path or a CheckpointScoring. scoring "checkpoint": the file's named
+    configuration (else the reference SearchConfig()) on its own preprocessing; "reference": SearchConfig()
+    on ``plain_spec`` of its preprocessing. ``overrides`` (SearchConfig fields, None: keep) apply on top
+    and rename the configuration (``SearchConfig.overridden``). Raises CheckpointError for an invalid
+    scoring section and ValueError for invalid overrides."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    ck = source if isinstance(source, CheckpointScoring) else CheckpointScoring.read(source)
+    if scoring == "checkpoint":
+        cfg, spec = ck.search_config() or SearchConfig(), ck.preprocess
+    else:
+        cfg, spec = SearchConfig(), plain_spec(ck.preprocess)
+    if overrides and any(v is not None for v in overrides.values()):
+        cfg = cfg.overridden(**overrides)
+    return cfg, spec

@@ -26,7 +26,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from edge_ad.runtime.config import (BankLayout, SearchConfig, draw_seed, latent_memory, layout_rows_per_frame, make_z0,
-                                    rows_per_frame_of, score_scale)
+                                    score_scale)
 from edge_ad.runtime.preprocess import shift_frame, shift_offsets
 
 from .dcgan import Generator
@@ -324,83 +324,47 @@ def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.nd
     return losses / scales
 
 
+# One-line readers of a checkpoint's scoring section, kept for scripts and tests: each reads the file once
+# through models.checkpoint.CheckpointScoring (read it once yourself when you need several entries).
+
 def checkpoint_search_config(path) -> Optional[SearchConfig]:
-    """The named scoring configuration a checkpoint carries (``ckpt["scoring"]["search"]``), or None
-    (study files, checkpoints without one)."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    try:
-        scoring = read_checkpoint(path).get("scoring") or {}
-    except CheckpointError:
-        return None
-    return SearchConfig.from_dict(scoring["search"]) if "search" in scoring else None
+    """The named scoring configuration a checkpoint carries (``CheckpointScoring.search_config``), or None
+    (study files, checkpoints without one). CheckpointError for an invalid one."""
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).search_config()
 
 
 def checkpoint_bank_rows_per_frame(path) -> int:
     """Rows per normal frame of a checkpoint's latent bank: 1 + len(scoring["latent_bank_info"]["augment"])
     (runtime.config.rows_per_frame_of; 1 for a checkpoint that records no augmentation)."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    info = (read_checkpoint(path).get("scoring") or {}).get("latent_bank_info") or {}
-    try:
-        return rows_per_frame_of(info.get("augment"))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: scoring['latent_bank_info']: {e}") from None
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).bank_rows_per_frame()
 
 
 def checkpoint_bank_augment(path) -> list:
     """The augmentation texts of a checkpoint's latent bank (scoring["latent_bank_info"]["augment"]; []
     when it records none): the bank's layout as ``score_batch`` and ``search_min_shift`` take it, which
     tells the copies SearchConfig.bank_trusted_augment names."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    augment = ((read_checkpoint(path).get("scoring") or {}).get("latent_bank_info") or {}).get("augment")
-    try:
-        rows_per_frame_of(augment)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: scoring['latent_bank_info']: {e}") from None
-    return list(augment or [])
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).bank_augment()
 
 
 def checkpoint_latent_bank(path) -> Optional[np.ndarray]:
     """The latent bank (N, z_dim) float32 a checkpoint's scoring section carries, or None."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    try:
-        bank = (read_checkpoint(path).get("scoring") or {}).get("latent_bank")
-    except CheckpointError:
-        return None
-    if bank is None:
-        return None
-    bank = np.asarray(bank, dtype=np.float32)
-    if bank.ndim != 2 or len(bank) == 0 or not np.isfinite(bank).all():
-        raise CheckpointError(f"{path}: scoring['latent_bank'] must be a finite non-empty (N, z_dim) array, "
-                              f"got shape {bank.shape}")
-    return bank
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).latent_bank()
 
 
 def checkpoint_encoder(path):
     """The izi encoder a checkpoint's scoring section carries (models.encoder.Encoder), or None."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    try:
-        scoring = read_checkpoint(path).get("scoring") or {}
-    except CheckpointError:
-        return None
-    if not scoring.get("encoder"):
-        return None
-    from .encoder import encoder_from_dict
-    return encoder_from_dict(scoring["encoder"])
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).encoder()
 
 
 def checkpoint_threshold(path, cfg: Optional[SearchConfig] = None) -> Optional[dict]:
     """The calibrated threshold a checkpoint carries (``ckpt["scoring"]["threshold"]``: value,
     target_fpr, ...), or None; also None when ``cfg`` is given and differs from the configuration the
-    threshold was calibrated with (a threshold only means something for its own score)."""
-    from edge_ad.runtime.config import search_differences
-
-    from .checkpoint import CheckpointError, read_checkpoint
-    try:
-        thr = (read_checkpoint(path).get("scoring") or {}).get("threshold")
-    except CheckpointError:
-        return None
-    if not isinstance(thr, dict) or not isinstance(thr.get("value"), (int, float)) or not np.isfinite(thr["value"]):
-        return None
-    if cfg is not None and thr.get("search") is not None and search_differences(thr["search"], cfg):
-        return None
-    return thr
+    threshold was calibrated with (a threshold only means something for its own score)
+    (``CheckpointScoring.threshold``)."""
+    from .checkpoint import CheckpointScoring
+    return CheckpointScoring.read(path).threshold(cfg)

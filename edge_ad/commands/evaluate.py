@@ -77,7 +77,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                      load_synth, to_tensor)
     from edge_ad.models.evaluate import write_report
     from edge_ad.models.search import score_batch
-    from edge_ad.runtime.config import SearchConfig, latent_memory, trusted_override
+    from edge_ad.runtime.config import latent_memory, trusted_override
 
     if threads:
         torch.set_num_threads(threads)
@@ -85,48 +85,43 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         G = load_generator(model_path)
     except CheckpointError as e:
         raise click.ClickException(str(e))
-    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill, plain_spec
-    spec = G.preprocess
-    base = SearchConfig()
-    if scoring == "checkpoint":
-        from edge_ad.models.search import checkpoint_search_config
-        base = checkpoint_search_config(model_path) or base
-    else:   # the reference: the algorithm's configuration on the preprocessing the generator was trained with
-        spec = plain_spec(spec or PreprocessSpec())
+    from edge_ad.models.checkpoint import CheckpointScoring, resolve_scoring
+    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
     try:
         trusted = trusted_override(bank_trusted_augment)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
-    try:
-        cfg = base.overridden(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
-                              score_latent_power=latent_power, score_shift_radius=shift_radius,
-                              bank_augment_weight=bank_augment_weight,
-                              bank_trusted_augment=trusted)
+    overrides = dict(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
+                     score_latent_power=latent_power, score_shift_radius=shift_radius,
+                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted)
+    try:       # the configuration and preprocessing edge-ad export would export (one rule)
+        stored = CheckpointScoring.read(model_path)
+        cfg, spec = resolve_scoring(stored, scoring, overrides)
+    except CheckpointError as e:
+        raise click.ClickException(str(e))
     except ValueError as e:
         raise click.UsageError(str(e))
     try:
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
     except ValueError as e:
         raise click.ClickException(f"{model_path}: {e}")
-    encoder = None
-    if cfg.z_init == "encoder":
-        from edge_ad.models.search import checkpoint_encoder
-        encoder = checkpoint_encoder(model_path)
-        if encoder is None:
-            raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs an encoder "
-                                       "but the checkpoint carries none")
-    bank = bank_rows = None
-    if cfg.uses_latent_bank:
-        from edge_ad.models.search import checkpoint_bank_augment, checkpoint_latent_bank
-        # the bank's layout as its augment list (bank_trusted_augment names its texts)
-        bank, bank_rows = checkpoint_latent_bank(model_path), checkpoint_bank_augment(model_path)
-        if bank is None:
-            raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
-                                       "(score_latent_power > 0) but the checkpoint carries none")
-        try:       # the bank's layout against the configuration (bank_trusted_augment's texts), before scoring
-            latent_memory(bank, cfg, bank_rows)
-        except ValueError as e:
-            raise click.ClickException(f"{model_path}: {e}")
+    encoder = bank = bank_rows = None
+    try:
+        if cfg.z_init == "encoder":
+            encoder = stored.encoder()
+            if encoder is None:
+                raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs an encoder "
+                                           "but the checkpoint carries none")
+        if cfg.uses_latent_bank:
+            # the bank's layout as its augment list (bank_trusted_augment names its texts)
+            bank, bank_rows = stored.latent_bank(), stored.bank_augment()
+            if bank is None:
+                raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
+                                           "(score_latent_power > 0) but the checkpoint carries none")
+            latent_memory(bank, cfg, bank_rows)   # the bank's layout against bank_trusted_augment, before scoring
+        stored.threshold(cfg, spec)    # a stored threshold is well-formed (the nuisance suite uses it), before scoring
+    except ValueError as e:      # CheckpointError, or the bank's layout
+        raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{model_path}: {e}")
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -210,7 +205,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if baselines_skipped is not None:
         extra["baselines_skipped"] = baselines_skipped
     if suite is not None:
-        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, normal,
+        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
                                       calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
                                       baselines and baselines_skipped is None)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
@@ -239,7 +234,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
 
 
-def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, clean_normal, calibrate_fpr, suite,
+def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clean_normal, calibrate_fpr, suite,
               nuisance_seed, data, cls, raw, normal_name, spec, baselines) -> dict:
     """The nuisance suite on ``raw`` (``models.evaluate.raw_groups``) at the model's threshold (the checkpoint's
     calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
@@ -248,12 +243,11 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, model_path, 
 
     from edge_ad.models.data import DataError, load_kinect, to_tensor
     from edge_ad.models.evaluate import calibrate_threshold, nuisance_suite
-    from edge_ad.models.search import checkpoint_threshold, score_batch
+    from edge_ad.models.search import score_batch
 
     from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
-    own_spec = getattr(G, "preprocess", None) or PreprocessSpec()
     # a checkpoint threshold belongs to its configuration AND its preprocessing (--scoring reference: plain)
-    thr = checkpoint_threshold(model_path, cfg) if (spec or PreprocessSpec()) == own_spec else None
+    thr = stored.threshold(cfg, spec or PreprocessSpec())
     if thr is not None:
         threshold, source = float(thr["value"]), (f"the checkpoint's, calibrated at {thr.get('target_fpr')} "
                                                   f"false alarms on {thr.get('normal', 'normal frames')}")

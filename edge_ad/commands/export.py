@@ -73,10 +73,10 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another configuration or
     preprocessing is not kept. A configuration that starts from an izi encoder (z_init = "encoder") also
     exports the checkpoint's encoder as encoder.onnx."""
-    from edge_ad.models.checkpoint import CheckpointError, read_checkpoint
-    from edge_ad.runtime.config import SearchConfig, trusted_override
+    from edge_ad.models.checkpoint import CheckpointError, resolve_scoring
+    from edge_ad.runtime.config import trusted_override
 
-    from edge_ad.export.exporter import ExportError, export_model, scoring_search_config
+    from edge_ad.export.exporter import ExportError, export_model
     from edge_ad.runtime.signing import SigningError, load_private_key
 
     if sign_key:
@@ -85,32 +85,18 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
         except SigningError as e:
             raise click.ClickException(str(e))
 
-    search = preprocess = None
-    if scoring == "reference":
-        from edge_ad.models.checkpoint import load_generator
-        from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
-        try:
-            preprocess = plain_spec(getattr(load_generator(checkpoint), "preprocess", None) or PreprocessSpec())
-        except CheckpointError as e:
-            raise click.ClickException(str(e))
-        search = SearchConfig()
     try:
         trusted = trusted_override(bank_trusted_augment)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
     overrides = dict(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
                      bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted)
-    if any(v is not None for v in overrides.values()):
-        base = search or SearchConfig()
-        if search is None:
-            try:
-                base = scoring_search_config(read_checkpoint(checkpoint).get("scoring")) or base
-            except (CheckpointError, ValueError, TypeError):
-                pass
-        try:
-            search = base.overridden(**overrides)
-        except ValueError as e:
-            raise click.BadParameter(str(e))
+    try:       # the configuration and preprocessing edge-ad eval would score with (one rule)
+        search, preprocess = resolve_scoring(checkpoint, scoring, overrides)
+    except CheckpointError as e:
+        raise click.ClickException(str(e))
+    except ValueError as e:
+        raise click.BadParameter(str(e))
     frames = None
     if parity_frames:
         from edge_ad.runtime.sources import open_source

@@ -1,0 +1,131 @@
+"""One reader of a checkpoint's ``scoring`` section (models.checkpoint.CheckpointScoring) and one rule
+(``resolve_scoring``) for ``edge-ad eval`` and ``edge-ad export``: an invalid section is the same clear
+one-line error everywhere, and a checkpoint resolves to the same configuration in both commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from click.testing import CliRunner  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "models" / "demo" / "demo.pt"
+INVALID = "the checkpoint's scoring configuration is invalid"
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoint(tmp_path_factory) -> Path:
+    """The demo checkpoint with an unknown latent metric in scoring["search"] (review 17 #1's bad.pt)."""
+    ck = torch.load(DEMO, map_location="cpu", weights_only=True)
+    ck["scoring"]["search"]["latent_metric"] = "manhattan"
+    path = tmp_path_factory.mktemp("bad") / "bad.pt"
+    torch.save(ck, path)
+    return path
+
+
+def _error_line(res) -> str:
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception   # no traceback
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, res.output
+    return lines[0]
+
+
+def test_an_invalid_scoring_section_is_one_clear_error_in_export_and_eval(bad_checkpoint, tmp_path):
+    """Before: ``export`` refused it, ``export --n-seed 1`` silently exported the reference configuration
+    with n_seed 1, ``eval`` crashed with a ValueError traceback."""
+    from edge_ad.commands.evaluate import cmd as eval_cmd
+    from edge_ad.commands.export import cmd as export_cmd
+    runs = {
+        "export": CliRunner().invoke(export_cmd, [str(bad_checkpoint), "--out", str(tmp_path / "o1"), "--no-parity"]),
+        "export --n-seed 1": CliRunner().invoke(export_cmd, [str(bad_checkpoint), "--out", str(tmp_path / "o2"),
+                                                             "--no-parity", "--n-seed", "1"]),
+        "eval": CliRunner().invoke(eval_cmd, ["--model", str(bad_checkpoint), "--synth", "4",
+                                              "--out", str(tmp_path / "e")]),
+    }
+    lines = {name: _error_line(res) for name, res in runs.items()}
+    assert len(set(lines.values())) == 1, lines
+    line = lines["eval"]
+    assert str(bad_checkpoint) in line and INVALID in line and "manhattan" in line, line
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def _top_level_checkpoint(path: Path, tiny_generator) -> Path:
+    """An older checkpoint layout: SearchConfig fields at the top level of ``scoring`` (no "search")."""
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    save_checkpoint(path, tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": "old-layout", "n_seed": 2, "k": 1, "lr_theta": 0.0})
+    return path
+
+
+def test_top_level_scoring_fields_resolve_alike_in_eval_and_export(tmp_path, tiny_generator):
+    """eval used to read only scoring["search"] (reference configuration here), export also the top level."""
+    from edge_ad.commands.evaluate import cmd as eval_cmd
+    from edge_ad.commands.export import cmd as export_cmd
+    ck = _top_level_checkpoint(tmp_path / "old.pt", tiny_generator)
+    res = CliRunner().invoke(eval_cmd, ["--model", str(ck), "--synth", "12", "--out", str(tmp_path / "e"),
+                                        "--no-baselines"])
+    assert res.exit_code == 0, res.output
+    res2 = CliRunner().invoke(export_cmd, [str(ck), "--out", str(tmp_path / "m"), "--no-parity", "--target", "cpu"])
+    assert res2.exit_code == 0, res2.output
+    evaluated = json.loads((tmp_path / "e" / "report.json").read_text())["search"]
+    exported = json.loads((tmp_path / "m" / "manifest.json").read_text())["search"]
+    assert evaluated == exported
+    assert (exported["name"], exported["n_seed"], exported["k"], exported["lr_theta"]) == ("old-layout", 2, 1, 0.0)
+    from edge_ad.models.checkpoint import resolve_scoring
+    assert resolve_scoring(ck)[0].to_dict() == exported
+
+
+def test_eval_reads_the_checkpoint_twice_not_once_per_entry(tmp_path, monkeypatch):
+    """The demo checkpoint carries a configuration, an encoder and a latent bank: eval loads the file once
+    for the generator and once for its scoring section (it read it 6 times: every entry, and the generator
+    twice)."""
+    from edge_ad.commands.evaluate import cmd as eval_cmd
+    from edge_ad.models import checkpoint
+    reads = []
+    real = checkpoint._torch_load
+
+    def counting(path):
+        reads.append(Path(path).name)
+        return real(path)
+    monkeypatch.setattr(checkpoint, "_torch_load", counting)
+    res = CliRunner().invoke(eval_cmd, ["--model", str(DEMO), "--synth", "12", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    assert reads == ["demo.pt", "demo.pt"], reads
+
+
+def test_the_reader_checks_each_entry(tmp_path, tiny_generator):
+    """Threshold kept only for its own configuration and preprocessing; malformed entries are
+    CheckpointError naming the file and the entry."""
+    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring, save_checkpoint
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
+    cfg = SearchConfig(name="t", k=1)
+    own = PreprocessSpec(align="centroid")                       # a scoring lever: plain_spec(own) differs
+    thr = {"value": 0.5, "target_fpr": 0.05, "search": cfg.to_dict()}
+    path = tmp_path / "t.pt"
+    save_checkpoint(path, tiny_generator, preprocess=own,
+                    scoring={"search": cfg.to_dict(), "threshold": thr,
+                             "latent_bank_info": {"augment": ["mirror"]}})
+    sc = CheckpointScoring.read(path)
+    assert sc.search_config() == cfg and sc.preprocess == own
+    assert sc.threshold(cfg, own) == thr and sc.threshold(cfg.replace(k=2), own) is None
+    assert sc.threshold(cfg, plain_spec(own)) is None and sc.threshold(cfg) == thr
+    assert sc.bank_augment() == ["mirror"] and sc.bank_rows_per_frame() == 2
+    assert sc.encoder() is None and sc.latent_bank() is None
+    for bad, entry in [({"threshold": {"value": float("nan")}}, "threshold"),
+                       ({"latent_bank_info": {"augment": "mirror"}}, "latent_bank_info"),
+                       ({"latent_bank": torch.zeros(0, 3)}, "latent_bank"),
+                       ({"encoder": {"config": {}}}, "encoder"),
+                       ({"search": "fast"}, "scoring configuration is invalid")]:
+        save_checkpoint(path, tiny_generator, preprocess=own, scoring=bad)
+        sc = CheckpointScoring.read(path)
+        with pytest.raises(CheckpointError, match=entry) as e:
+            sc.threshold(cfg), sc.bank_augment(), sc.latent_bank(), sc.encoder(), sc.search_config()
+        assert str(path) in str(e.value)
