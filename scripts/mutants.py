@@ -186,6 +186,8 @@ MUTANTS = [
     # -- the alarm-rate watch (runtime/alarm_watch.py, its binomial test, its place in the run loop) ---------
     Mutant("watch-lower-tail", "runtime/binomial.py", "for j in range(k, n + 1)]", "for j in range(0, k + 1)]",
            WATCH),
+    Mutant("watch-alpha-x10", "runtime/alarm_watch.py", "fire = least(lambda k: binomial_tail(k, n, rate) < alpha)",
+           "fire = least(lambda k: binomial_tail(k, n, rate) < 10 * alpha)", WATCH),
     Mutant("watch-fire-off-by-one", "runtime/alarm_watch.py", "if not self._high and self._flagged >= fire:",
            "if not self._high and self._flagged > fire:", WATCH),
     Mutant("watch-no-hysteresis", "runtime/alarm_watch.py", "if self._high and self._flagged <= calm:",
