@@ -28,7 +28,6 @@ again and again), which it reports as ``alarm_rate_normal``; only a new excursio
 """
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections import deque
@@ -82,21 +81,24 @@ def watch_for(threshold: Optional[float], model_threshold: Optional[float], mode
     return AlarmRateWatch(float(model_rate), window, alpha), None
 
 
-@functools.lru_cache(maxsize=4096)
+_LIMITS: dict = {}              # (rate, alpha) -> [(fire, calm) for a window of 0, 1, 2, ... frames]
+_LIMITS_LOCK = threading.Lock()
+
+
 def count_limits(n: int, rate: float, alpha: float) -> tuple:
     """(fire, calm) for a window of ``n`` frames at the calibrated ``rate``: the least flagged count whose
     tail P(X >= count) is < ``alpha`` (n + 1: none) and the largest whose tail is >= NORMAL_P. The tail
     falls as the count grows, so comparing the window's count with these is the test itself, without a
-    tail sum per frame."""
-    def least(pred) -> int:              # the least k in 0..n+1 with pred(k), pred monotone
-        lo, hi = -1, n + 1               # pred(n + 1) holds: tail(n + 1) = 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if pred(mid) else (mid, hi)
-        return hi
-    fire = least(lambda k: binomial_tail(k, n, rate) < alpha)
-    calm = least(lambda k: binomial_tail(k, n, rate) < NORMAL_P) - 1
-    return fire, calm
+    tail sum per frame. One more frame moves each limit by 0 or 1 (X(n) >= k + 1 implies X(n - 1) >= k,
+    and P(X(n) >= k) >= P(X(n - 1) >= k)), so the table grows by one ``binomial_tail`` per limit and frame."""
+    with _LIMITS_LOCK:
+        table = _LIMITS.setdefault((rate, alpha), [(1, 0)])     # 0 frames: tail(0) = 1, tail(1) = 0
+        while len(table) <= n:
+            m, (fire, calm) = len(table), table[-1]
+            fire = fire if binomial_tail(fire, m, rate) < alpha else fire + 1
+            calm = calm + 1 if binomial_tail(calm + 1, m, rate) >= NORMAL_P else calm
+            table.append((fire, calm))
+        return table[n]
 
 
 class AlarmRateWatch:

@@ -16,7 +16,7 @@ from scipy import stats
 
 from edge_ad.runtime import binomial, calibrate
 from edge_ad.runtime.alarm_watch import (HIGH_HINT, MIN_FRAMES, NORMAL_HINT, NORMAL_P, AlarmRateWatch,
-                                         check_watch_settings, watch_for)
+                                         check_watch_settings, count_limits, watch_for)
 from edge_ad.runtime.capture import run_capture
 from edge_ad.runtime.sources import Frame, Source, open_source
 
@@ -64,6 +64,18 @@ def test_calibrate_keeps_the_one_binomial_tail():
     assert calibrate.binomial_tail is binomial.binomial_tail
     k, p = calibrate.scene_exceeds(np.array([0.1] * 45 + [2.0] * 5), 1.0, 0.05)
     assert k == 5 and p == pytest.approx(stats.binom.sf(4, 50, 0.05), rel=1e-9)
+
+
+def test_count_limits_are_the_binomial_tests_critical_counts():
+    """count_limits(n) grows its table a frame at a time (each limit moves by 0 or 1): for every window
+    size up to 300 it equals the counts read off scipy's binomial tail (fire: least count with tail <
+    alpha; calm: largest with tail >= NORMAL_P)."""
+    for rate, alpha in ((0.07, 1e-3), (0.05, 1e-4), (0.3, 1e-2)):
+        for n in range(301):
+            sf = stats.binom.sf(np.arange(-1, n + 1), n, rate)         # P(X >= k), k = 0 .. n + 1
+            fire = int(np.argmax(sf < alpha))
+            calm = int(np.nonzero(sf >= NORMAL_P)[0].max())
+            assert count_limits(n, rate, alpha) == (fire, calm), (rate, alpha, n)
 
 
 def test_a_stream_at_the_calibrated_rate_rarely_fires():
