@@ -22,7 +22,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,8 +67,8 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     a.batch = a.batch or [4, 8]
     radii = [r for r in (a.shift_radius or [1, 2]) if r > 0]
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import KINECT
+    from edge_ad.runtime.data_root import default_kinect_root
+    KINECT = default_kinect_root()
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.config import frame_seed
     from edge_ad.runtime.sources.folder import read_pair

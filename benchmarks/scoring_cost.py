@@ -21,11 +21,12 @@ from edge_ad.models.checkpoint import load_generator
 from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_encoder, checkpoint_latent_bank,
                                    checkpoint_search_config, search, search_min_shift)
 from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.preprocess import preprocess
 from edge_ad.runtime.scorer import Scorer
 from edge_ad.runtime.sources.folder import read_pair
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
+DATA = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 
 
 def main():

@@ -79,14 +79,15 @@ def bench_frames(n: int, spec=None) -> list:
     from edge_ad.runtime.preprocess import preprocess
     from edge_ad.runtime.sources.folder import read_pair
 
-    from edge_ad.export.exporter import REPO_DATA
-    splits = json.loads((REPO_DATA / "splits.json").read_text())
+    from edge_ad.runtime.data_root import default_kinect_root
+    root = default_kinect_root()
+    splits = json.loads((root / "splits.json").read_text())
     classes = sorted(splits)
     out = []
     for i in range(n):
         cls = classes[i % len(classes)]
         fid = str(splits[cls]["val"][i // len(classes)])
-        rgb, d = read_pair(REPO_DATA / cls, fid)
+        rgb, d = read_pair(root / cls, fid)
         out.append((f"{cls}/{fid}", preprocess(rgb, d, spec)))
     return out
 

@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.runtime.data_root import default_kinect_root
+
 REPO = Path(__file__).resolve().parents[1]
-KINECT = REPO.parent / "shared" / "data" / "kinect-rgbd"
+KINECT = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_ad.runtime.config import frame_seed, make_z0
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.manifest import load_manifest
 from edge_ad.runtime.scorer import Scorer
 from edge_ad.runtime.sources.folder import read_pair
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
+DATA = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 
 
 def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:

@@ -67,6 +67,7 @@ import onnx
 from edge_ad.runtime import variants
 from edge_ad.runtime.config import (BankLayout, SearchConfig, check_augment_weight, frame_seed, latent_memory,
                                     make_z0, rows_per_frame_of, search_differences, trusted_original_rows)
+from edge_ad.runtime.data_root import DATA_ENV, default_kinect_root
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
@@ -75,8 +76,6 @@ from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill, preproc
 from .batch_graphs import batch_parity, export_batch_graphs
 from .onnx_graphs import (BN_EPS, ENCODER_INPUT, ENCODER_OUTPUT, HEAD_LAYERS, OPSET, SCALARS, Arch,
                           build_encoder_graph, build_graph, head_state_names, stack_state, verify_graph)
-
-REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
 
 # The float64 graphs against the float64 reference: the same arithmetic, only the order of sums differs
 # (measured <= 1.4e-14 relative, rectangle.pt and the tests' tiny generator, k = 19 and 3). A weight-gradient
@@ -212,10 +211,12 @@ def _io_spec(model: onnx.ModelProto) -> dict:
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
-def default_parity_frames(root: Path = REPO_DATA, train_class: Optional[str] = None) -> list:
-    """Two real kinect-rgbd val frames: one of the model's class (normal), one of another class
-    (anomalous). Returns [] when the data is not beside the checkout."""
+def default_parity_frames(root: Optional[Path] = None, train_class: Optional[str] = None) -> list:
+    """Two real kinect-rgbd val frames of ``root`` (default ``default_kinect_root()``: $EDGE_AD_DATA, else
+    ../shared/data/kinect-rgbd beside the checkout): one of the model's class (normal), one of another
+    class (anomalous). Returns [] when there is no kinect-rgbd data there."""
     from edge_ad.runtime.sources.folder import read_pair
+    root = Path(root) if root is not None else default_kinect_root()
     if not (root / "splits.json").is_file():
         return []
     splits = json.loads((root / "splits.json").read_text())
@@ -783,8 +784,8 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         return manifest
     frames = parity_frames if parity_frames is not None else default_parity_frames(train_class=train_class)
     if not frames:
-        raise ExportError("no parity frames: the kinect-rgbd data is not beside the checkout; "
-                          "pass --parity-frames DIR (a frame folder) or --no-parity")
+        raise ExportError(f"no parity frames: no kinect-rgbd data in {default_kinect_root()} (set {DATA_ENV} to "
+                          "the kinect-rgbd root, or pass --parity-frames DIR (a frame folder) or --no-parity)")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,

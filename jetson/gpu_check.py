@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinect-rgbd"
+from edge_ad.runtime.data_root import default_kinect_root
+
+DATA = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 
 
 def _frames(man: dict, data: Path, spec) -> list:

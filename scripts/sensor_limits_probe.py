@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from edge_ad.runtime.nuisance import frame_rng, parse_nuisance
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8
 from edge_ad.runtime.sensor_faults import camera_differences, channel_correlation, frame_faults
 
@@ -71,7 +72,7 @@ def fault_cases(rgb, d8, rng) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/kinect-rgbd")
+    ap.add_argument("--data", type=Path, default=default_kinect_root())
     ap.add_argument("--every", type=int, default=1, help="use every N-th frame of each class")
     args = ap.parse_args(argv)
     spec = PreprocessSpec()

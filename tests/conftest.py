@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_ad.runtime.data_root import default_kinect_root
+
 REPO = Path(__file__).resolve().parents[1]
-KINECT = REPO.parent / "shared" / "data" / "kinect-rgbd"
+KINECT = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 
 
 @pytest.fixture(scope="session")
 def kinect_root() -> Path:
     if not (KINECT / "splits.json").is_file():
-        pytest.fail(f"real test data missing: {KINECT} (the checkout must sit beside shared/)")
+        pytest.fail(f"real test data missing: {KINECT} (the checkout must sit beside shared/, or set EDGE_AD_DATA)")
     return KINECT
 
 

@@ -16,6 +16,7 @@ from edge_ad.models.data import KINECT_CLASSES, load_kinect, to_tensor
 from edge_ad.models.encoder import encoder_latents
 from edge_ad.models.evaluate import evaluate_scores
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
+from edge_ad.runtime.data_root import default_kinect_root
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +34,7 @@ def unit(Z: np.ndarray) -> np.ndarray:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--class", dest="cls", required=True, choices=KINECT_CLASSES)
-    ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     a = ap.parse_args(argv)
     path = HERE / f"{a.cls}.pt"
     G, E, cfg = load_generator(path), checkpoint_encoder(path), checkpoint_search_config(path)

@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 
 from edge_ad.runtime import Scorer
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.nuisance import frame_rng, parse_nuisance
 from edge_ad.runtime.sources.folder import read_pair
 
-HERE = Path(__file__).resolve().parent
 CLASSES = ("rectangle", "cylinder", "sphere")
 
 
@@ -45,7 +45,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="exported model directory")
     ap.add_argument("--class", dest="cls", required=True, choices=CLASSES)
-    ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     ap.add_argument("--scene", default="brightness:0.8+wb:1.1,1,0.9+shift:2,-2")
     ap.add_argument("--n-calib", type=int, default=50)
     ap.add_argument("--draw", choices=("first", "random"), default="first",

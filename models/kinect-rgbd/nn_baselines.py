@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_ad.runtime.data_root import default_kinect_root
+
 CLASSES = ("rectangle", "cylinder", "sphere")
 POWERS = (0.0, 0.5, 1.0)
 
@@ -58,7 +60,7 @@ def nn_variants(data, cls: str, checkpoint, split: str = "val", max_per_class: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--class", dest="classes", action="append", choices=CLASSES)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared/data/kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     a = ap.parse_args()
     for cls in a.classes or CLASSES:
         for (label, p), r in nn_variants(a.data, cls, Path(__file__).parent / f"{cls}.pt").items():

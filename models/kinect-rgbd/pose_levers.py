@@ -39,11 +39,11 @@ from PIL import Image
 
 from edge_ad.runtime import Scorer
 from edge_ad.runtime.config import trusted_original_rows
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
 from edge_ad.runtime.preprocess import frame_to_uint8, move_uint8, normalize_uint8
 from edge_ad.runtime.truth import auroc
 
-HERE = Path(__file__).resolve().parent
 CLASSES = ("rectangle", "cylinder", "sphere")
 EXTRA = ("brightness:1.35", "brightness:0.65", "wb:1.2,1,0.8", "wb:0.8,1,1.2", "shift:1", "shift:4")
 CONDITIONS = [("clean", None, 0, 0)] + [(t, t, 0, k + 1) for k, t in enumerate(DEFAULT_SUITE)] \
@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="the export to measure (its bank and configuration)")
     ap.add_argument("--member", action="append", default=[], help="more exports for the ensemble rows")
     ap.add_argument("--class", dest="cls", default="rectangle", choices=CLASSES)
-    ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     ap.add_argument("--pooled-features", metavar="CHECKPOINT",
                     help="the model's checkpoint (torch): add the pooled-feature memory rows")
     ap.add_argument("--cache", default="runs/pose-levers", help="where the collected latents are kept")

@@ -34,6 +34,7 @@ from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, thre
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
 from edge_ad.runtime import nuisance as nu
 from edge_ad.runtime.config import latent_memory
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.latent_bank import LIGHT_AUGMENT
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
 from edge_ad.runtime.sources.folder import read_pair
@@ -94,7 +95,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--class", dest="cls", required=True, choices=KINECT_CLASSES)
     ap.add_argument("--model", help="checkpoint (default models/kinect-rgbd/CLASS.pt)")
-    ap.add_argument("--data", default=str(HERE.parents[2] / "shared" / "data" / "kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     ap.add_argument("--colour", default="none,gray,rgb")
     ap.add_argument("--banks", default="plain,mirror,pose,pose+photo")
     ap.add_argument("--align", default="none")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.runtime.data_root import default_kinect_root
+
 CLASSES = ("rectangle", "cylinder", "sphere")
 SHIFTS = ((0, 0), (2, -2), (-2, 2), (2, 2), (-2, -2), (3, -3))
 
@@ -58,7 +60,7 @@ def rows(data: Path, cls: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--class", dest="classes", action="append", choices=CLASSES)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared/data/kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     a = ap.parse_args()
     for cls in a.classes or CLASSES:
         for label, r in rows(Path(a.data), cls).items():

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_ad.runtime import Scorer
 from edge_ad.runtime.calibrate import held_out_scores, score_scene
+from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
 from edge_ad.runtime.latent_bank import unaligned_uint8
 from edge_ad.runtime.sources.folder import read_pair
@@ -96,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="the exported model directory")
     ap.add_argument("--class", dest="cls", required=True)
     ap.add_argument("--report", required=True, help="edge-ad eval --nuisance report.json (default suite)")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared/data/kinect-rgbd"))
+    ap.add_argument("--data", default=str(default_kinect_root()))
     ap.add_argument("--rates", default="0.04,0.05,0.06,0.07,0.08")
     ap.add_argument("--out", help="write the table as JSON here")
     a = ap.parse_args(argv)
