@@ -65,6 +65,7 @@ import numpy as np
 import onnx
 
 from edge_ad.runtime import variants
+from edge_ad.runtime.backends.host_head import PANEL
 from edge_ad.runtime.config import (BankLayout, SearchConfig, check_augment_weight, frame_seed, latent_memory,
                                     make_z0, rows_per_frame_of, search_differences, trusted_original_rows)
 from edge_ad.runtime.data_root import DATA_ENV, default_kinect_root
@@ -449,11 +450,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     if check_fp64:
         params, bn = generator_arrays(G)
         arch64 = arch_of(G, S, 0, np.float64)
-        kind64 = "forward" if cfg.k == 0 else "step" if cfg.updates_weights else "step_z"
-        m64 = {"final": build_graph(arch64, "final", bn)}
-        if kind64 != "forward":
-            m64[kind64] = build_graph(arch64, kind64, bn)
-            verify_graph(m64[kind64], np.float64, n_adam=len(arch64.state()) + 1 if cfg.updates_weights else 1)
+        v64 = variants.for_export(cfg, ("gpu",))[0]        # the all-seeds graphs: forward (k = 0) or step
+        kind64 = v64.mode(cfg)                              # OrtSearch's mode: forward, step or step_z
+        m64 = {name: GRAPH_BUILDERS[name].model(name, arch64, bn, cfg, np.float64)[0] for name in v64.needs(cfg)}
         st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
         shapes64 = {s.name: s.shape for s in arch64.state()}
 
@@ -818,43 +817,100 @@ def _state_entries(arch: Arch) -> list:
 
 
 HOST_ADAM_PANEL = 32   # column-panel width of the layer 1-2 weights in the fused-adam graphs
-HOST_HEAD_PANEL = 32   # the panel width runtime/backends/_head_kernel.c is written for
+HOST_HEAD_PANEL = PANEL   # the panel width runtime/backends/_head_kernel.c is written for (host_head.PANEL)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphJob:
+    """What a graph builder reads: the generator's BN running statistics ``bn``, the configuration, the
+    all-seeds layout ``arch`` (weights.npz's chunked columns), the one-seed layout ``one`` of the CPU
+    searches (torch's col2im column order, layers 1-2 in HOST_ADAM_PANEL-column panels) with its manifest
+    ``state`` entries, and the directory the graphs go to."""
+
+    bn: dict
+    cfg: SearchConfig
+    arch: Arch
+    one: Arch
+    state: list
+    out_dir: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class AllSeedsGraph:
+    """step, step_z, final, unrolled: all seeds in one graph, weights in the chunked layout of weights.npz."""
+
+    n_adam: Callable[[int, int], int]   # (state tensors, k) -> the Adam updates the graph holds (0: none)
+    records_k: bool = False             # the manifest entry says k (the unrolled graph is built for one k)
+
+    def model(self, name: str, arch: Arch, bn: dict, cfg: SearchConfig, dtype) -> tuple:
+        """(the graph ``name`` built in ``dtype``, verify_graph's report: eps kept, one float precision)."""
+        model = build_graph(arch, name, bn, k=cfg.k)
+        return model, verify_graph(model, dtype, n_adam=self.n_adam(len(arch.state()), cfg.k) or None)
+
+    def __call__(self, name: str, job: GraphJob) -> dict:
+        model, check = self.model(name, job.arch, job.bn, job.cfg, np.float32)
+        onnx.save(model, str(job.out_dir / f"{name}.onnx"))
+        return {"file": f"{name}.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
+                **({"k": job.cfg.k} if self.records_k else {})}
+
+
+def _seed_graph(kind: str, note: Optional[str] = None) -> Callable[[str, GraphJob], dict]:
+    """grad_seed, grad_z_seed, final_seed (the CPU searches): ``<kind>_seed.onnx``, one seed, unchunked."""
+    def build(name: str, job: GraphJob) -> dict:
+        entry = _save_seed_graph(job.one, kind, job.bn, job.out_dir, job.state, role="cpu")
+        return {**entry, "note": note} if note else entry
+    return build
+
+
+def _host_head_graph(kind: str) -> Callable[[str, GraphJob], Optional[dict]]:
+    """grad_tail_seed, grad_z_tail_seed: the host-head search's tail (layers 2-4), with head_consts.npy;
+    None for a layout the host kernel does not handle (fused-adam runs instead)."""
+    return lambda name, job: _export_host_head_graph(job.one, kind, job.bn, job.out_dir, job.state)
+
+
+# graph name (runtime/variants.py's Variant.graphs / z_graphs) -> builder(name, job) -> manifest entry (None: not
+# for this layout). One row per graph: a new variant's graph is one new row here.
+GRAPH_BUILDERS: dict = {
+    "step": AllSeedsGraph(n_adam=lambda n_state, k: n_state + 1),          # z and every weight copy
+    "step_z": AllSeedsGraph(n_adam=lambda n_state, k: 1),                  # z only
+    "final": AllSeedsGraph(n_adam=lambda n_state, k: 0),
+    "unrolled": AllSeedsGraph(n_adam=lambda n_state, k: k * (n_state + 1), records_k=True),
+    "grad_seed": _seed_graph("grad", "gradients of one seed's loss w.r.t. z and every weight; the runtime applies "
+                                     "Adam on the host (runtime/backends/host_adam.py), k runs per seed, then "
+                                     "final_seed"),
+    "grad_z_seed": _seed_graph("grad_z", "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"),
+    "final_seed": _seed_graph("final"),
+    "grad_tail_seed": _host_head_graph("grad_tail"),
+    "grad_z_tail_seed": _host_head_graph("grad_z_tail"),
+}
+
+
+def unbuilt_graphs(table: dict = variants.VARIANTS) -> list:
+    """The graph names variants of ``table`` run (faithful or z-only) that GRAPH_BUILDERS cannot build."""
+    return sorted({g for v in table.values() for g in v.graphs + v.z_graphs} - set(GRAPH_BUILDERS))
+
+
+if unbuilt_graphs():     # a variant row whose graphs nobody builds: fail at import, not in the middle of an export
+    raise ImportError(f"export/exporter.py has no graph builder for {unbuilt_graphs()} (runtime/variants.py's table)")
 
 
 def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, names: Sequence[str]) -> dict:
-    """Build, check and write the graphs ``names`` (runtime/variants.py names); returns their manifest entries.
+    """Build, check and write the graphs ``names`` (runtime/variants.py names) with GRAPH_BUILDERS; returns
+    their manifest entries (a host-head graph the layout cannot have is left out).
 
-    step, step_z, final, unrolled: all seeds in one graph, weights in the chunked layout of weights.npz.
-    grad_seed, grad_z_seed, final_seed (the CPU searches): one seed, unchunked: the host's fused Adam
-    makes weight chunks pointless and whole GEMMs are faster (measured 26-29 -> 22-26 ms per step at
-    width 32); torch's (c, kh, kw) column order so that the forward col2im is one Col2Im op (measured per
-    step 26.4 -> 23.9 ms, final pass 16.6 -> 9.4 ms); layers 1-2 (P <= 64) in 32-column panels.
-    grad_tail_seed, grad_z_tail_seed: the host-head search's tail (layers 2-4), with head_consts.npy."""
-    n_state = len(arch.state())
+    The per-seed graphs keep weights unchunked: the host's fused Adam makes weight chunks pointless and
+    whole GEMMs are faster (measured 26-29 -> 22-26 ms per step at width 32); torch's (c, kh, kw) column
+    order so that the forward col2im is one Col2Im op (measured per step 26.4 -> 23.9 ms, final pass
+    16.6 -> 9.4 ms); layers 1-2 (P <= 64) in 32-column panels."""
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
-    state = _state_entries(one)
-    notes = {"grad_seed": "gradients of one seed's loss w.r.t. z and every weight; the runtime applies Adam on the "
-                          "host (runtime/backends/host_adam.py), k runs per seed, then final_seed",
-             "grad_z_seed": "grad_seed without the weight gradients: the z-only search (lr_theta = 0)"}
+    job = GraphJob(bn=bn, cfg=cfg, arch=arch, one=one, state=_state_entries(one), out_dir=out_dir)
     out = {}
     for name in names:
-        if name in ("step", "step_z", "final", "unrolled"):
-            model = build_graph(arch, name, bn, k=cfg.k)
-            n_adam = {"step": n_state + 1, "step_z": 1, "final": 0, "unrolled": cfg.k * (n_state + 1)}[name]
-            check = verify_graph(model, np.float32, n_adam=n_adam or None)
-            onnx.save(model, str(out_dir / f"{name}.onnx"))
-            out[name] = {"file": f"{name}.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
-                         **({"k": cfg.k} if name == "unrolled" else {})}
-        elif name in ("grad_seed", "grad_z_seed", "final_seed"):
-            out[name] = _save_seed_graph(one, name[:-len("_seed")], bn, out_dir, state, role="cpu")
-            if name in notes:
-                out[name]["note"] = notes[name]
-        elif name in ("grad_tail_seed", "grad_z_tail_seed"):
-            entry = _export_host_head_graph(one, name[:-len("_seed")], bn, out_dir, state)
-            if entry is not None:          # else no host head for this layout (fused-adam runs instead)
-                out[name] = entry
-        else:
+        if name not in GRAPH_BUILDERS:
             raise ExportError(f"no builder for the graph {name!r}")
+        entry = GRAPH_BUILDERS[name](name, job)
+        if entry is not None:
+            out[name] = entry
     return out
 
 
