@@ -4,12 +4,14 @@ With k = 0 a frame's score is one encoder pass and one generator pass with weigh
 frame, so B frames go through the export's batch graphs together (final_batch.onnx, encoder_batch.onnx:
 export/batch_graphs.py): the generator's thin layers become GEMMs over the batch instead of B
 matrix-vector products that each stream the layer's weights. Everything else is ``score_input``'s
-own definition: ``initial_latents`` for z0, the latent memory's distance (the group's in one
-GEMM: ``LatentMemory.distances``, equal to ``distance`` per frame), ``score_scale``. Results
-equal ``Scorer.score`` frame by frame to float32 rounding (tests/test_batch_scoring.py).
-``score_inputs`` is that scoring of preprocessed frames; ``Scorer.score_input`` uses it too for the
-shifted copies of its test-time shift-min (SearchConfig.score_shift_radius > 0), and ``score_batch``
-sends every frame's copies through it together.
+own definition: ``scorer.frame_input`` for the input, ``initial_latents`` for z0, the latent
+memory's distance (the group's in one GEMM: ``LatentMemory.distances``, equal to ``distance`` per
+frame), ``ScoreResult.of_search`` for the result. Results equal ``Scorer.score`` frame by frame to
+float32 rounding (tests/test_batch_scoring.py). ``score_inputs`` is that scoring of preprocessed
+frames; ``Scorer.score_input`` uses it too for the shifted copies of its test-time shift-min
+(SearchConfig.score_shift_radius > 0), and ``score_batch`` sends every frame's copies through it together.
+``Scorer.load`` builds the sessions (``BatchGraphs``) when they apply (``batch_applies``) and hands
+them, its latent memory and its lock to these functions.
 
 Models without the batch graphs (k >= 1, older exports) and scorers loaded with backend "tensorrt"
 (whose engines must run the search) are scored frame by frame with ``score``.
@@ -18,16 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .config import draw_seed, score_scale
+from .config import draw_seed
 from .integrity import read_model_file
 from .manifest import ManifestError
-from .preprocess import FrameError, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
-from .sensor_faults import raise_frame_faults
+from .preprocess import FrameError, shift_frame, shift_offsets
 
 
 # frames per graph run: larger batches gain nothing once the thin layers' weights are shared (their
@@ -36,17 +38,16 @@ MAX_BATCH = 4
 
 
 class OrtBatchGraphs:
-    """onnxruntime sessions of final_batch.onnx (and encoder_batch.onnx) of a model directory; each
-    file is read once, checked against the manifest's sha256, and handed to onnxruntime as bytes."""
+    """onnxruntime sessions of final_batch.onnx (and encoder_batch.onnx) of a model directory on
+    ``threads`` intra-op threads; each file is read once, checked against the manifest's sha256, and
+    handed to onnxruntime as bytes. ``providers``: the resolved onnxruntime providers."""
 
-    def __init__(self, model_dir, manifest: dict, threads: Optional[int] = None, providers: Optional[list] = None):
+    def __init__(self, model_dir, manifest: dict, threads: Optional[int], providers: list):
         import onnxruntime as ort
 
         from .backends.onnxruntime_backend import session_options
-        if providers is None:
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
-                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
         so = session_options(threads)
+        self.threads = so.intra_op_num_threads
 
         def session(name: str):
             fname = manifest["graphs"][name]["file"]
@@ -66,32 +67,62 @@ class OrtBatchGraphs:
         sl, em, rec = self.final.run(["seed_losses", "error_map", "recon"], {"x": X, "z": Z0})
         return {"seed_losses": sl, "error_map": em, "recon": rec}
 
-
-def batch_available(scorer) -> bool:
-    """True when the scorer was loaded with backend "onnxruntime" (the batch graphs run in onnxruntime:
-    a TensorRT scorer keeps to its engines) and its model was exported with batch graphs for its
-    configuration (k = 0, final_batch.onnx; encoder_batch.onnx too when the configuration starts
-    from the encoder)."""
-    graphs = scorer.manifest.get("graphs", {})
-    return (getattr(scorer, "backend", "onnxruntime") == "onnxruntime" and scorer.config.k == 0 and "final_batch" in graphs
-            and (scorer.config.z_init != "encoder" or "encoder_batch" in graphs))
+    def close(self) -> None:
+        """Release the sessions (their weights and arenas)."""
+        self.final = self.encoder = None
 
 
-def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_reconstructions: bool = False,
-                 threads: Optional[int] = None) -> list:
+def batch_applies(manifest: dict, cfg, backend: str) -> bool:
+    """True when a scorer loaded with ``backend`` scores ``cfg``'s batches through the batch graphs:
+    backend "onnxruntime" (a TensorRT scorer keeps to its engines) and a model exported with batch
+    graphs for its configuration (k = 0, final_batch.onnx; encoder_batch.onnx too when the
+    configuration starts from the encoder)."""
+    graphs = manifest.get("graphs", {})
+    return (backend == "onnxruntime" and cfg.k == 0 and "final_batch" in graphs
+            and (cfg.z_init != "encoder" or "encoder_batch" in graphs))
+
+
+class BatchGraphs:
+    """The batch graphs' sessions of one Scorer, per intra-op thread count. ``Scorer.load`` builds them
+    on its own ``threads``; ``score_batch(threads=N)`` with another N builds that count's sessions the
+    first time it is asked for and keeps them (one set per count) until ``close``."""
+
+    def __init__(self, model_dir, manifest: dict, threads: Optional[int], providers: list):
+        self._model_dir, self._manifest, self._providers = model_dir, manifest, providers
+        first = OrtBatchGraphs(model_dir, manifest, threads, providers)
+        self.threads = first.threads                     # the load's count (load's None: every core)
+        self._by_threads = {first.threads: first}
+        self._lock = threading.Lock()
+
+    def get(self, threads: Optional[int] = None) -> OrtBatchGraphs:
+        """The sessions running on ``threads`` intra-op threads (None: the load's)."""
+        n = self.threads if threads is None else int(threads)
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        with self._lock:
+            if n not in self._by_threads:
+                self._by_threads[n] = OrtBatchGraphs(self._model_dir, self._manifest, n, self._providers)
+            return self._by_threads[n]
+
+    def close(self) -> None:
+        """Release every session set (idempotent)."""
+        with self._lock:
+            for g in self._by_threads.values():
+                g.close()
+            self._by_threads.clear()
+
+
+def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_reconstructions: bool = False, *,
+                 graphs: OrtBatchGraphs, memory=None) -> list:
     """Score preprocessed frames X (B, C, R, R) float32 (finite, checked by the caller) through the batch
-    graphs, each exactly as ``Scorer.score_input`` scores a frame as it is (no shift-min): E(X) in
-    encoder passes, z0 from ``initial_latents``, generator passes of at most MAX_BATCH frames, the
-    latent distances in one GEMM, ``score_scale``. seeds / z0s: per frame. One entry per frame: a
+    ``graphs``, each exactly as ``Scorer.score_input`` scores a frame as it is (no shift-min): E(X) in
+    encoder passes, z0 from ``scorer.initial_latents``, generator passes of at most MAX_BATCH frames,
+    the latent distances to ``memory`` (the scorer's LatentMemory, or None) in one GEMM, the result
+    from ``ScoreResult.of_search`` (``score_scale``). seeds / z0s: per frame. One entry per frame: a
     ScoreResult, or the ValueError of a bad explicit z0 (that frame only). Run it holding the scorer's lock."""
     from .scorer import ScoreResult
     t0 = time.perf_counter()
     X = np.ascontiguousarray(X, dtype=np.float32)
-    graphs = getattr(scorer, "_batch_graphs", None)
-    if graphs is None:
-        graphs = scorer._batch_graphs = OrtBatchGraphs(   # default: the scorer's own threads and providers
-            scorer.model_dir, scorer.manifest, threads if threads is not None else getattr(scorer, "_threads", None),
-            getattr(scorer, "_providers", None))
     chunks = range(0, len(X), MAX_BATCH)  # graph runs of at most MAX_BATCH frames: their activations stay in cache
     E = (np.concatenate([graphs.encode(X[a:a + MAX_BATCH]) for a in chunks])
          if graphs.encoder is not None else None)                                    # (B, z_dim)
@@ -112,20 +143,17 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
     runs = [graphs.run(Xk[a:a + MAX_BATCH], Z0[a:a + MAX_BATCH]) for a in range(0, len(Xk), MAX_BATCH)]
     out = {n: np.concatenate([r[n] for r in runs]) for n in ("seed_losses", "error_map", "recon")}
     t1 = time.perf_counter()
-    memory = getattr(scorer, "_memory", None)
     # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
     dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
     B = len(keep)
     for b, i in enumerate(keep):
-        dist = float(dists[b]) if dists is not None else None
-        scale = score_scale(X[i], scorer.config, dist)
-        sl = out["seed_losses"][b].astype(np.float64)                                # (n_seed,)
         timings = {"search_s": (t1 - t0) / B, "steps_s": 0.0, "final_s": (t1 - te) / B, "batch_size": B}
         if E is not None:
             timings["encoder_s"] = (te - t0) / B
-        results[i] = ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(out["error_map"][b]),
-                                 z=Z0[b].copy(), reconstructions=np.array(out["recon"][b]) if keep_reconstructions else None,
-                                 timings=timings, score_scale=scale, z0=Z0[b].copy(), latent_distance=dist)
+        results[i] = ScoreResult.of_search(X[i], scorer.config, out["seed_losses"][b], out["error_map"][b],
+                                           z=Z0[b], z0=Z0[b],   # k = 0: the latents are where they started
+                                           recon=out["recon"][b] if keep_reconstructions else None,
+                                           dist=None if dists is None else float(dists[b]), timings=timings)
     return results
 
 
@@ -146,7 +174,8 @@ def frame_pair(entry) -> tuple:
 
 
 def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
-                keep_reconstructions: bool = False, threads: Optional[int] = None, check_faults: bool = True) -> list:
+                keep_reconstructions: bool = False, check_faults: bool = True, *,
+                graphs: Optional[OrtBatchGraphs] = None, memory=None, lock=None) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
     the FrameError / ValueError of a frame that cannot be scored (the others are still scored; an
     entry that is None or lacks its depth is such a frame: ``frame_pair``; so is a sensor fault,
@@ -154,8 +183,10 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     seeds / z0s: per frame, as ``Scorer.score``'s seed / z0 (None: seed None; with R > 0 one random
     seed for the frame's copies). With score_shift_radius
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
-    the minimum (scorer.shift_min), as ``Scorer.score``."""
-    from .scorer import shift_min
+    the minimum (scorer.shift_min), as ``Scorer.score``.
+    graphs: the scorer's batch-graph sessions (None: frame by frame with ``scorer.score``); memory: its
+    LatentMemory (or None); lock: held while the graphs run (the scorer's)."""
+    from .scorer import frame_input, shift_min
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
     z0s = [None] * n if z0s is None else list(z0s)
@@ -164,9 +195,9 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     if n > MAX_BATCH:   # at most MAX_BATCH frames at a time
         return [r for s in range(0, n, MAX_BATCH)
                 for r in score_batch(scorer, frames[s:s + MAX_BATCH], seeds[s:s + MAX_BATCH], z0s[s:s + MAX_BATCH],
-                                     keep_reconstructions, threads, check_faults)]
+                                     keep_reconstructions, check_faults, graphs=graphs, memory=memory, lock=lock)]
     results: list = [None] * n
-    if not batch_available(scorer):
+    if graphs is None:
         for i, entry in enumerate(frames):
             try:
                 rgb, depth = frame_pair(entry)
@@ -180,12 +211,7 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     for i, entry in enumerate(frames):
         try:
             rgb, depth = frame_pair(entry)
-            u8 = frame_to_uint8(rgb, depth, scorer.preprocess_spec)                # (R, R, 4) uint8
-            if check_faults:
-                raise_frame_faults(rgb, depth, scorer.preprocess_spec, u8)
-            x = normalize_uint8(u8, scorer.preprocess_spec)                         # (4, R, R) float32
-            if not np.isfinite(x).all():
-                raise ValueError("x contains NaN or inf")
+            x = frame_input(rgb, depth, scorer.preprocess_spec, check_faults)     # (4, R, R) float32
         except (FrameError, ValueError) as e:
             results[i] = e
             continue
@@ -200,10 +226,9 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     # frame j's copy s at row j * S + s: (B * S, C, R, R); the frame itself when R = 0
     X = np.stack([shift_frame(x, dy, dx) if S > 1 else x for x in xs for dy, dx in offsets]).astype(np.float32)
     t1 = time.perf_counter()
-    lock = getattr(scorer, "_lock", None) or contextlib.nullcontext()
-    with lock:
+    with lock or contextlib.nullcontext():
         copies = score_inputs(scorer, X, [seeds[i] for i in ok for _ in offsets], [z0s[i] for i in ok for _ in offsets],
-                              keep_reconstructions, threads)
+                              keep_reconstructions, graphs=graphs, memory=memory)
     t2 = time.perf_counter()
     scored = sum(not isinstance(c, Exception) for c in copies) // S
     for j, i in enumerate(ok):

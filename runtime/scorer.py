@@ -47,6 +47,7 @@ from typing import Optional
 import numpy as np
 
 from . import variants
+from .batch_scoring import BatchGraphs, batch_applies
 from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0,
                      score_scale, search_differences)
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
@@ -94,6 +95,20 @@ class ScoreResult:
     z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
     latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
     shift: Optional[tuple] = None                 # (dy, dx) of the shift-min's winning copy; None when R = 0
+
+    @classmethod
+    def of_search(cls, x: np.ndarray, cfg: SearchConfig, seed_losses, error_map, z, z0, recon, dist: Optional[float],
+                  timings: dict) -> "ScoreResult":
+        """The result of one frame's search, the one place both scoring paths (``Scorer._score_copy``,
+        batch_scoring.score_inputs) build it: x (C, R, R) the input scored, seed_losses (n_seed,),
+        error_map (R, R), z / z0 (n_seed, z_dim), recon (n_seed, C, R, R) or None, dist the
+        latent-memory distance or None. score = mean seed loss / ``score_scale(x, cfg, dist)``. Every
+        array is copied: the result belongs to the caller, never to a backend's reused buffer."""
+        sl = np.array(seed_losses, dtype=np.float64)
+        scale = score_scale(x, cfg, dist)
+        return cls(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(error_map), z=np.array(z),
+                   reconstructions=None if recon is None else np.array(recon), timings=timings,
+                   score_scale=scale, z0=np.array(z0), latent_distance=dist)
 
     @property
     def reconstruction(self) -> Optional[np.ndarray]:
@@ -145,6 +160,28 @@ def earlier_scoring_settings_sha256s(cfg: SearchConfig, spec: PreprocessSpec) ->
                                for limits in (own,) + _EARLIER_DEFAULT_LIMITS))
 
 
+def check_input(x, shape: tuple) -> np.ndarray:
+    """x as an array, checked: the model's input ``shape`` (C, R, R) and finite; else ValueError."""
+    x = np.asarray(x)
+    if x.shape != tuple(shape):
+        raise ValueError(f"x must have shape {tuple(shape)}, got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    return x
+
+
+def frame_input(rgb, depth, spec: PreprocessSpec, check_faults: bool = True) -> np.ndarray:
+    """The model input of a raw frame, as ``Scorer.score`` and ``score_batch`` make it: resized to
+    (R, R, 4) uint8 (preprocess.frame_to_uint8), checked for sensor faults unless ``check_faults`` is
+    False (sensor_faults.raise_frame_faults), normalised to (4, R, R) float32 in [-1, 1] and checked
+    finite. Raises FrameError (SensorFaultError for a fault) or ValueError."""
+    u8 = frame_to_uint8(rgb, depth, spec)                               # (R, R, 4) uint8
+    if check_faults:
+        raise_frame_faults(rgb, depth, spec, u8)
+    x = normalize_uint8(u8, spec)                                       # (4, R, R) float32 in [-1, 1]
+    return check_input(x, x.shape)
+
+
 class Scorer:
     """An exported model ready to score frames; build it with ``Scorer.load``.
 
@@ -158,14 +195,12 @@ class Scorer:
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
-                 threads: Optional[int] = None, providers: Optional[list] = None, backend: str = "onnxruntime",
-                 manifest_sha256: Optional[str] = None):
+                 batch_graphs: Optional[BatchGraphs] = None, manifest_sha256: Optional[str] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
         self.manifest_sha256 = manifest_sha256    # sha256 of model_dir/manifest.json as loaded
-        # "onnxruntime" or "tensorrt": the batch graphs (runtime/batch_scoring.py) run only with onnxruntime
-        self.backend = backend
-        # onnxruntime settings of the batch graphs (runtime/batch_scoring.py), as load was given them
-        self._threads, self._providers = threads, providers
+        # the batch graphs' sessions (runtime/batch_scoring.py), built at load when they apply
+        # (batch_applies: k = 0 with final_batch.onnx, backend "onnxruntime"), else None
+        self._batch = batch_graphs
         self.config, self.preprocess_spec, self.mode = cfg, spec, mode
         self.z_dim = int(manifest["layout"]["z_dim"])
         self.n_seed = cfg.n_seed
@@ -239,8 +274,10 @@ class Scorer:
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
                                                     providers if backend == "onnxruntime" else None, threads))
-        return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg),
-                   encoder, memory, threads, providers if backend == "onnxruntime" else None, backend,
+        # k = 0: the shift-min's copies and score_batch's frames go through the batch graphs, whose
+        # sessions are built here, once (other score_batch thread counts: on first use, runtime/batch_scoring.py)
+        batch = BatchGraphs(model_dir, man, threads, providers) if batch_applies(man, cfg, backend) else None
+        return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg), encoder, memory, batch,
                    manifest_sha256=man_sha256)
 
     # the documented contract (README, run, ROS node): names independent of the backend internals
@@ -328,12 +365,7 @@ class Scorer:
         """Score an already preprocessed input x (C, H, W) in [-1, 1] (with score_shift_radius > 0: the
         minimum over its shifted copies, module docstring)."""
         t0 = time.perf_counter()
-        x = np.asarray(x)
-        want = (int(self.manifest["layout"]["channels"]),) + (int(self.manifest["layout"]["resolution"]),) * 2
-        if x.shape != want:
-            raise ValueError(f"x must have shape {want}, got {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
+        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         if self.config.score_shift_radius == 0:
             return self._score_copy(x, z0, seed, keep_reconstructions, t0)
         offsets, rs = self.score_shifted(x, z0, seed, keep_reconstructions)
@@ -353,10 +385,11 @@ class Scorer:
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
-        from .batch_scoring import batch_available, score_inputs
+        from .batch_scoring import score_inputs
         with self._lock:
-            if batch_available(self):        # k = 0: every copy through the batch graphs at once
-                rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions)
+            if self._batch is not None:        # k = 0: every copy through the batch graphs at once
+                rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
+                                  graphs=self._batch.get(), memory=self._memory)
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
@@ -374,16 +407,14 @@ class Scorer:
             dist = self._memory.distance(e) if self._memory is not None else None
             te = time.perf_counter()
             out = self._search.run(x, z0)
-            # copies: the backends may return views of their output buffers, which the next call overwrites
-            sl, error_map, z = (np.array(out[n]) for n in ("seed_losses", "error_map", "z"))
-            recon = np.array(out["recon"]) if keep_reconstructions else None
-        scale = score_scale(x, self.config, dist)
-        t1 = time.perf_counter()
-        timings = {"search_s": t1 - t0, "steps_s": out["steps_s"], "final_s": out["final_s"]}
-        if self._encoder is not None:
-            timings["encoder_s"] = te - t0
-        return ScoreResult(score=float(sl.mean()) / scale, seed_losses=sl, error_map=error_map, z=z,
-                           reconstructions=recon, timings=timings, score_scale=scale, z0=z0, latent_distance=dist)
+            timings = {"steps_s": out["steps_s"], "final_s": out["final_s"]}
+            if self._encoder is not None:
+                timings["encoder_s"] = te - t0
+            # of_search copies: the backends may return views of their output buffers, which the next call overwrites
+            r = ScoreResult.of_search(x, self.config, out["seed_losses"], out["error_map"], out["z"], z0,
+                                      out["recon"] if keep_reconstructions else None, dist, timings)
+        r.timings["search_s"] = time.perf_counter() - t0
+        return r
 
     def score(self, rgb, depth, z0=None, seed: Optional[int] = None,
               keep_reconstructions: bool = False, check_faults: bool = True) -> ScoreResult:
@@ -396,25 +427,28 @@ class Scorer:
         camera re-sending one frame needs a stream to notice: ``run_capture`` (SensorFaultDetector)
         checks that, not this call."""
         t0 = time.perf_counter()
-        u8 = frame_to_uint8(rgb, depth, self.preprocess_spec)          # (R, R, 4) uint8
-        if check_faults:
-            raise_frame_faults(rgb, depth, self.preprocess_spec, u8)
-        return self.score_uint8(u8, z0, seed, keep_reconstructions, _started=t0)
+        x = frame_input(rgb, depth, self.preprocess_spec, check_faults)   # (4, R, R) float32 in [-1, 1]
+        return self._score_prepared(x, z0, seed, keep_reconstructions, t0)
 
     def score_uint8(self, u8: np.ndarray, z0=None, seed: Optional[int] = None,
-                    keep_reconstructions: bool = False, _started: Optional[float] = None) -> ScoreResult:
+                    keep_reconstructions: bool = False) -> ScoreResult:
         """Score a frame already brought to the model's resolution by ``preprocess.frame_to_uint8``
         (R, R, 4) uint8 (what ``score`` does first): the run loop makes it once for the sensor-fault
         checks and the scorer. No sensor-fault check here (they need the raw frame): the caller has
         made them (``sensor_faults.frame_faults``). ``timings["preprocess_s"]`` covers the
         normalisation (and, from ``score``, the resize)."""
-        t0 = time.perf_counter() if _started is None else _started
+        t0 = time.perf_counter()
         u8 = np.asarray(u8)
         R = self.resolution
         if u8.shape != (R, R, 4) or u8.dtype != np.uint8:
             raise ValueError(f"u8 must be a ({R}, {R}, 4) uint8 frame from frame_to_uint8, got "
                              f"{u8.dtype} {u8.shape}")
         x = normalize_uint8(u8, self.preprocess_spec)                 # (4, R, R) float32 in [-1, 1]
+        return self._score_prepared(x, z0, seed, keep_reconstructions, t0)
+
+    def _score_prepared(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
+                        t0: float) -> ScoreResult:
+        """score_input(x) with the preprocessing's time (since t0) in ``timings``."""
         t1 = time.perf_counter()
         r = self.score_input(x, z0, seed, keep_reconstructions)
         r.timings["preprocess_s"] = t1 - t0
@@ -426,11 +460,15 @@ class Scorer:
         """Score raw frames [(rgb, depth), ...] together: per frame a ScoreResult (equal to
         ``score(rgb, depth, z0, seed)``'s to float32 rounding) or the FrameError / ValueError of a
         frame that cannot be scored (also an entry that is None or has no depth; a sensor fault: its
-        SensorFaultError, as ``score``; ``check_faults=False`` skips that check). k = 0 exports (final_batch.onnx) loaded with backend
-        "onnxruntime" run one encoder and one generator pass over the batch, on ``threads`` intra-op
-        threads; other models and TensorRT score frame by frame (runtime/batch_scoring.py)."""
+        SensorFaultError, as ``score``; ``check_faults=False`` skips that check). k = 0 exports
+        (final_batch.onnx) loaded with backend "onnxruntime" run one encoder and one generator pass
+        over the batch, on ``threads`` intra-op threads (None: load's ``threads``; the sessions for
+        load's count are built by ``load``, those for another count on its first call, then kept);
+        other models and TensorRT score frame by frame (runtime/batch_scoring.py), ``threads`` unused."""
         from .batch_scoring import score_batch
-        return score_batch(self, frames, seeds, z0s, keep_reconstructions, threads, check_faults)
+        graphs = self._batch.get(threads) if self._batch is not None else None
+        return score_batch(self, frames, seeds, z0s, keep_reconstructions, check_faults,
+                           graphs=graphs, memory=self._memory, lock=self._lock)
 
 
 def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float]:

@@ -97,12 +97,55 @@ def test_models_with_search_steps_score_frame_by_frame(export_tiny, val_frames):
 
 
 def test_batch_graph_changed_after_load_is_refused(kinect_export, tmp_path, val_frames):
+    """The load's batch sessions hold the bytes load verified: a final_batch.onnx changed on disk later
+    never reaches them; the sessions of another thread count, built later, read the file again and
+    refuse it; so does the next load."""
     d = tmp_path / "m"
     shutil.copytree(kinect_export, d)
-    scorer = Scorer.load(d)
+    scorer = Scorer.load(d, threads=1)
     flip_last_bytes(d / "final_batch.onnx")
+    frames = val_frames(1)
+    got = scorer.score_batch(frames, seeds=[0])[0]
+    assert got.score == pytest.approx(scorer.score(*frames[0], seed=0).score, rel=RTOL)
     with pytest.raises(ManifestError, match="final_batch.onnx does not match its sha256"):
-        scorer.score_batch(val_frames(1))
+        scorer.score_batch(frames, threads=2)
+    with pytest.raises(ManifestError, match="final_batch.onnx"):
+        Scorer.load(d)
+
+
+def test_score_batch_runs_on_the_threads_asked_for(kinect_export, val_frames, monkeypatch):
+    """Review 17 #2: the batch sessions are built by load (on load's threads) and ``threads=N`` runs on N
+    intra-op threads on every call, not only on the first (the sessions used to be built on the first
+    call and kept whatever a later call asked for); one session set per count, kept; no attribute
+    appears on the Scorer after load."""
+    from edge_ad.runtime import batch_scoring
+    built, ran = [], []
+    real_init, real_run = batch_scoring.OrtBatchGraphs.__init__, batch_scoring.OrtBatchGraphs.run
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        built.append(self.final.get_session_options().intra_op_num_threads)
+
+    def run(self, X, Z0):
+        ran.append(self.final.get_session_options().intra_op_num_threads)
+        return real_run(self, X, Z0)
+    monkeypatch.setattr(batch_scoring.OrtBatchGraphs, "__init__", init)
+    monkeypatch.setattr(batch_scoring.OrtBatchGraphs, "run", run)
+    scorer = Scorer.load(kinect_export, threads=1)
+    assert built == [1]                                                  # allocated at load
+    state = dict(vars(scorer))
+    frames, seeds = val_frames(2), [3, 4]
+    scores = {}
+    for threads in (None, 1, 2, 2, 1, 3):
+        ran.clear()
+        scores[threads] = [r.score for r in scorer.score_batch(frames, seeds=seeds, threads=threads)]
+        assert ran == [1 if threads is None else threads], threads
+    assert built == [1, 2, 3]                                            # each count built once
+    assert vars(scorer).keys() == state.keys() and all(vars(scorer)[k] is v for k, v in state.items())
+    for s in scores.values():
+        np.testing.assert_allclose(s, scores[None], rtol=RTOL)
+    with pytest.raises(ValueError, match="threads"):
+        scorer.score_batch(frames, threads=0)
 
 
 def test_export_parity_covers_the_batch_graphs(tiny_parity_export, monkeypatch):

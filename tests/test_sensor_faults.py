@@ -257,7 +257,7 @@ def demo_scorer():
     return Scorer.load(demo_model_dir(), threads=1)
 
 
-def test_scorer_api_reports_sensor_faults_never_scores_them(kinect_root, rng):
+def test_scorer_api_reports_sensor_faults_never_scores_them(kinect_root, rng, tmp_path):
     """Audit 2 #3: Scorer.score scored a dead colour sensor (16 of 20 black sphere frames read as
     normal). Now it raises SensorFaultError (a FrameError) naming the fault; check_faults=False scores."""
     from edge_ad.runtime.preprocess import FrameError
@@ -273,16 +273,15 @@ def test_scorer_api_reports_sensor_faults_never_scores_them(kinect_root, rng):
         assert [f.name for f in e.value.faults][0] == name
     black = np.zeros_like(rgb)
     assert np.isfinite(sc.score(black, d8, seed=0, check_faults=False).score)   # the caller's choice
-    # score_batch: per entry, on the batch graphs and frame by frame
-    from edge_ad.runtime import batch_scoring
-    assert batch_scoring.batch_available(sc)
-    for batched in (True, False):
-        if not batched:
-            sc.manifest = {**sc.manifest, "graphs": {k: v for k, v in sc.manifest["graphs"].items()
-                                                     if not k.endswith("_batch")}}
-            assert not batch_scoring.batch_available(sc)
+    # score_batch: per entry, on the batch graphs and frame by frame (the demo model without its batch graphs)
+    from conftest import edit_manifest
+    from edge_ad.runtime import Scorer, demo_model_dir
+    unbatched = edit_manifest(demo_model_dir(), tmp_path / "unbatched", lambda man: man.update(
+        graphs={k: v for k, v in man["graphs"].items() if not k.endswith("_batch")}))
+    for batched, sc in ((True, sc), (False, Scorer.load(unbatched, threads=1))):
         got = sc.score_batch([(rgb, d8), (black, d8), (rgb, np.zeros_like(d8))], seeds=[0, 0, 0])
         assert np.isfinite(got[0].score), batched
+        assert ("batch_size" in got[0].timings) == batched       # which path scored it
         assert isinstance(got[1], SensorFaultError) and got[1].fault == "black_rgb", (batched, got[1])
         assert isinstance(got[2], SensorFaultError) and got[2].fault == "no_depth", (batched, got[2])
         unchecked = sc.score_batch([(rgb, d8), (black, d8)], seeds=[0, 0], check_faults=False)

@@ -205,8 +205,8 @@ def test_without_seed_the_copies_share_one_drawn_seed(kinect_export, val_frames,
     assert np.abs(noises[0] - noises[1]).max() > 0.1                       # a fresh seed per call
     seen = []
     real = batch_scoring.score_inputs
-    monkeypatch.setattr(batch_scoring, "score_inputs", lambda sc, X, seeds, *a: (seen.append(list(seeds)),
-                                                                                  real(sc, X, seeds, *a))[1])
+    monkeypatch.setattr(batch_scoring, "score_inputs", lambda sc, X, seeds, *a, **kw: (seen.append(list(seeds)),
+                                                                                        real(sc, X, seeds, *a, **kw))[1])
     got = s1.score_batch([(rgb, depth), frame2])
     assert all(isinstance(r.score, float) for r in got)
     (seeds,) = seen

@@ -219,7 +219,7 @@ def test_scorer_tensorrt_shift_min_runs_the_engine_not_the_batch_graphs(export_t
     o = Scorer.load(d, providers=["CPUExecutionProvider"], config=cfg)
     x = np.tanh(np.random.default_rng(1).standard_normal((4, 64, 64))).astype(np.float32)
     a, b = s.score_input(x, seed=3), o.score_input(x, seed=3)
-    assert len(calls) == 9 and getattr(s, "_batch_graphs", None) is None
+    assert len(calls) == 9 and s._batch is None
     assert s.mode == "forward" and a.timings["shifts"] == 9
     assert a.shift == b.shift and a.score == pytest.approx(b.score, rel=1e-5)
     np.testing.assert_allclose(a.error_map, b.error_map, rtol=1e-4, atol=1e-7)
@@ -228,5 +228,5 @@ def test_scorer_tensorrt_shift_min_runs_the_engine_not_the_batch_graphs(export_t
     calls.clear()
     (ra,), (rb,) = (s.score_batch([(rgb, depth)], seeds=[1], check_faults=False),      # noise: numerics only
                     o.score_batch([(rgb, depth)], seeds=[1], check_faults=False))
-    assert len(calls) == 9 and getattr(s, "_batch_graphs", None) is None
+    assert len(calls) == 9 and s._batch is None
     assert ra.shift == rb.shift and ra.score == pytest.approx(rb.score, rel=1e-5)
