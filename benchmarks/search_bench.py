@@ -149,6 +149,7 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int, scoring: O
     def run(x, z0, seed):
         return s.score_input(x, z0=z0, seed=seed).score
     run.mode = s.mode
+    run.close = s.close                       # the scorer's buffers and seed threads, when the bench is done
     return run
 
 
@@ -263,21 +264,27 @@ def _bench_export(checkpoint: str, G, model_dir: Path, n_frames: int, repeats: i
     load0 = os.getloadavg()
     peak0 = sgemm_peak(threads)
     log(f"sgemm peak ({threads} threads): {peak0:.1f} GFLOP/s; load average {load0[0]:.1f}")
-    runners = {v: _make_runner(v, G, model_dir, cfg, threads, scoring) for v in variants}
-    for v in variants:                           # warm-up (first-run allocations, lazy init)
-        runners[v](frames[0][1], z0s[0], seeds[0])
-    times = {v: [] for v in variants}
-    scores = {v: [] for v in variants}
-    for rep in range(repeats):
-        for i, (fid, x) in enumerate(frames):
-            for v in variants:                   # interleaved: the same machine state for all
-                t = time.perf_counter()
-                s = runners[v](x, z0s[i], seeds[i])
-                times[v].append(time.perf_counter() - t)
-                if rep == 0:
-                    scores[v].append(s)
-            log(f"  rep {rep + 1}/{repeats} frame {fid}: " +
-                ", ".join(f"{v} {times[v][-1]:.2f}s" for v in variants))
+    runners = {}
+    try:
+        for v in variants:
+            runners[v] = _make_runner(v, G, model_dir, cfg, threads, scoring)
+        for v in variants:                       # warm-up (first-run allocations, lazy init)
+            runners[v](frames[0][1], z0s[0], seeds[0])
+        times = {v: [] for v in variants}
+        scores = {v: [] for v in variants}
+        for rep in range(repeats):
+            for i, (fid, x) in enumerate(frames):
+                for v in variants:               # interleaved: the same machine state for all
+                    t = time.perf_counter()
+                    s = runners[v](x, z0s[i], seeds[i])
+                    times[v].append(time.perf_counter() - t)
+                    if rep == 0:
+                        scores[v].append(s)
+                log(f"  rep {rep + 1}/{repeats} frame {fid}: " +
+                    ", ".join(f"{v} {times[v][-1]:.2f}s" for v in variants))
+    finally:
+        for r in runners.values():
+            getattr(r, "close", lambda: None)()  # the onnxruntime runners' scorers (PyTorch ones hold nothing)
     peak = max(peak0, sgemm_peak(threads))
     load1 = os.getloadavg()
     fg = G.cfg.features_g

@@ -110,14 +110,17 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         res = {}
+        loaded = []            # closed below: a backend's buffers are freed before the next one loads
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
                 scorer = Scorer.load(model_dir, **kw)
+                loaded.append(scorer)
                 res["load_s"] = time.perf_counter() - t0
                 res["variant"] = scorer.mode
                 pscorer = scorer if parity_cfg is None else Scorer.load(model_dir, config=parity_cfg, **kw)
+                loaded.append(pscorer)
             rels = []
             for fid, x, start, ref in frames:
                 got = pscorer.score_input(x, **start).score
@@ -143,6 +146,8 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
             res = {"ok": False, "unavailable": f"{type(e).__name__}: {msg}"[:400]}
             log(f"{label:24s} unavailable: {res['unavailable']}")
         finally:
+            for s in loaded:
+                s.close()
             for k, v in old.items():
                 if v is None:
                     os.environ.pop(k, None)

@@ -57,19 +57,27 @@ class OrtBatchGraphs:
             return ort.InferenceSession(data, so, providers=providers)
         self.final = session("final_batch")
         self.encoder = session("encoder_batch") if "encoder_batch" in manifest["graphs"] else None
+        self.closed = False
 
     def encode(self, X: np.ndarray) -> np.ndarray:
         """E(x) of every frame: X (B, C, R, R) float32 -> (B, z_dim) float32."""
+        self._check_open()
         return self.encoder.run(None, {"x": X})[0]
 
     def run(self, X: np.ndarray, Z0: np.ndarray) -> dict:
         """X (B, C, R, R), Z0 (B, n_seed, z_dim) -> {seed_losses (B, S), error_map (B, R, R), recon (B, S, C, R, R)}."""
+        self._check_open()
         sl, em, rec = self.final.run(["seed_losses", "error_map", "recon"], {"x": X, "z": Z0})
         return {"seed_losses": sl, "error_map": em, "recon": rec}
 
     def close(self) -> None:
         """Release the sessions (their weights and arenas)."""
         self.final = self.encoder = None
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("these batch graphs are closed (Scorer.close)")
 
 
 def batch_applies(manifest: dict, cfg, backend: str) -> bool:

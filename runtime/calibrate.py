@@ -398,46 +398,47 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     if sign_key is not None:
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
-    signed_by = None
-    if trusted_keys:                                 # verified by Scorer.load: the key that signed the input
-        signed_by = json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
-    man = scorer.manifest
-    if fpr is None:
-        fpr = model_fpr(man)
-    cfg = scorer.config
-    bank_entry = man.get("latent_bank") or {}
-    augment = list(bank_entry.get("augment") or [])
-    if max_shift is None:       # said before the scene is read
-        max_shift = default_max_shift(cfg)
-        if max_shift == 0 and log is not None:
-            log(f"camera-shift search off: the model searches k = {cfg.k} steps per frame, which would make the "
-                f"search score every frame {(2 * DEFAULT_MAX_SHIFT + 1) ** 2} times; --max-shift N asks for it")
-    if not 0 <= max_shift <= MAX_SCENE_SHIFT:
-        raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
-    spec = scorer.preprocess_spec
-    res = read_scene(frames, spec, max_frames, progress)
-    n = len(res["ids"])
-    if n < min_frames:
-        first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
-        more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
-        raise CalibrationError(
-            f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
-            f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
-            + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
-    gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
-    if gain is not None:
-        spec = dataclasses.replace(spec, colour_gain=gain)
-    shift_fit = None
-    if max_shift:
-        (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift, shift_progress)
-        total = (int(spec.scene_shift[0]) + dy, int(spec.scene_shift[1]) + dx)
-        if max(abs(v) for v in total) > MAX_SCENE_SHIFT:
-            raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "
-                                   "not a camera that moved a little; re-export or retrain for this view")
-        spec = dataclasses.replace(spec, scene_shift=total)
-        res["u8"] = [move_uint8(a, dy, dx) for a in res["u8"]]
-        shift_fit["scene_shift"] = list(total)
-    res.update(score_scene(scorer, res["u8"], spec, augment))
+    with scorer:                                     # its buffers and threads released once the scene is scored
+        signed_by = None
+        if trusted_keys:                                 # verified by Scorer.load: the key that signed the input
+            signed_by = json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
+        man = scorer.manifest
+        if fpr is None:
+            fpr = model_fpr(man)
+        cfg = scorer.config
+        bank_entry = man.get("latent_bank") or {}
+        augment = list(bank_entry.get("augment") or [])
+        if max_shift is None:       # said before the scene is read
+            max_shift = default_max_shift(cfg)
+            if max_shift == 0 and log is not None:
+                log(f"camera-shift search off: the model searches k = {cfg.k} steps per frame, which would make the "
+                    f"search score every frame {(2 * DEFAULT_MAX_SHIFT + 1) ** 2} times; --max-shift N asks for it")
+        if not 0 <= max_shift <= MAX_SCENE_SHIFT:
+            raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
+        spec = scorer.preprocess_spec
+        res = read_scene(frames, spec, max_frames, progress)
+        n = len(res["ids"])
+        if n < min_frames:
+            first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
+            more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
+            raise CalibrationError(
+                f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
+                f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
+                + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
+        gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
+        if gain is not None:
+            spec = dataclasses.replace(spec, colour_gain=gain)
+        shift_fit = None
+        if max_shift:
+            (dy, dx), shift_fit = scene_camera_shift(scorer, res["u8"], spec, max_shift, shift_progress)
+            total = (int(spec.scene_shift[0]) + dy, int(spec.scene_shift[1]) + dx)
+            if max(abs(v) for v in total) > MAX_SCENE_SHIFT:
+                raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "
+                                       "not a camera that moved a little; re-export or retrain for this view")
+            spec = dataclasses.replace(spec, scene_shift=total)
+            res["u8"] = [move_uint8(a, dy, dx) for a in res["u8"]]
+            shift_fit["scene_shift"] = list(total)
+        res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = None
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks

@@ -190,7 +190,7 @@ class Scorer:
     the encoder and the search (preprocessing and input checks run concurrently). One search already
     uses every core it was given; for frames scored truly in parallel, load one Scorer per thread.
     Every array of a returned ScoreResult is a copy that belongs to the caller: later calls never
-    change it.
+    change it. ``close()`` (or ``with Scorer.load(d) as scorer:``) releases its buffers and threads.
     """
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
@@ -210,6 +210,7 @@ class Scorer:
         self._memory = memory
         # held while the encoder or the search runs: both use buffers allocated once at load
         self._lock = threading.RLock()
+        self._closed = False         # close() released the buffers above
 
     @classmethod
     @_onnxruntime_errors_named
@@ -280,6 +281,30 @@ class Scorer:
         return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg), encoder, memory, batch,
                    manifest_sha256=man_sha256)
 
+    def close(self) -> None:
+        """Release what ``load`` allocated, now rather than when garbage collection reaches it: the
+        search's buffers and threads (a TensorRT search's CUDA memory and graph, the CPU variants' seed
+        threads), the encoder's and the batch graphs' sessions. Idempotent; scoring with a closed
+        Scorer raises RuntimeError. ``with Scorer.load(d) as scorer:`` closes it on leaving the block."""
+        with self._lock:                # waits for a score in progress
+            if self._closed:
+                return
+            self._closed = True
+            for part in (self._search, self._encoder, self._batch):
+                close = getattr(part, "close", None)
+                if close is not None:
+                    close()
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this Scorer of {self.model_dir} is closed")
+
     # the documented contract (README, run, ROS node): names independent of the backend internals
     @property
     def preprocess(self) -> PreprocessSpec:
@@ -334,6 +359,7 @@ class Scorer:
         if self._encoder is None:
             raise ValueError("this model's scoring configuration has no encoder (z_init != 'encoder')")
         with self._lock:
+            self._check_open()
             return np.array(self._encoder.run(x))     # a copy: the encoder's output buffer is reused
 
     def initial_latents(self, z0=None, seed: Optional[int] = None, x: Optional[np.ndarray] = None,
@@ -387,6 +413,7 @@ class Scorer:
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
         from .batch_scoring import score_inputs
         with self._lock:
+            self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
                                   graphs=self._batch.get(), memory=self._memory)
@@ -401,6 +428,7 @@ class Scorer:
                     t0: float) -> ScoreResult:
         """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0."""
         with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
+            self._check_open()
             # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
             e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
             z0 = np.array(self.initial_latents(z0, seed, x=x, e=e))    # a copy: never the caller's array
@@ -466,7 +494,9 @@ class Scorer:
         load's count are built by ``load``, those for another count on its first call, then kept);
         other models and TensorRT score frame by frame (runtime/batch_scoring.py), ``threads`` unused."""
         from .batch_scoring import score_batch
-        graphs = self._batch.get(threads) if self._batch is not None else None
+        with self._lock:
+            self._check_open()
+            graphs = self._batch.get(threads) if self._batch is not None else None
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, check_faults,
                            graphs=graphs, memory=self._memory, lock=self._lock)
 

@@ -230,3 +230,38 @@ def test_scorer_tensorrt_shift_min_runs_the_engine_not_the_batch_graphs(export_t
                     o.score_batch([(rgb, depth)], seeds=[1], check_faults=False))
     assert len(calls) == 9 and s._batch is None
     assert ra.shift == rb.shift and ra.score == pytest.approx(rb.score, rel=1e-5)
+
+
+def test_scorer_close_frees_every_cuda_buffer(model_copy, fake_gpu):
+    """Review 17 #6: ``Scorer.close`` frees the TensorRT search's device and pinned buffers when asked
+    (they were freed only when garbage collection reached the search); a second close frees nothing
+    more; a closed Scorer refuses to score."""
+    from edge_ad.runtime import Scorer
+    cudart = fake_gpu["cudart"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = Scorer.load(model_copy, backend="tensorrt")
+    x = np.tanh(np.random.default_rng(1).standard_normal((4, 64, 64))).astype(np.float32)
+    s.score_input(x, seed=0)
+    assert cudart.device and cudart.pinned
+    s.close()
+    assert cudart.device == {} and cudart.pinned == {}
+    freed = cudart.n_free
+    s.close()
+    assert cudart.n_free == freed
+    with pytest.raises(RuntimeError, match="is closed"):
+        s.score_input(x, seed=0)
+
+
+def test_gpu_check_frees_each_backend_before_loading_the_next(model_copy, fake_gpu, tmp_path, monkeypatch):
+    """jetson/gpu_check closes every scorer it loads (review 17 #6): when the second TensorRT engine
+    loads, none of the first one's CUDA buffers are left."""
+    import edge_ad.runtime.backends.tensorrt as T
+    from edge_ad.jetson.gpu_check import check
+    cudart, live = fake_gpu["cudart"], []
+    load_search = T.load_search
+    monkeypatch.setattr(T, "load_search", lambda *a, **kw: (live.append(len(cudart.device)), load_search(*a, **kw))[1])
+    rep = check(model_copy, tmp_path, repeats=1, warmup=0, tf32=True, only=["tensorrt-fp32", "tensorrt-tf32"],
+                log=lambda *a: None)
+    assert rep["backends"]["tensorrt-fp32"]["ok"], rep["backends"]
+    assert live == [0, 0] and cudart.device == {}

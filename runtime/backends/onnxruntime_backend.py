@@ -259,6 +259,10 @@ class OrtEncoder:
         self.session.run_with_iobinding(self.binding)
         return self.z.numpy()
 
+    def close(self) -> None:
+        """Release the session and its buffers (``Scorer.close``); ``run`` no longer works."""
+        self.session = self.binding = self.x = self.z = None
+
 
 # ------------------------------------------------------------------------------------------------
 # Issue 6 addition: the CUDA execution provider with CUDA graphs. Every buffer above is already

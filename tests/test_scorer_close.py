@@ -1,0 +1,70 @@
+"""``Scorer.close`` and ``with Scorer.load(...) as scorer`` (review 17 #6): what load allocated is
+released when asked, not when garbage collection reaches it: the CPU variants' seed threads, the
+encoder's and the batch graphs' sessions (the TensorRT search's CUDA buffers: test_tensorrt_scorer.py).
+A second close does nothing; a closed Scorer refuses to score."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime import Scorer, demo_model_dir
+
+
+def _seed_threads() -> set:
+    return {t for t in threading.enumerate() if t.name.startswith("edge-ad-seed")}
+
+
+@pytest.mark.parametrize("variant", ["host-head", "fused-adam"])
+def test_close_stops_the_seed_threads(export_tiny, variant):
+    """k = 2, n_seed = 3 on 2 threads: three seed workers, two of them pool threads, gone after close."""
+    before = _seed_threads()
+    s = Scorer.load(export_tiny(2, 3), threads=2, variant=variant)
+    x = np.tanh(np.random.default_rng(0).standard_normal((4, 64, 64))).astype(np.float32)
+    s.score_input(x, seed=0)
+    mine = _seed_threads() - before
+    assert s.mode == variant and len(mine) == 2
+    s.close()
+    assert not any(t.is_alive() for t in mine)
+    s.close()                                                     # a no-op
+    for call in (lambda: s.score_input(x, seed=0), lambda: s.score_batch([(np.zeros((8, 8, 3), np.uint8),
+                                                                            np.zeros((8, 8), np.uint8))])):
+        with pytest.raises(RuntimeError, match="is closed"):
+            call()
+
+
+def test_with_block_closes_the_encoder_and_batch_graphs(monkeypatch, val_frames):
+    """The demo model (k = 0, izi encoder, batch graphs): leaving the with block releases the encoder's
+    session and every batch-graph session set (the load's and one built for another thread count)."""
+    from edge_ad.runtime import batch_scoring
+    from edge_ad.runtime.backends import onnxruntime_backend
+    made = {"batch": [], "encoder": []}
+    for cls, key in ((batch_scoring.OrtBatchGraphs, "batch"), (onnxruntime_backend.OrtEncoder, "encoder")):
+        def init(self, *a, _real=cls.__init__, _key=key, **kw):
+            _real(self, *a, **kw)
+            made[_key].append(self)
+        monkeypatch.setattr(cls, "__init__", init)
+    frames = val_frames(2)
+    with Scorer.load(demo_model_dir(), threads=1) as s:
+        assert s.score_batch(frames, seeds=[0, 1], threads=2)[1].score == pytest.approx(
+            s.score(*frames[1], seed=1).score, rel=1e-5)
+        assert len(made["batch"]) == 2 and len(made["encoder"]) == 1
+        assert all(g.final is not None for g in made["batch"]) and made["encoder"][0].session is not None
+    assert all(g.final is None and g.encoder is None for g in made["batch"])
+    assert made["encoder"][0].session is None
+    with pytest.raises(RuntimeError, match="is closed"):
+        s.score(*frames[0], seed=0)
+    with pytest.raises(RuntimeError, match="is closed"):
+        s.encode(np.zeros((4, s.resolution, s.resolution), np.float32))
+    s.close()
+
+
+def test_calibrate_closes_its_scorer_even_when_it_refuses(tmp_path, monkeypatch):
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
+    closed = []
+    close = Scorer.close
+    monkeypatch.setattr(Scorer, "close", lambda self: (closed.append(self), close(self))[1])
+    with pytest.raises(CalibrationError, match="usable frame"):
+        calibrate_model(demo_model_dir(), [], tmp_path / "out")
+    assert len(closed) == 1 and closed[0]._closed
