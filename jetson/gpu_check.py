@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def _start(man: dict, z_init, seed: int) -> dict:
 
 
 def backends(man: dict, tf32: bool = False) -> list:
-    """(label, Scorer.load keyword arguments, environment) to try, in order: the default ("auto") on the
+    """(label, Scorer.load keyword arguments) to try, in order: the default ("auto") on the
     CPU provider, then every other exported variant of the variant table (runtime/variants.py) that runs
     on the CPU provider ("onnxruntime-cpu:<variant>"), the CUDA provider without and with CUDA graphs, and
     TensorRT fp32 (and tf32)."""
@@ -67,7 +66,7 @@ def backends(man: dict, tf32: bool = False) -> list:
     from edge_ad.runtime.variants import VARIANTS, choose, exported, host_head_runs_here
     cfg = SearchConfig.from_dict(man["search"])
     cpu = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"]}
-    out = [("onnxruntime-cpu", cpu, {})]
+    out = [("onnxruntime-cpu", cpu)]
     try:
         default = choose(cfg, "onnxruntime", True, man["graphs"]).name
     except ValueError:
@@ -75,12 +74,12 @@ def backends(man: dict, tf32: bool = False) -> list:
     for v in VARIANTS.values():
         if v.name != default and "onnxruntime" in v.backends and exported(v, cfg, man["graphs"]) \
                 and (v.name != "host-head" or host_head_runs_here()):
-            out.append((f"onnxruntime-cpu:{v.name}", {**cpu, "variant": v.name}, {}))
-    out += [("onnxruntime-cuda", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=False)}, {}),
-            ("onnxruntime-cuda-graph", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=True)}, {}),
-            ("tensorrt-fp32", {"backend": "tensorrt"}, {"EDGE_AD_TRT_PRECISION": "fp32"})]
+            out.append((f"onnxruntime-cpu:{v.name}", {**cpu, "variant": v.name}))
+    out += [("onnxruntime-cuda", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=False)}),
+            ("onnxruntime-cuda-graph", {"backend": "onnxruntime", "providers": cuda_providers(cuda_graph=True)}),
+            ("tensorrt-fp32", {"backend": "tensorrt", "backend_options": {"precision": "fp32"}})]
     if tf32:
-        out.append(("tensorrt-tf32", {"backend": "tensorrt"}, {"EDGE_AD_TRT_PRECISION": "tf32"}))
+        out.append(("tensorrt-tf32", {"backend": "tensorrt", "backend_options": {"precision": "tf32"}}))
     return out
 
 
@@ -104,11 +103,9 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
     x_t = frames[0][1] if frames else np.tanh(np.random.default_rng(0).standard_normal((4, R, R))).astype(np.float32)
     report = {"model": str(model_dir), "search": man["search"], "model_config": man["model"], "tolerance": tolerance,
               "parity_frames": [f[0] for f in frames], "backends": {}}
-    for label, kw, env in backends(man, tf32):
+    for label, kw in backends(man, tf32):
         if only and label not in only:
             continue
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
         res = {}
         loaded = []            # closed below: a backend's buffers are freed before the next one loads
         try:
@@ -148,11 +145,6 @@ def check(model_dir, data: Path = DATA, repeats: int = 20, warmup: int = 3, tf32
         finally:
             for s in loaded:
                 s.close()
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         report["backends"][label] = res
     b = report["backends"]
     if b.get("onnxruntime-cuda", {}).get("ok") and b.get("onnxruntime-cuda-graph", {}).get("ok"):

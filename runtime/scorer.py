@@ -217,7 +217,7 @@ class Scorer:
     def load(cls, model_dir: os.PathLike, backend: str = "onnxruntime", providers: Optional[list] = None,
              config: Optional[SearchConfig] = None, lr_theta: Optional[float] = None,
              variant: str = "auto", threads: Optional[int] = None,
-             trusted_keys: Optional[list] = None) -> "Scorer":
+             trusted_keys: Optional[list] = None, backend_options: Optional[dict] = None) -> "Scorer":
         """Load and verify ``model_dir`` (manifest version and entries, sha256 of every file, no
         symlinks: runtime/manifest.py, runtime/integrity.py).
 
@@ -228,12 +228,16 @@ class Scorer:
             compiled kernels run their AVX2 loops, else fused-adam; on TensorRT or the CUDA provider step.
         backend: "onnxruntime" or "tensorrt". providers: onnxruntime execution providers (default: CUDA
             when available, else CPU). threads: CPU threads (default: all cores).
+        backend_options: backend "tensorrt": {"precision": "fp32" | "tf32" | "fp16", "on_mismatch":
+            "rebuild" | "fail"} (runtime/backends/tensorrt.load_search; each one not given: from
+            $EDGE_AD_TRT_PRECISION / $EDGE_AD_TRT_ON_MISMATCH, else fp32 / rebuild); onnxruntime takes none.
         Raises ManifestError for a tampered, incomplete or mismatched directory (or one exported
         without a search that runs here), ValueError for a variant that does not fit.
         """
         model_dir = Path(model_dir)
         if backend not in variants.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
+        backend_options = variants.check_backend_options(backend, backend_options)
         man = load_manifest(model_dir, verify=True, trusted_keys=trusted_keys)
         man_sha256 = sha256_file(model_dir / MANIFEST)    # the model's identity (it lists every file's sha256)
         lay = man["layout"]
@@ -274,7 +278,8 @@ class Scorer:
         # TensorRT (runtime/backends/tensorrt.py) raises TensorRTUnavailable (an ImportError) with one
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
-                                                    providers if backend == "onnxruntime" else None, threads))
+                                                    providers if backend == "onnxruntime" else None, threads,
+                                                    backend_options))
         # k = 0: the shift-min's copies and score_batch's frames go through the batch graphs, whose
         # sessions are built here, once (other score_batch thread counts: on first use, runtime/batch_scoring.py)
         batch = BatchGraphs(model_dir, man, threads, providers) if batch_applies(man, cfg, backend) else None

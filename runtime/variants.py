@@ -27,7 +27,7 @@ are refused by name with the reason.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -38,6 +38,18 @@ from .manifest import ManifestError
 
 TARGETS = ("cpu", "gpu")
 BACKENDS = ("onnxruntime", "tensorrt")
+# Scorer.load's backend_options per backend (TensorRT: runtime/backends/tensorrt.load_search's keywords)
+BACKEND_OPTIONS = {"onnxruntime": (), "tensorrt": ("precision", "on_mismatch")}
+
+
+def check_backend_options(backend: str, options: Optional[dict]) -> dict:
+    """``options`` as a dict of the keywords ``backend`` takes (BACKEND_OPTIONS), else ValueError."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(BACKEND_OPTIONS[backend]))
+    if unknown:
+        takes = ", ".join(BACKEND_OPTIONS[backend]) or "none"
+        raise ValueError(f"backend {backend!r} takes no option {', '.join(map(repr, unknown))} (its options: {takes})")
+    return options
 
 # names that earlier versions accepted, with what replaced them
 REMOVED = {
@@ -58,6 +70,7 @@ class BuildContext:
     backend: str
     providers: Optional[list]   # onnxruntime providers (resolved), None for TensorRT
     threads: Optional[int]
+    backend_options: dict = field(default_factory=dict)   # TensorRT: load_search's precision / on_mismatch
 
     @property
     def x_shape(self) -> tuple:
@@ -106,12 +119,15 @@ def _dtype(ctx: BuildContext):
 
 
 def _ort_graphs(mode: str):
-    """forward / step / unrolled: runtime/backends/onnxruntime_backend.OrtSearch (all seeds in one graph)."""
+    """forward / step / unrolled, all seeds in one graph: on backend "tensorrt" the TensorRT search
+    (runtime/backends/tensorrt.load_search, with ``ctx.backend_options``), else onnxruntime's
+    (runtime/backends/onnxruntime_backend.OrtSearch)."""
     def build(ctx: BuildContext):
         if ctx.backend == "tensorrt":
             from .backends.tensorrt import load_search
             return load_search(ctx.model_dir, ctx.manifest, ctx.pristine, ctx.cfg,
-                               "forward" if mode == "forward" else VARIANTS["step"].mode(ctx.cfg))
+                               "forward" if mode == "forward" else VARIANTS["step"].mode(ctx.cfg),
+                               **ctx.backend_options)
         from .backends.onnxruntime_backend import OrtSearch
         m = VARIANTS["step"].mode(ctx.cfg) if mode == "step" else mode
         return OrtSearch(ctx.graph_paths, ctx.pristine, _state_shapes(ctx), ctx.cfg,

@@ -265,3 +265,58 @@ def test_gpu_check_frees_each_backend_before_loading_the_next(model_copy, fake_g
                 log=lambda *a: None)
     assert rep["backends"]["tensorrt-fp32"]["ok"], rep["backends"]
     assert live == [0, 0] and cudart.device == {}
+
+
+def test_tensorrt_options_are_load_arguments_not_the_environment(model_copy, fake_gpu, monkeypatch):
+    """Review 17 #7: ``Scorer.load(..., backend="tensorrt", backend_options=...)`` reaches load_search's
+    precision / on_mismatch with os.environ untouched (a process-global input: another thread's load
+    could see it); $EDGE_AD_TRT_PRECISION stays the default when no option is given, and an option
+    wins over it; options a backend does not take are refused by name."""
+    import os
+
+    import edge_ad.runtime.backends.tensorrt as T
+    from edge_ad.runtime import Scorer
+    monkeypatch.delenv("EDGE_AD_TRT_PRECISION", raising=False)
+    monkeypatch.delenv("EDGE_AD_TRT_ON_MISMATCH", raising=False)
+    asked = []
+    ensure = T.ensure_engines
+    monkeypatch.setattr(T, "ensure_engines", lambda d, m, g, precision, on_mismatch, **kw: (
+        asked.append((precision, on_mismatch, os.environ.get("EDGE_AD_TRT_PRECISION"))),
+        ensure(d, m, g, precision, on_mismatch, **kw))[1])
+    env = dict(os.environ)
+
+    def load(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")              # tf32: PrecisionWarning (drift must be measured)
+            return Scorer.load(model_copy, backend="tensorrt", **kw)
+    s = load(backend_options={"precision": "tf32", "on_mismatch": "rebuild"})
+    assert asked == [("tf32", "rebuild", None)] and s._search.precision == "tf32"
+    assert [b.flags for b in fake_gpu["builds"]] and all(b.flags for b in fake_gpu["builds"])   # TF32 kept on
+    assert dict(os.environ) == env
+    s.close()
+    monkeypatch.setenv("EDGE_AD_TRT_PRECISION", "tf32")
+    asked.clear()
+    load().close()                                        # the environment: the default
+    load(backend_options={"precision": "fp32"}).close()   # an option wins over it
+    assert [a[0] for a in asked] == ["tf32", "fp32"]
+    with pytest.raises(ValueError, match="backend 'tensorrt' takes no option 'workspace'"):
+        load(backend_options={"workspace": 1})
+    with pytest.raises(ValueError, match="backend 'onnxruntime' takes no option 'precision'"):
+        Scorer.load(model_copy, backend_options={"precision": "tf32"})
+
+
+def test_gpu_check_passes_the_precision_as_an_option(model_copy, fake_gpu, tmp_path, monkeypatch):
+    """jetson/gpu_check's TensorRT rows reach load_search as precision arguments; it no longer sets
+    $EDGE_AD_TRT_PRECISION around Scorer.load."""
+    import os
+
+    import edge_ad.runtime.backends.tensorrt as T
+    from edge_ad.jetson.gpu_check import check
+    monkeypatch.delenv("EDGE_AD_TRT_PRECISION", raising=False)
+    seen = []
+    load_search = T.load_search
+    monkeypatch.setattr(T, "load_search", lambda *a, **kw: (
+        seen.append((kw.get("precision"), os.environ.get("EDGE_AD_TRT_PRECISION"))), load_search(*a, **kw))[1])
+    check(model_copy, tmp_path, repeats=1, warmup=0, tf32=True, only=["tensorrt-fp32", "tensorrt-tf32"],
+          log=lambda *a: None)
+    assert seen == [("fp32", None), ("tf32", None)]
