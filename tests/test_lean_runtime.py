@@ -34,7 +34,6 @@ def test_runtime_and_run_command_do_not_import_torch():
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 LEAN_COMMANDS = ("run", "batch", "calibrate", "verify", "sign", "keygen", "build_engine")
 FORBIDDEN = ("torch", "torchvision", "edge_ad.models", "edge_ad.export", "edge_ad.benchmarks",
-             "edge_ad.jetson.precision_study",
              *(f"edge_ad.commands.{c}" for c in ("evaluate", "export", "train", "trace", "bench")))
 
 

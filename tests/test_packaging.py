@@ -79,7 +79,8 @@ def _imports(path: Path) -> set:
 
 
 @pytest.mark.parametrize("package, forbidden", [
-    ("runtime", ("edge_ad.models", "edge_ad.export", "edge_ad.jetson", "edge_ad.commands", "edge_ad.cli", "torch")),
+    ("runtime", ("edge_ad.models", "edge_ad.export", "edge_ad.jetson", "edge_ad.commands", "edge_ad.cli",
+                 "edge_ad.batch", "edge_ad.benchmarks", "torch")),
     ("export", ("edge_ad.jetson", "edge_ad.commands", "edge_ad.cli")),
     ("models", ("edge_ad.export", "edge_ad.jetson", "edge_ad.commands", "edge_ad.cli")),
     ("jetson", ("edge_ad.commands", "edge_ad.cli", "torch")),
@@ -87,8 +88,6 @@ def _imports(path: Path) -> set:
 def test_layering(package, forbidden):
     bad = [(str(p.relative_to(REPO)), m) for p in (REPO / package).rglob("*.py")
            for m in _imports(p) if any(m == f or m.startswith(f + ".") for f in forbidden)]
-    if package == "jetson":                # offline tools of the Jetson image that compare with torch
-        bad = [b for b in bad if not b[0].endswith("precision_study.py")]
     assert not bad, bad
 
 

@@ -1,4 +1,4 @@
-"""TF32 emulation used by jetson/precision_study.py (the measured TF32 option)."""
+"""TF32 emulation used by benchmarks/precision_study.py (the measured TF32 option)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_ad.jetson.precision_study import _auroc, emulate_tf32, tf32_round  # noqa: E402
+from edge_ad.benchmarks.precision_study import _auroc, emulate_tf32, tf32_round  # noqa: E402
 
 
 def test_tf32_round_to_nearest_even_at_10_bits():

@@ -1,7 +1,7 @@
 """What reduced precision does to the scores: TF32 emulated on the CPU, and the fp16 weight path.
 
-    python -m edge_ad.jetson.precision_study CHECKPOINT [--data DIR] [--normal CLASS] [--n 20]
-                                             [--out study.json]
+    python -m edge_ad.benchmarks.precision_study CHECKPOINT [--data DIR] [--normal CLASS] [--n 20]
+                                                 [--out study.json]
 
 Workstation tool (needs torch). For each val frame of the normal class and the same number of
 anomalous frames (the other classes), with the same z0 per frame:
