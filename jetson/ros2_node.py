@@ -311,7 +311,7 @@ def main(argv: Optional[list] = None) -> int:
         from edge_ad.runtime import Scorer
     except ImportError:
         from edge_ad.runtime.scorer import Scorer
-    from edge_ad.runtime.capture import run_capture, scorer_threshold
+    from edge_ad.runtime.capture import EXIT_FATAL, EXIT_OK, exit_status, run_capture, scorer_threshold
     from edge_ad.runtime.results import ResultsFileError
 
     rclpy.init(args=argv if argv is not None else sys.argv)
@@ -385,8 +385,9 @@ def main(argv: Optional[list] = None) -> int:
     if summary.get("abandoned_frame") is not None:   # a scoring call is still stuck: do not wait for it
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(1)
-    return 1 if summary["stopped"] in ("fatal", "frame_timeout", "source_failed") else 0
+        os._exit(EXIT_FATAL)
+    # bad frames are published (~/fault) and in the results: only a failed run is a failed node
+    return EXIT_FATAL if exit_status(summary) == EXIT_FATAL else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@
 * Scoring runs on a watchdog thread (``watchdog.py``): SIGINT/SIGTERM are handled at once; the
   current frame gets ``stop_grace`` seconds to finish, then it is abandoned (the summary says so
   and the run ends non-zero). ``frame_timeout``: a frame scoring longer ends the run as fatal.
-* The summary is written on every path and says how the run ended (``stopped``: end, max_frames,
-  signal:NAME, interrupted, source_failed, frame_timeout, fatal, with ``fatal_error`` naming the
-  reason). Results are appended, never overwritten; a restart continues the frame index
-  (``results.py``); latency statistics use bounded memory (``latency_stats.py``).
+* The summary is written on every path and says how the run ended (``stopped``: the STOP_*
+  constants: end, max_frames, stopped (the stop event without a signal), signal:NAME, interrupted,
+  source_failed, frame_timeout, fatal, with ``fatal_error`` naming the reason); ``exit_status``
+  turns it into the process exit status (``edge-ad run``, the ROS 2 node). Results are appended,
+  never overwritten; a restart continues the frame index (``results.py``); latency statistics use
+  bounded memory (``latency_stats.py``).
   Every JSON line is flushed when written, so a hard kill loses at most the line being written.
 * Alarm-rate watch (``alarm_watch.py``): over the last ``alarm_window`` scored frames, the share flagged
   is compared with the rate the model's threshold was calibrated at (exact one-sided binomial test);
@@ -44,11 +46,13 @@ sensor-fault checks already made, so a frame is resized once (at 1280 x 720 the 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -65,9 +69,27 @@ from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
 __all__ = ["run_capture", "ResultWriter", "LatestSlot", "RunStats", "timings_ms", "best_reconstruction",
-           "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold"]
+           "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold", "check_frame",
+           "frame_record", "latency_record", "frame_truth", "reopen_with_backoff", "exit_status", "stop_reason",
+           "STOP_END", "STOP_MAX_FRAMES", "STOP_REQUESTED", "STOP_SIGNAL", "STOP_INTERRUPTED",
+           "STOP_SOURCE_FAILED", "STOP_FRAME_TIMEOUT", "STOP_FATAL", "FAILED_STOPS",
+           "EXIT_OK", "EXIT_FATAL", "EXIT_BAD_FRAMES", "EXIT_NO_FRAMES"]
 
 Log = Callable[[str], None]
+
+# the summary's ``stopped``
+STOP_END = "end"                      # the source ended
+STOP_MAX_FRAMES = "max_frames"        # ``max_frames`` frames were scored
+STOP_REQUESTED = "stopped"            # the stop event, set without a signal (--display q/Esc, a caller, the ROS node)
+STOP_SIGNAL = "signal:"               # + the signal's name: "signal:SIGINT", "signal:SIGTERM"
+STOP_INTERRUPTED = "interrupted"      # a second signal while a frame was scoring
+STOP_SOURCE_FAILED = "source_failed"  # the source failed (and could not be reopened)
+STOP_FRAME_TIMEOUT = "frame_timeout"  # a frame scored longer than ``frame_timeout``
+STOP_FATAL = "fatal"                  # an exception in the scorer or the loop (``fatal_error`` names it)
+FAILED_STOPS = (STOP_SOURCE_FAILED, STOP_FRAME_TIMEOUT, STOP_FATAL)   # the run failed
+
+# the exit status of a run (``edge-ad run``; 2 is a bad command line)
+EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
 
 
 class LatestSlot:
@@ -132,9 +154,22 @@ class RunStats:
     total_ms: RollingStats = field(default_factory=RollingStats)    # bounded: a fixed reservoir
     search_ms: RollingStats = field(default_factory=RollingStats)
     faults: dict = field(default_factory=dict)    # sensor fault name -> frames
-    stopped: str = "end"
+    stopped: str = STOP_END
     fatal_error: Optional[str] = None
     abandoned_frame: Optional[str] = None
+
+    def add_scored(self, total_ms: float, search_ms: Optional[float], anomalous: Optional[bool]) -> None:
+        self.scored += 1
+        self.anomalies += int(bool(anomalous))
+        self.total_ms.add(total_ms)
+        if search_ms is not None:
+            self.search_ms.add(float(search_ms))
+
+    def add_error(self, fault: Optional[str] = None) -> None:
+        """A skipped frame (``fault``: the sensor fault's name, when it was one)."""
+        self.errors += 1
+        if fault is not None:
+            self.faults[fault] = self.faults.get(fault, 0) + 1
 
 
 def timings_ms(res) -> dict:
@@ -206,13 +241,6 @@ def _pct(v: RollingStats, q: float) -> Optional[float]:
     return None if p is None else round(p, 3)
 
 
-def _drain_events(source, emit) -> None:
-    """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
-    events = getattr(source, "events", None)
-    while events:
-        emit({"type": "event", "time": time.time(), **events.pop(0)})
-
-
 class _Signals:
     """SIGINT/SIGTERM set ``stop`` (first time) and raise KeyboardInterrupt (second time)."""
 
@@ -277,6 +305,365 @@ class _Hooks:
                 self._failing.discard(name)
 
 
+# --------------------------------------------------------------------------- how a run ends
+
+def stop_reason(stopped: str, stop_requested: bool, signal_name: Optional[str]) -> str:
+    """The summary's ``stopped`` once the loop has left it: a stop request names the end (the
+    signal's name, else STOP_REQUESTED) unless the run had already failed or been interrupted."""
+    if not stop_requested or stopped in FAILED_STOPS + (STOP_INTERRUPTED,):
+        return stopped
+    return STOP_SIGNAL + signal_name if signal_name else STOP_REQUESTED
+
+
+def exit_status(summary: dict) -> int:
+    """The exit status of a run ending with ``summary``: EXIT_FATAL when it failed (``stopped`` in
+    FAILED_STOPS) or abandoned a frame still scoring, EXIT_OK after a signal, EXIT_NO_FRAMES when no
+    frame was scored, EXIT_BAD_FRAMES when some frames were bad (error lines), else EXIT_OK."""
+    stopped = summary["stopped"]
+    if summary.get("abandoned_frame") is not None or stopped in FAILED_STOPS:
+        return EXIT_FATAL
+    if stopped.startswith(STOP_SIGNAL):
+        return EXIT_OK
+    if not summary.get("frames_scored"):
+        return EXIT_NO_FRAMES
+    return EXIT_BAD_FRAMES if summary.get("frame_errors") else EXIT_OK
+
+
+# --------------------------------------------------------------------------- one frame
+
+def check_frame(fr: Frame, detector: Optional[SensorFaultDetector], max_pixels: Optional[int],
+                want_u8: bool) -> tuple:
+    """Check a readable frame before it is scored: ``(u8, resize_ms)``. ``u8``: the frame at model
+    resolution, (R, R, 4) uint8 (``frame_to_uint8``), made once for the sensor-fault checks and the
+    scorer when there is a ``detector`` and ``want_u8`` (else None); ``resize_ms``: what making it
+    cost (0.0 without it). Raises FrameError / ValueError (over ``max_pixels``, sizes that differ,
+    ...) or SensorFaultError (the detector's faults; ``.fault`` names the first)."""
+    if max_pixels is not None:
+        for what, a in (("RGB", fr.rgb), ("depth", fr.depth)):
+            if a is not None and np.ndim(a) >= 2:
+                check_pixels(np.shape(a)[1], np.shape(a)[0], max_pixels, what)
+    if detector is None:
+        return None, 0.0
+    t0 = time.perf_counter()
+    u8 = frame_to_uint8(fr.rgb, fr.depth, detector.spec) if want_u8 else None
+    resize_ms = (time.perf_counter() - t0) * 1000.0 if u8 is not None else 0.0
+    faults = detector.check(fr.rgb, fr.depth, u8)
+    if faults:
+        raise SensorFaultError(faults)
+    return u8, resize_ms
+
+
+def latency_record(capture_ms: float, timings: dict, resize_ms: float, total_ms: float) -> dict:
+    """A frame line's ``latency_ms``: capture, preprocess (the scorer's, plus the loop's resize),
+    search, total; ``timings``: ``timings_ms`` of the result."""
+    return {"capture": round(capture_ms, 3),
+            "preprocess": round(float(timings.get("preprocess_ms", 0.0)) + resize_ms, 3),
+            "search": round(float(timings.get("search_ms", 0.0)), 3),
+            "total": round(total_ms, 3)}
+
+
+def frame_truth(fr: Frame) -> Optional[dict]:
+    """``{"anomalous", "kind"}``: the ground truth a frame carries (synth://, a labelled folder), or None."""
+    if "anomalous" not in fr.meta:
+        return None
+    return {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
+
+
+def frame_record(base: dict, res, score: float, threshold: Optional[float], latency_ms: dict,
+                 truth: Optional[dict] = None) -> dict:
+    """A scored frame's results line. ``base``: {"frame", "index", "timestamp"}; ``anomalous``:
+    score > threshold (None without a threshold); ``latency_ms``: ``latency_record``; from the
+    result when it has them: ``seed_losses`` (per seed), ``latent_distance`` (d(E(x), bank)),
+    ``shift`` (the shift-min's winning (dy, dx)); ``truth``: ``frame_truth``."""
+    rec = {"type": "frame", **base, "score": score, "threshold": threshold,
+           "anomalous": None if threshold is None else bool(score > threshold), "latency_ms": latency_ms}
+    sl = getattr(res, "seed_losses", None)
+    if sl is not None:  # per-seed final losses (issue 3: results carry frame, score, seed_losses)
+        rec["seed_losses"] = [float(v) for v in np.asarray(sl).ravel()]
+    ld = getattr(res, "latent_distance", None)
+    if ld is not None:  # the latent-memory distance, when the scoring configuration uses it
+        rec["latent_distance"] = float(ld)
+    sh = getattr(res, "shift", None)
+    if sh is not None:  # when the configuration has score_shift_radius > 0
+        rec["shift"] = [int(v) for v in sh]
+    if truth is not None:
+        rec["truth"] = truth
+    return rec
+
+
+@dataclass
+class _Scoring:
+    """How every frame of a run is scored: on the watchdog ``worker``, with frame i's latents from
+    ``frame_seed(seed, i)`` (or the fixed ``z0``), ``score_kwargs`` added; through ``score_uint8``
+    when the scorer has it (the loop's resize reused), else ``score`` without a second fault check."""
+
+    scorer: object
+    worker: ScoreWorker
+    stop: threading.Event
+    threshold: Optional[float]
+    detector: Optional[SensorFaultDetector]
+    max_pixels: Optional[int]
+    seed: int = 0
+    z0: Optional[np.ndarray] = None
+    score_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.score_uint8 = getattr(self.scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
+        self.checks_faults = _takes(self.scorer.score, "check_faults")   # runtime.Scorer.score checks them itself
+
+    def score(self, fr: Frame, u8: Optional[np.ndarray], i: int) -> tuple:
+        """(result, score) of frame ``i``; FrameError for a score that is not finite; FrameTimeout /
+        Abandoned / KeyboardInterrupt when the call had to be left running."""
+        kw = {"z0": self.z0} if self.z0 is not None else {"seed": frame_seed(self.seed, i)}
+        kw.update(self.score_kwargs)
+        if u8 is not None:
+            res = self.worker.call(lambda: self.score_uint8(u8, **kw), self.stop)
+        else:
+            if self.checks_faults:   # checked by the loop (or switched off): never twice
+                kw["check_faults"] = False
+            res = self.worker.call(lambda: self.scorer.score(fr.rgb, fr.depth, **kw), self.stop)
+        s = float(res.score)
+        if not math.isfinite(s):
+            raise FrameError(f"score is {s}")
+        return res, s
+
+
+@dataclass
+class _Run:
+    """What a run carries from frame to frame: its source (a new one after a reopen), the next results
+    index, the totals and the truth tally."""
+
+    source: Source
+    index: int
+    stop: threading.Event
+    max_frames: Optional[int]
+    stats: RunStats = field(default_factory=RunStats)
+    truth: TruthTally = field(default_factory=TruthTally)   # score vs the source's ground truth
+
+    def next_index(self) -> int:
+        i, self.index = self.index, self.index + 1
+        return i
+
+    def done(self) -> bool:
+        """Stop requested, or ``max_frames`` scored (then ``stopped`` says so)."""
+        if self.stop.is_set():
+            return True
+        if self.max_frames is not None and self.stats.scored >= self.max_frames:
+            self.stats.stopped = STOP_MAX_FRAMES
+            return True
+        return False
+
+
+class _Report:
+    """Where a run's lines go: the results file (``emit``), the log and the hooks."""
+
+    def __init__(self, writer: ResultWriter, log: Log, on_result, on_error, on_outage, on_alarm_rate):
+        self.writer, self.log = writer, log
+        self.hook_failures: dict = {}   # hook name -> frames on which it raised (the summary's hook_failures)
+        self.results, self.errors, self.outages, self.alarms = (
+            _Hooks(h, self.hook_failures) for h in (on_result, on_error, on_outage, on_alarm_rate))
+
+    def emit(self, rec: dict) -> None:
+        self.writer.write(rec)
+
+    def drain(self, source) -> None:
+        """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
+        events = getattr(source, "events", None)
+        while events:
+            self.emit({"type": "event", "time": time.time(), **events.pop(0)})
+
+    def frame_error(self, base: dict, msg: str, fr: Frame, fault: Optional[str] = None) -> None:
+        """An error line for a frame that is skipped (``fault``: a sensor fault's name)."""
+        rec = {"type": "error", **base, "error": msg}
+        if fault is not None:
+            rec["fault"] = fault
+        self.emit(rec)
+        self.log(f"frame {base['frame']}: skipped: {msg}")
+        self.errors.call((rec, fr), self.emit, self.log)
+
+    def not_scored(self, base: dict, fr: Frame, why: str) -> None:
+        """The error line of the frame a run ends on (still scoring, abandoned): ``fatal``."""
+        rec = {"type": "error", **base, "error": f"not scored: {why}", "fatal": True}
+        self.emit(rec)
+        self.errors.call((rec, fr), self.emit, self.log)   # the consumer hears this frame was not scored
+
+    def result(self, rec: dict, fr: Frame, res) -> None:
+        self.emit(rec)
+        self.results.call((rec, fr, res), self.emit, self.log)
+
+    def outage(self, event: str, err: BaseException) -> None:
+        """A ``source_lost`` / ``source_failed`` event line, then the outage hooks."""
+        rec = {"type": "event", "event": event, "time": time.time(), "error": str(err)}
+        self.emit(rec)
+        self.outages.call((rec,), self.emit, self.log)
+
+    def alarm_rate(self, change: dict) -> None:
+        """An alarm-rate watch event (``AlarmRateWatch.add``'s fields), then the alarm hooks."""
+        event = {"type": "event", "event": change.pop("event"), "time": time.time(), **change}
+        self.emit(event)
+        self.log(f"{event['event']}: {event['flagged']} of the last {event['frames']} scored frames flagged, "
+                 f"expected rate {event['expected_rate']:g} (p = {event['p_value']:.2g}): {event['hint']}")
+        self.alarms.call((event,), self.emit, self.log)
+
+
+def _skip(run: _Run, report: _Report, base: dict, fr: Frame, msg: str, fault: Optional[str] = None) -> None:
+    run.stats.add_error(fault)
+    report.frame_error(base, msg, fr, fault)
+
+
+def _score_frame(run: _Run, how: _Scoring, report: _Report, watch, fr: Frame, ready_at: float,
+                 capture_ms: float) -> None:
+    """Check, score and report one frame: a frame line (then the alarm-rate watch), or an error line."""
+    i = run.next_index()
+    base = {"frame": fr.id, "index": i, "timestamp": round(float(fr.timestamp), 6)}
+    if fr.error is not None:
+        return _skip(run, report, base, fr, fr.error)
+    try:
+        u8, resize_ms = check_frame(fr, how.detector, how.max_pixels, how.score_uint8 is not None)
+    except SensorFaultError as e:
+        return _skip(run, report, base, fr, str(e), e.fault)
+    except (FrameError, ValueError) as e:
+        return _skip(run, report, base, fr, str(e))
+    try:
+        res, score = how.score(fr, u8, i)
+    except (FrameError, ValueError) as e:   # an odd frame (the scorer's input checks): skip it
+        return _skip(run, report, base, fr, str(e))
+    except (FrameTimeout, Abandoned, KeyboardInterrupt) as e:   # the call may still be running: the run ends
+        run.stats.errors += 1
+        run.stats.abandoned_frame = str(fr.id)
+        report.not_scored(base, fr, "interrupted (second signal)" if isinstance(e, KeyboardInterrupt) else str(e))
+        raise
+    total_ms = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
+    tm = timings_ms(res)
+    rec = frame_record(base, res, score, how.threshold, latency_record(capture_ms, tm, resize_ms, total_ms),
+                       frame_truth(fr))
+    run.stats.add_scored(total_ms, tm.get("search_ms"), rec["anomalous"])
+    if "truth" in rec:
+        run.truth.add(score, rec["truth"]["anomalous"], rec["anomalous"])
+    report.result(rec, fr, res)
+    change = watch.add(rec["anomalous"], i) if watch is not None else None
+    if change is not None:   # the share of flagged frames became implausible, or plausible again
+        report.alarm_rate(change)
+
+
+# --------------------------------------------------------------------------- frames in, policies
+
+def _recorded_frames(run: _Run, report: _Report) -> Iterator[tuple]:
+    """(frame, ready_at, capture_ms) of a recording, folder or synth://: every frame, in order;
+    ``capture_ms``: how long reading it took."""
+    it = iter(run.source)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            fr = next(it)
+        except StopIteration:
+            return
+        finally:
+            report.drain(run.source)
+        t1 = time.perf_counter()
+        yield fr, t1, (t1 - t0) * 1000.0
+        if run.done():
+            return
+
+
+def _live_frames(run: _Run, report: _Report, reopen: Optional[Callable[[], Source]],
+                 backoff: tuple) -> Iterator[tuple]:
+    """(frame, ready_at, capture_ms) of a live source, newest first: a grabber thread reads it into a
+    one-frame slot, frames the loop never took count as ``skipped``; ``capture_ms``: how long the
+    frame waited for the scorer. A source that stops with a SourceError is reopened
+    (``reopen_with_backoff``) when there is a ``reopen``, else the error ends the run."""
+    while not run.done():
+        slot = LatestSlot()
+        grabber = _Grabber(run.source, slot)
+        grabber.start()
+        try:
+            while not run.done():
+                item = slot.take(timeout=0.2)
+                if item is None:
+                    if slot.closed:
+                        break
+                    continue
+                fr, t_cap = item
+                t_take = time.perf_counter()
+                yield fr, t_take, (t_take - t_cap) * 1000.0
+                report.drain(run.source)
+        finally:
+            grabber.halt.set()
+            run.stats.skipped += slot.skipped
+        if run.done():
+            return
+        err = slot.error
+        if err is None:
+            run.stats.stopped = STOP_END
+            return
+        if not isinstance(err, SourceError) or reopen is None:
+            raise err
+        if not reopen_with_backoff(run, err, reopen, backoff, report):
+            return
+        grabber.join(timeout=1.0)
+
+
+def reopen_with_backoff(run: _Run, err: BaseException, reopen: Callable[[], Source], backoff: tuple,
+                        report: _Report) -> bool:
+    """A live source stopped with ``err``: a ``source_lost`` event, then ``reopen()`` after
+    ``backoff[0]`` s, the wait doubling up to ``backoff[1]`` s, until a source opens (a
+    ``source_reopened`` event, it becomes ``run.source``: True) or the run is asked to stop (False).
+    The outage is counted in ``run.stats``."""
+    st = run.stats
+    st.outages += 1
+    t_lost = time.perf_counter()
+    report.outage("source_lost", err)
+    report.log(f"source lost: {err}; reopening")
+    _close_quietly(run.source)
+    delay = backoff[0]
+    while not run.stop.is_set():
+        if run.stop.wait(delay):
+            break
+        try:
+            run.source = reopen()
+        except SourceError as e:
+            report.log(f"reopen failed: {e}; next try in {min(delay * 2, backoff[1]):.1f} s")
+            delay = min(delay * 2, backoff[1])
+            continue
+        out_s = time.perf_counter() - t_lost
+        st.outage_s += out_s
+        report.emit({"type": "event", "event": "source_reopened", "time": time.time(),
+                     "outage_s": round(out_s, 3)})
+        report.log(f"source reopened after {out_s:.1f} s")
+        return True
+    st.outage_s += time.perf_counter() - t_lost
+    return False
+
+
+def _record_end(st: RunStats, e: BaseException, report: _Report) -> None:
+    """Note in ``st`` how the exception ``e`` ended the loop (and say so in the log / results)."""
+    if isinstance(e, SourceError):
+        st.stopped, st.fatal_error = STOP_SOURCE_FAILED, str(e)
+        report.outage("source_failed", e)
+        report.log(f"source failed: {e}")
+    elif isinstance(e, KeyboardInterrupt):
+        st.stopped = STOP_INTERRUPTED
+    elif isinstance(e, Abandoned):   # a stop request and a frame that did not finish in time
+        st.fatal_error = f"frame {st.abandoned_frame} abandoned: {e}"
+        report.log(st.fatal_error)
+    elif isinstance(e, FrameTimeout):
+        st.stopped, st.fatal_error = STOP_FRAME_TIMEOUT, f"frame {st.abandoned_frame}: {e}"
+        report.log(f"fatal: {st.fatal_error}")
+    else:   # MemoryError, a backend failure, a bug in the loop
+        st.stopped, st.fatal_error = STOP_FATAL, f"{type(e).__name__}: {e}"
+        report.log(f"fatal: {st.fatal_error}\n{traceback.format_exc()}")
+
+
+def _close_quietly(source) -> None:
+    try:
+        source.close()
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------------------------- the loop
+
+
 def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
                 out: Optional[os.PathLike] = None, max_frames: Optional[int] = None,
                 seed: int = 0, z0: Optional[np.ndarray] = None,
@@ -325,274 +712,54 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     live = bool(getattr(source, "live", False)) if live is None else live
     model = model_identity(scorer)
     earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
-    earlier = earlier if isinstance(earlier, tuple) else ()
-    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,
-                          earlier_config_sha256s=earlier)   # refuses another model's file
-    worker = ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace)
+    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,   # refuses another model's file
+                          earlier_config_sha256s=earlier if isinstance(earlier, tuple) else ())
+    report = _Report(writer, log, on_result, on_error, on_outage, on_alarm_rate)
     # the stuck_frame check for streams only (a camera, a recording); a folder's files are independent
     detector = SensorFaultDetector(scorer_spec(scorer), stuck=is_stream(source)) if check_sensor else None
-    score_uint8 = getattr(scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
-    score_checks_faults = _takes(scorer.score, "check_faults")   # runtime.Scorer.score checks them itself
-    st = RunStats()
-    truth = TruthTally()  # score vs the source's ground truth (synth://, labelled folders)
-    t_start = time.perf_counter()
-    state = {"source": source}
-    hook_failures: dict = {}
-    result_hooks, error_hooks = _Hooks(on_result, hook_failures), _Hooks(on_error, hook_failures)
-    outage_hooks = _Hooks(on_outage, hook_failures)
-    alarm_hooks = _Hooks(on_alarm_rate, hook_failures)
+    how = _Scoring(scorer, ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace), stop, threshold, detector,
+                   max_pixels, seed, z0, dict(score_kwargs or {}))
     # the alarm-rate watch: only for the model's own threshold, whose false-alarm rate is known
     watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
                                  alarm_window, alarm_alpha)
     if watch is None and alarm_window:
         log(f"alarm-rate watch off: {watch_off}")
-    first_index = index = writer.next_index
+    run = _Run(source, writer.next_index, stop, max_frames)
+    first_index = run.index
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}")
     elif model is not None:   # a new file: which model wrote it (a restart's resumed event says it again)
         writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
-
-    def emit(rec: dict):
-        writer.write(rec)
-
-    def frame_error(base: dict, msg: str, fr: Frame, fault: Optional[str] = None):
-        st.errors += 1
-        rec = {"type": "error", **base, "error": msg}
-        if fault is not None:
-            rec["fault"] = fault
-            st.faults[fault] = st.faults.get(fault, 0) + 1
-        emit(rec)
-        log(f"frame {base['frame']}: skipped: {msg}")
-        error_hooks.call((rec, fr), emit, log)
-
-    def score_frame(fr: Frame, ready_at: float, capture_ms: float):
-        nonlocal index
-        i = index
-        index += 1
-        base = {"frame": fr.id, "index": i, "timestamp": round(float(fr.timestamp), 6)}
-        if fr.error is not None:
-            frame_error(base, fr.error, fr)
-            return
-        try:
-            if max_pixels is not None:
-                for what, a in (("RGB", fr.rgb), ("depth", fr.depth)):
-                    if a is not None and np.ndim(a) >= 2:
-                        check_pixels(np.shape(a)[1], np.shape(a)[0], max_pixels, what)
-            t_resize = time.perf_counter()
-            # (R, R, 4) uint8, made once for the checks and the scorer when it takes it
-            u8 = frame_to_uint8(fr.rgb, fr.depth, detector.spec) \
-                if detector is not None and score_uint8 is not None else None
-            resize_ms = (time.perf_counter() - t_resize) * 1000.0
-            faults = detector.check(fr.rgb, fr.depth, u8) if detector is not None else []
-        except (FrameError, ValueError) as e:
-            frame_error(base, str(e), fr)
-            return
-        if faults:
-            err = SensorFaultError(faults)
-            frame_error(base, str(err), fr, fault=err.fault)
-            return
-        kw = {"z0": z0} if z0 is not None else {"seed": frame_seed(seed, i)}
-        kw.update(score_kwargs or {})
-        if u8 is None and score_checks_faults:   # checked above (or switched off): never twice
-            kw["check_faults"] = False
-        try:
-            if u8 is not None:
-                res = worker.call(lambda: score_uint8(u8, **kw), stop)
-            else:
-                res = worker.call(lambda: scorer.score(fr.rgb, fr.depth, **kw), stop)
-            s = float(res.score)
-            if not math.isfinite(s):
-                raise FrameError(f"score is {s}")
-        except (FrameError, ValueError) as e:  # an odd frame (the scorer's input checks): skip it
-            frame_error(base, str(e), fr)
-            return
-        except (FrameTimeout, Abandoned, KeyboardInterrupt) as e:  # the call may still be running
-            st.errors += 1
-            st.abandoned_frame = str(fr.id)
-            why = "interrupted (second signal)" if isinstance(e, KeyboardInterrupt) else str(e)
-            rec = {"type": "error", **base, "error": f"not scored: {why}", "fatal": True}
-            emit(rec)
-            error_hooks.call((rec, fr), emit, log)  # the run ends: still tell the consumer this frame was not scored
-            raise
-        total = (time.perf_counter() - ready_at) * 1000.0 + capture_ms
-        tm = timings_ms(res)
-        thr = threshold
-        anomalous = None if thr is None else bool(s > thr)
-        st.scored += 1
-        st.anomalies += int(bool(anomalous))
-        st.total_ms.add(total)
-        if "search_ms" in tm:
-            st.search_ms.add(float(tm["search_ms"]))
-        rec = {"type": "frame", **base, "score": s, "threshold": thr, "anomalous": anomalous,
-               "latency_ms": {"capture": round(capture_ms, 3),
-                              "preprocess": round(float(tm.get("preprocess_ms", 0.0))
-                                                  + (resize_ms if u8 is not None else 0.0), 3),
-                              "search": round(float(tm.get("search_ms", 0.0)), 3),
-                              "total": round(total, 3)}}
-        sl = getattr(res, "seed_losses", None)
-        if sl is not None:  # per-seed final losses (issue 3: results carry frame, score, seed_losses)
-            rec["seed_losses"] = [float(v) for v in np.asarray(sl).ravel()]
-        ld = getattr(res, "latent_distance", None)
-        if ld is not None:  # the latent-memory distance d(E(x), bank), when the scoring configuration uses it
-            rec["latent_distance"] = float(ld)
-        sh = getattr(res, "shift", None)
-        if sh is not None:  # the shift-min's winning (dy, dx), when the configuration has score_shift_radius > 0
-            rec["shift"] = [int(v) for v in sh]
-        if "anomalous" in fr.meta:  # ground truth from synth:// or a labelled folder
-            rec["truth"] = {"anomalous": bool(fr.meta["anomalous"]), "kind": fr.meta.get("kind")}
-            truth.add(s, rec["truth"]["anomalous"], anomalous)
-        emit(rec)
-        result_hooks.call((rec, fr, res), emit, log)
-        change = watch.add(anomalous, i) if watch is not None else None
-        if change is not None:   # the share of flagged frames became implausible, or plausible again
-            event = {"type": "event", "event": change.pop("event"), "time": time.time(), **change}
-            emit(event)
-            log(f"{event['event']}: {event['flagged']} of the last {event['frames']} scored frames flagged, "
-                f"expected rate {event['expected_rate']:g} (p = {event['p_value']:.2g}): {event['hint']}")
-            alarm_hooks.call((event,), emit, log)
-
-    def done() -> bool:
-        if stop.is_set():
-            return True
-        if max_frames is not None and st.scored >= max_frames:
-            st.stopped = "max_frames"
-            return True
-        return False
-
-    def sync_frames() -> Iterator[tuple]:
-        it = iter(state["source"])
-        while True:
-            t0 = time.perf_counter()
-            try:
-                fr = next(it)
-            except StopIteration:
-                return
-            finally:
-                _drain_events(state["source"], emit)
-            t1 = time.perf_counter()
-            yield fr, t1, (t1 - t0) * 1000.0
-
-    def reopen_with_backoff(err: BaseException) -> bool:
-        st.outages += 1
-        t_lost = time.perf_counter()
-        lost = {"type": "event", "event": "source_lost", "time": time.time(), "error": str(err)}
-        emit(lost)
-        outage_hooks.call((lost,), emit, log)
-        log(f"source lost: {err}; reopening")
-        try:
-            state["source"].close()
-        except Exception:
-            pass
-        delay = backoff[0]
-        while not stop.is_set():
-            if stop.wait(delay):
-                break
-            try:
-                state["source"] = reopen()
-            except SourceError as e:
-                log(f"reopen failed: {e}; next try in {min(delay * 2, backoff[1]):.1f} s")
-                delay = min(delay * 2, backoff[1])
-                continue
-            out_s = time.perf_counter() - t_lost
-            st.outage_s += out_s
-            emit({"type": "event", "event": "source_reopened", "time": time.time(),
-                  "outage_s": round(out_s, 3)})
-            log(f"source reopened after {out_s:.1f} s")
-            return True
-        st.outage_s += time.perf_counter() - t_lost
-        return False
-
-    def live_loop():
-        while not done():
-            slot = LatestSlot()
-            grabber = _Grabber(state["source"], slot)
-            grabber.start()
-            try:
-                while not done():
-                    item = slot.take(timeout=0.2)
-                    if item is None:
-                        if slot.closed:
-                            break
-                        continue
-                    fr, t_cap = item
-                    t_take = time.perf_counter()
-                    # capture latency of a live frame: how long it waited for the scorer
-                    score_frame(fr, t_take, (t_take - t_cap) * 1000.0)
-                    _drain_events(state["source"], emit)
-            finally:
-                grabber.halt.set()
-                st.skipped += slot.skipped
-            if done():
-                break
-            err = slot.error
-            if err is None:
-                st.stopped = "end"
-                return
-            if not isinstance(err, SourceError) or reopen is None:
-                raise err
-            if not reopen_with_backoff(err):
-                return
-            grabber.join(timeout=1.0)
+    t_start = time.perf_counter()
 
     with (_Signals(stop) if handle_signals else _NoSignals()) as sigs:
+        frames = _live_frames(run, report, reopen, backoff) if live else _recorded_frames(run, report)
         try:
-            if live:
-                live_loop()
-            else:
-                for fr, t_cap, cap_ms in sync_frames():
-                    score_frame(fr, t_cap, cap_ms)
-                    if done():
-                        break
-        except SourceError as e:
-            st.stopped = "source_failed"
-            st.fatal_error = str(e)
-            failed = {"type": "event", "event": "source_failed", "time": time.time(), "error": str(e)}
-            emit(failed)
-            outage_hooks.call((failed,), emit, log)
-            log(f"source failed: {e}")
-        except KeyboardInterrupt:
-            st.stopped = "interrupted"
-        except Abandoned as e:   # a stop request and a frame that did not finish in time
-            st.fatal_error = f"frame {st.abandoned_frame} abandoned: {e}"
-            log(st.fatal_error)
-        except FrameTimeout as e:
-            st.stopped = "frame_timeout"
-            st.fatal_error = f"frame {st.abandoned_frame}: {e}"
-            log(f"fatal: {st.fatal_error}")
-        except BaseException as e:  # MemoryError, a backend failure, a bug in the loop
-            import traceback
-            st.stopped = "fatal"
-            st.fatal_error = f"{type(e).__name__}: {e}"
-            log(f"fatal: {st.fatal_error}\n{traceback.format_exc()}")
+            with contextlib.closing(frames):
+                for fr, ready_at, capture_ms in frames:
+                    _score_frame(run, how, report, watch, fr, ready_at, capture_ms)
+        except BaseException as e:   # the source failed, a signal, a stuck frame, a bug: the summary says which
+            _record_end(run.stats, e, report)
         finally:
-            if stop.is_set() and st.stopped not in ("source_failed", "interrupted", "fatal", "frame_timeout"):
-                st.stopped = f"signal:{sigs.name}" if getattr(sigs, "name", None) else "stopped"
+            run.stats.stopped = stop_reason(run.stats.stopped, stop.is_set(), sigs.name)
+            _close_quietly(run.source)
+            how.worker.close()
+            alarm = watch.state() if watch is not None else {"window": alarm_window, "state": "off",
+                                                               "reason": watch_off}
+            summary = _summary(run, scorer, threshold, time.perf_counter() - t_start, first_index, writer,
+                               model, report.hook_failures, alarm)
             try:
-                state["source"].close()
-            except Exception:
-                pass
-            worker.close()
-            summary = _summary(st, state["source"], scorer, threshold, time.perf_counter() - t_start,
-                               first_index, index, writer)
-            if model is not None:
-                summary["model"] = model
-            if hook_failures:
-                summary["hook_failures"] = dict(hook_failures)
-            summary["alarm_watch"] = watch.state() if watch is not None else {
-                "window": alarm_window, "state": "off", "reason": watch_off}
-            if len(truth):                               # AUROC, recall, false-alarm rate vs truth
-                summary["truth"] = truth.metrics()
-            try:
-                _drain_events(state["source"], emit)
+                report.drain(run.source)
                 writer.write(summary)
             finally:
                 writer.close()
     return summary
 
 
-def _summary(st: RunStats, source, scorer, threshold, wall: float, first_index: int, next_index: int,
-             writer: ResultWriter) -> dict:
+def _summary(run: _Run, scorer, threshold, wall: float, first_index: int, writer: ResultWriter,
+             model: Optional[dict], hook_failures: dict, alarm_watch: dict) -> dict:
     """The run's final JSON line."""
+    st, source = run.stats, run.source
     summary = {
         "type": "summary", "source": getattr(source, "uri", ""),
         "frames_scored": st.scored, "frame_errors": st.errors, "anomalies": st.anomalies,
@@ -604,7 +771,7 @@ def _summary(st: RunStats, source, scorer, threshold, wall: float, first_index: 
                        "max": None if st.total_ms.max is None else round(st.total_ms.max, 3)},
         "threshold": threshold, "stopped": st.stopped,
         "sensor_faults": dict(st.faults),
-        "first_index": first_index, "next_index": next_index,
+        "first_index": first_index, "next_index": run.index,
     }
     if st.fatal_error is not None:
         summary["fatal_error"] = st.fatal_error
@@ -620,6 +787,13 @@ def _summary(st: RunStats, source, scorer, threshold, wall: float, first_index: 
     src_stats = getattr(source, "stats", None)
     if src_stats:
         summary["source_stats"] = dict(src_stats)
+    if model is not None:
+        summary["model"] = model
+    if hook_failures:
+        summary["hook_failures"] = dict(hook_failures)
+    summary["alarm_watch"] = alarm_watch
+    if len(run.truth):      # AUROC, recall, false-alarm rate vs truth
+        summary["truth"] = run.truth.metrics()
     return summary
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
 from edge_ad.runtime.pictures import grey3, heatmap  # shared with the contact sheet and the Rerun view
 
-EXIT_OK, EXIT_FATAL, EXIT_BAD_FRAMES, EXIT_NO_FRAMES = 0, 1, 3, 4
+from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, EXIT_OK,  # noqa: F401
+                                     STOP_SOURCE_FAILED, exit_status)
 DEFAULT_SOURCE = "synth://"
 
 
@@ -447,27 +448,20 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame to show, none written")
     if out:
         click.echo(f"results: {out}")
+    status = exit_status(summary)
     if summary.get("abandoned_frame") is not None:
         # a scoring call is still stuck on its (daemon) thread: leave without waiting for it, the
         # results file is closed and flushed already
         click.echo(f"error: {summary.get('fatal_error')}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_FATAL)
-    if summary["stopped"] in ("source_failed", "fatal", "frame_timeout"):
-        if summary["stopped"] != "source_failed":
-            click.echo(f"error: {summary.get('fatal_error')}", err=True)
-        sys.exit(EXIT_FATAL)
-    if summary["stopped"].startswith("signal:"):
-        sys.exit(EXIT_OK)
-    if summary["frame_errors"]:
-        if summary["frames_scored"] == 0:
-            click.echo(f"error: no frame could be scored ({summary['frame_errors']} bad frames)", err=True)
-            sys.exit(EXIT_NO_FRAMES)
+        os._exit(status)
+    if status == EXIT_FATAL and summary["stopped"] != STOP_SOURCE_FAILED:   # source_failed: said in the log
+        click.echo(f"error: {summary.get('fatal_error')}", err=True)
+    elif status == EXIT_NO_FRAMES:
+        click.echo(f"error: no frame could be scored ({summary['frame_errors']} bad frames)"
+                   if summary["frame_errors"] else "error: the source gave no frames", err=True)
+    elif status == EXIT_BAD_FRAMES:
         click.echo(f"warning: {summary['frame_errors']} bad frame(s) were skipped (see the log/results)",
                    err=True)
-        sys.exit(EXIT_BAD_FRAMES)
-    if summary["frames_scored"] == 0:
-        click.echo("error: the source gave no frames", err=True)
-        sys.exit(EXIT_NO_FRAMES)
-    sys.exit(EXIT_OK)
+    sys.exit(status)
