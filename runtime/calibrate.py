@@ -21,7 +21,7 @@ frames the source labels anomalous and bit-identical copies of a frame already u
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest
                 latent_bank["augment"], runtime/latent_bank.py), appended frame by frame in the bank's
-                own layout (the frame, then its copies: config.original_rows), so the configuration's
+                own layout (the frame, then its copies: latent_memory.original_rows), so the configuration's
                 bank_augment_weight weighs the scene's copies as the training frames' (and its
                 bank_trusted_augment counts the same augmentations' copies as original); models without
                 a latent memory keep their files as they are.
@@ -66,12 +66,13 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from .binomial import binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
-from .config import latent_factor, latent_memory
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
+from .latent_memory import latent_memory
 from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
+from .score_scale import latent_factor
 from .sensor_faults import SensorFaultDetector, frame_digest
 from .sources.base import is_stream
 

@@ -2,16 +2,22 @@
 
 Defaults are the algorithm's reference configuration (adgan-rgbd-algorithm.md):
 lr_z = 5e-2, lr_theta = 6e-9, n_seed = 3, k = 19, Adam with torch's defaults, MSE loss.
+The latent memory (runtime/latent_memory.py) and the score's divisor (runtime/score_scale.py) have
+their own modules; their names are re-exported here for older imports.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
+# re-exported: the latent memory and the score's divisor live in their own modules
+from .latent_memory import (LATENT_METRICS, BankLayout, LatentMemory, check_augment_weight,  # noqa: F401
+                            latent_distance, latent_memory, layout_rows_per_frame, original_rows,
+                            rows_per_frame_of, trusted_original_rows)
+from .score_scale import foreground_fraction, latent_factor, score_scale  # noqa: F401
 
-LATENT_METRICS = ("cosine", "l2")
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
@@ -191,214 +197,6 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     if calibrated.get("bank_augment_weight") == 1.0 and cfg.bank_augment_weight == 1.0:
         ignored.add("bank_trusted_augment")        # every row weighs 1: trusted or not, the same score
     return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
-
-
-def foreground_fraction(x: np.ndarray) -> float:
-    """Share of pixels of a preprocessed frame x (4, R, R) in [-1, 1] whose depth (channel 3) is
-    foreground: > -1 + 1e-3, i.e. raw depth > 0 (background and table are 0 at capture)."""
-    x = np.asarray(x)
-    if x.ndim != 3 or x.shape[0] != 4:
-        raise ValueError(f"x must be (4, R, R), got shape {x.shape}")
-    return float((x[3] > -1 + 1e-3).mean())
-
-
-def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[float] = None) -> float:
-    """Divisor applied to the mean seed loss: score = mean_j loss_j / score_scale. It is
-    max(fg(x), fg_floor) ** score_fg_power / latent_factor(latent_distance, cfg): 1.0 for the reference
-    configuration. Computed on the host from the input frame (and the encoder's latent distance to the
-    latent bank); no graph changes needed. Raises ValueError when cfg needs a latent distance and none
-    is given."""
-    fg = 1.0 if cfg.score_fg_power == 0 else float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
-    return fg / latent_factor(latent_distance, cfg)
-
-
-def rows_per_frame_of(augment) -> int:
-    """Rows per normal frame of a latent bank built with the augmentation texts ``augment`` (the
-    manifest's latent_bank["augment"], the checkpoint's scoring["latent_bank_info"]["augment"]; None or
-    absent: none): the frame itself and one row per augmentation."""
-    augment = [] if augment is None else augment
-    if isinstance(augment, str) or not all(isinstance(t, str) for t in augment):
-        raise ValueError(f"a latent bank's augment must be a list of nuisance texts, got {augment!r}")
-    return 1 + len(augment)
-
-
-def original_rows(n_rows: int, rows_per_frame: int) -> np.ndarray:
-    """Which rows of a latent bank (n_rows, z_dim) are normal frames as they are: bool (n_rows,), False for
-    their augmented copies. Banks are frame-major (runtime/latent_bank.py bank_inputs): per normal frame
-    the frame itself FIRST, then one row per augmentation, so rows_per_frame = 1 + len(augment) and row i
-    is original iff i % rows_per_frame == 0. Raises ValueError when n_rows is not a multiple of it."""
-    if isinstance(rows_per_frame, bool) or not isinstance(rows_per_frame, (int, np.integer)) or rows_per_frame < 1:
-        raise ValueError(f"rows_per_frame must be a whole number >= 1 (1 + the number of augmentations), "
-                         f"got {rows_per_frame!r}")
-    if n_rows < 1 or n_rows % rows_per_frame:
-        raise ValueError(f"a latent bank of {n_rows} rows cannot hold {rows_per_frame} rows per normal frame "
-                         f"(the frame and {rows_per_frame - 1} augmented copies): {n_rows} is not a positive "
-                         f"multiple of {rows_per_frame}")
-    return np.arange(n_rows) % rows_per_frame == 0
-
-
-# A latent bank's layout, as the callers know it: its rows per normal frame (1 + len(augment)), or the
-# augmentation texts themselves (the manifest's latent_bank["augment"]), which bank_trusted_augment needs.
-BankLayout = Union[int, Sequence[str]]
-
-
-def layout_rows_per_frame(layout: BankLayout) -> int:
-    """Rows per normal frame of a bank layout: an int as given, an augment list 1 + len(augment)."""
-    if isinstance(layout, (int, np.integer)) and not isinstance(layout, bool):
-        return int(layout)
-    return rows_per_frame_of(layout)
-
-
-def trusted_original_rows(n_rows: int, augment: Sequence[str], trusted: Sequence[str] = ()) -> np.ndarray:
-    """``original_rows`` of a bank built with the augmentation texts ``augment`` (frame-major: per frame
-    the frame, then one row per text, in this order), with the rows of the augmentations named in
-    ``trusted`` (SearchConfig.bank_trusted_augment) marked original too: bool (n_rows,). Raises
-    ValueError naming a trusted text that is not in ``augment`` and the bank's list."""
-    A = rows_per_frame_of(augment)
-    mask = original_rows(n_rows, A)
-    unknown = [t for t in trusted if t not in augment]
-    if unknown:
-        raise ValueError(f"bank_trusted_augment {unknown} names augmentations the latent bank was not built with; "
-                         f"the bank's augment: {list(augment)}")
-    for j, text in enumerate(augment):                # row 1 + j of every frame is the copy under augment[j]
-        if text in trusted:
-            mask[1 + j::A] = True
-    return mask
-
-
-class LatentMemory:
-    """A model's latent bank (N, z_dim) prepared once (float64; rows normalised for "cosine"), so that
-    scoring a frame costs one nearest-neighbour search: ``distance(e)``, as ``latent_distance``.
-
-    ``original`` bool (N,) marks the rows that are normal frames as they are (``original_rows``); the
-    distances to the other (augmented) rows are multiplied by ``augment_weight`` (>= 1, the
-    configuration's bank_augment_weight) before the minimum. augment_weight 1.0: every row alike."""
-
-    def __init__(self, bank: np.ndarray, metric: str = "cosine", original: Optional[np.ndarray] = None,
-                 augment_weight: float = 1.0):
-        if metric not in LATENT_METRICS:
-            raise ValueError(f"unknown latent metric {metric!r}; known: {', '.join(LATENT_METRICS)}")
-        bank = np.asarray(bank, dtype=np.float64)
-        self.metric, self.shape = metric, bank.shape
-        if metric == "cosine" and bank.ndim == 2:
-            bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
-        self._bank = bank
-        if not 1.0 <= augment_weight < float("inf"):
-            raise ValueError(f"augment_weight must be finite and >= 1.0, got {augment_weight!r}")
-        self._weights = None     # (N,) float64 factor per row: 1 (original) or augment_weight; None = all 1
-        if augment_weight != 1.0:
-            if original is None:
-                raise ValueError(f"augment_weight {augment_weight} weighs the bank's augmented rows, but no "
-                                 "'original' mask says which rows those are (config.original_rows)")
-            original = np.asarray(original)
-            if original.dtype != bool or original.shape != bank.shape[:1]:
-                raise ValueError(f"original must be a bool mask ({bank.shape[0]},) over the bank's rows, got "
-                                 f"{original.dtype} {original.shape}")
-            self._weights = np.where(original, 1.0, float(augment_weight))
-
-    def distance(self, e: np.ndarray) -> float:
-        """Distance of an encoder latent e (z_dim,) to the nearest bank row, in float64:
-        "cosine": min_i w_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i w_i mean((e - b_i)^2),
-        w_i = 1 for an original row, augment_weight for an augmented one."""
-        e = np.asarray(e, dtype=np.float64).reshape(-1)
-        bank = self._bank
-        if bank.ndim != 2 or bank.shape[1] != e.shape[0] or len(bank) == 0:
-            raise ValueError(f"latent bank must be (N, z_dim={e.shape[0]}), got shape {self.shape}")
-        if not np.isfinite(e).all():
-            raise ValueError("encoder latent contains NaN or inf")
-        if self.metric == "cosine":
-            e = e / max(np.linalg.norm(e), 1e-12)
-            return float(max(self._weighted(((bank - e) ** 2).sum(1)).min(), 0.0))
-        return float(self._weighted(((bank - e) ** 2).mean(1)).min())
-
-    def _weighted(self, d: np.ndarray, rows=slice(None)) -> np.ndarray:
-        """Per-row distances d to the bank's ``rows`` with the augmented rows' factor applied."""
-        return d if self._weights is None else d * self._weights[rows]
-
-    def distances(self, E: np.ndarray) -> np.ndarray:
-        """``distance`` of every row of E (B, z_dim) -> (B,) float64, equal to ``distance(E[b])``.
-
-        One float64 GEMM finds each row's candidates: ||e - b||^2 = |e|^2 - 2 e.b + |b|^2 for all
-        (row, bank row) pairs at once, instead of B passes that each stream the (N, z_dim) bank. That
-        expansion is off by float64 rounding (~1e-15 of the norms), so every bank row whose weighted
-        expanded distance is within a margin far above it (times the largest row factor) of the row's
-        smallest is measured again with ``distance``'s own formula and factor, whose minimum is returned:
-        the nearest row is always among them."""
-        E = np.asarray(E, dtype=np.float64)
-        bank = self._bank
-        if E.ndim != 2 or bank.ndim != 2 or bank.shape[1] != E.shape[1] or len(bank) == 0:
-            raise ValueError(f"latent bank must be (N, z_dim), latents (B, z_dim): got {self.shape} and {E.shape}")
-        if not np.isfinite(E).all():
-            raise ValueError("encoder latent contains NaN or inf")
-        if self.metric == "cosine":                              # each row as distance() normalises it
-            E = np.stack([e / max(np.linalg.norm(e), 1e-12) for e in E])
-        if not hasattr(self, "_bank_sq"):
-            self._bank_sq = (bank ** 2).sum(1)                   # (N,)
-        e_sq = (E ** 2).sum(1)                                   # (B,)
-        D = self._weighted(e_sq[:, None] - 2.0 * (E @ bank.T) + self._bank_sq[None, :])   # (B, N) weighted, expanded
-        w_max = 1.0 if self._weights is None else float(self._weights.max())
-        margin = 1e-9 * w_max * (1.0 + e_sq + self._bank_sq.max())    # >> the expansion's rounding error
-        out = np.empty(len(E))
-        for b, e in enumerate(E):
-            near = np.flatnonzero(D[b] <= D[b].min() + margin[b])     # (k,) candidate rows, k >= 1
-            d = ((bank[near] - e) ** 2).sum(1) if self.metric == "cosine" else ((bank[near] - e) ** 2).mean(1)
-            d = self._weighted(d, near)
-            out[b] = max(d.min(), 0.0) if self.metric == "cosine" else d.min()
-        return out
-
-
-def latent_memory(bank: np.ndarray, cfg: SearchConfig, layout: Optional[BankLayout] = None) -> LatentMemory:
-    """The LatentMemory a configuration scores with: cfg's latent_metric and bank_augment_weight over
-    ``bank`` (N, z_dim), whose augmented rows follow from its ``layout`` (checked whenever given): the
-    bank's augment list (the manifest's latent_bank["augment"]; the copies of cfg.bank_trusted_augment's
-    texts count as original rows: ``trusted_original_rows``) or only its rows per frame, 1 + len(augment)
-    (``original_rows``). Raises ValueError: layout None (unknown) when cfg weighs the augmented rows
-    (bank_augment_weight != 1); cfg.bank_trusted_augment non-empty without the augment list (an int or
-    None: which rows are whose copies is unknown); a trusted text not in the bank's augment list."""
-    if cfg.bank_trusted_augment and (layout is None or isinstance(layout, (int, np.integer))):
-        raise ValueError(f"the scoring configuration {cfg.name!r} counts the latent bank's copies under "
-                         f"{list(cfg.bank_trusted_augment)} as original rows (bank_trusted_augment), but the bank's "
-                         "augment list was not given (only " + ("its rows per frame" if layout is not None else
-                                                               "the bank") + "): pass the augment list")
-    rows_per_frame = None if layout is None else layout_rows_per_frame(layout)
-    if layout is None:
-        original = None
-    elif isinstance(layout, (int, np.integer)):
-        original = original_rows(len(bank), rows_per_frame)
-    else:
-        original = trusted_original_rows(len(bank), layout, cfg.bank_trusted_augment)
-    if original is None and cfg.bank_augment_weight != 1.0:
-        raise ValueError(f"the scoring configuration {cfg.name!r} weighs the latent bank's augmented rows "
-                         f"(bank_augment_weight={cfg.bank_augment_weight}), but the bank's layout (rows per "
-                         "normal frame, 1 + len(augment)) was not given")
-    check_augment_weight(cfg, rows_per_frame)
-    return LatentMemory(bank, cfg.latent_metric, original, cfg.bank_augment_weight)
-
-
-def check_augment_weight(cfg: SearchConfig, rows_per_frame: Optional[int]) -> None:
-    """Refuse (ValueError) a bank_augment_weight != 1 for a bank without augmented rows (1 row per
-    normal frame, no augment recorded): the weight would change nothing while its record says otherwise."""
-    if cfg.bank_augment_weight != 1.0 and rows_per_frame == 1:
-        raise ValueError(f"bank_augment_weight={cfg.bank_augment_weight} weighs the latent bank's augmented "
-                         "rows, but this bank has none (1 row per normal frame, no augment recorded); use "
-                         "bank_augment_weight 1.0 or a bank built with augmented copies")
-
-
-def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
-    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64, all
-    rows alike (``LatentMemory(bank, metric).distance(e)``; keep a LatentMemory when scoring many frames)."""
-    return LatentMemory(bank, metric).distance(e)
-
-
-def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:
-    """Multiplier of the score from the latent memory: max(distance, latent_floor) ** score_latent_power
-    (1.0 when the configuration does not use it). Raises ValueError when it does and distance is None."""
-    if not cfg.uses_latent_bank:
-        return 1.0
-    if distance is None:
-        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
-                         "distance (score_latent_power > 0), but no latent distance was given (no latent bank?)")
-    return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)
 
 
 def adam_bias_corrections(t: int, beta1: float, beta2: float) -> tuple[float, float]:

@@ -6,7 +6,7 @@ each normal frame under a few augmentations (mirrored, shifted by a few pixels),
 and the manifest (``latent_bank["augment"]``). The release (models/kinect-rgbd/make_release.py,
 PyTorch encoder) and ``edge-ad calibrate`` (encoder.onnx) both build the inputs here, so a bank
 rebuilt on the robot matches the shipped one's recipe. A bank is frame-major: per normal frame its
-``bank_inputs`` rows in order (the frame first), so config.original_rows tells its original rows from
+``bank_inputs`` rows in order (the frame first), so latent_memory.original_rows tells its original rows from
 the augmented ones (SearchConfig.bank_augment_weight weighs the latter).
 
 Augmentations act on the frame at the model's resolution (after the crop and resize, before

@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from .config import original_rows, rows_per_frame_of
+from .latent_memory import original_rows, rows_per_frame_of
 
 FORMAT = "edge-ad-model"
 VERSION = 1
@@ -201,7 +201,7 @@ def validate_manifest(man: dict, where) -> None:
         if cols != z_dim or rows * cols > MAX_BANK_FLOATS:
             raise _bad(where, "latent_bank.shape", f"must be [N, z_dim={z_dim}] with N * z_dim <= "
                        f"{MAX_BANK_FLOATS}, got {[rows, cols]}")
-        try:   # frame-major rows: each normal frame, then its augmented copies (config.original_rows)
+        try:   # frame-major rows: each normal frame, then its augmented copies (latent_memory.original_rows)
             original_rows(rows, rows_per_frame_of(bank.get("augment")))
         except ValueError as e:
             raise _bad(where, "latent_bank.augment", f"{e} (augment {bank.get('augment')!r})") from None

@@ -14,14 +14,14 @@ Named scoring configurations (issue 4) are applied here, the same for every back
   z_init == "encoder"   z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j, E = encoder.onnx
                         (an explicit ``z0`` argument still overrides)
   score_fg_power > 0    score = mean_j loss_j / max(fg(x), fg_floor) ** score_fg_power
-                        (runtime.config.score_scale; 1.0 for the reference configuration)
+                        (runtime.score_scale.score_scale; 1.0 for the reference configuration)
   score_latent_power > 0  score *= max(d(E(x), bank), latent_floor) ** score_latent_power, bank =
                         latent_bank.npy (E of the normal training frames and of their augmented copies,
-                        frame-major: 1 + len(latent_bank["augment"]) rows per frame), d = config.LatentMemory
+                        frame-major: 1 + len(latent_bank["augment"]) rows per frame), d = latent_memory.LatentMemory
   bank_augment_weight w   d(e) = min(min over the bank's original rows, w * min over its augmented
-                        rows) (config.original_rows marks them); w = 1.0: the plain nearest row;
+                        rows) (latent_memory.original_rows marks them); w = 1.0: the plain nearest row;
                         the copies of the augmentations in bank_trusted_augment count as original
-                        (config.trusted_original_rows, from latent_bank["augment"])
+                        (latent_memory.trusted_original_rows, from latent_bank["augment"])
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
@@ -48,12 +48,13 @@ import numpy as np
 
 from . import variants
 from .batch_scoring import BatchGraphs, batch_applies
-from .config import (LatentMemory, SearchConfig, draw_seed, latent_memory, make_z0,
-                     score_scale, search_differences)
+from .config import SearchConfig, draw_seed, make_z0, search_differences
+from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
 from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, normalize_uint8, shift_frame,
                          shift_offsets)
+from .score_scale import score_scale
 from .sensor_faults import raise_frame_faults
 
 BACKENDS = variants.BACKENDS

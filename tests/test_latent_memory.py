@@ -41,12 +41,15 @@ def test_batch_distances_equal_one_frame_distances(metric):
     bank = rng.standard_normal((600, 16))
     bank[1] = bank[0] + 1e-9 * rng.standard_normal(16)          # near-duplicate rows
     memory = LatentMemory(bank, metric)                               # float64: the 1e-9 gaps survive
+    state = dict(vars(memory))
     E = np.concatenate([rng.standard_normal((12, 16)), bank[:2], bank[:4] + 1e-10 * rng.standard_normal((4, 16)),
                         bank[5:7], np.zeros((1, 16)), 1e5 * rng.standard_normal((2, 16)),
                         rng.standard_normal((4, 16)).astype(np.float32)])
     got = memory.distances(E)
     assert got.shape == (len(E),) and got.dtype == np.float64
     np.testing.assert_array_equal(got, [memory.distance(e) for e in E])
+    # a memory shared by scoring threads is never modified by scoring (review 17 #11: |b|^2 was cached lazily)
+    assert vars(memory).keys() == state.keys() and all(vars(memory)[k] is v for k, v in state.items())
     with pytest.raises(ValueError, match="NaN"):
         memory.distances(np.where(np.arange(16) == 3, np.nan, E[:2]))
     with pytest.raises(ValueError, match=r"latent bank must be \(N, z_dim\)"):
@@ -240,3 +243,16 @@ def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported_
         assert given.latent_distance == pytest.approx(want, rel=1e-12)
         for res in (base, r, given):
             assert res.score == pytest.approx(res.seed_losses.mean() / scale, rel=1e-12)
+
+
+def test_the_latent_memory_and_score_scale_modules_are_reexported_by_config():
+    """Review 17 #11: the latent memory (runtime/latent_memory.py) and the score's divisor
+    (runtime/score_scale.py) left runtime/config.py; the old imports name the same objects."""
+    from edge_ad.runtime import config, latent_memory, score_scale
+    for mod, names in ((latent_memory, ("LATENT_METRICS", "BankLayout", "LatentMemory", "check_augment_weight",
+                                        "latent_distance", "latent_memory", "layout_rows_per_frame", "original_rows",
+                                        "rows_per_frame_of", "trusted_original_rows")),
+                       (score_scale, ("foreground_fraction", "latent_factor", "score_scale"))):
+        for name in names:
+            assert getattr(config, name) is getattr(mod, name), name
+
