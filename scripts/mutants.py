@@ -123,7 +123,7 @@ MUTANTS = [
            "memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None",
            "memory = latent_memory(latent_bank, cfg.replace(bank_augment_weight=1.0)) if cfg.uses_latent_bank "
            "else None", BANKW),
-    Mutant("bankw-export-reference-plain", "export/exporter.py",
+    Mutant("bankw-export-reference-plain", "export/parity.py",
            "return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)",
            "return latent_memory(bank, cfg.replace(bank_augment_weight=1.0)).distance(e)", BANKW),
     Mutant("bankw-calibrate-scene-rows-plain", "runtime/calibrate.py",
@@ -144,7 +144,7 @@ MUTANTS = [
            "memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None",
            "memory = latent_memory(latent_bank, cfg.replace(bank_trusted_augment=()), bank_rows_per_frame) "
            "if cfg.uses_latent_bank else None", BANKT),
-    Mutant("bankt-export-reference-ignores", "export/exporter.py",
+    Mutant("bankt-export-reference-ignores", "export/parity.py",
            "return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)",
            "return latent_memory(bank, cfg.replace(bank_trusted_augment=()), bank_rows_per_frame).distance(e)", BANKT),
     Mutant("bankt-calibrate-scene-rows-untrusted", "runtime/calibrate.py",

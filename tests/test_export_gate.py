@@ -12,7 +12,7 @@ from onnx import helper
 
 pytest.importorskip("torch")
 
-from edge_ad.export import exporter  # noqa: E402
+from edge_ad.export import exporter, search_graphs  # noqa: E402
 from edge_ad.runtime.config import SearchConfig  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(expor
     assert report["passed"] and report["fp64_graph_tolerance"] == exporter.FP64_GRAPH_TOLERANCE <= 1e-11
     assert report["fp64_graph_max_rel_diff"] < 1e-13                  # measured <= 1.4e-14
 
-    real = exporter.build_graph
+    real = search_graphs.build_graph
     counts = []
 
     def buggy(arch, kind, bn, k=0):
@@ -58,7 +58,7 @@ def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(expor
         if np.dtype(arch.dtype) == np.float64 and kind == "step":    # only the gate's float64 graph
             counts.append(flip_bn_gamma_gradient(model))
         return model
-    monkeypatch.setattr(exporter, "build_graph", buggy)
+    monkeypatch.setattr(search_graphs, "build_graph", buggy)   # the float64 graphs check_parity builds
     bad = _check(tiny_generator, d, cfg, frames)
     assert counts == [4]                                              # bn0..bn3 gamma
     assert bad["max_rel_diff"] <= 1e-4                                # the float32 parity alone would pass

@@ -105,3 +105,13 @@ def test_the_demo_manifest_checksums_the_tracked_files():
         assert sha(REPO / "runtime" / "demo" / name) == want, name
     assert man["source"]["file"] == "demo.pt"
     assert sha(REPO / "models" / "demo" / "demo.pt") == man["source"]["sha256"]
+
+
+def test_the_export_install_step_is_pure_python():
+    """export/install.py (output-directory safety, atomic install) imports neither torch nor onnx, so
+    torch-free callers (calibrate) can use it: checked in a fresh interpreter, with everything it imports."""
+    code = ("import sys, edge_ad.export.install as m; "
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'onnx')); "
+            "assert not bad, bad; assert callable(m.build_and_install)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,178 @@
+"""Where an export is written: the output directory's safety checks and the atomic install (pure Python:
+no torch, no onnx, so calibrate and other torch-free callers can use it).
+
+The export is built in a hidden sibling of ``out_dir`` (``.<name>.export-<hex>``) and moved into place
+only when it is complete and its parity check passed (``build_and_install``); an earlier export in
+``out_dir`` is swapped out in one step (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames) and
+deleted, so a model directory is always either the old working export or the new one. A failed parity
+check leaves ``out_dir`` unchanged and keeps the failed export, with its report, in ``<out_dir>.failed``
+(``keep_failed_export``). A non-empty ``out_dir`` that holds anything but an earlier export's files is
+refused (``check_out_dir``): nothing of the user's is deleted.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from edge_ad.runtime.manifest import MANIFEST
+from edge_ad.runtime.signing import SIGNATURE
+
+from .errors import ExportError, ParityFailed
+
+T = TypeVar("T")
+
+# what an earlier export may hold: replacing the directory deletes these and nothing else
+EXPORT_SUFFIXES = (".onnx", ".onnx.data", ".npy", ".npz")
+EXPORT_NAMES = {MANIFEST, MANIFEST + ".tmp", "engines"}
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` the export must not replace: a file, or a non-empty directory holding
+    anything but an earlier export's files (ExportError naming them)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file, not a directory")
+    if not out_dir.is_dir():
+        return
+    names = {p.name for p in out_dir.iterdir()}
+    if not names:
+        return
+    if MANIFEST not in names:
+        raise ExportError(f"--out {out_dir} is not empty and holds no export ({MANIFEST}); choose a new or "
+                          f"empty directory (it holds e.g. {', '.join(sorted(names)[:5])})")
+    listed = set()
+    try:
+        listed = set(json.loads((out_dir / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        pass   # a broken earlier export: its files are still recognised by their kind
+    other = sorted(n for n in names - listed - EXPORT_NAMES - {SIGNATURE}
+                   if not n.endswith(EXPORT_SUFFIXES))
+    if other:
+        raise ExportError(f"--out {out_dir} holds files that are not part of its export: {', '.join(other[:5])}"
+                          f"{' ...' if len(other) > 5 else ''}; replacing the export would delete them. Move "
+                          "them away or choose another --out")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):   # this kernel or filesystem cannot
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _is_working_dir(d: Path) -> bool:
+    try:
+        return os.path.samefile(d, os.getcwd())
+    except OSError:
+        return False
+
+
+def install_in_place(stage: Path, out_dir: Path) -> None:
+    """install_export for the working directory itself (``--out .``): renaming a directory onto it would
+    leave the shell that ran the export in a deleted directory, so its entries are replaced one by one.
+    The earlier manifest goes first and the new one comes last: in between the directory holds no export
+    (the runtime refuses it), never a mix of the two."""
+    for name in (MANIFEST, SIGNATURE):
+        if (out_dir / name).exists():
+            os.unlink(out_dir / name)
+    new = {p.name for p in stage.iterdir()}
+    for p in out_dir.iterdir():         # the earlier export's other files (check_out_dir: nothing else)
+        if p.name not in new:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
+    for p in sorted(stage.iterdir(), key=lambda p: (p.name == MANIFEST, p.name == SIGNATURE, p.name)):  # manifest last
+        target = out_dir / p.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(p, target)
+    stage.rmdir()
+
+
+def install_export(stage: Path, out_dir: Path) -> None:
+    """Move the finished export ``stage`` to ``out_dir``: a new or empty ``out_dir`` is renamed onto,
+    an earlier export is swapped out in one step and then deleted (the working directory: install_in_place)."""
+    if _is_working_dir(out_dir):
+        install_in_place(stage, out_dir)
+        return
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if _exchange(stage, out_dir):
+            shutil.rmtree(stage)                      # now the earlier export
+            return
+        old = out_dir.with_name(f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.rename(out_dir, old)
+        os.rename(stage, out_dir)
+        shutil.rmtree(old)
+        return
+    if out_dir.is_dir():
+        out_dir.rmdir()
+    os.rename(stage, out_dir)
+
+
+def keep_failed_export(stage: Path, out_dir: Path) -> Path:
+    """Move a failed export ``stage`` to ``<out_dir>.failed`` and return where it went. An earlier failed
+    export there is replaced; anything else there (a file, a directory holding other files: the user's)
+    is kept, and the failure goes to ``<out_dir>.failed-2``, ``-3``, ... instead."""
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    n = 1
+    while True:
+        if failed.is_dir() and not failed.is_symlink():
+            try:
+                check_out_dir(failed)   # only an earlier export's files (or nothing) in it
+            except ExportError:
+                pass
+            else:
+                shutil.rmtree(failed)
+        if not os.path.lexists(failed):
+            try:
+                os.rename(stage, failed)
+                return failed
+            except FileExistsError:   # made meanwhile: try the next name
+                pass
+            except OSError as e:
+                if e.errno != errno.ENOTEMPTY:
+                    raise ExportError(f"could not keep the failed export in {failed}: {e}") from None
+        n += 1
+        failed = out_dir.with_name(f"{out_dir.name}.failed-{n}")
+
+
+def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T]) -> T:
+    """Run ``build(stage)`` in a new hidden sibling ``stage`` of ``out_dir`` and install the result in
+    ``out_dir`` (install_export); returns what ``build`` returned. ``out_dir`` is checked first
+    (check_out_dir); a symlink is followed (the directory it points to is replaced, the link kept). When
+    ``build`` raises ParityFailed, ``out_dir`` is left unchanged, the failed export is kept
+    (keep_failed_export) and ExportError says where; any other error removes the stage."""
+    out_dir = Path(os.path.abspath(out_dir))   # "." and ".." have no name to put the staging dir beside
+    if out_dir.is_symlink():
+        out_dir = out_dir.resolve()    # replace the directory the link points to, keep the link
+    check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.with_name(f".{out_dir.name}.export-{uuid.uuid4().hex[:8]}")
+    stage.mkdir()                      # (the umask's permissions, as out_dir.mkdir gave them)
+    try:
+        try:
+            result = build(stage)
+        except ParityFailed as e:
+            failed = keep_failed_export(stage, out_dir)
+            raise ExportError(f"export parity check FAILED: {e}; {out_dir} was not changed; the failed export "
+                              f"and its report: {failed / MANIFEST}") from None
+        install_export(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)   # gone already unless something failed on the way
+    return result

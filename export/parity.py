@@ -1,0 +1,274 @@
+"""Parity, part of every export: each exported variant's float32 graphs run in onnxruntime (the runtime's
+``Scorer``) against the PyTorch reference search in float64 on real frames with fixed z0 (relative score
+difference <= tolerance, faithful and z-only), and the step graphs built in float64 are checked against it to
+FP64_GRAPH_TOLERANCE (the maths itself); the frame batches' graphs and the test-time shift-min get their
+own rows. ``check_parity`` returns the report the manifest keeps.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from edge_ad.runtime import variants
+from edge_ad.runtime.config import BankLayout, SearchConfig, frame_seed, latent_memory, make_z0
+from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime.manifest import load_manifest
+from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+
+from .batch_graphs import batch_parity
+from .errors import ExportError
+from .onnx_graphs import Arch, stack_state
+from .search_graphs import GRAPH_BUILDERS, arch_of, generator_arrays
+
+# The float64 graphs against the float64 reference: the same arithmetic, only the order of sums differs
+# (measured <= 1.4e-14 relative, rectangle.pt and the tests' tiny generator, k = 19 and 3). A weight-gradient
+# bug barely moves the score at lr_theta = 6e-9: the BN-gamma gradient with its sign flipped moved it
+# 6e-10 to 4e-9 on the tiny generator (tests/test_export_gate.py), which the former 1e-8 let through.
+FP64_GRAPH_TOLERANCE = 1e-11
+
+
+def default_parity_frames(root: Optional[Path] = None, train_class: Optional[str] = None) -> list:
+    """Two real kinect-rgbd val frames of ``root`` (default ``default_kinect_root()``: $EDGE_AD_DATA, else
+    ../shared/data/kinect-rgbd beside the checkout): one of the model's class (normal), one of another
+    class (anomalous). Returns [] when there is no kinect-rgbd data there."""
+    from edge_ad.runtime.sources.folder import read_pair
+    root = Path(root) if root is not None else default_kinect_root()
+    if not (root / "splits.json").is_file():
+        return []
+    splits = json.loads((root / "splits.json").read_text())
+    classes = sorted(splits)
+    normal = train_class if train_class in classes else classes[0]
+    other = next(c for c in classes if c != normal)
+    out = []
+    for cls, label in ((normal, "normal"), (other, "anomalous")):
+        fid = str(splits[cls]["val"][0])
+        rgb, depth = read_pair(root / cls, fid)
+        out.append({"id": f"{cls}/{fid}", "label": label, "rgb": rgb, "depth": depth})
+    return out
+
+
+def reference_latent(E64, x: np.ndarray) -> np.ndarray:
+    """E(x) (z_dim,) float64, with ``E64`` the encoder converted to float64 once by the caller."""
+    import torch
+    with torch.no_grad():
+        return E64(torch.as_tensor(np.asarray(x), dtype=torch.float64)[None]).reshape(-1).numpy()
+
+
+def reference_latent_distance(e: np.ndarray, bank, cfg: SearchConfig,
+                              bank_rows_per_frame: Optional[BankLayout] = None) -> Optional[float]:
+    """d(E(x), bank) from the float64 reference latent e (None when the configuration has no latent
+    factor); the bank's augmented rows (layout ``bank_rows_per_frame``: the augment list, or rows per
+    frame) weighed by cfg.bank_augment_weight, except cfg.bank_trusted_augment's copies."""
+    if not cfg.uses_latent_bank:
+        return None
+    return latent_memory(bank, cfg, bank_rows_per_frame).distance(e)
+
+
+def reference_z0(e: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.ndarray:
+    """The reference initial latents (n_seed, z_dim), float32, for z_init == "encoder": the float64
+    reference latent e = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed) (models.encoder.encoder_z0's
+    construction, with the encoder run in float64)."""
+    z0 = np.repeat(e[None], cfg.n_seed, 0)                                   # (n_seed, z_dim) float64
+    if cfg.z_init_sigma:
+        z0 = z0 + cfg.z_init_sigma * make_z0(cfg.n_seed, e.shape[0], seed).astype(np.float64)
+    return z0.astype(np.float32)
+
+
+def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, arch: Arch, mode: str,
+                x: np.ndarray, z0: np.ndarray, threads: Optional[int]) -> dict:
+    from edge_ad.runtime.backends.onnxruntime_backend import OrtSearch
+    graphs = {k: m.SerializeToString() for k, m in models.items()}
+    s = OrtSearch(graphs, pristine, shapes, cfg, arch.z_dim, (arch.channels, arch.resolution, arch.resolution),
+                  dtype=arch.dtype, mode=mode, threads=threads)
+    return s.run(x, z0)
+
+
+def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *, tolerance: float = 1e-4,
+                 seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
+                 threads: Optional[int] = None, log: Callable = print,
+                 spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None,
+                 bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
+    """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
+    faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
+    also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
+    relative score differences, per variant "passed" (<= tolerance), "failed_variants", and "passed"
+    overall (some variant passed and the float64 graphs agree to FP64_GRAPH_TOLERANCE).
+
+    z_init == "random": both sides get make_z0(n_seed, z_dim, frame_seed(seed, i)) explicitly.
+    z_init == "encoder": the runtime builds z0 itself (``Scorer.score(..., seed=...)``: encoder.onnx
+    in float32 + z_init_sigma * make_z0); the reference runs ``encoder`` in float64 torch with the
+    same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
+    distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64),
+    laid out as ``bank_rows_per_frame`` (the bank's augment list, or its rows per normal frame; its augmented
+    copies weighed by bank_augment_weight, except those of cfg.bank_trusted_augment's texts)."""
+    import copy
+
+    import torch
+
+    from edge_ad.models.search import search_eager
+    from edge_ad.runtime.config import score_scale
+    from edge_ad.runtime.scorer import Scorer
+    # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
+    # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")
+    full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0)
+    S = cfg.n_seed
+    use_encoder = cfg.z_init == "encoder"
+    if use_encoder and encoder is None:
+        raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
+    E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
+    man = load_manifest(out_dir, verify=False)
+    zcfg = cfg.replace(lr_theta=0.0) if check_z_only and cfg.updates_weights and cfg.k > 0 else None
+    # every exported variant (runtime/variants.py), faithful and z-only, CPU provider: {name: (scorer, zscorer)}
+    names = list(man.get("variants") or [v.name for v in variants.VARIANTS.values()
+                                         if variants.exported(v, cfg, man["graphs"])])
+    scorers = {n: (Scorer.load(out_dir, config=cfg, variant=n, threads=threads, providers=["CPUExecutionProvider"]),
+                   Scorer.load(out_dir, config=zcfg, variant=n, threads=threads, providers=["CPUExecutionProvider"])
+                   if zcfg is not None else None) for n in names}
+    if check_fp64:
+        params, bn = generator_arrays(G)
+        arch64 = arch_of(G, S, 0, np.float64)
+        v64 = variants.for_export(cfg, ("gpu",))[0]        # the all-seeds graphs: forward (k = 0) or step
+        kind64 = v64.mode(cfg)                              # OrtSearch's mode: forward, step or step_z
+        m64 = {name: GRAPH_BUILDERS[name].model(name, arch64, bn, cfg, np.float64)[0] for name in v64.needs(cfg)}
+        st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
+        shapes64 = {s.name: s.shape for s in arch64.state()}
+
+    def rel_of(a, b):
+        return abs(a - b) / max(abs(b), 1e-12)
+
+    def compare(got, ref) -> dict:
+        return {"onnx_score": got.score, "rel_diff": rel_of(got.score, ref.score),
+                "max_seed_rel_diff": float(np.max(np.abs(got.seed_losses - ref.seed_losses)
+                                                  / np.maximum(np.abs(ref.seed_losses), 1e-12))),
+                "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
+
+    rows, starts = [], []
+    for i, fr in enumerate(frames):
+        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+        zseed = frame_seed(seed, i)
+        e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
+        dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
+        scale = score_scale(x, cfg, dist)
+        if use_encoder:
+            z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
+            start = {"seed": zseed}                                 # runtime: encoder.onnx + same noise
+        else:
+            z0 = make_z0(S, G.cfg.z_dim, zseed)
+            start = {"z0": z0}
+        starts.append(start)
+        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
+        zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist)
+                if zcfg is not None else None)
+        row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
+               "z_init": cfg.z_init, "score_scale": scale, "reference_score": ref.score, "variants": {}}
+        if zref is not None:
+            row["z_only"] = {"reference_score": zref.score, "variants": {}}
+        for n, (sc, zsc) in scorers.items():
+            got = sc.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
+            row["variants"][n] = compare(got, ref)
+            if use_encoder and "encoder_z0_max_abs_diff" not in row:
+                # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
+                row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
+                row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
+            if dist is not None and "latent_distance" not in row:
+                row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
+                                          "rel_diff": rel_of(got.latent_distance, dist)}
+            if zsc is not None:
+                row["z_only"]["variants"][n] = compare(zsc.score(fr["rgb"], fr["depth"], check_faults=False, **start), zref)
+        # the frame's worst variant (faithful and z-only): the gate's value for this frame
+        row["rel_diff"] = max([r["rel_diff"] for r in row["variants"].values()]
+                              + [r["rel_diff"] for r in row.get("z_only", {}).get("variants", {}).values()])
+        if check_fp64:
+            r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
+            row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
+        rows.append(row)
+        log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f}; "
+            + ", ".join(f"{n} rel {r['rel_diff']:.2e}" for n, r in row["variants"].items())
+            + (", z-only " + ", ".join(f"{n} {r['rel_diff']:.2e}" for n, r in row["z_only"]["variants"].items())
+               if "z_only" in row else "")
+            + (f", encoder z0 max abs diff {row['encoder_z0_max_abs_diff']:.1e}" if use_encoder else "")
+            + (f", fp64 graph rel {row['fp64_graph_rel_diff']:.1e}" if check_fp64 else ""))
+    per_variant = {}
+    for n in scorers:
+        worst = max((r["variants"][n]["rel_diff"] for r in rows), default=float("inf"))
+        zworst = max((r["z_only"]["variants"][n]["rel_diff"] for r in rows if "z_only" in r), default=None)
+        ok = bool(rows) and worst <= tolerance and (zworst is None or zworst <= tolerance)
+        per_variant[n] = {"passed": ok, "max_rel_diff": worst, "z_only_max_rel_diff": zworst,
+                          "summary": f"{len(rows)} frames, max relative score difference {worst:.2e}"
+                                     + (f" (z-only {zworst:.2e})" if zworst is not None else "")
+                                     + f", tolerance {tolerance:g}"}
+    failed = [n for n, r in per_variant.items() if not r["passed"]]
+    kept = [n for n in per_variant if n not in failed]
+    worst = max((per_variant[n]["max_rel_diff"] for n in kept), default=float("inf"))
+    zworst = max((per_variant[n]["z_only_max_rel_diff"] or 0.0 for n in kept), default=0.0)
+    fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
+    batch = None
+    if "final_batch" in man["graphs"] and rows and scorers:   # k = 0: Scorer.score_batch's graphs too
+        batch = batch_parity(next(iter(scorers.values()))[0], frames, starts,
+                             [r["reference_score"] for r in rows], tolerance)
+        log(f"  parity batch graphs: {batch['summary']}")
+    shift = None
+    if full_cfg.score_shift_radius and rows and kept:
+        shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads,
+                                 bank_rows_per_frame)
+        log(f"  parity shift-min: {shift['summary']}")
+    passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
+              and (batch is None or batch["passed"]) and (shift is None or shift["passed"]))
+    summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
+               f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
+               + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
+               + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else "")
+               + (f"; {batch['summary']}" + ("" if batch["passed"] else " FAILED") if batch else "")
+               + (f"; {shift['summary']}" + ("" if shift["passed"] else " FAILED") if shift else ""))
+    if not rows:
+        summary = "no parity frames"
+    reference = "edge_ad.models.search.search_eager, torch float64, same z0"
+    if use_encoder:
+        reference += (", z0 = E(x) (the checkpoint's izi encoder in torch float64) + z_init_sigma * "
+                      "make_z0(n_seed, z_dim, z0_seed); the runtime computes its z0 with encoder.onnx")
+    if cfg.score_fg_power:
+        reference += ", score = mean seed loss / max(fg(x), fg_floor) ** score_fg_power on both sides"
+    if cfg.uses_latent_bank:
+        reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
+                      "(reference: encoder in float64; runtime: encoder.onnx float32)")
+    return {"reference": reference,
+            "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
+                       "faithful and z-only",
+            "tolerance": tolerance,
+            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": full_cfg.to_dict(),
+            "frames": rows, "variants": per_variant, "failed_variants": failed,
+            "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
+            "batch": batch, "shift_min": shift, "passed": passed, "summary": summary}
+
+
+def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
+                     latent_bank, tolerance: float, threads: Optional[int],
+                     bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
+    """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
+    (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
+    with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
+    per-frame parity run was (``starts[i]``). The parity report's "shift_min": relative score
+    differences, the winning shifts on both sides, "passed" (scores within ``tolerance``)."""
+    import torch
+
+    from edge_ad.models.search import search_min_shift
+    from edge_ad.runtime.scorer import Scorer
+    scorer = Scorer.load(out_dir, config=cfg, threads=threads, providers=["CPUExecutionProvider"])
+    rows = []
+    for fr, start in zip(frames, starts):
+        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+        ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
+                               encoder=E64, latent_bank=latent_bank, eager=True,
+                               bank_rows_per_frame=bank_rows_per_frame)
+        got = scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
+        rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
+                     "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),
+                     "reference_shift": list(ref.shift), "onnx_shift": list(got.shift)})
+    worst = max((r["rel_diff"] for r in rows), default=float("inf"))
+    return {"radius": cfg.score_shift_radius, "frames": rows, "max_rel_diff": worst,
+            "passed": bool(rows) and worst <= tolerance,
+            "summary": (f"shift-min (radius {cfg.score_shift_radius}) over {len(rows)} frames: max relative score "
+                        f"difference {worst:.2e}, tolerance {tolerance:g}")}
