@@ -53,3 +53,18 @@ def frame_panels(frame, res, spec: Optional[PreprocessSpec] = None) -> Panels:
         rrgb, rdep = to_display(np.asarray(rec, dtype=np.float32), spec)
     err = np.array(res.error_map, dtype=np.float32, copy=True)
     return Panels(rgb, dep, rrgb, rdep, err)
+
+
+BLANK_GREY = 60   # a panel with nothing to show (no reconstruction kept), as on the contact sheet
+
+
+def panel_row(p: Panels, scale: int = 4) -> np.ndarray:
+    """The panels side by side, (H*scale, 5*W*scale, 3) uint8: input RGB | input depth |
+    reconstruction RGB | reconstruction depth | error heat map; a reconstruction the scorer did not
+    keep is a blank grey tile, never the input standing in for it."""
+    blank = np.full(p.rgb.shape[:2] + (3,), BLANK_GREY, np.uint8)
+    row = np.concatenate([p.rgb, grey3(p.depth),
+                          blank if p.recon_rgb is None else p.recon_rgb,
+                          blank if p.recon_depth is None else grey3(p.recon_depth),
+                          heatmap(p.error)], axis=1)
+    return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)

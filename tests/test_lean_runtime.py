@@ -84,10 +84,10 @@ def test_lean_commands_and_batch_never_import_torch_even_lazily():
 
 
 def test_the_scan_finds_a_lazy_torch_import(tmp_path):
-    """The scan sees an ``import torch`` inside a function (here edge-ad run's overlay(), the
-    --save-anomalies path) and a relative import of the workstation packages."""
+    """The scan sees an ``import torch`` inside a function (here edge-ad run's load_z0(), the --z0
+    path) and a relative import of the workstation packages."""
     src = (REPO / "edge_ad" / "commands" / "run.py").read_text(encoding="utf-8")
-    marker = "def overlay(x: np.ndarray, recon: np.ndarray, err: np.ndarray, spec, scale: int = 4) -> np.ndarray:\n"
+    marker = "def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:\n"
     assert marker in src
     planted = tmp_path / "run.py"
     planted.write_text(src.replace(marker, marker + "    import torch  # noqa\n"), encoding="utf-8")

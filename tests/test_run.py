@@ -148,7 +148,8 @@ def test_a_failing_picture_hook_does_not_end_the_run(tmp_path, stub, monkeypatch
     the hook is tried again (pictures of later frames are written once the disk has room)."""
     import errno
     calls = {"n": 0}
-    real = run_cmd._save_png
+    from edge_ad.runtime import anomaly_saver
+    real = anomaly_saver._save_png
 
     def full_then_free(img, path):
         calls["n"] += 1
@@ -156,7 +157,7 @@ def test_a_failing_picture_hook_does_not_end_the_run(tmp_path, stub, monkeypatch
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(img, path)
 
-    monkeypatch.setattr(run_cmd, "_save_png", full_then_free)
+    monkeypatch.setattr(anomaly_saver, "_save_png", full_then_free)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(out),
                 "--save-anomalies", str(tmp_path / "anom"), "-q"])

@@ -19,10 +19,12 @@ import click
 import numpy as np
 
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
-from edge_ad.runtime.pictures import grey3, heatmap  # shared with the contact sheet and the Rerun view
-
+from edge_ad.runtime.anomaly_saver import AnomalySaver    # the picture hooks live in runtime/
 from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, EXIT_OK,  # noqa: F401
                                      STOP_SOURCE_FAILED, exit_status)
+from edge_ad.runtime.display import Display
+from edge_ad.runtime.pictures import grey3, heatmap  # noqa: F401  (edge_ad.commands.run.heatmap as before)
+
 DEFAULT_SOURCE = "synth://"
 
 
@@ -63,125 +65,6 @@ def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:
     if not np.isfinite(z0).all():
         raise click.ClickException(f"--z0 {path} contains NaN or infinite values")
     return z0.astype(np.float32)
-
-
-# --------------------------------------------------------------------------- pictures
-
-def overlay(x: np.ndarray, recon: np.ndarray, err: np.ndarray, spec, scale: int = 4) -> np.ndarray:
-    """One picture (H*scale, 5*W*scale, 3) uint8: input RGB | input depth | recon RGB | recon depth | error."""
-    from edge_ad.runtime.preprocess import to_display
-    rgb, dep = to_display(x, spec)
-    rrgb, rdep = to_display(recon, spec)
-    row = np.concatenate([rgb, grey3(dep), rrgb, grey3(rdep), heatmap(err)], axis=1)
-    return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
-
-
-def _safe(name: str, max_chars: int = 80) -> str:
-    """A frame id as part of a file name: ASCII letters, digits, '-_.' (others become '_'), at most
-    ``max_chars`` long (a file name has at most 255 bytes)."""
-    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in str(name))[:max_chars]
-
-
-def _save_png(img, path: Path) -> None:
-    """Write ``img`` (a PIL image) to a new file ``path``; an existing file is never replaced
-    (FileExistsError) and a file that could not be finished (a full disk) is removed."""
-    with open(path, "xb") as f:
-        try:
-            img.save(f, format="PNG")
-        except BaseException:
-            f.close()
-            path.unlink(missing_ok=True)
-            raise
-
-
-class AnomalySaver:
-    """Writes <dir>/<index>_<frame>_{rgb,depth,recon,error,overlay}.png for each flagged frame
-    (``index``: the results' frame index, 8 digits, so the files sort in run order).
-
-    Never overwrites: when a picture of that name exists (another run into the same directory
-    without --out, or a camera whose frame numbers restarted), the name gets ``-2``, ``-3``, ...
-    before the part name."""
-
-    name = "--save-anomalies"
-    PARTS = ("rgb", "depth", "recon", "error", "overlay")
-
-    def __init__(self, out_dir: str, spec):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.spec = spec
-        self.saved = 0
-
-    def free_stem(self, rec: dict) -> Path:
-        """<dir>/<index>_<frame>[-n]: the first name none of whose pictures exists."""
-        base = f"{int(rec.get('index', 0)):08d}_{_safe(rec['frame'])}"
-        n = 1
-        while True:
-            stem = base if n == 1 else f"{base}-{n}"
-            if not any((self.dir / f"{stem}_{part}.png").exists() for part in self.PARTS):
-                return self.dir / stem
-            n += 1
-
-    def __call__(self, rec: dict, frame, res) -> None:
-        if not rec.get("anomalous"):
-            return
-        from PIL import Image
-        from edge_ad.runtime.capture import best_reconstruction
-        from edge_ad.runtime.preprocess import preprocess, to_display
-        recon = best_reconstruction(res)
-        if recon is None:
-            raise click.ClickException("--save-anomalies: the scorer returned no reconstruction")
-        recon = recon.astype(np.float32)
-        rrgb, rdep = to_display(recon, self.spec)
-        x = preprocess(frame.rgb, frame.depth, self.spec)
-        pictures = {
-            "rgb": Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)),
-            "depth": Image.fromarray(np.asarray(frame.depth)),  # uint8 or uint16 mm
-            "recon": Image.fromarray(np.concatenate([rrgb, grey3(rdep)], axis=1)),
-            "error": Image.fromarray(heatmap(res.error_map)).resize(
-                (4 * res.error_map.shape[1], 4 * res.error_map.shape[0]), Image.NEAREST),
-            "overlay": Image.fromarray(overlay(x, recon, res.error_map, self.spec)),
-        }
-        stem = self.free_stem(rec)
-        for part in self.PARTS:
-            _save_png(pictures[part], Path(f"{stem}_{part}.png"))
-        self.saved += 1
-
-
-class Display:
-    """An OpenCV window with input, reconstruction and error map; q/Esc stops the run."""
-
-    name = "--display"
-
-    def __init__(self, spec, stop: threading.Event):
-        try:
-            import cv2
-        except ImportError:
-            raise click.ClickException("--display needs OpenCV: pip install opencv-python")
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise click.ClickException("--display needs a graphical session (DISPLAY is not set)")
-        self.cv2, self.spec, self.stop = cv2, spec, stop
-
-    def __call__(self, rec: dict, frame, res) -> None:
-        from edge_ad.runtime.capture import best_reconstruction
-        from edge_ad.runtime.preprocess import preprocess
-        cv2 = self.cv2
-        x = preprocess(frame.rgb, frame.depth, self.spec)
-        recon = best_reconstruction(res)
-        img = overlay(x, x if recon is None else recon, res.error_map, self.spec)
-        img = np.ascontiguousarray(img[:, :, ::-1])
-        colour = (0, 0, 255) if rec.get("anomalous") else (0, 200, 0)
-        text = f"{rec['frame']}  score {rec['score']:.4g}" + (
-            f"  thr {rec['threshold']:.4g}" if rec["threshold"] is not None else "")
-        cv2.putText(img, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
-        cv2.imshow("edge-ad", img)
-        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-            self.stop.set()
-
-    def close(self):
-        try:
-            self.cv2.destroyAllWindows()
-        except Exception:
-            pass
 
 
 class Status:
@@ -386,7 +269,10 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             if thr is None:
                 raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
             hooks.append(AnomalySaver(save_anomalies, spec))
-        disp = Display(spec, stop) if display else None
+        try:
+            disp = Display(spec, stop) if display else None
+        except (ImportError, RuntimeError) as e:   # no OpenCV, no graphical session
+            raise click.ClickException(str(e))
         if disp is not None:
             hooks.append(disp)
         contact = None

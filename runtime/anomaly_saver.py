@@ -1,0 +1,89 @@
+"""``edge-ad run --save-anomalies DIR``: the pictures of each flagged frame, as PNG files.
+
+A per-result hook (``hook(rec, frame, res)``, see ``capture.run_capture``) on top of
+``pictures.frame_panels``: <DIR>/<index>_<frame>_{rgb,depth,recon,error,overlay}.png. Files are
+never overwritten, and a picture that could not be finished (a full disk) is removed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .pictures import frame_panels, grey3, heatmap, panel_row
+
+PARTS = ("rgb", "depth", "recon", "error", "overlay")
+SCALE = 4   # the error and overlay pictures are enlarged 4 x (model space is 64 x 64)
+
+
+def safe_name(name: str, max_chars: int = 80) -> str:
+    """A frame id as part of a file name: ASCII letters, digits, '-_.' (others become '_'), at most
+    ``max_chars`` long (a file name has at most 255 bytes)."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in str(name))[:max_chars]
+
+
+def _save_png(img, path: Path) -> None:
+    """Write ``img`` (a PIL image) to a new file ``path``; an existing file is never replaced
+    (FileExistsError) and a file that could not be finished (a full disk) is removed."""
+    with open(path, "xb") as f:
+        try:
+            img.save(f, format="PNG")
+        except BaseException:
+            f.close()
+            path.unlink(missing_ok=True)
+            raise
+
+
+class AnomalySaver:
+    """Writes <dir>/<index>_<frame>_{rgb,depth,recon,error,overlay}.png for each flagged frame
+    (``index``: the results' frame index, 8 digits, so the files sort in run order). rgb / depth: the
+    frame as captured; recon: the reconstruction's RGB | depth, error: the heat map, overlay: input
+    RGB | depth | reconstruction RGB | depth | error, in model space. Needs the reconstruction
+    (``keep_reconstructions=True``): RuntimeError without one (a hook error: the run goes on).
+
+    Never overwrites: when a picture of that name exists (another run into the same directory
+    without --out, or a camera whose frame numbers restarted), the name gets ``-2``, ``-3``, ...
+    before the part name."""
+
+    name = "--save-anomalies"   # how hook_failed events and the summary's hook_failures name it
+    PARTS = PARTS
+
+    def __init__(self, out_dir: str, spec):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spec = spec
+        self.saved = 0
+
+    def free_stem(self, rec: dict) -> Path:
+        """<dir>/<index>_<frame>[-n]: the first name none of whose pictures exists."""
+        base = f"{int(rec.get('index', 0)):08d}_{safe_name(rec['frame'])}"
+        n = 1
+        while True:
+            stem = base if n == 1 else f"{base}-{n}"
+            if not any((self.dir / f"{stem}_{part}.png").exists() for part in PARTS):
+                return self.dir / stem
+            n += 1
+
+    def pictures(self, frame, res) -> dict:
+        """part name -> PIL image of a scored frame."""
+        from PIL import Image
+        p = frame_panels(frame, res, self.spec)
+        if p.recon_rgb is None:
+            raise RuntimeError("--save-anomalies: the scorer returned no reconstruction")
+        err = Image.fromarray(heatmap(p.error))
+        return {
+            "rgb": Image.fromarray(np.asarray(frame.rgb, dtype=np.uint8)),
+            "depth": Image.fromarray(np.asarray(frame.depth)),  # uint8 or uint16 mm
+            "recon": Image.fromarray(np.concatenate([p.recon_rgb, grey3(p.recon_depth)], axis=1)),
+            "error": err.resize((SCALE * err.width, SCALE * err.height), Image.NEAREST),
+            "overlay": Image.fromarray(panel_row(p, SCALE)),
+        }
+
+    def __call__(self, rec: dict, frame, res) -> None:
+        if not rec.get("anomalous"):
+            return
+        pictures = self.pictures(frame, res)
+        stem = self.free_stem(rec)
+        for part in PARTS:
+            _save_png(pictures[part], Path(f"{stem}_{part}.png"))
+        self.saved += 1
