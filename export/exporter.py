@@ -53,7 +53,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -418,12 +417,12 @@ def check_threshold(threshold: dict, cfg: SearchConfig, spec: Optional[Preproces
     return {**threshold, "value": float(threshold["value"])}
 
 
-def _jsonable(o, depth: int = 0):
+def _jsonable(o):
     """A checkpoint's scoring section for the manifest: tensors/arrays summarised by shape."""
     if isinstance(o, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in o.items()}
+        return {str(k): _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_jsonable(v, depth + 1) for v in o]
+        return [_jsonable(v) for v in o]
     if isinstance(o, (str, int, float, bool)) or o is None:
         return o
     if isinstance(o, (np.floating, np.integer)):
@@ -456,7 +455,3 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    export_model(sys.argv[1], sys.argv[2])

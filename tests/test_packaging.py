@@ -115,3 +115,16 @@ def test_the_export_install_step_is_pure_python():
             "assert not bad, bad; assert callable(m.build_and_install)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("package", ["models", "export"])
+def test_every_module_has_an_importer(package):
+    """No dead module on the workstation side (models/functional.py had no importer, test or script since
+    the skeleton commit): each module of models/ and export/ is imported by some other file of the checkout
+    (product code, commands, scripts, benchmarks or tests)."""
+    files = [p for d in ("edge_ad", "runtime", "models", "export", "jetson", "benchmarks", "scripts", "tests")
+             for p in (REPO / d).rglob("*.py")]
+    imported = {(p, m) for p in files for m in _imports(p)}
+    dead = [mod.name for mod in sorted((REPO / package).glob("*.py")) if mod.name != "__init__.py"
+            and not any(m == f"edge_ad.{package}.{mod.stem}" and p != mod for p, m in imported)]
+    assert not dead, dead
