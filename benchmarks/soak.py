@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime.sources import Source
 
 REPO = Path(__file__).resolve().parents[1]
 KINECT = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
@@ -66,7 +67,7 @@ def export_shipped(dst: Path) -> Path:
     return dst
 
 
-class LoopSource:
+class LoopSource(Source):
     """Replays ``frames`` until ``n`` frames were yielded, each pass in a new random order."""
 
     uri = "loop://kinect-rgbd"
@@ -156,7 +157,7 @@ FAULT_CHILD = textwrap.dedent('''
     from soak import load_frames
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.capture import run_capture, scorer_threshold
-    from edge_ad.runtime.sources import Frame, SourceError
+    from edge_ad.runtime.sources import Frame, Source, SourceError
 
     model, data, out, marker, mode = sys.argv[2:7]
     frames = load_frames(Path(data))[::7][:120]
@@ -175,7 +176,7 @@ FAULT_CHILD = textwrap.dedent('''
         if k == 5: return None, None, "unreadable colour image: truncated JPEG"
         return rgb, d, None
 
-    class Camera:
+    class Camera(Source):
         live = True
         def __init__(self, tag, fail_after):
             self.tag, self.fail_after, self.uri, self.closed = tag, fail_after, f"fake://{tag}", False

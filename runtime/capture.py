@@ -39,10 +39,13 @@
   file written by another model is refused (``results.ResultsFileError``): two models' scores are
   never mixed in one file.
 
-The scorer is any object with ``score(rgb, depth, z0=None, seed=None)`` returning an object with
-``.score`` (float) and ``.timings`` ({"preprocess_ms", "search_ms"}), like ``runtime.Scorer``. A scorer
-that also has ``score_uint8(u8, ...)`` (``runtime.Scorer``) gets the model-resolution frame that the
-sensor-fault checks already made, so a frame is resized once (at 1280 x 720 the resize costs ~8 ms).
+The source is a ``sources.Source`` (``live``, ``events``, ``stats``, ``uri``, ``stream`` have
+defaults there). The scorer is a ``ScorerLike`` (``runtime.Scorer`` is one): ``score(rgb, depth,
+z0=None, seed=None, check_faults=True, **score_kwargs)`` returning a result with ``.score`` and
+``.timings`` (``Scorer``'s ``preprocess_s`` / ``search_s`` seconds, or ``preprocess_ms`` /
+``search_ms``; ``timings_ms`` reads either). A scorer that also has ``score_uint8(u8, ...)``
+(``runtime.Scorer``) gets the model-resolution frame that the sensor-fault checks already made, so a
+frame is resized once (at 1280 x 720 the resize costs ~8 ms).
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -68,14 +71,31 @@ from .sources.base import Frame, Source, SourceError, is_stream
 from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
-__all__ = ["run_capture", "ResultWriter", "LatestSlot", "RunStats", "timings_ms", "best_reconstruction",
-           "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold", "check_frame",
-           "frame_record", "latency_record", "frame_truth", "reopen_with_backoff", "exit_status", "stop_reason",
-           "STOP_END", "STOP_MAX_FRAMES", "STOP_REQUESTED", "STOP_SIGNAL", "STOP_INTERRUPTED",
+__all__ = ["run_capture", "ScorerLike", "ResultWriter", "LatestSlot", "RunStats", "timings_ms",
+           "best_reconstruction", "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold",
+           "check_frame", "frame_record", "latency_record", "frame_truth", "reopen_with_backoff", "exit_status",
+           "stop_reason", "STOP_END", "STOP_MAX_FRAMES", "STOP_REQUESTED", "STOP_SIGNAL", "STOP_INTERRUPTED",
            "STOP_SOURCE_FAILED", "STOP_FRAME_TIMEOUT", "STOP_FATAL", "FAILED_STOPS",
            "EXIT_OK", "EXIT_FATAL", "EXIT_BAD_FRAMES", "EXIT_NO_FRAMES"]
 
 Log = Callable[[str], None]
+
+
+class ScorerLike(Protocol):
+    """What run_capture needs of a scorer (``runtime.Scorer`` is one; test doubles implement ``score``).
+
+    ``score``: (H, W, 3) uint8 RGB and (H, W) depth -> a result with ``.score`` (float) and
+    ``.timings``; optionally ``.error_map``, ``.reconstruction``, ``.seed_losses``,
+    ``.latent_distance``, ``.shift`` (``frame_record`` writes those it has). The loop checks sensor
+    faults itself and calls it with ``check_faults=False``; ``score_kwargs`` (e.g.
+    ``keep_reconstructions=True``) are passed on. Read where the scorer has them (``runtime.Scorer``
+    has all): ``score_uint8(u8, z0=, seed=, **score_kwargs)`` (the one-resize path), ``preprocess``
+    (its PreprocessSpec: the sensor-fault limits), ``threshold`` / ``threshold_rate`` (the calibrated
+    threshold and its false-alarm rate), ``identity`` and ``earlier_config_sha256s`` (which model
+    wrote a results file), ``mode`` (the summary's ``search``)."""
+
+    def score(self, rgb: np.ndarray, depth: np.ndarray, z0: Optional[np.ndarray] = None,
+              seed: Optional[int] = None, check_faults: bool = True, **score_kwargs): ...
 
 # the summary's ``stopped``
 STOP_END = "end"                      # the source ended
@@ -225,15 +245,6 @@ def scorer_threshold_rate(scorer) -> Optional[float]:
     """The false-alarm rate the model's threshold was calibrated at (``Scorer.threshold_rate``), or None."""
     rate = getattr(scorer, "threshold_rate", None)
     return None if rate is None else float(rate)
-
-
-def _takes(fn, name: str) -> bool:
-    """True if ``fn`` has a parameter called ``name``."""
-    import inspect
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _pct(v: RollingStats, q: float) -> Optional[float]:
@@ -397,7 +408,7 @@ class _Scoring:
     ``frame_seed(seed, i)`` (or the fixed ``z0``), ``score_kwargs`` added; through ``score_uint8``
     when the scorer has it (the loop's resize reused), else ``score`` without a second fault check."""
 
-    scorer: object
+    scorer: ScorerLike
     worker: ScoreWorker
     stop: threading.Event
     threshold: Optional[float]
@@ -409,7 +420,6 @@ class _Scoring:
 
     def __post_init__(self):
         self.score_uint8 = getattr(self.scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
-        self.checks_faults = _takes(self.scorer.score, "check_faults")   # runtime.Scorer.score checks them itself
 
     def score(self, fr: Frame, u8: Optional[np.ndarray], i: int) -> tuple:
         """(result, score) of frame ``i``; FrameError for a score that is not finite; FrameTimeout /
@@ -418,10 +428,9 @@ class _Scoring:
         kw.update(self.score_kwargs)
         if u8 is not None:
             res = self.worker.call(lambda: self.score_uint8(u8, **kw), self.stop)
-        else:
-            if self.checks_faults:   # checked by the loop (or switched off): never twice
-                kw["check_faults"] = False
-            res = self.worker.call(lambda: self.scorer.score(fr.rgb, fr.depth, **kw), self.stop)
+        else:   # faults checked by the loop (or switched off): never twice
+            res = self.worker.call(lambda: self.scorer.score(fr.rgb, fr.depth, check_faults=False, **kw),
+                                   self.stop)
         s = float(res.score)
         if not math.isfinite(s):
             raise FrameError(f"score is {s}")
@@ -466,9 +475,9 @@ class _Report:
     def emit(self, rec: dict) -> None:
         self.writer.write(rec)
 
-    def drain(self, source) -> None:
+    def drain(self, source: Source) -> None:
         """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
-        events = getattr(source, "events", None)
+        events = source.events
         while events:
             self.emit({"type": "event", "time": time.time(), **events.pop(0)})
 
@@ -664,7 +673,7 @@ def _close_quietly(source) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
+def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float] = None,
                 out: Optional[os.PathLike] = None, max_frames: Optional[int] = None,
                 seed: int = 0, z0: Optional[np.ndarray] = None,
                 reopen: Optional[Callable[[], Source]] = None,
@@ -686,9 +695,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     also when the run ends on an error (``stopped`` "fatal"/"frame_timeout" with ``fatal_error``).
     ``seed``: frame i is scored with latents from ``frame_seed(seed, i)`` unless a fixed ``z0``
     (n_seed, z_dim) is given. ``reopen`` is called (with backoff) to reopen a live source that
-    stopped. ``score_kwargs`` are passed to ``scorer.score`` (e.g. ``keep_reconstructions=True``
-    where the scorer takes it). ``on_result(rec, frame, res)`` is called after each scored frame's
-    line, ``on_error(rec, frame)`` after each frame's error line (a sensor fault: ``rec["fault"]``
+    stopped. ``score_kwargs`` are passed to ``scorer.score_uint8`` where the scorer has it (a
+    ``runtime.Scorer``), else to ``scorer.score`` (e.g. ``keep_reconstructions=True``).
+    ``on_result(rec, frame, res)`` is called after each scored frame's line, ``on_error(rec, frame)`` after each frame's error line (a sensor fault: ``rec["fault"]``
     names it; an unreadable or unscorable frame: no ``fault``), so a consumer never mistakes a frame
     that was not scored for a normal one (the ROS node publishes it). ``frame_timeout`` (s): a
     scoring call running longer ends the run;
@@ -709,7 +718,9 @@ def run_capture(source: Source, scorer, *, threshold: Optional[float] = None,
     check_watch_settings(alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
-    live = bool(getattr(source, "live", False)) if live is None else live
+    if not isinstance(source, Source):
+        raise TypeError(f"run_capture reads a runtime.sources.Source, got {type(source).__name__}")
+    live = bool(source.live) if live is None else live
     model = model_identity(scorer)
     earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
     writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,   # refuses another model's file
@@ -761,7 +772,7 @@ def _summary(run: _Run, scorer, threshold, wall: float, first_index: int, writer
     """The run's final JSON line."""
     st, source = run.stats, run.source
     summary = {
-        "type": "summary", "source": getattr(source, "uri", ""),
+        "type": "summary", "source": source.uri,
         "frames_scored": st.scored, "frame_errors": st.errors, "anomalies": st.anomalies,
         "skipped": st.skipped, "outages": st.outages, "outage_s": round(st.outage_s, 3),
         "duration_s": round(wall, 3), "fps": round(st.scored / wall, 3) if wall > 0 else None,
@@ -784,9 +795,8 @@ def _summary(run: _Run, scorer, threshold, wall: float, first_index: int, writer
     mode = getattr(scorer, "mode", None)       # which search ran (Scorer.load's variant choice)
     if isinstance(mode, str):
         summary["search"] = mode
-    src_stats = getattr(source, "stats", None)
-    if src_stats:
-        summary["source_stats"] = dict(src_stats)
+    if source.stats:
+        summary["source_stats"] = dict(source.stats)
     if model is not None:
         summary["model"] = model
     if hook_failures:

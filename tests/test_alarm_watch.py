@@ -167,7 +167,7 @@ class ScriptedRateScorer:
     def __init__(self, scores, threshold: float = 1.0, threshold_rate=0.05):
         self.scores, self.threshold, self.threshold_rate = list(scores), threshold, threshold_rate
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         return SimpleNamespace(score=self.scores.pop(0), timings={})
 
 

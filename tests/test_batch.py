@@ -278,7 +278,7 @@ def test_dead_local_worker_source_is_retried(tmp_path, kinect_export, sources):
 class _BackendLost(FakeScorer):
     """Scores two frames, then fails as a lost GPU would (a fatal error of the run, not a bad frame)."""
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         if len(self.calls) == 2:
             raise RuntimeError("CUDA error: device lost")
         return super().score(rgb, depth, z0, seed)

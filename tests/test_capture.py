@@ -25,7 +25,7 @@ class FakeScorer:
         self.delay, self.calls = delay, []
         self.preprocess = PreprocessSpec()
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         t0 = time.perf_counter()
         x = preprocess(rgb, depth, self.preprocess)  # raises FrameError for bad frames
         t1 = time.perf_counter()
@@ -178,7 +178,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     from edge_ad.runtime.sources import open_source
 
     class Slow:
-        def score(self, rgb, depth, z0=None, seed=None):
+        def score(self, rgb, depth, z0=None, seed=None, **kw):
             time.sleep(0.05)
             return SimpleNamespace(score=float(rgb.mean()), timings={})
 

@@ -31,7 +31,7 @@ class ScriptedScorer:
         self.preprocess = PreprocessSpec()
         self.i = 0
 
-    def score(self, rgb, depth, z0=None, seed=None, keep_reconstructions=False):
+    def score(self, rgb, depth, z0=None, seed=None, keep_reconstructions=False, **kw):
         x = preprocess(rgb, depth, self.preprocess)
         s = self.scores[self.i % len(self.scores)]
         self.i += 1

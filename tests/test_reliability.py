@@ -162,7 +162,7 @@ class Failing(FakeScorer):
         super().__init__()
         self.exc, self.at = exc, at
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         if len(self.calls) == self.at:
             raise self.exc
         return super().score(rgb, depth, z0=z0, seed=seed)
@@ -256,7 +256,7 @@ STUCK_SCORER = textwrap.dedent("""
         def __init__(self, stuck_at):
             self.stuck_at, self.n = stuck_at, 0
 
-        def score(self, rgb, depth, z0=None, seed=None):
+        def score(self, rgb, depth, z0=None, seed=None, **kw):
             self.n += 1
             if self.n > self.stuck_at:
                 libc.pthread_mutex_lock(MUTEX)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 class MapScorer:
     """Stand-in scorer returning an error map like runtime.Scorer's ScoreResult."""
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         x = preprocess(rgb, depth, PreprocessSpec())
         err = (x ** 2).mean(axis=0).astype(np.float32)  # (R, R)
         return SimpleNamespace(score=float(err.mean()), error_map=err,

@@ -28,7 +28,7 @@ class StubScorer:
         self.preprocess = PreprocessSpec()
         self.seen = []
 
-    def score(self, rgb, depth, z0=None, seed=None):
+    def score(self, rgb, depth, z0=None, seed=None, **kw):
         x = preprocess(rgb, depth, self.preprocess)
         self.seen.append(seed if z0 is None else ("z0", float(z0.sum())))
         err = (x ** 2).mean(axis=0).astype(np.float32)

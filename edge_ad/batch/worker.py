@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edge_ad.runtime.manifest import MANIFEST, sha256_file
+from edge_ad.runtime.sources.base import Source
 
 from .plan import Job
 
@@ -67,16 +68,21 @@ def load_scorer(model_dir: os.PathLike, threads: Optional[int] = None):
     return Scorer.load(model_dir, threads=threads)
 
 
-class _CountingSource:
+class _CountingSource(Source):
     """Wraps a Source: reports each frame it yields to ``progress``; with ``crash_after`` > 0 the
-    process exits (status FAULT_EXIT) instead of yielding frame crash_after + 1 (fault injection)."""
+    process exits (status FAULT_EXIT) instead of yielding frame crash_after + 1 (fault injection).
+    ``uri``, ``stream``, ``live``, ``stats``, ``warnings`` and ``events`` are the wrapped source's."""
 
-    def __init__(self, source, progress: Optional[Progress], crash_after: int = 0):
+    def __init__(self, source: Source, progress: Optional[Progress], crash_after: int = 0):
         self._source, self._progress, self._crash_after = source, progress, crash_after
         self.frames = 0
 
-    def __getattr__(self, name):          # uri, live, stats, ... of the wrapped source
-        return getattr(self._source, name)
+    uri = property(lambda self: self._source.uri)
+    stream = property(lambda self: self._source.stream)
+    live = property(lambda self: self._source.live)
+    stats = property(lambda self: self._source.stats)
+    warnings = property(lambda self: self._source.warnings)
+    events = property(lambda self: self._source.events)
 
     def __iter__(self):
         for fr in self._source:
@@ -99,7 +105,7 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
     (``job.threshold``, the --threshold override, else the model's calibrated one; None: the model has
     none, nothing flagged) and where it came from. A source that cannot be opened or fails mid-way is
     "failed" with the reason."""
-    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.capture import STOP_END, run_capture
     from edge_ad.runtime.sources import SourceError, open_source
     t0 = time.perf_counter()
     thr, thr_source = threshold_used(scorer, job)
@@ -113,7 +119,7 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
         source = open_source(job.uri)
     except SourceError as e:
         return failed(str(e))
-    if getattr(source, "live", False):
+    if source.live:
         source.close()
         return failed(f"{job.uri} is a live camera; a batch scores recordings")
     try:
@@ -126,7 +132,7 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
     failures = []
     summary = run_capture(counted, scorer, threshold=thr, out=out_path, seed=job.seed, handle_signals=False,
                           live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None)
-    status = "done" if summary["stopped"] == "end" else "failed"
+    status = "done" if summary["stopped"] == STOP_END else "failed"
     error = None
     if status == "failed":   # the reason: the run's fatal_error (a backend failure, a frame timeout, ...)
         reason = summary.get("fatal_error") or (failures[-1] if failures else None)

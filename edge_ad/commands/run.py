@@ -143,14 +143,6 @@ def _summary_text(s: dict) -> str:
     return text
 
 
-def _accepts(fn, name: str) -> bool:
-    import inspect
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _close_picture_hook(close, **kwargs) -> None:
     """Close --display / --rerun at the run's end; a window or viewer that fails then is reported,
     it does not replace the run's summary and exit status (pictures never end a run)."""
@@ -253,7 +245,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         source = opener()
     except SourceError as e:
         raise click.ClickException(str(e))
-    warned = list(getattr(source, "warnings", None) or [])
+    warned = list(source.warnings)
     for warning in warned:   # e.g. a labelled folder's unchecked normal class
         click.echo(f"warning: {warning}", err=True)
 
@@ -263,7 +255,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         thr = threshold if threshold is not None else scorer_threshold(scorer)
         spec = scorer_spec(scorer)
         stop = threading.Event()
-        status = Status(quiet, getattr(source, "uri", uri))
+        status = Status(quiet, source.uri or uri)
         hooks = [status]
         if save_anomalies:
             if thr is None:
@@ -299,13 +291,12 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)
 
-    # pictures need the reconstruction: ask for it where the scorer keeps it only on request
-    score_kwargs = ({"keep_reconstructions": True}
-                    if (save_anomalies or display or sheet or rerun_target) and _accepts(scorer.score, "keep_reconstructions") else {})
+    # pictures need the reconstruction, which the scorer keeps only on request
+    score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
     try:
         summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
                               seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
-                              reopen=opener if getattr(source, "live", False) else None,
+                              reopen=opener if source.live else None,
                               on_result=hooks, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
                               rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
@@ -322,7 +313,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             _close_picture_hook(disp.close)
         if view is not None:
             _close_picture_hook(view.close, linger=sys.stdin.isatty())
-    for warning in (getattr(source, "warnings", None) or [])[len(warned):]:   # said while reading, e.g. 16-bit
+    for warning in source.warnings[len(warned):]:   # said while reading, e.g. 16-bit
         click.echo(f"warning: {warning}", err=True)                          # PNG depth like 8-bit levels
     click.echo(_summary_text(summary))
     if contact is not None:   # a picture never ends a run: a sheet that cannot be written is reported

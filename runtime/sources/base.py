@@ -24,16 +24,44 @@ class Frame:
     meta: dict = field(default_factory=dict)
 
 
-class Source:
-    """A frame source: iterate it for Frames; ``close()`` releases the device or file.
+class _OwnList:
+    """A list attribute of which each instance has its own, made on first use (so a subclass need not
+    call ``Source.__init__``); assigning it replaces the instance's list."""
 
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return obj.__dict__.setdefault(self.name, [])
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = value
+
+
+class Source:
+    """A frame source: iterate it for Frames; ``close()`` releases the device or file. A subclass
+    defines ``__iter__`` (and ``close`` when it holds something); every other member has a default.
+
+    ``uri``: what it was opened from (the run summary's ``source``).
     ``stream``: True (the default) when consecutive frames are one sensor's pictures in time order
     (a camera, a recording, a ROS bag, ``synth://``), so a frame bit-identical to the previous one is
     a frozen driver re-sending it (the ``stuck_frame`` sensor fault). A folder of image files is a
-    set of independent inputs (``FolderSource``: False): two identical files are two frames."""
+    set of independent inputs (``FolderSource``: False): two identical files are two frames.
+    ``live``: True for a camera whose frames arrive on their own clock (default False): the run
+    loop scores the newest frame, counts the others as skipped, and reopens it when it stops.
+    ``stats``: counters for the run summary's ``source_stats`` (e.g. frames the driver dropped),
+    or None. ``warnings``: messages for the person running it (``edge-ad run`` prints them on
+    stderr). ``events``: dicts ({"event": name, ...}) for the results file, which the run loop
+    takes (pops) and writes, e.g. a truncated recording."""
 
     uri: str = ""
     stream: bool = True
+    live: bool = False
+    stats: Optional[dict] = None
+    warnings = _OwnList()   # list of str
+    events = _OwnList()     # list of dict
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
         raise NotImplementedError
