@@ -307,10 +307,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"edge-ad ROS 2 node: {e}. rclpy and the ROS message packages come from a ROS 2 "
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
         return 1
-    try:
-        from edge_ad.runtime import Scorer
-    except ImportError:
-        from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime import Scorer
     from edge_ad.runtime.capture import EXIT_FATAL, EXIT_OK, exit_status, run_capture, scorer_threshold
     from edge_ad.runtime.results import ResultsFileError
 

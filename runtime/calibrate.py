@@ -467,9 +467,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "scene_shift": shift_fit,
               "threshold_scene": scene_threshold, "threshold_floor": floor_value,
               "threshold_rule": rule, "threshold_test": test}
-    new = json.loads(json.dumps(man))
-    new.pop("signature", None)        # a signature covered the original manifest, not this one (manifest.sig,
-                                      # not in "files", is not copied: the new directory is unsigned or re-signed)
+    new = json.loads(json.dumps(man))   # manifest.sig (signing.py), not in "files", is not copied: the new
+                                        # directory is unsigned or re-signed
     new["preprocess"] = spec.to_dict()
     model_record = _model_threshold(man)
     own = model_record or {}

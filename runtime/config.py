@@ -14,8 +14,8 @@ import numpy as np
 
 # re-exported: the latent memory and the score's divisor live in their own modules
 from .latent_memory import (LATENT_METRICS, BankLayout, LatentMemory, check_augment_weight,  # noqa: F401
-                            latent_distance, latent_memory, layout_rows_per_frame, original_rows,
-                            rows_per_frame_of, trusted_original_rows)
+                            latent_memory, layout_rows_per_frame, original_rows, rows_per_frame_of,
+                            trusted_original_rows)
 from .score_scale import foreground_fraction, latent_factor, score_scale  # noqa: F401
 
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most

@@ -74,7 +74,7 @@ def trusted_original_rows(n_rows: int, augment: Sequence[str], trusted: Sequence
 
 class LatentMemory:
     """A model's latent bank (N, z_dim) prepared once (float64; rows normalised for "cosine"), so that
-    scoring a frame costs one nearest-neighbour search: ``distance(e)``, as ``latent_distance``.
+    scoring a frame costs one nearest-neighbour search: ``distance(e)``.
 
     ``original`` bool (N,) marks the rows that are normal frames as they are (``original_rows``); the
     distances to the other (augmented) rows are multiplied by ``augment_weight`` (>= 1, the
@@ -189,8 +189,3 @@ def check_augment_weight(cfg: SearchConfig, rows_per_frame: Optional[int]) -> No
                          "rows, but this bank has none (1 row per normal frame, no augment recorded); use "
                          "bank_augment_weight 1.0 or a bank built with augmented copies")
 
-
-def latent_distance(e: np.ndarray, bank: np.ndarray, metric: str = "cosine") -> float:
-    """Distance of an encoder latent e (z_dim,) to the nearest row of bank (N, z_dim), in float64, all
-    rows alike (``LatentMemory(bank, metric).distance(e)``; keep a LatentMemory when scoring many frames)."""
-    return LatentMemory(bank, metric).distance(e)

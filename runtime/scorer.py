@@ -8,7 +8,9 @@
 The search configuration comes from the manifest; ``config=`` overrides it (e.g. the named fast
 option ``lr_theta=0``, which switches to the variant's z-only graph). Which search runs (the variant:
 host-head, fused-adam, step, forward, unrolled) and how it is built is runtime/variants.py's table.
-Weights restart from the pristine copy for every frame; all large buffers are allocated once in ``load``.
+Weights restart from the pristine copy for every frame; all large buffers are allocated once in ``load``
+(also the batch graphs' sessions; ``score_batch(threads=N)`` builds another thread count's on its first
+call); ``close`` releases them.
 
 Named scoring configurations (issue 4) are applied here, the same for every backend:
   z_init == "encoder"   z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j, E = encoder.onnx

@@ -52,8 +52,24 @@ def test_shipped_model_batch_equals_one_at_a_time(kinect_export, val_frames):
     assert len(set(scores)) == 7                                        # frames differ, no slot mixed up
     again = scorer.score_batch(frames[:2], seeds=seeds[:2])            # another batch size, same results
     assert again[0].score == pytest.approx(got[0].score, rel=RTOL)
-    got[0].error_map[:] = -1                                            # results belong to the caller
-    assert scorer.score_batch(frames[:1], seeds=seeds[:1])[0].error_map.min() >= 0
+    assert_results_belong_to_the_caller(scorer, frames[:2], seeds[:2])
+
+
+def assert_results_belong_to_the_caller(scorer, frames, seeds):
+    """A kept score_batch result is never changed by later calls, and changing it changes no later result."""
+    first = scorer.score_batch(frames, seeds=seeds)
+    kept = [(r.error_map.copy(), r.seed_losses.copy(), r.z0.copy()) for r in first]
+    for r in first:
+        r.error_map[:], r.seed_losses[:], r.z0[:] = -1, -1, -1
+    again = scorer.score_batch(frames[::-1], seeds=seeds[::-1])[::-1]     # another order: other slots
+    for r, (error_map, seed_losses, z0) in zip(again, kept):
+        np.testing.assert_allclose(r.error_map, error_map, rtol=RTOL, atol=1e-7)
+        np.testing.assert_allclose(r.seed_losses, seed_losses, rtol=RTOL)
+        np.testing.assert_array_equal(r.z0, z0)
+    kept = [r.error_map.copy() for r in again]
+    scorer.score_batch(frames, seeds=[s + 1 for s in seeds])
+    for r, error_map in zip(again, kept):
+        np.testing.assert_array_equal(r.error_map, error_map)
 
 
 def test_batches_beyond_max_batch_run_in_chunks(kinect_export, val_frames, monkeypatch):

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import LatentMemory, SearchConfig, latent_distance, latent_factor, score_scale
+from edge_ad.runtime.config import LatentMemory, SearchConfig, latent_factor, score_scale
 
 CFG = SearchConfig(name="izi-latent-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5,
                    z_init="encoder", score_latent_power=1.0, latent_metric="cosine")
@@ -20,16 +20,16 @@ def test_latent_distance_by_hand():
     bank = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=np.float32)
     e = np.array([3.0, 3.0, 0.0])
     # cosine: unit vectors; e/|e| = (1, 1, 0)/sqrt2 -> squared distance to (1,0,0) = 2 - 2/sqrt2
-    assert latent_distance(e, bank, "cosine") == pytest.approx(2 - 2 / np.sqrt(2), rel=1e-12)
+    assert LatentMemory(bank, "cosine").distance(e) == pytest.approx(2 - 2 / np.sqrt(2), rel=1e-12)
     # l2: mean squared difference to the nearest row: (3-0)^2 + (3-2)^2 = 10 -> 10 / 3
-    assert latent_distance(e, bank, "l2") == pytest.approx(10 / 3, rel=1e-12)
-    assert latent_distance(bank[1] * 5, bank, "cosine") == pytest.approx(0.0, abs=1e-12)  # scale-free
+    assert LatentMemory(bank, "l2").distance(e) == pytest.approx(10 / 3, rel=1e-12)
+    assert LatentMemory(bank, "cosine").distance(bank[1] * 5) == pytest.approx(0.0, abs=1e-12)  # scale-free
     with pytest.raises(ValueError, match=r"latent bank must be \(N, z_dim=2\)"):
-        latent_distance(np.ones(2), bank)
+        LatentMemory(bank).distance(np.ones(2))
     with pytest.raises(ValueError, match="NaN"):
-        latent_distance(np.array([np.nan, 0, 0]), bank)
+        LatentMemory(bank).distance(np.array([np.nan, 0, 0]))
     with pytest.raises(ValueError, match="unknown latent metric"):
-        latent_distance(e, bank, "manhattan")
+        LatentMemory(bank, "manhattan").distance(e)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
@@ -174,7 +174,7 @@ def test_export_and_runtime_carry_the_latent_factor(exported, parts, tiny_genera
         got = s.score(fr["rgb"], fr["depth"])
         with torch.no_grad():
             e = E(torch.as_tensor(x[None], dtype=torch.float64).float()).flatten().double().numpy()
-        d = latent_distance(e, bank, "cosine")
+        d = LatentMemory(bank, "cosine").distance(e)
         ref = search(tiny_generator, x, CFG, z0=e[None].astype(np.float32), dtype=torch.float64, latent_distance=d)
         assert got.latent_distance == pytest.approx(d, rel=1e-4)
         assert got.score == pytest.approx(ref.score, rel=1e-4)
@@ -231,7 +231,7 @@ def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported_
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"])
         e = plain.encode(x)                                                  # E(x) from encoder.onnx
-        want = latent_distance(e, bank, "cosine")
+        want = LatentMemory(bank, "cosine").distance(e)
         scale = max(float((np.asarray(fr["depth"]) > 0).mean()), 0.01) ** 0.5 / max(want, 1e-6)
         base = plain.score(fr["rgb"], fr["depth"])
         assert base.latent_distance == pytest.approx(want, rel=1e-12)
@@ -250,7 +250,7 @@ def test_the_latent_memory_and_score_scale_modules_are_reexported_by_config():
     (runtime/score_scale.py) left runtime/config.py; the old imports name the same objects."""
     from edge_ad.runtime import config, latent_memory, score_scale
     for mod, names in ((latent_memory, ("LATENT_METRICS", "BankLayout", "LatentMemory", "check_augment_weight",
-                                        "latent_distance", "latent_memory", "layout_rows_per_frame", "original_rows",
+                                        "latent_memory", "layout_rows_per_frame", "original_rows",
                                         "rows_per_frame_of", "trusted_original_rows")),
                        (score_scale, ("foreground_fraction", "latent_factor", "score_scale"))):
         for name in names:

@@ -123,14 +123,6 @@ class BufferPlan:
     def device_bytes(self) -> int:
         return sum(b.nbytes for b in self.buffers.values())
 
-    @property
-    def pinned_bytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values() if b.host)
-
-    def final_slot(self, name: str) -> Slot:
-        """Where state tensor ``name`` is after the k steps (what the final graph reads)."""
-        return self.final[name]
-
 
 def _specs(items: Iterable) -> dict:
     out = {}

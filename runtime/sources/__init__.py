@@ -13,12 +13,18 @@
 Embedding in another program::
 
     from edge_ad.runtime import Scorer, demo_model_dir
+    from edge_ad.runtime.preprocess import FrameError
     from edge_ad.runtime.sources import open_source
     scorer = Scorer.load(demo_model_dir())   # or any exported model directory
     with open_source("realsense://") as src:
         for frame in src:
-            if frame.error is None:
+            if frame.error is not None:              # unreadable: the source says why
+                print(frame.id, "not read:", frame.error)
+                continue
+            try:
                 print(frame.id, scorer.score(frame.rgb, frame.depth).score)
+            except FrameError as e:                  # a bad frame or a sensor fault (SensorFaultError)
+                print(frame.id, "not scored:", e)
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from .base import Frame, Source, SourceError, is_stream
 from .folder import FolderSource
 
 __all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source", "find_cameras",
-           "open_camera", "is_live", "is_stream"]
+           "open_camera", "is_stream"]
 
 
 def _query(uri: str) -> dict:
@@ -49,11 +55,6 @@ def _split(uri: str, scheme: str) -> tuple[str, dict]:
     rest = uri[len(scheme):]
     rest, _, qs = rest.partition("?")
     return rest, ({k: v[-1] for k, v in parse_qs(qs).items()} if qs else {})
-
-
-def is_live(source: Source) -> bool:
-    """True for a live camera (frames arrive on their own clock and may be skipped)."""
-    return bool(getattr(source, "live", False))
 
 
 def find_cameras() -> tuple[list, list]:
