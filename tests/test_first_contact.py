@@ -42,7 +42,7 @@ class ScriptedScorer:
 
 
 def use_scorer(monkeypatch, scorer):
-    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: scorer)
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, **kw: scorer)
     return scorer
 
 

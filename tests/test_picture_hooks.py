@@ -116,7 +116,7 @@ def test_run_display_without_opencv_is_a_one_line_error(monkeypatch):
     """edge-ad run --display without OpenCV: exit 1 and the reason, as before the move."""
     from edge_ad.commands import run as run_cmd
     from test_run import StubScorer   # noqa: E402  (tests/ is on sys.path under pytest)
-    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: StubScorer())
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, **kw: StubScorer())
     monkeypatch.setitem(__import__("sys").modules, "cv2", None)
     r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--display", "-q"])
     assert r.exit_code == 1 and "--display needs OpenCV: pip install opencv-python" in r.output, r.output

@@ -139,7 +139,7 @@ def test_cli_appends_and_systemd_unit_rotates(tmp_path):
     sc = FakeScorer()
     sc.n_seed, sc.z_dim, sc.threshold = 1, 4, None
     orig = run_cmd.load_scorer
-    run_cmd.load_scorer = lambda model, backend: sc
+    run_cmd.load_scorer = lambda model, backend, **kw: sc
     try:
         for n in (2, 3):
             r = CliRunner().invoke(run_cmd.cmd, ["--source", f"synth://?n={n}", "--out", str(out), "-q",
@@ -222,7 +222,7 @@ def test_cli_fatal_exit_status_and_message(tmp_path):
     sc = Failing(MemoryError("boom"), at=1)
     sc.n_seed, sc.z_dim, sc.threshold = 1, 4, None
     orig = run_cmd.load_scorer
-    run_cmd.load_scorer = lambda model, backend: sc
+    run_cmd.load_scorer = lambda model, backend, **kw: sc
     try:
         r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=4", "--out", str(tmp_path / "r.jsonl"), "-q"],
                                catch_exceptions=False)
@@ -231,7 +231,7 @@ def test_cli_fatal_exit_status_and_message(tmp_path):
     assert r.exit_code == run_cmd.EXIT_FATAL and "MemoryError: boom" in r.output
     assert "summary (fatal)" in r.output
     (tmp_path / "plain").write_text("a file, not a directory")
-    run_cmd.load_scorer = lambda model, backend: sc
+    run_cmd.load_scorer = lambda model, backend, **kw: sc
     try:
         r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(tmp_path / "plain" / "r.jsonl"),
                                              "-q"])
@@ -276,7 +276,7 @@ RUN_STUCK = STUCK_SCORER + textwrap.dedent("""
 
 CLI_STUCK = STUCK_SCORER + textwrap.dedent("""
     from edge_ad.commands import run as run_cmd
-    run_cmd.load_scorer = lambda model, backend: Stuck(int(sys.argv[2]))
+    run_cmd.load_scorer = lambda model, backend, **kw: Stuck(int(sys.argv[2]))
     run_cmd.cmd(sys.argv[3:] + ["--out", sys.argv[1], "-q"])
 """)
 

@@ -40,7 +40,7 @@ class StubScorer:
 @pytest.fixture
 def stub(monkeypatch):
     s = StubScorer()
-    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend: s)
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, **kw: s)
     return s
 
 
@@ -239,6 +239,26 @@ def test_missing_demo_model_is_explained(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "demo model is missing" in r.output and "--model" in r.output
     r = invoke(["--source", "synth://?n=1", "--model", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_load_scorer_has_one_call_form(tmp_path, monkeypatch):
+    """edge-ad run calls load_scorer(model, backend, trusted_keys=...) the same way with and without
+    --trusted-key (there was a second, 2-argument form for the tests' fakes); the demo model's
+    directory is the runtime's own demo_model_dir (there was a pass-through wrapper)."""
+    import edge_ad.runtime
+    assert run_cmd.demo_model_dir is edge_ad.runtime.demo_model_dir
+    seen = []
+
+    def fake(model, backend, trusted_keys):
+        seen.append((model, backend, tuple(trusted_keys)))
+        return StubScorer()
+
+    monkeypatch.setattr(run_cmd, "load_scorer", fake)
+    key = tmp_path / "k.pem"
+    key.write_text("not checked by the fake")
+    assert invoke(["--source", "synth://?n=1", "-q"]).exit_code == run_cmd.EXIT_OK
+    assert invoke(["--source", "synth://?n=1", "-q", "--trusted-key", str(key)]).exit_code == run_cmd.EXIT_OK
+    assert seen == [(None, "onnxruntime", ()), (None, "onnxruntime", (str(key),))]
 
 
 def test_heatmap_and_overlay_shapes():

@@ -105,7 +105,7 @@ def test_edge_ad_run_with_a_source_with_only_iter(tmp_path, monkeypatch):
     from edge_ad.commands import run as run_cmd
     sc = ScoreOnly()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: OnlyIter())
-    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, trusted_keys=None: sc)
+    monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, **kw: sc)
     out = tmp_path / "r.jsonl"
     r = CliRunner().invoke(run_cmd.cmd, ["--source", "only-iter://", "--threshold", "1e-9", "--out", str(out),
                                          "--save-anomalies", str(tmp_path / "anom"), "-q"])

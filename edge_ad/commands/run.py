@@ -18,6 +18,7 @@ from typing import Optional
 import click
 import numpy as np
 
+from edge_ad.runtime import demo_model_dir
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
 from edge_ad.runtime.anomaly_saver import AnomalySaver    # the picture hooks live in runtime/
 from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, EXIT_OK,  # noqa: F401
@@ -28,15 +29,9 @@ from edge_ad.runtime.pictures import grey3, heatmap  # noqa: F401  (edge_ad.comm
 DEFAULT_SOURCE = "synth://"
 
 
-def demo_model_dir() -> Path:
-    """Where the shipped demo model lives (runtime/demo/, inside the runtime package)."""
-    from edge_ad.runtime import demo_model_dir as shipped
-    return shipped()
-
-
-def load_scorer(model: Optional[str], backend: str, trusted_keys=None):
-    """Load the Scorer for ``model`` (default: the demo model) or raise ClickException; with
-    ``trusted_keys`` (public key files) the model must be signed by one of them."""
+def load_scorer(model: Optional[str], backend: str, trusted_keys=()):
+    """Load the Scorer for ``model`` (default: the demo model, ``runtime.demo_model_dir()``) or raise
+    ClickException; with ``trusted_keys`` (public key files) the model must be signed by one of them."""
     model_dir = Path(model) if model else demo_model_dir()
     if not model and not (model_dir / "manifest.json").exists():
         raise click.ClickException(
@@ -250,7 +245,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo(f"warning: {warning}", err=True)
 
     try:
-        scorer = load_scorer(model, backend, trusted_keys) if trusted_keys else load_scorer(model, backend)
+        scorer = load_scorer(model, backend, trusted_keys=trusted_keys)
         z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
         thr = threshold if threshold is not None else scorer_threshold(scorer)
         spec = scorer_spec(scorer)
