@@ -202,13 +202,14 @@ def settings_differences(job: Job, previous: dict, model_sha256: str) -> list:
 def finished(path: os.PathLike) -> bool:
     """True if ``path`` is a results file whose last line is the summary of a run that reached the
     source's end."""
+    from edge_ad.runtime.capture import STOP_END
     if not Path(path).is_file():
         return False
     try:
         _, summary = read_results(path)
     except (OSError, ValueError):
         return False
-    return summary is not None and summary.get("stopped") == "end"
+    return summary is not None and summary.get("stopped") == STOP_END
 
 
 def is_complete(out_dir: Path, job: Job, previous: Optional[dict], model_sha256: str) -> bool:
