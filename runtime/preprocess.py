@@ -32,7 +32,8 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
-no valid depth, no foreground, black or saturated colour, random colour noise, a stuck camera.
+no valid depth, no foreground, black, saturated or flat (one constant colour) colour, random colour
+noise, a stuck camera.
 The checks themselves are in ``sensor_faults.py``.
 """
 from __future__ import annotations
@@ -135,9 +136,11 @@ class SensorLimits:
     (min channel >= 250) <= 98.3 % (brightness x1.5; offset +60: 93.7 %); mean |neighbour
     difference| <= 51.3 of 255 among frames whose R/G/B neighbour differences are uncorrelated
     (RGB noise sigma 30; clean frames' correlation >= 0.79; judged at the camera's resolution, where
-    sigma 30 gives <= 40 on the frames upsampled to 128 x 128 .. 1280 x 720, uniform noise >= 82). The faults: all-black or covered colour
+    sigma 30 gives <= 40 on the frames upsampled to 128 x 128 .. 1280 x 720, uniform noise >= 82);
+    foreground colour spread (largest per-channel std) >= 14.75 clean, 7.37 (brightness x0.5,
+    contrast x0.5). The faults: all-black or covered colour
     (>= 96 % black), blinded (>= 99 % saturated), uniform random noise (mean difference 73.5..101,
-    correlation |c| <= 0.25), no depth (0 or a few readings). None of the nuisances fires with the
+    correlation |c| <= 0.25), one flat colour (spread 0), no depth (0 or a few readings). None of the nuisances fires with the
     defaults below; every one of those faults does. Caveat: the camera-resolution noise margins (60
     vs <= 51.3) come from kinect-rgbd's 64 x 64 frames upsampled bilinearly, smoother than a real
     camera's; fine real textures at full resolution (fabric, foliage) have not been measured.
@@ -154,6 +157,11 @@ class SensorLimits:
     noise_level: float = 60.0           # ... judged only where the mean |neighbour difference| exceeds this
                                         # (sensor noise sigma 30: <= 51.3; uniform random colour: >= 73.5)
     max_identical_frames: int = 1       # identical consecutive frames allowed before "stuck" (1: none repeated)
+    min_colour_spread: float = 2.0      # flat_rgb below this: the foreground's largest per-channel colour std
+                                        # on the camera's pixels (8-bit levels; one constant colour: 0; real
+                                        # frames >= 14.7 clean, >= 7.37 under brightness x0.5 or contrast x0.5;
+                                        # synth:// >= 11.2; 0 turns the check off). Stored limits without it
+                                        # (written before it) get this default
     noise_measured_on: str = "camera"   # where noise_level is measured (NOISE_MEASURED_ON): "camera" = the
                                         # camera's own pixels; "model" = the 64 x 64 model frame, as every
                                         # stored limits dict without this field (written before it) meant
@@ -187,6 +195,9 @@ class SensorLimits:
         v = lim.noise_level
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
             raise ValueError(f"sensor_faults.noise_level must be in [0, 255], got {v!r}")
+        v = lim.min_colour_spread
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
+            raise ValueError(f"sensor_faults.min_colour_spread must be in [0, 255], got {v!r}")
         v = lim.max_identical_frames
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"sensor_faults.max_identical_frames must be an integer >= 1, got {v!r}")

@@ -9,6 +9,11 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
   no_foreground  fewer than ``min_foreground`` of the pixels lie inside [near_mm, far_mm]
   black_rgb      more than ``max_black`` of the foreground is black (colour sensor dead or covered)
   saturated_rgb  more than ``max_saturated`` of the foreground is saturated (blinded)
+  flat_rgb       the foreground is one constant colour (``colour_spread``, its largest per-channel
+                 standard deviation on the camera's own pixels, below ``min_colour_spread``): a colour
+                 sensor sending a frozen constant, a YUYV decoder's all-zero "green frame", a lens
+                 behind cloth; real frames (kinect-rgbd, synth://) have a spread of >= 7 levels even
+                 under brightness or contrast x0.5
   colour_noise   strong (mean neighbour difference above ``noise_level``) and uncorrelated R, G, B
                  neighbour differences (mean correlation below ``min_channel_correlation``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
@@ -35,7 +40,7 @@ import numpy as np
 
 from .preprocess import FrameError, PreprocessSpec, SensorLimits, frame_to_uint8
 
-FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "colour_noise", "stuck_frame")
+FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb", "colour_noise", "stuck_frame")
 MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
 MAX_NOISE_LINES = 128  # rows and columns of a large frame the colour-noise check samples
 
@@ -122,6 +127,24 @@ def channel_correlation(d: np.ndarray) -> Optional[float]:
     return float((c[0, 1] + c[0, 2] + c[1, 2]) / 3.0)
 
 
+def colour_spread(rgb, depth, spec: PreprocessSpec) -> Optional[float]:
+    """The largest per-channel standard deviation (8-bit levels) of the colours of the camera's own
+    pixels inside the model's foreground (``in_range``), rgb (H, W, 3) uint8, depth (H, W) or (H, W, 1):
+    0 for one constant colour; None when no pixel is in the foreground. Measured before the resize,
+    as the model frame mixes the object's colour with the masked-black background at its edges (a flat
+    640 x 480 frame reads ~4.5 there). At most MAX_NOISE_LINES rows and columns, spread over the
+    frame, are used (as ``camera_differences``)."""
+    rgb = np.asarray(rgb)
+    d = np.asarray(depth)
+    d = d[:, :, 0] if d.ndim == 3 else d
+    h, w = d.shape
+    r, c = _lines(h + 1), _lines(w + 1)                          # every row / column of a small frame
+    fg = rgb[np.ix_(r, c)][in_range(d[np.ix_(r, c)], spec)]     # (n, 3) uint8
+    if len(fg) == 0:
+        return None
+    return float(fg.astype(np.float64).std(axis=0).max())
+
+
 def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = None) -> list:
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
     ``u8``: the frame's ``frame_to_uint8(rgb, depth, spec)`` when the caller already has it (the run
@@ -152,6 +175,13 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
     if sat > lim.max_saturated:
         out.append(SensorFault("saturated_rgb", f"{100 * sat:.1f}% of the foreground is saturated "
                                                 f"(limit {100 * lim.max_saturated:.1f}%)"))
+    if not out and lim.min_colour_spread > 0:
+        spread = colour_spread(rgb, depth, spec)
+        if spread is not None and spread < lim.min_colour_spread:
+            out.append(SensorFault("flat_rgb", f"the foreground is one flat colour (largest per-channel "
+                                               f"std {spread:.2f} levels, limit {lim.min_colour_spread:g}; "
+                                               f"mean colour {np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): "
+                                               "colour sensor frozen, covered or decoding nothing"))
     if not out:
         if lim.noise_measured_on == "model":   # limits stored before noise_measured_on: the old measurement
             d = neighbour_differences(x[:, :, :3], fg)   # (n, 3) on the model frame
