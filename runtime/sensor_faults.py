@@ -23,9 +23,16 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
                  a ROS bag, synth://): a frozen driver re-sending it. Not made for a folder of
                  files (``Source.stream`` False): its files are independent inputs, and copies of one
                  frame are each scored (a determinism check, a test set with duplicates)
+  stuck_rgb      the colour image alone is bit-identical to the previous one(s) of a stream while the
+                 depth changes: a frozen colour sensor beside a live depth sensor (a real colour
+                 sensor's noise never repeats a whole image bit for bit); a frame that shows another
+                 fault (a black or flat colour repeats by nature) is reported with that one instead
+  stuck_depth    the depth image alone repeats while the colour changes: a frozen depth sensor
+                 (real depth is noisy too; a synthetic or heavily filtered depth stream of a static
+                 scene could repeat: raise ``max_identical_frames`` for such a stream)
 
-``SensorFaultDetector`` keeps the one piece of state (the previous frame's digest) for the stuck
-check; ``frame_faults`` is the stateless part, which ``Scorer.score`` / ``score_batch`` run on every
+``SensorFaultDetector`` keeps the one piece of state (the previous frame's digests) for the stuck
+checks; ``frame_faults`` is the stateless part, which ``Scorer.score`` / ``score_batch`` run on every
 frame by default (``raise_frame_faults``: a ``SensorFaultError``), so the Python API never scores a
 fault either. The stuck check needs a stream, so only the run loop (``run_capture``) and calibration's
 ``read_scene`` make it, each with ``stuck=is_stream(source)``.
@@ -40,7 +47,8 @@ import numpy as np
 
 from .preprocess import FrameError, PreprocessSpec, SensorLimits, frame_to_uint8
 
-FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb", "colour_noise", "stuck_frame")
+FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb", "colour_noise", "stuck_frame",
+          "stuck_rgb", "stuck_depth")
 MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
 MAX_NOISE_LINES = 128  # rows and columns of a large frame the colour-noise check samples
 
@@ -205,28 +213,33 @@ def raise_frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray
         raise SensorFaultError(faults)
 
 
-def frame_digest(rgb, depth) -> bytes:
-    """A digest of a raw frame's pixels (shape, dtype and a CRC-32 of each image's bytes). The stuck
-    check only asks "same bytes as the previous frame?" of a camera, not an adversary: CRC-32 runs at
+def image_digest(a) -> str:
+    """A digest of one raw image's pixels: its shape, dtype and a CRC-32 of its bytes. The stuck
+    checks only ask "same bytes as the previous frame?" of a camera, not an adversary: CRC-32 runs at
     ~4 GB/s (1.6 ms for a 1280 x 720 RGB + uint16 depth frame; blake2b took 7.5 ms, as long as the
-    k = 0 search); two different frames agree on both CRCs with probability ~2^-64."""
-    out = []
-    for a in (rgb, depth):
-        a = np.ascontiguousarray(a)
-        out.append(f"{a.shape}{a.dtype}:{zlib.crc32(memoryview(a).cast('B')):08x}")
-    return "|".join(out).encode()
+    k = 0 search)."""
+    a = np.ascontiguousarray(a)
+    return f"{a.shape}{a.dtype}:{zlib.crc32(memoryview(a).cast('B')):08x}"
+
+
+def frame_digest(rgb, depth) -> bytes:
+    """A digest of a raw frame's pixels (``image_digest`` of each image); two different frames agree
+    on both CRCs with probability ~2^-64."""
+    return "|".join(image_digest(a) for a in (rgb, depth)).encode()
 
 
 class SensorFaultDetector:
     """Checks each frame of a source in order: ``check(rgb, depth)`` -> list of SensorFault.
-    ``stuck``: also the stuck_frame check (True for a stream: ``sources.is_stream(source)``; a
-    folder's identical files are independent frames)."""
+    ``stuck``: also the stuck checks (True for a stream: ``sources.is_stream(source)``; a folder's
+    identical files are independent frames): the whole frame repeated (stuck_frame), or only its
+    colour (stuck_rgb) or only its depth (stuck_depth), each more than ``max_identical_frames``
+    times in a row."""
 
     def __init__(self, spec: PreprocessSpec, stuck: bool = True):
         self.spec = spec
         self.stuck = bool(stuck)
-        self._last: Optional[bytes] = None
-        self._repeats = 0   # identical consecutive frames so far (1 = this frame is new)
+        self._last = (None, None)       # the previous frame's (colour, depth) image_digest
+        self._repeats = [0, 0]          # identical consecutive colour / depth images so far (1 = new)
 
     def check(self, rgb, depth, u8: Optional[np.ndarray] = None) -> list:
         """Faults of the next frame of the stream (``u8``: its ``frame_to_uint8``, if already made)."""
@@ -235,11 +248,24 @@ class SensorFaultDetector:
             return []
         out = []
         if self.stuck and rgb is not None and depth is not None:
-            d = frame_digest(rgb, depth)
-            self._repeats = self._repeats + 1 if d == self._last else 1
-            self._last = d
-            if self._repeats > lim.max_identical_frames:
+            digests = (image_digest(rgb), image_digest(depth))
+            self._repeats = [n + 1 if d == last else 1
+                             for n, d, last in zip(self._repeats, digests, self._last)]
+            self._last = digests
+            stuck_rgb, stuck_depth = (n > lim.max_identical_frames for n in self._repeats)
+            if stuck_rgb and stuck_depth:
+                n = min(self._repeats)
                 out.append(SensorFault("stuck_frame", f"identical to the previous frame "
-                                                      f"({self._repeats} identical in a row, limit "
+                                                      f"({n} identical in a row, limit "
                                                       f"{lim.max_identical_frames})"))
+            elif stuck_rgb or stuck_depth:
+                faults = frame_faults(rgb, depth, self.spec, u8)
+                if faults:   # a black / flat colour or a missing depth repeats by nature: that fault says more
+                    return faults
+                which, other, n = (("colour", "depth", self._repeats[0]) if stuck_rgb
+                                   else ("depth", "colour", self._repeats[1]))
+                return [SensorFault("stuck_rgb" if stuck_rgb else "stuck_depth",
+                                    f"the {which} image is identical to the previous frame's while "
+                                    f"the {other} changes ({n} identical in a row, limit "
+                                    f"{lim.max_identical_frames}): the {which} sensor is frozen")]
         return out + frame_faults(rgb, depth, self.spec, u8)

@@ -100,6 +100,7 @@ class FastCamera(Source):
         self.uri = f"fake://{tag}"
         self._closed = threading.Event()
         self._frame = list(open_source("synth://?n=1&seed=0"))[0]
+        self._fg = tuple(np.argwhere(self._frame.depth > 0)[0])   # one foreground pixel, its depth varied
 
     def __iter__(self):
         while not self._closed.is_set():
@@ -111,7 +112,9 @@ class FastCamera(Source):
             self.produced += 1
             rgb = self._frame.rgb.copy()
             rgb[0, 0, 0] = self.produced % 256  # like a real sensor, no two consecutive frames identical
-            yield Frame(f"{self.tag}-{self.produced}", rgb, self._frame.depth, time.time())
+            depth = self._frame.depth.copy()     # ... in colour or in depth (stuck_rgb / stuck_depth)
+            depth[self._fg] = 1 + self.produced % 255
+            yield Frame(f"{self.tag}-{self.produced}", rgb, depth, time.time())
 
     def close(self):
         self._closed.set()

@@ -69,18 +69,26 @@ def test_stuck_frames():
     got = det.check(fr[0].rgb.copy(), fr[0].depth.copy())       # same pixels, new buffers
     assert [f.name for f in got] == ["stuck_frame"]
     assert det.check(fr[1].rgb, fr[1].depth) == []
+
+    def after(a, b) -> list:
+        """The stuck faults of frame b (rgb, depth) right after frame a."""
+        d = SensorFaultDetector(SPEC)
+        d.check(*a)
+        return [f.name for f in d.check(*b)]
+
     one_px = fr[1].rgb.copy()
-    one_px[40, 17, 2] ^= 1                                       # one bit of one pixel differs: not stuck
-    assert det.check(one_px, fr[1].depth) == []
+    one_px[40, 17, 2] ^= 1                  # one bit of one pixel differs: not stuck_frame (the depth alone repeats)
+    assert after((fr[1].rgb, fr[1].depth), (one_px, fr[1].depth)) == ["stuck_depth"]
     # the same scene in millimetres: other raw bytes, the same model input (levels -> mm -> levels is
     # exact for 0-700 mm), so a detector that compared preprocessed frames would call it stuck; the
-    # same values in another dtype (uint16 readings of 1..255, millimetres) are another frame too
+    # same values in another dtype (uint16 readings of 1..255, millimetres) are another depth image too
     d8 = fr[1].depth
     mm = np.where(d8 > 0, np.rint(d8.astype(np.float64) * SPEC.far_mm / 255), 0).astype(np.uint16)
     assert np.array_equal(frame_to_uint8(one_px, mm, SPEC), frame_to_uint8(one_px, d8, SPEC))
-    assert det.check(one_px, mm) == [] and det.check(one_px, d8) == []
-    assert det.check(one_px, d8.astype(np.uint16)) == [] and det.check(one_px, d8.astype(np.float32)) == []
-    assert [f.name for f in det.check(one_px, d8.astype(np.float32))] == ["stuck_frame"]
+    for a, b in ((mm, d8), (d8, d8.astype(np.uint16)), (d8.astype(np.uint16), d8.astype(np.float32))):
+        assert after((one_px, a), (one_px, b)) == ["stuck_rgb"], (a.dtype, b.dtype)   # the colour alone repeats
+        assert after((fr[1].rgb, a), (one_px, b)) == []                               # both differ: not stuck
+    assert after((one_px, d8.astype(np.float32)), (one_px, d8.astype(np.float32))) == ["stuck_frame"]
     lenient = SensorFaultDetector(PreprocessSpec(sensor_faults=SensorLimits(max_identical_frames=2)))
     assert [len(lenient.check(fr[0].rgb, fr[0].depth)) for _ in range(3)] == [0, 0, 1]
 
@@ -92,8 +100,10 @@ def test_faults_are_error_lines_never_scores_and_counted(tmp_path, kinect_root, 
         frames.append(Frame(fid, rgb, d8))
         name, r, d = faulty_variants(rgb, d8, rng)[[0, 3, 5, 4][k]]
         frames.append(Frame(f"{fid}-{name}", r, d))
-    frames.append(Frame("again", real[3][1], real[3][2]))   # differs from the frame before it: scored
-    frames.append(Frame("again2", real[3][1], real[3][2]))  # identical to the one before: stuck
+    again = real[3][2].copy()
+    again[again > 0] += 1                                     # a real depth sensor's noise: new depth
+    frames.append(Frame("again", real[3][1], again))          # differs from the frame before it: scored
+    frames.append(Frame("again2", real[3][1], again.copy()))  # identical to the one before: stuck
 
     class Src(Source):
         uri = "faults"
@@ -214,7 +224,8 @@ def test_black_and_saturated_limits_flag_a_covered_or_blinded_sensor_not_a_dark_
     foreground black, brightness x1.5 up to 98.3 % saturated; scripts/sensor_limits_probe.py). Fails
     with the earlier limits 0.5 / 0.5 (which refused brighter rooms) and with limits of 0.999+."""
     cases = {"black97": (0, 0.97), "black90": (0, 0.90), "sat99.5": (255, 0.995), "sat97": (255, 0.97)}
-    frames = [Frame(name, *partly(level, frac)) for name, (level, frac) in cases.items()]
+    frames = [Frame(name, rgb, depth + i)    # depth differing from frame to frame, as a real sensor's
+              for i, (name, (rgb, depth)) in enumerate((n, partly(*lf)) for n, lf in cases.items())]
     assert [f.name for f in frame_faults(frames[0].rgb, frames[0].depth, SPEC)] == ["black_rgb"]
     assert "97.0% of the foreground is black" in str(frame_faults(frames[0].rgb, frames[0].depth, SPEC)[0])
     assert [f.name for f in frame_faults(frames[2].rgb, frames[2].depth, SPEC)] == ["saturated_rgb"]
