@@ -30,8 +30,10 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 latent distance is to the bank without its block's rows (its neighbours in a recording are
                 near-duplicates of it), as an unseen frame would be; with the shift-min (score_shift_radius
                 > 0) for each shifted copy, then the minimum. ``threshold_rule``:
-                - the model carries its own threshold, set at this very rate fpr (the default --fpr): that
-                  threshold is KEPT unless the scene's frames show it is too low for the scene: more of
+                - the model carries a threshold for this very rate fpr, read from its own normal frames:
+                  its threshold (set at the default --fpr) or, at another rate, the entry of its rate table
+                  (threshold "rates", 1-20 % in steps of 1 %, the shipped models: ``model_threshold_at``):
+                  that threshold is KEPT unless the scene's frames show it is too low for the scene: more of
                   them score above it than fpr allows, significantly (one-sided binomial test, p <
                   SCENE_TEST_ALPHA = 0.05: ``scene_exceeds``); then the scene's (1 - fpr) quantile, never
                   below the model's threshold. Why: the model's threshold was read from hundreds of normal
@@ -40,10 +42,15 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                   (models/kinect-rgbd/new_scene.py, 50 calibration frames drawn at random): the quantile
                   rule put sphere's and rectangle's thresholds 1.4-1.5x above every held-out normal of the
                   scene in 3 of 8 draws each (anomalies flagged 85-87 %), this rule in none;
-                - the model's threshold was set at a higher rate than fpr: the scene's (1 - fpr) quantile,
-                  floored at the model's threshold (a lower bound of a threshold at the lower rate);
+                - else, the model's threshold was set at a higher rate than fpr: the scene's (1 - fpr)
+                  quantile, floored at the model's threshold (a lower bound of a threshold at the lower rate);
                 - no usable model threshold (none, a lower rate than fpr, or ``floor`` False): the
                   scene's (1 - fpr) quantile.
+                A quantile from fewer than MIN_EXPECTED_ABOVE expected frames above it (frames x fpr) is one
+                of the top few scores: said (``threshold_warning``). Measured on kinect-rgbd (an outside
+                check, 50 random scene frames, --fpr 0.05 below rectangle's 7 %): the floored quantile put
+                the threshold 1.7x above the held-out normals' 95th percentile (2 % false alarms, 74.5 %
+                of anomalies flagged).
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
 frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous /
@@ -82,6 +89,7 @@ DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shif
                              # models with search steps (k > 0) default to 0 (``default_max_shift``)
 MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
 SCENE_TEST_ALPHA = 0.05      # the model's threshold is replaced when the scene exceeds it at this significance
+MIN_EXPECTED_ABOVE = 3       # fewer scene frames x rate than this: a quantile threshold rests on the top scores
 
 
 class CalibrationError(ValueError):
@@ -102,10 +110,12 @@ def scene_exceeds(scores: np.ndarray, threshold: float, fpr: float) -> tuple:
     return k, binomial_tail(k, len(scores), fpr)
 
 
-def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[float], same_rate: bool) -> tuple:
+def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[float], same_rate: bool,
+                     what: str = "the model's own threshold") -> tuple:
     """(threshold, rule text, test record or None) of a scene from its held-out ``scores`` (module
     docstring, "threshold"): ``model_threshold`` the model's own threshold usable as a floor (None:
-    none, or ``floor`` off); ``same_rate`` True when it was set at this very rate ``fpr``."""
+    none, or ``floor`` off); ``same_rate`` True when it was read at this very rate ``fpr`` (its own
+    threshold, or the entry of its rate table: ``model_threshold_at``); ``what`` names it in the rule."""
     quantile = _quantile_threshold(scores, fpr)
     if model_threshold is None:
         return quantile, "scene quantile", None
@@ -115,9 +125,9 @@ def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[f
     n = len(scores)
     test = {"frames_above_model_threshold": k, "frames": int(n), "binomial_p": p, "alpha": SCENE_TEST_ALPHA}
     if p < SCENE_TEST_ALPHA:
-        return (max(quantile, model_threshold), f"scene quantile: {k} of {n} scene frames above the model's own "
-                f"threshold, more than {fpr:g} allows (binomial p = {p:.2g} < {SCENE_TEST_ALPHA:g})", test)
-    return (model_threshold, f"the model's own threshold: {k} of {n} scene frames above it, as {fpr:g} allows "
+        return (max(quantile, model_threshold), f"scene quantile: {k} of {n} scene frames above {what}, more "
+                f"than {fpr:g} allows (binomial p = {p:.2g} < {SCENE_TEST_ALPHA:g})", test)
+    return (model_threshold, f"{what}: {k} of {n} scene frames above it, as {fpr:g} allows "
             f"(binomial p = {p:.2g} >= {SCENE_TEST_ALPHA:g})", test)
 
 
@@ -349,6 +359,35 @@ def model_threshold_floor(manifest: dict, fpr: float) -> Optional[float]:
     return value if np.isfinite(value) and rate >= fpr else None
 
 
+def model_threshold_at(manifest: dict, fpr: float) -> tuple:
+    """(threshold, where) of the exported model at the false-alarm rate ``fpr``, read from its own normal
+    frames (carried through calibrations): its threshold when it was set at ``fpr``, else the entry for
+    ``fpr`` of its rate table (threshold "rates": {"0.05": value, ...}, the (1 - rate) quantiles of the
+    same normal frames, written by models/kinect-rgbd/make_release.py); (None, None) when neither.
+    Either is read from hundreds of frames (400 for the shipped models), so calibrate keeps it unless the
+    scene refutes it, at any rate the table holds, not only the model's own."""
+    own = _model_threshold(manifest) or {}
+    if _is_rate(own.get("target_fpr"), fpr) and _positive(own.get("value")):
+        return float(own["value"]), "the model's own threshold"
+    rates = own.get("rates")
+    for key, value in (rates.items() if isinstance(rates, dict) else ()):
+        try:
+            rate = float(key)
+        except (TypeError, ValueError):
+            continue
+        if _is_rate(rate, fpr) and _positive(value):
+            return float(value), f"the model's threshold at {fpr:g} (its rate table, {own.get('n_normal') or '?'} normal frames)"
+    return None, None
+
+
+def _is_rate(rate, fpr: float) -> bool:
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and abs(float(rate) - fpr) < 1e-9
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value)) and value > 0
+
+
 def model_fpr(manifest: dict) -> float:
     """The false-alarm rate the model's own threshold was calibrated at (carried through calibrations),
     a valid rate in (0, 1); DEFAULT_FPR when the model has none. The default target of a calibration."""
@@ -360,8 +399,8 @@ def model_fpr(manifest: dict) -> float:
 
 
 def _model_threshold(manifest: dict) -> Optional[dict]:
-    """{"value", "target_fpr", "n_normal", "normal"} of the exported model's own threshold (carried
-    through calibrations; n_normal / normal None where not recorded)."""
+    """{"value", "target_fpr", "n_normal", "normal", "rates"} of the exported model's own threshold (carried
+    through calibrations; n_normal / normal / rates None where not recorded)."""
     t = manifest.get("threshold")
     if not isinstance(t, dict):
         return None
@@ -369,7 +408,7 @@ def _model_threshold(manifest: dict) -> Optional[dict]:
         own = t.get("model_threshold")
         return None if own is None else {"n_normal": t.get("model_n_normal"), "normal": t.get("model_normal"), **own}
     return {"value": t.get("value"), "target_fpr": t.get("target_fpr"), "n_normal": t.get("n_normal"),
-            "normal": t.get("normal")}
+            "normal": t.get("normal"), "rates": t.get("rates")}
 
 
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
@@ -449,9 +488,18 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
     else:
         scores = res["scores"]
-    floor_value = model_threshold_floor(man, fpr) if floor else None
-    threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=fpr == model_fpr(man))
+    at_rate, what = model_threshold_at(man, fpr) if floor else (None, None)
+    floor_value = at_rate if at_rate is not None else (model_threshold_floor(man, fpr) if floor else None)
+    what = what or "the model's own threshold"
+    threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=at_rate is not None, what=what)
     scene_threshold = _quantile_threshold(scores, fpr)
+    warning = None
+    if threshold != floor_value and n * fpr < MIN_EXPECTED_ABOVE:   # the threshold rests on the top scores
+        warning = (f"{n} scene frames cannot resolve a {fpr:g} false-alarm rate (n x rate = {n * fpr:.2g} < "
+                   f"{MIN_EXPECTED_ABOVE}): the threshold is the {n - int(np.ceil((1 - fpr) * (n - 1)))}-th highest of "
+                   f"{n} held-out scores, as noisy as one frame; calibrate on more frames or at a higher --fpr")
+        if log is not None:
+            log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
               "unreadable": res["unreadable"], "unscorable": res["unscorable"],
@@ -466,7 +514,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "colour_gain": list(gain) if gain is not None else None,
               "scene_shift": shift_fit,
               "threshold_scene": scene_threshold, "threshold_floor": floor_value,
-              "threshold_rule": rule, "threshold_test": test}
+              "threshold_rule": rule, "threshold_test": test, "threshold_warning": warning}
     new = json.loads(json.dumps(man))   # manifest.sig (signing.py), not in "files", is not copied: the new
                                         # directory is unsigned or re-signed
     new["preprocess"] = spec.to_dict()
@@ -474,7 +522,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     own = model_record or {}
     if floor_value is not None and threshold == floor_value:   # the model's own threshold, kept
         read_from = {"n_normal": own.get("n_normal"),
-                     "normal": f"the model's own threshold, kept (read from: {own.get('normal') or 'not recorded'}); "
+                     "normal": f"{what}, kept (read from: "
+                               f"{own.get('normal') or 'not recorded'}); "
                                f"checked against {n} scene frames of {source}"}
     else:
         read_from = {"n_normal": n, "normal": f"scene frames of {source}"}

@@ -92,3 +92,72 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             assert man["threshold"]["n_normal"] == n and man["threshold"]["normal"].startswith("scene frames")
         assert man["threshold"]["scene_frames"] == n and man["threshold"]["model_n_normal"] == model_n
         assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
+
+
+def test_model_threshold_at_reads_the_own_rate_then_the_rate_table():
+    """Any rate of the model's table is a threshold read from its own normal frames; other rates have none."""
+    own = {"value": 2.0, "target_fpr": 0.07, "n_normal": 400, "rates": {"0.05": 3.0, "0.10": 1.5, "x": 9.0}}
+    man = {"threshold": own}
+    assert cal.model_threshold_at(man, 0.07) == (2.0, "the model's own threshold")
+    value, what = cal.model_threshold_at(man, 0.05)
+    assert value == 3.0 and "rate table" in what and "400" in what
+    assert cal.model_threshold_at(man, 0.10)[0] == 1.5
+    assert cal.model_threshold_at(man, 0.06) == (None, None)                 # not in the table
+    assert cal.model_threshold_at({"threshold": {**own, "rates": {"0.05": float("nan")}}}, 0.05) == (None, None)
+    assert cal.model_threshold_at({}, 0.05) == (None, None)
+    # a calibrated directory carries the exported model's record, table included (never the scene's)
+    scene = {"value": 7.0, "target_fpr": 0.05, "source": "edge-ad calibrate", "model_threshold": own}
+    assert cal.model_threshold_at({"threshold": scene}, 0.05)[0] == 3.0
+    assert cal.model_threshold_at({"threshold": scene}, 0.07)[0] == 2.0
+
+
+def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, kinect_export, monkeypatch):
+    """--fpr 0.05 on a model set at 7 %: its 5 % threshold from the rate table (the same normal frames) is
+    kept unless the scene refutes it; without a table the scene's quantile, floored, as before (the outside
+    check's 74.5 % flagged: a 50-frame quantile 1.7x above the normals' 95th percentile)."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.sources import open_source
+
+    from conftest import edit_manifest
+    own = Scorer.load(kinect_export).threshold
+    table = edit_manifest(kinect_export, tmp_path / "table",
+                          lambda m: m["threshold"].update(rates={"0.05": 1.25 * own, "0.10": 0.8 * own}))
+    plain = edit_manifest(kinect_export, tmp_path / "plain", lambda m: m["threshold"].pop("rates", None))
+    n = 40
+    held = {}
+    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: held["scores"][:len(base)])
+    scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
+
+    def calibrate(model, out, above):
+        held["scores"] = _scores_with(above, n) * 1.25 * own      # `above` frames above the 5 % entry
+        with open_source(str(scene)) as src:
+            return cal.calibrate_model(model, src, tmp_path / out, fpr=0.05, max_shift=0)
+
+    man = calibrate(table, "kept", 3)                      # 3 of 40 at 5 %: P(>= 3) = 0.32
+    c = man["calibration"]
+    assert man["threshold"]["value"] == pytest.approx(1.25 * own) and "rate table" in c["threshold_rule"]
+    assert c["threshold_test"]["frames_above_model_threshold"] == 3 and c["threshold_scene"] > 1.25 * own
+    assert man["threshold"]["normal"].startswith("the model's threshold at 0.05") and c["threshold_warning"] is None
+    assert man["threshold"]["model_threshold"]["rates"]["0.05"] == pytest.approx(1.25 * own)   # carried on
+    man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) ~ 0.001
+    assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
+    assert man["threshold"]["value"] > 1.25 * own and "scene quantile" in man["calibration"]["threshold_rule"]
+    man = calibrate(plain, "no-table", 3)                  # no table: the floored quantile, as before
+    assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
+    assert man["calibration"]["threshold_rule"].startswith("max(") and man["calibration"]["threshold_test"] is None
+
+
+def test_a_quantile_from_too_few_frames_is_said(tmp_path, kinect_export, monkeypatch):
+    """30 frames at 3 % (no table entry, no floor): the threshold is the highest score, and the record says so."""
+    from edge_ad.runtime.sources import open_source
+    n = 30
+    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: _scores_with(1, n)[:len(base)])
+    scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
+    said = []
+    with open_source(str(scene)) as src:
+        man = cal.calibrate_model(kinect_export, src, tmp_path / "few", fpr=0.03, max_shift=0, floor=False,
+                                  log=said.append)
+    w = man["calibration"]["threshold_warning"]
+    assert w and "30 scene frames cannot resolve a 0.03" in w and "1-th highest" in w
+    assert any(m.startswith("warning: 30 scene frames") for m in said)
+    assert man["threshold"]["value"] == pytest.approx(_scores_with(1, n).max())

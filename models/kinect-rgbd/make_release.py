@@ -136,7 +136,7 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
     thr = {"target_fpr": a.threshold_fpr, "search": cfg.to_dict()}
     if a.threshold_normals == "val":
         return {"value": calibrate_threshold(val, a.threshold_fpr), "n_normal": len(val),
-                "normal": f"kinect-rgbd {a.cls} val", **thr}
+                "normal": f"kinect-rgbd {a.cls} val", "rates": rate_table(val), **thr}
     from tqdm import tqdm
 
     from edge_ad.models.data import load_kinect, to_tensor
@@ -153,10 +153,22 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
         q = [50, 90, 95]
         return {"n": len(scores), "percentiles": dict(zip(map(str, q), np.percentile(scores, q).tolist())),
                 "false_alarm_rate": float((scores > value).mean())}
-    return {"value": value, "n_normal": len(val) + len(loo),
+    return {"value": value, "n_normal": len(val) + len(loo), "rates": rate_table(np.concatenate([val, loo])),
             "normal": (f"kinect-rgbd {a.cls} val ({len(val)} frames) + train ({len(loo)} frames, each scored "
                        "against the latent bank without its own rows: leave-one-out)"),
             "samples": {"val": sample(val), "train_leave_one_out": sample(loo)}, **thr}
+
+
+RATES = [round(0.01 * i, 2) for i in range(1, 21)]     # the rate table's false-alarm rates: 1 % .. 20 %
+
+
+def rate_table(normal_scores) -> dict:
+    """{"0.01": threshold, ..., "0.20": threshold}: the threshold flagging at most each rate of the normal
+    scores (models.evaluate.calibrate_threshold, as the shipped value), so that edge-ad calibrate at
+    another --fpr than the shipped rate starts from a threshold read from the same normal frames
+    (runtime/calibrate.model_threshold_at) instead of a few dozen scene frames' quantile."""
+    from edge_ad.models.evaluate import calibrate_threshold
+    return {f"{r:.2f}": calibrate_threshold(normal_scores, r) for r in RATES}
 
 
 def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:
