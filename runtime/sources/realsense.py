@@ -78,9 +78,13 @@ def _depth_scale(dev) -> float:
 
 class RealSenseCamera(Source):
     """A live RealSense camera. ``wait_for_frames`` timing out raises SourceError (camera gone);
-    the capture loop then reopens it with backoff. ``live = True``: frames may be skipped."""
+    the capture loop then reopens it with backoff. So does a camera that still sends framesets but
+    no new colour frame for ``stale_s`` seconds (its colour frame number stopped advancing, or the
+    framesets lack colour or depth: a frozen colour sensor beside a live depth sensor); None: the
+    ``timeout_ms`` of ``wait_for_frames``. ``live = True``: frames may be skipped."""
 
     live = True
+    stale_s: Optional[float] = None
 
     def __init__(self, serial: Optional[str] = None, width: int = DEFAULT_WIDTH,
                  height: int = DEFAULT_HEIGHT, fps: int = DEFAULT_FPS, timeout_ms: int = 5000):
@@ -112,6 +116,8 @@ class RealSenseCamera(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         rs, last = self._rs, None
+        stale_s = self.timeout_ms / 1000.0 if self.stale_s is None else float(self.stale_s)
+        fresh_t = time.monotonic()   # when the last new colour + depth pair arrived (or iteration began)
         while self._started:
             try:
                 fs = self.pipeline.wait_for_frames(self.timeout_ms)
@@ -120,14 +126,18 @@ class RealSenseCamera(Source):
             t = time.time()
             fs = self.align.process(fs)
             c, d = fs.get_color_frame(), fs.get_depth_frame()
-            if not c or not d:
+            n = int(c.get_frame_number()) if c and d else None
+            if n is None or (last is not None and n <= last):   # nothing new: a stale colour stream?
+                if time.monotonic() - fresh_t > stale_s:
+                    what = (f"framesets without {'a colour' if not c else 'a depth'} frame" if n is None
+                            else f"colour frame number stuck at {last}")
+                    raise SourceError(f"RealSense {self.serial} sent no new colour frame for {stale_s:g} s "
+                                      f"({what}): colour stream stale")
                 continue
-            n = int(c.get_frame_number())
             if last is not None and n > last + 1:
                 self.stats["driver_dropped"] += n - last - 1
-            if last is not None and n <= last:
-                continue
             last = n
+            fresh_t = time.monotonic()
             try:
                 rgb, depth = _colour_to_rgb(rs, c), _depth_to_mm(d, self.depth_scale)
             except SourceError as e:
