@@ -23,7 +23,29 @@ COMMANDS = {
 }
 
 
+# import names of the workstation extra (pip install 'edge-ad[train]'), absent from the lean runtime
+TRAIN_PACKAGES = ("torch", "onnx", "onnxscript", "sklearn", "matplotlib", "tqdm")
+
+
+def missing_package_message(command: str, package: str) -> str:
+    """The one line for a command that needs a package the install lacks."""
+    return (f"'edge-ad {command}' needs the Python package {package!r}, which is not installed. "
+            "Install the workstation extra: pip install 'edge-ad[train]'")
+
+
 class LazyGroup(click.Group):
+    """Imports each command's module when it is invoked; a missing package (when the module is imported,
+    or a training package imported while the command runs) is one line, exit 1, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            package = (e.name or "").split(".")[0]
+            if package not in TRAIN_PACKAGES:
+                raise
+            raise click.ClickException(missing_package_message(ctx.invoked_subcommand or "?", package)) from None
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
@@ -39,9 +61,7 @@ class LazyGroup(click.Group):
 
             @click.command(name, help=f"(unavailable: needs the Python package {missing!r})")
             def unavailable():
-                raise click.ClickException(
-                    f"'edge-ad {name}' needs the Python package {missing!r}, which is not installed. "
-                    "Install the workstation extra: pip install 'edge-ad[train]'")
+                raise click.ClickException(missing_package_message(name, missing))
             return unavailable
         return mod.cmd
 
