@@ -11,7 +11,7 @@ import pytest
 
 from edge_ad.runtime.capture import run_capture
 from edge_ad.runtime.sources import open_source
-from edge_ad.runtime.sources.salvage import MCAP_MAGIC, _records
+from edge_ad.runtime.sources.salvage import MCAP_MAGIC, McapSalvage, _records
 
 from test_capture import FakeScorer, read_lines  # noqa: E402
 from test_sources import d8_to_mm, kinect_frames, record_realsense_db3, write_ros2_bag  # noqa: E402
@@ -78,6 +78,12 @@ def test_mcap_cut_inside_a_chunk(tmp_path, frames, frac):
     ev = src.events[-1]
     assert ev["event"] == "recording_truncated" and "cut inside a record" in ev["reason"]
     assert ev["messages"] >= 2 * len(got) and ev["last_message_ns"] > 0
+    # intact_bytes: the file's first bytes that hold every message read, and no fewer (audit 17 #7: it
+    # said 43, the header, for 36 messages read from a chunk cut short)
+    assert ev["intact_bytes"] < ev["file_bytes"]
+    for size, n in ((ev["intact_bytes"], ev["messages"]), (ev["intact_bytes"] - 1, ev["messages"] - 1)):
+        salv = McapSalvage(cut(killed, tmp_path / f"{size}.mcap", size))
+        assert sum(1 for _ in salv.messages()) == n, (size, n)
 
 
 def test_ros2_db3_truncated(tmp_path, frames):

@@ -533,6 +533,9 @@ def test_dispatch_errors_are_clear(tmp_path):
         open_source("synth://?speed=3")
     with pytest.raises(SourceError, match="bad source"):
         open_source("synth://?n=many")
+    for n in ("-3", "0"):   # audit 17 #7: n=-3 was accepted and ended "the source gave no frames"
+        with pytest.raises(SourceError, match=r"bad source 'synth://\?n=%s': n \(the number of frames\) must be" % n):
+            open_source(f"synth://?n={n}")
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(SourceError, match="not a frame folder"):
         open_source(str(tmp_path / "x.txt"))

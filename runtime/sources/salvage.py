@@ -13,7 +13,10 @@ Robots leave behind recordings cut short (power loss, SIGKILL, a full disk):
   read as above.
 
 Each salvage records ``end``: where the intact data ends (file bytes, messages, last timestamp,
-reason), which the sources turn into a ``recording_truncated`` event of the run's results.
+reason), which the sources turn into a ``recording_truncated`` event of the run's results. An MCAP's
+``intact_bytes``: the file's first bytes that hold every message read (up to the last whole record;
+in an uncompressed chunk cut short, up to its last whole message; a compressed chunk cut short is
+decoded up to the cut, so there the whole file).
 """
 from __future__ import annotations
 
@@ -218,6 +221,7 @@ class McapSalvage:
                     else:  # the writer died inside this chunk: its records that decode whole
                         data = _decompress_prefix(body[b.pos:], comp)
                     inner = [(o, p, x) for o, p, x, w in _records(data) if w]
+                    cut_data_at = off + 9 + b.pos   # file offset of the chunk's (cut) records
                 elif whole:
                     inner = [(off, op, body)]
                 else:
@@ -233,6 +237,11 @@ class McapSalvage:
                     yield got
             if not whole:
                 reason = f"cut inside a record at byte {off} (footer missing)"
+                if op == OP_CHUNK and inner:   # messages read from the cut chunk: the bytes they came from
+                    # uncompressed: up to the end of its last whole record; compressed: its stream was
+                    # decoded up to the cut (which compressed byte ends the last record is not known)
+                    intact = (cut_data_at + max(o + 9 + len(x) for o, _, x in inner) if comp == ""
+                              else len(buf))
                 break
             intact = off + 9 + len(body)
         self.end = {"file": str(self.path), "file_bytes": len(buf), "intact_bytes": intact,

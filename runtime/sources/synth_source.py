@@ -16,6 +16,9 @@ class SynthSource(Source):
 
     def __init__(self, n: Optional[int] = None, anomaly_rate: float = 0.2, seed: int = 0,
                  resolution: int = 64):
+        if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
+            raise ValueError(f"n (the number of frames) must be a whole number >= 1, got {n}; "
+                             "leave it out for an endless stream")
         if not 0.0 <= anomaly_rate <= 1.0:
             raise ValueError(f"anomaly_rate must be in [0, 1], got {anomaly_rate}")
         self.n, self.anomaly_rate, self.seed, self.resolution = n, anomaly_rate, seed, resolution
