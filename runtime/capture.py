@@ -40,8 +40,11 @@
   never mixed in one file.
 
 The source is a ``sources.Source`` (``live``, ``events``, ``stats``, ``uri``, ``stream`` have
-defaults there). The scorer is a ``ScorerLike`` (``runtime.Scorer`` is one): ``score(rgb, depth,
-z0=None, seed=None, check_faults=True, **score_kwargs)`` returning a result with ``.score`` and
+defaults there) or any iterable of Frames (a list, a generator: read through ``FrameSource``). The
+scorer is a ``ScorerLike`` (``runtime.Scorer`` is one): ``score(rgb, depth, z0=None, seed=None,
+check_faults=True, **score_kwargs)``, or ``score(rgb, depth, z0=None, seed=None)`` of the older
+contract (no ``check_faults``: decided once per run, ``takes_check_faults``; the loop checks the
+faults either way), returning a result with ``.score`` and
 ``.timings`` (``Scorer``'s ``preprocess_s`` / ``search_s`` seconds, or ``preprocess_ms`` /
 ``search_ms``; ``timings_ms`` reads either). A scorer that also has ``score_uint8(u8, ...)``
 (``runtime.Scorer``) gets the model-resolution frame that the sensor-fault checks already made, so a
@@ -72,7 +75,7 @@ from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
 __all__ = ["run_capture", "ScorerLike", "ResultWriter", "LatestSlot", "RunStats", "timings_ms",
-           "best_reconstruction", "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold",
+           "best_reconstruction", "FrameSource", "takes_check_faults", "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold",
            "check_frame", "frame_record", "latency_record", "frame_truth", "reopen_with_backoff", "exit_status",
            "stop_reason", "STOP_END", "STOP_MAX_FRAMES", "STOP_REQUESTED", "STOP_SIGNAL", "STOP_INTERRUPTED",
            "STOP_SOURCE_FAILED", "STOP_FRAME_TIMEOUT", "STOP_FATAL", "FAILED_STOPS",
@@ -87,7 +90,8 @@ class ScorerLike(Protocol):
     ``score``: (H, W, 3) uint8 RGB and (H, W) depth -> a result with ``.score`` (float) and
     ``.timings``; optionally ``.error_map``, ``.reconstruction``, ``.seed_losses``,
     ``.latent_distance``, ``.shift`` (``frame_record`` writes those it has). The loop checks sensor
-    faults itself and calls it with ``check_faults=False``; ``score_kwargs`` (e.g.
+    faults itself and calls it with ``check_faults=False`` (without it when ``score`` has no such
+parameter, the older contract: ``takes_check_faults``); ``score_kwargs`` (e.g.
     ``keep_reconstructions=True``) are passed on. Read where the scorer has them (``runtime.Scorer``
     has all): ``score_uint8(u8, z0=, seed=, **score_kwargs)`` (the one-resize path), ``preprocess``
     (its PreprocessSpec: the sensor-fault limits), ``threshold`` / ``threshold_rate`` (the calibrated
@@ -402,6 +406,41 @@ def frame_record(base: dict, res, score: float, threshold: Optional[float], late
     return rec
 
 
+def takes_check_faults(score) -> bool:
+    """Whether a scorer's ``score`` method takes ``check_faults`` (by name or ``**kwargs``);
+    ``runtime.Scorer``'s does. A signature that cannot be read: the ScorerLike contract, True."""
+    import inspect
+    try:
+        params = inspect.signature(score).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "check_faults" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+class FrameSource(Source):
+    """Any iterable of Frames (a list, a generator, an older source class) as a Source: its ``uri``,
+    ``stream``, ``live``, ``labelled``, ``stats``, ``events`` and ``warnings`` where it has them, else
+    Source's defaults; ``close()`` closes it when it can be closed."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        for name in ("uri", "stream", "live", "labelled", "stats"):
+            if hasattr(frames, name):
+                setattr(self, name, getattr(frames, name))
+        for name in ("events", "warnings"):
+            value = getattr(frames, name, None)
+            if isinstance(value, list):   # the same list: the loop pops the events it writes
+                setattr(self, name, value)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self.frames)
+
+    def close(self) -> None:
+        close = getattr(self.frames, "close", None)
+        if callable(close):
+            close()
+
+
 @dataclass
 class _Scoring:
     """How every frame of a run is scored: on the watchdog ``worker``, with frame i's latents from
@@ -420,6 +459,9 @@ class _Scoring:
 
     def __post_init__(self):
         self.score_uint8 = getattr(self.scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
+        # decided once: a scorer written to the older contract, score(rgb, depth, z0=None, seed=None),
+        # has no check_faults keyword and never checks faults itself; the loop checks them either way
+        self.faults_kw = {"check_faults": False} if takes_check_faults(self.scorer.score) else {}
 
     def score(self, fr: Frame, u8: Optional[np.ndarray], i: int) -> tuple:
         """(result, score) of frame ``i``; FrameError for a score that is not finite; FrameTimeout /
@@ -429,7 +471,7 @@ class _Scoring:
         if u8 is not None:
             res = self.worker.call(lambda: self.score_uint8(u8, **kw), self.stop)
         else:   # faults checked by the loop (or switched off): never twice
-            res = self.worker.call(lambda: self.scorer.score(fr.rgb, fr.depth, check_faults=False, **kw),
+            res = self.worker.call(lambda: self.scorer.score(fr.rgb, fr.depth, **self.faults_kw, **kw),
                                    self.stop)
         s = float(res.score)
         if not math.isfinite(s):
@@ -718,8 +760,8 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     check_watch_settings(alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
-    if not isinstance(source, Source):
-        raise TypeError(f"run_capture reads a runtime.sources.Source, got {type(source).__name__}")
+    if not isinstance(source, Source):   # a list of Frames, a generator: read through the Source interface
+        source = FrameSource(source)
     live = bool(source.live) if live is None else live
     model = model_identity(scorer)
     earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
