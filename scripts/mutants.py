@@ -190,6 +190,11 @@ MUTANTS = [
     Mutant("cap-stop-overrides-failure", "runtime/capture.py",
            "    if not stop_requested or stopped in FAILED_STOPS + (STOP_INTERRUPTED,):",
            "    if not stop_requested:", ("tests/test_capture_policies.py", "tests/test_reliability.py")),
+    Mutant("cap-seed-losses-renamed", "runtime/capture.py", '        rec["seed_losses"] = [float(v)',
+           '        rec["losses"] = [float(v)', ("tests/test_capture_policies.py", "-k", "frame_record")),
+    Mutant("cap-always-check-faults-kw", "runtime/capture.py",
+           'self.faults_kw = {"check_faults": False} if takes_check_faults(self.scorer.score) else {}',
+           'self.faults_kw = {"check_faults": False}', ("tests/test_capture_old_contract.py",)),
     # -- the alarm-rate watch (runtime/alarm_watch.py, its binomial test, its place in the run loop) ---------
     Mutant("watch-lower-tail", "runtime/binomial.py", "for j in range(k, n + 1)]", "for j in range(0, k + 1)]",
            WATCH),

@@ -20,9 +20,19 @@ from edge_ad.runtime.sensor_faults import SensorFaultDetector, SensorFaultError
 from edge_ad.runtime.sources import Frame, SourceError, open_source
 
 
+# README's JSON-line fields of a scored frame (issue 3: frame, score, seed_losses), written down here
+# and not read from frame_record, so a renamed or dropped field fails; the demo model uses the latent
+# memory (latent_distance) and synth:// carries truth
+FRAME_LINE_FIELDS = {"type", "frame", "index", "timestamp", "score", "threshold", "anomalous", "latency_ms",
+                     "seed_losses", "latent_distance", "truth"}
+LATENCY_FIELDS = {"capture", "preprocess", "search", "total"}
+TRUTH_FIELDS = {"anomalous", "kind"}
+
+
 def test_frame_record_is_the_frame_line_the_loop_writes(tmp_path):
-    """``frame_record`` on the demo model's own result of a synth:// frame gives exactly the line
-    run_capture wrote; on a stand-in result carrying the same fields, the same key set."""
+    """The demo model on synth:// writes frame lines with exactly the documented fields
+    (FRAME_LINE_FIELDS, LATENCY_FIELDS, TRUTH_FIELDS); ``frame_record`` on its own result gives
+    exactly the line run_capture wrote; on a stand-in result carrying the same fields, the same key set."""
     from edge_ad.runtime import Scorer, demo_model_dir
     scorer = Scorer.load(demo_model_dir(), threads=1)
     seen = []
@@ -32,6 +42,9 @@ def test_frame_record_is_the_frame_line_the_loop_writes(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     frames = [x for x in lines if x["type"] == "frame"]
     assert len(frames) == 3 == len(seen)
+    for line in frames:
+        assert set(line) == FRAME_LINE_FIELDS and set(line["latency_ms"]) == LATENCY_FIELDS
+        assert set(line["truth"]) == TRUTH_FIELDS and len(line["seed_losses"]) == scorer.n_seed
     for line, (fr, res) in zip(frames, seen):
         base = {k: line[k] for k in ("frame", "index", "timestamp")}
         rec = frame_record(base, res, float(res.score), scorer.threshold, line["latency_ms"], frame_truth(fr))
@@ -42,7 +55,7 @@ def test_frame_record_is_the_frame_line_the_loop_writes(tmp_path):
     fr = Frame("x", None, None, meta={"anomalous": True, "kind": "box"})
     rec = frame_record({"frame": "x", "index": 0, "timestamp": 0.0}, stand_in, 0.5, 0.3,
                        latency_record(1.0, {"preprocess_ms": 2.0, "search_ms": 3.0}, 0.5, 7.0), frame_truth(fr))
-    assert set(rec) == set(frames[0])
+    assert set(rec) == set(frames[0]) == FRAME_LINE_FIELDS
     assert rec["anomalous"] is True and rec["latency_ms"] == {"capture": 1.0, "preprocess": 2.5, "search": 3.0,
                                                               "total": 7.0}
     assert frame_record({}, stand_in, 0.2, None, {})["anomalous"] is None          # no threshold: not flagged
