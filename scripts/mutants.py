@@ -56,6 +56,9 @@ SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
 BANKT = ("tests/test_bank_trusted_augment.py",)
 WATCH = ("tests/test_alarm_watch.py",)
+FLAT = ("tests/test_sensor_faults_flat.py", "-k", "flat_colour_frame or error_line")
+STUCK = ("tests/test_sensor_faults_stuck_streams.py",)
+RS_STALE = ("tests/test_realsense_stale.py",)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,19 @@ MUTANTS = [
            "np.sum(r[\"error_map\"], axis=0, dtype=np.float32) / np.float32(self.S + 1)", HOST_PARITY),
     Mutant("search-weights-at-lr-z", "runtime/backends/onnxruntime_host_adam.py",
            "host_adam.coefficients(cfg, t, cfg.lr_theta))", "host_adam.coefficients(cfg, t, cfg.lr_z))", HOST_PARITY),
+    # -- sensor faults, stale cameras, the CLI's missing-package line (audit 17 #3, #4, #5) --------------------
+    Mutant("fault-flat-unchecked", "runtime/sensor_faults.py",
+           "if spread is not None and spread < lim.min_colour_spread:",
+           "if spread is not None and spread < 0:", FLAT),
+    Mutant("fault-flat-smallest-channel", "runtime/sensor_faults.py",
+           "return float(fg.astype(np.float64).std(axis=0).max())",
+           "return float(fg.astype(np.float64).std(axis=0).min())", FLAT),
+    Mutant("fault-stuck-one-sensor-ignored", "runtime/sensor_faults.py",
+           "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
+    Mutant("rs-stale-never", "runtime/sources/realsense.py",
+           "if time.monotonic() - fresh_t > stale_s:", "if False:", RS_STALE),
+    Mutant("cli-train-guard-off", "edge_ad/cli.py", "if package not in TRAIN_PACKAGES:", "if True:",
+           ("tests/test_cli_missing_package.py",)),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
            'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',

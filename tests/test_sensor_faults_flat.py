@@ -50,6 +50,11 @@ def test_a_flat_colour_frame_is_flat_rgb(kinect_root):
         noisy = np.clip(150 + np.random.default_rng(0).normal(0, sigma, (480, 640, 3)), 0, 255).astype(np.uint8)
         assert [f.name for f in frame_faults(noisy, big_d, SPEC)] == ["flat_rgb"], (fid, sigma)
     assert "flat_rgb" in FAULTS
+    # one colour alone varying is an image (a red object under red light: green and blue constant), not flat
+    for fid, rgb, d8 in frames:
+        red = rgb.copy()
+        red[:, :, 1:] = 40
+        assert frame_faults(red, d8, SPEC) == [], fid
     # black stays black_rgb (one fault, the one that says more), not also flat_rgb
     fid, rgb, d8 = frames[0]
     assert [f.name for f in frame_faults(np.zeros_like(rgb), d8, SPEC)] == ["black_rgb"]
