@@ -111,7 +111,7 @@ def test_depth_unit_rule_follows_the_models_range():
     camera or a hand give them); one whose range ends within 20 mm reads small floats; a nearly empty
     depth frame is the no_depth fault, not a unit error."""
     from edge_ad.runtime.sensor_faults import frame_faults
-    rgb = np.full((64, 64, 3), 120, np.uint8)
+    rgb = (np.full((64, 64, 3), 100) + np.arange(64)[:, None, None]).astype(np.uint8)   # shaded, not flat_rgb
     close = np.zeros((64, 64), np.uint16)
     close[16:48, 16:48] = 200                                 # an object 20 cm away, nothing behind it
     for d in (close, close.astype(np.float32)):
