@@ -15,7 +15,7 @@ again and again), which it reports as ``alarm_rate_normal``; only a new excursio
 - The test starts once the window holds ``min(window, MIN_FRAMES)`` = 50 frames (a camera bumped before
   a start is seen after ~50-70 frames, not only once 200 are in), then tests the last ``window`` frames.
 - False fires: the binomial test takes frames as independent. On such streams at exactly the
-  calibrated rate (window 200, alpha 1e-3; ``benchmarks/alarm_watch_rates.py``, 300 seeded streams of
+  calibrated rate, known exactly (no n_normal) (window 200, alpha 1e-3; ``benchmarks/alarm_watch_rates.py``, 300 seeded streams of
   10 000 frames) the watch fired 0.26 times per 10 000 frames at rate 0.07 and 0.18 at rate 0.05: about
   once in 40 000-55 000 frames (at 10 fps, once in 1-1.5 hours). A stream at 0.18 instead of 0.07 (the
   camera-shift case above) fired in every one of 200 streams, first at frame 68 (median; 90 %: 128).
@@ -23,6 +23,19 @@ again and again), which it reports as ``alarm_rate_normal``; only a new excursio
   A camera's consecutive frames are correlated: one real anomaly in view for many frames is a run of
   flags, which fires it too (the event's hint says so).
 - A restarted run starts with an empty window.
+
+- The threshold's rate is itself an estimate: a (1 - rate) quantile of ``n`` normal frames (the
+  manifest threshold's ``n_normal``: 400 for the shipped models, the scene's ~50 frames after ``edge-ad
+  calibrate``) flags a true share of normal frames that varies around the rate (Beta(k + 1, n - k), k
+  the frames above it). Tested against the rate itself, a 50-frame threshold set the watch off 2.48
+  times per 10 000 normal frames. So the watch tests against the rate's upper RATE_CONFIDENCE = 95 %
+  bound given n (``binomial.exceedance_upper_bound``: 0.121 for 5 % of 50 frames, 0.069 of 400).
+  ``benchmarks/alarm_watch_rates.py --n-normal 50 400`` (thresholds drawn from n frames at 5 %, 300
+  streams of 10 000 frames each): 50 frames 0.38 false fires per 10 000 frames, 400 frames 0.03
+  (against the rate itself: 2.73 and 0.67). The price: frames at 3x the rate (0.15) fire in 155 of 200
+  streams within 2000 frames for a 50-frame threshold (first at frame 796, median), 200 of 200 for a
+  400-frame one (frame 108). A threshold without a recorded ``n_normal`` is tested against its rate as
+  exact (the summary's ``alarm_watch`` says so in ``rate_bound``).
 
 ``watch_for`` decides whether a run has a watch (it needs the threshold's calibrated rate).
 """
@@ -33,14 +46,15 @@ import threading
 from collections import deque
 from typing import Optional
 
-from .binomial import binomial_tail
+from .binomial import binomial_tail, exceedance_upper_bound, frames_above_quantile
 
 __all__ = ["AlarmRateWatch", "watch_for", "check_watch_settings", "count_limits", "DEFAULT_WINDOW", "DEFAULT_ALPHA",
-           "NORMAL_P", "MIN_FRAMES", "HIGH_HINT", "NORMAL_HINT"]
+           "NORMAL_P", "MIN_FRAMES", "HIGH_HINT", "NORMAL_HINT", "RATE_CONFIDENCE", "watched_rate"]
 
 DEFAULT_WINDOW = 200     # scored frames; at 5-10 fps the last 20-40 s
 DEFAULT_ALPHA = 1e-3     # fire when P(at least this many flagged | calibrated rate) < alpha
 NORMAL_P = 0.05          # plausible again (alarm_rate_normal) when that chance is >= NORMAL_P
+RATE_CONFIDENCE = 0.95   # the watch tests against this upper bound of the threshold's true rate, given n_normal
 MIN_FRAMES = 50          # frames in the window before it is tested (fewer when the window is smaller)
 
 HIGH_HINT = ("more alarms than the threshold's calibrated rate allows: a run of real anomalies, or the scene "
@@ -63,11 +77,24 @@ def _valid_rate(rate) -> bool:
     return isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1
 
 
+def watched_rate(rate: float, n_normal) -> tuple:
+    """(the rate the watch tests against, how it was set): the upper RATE_CONFIDENCE bound of the true
+    false-alarm rate of a threshold read at ``rate`` from ``n_normal`` normal frames; ``rate`` itself
+    when n_normal is not a whole number >= 2 (not recorded)."""
+    if isinstance(n_normal, bool) or not isinstance(n_normal, int) or n_normal < 2:
+        return rate, "none: the threshold's n_normal is not recorded, its rate is taken as exact"
+    bound = max(rate, exceedance_upper_bound(frames_above_quantile(n_normal, rate), n_normal, RATE_CONFIDENCE))
+    return bound, (f"upper {RATE_CONFIDENCE:.0%} bound of the true rate of a {rate:g} quantile of "
+                   f"{n_normal} normal frames")
+
+
 def watch_for(threshold: Optional[float], model_threshold: Optional[float], model_rate,
-              window: int = DEFAULT_WINDOW, alpha: float = DEFAULT_ALPHA) -> tuple:
+              window: int = DEFAULT_WINDOW, alpha: float = DEFAULT_ALPHA, model_n_normal=None) -> tuple:
     """(AlarmRateWatch or None, why none): a run flagging at ``threshold`` gets a watch when that is the
     model's calibrated threshold (``model_threshold``) and its calibrated false-alarm rate
-    (``model_rate``, the manifest's threshold target_fpr) is known; ``window`` 0 switches it off."""
+    (``model_rate``, the manifest's threshold target_fpr) is known; ``window`` 0 switches it off.
+    ``model_n_normal``: how many normal frames the threshold was read from (``Scorer.threshold_n_normal``);
+    the watch tests against the rate's upper bound given it (``watched_rate``)."""
     window, alpha = check_watch_settings(window, alpha)
     if window == 0:
         return None, "switched off (alarm window 0)"
@@ -78,7 +105,10 @@ def watch_for(threshold: Optional[float], model_threshold: Optional[float], mode
                       "false-alarm rate is unknown")
     if not _valid_rate(model_rate):
         return None, "the model's threshold does not say the false-alarm rate it was calibrated at (target_fpr)"
-    return AlarmRateWatch(float(model_rate), window, alpha), None
+    expected, how = watched_rate(float(model_rate), model_n_normal)
+    watch = AlarmRateWatch(expected, window, alpha)
+    watch.calibration = {"calibrated_rate": float(model_rate), "n_normal": model_n_normal, "rate_bound": how}
+    return watch, None
 
 
 _LIMITS: dict = {}              # (rate, alpha) -> [(fire, calm) for a window of 0, 1, 2, ... frames]
@@ -120,6 +150,8 @@ class AlarmRateWatch:
         self._high = False
         self.fired = 0                    # alarm_rate_high events so far
         self._lock = threading.Lock()
+        # where expected_rate came from, for the summary (watch_for sets it): {"calibrated_rate", "n_normal", "rate_bound"}
+        self.calibration: dict = {}
 
     def p_value(self, flagged: int, frames: int) -> float:
         """P(X >= flagged), X ~ Binomial(frames, expected_rate): how likely this many alarms or more
@@ -157,10 +189,12 @@ class AlarmRateWatch:
                 "first_index": self._frames[0][0], "last_index": self._frames[-1][0], "hint": hint}
 
     def state(self) -> dict:
-        """The watch for the run summary: {"window", "alpha", "expected_rate", "fired", "state" ("high" /
-        "normal"), "frames", "flagged", "p_value" (None before any frame)}."""
+        """The watch for the run summary: {"window", "alpha", "expected_rate" (the rate tested against),
+        "fired", "state" ("high" / "normal"), "frames", "flagged", "p_value" (None before any frame)}, plus
+        ``calibration`` when watch_for made it ("calibrated_rate", "n_normal", "rate_bound")."""
         with self._lock:
             n = len(self._frames)
             return {"window": self.window, "alpha": self.alpha, "expected_rate": self.expected_rate,
                     "fired": self.fired, "state": "high" if self._high else "normal", "frames": n,
-                    "flagged": self._flagged, "p_value": self.p_value(self._flagged, n) if n else None}
+                    "flagged": self._flagged, "p_value": self.p_value(self._flagged, n) if n else None,
+                    **self.calibration}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["binomial_tail"]
+__all__ = ["binomial_tail", "frames_above_quantile", "exceedance_upper_bound"]
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -21,3 +21,26 @@ def binomial_tail(k: int, n: int, p: float) -> float:
              for j in range(k, n + 1)]
     top = max(terms)
     return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
+
+
+def frames_above_quantile(n: int, rate: float) -> int:
+    """How many of ``n`` frames score above their (1 - ``rate``) quantile taken as calibration takes it
+    (``np.quantile(scores, 1 - rate, method="higher")``: the sorted score at index ceil((1 - rate)(n - 1)))."""
+    return n - 1 - math.ceil((1.0 - rate) * (n - 1) - 1e-9)
+
+
+def exceedance_upper_bound(k: int, n: int, confidence: float = 0.95) -> float:
+    """Upper ``confidence`` bound of the true exceedance rate of a threshold that ``k`` of the ``n``
+    frames it was read from score above: that rate is Beta(k + 1, n - k) distributed, whose
+    ``confidence`` quantile p solves P(X >= k + 1) = confidence, X ~ Binomial(n, p) (bisection; the
+    tail grows with p)."""
+    if not 0 <= k < n or not 0 < confidence < 1:
+        raise ValueError(f"need 0 <= k < n and confidence in (0, 1), got k={k}, n={n}, confidence={confidence}")
+    lo, hi = 0.0, 1.0
+    for _ in range(60):                     # |hi - lo| < 1e-18
+        mid = (lo + hi) / 2
+        if binomial_tail(k + 1, n, mid) < confidence:
+            lo = mid
+        else:
+            hi = mid
+    return hi

@@ -774,7 +774,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                    max_pixels, seed, z0, dict(score_kwargs or {}))
     # the alarm-rate watch: only for the model's own threshold, whose false-alarm rate is known
     watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
-                                 alarm_window, alarm_alpha)
+                                 alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None))
     if watch is None and alarm_window:
         log(f"alarm-rate watch off: {watch_off}")
     run = _Run(source, writer.next_index, stop, max_frames)

@@ -363,6 +363,15 @@ class Scorer:
         share of flagged frames with it."""
         return calibrated_rate(self.manifest, self.config)
 
+    @property
+    def threshold_n_normal(self) -> Optional[int]:
+        """How many normal frames ``threshold`` was read from (manifest "threshold" n_normal, an integer
+        >= 1), or None: no threshold or not recorded. The alarm-rate watch bounds the rate's error with it."""
+        if self.threshold is None:
+            return None
+        n = self.manifest["threshold"].get("n_normal")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:

@@ -16,7 +16,7 @@ from scipy import stats
 
 from edge_ad.runtime import binomial, calibrate
 from edge_ad.runtime.alarm_watch import (HIGH_HINT, MIN_FRAMES, NORMAL_HINT, NORMAL_P, AlarmRateWatch,
-                                         check_watch_settings, count_limits, watch_for)
+                                         check_watch_settings, count_limits, watched_rate, watch_for)
 from edge_ad.runtime.capture import run_capture
 from edge_ad.runtime.sources import Frame, Source, open_source
 
@@ -158,6 +158,44 @@ def test_no_watch_without_a_known_rate():
         AlarmRateWatch(0.0)
 
 
+def test_the_threshold_is_tested_against_its_rates_upper_bound_given_n_normal():
+    """A threshold read from n frames has a true rate Beta(k + 1, n - k): the watch tests against its
+    upper 95 % bound (scipy's Beta quantile), not the rate as exact; no n_normal: the rate, said so."""
+    for n, rate in ((50, 0.05), (400, 0.05), (400, 0.07), (300, 0.05)):
+        scores = np.arange(n, dtype=float)                      # k = the frames above calibrate's quantile
+        k = int((scores > calibrate._quantile_threshold(scores, rate)).sum())
+        assert binomial.frames_above_quantile(n, rate) == k
+        bound, how = watched_rate(rate, n)
+        assert bound == pytest.approx(stats.beta.ppf(0.95, k + 1, n - k), rel=1e-9) and str(n) in how
+    assert watched_rate(0.05, 50)[0] == pytest.approx(0.1206, abs=1e-4)
+    for n in (None, 1, 2.5, True):
+        assert watched_rate(0.05, n) == (0.05, "none: the threshold's n_normal is not recorded, its rate is taken as exact")
+    watch = watch_for(0.5, 0.5, 0.05, model_n_normal=50)[0]
+    assert watch.expected_rate == watched_rate(0.05, 50)[0]
+    s = watch.state()
+    assert (s["calibrated_rate"], s["n_normal"], s["expected_rate"]) == (0.05, 50, watch.expected_rate)
+    assert watch_for(0.5, 0.5, 0.05)[0].state()["rate_bound"].startswith("none")
+
+
+def test_a_threshold_read_from_50_frames_rarely_fires_on_normal_frames():
+    """Thresholds as edge-ad calibrate reads them from a scene's 50 frames at 5 % (the quantile of 50
+    seeded uniform scores: true rate 1 - threshold, 0.01-0.15), 40 normal streams of 5000 frames each at
+    that true rate: at most 15 false fires in 200 000 frames (7 here; the benchmark: 0.38 per 10 000, 7.6
+    expected; tested against the rate as exact: 49 here, 2.73 per 10 000 in the benchmark). The same thresholds with frames
+    flagged at 3x the calibrated rate (0.15) fire in nearly every stream."""
+    def fires(flag_rate):
+        total, streams_fired = 0, 0
+        for s in range(40):
+            rng = np.random.default_rng([11, s])
+            thr = float(np.quantile(rng.random(50), 0.95, method="higher"))
+            watch = watch_for(thr, thr, 0.05, window=200, alpha=1e-3, model_n_normal=50)[0]
+            feed(watch, rng.random(5000) < (1 - thr if flag_rate is None else flag_rate))
+            total, streams_fired = total + watch.fired, streams_fired + bool(watch.fired)
+        return total, streams_fired
+    assert fires(None)[0] <= 15
+    assert fires(0.15)[1] >= 36
+
+
 # --------------------------------------------------------------------------------------- the run loop
 
 class ScriptedRateScorer:
@@ -241,6 +279,7 @@ def test_run_capture_writes_the_watch_events_and_the_frames_as_without_it(tmp_pa
     assert summary["frames_scored"] == 400 and summary["frame_errors"] == 4
     w = summary["alarm_watch"]
     assert (w["window"], w["alpha"], w["expected_rate"], w["fired"], w["state"]) == (100, 1e-3, 0.05, 1, "normal")
+    assert w["n_normal"] is None and w["rate_bound"].startswith("none")   # the scripted scorer records no n
     assert (w["frames"], w["flagged"]) == (100, sum(flags[-100:])) and w["p_value"] >= NORMAL_P
     assert summary_off["alarm_watch"] == {"window": 0, "state": "off", "reason": "switched off (alarm window 0)"}
     assert recs[-1] == summary
@@ -288,7 +327,10 @@ def test_edge_ad_run_with_the_demo_model_reports_a_run_of_anomalies(tmp_path):
     assert [e["event"] for e in events] == ["alarm_rate_high"] and events[0]["last_index"] >= 49
     flags = [x["anomalous"] for x in recs if x["type"] == "frame"]
     e = events[0]
-    assert e["flagged"] == sum(flags[e["first_index"]:e["last_index"] + 1]) and e["expected_rate"] == 0.05
+    bound = stats.beta.ppf(0.95, 15, 286)          # the demo threshold: 5 % of 300 normal frames, 14 above it
+    assert Scorer.load(demo_model_dir()).threshold_n_normal == 300
+    assert e["flagged"] == sum(flags[e["first_index"]:e["last_index"] + 1]) and e["expected_rate"] == pytest.approx(bound, rel=1e-9)
+    assert (recs[-1]["alarm_watch"]["n_normal"], recs[-1]["alarm_watch"]["calibrated_rate"]) == (300, 0.05)
     assert recs[-1]["alarm_watch"]["fired"] == 1 and "alarm rate high 1 time(s)" in r.output
 
     thr = recs[-1]["threshold"] * 2
