@@ -423,6 +423,9 @@ class FrameSource(Source):
     Source's defaults; ``close()`` closes it when it can be closed."""
 
     def __init__(self, frames):
+        if not hasattr(frames, "__iter__"):
+            raise TypeError(f"run_capture reads a runtime.sources.Source or an iterable of Frames, "
+                            f"got {type(frames).__name__}")
         self.frames = frames
         for name in ("uri", "stream", "live", "labelled", "stats"):
             if hasattr(frames, name):

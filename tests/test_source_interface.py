@@ -93,9 +93,13 @@ def test_a_source_with_only_iter_runs_through_run_capture(tmp_path):
     assert len(frames) == 3 and frames[0]["latency_ms"]["search"] == 2.0     # seconds read as seconds
 
 
-def test_run_capture_refuses_what_is_not_a_source():
-    with pytest.raises(TypeError, match="runtime.sources.Source, got list"):
-        run_capture([], ScoreOnly(), handle_signals=False)
+def test_run_capture_reads_an_iterable_and_refuses_what_is_not_one():
+    """A plain list of Frames is read through capture.FrameSource (review 17b #1: the older contract);
+    something that is not iterable is refused before the run, naming it."""
+    summary = run_capture([], ScoreOnly(), handle_signals=False)
+    assert (summary["frames_scored"], summary["stopped"], summary["source"]) == (0, "end", "")
+    with pytest.raises(TypeError, match="a runtime.sources.Source or an iterable of Frames, got int"):
+        run_capture(5, ScoreOnly(), handle_signals=False)
 
 
 def test_edge_ad_run_with_a_source_with_only_iter(tmp_path, monkeypatch):
