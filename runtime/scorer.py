@@ -292,8 +292,9 @@ class Scorer:
 
     def close(self) -> None:
         """Release what ``load`` allocated, now rather than when garbage collection reaches it: the
-        search's buffers and threads (a TensorRT search's CUDA memory and graph, the CPU variants' seed
-        threads), the encoder's and the batch graphs' sessions. Idempotent; scoring with a closed
+        search's sessions, buffers and threads (an onnxruntime search's sessions and IO bindings, a
+        TensorRT search's CUDA memory and graph, the CPU variants' seed threads), the encoder's and the
+        batch graphs' sessions. Idempotent; scoring with a closed
         Scorer raises RuntimeError. ``with Scorer.load(d) as scorer:`` closes it on leaving the block."""
         with self._lock:                # waits for a score in progress
             if self._closed:

@@ -1,6 +1,6 @@
 """``Scorer.close`` and ``with Scorer.load(...) as scorer`` (review 17 #6): what load allocated is
 released when asked, not when garbage collection reaches it: the CPU variants' seed threads, the
-encoder's and the batch graphs' sessions (the TensorRT search's CUDA buffers: test_tensorrt_scorer.py).
+encoder's, the onnxruntime search's and the batch graphs' sessions (the TensorRT search's CUDA buffers: test_tensorrt_scorer.py).
 A second close does nothing; a closed Scorer refuses to score."""
 from __future__ import annotations
 
@@ -47,17 +47,32 @@ def test_with_block_closes_the_encoder_and_batch_graphs(monkeypatch, val_frames)
         monkeypatch.setattr(cls, "__init__", init)
     frames = val_frames(2)
     with Scorer.load(demo_model_dir(), threads=1) as s:
+        search = s._search                                      # OrtSearch, mode forward
+        assert s.mode == "forward" and set(search.sessions) == {"final"} and search.final_binding is not None
         assert s.score_batch(frames, seeds=[0, 1], threads=2)[1].score == pytest.approx(
             s.score(*frames[1], seed=1).score, rel=1e-5)
         assert len(made["batch"]) == 2 and len(made["encoder"]) == 1
         assert all(g.final is not None for g in made["batch"]) and made["encoder"][0].session is not None
     assert all(g.final is None and g.encoder is None for g in made["batch"])
     assert made["encoder"][0].session is None
+    assert search.sessions == {} and search.final_binding is None and search.final_out is None   # review 17b #2
     with pytest.raises(RuntimeError, match="is closed"):
         s.score(*frames[0], seed=0)
     with pytest.raises(RuntimeError, match="is closed"):
         s.encode(np.zeros((4, s.resolution, s.resolution), np.float32))
     s.close()
+
+
+def test_close_releases_the_onnxruntime_searchs_sessions(export_tiny):
+    """The step variant (OrtSearch, k = 2; forward: the with-block test above): after close the search holds no session, IO
+    binding or buffer; a second close does nothing."""
+    s = Scorer.load(export_tiny(2, 3), threads=1, variant="step")
+    search = s._search
+    assert search.sessions and search.final_binding is not None
+    s.close()
+    assert search.sessions == {} and search.bindings == [] and search.final_binding is None
+    assert search.x is None and search.z_buf is None and search._keep == []
+    search.close()                                                # idempotent
 
 
 def test_calibrate_closes_its_scorer_even_when_it_refuses(tmp_path, monkeypatch):

@@ -226,6 +226,16 @@ class OrtSearch:
                 "z": z.numpy().reshape(self.S, self.z_dim),
                 "steps_s": t1 - t0, "final_s": t2 - t1}
 
+    def close(self) -> None:
+        """Release the sessions, their IO bindings and every device buffer (``Scorer.close``), now rather
+        than at garbage collection; idempotent; ``run`` no longer works."""
+        self.sessions, self.bindings, self.final_binding = {}, [], None
+        for name in ("x", "z0", "zero_z", "z_buf", "final_out", "pristine", "zeros", "p_buf", "_scalar_ovs",
+                     "_unrolled_scalars", "_unrolled_zeros"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+        self._keep = []
+
 
 class OrtEncoder:
     """The izi encoder graph (encoder.onnx: x (C, R, R) -> z (z_dim,)) on preallocated buffers.
