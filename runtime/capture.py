@@ -33,7 +33,10 @@
   one ``alarm_rate_high`` event when it is implausibly high (a run of real anomalies, or a scene that
   changed), one ``alarm_rate_normal`` when plausible again; the summary's ``alarm_watch`` records it.
   It only reads each frame's flag: scores, threshold and ``anomalous`` are as without it. Off (said
-  once in the log) for a threshold that is not the model's calibrated one or has no known rate.
+  once in the log) for a threshold that is not the model's calibrated one or has no known rate, and by
+  default (``alarm_window`` None: auto) for a source that labels its frames (``Source.labelled``:
+  ``synth://``, a labelled folder), whose recall and false-alarm rate the summary's ``truth`` measures;
+  an explicit ``alarm_window`` switches it on there too.
 * The model is named (``Scorer.identity``: path, manifest sha256, configuration, config_sha256) in
   the ``start`` event of a new results file, the ``resumed`` event of a restart and the summary; a restart onto a
   file written by another model is refused (``results.ResultsFileError``): two models' scores are
@@ -75,13 +78,17 @@ from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
 __all__ = ["run_capture", "ScorerLike", "ResultWriter", "LatestSlot", "RunStats", "timings_ms",
-           "best_reconstruction", "FrameSource", "takes_check_faults", "scorer_spec", "scorer_threshold", "scorer_threshold_rate", "valid_threshold",
+           "best_reconstruction", "FrameSource", "LABELLED_WATCH_OFF", "takes_check_faults", "scorer_spec",
+           "scorer_threshold", "scorer_threshold_rate", "valid_threshold",
            "check_frame", "frame_record", "latency_record", "frame_truth", "reopen_with_backoff", "exit_status",
            "stop_reason", "STOP_END", "STOP_MAX_FRAMES", "STOP_REQUESTED", "STOP_SIGNAL", "STOP_INTERRUPTED",
            "STOP_SOURCE_FAILED", "STOP_FRAME_TIMEOUT", "STOP_FATAL", "FAILED_STOPS",
            "EXIT_OK", "EXIT_FATAL", "EXIT_BAD_FRAMES", "EXIT_NO_FRAMES"]
 
 Log = Callable[[str], None]
+
+# the alarm-rate watch's reason to be off by default for a source that labels its frames
+LABELLED_WATCH_OFF = "the source labels its frames: recall and false-alarm rate are measured directly"
 
 
 class ScorerLike(Protocol):
@@ -731,7 +738,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
                 frame_timeout: Optional[float] = None, stop_grace: float = 5.0,
                 rotate_bytes: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                check_sensor: bool = True, alarm_window: int = DEFAULT_WINDOW,
+                check_sensor: bool = True, alarm_window: Optional[int] = None,
                 alarm_alpha: float = DEFAULT_ALPHA) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
 
@@ -751,8 +758,9 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
     ``on_outage(rec)`` is called after a ``source_lost`` / ``source_failed`` event line (the camera
     stopped; ``rec["error"]`` says why), so a consumer hears that no frames are coming.
-    ``alarm_window`` (scored frames; 0: off) and ``alarm_alpha``: the alarm-rate watch
-    (``alarm_watch.py``), on when ``threshold`` is the scorer's calibrated one and its rate is known
+    ``alarm_window`` (scored frames; 0: off; None, the default: auto, DEFAULT_WINDOW unless the source
+    labels its frames, ``source.labelled``: then off, LABELLED_WATCH_OFF) and ``alarm_alpha``: the
+    alarm-rate watch (``alarm_watch.py``), on when ``threshold`` is the scorer's calibrated one and its rate is known
     (``Scorer.threshold_rate``); ``on_alarm_rate(rec)`` is called after each ``alarm_rate_high`` /
     ``alarm_rate_normal`` event line.
     ``on_result`` / ``on_error`` / ``on_outage`` / ``on_alarm_rate`` may also be lists of hooks; an
@@ -760,7 +768,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     """
     if threshold is not None:
         threshold = valid_threshold(threshold)    # before the results file is touched
-    check_watch_settings(alarm_window, alarm_alpha)
+    check_watch_settings(DEFAULT_WINDOW if alarm_window is None else alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
     stop = stop or threading.Event()
     if not isinstance(source, Source):   # a list of Frames, a generator: read through the Source interface
@@ -776,10 +784,16 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     how = _Scoring(scorer, ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace), stop, threshold, detector,
                    max_pixels, seed, z0, dict(score_kwargs or {}))
     # the alarm-rate watch: only for the model's own threshold, whose false-alarm rate is known
-    watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
-                                 alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None))
-    if watch is None and alarm_window:
-        log(f"alarm-rate watch off: {watch_off}")
+    # auto: off where the frames carry their truth (the summary's truth measures the alarm rates)
+    if alarm_window is None and source.labelled:
+        alarm_window, watch, watch_off = 0, None, LABELLED_WATCH_OFF
+        log(f"alarm-rate watch off: {watch_off} (an explicit alarm window switches it on)")
+    else:
+        alarm_window = DEFAULT_WINDOW if alarm_window is None else alarm_window
+        watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
+                                     alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None))
+        if watch is None and alarm_window:
+            log(f"alarm-rate watch off: {watch_off}")
     run = _Run(source, writer.next_index, stop, max_frames)
     first_index = run.index
     if writer.resumed is not None:

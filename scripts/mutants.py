@@ -195,6 +195,8 @@ MUTANTS = [
            "    if not stop_requested:", ("tests/test_capture_policies.py", "tests/test_reliability.py")),
     Mutant("cap-seed-losses-renamed", "runtime/capture.py", '        rec["seed_losses"] = [float(v)',
            '        rec["losses"] = [float(v)', ("tests/test_capture_policies.py", "-k", "frame_record")),
+    Mutant("cap-watch-on-for-labelled", "runtime/capture.py", "    if alarm_window is None and source.labelled:",
+           "    if alarm_window is None and False:", ("tests/test_alarm_watch.py", "-k", "labelled")),
     Mutant("cap-always-check-faults-kw", "runtime/capture.py",
            'self.faults_kw = {"check_faults": False} if takes_check_faults(self.scorer.score) else {}',
            'self.faults_kw = {"check_faults": False}', ("tests/test_capture_old_contract.py",)),

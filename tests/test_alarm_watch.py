@@ -334,13 +334,57 @@ def test_edge_ad_run_with_the_demo_model_reports_a_run_of_anomalies(tmp_path):
     assert recs[-1]["alarm_watch"]["fired"] == 1 and "alarm rate high 1 time(s)" in r.output
 
     thr = recs[-1]["threshold"] * 2
-    r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--threshold", str(thr), "--out", str(tmp_path / "o.jsonl")],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--threshold", str(thr), "--alarm-window", "50",
+                                         "--out", str(tmp_path / "o.jsonl")], catch_exceptions=False)
     assert r.exit_code == 0 and r.output.count("alarm-rate watch off") == 1, r.output
+    assert "not the model's calibrated one" in r.output
     last = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[-1])
     assert last["alarm_watch"]["state"] == "off" and "alarm rate high" not in r.output
     r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--alarm-alpha", "0.5"])
     assert r.exit_code == 2 and "--alarm-alpha" in r.output
+
+
+def test_edge_ad_run_on_a_labelled_source_has_no_watch_unless_asked(tmp_path):
+    """README's first command (the demo model on synth://, 20 % anomalies), 100 frames: the frames carry
+    their truth, so by default the watch is off (one log line, the summary's reason) and nothing fires;
+    --alarm-window 200 switches it on and the same frames fire alarm_rate_high (at frame ~72)."""
+    from edge_ad.commands import run as run_cmd
+    from edge_ad.runtime.capture import LABELLED_WATCH_OFF
+    outs = {}
+    for name, extra in (("auto", []), ("forced", ["--alarm-window", "200"])):
+        outs[name] = tmp_path / f"{name}.jsonl"
+        r = CliRunner().invoke(run_cmd.cmd, ["--max-frames", "100", "--out", str(outs[name]), "-q", *extra],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        recs = [json.loads(x) for x in outs[name].read_text().splitlines()]
+        events = [x for x in recs if x.get("event", "").startswith("alarm_rate")]
+        if name == "auto":
+            assert not events and "alarm rate high" not in r.output
+            assert recs[-1]["alarm_watch"] == {"window": 0, "state": "off", "reason": LABELLED_WATCH_OFF}
+            assert r.output.count("alarm-rate watch off: the source labels its frames") == 1, r.output
+            assert recs[-1]["truth"]["frames"] == 100            # what replaces it: recall, false alarms
+        else:
+            assert [e["event"] for e in events] == ["alarm_rate_high"], events
+            assert "alarm rate high 1 time(s)" in r.output and "watch off" not in r.output
+
+
+def test_labelled_sources_say_so_and_run_capture_decides_on_it(tmp_path, synth_frames):
+    """synth:// and labelled folders set Source.labelled; run_capture's default (None, auto) is off for
+    such a source and on (DEFAULT_WINDOW) for another; an explicit window is on for both."""
+    from edge_ad.runtime.capture import LABELLED_WATCH_OFF
+    from edge_ad.runtime.sources.labelled import LabelledFolderSource
+    assert open_source("synth://?n=1").labelled and LabelledFolderSource.labelled and not Source.labelled
+    flags = [True] * 60
+
+    class Labelled(WithBadFrames):
+        labelled = True
+    for cls, window, state in ((Labelled, None, "off"), (WithBadFrames, None, "high"), (Labelled, 50, "high")):
+        scorer = ScriptedRateScorer([2.0] * 60, threshold_rate=0.05)
+        summary = run_capture(cls(synth_frames[:60], set()), scorer, threshold=1.0, alarm_window=window,
+                              out=tmp_path / f"{cls.__name__}{window}.jsonl", handle_signals=False)
+        w = summary["alarm_watch"]
+        assert w["state"] == state and summary["anomalies"] == sum(flags), (cls, window, w)
+        assert (w["reason"] == LABELLED_WATCH_OFF) if state == "off" else (w["window"] == (window or 200))
 
 
 # --------------------------------------------------------------------------------------------- ROS 2

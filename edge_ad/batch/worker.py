@@ -71,7 +71,7 @@ def load_scorer(model_dir: os.PathLike, threads: Optional[int] = None):
 class _CountingSource(Source):
     """Wraps a Source: reports each frame it yields to ``progress``; with ``crash_after`` > 0 the
     process exits (status FAULT_EXIT) instead of yielding frame crash_after + 1 (fault injection).
-    ``uri``, ``stream``, ``live``, ``stats``, ``warnings`` and ``events`` are the wrapped source's."""
+    ``uri``, ``stream``, ``labelled``, ``live``, ``stats``, ``warnings`` and ``events`` are the wrapped source's."""
 
     def __init__(self, source: Source, progress: Optional[Progress], crash_after: int = 0):
         self._source, self._progress, self._crash_after = source, progress, crash_after
@@ -79,6 +79,7 @@ class _CountingSource(Source):
 
     uri = property(lambda self: self._source.uri)
     stream = property(lambda self: self._source.stream)
+    labelled = property(lambda self: self._source.labelled)
     live = property(lambda self: self._source.live)
     stats = property(lambda self: self._source.stats)
     warnings = property(lambda self: self._source.warnings)

@@ -188,11 +188,13 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse frames larger than N pixels (checked from image headers before "
                    "decoding) [default 16777216 = 4096 x 4096].")
-@click.option("--alarm-window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, show_default=True, metavar="N",
+@click.option("--alarm-window", type=click.IntRange(min=0), default=None, metavar="N",
               help="Alarm-rate watch over the last N scored frames (0: off): an alarm_rate_high event when "
                    "more are flagged than the model threshold's calibrated false-alarm rate allows (a run of "
                    "anomalies, or the scene changed: edge-ad calibrate), alarm_rate_normal when plausible again. "
-                   "Off with --threshold (its rate is unknown).")
+                   f"Off with --threshold (its rate is unknown). [default: auto: {DEFAULT_WINDOW}; off for a "
+                   "source that labels its frames (synth://, folder://DIR?normal=CLASS), whose recall and "
+                   "false-alarm rate the summary measures; give N to switch it on there]")
 @click.option("--alarm-alpha", type=click.FloatRange(min=0, max=NORMAL_P, min_open=True, max_open=True),
               default=DEFAULT_ALPHA, show_default=True, metavar="A",
               help=f"Significance of the alarm-rate watch's one-sided binomial test, in (0, {NORMAL_P:g}).")

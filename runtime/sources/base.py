@@ -49,6 +49,9 @@ class Source:
     (a camera, a recording, a ROS bag, ``synth://``), so a frame bit-identical to the previous one is
     a frozen driver re-sending it (the ``stuck_frame`` sensor fault). A folder of image files is a
     set of independent inputs (``FolderSource``: False): two identical files are two frames.
+    ``labelled``: True when every frame carries its ground truth (``meta["anomalous"]``: ``synth://``,
+    a labelled folder; default False): the run measures recall and false-alarm rate directly, so its
+    alarm-rate watch is off unless asked for (``run_capture``'s ``alarm_window``).
     ``live``: True for a camera whose frames arrive on their own clock (default False): the run
     loop scores the newest frame, counts the others as skipped, and reopens it when it stops.
     ``stats``: counters for the run summary's ``source_stats`` (e.g. frames the driver dropped),
@@ -58,6 +61,7 @@ class Source:
 
     uri: str = ""
     stream: bool = True
+    labelled: bool = False
     live: bool = False
     stats: Optional[dict] = None
     warnings = _OwnList()   # list of str

@@ -43,6 +43,7 @@ class LabelledFolderSource(Source):
     Files, not a stream (``stream = False``, as ``FolderSource``)."""
 
     stream = False
+    labelled = True    # each frame's meta carries its truth
 
     def __init__(self, root, normal: str, split: Optional[str] = None, max_pixels=DEFAULT_MAX_PIXELS):
         self.root = Path(root)

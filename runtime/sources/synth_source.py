@@ -14,6 +14,8 @@ class SynthSource(Source):
     """Endless (or ``n``-frame) synthetic RGB-D frames; ``meta['kind']`` and ``meta['anomalous']``
     carry the ground truth."""
 
+    labelled = True
+
     def __init__(self, n: Optional[int] = None, anomaly_rate: float = 0.2, seed: int = 0,
                  resolution: int = 64):
         if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
