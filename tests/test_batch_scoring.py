@@ -195,3 +195,28 @@ def test_a_missing_frame_or_depth_fails_only_its_entry(kinect_export, export_tin
     assert "None" in str(got[1]) and "missing depth" in str(got[2]) and "3 items" in str(got[3])
     assert got[0].score == pytest.approx(scorer.score(rgb, depth, seed=1).score, rel=RTOL)
     assert got[4].score == pytest.approx(scorer.score(rgb2, depth2, seed=5).score, rel=RTOL)
+
+
+def test_batch_sessions_are_kept_for_the_loads_threads_and_the_latest_other():
+    """Review 17b #6: a caller varying ``threads`` does not grow one session set per count: the load's
+    set and the most recent other one are kept; an older one is dropped (freed once nobody holds it),
+    not closed, so a call already holding it still runs; close closes the kept ones."""
+    import gc
+    import weakref
+
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.batch_scoring import BatchGraphs
+    from edge_ad.runtime.manifest import load_manifest
+    d = demo_model_dir()
+    graphs = BatchGraphs(d, load_manifest(d, verify=False), 1, ["CPUExecutionProvider"])
+    load_set = graphs.get()
+    held = graphs.get(2)                           # a caller still running on the 2-thread set
+    gone = weakref.ref(graphs.get(3))
+    assert graphs.get(2) is not held               # 2 was dropped when 3 came, built anew
+    assert sorted(graphs._by_threads) == [1, 2] and graphs.get(1) is load_set
+    gc.collect()
+    assert gone() is None                          # the dropped 3-thread set's sessions are freed
+    assert not held.closed and held.final is not None
+    kept = graphs.get(2)
+    graphs.close()
+    assert load_set.closed and kept.closed and graphs._by_threads == {}
