@@ -214,7 +214,8 @@ class Scorer:
         self._memory = memory
         # held while the encoder or the search runs: both use buffers allocated once at load
         self._lock = threading.RLock()
-        self._closed = False         # close() released the buffers above
+        self._closed = False         # close() called: new calls refused
+        self._released = False       # close() released the buffers above
 
     @classmethod
     @_onnxruntime_errors_named
@@ -290,20 +291,33 @@ class Scorer:
         return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg), encoder, memory, batch,
                    manifest_sha256=man_sha256)
 
-    def close(self) -> None:
+    def close(self, timeout: Optional[float] = None) -> bool:
         """Release what ``load`` allocated, now rather than when garbage collection reaches it: the
         search's sessions, buffers and threads (an onnxruntime search's sessions and IO bindings, a
         TensorRT search's CUDA memory and graph, the CPU variants' seed threads), the encoder's and the
-        batch graphs' sessions. Idempotent; scoring with a closed
-        Scorer raises RuntimeError. ``with Scorer.load(d) as scorer:`` closes it on leaving the block."""
-        with self._lock:                # waits for a score in progress
-            if self._closed:
-                return
+        batch graphs' sessions. Idempotent; scoring with a closed Scorer raises RuntimeError.
+        ``with Scorer.load(d) as scorer:`` closes it on leaving the block (waiting as long as it takes).
+
+        timeout: seconds to wait for a score in progress (None: as long as it takes). A frame that
+        ``run_capture``'s frame_timeout abandoned may still be running and holding the scorer: when
+        the wait runs out the Scorer is closed to new calls but its buffers are left to that frame (a
+        later ``close()`` releases them); returns False then, True when released."""
+        got = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, float(timeout)))
+        if not got:                     # a score still running: refuse new calls, release later
             self._closed = True
+            return False
+        try:
+            self._closed = True
+            if self._released:
+                return True
+            self._released = True
             for part in (self._search, self._encoder, self._batch):
                 close = getattr(part, "close", None)
                 if close is not None:
                     close()
+            return True
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "Scorer":
         return self

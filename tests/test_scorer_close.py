@@ -83,3 +83,30 @@ def test_calibrate_closes_its_scorer_even_when_it_refuses(tmp_path, monkeypatch)
     with pytest.raises(CalibrationError, match="usable frame"):
         calibrate_model(demo_model_dir(), [], tmp_path / "out")
     assert len(closed) == 1 and closed[0]._closed
+
+
+def test_close_with_a_timeout_does_not_wait_for_an_abandoned_frame():
+    """Review 17b #9: a frame still running (here: a thread holding the scorer's lock, as a frame the
+    watchdog abandoned) makes close(timeout=0.2) return False after ~0.2 s instead of waiting forever;
+    the scorer refuses new calls at once, and a later close() releases its sessions."""
+    import time
+    s = Scorer.load(demo_model_dir(), threads=1)
+    holding, done = threading.Event(), threading.Event()
+
+    def abandoned_frame():
+        with s._lock:
+            holding.set()
+            done.wait(10)
+    t = threading.Thread(target=abandoned_frame, daemon=True)
+    t.start()
+    holding.wait(5)
+    t0 = time.perf_counter()
+    assert s.close(timeout=0.2) is False
+    assert 0.15 < time.perf_counter() - t0 < 2
+    assert s._search.sessions                       # still the running frame's
+    done.set()
+    t.join(5)
+    with pytest.raises(RuntimeError, match="is closed"):
+        s.score_input(np.zeros((4, s.resolution, s.resolution), np.float32), seed=0)
+    assert s.close() is True and s._search.sessions == {}
+    assert s.close(timeout=0) is True               # idempotent
