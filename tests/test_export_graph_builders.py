@@ -24,9 +24,25 @@ def test_every_variant_graph_has_a_builder():
     assert exporter.unbuilt_graphs({**variants.VARIANTS, "new": new}) == ["grad_new_seed", "grad_z_new_seed"]
 
 
-def test_the_host_head_panel_is_the_kernels(monkeypatch):
+def test_the_host_head_panel_is_the_kernels():
+    """One definition of the host head's panel width: host_head.PANEL (the C kernel's). Review 17b #5: an
+    ``==`` check passed with a second literal 32 in export/, so no module-level *HEAD_PANEL* name in
+    export/ may be assigned a number; search_graphs takes PANEL from host_head."""
+    import ast
+    from pathlib import Path
+
+    from edge_ad.export import search_graphs
     from edge_ad.runtime.backends import host_head
-    assert exporter.HOST_HEAD_PANEL == host_head.PANEL
+    assert exporter.HOST_HEAD_PANEL == host_head.PANEL and search_graphs.PANEL is host_head.PANEL
+    literal = []
+    for path in sorted(Path(exporter.__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            if any("HEAD_PANEL" in n or n == "PANEL" for n in names) and isinstance(node.value, ast.Constant):
+                literal.append(f"{path.name}:{node.lineno} {names}")
+    assert literal == [], f"a copy of host_head.PANEL: {literal}"
 
 
 @pytest.mark.parametrize("k, lr_theta", [(0, 6e-9), (2, 6e-9), (2, 0.0)])
@@ -49,3 +65,4 @@ def test_each_exported_graph_comes_from_its_row(tmp_path, tiny_generator, k, lr_
         if isinstance(row, exporter.AllSeedsGraph):
             assert entry["check"]["eps_adds"] == row.n_adam(n_state, cfg.k), (name, entry["check"])
             assert ("k" in entry) == (name == "unrolled")
+
