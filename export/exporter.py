@@ -379,6 +379,11 @@ def encoder_layers(E) -> list:
     return layers
 
 
+def checkpoint_threshold(scoring, cfg: SearchConfig, log: Callable = print) -> Optional[dict]:
+    """The earlier name and signature of ``stored_threshold`` (without ``spec``), kept for callers of it."""
+    return stored_threshold(scoring, cfg, log=log)
+
+
 def stored_threshold(scoring, cfg: SearchConfig, spec: Optional[PreprocessSpec] = None,
                      log: Callable = print) -> Optional[dict]:
     """The calibrated threshold a checkpoint carries (``CheckpointScoring.threshold``) if it was calibrated

@@ -66,3 +66,16 @@ def test_each_exported_graph_comes_from_its_row(tmp_path, tiny_generator, k, lr_
             assert entry["check"]["eps_adds"] == row.n_adam(n_state, cfg.k), (name, entry["check"])
             assert ("k" in entry) == (name == "unrolled")
 
+
+def test_checkpoint_threshold_keeps_its_name_and_signature(caplog):
+    """Review 17b #7: exporter.checkpoint_threshold(scoring, cfg, log) (renamed stored_threshold, which
+    takes spec third) still answers as before: the stored threshold for its own configuration, None for
+    another with the reason passed to ``log`` (third positional, as it was)."""
+    from edge_ad.runtime.config import SearchConfig
+    cfg = SearchConfig(k=2, n_seed=1)
+    thr = {"value": 0.042, "target_fpr": 0.05, "n_normal": 100, "normal": "val", "search": cfg.to_dict()}
+    scoring = {"name": "x", "search": cfg.to_dict(), "threshold": thr}
+    said = []
+    got = exporter.checkpoint_threshold(scoring, cfg, said.append)
+    assert got == exporter.stored_threshold(scoring, cfg, log=said.append) and got["value"] == 0.042
+    assert exporter.checkpoint_threshold(scoring, cfg.replace(k=3), said.append) is None and said

@@ -116,3 +116,11 @@ def test_edge_ad_run_with_a_source_with_only_iter(tmp_path, monkeypatch):
     assert r.exit_code == run_cmd.EXIT_OK, r.output
     assert sc.kwargs == [{"check_faults": False, "keep_reconstructions": True}] * 3
     assert len(list((tmp_path / "anom").iterdir())) == 3 * 5
+
+
+def test_is_live_is_still_exported():
+    """Review 17b #7: runtime.sources.is_live was in __all__; it stays, a thin reader of Source.live."""
+    from edge_ad.runtime import sources
+    assert "is_live" in sources.__all__
+    assert sources.is_live(open_source("synth://?n=1")) is False
+    assert sources.is_live(SimpleNamespace(live=True)) is True and sources.is_live([]) is False

@@ -36,7 +36,7 @@ from .base import Frame, Source, SourceError, is_stream
 from .folder import FolderSource
 
 __all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source", "find_cameras",
-           "open_camera", "is_stream"]
+           "open_camera", "is_stream", "is_live"]
 
 
 def _query(uri: str) -> dict:
@@ -55,6 +55,11 @@ def _split(uri: str, scheme: str) -> tuple[str, dict]:
     rest = uri[len(scheme):]
     rest, _, qs = rest.partition("?")
     return rest, ({k: v[-1] for k, v in parse_qs(qs).items()} if qs else {})
+
+
+def is_live(source) -> bool:
+    """True for a live camera (``Source.live``: frames arrive on their own clock and may be skipped)."""
+    return bool(getattr(source, "live", False))
 
 
 def find_cameras() -> tuple[list, list]:
