@@ -524,7 +524,8 @@ class Scorer:
         SensorFaultError, as ``score``; ``check_faults=False`` skips that check). k = 0 exports
         (final_batch.onnx) loaded with backend "onnxruntime" run one encoder and one generator pass
         over the batch, on ``threads`` intra-op threads (None: load's ``threads``; the sessions for
-        load's count are built by ``load``, those for another count on its first call, then kept);
+        load's count are built by ``load``, those for another count on its first call, kept while it
+        is the most recent other count: BatchGraphs);
         other models and TensorRT score frame by frame (runtime/batch_scoring.py), ``threads`` unused."""
         from .batch_scoring import score_batch
         with self._lock:
