@@ -332,6 +332,8 @@ def test_edge_ad_run_with_the_demo_model_reports_a_run_of_anomalies(tmp_path):
     assert e["flagged"] == sum(flags[e["first_index"]:e["last_index"] + 1]) and e["expected_rate"] == pytest.approx(bound, rel=1e-9)
     assert (recs[-1]["alarm_watch"]["n_normal"], recs[-1]["alarm_watch"]["calibrated_rate"]) == (300, 0.05)
     assert recs[-1]["alarm_watch"]["fired"] == 1 and "alarm rate high 1 time(s)" in r.output
+    # the summary line names the rate it tested (the bound), and the threshold's rate and n it came from
+    assert f"tested against {bound:.3g}: the threshold's 0.05 read from 300 frames" in r.output
 
     thr = recs[-1]["threshold"] * 2
     r = CliRunner().invoke(run_cmd.cmd, ["--source", src, "--threshold", str(thr), "--alarm-window", "50",

@@ -130,7 +130,9 @@ def _summary_text(s: dict) -> str:
     watch = s.get("alarm_watch") or {}
     if watch.get("fired") or watch.get("state") == "high":   # alarm_rate_high events in the results
         parts.append(f"alarm rate high {watch['fired']} time(s), now {watch['state']} ({watch['flagged']} of the "
-                     f"last {watch['frames']} flagged, calibrated rate {watch['expected_rate']:g})")
+                     f"last {watch['frames']} flagged, tested against {watch['expected_rate']:.3g}"
+                     + (f": the threshold's {watch['calibrated_rate']:g} read from {watch['n_normal']} frames)"
+                        if watch.get("calibrated_rate") is not None and watch.get("n_normal") else ")"))
     text = f"summary ({s['stopped']}): " + ", ".join(parts)
     if s.get("truth"):  # the source carried ground truth: how well the scores separated it
         from edge_ad.runtime.truth import truth_text
