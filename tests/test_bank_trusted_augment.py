@@ -264,7 +264,7 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
 
 def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, tmp_path, val_frame):
     """edge-ad calibrate on a model released with "brightness:1.2" trusted (w = 2): the new manifest keeps the
-    field (search and threshold), the new bank is the original then 22 rows per scene frame, and the calibrated
+    field (search and threshold), the new bank is the original then 23 rows per scene frame, and the calibrated
     directory scores a frame's latent distance as min(nearest original row or bright copy, 2 x nearest other
     copy) over that whole bank (computed here from latent_bank.npy); its held-out threshold used the same
     memory (held_out_scores refuses a trusted configuration without the augment list)."""
@@ -281,7 +281,7 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, t
     A = 1 + len(augment)
     assert man["search"]["bank_trusted_augment"] == list(BRIGHT) == man["threshold"]["search"]["bank_trusted_augment"]
     bank = np.load(tmp_path / "cal" / "latent_bank.npy").astype(np.float64)
-    assert A == 22 and bank.shape[0] == 6600 + 10 * A
+    assert A == 23 and bank.shape[0] == 6900 + 10 * A
     s = Scorer.load(tmp_path / "cal", threads=1)
     assert s.config.bank_trusted_augment == BRIGHT and s.threshold == pytest.approx(man["threshold"]["value"])
     unit = bank / np.linalg.norm(bank, axis=1, keepdims=True)
