@@ -349,14 +349,9 @@ def model_threshold_floor(manifest: dict, fpr: float) -> Optional[float]:
     of a threshold at ``fpr``) and is finite; else None. For a directory written by ``edge-ad calibrate``
     that is the one carried in ``threshold["model_threshold"]`` (the exported model's), not the previous
     scene's: re-calibrating for another scene must not ratchet the floor up."""
-    t = manifest.get("threshold") or {}
-    if isinstance(t, dict) and t.get("source") == "edge-ad calibrate":
-        t = t.get("model_threshold") or {}
-    try:
-        value, rate = float(t["value"]), float(t["target_fpr"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and rate >= fpr else None
+    own = _model_threshold(manifest) or {}
+    value, rate = own.get("value"), own.get("target_fpr")
+    return float(value) if _positive(value) and _number(rate) and rate >= fpr else None
 
 
 def model_threshold_at(manifest: dict, fpr: float) -> tuple:
@@ -380,22 +375,24 @@ def model_threshold_at(manifest: dict, fpr: float) -> tuple:
     return None, None
 
 
+def _number(x) -> bool:
+    """A real number read from a manifest (not a bool, not a string)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _is_rate(rate, fpr: float) -> bool:
-    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and abs(float(rate) - fpr) < 1e-9
+    return _number(rate) and abs(float(rate) - fpr) < 1e-9
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value)) and value > 0
+    return _number(value) and bool(np.isfinite(value)) and value > 0
 
 
 def model_fpr(manifest: dict) -> float:
     """The false-alarm rate the model's own threshold was calibrated at (carried through calibrations),
     a valid rate in (0, 1); DEFAULT_FPR when the model has none. The default target of a calibration."""
-    own = _model_threshold(manifest) or {}
-    rate = own.get("target_fpr")
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1:
-        return float(rate)
-    return DEFAULT_FPR
+    rate = (_model_threshold(manifest) or {}).get("target_fpr")
+    return float(rate) if _number(rate) and 0 < rate < 1 else DEFAULT_FPR
 
 
 def _model_threshold(manifest: dict) -> Optional[dict]:
