@@ -18,13 +18,14 @@ def _seed_threads() -> set:
 
 @pytest.mark.parametrize("variant", ["host-head", "fused-adam"])
 def test_close_stops_the_seed_threads(export_tiny, variant):
-    """k = 2, n_seed = 3 on 2 threads: three seed workers, two of them pool threads, gone after close."""
+    """k = 2, n_seed = 3 on 2 threads: the seed pool's threads (one or two: ThreadPoolExecutor starts a
+    second only when the first is still busy, which depends on the machine's load), gone after close."""
     before = _seed_threads()
     s = Scorer.load(export_tiny(2, 3), threads=2, variant=variant)
     x = np.tanh(np.random.default_rng(0).standard_normal((4, 64, 64))).astype(np.float32)
     s.score_input(x, seed=0)
     mine = _seed_threads() - before
-    assert s.mode == variant and len(mine) == 2
+    assert s.mode == variant and 1 <= len(mine) <= 2
     s.close()
     assert not any(t.is_alive() for t in mine)
     s.close()                                                     # a no-op
