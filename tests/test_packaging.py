@@ -36,6 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "--disable-pip-version-check", "-w", str(out), str(src)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(src)    # 80 MB (the checkpoints too): the tests read only the wheel
     (whl,) = out.glob("edge_ad-*.whl")
     return whl
 
