@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -360,11 +361,17 @@ def test_batch_is_torch_free():
 
 def test_ray_batch_local_cluster(tmp_path, kinect_export, sources, monkeypatch):
     """A 2-CPU Ray cluster started here: actors with the model shipped as bytes, a worker killed
-    mid-source (retried on a new actor), a corrupt source reported, rows equal to edge-ad run's."""
+    mid-source (retried on a new actor), a corrupt source reported, rows equal to edge-ad run's; the
+    actors that were not killed delete their unpacked model (only the killed one's copy is left)."""
     ray = pytest.importorskip("ray")
     out = tmp_path / "out"
     name_a = make_jobs([str(sources["a"]), str(sources["b"]), str(sources["bad"])])[0].name
     monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))   # no token for a local test cluster
+    # the actors' temporary files go to actor_tmp; Ray's own session stays where it was (socket paths are short)
+    monkeypatch.setenv("RAY_TMPDIR", os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    actor_tmp = tmp_path / "actor_tmp"
+    actor_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(actor_tmp))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         r = batch(["--model", kinect_export, "--out", out, "-q", "--ray", sources["a"], sources["b"], sources["bad"]],
@@ -378,6 +385,7 @@ def test_ray_batch_local_cluster(tmp_path, kinect_export, sources, monkeypatch):
     assert a["status"] == "done" and a["attempts"] == 2 and a["frames"] == 4
     assert b["status"] == "done" and b["attempts"] == 1 and b["frames"] == 3
     assert bad["status"] == "failed" and "cannot read bag" in bad["error"]
+    assert len(list(actor_tmp.glob("edge-ad-batch-*"))) == 1      # 3 actors, 1 killed mid-source
     for key, e in (("a", a), ("b", b)):
         want = run_rows(kinect_export, sources[key], tmp_path / f"run-{key}.jsonl")
         assert [comparable(x) for x in lines(out / e["file"])[:-1]] == [comparable(x) for x in want[:-1]]

@@ -19,6 +19,7 @@ from .plan import Job
 from .worker import FAULT_EXIT, load_scorer, manifest_sha256, pack_model, score_source, unpack_model  # noqa: F401
 
 PROGRESS_EVERY_S = 0.25
+CLOSE_TIMEOUT_S = 10.0   # how long the driver waits for idle actors to delete their model copy
 
 
 def import_ray():
@@ -58,6 +59,10 @@ class _ScoringActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def close(self) -> None:
+        """Delete the unpacked model (~30 MB): ray.kill ends the process without running finalizers."""
+        self._tmp.cleanup()
+
     def score(self, job: Job, attempt: int) -> dict:
         out = Path(self._tmp.name) / job.results_file
         pending = {"n": 0, "t": time.monotonic()}
@@ -77,6 +82,17 @@ class _ScoringActor:
         res["rows"] = out.read_bytes() if out.exists() else b""
         out.unlink(missing_ok=True)
         return res
+
+
+def _close_actors(ray, actors: list) -> None:
+    """Ask idle actors to delete their model copy before they are killed (a busy or dead one cannot);
+    best effort: waits CLOSE_TIMEOUT_S at most and never raises over the run's own outcome."""
+    if not actors:
+        return
+    try:
+        ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=CLOSE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - cleanup only; the actors are killed next either way
+        pass
 
 
 class RayEngine:
@@ -166,6 +182,7 @@ class RayEngine:
                     on_result(job, dict(res, attempts=attempts[job.name]))
             drain()
         finally:
+            _close_actors(ray, idle)
             for actor in idle + [a for a, _ in running.values()]:
                 ray.kill(actor, no_restart=True)
             ray.kill(progress, no_restart=True)
