@@ -3,6 +3,8 @@
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Disk first: a full disk otherwise shows up as hundreds of unrelated test errors (exit 2: certainly too little)
+python3 scripts/disk_preflight.py
 # pyrealsense2 needs libusb at import time (Debian package); install it when we can.
 if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

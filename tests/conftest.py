@@ -13,6 +13,51 @@ REPO = Path(__file__).resolve().parents[1]
 KINECT = default_kinect_root()   # $EDGE_AD_DATA, else ../shared/data/kinect-rgbd beside the checkout
 
 
+def disk_preflight():
+    """scripts/disk_preflight.py (not a package), loaded by path."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("disk_preflight", REPO / "scripts" / "disk_preflight.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class DiskReport:
+    """A low disk says so: a warning before the first test when the checkout's or the temp dir's disk has
+    less free space than scripts/disk_preflight.py says a run needs, and a line in the summary naming the
+    tests that failed with 'No space left on device' and the free space then (a full disk otherwise
+    shows up as a wall of unrelated errors). ``check()`` -> (status, lines): disk_preflight's check."""
+
+    NO_SPACE = ("No space left on device", "[Errno 28]")
+
+    def __init__(self, check):
+        self.check, self.no_space = check, []
+
+    def pytest_sessionstart(self, session):
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        for line in self.check()[1]:
+            if not line.startswith("disk:") and tr is not None:
+                tr.write_line(line, yellow=True, bold=True)
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed and any(s in str(report.longrepr) for s in self.NO_SPACE):
+            self.no_space.append(report.nodeid)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.no_space:
+            terminalreporter.write_line(f"{len(self.no_space)} test phase(s) failed with 'No space left on "
+                                        f"device', the first: {self.no_space[0]}", red=True, bold=True)
+            for line in self.check()[1]:
+                terminalreporter.write_line(line, red=True, bold=True)
+
+
+def pytest_configure(config):
+    import tempfile
+    tmp = disk_preflight().existing(Path(config.option.basetemp or tempfile.gettempdir()))
+    config.pluginmanager.register(DiskReport(lambda: disk_preflight().check(REPO, tmp, venv_ready=True)),
+                                  "edge-ad-disk-report")
+
+
 @pytest.fixture(scope="session")
 def kinect_root() -> Path:
     if not (KINECT / "splits.json").is_file():
