@@ -327,25 +327,33 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     ``bank`` if given, else the checkpoint's ``scoring["latent_bank"]`` (``scoring``: a CheckpointScoring or
     the bare section); N must hold whole frames of
     the checkpoint's layout (1 + len(``bank_augment(scoring)``) rows each), and cfg.bank_trusted_augment
-    name texts of that list. Raises ExportError."""
+    name texts of that list. Raises ExportError (CheckpointError for a malformed stored bank, which
+    CheckpointScoring.latent_bank checks)."""
     if not cfg.uses_latent_bank:
         return None
-    bank = _given_or_stored(bank, scoring, "latent_bank")
+    from edge_ad.models.checkpoint import latent_bank_array
+    reader = _reader(scoring)
+    if bank is not None:
+        try:
+            bank = latent_bank_array(bank)
+        except ValueError as e:
+            raise ExportError(f"the given latent bank {e}") from None
+    else:
+        bank = reader.latent_bank()     # the stored bank, checked there (CheckpointError naming the file)
     if bank is None:
         raise ExportError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
                           "distance (score_latent_power > 0), but the checkpoint has no latent bank "
                           "(scoring['latent_bank']) and none was given; build one with "
                           "models/kinect-rgbd/make_release.py --data")
-    bank = np.asarray(bank.numpy() if hasattr(bank, "numpy") else bank, dtype=np.float32)
-    if bank.ndim != 2 or len(bank) == 0 or (z_dim is not None and bank.shape[1] != z_dim) \
-            or not np.isfinite(bank).all():
+    if z_dim is not None and bank.shape[1] != z_dim:
         raise ExportError(f"the latent bank must be a finite (N, z_dim={z_dim}) array, got shape {bank.shape}")
+    augment = reader.bank_augment()
     try:
-        trusted_original_rows(len(bank), bank_augment(scoring), cfg.bank_trusted_augment)
+        trusted_original_rows(len(bank), augment, cfg.bank_trusted_augment)
     except ValueError as e:
         raise ExportError(f"the latent bank does not match the checkpoint's latent_bank_info: {e}") from None
     try:
-        check_augment_weight(cfg, rows_per_frame_of(bank_augment(scoring)))
+        check_augment_weight(cfg, rows_per_frame_of(augment))
     except ValueError as e:
         raise ExportError(str(e)) from None
     return bank

@@ -165,6 +165,15 @@ def load_generator(path: os.PathLike) -> Generator:
 SCORINGS = ("checkpoint", "reference")
 
 
+def latent_bank_array(bank) -> np.ndarray:
+    """A latent bank (a tensor or an array) as (N, z_dim) float32. ValueError ("must be ...") unless it is
+    finite, 2-D and non-empty: the one check of a bank from a checkpoint or given to the exporter."""
+    bank = np.asarray(bank.numpy() if hasattr(bank, "numpy") else bank, dtype=np.float32)
+    if bank.ndim != 2 or len(bank) == 0 or not np.isfinite(bank).all():
+        raise ValueError(f"must be a finite non-empty (N, z_dim) array, got shape {bank.shape}")
+    return bank
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointScoring:
     """A model file's ``scoring`` section (models/kinect-rgbd/make_release.py writes it), read once.
@@ -247,11 +256,10 @@ class CheckpointScoring:
         bank = self.get("latent_bank")
         if bank is None:
             return None
-        bank = np.asarray(bank.numpy() if hasattr(bank, "numpy") else bank, dtype=np.float32)
-        if bank.ndim != 2 or len(bank) == 0 or not np.isfinite(bank).all():
-            raise self._error(f"scoring['latent_bank'] must be a finite non-empty (N, z_dim) array, "
-                              f"got shape {bank.shape}")
-        return bank
+        try:
+            return latent_bank_array(bank)
+        except ValueError as e:
+            raise self._error(f"scoring['latent_bank'] {e}") from None
 
     def bank_augment(self) -> list:
         """The augmentation texts the latent bank was built with (``scoring["latent_bank_info"]["augment"]``,

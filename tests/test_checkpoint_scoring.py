@@ -129,3 +129,27 @@ def test_the_reader_checks_each_entry(tmp_path, tiny_generator):
         with pytest.raises(CheckpointError, match=entry) as e:
             sc.threshold(cfg), sc.bank_augment(), sc.latent_bank(), sc.encoder(), sc.search_config()
         assert str(path) in str(e.value)
+
+
+def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_alike():
+    """review 17b #8: resolve_latent_bank no longer repeats CheckpointScoring.latent_bank's check of the
+    stored bank; a bank given to the exporter goes through the same check (latent_bank_array)."""
+    import numpy as np
+
+    from edge_ad.export.exporter import ExportError, resolve_latent_bank
+    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring
+    from edge_ad.runtime.config import SearchConfig
+    cfg = SearchConfig(k=0, n_seed=1, z_init="encoder", score_latent_power=0.5)
+    good = np.ones((4, 8), np.float32)
+    bad = good.copy()
+    bad[2, 3] = np.nan
+    stored = CheckpointScoring(section={"latent_bank": torch.from_numpy(bad)}, path="m.pt")
+    with pytest.raises(CheckpointError, match=r"^m\.pt: scoring\['latent_bank'\] must be a finite non-empty"):
+        resolve_latent_bank(cfg, scoring=stored, z_dim=8)
+    for given in (bad, good[:0], good[0]):
+        with pytest.raises(ExportError, match=r"^the given latent bank must be a finite non-empty \(N, z_dim\)"):
+            resolve_latent_bank(cfg, bank=given, scoring=stored, z_dim=8)
+    with pytest.raises(ExportError, match=r"z_dim=7\) array, got shape \(4, 8\)"):
+        resolve_latent_bank(cfg, scoring={"latent_bank": torch.from_numpy(good)}, z_dim=7)
+    got = resolve_latent_bank(cfg, bank=torch.from_numpy(good), scoring=stored, z_dim=8)   # the given one wins
+    assert got.dtype == np.float32 and got.shape == (4, 8)
