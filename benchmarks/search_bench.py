@@ -114,7 +114,7 @@ def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
             raise Skipped(f"the export's scoring configuration {cfg.name!r} starts from an encoder, but "
                           f"{checkpoint} carries none")
     if cfg.uses_latent_bank:
-        from edge_ad.runtime.config import rows_per_frame_of
+        from edge_ad.runtime.latent_memory import rows_per_frame_of
         from edge_ad.runtime.model_arrays import load_npy
         entry = man.get("latent_bank")
         if not isinstance(entry, dict) or entry.get("file") not in man.get("files", {}):

@@ -60,10 +60,10 @@ import numpy as np
 import onnx
 
 from edge_ad.runtime import variants
-from edge_ad.runtime.config import (SearchConfig, check_augment_weight, rows_per_frame_of, search_differences,
-                                    trusted_original_rows)
+from edge_ad.runtime.config import SearchConfig, search_differences
 from edge_ad.runtime.data_root import DATA_ENV, default_kinect_root
 from edge_ad.runtime.integrity import onnx_external_data
+from edge_ad.runtime.latent_memory import check_augment_weight, rows_per_frame_of, trusted_original_rows
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
 from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill

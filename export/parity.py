@@ -13,8 +13,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edge_ad.runtime import variants
-from edge_ad.runtime.config import BankLayout, SearchConfig, frame_seed, latent_memory, make_z0
+from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
 from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime.latent_memory import BankLayout, latent_memory
 from edge_ad.runtime.manifest import load_manifest
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -109,7 +110,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     import torch
 
     from edge_ad.models.search import search_eager
-    from edge_ad.runtime.config import score_scale
+    from edge_ad.runtime.score_scale import score_scale
     from edge_ad.runtime.scorer import Scorer
     # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
     # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")

@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from edge_ad.runtime.config import SearchConfig, rows_per_frame_of, search_differences
+from edge_ad.runtime.config import SearchConfig, search_differences
+from edge_ad.runtime.latent_memory import rows_per_frame_of
 from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
 from .dcgan import GanConfig, Generator

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.runtime.config import BankLayout, SearchConfig, latent_memory, make_z0
+from edge_ad.runtime.config import SearchConfig, make_z0
+from edge_ad.runtime.latent_memory import BankLayout, latent_memory
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import geometric, photometric, to_tensor
@@ -161,7 +162,7 @@ def latent_bank(E: Encoder, train_X: np.ndarray) -> np.ndarray:
 def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, cfg: SearchConfig,
                      latents: Optional[np.ndarray] = None,
                      bank_rows_per_frame: Optional[BankLayout] = None) -> np.ndarray:
-    """d(E(x), bank) per frame (runtime.config.latent_memory: cfg's metric, bank_augment_weight and
+    """d(E(x), bank) per frame (runtime.latent_memory.latent_memory: cfg's metric, bank_augment_weight and
     bank_trusted_augment; ``bank_rows_per_frame`` the bank's layout: its augment list, or 1 + len(augment)
     when no augmentation is trusted): float64 (N,). ``latents``: E(X) if already computed."""
     memory = latent_memory(bank, cfg, bank_rows_per_frame)

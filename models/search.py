@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from edge_ad.runtime.config import (BankLayout, SearchConfig, draw_seed, latent_memory, layout_rows_per_frame, make_z0,
-                                    score_scale)
+from edge_ad.runtime.config import SearchConfig, draw_seed, make_z0
+from edge_ad.runtime.latent_memory import BankLayout, latent_memory, layout_rows_per_frame
 from edge_ad.runtime.preprocess import shift_frame, shift_offsets
+from edge_ad.runtime.score_scale import score_scale
 
 from .dcgan import Generator
 
@@ -161,7 +162,7 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
     z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
     z0 is used for every copy (neither z0 nor seed: one random seed for all copies);
-    ``bank_rows_per_frame``, the bank's layout (runtime.config.latent_memory): its augment list
+    ``bank_rows_per_frame``, the bank's layout (runtime.latent_memory.latent_memory): its augment list
     (``checkpoint_bank_augment``; needed for cfg.bank_trusted_augment) or 1 + len(augment)
     (``checkpoint_bank_rows_per_frame``), tells the bank's augmented rows (cfg.bank_augment_weight). Returns the lowest-scoring copy's result
     (the first on a tie) with error_map (fill 0) and reconstructions shifted back by (-dy, -dx) and
@@ -336,7 +337,7 @@ def checkpoint_search_config(path) -> Optional[SearchConfig]:
 
 def checkpoint_bank_rows_per_frame(path) -> int:
     """Rows per normal frame of a checkpoint's latent bank: 1 + len(scoring["latent_bank_info"]["augment"])
-    (runtime.config.rows_per_frame_of; 1 for a checkpoint that records no augmentation)."""
+    (runtime.latent_memory.rows_per_frame_of; 1 for a checkpoint that records no augmentation)."""
     from .checkpoint import CheckpointScoring
     return CheckpointScoring.read(path).bank_rows_per_frame()
 

@@ -77,7 +77,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                      load_synth, to_tensor)
     from edge_ad.models.evaluate import write_report
     from edge_ad.models.search import score_batch
-    from edge_ad.runtime.config import latent_memory, trusted_override
+    from edge_ad.runtime.config import trusted_override
+    from edge_ad.runtime.latent_memory import latent_memory
 
     if threads:
         torch.set_num_threads(threads)
