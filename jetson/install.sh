@@ -157,8 +157,10 @@ if [ "$SERVICE" = 1 ]; then
   run usermod -aG video,plugdev "$SVC_USER"
   run mkdir -p /var/lib/edge-ad
   run chown -R "$SVC_USER" /var/lib/edge-ad "$PREFIX/model" 2>/dev/null || true
-  sed -e "s|/opt/edge-ad|$PREFIX|g" -e "s|^User=edge-ad|User=$SVC_USER|" "$HERE/edge-ad.service" > /tmp/edge-ad.service
-  run install -m 0644 /tmp/edge-ad.service /etc/systemd/system/edge-ad.service
+  unit=$(mktemp)   # the unit for this prefix and user: a private temp file, not a fixed name in /tmp (root writes it)
+  sed -e "s|/opt/edge-ad|$PREFIX|g" -e "s|^User=edge-ad|User=$SVC_USER|" "$HERE/edge-ad.service" > "$unit"
+  run install -m 0644 "$unit" /etc/systemd/system/edge-ad.service
+  rm -f "$unit"
   run systemctl daemon-reload
   run systemctl enable --now edge-ad.service
   echo "service: systemctl status edge-ad; logs: journalctl -u edge-ad -f"

@@ -19,7 +19,9 @@ JET = REPO / "jetson"
 def _install(tmp_path, release: str, *args, cuda="12.6.68"):
     rel = tmp_path / "nv_tegra_release"
     rel.write_text(release)
-    env = {"PATH": "/usr/bin:/bin", "L4T_RELEASE_FILE": str(rel), "EDGE_AD_CUDA_VERSION": cuda}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "L4T_RELEASE_FILE": str(rel), "EDGE_AD_CUDA_VERSION": cuda,
+           "TMPDIR": str(tmp_path / "tmp")}
     return subprocess.run(["bash", str(JET / "install.sh"), "--dry-run", *args], capture_output=True,
                           text=True, env=env, timeout=60)
 
@@ -61,6 +63,9 @@ def test_install_jetpack6_plan(tmp_path):
     assert "install --no-deps" in out                                   # onnxruntime-gpu not shadowed
     assert "onnxruntime_gpu-1.20" in out and "onnxruntime>=1.17" not in out
     assert "systemctl enable --now edge-ad.service" in out
+    # the unit is rendered into a private temp file (mktemp, under $TMPDIR), gone after the run
+    (unit,) = [ln.split()[4] for ln in out.splitlines() if ln.startswith("+ install -m 0644 ")]
+    assert unit.startswith(str(tmp_path / "tmp")) and not list((tmp_path / "tmp").iterdir()), unit
     # without TensorRT here, the dry run shows the JetPack package it would install
     assert "python3-libnvinfer" in out
 
