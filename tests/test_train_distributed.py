@@ -98,7 +98,9 @@ def test_shared_training_helpers_are_as_recorded():
     assert gradient_penalty_value() == pytest.approx(GRADIENT_PENALTY, rel=1e-5)
 
 def torchrun(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", EDGE_AD_DIST_DEVICE="cpu")
+    tmp = cwd / "torchrun-tmp"      # torchrun's torchelastic_* log dirs stay here, not in /tmp
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", EDGE_AD_DIST_DEVICE="cpu", TMPDIR=str(tmp))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "edge_ad", "train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
