@@ -26,6 +26,10 @@ weights; a configuration with lr_theta = 0 gets only them.
                  z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j
   latent_bank.npy  only for a configuration with score_latent_power > 0: E(x) of the normal
                  training frames (N, z_dim) float32; score *= d(E(x), bank) ** score_latent_power
+  pixel_memory.npy  only for a configuration with score_pixel_power > 0: the normal training frames at the
+                 model's resolution (N, R, R, 4) uint8 (the checkpoint's scoring["pixel_memory"]), expanded at
+                 load with the manifest's pixel_memory["augment"] (runtime/pixel_memory.py);
+                 score *= d_pix(x) ** score_pixel_power
   weights.npz    the pristine weights, one copy, in the graphs' state layout (float32)
   manifest.json  format version, model config, search hyper-parameters, preprocessing, tensor
                  names/shapes/dtypes, opset, exporter versions, sha256 of every file, parity report
@@ -44,7 +48,7 @@ Where the work is (this module composes them):
   export/install.py        the output directory's safety and the atomic install: the export is built in a hidden
                            sibling of ``out_dir`` and moved into place only when complete and its parity check
                            passed; a failed one is kept in ``<out_dir>.failed`` and ``out_dir`` stays unchanged
-This module: the checkpoint's inputs (configuration, encoder, latent bank, threshold) and the manifest.
+This module: the checkpoint's inputs (configuration, encoder, latent bank, pixel memory, threshold) and the manifest.
 """
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ from edge_ad.runtime.data_root import DATA_ENV, default_kinect_root
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.latent_memory import check_augment_weight, rows_per_frame_of, trusted_original_rows
 from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
+from edge_ad.runtime.pixel_memory import PixelMemory
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
 from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
 
@@ -85,7 +90,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
                  parity: bool = True, tolerance: float = 1e-4, check_fp64: bool = True,
                  parity_seed: int = 0, threads: Optional[int] = None, threshold: Optional[dict] = None,
                  encoder=None, latent_bank=None, targets: Sequence[str] = variants.TARGETS, sign_key=None,
-                 preprocess: Optional[PreprocessSpec] = None, log: Callable = print) -> dict:
+                 preprocess: Optional[PreprocessSpec] = None, log: Callable = print, pixel_memory=None) -> dict:
     """Export a generator (a path ``load_generator`` accepts, or a loaded Generator) to ``out_dir``.
 
     threshold: {"value": float, ...} (e.g. ``edge-ad eval``'s threshold.json) stored as the model's
@@ -99,6 +104,8 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
     configuration with z_init == "encoder"; default the checkpoint's ``scoring["encoder"]``.
     latent_bank: (N, z_dim) encoder latents of the normal training frames for a configuration with
     score_latent_power > 0; default the checkpoint's ``scoring["latent_bank"]``.
+    pixel_memory: (N, R, R, 4) uint8 normal frames for a configuration with score_pixel_power > 0, expanded
+    with the checkpoint's scoring["pixel_memory_info"]["augment"]; default the checkpoint's ``scoring["pixel_memory"]``.
     targets: where the model will run (runtime/variants.TARGETS): "cpu" writes the host-head and fused-adam
     graphs, "gpu" the step graphs (TensorRT, CUDA provider); k = 0 writes the final graph only (and the
     encoder). unrolled: also the unrolled graph (gpu target; no runtime path picks it on its own).
@@ -114,12 +121,12 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         source, stage, search=search, chunk_bytes=chunk_bytes, unrolled=unrolled, parity_frames=parity_frames,
         parity=parity, tolerance=tolerance, check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
         threshold=threshold, encoder=encoder, latent_bank=latent_bank, targets=targets, sign_key=sign_key,
-        preprocess=preprocess, log=log))
+        preprocess=preprocess, log=log, pixel_memory=pixel_memory))
 
 
 def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,
                  check_fp64, parity_seed, threads, threshold, encoder, latent_bank, targets, sign_key,
-                 preprocess, log) -> dict:
+                 preprocess, log, pixel_memory=None) -> dict:
     """export_model's work, in the (new, empty) staging directory ``out_dir``."""
     from edge_ad.models.checkpoint import CheckpointScoring, load_generator
     if sign_key is not None:
@@ -138,6 +145,8 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     E = resolve_encoder(cfg, encoder, scoring, G)      # None unless z_init == "encoder"
     bank = resolve_latent_bank(cfg, latent_bank, scoring, G.cfg.z_dim)   # None unless score_latent_power > 0
     spec = own_spec if preprocess is None else preprocess
+    pixel_frames = resolve_pixel_memory(cfg, pixel_memory, scoring, G.cfg.resolution)   # None unless score_pixel_power > 0
+    pixel_augment = scoring.pixel_augment() if pixel_frames is not None else []
     if threshold is None:
         threshold = stored_threshold(scoring, cfg, spec, log)
     elif threshold is False:
@@ -174,6 +183,9 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     if bank is not None:
         np.save(out_dir / "latent_bank.npy", bank)
         extra_files.append("latent_bank.npy")
+    if pixel_frames is not None:
+        np.save(out_dir / "pixel_memory.npy", pixel_frames)
+        extra_files.append("pixel_memory.npy")
     # every file the runtime reads has a sha256, including the external data an ONNX graph points to
     external = [loc for g in graphs.values() for loc in onnx_external_data((out_dir / g["file"]).read_bytes(), g["file"])]
     files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + extra_files + external}
@@ -215,6 +227,14 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
             # the augmentations the bank was built with (runtime/latent_bank.py; edge-ad calibrate reuses them)
             "augment": scoring.bank_augment(),
             "score": "score *= max(d(E(x), bank), latent_floor) ** score_latent_power, E = encoder.onnx"}
+    if pixel_frames is not None:
+        manifest["pixel_memory"] = {
+            "file": "pixel_memory.npy", "shape": list(pixel_frames.shape), "dtype": "uint8",
+            "info": _jsonable(scoring.get("pixel_memory_info")),
+            # the rows per frame: the frame, then one copy per text (runtime/pixel_memory.py)
+            "augment": pixel_augment,
+            "score": "score *= max(d_pix(x), pixel_floor) ** score_pixel_power, d_pix(x) = min over the rows "
+                     "(the frames and their augmented copies, preprocessed) of mean((x - row)^2)"}
     if threshold is not None:
         manifest["threshold"] = threshold
     _write_manifest(out_dir, manifest)
@@ -230,7 +250,8 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
     report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
-                          latent_bank=bank, bank_rows_per_frame=scoring.bank_augment())
+                          latent_bank=bank, bank_rows_per_frame=scoring.bank_augment(),
+                          pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment))
     manifest["parity"] = report
     for name in report["failed_variants"]:         # one failing graph family does not block the others
         _drop_variant(out_dir, manifest, name)
@@ -357,6 +378,30 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     except ValueError as e:
         raise ExportError(str(e)) from None
     return bank
+
+
+def resolve_pixel_memory(cfg: SearchConfig, frames=None, scoring=None, resolution: Optional[int] = None):
+    """The pixel memory's frames (N, R, R, 4) uint8 a configuration needs (None unless score_pixel_power > 0):
+    ``frames`` if given, else the checkpoint's ``scoring["pixel_memory"]`` (``CheckpointScoring.pixel_frames``),
+    at the generator's ``resolution``. Raises ExportError."""
+    if not cfg.uses_pixel_memory:
+        return None
+    from edge_ad.models.checkpoint import CheckpointError
+    try:
+        frames = _reader(scoring).pixel_frames() if frames is None else frames
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
+    if frames is None:
+        raise ExportError(f"the scoring configuration {cfg.name!r} multiplies the score by the pixel-memory distance "
+                          "(score_pixel_power > 0), but the checkpoint has no pixel memory (scoring['pixel_memory']) "
+                          "and none was given; build one with models/kinect-rgbd/make_release.py --pixel-memory-augment")
+    frames = np.asarray(frames.numpy() if hasattr(frames, "numpy") else frames)
+    R = resolution
+    if frames.dtype != np.uint8 or frames.ndim != 4 or len(frames) == 0 \
+            or (R is not None and frames.shape[1:] != (R, R, 4)):
+        raise ExportError(f"the pixel memory must be uint8 frames (N, {R}, {R}, 4) at the model's resolution, got "
+                          f"{frames.dtype} {frames.shape}")
+    return np.ascontiguousarray(frames)
 
 
 def encoder_layers(E) -> list:

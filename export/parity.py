@@ -91,7 +91,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
                  spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None,
-                 bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
+                 bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None) -> dict:
     """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
     faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
     also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
@@ -104,7 +104,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     same noise. The score is mean(seed losses) / score_scale(x, cfg, d) on both sides, d = the latent
     distance of E(x) to ``latent_bank`` (the runtime: encoder.onnx float32; the reference: float64),
     laid out as ``bank_rows_per_frame`` (the bank's augment list, or its rows per normal frame; its augmented
-    copies weighed by bank_augment_weight, except those of cfg.bank_trusted_augment's texts)."""
+    copies weighed by bank_augment_weight, except those of cfg.bank_trusted_augment's texts). With
+    score_pixel_power > 0 both sides multiply by the pixel factor of the frame's distance to ``pixel_memory``
+    (runtime.pixel_memory.PixelMemory of the exported pixel_memory.npy): the reference's of its own x."""
     import copy
 
     import torch
@@ -117,6 +119,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0)
     S = cfg.n_seed
     use_encoder = cfg.z_init == "encoder"
+    if cfg.uses_pixel_memory and pixel_memory is None:
+        raise ExportError("parity check: the scoring configuration needs the pixel memory (score_pixel_power > 0)")
     if use_encoder and encoder is None:
         raise ExportError("parity check: the scoring configuration needs an encoder (z_init='encoder')")
     E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
@@ -152,7 +156,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         zseed = frame_seed(seed, i)
         e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
         dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
-        scale = score_scale(x, cfg, dist)
+        pdist = pixel_memory.distance(x) if cfg.uses_pixel_memory else None       # d_pix of the reference's x
+        scale = score_scale(x, cfg, dist, pdist)
         if use_encoder:
             z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
             start = {"seed": zseed}                                 # runtime: encoder.onnx + same noise
@@ -160,8 +165,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             z0 = make_z0(S, G.cfg.z_dim, zseed)
             start = {"z0": z0}
         starts.append(start)
-        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist)
-        zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist)
+        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
+        zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
                 if zcfg is not None else None)
         row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
                "z_init": cfg.z_init, "score_scale": scale, "reference_score": ref.score, "variants": {}}
@@ -177,6 +182,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             if dist is not None and "latent_distance" not in row:
                 row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
                                           "rel_diff": rel_of(got.latent_distance, dist)}
+            if pdist is not None and "pixel_distance" not in row:
+                row["pixel_distance"] = {"reference": pdist, "onnx": got.pixel_distance,
+                                         "rel_diff": rel_of(got.pixel_distance, pdist)}
             if zsc is not None:
                 row["z_only"]["variants"][n] = compare(zsc.score(fr["rgb"], fr["depth"], check_faults=False, **start), zref)
         # the frame's worst variant (faithful and z-only): the gate's value for this frame
@@ -214,7 +222,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     shift = None
     if full_cfg.score_shift_radius and rows and kept:
         shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads,
-                                 bank_rows_per_frame)
+                                 bank_rows_per_frame, pixel_memory)
         log(f"  parity shift-min: {shift['summary']}")
     passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
               and (batch is None or batch["passed"]) and (shift is None or shift["passed"]))
@@ -235,6 +243,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     if cfg.uses_latent_bank:
         reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
                       "(reference: encoder in float64; runtime: encoder.onnx float32)")
+    if cfg.uses_pixel_memory:
+        reference += ", score *= max(d_pix(x), pixel_floor) ** score_pixel_power on both sides (each side's own x)"
     return {"reference": reference,
             "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
                        "faithful and z-only",
@@ -247,7 +257,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
 
 def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
                      latent_bank, tolerance: float, threads: Optional[int],
-                     bank_rows_per_frame: Optional[BankLayout] = None) -> dict:
+                     bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None) -> dict:
     """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
     (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
     with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
@@ -263,7 +273,7 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
                                encoder=E64, latent_bank=latent_bank, eager=True,
-                               bank_rows_per_frame=bank_rows_per_frame)
+                               bank_rows_per_frame=bank_rows_per_frame, pixel_memory=pixel_memory)
         got = scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
         rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
                      "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),

@@ -278,6 +278,45 @@ class CheckpointScoring:
         """Rows per normal frame of the latent bank: 1 + len(bank_augment())."""
         return 1 + len(self.bank_augment())
 
+    def pixel_frames(self) -> Optional[np.ndarray]:
+        """The pixel memory's frames the section carries (``scoring["pixel_memory"]``: uint8 (N, R, R, 4), the
+        normal frames as runtime.latent_bank.unaligned_uint8 gives them), or None. Checked: uint8, 4
+        channels, square, N >= 1, at most runtime.pixel_memory.MAX_PIXEL_FRAMES frames."""
+        from edge_ad.runtime.pixel_memory import MAX_PIXEL_FRAMES
+        frames = self.get("pixel_memory")
+        if frames is None:
+            return None
+        frames = frames.numpy() if hasattr(frames, "numpy") else np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 4 or frames.shape[1] != frames.shape[2] \
+                or not 1 <= len(frames) <= MAX_PIXEL_FRAMES:
+            raise self._error(f"scoring['pixel_memory'] must be uint8 frames (N, R, R, 4), 1 <= N <= {MAX_PIXEL_FRAMES}, "
+                              f"got {frames.dtype} {frames.shape}")
+        return frames
+
+    def pixel_augment(self) -> list:
+        """The augmentation texts of the pixel memory (``scoring["pixel_memory_info"]["augment"]``; [] when it
+        records none), each a valid nuisance text."""
+        from edge_ad.runtime.pixel_memory import check_pixel_augment
+        info = self.get("pixel_memory_info") or {}
+        if not isinstance(info, dict):
+            raise self._error(f"scoring['pixel_memory_info'] must be a dict, got {type(info).__name__}")
+        try:
+            return check_pixel_augment(info.get("augment"))
+        except ValueError as e:
+            raise self._error(f"scoring['pixel_memory_info']: {e}") from None
+
+    def pixel_memory(self, spec: PreprocessSpec):
+        """The runtime.pixel_memory.PixelMemory of the section's pixel memory under the preprocessing ``spec``
+        (the one the frames are scored with; its resolution must be the frames'), or None when it carries none."""
+        from edge_ad.runtime.pixel_memory import PixelMemory
+        frames = self.pixel_frames()
+        if frames is None:
+            return None
+        try:
+            return PixelMemory(frames, spec, self.pixel_augment())
+        except ValueError as e:
+            raise self._error(f"scoring['pixel_memory']: {e}") from None
+
     def threshold(self, cfg: Optional[SearchConfig] = None, spec: Optional[PreprocessSpec] = None,
                   log: Optional[Callable] = None) -> Optional[dict]:
         """The calibrated threshold the section carries (``scoring["threshold"]``: value, target_fpr, ...) if

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ class SearchResult:
     score_scale: float = 1.0     # score = mean(seed_losses) / score_scale (fg power, latent factor; 1 = reference)
     latent_distance: Optional[float] = None  # d(E(x), latent bank) when the configuration uses it
     shift: Optional[tuple] = None  # (dy, dx) of the shift-min's winning copy (``search_min_shift``)
+    pixel_distance: Optional[float] = None  # d_pix(x, pixel memory) when the configuration uses it
 
 
 def _as_input(x, dtype) -> torch.Tensor:
@@ -74,10 +75,11 @@ def _z0(G: Generator, cfg: SearchConfig, z0, seed) -> np.ndarray:
 
 def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: Optional[int] = None,
            dtype: torch.dtype = torch.float32, keep_trajectory: bool = False,
-           latent_distance: Optional[float] = None) -> SearchResult:
+           latent_distance: Optional[float] = None, pixel_distance: Optional[float] = None) -> SearchResult:
     """Batched reference search. x: (C, H, W) in [-1, 1]; z0: (n_seed, z_dim) or None (then ``seed``).
     ``latent_distance``: d(E(x), latent bank), required by configurations with score_latent_power > 0
-    (``encoder.latent_distances``)."""
+    (``encoder.latent_distances``); ``pixel_distance``: d_pix(x), required with score_pixel_power > 0
+    (runtime.pixel_memory.PixelMemory.distance of this x)."""
     t0 = time.perf_counter()
     _as_given(cfg)
     G = G.eval()
@@ -112,8 +114,9 @@ def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: O
         losses = sq.flatten(1).mean(1)
     if traj is not None:
         traj.append(recon.cpu().numpy())
-    scale = score_scale(x.cpu().numpy(), cfg, latent_distance)
+    scale = score_scale(x.cpu().numpy(), cfg, latent_distance, pixel_distance)
     return SearchResult(score=float(losses.mean()) / scale, score_scale=scale, latent_distance=latent_distance,
+                        pixel_distance=pixel_distance,
                         seed_losses=losses.cpu().numpy().astype(np.float64),
                         error_map=sq.mean((0, 1)).cpu().numpy(), reconstructions=recon.cpu().numpy(),
                         z=z.detach().reshape(S, -1).cpu().numpy(),
@@ -121,10 +124,11 @@ def search(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: O
 
 
 def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, seed: Optional[int] = None,
-                 dtype: torch.dtype = torch.float32, latent_distance: Optional[float] = None) -> SearchResult:
+                 dtype: torch.dtype = torch.float32, latent_distance: Optional[float] = None,
+                 pixel_distance: Optional[float] = None) -> SearchResult:
     """The algorithm transcribed literally (and the study-style baseline for benchmarks):
     per seed a fresh copy of G and two Adam optimizers, one on z and one on the weights.
-    ``latent_distance`` as in ``search``."""
+    ``latent_distance``, ``pixel_distance`` as in ``search``."""
     t0 = time.perf_counter()
     _as_given(cfg)
     x = _as_input(x, dtype).unsqueeze(0)
@@ -148,19 +152,22 @@ def search_eager(G: Generator, x, cfg: SearchConfig = SearchConfig(), z0=None, s
             recons.append(r[0].numpy()), zs.append(zj.detach().reshape(-1).numpy())
     recons = np.stack(recons)
     err = ((recons - x.numpy()) ** 2).mean((0, 1))
-    scale = score_scale(x[0].numpy(), cfg, latent_distance)
+    scale = score_scale(x[0].numpy(), cfg, latent_distance, pixel_distance)
     return SearchResult(score=float(np.mean(losses)) / scale, score_scale=scale, latent_distance=latent_distance,
+                        pixel_distance=pixel_distance,
                         seed_losses=np.array(losses), error_map=err,
                         reconstructions=recons, z=np.stack(zs), timings={"search_s": time.perf_counter() - t0})
 
 
 def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional[int] = None,
                      dtype: torch.dtype = torch.float32, encoder=None, latent_bank: Optional[np.ndarray] = None,
-                     eager: bool = False, bank_rows_per_frame: Optional[BankLayout] = None) -> SearchResult:
+                     eager: bool = False, bank_rows_per_frame: Optional[BankLayout] = None,
+                     pixel_memory=None) -> SearchResult:
     """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
-    z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank); an explicit
+    z_init_sigma * make_z0(n_seed, z_dim, seed)), latent distance d(E(x'), latent_bank) and pixel distance
+    d_pix(x') to ``pixel_memory`` (runtime.pixel_memory.PixelMemory, score_pixel_power > 0); an explicit
     z0 is used for every copy (neither z0 nor seed: one random seed for all copies);
     ``bank_rows_per_frame``, the bank's layout (runtime.latent_memory.latent_memory): its augment list
     (``checkpoint_bank_augment``; needed for cfg.bank_trusted_augment) or 1 + len(augment)
@@ -175,6 +182,7 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     if cfg.uses_latent_bank and latent_bank is None:
         raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's latent bank (score_latent_power > 0)")
     memory = latent_memory(latent_bank, cfg, bank_rows_per_frame) if cfg.uses_latent_bank else None
+    _check_pixel_memory(cfg, pixel_memory)
     plain = cfg.replace(score_shift_radius=0)
     if seed is None and z0 is None and cfg.score_shift_radius > 0:
         seed = draw_seed()      # one random seed for the frame: its copies share their z0 noise (runtime's rule)
@@ -188,7 +196,9 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
             e = e.double().numpy()                                                 # (z_dim,) E(x')
         zs = z0 if z0 is not None or cfg.z_init != "encoder" else z0_from_latents(e[None], cfg, [seed])[0]
         r = (search_eager if eager else search)(G, xs, plain, z0=zs, seed=seed, dtype=dtype,
-                                                latent_distance=memory.distance(e) if memory is not None else None)
+                                                latent_distance=memory.distance(e) if memory is not None else None,
+                                                pixel_distance=pixel_memory.distance(xs) if cfg.uses_pixel_memory
+                                                else None)
         if best is None or r.score < best.score:
             best, at = r, (dy, dx)
     best.error_map = shift_frame(best.error_map, -at[0], -at[1], fill=0.0)        # (H, W)
@@ -200,7 +210,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
 def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(), seed: int = 0,
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
                 batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None,
-                bank_rows_per_frame: Optional[BankLayout] = None) -> np.ndarray:
+                bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None,
+                pixel_exclude: Optional[Sequence[int]] = None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
@@ -208,7 +219,9 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
     (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (the bank's layout: its
     augment list, ``checkpoint_bank_augment``, or 1 + len(augment), ``checkpoint_bank_rows_per_frame``)
-    when cfg.bank_augment_weight != 1 (the augment list when cfg.bank_trusted_augment names some). cfg.score_shift_radius R > 0:
+    when cfg.bank_augment_weight != 1 (the augment list when cfg.bank_trusted_augment names some).
+    ``pixel_memory`` (runtime.pixel_memory.PixelMemory) when cfg.score_pixel_power > 0: each input's pixel
+    distance, without the rows of the memory's frames ``pixel_exclude`` (held-out scoring). cfg.score_shift_radius R > 0:
     each frame's score is the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame),
     each scored as a frame with the frame's own seed (``search_min_shift``'s score); ``progress`` then
     wraps the list of shifts (one step per shifted copy of all of X)."""
@@ -218,7 +231,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         offsets = shift_offsets(cfg.score_shift_radius)
         # one progress bar over the (2R + 1)^2 shifted copies of the whole X, not one per copy
         return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, None, batch_frames,
-                                   encoder, latent_bank, bank_rows_per_frame)
+                                   encoder, latent_bank, bank_rows_per_frame, pixel_memory, pixel_exclude)
                        for dy, dx in (offsets if progress is None else progress(offsets))], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
@@ -235,6 +248,9 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         from .encoder import latent_distances
         dists = list(latent_distances(encoder, X, latent_bank, cfg, latents=latents,
                                       bank_rows_per_frame=bank_rows_per_frame))
+    _check_pixel_memory(cfg, pixel_memory)
+    pdists = (list(pixel_memory.distances(np.asarray(X), pixel_exclude)) if cfg.uses_pixel_memory
+              else [None] * len(X))                                        # d_pix of each frame (N,)
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
         seeds = [frame_seed(seed, i) for i in idx]
@@ -249,16 +265,26 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         for a in (starts if progress is None else progress(starts)):
             idx = list(range(a, min(a + batch_frames, len(X))))
             out[a:a + len(idx)] = search_zonly_batch(G, X[a:a + len(idx)], cfg, z0_for(idx), dtype=dtype,
-                                                     latent_distances=dists[a:a + len(idx)])
+                                                     latent_distances=dists[a:a + len(idx)],
+                                                     pixel_distances=pdists[a:a + len(idx)])
         return out
     it = range(len(X)) if progress is None else progress(range(len(X)))
     for i in it:
-        out[i] = search(G, X[i], cfg, z0=z0_for([i])[0], dtype=dtype, latent_distance=dists[i]).score
+        out[i] = search(G, X[i], cfg, z0=z0_for([i])[0], dtype=dtype, latent_distance=dists[i],
+                        pixel_distance=pdists[i]).score
     return out
 
 
+def _check_pixel_memory(cfg: SearchConfig, pixel_memory) -> None:
+    """ValueError when cfg scores with the pixel memory (score_pixel_power > 0) and none was given."""
+    if cfg.uses_pixel_memory and pixel_memory is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} needs the model's pixel memory (score_pixel_power "
+                         "> 0), but none was given (the checkpoint's scoring section has none?)")
+
+
 def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder, latent_bank: np.ndarray,
-                         bank_rows_per_frame: BankLayout, seed: int = 0, progress: Optional[Callable] = None) -> np.ndarray:
+                         bank_rows_per_frame: BankLayout, seed: int = 0, progress: Optional[Callable] = None,
+                         pixel_memory=None) -> np.ndarray:
     """Scores (N,) of the latent bank's OWN normal frames X (N, C, H, W) as unseen frames would score:
     frame i against the bank without its rows latent_bank[i * A:(i + 1) * A] (A rows per frame of the
     layout ``bank_rows_per_frame``, an int or the augment list as ``score_batch``'s: the frame and its
@@ -266,8 +292,10 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     leave-one-out; everything else as ``score_batch`` (frame i with the seed ``score_batch`` gives frame
     0). On kinect-rgbd these scores are distributed as the val normals' (measured: Kolmogorov-Smirnov
     p 0.3-1.0 per class and nuisance), so they add the train frames to the normal sample a threshold
-    is read from. Raises ValueError unless the bank holds A rows per frame of X, frame i's first row
-    being E(X[i])."""
+    is read from. With score_pixel_power > 0 the ``pixel_memory`` (runtime.pixel_memory.PixelMemory) must
+    hold the same frames in the same order: frame i's pixel distance leaves out its rows too. Raises
+    ValueError unless the bank holds A rows per frame of X, frame i's first row being E(X[i]) (and the
+    pixel memory one frame per frame of X, frame i's first row X[i])."""
     from .encoder import encoder_latents
     if not cfg.uses_latent_bank:
         raise ValueError("held-out bank scores need a configuration with a latent memory (score_latent_power > 0)")
@@ -280,21 +308,31 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     if worst > 1e-3:
         raise ValueError(f"the bank's rows are not E of these frames in order (max |E(x_i) - bank[i * {A}]| = "
                          f"{worst:.3g}): held-out scores need the frames the bank was built from")
+    _check_pixel_memory(cfg, pixel_memory)
+    if cfg.uses_pixel_memory:
+        if pixel_memory.n_frames != len(X):
+            raise ValueError(f"the pixel memory holds {pixel_memory.n_frames} frames, not the {len(X)} frames scored: "
+                             "held-out scores need the frames it was built from, in order")
+        gap = pixel_memory.distances(X[:1], exclude=range(1, len(X)))[0]   # frame 0 against its own rows only
+        if gap > 1e-6:
+            raise ValueError(f"the pixel memory's frame 0 is not X[0] (mean squared difference {gap:.3g}): held-out "
+                             "scores need the frames it was built from, in order")
     keep = np.ones(len(bank), bool)
     out = np.empty(len(X))
     frames = range(len(X))
     for i in (progress(frames) if progress else frames):
         keep[i * A:(i + 1) * A] = False
         out[i] = score_batch(G, X[i:i + 1], cfg, seed=seed, encoder=encoder, latent_bank=bank[keep],
-                             bank_rows_per_frame=bank_rows_per_frame)[0]
+                             bank_rows_per_frame=bank_rows_per_frame, pixel_memory=pixel_memory,
+                             pixel_exclude=[i])[0]
         keep[i * A:(i + 1) * A] = True
     return out
 
 
 def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.ndarray,
-                       dtype: torch.dtype = torch.float32, latent_distances=None) -> np.ndarray:
+                       dtype: torch.dtype = torch.float32, latent_distances=None, pixel_distances=None) -> np.ndarray:
     """z-only search (lr_theta must be 0) of B frames at once; returns their scores (B,).
-    ``latent_distances`` (B,) as ``search``'s latent_distance, per frame.
+    ``latent_distances`` / ``pixel_distances`` (B,) as ``search``'s latent_distance / pixel_distance, per frame.
 
     X: (B, C, H, W); z0: (B, n_seed, z_dim). With frozen weights and BatchNorm in eval mode the
     frames and seeds are independent, and Adam is elementwise, so one Adam over the (B*n_seed) latents
@@ -321,7 +359,8 @@ def search_zonly_batch(G: Generator, X: np.ndarray, cfg: SearchConfig, z0: np.nd
         losses = ((functional_call(G, (params, buffers), (z,)) - x) ** 2).flatten(1).mean(1)
     losses = losses.reshape(B, S).mean(1).cpu().numpy().astype(np.float64)   # (B,)
     dists = [None] * B if latent_distances is None else list(latent_distances)
-    scales = np.array([score_scale(xi, cfg, d) for xi, d in zip(X, dists)])
+    pdists = [None] * B if pixel_distances is None else list(pixel_distances)
+    scales = np.array([score_scale(xi, cfg, d, p) for xi, d, p in zip(X, dists, pdists)])
     return losses / scales
 
 

@@ -132,11 +132,12 @@ class BatchGraphs:
 
 
 def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_reconstructions: bool = False, *,
-                 graphs: OrtBatchGraphs, memory=None) -> list:
+                 graphs: OrtBatchGraphs, memory=None, pixels=None) -> list:
     """Score preprocessed frames X (B, C, R, R) float32 (finite, checked by the caller) through the batch
     ``graphs``, each exactly as ``Scorer.score_input`` scores a frame as it is (no shift-min): E(X) in
     encoder passes, z0 from ``scorer.initial_latents``, generator passes of at most MAX_BATCH frames,
-    the latent distances to ``memory`` (the scorer's LatentMemory, or None) in one GEMM, the result
+    the latent distances to ``memory`` (the scorer's LatentMemory, or None) in one GEMM, the pixel
+    distances of X to ``pixels`` (its PixelMemory, or None: ``PixelMemory.distances``), the result
     from ``ScoreResult.of_search`` (``score_scale``). seeds / z0s: per frame. One entry per frame: a
     ScoreResult, or the ValueError of a bad explicit z0 (that frame only). Run it holding the scorer's lock."""
     from .scorer import ScoreResult
@@ -164,6 +165,7 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
     t1 = time.perf_counter()
     # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
     dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
+    pdists = pixels.distances(Xk) if pixels is not None else None                    # (B',) float64 d_pix
     B = len(keep)
     for b, i in enumerate(keep):
         timings = {"search_s": (t1 - t0) / B, "steps_s": 0.0, "final_s": (t1 - te) / B, "batch_size": B}
@@ -172,7 +174,8 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
         results[i] = ScoreResult.of_search(X[i], scorer.config, out["seed_losses"][b], out["error_map"][b],
                                            z=Z0[b], z0=Z0[b],   # k = 0: the latents are where they started
                                            recon=out["recon"][b] if keep_reconstructions else None,
-                                           dist=None if dists is None else float(dists[b]), timings=timings)
+                                           dist=None if dists is None else float(dists[b]), timings=timings,
+                                           pixel_dist=None if pdists is None else float(pdists[b]))
     return results
 
 
@@ -194,7 +197,7 @@ def frame_pair(entry) -> tuple:
 
 def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
                 keep_reconstructions: bool = False, check_faults: bool = True, *,
-                graphs: Optional[OrtBatchGraphs] = None, memory=None, lock=None) -> list:
+                graphs: Optional[OrtBatchGraphs] = None, memory=None, lock=None, pixels=None) -> list:
     """Score raw frames [(rgb, depth), ...] together. Returns one entry per frame: a ScoreResult, or
     the FrameError / ValueError of a frame that cannot be scored (the others are still scored; an
     entry that is None or lacks its depth is such a frame: ``frame_pair``; so is a sensor fault,
@@ -204,7 +207,7 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
     the minimum (scorer.shift_min), as ``Scorer.score``.
     graphs: the scorer's batch-graph sessions (None: frame by frame with ``scorer.score``); memory: its
-    LatentMemory (or None); lock: held while the graphs run (the scorer's)."""
+    LatentMemory (or None); pixels: its PixelMemory (or None); lock: held while the graphs run (the scorer's)."""
     from .scorer import frame_input, shift_min
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
@@ -214,7 +217,8 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     if n > MAX_BATCH:   # at most MAX_BATCH frames at a time
         return [r for s in range(0, n, MAX_BATCH)
                 for r in score_batch(scorer, frames[s:s + MAX_BATCH], seeds[s:s + MAX_BATCH], z0s[s:s + MAX_BATCH],
-                                     keep_reconstructions, check_faults, graphs=graphs, memory=memory, lock=lock)]
+                                     keep_reconstructions, check_faults, graphs=graphs, memory=memory, lock=lock,
+                                     pixels=pixels)]
     results: list = [None] * n
     if graphs is None:
         for i, entry in enumerate(frames):
@@ -247,7 +251,7 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     t1 = time.perf_counter()
     with lock or contextlib.nullcontext():
         copies = score_inputs(scorer, X, [seeds[i] for i in ok for _ in offsets], [z0s[i] for i in ok for _ in offsets],
-                              keep_reconstructions, graphs=graphs, memory=memory)
+                              keep_reconstructions, graphs=graphs, memory=memory, pixels=pixels)
     t2 = time.perf_counter()
     scored = sum(not isinstance(c, Exception) for c in copies) // S
     for j, i in enumerate(ok):

@@ -16,8 +16,11 @@ import numpy as np
 from .latent_memory import (LATENT_METRICS, BankLayout, LatentMemory, check_augment_weight,  # noqa: F401
                             latent_memory, layout_rows_per_frame, original_rows, rows_per_frame_of,
                             trusted_original_rows)
-from .score_scale import foreground_fraction, latent_factor, score_scale  # noqa: F401
+from .score_scale import foreground_fraction, latent_factor, pixel_factor, score_scale  # noqa: F401
 
+# the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
+# without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields
+PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6}
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
@@ -73,6 +76,14 @@ class SearchConfig:
     # (its own E(x') for z0 and the latent distance, its own fg(x'), the same seed / z0). It makes
     # the score tolerant of small camera shifts. 0 = off (the reference); at most MAX_SHIFT_RADIUS.
     score_shift_radius: int = 0
+    # Pixel memory (session 18): score *= max(d_pix(x), pixel_floor) ** score_pixel_power, where
+    # d_pix(x) = min_i mean((x - m_i)^2) is the mean squared difference of the preprocessed input x
+    # (4, R, R) to the nearest row of the model's pixel memory (runtime/pixel_memory.py: the normal
+    # training frames and their augmented copies, preprocessed, pixel_memory.npy); with the shift-min
+    # each shifted copy gets its own d_pix. 0.0 = off (every model before the field; not written by
+    # to_dict at its defaults, so their records are unchanged).
+    score_pixel_power: float = 0.0
+    pixel_floor: float = 1e-6
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -106,6 +117,14 @@ class SearchConfig:
         if self.score_fg_power < 0 or not 0 < self.fg_floor <= 1:
             raise ValueError(f"need score_fg_power >= 0 and 0 < fg_floor <= 1, got "
                              f"score_fg_power={self.score_fg_power}, fg_floor={self.fg_floor}")
+        for key in ("score_pixel_power", "pixel_floor"):
+            v = getattr(self, key)
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                object.__setattr__(self, key, float(v))   # JSON-able
+        if not isinstance(self.score_pixel_power, float) or not 0.0 <= self.score_pixel_power < float("inf") \
+                or not isinstance(self.pixel_floor, float) or not 0.0 < self.pixel_floor < float("inf"):
+            raise ValueError(f"need a finite score_pixel_power >= 0 (0: no pixel memory) and a finite pixel_floor > 0, "
+                             f"got score_pixel_power={self.score_pixel_power!r}, pixel_floor={self.pixel_floor!r}")
         if isinstance(self.score_shift_radius, np.integer):
             object.__setattr__(self, "score_shift_radius", int(self.score_shift_radius))   # JSON-able
         if isinstance(self.score_shift_radius, bool) or not isinstance(self.score_shift_radius, int) \
@@ -119,19 +138,27 @@ class SearchConfig:
         return self.score_latent_power > 0
 
     @property
+    def uses_pixel_memory(self) -> bool:
+        """True when the score has the pixel-memory factor (needs the model's pixel memory)."""
+        return self.score_pixel_power > 0
+
+    @property
     def updates_weights(self) -> bool:
         """False for the z-only fast variant (lr_theta == 0): no weight gradients needed."""
         return self.lr_theta > 0
 
     def to_dict(self) -> dict:
         """The settings as JSON stores them; ``from_dict`` inverts it. bank_trusted_augment is a list, left
-        out when empty: a configuration without it is recorded (manifests, checkpoints, thresholds) exactly
+        out when empty (score_pixel_power and pixel_floor: left out at their defaults): a configuration without it is recorded (manifests, checkpoints, thresholds) exactly
         as before the field existed, so runtimes older than it still load such exports."""
         d = asdict(self)
         if self.bank_trusted_augment:
             d["bank_trusted_augment"] = list(self.bank_trusted_augment)
         else:
             del d["bank_trusted_augment"]
+        for key, default in PIXEL_DEFAULTS.items():   # at their defaults (off): recorded as before the fields
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -193,9 +220,13 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     for d in (calibrated, mine):       # absent: none; stored in any order: a set
         t = d.get("bank_trusted_augment") or []
         d["bank_trusted_augment"] = sorted(t) if isinstance(t, (list, tuple)) else t
+        for key, default in PIXEL_DEFAULTS.items():                 # absent: off, as before the fields
+            d.setdefault(key, default)
     ignored = {"name"} | (set(OPTIMISER_ONLY) if calibrated.get("k") == 0 and cfg.k == 0 else set())
     if calibrated.get("bank_augment_weight") == 1.0 and cfg.bank_augment_weight == 1.0:
         ignored.add("bank_trusted_augment")        # every row weighs 1: trusted or not, the same score
+    if calibrated.get("score_pixel_power") == 0.0 and mine["score_pixel_power"] == 0.0:
+        ignored.add("pixel_floor")                 # no pixel factor: its floor changes no score
     return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
 
 

@@ -205,9 +205,33 @@ def validate_manifest(man: dict, where) -> None:
             original_rows(rows, rows_per_frame_of(bank.get("augment")))
         except ValueError as e:
             raise _bad(where, "latent_bank.augment", f"{e} (augment {bank.get('augment')!r})") from None
+    pixels = man.get("pixel_memory")
+    if pixels is not None:
+        _check_pixel_memory_entry(pixels, files, lay["resolution"], where)
     parity = man.get("parity")
     if parity is not None and not isinstance(parity, dict):
         raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
+
+
+def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> None:
+    """The manifest's "pixel_memory" entry (runtime/pixel_memory.py): a checksummed file of uint8 frames
+    (N, R, R, 4) at the model's resolution, N <= MAX_PIXEL_FRAMES, and augment a list of valid nuisance
+    texts. Raises ManifestError naming the entry."""
+    from .pixel_memory import MAX_PIXEL_FRAMES, check_pixel_augment
+    _dict(entry, where, "'pixel_memory'")
+    if entry.get("file") not in files:
+        raise _bad(where, "pixel_memory.file", f"{entry.get('file')!r} is not among the manifest's checksummed files")
+    shape = _shape(entry.get("shape"), where, "pixel_memory.shape", ndim=4)
+    if shape[1:] != (resolution, resolution, 4) or shape[0] > MAX_PIXEL_FRAMES:
+        raise _bad(where, "pixel_memory.shape", f"must be [N, R, R, 4] frames at the model's resolution R = "
+                   f"{resolution}, N <= {MAX_PIXEL_FRAMES}, got {list(shape)}")
+    if entry.get("dtype", "uint8") != "uint8":
+        raise _bad(where, "pixel_memory.dtype", f"must be 'uint8' (frames as frame_to_uint8 gives them), got "
+                   f"{entry.get('dtype')!r}")
+    try:
+        check_pixel_augment(entry.get("augment"))
+    except ValueError as e:
+        raise _bad(where, "pixel_memory.augment", str(e)) from None
 
 
 def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None) -> dict:

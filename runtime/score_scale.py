@@ -1,6 +1,7 @@
-"""The score's divisor (``score_scale``): the foreground fraction of the input and the latent-memory factor.
+"""The score's divisor (``score_scale``): the foreground fraction of the input, the latent-memory factor
+and the pixel-memory factor.
 
-score = mean_j loss_j / score_scale(x, cfg, d): 1.0 for the reference configuration.
+score = mean_j loss_j / score_scale(x, cfg, d, d_pix): 1.0 for the reference configuration.
 runtime.config re-exports every name.
 """
 from __future__ import annotations
@@ -22,14 +23,18 @@ def foreground_fraction(x: np.ndarray) -> float:
     return float((x[3] > -1 + 1e-3).mean())
 
 
-def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[float] = None) -> float:
+def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[float] = None,
+                pixel_distance: Optional[float] = None) -> float:
     """Divisor applied to the mean seed loss: score = mean_j loss_j / score_scale. It is
-    max(fg(x), fg_floor) ** score_fg_power / latent_factor(latent_distance, cfg): 1.0 for the reference
-    configuration. Computed on the host from the input frame (and the encoder's latent distance to the
-    latent bank); no graph changes needed. Raises ValueError when cfg needs a latent distance and none
-    is given."""
+    max(fg(x), fg_floor) ** score_fg_power / (latent_factor(latent_distance, cfg) *
+    pixel_factor(pixel_distance, cfg)): 1.0 for the reference configuration. Computed on the host from
+    the input frame (the encoder's latent distance to the latent bank, the frame's distance to the pixel
+    memory); no graph changes needed. Raises ValueError when cfg needs a latent or pixel distance and
+    none is given."""
     fg = 1.0 if cfg.score_fg_power == 0 else float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
-    return fg / latent_factor(latent_distance, cfg)
+    if not cfg.uses_pixel_memory:                       # the expression before the pixel memory, bit for bit
+        return fg / latent_factor(latent_distance, cfg)
+    return fg / (latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg))
 
 
 def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:
@@ -41,3 +46,14 @@ def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:
         raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
                          "distance (score_latent_power > 0), but no latent distance was given (no latent bank?)")
     return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)
+
+
+def pixel_factor(distance: Optional[float], cfg: SearchConfig) -> float:
+    """Multiplier of the score from the pixel memory: max(distance, pixel_floor) ** score_pixel_power
+    (1.0 when the configuration does not use it). Raises ValueError when it does and distance is None."""
+    if not cfg.uses_pixel_memory:
+        return 1.0
+    if distance is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the pixel-memory "
+                         "distance (score_pixel_power > 0), but no pixel distance was given (no pixel memory?)")
+    return float(max(distance, cfg.pixel_floor) ** cfg.score_pixel_power)

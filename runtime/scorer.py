@@ -24,10 +24,14 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         rows) (latent_memory.original_rows marks them); w = 1.0: the plain nearest row;
                         the copies of the augmentations in bank_trusted_augment count as original
                         (latent_memory.trusted_original_rows, from latent_bank["augment"])
+  score_pixel_power q > 0  score *= max(d_pix(x), pixel_floor) ** q, d_pix = the mean squared difference of
+                        the input x to the nearest row of the pixel memory (pixel_memory.npy: normal frames
+                        (N, R, R, 4) uint8 and their copies under pixel_memory["augment"],
+                        runtime/pixel_memory.PixelMemory)
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
-                        scored as above (its own E(x'), fg(x'), the same seed / z0; without
+                        scored as above (its own E(x'), fg(x'), d_pix(x'), the same seed / z0; without
                         either, one random seed drawn for the frame: config.draw_seed). The result is the
                         winning copy's, its error_map and reconstructions shifted back by (-dy, -dx) so
                         they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
@@ -54,6 +58,7 @@ from .config import SearchConfig, draw_seed, make_z0, search_differences
 from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
+from .pixel_memory import MAX_PIXEL_FRAMES, PixelMemory
 from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, normalize_uint8, shift_frame,
                          shift_offsets)
 from .score_scale import score_scale
@@ -98,20 +103,22 @@ class ScoreResult:
     z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
     latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
     shift: Optional[tuple] = None                 # (dy, dx) of the shift-min's winning copy; None when R = 0
+    pixel_distance: Optional[float] = None        # d_pix(x, pixel memory) when the configuration uses it
 
     @classmethod
     def of_search(cls, x: np.ndarray, cfg: SearchConfig, seed_losses, error_map, z, z0, recon, dist: Optional[float],
-                  timings: dict) -> "ScoreResult":
+                  timings: dict, pixel_dist: Optional[float] = None) -> "ScoreResult":
         """The result of one frame's search, the one place both scoring paths (``Scorer._score_copy``,
         batch_scoring.score_inputs) build it: x (C, R, R) the input scored, seed_losses (n_seed,),
         error_map (R, R), z / z0 (n_seed, z_dim), recon (n_seed, C, R, R) or None, dist the
-        latent-memory distance or None. score = mean seed loss / ``score_scale(x, cfg, dist)``. Every
+        latent-memory distance or None, pixel_dist the pixel-memory distance of x or None.
+        score = mean seed loss / ``score_scale(x, cfg, dist, pixel_dist)``. Every
         array is copied: the result belongs to the caller, never to a backend's reused buffer."""
         sl = np.array(seed_losses, dtype=np.float64)
-        scale = score_scale(x, cfg, dist)
+        scale = score_scale(x, cfg, dist, pixel_dist)
         return cls(score=float(sl.mean()) / scale, seed_losses=sl, error_map=np.array(error_map), z=np.array(z),
                    reconstructions=None if recon is None else np.array(recon), timings=timings,
-                   score_scale=scale, z0=np.array(z0), latent_distance=dist)
+                   score_scale=scale, z0=np.array(z0), latent_distance=dist, pixel_distance=pixel_dist)
 
     @property
     def reconstruction(self) -> Optional[np.ndarray]:
@@ -199,7 +206,8 @@ class Scorer:
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
-                 batch_graphs: Optional[BatchGraphs] = None, manifest_sha256: Optional[str] = None):
+                 batch_graphs: Optional[BatchGraphs] = None, manifest_sha256: Optional[str] = None,
+                 pixels: Optional[PixelMemory] = None):
         self.model_dir, self.manifest, self._search = model_dir, manifest, search
         self.manifest_sha256 = manifest_sha256    # sha256 of model_dir/manifest.json as loaded
         # the batch graphs' sessions (runtime/batch_scoring.py), built at load when they apply
@@ -212,6 +220,8 @@ class Scorer:
         # the latent memory (latent_bank.npy (N, z_dim), cfg's bank_augment_weight), prepared once, when
         # cfg.score_latent_power > 0, else None
         self._memory = memory
+        # the pixel memory (pixel_memory.npy expanded once) when cfg.score_pixel_power > 0, else None
+        self._pixels = pixels
         # held while the encoder or the search runs: both use buffers allocated once at load
         self._lock = threading.RLock()
         self._closed = False         # close() called: new calls refused
@@ -277,6 +287,7 @@ class Scorer:
             encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
                                  threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
         memory = _load_latent_memory(model_dir, man, cfg) if cfg.uses_latent_bank else None
+        pixels = _load_pixel_memory(model_dir, man, cfg, spec) if cfg.uses_pixel_memory else None
         # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
                             np.dtype(lay.get("dtype", "float32")))
@@ -289,7 +300,7 @@ class Scorer:
         # sessions are built here, once (other score_batch thread counts: on first use, runtime/batch_scoring.py)
         batch = BatchGraphs(model_dir, man, threads, providers) if batch_applies(man, cfg, backend) else None
         return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg), encoder, memory, batch,
-                   manifest_sha256=man_sha256)
+                   manifest_sha256=man_sha256, pixels=pixels)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Release what ``load`` allocated, now rather than when garbage collection reaches it: the
@@ -449,7 +460,7 @@ class Scorer:
             self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
-                                  graphs=self._batch.get(), memory=self._memory)
+                                  graphs=self._batch.get(), memory=self._memory, pixels=self._pixels)
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
@@ -466,6 +477,7 @@ class Scorer:
             e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
             z0 = np.array(self.initial_latents(z0, seed, x=x, e=e))    # a copy: never the caller's array
             dist = self._memory.distance(e) if self._memory is not None else None
+            pixel_dist = self._pixels.distance(x) if self._pixels is not None else None    # d_pix of this very x
             te = time.perf_counter()
             out = self._search.run(x, z0)
             timings = {"steps_s": out["steps_s"], "final_s": out["final_s"]}
@@ -473,7 +485,7 @@ class Scorer:
                 timings["encoder_s"] = te - t0
             # of_search copies: the backends may return views of their output buffers, which the next call overwrites
             r = ScoreResult.of_search(x, self.config, out["seed_losses"], out["error_map"], out["z"], z0,
-                                      out["recon"] if keep_reconstructions else None, dist, timings)
+                                      out["recon"] if keep_reconstructions else None, dist, timings, pixel_dist)
         r.timings["search_s"] = time.perf_counter() - t0
         return r
 
@@ -532,7 +544,7 @@ class Scorer:
             self._check_open()
             graphs = self._batch.get(threads) if self._batch is not None else None
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, check_faults,
-                           graphs=graphs, memory=self._memory, lock=self._lock)
+                           graphs=graphs, memory=self._memory, lock=self._lock, pixels=self._pixels)
 
 
 def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float]:
@@ -599,5 +611,23 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
     try:
         augment = entry.get("augment")                        # absent in older exports: none
         return latent_memory(bank, cfg, [] if augment is None else augment)   # the texts: checked there
+    except ValueError as e:
+        raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None
+
+
+def _load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: PreprocessSpec) -> PixelMemory:
+    """The PixelMemory of pixel_memory.npy (N, R, R, 4) uint8 (its sha256 verified by load_manifest, its
+    entry by validate_manifest), expanded with the manifest's pixel_memory["augment"] under the model's
+    preprocessing ``spec``. Raises ManifestError when the export has none or the file does not match."""
+    entry = man.get("pixel_memory")
+    if not isinstance(entry, dict) or entry.get("file") not in man["files"]:
+        raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
+                            "pixel-memory distance (score_pixel_power > 0), but this export has no pixel "
+                            "memory; re-export from a checkpoint that stores one (scoring['pixel_memory'])")
+    frames = load_npy(model_dir, entry["file"], entry["shape"], np.uint8)   # header checked before reading
+    if len(frames) > MAX_PIXEL_FRAMES:
+        raise ManifestError(f"{model_dir}: {entry['file']} holds {len(frames)} frames, more than {MAX_PIXEL_FRAMES}")
+    try:
+        return PixelMemory(frames, spec, entry.get("augment") or [])
     except ValueError as e:
         raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None

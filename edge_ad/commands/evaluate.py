@@ -31,6 +31,10 @@ import click
               help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
 @click.option("--latent-power", "latent_power", type=float,
               help="override score_latent_power (score * latent-memory distance ** p; 0: off).")
+@click.option("--pixel-power", "pixel_power", type=click.FloatRange(min=0),
+              help="override score_pixel_power q (score * pixel-memory distance ** q: the mean squared difference "
+              "of the frame to the nearest frame of the checkpoint's pixel memory; 0: off). q > 0 needs a checkpoint "
+              "that carries a pixel memory (scoring['pixel_memory']).")
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
               "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
@@ -65,7 +69,7 @@ import click
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
         lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
-        scoring, baselines,
+        scoring, baselines, pixel_power,
         batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
@@ -94,7 +98,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
     overrides = dict(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
                      score_latent_power=latent_power, score_shift_radius=shift_radius,
-                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted)
+                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted,
+                     score_pixel_power=pixel_power)
     try:       # the configuration and preprocessing edge-ad export would export (one rule)
         stored = CheckpointScoring.read(model_path)
         cfg, spec = resolve_scoring(stored, scoring, overrides)
@@ -106,7 +111,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
     except ValueError as e:
         raise click.ClickException(f"{model_path}: {e}")
-    encoder = bank = bank_rows = None
+    encoder = bank = bank_rows = pixels = None
     try:
         if cfg.z_init == "encoder":
             encoder = stored.encoder()
@@ -120,6 +125,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                 raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} needs a latent bank "
                                            "(score_latent_power > 0) but the checkpoint carries none")
             latent_memory(bank, cfg, bank_rows)   # the bank's layout against bank_trusted_augment, before scoring
+        if cfg.uses_pixel_memory:
+            # the stored frames and their copies, preprocessed as the frames are scored (spec)
+            pixels = stored.pixel_memory(spec or PreprocessSpec())
+            if pixels is None:
+                raise click.ClickException(f"{model_path}: scoring configuration {cfg.name!r} multiplies the score by "
+                                           "the pixel-memory distance (score_pixel_power > 0, --pixel-power), but the "
+                                           "checkpoint carries no pixel memory (scoring['pixel_memory'])")
         stored.threshold(cfg, spec)    # a stored threshold is well-formed (the nuisance suite uses it), before scoring
     except ValueError as e:      # CheckpointError, or the bank's layout
         raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{model_path}: {e}")
@@ -187,7 +199,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
         scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
-                                   latent_bank=bank, bank_rows_per_frame=bank_rows,
+                                   latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels,
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
     secs = time.perf_counter() - t0
     normal = scores.pop(normal_name)
@@ -208,7 +220,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if suite is not None:
         extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
                                       calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                      baselines and baselines_skipped is None)
+                                      baselines and baselines_skipped is None, pixels)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
@@ -236,7 +248,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
 
 
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clean_normal, calibrate_fpr, suite,
-              nuisance_seed, data, cls, raw, normal_name, spec, baselines) -> dict:
+              nuisance_seed, data, cls, raw, normal_name, spec, baselines, pixels=None) -> dict:
     """The nuisance suite on ``raw`` (``models.evaluate.raw_groups``) at the model's threshold (the checkpoint's
     calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
     preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr)."""
@@ -265,7 +277,7 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clea
         except DataError as e:
             baseline_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
     score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
-                                     latent_bank=bank, bank_rows_per_frame=bank_rows)
+                                     latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels)
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
                          baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
                          baseline_spec=plain)

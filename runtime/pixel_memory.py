@@ -1,0 +1,179 @@
+"""A model's pixel memory: the normal frames themselves, and the distance of an input to the nearest one.
+
+An optional factor of the score (SearchConfig.score_pixel_power q > 0, default 0 = off):
+score *= max(d_pix(x), pixel_floor) ** q, d_pix(x) = min_i mean((x - m_i)^2) over the memory's rows m_i,
+x the preprocessed input (4, R, R) as the generator scores it (runtime/score_scale.py).
+
+What is stored (pixel_memory.npy, the checkpoint's scoring["pixel_memory"]): the normal frames at the
+model's resolution as ``latent_bank.unaligned_uint8`` gives them, uint8 (N, R, R, 4), in the model's own
+light (a scene's colour_gain already applied: ``in_model_light``), with the augmentation texts
+(runtime.nuisance, e.g. "mirror", "scale:1.03", "rotate:3", "blur:0.7") the rows are expanded with.
+``PixelMemory`` expands them once, frame-major like a latent bank (``latent_bank.bank_inputs_uint8``:
+per frame the frame first, then one row per text), into a float32 matrix (N * A, 4 * R * R),
+A = 1 + len(augment), so frame i owns rows [i * A, (i + 1) * A) and can be left out of a distance
+(held-out scoring: ``exclude``). Numpy only; read-only after construction, so threads share one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .latent_bank import bank_inputs_uint8
+from .nuisance import parse_nuisance
+from .preprocess import PreprocessSpec
+
+MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
+_CHUNK = 64                     # inputs per GEMM in ``distances``
+
+
+def check_pixel_augment(augment) -> list:
+    """``augment`` as a list of valid nuisance texts (runtime.nuisance.parse_nuisance); ValueError naming
+    the problem for anything else (a string, a non-text entry, an unknown text)."""
+    if augment is None:
+        return []
+    if isinstance(augment, str) or not isinstance(augment, (list, tuple)) \
+            or not all(isinstance(t, str) for t in augment):
+        raise ValueError(f"a pixel memory's augment must be a list of nuisance texts (e.g. ['mirror', "
+                         f"'blur:0.7']), got {augment!r}")
+    for t in augment:
+        try:
+            parse_nuisance(t)
+        except ValueError as e:
+            raise ValueError(f"a pixel memory's augment text {t!r} is not a valid augmentation: {e}") from None
+    return list(augment)
+
+
+def memory_spec(spec: PreprocessSpec) -> PreprocessSpec:
+    """The preprocessing that turns stored frames into rows: the model's, without a scene's colour_gain
+    (stored frames are in the model's own light already: ``in_model_light``)."""
+    return dataclasses.replace(spec, colour_gain=(1.0, 1.0, 1.0))
+
+
+def in_model_light(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Frames (..., R, R, 4) uint8 as a pixel memory stores them: the foreground's (depth > 0) RGB times
+    spec.colour_gain (a scene's light undone, as ``normalize_uint8`` does to an input), rounded, clipped
+    to [0, 255]. spec without a gain: the frames as they are."""
+    u8 = np.asarray(u8, dtype=np.uint8)
+    gain = np.asarray(spec.colour_gain, np.float64)
+    if tuple(gain) == (1.0, 1.0, 1.0):
+        return u8
+    fg = u8[..., 3:4] > 0
+    rgb = np.clip(np.rint(u8[..., :3] * gain), 0, 255).astype(np.uint8)
+    return np.concatenate([np.where(fg, rgb, u8[..., :3]), u8[..., 3:]], axis=-1)
+
+
+class PixelMemory:
+    """Normal frames (N, R, R, 4) uint8 and their augmented copies, preprocessed once under ``spec``
+    (``memory_spec``: the model's preprocessing without colour_gain) into rows (N * A, 4 * R * R)
+    float32, A = 1 + len(augment), frame-major. ``distance(x)`` / ``distances(X)``: the mean squared
+    difference of preprocessed inputs to the nearest row, in float64, optionally without some frames'
+    rows (``exclude``: frame indices). ``seed``: the augmentations' random draws (runtime.nuisance.frame_rng
+    with the frame's index in the memory)."""
+
+    def __init__(self, frames: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0):
+        frames = np.asarray(frames)
+        R = spec.resolution
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (R, R, 4) or len(frames) == 0:
+            raise ValueError(f"a pixel memory holds normal frames as uint8 (N, {R}, {R}, 4), N >= 1 (the model's "
+                             f"resolution {R}), got {frames.dtype} {frames.shape}")
+        self.augment = tuple(check_pixel_augment(augment))
+        self.rows_per_frame = A = 1 + len(self.augment)
+        self.n_frames, self.resolution = len(frames), R
+        self.frames = frames.copy()                                    # (N, R, R, 4) uint8, what is stored
+        self.frames.setflags(write=False)
+        mspec = memory_spec(spec)
+        D = 4 * R * R
+        rows = np.empty((len(frames) * A, D), np.float32)              # (N * A, 4 * R * R) frame-major
+        for i, f in enumerate(frames):
+            rows[i * A:(i + 1) * A] = bank_inputs_uint8(f, mspec, self.augment, seed, i).reshape(A, D)
+        rows.setflags(write=False)
+        self._rows = rows
+        # the GEMM works on centred inputs (x - mu) against the rows: |x - r|^2 = |x_c|^2 - 2 (x_c.r - x_c.mu)
+        # + |r - mu|^2, whose float32 rounding is bounded by |x_c| |r| (small: x_c is centred)
+        mu = rows.mean(0, dtype=np.float64).astype(np.float32)         # (D,)
+        self._mu, self._mu64 = mu, mu.astype(np.float64)
+        rc_sq = np.empty(len(rows))                                    # (N * A,) |r - mu|^2 in float64
+        r_norm = np.empty(len(rows))                                   # (N * A,) |r|
+        for a in range(0, len(rows), 256):
+            block = rows[a:a + 256].astype(np.float64)
+            rc_sq[a:a + 256] = ((block - self._mu64) ** 2).sum(1)
+            r_norm[a:a + 256] = np.sqrt((block ** 2).sum(1))
+        self._rc_sq, self._r_norm_max = rc_sq, float(r_norm.max())
+        self._rc_norm_max = float(np.sqrt(rc_sq.max()))
+        # gamma_D of a float32 dot product of D + 2 terms (the centring's rounding included): |error| <=
+        # gamma * sum |a_i b_i|, whatever order BLAS sums in
+        u = np.finfo(np.float32).eps / 2
+        self._gamma = (D + 2) * u / (1 - (D + 2) * u)
+
+    @property
+    def shape(self) -> tuple:
+        """(rows, 4 * R * R) of the expanded memory."""
+        return self._rows.shape
+
+    def frame_rows(self, frames: Iterable[int]) -> np.ndarray:
+        """Row indices (int array) of the given frame indices' blocks: frame i owns rows [i * A, (i + 1) * A)."""
+        idx = np.asarray(sorted(set(int(i) for i in frames)), dtype=np.int64)
+        if len(idx) and (idx[0] < 0 or idx[-1] >= self.n_frames):
+            raise ValueError(f"frame indices must be in [0, {self.n_frames}), got {idx[0]}..{idx[-1]}")
+        A = self.rows_per_frame
+        return (idx[:, None] * A + np.arange(A)[None]).reshape(-1)
+
+    def _kept(self, exclude) -> Optional[np.ndarray]:
+        """bool (N * A,) rows kept, or None (all) when nothing is excluded."""
+        if exclude is None:
+            return None
+        gone = self.frame_rows(exclude)
+        if not len(gone):
+            return None
+        keep = np.ones(len(self._rows), bool)
+        keep[gone] = False
+        if not keep.any():
+            raise ValueError("every frame of the pixel memory is excluded: no row left to measure a distance to")
+        return keep
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        R = self.resolution
+        if X.ndim != 4 or X.shape[1:] != (4, R, R):
+            raise ValueError(f"pixel memory inputs must be preprocessed frames (B, 4, {R}, {R}), got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("pixel memory input contains NaN or inf")
+        return X.reshape(len(X), -1)
+
+    def distance(self, x: np.ndarray, exclude: Optional[Iterable[int]] = None) -> float:
+        """d_pix(x): min over the rows of mean((x - row)^2), float64, for one preprocessed frame x (4, R, R);
+        ``exclude``: frame indices whose rows are left out (held-out scoring)."""
+        return float(self.distances(np.asarray(x)[None], exclude)[0])
+
+    def distances(self, X: np.ndarray, exclude: Optional[Iterable[int]] = None) -> np.ndarray:
+        """``distance`` of every frame of X (B, 4, R, R) -> (B,) float64, each equal to a brute-force loop over
+        the rows (the nearest row's mean squared difference computed in float64). A float32 GEMM of the
+        centred inputs against the rows (chunks of _CHUNK inputs) finds each input's candidates: every row
+        whose expanded squared distance is within the GEMM's proven rounding bound of the smallest
+        (gamma_D of the dot products); those are measured again exactly, and the least is returned."""
+        Xf = self._check(X)                                                    # (B, D)
+        keep = self._kept(exclude)
+        rows = self._rows
+        out = np.empty(len(Xf))
+        for a in range(0, len(Xf), _CHUNK):
+            Xc = (Xf[a:a + _CHUNK].astype(np.float64) - self._mu64).astype(np.float32)   # (b, D) centred, rounded
+            Xc64 = Xc.astype(np.float64)
+            xc_sq = (Xc64 ** 2).sum(1)                                         # (b,)
+            xc_mu = Xc64 @ self._mu64                                          # (b,)
+            dots = (Xc @ rows.T).astype(np.float64)                            # (b, N * A) float32 GEMM
+            Dx = xc_sq[:, None] - 2.0 * (dots - xc_mu[:, None]) + self._rc_sq[None, :]   # ~ |x - r|^2
+            if keep is not None:
+                Dx[:, ~keep] = np.inf
+            xc_norm = np.sqrt(xc_sq)
+            # the expansion's error for the nearest row and for the smallest (2 x each): the GEMM's 2 gamma
+            # |x_c| |r|, the rounding of x_c to float32 (u |x_c| per unit of |x_c| + |r_c|, u < gamma), float64 slack
+            margin = (4.0 * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
+                      + 1e-9 * (xc_sq + self._rc_sq.max()) + 1e-12)
+            for b in range(len(Xc)):
+                near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1
+                x64 = Xf[a + b].astype(np.float64)
+                d = ((rows[near].astype(np.float64) - x64) ** 2).mean(1)
+                out[a + b] = max(float(d.min()), 0.0)
+        return out

@@ -1,0 +1,259 @@
+"""The pixel-memory factor (SearchConfig.score_pixel_power q > 0): score *= max(d_pix(x), pixel_floor) ** q,
+d_pix(x) = min over the memory's rows (normal frames and their augmented copies, preprocessed) of
+mean((x - row)^2): runtime/pixel_memory.py, the score's divisor, the Scorer's paths against the PyTorch
+reference, the export's pixel_memory.npy and its manifest checks. Tiny generator, real kinect frames."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_ad.runtime.config import SearchConfig, latent_factor, pixel_factor, score_scale
+from edge_ad.runtime.pixel_memory import PixelMemory, in_model_light
+from edge_ad.runtime.preprocess import PreprocessSpec
+
+AUGMENT = ["mirror", "blur:0.7", "scale:1.03"]
+CFG = SearchConfig(name="pixel-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5, score_pixel_power=1.0)
+QUIET = {"log": lambda *a: None}
+
+
+def test_off_by_default_and_recorded_as_before():
+    """q = 0 (the default): no key in the record (configurations, their hashes and manifests as before the
+    field), the divisor's old expression; old records load; bad values refused."""
+    from edge_ad.runtime.scorer import scoring_settings_sha256
+    old = SearchConfig(name="izi", z_init="encoder", score_latent_power=1.0, k=0, lr_theta=0.0)
+    d = old.to_dict()
+    assert "score_pixel_power" not in d and "pixel_floor" not in d and not old.uses_pixel_memory
+    assert SearchConfig.from_dict(d) == old
+    # the settings hash of a configuration without the pixel memory: the same canonical JSON as before the fields
+    settings = {"search": {k: v for k, v in d.items() if k != "name"}, "preprocess":
+                {k: v for k, v in PreprocessSpec().to_dict().items() if k != "sensor_faults"}}
+    import hashlib
+    want = hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert scoring_settings_sha256(old, PreprocessSpec()) == want
+    assert CFG.to_dict()["score_pixel_power"] == 1.0 and CFG.uses_pixel_memory
+    x = -np.ones((4, 8, 8), np.float32)
+    x[3, :4] = 0.5
+    assert score_scale(x, old, 0.2) == 0.5 ** 0.0 / latent_factor(0.2, old)        # bit for bit the old expression
+    assert pixel_factor(None, old) == 1.0
+    assert score_scale(x, CFG, None, 0.04) == pytest.approx(0.5 ** 0.5 / 0.04)
+    assert pixel_factor(0.0, CFG) == CFG.pixel_floor
+    with pytest.raises(ValueError, match="no pixel distance was given"):
+        score_scale(x, CFG)
+    for bad in ({"score_pixel_power": -1.0}, {"pixel_floor": 0.0}, {"score_pixel_power": float("inf")},
+                {"score_pixel_power": "1"}):
+        with pytest.raises(ValueError, match="score_pixel_power"):
+            SearchConfig(**bad)
+    # a threshold calibrated without the factor does not serve one with it
+    from edge_ad.runtime.config import search_differences
+    assert search_differences(old.to_dict(), old.replace(score_pixel_power=0.5)) == ["score_pixel_power"]
+    assert search_differences(old.to_dict(), old.replace(pixel_floor=1e-3)) == []    # off: its floor changes nothing
+
+
+def _frames(n: int, R: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    f = rng.integers(0, 256, (n, R, R, 4), dtype=np.uint8)
+    f[:, :, :4, 3] = 0                                      # some background
+    return f
+
+
+def test_distances_equal_a_brute_force_loop():
+    """PixelMemory against an independent loop: rows = per frame the frame, then each augmentation in order
+    (runtime.nuisance texts applied to the uint8 frame, then the model's preprocessing), the nearest row's
+    mean squared difference in float64; batched = one by one; excluded frames' rows left out; inputs on a
+    row (distance 0) and 1e-4 off one (the GEMM's rounding must not hide them); a gained scene's frames
+    stored in the model's light."""
+    from edge_ad.runtime.nuisance import frame_rng, parse_nuisance
+    from edge_ad.runtime.preprocess import normalize_uint8
+    spec = PreprocessSpec(resolution=16)
+    F = _frames(7)
+    m = PixelMemory(F, spec, AUGMENT)
+    state = dict(vars(m))
+    rows = []
+    for i, f in enumerate(F):
+        rows.append(f)
+        for j, t in enumerate(AUGMENT):
+            r, d = parse_nuisance(t)(f[..., :3], f[..., 3], frame_rng(0, i, j))
+            rows.append(np.concatenate([r, d[..., None]], 2))
+    rows = normalize_uint8(np.stack(rows), spec).reshape(len(rows), -1).astype(np.float64)    # (7 * 4, D)
+    assert m.shape == rows.shape and m.rows_per_frame == 4
+
+    def brute(x, exclude=()):
+        keep = [k for k in range(len(rows)) if k // 4 not in exclude]
+        return ((rows[keep] - x.reshape(-1).astype(np.float64)) ** 2).mean(1).min()
+
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rows[[0, 6, 13]].reshape(3, 4, 16, 16),                      # on rows: 0
+                        rows[[1, 9]].reshape(2, 4, 16, 16) + 1e-4 * rng.standard_normal((2, 4, 16, 16)),
+                        rng.uniform(-1, 1, (3, 4, 16, 16))]).astype(np.float32)
+    want = [brute(x) for x in X]
+    np.testing.assert_allclose(m.distances(X), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose([m.distance(x) for x in X], want, rtol=1e-12, atol=1e-15)
+    assert m.distance(X[0]) == 0.0 and m.distance(X[3]) > 0
+    for ex in ([0], [1, 3], range(0, 6)):
+        np.testing.assert_allclose(m.distances(X, exclude=ex), [brute(x, set(ex)) for x in X], rtol=1e-12, atol=1e-15)
+    assert m.distance(X[0], exclude=[0]) > 1e-3                                        # its own block left out
+    assert vars(m).keys() == state.keys() and all(vars(m)[k] is v for k, v in state.items())   # read-only
+    with pytest.raises(ValueError, match="every frame"):
+        m.distances(X, exclude=range(7))
+    with pytest.raises(ValueError, match="NaN"):
+        m.distance(np.full((4, 16, 16), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"uint8 \(N, 16, 16, 4\)"):
+        PixelMemory(F.astype(np.float32), spec)
+    with pytest.raises(ValueError, match="not a valid augmentation"):
+        PixelMemory(F, spec, ["zoom:2"])
+    # a scene's colour gain: frames stored with it applied equal the scene's inputs (up to uint8 rounding)
+    gained = PreprocessSpec(resolution=16, colour_gain=(1.2, 1.2, 1.2))
+    x = normalize_uint8(F[2], gained)
+    assert PixelMemory(in_model_light(F[2:3], gained), gained).distance(x) < 1e-5
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame):
+    """tiny_generator in a checkpoint with a pixel memory of 6 real rectangle train frames (+ 3 augmented
+    copies each) scoring with CFG, exported with its parity check on a normal and an anomalous val frame."""
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.sources.folder import read_pair
+    spec = PreprocessSpec()
+    ids = json.loads((kinect_root / "splits.json").read_text())["rectangle"]["train"][:6]
+    F = np.stack([unaligned_uint8(*read_pair(kinect_root / "rectangle", str(i)), spec) for i in ids])
+    d = tmp_path_factory.mktemp("pixel")
+    ck = d / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=spec,
+                    scoring={"name": CFG.name, "search": CFG.to_dict(), "pixel_memory": torch.from_numpy(F),
+                             "pixel_memory_info": {"frames": "6 rectangle train frames", "n_frames": 6,
+                                                   "augment": AUGMENT}})
+    frames = [dict(val_frame("rectangle"), label="normal"), dict(val_frame("sphere"), label="anomalous")]
+    man = export_model(ck, d / "model", parity_frames=frames, check_fp64=False, **QUIET)
+    return d / "model", man, F, frames
+
+
+def test_export_writes_the_memory_and_its_parity_passes(pixel_export):
+    out, man, F, _ = pixel_export
+    pm = man["pixel_memory"]
+    assert pm["file"] == "pixel_memory.npy" and pm["file"] in man["files"] and pm["shape"] == [6, 64, 64, 4]
+    assert pm["augment"] == AUGMENT and pm["dtype"] == "uint8"
+    np.testing.assert_array_equal(np.load(out / "pixel_memory.npy"), F)
+    assert man["parity"]["passed"] is True
+    for r in man["parity"]["frames"]:
+        assert r["pixel_distance"]["rel_diff"] <= 1e-6 and r["rel_diff"] <= 1e-4, r
+
+
+@pytest.mark.parametrize("radius", [0, 1])
+def test_runtime_equals_the_torch_reference(pixel_export, tiny_generator, radius):
+    """Scorer.score, score_input (shift-min) and score_batch against models.search (search_min_shift,
+    score_batch: float64 / float32 torch) with q = 1: scores within 1e-4 (as the export's parity), each
+    shifted copy with its own pixel distance, and the factor really applied (q = 0 scores differ by it)."""
+    from edge_ad.models.search import score_batch, search_min_shift
+    from edge_ad.runtime.config import frame_seed
+    from edge_ad.runtime.preprocess import preprocess, shift_frame
+    from edge_ad.runtime.scorer import Scorer
+    out, _, F, frames = pixel_export
+    cfg = CFG.replace(score_shift_radius=radius)
+    s = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+    off = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg.replace(score_pixel_power=0.0))
+    memory = PixelMemory(F, PreprocessSpec(), AUGMENT)
+    X = np.stack([preprocess(f["rgb"], f["depth"]) for f in frames])
+    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
+    plain = [off.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
+    for i, x in enumerate(X):
+        ref = search_min_shift(tiny_generator, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, pixel_memory=memory)
+        assert got[i].score == pytest.approx(ref.score, rel=1e-4)
+        assert (got[i].shift or (0, 0)) == ref.shift
+        dy, dx = got[i].shift or (0, 0)
+        assert got[i].pixel_distance == memory.distance(shift_frame(x, dy, dx))   # the winning copy's own d_pix
+        assert got[i].pixel_distance == ref.pixel_distance
+        if radius == 0:
+            assert got[i].score == pytest.approx(plain[i].score * got[i].pixel_distance, rel=1e-12)
+    np.testing.assert_allclose(score_batch(tiny_generator, X, cfg, seed=0, pixel_memory=memory),
+                               [r.score for r in got], rtol=1e-4)
+    batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(2)])
+    np.testing.assert_allclose([r.score for r in batch], [r.score for r in got], rtol=1e-5)
+    assert [r.pixel_distance for r in batch] == [r.pixel_distance for r in got]
+    with pytest.raises(ValueError, match="pixel memory"):
+        score_batch(tiny_generator, X, cfg)
+
+
+def test_manifest_refuses_a_missing_tampered_or_misshapen_memory(pixel_export, tmp_path):
+    from conftest import edit_manifest
+    from edge_ad.runtime.manifest import ManifestError, sha256_file
+    from edge_ad.runtime.scorer import Scorer
+    out = pixel_export[0]
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    f = np.load(bad / "pixel_memory.npy")
+    f[0, 0, 0, 0] ^= 1
+    np.save(bad / "pixel_memory.npy", f)
+    with pytest.raises(ManifestError, match=r"pixel_memory\.npy has been modified"):
+        Scorer.load(bad)
+    (bad / "pixel_memory.npy").unlink()
+    with pytest.raises(ManifestError, match=r"pixel_memory\.npy listed in the manifest is missing"):
+        Scorer.load(bad)
+    # a file of another shape whose sha256 was recomputed: its header is refused before it is read
+    wrong = tmp_path / "wrong"
+    shutil.copytree(out, wrong)
+    np.save(wrong / "pixel_memory.npy", np.zeros((6, 32, 32, 4), np.uint8))
+    man = json.loads((wrong / "manifest.json").read_text())
+    man["files"]["pixel_memory.npy"] = sha256_file(wrong / "pixel_memory.npy")
+    (wrong / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError, match=r"pixel_memory\.npy holds uint8 \(6, 32, 32, 4\), expected uint8 \(6, 64, 64, 4\)"):
+        Scorer.load(wrong)
+    for i, (edit, msg) in enumerate([
+            (lambda m: m["pixel_memory"].update(shape=[6, 32, 32, 4]), r"pixel_memory\.shape must be \[N, R, R, 4\]"),
+            (lambda m: m["pixel_memory"].update(dtype="float32"), r"pixel_memory\.dtype must be 'uint8'"),
+            (lambda m: m["pixel_memory"].update(augment="mirror"), r"pixel_memory\.augment .*list of nuisance texts"),
+            (lambda m: m["pixel_memory"].update(augment=["mirror", "twirl:3"]), r"pixel_memory\.augment .*'twirl:3'"),
+            (lambda m: m.pop("pixel_memory"), "this export has no pixel memory")]):
+        with pytest.raises(ManifestError, match=msg):
+            Scorer.load(edit_manifest(out, tmp_path / f"e{i}", edit))
+    assert Scorer.load(edit_manifest(out, tmp_path / "off", lambda m: m.pop("pixel_memory")),
+                       config=CFG.replace(score_pixel_power=0.0)) is not None    # q = 0 needs no memory
+
+
+def test_old_exports_score_as_before(export_tiny, val_frame):
+    """An export without the fields (the tiny export) loads; its manifest's search record has no pixel key
+    and its score is the mean seed loss / the fg/latent divisor exactly."""
+    from edge_ad.runtime.scorer import Scorer
+    d = export_tiny(0, 2)
+    man = json.loads((d / "manifest.json").read_text())
+    assert not any("pixel" in k for k in man["search"]) and "pixel_memory" not in man
+    s = Scorer.load(d, threads=1)
+    fr = val_frame("rectangle")
+    r = s.score(fr["rgb"], fr["depth"], seed=3)
+    assert r.pixel_distance is None and r.score == float(r.seed_losses.mean()) / 1.0
+
+
+def test_eval_pixel_power_override(pixel_export, tmp_path, kinect_root, tiny_generator):
+    """edge-ad eval --pixel-power q: the checkpoint's pixel memory scores (each score = the q = 0 score x
+    d_pix ** q, the reference's d_pix of the frame); a checkpoint without one is refused with a clear error."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.models.checkpoint import save_checkpoint
+    ck = pixel_export[0].parent / "g.pt"
+    common = ["--data", str(kinect_root), "--class", "rectangle", "--max-per-class", "2", "--no-baselines"]
+    reps = {}
+    for q in ("0", "0.5"):
+        r = CliRunner().invoke(main, ["eval", "--model", str(ck), *common, "--pixel-power", q,
+                                      "--out", str(tmp_path / q)])
+        assert r.exit_code == 0, r.output
+        reps[q] = json.loads((tmp_path / q / "report.json").read_text())
+    assert reps["0.5"]["search"]["score_pixel_power"] == 0.5 and "score_pixel_power" not in reps["0"]["search"]
+    from edge_ad.models.data import load_kinect, to_tensor
+    X = to_tensor(load_kinect(kinect_root, "sphere", "val", PreprocessSpec())[1][:2], PreprocessSpec()).numpy()
+    d = PixelMemory(pixel_export[2], PreprocessSpec(), AUGMENT).distances(X)            # the frames eval scored
+    ratio = np.array(reps["0.5"]["scores"]["sphere"]) / np.array(reps["0"]["scores"]["sphere"])
+    np.testing.assert_allclose(ratio, d ** 0.5, rtol=1e-6)
+    assert np.ptp(ratio) > 0                                      # a per-frame factor, not a constant
+    save_checkpoint(tmp_path / "plain.pt", tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": "k0", "search": CFG.replace(score_pixel_power=0.0).to_dict()})
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "plain.pt"), *common, "--pixel-power", "1",
+                                  "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "carries no pixel memory" in r.output, r.output
