@@ -25,11 +25,16 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 bank_augment_weight weighs the scene's copies as the training frames' (and its
                 bank_trusted_augment counts the same augmentations' copies as original); models without
                 a latent memory keep their files as they are.
+  pixel memory  (models scoring with one: score_pixel_power > 0) the original frames (pixel_memory.npy) plus
+                every usable scene frame as the scene shows it, in the model's own light
+                (pixel_memory.in_model_light: the scene's colour_gain applied, as to the frames scored), expanded
+                with the memory's own augment; models without it keep their files as they are.
   threshold     from the scene frames' scores. A frame in the bank would score itself at distance 0, so
                 each frame is scored HELD OUT: the frames are split into 5 contiguous blocks and a frame's
                 latent distance is to the bank without its block's rows (its neighbours in a recording are
-                near-duplicates of it), as an unseen frame would be; with the shift-min (score_shift_radius
-                > 0) for each shifted copy, then the minimum. ``threshold_rule``:
+                near-duplicates of it), as an unseen frame would be, and so is its pixel distance to the
+                pixel memory (the original frames and the other blocks' scene frames); with the shift-min
+                (score_shift_radius > 0) for each shifted copy, then the minimum. ``threshold_rule``:
                 - the model carries a threshold for this very rate fpr, read from its own normal frames:
                   its threshold (set at the default --fpr) or, at another rate, the entry of its rate table
                   (threshold "rates", 1-20 % in steps of 1 %, the shipped models: ``model_threshold_at``):
@@ -77,9 +82,10 @@ from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .latent_memory import latent_memory
 from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
+from .pixel_memory import PixelMemory, in_model_light
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
-from .score_scale import latent_factor
+from .score_scale import latent_factor, pixel_factor
 from .sensor_faults import SensorFaultDetector, frame_digest
 from .sources.base import is_stream
 
@@ -280,7 +286,7 @@ def score_scene(scorer, u8: list, spec, augment=()) -> dict:
     """Score the scene's frames (``read_scene``'s u8) with ``scorer`` under preprocessing ``spec`` and,
     when it uses a latent memory, encode each frame and its augmented copies.
     Returns {"scores" (n,), "base" (n, S) the score of each of the frame's S shifted copies
-    (SearchConfig.score_shift_radius; S = 1 without the shift-min) without the latent factor,
+    (SearchConfig.score_shift_radius; S = 1 without the shift-min) without the latent and pixel factors,
     "latents" (n, 1 + len(augment), z_dim) and "shifted_latents" (n, S, z_dim): E of each shifted
     copy (with S = 1 the frame's own, latents[:, 0]); None without a latent memory}."""
     cfg = scorer.config
@@ -297,7 +303,9 @@ def score_scene(scorer, u8: list, spec, augment=()) -> dict:
             latents.append(np.stack([scorer.encode(x) for x in X]))                    # (1 + A, z_dim)
             shifted.append(latents[-1][:1] if len(offsets) == 1 else
                            np.stack([scorer.encode(shift_frame(X[0], dy, dx)) for dy, dx in offsets]))   # (S, z_dim)
-            base.append([r.score / latent_factor(r.latent_distance, cfg) for r in rs])
+        if cfg.uses_latent_bank or cfg.uses_pixel_memory:        # the factors are re-measured held out
+            base.append([r.score / (latent_factor(r.latent_distance, cfg) * pixel_factor(r.pixel_distance, cfg))
+                         for r in rs])
         else:
             base.append([score])
         scores.append(score)
@@ -305,9 +313,34 @@ def score_scene(scorer, u8: list, spec, augment=()) -> dict:
             "shifted_latents": np.stack(shifted) if shifted else None}
 
 
-def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.ndarray, cfg,
+def scene_blocks(n: int, blocks: int) -> list:
+    """The ``blocks`` contiguous blocks [(a, b), ...] of n scene frames in source order that held-out
+    scoring leaves out one at a time (at least 2 blocks; blocks >= n: one frame each, leave-one-out)."""
+    edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def held_out_pixel_distances(memory: PixelMemory, inputs: Callable, n: int, n_original: int,
+                             blocks: int = 5) -> np.ndarray:
+    """Pixel distances (n, S) of the n scene frames' scored copies as unseen frames would have them:
+    ``memory`` holds the model's n_original frames, then the n scene frames in source order (their rows
+    frame-major); scene frame i's S copies ``inputs(i)`` (S, 4, R, R) (the frame, or its shifted copies with
+    the shift-min) are measured without the rows of every scene frame of its block (``scene_blocks``)."""
+    if memory.n_frames != n_original + n:
+        raise ValueError(f"the pixel memory holds {memory.n_frames} frames, not the {n_original} original + {n} scene frames")
+    out = None
+    for a, b in scene_blocks(n, blocks):
+        for i in range(a, b):
+            d = memory.distances(inputs(i), exclude=range(n_original + a, n_original + b))     # (S,)
+            out = np.empty((n, len(d))) if out is None else out
+            out[i] = d
+    return out
+
+
+def held_out_scores(base: np.ndarray, latents: Optional[np.ndarray], original_bank: Optional[np.ndarray], cfg,
                     blocks: int = 5, shifted_latents: Optional[np.ndarray] = None,
-                    augment: Optional[Sequence[str]] = None) -> np.ndarray:
+                    augment: Optional[Sequence[str]] = None,
+                    pixel_distances: Optional[np.ndarray] = None) -> np.ndarray:
     """Scores of the scene frames as unseen frames would score: the frames (in source order) split
     into ``blocks`` contiguous blocks, each frame's latent distance taken to the original bank plus
     the rows of the OTHER blocks (consecutive frames of a recording are near-duplicates, so leaving
@@ -319,7 +352,15 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
     With the shift-min (``score_scene``): base (n, S) and shifted_latents (n, S, z_dim), E of each
     shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
     the frame's own latent latents[:, 0]. original_bank None: only the other blocks' rows (the frames
-    ARE the model's bank: scoring its own frames leave-one-out, models/kinect-rgbd/threshold_rate.py)."""
+    ARE the model's bank: scoring its own frames leave-one-out, models/kinect-rgbd/threshold_rate.py).
+    ``pixel_distances`` (n, S): each copy's held-out pixel distance (``held_out_pixel_distances``) when cfg
+    scores with the pixel memory; the score is then min_s base_is * latent_factor(d_is) * pixel_factor(p_is).
+    latents None: a configuration without the latent memory (only the pixel factor)."""
+    pix = None if pixel_distances is None else np.asarray(pixel_distances, float)
+    if latents is None:
+        base = np.asarray(base, float).reshape(len(pix), -1)                         # (n, S)
+        return np.array([min(base[i, s] * pixel_factor(float(pix[i, s]), cfg) for s in range(base.shape[1]))
+                         for i in range(len(base))])
     n, A, z_dim = latents.shape
     if augment is not None and len(augment) != A - 1:
         raise ValueError(f"latents hold {A} rows per frame, but the bank's augment names {len(augment)} copies "
@@ -328,10 +369,9 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
     base = np.asarray(base, float).reshape(n, -1)                                    # (n, S)
     shifted = latents[:, :1] if shifted_latents is None else shifted_latents         # (n, S, z_dim)
     orig = None if original_bank is None else latent_memory(original_bank, cfg, layout)
-    edges = np.linspace(0, n, min(max(int(blocks), 2), n) + 1).round().astype(int)
     out = np.empty(n)
     S = shifted.shape[1]
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in scene_blocks(n, blocks):
         others = np.concatenate([latents[:a], latents[b:]]).reshape(-1, z_dim)     # whole frames: A rows each
         other_mem = latent_memory(others, cfg, layout) if len(others) else None
         block = shifted[a:b].reshape(-1, z_dim)                                     # ((b - a) * S, z_dim)
@@ -340,7 +380,8 @@ def held_out_scores(base: np.ndarray, latents: np.ndarray, original_bank: np.nda
         if other_mem is not None:
             d = np.minimum(d, other_mem.distances(block).reshape(b - a, S))
         for i in range(a, b):
-            out[i] = min(base[i, s_] * latent_factor(float(d[i - a, s_]), cfg) for s_ in range(S))
+            out[i] = min(base[i, s_] * latent_factor(float(d[i - a, s_]), cfg)
+                         * (1.0 if pix is None else pixel_factor(float(pix[i, s_]), cfg)) for s_ in range(S))
     return out
 
 
@@ -476,13 +517,28 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             res["u8"] = [move_uint8(a, dy, dx) for a in res["u8"]]
             shift_fit["scene_shift"] = list(total)
         res.update(score_scene(scorer, res["u8"], spec, augment))
-    new_bank = None
+    new_bank = new_pixels = pixel_distances = None
+    pixel_entry = man.get("pixel_memory") or {}
+    if cfg.uses_pixel_memory:
+        original_frames = load_npy(model_dir, pixel_entry["file"], pixel_entry["shape"], np.uint8)   # (N0, R, R, 4)
+        # the scene's frames as scored (its colour gain applied), the memory's stored form
+        new_pixels = np.concatenate([original_frames, in_model_light(np.stack(res["u8"]), spec)])   # (N0 + n, R, R, 4)
+        memory = PixelMemory(new_pixels, spec, pixel_entry.get("augment") or [])
+        offsets = shift_offsets(cfg.score_shift_radius)
+
+        def copies(i):          # scene frame i's scored copies (S, 4, R, R), as score_scene scored them
+            x = bank_inputs_uint8(res["u8"][i], spec)[0]
+            return np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])
+        pixel_distances = held_out_pixel_distances(memory, copies, n, len(original_frames), blocks)
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,
-                                 shifted_latents=res["shifted_latents"], augment=augment)
+                                 shifted_latents=res["shifted_latents"], augment=augment,
+                                 pixel_distances=pixel_distances)
         scene_rows = res["latents"].reshape(-1, res["latents"].shape[-1])
         new_bank = np.concatenate([original, scene_rows]).astype(np.float32)
+    elif cfg.uses_pixel_memory:
+        scores = held_out_scores(res["base"], None, None, cfg, blocks=blocks, pixel_distances=pixel_distances)
     else:
         scores = res["scores"]
     at_rate, what = model_threshold_at(man, fpr) if floor else (None, None)
@@ -504,8 +560,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "skipped_anomalous": res["skipped_anomalous"], "duplicates": res["duplicates"], "date": now,
               "target_fpr": fpr, "from_model": str(model_dir),
               "from_manifest_sha256": sha256_file(model_dir / MANIFEST), "from_signed_by": signed_by,
-              "scores": ((f"held out: latent distances to the bank without the frame's block ({blocks} contiguous "
-                          "blocks)") if new_bank is not None else "as scored")
+              "scores": ("held out: " + " and ".join(
+                  ([f"latent distances to the bank"] if new_bank is not None else [])
+                  + ([f"pixel distances to the pixel memory"] if new_pixels is not None else []))
+                  + f" without the frame's block ({blocks} contiguous blocks)"
+                  if new_bank is not None or new_pixels is not None else "as scored")
                         + (f"; shift-min: the minimum over the frame's {(2 * cfg.score_shift_radius + 1) ** 2} "
                            f"copies shifted by up to {cfg.score_shift_radius} px" if cfg.score_shift_radius else ""),
               "colour_gain": list(gain) if gain is not None else None,
@@ -535,6 +594,14 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                                        "scene": {"n": int(len(scene_rows)), "frames": n, "source": str(source),
                                                  "augment": augment, "date": now}}}
         record["bank"] = {"original_rows": int(len(new_bank) - len(scene_rows)), "scene_rows": int(len(scene_rows))}
+    if new_pixels is not None:
+        n0 = int(len(new_pixels) - n)
+        new["pixel_memory"] = {**pixel_entry, "shape": list(new_pixels.shape),
+                               "info": {"original": {"n_frames": n0, "info": pixel_entry.get("info")},
+                                        "scene": {"n_frames": n, "source": str(source), "date": now,
+                                                  "colour_gain": list(gain) if gain is not None else None,
+                                                  "stored": "in the model's light (pixel_memory.in_model_light)"}}}
+        record["pixel_memory"] = {"original_frames": n0, "scene_frames": n}
     new["calibration"] = record
     tmp = out_dir.parent / f".{out_dir.name}.calibrating-{os.getpid()}"
     if tmp.exists():
@@ -546,9 +613,13 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             shutil.copyfile(model_dir / name, tmp / name)
         if new_bank is not None:
             np.save(tmp / bank_entry["file"], new_bank)
-        new["files"] = dict(man["files"])          # copies of verified files; only the bank changed
+        if new_pixels is not None:
+            np.save(tmp / pixel_entry["file"], new_pixels)
+        new["files"] = dict(man["files"])          # copies of verified files; only the memories changed
         if new_bank is not None:
             new["files"][bank_entry["file"]] = sha256_file(tmp / bank_entry["file"])
+        if new_pixels is not None:
+            new["files"][pixel_entry["file"]] = sha256_file(tmp / pixel_entry["file"])
         (tmp / MANIFEST).write_text(json.dumps(new, indent=1) + "\n")
         load_manifest(tmp, verify=True)
         if sign_key is not None:

@@ -59,6 +59,7 @@ WATCH = ("tests/test_alarm_watch.py",)
 FLAT = ("tests/test_sensor_faults_flat.py", "-k", "flat_colour_frame or error_line")
 STUCK = ("tests/test_sensor_faults_stuck_streams.py",)
 RS_STALE = ("tests/test_realsense_stale.py",)
+PIXEL = ("tests/test_pixel_memory.py",)
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,8 @@ MUTANTS = [
            "        xs = shift_frame(x, dy, dx)                                                # (C, H, W)",
            "        xs = x", SHIFT),
     Mutant("shift-held-out-first-copy", "runtime/calibrate.py",
-           "latent_factor(float(d[i - a, s_]), cfg) for s_ in range(S))",
-           "latent_factor(float(d[i - a, s_]), cfg) for s_ in range(1))", SHIFT),
+           "pixel_factor(float(pix[i, s_]), cfg)) for s_ in range(S))",
+           "pixel_factor(float(pix[i, s_]), cfg)) for s_ in range(1))", SHIFT),
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", '"anomalous": None if threshold is None else bool(score > threshold)',
            '"anomalous": None if threshold is None else bool(score >= threshold)', CAP),
@@ -326,6 +327,20 @@ MUTANTS = [
            "if time.monotonic() - fresh_t > stale_s:", "if False:", RS_STALE),
     Mutant("cli-train-guard-off", "edge_ad/cli.py", "if package not in TRAIN_PACKAGES:", "if True:",
            ("tests/test_cli_missing_package.py",)),
+    # -- the pixel memory (runtime/pixel_memory.py, SearchConfig.score_pixel_power) ----------------------------
+    Mutant("pixel-block-short", "runtime/pixel_memory.py",
+           "return (idx[:, None] * A + np.arange(A)[None]).reshape(-1)",
+           "return (idx[:, None] * A + np.arange(A - 1)[None]).reshape(-1)", PIXEL),
+    Mutant("pixel-factor-multiplies", "runtime/score_scale.py",
+           "return fg / (latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg))",
+           "return fg / latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg)", PIXEL),
+    Mutant("pixel-batch-first-distance", "runtime/batch_scoring.py",
+           "pixel_dist=None if pdists is None else float(pdists[b]))",
+           "pixel_dist=None if pdists is None else float(pdists[0]))", PIXEL),
+    Mutant("pixel-calibrate-own-block-kept", "runtime/calibrate.py",
+           "d = memory.distances(inputs(i), exclude=range(n_original + a, n_original + b))",
+           "d = memory.distances(inputs(i), exclude=[n_original + i])", PIXEL),
+    Mutant("pixel-release-loo-kept", "models/search.py", "pixel_exclude=[i])[0]", "pixel_exclude=None)[0]", PIXEL),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
            'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',

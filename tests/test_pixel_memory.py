@@ -257,3 +257,119 @@ def test_eval_pixel_power_override(pixel_export, tmp_path, kinect_root, tiny_gen
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "plain.pt"), *common, "--pixel-power", "1",
                                   "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "carries no pixel memory" in r.output, r.output
+
+
+def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(pixel_export, tmp_path):
+    """edge-ad calibrate on a model with the pixel memory: the new pixel_memory.npy is the original frames
+    then the scene's usable frames (read_scene's u8, no colour gain here), sha256 and manifest updated;
+    the threshold is the quantile of the scene's HELD-OUT scores: each frame's q = 0 score x its pixel
+    distance to the memory without its block's scene frames (4 contiguous blocks), computed here
+    independently; in the new model a scene frame is in the memory (distance 0 -> the floor)."""
+    from conftest import copy_frames
+    from edge_ad.runtime.calibrate import calibrate_model, read_scene
+    from edge_ad.runtime.manifest import sha256_file
+    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources import open_source
+    out, _, F, _ = pixel_export
+    scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
+    with open_source(str(scene)) as src:
+        man = calibrate_model(out, src, tmp_path / "cal", max_shift=0, blocks=4, min_frames=10, fpr=0.2)
+    with open_source(str(scene)) as src:
+        u8 = np.stack(read_scene(src, PreprocessSpec())["u8"])                  # (n, 64, 64, 4)
+    n = len(u8)
+    stored = np.load(tmp_path / "cal" / "pixel_memory.npy")
+    np.testing.assert_array_equal(stored, np.concatenate([F, u8]))
+    assert man["pixel_memory"]["shape"] == [6 + n, 64, 64, 4] and man["pixel_memory"]["augment"] == AUGMENT
+    assert man["files"]["pixel_memory.npy"] == sha256_file(tmp_path / "cal" / "pixel_memory.npy")
+    assert man["calibration"]["pixel_memory"] == {"original_frames": 6, "scene_frames": n}
+    memory = PixelMemory(stored, PreprocessSpec(), AUGMENT)
+    off = Scorer.load(out, threads=1, config=CFG.replace(score_pixel_power=0.0))
+    X = normalize_uint8(u8, PreprocessSpec())                                   # (n, 4, 64, 64)
+    edges = [round(k * n / 4) for k in range(5)]
+    held = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        for i in range(a, b):
+            d = memory.distance(X[i], exclude=range(6 + a, 6 + b))               # not its block's frames
+            held.append(off.score_input(X[i], seed=0).score * max(d, CFG.pixel_floor))
+    assert man["threshold"]["value"] == pytest.approx(np.quantile(held, 0.8, method="higher"), rel=1e-9)
+    in_memory = [off.score_input(X[i], seed=0).score * max(memory.distance(X[i]), CFG.pixel_floor) for i in range(n)]
+    assert man["threshold"]["value"] > 10 * max(in_memory)                    # a frame in the memory scores at the floor
+    cal = Scorer.load(tmp_path / "cal", threads=1)
+    assert cal.score_input(X[0], seed=0).pixel_distance == 0.0                  # the scene frame is in the memory
+
+
+def test_held_out_scores_combine_both_factors_per_shifted_copy():
+    """runtime.calibrate.held_out_scores with the latent memory AND the pixel memory (and a shift-min of 2
+    copies): each copy's base x its held-out latent factor x its own pixel factor, then the minimum;
+    held_out_pixel_distances leaves out the frame's block of scene frames, not the original frames."""
+    from edge_ad.runtime.calibrate import held_out_pixel_distances, held_out_scores
+    cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2",
+                       score_pixel_power=0.5)
+    rng = np.random.default_rng(4)
+    lat = rng.standard_normal((3, 1, 4)).astype(np.float32)                   # 3 scene frames, A = 1
+    shifted = rng.standard_normal((3, 2, 4)).astype(np.float32)               # E of their 2 copies each
+    original = rng.standard_normal((2, 4)).astype(np.float32)
+    base = np.array([[1.0, 2.0], [3.0, 1.5], [0.5, 4.0]])
+    pix = np.array([[0.04, 0.01], [0.09, 0.25], [0.16, 0.01]])
+    got = held_out_scores(base, lat, original, cfg, blocks=3, shifted_latents=shifted, pixel_distances=pix)
+    for i in range(3):
+        rows = np.concatenate([original, np.delete(lat[:, 0], i, axis=0)])    # leave-one-out rows
+        want = min(base[i, s] * ((rows - shifted[i, s]) ** 2).mean(1).min() * pix[i, s] ** 0.5 for s in range(2))
+        assert got[i] == pytest.approx(want, rel=1e-6)
+    # the pixel side: 2 original frames then 4 scene frames in 2 blocks
+    spec = PreprocessSpec(resolution=16)
+    F = _frames(6, seed=2)
+    memory = PixelMemory(F, spec, ["mirror"])
+    from edge_ad.runtime.preprocess import normalize_uint8
+    X = normalize_uint8(F, spec)
+    d = held_out_pixel_distances(memory, lambda i: X[2 + i][None], 4, 2, blocks=2)      # (4, 1)
+    for i, (a, b) in enumerate([(0, 2), (0, 2), (2, 4), (2, 4)]):
+        assert d[i, 0] == memory.distance(X[2 + i], exclude=range(2 + a, 2 + b)) > 0
+
+
+def test_make_release_stores_the_memory_and_its_threshold_leaves_each_train_frame_out(tmp_path, kinect_root,
+                                                                                      tiny_generator):
+    """models/kinect-rgbd/make_release.py --pixel-memory-augment on a 4-train / 3-val copy of kinect-rgbd:
+    scoring["pixel_memory"] holds the train frames (unaligned_uint8), its info the texts; the threshold read
+    from val + train leave-one-out equals the quantile of independently computed scores: each train frame
+    against the latent bank AND a pixel memory built from the OTHER train frames."""
+    from conftest import copy_kinect_layout, load_kinect_script
+    from edge_ad.models.checkpoint import read_checkpoint, save_checkpoint
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict
+    from edge_ad.models.evaluate import calibrate_threshold
+    from edge_ad.models.search import score_batch
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.sources.folder import read_pair
+    data = copy_kinect_layout(kinect_root, tmp_path / "data", {"train": (4, "train"), "val": (3, "val")})
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    torch.manual_seed(1)
+    E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
+    torch.save({"encoder": encoder_to_dict(E), "info": {}}, tmp_path / "enc.pt")
+    cfg = SearchConfig(name="pix", n_seed=1, k=0, lr_theta=0.0, z_init="encoder", score_latent_power=1.0,
+                       latent_metric="l2", score_pixel_power=0.5)
+    load_kinect_script("make_release").main([
+        "--generator", str(tmp_path / "g.pt"), "--class", "rectangle", "--search", json.dumps(cfg.to_dict()),
+        "--encoder", str(tmp_path / "enc.pt"), "--data", str(data), "--ci-per-class", "2", "--bank-augment", "mirror",
+        "--pixel-memory-augment", "mirror;blur:0.7", "--threshold-normals", "val+train-loo", "--threshold-fpr", "0.25",
+        "--out", str(tmp_path / "out.pt")])
+    sc = read_checkpoint(tmp_path / "out.pt")["scoring"]
+    ids = json.loads((data / "splits.json").read_text())["rectangle"]["train"]
+    F = np.stack([unaligned_uint8(*read_pair(data / "rectangle", str(i)), PreprocessSpec()) for i in ids])
+    np.testing.assert_array_equal(sc["pixel_memory"].numpy(), F)
+    assert sc["pixel_memory_info"]["augment"] == ["mirror", "blur:0.7"] and sc["pixel_memory_info"]["n_frames"] == 4
+    bank = sc["latent_bank"].numpy()                                             # (4 * 2, z_dim): frame, mirror
+    X = to_tensor(load_kinect(data, "rectangle", "train", PreprocessSpec())[1], PreprocessSpec()).numpy()
+    V = to_tensor(load_kinect(data, "rectangle", "val", PreprocessSpec())[1], PreprocessSpec()).numpy()
+    full = PixelMemory(F, PreprocessSpec(), ["mirror", "blur:0.7"])
+    val = score_batch(tiny_generator, V, cfg, encoder=E, latent_bank=bank, bank_rows_per_frame=["mirror"],
+                      pixel_memory=full)
+    loo = [score_batch(tiny_generator, X[i:i + 1], cfg, encoder=E, latent_bank=np.delete(bank, [2 * i, 2 * i + 1], 0),
+                       bank_rows_per_frame=["mirror"],
+                       pixel_memory=PixelMemory(np.delete(F, i, 0), PreprocessSpec(), ["mirror", "blur:0.7"]))[0]
+           for i in range(4)]
+    thr = sc["threshold"]
+    assert thr["n_normal"] == 7 and "pixel memory without its own rows" in thr["normal"]
+    assert thr["value"] == pytest.approx(calibrate_threshold(np.concatenate([val, loo]), 0.25), rel=1e-6)
+    assert thr["samples"]["train_leave_one_out"]["percentiles"]["50"] == pytest.approx(np.percentile(loo, 50), rel=1e-6)

@@ -3,7 +3,7 @@ training run, with its recipe and named scoring configuration (and izi encoder) 
 
     .venv/bin/python models/kinect-rgbd/make_release.py --generator RUN/epoch_0300.pt --class rectangle \
         --search '{"name": "fg-izi", ...}' [--shift-radius R] [--encoder ENC.pt] [--val-report REPORT.json] \
-        --out models/kinect-rgbd/rectangle.pt
+        [--pixel-memory-augment "mirror;scale:1.03;rotate:3;blur:0.7"] --out models/kinect-rgbd/rectangle.pt
 
 ENC.pt is ``{"encoder": encoder_to_dict(E), "info": {...}}`` as written by train_encoder's caller.
 """
@@ -48,6 +48,11 @@ def main(argv=None):
                     "\"auto\" for colour_reference / align_centre: the train frames' mean foreground colour / centroid")
     ap.add_argument("--bank-augment", default="", help="augmentations of the bank's train frames: 'pose' "
                     "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'grid2' (GRID2_AUGMENT), 'mirror', or nuisance texts joined by ';'")
+    ap.add_argument("--pixel-memory-augment", default=None, metavar="TEXTS",
+                    help="store a pixel memory (scoring['pixel_memory'], runtime/pixel_memory.py): the class's train "
+                         "frames at the model's resolution (unaligned_uint8 under the release's preprocessing) with "
+                         "these augmentations, nuisance texts joined by ';' (e.g. 'mirror;scale:1.03;rotate:3;blur:0.7'; "
+                         "'none': the frames alone). Needs --data; required when --search has score_pixel_power > 0")
     ap.add_argument("--threshold-fpr", type=float, default=0.05,
                     help="calibrate the shipped threshold on the val normals at this false-alarm rate (needs --data)")
     ap.add_argument("--threshold-normals", choices=("val", "val+train-loo"), default="val",
@@ -110,25 +115,37 @@ def main(argv=None):
             trusted_original_rows(len(bank), list(augment), cfg.bank_trusted_augment)
         except ValueError as e:
             raise SystemExit(f"--search: {e}")
+    pixels = None
+    if a.pixel_memory_augment is not None or cfg.uses_pixel_memory:
+        if a.pixel_memory_augment is None or not a.data:
+            raise SystemExit("a pixel memory (--search with score_pixel_power > 0) needs --data and "
+                             "--pixel-memory-augment TEXTS ('none' for the train frames alone)")
+        pixels = train_pixel_memory(a.data, a.cls, G.preprocess, pixel_augment(a.pixel_memory_augment))
+        scoring["pixel_memory"] = torch.from_numpy(pixels.frames.copy())
+        scoring["pixel_memory_info"] = {"frames": f"kinect-rgbd {a.cls} train split", "n_frames": pixels.n_frames,
+                                        "augment": list(pixels.augment),
+                                        "what": "the normal training frames at the model's resolution (uint8, before "
+                                                "align), expanded at load with augment (runtime/pixel_memory.py)"}
     if a.data:
         info = scoring["latent_bank_info"] or {}
         scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"],
-                                 bank_rows=list(info.get("augment") or []))
+                                 bank_rows=list(info.get("augment") or []), pixels=pixels)
         normal_scores = scoring["val"].pop("normal_scores")
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
         if a.threshold_fpr:
-            scoring["threshold"] = release_threshold(G, E, cfg, a, normal_scores, scoring)
+            scoring["threshold"] = release_threshold(G, E, cfg, a, normal_scores, scoring, pixels)
             print(f"threshold: {scoring['threshold']['value']:.6g} at {a.threshold_fpr} false alarms on "
                   f"{scoring['threshold']['normal']}")
     save_checkpoint(a.out, G, preprocess=G.preprocess, train=train, scoring=scoring)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 
-def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
+def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None) -> dict:
     """The shipped threshold: the (1 - a.threshold_fpr) quantile of the normal scores ("higher"), read from
     the val normals, or (--threshold-normals val+train-loo) from those plus the train frames scored
-    leave-one-out (models.search.held_out_bank_scores), with the two samples' quantiles recorded side by
-    side so that a reader can check they agree."""
+    leave-one-out (models.search.held_out_bank_scores: without the frame's rows in the latent bank and, with
+    score_pixel_power > 0, in the pixel memory ``pixels``, built from the same train frames in the same
+    order), with the two samples' quantiles recorded side by side so that a reader can check they agree."""
     import numpy as np
 
     from edge_ad.models.evaluate import calibrate_threshold
@@ -146,7 +163,8 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
     X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
     augment = list((scoring["latent_bank_info"] or {}).get("augment") or [])      # the bank's layout
     loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), augment,
-                               progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"))
+                               progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"),
+                               pixel_memory=pixels if cfg.uses_pixel_memory else None)
     value = calibrate_threshold(np.concatenate([val, loo]), a.threshold_fpr)
 
     def sample(scores):          # what a reader compares between the two samples
@@ -155,7 +173,9 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring) -> dict:
                 "false_alarm_rate": float((scores > value).mean())}
     return {"value": value, "n_normal": len(val) + len(loo), "rates": rate_table(np.concatenate([val, loo])),
             "normal": (f"kinect-rgbd {a.cls} val ({len(val)} frames) + train ({len(loo)} frames, each scored "
-                       "against the latent bank without its own rows: leave-one-out)"),
+                       "against the latent bank without its own rows" + (" and the pixel memory without its own rows"
+                                                                         if cfg.uses_pixel_memory else "")
+                       + ": leave-one-out)"),
             "samples": {"val": sample(val), "train_leave_one_out": sample(loo)}, **thr}
 
 
@@ -171,11 +191,12 @@ def rate_table(normal_scores) -> dict:
     return {f"{r:.2f}": calibrate_threshold(normal_scores, r) for r in RATES}
 
 
-def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None) -> dict:
+def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=None, pixels=None) -> dict:
     """Val AUROC (overall and per anomalous class) of (G, E, cfg), the baselines on the same frames,
     the CI subset's AUROC (first ci_per_class val frames per class) and the batched scoring time.
     bank: the latent bank (torch tensor), bank_rows its layout (the augment list, or its rows per train
-    frame 1 + len(augment); the list when cfg.bank_trusted_augment names some)."""
+    frame 1 + len(augment); the list when cfg.bank_trusted_augment names some); pixels: the pixel memory
+    (runtime.pixel_memory.PixelMemory) when cfg.score_pixel_power > 0."""
     import time
 
     from edge_ad.models.baselines import area_scores, nearest_neighbour_scores
@@ -188,7 +209,8 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=Non
     t0 = time.perf_counter()
     bank = None if bank is None else bank.numpy()
     S = {c: score_batch(G, x, cfg, seed=seed, batch_frames=50, encoder=E, latent_bank=bank,
-                        bank_rows_per_frame=bank_rows) for c, x in X.items()}
+                        bank_rows_per_frame=bank_rows, pixel_memory=pixels if cfg.uses_pixel_memory else None)
+         for c, x in X.items()}
     secs = (time.perf_counter() - t0) / sum(len(x) for x in X.values())
 
     def table(scores, n=None):
@@ -227,6 +249,31 @@ def bank_augment(text: str) -> tuple:
     if text == "mirror":
         return ("mirror",)
     return tuple(t.strip() for t in text.split(";") if t.strip())
+
+
+def pixel_augment(text: str) -> tuple:
+    """--pixel-memory-augment's texts: 'none' or '' for none, else nuisance texts joined by ';' (checked)."""
+    from edge_ad.runtime.pixel_memory import check_pixel_augment
+    texts = () if text.strip() in ("", "none") else tuple(t.strip() for t in text.split(";") if t.strip())
+    try:
+        return tuple(check_pixel_augment(list(texts)))
+    except ValueError as e:
+        raise SystemExit(f"--pixel-memory-augment: {e}")
+
+
+def train_pixel_memory(data, cls, spec, augment) -> "PixelMemory":
+    """The pixel memory of the class's train frames (runtime.pixel_memory.PixelMemory): each frame as
+    runtime.latent_bank.unaligned_uint8 gives it under the release's preprocessing ``spec``, (N, R, R, 4)
+    uint8 in the split's order (held_out_bank_scores leaves frame i's rows out), expanded with ``augment``."""
+    import numpy as np
+
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.pixel_memory import PixelMemory
+    from edge_ad.runtime.sources.folder import read_pair
+    ids = kinect_split_ids(data, cls, "train")
+    frames = np.stack([unaligned_uint8(*read_pair(Path(data) / cls, str(i)), spec) for i in ids])
+    return PixelMemory(frames, spec, augment)
 
 
 def train_bank(E, data, cls, spec, augment) -> "np.ndarray":
