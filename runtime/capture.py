@@ -96,7 +96,7 @@ class ScorerLike(Protocol):
 
     ``score``: (H, W, 3) uint8 RGB and (H, W) depth -> a result with ``.score`` (float) and
     ``.timings``; optionally ``.error_map``, ``.reconstruction``, ``.seed_losses``,
-    ``.latent_distance``, ``.shift`` (``frame_record`` writes those it has). The loop checks sensor
+    ``.latent_distance``, ``.pixel_distance``, ``.shift`` (``frame_record`` writes those it has). The loop checks sensor
     faults itself and calls it with ``check_faults=False`` (without it when ``score`` has no such
 parameter, the older contract: ``takes_check_faults``); ``score_kwargs`` (e.g.
     ``keep_reconstructions=True``) are passed on. Read where the scorer has them (``runtime.Scorer``
@@ -396,7 +396,7 @@ def frame_record(base: dict, res, score: float, threshold: Optional[float], late
     """A scored frame's results line. ``base``: {"frame", "index", "timestamp"}; ``anomalous``:
     score > threshold (None without a threshold); ``latency_ms``: ``latency_record``; from the
     result when it has them: ``seed_losses`` (per seed), ``latent_distance`` (d(E(x), bank)),
-    ``shift`` (the shift-min's winning (dy, dx)); ``truth``: ``frame_truth``."""
+    ``pixel_distance`` (d_pix(x), the pixel memory), ``shift`` (the shift-min's winning (dy, dx)); ``truth``: ``frame_truth``."""
     rec = {"type": "frame", **base, "score": score, "threshold": threshold,
            "anomalous": None if threshold is None else bool(score > threshold), "latency_ms": latency_ms}
     sl = getattr(res, "seed_losses", None)
@@ -405,6 +405,9 @@ def frame_record(base: dict, res, score: float, threshold: Optional[float], late
     ld = getattr(res, "latent_distance", None)
     if ld is not None:  # the latent-memory distance, when the scoring configuration uses it
         rec["latent_distance"] = float(ld)
+    pd = getattr(res, "pixel_distance", None)
+    if pd is not None:  # the pixel-memory distance, when the scoring configuration uses it
+        rec["pixel_distance"] = float(pd)
     sh = getattr(res, "shift", None)
     if sh is not None:  # when the configuration has score_shift_radius > 0
         rec["shift"] = [int(v) for v in sh]

@@ -373,3 +373,15 @@ def test_make_release_stores_the_memory_and_its_threshold_leaves_each_train_fram
     assert thr["n_normal"] == 7 and "pixel memory without its own rows" in thr["normal"]
     assert thr["value"] == pytest.approx(calibrate_threshold(np.concatenate([val, loo]), 0.25), rel=1e-6)
     assert thr["samples"]["train_leave_one_out"]["percentiles"]["50"] == pytest.approx(np.percentile(loo, 50), rel=1e-6)
+
+
+def test_results_line_carries_the_pixel_distance():
+    """edge-ad run's JSON line (capture.frame_record) names the pixel distance when the result has one and
+    leaves the key out otherwise (results of models without the memory are as before)."""
+    from types import SimpleNamespace
+
+    from edge_ad.runtime.capture import frame_record
+    base = {"frame": "f", "index": 0, "timestamp": 0.0}
+    rec = frame_record(base, SimpleNamespace(pixel_distance=np.float64(0.25)), 1.0, 0.5, {})
+    assert rec["pixel_distance"] == 0.25 and type(rec["pixel_distance"]) is float
+    assert "pixel_distance" not in frame_record(base, SimpleNamespace(pixel_distance=None), 1.0, 0.5, {})
