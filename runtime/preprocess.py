@@ -29,6 +29,10 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   ``scene_shift`` (default 0, 0): the resized frame moved by (dy, dx) whole pixels (vacated pixels
   background), before ``align``; ``edge-ad calibrate`` sets it to undo a scene's camera shift (the shift
   under which the model fits the scene's normal frames best).
+  ``depth_fill`` (issue 12; default 0, off): K = 3, 5 or 7 fills depth dropouts first (``fill_depth_holes``:
+  a missing reading whose K x K window is at least half valid gets the window's median), at the camera's
+  resolution, before the RGB is masked, so that a sensor losing readings inside the object does not punch
+  black holes into the frame the model sees.
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
@@ -48,6 +52,7 @@ CHANNELS = ("R", "G", "B", "D")
 COLOUR_NORMS = ("none", "gray", "rgb")
 COLOUR_GAIN_LIMITS = (1 / 3, 3.0)
 ALIGNS = ("none", "centroid")
+DEPTH_FILL_WINDOWS = (0, 3, 5, 7)                   # PreprocessSpec.depth_fill: off, or the window of fill_depth_holes
 MAX_SCENE_SHIFT = 8          # model pixels: scene_shift beyond this is not a camera that moved a little
 
 
@@ -225,6 +230,7 @@ class PreprocessSpec:
     colour_reference: Optional[tuple] = None         # the train frames' mean foreground RGB, 0..1 (None: unknown)
     colour_gain: tuple = (1.0, 1.0, 1.0)             # the scene's light: foreground RGB * gain (edge-ad calibrate)
     scene_shift: tuple = (0, 0)                      # the scene's camera shift undone (dy, dx) model px (edge-ad calibrate)
+    depth_fill: int = 0                              # K (odd, 3..7): fill depth dropouts inside the object (fill_depth_holes); 0 off
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -264,6 +270,10 @@ class PreprocessSpec:
                              f"got {spec.scene_shift}")
         if spec.channels != CHANNELS:
             raise ValueError(f"unsupported channel order {spec.channels}, expected {CHANNELS}")
+        if isinstance(spec.depth_fill, bool) or not isinstance(spec.depth_fill, (int, np.integer)) \
+                or spec.depth_fill not in DEPTH_FILL_WINDOWS:
+            raise ValueError(f"depth_fill must be one of {DEPTH_FILL_WINDOWS} (0: off; else the odd window K of "
+                             f"fill_depth_holes), got {spec.depth_fill!r}")
         if not spec.far_mm > spec.near_mm >= 0:
             raise ValueError(f"need 0 <= near_mm < far_mm, got {spec.near_mm}, {spec.far_mm}")
         return spec
@@ -271,7 +281,7 @@ class PreprocessSpec:
 
 # The fields added as scoring levers on top of a model's input contract (issue 12): set on a trained
 # generator by make_release.py --preprocess and by edge-ad calibrate, never seen by the GAN's training.
-LEVER_FIELDS = ("colour_norm", "colour_reference", "colour_gain", "align", "align_centre", "scene_shift")
+LEVER_FIELDS = ("colour_norm", "colour_reference", "colour_gain", "align", "align_centre", "scene_shift", "depth_fill")
 
 
 def plain_spec(spec: PreprocessSpec) -> PreprocessSpec:
@@ -298,6 +308,8 @@ def levers_text(spec) -> str:
         parts.append("colour_gain " + ",".join(f"{float(g):g}" for g in spec.colour_gain))
     if tuple(spec.scene_shift) != tuple(plain.scene_shift):
         parts.append("scene_shift " + ",".join(str(int(v)) for v in spec.scene_shift))
+    if spec.depth_fill != plain.depth_fill:
+        parts.append(f"depth_fill {int(spec.depth_fill)}")
     return " + ".join(parts)
 
 
@@ -372,6 +384,31 @@ def _square_resize(img: np.ndarray, size: int, resample) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), resample))
 
 
+def fill_depth_holes(d8: np.ndarray, k: int) -> np.ndarray:
+    """Depth dropouts filled: a missing reading (0) whose k x k window (k odd) holds valid readings in at
+    least half of its pixels gets their median (rounded); every other pixel as it was. Holes inside the
+    object (structured-light and time-of-flight sensors lose readings on dark, shiny or grazing surfaces, and
+    at edges) close; background (a window mostly 0) stays background, so the silhouette grows at most into
+    single-pixel notches. d8: (H, W) uint8 (0 = no reading) -> a new (H, W) uint8 array. Sensor faults
+    (no_depth, ...) are checked on the frame as captured, before this."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    d8 = np.asarray(d8)
+    if d8.ndim != 2 or d8.dtype != np.uint8:
+        raise ValueError(f"fill_depth_holes takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
+    if k not in DEPTH_FILL_WINDOWS[1:]:
+        raise ValueError(f"depth fill window must be one of {DEPTH_FILL_WINDOWS[1:]}, got {k!r}")
+    r = k // 2
+    windows = sliding_window_view(np.pad(d8, r), (k, k))                     # (H, W, k, k) views, no copy
+    valid = windows > 0
+    n_valid = valid.sum((2, 3))                                               # (H, W)
+    ys, xs = np.nonzero((d8 == 0) & (2 * n_valid >= k * k))
+    out = d8.copy()
+    if len(ys):
+        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k)
+        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
+    return out
+
+
 def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """Raw frame -> (resolution, resolution, 4) uint8 RGBD, background masked, before scaling."""
     rgb = _check_rgb(rgb)
@@ -379,6 +416,8 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     if d8.shape != rgb.shape[:2]:
         raise FrameError(f"RGB {rgb.shape[:2]} and depth {d8.shape} sizes differ "
                          "(depth must be aligned to colour)")
+    if spec.depth_fill:
+        d8 = fill_depth_holes(d8, spec.depth_fill)                            # before masking: a filled pixel keeps its RGB
     if spec.mask_rgb_background:
         rgb = np.where((d8 > 0)[:, :, None], rgb, 0).astype(np.uint8)
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)
