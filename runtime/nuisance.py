@@ -301,6 +301,33 @@ class DepthHoles:
         return rgb.copy(), out
 
 
+@dataclass(frozen=True)
+class DepthEdgeHoles:
+    """Depth dropouts at the silhouette: each reading within 2 px (4-neighbour steps) of a pixel without a
+    reading lost (set to 0) with probability ``fraction``, drawn from ``rng`` (structured-light and
+    time-of-flight sensors lose depth at object edges). RGB unchanged. (Issue 12's sensor noise; first
+    measured by an outside check, audit 18.)"""
+    fraction: float
+
+    @property
+    def name(self) -> str:
+        return f"depth edge holes {100 * self.fraction:g}%"
+
+    def __call__(self, rgb, depth, rng):
+        rgb, depth = _check(rgb, depth)
+        near = depth == 0
+        for _ in range(2):                                   # the background grown by 2 px
+            grown = near.copy()
+            grown[1:] |= near[:-1]
+            grown[:-1] |= near[1:]
+            grown[:, 1:] |= near[:, :-1]
+            grown[:, :-1] |= near[:, 1:]
+            near = grown
+        out = depth.copy()
+        out[(depth > 0) & near & (rng.random(depth.shape) < self.fraction)] = 0
+        return rgb.copy(), out
+
+
 def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Resample a frame about its centre ((H - 1) / 2, (W - 1) / 2): output pixel p (offset from the centre,
     (dy, dx)) takes the frame at the centre + inverse @ p. Depth: the nearest pixel; RGB: bilinear between
@@ -399,7 +426,7 @@ def largest_shift(nuisance) -> tuple:
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "
                    "rgb-noise:SIGMA | depth-noise:SIGMA_MM | depth-offset:MM | gamma:G (> 0) | offset:LEVELS | "
-                   "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | rotate:DEG | "
+                   "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | depth-edge-holes:P (0..1) | rotate:DEG | "
                    "scale:S (> 0); join with '+'")
 
 
@@ -422,6 +449,8 @@ _KINDS = {
     "jpeg": (1, lambda v: _is_int(v[0]) and 1 <= v[0] <= 100, "an integer quality 1..100",
              lambda v: Jpeg(int(v[0]))),
     "depth-holes": (1, lambda v: 0 <= v[0] <= 1, "a fraction of the readings 0..1", lambda v: DepthHoles(v[0])),
+    "depth-edge-holes": (1, lambda v: 0 <= v[0] <= 1, "a fraction 0..1 of the readings within 2 px of the edge",
+                         lambda v: DepthEdgeHoles(v[0])),
     "rotate": (1, lambda v: True, "degrees (counter-clockwise)", lambda v: Rotate(v[0])),
     "scale": (1, lambda v: v[0] > 0, "a zoom factor > 0", lambda v: Scale(v[0])),
 }

@@ -401,3 +401,20 @@ def test_bank_inputs_augment_before_align():
     Xa = bank_inputs(rgb, depth, aligned, ("mirror", "shift:2,0"))
     np.testing.assert_array_equal(Xa[2], Xa[0])                    # a shift is aligned away
     np.testing.assert_array_equal(Xa[1], preprocess(*nu.Mirror()(rgb, depth), aligned))
+
+
+def test_depth_edge_holes_lose_readings_only_near_the_silhouette():
+    """depth-edge-holes:P removes readings only within 2 px of a pixel without one (P = 1: all of them), never
+    deeper inside the object, never creates one, leaves RGB alone."""
+    rgb = np.full((16, 16, 3), 90, np.uint8)
+    depth = np.zeros((16, 16), np.uint8)
+    depth[3:13, 3:13] = 120                                     # a 10 x 10 object
+    r, d = nu.parse_nuisance("depth-edge-holes:1")(rgb, depth, nu.frame_rng(0, 0))
+    assert np.array_equal(r, rgb) and not d[depth == 0].any()
+    assert not d[3:5, 3:13].any() and not d[3:13, 11:13].any()   # the 2-px rim: gone
+    assert np.array_equal(d[5:11, 5:11], depth[5:11, 5:11])      # 3 px and deeper: kept
+    r, d = nu.parse_nuisance("depth-edge-holes:0.5")(rgb, depth, nu.frame_rng(0, 0))
+    lost = (depth > 0) & (d == 0)
+    assert 0.3 < lost.sum() / 64 < 0.7 and not lost[5:11, 5:11].any()   # rim of 100 - 36 = 64 readings
+    with pytest.raises(ValueError, match="depth-edge-holes takes"):
+        nu.parse_nuisance("depth-edge-holes:1.5")
