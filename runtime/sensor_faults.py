@@ -40,7 +40,7 @@ fault either. The stuck check needs a stream, so only the run loop (``run_captur
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -157,10 +157,13 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
     ``u8``: the frame's ``frame_to_uint8(rgb, depth, spec)`` when the caller already has it (the run
     loop computes it once for the checks and the scorer). Raises FrameError for frames that cannot
-    be read at all (shape, dtype, NaN)."""
+    be read at all (shape, dtype, NaN). The checks see the depth as captured: a spec's ``depth_fill``
+    (which closes dropouts for scoring) is not applied here, so a filled-in frame cannot hide a fault."""
     lim: SensorLimits = spec.sensor_faults
     if not lim.enabled:
         return []
+    if spec.depth_fill:                                           # the frame as captured, not filled
+        spec, u8 = replace(spec, depth_fill=0), None
     x = frame_to_uint8(rgb, depth, spec) if u8 is None else u8   # (R, R, 4) uint8, background masked
     raw = np.asarray(depth)
     valid = float((raw > 0).mean()) if raw.size else 0.0
