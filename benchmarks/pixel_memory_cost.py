@@ -1,0 +1,60 @@
+"""The pixel memory's cost (SearchConfig.score_pixel_power > 0, runtime/pixel_memory.py): one export scored with
+its pixel factor and with it off (score_pixel_power 0: the same export, the memory not loaded), interleaved in
+one process on the same real frames; load time, seconds per frame and their ratio, the memory's rows in MB.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pixel_memory_cost.py EXPORT_DIR --class cylinder --frames 10 \
+        --repeats 3 --out benchmarks/results/pixel_memory_cost.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> dict:
+    from edge_ad.runtime.data_root import default_kinect_root
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources.folder import read_pair
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="an export whose configuration has score_pixel_power > 0")
+    ap.add_argument("--class", dest="cls", default="cylinder")
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    root = default_kinect_root()
+    ids = json.loads((root / "splits.json").read_text())[a.cls]["val"][:a.frames]
+    frames = [read_pair(root / a.cls, str(i)) for i in ids]
+    t0 = time.perf_counter()
+    on = Scorer.load(a.model, threads=a.threads)
+    load_on = time.perf_counter() - t0
+    if not on.config.uses_pixel_memory:
+        raise SystemExit(f"{a.model}: its configuration {on.config.name!r} has no pixel memory (score_pixel_power 0)")
+    t0 = time.perf_counter()
+    off = Scorer.load(a.model, threads=a.threads, config=on.config.replace(score_pixel_power=0.0))
+    load_off = time.perf_counter() - t0
+    times = {"on": [], "off": []}
+    for _ in range(a.repeats):                         # interleaved: the box's load moves both alike
+        for name, s in (("off", off), ("on", on)):
+            t0 = time.perf_counter()
+            for i, (rgb, depth) in enumerate(frames):
+                s.score(rgb, depth, seed=i)
+            times[name].append((time.perf_counter() - t0) / len(frames))
+    best = {k: min(v) for k, v in times.items()}
+    out = {"model": str(a.model), "configuration": on.config.name, "class": a.cls, "frames": len(frames),
+           "repeats": a.repeats, "threads": a.threads, "shift_copies": (2 * on.config.score_shift_radius + 1) ** 2,
+           "pixel_memory_rows": list(on._pixels.shape), "pixel_memory_mb": round(on._pixels._rows.nbytes / 1e6, 1),
+           "load_s": {"on": round(load_on, 3), "off": round(load_off, 3)},
+           "s_per_frame_best": {k: round(v, 4) for k, v in best.items()},
+           "ratio_on_vs_off": round(best["on"] / best["off"], 3)}
+    print(json.dumps(out, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
