@@ -6,7 +6,12 @@ A project checkpoint is a plain dict (loadable with ``torch.load(weights_only=Tr
      "config": GanConfig dict, "preprocess": PreprocessSpec dict,
      "generator": state_dict, "discriminator": state_dict | None,
      "train": {objective, epochs, data summary, losses, ...},
-     "optimizers": {...} | None, "scoring": {...} | None}
+     "optimizers": {...} | None, "scoring": {...} | None,
+     "integrity": {"sha256": content digest of everything above}}   # files written since session 18
+
+``content_sha256`` digests every tensor (dtype, shape, bytes) and value of the checkpoint; ``read_checkpoint``
+recomputes it and refuses a file whose content changed (a flipped or zeroed byte inside a weight tensor
+loads without complaint in PyTorch). Files without the field (older releases) load as before.
 
 ``CheckpointScoring`` reads a model file's ``scoring`` section once (search configuration, izi encoder,
 latent bank, calibrated threshold) and ``resolve_scoring`` turns it into the (SearchConfig, PreprocessSpec)
@@ -15,7 +20,10 @@ that ``edge-ad eval`` and ``edge-ad export`` score with: one set of rules for bo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -42,6 +50,45 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
 
 
+INTEGRITY = "integrity"
+
+
+def _digest(h, obj: Any) -> None:
+    """Feed ``obj`` (nested dicts, lists, tuples, tensors, arrays, plain values) into hash h, canonically:
+    dict keys sorted, each tensor as its dtype, shape and bytes."""
+    if isinstance(obj, dict):
+        h.update(b"{")
+        for k in sorted(obj, key=str):
+            h.update(json.dumps(str(k)).encode())
+            _digest(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[" if isinstance(obj, list) else b"(")
+        for v in obj:
+            _digest(h, v)
+        h.update(b"]")
+    elif isinstance(obj, (torch.Tensor, np.ndarray)):
+        a = obj.detach().cpu().contiguous().numpy() if isinstance(obj, torch.Tensor) else np.ascontiguousarray(obj)
+        h.update(f"T{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    else:
+        h.update(json.dumps(obj, sort_keys=True, default=repr).encode())
+
+
+def content_sha256(ckpt: dict) -> str:
+    """sha256 (hex) of a checkpoint dict's content, its ``integrity`` field left out."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in ckpt.items() if k != INTEGRITY})
+    return h.hexdigest()
+
+
+def with_integrity(ckpt: dict) -> dict:
+    """``ckpt`` plus its ``integrity`` field (the content digest ``read_checkpoint`` checks)."""
+    out = {k: v for k, v in ckpt.items() if k != INTEGRITY}
+    out[INTEGRITY] = {"sha256": content_sha256(out)}
+    return out
+
+
 def save_checkpoint(path: os.PathLike, generator: Generator, *, preprocess: PreprocessSpec,
                     discriminator: Optional[torch.nn.Module] = None, train: Optional[dict] = None,
                     optimizers: Optional[dict] = None, scoring: Optional[dict] = None) -> None:
@@ -60,7 +107,7 @@ def save_checkpoint(path: os.PathLike, generator: Generator, *, preprocess: Prep
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(with_integrity(ckpt), tmp)
     os.replace(tmp, path)
 
 
@@ -76,6 +123,12 @@ def _checked(obj: Any, path: os.PathLike) -> dict:
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {obj.get('version')} is not supported "
                               f"(this edge-ad reads version {VERSION})")
+    if INTEGRITY in obj:
+        want = obj[INTEGRITY].get("sha256") if isinstance(obj[INTEGRITY], dict) else None
+        got = content_sha256(obj)
+        if got != want:
+            raise CheckpointError(f"{path} has been modified or corrupted: its content sha256 is {got}, "
+                                  f"the file records {want}")
     return obj
 
 
@@ -87,6 +140,14 @@ def _torch_load(path: os.PathLike) -> Any:
         raise CheckpointError(f"{path} is empty (0 bytes), not a weights-only PyTorch file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: {_first_line(e)}") from None
+        # torch's own text goes on to suggest weights_only=False: running the file's code. Not for model files.
+        raise CheckpointError(f"cannot load {path}: it holds Python objects other than tensors and plain "
+                              "containers (a pickled program, not an edge-ad checkpoint, a generator state_dict "
+                              "or TorchScript); edge-ad loads model files weights-only and never runs code "
+                              "from them") from None
     except Exception as e:
         raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: "
                               f"{_first_line(e)}") from None

@@ -153,3 +153,36 @@ def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_
         resolve_latent_bank(cfg, scoring={"latent_bank": torch.from_numpy(good)}, z_dim=7)
     got = resolve_latent_bank(cfg, bank=torch.from_numpy(good), scoring=stored, z_dim=8)   # the given one wins
     assert got.dtype == np.float32 and got.shape == (4, 8)
+
+
+def test_a_checkpoint_whose_content_changed_is_refused(tmp_path):
+    """save_checkpoint records the content digest; a weight byte changed after saving (PyTorch itself loads
+    such a file without complaint), or a value edited, gives a CheckpointError naming the file; a file
+    without the digest (older releases) loads as before. A pickled program gets our own message, not
+    torch's advice to load it with weights_only=False."""
+    import pickle
+    import torch
+    from edge_ad.models.checkpoint import CheckpointError, INTEGRITY, content_sha256, read_checkpoint, save_checkpoint
+    from edge_ad.models.dcgan import GanConfig, Generator
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    path = tmp_path / "g.pt"
+    save_checkpoint(path, Generator(GanConfig(z_dim=8, features_g=4)), preprocess=PreprocessSpec())
+    ck = read_checkpoint(path)
+    assert ck[INTEGRITY]["sha256"] == content_sha256(ck)
+    bad = dict(ck, generator={k: v.clone() for k, v in ck["generator"].items()})
+    name = next(iter(bad["generator"]))
+    bad["generator"][name].view(-1)[0] += 1.0                    # one weight changed, digest kept
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt has been modified or corrupted"):
+        read_checkpoint(tmp_path / "bad.pt")
+    torch.save(dict(ck, train={"epochs": 99}), tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        read_checkpoint(tmp_path / "edited.pt")
+    old = {k: v for k, v in ck.items() if k != INTEGRITY}
+    torch.save(old, tmp_path / "old.pt")
+    assert read_checkpoint(tmp_path / "old.pt")["format"] == ck["format"]
+    with open(tmp_path / "prog.pt", "wb") as f:
+        pickle.dump({"a": {1, 2}}, f)
+    with pytest.raises(CheckpointError, match="never runs code") as e:
+        read_checkpoint(tmp_path / "prog.pt")
+    assert "weights_only" not in str(e.value).replace("weights-only", "")
