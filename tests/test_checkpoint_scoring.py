@@ -186,3 +186,10 @@ def test_a_checkpoint_whose_content_changed_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="never runs code") as e:
         read_checkpoint(tmp_path / "prog.pt")
     assert "weights_only" not in str(e.value).replace("weights-only", "")
+
+
+@pytest.mark.parametrize("cls", ["rectangle", "cylinder", "sphere"])
+def test_the_shipped_checkpoints_carry_their_content_digest(cls):
+    from edge_ad.models.checkpoint import INTEGRITY, read_checkpoint
+    ck = read_checkpoint(REPO / "models" / "kinect-rgbd" / f"{cls}.pt")    # verified on reading
+    assert len(ck[INTEGRITY]["sha256"]) == 64
