@@ -239,6 +239,10 @@ class PreprocessSpec:
         d["colour_gain"] = [float(v) for v in self.colour_gain]
         d["align_centre"] = [float(v) for v in self.align_centre]
         d["scene_shift"] = [int(v) for v in self.scene_shift]
+        if not self.depth_fill:
+            # off: left out, as before the field existed (config_sha256 and so a results file's resume, and
+            # older edge-ads reading the manifest, stay as they were for every model that does not fill)
+            del d["depth_fill"]
         return d
 
     @classmethod
@@ -398,10 +402,12 @@ def fill_depth_holes(d8: np.ndarray, k: int) -> np.ndarray:
     if k not in DEPTH_FILL_WINDOWS[1:]:
         raise ValueError(f"depth fill window must be one of {DEPTH_FILL_WINDOWS[1:]}, got {k!r}")
     r = k // 2
-    windows = sliding_window_view(np.pad(d8, r), (k, k))                     # (H, W, k, k) views, no copy
-    valid = windows > 0
-    n_valid = valid.sum((2, 3))                                               # (H, W)
+    padded = np.pad(d8, r)                                                    # (H + 2r, W + 2r)
+    s = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), np.int32)       # integral image of the valid readings
+    s[1:, 1:] = (padded > 0).cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+    n_valid = s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]               # (H, W) valid readings per window
     ys, xs = np.nonzero((d8 == 0) & (2 * n_valid >= k * k))
+    windows = sliding_window_view(padded, (k, k))                             # (H, W, k, k) views, no copy
     out = d8.copy()
     if len(ys):
         vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k)

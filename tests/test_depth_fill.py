@@ -91,3 +91,35 @@ def test_sensor_fault_checks_see_the_depth_as_captured(val_frames):
     assert want[:1] == ["saturated_rgb"]
     assert [f.name for f in frame_faults(blinded, d, spec_fill)] == want
     assert [f.name for f in frame_faults(blinded, d, spec_fill, frame_to_uint8(blinded, d, spec_fill))] == want
+
+
+def test_off_it_is_left_out_so_results_files_resume_across_the_upgrade():
+    """Review 18 #1: the default spec's dict (manifests, config_sha256) is what edge-ads before depth_fill
+    wrote, so a results file they wrote resumes: the settings hash of the default configuration and
+    preprocessing, pinned as 3f71964 computed it."""
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.scorer import scoring_settings_sha256
+    assert "depth_fill" not in PreprocessSpec().to_dict()
+    assert PreprocessSpec.from_dict({"depth_fill": 3}).to_dict()["depth_fill"] == 3
+    assert scoring_settings_sha256(SearchConfig(), PreprocessSpec()) == \
+        "3784eaa82ac51e28321368245c028dec4979908528d730a47daa274816592d27"
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_fill_equals_a_pixel_by_pixel_loop(k):
+    """The integral-image count and the medians at the candidates equal the definition, pixel by pixel,
+    frame edges (zero padding) included."""
+    rng = np.random.default_rng(k)
+    for _ in range(6):
+        h, w = rng.integers(4, 20, 2)
+        d = rng.integers(1, 256, (h, w)).astype(np.uint8)
+        d[rng.random((h, w)) < rng.random()] = 0
+        want = d.copy()
+        r = k // 2
+        p = np.pad(d, r)
+        for y, x in zip(*np.nonzero(d == 0)):
+            vals = p[y:y + k, x:x + k]
+            vals = vals[vals > 0].astype(float)
+            if 2 * len(vals) >= k * k:
+                want[y, x] = np.rint(np.median(vals))
+        assert np.array_equal(fill_depth_holes(d, k), want)
