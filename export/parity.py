@@ -156,7 +156,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         zseed = frame_seed(seed, i)
         e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
         dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
-        pdist = pixel_memory.distance(x) if cfg.uses_pixel_memory else None       # d_pix of the reference's x
+        pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius) if cfg.uses_pixel_memory
+                 else None)                                          # d_pix of the reference's x (its own shifts)
         scale = score_scale(x, cfg, dist, pdist)
         if use_encoder:
             z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
@@ -244,7 +245,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         reference += (", score *= max(d(E(x), latent bank), latent_floor) ** score_latent_power on both sides "
                       "(reference: encoder in float64; runtime: encoder.onnx float32)")
     if cfg.uses_pixel_memory:
-        reference += ", score *= max(d_pix(x), pixel_floor) ** score_pixel_power on both sides (each side's own x)"
+        reference += (", score *= max(d_pix(x), pixel_floor) ** score_pixel_power on both sides (each side's own x, "
+                      f"min over its shifts up to pixel_shift_radius {cfg.pixel_shift_radius} px)")
     return {"reference": reference,
             "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
                        "faithful and z-only",

@@ -166,8 +166,9 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
-    z_init_sigma * make_z0(n_seed, z_dim, seed)), latent distance d(E(x'), latent_bank) and pixel distance
-    d_pix(x') to ``pixel_memory`` (runtime.pixel_memory.PixelMemory, score_pixel_power > 0); an explicit
+    z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank), and the FRAME's
+    pixel distance to ``pixel_memory`` (runtime.pixel_memory.PixelMemory.frame_distance(x, pixel_shift_radius),
+    score_pixel_power > 0), one factor for every copy; an explicit
     z0 is used for every copy (neither z0 nor seed: one random seed for all copies);
     ``bank_rows_per_frame``, the bank's layout (runtime.latent_memory.latent_memory): its augment list
     (``checkpoint_bank_augment``; needed for cfg.bank_trusted_augment) or 1 + len(augment)
@@ -186,6 +187,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     plain = cfg.replace(score_shift_radius=0)
     if seed is None and z0 is None and cfg.score_shift_radius > 0:
         seed = draw_seed()      # one random seed for the frame: its copies share their z0 noise (runtime's rule)
+    # the FRAME's pixel distance (its own shift search, pixel_shift_radius), once: every copy's factor
+    pdist = pixel_memory.frame_distance(x, cfg.pixel_shift_radius) if cfg.uses_pixel_memory else None
     best, at = None, None
     for dy, dx in shift_offsets(cfg.score_shift_radius):
         xs = shift_frame(x, dy, dx)                                                # (C, H, W)
@@ -197,8 +200,7 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
         zs = z0 if z0 is not None or cfg.z_init != "encoder" else z0_from_latents(e[None], cfg, [seed])[0]
         r = (search_eager if eager else search)(G, xs, plain, z0=zs, seed=seed, dtype=dtype,
                                                 latent_distance=memory.distance(e) if memory is not None else None,
-                                                pixel_distance=pixel_memory.distance(xs) if cfg.uses_pixel_memory
-                                                else None)
+                                                pixel_distance=pdist)
         if best is None or r.score < best.score:
             best, at = r, (dy, dx)
     best.error_map = shift_frame(best.error_map, -at[0], -at[1], fill=0.0)        # (H, W)
@@ -211,7 +213,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
                 batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None,
                 bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None,
-                pixel_exclude: Optional[Sequence[int]] = None) -> np.ndarray:
+                pixel_exclude: Optional[Sequence[int]] = None, pixel_distances=None) -> np.ndarray:
     """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
@@ -220,18 +222,23 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (the bank's layout: its
     augment list, ``checkpoint_bank_augment``, or 1 + len(augment), ``checkpoint_bank_rows_per_frame``)
     when cfg.bank_augment_weight != 1 (the augment list when cfg.bank_trusted_augment names some).
-    ``pixel_memory`` (runtime.pixel_memory.PixelMemory) when cfg.score_pixel_power > 0: each input's pixel
-    distance, without the rows of the memory's frames ``pixel_exclude`` (held-out scoring). cfg.score_shift_radius R > 0:
+    ``pixel_memory`` (runtime.pixel_memory.PixelMemory) when cfg.score_pixel_power > 0: each frame's pixel
+    distance (``PixelMemory.frame_distances`` with cfg.pixel_shift_radius), without the rows of the memory's
+    frames ``pixel_exclude`` (held-out scoring); ``pixel_distances`` (N,): those already measured. cfg.score_shift_radius R > 0:
     each frame's score is the minimum over its (2R + 1)^2 shifted copies (runtime.preprocess.shift_frame),
-    each scored as a frame with the frame's own seed (``search_min_shift``'s score); ``progress`` then
+    each scored as a frame with the frame's own seed and the frame's pixel distance (``search_min_shift``'s score); ``progress`` then
     wraps the list of shifts (one step per shifted copy of all of X)."""
     from edge_ad.runtime.config import frame_seed
+    _check_pixel_memory(cfg, pixel_memory)
+    if cfg.uses_pixel_memory and pixel_distances is None:      # each FRAME's, as given: (N,)
+        pixel_distances = pixel_memory.frame_distances(np.asarray(X), cfg.pixel_shift_radius, pixel_exclude)
     if cfg.score_shift_radius:
         plain = cfg.replace(score_shift_radius=0)
         offsets = shift_offsets(cfg.score_shift_radius)
         # one progress bar over the (2R + 1)^2 shifted copies of the whole X, not one per copy
         return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, None, batch_frames,
-                                   encoder, latent_bank, bank_rows_per_frame, pixel_memory, pixel_exclude)
+                                   encoder, latent_bank, bank_rows_per_frame, pixel_memory, pixel_exclude,
+                                   pixel_distances)
                        for dy, dx in (offsets if progress is None else progress(offsets))], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
@@ -248,9 +255,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         from .encoder import latent_distances
         dists = list(latent_distances(encoder, X, latent_bank, cfg, latents=latents,
                                       bank_rows_per_frame=bank_rows_per_frame))
-    _check_pixel_memory(cfg, pixel_memory)
-    pdists = (list(pixel_memory.distances(np.asarray(X), pixel_exclude)) if cfg.uses_pixel_memory
-              else [None] * len(X))                                        # d_pix of each frame (N,)
+    pdists = list(pixel_distances) if cfg.uses_pixel_memory else [None] * len(X)   # d_pix of each frame (N,)
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
         seeds = [frame_seed(seed, i) for i in idx]

@@ -132,12 +132,13 @@ class BatchGraphs:
 
 
 def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_reconstructions: bool = False, *,
-                 graphs: OrtBatchGraphs, memory=None, pixels=None) -> list:
+                 graphs: OrtBatchGraphs, memory=None, pixel_distances: Optional[Sequence] = None) -> list:
     """Score preprocessed frames X (B, C, R, R) float32 (finite, checked by the caller) through the batch
     ``graphs``, each exactly as ``Scorer.score_input`` scores a frame as it is (no shift-min): E(X) in
     encoder passes, z0 from ``scorer.initial_latents``, generator passes of at most MAX_BATCH frames,
-    the latent distances to ``memory`` (the scorer's LatentMemory, or None) in one GEMM, the pixel
-    distances of X to ``pixels`` (its PixelMemory, or None: ``PixelMemory.distances``), the result
+    the latent distances to ``memory`` (the scorer's LatentMemory, or None) in one GEMM,
+    ``pixel_distances`` (B,) each input's pixel distance, that of the FRAME it is a copy of
+    (``Scorer.pixel_distance``; None without the pixel factor), the result
     from ``ScoreResult.of_search`` (``score_scale``). seeds / z0s: per frame. One entry per frame: a
     ScoreResult, or the ValueError of a bad explicit z0 (that frame only). Run it holding the scorer's lock."""
     from .scorer import ScoreResult
@@ -165,7 +166,6 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
     t1 = time.perf_counter()
     # nearest bank row of every frame's latent in one GEMM (equal to memory.distance per frame)
     dists = memory.distances(E[keep]) if memory is not None else None                 # (B',) float64
-    pdists = pixels.distances(Xk) if pixels is not None else None                    # (B',) float64 d_pix
     B = len(keep)
     for b, i in enumerate(keep):
         timings = {"search_s": (t1 - t0) / B, "steps_s": 0.0, "final_s": (t1 - te) / B, "batch_size": B}
@@ -175,7 +175,7 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
                                            z=Z0[b], z0=Z0[b],   # k = 0: the latents are where they started
                                            recon=out["recon"][b] if keep_reconstructions else None,
                                            dist=None if dists is None else float(dists[b]), timings=timings,
-                                           pixel_dist=None if pdists is None else float(pdists[b]))
+                                           pixel_dist=None if pixel_distances is None else float(pixel_distances[i]))
     return results
 
 
@@ -207,7 +207,8 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     R > 0 every frame's (2R + 1)^2 shifted copies go through the graphs together and each frame gets
     the minimum (scorer.shift_min), as ``Scorer.score``.
     graphs: the scorer's batch-graph sessions (None: frame by frame with ``scorer.score``); memory: its
-    LatentMemory (or None); pixels: its PixelMemory (or None); lock: held while the graphs run (the scorer's)."""
+    LatentMemory (or None); pixels: its PixelMemory (or None: each frame's distance, ``Scorer.pixel_distance``'s,
+    for all its copies); lock: held while the graphs run (the scorer's)."""
     from .scorer import frame_input, shift_min
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
@@ -248,10 +249,15 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
         seeds = [draw_seed() if seeds[i] is None and z0s[i] is None else seeds[i] for i in range(n)]
     # frame j's copy s at row j * S + s: (B * S, C, R, R); the frame itself when R = 0
     X = np.stack([shift_frame(x, dy, dx) if S > 1 else x for x in xs for dy, dx in offsets]).astype(np.float32)
+    # each frame's pixel distance (its own shift search: pixel_shift_radius), all frames' copies in one call,
+    # the same for the frame's S copies
+    pd = (pixels.frame_distances(np.stack(xs), scorer.config.pixel_shift_radius) if pixels is not None
+          else None)                                                                 # (len(ok),) float64
     t1 = time.perf_counter()
     with lock or contextlib.nullcontext():
         copies = score_inputs(scorer, X, [seeds[i] for i in ok for _ in offsets], [z0s[i] for i in ok for _ in offsets],
-                              keep_reconstructions, graphs=graphs, memory=memory, pixels=pixels)
+                              keep_reconstructions, graphs=graphs, memory=memory,
+                              pixel_distances=None if pd is None else np.repeat(pd, S))
     t2 = time.perf_counter()
     scored = sum(not isinstance(c, Exception) for c in copies) // S
     for j, i in enumerate(ok):

@@ -321,19 +321,18 @@ def scene_blocks(n: int, blocks: int) -> list:
 
 
 def held_out_pixel_distances(memory: PixelMemory, inputs: Callable, n: int, n_original: int,
-                             blocks: int = 5) -> np.ndarray:
-    """Pixel distances (n, S) of the n scene frames' scored copies as unseen frames would have them:
-    ``memory`` holds the model's n_original frames, then the n scene frames in source order (their rows
-    frame-major); scene frame i's S copies ``inputs(i)`` (S, 4, R, R) (the frame, or its shifted copies with
-    the shift-min) are measured without the rows of every scene frame of its block (``scene_blocks``)."""
+                             blocks: int = 5, radius: int = 0) -> np.ndarray:
+    """Pixel distances (n,) of the n scene frames as unseen frames would have them: ``memory`` holds the
+    model's n_original frames, then the n scene frames in source order (their rows frame-major); scene
+    frame i ``inputs(i)`` (4, R, R), as scored, is measured (``PixelMemory.frame_distance`` with its own
+    shift search up to ``radius``, SearchConfig.pixel_shift_radius) without the rows of every scene frame
+    of its block (``scene_blocks``). One distance per frame: the factor of each of its shift-min copies."""
     if memory.n_frames != n_original + n:
         raise ValueError(f"the pixel memory holds {memory.n_frames} frames, not the {n_original} original + {n} scene frames")
-    out = None
+    out = np.empty(n)
     for a, b in scene_blocks(n, blocks):
         for i in range(a, b):
-            d = memory.distances(inputs(i), exclude=range(n_original + a, n_original + b))     # (S,)
-            out = np.empty((n, len(d))) if out is None else out
-            out[i] = d
+            out[i] = memory.frame_distance(inputs(i), radius, exclude=range(n_original + a, n_original + b))
     return out
 
 
@@ -353,14 +352,16 @@ def held_out_scores(base: np.ndarray, latents: Optional[np.ndarray], original_ba
     shifted copy; the score is min_s base_is * latent_factor(d_is). Default: base (n,) or (n, 1) and
     the frame's own latent latents[:, 0]. original_bank None: only the other blocks' rows (the frames
     ARE the model's bank: scoring its own frames leave-one-out, models/kinect-rgbd/threshold_rate.py).
-    ``pixel_distances`` (n, S): each copy's held-out pixel distance (``held_out_pixel_distances``) when cfg
-    scores with the pixel memory; the score is then min_s base_is * latent_factor(d_is) * pixel_factor(p_is).
+    ``pixel_distances`` (n,): each frame's held-out pixel distance (``held_out_pixel_distances``) when cfg
+    scores with the pixel memory; the score is then min_s base_is * latent_factor(d_is) * pixel_factor(p_i)
+    (one pixel factor for every copy of a frame).
     latents None: a configuration without the latent memory (only the pixel factor)."""
-    pix = None if pixel_distances is None else np.asarray(pixel_distances, float)
+    pix = None if pixel_distances is None else np.asarray(pixel_distances, float)   # (n,)
+    if pix is not None and pix.ndim != 1:
+        raise ValueError(f"pixel_distances must hold one distance per frame (n,), got shape {pix.shape}")
     if latents is None:
         base = np.asarray(base, float).reshape(len(pix), -1)                         # (n, S)
-        return np.array([min(base[i, s] * pixel_factor(float(pix[i, s]), cfg) for s in range(base.shape[1]))
-                         for i in range(len(base))])
+        return np.array([base[i].min() * pixel_factor(float(pix[i]), cfg) for i in range(len(base))])
     n, A, z_dim = latents.shape
     if augment is not None and len(augment) != A - 1:
         raise ValueError(f"latents hold {A} rows per frame, but the bank's augment names {len(augment)} copies "
@@ -381,7 +382,7 @@ def held_out_scores(base: np.ndarray, latents: Optional[np.ndarray], original_ba
             d = np.minimum(d, other_mem.distances(block).reshape(b - a, S))
         for i in range(a, b):
             out[i] = min(base[i, s_] * latent_factor(float(d[i - a, s_]), cfg)
-                         * (1.0 if pix is None else pixel_factor(float(pix[i, s_]), cfg)) for s_ in range(S))
+                         * (1.0 if pix is None else pixel_factor(float(pix[i]), cfg)) for s_ in range(S))
     return out
 
 
@@ -524,12 +525,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         # the scene's frames as scored (its colour gain applied), the memory's stored form
         new_pixels = np.concatenate([original_frames, in_model_light(np.stack(res["u8"]), spec)])   # (N0 + n, R, R, 4)
         memory = PixelMemory(new_pixels, spec, pixel_entry.get("augment") or [])
-        offsets = shift_offsets(cfg.score_shift_radius)
-
-        def copies(i):          # scene frame i's scored copies (S, 4, R, R), as score_scene scored them
-            x = bank_inputs_uint8(res["u8"][i], spec)[0]
-            return np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])
-        pixel_distances = held_out_pixel_distances(memory, copies, n, len(original_frames), blocks)
+        def frame(i):           # scene frame i (4, R, R) as score_scene scored it (before the shift-min's copies)
+            return bank_inputs_uint8(res["u8"][i], spec)[0]
+        pixel_distances = held_out_pixel_distances(memory, frame, n, len(original_frames), blocks,
+                                                   cfg.pixel_shift_radius)
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,

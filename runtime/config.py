@@ -20,7 +20,7 @@ from .score_scale import foreground_fraction, latent_factor, pixel_factor, score
 
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields
-PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6}
+PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6, "pixel_shift_radius": 0}
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
@@ -79,11 +79,16 @@ class SearchConfig:
     # Pixel memory (session 18): score *= max(d_pix(x), pixel_floor) ** score_pixel_power, where
     # d_pix(x) = min_i mean((x - m_i)^2) is the mean squared difference of the preprocessed input x
     # (4, R, R) to the nearest row of the model's pixel memory (runtime/pixel_memory.py: the normal
-    # training frames and their augmented copies, preprocessed, pixel_memory.npy); with the shift-min
-    # each shifted copy gets its own d_pix. 0.0 = off (every model before the field; not written by
-    # to_dict at its defaults, so their records are unchanged).
+    # training frames and their augmented copies, preprocessed, pixel_memory.npy). 0.0 = off (every
+    # model before the field; not written by to_dict at its defaults, so their records are unchanged).
     score_pixel_power: float = 0.0
     pixel_floor: float = 1e-6
+    # The pixel distance's own shift search (pixel MSE does not forgive a residual 1-px misalignment):
+    # d_pix of a FRAME x is the minimum over the (2 R_p + 1)^2 shifts s in shift_offsets(R_p) of
+    # d_pix(shift_frame(x, s)) (PixelMemory.frame_distance), measured once per frame on the frame as
+    # given; the same factor multiplies every shift-min copy's score (score_shift_radius). 0 = the frame
+    # itself; at most MAX_SHIFT_RADIUS; left out of to_dict at 0 (records unchanged).
+    pixel_shift_radius: int = 0
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -125,12 +130,14 @@ class SearchConfig:
                 or not isinstance(self.pixel_floor, float) or not 0.0 < self.pixel_floor < float("inf"):
             raise ValueError(f"need a finite score_pixel_power >= 0 (0: no pixel memory) and a finite pixel_floor > 0, "
                              f"got score_pixel_power={self.score_pixel_power!r}, pixel_floor={self.pixel_floor!r}")
-        if isinstance(self.score_shift_radius, np.integer):
-            object.__setattr__(self, "score_shift_radius", int(self.score_shift_radius))   # JSON-able
-        if isinstance(self.score_shift_radius, bool) or not isinstance(self.score_shift_radius, int) \
-                or not 0 <= self.score_shift_radius <= MAX_SHIFT_RADIUS:
-            raise ValueError(f"score_shift_radius must be a whole number of pixels in [0, {MAX_SHIFT_RADIUS}] "
-                             f"(each frame is scored (2R + 1)^2 times), got {self.score_shift_radius!r}")
+        for key in ("score_shift_radius", "pixel_shift_radius"):
+            v = getattr(self, key)
+            if isinstance(v, np.integer):
+                object.__setattr__(self, key, int(v))   # JSON-able
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SHIFT_RADIUS:
+                raise ValueError(f"{key} must be a whole number of pixels in [0, {MAX_SHIFT_RADIUS}] "
+                                 f"((2R + 1)^2 shifted copies per frame), got {v!r}")
 
     @property
     def uses_latent_bank(self) -> bool:
@@ -226,7 +233,7 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     if calibrated.get("bank_augment_weight") == 1.0 and cfg.bank_augment_weight == 1.0:
         ignored.add("bank_trusted_augment")        # every row weighs 1: trusted or not, the same score
     if calibrated.get("score_pixel_power") == 0.0 and mine["score_pixel_power"] == 0.0:
-        ignored.add("pixel_floor")                 # no pixel factor: its floor changes no score
+        ignored |= {"pixel_floor", "pixel_shift_radius"}   # no pixel factor: its floor and search change no score
     return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
 
 

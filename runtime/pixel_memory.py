@@ -22,10 +22,11 @@ import numpy as np
 
 from .latent_bank import bank_inputs_uint8
 from .nuisance import parse_nuisance
-from .preprocess import PreprocessSpec
+from .preprocess import PreprocessSpec, shift_frame, shift_offsets
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
 _CHUNK = 64                     # inputs per GEMM in ``distances``
+_COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
 
 
 def check_pixel_augment(augment) -> list:
@@ -146,6 +147,31 @@ class PixelMemory:
         """d_pix(x): min over the rows of mean((x - row)^2), float64, for one preprocessed frame x (4, R, R);
         ``exclude``: frame indices whose rows are left out (held-out scoring)."""
         return float(self.distances(np.asarray(x)[None], exclude)[0])
+
+    def frame_distance(self, x: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None) -> float:
+        """The pixel distance of a FRAME x (4, R, R) with its own shift search (SearchConfig.pixel_shift_radius):
+        min over the (2 radius + 1)^2 shifts (dy, dx) of shift_offsets(radius) of d_pix(shift_frame(x, dy, dx))
+        (vacated pixels background, as the shift-min's copies); radius 0: ``distance(x)``."""
+        return float(self.frame_distances(np.asarray(x)[None], radius, exclude)[0])
+
+    def frame_distances(self, X: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None) -> np.ndarray:
+        """``frame_distance`` of every frame of X (B, 4, R, R) -> (B,) float64: the shifted copies
+        (S = (2 radius + 1)^2 per frame) measured together in ``distances`` calls of at most _COPIES
+        copies (whole frames), then the minimum over each frame's S."""
+        X = np.asarray(X)
+        self._check(X)
+        offsets = shift_offsets(radius)
+        S = len(offsets)
+        if S == 1:
+            return self.distances(X, exclude)
+        out = np.empty(len(X))
+        step = max(1, _COPIES // S)                                                 # frames per call
+        for a in range(0, len(X), step):
+            part = X[a:a + step]
+            copies = np.stack([shift_frame(part, dy, dx) for dy, dx in offsets], axis=1)   # (b, S, 4, R, R)
+            d = self.distances(copies.reshape((-1,) + X.shape[1:]), exclude)            # (b * S,)
+            out[a:a + len(part)] = d.reshape(len(part), S).min(1)
+        return out
 
     def distances(self, X: np.ndarray, exclude: Optional[Iterable[int]] = None) -> np.ndarray:
         """``distance`` of every frame of X (B, 4, R, R) -> (B,) float64, each equal to a brute-force loop over

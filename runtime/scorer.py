@@ -27,11 +27,13 @@ Named scoring configurations (issue 4) are applied here, the same for every back
   score_pixel_power q > 0  score *= max(d_pix(x), pixel_floor) ** q, d_pix = the mean squared difference of
                         the input x to the nearest row of the pixel memory (pixel_memory.npy: normal frames
                         (N, R, R, 4) uint8 and their copies under pixel_memory["augment"],
-                        runtime/pixel_memory.PixelMemory)
+                        runtime/pixel_memory.PixelMemory); pixel_shift_radius R_p: d_pix of the frame is the
+                        minimum over the frame moved by every shift up to R_p (PixelMemory.frame_distance)
   score_shift_radius R > 0  test-time shift-min: the score is the minimum over the (2R + 1)^2 shifts
                         (dy, dx), |dy|, |dx| <= R (preprocess.shift_offsets), of the score of x moved by
                         (dy, dx), vacated pixels background -1 (preprocess.shift_frame); each copy is
-                        scored as above (its own E(x'), fg(x'), d_pix(x'), the same seed / z0; without
+                        scored as above (its own E(x'), fg(x'), the same seed / z0, the FRAME's d_pix:
+                        one factor for every copy, SearchConfig.pixel_shift_radius; without
                         either, one random seed drawn for the frame: config.draw_seed). The result is the
                         winning copy's, its error_map and reconstructions shifted back by (-dy, -dx) so
                         they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
@@ -455,29 +457,42 @@ class Scorer:
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
+        pixel_dist = self.pixel_distance(x)            # the FRAME's d_pix, once: the same factor for every copy
         from .batch_scoring import score_inputs
         with self._lock:
             self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
-                                  graphs=self._batch.get(), memory=self._memory, pixels=self._pixels)
+                                  graphs=self._batch.get(), memory=self._memory,
+                                  pixel_distances=None if pixel_dist is None else [pixel_dist] * len(copies))
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
             else:
-                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter()) for c in copies]
+                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist)
+                      for c in copies]
         return offsets, rs
 
+    def pixel_distance(self, x: np.ndarray) -> Optional[float]:
+        """The pixel distance of the frame x (C, H, W) as given (before the shift-min's copies):
+        ``PixelMemory.frame_distance`` with the configuration's pixel_shift_radius; None when the
+        configuration has no pixel factor."""
+        if self._pixels is None:
+            return None
+        return self._pixels.frame_distance(x, self.config.pixel_shift_radius)
+
     def _score_copy(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
-                    t0: float) -> ScoreResult:
-        """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0."""
+                    t0: float, pixel_dist: Optional[float] = None) -> ScoreResult:
+        """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0; ``pixel_dist``:
+        the pixel distance of the frame x is a copy of (``pixel_distance``; None: x is the frame itself)."""
+        if pixel_dist is None:
+            pixel_dist = self.pixel_distance(x)
         with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
             self._check_open()
             # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
             e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
             z0 = np.array(self.initial_latents(z0, seed, x=x, e=e))    # a copy: never the caller's array
             dist = self._memory.distance(e) if self._memory is not None else None
-            pixel_dist = self._pixels.distance(x) if self._pixels is not None else None    # d_pix of this very x
             te = time.perf_counter()
             out = self._search.run(x, z0)
             timings = {"steps_s": out["steps_s"], "final_s": out["final_s"]}

@@ -52,6 +52,25 @@ def test_off_by_default_and_recorded_as_before():
     assert search_differences(old.to_dict(), old.replace(pixel_floor=1e-3)) == []    # off: its floor changes nothing
 
 
+def test_pixel_shift_radius_recorded_only_when_set_and_validated():
+    """pixel_shift_radius: 0 by default and then absent from the record (older records, hashes and exports
+    as before); set, it round-trips and a threshold calibrated without it does not serve it (and with q = 0
+    it changes no score, so it is not compared); bad values refused naming the field."""
+    d = CFG.to_dict()
+    assert CFG.pixel_shift_radius == 0 and "pixel_shift_radius" not in d
+    on = CFG.replace(pixel_shift_radius=3)
+    assert on.to_dict()["pixel_shift_radius"] == 3 and SearchConfig.from_dict(on.to_dict()) == on
+    assert SearchConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
+    assert type(SearchConfig(pixel_shift_radius=np.int64(2)).pixel_shift_radius) is int
+    for bad in (-1, 5, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="pixel_shift_radius"):
+            SearchConfig(pixel_shift_radius=bad)
+    from edge_ad.runtime.config import search_differences
+    assert search_differences(CFG.to_dict(), on) == ["pixel_shift_radius"]
+    off = CFG.replace(score_pixel_power=0.0)
+    assert search_differences(off.to_dict(), off.replace(pixel_shift_radius=2)) == []
+
+
 def _frames(n: int, R: int = 16, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     f = rng.integers(0, 256, (n, R, R, 4), dtype=np.uint8)
@@ -110,6 +129,23 @@ def test_distances_equal_a_brute_force_loop():
     assert PixelMemory(in_model_light(F[2:3], gained), gained).distance(x) < 1e-5
 
 
+def test_frame_distances_equal_the_minimum_over_each_frames_shifted_copies():
+    """PixelMemory.frame_distances with radius 2 (25 copies per frame) on 12 frames, measured in several
+    calls of whole frames (_COPIES): each equals the minimum of ``distance`` over that frame's own shifted
+    copies (vacated pixels background), with and without excluded frames; radius 0 is ``distances``."""
+    from edge_ad.runtime.preprocess import normalize_uint8, shift_frame, shift_offsets
+    spec = PreprocessSpec(resolution=16)
+    m = PixelMemory(_frames(5, seed=3), spec, ["mirror"])
+    X = normalize_uint8(_frames(12, seed=4), spec)                               # (12, 4, 16, 16)
+    X[3] = shift_frame(normalize_uint8(m.frames[1], spec), 2, -1)                # a memory frame, moved 2 px
+    for exclude in (None, [0, 2]):
+        got = m.frame_distances(X, 2, exclude)
+        want = [min(m.distance(shift_frame(x, dy, dx), exclude) for dy, dx in shift_offsets(2)) for x in X]
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(m.frame_distances(X, 0, exclude), m.distances(X, exclude))
+    assert m.frame_distances(X[3:4], 2)[0] < 0.5 * m.distance(X[3])           # the moved frame found again (its lost edge aside)
+
+
 torch = pytest.importorskip("torch")
 
 
@@ -117,6 +153,16 @@ torch = pytest.importorskip("torch")
 def pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame):
     """tiny_generator in a checkpoint with a pixel memory of 6 real rectangle train frames (+ 3 augmented
     copies each) scoring with CFG, exported with its parity check on a normal and an anomalous val frame."""
+    return _pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame, CFG)
+
+
+@pytest.fixture(scope="module")
+def pixel_export_rp1(tmp_path_factory, tiny_generator, kinect_root, val_frame):
+    """``pixel_export`` scoring with CFG and pixel_shift_radius 1."""
+    return _pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame, CFG.replace(pixel_shift_radius=1))
+
+
+def _pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame, cfg):
     from edge_ad.export.exporter import export_model
     from edge_ad.models.checkpoint import save_checkpoint
     from edge_ad.runtime.latent_bank import unaligned_uint8
@@ -127,7 +173,7 @@ def pixel_export(tmp_path_factory, tiny_generator, kinect_root, val_frame):
     d = tmp_path_factory.mktemp("pixel")
     ck = d / "g.pt"
     save_checkpoint(ck, tiny_generator, preprocess=spec,
-                    scoring={"name": CFG.name, "search": CFG.to_dict(), "pixel_memory": torch.from_numpy(F),
+                    scoring={"name": cfg.name, "search": cfg.to_dict(), "pixel_memory": torch.from_numpy(F),
                              "pixel_memory_info": {"frames": "6 rectangle train frames", "n_frames": 6,
                                                    "augment": AUGMENT}})
     frames = [dict(val_frame("rectangle"), label="normal"), dict(val_frame("sphere"), label="anomalous")]
@@ -146,17 +192,57 @@ def test_export_writes_the_memory_and_its_parity_passes(pixel_export):
         assert r["pixel_distance"]["rel_diff"] <= 1e-6 and r["rel_diff"] <= 1e-4, r
 
 
-@pytest.mark.parametrize("radius", [0, 1])
-def test_runtime_equals_the_torch_reference(pixel_export, tiny_generator, radius):
+def test_parity_with_the_shift_min_and_the_pixel_shift_search(pixel_export, tiny_generator):
+    """export.parity.check_parity with score_shift_radius 1 and pixel_shift_radius 1 on the export: both
+    sides measure the frame's own pixel distance with its 1-px search (the reference's, computed here), and
+    the shift-min's scores agree with the float64 reference (search_min_shift)."""
+    from edge_ad.export.parity import check_parity
+    from edge_ad.runtime.preprocess import preprocess
+    out, _, F, frames = pixel_export
+    memory = PixelMemory(F, PreprocessSpec(), AUGMENT)
+    cfg = CFG.replace(score_shift_radius=1, pixel_shift_radius=1)
+    rep = check_parity(tiny_generator, out, cfg, frames, check_fp64=False, pixel_memory=memory, threads=1, **QUIET)
+    assert rep["passed"] is True and rep["shift_min"]["passed"] is True and rep["shift_min"]["max_rel_diff"] <= 1e-4
+    for r, fr in zip(rep["frames"], frames):
+        want = memory.frame_distance(preprocess(fr["rgb"], fr["depth"]), 1)
+        assert r["pixel_distance"]["reference"] == want and r["pixel_distance"]["rel_diff"] <= 1e-6, r
+    assert want < memory.distance(preprocess(fr["rgb"], fr["depth"]))        # the search found a nearer shift
+
+
+def test_a_frame_moved_3_px_keeps_its_pixel_distance_with_its_own_3_px_search(pixel_export, kinect_root):
+    """Real rectangle val frames against the 6-train-frame memory: the frame moved by (3, 3) px (a camera
+    shift, the u8 frame moved, vacated pixels background) is several times farther than the frame itself
+    with pixel_shift_radius 0 (pixel MSE does not forgive a misalignment), nearly as near with 3
+    (PixelMemory.frame_distance: the minimum over the frame moved by every shift up to 3 px)."""
+    from edge_ad.runtime.preprocess import move_uint8, normalize_uint8
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.sources.folder import read_pair
+    memory = PixelMemory(pixel_export[2], PreprocessSpec(), AUGMENT)
+    ids = json.loads((kinect_root / "splits.json").read_text())["rectangle"]["val"][:2]
+    for fid in ids:
+        u8 = unaligned_uint8(*read_pair(kinect_root / "rectangle", str(fid)), PreprocessSpec())
+        x, moved = normalize_uint8(np.stack([u8, move_uint8(u8, 3, 3)]), PreprocessSpec())
+        d = memory.frame_distance(x)                                            # radius 0: the frame as given
+        assert d == memory.distance(x) and memory.frame_distance(x, 3) <= d
+        assert memory.frame_distance(moved) > 4 * d                             # no search: the shift breaks it
+        assert memory.frame_distance(moved, 3) < 1.5 * d                        # its own search: nearly unmoved
+        np.testing.assert_array_equal(memory.frame_distances(np.stack([x, moved]), 3),
+                                      [memory.frame_distance(x, 3), memory.frame_distance(moved, 3)])
+
+
+@pytest.mark.parametrize("radius,pixel_radius", [(0, 0), (2, 1)])
+def test_runtime_equals_the_torch_reference(pixel_export, tiny_generator, radius, pixel_radius):
     """Scorer.score, score_input (shift-min) and score_batch against models.search (search_min_shift,
-    score_batch: float64 / float32 torch) with q = 1: scores within 1e-4 (as the export's parity), each
-    shifted copy with its own pixel distance, and the factor really applied (q = 0 scores differ by it)."""
+    score_batch: float64 / float32 torch) with q = 1: scores within 1e-4 (as the export's parity); ONE pixel
+    distance per frame (the frame as given, its own shift search up to pixel_shift_radius, computed here by
+    brute force), the same factor for every shift-min copy (each copy's score = its q = 0 score x d_pix of
+    the frame), and the factor really applied (q = 0 scores differ by it)."""
     from edge_ad.models.search import score_batch, search_min_shift
     from edge_ad.runtime.config import frame_seed
-    from edge_ad.runtime.preprocess import preprocess, shift_frame
+    from edge_ad.runtime.preprocess import preprocess, shift_frame, shift_offsets
     from edge_ad.runtime.scorer import Scorer
     out, _, F, frames = pixel_export
-    cfg = CFG.replace(score_shift_radius=radius)
+    cfg = CFG.replace(score_shift_radius=radius, pixel_shift_radius=pixel_radius)
     s = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg)
     off = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg.replace(score_pixel_power=0.0))
     memory = PixelMemory(F, PreprocessSpec(), AUGMENT)
@@ -164,14 +250,20 @@ def test_runtime_equals_the_torch_reference(pixel_export, tiny_generator, radius
     got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
     plain = [off.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
     for i, x in enumerate(X):
+        # the frame's own d_pix: the minimum over the frame moved by every shift up to pixel_radius
+        want = min(memory.distance(shift_frame(x, dy, dx)) for dy, dx in shift_offsets(pixel_radius))
+        assert memory.frame_distance(x, pixel_radius) == want
         ref = search_min_shift(tiny_generator, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, pixel_memory=memory)
         assert got[i].score == pytest.approx(ref.score, rel=1e-4)
         assert (got[i].shift or (0, 0)) == ref.shift
-        dy, dx = got[i].shift or (0, 0)
-        assert got[i].pixel_distance == memory.distance(shift_frame(x, dy, dx))   # the winning copy's own d_pix
-        assert got[i].pixel_distance == ref.pixel_distance
-        if radius == 0:
-            assert got[i].score == pytest.approx(plain[i].score * got[i].pixel_distance, rel=1e-12)
+        assert got[i].pixel_distance == want == ref.pixel_distance            # the frame's, whichever copy won
+        # every copy: the same factor (score_shifted's copies against the q = 0 scorer's)
+        offsets, rs = s.score_shifted(x, seed=frame_seed(0, i))
+        _, rs0 = off.score_shifted(x, seed=frame_seed(0, i))
+        assert len(rs) == (2 * radius + 1) ** 2 and {r.pixel_distance for r in rs} == {want}
+        for r, r0 in zip(rs, rs0):
+            assert r.score == pytest.approx(r0.score * want, rel=1e-12)
+        assert got[i].score == pytest.approx(plain[i].score * want, rel=1e-12)
     np.testing.assert_allclose(score_batch(tiny_generator, X, cfg, seed=0, pixel_memory=memory),
                                [r.score for r in got], rtol=1e-4)
     batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(2)])
@@ -179,6 +271,17 @@ def test_runtime_equals_the_torch_reference(pixel_export, tiny_generator, radius
     assert [r.pixel_distance for r in batch] == [r.pixel_distance for r in got]
     with pytest.raises(ValueError, match="pixel memory"):
         score_batch(tiny_generator, X, cfg)
+    if radius:      # without batch graphs (TensorRT, k > 0): the copies one by one (Scorer._score_copy)
+        one = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+        one._batch = None
+        for i, x in enumerate(X):
+            r = one.score_input(x, seed=frame_seed(0, i))
+            assert r.score == pytest.approx(got[i].score, rel=1e-5) and r.shift == got[i].shift
+            ref = search_min_shift(tiny_generator, x, cfg, seed=frame_seed(0, i), dtype=torch.float64,
+                                   pixel_memory=memory)
+            assert r.pixel_distance == memory.frame_distance(x, pixel_radius) == ref.pixel_distance
+            _, rs = one.score_shifted(x, seed=frame_seed(0, i))
+            assert {c.pixel_distance for c in rs} == {r.pixel_distance}
 
 
 def test_manifest_refuses_a_missing_tampered_or_misshapen_memory(pixel_export, tmp_path):
@@ -252,6 +355,15 @@ def test_eval_pixel_power_override(pixel_export, tmp_path, kinect_root, tiny_gen
     ratio = np.array(reps["0.5"]["scores"]["sphere"]) / np.array(reps["0"]["scores"]["sphere"])
     np.testing.assert_allclose(ratio, d ** 0.5, rtol=1e-6)
     assert np.ptp(ratio) > 0                                      # a per-frame factor, not a constant
+    r = CliRunner().invoke(main, ["eval", "--model", str(ck), *common, "--pixel-power", "0.5",
+                                  "--pixel-shift-radius", "2", "--out", str(tmp_path / "rp2")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "rp2" / "report.json").read_text())
+    assert rep["search"]["pixel_shift_radius"] == 2
+    d2 = PixelMemory(pixel_export[2], PreprocessSpec(), AUGMENT).frame_distances(X, 2)   # each frame's own 2-px search
+    assert (d2 < d).all()
+    np.testing.assert_allclose(np.array(rep["scores"]["sphere"]) / np.array(reps["0"]["scores"]["sphere"]),
+                               d2 ** 0.5, rtol=1e-6)
     save_checkpoint(tmp_path / "plain.pt", tiny_generator, preprocess=PreprocessSpec(),
                     scoring={"name": "k0", "search": CFG.replace(score_pixel_power=0.0).to_dict()})
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "plain.pt"), *common, "--pixel-power", "1",
@@ -259,19 +371,22 @@ def test_eval_pixel_power_override(pixel_export, tmp_path, kinect_root, tiny_gen
     assert r.exit_code != 0 and "carries no pixel memory" in r.output, r.output
 
 
-def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(pixel_export, tmp_path):
+@pytest.mark.parametrize("pixel_radius", [0, 1])
+def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(request, tmp_path, pixel_radius):
     """edge-ad calibrate on a model with the pixel memory: the new pixel_memory.npy is the original frames
     then the scene's usable frames (read_scene's u8, no colour gain here), sha256 and manifest updated;
     the threshold is the quantile of the scene's HELD-OUT scores: each frame's q = 0 score x its pixel
-    distance to the memory without its block's scene frames (4 contiguous blocks), computed here
-    independently; in the new model a scene frame is in the memory (distance 0 -> the floor)."""
+    distance (its own shift search up to pixel_shift_radius) to the memory without its block's scene
+    frames (4 contiguous blocks), computed here independently; in the new model a scene frame is in the
+    memory (distance 0 -> the floor)."""
     from conftest import copy_frames
     from edge_ad.runtime.calibrate import calibrate_model, read_scene
     from edge_ad.runtime.manifest import sha256_file
-    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.preprocess import normalize_uint8, shift_frame, shift_offsets
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
-    out, _, F, _ = pixel_export
+    out, _, F, _ = request.getfixturevalue("pixel_export_rp1" if pixel_radius else "pixel_export")
+    cfg = CFG.replace(pixel_shift_radius=pixel_radius)
     scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
     with open_source(str(scene)) as src:
         man = calibrate_model(out, src, tmp_path / "cal", max_shift=0, blocks=4, min_frames=10, fpr=0.2)
@@ -284,13 +399,14 @@ def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(pixel_export, 
     assert man["files"]["pixel_memory.npy"] == sha256_file(tmp_path / "cal" / "pixel_memory.npy")
     assert man["calibration"]["pixel_memory"] == {"original_frames": 6, "scene_frames": n}
     memory = PixelMemory(stored, PreprocessSpec(), AUGMENT)
-    off = Scorer.load(out, threads=1, config=CFG.replace(score_pixel_power=0.0))
+    off = Scorer.load(out, threads=1, config=cfg.replace(score_pixel_power=0.0))
     X = normalize_uint8(u8, PreprocessSpec())                                   # (n, 4, 64, 64)
     edges = [round(k * n / 4) for k in range(5)]
     held = []
     for a, b in zip(edges[:-1], edges[1:]):
         for i in range(a, b):
-            d = memory.distance(X[i], exclude=range(6 + a, 6 + b))               # not its block's frames
+            d = min(memory.distance(shift_frame(X[i], dy, dx), exclude=range(6 + a, 6 + b))   # not its block's
+                    for dy, dx in shift_offsets(pixel_radius))
             held.append(off.score_input(X[i], seed=0).score * max(d, CFG.pixel_floor))
     assert man["threshold"]["value"] == pytest.approx(np.quantile(held, 0.8, method="higher"), rel=1e-9)
     in_memory = [off.score_input(X[i], seed=0).score * max(memory.distance(X[i]), CFG.pixel_floor) for i in range(n)]
@@ -299,10 +415,12 @@ def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(pixel_export, 
     assert cal.score_input(X[0], seed=0).pixel_distance == 0.0                  # the scene frame is in the memory
 
 
-def test_held_out_scores_combine_both_factors_per_shifted_copy():
+def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
     """runtime.calibrate.held_out_scores with the latent memory AND the pixel memory (and a shift-min of 2
-    copies): each copy's base x its held-out latent factor x its own pixel factor, then the minimum;
-    held_out_pixel_distances leaves out the frame's block of scene frames, not the original frames."""
+    copies): each copy's base x its held-out latent factor x the FRAME's pixel factor (one per frame, as the
+    Scorer: pixel_shift_radius), then the minimum; held_out_pixel_distances leaves out the frame's block of
+    scene frames, not the original frames, and searches the frame's own shifts up to its radius. (Before
+    pixel_shift_radius each copy had its own pixel distance: this test pinned that.)"""
     from edge_ad.runtime.calibrate import held_out_pixel_distances, held_out_scores
     cfg = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=1.0, latent_metric="l2",
                        score_pixel_power=0.5)
@@ -311,21 +429,29 @@ def test_held_out_scores_combine_both_factors_per_shifted_copy():
     shifted = rng.standard_normal((3, 2, 4)).astype(np.float32)               # E of their 2 copies each
     original = rng.standard_normal((2, 4)).astype(np.float32)
     base = np.array([[1.0, 2.0], [3.0, 1.5], [0.5, 4.0]])
-    pix = np.array([[0.04, 0.01], [0.09, 0.25], [0.16, 0.01]])
+    pix = np.array([0.04, 0.09, 0.16])
     got = held_out_scores(base, lat, original, cfg, blocks=3, shifted_latents=shifted, pixel_distances=pix)
     for i in range(3):
         rows = np.concatenate([original, np.delete(lat[:, 0], i, axis=0)])    # leave-one-out rows
-        want = min(base[i, s] * ((rows - shifted[i, s]) ** 2).mean(1).min() * pix[i, s] ** 0.5 for s in range(2))
+        want = min(base[i, s] * ((rows - shifted[i, s]) ** 2).mean(1).min() * pix[i] ** 0.5 for s in range(2))
         assert got[i] == pytest.approx(want, rel=1e-6)
+    only_pixels = held_out_scores(base, None, None, cfg.replace(score_latent_power=0.0), pixel_distances=pix)
+    np.testing.assert_allclose(only_pixels, base.min(1) * pix ** 0.5, rtol=1e-12)
+    with pytest.raises(ValueError, match="one distance per frame"):
+        held_out_scores(base, None, None, cfg, pixel_distances=pix[:, None].repeat(2, 1))
     # the pixel side: 2 original frames then 4 scene frames in 2 blocks
     spec = PreprocessSpec(resolution=16)
     F = _frames(6, seed=2)
     memory = PixelMemory(F, spec, ["mirror"])
     from edge_ad.runtime.preprocess import normalize_uint8
     X = normalize_uint8(F, spec)
-    d = held_out_pixel_distances(memory, lambda i: X[2 + i][None], 4, 2, blocks=2)      # (4, 1)
+    from edge_ad.runtime.preprocess import shift_frame, shift_offsets
+    d = held_out_pixel_distances(memory, lambda i: X[2 + i], 4, 2, blocks=2)             # (4,)
+    d1 = held_out_pixel_distances(memory, lambda i: X[2 + i], 4, 2, blocks=2, radius=1)  # its own 1-px search
     for i, (a, b) in enumerate([(0, 2), (0, 2), (2, 4), (2, 4)]):
-        assert d[i, 0] == memory.distance(X[2 + i], exclude=range(2 + a, 2 + b)) > 0
+        assert d[i] == memory.distance(X[2 + i], exclude=range(2 + a, 2 + b)) > 0
+        assert d1[i] == min(memory.distance(shift_frame(X[2 + i], dy, dx), exclude=range(2 + a, 2 + b))
+                            for dy, dx in shift_offsets(1)) > 0
 
 
 def test_make_release_stores_the_memory_and_its_threshold_leaves_each_train_frame_out(tmp_path, kinect_root,
@@ -348,7 +474,7 @@ def test_make_release_stores_the_memory_and_its_threshold_leaves_each_train_fram
     E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
     torch.save({"encoder": encoder_to_dict(E), "info": {}}, tmp_path / "enc.pt")
     cfg = SearchConfig(name="pix", n_seed=1, k=0, lr_theta=0.0, z_init="encoder", score_latent_power=1.0,
-                       latent_metric="l2", score_pixel_power=0.5)
+                       latent_metric="l2", score_pixel_power=0.5, pixel_shift_radius=1)
     load_kinect_script("make_release").main([
         "--generator", str(tmp_path / "g.pt"), "--class", "rectangle", "--search", json.dumps(cfg.to_dict()),
         "--encoder", str(tmp_path / "enc.pt"), "--data", str(data), "--ci-per-class", "2", "--bank-augment", "mirror",

@@ -35,6 +35,10 @@ import click
               help="override score_pixel_power q (score * pixel-memory distance ** q: the mean squared difference "
               "of the frame to the nearest frame of the checkpoint's pixel memory; 0: off). q > 0 needs a checkpoint "
               "that carries a pixel memory (scoring['pixel_memory']).")
+@click.option("--pixel-shift-radius", "pixel_shift_radius", type=click.IntRange(min=0),
+              help="override pixel_shift_radius R_p (the pixel distance's own shift search: d_pix of a frame is the "
+              "minimum over the frame moved by up to R_p px; the same factor for every shift-min copy; 0: the frame "
+              "as given).")
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
               "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
@@ -69,7 +73,7 @@ import click
 @click.option("--threads", type=int, default=0)
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
         lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
-        scoring, baselines, pixel_power,
+        scoring, baselines, pixel_power, pixel_shift_radius,
         batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
     import numpy as np
@@ -99,7 +103,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     overrides = dict(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
                      score_latent_power=latent_power, score_shift_radius=shift_radius,
                      bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted,
-                     score_pixel_power=pixel_power)
+                     score_pixel_power=pixel_power, pixel_shift_radius=pixel_shift_radius)
     try:       # the configuration and preprocessing edge-ad export would export (one rule)
         stored = CheckpointScoring.read(model_path)
         cfg, spec = resolve_scoring(stored, scoring, overrides)
