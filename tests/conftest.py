@@ -219,7 +219,7 @@ def untrusted_rectangle(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     import torch
 
-    from edge_ad.models.checkpoint import read_checkpoint
+    from edge_ad.models.checkpoint import read_checkpoint, with_integrity
     ck = read_checkpoint(REPO / "models" / "kinect-rgbd" / "rectangle.pt")
     scoring = ck["scoring"]
     name = scoring["search"]["name"] + "-untrusted"
@@ -229,7 +229,7 @@ def untrusted_rectangle(tmp_path_factory) -> Path:
         search["name"] = name
     scoring["name"] = name
     out = tmp_path_factory.mktemp("untrusted") / "rectangle-untrusted.pt"
-    torch.save(ck, out)
+    torch.save(with_integrity(ck), out)                         # a release of its own: its own content digest
     return out
 
 
