@@ -41,13 +41,19 @@ def test_shipped_model_val_auroc_floor(cls, kinect_root):
             X = np.concatenate([bank_inputs(*read_pair(kinect_root / cls, str(i)), G.preprocess, augment, index=n)
                                 for n, i in enumerate(ids)])
             np.testing.assert_allclose(bank[:len(X)], encoder_latents(E, X), rtol=1e-4, atol=1e-5)
+    pixels = None
+    if cfg.uses_pixel_memory:  # the pixel memory holds exactly the class's 300 train frames (no val frame)
+        from edge_ad.models.checkpoint import CheckpointScoring
+        stored = ck["scoring"]["pixel_memory"].numpy()
+        assert np.array_equal(stored, load_kinect(kinect_root, cls, "train", G.preprocess)[1])
+        pixels = CheckpointScoring.read(path).pixel_memory(G.preprocess)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     n = sub["max_per_class"]
     scores = {}
     for c in KINECT_CLASSES:
         X = to_tensor(load_kinect(kinect_root, c, "val", G.preprocess)[1][:n], G.preprocess).numpy()
         scores[c] = score_batch(G, X, cfg, seed=sub["seed"], batch_frames=n, encoder=E,
-                               latent_bank=bank, bank_rows_per_frame=checkpoint_bank_augment(path))
+                               latent_bank=bank, bank_rows_per_frame=checkpoint_bank_augment(path), pixel_memory=pixels)
     normal = scores.pop(cls)
     auroc = evaluate_scores(normal, scores)["overall"]["auroc"]
     floor = sub["auroc_overall"] - 0.05
