@@ -122,6 +122,13 @@ def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
         out["latent_bank"] = load_npy(model_dir, entry["file"], entry["shape"], np.float32)   # (N, z_dim)
         rows_per_frame_of(entry.get("augment"))                  # a list of texts (None: none)
         out["bank_rows_per_frame"] = list(entry.get("augment") or [])
+    if cfg.uses_pixel_memory:   # the export's pixel_memory.npy, as its onnx variants score with it (review 18 #2)
+        from edge_ad.runtime.preprocess import PreprocessSpec
+        from edge_ad.runtime.scorer import _load_pixel_memory
+        try:
+            out["pixel_memory"] = _load_pixel_memory(model_dir, man, cfg, PreprocessSpec.from_dict(man["preprocess"]))
+        except ValueError as e:            # ManifestError: no memory in this export
+            raise Skipped(str(e)) from None
     return out
 
 
@@ -135,7 +142,7 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int, scoring: O
         from edge_ad.models.search import search, search_eager, search_min_shift
         torch.set_num_threads(threads)
         c = cfg.replace(lr_theta=0.0) if variant == "eager-z-only" else cfg
-        if cfg.z_init == "encoder" or cfg.uses_latent_bank or cfg.score_shift_radius:
+        if cfg.z_init == "encoder" or cfg.uses_latent_bank or cfg.score_shift_radius or cfg.uses_pixel_memory:
             parts = scoring or {}
             return lambda x, z0, seed: search_min_shift(G, x, c, z0=z0, seed=seed, eager=variant != "batched",
                                                         **parts).score

@@ -511,3 +511,21 @@ def test_results_line_carries_the_pixel_distance():
     rec = frame_record(base, SimpleNamespace(pixel_distance=np.float64(0.25)), 1.0, 0.5, {})
     assert rec["pixel_distance"] == 0.25 and type(rec["pixel_distance"]) is float
     assert "pixel_distance" not in frame_record(base, SimpleNamespace(pixel_distance=None), 1.0, 0.5, {})
+
+
+def test_bench_torch_variants_score_a_pixel_memory_export(pixel_export, val_frame):
+    """Review 18 #2: edge-ad bench's PyTorch baseline variants load the export's pixel memory (they raised
+    'no pixel distance was given') and score as the runtime does."""
+    from edge_ad.benchmarks.search_bench import _make_runner, torch_scoring
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import preprocess
+    model_dir, man, _, _ = pixel_export
+    ck = model_dir.parent / "g.pt"
+    sc = Scorer.load(model_dir, threads=1)
+    parts = torch_scoring(ck, model_dir, man, sc.config)
+    assert parts["pixel_memory"] is not None
+    f = val_frame("sphere")
+    x = preprocess(f["rgb"], f["depth"], sc.preprocess)
+    run = _make_runner("eager", load_generator(ck), model_dir, sc.config, 1, parts)
+    assert run(x, None, 0) == pytest.approx(sc.score_input(x, seed=0).score, rel=1e-4)
