@@ -32,28 +32,31 @@ def score_scale(x: np.ndarray, cfg: SearchConfig, latent_distance: Optional[floa
     memory); no graph changes needed. Raises ValueError when cfg needs a latent or pixel distance and
     none is given."""
     fg = 1.0 if cfg.score_fg_power == 0 else float(max(foreground_fraction(x), cfg.fg_floor) ** cfg.score_fg_power)
-    if not cfg.uses_pixel_memory:                       # the expression before the pixel memory, bit for bit
-        return fg / latent_factor(latent_distance, cfg)
+    # pixel_factor is exactly 1.0 when off, and L * 1.0 == L in floating point: the pre-pixel-memory value, bit for bit
     return fg / (latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg))
+
+
+def _memory_factor(distance: Optional[float], used: bool, floor: float, power: float, cfg: SearchConfig,
+                   memory: str, field: str, holder: str) -> float:
+    """max(distance, floor) ** power of one memory (1.0 when the configuration does not use it); ValueError
+    naming the memory when it does and no distance was given."""
+    if not used:
+        return 1.0
+    if distance is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the {memory}-memory "
+                         f"distance ({field} > 0), but no {memory} distance was given (no {holder}?)")
+    return float(max(distance, floor) ** power)
 
 
 def latent_factor(distance: Optional[float], cfg: SearchConfig) -> float:
     """Multiplier of the score from the latent memory: max(distance, latent_floor) ** score_latent_power
     (1.0 when the configuration does not use it). Raises ValueError when it does and distance is None."""
-    if not cfg.uses_latent_bank:
-        return 1.0
-    if distance is None:
-        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the latent-memory "
-                         "distance (score_latent_power > 0), but no latent distance was given (no latent bank?)")
-    return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)
+    return _memory_factor(distance, cfg.uses_latent_bank, cfg.latent_floor, cfg.score_latent_power, cfg,
+                          "latent", "score_latent_power", "latent bank")
 
 
 def pixel_factor(distance: Optional[float], cfg: SearchConfig) -> float:
     """Multiplier of the score from the pixel memory: max(distance, pixel_floor) ** score_pixel_power
     (1.0 when the configuration does not use it). Raises ValueError when it does and distance is None."""
-    if not cfg.uses_pixel_memory:
-        return 1.0
-    if distance is None:
-        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the pixel-memory "
-                         "distance (score_pixel_power > 0), but no pixel distance was given (no pixel memory?)")
-    return float(max(distance, cfg.pixel_floor) ** cfg.score_pixel_power)
+    return _memory_factor(distance, cfg.uses_pixel_memory, cfg.pixel_floor, cfg.score_pixel_power, cfg,
+                          "pixel", "score_pixel_power", "pixel memory")

@@ -106,8 +106,8 @@ MUTANTS = [
            "return float(max(self._weighted(((bank - e) ** 2).sum(1)).min(), 0.0))",
            "return float(max(self._weighted(((bank - e) ** 2).sum(1)).max(), 0.0))", LATENT),
     Mutant("cfg-latent-floor", "runtime/score_scale.py",
-           "return float(max(distance, cfg.latent_floor) ** cfg.score_latent_power)",
-           "return float(distance ** cfg.score_latent_power)", LATENT),
+           "return float(max(distance, floor) ** power)",
+           "return float(distance ** power)", LATENT),
     Mutant("cfg-bias-correction", "runtime/config.py", "return 1.0 - beta1 ** t, 1.0 - beta2 ** t",
            "return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** t", GRAD),
     # -- the soft weight of the latent bank's augmented rows (SearchConfig.bank_augment_weight) --------------
