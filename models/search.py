@@ -300,7 +300,7 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     is read from. With score_pixel_power > 0 the ``pixel_memory`` (runtime.pixel_memory.PixelMemory) must
     hold the same frames in the same order: frame i's pixel distance leaves out its rows too. Raises
     ValueError unless the bank holds A rows per frame of X, frame i's first row being E(X[i]) (and the
-    pixel memory one frame per frame of X, frame i's first row X[i])."""
+    pixel memory one frame per frame of X, frame i's first row X[i], for every i)."""
     from .encoder import encoder_latents
     if not cfg.uses_latent_bank:
         raise ValueError("held-out bank scores need a configuration with a latent memory (score_latent_power > 0)")
@@ -318,9 +318,11 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
         if pixel_memory.n_frames != len(X):
             raise ValueError(f"the pixel memory holds {pixel_memory.n_frames} frames, not the {len(X)} frames scored: "
                              "held-out scores need the frames it was built from, in order")
-        gap = pixel_memory.distances(X[:1], exclude=range(1, len(X)))[0]   # frame 0 against its own rows only
-        if gap > 1e-6:
-            raise ValueError(f"the pixel memory's frame 0 is not X[0] (mean squared difference {gap:.3g}): held-out "
+        gaps = pixel_memory.frame_gaps(X)                      # (N,) frame i against its own stored frame
+        bad = np.flatnonzero(gaps > 1e-6)
+        if len(bad):
+            raise ValueError(f"the pixel memory's frames are not these frames in order: {len(bad)} of {len(X)} "
+                             f"differ (first: frame {bad[0]}, mean squared difference {gaps[bad[0]]:.3g}): held-out "
                              "scores need the frames it was built from, in order")
     keep = np.ones(len(bank), bool)
     out = np.empty(len(X))

@@ -121,6 +121,16 @@ class PixelMemory:
         A = self.rows_per_frame
         return (idx[:, None] * A + np.arange(A)[None]).reshape(-1)
 
+    def frame_gaps(self, X: np.ndarray) -> np.ndarray:
+        """(N,) float64: the mean squared difference of each preprocessed input X[i] (N, 4, R, R), one per
+        frame of the memory, to frame i's own first row (the stored frame, preprocessed): ~0 for every i
+        when X holds the memory's frames in its order (held-out scoring leaves frame i's rows out)."""
+        Xf = self._check(X)                                                    # (N, D)
+        if len(Xf) != self.n_frames:
+            raise ValueError(f"{len(Xf)} inputs for a pixel memory of {self.n_frames} frames: one input per frame")
+        own = self._rows[::self.rows_per_frame]                                # (N, D) each frame's first row
+        return np.array([((x.astype(np.float64) - r) ** 2).mean() for x, r in zip(Xf, own)])
+
     def _kept(self, exclude) -> Optional[np.ndarray]:
         """bool (N * A,) rows kept, or None (all) when nothing is excluded."""
         if exclude is None:

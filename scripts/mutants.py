@@ -60,6 +60,7 @@ FLAT = ("tests/test_sensor_faults_flat.py", "-k", "flat_colour_frame or error_li
 STUCK = ("tests/test_sensor_faults_stuck_streams.py",)
 RS_STALE = ("tests/test_realsense_stale.py",)
 PIXEL = ("tests/test_pixel_memory.py",)
+PIXEL_UNIT = ("tests/test_pixel_memory.py", "-k", "brute_force or nearer or frame_distances_equal")   # no export
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,10 @@ MUTANTS = [
     Mutant("pixel-block-short", "runtime/pixel_memory.py",
            "return (idx[:, None] * A + np.arange(A)[None]).reshape(-1)",
            "return (idx[:, None] * A + np.arange(A - 1)[None]).reshape(-1)", PIXEL),
+    Mutant("pixel-margin-zero", "runtime/pixel_memory.py", "margin = (4.0 * self._gamma * xc_norm",
+           "margin = 0.0 * (4.0 * self._gamma * xc_norm", PIXEL_UNIT),
+    Mutant("pixel-loo-check-frame-0", "models/search.py", "bad = np.flatnonzero(gaps > 1e-6)",
+           "bad = np.flatnonzero(gaps[:1] > 1e-6)", ("tests/test_pixel_memory.py", "-k", "every_frame")),
     Mutant("pixel-factor-multiplies", "runtime/score_scale.py",
            "return fg / (latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg))",
            "return fg / latent_factor(latent_distance, cfg) * pixel_factor(pixel_distance, cfg)", PIXEL),

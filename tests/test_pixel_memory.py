@@ -129,6 +129,34 @@ def test_distances_equal_a_brute_force_loop():
     assert PixelMemory(in_model_light(F[2:3], gained), gained).distance(x) < 1e-5
 
 
+def test_distances_pick_the_nearer_of_two_rows_one_level_apart():
+    """Review 18 #5, the GEMM's candidate margin: two memory frames differ by one level in one pixel and
+    every input lies nearly midway between them (1e-4 of that level off the midpoint, to either side, noise
+    elsewhere), so the two exact distances differ by ~1e-11 while the float32 GEMM's rounding is far larger.
+    ``distances`` must still return the exact nearer one (the brute-force loop's) for every input: with a
+    zero margin the GEMM alone picks the row, the wrong one for about half the inputs (35 of 64 here)."""
+    from edge_ad.runtime.preprocess import normalize_uint8
+    spec = PreprocessSpec(resolution=16)
+    rng = np.random.default_rng(0)
+    F = rng.integers(1, 255, (4, 16, 16, 4), dtype=np.uint8)     # depth > 0: every pixel foreground
+    F[1] = F[0]
+    F[1, 5, 7, 0] += 1                                            # frame 1: frame 0, one level brighter in one pixel
+    m = PixelMemory(F, spec)
+    rows = normalize_uint8(F, spec).reshape(4, -1).astype(np.float64)         # (4, D), A = 1
+    j = np.flatnonzero(rows[0] != rows[1])
+    assert len(j) == 1
+    j = j[0]
+    level = rows[1, j] - rows[0, j]
+    X = rows[0] + 0.3 * rng.standard_normal((64, rows.shape[1]))              # the same offset from both rows
+    X[:, j] = rows[0, j] + level * (0.5 + 1e-4 * rng.choice([-1.0, 1.0], 64))  # nearly midway, either side
+    X = X.astype(np.float32)
+    brute = ((X.astype(np.float64)[:, None] - rows[None]) ** 2).mean(2)       # (64, 4) exact
+    assert set(brute.argmin(1)) == {0, 1}                                     # each row is the nearer for some
+    gap = np.abs(brute[:, 0] - brute[:, 1])
+    assert (gap > 1e-10 * brute.min(1)).all() and (gap < 1e-9).all()          # a near-tie, 100x the tolerance below
+    np.testing.assert_allclose(m.distances(X.reshape(64, 4, 16, 16)), brute.min(1), rtol=1e-12, atol=0)
+
+
 def test_frame_distances_equal_the_minimum_over_each_frames_shifted_copies():
     """PixelMemory.frame_distances with radius 2 (25 copies per frame) on 12 frames, measured in several
     calls of whole frames (_COPIES): each equals the minimum of ``distance`` over that frame's own shifted
@@ -499,6 +527,35 @@ def test_make_release_stores_the_memory_and_its_threshold_leaves_each_train_fram
     assert thr["n_normal"] == 7 and "pixel memory without its own rows" in thr["normal"]
     assert thr["value"] == pytest.approx(calibrate_threshold(np.concatenate([val, loo]), 0.25), rel=1e-6)
     assert thr["samples"]["train_leave_one_out"]["percentiles"]["50"] == pytest.approx(np.percentile(loo, 50), rel=1e-6)
+
+
+def test_held_out_bank_scores_check_every_frame_of_the_pixel_memory(tiny_generator):
+    """Review 18 #6: models.search.held_out_bank_scores needs the pixel memory to hold the scored frames in
+    their order (frame i is scored without its own rows). A memory whose frame 1 differs, or whose frames
+    1 and 2 are swapped, is refused naming frame 1 (the check used to look at frame 0 only, so frame 1
+    was scored against a memory holding itself: d_pix at the floor); the right memory scores."""
+    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_latents
+    from edge_ad.models.search import held_out_bank_scores, score_batch
+    from edge_ad.runtime.preprocess import normalize_uint8
+    spec = PreprocessSpec()
+    cfg = SearchConfig(name="pix", n_seed=1, k=0, lr_theta=0.0, z_init="encoder", score_latent_power=1.0,
+                       latent_metric="l2", score_pixel_power=0.5)
+    torch.manual_seed(1)
+    E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
+    F = _frames(4, R=64, seed=5)                                               # (4, 64, 64, 4) uint8
+    X = normalize_uint8(F, spec)                                               # (4, 4, 64, 64) the scored frames
+    bank = encoder_latents(E, X)                                               # (4, z_dim), A = 1
+    got = held_out_bank_scores(tiny_generator, X, cfg, E, bank, 1, pixel_memory=PixelMemory(F, spec))
+    want = [score_batch(tiny_generator, X[i:i + 1], cfg, encoder=E, latent_bank=np.delete(bank, i, 0),
+                        pixel_memory=PixelMemory(np.delete(F, i, 0), spec))[0] for i in range(4)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    other = F.copy()
+    other[1] = _frames(1, R=64, seed=6)[0]
+    for memory in (other, F[[0, 2, 1, 3]]):
+        with pytest.raises(ValueError, match=r"not these frames in order: \d of 4 differ \(first: frame 1,"):
+            held_out_bank_scores(tiny_generator, X, cfg, E, bank, 1, pixel_memory=PixelMemory(memory, spec))
+    with pytest.raises(ValueError, match="holds 3 frames, not the 4"):
+        held_out_bank_scores(tiny_generator, X, cfg, E, bank, 1, pixel_memory=PixelMemory(F[:3], spec))
 
 
 def test_results_line_carries_the_pixel_distance():
