@@ -204,10 +204,11 @@ class RunStats:
 
 
 def timings_ms(res) -> dict:
-    """{"preprocess_ms", "search_ms"} from a ScoreResult's timings (``*_ms``, or ``*_s`` seconds)."""
+    """{"preprocess_ms", "search_ms"} and, for a model with a pixel memory, "pixel_ms" (part of the search)
+    from a ScoreResult's timings (``*_ms``, or ``*_s`` seconds)."""
     tm = getattr(res, "timings", None) or {}
     out = {}
-    for k in ("preprocess", "search"):
+    for k in ("preprocess", "search", "pixel"):
         if f"{k}_ms" in tm:
             out[f"{k}_ms"] = float(tm[f"{k}_ms"])
         elif f"{k}_s" in tm:
@@ -377,11 +378,15 @@ def check_frame(fr: Frame, detector: Optional[SensorFaultDetector], max_pixels: 
 
 def latency_record(capture_ms: float, timings: dict, resize_ms: float, total_ms: float) -> dict:
     """A frame line's ``latency_ms``: capture, preprocess (the scorer's, plus the loop's resize),
-    search, total; ``timings``: ``timings_ms`` of the result."""
-    return {"capture": round(capture_ms, 3),
-            "preprocess": round(float(timings.get("preprocess_ms", 0.0)) + resize_ms, 3),
-            "search": round(float(timings.get("search_ms", 0.0)), 3),
-            "total": round(total_ms, 3)}
+    search, total, and ``pixel`` (the pixel memory's distance, part of search) only when the result
+    timed one; ``timings``: ``timings_ms`` of the result."""
+    out = {"capture": round(capture_ms, 3),
+           "preprocess": round(float(timings.get("preprocess_ms", 0.0)) + resize_ms, 3),
+           "search": round(float(timings.get("search_ms", 0.0)), 3),
+           "total": round(total_ms, 3)}
+    if "pixel_ms" in timings:
+        out["pixel"] = round(float(timings["pixel_ms"]), 3)
+    return out
 
 
 def frame_truth(fr: Frame) -> Optional[dict]:

@@ -100,7 +100,9 @@ class ScoreResult:
     error_map: np.ndarray        # (H, W) squared error, mean over seeds and channels
     z: np.ndarray                # (n_seed, z_dim) final latents
     reconstructions: Optional[np.ndarray] = None  # (n_seed, C, H, W)
-    timings: dict = field(default_factory=dict)   # preprocess_s, search_s, total_s, ...
+    # seconds: preprocess_s, search_s (everything after preprocessing, including encoder_s, pixel_s: the
+    # pixel memory's distance, present only with one), total_s, steps_s, final_s, ...
+    timings: dict = field(default_factory=dict)
     score_scale: float = 1.0     # divisor of the mean seed loss (SearchConfig.score_fg_power; 1 = reference)
     z0: Optional[np.ndarray] = None               # (n_seed, z_dim) the initial latents used
     latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
@@ -440,10 +442,12 @@ class Scorer:
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         if self.config.score_shift_radius == 0:
             return self._score_copy(x, z0, seed, keep_reconstructions, t0)
-        offsets, rs = self.score_shifted(x, z0, seed, keep_reconstructions)
+        pixel_dist, pixel_s = self._timed_pixel_distance(x)
+        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist)
         r = shift_min(rs, offsets)
         r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
-                        if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets)}
+                        if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets),
+                     **({} if pixel_s is None else {"pixel_s": pixel_s})}
         return r
 
     def score_shifted(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
@@ -453,11 +457,16 @@ class Scorer:
         (0, 0) first), scored as it is, not shifted back. k = 0 models with batch graphs loaded with
         backend "onnxruntime" score the copies as one batch; otherwise the loaded search (e.g. the
         TensorRT engine) scores them one by one. ``edge-ad calibrate`` needs every copy; ``score_input`` keeps the minimum."""
+        return self._score_shifted(x, z0, seed, keep_reconstructions, self.pixel_distance(x))
+
+    def _score_shifted(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
+                       pixel_dist: Optional[float]) -> tuple:
+        """``score_shifted`` with the frame's pixel distance ``pixel_dist`` (``pixel_distance(x)``, None
+        without the pixel factor) given: the same factor for every copy."""
         if seed is None and z0 is None:   # one random seed for the frame: its copies share their z0 noise
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
         copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])      # (S, C, R, R)
-        pixel_dist = self.pixel_distance(x)            # the FRAME's d_pix, once: the same factor for every copy
         from .batch_scoring import score_inputs
         with self._lock:
             self._check_open()
@@ -481,12 +490,23 @@ class Scorer:
             return None
         return self._pixels.frame_distance(x, self.config.pixel_shift_radius)
 
+    def _timed_pixel_distance(self, x: np.ndarray) -> tuple:
+        """(``pixel_distance(x)``, the seconds it took: ``timings["pixel_s"]``), (None, None) without the
+        pixel factor."""
+        if self._pixels is None:
+            return None, None
+        t = time.perf_counter()
+        d = self.pixel_distance(x)
+        return d, time.perf_counter() - t
+
     def _score_copy(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
                     t0: float, pixel_dist: Optional[float] = None) -> ScoreResult:
         """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0; ``pixel_dist``:
-        the pixel distance of the frame x is a copy of (``pixel_distance``; None: x is the frame itself)."""
+        the pixel distance of the frame x is a copy of (``pixel_distance``; None: x is the frame itself,
+        measured here and timed as ``pixel_s``, which ``encoder_s`` does not include; both are part of search_s)."""
+        pixel_s = None
         if pixel_dist is None:
-            pixel_dist = self.pixel_distance(x)
+            pixel_dist, pixel_s = self._timed_pixel_distance(x)
         with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
             self._check_open()
             # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
@@ -497,7 +517,9 @@ class Scorer:
             out = self._search.run(x, z0)
             timings = {"steps_s": out["steps_s"], "final_s": out["final_s"]}
             if self._encoder is not None:
-                timings["encoder_s"] = te - t0
+                timings["encoder_s"] = te - t0 - (pixel_s or 0.0)      # E(x), z0, the latent distance
+            if pixel_s is not None:
+                timings["pixel_s"] = pixel_s
             # of_search copies: the backends may return views of their output buffers, which the next call overwrites
             r = ScoreResult.of_search(x, self.config, out["seed_losses"], out["error_map"], out["z"], z0,
                                       out["recon"] if keep_reconstructions else None, dist, timings, pixel_dist)

@@ -558,6 +558,62 @@ def test_held_out_bank_scores_check_every_frame_of_the_pixel_memory(tiny_generat
         held_out_bank_scores(tiny_generator, X, cfg, E, bank, 1, pixel_memory=PixelMemory(F[:3], spec))
 
 
+def test_timings_book_the_pixel_distance_as_pixel_s_not_encoder_s(pixel_export, tiny_generator, tmp_path, monkeypatch,
+                                                                   val_frame, export_tiny):
+    """Review 18 #8: the pixel distance's time is timings["pixel_s"] (part of search_s), not encoder_s nor
+    preprocess_s, in every path: Scorer.score (R = 0), the shift-min (R = 1: measured once per frame),
+    score_batch through the batch graphs, and edge-ad run's latency_ms ("pixel", inside "search"). A model
+    with an encoder, and the pixel memory's distance slowed by 0.3 s per call: pixel_s grows by that, the
+    other keys do not. A model without a pixel memory has no pixel_s (nor latency_ms "pixel")."""
+    import time
+
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_to_dict
+    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources.base import Frame
+    F = pixel_export[2]
+    cfg = CFG.replace(z_init="encoder")
+    torch.manual_seed(2)
+    E = Encoder(EncoderConfig(z_dim=100, width=4, channels=4)).eval()
+    ck = tmp_path / "g.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": cfg.name, "search": cfg.to_dict(), "encoder": encoder_to_dict(E),
+                             "pixel_memory": torch.from_numpy(F),
+                             "pixel_memory_info": {"frames": "6 rectangle train frames", "augment": AUGMENT}})
+    model = tmp_path / "model"
+    export_model(ck, model, parity=False, **QUIET)
+    f = val_frame("rectangle")
+    plain = Scorer.load(model, threads=1)
+    r = plain.score(f["rgb"], f["depth"], seed=0)
+    assert r.timings["pixel_s"] > 0 and r.timings["search_s"] >= r.timings["pixel_s"] + r.timings["encoder_s"]
+    SLOW = 0.3
+    real = PixelMemory.frame_distances                                         # frame_distance calls it too
+
+    def slow(self, *a, **k):
+        time.sleep(SLOW)
+        return real(self, *a, **k)
+    monkeypatch.setattr(PixelMemory, "frame_distances", slow)
+    for radius in (0, 1):
+        s = Scorer.load(model, threads=1, config=cfg.replace(score_shift_radius=radius))
+        t = s.score(f["rgb"], f["depth"], seed=0).timings
+        assert SLOW <= t["pixel_s"] < 2 * SLOW, (radius, t)                  # once per frame, also with 9 copies
+        assert t["encoder_s"] < SLOW and t["preprocess_s"] < SLOW, (radius, t)
+        assert t["search_s"] >= t["pixel_s"] + t["encoder_s"] and t["total_s"] >= t["search_s"] + t["preprocess_s"]
+        both = s.score_batch([(f["rgb"], f["depth"])] * 2, seeds=[0, 0])      # the batch graphs: one call, 2 frames
+        for b in both:
+            assert "batch_size" in b.timings and SLOW / 2 <= b.timings["pixel_s"] < SLOW, (radius, b.timings)
+            assert b.timings["preprocess_s"] < SLOW / 2 and b.timings["search_s"] >= b.timings["pixel_s"]
+    lines = []
+    run_capture([Frame("a", f["rgb"], f["depth"])], plain, on_result=lambda rec, fr, res: lines.append(rec),
+                handle_signals=False)
+    lat = lines[0]["latency_ms"]
+    assert lat["pixel"] >= 1000 * SLOW and lat["search"] >= lat["pixel"]
+    tiny = Scorer.load(export_tiny(0, 1), threads=1)
+    assert "pixel_s" not in tiny.score(f["rgb"], f["depth"], seed=0).timings
+
+
 def test_results_line_carries_the_pixel_distance():
     """edge-ad run's JSON line (capture.frame_record) names the pixel distance when the result has one and
     leaves the key out otherwise (results of models without the memory are as before)."""
