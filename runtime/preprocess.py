@@ -33,6 +33,11 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   a missing reading whose K x K window is at least half valid gets the window's median), at the camera's
   resolution, before the RGB is masked, so that a sensor losing readings inside the object does not punch
   black holes into the frame the model sees.
+  ``depth_close`` (issue 12; default 0, off): K = 3 or 5 closes notches of the silhouette next
+  (``close_depth_notches``: a missing reading inside the morphological closing of the valid readings by a
+  K x K square gets the median of the valid readings in its window), after ``depth_fill`` and before the RGB
+  is masked, so that readings lost ON the object's edge (depth sensors lose them there) no longer leave the
+  object notched and thinner; straight edges, convex corners and background stay.
 
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
@@ -53,6 +58,7 @@ COLOUR_NORMS = ("none", "gray", "rgb")
 COLOUR_GAIN_LIMITS = (1 / 3, 3.0)
 ALIGNS = ("none", "centroid")
 DEPTH_FILL_WINDOWS = (0, 3, 5, 7)                   # PreprocessSpec.depth_fill: off, or the window of fill_depth_holes
+DEPTH_CLOSE_WINDOWS = (0, 3, 5)                     # PreprocessSpec.depth_close: off, or the square of close_depth_notches
 MAX_SCENE_SHIFT = 8          # model pixels: scene_shift beyond this is not a camera that moved a little
 
 
@@ -231,6 +237,7 @@ class PreprocessSpec:
     colour_gain: tuple = (1.0, 1.0, 1.0)             # the scene's light: foreground RGB * gain (edge-ad calibrate)
     scene_shift: tuple = (0, 0)                      # the scene's camera shift undone (dy, dx) model px (edge-ad calibrate)
     depth_fill: int = 0                              # K (odd, 3..7): fill depth dropouts inside the object (fill_depth_holes); 0 off
+    depth_close: int = 0                             # K (3, 5): close notches of the silhouette (close_depth_notches); 0 off
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -243,6 +250,8 @@ class PreprocessSpec:
             # off: left out, as before the field existed (config_sha256 and so a results file's resume, and
             # older edge-ads reading the manifest, stay as they were for every model that does not fill)
             del d["depth_fill"]
+        if not self.depth_close:
+            del d["depth_close"]                                     # off: left out, as depth_fill
         return d
 
     @classmethod
@@ -278,6 +287,10 @@ class PreprocessSpec:
                 or spec.depth_fill not in DEPTH_FILL_WINDOWS:
             raise ValueError(f"depth_fill must be one of {DEPTH_FILL_WINDOWS} (0: off; else the odd window K of "
                              f"fill_depth_holes), got {spec.depth_fill!r}")
+        if isinstance(spec.depth_close, bool) or not isinstance(spec.depth_close, (int, np.integer)) \
+                or spec.depth_close not in DEPTH_CLOSE_WINDOWS:
+            raise ValueError(f"depth_close must be one of {DEPTH_CLOSE_WINDOWS} (0: off; else the square K of "
+                             f"close_depth_notches), got {spec.depth_close!r}")
         if not spec.far_mm > spec.near_mm >= 0:
             raise ValueError(f"need 0 <= near_mm < far_mm, got {spec.near_mm}, {spec.far_mm}")
         return spec
@@ -285,7 +298,8 @@ class PreprocessSpec:
 
 # The fields added as scoring levers on top of a model's input contract (issue 12): set on a trained
 # generator by make_release.py --preprocess and by edge-ad calibrate, never seen by the GAN's training.
-LEVER_FIELDS = ("colour_norm", "colour_reference", "colour_gain", "align", "align_centre", "scene_shift", "depth_fill")
+LEVER_FIELDS = ("colour_norm", "colour_reference", "colour_gain", "align", "align_centre", "scene_shift", "depth_fill",
+                "depth_close")
 
 
 def plain_spec(spec: PreprocessSpec) -> PreprocessSpec:
@@ -314,6 +328,8 @@ def levers_text(spec) -> str:
         parts.append("scene_shift " + ",".join(str(int(v)) for v in spec.scene_shift))
     if spec.depth_fill != plain.depth_fill:
         parts.append(f"depth_fill {int(spec.depth_fill)}")
+    if spec.depth_close != plain.depth_close:
+        parts.append(f"depth_close {int(spec.depth_close)}")
     return " + ".join(parts)
 
 
@@ -415,6 +431,46 @@ def fill_depth_holes(d8: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
+    """(H, W) bool -> (H - k + 1, W - k + 1) int32: how many True pixels each k x k window holds
+    (an integral image; the windows lie inside ``mask``, pad it first)."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
+    s[1:, 1:] = mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+    return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
+
+
+def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
+    """Notches of the silhouette closed: a missing reading (0) inside the morphological closing of the
+    valid-reading mask by a k x k square (dilation, then erosion; outside the frame there are no readings)
+    gets the median (rounded) of the valid readings in its k x k window (it has one: a pixel of the
+    closing lies in the dilation); every other pixel as it was. Depth sensors lose readings ON the object's
+    edge, where ``fill_depth_holes``' windows are mostly background, so the object looks notched and
+    thinner. The closing fills exactly the missing readings that no k x k square of missing readings
+    covers: straight edges (also diagonal ones), convex corners, 90-degree concave corners and wide
+    background stay as they are; k = 3 closes notches and gaps up to 2 px wide (a single lost edge reading,
+    two side by side, a 1-2 px crack), k = 5 in addition those 3-4 px wide, e.g. a 2-px-deep bite of up
+    to 4 px along the edge. An isolated reading does not spread (its dilation is eroded back to it).
+    d8: (H, W) uint8 (0 = no reading) -> a new (H, W) uint8 array. Sensor faults are checked on the frame
+    as captured, before this."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    d8 = np.asarray(d8)
+    if d8.ndim != 2 or d8.dtype != np.uint8:
+        raise ValueError(f"close_depth_notches takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
+    if k not in DEPTH_CLOSE_WINDOWS[1:]:
+        raise ValueError(f"depth close square must be one of {DEPTH_CLOSE_WINDOWS[1:]}, got {k!r}")
+    r = k // 2
+    valid = np.pad(d8 > 0, 2 * r)                                             # (H + 4r, W + 4r), no readings outside
+    dilated = _window_counts(valid, k) > 0                                    # (H + 2r, W + 2r): the frame + r around it
+    closed = _window_counts(dilated, k) == k * k                              # (H, W): eroded back
+    ys, xs = np.nonzero((d8 == 0) & closed)
+    out = d8.copy()
+    if len(ys):
+        windows = sliding_window_view(np.pad(d8, r), (k, k))                  # (H, W, k, k) views, no copy
+        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k), >= 1 valid per row
+        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
+    return out
+
+
 def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """Raw frame -> (resolution, resolution, 4) uint8 RGBD, background masked, before scaling."""
     rgb = _check_rgb(rgb)
@@ -424,6 +480,8 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
                          "(depth must be aligned to colour)")
     if spec.depth_fill:
         d8 = fill_depth_holes(d8, spec.depth_fill)                            # before masking: a filled pixel keeps its RGB
+    if spec.depth_close:
+        d8 = close_depth_notches(d8, spec.depth_close)                        # after the fill, before masking too
     if spec.mask_rgb_background:
         rgb = np.where((d8 > 0)[:, :, None], rgb, 0).astype(np.uint8)
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)

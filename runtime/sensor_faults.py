@@ -157,13 +157,14 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
     ``u8``: the frame's ``frame_to_uint8(rgb, depth, spec)`` when the caller already has it (the run
     loop computes it once for the checks and the scorer). Raises FrameError for frames that cannot
-    be read at all (shape, dtype, NaN). The checks see the depth as captured: a spec's ``depth_fill``
-    (which closes dropouts for scoring) is not applied here, so a filled-in frame cannot hide a fault."""
+    be read at all (shape, dtype, NaN). The checks see the depth as captured: a spec's ``depth_fill`` and
+    ``depth_close`` (which close dropouts for scoring) are not applied here, so a filled-in frame cannot hide
+    a fault."""
     lim: SensorLimits = spec.sensor_faults
     if not lim.enabled:
         return []
-    if spec.depth_fill:                                           # the frame as captured, not filled
-        spec, u8 = replace(spec, depth_fill=0), None
+    if spec.depth_fill or spec.depth_close:                       # the frame as captured, not filled
+        spec, u8 = replace(spec, depth_fill=0, depth_close=0), None
     x = frame_to_uint8(rgb, depth, spec) if u8 is None else u8   # (R, R, 4) uint8, background masked
     raw = np.asarray(depth)
     valid = float((raw > 0).mean()) if raw.size else 0.0

@@ -77,6 +77,11 @@ MUTANTS = [
     # -- preprocessing (runtime/preprocess.py) --------------------------------------------------------------
     Mutant("pre-depth-box", "runtime/preprocess.py", "d8 = _square_resize(d8, spec.resolution, Image.NEAREST)",
            "d8 = _square_resize(d8, spec.resolution, Image.BOX)", PRE),
+    Mutant("pre-close-dilation-only", "runtime/preprocess.py", "closed = _window_counts(dilated, k) == k * k",
+           "closed = _window_counts(dilated, k) > 0", ("tests/test_depth_close.py",)),
+    Mutant("pre-close-faults-see-closed", "runtime/sensor_faults.py",
+           "spec, u8 = replace(spec, depth_fill=0, depth_close=0), None",
+           "spec, u8 = replace(spec, depth_fill=0), None", ("tests/test_depth_close.py", "-k", "sensor_fault")),
     Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = np.where((d8 > 0)[:, :, None], rgb, 0)",
            "rgb = np.where((d8 >= 0)[:, :, None], rgb, 0)", PRE),
     Mutant("pre-no-far-limit", "runtime/preprocess.py",

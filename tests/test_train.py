@@ -146,7 +146,8 @@ def test_train_command_preprocess_trains_under_the_shipped_colour_norm(tmp_path)
     assert read_checkpoint(out / "last.pt")["train"]["config"]["white_balance"] == 0.1
     for bad, msg in (("{nope", "not JSON"), ('{"align": "centroid"}', "align"),
                      ('{"mask_rgb_background": false}', "mask_rgb_background"), ('{"far_mm": 900}', "far_mm"),
-                     ('{"depth_fill": 3}', "depth_fill"), ('{"scene_shift": [1, 0]}', "scene_shift")):   # review 18 #4
+                     ('{"depth_fill": 3}', "depth_fill"), ('{"scene_shift": [1, 0]}', "scene_shift"),   # review 18 #4
+                     ('{"depth_close": 3}', "depth_close")):
         r = CliRunner().invoke(main, ["train", "--synth", "8", "--out", str(tmp_path / "b"), "--epochs", "1",
                                       "--width", "4", "--preprocess", bad])
         assert r.exit_code != 0 and msg in r.output, r.output

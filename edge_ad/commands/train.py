@@ -81,14 +81,15 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             if not isinstance(fields, dict):
                 raise click.UsageError("--preprocess must be a JSON object of preprocessing fields")
             read_once = {k: getattr(PreprocessSpec(), k) for k in ("resolution", "near_mm", "far_mm", "mask_rgb_background",
-                                                                  "align", "align_centre", "scene_shift", "depth_fill")}
+                                                                  "align", "align_centre", "scene_shift", "depth_fill",
+                                                                  "depth_close")}
             read_once.update({k: list(v) for k, v in read_once.items() if isinstance(v, tuple)})
             fixed = sorted(k for k in read_once if k in fields and fields[k] != read_once[k]
                            and not (k == "resolution" and fields[k] == arr.shape[1]))
             if fixed:
                 raise click.UsageError(f"--preprocess: {', '.join(fixed)} cannot be set in training (the frames are "
                                        "read once with the default resize, depth range, masking, no alignment, no scene shift and no depth "
-                                       "fill); "
+                                       "fill or closing); "
                                        "only the colour fields (colour_norm, colour_reference, colour_gain) apply")
             spec = spec_with(spec, fields, arr)
             click.echo(f"preprocess: {spec.to_dict()}")
