@@ -446,10 +446,12 @@ def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
     closing lies in the dilation); every other pixel as it was. Depth sensors lose readings ON the object's
     edge, where ``fill_depth_holes``' windows are mostly background, so the object looks notched and
     thinner. The closing fills exactly the missing readings that no k x k square of missing readings
-    covers: straight edges (also diagonal ones), convex corners, 90-degree concave corners and wide
-    background stay as they are; k = 3 closes notches and gaps up to 2 px wide (a single lost edge reading,
-    two side by side, a 1-2 px crack), k = 5 in addition those 3-4 px wide, e.g. a 2-px-deep bite of up
-    to 4 px along the edge. An isolated reading does not spread (its dilation is eroded back to it).
+    (outside the frame counts as missing) covers: straight edges (also diagonal ones), convex corners,
+    90-degree concave corners and wide background stay as they are; k = 3 closes notches and gaps up to
+    2 px wide, of any depth (a single lost edge reading, two side by side, a 1-2 px crack), k = 5 in
+    addition those 3-4 px wide (a 3-px bite out of the edge stays with k = 3). Not closed: a lost reading
+    on a convex bend of the silhouette or on a 1-px-wide structure (a wire). An isolated reading does not
+    spread (its dilation is eroded back to it).
     d8: (H, W) uint8 (0 = no reading) -> a new (H, W) uint8 array. Sensor faults are checked on the frame
     as captured, before this."""
     from numpy.lib.stride_tricks import sliding_window_view
