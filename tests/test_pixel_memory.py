@@ -443,6 +443,65 @@ def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(request, tmp_p
     assert cal.score_input(X[0], seed=0).pixel_distance == 0.0                  # the scene frame is in the memory
 
 
+def test_calibrate_stores_a_darker_scenes_frames_in_the_models_light(tmp_path, tiny_generator, pixel_export):
+    """Review 18 #7, calibrate's colour-gain path for the pixel memory end to end: a model with a
+    colour_reference (its 6 train frames' mean foreground colour) and a pixel memory, calibrated on 12
+    real rectangle frames darkened to 70 % (RGB x 0.7): the scene's gain (> 1.2) undoes the light; the
+    held-out threshold equals an independent computation (each frame's q = 0 score x its pixel distance,
+    the frame scored under the gain, to the memory of the original frames + in_model_light of the other
+    blocks' scene frames); pixel_memory.npy holds the original frames then in_model_light(u8, spec with the
+    gain), not the raw darker frames; in the new model a scene frame is in the memory up to uint8
+    rounding (in_model_light rounds, the input does not)."""
+    import dataclasses
+
+    from PIL import Image
+
+    from conftest import copy_frames
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.calibrate import calibrate_model, read_scene
+    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources import open_source
+    F = pixel_export[2]                                                        # (6, 64, 64, 4) train frames
+    fg = F[..., 3] > 0
+    spec = PreprocessSpec(colour_reference=tuple(round(float(v), 4) for v in F[..., :3][fg].mean(0) / 255))
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=spec,
+                    scoring={"name": CFG.name, "search": CFG.to_dict(), "pixel_memory": torch.from_numpy(F),
+                             "pixel_memory_info": {"frames": "6 rectangle train frames", "augment": AUGMENT}})
+    out = tmp_path / "model"
+    export_model(tmp_path / "g.pt", out, parity=False, **QUIET)
+    scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
+    for f in sorted((scene / "rgb").iterdir()):                               # the scene's light at 70 %
+        dark = (np.asarray(Image.open(f).convert("RGB")).astype(np.float64) * 0.7).round().astype(np.uint8)
+        f.unlink()
+        Image.fromarray(dark).save(f.with_suffix(".png"))
+    with open_source(str(scene)) as src:
+        man = calibrate_model(out, src, tmp_path / "cal", max_shift=0, blocks=4, min_frames=10, fpr=0.2)
+    gain = tuple(man["calibration"]["colour_gain"])
+    assert min(gain) > 1.2 and man["preprocess"]["colour_gain"] == list(gain)
+    gained = dataclasses.replace(spec, colour_gain=gain)
+    with open_source(str(scene)) as src:
+        u8 = np.stack(read_scene(src, spec)["u8"])                            # (n, 64, 64, 4) as captured
+    n = len(u8)
+    lit = in_model_light(u8, gained)                                          # the scene frames in the model's light
+    assert np.abs(lit.astype(int) - u8).max() > 20                            # the gain changes them
+    X = normalize_uint8(u8, gained)                                           # (n, 4, 64, 64) as the scene is scored
+    memory = PixelMemory(np.concatenate([F, lit]), PreprocessSpec(), AUGMENT)   # rows as the model's plain light
+    off = Scorer.load(out, threads=1, config=CFG.replace(score_pixel_power=0.0))
+    edges = [round(k * n / 4) for k in range(5)]
+    held = [off.score_input(X[i], seed=0).score * max(memory.distance(X[i], exclude=range(6 + a, 6 + b)),
+                                                      CFG.pixel_floor)
+            for a, b in zip(edges[:-1], edges[1:]) for i in range(a, b)]
+    assert man["threshold"]["value"] == pytest.approx(np.quantile(held, 0.8, method="higher"), rel=1e-9)
+    stored = np.load(tmp_path / "cal" / "pixel_memory.npy")
+    np.testing.assert_array_equal(stored, np.concatenate([F, lit]))
+    assert man["pixel_memory"]["info"]["scene"]["colour_gain"] == list(gain)
+    cal = Scorer.load(tmp_path / "cal", threads=1)
+    d = cal.score_input(X[0], seed=0).pixel_distance
+    assert 0 < d < 1e-5                                                       # its own stored copy, up to rounding
+
+
 def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
     """runtime.calibrate.held_out_scores with the latent memory AND the pixel memory (and a shift-min of 2
     copies): each copy's base x its held-out latent factor x the FRAME's pixel factor (one per frame, as the
