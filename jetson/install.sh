@@ -158,6 +158,7 @@ if [ "$SERVICE" = 1 ]; then
   run mkdir -p /var/lib/edge-ad
   run chown -R "$SVC_USER" /var/lib/edge-ad "$PREFIX/model" 2>/dev/null || true
   unit=$(mktemp)   # the unit for this prefix and user: a private temp file, not a fixed name in /tmp (root writes it)
+  trap 'rm -f "$unit"' EXIT   # removed also when a step below fails (set -e exits there)
   sed -e "s|/opt/edge-ad|$PREFIX|g" -e "s|^User=edge-ad|User=$SVC_USER|" "$HERE/edge-ad.service" > "$unit"
   run install -m 0644 "$unit" /etc/systemd/system/edge-ad.service
   rm -f "$unit"

@@ -28,7 +28,9 @@ frames the source labels anomalous and bit-identical copies of a frame already u
   pixel memory  (models scoring with one: score_pixel_power > 0) the original frames (pixel_memory.npy) plus
                 every usable scene frame as the scene shows it, in the model's own light
                 (pixel_memory.in_model_light: the scene's colour_gain applied, as to the frames scored), expanded
-                with the memory's own augment; models without it keep their files as they are.
+                with the memory's own augment; models without it keep their files as they are. A scene that
+                would grow it past its caps (pixel_memory.MAX_PIXEL_FRAMES, MAX_PIXEL_BYTES of expanded rows)
+                is refused before it is scored (``check_scene_fits_pixel_memory``).
   threshold     from the scene frames' scores. A frame in the bank would score itself at distance 0, so
                 each frame is scored HELD OUT: the frames are split into 5 contiguous blocks and a frame's
                 latent distance is to the bank without its block's rows (its neighbours in a recording are
@@ -82,7 +84,7 @@ from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .latent_memory import latent_memory
 from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
-from .pixel_memory import PixelMemory, in_model_light
+from .pixel_memory import PixelMemory, check_pixel_memory_size, in_model_light
 from .preprocess import (COLOUR_GAIN_LIMITS, MAX_SCENE_SHIFT, FrameError, aligned_uint8, move_uint8,
                          normalize_uint8, shift_frame, shift_offsets)
 from .score_scale import latent_factor, pixel_factor
@@ -219,6 +221,19 @@ def _dropped(unreadable: int, unscorable: int, faulty: int, faults: dict, anomal
            "sensor faults" + (f" ({', '.join(f'{k} {v}' for k, v in faults.items())})" if faults else ""): faulty,
            "labelled anomalous (skipped)": anomalous, "copies of a frame already used": duplicates}
     return {k: v for k, v in out.items() if v}
+
+
+def check_scene_fits_pixel_memory(entry: dict, n: int, resolution: int) -> None:
+    """CalibrationError naming the counts when the model's pixel memory (manifest entry ``entry``: shape
+    [N0, R, R, 4], augment) plus the scene's n usable frames would exceed the pixel memory's caps
+    (pixel_memory.check_pixel_memory_size: MAX_PIXEL_FRAMES, MAX_PIXEL_BYTES), which the new model's load
+    would refuse: checked before the scene is scored."""
+    n0, n_augment = int(entry["shape"][0]), len(entry.get("augment") or [])
+    try:
+        check_pixel_memory_size(n0 + n, resolution, n_augment)
+    except ValueError as e:
+        raise CalibrationError(f"the model's pixel memory ({n0} frames) with the scene's {n} usable frames would be "
+                               f"too large for a model to load: {e}; calibrate on fewer frames (--max-frames)") from None
 
 
 def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
@@ -504,6 +519,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                 f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
                 f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
                 + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
+        if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
+            check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution)
         gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
         if gain is not None:
             spec = dataclasses.replace(spec, colour_gain=gain)
@@ -560,8 +577,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "target_fpr": fpr, "from_model": str(model_dir),
               "from_manifest_sha256": sha256_file(model_dir / MANIFEST), "from_signed_by": signed_by,
               "scores": ("held out: " + " and ".join(
-                  ([f"latent distances to the bank"] if new_bank is not None else [])
-                  + ([f"pixel distances to the pixel memory"] if new_pixels is not None else []))
+                  (["latent distances to the bank"] if new_bank is not None else [])
+                  + (["pixel distances to the pixel memory"] if new_pixels is not None else []))
                   + f" without the frame's block ({blocks} contiguous blocks)"
                   if new_bank is not None or new_pixels is not None else "as scored")
                         + (f"; shift-min: the minimum over the frame's {(2 * cfg.score_shift_radius + 1) ** 2} "

@@ -216,8 +216,8 @@ def validate_manifest(man: dict, where) -> None:
 def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> None:
     """The manifest's "pixel_memory" entry (runtime/pixel_memory.py): a checksummed file of uint8 frames
     (N, R, R, 4) at the model's resolution, N <= MAX_PIXEL_FRAMES, and augment a list of valid nuisance
-    texts. Raises ManifestError naming the entry."""
-    from .pixel_memory import MAX_PIXEL_FRAMES, check_pixel_augment
+    texts; the rows they expand into within MAX_PIXEL_BYTES. Raises ManifestError naming the entry."""
+    from .pixel_memory import MAX_PIXEL_FRAMES, check_pixel_augment, check_pixel_memory_size
     _dict(entry, where, "'pixel_memory'")
     if entry.get("file") not in files:
         raise _bad(where, "pixel_memory.file", f"{entry.get('file')!r} is not among the manifest's checksummed files")
@@ -229,9 +229,13 @@ def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> Non
         raise _bad(where, "pixel_memory.dtype", f"must be 'uint8' (frames as frame_to_uint8 gives them), got "
                    f"{entry.get('dtype')!r}")
     try:
-        check_pixel_augment(entry.get("augment"))
+        augment = check_pixel_augment(entry.get("augment"))
     except ValueError as e:
         raise _bad(where, "pixel_memory.augment", str(e)) from None
+    try:
+        check_pixel_memory_size(shape[0], resolution, len(augment))
+    except ValueError as e:
+        raise _bad(where, "pixel_memory.shape", str(e)) from None
 
 
 def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None) -> dict:

@@ -306,7 +306,10 @@ class DepthEdgeHoles:
     """Depth dropouts at the silhouette: each reading within 2 px (4-neighbour steps) of a pixel without a
     reading lost (set to 0) with probability ``fraction``, drawn from ``rng`` (structured-light and
     time-of-flight sensors lose depth at object edges). RGB unchanged. (Issue 12's sensor noise; first
-    measured by an outside check, audit 18.)"""
+    measured by an outside check, audit 18.) Assumes a PRE-MASKED depth, as kinect-rgbd's: the background
+    reads 0, so the neighbours of ``depth == 0`` are the object's silhouette (and the rims of existing
+    dropouts). On a raw camera frame (background readings > 0, or outside the model's near..far range) it
+    drops readings only next to existing dropouts, not at the object's edge: mask the depth first."""
     fraction: float
 
     @property

@@ -25,8 +25,30 @@ from .nuisance import parse_nuisance
 from .preprocess import PreprocessSpec, shift_frame, shift_offsets
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
+MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows at most (2 GiB; the shipped cylinder's
+                                # 300 frames x 7 rows at R = 64 take 137.6 MB): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
+
+
+def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int) -> int:
+    """Bytes of the float32 rows a PixelMemory of ``n_frames`` frames expands into at load: n_frames x
+    (1 + n_augment) rows of 4 x R x R float32 (R = resolution)."""
+    return int(n_frames) * (1 + int(n_augment)) * 4 * int(resolution) ** 2 * 4
+
+
+def check_pixel_memory_size(n_frames: int, resolution: int, n_augment: int) -> None:
+    """ValueError naming the counts when a pixel memory of ``n_frames`` frames (each 1 + ``n_augment``
+    rows at ``resolution``) holds more than MAX_PIXEL_FRAMES frames or its rows take more than
+    MAX_PIXEL_BYTES (``pixel_memory_bytes``): checked before anything is allocated (a manifest, a
+    checkpoint, ``edge-ad calibrate`` before it scores the scene)."""
+    if n_frames > MAX_PIXEL_FRAMES:
+        raise ValueError(f"a pixel memory of {n_frames} frames is more than MAX_PIXEL_FRAMES = {MAX_PIXEL_FRAMES}")
+    size = pixel_memory_bytes(n_frames, resolution, n_augment)
+    if size > MAX_PIXEL_BYTES:
+        raise ValueError(f"a pixel memory of {n_frames} frames x {1 + int(n_augment)} rows (the frame + {int(n_augment)} "
+                         f"augmented copies) at {resolution} x {resolution} takes {size / 1e6:.1f} MB of float32 rows, "
+                         f"more than MAX_PIXEL_BYTES = {MAX_PIXEL_BYTES / 1e6:.1f} MB")
 
 
 def check_pixel_augment(augment) -> list:
@@ -54,8 +76,11 @@ def memory_spec(spec: PreprocessSpec) -> PreprocessSpec:
 
 def in_model_light(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Frames (..., R, R, 4) uint8 as a pixel memory stores them: the foreground's (depth > 0) RGB times
-    spec.colour_gain (a scene's light undone, as ``normalize_uint8`` does to an input), rounded, clipped
-    to [0, 255]. spec without a gain: the frames as they are."""
+    spec.colour_gain (a scene's light undone, the gain ``normalize_uint8`` applies to an input), rounded,
+    clipped to [0, 255]. spec without a gain: the frames as they are. Not bit-equal to the input's path:
+    ``normalize_uint8`` keeps the gained values in float32 while this rounds them to whole levels, so a
+    calibrated scene frame scored against its own stored copy has a d_pix above 0 (at most half a level
+    per foreground colour value; ~1e-6 to 1e-5 on kinect frames), which can exceed pixel_floor (1e-6)."""
     u8 = np.asarray(u8, dtype=np.uint8)
     gain = np.asarray(spec.colour_gain, np.float64)
     if tuple(gain) == (1.0, 1.0, 1.0):
@@ -80,6 +105,7 @@ class PixelMemory:
             raise ValueError(f"a pixel memory holds normal frames as uint8 (N, {R}, {R}, 4), N >= 1 (the model's "
                              f"resolution {R}), got {frames.dtype} {frames.shape}")
         self.augment = tuple(check_pixel_augment(augment))
+        check_pixel_memory_size(len(frames), R, len(self.augment))      # before the rows are allocated
         self.rows_per_frame = A = 1 + len(self.augment)
         self.n_frames, self.resolution = len(frames), R
         self.frames = frames.copy()                                    # (N, R, R, 4) uint8, what is stored

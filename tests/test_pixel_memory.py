@@ -502,6 +502,41 @@ def test_calibrate_stores_a_darker_scenes_frames_in_the_models_light(tmp_path, t
     assert 0 < d < 1e-5                                                       # its own stored copy, up to rounding
 
 
+def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pixel_export, tmp_path, monkeypatch):
+    """Review 18 #9: MAX_PIXEL_FRAMES alone let a memory take > 4 GB x (1 + A) at load. The rows' bytes are
+    capped too (MAX_PIXEL_BYTES; the shipped cylinder, 300 frames x 7 rows at 64 x 64, is 137.6 MB):
+    PixelMemory, the manifest's check (Scorer.load) and edge-ad calibrate refuse a memory over it naming
+    the counts; calibrate does so before it scores the scene (it used to score everything and fail only at
+    its final load_manifest). The cap is lowered here to 10 frames of 4 rows at 64 x 64."""
+    from conftest import copy_frames
+    from edge_ad.runtime import calibrate as cal
+    from edge_ad.runtime import pixel_memory as pm
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources import open_source
+    out, _, F, _ = pixel_export
+    assert pm.pixel_memory_bytes(300, 64, 6) == 300 * 7 * (4 * 64 * 64) * 4 == 137_625_600
+    pm.check_pixel_memory_size(300, 64, 6)                                     # the shipped cylinder fits
+    monkeypatch.setattr(pm, "MAX_PIXEL_BYTES", pm.pixel_memory_bytes(10, 64, 3))
+    pm.check_pixel_memory_size(10, 64, 3)
+    with pytest.raises(ValueError, match=r"11 frames x 4 rows \(the frame \+ 3 augmented copies\) at 64 x 64 takes "
+                                         r"2\.9 MB of float32 rows, more than MAX_PIXEL_BYTES = 2\.6 MB"):
+        pm.check_pixel_memory_size(11, 64, 3)
+    with pytest.raises(ValueError, match="MAX_PIXEL_BYTES"):
+        PixelMemory(np.concatenate([F, F]), PreprocessSpec(), AUGMENT)        # 12 frames
+    scored = []
+    monkeypatch.setattr(cal, "score_scene", lambda *a, **k: scored.append(1) or {})   # must not be reached
+    scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
+    with open_source(str(scene)) as src, pytest.raises(
+            cal.CalibrationError, match=r"pixel memory \(6 frames\) with the scene's 12 usable frames .* a pixel "
+                                        r"memory of 18 frames x 4 rows .*\(--max-frames\)"):
+        cal.calibrate_model(out, src, tmp_path / "cal", max_shift=0, blocks=4, min_frames=10, fpr=0.2)
+    assert not scored and not (tmp_path / "cal").exists()
+    monkeypatch.setattr(pm, "MAX_PIXEL_BYTES", pm.pixel_memory_bytes(5, 64, 3))   # the export's 6 frames: over
+    with pytest.raises(ManifestError, match=r"pixel_memory\.shape.*6 frames x 4 rows.*MAX_PIXEL_BYTES"):
+        Scorer.load(out, threads=1)
+
+
 def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
     """runtime.calibrate.held_out_scores with the latent memory AND the pixel memory (and a shift-min of 2
     copies): each copy's base x its held-out latent factor x the FRAME's pixel factor (one per frame, as the
