@@ -371,6 +371,10 @@ def held_out_scores(base: np.ndarray, latents: Optional[np.ndarray], original_ba
     scores with the pixel memory; the score is then min_s base_is * latent_factor(d_is) * pixel_factor(p_i)
     (one pixel factor for every copy of a frame).
     latents None: a configuration without the latent memory (only the pixel factor)."""
+    if cfg.uses_pixel_memory and pixel_distances is None:       # else the pixel factor would be left out silently
+        raise ValueError(f"the scoring configuration {cfg.name!r} multiplies the score by the pixel-memory distance "
+                         "(score_pixel_power > 0): held-out scores need each frame's held-out pixel distance "
+                         "(pixel_distances, from held_out_pixel_distances)")
     pix = None if pixel_distances is None else np.asarray(pixel_distances, float)   # (n,)
     if pix is not None and pix.ndim != 1:
         raise ValueError(f"pixel_distances must hold one distance per frame (n,), got shape {pix.shape}")

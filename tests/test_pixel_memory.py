@@ -561,6 +561,10 @@ def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
     np.testing.assert_allclose(only_pixels, base.min(1) * pix ** 0.5, rtol=1e-12)
     with pytest.raises(ValueError, match="one distance per frame"):
         held_out_scores(base, None, None, cfg, pixel_distances=pix[:, None].repeat(2, 1))
+    # a pixel-memory configuration without pixel distances: refused, not scored without the factor (session 19:
+    # threshold_rate.py's leave-one-out passed none and got scores ~10x the model's, silently)
+    with pytest.raises(ValueError, match="held-out pixel distance"):
+        held_out_scores(base, lat, original, cfg, blocks=3, shifted_latents=shifted)
     # the pixel side: 2 original frames then 4 scene frames in 2 blocks
     spec = PreprocessSpec(resolution=16)
     F = _frames(6, seed=2)

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_ad.runtime import Scorer
-from edge_ad.runtime.calibrate import held_out_scores, score_scene
+from edge_ad.runtime.calibrate import held_out_pixel_distances, held_out_scores, score_scene
 from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime.pixel_memory import PixelMemory
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
-from edge_ad.runtime.latent_bank import unaligned_uint8
+from edge_ad.runtime.latent_bank import bank_inputs_uint8, unaligned_uint8
 from edge_ad.runtime.sources.folder import read_pair
 
 TARGETS = {"flagged": 0.90, "clean_false_alarms": 0.10, "nuisance_false_alarms": 0.15}
@@ -45,8 +46,18 @@ TRAIN_FRAME_OFFSET = 900000                          # frame_rng index of train 
 def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames: list, conditions: dict,
                         seed: int) -> dict:
     """{condition: (N,) scores} of the bank's own train frames (raw (rgb, depth), in bank order) under each
-    nuisance, each frame against the bank without its own rows."""
+    nuisance, each frame against the bank without its own rows (and, for a model with a pixel memory, the
+    pixel memory without its own rows: the memory holds the same train frames in the same order)."""
     cfg, spec = scorer.config, scorer.preprocess_spec
+    pixels = None
+    if cfg.uses_pixel_memory:                              # the export's pixel_memory.npy, expanded as the scorer does
+        pe = manifest["pixel_memory"]
+        pixels = PixelMemory(np.load(Path(model_dir) / pe["file"]), spec, pe.get("augment") or [])
+        if pixels.n_frames != len(frames):
+            raise SystemExit(f"the pixel memory holds {pixels.n_frames} frames, not the {len(frames)} train frames "
+                             "(a calibrated model? run this on the exported model)")
+        if not np.array_equal(pixels.frames, np.stack([unaligned_uint8(*f, spec) for f in frames])):
+            raise SystemExit("the pixel memory's frames are not the train frames in bank order")
     entry = manifest["latent_bank"]
     bank = np.load(Path(model_dir) / entry["file"])                            # (N * A, z_dim), frame-major
     augment = list(entry.get("augment") or [])            # the layout's texts (bank_trusted_augment names them)
@@ -59,10 +70,15 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
         raw = frames if nuisance is None else [nuisance(*f, frame_rng(seed, TRAIN_FRAME_OFFSET + i, k))
                                                for i, f in enumerate(frames)]
         # (R, R, 4) before align, as edge-ad calibrate reads a scene: score_scene aligns (once)
-        res = score_scene(scorer, [unaligned_uint8(*f, spec) for f in raw], spec)
+        u8 = [unaligned_uint8(*f, spec) for f in raw]
+        res = score_scene(scorer, u8, spec)
         # each frame against the bank without its own A rows (blocks of one frame, no other bank)
+        pix = None
+        if pixels is not None:      # frame i as scored, against the memory without its own rows
+            pix = held_out_pixel_distances(pixels, lambda i: bank_inputs_uint8(u8[i], spec)[0], len(frames),
+                                           0, blocks=len(frames), radius=cfg.pixel_shift_radius)
         scores = held_out_scores(res["base"], lat, None, cfg, blocks=len(frames),
-                                 shifted_latents=res["shifted_latents"], augment=augment)
+                                 shifted_latents=res["shifted_latents"], augment=augment, pixel_distances=pix)
         out[label] = scores
         print(f"  train leave-one-out, {label}: median {np.median(scores):.4g}, p95 {np.percentile(scores, 95):.4g}",
               flush=True)
