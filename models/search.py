@@ -402,6 +402,13 @@ def checkpoint_latent_bank(path) -> Optional[np.ndarray]:
     return CheckpointScoring.read(path).latent_bank()
 
 
+def checkpoint_pixel_memory(path):
+    """The pixel memory a checkpoint's scoring section carries (runtime.pixel_memory.PixelMemory under the
+    checkpoint's own preprocessing), or None."""
+    from .checkpoint import CheckpointScoring, load_generator
+    return CheckpointScoring.read(path).pixel_memory(load_generator(path).preprocess)
+
+
 def checkpoint_encoder(path):
     """The izi encoder a checkpoint's scoring section carries (models.encoder.Encoder), or None."""
     from .checkpoint import CheckpointScoring

@@ -324,11 +324,13 @@ def edit_manifest(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-def runtime_matches_reference(model_dir: Path, cfg, plain_cfg, frames: list, G, E, bank, layout, rtol: float):
+def runtime_matches_reference(model_dir: Path, cfg, plain_cfg, frames: list, G, E, bank, layout, rtol: float,
+                              pixels=None):
     """Score ``frames`` ({"rgb", "depth"} dicts) with the export ``model_dir`` under ``cfg`` and under
     ``plain_cfg`` (onnxruntime CPU, one thread, frame i seeded frame_seed(0, i)); assert that cfg's
     scores and latent distances equal the float64 PyTorch reference (models.search.search_min_shift,
     ``rtol``), models' float32 score_batch (``rtol``) and the runtime's own score_batch (1e-5).
+    ``pixels``: the checkpoint's PixelMemory for a configuration with the pixel factor (the shipped rectangle).
     Returns (cfg's ScoreResults, plain_cfg's, X the preprocessed frames (N, 4, R, R))."""
     import torch
 
@@ -345,12 +347,13 @@ def runtime_matches_reference(model_dir: Path, cfg, plain_cfg, frames: list, G, 
     try:
         for i, x in enumerate(X):
             ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64,
-                                   latent_bank=bank, bank_rows_per_frame=layout)
+                                   latent_bank=bank, bank_rows_per_frame=layout, pixel_memory=pixels)
             assert got[i].score == pytest.approx(ref.score, rel=rtol)
             assert got[i].latent_distance == pytest.approx(ref.latent_distance, rel=rtol)
     finally:
         E.float()
-    np.testing.assert_allclose(score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=layout),
+    np.testing.assert_allclose(score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=layout,
+                                           pixel_memory=pixels),
                                [r.score for r in got], rtol=rtol)
     batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(len(frames))])
     np.testing.assert_allclose([r.score for r in batch], [r.score for r in got], rtol=1e-5)

@@ -150,7 +150,7 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     frames of the three classes: relative tolerance RTOL_TORCH; the weight changes some latent distances. The
     configuration trusts no augmentation (whatever the release trusts: test_bank_trusted_augment), so every
     copy is weighed and the bank's rows per frame are its whole layout."""
-    from edge_ad.models.search import score_batch
+    from edge_ad.models.search import checkpoint_pixel_memory, score_batch
 
     from conftest import runtime_matches_reference
     path, G, E, bank, rows = rectangle
@@ -160,13 +160,14 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     shipped = SearchConfig.from_dict(man["search"]).replace(bank_trusted_augment=())
     cfg = shipped.replace(bank_augment_weight=2.0)
     frames = [val_frame(c, i) for c in ("rectangle", "cylinder", "sphere") for i in (0, 1)]
+    pixels = checkpoint_pixel_memory(path)        # the release's pixel memory (None for a file without one)
     got, before, X = runtime_matches_reference(kinect_export, cfg, shipped.replace(bank_augment_weight=1.0), frames,
-                                               G, E, bank, rows, RTOL_TORCH)
+                                               G, E, bank, rows, RTOL_TORCH, pixels=pixels)
     for g, b in zip(got, before):
         assert b.latent_distance <= g.latent_distance <= 2 * b.latent_distance * (1 + 1e-12)
     assert any(g.latent_distance > b.latent_distance * 1.01 for g, b in zip(got, before))   # the weight acted
     with pytest.raises(ValueError, match="layout"):
-        score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank)
+        score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank, pixel_memory=pixels)
 
 
 def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_weight(kinect_export, tmp_path,

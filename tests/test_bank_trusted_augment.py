@@ -199,21 +199,24 @@ def test_scorer_with_trusted_copies_equals_the_torch_reference(kinect_export, va
     frames and score_batch) with w = 2 and "brightness:1.2" trusted against the float64 PyTorch reference
     (search_min_shift) and models' score_batch (float32) given the checkpoint's augment list: relative
     tolerance RTOL_TORCH; trusting lowers some latent distances, never raises one."""
-    from edge_ad.models.search import score_batch
+    from edge_ad.models.search import checkpoint_pixel_memory, score_batch
 
     from conftest import runtime_matches_reference
     path, G, E, bank, augment = rectangle
+    pixels = checkpoint_pixel_memory(path)        # the release's pixel memory (None for a file without one)
     man = json.loads((kinect_export / "manifest.json").read_text())
     assert augment == man["latent_bank"]["augment"] and "brightness:1.2" in augment
     shipped = SearchConfig.from_dict(man["search"])
     cfg = shipped.replace(bank_augment_weight=2.0, bank_trusted_augment=BRIGHT)
     got, before, X = runtime_matches_reference(kinect_export, cfg, cfg.replace(bank_trusted_augment=()),
-                                               _bright_frames(val_frame), G, E, bank, augment, RTOL_TORCH)
+                                               _bright_frames(val_frame), G, E, bank, augment, RTOL_TORCH,
+                                               pixels=pixels)
     for g, b in zip(got, before):
         assert g.latent_distance <= b.latent_distance * (1 + 1e-12)
     assert any(g.latent_distance < b.latent_distance * 0.99 for g, b in zip(got, before))   # the trust acted
     with pytest.raises(ValueError, match="augment list was not given"):      # rows per frame only: refused
-        score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank, bank_rows_per_frame=1 + len(augment))
+        score_batch(G, X[:1], cfg, encoder=E, latent_bank=bank, bank_rows_per_frame=1 + len(augment),
+                    pixel_memory=pixels)
 
 
 def _trust(man):

@@ -245,12 +245,13 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
 
     from edge_ad.models.checkpoint import load_generator
     from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_encoder, checkpoint_latent_bank,
-                                       score_batch, search_min_shift)
+                                       checkpoint_pixel_memory, score_batch, search_min_shift)
     from edge_ad.runtime.config import frame_seed
     from conftest import REPO
     path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
     G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
     rows = checkpoint_bank_augment(path)          # the bank's layout: its augment list
+    pixels = checkpoint_pixel_memory(path)        # the release's pixel memory (None for a file without one)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
     cfg = s.config.replace(score_shift_radius=radius)
     s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
@@ -260,13 +261,13 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     E64 = E.double()
     for i, x in enumerate(X):
         ref = search_min_shift(G, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, encoder=E64, latent_bank=bank,
-                               bank_rows_per_frame=rows)
+                               bank_rows_per_frame=rows, pixel_memory=pixels)
         assert got[i].score == pytest.approx(ref.score, rel=RTOL_TORCH)
         assert got[i].shift == (ref.shift if radius else None)
         np.testing.assert_allclose(got[i].error_map, ref.error_map, atol=1e-5)
         np.testing.assert_allclose(got[i].reconstructions, ref.reconstructions, atol=1e-4)
     E.float()
-    batch = score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=rows)
+    batch = score_batch(G, X, cfg, seed=0, encoder=E, latent_bank=bank, bank_rows_per_frame=rows, pixel_memory=pixels)
     np.testing.assert_allclose(batch, [r.score for r in got], rtol=RTOL_TORCH)
 
 
