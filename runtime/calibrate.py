@@ -269,10 +269,26 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
 
+    offsets, fits = shift_offsets(radius), {}
+    cfg = scorer.config
+    tables = None
+    if cfg.uses_pixel_memory:
+        # the pixel factor: each frame's d_pix at every offset within radius + R_p, measured once; a frame moved
+        # by s then searched over R_p takes the minimum of its table over s + shift_offsets(R_p) (the same
+        # copies where the frame's outer radius px are background, as in kinect-rgbd: moving twice equals
+        # moving once) - (2 (radius + R_p) + 1)^2 copies per frame instead of (2 radius + 1)^2 (2 R_p + 1)^2
+        wide = shift_offsets(radius + cfg.pixel_shift_radius)
+        tables = [dict(zip(wide, scorer.shifted_pixel_distances(normalize_uint8(aligned_uint8(a, spec), spec), wide)))
+                  for a in u8]
+        window = shift_offsets(cfg.pixel_shift_radius)
+
+    def pixel_at(i, dy, dx):
+        return None if tables is None else min(tables[i][(dy + a, dx + b)] for a, b in window)
+
     def mean_log(dy, dx) -> float:
         X = [normalize_uint8(aligned_uint8(move_uint8(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
-        return float(np.mean([np.log(max(scorer.score_input(x, seed=0).score, 1e-30)) for x in X]))
-    offsets, fits = shift_offsets(radius), {}
+        return float(np.mean([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx)).score,
+                                         1e-30)) for i, x in enumerate(X)]))
     if progress is not None:
         progress(0, len(offsets))                                                     # the search starts
     for k, off in enumerate(offsets):                                                 # (0, 0) first

@@ -435,14 +435,24 @@ class Scorer:
         return z0
 
     def score_input(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
-                    keep_reconstructions: bool = False) -> ScoreResult:
+                    keep_reconstructions: bool = False, pixel_distance: Optional[float] = None) -> ScoreResult:
         """Score an already preprocessed input x (C, H, W) in [-1, 1] (with score_shift_radius > 0: the
-        minimum over its shifted copies, module docstring)."""
+        minimum over its shifted copies, module docstring). ``pixel_distance``: the frame's pixel distance
+        when the caller already has it (``edge-ad calibrate``'s camera-shift search: ``shifted_pixel_distances``);
+        None: measured here (``pixel_distance``). ValueError when given to a model without the pixel factor."""
         t0 = time.perf_counter()
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        if pixel_distance is not None:
+            if self._pixels is None:
+                raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
+                                 "has no pixel factor (score_pixel_power 0)")
+            pixel_distance = float(pixel_distance)
+            if not np.isfinite(pixel_distance) or pixel_distance < 0:
+                raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
         if self.config.score_shift_radius == 0:
-            return self._score_copy(x, z0, seed, keep_reconstructions, t0)
-        pixel_dist, pixel_s = self._timed_pixel_distance(x)
+            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance)
+        pixel_dist, pixel_s = ((pixel_distance, None) if pixel_distance is not None
+                               else self._timed_pixel_distance(x))
         offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist)
         r = shift_min(rs, offsets)
         r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
@@ -489,6 +499,17 @@ class Scorer:
         if self._pixels is None:
             return None
         return self._pixels.frame_distance(x, self.config.pixel_shift_radius)
+
+    def shifted_pixel_distances(self, x: np.ndarray, offsets) -> np.ndarray:
+        """(len(offsets),) float64: d_pix of x (C, H, W) moved by each (dy, dx) of ``offsets``
+        (preprocess.shift_frame, vacated pixels background), each copy as it is (no search of its own).
+        ``edge-ad calibrate``'s camera-shift search takes the pixel distance of a frame moved by s as the
+        minimum of this table over s + shift_offsets(pixel_shift_radius), once per frame instead of one
+        shift search per candidate s. ValueError for a model without the pixel factor."""
+        if self._pixels is None:
+            raise ValueError(f"the scoring configuration {self.config.name!r} has no pixel factor: no pixel distances")
+        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        return self._pixels.distances(np.stack([shift_frame(x, dy, dx) for dy, dx in offsets]))
 
     def _timed_pixel_distance(self, x: np.ndarray) -> tuple:
         """(``pixel_distance(x)``, the seconds it took: ``timings["pixel_s"]``), (None, None) without the

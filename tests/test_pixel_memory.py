@@ -740,3 +740,53 @@ def test_bench_torch_variants_score_a_pixel_memory_export(pixel_export, val_fram
     x = preprocess(f["rgb"], f["depth"], sc.preprocess)
     run = _make_runner("eager", load_generator(ck), model_dir, sc.config, 1, parts)
     assert run(x, None, 0) == pytest.approx(sc.score_input(x, seed=0).score, rel=1e-4)
+
+
+def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_search(pixel_export_rp1, val_frame):
+    """edge-ad calibrate's camera-shift search on a pixel-memory model (R_p = 1) measures each frame's pixel
+    distance once at every offset within radius + R_p (Scorer.shifted_pixel_distances) and takes, for a
+    candidate shift s, the minimum over s + shift_offsets(R_p): on real frames whose outer 2 px are background
+    the mean log scores equal the search that scores every moved frame in full (its own pixel shift search)."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.calibrate import scene_camera_shift
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.preprocess import aligned_uint8, move_uint8, normalize_uint8, shift_offsets
+    out = pixel_export_rp1[0]
+    s = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"])
+    spec = s.preprocess_spec
+    border = np.ones((64, 64), bool)
+    border[2:-2, 2:-2] = False
+    u8 = []                  # val frames moved by (1, -1) whose outer 2 px are background (most frames of the capture
+    for i in range(60):      # have a few foreground px there: then the search is this one up to those pixels)
+        a = move_uint8(unaligned_uint8(val_frame("rectangle", i)["rgb"], val_frame("rectangle", i)["depth"], spec), 1, -1)
+        if not a[border].any():
+            u8.append(a)
+        if len(u8) == 3:
+            break
+    assert len(u8) == 3
+    best, info = scene_camera_shift(s, u8, spec, 1)
+    full = {off: float(np.mean([np.log(s.score_input(normalize_uint8(aligned_uint8(move_uint8(a, *off), spec), spec),
+                                                     seed=0).score) for a in u8]))
+            for off in shift_offsets(1)}
+    assert info["mean_log_score_unshifted"] == pytest.approx(full[(0, 0)], rel=1e-9, abs=1e-9)
+    assert info["mean_log_score_best"] == pytest.approx(full[best], rel=1e-9, abs=1e-9)
+    assert full[best] <= min(full.values()) + 1e-9 or best == (0, 0)
+    with pytest.raises(ValueError, match="finite distance"):
+        s.score_input(normalize_uint8(aligned_uint8(u8[0], spec), spec), seed=0, pixel_distance=float("nan"))
+
+
+def test_score_input_with_a_given_pixel_distance(pixel_export, export_tiny, val_frame):
+    """Scorer.score_input(x, pixel_distance=d) scores with d as the frame's pixel distance (the factor
+    d ** q, nothing else changes); a model without the pixel factor refuses one."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import preprocess
+    s = Scorer.load(pixel_export[0], threads=1, providers=["CPUExecutionProvider"])
+    f = val_frame("rectangle")
+    x = preprocess(f["rgb"], f["depth"], s.preprocess_spec)
+    r = s.score_input(x, seed=0)
+    r2 = s.score_input(x, seed=0, pixel_distance=4 * r.pixel_distance)
+    assert r2.pixel_distance == 4 * r.pixel_distance
+    assert r2.score == pytest.approx(r.score * 4 ** CFG.score_pixel_power, rel=1e-9)
+    plain = Scorer.load(export_tiny(0, 1), threads=1, providers=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="no pixel factor"):
+        plain.score_input(preprocess(f["rgb"], f["depth"], plain.preprocess_spec), seed=0, pixel_distance=0.1)
