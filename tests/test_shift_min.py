@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def test_radius_zero_scores_the_frame_as_it_is(kinect_export, val_frames, monkey
 
 def _min_over_copies(s0: Scorer, x: np.ndarray, radius: int, seed: int):
     """The shift-min computed from its definition with an R = 0 scorer: (score, shift, copy's result)."""
-    rs = {(dy, dx): s0.score_input(shift_frame(x, dy, dx), seed=seed, keep_reconstructions=True)
+    d_pix = s0.pixel_distance(x)        # a pixel memory's factor is the FRAME's, the same for every copy (or None)
+    rs = {(dy, dx): s0.score_input(shift_frame(x, dy, dx), seed=seed, keep_reconstructions=True, pixel_distance=d_pix)
           for dy, dx in shift_offsets(radius)}
     best = min(rs, key=lambda k: rs[k].score)
     return rs[best].score, best, rs[best], rs[(0, 0)].score
@@ -384,8 +386,19 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
             x = bank_inputs_uint8(u8[3], s.preprocess_spec, (), index=3)[0]
             for j, d in enumerate(shift_offsets(1)):
                 np.testing.assert_array_equal(res["shifted_latents"][3, j], s.encode(shift_frame(x, *d)))
+        pix = None
+        if s.config.uses_pixel_memory:      # a pixel memory (the shipped rectangle's): the scene frames' held-out
+            from edge_ad.runtime.calibrate import held_out_pixel_distances      # distances, as calibrate takes them
+            from edge_ad.runtime.latent_bank import bank_inputs_uint8
+            from edge_ad.runtime.pixel_memory import PixelMemory, in_model_light
+            pe, spec = s.manifest["pixel_memory"], s.preprocess_spec
+            original = np.load(Path(model) / pe["file"])
+            memory = PixelMemory(np.concatenate([original, in_model_light(np.stack(u8), spec)]), spec, pe.get("augment") or [])
+            pix = held_out_pixel_distances(memory, lambda i: bank_inputs_uint8(u8[i], spec)[0], len(u8), len(original),
+                                           radius=s.config.pixel_shift_radius)
         held[name] = held_out_scores(res["base"], res["latents"], load_npy(model, entry["file"], entry["shape"], np.float32),
-                                     s.config, shifted_latents=res["shifted_latents"], augment=entry.get("augment"))
+                                     s.config, shifted_latents=res["shifted_latents"], augment=entry.get("augment"),
+                                     pixel_distances=pix)
     assert np.all(held["r1"] <= held["r0"] * (1 + RTOL_BATCH)) and np.any(held["r1"] < 0.9 * held["r0"])
     with open_source(str(scene)) as src:
         new = calibrate_model(r1, src, tmp_path / "cal", fpr=0.1, floor=False, colour_gain=False, max_shift=0)
