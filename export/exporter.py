@@ -155,6 +155,8 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         threshold = check_threshold(threshold, cfg, spec)
     try:
         check_shift_fill(spec, cfg.score_shift_radius)
+        if cfg.uses_pixel_memory:
+            check_shift_fill(spec, cfg.pixel_shift_radius, "pixel_shift_radius")
     except ValueError as e:
         raise ExportError(str(e)) from None
     out_dir = Path(out_dir)

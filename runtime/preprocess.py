@@ -547,15 +547,16 @@ def shift_frame(x: np.ndarray, dy: int, dx: int, fill: float = BACKGROUND) -> np
     return out
 
 
-def check_shift_fill(spec: "PreprocessSpec", radius: int) -> None:
-    """Refuse (ValueError) a shift-min (radius > 0) under a spec whose zero pixel does not normalise to
+def check_shift_fill(spec: "PreprocessSpec", radius: int, field: str = "score_shift_radius") -> None:
+    """Refuse (ValueError) a shift search (radius > 0: the shift-min, ``field`` score_shift_radius, or the
+    pixel distance's own, pixel_shift_radius) under a spec whose zero pixel does not normalise to
     BACKGROUND (-1: mean = std = 0.5): shift_frame's fill would then not be background. The one check
     for the runtime (Scorer.load), the exporter and edge-ad eval."""
     zero = float((np.float32(0.0) - spec.mean) / spec.std)            # as normalize_uint8 maps value 0
     if radius > 0 and zero != BACKGROUND:
-        raise ValueError(f"score_shift_radius={radius} fills the vacated pixels with background {BACKGROUND}, "
+        raise ValueError(f"{field}={radius} fills the vacated pixels with background {BACKGROUND}, "
                          f"but this model's preprocessing (mean {spec.mean}, std {spec.std}) maps a zero pixel "
-                         f"to {zero:.6g}; use score_shift_radius 0 with this model")
+                         f"to {zero:.6g}; use {field} 0 with this model")
 
 
 def shift_offsets(radius: int) -> list:

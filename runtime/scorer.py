@@ -273,6 +273,8 @@ class Scorer:
         spec = PreprocessSpec.from_dict(man["preprocess"])
         try:
             check_shift_fill(spec, cfg.score_shift_radius)
+            if cfg.uses_pixel_memory:                   # the pixel distance's own shift search fills the same way
+                check_shift_fill(spec, cfg.pixel_shift_radius, "pixel_shift_radius")
         except ValueError as e:
             raise ManifestError(f"{model_dir}: {e}") from None
         on_cpu = backend == "onnxruntime" and _cpu_only(providers)

@@ -686,7 +686,7 @@ def test_timings_book_the_pixel_distance_as_pixel_s_not_encoder_s(pixel_export, 
     plain = Scorer.load(model, threads=1)
     r = plain.score(f["rgb"], f["depth"], seed=0)
     assert r.timings["pixel_s"] > 0 and r.timings["search_s"] >= r.timings["pixel_s"] + r.timings["encoder_s"]
-    SLOW = 0.3
+    SLOW = 1.0                      # upper bounds below: the real work must stay under SLOW on a loaded CI machine
     real = PixelMemory.frame_distances                                         # frame_distance calls it too
 
     def slow(self, *a, **k):
@@ -745,8 +745,9 @@ def test_bench_torch_variants_score_a_pixel_memory_export(pixel_export, val_fram
 def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_search(pixel_export_rp1, val_frame):
     """edge-ad calibrate's camera-shift search on a pixel-memory model (R_p = 1) measures each frame's pixel
     distance once at every offset within radius + R_p (Scorer.shifted_pixel_distances) and takes, for a
-    candidate shift s, the minimum over s + shift_offsets(R_p): on real frames whose outer 2 px are background
-    the mean log scores equal the search that scores every moved frame in full (its own pixel shift search)."""
+    candidate shift s, the minimum over s + shift_offsets(R_p): on real frames whose outer radius px are
+    background (here 2) every candidate's pixel distance equals the moved frame's own (its own R_p search),
+    and the mean log scores equal the search that scores every moved frame in full."""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.calibrate import scene_camera_shift
     from edge_ad.runtime.latent_bank import unaligned_uint8
@@ -764,13 +765,24 @@ def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_s
         if len(u8) == 3:
             break
     assert len(u8) == 3
-    best, info = scene_camera_shift(s, u8, spec, 1)
+    given = []                          # every (moved frame, pixel distance) the search scores with
+    real = Scorer.score_input
+
+    def spy(self, x, *a, **k):
+        given.append((np.array(x), k.get("pixel_distance")))
+        return real(self, x, *a, **k)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Scorer, "score_input", spy)
+        best, info = scene_camera_shift(s, u8, spec, 1)
+    # each candidate's table value is the moved frame's own pixel distance with its own R_p search: all 9 shifts
+    assert len(given) == 9 * len(u8)
+    for x, d in given:
+        assert d == pytest.approx(s.pixel_distance(x), rel=1e-12)
     full = {off: float(np.mean([np.log(s.score_input(normalize_uint8(aligned_uint8(move_uint8(a, *off), spec), spec),
                                                      seed=0).score) for a in u8]))
             for off in shift_offsets(1)}
     assert info["mean_log_score_unshifted"] == pytest.approx(full[(0, 0)], rel=1e-9, abs=1e-9)
     assert info["mean_log_score_best"] == pytest.approx(full[best], rel=1e-9, abs=1e-9)
-    assert full[best] <= min(full.values()) + 1e-9 or best == (0, 0)
     with pytest.raises(ValueError, match="finite distance"):
         s.score_input(normalize_uint8(aligned_uint8(u8[0], spec), spec), seed=0, pixel_distance=float("nan"))
 
@@ -783,10 +795,14 @@ def test_score_input_with_a_given_pixel_distance(pixel_export, export_tiny, val_
     s = Scorer.load(pixel_export[0], threads=1, providers=["CPUExecutionProvider"])
     f = val_frame("rectangle")
     x = preprocess(f["rgb"], f["depth"], s.preprocess_spec)
-    r = s.score_input(x, seed=0)
-    r2 = s.score_input(x, seed=0, pixel_distance=4 * r.pixel_distance)
-    assert r2.pixel_distance == 4 * r.pixel_distance
-    assert r2.score == pytest.approx(r.score * 4 ** CFG.score_pixel_power, rel=1e-9)
+    for radius in (0, 1):                       # without and with the shift-min (every copy gets the given one)
+        sr = s if radius == 0 else Scorer.load(pixel_export[0], threads=1, providers=["CPUExecutionProvider"],
+                                               config=s.config.replace(score_shift_radius=1))
+        r = sr.score_input(x, seed=0)
+        r2 = sr.score_input(x, seed=0, pixel_distance=4 * r.pixel_distance)
+        assert r2.pixel_distance == 4 * r.pixel_distance and r2.shift == r.shift
+        assert r2.score == pytest.approx(r.score * 4 ** CFG.score_pixel_power, rel=1e-9)
+        assert "pixel_s" in r.timings and "pixel_s" not in r2.timings      # given, not measured
     plain = Scorer.load(export_tiny(0, 1), threads=1, providers=["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="no pixel factor"):
         plain.score_input(preprocess(f["rgb"], f["depth"], plain.preprocess_spec), seed=0, pixel_distance=0.1)

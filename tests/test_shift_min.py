@@ -331,9 +331,13 @@ def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export, tm
     man["preprocess"].update(mean=0.4, std=0.6)
     (d / "manifest.json").write_text(json.dumps(man))
     cfg = SearchConfig.from_dict(man["search"])
-    assert Scorer.load(d, threads=1, config=cfg.replace(score_shift_radius=0)).config.score_shift_radius == 0
+    r0 = cfg.replace(score_shift_radius=0, pixel_shift_radius=0)
+    assert Scorer.load(d, threads=1, config=r0).config.score_shift_radius == 0
     with pytest.raises(ManifestError, match=r"score_shift_radius=1 .* maps a zero pixel to -0\.666667"):
-        Scorer.load(d, threads=1, config=cfg.replace(score_shift_radius=1))
+        Scorer.load(d, threads=1, config=r0.replace(score_shift_radius=1))
+    if cfg.uses_pixel_memory:           # the pixel distance's own shift search fills the same way (session 19)
+        with pytest.raises(ManifestError, match=r"pixel_shift_radius=1 .* maps a zero pixel to -0\.666667"):
+            Scorer.load(d, threads=1, config=r0.replace(pixel_shift_radius=1))
     G = copy.deepcopy(tiny_generator)
     G.preprocess = PreprocessSpec(mean=0.4, std=0.6)
     with pytest.raises(ExportError, match=r"score_shift_radius=1 .* maps a zero pixel"):

@@ -113,6 +113,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         raise click.UsageError(str(e))
     try:
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
+        if cfg.uses_pixel_memory:
+            check_shift_fill(spec or PreprocessSpec(), cfg.pixel_shift_radius, "pixel_shift_radius")
     except ValueError as e:
         raise click.ClickException(f"{model_path}: {e}")
     encoder = bank = bank_rows = pixels = None
