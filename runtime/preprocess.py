@@ -411,24 +411,13 @@ def fill_depth_holes(d8: np.ndarray, k: int) -> np.ndarray:
     at edges) close; background (a window mostly 0) stays background, so the silhouette grows at most into
     single-pixel notches. d8: (H, W) uint8 (0 = no reading) -> a new (H, W) uint8 array. Sensor faults
     (no_depth, ...) are checked on the frame as captured, before this."""
-    from numpy.lib.stride_tricks import sliding_window_view
     d8 = np.asarray(d8)
     if d8.ndim != 2 or d8.dtype != np.uint8:
         raise ValueError(f"fill_depth_holes takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
     if k not in DEPTH_FILL_WINDOWS[1:]:
         raise ValueError(f"depth fill window must be one of {DEPTH_FILL_WINDOWS[1:]}, got {k!r}")
-    r = k // 2
-    padded = np.pad(d8, r)                                                    # (H + 2r, W + 2r)
-    s = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), np.int32)       # integral image of the valid readings
-    s[1:, 1:] = (padded > 0).cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
-    n_valid = s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]               # (H, W) valid readings per window
-    ys, xs = np.nonzero((d8 == 0) & (2 * n_valid >= k * k))
-    windows = sliding_window_view(padded, (k, k))                             # (H, W, k, k) views, no copy
-    out = d8.copy()
-    if len(ys):
-        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k)
-        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
-    return out
+    n_valid = _window_counts(np.pad(d8 > 0, k // 2), k)                      # (H, W) valid readings per window
+    return _with_window_medians(d8, (d8 == 0) & (2 * n_valid >= k * k), k)
 
 
 def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
@@ -437,6 +426,20 @@ def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
     s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
     s[1:, 1:] = mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
     return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
+
+
+def _with_window_medians(d8: np.ndarray, fill: np.ndarray, k: int) -> np.ndarray:
+    """A copy of d8 (H, W) uint8 where each pixel of ``fill`` (H, W) bool gets the median (rounded) of the
+    valid (> 0) readings in its k x k window (the frame padded with no readings; each needs one): the
+    fill step of ``fill_depth_holes`` and ``close_depth_notches``."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    ys, xs = np.nonzero(fill)
+    out = d8.copy()
+    if len(ys):
+        windows = sliding_window_view(np.pad(d8, k // 2), (k, k))             # (H, W, k, k) views, no copy
+        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k)
+        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
+    return out
 
 
 def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
@@ -454,7 +457,6 @@ def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
     spread (its dilation is eroded back to it).
     d8: (H, W) uint8 (0 = no reading) -> a new (H, W) uint8 array. Sensor faults are checked on the frame
     as captured, before this."""
-    from numpy.lib.stride_tricks import sliding_window_view
     d8 = np.asarray(d8)
     if d8.ndim != 2 or d8.dtype != np.uint8:
         raise ValueError(f"close_depth_notches takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
@@ -464,13 +466,7 @@ def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
     valid = np.pad(d8 > 0, 2 * r)                                             # (H + 4r, W + 4r), no readings outside
     dilated = _window_counts(valid, k) > 0                                    # (H + 2r, W + 2r): the frame + r around it
     closed = _window_counts(dilated, k) == k * k                              # (H, W): eroded back
-    ys, xs = np.nonzero((d8 == 0) & closed)
-    out = d8.copy()
-    if len(ys):
-        windows = sliding_window_view(np.pad(d8, r), (k, k))                  # (H, W, k, k) views, no copy
-        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k), >= 1 valid per row
-        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
-    return out
+    return _with_window_medians(d8, (d8 == 0) & closed, k)                    # >= 1 valid reading per window
 
 
 def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
