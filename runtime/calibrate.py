@@ -264,11 +264,22 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     unmoved frames 0 for a model without shift-min and 0.10-0.12 for one with R = 1, whose window the
     search can move). A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
     Returns ((dy, dx), {"radius", "mean_log_score_unshifted", "mean_log_score_best"}) (None scores
-    when nothing was searched). ``progress(done, total)`` before the first candidate shift (done = 0)
-    and after each."""
+    when nothing was searched). ``progress(done, total, stage)``: with a pixel memory first stage
+    "pixel tables" (each frame's pixel distances at every offset, ``Scorer.shifted_pixel_distances``),
+    done = 0 before the first frame and after each of the total frames; then stage "shifts", done = 0
+    before the first candidate shift and after each of the total candidates."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
+    fits = camera_shift_fits(scorer, u8, spec, radius, progress)
+    best = min(fits, key=lambda off: (fits[off], off != (0, 0)))
+    if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
+        best = (0, 0)
+    return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
 
+
+def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None) -> dict:
+    """{(dy, dx): the mean log score (seed 0) of the scene's frames u8 moved by (dy, dx)} for every candidate
+    of shift_offsets(radius), (0, 0) first: what ``scene_camera_shift`` chooses from (its ``progress``)."""
     offsets, fits = shift_offsets(radius), {}
     cfg = scorer.config
     tables = None
@@ -278,8 +289,14 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
         # copies where the frame's outer radius px are background, as in kinect-rgbd: moving twice equals
         # moving once) - (2 (radius + R_p) + 1)^2 copies per frame instead of (2 radius + 1)^2 (2 R_p + 1)^2
         wide = shift_offsets(radius + cfg.pixel_shift_radius)
-        tables = [dict(zip(wide, scorer.shifted_pixel_distances(normalize_uint8(aligned_uint8(a, spec), spec), wide)))
-                  for a in u8]
+        tables = []
+        if progress is not None:
+            progress(0, len(u8), "pixel tables")
+        for a in u8:
+            x = normalize_uint8(aligned_uint8(a, spec), spec)                                 # (4, R, R)
+            tables.append(dict(zip(wide, scorer.shifted_pixel_distances(x, wide))))
+            if progress is not None:
+                progress(len(tables), len(u8), "pixel tables")
         window = shift_offsets(cfg.pixel_shift_radius)
 
     def pixel_at(i, dy, dx):
@@ -290,15 +307,12 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
         return float(np.mean([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx)).score,
                                          1e-30)) for i, x in enumerate(X)]))
     if progress is not None:
-        progress(0, len(offsets))                                                     # the search starts
+        progress(0, len(offsets), "shifts")                                           # the search starts
     for k, off in enumerate(offsets):                                                 # (0, 0) first
         fits[off] = mean_log(*off)
         if progress is not None:
-            progress(k + 1, len(offsets))
-    best = min(fits, key=lambda off: (fits[off], off != (0, 0)))
-    if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
-        best = (0, 0)
-    return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
+            progress(k + 1, len(offsets), "shifts")
+    return fits
 
 
 def default_max_shift(cfg) -> int:

@@ -54,6 +54,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import pixel_memory as _pixel_memory
 from . import variants
 from .batch_scoring import BatchGraphs, batch_applies
 from .config import SearchConfig, draw_seed, make_z0, search_differences
@@ -507,11 +508,20 @@ class Scorer:
         (preprocess.shift_frame, vacated pixels background), each copy as it is (no search of its own).
         ``edge-ad calibrate``'s camera-shift search takes the pixel distance of a frame moved by s as the
         minimum of this table over s + shift_offsets(pixel_shift_radius), once per frame instead of one
-        shift search per candidate s. ValueError for a model without the pixel factor."""
+        shift search per candidate s. The copies are measured in ``PixelMemory.distances`` calls of at most
+        pixel_memory._COPIES copies (memory bound: --max-shift 8 with R_p 4 asks for (2 x 12 + 1)^2 = 625 copies,
+        41 MB of float32 at R = 64 at once; each distance is exact, so the chunks change nothing). ValueError for a model
+        without the pixel factor."""
         if self._pixels is None:
             raise ValueError(f"the scoring configuration {self.config.name!r} has no pixel factor: no pixel distances")
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
-        return self._pixels.distances(np.stack([shift_frame(x, dy, dx) for dy, dx in offsets]))
+        offsets = [(int(dy), int(dx)) for dy, dx in offsets]
+        step = max(1, int(_pixel_memory._COPIES))                              # copies per distances call
+        out = np.empty(len(offsets))
+        for a in range(0, len(offsets), step):
+            copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets[a:a + step]])   # (<= step, C, R, R)
+            out[a:a + len(copies)] = self._pixels.distances(copies)
+        return out
 
     def _timed_pixel_distance(self, x: np.ndarray) -> tuple:
         """(``pixel_distance(x)``, the seconds it took: ``timings["pixel_s"]``), (None, None) without the

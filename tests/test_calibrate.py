@@ -52,6 +52,10 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "24 of 24 frames used" in r.stdout and "frame 10/24 read" in r.stdout and "frame 24/24 read" in r.stdout
+    # the shipped rectangle scores with a pixel memory: its per-frame pixel tables are reported first
+    assert "camera-shift search: measuring the pixel distances of 24 frames at every candidate shift" in r.stdout
+    assert "camera-shift search: pixel distances of 1/24 frames measured in " in r.stdout
+    assert r.stdout.index("pixel distances of 24/24 frames measured") < r.stdout.index("1/49 shifts scored")
     assert "camera-shift search: 1/49 shifts scored in " in r.stdout
     assert " left (--max-shift 0 skips the search, --max-shift 1 scores 9 shifts)" in r.stdout
     assert "camera-shift search: 49/49 shifts scored" in r.stdout and "scene camera shift undone" in r.stdout

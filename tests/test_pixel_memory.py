@@ -771,9 +771,14 @@ def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_s
     def spy(self, x, *a, **k):
         given.append((np.array(x), k.get("pixel_distance")))
         return real(self, x, *a, **k)
+    calls = []                          # progress: the pixel tables frame by frame, then the candidate shifts
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Scorer, "score_input", spy)
-        best, info = scene_camera_shift(s, u8, spec, 1)
+        best, info = scene_camera_shift(s, u8, spec, 1, progress=lambda *a: calls.append((a, len(given))))
+    assert [a for a, _ in calls] == ([(i, 3, "pixel tables") for i in range(4)]
+                                     + [(k, 9, "shifts") for k in range(10)])
+    assert [n for (_, _, stage), n in calls if stage == "pixel tables"] == [0] * 4      # before any frame is scored
+    assert [n for (_, _, stage), n in calls if stage == "shifts"] == [3 * k for k in range(10)]
     # each candidate's table value is the moved frame's own pixel distance with its own R_p search: all 9 shifts
     assert len(given) == 9 * len(u8)
     for x, d in given:
@@ -785,6 +790,38 @@ def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_s
     assert info["mean_log_score_best"] == pytest.approx(full[best], rel=1e-9, abs=1e-9)
     with pytest.raises(ValueError, match="finite distance"):
         s.score_input(normalize_uint8(aligned_uint8(u8[0], spec), spec), seed=0, pixel_distance=float("nan"))
+
+
+def test_shifted_pixel_distances_measure_in_chunks_with_the_same_results(pixel_export_rp1, val_frame, monkeypatch):
+    """Scorer.shifted_pixel_distances measures its shifted copies in PixelMemory.distances calls of at most
+    pixel_memory._COPIES copies: the same values as one call over every copy and as each copy on its own,
+    whether a chunk boundary falls inside the offsets list (chunks of 7 and 1 over 81 offsets) or not."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime import pixel_memory as pm
+    from edge_ad.runtime.preprocess import preprocess, shift_frame, shift_offsets
+    s = Scorer.load(pixel_export_rp1[0], threads=1, providers=["CPUExecutionProvider"])
+    f = val_frame("rectangle", 3)
+    x = preprocess(f["rgb"], f["depth"], s.preprocess_spec)
+    offsets = shift_offsets(4)                                                  # 81 copies
+    sizes = []
+    real = pm.PixelMemory.distances
+
+    def spy(self, X, *a, **k):
+        sizes.append(len(X))
+        return real(self, X, *a, **k)
+    monkeypatch.setattr(pm.PixelMemory, "distances", spy)
+    got = {}
+    for copies in (1000, 81, 7, 1):
+        monkeypatch.setattr(pm, "_COPIES", copies)
+        sizes.clear()
+        got[copies] = s.shifted_pixel_distances(x, offsets)
+        assert sizes == [min(copies, 81)] * (81 // min(copies, 81)) + ([81 % copies] if 81 % copies and copies < 81 else [])
+    one_shot = real(s._pixels, np.stack([shift_frame(x, dy, dx) for dy, dx in offsets]))
+    each = np.array([real(s._pixels, shift_frame(x, dy, dx)[None])[0] for dy, dx in offsets])
+    for copies, d in got.items():
+        np.testing.assert_array_equal(d, one_shot, err_msg=f"chunks of {copies}")
+    np.testing.assert_array_equal(one_shot, each)
+    assert len(set(one_shot.tolist())) > 10                       # the copies differ: a misplaced chunk would show
 
 
 def test_score_input_with_a_given_pixel_distance(pixel_export, export_tiny, val_frame):

@@ -71,13 +71,23 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
             click.echo(f"  frame {read}{'' if length is None else f'/{length}'} read, {used} usable"
                        + "".join(f", {n} {why}" for why, n in dropped.items()), err=True)
 
-    search_start = []
+    search_start = {}
 
-    def shift_progress(done, total):
+    def shift_progress(done, total, stage="shifts"):
         if done == 0:
-            search_start.append(time.monotonic())
-        elif done == 1 and total > 1 and search_start:
-            each = time.monotonic() - search_start[0]
+            search_start[stage] = time.monotonic()
+            if stage == "pixel tables":
+                click.echo(f"  camera-shift search: measuring the pixel distances of {total} frames at every "
+                           "candidate shift ...", err=True)
+        elif stage == "pixel tables":
+            if done == 1 and total > 1 and stage in search_start:
+                each = time.monotonic() - search_start[stage]
+                click.echo(f"  camera-shift search: pixel distances of 1/{total} frames measured in "
+                           f"{_duration(each)}: about {_duration(each * (total - 1))} left", err=True)
+            elif done % 10 == 0 or done == total:
+                click.echo(f"  camera-shift search: pixel distances of {done}/{total} frames measured", err=True)
+        elif done == 1 and total > 1 and stage in search_start:
+            each = time.monotonic() - search_start[stage]
             click.echo(f"  camera-shift search: 1/{total} shifts scored in {_duration(each)}: about "
                        f"{_duration(each * (total - 1))} left ({shift_hint(total)})", err=True)
         elif done % 7 == 0 or done == total:
