@@ -47,6 +47,7 @@ The checks themselves are in ``sensor_faults.py``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -428,17 +429,60 @@ def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
     return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
 
 
+_MEDIAN_CHUNK = 1 << 16      # fill pixels per window gather in ``_with_window_medians`` (k = 7: 3.2 MB each)
+
+
+@functools.lru_cache(maxsize=None)
+def _sorting_network(n: int) -> tuple:
+    """The compare-exchange pairs (i, j), i < j, of Batcher's odd-even merge sort of n values (the network
+    for the next power of two without the pairs that touch its padding, which would sort last: no-ops);
+    9 values: 28 pairs, 25: 140, 49: 394."""
+    size = 1 << max(0, (n - 1).bit_length())
+    pairs, p = [], 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
 def _with_window_medians(d8: np.ndarray, fill: np.ndarray, k: int) -> np.ndarray:
-    """A copy of d8 (H, W) uint8 where each pixel of ``fill`` (H, W) bool gets the median (rounded) of the
-    valid (> 0) readings in its k x k window (the frame padded with no readings; each needs one): the
-    fill step of ``fill_depth_holes`` and ``close_depth_notches``."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """A copy of d8 (H, W) uint8 where each pixel of ``fill`` (H, W) bool gets the median (rounded half to
+    even) of the valid (> 0) readings in its k x k window (the frame padded with no readings; each needs
+    one): the fill step of ``fill_depth_holes`` and ``close_depth_notches``. Per chunk of _MEDIAN_CHUNK
+    pixels the windows are gathered as k * k rows of uint8 (k * k, n) and sorted column-wise by a sorting
+    network (``_sorting_network``: np.minimum / np.maximum on whole rows), so a pixel's c valid readings
+    are its last c and their median is read off by index: exact (the mean of the two uint8 middles is a
+    whole or half number). 720 x 1280 with half the readings lost, K = 5: 0.75 s with the nanmedian this
+    replaced, ~0.05 s (benchmarks/depth_window_median.py)."""
     ys, xs = np.nonzero(fill)
     out = d8.copy()
-    if len(ys):
-        windows = sliding_window_view(np.pad(d8, k // 2), (k, k))             # (H, W, k, k) views, no copy
-        vals = windows[ys, xs].reshape(len(ys), k * k).astype(np.float32)     # (n, k*k)
-        out[ys, xs] = np.rint(np.nanmedian(np.where(vals > 0, vals, np.nan), axis=1)).astype(np.uint8)
+    if not len(ys):
+        return out
+    r, kk = k // 2, k * k
+    padded = np.pad(d8, r)                                                    # (H + 2r, W + 2r), no readings outside
+    flat = padded.reshape(-1)
+    window = (np.arange(k)[:, None] * padded.shape[1] + np.arange(k)[None, :]).reshape(kk, 1)   # (k*k, 1) offsets
+    network = _sorting_network(kk)
+    for a in range(0, len(ys), _MEDIAN_CHUNK):
+        y, x = ys[a:a + _MEDIAN_CHUNK], xs[a:a + _MEDIAN_CHUNK]
+        n = len(y)
+        vals = np.take(flat, window + (y * padded.shape[1] + x)[None, :])   # (k*k, n) uint8: row i*k+j = pixel (y+i-r, x+j-r)
+        low = np.empty(n, np.uint8)
+        for i, j in network:                                                  # each column sorted, 0s (no reading) first
+            np.minimum(vals[i], vals[j], out=low)
+            np.maximum(vals[i], vals[j], out=vals[j])
+            vals[i] = low
+        c = kk - (vals == 0).sum(0)                                           # (n,) valid readings, >= 1
+        first = (kk - c) * n + np.arange(n)                                   # flat index of each column's first valid
+        lo = np.take(vals, first + (c - 1) // 2 * n).astype(np.int32)         # the lower middle of the c valid
+        hi = np.take(vals, first + c // 2 * n).astype(np.int32)               # the upper middle (= lo for odd c)
+        out[y, x] = np.rint((lo + hi) / 2.0).astype(np.uint8)
     return out
 
 

@@ -32,10 +32,13 @@ def _closing_by_hand(d: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("k", [3, 5])
-def test_close_equals_a_pixel_by_pixel_closing(k):
+def test_close_equals_a_pixel_by_pixel_closing(k, chunk, monkeypatch):
     """The integral-image dilation / erosion and the medians equal the definition on random masks (dense to
-    sparse, frame edges included)."""
+    sparse, frame edges included); also when the medians are taken in chunks of 7 pixels."""
+    if chunk:
+        monkeypatch.setattr("edge_ad.runtime.preprocess._MEDIAN_CHUNK", chunk)
     rng = np.random.default_rng(10 + k)
     filled = 0
     for _ in range(25):

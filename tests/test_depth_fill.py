@@ -105,10 +105,13 @@ def test_off_it_is_left_out_so_results_files_resume_across_the_upgrade():
         "3784eaa82ac51e28321368245c028dec4979908528d730a47daa274816592d27"
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("k", [3, 5, 7])
-def test_fill_equals_a_pixel_by_pixel_loop(k):
+def test_fill_equals_a_pixel_by_pixel_loop(k, chunk, monkeypatch):
     """The integral-image count and the medians at the candidates equal the definition, pixel by pixel,
-    frame edges (zero padding) included."""
+    frame edges (zero padding) included; also when the medians are taken in chunks of 7 pixels."""
+    if chunk:
+        monkeypatch.setattr("edge_ad.runtime.preprocess._MEDIAN_CHUNK", chunk)
     rng = np.random.default_rng(k)
     for _ in range(6):
         h, w = rng.integers(4, 20, 2)
@@ -123,3 +126,19 @@ def test_fill_equals_a_pixel_by_pixel_loop(k):
             if 2 * len(vals) >= k * k:
                 want[y, x] = np.rint(np.median(vals))
         assert np.array_equal(fill_depth_holes(d, k), want)
+
+
+@pytest.mark.parametrize("n", [2, 9, 25, 49])
+def test_the_medians_sorting_network_sorts(n):
+    """preprocess._sorting_network(n) (the fill step's column sort): every 0/1 column of n values when there
+    are few enough (the 0-1 principle: then it sorts everything), else many random ones with ties."""
+    from edge_ad.runtime.preprocess import _sorting_network
+    if n <= 9:
+        cols = ((np.arange(1 << n)[None, :] >> np.arange(n)[:, None]) & 1).astype(np.uint8)   # (n, 2^n)
+    else:
+        cols = np.random.default_rng(n).integers(0, 5, (n, 20000)).astype(np.uint8)
+    v = cols.copy()
+    for i, j in _sorting_network(n):
+        assert 0 <= i < j < n
+        v[i], v[j] = np.minimum(v[i], v[j]), np.maximum(v[i], v[j])
+    assert np.array_equal(v, np.sort(cols, axis=0))
