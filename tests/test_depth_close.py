@@ -11,6 +11,8 @@ from edge_ad.runtime.nuisance import frame_rng, parse_nuisance
 from edge_ad.runtime.preprocess import (PreprocessSpec, close_depth_notches, frame_to_uint8, levers_text,
                                         plain_spec)
 
+from depth_faults import assert_faults_see_the_depth_as_captured
+
 
 def _closing_by_hand(d: np.ndarray, k: int) -> np.ndarray:
     """The definition, pixel by pixel: a missing reading whose every k x k neighbour lies in the dilation
@@ -180,12 +182,4 @@ def test_edge_holes_on_real_frames_close(val_frames):
 def test_sensor_fault_checks_see_the_depth_as_captured(val_frames):
     """As for depth_fill: a blinded colour sensor on a frame with dropouts is reported whether or not the
     spec closes them (and with a u8 the caller made under the closing spec)."""
-    from edge_ad.runtime.sensor_faults import frame_faults
-    spec_close = PreprocessSpec.from_dict({"depth_close": 5})
-    rgb, depth = val_frames(2)[1]
-    _, d = parse_nuisance("depth-holes:0.3")(rgb, depth, frame_rng(0, 0))
-    blinded = np.where((d > 0)[:, :, None], 255, rgb).astype(np.uint8)
-    want = [f.name for f in frame_faults(blinded, d, PreprocessSpec())]
-    assert want[:1] == ["saturated_rgb"]
-    assert [f.name for f in frame_faults(blinded, d, spec_close)] == want
-    assert [f.name for f in frame_faults(blinded, d, spec_close, frame_to_uint8(blinded, d, spec_close))] == want
+    assert_faults_see_the_depth_as_captured(val_frames, PreprocessSpec.from_dict({"depth_close": 5}), "depth-holes:0.3")

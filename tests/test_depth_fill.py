@@ -10,6 +10,8 @@ from edge_ad.runtime.nuisance import frame_rng, parse_nuisance
 from edge_ad.runtime.preprocess import (PreprocessSpec, fill_depth_holes, frame_to_uint8, levers_text,
                                         plain_spec)
 
+from depth_faults import assert_faults_see_the_depth_as_captured
+
 
 def _object(h=12, w=12, value=100) -> np.ndarray:
     d = np.zeros((h, w), np.uint8)
@@ -82,15 +84,7 @@ def test_sensor_fault_checks_see_the_depth_as_captured(val_frames):
     """A blinded colour sensor (every pixel with a depth reading saturated) on a frame with depth dropouts:
     filling the dropouts would bring back unsaturated pixels, but the checks run on the frame as captured,
     with or without a u8 the caller made under the filling spec."""
-    from edge_ad.runtime.sensor_faults import frame_faults
-    spec_fill = PreprocessSpec.from_dict({"depth_fill": 3})
-    rgb, depth = val_frames(2)[1]
-    _, d = parse_nuisance("depth-holes:0.2")(rgb, depth, frame_rng(0, 0))
-    blinded = np.where((d > 0)[:, :, None], 255, rgb).astype(np.uint8)
-    want = [f.name for f in frame_faults(blinded, d, PreprocessSpec())]
-    assert want[:1] == ["saturated_rgb"]
-    assert [f.name for f in frame_faults(blinded, d, spec_fill)] == want
-    assert [f.name for f in frame_faults(blinded, d, spec_fill, frame_to_uint8(blinded, d, spec_fill))] == want
+    assert_faults_see_the_depth_as_captured(val_frames, PreprocessSpec.from_dict({"depth_fill": 3}), "depth-holes:0.2")
 
 
 def test_off_it_is_left_out_so_results_files_resume_across_the_upgrade():
