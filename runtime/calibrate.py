@@ -16,8 +16,16 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 the scene's frames best (lowest mean log score: ``scene_camera_shift``), stored as preprocess
                 scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
                 a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly, unshifted
-                frames keep (0, 0); a shift must lower the geometric-mean score > 1.2x); models with
-                centroid alignment keep (0, 0).
+                frames keep (0, 0)); taken only when the frames can tell (``choose_camera_shift``: it lowers
+                the geometric-mean score > 1.2x and the frames one by one prefer it to no shift), else
+                (0, 0) and the record says none was identified; the shifts the frames cannot tell from it are
+                recorded. A shift-tolerant model (the shipped cylinder: shift-min R = 2, pixel search R_p = 3)
+                scores most frames exactly the same under neighbouring shifts: 40 of its val frames (the
+                first 40 ids) moved by (3, 1), (-2, 1), (-1, 2), (2, -2) give (-3, -2), (2, -2), (1, -3),
+                (-2, 1), each the exact undo plus (0, -1), the shift these frames fit best unmoved (1.05x,
+                not taken); the exact undo is each time among the 4-7 shifts recorded as fitting as well
+                (rectangle, 50 frames: (2, -2) and (-1, 3) found exactly, no other shift as good).
+                Models with centroid alignment keep (0, 0).
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest
                 latent_bank["augment"], runtime/latent_bank.py), appended frame by frame in the bank's
@@ -96,6 +104,7 @@ DEFAULT_FPR = 0.05           # the scene's target false-alarm rate when the mode
 DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's);
                              # models with search steps (k > 0) default to 0 (``default_max_shift``)
 MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
+SHIFT_TIE_ALPHA = 0.05       # the frames' one-sided sign test at this level says a shift fits worse than the best
 SCENE_TEST_ALPHA = 0.05      # the model's threshold is replaced when the scene exceeds it at this significance
 MIN_EXPECTED_ABOVE = 3       # fewer scene frames x rate than this: a quantile threshold rests on the top scores
 
@@ -259,27 +268,83 @@ def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
 def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None) -> tuple:
     """The scene's camera shift to undo: the (dy, dx), |dy|, |dx| <= radius, that moves the scene's frames
     (``read_scene``'s u8, (R, R, 4) before align) to where the model, as exported, fits them best: the
-    lowest mean log score over the frames (seed 0), taken only when it beats (0, 0) by more than
-    MIN_SHIFT_GAIN (measured on kinect-rgbd, 20-50 frames: a real 2-3 px camera shift gains 0.25-1.1,
-    unmoved frames 0 for a model without shift-min and 0.10-0.12 for one with R = 1, whose window the
-    search can move). A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
-    Returns ((dy, dx), {"radius", "mean_log_score_unshifted", "mean_log_score_best"}) (None scores
-    when nothing was searched). ``progress(done, total, stage)``: with a pixel memory first stage
+    lowest mean log score over the frames (seed 0, ``camera_shift_fits``), taken only when the frames can
+    tell (``choose_camera_shift``): it beats (0, 0) by more than MIN_SHIFT_GAIN (measured on kinect-rgbd,
+    20-50 frames: a real 2-3 px camera shift gains 0.25-1.1, unmoved frames 0 for a model without
+    shift-min and 0.10-0.12 for one with R = 1, whose window the search can move) and (0, 0) is not as
+    good frame by frame. A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
+    Returns ((dy, dx), record): record {"radius", "mean_log_score_unshifted", "mean_log_score_best"} (None
+    scores when nothing was searched) and, after a search, ``choose_camera_shift``'s fields ("identified",
+    "best_fit", "as_good", "said", ...). ``progress(done, total, stage)``: with a pixel memory first stage
     "pixel tables" (each frame's pixel distances at every offset, ``Scorer.shifted_pixel_distances``),
     done = 0 before the first frame and after each of the total frames; then stage "shifts", done = 0
     before the first candidate shift and after each of the total candidates."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
-    fits = camera_shift_fits(scorer, u8, spec, radius, progress)
-    best = min(fits, key=lambda off: (fits[off], off != (0, 0)))
-    if fits[(0, 0)] - fits[best] <= MIN_SHIFT_GAIN:
-        best = (0, 0)
-    return best, {"radius": radius, "mean_log_score_unshifted": fits[(0, 0)], "mean_log_score_best": fits[best]}
+    best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress))
+    return best, {"radius": radius, **record}
+
+
+def choose_camera_shift(logs: dict) -> tuple:
+    """((dy, dx), record) from ``camera_shift_fits``' {(dy, dx): (n,) log scores of the n frames moved so}.
+    The best fit b: the lowest mean log score ((0, 0) first among equal means). Frame by frame, a one-sided
+    sign test over the frames where a candidate c and b differ (c better in k, worse in w): P(X <= k | k + w,
+    1/2) < SHIFT_TIE_ALPHA says c fits worse. With a shift-tolerant model (the shipped cylinder: shift-min
+    R = 2, pixel search R_p = 3) most frames score exactly the same under neighbouring shifts, and a mean
+    driven by a few frames tells nothing. b is taken only when it lowers the mean log score by more than
+    MIN_SHIFT_GAIN AND the sign test says (0, 0) fits worse; else (0, 0), nothing undone ("identified"
+    False: the frames cannot tell a camera shift, the model tolerates it). "as_good": b and every c the
+    frames cannot tell from it: within MIN_SHIFT_GAIN of its mean and not worse by the sign test.
+    record: {"mean_log_score_unshifted", "mean_log_score_best" (of the shift returned), "best_fit" [dy, dx],
+    "gain" (mean log score of (0, 0) minus b's), "frames", "unshifted_vs_best" {"better", "worse",
+    "sign_p"}, "as_good" [[dy, dx], ...] (the candidates that fit as well as b, b first), "identified",
+    "said" (what the log says: "none ..." with why, or the shift and the others as good)}."""
+    offsets = list(logs)
+    L = np.stack([np.asarray(logs[o], float) for o in offsets])              # (S, n)
+    n = L.shape[1]
+    mean = L.mean(1)
+    b = min(range(len(offsets)), key=lambda i: (mean[i], offsets[i] != (0, 0)))
+
+    def versus_best(i) -> tuple:            # (frames where i is better than b, worse, one-sided sign p)
+        better, worse = int((L[i] < L[b]).sum()), int((L[i] > L[b]).sum())
+        return better, worse, binomial_tail(worse, better + worse, 0.5) if better + worse else 1.0
+    as_good = [offsets[b]] + [o for i, o in enumerate(offsets) if i != b and mean[i] - mean[b] <= MIN_SHIFT_GAIN
+                              and versus_best(i)[2] >= SHIFT_TIE_ALPHA]
+    z = offsets.index((0, 0))
+    gain = float(mean[z] - mean[b])
+    better, worse, p = versus_best(z)
+    best = tuple(int(v) for v in offsets[b])
+    others = [list(map(int, o)) for o in as_good[1:]]
+    if best == (0, 0):
+        said = "none: the frames fit best unmoved"
+    elif gain <= MIN_SHIFT_GAIN:
+        said = (f"none identified: the best fit {best} lowers the scene's geometric-mean score only "
+                f"{np.exp(gain):.2f}x (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x): the model tolerates "
+                "the scene's camera position, the frames cannot tell a shift")
+    elif p >= SHIFT_TIE_ALPHA:
+        said = (f"none identified: unmoved, the frames fit as well as under the best fit {best} (better "
+                f"in {better}, worse in {worse}, the same in {n - better - worse} of {n} frames; sign test p = "
+                f"{p:.2g} >= {SHIFT_TIE_ALPHA:g}): the model tolerates the scene's camera position")
+    else:
+        said = (f"the frames fit best moved by {best} ({np.exp(gain):.2f}x lower geometric-mean score than "
+                f"unmoved, which is worse in {worse} of {n} frames)")
+        if others:
+            many = len(others) > 1
+            said += (f"; {len(others)} other shift{'s' if many else ''} fit{'' if many else 's'} as well (the frames "
+                     "cannot tell them apart, the model tolerates the difference): "
+                     + ", ".join(str(tuple(o)) for o in others))
+    identified = not said.startswith("none")
+    chosen = best if identified else (0, 0)
+    return chosen, {"mean_log_score_unshifted": float(mean[z]),
+                    "mean_log_score_best": float(mean[offsets.index(chosen)]), "best_fit": list(best), "gain": gain,
+                    "frames": int(n),
+                    "unshifted_vs_best": {"better": better, "worse": worse, "sign_p": p},
+                    "as_good": [list(best)] + others, "identified": identified, "said": said}
 
 
 def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None) -> dict:
-    """{(dy, dx): the mean log score (seed 0) of the scene's frames u8 moved by (dy, dx)} for every candidate
-    of shift_offsets(radius), (0, 0) first: what ``scene_camera_shift`` chooses from (its ``progress``)."""
+    """{(dy, dx): (n,) the log score (seed 0) of each of the scene's n frames u8 moved by (dy, dx)} for every
+    candidate of shift_offsets(radius), (0, 0) first: what ``scene_camera_shift`` chooses from (its ``progress``)."""
     offsets, fits = shift_offsets(radius), {}
     cfg = scorer.config
     tables = None
@@ -302,14 +367,14 @@ def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Ca
     def pixel_at(i, dy, dx):
         return None if tables is None else min(tables[i][(dy + a, dx + b)] for a, b in window)
 
-    def mean_log(dy, dx) -> float:
+    def logs(dy, dx) -> np.ndarray:
         X = [normalize_uint8(aligned_uint8(move_uint8(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
-        return float(np.mean([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx)).score,
-                                         1e-30)) for i, x in enumerate(X)]))
+        return np.array([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx)).score,
+                                    1e-30)) for i, x in enumerate(X)])                         # (n,)
     if progress is not None:
         progress(0, len(offsets), "shifts")                                           # the search starts
     for k, off in enumerate(offsets):                                                 # (0, 0) first
-        fits[off] = mean_log(*off)
+        fits[off] = logs(*off)
         if progress is not None:
             progress(k + 1, len(offsets), "shifts")
     return fits

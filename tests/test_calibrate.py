@@ -1,4 +1,5 @@
 """``edge-ad calibrate``: a new model directory adapted to a scene, torch-free, original untouched."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -58,7 +59,9 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     assert r.stdout.index("pixel distances of 24/24 frames measured") < r.stdout.index("1/49 shifts scored")
     assert "camera-shift search: 1/49 shifts scored in " in r.stdout
     assert " left (--max-shift 0 skips the search, --max-shift 1 scores 9 shifts)" in r.stdout
-    assert "camera-shift search: 49/49 shifts scored" in r.stdout and "scene camera shift undone" in r.stdout
+    assert "camera-shift search: 49/49 shifts scored" in r.stdout
+    # the train frames, unmoved: the log says no shift was found, never that one was undone
+    assert "scene camera shift: none" in r.stdout and "scene camera shift undone" not in r.stdout
     assert _digests(kinect_export) == before                                      # original untouched
     man = json.loads((out / "manifest.json").read_text())
     orig = json.loads((kinect_export / "manifest.json").read_text())
@@ -219,11 +222,28 @@ def _shifted_scene(dst, src, dy: int, dx: int):
     return dst
 
 
+def _searched_shift(model, scene, radius: int) -> tuple:
+    """calibrate_model's camera-shift search alone on the frame folder ``scene`` (its steps before scoring:
+    read_scene, the scene's colour gain, scene_camera_shift): ((dy, dx), record)."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.calibrate import read_scene, scene_camera_shift, scene_colour_gain
+    from edge_ad.runtime.sources import open_source
+    with Scorer.load(model) as scorer, open_source(str(scene)) as src:
+        spec = scorer.preprocess_spec
+        u8 = read_scene(src, spec)["u8"]
+        gain = scene_colour_gain(u8, spec)
+        if gain is not None:
+            spec = dataclasses.replace(spec, colour_gain=gain)
+        return scene_camera_shift(scorer, u8, spec, radius)
+
+
 def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_export):
     """24 unseen rectangle frames seen by a camera moved by (2, -2) px: calibrate finds the shift under
     which the model fits them best, (-2, 2), stores it as preprocess scene_shift (manifest and record),
     and the calibrated model preprocesses a moved frame as the original model does the unmoved one;
-    the same frames unmoved keep (0, 0); --max-shift 0 searches nothing."""
+    the same frames unmoved keep (0, 0), the record saying no shift was identified; --max-shift 0
+    searches nothing. (The unmoved scenes run the search alone, ``_searched_shift``: calibrate_model adds
+    its scoring after it, the moved scene's calibration covers that.)"""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.calibrate import calibrate_model
     from edge_ad.runtime.preprocess import frame_to_uint8
@@ -238,17 +258,20 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     man.pop("threshold", None)
     (r1 / "manifest.json").write_text(json.dumps(man))
     outs = {}
-    for name, model, scene, radius in (("moved", kinect_export, moved, 3), ("plain", kinect_export, plain, 3),
-                                       ("off", kinect_export, moved, 0), ("plain-r1", r1, plain, 3)):
+    for name, model, scene, radius in (("moved", kinect_export, moved, 3), ("off", kinect_export, moved, 0)):
         with open_source(str(scene)) as src:
             outs[name] = calibrate_model(model, src, tmp_path / f"cal-{name}", fpr=0.1, max_shift=radius)
     assert outs["moved"]["preprocess"]["scene_shift"] == [-2, 2]
     assert outs["moved"]["calibration"]["scene_shift"]["scene_shift"] == [-2, 2]
     c = outs["moved"]["calibration"]["scene_shift"]
     assert c["radius"] == 3 and c["mean_log_score_best"] < c["mean_log_score_unshifted"]
-    assert outs["plain"]["preprocess"]["scene_shift"] == [0, 0]
-    c = outs["plain-r1"]["calibration"]["scene_shift"]      # a small gain from moving R = 1's window: not taken
-    assert outs["plain-r1"]["preprocess"]["scene_shift"] == [0, 0] and c["mean_log_score_best"] == c["mean_log_score_unshifted"]
+    assert c["identified"] and c["best_fit"] == [-2, 2] and c["said"].startswith("the frames fit best moved by (-2, 2)")
+    assert c["as_good"] == [[-2, 2]]                       # rectangle (no shift-min): no other shift fits as well
+    assert c["unshifted_vs_best"]["sign_p"] < 0.05 and c["gain"] > np.log(1.2)
+    shift, c = _searched_shift(kinect_export, plain, 3)
+    assert shift == (0, 0) and not c["identified"] and c["said"].startswith("none")
+    shift, c = _searched_shift(r1, plain, 3)              # a small gain from moving R = 1's window: not taken
+    assert shift == (0, 0) and c["mean_log_score_best"] == c["mean_log_score_unshifted"] and not c["identified"]
     assert outs["off"]["preprocess"]["scene_shift"] == [0, 0] and outs["off"]["calibration"]["scene_shift"] is None
     cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export)
     i = list_ids(plain)[0]
@@ -256,6 +279,45 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     u_plain = frame_to_uint8(*read_pair(plain, i), orig.preprocess_spec)
     inner = (slice(2, -2), slice(2, -2))                 # away from the borders both shifts vacated
     assert np.array_equal(u_moved[inner], u_plain[inner])
+
+
+def test_a_camera_shift_is_taken_only_when_the_frames_can_tell():
+    """choose_camera_shift on per-frame log scores: a shift is taken when it lowers the mean log score by more
+    than log 1.2 AND the frames, one by one, prefer it to no shift (sign test); the candidates the frames
+    cannot tell from the best are listed; otherwise (0, 0), and the record says none was identified."""
+    from edge_ad.runtime.calibrate import choose_camera_shift
+    from edge_ad.runtime.preprocess import shift_offsets
+    rng = np.random.default_rng(0)
+    base = rng.normal(-5.0, 1.0, 20)                                 # 20 frames' log scores unmoved
+
+    def logs(**changes):                   # every candidate of radius 1 slightly worse than unmoved, except changes
+        out = {o: base + 0.3 * (abs(o[0]) + abs(o[1])) for o in shift_offsets(1)}
+        out.update({tuple(int(v.replace("m", "-")) for v in k.split("_")[1:]): v for k, v in changes.items()})
+        return out
+    clear = base - 0.5 + rng.normal(0, 0.01, 20)                     # every frame fits better moved by (1, 0)
+    shift, c = choose_camera_shift(logs(s_1_0=clear))
+    assert shift == (1, 0) and c["identified"] and c["as_good"] == [[1, 0]] and c["best_fit"] == [1, 0]
+    assert c["gain"] == pytest.approx(0.5, abs=0.01) and c["unshifted_vs_best"] == {"better": 0, "worse": 20,
+                                                                                    "sign_p": pytest.approx(0.5 ** 20)}
+    assert c["mean_log_score_best"] == pytest.approx(clear.mean())
+    assert c["said"].startswith("the frames fit best moved by (1, 0)")
+    tied = clear.copy()                                              # (1, 1): the same as (1, 0) but in 2 frames
+    tied[:2] += [0.2, -0.2]
+    split = clear + np.where(np.arange(20) % 2, 1.0, -0.05)          # (-1, 1): better in half the frames, by
+    shift, c = choose_camera_shift(logs(s_1_0=clear, s_1_1=tied, s_m1_1=split))   # little, much worse in the rest
+    assert shift == (1, 0) and c["as_good"] == [[1, 0], [1, 1]] and "1 other shift fits as well" in c["said"]
+    few = base.copy()                                                # two frames much better, the others the same:
+    few[:2] -= 3.0                                                   # mean gain 0.3 > log 1.2, sign test p = 0.25
+    shift, c = choose_camera_shift(logs(s_1_0=few))
+    assert shift == (0, 0) and not c["identified"] and c["best_fit"] == [1, 0] and c["gain"] == pytest.approx(0.3)
+    assert c["said"].startswith("none identified: unmoved, the frames fit as well")
+    assert c["unshifted_vs_best"] == {"better": 0, "worse": 2, "sign_p": 0.25}
+    assert c["mean_log_score_best"] == c["mean_log_score_unshifted"]
+    small = base - 0.1                                               # every frame, but only 1.11x
+    shift, c = choose_camera_shift(logs(s_1_0=small))
+    assert shift == (0, 0) and not c["identified"] and "only 1.11x" in c["said"]
+    shift, c = choose_camera_shift(logs())
+    assert shift == (0, 0) and c["said"] == "none: the frames fit best unmoved" and c["gain"] == 0
 
 
 def test_camera_shift_search_is_off_by_default_for_models_with_search_steps(tmp_path, export_tiny):

@@ -35,7 +35,9 @@ import click
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
                    "fits the scene's frames best: every frame scored (2N + 1)^2 times, each score itself "
                    "(2R + 1)^2 copies for a model with the shift-min, score_shift_radius R > 0: 25 for the "
-                   "shipped cylinder) and undo it for every later frame; 0: keep the model's. Default: 3 for "
+                   "shipped cylinder) and undo it for every later frame, when the frames can tell (it lowers their "
+                   "geometric-mean score > 1.2x and they prefer it to no shift one by one; else none is undone and "
+                   "the log says why); 0: keep the model's. Default: 3 for "
                    "models without search steps (k = 0), 0 (off) for models with k > 0 (e.g. export --scoring "
                    "reference), where it would take hours; an estimate of the time left is printed after the "
                    "first shift.")
@@ -109,8 +111,13 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     bank = c.get("bank")
     if c.get("colour_gain"):
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
-    if c.get("scene_shift"):
-        click.echo(f"scene camera shift undone (dy, dx): {c['scene_shift']['scene_shift']} model px")
+    shift = c.get("scene_shift")
+    if shift and shift.get("identified"):
+        click.echo(f"scene camera shift undone (dy, dx): {shift['scene_shift']} model px: {shift['said']}")
+    elif shift and shift.get("said"):          # searched, nothing the frames can tell: nothing claimed undone
+        click.echo(f"scene camera shift: {shift['said']}")
+    elif shift:
+        click.echo("scene camera shift: not searched (the model aligns each frame's foreground centroid)")
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
