@@ -11,6 +11,18 @@ from edge_ad.runtime import calibrate as cal
 from conftest import copy_frames
 
 
+def _fake_held_out(monkeypatch, scores):
+    """calibrate_model's held-out scores set by the test: ``scores()`` (n,) in place of held_out_scores. The
+    pixel distances those would have used (each scene frame's, and its held-out one to the grown pixel
+    memory: the shipped rectangle's 2100 rows, R_p 3, ~3/4 of a calibration's time) are not measured:
+    nothing reads them (NaN would show in the threshold if something did)."""
+    from edge_ad.runtime.scorer import Scorer
+    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: scores()[:len(base)])
+    monkeypatch.setattr(cal, "PixelMemory", lambda *a, **k: None)
+    monkeypatch.setattr(cal, "held_out_pixel_distances", lambda memory, inputs, n, *a, **k: np.full(n, np.nan))
+    monkeypatch.setattr(Scorer, "pixel_distance", lambda self, x: 1e-3)
+
+
 @pytest.mark.parametrize("k,n,p", [(0, 10, 0.3), (1, 1, 0.5), (3, 50, 0.04), (6, 50, 0.04), (50, 50, 0.04),
                                    (51, 50, 0.04), (5, 20, 0.0), (3, 24, 0.07)])
 def test_binomial_tail_is_the_exact_upper_tail(k, n, p):
@@ -71,9 +83,7 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
     n = 24
     held = {}
 
-    def fake_held_out(base, latents, *a, **k):             # the scene's held-out scores, set by the test
-        return held["scores"][:len(base)]
-    monkeypatch.setattr(cal, "held_out_scores", fake_held_out)
+    _fake_held_out(monkeypatch, lambda: held["scores"])    # the scene's held-out scores, set by the test
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
     for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.0006
         held["scores"] = _scores_with(above, n) * own
@@ -125,7 +135,7 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     plain = edit_manifest(kinect_export, tmp_path / "plain", lambda m: m["threshold"].pop("rates", None))
     n = 40
     held = {}
-    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: held["scores"][:len(base)])
+    _fake_held_out(monkeypatch, lambda: held["scores"])
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
 
     def calibrate(model, out, above):
@@ -151,7 +161,7 @@ def test_a_quantile_from_too_few_frames_is_said(tmp_path, kinect_export, monkeyp
     """30 frames at 3 % (no table entry, no floor): the threshold is the highest score, and the record says so."""
     from edge_ad.runtime.sources import open_source
     n = 30
-    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: _scores_with(1, n)[:len(base)])
+    _fake_held_out(monkeypatch, lambda: _scores_with(1, n))
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
     said = []
     with open_source(str(scene)) as src:
