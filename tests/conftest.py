@@ -210,6 +210,18 @@ def kinect_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def kinect_export_r0(kinect_export, tmp_path_factory) -> Path:
+    """The shipped rectangle export with its test-time shift-min off: score_shift_radius 0 in the manifest's
+    search and in its threshold's record (as if released at R = 0; the shipped file has R = 1 since the
+    tenth pass). The base that tests of the shift-min, the bank weight and the trusted copies compare against:
+    one copy per frame, so a frame's latent distance is its own encoding's."""
+    def radius_zero(man):
+        man["search"]["score_shift_radius"] = 0
+        man["threshold"]["search"]["score_shift_radius"] = 0
+    return edit_manifest(kinect_export, tmp_path_factory.mktemp("kinect_export_r0") / "rectangle", radius_zero)
+
+
+@pytest.fixture(scope="session")
 def untrusted_rectangle(tmp_path_factory) -> Path:
     """A copy of the shipped rectangle.pt whose scoring configuration trusts no augmentation: the field
     bank_trusted_augment cleared from scoring["search"] and from its threshold's record, the configuration

@@ -265,7 +265,7 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
                                z_dim=4) is not None
 
 
-def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, tmp_path, val_frame):
+def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export_r0, tmp_path, val_frame):
     """edge-ad calibrate on a model released with "brightness:1.2" trusted (w = 2): the new manifest keeps the
     field (search and threshold), the new bank is the original then 23 rows per scene frame, and the calibrated
     directory scores a frame's latent distance as min(nearest original row or bright copy, 2 x nearest other
@@ -276,7 +276,7 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export, t
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
     from conftest import copy_frames
-    d = edit_manifest(kinect_export, tmp_path / "trusted", _trust)
+    d = edit_manifest(kinect_export_r0, tmp_path / "trusted", _trust)
     scene = copy_frames(tmp_path / "scene", "rectangle", 10, start=300)     # not train frames
     with open_source(str(scene)) as src:
         man = calibrate_model(d, src, tmp_path / "cal", fpr=0.1, min_frames=10, threads=1, max_shift=0)

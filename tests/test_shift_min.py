@@ -58,11 +58,11 @@ def test_shift_frame_and_offsets():
     assert shift_offsets(0) == [(0, 0)]
 
 
-def test_radius_zero_scores_the_frame_as_it_is(kinect_export, val_frames, monkeypatch):
+def test_radius_zero_scores_the_frame_as_it_is(kinect_export_r0, val_frames, monkeypatch):
     """R = 0 (the default, and every older manifest) never shifts: no ``shift`` in the result, and the
     same numbers as a frame scored through the shift-min machinery's own (0, 0) copy."""
     from edge_ad.runtime import batch_scoring, scorer as scorer_mod
-    s0 = Scorer.load(kinect_export, threads=1)
+    s0 = Scorer.load(kinect_export_r0, threads=1)
     assert s0.config.score_shift_radius == 0
     rgb, depth = val_frames(2)[1]
 
@@ -91,10 +91,10 @@ def _min_over_copies(s0: Scorer, x: np.ndarray, radius: int, seed: int):
 
 
 @pytest.mark.parametrize("path", ["batch graphs (k = 0)", "search loop (k = 2)"])
-def test_shift_min_is_the_minimum_over_shifted_copies(path, kinect_export, export_tiny, val_frame):
+def test_shift_min_is_the_minimum_over_shifted_copies(path, kinect_export_r0, export_tiny, val_frame):
     """Score = min over the 9 copies of each copy's own score (exact on the loop path, float32 rounding on
     the batch path); <= the R = 0 score; error_map and reconstructions shifted back onto the frame."""
-    model = kinect_export if path.startswith("batch") else export_tiny(2, 2)
+    model = kinect_export_r0 if path.startswith("batch") else export_tiny(2, 2)
     s0 = Scorer.load(model, threads=1)
     s1 = Scorer.load(model, threads=1, config=s0.config.replace(score_shift_radius=1))
     rtol = RTOL_BATCH if path.startswith("batch") else 0.0
@@ -122,14 +122,14 @@ def test_shift_min_is_the_minimum_over_shifted_copies(path, kinect_export, expor
         np.testing.assert_allclose(r.error_map[inside], em[inside], rtol=1e-4, atol=1e-6)
 
 
-def test_one_pixel_camera_shift_keeps_the_score(kinect_export, val_frame):
+def test_one_pixel_camera_shift_keeps_the_score(kinect_export_r0, val_frame):
     """A normal frame with its foreground inside the image (3-px background border: shifts lose
     nothing) and the same frame moved 1 px: under R = 0 their scores differ many-fold; under R = 1 they
     are EXACTLY equal when the best of the 12 copies the two windows reach lies in their overlap,
     because the 1-px copy's copies are the frame's own copies, scored alike. The frame: the first
     rectangle val frame where that holds (checked from the 12 copies' own scores)."""
-    s0 = Scorer.load(kinect_export, threads=1)
-    s1 = Scorer.load(kinect_export, threads=1, config=s0.config.replace(score_shift_radius=1))
+    s0 = Scorer.load(kinect_export_r0, threads=1)
+    s1 = Scorer.load(kinect_export_r0, threads=1, config=s0.config.replace(score_shift_radius=1))
     union = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1, 2)]     # x's window and x1's, as shifts of x
     for i in range(6):
         f = val_frame("rectangle", i)
@@ -154,10 +154,10 @@ def test_one_pixel_camera_shift_keeps_the_score(kinect_export, val_frame):
     assert abs(r1[0] - r1[1]) / min(r1) < 0.1 < abs(r0[0] - r0[1]) / min(r0)
 
 
-def test_batch_equals_single_frame_with_shift_min(kinect_export, val_frames):
+def test_batch_equals_single_frame_with_shift_min(kinect_export_r0, val_frames):
     from test_batch_scoring import assert_same
-    s0 = Scorer.load(kinect_export, threads=1)
-    s1 = Scorer.load(kinect_export, threads=1, config=s0.config.replace(score_shift_radius=1))
+    s0 = Scorer.load(kinect_export_r0, threads=1)
+    s1 = Scorer.load(kinect_export_r0, threads=1, config=s0.config.replace(score_shift_radius=1))
     frames = val_frames(5)
     frames.insert(2, (np.zeros((10, 10, 3), np.uint8), np.zeros((12, 12), np.uint8)))   # a bad frame
     got = s1.score_batch(frames, seeds=list(range(6)), keep_reconstructions=True)
@@ -171,12 +171,12 @@ def test_batch_equals_single_frame_with_shift_min(kinect_export, val_frames):
     assert_results_belong_to_the_caller(s1, [frames[0], frames[1]], [0, 1])
 
 
-def test_batch_equals_single_frame_with_shift_min_when_seeds_matter(kinect_export, val_frames):
+def test_batch_equals_single_frame_with_shift_min_when_seeds_matter(kinect_export_r0, val_frames):
     """z_init_sigma = 0.5 (z0 = E(x) + 0.5 * noise of the seed): each frame's 9 copies must get that
     frame's seed in the batch, as in score(); distinct seeds per frame catch a batch that mixes them up."""
     from test_batch_scoring import assert_same
-    s0 = Scorer.load(kinect_export, threads=1)
-    s1 = Scorer.load(kinect_export, threads=1,
+    s0 = Scorer.load(kinect_export_r0, threads=1)
+    s1 = Scorer.load(kinect_export_r0, threads=1,
                      config=s0.config.replace(score_shift_radius=1, z_init_sigma=0.5))
     frames, seeds = val_frames(3), [11, 22, 33]
     got = s1.score_batch(frames, seeds=seeds)
@@ -188,12 +188,12 @@ def test_batch_equals_single_frame_with_shift_min_when_seeds_matter(kinect_expor
         assert abs(s1.score(rgb, depth, seed=seed + 1).score - one.score) > 100 * RTOL_BATCH * one.score
 
 
-def test_without_seed_the_copies_share_one_drawn_seed(kinect_export, val_frames, monkeypatch):
+def test_without_seed_the_copies_share_one_drawn_seed(kinect_export_r0, val_frames, monkeypatch):
     """seed = z0 = None with R = 1 and z_init_sigma = 0.5: one random seed per frame, the same z0 noise
     for its 9 copies (not a best-of-9 restarts), in score_shifted and score_batch; another call draws anew."""
     from edge_ad.runtime import batch_scoring
-    s0 = Scorer.load(kinect_export, threads=1)
-    s1 = Scorer.load(kinect_export, threads=1,
+    s0 = Scorer.load(kinect_export_r0, threads=1)
+    s1 = Scorer.load(kinect_export_r0, threads=1,
                      config=s0.config.replace(score_shift_radius=1, z_init_sigma=0.5))
     (rgb, depth), frame2 = val_frames(2)
     x = preprocess(rgb, depth, s1.preprocess_spec)
@@ -240,7 +240,7 @@ def test_torch_score_batch_shows_one_progress_bar_with_the_shift_min(tiny_genera
 
 
 @pytest.mark.parametrize("radius", [0, 1])
-def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
+def test_torch_reference_equals_runtime(radius, kinect_export_r0, val_frame):
     """models.search.search_min_shift (float64 torch, encoder in float64) and models.search.score_batch
     (float32 torch) against the exported runtime (onnxruntime CPU) on real frames of the three classes."""
     import torch
@@ -254,9 +254,9 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     G, E, bank = load_generator(path), checkpoint_encoder(path), checkpoint_latent_bank(path)
     rows = checkpoint_bank_augment(path)          # the bank's layout: its augment list
     pixels = checkpoint_pixel_memory(path)        # the release's pixel memory (None for a file without one)
-    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"])
+    s = Scorer.load(kinect_export_r0, threads=1, providers=["CPUExecutionProvider"])
     cfg = s.config.replace(score_shift_radius=radius)
-    s = Scorer.load(kinect_export, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+    s = Scorer.load(kinect_export_r0, threads=1, providers=["CPUExecutionProvider"], config=cfg)
     frames = [val_frame(c, i) for c in ("rectangle", "cylinder", "sphere") for i in (0, 1)]
     X = np.stack([preprocess(f["rgb"], f["depth"], s.preprocess_spec) for f in frames])
     got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i), keep_reconstructions=True) for i, f in enumerate(frames)]
@@ -273,9 +273,9 @@ def test_torch_reference_equals_runtime(radius, kinect_export, val_frame):
     np.testing.assert_allclose(batch, [r.score for r in got], rtol=RTOL_TORCH)
 
 
-def test_old_manifest_without_the_field_loads_as_zero(kinect_export, tmp_path, val_frames):
+def test_old_manifest_without_the_field_loads_as_zero(kinect_export_r0, tmp_path, val_frames):
     old = tmp_path / "old"
-    shutil.copytree(kinect_export, old)
+    shutil.copytree(kinect_export_r0, old)
     man = json.loads((old / "manifest.json").read_text())
     assert man["search"]["score_shift_radius"] == 0                     # exports record the field
     del man["search"]["score_shift_radius"]
@@ -283,36 +283,39 @@ def test_old_manifest_without_the_field_loads_as_zero(kinect_export, tmp_path, v
     s = Scorer.load(old, threads=1)
     assert s.config.score_shift_radius == 0
     rgb, depth = val_frames(1)[0]
-    assert s.score(rgb, depth, seed=1).score == Scorer.load(kinect_export, threads=1).score(rgb, depth, seed=1).score
+    assert s.score(rgb, depth, seed=1).score == Scorer.load(kinect_export_r0, threads=1).score(rgb, depth, seed=1).score
 
 
 def test_export_with_shift_radius_checks_it_and_drops_a_threshold_calibrated_without(tmp_path):
-    """The shipped rectangle checkpoint (threshold calibrated with R = 0) exported with R = 1: the parity
-    report has the shift-min rows (float64 torch reference vs runtime), the manifest carries R = 1, and
-    the R = 0 threshold is not carried over; an explicit one calibrated with R = 0 is refused."""
+    """The shipped rectangle checkpoint (released with R = 1 since the tenth pass, its threshold calibrated
+    so): exported as it is, the parity report has the shift-min rows (float64 torch reference vs runtime),
+    the manifest carries R = 1 and the checkpoint's threshold; exported with R = 0, that threshold is not
+    carried over, and an explicit one calibrated with R = 1 is refused."""
     from edge_ad.export.exporter import ExportError, export_model
     from edge_ad.models.search import checkpoint_search_config, checkpoint_threshold
     from conftest import REPO
     path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
-    cfg0 = checkpoint_search_config(path)
-    thr = checkpoint_threshold(path, cfg0)
-    assert thr is not None and checkpoint_threshold(path, cfg0.replace(score_shift_radius=1)) is None
-    cfg = cfg0.replace(score_shift_radius=1)
-    man = export_model(path, tmp_path / "r1", search=cfg, log=lambda *a: None)
-    assert man["search"]["score_shift_radius"] == 1 and "threshold" not in man
+    cfg1 = checkpoint_search_config(path)
+    assert cfg1.score_shift_radius == 1
+    thr = checkpoint_threshold(path, cfg1)
+    cfg0 = cfg1.replace(score_shift_radius=0)
+    assert thr is not None and checkpoint_threshold(path, cfg0) is None
+    man = export_model(path, tmp_path / "r1", log=lambda *a: None)
+    assert man["search"]["score_shift_radius"] == 1 and man["threshold"]["value"] == pytest.approx(thr["value"])
     sm = man["parity"]["shift_min"]
     assert sm["passed"] and sm["radius"] == 1 and sm["max_rel_diff"] <= 1e-4 and len(sm["frames"]) >= 2
     assert all(r["reference_shift"] == r["onnx_shift"] for r in sm["frames"])
     assert Scorer.load(tmp_path / "r1").config.score_shift_radius == 1
-    r0 = tmp_path / "r0"                                                # exported with its R = 0 threshold
-    export_model(path, r0, parity=False, log=lambda *a: None)
-    assert Scorer.load(r0).threshold == pytest.approx(thr["value"])
-    assert Scorer.load(r0, config=cfg).threshold is None                # not applied under R = 1
+    assert Scorer.load(tmp_path / "r1", config=cfg0).threshold is None   # not applied under R = 0
+    r0 = tmp_path / "r0"
+    m0 = export_model(path, r0, search=cfg0, parity=False, log=lambda *a: None)
+    assert m0["search"]["score_shift_radius"] == 0 and "threshold" not in m0
+    assert Scorer.load(r0).config.score_shift_radius == 0 and Scorer.load(r0).threshold is None
     with pytest.raises(ExportError, match="score_shift_radius"):
-        export_model(path, tmp_path / "r1b", search=cfg, threshold=thr, parity=False, log=lambda *a: None)
+        export_model(path, tmp_path / "r0b", search=cfg0, threshold=thr, parity=False, log=lambda *a: None)
 
 
-def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export, tmp_path, tiny_generator):
+def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export_r0, tmp_path, tiny_generator):
     """The shift fill is background -1, a zero pixel under mean = std = 0.5: a model whose preprocessing
     maps a zero pixel elsewhere (mean 0.4, std 0.6: -0.667) is refused R > 0 (check_shift_fill) by
     Scorer.load (ManifestError), the exporter (ExportError); R = 0 still loads."""
@@ -326,7 +329,7 @@ def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export, tm
     with pytest.raises(ValueError, match=r"mean 0\.4, std 0\.6\) maps a zero pixel to -0\.666667"):
         check_shift_fill(PreprocessSpec(mean=0.4, std=0.6), 1)
     d = tmp_path / "m"
-    shutil.copytree(kinect_export, d)
+    shutil.copytree(kinect_export_r0, d)
     man = json.loads((d / "manifest.json").read_text())
     man["preprocess"].update(mean=0.4, std=0.6)
     (d / "manifest.json").write_text(json.dumps(man))
@@ -362,7 +365,7 @@ def test_held_out_scores_take_the_minimum_over_shifted_copies():
     np.testing.assert_allclose(held_out_scores(base[:, :1], lat, original, cfg, blocks=2), [0.5, 2.0])   # no shifts
 
 
-def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_path):
+def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export_r0, tmp_path):
     """edge-ad calibrate on a model with R = 1 scores every scene frame's shifted copies, held out: each
     frame's score is <= its R = 0 score (the (0, 0) copy is one of them) and below it for some; the
     threshold is their quantile; the new manifest keeps R = 1."""
@@ -371,14 +374,14 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
     from edge_ad.runtime.model_arrays import load_npy
     from edge_ad.runtime.sources import open_source
     r1 = tmp_path / "r1"
-    shutil.copytree(kinect_export, r1)
+    shutil.copytree(kinect_export_r0, r1)
     man = json.loads((r1 / "manifest.json").read_text())
     man["search"]["score_shift_radius"] = 1
     man.pop("threshold", None)
     (r1 / "manifest.json").write_text(json.dumps(man))
     scene = copy_frames(tmp_path / "scene", "rectangle", 20, start=40)
     held = {}
-    for name, model in (("r0", kinect_export), ("r1", r1)):
+    for name, model in (("r0", kinect_export_r0), ("r1", r1)):
         s = Scorer.load(model, threads=1)
         with open_source(str(scene)) as src:
             u8 = read_scene(src, s.preprocess_spec)["u8"]
@@ -412,20 +415,20 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export, tmp_pa
     assert new["calibration"]["scores"].endswith("shift-min: the minimum over the frame's 9 copies shifted by up to 1 px")
 
 
-def test_run_records_the_winning_shift(kinect_export, tmp_path):
+def test_run_records_the_winning_shift(kinect_export_r0, tmp_path):
     """edge-ad run's JSON lines carry "shift" (dy, dx) for a model with R = 1, none for R = 0."""
     from click.testing import CliRunner
 
     from conftest import copy_frames
     from edge_ad.cli import main
     r1 = tmp_path / "r1"
-    shutil.copytree(kinect_export, r1)
+    shutil.copytree(kinect_export_r0, r1)
     man = json.loads((r1 / "manifest.json").read_text())
     man["search"]["score_shift_radius"] = 1
     (r1 / "manifest.json").write_text(json.dumps(man))
     src = copy_frames(tmp_path / "frames", "sphere", 3)
     lines = {}
-    for name, model in (("r0", kinect_export), ("r1", r1)):
+    for name, model in (("r0", kinect_export_r0), ("r1", r1)):
         out = tmp_path / f"{name}.jsonl"
         res = CliRunner().invoke(main, ["run", "--model", str(model), "--source", str(src), "--out", str(out), "-q"])
         assert res.exit_code == 0, res.output
@@ -441,8 +444,8 @@ def test_run_records_the_winning_shift(kinect_export, tmp_path):
 
 def test_cli_shift_radius_flags(tmp_path, kinect_root):
     """edge-ad eval --shift-radius 1 scores with the shift-min (each frame <= its R = 0 score, some
-    lower; the report and threshold.json record R = 1); edge-ad export --shift-radius 1 writes R = 1
-    and leaves the checkpoint's R = 0 threshold behind."""
+    lower; the report and threshold.json record R = 1); edge-ad export --shift-radius 0 writes R = 0
+    and leaves the checkpoint's R = 1 threshold (the tenth-pass release's) behind."""
     from click.testing import CliRunner
 
     from conftest import REPO
@@ -461,10 +464,10 @@ def test_cli_shift_radius_flags(tmp_path, kinect_root):
     s0 = np.concatenate([reports[0]["scores"][k] for k in sorted(reports[0]["scores"])])
     s1 = np.concatenate([reports[1]["scores"][k] for k in sorted(reports[1]["scores"])])
     assert np.all(s1 <= s0 * (1 + 1e-6)) and np.any(s1 < 0.9 * s0)
-    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--shift-radius", "1", "--no-parity"])
+    res = CliRunner().invoke(main, ["export", model, "--out", str(tmp_path / "exp"), "--shift-radius", "0", "--no-parity"])
     assert res.exit_code == 0, res.output
     man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
-    assert man["search"]["score_shift_radius"] == 1 and "threshold" not in man
+    assert man["search"]["score_shift_radius"] == 0 and "threshold" not in man
     bad = CliRunner().invoke(main, ["eval", "--model", model, "--synth", "4", "--out", str(tmp_path / "bad"),
                                     "--shift-radius", "9"])
     assert bad.exit_code != 0 and "score_shift_radius" in bad.output
@@ -478,12 +481,12 @@ def test_torch_search_refuses_the_shift_min_config(tiny_generator):
             fn(tiny_generator, x, SearchConfig(k=1, score_shift_radius=1), seed=0)
 
 
-def test_shared_scorer_threads_with_shift_min(kinect_export, val_frames):
+def test_shared_scorer_threads_with_shift_min(kinect_export_r0, val_frames):
     """3 threads share one R = 1 scorer (single frames and batches mixed): every result equals the
     single-thread one bit for bit (the per-scorer lock covers the copies' batch graphs)."""
     from conftest import run_in_threads
-    s = Scorer.load(kinect_export, threads=1)
-    s = Scorer.load(kinect_export, threads=1, config=s.config.replace(score_shift_radius=1))
+    s = Scorer.load(kinect_export_r0, threads=1)
+    s = Scorer.load(kinect_export_r0, threads=1, config=s.config.replace(score_shift_radius=1))
     frames = val_frames(6)
     ref = [s.score(rgb, depth, seed=i) for i, (rgb, depth) in enumerate(frames)]
     got = {}
