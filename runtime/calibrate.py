@@ -15,8 +15,8 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 ``default_max_shift``) model pixels, under which the model as exported fits
                 the scene's frames best (lowest mean log score: ``scene_camera_shift``), stored as preprocess
                 scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
-                a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly, unshifted
-                frames keep (0, 0)); taken only when the frames can tell (``choose_camera_shift``: it lowers
+                a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly by the rectangle
+                model without a shift-min (the ninth pass), unshifted frames keep (0, 0)); taken only when the frames can tell (``choose_camera_shift``: it lowers
                 the geometric-mean score > 1.2x and the frames one by one prefer it to no shift), else
                 (0, 0) and the record says none was identified; the shifts the frames cannot tell from it are
                 recorded. A shift-tolerant model (the shipped cylinder: shift-min R = 2, pixel search R_p = 3)
@@ -24,7 +24,9 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 first 40 ids) moved by (3, 1), (-2, 1), (-1, 2), (2, -2) give (-3, -2), (2, -2), (1, -3),
                 (-2, 1), each the exact undo plus (0, -1), the shift these frames fit best unmoved (1.05x,
                 not taken); the exact undo is each time among the 4-7 shifts recorded as fitting as well
-                (rectangle, 50 frames: (2, -2) and (-1, 3) found exactly, no other shift as good).
+                (rectangle without a shift-min, 50 frames: (2, -2) and (-1, 3) found exactly, no other shift
+                as good; the shipped rectangle, shift-min R = 1 since the tenth pass, scene (2, -2) + light, 50
+                random val frames: found (-1, 2), 9 shifts as good, the exact (-2, 2) among them).
                 Models with centroid alignment keep (0, 0).
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
                 of its augmented copies (the recipe the bank was built with: manifest

@@ -155,7 +155,8 @@ def test_score_batch_runs_on_the_threads_asked_for(kinect_export, val_frames, mo
     for threads in (None, 1, 2, 2, 1, 3):
         ran.clear()
         scores[threads] = [r.score for r in scorer.score_batch(frames, seeds=seeds, threads=threads)]
-        assert ran == [1 if threads is None else threads], threads
+        # one graph run per MAX_BATCH copies (several with the shipped rectangle's shift-min), all on the count asked
+        assert ran and set(ran) == {1 if threads is None else threads}, (threads, ran)
     assert built == [1, 2, 3]                                            # each count built once
     assert vars(scorer).keys() == state.keys() and all(vars(scorer)[k] is v for k, v in state.items())
     for s in scores.values():

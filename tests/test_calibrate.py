@@ -238,12 +238,13 @@ def _searched_shift(model, scene, radius: int) -> tuple:
         return scene_camera_shift(scorer, u8, spec, radius)
 
 
-def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_export):
+def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_export_r0):
     """24 unseen rectangle frames seen by a camera moved by (2, -2) px: calibrate finds the shift under
     which the model fits them best, (-2, 2), stores it as preprocess scene_shift (manifest and record),
     and the calibrated model preprocesses a moved frame as the original model does the unmoved one;
     the same frames unmoved keep (0, 0), the record saying no shift was identified; --max-shift 0
-    searches nothing. (The unmoved scenes run the search alone, ``_searched_shift``: calibrate_model adds
+    searches nothing. The model: the shipped rectangle without its 1-px shift-min (kinect_export_r0), whose
+    fit pins the shift to the pixel (with the shift-min, neighbouring shifts fit as well: ``as_good``). (The unmoved scenes run the search alone, ``_searched_shift``: calibrate_model adds
     its scoring after it, the moved scene's calibration covers that.)"""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.calibrate import calibrate_model
@@ -253,13 +254,13 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     plain = copy_frames(tmp_path / "plain", "rectangle", 24, start=300)          # not train frames
     moved = _shifted_scene(tmp_path / "moved", plain, 2, -2)
     r1 = tmp_path / "r1"              # the same model with a shift-min (R = 1), whose window the search could move
-    shutil.copytree(kinect_export, r1)
+    shutil.copytree(kinect_export_r0, r1)
     man = json.loads((r1 / "manifest.json").read_text())
     man["search"]["score_shift_radius"] = 1
     man.pop("threshold", None)
     (r1 / "manifest.json").write_text(json.dumps(man))
     outs = {}
-    for name, model, scene, radius in (("moved", kinect_export, moved, 3), ("off", kinect_export, moved, 0)):
+    for name, model, scene, radius in (("moved", kinect_export_r0, moved, 3), ("off", kinect_export_r0, moved, 0)):
         with open_source(str(scene)) as src:
             outs[name] = calibrate_model(model, src, tmp_path / f"cal-{name}", fpr=0.1, max_shift=radius)
     assert outs["moved"]["preprocess"]["scene_shift"] == [-2, 2]
@@ -269,12 +270,12 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     assert c["identified"] and c["best_fit"] == [-2, 2] and c["said"].startswith("the frames fit best moved by (-2, 2)")
     assert c["as_good"] == [[-2, 2]]                       # rectangle (no shift-min): no other shift fits as well
     assert c["unshifted_vs_best"]["sign_p"] < 0.05 and c["gain"] > np.log(1.2)
-    shift, c = _searched_shift(kinect_export, plain, 3)
+    shift, c = _searched_shift(kinect_export_r0, plain, 3)
     assert shift == (0, 0) and not c["identified"] and c["said"].startswith("none")
     shift, c = _searched_shift(r1, plain, 3)              # a small gain from moving R = 1's window: not taken
     assert shift == (0, 0) and c["mean_log_score_best"] == c["mean_log_score_unshifted"] and not c["identified"]
     assert outs["off"]["preprocess"]["scene_shift"] == [0, 0] and outs["off"]["calibration"]["scene_shift"] is None
-    cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export)
+    cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export_r0)
     i = list_ids(plain)[0]
     u_moved = frame_to_uint8(*read_pair(moved, i), cal.preprocess_spec)
     u_plain = frame_to_uint8(*read_pair(plain, i), orig.preprocess_spec)
