@@ -76,24 +76,22 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     search_start = {}
 
     def shift_progress(done, total, stage="shifts"):
+        tables = stage == "pixel tables"          # the per-frame pixel tables, then the candidate shifts
+
+        def counted(n):
+            return f"pixel distances of {n}/{total} frames measured" if tables else f"{n}/{total} shifts scored"
         if done == 0:
             search_start[stage] = time.monotonic()
-            if stage == "pixel tables":
+            if tables:
                 click.echo(f"  camera-shift search: measuring the pixel distances of {total} frames at every "
                            "candidate shift ...", err=True)
-        elif stage == "pixel tables":
-            if done == 1 and total > 1 and stage in search_start:
-                each = time.monotonic() - search_start[stage]
-                click.echo(f"  camera-shift search: pixel distances of 1/{total} frames measured in "
-                           f"{_duration(each)}: about {_duration(each * (total - 1))} left", err=True)
-            elif done % 10 == 0 or done == total:
-                click.echo(f"  camera-shift search: pixel distances of {done}/{total} frames measured", err=True)
         elif done == 1 and total > 1 and stage in search_start:
             each = time.monotonic() - search_start[stage]
-            click.echo(f"  camera-shift search: 1/{total} shifts scored in {_duration(each)}: about "
-                       f"{_duration(each * (total - 1))} left ({shift_hint(total)})", err=True)
-        elif done % 7 == 0 or done == total:
-            click.echo(f"  camera-shift search: {done}/{total} shifts scored", err=True)
+            hint = "" if tables else f" ({shift_hint(total)})"
+            click.echo(f"  camera-shift search: {counted(1)} in {_duration(each)}: about "
+                       f"{_duration(each * (total - 1))} left{hint}", err=True)
+        elif done % (10 if tables else 7) == 0 or done == total:
+            click.echo(f"  camera-shift search: {counted(done)}", err=True)
 
     click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
     try:
