@@ -17,7 +17,7 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
                 a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly by the rectangle
                 model without a shift-min (the ninth pass), unshifted frames keep (0, 0)); taken only when the frames can tell (``choose_camera_shift``: it lowers
-                the geometric-mean score > 1.2x and the frames one by one prefer it to no shift), else
+                the geometric-mean score > 1.2x, in units of the score's latent power, and the frames one by one prefer it to no shift), else
                 (0, 0) and the record says none was identified; the shifts the frames cannot tell from it are
                 recorded. A shift-tolerant model (the shipped cylinder: shift-min R = 2, pixel search R_p = 3)
                 scores most frames exactly the same under neighbouring shifts: 40 of its val frames (the
@@ -105,8 +105,11 @@ MIN_FRAMES = 20
 DEFAULT_FPR = 0.05           # the scene's target false-alarm rate when the model carries no threshold
 DEFAULT_MAX_SHIFT = 3        # model pixels searched for the scene's camera shift (0: keep the model's);
                              # models with search steps (k > 0) default to 0 (``default_max_shift``)
-MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x
+MIN_SHIFT_GAIN = np.log(1.2)  # a camera shift is taken when it lowers the scene's geometric-mean score > 1.2x,
+                             # in units of the score's latent power (``shift_score_power``)
 SHIFT_TIE_ALPHA = 0.05       # the frames' one-sided sign test at this level says a shift fits worse than the best
+SIGN_TEST_MIN_FRAMES = int(np.floor(np.log(SHIFT_TIE_ALPHA) / np.log(0.5))) + 1   # 5: 0.5^5 < 0.05 <= 0.5^4, so it
+                             # cannot say so with fewer frames that differ
 SCENE_TEST_ALPHA = 0.05      # the model's threshold is replaced when the scene exceeds it at this significance
 MIN_EXPECTED_ABOVE = 3       # fewer scene frames x rate than this: a quantile threshold rests on the top scores
 
@@ -271,9 +274,11 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     """The scene's camera shift to undo: the (dy, dx), |dy|, |dx| <= radius, that moves the scene's frames
     (``read_scene``'s u8, (R, R, 4) before align) to where the model, as exported, fits them best: the
     lowest mean log score over the frames (seed 0, ``camera_shift_fits``), taken only when the frames can
-    tell (``choose_camera_shift``): it beats (0, 0) by more than MIN_SHIFT_GAIN (measured on kinect-rgbd,
-    20-50 frames: a real 2-3 px camera shift gains 0.25-1.1, unmoved frames 0 for a model without
-    shift-min and 0.10-0.12 for one with R = 1, whose window the search can move) and (0, 0) is not as
+    tell (``choose_camera_shift``): it beats (0, 0) by more than MIN_SHIFT_GAIN, mean log score / the score's
+    latent power (``shift_score_power``) (measured on kinect-rgbd, 20-50 frames, models of powers 1: a real
+    2-3 px camera shift gains 0.25-1.1, unmoved frames 0 for a model without shift-min and 0.10-0.12 for one
+    with R = 1, whose window the search can move; the shipped rectangle, powers 2 since the tenth pass, R = 1:
+    unmoved 0 (30 val frames) and 0.022 (24 others), moved by (2, -2) 0.54 and 1.14) and (0, 0) is not as
     good frame by frame. A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
     Returns ((dy, dx), record): record {"radius", "mean_log_score_unshifted", "mean_log_score_best"} (None
     scores when nothing was searched) and, after a search, ``choose_camera_shift``'s fields ("identified",
@@ -283,12 +288,24 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     before the first candidate shift and after each of the total candidates."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
-    best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress))
+    best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress),
+                                       shift_score_power(scorer.config))
     return best, {"radius": radius, **record}
 
 
-def choose_camera_shift(logs: dict) -> tuple:
+def shift_score_power(cfg) -> float:
+    """The unit of the camera-shift gain: the score's latent power (score_latent_power; 0, no latent memory: 1).
+    log score grows with the powers (the shipped rectangle's latent and pixel powers went 1 -> 2 in the tenth
+    pass, doubling a shift's gain), so ``choose_camera_shift`` divides mean log-score differences by it and
+    MIN_SHIFT_GAIN keeps its power-1 meaning."""
+    power = float(getattr(cfg, "score_latent_power", 0) or 0)
+    return power if power > 0 else 1.0
+
+
+def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     """((dy, dx), record) from ``camera_shift_fits``' {(dy, dx): (n,) log scores of the n frames moved so}.
+    ``power`` (``shift_score_power``): mean log-score differences (the gain, the as_good rule, the log's
+    "x" ratios) are divided by it, so they are in power-1 units whatever the model's powers.
     The best fit b: the lowest mean log score ((0, 0) first among equal means). Frame by frame, a one-sided
     sign test over the frames where a candidate c and b differ (c better in k, worse in w): P(X <= k | k + w,
     1/2) < SHIFT_TIE_ALPHA says c fits worse. With a shift-tolerant model (the shipped cylinder: shift-min
@@ -298,48 +315,60 @@ def choose_camera_shift(logs: dict) -> tuple:
     False: the frames cannot tell a camera shift, the model tolerates it). "as_good": b and every c the
     frames cannot tell from it: within MIN_SHIFT_GAIN of its mean and not worse by the sign test.
     record: {"mean_log_score_unshifted", "mean_log_score_best" (of the shift returned), "best_fit" [dy, dx],
-    "gain" (mean log score of (0, 0) minus b's), "frames", "unshifted_vs_best" {"better", "worse",
-    "sign_p"}, "as_good" [[dy, dx], ...] (the candidates that fit as well as b, b first), "identified",
+    "gain" (mean log score of (0, 0) minus b's, / power), "score_power", "frames", "unshifted_vs_best"
+    {"better", "worse", "sign_p"}, "as_good" [[dy, dx], ...] (the candidates that fit as well as b, b first), "identified",
     "said" (what the log says: "none ..." with why, or the shift and the others as good)}."""
+    if not power > 0:
+        raise ValueError(f"the score power must be > 0, got {power}")
     offsets = list(logs)
     L = np.stack([np.asarray(logs[o], float) for o in offsets])              # (S, n)
     n = L.shape[1]
+    bad = np.argwhere(~np.isfinite(L))
+    if len(bad):                        # a NaN mean would pick (0, 0) by position and say "fits best unmoved"
+        s, i = bad[0]
+        raise CalibrationError(f"the camera-shift search scored frame {i} (of the scene's {n} usable frames, 0 first) "
+                               f"moved by {tuple(int(v) for v in offsets[s])} as {L[s, i]} (log score; "
+                               f"{len(bad)} such scores): not a finite score, the shift cannot be chosen")
     mean = L.mean(1)
+    unit = mean / power                                                      # (S,) in power-1 units
     b = min(range(len(offsets)), key=lambda i: (mean[i], offsets[i] != (0, 0)))
 
     def versus_best(i) -> tuple:            # (frames where i is better than b, worse, one-sided sign p)
         better, worse = int((L[i] < L[b]).sum()), int((L[i] > L[b]).sum())
         return better, worse, binomial_tail(worse, better + worse, 0.5) if better + worse else 1.0
-    as_good = [offsets[b]] + [o for i, o in enumerate(offsets) if i != b and mean[i] - mean[b] <= MIN_SHIFT_GAIN
+    as_good = [offsets[b]] + [o for i, o in enumerate(offsets) if i != b and unit[i] - unit[b] <= MIN_SHIFT_GAIN
                               and versus_best(i)[2] >= SHIFT_TIE_ALPHA]
     z = offsets.index((0, 0))
-    gain = float(mean[z] - mean[b])
+    gain = float(unit[z] - unit[b])
     better, worse, p = versus_best(z)
     best = tuple(int(v) for v in offsets[b])
     others = [list(map(int, o)) for o in as_good[1:]]
     if best == (0, 0):
-        said = "none: the frames fit best unmoved"
+        identified, said = False, "none: the frames fit best unmoved"
     elif gain <= MIN_SHIFT_GAIN:
-        said = (f"none identified: the best fit {best} lowers the scene's geometric-mean score only "
-                f"{np.exp(gain):.2f}x (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x): the model tolerates "
+        identified, said = False, (
+                f"none identified: the best fit {best} lowers the scene's geometric-mean score only {np.exp(gain):.2f}x (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x): the model tolerates "
                 "the scene's camera position, the frames cannot tell a shift")
     elif p >= SHIFT_TIE_ALPHA:
-        said = (f"none identified: unmoved, the frames fit as well as under the best fit {best} (better "
+        few = (f", and it needs >= {SIGN_TEST_MIN_FRAMES} frames that differ to tell, here {better + worse}"
+               if better + worse < SIGN_TEST_MIN_FRAMES else "")
+        identified, said = False, (
+                f"none identified: unmoved, the frames fit as well as under the best fit {best} (better "
                 f"in {better}, worse in {worse}, the same in {n - better - worse} of {n} frames; sign test p = "
-                f"{p:.2g} >= {SHIFT_TIE_ALPHA:g}): the model tolerates the scene's camera position")
+                f"{p:.2g} >= {SHIFT_TIE_ALPHA:g}{few}): the model tolerates the scene's camera position")
     else:
-        said = (f"the frames fit best moved by {best} ({np.exp(gain):.2f}x lower geometric-mean score than "
-                f"unmoved, which is worse in {worse} of {n} frames)")
+        identified, said = True, (
+                f"the frames fit best moved by {best} ({np.exp(gain):.2f}x lower geometric-mean score than unmoved, "
+                f"which is worse in {worse} of {n} frames)")
         if others:
             many = len(others) > 1
             said += (f"; {len(others)} other shift{'s' if many else ''} fit{'' if many else 's'} as well (the frames "
                      "cannot tell them apart, the model tolerates the difference): "
                      + ", ".join(str(tuple(o)) for o in others))
-    identified = not said.startswith("none")
     chosen = best if identified else (0, 0)
     return chosen, {"mean_log_score_unshifted": float(mean[z]),
                     "mean_log_score_best": float(mean[offsets.index(chosen)]), "best_fit": list(best), "gain": gain,
-                    "frames": int(n),
+                    "score_power": float(power), "frames": int(n),
                     "unshifted_vs_best": {"better": better, "worse": worse, "sign_p": p},
                     "as_good": [list(best)] + others, "identified": identified, "said": said}
 

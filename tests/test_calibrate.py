@@ -274,6 +274,8 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     assert shift == (0, 0) and not c["identified"] and c["said"].startswith("none")
     shift, c = _searched_shift(r1, plain, 3)              # a small gain from moving R = 1's window: not taken
     assert shift == (0, 0) and c["mean_log_score_best"] == c["mean_log_score_unshifted"] and not c["identified"]
+    # refused by the gain rule, in units of the score's latent power (2): measured 0.022 ((0, 0) 0.045 above (1, 1))
+    assert c["score_power"] == 2 and c["best_fit"] != [0, 0] and 0 < c["gain"] <= np.log(1.2)
     assert outs["off"]["preprocess"]["scene_shift"] == [0, 0] and outs["off"]["calibration"]["scene_shift"] is None
     cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export_r0)
     i = list_ids(plain)[0]
@@ -283,10 +285,20 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     assert np.array_equal(u_moved[inner], u_plain[inner])
 
 
+def test_the_shipped_rectangle_undoes_a_moved_scenes_shift_within_what_it_tolerates(tmp_path, kinect_export):
+    """The shipped rectangle (shift-min R = 1, powers 2) on 20 unseen frames moved by (2, -2), searched up to
+    2 px: a shift is identified and the exact undo (-2, 2) is among the shifts that fit as well."""
+    moved = _shifted_scene(tmp_path / "moved", copy_frames(tmp_path / "plain", "rectangle", 20, start=300), 2, -2)
+    shift, c = _searched_shift(kinect_export, moved, 2)
+    assert c["identified"] and list(shift) == c["best_fit"] and [-2, 2] in c["as_good"]
+    assert c["score_power"] == 2 and c["gain"] > np.log(1.2) and c["unshifted_vs_best"]["sign_p"] < 0.05
+
+
 def test_a_camera_shift_is_taken_only_when_the_frames_can_tell():
-    """choose_camera_shift on per-frame log scores: a shift is taken when it lowers the mean log score by more
-    than log 1.2 AND the frames, one by one, prefer it to no shift (sign test); the candidates the frames
-    cannot tell from the best are listed; otherwise (0, 0), and the record says none was identified."""
+    """choose_camera_shift on per-frame log scores: a shift is taken when it lowers the mean log score, in units
+    of the score's power, by more than log 1.2 AND the frames, one by one, prefer it to no shift (sign test);
+    the candidates the frames cannot tell from the best are listed; otherwise (0, 0), and the record says none
+    was identified. A score that is not finite is refused naming the frame and the shift."""
     from edge_ad.runtime.calibrate import choose_camera_shift
     from edge_ad.runtime.preprocess import shift_offsets
     rng = np.random.default_rng(0)
@@ -306,20 +318,41 @@ def test_a_camera_shift_is_taken_only_when_the_frames_can_tell():
     tied = clear.copy()                                              # (1, 1): the same as (1, 0) but in 2 frames
     tied[:2] += [0.2, -0.2]
     split = clear + np.where(np.arange(20) % 2, 1.0, -0.05)          # (-1, 1): better in half the frames, by
-    shift, c = choose_camera_shift(logs(s_1_0=clear, s_1_1=tied, s_m1_1=split))   # little, much worse in the rest
+                                                                     # little, much worse in the rest
+    near = clear + 0.05                                              # (0, 1): within log 1.2 of the best on average,
+    shift, c = choose_camera_shift(logs(s_1_0=clear, s_1_1=tied, s_m1_1=split, s_0_1=near))  # worse in every frame
     assert shift == (1, 0) and c["as_good"] == [[1, 0], [1, 1]] and "1 other shift fits as well" in c["said"]
     few = base.copy()                                                # two frames much better, the others the same:
     few[:2] -= 3.0                                                   # mean gain 0.3 > log 1.2, sign test p = 0.25
     shift, c = choose_camera_shift(logs(s_1_0=few))
     assert shift == (0, 0) and not c["identified"] and c["best_fit"] == [1, 0] and c["gain"] == pytest.approx(0.3)
     assert c["said"].startswith("none identified: unmoved, the frames fit as well")
+    assert "it needs >= 5 frames that differ to tell, here 2" in c["said"]        # 0.5^4 > 0.05: never with < 5
     assert c["unshifted_vs_best"] == {"better": 0, "worse": 2, "sign_p": 0.25}
     assert c["mean_log_score_best"] == c["mean_log_score_unshifted"]
+    few[2:6] -= 3.0                                                  # 6 frames differ: the sign test can tell
+    shift, c = choose_camera_shift(logs(s_1_0=few))
+    assert shift == (1, 0) and c["identified"] and "frames that differ" not in c["said"]
     small = base - 0.1                                               # every frame, but only 1.11x
     shift, c = choose_camera_shift(logs(s_1_0=small))
     assert shift == (0, 0) and not c["identified"] and "only 1.11x" in c["said"]
     shift, c = choose_camera_shift(logs())
     assert shift == (0, 0) and c["said"] == "none: the frames fit best unmoved" and c["gain"] == 0
+    # a score of latent power 2 (log score twice as spread): gains are halved before the rule
+    shift, c = choose_camera_shift(logs(s_1_0=clear), power=2.0)                # 0.5 / 2 = 0.25 > log 1.2
+    assert shift == (1, 0) and c["gain"] == pytest.approx(0.25, abs=0.01) and c["score_power"] == 2
+    assert "1.28x lower" in c["said"]
+    shift, c = choose_camera_shift(logs(s_1_0=base - 0.3), power=2.0)           # 0.15 < log 1.2: refused
+    assert shift == (0, 0) and c["best_fit"] == [1, 0] and "only 1.16x" in c["said"]
+    mixed = clear + np.where(np.arange(20) % 2, 0.75, -0.25)         # mean 0.25 above (1, 0), better in half the frames
+    assert choose_camera_shift(logs(s_1_0=clear, s_0_1=mixed))[1]["as_good"] == [[1, 0]]             # 0.25 > log 1.2
+    assert choose_camera_shift(logs(s_1_0=clear, s_0_1=mixed), 2.0)[1]["as_good"] == [[1, 0], [0, 1]]  # 0.125
+    bad = logs(s_1_0=clear)
+    bad[(0, 1)] = bad[(0, 1)].copy()
+    bad[(0, 1)][3] = np.nan
+    with pytest.raises(CalibrationError, match=r"frame 3 \(of the scene's 20 usable frames, 0 first\) moved by "
+                                               r"\(0, 1\) as nan"):
+        choose_camera_shift(bad)
 
 
 def test_camera_shift_search_is_off_by_default_for_models_with_search_steps(tmp_path, export_tiny):
