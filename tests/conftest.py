@@ -214,7 +214,11 @@ def kinect_export_r0(kinect_export, tmp_path_factory) -> Path:
     """The shipped rectangle export with its test-time shift-min off: score_shift_radius 0 in the manifest's
     search and in its threshold's record (as if released at R = 0; the shipped file has R = 1 since the
     tenth pass). The base that tests of the shift-min, the bank weight and the trusted copies compare against:
-    one copy per frame, so a frame's latent distance is its own encoding's."""
+    one copy per frame, so a frame's latent distance is its own encoding's. Its threshold is NOT R = 0's: the
+    value and the rates table are the shipped R = 1 ones, relabelled, and the configuration keeps its name
+    (...-shift1). Kept because tests need a threshold recorded for another radius than the model's
+    (test_shift_min: an R = 1 copy of this directory does not apply it) and a floor for calibrate; none
+    asserts its value."""
     def radius_zero(man):
         man["search"]["score_shift_radius"] = 0
         man["threshold"]["search"]["score_shift_radius"] = 0
