@@ -661,9 +661,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             if max(abs(v) for v in total) > MAX_SCENE_SHIFT:
                 raise CalibrationError(f"the scene's camera shift {total} px is beyond +-{MAX_SCENE_SHIFT} px: "
                                        "not a camera that moved a little; re-export or retrain for this view")
+            shift_fit["model_scene_shift"] = [int(v) for v in spec.scene_shift]   # the model's, kept when none found
+            shift_fit["scene_shift"] = list(total)                                  # the model's + this scene's
             spec = dataclasses.replace(spec, scene_shift=total)
             res["u8"] = [move_uint8(a, dy, dx) for a in res["u8"]]
-            shift_fit["scene_shift"] = list(total)
         res.update(score_scene(scorer, res["u8"], spec, augment))
     new_bank = new_pixels = pixel_distances = None
     pixel_entry = man.get("pixel_memory") or {}

@@ -62,6 +62,7 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     assert "camera-shift search: 49/49 shifts scored" in r.stdout
     # the train frames, unmoved: the log says no shift was found, never that one was undone
     assert "scene camera shift: none" in r.stdout and "scene camera shift undone" not in r.stdout
+    assert "; kept the model's (dy, dx) (0, 0) model px" in r.stdout
     assert _digests(kinect_export) == before                                      # original untouched
     man = json.loads((out / "manifest.json").read_text())
     orig = json.loads((kinect_export / "manifest.json").read_text())
@@ -265,6 +266,7 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
             outs[name] = calibrate_model(model, src, tmp_path / f"cal-{name}", fpr=0.1, max_shift=radius)
     assert outs["moved"]["preprocess"]["scene_shift"] == [-2, 2]
     assert outs["moved"]["calibration"]["scene_shift"]["scene_shift"] == [-2, 2]
+    assert outs["moved"]["calibration"]["scene_shift"]["model_scene_shift"] == [0, 0]
     c = outs["moved"]["calibration"]["scene_shift"]
     assert c["radius"] == 3 and c["mean_log_score_best"] < c["mean_log_score_unshifted"]
     assert c["identified"] and c["best_fit"] == [-2, 2] and c["said"].startswith("the frames fit best moved by (-2, 2)")
@@ -588,14 +590,37 @@ def test_calibrate_verifies_a_signed_model_and_re_signs_with_sign(tmp_path):
 
 
 def test_calibrate_help_and_readme_say_what_the_code_does():
-    """--help: held out by 5 contiguous blocks (not leave-one-out); README: the floor applies only when the
-    model's own threshold was set at a rate >= --fpr."""
+    """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
+    pixel tables; README: the floor applies only when the model's own threshold was set at a rate >= --fpr,
+    the two "none" messages of the camera-shift search."""
     from conftest import REPO
     from edge_ad.cli import main
     r = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=200)
     text = " ".join(r.output.split())
     assert "leave-one-out" not in text and "5 contiguous blocks" in text
     assert "--trusted-key" in text and "--sign" in text
+    assert "9 for the shipped rectangle, 25 for the shipped cylinder" in text and "the pixel tables" in text
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "never below the model's own: --no-floor" not in readme
     assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in readme
+    from edge_ad.runtime.calibrate import choose_camera_shift            # the messages README quotes
+    assert '"scene camera shift: none ..."' in readme and '"none: the frames fit best unmoved"' in readme
+    assert choose_camera_shift({(0, 0): np.zeros(6), (0, 1): np.ones(6)})[1]["said"] == "none: the frames fit best unmoved"
+    assert '"none identified: ..."' in readme
+    assert choose_camera_shift({(0, 0): np.zeros(6), (0, 1): np.full(6, -0.1)})[1]["said"].startswith("none identified: ")
+
+
+def test_calibrate_says_which_camera_shift_the_new_model_undoes():
+    """Review 20 #11: re-calibrating a model that undoes a shift already, the log says the model's is kept
+    when none is found, and the total (the model's plus this scene's) when one is."""
+    from edge_ad.commands.calibrate import shift_line
+    none = {"said": "none: the frames fit best unmoved", "identified": False, "scene_shift": [1, 0],
+            "model_scene_shift": [1, 0]}
+    assert shift_line(none) == ("scene camera shift: none: the frames fit best unmoved; kept the model's (dy, dx) "
+                                "(1, 0) model px")
+    found = {"said": "the frames fit best moved by (-2, 2) (...)", "identified": True, "scene_shift": [-1, 2],
+             "model_scene_shift": [1, 0]}
+    assert shift_line(found) == ("scene camera shift undone: the frames fit best moved by (-2, 2) (...); total "
+                                 "(dy, dx) (-1, 2) model px (the model's (1, 0) plus this scene's (-2, 2))")
+    assert shift_line({**found, "scene_shift": [-2, 2], "model_scene_shift": [0, 0]}).endswith("total (dy, dx) (-2, 2) model px")
+    assert "not searched" in shift_line({"radius": 3, "mean_log_score_unshifted": None})

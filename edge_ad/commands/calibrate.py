@@ -34,10 +34,13 @@ import click
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
                    "fits the scene's frames best: every frame scored (2N + 1)^2 times, each score itself "
-                   "(2R + 1)^2 copies for a model with the shift-min, score_shift_radius R > 0: 25 for the "
-                   "shipped cylinder) and undo it for every later frame, when the frames can tell (it lowers their "
-                   "geometric-mean score > 1.2x and they prefer it to no shift one by one; else none is undone and "
-                   "the log says why); 0: keep the model's. Default: 3 for "
+                   "(2R + 1)^2 copies for a model with the shift-min, score_shift_radius R > 0: 9 for the shipped "
+                   "rectangle, 25 for the shipped cylinder; a model with a pixel memory first measures each frame's "
+                   "pixel distances at every offset within N + its pixel search radius, once: the pixel tables) "
+                   "and undo it for every later frame, when the frames can tell (it lowers their geometric-mean "
+                   "score > 1.2x, in units of the score's latent power, and they prefer it to no shift one by one; "
+                   "else none is undone, the model's shift is kept and the log says why); 0: keep the model's. "
+                   "Default: 3 for "
                    "models without search steps (k = 0), 0 (off) for models with k > 0 (e.g. export --scoring "
                    "reference), where it would take hours; an estimate of the time left is printed after the "
                    "first shift.")
@@ -109,13 +112,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     bank = c.get("bank")
     if c.get("colour_gain"):
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
-    shift = c.get("scene_shift")
-    if shift and shift.get("identified"):
-        click.echo(f"scene camera shift undone (dy, dx): {shift['scene_shift']} model px: {shift['said']}")
-    elif shift and shift.get("said"):          # searched, nothing the frames can tell: nothing claimed undone
-        click.echo(f"scene camera shift: {shift['said']}")
-    elif shift:
-        click.echo("scene camera shift: not searched (the model aligns each frame's foreground centroid)")
+    if c.get("scene_shift"):
+        click.echo(shift_line(c["scene_shift"]))
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
     click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
                f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
@@ -131,6 +129,21 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
         click.echo(f"{out_dir} is unsigned (its manifest is new; "
                    + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
                    + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
+
+
+def shift_line(shift: dict) -> str:
+    """The log line of calibrate's camera-shift record (``scene_camera_shift``'s, with "scene_shift" the total
+    stored and "model_scene_shift" the model's before): what the frames said, then the (dy, dx) the new model
+    undoes: the total (and, re-calibrating a model that had one, the model's plus this scene's), or the
+    model's kept."""
+    if not shift.get("said"):
+        return "scene camera shift: not searched (the model aligns each frame's foreground centroid)"
+    total, model = list(shift["scene_shift"]), list(shift.get("model_scene_shift") or [0, 0])
+    if not shift.get("identified"):        # searched, nothing the frames can tell: nothing claimed undone
+        return f"scene camera shift: {shift['said']}; kept the model's (dy, dx) {tuple(model)} model px"
+    here = tuple(t - m for t, m in zip(total, model))
+    return (f"scene camera shift undone: {shift['said']}; total (dy, dx) {tuple(total)} model px"
+            + (f" (the model's {tuple(model)} plus this scene's {here})" if any(model) else ""))
 
 
 def shift_hint(total: int) -> str:
