@@ -151,12 +151,14 @@ def test_score_batch_runs_on_the_threads_asked_for(kinect_export, val_frames, mo
     assert built == [1]                                                  # allocated at load
     state = dict(vars(scorer))
     frames, seeds = val_frames(2), [3, 4]
+    copies = (2 * scorer.config.score_shift_radius + 1) ** 2 * len(frames)     # 9 per frame at the shipped R = 1
     scores = {}
     for threads in (None, 1, 2, 2, 1, 3):
         ran.clear()
         scores[threads] = [r.score for r in scorer.score_batch(frames, seeds=seeds, threads=threads)]
         # one graph run per MAX_BATCH copies (several with the shipped rectangle's shift-min), all on the count asked
-        assert ran and set(ran) == {1 if threads is None else threads}, (threads, ran)
+        assert len(ran) == int(np.ceil(copies / batch_scoring.MAX_BATCH)), (threads, ran)        # 5 at R = 1
+        assert set(ran) == {1 if threads is None else threads}, (threads, ran)
     assert built == [1, 2, 3]                                            # each count built once
     assert vars(scorer).keys() == state.keys() and all(vars(scorer)[k] is v for k, v in state.items())
     for s in scores.values():
