@@ -417,8 +417,14 @@ def fill_depth_holes(d8: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"fill_depth_holes takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
     if k not in DEPTH_FILL_WINDOWS[1:]:
         raise ValueError(f"depth fill window must be one of {DEPTH_FILL_WINDOWS[1:]}, got {k!r}")
+    return _with_window_medians(d8, fill_mask(d8, k), k)
+
+
+def fill_mask(d8: np.ndarray, k: int) -> np.ndarray:
+    """(H, W) bool: the missing readings of d8 (H, W) uint8 that ``fill_depth_holes`` fills (k x k window at
+    least half valid readings)."""
     n_valid = _window_counts(np.pad(d8 > 0, k // 2), k)                      # (H, W) valid readings per window
-    return _with_window_medians(d8, (d8 == 0) & (2 * n_valid >= k * k), k)
+    return (d8 == 0) & (2 * n_valid >= k * k)
 
 
 def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
@@ -429,7 +435,8 @@ def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
     return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
 
 
-_MEDIAN_CHUNK = 1 << 16      # fill pixels per window gather in ``_with_window_medians`` (k = 7: 3.2 MB each)
+_MEDIAN_CHUNK = 1 << 16      # fill pixels per window gather in ``_with_window_medians`` (k = 7: 3.2 MB of uint8
+                             # windows each, gathered a row at a time: 1 MB of int64 indices)
 
 
 @functools.lru_cache(maxsize=None)
@@ -459,7 +466,7 @@ def _with_window_medians(d8: np.ndarray, fill: np.ndarray, k: int) -> np.ndarray
     network (``_sorting_network``: np.minimum / np.maximum on whole rows), so a pixel's c valid readings
     are its last c and their median is read off by index: exact (the mean of the two uint8 middles is a
     whole or half number). 720 x 1280 with half the readings lost, K = 5, a loaded 2-core machine: close
-    1.41 -> 0.19 s, fill 0.60 -> 0.09 s against the nanmedian this replaced (benchmarks/depth_window_median.py)."""
+    1.51 -> 0.16 s, fill 0.59 -> 0.05 s against the nanmedian this replaced (benchmarks/depth_window_median.py)."""
     ys, xs = np.nonzero(fill)
     out = d8.copy()
     if not len(ys):
@@ -467,18 +474,25 @@ def _with_window_medians(d8: np.ndarray, fill: np.ndarray, k: int) -> np.ndarray
     r, kk = k // 2, k * k
     padded = np.pad(d8, r)                                                    # (H + 2r, W + 2r), no readings outside
     flat = padded.reshape(-1)
-    window = (np.arange(k)[:, None] * padded.shape[1] + np.arange(k)[None, :]).reshape(kk, 1)   # (k*k, 1) offsets
+    window = (np.arange(k)[:, None] * padded.shape[1] + np.arange(k)[None, :]).reshape(kk)   # (k*k,) offsets
     network = _sorting_network(kk)
     for a in range(0, len(ys), _MEDIAN_CHUNK):
         y, x = ys[a:a + _MEDIAN_CHUNK], xs[a:a + _MEDIAN_CHUNK]
         n = len(y)
-        vals = np.take(flat, window + (y * padded.shape[1] + x)[None, :])   # (k*k, n) uint8: row i*k+j = pixel (y+i-r, x+j-r)
+        corner = y * padded.shape[1] + x                                     # (n,) flat index of each window's corner
+        vals = np.empty((kk, n), np.uint8)                                    # row i*k+j = pixel (y+i-r, x+j-r)
+        for i, offset in enumerate(window):                                   # a row at a time: (n,) indices, not (k*k, n)
+            np.take(flat, corner + offset, out=vals[i])
         low = np.empty(n, np.uint8)
         for i, j in network:                                                  # each column sorted, 0s (no reading) first
             np.minimum(vals[i], vals[j], out=low)
             np.maximum(vals[i], vals[j], out=vals[j])
             vals[i] = low
         c = kk - (vals == 0).sum(0)                                           # (n,) valid readings, >= 1
+        if not c.all():                       # the callers' masks guarantee one; else the index below is out of range
+            j = int(np.argmin(c))
+            raise ValueError(f"depth pixel ({y[j]}, {x[j]}) has no valid reading in its {k} x {k} window: no median "
+                             "to fill it with")
         first = (kk - c) * n + np.arange(n)                                   # flat index of each column's first valid
         lo = np.take(vals, first + (c - 1) // 2 * n).astype(np.int32)         # the lower middle of the c valid
         hi = np.take(vals, first + c // 2 * n).astype(np.int32)               # the upper middle (= lo for odd c)
@@ -506,11 +520,17 @@ def close_depth_notches(d8: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"close_depth_notches takes an (H, W) uint8 depth, got {d8.shape} {d8.dtype}")
     if k not in DEPTH_CLOSE_WINDOWS[1:]:
         raise ValueError(f"depth close square must be one of {DEPTH_CLOSE_WINDOWS[1:]}, got {k!r}")
+    return _with_window_medians(d8, close_mask(d8, k), k)                    # >= 1 valid reading per window
+
+
+def close_mask(d8: np.ndarray, k: int) -> np.ndarray:
+    """(H, W) bool: the missing readings of d8 (H, W) uint8 that ``close_depth_notches`` fills (inside the
+    closing of the valid readings by a k x k square)."""
     r = k // 2
     valid = np.pad(d8 > 0, 2 * r)                                             # (H + 4r, W + 4r), no readings outside
     dilated = _window_counts(valid, k) > 0                                    # (H + 2r, W + 2r): the frame + r around it
     closed = _window_counts(dilated, k) == k * k                              # (H, W): eroded back
-    return _with_window_medians(d8, (d8 == 0) & closed, k)                    # >= 1 valid reading per window
+    return (d8 == 0) & closed
 
 
 def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:

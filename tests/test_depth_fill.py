@@ -136,3 +136,15 @@ def test_the_medians_sorting_network_sorts(n):
         assert 0 <= i < j < n
         v[i], v[j] = np.minimum(v[i], v[j]), np.maximum(v[i], v[j])
     assert np.array_equal(v, np.sort(cols, axis=0))
+
+
+def test_a_fill_pixel_without_a_valid_reading_is_refused_naming_it():
+    """Review 20 #16: the medians need >= 1 valid reading per window (the masks of fill_depth_holes and
+    close_depth_notches guarantee it); a mask that breaks it is refused naming the pixel, not an IndexError."""
+    from edge_ad.runtime.preprocess import _with_window_medians, fill_mask
+    d = _object()
+    fill = fill_mask(d, 3)
+    fill[0, 11] = True                                       # a corner of background: its 3 x 3 window has no reading
+    with pytest.raises(ValueError, match=r"depth pixel \(0, 11\) has no valid reading in its 3 x 3 window"):
+        _with_window_medians(d, fill, 3)
+    assert np.array_equal(_with_window_medians(d, fill_mask(d, 3), 3), fill_depth_holes(d, 3))
