@@ -304,8 +304,9 @@ def shift_score_power(cfg) -> float:
 
 def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     """((dy, dx), record) from ``camera_shift_fits``' {(dy, dx): (n,) log scores of the n frames moved so}.
-    ``power`` (``shift_score_power``): mean log-score differences (the gain, the as_good rule, the log's
-    "x" ratios) are divided by it, so they are in power-1 units whatever the model's powers.
+    ``power`` (``shift_score_power``): mean log-score differences (the gain, the as_good rule) are divided
+    by it, so MIN_SHIFT_GAIN is per unit of the score's latent power (the shipped rectangle, power 2: 1.2x per
+    unit = 1.44x of its score); the log gives the score's own ratio and, for power != 1, the per-unit one.
     The best fit b: the lowest mean log score ((0, 0) first among equal means). Frame by frame, a one-sided
     sign test over the frames where a candidate c and b differ (c better in k, worse in w): P(X <= k | k + w,
     1/2) < SHIFT_TIE_ALPHA says c fits worse. With a shift-tolerant model (the shipped cylinder: shift-min
@@ -315,7 +316,7 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     False: the frames cannot tell a camera shift, the model tolerates it). "as_good": b and every c the
     frames cannot tell from it: within MIN_SHIFT_GAIN of its mean and not worse by the sign test.
     record: {"mean_log_score_unshifted", "mean_log_score_best" (of the shift returned), "best_fit" [dy, dx],
-    "gain" (mean log score of (0, 0) minus b's, / power), "score_power", "frames", "unshifted_vs_best"
+    "gain" (mean log score of (0, 0) minus b's, / power), "gain_raw" (the same, not divided), "score_power", "frames", "unshifted_vs_best"
     {"better", "worse", "sign_p"}, "as_good" [[dy, dx], ...] (the candidates that fit as well as b, b first), "identified",
     "said" (what the log says: "none ..." with why, or the shift and the others as good)}."""
     if not power > 0:
@@ -339,7 +340,10 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     as_good = [offsets[b]] + [o for i, o in enumerate(offsets) if i != b and unit[i] - unit[b] <= MIN_SHIFT_GAIN
                               and versus_best(i)[2] >= SHIFT_TIE_ALPHA]
     z = offsets.index((0, 0))
-    gain = float(unit[z] - unit[b])
+    gain, gain_raw = float(unit[z] - unit[b]), float(mean[z] - mean[b])
+
+    def ratio(g_raw: float, g: float) -> str:   # the score's own ratio, and per unit of latent power if != 1
+        return f"{np.exp(g_raw):.2f}x" + (f" ({np.exp(g):.2f}x per unit of latent power {power:g})" if power != 1 else "")
     better, worse, p = versus_best(z)
     best = tuple(int(v) for v in offsets[b])
     others = [list(map(int, o)) for o in as_good[1:]]
@@ -347,8 +351,10 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
         identified, said = False, "none: the frames fit best unmoved"
     elif gain <= MIN_SHIFT_GAIN:
         identified, said = False, (
-                f"none identified: the best fit {best} lowers the scene's geometric-mean score only {np.exp(gain):.2f}x (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x): the model tolerates "
-                "the scene's camera position, the frames cannot tell a shift")
+                f"none identified: the best fit {best} lowers the scene's geometric-mean score only "
+                f"{ratio(gain_raw, gain)} (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x"
+                f"{' per unit' if power != 1 else ''}): the model tolerates the scene's camera position, the frames "
+                "cannot tell a shift")
     elif p >= SHIFT_TIE_ALPHA:
         few = (f", and it needs >= {SIGN_TEST_MIN_FRAMES} frames that differ to tell, here {better + worse}"
                if better + worse < SIGN_TEST_MIN_FRAMES else "")
@@ -358,7 +364,7 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
                 f"{p:.2g} >= {SHIFT_TIE_ALPHA:g}{few}): the model tolerates the scene's camera position")
     else:
         identified, said = True, (
-                f"the frames fit best moved by {best} ({np.exp(gain):.2f}x lower geometric-mean score than unmoved, "
+                f"the frames fit best moved by {best} ({ratio(gain_raw, gain)} lower geometric-mean score than unmoved, "
                 f"which is worse in {worse} of {n} frames)")
         if others:
             many = len(others) > 1
@@ -368,7 +374,7 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     chosen = best if identified else (0, 0)
     return chosen, {"mean_log_score_unshifted": float(mean[z]),
                     "mean_log_score_best": float(mean[offsets.index(chosen)]), "best_fit": list(best), "gain": gain,
-                    "score_power": float(power), "frames": int(n),
+                    "gain_raw": gain_raw, "score_power": float(power), "frames": int(n),
                     "unshifted_vs_best": {"better": better, "worse": worse, "sign_p": p},
                     "as_good": [list(best)] + others, "identified": identified, "said": said}
 
@@ -415,8 +421,9 @@ def default_max_shift(cfg) -> int:
     """The camera-shift search radius when none is given: DEFAULT_MAX_SHIFT for a model without search
     steps (k = 0: a frame's score is one encoder and one generator pass per copy it scores, 1 copy, or
     (2R + 1)^2 with the shift-min, score_shift_radius R > 0: the shipped cylinder, R = 2, scores 25;
-    measured on its export, 20 kinect frames, one busy CPU core: the first shift 2.6 s, the whole
-    --max-shift 1 calibration 16 s, so the default 49 shifts x 200 frames take ~10-20 min), 0 (no
+    measured on its export before its pixel memory, 20 kinect frames, one busy CPU core: the first shift
+    2.6 s, the whole --max-shift 1 calibration 16 s, so the default 49 shifts x 200 frames took ~10-20 min;
+    the eleventh-pass cylinder, 3300 pixel-memory rows: ~25 min per 50-frame scene at load 5-6), 0 (no
     search) for one with k > 0, where scoring (2r + 1)^2 shifted copies of every frame with k steps each
     dominates (an export --scoring reference, k = 19: ~15 s per shift for 20 frames on one CPU core, ~2 h
     for 200 frames). Either way the CLI prints the time left, measured on the first shift."""

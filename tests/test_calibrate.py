@@ -343,9 +343,10 @@ def test_a_camera_shift_is_taken_only_when_the_frames_can_tell():
     # a score of latent power 2 (log score twice as spread): gains are halved before the rule
     shift, c = choose_camera_shift(logs(s_1_0=clear), power=2.0)                # 0.5 / 2 = 0.25 > log 1.2
     assert shift == (1, 0) and c["gain"] == pytest.approx(0.25, abs=0.01) and c["score_power"] == 2
-    assert "1.28x lower" in c["said"]
+    assert "1.65x (1.28x per unit of latent power 2) lower" in c["said"] and c["gain_raw"] == pytest.approx(0.5, abs=0.01)
     shift, c = choose_camera_shift(logs(s_1_0=base - 0.3), power=2.0)           # 0.15 < log 1.2: refused
-    assert shift == (0, 0) and c["best_fit"] == [1, 0] and "only 1.16x" in c["said"]
+    assert shift == (0, 0) and c["best_fit"] == [1, 0] and "only 1.35x (1.16x per unit of latent power 2)" in c["said"]
+    assert "above 1.20x per unit" in c["said"]
     mixed = clear + np.where(np.arange(20) % 2, 0.75, -0.25)         # mean 0.25 above (1, 0), better in half the frames
     assert choose_camera_shift(logs(s_1_0=clear, s_0_1=mixed))[1]["as_good"] == [[1, 0]]             # 0.25 > log 1.2
     assert choose_camera_shift(logs(s_1_0=clear, s_0_1=mixed), 2.0)[1]["as_good"] == [[1, 0], [0, 1]]  # 0.125
