@@ -32,19 +32,22 @@ def test_both_cylinder_memories_hold_mirrored_zoom_and_roll_copies():
 
 
 def test_the_cylinder_meets_the_targets_mirrored_and_rolled(kinect_root):
-    """val (100 normals, 200 anomalies) at the shipped threshold under mirror + roll 3 deg, the ninth pass's
-    worst row (0.923 / 41 %): the targets (released: 0.987 / 5 % / 89.5 %; clean 0.988 / 6 % / 95.5 %)."""
+    """val at the shipped threshold under mirror + roll 3 deg, the ninth pass's worst row (0.923 / 41 % on the
+    100 normals, 200 anomalies): the targets. To keep CI short, all 100 normals (the false-alarm rate is the
+    old file's failure) and the first 50 anomalies of each class: released 0.998 / 5 % / 98 %, clean 0.996 / 6 %
+    / 99 %; the ninth-pass file 0.975 / 41 % on these frames."""
     G, E, cfg = load_generator(CYLINDER), checkpoint_encoder(CYLINDER), checkpoint_search_config(CYLINDER)
     bank, layout = checkpoint_latent_bank(CYLINDER), checkpoint_bank_augment(CYLINDER)
     pixels = CheckpointScoring.read(CYLINDER).pixel_memory(G.preprocess)
     thr = read_checkpoint(CYLINDER)["scoring"]["threshold"]["value"]
-    raw = raw_groups(kinect_root, "cylinder", "val", None, None, 0, 0, 0)
+    raw = {g: frames if g == "cylinder" else frames[:50]
+           for g, frames in raw_groups(kinect_root, "cylinder", "val", None, None, 0, 0, 0).items()}
     suite = {(n := parse_nuisance("mirror+rotate:3")).name: n}
     res = nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
                                                bank_rows_per_frame=layout, pixel_memory=pixels),
                          raw, "cylinder", suite, G.preprocess, thr)
     clean, r = res["conditions"]["clean"], res["conditions"]["mirror + rotate +3 deg"]
     assert clean["auroc"] >= 0.97 and clean["false_alarm_rate"] <= 0.10 and clean["anomalies_flagged"] >= 0.90, clean
-    assert len(r["scores"]["cylinder"]) == 100 and len(r["scores"]["rectangle"]) == len(r["scores"]["sphere"]) == 100
+    assert len(r["scores"]["cylinder"]) == 100 and len(r["scores"]["rectangle"]) == len(r["scores"]["sphere"]) == 50
     assert r["auroc"] >= 0.95 and r["false_alarm_rate"] <= 0.15, (r["auroc"], r["false_alarm_rate"])
-    assert r["anomalies_flagged"] >= 0.85, r["anomalies_flagged"]
+    assert r["anomalies_flagged"] >= 0.90, r["anomalies_flagged"]
