@@ -341,9 +341,8 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
                               and versus_best(i)[2] >= SHIFT_TIE_ALPHA]
     z = offsets.index((0, 0))
     gain, gain_raw = float(unit[z] - unit[b]), float(mean[z] - mean[b])
-
-    def ratio(g_raw: float, g: float) -> str:   # the score's own ratio, and per unit of latent power if != 1
-        return f"{np.exp(g_raw):.2f}x" + (f" ({np.exp(g):.2f}x per unit of latent power {power:g})" if power != 1 else "")
+    # the score's own ratio (0, 0) / b, and per unit of latent power if != 1
+    ratio = f"{np.exp(gain_raw):.2f}x" + (f" ({np.exp(gain):.2f}x per unit of latent power {power:g})" if power != 1 else "")
     better, worse, p = versus_best(z)
     best = tuple(int(v) for v in offsets[b])
     others = [list(map(int, o)) for o in as_good[1:]]
@@ -352,7 +351,7 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
     elif gain <= MIN_SHIFT_GAIN:
         identified, said = False, (
                 f"none identified: the best fit {best} lowers the scene's geometric-mean score only "
-                f"{ratio(gain_raw, gain)} (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x"
+                f"{ratio} (a shift is taken above {np.exp(MIN_SHIFT_GAIN):.2f}x"
                 f"{' per unit' if power != 1 else ''}): the model tolerates the scene's camera position, the frames "
                 "cannot tell a shift")
     elif p >= SHIFT_TIE_ALPHA:
@@ -364,7 +363,7 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
                 f"{p:.2g} >= {SHIFT_TIE_ALPHA:g}{few}): the model tolerates the scene's camera position")
     else:
         identified, said = True, (
-                f"the frames fit best moved by {best} ({ratio(gain_raw, gain)} lower geometric-mean score than unmoved, "
+                f"the frames fit best moved by {best} ({ratio} lower geometric-mean score than unmoved, "
                 f"which is worse in {worse} of {n} frames)")
         if others:
             many = len(others) > 1
