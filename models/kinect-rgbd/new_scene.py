@@ -7,6 +7,11 @@ random, --draw-seed) (written as a PNG frame folder, run
 through ``edge-ad calibrate``), then scored, before and after, on the rest of the scene: the other
 normal val frames and all val frames of the other two classes, under the same change.
 
+--json also saves what a threshold rule needs, to evaluate any rule offline without rescoring
+("per_frame"): calibrate's held-out scores of the N calibration frames (the scores its threshold rule
+reads), the model's threshold and rate table, and every rest-of-scene frame's score before and after
+calibrate (normals, anomalies with their class), with the val ids.
+
     .venv/bin/python models/kinect-rgbd/new_scene.py --model EXPORTED_DIR --class rectangle \
         [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random]
         [--draw-seed S] [--json OUT]
@@ -60,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--max-shift", type=int, default=3, help="calibrate's camera-shift search radius (0: off)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    from edge_ad.runtime.calibrate import calibrate_model
+    from edge_ad.runtime import calibrate as calibrate_module
     from edge_ad.runtime.sources import open_source
     scene = parse_nuisance(a.scene)
     splits = json.loads((Path(a.data) / "splits.json").read_text())
@@ -68,9 +73,18 @@ def main(argv=None):
                   for n, i in enumerate(splits[c]["val"])] for g, c in enumerate(CLASSES)}
     normal = frames[a.cls]
     order = np.arange(len(normal)) if a.draw == "first" else np.random.default_rng(a.draw_seed).permutation(len(normal))
-    calib = [normal[i] for i in sorted(order[:a.n_calib])]            # source order kept (calibrate's blocks)
-    rest = [normal[i] for i in sorted(order[a.n_calib:])]
+    calib_idx, rest_idx = sorted(order[:a.n_calib]), sorted(order[a.n_calib:])   # source order kept (calibrate's blocks)
+    calib = [normal[i] for i in calib_idx]
+    rest = [normal[i] for i in rest_idx]
     anomalous = [f for c in CLASSES if c != a.cls for f in frames[c]]
+    anomalous_ids = [[c, int(i)] for c in CLASSES if c != a.cls for i in splits[c]["val"]]
+    rule_inputs = {}
+    choose = calibrate_module.choose_threshold
+
+    def recording_choose(scores, fpr, model_threshold, same_rate, *args, **kw):   # what the rule read
+        rule_inputs.update(held_out=[float(v) for v in scores], fpr=float(fpr), model_threshold=model_threshold,
+                           same_rate=bool(same_rate))
+        return choose(scores, fpr, model_threshold, same_rate, *args, **kw)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scene"
         (folder / "rgb").mkdir(parents=True)
@@ -80,9 +94,14 @@ def main(argv=None):
             Image.fromarray(depth).save(folder / "depth" / f"{n}.png")
         before = Scorer.load(a.model)
         out = Path(tmp) / "calibrated"
-        with open_source(str(folder)) as src:
-            calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder), colour_gain=not a.no_colour_gain,
-                            blocks=a.blocks, floor=not a.no_floor, max_shift=a.max_shift)
+        calibrate_module.choose_threshold = recording_choose
+        try:
+            with open_source(str(folder)) as src:
+                calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
+                                                 colour_gain=not a.no_colour_gain, blocks=a.blocks,
+                                                 floor=not a.no_floor, max_shift=a.max_shift)
+        finally:
+            calibrate_module.choose_threshold = choose
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
@@ -90,11 +109,19 @@ def main(argv=None):
             thr_before = float(np.quantile(clean, 1 - (a.fpr or 0.05), method="higher"))
         result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "draw": a.draw if a.draw == "first" else f"random (seed {a.draw_seed})", "n_calib": len(calib), "n_normal": len(rest),
                   "n_anomalous": len(anomalous)}
+        own = before.manifest.get("threshold") or {}
+        per_frame = {**rule_inputs, "model_threshold_value": thr_before, "model_target_fpr": own.get("target_fpr"),
+                     "model_rates": own.get("rates"), "model_n_normal": own.get("n_normal"),
+                     "calib_val_ids": [int(splits[a.cls]["val"][i]) for i in calib_idx],
+                     "rest_val_ids": [int(splits[a.cls]["val"][i]) for i in rest_idx],
+                     "anomalous_ids": anomalous_ids}
         for name, sc in (("before", before), ("after", after)):
             sn = [sc.score(*f).score for f in rest]
             sa = [sc.score(*f).score for f in anomalous]
             result[name] = rates(thr_before if name == "before" else sc.threshold, sn, sa)
-    print(json.dumps(result, indent=1))
+            per_frame[name] = {"normal": [float(v) for v in sn], "anomalous": [float(v) for v in sa]}
+        result["per_frame"] = per_frame
+    print(json.dumps({k: v for k, v in result.items() if k != "per_frame"}, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
 
