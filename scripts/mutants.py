@@ -376,6 +376,13 @@ MUTANTS = [
            "and versus_best(i)[2] >= SHIFT_TIE_ALPHA]", "]", ("tests/test_calibrate.py", "-k", "frames_can_tell")),
     Mutant("shift-gain-in-raw-log-score", "runtime/calibrate.py",
            "unit = mean / power ", "unit = mean ", ("tests/test_calibrate.py", "-k", "frames_can_tell")),
+    Mutant("threshold-raised-to-the-quantile", "runtime/calibrate.py",   # the rule before session 22
+           "raised, allowed = lowest_accepted_threshold(scores, fpr)", "raised, allowed = quantile, frames_accepted(n, fpr)",
+           ("tests/test_calibrate_threshold.py", "-k", "raised_only or one_frame_more")),
+    Mutant("threshold-accepted-frames-one-more", "runtime/calibrate.py",
+           "while k < n and binomial_tail(k + 1, n, fpr) >= SCENE_TEST_ALPHA:",
+           "while k < n and binomial_tail(k + 2, n, fpr) >= SCENE_TEST_ALPHA:",
+           ("tests/test_calibrate_threshold.py", "-k", "frames_accepted or raised_only")),
     Mutant("pixel-calibrate-cap-after-scoring", "runtime/calibrate.py",
            "if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored",
            "if False:     # the grown pixel memory must fit before the scene is scored",

@@ -1,6 +1,7 @@
 """edge-ad calibrate's threshold rule (runtime/calibrate.py choose_threshold): the model's own threshold,
 read from hundreds of normal frames, is kept at its own rate unless the scene's held-out frames exceed it
-significantly (one-sided binomial test); a few dozen frames' tail quantile alone was as noisy as one frame."""
+significantly (one-sided binomial test), then raised to the lowest threshold the same test accepts; a few
+dozen frames' tail quantile alone was as noisy as one frame."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,11 +56,42 @@ def test_model_threshold_kept_when_the_scene_is_consistent_with_its_rate():
     assert cal._quantile_threshold(s, 0.04) > 1.3          # what the old rule returned
 
 
-def test_scene_quantile_when_the_scene_exceeds_the_model_threshold_significantly():
-    s = _scores_with(8)                                     # 8 of 50 at 4 %: P(>= 8) ~ 0.003
+@pytest.mark.parametrize("n,fpr,k", [(50, 0.04, 4), (50, 0.07, 7), (50, 0.08, 7), (24, 0.07, 4), (40, 0.05, 4),
+                                     (20, 0.04, 2), (3, 0.5, 3)])
+def test_frames_accepted_is_the_tests_edge(n, fpr, k):
+    """The most frames above a threshold that scene_exceeds does not refute: one more is refuted."""
+    assert cal.frames_accepted(n, fpr) == k
+    assert cal.binomial_tail(k, n, fpr) >= cal.SCENE_TEST_ALPHA
+    assert k == n or cal.binomial_tail(k + 1, n, fpr) < cal.SCENE_TEST_ALPHA
+
+
+def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
+    """8 of 50 frames above a threshold set at 4 % (P(>= 8) ~ 0.003): raised to the lowest threshold the
+    same test accepts, the 5th-highest score (4 above it: P(>= 4) = 0.14), not to the scene's 96 %
+    quantile, the 2nd-highest (session 22: sphere's scene M, 6 of 50 above, the quantile 1.60x the model's
+    flagged 81.5 %, the lowest accepted 1.11x 92.5 %, both 2 % false alarms on the rest of the scene)."""
+    s = _scores_with(8)
     thr, rule, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=True)
-    assert thr == cal._quantile_threshold(s, 0.04) > 1.3 and "scene quantile" in rule
-    assert test["binomial_p"] < cal.SCENE_TEST_ALPHA
+    top = np.sort(s)[::-1]
+    assert thr == top[4] and (s > thr).sum() == 4 and thr < cal._quantile_threshold(s, 0.04) == top[1]
+    assert cal.scene_exceeds(s, thr, 0.04)[1] >= cal.SCENE_TEST_ALPHA          # accepted by the same test
+    assert cal.scene_exceeds(s, top[5], 0.04)[1] < cal.SCENE_TEST_ALPHA        # the next lower one is not
+    assert rule.startswith("raised: 8 of 50 scene frames above the model's own threshold")
+    assert "lowest threshold they accept (4 of 50 above it, p = 0.14)" in rule and "quantile: " in rule
+    assert test["binomial_p"] < cal.SCENE_TEST_ALPHA and test["frames_accepted"] == 4
+    assert test["frames_above_threshold"] == 4 and test["scene_quantile"] == top[1]
+    assert test["binomial_p_at_threshold"] == pytest.approx(0.1391, abs=1e-3)
+
+
+def test_one_frame_more_moves_the_threshold_by_one_frame():
+    """The kept and the raised threshold pass the same test: 4 of 50 above at 4 % keeps the model's
+    threshold (p 0.14), 5 above (p 0.049) raises it just past the lowest of them, not to the 2nd-highest
+    score (the quantile rule made the threshold jump with the 5th frame)."""
+    kept = _scores_with(4)
+    assert cal.choose_threshold(kept, 0.04, 1.0, same_rate=True)[0] == 1.0
+    five = _scores_with(5)
+    thr = cal.choose_threshold(five, 0.04, 1.0, same_rate=True)[0]
+    assert thr == np.sort(five)[-5] and (five > thr).sum() == 4 and 1.0 < thr < np.sort(five)[-2]
 
 
 def test_other_rates_and_no_model_threshold_keep_the_quantile_rules():
@@ -97,8 +129,10 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             assert c["threshold_scene"] > own                # the old rule's threshold, recorded, not used
             # the manifest says where the kept threshold was read from, not "the scene's 24 frames"
             assert man["threshold"]["n_normal"] == model_n and man["threshold"]["normal"].startswith("the model's own")
-        else:
-            assert man["threshold"]["value"] == pytest.approx(c["threshold_scene"]) and c["threshold_scene"] > own
+        else:                                               # 24 at 7 %: at most 4 above (P(>= 5) 0.02)
+            assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5]) and man["threshold"]["value"] > own
+            assert c["threshold_scene"] > man["threshold"]["value"] and c["threshold_rule"].startswith("raised: 8 of 24")
+            assert c["threshold_test"]["frames_above_threshold"] == 4
             assert man["threshold"]["n_normal"] == n and man["threshold"]["normal"].startswith("scene frames")
         assert man["threshold"]["scene_frames"] == n and man["threshold"]["model_n_normal"] == model_n
         assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
@@ -149,9 +183,10 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     assert c["threshold_test"]["frames_above_model_threshold"] == 3 and c["threshold_scene"] > 1.25 * own
     assert man["threshold"]["normal"].startswith("the model's threshold at 0.05") and c["threshold_warning"] is None
     assert man["threshold"]["model_threshold"]["rates"]["0.05"] == pytest.approx(1.25 * own)   # carried on
-    man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) ~ 0.001
-    assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
-    assert man["threshold"]["value"] > 1.25 * own and "scene quantile" in man["calibration"]["threshold_rule"]
+    man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) ~ 0.001; at most 4 accepted
+    assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5])
+    assert man["threshold"]["value"] > 1.25 * own and "raised only as far" in man["calibration"]["threshold_rule"]
+    assert man["calibration"]["threshold_scene"] > man["threshold"]["value"] and man["calibration"]["threshold_warning"] is None
     man = calibrate(plain, "no-table", 3)                  # no table: the floored quantile, as before
     assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
     assert man["calibration"]["threshold_rule"].startswith("max(") and man["calibration"]["threshold_test"] is None

@@ -28,8 +28,8 @@ import click
 @click.option("--floor/--no-floor", default=True, show_default=True,
               help="use the model's own threshold (read from its held-out normal frames) when it was calibrated "
               "at a false-alarm rate >= --fpr: at the same rate (the default --fpr) it is kept unless more scene "
-              "frames score above it than --fpr allows (binomial test, p < 0.05), then the scene's quantile, never "
-              "below it; at a higher rate it floors the scene's quantile. --no-floor: the scene's quantile alone. "
+              "frames score above it than --fpr allows (binomial test, p < 0.05), then raised only as far as the "
+              "scene asks: to the lowest threshold the same test accepts; at a higher rate it floors the scene's quantile. --no-floor: the scene's quantile alone. "
               "A few dozen frames of one scene give a noisy tail quantile.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
