@@ -77,24 +77,34 @@ def _valid_rate(rate) -> bool:
     return isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1
 
 
-def watched_rate(rate: float, n_normal) -> tuple:
+def watched_rate(rate: float, n_normal, frames_above=None) -> tuple:
     """(the rate the watch tests against, how it was set): the upper RATE_CONFIDENCE bound of the true
     false-alarm rate of a threshold read at ``rate`` from ``n_normal`` normal frames; ``rate`` itself
-    when n_normal is not a whole number >= 2 (not recorded)."""
+    when n_normal is not a whole number >= 2 (not recorded). ``frames_above``: how many of those frames
+    score above the threshold when recorded (edge-ad calibrate's raised threshold lets more of them above
+    it than a (1 - rate) quantile does); otherwise the quantile's count (``frames_above_quantile``)."""
     if isinstance(n_normal, bool) or not isinstance(n_normal, int) or n_normal < 2:
         return rate, "none: the threshold's n_normal is not recorded, its rate is taken as exact"
-    bound = max(rate, exceedance_upper_bound(frames_above_quantile(n_normal, rate), n_normal, RATE_CONFIDENCE))
+    recorded = (isinstance(frames_above, int) and not isinstance(frames_above, bool)
+                and 0 <= frames_above < n_normal)
+    k = frames_above if recorded else frames_above_quantile(n_normal, rate)
+    bound = max(rate, exceedance_upper_bound(k, n_normal, RATE_CONFIDENCE))
+    if recorded:
+        return bound, (f"upper {RATE_CONFIDENCE:.0%} bound of the true rate of a threshold that {k} of its "
+                       f"{n_normal} normal frames score above")
     return bound, (f"upper {RATE_CONFIDENCE:.0%} bound of the true rate of a {rate:g} quantile of "
                    f"{n_normal} normal frames")
 
 
 def watch_for(threshold: Optional[float], model_threshold: Optional[float], model_rate,
-              window: int = DEFAULT_WINDOW, alpha: float = DEFAULT_ALPHA, model_n_normal=None) -> tuple:
+              window: int = DEFAULT_WINDOW, alpha: float = DEFAULT_ALPHA, model_n_normal=None,
+              model_frames_above=None) -> tuple:
     """(AlarmRateWatch or None, why none): a run flagging at ``threshold`` gets a watch when that is the
     model's calibrated threshold (``model_threshold``) and its calibrated false-alarm rate
     (``model_rate``, the manifest's threshold target_fpr) is known; ``window`` 0 switches it off.
     ``model_n_normal``: how many normal frames the threshold was read from (``Scorer.threshold_n_normal``);
-    the watch tests against the rate's upper bound given it (``watched_rate``)."""
+    the watch tests against the rate's upper bound given it and ``model_frames_above``, how many of those
+    frames score above the threshold where recorded (``Scorer.threshold_frames_above``; ``watched_rate``)."""
     window, alpha = check_watch_settings(window, alpha)
     if window == 0:
         return None, "switched off (alarm window 0)"
@@ -105,7 +115,7 @@ def watch_for(threshold: Optional[float], model_threshold: Optional[float], mode
                       "false-alarm rate is unknown")
     if not _valid_rate(model_rate):
         return None, "the model's threshold does not say the false-alarm rate it was calibrated at (target_fpr)"
-    expected, how = watched_rate(float(model_rate), model_n_normal)
+    expected, how = watched_rate(float(model_rate), model_n_normal, model_frames_above)
     watch = AlarmRateWatch(expected, window, alpha)
     watch.calibration = {"calibrated_rate": float(model_rate), "n_normal": model_n_normal, "rate_bound": how}
     return watch, None

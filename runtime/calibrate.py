@@ -64,13 +64,18 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                   kept threshold in none; where the scene refuted it, taking the quantile (until session 22)
                   cost sphere's scene M (mirror + brightness +20 %, draw 0) 1.60x and 81.5 % flagged (2 %
                   false alarms), the lowest accepted threshold 1.11x and 92.5 % (2 %) (models/kinect-rgbd
-                  README, "calibrate's threshold rule", every scene measured before / after);
+                  README, "calibrate's threshold rule", every scene measured before / after). The cost:
+                  a raised threshold lets up to k of the n frames above it, so on fresh frames of the scene
+                  expect up to about (k + 1) / (n + 1) false alarms (9.8 % at 4 % of 50, 15.7 % at 8 %),
+                  where the quantile expects about the rate; the raised threshold's count is written to the
+                  manifest (threshold "frames_above") and the alarm-rate watch bounds the rate with it;
                 - else, the model's threshold was set at a higher rate than fpr: the scene's (1 - fpr)
                   quantile, floored at the model's threshold (a lower bound of a threshold at the lower rate);
                 - no usable model threshold (none, a lower rate than fpr, or ``floor`` False): the
                   scene's (1 - fpr) quantile.
-                A quantile from fewer than MIN_EXPECTED_ABOVE expected frames above it (frames x fpr) is one
-                of the top few scores: said (``threshold_warning``). Measured on kinect-rgbd (an outside
+                A threshold read from the scene (a quantile or a raise) with fewer than MIN_EXPECTED_ABOVE
+                expected frames above it (frames x fpr) is one of the top few scores: said
+                (``threshold_warning``). Measured on kinect-rgbd (an outside
                 check, 50 random scene frames, --fpr 0.05 below rectangle's 7 %): the floored quantile put
                 the threshold 1.7x above the held-out normals' 95th percentile (2 % false alarms, 74.5 %
                 of anomalies flagged).
@@ -175,7 +180,7 @@ def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[f
     test = {"frames_above_model_threshold": k, "frames": int(n), "binomial_p": p, "alpha": SCENE_TEST_ALPHA}
     if p < SCENE_TEST_ALPHA:
         raised, allowed = lowest_accepted_threshold(scores, fpr)
-        raised = max(raised, model_threshold)       # above it already: more than `allowed` frames are
+        # refuted: more than `allowed` frames score above the model's threshold, so the (allowed + 1)-th highest is above it
         above = int((np.asarray(scores, float) > raised).sum())
         test.update(raised_to="lowest accepted", frames_accepted=allowed, frames_above_threshold=above,
                     binomial_p_at_threshold=binomial_tail(above, n, fpr), scene_quantile=quantile)
@@ -735,9 +740,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=at_rate is not None, what=what)
     scene_threshold = _quantile_threshold(scores, fpr)
     warning = None
-    if threshold == scene_threshold != floor_value and n * fpr < MIN_EXPECTED_ABOVE:   # rests on the top scores
+    above = int((np.asarray(scores, float) > threshold).sum())     # scene frames above the chosen threshold
+    if threshold != floor_value and n * fpr < MIN_EXPECTED_ABOVE:     # read from the scene's top scores
         warning = (f"{n} scene frames cannot resolve a {fpr:g} false-alarm rate (n x rate = {n * fpr:.2g} < "
-                   f"{MIN_EXPECTED_ABOVE}): the threshold is the {n - int(np.ceil((1 - fpr) * (n - 1)))}-th highest of "
+                   f"{MIN_EXPECTED_ABOVE}): the threshold is the {above + 1}-th highest of "
                    f"{n} held-out scores, as noisy as one frame; calibrate on more frames or at a higher --fpr")
         if log is not None:
             log("warning: " + warning)
@@ -770,7 +776,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                                f"{own.get('normal') or 'not recorded'}); "
                                f"checked against {n} scene frames of {source}"}
     else:
-        read_from = {"n_normal": n, "normal": f"scene frames of {source}"}
+        read_from = {"n_normal": n, "frames_above": above, "normal": f"scene frames of {source}"}
     new["threshold"] = {"value": threshold, "target_fpr": fpr, **read_from, "scene_frames": n,
                         "search": cfg.to_dict(), "source": "edge-ad calibrate", "calibrated": now,
                         "model_threshold": model_record, "model_n_normal": own.get("n_normal"),

@@ -799,7 +799,8 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     else:
         alarm_window = DEFAULT_WINDOW if alarm_window is None else alarm_window
         watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
-                                     alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None))
+                                     alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None),
+                                     getattr(scorer, "threshold_frames_above", None))
         if watch is None and alarm_window:
             log(f"alarm-rate watch off: {watch_off}")
     run = _Run(source, writer.next_index, stop, max_frames)

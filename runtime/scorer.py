@@ -405,6 +405,16 @@ class Scorer:
         n = self.manifest["threshold"].get("n_normal")
         return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
+    @property
+    def threshold_frames_above(self) -> Optional[int]:
+        """How many of the ``threshold_n_normal`` frames score above ``threshold`` (manifest "threshold"
+        frames_above, written by edge-ad calibrate when it reads the threshold from scene frames), or None:
+        not recorded (a (1 - rate) quantile's count is then assumed). The alarm-rate watch bounds with it."""
+        if self.threshold is None:
+            return None
+        k = self.manifest["threshold"].get("frames_above")
+        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 0 else None
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:

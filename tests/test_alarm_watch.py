@@ -177,6 +177,20 @@ def test_the_threshold_is_tested_against_its_rates_upper_bound_given_n_normal():
     assert watch_for(0.5, 0.5, 0.05)[0].state()["rate_bound"].startswith("none")
 
 
+
+def test_a_raised_thresholds_recorded_count_sets_the_bound():
+    """Review 22 #2: edge-ad calibrate's raised threshold lets up to frames_accepted of its n scene frames
+    above it (4 of 50 at 4 %), not a quantile's 1: the watch bounds the rate with the recorded count
+    (Beta(k + 1, n - k)), else it would test against a rate below the threshold's own and fire on normal
+    frames. An unusable count (bool, >= n, negative, float) falls back to the quantile's."""
+    bound, how = watched_rate(0.04, 50, 4)
+    assert bound == pytest.approx(stats.beta.ppf(0.95, 5, 46), rel=1e-9) and "4 of its 50" in how
+    assert bound > watched_rate(0.04, 50)[0] + 0.05             # 0.174 vs 0.091
+    for bad in (True, 50, -1, 4.0, None):
+        assert watched_rate(0.04, 50, bad) == watched_rate(0.04, 50)
+    watch = watch_for(0.5, 0.5, 0.04, model_n_normal=50, model_frames_above=4)[0]
+    assert watch.expected_rate == bound
+
 def test_a_threshold_read_from_50_frames_rarely_fires_on_normal_frames():
     """Thresholds as edge-ad calibrate reads them from a scene's 50 frames at 5 % (the quantile of 50
     seeded uniform scores: true rate 1 - threshold, 0.01-0.15), 40 normal streams of 5000 frames each at

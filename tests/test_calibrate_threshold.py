@@ -129,11 +129,15 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             assert c["threshold_scene"] > own                # the old rule's threshold, recorded, not used
             # the manifest says where the kept threshold was read from, not "the scene's 24 frames"
             assert man["threshold"]["n_normal"] == model_n and man["threshold"]["normal"].startswith("the model's own")
+            assert "frames_above" not in man["threshold"] and Scorer.load(tmp_path / name).threshold_frames_above is None
         else:                                               # 24 at 7 %: at most 4 above (P(>= 5) 0.02)
             assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5]) and man["threshold"]["value"] > own
             assert c["threshold_scene"] > man["threshold"]["value"] and c["threshold_rule"].startswith("raised: 8 of 24")
             assert c["threshold_test"]["frames_above_threshold"] == 4
             assert man["threshold"]["n_normal"] == n and man["threshold"]["normal"].startswith("scene frames")
+            # the alarm-rate watch's count (review 22 #2): 4 of the 24 above the raised threshold, not a quantile's 1
+            assert man["threshold"]["frames_above"] == 4 and Scorer.load(tmp_path / name).threshold_frames_above == 4
+            assert c["threshold_warning"] and "5-th highest of 24" in c["threshold_warning"]   # 24 x 7 % = 1.7 < 3
         assert man["threshold"]["scene_frames"] == n and man["threshold"]["model_n_normal"] == model_n
         assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
 
@@ -186,7 +190,9 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) ~ 0.001; at most 4 accepted
     assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5])
     assert man["threshold"]["value"] > 1.25 * own and "raised only as far" in man["calibration"]["threshold_rule"]
-    assert man["calibration"]["threshold_scene"] > man["threshold"]["value"] and man["calibration"]["threshold_warning"] is None
+    assert man["calibration"]["threshold_scene"] > man["threshold"]["value"]
+    # 40 x 5 % = 2 expected above: a raise rests on the top scores too, and says so (review 22 #3)
+    assert "5-th highest of 40" in man["calibration"]["threshold_warning"]
     man = calibrate(plain, "no-table", 3)                  # no table: the floored quantile, as before
     assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
     assert man["calibration"]["threshold_rule"].startswith("max(") and man["calibration"]["threshold_test"] is None
