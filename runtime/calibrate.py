@@ -25,7 +25,7 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                 (-2, 1), each the exact undo plus (0, -1), the shift these frames fit best unmoved (1.05x,
                 not taken); the exact undo is each time among the 4-7 shifts recorded as fitting as well
                 (rectangle without a shift-min, 50 frames: (2, -2) and (-1, 3) found exactly, no other shift
-                as good; the shipped rectangle, shift-min R = 1 since the tenth pass, scene (2, -2) + light, 50
+                as good; the tenth-pass rectangle, shift-min R = 1 (as the twelfth pass), scene (2, -2) + light, 50
                 random val frames: found (-1, 2), 9 shifts as good, the exact (-2, 2) among them).
                 Models with centroid alignment keep (0, 0).
   latent bank   the original bank (E of the training frames) plus E of every usable scene frame and
