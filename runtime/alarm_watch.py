@@ -46,7 +46,7 @@ import threading
 from collections import deque
 from typing import Optional
 
-from .binomial import binomial_tail, exceedance_upper_bound, frames_above_quantile
+from .binomial import accepted_count, binomial_tail, exceedance_upper_bound, frames_above_quantile
 
 __all__ = ["AlarmRateWatch", "watch_for", "check_watch_settings", "count_limits", "DEFAULT_WINDOW", "DEFAULT_ALPHA",
            "NORMAL_P", "MIN_FRAMES", "HIGH_HINT", "NORMAL_HINT", "RATE_CONFIDENCE", "watched_rate"]
@@ -121,7 +121,7 @@ def watch_for(threshold: Optional[float], model_threshold: Optional[float], mode
     return watch, None
 
 
-_LIMITS: dict = {}              # (rate, alpha) -> [(fire, calm) for a window of 0, 1, 2, ... frames]
+_LIMITS: dict = {}              # (frames, rate, alpha) -> (fire, calm)
 _LIMITS_LOCK = threading.Lock()
 
 
@@ -129,16 +129,13 @@ def count_limits(n: int, rate: float, alpha: float) -> tuple:
     """(fire, calm) for a window of ``n`` frames at the calibrated ``rate``: the least flagged count whose
     tail P(X >= count) is < ``alpha`` (n + 1: none) and the largest whose tail is >= NORMAL_P. The tail
     falls as the count grows, so comparing the window's count with these is the test itself, without a
-    tail sum per frame. One more frame moves each limit by 0 or 1 (X(n) >= k + 1 implies X(n - 1) >= k,
-    and P(X(n) >= k) >= P(X(n - 1) >= k)), so the table grows by one ``binomial_tail`` per limit and frame."""
+    tail sum per frame: each is ``binomial.accepted_count`` (fire: at ``alpha``, plus one; calm: at
+    NORMAL_P), computed once per window size and rate (a window holds at most ``window`` sizes)."""
+    key = (n, rate, alpha)
     with _LIMITS_LOCK:
-        table = _LIMITS.setdefault((rate, alpha), [(1, 0)])     # 0 frames: tail(0) = 1, tail(1) = 0
-        while len(table) <= n:
-            m, (fire, calm) = len(table), table[-1]
-            fire = fire if binomial_tail(fire, m, rate) < alpha else fire + 1
-            calm = calm + 1 if binomial_tail(calm + 1, m, rate) >= NORMAL_P else calm
-            table.append((fire, calm))
-        return table[n]
+        if key not in _LIMITS:
+            _LIMITS[key] = (accepted_count(n, rate, alpha) + 1, accepted_count(n, rate, NORMAL_P))
+        return _LIMITS[key]
 
 
 class AlarmRateWatch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["binomial_tail", "frames_above_quantile", "exceedance_upper_bound"]
+__all__ = ["binomial_tail", "accepted_count", "frames_above_quantile", "exceedance_upper_bound"]
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -21,6 +21,21 @@ def binomial_tail(k: int, n: int, p: float) -> float:
              for j in range(k, n + 1)]
     top = max(terms)
     return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
+
+
+def accepted_count(n: int, p: float, alpha: float) -> int:
+    """The largest k in 0 .. n with P(X >= k) >= ``alpha``, X ~ Binomial(n, p): the most of ``n`` frames
+    that may be above a rate-``p`` threshold before the one-sided binomial test at ``alpha`` refutes it
+    (calibrate's ``frames_accepted``; the alarm watch's ``count_limits``: fire = this + 1). Bisection on k
+    (the tail falls as k grows; P(X >= 0) = 1): log2(n) tails instead of one per k."""
+    lo, hi = 0, n                           # the tail at lo is >= alpha; the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if binomial_tail(mid, n, p) >= alpha:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def frames_above_quantile(n: int, rate: float) -> int:

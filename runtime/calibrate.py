@@ -100,7 +100,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .binomial import binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
+from .binomial import accepted_count, binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
 from .latent_memory import latent_memory
 from .manifest import MANIFEST, load_manifest, sha256_file
@@ -146,11 +146,8 @@ def scene_exceeds(scores: np.ndarray, threshold: float, fpr: float) -> tuple:
 def frames_accepted(n: int, fpr: float) -> int:
     """The most of ``n`` scene frames that may score above a threshold set at rate ``fpr`` before
     ``scene_exceeds`` refutes it: the largest k with P(X >= k) >= SCENE_TEST_ALPHA, X ~ Binomial(n, fpr)
-    (50 frames: 4 at 4 %, 7 at 7-8 %)."""
-    k = 0
-    while k < n and binomial_tail(k + 1, n, fpr) >= SCENE_TEST_ALPHA:
-        k += 1
-    return k
+    (50 frames: 4 at 4 %, 7 at 7-8 %; ``binomial.accepted_count``, as the alarm-rate watch's limits)."""
+    return accepted_count(n, fpr, SCENE_TEST_ALPHA)
 
 
 def lowest_accepted_threshold(scores: np.ndarray, fpr: float) -> tuple:

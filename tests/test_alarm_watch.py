@@ -67,7 +67,7 @@ def test_calibrate_keeps_the_one_binomial_tail():
 
 
 def test_count_limits_are_the_binomial_tests_critical_counts():
-    """count_limits(n) grows its table a frame at a time (each limit moves by 0 or 1): for every window
+    """count_limits(n) (binomial.accepted_count's bisection, cached per window size): for every window
     size up to 300 it equals the counts read off scipy's binomial tail (fire: least count with tail <
     alpha; calm: largest with tail >= NORMAL_P)."""
     for rate, alpha in ((0.07, 1e-3), (0.05, 1e-4), (0.3, 1e-2)):

@@ -65,6 +65,28 @@ def test_frames_accepted_is_the_tests_edge(n, fpr, k):
     assert k == n or cal.binomial_tail(k + 1, n, fpr) < cal.SCENE_TEST_ALPHA
 
 
+def test_one_accepted_count_for_calibrate_and_the_alarm_watch():
+    """calibrate's frames_accepted and the alarm watch's count_limits are one search (binomial.accepted_count,
+    a bisection on k): over every n in 1..300, rates 0.01-0.2 (the shipped models' 4, 7, 8 % among them) and
+    the alphas in use (calibrate's SCENE_TEST_ALPHA, the watch's NORMAL_P and DEFAULT_ALPHA) each equals
+    the brute-force answer read off scipy's tail at every k: frames_accepted the largest k with P(X >= k) >=
+    SCENE_TEST_ALPHA; count_limits' fire the least k with P(X >= k) < alpha, calm the largest with >= NORMAL_P.
+    (Before the bisection both were linear scans of binomial_tail; the two agree on all of n 0..300, 22 rates
+    0.01-0.5 and alphas 0.05, 1e-2, 1e-3, 1e-4: 33110 cases, session 23, 2.5 min: too slow for the suite.)"""
+    stats = pytest.importorskip("scipy.stats")
+    from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, NORMAL_P, count_limits
+    for fpr in (0.01, 0.02, 0.04, 0.05, 0.07, 0.08, 0.1, 0.2):
+        for n in range(1, 301):
+            tail = stats.binom.sf(np.arange(-1, n + 1), n, fpr)        # P(X >= k), k = 0 .. n + 1 (0 there)
+
+            def largest_accepted(alpha):
+                return int(np.nonzero(tail >= alpha)[0].max())
+
+            assert cal.frames_accepted(n, fpr) == largest_accepted(cal.SCENE_TEST_ALPHA), (n, fpr)
+            fire = int(np.argmax(tail < DEFAULT_ALPHA))
+            assert count_limits(n, fpr, DEFAULT_ALPHA) == (fire, largest_accepted(NORMAL_P)), (n, fpr)
+
+
 def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
     """8 of 50 frames above a threshold set at 4 % (P(>= 8) ~ 0.003): raised to the lowest threshold the
     same test accepts, the 5th-highest score (4 above it: P(>= 4) = 0.14), not to the scene's 96 %
