@@ -160,25 +160,32 @@ def lowest_accepted_threshold(scores: np.ndarray, fpr: float) -> tuple:
 
 def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[float], same_rate: bool,
                      what: str = "the model's own threshold") -> tuple:
-    """(threshold, rule text, test record or None) of a scene from its held-out ``scores`` (module
-    docstring, "threshold"): ``model_threshold`` the model's own threshold usable as a floor (None:
-    none, or ``floor`` off); ``same_rate`` True when it was read at this very rate ``fpr`` (its own
-    threshold, or the entry of its rate table: ``model_threshold_at``); ``what`` names it in the rule.
+    """(threshold, rule text, record) of a scene from its held-out ``scores`` (module docstring,
+    "threshold"): ``model_threshold`` the model's own threshold usable as a floor (None: none, or
+    ``floor`` off); ``same_rate`` True when it was read at this very rate ``fpr`` (its own threshold, or
+    the entry of its rate table: ``model_threshold_at``); ``what`` names it in the rule.
     Refuted by the scene (``scene_exceeds``), the model's threshold is raised only as far as the scene's
     frames ask: to the lowest threshold the same test accepts (``lowest_accepted_threshold``), not to
-    the scene's (1 - fpr) quantile (recorded as "scene_quantile")."""
-    quantile = _quantile_threshold(scores, fpr)
-    if model_threshold is None:
-        return quantile, "scene quantile", None
-    if not same_rate:                   # the model's threshold, set at a higher rate: a lower bound only
-        return max(quantile, model_threshold), "max(scene quantile, the model's own threshold)", None
-    k, p = scene_exceeds(scores, model_threshold, fpr)   # kept unless the scene refutes it
+    the scene's (1 - fpr) quantile (recorded as "scene_quantile"). The record (the calibration's
+    "threshold_test") holds "frames" and "frames_above_threshold" (how many of them score above the
+    threshold chosen) in every branch, and the binomial test's fields where the model's threshold was
+    tested (kept or raised)."""
     n = len(scores)
+    quantile = _quantile_threshold(scores, fpr)
+
+    def counted(threshold: float) -> dict:
+        return {"frames": int(n), "frames_above_threshold": int((np.asarray(scores, float) > threshold).sum())}
+    if model_threshold is None:
+        return quantile, "scene quantile", counted(quantile)
+    if not same_rate:                   # the model's threshold, set at a higher rate: a lower bound only
+        threshold = max(quantile, model_threshold)
+        return threshold, "max(scene quantile, the model's own threshold)", counted(threshold)
+    k, p = scene_exceeds(scores, model_threshold, fpr)   # kept unless the scene refutes it
     test = {"frames_above_model_threshold": k, "frames": int(n), "binomial_p": p, "alpha": SCENE_TEST_ALPHA}
     if p < SCENE_TEST_ALPHA:
         raised, allowed = lowest_accepted_threshold(scores, fpr)
         # refuted: more than `allowed` frames score above the model's threshold, so the (allowed + 1)-th highest is above it
-        above = int((np.asarray(scores, float) > raised).sum())
+        above = counted(raised)["frames_above_threshold"]
         test.update(raised_to="lowest accepted", frames_accepted=allowed, frames_above_threshold=above,
                     binomial_p_at_threshold=binomial_tail(above, n, fpr), scene_quantile=quantile)
         return (raised, f"raised: {k} of {n} scene frames above {what}, more than {fpr:g} allows (binomial p = "
@@ -186,6 +193,7 @@ def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[f
                 f"threshold they accept ({above} of {n} above it, p = {test['binomial_p_at_threshold']:.2g}), "
                 f"{raised / model_threshold:.2f}x {what} (the scene's {1 - fpr:g} quantile: "
                 f"{quantile / model_threshold:.2f}x)", test)
+    test["frames_above_threshold"] = k                    # the threshold kept is the model's
     return (model_threshold, f"{what}: {k} of {n} scene frames above it, as {fpr:g} allows "
             f"(binomial p = {p:.2g} >= {SCENE_TEST_ALPHA:g})", test)
 
@@ -737,7 +745,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=at_rate is not None, what=what)
     scene_threshold = _quantile_threshold(scores, fpr)
     warning = None
-    above = int((np.asarray(scores, float) > threshold).sum())     # scene frames above the chosen threshold
+    above = test["frames_above_threshold"]     # scene frames above the chosen threshold
     if threshold != floor_value and n * fpr < MIN_EXPECTED_ABOVE:     # read from the scene's top scores
         warning = (f"{n} scene frames cannot resolve a {fpr:g} false-alarm rate (n x rate = {n * fpr:.2g} < "
                    f"{MIN_EXPECTED_ABOVE}): the threshold is the {above + 1}-th highest of "

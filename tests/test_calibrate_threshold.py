@@ -117,13 +117,27 @@ def test_one_frame_more_moves_the_threshold_by_one_frame():
 
 
 def test_other_rates_and_no_model_threshold_keep_the_quantile_rules():
+    """... and their record holds the count above the threshold (no binomial test ran)."""
     s = _scores_with(3)
     q = cal._quantile_threshold(s, 0.04)
-    assert cal.choose_threshold(s, 0.04, None, same_rate=True)[:2] == (q, "scene quantile")
+    thr, rule, test = cal.choose_threshold(s, 0.04, None, same_rate=True)
+    assert (thr, rule) == (q, "scene quantile") and test == {"frames": 50, "frames_above_threshold": 1}
     low = _scores_with(0)                                   # every frame below the model's threshold
     thr, rule, test = cal.choose_threshold(low, 0.04, 1.0, same_rate=False)   # set at a higher rate: a floor
-    assert thr == 1.0 and rule.startswith("max(") and test is None
-    assert cal.choose_threshold(s, 0.04, 1.0, same_rate=False)[0] == q
+    assert thr == 1.0 and rule.startswith("max(") and test == {"frames": 50, "frames_above_threshold": 0}
+    thr, _, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=False)
+    assert thr == q and test["frames_above_threshold"] == 1 == (s > q).sum()
+
+
+def test_every_branchs_record_counts_the_frames_above_its_threshold():
+    """The record's frames_above_threshold is the count above the threshold returned, whichever branch
+    (kept: the model's threshold; raised; the quantile; the floored quantile), on scores with ties too."""
+    rng = np.random.default_rng(3)
+    for n_above in range(0, 12):
+        s = np.round(_scores_with(n_above, 40, seed=n_above), 1)          # ties at 0.1 resolution
+        for model, same in ((1.0, True), (None, True), (1.0, False), (0.5, False), (rng.uniform(0.3, 1.4), True)):
+            thr, _, test = cal.choose_threshold(s, 0.05, model, same_rate=same)
+            assert test["frames"] == 40 and test["frames_above_threshold"] == int((s > thr).sum()), (n_above, model)
 
 
 def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, kinect_export, monkeypatch):
@@ -152,6 +166,7 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             # the manifest says where the kept threshold was read from, not "the scene's 24 frames"
             assert man["threshold"]["n_normal"] == model_n and man["threshold"]["normal"].startswith("the model's own")
             assert "frames_above" not in man["threshold"] and Scorer.load(tmp_path / name).threshold_frames_above is None
+            assert c["threshold_test"]["frames_above_threshold"] == above      # the kept threshold's count
         else:                                               # 24 at 7 %: at most 4 above (P(>= 5) 0.02)
             assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5]) and man["threshold"]["value"] > own
             assert c["threshold_scene"] > man["threshold"]["value"] and c["threshold_rule"].startswith("raised: 8 of 24")
@@ -217,7 +232,9 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     assert "5-th highest of 40" in man["calibration"]["threshold_warning"]
     man = calibrate(plain, "no-table", 3)                  # no table: the floored quantile, as before
     assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
-    assert man["calibration"]["threshold_rule"].startswith("max(") and man["calibration"]["threshold_test"] is None
+    assert man["calibration"]["threshold_rule"].startswith("max(")
+    above = man["calibration"]["threshold_test"]["frames_above_threshold"]    # no test ran: the count only
+    assert above == (held["scores"] > man["threshold"]["value"]).sum() and man["threshold"]["frames_above"] == above
 
 
 def test_a_quantile_from_too_few_frames_is_said(tmp_path, kinect_export, monkeypatch):
