@@ -651,7 +651,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
                     max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
-                    trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None) -> dict:
+                    trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
+                    rule_inputs: Optional[dict] = None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
     (checked before anything is read from it). The new directory's manifest differs from the signed
@@ -661,6 +662,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
     through ``log(message)``).
+    ``rule_inputs``: a dict filled with what the threshold rule read (``choose_threshold``): {"held_out":
+    the scene frames' held-out scores (n floats, not written to the manifest), "fpr", "model_threshold"
+    (the floor, None without one), "same_rate"} (models/kinect-rgbd/new_scene.py saves them).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
@@ -742,6 +746,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     at_rate, what = model_threshold_at(man, fpr) if floor else (None, None)
     floor_value = at_rate if at_rate is not None else (model_threshold_floor(man, fpr) if floor else None)
     what = what or "the model's own threshold"
+    if rule_inputs is not None:        # what the threshold rule reads, for offline studies of the rule
+        rule_inputs.update(held_out=[float(v) for v in scores], fpr=float(fpr), model_threshold=floor_value,
+                           same_rate=at_rate is not None)
     threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=at_rate is not None, what=what)
     scene_threshold = _quantile_threshold(scores, fpr)
     warning = None

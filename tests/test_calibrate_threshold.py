@@ -155,10 +155,15 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
     for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.0006
         held["scores"] = _scores_with(above, n) * own
+        rule_inputs = {}
         with open_source(str(scene)) as src:
-            man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0)
+            man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0, rule_inputs=rule_inputs)
         c = man["calibration"]
         assert c["target_fpr"] == rate and c["threshold_test"]["frames_above_model_threshold"] == above
+        # what the rule read, for offline studies (new_scene.py's per_frame), not written to the manifest
+        assert rule_inputs == {"held_out": list(held["scores"]), "fpr": rate, "model_threshold": own,
+                               "same_rate": True}
+        assert "held_out" not in json.dumps(man) and "held_out" not in (tmp_path / name / "manifest.json").read_text()
         model_n = json.loads((kinect_export / "manifest.json").read_text())["threshold"]["n_normal"]   # 400
         if name == "kept":
             assert man["threshold"]["value"] == pytest.approx(own) and "model's own threshold" in c["threshold_rule"]

@@ -78,13 +78,7 @@ def main(argv=None):
     rest = [normal[i] for i in rest_idx]
     anomalous = [f for c in CLASSES if c != a.cls for f in frames[c]]
     anomalous_ids = [[c, int(i)] for c in CLASSES if c != a.cls for i in splits[c]["val"]]
-    rule_inputs = {}
-    choose = calibrate_module.choose_threshold
-
-    def recording_choose(scores, fpr, model_threshold, same_rate, *args, **kw):   # what the rule read
-        rule_inputs.update(held_out=[float(v) for v in scores], fpr=float(fpr), model_threshold=model_threshold,
-                           same_rate=bool(same_rate))
-        return choose(scores, fpr, model_threshold, same_rate, *args, **kw)
+    rule_inputs = {}               # what calibrate's threshold rule read: its held-out scores, fpr, floor
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scene"
         (folder / "rgb").mkdir(parents=True)
@@ -94,14 +88,10 @@ def main(argv=None):
             Image.fromarray(depth).save(folder / "depth" / f"{n}.png")
         before = Scorer.load(a.model)
         out = Path(tmp) / "calibrated"
-        calibrate_module.choose_threshold = recording_choose
-        try:
-            with open_source(str(folder)) as src:
-                calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
-                                                 colour_gain=not a.no_colour_gain, blocks=a.blocks,
-                                                 floor=not a.no_floor, max_shift=a.max_shift)
-        finally:
-            calibrate_module.choose_threshold = choose
+        with open_source(str(folder)) as src:
+            calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
+                                             colour_gain=not a.no_colour_gain, blocks=a.blocks,
+                                             floor=not a.no_floor, max_shift=a.max_shift, rule_inputs=rule_inputs)
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
