@@ -88,7 +88,7 @@ def test_one_accepted_count_for_calibrate_and_the_alarm_watch():
 
 
 def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
-    """8 of 50 frames above a threshold set at 4 % (P(>= 8) ~ 0.003): raised to the lowest threshold the
+    """8 of 50 frames above a threshold set at 4 % (P(>= 8) = 0.00078): raised to the lowest threshold the
     same test accepts, the 5th-highest score (4 above it: P(>= 4) = 0.14), not to the scene's 96 %
     quantile, the 2nd-highest (session 22: sphere's scene M, 6 of 50 above, the quantile 1.60x the model's
     flagged 81.5 %, the lowest accepted 1.11x 92.5 %, both 2 % false alarms on the rest of the scene)."""
@@ -153,7 +153,7 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
 
     _fake_held_out(monkeypatch, lambda: held["scores"])    # the scene's held-out scores, set by the test
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
-    for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.0006
+    for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.00015
         held["scores"] = _scores_with(above, n) * own
         rule_inputs = {}
         with open_source(str(scene)) as src:
@@ -229,7 +229,7 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     assert c["threshold_test"]["frames_above_model_threshold"] == 3 and c["threshold_scene"] > 1.25 * own
     assert man["threshold"]["normal"].startswith("the model's threshold at 0.05") and c["threshold_warning"] is None
     assert man["threshold"]["model_threshold"]["rates"]["0.05"] == pytest.approx(1.25 * own)   # carried on
-    man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) ~ 0.001; at most 4 accepted
+    man = calibrate(table, "refuted", 9)                   # 9 of 40 at 5 %: P(>= 9) = 0.00013; at most 4 accepted
     assert man["threshold"]["value"] == pytest.approx(np.sort(held["scores"])[-5])
     assert man["threshold"]["value"] > 1.25 * own and "raised only as far" in man["calibration"]["threshold_rule"]
     assert man["calibration"]["threshold_scene"] > man["threshold"]["value"]
