@@ -26,7 +26,7 @@ from .preprocess import PreprocessSpec, shift_frame, shift_offsets
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
 MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows at most (2 GiB; the shipped cylinder's
-                                # 300 frames x 13 rows at R = 64 take 255.6 MB): ``check_pixel_memory_size``
+                                # 300 frames x 15 rows at R = 64 take 294.9 MB): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
 

@@ -504,7 +504,7 @@ def test_calibrate_stores_a_darker_scenes_frames_in_the_models_light(tmp_path, t
 
 def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pixel_export, tmp_path, monkeypatch):
     """Review 18 #9: MAX_PIXEL_FRAMES alone let a memory take > 4 GB x (1 + A) at load. The rows' bytes are
-    capped too (MAX_PIXEL_BYTES; the shipped cylinder, 300 frames x 13 rows at 64 x 64, is 255.6 MB):
+    capped too (MAX_PIXEL_BYTES; the shipped cylinder, 300 frames x 15 rows at 64 x 64, is 294.9 MB):
     PixelMemory, the manifest's check (Scorer.load) and edge-ad calibrate refuse a memory over it naming
     the counts; calibrate does so before it scores the scene (it used to score everything and fail only at
     its final load_manifest). The cap is lowered here to 10 frames of 4 rows at 64 x 64."""
