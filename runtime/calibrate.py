@@ -67,9 +67,9 @@ frames the source labels anomalous and bit-identical copies of a frame already u
                   README, "calibrate's threshold rule", every scene measured before / after). The cost:
                   a raised threshold lets up to k of the n frames above it, so on fresh frames of the scene
                   expect up to about (k + 1) / (n + 1) false alarms (9.8 % at 4 % of 50, 15.7 % at 8 %),
-                  where the quantile expects about the rate (measured where cylinder's 8 % was refuted,
-                  mirror + zoom 1.05x, 2 draws: 10 % and 8 %; the held-out scores run high, each scored
-                  without its block's bank rows); the raised threshold's count is written to the
+                  where the quantile expects about the rate (measured where the twelfth-pass cylinder's 8 %
+                  was refuted, mirror + zoom 1.05x, 2 draws: 10 % and 8 %, 9 of 100: below, but not
+                  conclusively; its held-out scores ran high); the raised threshold's count is written to the
                   manifest (threshold "frames_above") and the alarm-rate watch bounds the rate with it;
                 - else, the model's threshold was set at a higher rate than fpr: the scene's (1 - fpr)
                   quantile, floored at the model's threshold (a lower bound of a threshold at the lower rate);

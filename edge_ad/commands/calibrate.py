@@ -16,7 +16,9 @@ import click
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="the NEW model directory to write (must not exist or be empty).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
-              help="read at most this many frames from the source.")
+              help="read at most this many frames from the source: its FIRST N, so record the source over the "
+              "scene's normal variety (the whole run of poses and light): 50 frames of one stretch of a recording "
+              "can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, session 23).")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")
