@@ -123,19 +123,36 @@ def watch_for(threshold: Optional[float], model_threshold: Optional[float], mode
 
 _LIMITS: dict = {}              # (frames, rate, alpha) -> (fire, calm)
 _LIMITS_LOCK = threading.Lock()
+_MAX_LIMITS = 100_000           # entries kept; when full the cache is emptied (each watch goes cold once)
 
 
 def count_limits(n: int, rate: float, alpha: float) -> tuple:
     """(fire, calm) for a window of ``n`` frames at the calibrated ``rate``: the least flagged count whose
     tail P(X >= count) is < ``alpha`` (n + 1: none) and the largest whose tail is >= NORMAL_P. The tail
     falls as the count grows, so comparing the window's count with these is the test itself, without a
-    tail sum per frame: each is ``binomial.accepted_count`` (fire: at ``alpha``, plus one; calm: at
-    NORMAL_P), computed once per window size and rate (a window holds at most ``window`` sizes)."""
+    tail sum per frame. Computed once per window size, rate and alpha (cached; a window holds at most
+    ``window`` sizes). A size one frame above a cached one costs one ``binomial_tail`` per limit: one
+    more frame moves each limit by 0 or +1 (X(n) >= k + 1 implies X(n - 1) >= k, and P(X(n) >= k) >=
+    P(X(n - 1) >= k)); a cold size costs ``binomial.accepted_count``'s bisection (fire: at ``alpha``,
+    plus one; calm: at NORMAL_P), 2 x ~log2(n) tails. Each tail sums up to n terms: filling a 1000-frame
+    window took 0.54 s CPU (session 23, as the frame-by-frame table before), a full window a dict lookup.
+    The global lock is held only to read and publish entries, never while computing one."""
     key = (n, rate, alpha)
     with _LIMITS_LOCK:
-        if key not in _LIMITS:
-            _LIMITS[key] = (accepted_count(n, rate, alpha) + 1, accepted_count(n, rate, NORMAL_P))
-        return _LIMITS[key]
+        known, before = _LIMITS.get(key), _LIMITS.get((n - 1, rate, alpha))
+    if known is not None:
+        return known
+    if before is None:
+        limits = (accepted_count(n, rate, alpha) + 1, accepted_count(n, rate, NORMAL_P))
+    else:
+        fire, calm = before
+        fire = fire if binomial_tail(fire, n, rate) < alpha else fire + 1
+        calm = calm + 1 if binomial_tail(calm + 1, n, rate) >= NORMAL_P else calm
+        limits = (fire, calm)
+    with _LIMITS_LOCK:
+        if len(_LIMITS) >= _MAX_LIMITS:
+            _LIMITS.clear()
+        return _LIMITS.setdefault(key, limits)
 
 
 class AlarmRateWatch:

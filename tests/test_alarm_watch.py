@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from edge_ad.runtime import binomial, calibrate
+from edge_ad.runtime import alarm_watch, binomial, calibrate
 from edge_ad.runtime.alarm_watch import (HIGH_HINT, MIN_FRAMES, NORMAL_HINT, NORMAL_P, AlarmRateWatch,
                                          check_watch_settings, count_limits, watched_rate, watch_for)
 from edge_ad.runtime.capture import run_capture
@@ -67,7 +67,7 @@ def test_calibrate_keeps_the_one_binomial_tail():
 
 
 def test_count_limits_are_the_binomial_tests_critical_counts():
-    """count_limits(n) (binomial.accepted_count's bisection, cached per window size): for every window
+    """count_limits(n) (cached per window size; one frame more than a cached size moves each limit by 0 or 1): for every window
     size up to 300 it equals the counts read off scipy's binomial tail (fire: least count with tail <
     alpha; calm: largest with tail >= NORMAL_P)."""
     for rate, alpha in ((0.07, 1e-3), (0.05, 1e-4), (0.3, 1e-2)):
@@ -76,6 +76,56 @@ def test_count_limits_are_the_binomial_tests_critical_counts():
             fire = int(np.argmax(sf < alpha))
             calm = int(np.nonzero(sf >= NORMAL_P)[0].max())
             assert count_limits(n, rate, alpha) == (fire, calm), (rate, alpha, n)
+
+
+def test_count_limits_grown_frame_by_frame_equal_the_bisection(monkeypatch):
+    """A size one frame above a cached one is derived from it (one tail per limit), a cold size by
+    binomial.accepted_count's bisection: both give accepted_count's limits (fire = it at alpha + 1, calm =
+    it at NORMAL_P) for every n in 1..400 at rate / alpha 0.01 / 1e-2, 0.05 / 1e-4, 0.07 / 1e-3, 0.3 / 1e-3,
+    filled frame by frame (all derived but n = 1) and cold (every 7th n, largest first: each a bisection);
+    a full cache is emptied, not grown, and its answers stay the same."""
+    full = alarm_watch._MAX_LIMITS
+    for rate, alpha in ((0.01, 1e-2), (0.05, 1e-4), (0.07, 1e-3), (0.3, 1e-3)):
+        want = [(binomial.accepted_count(n, rate, alpha) + 1, binomial.accepted_count(n, rate, NORMAL_P))
+                for n in range(1, 401)]
+        monkeypatch.setattr(alarm_watch, "_LIMITS", {})
+        assert [count_limits(n, rate, alpha) for n in range(1, 401)] == want, (rate, alpha)
+        monkeypatch.setattr(alarm_watch, "_LIMITS", {})
+        cold = list(range(400, 0, -7))
+        assert [count_limits(n, rate, alpha) for n in cold] == [want[n - 1] for n in cold], (rate, alpha)
+        assert len(alarm_watch._LIMITS) == len(cold)
+        monkeypatch.setattr(alarm_watch, "_LIMITS", {})
+        monkeypatch.setattr(alarm_watch, "_MAX_LIMITS", 30)
+        assert [count_limits(n, rate, alpha) for n in range(1, 401)] == want, (rate, alpha)
+        assert 0 < len(alarm_watch._LIMITS) <= 30
+        monkeypatch.setattr(alarm_watch, "_MAX_LIMITS", full)
+
+
+def test_filling_a_window_costs_at_most_two_tails_per_frame(monkeypatch):
+    """Filling a 300-frame window (the watch's add, frame by frame) calls binomial_tail (the watch's own
+    and accepted_count's) at most twice per frame after the first tested frame (a cold size: the
+    bisection), and not at all once the window is full (session 23: a bisection per frame made filling
+    a 1000-frame window 7x slower)."""
+    calls = []
+    real = binomial.binomial_tail
+
+    def counting(k, n, p):
+        calls.append(n)
+        return real(k, n, p)
+
+    monkeypatch.setattr(binomial, "binomial_tail", counting)        # accepted_count's
+    monkeypatch.setattr(alarm_watch, "binomial_tail", counting)     # count_limits' own
+    monkeypatch.setattr(alarm_watch, "_LIMITS", {})
+    watch = AlarmRateWatch(0.07, window=300, alpha=1e-3)
+    per_frame = []
+    for i in range(400):
+        before = len(calls)
+        assert watch.add(i % 14 == 0, i) is None                    # the calibrated rate: no event
+        per_frame.append(len(calls) - before)
+    assert per_frame[:MIN_FRAMES - 1] == [0] * (MIN_FRAMES - 1)
+    assert per_frame[MIN_FRAMES - 1] > 2                              # the first tested size: cold
+    assert max(per_frame[MIN_FRAMES:300]) <= 2 and sum(per_frame[MIN_FRAMES:300]) >= 300 - MIN_FRAMES
+    assert per_frame[300:] == [0] * 100                               # full: a cached size
 
 
 def test_a_stream_at_the_calibrated_rate_rarely_fires():
