@@ -664,9 +664,12 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
     through ``log(message)``).
-    ``rule_inputs``: a dict filled with what the threshold rule read (``choose_threshold``): {"held_out":
-    the scene frames' held-out scores (n floats, not written to the manifest), "fpr", "model_threshold"
-    (the floor, None without one), "same_rate"} (models/kinect-rgbd/new_scene.py saves them).
+    ``rule_inputs``: a dict filled, once the new directory is written, with what the threshold rule
+    read: {"held_out": the scene frames' held-out scores (n floats, not written to the manifest), "fpr"
+    (the scene's rate), "model_threshold" (the floor: the model's threshold at ``fpr``, else its
+    ``model_threshold_floor``; None without one or with ``floor`` off), "same_rate" (that threshold was
+    read at ``fpr``), "what" (its name in the rule text)}; ``choose_threshold(held_out, **the others)``
+    replays the rule (models/kinect-rgbd/new_scene.py saves them).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
@@ -748,10 +751,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     at_rate, what = model_threshold_at(man, fpr) if floor else (None, None)
     floor_value = at_rate if at_rate is not None else (model_threshold_floor(man, fpr) if floor else None)
     what = what or "the model's own threshold"
-    if rule_inputs is not None:        # what the threshold rule reads, for offline studies of the rule
-        rule_inputs.update(held_out=[float(v) for v in scores], fpr=float(fpr), model_threshold=floor_value,
-                           same_rate=at_rate is not None)
-    threshold, rule, test = choose_threshold(scores, fpr, floor_value, same_rate=at_rate is not None, what=what)
+    reads = {"fpr": float(fpr), "model_threshold": floor_value, "same_rate": at_rate is not None, "what": what}
+    threshold, rule, test = choose_threshold(scores, **reads)
     scene_threshold = _quantile_threshold(scores, fpr)
     warning = None
     above = test["frames_above_threshold"]     # scene frames above the chosen threshold
@@ -838,4 +839,6 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if rule_inputs is not None:        # what the threshold rule read, for offline studies of the rule
+        rule_inputs.update(held_out=[float(v) for v in scores], **reads)
     return new

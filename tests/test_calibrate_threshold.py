@@ -140,6 +140,17 @@ def test_every_branchs_record_counts_the_frames_above_its_threshold():
             assert test["frames"] == 40 and test["frames_above_threshold"] == int((s > thr).sum()), (n_above, model)
 
 
+def _replays(rule_inputs: dict, out) -> None:
+    """choose_threshold on calibrate_model's ``rule_inputs`` gives the threshold, rule text and test record
+    written to ``out``'s manifest (what models/kinect-rgbd/new_scene.py's offline studies rely on)."""
+    import json
+    man = json.loads((out / "manifest.json").read_text())
+    inputs = dict(rule_inputs)
+    threshold, rule, test = cal.choose_threshold(inputs.pop("held_out"), **inputs)
+    assert threshold == man["threshold"]["value"] and man["calibration"]["threshold_floor"] == inputs["model_threshold"]
+    assert rule == man["calibration"]["threshold_rule"] and test == man["calibration"]["threshold_test"]
+
+
 def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, kinect_export, monkeypatch):
     """End to end: calibrate_model writes the rule's threshold, its test and its text into the manifest."""
     import json
@@ -162,7 +173,8 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
         assert c["target_fpr"] == rate and c["threshold_test"]["frames_above_model_threshold"] == above
         # what the rule read, for offline studies (new_scene.py's per_frame), not written to the manifest
         assert rule_inputs == {"held_out": list(held["scores"]), "fpr": rate, "model_threshold": own,
-                               "same_rate": True}
+                               "same_rate": True, "what": "the model's own threshold"}
+        _replays(rule_inputs, tmp_path / name)              # kept, then raised
         assert "held_out" not in json.dumps(man) and "held_out" not in (tmp_path / name / "manifest.json").read_text()
         model_n = json.loads((kinect_export / "manifest.json").read_text())["threshold"]["n_normal"]   # 400
         if name == "kept":
@@ -220,8 +232,12 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
 
     def calibrate(model, out, above):
         held["scores"] = _scores_with(above, n) * 1.25 * own      # `above` frames above the 5 % entry
+        rule_inputs = {}
         with open_source(str(scene)) as src:
-            return cal.calibrate_model(model, src, tmp_path / out, fpr=0.05, max_shift=0)
+            man = cal.calibrate_model(model, src, tmp_path / out, fpr=0.05, max_shift=0, rule_inputs=rule_inputs)
+        assert rule_inputs["same_rate"] == (model == table)
+        _replays(rule_inputs, tmp_path / out)               # table kept, raised, floored quantile
+        return man
 
     man = calibrate(table, "kept", 3)                      # 3 of 40 at 5 %: P(>= 3) = 0.32
     c = man["calibration"]
