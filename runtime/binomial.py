@@ -24,10 +24,12 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 
 
 def accepted_count(n: int, p: float, alpha: float) -> int:
-    """The largest k in 0 .. n with P(X >= k) >= ``alpha``, X ~ Binomial(n, p): the most of ``n`` frames
-    that may be above a rate-``p`` threshold before the one-sided binomial test at ``alpha`` refutes it
-    (calibrate's ``frames_accepted``; the alarm watch's ``count_limits``: fire = this + 1). Bisection on k
-    (the tail falls as k grows; P(X >= 0) = 1): log2(n) tails instead of one per k."""
+    """The largest k in 0 .. n with P(X >= k) >= ``alpha``, X ~ Binomial(n, p), 0 when none (alpha > 1):
+    the most of ``n`` frames that may be above a rate-``p`` threshold before the one-sided binomial test at
+    ``alpha`` refutes it (calibrate's ``frames_accepted``; the alarm watch's ``count_limits``: fire = this
+    + 1). Bisection on k (the tail falls as k grows; P(X >= 0) = 1): log2(n) tails instead of one per k.
+    n = 0 or p = 0: 0; p = 1 or alpha = 0: n; alpha = 1: the k whose computed tail is 1.0 (0, unless
+    1 - P(X = 0) rounds to 1)."""
     lo, hi = 0, n                           # the tail at lo is >= alpha; the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -67,16 +67,17 @@ def test_frames_accepted_is_the_tests_edge(n, fpr, k):
 
 def test_one_accepted_count_for_calibrate_and_the_alarm_watch():
     """calibrate's frames_accepted and the alarm watch's count_limits are one search (binomial.accepted_count,
-    a bisection on k): over every n in 1..300, rates 0.01-0.2 (the shipped models' 4, 7, 8 % among them) and
-    the alphas in use (calibrate's SCENE_TEST_ALPHA, the watch's NORMAL_P and DEFAULT_ALPHA) each equals
+    a bisection on k): over n 1..60, 100, 200, 300, rates 0.01-0.2 (the shipped models' 4, 7, 8 % among them)
+    and the alphas in use (calibrate's SCENE_TEST_ALPHA, the watch's NORMAL_P and DEFAULT_ALPHA) each equals
     the brute-force answer read off scipy's tail at every k: frames_accepted the largest k with P(X >= k) >=
     SCENE_TEST_ALPHA; count_limits' fire the least k with P(X >= k) < alpha, calm the largest with >= NORMAL_P.
     (Before the bisection both were linear scans of binomial_tail; the two agree on all of n 0..300, 22 rates
-    0.01-0.5 and alphas 0.05, 1e-2, 1e-3, 1e-4: 33110 cases, session 23, 2.5 min: too slow for the suite.)"""
+    0.01-0.5 and alphas 0.05, 1e-2, 1e-3, 1e-4: 33110 cases, session 23, 2.5 min: too slow for the suite;
+    test_alarm_watch checks count_limits on every n 0..400 of a window filled frame by frame.)"""
     stats = pytest.importorskip("scipy.stats")
     from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, NORMAL_P, count_limits
     for fpr in (0.01, 0.02, 0.04, 0.05, 0.07, 0.08, 0.1, 0.2):
-        for n in range(1, 301):
+        for n in [*range(1, 61), 100, 200, 300]:
             tail = stats.binom.sf(np.arange(-1, n + 1), n, fpr)        # P(X >= k), k = 0 .. n + 1 (0 there)
 
             def largest_accepted(alpha):
@@ -85,6 +86,20 @@ def test_one_accepted_count_for_calibrate_and_the_alarm_watch():
             assert cal.frames_accepted(n, fpr) == largest_accepted(cal.SCENE_TEST_ALPHA), (n, fpr)
             fire = int(np.argmax(tail < DEFAULT_ALPHA))
             assert count_limits(n, fpr, DEFAULT_ALPHA) == (fire, largest_accepted(NORMAL_P)), (n, fpr)
+
+
+def test_accepted_count_at_the_edges():
+    """No frames: 0. A rate-0 threshold: no frame may be above it; a rate-1 one: all n. alpha 0 refutes
+    nothing (n); alpha 1 accepts only a tail of 1 (k = 0 here: P(X >= 1) = 1 - 0.93^50 < 1); alpha > 1
+    accepts no k, not even 0's P(X >= 0) = 1: 0 (the docstring's "0 when none")."""
+    from edge_ad.runtime.binomial import accepted_count
+    assert [accepted_count(0, p, a) for p in (0.0, 0.07, 1.0) for a in (0.0, 0.05, 1.0, 1.5)] == [0] * 12
+    assert [accepted_count(50, 0.0, a) for a in (1e-300, 0.05, 1.0, 1.5)] == [0, 0, 0, 0]
+    assert accepted_count(50, 0.0, 0.0) == 50                     # P(X >= k) = 0 >= 0: every k
+    assert [accepted_count(50, 1.0, a) for a in (0.0, 0.05, 1.0)] == [50, 50, 50]
+    assert accepted_count(50, 1.0, 1.5) == 0
+    assert [accepted_count(50, 0.07, a) for a in (0.0, 1.0, 1.5)] == [50, 0, 0]
+    assert accepted_count(50, 0.07, 0.05) == 7 and accepted_count(1, 0.07, 0.05) == 1
 
 
 def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
