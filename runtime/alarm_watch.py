@@ -46,7 +46,7 @@ import threading
 from collections import deque
 from typing import Optional
 
-from .binomial import accepted_count, binomial_tail, exceedance_upper_bound, frames_above_quantile
+from .binomial import accepted_count, binomial_tail, exceedance_upper_bound, frames_above_quantile, is_count
 
 __all__ = ["AlarmRateWatch", "watch_for", "check_watch_settings", "count_limits", "DEFAULT_WINDOW", "DEFAULT_ALPHA",
            "NORMAL_P", "MIN_FRAMES", "HIGH_HINT", "NORMAL_HINT", "RATE_CONFIDENCE", "watched_rate"]
@@ -65,7 +65,7 @@ NORMAL_HINT = "the share of flagged frames is plausible again for the threshold'
 def check_watch_settings(window, alpha) -> tuple:
     """(window, alpha) checked: ``window`` an integer >= 0 (0: no watch), ``alpha`` a number in
     (0, NORMAL_P); ValueError naming the bad one."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+    if not is_count(window):
         raise ValueError(f"alarm window must be an integer >= 0 (0: no alarm-rate watch), got {window!r}")
     ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
     if not ok or not 0 < alpha < NORMAL_P:
@@ -83,10 +83,9 @@ def watched_rate(rate: float, n_normal, frames_above=None) -> tuple:
     when n_normal is not a whole number >= 2 (not recorded). ``frames_above``: how many of those frames
     score above the threshold when recorded (edge-ad calibrate's raised threshold lets more of them above
     it than a (1 - rate) quantile does); otherwise the quantile's count (``frames_above_quantile``)."""
-    if isinstance(n_normal, bool) or not isinstance(n_normal, int) or n_normal < 2:
+    if not is_count(n_normal, 2):
         return rate, "none: the threshold's n_normal is not recorded, its rate is taken as exact"
-    recorded = (isinstance(frames_above, int) and not isinstance(frames_above, bool)
-                and 0 <= frames_above < n_normal)
+    recorded = is_count(frames_above) and frames_above < n_normal
     k = frames_above if recorded else frames_above_quantile(n_normal, rate)
     bound = max(rate, exceedance_upper_bound(k, n_normal, RATE_CONFIDENCE))
     if recorded:

@@ -1,11 +1,18 @@
 """The exact one-sided binomial test, shared by ``edge-ad calibrate`` (is a scene's count of frames above
 the model's threshold plausible for its rate?) and the run loop's alarm-rate watch (is a window's count of
-flagged frames plausible for the threshold's calibrated rate?). Pure Python, NumPy-free."""
+flagged frames plausible for the threshold's calibrated rate?), and ``is_count``, the check of the frame
+counts they read from a manifest. Pure Python, NumPy-free."""
 from __future__ import annotations
 
 import math
 
-__all__ = ["binomial_tail", "accepted_count", "frames_above_quantile", "exceedance_upper_bound"]
+__all__ = ["binomial_tail", "accepted_count", "frames_above_quantile", "exceedance_upper_bound", "is_count"]
+
+
+def is_count(x, least: int = 0) -> bool:
+    """True when ``x`` is a whole count >= ``least``: a Python int, not a bool (True is an int) and not a
+    float such as 4.0 (a manifest's n_normal / frames_above, an alarm window)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= least
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

@@ -57,6 +57,7 @@ import numpy as np
 from . import pixel_memory as _pixel_memory
 from . import variants
 from .batch_scoring import BatchGraphs, batch_applies
+from .binomial import is_count
 from .config import SearchConfig, draw_seed, make_z0, search_differences
 from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
@@ -403,7 +404,7 @@ class Scorer:
         if self.threshold is None:
             return None
         n = self.manifest["threshold"].get("n_normal")
-        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+        return n if is_count(n, 1) else None
 
     @property
     def threshold_frames_above(self) -> Optional[int]:
@@ -413,7 +414,7 @@ class Scorer:
         if self.threshold is None:
             return None
         k = self.manifest["threshold"].get("frames_above")
-        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 0 else None
+        return k if is_count(k) else None
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""

@@ -241,6 +241,24 @@ def test_a_raised_thresholds_recorded_count_sets_the_bound():
     watch = watch_for(0.5, 0.5, 0.04, model_n_normal=50, model_frames_above=4)[0]
     assert watch.expected_rate == bound
 
+
+def test_one_count_check_for_the_manifest_counts_and_the_window():
+    """binomial.is_count, the one "whole int >= least, not a bool" check of the alarm window, watched_rate's
+    n_normal / frames_above and the scorer's threshold_n_normal / threshold_frames_above: a manifest's True,
+    4.0 or -1 is "not recorded" there (None), 0 frames above is a count."""
+    assert binomial.is_count(0) and binomial.is_count(2, 2) and not binomial.is_count(1, 2)
+    for bad in (True, False, 4.0, -1, None, "4"):
+        assert not binomial.is_count(bad), bad
+    assert check_watch_settings(0, 1e-3) == (0, 1e-3)
+    from edge_ad.runtime import Scorer, demo_model_dir
+    sc = Scorer.load(demo_model_dir())
+    thr = sc.manifest["threshold"]
+    for value, n_normal, frames_above in ((300, 300, 300), (1, 1, 1), (0, None, 0), (True, None, None),
+                                          (300.0, None, None), (-1, None, None)):
+        thr["n_normal"] = thr["frames_above"] = value
+        assert (sc.threshold_n_normal, sc.threshold_frames_above) == (n_normal, frames_above), value
+    assert watched_rate(0.04, 50, 0)[1].startswith("upper 95% bound of the true rate of a threshold that 0 of its 50")
+
 def test_a_threshold_read_from_50_frames_rarely_fires_on_normal_frames():
     """Thresholds as edge-ad calibrate reads them from a scene's 50 frames at 5 % (the quantile of 50
     seeded uniform scores: true rate 1 - threshold, 0.01-0.15), 40 normal streams of 5000 frames each at
