@@ -7,6 +7,10 @@ graphs through ``Scorer``), and a NEW model directory is written (never inside t
 never touched). Only frames ``edge-ad run`` would score as normal scene frames are used (``read_scene``):
 sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``),
 frames the source labels anomalous and bit-identical copies of a frame already used are dropped and counted.
+Of a source that knows its length (a folder, synth://?n=N) and holds more than ``max_frames``, every K-th
+frame is used, K = ceil(length / max_frames), so the frames spread over the whole recording (measured on
+kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the rest does not,
+models/kinect-rgbd/README.md, session 23); ``every`` sets K (1: the first ``max_frames``).
 
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
@@ -84,7 +88,7 @@ frames the source labels anomalous and bit-identical copies of a frame already u
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
 frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous /
-duplicates,
+duplicates, the selection (every K-th of the source's length: the frames selected and the ids used),
 date, target rate, the original model, its manifest's sha256 and the key that signed it when checked)
 updated, and the sha256 of every file recomputed. The directory is written under a temporary name,
 verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
@@ -136,12 +140,16 @@ def _quantile_threshold(scores: np.ndarray, fpr: float) -> float:
     return float(np.quantile(np.asarray(scores, float), 1 - fpr, method="higher"))
 
 
+def frames_above(scores: Sequence, threshold: float) -> int:
+    """How many of ``scores`` are above ``threshold`` (the frames it flags)."""
+    return int((np.asarray(scores, float) > threshold).sum())
+
+
 def scene_exceeds(scores: np.ndarray, threshold: float, fpr: float) -> tuple:
     """(k, p): how many of the scene's held-out ``scores`` are above ``threshold``, and the chance of at
     least that many if the threshold flagged a share ``fpr`` of the scene's normal frames (one-sided
     binomial). p < SCENE_TEST_ALPHA: the threshold is too low for this scene."""
-    scores = np.asarray(scores, float)
-    k = int((scores > threshold).sum())
+    k = frames_above(scores, threshold)
     return k, binomial_tail(k, len(scores), fpr)
 
 
@@ -160,44 +168,83 @@ def lowest_accepted_threshold(scores: np.ndarray, fpr: float) -> tuple:
     return float(scores[min(k, len(scores) - 1)]), k
 
 
-def choose_threshold(scores: np.ndarray, fpr: float, model_threshold: Optional[float], same_rate: bool,
-                     what: str = "the model's own threshold") -> tuple:
-    """(threshold, rule text, record) of a scene from its held-out ``scores`` (module docstring,
-    "threshold"): ``model_threshold`` the model's own threshold usable as a floor (None: none, or
-    ``floor`` off); ``same_rate`` True when it was read at this very rate ``fpr`` (its own threshold, or
-    the entry of its rate table: ``model_threshold_at``); ``what`` names it in the rule.
-    Refuted by the scene (``scene_exceeds``), the model's threshold is raised only as far as the scene's
-    frames ask: to the lowest threshold the same test accepts (``lowest_accepted_threshold``), not to
-    the scene's (1 - fpr) quantile (recorded as "scene_quantile"). The record (the calibration's
-    "threshold_test") holds "frames" and "frames_above_threshold" (how many of them score above the
-    threshold chosen) in every branch, and the binomial test's fields where the model's threshold was
-    tested (kept or raised)."""
+@dataclasses.dataclass(frozen=True)
+class ThresholdInputs:
+    """What the threshold rule (``choose_threshold``) reads, built once by ``calibrate_model`` and handed to
+    its ``on_threshold_inputs`` hook (models/kinect-rgbd/new_scene.py saves ``as_dict()`` to study the rule
+    offline without rescoring; ``choose_threshold(ThresholdInputs(**saved))`` replays it):
+    ``held_out`` the scene frames' held-out scores (n floats; not written to the manifest), ``fpr`` the
+    scene's target rate, ``model_threshold`` the model's own threshold usable as a floor (its threshold at
+    ``fpr``, else ``model_threshold_floor``; None without one or with ``floor`` off: the calibration's
+    "threshold_floor"), ``same_rate`` True when it was read at this very rate (its own threshold, or the entry
+    of its rate table: ``model_threshold_at``), ``what`` its name in the rule's text."""
+    held_out: tuple
+    fpr: float
+    model_threshold: Optional[float]
+    same_rate: bool
+    what: str = "the model's own threshold"
+
+    def __post_init__(self):
+        object.__setattr__(self, "held_out", tuple(float(v) for v in self.held_out))
+        if not self.held_out:
+            raise CalibrationError("the threshold rule needs the scene's held-out scores, got none")
+        if not 0 < self.fpr < 1:
+            raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {self.fpr}")
+
+    def as_dict(self) -> dict:
+        """{"held_out": [n floats], "fpr", "model_threshold", "same_rate", "what"} (JSON-ready)."""
+        return {"held_out": list(self.held_out), "fpr": self.fpr, "model_threshold": self.model_threshold,
+                "same_rate": self.same_rate, "what": self.what}
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdChoice:
+    """``choose_threshold``'s result: the ``threshold``, the ``rule``'s text (the calibration's
+    "threshold_rule"), its record ``test`` ("threshold_test") and the scene's (1 - fpr) quantile of the
+    held-out scores (``scene_quantile``: "threshold_scene", recorded in every branch)."""
+    threshold: float
+    rule: str
+    test: dict
+    scene_quantile: float
+
+
+def choose_threshold(inputs: ThresholdInputs) -> ThresholdChoice:
+    """The scene's threshold from its held-out scores and the model's own threshold (``ThresholdInputs``;
+    module docstring, "threshold"). Refuted by the scene (``scene_exceeds``), the model's threshold is raised
+    only as far as the scene's frames ask: to the lowest threshold the same test accepts
+    (``lowest_accepted_threshold``), not to the scene's (1 - fpr) quantile (recorded as "scene_quantile").
+    The record (the calibration's "threshold_test") holds "frames" and "frames_above_threshold" (how many of
+    them score above the threshold chosen) in every branch, and the binomial test's fields where the
+    model's threshold was tested (kept or raised)."""
+    scores, fpr, model_threshold, what = inputs.held_out, inputs.fpr, inputs.model_threshold, inputs.what
     n = len(scores)
     quantile = _quantile_threshold(scores, fpr)
 
-    def counted(threshold: float) -> dict:
-        return {"frames": int(n), "frames_above_threshold": int((np.asarray(scores, float) > threshold).sum())}
+    def chosen(threshold: float, rule: str, test: Optional[dict] = None) -> ThresholdChoice:
+        if test is None:                 # no test ran: the count of the threshold chosen only
+            test = {"frames": int(n), "frames_above_threshold": frames_above(scores, threshold)}
+        return ThresholdChoice(threshold, rule, test, quantile)
     if model_threshold is None:
-        return quantile, "scene quantile", counted(quantile)
-    if not same_rate:                   # the model's threshold, set at a higher rate: a lower bound only
+        return chosen(quantile, "scene quantile")
+    if not inputs.same_rate:            # the model's threshold, set at a higher rate: a lower bound only
         threshold = max(quantile, model_threshold)
-        return threshold, "max(scene quantile, the model's own threshold)", counted(threshold)
+        return chosen(threshold, "max(scene quantile, the model's own threshold)")
     k, p = scene_exceeds(scores, model_threshold, fpr)   # kept unless the scene refutes it
     test = {"frames_above_model_threshold": k, "frames": int(n), "binomial_p": p, "alpha": SCENE_TEST_ALPHA}
     if p < SCENE_TEST_ALPHA:
         raised, allowed = lowest_accepted_threshold(scores, fpr)
         # refuted: more than `allowed` frames score above the model's threshold, so the (allowed + 1)-th highest is above it
-        above = counted(raised)["frames_above_threshold"]
+        above = frames_above(scores, raised)
         test.update(raised_to="lowest accepted", frames_accepted=allowed, frames_above_threshold=above,
                     binomial_p_at_threshold=binomial_tail(above, n, fpr), scene_quantile=quantile)
-        return (raised, f"raised: {k} of {n} scene frames above {what}, more than {fpr:g} allows (binomial p = "
-                f"{p:.2g} < {SCENE_TEST_ALPHA:g}); raised only as far as the scene's frames ask, to the lowest "
-                f"threshold they accept ({above} of {n} above it, p = {test['binomial_p_at_threshold']:.2g}), "
-                f"{raised / model_threshold:.2f}x {what} (the scene's {1 - fpr:g} quantile: "
-                f"{quantile / model_threshold:.2f}x)", test)
+        return chosen(raised, f"raised: {k} of {n} scene frames above {what}, more than {fpr:g} allows (binomial "
+                      f"p = {p:.2g} < {SCENE_TEST_ALPHA:g}); raised only as far as the scene's frames ask, to the "
+                      f"lowest threshold they accept ({above} of {n} above it, p = "
+                      f"{test['binomial_p_at_threshold']:.2g}), {raised / model_threshold:.2f}x {what} (the "
+                      f"scene's {1 - fpr:g} quantile: {quantile / model_threshold:.2f}x)", test)
     test["frames_above_threshold"] = k                    # the threshold kept is the model's
-    return (model_threshold, f"{what}: {k} of {n} scene frames above it, as {fpr:g} allows "
-            f"(binomial p = {p:.2g} >= {SCENE_TEST_ALPHA:g})", test)
+    return chosen(model_threshold, f"{what}: {k} of {n} scene frames above it, as {fpr:g} allows "
+                  f"(binomial p = {p:.2g} >= {SCENE_TEST_ALPHA:g})", test)
 
 
 def _check_out(model_dir: Path, out_dir: Path) -> None:
@@ -213,12 +260,54 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
                                "(calibrated models are never overwritten)")
 
 
-def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None) -> dict:
-    """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
-    "read", "unreadable", "unscorable", "faulty", "faults" {fault name: frames}, "skipped_anomalous",
-    "duplicates", "reasons"}. ``frames`` yields runtime.sources Frames.
+def source_length(frames) -> Optional[int]:
+    """How many frames ``frames`` holds when it knows (a folder's or a list's len(), synth://?n=N's N), else
+    None (a camera, a bag read as it goes, an endless synth)."""
+    from .sources.synth_source import SynthSource
+    try:
+        return len(frames)
+    except TypeError:
+        return frames.n if isinstance(frames, SynthSource) else None
 
-    A frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
+
+def spread_every(length: Optional[int], max_frames: Optional[int]) -> int:
+    """The step K of ``read_scene``'s default selection: every K-th frame, K = ceil(length / max_frames), so
+    that at most ``max_frames`` frames spread over a source of known ``length``; 1 (every frame: the first
+    ``max_frames``) when the length is unknown (a camera, a bag read as it goes), there is no limit, or the
+    source holds no more frames than the limit."""
+    if length is None or max_frames is None or length <= max_frames:
+        return 1
+    return -(-int(length) // int(max_frames))
+
+
+def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None) -> tuple:
+    """(K, frames to read) of ``read_scene`` on a source of ``length`` frames (None: unknown): it uses every
+    K-th frame (``every``; None: ``spread_every``) until ``max_frames`` are selected, so it reads at most
+    (max_frames - 1) K + 1 frames (None when neither the length nor a limit bounds it)."""
+    if every is not None and (isinstance(every, bool) or int(every) != every or every < 1):
+        raise CalibrationError(f"every (use every K-th frame of the source) must be a whole number >= 1, got {every}")
+    k = spread_every(length, max_frames) if every is None else int(every)
+    bounds = [v for v in (length, None if max_frames is None else (max_frames - 1) * k + 1) if v is not None]
+    return k, (min(bounds) if bounds else None)
+
+
+def ordinal(k: int) -> str:
+    """'2nd', '3rd', '11th', '21st': the K of "every K-th frame"."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None,
+               every: int = 1) -> dict:
+    """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
+    "read", "selected", "every", "unreadable", "unscorable", "faulty", "faults" {fault name: frames},
+    "skipped_anomalous", "duplicates", "reasons"}. ``frames`` yields runtime.sources Frames.
+
+    Frames are SELECTED first: every ``every``-th frame read (the 1st, the (K + 1)-th, ...; 1: every frame),
+    until ``max_frames`` are selected (``frame_plan``: calibrate_model spreads them over a source of known
+    length); the frames between are read ("read" counts them) and fed to the sensor-fault detector, as a
+    run checks every frame in order, but neither used nor counted as faults, duplicates or anything else.
+    A selected frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
     cannot be read or preprocessed are dropped, so are sensor faults (``SensorFaultDetector`` with the
     model's limits, fed every readable frame in order as a run does: a black or blinded colour
     sensor, no depth, colour noise, and in a stream (``is_stream``: not a folder of files) a stuck
@@ -227,22 +316,33 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     ``folder://DATA?normal=CLASS``). Each distinct frame is used once: a bit-identical copy of a frame
     already used (``duplicates``: a folder's copied files, which a run scores; a folder exported from a
     stuck camera) adds no scene information and, in another block, would score itself held out at
-    distance 0. ``progress(read, usable, dropped)`` after each frame, ``dropped`` {reason: frames} of
-    the reasons seen so far."""
+    distance 0. ``progress(read, usable, dropped)`` after each frame read, ``dropped`` {reason: frames} of
+    the reasons seen so far (of the selected frames)."""
+    if isinstance(every, bool) or int(every) != every or every < 1:
+        raise CalibrationError(f"every (use every K-th frame) must be a whole number >= 1, got {every}")
     ids, u8 = [], []
-    read = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
+    read = selected = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
     used: dict = {}      # frame_digest -> id of the frame used
     faults_seen: dict = {}
     reasons = []
     detector = SensorFaultDetector(spec, stuck=is_stream(frames))   # stuck_frame: as edge-ad run, streams only
     for fr in frames:
-        if max_frames is not None and read >= max_frames:
+        if max_frames is not None and selected >= max_frames:
             break
         read += 1
-        if getattr(fr, "error", None) is not None or fr.rgb is None or fr.depth is None:
+        readable = getattr(fr, "error", None) is None and fr.rgb is not None and fr.depth is not None
+        if (read - 1) % every:              # between two selected frames: only the detector sees it
+            if readable:
+                try:
+                    detector.check(fr.rgb, fr.depth)
+                except (FrameError, ValueError):
+                    pass
+        elif not readable:
+            selected += 1
             unreadable += 1
             reasons.append(f"{fr.id}: {fr.error or 'no image'}")
         else:
+            selected += 1
             anomalous = bool((getattr(fr, "meta", None) or {}).get("anomalous"))    # the source's truth
             try:
                 faults = detector.check(fr.rgb, fr.depth)     # every readable frame, in order, as a run does
@@ -270,7 +370,8 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
         if progress is not None:
             progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous,
                                               duplicates))
-    return {"ids": ids, "u8": u8, "read": read, "unreadable": unreadable, "unscorable": unscorable,
+    return {"ids": ids, "u8": u8, "read": read, "selected": selected, "every": int(every),
+            "unreadable": unreadable, "unscorable": unscorable,
             "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous,
             "duplicates": duplicates, "reasons": reasons}
 
@@ -654,7 +755,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
                     max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
                     trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
-                    rule_inputs: Optional[dict] = None) -> dict:
+                    on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (module docstring).
     ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
     (checked before anything is read from it). The new directory's manifest differs from the signed
@@ -664,12 +765,13 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
     through ``log(message)``).
-    ``rule_inputs``: a dict filled, once the new directory is written, with what the threshold rule
-    read: {"held_out": the scene frames' held-out scores (n floats, not written to the manifest), "fpr"
-    (the scene's rate), "model_threshold" (the floor: the model's threshold at ``fpr``, else its
-    ``model_threshold_floor``; None without one or with ``floor`` off), "same_rate" (that threshold was
-    read at ``fpr``), "what" (its name in the rule text)}; ``choose_threshold(held_out, **the others)``
-    replays the rule (models/kinect-rgbd/new_scene.py saves them).
+    ``max_frames``: use at most this many frames; ``every``: use every K-th frame of ``frames`` until
+    ``max_frames`` are used (read_scene; 1: the first ``max_frames``; for a camera, N frames spread over N K
+    frames of time); None: spread them over a source of known length (``source_length``: a folder, a list,
+    synth://?n=N), K = ceil(length / max_frames) (``spread_every``), else every frame. Said through ``log``;
+    the calibration record holds "every", "source_length", "frames_selected" and the "frame_ids" used.
+    ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
+    threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
@@ -679,6 +781,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
+    length = source_length(frames)
+    step, _ = frame_plan(length, max_frames, every)
     if sign_key is not None:
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
@@ -700,13 +804,21 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if not 0 <= max_shift <= MAX_SCENE_SHIFT:
             raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
         spec = scorer.preprocess_spec
-        res = read_scene(frames, spec, max_frames, progress)
+        if log is not None and max_frames is not None and (step > 1 or (length or 0) > max_frames):
+            log(f"using every {ordinal(step)} of {length} frames (at most {max_frames}, spread over the source; "
+                f"every 1: its first {max_frames})" if step > 1 and length is not None else
+                f"using every {ordinal(step)} frame (at most {max_frames}: spread over {(max_frames - 1) * step + 1} "
+                "frames of the source)" if step > 1 else
+                f"using the first {max_frames} of {length} frames (every 1)")
+        res = read_scene(frames, spec, max_frames, progress, every=step)
         n = len(res["ids"])
         if n < min_frames:
             first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
             more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
+            of = (f"{res['read']} read" if step == 1 else
+                  f"{res['selected']} selected (every {ordinal(step)} of {res['read']} read)")
             raise CalibrationError(
-                f"only {n} usable frame{'s' if n != 1 else ''} of {res['read']} read ({res['unreadable']} unreadable, "
+                f"only {n} usable frame{'s' if n != 1 else ''} of {of} ({res['unreadable']} unreadable, "
                 f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
                 + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
@@ -750,10 +862,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         scores = res["scores"]
     at_rate, what = model_threshold_at(man, fpr) if floor else (None, None)
     floor_value = at_rate if at_rate is not None else (model_threshold_floor(man, fpr) if floor else None)
-    what = what or "the model's own threshold"
-    reads = {"fpr": float(fpr), "model_threshold": floor_value, "same_rate": at_rate is not None, "what": what}
-    threshold, rule, test = choose_threshold(scores, **reads)
-    scene_threshold = _quantile_threshold(scores, fpr)
+    inputs = ThresholdInputs(scores, float(fpr), floor_value, at_rate is not None, what or "the model's own threshold")
+    choice = choose_threshold(inputs)
+    threshold, test, what = choice.threshold, choice.test, inputs.what
     warning = None
     above = test["frames_above_threshold"]     # scene frames above the chosen threshold
     if threshold != floor_value and n * fpr < MIN_EXPECTED_ABOVE:     # read from the scene's top scores
@@ -764,6 +875,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
+              "every": step, "source_length": length, "frames_selected": res["selected"],
+              "frame_ids": [v if isinstance(v, (int, str)) else str(v) for v in res["ids"]],
               "unreadable": res["unreadable"], "unscorable": res["unscorable"],
               "sensor_faults": res["faulty"], "faults": dict(res["faults"]),
               "skipped_anomalous": res["skipped_anomalous"], "duplicates": res["duplicates"], "date": now,
@@ -778,8 +891,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                            f"copies shifted by up to {cfg.score_shift_radius} px" if cfg.score_shift_radius else ""),
               "colour_gain": list(gain) if gain is not None else None,
               "scene_shift": shift_fit,
-              "threshold_scene": scene_threshold, "threshold_floor": floor_value,
-              "threshold_rule": rule, "threshold_test": test, "threshold_warning": warning}
+              "threshold_scene": choice.scene_quantile, "threshold_floor": floor_value,
+              "threshold_rule": choice.rule, "threshold_test": test, "threshold_warning": warning}
     new = json.loads(json.dumps(man))   # manifest.sig (signing.py), not in "files", is not copied: the new
                                         # directory is unsigned or re-signed
     new["preprocess"] = spec.to_dict()
@@ -839,6 +952,6 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if rule_inputs is not None:        # what the threshold rule read, for offline studies of the rule
-        rule_inputs.update(held_out=[float(v) for v in scores], **reads)
+    if on_threshold_inputs is not None:        # what the threshold rule read, for offline studies of the rule
+        on_threshold_inputs(inputs)
     return new

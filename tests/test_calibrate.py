@@ -512,6 +512,107 @@ def test_calibrate_uses_each_distinct_frame_once(tmp_path):
             calibrate_model(model, src, tmp_path / "cal2", max_shift=0)
 
 
+def _numbered_folder(folder, frames):
+    """A frame folder of ``frames`` named 0, 1, 2, ... (numerically sorted: the folder's order)."""
+    from PIL import Image
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    for k, fr in enumerate(frames):
+        Image.fromarray(fr.rgb).save(folder / "rgb" / f"{k}.png")
+        Image.fromarray(fr.depth).save(folder / "depth" / f"{k}.png")
+    return folder
+
+
+def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
+    """Review 23 #10: --max-frames 10 of a 30-frame folder uses every 3rd frame (0, 3, ..., 27), not the
+    first 10 (one stretch of the recording); every=1 the first 10; a source that does not know its length
+    (a generator, as a camera) every frame; every=3 there too. The record holds the selection and the ids."""
+    from edge_ad.runtime.calibrate import frame_plan, spread_every
+    from edge_ad.runtime.sources import open_source
+    model = _demo_copy(tmp_path)
+    frames = _synth_frames(30)
+    folder = _numbered_folder(tmp_path / "scene", frames)
+    said = []
+
+    def cal(name, source, **kw):
+        said.clear()
+        man = calibrate_model(model, source, tmp_path / name, max_shift=0, min_frames=5, max_frames=10,
+                              log=said.append, **kw)
+        return man["calibration"]
+    with open_source(str(folder)) as src:
+        c = cal("spread", src)
+    assert c["frame_ids"] == [str(k) for k in range(0, 30, 3)]
+    assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"], c["frames_used"]) == (3, 30, 28, 10, 10)
+    assert said[0] == "using every 3rd of 30 frames (at most 10, spread over the source; every 1: its first 10)"
+    with open_source(str(folder)) as src:
+        c = cal("first", src, every=1)
+    assert c["frame_ids"] == [str(k) for k in range(10)]
+    assert (c["every"], c["frames_read"], c["frames_selected"], c["frames_used"]) == (1, 10, 10, 10)
+    assert said[0] == "using the first 10 of 30 frames (every 1)"
+    numbered = [dataclasses.replace(fr, id=str(k)) for k, fr in enumerate(frames)]
+    c = cal("stream", (fr for fr in numbered))                      # no len(): every frame
+    assert c["frame_ids"] == [str(k) for k in range(10)] and (c["every"], c["source_length"]) == (1, None)
+    assert not said                                                  # nothing to say: today's first N
+    c = cal("stream3", (fr for fr in numbered), every=3)
+    assert c["frame_ids"] == [str(k) for k in range(0, 30, 3)] and c["frames_read"] == 28
+    assert said[0] == "using every 3rd frame (at most 10: spread over 28 frames of the source)"
+    c = cal("list", numbered[:7] + numbered[20:])                   # a list knows its length: 17 -> every 2nd
+    assert c["frame_ids"] == ["0", "2", "4", "6", "21", "23", "25", "27", "29"] and c["every"] == 2
+    assert (spread_every(30, 10), spread_every(31, 10), spread_every(10, 10), spread_every(None, 10)) == (3, 4, 1, 1)
+    assert frame_plan(30, 10) == (3, 28) and frame_plan(31, 10) == (4, 31) and frame_plan(None, 10, 2) == (2, 19)
+    assert frame_plan(30, None) == (1, 30) and frame_plan(None, None) == (1, None)
+    from edge_ad.runtime.calibrate import ordinal
+    assert [ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 111, 123)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "111th", "123rd"]
+    with pytest.raises(CalibrationError, match=r"every \(use every K-th frame of the source\) must be a whole "
+                                               r"number >= 1, got 0"):
+        cal("zero", numbered, every=0)
+
+
+def test_frames_between_the_selected_ones_are_neither_used_nor_counted(tmp_path):
+    """Every 3rd of 30 frames: black frames and a copy of a used frame at unselected positions (1, 2, 5)
+    change nothing; a black frame and a copy at selected ones (6, 9) are a sensor fault and a duplicate."""
+    model = _demo_copy(tmp_path)
+    frames = [dataclasses.replace(fr, id=str(k)) for k, fr in enumerate(_synth_frames(30))]
+    for k in (1, 2, 6):
+        frames[k] = dataclasses.replace(_black(frames[k]), id=str(k))
+    frames[5] = dataclasses.replace(frames[3], id="5")              # a copy of selected frame 3, not selected
+    frames[9] = dataclasses.replace(frames[0], id="9")              # a copy of frame 0, selected
+    man = calibrate_model(model, frames, tmp_path / "cal", max_shift=0, min_frames=5, max_frames=10)
+    c = man["calibration"]
+    assert c["frame_ids"] == ["0", "3", "12", "15", "18", "21", "24", "27"]
+    assert (c["frames_read"], c["frames_selected"], c["frames_used"]) == (28, 10, 8)
+    assert (c["sensor_faults"], c["faults"], c["duplicates"], c["unreadable"]) == (1, {"black_rgb": 1}, 1, 0)
+    assert c["bank"]["scene_rows"] == 8 * 2 and man["threshold"]["scene_frames"] == 8
+    with pytest.raises(CalibrationError, match=r"only 8 usable frames of 10 selected \(every 3rd of 28 read\) "
+                                               r"\(0 unreadable, 0 could not be scored, 1 sensor faults \(black_rgb 1\), "
+                                               r"1 copies of a frame already used\)"):
+        calibrate_model(model, frames, tmp_path / "cal2", max_shift=0, min_frames=9, max_frames=10)
+
+
+def test_calibrate_command_says_its_spread_and_counts_the_frames_read(tmp_path):
+    """The CLI on synth://?n=30 (known length), --max-frames 10: every 3rd frame, progress to the 28 frames it
+    reads, the final line counts the selected frames; --every 1: the first 10."""
+    from edge_ad.cli import main
+    model = _demo_copy(tmp_path)
+
+    def cal(out, *extra):
+        r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", "synth://?n=30&anomaly_rate=0",
+                                      "--out", str(tmp_path / out), "--max-shift", "0", "--min-frames", "5",
+                                      "--max-frames", "10", *extra])
+        assert r.exit_code == 0, r.output
+        return r.output, json.loads((tmp_path / out / "manifest.json").read_text())["calibration"]
+    text, c = cal("spread")
+    assert "using every 3rd of 30 frames (at most 10" in text and "frame 28/28 read, 10 usable" in text
+    assert "10 of 10 frames used (every 3rd of 28 read; 0 unreadable" in text and "/30 read" not in text
+    assert c["frame_ids"] == [f"synth-{k:06d}" for k in range(0, 30, 3)]
+    text, c = cal("first", "--every", "1")
+    assert "using the first 10 of 30 frames (every 1)" in text and "frame 10/10 read, 10 usable" in text
+    assert "10 of 10 frames used (0 unreadable" in text and c["frame_ids"] == [f"synth-{k:06d}" for k in range(10)]
+    text, c = cal("every2", "--every", "2")
+    assert "using every 2nd of 30 frames" in text and "frame 19/19 read" in text and c["frames_read"] == 19
+
+
 def test_calibrate_skips_frames_the_source_labels_anomalous(tmp_path):
     """synth:// labels its anomalies (meta["anomalous"], as a labelled folder?normal=CLASS does): only the
     normal frames are used, the skipped ones are counted in the record and said in the output."""
@@ -601,6 +702,7 @@ def test_calibrate_help_and_readme_say_what_the_code_does():
     assert "leave-one-out" not in text and "5 contiguous blocks" in text
     assert "--trusted-key" in text and "--sign" in text
     assert "9 for the shipped rectangle, 25 for the shipped cylinder" in text and "the pixel tables" in text
+    assert "its FIRST N" not in text and "every K-th frame, K = ceil(length / N)" in text and "--every K" in text
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "never below the model's own: --no-floor" not in readme
     assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in readme

@@ -46,11 +46,33 @@ def _scores_with(n_above: int, n: int = 50, seed: int = 0) -> np.ndarray:
     return np.r_[rng.uniform(0.2, 0.9, n - n_above), rng.uniform(1.3, 1.6, n_above)]
 
 
+def _choose(scores, fpr, model_threshold, same_rate) -> tuple:
+    """(threshold, rule, test) of choose_threshold on these inputs; its scene_quantile, in every branch, is
+    the scores' (1 - fpr) quantile (the calibration's threshold_scene, not recomputed by calibrate_model)."""
+    choice = cal.choose_threshold(cal.ThresholdInputs(scores, fpr, model_threshold, same_rate))
+    assert choice.scene_quantile == cal._quantile_threshold(scores, fpr)
+    return choice.threshold, choice.rule, choice.test
+
+
+def test_threshold_inputs_are_checked_and_frozen():
+    """The rule's inputs, built once: scores stored as a tuple of floats (from any sequence), no scores or a
+    rate outside (0, 1) refused naming the problem, and nothing can be reassigned afterwards."""
+    import dataclasses
+    inputs = cal.ThresholdInputs(np.array([0.5, 2.0]), 0.05, 1.0, True)
+    assert inputs.held_out == (0.5, 2.0) and inputs.what == "the model's own threshold"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        inputs.fpr = 0.1
+    with pytest.raises(cal.CalibrationError, match=r"needs the scene's held-out scores, got none"):
+        cal.ThresholdInputs([], 0.05, 1.0, True)
+    with pytest.raises(cal.CalibrationError, match=r"rate must be in \(0, 1\), got 1.5"):
+        cal.ThresholdInputs([1.0], 1.5, None, False)
+
+
 def test_model_threshold_kept_when_the_scene_is_consistent_with_its_rate():
     """3 of 50 frames above a threshold set at 4 %: expected 2, P(>= 3) = 0.32: no evidence against it.
     The quantile rule would have taken the 2nd-highest score (~1.5), 1.5x above every other normal."""
     s = _scores_with(3)
-    thr, rule, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=True)
+    thr, rule, test = _choose(s, 0.04, 1.0, same_rate=True)
     assert thr == 1.0 and "model's own threshold" in rule
     assert test["frames_above_model_threshold"] == 3 and test["binomial_p"] == pytest.approx(0.3233, abs=1e-3)
     assert cal._quantile_threshold(s, 0.04) > 1.3          # what the old rule returned
@@ -108,7 +130,7 @@ def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
     quantile, the 2nd-highest (session 22: sphere's scene M, 6 of 50 above, the quantile 1.60x the model's
     flagged 81.5 %, the lowest accepted 1.11x 92.5 %, both 2 % false alarms on the rest of the scene)."""
     s = _scores_with(8)
-    thr, rule, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=True)
+    thr, rule, test = _choose(s, 0.04, 1.0, same_rate=True)
     top = np.sort(s)[::-1]
     assert thr == top[4] and (s > thr).sum() == 4 and thr < cal._quantile_threshold(s, 0.04) == top[1]
     assert cal.scene_exceeds(s, thr, 0.04)[1] >= cal.SCENE_TEST_ALPHA          # accepted by the same test
@@ -125,9 +147,9 @@ def test_one_frame_more_moves_the_threshold_by_one_frame():
     threshold (p 0.14), 5 above (p 0.049) raises it just past the lowest of them, not to the 2nd-highest
     score (the quantile rule made the threshold jump with the 5th frame)."""
     kept = _scores_with(4)
-    assert cal.choose_threshold(kept, 0.04, 1.0, same_rate=True)[0] == 1.0
+    assert _choose(kept, 0.04, 1.0, same_rate=True)[0] == 1.0
     five = _scores_with(5)
-    thr = cal.choose_threshold(five, 0.04, 1.0, same_rate=True)[0]
+    thr = _choose(five, 0.04, 1.0, same_rate=True)[0]
     assert thr == np.sort(five)[-5] and (five > thr).sum() == 4 and 1.0 < thr < np.sort(five)[-2]
 
 
@@ -135,12 +157,12 @@ def test_other_rates_and_no_model_threshold_keep_the_quantile_rules():
     """... and their record holds the count above the threshold (no binomial test ran)."""
     s = _scores_with(3)
     q = cal._quantile_threshold(s, 0.04)
-    thr, rule, test = cal.choose_threshold(s, 0.04, None, same_rate=True)
+    thr, rule, test = _choose(s, 0.04, None, same_rate=True)
     assert (thr, rule) == (q, "scene quantile") and test == {"frames": 50, "frames_above_threshold": 1}
     low = _scores_with(0)                                   # every frame below the model's threshold
-    thr, rule, test = cal.choose_threshold(low, 0.04, 1.0, same_rate=False)   # set at a higher rate: a floor
+    thr, rule, test = _choose(low, 0.04, 1.0, same_rate=False)   # set at a higher rate: a floor
     assert thr == 1.0 and rule.startswith("max(") and test == {"frames": 50, "frames_above_threshold": 0}
-    thr, _, test = cal.choose_threshold(s, 0.04, 1.0, same_rate=False)
+    thr, _, test = _choose(s, 0.04, 1.0, same_rate=False)
     assert thr == q and test["frames_above_threshold"] == 1 == (s > q).sum()
 
 
@@ -151,19 +173,23 @@ def test_every_branchs_record_counts_the_frames_above_its_threshold():
     for n_above in range(0, 12):
         s = np.round(_scores_with(n_above, 40, seed=n_above), 1)          # ties at 0.1 resolution
         for model, same in ((1.0, True), (None, True), (1.0, False), (0.5, False), (rng.uniform(0.3, 1.4), True)):
-            thr, _, test = cal.choose_threshold(s, 0.05, model, same_rate=same)
+            thr, _, test = _choose(s, 0.05, model, same_rate=same)
             assert test["frames"] == 40 and test["frames_above_threshold"] == int((s > thr).sum()), (n_above, model)
 
 
-def _replays(rule_inputs: dict, out) -> None:
-    """choose_threshold on calibrate_model's ``rule_inputs`` gives the threshold, rule text and test record
-    written to ``out``'s manifest (what models/kinect-rgbd/new_scene.py's offline studies rely on)."""
+def _replays(inputs, out) -> None:
+    """choose_threshold on what calibrate_model handed its on_threshold_inputs hook (a ThresholdInputs, saved
+    as a dict by models/kinect-rgbd/new_scene.py and rebuilt from it) gives the threshold, rule text, test
+    record and scene quantile written to ``out``'s manifest (what new_scene.py's offline studies rely on)."""
     import json
     man = json.loads((out / "manifest.json").read_text())
-    inputs = dict(rule_inputs)
-    threshold, rule, test = cal.choose_threshold(inputs.pop("held_out"), **inputs)
-    assert threshold == man["threshold"]["value"] and man["calibration"]["threshold_floor"] == inputs["model_threshold"]
-    assert rule == man["calibration"]["threshold_rule"] and test == man["calibration"]["threshold_test"]
+    saved = json.loads(json.dumps(inputs.as_dict()))                  # new_scene.py's per_frame, read back
+    assert cal.ThresholdInputs(**saved) == inputs
+    choice = cal.choose_threshold(cal.ThresholdInputs(**saved))
+    c = man["calibration"]
+    assert choice.threshold == man["threshold"]["value"] and c["threshold_floor"] == inputs.model_threshold
+    assert choice.rule == c["threshold_rule"] and choice.test == c["threshold_test"]
+    assert choice.scene_quantile == c["threshold_scene"]
 
 
 def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, kinect_export, monkeypatch):
@@ -181,15 +207,17 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
     for name, above in (("kept", 3), ("refuted", 8)):       # of 24 at 7 %: P(>= 3) 0.23, P(>= 8) 0.00015
         held["scores"] = _scores_with(above, n) * own
-        rule_inputs = {}
+        handed = []
         with open_source(str(scene)) as src:
-            man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0, rule_inputs=rule_inputs)
+            man = cal.calibrate_model(kinect_export, src, tmp_path / name, max_shift=0,
+                                      on_threshold_inputs=handed.append)
         c = man["calibration"]
         assert c["target_fpr"] == rate and c["threshold_test"]["frames_above_model_threshold"] == above
         # what the rule read, for offline studies (new_scene.py's per_frame), not written to the manifest
-        assert rule_inputs == {"held_out": list(held["scores"]), "fpr": rate, "model_threshold": own,
-                               "same_rate": True, "what": "the model's own threshold"}
-        _replays(rule_inputs, tmp_path / name)              # kept, then raised
+        assert len(handed) == 1 and handed[0].as_dict() == {
+            "held_out": list(held["scores"]), "fpr": rate, "model_threshold": own, "same_rate": True,
+            "what": "the model's own threshold"}
+        _replays(handed[0], tmp_path / name)                # kept, then raised
         assert "held_out" not in json.dumps(man) and "held_out" not in (tmp_path / name / "manifest.json").read_text()
         model_n = json.loads((kinect_export / "manifest.json").read_text())["threshold"]["n_normal"]   # 400
         if name == "kept":
@@ -247,11 +275,12 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
 
     def calibrate(model, out, above):
         held["scores"] = _scores_with(above, n) * 1.25 * own      # `above` frames above the 5 % entry
-        rule_inputs = {}
+        handed = []
         with open_source(str(scene)) as src:
-            man = cal.calibrate_model(model, src, tmp_path / out, fpr=0.05, max_shift=0, rule_inputs=rule_inputs)
-        assert rule_inputs["same_rate"] == (model == table)
-        _replays(rule_inputs, tmp_path / out)               # table kept, raised, floored quantile
+            man = cal.calibrate_model(model, src, tmp_path / out, fpr=0.05, max_shift=0,
+                                      on_threshold_inputs=handed.append)
+        assert len(handed) == 1 and handed[0].same_rate == (model == table)
+        _replays(handed[0], tmp_path / out)                 # table kept, raised, floored quantile
         return man
 
     man = calibrate(table, "kept", 3)                      # 3 of 40 at 5 %: P(>= 3) = 0.32
@@ -279,10 +308,12 @@ def test_a_quantile_from_too_few_frames_is_said(tmp_path, kinect_export, monkeyp
     n = 30
     _fake_held_out(monkeypatch, lambda: _scores_with(1, n))
     scene = copy_frames(tmp_path / "scene", "rectangle", n, start=0)
-    said = []
+    said, handed = [], []
     with open_source(str(scene)) as src:
         man = cal.calibrate_model(kinect_export, src, tmp_path / "few", fpr=0.03, max_shift=0, floor=False,
-                                  log=said.append)
+                                  log=said.append, on_threshold_inputs=handed.append)
+    assert handed[0].model_threshold is None and not handed[0].same_rate
+    _replays(handed[0], tmp_path / "few")                   # the scene quantile alone (floor off)
     w = man["calibration"]["threshold_warning"]
     assert w and "30 scene frames cannot resolve a 0.03" in w and "1-th highest" in w
     assert any(m.startswith("warning: 30 scene frames") for m in said)

@@ -3,7 +3,6 @@ from normal frames of that scene (torch-free: runs on the robot's lean install).
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import click
 
@@ -16,9 +15,16 @@ import click
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="the NEW model directory to write (must not exist or be empty).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
-              help="read at most this many frames from the source: its FIRST N, so record the source over the "
-              "scene's normal variety (the whole run of poses and light): 50 frames of one stretch of a recording "
-              "can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, session 23).")
+              help="use at most this many frames of the source: spread over a source of known length (a folder, "
+              "synth://?n=N: every K-th frame, K = ceil(length / N), see --every), else its first N, so record the "
+              "source over the scene's normal variety (the whole run of poses and light): 50 frames of one stretch "
+              "of a recording can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, "
+              "session 23).")
+@click.option("--every", type=click.IntRange(min=1), default=None, metavar="K",
+              help="use every K-th frame of the source until --max-frames are used (the frames between are read, "
+                   "checked for sensor faults, not used): 1 = the first N frames; for a camera, N frames spread "
+                   "over N x K frames of time. Default: spread over a source of known length "
+                   "(K = ceil(length / N)), else every frame.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")
@@ -54,14 +60,14 @@ import click
 @click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
               help="Sign OUT with this Ed25519 private key (PEM; `edge-ad keygen`; as edge-ad export --sign): "
                    "writes OUT/manifest.sig, checked by `edge-ad run --trusted-key`.")
-def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain, floor, max_shift, threads,
+def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colour_gain, floor, max_shift, threads,
         trusted_keys, sign_key):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (each frame scored held out: the frames split into 5 contiguous
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
     directory OUT. Sensor faults (as edge-ad run reports them, a stuck camera's repeats included) and
     frames the source labels anomalous are not used."""
-    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, frame_plan, ordinal, source_length
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import SourceError, open_source
@@ -103,8 +109,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     try:
         with open_source(source_uri) as src:
             n = source_length(src)
-            length = None if n is None else min(n, max_frames)
-            man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, min_frames=min_frames,
+            length = None if n is None else frame_plan(n, max_frames, every)[1]    # every K-th until N used
+            man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
+                                  min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
                                   colour_gain=colour_gain, floor=floor, max_shift=max_shift,
                                   shift_progress=shift_progress, trusted_keys=list(trusted_keys) or None,
@@ -118,8 +125,11 @@ def cmd(model_dir, source_uri, out_dir, max_frames, fpr, min_frames, colour_gain
     if c.get("scene_shift"):
         click.echo(shift_line(c["scene_shift"]))
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
-    click.echo(f"wrote {out_dir}: {c['frames_used']} of {c['frames_read']} frames used "
-               f"({c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
+    step = c.get("every", 1)
+    click.echo(f"wrote {out_dir}: {c['frames_used']} of "
+               + (f"{c['frames_read']} frames used (" if step == 1 else
+                  f"{c['frames_selected']} frames used (every {ordinal(step)} of {c['frames_read']} read; ")
+               + f"{c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
                f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped"
                + (f", {c['duplicates']} copies of a frame already used" if c.get("duplicates") else "")
                + f"); threshold {t['value']:.4g} "
@@ -153,16 +163,6 @@ def shift_hint(total: int) -> str:
     """How to make a camera-shift search of ``total`` shifts ((2N + 1)^2 for --max-shift N) cheaper:
     --max-shift 0 skips it; --max-shift 1 (9 shifts) only when it is smaller than the one running."""
     return "--max-shift 0 skips the search" + (", --max-shift 1 scores 9 shifts" if total > 9 else "")
-
-
-def source_length(src) -> Optional[int]:
-    """How many frames ``src`` holds when it knows (a folder's len(), synth://?n=N's N), else None
-    (a camera, a bag read as it goes, an endless synth)."""
-    from edge_ad.runtime.sources.synth_source import SynthSource
-    try:
-        return len(src)
-    except TypeError:
-        return src.n if isinstance(src, SynthSource) else None
 
 
 def _duration(seconds: float) -> str:

@@ -3,17 +3,18 @@
 The scene is kinect-rgbd's held-out val frames under one fixed change of light, colour and camera
 position (default: brightness -20 %, a warm white balance, the camera shifted by (2, -2) px). The
 model is calibrated on N normal frames of the scene (the first N val ids, or --draw random: N drawn at
-random, --draw-seed) (written as a PNG frame folder, run
+random, --draw-seed, or --draw spread: every K-th val id, K = ceil(val normals / N), as edge-ad calibrate spreads) (written as a PNG frame folder, run
 through ``edge-ad calibrate``), then scored, before and after, on the rest of the scene: the other
 normal val frames and all val frames of the other two classes, under the same change.
 
 --json also saves what a threshold rule needs, to evaluate any rule offline without rescoring
-("per_frame"): calibrate's held-out scores of the N calibration frames (the scores its threshold rule
-reads), the model's threshold and rate table, and every rest-of-scene frame's score before and after
+("per_frame"): what calibrate's threshold rule read (runtime.calibrate.ThresholdInputs: the held-out scores
+of the N calibration frames, fpr, model_threshold, same_rate, what; ``choose_threshold(ThresholdInputs(**those))``
+replays it), the model's threshold and rate table, and every rest-of-scene frame's score before and after
 calibrate (normals, anomalies with their class), with the val ids.
 
     .venv/bin/python models/kinect-rgbd/new_scene.py --model EXPORTED_DIR --class rectangle \
-        [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random]
+        [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random|spread]
         [--draw-seed S] [--json OUT]
 """
 from __future__ import annotations
@@ -53,9 +54,10 @@ def main(argv=None):
     ap.add_argument("--data", default=str(default_kinect_root()))
     ap.add_argument("--scene", default="brightness:0.8+wb:1.1,1,0.9+shift:2,-2")
     ap.add_argument("--n-calib", type=int, default=50)
-    ap.add_argument("--draw", choices=("first", "random"), default="first",
+    ap.add_argument("--draw", choices=("first", "random", "spread"), default="first",
                     help="which normal frames calibrate: the first --n-calib val ids (capture order: one stretch "
-                         "of the recording) or --n-calib drawn at random (spread over it)")
+                         "of the recording), --n-calib drawn at random, or spread: every K-th val id, K = "
+                         "ceil(normal frames / --n-calib) (edge-ad calibrate's default on a source of known length)")
     ap.add_argument("--draw-seed", type=int, default=0)
     ap.add_argument("--fpr", type=float, default=None,
                     help="calibrate's target rate (default: the model's own rate, as edge-ad calibrate)")
@@ -72,13 +74,17 @@ def main(argv=None):
     frames = {c: [scene(*read_pair(Path(a.data) / c, str(i)), frame_rng(0, 100000 * g + n))
                   for n, i in enumerate(splits[c]["val"])] for g, c in enumerate(CLASSES)}
     normal = frames[a.cls]
-    order = np.arange(len(normal)) if a.draw == "first" else np.random.default_rng(a.draw_seed).permutation(len(normal))
+    if a.draw == "spread":      # calibrate's own selection (read_scene): every K-th frame, the others the rest
+        picked = np.arange(0, len(normal), calibrate_module.spread_every(len(normal), a.n_calib))[:a.n_calib]
+        order = np.concatenate([picked, np.setdiff1d(np.arange(len(normal)), picked)])
+    else:
+        order = np.arange(len(normal)) if a.draw == "first" else np.random.default_rng(a.draw_seed).permutation(len(normal))
     calib_idx, rest_idx = sorted(order[:a.n_calib]), sorted(order[a.n_calib:])   # source order kept (calibrate's blocks)
     calib = [normal[i] for i in calib_idx]
     rest = [normal[i] for i in rest_idx]
     anomalous = [f for c in CLASSES if c != a.cls for f in frames[c]]
     anomalous_ids = [[c, int(i)] for c in CLASSES if c != a.cls for i in splits[c]["val"]]
-    rule_inputs = {}               # what calibrate's threshold rule read: its held-out scores, fpr, floor
+    threshold_inputs = []          # what calibrate's threshold rule read (ThresholdInputs): held-out scores, fpr, floor
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scene"
         (folder / "rgb").mkdir(parents=True)
@@ -91,16 +97,18 @@ def main(argv=None):
         with open_source(str(folder)) as src:
             calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
                                              colour_gain=not a.no_colour_gain, blocks=a.blocks,
-                                             floor=not a.no_floor, max_shift=a.max_shift, rule_inputs=rule_inputs)
+                                             floor=not a.no_floor, max_shift=a.max_shift,
+                                             on_threshold_inputs=threshold_inputs.append)
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
             clean = [before.score(*read_pair(Path(a.data) / a.cls, str(i))).score for i in splits[a.cls]["val"]]
             thr_before = float(np.quantile(clean, 1 - (a.fpr or 0.05), method="higher"))
-        result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "draw": a.draw if a.draw == "first" else f"random (seed {a.draw_seed})", "n_calib": len(calib), "n_normal": len(rest),
+        result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "draw": a.draw if a.draw != "random" else f"random (seed {a.draw_seed})", "n_calib": len(calib), "n_normal": len(rest),
                   "n_anomalous": len(anomalous)}
         own = before.manifest.get("threshold") or {}
-        per_frame = {**rule_inputs, "model_threshold_value": thr_before, "model_target_fpr": own.get("target_fpr"),
+        per_frame = {**threshold_inputs[0].as_dict(), "model_threshold_value": thr_before,
+                     "model_target_fpr": own.get("target_fpr"),
                      "model_rates": own.get("rates"), "model_n_normal": own.get("n_normal"),
                      "calib_val_ids": [int(splits[a.cls]["val"][i]) for i in calib_idx],
                      "rest_val_ids": [int(splits[a.cls]["val"][i]) for i in rest_idx],
