@@ -7,10 +7,11 @@ graphs through ``Scorer``), and a NEW model directory is written (never inside t
 never touched). Only frames ``edge-ad run`` would score as normal scene frames are used (``read_scene``):
 sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``),
 frames the source labels anomalous and bit-identical copies of a frame already used are dropped and counted.
-Of a source that knows its length (a folder, synth://?n=N) and holds more than ``max_frames``, every K-th
-frame is used, K = ceil(length / max_frames), so the frames spread over the whole recording (measured on
-kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the rest does not,
-models/kinect-rgbd/README.md, session 23); ``every`` sets K (1: the first ``max_frames``).
+Of a source that knows its length (a folder, synth://?n=N) and holds more than ``max_frames``, exactly
+``max_frames`` frames spread evenly over it are used (``spread_positions``), so they cover the whole recording
+(measured on kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the
+rest does not, models/kinect-rgbd/README.md, session 23); ``every`` K uses every K-th frame instead (1: the
+first ``max_frames``; a camera: ``max_frames`` frames over max_frames x K frames of time).
 
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
@@ -88,7 +89,7 @@ models/kinect-rgbd/README.md, session 23); ``every`` sets K (1: the first ``max_
 
 The manifest is copied with the bank entry, the threshold and a "calibration" record (source,
 frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous /
-duplicates, the selection (every K-th of the source's length: the frames selected and the ids used),
+duplicates, the selection (spread over the source's length or every K-th: the frames selected and the ids used),
 date, target rate, the original model, its manifest's sha256 and the key that signed it when checked)
 updated, and the sha256 of every file recomputed. The directory is written under a temporary name,
 verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
@@ -102,7 +103,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -270,25 +271,64 @@ def source_length(frames) -> Optional[int]:
         return frames.n if isinstance(frames, SynthSource) else None
 
 
-def spread_every(length: Optional[int], max_frames: Optional[int]) -> int:
-    """The step K of ``read_scene``'s default selection: every K-th frame, K = ceil(length / max_frames), so
-    that at most ``max_frames`` frames spread over a source of known ``length``; 1 (every frame: the first
-    ``max_frames``) when the length is unknown (a camera, a bag read as it goes), there is no limit, or the
-    source holds no more frames than the limit."""
+def spread_positions(length: Optional[int], max_frames: Optional[int]) -> Optional[tuple]:
+    """The 0-based positions of the frames ``read_scene`` uses by default from a source of known ``length``
+    that holds more than ``max_frames``: exactly ``max_frames`` positions spread evenly over it,
+    floor(i x length / max_frames) for i = 0 .. max_frames - 1 (the first frame, then one every
+    length / max_frames frames: 10 of 30 -> 0, 3, ..., 27; 10 of 31 -> 0, 3, 6, 9, 12, 15, 18, 21, 24, 27;
+    10 of 17 -> 0, 1, 3, 5, 6, 8, 10, 11, 13, 15). None (every frame: the first ``max_frames``) when the
+    length is unknown (a camera, a bag read as it goes), there is no limit, or the source holds no more
+    frames than the limit."""
     if length is None or max_frames is None or length <= max_frames:
-        return 1
-    return -(-int(length) // int(max_frames))
+        return None
+    return tuple(i * int(length) // int(max_frames) for i in range(int(max_frames)))
 
 
-def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None) -> tuple:
-    """(K, frames to read) of ``read_scene`` on a source of ``length`` frames (None: unknown): it uses every
-    K-th frame (``every``; None: ``spread_every``) until ``max_frames`` are selected, so it reads at most
-    (max_frames - 1) K + 1 frames (None when neither the length nor a limit bounds it)."""
+class FramePlan(NamedTuple):
+    """Which frames of a source ``read_scene`` selects (``frame_plan``): the ``positions`` (0-based,
+    increasing) spread over a source of known length, else every ``every``-th frame (1: every frame) until
+    ``max_frames`` are selected; ``to_read``: the frames it reads at most (None: unbounded)."""
+    every: Optional[int]                # K of "every K-th frame"; None when spread by positions
+    positions: Optional[tuple]          # (max_frames,) positions, or None
+    to_read: Optional[int]
+
+
+def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None) -> FramePlan:
+    """The ``FramePlan`` of ``read_scene`` on a source of ``length`` frames (None: unknown): every K-th frame
+    (``every`` = K) until ``max_frames`` are selected, so it reads at most (max_frames - 1) K + 1 frames; with
+    ``every`` None, ``max_frames`` positions spread evenly over a source of known length (``spread_positions``),
+    else every frame (the first ``max_frames``)."""
     if every is not None and (isinstance(every, bool) or int(every) != every or every < 1):
         raise CalibrationError(f"every (use every K-th frame of the source) must be a whole number >= 1, got {every}")
-    k = spread_every(length, max_frames) if every is None else int(every)
+    positions = spread_positions(length, max_frames) if every is None else None
+    if positions is not None:
+        return FramePlan(None, positions, positions[-1] + 1)
+    k = 1 if every is None else int(every)
     bounds = [v for v in (length, None if max_frames is None else (max_frames - 1) * k + 1) if v is not None]
-    return k, (min(bounds) if bounds else None)
+    return FramePlan(k, None, min(bounds) if bounds else None)
+
+
+def selection_text(plan: FramePlan, length: Optional[int], max_frames: Optional[int]) -> Optional[str]:
+    """The log line that says which frames ``plan`` uses (None when it uses every frame up to the limit of a
+    source no longer than it, or of unknown length: nothing to say)."""
+    if plan.positions is not None:
+        return (f"using {len(plan.positions)} of {length} frames, spread evenly over the source (one every "
+                f"{length / len(plan.positions):.3g}; --every 1: its first {max_frames})")
+    if plan.every > 1:
+        return (f"using every {ordinal(plan.every)} of {length} frames (at most {max_frames})" if length is not None
+                else f"using every {ordinal(plan.every)} frame (at most {max_frames}: spread over "
+                     f"{plan.to_read} frames of the source)")
+    if max_frames is not None and (length or 0) > max_frames:
+        return f"using the first {max_frames} of {length} frames (every 1)"
+    return None
+
+
+def selected_text(plan: FramePlan, selected: int, read: int) -> str:
+    """How the frames used were selected, for messages: "28 read" (every frame), "10 selected (every 3rd of 28
+    read)" or "10 selected (spread over 28 read)"."""
+    if plan.positions is not None:
+        return f"{selected} selected (spread over {read} read)"
+    return f"{read} read" if plan.every == 1 else f"{selected} selected (every {ordinal(plan.every)} of {read} read)"
 
 
 def ordinal(k: int) -> str:
@@ -298,14 +338,14 @@ def ordinal(k: int) -> str:
 
 
 def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None,
-               every: int = 1) -> dict:
+               every: int = 1, positions: Optional[Sequence[int]] = None) -> dict:
     """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
     "read", "selected", "every", "unreadable", "unscorable", "faulty", "faults" {fault name: frames},
     "skipped_anomalous", "duplicates", "reasons"}. ``frames`` yields runtime.sources Frames.
 
     Frames are SELECTED first: every ``every``-th frame read (the 1st, the (K + 1)-th, ...; 1: every frame),
-    until ``max_frames`` are selected (``frame_plan``: calibrate_model spreads them over a source of known
-    length); the frames between are read ("read" counts them) and fed to the sensor-fault detector, as a
+    or, given ``positions`` (0-based, increasing), the frames at those positions, until ``max_frames`` are
+    selected (``frame_plan``: calibrate_model spreads them over a source of known length); the frames between are read ("read" counts them) and fed to the sensor-fault detector, as a
     run checks every frame in order, but neither used nor counted as faults, duplicates or anything else.
     A selected frame is usable only when ``edge-ad run`` would score it as a normal scene frame: frames that
     cannot be read or preprocessed are dropped, so are sensor faults (``SensorFaultDetector`` with the
@@ -320,6 +360,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     the reasons seen so far (of the selected frames)."""
     if isinstance(every, bool) or int(every) != every or every < 1:
         raise CalibrationError(f"every (use every K-th frame) must be a whole number >= 1, got {every}")
+    chosen = None if positions is None else frozenset(int(p) for p in positions)
     ids, u8 = [], []
     read = selected = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
     used: dict = {}      # frame_digest -> id of the frame used
@@ -331,7 +372,8 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
             break
         read += 1
         readable = getattr(fr, "error", None) is None and fr.rgb is not None and fr.depth is not None
-        if (read - 1) % every:              # between two selected frames: only the detector sees it
+        if ((read - 1) not in chosen) if chosen is not None else (read - 1) % every:
+            # between two selected frames: only the detector sees it
             if readable:
                 try:
                     detector.check(fr.rgb, fr.depth)
@@ -370,7 +412,8 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
         if progress is not None:
             progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous,
                                               duplicates))
-    return {"ids": ids, "u8": u8, "read": read, "selected": selected, "every": int(every),
+    return {"ids": ids, "u8": u8, "read": read, "selected": selected,
+            "every": None if chosen is not None else int(every),
             "unreadable": unreadable, "unscorable": unscorable,
             "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous,
             "duplicates": duplicates, "reasons": reasons}
@@ -767,9 +810,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     through ``log(message)``).
     ``max_frames``: use at most this many frames; ``every``: use every K-th frame of ``frames`` until
     ``max_frames`` are used (read_scene; 1: the first ``max_frames``; for a camera, N frames spread over N K
-    frames of time); None: spread them over a source of known length (``source_length``: a folder, a list,
-    synth://?n=N), K = ceil(length / max_frames) (``spread_every``), else every frame. Said through ``log``;
-    the calibration record holds "every", "source_length", "frames_selected" and the "frame_ids" used.
+    frames of time); None: ``max_frames`` frames spread evenly over a source of known length
+    (``source_length``: a folder, a list, synth://?n=N; ``spread_positions``), else every frame. Said through
+    ``log``; the calibration record holds "every" (None when spread), "source_length", "frames_selected" and
+    the "frame_ids" used.
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
     threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
@@ -782,7 +826,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
     length = source_length(frames)
-    step, _ = frame_plan(length, max_frames, every)
+    plan = frame_plan(length, max_frames, every)
     if sign_key is not None:
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
@@ -804,19 +848,15 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if not 0 <= max_shift <= MAX_SCENE_SHIFT:
             raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
         spec = scorer.preprocess_spec
-        if log is not None and max_frames is not None and (step > 1 or (length or 0) > max_frames):
-            log(f"using every {ordinal(step)} of {length} frames (at most {max_frames}, spread over the source; "
-                f"every 1: its first {max_frames})" if step > 1 and length is not None else
-                f"using every {ordinal(step)} frame (at most {max_frames}: spread over {(max_frames - 1) * step + 1} "
-                "frames of the source)" if step > 1 else
-                f"using the first {max_frames} of {length} frames (every 1)")
-        res = read_scene(frames, spec, max_frames, progress, every=step)
+        said = selection_text(plan, length, max_frames)
+        if log is not None and said:
+            log(said)
+        res = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)
         n = len(res["ids"])
         if n < min_frames:
             first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
             more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
-            of = (f"{res['read']} read" if step == 1 else
-                  f"{res['selected']} selected (every {ordinal(step)} of {res['read']} read)")
+            of = selected_text(plan, res["selected"], res["read"])
             raise CalibrationError(
                 f"only {n} usable frame{'s' if n != 1 else ''} of {of} ({res['unreadable']} unreadable, "
                 f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
@@ -875,7 +915,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
-              "every": step, "source_length": length, "frames_selected": res["selected"],
+              "every": plan.every, "source_length": length, "frames_selected": res["selected"],
               "frame_ids": [v if isinstance(v, (int, str)) else str(v) for v in res["ids"]],
               "unreadable": res["unreadable"], "unscorable": res["unscorable"],
               "sensor_faults": res["faulty"], "faults": dict(res["faults"]),

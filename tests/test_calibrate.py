@@ -524,10 +524,11 @@ def _numbered_folder(folder, frames):
 
 
 def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
-    """Review 23 #10: --max-frames 10 of a 30-frame folder uses every 3rd frame (0, 3, ..., 27), not the
-    first 10 (one stretch of the recording); every=1 the first 10; a source that does not know its length
-    (a generator, as a camera) every frame; every=3 there too. The record holds the selection and the ids."""
-    from edge_ad.runtime.calibrate import frame_plan, spread_every
+    """Review 23 #10: --max-frames 10 of a 30-frame folder uses 10 frames spread evenly (0, 3, ..., 27), not
+    the first 10 (one stretch of the recording); every=1 the first 10; a source that does not know its length
+    (a generator, as a camera) every frame; every=3 there too. A length that N does not divide still gives N
+    frames (10 of 17, of 31: not ceil(length / N)'s 9 and 8). The record holds the selection and the ids."""
+    from edge_ad.runtime.calibrate import FramePlan, frame_plan, spread_positions
     from edge_ad.runtime.sources import open_source
     model = _demo_copy(tmp_path)
     frames = _synth_frames(30)
@@ -542,8 +543,8 @@ def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
     with open_source(str(folder)) as src:
         c = cal("spread", src)
     assert c["frame_ids"] == [str(k) for k in range(0, 30, 3)]
-    assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"], c["frames_used"]) == (3, 30, 28, 10, 10)
-    assert said[0] == "using every 3rd of 30 frames (at most 10, spread over the source; every 1: its first 10)"
+    assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"], c["frames_used"]) == (None, 30, 28, 10, 10)
+    assert said[0] == "using 10 of 30 frames, spread evenly over the source (one every 3; --every 1: its first 10)"
     with open_source(str(folder)) as src:
         c = cal("first", src, every=1)
     assert c["frame_ids"] == [str(k) for k in range(10)]
@@ -556,11 +557,17 @@ def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
     c = cal("stream3", (fr for fr in numbered), every=3)
     assert c["frame_ids"] == [str(k) for k in range(0, 30, 3)] and c["frames_read"] == 28
     assert said[0] == "using every 3rd frame (at most 10: spread over 28 frames of the source)"
-    c = cal("list", numbered[:7] + numbered[20:])                   # a list knows its length: 17 -> every 2nd
-    assert c["frame_ids"] == ["0", "2", "4", "6", "21", "23", "25", "27", "29"] and c["every"] == 2
-    assert (spread_every(30, 10), spread_every(31, 10), spread_every(10, 10), spread_every(None, 10)) == (3, 4, 1, 1)
-    assert frame_plan(30, 10) == (3, 28) and frame_plan(31, 10) == (4, 31) and frame_plan(None, 10, 2) == (2, 19)
-    assert frame_plan(30, None) == (1, 30) and frame_plan(None, None) == (1, None)
+    c = cal("list", numbered[:7] + numbered[20:])                   # a list knows its length: 10 of 17
+    assert c["frame_ids"] == ["0", "1", "3", "5", "6", "21", "23", "24", "26", "28"] and c["every"] is None
+    assert said[0] == "using 10 of 17 frames, spread evenly over the source (one every 1.7; --every 1: its first 10)"
+    assert spread_positions(31, 10) == (0, 3, 6, 9, 12, 15, 18, 21, 24, 27)
+    assert spread_positions(17, 10) == (0, 1, 3, 5, 6, 8, 10, 11, 13, 15)
+    assert [len(spread_positions(n, 50)) for n in (51, 99, 100, 101, 149, 250)] == [50] * 6
+    assert (spread_positions(10, 10), spread_positions(None, 10), spread_positions(30, None)) == (None, None, None)
+    assert frame_plan(30, 10) == FramePlan(None, tuple(range(0, 30, 3)), 28)
+    assert frame_plan(31, 10).to_read == 28 and frame_plan(None, 10, 2) == FramePlan(2, None, 19)
+    assert frame_plan(30, 10, 1) == FramePlan(1, None, 10) and frame_plan(30, 10, 4) == FramePlan(4, None, 30)
+    assert frame_plan(30, None) == FramePlan(1, None, 30) and frame_plan(None, None) == FramePlan(1, None, None)
     from edge_ad.runtime.calibrate import ordinal
     assert [ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 111, 123)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "111th", "123rd"]
@@ -570,7 +577,7 @@ def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
 
 
 def test_frames_between_the_selected_ones_are_neither_used_nor_counted(tmp_path):
-    """Every 3rd of 30 frames: black frames and a copy of a used frame at unselected positions (1, 2, 5)
+    """10 of 30 frames (0, 3, ..., 27): black frames and a copy of a used frame at unselected positions (1, 2, 5)
     change nothing; a black frame and a copy at selected ones (6, 9) are a sensor fault and a duplicate."""
     model = _demo_copy(tmp_path)
     frames = [dataclasses.replace(fr, id=str(k)) for k, fr in enumerate(_synth_frames(30))]
@@ -584,15 +591,15 @@ def test_frames_between_the_selected_ones_are_neither_used_nor_counted(tmp_path)
     assert (c["frames_read"], c["frames_selected"], c["frames_used"]) == (28, 10, 8)
     assert (c["sensor_faults"], c["faults"], c["duplicates"], c["unreadable"]) == (1, {"black_rgb": 1}, 1, 0)
     assert c["bank"]["scene_rows"] == 8 * 2 and man["threshold"]["scene_frames"] == 8
-    with pytest.raises(CalibrationError, match=r"only 8 usable frames of 10 selected \(every 3rd of 28 read\) "
+    with pytest.raises(CalibrationError, match=r"only 8 usable frames of 10 selected \(spread over 28 read\) "
                                                r"\(0 unreadable, 0 could not be scored, 1 sensor faults \(black_rgb 1\), "
                                                r"1 copies of a frame already used\)"):
         calibrate_model(model, frames, tmp_path / "cal2", max_shift=0, min_frames=9, max_frames=10)
 
 
 def test_calibrate_command_says_its_spread_and_counts_the_frames_read(tmp_path):
-    """The CLI on synth://?n=30 (known length), --max-frames 10: every 3rd frame, progress to the 28 frames it
-    reads, the final line counts the selected frames; --every 1: the first 10."""
+    """The CLI on synth://?n=30 (known length), --max-frames 10: 10 frames spread evenly (every 3rd), progress
+    to the 28 frames it reads, the final line counts the selected frames; --every 1: the first 10."""
     from edge_ad.cli import main
     model = _demo_copy(tmp_path)
 
@@ -603,8 +610,8 @@ def test_calibrate_command_says_its_spread_and_counts_the_frames_read(tmp_path):
         assert r.exit_code == 0, r.output
         return r.output, json.loads((tmp_path / out / "manifest.json").read_text())["calibration"]
     text, c = cal("spread")
-    assert "using every 3rd of 30 frames (at most 10" in text and "frame 28/28 read, 10 usable" in text
-    assert "10 of 10 frames used (every 3rd of 28 read; 0 unreadable" in text and "/30 read" not in text
+    assert "using 10 of 30 frames, spread evenly over the source" in text and "frame 28/28 read, 10 usable" in text
+    assert "10 of 10 frames used (spread over 28 read; 0 unreadable" in text and "/30 read" not in text
     assert c["frame_ids"] == [f"synth-{k:06d}" for k in range(0, 30, 3)]
     text, c = cal("first", "--every", "1")
     assert "using the first 10 of 30 frames (every 1)" in text and "frame 10/10 read, 10 usable" in text
@@ -702,7 +709,7 @@ def test_calibrate_help_and_readme_say_what_the_code_does():
     assert "leave-one-out" not in text and "5 contiguous blocks" in text
     assert "--trusted-key" in text and "--sign" in text
     assert "9 for the shipped rectangle, 25 for the shipped cylinder" in text and "the pixel tables" in text
-    assert "its FIRST N" not in text and "every K-th frame, K = ceil(length / N)" in text and "--every K" in text
+    assert "its FIRST N" not in text and "N frames spread evenly over a source of known length" in text and "--every K" in text
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "never below the model's own: --no-floor" not in readme
     assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in readme

@@ -15,16 +15,16 @@ import click
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="the NEW model directory to write (must not exist or be empty).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
-              help="use at most this many frames of the source: spread over a source of known length (a folder, "
-              "synth://?n=N: every K-th frame, K = ceil(length / N), see --every), else its first N, so record the "
+              help="use at most this many frames of the source: N frames spread evenly over a source of known length "
+              "(a folder, synth://?n=N; see --every), else its first N, so record the "
               "source over the scene's normal variety (the whole run of poses and light): 50 frames of one stretch "
               "of a recording can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, "
               "session 23).")
 @click.option("--every", type=click.IntRange(min=1), default=None, metavar="K",
               help="use every K-th frame of the source until --max-frames are used (the frames between are read, "
                    "checked for sensor faults, not used): 1 = the first N frames; for a camera, N frames spread "
-                   "over N x K frames of time. Default: spread over a source of known length "
-                   "(K = ceil(length / N)), else every frame.")
+                   "over N x K frames of time. Default: N frames spread evenly over a source of known length, "
+                   "else every frame.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")
@@ -109,7 +109,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     try:
         with open_source(source_uri) as src:
             n = source_length(src)
-            length = None if n is None else frame_plan(n, max_frames, every)[1]    # every K-th until N used
+            length = None if n is None else frame_plan(n, max_frames, every).to_read    # the frames it reads
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
                                   min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,
@@ -125,9 +125,10 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     if c.get("scene_shift"):
         click.echo(shift_line(c["scene_shift"]))
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
-    step = c.get("every", 1)
+    step = c.get("every", 1)          # None: spread evenly over the source
     click.echo(f"wrote {out_dir}: {c['frames_used']} of "
                + (f"{c['frames_read']} frames used (" if step == 1 else
+                  f"{c['frames_selected']} frames used (spread over {c['frames_read']} read; " if step is None else
                   f"{c['frames_selected']} frames used (every {ordinal(step)} of {c['frames_read']} read; ")
                + f"{c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
                f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped"

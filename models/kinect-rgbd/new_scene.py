@@ -3,7 +3,7 @@
 The scene is kinect-rgbd's held-out val frames under one fixed change of light, colour and camera
 position (default: brightness -20 %, a warm white balance, the camera shifted by (2, -2) px). The
 model is calibrated on N normal frames of the scene (the first N val ids, or --draw random: N drawn at
-random, --draw-seed, or --draw spread: every K-th val id, K = ceil(val normals / N), as edge-ad calibrate spreads) (written as a PNG frame folder, run
+random, --draw-seed, or --draw spread: N val ids spread evenly, floor(i x val normals / N), as edge-ad calibrate spreads) (written as a PNG frame folder, run
 through ``edge-ad calibrate``), then scored, before and after, on the rest of the scene: the other
 normal val frames and all val frames of the other two classes, under the same change.
 
@@ -56,8 +56,8 @@ def main(argv=None):
     ap.add_argument("--n-calib", type=int, default=50)
     ap.add_argument("--draw", choices=("first", "random", "spread"), default="first",
                     help="which normal frames calibrate: the first --n-calib val ids (capture order: one stretch "
-                         "of the recording), --n-calib drawn at random, or spread: every K-th val id, K = "
-                         "ceil(normal frames / --n-calib) (edge-ad calibrate's default on a source of known length)")
+                         "of the recording), --n-calib drawn at random, or spread: --n-calib val ids spread "
+                         "evenly, floor(i x normal frames / --n-calib) (edge-ad calibrate's default on a source of known length)")
     ap.add_argument("--draw-seed", type=int, default=0)
     ap.add_argument("--fpr", type=float, default=None,
                     help="calibrate's target rate (default: the model's own rate, as edge-ad calibrate)")
@@ -74,8 +74,8 @@ def main(argv=None):
     frames = {c: [scene(*read_pair(Path(a.data) / c, str(i)), frame_rng(0, 100000 * g + n))
                   for n, i in enumerate(splits[c]["val"])] for g, c in enumerate(CLASSES)}
     normal = frames[a.cls]
-    if a.draw == "spread":      # calibrate's own selection (read_scene): every K-th frame, the others the rest
-        picked = np.arange(0, len(normal), calibrate_module.spread_every(len(normal), a.n_calib))[:a.n_calib]
+    if a.draw == "spread":      # calibrate's own selection (read_scene's positions), the others the rest
+        picked = np.array(calibrate_module.spread_positions(len(normal), a.n_calib) or range(len(normal)), int)
         order = np.concatenate([picked, np.setdiff1d(np.arange(len(normal)), picked)])
     else:
         order = np.arange(len(normal)) if a.draw == "first" else np.random.default_rng(a.draw_seed).permutation(len(normal))
