@@ -293,13 +293,19 @@ class FramePlan(NamedTuple):
     to_read: Optional[int]
 
 
+def check_every(every) -> None:
+    """CalibrationError naming ``every`` unless it is a whole number >= 1 (the K of "every K-th frame")."""
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise CalibrationError(f"every (use every K-th frame of the source) must be a whole number >= 1, got {every!r}")
+
+
 def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None) -> FramePlan:
     """The ``FramePlan`` of ``read_scene`` on a source of ``length`` frames (None: unknown): every K-th frame
     (``every`` = K) until ``max_frames`` are selected, so it reads at most (max_frames - 1) K + 1 frames; with
     ``every`` None, ``max_frames`` positions spread evenly over a source of known length (``spread_positions``),
     else every frame (the first ``max_frames``)."""
-    if every is not None and (isinstance(every, bool) or int(every) != every or every < 1):
-        raise CalibrationError(f"every (use every K-th frame of the source) must be a whole number >= 1, got {every}")
+    if every is not None:
+        check_every(every)
     positions = spread_positions(length, max_frames) if every is None else None
     if positions is not None:
         return FramePlan(None, positions, positions[-1] + 1)
@@ -358,8 +364,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     stuck camera) adds no scene information and, in another block, would score itself held out at
     distance 0. ``progress(read, usable, dropped)`` after each frame read, ``dropped`` {reason: frames} of
     the reasons seen so far (of the selected frames)."""
-    if isinstance(every, bool) or int(every) != every or every < 1:
-        raise CalibrationError(f"every (use every K-th frame) must be a whole number >= 1, got {every}")
+    check_every(every)
     chosen = None if positions is None else frozenset(int(p) for p in positions)
     ids, u8 = [], []
     read = selected = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0

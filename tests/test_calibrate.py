@@ -577,7 +577,8 @@ def test_calibrate_spreads_its_frames_over_a_source_of_known_length(tmp_path):
 
 
 def test_frames_between_the_selected_ones_are_neither_used_nor_counted(tmp_path):
-    """10 of 30 frames (0, 3, ..., 27): black frames and a copy of a used frame at unselected positions (1, 2, 5)
+    """10 of 30 frames (0, 3, ..., 27): black frames, an unreadable one and a copy of a used frame at unselected
+    positions (1, 2, 4, 5)
     change nothing; a black frame and a copy at selected ones (6, 9) are a sensor fault and a duplicate."""
     model = _demo_copy(tmp_path)
     frames = [dataclasses.replace(fr, id=str(k)) for k, fr in enumerate(_synth_frames(30))]
@@ -585,6 +586,7 @@ def test_frames_between_the_selected_ones_are_neither_used_nor_counted(tmp_path)
         frames[k] = dataclasses.replace(_black(frames[k]), id=str(k))
     frames[5] = dataclasses.replace(frames[3], id="5")              # a copy of selected frame 3, not selected
     frames[9] = dataclasses.replace(frames[0], id="9")              # a copy of frame 0, selected
+    frames[4] = dataclasses.replace(frames[4], rgb=None, depth=None, error="cannot read 4")   # unreadable, not selected
     man = calibrate_model(model, frames, tmp_path / "cal", max_shift=0, min_frames=5, max_frames=10)
     c = man["calibration"]
     assert c["frame_ids"] == ["0", "3", "12", "15", "18", "21", "24", "27"]
