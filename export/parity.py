@@ -156,7 +156,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         zseed = frame_seed(seed, i)
         e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
         dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
-        pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius) if cfg.uses_pixel_memory
+        pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits) if cfg.uses_pixel_memory
                  else None)                                          # d_pix of the reference's x (its own shifts)
         scale = score_scale(x, cfg, dist, pdist)
         if use_encoder:

@@ -188,7 +188,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     if seed is None and z0 is None and cfg.score_shift_radius > 0:
         seed = draw_seed()      # one random seed for the frame: its copies share their z0 noise (runtime's rule)
     # the FRAME's pixel distance (its own shift search, pixel_shift_radius), once: every copy's factor
-    pdist = pixel_memory.frame_distance(x, cfg.pixel_shift_radius) if cfg.uses_pixel_memory else None
+    pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits) if cfg.uses_pixel_memory
+             else None)
     best, at = None, None
     for dy, dx in shift_offsets(cfg.score_shift_radius):
         xs = shift_frame(x, dy, dx)                                                # (C, H, W)
@@ -231,7 +232,8 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     from edge_ad.runtime.config import frame_seed
     _check_pixel_memory(cfg, pixel_memory)
     if cfg.uses_pixel_memory and pixel_distances is None:      # each FRAME's, as given: (N,)
-        pixel_distances = pixel_memory.frame_distances(np.asarray(X), cfg.pixel_shift_radius, pixel_exclude)
+        pixel_distances = pixel_memory.frame_distances(np.asarray(X), cfg.pixel_shift_radius, pixel_exclude,
+                                                       gain=cfg.pixel_gain_limits)
     if cfg.score_shift_radius:
         plain = cfg.replace(score_shift_radius=0)
         offsets = shift_offsets(cfg.score_shift_radius)

@@ -252,7 +252,8 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
     # each frame's pixel distance (its own shift search: pixel_shift_radius), all frames' copies in one call,
     # the same for the frame's S copies; timed as pixel_s, not as preprocessing
     tp = time.perf_counter()
-    pd = (pixels.frame_distances(np.stack(xs), scorer.config.pixel_shift_radius) if pixels is not None
+    pd = (pixels.frame_distances(np.stack(xs), scorer.config.pixel_shift_radius, gain=scorer.config.pixel_gain_limits)
+          if pixels is not None
           else None)                                                                 # (len(ok),) float64
     t1 = time.perf_counter()
     pixel_s = 0.0 if pd is None else (t1 - tp) / len(ok)                             # per frame

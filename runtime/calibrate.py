@@ -664,18 +664,18 @@ def scene_blocks(n: int, blocks: int) -> list:
 
 
 def held_out_pixel_distances(memory: PixelMemory, inputs: Callable, n: int, n_original: int,
-                             blocks: int = 5, radius: int = 0) -> np.ndarray:
+                             blocks: int = 5, radius: int = 0, gain=()) -> np.ndarray:
     """Pixel distances (n,) of the n scene frames as unseen frames would have them: ``memory`` holds the
     model's n_original frames, then the n scene frames in source order (their rows frame-major); scene
     frame i ``inputs(i)`` (4, R, R), as scored, is measured (``PixelMemory.frame_distance`` with its own
-    shift search up to ``radius``, SearchConfig.pixel_shift_radius) without the rows of every scene frame
+    shift search up to ``radius``, SearchConfig.pixel_shift_radius; ``gain``: pixel_gain_limits) without the rows of every scene frame
     of its block (``scene_blocks``). One distance per frame: the factor of each of its shift-min copies."""
     if memory.n_frames != n_original + n:
         raise ValueError(f"the pixel memory holds {memory.n_frames} frames, not the {n_original} original + {n} scene frames")
     out = np.empty(n)
     for a, b in scene_blocks(n, blocks):
         for i in range(a, b):
-            out[i] = memory.frame_distance(inputs(i), radius, exclude=range(n_original + a, n_original + b))
+            out[i] = memory.frame_distance(inputs(i), radius, exclude=range(n_original + a, n_original + b), gain=gain)
     return out
 
 
@@ -893,7 +893,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         def frame(i):           # scene frame i (4, R, R) as score_scene scored it (before the shift-min's copies)
             return bank_inputs_uint8(res["u8"][i], spec)[0]
         pixel_distances = held_out_pixel_distances(memory, frame, n, len(original_frames), blocks,
-                                                   cfg.pixel_shift_radius)
+                                                   cfg.pixel_shift_radius, cfg.pixel_gain_limits)
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,

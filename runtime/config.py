@@ -20,7 +20,7 @@ from .score_scale import foreground_fraction, latent_factor, pixel_factor, score
 
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields
-PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6, "pixel_shift_radius": 0}
+PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6, "pixel_shift_radius": 0, "pixel_gain_limits": ()}
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
@@ -89,6 +89,12 @@ class SearchConfig:
     # given; the same factor multiplies every shift-min copy's score (score_shift_radius). 0 = the frame
     # itself; at most MAX_SHIFT_RADIUS; left out of to_dict at 0 (records unchanged).
     pixel_shift_radius: int = 0
+    # The pixel distance's light fit (session 24): (lo, hi), 0 < lo <= 1 <= hi: per memory row the input's
+    # foreground RGB (in [0, 1] colours) is scaled by the least-squares gain g = <v_x, v_m> / <v_x, v_x>
+    # clipped to [lo, hi] before the mean squared difference (depth untouched; pixel_memory.gain_distance):
+    # a light change inside the limits leaves d_pix as it was, a colour change beyond them still counts.
+    # () = the plain distance (every model before the field; left out of to_dict, records unchanged).
+    pixel_gain_limits: tuple = ()
 
     def __post_init__(self):
         if self.n_seed < 1 or self.k < 0:
@@ -139,6 +145,13 @@ class SearchConfig:
                 raise ValueError(f"{key} must be a whole number of pixels in [0, {MAX_SHIFT_RADIUS}] "
                                  f"((2R + 1)^2 shifted copies per frame), got {v!r}")
 
+        g = self.pixel_gain_limits
+        if not isinstance(g, (list, tuple)) or len(g) not in (0, 2) or any(isinstance(v, bool) for v in g):
+            raise ValueError(f"pixel_gain_limits must be () (the plain pixel distance) or two numbers (lo, hi), "
+                             f"got {g!r}")
+        from .pixel_memory import check_gain_limits       # pixel_memory imports nothing of this module
+        object.__setattr__(self, "pixel_gain_limits", check_gain_limits(g) if len(g) else ())   # JSON list -> tuple
+
     @property
     def uses_latent_bank(self) -> bool:
         """True when the score has the latent-memory factor (needs the model's latent bank)."""
@@ -166,6 +179,8 @@ class SearchConfig:
         for key, default in PIXEL_DEFAULTS.items():   # at their defaults (off): recorded as before the fields
             if d[key] == default:
                 del d[key]
+        if "pixel_gain_limits" in d:
+            d["pixel_gain_limits"] = list(self.pixel_gain_limits)          # JSON's form
         return d
 
     @classmethod
@@ -229,11 +244,12 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
         d["bank_trusted_augment"] = sorted(t) if isinstance(t, (list, tuple)) else t
         for key, default in PIXEL_DEFAULTS.items():                 # absent: off, as before the fields
             d.setdefault(key, default)
+        d["pixel_gain_limits"] = [float(v) for v in d["pixel_gain_limits"]]   # a list or a tuple: the same
     ignored = {"name"} | (set(OPTIMISER_ONLY) if calibrated.get("k") == 0 and cfg.k == 0 else set())
     if calibrated.get("bank_augment_weight") == 1.0 and cfg.bank_augment_weight == 1.0:
         ignored.add("bank_trusted_augment")        # every row weighs 1: trusted or not, the same score
     if calibrated.get("score_pixel_power") == 0.0 and mine["score_pixel_power"] == 0.0:
-        ignored |= {"pixel_floor", "pixel_shift_radius"}   # no pixel factor: its floor and search change no score
+        ignored |= {"pixel_floor", "pixel_shift_radius", "pixel_gain_limits"}   # no pixel factor: they change no score
     return sorted(k for k in set(calibrated) | set(mine) if calibrated.get(k) != mine.get(k) and k not in ignored)
 
 

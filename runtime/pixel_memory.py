@@ -108,6 +108,8 @@ class PixelMemory:
         check_pixel_memory_size(len(frames), R, len(self.augment))      # before the rows are allocated
         self.rows_per_frame = A = 1 + len(self.augment)
         self.n_frames, self.resolution = len(frames), R
+        self._mean, self._std = float(spec.mean), float(spec.std)       # [-1, 1] -> [0, 1] colours: v = x std + mean
+        self._gain_tables = None                                        # built on the first gain-fitted distance
         self.frames = frames.copy()                                    # (N, R, R, 4) uint8, what is stored
         self.frames.setflags(write=False)
         mspec = memory_spec(spec)
@@ -179,18 +181,22 @@ class PixelMemory:
             raise ValueError("pixel memory input contains NaN or inf")
         return X.reshape(len(X), -1)
 
-    def distance(self, x: np.ndarray, exclude: Optional[Iterable[int]] = None) -> float:
+    def distance(self, x: np.ndarray, exclude: Optional[Iterable[int]] = None, gain: Sequence[float] = ()) -> float:
         """d_pix(x): min over the rows of mean((x - row)^2), float64, for one preprocessed frame x (4, R, R);
-        ``exclude``: frame indices whose rows are left out (held-out scoring)."""
-        return float(self.distances(np.asarray(x)[None], exclude)[0])
+        ``exclude``: frame indices whose rows are left out (held-out scoring); ``gain`` (lo, hi): the
+        gain-fitted distance (``distances``)."""
+        return float(self.distances(np.asarray(x)[None], exclude, gain)[0])
 
-    def frame_distance(self, x: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None) -> float:
+    def frame_distance(self, x: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None,
+                       gain: Sequence[float] = ()) -> float:
         """The pixel distance of a FRAME x (4, R, R) with its own shift search (SearchConfig.pixel_shift_radius):
         min over the (2 radius + 1)^2 shifts (dy, dx) of shift_offsets(radius) of d_pix(shift_frame(x, dy, dx))
-        (vacated pixels background, as the shift-min's copies); radius 0: ``distance(x)``."""
-        return float(self.frame_distances(np.asarray(x)[None], radius, exclude)[0])
+        (vacated pixels background, as the shift-min's copies); radius 0: ``distance(x)``. ``gain``:
+        SearchConfig.pixel_gain_limits (``distances``)."""
+        return float(self.frame_distances(np.asarray(x)[None], radius, exclude, gain)[0])
 
-    def frame_distances(self, X: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None) -> np.ndarray:
+    def frame_distances(self, X: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None,
+                        gain: Sequence[float] = ()) -> np.ndarray:
         """``frame_distance`` of every frame of X (B, 4, R, R) -> (B,) float64: the shifted copies
         (S = (2 radius + 1)^2 per frame) measured together in ``distances`` calls of at most _COPIES
         copies (whole frames), then the minimum over each frame's S."""
@@ -199,24 +205,29 @@ class PixelMemory:
         offsets = shift_offsets(radius)
         S = len(offsets)
         if S == 1:
-            return self.distances(X, exclude)
+            return self.distances(X, exclude, gain)
         out = np.empty(len(X))
         step = max(1, _COPIES // S)                                                 # frames per call
         for a in range(0, len(X), step):
             part = X[a:a + step]
             copies = np.stack([shift_frame(part, dy, dx) for dy, dx in offsets], axis=1)   # (b, S, 4, R, R)
-            d = self.distances(copies.reshape((-1,) + X.shape[1:]), exclude)            # (b * S,)
+            d = self.distances(copies.reshape((-1,) + X.shape[1:]), exclude, gain)      # (b * S,)
             out[a:a + len(part)] = d.reshape(len(part), S).min(1)
         return out
 
-    def distances(self, X: np.ndarray, exclude: Optional[Iterable[int]] = None) -> np.ndarray:
+    def distances(self, X: np.ndarray, exclude: Optional[Iterable[int]] = None,
+                  gain: Sequence[float] = ()) -> np.ndarray:
         """``distance`` of every frame of X (B, 4, R, R) -> (B,) float64, each equal to a brute-force loop over
         the rows (the nearest row's mean squared difference computed in float64). A float32 GEMM of the
         centred inputs against the rows (chunks of _CHUNK inputs) finds each input's candidates: every row
         whose expanded squared distance is within the GEMM's proven rounding bound of the smallest
-        (gamma_D of the dot products); those are measured again exactly, and the least is returned."""
+        (gamma_D of the dot products); those are measured again exactly, and the least is returned.
+        ``gain`` (lo, hi), SearchConfig.pixel_gain_limits: the gain-fitted distance instead (``gain_distance``:
+        per row the input's RGB relit by the best gain in [lo, hi]); () the plain one."""
         Xf = self._check(X)                                                    # (B, D)
         keep = self._kept(exclude)
+        if len(gain):
+            return self._gain_distances(Xf, keep, *check_gain_limits(gain))
         rows = self._rows
         out = np.empty(len(Xf))
         for a in range(0, len(Xf), _CHUNK):
@@ -239,3 +250,95 @@ class PixelMemory:
                 d = ((rows[near].astype(np.float64) - x64) ** 2).mean(1)
                 out[a + b] = max(float(d.min()), 0.0)
         return out
+
+    def _tables(self) -> dict:
+        """Per-row float64 terms of the gain-fitted distance (built once): the rows' RGB in [0, 1] (v = x std +
+        mean) squared norm and sum, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth), and the norms the margin needs."""
+        if self._gain_tables is None:
+            P = 3 * self.resolution ** 2                                       # RGB entries; depth: the rest
+            mu = self._mu64
+            t = {k: np.empty(len(self._rows)) for k in ("vv", "vs", "mu_r", "rc_d")}
+            for a in range(0, len(self._rows), 256):
+                b = self._rows[a:a + 256].astype(np.float64)
+                v = b[:, :P] * self._std + self._mean
+                t["vv"][a:a + 256], t["vs"][a:a + 256] = (v ** 2).sum(1), v.sum(1)
+                t["mu_r"][a:a + 256] = b[:, :P] @ mu[:P]
+                t["rc_d"][a:a + 256] = ((b[:, P:] - mu[P:]) ** 2).sum(1)
+            t["rows_d"] = np.ascontiguousarray(self._rows[:, P:])           # (N * A, R * R) float32 depth, for its GEMM
+            self._gain_tables = t
+        return self._gain_tables
+
+    def _gain_distances(self, Xf: np.ndarray, keep: Optional[np.ndarray], lo: float, hi: float) -> np.ndarray:
+        """``distances`` with the gain fit (``gain_distance``) on Xf (B, D): the float32 GEMM's RGB and depth
+        dot products give every row's fitted distance up to the GEMM's bound (the RGB part's error times 2 hi at
+        most: the fit is a minimum over g of a quadratic whose linear term carries the error); the candidates
+        within that bound of the smallest are measured again exactly (float64), and the least is returned."""
+        t = self._tables()
+        P = 3 * self.resolution ** 2
+        rows, s, m = self._rows, self._std, self._mean
+        out = np.empty(len(Xf))
+        for a in range(0, len(Xf), _CHUNK):
+            X64 = Xf[a:a + _CHUNK].astype(np.float64)
+            Xc = (X64 - self._mu64).astype(np.float32)                        # (b, D) centred, rounded
+            Xc64 = Xc.astype(np.float64)
+            # RGB: <x_r, r_r> ~ <xc_r, r_r> + <mu_r, r_r>, then in [0, 1]: <v_x, v_r> = s^2 <x, r> + s m (sum x + sum r) + m^2 P
+            # the RGB part of the dot products: the whole GEMM (contiguous rows) less its depth part
+            dd = (Xc[:, P:] @ t["rows_d"].T).astype(np.float64)                            # (b, N * A) depth
+            dot = (Xc @ rows.T).astype(np.float64) - dd + t["mu_r"][None]                    # (b, N * A) RGB
+            vx = X64[:, :P] * s + m                                                         # (b, P)
+            xx, xs = (vx ** 2).sum(1), (X64[:, :P]).sum(1)
+            rs = (t["vs"] - m * P) / s                                                      # sum of each row's x-space RGB
+            vdot = s * s * dot + s * m * (xs[:, None] + rs[None]) + m * m * P
+            g = np.clip(np.divide(vdot, xx[:, None], out=np.ones_like(vdot), where=xx[:, None] > 0), lo, hi)
+            rgb = (g * g * xx[:, None] - 2.0 * g * vdot + t["vv"][None]) / (s * s)        # |g v_x - v_r|^2 / s^2
+            xd = Xc64[:, P:]
+            depth = (xd ** 2).sum(1)[:, None] - 2.0 * (dd - (xd @ self._mu64[P:])[:, None]) + t["rc_d"][None]
+            Dx = rgb + depth
+            if keep is not None:
+                Dx[:, ~keep] = np.inf
+            xc_norm = np.sqrt((Xc64 ** 2).sum(1))
+            # per row: the RGB dot is the whole GEMM less the depth GEMM (2 gamma |x_c| |r| at most), weighed 2 g <= 2 hi
+            # in the fit, and the depth GEMM's own error twice: (4 hi + 2) gamma |x_c| |r|; for the nearest and the
+            # smallest row both, as the plain distance's margin
+            margin = ((8.0 * max(hi, 1.0) + 4.0) * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
+                      + 1e-9 * (hi * hi * xx + t["vv"].max()) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq.max())
+                      + 1e-12)
+            for b in range(len(Xc)):
+                near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1
+                out[a + b] = float(gain_distances_exact(Xf[a + b], rows[near], lo, hi, m, s).min())
+        return out
+
+
+def check_gain_limits(gain) -> tuple:
+    """(lo, hi) floats of a gain fit's limits (SearchConfig.pixel_gain_limits): finite, 0 < lo <= 1 <= hi;
+    ValueError naming the problem otherwise."""
+    try:
+        lo, hi = (float(v) for v in gain)
+    except (TypeError, ValueError):
+        raise ValueError(f"pixel gain limits must be two numbers (lo, hi), got {gain!r}") from None
+    if not (0.0 < lo <= 1.0 <= hi < float("inf")):
+        raise ValueError(f"pixel gain limits need 0 < lo <= 1 <= hi (finite; 1: the plain distance is among the "
+                         f"fits), got ({lo!r}, {hi!r})")
+    return lo, hi
+
+
+def gain_distance(x: np.ndarray, row: np.ndarray, lo: float, hi: float, mean: float = 0.5, std: float = 0.5) -> float:
+    """The gain-fitted pixel distance of one preprocessed input x to one row (both (4, R, R) or flat, channels
+    first: RGB then depth), float64: the input's RGB in [0, 1] colours (v = x std + mean; a masked background
+    is 0 there, so only the foreground's light moves) scaled by g = clip(<v_x, v_r> / <v_x, v_x>, lo, hi), the
+    least-squares gain within [lo, hi] (1 for an input without colour), then mean((x' - row)^2) over the four
+    channels in the model's [-1, 1] units, depth untouched. lo = hi = 1: the plain distance."""
+    return float(gain_distances_exact(x, np.asarray(row)[None], lo, hi, mean, std)[0])
+
+
+def gain_distances_exact(x: np.ndarray, rows: np.ndarray, lo: float, hi: float, mean: float = 0.5,
+                         std: float = 0.5) -> np.ndarray:
+    """``gain_distance`` of x to each of rows (k, ...) -> (k,) float64."""
+    x = np.asarray(x, np.float64).ravel()
+    rows = np.asarray(rows, np.float64).reshape(len(rows), -1)
+    P = 3 * len(x) // 4
+    vx, vr = x[:P] * std + mean, rows[:, :P] * std + mean                       # (P,), (k, P)
+    xx = float(vx @ vx)
+    g = np.clip(vr @ vx / xx, lo, hi) if xx > 0 else np.ones(len(rows))           # (k,)
+    rgb = (((g[:, None] * vx[None] - vr) / std) ** 2).sum(1)
+    return (rgb + ((x[None, P:] - rows[:, P:]) ** 2).sum(1)) / len(x)

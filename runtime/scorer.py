@@ -512,7 +512,7 @@ class Scorer:
         configuration has no pixel factor."""
         if self._pixels is None:
             return None
-        return self._pixels.frame_distance(x, self.config.pixel_shift_radius)
+        return self._pixels.frame_distance(x, self.config.pixel_shift_radius, gain=self.config.pixel_gain_limits)
 
     def shifted_pixel_distances(self, x: np.ndarray, offsets) -> np.ndarray:
         """(len(offsets),) float64: d_pix of x (C, H, W) moved by each (dy, dx) of ``offsets``
@@ -531,7 +531,7 @@ class Scorer:
         out = np.empty(len(offsets))
         for a in range(0, len(offsets), step):
             copies = np.stack([shift_frame(x, dy, dx) for dy, dx in offsets[a:a + step]])   # (<= step, C, R, R)
-            out[a:a + len(copies)] = self._pixels.distances(copies)
+            out[a:a + len(copies)] = self._pixels.distances(copies, gain=self.config.pixel_gain_limits)
         return out
 
     def _timed_pixel_distance(self, x: np.ndarray) -> tuple:

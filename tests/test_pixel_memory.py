@@ -843,3 +843,105 @@ def test_score_input_with_a_given_pixel_distance(pixel_export, export_tiny, val_
     plain = Scorer.load(export_tiny(0, 1), threads=1, providers=["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="no pixel factor"):
         plain.score_input(preprocess(f["rgb"], f["depth"], plain.preprocess_spec), seed=0, pixel_distance=0.1)
+
+
+def _gain_brute(rows: np.ndarray, x: np.ndarray, lo: float, hi: float) -> float:
+    """The gain-fitted distance by an independent loop: per row the least-squares gain of the input's [0, 1]
+    RGB onto the row's, clipped to [lo, hi], then the mean squared difference in [-1, 1] units."""
+    best = np.inf
+    x = x.reshape(-1).astype(np.float64)
+    P = 3 * len(x) // 4
+    for r in rows:
+        vx, vr = (x[:P] + 1) / 2, (r[:P] + 1) / 2
+        g = min(max(float(vx @ vr) / float(vx @ vx), lo), hi)
+        rgb = 2 * g * vx - 1                                  # the relit input's RGB, back in [-1, 1]
+        best = min(best, (((rgb - r[:P]) ** 2).sum() + ((x[P:] - r[P:]) ** 2).sum()) / len(x))
+    return best
+
+
+def test_gain_fitted_distance_undoes_a_light_change_inside_its_limits_only():
+    """pixel_gain_limits (lo, hi): PixelMemory.distances equals an independent loop (per row the least-squares
+    gain of the input's RGB, clipped), excluded frames left out; limits (1, 1) give the plain distance; an
+    input that is a memory row with its foreground RGB darkened by 1 / 1.2 (depth untouched) is at distance
+    ~0 with limits (0.8, 1.25), at the plain distance's ~1/4 but > 0 with (0.9, 1.1) (g clipped at 1.1), far
+    without the fit; bad limits refused."""
+    from edge_ad.runtime.pixel_memory import gain_distance
+    spec = PreprocessSpec(resolution=16)
+    F = _frames(7)
+    F[..., :3] = np.minimum(F[..., :3], 200)                  # room to relight without clipping at 255
+    m = PixelMemory(F, spec, AUGMENT)
+    rows = m._rows.astype(np.float64)
+    rng = np.random.default_rng(2)
+    X = np.concatenate([rows[[0, 9]].reshape(2, 4, 16, 16), rng.uniform(-1, 1, (3, 4, 16, 16))]).astype(np.float32)
+    np.testing.assert_allclose(m.distances(X, gain=(1, 1)), m.distances(X), rtol=1e-12, atol=1e-15)
+    for lo, hi in ((0.8, 1.25), (0.5, 2.0)):
+        np.testing.assert_allclose(m.distances(X, gain=(lo, hi)), [_gain_brute(rows, x, lo, hi) for x in X],
+                                   rtol=1e-12, atol=1e-15)
+        keep = [k for k in range(len(rows)) if k // 4 not in (0, 2)]
+        np.testing.assert_allclose(m.distances(X, exclude=[0, 2], gain=(lo, hi)),
+                                   [_gain_brute(rows[keep], x, lo, hi) for x in X], rtol=1e-12, atol=1e-15)
+    # a memory row (frame 3's own) relit: foreground RGB x 1 / 1.2 in [0, 1] colours, background and depth kept
+    r = rows[12].reshape(4, 16, 16)
+    x = r.copy()
+    x[:3] = (r[:3] + 1) / 2 / 1.2 * 2 - 1
+    x = x.astype(np.float32)
+    plain, inside, outside = m.distance(x), m.distance(x, gain=(0.8, 1.25)), m.distance(x, gain=(0.9, 1.1))
+    assert inside < 1e-12 < plain and plain > 1e-3
+    assert 1e-12 < outside < plain / 3
+    assert outside == pytest.approx(gain_distance(x, r, 0.9, 1.1), rel=1e-9)     # the row itself, g = 1.1
+    assert gain_distance(x, r, 1, 1) == pytest.approx(((x.astype(np.float64) - r) ** 2).mean(), rel=1e-12)
+    for bad in ((1.1, 1.2), (0.8, 0.9), (0.0, 1.0), (0.8, float("inf")), (0.8,), "x"):
+        with pytest.raises(ValueError, match="gain limits"):
+            m.distances(X, gain=bad)
+
+
+def test_pixel_gain_limits_recorded_only_when_set_and_validated():
+    """pixel_gain_limits: () by default and then absent from the record (older records, hashes and exports as
+    before); set, it round-trips through JSON as a list and a threshold calibrated without it does not serve
+    it (q = 0: not compared); bad values refused naming the field."""
+    from edge_ad.runtime.config import search_differences
+    assert CFG.pixel_gain_limits == () and "pixel_gain_limits" not in CFG.to_dict()
+    on = CFG.replace(pixel_gain_limits=[0.8, 1.25])
+    assert on.pixel_gain_limits == (0.8, 1.25) and on.to_dict()["pixel_gain_limits"] == [0.8, 1.25]
+    assert SearchConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
+    assert search_differences(CFG.to_dict(), on) == ["pixel_gain_limits"] and search_differences(on.to_dict(), on) == []
+    off = CFG.replace(score_pixel_power=0.0)
+    assert search_differences(off.to_dict(), off.replace(pixel_gain_limits=(0.9, 1.1))) == []
+    for bad in ((1.1, 1.2), (0, 1), (0.8,), (True, 1.2), "x", 1.0):
+        with pytest.raises(ValueError, match="gain"):
+            SearchConfig(pixel_gain_limits=bad)
+
+
+def test_gain_fitted_scores_runtime_and_reference_alike(pixel_export, tiny_generator):
+    """A configuration with pixel_gain_limits scores every path with the gain-fitted distance: Scorer.score
+    (shift-min + the pixel shift search), score_batch and the PyTorch reference (models.search, which imports
+    the runtime's definition) agree; each score is the plain-distance scorer's x (d_gain / d_plain) ** q; a
+    normal frame brightened 15 % has a smaller gain-fitted distance than plain one."""
+    from edge_ad.models.search import score_batch, search_min_shift
+    from edge_ad.runtime.config import frame_seed
+    from edge_ad.runtime.nuisance import parse_nuisance
+    from edge_ad.runtime.preprocess import preprocess
+    from edge_ad.runtime.scorer import Scorer
+    out, _, F, frames = pixel_export
+    base = CFG.replace(score_shift_radius=1, pixel_shift_radius=1)
+    cfg = base.replace(pixel_gain_limits=(0.8, 1.25))
+    s = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=cfg)
+    plain = Scorer.load(out, threads=1, providers=["CPUExecutionProvider"], config=base)
+    memory = PixelMemory(F, PreprocessSpec(), AUGMENT)
+    bright = dict(frames[0])
+    bright["rgb"], bright["depth"] = parse_nuisance("brightness:1.15")(frames[0]["rgb"], frames[0]["depth"], None)
+    frames = frames + [bright]
+    X = np.stack([preprocess(f["rgb"], f["depth"]) for f in frames])
+    got = [s.score(f["rgb"], f["depth"], seed=frame_seed(0, i)) for i, f in enumerate(frames)]
+    for i, x in enumerate(X):
+        d, d0 = memory.frame_distance(x, 1, gain=(0.8, 1.25)), memory.frame_distance(x, 1)
+        assert got[i].pixel_distance == d <= d0
+        assert got[i].score == pytest.approx(plain.score(frames[i]["rgb"], frames[i]["depth"],
+                                                         seed=frame_seed(0, i)).score * d / d0, rel=1e-9)
+        ref = search_min_shift(tiny_generator, x, cfg, seed=frame_seed(0, i), dtype=torch.float64, pixel_memory=memory)
+        assert ref.pixel_distance == d and got[i].score == pytest.approx(ref.score, rel=1e-4)
+    assert got[2].pixel_distance < 0.9 * memory.frame_distance(X[2], 1)            # the relit normal
+    np.testing.assert_allclose(score_batch(tiny_generator, X, cfg, seed=0, pixel_memory=memory),
+                               [r.score for r in got], rtol=1e-4)
+    batch = s.score_batch([(f["rgb"], f["depth"]) for f in frames], seeds=[frame_seed(0, i) for i in range(3)])
+    assert [r.pixel_distance for r in batch] == [r.pixel_distance for r in got]

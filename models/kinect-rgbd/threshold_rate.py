@@ -76,7 +76,8 @@ def train_leave_one_out(scorer: Scorer, model_dir: Path, manifest: dict, frames:
         pix = None
         if pixels is not None:      # frame i as scored, against the memory without its own rows
             pix = held_out_pixel_distances(pixels, lambda i: bank_inputs_uint8(u8[i], spec)[0], len(frames),
-                                           0, blocks=len(frames), radius=cfg.pixel_shift_radius)
+                                           0, blocks=len(frames), radius=cfg.pixel_shift_radius,
+                                           gain=cfg.pixel_gain_limits)
         scores = held_out_scores(res["base"], lat, None, cfg, blocks=len(frames),
                                  shifted_latents=res["shifted_latents"], augment=augment, pixel_distances=pix)
         out[label] = scores
