@@ -895,6 +895,39 @@ def test_gain_fitted_distance_undoes_a_light_change_inside_its_limits_only():
             m.distances(X, gain=bad)
 
 
+def test_gain_distances_pick_the_nearer_of_two_rows_one_depth_level_apart():
+    """Review 24 #8, the gain path's candidate margin (as the plain path's test above): two memory frames
+    differ by one DEPTH level in one pixel (same RGB, so the fitted gain is the same for both and cannot
+    separate them) and every input lies nearly midway between them in that pixel (1e-4 of the level off,
+    either side; noise elsewhere). With limits (0.8, 1.25) the gain-fitted distance must equal an independent
+    float64 loop's nearest (``_gain_brute``) for every input and seed: with a zero margin the float32 GEMMs
+    alone pick the row, the wrong one for about half the inputs (130 of 256 here)."""
+    from edge_ad.runtime.preprocess import normalize_uint8
+    spec = PreprocessSpec(resolution=16)
+    lo, hi = 0.8, 1.25
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        F = rng.integers(1, 200, (4, 16, 16, 4), dtype=np.uint8)     # depth > 0: every pixel foreground
+        F[1] = F[0]
+        F[1, 5, 7, 3] += 1                                            # frame 1: frame 0, one depth level further
+        m = PixelMemory(F, spec)
+        rows = normalize_uint8(F, spec).reshape(4, -1).astype(np.float64)     # (4, D), A = 1
+        j = np.flatnonzero(rows[0] != rows[1])
+        assert len(j) == 1 and j[0] >= 3 * 16 * 16                            # the one difference is in depth
+        j = j[0]
+        level = rows[1, j] - rows[0, j]
+        X = rows[0] + 0.3 * rng.standard_normal((64, rows.shape[1]))          # the same offset from both rows
+        X[:, :768] = np.clip(X[:, :768], -1, 1)                               # colours in range
+        X[:, j] = rows[0, j] + level * (0.5 + 1e-4 * rng.choice([-1.0, 1.0], 64))   # nearly midway, either side
+        X = X.astype(np.float32)
+        brute = np.array([[_gain_brute(rows[k:k + 1], x, lo, hi) for k in range(4)] for x in X])   # (64, 4)
+        assert set(brute.argmin(1)) == {0, 1}                                 # each row is the nearer for some
+        gap = np.abs(brute[:, 0] - brute[:, 1])
+        assert (gap > 1e-10 * brute.min(1)).all() and (gap < 1e-9).all()      # a near-tie, 100x the tolerance below
+        np.testing.assert_allclose(m.distances(X.reshape(64, 4, 16, 16), gain=(lo, hi)), brute.min(1),
+                                   rtol=1e-12, atol=0)
+
+
 def test_pixel_gain_limits_recorded_only_when_set_and_validated():
     """pixel_gain_limits: () by default and then absent from the record (older records, hashes and exports as
     before); set, it round-trips through JSON as a list and a threshold calibrated without it does not serve
