@@ -109,7 +109,6 @@ class PixelMemory:
         self.rows_per_frame = A = 1 + len(self.augment)
         self.n_frames, self.resolution = len(frames), R
         self._mean, self._std = float(spec.mean), float(spec.std)       # [-1, 1] -> [0, 1] colours: v = x std + mean
-        self._gain_tables = None                                        # built on the first gain-fitted distance
         self.frames = frames.copy()                                    # (N, R, R, 4) uint8, what is stored
         self.frames.setflags(write=False)
         mspec = memory_spec(spec)
@@ -125,10 +124,23 @@ class PixelMemory:
         self._mu, self._mu64 = mu, mu.astype(np.float64)
         rc_sq = np.empty(len(rows))                                    # (N * A,) |r - mu|^2 in float64
         r_norm = np.empty(len(rows))                                   # (N * A,) |r|
+        # the gain-fitted distance's per-row terms (``_gain_distances``), (N * A,) float64 each, built here so that
+        # the memory stays read-only after construction: the rows' RGB in [0, 1] colours (v = x std + mean)
+        # squared norm and sum, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth; RGB: the first P = 3 R R entries)
+        P = 3 * R * R
+        self._gain_tables = t = {k: np.empty(len(rows)) for k in ("vv", "vs", "mu_r", "rc_d")}
         for a in range(0, len(rows), 256):
-            block = rows[a:a + 256].astype(np.float64)
-            rc_sq[a:a + 256] = ((block - self._mu64) ** 2).sum(1)
+            block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
             r_norm[a:a + 256] = np.sqrt((block ** 2).sum(1))
+            t["mu_r"][a:a + 256] = block[:, :P] @ self._mu64[:P]
+            v = block[:, :P] * self._std
+            v += self._mean
+            t["vs"][a:a + 256] = v.sum(1)
+            v *= v
+            t["vv"][a:a + 256] = v.sum(1)
+            block -= self._mu64
+            block *= block                                             # in place: (r - mu)^2
+            rc_sq[a:a + 256], t["rc_d"][a:a + 256] = block.sum(1), block[:, P:].sum(1)
         self._rc_sq, self._r_norm_max = rc_sq, float(r_norm.max())
         self._rc_norm_max = float(np.sqrt(rc_sq.max()))
         # gamma_D of a float32 dot product of D + 2 terms (the centring's rounding included): |error| <=
@@ -251,29 +263,12 @@ class PixelMemory:
                 out[a + b] = max(float(d.min()), 0.0)
         return out
 
-    def _tables(self) -> dict:
-        """Per-row float64 terms of the gain-fitted distance (built once): the rows' RGB in [0, 1] (v = x std +
-        mean) squared norm and sum, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth), and the norms the margin needs."""
-        if self._gain_tables is None:
-            P = 3 * self.resolution ** 2                                       # RGB entries; depth: the rest
-            mu = self._mu64
-            t = {k: np.empty(len(self._rows)) for k in ("vv", "vs", "mu_r", "rc_d")}
-            for a in range(0, len(self._rows), 256):
-                b = self._rows[a:a + 256].astype(np.float64)
-                v = b[:, :P] * self._std + self._mean
-                t["vv"][a:a + 256], t["vs"][a:a + 256] = (v ** 2).sum(1), v.sum(1)
-                t["mu_r"][a:a + 256] = b[:, :P] @ mu[:P]
-                t["rc_d"][a:a + 256] = ((b[:, P:] - mu[P:]) ** 2).sum(1)
-            t["rows_d"] = np.ascontiguousarray(self._rows[:, P:])           # (N * A, R * R) float32 depth, for its GEMM
-            self._gain_tables = t
-        return self._gain_tables
-
     def _gain_distances(self, Xf: np.ndarray, keep: Optional[np.ndarray], lo: float, hi: float) -> np.ndarray:
         """``distances`` with the gain fit (``gain_distance``) on Xf (B, D): the float32 GEMM's RGB and depth
         dot products give every row's fitted distance up to the GEMM's bound (the RGB part's error times 2 hi at
         most: the fit is a minimum over g of a quadratic whose linear term carries the error); the candidates
         within that bound of the smallest are measured again exactly (float64), and the least is returned."""
-        t = self._tables()
+        t = self._gain_tables
         P = 3 * self.resolution ** 2
         rows, s, m = self._rows, self._std, self._mean
         out = np.empty(len(Xf))
@@ -282,9 +277,9 @@ class PixelMemory:
             Xc = (X64 - self._mu64).astype(np.float32)                        # (b, D) centred, rounded
             Xc64 = Xc.astype(np.float64)
             # RGB: <x_r, r_r> ~ <xc_r, r_r> + <mu_r, r_r>, then in [0, 1]: <v_x, v_r> = s^2 <x, r> + s m (sum x + sum r) + m^2 P
-            # the RGB part of the dot products: the whole GEMM (contiguous rows) less its depth part
-            dd = (Xc[:, P:] @ t["rows_d"].T).astype(np.float64)                            # (b, N * A) depth
-            dot = (Xc @ rows.T).astype(np.float64) - dd + t["mu_r"][None]                    # (b, N * A) RGB
+            # two float32 GEMMs on views of the rows (row stride D, no copy): RGB and depth dot products
+            dd = (Xc[:, P:] @ rows[:, P:].T).astype(np.float64)                            # (b, N * A) depth
+            dot = (Xc[:, :P] @ rows[:, :P].T).astype(np.float64) + t["mu_r"][None]           # (b, N * A) RGB
             vx = X64[:, :P] * s + m                                                         # (b, P)
             xx, xs = (vx ** 2).sum(1), (X64[:, :P]).sum(1)
             rs = (t["vs"] - m * P) / s                                                      # sum of each row's x-space RGB
@@ -297,10 +292,10 @@ class PixelMemory:
             if keep is not None:
                 Dx[:, ~keep] = np.inf
             xc_norm = np.sqrt((Xc64 ** 2).sum(1))
-            # per row: the RGB dot is the whole GEMM less the depth GEMM (2 gamma |x_c| |r| at most), weighed 2 g <= 2 hi
-            # in the fit, and the depth GEMM's own error twice: (4 hi + 2) gamma |x_c| |r|; for the nearest and the
-            # smallest row both, as the plain distance's margin
-            margin = ((8.0 * max(hi, 1.0) + 4.0) * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
+            # per row: the RGB GEMM's error (gamma |x_c| |r| at most) weighed 2 g <= 2 hi in the fit (a minimum over g
+            # of a quadratic whose linear term carries the error), and the depth GEMM's error twice: (2 hi + 2) gamma
+            # |x_c| |r|; for the nearest and the smallest row both, as the plain distance's margin
+            margin = ((4.0 * max(hi, 1.0) + 4.0) * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
                       + 1e-9 * (hi * hi * xx + t["vv"].max()) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq.max())
                       + 1e-12)
             for b in range(len(Xc)):

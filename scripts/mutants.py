@@ -466,8 +466,8 @@ MUTANTS = [
            "    g = np.clip(vr @ vx / xx, lo, hi) if xx > 0 else np.ones(len(rows))",
            "    g = vr @ vx / xx if xx > 0 else np.ones(len(rows))",
            ("tests/test_pixel_memory.py", "-k", "gain_fitted_distance_undoes")),
-    Mutant("pixel-gain-margin-zero", "runtime/pixel_memory.py", "margin = ((8.0 * max(hi, 1.0) + 4.0) * self._gamma",
-           "margin = 0.0 * ((8.0 * max(hi, 1.0) + 4.0) * self._gamma", PIXEL_UNIT),
+    Mutant("pixel-gain-margin-zero", "runtime/pixel_memory.py", "margin = ((4.0 * max(hi, 1.0) + 4.0) * self._gamma",
+           "margin = 0.0 * ((4.0 * max(hi, 1.0) + 4.0) * self._gamma", PIXEL_UNIT),
     Mutant("pixel-release-loo-kept", "models/search.py", "pixel_exclude=[i])[0]", "pixel_exclude=None)[0]", PIXEL),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
