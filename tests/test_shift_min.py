@@ -402,7 +402,7 @@ def test_calibrate_scores_the_scene_with_the_models_radius(kinect_export_r0, tmp
             original = np.load(Path(model) / pe["file"])
             memory = PixelMemory(np.concatenate([original, in_model_light(np.stack(u8), spec)]), spec, pe.get("augment") or [])
             pix = held_out_pixel_distances(memory, lambda i: bank_inputs_uint8(u8[i], spec)[0], len(u8), len(original),
-                                           radius=s.config.pixel_shift_radius)
+                                           radius=s.config.pixel_shift_radius, gain=s.config.pixel_gain_limits)
         held[name] = held_out_scores(res["base"], res["latents"], load_npy(model, entry["file"], entry["shape"], np.float32),
                                      s.config, shifted_latents=res["shifted_latents"], augment=entry.get("augment"),
                                      pixel_distances=pix)
