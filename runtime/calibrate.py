@@ -329,12 +329,19 @@ def selection_text(plan: FramePlan, length: Optional[int], max_frames: Optional[
     return None
 
 
+def how_selected(every: Optional[int], read: int) -> Optional[str]:
+    """How the frames used were picked from the ``read`` frames, for messages (the calibration record's
+    "every": None = spread by positions): "spread over 28 read", "every 3rd of 28 read"; None for every frame."""
+    if every is None:
+        return f"spread over {read} read"
+    return None if every == 1 else f"every {ordinal(every)} of {read} read"
+
+
 def selected_text(plan: FramePlan, selected: int, read: int) -> str:
-    """How the frames used were selected, for messages: "28 read" (every frame), "10 selected (every 3rd of 28
-    read)" or "10 selected (spread over 28 read)"."""
-    if plan.positions is not None:
-        return f"{selected} selected (spread over {read} read)"
-    return f"{read} read" if plan.every == 1 else f"{selected} selected (every {ordinal(plan.every)} of {read} read)"
+    """The frames counted by a message: "28 read" (every frame), "10 selected (every 3rd of 28 read)" or
+    "10 selected (spread over 28 read)"."""
+    how = how_selected(plan.every, read)
+    return f"{read} read" if how is None else f"{selected} selected ({how})"
 
 
 def ordinal(k: int) -> str:
@@ -365,7 +372,14 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
     distance 0. ``progress(read, usable, dropped)`` after each frame read, ``dropped`` {reason: frames} of
     the reasons seen so far (of the selected frames)."""
     check_every(every)
-    chosen = None if positions is None else frozenset(int(p) for p in positions)
+    if positions is None:
+        def selects(i: int) -> bool:        # 0-based position i of the frame read
+            return i % every == 0
+    else:
+        chosen = frozenset(int(p) for p in positions)
+
+        def selects(i: int) -> bool:
+            return i in chosen
     ids, u8 = [], []
     read = selected = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
     used: dict = {}      # frame_digest -> id of the frame used
@@ -377,8 +391,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
             break
         read += 1
         readable = getattr(fr, "error", None) is None and fr.rgb is not None and fr.depth is not None
-        if ((read - 1) not in chosen) if chosen is not None else (read - 1) % every:
-            # between two selected frames: only the detector sees it
+        if not selects(read - 1):           # between two selected frames: only the detector sees it
             if readable:
                 try:
                     detector.check(fr.rgb, fr.depth)
@@ -418,7 +431,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
             progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous,
                                               duplicates))
     return {"ids": ids, "u8": u8, "read": read, "selected": selected,
-            "every": None if chosen is not None else int(every),
+            "every": int(every) if positions is None else None,
             "unreadable": unreadable, "unscorable": unscorable,
             "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous,
             "duplicates": duplicates, "reasons": reasons}

@@ -92,7 +92,8 @@ class SearchConfig:
     # The pixel distance's light fit (session 24): (lo, hi), 0 < lo <= 1 <= hi: per memory row the input's
     # foreground RGB (in [0, 1] colours) is scaled by the least-squares gain g = <v_x, v_m> / <v_x, v_x>
     # clipped to [lo, hi] before the mean squared difference (depth untouched; pixel_memory.gain_distance):
-    # a light change inside the limits leaves d_pix as it was, a colour change beyond them still counts.
+    # one gain for R, G and B, so a uniform brightness change inside the limits that saturates nothing leaves
+    # d_pix as it was; a colour cast (white balance) or a change beyond the limits still counts.
     # () = the plain distance (every model before the field; left out of to_dict, records unchanged).
     pixel_gain_limits: tuple = ()
 

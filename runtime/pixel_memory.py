@@ -125,24 +125,27 @@ class PixelMemory:
         rc_sq = np.empty(len(rows))                                    # (N * A,) |r - mu|^2 in float64
         r_norm = np.empty(len(rows))                                   # (N * A,) |r|
         # the gain-fitted distance's per-row terms (``_gain_distances``), (N * A,) float64 each, built here so that
-        # the memory stays read-only after construction: the rows' RGB in [0, 1] colours (v = x std + mean)
-        # squared norm and sum, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth; RGB: the first P = 3 R R entries)
+        # the memory stays read-only after construction: the squared norm of the rows' RGB in [0, 1] colours
+        # (v = x std + mean), the sum of their RGB in the model's units, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth;
+        # RGB: the first P = 3 R R entries)
         P = 3 * R * R
-        self._gain_tables = t = {k: np.empty(len(rows)) for k in ("vv", "vs", "mu_r", "rc_d")}
+        self._gain_tables = t = {k: np.empty(len(rows)) for k in ("vv", "rs", "mu_r", "rc_d")}
         for a in range(0, len(rows), 256):
             block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
             r_norm[a:a + 256] = np.sqrt((block ** 2).sum(1))
             t["mu_r"][a:a + 256] = block[:, :P] @ self._mu64[:P]
+            t["rs"][a:a + 256] = block[:, :P].sum(1)
             v = block[:, :P] * self._std
             v += self._mean
-            t["vs"][a:a + 256] = v.sum(1)
             v *= v
             t["vv"][a:a + 256] = v.sum(1)
             block -= self._mu64
             block *= block                                             # in place: (r - mu)^2
             rc_sq[a:a + 256], t["rc_d"][a:a + 256] = block.sum(1), block[:, P:].sum(1)
         self._rc_sq, self._r_norm_max = rc_sq, float(r_norm.max())
-        self._rc_norm_max = float(np.sqrt(rc_sq.max()))
+        self._rc_sq_max = float(rc_sq.max())
+        self._rc_norm_max = float(np.sqrt(self._rc_sq_max))
+        self._gain_vv_max = float(t["vv"].max())
         # gamma_D of a float32 dot product of D + 2 terms (the centring's rounding included): |error| <=
         # gamma * sum |a_i b_i|, whatever order BLAS sums in
         u = np.finfo(np.float32).eps / 2
@@ -255,7 +258,7 @@ class PixelMemory:
             # the expansion's error for the nearest row and for the smallest (2 x each): the GEMM's 2 gamma
             # |x_c| |r|, the rounding of x_c to float32 (u |x_c| per unit of |x_c| + |r_c|, u < gamma), float64 slack
             margin = (4.0 * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
-                      + 1e-9 * (xc_sq + self._rc_sq.max()) + 1e-12)
+                      + 1e-9 * (xc_sq + self._rc_sq_max) + 1e-12)
             for b in range(len(Xc)):
                 near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1
                 x64 = Xf[a + b].astype(np.float64)
@@ -282,8 +285,7 @@ class PixelMemory:
             dot = (Xc[:, :P] @ rows[:, :P].T).astype(np.float64) + t["mu_r"][None]           # (b, N * A) RGB
             vx = X64[:, :P] * s + m                                                         # (b, P)
             xx, xs = (vx ** 2).sum(1), (X64[:, :P]).sum(1)
-            rs = (t["vs"] - m * P) / s                                                      # sum of each row's x-space RGB
-            vdot = s * s * dot + s * m * (xs[:, None] + rs[None]) + m * m * P
+            vdot = s * s * dot + s * m * (xs[:, None] + t["rs"][None]) + m * m * P
             g = np.clip(np.divide(vdot, xx[:, None], out=np.ones_like(vdot), where=xx[:, None] > 0), lo, hi)
             rgb = (g * g * xx[:, None] - 2.0 * g * vdot + t["vv"][None]) / (s * s)        # |g v_x - v_r|^2 / s^2
             xd = Xc64[:, P:]
@@ -296,7 +298,7 @@ class PixelMemory:
             # of a quadratic whose linear term carries the error), and the depth GEMM's error twice: (2 hi + 2) gamma
             # |x_c| |r|; for the nearest and the smallest row both, as the plain distance's margin
             margin = ((4.0 * max(hi, 1.0) + 4.0) * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
-                      + 1e-9 * (hi * hi * xx + t["vv"].max()) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq.max())
+                      + 1e-9 * (hi * hi * xx + self._gain_vv_max) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq_max)
                       + 1e-12)
             for b in range(len(Xc)):
                 near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1

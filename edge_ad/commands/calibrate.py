@@ -67,7 +67,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
     directory OUT. Sensor faults (as edge-ad run reports them, a stuck camera's repeats included) and
     frames the source labels anomalous are not used."""
-    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, frame_plan, ordinal, source_length
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, frame_plan, how_selected, source_length
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import SourceError, open_source
@@ -125,11 +125,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     if c.get("scene_shift"):
         click.echo(shift_line(c["scene_shift"]))
     faults = f" ({', '.join(f'{k} {v}' for k, v in c['faults'].items())})" if c["faults"] else ""
-    step = c.get("every", 1)          # None: spread evenly over the source
+    how = how_selected(c.get("every", 1), c["frames_read"])
     click.echo(f"wrote {out_dir}: {c['frames_used']} of "
-               + (f"{c['frames_read']} frames used (" if step == 1 else
-                  f"{c['frames_selected']} frames used (spread over {c['frames_read']} read; " if step is None else
-                  f"{c['frames_selected']} frames used (every {ordinal(step)} of {c['frames_read']} read; ")
+               + (f"{c['frames_read']} frames used (" if how is None else f"{c['frames_selected']} frames used ({how}; ")
                + f"{c['unreadable']} unreadable, {c['unscorable']} unscorable, {c['sensor_faults']} sensor "
                f"faults{faults}, {c['skipped_anomalous']} labelled anomalous skipped"
                + (f", {c['duplicates']} copies of a frame already used" if c.get("duplicates") else "")
