@@ -7,7 +7,8 @@ graphs through ``Scorer``), and a NEW model directory is written (never inside t
 never touched). Only frames ``edge-ad run`` would score as normal scene frames are used (``read_scene``):
 sensor faults (a black colour sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``),
 frames the source labels anomalous and bit-identical copies of a frame already used are dropped and counted.
-Of a source that knows its length (a folder, synth://?n=N) and holds more than ``max_frames``, exactly
+Of a source that knows its length (a folder, synth://?n=N, a ROS bag, a RealSense recording: ``source_length``)
+and holds more than ``max_frames``, exactly
 ``max_frames`` frames spread evenly over it are used (``spread_positions``), so they cover the whole recording
 (measured on kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the
 rest does not, models/kinect-rgbd/README.md, session 23); ``every`` K uses every K-th frame instead (1: the
@@ -262,9 +263,14 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
 
 
 def source_length(frames) -> Optional[int]:
-    """How many frames ``frames`` holds when it knows (a folder's or a list's len(), synth://?n=N's N), else
-    None (a camera, a bag read as it goes, an endless synth)."""
+    """How many frames ``frames`` holds when it knows: a ROS bag's or RealSense recording's ``frame_count()``
+    (Source.frame_count: one pass over its message stamps, no image decoded), a folder's or a list's len(),
+    synth://?n=N's N; else None (a camera, an endless synth)."""
     from .sources.synth_source import SynthSource
+    count = getattr(frames, "frame_count", None)
+    n = count() if callable(count) else None
+    if n is not None:
+        return n
     try:
         return len(frames)
     except TypeError:
@@ -277,7 +283,7 @@ def spread_positions(length: Optional[int], max_frames: Optional[int]) -> Option
     floor(i x length / max_frames) for i = 0 .. max_frames - 1 (the first frame, then one every
     length / max_frames frames: 10 of 30 -> 0, 3, ..., 27; 10 of 31 -> 0, 3, 6, 9, 12, 15, 18, 21, 24, 27;
     10 of 17 -> 0, 1, 3, 5, 6, 8, 10, 11, 13, 15). None (every frame: the first ``max_frames``) when the
-    length is unknown (a camera, a bag read as it goes), there is no limit, or the source holds no more
+    length is unknown (a camera, an endless synth), there is no limit, or the source holds no more
     frames than the limit."""
     if length is None or max_frames is None or length <= max_frames:
         return None
@@ -829,7 +835,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     ``max_frames``: use at most this many frames; ``every``: use every K-th frame of ``frames`` until
     ``max_frames`` are used (read_scene; 1: the first ``max_frames``; for a camera, N frames spread over N K
     frames of time); None: ``max_frames`` frames spread evenly over a source of known length
-    (``source_length``: a folder, a list, synth://?n=N; ``spread_positions``), else every frame. Said through
+    (``source_length``: a folder, a list, synth://?n=N, a ROS bag, a RealSense recording; ``spread_positions``),
+    else every frame. Said through
     ``log``; the calibration record holds "every" (None when spread), "source_length", "frames_selected" and
     the "frame_ids" used.
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the

@@ -224,9 +224,10 @@ def test_ros2_bag_corrupt_message_is_reported_not_fatal(tmp_path, kinect_root):
 # ----------------------------------------------------------------------------- RealSense
 
 def record_realsense_db3(path: Path, frames, fps: int = 30, depth_units: float = 0.001,
-                         colour_format: str = "rgb8", translation=(0.0, 0.0, 0.0)):
+                         colour_format: str = "rgb8", translation=(0.0, 0.0, 0.0), skip=()):
     """Push (rgb, depth in depth units) frames through rs.software_device + rs.recorder into a .db3.
-    Depth may have another size than colour (then it is not aligned: the reader must align it)."""
+    Depth may have another size than colour (then it is not aligned: the reader must align it).
+    ``skip``: {(k, "colour" | "depth")} frames not pushed (a stream that dropped frame k)."""
     rs = pytest.importorskip("pyrealsense2")
     h, w = frames[0][1].shape[:2]
     dh, dw = frames[0][2].shape[:2]
@@ -262,7 +263,9 @@ def record_realsense_db3(path: Path, frames, fps: int = 30, depth_units: float =
     csens.start(sync)
     for k, (_, rgb, mm) in enumerate(frames):
         col = rgb[:, :, ::-1] if colour_format == "bgr8" else rgb
-        for sens, prof, arr, bpp, ww in ((dsens, dprof, mm, 2, dw), (csens, cprof, col, 3, w)):
+        for sens, prof, arr, bpp, ww, kind in ((dsens, dprof, mm, 2, dw, "depth"), (csens, cprof, col, 3, w, "colour")):
+            if (k, kind) in skip:
+                continue
             f = rs.software_video_frame()
             f.pixels, f.bpp, f.stride = np.ascontiguousarray(arr), bpp, ww * bpp
             f.timestamp, f.domain, f.frame_number = 1000.0 + k * 1000.0 / fps, rs.timestamp_domain.hardware_clock, k

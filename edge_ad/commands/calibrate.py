@@ -16,15 +16,16 @@ import click
               help="the NEW model directory to write (must not exist or be empty).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=200, show_default=True,
               help="use at most this many frames of the source: N frames spread evenly over a source of known length "
-              "(a folder, synth://?n=N; see --every), else its first N, so record the "
+              "(a folder, synth://?n=N, a ROS bag, a RealSense recording: their frames counted first, one pass over "
+              "their message stamps; see --every), else (a camera) its first N, so record the "
               "source over the scene's normal variety (the whole run of poses and light): 50 frames of one stretch "
               "of a recording can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, "
               "session 23).")
 @click.option("--every", type=click.IntRange(min=1), default=None, metavar="K",
               help="use every K-th frame of the source until --max-frames are used (the frames between are read, "
                    "checked for sensor faults, not used): 1 = the first N frames; for a camera, N frames spread "
-                   "over N x K frames of time. Default: N frames spread evenly over a source of known length, "
-                   "else every frame.")
+                   "over N x K frames of time. Default: N frames spread evenly over a source of known length "
+                   "(a folder, bag or recording), else every frame.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")

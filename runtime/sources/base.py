@@ -57,7 +57,9 @@ class Source:
     ``stats``: counters for the run summary's ``source_stats`` (e.g. frames the driver dropped),
     or None. ``warnings``: messages for the person running it (``edge-ad run`` prints them on
     stderr). ``events``: dicts ({"event": name, ...}) for the results file, which the run loop
-    takes (pops) and writes, e.g. a truncated recording."""
+    takes (pops) and writes, e.g. a truncated recording.
+    ``frame_count()``: how many frames iterating yields when the source can tell before (a ROS bag, a
+    RealSense recording: one pass over its message stamps), else None (the default: a camera)."""
 
     uri: str = ""
     stream: bool = True
@@ -69,6 +71,9 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def frame_count(self) -> Optional[int]:
+        return None
 
     def close(self) -> None:
         pass

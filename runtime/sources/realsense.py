@@ -4,6 +4,8 @@ Colour is delivered as RGB uint8, depth aligned to colour (``rs.align``) in mill
 (uint16 when the depth unit is 1 mm, else float32). Recordings are played back with
 ``set_real_time(False)`` through per-sensor callbacks, so no frame is dropped however slow the
 scoring is: the callback blocks on a small bounded queue and the player waits.
+``RealSenseRecording.frame_count()`` says how many frames that yields before: the recording played once
+more with callbacks that keep only each frame's stream and timestamp, paired the same way.
 """
 from __future__ import annotations
 
@@ -171,11 +173,7 @@ class RealSenseRecording(Source):
         self.playback = self.dev.as_playback()
         self.playback.set_real_time(False)
         self.depth_scale = _depth_scale(self.dev)
-        self._profiles = {}
-        for s in self.dev.query_sensors():
-            for p in s.get_stream_profiles():
-                if p.stream_type() in (rs.stream.depth, rs.stream.color) and p.stream_type() not in self._profiles:
-                    self._profiles[p.stream_type()] = (s, p)
+        self._profiles = _colour_depth_profiles(rs, self.dev)
         missing = [n for k, n in ((rs.stream.color, "colour"), (rs.stream.depth, "depth"))
                    if k not in self._profiles]
         if missing:
@@ -190,6 +188,26 @@ class RealSenseRecording(Source):
         self._closing = threading.Event()
         self._running = False
         self.stats = {}
+        self._count: Optional[int] = None
+
+    def frame_count(self) -> Optional[int]:
+        """How many frames iterating the recording yields (its colour/depth pairs), counted by playing it
+        once more (a second playback device of the file, not in real time) with callbacks that keep only
+        each frame's stream and timestamp, paired by the same ``TimePairer`` (no frame converted or aligned;
+        its pairs do not depend on how the player's two threads interleave the streams); remembered. None
+        when that playback fails."""
+        if self._count is None:
+            try:
+                stamps = _played_stamps(self._rs, self.path)
+            except RuntimeError:
+                return None
+            pairer, n = TimePairer(self.slop_ms), 0
+            for colour, t in stamps:          # in the order played, as __iter__ feeds its pairer
+                (pairer.add_colour if colour else pairer.add_depth)(t, None)
+                n += sum(1 for _ in pairer.pop_pairs())
+            pairer.finish()
+            self._count = n + sum(1 for _ in pairer.pop_pairs())
+        return self._count
 
     def _callback(self, frame):
         if self._closing.is_set():
@@ -279,6 +297,59 @@ class RealSenseRecording(Source):
             self.dev = self.playback = None
             shutil.rmtree(tmp, ignore_errors=True)
             self._cleanup = None
+
+
+def _colour_depth_profiles(rs, dev) -> dict:
+    """{rs.stream.color / rs.stream.depth: (sensor, its first stream profile of that kind)} of a device."""
+    out = {}
+    for s in dev.query_sensors():
+        for p in s.get_stream_profiles():
+            if p.stream_type() in (rs.stream.depth, rs.stream.color) and p.stream_type() not in out:
+                out[p.stream_type()] = (s, p)
+    return out
+
+
+def _played_stamps(rs, path, poll_s: float = 0.01) -> list:
+    """[(is colour, device timestamp ms)] of every colour and depth frame a playback of the recording at
+    ``path`` delivers (the profiles RealSenseRecording plays), in the order delivered: a second playback
+    device, not in real time, whose callbacks copy no pixels. Ends once the player has stopped and no frame
+    came for 3 polls."""
+    dev = rs.context().load_device(str(path))
+    playback = dev.as_playback()
+    playback.set_real_time(False)
+    profiles = _colour_depth_profiles(rs, dev)
+    got, lock = [], threading.Lock()
+
+    def callback(frame):
+        with lock:
+            got.append((frame.get_profile().stream_type() == rs.stream.color, frame.get_timestamp()))
+    sensors = []
+    for s, _ in profiles.values():
+        if s not in sensors:
+            sensors.append(s)
+    for s in sensors:
+        s.open([p for s2, p in profiles.values() if s2 == s])
+    playback.pause()
+    try:
+        for s in sensors:
+            s.start(callback)
+        playback.resume()
+        quiet, seen = 0, -1
+        while quiet < 3:
+            time.sleep(poll_s)
+            with lock:
+                n = len(got)
+            stopped = playback.current_status() == rs.playback_status.stopped
+            quiet, seen = (quiet + 1 if stopped and n == seen else 0), n
+    finally:
+        for s in sensors:
+            try:
+                s.stop()
+                s.close()
+            except RuntimeError:
+                pass
+    with lock:
+        return list(got)
 
 
 def open_truncated_recording(path) -> "RealSenseRecording":

@@ -8,6 +8,10 @@ names "depth"; an aligned one is preferred).
 A bag cut short (an .mcap without its footer, a .db3 shorter than its header says, a bag directory
 without metadata.yaml: what a killed recorder leaves) is read message by message up to its last
 intact message (``salvage.py``), and a ``recording_truncated`` event says where it ends.
+
+``RosbagSource.frame_count()``: the frames iterating yields, counted by one pass over the bag's colour
+and depth messages (deserialised for their header stamps, paired by the same ``TimePairer``; no image
+decoded), so ``edge-ad calibrate --max-frames N`` can spread its N frames over the whole bag.
 """
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ def choose_topics(topics: dict, rgb: Optional[str] = None, depth: Optional[str] 
 
 class RosbagSource(Source):
     """Colour/depth pairs of a ROS bag in time order; undecodable messages become error frames.
-    ``stats`` counts unpaired messages once iteration ends."""
+    ``stats`` counts unpaired messages once iteration ends; ``frame_count()`` says how many frames
+    iterating yields before it does."""
 
     live = False
 
@@ -94,6 +99,7 @@ class RosbagSource(Source):
         self.rgb_topic, self.depth_topic = choose_topics(topics, rgb_topic, depth_topic)
         self.slop = float(slop)
         self.stats: dict = {}
+        self._count: Optional[int] = None
 
     def _storage(self) -> list:
         return storage_files(self.path) if self.path.is_dir() else [self.path]
@@ -109,7 +115,7 @@ class RosbagSource(Source):
             raise SourceError(f"bag {self.path} was cut short before any topic was recorded")
         return topics
 
-    def _salvaged_messages(self, typestore) -> Iterator[tuple]:
+    def _salvaged_messages(self, typestore, record_events: bool = True) -> Iterator[tuple]:
         """(topic, bag time ns, message or None, error or None) of every intact message."""
         for f in self._storage():
             reader = salvage_reader(f)
@@ -120,7 +126,7 @@ class RosbagSource(Source):
                     yield topic, t, typestore.deserialize_cdr(raw, msgtype), None
                 except Exception as e:
                     yield topic, t, None, e
-            if reader.end.get("reason"):
+            if reader.end.get("reason") and record_events:
                 self.events.append({"event": "recording_truncated", **reader.end})
 
     def _rosbags_messages(self, reader) -> Iterator[tuple]:
@@ -131,44 +137,62 @@ class RosbagSource(Source):
             except Exception as e:
                 yield conn.topic, bag_t, None, e
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _items(self, pairer: TimePairer, keep: bool = True) -> Iterator[tuple]:
+        """What the bag yields, in order, before any image is decoded: ("error", bag time ns, reason) for an
+        undecodable message, ("pair", colour t, colour msg, depth t, depth msg) for each pair ``pairer`` makes.
+        ``keep`` False (counting): the pairs carry None for the messages and salvage records no event."""
         AnyReader, Stores, get_typestore = _import_rosbags()
         typestore = get_typestore(Stores.ROS2_HUMBLE)
+        with contextlib.ExitStack() as stack:
+            if self.salvage:
+                msgs = self._salvaged_messages(typestore, record_events=keep)
+            else:
+                reader = stack.enter_context(AnyReader([self.path], default_typestore=typestore))
+                msgs = self._rosbags_messages(reader)
+            for topic, bag_t, msg, err in msgs:
+                if err is not None:
+                    yield "error", bag_t, f"undecodable {topic} message at {bag_t}: {err}"
+                    continue
+                t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
+                (pairer.add_colour if topic == self.rgb_topic else pairer.add_depth)(t, msg if keep else None)
+                for pair in pairer.pop_pairs():
+                    yield ("pair", *pair)
+            pairer.finish()
+            for pair in pairer.pop_pairs():
+                yield ("pair", *pair)
+
+    def frame_count(self) -> Optional[int]:
+        """How many frames iterating the bag yields (its pairs, and an error frame per undecodable message;
+        not its unpaired messages), counted by one pass over its colour and depth messages: the reader's own
+        pass (deserialised for their stamps, the same ``TimePairer``) without decoding an image; remembered.
+        None when that pass fails (a bag rosbags cannot read to its end: iterating it raises SourceError)."""
+        if self._count is None:
+            try:
+                self._count = sum(1 for _ in self._items(TimePairer(self.slop), keep=False))
+            except Exception:   # rosbags' own reader errors, as __iter__ turns into SourceError
+                return None
+        return self._count
+
+    def __iter__(self) -> Iterator[Frame]:
         pairer = TimePairer(self.slop)
         n = 0
         try:
-            with contextlib.ExitStack() as stack:
-                if self.salvage:
-                    msgs = self._salvaged_messages(typestore)
-                else:
-                    reader = stack.enter_context(AnyReader([self.path], default_typestore=typestore))
-                    msgs = self._rosbags_messages(reader)
-                for topic, bag_t, msg, err in msgs:
-                    if err is not None:
-                        yield Frame(f"msg-{bag_t}", None, None, bag_t * 1e-9,
-                                    error=f"undecodable {topic} message at {bag_t}: {err}")
-                        continue
-                    t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
-                    (pairer.add_colour if topic == self.rgb_topic else pairer.add_depth)(t, msg)
-                    for fr in self._decode(pairer):
-                        n += 1
-                        yield fr
-                pairer.finish()
-                for fr in self._decode(pairer):
-                    n += 1
-                    yield fr
+            for item in self._items(pairer):
+                if item[0] == "error":
+                    yield Frame(f"msg-{item[1]}", None, None, item[1] * 1e-9, error=item[2])
+                    continue
+                n += 1
+                yield self._decode(*item[1:])
         except SourceError:
             raise
         except Exception as e:  # rosbags raises its own reader errors for corrupt files
             raise SourceError(f"error reading bag {self.path}: {e}") from None
         self.stats.update(pairer.stats, pairs=n)
 
-    def _decode(self, pairer):
-        for tc, cmsg, td, dmsg in pairer.pop_pairs():
-            fid = f"{tc:.6f}"
-            try:
-                rgb, depth = msg_to_rgb(cmsg, self.max_pixels), msg_to_depth_mm(dmsg, self.max_pixels)
-            except FrameError as e:
-                yield Frame(fid, None, None, tc, error=str(e))
-                continue
-            yield Frame(fid, rgb, depth, tc, meta={"depth_stamp": td})
+    def _decode(self, tc, cmsg, td, dmsg) -> Frame:
+        fid = f"{tc:.6f}"
+        try:
+            rgb, depth = msg_to_rgb(cmsg, self.max_pixels), msg_to_depth_mm(dmsg, self.max_pixels)
+        except FrameError as e:
+            return Frame(fid, None, None, tc, error=str(e))
+        return Frame(fid, rgb, depth, tc, meta={"depth_stamp": td})
