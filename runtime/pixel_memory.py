@@ -11,11 +11,13 @@ light (a scene's colour_gain already applied: ``in_model_light``), with the augm
 ``PixelMemory`` expands them once, frame-major like a latent bank (``latent_bank.bank_inputs_uint8``:
 per frame the frame first, then one row per text), into a float32 matrix (N * A, 4 * R * R),
 A = 1 + len(augment), so frame i owns rows [i * A, (i + 1) * A) and can be left out of a distance
-(held-out scoring: ``exclude``). Numpy only; read-only after construction, so threads share one.
+(held-out scoring: ``exclude``). Numpy only; read-only after construction (but for the gain fit's tables,
+built once under a lock by the first gain-fitted distance), so threads share one.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -124,32 +126,59 @@ class PixelMemory:
         self._mu, self._mu64 = mu, mu.astype(np.float64)
         rc_sq = np.empty(len(rows))                                    # (N * A,) |r - mu|^2 in float64
         r_norm = np.empty(len(rows))                                   # (N * A,) |r|
-        # the gain-fitted distance's per-row terms (``_gain_distances``), (N * A,) float64 each, built here so that
-        # the memory stays read-only after construction: the squared norm of the rows' RGB in [0, 1] colours
-        # (v = x std + mean), the sum of their RGB in the model's units, <mu_rgb, r_rgb>, |r_d - mu_d|^2 (depth;
-        # RGB: the first P = 3 R R entries)
-        P = 3 * R * R
-        self._gain_tables = t = {k: np.empty(len(rows)) for k in ("vv", "rs", "mu_r", "rc_d")}
         for a in range(0, len(rows), 256):
             block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
             r_norm[a:a + 256] = np.sqrt((block ** 2).sum(1))
+            block -= self._mu64
+            block *= block                                             # in place: (r - mu)^2
+            rc_sq[a:a + 256] = block.sum(1)
+        self._rc_sq, self._r_norm_max = rc_sq, float(r_norm.max())
+        self._rc_sq_max = float(rc_sq.max())
+        self._rc_norm_max = float(np.sqrt(self._rc_sq_max))
+        # the gain-fitted distance's per-row tables (``_gain_tables``): built by the first gain-fitted distance
+        # asked for (SearchConfig.pixel_gain_limits; None, the default, never asks), once, under a lock (a Scorer
+        # is used from several threads); published whole, so the memory reads as read-only otherwise
+        self._gain_lock = threading.Lock()
+        self._gain: Optional[tuple] = None                             # (tables, max of tables["vv"])
+        # gamma_D of a float32 dot product of D + 2 terms (the centring's rounding included): |error| <=
+        # gamma * sum |a_i b_i|, whatever order BLAS sums in
+        u = np.finfo(np.float32).eps / 2
+        self._gamma = (D + 2) * u / (1 - (D + 2) * u)
+
+    def _gain_tables(self) -> tuple:
+        """(tables, max of tables["vv"]) of the gain-fitted distance (``_build_gain_tables``), built by the first
+        call, once whatever the threads."""
+        built = self._gain
+        if built is None:
+            with self._gain_lock:
+                if self._gain is None:
+                    self._gain = self._build_gain_tables()
+                built = self._gain
+        return built
+
+    def __getstate__(self) -> dict:             # picklable as before the lock (a lock is not)
+        return {k: v for k, v in self.__dict__.items() if k != "_gain_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._gain_lock = threading.Lock()
+
+    def _build_gain_tables(self) -> tuple:
+        """Per row (N * A,) float64: the squared norm of its RGB in [0, 1] colours (v = x std + mean) "vv", the sum
+        of its RGB in the model's units "rs", <mu_rgb, r_rgb> "mu_r", |r_d - mu_d|^2 (depth) "rc_d" (RGB: the
+        first P = 3 R R entries); and the largest "vv"."""
+        rows, P = self._rows, 3 * self.resolution ** 2
+        t = {k: np.empty(len(rows)) for k in ("vv", "rs", "mu_r", "rc_d")}
+        for a in range(0, len(rows), 256):
+            block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
             t["mu_r"][a:a + 256] = block[:, :P] @ self._mu64[:P]
             t["rs"][a:a + 256] = block[:, :P].sum(1)
             v = block[:, :P] * self._std
             v += self._mean
             v *= v
             t["vv"][a:a + 256] = v.sum(1)
-            block -= self._mu64
-            block *= block                                             # in place: (r - mu)^2
-            rc_sq[a:a + 256], t["rc_d"][a:a + 256] = block.sum(1), block[:, P:].sum(1)
-        self._rc_sq, self._r_norm_max = rc_sq, float(r_norm.max())
-        self._rc_sq_max = float(rc_sq.max())
-        self._rc_norm_max = float(np.sqrt(self._rc_sq_max))
-        self._gain_vv_max = float(t["vv"].max())
-        # gamma_D of a float32 dot product of D + 2 terms (the centring's rounding included): |error| <=
-        # gamma * sum |a_i b_i|, whatever order BLAS sums in
-        u = np.finfo(np.float32).eps / 2
-        self._gamma = (D + 2) * u / (1 - (D + 2) * u)
+            t["rc_d"][a:a + 256] = ((block[:, P:] - self._mu64[P:]) ** 2).sum(1)
+        return t, float(t["vv"].max())
 
     @property
     def shape(self) -> tuple:
@@ -271,7 +300,7 @@ class PixelMemory:
         dot products give every row's fitted distance up to the GEMM's bound (the RGB part's error times 2 hi at
         most: the fit is a minimum over g of a quadratic whose linear term carries the error); the candidates
         within that bound of the smallest are measured again exactly (float64), and the least is returned."""
-        t = self._gain_tables
+        t, vv_max = self._gain_tables()
         P = 3 * self.resolution ** 2
         rows, s, m = self._rows, self._std, self._mean
         out = np.empty(len(Xf))
@@ -298,7 +327,7 @@ class PixelMemory:
             # of a quadratic whose linear term carries the error), and the depth GEMM's error twice: (2 hi + 2) gamma
             # |x_c| |r|; for the nearest and the smallest row both, as the plain distance's margin
             margin = ((4.0 * max(hi, 1.0) + 4.0) * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
-                      + 1e-9 * (hi * hi * xx + self._gain_vv_max) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq_max)
+                      + 1e-9 * (hi * hi * xx + vv_max) / (s * s) + 1e-9 * ((Xc64 ** 2).sum(1) + self._rc_sq_max)
                       + 1e-12)
             for b in range(len(Xc)):
                 near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1

@@ -482,6 +482,11 @@ MUTANTS = [
            ("tests/test_pixel_memory.py", "-k", "gain_fitted_distance_undoes")),
     Mutant("pixel-gain-margin-zero", "runtime/pixel_memory.py", "margin = ((4.0 * max(hi, 1.0) + 4.0) * self._gamma",
            "margin = 0.0 * ((4.0 * max(hi, 1.0) + 4.0) * self._gamma", PIXEL_UNIT),
+    Mutant("pixel-gain-tables-eager", "runtime/pixel_memory.py",          # session 25: built only when asked for
+           'self._gain: Optional[tuple] = None                             # (tables, max of tables["vv"])',
+           "self._gain = self._build_gain_tables()", ("tests/test_pixel_memory.py", "-k", "built_by_the_first")),
+    Mutant("pixel-gain-tables-unlocked", "runtime/pixel_memory.py", "            with self._gain_lock:",
+           "            if True:", ("tests/test_pixel_memory.py", "-k", "built_by_the_first")),
     Mutant("pixel-release-loo-kept", "models/search.py", "pixel_exclude=[i])[0]", "pixel_exclude=None)[0]", PIXEL),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",

@@ -895,6 +895,47 @@ def test_gain_fitted_distance_undoes_a_light_change_inside_its_limits_only():
             m.distances(X, gain=bad)
 
 
+def test_gain_tables_are_built_by_the_first_gain_fitted_distance_once_across_threads(monkeypatch):
+    """The gain fit's per-row tables cost load time (rectangle's 2100 rows) that the default (pixel_gain_limits
+    None) never uses: not built by the memory's construction nor by plain distances; the first gain-fitted
+    distance builds them, once, also when 8 threads ask at the same moment (a Scorer is shared by threads),
+    and every thread gets the single-threaded distances; a pickled memory builds its own."""
+    import pickle
+    import threading
+    import time
+    spec = PreprocessSpec(resolution=16)
+    m = PixelMemory(_frames(7), spec, AUGMENT)
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, (3, 4, 16, 16)).astype(np.float32)
+    plain = m.distances(X)
+    assert m._gain is None
+    want = PixelMemory(_frames(7), spec, AUGMENT).distances(X, gain=(0.8, 1.25))
+    builds = []
+    build = m._build_gain_tables
+
+    def slow_build():
+        builds.append(1)
+        time.sleep(0.05)                            # every thread reaches the tables while the first builds them
+        return build()
+    monkeypatch.setattr(m, "_build_gain_tables", slow_build)
+    start, got = threading.Barrier(8), [None] * 8
+
+    def work(i):
+        start.wait()
+        got[i] = m.distances(X, gain=(0.8, 1.25))
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and m._gain is not None
+    for g in got:
+        np.testing.assert_array_equal(g, want)
+    np.testing.assert_array_equal(m.distances(X), plain)
+    copy = pickle.loads(pickle.dumps(PixelMemory(_frames(7), spec, AUGMENT)))
+    np.testing.assert_array_equal(copy.distances(X, gain=(0.8, 1.25)), want)
+
+
 def test_gain_distances_pick_the_nearer_of_two_rows_one_depth_level_apart():
     """Review 24 #8, the gain path's candidate margin (as the plain path's test above): two memory frames
     differ by one DEPTH level in one pixel (same RGB, so the fitted gain is the same for both and cannot
