@@ -438,6 +438,13 @@ MUTANTS = [
     Mutant("count-recording-pairs-beyond-slop", "runtime/sources/realsense.py",
            "pairer, n = TimePairer(self.slop_ms), 0", 'pairer, n = TimePairer(float("inf")), 0',
            ("tests/test_source_count.py", "-k", "realsense")),
+    Mutant("rs-recording-resume-blocks", "runtime/sources/realsense.py",    # review 25 #1: the 10-s stall
+           "self._resumer.start()", "self._resumer.run()",
+           ("tests/test_realsense_resume.py", "-k", "queue_smaller")),
+    Mutant("rs-recording-stopped-before-resume", "runtime/sources/realsense.py",
+           "if not self._resumer.is_alive() and self.playback.current_status() == rs.playback_status.stopped:",
+           "if self.playback.current_status() == rs.playback_status.stopped:",
+           ("tests/test_realsense_resume.py", "-k", "stopped_before")),
     Mutant("calibrate-bag-length-unknown", "runtime/calibrate.py",
            "n = count() if callable(count) else None", "n = None",
            ("tests/test_source_count.py", "-k", "calibrate")),

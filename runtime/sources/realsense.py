@@ -3,7 +3,8 @@
 Colour is delivered as RGB uint8, depth aligned to colour (``rs.align``) in millimetres
 (uint16 when the depth unit is 1 mm, else float32). Recordings are played back with
 ``set_real_time(False)`` through per-sensor callbacks, so no frame is dropped however slow the
-scoring is: the callback blocks on a small bounded queue and the player waits.
+scoring is: the callback blocks on a small bounded queue and the player waits (resumed from a helper thread,
+as ``playback.resume()`` waits for the player).
 ``RealSenseRecording.frame_count()`` says how many frames that yields before: the recording played once
 more with callbacks that keep only each frame's stream and timestamp, paired the same way.
 """
@@ -231,8 +232,18 @@ class RealSenseRecording(Source):
         self.playback.pause()  # start every sensor before the first frame is read
         for s in sensors:
             s.start(self._callback)
-        self.playback.resume()
+        # resume() waits (up to 10 s) for the player's thread, which blocks in _callback once the queue is
+        # full: resumed from a helper thread, __iter__ drains the queue meanwhile (review 25 #1)
+        self._resume_error = None
+        self._resumer = threading.Thread(target=self._resume, name="realsense-resume", daemon=True)
+        self._resumer.start()
         self._running = True
+
+    def _resume(self):
+        try:
+            self.playback.resume()
+        except RuntimeError as e:
+            self._resume_error = e
 
     def __iter__(self) -> Iterator[Frame]:
         rs = self._rs
@@ -247,7 +258,10 @@ class RealSenseRecording(Source):
             try:
                 f = self._queue.get(timeout=0.1)
             except queue.Empty:
-                if self.playback.current_status() == rs.playback_status.stopped:
+                if self._resume_error is not None:
+                    raise SourceError(f"cannot play RealSense recording {self.path}: {self._resume_error}")
+                # "stopped" before resume() has returned too: the player counts as stopped once resumed
+                if not self._resumer.is_alive() and self.playback.current_status() == rs.playback_status.stopped:
                     stopped_polls += 1
                     if stopped_polls >= 3:
                         break
@@ -284,6 +298,7 @@ class RealSenseRecording(Source):
                     self._queue.get_nowait()
                 except queue.Empty:
                     break
+            self._resumer.join(timeout=12)   # _callback no longer waits; resume() gives up after 10 s itself
             for s in self._sensors:
                 try:
                     s.stop()
