@@ -335,6 +335,19 @@ def selection_text(plan: FramePlan, length: Optional[int], max_frames: Optional[
     return None
 
 
+def uncounted_text(frames, plan: FramePlan, max_frames: Optional[int]) -> Optional[str]:
+    """The log line of a source that counts its frames but could not (its ``count_error``: a bag that cannot be
+    read to its end): why, and, unless --every picks the frames, that it uses the first ``max_frames``; None
+    for any other source."""
+    why = getattr(frames, "count_error", None)
+    if not why:
+        return None
+    line = f"could not count the frames of {getattr(frames, 'uri', '') or 'the source'} ({why})"
+    if plan.every == 1 and max_frames is not None:
+        line += f": using its first {max_frames} frames, one stretch of it (--every K: every K-th frame instead)"
+    return line
+
+
 def how_selected(every: Optional[int], read: int) -> Optional[str]:
     """How the frames used were picked from the ``read`` frames, for messages (the calibration record's
     "every": None = spread by positions): "spread over 28 read", "every 3rd of 28 read"; None for every frame."""
@@ -873,9 +886,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if not 0 <= max_shift <= MAX_SCENE_SHIFT:
             raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
         spec = scorer.preprocess_spec
-        said = selection_text(plan, length, max_frames)
-        if log is not None and said:
-            log(said)
+        for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames)):
+            if log is not None and said:
+                log(said)
         res = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)
         n = len(res["ids"])
         if n < min_frames:

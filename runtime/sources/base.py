@@ -59,7 +59,9 @@ class Source:
     stderr). ``events``: dicts ({"event": name, ...}) for the results file, which the run loop
     takes (pops) and writes, e.g. a truncated recording.
     ``frame_count()``: how many frames iterating yields when the source can tell before (a ROS bag, a
-    RealSense recording: one pass over its message stamps), else None (the default: a camera)."""
+    RealSense recording: one pass over its message stamps), else None (the default: a camera).
+    ``count_error``: why ``frame_count()`` is None for a source that counts (a bag that cannot be read to its
+    end), else None."""
 
     uri: str = ""
     stream: bool = True
@@ -68,6 +70,7 @@ class Source:
     stats: Optional[dict] = None
     warnings = _OwnList()   # list of str
     events = _OwnList()     # list of dict
+    count_error: Optional[str] = None
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -190,17 +190,19 @@ class RealSenseRecording(Source):
         self._running = False
         self.stats = {}
         self._count: Optional[int] = None
+        self.count_error: Optional[str] = None
 
     def frame_count(self) -> Optional[int]:
         """How many frames iterating the recording yields (its colour/depth pairs), counted by playing it
         once more (a second playback device of the file, not in real time) with callbacks that keep only
         each frame's stream and timestamp, paired by the same ``TimePairer`` (no frame converted or aligned;
         its pairs do not depend on how the player's two threads interleave the streams); remembered. None
-        when that playback fails."""
-        if self._count is None:
+        when that playback fails; ``count_error`` then says why, and is remembered too (no second pass)."""
+        if self._count is None and self.count_error is None:
             try:
                 stamps = _played_stamps(self._rs, self.path)
-            except RuntimeError:
+            except RuntimeError as e:
+                self.count_error = str(e) or type(e).__name__
                 return None
             pairer, n = TimePairer(self.slop_ms), 0
             for colour, t in stamps:          # in the order played, as __iter__ feeds its pairer

@@ -100,6 +100,7 @@ class RosbagSource(Source):
         self.slop = float(slop)
         self.stats: dict = {}
         self._count: Optional[int] = None
+        self.count_error: Optional[str] = None
 
     def _storage(self) -> list:
         return storage_files(self.path) if self.path.is_dir() else [self.path]
@@ -165,12 +166,13 @@ class RosbagSource(Source):
         """How many frames iterating the bag yields (its pairs, and an error frame per undecodable message;
         not its unpaired messages), counted by one pass over its colour and depth messages: the reader's own
         pass (deserialised for their stamps, the same ``TimePairer``) without decoding an image; remembered.
-        None when that pass fails (a bag rosbags cannot read to its end: iterating it raises SourceError)."""
-        if self._count is None:
+        None when that pass fails (a bag rosbags cannot read to its end: iterating it raises SourceError once
+        it gets there); ``count_error`` then says why, and is remembered too (no second pass)."""
+        if self._count is None and self.count_error is None:
             try:
                 self._count = sum(1 for _ in self._items(TimePairer(self.slop), keep=False))
-            except Exception:   # rosbags' own reader errors, as __iter__ turns into SourceError
-                return None
+            except Exception as e:   # rosbags' own reader errors, as __iter__ turns into SourceError
+                self.count_error = str(e) or type(e).__name__
         return self._count
 
     def __iter__(self) -> Iterator[Frame]:
