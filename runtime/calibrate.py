@@ -12,7 +12,8 @@ and holds more than ``max_frames``, exactly
 ``max_frames`` frames spread evenly over it are used (``spread_positions``), so they cover the whole recording
 (measured on kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the
 rest does not, models/kinect-rgbd/README.md, session 23); ``every`` K uses every K-th frame instead (1: the
-first ``max_frames``; a camera: ``max_frames`` frames over max_frames x K frames of time).
+first ``max_frames``; a camera: ``max_frames`` frames over max_frames x K frames of time; a bag or recording is
+then not counted).
 
   colour gain   when the model knows its train frames' mean foreground colour (preprocess
                 colour_reference): the gain that maps the scene's mean foreground brightness to it
@@ -262,13 +263,14 @@ def _check_out(model_dir: Path, out_dir: Path) -> None:
                                "(calibrated models are never overwritten)")
 
 
-def source_length(frames) -> Optional[int]:
+def source_length(frames, count: bool = True) -> Optional[int]:
     """How many frames ``frames`` holds when it knows: a ROS bag's or RealSense recording's ``frame_count()``
-    (Source.frame_count: one pass over its message stamps, no image decoded), a folder's or a list's len(),
-    synth://?n=N's N; else None (a camera, an endless synth)."""
+    (Source.frame_count: one pass over its message stamps, no image decoded; not asked when ``count`` is
+    False: --every K picks the frames without it), a folder's or a list's len(), synth://?n=N's N; else None
+    (a camera, an endless synth)."""
     from .sources.synth_source import SynthSource
-    count = getattr(frames, "frame_count", None)
-    n = count() if callable(count) else None
+    counter = getattr(frames, "frame_count", None) if count else None
+    n = counter() if callable(counter) else None
     if n is not None:
         return n
     try:
@@ -863,7 +865,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
-    length = source_length(frames)
+    length = source_length(frames, count=every is None)      # --every K: no counting pass (only the spread needs it)
     plan = frame_plan(length, max_frames, every)
     if sign_key is not None:
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene

@@ -4,7 +4,8 @@ queue is full, and nobody drained that queue until ``resume()`` returned: a read
 reviewer: 10 of 20 reads of a 16-frame recording with the default queue of 8; here 2 of 12, and 1 of 12 with a
 queue of 2: it depends on how librealsense's threads meet). Now resume() runs on a helper thread while
 ``__iter__`` drains the queue. A fake player (no pyrealsense2) makes the stall deterministic; a real 16-frame
-recording read 5 times checks librealsense itself (probabilistic: the old code passes it now and then)."""
+recording read 5 times checks librealsense itself (probabilistic: the old code passes it now and then).
+Counting a recording (``_played_stamps``) gives up on a player that hangs (review 25 #4)."""
 from __future__ import annotations
 
 import queue
@@ -168,3 +169,63 @@ def test_a_real_recording_read_five_times_never_stalls(tmp_path, kinect_root):
             times.append(time.perf_counter() - t)
         assert [f.id for f in got] == [str(k) for k in range(16)]
     assert max(times) < 3.0, times
+
+
+class HangingPlayer(FakePlayer):
+    """A player that delivers ``n`` frames, then nothing, and never says it stopped (librealsense #10312)."""
+
+    def _play(self):
+        for k in range(self.n):
+            for cb, kind in zip(self.callbacks, ("colour", "depth")):
+                cb(FakeFrame(kind, k))
+
+
+def test_counting_a_recording_whose_player_hangs_gives_up(monkeypatch):
+    """_played_stamps (frame_count's playback) on a player that stops delivering after 3 frames without saying
+    it stopped: RuntimeError after COUNT_STALL_S without a frame (before: it polled forever, calibrate hung
+    before its first line); frame_count() is then None, remembered with count_error, and calibrate says why."""
+    import edge_ad.runtime.sources.realsense as rsm
+    from edge_ad.runtime.calibrate import frame_plan, uncounted_text
+    player = HangingPlayer(3)
+
+    class Device:
+        def as_playback(self):
+            return player
+
+        def set_real_time(self, on):
+            pass
+
+        def query_sensors(self):
+            return [Sensor(player, "colour"), Sensor(player, "depth")]
+
+    class Sensor(FakeSensor):
+        def __init__(self, player, kind):
+            super().__init__(player)
+            self.kind = kind
+
+        def get_stream_profiles(self):
+            return [FakeProfile(self.kind)]
+    player.set_real_time = lambda on: None
+    rs = SimpleNamespace(**vars(RS), context=lambda: SimpleNamespace(load_device=lambda path: Device()))
+    monkeypatch.setattr(rsm, "COUNT_STALL_S", 0.3)
+    out = {}
+
+    def count():
+        try:
+            out["stamps"] = rsm._played_stamps(rs, "hang.db3")
+        except RuntimeError as e:
+            out["error"] = str(e)
+    th = threading.Thread(target=count, daemon=True)     # a hang fails the test instead of hanging it
+    th.start()
+    th.join(3.0)
+    assert not th.is_alive(), "_played_stamps still polling a hung player after 3 s"
+    assert out == {"error": "the player delivered no frame for 0.3 s after 6 and did not stop (a playback hang)"}
+    src = fake_recording(HangingPlayer(3))
+    src._rs, calls = rs, []
+    monkeypatch.setattr(rsm, "_played_stamps", lambda *a: calls.append(a) or (_ for _ in ()).throw(
+        RuntimeError("the player delivered no frame for 0.3 s after 6 and did not stop (a playback hang)")))
+    src.count_error = None
+    assert src.frame_count() is None and src.frame_count() is None and len(calls) == 1
+    assert uncounted_text(src, frame_plan(None, 10), 10) == (
+        "could not count the frames of fake.db3 (the player delivered no frame for 0.3 s after 6 and did not stop "
+        "(a playback hang)): using its first 10 frames, one stretch of it (--every K: every K-th frame instead)")

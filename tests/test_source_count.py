@@ -213,11 +213,32 @@ def test_calibrate_spreads_its_frames_over_a_bag(tmp_path):
     r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", str(bag), "--out", str(out),
                                   "--max-shift", "0", "--min-frames", "5", "--max-frames", "10"])
     assert r.exit_code == 0, r.output
+    assert (f"counting the frames of {bag} (one pass over its messages, no image decoded) ...\n"
+            "  30 frames, counted in ") in r.output       # before the plan line (review 25 #4)
     assert "using 10 of 30 frames, spread evenly over the source (one every 3" in r.output
     assert "frame 28/28 read" in r.output and "10 of 10 frames used (spread over 28 read" in r.output
     c = json.loads((out / "manifest.json").read_text())["calibration"]
     assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"]) == (None, 30, 28, 10)
     assert c["frame_ids"] == ids[0:30:3]
+
+
+def test_calibrate_every_k_does_not_count_a_bag(tmp_path, monkeypatch):
+    """--every K picks the frames without the bag's length: no counting pass (review 25 #4: it cost a pass for
+    the log's "of L" only), one read of the 19 frames every 2nd of 10 needs; nothing said about counting."""
+    from edge_ad.cli import main
+    from edge_ad.runtime.sources.rosbag import RosbagSource
+    from test_calibrate import _demo_copy, _synth_frames
+    bag = tmp_path / "scene-bag"
+    write_ros2_bag(bag, [(fr.id, fr.rgb, d8_to_mm(fr.depth)) for fr in _synth_frames(30)])
+    passes = counting_passes(monkeypatch, RosbagSource, "_items")
+    model, out = _demo_copy(tmp_path), tmp_path / "cal"
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", str(bag), "--out", str(out),
+                                  "--max-shift", "0", "--min-frames", "5", "--max-frames", "10", "--every", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(passes) == 1 and "counting" not in r.output and "could not count" not in r.output
+    assert "using every 2nd frame (at most 10: spread over 19 frames of the source)" in r.output
+    c = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"]) == (2, None, 19, 10)
 
 
 def test_pairs_do_not_depend_on_how_the_two_streams_interleave():

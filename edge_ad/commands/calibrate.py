@@ -24,8 +24,10 @@ import click
 @click.option("--every", type=click.IntRange(min=1), default=None, metavar="K",
               help="use every K-th frame of the source until --max-frames are used (the frames between are read, "
                    "checked for sensor faults, not used): 1 = the first N frames; for a camera, N frames spread "
-                   "over N x K frames of time. Default: N frames spread evenly over a source of known length "
-                   "(a folder, bag or recording), else every frame.")
+                   "over N x K frames of time; a bag or recording is not counted then. Default: N frames spread "
+                   "evenly over a source of known length (a folder, bag or recording; a bag or recording is "
+                   "counted first, one pass, then read up to the last frame used: about all of it), else every "
+                   "frame.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")
@@ -71,7 +73,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, frame_plan, how_selected, source_length
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.signing import SigningError, load_private_key
-    from edge_ad.runtime.sources import SourceError, open_source
+    from edge_ad.runtime.sources import Source, SourceError, open_source
 
     if sign_key:
         try:
@@ -109,7 +111,14 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
     try:
         with open_source(source_uri) as src:
-            n = source_length(src)
+            counts = every is None and type(src).frame_count is not Source.frame_count   # a bag, a recording
+            if counts:
+                click.echo(f"counting the frames of {source_uri} (one pass over its messages, no image decoded) "
+                           "...", err=True)
+            t0 = time.monotonic()
+            n = source_length(src, count=every is None)
+            if counts and n is not None:
+                click.echo(f"  {n} frames, counted in {_duration(time.monotonic() - t0)}", err=True)
             length = None if n is None else frame_plan(n, max_frames, every).to_read    # the frames it reads
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
                                   min_frames=min_frames,

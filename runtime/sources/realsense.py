@@ -326,11 +326,15 @@ def _colour_depth_profiles(rs, dev) -> dict:
     return out
 
 
+COUNT_STALL_S = 5.0   # _played_stamps gives up when the player delivers no frame for this long and does not stop
+
+
 def _played_stamps(rs, path, poll_s: float = 0.01) -> list:
     """[(is colour, device timestamp ms)] of every colour and depth frame a playback of the recording at
     ``path`` delivers (the profiles RealSenseRecording plays), in the order delivered: a second playback
     device, not in real time, whose callbacks copy no pixels. Ends once the player has stopped and no frame
-    came for 3 polls."""
+    came for 3 polls; raises RuntimeError when no frame came for ``COUNT_STALL_S`` seconds while the player
+    does not say it stopped (librealsense's non-real-time playback can hang so: its issue #10312)."""
     dev = rs.context().load_device(str(path))
     playback = dev.as_playback()
     playback.set_real_time(False)
@@ -351,12 +355,17 @@ def _played_stamps(rs, path, poll_s: float = 0.01) -> list:
         for s in sensors:
             s.start(callback)
         playback.resume()
-        quiet, seen = 0, -1
+        quiet, seen, fresh_t = 0, -1, time.monotonic()
         while quiet < 3:
             time.sleep(poll_s)
             with lock:
                 n = len(got)
             stopped = playback.current_status() == rs.playback_status.stopped
+            if n != seen:
+                fresh_t = time.monotonic()
+            elif not stopped and time.monotonic() - fresh_t > COUNT_STALL_S:
+                raise RuntimeError(f"the player delivered no frame for {COUNT_STALL_S:g} s after {n} and did not "
+                                   "stop (a playback hang)")
             quiet, seen = (quiet + 1 if stopped and n == seen else 0), n
     finally:
         for s in sensors:
