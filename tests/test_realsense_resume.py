@@ -5,7 +5,7 @@ reviewer: 10 of 20 reads of a 16-frame recording with the default queue of 8; he
 queue of 2: it depends on how librealsense's threads meet). Now resume() runs on a helper thread while
 ``__iter__`` drains the queue. A fake player (no pyrealsense2) makes the stall deterministic; a real 16-frame
 recording read 5 times checks librealsense itself (probabilistic: the old code passes it now and then).
-Counting a recording (``_played_stamps``) gives up on a player that hangs (review 25 #4)."""
+Reading and counting (``_played_stamps``) a recording give up on a player that hangs (review 25 #4, #7)."""
 from __future__ import annotations
 
 import queue
@@ -172,17 +172,23 @@ def test_a_real_recording_read_five_times_never_stalls(tmp_path, kinect_root):
 
 
 class HangingPlayer(FakePlayer):
-    """A player that delivers ``n`` frames, then nothing, and never says it stopped (librealsense #10312)."""
+    """A player that delivers ``n`` frames (``gap_s`` apart), then nothing, and never says it stopped
+    (librealsense #10312)."""
+
+    def __init__(self, n, gap_s=0.0):
+        super().__init__(n)
+        self.gap_s = gap_s
 
     def _play(self):
         for k in range(self.n):
+            time.sleep(self.gap_s if k else 0.0)
             for cb, kind in zip(self.callbacks, ("colour", "depth")):
                 cb(FakeFrame(kind, k))
 
 
 def test_counting_a_recording_whose_player_hangs_gives_up(monkeypatch):
     """_played_stamps (frame_count's playback) on a player that stops delivering after 3 frames without saying
-    it stopped: RuntimeError after COUNT_STALL_S without a frame (before: it polled forever, calibrate hung
+    it stopped: RuntimeError after PLAYER_STALL_S without a frame (before: it polled forever, calibrate hung
     before its first line); frame_count() is then None, remembered with count_error, and calibrate says why."""
     import edge_ad.runtime.sources.realsense as rsm
     from edge_ad.runtime.calibrate import frame_plan, uncounted_text
@@ -207,7 +213,7 @@ def test_counting_a_recording_whose_player_hangs_gives_up(monkeypatch):
             return [FakeProfile(self.kind)]
     player.set_real_time = lambda on: None
     rs = SimpleNamespace(**vars(RS), context=lambda: SimpleNamespace(load_device=lambda path: Device()))
-    monkeypatch.setattr(rsm, "COUNT_STALL_S", 0.3)
+    monkeypatch.setattr(rsm, "PLAYER_STALL_S", 0.3)
     out = {}
 
     def count():
@@ -219,13 +225,39 @@ def test_counting_a_recording_whose_player_hangs_gives_up(monkeypatch):
     th.start()
     th.join(3.0)
     assert not th.is_alive(), "_played_stamps still polling a hung player after 3 s"
-    assert out == {"error": "the player delivered no frame for 0.3 s after 6 and did not stop (a playback hang)"}
+    assert out == {"error": "the player delivered no frame for 0.3 s after 6 colour / depth frames and did not stop (a playback hang)"}
     src = fake_recording(HangingPlayer(3))
     src._rs, calls = rs, []
     monkeypatch.setattr(rsm, "_played_stamps", lambda *a: calls.append(a) or (_ for _ in ()).throw(
-        RuntimeError("the player delivered no frame for 0.3 s after 6 and did not stop (a playback hang)")))
+        RuntimeError("the player delivered no frame for 0.3 s after 6 colour / depth frames and did not stop (a playback hang)")))
     src.count_error = None
     assert src.frame_count() is None and src.frame_count() is None and len(calls) == 1
     assert uncounted_text(src, frame_plan(None, 10), 10) == (
-        "could not count the frames of fake.db3 (the player delivered no frame for 0.3 s after 6 and did not stop "
+        "could not count the frames of fake.db3 (the player delivered no frame for 0.3 s after 6 colour / depth frames and did not stop "
         "(a playback hang)): using its first 10 frames, one stretch of it (--every K: every K-th frame instead)")
+
+
+def test_reading_a_recording_whose_player_hangs_raises(monkeypatch):
+    """Review 25 #7: a player that stops delivering after 3 frames (0.8 s apart) without saying it stopped:
+    iterating yields those 3 frames, then raises SourceError after PLAYER_STALL_S (0.5 s) without a frame
+    (before: it polled forever and edge-ad run / calibrate hung silently). The deadline counts the reader's wait
+    only: a consumer that takes 0.6 s per frame, then waits 0.2 s for the next, is not a hang."""
+    import edge_ad.runtime.sources.realsense as rsm
+    from edge_ad.runtime.sources import SourceError
+    monkeypatch.setattr(rsm, "PLAYER_STALL_S", 0.5)
+    src, out = fake_recording(HangingPlayer(3, gap_s=0.8)), {"ids": []}
+
+    def read():
+        try:
+            for f in src:
+                out["ids"].append(f.id)
+                time.sleep(0.6)             # a slow consumer: longer than the deadline, not a hang
+        except SourceError as e:
+            out["error"] = str(e)
+    th = threading.Thread(target=read, daemon=True)     # a hang fails the test instead of hanging it
+    th.start()
+    th.join(6.0)
+    src.close()
+    assert not th.is_alive(), f"still iterating after 6 s: {out}"
+    assert out == {"ids": ["0", "1", "2"], "error": "RealSense recording fake.db3: the player delivered no frame "
+                   "for 0.5 s after 6 colour / depth frames and did not stop (a playback hang)"}

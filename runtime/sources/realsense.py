@@ -21,6 +21,7 @@ from .base import Frame, Source, SourceError
 from .pairing import TimePairer
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 30
+PLAYER_STALL_S = 5.0   # a recording's read or count gives up when its player sends no frame for this long, not stopped
 
 
 def import_rs():
@@ -159,7 +160,8 @@ class RealSenseCamera(Source):
 
 class RealSenseRecording(Source):
     """A RealSense recording (``.db3`` from SDK >= 2.58, ``.bag`` from older SDKs), every frame,
-    not in real time. Colour and depth are paired by device timestamp (within half a frame)."""
+    not in real time. Colour and depth are paired by device timestamp (within half a frame). A player that
+    sends no frame for ``PLAYER_STALL_S`` seconds without stopping (a hang) raises SourceError."""
 
     live = False
 
@@ -255,7 +257,7 @@ class RealSenseRecording(Source):
         pairer = TimePairer(self.slop_ms)
         align = rs.align(rs.stream.color) if self._needs_align else None
         composer = _Composer(rs) if align is not None else None
-        stopped_polls = 0
+        stopped_polls, delivered, wait_t = 0, 0, time.monotonic()   # wait_t: since when the queue is empty
         while True:
             try:
                 f = self._queue.get(timeout=0.1)
@@ -267,14 +269,19 @@ class RealSenseRecording(Source):
                     stopped_polls += 1
                     if stopped_polls >= 3:
                         break
+                elif time.monotonic() - wait_t > PLAYER_STALL_S:    # librealsense #10312: a hung player
+                    raise SourceError(f"RealSense recording {self.path}: the player delivered no frame for "
+                                      f"{PLAYER_STALL_S:g} s after {delivered} colour / depth frames and did not "
+                                      "stop (a playback hang)")
                 continue
-            stopped_polls = 0
+            stopped_polls, delivered = 0, delivered + 1
             t = f.get_timestamp()
             if f.get_profile().stream_type() == rs.stream.color:
                 pairer.add_colour(t, f)
             else:
                 pairer.add_depth(t, f)
             yield from self._emit(pairer, align, composer)
+            wait_t = time.monotonic()       # the time the consumer spent on the frames does not count
         pairer.finish()
         yield from self._emit(pairer, align, composer)
         self.stats.update(pairer.stats)
@@ -326,14 +333,11 @@ def _colour_depth_profiles(rs, dev) -> dict:
     return out
 
 
-COUNT_STALL_S = 5.0   # _played_stamps gives up when the player delivers no frame for this long and does not stop
-
-
 def _played_stamps(rs, path, poll_s: float = 0.01) -> list:
     """[(is colour, device timestamp ms)] of every colour and depth frame a playback of the recording at
     ``path`` delivers (the profiles RealSenseRecording plays), in the order delivered: a second playback
     device, not in real time, whose callbacks copy no pixels. Ends once the player has stopped and no frame
-    came for 3 polls; raises RuntimeError when no frame came for ``COUNT_STALL_S`` seconds while the player
+    came for 3 polls; raises RuntimeError when no frame came for ``PLAYER_STALL_S`` seconds while the player
     does not say it stopped (librealsense's non-real-time playback can hang so: its issue #10312)."""
     dev = rs.context().load_device(str(path))
     playback = dev.as_playback()
@@ -363,9 +367,9 @@ def _played_stamps(rs, path, poll_s: float = 0.01) -> list:
             stopped = playback.current_status() == rs.playback_status.stopped
             if n != seen:
                 fresh_t = time.monotonic()
-            elif not stopped and time.monotonic() - fresh_t > COUNT_STALL_S:
-                raise RuntimeError(f"the player delivered no frame for {COUNT_STALL_S:g} s after {n} and did not "
-                                   "stop (a playback hang)")
+            elif not stopped and time.monotonic() - fresh_t > PLAYER_STALL_S:
+                raise RuntimeError(f"the player delivered no frame for {PLAYER_STALL_S:g} s after {n} colour / depth "
+                                   "frames and did not stop (a playback hang)")
             quiet, seen = (quiet + 1 if stopped and n == seen else 0), n
     finally:
         for s in sensors:
