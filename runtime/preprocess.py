@@ -294,6 +294,8 @@ class PreprocessSpec:
                              f"close_depth_notches), got {spec.depth_close!r}")
         if not spec.far_mm > spec.near_mm >= 0:
             raise ValueError(f"need 0 <= near_mm < far_mm, got {spec.near_mm}, {spec.far_mm}")
+        if not (np.isfinite(spec.mean) and 0 < spec.std < np.inf):        # (v - mean) / std
+            raise ValueError(f"need a finite mean and a finite std > 0, got {spec.mean}, {spec.std}")
         return spec
 
 

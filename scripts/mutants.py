@@ -96,6 +96,13 @@ MUTANTS = [
            "np.clip(np.rint(scaled), 0, 255)", PRE),
     Mutant("pre-crop-corner", "runtime/preprocess.py", "top, left = (h - s) // 2, (w - s) // 2\n    img = img[",
            "top, left = 0, 0\n    img = img[", PRE),
+    Mutant("pre-std-zero-accepted", "runtime/preprocess.py",
+           "if not (np.isfinite(spec.mean) and 0 < spec.std < np.inf):", "if not np.isfinite(spec.mean):",
+           ("tests/test_verify_loads.py", "-k", "positive_std")),
+    Mutant("verify-manifest-only", "edge_ad/commands/verify.py",
+           "Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None).close()",
+           "__import__('edge_ad.runtime.manifest', fromlist=['m']).load_manifest(model_dir, verify=True, "
+           "trusted_keys=list(trusted_keys) or None)", ("tests/test_verify_loads.py", "-k", "bank-nan")),
     Mutant("pre-scale", "runtime/preprocess.py", "x = (v - spec.mean) / spec.std", "x = (v - spec.mean) * spec.std", PRE),
     Mutant("pre-nan-accepted", "runtime/preprocess.py", "if np.isnan(d).any() or np.isinf(d).any():",
            "if np.isinf(d).any():", PRE),

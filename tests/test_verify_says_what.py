@@ -22,11 +22,11 @@ def test_verify_names_what_it_checked(tmp_path, export_tiny):
     res = r.invoke(main, ["verify", str(model)])
     assert res.exit_code == 0, res.output
     assert "every file matches manifest.json's sha256 list" in res.output
-    assert "unsigned" in res.output and "NOT checked" in res.output and "edge-ad sign" in res.output
+    assert "unsigned" in res.output and "range-checked but NOT authenticated" in res.output and "edge-ad sign" in res.output
     generate_key_pair(tmp_path / "k.key", tmp_path / "k.pub")
     sign_model(model, tmp_path / "k.key")
     res = r.invoke(main, ["verify", str(model)])                           # signed, no key given
-    assert res.exit_code == 0 and "NOT checked" in res.output and "--trusted-key" in res.output, res.output
+    assert res.exit_code == 0 and "NOT authenticated" in res.output and "--trusted-key" in res.output, res.output
     res = r.invoke(main, ["verify", str(model), "--trusted-key", str(tmp_path / "k.pub")])
     assert res.exit_code == 0 and "signed by a trusted key" in res.output and "NOT" not in res.output, res.output
     man["threshold"]["value"] = 2e9                                        # edited after signing: refused

@@ -1,0 +1,91 @@
+"""`edge-ad verify` loads the model as `edge-ad run` does (audit 26 #1): it checked only the manifest's entries
+and the sha256 list, so a directory whose files were replaced and re-hashed (another model's weights, a
+misshapen or NaN latent bank, a float pixel memory) or whose settings Scorer.load refuses (preprocess std 0,
+a trusted augmentation the bank lacks) verified "ok", exit 0, and then `edge-ad run` refused it. Each case
+now exits 1 with Scorer.load's own line."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_ad.cli import main
+from edge_ad.runtime import Scorer
+from edge_ad.runtime.manifest import ManifestError, sha256_file
+
+
+def _replace(path, write):
+    """Write a file with ``write(path)`` and re-hash it in manifest.json (a consistent sha256 list)."""
+    def edit(d):
+        write(d / path)
+        man = json.loads((d / "manifest.json").read_text())
+        man["files"][path] = sha256_file(d / path)
+        (d / "manifest.json").write_text(json.dumps(man))
+    return edit
+
+
+def _manifest(change):
+    def edit(d):
+        man = json.loads((d / "manifest.json").read_text())
+        change(man)
+        (d / "manifest.json").write_text(json.dumps(man))
+    return edit
+
+
+def _bank_nan(p):
+    b = np.load(p)
+    b[3, 3] = np.nan
+    np.save(p, b)
+
+
+CASES = {   # name: (edit(model_dir, tiny_export_dir), what Scorer.load's line says)
+    "weights-of-another-model": (lambda d, tiny: _replace("weights.npz", lambda p: shutil.copy(tiny / "weights.npz", p))(d),
+                                 r"weights"),
+    "bank-wrong-z_dim": (lambda d, tiny: _replace("latent_bank.npy", lambda p: np.save(p, np.zeros((10, 50), np.float32)))(d),
+                         r"latent_bank\.npy holds float32 \(10, 50\), expected float32"),
+    "bank-nan": (lambda d, tiny: _replace("latent_bank.npy", _bank_nan)(d), r"latent_bank\.npy must be a finite float32"),
+    "pixel-memory-float32": (lambda d, tiny: _replace("pixel_memory.npy", lambda p: np.save(
+        p, np.load(p).astype(np.float32)))(d), r"pixel_memory\.npy holds float32 .*, expected uint8"),
+    "preprocess-std-0": (lambda d, tiny: _manifest(lambda m: m["preprocess"].update(std=0))(d), r"std"),
+    "trusted-augment-not-in-bank": (lambda d, tiny: _manifest(
+        lambda m: m["search"].update(bank_trusted_augment=["brightness:1.7"]))(d), r"brightness:1\.7"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(export_tiny):
+    return export_tiny(0, 1)
+
+
+def test_verify_accepts_the_shipped_export(kinect_export):
+    res = CliRunner().invoke(main, ["verify", str(kinect_export)])
+    assert res.exit_code == 0, res.output
+    assert "loads as `edge-ad run` loads it" in res.output
+    assert "range-checked but NOT authenticated" in res.output
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_verify_refuses_what_scorer_load_refuses_with_its_line(case, kinect_export, tiny, tmp_path):
+    edit, needle = CASES[case]
+    d = tmp_path / "m"
+    shutil.copytree(kinect_export, d)
+    edit(d, tiny)
+    with pytest.raises(ManifestError, match=needle) as e:
+        Scorer.load(d, threads=1)
+    res = CliRunner().invoke(main, ["verify", str(d)])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == f"Error: {e.value}"         # the same one line
+
+
+def test_preprocessing_needs_a_finite_mean_and_a_positive_std():
+    """std 0 was refused only by the shift-fill check (radius > 0); at radius 0 such a model loaded and scored
+    inf / NaN. Now the preprocessing itself is refused, whatever the search."""
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    assert PreprocessSpec.from_dict({"mean": 0.4, "std": 0.6}).std == 0.6
+    for bad in ({"std": 0}, {"std": -0.5}, {"std": float("nan")}, {"std": float("inf")}, {"mean": float("inf")},
+                {"mean": float("nan")}):
+        with pytest.raises(ValueError, match="finite mean and a finite std > 0"):
+            PreprocessSpec.from_dict(bad)
