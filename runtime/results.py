@@ -267,13 +267,18 @@ class ResultWriter:
         if self.path.exists() and self.path.stat().st_size:
             size, n = self.path.stat().st_size, tail_size(self.path)
             zeros = zero_tail_size(self.path) if n else 0     # <= n: NUL bytes hold no newline
+            previous = last_line_start(self.path, size - n)    # the last intact line's start
+            problem = None
             if n:
                 head = torn_tail(self.path, limit=min(n - zeros, TORN_MAX + 1))
-                problem = torn_problem(n, head, zeros, last_line_start(self.path, size - n))
-                if problem is not None:   # not a torn line of ours: never cut, never appended to
-                    problem = f"does not look like an edge-ad results file: {problem}"
-                    raise ResultsFileError(f"{self.path} {problem}. Left unchanged; move it away or give "
-                                           "another --out", self.path, problem)
+                problem = torn_problem(n, head, zeros, previous)
+            if problem is None and previous is not None and not previous.startswith(LINE_START):
+                problem = f"its last line does not start like a results line ({LINE_START.decode()!r}): {previous!r}"
+            if problem is not None:   # not a results file (or not a torn line of ours): never cut, never appended to
+                problem = f"does not look like an edge-ad results file: {problem}"
+                raise ResultsFileError(f"{self.path} {problem}. Left unchanged; move it away or give "
+                                       "another --out", self.path, problem)
+            if n:
                 torn, cut = head, n   # the line cut by a kill (NUL bytes off), and every byte cut
                 with open(self.path, "r+b") as f:   # moved out of the file into the resumed event
                     f.truncate(size - n)

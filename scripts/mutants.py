@@ -195,6 +195,9 @@ MUTANTS = [
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", '"anomalous": None if threshold is None else bool(score > threshold)',
            '"anomalous": None if threshold is None else bool(score >= threshold)', CAP),
+    Mutant("res-last-line-unchecked", "runtime/results.py",
+           "if problem is None and previous is not None and not previous.startswith(LINE_START):", "if False:",
+           ("tests/test_reliability.py", "-k", "newline_whose_last_line")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

@@ -500,3 +500,30 @@ def test_an_out_file_that_is_not_a_results_file_is_refused_unchanged(tmp_path):
     r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(out), "-q"])
     assert r.exit_code == 1 and "does not look like an edge-ad results file" in r.output and str(out) in r.output
     assert out.read_bytes() == data
+
+
+def test_an_out_file_ending_in_a_newline_whose_last_line_is_not_ours_is_refused_unchanged(tmp_path):
+    """Audit 26 #3: a CSV or a JSON-lines file of someone else's ending in a newline was appended to and logged as
+    "continuing an earlier run's results" (only a tail without a newline was judged). Its last line must start
+    like ours; a file of ours ending in a newline, or rotated and started afresh, resumes as before."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands import run as run_cmd
+    from edge_ad.runtime.results import ResultsFileError, ResultWriter
+    out = tmp_path / "x.jsonl"
+    for data in (b"a,b\n1,2\n", b'{"x": 1}\n', b'{"type": "frame", "index": 0}\nnotes\n', b"\n",
+                 b'{"type": "frame", "index": 0}\n{"index": 1, "type": "frame"}\n'):
+        out.write_bytes(data)
+        with pytest.raises(ResultsFileError, match=r"x\.jsonl does not look like an edge-ad results file: its last "
+                                                   r"line does not start like a results line"):
+            ResultWriter(out)
+        assert out.read_bytes() == data
+    out.write_bytes(b"a,b\n1,2\n")
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(out), "-q"])
+    assert r.exit_code == 1 and "does not look like an edge-ad results file" in r.output, r.output
+    assert "continuing" not in r.output and out.read_bytes() == b"a,b\n1,2\n"
+    ours = b'{"type": "frame", "index": 4}\n{"type": "event", "event": "rotated"}\n'
+    out.write_bytes(ours)
+    w = ResultWriter(out)
+    w.close()
+    assert w.next_index == 5 and out.read_bytes().startswith(ours)
