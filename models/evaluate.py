@@ -39,6 +39,15 @@ def evaluate_scores(normal: np.ndarray, anomalies: Mapping[str, np.ndarray]) -> 
     return report
 
 
+REPORT_FILES = ("report.json", "threshold.json", "roc.png", "histogram.png")   # what write_report writes
+
+
+def earlier_report(out_dir: Path) -> list:
+    """The files of REPORT_FILES already in ``out_dir`` (an earlier evaluation's; [] for a new directory):
+    edge-ad eval refuses such a directory, evaluations are never overwritten."""
+    return [f for f in REPORT_FILES if (Path(out_dir) / f).exists()]
+
+
 def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies: Mapping[str, np.ndarray],
                  extra: Optional[dict] = None, calibrate_fpr: Optional[float] = None) -> dict:
     """Compute metrics, write report.json, roc.png, histogram.png (and threshold.json) into out_dir."""

@@ -195,6 +195,8 @@ MUTANTS = [
     # -- the capture loop (runtime/capture.py) --------------------------------------------------------------
     Mutant("cap-threshold-ge", "runtime/capture.py", '"anomalous": None if threshold is None else bool(score > threshold)',
            '"anomalous": None if threshold is None else bool(score >= threshold)', CAP),
+    Mutant("eval-overwrites", "edge_ad/commands/evaluate.py", "found = earlier_report(out_dir)", "found = []",
+           ("tests/test_evaluate.py", "-k", "eval_command_on_real_frames")),
     Mutant("res-last-line-unchecked", "runtime/results.py",
            "if problem is None and previous is not None and not previous.startswith(LINE_START):", "if False:",
            ("tests/test_reliability.py", "-k", "newline_whose_last_line")),

@@ -155,7 +155,7 @@ def test_the_shift_check_takes_height_and_width_apart(tmp_path, tiny_ck):
     def run(spec):
         return CliRunner().invoke(main, ["eval", "--model", str(tiny_ck), "--normal", str(tmp_path / "norm"),
                                          "--anomalous", str(tmp_path / "odd"), "--k", "0", "--n-seed", "1",
-                                         "--nuisance-set", spec, "--out", str(tmp_path / "ev")])
+                                         "--nuisance-set", spec, "--out", str(tmp_path / spec.replace(":", "-"))])
     r = run("shift:0,60")
     assert r.exit_code == 0, r.output
     r = run("shift:50,0")

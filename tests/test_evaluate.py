@@ -53,6 +53,18 @@ def test_eval_command_on_real_frames(tmp_path, kinect_root, tiny_generator):
     assert set(rep["metrics"]) == {"cylinder", "sphere", "overall"}
     assert len(rep["scores"]["rectangle"]) == 3 and rep["search"]["k"] == 2
     assert (tmp_path / "ev" / "roc.png").exists() and (tmp_path / "ev" / "threshold.json").exists()
+    # audit 26 #4: a second evaluation into the same --out replaced report.json / threshold.json / plots, no word
+    before = {f: (tmp_path / "ev" / f).read_bytes() for f in ("report.json", "threshold.json", "roc.png", "histogram.png")}
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                  "--class", "rectangle", "--max-per-class", "2", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 1, r.output
+    assert (f"--out {tmp_path / 'ev'} already holds an evaluation (report.json, threshold.json, roc.png, "
+            "histogram.png); choose a new directory") in r.output
+    assert {f: (tmp_path / "ev" / f).read_bytes() for f in before} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "histogram.png").write_bytes(b"x")      # any one of them: refused
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--out", str(tmp_path / "other")])
+    assert r.exit_code == 1 and "already holds an evaluation (histogram.png)" in r.output, r.output
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "--data" in r.output
 

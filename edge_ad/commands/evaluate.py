@@ -20,7 +20,9 @@ import click
               help="folder(s) of anomalous frames (repeatable).")
 @click.option("--synth", "synth_n", type=int, default=0, help="evaluate on N rendered frames (boxes normal).")
 @click.option("--max-per-class", type=int, default=0, help="use only the first N frames of each group.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="directory for report.json, threshold.json, roc.png, histogram.png; one that holds an earlier "
+                   "evaluation's is refused (never overwritten).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="run seed for the initial latents.")
 @click.option("--lr-z", type=float, help="override the search's lr_z.")
@@ -83,11 +85,15 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     from edge_ad.models.checkpoint import CheckpointError, load_generator
     from edge_ad.models.data import (KINECT_CLASSES, DataError, check_kinect_split, load_folder, load_kinect,
                                      load_synth, to_tensor)
-    from edge_ad.models.evaluate import write_report
+    from edge_ad.models.evaluate import earlier_report, write_report
     from edge_ad.models.search import score_batch
     from edge_ad.runtime.config import trusted_override
     from edge_ad.runtime.latent_memory import latent_memory
 
+    found = earlier_report(out_dir)
+    if found:
+        raise click.ClickException(f"--out {out_dir} already holds an evaluation ({', '.join(found)}); choose a new "
+                                   "directory (evaluations are never overwritten)")
     if threads:
         torch.set_num_threads(threads)
     try:
