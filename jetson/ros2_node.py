@@ -23,8 +23,10 @@ that holds another model's results (a restart with a new model: both models name
 two models are never mixed in one file) or is not a results file (the file is left unchanged).
 
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
-32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair gives
-exactly one ~/score message: a frame that was not scored (a sensor fault such as black_rgb or
+32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair the node
+takes gives exactly one ~/score message; pairs that arrive while a frame is being scored are dropped
+for the newest one (newest-frame policy: counted as ``skipped`` in the results summary), so a model
+slower than the camera publishes one message per scoring, not one per pair. A frame that was not scored (a sensor fault such as black_rgb or
 no_depth, or an unreadable frame) publishes ~/score NaN (no score: never a made-up number, and no
 gap that a plot or a monitor would bridge with the previous frame's score), ~/anomaly True and
 ~/fault (std_msgs/String, "<fault>: <reason>"; ``ResultPublisher``), never a normal-looking result;
