@@ -62,3 +62,34 @@ def test_readme_python_api_example_survives_bad_frames(tmp_path, kinect_root):
             words = lines[fid].split()
             assert words[0] == "score" and float(words[1]) >= 0, lines[fid]
             assert (words[2:] and words[2] in verdicts) if verdicts else len(words) == 2, lines[fid]
+
+
+def test_readme_python_api_example_refuses_a_frozen_cameras_repeats(kinect_root, monkeypatch):
+    """Audit 26 #6: the example scored a stream's re-sent frame as normal (only run_capture checked repeats).
+    On a stream (here a recording-like source, frames 3, 74, 74, 74, 4) its detector names the repeats
+    stuck_frame and scores the rest; a folder's identical files are still scored (the test above)."""
+    import edge_ad.runtime.sources as sources
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.sources import Frame, Source
+    from edge_ad.runtime.sources.folder import read_pair
+
+    pairs = {fid: read_pair(kinect_root / "rectangle", fid) for fid in ("3", "74", "4")}
+
+    class Recording(Source):
+        uri, stream = "recording", True
+
+        def __iter__(self):
+            for i, fid in enumerate(("3", "74", "74", "74", "4")):
+                yield Frame(f"s{i}", *(a.copy() for a in pairs[fid]))
+
+    monkeypatch.setattr(sources, "open_source", lambda uri: Recording())
+    code = readme_api_block().replace('"runs/rect-onnx"', repr(str(demo_model_dir())))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md (Python API)", "exec"), {})
+    lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+    assert sorted(lines) == ["s0", "s1", "s2", "s3", "s4"], out.getvalue()
+    for fid in ("s2", "s3"):
+        assert lines[fid].startswith("not scored: sensor fault stuck_frame"), lines[fid]
+    for fid in ("s0", "s1", "s4"):
+        assert lines[fid].startswith("score "), lines[fid]
