@@ -341,7 +341,8 @@ def stop_reason(stopped: str, stop_requested: bool, signal_name: Optional[str]) 
 def exit_status(summary: dict) -> int:
     """The exit status of a run ending with ``summary``: EXIT_FATAL when it failed (``stopped`` in
     FAILED_STOPS) or abandoned a frame still scoring, EXIT_OK after a signal, EXIT_NO_FRAMES when no
-    frame was scored, EXIT_BAD_FRAMES when some frames were bad (error lines), else EXIT_OK."""
+    frame was scored, EXIT_BAD_FRAMES when some frames were bad (error lines) or lost (a recording cut
+    short: ``recording_truncated``), else EXIT_OK."""
     stopped = summary["stopped"]
     if summary.get("abandoned_frame") is not None or stopped in FAILED_STOPS:
         return EXIT_FATAL
@@ -349,7 +350,7 @@ def exit_status(summary: dict) -> int:
         return EXIT_OK
     if not summary.get("frames_scored"):
         return EXIT_NO_FRAMES
-    return EXIT_BAD_FRAMES if summary.get("frame_errors") else EXIT_OK
+    return EXIT_BAD_FRAMES if summary.get("frame_errors") or summary.get("recording_truncated") else EXIT_OK
 
 
 # --------------------------------------------------------------------------- one frame
@@ -528,6 +529,7 @@ class _Report:
 
     def __init__(self, writer: ResultWriter, log: Log, on_result, on_error, on_outage, on_alarm_rate):
         self.writer, self.log = writer, log
+        self.truncated: Optional[dict] = None   # a recording_truncated event's facts (the summary's recording_truncated)
         self.hook_failures: dict = {}   # hook name -> frames on which it raised (the summary's hook_failures)
         self.results, self.errors, self.outages, self.alarms = (
             _Hooks(h, self.hook_failures) for h in (on_result, on_error, on_outage, on_alarm_rate))
@@ -539,7 +541,12 @@ class _Report:
         """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
         events = source.events
         while events:
-            self.emit({"type": "event", "time": time.time(), **events.pop(0)})
+            ev = events.pop(0)
+            self.emit({"type": "event", "time": time.time(), **ev})
+            if ev.get("event") == "recording_truncated":     # frames may be lost: said on the console too
+                self.truncated = {k: v for k, v in ev.items() if k != "event"}
+                self.log(f"recording {ev.get('file')} is cut short ({ev.get('reason')}): read up to its message "
+                         f"{ev.get('messages')}, frames after it are lost")
 
     def frame_error(self, base: dict, msg: str, fr: Frame, fault: Optional[str] = None) -> None:
         """An error line for a frame that is skipped (``fault``: a sensor fault's name)."""
@@ -829,6 +836,8 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                                model, report.hook_failures, alarm)
             try:
                 report.drain(run.source)
+                if report.truncated is not None:
+                    summary["recording_truncated"] = report.truncated
                 writer.write(summary)
             finally:
                 writer.close()

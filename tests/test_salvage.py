@@ -116,3 +116,38 @@ def test_realsense_db3_truncated(tmp_path, frames):
     tmp = src._cleanup
     src.close()
     assert not tmp.exists()                                          # the salvaged copy is gone
+
+
+def test_a_cut_recording_is_said_on_the_console_in_the_summary_and_exits_3(tmp_path, frames):
+    """Audit 26 #7: a recording cut short ended `edge-ad run` with exit 0 and nothing on the console, and
+    `edge-ad batch` with a "done" entry: only the results' recording_truncated event said frames were lost.
+    Now the run logs it, its summary (and batch's entry for the source) carries it, and both exit 3."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.capture import EXIT_BAD_FRAMES, exit_status
+    bag = tmp_path / "bag"
+    write_ros2_bag(bag, frames[:12], storage="sqlite3")
+    killed = cut(storage_file(bag), tmp_path / "cut" / "k.db3", int(storage_file(bag).stat().st_size * 0.6))
+    logs = []
+    s = run_capture(open_source(str(killed)), FakeScorer(), out=tmp_path / "r.jsonl", handle_signals=False,
+                    log=logs.append)
+    ev = [r for r in read_lines(tmp_path / "r.jsonl") if r.get("event") == "recording_truncated"][0]
+    assert s["recording_truncated"] == {k: v for k, v in ev.items() if k not in ("type", "time", "event")}
+    assert s["frame_errors"] == 0 and 0 < s["frames_scored"] < 12 and exit_status(s) == EXIT_BAD_FRAMES
+    assert [m for m in logs if "is cut short" in m] == [
+        f"recording {killed} is cut short ({ev['reason']}): read up to its message {ev['messages']}, frames after "
+        "it are lost"]
+    r = CliRunner().invoke(main, ["run", "--source", str(killed), "--out", str(tmp_path / "run.jsonl"), "-q"])
+    assert r.exit_code == EXIT_BAD_FRAMES and f"recording {killed} is cut short" in r.output, r.output
+    assert "warning: the recording is cut short" in r.output and "bad frame(s)" not in r.output, r.output
+    r = CliRunner().invoke(main, ["batch", "--model", str(demo_model_dir()), "--out", str(tmp_path / "b"), "-q",
+                                  "--workers", "1", str(killed)])
+    assert r.exit_code == EXIT_BAD_FRAMES and "recording cut short" in r.output, r.output
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    entry = summary["sources"][0]
+    assert entry["status"] == "done" and entry["recording_truncated"]["messages"] == ev["messages"]
+    assert summary["totals"]["truncated"] == 1

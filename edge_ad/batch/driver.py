@@ -107,7 +107,7 @@ def exit_status(summary: dict) -> int:
         return EXIT_FATAL
     if t["frames"] == 0:
         return EXIT_NO_FRAMES
-    if t["frame_errors"]:
+    if t["frame_errors"] or t.get("truncated"):     # bad frames, or frames lost in a recording cut short
         return EXIT_BAD_FRAMES
     return EXIT_OK
 
@@ -167,6 +167,7 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
                                  "pending": sum(e["status"] == "pending" for e in entries.values())}
         for k in ("frames", "anomalies", "frame_errors"):
             t[k] = sum(int(e.get(k) or 0) for e in entries.values())
+        t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
         tmp = out_dir / (SUMMARY + ".tmp")
         tmp.write_text(dumps(summary) + "\n")
         os.replace(tmp, out_dir / SUMMARY)
@@ -204,6 +205,11 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
             entry["stopped"] = res["summary"].get("stopped")
             if res["summary"].get("fatal_error"):
                 entry["fatal_error"] = res["summary"]["fatal_error"]   # why the run stopped
+            if res["summary"].get("recording_truncated"):             # where the recording ends
+                entry["recording_truncated"] = res["summary"]["recording_truncated"]
+                cut = entry["recording_truncated"]
+                log(f"source {job.uri}: recording cut short ({cut.get('reason')}): read up to its message "
+                    f"{cut.get('messages')}, frames after it are lost")
         if partial.is_file():
             try:
                 entry.update(result_stats(partial))

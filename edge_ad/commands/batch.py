@@ -2,7 +2,7 @@
 
 Torch-free. One results file per source (``OUTDIR/<name>.jsonl``, the rows ``edge-ad run --source``
 writes) and ``OUTDIR/summary.json``. Exit status as ``edge-ad run``: 0 ok, 1 a source failed (or a
-fatal error), 2 bad command line, 3 some frames were bad, 4 no frame could be scored.
+fatal error), 2 bad command line, 3 some frames were bad or lost (a recording cut short), 4 no frame could be scored.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     A rerun into the same OUT, with the same sources or others, skips the sources already complete
     there (same model, seed, threshold): each source keeps its results name in OUT. A rerun with
     another model, --seed or --threshold is refused (exit 2): finished results are never replaced.
-    Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad, 4 no scorable frame.
+    Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad or lost (a recording cut short), 4 no scorable frame.
     """
     from edge_ad.batch.driver import BatchProgress, ResultsConflict, exit_status, run_batch
     from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, read_previous

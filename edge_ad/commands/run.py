@@ -3,8 +3,8 @@
 Torch-free: imports only edge_ad.runtime. Exit status: 0 all frames scored (or stopped by
 SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run, an
 exception or per-frame timeout while scoring, a signal that had to abandon a stuck frame),
-2 bad command line, 3 finished but some frames were bad (reported in the results), 4 the source
-gave no scorable frame.
+2 bad command line, 3 finished but some frames were bad (reported in the results) or lost (a recording
+cut short: ``recording_truncated``), 4 the source gave no scorable frame.
 """
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     With no arguments: the shipped demo model on synth://, printing live status.
     --out is appended to (never overwritten); a restart continues its frame index.
     Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error (also a signal that had to abandon
-    a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults), 4 no scorable frame.
+    a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults) or lost (a recording cut short), 4 no scorable frame.
     """
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold, valid_threshold
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
@@ -338,6 +338,10 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo(f"error: no frame could be scored ({summary['frame_errors']} bad frames)"
                    if summary["frame_errors"] else "error: the source gave no frames", err=True)
     elif status == EXIT_BAD_FRAMES:
-        click.echo(f"warning: {summary['frame_errors']} bad frame(s) were skipped (see the log/results)",
-                   err=True)
+        if summary["frame_errors"]:
+            click.echo(f"warning: {summary['frame_errors']} bad frame(s) were skipped (see the log/results)",
+                       err=True)
+        if summary.get("recording_truncated"):
+            click.echo("warning: the recording is cut short: frames after its last intact message are lost "
+                       "(recording_truncated in the results)", err=True)
     sys.exit(status)
