@@ -118,6 +118,17 @@ def last_line_start(path: os.PathLike, before: int) -> Optional[bytes]:
     return b""                           # the file starts with that newline: an empty line
 
 
+def last_text_line_start(path: os.PathLike, before: int) -> Optional[bytes]:
+    """``last_line_start`` of the last line ending at or before byte ``before`` that is not empty: empty
+    lines (an ``echo >> results.jsonl``) are skipped; None when the file holds none before it."""
+    with open(path, "rb") as f:
+        for start, data in _windows_from_end(f, before):
+            kept = len(data.rstrip(b"\r\n"))
+            if kept:
+                return last_line_start(path, start + kept + 1)   # just after that line's newline
+    return None
+
+
 def torn_tail(path: os.PathLike, limit: Optional[int] = None) -> bytes:
     """The bytes after the file's last newline: a line a killed writer did not finish (b"" if none);
     at most the first ``limit`` of them when given."""
@@ -267,7 +278,7 @@ class ResultWriter:
         if self.path.exists() and self.path.stat().st_size:
             size, n = self.path.stat().st_size, tail_size(self.path)
             zeros = zero_tail_size(self.path) if n else 0     # <= n: NUL bytes hold no newline
-            previous = last_line_start(self.path, size - n)    # the last intact line's start
+            previous = last_text_line_start(self.path, size - n)    # the last intact line's start (not an empty one)
             problem = None
             if n:
                 head = torn_tail(self.path, limit=min(n - zeros, TORN_MAX + 1))

@@ -511,7 +511,7 @@ def test_an_out_file_ending_in_a_newline_whose_last_line_is_not_ours_is_refused_
     from edge_ad.commands import run as run_cmd
     from edge_ad.runtime.results import ResultsFileError, ResultWriter
     out = tmp_path / "x.jsonl"
-    for data in (b"a,b\n1,2\n", b'{"x": 1}\n', b'{"type": "frame", "index": 0}\nnotes\n', b"\n",
+    for data in (b"a,b\n1,2\n", b'{"x": 1}\n', b'{"type": "frame", "index": 0}\nnotes\n', b"a,b\n\n\n",
                  b'{"type": "frame", "index": 0}\n{"index": 1, "type": "frame"}\n'):
         out.write_bytes(data)
         with pytest.raises(ResultsFileError, match=r"x\.jsonl does not look like an edge-ad results file: its last "
@@ -523,7 +523,13 @@ def test_an_out_file_ending_in_a_newline_whose_last_line_is_not_ours_is_refused_
     assert r.exit_code == 1 and "does not look like an edge-ad results file" in r.output, r.output
     assert "continuing" not in r.output and out.read_bytes() == b"a,b\n1,2\n"
     ours = b'{"type": "frame", "index": 4}\n{"type": "event", "event": "rotated"}\n'
-    out.write_bytes(ours)
-    w = ResultWriter(out)
-    w.close()
-    assert w.next_index == 5 and out.read_bytes().startswith(ours)
+    for tail in (b"", b"\n", b"\n\n\r\n", b"\n" * 70000):    # review: empty lines after ours (echo >> file) are not
+        out.write_bytes(ours + tail)                         # another file's: resumed, as before the check
+        w = ResultWriter(out)
+        w.close()
+        assert w.next_index == 5 and out.read_bytes().startswith(ours + tail)
+    for data in (b"\n", b"\n\n"):                            # nothing but empty lines: nobody's results, resumed at 0
+        out.write_bytes(data)
+        w = ResultWriter(out)
+        w.close()
+        assert w.next_index == 0 and out.read_bytes().startswith(data)
