@@ -67,9 +67,19 @@ class ContactSheet:
         normal = sorted(self._normal, key=lambda t: (-t[0], t[1]))
         return [(r, p) for _, _, r, p in flagged] + [(r, p) for _, _, r, p in normal]
 
+    def free_path(self) -> Path:
+        """The sheet's path, or, when a file of that name exists (an earlier run's sheet), the first of
+        ``<stem>-2.png``, ``<stem>-3.png``, ... that does not: a sheet never replaces a file."""
+        path, n = self.path, 1
+        while path.exists():
+            n += 1
+            path = self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
+        return path
+
     def write(self) -> Optional[Path]:
-        """Render and write the PNG (atomically: a temp file renamed). Returns the path, or None
-        when no frame was scored; OSError when it cannot be written (the temp file removed)."""
+        """Render and write the PNG (atomically: a temp file renamed) at ``free_path()``. Returns the
+        path written, or None when no frame was scored; OSError when it cannot be written (the temp
+        file removed)."""
         rows = self.rows()
         if not rows:
             return None
@@ -80,14 +90,15 @@ class ContactSheet:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             Image.fromarray(img).save(tmp, format="PNG", optimize=True)
-            os.replace(tmp, self.path)
+            path = self.free_path()
+            os.replace(tmp, path)
         except BaseException:
             try:
                 os.unlink(tmp)      # a full disk leaves no half-written temp file behind
             except OSError:
                 pass
             raise
-        return self.path
+        return path
 
 
 def _label(rec: dict) -> list:

@@ -204,6 +204,8 @@ MUTANTS = [
     Mutant("batch-cut-recording-exit-0", "edge_ad/batch/driver.py",
            'if t["frame_errors"] or t.get("truncated"):', 'if t["frame_errors"]:',
            ("tests/test_salvage.py", "-k", "cut_recording")),
+    Mutant("sheet-replaces", "runtime/sheet.py", "        while path.exists():", "        while False:",
+           ("tests/test_first_contact.py", "-k", "sheet_written_at_run_end")),
     Mutant("res-last-line-unchecked", "runtime/results.py",
            "if problem is None and previous is not None and not previous.startswith(LINE_START):", "if False:",
            ("tests/test_reliability.py", "-k", "newline_whose_last_line")),

@@ -274,6 +274,15 @@ def test_sheet_written_at_run_end(tmp_path, monkeypatch):
     # row 0 is the 0.9 frame: its error tile is one flat colour (the scripted error map is constant)
     y, x0 = head + 10, 190 + gap + 4 * (64 * scale + gap) + 10
     assert len({tuple(v) for v in img[y:y + 50, x0:x0 + 50].reshape(-1, 3)}) == 1
+    # audit 26 #8: a second run with the same --sheet replaced the first run's sheet; now it takes -2, -3
+    first = png.read_bytes()
+    for n in (2, 3):
+        use_scorer(monkeypatch, ScriptedScorer(scores, threshold=0.5))
+        r = invoke(["--source", "synth://?n=8&anomaly_rate=0.5&seed=2", "--sheet", str(png), "-q"])
+        assert r.exit_code == 0, r.output
+        assert f"contact sheet: {tmp_path / 'sub' / f'sheet-{n}.png'} ({png} exists: never replaced)" in r.output
+        assert (tmp_path / "sub" / f"sheet-{n}.png").is_file()
+    assert png.read_bytes() == first
 
 
 def test_sheet_rejects_non_png(tmp_path, monkeypatch):

@@ -172,7 +172,8 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
 @click.option("--sheet", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="When the run ends, write a contact sheet: flagged frames and the lowest-scoring "
-                   "normal ones as RGB | depth | reconstruction | error rows with score, threshold, truth.")
+                   "normal ones as RGB | depth | reconstruction | error rows with score, threshold, truth "
+                   "(never overwritten: a name in use gets -2, -3, ...).")
 @click.option("--rerun", "rerun_target", metavar="FILE.rrd|spawn|serve",
               help="Log every frame to Rerun (needs rerun-sdk): save FILE.rrd, spawn the viewer, or "
                    "serve the web viewer.")
@@ -321,7 +322,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         except Exception as e:   # a full disk, a directory that is a file, ...
             click.echo(f"warning: contact sheet not written ({sheet}): {type(e).__name__}: {e}", err=True)
         else:
-            click.echo(f"contact sheet: {written}" if written else "contact sheet: no frame to show, none written")
+            click.echo(("contact sheet: no frame to show, none written" if not written else
+                        f"contact sheet: {written}" if written == contact.path else
+                        f"contact sheet: {written} ({sheet} exists: never replaced)"))
     if out:
         click.echo(f"results: {out}")
     status = exit_status(summary)
