@@ -307,13 +307,28 @@ def check_every(every) -> None:
         raise CalibrationError(f"every (use every K-th frame of the source) must be a whole number >= 1, got {every!r}")
 
 
-def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None) -> FramePlan:
+def labelled_normals(frames) -> Optional[list]:
+    """The 0-based positions of the frames a labelled source knows as normal before it is read (a labelled
+    folder's ``normal_positions()``); None for any other source."""
+    known = getattr(frames, "normal_positions", None)
+    return list(known()) if callable(known) else None
+
+
+def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional[int] = None,
+               normals: Optional[Sequence[int]] = None) -> FramePlan:
     """The ``FramePlan`` of ``read_scene`` on a source of ``length`` frames (None: unknown): every K-th frame
     (``every`` = K) until ``max_frames`` are selected, so it reads at most (max_frames - 1) K + 1 frames; with
     ``every`` None, ``max_frames`` positions spread evenly over a source of known length (``spread_positions``),
-    else every frame (the first ``max_frames``)."""
+    else every frame (the first ``max_frames``). ``normals``: the positions of the frames a labelled source
+    labels normal (``labelled_normals``): with ``every`` None the positions are spread over them only (all of
+    them when they are no more than ``max_frames``), as its anomalies are never used."""
     if every is not None:
         check_every(every)
+    if every is None and normals:
+        normals = [int(p) for p in normals]
+        spread = spread_positions(len(normals), max_frames)            # indices into normals
+        chosen = tuple(normals) if spread is None else tuple(normals[i] for i in spread)
+        return FramePlan(None, chosen, chosen[-1] + 1)
     positions = spread_positions(length, max_frames) if every is None else None
     if positions is not None:
         return FramePlan(None, positions, positions[-1] + 1)
@@ -322,9 +337,15 @@ def frame_plan(length: Optional[int], max_frames: Optional[int], every: Optional
     return FramePlan(k, None, min(bounds) if bounds else None)
 
 
-def selection_text(plan: FramePlan, length: Optional[int], max_frames: Optional[int]) -> Optional[str]:
+def selection_text(plan: FramePlan, length: Optional[int], max_frames: Optional[int],
+                   normals: Optional[Sequence[int]] = None) -> Optional[str]:
     """The log line that says which frames ``plan`` uses (None when it uses every frame up to the limit of a
-    source no longer than it, or of unknown length: nothing to say)."""
+    source no longer than it, or of unknown length: nothing to say). ``normals``: as ``frame_plan``."""
+    if plan.positions is not None and plan.every is None and normals:
+        n = len(normals)
+        return (f"using {len(plan.positions)} of the {n} frames the source labels normal ({length} frames in all: "
+                "its anomalies are never used)" + (f", spread evenly over them (one every {n / len(plan.positions):.3g})"
+                                                  if len(plan.positions) < n else ""))
     if plan.positions is not None:
         return (f"using {len(plan.positions)} of {length} frames, spread evenly over the source (one every "
                 f"{length / len(plan.positions):.3g}; --every 1: its first {max_frames})")
@@ -866,7 +887,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out(model_dir, out_dir)
     length = source_length(frames, count=every is None)      # --every K: no counting pass (only the spread needs it)
-    plan = frame_plan(length, max_frames, every)
+    normals = labelled_normals(frames) if every is None else None    # a labelled folder: spread over its normals
+    plan = frame_plan(length, max_frames, every, normals)
     if sign_key is not None:
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
@@ -888,7 +910,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if not 0 <= max_shift <= MAX_SCENE_SHIFT:
             raise CalibrationError(f"the camera-shift search radius must be in [0, {MAX_SCENE_SHIFT}] px, got {max_shift}")
         spec = scorer.preprocess_spec
-        for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames)):
+        for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames, normals)):
             if log is not None and said:
                 log(said)
         res = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)

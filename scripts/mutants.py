@@ -478,9 +478,12 @@ MUTANTS = [
     Mutant("count-bag-failure-not-remembered", "runtime/sources/rosbag.py",  # review 25 #2
            "if self._count is None and self.count_error is None:", "if self._count is None:",
            ("tests/test_source_count.py", "-k", "cannot_be_counted")),
+    Mutant("calibrate-labelled-spread-over-all", "runtime/calibrate.py",        # audit 26 #9
+           "normals = labelled_normals(frames) if every is None else None", "normals = None",
+           ("tests/test_calibrate_labelled.py",)),
     Mutant("calibrate-uncounted-silent", "runtime/calibrate.py",
-           "for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames)):",
-           "for said in (selection_text(plan, length, max_frames),):",
+           "for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames, normals)):",
+           "for said in (selection_text(plan, length, max_frames, normals),):",
            ("tests/test_source_count.py", "-k", "cannot_be_counted")),
     Mutant("calibrate-every-counts-anyway", "runtime/calibrate.py",         # review 25 #4
            "length = source_length(frames, count=every is None)", "length = source_length(frames, count=True)",

@@ -70,7 +70,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
     directory OUT. Sensor faults (as edge-ad run reports them, a stuck camera's repeats included) and
     frames the source labels anomalous are not used."""
-    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model, frame_plan, how_selected, source_length
+    from edge_ad.runtime.calibrate import (CalibrationError, calibrate_model, frame_plan, how_selected,
+                                          labelled_normals, source_length)
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import Source, SourceError, open_source
@@ -119,7 +120,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
             n = source_length(src, count=every is None)
             if counts and n is not None:
                 click.echo(f"  {n} frames, counted in {_duration(time.monotonic() - t0)}", err=True)
-            length = None if n is None else frame_plan(n, max_frames, every).to_read    # the frames it reads
+            normals = labelled_normals(src) if every is None else None          # a labelled folder's normals
+            length = None if n is None else frame_plan(n, max_frames, every, normals).to_read   # the frames it reads
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
                                   min_frames=min_frames,
                                   source=source_uri, progress=progress, threads=threads,

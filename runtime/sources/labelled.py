@@ -114,6 +114,19 @@ class LabelledFolderSource(Source):
     def __len__(self) -> int:
         return sum(len(src) for _, src in self.parts)
 
+    def normal_positions(self) -> list:
+        """The 0-based positions, in ``__iter__``'s order, of the frames labelled normal (the ``normal``
+        class's), known before any image is read: edge-ad calibrate spreads its frames over them."""
+        left = [len(src) for _, src in self.parts]
+        out, pos = [], 0
+        while any(left):
+            for k, (cls, _) in enumerate(self.parts):     # one frame of each class that has some left, in turn
+                if left[k]:
+                    if cls == self.normal:
+                        out.append(pos)
+                    pos, left[k] = pos + 1, left[k] - 1
+        return out
+
     def __iter__(self) -> Iterator[Frame]:
         """One frame of each class in turn (``parts`` order), until every class has run out."""
         many = len(self.parts) > 1
