@@ -25,7 +25,8 @@ two models are never mixed in one file) or is not a results file (the file is le
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
 32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair the node
 takes gives exactly one ~/score message; pairs that arrive while a frame is being scored are dropped
-for the newest one (newest-frame policy: counted as ``skipped`` in the results summary), so a model
+for the newest one (newest-frame policy: counted as ``skipped`` in the results summary, or, when replaced
+before the loop took them, as ``replaced_before_decode`` in its ``source_stats``), so a model
 slower than the camera publishes one message per scoring, not one per pair. A frame that was not scored (a sensor fault such as black_rgb or
 no_depth, or an unreadable frame) publishes ~/score NaN (no score: never a made-up number, and no
 gap that a plot or a monitor would bridge with the previous frame's score), ~/anomaly True and
