@@ -77,6 +77,8 @@ def test_mcap_cut_inside_a_chunk(tmp_path, frames, frac):
     assert_prefix(got, frames, int(len(frames) * frac) - 3)
     ev = src.events[-1]
     assert ev["event"] == "recording_truncated" and "cut inside a record" in ev["reason"]
+    # review 26 #7 nit: the reason says of what ("at byte 43" alone did not)
+    assert f"of {ev['file_bytes']} (a chunk of messages: the writer stopped while writing it" in ev["reason"], ev
     assert ev["messages"] >= 2 * len(got) and ev["last_message_ns"] > 0
     # intact_bytes: the file's first bytes that hold every message read, and no fewer (audit 17 #7: it
     # said 43, the header, for 36 messages read from a chunk cut short)

@@ -236,7 +236,9 @@ class McapSalvage:
                     last_t = got[2]
                     yield got
             if not whole:
-                reason = f"cut inside a record at byte {off} (footer missing)"
+                what = {OP_CHUNK: "a chunk of messages", OP_MESSAGE: "a message"}.get(op, f"a record of type 0x{op:02x}")
+                reason = (f"cut inside a record at byte {off} of {len(buf)} ({what}: the writer stopped while "
+                          "writing it; footer missing)")
                 if op == OP_CHUNK and inner:   # messages read from the cut chunk: the bytes they came from
                     # uncompressed: up to the end of its last whole record; compressed: its stream was
                     # decoded up to the cut (which compressed byte ends the last record is not known)
