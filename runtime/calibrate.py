@@ -20,7 +20,9 @@ then not counted).
                 (preprocess colour_gain, same for R, G, B), so a scene-wide light change is undone first.
   camera shift  the (dy, dx), up to ``max_shift`` (3; off by default for models with search steps, k > 0:
                 ``default_max_shift``) model pixels, under which the model as exported fits
-                the scene's frames best (lowest mean log score: ``scene_camera_shift``), stored as preprocess
+                the scene's frames best (lowest mean log score: ``scene_camera_shift``; its latent factor measured
+                against the bank without its shifted copies, ``shift_search_memory``: copies made so that the
+                score tolerates a moved camera would let a shift pay for itself), stored as preprocess
                 scene_shift so every later frame is moved back the same way (measured on kinect-rgbd:
                 a (2, -2) or (-1, 3) camera shift of 50 rectangle frames is found exactly by the rectangle
                 model without a shift-min (the ninth pass), unshifted frames keep (0, 0)); taken only when the frames can tell (``choose_camera_shift``: it lowers
@@ -111,7 +113,7 @@ import numpy as np
 
 from .binomial import accepted_count, binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
 from .latent_bank import bank_inputs_uint8, unaligned_uint8
-from .latent_memory import latent_memory
+from .latent_memory import LatentMemory, latent_memory, unshifted_rows
 from .manifest import MANIFEST, load_manifest, sha256_file
 from .model_arrays import load_npy
 from .pixel_memory import PixelMemory, check_pixel_memory_size, in_model_light
@@ -531,17 +533,40 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     with R = 1, whose window the search can move; the shipped rectangle, powers 2 since the tenth pass, R = 1:
     unmoved 0 (30 val frames) and 0.022 (24 others), moved by (2, -2) 0.54 and 1.14) and (0, 0) is not as
     good frame by frame. A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
+    The latent factor is measured against the bank without its shifted copies (``shift_search_memory``).
     Returns ((dy, dx), record): record {"radius", "mean_log_score_unshifted", "mean_log_score_best"} (None
     scores when nothing was searched) and, after a search, ``choose_camera_shift``'s fields ("identified",
-    "best_fit", "as_good", "said", ...). ``progress(done, total, stage)``: with a pixel memory first stage
+    "best_fit", "as_good", "said", ...) and "latent_memory" (the bank rows searched: ``shift_search_memory``).
+    ``progress(done, total, stage)``: with a pixel memory first stage
     "pixel tables" (each frame's pixel distances at every offset, ``Scorer.shifted_pixel_distances``),
     done = 0 before the first frame and after each of the total frames; then stage "shifts", done = 0
     before the first candidate shift and after each of the total candidates."""
     if spec.align == "centroid" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
-    best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress),
+    memory, memory_record = shift_search_memory(scorer)
+    best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress, memory),
                                        shift_score_power(scorer.config))
-    return best, {"radius": radius, **record}
+    return best, {"radius": radius, **record, "latent_memory": memory_record}
+
+
+def shift_search_memory(scorer) -> tuple:
+    """(memory, record): the latent memory the camera-shift search measures d_lat against, the model's bank
+    without its shifted copies (``latent_memory.unshifted_rows``: the frames and their copies under texts
+    without a shift, each row weighed as the model weighs it, ``LatentMemory.subset``), and what it used.
+    The shifted copies are there so that the score tolerates a moved camera, which is what the search must
+    not tolerate: with them, a shift can pay for itself by reaching a copy that also fits the scene's light
+    (measured: rectangle candidate A2's brightness:1.15+shift copies, the only copies at that light level,
+    drew unmoved frames brightened by the scene's colour gain 1.12-1.17 to shifts of 1-2 px, 7.6-17.5x).
+    memory None (score with the model's own): no latent factor, or no shifted copies to leave out. record:
+    {"rows", "of", "left_out" [the texts whose copies were left out]}; None without a latent factor."""
+    base = scorer.latent_memory
+    if base is None:
+        return None, None
+    augment = list((scorer.manifest.get("latent_bank") or {}).get("augment") or [])
+    keep = unshifted_rows(base.shape[0], augment)                                      # (N,) bool
+    left_out = [t for t, k in zip(augment, keep[1:1 + len(augment)]) if not k]
+    record = {"rows": int(keep.sum()), "of": int(base.shape[0]), "left_out": left_out}
+    return (base.subset(keep) if left_out else None), record
 
 
 def shift_score_power(cfg) -> float:
@@ -629,9 +654,11 @@ def choose_camera_shift(logs: dict, power: float = 1.0) -> tuple:
                     "as_good": [list(best)] + others, "identified": identified, "said": said}
 
 
-def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None) -> dict:
+def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Callable] = None,
+                      memory: Optional[LatentMemory] = None) -> dict:
     """{(dy, dx): (n,) the log score (seed 0) of each of the scene's n frames u8 moved by (dy, dx)} for every
-    candidate of shift_offsets(radius), (0, 0) first: what ``scene_camera_shift`` chooses from (its ``progress``)."""
+    candidate of shift_offsets(radius), (0, 0) first: what ``scene_camera_shift`` chooses from (its ``progress``).
+    ``memory``: the latent memory d_lat is measured against (``shift_search_memory``; None: the model's)."""
     offsets, fits = shift_offsets(radius), {}
     cfg = scorer.config
     tables = None
@@ -656,8 +683,8 @@ def camera_shift_fits(scorer, u8: list, spec, radius: int, progress: Optional[Ca
 
     def logs(dy, dx) -> np.ndarray:
         X = [normalize_uint8(aligned_uint8(move_uint8(a, dy, dx), spec), spec) for a in u8]      # (4, R, R) each
-        return np.array([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx)).score,
-                                    1e-30)) for i, x in enumerate(X)])                         # (n,)
+        return np.array([np.log(max(scorer.score_input(x, seed=0, pixel_distance=pixel_at(i, dy, dx),
+                                                       memory=memory).score, 1e-30)) for i, x in enumerate(X)])   # (n,)
     if progress is not None:
         progress(0, len(offsets), "shifts")                                           # the search starts
     for k, off in enumerate(offsets):                                                 # (0, 0) first

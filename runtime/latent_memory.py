@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
+from .nuisance import largest_shift, parse_nuisance
+
 if TYPE_CHECKING:
     from .config import SearchConfig
 
@@ -41,6 +43,19 @@ def original_rows(n_rows: int, rows_per_frame: int) -> np.ndarray:
                          f"(the frame and {rows_per_frame - 1} augmented copies): {n_rows} is not a positive "
                          f"multiple of {rows_per_frame}")
     return np.arange(n_rows) % rows_per_frame == 0
+
+
+def unshifted_rows(n_rows: int, augment: Sequence[str]) -> np.ndarray:
+    """Which rows of a latent bank (n_rows, z_dim) built with the augmentation texts ``augment`` (frame-major,
+    ``original_rows``) show the frame where the camera saw it: bool (n_rows,), True for the frame itself and
+    its copies under texts that move no content (runtime.nuisance.largest_shift (0, 0): mirror, light,
+    colour, zoom, roll, blur), False for the copies under a text with a shift ("shift:2,0",
+    "brightness:1.15+shift:2,-2"). Raises ValueError for a text that is not a nuisance or a bank of another
+    layout."""
+    original = original_rows(n_rows, rows_per_frame_of(augment))        # (n_rows,): checks the layout
+    # per frame: the frame itself, then the copy under each text (row 1 + j: augment[j])
+    kept = np.array([True] + [largest_shift(parse_nuisance(text)) == (0, 0) for text in augment])   # (A,)
+    return np.tile(kept, len(original) // len(kept))
 
 
 # A latent bank's layout, as the callers know it: its rows per normal frame (1 + len(augment)), or the
@@ -103,6 +118,22 @@ class LatentMemory:
                 raise ValueError(f"original must be a bool mask ({bank.shape[0]},) over the bank's rows, got "
                                  f"{original.dtype} {original.shape}")
             self._weights = np.where(original, 1.0, float(augment_weight))
+
+    def subset(self, keep: np.ndarray) -> "LatentMemory":
+        """This memory over its rows ``keep`` only (bool (N,), at least one True): the same metric, each kept
+        row as prepared here and with its factor here (1 original, augment_weight augmented), so ``distance``
+        is the nearest of those rows exactly as this memory measures it (edge-ad calibrate's camera-shift
+        search: the bank without its shifted copies, ``unshifted_rows``)."""
+        keep = np.asarray(keep)
+        if keep.dtype != bool or keep.shape != self.shape[:1]:
+            raise ValueError(f"keep must be a bool mask ({self.shape[0]},) over the bank's rows, got {keep.dtype} {keep.shape}")
+        if not keep.any():
+            raise ValueError("keep selects none of the bank's rows: a latent memory needs at least one")
+        out = object.__new__(LatentMemory)
+        out.metric, out.shape = self.metric, (int(keep.sum()),) + tuple(self.shape[1:])
+        out._bank, out._bank_sq = self._bank[keep], self._bank_sq[keep]              # (K, z_dim), (K,)
+        out._weights = None if self._weights is None else self._weights[keep]        # (K,) or None
+        return out
 
     def distance(self, e: np.ndarray) -> float:
         """Distance of an encoder latent e (z_dim,) to the nearest bank row, in float64:

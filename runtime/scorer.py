@@ -416,6 +416,12 @@ class Scorer:
         k = self.manifest["threshold"].get("frames_above")
         return k if is_count(k) else None
 
+    @property
+    def latent_memory(self) -> Optional[LatentMemory]:
+        """The latent memory d_lat is measured against (latent_bank.npy, prepared at load); None when the
+        configuration has no latent factor."""
+        return self._memory
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:
@@ -449,13 +455,20 @@ class Scorer:
         return z0
 
     def score_input(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
-                    keep_reconstructions: bool = False, pixel_distance: Optional[float] = None) -> ScoreResult:
+                    keep_reconstructions: bool = False, pixel_distance: Optional[float] = None,
+                    memory: Optional[LatentMemory] = None) -> ScoreResult:
         """Score an already preprocessed input x (C, H, W) in [-1, 1] (with score_shift_radius > 0: the
         minimum over its shifted copies, module docstring). ``pixel_distance``: the frame's pixel distance
         when the caller already has it (``edge-ad calibrate``'s camera-shift search: ``shifted_pixel_distances``);
-        None: measured here (``pixel_distance``). ValueError when given to a model without the pixel factor."""
+        None: measured here (``pixel_distance``). ValueError when given to a model without the pixel factor.
+        ``memory``: the latent memory d_lat is measured against instead of the model's (``edge-ad calibrate``'s
+        camera-shift search: the bank without its shifted copies, ``LatentMemory.subset``); None: the model's.
+        ValueError when given to a model without the latent factor."""
         t0 = time.perf_counter()
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        if memory is not None and self._memory is None:
+            raise ValueError(f"a latent memory was given, but the scoring configuration {self.config.name!r} "
+                             "has no latent factor (score_latent_power 0)")
         if pixel_distance is not None:
             if self._pixels is None:
                 raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
@@ -464,10 +477,10 @@ class Scorer:
             if not np.isfinite(pixel_distance) or pixel_distance < 0:
                 raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
         if self.config.score_shift_radius == 0:
-            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance)
+            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance, memory)
         pixel_dist, pixel_s = ((pixel_distance, None) if pixel_distance is not None
                                else self._timed_pixel_distance(x))
-        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist)
+        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist, memory)
         r = shift_min(rs, offsets)
         r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
                         if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets),
@@ -484,9 +497,11 @@ class Scorer:
         return self._score_shifted(x, z0, seed, keep_reconstructions, self.pixel_distance(x))
 
     def _score_shifted(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
-                       pixel_dist: Optional[float]) -> tuple:
+                       pixel_dist: Optional[float], memory: Optional[LatentMemory] = None) -> tuple:
         """``score_shifted`` with the frame's pixel distance ``pixel_dist`` (``pixel_distance(x)``, None
-        without the pixel factor) given: the same factor for every copy."""
+        without the pixel factor) given: the same factor for every copy; ``memory``: the latent memory
+        d_lat is measured against (None: the model's)."""
+        memory = self._memory if memory is None else memory
         if seed is None and z0 is None:   # one random seed for the frame: its copies share their z0 noise
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
@@ -496,13 +511,13 @@ class Scorer:
             self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
-                                  graphs=self._batch.get(), memory=self._memory,
+                                  graphs=self._batch.get(), memory=memory,
                                   pixel_distances=None if pixel_dist is None else [pixel_dist] * len(copies))
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
             else:
-                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist)
+                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist, memory)
                       for c in copies]
         return offsets, rs
 
@@ -544,19 +559,22 @@ class Scorer:
         return d, time.perf_counter() - t
 
     def _score_copy(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
-                    t0: float, pixel_dist: Optional[float] = None) -> ScoreResult:
+                    t0: float, pixel_dist: Optional[float] = None,
+                    memory: Optional[LatentMemory] = None) -> ScoreResult:
         """Score x (C, H, W), already checked, as it is (no shift-min); timings from t0; ``pixel_dist``:
         the pixel distance of the frame x is a copy of (``pixel_distance``; None: x is the frame itself,
-        measured here and timed as ``pixel_s``, which ``encoder_s`` does not include; both are part of search_s)."""
+        measured here and timed as ``pixel_s``, which ``encoder_s`` does not include; both are part of search_s);
+        ``memory``: the latent memory d_lat is measured against (None: the model's)."""
+        memory = self._memory if memory is None else memory
         pixel_s = None
         if pixel_dist is None:
             pixel_dist, pixel_s = self._timed_pixel_distance(x)
         with self._lock:   # the encoder and the search run on the scorer's preallocated buffers
             self._check_open()
             # E(x) once: it gives z0 (z_init == "encoder") and the latent-memory distance
-            e = self.encode(x) if self._encoder is not None and (z0 is None or self._memory is not None) else None
+            e = self.encode(x) if self._encoder is not None and (z0 is None or memory is not None) else None
             z0 = np.array(self.initial_latents(z0, seed, x=x, e=e))    # a copy: never the caller's array
-            dist = self._memory.distance(e) if self._memory is not None else None
+            dist = memory.distance(e) if memory is not None else None
             te = time.perf_counter()
             out = self._search.run(x, z0)
             timings = {"steps_s": out["steps_s"], "final_s": out["final_s"]}

@@ -71,6 +71,10 @@ def test_calibrate_command_torch_free(tmp_path, kinect_export):
     c = man["calibration"]
     assert c["source"] == str(scene) and c["frames_used"] == 24 and c["target_fpr"] == 0.1 and c["date"]
     A = 1 + len(orig["latent_bank"].get("augment") or [])
+    # the search measured the frames against the bank's frames and their unshifted copies only
+    shifted = [t for t in orig["latent_bank"]["augment"] if "shift" in t]
+    assert c["scene_shift"]["latent_memory"] == {"rows": orig["latent_bank"]["shape"][0] // A * (A - len(shifted)),
+                                                 "of": orig["latent_bank"]["shape"][0], "left_out": shifted}
     bank = np.load(out / "latent_bank.npy")
     assert bank.shape[0] == orig["latent_bank"]["shape"][0] + 24 * A and man["latent_bank"]["shape"] == list(bank.shape)
     assert np.array_equal(bank[:orig["latent_bank"]["shape"][0]], np.load(kinect_export / "latent_bank.npy"))
@@ -736,3 +740,119 @@ def test_calibrate_says_which_camera_shift_the_new_model_undoes():
                                  "(dy, dx) (-1, 2) model px (the model's (1, 0) plus this scene's (-2, 2))")
     assert shift_line({**found, "scene_shift": [-2, 2], "model_scene_shift": [0, 0]}).endswith("total (dy, dx) (-2, 2) model px")
     assert "not searched" in shift_line({"radius": 3, "mean_log_score_unshifted": None})
+
+
+# --- the camera-shift search measures the scene against the bank without its shifted copies (session 26) ----------
+
+def test_unshifted_rows_and_a_memory_subset_keep_each_rows_weight():
+    """latent_memory.unshifted_rows marks, frame by frame, the frame and its copies under texts that move no
+    content (a composed text with a shift is a shifted copy; a random-direction shift too); LatentMemory.subset
+    measures the nearest kept row exactly as the whole memory weighs it (a trusted copy 1, an untrusted one w)."""
+    from edge_ad.runtime.latent_memory import LatentMemory, trusted_original_rows, unshifted_rows
+    augment = ["mirror", "shift:2,0", "brightness:1.15+shift:2,-2", "mirror+brightness:1.2", "shift:3", "scale:1.05"]
+    keep = unshifted_rows(14, augment)                                       # 2 frames x 7 rows
+    assert keep.tolist() == [True, True, False, False, True, False, True] * 2
+    with pytest.raises(ValueError, match="not a positive multiple of 7"):
+        unshifted_rows(15, augment)
+    with pytest.raises(ValueError, match="cannot read nuisance"):
+        unshifted_rows(4, ["mirror", "shift:2,0", "tilt:3"])
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((14, 5))
+    original = trusted_original_rows(14, augment, ["mirror+brightness:1.2"])
+    whole = LatentMemory(bank, "l2", original, augment_weight=2.0)
+    part = whole.subset(keep)
+    assert part.shape == (8, 5)
+    E = np.concatenate([bank[~keep] + 1e-3, bank[keep][:3] * 1.01, rng.standard_normal((4, 5))])   # (13, 5)
+    w = np.where(original, 1.0, 2.0)[keep]
+    by_hand = [float(min(w * ((bank[keep] - e) ** 2).mean(1))) for e in E]
+    np.testing.assert_allclose([part.distance(e) for e in E], by_hand, rtol=1e-12)
+    np.testing.assert_array_equal(part.distances(E), [part.distance(e) for e in E])
+    assert all(part.distance(e) >= whole.distance(e) for e in E)           # fewer rows: never nearer
+    with pytest.raises(ValueError, match="selects none"):
+        whole.subset(np.zeros(14, bool))
+    with pytest.raises(ValueError, match=r"bool mask \(14,\)"):
+        whole.subset(keep[:7])
+
+
+class _BankScorer:
+    """A scorer whose score is its latent factor alone: E(x) = the preprocessed frame x flattened, l2 metric,
+    score = max(d, floor) ** 2 (score_latent_power 2, as the shipped rectangle's), no pixel factor, no shift-min."""
+
+    def __init__(self, memory, augment):
+        self.latent_memory, self.manifest = memory, {"latent_bank": {"augment": list(augment)}}
+        self.config = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=2.0,
+                                   latent_metric="l2")
+
+    def score_input(self, x, seed=None, pixel_distance=None, memory=None):
+        from types import SimpleNamespace
+        d = (self.latent_memory if memory is None else memory).distance(np.asarray(x).reshape(-1))
+        return SimpleNamespace(score=max(d, self.config.latent_floor) ** 2)
+
+
+def _blob_frames(n: int, R: int = 16):
+    """n (R, R, 4) uint8 frames: a 4 x 4 coloured block with depth at a random place away from the borders."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(n):
+        a = np.zeros((R, R, 4), np.uint8)
+        y, x = rng.integers(4, R - 8, 2)
+        a[y:y + 4, x:x + 4, :3] = rng.integers(60, 180, 3)
+        a[y:y + 4, x:x + 4, 3] = rng.integers(80, 200)
+        out.append(a)
+    return out
+
+
+def test_a_banks_shifted_copies_do_not_make_an_unmoved_scene_prefer_a_shift():
+    """The bank's only copies at the scene's light level are shifted ("brightness:1.15+shift:1,0", as rectangle
+    candidate A2's brightness:1.15 x 2-px grid): scored against the whole bank, the unmoved, brightened scene fits
+    best moved by (1, 0), the copies' shift (the search this replaced took it); calibrate's search scores the bank
+    without its shifted copies (``shift_search_memory``), so the scene keeps (0, 0), a real camera move is still
+    found, and the record names the rows it used."""
+    from edge_ad.runtime.calibrate import camera_shift_fits, choose_camera_shift, scene_camera_shift
+    from edge_ad.runtime.latent_bank import bank_inputs_uint8
+    from edge_ad.runtime.latent_memory import LatentMemory, original_rows
+    from edge_ad.runtime.nuisance import parse_nuisance
+    from edge_ad.runtime.preprocess import PreprocessSpec, move_uint8
+    spec = PreprocessSpec(resolution=16)
+    augment = ["brightness:1.2", "brightness:1.15+shift:1,0"]
+    frames = _blob_frames(12)
+    bank = np.concatenate([bank_inputs_uint8(a, spec, augment).reshape(3, -1) for a in frames])    # (36, 1024)
+    memory = LatentMemory(bank, "l2", original_rows(len(bank), 3), augment_weight=1.0)
+    scorer = _BankScorer(memory, augment)
+    light = parse_nuisance("brightness:1.15")
+    scene = [np.concatenate([light(a[..., :3], a[..., 3])[0], a[..., 3:]], axis=2) for a in frames]   # brightened
+    full, _ = choose_camera_shift(camera_shift_fits(scorer, scene, spec, 2), 2.0)
+    assert full == (1, 0)                                  # the whole bank: the shifted copies pull the search
+    shift, c = scene_camera_shift(scorer, scene, spec, 2)
+    assert shift == (0, 0) and c["best_fit"] == [0, 0] and not c["identified"]
+    assert c["latent_memory"] == {"rows": 24, "of": 36, "left_out": ["brightness:1.15+shift:1,0"]}
+    moved = [move_uint8(a, -1, 2) for a in scene]          # the camera moved: the content by (-1, 2)
+    shift, c = scene_camera_shift(scorer, moved, spec, 2)
+    assert shift == (1, -2) and c["identified"] and c["as_good"] == [[1, -2]]
+    plain = _BankScorer(LatentMemory(bank[::3], "l2"), [])     # no shifted copies: the model's own memory
+    assert scene_camera_shift(plain, scene, spec, 1)[1]["latent_memory"] == {"rows": 12, "of": 12, "left_out": []}
+
+
+@pytest.mark.parametrize("model", ["kinect_export_r0", "kinect_export"])
+def test_score_input_measures_the_latent_factor_against_the_memory_given(model, request, val_frame):
+    """Scorer.score_input(memory=M) scores as the model does with its latent bank replaced by M (calibrate's
+    camera-shift search: the bank without its shifted copies): the whole memory as a subset changes nothing; the
+    original rows only give the copy's distance to those rows, the rest of the score as it was (R = 0), and the
+    shift-min (R = 1, batch graphs) takes the minimum with that memory, never below the whole bank's."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.latent_memory import original_rows
+    from edge_ad.runtime.scorer import frame_input
+    from edge_ad.runtime.score_scale import latent_factor
+    with Scorer.load(request.getfixturevalue(model), threads=1) as s:
+        x = frame_input(val_frame("rectangle", 3)["rgb"], val_frame("rectangle", 3)["depth"], s.preprocess_spec)
+        N, A = s.latent_memory.shape[0], 1 + len(s.manifest["latent_bank"]["augment"])
+        whole = s.score_input(x, seed=0)
+        assert s.score_input(x, seed=0, memory=s.latent_memory.subset(np.ones(N, bool))).score == whole.score
+        originals = s.latent_memory.subset(original_rows(N, A))
+        r = s.score_input(x, seed=0, memory=originals)
+        assert r.score >= whole.score and r.latent_distance >= whole.latent_distance
+        if s.config.score_shift_radius == 0:
+            assert r.latent_distance == pytest.approx(originals.distance(s.encode(x)), rel=1e-12)
+            assert r.score == pytest.approx(whole.score * latent_factor(r.latent_distance, s.config)
+                                            / latent_factor(whole.latent_distance, s.config), rel=1e-9)
+            assert r.latent_distance > whole.latent_distance          # this frame's nearest row is a copy
