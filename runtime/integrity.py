@@ -9,7 +9,8 @@ reads a model:
     every folder between it and the model directory must be a plain file / folder (``lstat``), and
     files are opened with O_NOFOLLOW. Only the model directory's own path may be a link (e.g.
     models/current -> models/v3): it is the directory the user named;
-  * names are plain relative paths ("a.onnx", "sub/b.bin"): no absolute path, no "." or "..".
+  * names are plain relative paths ("a.onnx", "sub/b.bin"): no absolute path, no "." or "..";
+  * each graph declares the inputs its manifest entry lists, with their fixed sizes (``check_graph_inputs``).
 The checks run before anything is parsed; a file swapped between the check and onnxruntime's own
 read is outside this threat model (a signed manifest, runtime/signing.py, covers files at rest).
 TensorRT engines (runtime/backends/engine_cache.py) are built locally from the verified graphs and carry their
@@ -97,12 +98,46 @@ def verify_files(model_dir: os.PathLike, man: dict) -> None:
                                 f"(sha256 {actual[:16]}..., manifest says {digest[:16]}...)")
         if name not in graphs:
             continue
+        check_graph_inputs(model_dir, man, name, data)
         graph = check_name(name)
         for loc in onnx_external_data(data, f"{model_dir}: {name}"):
             ext = (graph.parent / check_name(loc)).as_posix()
             if ext not in files:
                 raise ManifestError(f"{model_dir}: {name} reads external data from {loc}, which has no "
                                     "sha256 entry in the manifest (re-export, or add it to 'files')")
+
+
+def _declared_inputs(entry: dict) -> list:
+    """[(name, shape)] of a manifest graph entry's "inputs" (a list of {"name", "shape", ...} for the search
+    graphs, {name: shape} for the batch graphs); entries in neither form are left out."""
+    ins = entry.get("inputs")
+    if isinstance(ins, dict):
+        pairs = list(ins.items())
+    elif isinstance(ins, list):
+        pairs = [(d.get("name"), d.get("shape")) for d in ins if isinstance(d, dict)]
+    else:
+        return []
+    return [(n, s) for n, s in pairs if isinstance(n, str) and isinstance(s, list)]
+
+
+def check_graph_inputs(model_dir: os.PathLike, man: dict, name: str, data: bytes) -> None:
+    """ManifestError when the graph file ``name`` (bytes ``data``) lacks an input its manifest entries declare
+    or declares it with another rank or fixed size (a graph of another export, re-hashed into this one):
+    onnxruntime would load it and fail at the first frame with its own line. Dimensions that are free on
+    either side (a name such as "batch", 0, a symbolic one) are not compared."""
+    found = None
+    for gname, entry in man["graphs"].items():
+        declared = _declared_inputs(entry) if entry.get("file") == name else []
+        if declared and found is None:
+            found = onnx_inputs(data, f"{model_dir}: {name}")
+        for iname, shape in declared:
+            got = found.get(iname, "missing")
+            fixed = [(g, d) for g, d in zip(got, shape) if isinstance(g, int) and g > 0
+                     and isinstance(d, int) and not isinstance(d, bool) and d > 0] if got != "missing" else []
+            if got == "missing" or len(got) != len(shape) or any(g != d for g, d in fixed):
+                shown = "no such input" if got == "missing" else f"shape {[g if g is not None else '?' for g in got]}"
+                raise ManifestError(f"{model_dir}: {name} does not match the manifest's graphs[{gname!r}]: input "
+                                    f"{iname!r} has {shown}, the manifest says {shape} (a graph of another export?)")
 
 
 # -- ONNX external data ----------------------------------------------------------------------------
@@ -198,3 +233,29 @@ def onnx_external_data(data: bytes, name: str = "graph") -> list:
     if not has_graph:
         raise ManifestError(f"{name} is not a valid ONNX model (no graph)")
     return found
+
+
+def onnx_inputs(data: bytes, name: str = "graph") -> dict:
+    """{input name: shape} of an ONNX model's graph (GraphProto.input), read from the wire format as
+    ``onnx_external_data`` is: each dimension its dim_value, or None when it is symbolic or unknown.
+    ManifestError when ``data`` is not protobuf."""
+    buf = memoryview(data)
+
+    def spans(start: int, end: int, field: int) -> list:        # the length-delimited fields numbered ``field``
+        return [v for f, w, v in _fields(buf, start, end) if f == field and w == 2]
+    out: dict = {}
+    try:
+        for g in spans(0, len(buf), 7):                            # ModelProto.graph
+            for vi in spans(*g, 11):                               # GraphProto.input: ValueInfoProto
+                names = spans(*vi, 1)
+                dims: list = []
+                for tt in (t for ty in spans(*vi, 2) for t in spans(*ty, 1)):   # TypeProto.tensor_type
+                    for shape in spans(*tt, 2):                    # TensorShapeProto
+                        for dim in spans(*shape, 1):               # Dimension: dim_value (1) or dim_param (2)
+                            values = [v for f, w, v in _fields(buf, *dim) if f == 1 and w == 0]
+                            dims.append(values[-1] if values and values[-1] < 1 << 62 else None)
+                if names:
+                    out[bytes(buf[names[-1][0]:names[-1][1]]).decode("utf-8", "replace")] = dims
+    except _WireError as e:
+        raise ManifestError(f"{name} is not a valid ONNX model (corrupt or truncated protobuf: {e})") from None
+    return out

@@ -212,6 +212,10 @@ MUTANTS = [
     Mutant("res-empty-line-refused", "runtime/results.py", "previous = last_text_line_start(self.path, size - n)",
            "previous = last_line_start(self.path, size - n)",
            ("tests/test_reliability.py", "-k", "newline_whose_last_line")),
+    Mutant("graph-inputs-rank-only", "runtime/integrity.py",        # review 26 #1
+           'if got == "missing" or len(got) != len(shape) or any(g != d for g, d in fixed):',
+           'if got == "missing" or len(got) != len(shape):',
+           ("tests/test_model_integrity.py", "-k", "another_export")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

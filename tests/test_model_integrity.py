@@ -99,8 +99,30 @@ def test_garbage_graph_with_valid_hash_refused(model, tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(helper.make_model(g), str(d / "step.onnx"))
     copy_model(model, d, rehash=["step.onnx"])
+    refused(d, r"step.onnx does not match the manifest's graphs\['step'\]: input 'x' has shape \[1\]", variant="step")
+    copy_model(model, d, edit=lambda m: m["graphs"]["step"].pop("inputs"))   # no inputs declared: onnxruntime's turn
     msg = refused(d, r"onnxruntime cannot load this model's graphs", variant="step")
     assert "step.onnx" in msg
+
+
+def test_a_graph_of_another_export_is_refused_naming_its_input(model, export_tiny, tmp_path):
+    """Review 26 #1: final.onnx of another export (another n_seed), re-hashed into this one, loaded and failed
+    at the first frame with onnxruntime's "Got invalid dimensions for input: z"; its inputs are now compared with
+    the manifest's entry at load (a free batch dimension is not compared: the exports' own graphs all load)."""
+    from edge_ad.runtime.integrity import onnx_inputs
+    other = export_tiny(1, 1)
+    d = copy_model(model, tmp_path / "mixed")
+    shutil.copy(other / "final.onnx", d / "final.onnx")
+    copy_model(model, d, rehash=["final.onnx"])
+    msg = refused(d, r"final\.onnx does not match the manifest's graphs\['final'\]: input 'z' has shape \[1, ")
+    assert "the manifest says [2, " in msg and "another export" in msg
+    man = json.loads((model / "manifest.json").read_text())
+    for g in man["graphs"].values():                 # every declared input, as the export recorded it
+        got = onnx_inputs((model / g["file"]).read_bytes())
+        for vi in g.get("inputs") or []:
+            if isinstance(vi, dict):
+                assert [x or 0 for x in got[vi["name"]]] == vi["shape"], (g["file"], vi["name"])
+    Scorer.load(model).close()
 
 
 def test_truncated_weights_refused(model, tmp_path):
