@@ -131,15 +131,22 @@ class TruthTally:
         return out
 
 
+def percent(share: float) -> str:
+    """A share as the console's percentage, to one decimal without a trailing .0: 0.965 -> '96.5%' (not the
+    '96%' a whole-number format rounds it to), 0.07 -> '7%'."""
+    text = f"{100 * share:.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
 def truth_text(t: Optional[dict]) -> str:
-    """One line for the console: 'truth: 80 frames (17 anomalous): AUROC 0.98, recall 94%, false alarms 3%'."""
+    """One line for the console: 'truth: 80 frames (17 anomalous): AUROC 0.98, recall 94.1%, false alarms 3%'."""
     if not t:
         return ""
     parts = [f"AUROC {t['auroc']:.3f}" if t["auroc"] is not None else "AUROC n/a (one class only)"]
     if t.get("auroc_sampled"):
         parts[0] += f" (on a sample of {t['auroc_frames']} frames)"
     if t["recall"] is not None:
-        parts.append(f"recall {100 * t['recall']:.0f}%")
+        parts.append(f"recall {percent(t['recall'])}")
     if t["false_alarm_rate"] is not None:
-        parts.append(f"false alarms {100 * t['false_alarm_rate']:.0f}%")
+        parts.append(f"false alarms {percent(t['false_alarm_rate'])}")
     return f"truth: {t['frames']} frames ({t['anomalous']} anomalous): " + ", ".join(parts)

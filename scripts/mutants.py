@@ -216,6 +216,8 @@ MUTANTS = [
            'if got == "missing" or len(got) != len(shape) or any(g != d for g, d in fixed):',
            'if got == "missing" or len(got) != len(shape):',
            ("tests/test_model_integrity.py", "-k", "another_export")),
+    Mutant("truth-whole-percent", "runtime/truth.py", 'text = f"{100 * share:.1f}"', 'text = f"{100 * share:.0f}"',
+           ("tests/test_first_contact.py", "-k", "truth_tally_memory")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

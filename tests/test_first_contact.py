@@ -123,6 +123,10 @@ def test_truth_tally_memory_is_bounded_and_counts_stay_exact():
     # uniform over the whole run: the sample's anomaly share matches the run's
     assert abs(np.mean(tally.truth) - t.mean()) < 0.03
     assert "on a sample of 2000 frames" in truth_text(m)
+    # audit 26 #2: recall 0.965 was printed '96%' (a whole-number format); one decimal, none when it is .0
+    line = truth_text({**m, "recall": 0.965, "false_alarm_rate": 0.07})
+    assert "recall 96.5%, false alarms 7%" in line, line
+    assert "recall 100%, false alarms 3%" in truth_text({**m, "recall": 1.0, "false_alarm_rate": 0.03})
     with pytest.raises(ValueError, match="capacity"):
         TruthTally(capacity=0)
 
