@@ -487,6 +487,33 @@ class Scorer:
                      **({} if pixel_s is None else {"pixel_s": pixel_s})}
         return r
 
+    def score_as_is(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
+                    pixel_distance: Optional[float] = None, memory: Optional[LatentMemory] = None) -> ScoreResult:
+        """Score a preprocessed input x (C, H, W) where it is: one copy, the shift-min's copies left out
+        (score_shift_radius not applied), and with the pixel factor x's pixel distance as it is, without the
+        pixel distance's own shift search (``pixel_distance`` when given: e.g. a row of
+        ``shifted_pixel_distances``; None: measured here, ``shifted_pixel_distances(x, [(0, 0)])``). What
+        ``edge-ad calibrate``'s camera-shift search measures (runtime/calibrate.py ``camera_shift_fits``): both
+        tolerances let a frame moved by a pixel or two fit as well as the frame where it belongs, which is
+        what the search must tell apart. ``memory``: the latent memory d_lat is measured against, as ``score_input``'s
+        (the search's: the bank without its shifted copies). ValueError for a pixel distance given to a model
+        without the pixel factor, or a memory to one without the latent factor."""
+        t0 = time.perf_counter()
+        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        if memory is not None and self._memory is None:
+            raise ValueError(f"a latent memory was given, but the scoring configuration {self.config.name!r} "
+                             "has no latent factor (score_latent_power 0)")
+        if pixel_distance is not None and self._pixels is None:
+            raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
+                             "has no pixel factor (score_pixel_power 0)")
+        if pixel_distance is None and self._pixels is not None:
+            pixel_distance = self.shifted_pixel_distances(x, [(0, 0)])[0]           # x as it is: no search
+        if pixel_distance is not None:
+            pixel_distance = float(pixel_distance)
+            if not np.isfinite(pixel_distance) or pixel_distance < 0:
+                raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
+        return self._score_copy(x, z0, seed, False, t0, pixel_distance, memory)
+
     def score_shifted(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
                       keep_reconstructions: bool = False) -> tuple:
         """The inputs of the shift-min: (offsets, results), results[i] the ScoreResult of x (C, H, W),

@@ -276,12 +276,13 @@ def test_calibrate_finds_and_undoes_the_scenes_camera_shift(tmp_path, kinect_exp
     assert c["identified"] and c["best_fit"] == [-2, 2] and c["said"].startswith("the frames fit best moved by (-2, 2)")
     assert c["as_good"] == [[-2, 2]]                       # rectangle (no shift-min): no other shift fits as well
     assert c["unshifted_vs_best"]["sign_p"] < 0.05 and c["gain"] > np.log(1.2)
-    shift, c = _searched_shift(kinect_export_r0, plain, 3)
-    assert shift == (0, 0) and not c["identified"] and c["said"].startswith("none")
-    shift, c = _searched_shift(r1, plain, 3)              # a small gain from moving R = 1's window: not taken
-    assert shift == (0, 0) and c["mean_log_score_best"] == c["mean_log_score_unshifted"] and not c["identified"]
-    # refused by the gain rule, in units of the score's latent power (2): measured 0.022 ((0, 0) 0.045 above (1, 1))
-    assert c["score_power"] == 2 and c["best_fit"] != [0, 0] and 0 < c["gain"] <= np.log(1.2)
+    shift, c0 = _searched_shift(kinect_export_r0, plain, 3)
+    assert shift == (0, 0) and not c0["identified"] and c0["said"].startswith("none")
+    # the search scores each moved frame where it is (Scorer.score_as_is): the shift-min's window, which the search
+    # could move before (R = 1, these frames: best fit (1, 1), 0.022 per unit of latent power, refused by the gain
+    # rule only), is left out, so the R = 1 model searches exactly as the R = 0 one
+    shift, c = _searched_shift(r1, plain, 3)
+    assert shift == (0, 0) and c == c0 and c["score_power"] == 2
     assert outs["off"]["preprocess"]["scene_shift"] == [0, 0] and outs["off"]["calibration"]["scene_shift"] is None
     cal, orig = Scorer.load(tmp_path / "cal-moved"), Scorer.load(kinect_export_r0)
     i = list_ids(plain)[0]
@@ -298,6 +299,34 @@ def test_the_shipped_rectangle_undoes_a_moved_scenes_shift_within_what_it_tolera
     shift, c = _searched_shift(kinect_export, moved, 2)
     assert c["identified"] and list(shift) == c["best_fit"] and [-2, 2] in c["as_good"]
     assert c["score_power"] == 2 and c["gain"] > np.log(1.2) and c["unshifted_vs_best"]["sign_p"] < 0.05
+
+
+@pytest.mark.slow
+def test_the_shipped_cylinder_finds_a_moved_scenes_shift(tmp_path, kinect_root):
+    """The shipped cylinder (shift-min R = 2, pixel search R_p = 3) on 20 val frames moved by (2, -2), searched
+    up to 2 px: each moved frame scored where it is, the exact undo (-2, 2) is identified and no other shift
+    fits as well; the same frames unmoved keep (0, 0). With both tolerances in the search (until session 26)
+    neighbouring shifts fit alike and scene C's (2, -2) was not taken (best fit (-2, 1), 1.14x: 14 % false
+    alarms on its rest, models/kinect-rgbd README, "Fourteenth pass (issue 12): cylinder")."""
+    pytest.importorskip("torch")
+    from conftest import REPO
+    from edge_ad.export.exporter import export_model
+    from edge_ad.runtime.sources.folder import read_pair
+    from PIL import Image
+    model = tmp_path / "cylinder"
+    export_model(REPO / "models" / "kinect-rgbd" / "cylinder.pt", model, parity=False, log=lambda *a: None)
+    plain = tmp_path / "plain"
+    (plain / "rgb").mkdir(parents=True)
+    (plain / "depth").mkdir()
+    for i in json.loads((kinect_root / "splits.json").read_text())["cylinder"]["val"][:20]:    # unseen frames
+        rgb, depth = read_pair(kinect_root / "cylinder", str(i))
+        Image.fromarray(rgb).save(plain / "rgb" / f"{i}.png")
+        Image.fromarray(depth).save(plain / "depth" / f"{i}.png")
+    shift, c = _searched_shift(model, _shifted_scene(tmp_path / "moved", plain, 2, -2), 2)
+    assert shift == (-2, 2) and c["identified"] and c["best_fit"] == [-2, 2] and c["as_good"] == [[-2, 2]]
+    assert c["gain"] > np.log(1.2) and c["unshifted_vs_best"]["sign_p"] < 0.05
+    shift, c = _searched_shift(model, plain, 2)
+    assert shift == (0, 0) and not c["identified"]
 
 
 def test_a_camera_shift_is_taken_only_when_the_frames_can_tell():
@@ -714,7 +743,7 @@ def test_calibrate_help_and_readme_say_what_the_code_does():
     text = " ".join(r.output.split())
     assert "leave-one-out" not in text and "5 contiguous blocks" in text
     assert "--trusted-key" in text and "--sign" in text
-    assert "9 for the shipped rectangle, 25 for the shipped cylinder" in text and "the pixel tables" in text
+    assert "where it is: one copy, without the shift-min's" in text and "the pixel tables" in text
     assert "its FIRST N" not in text and "N frames spread evenly over a source of known length" in text and "--every K" in text
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "never below the model's own: --no-floor" not in readme
@@ -783,7 +812,7 @@ class _BankScorer:
         self.config = SearchConfig(lr_theta=0, n_seed=1, k=0, z_init="encoder", score_latent_power=2.0,
                                    latent_metric="l2")
 
-    def score_input(self, x, seed=None, pixel_distance=None, memory=None):
+    def score_as_is(self, x, seed=None, pixel_distance=None, memory=None):     # what the search scores with
         from types import SimpleNamespace
         d = (self.latent_memory if memory is None else memory).distance(np.asarray(x).reshape(-1))
         return SimpleNamespace(score=max(d, self.config.latent_floor) ** 2)

@@ -743,11 +743,12 @@ def test_bench_torch_variants_score_a_pixel_memory_export(pixel_export, val_fram
 
 
 def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_search(pixel_export_rp1, val_frame):
-    """edge-ad calibrate's camera-shift search on a pixel-memory model (R_p = 1) measures each frame's pixel
-    distance once at every offset within radius + R_p (Scorer.shifted_pixel_distances) and takes, for a
-    candidate shift s, the minimum over s + shift_offsets(R_p): on real frames whose outer radius px are
-    background (here 2) every candidate's pixel distance equals the moved frame's own (its own R_p search),
-    and the mean log scores equal the search that scores every moved frame in full."""
+    """edge-ad calibrate's camera-shift search on a pixel-memory model (R_p = 1) scores every moved frame where it
+    is (Scorer.score_as_is): its pixel distance is measured once per frame at every candidate offset
+    (Scorer.shifted_pixel_distances) and taken AS IT IS, without the R_p search the model's own score makes (that
+    search would let a frame a pixel off fit as well): on real frames whose outer radius px are background (here 2)
+    every candidate's pixel distance equals the moved frame's own distance with no search, not its searched
+    one, and the mean log scores equal scoring every moved frame in full with score_as_is."""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.calibrate import scene_camera_shift
     from edge_ad.runtime.latent_bank import unaligned_uint8
@@ -766,30 +767,37 @@ def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_s
             break
     assert len(u8) == 3
     given = []                          # every (moved frame, pixel distance) the search scores with
-    real = Scorer.score_input
+    real = Scorer.score_as_is
 
     def spy(self, x, *a, **k):
         given.append((np.array(x), k.get("pixel_distance")))
         return real(self, x, *a, **k)
     calls = []                          # progress: the pixel tables frame by frame, then the candidate shifts
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Scorer, "score_input", spy)
+        mp.setattr(Scorer, "score_as_is", spy)
         best, info = scene_camera_shift(s, u8, spec, 1, progress=lambda *a: calls.append((a, len(given))))
     assert [a for a, _ in calls] == ([(i, 3, "pixel tables") for i in range(4)]
                                      + [(k, 9, "shifts") for k in range(10)])
     assert [n for (_, _, stage), n in calls if stage == "pixel tables"] == [0] * 4      # before any frame is scored
     assert [n for (_, _, stage), n in calls if stage == "shifts"] == [3 * k for k in range(10)]
-    # each candidate's table value is the moved frame's own pixel distance with its own R_p search: all 9 shifts
+    # each candidate's table value is the moved frame's own pixel distance as it is (no R_p search): all 9 shifts
     assert len(given) == 9 * len(u8)
+    searched_lower = 0
     for x, d in given:
-        assert d == pytest.approx(s.pixel_distance(x), rel=1e-12)
-    full = {off: float(np.mean([np.log(s.score_input(normalize_uint8(aligned_uint8(move_uint8(a, *off), spec), spec),
+        as_is = float(s.shifted_pixel_distances(x, [(0, 0)])[0])
+        assert d == pytest.approx(as_is, rel=1e-12)
+        searched_lower += s.pixel_distance(x) < as_is * (1 - 1e-9)      # the model's own R_p search finds less
+    assert searched_lower > 0
+    full = {off: float(np.mean([np.log(s.score_as_is(normalize_uint8(aligned_uint8(move_uint8(a, *off), spec), spec),
                                                      seed=0).score) for a in u8]))
             for off in shift_offsets(1)}
     assert info["mean_log_score_unshifted"] == pytest.approx(full[(0, 0)], rel=1e-9, abs=1e-9)
     assert info["mean_log_score_best"] == pytest.approx(full[best], rel=1e-9, abs=1e-9)
+    x0 = normalize_uint8(aligned_uint8(u8[0], spec), spec)
     with pytest.raises(ValueError, match="finite distance"):
-        s.score_input(normalize_uint8(aligned_uint8(u8[0], spec), spec), seed=0, pixel_distance=float("nan"))
+        s.score_input(x0, seed=0, pixel_distance=float("nan"))
+    with pytest.raises(ValueError, match="finite distance"):
+        s.score_as_is(x0, seed=0, pixel_distance=-1.0)
 
 
 def test_shifted_pixel_distances_measure_in_chunks_with_the_same_results(pixel_export_rp1, val_frame, monkeypatch):

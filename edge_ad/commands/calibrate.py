@@ -44,10 +44,11 @@ import click
               "A few dozen frames of one scene give a noisy tail quantile.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
               help="search the scene's camera shift up to N model pixels (the shift under which the model "
-                   "fits the scene's frames best: every frame scored (2N + 1)^2 times, each score itself "
-                   "(2R + 1)^2 copies for a model with the shift-min, score_shift_radius R > 0: 9 for the shipped "
-                   "rectangle, 25 for the shipped cylinder; a model with a pixel memory first measures each frame's "
-                   "pixel distances at every offset within N + its pixel search radius, once: the pixel tables) "
+                   "fits the scene's frames best: every frame scored (2N + 1)^2 times, each moved frame scored "
+                   "where it is: one copy, without the shift-min's copies and without the pixel distance's own "
+                   "shift search, which let a frame a pixel or two off fit as well (the model's own score keeps "
+                   "both); a model with a pixel memory first measures each frame's pixel distances at every "
+                   "candidate offset, once: the pixel tables) "
                    "and undo it for every later frame, when the frames can tell (it lowers their geometric-mean "
                    "score > 1.2x per unit of the score's latent power: 1.44x for the shipped rectangle, power 2; and they "
                    "prefer it to no shift one by one; "
