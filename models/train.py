@@ -101,17 +101,19 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     state = TrainState()
     ckpt_path = out / "last.pt"
     # rank 0 reads the checkpoint and hands it to every rank (no shared filesystem needed across nodes)
+    if not resume and dist.broadcast(ckpt_path.exists() if dist.is_main else None):   # never replaced
+        raise ValueError(f"{ckpt_path} exists (an earlier run's checkpoint) and --no-resume would start afresh "
+                         "over it: a checkpoint is never replaced; use another --out (or move the earlier run away)")
     ck = read_checkpoint(ckpt_path) if resume and dist.is_main and ckpt_path.exists() else None
     ck = dist.broadcast(ck)
     if ck is not None:
         stored = {**ADDED_FIELDS, **(ck["train"].get("config") or {})}   # runs from before a field existed
         if stored != asdict(cfg) | {"epochs": stored.get("epochs")}:
-            raise ValueError(f"{ckpt_path} was trained with a different configuration; "
-                             "use another --out or --no-resume")
+            raise ValueError(f"{ckpt_path} was trained with a different configuration; use another --out")
         stored_spec = ck.get("preprocess")
         if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
             raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "
-                             f"under {spec.to_dict()} would mix the two: use another --out or --no-resume")
+                             f"under {spec.to_dict()} would mix the two: use another --out")
         G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
         opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
         state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]

@@ -218,6 +218,11 @@ MUTANTS = [
            ("tests/test_model_integrity.py", "-k", "another_export")),
     Mutant("truth-whole-percent", "runtime/truth.py", 'text = f"{100 * share:.1f}"', 'text = f"{100 * share:.0f}"',
            ("tests/test_first_contact.py", "-k", "truth_tally_memory")),
+    Mutant("train-no-resume-replaces", "models/train.py",             # audit 26 #11
+           "if not resume and dist.broadcast(ckpt_path.exists() if dist.is_main else None):", "if False:",
+           ("tests/test_train.py", "-k", "resume_equals")),
+    Mutant("bench-out-replaced-late", "edge_ad/commands/bench.py", "if out and Path(out).exists():", "if False:",
+           ("tests/test_bench.py", "-k", "small_run")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

@@ -42,6 +42,12 @@ def test_bench_command_small_run(tmp_path, tiny_generator, kinect_root):
     assert v["onnx-step"]["max_rel_score_diff_vs_batched"] < 1e-4
     assert v["onnx-z-only"]["gflop_per_frame"] < v["onnx-step"]["gflop_per_frame"]
     assert "| onnx-step |" in r.output
+    # audit 26 #11: a second bench with the same --out replaced the first's JSON; refused before it runs
+    before = out.read_bytes()
+    r = CliRunner().invoke(main, ["bench", str(ck), "--frames", "1", "--repeats", "1", "--threads", "1",
+                                  "--variant", "batched", "--no-rss", "--out", str(out)])
+    assert r.exit_code == 1 and f"--out {out} exists" in r.output and "| batched |" not in r.output, r.output
+    assert out.read_bytes() == before
 
 
 ENC_CFG_FIELDS = dict(name="izi-mem-bench-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5, z_init="encoder",

@@ -76,12 +76,21 @@ def test_resume_equals_uninterrupted(tmp_path, rect_train):
     assert b["train"]["epoch"] == 4
     for k, v in a["generator"].items():
         assert torch.equal(v, b["generator"][k]), k
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="different configuration; use another --out$"):   # not --no-resume
         train(arr, tmp_path / "a", TrainConfig(epochs=5, **{**kw, "lr": 1e-3}), **quiet)
     gray = PreprocessSpec(colour_norm="gray", colour_reference=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="other preprocessing"):   # same config, other normalisation
         train(arr, tmp_path / "a", TrainConfig(epochs=5, **kw), spec=gray, **quiet)
     assert read_checkpoint(tmp_path / "a" / "last.pt")["train"]["epoch"] == 4   # left as it was
+    # audit 26 #11: --no-resume trained afresh over an existing last.pt (hours of a run gone), and the errors
+    # above advised it; now it is refused on every rank before anything is trained, the checkpoint unchanged
+    before = (tmp_path / "a" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"last\.pt exists \(an earlier run's checkpoint\).*never replaced; use "
+                                         r"another --out"):
+        train(arr, tmp_path / "a", TrainConfig(epochs=1, **kw), resume=False, **quiet)
+    assert (tmp_path / "a" / "last.pt").read_bytes() == before
+    train(arr, tmp_path / "c", TrainConfig(epochs=1, **kw), resume=False, **quiet)     # a new --out: trains
+    assert read_checkpoint(tmp_path / "c" / "last.pt")["train"]["epoch"] == 1
 
 
 def test_augment_flips_and_shifts_keep_depth_values():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -20,7 +21,8 @@ from edge_ad.benchmarks.search_bench import ALL_VARIANTS     # NumPy only at imp
               type=click.Choice(ALL_VARIANTS),
               help="Variants to run (repeatable; default: benchmarks/search_bench.py DEFAULT_VARIANTS).")
 @click.option("--no-rss", is_flag=True, help="Skip the per-variant peak-RSS probes (fresh processes).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON (a new file: an existing "
+              "one is refused, never replaced).")
 def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out):
     """Per-frame latency (median), frames/s, GFLOP/s and fraction of the sgemm peak measured in the
     same run, and peak RSS of: the study-style eager search, the batched PyTorch reference, the
@@ -28,6 +30,9 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
     has (step, unrolled, fused-adam (-numpy: the host Adam without the compiled kernel), host-head),
     faithful and z-only (lr_theta = 0)."""
     from edge_ad.benchmarks.search_bench import DEFAULT_VARIANTS, Skipped, format_table, run_bench
+    if out and Path(out).exists():      # before the benchmark runs (minutes), not after
+        raise click.ClickException(f"--out {out} exists (an earlier benchmark's results?): results are never "
+                                   "replaced; give another --out")
     try:
         r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
                       variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
@@ -35,6 +40,6 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
         raise click.ClickException(str(e))
     click.echo(format_table(r))
     if out:
-        with open(out, "w") as f:
+        with open(out, "x") as f:           # "x": one written meanwhile is not replaced either
             json.dump(r, f, indent=1)
         click.echo(f"results: {out}")

@@ -33,7 +33,9 @@ import click
 @click.option("--preprocess", "preprocess_json",
               help='preprocessing fields to train under, as JSON (runtime/preprocess.py), e.g. '
               '\'{"colour_norm": "gray", "colour_reference": "auto"}\'; "auto" = measured on the training frames.')
-@click.option("--resume/--no-resume", default=True, show_default=True, help="continue OUT/last.pt if present.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="continue OUT/last.pt if present (--no-resume: refuse an OUT that holds one; a checkpoint is "
+                   "never replaced).")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
 def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
         max_shift, brightness, white_balance, sample_every, snapshot_every, preprocess_json, resume, threads):
