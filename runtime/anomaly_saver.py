@@ -2,11 +2,16 @@
 
 A per-result hook (``hook(rec, frame, res)``, see ``capture.run_capture``) on top of
 ``pictures.frame_panels``: <DIR>/<index>_<frame>_{rgb,depth,recon,error,overlay}.png. Files are
-never overwritten, and a picture that could not be finished (a full disk) is removed.
+never overwritten, and a picture that could not be finished (a full disk) is removed. Pictures never
+take the last of the disk: while DIR's filesystem has less free than a reserve (``min_free_bytes``),
+they are paused (a hook error: one ``hook_failed`` event per streak, the run goes on and its results
+keep being written), and they resume once space is freed.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -14,6 +19,16 @@ from .pictures import frame_panels, grey3, heatmap, panel_row
 
 PARTS = ("rgb", "depth", "recon", "error", "overlay")
 SCALE = 4   # the error and overlay pictures are enlarged 4 x (model space is 64 x 64)
+MIN_FREE_BYTES = 500 << 20   # the default reserve: max(500 MiB, MIN_FREE_SHARE of the filesystem)
+MIN_FREE_SHARE = 0.05
+
+
+def min_free_bytes(total: int, min_free_mb: Optional[float] = None) -> int:
+    """The free bytes pictures leave on a filesystem of ``total`` bytes: ``min_free_mb`` MiB when given,
+    else max(MIN_FREE_BYTES, MIN_FREE_SHARE x total)."""
+    if min_free_mb is not None:
+        return int(float(min_free_mb) * (1 << 20))
+    return max(MIN_FREE_BYTES, int(MIN_FREE_SHARE * total))
 
 
 def safe_name(name: str, max_chars: int = 80) -> str:
@@ -48,11 +63,21 @@ class AnomalySaver:
     name = "--save-anomalies"   # how hook_failed events and the summary's hook_failures name it
     PARTS = PARTS
 
-    def __init__(self, out_dir: str, spec):
+    def __init__(self, out_dir: str, spec, min_free_mb: Optional[float] = None):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spec = spec
+        self.min_free_mb = min_free_mb      # None: min_free_bytes' default rule
         self.saved = 0
+
+    def check_room(self) -> None:
+        """RuntimeError (pictures paused) while the pictures' filesystem has less free than the reserve."""
+        usage = shutil.disk_usage(self.dir)
+        need = min_free_bytes(usage.total, self.min_free_mb)
+        if usage.free < need:
+            raise RuntimeError(f"pictures paused: {usage.free / (1 << 20):.0f} MiB free on the filesystem of "
+                               f"{self.dir}, less than the {need / (1 << 20):.0f} MiB kept free for the results "
+                               "(--save-anomalies-min-free-mb); they resume once space is freed")
 
     def free_stem(self, rec: dict) -> Path:
         """<dir>/<index>_<frame>[-n]: the first name none of whose pictures exists."""
@@ -82,6 +107,7 @@ class AnomalySaver:
     def __call__(self, rec: dict, frame, res) -> None:
         if not rec.get("anomalous"):
             return
+        self.check_room()
         pictures = self.pictures(frame, res)
         stem = self.free_stem(rec)
         for part in PARTS:

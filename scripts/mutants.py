@@ -223,6 +223,8 @@ MUTANTS = [
            ("tests/test_train.py", "-k", "resume_equals")),
     Mutant("bench-out-replaced-late", "edge_ad/commands/bench.py", "if out and Path(out).exists():", "if False:",
            ("tests/test_bench.py", "-k", "small_run")),
+    Mutant("pictures-fill-the-disk", "runtime/anomaly_saver.py", "        if usage.free < need:",   # audit 26 #13
+           "        if False:", ("tests/test_run.py", "-k", "free_space_reserve")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

@@ -169,6 +169,9 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
               help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame as "
                    "DIR/<index>_<frame>_<part>.png (never overwritten: a name in use gets -2, -3, ...).")
+@click.option("--save-anomalies-min-free-mb", "anomalies_min_free_mb", type=click.FloatRange(min=0), metavar="MB",
+              help="Pause the pictures while DIR's filesystem has less than MB MiB free, so they never take the "
+                   "space the results need [default: max(500 MiB, 5 % of the filesystem)].")
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
 @click.option("--sheet", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="When the run ends, write a contact sheet: flagged frames and the lowest-scoring "
@@ -204,8 +207,8 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export "
               "--sign); repeatable. Unsigned or otherwise-signed models are refused.")
-def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, display,
-        sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, alarm_window,
+def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, anomalies_min_free_mb,
+        display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, alarm_window,
         alarm_alpha, trusted_keys):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
@@ -260,7 +263,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         if save_anomalies:
             if thr is None:
                 raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
-            hooks.append(AnomalySaver(save_anomalies, spec))
+            hooks.append(AnomalySaver(save_anomalies, spec, min_free_mb=anomalies_min_free_mb))
         try:
             disp = Display(spec, stop) if display else None
         except (ImportError, RuntimeError) as e:   # no OpenCV, no graphical session
