@@ -16,6 +16,8 @@ Targets: a path ending in ``.rrd`` saves a recording (open it later with ``rerun
 """
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -37,6 +39,17 @@ def import_rerun():
         raise ImportError(f"--rerun needs rerun-sdk >= 0.23 (installed: {getattr(rr, '__version__', '?')}); "
                           "pip install -U rerun-sdk")
     return rr
+
+
+def viewer_executable() -> Optional[str]:
+    """The Rerun viewer launcher ``spawn`` starts: ``rerun`` on PATH, else the one rerun-sdk put beside this
+    interpreter (a venv's edge-ad called by its path, as demo.sh and the systemd unit do, has the venv's bin
+    folder off PATH); None when there is neither (rerun-sdk's own search then says so)."""
+    found = shutil.which("rerun")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "rerun"
+    return str(beside) if beside.is_file() else None
 
 
 def check_target(target: str) -> str:
@@ -64,7 +77,12 @@ class RerunView:
         self.rec = rr.RecordingStream(application_id)
         self.url = None
         if target == "spawn":
-            self.rec.spawn()
+            try:
+                rr.spawn(executable_path=viewer_executable(), recording=self.rec)
+            except Exception as e:       # rerun-sdk: RuntimeError "Failed to find Rerun Viewer executable in PATH"
+                raise RuntimeError(f"--rerun spawn cannot start the Rerun viewer ({str(e).splitlines()[0]}): "
+                                   "`pip install rerun-sdk` puts `rerun` in the environment's bin folder; put it on "
+                                   "PATH, or use --rerun FILE.rrd / --rerun serve") from None
         elif target == "serve":
             self.url = self.rec.serve_grpc(grpc_port=grpc_port)
             rr.serve_web_viewer(web_port=web_port, open_browser=open_browser, connect_to=self.url)

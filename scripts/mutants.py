@@ -225,6 +225,9 @@ MUTANTS = [
            ("tests/test_bench.py", "-k", "small_run")),
     Mutant("pictures-fill-the-disk", "runtime/anomaly_saver.py", "        if usage.free < need:",   # audit 26 #13
            "        if False:", ("tests/test_run.py", "-k", "free_space_reserve")),
+    Mutant("rerun-viewer-path-only", "runtime/rerun_view.py",            # audit 26 #12
+           "return str(beside) if beside.is_file() else None", "return None",
+           ("tests/test_first_contact.py", "-k", "rerun_spawn")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

@@ -342,6 +342,37 @@ def test_rerun_target_checked_and_missing_sdk_explained(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "pip install 'edge-ad[rerun]'" in r.output
 
 
+def test_rerun_spawn_finds_the_environments_viewer_or_says_so_in_one_line(tmp_path, monkeypatch):
+    """Audit 26 #12: `.venv/bin/edge-ad run --rerun spawn` (the venv not activated, as demo.sh and the systemd unit
+    call it) died with a 40-line traceback: rerun-sdk looks for its `rerun` launcher on PATH only. Now the one
+    beside the interpreter is used when PATH has none, and a viewer that cannot start is one line, exit 1."""
+    pytest.importorskip("rerun")
+    import rerun as rr
+
+    from edge_ad.runtime import rerun_view
+    monkeypatch.setattr(rerun_view.shutil, "which", lambda name: None)              # nothing on PATH
+    fake_bin = tmp_path / "venv" / "bin"
+    fake_bin.mkdir(parents=True)
+    (fake_bin / "rerun").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(rerun_view.sys, "executable", str(fake_bin / "python"))
+    assert rerun_view.viewer_executable() == str(fake_bin / "rerun")
+    calls = []
+    monkeypatch.setattr(rr, "spawn", lambda **kw: calls.append(kw))
+    rerun_view.RerunView("spawn").close()
+    assert calls and calls[0]["executable_path"] == str(fake_bin / "rerun")
+
+    def no_viewer(**kw):
+        raise RuntimeError("Failed to find Rerun Viewer executable in PATH.\nInstall it with ...")
+    monkeypatch.setattr(rr, "spawn", no_viewer)
+    use_scorer(monkeypatch, ScriptedScorer([0.1]))
+    r = CliRunner().invoke(run_cmd.cmd, ["--rerun", "spawn", "--max-frames", "1", "--source", "synth://?n=1"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: --rerun spawn cannot start the Rerun viewer (Failed to find Rerun Viewer executable in PATH.): "
+        "`pip install rerun-sdk` puts `rerun` in the environment's bin folder; put it on PATH, or use --rerun "
+        "FILE.rrd / --rerun serve"), r.output
+
+
 def test_rerun_serve_serves_the_web_viewer_and_the_data_port():
     """``--rerun serve``: the web viewer's page is served and the gRPC data port accepts
     connections; the printed URL points the viewer at that port. (``spawn`` needs a display.)"""

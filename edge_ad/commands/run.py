@@ -280,7 +280,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             from edge_ad.runtime.rerun_view import RerunView
             try:
                 view = RerunView(rerun_target, spec, log=status.log)
-            except ImportError as e:
+            except (ImportError, RuntimeError) as e:   # rerun-sdk missing, or no viewer to spawn: one line
                 raise click.ClickException(str(e))
             hooks.append(view)
     except BaseException:
