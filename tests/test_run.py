@@ -201,6 +201,9 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
                 "--save-anomalies", str(anom), "--save-anomalies-min-free-mb", "64", "-q"])   # 100 MiB >= 64
     assert r.exit_code == run_cmd.EXIT_OK and len(list(anom.iterdir())) == 5 * n_flagged, r.output
     assert anomaly_saver.min_free_bytes(1 << 30) == 500 << 20 and anomaly_saver.min_free_bytes(1 << 30, 0) == 0
+    for bad in ("nan", "inf", "-1"):          # review: nan / inf passed FloatRange(min=0), then every picture failed
+        r = invoke(["--source", "synth://?n=1", "--save-anomalies", str(anom), "--save-anomalies-min-free-mb", bad])
+        assert r.exit_code == 2 and "--save-anomalies-min-free-mb" in r.output, (bad, r.output)
 
 
 def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):

@@ -231,6 +231,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             valid_threshold(threshold, "--threshold")
         except ValueError as e:
             raise click.UsageError(str(e))
+    if anomalies_min_free_mb is not None and not np.isfinite(anomalies_min_free_mb):   # FloatRange takes nan, inf
+        raise click.UsageError(f"--save-anomalies-min-free-mb must be a finite number of MiB >= 0, got "
+                               f"{anomalies_min_free_mb}")
     if sheet and not sheet.lower().endswith(".png"):
         raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
     if rerun_target:
