@@ -15,6 +15,9 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
 * with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name and settings hash)
   a file whose latest model record names another model is refused (OtherModelError, a ResultsFileError; the
   file unchanged), and the ``resumed`` event names this run's model;
+* one writer at a time: the file is opened (created) and locked (``flock``, exclusive, released when it
+  is closed or its process dies) before anything is read or cut; a file another run holds is refused
+  (ResultsFileError, left unchanged), so two runs never interleave their lines and frame indices;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file).
@@ -160,6 +163,23 @@ def torn_problem(tail_bytes: int, head: bytes, zero_bytes: int = 0,
     return None
 
 
+def try_lock(f) -> bool:
+    """Take an exclusive advisory lock (``flock``) on the open file ``f``, held until it is closed (or its
+    process dies); False when another open file holds it. Where there is no flock (not POSIX, a filesystem
+    without locks) nothing is locked and True is returned: the lock guards against a mistake, not an attack."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def last_index(path: os.PathLike) -> Optional[int]:
     """The ``index`` of the last intact line that has one (None when none), read backwards from
     the file's end in TAIL_BYTES windows (a long stretch of events is skipped, not misread)."""
@@ -246,11 +266,23 @@ class ResultWriter:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            self._check_same_model(model)     # before anything is cut or written
-        torn = self._resume()
-        self._f = open(self.path, "a", encoding="utf-8")
-        self._size = self._f.tell()
+        existed = self.path.exists()
+        self._f = open(self.path, "a", encoding="utf-8")      # locked before anything is read, cut or written
+        try:
+            if not try_lock(self._f):
+                problem = "is being written by another edge-ad run (it holds the file's lock)"
+                raise ResultsFileError(f"{self.path} {problem}; two runs never write one results file: give "
+                                       "another --out, or stop the other run", self.path, problem)
+            if model is not None:
+                self._check_same_model(model)     # before anything is cut or written
+            torn = self._resume()
+        except BaseException:
+            self._f.close()
+            self._f = None
+            if not existed and self.path.stat().st_size == 0:   # refused (a rotated file of another model):
+                self.path.unlink(missing_ok=True)                 # leave no empty file it made
+            raise
+        self._size = os.fstat(self._f.fileno()).st_size       # after a torn tail was cut
         if self.resumed is not None:
             if torn:  # (< TORN_MAX bytes, NUL bytes off: longer tails are refused in _resume)
                 self.resumed["torn_line"] = torn.decode("utf-8", errors="replace")
@@ -339,6 +371,7 @@ class ResultWriter:
             break
         self.rotations += 1
         self._f = open(self.path, "a", encoding="utf-8")
+        try_lock(self._f)        # the fresh file is this run's too (one opened in the instant between: not ours)
         self._size = 0
         self.write({"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)})
         return target

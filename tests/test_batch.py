@@ -213,7 +213,8 @@ def test_a_rerun_with_other_sources_resumes_each_source_under_its_name(tmp_path,
     s = summary_of(out)
     assert s["by_uri"][str(sources["b"])]["resumed"] is True and s["by_uri"][str(sources["b"])]["name"] == b["name"]
     assert (out / b["file"]).stat().st_mtime_ns == b_stamp
-    assert sorted(p.name for p in out.iterdir()) == sorted(["cam.jsonl", b["file"], "drive7.jsonl", "summary.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".lock", "cam.jsonl", b["file"], "drive7.jsonl",
+                                                            "summary.json"])
     assert [e["uri"] for e in s["other_sources"]] == [str(sources["a"])]
 
 
@@ -245,6 +246,22 @@ def batch_cmd_exit(kind: str) -> int:
     from edge_ad.batch import driver
     return {"ok": driver.EXIT_OK, "fatal": driver.EXIT_FATAL, "bad": driver.EXIT_BAD_FRAMES,
             "none": driver.EXIT_NO_FRAMES}[kind]
+
+
+def test_a_second_batch_into_a_folder_being_written_is_refused(tmp_path, kinect_export, sources):
+    """Audit 26 #14: two batches into one OUT at once ended with a summary.json saying a source "failed" while its
+    results were complete (each moved the other's .partial aside). A batch holds OUT/.lock (flock) while it runs:
+    another is refused before it reads or writes anything, exit 1; once the lock is free, it runs."""
+    import fcntl
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:                  # another batch, running
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
+        assert r.exit_code == 1 and f"{out} is being written by another edge-ad batch" in r.output, r.output
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
+    assert r.exit_code == 0 and summary_of(out)["sources"][0]["frames"] == 4, r.output
 
 
 def test_partial_and_truncated_results_are_not_complete(tmp_path, kinect_export, sources):

@@ -94,6 +94,37 @@ def test_a_power_cuts_long_zero_tail_is_cut_and_counted_not_refused(tmp_path):
         assert out.read_bytes() == data
 
 
+def test_a_results_file_being_written_is_refused_to_a_second_run(tmp_path):
+    """Audit 26 #14: two runs appending to one --out interleaved their lines, every frame index twice. A writer
+    locks the file (flock) before reading or cutting it: a second is refused naming it, the file unchanged (its
+    torn-looking last line, the first run's line in progress, is not cut); after the first closes, it resumes."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands import run as run_cmd
+    from edge_ad.runtime.results import ResultsFileError, ResultWriter
+    out = tmp_path / "r.jsonl"
+    first = ResultWriter(out)
+    first.write({"type": "frame", "index": 0})
+    with open(out, "a") as f:
+        f.write('{"type": "frame", "ind')                   # the first run's next line, half written
+    data = out.read_bytes()
+    with pytest.raises(ResultsFileError, match=r"r\.jsonl is being written by another edge-ad run"):
+        ResultWriter(out)
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(out), "-q"])
+    assert r.exit_code == 1 and "is being written by another edge-ad run" in r.output, r.output
+    assert out.read_bytes() == data
+    first.close()
+    w = ResultWriter(out)                                    # free again: resumed, the torn line kept in the event
+    w.close()
+    assert w.next_index == 1 and w.resumed["torn_line"] == '{"type": "frame", "ind'
+    missing = tmp_path / "never.jsonl"                       # a writer refused for another reason makes no file
+    (tmp_path / "never.jsonl.1").write_text(json.dumps({"type": "summary", "model": {
+        "path": "x", "manifest_sha256": "a" * 64, "configuration": "c"}}) + "\n")
+    with pytest.raises(ResultsFileError):
+        ResultWriter(missing, model={"path": "y", "manifest_sha256": "b" * 64, "configuration": "c"})
+    assert not missing.exists()
+
+
 def test_last_index_found_behind_a_long_run_of_events(tmp_path):
     from edge_ad.runtime.results import TAIL_BYTES, last_index
     out = tmp_path / "r.jsonl"

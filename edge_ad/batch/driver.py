@@ -112,12 +112,31 @@ def exit_status(summary: dict) -> int:
     return EXIT_OK
 
 
+LOCK = ".lock"    # OUT/.lock: flock'ed by the batch writing OUT (runtime/results.try_lock)
+
+
+class OutputBusy(RuntimeError):
+    """Another edge-ad batch is writing the output folder (it holds OUT/.lock)."""
+
+
 def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
               progress: Optional[BatchProgress] = None, log: Callable = print) -> dict:
     """Score ``jobs`` on ``engine`` (LocalEngine or RayEngine) into ``out_dir``; returns the summary
     (also written to out_dir/summary.json). ``problems``: [(argument, reason)] that never became a
-    job (a glob that matched nothing), reported as failed sources."""
+    job (a glob that matched nothing), reported as failed sources. One batch per folder: OutputBusy,
+    before anything is read or written, while another holds ``out_dir``'s lock."""
+    from edge_ad.runtime.results import try_lock
     out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK, "a") as lock:         # held until this batch returns (or its process dies)
+        if not try_lock(lock):
+            raise OutputBusy(f"{out_dir} is being written by another edge-ad batch (it holds {out_dir / LOCK}): "
+                             "two batches never write one folder; give another --out, or wait for the other")
+        return _run_batch(jobs, problems, out_dir, engine, model_dir, model_sha256, progress, log)
+
+
+def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
+               progress: Optional[BatchProgress], log: Callable) -> dict:
+    """``run_batch`` under the folder's lock."""
     t0 = time.perf_counter()
     previous = read_previous(out_dir)
     progress = progress or BatchProgress(quiet=True)

@@ -52,7 +52,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     another model, --seed or --threshold is refused (exit 2): finished results are never replaced.
     Exit status: 0 ok, 1 a source failed, 2 usage, 3 some frames were bad or lost (a recording cut short), 4 no scorable frame.
     """
-    from edge_ad.batch.driver import BatchProgress, ResultsConflict, exit_status, run_batch
+    from edge_ad.batch.driver import BatchProgress, OutputBusy, ResultsConflict, exit_status, run_batch
     from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, read_previous
     from edge_ad.batch.worker import manifest_sha256
     from edge_ad.runtime.manifest import ManifestError, load_manifest
@@ -103,6 +103,9 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     except ResultsConflict as e:   # another model / seed / threshold than OUT's finished results: refused
         progress.close()
         raise click.UsageError(str(e))
+    except OutputBusy as e:        # another batch is writing OUT: refused before anything is read or written
+        progress.close()
+        raise click.ClickException(str(e))
     t = summary["totals"]
     resumed = sum(bool(e.get("resumed")) for e in summary["sources"])
     click.echo(f"batch ({summary['engine']}): {t['done']}/{t['sources']} sources done"
