@@ -455,32 +455,19 @@ class Scorer:
         return z0
 
     def score_input(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
-                    keep_reconstructions: bool = False, pixel_distance: Optional[float] = None,
-                    memory: Optional[LatentMemory] = None) -> ScoreResult:
+                    keep_reconstructions: bool = False, pixel_distance: Optional[float] = None) -> ScoreResult:
         """Score an already preprocessed input x (C, H, W) in [-1, 1] (with score_shift_radius > 0: the
         minimum over its shifted copies, module docstring). ``pixel_distance``: the frame's pixel distance
-        when the caller already has it (``edge-ad calibrate``'s camera-shift search: ``shifted_pixel_distances``);
-        None: measured here (``pixel_distance``). ValueError when given to a model without the pixel factor.
-        ``memory``: the latent memory d_lat is measured against instead of the model's (``edge-ad calibrate``'s
-        camera-shift search: the bank without its shifted copies, ``LatentMemory.subset``); None: the model's.
-        ValueError when given to a model without the latent factor."""
+        when the caller already has it (e.g. a row of ``shifted_pixel_distances``); None: measured here
+        (``pixel_distance``). ValueError when given to a model without the pixel factor."""
         t0 = time.perf_counter()
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
-        if memory is not None and self._memory is None:
-            raise ValueError(f"a latent memory was given, but the scoring configuration {self.config.name!r} "
-                             "has no latent factor (score_latent_power 0)")
-        if pixel_distance is not None:
-            if self._pixels is None:
-                raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
-                                 "has no pixel factor (score_pixel_power 0)")
-            pixel_distance = float(pixel_distance)
-            if not np.isfinite(pixel_distance) or pixel_distance < 0:
-                raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
+        pixel_distance = self._given_pixel_distance(pixel_distance)
         if self.config.score_shift_radius == 0:
-            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance, memory)
+            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance)
         pixel_dist, pixel_s = ((pixel_distance, None) if pixel_distance is not None
                                else self._timed_pixel_distance(x))
-        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist, memory)
+        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist)
         r = shift_min(rs, offsets)
         r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
                         if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets),
@@ -495,24 +482,32 @@ class Scorer:
         ``shifted_pixel_distances``; None: measured here, ``shifted_pixel_distances(x, [(0, 0)])``). What
         ``edge-ad calibrate``'s camera-shift search measures (runtime/calibrate.py ``camera_shift_fits``): both
         tolerances let a frame moved by a pixel or two fit as well as the frame where it belongs, which is
-        what the search must tell apart. ``memory``: the latent memory d_lat is measured against, as ``score_input``'s
-        (the search's: the bank without its shifted copies). ValueError for a pixel distance given to a model
-        without the pixel factor, or a memory to one without the latent factor."""
+        what the search must tell apart. ``memory``: the latent memory d_lat is measured against instead of
+        the model's (the search's: the bank without its shifted copies, ``LatentMemory.subset``); None: the
+        model's. ValueError for a pixel distance given to a model without the pixel factor, or a memory to one
+        without the latent factor."""
         t0 = time.perf_counter()
         x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         if memory is not None and self._memory is None:
             raise ValueError(f"a latent memory was given, but the scoring configuration {self.config.name!r} "
                              "has no latent factor (score_latent_power 0)")
-        if pixel_distance is not None and self._pixels is None:
-            raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
-                             "has no pixel factor (score_pixel_power 0)")
+        pixel_distance = self._given_pixel_distance(pixel_distance)
         if pixel_distance is None and self._pixels is not None:
             pixel_distance = self.shifted_pixel_distances(x, [(0, 0)])[0]           # x as it is: no search
-        if pixel_distance is not None:
-            pixel_distance = float(pixel_distance)
-            if not np.isfinite(pixel_distance) or pixel_distance < 0:
-                raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
         return self._score_copy(x, z0, seed, False, t0, pixel_distance, memory)
+
+    def _given_pixel_distance(self, pixel_distance) -> Optional[float]:
+        """A caller's pixel distance checked: None stays None; else a finite float >= 0, for a model with the
+        pixel factor (ValueError naming what is wrong otherwise)."""
+        if pixel_distance is None:
+            return None
+        if self._pixels is None:
+            raise ValueError(f"a pixel distance was given, but the scoring configuration {self.config.name!r} "
+                             "has no pixel factor (score_pixel_power 0)")
+        pixel_distance = float(pixel_distance)
+        if not np.isfinite(pixel_distance) or pixel_distance < 0:
+            raise ValueError(f"pixel_distance must be a finite distance >= 0, got {pixel_distance!r}")
+        return pixel_distance
 
     def score_shifted(self, x: np.ndarray, z0=None, seed: Optional[int] = None,
                       keep_reconstructions: bool = False) -> tuple:
@@ -524,11 +519,9 @@ class Scorer:
         return self._score_shifted(x, z0, seed, keep_reconstructions, self.pixel_distance(x))
 
     def _score_shifted(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
-                       pixel_dist: Optional[float], memory: Optional[LatentMemory] = None) -> tuple:
+                       pixel_dist: Optional[float]) -> tuple:
         """``score_shifted`` with the frame's pixel distance ``pixel_dist`` (``pixel_distance(x)``, None
-        without the pixel factor) given: the same factor for every copy; ``memory``: the latent memory
-        d_lat is measured against (None: the model's)."""
-        memory = self._memory if memory is None else memory
+        without the pixel factor) given: the same factor for every copy."""
         if seed is None and z0 is None:   # one random seed for the frame: its copies share their z0 noise
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
@@ -538,13 +531,13 @@ class Scorer:
             self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
-                                  graphs=self._batch.get(), memory=memory,
+                                  graphs=self._batch.get(), memory=self._memory,
                                   pixel_distances=None if pixel_dist is None else [pixel_dist] * len(copies))
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
             else:
-                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist, memory)
+                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist)
                       for c in copies]
         return offsets, rs
 

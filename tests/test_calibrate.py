@@ -863,11 +863,11 @@ def test_a_banks_shifted_copies_do_not_make_an_unmoved_scene_prefer_a_shift():
 
 
 @pytest.mark.parametrize("model", ["kinect_export_r0", "kinect_export"])
-def test_score_input_measures_the_latent_factor_against_the_memory_given(model, request, val_frame):
-    """Scorer.score_input(memory=M) scores as the model does with its latent bank replaced by M (calibrate's
+def test_score_as_is_measures_the_latent_factor_against_the_memory_given(model, request, val_frame):
+    """Scorer.score_as_is(memory=M) scores as the model does with its latent bank replaced by M (calibrate's
     camera-shift search: the bank without its shifted copies): the whole memory as a subset changes nothing; the
-    original rows only give the copy's distance to those rows, the rest of the score as it was (R = 0), and the
-    shift-min (R = 1, batch graphs) takes the minimum with that memory, never below the whole bank's."""
+    original rows only give the frame's distance to those rows and the rest of the score as it was, with and
+    without the model's shift-min (R = 0, R = 1: score_as_is scores one copy either way)."""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.latent_memory import original_rows
     from edge_ad.runtime.scorer import frame_input
@@ -875,13 +875,11 @@ def test_score_input_measures_the_latent_factor_against_the_memory_given(model, 
     with Scorer.load(request.getfixturevalue(model), threads=1) as s:
         x = frame_input(val_frame("rectangle", 3)["rgb"], val_frame("rectangle", 3)["depth"], s.preprocess_spec)
         N, A = s.latent_memory.shape[0], 1 + len(s.manifest["latent_bank"]["augment"])
-        whole = s.score_input(x, seed=0)
-        assert s.score_input(x, seed=0, memory=s.latent_memory.subset(np.ones(N, bool))).score == whole.score
+        whole = s.score_as_is(x, seed=0)
+        assert s.score_as_is(x, seed=0, memory=s.latent_memory.subset(np.ones(N, bool))).score == whole.score
         originals = s.latent_memory.subset(original_rows(N, A))
-        r = s.score_input(x, seed=0, memory=originals)
-        assert r.score >= whole.score and r.latent_distance >= whole.latent_distance
-        if s.config.score_shift_radius == 0:
-            assert r.latent_distance == pytest.approx(originals.distance(s.encode(x)), rel=1e-12)
-            assert r.score == pytest.approx(whole.score * latent_factor(r.latent_distance, s.config)
-                                            / latent_factor(whole.latent_distance, s.config), rel=1e-9)
-            assert r.latent_distance > whole.latent_distance          # this frame's nearest row is a copy
+        r = s.score_as_is(x, seed=0, memory=originals)
+        assert r.latent_distance == pytest.approx(originals.distance(s.encode(x)), rel=1e-12)
+        assert r.score == pytest.approx(whole.score * latent_factor(r.latent_distance, s.config)
+                                        / latent_factor(whole.latent_distance, s.config), rel=1e-9)
+        assert r.latent_distance > whole.latent_distance              # this frame's nearest row is a copy
