@@ -532,9 +532,10 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     latent power (``shift_score_power``) (measured on kinect-rgbd, 20-50 frames, models of powers 1: a real
     2-3 px camera shift gains 0.25-1.1, unmoved frames 0 for a model without shift-min and 0.10-0.12 for one
     with R = 1, whose window the search could move until it scored frames where they are (session 26:
-    ``camera_shift_fits``); the shipped rectangle, powers 2 since the tenth pass, R = 1, searched with its
-    window: unmoved 0 (30 val frames) and 0.022 (24 others), moved by (2, -2) 0.54 and 1.14) and (0, 0) is not as
-    good frame by frame. A model with centroid alignment undoes shifts itself: (0, 0), nothing scored.
+    ``camera_shift_fits``); the shipped rectangle, powers 2, R = 1, as searched now, on val frames
+    (tests/test_calibrate.py): unmoved 0 (20 frames), moved by (2, -2) 2.98 (20 frames; 2.77 on 24 without its
+    shift-min), the exact undo alone as good) and (0, 0) is not as good frame by frame. A model with centroid
+    alignment undoes shifts itself: (0, 0), nothing scored.
     The latent factor is measured against the bank without its shifted copies (``shift_search_memory``).
     Returns ((dy, dx), record): record {"radius", "mean_log_score_unshifted", "mean_log_score_best"} (None
     scores when nothing was searched) and, after a search, ``choose_camera_shift``'s fields ("identified",

@@ -263,11 +263,18 @@ def save_bank_checkpoint(path: Path, generator, encoder, bank: np.ndarray, cfg) 
     return path
 
 
-def copy_frames(dst: Path, cls: str, n: int, start: int = 0) -> Path:
-    """A frame folder ``dst`` (rgb/, depth/) with n real kinect-rgbd frames of class ``cls``."""
+def copy_frames(dst: Path, cls: str, n: int, start: int = 0, split: str | None = None) -> Path:
+    """A frame folder ``dst`` (rgb/, depth/) with n real kinect-rgbd frames of class ``cls``: the string-sorted
+    ids [start:start + n] of the class, or with ``split`` ("val", ...) the ids [start:start + n] of that split in
+    splits.json (frames the shipped models never saw: the sorted ids mix train and val)."""
+    import json
     import shutil
     src = KINECT / cls
-    ids = sorted(p.stem for p in (src / "rgb").iterdir())[start:start + n]
+    if split is None:
+        ids = sorted(p.stem for p in (src / "rgb").iterdir())[start:start + n]
+    else:
+        ids = [str(i) for i in json.loads((KINECT / "splits.json").read_text())[cls][split][start:start + n]]
+        assert len(ids) == n, f"{cls} {split} has {len(ids)} frames from {start}, not {n}"
     (dst / "rgb").mkdir(parents=True)
     (dst / "depth").mkdir()
     for i in ids:

@@ -215,7 +215,7 @@ def test_calibrated_directory_scores_with_the_weight(kinect_export_r0, tmp_path,
         man["search"]["bank_augment_weight"] = 2.0
         man["threshold"]["search"]["bank_augment_weight"] = 2.0      # as if released at w = 2
     w2 = edit_manifest(kinect_export_r0, tmp_path / "w2", weigh)
-    scene = copy_frames(tmp_path / "scene", "rectangle", 20, start=300)     # not train frames
+    scene = copy_frames(tmp_path / "scene", "rectangle", 20, start=50, split="val")     # val, not train frames
     with open_source(str(scene)) as src:
         man = calibrate_model(w2, src, tmp_path / "cal", fpr=0.1, min_frames=20, threads=1)
     A = rows_per_frame_of(man["latent_bank"]["augment"])

@@ -277,7 +277,7 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export_r0
     from edge_ad.runtime.sources import open_source
     from conftest import copy_frames
     d = edit_manifest(kinect_export_r0, tmp_path / "trusted", _trust)
-    scene = copy_frames(tmp_path / "scene", "rectangle", 10, start=300)     # not train frames
+    scene = copy_frames(tmp_path / "scene", "rectangle", 10, start=50, split="val")     # val, not train frames
     with open_source(str(scene)) as src:
         man = calibrate_model(d, src, tmp_path / "cal", fpr=0.1, min_frames=10, threads=1, max_shift=0)
     augment = man["latent_bank"]["augment"]
