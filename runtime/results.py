@@ -266,10 +266,15 @@ class ResultWriter:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        existed = self.path.exists()
-        self._f = open(self.path, "a", encoding="utf-8")      # locked before anything is read, cut or written
+        try:      # created here (O_EXCL), or an existing file: locked before anything is read, cut or written
+            self._f, created = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL,
+                                                 0o666), "a", encoding="utf-8"), True
+        except FileExistsError:
+            self._f, created = open(self.path, "a", encoding="utf-8"), False
+        locked = False
         try:
-            if not try_lock(self._f):
+            locked = try_lock(self._f)
+            if not locked:
                 problem = "is being written by another edge-ad run (it holds the file's lock)"
                 raise ResultsFileError(f"{self.path} {problem}; two runs never write one results file: give "
                                        "another --out, or stop the other run", self.path, problem)
@@ -277,10 +282,10 @@ class ResultWriter:
                 self._check_same_model(model)     # before anything is cut or written
             torn = self._resume()
         except BaseException:
-            self._f.close()
+            if created and locked and os.fstat(self._f.fileno()).st_size == 0:
+                self.path.unlink(missing_ok=True)    # refused (a rotated file of another model): no empty file left;
+            self._f.close()                          # only the file this writer created and holds, never another's
             self._f = None
-            if not existed and self.path.stat().st_size == 0:   # refused (a rotated file of another model):
-                self.path.unlink(missing_ok=True)                 # leave no empty file it made
             raise
         self._size = os.fstat(self._f.fileno()).st_size       # after a torn tail was cut
         if self.resumed is not None:

@@ -228,10 +228,13 @@ MUTANTS = [
     Mutant("rerun-viewer-path-only", "runtime/rerun_view.py",            # audit 26 #12
            "return str(beside) if beside.is_file() else None", "return None",
            ("tests/test_first_contact.py", "-k", "rerun_spawn")),
-    Mutant("res-two-writers", "runtime/results.py", "            if not try_lock(self._f):",      # audit 26 #14
+    Mutant("res-two-writers", "runtime/results.py", "            if not locked:",      # audit 26 #14
            "            if False:", ("tests/test_reliability.py", "-k", "being_written")),
     Mutant("batch-two-batches", "edge_ad/batch/driver.py", "        if not try_lock(lock):", "        if False:",
            ("tests/test_batch.py", "-k", "second_batch")),
+    Mutant("res-refused-unlinks", "runtime/results.py",
+           "if created and locked and os.fstat(self._f.fileno()).st_size == 0:",
+           "if os.fstat(self._f.fileno()).st_size == 0:", ("tests/test_reliability.py", "-k", "being_written")),
     Mutant("cap-no-flush", "runtime/results.py", "        self._f.write(line)\n        self._f.flush()",
            "        self._f.write(line)\n        pass", CAP),
     Mutant("cap-backoff-uncapped", "runtime/capture.py", "            delay = min(delay * 2, backoff[1])",

@@ -5,6 +5,7 @@ frame-size limit. Sensor faults: test_sensor_faults.py; truncated recordings: te
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -123,6 +124,16 @@ def test_a_results_file_being_written_is_refused_to_a_second_run(tmp_path):
     with pytest.raises(ResultsFileError):
         ResultWriter(missing, model={"path": "y", "manifest_sha256": "b" * 64, "configuration": "c"})
     assert not missing.exists()
+    # review nit: a writer refused by the lock never removes the file, even a new empty one another run just
+    # created and holds (that run would write on into an unlinked file)
+    import fcntl
+    fresh = tmp_path / "fresh.jsonl"
+    with open(fresh, "a") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        inode = os.stat(fresh).st_ino
+        with pytest.raises(ResultsFileError, match="being written by another"):
+            ResultWriter(fresh)
+        assert fresh.exists() and os.stat(fresh).st_ino == inode
 
 
 def test_last_index_found_behind_a_long_run_of_events(tmp_path):
