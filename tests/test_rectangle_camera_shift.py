@@ -1,8 +1,8 @@
 """The shipped rectangle.pt under a camera moved 3-4 px (issue 12, twelfth and fifteenth passes): audit 21 found the
 tenth-pass file over the false-alarm limit there (fixed shift (-3, -3) 16 %, with brightness +15 % 25 %, shift 4 px
 24-26 %): its latent bank held shifted copies on the 2-px grid only, weighed as strangers (w = 2). The twelfth pass:
-the 2-px grid's copies trusted, the 7 x 7 grid's outer ring (shifts at +-3 px) added at w = 2. The fifteenth pass
-(candidate A2, session 25; the shipped file): 8 copies more, brightness 1.15 x the 2-px grid, trusted
+the 2-px grid's copies trusted, the 7 x 7 grid's outer ring (shifts at +-3 px) added at w = 2. The fifteenth pass's
+candidate A2 (session 25; shipped in the sixteenth pass, session 26): 8 copies more, brightness 1.15 x the 2-px grid, trusted
 (models/kinect-rgbd/README.md, "Fifteenth pass (issue 12): rectangle")."""
 from pathlib import Path
 
