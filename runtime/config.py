@@ -15,7 +15,7 @@ import numpy as np
 # re-exported: the latent memory and the score's divisor live in their own modules
 from .latent_memory import (LATENT_METRICS, BankLayout, LatentMemory, check_augment_weight,  # noqa: F401
                             latent_memory, layout_rows_per_frame, original_rows, rows_per_frame_of,
-                            trusted_original_rows, unshifted_rows)
+                            trusted_original_rows)
 from .score_scale import foreground_fraction, latent_factor, pixel_factor, score_scale  # noqa: F401
 
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
