@@ -348,7 +348,7 @@ class Scorer:
         if self._closed:
             raise RuntimeError(f"this Scorer of {self.model_dir} is closed")
 
-    # the documented contract (README, run, ROS node): names independent of the backend internals
+    # the documented contract (docs/python-api.md, run, ROS node): names independent of the backend internals
     @property
     def preprocess(self) -> PreprocessSpec:
         """The model's input contract (from the manifest)."""

@@ -738,8 +738,9 @@ def test_calibrate_verifies_a_signed_model_and_re_signs_with_sign(tmp_path):
 
 def test_calibrate_help_and_readme_say_what_the_code_does():
     """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
-    pixel tables; README: the floor applies only when the model's own threshold was set at a rate >= --fpr,
-    the two "none" messages of the camera-shift search."""
+    pixel tables; the docs (docs/calibrate.md and docs/integrity.md, moved there from README): the floor applies
+    only when the model's own threshold was set at a rate >= --fpr, the two "none" messages of the camera-shift
+    search."""
     from conftest import REPO
     from edge_ad.cli import main
     r = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=200)
@@ -748,10 +749,13 @@ def test_calibrate_help_and_readme_say_what_the_code_does():
     assert "--trusted-key" in text and "--sign" in text
     assert "where it is: one copy, without the shift-min's" in text and "the pixel tables" in text
     assert "its FIRST N" not in text and "N frames spread evenly over a source of known length" in text and "--every K" in text
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert "never below the model's own: --no-floor" not in readme
-    assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in readme
-    from edge_ad.runtime.calibrate import choose_camera_shift            # the messages README quotes
+    def words(*names):
+        return " ".join(" ".join((REPO / name).read_text().split()) for name in names)
+    every_page = words("README.md", *(p.relative_to(REPO) for p in sorted((REPO / "docs").glob("*.md"))))
+    assert "never below the model's own: --no-floor" not in every_page
+    assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in words("docs/integrity.md")
+    readme = words("docs/calibrate.md")
+    from edge_ad.runtime.calibrate import choose_camera_shift            # the messages docs/calibrate.md quotes
     assert '"scene camera shift: none ..."' in readme and '"none: the frames fit best unmoved"' in readme
     assert choose_camera_shift({(0, 0): np.zeros(6), (0, 1): np.ones(6)})[1]["said"] == "none: the frames fit best unmoved"
     assert '"none identified: ..."' in readme

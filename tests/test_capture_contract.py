@@ -122,12 +122,13 @@ def test_a_non_finite_score_is_an_error_line_not_a_result(tmp_path):
 
 
 def test_readme_names_the_summary_fields_the_run_writes(tmp_path):
-    """README's list of the run summary's fields names real keys (it said "frames" for frames_scored)."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    """The docs' list of the run summary's fields (docs/sources-and-results.md, moved there from README) names
+    real keys (it said "frames" for frames_scored)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sources-and-results.md").read_text(encoding="utf-8")
     listed = text[text.index("a final `summary` ("):].split("`search`:")[0]     # the field list
     names = re.findall(r"`([a-z_0-9]+)`", listed)[1:]                          # [0] is `summary`
     summary = run_capture(open_source("synth://?n=2&seed=1"), ScriptedScorer([0.1, 0.2]), threshold=0.15,
                           out=tmp_path / "r.jsonl", handle_signals=False)
     assert {"frames_scored", "anomalies", "fps", "latency_ms"} <= set(names), names
     for name in names:
-        assert name in summary or name in summary["latency_ms"], f"README names {name!r}, not a summary key"
+        assert name in summary or name in summary["latency_ms"], f"docs/sources-and-results.md names {name!r}, not a summary key"

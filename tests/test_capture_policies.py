@@ -20,7 +20,7 @@ from edge_ad.runtime.sensor_faults import SensorFaultDetector, SensorFaultError
 from edge_ad.runtime.sources import Frame, SourceError, open_source
 
 
-# README's JSON-line fields of a scored frame (issue 3: frame, score, seed_losses), written down here
+# docs/sources-and-results.md's JSON-line fields of a scored frame (issue 3: frame, score, seed_losses), written down here
 # and not read from frame_record, so a renamed or dropped field fails; the demo model uses the latent
 # memory (latent_distance) and synth:// carries truth
 FRAME_LINE_FIELDS = {"type", "frame", "index", "timestamp", "score", "threshold", "anomalous", "latency_ms",

@@ -82,5 +82,5 @@ def test_threshold_ignores_optimiser_settings_only_when_no_step_reads_them(tmp_p
     export_model(tiny_generator, tmp_path / "k2", search=k2, parity=False, unrolled=False,
                  threshold={"value": 0.5, "search": k2.to_dict()}, log=lambda *_: None)
     assert Scorer.load(tmp_path / "k2").threshold == pytest.approx(0.5)
-    assert Scorer.load(tmp_path / "k2", lr_theta=0.0).threshold is None          # README: the fast option
+    assert Scorer.load(tmp_path / "k2", lr_theta=0.0).threshold is None          # docs/scoring-configurations.md: the fast option
     assert Scorer.load(tmp_path / "k2", config=k2.replace(lr_z=0.1)).threshold is None

@@ -223,8 +223,8 @@ def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
 
 
 def test_picture_hooks_are_named_by_their_flags(tmp_path, stub, monkeypatch):
-    """hook_failed events and hook_failures name every picture hook by its flag, as README lists them
-    (review2 item 6: ContactSheet and RerunView were reported by their class names)."""
+    """hook_failed events and hook_failures name every picture hook by its flag, as docs/running-all-day.md
+    lists them (review2 item 6: ContactSheet and RerunView were reported by their class names)."""
     from edge_ad.runtime import sheet as sheet_mod
     from edge_ad.runtime.capture import hook_name
     from edge_ad.runtime.rerun_view import RerunView
