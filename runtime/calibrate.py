@@ -11,7 +11,7 @@ Of a source that knows its length (a folder, synth://?n=N, a ROS bag, a RealSens
 and holds more than ``max_frames``, exactly
 ``max_frames`` frames spread evenly over it are used (``spread_positions``), so they cover the whole recording
 (measured on kinect-rgbd: 50 frames of one stretch of a recording can look like the model's rate while the
-rest does not, models/kinect-rgbd/README.md, session 23); ``every`` K uses every K-th frame instead (1: the
+rest does not, models/kinect-rgbd/HISTORY.md, session 23); ``every`` K uses every K-th frame instead (1: the
 first ``max_frames``; a camera: ``max_frames`` frames over max_frames x K frames of time; a bag or recording is
 then not counted).
 
@@ -34,7 +34,7 @@ then not counted).
                 search scored with them, and the shipped cylinder (shift-min R = 2, pixel search R_p = 3) scored
                 most frames alike under neighbouring shifts: scene C of models/kinect-rgbd/new_scene.py (moved by
                 (2, -2)), 50 random frames, best fit (-2, 1) at 1.14x, none taken, 14 % false alarms on the rest;
-                scored where they are: (-2, 2) exactly (120x), 8 % (models/kinect-rgbd README, "Fourteenth pass
+                scored where they are: (-2, 2) exactly (120x), 8 % (models/kinect-rgbd/HISTORY.md, "Fourteenth pass
                 (issue 12): cylinder"). (Rectangle without a shift-min, 50 frames: (2, -2) and (-1, 3) found
                 exactly, no other shift as good.)
                 Models with centroid alignment keep (0, 0).
@@ -74,7 +74,7 @@ then not counted).
                   kept threshold in none; where the scene refuted it, taking the quantile (until session 22)
                   cost sphere's scene M (mirror + brightness +20 %, draw 0) 1.60x and 81.5 % flagged (2 %
                   false alarms), the lowest accepted threshold 1.11x and 92.5 % (2 %) (models/kinect-rgbd
-                  README, "calibrate's threshold rule", every scene measured before / after). The cost:
+                  HISTORY.md, "Session 22: calibrate's threshold rule", every scene measured before / after). The cost:
                   a raised threshold lets up to k of the n frames above it, so on fresh frames of the scene
                   expect up to about (k + 1) / (n + 1) false alarms (9.8 % at 4 % of 50, 15.7 % at 8 %),
                   where the quantile expects about the rate (measured where the twelfth-pass cylinder's 8 %

@@ -310,7 +310,7 @@ def test_the_shipped_cylinder_finds_a_moved_scenes_shift(tmp_path, kinect_root):
     up to 2 px: each moved frame scored where it is, the exact undo (-2, 2) is identified and no other shift
     fits as well; the same frames unmoved keep (0, 0). With both tolerances in the search (until session 26)
     neighbouring shifts fit alike and scene C's (2, -2) was not taken (best fit (-2, 1), 1.14x: 14 % false
-    alarms on its rest, models/kinect-rgbd README, "Fourteenth pass (issue 12): cylinder")."""
+    alarms on its rest, models/kinect-rgbd/HISTORY.md, "Fourteenth pass (issue 12): cylinder")."""
     pytest.importorskip("torch")
     from conftest import REPO
     from edge_ad.export.exporter import export_model

@@ -1,7 +1,7 @@
 """The shipped cylinder.pt under a mirrored pose that is also rolled or zoomed (issue 12, eleventh pass): audit 20
 found the ninth-pass file's only AUROC misses there (mirror + roll 3 deg 0.923 / 41 % false alarms, mirror + zoom
 1.03x 0.931 / 29 %, 0.97x 0.933 / 26 %): its memories held mirrored copies and zoomed / rolled copies but no
-mirrored zoom or roll. Released: 0.987 / 5 %, 0.983 / 5 %, 0.984 / 4 % (models/kinect-rgbd/README.md,
+mirrored zoom or roll. Released: 0.987 / 5 %, 0.983 / 5 %, 0.984 / 4 % (models/kinect-rgbd/HISTORY.md,
 "Eleventh pass ... cylinder"). Twelfth pass: zoom copies at +-5 % in both memories (zoom 1.05x alone was the open
 row: 0.961 / 16 % false alarms; "Twelfth pass ... cylinder"). Thirteenth pass: mirrored zoom copies at +-5 % too
 (mirror + zoom 1.05x was the open row: 0.960 / 20 %; "Thirteenth pass ... cylinder")."""
@@ -95,7 +95,7 @@ def test_the_cylinder_meets_the_targets_zoomed_1_05(kinect_root):
     """val at the shipped threshold under zoom 1.05x, the eleventh pass's open row (0.961 / 16 % on the 100
     normals, 200 anomalies): the targets, on all 100 normals and the first 25 anomalies per class (150 frames):
     twelfth pass 0.986 / 7 % / 96 %; the eleventh-pass file 0.964 / 16 % / 96 % on these frames (per-frame scores
-    of both runs: models/kinect-rgbd/README.md, "Twelfth pass ... cylinder"). The AUROC bound 0.975 (stricter
+    of both runs: models/kinect-rgbd/HISTORY.md, "Twelfth pass ... cylinder"). The AUROC bound 0.975 (stricter
     than the target's 0.95) is what fails the eleventh-pass file (0.964 vs 0.986): its 16 % against the 15 %
     false-alarm bound is one frame of 100. Cost: ~2 min at load (150 frames on the torch path; review 22 #17)."""
     auroc, rates = _zoomed(kinect_root, "scale:1.05", 1)
@@ -109,7 +109,7 @@ def test_the_cylinder_meets_the_targets_mirrored_and_zoomed_1_05(kinect_root):
     100 normals, 200 anomalies): the targets. To keep CI short, the second half of the normals (val 50-99, where
     16 of the old file's 20 false alarms are) and the first 10 anomalies per class (70 frames): released 0.999 /
     8 % / 100 %; the twelfth-pass file 0.956 / 32 % / 100 % on these frames (per-frame scores of both:
-    models/kinect-rgbd/README.md, "Thirteenth pass ... cylinder"): it fails both bounds. Cost: 220 s at load ~7."""
+    models/kinect-rgbd/HISTORY.md, "Thirteenth pass ... cylinder"): it fails both bounds. Cost: 220 s at load ~7."""
     auroc, rates = _zoomed(kinect_root, "mirror+scale:1.05", 4, normals=slice(50, 100), anomalies=10)
     assert auroc >= 0.975 and rates["false_alarm_rate"] <= 0.15, (auroc, rates)
     assert rates["anomalies_flagged"] >= 0.90, rates

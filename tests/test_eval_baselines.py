@@ -75,7 +75,7 @@ def test_eval_reports_plain_and_model_preprocessing_baselines_with_their_labels(
     assert nu["conditions"]["clean"]["baseline_auroc"] == pytest.approx(
         rep["baselines"][f"nearest-neighbour MSE per foreground pixel {plain}"]["overall"])
     assert "NN baseline column: nearest-neighbour MSE per foreground pixel (plain preprocessing)" in r.output
-    # models/kinect-rgbd/nn_baselines.py (the README's table of every variant) reads the same numbers, its
+    # models/kinect-rgbd/nn_baselines.py (HISTORY.md's table of every variant) reads the same numbers, its
     # preprocessing and floor (0.3) taken from the checkpoint as main() takes them (review 16b #5)
     from conftest import load_kinect_script
     from edge_ad.runtime.nuisance import parse_nuisance

@@ -3,7 +3,7 @@ tenth-pass file over the false-alarm limit there (fixed shift (-3, -3) 16 %, wit
 24-26 %): its latent bank held shifted copies on the 2-px grid only, weighed as strangers (w = 2). The twelfth pass:
 the 2-px grid's copies trusted, the 7 x 7 grid's outer ring (shifts at +-3 px) added at w = 2. The fifteenth pass's
 candidate A2 (session 25; shipped in the sixteenth pass, session 26): 8 copies more, brightness 1.15 x the 2-px grid, trusted
-(models/kinect-rgbd/README.md, "Fifteenth pass (issue 12): rectangle")."""
+(models/kinect-rgbd/HISTORY.md, "Fifteenth pass (issue 12): rectangle")."""
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def test_rectangle_false_alarms_with_the_camera_moved_3_to_4_px(kinect_export, k
     draws it at place 3 of the twelfth pass's list, nuisance seed 0): the tenth-pass file flags 25 % and 24 % of
     them, the twelfth-pass one 17 % and 15 %, the fifteenth-pass one (A2, shipped) 15 % and 14 %. Bound 20 % for
     both: between the tenth and the twelfth pass (the target's 15 % is not met by the twelfth's first row:
-    models/kinect-rgbd/README.md, twelfth pass), so that the tenth-pass file fails."""
+    models/kinect-rgbd/HISTORY.md, twelfth pass), so that the tenth-pass file fails."""
     from edge_ad.models.evaluate import raw_groups
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.nuisance import frame_rng, parse_nuisance

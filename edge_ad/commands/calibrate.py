@@ -19,7 +19,7 @@ import click
               "(a folder, synth://?n=N, a ROS bag, a RealSense recording: their frames counted first, one pass over "
               "their message stamps; see --every), else (a camera) its first N, so record the "
               "source over the scene's normal variety (the whole run of poses and light): 50 frames of one stretch "
-              "of a recording can look like the model's rate while the rest does not (models/kinect-rgbd/README.md, "
+              "of a recording can look like the model's rate while the rest does not (models/kinect-rgbd/HISTORY.md, "
               "session 23).")
 @click.option("--every", type=click.IntRange(min=1), default=None, metavar="K",
               help="use every K-th frame of the source until --max-frames are used (the frames between are read, "

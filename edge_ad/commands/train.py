@@ -54,7 +54,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
         torch.set_num_threads(threads)
     # Per-objective optimiser defaults. The study's (1e-4, betas (0, 0.9), batch 128) let the BCE
     # discriminator win at once on kinect cylinder and sphere (loss_d 0.002 by epoch 30, noise
-    # samples); the DCGAN settings train all three classes (models/kinect-rgbd/README.md).
+    # samples); the DCGAN settings train all three classes (models/kinect-rgbd/HISTORY.md).
     bce = objective == "bce"
     lr = lr if lr is not None else (2e-4 if bce else 1e-4)
     beta1 = beta1 if beta1 is not None else (0.5 if bce else 0.0)

@@ -1,4 +1,4 @@
-"""Reproduce the "how the configuration was chosen" table of README.md: val AUROC of score variants
+"""Reproduce the "how the configuration was chosen" table of HISTORY.md: val AUROC of score variants
 on a shipped model's generator + izi encoder (residual, latent nearest-neighbour distances, products).
 
     .venv/bin/python models/kinect-rgbd/latent_variants.py --class cylinder [--data ../shared/data/kinect-rgbd]

@@ -1,4 +1,4 @@
-"""Reproduce README.md's "Nearest-neighbour baselines, every variant" table: the nearest-neighbour
+"""Reproduce HISTORY.md's "Nearest-neighbour baselines, every variant" table: the nearest-neighbour
 MSE baseline against the class's train frames, on plain preprocessing (the issues' definition) and on
 the shipped model's preprocessing where it differs, with foreground powers 0 / 0.5 / 1, on clean val
 frames and under the val nuisance suite (``edge-ad eval --nuisance``'s DEFAULT_SUITE, nuisance seed 0).

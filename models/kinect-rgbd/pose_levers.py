@@ -1,4 +1,4 @@
-"""Reproduce the sixth pass's "tried, not shipped" table of README.md: levers on the latent memory of
+"""Reproduce the sixth pass's "tried, not shipped" table of HISTORY.md: levers on the latent memory of
 an exported model against camera shifts (the rectangle's limit), measured offline on val.
 
     .venv/bin/python models/kinect-rgbd/pose_levers.py --model EXPORT_DIR [--member EXPORT_DIR ...]

@@ -1,4 +1,4 @@
-"""Reproduce the robustness-lever table of README.md: val AUROC, false alarms and anomalies flagged
+"""Reproduce the robustness-lever tables of HISTORY.md: val AUROC, false alarms and anomalies flagged
 (threshold at 5 % of the clean val normals) of score variants on a model's generator + izi encoder,
 clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
 

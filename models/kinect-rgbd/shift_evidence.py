@@ -1,4 +1,4 @@
-"""Reproduce README.md's sixth-pass note on position as class evidence: the nearest-neighbour baseline
+"""Reproduce HISTORY.md's sixth-pass note on position as class evidence: the nearest-neighbour baseline
 (MSE per foreground pixel against the class's train frames and their mirrors) on val, with the frame as
 captured and with its foreground centroid aligned (shift-proof by construction), clean and under fixed
 camera shifts. Threshold: the 93rd percentile of the clean val normals (7 %, the shipped rectangle rate).
