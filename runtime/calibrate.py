@@ -374,6 +374,35 @@ def uncounted_text(frames, plan: FramePlan, max_frames: Optional[int]) -> Option
     return line
 
 
+def recording_cut(frames) -> Optional[dict]:
+    """Where ``frames``, a recording cut short (a killed recorder: a salvaged bag or RealSense recording),
+    ends: its ``truncation()`` facts (``Source.truncation``: file, reason, messages, ..., as its
+    ``recording_truncated`` event) plus "frames", the frames it holds before the cut (``frame_count()``:
+    counted already when the frames are spread, else one pass now; None when it cannot count); None for any
+    other source."""
+    ask = getattr(frames, "truncation", None)
+    facts = ask() if callable(ask) else None
+    if not facts:
+        return None
+    count = getattr(frames, "frame_count", None)
+    return {**facts, "frames": count() if callable(count) else None}
+
+
+def cut_text(cut: dict, read: int, max_frames: Optional[int], every: Optional[int]) -> str:
+    """The log line of a recording cut short (``recording_cut``): which, why, how many frames it holds before
+    the cut and how many were read; with the frames spread (``every`` None) over its count, that the count is
+    of the frames before the cut: fewer than ``max_frames`` (all read), else spread over those only."""
+    n = cut.get("frames")
+    line = (f"recording {cut.get('file')} is cut short ({cut.get('reason')}): "
+            + (f"{n} frames before the cut (up to its message {cut.get('messages')}), {read} of them read"
+               if n is not None else f"{read} frames read before the cut (up to its message {cut.get('messages')})")
+            + "; frames after the cut are lost")
+    if n is not None and every is None and max_frames is not None:
+        line += (f"; fewer than the --max-frames {max_frames} planned: every frame before the cut is read"
+                 if n < max_frames else f"; the {max_frames} frames are spread over those before the cut only")
+    return line
+
+
 def how_selected(every: Optional[int], read: int) -> Optional[str]:
     """How the frames used were picked from the ``read`` frames, for messages (the calibration record's
     "every": None = spread by positions): "spread over 28 read", "every 3rd of 28 read"; None for every frame."""
@@ -909,6 +938,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     else every frame. Said through
     ``log``; the calibration record holds "every" (None when spread), "source_length", "frames_selected" and
     the "frame_ids" used.
+    A recording cut short (a killed recorder: ``recording_cut``) is calibrated on the frames before the cut
+    (its count, ``source_length``, is theirs) when they are enough (``min_frames``); ``log`` says so
+    (``cut_text``) and the record's "recording_truncated" holds where it ends (None for an intact source);
+    with too few the CalibrationError says it is cut short.
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
     threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
@@ -949,6 +982,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                 log(said)
         res = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)
         n = len(res["ids"])
+        cut = recording_cut(frames)               # a recording cut short: said, recorded, and the CLI exits 3
+        if cut is not None and log is not None:
+            log(cut_text(cut, res["read"], max_frames, every))
         if n < min_frames:
             first = f"; first problem: {res['reasons'][0]}" if res["reasons"] else ""
             more = _dropped(0, 0, res["faulty"], res["faults"], res["skipped_anomalous"], res["duplicates"])
@@ -956,7 +992,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             raise CalibrationError(
                 f"only {n} usable frame{'s' if n != 1 else ''} of {of} ({res['unreadable']} unreadable, "
                 f"{res['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
-                + f"){first}; calibration needs at least {min_frames} normal frames of the scene")
+                + f"){first}" + (f"; the recording {cut.get('file')} is cut short: frames after its message "
+                                 f"{cut.get('messages')} are lost" if cut is not None else "")
+                + f"; calibration needs at least {min_frames} normal frames of the scene")
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
             check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution)
         gain = scene_colour_gain(res["u8"], spec) if colour_gain else None
@@ -1012,6 +1050,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), "frames_read": res["read"], "frames_used": n,
               "every": plan.every, "source_length": length, "frames_selected": res["selected"],
+              "max_frames": max_frames, "recording_truncated": cut,
               "frame_ids": [v if isinstance(v, (int, str)) else str(v) for v in res["ids"]],
               "unreadable": res["unreadable"], "unscorable": res["unscorable"],
               "sensor_faults": res["faulty"], "faults": dict(res["faults"]),

@@ -153,3 +153,81 @@ def test_a_cut_recording_is_said_on_the_console_in_the_summary_and_exits_3(tmp_p
     entry = summary["sources"][0]
     assert entry["status"] == "done" and entry["recording_truncated"]["messages"] == ev["messages"]
     assert summary["totals"]["truncated"] == 1
+
+
+def test_calibrate_on_a_cut_recording_says_so_records_it_and_exits_3(tmp_path):
+    """Session 27: `edge-ad calibrate` on a recording cut short (a killed recorder) said nothing: it calibrated on
+    the frames before the cut, exit 0, and neither the log nor the manifest's calibration record told the cut.
+    Now, for a ROS 2 .db3 and a RealSense .db3 cut at 60 %: one log line names the recording, the reason and the
+    frames before the cut (its count: the frames are spread over those only, or, fewer than --max-frames, all
+    read), the record's recording_truncated holds the event's facts and that count, the model is written and
+    the exit status is 3, as edge-ad run's; with too few frames the error names the count and the cut."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.runtime.capture import EXIT_BAD_FRAMES
+    from test_calibrate import _demo_copy, _synth_frames
+    synth = [(fr.id, fr.rgb, d8_to_mm(fr.depth)) for fr in _synth_frames(60)]
+    bag = tmp_path / "bag"
+    write_ros2_bag(bag, synth, storage="sqlite3")
+    killed = cut(storage_file(bag), tmp_path / "cut" / "k.db3", int(storage_file(bag).stat().st_size * 0.6))
+    rec = tmp_path / "rec.db3"
+    record_realsense_db3(rec, synth[:40])
+    rs_killed = cut(rec, tmp_path / "rs-killed.db3", int(rec.stat().st_size * 0.6))
+    facts = {}
+    for path in (killed, rs_killed):          # what edge-ad run reads of them: every intact frame, the event
+        with open_source(str(path)) as src:
+            ids = [f.id for f in src]
+            facts[path] = (ids, [e for e in src.events if e["event"] == "recording_truncated"][0])
+    model = _demo_copy(tmp_path)
+
+    def calibrate(path, out, *args):
+        r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", str(path), "--out",
+                                      str(out), "--max-shift", "0", "--min-frames", "5", *args])
+        return r, (json.loads((out / "manifest.json").read_text())["calibration"] if out.is_dir() else None)
+
+    def said(path, read, tail):
+        ids, ev = facts[path]
+        return (f"recording {path} is cut short ({ev['reason']}): {len(ids)} frames before the cut (up to its "
+                f"message {ev['messages']}), {read} of them read; frames after the cut are lost" + tail)
+
+    def recorded(c, path):
+        ids, ev = facts[path]
+        assert c["recording_truncated"] == {**{k: v for k, v in ev.items() if k != "event"}, "frames": len(ids)}
+
+    # the ROS 2 bag: 10 frames spread over the frames before the cut; read up to the last one used, not to the
+    # cut, so where it ends is known from the count (the run's event is written only when read to the cut)
+    ids, ev = facts[killed]
+    assert 0.6 * 60 - 6 <= len(ids) < 60 and ev["messages"] > 0
+    r, c = calibrate(killed, tmp_path / "cal-bag", "--max-frames", "10")
+    assert r.exit_code == EXIT_BAD_FRAMES, r.output
+    last = (9 * len(ids)) // 10
+    assert said(killed, last + 1, "; the 10 frames are spread over those before the cut only") in r.output, r.output
+    assert "warning: the recording is cut short: " in r.output
+    recorded(c, killed)
+    assert (c["source_length"], c["frames_read"], c["max_frames"]) == (len(ids), last + 1, 10)
+    assert c["frame_ids"] == [ids[i * len(ids) // 10] for i in range(10)]
+    # --every 2: not counted to spread; read part-way, the bag is counted once more to say where it ends
+    r, c = calibrate(killed, tmp_path / "cal-every", "--max-frames", "5", "--every", "2")
+    assert r.exit_code == EXIT_BAD_FRAMES and said(killed, 9, "\n") in r.output, r.output
+    recorded(c, killed)
+    # the RealSense recording: fewer frames before the cut than --max-frames asks: all of them read
+    rs_ids, _ = facts[rs_killed]
+    assert 0.6 * 40 - 6 <= len(rs_ids) < 40
+    r, c = calibrate(rs_killed, tmp_path / "cal-rs", "--max-frames", "100")
+    assert r.exit_code == EXIT_BAD_FRAMES, r.output
+    assert said(rs_killed, len(rs_ids), "; fewer than the --max-frames 100 planned: every frame before the cut is "
+                "read") in r.output, r.output
+    recorded(c, rs_killed)
+    assert c["frames_used"] == len(rs_ids) and c["frame_ids"] == rs_ids
+    # too few frames before the cut: the error names the count and the cut; nothing written
+    r, c = calibrate(killed, tmp_path / "cal-few", "--min-frames", "50")
+    assert r.exit_code == 1 and c is None and not (tmp_path / "cal-few").exists(), r.output
+    assert (f"only {len(ids)} usable frames of {len(ids)} read" in r.output
+            and f"the recording {killed} is cut short: frames after its message {ev['messages']} are lost; "
+                "calibration needs at least 50 normal frames" in r.output), r.output
+    # the same bag, intact: nothing said, no record, exit 0
+    r, c = calibrate(bag, tmp_path / "cal-whole", "--max-frames", "10")
+    assert r.exit_code == 0 and "cut short" not in r.output and c["recording_truncated"] is None, r.output

@@ -1,7 +1,10 @@
 """``edge-ad calibrate --model DIR --source URI --out DIR``: adapt an exported model to a new scene
-from normal frames of that scene (torch-free: runs on the robot's lean install)."""
+from normal frames of that scene (torch-free: runs on the robot's lean install). Exit status: 0 written,
+1 error (nothing written), 2 bad command line, 3 written from a recording cut short (frames after the cut
+lost: as ``edge-ad run``'s 3)."""
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -70,7 +73,10 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     calibrate its threshold on them (each frame scored held out: the frames split into 5 contiguous
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
     directory OUT. Sensor faults (as edge-ad run reports them, a stuck camera's repeats included) and
-    frames the source labels anomalous are not used."""
+    frames the source labels anomalous are not used. A recording cut short (a killed recorder) is
+    calibrated on the frames before the cut when they are enough; the log and the manifest's calibration
+    record (recording_truncated) say so, and the exit status is 3 (as edge-ad run's: frames lost).
+    Exit status: 0 written, 1 error (nothing written), 2 usage, 3 written from a recording cut short."""
     from edge_ad.runtime.calibrate import (CalibrationError, calibrate_model, frame_plan, how_selected,
                                           labelled_normals, source_length)
     from edge_ad.runtime.manifest import ManifestError
@@ -154,6 +160,11 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
         click.echo(f"{out_dir} is unsigned (its manifest is new; "
                    + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
                    + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
+    if c.get("recording_truncated"):                 # written, but frames were lost: exit as edge-ad run does
+        from edge_ad.runtime.capture import EXIT_BAD_FRAMES
+        click.echo(f"warning: the recording is cut short: {out_dir} is calibrated on the frames before the cut "
+                   "(recording_truncated in its manifest's calibration record)", err=True)
+        sys.exit(EXIT_BAD_FRAMES)
 
 
 def shift_line(shift: dict) -> str:

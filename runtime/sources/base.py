@@ -61,7 +61,10 @@ class Source:
     ``frame_count()``: how many frames iterating yields when the source can tell before (a ROS bag, a
     RealSense recording: one pass over its message stamps), else None (the default: a camera).
     ``count_error``: why ``frame_count()`` is None for a source that counts (a bag that cannot be read to its
-    end), else None."""
+    end), else None.
+    ``truncation()``: where a recording cut short (a killed recorder) ends: the facts of its
+    ``recording_truncated`` event (file, reason, messages, ...), also when its event is not written yet (a
+    bag read only part-way); None for any other source (the default)."""
 
     uri: str = ""
     stream: bool = True
@@ -76,6 +79,9 @@ class Source:
         raise NotImplementedError
 
     def frame_count(self) -> Optional[int]:
+        return None
+
+    def truncation(self) -> Optional[dict]:
         return None
 
     def close(self) -> None:

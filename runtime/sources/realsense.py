@@ -193,6 +193,11 @@ class RealSenseRecording(Source):
         self.stats = {}
         self._count: Optional[int] = None
         self.count_error: Optional[str] = None
+        self._truncated: Optional[dict] = None     # where a recording cut short ends (open_truncated_recording)
+
+    def truncation(self) -> Optional[dict]:
+        """Where the recording, cut short, ends (its salvaged copy's facts, known at open); None when intact."""
+        return self._truncated
 
     def frame_count(self) -> Optional[int]:
         """How many frames iterating the recording yields (its colour/depth pairs), counted by playing it
@@ -400,6 +405,7 @@ def open_truncated_recording(path) -> "RealSenseRecording":
             raise SourceError(f"cannot salvage the truncated RealSense recording {path}: {e}") from None
         raise
     src.uri = str(path)
+    src._truncated = dict(end)
     src.events = [{"event": "recording_truncated", **end}]
     src._cleanup = tmp
     return src

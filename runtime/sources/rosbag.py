@@ -101,6 +101,7 @@ class RosbagSource(Source):
         self.stats: dict = {}
         self._count: Optional[int] = None
         self.count_error: Optional[str] = None
+        self._truncated: Optional[dict] = None   # where a bag cut short ends, once salvage read to the cut
 
     def _storage(self) -> list:
         return storage_files(self.path) if self.path.is_dir() else [self.path]
@@ -127,8 +128,11 @@ class RosbagSource(Source):
                     yield topic, t, typestore.deserialize_cdr(raw, msgtype), None
                 except Exception as e:
                     yield topic, t, None, e
-            if reader.end.get("reason") and record_events:
-                self.events.append({"event": "recording_truncated", **reader.end})
+            if reader.end.get("reason"):
+                if self._truncated is None:
+                    self._truncated = dict(reader.end)
+                if record_events:
+                    self.events.append({"event": "recording_truncated", **reader.end})
 
     def _rosbags_messages(self, reader) -> Iterator[tuple]:
         conns = [c for c in reader.connections if c.topic in (self.rgb_topic, self.depth_topic)]
@@ -174,6 +178,15 @@ class RosbagSource(Source):
             except Exception as e:   # rosbags' own reader errors, as __iter__ turns into SourceError
                 self.count_error = str(e) or type(e).__name__
         return self._count
+
+    def truncation(self) -> Optional[dict]:
+        """Where the bag, cut short (read by salvage), ends: its ``recording_truncated`` event's facts, known
+        once salvage has read its storage to the cut (iterated to its end or counted: ``frame_count``, which
+        is asked here when neither has happened, one pass without decoding an image); None for an intact bag
+        (one rosbags reads, or a bag directory without metadata.yaml whose files are whole)."""
+        if self.salvage and self._truncated is None:
+            self.frame_count()
+        return self._truncated
 
     def __iter__(self) -> Iterator[Frame]:
         pairer = TimePairer(self.slop)
