@@ -1015,7 +1015,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     new_bank = new_pixels = pixel_distances = None
     pixel_entry = man.get("pixel_memory") or {}
     if cfg.uses_pixel_memory:
-        original_frames = load_npy(model_dir, pixel_entry["file"], pixel_entry["shape"], np.uint8)   # (N0, R, R, 4)
+        original_frames = load_npy(model_dir, pixel_entry["file"], pixel_entry["shape"], np.uint8,   # (N0, R, R, 4)
+                                   sha256=man["files"][pixel_entry["file"]])     # the verified bytes, or refused
         # the scene's frames as scored (its colour gain applied), the memory's stored form
         new_pixels = np.concatenate([original_frames, in_model_light(np.stack(res["u8"]), spec)])   # (N0 + n, R, R, 4)
         memory = PixelMemory(new_pixels, spec, pixel_entry.get("augment") or [])
@@ -1024,7 +1025,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         pixel_distances = held_out_pixel_distances(memory, frame, n, len(original_frames), blocks,
                                                    cfg.pixel_shift_radius, cfg.pixel_gain_limits)
     if cfg.uses_latent_bank:
-        original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32)   # header checked, no symlinks
+        original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32,   # header checked, no symlinks,
+                            sha256=man["files"][bank_entry["file"]])            # the verified bytes, or refused
         scores = held_out_scores(res["base"], res["latents"], original, cfg, blocks=blocks,
                                  shifted_latents=res["shifted_latents"], augment=augment,
                                  pixel_distances=pixel_distances)

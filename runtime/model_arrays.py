@@ -7,10 +7,11 @@ traceback. No pickles; files are opened as runtime/integrity.py requires (no sym
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 import zlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -52,12 +53,46 @@ def _read_checked(f, where: str, shape: tuple, dtype, size: int) -> np.ndarray:
     return arr.T if fortran else arr
 
 
-def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.float32) -> np.ndarray:
-    """``model_dir/name`` (.npy) as an array of exactly ``shape`` and ``dtype``; ManifestError otherwise."""
+class _Hashing:
+    """A binary file read through, hashing (sha256) every byte it hands out."""
+
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def readinto(self, view) -> int:
+        k = self.f.readinto(view)
+        if k:
+            self.h.update(view[:k])
+        return k
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.float32,
+             sha256: Optional[str] = None) -> np.ndarray:
+    """``model_dir/name`` (.npy) as an array of exactly ``shape`` and ``dtype``; ManifestError otherwise.
+    ``sha256`` (the manifest's hex digest of the file): the array is parsed from the very bytes hashed, one
+    read, and refused (ManifestError naming the file) unless the whole file has that digest: a file changed
+    after the model was verified (e.g. while calibrate read a scene) is never used."""
     where = f"{model_dir}: {name}"
     try:
         with open_model_file(model_dir, name) as f:
-            return _read_checked(f, where, tuple(shape), dtype, os.fstat(f.fileno()).st_size)
+            src = f if sha256 is None else _Hashing(f)
+            arr = _read_checked(src, where, tuple(shape), dtype, os.fstat(f.fileno()).st_size)
+            if sha256 is not None:
+                while src.read(1 << 20):             # the bytes after the array count too
+                    pass
+                actual = src.h.hexdigest()
+                if actual != sha256:
+                    raise ManifestError(f"{model_dir}: {name} has been modified since the model was verified "
+                                        f"(sha256 {actual[:16]}..., manifest says {sha256[:16]}...)")
+            return arr
     except (OSError, ValueError, EOFError) as e:
         if isinstance(e, ManifestError):
             raise

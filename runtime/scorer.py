@@ -721,7 +721,8 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
         raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
                             "latent-memory distance (score_latent_power > 0), but this export has no latent "
                             "bank; re-export from a checkpoint that stores one")
-    bank = load_npy(model_dir, entry["file"], entry["shape"], np.float32)   # header checked before reading
+    bank = load_npy(model_dir, entry["file"], entry["shape"], np.float32,   # header checked before reading,
+                    sha256=man["files"][entry["file"]])                    # the bytes verified, not a later swap
     z_dim = int(man["layout"]["z_dim"])
     if bank.dtype != np.float32 or bank.ndim != 2 or bank.shape[1] != z_dim or len(bank) == 0 \
             or list(bank.shape) != list(entry.get("shape", bank.shape)) or not np.isfinite(bank).all():
@@ -743,7 +744,8 @@ def _load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: Prep
         raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} multiplies the score by the "
                             "pixel-memory distance (score_pixel_power > 0), but this export has no pixel "
                             "memory; re-export from a checkpoint that stores one (scoring['pixel_memory'])")
-    frames = load_npy(model_dir, entry["file"], entry["shape"], np.uint8)   # header checked before reading
+    frames = load_npy(model_dir, entry["file"], entry["shape"], np.uint8,   # header checked before reading,
+                      sha256=man["files"][entry["file"]])                  # the bytes verified, not a later swap
     if len(frames) > MAX_PIXEL_FRAMES:
         raise ManifestError(f"{model_dir}: {entry['file']} holds {len(frames)} frames, more than {MAX_PIXEL_FRAMES}")
     try:

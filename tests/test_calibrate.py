@@ -736,6 +736,41 @@ def test_calibrate_verifies_a_signed_model_and_re_signs_with_sign(tmp_path):
     assert r.exit_code != 0 and "not a PEM private key" in r.output and not (tmp_path / "badkey").exists()
 
 
+def test_calibrate_uses_the_verified_bank_not_one_swapped_while_it_reads(tmp_path, monkeypatch):
+    """Audit 27 #1: calibrate read latent_bank.npy again after Scorer.load had verified it, without its sha256:
+    a bank swapped while the scene was read went into OUT with a fresh hash (and, with --trusted-key --sign, a
+    valid signature), the held-out scores measured against it. Now the bank is parsed from the bytes hashed
+    against the (verified) manifest: a swapped file is refused naming it, nothing written; Scorer.load reads
+    its bank the same way (a swap after load_manifest's check is refused)."""
+    from edge_ad.runtime import scorer as scorer_mod
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.sources import open_source
+    model = _demo_copy(tmp_path)
+    bank = np.load(model / "latent_bank.npy")
+    evil = np.full_like(bank, 7.0)                               # the same shape and dtype: only its bytes differ
+
+    def swap(read, used, dropped):                               # while the scene is read, after Scorer.load
+        if read == 1:
+            np.save(model / "latent_bank.npy", evil)
+    with open_source("synth://?n=25&anomaly_rate=0") as src, \
+            pytest.raises(ManifestError, match="latent_bank.npy has been modified since the model was verified"):
+        calibrate_model(model, src, tmp_path / "cal", max_shift=0, progress=swap)
+    assert not (tmp_path / "cal").exists() and not list(tmp_path.glob(".cal.calibrating-*"))
+    np.save(model / "latent_bank.npy", bank)                     # restored: calibrates, OUT's first rows = the bank
+    with open_source("synth://?n=25&anomaly_rate=0") as src:
+        calibrate_model(model, src, tmp_path / "cal", max_shift=0)
+    np.testing.assert_array_equal(np.load(tmp_path / "cal" / "latent_bank.npy")[:len(bank)], bank)
+    checked = scorer_mod.load_manifest
+
+    def check_then_swap(*a, **k):                                # Scorer.load: swapped after the sha256 check
+        man = checked(*a, **k)
+        np.save(model / "latent_bank.npy", evil)
+        return man
+    monkeypatch.setattr(scorer_mod, "load_manifest", check_then_swap)
+    with pytest.raises(ManifestError, match="latent_bank.npy has been modified since the model was verified"):
+        scorer_mod.Scorer.load(model)
+
+
 def test_calibrate_help_and_readme_say_what_the_code_does():
     """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
     pixel tables; the docs (docs/calibrate.md and docs/integrity.md, moved there from README): the floor applies

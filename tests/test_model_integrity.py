@@ -158,6 +158,25 @@ def test_npy_header_declaring_a_huge_shape_refused_before_allocating(model, tmp_
         load_npy(d, "big.npy", (10 ** 6, 10 ** 6), np.float32)
 
 
+def test_load_npy_with_its_sha256_parses_the_bytes_it_hashed_and_hashes_the_whole_file(tmp_path):
+    """Audit 27 #1: load_npy(..., sha256=) (the bank and pixel memory, after the model was verified): the array
+    is the file's, the digest is of every byte of the file (bytes after the array too, as the manifest's), and a
+    file whose bytes differ is refused naming it, even where the array read would be the same."""
+    import hashlib
+
+    from edge_ad.runtime.model_arrays import load_npy
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", a)
+    data = (tmp_path / "a.npy").read_bytes() + b"tail"             # bytes after the array: hashed by the manifest
+    (tmp_path / "a.npy").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    np.testing.assert_array_equal(load_npy(tmp_path, "a.npy", (3, 4), np.float32, sha256=digest), a)
+    (tmp_path / "a.npy").write_bytes(data[:-4] + b"TAIL")         # the same array, another file
+    with pytest.raises(ManifestError, match=r"a.npy has been modified since the model was verified \(sha256 "):
+        load_npy(tmp_path, "a.npy", (3, 4), np.float32, sha256=digest)
+    np.testing.assert_array_equal(load_npy(tmp_path, "a.npy", (3, 4), np.float32), a)    # no digest: not compared
+
+
 # ------------------------------------------------------------------------------ 11. links, external data
 def floats_external(model, location: str):
     """``model`` with its float initializers (the BatchNorm constants) marked for external data in

@@ -443,6 +443,29 @@ def test_calibrate_adds_the_scene_frames_and_scores_them_held_out(request, tmp_p
     assert cal.score_input(X[0], seed=0).pixel_distance == 0.0                  # the scene frame is in the memory
 
 
+def test_calibrate_uses_the_verified_pixel_memory_not_one_swapped_while_it_reads(tmp_path, pixel_export):
+    """Audit 27 #1: pixel_memory.npy swapped (same shape) while calibrate reads the scene is refused naming it,
+    nothing written (it was read again without its sha256 and went into OUT with a fresh hash)."""
+    import shutil
+
+    from conftest import copy_frames
+    from edge_ad.runtime.calibrate import calibrate_model
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.sources import open_source
+    model = tmp_path / "model"
+    shutil.copytree(pixel_export[0], model)
+    frames = np.load(model / "pixel_memory.npy")
+    scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
+
+    def swap(read, used, dropped):
+        if read == 1:
+            np.save(model / "pixel_memory.npy", 255 - frames)
+    with open_source(str(scene)) as src, \
+            pytest.raises(ManifestError, match="pixel_memory.npy has been modified since the model was verified"):
+        calibrate_model(model, src, tmp_path / "cal", max_shift=0, blocks=4, min_frames=10, fpr=0.2, progress=swap)
+    assert not (tmp_path / "cal").exists()
+
+
 def test_calibrate_stores_a_darker_scenes_frames_in_the_models_light(tmp_path, tiny_generator, pixel_export):
     """Review 18 #7, calibrate's colour-gain path for the pixel memory end to end: a model with a
     colour_reference (its 6 train frames' mean foreground colour) and a pixel memory, calibrated on 12
