@@ -33,8 +33,10 @@ EXPORT_NAMES = {MANIFEST, MANIFEST + ".tmp", "engines"}
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse an ``out_dir`` the export must not replace: a file, or a non-empty directory holding
-    anything but an earlier export's files (ExportError naming them)."""
+    """Refuse an ``out_dir`` the export must not replace: a file, a non-empty directory holding
+    anything but an earlier export's files (ExportError naming them), or a model ``edge-ad calibrate``
+    wrote (its manifest's "calibration": the scene's bank and threshold, which only that scene's frames
+    rebuild)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} is a file, not a directory")
     if not out_dir.is_dir():
@@ -45,11 +47,19 @@ def check_out_dir(out_dir: Path) -> None:
     if MANIFEST not in names:
         raise ExportError(f"--out {out_dir} is not empty and holds no export ({MANIFEST}); choose a new or "
                           f"empty directory (it holds e.g. {', '.join(sorted(names)[:5])})")
-    listed = set()
+    listed, earlier = set(), {}
     try:
-        listed = set(json.loads((out_dir / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
-    except (OSError, ValueError, AttributeError):
+        earlier = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(earlier.get("files", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
         pass   # a broken earlier export: its files are still recognised by their kind
+    calibrated = earlier.get("calibration") if isinstance(earlier, dict) else None
+    if calibrated is not None:
+        said = calibrated if isinstance(calibrated, dict) else {}
+        raise ExportError(f"--out {out_dir} holds a model calibrated by edge-ad calibrate on "
+                          f"{said.get('source') or 'a scene'} ({said.get('date') or 'date not recorded'}); an "
+                          "export never replaces it (its scene's bank and threshold are rebuilt only from that "
+                          "scene's frames): choose another --out")
     other = sorted(n for n in names - listed - EXPORT_NAMES - {SIGNATURE}
                    if not n.endswith(EXPORT_SUFFIXES))
     if other:

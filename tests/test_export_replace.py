@@ -67,6 +67,36 @@ def test_an_out_dir_with_other_files_is_refused(tmp_path, tiny_generator):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes"]
 
 
+def test_an_export_never_replaces_a_calibrated_model(tmp_path, tiny_generator):
+    """Audit 27 #3: `edge-ad export --out DIR` replaced a model edge-ad calibrate had written there (the scene's
+    bank, colour gain, camera shift and threshold, which only the scene's frames rebuild) whole, silently, exit 0.
+    Now refused naming the calibration (its source and date), DIR byte for byte unchanged, no staging dir left;
+    an earlier plain export is still replaced (the test above)."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.runtime.calibrate import calibrate_model
+    from edge_ad.runtime.sources import open_source
+    model, scene = tmp_path / "model", tmp_path / "model-scene"
+    export_model(tiny_generator, model, search=SearchConfig(k=0, n_seed=2), parity=False, log=quiet)
+    with open_source("synth://?n=12&anomaly_rate=0") as src:
+        man = calibrate_model(model, src, scene, min_frames=5, max_shift=0, source="synth://?n=12&anomaly_rate=0")
+    before = snapshot(scene)
+    said = (f"--out {scene} holds a model calibrated by edge-ad calibrate on synth://?n=12&anomaly_rate=0 "
+            f"({man['calibration']['date']}); an export never replaces it")
+    with pytest.raises(ExportError, match="holds a model calibrated by edge-ad calibrate") as e:
+        export_model(tiny_generator, scene, search=SearchConfig(k=0, n_seed=2), parity=False, log=quiet)
+    assert said in str(e.value) and "choose another --out" in str(e.value)
+    assert snapshot(scene) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model-scene"]      # no staging dir left
+    ckpt = tmp_path / "g.pt"
+    import torch
+    torch.save(tiny_generator.state_dict(), ckpt)           # a generator state_dict
+    r = CliRunner().invoke(main, ["export", str(ckpt), "--out", str(scene), "--no-parity"])
+    assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, r.output
+    assert snapshot(scene) == before
+
+
 def test_export_out_dot_is_the_working_directory_and_dotdot_is_checked(tmp_path, tiny_generator, monkeypatch):
     """--out . (review2 item 2: ValueError "PosixPath('.') has an empty name"): exports into the working
     directory, which stays the directory the caller sits in (a second export replaces the first there);
