@@ -50,28 +50,31 @@ def earlier_report(out_dir: Path) -> list:
 
 def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies: Mapping[str, np.ndarray],
                  extra: Optional[dict] = None, calibrate_fpr: Optional[float] = None) -> dict:
-    """Compute metrics, write report.json, roc.png, histogram.png (and threshold.json) into out_dir."""
+    """Compute metrics, write report.json, roc.png, histogram.png (and threshold.json) into out_dir.
+    Everything is computed (a bad ``calibrate_fpr`` raises ValueError) before the first file is written, so a
+    failure leaves no partial report that earlier_report would take for an evaluation."""
     from .plots import save_histogram, save_roc
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_scores(normal, anomalies)
     curves = {}
     for name, s in list(anomalies.items()) + [("overall", np.concatenate(list(anomalies.values())))]:
         y = np.r_[np.zeros(len(normal)), np.ones(len(s))]
         fpr, tpr, _ = roc_curve(y, np.r_[normal, s])
         curves[f"{normal_name} vs {name}"] = (fpr, tpr, metrics[name]["auroc"])
-    save_roc(curves, out_dir / "roc.png", title=f"normal: {normal_name}")
     threshold = None
     report = {"normal": normal_name, "metrics": metrics, **(extra or {}),
               "scores": {normal_name: list(map(float, normal)),
                          **{k: list(map(float, v)) for k, v in anomalies.items()}}}
-    if calibrate_fpr:
+    if calibrate_fpr is not None:
         threshold = calibrate_threshold(normal, calibrate_fpr)
         report["threshold"] = {"value": threshold, "target_fpr": calibrate_fpr, "n_normal": int(len(normal)),
                                "normal": normal_name, "search": (extra or {}).get("search")}
         if (extra or {}).get("preprocess") is not None:   # the preprocessing the scores were made with
             report["threshold"]["preprocess"] = extra["preprocess"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_roc(curves, out_dir / "roc.png", title=f"normal: {normal_name}")
+    if threshold is not None:
         (out_dir / "threshold.json").write_text(json.dumps(report["threshold"], indent=2) + "\n")
     save_histogram({normal_name: normal, **anomalies}, out_dir / "histogram.png", threshold,
                    title=f"scores, normal: {normal_name}")

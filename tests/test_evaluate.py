@@ -43,6 +43,37 @@ def test_report_files(tmp_path):
     assert "value" in json.loads((tmp_path / "threshold.json").read_text())
 
 
+@pytest.mark.parametrize("args", [("--calibrate-fpr", "1.5"), ("--calibrate-fpr", "nan"), ("--calibrate-fpr", "0"),
+                                  ("--calibrate-fpr", "-0.1"), ("--calibrate-fpr", "1"), ("--lr-z", "nan"),
+                                  ("--lr-theta", "inf"), ("--fg-power", "nan"), ("--latent-power", "-inf"),
+                                  ("--bank-augment-weight", "nan"), ("--pixel-power", "nan")])
+def test_eval_refuses_a_bad_number_before_scoring(tmp_path, kinect_root, tiny_generator, monkeypatch, args):
+    """Audit 27 #6: --calibrate-fpr 1.5 (a typo for 0.15) scored every frame, then ended in a traceback
+    ("fpr must be in (0, 1)") leaving roc.png in --out, so the corrected rerun was refused ("already holds an
+    evaluation"); 0 wrote no threshold.json, silently; --lr-z nan ended in torch's traceback. Now each is a
+    usage error naming the option (exit 2), before any frame is scored, and --out is not created."""
+    import edge_ad.models.search as search
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+
+    def never(*a, **k):
+        raise AssertionError("a frame was scored")
+    monkeypatch.setattr(search, "score_batch", never)
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                  "--class", "rectangle", "--max-per-class", "2", "--out", str(tmp_path / "ev"), *args])
+    assert r.exit_code == 2 and f"Invalid value for '{args[0]}'" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "ev").exists()
+
+
+def test_a_report_that_fails_writes_no_file(tmp_path):
+    """A threshold that cannot be calibrated fails before any file is written (it wrote roc.png first: an
+    'earlier evaluation' that refused the rerun)."""
+    from edge_ad.models.evaluate import earlier_report
+    with pytest.raises(ValueError, match=r"fpr must be in \(0, 1\), got 1.5"):
+        write_report(tmp_path / "ev", "box", np.array([0.1, 0.2, 0.3]), {"sphere": np.array([0.25, 0.5])},
+                     calibrate_fpr=1.5)
+    assert not (tmp_path / "ev").exists() and earlier_report(tmp_path / "ev") == []
+
+
 def test_eval_command_on_real_frames(tmp_path, kinect_root, tiny_generator):
     save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import FiniteFloat
+
 
 @click.command("eval")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True,
@@ -25,15 +27,15 @@ import click
                    "evaluation's is refused (never overwritten).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="run seed for the initial latents.")
-@click.option("--lr-z", type=float, help="override the search's lr_z.")
-@click.option("--lr-theta", type=float, help="override lr_theta (0: z-only search).")
+@click.option("--lr-z", type=FiniteFloat(), help="override the search's lr_z.")
+@click.option("--lr-theta", type=FiniteFloat(), help="override lr_theta (0: z-only search).")
 @click.option("--n-seed", type=int, help="override n_seed.")
 @click.option("--k", "k", type=int, help="override the number of steps k.")
-@click.option("--fg-power", "fg_power", type=float,
+@click.option("--fg-power", "fg_power", type=FiniteFloat(),
               help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
-@click.option("--latent-power", "latent_power", type=float,
+@click.option("--latent-power", "latent_power", type=FiniteFloat(),
               help="override score_latent_power (score * latent-memory distance ** p; 0: off).")
-@click.option("--pixel-power", "pixel_power", type=click.FloatRange(min=0),
+@click.option("--pixel-power", "pixel_power", type=FiniteFloat(min=0),
               help="override score_pixel_power q (score * pixel-memory distance ** q: the mean squared difference "
               "of the frame to the nearest frame of the checkpoint's pixel memory; 0: off). q > 0 needs a checkpoint "
               "that carries a pixel memory (scoring['pixel_memory']).")
@@ -44,7 +46,7 @@ import click
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
               "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
-@click.option("--bank-augment-weight", "bank_augment_weight", type=float,
+@click.option("--bank-augment-weight", "bank_augment_weight", type=FiniteFloat(),
               help="override bank_augment_weight w >= 1 (latent distance = min(nearest original bank row, "
               "w * nearest augmented copy); 1: all rows alike).")
 @click.option("--bank-trusted-augment", "bank_trusted_augment", multiple=True, metavar="TEXT",
@@ -62,8 +64,9 @@ import click
               "align), on the model's as well; each labelled with its preprocessing.")
 @click.option("--batch-frames", type=int, default=32, show_default=True,
               help="frames scored at once by z-only configurations (same numbers, faster); 0: one by one.")
-@click.option("--calibrate-fpr", type=float, default=0.05, show_default=True,
-              help="save a threshold flagging this share of normal frames (threshold.json).")
+@click.option("--calibrate-fpr", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="save a threshold flagging this share of normal frames (threshold.json): a "
+              "share in (0, 1), 0.05 = 5 %; checked before any frame is scored.")
 @click.option("--nuisance", "nuisance", is_flag=True,
               help="also run the nuisance suite: each nuisance applied to the raw frames of every group; "
               "AUROC, false alarms and anomalies flagged at the model's threshold (report.json 'nuisance').")
