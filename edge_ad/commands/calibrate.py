@@ -9,6 +9,8 @@ import time
 
 import click
 
+from .options import FiniteFloat
+
 
 @click.command("calibrate")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -31,7 +33,7 @@ import click
                    "evenly over a source of known length (a folder, bag or recording; a bag or recording is "
                    "counted first, one pass, then read up to the last frame used: about all of it), else every "
                    "frame.")
-@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--fpr", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="target false-alarm rate on normal frames of the scene (sets the threshold). Default: the "
               "rate the model's own threshold was calibrated at (0.05 for a model without one).")
 @click.option("--min-frames", type=click.IntRange(min=2), default=20, show_default=True,

@@ -5,6 +5,8 @@ import click
 
 from edge_ad.runtime.variants import TARGETS
 
+from .options import FiniteFloat
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
@@ -13,12 +15,12 @@ from edge_ad.runtime.variants import TARGETS
               "leaves it unchanged, the failure kept in DIR.failed); a directory with other files is refused.")
 @click.option("--n-seed", type=click.IntRange(min=1), help="Seeds per frame (default: checkpoint's scoring config, else 3).")
 @click.option("--k", type=click.IntRange(min=0), help="Adam steps per frame (default 19).")
-@click.option("--lr-z", type=float, help="Latent learning rate (default 5e-2).")
-@click.option("--lr-theta", type=float, help="Generator learning rate (default 6e-9; 0 = z-only search).")
+@click.option("--lr-z", type=FiniteFloat(), help="Latent learning rate (default 5e-2).")
+@click.option("--lr-theta", type=FiniteFloat(), help="Generator learning rate (default 6e-9; 0 = z-only search).")
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="Test-time shift-min radius R (score = min over the frame shifted by up to R px; 0 = off; "
                    "default: the checkpoint's scoring config). A threshold calibrated with another R is not kept.")
-@click.option("--bank-augment-weight", "bank_augment_weight", type=click.FloatRange(min=1.0),
+@click.option("--bank-augment-weight", "bank_augment_weight", type=FiniteFloat(min=1.0),
               help="Weight w >= 1 of the latent bank's augmented rows (latent distance = min(nearest original "
                    "row, w * nearest augmented copy); default: the checkpoint's scoring config). A threshold "
                    "calibrated with another w is not kept.")
@@ -45,12 +47,12 @@ from edge_ad.runtime.variants import TARGETS
               help="Frame folder (rgb/, depth/) for the parity check [default: 2 kinect-rgbd val frames].")
 @click.option("--parity-n", type=click.IntRange(min=1), default=2, show_default=True,
               help="Frames taken from --parity-frames.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+@click.option("--tolerance", type=FiniteFloat(), default=1e-4, show_default=True,
               help="Max relative score difference, onnxruntime fp32 vs PyTorch float64.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (the manifest says so).")
 @click.option("--no-fp64-check", is_flag=True, help="Skip the float64-graph maths check.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
-@click.option("--threshold", "threshold_value", type=float, help="Anomaly threshold stored in the manifest.")
+@click.option("--threshold", "threshold_value", type=FiniteFloat(), help="Anomaly threshold stored in the manifest.")
 @click.option("--threshold-file", type=click.Path(dir_okay=False, exists=True),
               help="threshold.json written by edge-ad eval (calibrated on normal frames).")
 @click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),

@@ -12,11 +12,14 @@ class FiniteFloat(click.FloatRange):
     a bound on that side, inf; both would otherwise fail later, after the model loaded or every frame was
     scored, with a traceback. ``allow_inf``: inf is accepted (e.g. "no limit")."""
 
-    name = "finite float"
+    name = "float"      # the metavar: FLOAT, as type=float
 
     def __init__(self, *args, allow_inf: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.allow_inf = allow_inf
+
+    def _describe_range(self) -> str:        # the help's "[0<x<1]"; nothing without a bound (not "x<=None")
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)

@@ -26,6 +26,8 @@ from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES
 from edge_ad.runtime.display import Display
 from edge_ad.runtime.pictures import grey3, heatmap  # noqa: F401  (edge_ad.commands.run.heatmap as before)
 
+from .options import FiniteFloat
+
 DEFAULT_SOURCE = "synth://"
 
 
@@ -169,7 +171,7 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--save-anomalies", type=click.Path(file_okay=False), metavar="DIR",
               help="Save RGB, depth, reconstruction and error heatmap PNGs of each flagged frame as "
                    "DIR/<index>_<frame>_<part>.png (never overwritten: a name in use gets -2, -3, ...).")
-@click.option("--save-anomalies-min-free-mb", "anomalies_min_free_mb", type=click.FloatRange(min=0), metavar="MB",
+@click.option("--save-anomalies-min-free-mb", "anomalies_min_free_mb", type=FiniteFloat(min=0), metavar="MB",
               help="Pause the pictures while DIR's filesystem has less than MB MiB free, so they never take the "
                    "space the results need [default: max(500 MiB, 5 % of the filesystem)].")
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
@@ -185,10 +187,10 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--z0", "z0_path", type=click.Path(dir_okay=False, exists=True),
               help="Fixed initial latents for every frame: .npy float32 (n_seed, z_dim).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
-@click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+@click.option("--frame-timeout", type=FiniteFloat(min=0, min_open=True, allow_inf=True), metavar="S",
               help="End the run as fatal (exit 1) when scoring one frame takes longer than S seconds "
                    "(a stuck backend; systemd then restarts it). Default: no limit.")
-@click.option("--rotate-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+@click.option("--rotate-mb", type=FiniteFloat(min=0, min_open=True), metavar="MB",
               help="Rotate --out once it exceeds MB megabytes: renamed to OUT.1, OUT.2, ... (never "
                    "overwritten; the highest number is the newest).")
 @click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
@@ -201,7 +203,7 @@ def _close_picture_hook(close, **kwargs) -> None:
                    f"Off with --threshold (its rate is unknown). [default: auto: {DEFAULT_WINDOW}; off for a "
                    "source that labels its frames (synth://, folder://DIR?normal=CLASS), whose recall and "
                    "false-alarm rate the summary measures; give N to switch it on there]")
-@click.option("--alarm-alpha", type=click.FloatRange(min=0, max=NORMAL_P, min_open=True, max_open=True),
+@click.option("--alarm-alpha", type=FiniteFloat(min=0, max=NORMAL_P, min_open=True, max_open=True),
               default=DEFAULT_ALPHA, show_default=True, metavar="A",
               help=f"Significance of the alarm-rate watch's one-sided binomial test, in (0, {NORMAL_P:g}).")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
@@ -231,9 +233,6 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             valid_threshold(threshold, "--threshold")
         except ValueError as e:
             raise click.UsageError(str(e))
-    if anomalies_min_free_mb is not None and not np.isfinite(anomalies_min_free_mb):   # FloatRange takes nan, inf
-        raise click.UsageError(f"--save-anomalies-min-free-mb must be a finite number of MiB >= 0, got "
-                               f"{anomalies_min_free_mb}")
     if sheet and not sheet.lower().endswith(".png"):
         raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
     if rerun_target:

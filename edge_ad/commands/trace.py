@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .options import FiniteFloat
+
 
 @click.command("trace")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True,
@@ -17,10 +19,10 @@ import click
 @click.option("--anomalous-class", "anomalous_cls", help="class of the anomalous input (default: another class).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--index", type=int, default=0, show_default=True, help="which frame of each class's split.")
-@click.option("--lr-theta-low", type=float, default=6e-9, show_default=True, help="the reference lr_theta.")
-@click.option("--lr-theta-high", type=float, default=1e-4, show_default=True,
+@click.option("--lr-theta-low", type=FiniteFloat(), default=6e-9, show_default=True, help="the reference lr_theta.")
+@click.option("--lr-theta-high", type=FiniteFloat(), default=1e-4, show_default=True,
               help="high lr_theta (1e-2 collapses a w32 generator to background in one step).")
-@click.option("--lr-z", type=float, help="override lr_z.")
+@click.option("--lr-z", type=FiniteFloat(), help="override lr_z.")
 @click.option("--k", "k", type=int, help="override the number of steps k.")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the initial latent.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="PNG to write.")

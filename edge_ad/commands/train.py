@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from .options import FiniteFloat
+
 
 @click.command("train")
 @click.option("--data", "data", type=click.Path(exists=True, file_okay=False),
@@ -16,17 +18,17 @@ import click
 @click.option("--objective", type=click.Choice(["bce", "wgan-gp"]), default="bce", show_default=True)
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True, help="the study: 128.")
-@click.option("--lr", type=float, help="Adam lr [default: bce 2e-4, wgan-gp 1e-4; the study: 1e-4].")
-@click.option("--beta1", type=float, help="Adam beta1 [default: bce 0.5, wgan-gp 0.0; the study: 0.0].")
-@click.option("--beta2", type=float, help="Adam beta2 [default: bce 0.999, wgan-gp 0.9; the study: 0.9].")
+@click.option("--lr", type=FiniteFloat(), help="Adam lr [default: bce 2e-4, wgan-gp 1e-4; the study: 1e-4].")
+@click.option("--beta1", type=FiniteFloat(), help="Adam beta1 [default: bce 0.5, wgan-gp 0.0; the study: 0.0].")
+@click.option("--beta2", type=FiniteFloat(), help="Adam beta2 [default: bce 0.999, wgan-gp 0.9; the study: 0.9].")
 @click.option("--critic-norm", type=click.Choice(["batch", "instance"]), default="batch", show_default=True,
               help="discriminator normalisation (batch: the study; instance: valid WGAN-GP penalty).")
 @click.option("--width", "width", type=int, default=64, show_default=True, help="features_g = features_d.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hflip/--no-hflip", default=True, show_default=True)
 @click.option("--max-shift", type=int, default=0, show_default=True, help="random shifts up to N pixels.")
-@click.option("--brightness", type=float, default=0.0, show_default=True, help="RGB brightness jitter (fraction).")
-@click.option("--white-balance", type=float, default=0.0, show_default=True,
+@click.option("--brightness", type=FiniteFloat(), default=0.0, show_default=True, help="RGB brightness jitter (fraction).")
+@click.option("--white-balance", type=FiniteFloat(), default=0.0, show_default=True,
               help="colour-cast jitter: R and B gains 1 +- this (fraction).")
 @click.option("--sample-every", type=int, default=10, show_default=True, help="sample grid + checkpoint every N epochs.")
 @click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
