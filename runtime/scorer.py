@@ -480,7 +480,7 @@ class Scorer:
         (score_shift_radius not applied), and with the pixel factor x's pixel distance as it is, without the
         pixel distance's own shift search (``pixel_distance`` when given: e.g. a row of
         ``shifted_pixel_distances``; None: measured here, ``shifted_pixel_distances(x, [(0, 0)])``). What
-        ``edge-ad calibrate``'s camera-shift search measures (runtime/calibrate.py ``camera_shift_fits``): both
+        ``edge-ad calibrate``'s camera-shift search measures (runtime/calibrate/camera_shift.py ``camera_shift_fits``): both
         tolerances let a frame moved by a pixel or two fit as well as the frame where it belongs, which is
         what the search must tell apart. ``memory``: the latent memory d_lat is measured against instead of
         the model's (the search's: the bank without its shifted copies, ``LatentMemory.subset``); None: the

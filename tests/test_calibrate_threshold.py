@@ -1,4 +1,4 @@
-"""edge-ad calibrate's threshold rule (runtime/calibrate.py choose_threshold): the model's own threshold,
+"""edge-ad calibrate's threshold rule (runtime/calibrate/threshold.py choose_threshold): the model's own threshold,
 read from hundreds of normal frames, is kept at its own rate unless the scene's held-out frames exceed it
 significantly (one-sided binomial test), then raised to the lowest threshold the same test accepts; a few
 dozen frames' tail quantile alone was as noisy as one frame."""
@@ -17,10 +17,11 @@ def _fake_held_out(monkeypatch, scores):
     pixel distances those would have used (each scene frame's, and its held-out one to the grown pixel
     memory: the shipped rectangle's 2100 rows, R_p 3, ~3/4 of a calibration's time) are not measured:
     nothing reads them (NaN would show in the threshold if something did)."""
+    from edge_ad.runtime.calibrate import memories          # where calibrate_model grows the memories
     from edge_ad.runtime.scorer import Scorer
-    monkeypatch.setattr(cal, "held_out_scores", lambda base, *a, **k: scores()[:len(base)])
-    monkeypatch.setattr(cal, "PixelMemory", lambda *a, **k: None)
-    monkeypatch.setattr(cal, "held_out_pixel_distances", lambda memory, inputs, n, *a, **k: np.full(n, np.nan))
+    monkeypatch.setattr(memories, "held_out_scores", lambda base, *a, **k: scores()[:len(base)])
+    monkeypatch.setattr(memories, "PixelMemory", lambda *a, **k: None)
+    monkeypatch.setattr(memories, "held_out_pixel_distances", lambda memory, inputs, n, *a, **k: np.full(n, np.nan))
     monkeypatch.setattr(Scorer, "pixel_distance", lambda self, x: 1e-3)
 
 

@@ -548,7 +548,7 @@ def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pix
     with pytest.raises(ValueError, match="MAX_PIXEL_BYTES"):
         PixelMemory(np.concatenate([F, F]), PreprocessSpec(), AUGMENT)        # 12 frames
     scored = []
-    monkeypatch.setattr(cal, "score_scene", lambda *a, **k: scored.append(1) or {})   # must not be reached
+    monkeypatch.setattr(cal.pipeline, "score_scene", lambda *a, **k: scored.append(1) or {})   # must not be reached
     scene = copy_frames(tmp_path / "scene", "rectangle", 12, start=200)
     with open_source(str(scene)) as src, pytest.raises(
             cal.CalibrationError, match=r"pixel memory \(6 frames\) with the scene's 12 usable frames .* a pixel "

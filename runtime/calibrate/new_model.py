@@ -1,0 +1,89 @@
+"""The new model directory calibration writes (never the original, which is never touched): the manifest is
+copied with the preprocessing, the threshold, the grown memories' entries and a "calibration" record
+(source, frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled
+anomalous / duplicates, the selection (spread over the source's length or every K-th: the frames selected
+and the ids used), date, target rate, the original model, its manifest's sha256 and the key that signed it
+when checked) updated, and the sha256 of every file recomputed. The directory is written under a temporary
+name, verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
+cover the new manifest: the new directory is unsigned unless signed with ``sign_key``."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..manifest import MANIFEST, load_manifest, sha256_file
+from .errors import CalibrationError
+from .memories import SceneMemories
+
+
+def check_out_dir(model_dir: Path, out_dir: Path) -> None:
+    """CalibrationError unless ``out_dir`` can be the new directory: not the model directory ``model_dir``,
+    not inside it, and new or empty (calibrated models are never overwritten)."""
+    model, out = model_dir.resolve(), out_dir.resolve()
+    if out == model:
+        raise CalibrationError(f"--out {out_dir} is the model directory itself; calibration writes a NEW directory "
+                               "and never changes the original")
+    if model in out.parents:
+        raise CalibrationError(f"--out {out_dir} is inside the model directory {model_dir}; calibration never "
+                               "changes the original: choose a directory outside it")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CalibrationError(f"--out {out_dir} already exists and is not empty; choose a new directory "
+                               "(calibrated models are never overwritten)")
+
+
+def signer_key_id(model_dir: Path):
+    """The id of the key that signed ``model_dir`` (its manifest.sig's "key_id"; read once Scorer.load has
+    verified the signature against the trusted keys)."""
+    from ..signing import SIGNATURE
+    return json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
+
+
+def provenance(model_dir: Path, signed_by) -> dict:
+    """The calibration record's fields on the original model: its directory, its manifest's sha256 and the
+    key that signed it (``signed_by``; None when no signature was checked)."""
+    return {"from_model": str(model_dir), "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
+            "from_signed_by": signed_by}
+
+
+def calibrated_manifest(manifest: dict, spec, threshold: dict, memory_entries: dict, record: dict) -> dict:
+    """A copy of the model's ``manifest`` with the scene's preprocessing ``spec``, the ``threshold`` entry,
+    the grown memories' entries (``SceneMemories.manifest_entries``) and the "calibration" ``record``; its
+    "files" are still the original's (``write_model_dir`` updates them)."""
+    new = json.loads(json.dumps(manifest))   # manifest.sig (signing.py), not in "files", is not copied: the new
+                                             # directory is unsigned or re-signed
+    new["preprocess"] = spec.to_dict()
+    new["threshold"] = threshold
+    new.update(memory_entries)
+    new["calibration"] = record
+    return new
+
+
+def write_model_dir(model_dir: Path, out_dir: Path, manifest: dict, new: dict, memories: SceneMemories,
+                    sign_key=None) -> None:
+    """Write ``out_dir``: the files of ``model_dir`` (as its ``manifest`` lists them) copied, the grown
+    ``memories`` saved over theirs, the ``new`` manifest with every file's sha256 (``new["files"]`` updated),
+    verified as Scorer.load would and signed with ``sign_key`` (a loaded private key) when given; under a
+    temporary name, renamed when complete (removed on any error)."""
+    tmp = out_dir.parent / f".{out_dir.name}.calibrating-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for name in manifest["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_dir / name, tmp / name)
+        written = memories.save(tmp)
+        new["files"] = {**manifest["files"], **written}          # copies of verified files; only the memories changed
+        (tmp / MANIFEST).write_text(json.dumps(new, indent=1) + "\n")
+        load_manifest(tmp, verify=True)
+        if sign_key is not None:
+            from ..signing import sign_model
+            sign_model(tmp, sign_key)                 # manifest.sig of the new manifest
+        if out_dir.exists():
+            out_dir.rmdir()                   # empty (check_out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

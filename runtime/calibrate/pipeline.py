@@ -1,0 +1,108 @@
+"""``calibrate_model``: the steps of a calibration in order, each done by its own module (the package's
+docstring, runtime/calibrate/__init__.py, lists them)."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from .camera_shift import search_radius, undo_camera_shift
+from .errors import CalibrationError
+from .light import in_scene_light
+from .manifest_threshold import model_fpr, threshold_entry, threshold_inputs
+from .memories import check_scene_fits_pixel_memory, grow_memories
+from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
+from .scene_frames import MIN_FRAMES, check_enough_frames, cut_text, frames_record, read_scene, recording_cut
+from .scene_scores import score_scene
+from .selection import frame_plan, labelled_normals, selection_text, source_length, uncounted_text
+from .threshold import choose_threshold, threshold_record, threshold_warning
+
+
+def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
+                    max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
+                    progress: Optional[Callable] = None, threads: Optional[int] = None,
+                    colour_gain: bool = True, blocks: int = 5, floor: bool = True,
+                    max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
+                    trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
+                    on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None) -> dict:
+    """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (the package's docstring:
+    runtime/calibrate/__init__.py; the steps below, one module each).
+    ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
+    (checked before anything is read from it). The new directory's manifest differs from the signed
+    one, so it is unsigned unless ``sign_key`` (an Ed25519 private key: PEM path or key object,
+    runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
+    ``fpr``: the scene threshold's target false-alarm rate; None: the rate the model's own threshold was
+    calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
+    ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
+    through ``log(message)``).
+    ``max_frames``: use at most this many frames; ``every``: use every K-th frame of ``frames`` until
+    ``max_frames`` are used (read_scene; 1: the first ``max_frames``; for a camera, N frames spread over N K
+    frames of time); None: ``max_frames`` frames spread evenly over a source of known length
+    (``source_length``: a folder, a list, synth://?n=N, a ROS bag, a RealSense recording; ``spread_positions``),
+    else every frame. Said through
+    ``log``; the calibration record holds "every" (None when spread), "source_length", "frames_selected" and
+    the "frame_ids" used.
+    A recording cut short (a killed recorder: ``recording_cut``) is calibrated on the frames before the cut
+    (its count, ``source_length``, is theirs) when they are enough (``min_frames``); ``log`` says so
+    (``cut_text``) and the record's "recording_truncated" holds where it ends (None for an intact source);
+    with too few the CalibrationError says it is cut short.
+    ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
+    threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
+    Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
+    counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
+    directory) and SigningError (an unreadable signing key)."""
+    from ..scorer import Scorer
+    from ..signing import load_private_key
+    if fpr is not None and not 0 < fpr < 1:
+        raise CalibrationError(f"the target false-alarm rate must be in (0, 1), got {fpr}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_out_dir(model_dir, out_dir)
+    length = source_length(frames, count=every is None)      # --every K: no counting pass (only the spread needs it)
+    normals = labelled_normals(frames) if every is None else None    # a labelled folder: spread over its normals
+    plan = frame_plan(length, max_frames, every, normals)
+    if sign_key is not None:
+        sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
+    scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
+    with scorer:                                     # its buffers and threads released once the scene is scored
+        signed_by = signer_key_id(model_dir) if trusted_keys else None    # verified by Scorer.load
+        man, cfg = scorer.manifest, scorer.config
+        fpr = model_fpr(man) if fpr is None else fpr
+        augment = list((man.get("latent_bank") or {}).get("augment") or [])
+        max_shift = search_radius(max_shift, cfg, log)      # said before the scene is read
+        spec = scorer.preprocess_spec
+        for said in (uncounted_text(frames, plan, max_frames), selection_text(plan, length, max_frames, normals)):
+            if log is not None and said:
+                log(said)
+        # scene: {"ids" (n,), "u8" n x (R, R, 4) uint8, "read", "selected", the counts of the frames dropped, ...}
+        scene = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)
+        cut = recording_cut(frames)               # a recording cut short: said, recorded, and the CLI exits 3
+        if cut is not None and log is not None:
+            log(cut_text(cut, scene["read"], max_frames, every))
+        check_enough_frames(scene, plan, cut, min_frames)
+        n = len(scene["ids"])
+        if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
+            check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution)
+        spec, gain = in_scene_light(spec, scene["u8"]) if colour_gain else (spec, None)
+        shift_fit = None
+        if max_shift:
+            spec, shift_fit = undo_camera_shift(scorer, scene, spec, max_shift, shift_progress)
+        # + "scores" (n,), "base" (n, S), "latents" (n, 1 + A, z_dim), "shifted_latents" (n, S, z_dim)
+        scene.update(score_scene(scorer, scene["u8"], spec, augment))
+    memories = grow_memories(model_dir, man, cfg, scene, spec, augment, blocks)     # + held-out scores (n,)
+    inputs = threshold_inputs(man, memories.scores, fpr, floor)
+    choice = choose_threshold(inputs)
+    warning = threshold_warning(choice, inputs, n)
+    if warning is not None and log is not None:
+        log("warning: " + warning)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record = {"source": str(source), **frames_record(scene, plan, length, max_frames, cut), "date": now,
+              "target_fpr": fpr, **provenance(model_dir, signed_by), "scores": memories.scores_text(cfg),
+              "colour_gain": list(gain) if gain is not None else None, "scene_shift": shift_fit,
+              **threshold_record(choice, inputs, warning), **memories.record()}
+    threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now)
+    new = calibrated_manifest(man, spec, threshold, memories.manifest_entries(source, gain, now), record)
+    write_model_dir(model_dir, out_dir, man, new, memories, sign_key)
+    if on_threshold_inputs is not None:        # what the threshold rule read, for offline studies of the rule
+        on_threshold_inputs(inputs)
+    return new
