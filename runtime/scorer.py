@@ -207,14 +207,16 @@ class Scorer:
     the encoder and the search (preprocessing and input checks run concurrently). One search already
     uses every core it was given; for frames scored truly in parallel, load one Scorer per thread.
     Every array of a returned ScoreResult is a copy that belongs to the caller: later calls never
-    change it. ``close()`` (or ``with Scorer.load(d) as scorer:``) releases its buffers and threads.
+    change it; so is ``manifest`` (the manifest validated at load stays the scorer's own). ``close()`` (or ``with Scorer.load(d) as scorer:``) releases its buffers and threads.
     """
 
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
                  batch_graphs: Optional[BatchGraphs] = None, manifest_sha256: Optional[str] = None,
                  pixels: Optional[PixelMemory] = None):
-        self.model_dir, self.manifest, self._search = model_dir, manifest, search
+        # the validated manifest, private: what scoring reads (threshold, layout) stays what load checked;
+        # ``manifest`` hands out copies
+        self.model_dir, self._manifest, self._search = model_dir, manifest, search
         self.manifest_sha256 = manifest_sha256    # sha256 of model_dir/manifest.json as loaded
         # the batch graphs' sessions (runtime/batch_scoring.py), built at load when they apply
         # (batch_applies: k = 0 with final_batch.onnx, backend "onnxruntime"), else None
@@ -377,8 +379,14 @@ class Scorer:
         return earlier_scoring_settings_sha256s(self.config, self.preprocess_spec)
 
     @property
+    def manifest(self) -> dict:
+        """A copy of the model's manifest (as validated at load) that belongs to the caller: editing it changes
+        nothing this scorer does (its threshold, input size, ...)."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
     def resolution(self) -> int:
-        return int(self.manifest["layout"]["resolution"])
+        return int(self._manifest["layout"]["resolution"])
 
     @property
     def threshold(self) -> Optional[float]:
@@ -388,14 +396,14 @@ class Scorer:
         model): a threshold only means something for its own score. With k = 0 in both the optimiser's
         settings (lr_z, lr_theta, beta1, beta2, eps) change no score and are not compared
         (config.search_differences)."""
-        return calibrated_threshold(self.manifest, self.config)
+        return calibrated_threshold(self._manifest, self.config)
 
     @property
     def threshold_rate(self) -> Optional[float]:
         """The false-alarm rate ``threshold`` was calibrated at (manifest "threshold" target_fpr, in (0, 1)),
         or None: no threshold, or no valid rate recorded. The run loop's alarm-rate watch compares the
         share of flagged frames with it."""
-        return calibrated_rate(self.manifest, self.config)
+        return calibrated_rate(self._manifest, self.config)
 
     @property
     def threshold_n_normal(self) -> Optional[int]:
@@ -403,7 +411,7 @@ class Scorer:
         >= 1), or None: no threshold or not recorded. The alarm-rate watch bounds the rate's error with it."""
         if self.threshold is None:
             return None
-        n = self.manifest["threshold"].get("n_normal")
+        n = self._manifest["threshold"].get("n_normal")
         return n if is_count(n, 1) else None
 
     @property
@@ -413,7 +421,7 @@ class Scorer:
         not recorded (a (1 - rate) quantile's count is then assumed). The alarm-rate watch bounds with it."""
         if self.threshold is None:
             return None
-        k = self.manifest["threshold"].get("frames_above")
+        k = self._manifest["threshold"].get("frames_above")
         return k if is_count(k) else None
 
     @property
@@ -461,7 +469,7 @@ class Scorer:
         when the caller already has it (e.g. a row of ``shifted_pixel_distances``); None: measured here
         (``pixel_distance``). ValueError when given to a model without the pixel factor."""
         t0 = time.perf_counter()
-        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        x = check_input(x, (int(self._manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         pixel_distance = self._given_pixel_distance(pixel_distance)
         if self.config.score_shift_radius == 0:
             return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance)
@@ -487,7 +495,7 @@ class Scorer:
         model's. ValueError for a pixel distance given to a model without the pixel factor, or a memory to one
         without the latent factor."""
         t0 = time.perf_counter()
-        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        x = check_input(x, (int(self._manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         if memory is not None and self._memory is None:
             raise ValueError(f"a latent memory was given, but the scoring configuration {self.config.name!r} "
                              "has no latent factor (score_latent_power 0)")
@@ -560,7 +568,7 @@ class Scorer:
         without the pixel factor."""
         if self._pixels is None:
             raise ValueError(f"the scoring configuration {self.config.name!r} has no pixel factor: no pixel distances")
-        x = check_input(x, (int(self.manifest["layout"]["channels"]),) + (self.resolution,) * 2)
+        x = check_input(x, (int(self._manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         offsets = [(int(dy), int(dx)) for dy, dx in offsets]
         step = max(1, int(_pixel_memory._COPIES))                              # copies per distances call
         out = np.empty(len(offsets))

@@ -252,7 +252,7 @@ def test_one_count_check_for_the_manifest_counts_and_the_window():
     assert check_watch_settings(0, 1e-3) == (0, 1e-3)
     from edge_ad.runtime import Scorer, demo_model_dir
     sc = Scorer.load(demo_model_dir())
-    thr = sc.manifest["threshold"]
+    thr = sc._manifest["threshold"]        # the validated manifest it reads (sc.manifest hands out copies: audit 27 #5)
     for value, n_normal, frames_above in ((300, 300, 300), (1, 1, 1), (0, None, 0), (True, None, None),
                                           (300.0, None, None), (-1, None, None)):
         thr["n_normal"] = thr["frames_above"] = value

@@ -66,3 +66,24 @@ def test_kept_result_owns_its_arrays(export_tiny, val_frames, variant, extra, k)
         np.testing.assert_array_equal(getattr(first, n), kept[n], err_msg=f"{n} changed after the next score()")
         assert not np.shares_memory(getattr(first, n), getattr(second, n)), n
         assert not np.shares_memory(getattr(first, n), z0), n
+
+
+def test_the_manifest_handed_out_is_the_callers_copy():
+    """Audit 27 #5: ``scorer.manifest`` was the scorer's own validated dict: a caller editing it (annotating,
+    logging a copy it thought its own) changed the threshold every later frame was flagged against, the input
+    size checked, ..., unchecked (NaN, a string), from any thread. Now it is a copy: edits change nothing."""
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.sources import open_source
+    scorer = Scorer.load(demo_model_dir())
+    threshold, rate, n, res = scorer.threshold, scorer.threshold_rate, scorer.threshold_n_normal, scorer.resolution
+    m = scorer.manifest
+    assert m["threshold"]["value"] == threshold and m == scorer.manifest and m is not scorer.manifest
+    m["threshold"].update(value=123.0, target_fpr=float("nan"), n_normal="many")
+    m["layout"].update(resolution=8, channels=1)
+    assert (scorer.threshold, scorer.threshold_rate, scorer.threshold_n_normal, scorer.resolution) == \
+        (threshold, rate, n, res)
+    assert scorer.manifest["threshold"]["value"] == threshold
+    with open_source("synth://?n=1&anomaly_rate=0") as src:
+        fr = next(iter(src))
+    r = scorer.score(fr.rgb, fr.depth)                            # its input check keeps 4 channels of res x res
+    assert r.error_map.shape == (res, res) and r.score < threshold
