@@ -74,6 +74,7 @@ from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_u
 from .results import ResultWriter
 from .sensor_faults import SensorFaultDetector, SensorFaultError
 from .sources.base import Frame, Source, SourceError, is_stream
+from .sources.pairing import gap_text
 from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
@@ -342,7 +343,7 @@ def exit_status(summary: dict) -> int:
     """The exit status of a run ending with ``summary``: EXIT_FATAL when it failed (``stopped`` in
     FAILED_STOPS) or abandoned a frame still scoring, EXIT_OK after a signal, EXIT_NO_FRAMES when no
     frame was scored, EXIT_BAD_FRAMES when some frames were bad (error lines) or lost (a recording cut
-    short: ``recording_truncated``), else EXIT_OK."""
+    short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``), else EXIT_OK."""
     stopped = summary["stopped"]
     if summary.get("abandoned_frame") is not None or stopped in FAILED_STOPS:
         return EXIT_FATAL
@@ -350,7 +351,8 @@ def exit_status(summary: dict) -> int:
         return EXIT_OK
     if not summary.get("frames_scored"):
         return EXIT_NO_FRAMES
-    return EXIT_BAD_FRAMES if summary.get("frame_errors") or summary.get("recording_truncated") else EXIT_OK
+    lost = summary.get("recording_truncated") or summary.get("stream_gaps")
+    return EXIT_BAD_FRAMES if summary.get("frame_errors") or lost else EXIT_OK
 
 
 # --------------------------------------------------------------------------- one frame
@@ -530,6 +532,7 @@ class _Report:
     def __init__(self, writer: ResultWriter, log: Log, on_result, on_error, on_outage, on_alarm_rate):
         self.writer, self.log = writer, log
         self.truncated: Optional[dict] = None   # a recording_truncated event's facts (the summary's recording_truncated)
+        self.gaps = {"gaps": 0, "frames": 0}    # stream_gap events: frames lost to a stalled stream (summary's stream_gaps)
         self.hook_failures: dict = {}   # hook name -> frames on which it raised (the summary's hook_failures)
         self.results, self.errors, self.outages, self.alarms = (
             _Hooks(h, self.hook_failures) for h in (on_result, on_error, on_outage, on_alarm_rate))
@@ -547,6 +550,10 @@ class _Report:
                 self.truncated = {k: v for k, v in ev.items() if k != "event"}
                 self.log(f"recording {ev.get('file')} is cut short ({ev.get('reason')}): read up to its message "
                          f"{ev.get('messages')}, frames after it are lost")
+            elif ev.get("event") == "stream_gap":              # one stream stalled: the other's frames lost
+                self.gaps["gaps"] += 1
+                self.gaps["frames"] += int(ev.get("frames") or 0)
+                self.log(gap_text(ev))
 
     def frame_error(self, base: dict, msg: str, fr: Frame, fault: Optional[str] = None) -> None:
         """An error line for a frame that is skipped (``fault``: a sensor fault's name)."""
@@ -838,6 +845,8 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                 report.drain(run.source)
                 if report.truncated is not None:
                     summary["recording_truncated"] = report.truncated
+                if report.gaps["gaps"]:
+                    summary["stream_gaps"] = dict(report.gaps)
                 writer.write(summary)
             finally:
                 writer.close()

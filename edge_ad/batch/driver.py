@@ -107,7 +107,7 @@ def exit_status(summary: dict) -> int:
         return EXIT_FATAL
     if t["frames"] == 0:
         return EXIT_NO_FRAMES
-    if t["frame_errors"] or t.get("truncated"):     # bad frames, or frames lost in a recording cut short
+    if t["frame_errors"] or t.get("truncated") or t.get("stream_gap_frames"):   # bad frames, or frames lost
         return EXIT_BAD_FRAMES
     return EXIT_OK
 
@@ -187,6 +187,7 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
         for k in ("frames", "anomalies", "frame_errors"):
             t[k] = sum(int(e.get(k) or 0) for e in entries.values())
         t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
+        t["stream_gap_frames"] = sum((e.get("stream_gaps") or {}).get("frames", 0) for e in entries.values())
         tmp = out_dir / (SUMMARY + ".tmp")
         tmp.write_text(dumps(summary) + "\n")
         os.replace(tmp, out_dir / SUMMARY)
@@ -229,6 +230,10 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
                 cut = entry["recording_truncated"]
                 log(f"source {job.uri}: recording cut short ({cut.get('reason')}): read up to its message "
                     f"{cut.get('messages')}, frames after it are lost")
+            if res["summary"].get("stream_gaps"):                     # a stream stalled: frames lost
+                entry["stream_gaps"] = res["summary"]["stream_gaps"]
+                log(f"source {job.uri}: {entry['stream_gaps']['frames']} frame(s) lost in "
+                    f"{entry['stream_gaps']['gaps']} stream gap(s) (one stream stalled mid-recording)")
         if partial.is_file():
             try:
                 entry.update(result_stats(partial))

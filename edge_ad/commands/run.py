@@ -4,7 +4,8 @@ Torch-free: imports only edge_ad.runtime. Exit status: 0 all frames scored (or s
 SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run, an
 exception or per-frame timeout while scoring, a signal that had to abandon a stuck frame),
 2 bad command line, 3 finished but some frames were bad (reported in the results) or lost (a recording
-cut short: ``recording_truncated``), 4 the source gave no scorable frame.
+cut short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``), 4 the source gave
+no scorable frame.
 """
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     With no arguments: the shipped demo model on synth://, printing live status.
     --out is appended to (never overwritten); a restart continues its frame index.
     Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error (also a signal that had to abandon
-    a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults) or lost (a recording cut short), 4 no scorable frame.
+    a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults) or lost (a recording cut short, a stream that stalled), 4 no scorable frame.
     """
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold, valid_threshold
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
@@ -352,4 +353,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         if summary.get("recording_truncated"):
             click.echo("warning: the recording is cut short: frames after its last intact message are lost "
                        "(recording_truncated in the results)", err=True)
+        if summary.get("stream_gaps"):
+            gaps = summary["stream_gaps"]
+            click.echo(f"warning: {gaps['frames']} frame(s) were lost: one stream stalled mid-recording "
+                       f"({gaps['gaps']} gap(s); stream_gap events in the results)", err=True)
     sys.exit(status)

@@ -3,7 +3,9 @@
 Used by the ROS 2 bag reader and the RealSense recording player. Each stream's stamps are assumed
 non-decreasing (as recorded). A colour item is paired with the depth item nearest in time once no
 later depth can be nearer; a pair further apart than ``slop`` seconds is not made, and the
-unpaired items are counted (like message_filters' ApproximateTime, nothing is paired twice).
+unpaired items are counted (like message_filters' ApproximateTime, nothing is paired twice). A run of
+unpaired items of one stream BETWEEN two pairs (the other stream stalled or dropped frames mid-recording,
+not merely started later or stopped earlier) is a gap (``gaps``): its items are frames lost.
 """
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ from typing import Any, Iterator
 
 class TimePairer:
     """Feed ``add_colour(t, item)`` / ``add_depth(t, item)``; collect pairs from ``pop_pairs()``;
-    call ``finish()`` at the end of the streams. ``unpaired_colour`` / ``unpaired_depth`` count drops."""
+    call ``finish()`` at the end of the streams. ``unpaired_colour`` / ``unpaired_depth`` count drops;
+    ``gaps``: the runs of drops of one stream between two pairs, in the order they closed, each
+    {"unpaired": "colour" | "depth" (the stream whose items went unpaired: the other one had the gap),
+    "frames": how many, "first_t", "last_t": their stamps (the streams' unit)}; drops before the first pair
+    or after the last are counted only (one stream started earlier or stopped later)."""
 
     def __init__(self, slop: float, max_pending: int = 64):
         if slop < 0:
@@ -24,7 +30,29 @@ class TimePairer:
         self.pairs: deque = deque()    # (colour_t, colour_item, depth_t, depth_item)
         self.unpaired_colour = 0
         self.unpaired_depth = 0
+        self.gaps: list = []           # closed mid-stream gaps (see the class doc)
+        self._open = {}                # stream -> the run of drops since the last pair
+        self._paired = False           # a pair was made: later drops lie after the streams' start
         self._ended = False
+
+    def _drop(self, stream: str, t: float) -> None:
+        """Count an unpaired item of ``stream`` at ``t``; it extends that stream's run of drops."""
+        if stream == "colour":
+            self.unpaired_colour += 1
+        else:
+            self.unpaired_depth += 1
+        run = self._open.get(stream)
+        if run is None:
+            self._open[stream] = {"unpaired": stream, "frames": 1, "first_t": t, "last_t": t}
+        else:
+            run["frames"], run["last_t"] = run["frames"] + 1, t
+
+    def _paired_now(self) -> None:
+        """A pair was made: runs of drops since the previous pair were gaps (none before the first pair)."""
+        if self._paired:
+            self.gaps += [run for run in self._open.values()]
+        self._open.clear()
+        self._paired = True
 
     def add_colour(self, t: float, item: Any) -> None:
         self.colour.append((float(t), item))
@@ -38,24 +66,28 @@ class TimePairer:
         """No more items will come: decide everything still pending."""
         self._ended = True
         self._match()
-        self.unpaired_depth += len(self.depth)
+        for t, _ in self.depth:
+            self._drop("depth", t)
         self.depth.clear()
 
     def pop_pairs(self) -> Iterator[tuple]:
         while self.pairs:
             yield self.pairs.popleft()
 
+    def pop_gaps(self) -> list:
+        """The gaps closed since the last call (taken from ``gaps``)."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
     def _match(self) -> None:
         while self.colour:
             tc, c = self.colour[0]
             # depths too old to pair with this (or any later) colour item
             while self.depth and self.depth[0][0] < tc - self.slop:
-                self.depth.popleft()
-                self.unpaired_depth += 1
+                self._drop("depth", self.depth.popleft()[0])
             if not self.depth:
                 if self._ended:
-                    self.colour.popleft()
-                    self.unpaired_colour += 1
+                    self._drop("colour", self.colour.popleft()[0])
                     continue
                 break
             if self.depth[-1][0] < tc and not self._ended:
@@ -65,21 +97,35 @@ class TimePairer:
             self.colour.popleft()
             if abs(td - tc) <= self.slop:
                 for _ in range(best):
-                    self.depth.popleft()
-                    self.unpaired_depth += 1
+                    self._drop("depth", self.depth.popleft()[0])
                 self.depth.popleft()
                 self.pairs.append((tc, c, td, d))
+                self._paired_now()
             else:
-                self.unpaired_colour += 1
+                self._drop("colour", tc)
         # bounded memory when one stream is missing or far behind
         while len(self.colour) > self.max_pending:
-            self.colour.popleft()
-            self.unpaired_colour += 1
+            self._drop("colour", self.colour.popleft()[0])
         while len(self.depth) > self.max_pending:
-            self.depth.popleft()
-            self.unpaired_depth += 1
+            self._drop("depth", self.depth.popleft()[0])
 
     @property
     def stats(self) -> dict:
         return {"unpaired_colour": self.unpaired_colour, "unpaired_depth": self.unpaired_depth}
 
+
+
+def gap_event(gap: dict, uri: str, seconds: float = 1.0) -> dict:
+    """The ``stream_gap`` event of a source's results for a gap of ``TimePairer`` (its ``pop_gaps``): which
+    stream was ``missing``, how many ``frames`` of the other went unpaired (lost: never scored), and their
+    first and last stamps in seconds (``seconds``: the stamps' unit, 1e-3 for milliseconds)."""
+    missing = "depth" if gap["unpaired"] == "colour" else "colour"
+    return {"event": "stream_gap", "source": uri, "missing": missing, "unpaired": gap["unpaired"],
+            "frames": int(gap["frames"]), "first_stamp": gap["first_t"] * seconds, "last_stamp": gap["last_t"] * seconds}
+
+
+def gap_text(ev: dict) -> str:
+    """The console line of a ``stream_gap`` event."""
+    return (f"{ev.get('source')}: {ev.get('missing')} stream gap: {ev.get('frames')} {ev.get('unpaired')} frame(s) "
+            f"without {ev.get('missing')} (stamps {ev.get('first_stamp', 0):.3f} - {ev.get('last_stamp', 0):.3f} s) "
+            "were not scored")

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .base import Frame, Source, SourceError
-from .pairing import TimePairer
+from .pairing import TimePairer, gap_event
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 30
 PLAYER_STALL_S = 5.0   # a recording's read or count gives up when its player sends no frame for this long, not stopped
@@ -292,6 +292,7 @@ class RealSenseRecording(Source):
         self.stats.update(pairer.stats)
 
     def _emit(self, pairer, align, composer):
+        self.events += [gap_event(g, self.uri, 1e-3) for g in pairer.pop_gaps()]    # stamps in ms
         for tc, c, td, d in pairer.pop_pairs():
             n = str(int(c.get_frame_number()))
             try:

@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 from ..msgconv import msg_to_depth_mm, msg_to_rgb, stamp_seconds
 from ..preprocess import DEFAULT_MAX_PIXELS, FrameError
 from .base import Frame, Source, SourceError
-from .pairing import TimePairer
+from .pairing import TimePairer, gap_event
 from .salvage import needs_salvage, salvage_reader, storage_files
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
@@ -193,6 +193,7 @@ class RosbagSource(Source):
         n = 0
         try:
             for item in self._items(pairer):
+                self.events += [gap_event(g, self.uri) for g in pairer.pop_gaps()]   # before the frame after it
                 if item[0] == "error":
                     yield Frame(f"msg-{item[1]}", None, None, item[1] * 1e-9, error=item[2])
                     continue
@@ -202,6 +203,7 @@ class RosbagSource(Source):
             raise
         except Exception as e:  # rosbags raises its own reader errors for corrupt files
             raise SourceError(f"error reading bag {self.path}: {e}") from None
+        self.events += [gap_event(g, self.uri) for g in pairer.pop_gaps()]
         self.stats.update(pairer.stats, pairs=n)
 
     def _decode(self, tc, cmsg, td, dmsg) -> Frame:
