@@ -771,6 +771,29 @@ def test_calibrate_uses_the_verified_bank_not_one_swapped_while_it_reads(tmp_pat
         scorer_mod.Scorer.load(model)
 
 
+def test_a_second_calibrate_into_the_same_new_out_is_refused_in_one_line(tmp_path):
+    """Audit 27 #2: two calibrates into one new --out: the later one died with a 20-line traceback (OSError
+    Directory not empty from the rename). Now CalibrationError naming --out, the other run's model untouched,
+    no temporary directory left; a --out that another run turned into a file is refused the same way."""
+    from edge_ad.runtime.sources import open_source
+    model = _demo_copy(tmp_path)
+    for out, other in ((tmp_path / "cal", "dir"), (tmp_path / "cal2", "file")):
+        def the_other_run(read, used, dropped):     # after --out was checked: the other run finishes first
+            if read == 1:
+                if other == "dir":
+                    out.mkdir()
+                    (out / "manifest.json").write_text("the other run's")
+                else:
+                    out.write_text("the other run's")
+        with open_source("synth://?n=25&anomaly_rate=0") as src, \
+                pytest.raises(CalibrationError, match=f"--out {out} was written by another run while this one "
+                                                      "calibrated; calibrated models are never overwritten"):
+            calibrate_model(model, src, out, max_shift=0, progress=the_other_run)
+        kept = out / "manifest.json" if other == "dir" else out
+        assert kept.read_text() == "the other run's"
+        assert not list(tmp_path.glob(f".{out.name}.calibrating-*"))
+
+
 def test_calibrate_help_and_readme_say_what_the_code_does():
     """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
     pixel tables; the docs (docs/calibrate.md and docs/integrity.md, moved there from README): the floor applies

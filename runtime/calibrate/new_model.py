@@ -8,6 +8,7 @@ name, verified as ``Scorer.load`` would, and renamed when complete. A signature 
 cover the new manifest: the new directory is unsigned unless signed with ``sign_key``."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -81,9 +82,24 @@ def write_model_dir(model_dir: Path, out_dir: Path, manifest: dict, new: dict, m
         if sign_key is not None:
             from ..signing import sign_model
             sign_model(tmp, sign_key)                 # manifest.sig of the new manifest
-        if out_dir.exists():
-            out_dir.rmdir()                   # empty (check_out_dir)
-        os.replace(tmp, out_dir)
+        install(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def install(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished directory ``tmp`` to ``out_dir`` (new, or empty: removed first). CalibrationError
+    when another run wrote ``out_dir`` meanwhile (two calibrates into one new --out: the later one is refused,
+    the first's model is kept)."""
+    try:
+        try:
+            out_dir.rmdir()                   # empty (check_out_dir), unless another run filled it since
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, out_dir)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise CalibrationError(f"--out {out_dir} was written by another run while this one calibrated; "
+                                   "calibrated models are never overwritten: choose a new directory") from None
         raise
