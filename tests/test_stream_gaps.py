@@ -81,6 +81,27 @@ def test_a_bags_depth_gap_is_said_counted_and_exits_3(tmp_path, synth):
     assert summary["totals"]["stream_gap_frames"] == 11
 
 
+def test_calibrate_on_a_recording_with_a_gap_says_it_and_exits_3(tmp_path, synth):
+    """edge-ad calibrate reads the same sources: the gap's line, stream_gaps in the calibration record, the model
+    written from the frames it has, exit 3 (as for a recording cut short)."""
+    from edge_ad.cli import main
+    from edge_ad.runtime import demo_model_dir
+    bag = tmp_path / "stall"
+    plan = [("c", k, 0) for k in range(30)] + [("d", k, 1_000_000) for k in range(30) if k not in GAP]
+    write_messages(bag, synth, sorted(plan, key=lambda m: m[1] * DT + m[2]), storage="mcap")
+    out = tmp_path / "cal"
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(demo_model_dir()), "--source", str(bag), "--out",
+                                  str(out), "--max-shift", "0", "--min-frames", "5"])
+    assert r.exit_code == EXIT_BAD_FRAMES and "depth stream gap: 11 colour frame(s) without depth" in r.output, r.output
+    assert "warning: 11 frame(s) of the source were lost: one stream stalled mid-recording" in r.output
+    c = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert c["stream_gaps"] == {"gaps": 1, "frames": 11} and c["frames_used"] == 19
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(demo_model_dir()), "--source", "synth://?n=25",
+                                  "--out", str(tmp_path / "cal2"), "--max-shift", "0"])
+    assert r.exit_code == 0 and "stream" not in r.output, r.output
+    assert json.loads((tmp_path / "cal2" / "manifest.json").read_text())["calibration"]["stream_gaps"] is None
+
+
 def test_a_realsense_recordings_colour_gap_is_said(tmp_path, synth):
     rec = tmp_path / "stall.db3"
     record_realsense_db3(rec, synth, skip={(k, "colour") for k in GAP})

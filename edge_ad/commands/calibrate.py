@@ -1,7 +1,7 @@
 """``edge-ad calibrate --model DIR --source URI --out DIR``: adapt an exported model to a new scene
 from normal frames of that scene (torch-free: runs on the robot's lean install). Exit status: 0 written,
-1 error (nothing written), 2 bad command line, 3 written from a recording cut short (frames after the cut
-lost: as ``edge-ad run``'s 3)."""
+1 error (nothing written), 2 bad command line, 3 written from a recording cut short or one whose stream stalled
+(frames lost: as ``edge-ad run``'s 3)."""
 from __future__ import annotations
 
 import sys
@@ -163,9 +163,13 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
                    + ("the signature of the input model does not cover it" if trusted_keys else "no --sign")
                    + f"): sign it with `edge-ad sign {out_dir} --key KEY` before `edge-ad run --trusted-key`")
     if c.get("recording_truncated"):                 # written, but frames were lost: exit as edge-ad run does
-        from edge_ad.runtime.capture import EXIT_BAD_FRAMES
         click.echo(f"warning: the recording is cut short: {out_dir} is calibrated on the frames before the cut "
                    "(recording_truncated in its manifest's calibration record)", err=True)
+    if c.get("stream_gaps"):
+        click.echo(f"warning: {c['stream_gaps']['frames']} frame(s) of the source were lost: one stream stalled "
+                   "mid-recording (stream_gaps in its manifest's calibration record)", err=True)
+    if c.get("recording_truncated") or c.get("stream_gaps"):
+        from edge_ad.runtime.capture import EXIT_BAD_FRAMES
         sys.exit(EXIT_BAD_FRAMES)
 
 

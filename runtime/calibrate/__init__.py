@@ -41,7 +41,7 @@ from .memories import SceneMemories, check_scene_fits_pixel_memory, grow_memorie
 from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
 from .pipeline import calibrate_model
 from .scene_frames import (MIN_FRAMES, check_enough_frames, cut_text, frames_record, read_scene,
-                           recording_cut)
+                           recording_cut, stream_gaps)
 from .scene_scores import held_out_pixel_distances, held_out_scores, scene_blocks, score_scene
 from .selection import (FramePlan, check_every, frame_plan, how_selected, labelled_normals, ordinal,
                         selected_text, selection_text, source_length, spread_positions, uncounted_text)

@@ -13,7 +13,8 @@ from .light import in_scene_light
 from .manifest_threshold import model_fpr, threshold_entry, threshold_inputs
 from .memories import check_scene_fits_pixel_memory, grow_memories
 from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
-from .scene_frames import MIN_FRAMES, check_enough_frames, cut_text, frames_record, read_scene, recording_cut
+from .scene_frames import (MIN_FRAMES, check_enough_frames, cut_text, frames_record, read_scene, recording_cut,
+                           stream_gaps)
 from .scene_scores import score_scene
 from .selection import frame_plan, labelled_normals, selection_text, source_length, uncounted_text
 from .threshold import choose_threshold, threshold_record, threshold_warning
@@ -46,7 +47,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     A recording cut short (a killed recorder: ``recording_cut``) is calibrated on the frames before the cut
     (its count, ``source_length``, is theirs) when they are enough (``min_frames``); ``log`` says so
     (``cut_text``) and the record's "recording_truncated" holds where it ends (None for an intact source);
-    with too few the CalibrationError says it is cut short.
+    with too few the CalibrationError says it is cut short. Frames lost to a stream that stalled mid-recording
+    (its ``stream_gap`` events) are said too and recorded ("stream_gaps").
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
     threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
@@ -79,6 +81,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         cut = recording_cut(frames)               # a recording cut short: said, recorded, and the CLI exits 3
         if cut is not None and log is not None:
             log(cut_text(cut, scene["read"], max_frames, every))
+        gaps = stream_gaps(frames, log)           # frames lost to a stalled stream: said, recorded, CLI exits 3
         check_enough_frames(scene, plan, cut, min_frames)
         n = len(scene["ids"])
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
@@ -96,7 +99,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     if warning is not None and log is not None:
         log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    record = {"source": str(source), **frames_record(scene, plan, length, max_frames, cut), "date": now,
+    record = {"source": str(source), **frames_record(scene, plan, length, max_frames, cut, gaps), "date": now,
               "target_fpr": fpr, **provenance(model_dir, signed_by), "scores": memories.scores_text(cfg),
               "colour_gain": list(gain) if gain is not None else None, "scene_shift": shift_fit,
               **threshold_record(choice, inputs, warning), **memories.record()}

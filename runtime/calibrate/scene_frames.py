@@ -2,7 +2,7 @@
 ``edge-ad run`` would score as normal scene frames are used (``read_scene``): sensor faults (a black colour
 sensor, a stuck camera's repeats, ...: ``SensorFaultDetector``), frames the source labels anomalous and
 bit-identical copies of a frame already used are dropped and counted; a recording cut short says where it
-ends (``recording_cut``); too few usable frames stop the calibration (``check_enough_frames``); what was read
+ends (``recording_cut``), a stream that stalled what it cost (``stream_gaps``); too few usable frames stop the calibration (``check_enough_frames``); what was read
 goes into the calibration record (``frames_record``)."""
 from __future__ import annotations
 
@@ -143,6 +143,19 @@ def _dropped(unreadable: int, unscorable: int, faulty: int, faults: dict, anomal
     return {k: v for k, v in out.items() if v}
 
 
+def stream_gaps(frames, log: Optional[Callable] = None) -> Optional[dict]:
+    """The frames a stream that stalled mid-recording cost ``frames`` in the part read (its ``stream_gap``
+    events, ``Source.events``, read and left in place: runtime/sources/pairing.py), each said through ``log``
+    as edge-ad run says it: {"gaps", "frames"}, or None when none."""
+    from ..sources.pairing import gap_text
+    gaps = [e for e in list(getattr(frames, "events", None) or []) if isinstance(e, dict)
+            and e.get("event") == "stream_gap"]
+    if log is not None:
+        for ev in gaps:
+            log(gap_text(ev))
+    return {"gaps": len(gaps), "frames": sum(int(e.get("frames") or 0) for e in gaps)} if gaps else None
+
+
 def check_enough_frames(scene: dict, plan: FramePlan, cut: Optional[dict], min_frames: int) -> None:
     """CalibrationError when ``scene`` (``read_scene``'s) holds fewer than ``min_frames`` usable frames, naming
     the frames read (or selected by ``plan``), why the others were dropped, the first problem and, for a
@@ -161,13 +174,14 @@ def check_enough_frames(scene: dict, plan: FramePlan, cut: Optional[dict], min_f
 
 
 def frames_record(scene: dict, plan: FramePlan, length: Optional[int], max_frames: Optional[int],
-                  cut: Optional[dict]) -> dict:
+                  cut: Optional[dict], gaps: Optional[dict] = None) -> dict:
     """The calibration record's fields on the frames: read / used / selected (by ``plan`` from a source of
-    ``length`` frames, None: unknown), "recording_truncated" (``cut``), the ids used, and the counts of the
-    frames dropped by reason (``read_scene``'s ``scene``)."""
+    ``length`` frames, None: unknown), "recording_truncated" (``cut``), "stream_gaps" (``gaps``: frames lost to
+    a stream that stalled, ``stream_gaps``), the ids used, and the counts of the frames dropped by reason
+    (``read_scene``'s ``scene``)."""
     return {"frames_read": scene["read"], "frames_used": len(scene["ids"]),
             "every": plan.every, "source_length": length, "frames_selected": scene["selected"],
-            "max_frames": max_frames, "recording_truncated": cut,
+            "max_frames": max_frames, "recording_truncated": cut, "stream_gaps": gaps,
             "frame_ids": [v if isinstance(v, (int, str)) else str(v) for v in scene["ids"]],
             "unreadable": scene["unreadable"], "unscorable": scene["unscorable"],
             "sensor_faults": scene["faulty"], "faults": dict(scene["faults"]),
