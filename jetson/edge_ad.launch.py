@@ -26,6 +26,7 @@ ARGS = {
     "stale_s": ("10.0", "no synchronized pair for this long, seconds: an outage (logged, waits again)"),
     "frame_timeout_s": ("0.0", "a frame scoring longer ends the node (restarted by the launcher); 0.0: no limit"),
     "rotate_mb": ("0.0", "rotate results_path past this size, MB (0.0: never)"),
+    "rotate_keep": ("0", "keep the newest N rotated results files, delete older ones (0: keep all)"),
     "trusted_keys": ("''", "comma-separated Ed25519 public key files; the model must be signed by one "
                            "('': no check)"),
     "alarm_window": ("200", "alarm-rate watch over the last N scored frames (0: off): ~/alarm_rate events when "

@@ -67,6 +67,7 @@ PARAMETERS = {  # name -> default
     "seed": 0, "results_path": "none", "stale_s": 10.0,
     # a frame scoring longer than this ends the node (fatal, so the launcher restarts it); 0 = no limit
     "frame_timeout_s": 0.0, "rotate_mb": 0.0,   # results_path rotation (0 = never)
+    "rotate_keep": 0,     # rotated results files kept, the newest N; older ones deleted (0 = keep all)
     "trusted_keys": "",   # comma-separated Ed25519 public key files: the model must be signed by one
     # the alarm-rate watch (runtime/alarm_watch.py): scored frames in its window (0 = off), its test's alpha
     "alarm_window": DEFAULT_WINDOW, "alarm_alpha": DEFAULT_ALPHA,
@@ -149,6 +150,7 @@ def node_settings(p: dict) -> dict:
     out["stale_s"] = _number(p, "stale_s", 0, strict=True)
     out["frame_timeout"] = _number(p, "frame_timeout_s", 0, strict=False) or None
     out["rotate_bytes"] = int(_number(p, "rotate_mb", 0, strict=False) * 1e6) or None
+    out["rotate_keep"] = _integer(p, "rotate_keep", 0) or None
     results = p["results_path"]
     if not isinstance(results, str):
         raise ParameterError(f"parameter results_path must be a file name or 'none', got {results!r}")
@@ -373,6 +375,7 @@ def main(argv: Optional[list] = None) -> int:
                               on_outage=hook.outage, on_alarm_rate=hook.alarm_rate,
                               log=node.get_logger().warning,
                               frame_timeout=s["frame_timeout"], rotate_bytes=s["rotate_bytes"],
+                              rotate_keep=s["rotate_keep"],
                               alarm_window=s["alarm_window"], alarm_alpha=s["alarm_alpha"])
         node.get_logger().info(f"summary: {summary}")
     except ResultsFileError as e:   # another model's results, or not a results file: refused, unchanged

@@ -759,7 +759,8 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                 handle_signals: bool = True, backoff: tuple = (0.5, 10.0),
                 live: Optional[bool] = None, score_kwargs: Optional[dict] = None,
                 frame_timeout: Optional[float] = None, stop_grace: float = 5.0,
-                rotate_bytes: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                rotate_bytes: Optional[int] = None, rotate_keep: Optional[int] = None,
+                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                 check_sensor: bool = True, alarm_window: Optional[int] = None,
                 alarm_alpha: float = DEFAULT_ALPHA) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
@@ -776,7 +777,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     that was not scored for a normal one (the ROS node publishes it). ``frame_timeout`` (s): a
     scoring call running longer ends the run;
     ``stop_grace`` (s): how long a frame in flight may still run after a stop request.
-    ``rotate_bytes``: rotate ``out`` past this size. ``max_pixels``: larger frames are refused
+    ``rotate_bytes``: rotate ``out`` past this size; ``rotate_keep``: keep only the newest N rotated files (ResultWriter). ``max_pixels``: larger frames are refused
     (None: no limit). ``check_sensor``: report sensor faults (limits: the scorer's spec).
     ``on_outage(rec)`` is called after a ``source_lost`` / ``source_failed`` event line (the camera
     stopped; ``rec["error"]`` says why), so a consumer hears that no frames are coming.
@@ -798,7 +799,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     live = bool(source.live) if live is None else live
     model = model_identity(scorer)
     earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
-    writer = ResultWriter(out, rotate_bytes=rotate_bytes, model=model,   # refuses another model's file
+    writer = ResultWriter(out, rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, model=model,   # refuses another model's file
                           earlier_config_sha256s=earlier if isinstance(earlier, tuple) else ())
     report = _Report(writer, log, on_result, on_error, on_outage, on_alarm_rate)
     # the stuck_frame check for streams only (a camera, a recording); a folder's files are independent

@@ -20,7 +20,9 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   (ResultsFileError, left unchanged), so two runs never interleave their lines and frame indices;
 * with ``rotate_bytes`` the file is renamed to ``<name>.<n>`` (n = 1, 2, ... growing; the highest
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
-  exists is never reused (``os.link`` refuses to replace a file).
+  exists is never reused (``os.link`` refuses to replace a file). With ``rotate_keep`` N, the only deletion:
+  after a rotation the oldest rotated files beyond the newest N are removed (a ``pruned`` event names them),
+  so a service that runs for months never fills its disk with results (opt-in; without it nothing is deleted).
 
 Every line is flushed as written, so a hard kill loses at most the line being written.
 """
@@ -247,18 +249,24 @@ class ResultWriter:
 
     ``next_index``: the frame index a restarted run continues from (0 for a new file).
     ``rotate_bytes``: rotate the file once it grows past this many bytes (None: never).
+    ``rotate_keep``: after a rotation, delete the oldest rotated files beyond the newest ``rotate_keep``
+    (None: keep every one).
     ``earlier_config_sha256s``: config_sha256 values an earlier edge-ad wrote for ``model``'s
     settings (``Scorer.earlier_config_sha256s``): a file naming one is the same model's.
     """
 
     def __init__(self, path: Optional[os.PathLike] = None, rotate_bytes: Optional[int] = None,
-                 model: Optional[dict] = None, earlier_config_sha256s=()):
+                 model: Optional[dict] = None, earlier_config_sha256s=(), rotate_keep: Optional[int] = None):
         self.path = None if path is None else Path(path)
         self.model = model
         self.earlier_config_sha256s = tuple(earlier_config_sha256s)
         self.rotate_bytes = None if rotate_bytes is None else int(rotate_bytes)
         if self.rotate_bytes is not None and self.rotate_bytes <= 0:
             raise ValueError(f"rotate_bytes must be > 0, got {rotate_bytes}")
+        if rotate_keep is not None and (isinstance(rotate_keep, bool) or int(rotate_keep) != rotate_keep
+                                        or rotate_keep < 1):
+            raise ValueError(f"rotate_keep must be a whole number >= 1, got {rotate_keep!r}")
+        self.rotate_keep = None if rotate_keep is None else int(rotate_keep)
         self._f = None
         self.next_index = 0
         self.rotations = 0
@@ -379,7 +387,26 @@ class ResultWriter:
         try_lock(self._f)        # the fresh file is this run's too (one opened in the instant between: not ours)
         self._size = 0
         self.write({"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)})
+        self.prune()
         return target
+
+    def prune(self) -> list:
+        """With ``rotate_keep`` N: delete the rotated files older than the newest N (``rotated_files``), and write
+        a ``pruned`` event naming them; returns them ([] without ``rotate_keep`` or nothing beyond N)."""
+        if self.rotate_keep is None or self.path is None:
+            return []
+        old = rotated_files(self.path)[:-self.rotate_keep]
+        gone = []
+        for p in old:
+            try:
+                os.unlink(p)
+                gone.append(str(p))
+            except FileNotFoundError:
+                pass
+        if gone:
+            self.write({"type": "event", "event": "pruned", "time": time.time(), "files": gone,
+                        "keep": self.rotate_keep})
+        return gone
 
     def _close_file(self) -> None:
         if self._f is not None:

@@ -89,6 +89,8 @@ def test_systemd_unit():
     assert svc["Restart"] == "on-failure"
     assert "edge-ad run --camera" in svc["ExecStart"] and "--backend tensorrt" in svc["ExecStart"]
     assert "build-engine" in svc["ExecStartPre"]
+    # rotated and pruned (audit 27 #19): results never fill the disk and stop the service
+    assert "--rotate-mb 100 --rotate-keep 20" in svc["ExecStart"]
     assert svc["KillSignal"] == "SIGTERM"
     assert cp["Install"]["WantedBy"] == "multi-user.target"
     assert "video" in svc["SupplementaryGroups"]

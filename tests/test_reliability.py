@@ -173,6 +173,44 @@ def test_rotation_never_overwrites_and_a_restart_continues_from_the_newest(tmp_p
     assert ev["event"] == "resumed" and ev["previous_file"] == str(newest)
 
 
+def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
+    """Audit 27 #19: results were never deleted, so the shipped service (rotated at 100 MB) filled its disk,
+    failed to write (ENOSPC, exit 1) and, 10 failed restarts later, systemd gave up: no scoring until a human
+    came. --rotate-keep N (the unit: 20) deletes the rotated files older than the newest N after each rotation,
+    names them in a 'pruned' event, and touches nothing else; without it every file is kept, as before."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    out = tmp_path / "r.jsonl"
+    (tmp_path / "r.jsonl.1").write_text("an older run's rotated file\n")
+    (tmp_path / "other.jsonl.1").write_text("another file's\n")
+    s = run_capture(open_source("synth://?n=30&seed=1"), FakeScorer(), out=out, rotate_bytes=2000, rotate_keep=2,
+                    handle_signals=False)
+    rotated = rotated_files(out)
+    nums = [int(p.name.rsplit(".", 1)[1]) for p in rotated]
+    assert s["rotations"] >= 3 and len(rotated) == 2 and nums[1] == nums[0] + 1 >= 5    # the newest two only
+    assert (tmp_path / "other.jsonl.1").read_text() == "another file's\n"
+    events = [json.loads(x) for p in rotated + [out] for x in p.read_text().splitlines()]
+    pruned = [f for e in events if e.get("event") == "pruned" for f in e["files"]]
+    older = {str(tmp_path / f"r.jsonl.{k}") for k in range(1, nums[0])}      # the earlier run's .1 among them
+    assert not any(os.path.exists(f) for f in older)
+    assert pruned and set(pruned) <= older        # the events still kept (others went with the files pruned)
+    assert all(e["keep"] == 2 for e in events if e.get("event") == "pruned")
+    w = ResultWriter(tmp_path / "k.jsonl", rotate_bytes=2000)             # no rotate_keep: every file kept
+    for _ in range(4):
+        w.rotate()
+    w.close()
+    assert len(rotated_files(tmp_path / "k.jsonl")) == 4
+    with pytest.raises(ValueError, match="rotate_keep must be a whole number >= 1"):
+        ResultWriter(None, rotate_keep=0)
+    r = CliRunner().invoke(main, ["run", "--source", "synth://?n=40", "-q", "--out", str(tmp_path / "c.jsonl"),
+                                  "--rotate-mb", "0.004", "--rotate-keep", "1"])
+    assert r.exit_code == 0 and len(rotated_files(tmp_path / "c.jsonl")) == 1, r.output
+    r = CliRunner().invoke(main, ["run", "--source", "synth://?n=2", "-q", "--out", str(tmp_path / "d.jsonl"),
+                                  "--rotate-keep", "1"])
+    assert r.exit_code == 2 and "give --rotate-mb too" in r.output and not (tmp_path / "d.jsonl").exists()
+
+
 def test_cli_appends_and_systemd_unit_rotates(tmp_path):
     from click.testing import CliRunner
     from edge_ad.commands import run as run_cmd

@@ -194,6 +194,9 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--rotate-mb", type=FiniteFloat(min=0, min_open=True), metavar="MB",
               help="Rotate --out once it exceeds MB megabytes: renamed to OUT.1, OUT.2, ... (never "
                    "overwritten; the highest number is the newest).")
+@click.option("--rotate-keep", type=click.IntRange(min=1), metavar="N",
+              help="With --rotate-mb: after each rotation delete the rotated files older than the newest N (a "
+                   "'pruned' event names them), so a service never fills its disk with results. Default: keep all.")
 @click.option("--max-frame-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse frames larger than N pixels (checked from image headers before "
                    "decoding) [default 16777216 = 4096 x 4096].")
@@ -211,7 +214,7 @@ def _close_picture_hook(close, **kwargs) -> None:
               metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export "
               "--sign); repeatable. Unsigned or otherwise-signed models are refused.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, anomalies_min_free_mb,
-        display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, max_frame_pixels, alarm_window,
+        display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, rotate_keep, max_frame_pixels, alarm_window,
         alarm_alpha, trusted_keys):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
@@ -234,6 +237,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             valid_threshold(threshold, "--threshold")
         except ValueError as e:
             raise click.UsageError(str(e))
+    if rotate_keep is not None and rotate_mb is None:
+        raise click.UsageError("--rotate-keep N keeps the newest N files --rotate-mb rotates: give --rotate-mb too")
     if sheet and not sheet.lower().endswith(".png"):
         raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
     if rerun_target:
@@ -306,6 +311,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
                               on_result=hooks, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
                               rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
+                              rotate_keep=rotate_keep,
                               alarm_window=alarm_window, alarm_alpha=alarm_alpha)
     except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
         source.close()
