@@ -539,6 +539,10 @@ class _Report:
 
     def emit(self, rec: dict) -> None:
         self.writer.write(rec)
+        while self.writer.pruned:        # a rotation deleted old results (rotate_keep): said on the console too
+            gone = self.writer.pruned.pop(0)
+            self.log(f"deleted {len(gone)} old results file(s) to keep the newest {self.writer.rotate_keep} "
+                     f"rotated ones: {', '.join(gone)}")
 
     def drain(self, source: Source) -> None:
         """Write the events a source queued (``source.events``: dicts, e.g. a truncated recording)."""
@@ -848,7 +852,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                     summary["recording_truncated"] = report.truncated
                 if report.gaps["gaps"]:
                     summary["stream_gaps"] = dict(report.gaps)
-                writer.write(summary)
+                report.emit(summary)     # (a rotation it causes may prune: said too)
             finally:
                 writer.close()
     return summary

@@ -270,6 +270,7 @@ class ResultWriter:
         self._f = None
         self.next_index = 0
         self.rotations = 0
+        self.pruned: list = []    # the files each pruning deleted, a list per pruning: the caller says them (and empties it)
         self.resumed: Optional[dict] = None  # the 'resumed' event, when an earlier run's file was found
         if self.path is None:
             return
@@ -404,6 +405,7 @@ class ResultWriter:
             except FileNotFoundError:
                 pass
         if gone:
+            self.pruned.append(gone)
             self.write({"type": "event", "event": "pruned", "time": time.time(), "files": gone,
                         "keep": self.rotate_keep})
         return gone

@@ -184,8 +184,9 @@ def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     out = tmp_path / "r.jsonl"
     (tmp_path / "r.jsonl.1").write_text("an older run's rotated file\n")
     (tmp_path / "other.jsonl.1").write_text("another file's\n")
+    logs = []
     s = run_capture(open_source("synth://?n=30&seed=1"), FakeScorer(), out=out, rotate_bytes=2000, rotate_keep=2,
-                    handle_signals=False)
+                    handle_signals=False, log=logs.append)
     rotated = rotated_files(out)
     nums = [int(p.name.rsplit(".", 1)[1]) for p in rotated]
     assert s["rotations"] >= 3 and len(rotated) == 2 and nums[1] == nums[0] + 1 >= 5    # the newest two only
@@ -196,6 +197,9 @@ def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     assert not any(os.path.exists(f) for f in older)
     assert pruned and set(pruned) <= older        # the events still kept (others went with the files pruned)
     assert all(e["keep"] == 2 for e in events if e.get("event") == "pruned")
+    said = [x for x in logs if x.startswith("deleted ")]      # each pruning said on the console too
+    assert said and said[0] == f"deleted 1 old results file(s) to keep the newest 2 rotated ones: {tmp_path}/r.jsonl.1"
+    assert sum(x.count(", ") + 1 for x in said) == nums[0] - 1    # every file deleted is named once
     w = ResultWriter(tmp_path / "k.jsonl", rotate_bytes=2000)             # no rotate_keep: every file kept
     for _ in range(4):
         w.rotate()
