@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -11,6 +12,17 @@ from .preprocess import PreprocessSpec, preprocess, to_display
 
 _HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                   [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def free_path(path: Path) -> Path:
+    """``path``, or, when a file of that name exists (an earlier run's), the first of ``<stem>-2<suffix>``,
+    ``<stem>-3<suffix>``, ... that does not: a picture or recording never replaces a file."""
+    path = Path(path)
+    free, n = path, 1
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
 
 
 def heatmap(err: np.ndarray, vmax: Optional[float] = None) -> np.ndarray:

@@ -11,7 +11,8 @@ frame's timestamp):
   plots/score, plots/threshold        time series
   events                              a text log line per flagged frame (level WARN), with truth
 
-Targets: a path ending in ``.rrd`` saves a recording (open it later with ``rerun FILE.rrd``);
+Targets: a path ending in ``.rrd`` saves a recording (open it later with ``rerun FILE.rrd``; when
+FILE.rrd exists, FILE-2.rrd, FILE-3.rrd, ...: a recording never replaces a file);
 ``spawn`` starts the native viewer; ``serve`` serves the web viewer (gRPC + http, URLs printed).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .pictures import frame_panels, heatmap
+from .pictures import frame_panels, free_path, heatmap
 from .preprocess import PreprocessSpec
 
 TARGETS = ("spawn", "serve")  # or a path ending in .rrd
@@ -76,6 +77,7 @@ class RerunView:
         rr = self.rr = import_rerun()
         self.rec = rr.RecordingStream(application_id)
         self.url = None
+        self.path: Optional[Path] = None   # the .rrd written: FILE.rrd, or FILE-2.rrd, ... when FILE.rrd exists
         if target == "spawn":
             try:
                 rr.spawn(executable_path=viewer_executable(), recording=self.rec)
@@ -89,8 +91,11 @@ class RerunView:
             from urllib.parse import quote
             self.log(f"rerun: web viewer at http://localhost:{web_port or 9090}/?url={quote(self.url, safe='')}")
         else:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.rec.save(target)
+            self.path = free_path(Path(target))     # an earlier run's recording is never replaced
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.rec.save(str(self.path))
+            if self.path != Path(target):
+                self.log(f"rerun: recording to {self.path} ({target} exists: never replaced)")
         self.frames = 0
         self._styled = False
 

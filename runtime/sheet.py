@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .pictures import frame_panels, grey3, heatmap
+from .pictures import frame_panels, free_path, grey3, heatmap
 from .preprocess import PreprocessSpec
 
 _COLUMNS = ("RGB", "depth", "reconstruction", "recon. depth", "error")
@@ -70,11 +70,7 @@ class ContactSheet:
     def free_path(self) -> Path:
         """The sheet's path, or, when a file of that name exists (an earlier run's sheet), the first of
         ``<stem>-2.png``, ``<stem>-3.png``, ... that does not: a sheet never replaces a file."""
-        path, n = self.path, 1
-        while path.exists():
-            n += 1
-            path = self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
-        return path
+        return free_path(self.path)
 
     def write(self) -> Optional[Path]:
         """Render and write the PNG (atomically: a temp file renamed) at ``free_path()``. Returns the

@@ -330,6 +330,22 @@ def test_rerun_recording_holds_every_frame(tmp_path, monkeypatch):
     flagged = [x for x in recs if x["anomalous"]]
     assert frames["/events"] == [x["index"] for x in flagged] and len(flagged) == 4
     assert all(f"frame {x['frame']}" in str(t) for x, t in zip(flagged, frames["events_text"]))
+    assert f"rerun recording: {rrd}\n" in r.output
+
+
+def test_rerun_recording_never_replaces_a_file(tmp_path, monkeypatch):
+    """Audit 27 #15: a second run with the same --rerun FILE.rrd replaced the first run's recording, nothing
+    said; now it records to FILE-2.rrd, FILE-3.rrd, ... as --sheet does, and says the name."""
+    rrd = tmp_path / "run.rrd"
+    rrd.write_bytes(b"an earlier run's recording")
+    for n in (2, 3):
+        use_scorer(monkeypatch, ScriptedScorer([0.9, 0.1, 0.6], threshold=0.5))
+        r = invoke(["--source", "synth://?n=3&anomaly_rate=0.5&seed=3", "--rerun", str(rrd), "-q"])
+        assert r.exit_code == 0, r.output
+        new = tmp_path / f"run-{n}.rrd"
+        assert f"rerun recording: {new} ({rrd} exists: never replaced)" in r.output
+        assert read_rrd(new)[0]["/plots/score"] == [0, 1, 2]
+    assert rrd.read_bytes() == b"an earlier run's recording"
 
 
 def test_rerun_target_checked_and_missing_sdk_explained(tmp_path, monkeypatch):

@@ -49,3 +49,22 @@ def test_trace_rejects_bad_arguments(tmp_path, tiny_ckpt, kinect_root):
     assert r.exit_code != 0 and "other than" in r.output
     r = CliRunner().invoke(trace_cmd, base + ["--class", "rectangle", "--index", "100000"])
     assert r.exit_code != 0 and "frames" in r.output
+
+
+def test_trace_never_replaces_a_file(tmp_path, tiny_ckpt, kinect_root, monkeypatch):
+    """Audit 27 #15: trace replaced an existing --out PNG and its .json sidecar (an earlier trace's numbers, or
+    any file) without a word; now an existing FILE.png or FILE.json is refused before the search runs (exit 1,
+    both files unchanged), as bench --out is."""
+    import edge_ad.models.search as search_mod
+
+    def no_search(*a, **k):
+        raise AssertionError("the search ran before the refusal")
+    monkeypatch.setattr(search_mod, "search", no_search)
+    base = ["--model", str(tiny_ckpt), "--data", str(kinect_root), "--class", "rectangle", "--k", "1"]
+    for existing in ("t.png", "t.json"):
+        d = tmp_path / existing.replace(".", "_")
+        d.mkdir()
+        (d / existing).write_text("precious")
+        r = CliRunner().invoke(trace_cmd, base + ["--out", str(d / "t.png")])
+        assert r.exit_code == 1 and f"{d / existing} exists" in r.output and "is never replaced" in r.output, r.output
+        assert (d / existing).read_text() == "precious" and sorted(p.name for p in d.iterdir()) == [existing]

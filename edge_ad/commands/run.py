@@ -337,6 +337,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             click.echo(("contact sheet: no frame to show, none written" if not written else
                         f"contact sheet: {written}" if written == contact.path else
                         f"contact sheet: {written} ({sheet} exists: never replaced)"))
+    if view is not None and view.path is not None:
+        click.echo(f"rerun recording: {view.path}" + ("" if view.path == Path(rerun_target) else
+                                                      f" ({rerun_target} exists: never replaced)"))
     if out:
         click.echo(f"results: {out}")
     status = exit_status(summary)

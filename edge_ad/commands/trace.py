@@ -4,6 +4,7 @@ learning rate (lr_theta). RGB above depth in every cell."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -46,6 +47,11 @@ def cmd(model_path, data, cls, anomalous_cls, split, index, lr_theta_low, lr_the
                                  param_hint="--anomalous-class")
     if lr_theta_low < 0 or lr_theta_high < 0:
         raise click.BadParameter("learning rates must be >= 0", param_hint="--lr-theta-low/--lr-theta-high")
+    out_path = Path(out_path)
+    for p in (out_path, out_path.with_suffix(".json")):     # before the searches run, not after
+        if p.exists():
+            raise click.ClickException(f"{p} exists (an earlier trace's?): --out {out_path} writes FILE.png and "
+                                       "FILE.json, a file is never replaced; give another --out")
     try:
         G = load_generator(model_path)
     except CheckpointError as e:
@@ -71,11 +77,19 @@ def cmd(model_path, data, cls, anomalous_cls, split, index, lr_theta_low, lr_the
             rows.append((f"{kind} {c} #{fid}\nlr_theta {lr:g}\nloss {r.seed_losses[0]:.4f}", x, steps))
             summary.append({"input": f"{c}/{fid}", "kind": kind, "lr_theta": lr,
                             "loss_per_step": [float(((t[0] - x) ** 2).mean()) for t in r.trajectory]})
-    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_trajectory_grid(rows, out_path, G.preprocess)
-    out_path.with_suffix(".json").write_text(json.dumps({"model": str(model_path), "search": base.to_dict(),
-                                                         "rows": summary}, indent=2) + "\n")
+    try:   # "x" and a link (never replaces): a file written there meanwhile is not replaced either
+        with open(out_path.with_suffix(".json"), "x") as f:
+            f.write(json.dumps({"model": str(model_path), "search": base.to_dict(), "rows": summary}, indent=2) + "\n")
+        tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.png")
+        try:
+            save_trajectory_grid(rows, tmp, G.preprocess)
+            os.link(tmp, out_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except FileExistsError as e:
+        raise click.ClickException(f"{e.filename} was written by something else while the trace ran: never "
+                                   "replaced; give another --out")
     for s in summary:
         click.echo(f"{s['kind']:9s} {s['input']:16s} lr_theta {s['lr_theta']:<8g} loss "
                    f"{s['loss_per_step'][0]:.4f} -> {s['loss_per_step'][-1]:.4f}")
