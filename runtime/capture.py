@@ -343,7 +343,8 @@ def exit_status(summary: dict) -> int:
     """The exit status of a run ending with ``summary``: EXIT_FATAL when it failed (``stopped`` in
     FAILED_STOPS) or abandoned a frame still scoring, EXIT_OK after a signal, EXIT_NO_FRAMES when no
     frame was scored, EXIT_BAD_FRAMES when some frames were bad (error lines) or lost (a recording cut
-    short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``), else EXIT_OK."""
+    short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``; result lines not
+    written for lack of space: ``results_lost``), else EXIT_OK."""
     stopped = summary["stopped"]
     if summary.get("abandoned_frame") is not None or stopped in FAILED_STOPS:
         return EXIT_FATAL
@@ -351,7 +352,7 @@ def exit_status(summary: dict) -> int:
         return EXIT_OK
     if not summary.get("frames_scored"):
         return EXIT_NO_FRAMES
-    lost = summary.get("recording_truncated") or summary.get("stream_gaps")
+    lost = summary.get("recording_truncated") or summary.get("stream_gaps") or summary.get("results_lost")
     return EXIT_BAD_FRAMES if summary.get("frame_errors") or lost else EXIT_OK
 
 
@@ -539,6 +540,12 @@ class _Report:
 
     def emit(self, rec: dict) -> None:
         self.writer.write(rec)
+        while self.writer.space_notes:   # results paused for lack of space, or written again: said on the console
+            note = self.writer.space_notes.pop(0)
+            self.log(f"results written again to {self.writer.path}: {note['lines']} line(s) lost while there was no "
+                     f"space ({note['error']}; a results_lost event says it)" if "until" in note else
+                     f"cannot write results to {self.writer.path}: {note['error']}: scoring goes on, result lines "
+                     "are dropped (counted) until there is space again")
         while self.writer.pruned:        # a rotation deleted old results (rotate_keep): said on the console too
             gone = self.writer.pruned.pop(0)
             self.log(f"deleted {len(gone)} old results file(s) to keep the newest {self.writer.rotate_keep} "
@@ -852,7 +859,11 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                     summary["recording_truncated"] = report.truncated
                 if report.gaps["gaps"]:
                     summary["stream_gaps"] = dict(report.gaps)
+                if writer.lost_lines:    # result lines not written for lack of space
+                    summary["results_lost"] = writer.lost_lines
                 report.emit(summary)     # (a rotation it causes may prune: said too)
+                if writer.lost_lines:    # the summary line itself may be among them: the caller's summary counts it
+                    summary["results_lost"] = writer.lost_lines
             finally:
                 writer.close()
     return summary

@@ -22,12 +22,18 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   is the newest) once it exceeds that size, and a fresh file is started. A rotated name that
   exists is never reused (``os.link`` refuses to replace a file). With ``rotate_keep`` N, the only deletion:
   after a rotation the oldest rotated files beyond the newest N are removed (a ``pruned`` event names them),
-  so a service that runs for months never fills its disk with results (opt-in; without it nothing is deleted).
+  so a service that runs for months never fills its disk with results (opt-in; without it nothing is deleted);
+* a line that cannot be written for lack of space (ENOSPC, EDQUOT, EFBIG: a full disk, a quota, a file-size
+  limit) pauses the results instead of ending the run: the bytes of a short write are cut off again (the
+  file still ends in a whole line), later lines are dropped (counted: ``lost_lines``) and each one retries;
+  the first that fits is preceded by a ``results_lost`` event (since, until, lines, error). ``space_notes``
+  lists each pause and resume for the caller to say (and empty). Any other OSError is raised, as before.
 
 Every line is flushed as written, so a hard kill loses at most the line being written.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -38,6 +44,15 @@ from typing import Optional
 TAIL_BYTES = 1 << 16   # how much of a file's end is read to find its last intact line
 TORN_MAX = 1 << 14     # the longest tail taken for a torn line (our lines: < 1 KB, summaries < 4 KB)
 LINE_START = b'{"type": "'   # how every line a ResultWriter writes begins (json.dumps of a dict with "type" first)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # a write failing for lack of space: results pause
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte of ``data`` is written (a short write on a filling disk: the rest, which
+    then raises OSError ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class ResultsFileError(ValueError):
@@ -271,6 +286,9 @@ class ResultWriter:
         self.next_index = 0
         self.rotations = 0
         self.pruned: list = []    # the files each pruning deleted, a list per pruning: the caller says them (and empties it)
+        self.paused: Optional[dict] = None   # while lines cannot be written for lack of space: since, lines, error
+        self.lost_lines = 0                  # lines dropped while paused, all pauses together
+        self.space_notes: list = []          # each pause (its dict) and resume (the results_lost event), to be said
         self.resumed: Optional[dict] = None  # the 'resumed' event, when an earlier run's file was found
         if self.path is None:
             return
@@ -362,12 +380,38 @@ class ResultWriter:
     def write(self, record: dict) -> None:
         if self._f is None:
             return
-        line = json.dumps(record, allow_nan=False) + "\n"
-        self._f.write(line)
-        self._f.flush()
-        self._size += len(line.encode("utf-8"))
+        line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
+        if self.paused is not None:     # no space a moment ago: first say what was lost, if that fits now
+            lost = {"type": "event", "event": "results_lost", "time": time.time(), **self.paused,
+                    "until": time.time()}
+            if not self._append((json.dumps(lost) + "\n").encode("utf-8")):
+                self.paused["lines"] += 1
+                self.lost_lines += 1
+                return
+            self.paused = None
+            self.space_notes.append(lost)
+        if not self._append(line):
+            self.paused = {"since": time.time(), "lines": 1, "error": str(self._no_space)}
+            self.lost_lines += 1
+            self.space_notes.append(dict(self.paused))
+            return
         if self.rotate_bytes is not None and self._size >= self.rotate_bytes:
             self.rotate()
+
+    def _append(self, data: bytes) -> bool:
+        """Append ``data`` whole (True), or, when there is no space for it (NO_SPACE), not at all: the bytes of a
+        short write are cut off again, the file ends at its last whole line (False). Flushed as written."""
+        fd = self._f.fileno()
+        try:
+            write_all(fd, data)
+        except OSError as e:
+            if e.errno not in NO_SPACE:
+                raise
+            os.ftruncate(fd, self._size)        # cutting needs no space
+            self._no_space = e
+            return False
+        self._size += len(data)
+        return True
 
     def rotate(self) -> Path:
         """Close the file, rename it to ``<name>.<n>`` (a new n, never an existing file), start afresh."""

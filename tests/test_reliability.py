@@ -215,6 +215,51 @@ def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     assert r.exit_code == 2 and "give --rotate-mb too" in r.output and not (tmp_path / "d.jsonl").exists()
 
 
+def test_results_pause_while_the_disk_is_full_and_scoring_goes_on(tmp_path, monkeypatch):
+    """Audit 27 #19 (b): a results line that did not fit (ENOSPC) ended the run (exit 1), and every restart
+    failed the same way until systemd gave up. Now the results pause: the short write's bytes are cut off
+    again (every line of the file stays whole JSON), later lines are dropped and counted while scoring goes
+    on, and the first line that fits again is preceded by a results_lost event; both said on the console."""
+    import errno
+
+    import edge_ad.runtime.results as results_mod
+    from edge_ad.runtime.capture import EXIT_BAD_FRAMES, exit_status
+    real, full = results_mod.write_all, {"on": False}
+
+    def write_all(fd, data):
+        if full["on"]:
+            os.write(fd, data[:7])                 # a short write, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    def hook(rec, fr, res):                        # the disk fills after frame 4's line, and frees after frame 9's
+        full["on"] = 4 <= rec["index"] < 9
+    monkeypatch.setattr(results_mod, "write_all", write_all)
+    out, logs = tmp_path / "r.jsonl", []
+    s = run_capture(open_source("synth://?n=12&seed=1"), FakeScorer(), out=out, handle_signals=False,
+                    on_result=hook, log=logs.append)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]          # every line whole
+    assert s["frames_scored"] == 12 and s["results_lost"] == 5 and exit_status(s) == EXIT_BAD_FRAMES
+    assert [r["index"] for r in recs if r["type"] == "frame"] == [0, 1, 2, 3, 4, 10, 11]
+    lost = [r for r in recs if r.get("event") == "results_lost"]
+    assert len(lost) == 1 and lost[0]["lines"] == 5 and lost[0]["until"] >= lost[0]["since"]
+    assert "No space left on device" in lost[0]["error"] and recs[-1]["results_lost"] == 5
+    assert recs.index(lost[0]) == [r.get("index") for r in recs].index(10) - 1     # just before frame 10
+    assert any(x.startswith(f"cannot write results to {out}: [Errno 28]") and "scoring goes on" in x for x in logs)
+    assert any(x.startswith(f"results written again to {out}: 5 line(s) lost") for x in logs)
+    full["on"] = True                               # still full at the end: the summary is lost too, and counted
+    w = ResultWriter(tmp_path / "f.jsonl")
+    w.write({"type": "frame", "index": 0})
+    assert w.lost_lines == 1 and (tmp_path / "f.jsonl").read_bytes() == b"" and w.paused["lines"] == 1
+    full["on"] = False
+
+    def broken(fd, data):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(results_mod, "write_all", broken)   # any other error still ends the run, as before
+    with pytest.raises(OSError, match="Input/output"):
+        w.write({"type": "frame", "index": 1})
+
+
 def test_cli_appends_and_systemd_unit_rotates(tmp_path):
     from click.testing import CliRunner
     from edge_ad.commands import run as run_cmd

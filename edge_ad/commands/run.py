@@ -4,8 +4,8 @@ Torch-free: imports only edge_ad.runtime. Exit status: 0 all frames scored (or s
 SIGINT/SIGTERM), 1 fatal error (model/source could not be opened, source failed mid-run, an
 exception or per-frame timeout while scoring, a signal that had to abandon a stuck frame),
 2 bad command line, 3 finished but some frames were bad (reported in the results) or lost (a recording
-cut short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``), 4 the source gave
-no scorable frame.
+cut short: ``recording_truncated``; a stream that stalled mid-recording: ``stream_gaps``; result lines not
+written for lack of space: ``results_lost``), 4 the source gave no scorable frame.
 """
 from __future__ import annotations
 
@@ -366,4 +366,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
             gaps = summary["stream_gaps"]
             click.echo(f"warning: {gaps['frames']} frame(s) were lost: one stream stalled mid-recording "
                        f"({gaps['gaps']} gap(s); stream_gap events in the results)", err=True)
+        if summary.get("results_lost"):
+            click.echo(f"warning: {summary['results_lost']} result line(s) were not written: no space on the "
+                       f"disk of {out} (results_lost events in the results)", err=True)
     sys.exit(status)
