@@ -794,6 +794,62 @@ def test_a_second_calibrate_into_the_same_new_out_is_refused_in_one_line(tmp_pat
         assert not list(tmp_path.glob(f".{out.name}.calibrating-*"))
 
 
+def test_calibrate_refuses_frames_that_are_not_the_models_normal_frames(tmp_path):
+    """Audit 27 #13: calibrating the rectangle on cylinder frames (the wrong object in view, or the wrong model)
+    raised its threshold 13x with 53 % of the frames above it, wrote the model, exit 0, and the new model missed
+    75 % of the anomalies. Now more than half the scene's frames above the model's own threshold, or a threshold
+    more than 4x its own, is refused (nothing written) unless accept_raise / --accept-raise, which writes it
+    with threshold_warning saying so; the record's scene_vs_model holds both numbers. Here: the demo model (boxes)
+    on 40 anomalous synth frames with their labels removed (39 of 40 above its threshold)."""
+    import dataclasses
+
+    from PIL import Image
+
+    from edge_ad.cli import main
+    from edge_ad.runtime.sources import open_source
+    model = _demo_copy(tmp_path)
+    others = [dataclasses.replace(fr, meta={}) for fr in _synth_frames(40, seed=3, anomaly_rate=1.0)]
+    with pytest.raises(CalibrationError, match=r"39 of 40 scene frames \(98%\) score above the model's own "
+                                               r"threshold .* are these normal frames of the objects this model was "
+                                               r"trained on\? Nothing was written; --accept-raise calibrates"):
+        calibrate_model(model, others, tmp_path / "cal", max_shift=0)
+    assert not (tmp_path / "cal").exists() and not list(tmp_path.glob(".cal.calibrating-*"))
+    man = calibrate_model(model, others, tmp_path / "cal", max_shift=0, accept_raise=True)
+    c = man["calibration"]
+    assert c["scene_vs_model"]["share_above_model_threshold"] == pytest.approx(39 / 40)
+    assert c["scene_vs_model"]["threshold_factor"] == pytest.approx(man["threshold"]["value"] / c["threshold_floor"])
+    assert c["threshold_warning"].startswith("39 of 40 scene frames (98%)") and "(accepted: --accept-raise)" in \
+        c["threshold_warning"]
+    with open_source("synth://?n=40&anomaly_rate=0&seed=3") as src:       # the model's own kind of frames
+        c = calibrate_model(model, src, tmp_path / "normal", max_shift=0)["calibration"]
+    assert c["scene_vs_model"]["share_above_model_threshold"] <= 0.5 and c["scene_vs_model"]["threshold_factor"] <= 4
+    assert "are these normal frames" not in (c["threshold_warning"] or "")
+    scene = tmp_path / "scene"                                            # the same frames as a folder: the CLI
+    (scene / "rgb").mkdir(parents=True)
+    (scene / "depth").mkdir()
+    for i, fr in enumerate(others):
+        Image.fromarray(fr.rgb).save(scene / "rgb" / f"{i}.png")
+        Image.fromarray(fr.depth).save(scene / "depth" / f"{i}.png")
+    args = ["calibrate", "--model", str(model), "--source", str(scene), "--max-shift", "0"]
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c1")])
+    assert r.exit_code == 1 and "--accept-raise calibrates on them anyway" in r.output, r.output
+    assert not (tmp_path / "c1").exists()
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c2"), "--accept-raise"])
+    assert r.exit_code == 0 and "warning: " in r.output and "(accepted: --accept-raise)" in r.output, r.output
+
+
+def test_scene_doubt_bounds():
+    """Either bound alone refuses: more than half the frames above the model's threshold, or a threshold more
+    than 4x its own; at the bounds (and every real scene change measured: 1.1-2.7x, <= 22 % above) it does not."""
+    from edge_ad.runtime.calibrate import scene_doubt
+    ok = [(0.5, 4.0), (0.22, 2.65), (0.0, 1.0)]
+    doubtful = [(0.51, 1.0), (0.1, 4.01), (0.53, 13.04)]
+    assert all(scene_doubt({"share_above_model_threshold": a, "threshold_factor": f}, 50) is None for a, f in ok)
+    assert all("more than a light or camera change explains" in
+               scene_doubt({"share_above_model_threshold": a, "threshold_factor": f}, 50) for a, f in doubtful)
+    assert scene_doubt(None, 50) is None                      # a model without a threshold: nothing to compare
+
+
 def test_calibrate_help_and_readme_say_what_the_code_does():
     """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
     pixel tables; the docs (docs/calibrate.md and docs/integrity.md, moved there from README): the floor applies

@@ -62,6 +62,11 @@ from .options import FiniteFloat
                    "models without search steps (k = 0), 0 (off) for models with k > 0 (e.g. export --scoring "
                    "reference), where it would take hours; an estimate of the time left is printed after the "
                    "first shift.")
+@click.option("--accept-raise", is_flag=True,
+              help="calibrate even on frames that look like no normal frames of the model's objects: more than half "
+                   "of them above the model's own threshold, or a threshold more than 4x its own (refused without "
+                   "it, nothing written: the wrong object in view, or the wrong model; real light and camera "
+                   "changes measured 1.1-2.7x with at most 22 % above). Written with threshold_warning saying so.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) MODEL must be signed by (as edge-ad run "
@@ -69,8 +74,8 @@ from .options import FiniteFloat
 @click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
               help="Sign OUT with this Ed25519 private key (PEM; `edge-ad keygen`; as edge-ad export --sign): "
                    "writes OUT/manifest.sig, checked by `edge-ad run --trusted-key`.")
-def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colour_gain, floor, max_shift, threads,
-        trusted_keys, sign_key):
+def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colour_gain, floor, max_shift,
+        accept_raise, threads, trusted_keys, sign_key):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (each frame scored held out: the frames split into 5 contiguous
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
@@ -136,7 +141,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
                                   source=source_uri, progress=progress, threads=threads,
                                   colour_gain=colour_gain, floor=floor, max_shift=max_shift,
                                   shift_progress=shift_progress, trusted_keys=list(trusted_keys) or None,
-                                  sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True))
+                                  sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True),
+                                  accept_raise=accept_raise)
     except (CalibrationError, ManifestError, SourceError, SigningError) as e:
         raise click.ClickException(str(e))
     c, t = man["calibration"], man["threshold"]

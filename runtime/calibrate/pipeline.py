@@ -17,7 +17,7 @@ from .scene_frames import (MIN_FRAMES, check_enough_frames, cut_text, frames_rec
                            stream_gaps)
 from .scene_scores import score_scene
 from .selection import frame_plan, labelled_normals, selection_text, source_length, uncounted_text
-from .threshold import choose_threshold, threshold_record, threshold_warning
+from .threshold import choose_threshold, scene_doubt, scene_vs_model, threshold_record, threshold_warning
 
 
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
@@ -26,7 +26,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     colour_gain: bool = True, blocks: int = 5, floor: bool = True,
                     max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
                     trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
-                    on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None) -> dict:
+                    on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None,
+                    accept_raise: bool = False) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (the package's docstring:
     runtime/calibrate/__init__.py; the steps below, one module each).
     ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
@@ -49,6 +50,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     (``cut_text``) and the record's "recording_truncated" holds where it ends (None for an intact source);
     with too few the CalibrationError says it is cut short. Frames lost to a stream that stalled mid-recording
     (its ``stream_gap`` events) are said too and recorded ("stream_gaps").
+    Frames that are likely not normal frames of the model's objects (more than half of them above the model's
+    own threshold, or a threshold more than 4x its own: ``scene_doubt``; the record's "scene_vs_model" holds
+    both numbers) raise CalibrationError after scoring, nothing written, unless ``accept_raise``: then written,
+    the reason in "threshold_warning".
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
     threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
@@ -96,6 +101,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     inputs = threshold_inputs(man, memories.scores, fpr, floor)
     choice = choose_threshold(inputs)
     warning = threshold_warning(choice, inputs, n)
+    doubt = scene_doubt(scene_vs_model(choice, inputs), n)     # frames of another object, or another model
+    if doubt is not None and not accept_raise:
+        raise CalibrationError(f"{doubt} Nothing was written; --accept-raise calibrates on them anyway")
+    if doubt is not None:
+        warning = doubt + " (accepted: --accept-raise)" + ("; " + warning if warning else "")
     if warning is not None and log is not None:
         log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
