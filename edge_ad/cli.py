@@ -35,7 +35,8 @@ def missing_package_message(command: str, package: str) -> str:
 
 class LazyGroup(click.Group):
     """Imports each command's module when it is invoked; a missing package (when the module is imported,
-    or a training package imported while the command runs) is one line, exit 1, not a traceback."""
+    or a training package imported while the command runs) is one line, exit 1, not a traceback; so is an
+    OSError naming a file (an --out that cannot be written, a full disk: "Error: FILE: No space left on device")."""
 
     def invoke(self, ctx):
         try:
@@ -45,6 +46,11 @@ class LazyGroup(click.Group):
             if package not in TRAIN_PACKAGES:
                 raise
             raise click.ClickException(missing_package_message(ctx.invoked_subcommand or "?", package)) from None
+        except OSError as e:     # a file that cannot be written or read (an unwritable --out, a full disk): one line
+            if e.filename is None:
+                raise
+            where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else f"{e.filename}"
+            raise click.ClickException(f"{where}: {e.strerror or e}") from None
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)

@@ -8,6 +8,8 @@ import click
 
 from edge_ad.benchmarks.search_bench import ALL_VARIANTS     # NumPy only at import (torch when run)
 
+from .options import check_out_place
+
 
 @click.command("bench")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
@@ -33,6 +35,8 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
     if out and Path(out).exists():      # before the benchmark runs (minutes), not after
         raise click.ClickException(f"--out {out} exists (an earlier benchmark's results?): results are never "
                                    "replaced; give another --out")
+    if out:
+        check_out_place(out)
     try:
         r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
                       variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .options import FiniteFloat
+from .options import FiniteFloat, check_out_place
 
 
 @click.command("calibrate")
@@ -96,6 +96,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
         except SigningError as e:
             raise click.ClickException(str(e))
 
+    check_out_place(out_dir)     # before the scene is read and scored
     length = None       # frames to read, when the source knows how many it holds (no made-up total)
 
     def progress(read, used, dropped):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import FiniteFloat
+from .options import FiniteFloat, check_out_place
 
 
 @click.command("eval")
@@ -97,6 +97,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if found:
         raise click.ClickException(f"--out {out_dir} already holds an evaluation ({', '.join(found)}); choose a new "
                                    "directory (evaluations are never overwritten)")
+    check_out_place(out_dir)      # before any frame is scored (an eval takes minutes), not after
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -5,7 +5,7 @@ import click
 
 from edge_ad.runtime.variants import TARGETS
 
-from .options import FiniteFloat
+from .options import FiniteFloat, check_out_place
 
 
 @click.command("export")
@@ -77,6 +77,8 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import CheckpointError, resolve_scoring
     from edge_ad.runtime.config import trusted_override
+
+    check_out_place(out_dir)     # not a traceback naming the hidden staging directory beside it
 
     from edge_ad.export.exporter import ExportError, export_model
     from edge_ad.runtime.signing import SigningError, load_private_key

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -26,3 +29,22 @@ class FiniteFloat(click.FloatRange):
         if math.isnan(number) or (math.isinf(number) and not self.allow_inf):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+def check_out_place(out, flag: str = "--out") -> None:
+    """One line (ClickException, exit 1) before any work when ``out`` (a file or directory still to be written)
+    cannot be created: its nearest existing ancestor is not a directory, or a probe file cannot be made in it
+    (no such place, a read-only mount, no permission, no space); so a command does not fail only after minutes
+    of scoring, with a traceback. The probe is removed at once."""
+    path = Path(out).absolute()
+    place = path if path.is_dir() else path.parent     # an existing (empty) --out folder: written inside
+    while not place.exists():
+        place = place.parent
+    if not place.is_dir():
+        raise click.ClickException(f"cannot create {flag} {out}: {place} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=place, prefix=f".{path.name}.probe-")
+    except OSError as e:
+        raise click.ClickException(f"cannot create {flag} {out}: {e.strerror} (in {place})") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import FiniteFloat
+from .options import FiniteFloat, check_out_place
 
 
 @click.command("trace")
@@ -52,6 +52,7 @@ def cmd(model_path, data, cls, anomalous_cls, split, index, lr_theta_low, lr_the
         if p.exists():
             raise click.ClickException(f"{p} exists (an earlier trace's?): --out {out_path} writes FILE.png and "
                                        "FILE.json, a file is never replaced; give another --out")
+    check_out_place(out_path)
     try:
         G = load_generator(model_path)
     except CheckpointError as e:
