@@ -173,6 +173,22 @@ def test_rotation_never_overwrites_and_a_restart_continues_from_the_newest(tmp_p
     assert ev["event"] == "resumed" and ev["previous_file"] == str(newest)
 
 
+def test_restart_on_a_finite_source_says_its_frames_are_scored_again(tmp_path):
+    """Audit 27 #20: a restart into the same --out continues the frame index, but a recording, folder or
+    synth:// is read from its first frame again: its frames appear twice in the file. The log said only
+    'continuing ... at frame index 506', as if the run resumed at frame 506; now it says what happens."""
+    out, logs = tmp_path / "r.jsonl", []
+    run_capture(open_source("synth://?n=3&seed=1"), FakeScorer(), out=out, handle_signals=False, log=logs.append)
+    assert not any("continuing" in x for x in logs)
+    run_capture(open_source("synth://?n=3&seed=1"), FakeScorer(), out=out, handle_signals=False, log=logs.append)
+    said = [x for x in logs if "continuing" in x]
+    assert said == [f"{out}: continuing an earlier run's results at frame index 3 (the frame index only: this "
+                    "source is read from its first frame again, so frames an earlier run scored appear twice in "
+                    f"{out}; edge-ad batch resumes a source where it stopped)"]
+    frames = [r["frame"] for r in read_lines(out) if r["type"] == "frame"]
+    assert frames[:3] == frames[3:] and len(frames) == 6          # what the line warns of
+
+
 def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     """Audit 27 #19: results were never deleted, so the shipped service (rotated at 100 MB) filled its disk,
     failed to write (ENOSPC, exit 1) and, 10 failed restarts later, systemd gave up: no scoring until a human
