@@ -540,8 +540,8 @@ def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     rgb = _check_rgb(rgb)
     d8 = depth_to_8bit(depth, spec)
     if d8.shape != rgb.shape[:2]:
-        raise FrameError(f"RGB {rgb.shape[:2]} and depth {d8.shape} sizes differ "
-                         "(depth must be aligned to colour)")
+        raise FrameError(f"RGB {rgb.shape[1]}x{rgb.shape[0]} and depth {d8.shape[1]}x{d8.shape[0]} (W x H) sizes "
+                         "differ: depth must be aligned to colour (the same size)")
     if spec.depth_fill:
         d8 = fill_depth_holes(d8, spec.depth_fill)                            # before masking: a filled pixel keeps its RGB
     if spec.depth_close:

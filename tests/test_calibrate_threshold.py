@@ -235,7 +235,7 @@ def test_calibrate_keeps_the_models_threshold_on_a_consistent_scene(tmp_path, ki
             assert man["threshold"]["n_normal"] == n and man["threshold"]["normal"].startswith("scene frames")
             # the alarm-rate watch's count (review 22 #2): 4 of the 24 above the raised threshold, not a quantile's 1
             assert man["threshold"]["frames_above"] == 4 and Scorer.load(tmp_path / name).threshold_frames_above == 4
-            assert c["threshold_warning"] and "5-th highest of 24" in c["threshold_warning"]   # 24 x 7 % = 1.7 < 3
+            assert c["threshold_warning"] and "5th highest of 24" in c["threshold_warning"]   # 24 x 7 % = 1.7 < 3
         assert man["threshold"]["scene_frames"] == n and man["threshold"]["model_n_normal"] == model_n
         assert Scorer.load(tmp_path / name).threshold == pytest.approx(man["threshold"]["value"])
 
@@ -295,7 +295,7 @@ def test_calibrate_at_another_rate_keeps_the_models_table_threshold(tmp_path, ki
     assert man["threshold"]["value"] > 1.25 * own and "raised only as far" in man["calibration"]["threshold_rule"]
     assert man["calibration"]["threshold_scene"] > man["threshold"]["value"]
     # 40 x 5 % = 2 expected above: a raise rests on the top scores too, and says so (review 22 #3)
-    assert "5-th highest of 40" in man["calibration"]["threshold_warning"]
+    assert "5th highest of 40" in man["calibration"]["threshold_warning"]
     man = calibrate(plain, "no-table", 3)                  # no table: the floored quantile, as before
     assert man["threshold"]["value"] == pytest.approx(man["calibration"]["threshold_scene"])
     assert man["calibration"]["threshold_rule"].startswith("max(")
@@ -316,6 +316,6 @@ def test_a_quantile_from_too_few_frames_is_said(tmp_path, kinect_export, monkeyp
     assert handed[0].model_threshold is None and not handed[0].same_rate
     _replays(handed[0], tmp_path / "few")                   # the scene quantile alone (floor off)
     w = man["calibration"]["threshold_warning"]
-    assert w and "30 scene frames cannot resolve a 0.03" in w and "1-th highest" in w
+    assert w and "30 scene frames cannot resolve a 0.03" in w and "1st highest" in w
     assert any(m.startswith("warning: 30 scene frames") for m in said)
     assert man["threshold"]["value"] == pytest.approx(_scores_with(1, n).max())

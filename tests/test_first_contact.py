@@ -418,3 +418,20 @@ def test_rerun_serve_serves_the_web_viewer_and_the_data_port():
         socket.create_connection(("127.0.0.1", grpc_port), timeout=5).close()
     finally:
         view.close()
+
+
+@pytest.mark.parametrize("command", [["run", "-q"], ["calibrate", "--source", "synth://?n=3", "--out", "OUT"],
+                                     ["batch", "--out", "OUT", "synth://?n=3"]])
+def test_a_checkpoint_given_as_model_says_to_export_it(tmp_path, command):
+    """Audit 27 #8: --model models/kinect-rgbd/rectangle.pt (a checkpoint, the README's first file) said only
+    click's "Directory '...rectangle.pt' is a file."; now it says to export it first (exit 2)."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    ckpt = tmp_path / "rectangle.pt"
+    ckpt.write_bytes(b"a checkpoint")
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    r = CliRunner().invoke(main, args[:1] + ["--model", str(ckpt)] + args[1:])
+    assert r.exit_code == 2 and (f"{ckpt} is a file, not an exported model directory; export a checkpoint first: "
+                                 f"edge-ad export {ckpt} --out DIR, then --model DIR") in r.output, r.output
+    assert not (tmp_path / "out").exists()

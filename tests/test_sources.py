@@ -527,6 +527,56 @@ def test_a_synth_sources_uri_opens_the_same_frames():
             break
 
 
+def test_npy_depth_problems_are_named_not_numpys_mechanism(tmp_path, kinect_root):
+    """Audit 27 #8: a .npy depth that is text, cut in half, empty or an object array said numpy's words ("This
+    file contains pickled (object) data. If you trust the file you can load it unsafely ...", "mmap length is
+    greater than file size", "No data left in file", "Array can't be memory-mapped"): now the problem, from the
+    header, and never advice to unpickle."""
+    src = kinect_root / "rectangle"
+    root = tmp_path / "f"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    d7 = np.asarray(Image.open(src / "depth" / "7.png"))
+    np.save(root / "depth" / "half.npy", d7)
+    data = (root / "depth" / "half.npy").read_bytes()
+    (root / "depth" / "half.npy").write_bytes(data[: len(data) // 2])
+    (root / "depth" / "text.npy").write_text("7 bytes")
+    (root / "depth" / "empty.npy").write_bytes(b"")
+    np.save(root / "depth" / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    for fid in ("half", "text", "empty", "objects"):
+        shutil.copy(src / "rgb" / "7.jpg", root / "rgb" / f"{fid}.jpg")
+    got = {f.id: f.error for f in open_source(str(root))}
+    n = d7.size
+    assert got["half"] == (f"frame half: unreadable depth {root}/depth/half.npy: the file is truncated: its header "
+                           f"declares {n:,} data bytes, it holds {len(data) // 2 - (len(data) - n):,}")
+    assert got["text"] == f"frame text: unreadable depth {root}/depth/text.npy: not a NumPy .npy file (no .npy header)"
+    assert got["empty"] == f"frame empty: unreadable depth {root}/depth/empty.npy: the file is empty"
+    assert got["objects"].startswith(f"frame objects: unreadable depth {root}/depth/objects.npy: it holds an object "
+                                     "array (object), not pixels")
+    assert not any("pickle" in e or "unsafely" in e for e in got.values()), got
+
+
+def test_sources_name_the_problem(tmp_path, kinect_root):
+    """Audit 27 #8: 'synth://?n=abc' said "invalid literal for int() with base 10"; the kinect-rgbd root (class
+    folders) said only that it is not a frame folder."""
+    with pytest.raises(SourceError, match=r"bad source 'synth://\?n=abc': synth:// n must be a whole number, "
+                                          r"got 'abc'$"):
+        open_source("synth://?n=abc")
+    with pytest.raises(SourceError, match=r"synth:// anomaly_rate must be a number, got 'lots'"):
+        open_source("synth://?anomaly_rate=lots")
+    with pytest.raises(SourceError, match=r"rosbag:// slop must be a number, got 'x'"):
+        open_source(f"rosbag://{tmp_path}?slop=x")
+    with pytest.raises(SourceError, match=r"holds class folders cylinder, rectangle, sphere: use "
+                                          r"folder://.*\?normal=CLASS \(every class, labelled\) or .*/CLASS"):
+        open_source(str(kinect_root))
+    with pytest.raises(SourceError, match=r"nothere does not exist"):
+        open_source(f"folder://{tmp_path / 'nothere'}")
+    from edge_ad.runtime.preprocess import FrameError, PreprocessSpec, frame_to_uint8
+    with pytest.raises(FrameError, match=r"^RGB 64x48 and depth 32x24 \(W x H\) sizes differ: depth must be aligned "
+                                         r"to colour \(the same size\)$"):
+        frame_to_uint8(np.zeros((48, 64, 3), np.uint8), np.zeros((24, 32), np.uint8), PreprocessSpec())
+
+
 def test_dispatch_errors_are_clear(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         open_source(str(tmp_path / "nope.db3"))

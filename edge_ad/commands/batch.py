@@ -13,6 +13,8 @@ from typing import Optional
 
 import click
 
+from .options import model_directory
+
 
 def _ray_address(value: Optional[str], sources: tuple) -> tuple:
     """--ray's optional value: "local", "auto", ray://HOST:PORT or HOST:PORT. Anything else was a
@@ -25,7 +27,8 @@ def _ray_address(value: Optional[str], sources: tuple) -> tuple:
 
 
 @click.command("batch")
-@click.option("--model", required=True, type=click.Path(file_okay=False), help="Exported model directory.")
+@click.option("--model", required=True, type=click.Path(), callback=model_directory,
+              help="Exported model directory.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: <source name>.jsonl per source (<name>-<hash> when another source "
                    "has the name; a source keeps its name in OUT across runs) and summary.json.")

@@ -9,11 +9,11 @@ import time
 
 import click
 
-from .options import FiniteFloat, check_out_place
+from .options import FiniteFloat, check_out_place, model_directory
 
 
 @click.command("calibrate")
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True), callback=model_directory,
               help="exported model directory (edge-ad export); never modified (--out must lie outside it).")
 @click.option("--source", "source_uri", required=True,
               help="normal frames of the new scene: a camera, bag, recording or frame folder (as edge-ad run).")

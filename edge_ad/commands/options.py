@@ -48,3 +48,13 @@ def check_out_place(out, flag: str = "--out") -> None:
         raise click.ClickException(f"cannot create {flag} {out}: {e.strerror} (in {place})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def model_directory(ctx, param, value):
+    """The check of a --model option that takes an exported model directory: a file there (a checkpoint such
+    as models/kinect-rgbd/rectangle.pt) is a usage error that says to export it first (click's own line was
+    "Directory '...' is a file.")."""
+    if value is not None and os.path.isfile(value):
+        raise click.BadParameter(f"{value} is a file, not an exported model directory; export a checkpoint first: "
+                                 f"edge-ad export {value} --out DIR, then --model DIR", ctx, param)
+    return value

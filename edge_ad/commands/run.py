@@ -27,7 +27,7 @@ from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES
 from edge_ad.runtime.display import Display
 from edge_ad.runtime.pictures import grey3, heatmap  # noqa: F401  (edge_ad.commands.run.heatmap as before)
 
-from .options import FiniteFloat
+from .options import FiniteFloat, model_directory
 
 DEFAULT_SOURCE = "synth://"
 
@@ -160,7 +160,7 @@ def _close_picture_hook(close, **kwargs) -> None:
                    "(folder://DIR?normal=CLASS[&split=val]: AUROC, recall, false alarms at the end), "
                    "a RealSense .db3/.bag, a ROS bag (.mcap/.db3/dir, rosbag://PATH?rgb=&depth=), "
                    "realsense://[serial], oak://[id]. Default: synth://")
-@click.option("--model", type=click.Path(file_okay=False), help="Exported model directory "
+@click.option("--model", type=click.Path(), callback=model_directory, help="Exported model directory "
               "(default: the shipped demo model, trained on synthetic boxes; a note on stderr says so "
               "for any other source). The results name it; --out written by another model is refused.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..binomial import accepted_count, binomial_tail   # the exact one-sided test (shared with the run's alarm-rate watch)
 from .errors import CalibrationError
+from .selection import ordinal
 
 SCENE_TEST_ALPHA = 0.05      # the model's threshold is replaced when the scene exceeds it at this significance
 MIN_EXPECTED_ABOVE = 3       # fewer scene frames x rate than this: a quantile threshold rests on the top scores
@@ -184,7 +185,7 @@ def threshold_warning(choice: ThresholdChoice, inputs: ThresholdInputs, n: int) 
     if choice.threshold == inputs.model_threshold or n * fpr >= MIN_EXPECTED_ABOVE:
         return None
     return (f"{n} scene frames cannot resolve a {fpr:g} false-alarm rate (n x rate = {n * fpr:.2g} < "
-            f"{MIN_EXPECTED_ABOVE}): the threshold is the {above + 1}-th highest of "
+            f"{MIN_EXPECTED_ABOVE}): the threshold is the {ordinal(above + 1)} highest of "
             f"{n} held-out scores, as noisy as one frame; calibrate on more frames or at a higher --fpr")
 
 

@@ -36,6 +36,13 @@ def list_ids(root: os.PathLike) -> list[str]:
     """All ids that have an RGB or a depth file, numerically sorted where ids are numbers."""
     root = Path(root)
     if not (root / "rgb").is_dir() and not (root / "depth").is_dir():
+        if not root.exists():
+            raise SourceError(f"{root} does not exist")
+        classes = sorted(p.name for p in root.iterdir() if (p / "rgb").is_dir() and (p / "depth").is_dir()) \
+            if root.is_dir() else []
+        if classes:       # a dataset root (kinect-rgbd): class folders, each a frame folder
+            raise SourceError(f"{root} is not a frame folder but holds class folders {', '.join(classes)}: use "
+                              f"folder://{root}?normal=CLASS (every class, labelled) or {root}/CLASS (one class)")
         raise SourceError(f"{root} is not a frame folder: expected {root}/rgb/ and {root}/depth/")
     stems = set()
     for sub, sufs in (("rgb", RGB_SUFFIXES), ("depth", DEPTH_SUFFIXES)):
@@ -129,13 +136,44 @@ def read_pair_from(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -
     return rgb, depth, depth_path
 
 
+def _npy_problem(path: Path) -> Optional[str]:
+    """What is wrong with the .npy file ``path``, read from its header (no data read): empty, not a NumPy .npy
+    file, an unreadable header, an object array (Python objects: never unpickled), or truncated (fewer data
+    bytes than its header declares); None when it looks whole."""
+    fmt = np.lib.format
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+            return "not a NumPy .npy file (no .npy header)"
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            shape, fortran, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
+                                     else fmt.read_array_header_2_0(f))
+        except (ValueError, EOFError, SyntaxError) as e:
+            return f"its .npy header cannot be read ({e})"
+        if dtype.hasobject:
+            return (f"it holds an object array ({dtype}), not pixels; a .npy depth must be an H x W uint8 (8-bit "
+                    "levels) or uint16 (millimetres) array")
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = size - f.tell()
+        if have < need:
+            return f"the file is truncated: its header declares {need:,} data bytes, it holds {have:,}"
+    return None
+
+
 def _read_npy_depth(path: Path, fid: str, max_pixels) -> np.ndarray:
     """Depth from a .npy file: H x W (or H x W x 1) uint8 levels or uint16 millimetres, read without
     pickle; shape, dtype and the frame-size limit are checked from the header (memory-mapped) before
     the pixels are read. Raises SourceError naming the file and the problem."""
+    why = _npy_problem(path)          # named from the header: not numpy's mechanism (nor its advice to unpickle)
+    if why is not None:
+        raise SourceError(f"frame {fid}: unreadable depth {path}: {why}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:  # a corrupt or truncated file, a pickled object array
+    except Exception as e:  # anything the header check above did not foresee
         raise SourceError(f"frame {fid}: unreadable depth {path}: {e}") from None
     shape = arr.shape[:2] if arr.ndim == 3 and arr.shape[2] == 1 else arr.shape
     if len(shape) != 2 or arr.dtype.newbyteorder("=") not in (np.dtype(np.uint8), np.dtype(np.uint16)):
