@@ -23,10 +23,15 @@ class DataError(ValueError):
     """A dataset that is missing, empty or malformed."""
 
 
+SHOWN_BAD_FRAMES = 20    # unreadable frames named in load_folder's error (the rest counted)
+
+
 def load_folder(root: os.PathLike, ids: Optional[Sequence] = None,
                 spec: PreprocessSpec = PreprocessSpec(),
                 on_warning: Optional[Callable[[str], None]] = None) -> tuple[list[str], np.ndarray]:
-    """Read frames of a folder source -> (ids, uint8 (N, R, R, 4)). Unreadable frames raise DataError.
+    """Read frames of a folder source -> (ids, uint8 (N, R, R, 4)). Unreadable frames raise DataError, after
+    the whole pass: one error naming how many cannot be read and the first ``SHOWN_BAD_FRAMES`` of them with
+    why (not only the first: a set copied off a robot with a dozen truncated files took a dozen runs to clean).
     16-bit PNG depth that looks like 8-bit levels (``LevelsWatch``) is read as millimetres and said
     once to ``on_warning`` (default: ``warnings.warn``)."""
     root = Path(root)
@@ -35,15 +40,21 @@ def load_folder(root: os.PathLike, ids: Optional[Sequence] = None,
         raise DataError(f"no frames in {root}")
     out = np.empty((len(ids), spec.resolution, spec.resolution, 4), np.uint8)
     levels = LevelsWatch()
+    bad = []             # why each unreadable frame cannot be read, in order
     for n, fid in enumerate(ids):
         try:
             rgb, depth, depth_path = read_pair_from(root, fid)
             out[n] = frame_to_uint8(rgb, depth, spec)
         except Exception as e:
-            raise DataError(str(e)) from None
+            bad.append(str(e) if str(e).startswith(f"frame {fid}") else f"frame {fid}: {e}")
+            continue
         warning = levels.observe(depth, depth_path)
         if warning:
             (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(warning)
+    if bad:
+        more = f"; ... and {len(bad) - SHOWN_BAD_FRAMES} more" if len(bad) > SHOWN_BAD_FRAMES else ""
+        raise DataError(f"{len(bad)} of {len(ids)} frames in {root} cannot be read (fix or remove them): "
+                        + "; ".join(bad[:SHOWN_BAD_FRAMES]) + more)
     return ids, out
 
 

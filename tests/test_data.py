@@ -52,3 +52,35 @@ def test_synthetic_renderer_classes():
     assert len(frames) == 5 and all(f.meta["anomalous"] for f in frames)
     with pytest.raises(SourceError):
         open_source("nosuch://x")
+
+
+def test_load_folder_names_every_bad_frame_in_one_error(tmp_path, kinect_root):
+    """Audit 27 #12: train / eval on a folder stopped at the FIRST bad frame, naming only it (fix, rerun, meet the
+    next). Now one DataError after the whole pass: how many cannot be read, each with why; at most
+    SHOWN_BAD_FRAMES named, the rest counted."""
+    import shutil
+
+    from edge_ad.models import data
+    from edge_ad.models.data import load_folder
+    src, bad = kinect_root / "rectangle", tmp_path / "bad3"
+    ids = sorted(int(p.stem) for p in (src / "rgb").glob("*.jpg"))[:8]
+    (bad / "rgb").mkdir(parents=True)
+    (bad / "depth").mkdir()
+    for i in ids:
+        shutil.copy(src / "rgb" / f"{i}.jpg", bad / "rgb" / f"{i}.jpg")
+        shutil.copy(src / "depth" / f"{i}.png", bad / "depth" / f"{i}.png")
+    a, b, c = ids[0], ids[2], ids[5]
+    (bad / "rgb" / f"{a}.jpg").write_bytes(b"")
+    (bad / "depth" / f"{b}.png").write_bytes(b"\x89PNG garbage")
+    (bad / "depth" / f"{c}.png").unlink()
+    with pytest.raises(DataError) as e:
+        load_folder(bad)
+    msg = str(e.value)
+    assert msg.startswith(f"3 of 8 frames in {bad} cannot be read (fix or remove them): frame {a}: "), msg
+    assert f"; frame {b}: " in msg and f"; frame {c}: missing depth file" in msg and "more" not in msg, msg
+    data.SHOWN_BAD_FRAMES = 1
+    try:
+        with pytest.raises(DataError, match=r"3 of 8 frames .*: frame \d+: [^;]*; \.\.\. and 2 more$"):
+            load_folder(bad)
+    finally:
+        data.SHOWN_BAD_FRAMES = 20
