@@ -1,12 +1,15 @@
 """The contact sheet of a run (``edge-ad run --sheet FILE.png``): one PNG written when the run ends.
 
-Rows: the flagged frames (highest scores first), then a few of the lowest-scoring normal frames for
+Rows: when the source carries truth (synth://, a labelled folder), first its mistakes: the false alarms
+(truth normal, flagged) and the missed anomalies (truth anomalous, not flagged), each highest score first;
+then the other flagged frames (highest scores first), then a few of the lowest-scoring normal frames for
 comparison. Each row: RGB | depth | reconstruction RGB | reconstruction depth | error heat map (the
 scorer's 64 x 64 model-space input, enlarged), labelled with frame id, score, threshold and, when
 the source carries it, the truth. All rows' heat maps share one colour scale.
 
-Bounded memory on long runs: at most ``max_flagged`` flagged frames (the highest scores) and
-``n_normal`` normal ones are kept (a few kB each); the sheet says how many flagged frames it left out.
+Bounded memory on long runs: at most ``max_errors`` false alarms and as many missed anomalies, ``max_flagged``
+flagged frames (the highest scores) and ``n_normal`` normal ones are kept (a few kB each); the sheet says how
+many flagged frames and mistakes it left out.
 """
 from __future__ import annotations
 
@@ -32,23 +35,33 @@ class ContactSheet:
     name = "--sheet"   # how hook_failed events and the summary's hook_failures name it (its flag)
 
     def __init__(self, path: os.PathLike, spec: Optional[PreprocessSpec] = None, *,
-                 max_flagged: int = 12, n_normal: int = 3, scale: int = 2):
+                 max_flagged: int = 12, n_normal: int = 3, scale: int = 2, max_errors: int = 4):
         self.path = Path(path)
         if self.path.suffix.lower() != ".png":
             raise ValueError(f"--sheet writes a PNG: {self.path} does not end in .png")
         self.spec = spec or PreprocessSpec()
-        self.max_flagged, self.n_normal, self.scale = max_flagged, n_normal, scale
+        self.max_flagged, self.n_normal, self.scale, self.max_errors = max_flagged, n_normal, scale, max_errors
         self._flagged: list = []  # min-heap of (score, n, rec, panels): keeps the highest scores
         self._normal: list = []   # min-heap of (-score, n, rec, panels): keeps the lowest scores
+        self._false_alarms: list = []   # min-heap of (score, ...): truth normal, flagged; the highest scores
+        self._missed: list = []         # min-heap of (score, ...): truth anomalous, not flagged; the highest
         self._n = itertools.count()
         self.flagged_total = 0
+        self.errors_total = 0           # false alarms + missed anomalies (frames with truth only)
+        self.false_alarms_total = 0
         self.frames = 0
 
     def __call__(self, rec: dict, frame, res) -> None:
         self.frames += 1
         s = float(rec["score"])
-        if rec.get("anomalous"):
+        flagged, truth = bool(rec.get("anomalous")), rec.get("truth")
+        if flagged:
             self.flagged_total += 1
+        if truth and rec.get("anomalous") is not None and bool(truth.get("anomalous")) != flagged:
+            self.errors_total += 1       # a mistake: shown first, in its own bounded list
+            self.false_alarms_total += flagged
+            self._keep(self._false_alarms if flagged else self._missed, s, rec, frame, res, self.max_errors)
+        elif flagged:
             self._keep(self._flagged, s, rec, frame, res, self.max_flagged)
         else:
             self._keep(self._normal, -s, rec, frame, res, self.n_normal)
@@ -62,10 +75,11 @@ class ContactSheet:
         (heapq.heappush if len(heap) < cap else heapq.heapreplace)(heap, item)
 
     def rows(self) -> list:
-        """[(rec, Panels)] in sheet order: flagged by falling score, then normals by rising score."""
-        flagged = sorted(self._flagged, key=lambda t: (-t[0], t[1]))
-        normal = sorted(self._normal, key=lambda t: (-t[0], t[1]))
-        return [(r, p) for _, _, r, p in flagged] + [(r, p) for _, _, r, p in normal]
+        """[(rec, Panels)] in sheet order: false alarms, then missed anomalies (each by falling score), then the
+        other flagged frames by falling score, then normals by rising score."""
+        ordered = [sorted(h, key=lambda t: (-t[0], t[1]))
+                   for h in (self._false_alarms, self._missed, self._flagged, self._normal)]
+        return [(r, p) for rows in ordered for _, _, r, p in rows]
 
     def free_path(self) -> Path:
         """The sheet's path, or, when a file of that name exists (an earlier run's sheet), the first of
@@ -79,8 +93,9 @@ class ContactSheet:
         rows = self.rows()
         if not rows:
             return None
-        img = render_sheet(rows, scale=self.scale, left_out=self.flagged_total - len(self._flagged),
-                           frames=self.frames)
+        img = render_sheet(rows, scale=self.scale, frames=self.frames,
+                           left_out=self.flagged_total - self.false_alarms_total - len(self._flagged),
+                           errors_left_out=self.errors_total - len(self._false_alarms) - len(self._missed))
         from PIL import Image
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -115,7 +130,8 @@ def _label(rec: dict) -> list:
     return lines
 
 
-def render_sheet(rows: list, scale: int = 2, left_out: int = 0, frames: Optional[int] = None) -> np.ndarray:
+def render_sheet(rows: list, scale: int = 2, left_out: int = 0, frames: Optional[int] = None,
+                 errors_left_out: int = 0) -> np.ndarray:
     """rows [(rec, Panels)] -> the sheet (H, W, 3) uint8 with a header and a label column."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -129,7 +145,10 @@ def render_sheet(rows: list, scale: int = 2, left_out: int = 0, frames: Optional
     vmax = max(float(np.max(p.error)) for _, p in rows) or 1.0   # one colour scale for all rows
     ncol = len(_COLUMNS)
     W = label_w + ncol * (pw + gap) + gap
-    H = head_h + len(rows) * (ph + gap) + gap + (18 if left_out else 0)
+    notes = ([f"+ {errors_left_out} more false alarm(s) / missed anomalies not shown (lower scores)"]
+             if errors_left_out else []) + \
+        ([f"+ {left_out} more flagged frame(s) not shown (lower scores)"] if left_out else [])
+    H = head_h + len(rows) * (ph + gap) + gap + 18 * len(notes)
     sheet = Image.new("RGB", (W, H), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     title = "edge-ad contact sheet" + (f" ({frames} frames scored)" if frames else "")
@@ -153,8 +172,7 @@ def render_sheet(rows: list, scale: int = 2, left_out: int = 0, frames: Optional
         for i, line in enumerate(_label(rec)):
             fill = colour if i == 3 else ((255, 200, 60) if wrong and i == 5 else (225, 225, 225))
             draw.text((6, y + 2 + 16 * i), line, fill=fill, font=font)
-    if left_out:
-        draw.text((6, H - 18), f"+ {left_out} more flagged frame(s) not shown (lower scores)",
-                  fill=(200, 200, 200), font=font)
+    for i, note in enumerate(notes):
+        draw.text((6, H - 18 * (len(notes) - i)), note, fill=(200, 200, 200), font=font)
     return np.asarray(sheet)
 

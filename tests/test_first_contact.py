@@ -254,14 +254,34 @@ def test_contact_sheet_keeps_flagged_by_score_and_lowest_normals():
     scorer = ScriptedScorer(scores)
     for i, fr in enumerate(frames):
         res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
-        sheet({"frame": fr.id, "score": scores[i], "threshold": 0.5, "anomalous": scores[i] > 0.5,
-               "truth": {"anomalous": fr.meta["anomalous"], "kind": fr.meta["kind"]}}, fr, res)
-    rows = sheet.rows()
+        sheet({"frame": fr.id, "score": scores[i], "threshold": 0.5, "anomalous": scores[i] > 0.5}, fr, res)
+    rows = sheet.rows()                                                   # no truth: no mistakes to show
     assert [r["score"] for r, _ in rows] == [0.95, 0.9, 0.8, 0.05, 0.1]   # top-3 flagged, 2 lowest normals
     assert sheet.flagged_total == 5
     x = preprocess(frames[8].rgb, frames[8].depth)                        # the 0.95 frame
     assert np.array_equal(rows[0][1].rgb, np.moveaxis(np.rint(np.clip((x[:3] * 0.5 + 0.5) * 255, 0, 255)), 0, -1))
     assert np.all(rows[0][1].error == 0.95)
+
+
+def test_contact_sheet_shows_the_mistakes_first_when_frames_carry_truth():
+    """Audit 27 #10: on a labelled source the sheet kept the highest flagged and lowest normal frames, so it showed
+    none of the false alarms and missed anomalies it has labels for. Now they come first (false alarms, then
+    missed, each highest score first, at most max_errors each), then the other flagged and the normals."""
+    frames = _synth_frames(10)        # truth: normal, normal, anomaly x 5, normal x 3
+    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
+    for max_errors, want in ((4, [0.95, 0.9, 0.3, 0.05, 0.8, 0.7, 0.6, 0.1, 0.2]),
+                             (1, [0.95, 0.3, 0.8, 0.7, 0.6, 0.1, 0.2])):
+        sheet = ContactSheet("x.png", max_flagged=3, n_normal=2, max_errors=max_errors)
+        scorer = ScriptedScorer(scores)
+        for i, fr in enumerate(frames):
+            res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
+            sheet({"frame": fr.id, "score": scores[i], "threshold": 0.5, "anomalous": scores[i] > 0.5,
+                   "truth": {"anomalous": fr.meta["anomalous"], "kind": fr.meta["kind"]}}, fr, res)
+        rows = sheet.rows()
+        assert [r["score"] for r, _ in rows] == want, max_errors
+        assert [r["truth"]["anomalous"] for r, _ in rows][:2] == ([False, False, True, True][:2] if max_errors > 1
+                                                                 else [False, True])
+        assert sheet.flagged_total == 5 and sheet.errors_total == 4 and sheet.false_alarms_total == 2
 
 
 def test_sheet_written_at_run_end(tmp_path, monkeypatch):
@@ -272,10 +292,12 @@ def test_sheet_written_at_run_end(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert f"contact sheet: {png}" in r.output
     img = np.asarray(Image.open(png).convert("RGB"))
-    n_rows = 4 + 3                                   # 4 flagged + the 3 lowest-scoring normal frames
+    # truth (synth seed 2): 2 false alarms (0.7, 0.6) + 3 missed (0.2, 0.1, 0.05) first, then the other
+    # 2 flagged (0.9, 0.8) and the 1 other normal frame (0.3)
+    n_rows = 2 + 3 + 2 + 1
     scale, gap, head = 2, 4, 40
     assert img.shape[0] == head + n_rows * (64 * scale + gap) + gap
-    # row 0 is the 0.9 frame: its error tile is one flat colour (the scripted error map is constant)
+    # row 0 is the 0.7 false alarm: its error tile is one flat colour (the scripted error map is constant)
     y, x0 = head + 10, 190 + gap + 4 * (64 * scale + gap) + 10
     assert len({tuple(v) for v in img[y:y + 50, x0:x0 + 50].reshape(-1, 3)}) == 1
     # audit 26 #8: a second run with the same --sheet replaced the first run's sheet; now it takes -2, -3
