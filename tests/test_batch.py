@@ -310,7 +310,7 @@ class _InProcessEngine:
     def __init__(self, scorer):
         self.scorer = scorer
 
-    def run(self, jobs, out_dir, on_progress, on_result):
+    def run(self, jobs, out_dir, on_progress, on_result, stop=None):
         for job in jobs:
             on_result(job, score_source(self.scorer, job, out_dir / (job.results_file + ".partial")))
 
@@ -472,7 +472,7 @@ class _DyingEngine:
     def __init__(self, scorer, keep_rows: bool):
         self.scorer, self.keep_rows = scorer, keep_rows
 
-    def run(self, jobs, out_dir, on_progress, on_result):
+    def run(self, jobs, out_dir, on_progress, on_result, stop=None):
         for job in jobs:
             partial = out_dir / (job.results_file + ".partial")
             score_source(self.scorer, job, partial)
@@ -530,7 +530,7 @@ class _DiesWithoutRowsEngine:
 
     name = "dies-without-rows"
 
-    def run(self, jobs, out_dir, on_progress, on_result):
+    def run(self, jobs, out_dir, on_progress, on_result, stop=None):
         for job in jobs:
             on_result(job, {"status": "failed", "summary": None, "wall_s": None, "attempts": 3,
                             "error": "the Ray worker died 3 times"})
@@ -569,3 +569,48 @@ def test_a_source_whose_worker_died_without_rows_records_the_model_threshold(tmp
     assert e["status"] == "failed" and e["frames"] == 0
     assert e["threshold"] == want and e["threshold_source"].startswith("the model's manifest")
     assert e["threshold_override"] is None
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the driver", "Ctrl-C to the process group"])
+def test_a_stopped_batch_says_which_sources_are_unfinished(tmp_path, how):
+    """Audit 27 #4: a batch stopped by Ctrl-C said 'Aborted!' (exit 1), by SIGTERM 'Terminated' (exit 143) with a
+    BrokenPipeError traceback per worker, and summary.json still said 0 frames, all pending. Now, as edge-ad run
+    does: the sources being scored end after their frame, summary.json marks them interrupted with the frames
+    their .partial files hold, one line says so and that the same command redoes them, exit 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edge_ad", "batch", "--model", str(Path(__file__).parents[1] / "runtime" / "demo"),
+           "--out", str(out), "synth://?n=100000", "synth://?n=100000&seed=1", "--workers", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:            # until both workers have scored some frames
+            parts = list(out.glob("*.jsonl.partial"))
+            if len(parts) == 2 and all(len(f.read_bytes().splitlines()) > 5 for f in parts):
+                break
+            time.sleep(0.2)
+        if how.startswith("SIGTERM"):
+            p.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(p.pid, signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+    s = json.loads((out / "summary.json").read_text())
+    name = "SIGTERM" if how.startswith("SIGTERM") else "SIGINT"
+    assert s["interrupted"] == name and s["totals"]["interrupted"] == 2 and s["totals"]["done"] == 0
+    for e in s["sources"]:
+        assert e["status"] == "interrupted" and e["frames"] > 5 and e["file"].endswith(".jsonl.partial")
+        rows = [json.loads(x) for x in (out / e["file"]).read_text().splitlines()]
+        assert sum(r["type"] == "frame" for r in rows) == e["frames"] and rows[-1]["type"] == "summary"
+    assert s["totals"]["frames"] == sum(e["frames"] for e in s["sources"])
+    assert (f"interrupted ({name}): 2 source(s) unfinished ({s['totals']['frames']} frames scored, kept in "
+            "*.partial); the same command redoes them from their first frame") in stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,10 +102,13 @@ def keep_aside(path: Path) -> Path:
 
 
 def exit_status(summary: dict) -> int:
-    """As ``edge-ad run``: 1 a source failed, 4 no frame was scored, 3 some frames were bad, 0 ok."""
+    """As ``edge-ad run``: 1 a source failed, 0 stopped by a signal, 4 no frame was scored, 3 some frames
+    were bad, 0 ok."""
     t = summary["totals"]
     if t["failed"]:
         return EXIT_FATAL
+    if summary.get("interrupted"):    # stopped by SIGINT / SIGTERM: as edge-ad run, 0 (unfinished sources said)
+        return EXIT_OK
     if t["frames"] == 0:
         return EXIT_NO_FRAMES
     if t["frame_errors"] or t.get("truncated") or t.get("stream_gap_frames"):   # bad frames, or frames lost
@@ -120,22 +124,25 @@ class OutputBusy(RuntimeError):
 
 
 def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
-              progress: Optional[BatchProgress] = None, log: Callable = print) -> dict:
+              progress: Optional[BatchProgress] = None, log: Callable = print, handle_signals: bool = True) -> dict:
     """Score ``jobs`` on ``engine`` (LocalEngine or RayEngine) into ``out_dir``; returns the summary
     (also written to out_dir/summary.json). ``problems``: [(argument, reason)] that never became a
     job (a glob that matched nothing), reported as failed sources. One batch per folder: OutputBusy,
-    before anything is read or written, while another holds ``out_dir``'s lock."""
+    before anything is read or written, while another holds ``out_dir``'s lock. ``handle_signals``: the first
+    SIGINT / SIGTERM stops the batch in order (the sources being scored end after their frame, status
+    "interrupted" with the frames so far, kept in their .partial files; summary.json says so, with
+    ``interrupted``: the signal's name), a second one at once (KeyboardInterrupt)."""
     from edge_ad.runtime.results import try_lock
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / LOCK, "a") as lock:         # held until this batch returns (or its process dies)
         if not try_lock(lock):
             raise OutputBusy(f"{out_dir} is being written by another edge-ad batch (it holds {out_dir / LOCK}): "
                              "two batches never write one folder; give another --out, or wait for the other")
-        return _run_batch(jobs, problems, out_dir, engine, model_dir, model_sha256, progress, log)
+        return _run_batch(jobs, problems, out_dir, engine, model_dir, model_sha256, progress, log, handle_signals)
 
 
 def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
-               progress: Optional[BatchProgress], log: Callable) -> dict:
+               progress: Optional[BatchProgress], log: Callable, handle_signals: bool = True) -> dict:
     """``run_batch`` under the folder's lock."""
     t0 = time.perf_counter()
     previous = read_previous(out_dir)
@@ -183,7 +190,8 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
         t = summary["totals"] = {"sources": len(entries),
                                  "done": sum(e["status"] == "done" for e in entries.values()),
                                  "failed": sum(e["status"] == "failed" for e in entries.values()),
-                                 "pending": sum(e["status"] == "pending" for e in entries.values())}
+                                 "pending": sum(e["status"] == "pending" for e in entries.values()),
+                                 "interrupted": sum(e["status"] == "interrupted" for e in entries.values())}
         for k in ("frames", "anomalies", "frame_errors"):
             t[k] = sum(int(e.get(k) or 0) for e in entries.values())
         t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
@@ -256,10 +264,30 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
             log(f"source {job.uri}: FAILED: {entry['error']}")
         write_summary()
 
-    try:
-        if todo:
-            engine.run(todo, out_dir, progress.update, on_result)
-    finally:
-        progress.close()
-        write_summary()
+    from edge_ad.runtime.capture import _NoSignals, _Signals
+    stop = threading.Event()
+    with (_Signals(stop) if handle_signals else _NoSignals()) as sigs:
+        try:
+            if todo:
+                engine.run(todo, out_dir, progress.update, on_result, stop=stop)
+        finally:
+            progress.close()
+            if stop.is_set():     # stopped by a signal: the sources begun and not finished say how far they got
+                summary["interrupted"] = sigs.name or "stop"
+                for job in todo:
+                    if entries[job.name]["status"] in ("pending", "interrupted"):
+                        _interrupted(entries[job.name], out_dir / (job.results_file + ".partial"))
+            write_summary()
     return summary
+
+
+def _interrupted(entry: dict, partial: Path) -> None:
+    """A source a stopped batch began and did not finish: "interrupted", with the rows its .partial holds (a
+    source never begun stays "pending")."""
+    if not partial.is_file():
+        return
+    entry.update(status="interrupted", file=partial.name)
+    try:
+        entry.update(result_stats(partial))
+    except (OSError, ValueError):
+        pass      # a torn last line (a worker killed past the grace): the counts stay as they were

@@ -7,6 +7,8 @@ on undisturbed."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
+import threading
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -16,10 +18,31 @@ from .plan import Job
 from .worker import load_scorer, score_source
 
 PROGRESS_EVERY_S = 0.2
+STOP_GRACE_S = 10.0   # after the driver's stop (SIGTERM to a worker), how long a worker may take to finish its frame
+
+
+def interrupted(job_name: str, attempts: int) -> dict:
+    """The result of a source a stopped batch did not finish (its rows so far stay in its .partial file)."""
+    return {"status": "interrupted", "error": "the batch was stopped (SIGINT / SIGTERM) while this source was "
+            "scored", "summary": None, "wall_s": None, "attempts": attempts}
 
 
 def _worker_main(conn, model_dir: str, threads: Optional[int]) -> None:
-    """A worker process: load the Scorer, then score the jobs the driver sends until it sends None."""
+    """A worker process: load the Scorer, then score the jobs the driver sends until it sends None. Ctrl-C
+    (SIGINT to the terminal's process group) is the driver's to handle; SIGTERM (the driver stopping the batch,
+    or systemd stopping the service) ends the source after its frame, its results closed with a summary, and
+    a driver gone (its pipe broken) ends the worker quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def send(msg) -> bool:
+        try:
+            conn.send(msg)
+            return True
+        except (OSError, EOFError):     # BrokenPipeError: the driver is gone, nobody reads: stop, quietly
+            stop.set()
+            return False
     try:
         scorer, load_error = load_scorer(model_dir, threads), None
     except Exception as e:   # reported per job: the driver loaded the manifest, so this is rare
@@ -33,25 +56,30 @@ def _worker_main(conn, model_dir: str, threads: Optional[int]) -> None:
             return
         job, out_path, attempt = task
         if scorer is None:
-            conn.send(("result", job.name, {"status": "failed", "error": load_error, "summary": None, "wall_s": 0.0}))
+            if not send(("result", job.name, {"status": "failed", "error": load_error, "summary": None,
+                                              "wall_s": 0.0})):
+                return
             continue
         pending = {"n": 0, "total": None, "t": time.monotonic()}
 
         def progress(n: int, total: Optional[int]) -> None:
             pending["n"] += n
+            if stop.is_set():
+                return
             if total is not None:
-                conn.send(("progress", job.name, 0, total))
+                send(("progress", job.name, 0, total))
             now = time.monotonic()
             if pending["n"] and now - pending["t"] >= PROGRESS_EVERY_S:
-                conn.send(("progress", job.name, pending["n"], None))
+                send(("progress", job.name, pending["n"], None))
                 pending["n"], pending["t"] = 0, now
         try:
-            res = score_source(scorer, job, out_path, progress, attempt)
+            res = score_source(scorer, job, out_path, progress, attempt, stop=stop)
         except Exception as e:   # a bug or an unexpected library error: this source fails, the worker goes on
             res = {"status": "failed", "error": f"{type(e).__name__}: {e}", "summary": None, "wall_s": 0.0}
-        if pending["n"]:
-            conn.send(("progress", job.name, pending["n"], None))
-        conn.send(("result", job.name, res))
+        if pending["n"] and not send(("progress", job.name, pending["n"], None)):
+            return
+        if not send(("result", job.name, res)):
+            return
 
 
 class LocalEngine:
@@ -71,14 +99,29 @@ class LocalEngine:
         theirs.close()
         return {"proc": proc, "conn": ours, "job": None}
 
-    def run(self, jobs: list, out_dir: Path, on_progress: Callable, on_result: Callable) -> None:
+    def run(self, jobs: list, out_dir: Path, on_progress: Callable, on_result: Callable,
+            stop: Optional[threading.Event] = None) -> None:
         """Score ``jobs``; ``on_progress(name, frames, total)`` as frames are read, ``on_result(job,
-        result)`` once per job (its rows are in ``out_dir/<name>.jsonl.partial``)."""
+        result)`` once per job (its rows are in ``out_dir/<name>.jsonl.partial``). Once ``stop`` is set (the
+        driver's SIGINT / SIGTERM) no source starts, each busy worker is sent SIGTERM and its source ends
+        after its frame (result "interrupted"; one that takes over STOP_GRACE_S is killed, as interrupted);
+        the sources never started get no result."""
         queue = list(jobs)
         attempts = {j.name: 0 for j in jobs}
         workers = [self._start() for _ in range(min(self.workers, len(queue)))]
+        deadline = None
         try:
             while queue or any(w["job"] is not None for w in workers):
+                if stop is not None and stop.is_set() and deadline is None:
+                    queue.clear()
+                    deadline = time.monotonic() + STOP_GRACE_S
+                    for w in workers:
+                        if w["job"] is not None:
+                            w["proc"].terminate()       # SIGTERM: the worker closes the source's results
+                if deadline is not None and time.monotonic() > deadline:
+                    for w in workers:
+                        if w["job"] is not None and w["proc"].is_alive():
+                            w["proc"].kill()            # a frame stuck past the grace: its results stay as written
                 for w in workers:
                     if w["job"] is None and queue:
                         job = queue.pop(0)
@@ -106,8 +149,11 @@ class LocalEngine:
                     if w["job"] is not None and not w["proc"].is_alive():
                         job = w["job"]
                         code = w["proc"].exitcode
-                        w.update(self._start())
                         w["job"] = None
+                        if deadline is not None:      # stopped: no retry, no new worker
+                            on_result(job, interrupted(job.name, attempts[job.name]))
+                            continue
+                        w.update(self._start())
                         if attempts[job.name] < self.max_attempts:
                             on_progress(job.name, None, None)        # restart the source's count
                             queue.insert(0, job)

@@ -121,7 +121,9 @@ class RayEngine:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return max(1, self.workers or cpus // self.threads)
 
-    def run(self, jobs: list, out_dir: Path, on_progress: Callable, on_result: Callable) -> None:
+    def run(self, jobs: list, out_dir: Path, on_progress: Callable, on_result: Callable, stop=None) -> None:
+        """As LocalEngine.run; once ``stop`` is set (SIGINT / SIGTERM) the actors are killed: the sources they
+        scored get no result (the driver marks them interrupted; their rows never came back)."""
         ray = import_ray()
         n_workers = min(self._init(ray), len(jobs))
         blob, blob_sha = pack_model(self.model_dir)
@@ -147,6 +149,8 @@ class RayEngine:
 
         try:
             while queue or running:
+                if stop is not None and stop.is_set():
+                    break
                 while idle and queue:
                     actor, job = idle.pop(), queue.pop(0)
                     attempts[job.name] += 1

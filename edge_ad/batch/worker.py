@@ -99,14 +99,15 @@ class _CountingSource(Source):
 
 
 def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Progress] = None,
-                 attempt: int = 1) -> dict:
+                 attempt: int = 1, stop=None) -> dict:
     """Score every frame of ``job.uri`` into ``out_path`` (JSON lines, as ``edge-ad run --source
     URI --seed SEED --out`` writes them) and return {"status": "done" | "failed", "error",
     "summary", "wall_s", "threshold", "threshold_source"}: the threshold the frames are flagged at
     (``job.threshold``, the --threshold override, else the model's calibrated one; None: the model has
     none, nothing flagged) and where it came from. A source that cannot be opened or fails mid-way is
-    "failed" with the reason."""
-    from edge_ad.runtime.capture import STOP_END, run_capture
+    "failed" with the reason. ``stop`` (a threading.Event; the batch stopped by a signal): once set, the
+    source ends after its frame, "interrupted" (its results closed with a summary)."""
+    from edge_ad.runtime.capture import STOP_END, STOP_REQUESTED, run_capture
     from edge_ad.runtime.sources import SourceError, open_source
     t0 = time.perf_counter()
     thr, thr_source = threshold_used(scorer, job)
@@ -132,9 +133,11 @@ def score_source(scorer, job: Job, out_path: os.PathLike, progress: Optional[Pro
     counted = _CountingSource(source, progress, job.crash_after if attempt == 1 else 0)
     failures = []
     summary = run_capture(counted, scorer, threshold=thr, out=out_path, seed=job.seed, handle_signals=False,
-                          live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None)
-    status = "done" if summary["stopped"] == STOP_END else "failed"
-    error = None
+                          live=False, log=lambda msg: failures.append(msg) if msg.startswith("source failed") else None,
+                          stop=stop)
+    status = {STOP_END: "done", STOP_REQUESTED: "interrupted"}.get(summary["stopped"], "failed")
+    error = "the batch was stopped (SIGINT / SIGTERM) while this source was scored" \
+        if status == "interrupted" else None
     if status == "failed":   # the reason: the run's fatal_error (a backend failure, a frame timeout, ...)
         reason = summary.get("fatal_error") or (failures[-1] if failures else None)
         error = f"stopped: {summary['stopped']}" + (f": {reason}" if reason else "")

@@ -115,5 +115,11 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
                + (f" ({resumed} already complete)" if resumed else "")
                + f", {t['failed']} failed, {t['frames']} frames scored, {t['anomalies']} anomalies, "
                f"{t['frame_errors']} bad frames, {summary['wall_s']:.1f} s")
+    if summary.get("interrupted"):
+        left = [e for e in summary["sources"] if e["status"] in ("interrupted", "pending")]
+        begun = [e for e in left if e["status"] == "interrupted"]
+        click.echo(f"interrupted ({summary['interrupted']}): {len(left)} source(s) unfinished ("
+                   f"{sum(int(e.get('frames') or 0) for e in begun)} frames scored, kept in *.partial); the same "
+                   "command redoes them from their first frame", err=True)
     click.echo(f"results: {Path(out_dir) / 'summary.json'}")
     sys.exit(exit_status(summary))
