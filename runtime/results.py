@@ -285,7 +285,7 @@ class ResultWriter:
         self._f = None
         self.next_index = 0
         self.rotations = 0
-        self.pruned: list = []    # the files each pruning deleted, a list per pruning: the caller says them (and empties it)
+        self.pruned: list = []    # the files each pruning deleted, a list per pruning: the caller says (and empties) it
         self.paused: Optional[dict] = None   # while lines cannot be written for lack of space: since, lines, error
         self.lost_lines = 0                  # lines dropped while paused, all pauses together
         self.space_notes: list = []          # each pause (its dict) and resume (the results_lost event), to be said
