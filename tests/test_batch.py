@@ -614,3 +614,40 @@ def test_a_stopped_batch_says_which_sources_are_unfinished(tmp_path, how):
     assert s["totals"]["frames"] == sum(e["frames"] for e in s["sources"])
     assert (f"interrupted ({name}): 2 source(s) unfinished ({s['totals']['frames']} frames scored, kept in "
             "*.partial); the same command redoes them from their first frame") in stderr
+
+
+def test_batch_requires_a_signed_model_with_trusted_key(tmp_path):
+    """Audit 27 #11: edge-ad batch had no --trusted-key (run, calibrate, verify, Scorer.load and the ROS node
+    have): the one torch-free scorer that could not require a signed model, and it ships the model to Ray nodes.
+    Now --trusted-key (repeatable) is checked by the driver before anything is written (unsigned or another
+    key's: exit 1, no OUT), and again by every worker (load_scorer); the Ray archive carries manifest.sig."""
+    import shutil
+    import tarfile
+
+    from edge_ad.batch.worker import load_scorer, pack_model
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.signing import generate_key_pair, sign_model
+    for name in ("a", "b"):
+        generate_key_pair(tmp_path / f"{name}.key", tmp_path / f"{name}.pub")
+    model = tmp_path / "demo"
+    shutil.copytree(demo_model_dir(), model)
+    src = "synth://?n=3&anomaly_rate=0"
+    r = batch(["--model", model, "--out", tmp_path / "o1", "-q", "--workers", "1", "--trusted-key",
+               tmp_path / "a.pub", src])
+    assert r.exit_code == 1 and "not signed" in r.output and not (tmp_path / "o1").exists(), r.output
+    sign_model(model, tmp_path / "a.key")
+    r = batch(["--model", model, "--out", tmp_path / "o2", "-q", "--workers", "1", "--trusted-key",
+               tmp_path / "b.pub", src])
+    assert r.exit_code == 1 and "not a trusted key" in r.output and not (tmp_path / "o2").exists(), r.output
+    r = batch(["--model", model, "--out", tmp_path / "o3", "-q", "--workers", "1", "--trusted-key",
+               tmp_path / "b.pub", "--trusted-key", tmp_path / "a.pub", src])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o3" / "summary.json").read_text())["totals"]["done"] == 1
+    with pytest.raises(ManifestError, match="not a trusted key"):                    # what each worker checks
+        load_scorer(model, 1, [(tmp_path / "b.pub").read_bytes()])
+    load_scorer(model, 1, [(tmp_path / "a.pub").read_bytes()]).close()
+    blob, _ = pack_model(model)                                                  # shipped with its signature
+    import io
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        assert "manifest.sig" in tar.getnames()

@@ -27,8 +27,9 @@ def interrupted(job_name: str, attempts: int) -> dict:
             "scored", "summary": None, "wall_s": None, "attempts": attempts}
 
 
-def _worker_main(conn, model_dir: str, threads: Optional[int]) -> None:
-    """A worker process: load the Scorer, then score the jobs the driver sends until it sends None. Ctrl-C
+def _worker_main(conn, model_dir: str, threads: Optional[int], trusted_keys: Optional[list] = None) -> None:
+    """A worker process: load the Scorer (signed by one of ``trusted_keys``, PEM bytes, when given), then score
+    the jobs the driver sends until it sends None. Ctrl-C
     (SIGINT to the terminal's process group) is the driver's to handle; SIGTERM (the driver stopping the batch,
     or systemd stopping the service) ends the source after its frame, its results closed with a summary, and
     a driver gone (its pipe broken) ends the worker quietly."""
@@ -44,7 +45,7 @@ def _worker_main(conn, model_dir: str, threads: Optional[int]) -> None:
             stop.set()
             return False
     try:
-        scorer, load_error = load_scorer(model_dir, threads), None
+        scorer, load_error = load_scorer(model_dir, threads, trusted_keys), None
     except Exception as e:   # reported per job: the driver loaded the manifest, so this is rare
         scorer, load_error = None, f"the worker cannot load the model {model_dir}: {e}"
     while True:
@@ -87,14 +88,17 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, model_dir: Path, workers: int, threads: Optional[int], max_attempts: int = 3):
+    def __init__(self, model_dir: Path, workers: int, threads: Optional[int], max_attempts: int = 3,
+                 trusted_keys: Optional[list] = None):
         self.model_dir, self.workers, self.threads = Path(model_dir), max(1, int(workers)), threads
         self.max_attempts = max_attempts
+        self.trusted_keys = list(trusted_keys) if trusted_keys else None    # PEM bytes: each worker checks
         self._ctx = mp.get_context("spawn")   # never fork a process that holds onnxruntime threads
 
     def _start(self) -> dict:
         ours, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(theirs, str(self.model_dir), self.threads), daemon=True)
+        proc = self._ctx.Process(target=_worker_main, args=(theirs, str(self.model_dir), self.threads,
+                                                            self.trusted_keys), daemon=True)
         proc.start()
         theirs.close()
         return {"proc": proc, "conn": ours, "job": None}

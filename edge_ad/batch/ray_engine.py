@@ -50,10 +50,11 @@ class _Progress:
 class _ScoringActor:
     """Holds one Scorer; ``score(job, attempt)`` scores a whole source."""
 
-    def __init__(self, blob: bytes, blob_sha256: str, want_manifest: str, threads: Optional[int], progress):
+    def __init__(self, blob: bytes, blob_sha256: str, want_manifest: str, threads: Optional[int], progress,
+                 trusted_keys: Optional[list] = None):
         self._tmp = tempfile.TemporaryDirectory(prefix="edge-ad-batch-")
         model_dir = unpack_model(blob, blob_sha256, want_manifest, Path(self._tmp.name) / "model")
-        self.scorer = load_scorer(model_dir, threads)
+        self.scorer = load_scorer(model_dir, threads, trusted_keys)
         self.progress = progress
 
     def pid(self) -> int:
@@ -102,8 +103,9 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, model_dir: Path, address: str, workers: Optional[int], threads: Optional[int],
-                 max_attempts: int = 3, log: Callable = print):
+                 max_attempts: int = 3, log: Callable = print, trusted_keys: Optional[list] = None):
         self.model_dir, self.address, self.workers = Path(model_dir), address, workers
+        self.trusted_keys = list(trusted_keys) if trusted_keys else None    # PEM bytes: every actor checks
         self.threads = max(1, int(threads or 1))
         self.max_attempts, self.log = max_attempts, log
         self._started = False
@@ -133,7 +135,7 @@ class RayEngine:
         actor_cls = ray.remote(_ScoringActor).options(num_cpus=self.threads, max_restarts=0)
 
         def new_actor():
-            return actor_cls.remote(blob_ref, blob_sha, want, self.threads, progress)
+            return actor_cls.remote(blob_ref, blob_sha, want, self.threads, progress, self.trusted_keys)
 
         queue = list(jobs)
         attempts = {j.name: 0 for j in jobs}

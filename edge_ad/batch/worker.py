@@ -28,15 +28,18 @@ def manifest_sha256(model_dir: os.PathLike) -> str:
 
 
 def pack_model(model_dir: os.PathLike) -> tuple[bytes, str]:
-    """The model directory as an uncompressed tar (manifest.json and the files its ``files`` table
-    lists, nothing else) and the tar's sha256, to ship to workers without a shared filesystem.
-    The manifest is verified first (ManifestError for a tampered directory)."""
+    """The model directory as an uncompressed tar (manifest.json, its signature manifest.sig when signed, and
+    the files its ``files`` table lists, nothing else) and the tar's sha256, to ship to workers without a shared
+    filesystem (they check the signature again with the batch's trusted keys). The manifest is verified first
+    (ManifestError for a tampered directory)."""
     from edge_ad.runtime.manifest import load_manifest
+    from edge_ad.runtime.signing import SIGNATURE
     model_dir = Path(model_dir)
     man = load_manifest(model_dir, verify=True)
     buf = io.BytesIO()
+    signed = [SIGNATURE] if (model_dir / SIGNATURE).is_file() else []
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ["manifest.json"] + sorted(man["files"]):
+        for name in ["manifest.json"] + signed + sorted(man["files"]):
             tar.add(model_dir / name, arcname=name, recursive=False)
     blob = buf.getvalue()
     return blob, hashlib.sha256(blob).hexdigest()
@@ -62,10 +65,11 @@ def unpack_model(blob: bytes, blob_sha256: str, want_manifest_sha256: str, dest:
     return dest
 
 
-def load_scorer(model_dir: os.PathLike, threads: Optional[int] = None):
-    """The worker's Scorer, loaded once (sha256 of every file checked by Scorer.load)."""
+def load_scorer(model_dir: os.PathLike, threads: Optional[int] = None, trusted_keys: Optional[list] = None):
+    """The worker's Scorer, loaded once (sha256 of every file checked by Scorer.load; with ``trusted_keys``,
+    edge-ad batch --trusted-key's public keys as PEM bytes, the model must be signed by one of them)."""
     from edge_ad.runtime import Scorer
-    return Scorer.load(model_dir, threads=threads)
+    return Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
 
 
 class _CountingSource(Source):

@@ -45,8 +45,12 @@ def _ray_address(value: Optional[str], sources: tuple) -> tuple:
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Tries per source when its worker dies mid-source.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export --sign), "
+              "as edge-ad run --trusted-key; repeatable. Checked before anything is written, and again by every "
+              "worker (a Ray node gets the model's manifest.sig with it).")
 @click.argument("sources", nargs=-1)
-def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_attempts, quiet, sources):
+def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_attempts, quiet, trusted_keys, sources):
     """Score every frame of many recordings: SOURCE is a frame folder, ROS bag, RealSense recording,
     a glob ('archive/2024-*/*.mcap') or @list.txt (one source per line).
 
@@ -59,6 +63,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     from edge_ad.batch.plan import PlanError, expand_sources, make_jobs, read_previous
     from edge_ad.batch.worker import manifest_sha256
     from edge_ad.runtime.manifest import ManifestError, load_manifest
+    from edge_ad.runtime.signing import SigningError
 
     ray_address, sources = _ray_address(ray_address, sources)
     if not sources:
@@ -82,15 +87,17 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
         _, name, n = fault.split(":", 2)
         jobs = [j.__class__(**{**j.__dict__, "crash_after": int(n)}) if j.name == name else j for j in jobs]
     model_dir = Path(model)
+    keys = [Path(k).read_bytes() for k in trusted_keys] or None     # PEM bytes: every worker checks them too
     try:
-        load_manifest(model_dir, verify=True)      # a bad model stops here, before any worker starts
-    except ManifestError as e:
+        load_manifest(model_dir, verify=True, trusted_keys=keys)   # a bad or untrusted model stops here, first
+    except (ManifestError, SigningError) as e:
         raise click.ClickException(f"cannot load model {model_dir}: {e}")
     n_cpu = os.cpu_count() or 1
     if ray_address is None:
         from edge_ad.batch.local import LocalEngine
         n_workers = min(workers or n_cpu, max(1, len(jobs)))
-        engine = LocalEngine(model_dir, n_workers, threads or max(1, n_cpu // n_workers), max_attempts)
+        engine = LocalEngine(model_dir, n_workers, threads or max(1, n_cpu // n_workers), max_attempts,
+                             trusted_keys=keys)
     else:
         from edge_ad.batch.ray_engine import RayEngine, import_ray
         try:
@@ -98,7 +105,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
         except ImportError as e:
             raise click.ClickException(str(e))
         engine = RayEngine(model_dir, ray_address, workers, threads or 1, max_attempts,
-                           log=lambda m: click.echo(m, err=True))
+                           log=lambda m: click.echo(m, err=True), trusted_keys=keys)
     progress = BatchProgress(quiet=quiet)
     try:
         summary = run_batch(jobs, problems, Path(out_dir), engine, model_dir, manifest_sha256(model_dir), progress,
