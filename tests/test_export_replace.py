@@ -144,3 +144,32 @@ def test_a_failed_export_never_deletes_what_the_user_keeps_in_out_failed(tmp_pat
     assert (tmp_path / "model.failed").read_text() == "a file where the failure would go"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "model.failed", "model.failed-2",
                                                           "model.failed-3"]     # no staging dir left
+
+
+def test_an_export_stopped_by_sigterm_leaves_no_staging_directory(tmp_path, tiny_generator):
+    """Audit 27 #9: SIGTERM during edge-ad export (timeout, systemd stop) ended it without unwinding, leaving its
+    hidden .OUT.export-HEX (43 MB for the cylinder), which no later export removes. Now SIGTERM unwinds: the
+    staging directory is removed, --out left as it was (here: never created), exit 143 as a shell reports it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    ckpt = tmp_path / "g.pt"
+    torch.save(tiny_generator.state_dict(), ckpt)
+    out = tmp_path / "model"
+    exe = Path(sys.executable).with_name("edge-ad")
+    p = subprocess.Popen([str(exe), "export", str(ckpt), "--out", str(out), "--k", "19"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".model.export-*")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None and list(tmp_path.glob(".model.export-*")), "the export ended before its stage appeared"
+    time.sleep(0.5)                                      # inside the export (graphs being written / checked)
+    p.send_signal(signal.SIGTERM)
+    output = p.communicate(timeout=120)[0]
+    assert p.returncode == 128 + signal.SIGTERM, output
+    assert not list(tmp_path.glob(".model.export-*")) and not out.exists(), sorted(os.listdir(tmp_path))
+    assert "Traceback" not in output, output

@@ -10,6 +10,7 @@ import time
 import click
 
 from .options import FiniteFloat, check_out_place, model_directory
+from .stop import unwind_on_sigterm
 
 
 @click.command("calibrate")
@@ -97,6 +98,7 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
             raise click.ClickException(str(e))
 
     check_out_place(out_dir)     # before the scene is read and scored
+    unwind_on_sigterm()          # a stopped calibrate removes its .OUT.calibrating-PID directory (audit 27 #9)
     length = None       # frames to read, when the source knows how many it holds (no made-up total)
 
     def progress(read, used, dropped):

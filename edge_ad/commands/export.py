@@ -6,6 +6,7 @@ import click
 from edge_ad.runtime.variants import TARGETS
 
 from .options import FiniteFloat, check_out_place
+from .stop import unwind_on_sigterm
 
 
 @click.command("export")
@@ -79,6 +80,7 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     from edge_ad.runtime.config import trusted_override
 
     check_out_place(out_dir)     # not a traceback naming the hidden staging directory beside it
+    unwind_on_sigterm()          # a stopped export removes its staging directory (audit 27 #9)
 
     from edge_ad.export.exporter import ExportError, export_model
     from edge_ad.runtime.signing import SigningError, load_private_key

@@ -1,0 +1,20 @@
+"""SIGTERM for the commands that build a new directory under a hidden temporary name (export's
+``.OUT.export-HEX``, calibrate's ``.OUT.calibrating-PID``): Python's default SIGTERM ends the process without
+unwinding, so their clean-up (``finally`` / ``except BaseException``) never ran and every stopped export
+(``timeout``, systemd, a cluster's preemption) left tens of MB behind, hidden, which no later run removes."""
+from __future__ import annotations
+
+import signal
+
+EXIT_SIGTERM = 128 + signal.SIGTERM     # what a shell reports for a process ended by SIGTERM
+
+
+def _stop(signum, frame):
+    raise SystemExit(EXIT_SIGTERM)
+
+
+def unwind_on_sigterm() -> None:
+    """From now on SIGTERM raises SystemExit(143) in the main thread, so the command's clean-up runs (its
+    temporary directory removed, ``--out`` left as it was) before the process ends with the status a shell
+    reports for SIGTERM. Only from the main thread (signal handlers can be set nowhere else)."""
+    signal.signal(signal.SIGTERM, _stop)
