@@ -40,6 +40,34 @@ def test_the_pairer_tells_a_gap_from_a_stream_that_starts_late():
     assert p.pop_gaps() == []
 
 
+def test_a_rate_difference_or_one_dropped_frame_is_no_gap():
+    """Audit 27 #22 (a regression of #17's fix): colour at 30 fps with depth at 15 fps paired every other colour
+    frame, and each unpaired one was reported as a stall (an event and a console line per frame, exit 3). A gap
+    is a silence of the other stream of more than STALL_PERIODS of its usual period; a cadence, one dropped or
+    one late frame are counted only."""
+    p = TimePairer(slop=0.01)                       # depth every 2nd colour frame: a cadence, 20 of 40 unpaired
+    for k in range(40):
+        if k % 2 == 0:
+            p.add_depth(k, k)
+        p.add_colour(k, k)
+    p.finish()
+    assert len(list(p.pop_pairs())) == 20 and p.unpaired_colour == 20 and p.pop_gaps() == []
+    p = TimePairer(slop=0.01)                       # 1:1 with one depth dropped (frame 9): 2 periods, counted
+    for k in range(20):
+        if k != 9:
+            p.add_depth(k, k)
+        p.add_colour(k, k)
+    p.finish()
+    assert p.unpaired_colour == 1 and p.pop_gaps() == []
+    p = TimePairer(slop=0.01)                       # at 15 fps, a stall of 4 depth frames (8 colour) is a gap
+    for k in range(40):
+        if k % 2 == 0 and not 10 <= k <= 17:
+            p.add_depth(k, k)
+        p.add_colour(k, k)
+    p.finish()
+    assert [(g["unpaired"], g["frames"]) for g in p.pop_gaps()] == [("colour", 9)]
+
+
 def _run(src, tmp_path, name):
     logs = []
     s = run_capture(src, FakeScorer(), out=tmp_path / name, handle_signals=False, log=logs.append)
@@ -100,6 +128,25 @@ def test_calibrate_on_a_recording_with_a_gap_says_it_and_exits_3(tmp_path, synth
                                   "--out", str(tmp_path / "cal2"), "--max-shift", "0"])
     assert r.exit_code == 0 and "stream" not in r.output, r.output
     assert json.loads((tmp_path / "cal2" / "manifest.json").read_text())["calibration"]["stream_gaps"] is None
+
+
+def test_recordings_at_two_rates_are_no_gap(tmp_path, synth):
+    """Audit 27 #22's recordings: a ROS 2 bag with colour every 33 ms and depth every 66 ms, and a RealSense
+    recording whose depth has every other frame: no stream_gap event, exit 0 (the rate difference counted in
+    source_stats only); edge-ad run says nothing of a stall."""
+    from edge_ad.cli import main
+    bag = tmp_path / "c30d15"
+    plan = [("c", k, 0) for k in range(40)] + [("d", k, 0) for k in range(0, 40, 2)]
+    write_messages(bag, synth, sorted(plan, key=lambda m: m[1] * DT + m[2]), storage="mcap")
+    s, gaps, logs = _run(open_source(str(bag)), tmp_path, "r.jsonl")
+    assert s["frames_scored"] == 20 and s["source_stats"]["unpaired_colour"] == 20
+    assert gaps == [] and "stream_gaps" not in s and exit_status(s) == EXIT_OK and not any("gap" in m for m in logs)
+    r = CliRunner().invoke(main, ["run", "--source", str(bag), "--out", str(tmp_path / "run.jsonl"), "-q"])
+    assert r.exit_code == EXIT_OK and "stream gap" not in r.output and "stalled" not in r.output, r.output
+    rec = tmp_path / "halfdepth.db3"
+    record_realsense_db3(rec, synth, skip={(k, "depth") for k in range(1, 30, 2)})
+    s, gaps, logs = _run(open_source(str(rec)), tmp_path, "rs.jsonl")
+    assert s["frames_scored"] == 15 and gaps == [] and exit_status(s) == EXIT_OK, (s, logs)
 
 
 def test_a_realsense_recordings_colour_gap_is_said(tmp_path, synth):

@@ -4,13 +4,20 @@ Used by the ROS 2 bag reader and the RealSense recording player. Each stream's s
 non-decreasing (as recorded). A colour item is paired with the depth item nearest in time once no
 later depth can be nearer; a pair further apart than ``slop`` seconds is not made, and the
 unpaired items are counted (like message_filters' ApproximateTime, nothing is paired twice). A run of
-unpaired items of one stream BETWEEN two pairs (the other stream stalled or dropped frames mid-recording,
-not merely started later or stopped earlier) is a gap (``gaps``): its items are frames lost.
+unpaired items of one stream BETWEEN two pairs is a gap (``gaps``: frames lost) only when the other stream was
+silent there for more than ``STALL_PERIODS`` of its own usual periods (the median of its recent intervals):
+it stalled mid-recording. A steady rate difference (colour 30 fps, depth 15 fps: every other colour frame
+without a partner), a single dropped or late frame, a stream that started later or stopped earlier: counted
+only (audit 27 #22: a cadence was reported as a stall per frame).
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterator
+from statistics import median
+from typing import Any, Iterator, Optional
+
+STALL_PERIODS = 3.0       # silence of a stream, in its own usual periods, that makes its partner's drops a gap
+PERIOD_HISTORY = 16       # recent intervals of each stream its usual period is the median of
 
 
 class TimePairer:
@@ -18,8 +25,10 @@ class TimePairer:
     call ``finish()`` at the end of the streams. ``unpaired_colour`` / ``unpaired_depth`` count drops;
     ``gaps``: the runs of drops of one stream between two pairs, in the order they closed, each
     {"unpaired": "colour" | "depth" (the stream whose items went unpaired: the other one had the gap),
-    "frames": how many, "first_t", "last_t": their stamps (the streams' unit)}; drops before the first pair
-    or after the last are counted only (one stream started earlier or stopped later)."""
+    "frames": how many, "first_t", "last_t": their stamps (the streams' unit)}: drops between two pairs whose
+    other stream's messages lie more than STALL_PERIODS of its usual period apart (module doc); other drops are
+    counted only. The usual period needs a few messages of history: a stall in a stream's first frames is
+    counted only."""
 
     def __init__(self, slop: float, max_pending: int = 64):
         if slop < 0:
@@ -32,8 +41,17 @@ class TimePairer:
         self.unpaired_depth = 0
         self.gaps: list = []           # closed mid-stream gaps (see the class doc)
         self._open = {}                # stream -> the run of drops since the last pair
-        self._paired = False           # a pair was made: later drops lie after the streams' start
         self._ended = False
+        self._last = {"colour": None, "depth": None}                 # each stream's latest stamp
+        self._intervals = {"colour": deque(maxlen=PERIOD_HISTORY), "depth": deque(maxlen=PERIOD_HISTORY)}
+        self._pair_t: Optional[dict] = None       # the previous pair's stamps {"colour": tc, "depth": td}
+        self._period: dict = {}                   # each stream's usual period as of the previous pair
+
+    def _seen(self, stream: str, t: float) -> None:
+        last = self._last[stream]
+        if last is not None and t > last:
+            self._intervals[stream].append(t - last)
+        self._last[stream] = t
 
     def _drop(self, stream: str, t: float) -> None:
         """Count an unpaired item of ``stream`` at ``t``; it extends that stream's run of drops."""
@@ -47,18 +65,27 @@ class TimePairer:
         else:
             run["frames"], run["last_t"] = run["frames"] + 1, t
 
-    def _paired_now(self) -> None:
-        """A pair was made: runs of drops since the previous pair were gaps (none before the first pair)."""
-        if self._paired:
-            self.gaps += [run for run in self._open.values()]
+    def _paired_now(self, tc: float, td: float) -> None:
+        """A pair (``tc``, ``td``) was made: a run of drops since the previous pair is a gap when the other
+        stream was silent between the two pairs for more than STALL_PERIODS of its usual period (none before
+        the first pair; none without a usual period yet)."""
+        now = {"colour": tc, "depth": td}
+        for stream, run in self._open.items():
+            missing = "depth" if stream == "colour" else "colour"
+            period = self._period.get(missing)        # None before the first pair, or without history
+            if period and now[missing] - self._pair_t[missing] > STALL_PERIODS * period:
+                self.gaps.append(run)
         self._open.clear()
-        self._paired = True
+        self._pair_t = now
+        self._period = {s: (median(v) if len(v) >= 2 else None) for s, v in self._intervals.items()}
 
     def add_colour(self, t: float, item: Any) -> None:
+        self._seen("colour", float(t))
         self.colour.append((float(t), item))
         self._match()
 
     def add_depth(self, t: float, item: Any) -> None:
+        self._seen("depth", float(t))
         self.depth.append((float(t), item))
         self._match()
 
@@ -100,7 +127,7 @@ class TimePairer:
                     self._drop("depth", self.depth.popleft()[0])
                 self.depth.popleft()
                 self.pairs.append((tc, c, td, d))
-                self._paired_now()
+                self._paired_now(tc, td)
             else:
                 self._drop("colour", tc)
         # bounded memory when one stream is missing or far behind
