@@ -84,3 +84,23 @@ def test_threshold_ignores_optimiser_settings_only_when_no_step_reads_them(tmp_p
     assert Scorer.load(tmp_path / "k2").threshold == pytest.approx(0.5)
     assert Scorer.load(tmp_path / "k2", lr_theta=0.0).threshold is None          # docs/scoring-configurations.md: the fast option
     assert Scorer.load(tmp_path / "k2", config=k2.replace(lr_z=0.1)).threshold is None
+
+
+def test_an_export_without_a_threshold_says_how_to_get_one(tmp_path, tiny_generator):
+    """Audit 27 #18: a user with normal frames only (no eval threshold) exported a model without a threshold and
+    heard nothing until edge-ad run flagged nothing; edge-ad export now names both ways to one (eval with
+    anomalous frames, or calibrate on held-out normal frames), and says nothing of it when the model has one."""
+    import torch
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    torch.save(tiny_generator.state_dict(), tmp_path / "g.pt")
+    out = tmp_path / "m"
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "g.pt"), "--out", str(out), "--no-parity", "--k", "0"])
+    assert r.exit_code == 0, r.output
+    assert (f"{out} has no threshold (edge-ad run flags no frame until it has one): with anomalous frames too, "
+            "edge-ad eval writes threshold.json for --threshold-file; with normal frames only, edge-ad calibrate "
+            f"--model {out} --source HELD_OUT_NORMAL_FRAMES --out {out}-cal sets one") in r.output, r.output
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "g.pt"), "--out", str(tmp_path / "m2"), "--no-parity",
+                                  "--k", "0", "--threshold", "0.5"])
+    assert r.exit_code == 0 and "has no threshold" not in r.output, r.output

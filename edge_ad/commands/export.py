@@ -140,3 +140,8 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     click.echo(f"exported {', '.join(man['variants'])} ({', '.join(man['graphs'])}) to {out_dir} "
                f"(configuration {man['search']['name']!r}: n_seed={man['search']['n_seed']}, k={man['search']['k']}); "
                f"parity: {p.get('summary')}")
+    if not man.get("threshold"):       # edge-ad run would flag nothing: say how to get one
+        click.echo(f"{out_dir} has no threshold (edge-ad run flags no frame until it has one): with anomalous frames "
+                   "too, edge-ad eval writes threshold.json for --threshold-file; with normal frames only, "
+                   f"edge-ad calibrate --model {out_dir} --source HELD_OUT_NORMAL_FRAMES --out {out_dir}-cal sets one "
+                   "(frames not used in training)")
