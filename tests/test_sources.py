@@ -577,6 +577,22 @@ def test_sources_name_the_problem(tmp_path, kinect_root):
         frame_to_uint8(np.zeros((48, 64, 3), np.uint8), np.zeros((24, 32), np.uint8), PreprocessSpec())
 
 
+def test_a_bag_without_depth_or_colour_says_so():
+    """Audit 27 #8 (left over): a colour-only bag said "cannot tell which topic is depth among [colour]; name it"
+    as if there were several to choose from; now it says the bag has no depth topic (or no colour topic) and
+    that edge-ad needs both; several candidates are still asked to be named."""
+    from edge_ad.runtime.sources.rosbag import choose_topics
+    img = "sensor_msgs/msg/Image"
+    with pytest.raises(SourceError, match=r"bag has no depth image topic \(none named \*depth\*; its image topics: "
+                                          r"\['/cam/color'\]\): edge-ad scores colour AND depth"):
+        choose_topics({"/cam/color": img})
+    with pytest.raises(SourceError, match=r"bag has no colour image topic besides depth '/cam/depth'"):
+        choose_topics({"/cam/depth": img})
+    with pytest.raises(SourceError, match=r"cannot tell which topic is depth among \['/a/depth', '/b/depth'\]"):
+        choose_topics({"/a/depth": img, "/b/depth": img, "/cam/color": img})
+    assert choose_topics({"/cam/color": img, "/cam/depth": img}) == ("/cam/color", "/cam/depth")
+
+
 def test_dispatch_errors_are_clear(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         open_source(str(tmp_path / "nope.db3"))

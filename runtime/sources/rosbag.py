@@ -59,8 +59,12 @@ def choose_topics(topics: dict, rgb: Optional[str] = None, depth: Optional[str] 
         cands = [t for t in images if "depth" in t.lower() and t != rgb]
         aligned = [t for t in cands if "align" in t.lower()]
         cands = aligned or cands
+        if not cands:        # e.g. a colour-only recording
+            raise SourceError(f"bag has no depth image topic (none named *depth*; its image topics: {sorted(images)}): "
+                              "edge-ad scores colour AND depth; if depth was recorded under another name, name it: "
+                              "rosbag://PATH?depth=TOPIC&rgb=TOPIC")
         if len(cands) != 1:
-            raise SourceError(f"cannot tell which topic is depth among {sorted(images)}; "
+            raise SourceError(f"cannot tell which topic is depth among {sorted(cands)}; "
                               "name it: rosbag://PATH?depth=TOPIC&rgb=TOPIC")
         depth = cands[0]
     if rgb is None:
@@ -68,8 +72,12 @@ def choose_topics(topics: dict, rgb: Optional[str] = None, depth: Optional[str] 
                  and "infra" not in t.lower() and "error" not in t.lower()]
         preferred = [t for t in cands if "color" in t.lower() or "colour" in t.lower() or "rgb" in t.lower()]
         cands = preferred or cands
+        if not cands:        # e.g. a depth-only recording
+            raise SourceError(f"bag has no colour image topic besides depth {depth!r} (its image topics: "
+                              f"{sorted(images)}): edge-ad scores colour AND depth; if colour was recorded under "
+                              "another name, name it: rosbag://PATH?rgb=TOPIC&depth=TOPIC")
         if len(cands) != 1:
-            raise SourceError(f"cannot tell which topic is colour among {sorted(images)}; "
+            raise SourceError(f"cannot tell which topic is colour among {sorted(cands)}; "
                               "name it: rosbag://PATH?rgb=TOPIC&depth=TOPIC")
         rgb = cands[0]
     return rgb, depth
