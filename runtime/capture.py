@@ -834,7 +834,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
     if writer.resumed is not None:
         log(f"{out}: continuing an earlier run's results at frame index {first_index}" + ("" if live else
             " (the frame index only: this source is read from its first frame again, so frames an earlier run "
-            f"scored appear twice in {out}; edge-ad batch resumes a source where it stopped)"))
+            f"scored appear twice in {out}; edge-ad batch skips the sources it finished)"))
     elif model is not None:   # a new file: which model wrote it (a restart's resumed event says it again)
         writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
     t_start = time.perf_counter()

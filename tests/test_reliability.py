@@ -184,7 +184,7 @@ def test_restart_on_a_finite_source_says_its_frames_are_scored_again(tmp_path):
     said = [x for x in logs if "continuing" in x]
     assert said == [f"{out}: continuing an earlier run's results at frame index 3 (the frame index only: this "
                     "source is read from its first frame again, so frames an earlier run scored appear twice in "
-                    f"{out}; edge-ad batch resumes a source where it stopped)"]
+                    f"{out}; edge-ad batch skips the sources it finished)"]
     frames = [r["frame"] for r in read_lines(out) if r["type"] == "frame"]
     assert frames[:3] == frames[3:] and len(frames) == 6          # what the line warns of
 
