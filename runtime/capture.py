@@ -58,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import threading
 import time
 import traceback
@@ -75,6 +74,7 @@ from .results import ResultWriter
 from .sensor_faults import SensorFaultDetector, SensorFaultError
 from .sources.base import Frame, Source, SourceError, is_stream
 from .sources.pairing import gap_text
+from .stop_signals import stop_signals
 from .truth import TruthTally
 from .watchdog import Abandoned, FrameTimeout, ScoreWorker
 
@@ -263,29 +263,6 @@ def scorer_threshold_rate(scorer) -> Optional[float]:
 def _pct(v: RollingStats, q: float) -> Optional[float]:
     p = v.percentile(q)
     return None if p is None else round(p, 3)
-
-
-class _Signals:
-    """SIGINT/SIGTERM set ``stop`` (first time) and raise KeyboardInterrupt (second time)."""
-
-    def __init__(self, stop: threading.Event):
-        self.stop, self.name, self._old = stop, None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        if self.stop.is_set():
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
-        self.stop.set()
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def hook_name(hook) -> str:
@@ -839,7 +816,7 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
         writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
     t_start = time.perf_counter()
 
-    with (_Signals(stop) if handle_signals else _NoSignals()) as sigs:
+    with stop_signals(stop, handle_signals) as sigs:
         frames = _live_frames(run, report, reopen, backoff) if live else _recorded_frames(run, report)
         try:
             with contextlib.closing(frames):
@@ -909,13 +886,3 @@ def _summary(run: _Run, scorer, threshold, wall: float, first_index: int, writer
     if len(run.truth):      # AUROC, recall, false-alarm rate vs truth
         summary["truth"] = run.truth.metrics()
     return summary
-
-
-class _NoSignals:
-    name = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass

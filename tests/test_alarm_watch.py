@@ -213,7 +213,7 @@ def test_the_threshold_is_tested_against_its_rates_upper_bound_given_n_normal():
     upper 95 % bound (scipy's Beta quantile), not the rate as exact; no n_normal: the rate, said so."""
     for n, rate in ((50, 0.05), (400, 0.05), (400, 0.07), (300, 0.05)):
         scores = np.arange(n, dtype=float)                      # k = the frames above calibrate's quantile
-        k = int((scores > calibrate._quantile_threshold(scores, rate)).sum())
+        k = int((scores > calibrate.quantile_threshold(scores, rate)).sum())
         assert binomial.frames_above_quantile(n, rate) == k
         bound, how = watched_rate(rate, n)
         assert bound == pytest.approx(stats.beta.ppf(0.95, k + 1, n - k), rel=1e-9) and str(n) in how

@@ -51,7 +51,7 @@ def _choose(scores, fpr, model_threshold, same_rate) -> tuple:
     """(threshold, rule, test) of choose_threshold on these inputs; its scene_quantile, in every branch, is
     the scores' (1 - fpr) quantile (the calibration's threshold_scene, not recomputed by calibrate_model)."""
     choice = cal.choose_threshold(cal.ThresholdInputs(scores, fpr, model_threshold, same_rate))
-    assert choice.scene_quantile == cal._quantile_threshold(scores, fpr)
+    assert choice.scene_quantile == cal.quantile_threshold(scores, fpr)
     return choice.threshold, choice.rule, choice.test
 
 
@@ -76,7 +76,7 @@ def test_model_threshold_kept_when_the_scene_is_consistent_with_its_rate():
     thr, rule, test = _choose(s, 0.04, 1.0, same_rate=True)
     assert thr == 1.0 and "model's own threshold" in rule
     assert test["frames_above_model_threshold"] == 3 and test["binomial_p"] == pytest.approx(0.3233, abs=1e-3)
-    assert cal._quantile_threshold(s, 0.04) > 1.3          # what the old rule returned
+    assert cal.quantile_threshold(s, 0.04) > 1.3          # what the old rule returned
 
 
 @pytest.mark.parametrize("n,fpr,k", [(50, 0.04, 4), (50, 0.07, 7), (50, 0.08, 7), (24, 0.07, 4), (40, 0.05, 4),
@@ -133,7 +133,7 @@ def test_a_refuted_threshold_is_raised_only_as_far_as_the_scene_asks():
     s = _scores_with(8)
     thr, rule, test = _choose(s, 0.04, 1.0, same_rate=True)
     top = np.sort(s)[::-1]
-    assert thr == top[4] and (s > thr).sum() == 4 and thr < cal._quantile_threshold(s, 0.04) == top[1]
+    assert thr == top[4] and (s > thr).sum() == 4 and thr < cal.quantile_threshold(s, 0.04) == top[1]
     assert cal.scene_exceeds(s, thr, 0.04)[1] >= cal.SCENE_TEST_ALPHA          # accepted by the same test
     assert cal.scene_exceeds(s, top[5], 0.04)[1] < cal.SCENE_TEST_ALPHA        # the next lower one is not
     assert rule.startswith("raised: 8 of 50 scene frames above the model's own threshold")
@@ -157,7 +157,7 @@ def test_one_frame_more_moves_the_threshold_by_one_frame():
 def test_other_rates_and_no_model_threshold_keep_the_quantile_rules():
     """... and their record holds the count above the threshold (no binomial test ran)."""
     s = _scores_with(3)
-    q = cal._quantile_threshold(s, 0.04)
+    q = cal.quantile_threshold(s, 0.04)
     thr, rule, test = _choose(s, 0.04, None, same_rate=True)
     assert (thr, rule) == (q, "scene quantile") and test == {"frames": 50, "frames_above_threshold": 1}
     low = _scores_with(0)                                   # every frame below the model's threshold

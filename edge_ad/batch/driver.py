@@ -264,9 +264,9 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
             log(f"source {job.uri}: FAILED: {entry['error']}")
         write_summary()
 
-    from edge_ad.runtime.capture import _NoSignals, _Signals
+    from edge_ad.runtime.stop_signals import stop_signals
     stop = threading.Event()
-    with (_Signals(stop) if handle_signals else _NoSignals()) as sigs:
+    with stop_signals(stop, handle_signals) as sigs:
         try:
             if todo:
                 engine.run(todo, out_dir, progress.update, on_result, stop=stop)

@@ -64,7 +64,7 @@ DOUBT_SHARE_ABOVE = 0.5      # more than this share of the scene's frames above 
 DOUBT_RAISE = 4.0            # or the threshold chosen more than this many times the model's own
 
 
-def _quantile_threshold(scores: np.ndarray, fpr: float) -> float:
+def quantile_threshold(scores: np.ndarray, fpr: float) -> float:
     """The threshold that flags at most ``fpr`` of ``scores`` (as models.evaluate.calibrate_threshold)."""
     return float(np.quantile(np.asarray(scores, float), 1 - fpr, method="higher"))
 
@@ -148,7 +148,7 @@ def choose_threshold(inputs: ThresholdInputs) -> ThresholdChoice:
     model's threshold was tested (kept or raised)."""
     scores, fpr, model_threshold, what = inputs.held_out, inputs.fpr, inputs.model_threshold, inputs.what
     n = len(scores)
-    quantile = _quantile_threshold(scores, fpr)
+    quantile = quantile_threshold(scores, fpr)
 
     def chosen(threshold: float, rule: str, test: Optional[dict] = None) -> ThresholdChoice:
         if test is None:                 # no test ran: the count of the threshold chosen only
