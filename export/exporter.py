@@ -75,14 +75,11 @@ from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
 
 from .batch_graphs import export_batch_graphs
 from .errors import ExportError, ParityFailed
-from .install import (EXPORT_NAMES, EXPORT_SUFFIXES, build_and_install, check_out_dir, install_export,  # noqa: F401
-                      install_in_place, keep_failed_export)
+from .install import build_and_install, check_out_dir, install_export
 from .onnx_graphs import ENCODER_INPUT, ENCODER_OUTPUT, OPSET, SCALARS, build_encoder_graph, stack_state, verify_graph
-from .parity import (FP64_GRAPH_TOLERANCE, _run_graphs, check_parity, default_parity_frames,  # noqa: F401
-                     reference_latent, reference_latent_distance, reference_z0, shift_min_parity)
+from .parity import FP64_GRAPH_TOLERANCE, _run_graphs, check_parity, default_parity_frames  # noqa: F401
 from .search_graphs import (GRAPH_BUILDERS, HEAD_CONSTS, HOST_ADAM_PANEL, HOST_HEAD_PANEL, AllSeedsGraph,  # noqa: F401
-                            GraphJob, _io_spec, _state_entries, _write_graphs, arch_of, generator_arrays,
-                            unbuilt_graphs)
+                            _io_spec, _state_entries, _write_graphs, arch_of, generator_arrays, unbuilt_graphs)
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,
