@@ -851,17 +851,17 @@ def test_scene_doubt_bounds():
 
 
 def test_calibrate_help_and_readme_say_what_the_code_does():
-    """--help: held out by 5 contiguous blocks (not leave-one-out), the shipped models' copies per shift and the
-    pixel tables; the docs (docs/calibrate.md and docs/integrity.md, moved there from README): the floor applies
-    only when the model's own threshold was set at a rate >= --fpr, the two "none" messages of the camera-shift
-    search."""
+    """--help: held out by 5 contiguous blocks (not leave-one-out), --max-shift pointing at its docs section; the
+    docs (docs/calibrate.md and docs/integrity.md, moved there from README): the camera-shift search scores each
+    moved frame where it is and measures the pixel tables, the floor applies only when the model's own threshold
+    was set at a rate >= --fpr, the two "none" messages of the camera-shift search."""
     from conftest import REPO
     from edge_ad.cli import main
     r = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=200)
     text = " ".join(r.output.split())
     assert "leave-one-out" not in text and "5 contiguous blocks" in text
     assert "--trusted-key" in text and "--sign" in text
-    assert "where it is: one copy, without the shift-min's" in text and "the pixel tables" in text
+    assert "docs/calibrate.md, 'The camera-shift search'" in text     # --max-shift's detail lives there
     assert "its FIRST N" not in text and "N frames spread evenly over a source of known length" in text and "--every K" in text
     def words(*names):
         return " ".join(" ".join((REPO / name).read_text().split()) for name in names)
@@ -869,6 +869,8 @@ def test_calibrate_help_and_readme_say_what_the_code_does():
     assert "never below the model's own: --no-floor" not in every_page
     assert "edge-ad calibrate --model runs/rect-onnx --trusted-key" in words("docs/integrity.md")
     readme = words("docs/calibrate.md")
+    assert "## The camera-shift search (`--max-shift`)" in (REPO / "docs/calibrate.md").read_text()
+    assert "where it is: one copy, without the shift-min's" in readme and "the pixel tables" in readme
     from edge_ad.runtime.calibrate import choose_camera_shift            # the messages docs/calibrate.md quotes
     assert '"scene camera shift: none ..."' in readme and '"none: the frames fit best unmoved"' in readme
     assert choose_camera_shift({(0, 0): np.zeros(6), (0, 1): np.ones(6)})[1]["said"] == "none: the frames fit best unmoved"

@@ -49,20 +49,11 @@ from .stop import unwind_on_sigterm
               "scene asks: to the lowest threshold the same test accepts; at a higher rate it floors the scene's quantile. --no-floor: the scene's quantile alone. "
               "A few dozen frames of one scene give a noisy tail quantile.")
 @click.option("--max-shift", type=click.IntRange(0, 8), default=None,
-              help="search the scene's camera shift up to N model pixels (the shift under which the model "
-                   "fits the scene's frames best: every frame scored (2N + 1)^2 times, each moved frame scored "
-                   "where it is: one copy, without the shift-min's copies and without the pixel distance's own "
-                   "shift search, which let a frame a pixel or two off fit as well (the model's own score keeps "
-                   "both); a model with a pixel memory first measures each frame's pixel distances at every "
-                   "candidate offset, once: the pixel tables) "
-                   "and undo it for every later frame, when the frames can tell (it lowers their geometric-mean "
-                   "score > 1.2x per unit of the score's latent power: 1.44x for the shipped rectangle, power 2; and they "
-                   "prefer it to no shift one by one; "
-                   "else none is undone, the model's shift is kept and the log says why); 0: keep the model's. "
-                   "Default: 3 for "
-                   "models without search steps (k = 0), 0 (off) for models with k > 0 (e.g. export --scoring "
-                   "reference), where it would take hours; an estimate of the time left is printed after the "
-                   "first shift.")
+              help="search the scene's camera shift up to N model pixels and undo it for every later frame, when "
+                   "the frames can tell (else the model's shift is kept and the log says why); 0: keep the "
+                   "model's. Default: 3 for models without search steps (k = 0), 0 (off) for models with k > 0 "
+                   "(e.g. export --scoring reference), where it would take hours. How the search scores and "
+                   "decides: docs/calibrate.md, 'The camera-shift search'.")
 @click.option("--accept-raise", is_flag=True,
               help="calibrate even on frames that look like no normal frames of the model's objects: more than half "
                    "of them above the model's own threshold, or a threshold more than 4x its own (refused without "
