@@ -382,8 +382,8 @@ class ResultWriter:
             return
         line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
         if self.paused is not None:     # no space a moment ago: first say what was lost, if that fits now
-            lost = {"type": "event", "event": "results_lost", "time": time.time(), **self.paused,
-                    "until": time.time()}
+            now = time.time()
+            lost = {"type": "event", "event": "results_lost", "time": now, **self.paused, "until": now}
             if not self._append((json.dumps(lost) + "\n").encode("utf-8")):
                 self.paused["lines"] += 1
                 self.lost_lines += 1

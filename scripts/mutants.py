@@ -314,7 +314,7 @@ MUTANTS = [
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",
-           '        raise ValueError(f"{scheme} {key} must be a whole number, got {q[key]!r}") from None',
+           '        raise ValueError(f"{scheme} {key} must be {what}, got {q[key]!r}") from None',
            "        raise", ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("model-file-click-line", "edge_ad/commands/options.py",
            "    if value is not None and os.path.isfile(value):", "    if False:",

@@ -44,25 +44,16 @@ def _query(uri: str) -> dict:
     return {k: v[-1] for k, v in q.items()}
 
 
-def _whole(scheme: str, q: dict, key: str, default=None):
-    """Query value ``key`` of a ``scheme`` URI as a whole number (``default`` when absent); ValueError naming
-    the key and the value otherwise (not Python's "invalid literal for int()")."""
+def _number(scheme: str, q: dict, key: str, default=None, kind=int):
+    """Query value ``key`` of a ``scheme`` URI as ``kind`` (int: a whole number, float: a number; ``default``
+    when absent); ValueError naming the key and the value otherwise (not Python's "invalid literal for int()")."""
     if key not in q:
         return default
     try:
-        return int(q[key])
+        return kind(q[key])
     except ValueError:
-        raise ValueError(f"{scheme} {key} must be a whole number, got {q[key]!r}") from None
-
-
-def _real(scheme: str, q: dict, key: str, default=None):
-    """Query value ``key`` as a number (``default`` when absent); ValueError naming the key and value otherwise."""
-    if key not in q:
-        return default
-    try:
-        return float(q[key])
-    except ValueError:
-        raise ValueError(f"{scheme} {key} must be a number, got {q[key]!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{scheme} {key} must be {what}, got {q[key]!r}") from None
 
 
 def _check_keys(scheme: str, q: dict, allowed: set) -> None:
@@ -178,18 +169,19 @@ def _open(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
         from .synth_source import SynthSource
         q = _query(uri)
         _check_keys("synth://", q, {"n", "anomaly_rate", "seed", "resolution"})
-        return SynthSource(n=_whole("synth://", q, "n"), anomaly_rate=_real("synth://", q, "anomaly_rate", 0.2),
-                           seed=_whole("synth://", q, "seed", 0), resolution=_whole("synth://", q, "resolution", 64))
+        return SynthSource(n=_number("synth://", q, "n"),
+                           anomaly_rate=_number("synth://", q, "anomaly_rate", 0.2, kind=float),
+                           seed=_number("synth://", q, "seed", 0), resolution=_number("synth://", q, "resolution", 64))
     if uri.startswith("realsense://"):
         from .realsense import RealSenseCamera
         serial, q = _split(uri, "realsense://")
         _check_keys("realsense://", q, {"width", "height", "fps"})
-        return RealSenseCamera(serial or None, **{k: _whole("realsense://", q, k) for k in q})
+        return RealSenseCamera(serial or None, **{k: _number("realsense://", q, k) for k in q})
     if uri.startswith("oak://"):
         from .oak import OakSource
         dev, q = _split(uri, "oak://")
         _check_keys("oak://", q, {"width", "height", "fps"})
-        return OakSource(dev or None, **{k: (_real if k == "fps" else _whole)("oak://", q, k) for k in q})
+        return OakSource(dev or None, **{k: _number("oak://", q, k, kind=float if k == "fps" else int) for k in q})
     if uri.startswith("camera://"):
         return open_camera()
     if uri.startswith("rosbag://"):
@@ -197,7 +189,7 @@ def _open(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
         path, q = _split(uri, "rosbag://")
         _check_keys("rosbag://", q, {"rgb", "depth", "slop"})
         return RosbagSource(path, rgb_topic=q.get("rgb"), depth_topic=q.get("depth"),
-                            slop=_real("rosbag://", q, "slop", 0.02), max_pixels=max_pixels)
+                            slop=_number("rosbag://", q, "slop", 0.02, kind=float), max_pixels=max_pixels)
     if uri.startswith("folder://"):
         path, q = _split(uri, "folder://")
         if q:
