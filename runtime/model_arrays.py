@@ -21,9 +21,10 @@ from .manifest import ManifestError
 _FORMAT = np.lib.format
 
 
-def _read_checked(f, where: str, shape: tuple, dtype, size: int) -> np.ndarray:
+def _read_checked(f, where: str, shape: tuple, dtype, size: int, said_by: str) -> np.ndarray:
     """One .npy stream of ``size`` bytes (header + data) -> array, refused unless its header says
-    ``dtype`` ``shape`` and the stream holds that many data bytes (checked before allocating)."""
+    ``dtype`` ``shape`` and the stream holds that many data bytes (checked before allocating). ``said_by``:
+    the file and field that gave ``shape`` (named in the refusal beside ``where``, the array's file)."""
     version = _FORMAT.read_magic(f)
     if version == (1, 0):
         got_shape, fortran, got_dtype = _FORMAT.read_array_header_1_0(f)
@@ -33,7 +34,8 @@ def _read_checked(f, where: str, shape: tuple, dtype, size: int) -> np.ndarray:
         raise ValueError(f"unsupported .npy version {version}")
     want = np.dtype(dtype)
     if got_dtype != want or tuple(got_shape) != tuple(shape):
-        raise ManifestError(f"{where} holds {got_dtype} {tuple(got_shape)}, expected {want} {tuple(shape)}")
+        raise ManifestError(f"{where} holds {got_dtype} {tuple(got_shape)}, expected {want} {tuple(shape)} "
+                            f"({said_by})")
     if got_dtype.hasobject:
         raise ManifestError(f"{where} holds Python objects")
     n = want.itemsize
@@ -75,8 +77,9 @@ class _Hashing:
 
 
 def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.float32,
-             sha256: Optional[str] = None) -> np.ndarray:
-    """``model_dir/name`` (.npy) as an array of exactly ``shape`` and ``dtype``; ManifestError otherwise.
+             sha256: Optional[str] = None, said_by: str = "manifest.json") -> np.ndarray:
+    """``model_dir/name`` (.npy) as an array of exactly ``shape`` and ``dtype``; ManifestError otherwise,
+    naming the file, both shapes and ``said_by`` (where ``shape`` comes from, e.g. "manifest.json: latent_bank.shape").
     ``sha256`` (the manifest's hex digest of the file): the array is parsed from the very bytes hashed, one
     read, and refused (ManifestError naming the file) unless the whole file has that digest: a file changed
     after the model was verified (e.g. while calibrate read a scene) is never used."""
@@ -84,7 +87,7 @@ def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.f
     try:
         with open_model_file(model_dir, name) as f:
             src = f if sha256 is None else _Hashing(f)
-            arr = _read_checked(src, where, tuple(shape), dtype, os.fstat(f.fileno()).st_size)
+            arr = _read_checked(src, where, tuple(shape), dtype, os.fstat(f.fileno()).st_size, said_by)
             if sha256 is not None:
                 while src.read(1 << 20):             # the bytes after the array count too
                     pass
@@ -99,22 +102,25 @@ def load_npy(model_dir: os.PathLike, name: str, shape: Sequence[int], dtype=np.f
         raise ManifestError(f"{where} is not a readable .npy file ({e})") from None
 
 
-def load_npz(model_dir: os.PathLike, name: str, shapes: dict, dtype=np.float32) -> dict:
+def load_npz(model_dir: os.PathLike, name: str, shapes: dict, dtype=np.float32,
+             said_by: str = "manifest.json") -> dict:
     """The arrays ``shapes`` names ({array name: shape}) from ``model_dir/name`` (.npz), each checked
     against its shape and ``dtype`` before it is read; other members are not read. ManifestError for a
-    missing member, a mismatch, or a truncated/corrupt archive."""
+    missing member, a mismatch (naming the member, both shapes and ``said_by``, where the shapes come
+    from), or a truncated/corrupt archive."""
     where = f"{model_dir}: {name}"
     try:
         with open_model_file(model_dir, name) as f, zipfile.ZipFile(f) as zf:
             members = set(zf.namelist())
             missing = sorted(n for n in shapes if f"{n}.npy" not in members)
             if missing:
-                raise ManifestError(f"{model_dir}: weights file lacks state tensors {missing[:5]}")
+                raise ManifestError(f"{where} lacks {len(missing)} of the {len(shapes)} arrays {said_by} names: "
+                                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
             out = {}
             for n, shape in shapes.items():
                 info = zf.getinfo(f"{n}.npy")
                 with zf.open(info) as member:
-                    out[n] = _read_checked(member, f"{where}[{n}]", tuple(shape), dtype, info.file_size)
+                    out[n] = _read_checked(member, f"{where}[{n}]", tuple(shape), dtype, info.file_size, said_by)
             return out
     except ManifestError:
         raise

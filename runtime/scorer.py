@@ -294,13 +294,18 @@ class Scorer:
             g = man["graphs"]["encoder"]
             # TensorRT runs the search; the small forward-only encoder runs in onnxruntime (CPU there)
             enc_providers = providers if backend == "onnxruntime" else ["CPUExecutionProvider"]
-            encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
-                                 threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
+            try:
+                encoder = OrtEncoder(str(model_dir / g["file"]), x_shape, int(lay["z_dim"]), providers=enc_providers,
+                                     threads=threads, input_name=g.get("input", "x"), output_name=g.get("output", "z"))
+            except ValueError as e:                       # its inputs or outputs are not the manifest's
+                raise ManifestError(f"{model_dir}: {g['file']} does not fit {MANIFEST}'s layout (channels, "
+                                    f"resolution, z_dim): {e}") from None
         memory = _load_latent_memory(model_dir, man, cfg) if cfg.uses_latent_bank else None
         pixels = _load_pixel_memory(model_dir, man, cfg, spec) if cfg.uses_pixel_memory else None
         # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
-                            np.dtype(lay.get("dtype", "float32")))
+                            np.dtype(lay.get("dtype", "float32")),
+                            said_by=f"{MANIFEST}: layout.state")
         # TensorRT (runtime/backends/tensorrt.py) raises TensorRTUnavailable (an ImportError) with one
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,
@@ -730,7 +735,8 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
                             "latent-memory distance (score_latent_power > 0), but this export has no latent "
                             "bank; re-export from a checkpoint that stores one")
     bank = load_npy(model_dir, entry["file"], entry["shape"], np.float32,   # header checked before reading,
-                    sha256=man["files"][entry["file"]])                    # the bytes verified, not a later swap
+                    sha256=man["files"][entry["file"]],                    # the bytes verified, not a later swap
+                    said_by=f"{MANIFEST}: latent_bank.shape")
     z_dim = int(man["layout"]["z_dim"])
     if bank.dtype != np.float32 or bank.ndim != 2 or bank.shape[1] != z_dim or len(bank) == 0 \
             or list(bank.shape) != list(entry.get("shape", bank.shape)) or not np.isfinite(bank).all():
@@ -753,7 +759,8 @@ def _load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: Prep
                             "pixel-memory distance (score_pixel_power > 0), but this export has no pixel "
                             "memory; re-export from a checkpoint that stores one (scoring['pixel_memory'])")
     frames = load_npy(model_dir, entry["file"], entry["shape"], np.uint8,   # header checked before reading,
-                      sha256=man["files"][entry["file"]])                  # the bytes verified, not a later swap
+                      sha256=man["files"][entry["file"]],                  # the bytes verified, not a later swap
+                      said_by=f"{MANIFEST}: pixel_memory.shape")
     if len(frames) > MAX_PIXEL_FRAMES:
         raise ManifestError(f"{model_dir}: {entry['file']} holds {len(frames)} frames, more than {MAX_PIXEL_FRAMES}")
     try:

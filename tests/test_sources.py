@@ -577,6 +577,26 @@ def test_sources_name_the_problem(tmp_path, kinect_root):
         frame_to_uint8(np.zeros((48, 64, 3), np.uint8), np.zeros((24, 32), np.uint8), PreprocessSpec())
 
 
+def test_a_folder_frame_whose_rgb_and_depth_sizes_differ_names_both_files(tmp_path):
+    """Audit 27 #8 (left over): a folder frame whose depth is not the colour image's size said only "RGB 64x48 and
+    depth 32x24 (W x H) sizes differ" (preprocessing does not know the files): the folder source now names the
+    frame, both files and both sizes, for a PNG and a .npy depth, and a same-size pair is read as before."""
+    root = tmp_path / "f"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for fid in ("png", "npy", "ok"):
+        Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(root / "rgb" / f"{fid}.png")
+    Image.fromarray(np.full((24, 32), 1000, np.uint16)).save(root / "depth" / "png.png")
+    np.save(root / "depth" / "npy.npy", np.full((48, 32), 1000, np.uint16))
+    Image.fromarray(np.full((48, 64), 1000, np.uint16)).save(root / "depth" / "ok.png")
+    frames = {f.id: f for f in open_source(str(root))}
+    assert frames["png"].error == (f"frame png: RGB {root}/rgb/png.png is 64x48 but depth {root}/depth/png.png is "
+                                   "32x24 (W x H): depth must be aligned to colour (the same size)")
+    assert frames["npy"].error == (f"frame npy: RGB {root}/rgb/npy.png is 64x48 but depth {root}/depth/npy.npy is "
+                                   "32x48 (W x H): depth must be aligned to colour (the same size)")
+    assert frames["ok"].error is None and frames["ok"].depth.shape == (48, 64)
+
+
 def test_a_bag_without_depth_or_colour_says_so():
     """Audit 27 #8 (left over): a colour-only bag said "cannot tell which topic is depth among [colour]; name it"
     as if there were several to choose from; now it says the bag has no depth topic (or no colour topic) and

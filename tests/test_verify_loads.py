@@ -2,7 +2,8 @@
 and the sha256 list, so a directory whose files were replaced and re-hashed (another model's weights, a
 misshapen or NaN latent bank, a float pixel memory) or whose settings Scorer.load refuses (preprocess std 0,
 a trusted augmentation the bank lacks) verified "ok", exit 0, and then `edge-ad run` refused it. Each case
-now exits 1 with Scorer.load's own line."""
+now exits 1 with Scorer.load's own line. A size mismatch names both files (the array's, and manifest.json with
+the field that gives the size) and both sizes (audit 27 #8, left over)."""
 from __future__ import annotations
 
 import json
@@ -41,14 +42,42 @@ def _bank_nan(p):
     np.save(p, b)
 
 
+def _encoder_z4(p):
+    """An encoder graph x (4, 64, 64) -> z (4,) (the channel means): the shipped input, another z_dim."""
+    from onnx import TensorProto, helper, save
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    g = helper.make_graph([helper.make_node("ReduceMean", ["x", "axes"], ["z"], keepdims=0)], "e",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64, 64])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])], [axes])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    save(model, p)
+
+
+def _first_weight_misshapen(p):
+    arrays = dict(np.load(p))
+    arrays["W0.c0"] = np.zeros(3, np.float32)
+    np.savez(p, **arrays)
+
+
 CASES = {   # name: (edit(model_dir, tiny_export_dir), what Scorer.load's line says)
     "weights-of-another-model": (lambda d, tiny: _replace("weights.npz", lambda p: shutil.copy(tiny / "weights.npz", p))(d),
-                                 r"weights"),
+                                 r"/m: weights\.npz lacks \d+ of the \d+ arrays manifest\.json: layout\.state names: "
+                                 r"\['W0\.c1', .* \.\.\.$"),
+    "weights-member-misshapen": (lambda d, tiny: _replace("weights.npz", _first_weight_misshapen)(d),
+                                 r"/m: weights\.npz\[W0\.c0\] holds float32 \(3,\), expected float32 \(\d+, \d+\) "
+                                 r"\(manifest\.json: layout\.state\)$"),
     "bank-wrong-z_dim": (lambda d, tiny: _replace("latent_bank.npy", lambda p: np.save(p, np.zeros((10, 50), np.float32)))(d),
-                         r"latent_bank\.npy holds float32 \(10, 50\), expected float32"),
+                         r"latent_bank\.npy holds float32 \(10, 50\), expected float32 \(\d+, \d+\) "
+                         r"\(manifest\.json: latent_bank\.shape\)$"),
     "bank-nan": (lambda d, tiny: _replace("latent_bank.npy", _bank_nan)(d), r"latent_bank\.npy must be a finite float32"),
     "pixel-memory-float32": (lambda d, tiny: _replace("pixel_memory.npy", lambda p: np.save(
-        p, np.load(p).astype(np.float32)))(d), r"pixel_memory\.npy holds float32 .*, expected uint8"),
+        p, np.load(p).astype(np.float32)))(d), r"pixel_memory\.npy holds float32 \((\d+, ){3}4\), expected uint8 "
+                                               r"\((\d+, ){3}4\) \(manifest\.json: pixel_memory\.shape\)$"),
+    "encoder-of-another-z_dim": (lambda d, tiny: _replace("encoder.onnx", _encoder_z4)(d),
+                                 r"/m: encoder\.onnx does not fit manifest\.json's layout \(channels, "
+                                 r"resolution, z_dim\): encoder graph maps .* -> \{'z': \[4\]\}; expected x "
+                                 r"\[4, 64, 64\] -> z \[\d+\]$"),
     "preprocess-std-0": (lambda d, tiny: _manifest(lambda m: m["preprocess"].update(std=0))(d), r"std"),
     "trusted-augment-not-in-bank": (lambda d, tiny: _manifest(
         lambda m: m["search"].update(bank_trusted_augment=["brightness:1.7"]))(d), r"brightness:1\.7"),

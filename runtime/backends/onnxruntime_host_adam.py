@@ -95,7 +95,8 @@ def load_head(model_dir: Path, man: dict, graph: dict) -> dict:
             raise ValueError(f"{info['consts']} is not among the manifest's checksummed files")
     except (KeyError, TypeError, ValueError, OSError) as e:
         raise ManifestError(f"{model_dir}: the tail graph's 'head' entry is incomplete or unusable ({e})") from None
-    consts = load_npy(model_dir, info["consts"], (2 * dims.c0,), np.float32)   # header checked before reading
+    consts = load_npy(model_dir, info["consts"], (2 * dims.c0,), np.float32,   # header checked before reading
+                      said_by="manifest.json: 2 x the tail graph's head.dims.c0")
     by_name = {st["name"]: st for st in graph.get("state") or []}
     want = {"W0.c0": ([1, dims.z_dim, dims.n0], None), "bn0.gamma": ([1, dims.c0], None),
             "bn0.beta": ([1, dims.c0], None),

@@ -126,7 +126,8 @@ def grow_memories(model_dir: Path, manifest: dict, cfg, scene: dict, spec, augme
     pixel_distances = None
     if cfg.uses_pixel_memory:
         original_frames = load_npy(model_dir, pixel_entry["file"], pixel_entry["shape"], np.uint8,   # (N0, R, R, 4)
-                                   sha256=manifest["files"][pixel_entry["file"]])     # the verified bytes, or refused
+                                   sha256=manifest["files"][pixel_entry["file"]],     # the verified bytes, or refused
+                                   said_by="manifest.json: pixel_memory.shape")
         # the scene's frames as scored (its colour gain applied), the memory's stored form
         new_pixels = np.concatenate([original_frames, in_model_light(np.stack(scene["u8"]), spec)])   # (N0 + n, R, R, 4)
         memory = PixelMemory(new_pixels, spec, pixel_entry.get("augment") or [])
@@ -137,7 +138,8 @@ def grow_memories(model_dir: Path, manifest: dict, cfg, scene: dict, spec, augme
         out.pixels = new_pixels
     if cfg.uses_latent_bank:
         original = load_npy(model_dir, bank_entry["file"], bank_entry["shape"], np.float32,   # header checked, no symlinks,
-                            sha256=manifest["files"][bank_entry["file"]])            # the verified bytes, or refused
+                            sha256=manifest["files"][bank_entry["file"]],            # the verified bytes, or refused
+                            said_by="manifest.json: latent_bank.shape")
         out.scores = held_out_scores(scene["base"], scene["latents"], original, cfg, blocks=blocks,
                                      shifted_latents=scene["shifted_latents"], augment=augment,
                                      pixel_distances=pixel_distances)

@@ -118,7 +118,8 @@ def read_pair_from(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -
     except Exception as e:  # PIL raises many types for corrupt files
         raise SourceError(f"frame {fid}: unreadable RGB {rgb_path}: {e}") from None
     if depth_path.suffix.lower() == ".npy":
-        return rgb, _read_npy_depth(depth_path, fid, max_pixels), depth_path
+        depth = _read_npy_depth(depth_path, fid, max_pixels)
+        return rgb, _same_size(fid, rgb, rgb_path, depth, depth_path), depth_path
     try:
         with _open_checked(depth_path, max_pixels, "depth") as im:
             im.load()
@@ -133,7 +134,16 @@ def read_pair_from(root: os.PathLike, fid: str, max_pixels=DEFAULT_MAX_PIXELS) -
         raise SourceError(str(e) if str(e).startswith("frame ") else f"frame {fid}: {e}") from None
     except Exception as e:
         raise SourceError(f"frame {fid}: unreadable depth {depth_path}: {e}") from None
-    return rgb, depth, depth_path
+    return rgb, _same_size(fid, rgb, rgb_path, depth, depth_path), depth_path
+
+
+def _same_size(fid: str, rgb: np.ndarray, rgb_path: Path, depth: np.ndarray, depth_path: Path) -> np.ndarray:
+    """``depth`` (H, W) when it is the size of ``rgb`` (H, W, 3); SourceError naming both files and sizes
+    otherwise (preprocessing would refuse the pair without knowing which files they came from)."""
+    if depth.shape[:2] != rgb.shape[:2]:
+        raise SourceError(f"frame {fid}: RGB {rgb_path} is {rgb.shape[1]}x{rgb.shape[0]} but depth {depth_path} is "
+                          f"{depth.shape[1]}x{depth.shape[0]} (W x H): depth must be aligned to colour (the same size)")
+    return depth
 
 
 def _npy_problem(path: Path) -> Optional[str]:
