@@ -118,7 +118,7 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
         source, stage, search=search, chunk_bytes=chunk_bytes, unrolled=unrolled, parity_frames=parity_frames,
         parity=parity, tolerance=tolerance, check_fp64=check_fp64, parity_seed=parity_seed, threads=threads,
         threshold=threshold, encoder=encoder, latent_bank=latent_bank, targets=targets, sign_key=sign_key,
-        preprocess=preprocess, log=log, pixel_memory=pixel_memory))
+        preprocess=preprocess, log=log, pixel_memory=pixel_memory), log=log)
 
 
 def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,

@@ -1,7 +1,8 @@
 """Where an export is written: the output directory's safety checks and the atomic install (pure Python:
 no torch, no onnx, so calibrate and other torch-free callers can use it).
 
-The export is built in a hidden sibling of ``out_dir`` (``.<name>.export-<hex>``) and moved into place
+The export is built in a hidden sibling of ``out_dir`` (``.<name>.export-<hex>``, with its owner record beside
+it: runtime/staging.py, which also removes the ones killed exports left) and moved into place
 only when it is complete and its parity check passed (``build_and_install``); an earlier export in
 ``out_dir`` is swapped out in one step (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames) and
 deleted, so a model directory is always either the old working export or the new one. A failed parity
@@ -18,10 +19,11 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from edge_ad.runtime.manifest import MANIFEST
 from edge_ad.runtime.signing import SIGNATURE
+from edge_ad.runtime.staging import make_stage, remove_stage
 
 from .errors import ExportError, ParityFailed
 
@@ -162,19 +164,21 @@ def keep_failed_export(stage: Path, out_dir: Path) -> Path:
         failed = out_dir.with_name(f"{out_dir.name}.failed-{n}")
 
 
-def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T]) -> T:
+def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T],
+                      log: Optional[Callable[[str], None]] = None) -> T:
     """Run ``build(stage)`` in a new hidden sibling ``stage`` of ``out_dir`` and install the result in
     ``out_dir`` (install_export); returns what ``build`` returned. ``out_dir`` is checked first
     (check_out_dir); a symlink is followed (the directory it points to is replaced, the link kept). When
     ``build`` raises ParityFailed, ``out_dir`` is left unchanged, the failed export is kept
-    (keep_failed_export) and ExportError says where; any other error removes the stage."""
+    (keep_failed_export) and ExportError says where; any other error removes the stage. Staging
+    directories that killed exports or calibrates left in the parent are removed first (runtime/staging.py;
+    one line each to ``log``)."""
     out_dir = Path(os.path.abspath(out_dir))   # "." and ".." have no name to put the staging dir beside
     if out_dir.is_symlink():
         out_dir = out_dir.resolve()    # replace the directory the link points to, keep the link
     check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.with_name(f".{out_dir.name}.export-{uuid.uuid4().hex[:8]}")
-    stage.mkdir()                      # (the umask's permissions, as out_dir.mkdir gave them)
+    stage = make_stage(out_dir, "export", log)      # with its owner record, after sweeping stale ones
     try:
         try:
             result = build(stage)
@@ -184,5 +188,5 @@ def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T]) -> T:
                               f"and its report: {failed / MANIFEST}") from None
         install_export(stage, out_dir)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)   # gone already unless something failed on the way
+        remove_stage(stage)            # the stage is gone already unless something failed; then its record
     return result

@@ -173,3 +173,66 @@ def test_an_export_stopped_by_sigterm_leaves_no_staging_directory(tmp_path, tiny
     assert p.returncode == 128 + signal.SIGTERM, output
     assert not list(tmp_path.glob(".model.export-*")) and not out.exists(), sorted(os.listdir(tmp_path))
     assert "Traceback" not in output, output
+
+
+def test_a_killed_exports_staging_directory_is_removed_by_the_next_export(tmp_path, tiny_generator):
+    """SIGKILL (the OOM killer, a power cut) cannot be unwound: the killed export's .OUT.export-HEX stays. Its owner
+    record (PID, start time, host) lets the next export into the same parent remove it, saying so, while it
+    leaves a live process's staging directory, one without an owner record (reported) and everything that is
+    not a staging directory as they were (runtime/staging.py)."""
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from edge_ad.runtime import staging
+    ckpt = tmp_path / "g.pt"
+    torch.save(tiny_generator.state_dict(), ckpt)
+    live = staging.make_stage(tmp_path / "busy", "export")        # this (running) process's: never removed
+    (live / "part.onnx").write_bytes(b"x")
+    unowned = tmp_path / ".old.export-0123abcd"                   # an older edge-ad's: reported, kept
+    unowned.mkdir()
+    foreign = staging.make_stage(tmp_path / "far", "export")      # written on another host: reported, kept
+    record = json.loads(staging.owner_path(foreign).read_text())
+    staging.owner_path(foreign).write_text(json.dumps({**record, "host": socket.gethostname() + "-other"}))
+    mine = {tmp_path / n for n in (".m.export-xyz", ".model.exported-0123abcd", "model.export-0123abcd")}
+    for d in mine:                                                # names that are not staging names: untouched
+        d.mkdir()
+    exe = Path(sys.executable).with_name("edge-ad")
+    p = subprocess.Popen([str(exe), "export", str(ckpt), "--out", str(tmp_path / "model"), "--k", "19"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not [d for d in tmp_path.glob(".model.export-*") if d.is_dir()] and p.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)                                      # inside the export (graphs being written)
+    p.kill()
+    p.wait(timeout=60)
+    killed = [d for d in tmp_path.glob(".model.export-*") if d.is_dir()]
+    assert p.returncode == -signal.SIGKILL and len(killed) == 1, sorted(os.listdir(tmp_path))
+    killed = killed[0]
+    assert json.loads(staging.owner_path(killed).read_text())["pid"] == p.pid
+
+    lines = []
+    export_model(tiny_generator, tmp_path / "next", search=SearchConfig(k=0, n_seed=1), parity=False,
+                 log=lines.append)
+    assert not killed.exists() and not staging.owner_path(killed).exists()
+    removed = [line for line in lines if line.startswith("removed ")]
+    assert len(removed) == 1 and re.fullmatch(
+        rf"removed {re.escape(str(killed))} \(\d+\.\d MB\): the staging directory of an export into "
+        rf"{re.escape(str(tmp_path / 'model'))} by process {p.pid}, made \S+Z; the process ended "
+        r"without removing it \(killed\)", removed[0]), lines
+    assert live.is_dir() and (live / "part.onnx").exists() and staging.owner_path(live).exists()
+    assert unowned.is_dir() and any(f"{unowned} looks like the staging directory of an export that was interrupted "
+                                    "but has no owner record" in line for line in lines), lines
+    assert foreign.is_dir() and any(f"{foreign} is the staging directory of process {os.getpid()} on host "
+                                    in line for line in lines), lines
+    assert all(d.is_dir() for d in mine) and (tmp_path / "next" / "manifest.json").exists()
+    assert not [line for line in lines if str(live) in line]       # a live one is not even mentioned
+    staging.remove_stage(live)
+    staging.remove_stage(foreign)

@@ -1,7 +1,8 @@
 """SIGTERM for the commands that build a new directory under a hidden temporary name (export's
 ``.OUT.export-HEX``, calibrate's ``.OUT.calibrating-PID``): Python's default SIGTERM ends the process without
 unwinding, so their clean-up (``finally`` / ``except BaseException``) never ran and every stopped export
-(``timeout``, systemd, a cluster's preemption) left tens of MB behind, hidden, which no later run removes."""
+(``timeout``, systemd, a cluster's preemption) left tens of MB behind, hidden. (SIGKILL cannot be unwound: the
+next export or calibrate into the same parent removes what a killed one left, runtime/staging.py.)"""
 from __future__ import annotations
 
 import signal

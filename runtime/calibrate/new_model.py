@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..manifest import MANIFEST, load_manifest, sha256_file
+from ..staging import make_stage, remove_stage
 from .errors import CalibrationError
 from .memories import SceneMemories
 
@@ -62,15 +63,15 @@ def calibrated_manifest(manifest: dict, spec, threshold: dict, memory_entries: d
 
 
 def write_model_dir(model_dir: Path, out_dir: Path, manifest: dict, new: dict, memories: SceneMemories,
-                    sign_key=None) -> None:
+                    sign_key=None, log=None) -> None:
     """Write ``out_dir``: the files of ``model_dir`` (as its ``manifest`` lists them) copied, the grown
     ``memories`` saved over theirs, the ``new`` manifest with every file's sha256 (``new["files"]`` updated),
     verified as Scorer.load would and signed with ``sign_key`` (a loaded private key) when given; under a
-    temporary name, renamed when complete (removed on any error)."""
-    tmp = out_dir.parent / f".{out_dir.name}.calibrating-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    temporary name (``.OUT.calibrating-PID`` with its owner record: runtime/staging.py, which first removes
+    the staging directories killed runs left in the parent, one line each to ``log``), renamed when complete
+    (removed on any error)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_stage(out_dir, "calibrating", log)
     try:
         for name in manifest["files"]:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +84,8 @@ def write_model_dir(model_dir: Path, out_dir: Path, manifest: dict, new: dict, m
             from ..signing import sign_model
             sign_model(tmp, sign_key)                 # manifest.sig of the new manifest
         install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        remove_stage(tmp)                             # renamed away unless something failed; then its record
 
 
 def install(tmp: Path, out_dir: Path) -> None:

@@ -115,7 +115,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               **threshold_record(choice, inputs, warning), **memories.record()}
     threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now)
     new = calibrated_manifest(man, spec, threshold, memories.manifest_entries(source, gain, now), record)
-    write_model_dir(model_dir, out_dir, man, new, memories, sign_key)
+    write_model_dir(model_dir, out_dir, man, new, memories, sign_key, log)
     if on_threshold_inputs is not None:        # what the threshold rule read, for offline studies of the rule
         on_threshold_inputs(inputs)
     return new
