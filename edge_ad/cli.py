@@ -61,8 +61,10 @@ class LazyGroup(click.Group):
         try:
             mod = importlib.import_module(f"edge_ad.commands.{COMMANDS[name]}")
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("edge_ad.commands"):
-                return None
+            if e.name and (e.name == "edge_ad.commands" or e.name.startswith("edge_ad.commands.")):
+                raise click.ClickException(       # the install itself is broken: "No such command" would hide it
+                    f"'edge-ad {name}': this install of edge-ad lacks its command module {e.name}; reinstall "
+                    "edge-ad (pip install --force-reinstall --no-deps edge-ad, or the wheel / checkout)") from None
             missing = e.name or str(e)
 
             @click.command(name, help=f"(unavailable: needs the Python package {missing!r})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,12 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_WHEEL_BYTES = 10 * 1024 * 1024
 
 
+def _checkout_files() -> list:
+    """The checkout's files (tracked and untracked, not ignored), relative paths; outside git (the copy
+    scripts/mutants.py tests, which holds only those): every file but bytecode caches."""
+    r = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True)
+    if r.returncode == 0:
+        return [f for f in r.stdout.decode().split("\0") if f]
+    return [str((Path(root) / f).relative_to(REPO)) for root, dirs, files in os.walk(REPO)
+            for f in files if "__pycache__" not in Path(root).parts]
+
+
 def _source_tree(dst: Path) -> Path:
     """The checkout's files (tracked and untracked, not ignored) copied to ``dst``: a clean build with no
     stale build/ or egg-info of an editable install."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for f in filter(None, files):
+    for f in _checkout_files():
         src = REPO / f
         if src.is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +69,61 @@ def test_the_demo_export_ships_inside_the_runtime_package(wheel):
         assert f"edge_ad/runtime/demo/{name}" in z.namelist(), name
     shipped = {n.split("/", 3)[3] for n in z.namelist() if n.startswith("edge_ad/runtime/demo/")}
     assert shipped == set(man["files"]) | {"manifest.json"}    # and nothing else
+
+
+def _package_modules() -> list:
+    """(checkout path, path in the wheel) of every tracked module of an edge_ad package: the .py files of each
+    folder of edge_ad/, runtime/, export/, models/, jetson/, benchmarks/ that is a package (an __init__.py
+    there and in each folder above it), runtime/... shipped as edge_ad/runtime/... (pyproject's package-dir)."""
+    out = []
+    for f in _checkout_files():
+        parts = Path(f).parts
+        if parts[0] not in ("edge_ad", "runtime", "export", "models", "jetson", "benchmarks") or \
+                not f.endswith(".py") or not (REPO / f).is_file():
+            continue
+        if all((REPO / Path(*parts[:i]) / "__init__.py").is_file() for i in range(1, len(parts))):
+            out.append((f, f if parts[0] == "edge_ad" else f"edge_ad/{f}"))
+    return out
+
+
+def test_the_wheel_ships_every_module_and_its_commands_run(wheel, tmp_path):
+    """Audit 28 #2: pyproject's package list lacked edge_ad.commands, so a non-editable install (the wheel:
+    jetson/install.sh, the Dockerfile, pip install .) had no command at all ("No such command 'run'") while
+    `edge-ad --help` exited 0. Every package module is in the wheel, and the wheel's own edge-ad (unpacked,
+    first on the path) lists and runs its commands."""
+    from edge_ad.cli import COMMANDS
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = _package_modules()
+    assert {f"edge_ad/commands/{m}.py" for m in COMMANDS.values()} <= {w for _, w in modules}
+    assert [f for f, w in modules if w not in names] == []
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), PYTHONDONTWRITEBYTECODE="1")
+    probe = subprocess.run([sys.executable, "-c", "import edge_ad.cli as c; print(c.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True)
+    assert probe.stdout.startswith(str(tmp_path / "site")), probe.stdout + probe.stderr   # the wheel's code
+    r = subprocess.run([sys.executable, "-m", "edge_ad", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    listed = r.stdout.split("Commands:")[1].split()
+    assert set(COMMANDS) <= set(listed), r.stdout
+    r = subprocess.run([sys.executable, "-m", "edge_ad", "run", "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--source" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_command_module_missing_from_the_install_is_named_not_no_such_command(monkeypatch):
+    """A broken install (a command's module absent) said "No such command 'run'": now one line naming the
+    missing module and the fix, exit 1, also for `edge-ad --help` (the Dockerfile's build check)."""
+    from click.testing import CliRunner
+
+    from edge_ad import cli
+    monkeypatch.setitem(cli.COMMANDS, "run", "no_such_module")
+    for args in (["run", "--help"], ["--help"]):
+        res = CliRunner().invoke(cli.main, args)
+        assert res.exit_code == 1, res.output
+        assert res.output.strip() == ("Error: 'edge-ad run': this install of edge-ad lacks its command module "
+                                      "edge_ad.commands.no_such_module; reinstall edge-ad (pip install "
+                                      "--force-reinstall --no-deps edge-ad, or the wheel / checkout)"), res.output
 
 
 def _imports(path: Path) -> set:
