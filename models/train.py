@@ -62,6 +62,23 @@ class TrainState:
     history: dict = field(default_factory=lambda: {"epoch": [], "loss_g": [], "loss_d": [], "seconds": []})
 
 
+# data summary fields (models/data.summarize) measured from the frames, not naming them: not compared on resume
+DERIVED_DATA_FIELDS = ("foreground_fraction",)
+
+
+def _changes(old: dict, new: dict) -> str:
+    """'key old -> new' for each key whose value differs between two dicts (missing: None)."""
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+
+
+def _data_text(d: dict) -> str:
+    """A data summary (models/data.summarize) in words: source, class and split when given, frames, id hash."""
+    where = " ".join(str(x) for x in (d.get("source"), d.get("cls") and f"class {d['cls']}",
+                                       d.get("split") and f"split {d['split']}") if x)
+    return f"{where or 'unnamed data'} ({d.get('n_frames')} frames, ids {d.get('ids_sha256_16')})"
+
+
 def _gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
@@ -108,8 +125,16 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     ck = dist.broadcast(ck)
     if ck is not None:
         stored = {**ADDED_FIELDS, **(ck["train"].get("config") or {})}   # runs from before a field existed
-        if stored != asdict(cfg) | {"epochs": stored.get("epochs")}:
-            raise ValueError(f"{ckpt_path} was trained with a different configuration; use another --out")
+        now = asdict(cfg) | {"epochs": stored.get("epochs")}
+        if stored != now:
+            raise ValueError(f"{ckpt_path} was trained with a different configuration ({_changes(stored, now)}); "
+                             "use another --out")
+        stored_data = {k: v for k, v in (ck["train"].get("data") or {}).items() if k not in DERIVED_DATA_FIELDS}
+        new_data = {k: v for k, v in (data_summary or {}).items() if k not in DERIVED_DATA_FIELDS}
+        if stored_data and new_data and stored_data != new_data:     # {}: not recorded / not given (API)
+            raise ValueError(f"{ckpt_path} was trained on {_data_text(stored_data)}; this run's data is "
+                             f"{_data_text(new_data)} ({_changes(stored_data, new_data)}): resuming would mix "
+                             "the two; use another --out")
         stored_spec = ck.get("preprocess")
         if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
             raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "

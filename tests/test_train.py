@@ -76,8 +76,8 @@ def test_resume_equals_uninterrupted(tmp_path, rect_train):
     assert b["train"]["epoch"] == 4
     for k, v in a["generator"].items():
         assert torch.equal(v, b["generator"][k]), k
-    with pytest.raises(ValueError, match="different configuration; use another --out$"):   # not --no-resume
-        train(arr, tmp_path / "a", TrainConfig(epochs=5, **{**kw, "lr": 1e-3}), **quiet)
+    with pytest.raises(ValueError, match=r"different configuration \(lr 0\.0001 -> 0\.001\); use another --out$"):
+        train(arr, tmp_path / "a", TrainConfig(epochs=5, **{**kw, "lr": 1e-3}), **quiet)      # not --no-resume
     gray = PreprocessSpec(colour_norm="gray", colour_reference=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="other preprocessing"):   # same config, other normalisation
         train(arr, tmp_path / "a", TrainConfig(epochs=5, **kw), spec=gray, **quiet)
@@ -91,6 +91,32 @@ def test_resume_equals_uninterrupted(tmp_path, rect_train):
     assert (tmp_path / "a" / "last.pt").read_bytes() == before
     train(arr, tmp_path / "c", TrainConfig(epochs=1, **kw), resume=False, **quiet)     # a new --out: trains
     assert read_checkpoint(tmp_path / "c" / "last.pt")["train"]["epoch"] == 1
+
+
+def test_resume_on_other_data_is_refused_naming_both(tmp_path, rect_train):
+    """Audit 28 #1: a rerun with another --class (or --data) into the same --out resumed the checkpoint on the
+    new frames without a word, and last.pt then claimed the new data. Now refused naming both data sets and
+    what differs, last.pt byte for byte unchanged; the same data (its derived foreground share aside) resumes."""
+    from edge_ad.models.data import summarize
+    ids, arr = rect_train
+    kw = dict(objective="bce", batch_size=32, features_g=4, features_d=4, sample_every=0, seed=3)
+    quiet = dict(progress=False, log=lambda *_: None)
+    rect = summarize(ids, arr, "/data/kinect-rgbd", dataset="kinect-rgbd", cls="rectangle", split="train")
+    train(arr, tmp_path, TrainConfig(epochs=1, **kw), data_summary=rect, **quiet)
+    before = (tmp_path / "last.pt").read_bytes()
+    sphere = {**rect, "cls": "sphere"}               # the same frame ids in another class folder
+    with pytest.raises(ValueError, match=rf"last\.pt was trained on /data/kinect-rgbd class rectangle split train "
+                                         rf"\({len(ids)} frames, ids {rect['ids_sha256_16']}\); this run's data is "
+                                         r"/data/kinect-rgbd class sphere split train .*\(cls 'rectangle' -> "
+                                         r"'sphere'\): resuming would mix the two; use another --out$"):
+        train(arr, tmp_path, TrainConfig(epochs=2, **kw), data_summary=sphere, **quiet)
+    other = summarize(ids[:-1], arr[:-1], "/data/mine")
+    with pytest.raises(ValueError, match=r"this run's data is /data/mine \(.*n_frames .*source '/data/kinect-rgbd' "
+                                         r"-> '/data/mine'"):
+        train(arr[:-1], tmp_path, TrainConfig(epochs=2, **kw), data_summary=other, **quiet)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    train(arr, tmp_path, TrainConfig(epochs=2, **kw), data_summary={**rect, "foreground_fraction": 0.5}, **quiet)
+    assert read_checkpoint(tmp_path / "last.pt")["train"]["epoch"] == 2
 
 
 def test_augment_flips_and_shifts_keep_depth_values():
