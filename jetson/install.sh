@@ -115,7 +115,7 @@ run mkdir -p "$PREFIX"
 run python3 -m venv --system-site-packages "$PREFIX/venv"
 PIP="$PREFIX/venv/bin/pip"
 run "$PIP" install --upgrade pip
-run "$PIP" install "$CUDA_PYTHON" "numpy>=1.23" "click>=8.1" "pillow>=9.0" "rosbags>=0.9.20" "rich>=13"
+run "$PIP" install "$CUDA_PYTHON" "numpy>=1.23" "click>=8.1" "pillow>=9.0" "rich>=13" "cryptography>=41" "rosbags>=0.10"
 if [ -n "$ORT_WHEEL" ]; then
   run "$PIP" install "$ORT_WHEEL"        # onnxruntime-gpu, Jetson build (CUDA EP)
 else

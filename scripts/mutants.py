@@ -337,6 +337,8 @@ MUTANTS = [
     Mutant("train-resume-any-data", "models/train.py",
            "        if stored_data and new_data and stored_data != new_data:", "        if False:",
            ("tests/test_train.py", "-k", "other_data")),
+    Mutant("kit-without-cryptography", "jetson/install.sh", '"rich>=13" "cryptography>=41" "rosbags>=0.10"',
+           '"rich>=13" "rosbags>=0.10"', ("tests/test_jetson.py", "-k", "base_dependency")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

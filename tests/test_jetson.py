@@ -112,6 +112,21 @@ def test_dockerfile_basics():
     assert "edge-ad" in text.splitlines()[-1] and "--backend" in text.splitlines()[-1]
 
 
+def test_the_kit_installs_every_base_dependency():
+    """Audit 28 #3: install.sh and the Dockerfile install edge-ad with --no-deps (onnxruntime-gpu must not be
+    shadowed) after an explicit list that lacked cryptography, so signed models could not be checked on the robot
+    ("signed models need the 'cryptography' package"). Each kit's list holds every base dependency of pyproject
+    but onnxruntime (installed on its own line), and the camera extra's rosbags, with pyproject's bounds."""
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [d for d in project["dependencies"] if not d.startswith("onnxruntime")]
+    wanted += [d for d in project["optional-dependencies"]["camera"] if d.startswith("rosbags")]
+    for kit in ("install.sh", "Dockerfile"):
+        (line,) = [ln for ln in (JET / kit).read_text().splitlines() if '"click>=' in ln and "install" in ln]
+        assert [d for d in wanted if f'"{d}"' not in line] == [], (kit, line)
+        assert "onnxruntime>=" in (JET / kit).read_text()
+
+
 def test_readme_budget_matches_budget_module():
     """The README's latency table is what budget.py computes (no stale hand-edited numbers)."""
     from edge_ad.jetson.budget import DEVICES, frame_cost, latency_ms
