@@ -29,7 +29,7 @@ BATCH = "batch"   # the free batch dimension's name
 
 def build_final_batch_graph(params: dict, bn_stats: dict, arch: Arch) -> onnx.ModelProto:
     """The k = 0 final pass over a batch of frames. params: the generator's float64 state by torch
-    name (export.exporter.generator_arrays); bn_stats: {l: (running_mean, running_var)}."""
+    name (export.search_graphs.generator_arrays); bn_stats: {l: (running_mean, running_var)}."""
     S, C, R, Z = arch.n_seed, arch.channels, arch.resolution, arch.z_dim
     dt = np.float32
     nodes, inits = [], []

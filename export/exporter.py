@@ -75,11 +75,10 @@ from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
 
 from .batch_graphs import export_batch_graphs
 from .errors import ExportError, ParityFailed
-from .install import build_and_install, check_out_dir, install_export
+from .install import build_and_install
 from .onnx_graphs import ENCODER_INPUT, ENCODER_OUTPUT, OPSET, SCALARS, build_encoder_graph, stack_state, verify_graph
-from .parity import FP64_GRAPH_TOLERANCE, _run_graphs, check_parity, default_parity_frames  # noqa: F401
-from .search_graphs import (GRAPH_BUILDERS, HEAD_CONSTS, HOST_ADAM_PANEL, HOST_HEAD_PANEL, AllSeedsGraph,  # noqa: F401
-                            _io_spec, _state_entries, _write_graphs, arch_of, generator_arrays, unbuilt_graphs)
+from .parity import check_parity, default_parity_frames
+from .search_graphs import HEAD_CONSTS, arch_of, generator_arrays, io_spec, state_entries, write_graphs
 
 
 def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig] = None,
@@ -160,7 +159,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     params, bn = generator_arrays(G)
     arch = arch_of(G, cfg.n_seed, chunk_bytes, np.float32)
     chosen = variants.for_export(cfg, targets, unrolled)
-    graphs = _write_graphs(G, bn, cfg, arch, out_dir, variants.graphs_for_export(cfg, chosen))
+    graphs = write_graphs(G, bn, cfg, arch, out_dir, variants.graphs_for_export(cfg, chosen))
     chosen = [v for v in chosen if set(variants.graphs_for_export(cfg, [v])) <= set(graphs)]
     checks = {name: g["check"] for name, g in graphs.items()}
     enc_layers = encoder_layers(E) if E is not None else None    # float64 copies, used by both encoder graphs
@@ -170,7 +169,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         checks["encoder"] = verify_graph(model, np.float32)
         onnx.save(model, str(out_dir / "encoder.onnx"))
         enc_cfg = E.cfg.to_dict() if hasattr(E.cfg, "to_dict") else None
-        graphs["encoder"] = {"file": "encoder.onnx", **_io_spec(model), "nodes": len(model.graph.node),
+        graphs["encoder"] = {"file": "encoder.onnx", **io_spec(model), "nodes": len(model.graph.node),
                              "check": checks["encoder"], "role": "z_init", "config": enc_cfg,
                              "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
                              "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
@@ -200,7 +199,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
             "n_seed": cfg.n_seed, "z_dim": G.cfg.z_dim, "channels": G.cfg.channels,
             "resolution": G.cfg.resolution, "dtype": "float32", "weights": "weights.npz",
             "chunk_bytes": chunk_bytes, "col_order": arch.col_order,
-            "state": _state_entries(arch),
+            "state": state_entries(arch),
             "weights_layout": "weights.npz holds one copy (shape[1:]) per state tensor; tile to n_seed. "
                               "ConvT weights (C_in, C_out, 4, 4) are stored as (C_in, 16*C_out) GEMM "
                               "columns: layer 0 (c, kh, kw); stride-2 layers (a, c', b, d, c) with "

@@ -78,8 +78,12 @@ def reference_z0(e: np.ndarray, cfg: SearchConfig, seed: Optional[int]) -> np.nd
     return z0.astype(np.float32)
 
 
-def _run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, arch: Arch, mode: str,
-                x: np.ndarray, z0: np.ndarray, threads: Optional[int]) -> dict:
+def run_graphs(models: dict, pristine: dict, shapes: dict, cfg: SearchConfig, arch: Arch, mode: str,
+               x: np.ndarray, z0: np.ndarray, threads: Optional[int]) -> dict:
+    """Run the search on the in-memory graphs ``models`` ({graph name: ModelProto}) with onnxruntime's CPU
+    provider, as the runtime does (OrtSearch, ``mode`` a variant's mode): x (C, R, R) one preprocessed
+    frame, z0 (n_seed, z_dim); pristine: the state tensors {name: array of shapes[name]}. Returns
+    OrtSearch.run's {seed_losses (n_seed,), error_map (R, R), recon, z, steps_s, final_s}."""
     from edge_ad.runtime.backends.onnxruntime_backend import OrtSearch
     graphs = {k: m.SerializeToString() for k, m in models.items()}
     s = OrtSearch(graphs, pristine, shapes, cfg, arch.z_dim, (arch.channels, arch.resolution, arch.resolution),
@@ -192,7 +196,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         row["rel_diff"] = max([r["rel_diff"] for r in row["variants"].values()]
                               + [r["rel_diff"] for r in row.get("z_only", {}).get("variants", {}).values()])
         if check_fp64:
-            r64 = _run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
+            r64 = run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
             row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
         rows.append(row)
         log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f}; "

@@ -36,7 +36,8 @@ def arch_of(G, n_seed: int, chunk_bytes: int = 1 << 20, dtype=np.float32) -> Arc
                 resolution=G.cfg.resolution, chunk_bytes=chunk_bytes, dtype=np.dtype(dtype))
 
 
-def _io_spec(model: onnx.ModelProto) -> dict:
+def io_spec(model: onnx.ModelProto) -> dict:
+    """The manifest's description of a graph's inputs and outputs: [{name, shape, dtype}] each."""
     def one(vi):
         t = vi.type.tensor_type
         return {"name": vi.name, "shape": [d.dim_value for d in t.shape.dim],
@@ -44,7 +45,7 @@ def _io_spec(model: onnx.ModelProto) -> dict:
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
-def _state_entries(arch: Arch) -> list:
+def state_entries(arch: Arch) -> list:
     """The manifest's description of a graph's state tensors (name, torch param, stacked shape, GEMM
     columns, and the panel width of a weight stored in column panels)."""
     return [{"name": s.name, "param": s.param, "shape": list(s.shape), "cols": list(s.cols) if s.cols else None,
@@ -86,7 +87,7 @@ class AllSeedsGraph:
     def __call__(self, name: str, job: GraphJob) -> dict:
         model, check = self.model(name, job.arch, job.bn, job.cfg, np.float32)
         onnx.save(model, str(job.out_dir / f"{name}.onnx"))
-        return {"file": f"{name}.onnx", **_io_spec(model), "nodes": len(model.graph.node), "check": check,
+        return {"file": f"{name}.onnx", **io_spec(model), "nodes": len(model.graph.node), "check": check,
                 **({"k": job.cfg.k} if self.records_k else {})}
 
 
@@ -111,7 +112,7 @@ def _save_seed_graph(one: Arch, kind: str, bn: dict, out_dir: Path, state: list,
     check = verify_graph(model, np.float32)
     fname = f"{kind}_seed.onnx"
     onnx.save(model, str(out_dir / fname))
-    return {"file": fname, **_io_spec(model), "nodes": len(model.graph.node), "check": check, "n_seed": 1,
+    return {"file": fname, **io_spec(model), "nodes": len(model.graph.node), "check": check, "n_seed": 1,
             **extra, "state": state, "col_order": one.col_order}
 
 
@@ -169,7 +170,7 @@ if unbuilt_graphs():     # a variant row whose graphs nobody builds: fail at imp
     raise ImportError(f"export/search_graphs.py has no graph builder for {unbuilt_graphs()} (runtime/variants.py's table)")
 
 
-def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, names: Sequence[str]) -> dict:
+def write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, names: Sequence[str]) -> dict:
     """Build, check and write the graphs ``names`` (runtime/variants.py names) with GRAPH_BUILDERS; returns
     their manifest entries (a host-head graph the layout cannot have is left out).
 
@@ -178,7 +179,7 @@ def _write_graphs(G, bn: dict, cfg: SearchConfig, arch: Arch, out_dir: Path, nam
     order so that the forward col2im is one Col2Im op (measured per step 26.4 -> 23.9 ms, final pass
     16.6 -> 9.4 ms); layers 1-2 (P <= 64) in 32-column panels."""
     one = dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
-    job = GraphJob(bn=bn, cfg=cfg, arch=arch, one=one, state=_state_entries(one), out_dir=out_dir)
+    job = GraphJob(bn=bn, cfg=cfg, arch=arch, one=one, state=state_entries(one), out_dir=out_dir)
     out = {}
     for name in names:
         if name not in GRAPH_BUILDERS:

@@ -295,7 +295,7 @@ def held_out_bank_scores(G: Generator, X: np.ndarray, cfg: SearchConfig, encoder
     """Scores (N,) of the latent bank's OWN normal frames X (N, C, H, W) as unseen frames would score:
     frame i against the bank without its rows latent_bank[i * A:(i + 1) * A] (A rows per frame of the
     layout ``bank_rows_per_frame``, an int or the augment list as ``score_batch``'s: the frame and its
-    augmented copies, runtime.config.original_rows' frame-major layout), i.e.
+    augmented copies, runtime.latent_memory.original_rows' frame-major layout), i.e.
     leave-one-out; everything else as ``score_batch`` (frame i with the seed ``score_batch`` gives frame
     0). On kinect-rgbd these scores are distributed as the val normals' (measured: Kolmogorov-Smirnov
     p 0.3-1.0 per class and nuisance), so they add the train frames to the normal sample a threshold

@@ -3,7 +3,7 @@
 Defaults are the algorithm's reference configuration (adgan-rgbd-algorithm.md):
 lr_z = 5e-2, lr_theta = 6e-9, n_seed = 3, k = 19, Adam with torch's defaults, MSE loss.
 The latent memory (runtime/latent_memory.py) and the score's divisor (runtime/score_scale.py) have
-their own modules; their names are re-exported here for older imports.
+their own modules: import their names from there.
 """
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-# re-exported: the latent memory and the score's divisor live in their own modules
-from .latent_memory import (LATENT_METRICS, BankLayout, LatentMemory, check_augment_weight,  # noqa: F401
-                            latent_memory, layout_rows_per_frame, original_rows, rows_per_frame_of,
-                            trusted_original_rows)
-from .score_scale import foreground_fraction, latent_factor, pixel_factor, score_scale  # noqa: F401
+from .latent_memory import LATENT_METRICS
+# kept for models/kinect-rgbd/make_release.py's import only (that file is frozen while a release job runs);
+# everything else imports it from runtime/latent_memory.py
+from .latent_memory import trusted_original_rows  # noqa: F401
 
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields

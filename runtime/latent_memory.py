@@ -4,7 +4,7 @@ The bank (latent_bank.npy, (N, z_dim)) holds E(x) of the normal training frames 
 augmented copies, frame-major: per normal frame the frame itself first, then one row per
 augmentation text (``rows_per_frame_of``, ``original_rows``, ``trusted_original_rows``).
 ``LatentMemory`` prepares it once and measures d(E(x), bank); ``latent_memory`` builds the one a
-scoring configuration (runtime.config.SearchConfig) scores with. runtime.config re-exports every name.
+scoring configuration (runtime.config.SearchConfig) scores with.
 """
 from __future__ import annotations
 

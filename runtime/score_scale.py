@@ -2,7 +2,6 @@
 and the pixel-memory factor.
 
 score = mean_j loss_j / score_scale(x, cfg, d, d_pix): 1.0 for the reference configuration.
-runtime.config re-exports every name.
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import (LatentMemory, SearchConfig, latent_memory, original_rows, rows_per_frame_of,
-                                    search_differences, trusted_original_rows)
+from edge_ad.runtime.config import SearchConfig, search_differences
+from edge_ad.runtime.latent_memory import (LatentMemory, latent_memory, original_rows, rows_per_frame_of,
+                                           trusted_original_rows)
 
 from conftest import edit_manifest
 
@@ -277,7 +278,8 @@ def test_cli_eval_and_export_carry_the_weight(tmp_path, kinect_root):
 def test_weight_refused_for_a_bank_without_augmented_rows(kinect_export, tmp_path):
     """bank_augment_weight != 1 with 1 row per normal frame (no augment recorded) would do nothing: refused
     with an error naming it, by latent_memory (the reference), Scorer.load and the exporter; w = 1 loads."""
-    from edge_ad.export.exporter import ExportError, resolve_latent_bank
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import resolve_latent_bank
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.scorer import Scorer
     bank = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import (LatentMemory, SearchConfig, latent_memory, original_rows, search_differences,
-                                    trusted_original_rows, trusted_override)
+from edge_ad.runtime.config import SearchConfig, search_differences, trusted_override
+from edge_ad.runtime.latent_memory import LatentMemory, latent_memory, original_rows, trusted_original_rows
 
 from conftest import edit_manifest
 
@@ -232,7 +232,8 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
     checkpoint has it, no such key for a checkpoint without it (the shipped one with the field cleared),
     which loads as (); a trusted text that is not in latent_bank["augment"] is refused by Scorer.load and
     the exporter, naming it."""
-    from edge_ad.export.exporter import ExportError, resolve_latent_bank
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import resolve_latent_bank
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.scorer import Scorer
     d = edit_manifest(kinect_export, tmp_path / "trusted", _trust)

@@ -171,7 +171,7 @@ def test_export_parity_covers_the_batch_graphs(tiny_parity_export, monkeypatch):
     """k = 0 exports check score_batch against the float64 PyTorch reference too (the parity report's
     "batch"), and refuse a batch graph that disagrees with it."""
     from edge_ad.export import batch_graphs
-    from edge_ad.export.exporter import ExportError
+    from edge_ad.export.errors import ExportError
     man = tiny_parity_export(0, 2, 2)
     b = man["parity"]["batch"]
     assert b["passed"] and len(b["rel_diff"]) == 2 and b["max_rel_diff"] <= 1e-5

@@ -136,7 +136,8 @@ def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_
     stored bank; a bank given to the exporter goes through the same check (latent_bank_array)."""
     import numpy as np
 
-    from edge_ad.export.exporter import ExportError, resolve_latent_bank
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import resolve_latent_bank
     from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring
     from edge_ad.runtime.config import SearchConfig
     cfg = SearchConfig(k=0, n_seed=1, z_init="encoder", score_latent_power=0.5)

@@ -30,7 +30,7 @@ def test_default_parity_frames_read_edge_ad_data(kinect_root, tmp_path, monkeypa
     pytest.importorskip("onnx")
     from conftest import copy_kinect_layout
 
-    from edge_ad.export.exporter import default_parity_frames
+    from edge_ad.export.parity import default_parity_frames
     copy = copy_kinect_layout(kinect_root, tmp_path / "kinect", {"val": (2, "val")})
     splits = json.loads((copy / "splits.json").read_text())
     for c in splits:
@@ -46,7 +46,8 @@ def test_default_parity_frames_read_edge_ad_data(kinect_root, tmp_path, monkeypa
 
 def test_an_export_without_data_names_the_variable(tmp_path, monkeypatch, tiny_generator):
     pytest.importorskip("onnx")
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import export_model
     from edge_ad.runtime.config import SearchConfig
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "nothing-here"))
     with pytest.raises(ExportError, match=DATA_ENV) as e:

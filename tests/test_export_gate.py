@@ -1,4 +1,4 @@
-"""The exporter's float64 gate (export/exporter.py check_parity): the float64 build of the step graph must
+"""The exporter's float64 gate (export/parity.py check_parity): the float64 build of the step graph must
 equal the float64 reference to FP64_GRAPH_TOLERANCE, tight enough to fail a weight-gradient bug that the
 float32 parity cannot see at lr_theta = 6e-9. The bug is injected into the float64 graph the gate builds:
 Adam receives the BN-gamma gradients with their sign flipped (what flipping that gradient's sign in
@@ -12,7 +12,7 @@ from onnx import helper
 
 pytest.importorskip("torch")
 
-from edge_ad.export import exporter, search_graphs  # noqa: E402
+from edge_ad.export import parity, search_graphs  # noqa: E402
 from edge_ad.runtime.config import SearchConfig  # noqa: E402
 
 
@@ -39,15 +39,15 @@ def frames(val_frames):
 
 
 def _check(G, d, cfg, frames):
-    return exporter.check_parity(G, d, cfg, frames, check_fp64=True, check_z_only=False, threads=1,
-                                 log=lambda *a: None)
+    return parity.check_parity(G, d, cfg, frames, check_fp64=True, check_z_only=False, threads=1,
+                               log=lambda *a: None)
 
 
 def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(export_tiny, tiny_generator, frames,
                                                                            monkeypatch):
     d, cfg = export_tiny(3, 2), SearchConfig(k=3, n_seed=2)
     report = _check(tiny_generator, d, cfg, frames)
-    assert report["passed"] and report["fp64_graph_tolerance"] == exporter.FP64_GRAPH_TOLERANCE <= 1e-11
+    assert report["passed"] and report["fp64_graph_tolerance"] == parity.FP64_GRAPH_TOLERANCE <= 1e-11
     assert report["fp64_graph_max_rel_diff"] < 1e-13                  # measured <= 1.4e-14
 
     real = search_graphs.build_graph
@@ -62,5 +62,5 @@ def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(expor
     bad = _check(tiny_generator, d, cfg, frames)
     assert counts == [4]                                              # bn0..bn3 gamma
     assert bad["max_rel_diff"] <= 1e-4                                # the float32 parity alone would pass
-    assert bad["fp64_graph_max_rel_diff"] > 10 * exporter.FP64_GRAPH_TOLERANCE, bad["summary"]
+    assert bad["fp64_graph_max_rel_diff"] > 10 * parity.FP64_GRAPH_TOLERANCE, bad["summary"]
     assert bad["passed"] is False and "float64 graphs" in bad["summary"]

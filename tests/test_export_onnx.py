@@ -202,7 +202,7 @@ def test_legacy_exporter_float64_demotion_is_caught():
 
 
 def test_float64_graph_keeps_float64_everywhere(tiny_generator):
-    from edge_ad.export.exporter import arch_of, generator_arrays
+    from edge_ad.export.search_graphs import arch_of, generator_arrays
     params, bn = generator_arrays(tiny_generator)
     arch = arch_of(tiny_generator, 3, 0, np.float64)
     m = build_graph(arch, "step", bn)
@@ -384,7 +384,8 @@ def test_runtime_scores_without_torch(exported, kinect_root):
 
 def test_chunked_float64_graphs_match_reference(tiny_generator, kinect_root):
     """Many small weight chunks (the Adam cache blocking) compute exactly the reference search."""
-    from edge_ad.export.exporter import _run_graphs, arch_of, generator_arrays
+    from edge_ad.export.parity import run_graphs
+    from edge_ad.export.search_graphs import arch_of, generator_arrays
     from edge_ad.models.search import search
     from edge_ad.runtime.preprocess import preprocess
     params, bn = generator_arrays(tiny_generator)
@@ -395,7 +396,7 @@ def test_chunked_float64_graphs_match_reference(tiny_generator, kinect_root):
     st = {k: v[0] for k, v in stack_state(arch, params).items()}
     fr = _frame(kinect_root, "cylinder", 4)
     x, z0 = preprocess(fr["rgb"], fr["depth"]), make_z0(2, 100, 9)
-    got = _run_graphs(models, st, {s.name: s.shape for s in arch.state()}, cfg, arch, "step", x, z0, 1)
+    got = run_graphs(models, st, {s.name: s.shape for s in arch.state()}, cfg, arch, "step", x, z0, 1)
     ref = search(tiny_generator, x, cfg, z0=z0, dtype=torch.float64)
     np.testing.assert_allclose(got["seed_losses"], ref.seed_losses, rtol=1e-10)
     np.testing.assert_allclose(got["z"], ref.z, rtol=1e-9, atol=1e-12)
@@ -403,7 +404,7 @@ def test_chunked_float64_graphs_match_reference(tiny_generator, kinect_root):
 
 def test_stack_state_layout_round_trip(tiny_generator):
     """The GEMM column layout of the state tensors is a permutation of the torch weights."""
-    from edge_ad.export.exporter import arch_of, generator_arrays
+    from edge_ad.export.search_graphs import arch_of, generator_arrays
     params, _ = generator_arrays(tiny_generator)
     arch = arch_of(tiny_generator, 2, 4096)
     st = stack_state(arch, params)

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edge_ad.export.exporter import ExportError, export_model  # noqa: E402
+from edge_ad.export.errors import ExportError  # noqa: E402
+from edge_ad.export.exporter import export_model  # noqa: E402
 from edge_ad.runtime import Scorer  # noqa: E402
 from edge_ad.runtime.config import SearchConfig  # noqa: E402
 

@@ -14,11 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edge_ad.export.exporter import ExportError, export_model  # noqa: E402
-from edge_ad.runtime.config import SearchConfig, foreground_fraction, make_z0  # noqa: E402
+from edge_ad.export.errors import ExportError  # noqa: E402
+from edge_ad.export.exporter import export_model  # noqa: E402
+from edge_ad.runtime.config import SearchConfig, make_z0  # noqa: E402
 from edge_ad.runtime.manifest import ManifestError  # noqa: E402
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess  # noqa: E402
 from edge_ad.runtime.scorer import Scorer  # noqa: E402
+from edge_ad.runtime.score_scale import foreground_fraction  # noqa: E402
 
 QUIET = {"log": lambda *a: None}
 REPO = Path(__file__).resolve().parents[1]

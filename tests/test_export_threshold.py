@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from edge_ad.export.exporter import ExportError, export_model
+from edge_ad.export.errors import ExportError
+from edge_ad.export.exporter import export_model
 from edge_ad.runtime import Scorer
 from edge_ad.runtime.config import SearchConfig
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edge_ad.commands import run as run_cmd
+from edge_ad.runtime.capture import EXIT_BAD_FRAMES
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 from edge_ad.runtime.sheet import ContactSheet
 from edge_ad.runtime.sources import SourceError, open_source
@@ -233,7 +234,7 @@ def test_labelled_folder_honours_max_frame_pixels(tmp_path, monkeypatch, kinect_
     use_scorer(monkeypatch, ScriptedScorer([0.2, 0.7]))
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", f"folder://{root}?normal=a", "--max-frame-pixels", "10000", "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_BAD_FRAMES, r.output
+    assert r.exit_code == EXIT_BAD_FRAMES, r.output
     recs = lines(out)
     errs = [x for x in recs if x["type"] == "error"]
     assert [e["frame"] for e in errs] == [f"b/{big}"]

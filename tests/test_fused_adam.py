@@ -86,7 +86,7 @@ def test_host_adam_equals_the_graphs_adam_bit_for_bit(tiny_generator):
     the gradient it used. The host update from that gradient must reproduce the graph's outputs."""
     import onnxruntime as ort
 
-    from edge_ad.export.exporter import arch_of, generator_arrays
+    from edge_ad.export.search_graphs import arch_of, generator_arrays
     from edge_ad.export.onnx_graphs import build_graph, stack_state
     from edge_ad.runtime.config import adam_scalars
     params, bn = generator_arrays(tiny_generator)

@@ -24,10 +24,9 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from edge_ad.export.exporter import arch_of, generator_arrays  # noqa: E402
 from edge_ad.export.onnx_graphs import HEAD_LAYERS, build_graph, stack_state, tail_state_names  # noqa: E402
-from edge_ad.runtime.backends.onnxruntime_backend import adam_scalars  # noqa: E402
-from edge_ad.runtime.config import SearchConfig, make_z0  # noqa: E402
+from edge_ad.export.search_graphs import arch_of, generator_arrays  # noqa: E402
+from edge_ad.runtime.config import SearchConfig, adam_scalars, make_z0  # noqa: E402
 from edge_ad.runtime.preprocess import preprocess  # noqa: E402
 
 TOL64 = 1e-10

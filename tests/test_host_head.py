@@ -285,7 +285,7 @@ def export(request):
 
 
 def _arch(G):
-    from edge_ad.export.exporter import HOST_ADAM_PANEL, arch_of
+    from edge_ad.export.search_graphs import HOST_ADAM_PANEL, arch_of
     return dataclasses.replace(arch_of(G, 1, 0, np.float32), col_order="col2im", panel=HOST_ADAM_PANEL)
 
 
@@ -293,7 +293,7 @@ def test_export_writes_the_tail_graphs_and_head_constants(export):
     import onnx
     from onnx import numpy_helper
 
-    from edge_ad.export.exporter import generator_arrays
+    from edge_ad.export.search_graphs import generator_arrays
     from edge_ad.export.onnx_graphs import HEAD_LAYERS, head_state_names, tail_state_names
     d, G = export
     man = load_manifest(d, verify=True)

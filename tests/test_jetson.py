@@ -148,7 +148,8 @@ def test_readme_budget_matches_budget_module():
 @pytest.fixture(scope="module")
 def parity_model(tmp_path_factory, tiny_generator, kinect_root):
     pytest.importorskip("torch")
-    from edge_ad.export.exporter import default_parity_frames, export_model
+    from edge_ad.export.exporter import export_model
+    from edge_ad.export.parity import default_parity_frames
     from edge_ad.runtime.config import SearchConfig
     from edge_ad.runtime.preprocess import PreprocessSpec
     G = copy.deepcopy(tiny_generator)

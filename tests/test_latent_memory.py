@@ -9,7 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import LatentMemory, SearchConfig, latent_factor, score_scale
+from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.latent_memory import LatentMemory
+from edge_ad.runtime.score_scale import latent_factor, score_scale
 
 CFG = SearchConfig(name="izi-latent-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5,
                    z_init="encoder", score_latent_power=1.0, latent_metric="cosine")
@@ -182,7 +184,8 @@ def test_export_and_runtime_carry_the_latent_factor(exported, parts, tiny_genera
 
 
 def test_tampered_missing_or_absent_bank_refused(exported, tmp_path, tiny_generator, parts):
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import export_model
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.scorer import Scorer
     E = parts[0]
@@ -243,16 +246,4 @@ def test_latent_distance_is_of_the_encoder_latent_not_the_search_start(exported_
         assert given.latent_distance == pytest.approx(want, rel=1e-12)
         for res in (base, r, given):
             assert res.score == pytest.approx(res.seed_losses.mean() / scale, rel=1e-12)
-
-
-def test_the_latent_memory_and_score_scale_modules_are_reexported_by_config():
-    """Review 17 #11: the latent memory (runtime/latent_memory.py) and the score's divisor
-    (runtime/score_scale.py) left runtime/config.py; the old imports name the same objects."""
-    from edge_ad.runtime import config, latent_memory, score_scale
-    for mod, names in ((latent_memory, ("LATENT_METRICS", "BankLayout", "LatentMemory", "check_augment_weight",
-                                        "latent_memory", "layout_rows_per_frame", "original_rows",
-                                        "rows_per_frame_of", "trusted_original_rows")),
-                       (score_scale, ("foreground_fraction", "latent_factor", "score_scale"))):
-        for name in names:
-            assert getattr(config, name) is getattr(mod, name), name
 

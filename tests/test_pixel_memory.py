@@ -10,9 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_ad.runtime.config import SearchConfig, latent_factor, pixel_factor, score_scale
+from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.pixel_memory import PixelMemory, in_model_light
 from edge_ad.runtime.preprocess import PreprocessSpec
+from edge_ad.runtime.score_scale import latent_factor, pixel_factor, score_scale
 
 AUGMENT = ["mirror", "blur:0.7", "scale:1.03"]
 CFG = SearchConfig(name="pixel-test", n_seed=1, k=0, lr_theta=0.0, score_fg_power=0.5, score_pixel_power=1.0)

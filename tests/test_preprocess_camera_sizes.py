@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_ad.runtime.config import foreground_fraction, make_z0
+from edge_ad.runtime.config import make_z0
 from edge_ad.runtime.preprocess import PreprocessSpec, depth_to_8bit, normalize_uint8, preprocess
+from edge_ad.runtime.score_scale import foreground_fraction
 
 
 def camera_frame(rgb64, depth64, width: int, height: int, mm: bool = False):

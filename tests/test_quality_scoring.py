@@ -10,7 +10,8 @@ from edge_ad.models.baselines import area_scores, foreground_fractions, nearest_
 from edge_ad.models.data import load_kinect, to_tensor
 from edge_ad.models.encoder import Encoder, EncoderConfig, encoder_from_dict, encoder_to_dict, encoder_z0, train_encoder
 from edge_ad.models.search import score_batch, search, search_eager, search_zonly_batch
-from edge_ad.runtime.config import SearchConfig, foreground_fraction, frame_seed, make_z0, score_scale
+from edge_ad.runtime.config import SearchConfig, frame_seed, make_z0
+from edge_ad.runtime.score_scale import foreground_fraction, score_scale
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_ad.runtime.capture import run_capture
+from edge_ad.runtime.capture import EXIT_FATAL, run_capture
 from edge_ad.runtime.latency_stats import RollingStats
 from edge_ad.runtime.preprocess import FrameError
 from edge_ad.runtime.results import ResultWriter, rotated_files
@@ -373,7 +373,7 @@ def test_cli_fatal_exit_status_and_message(tmp_path):
                                catch_exceptions=False)
     finally:
         run_cmd.load_scorer = orig
-    assert r.exit_code == run_cmd.EXIT_FATAL and "MemoryError: boom" in r.output
+    assert r.exit_code == EXIT_FATAL and "MemoryError: boom" in r.output
     assert "summary (fatal)" in r.output
     (tmp_path / "plain").write_text("a file, not a directory")
     run_cmd.load_scorer = lambda model, backend, **kw: sc
@@ -382,7 +382,7 @@ def test_cli_fatal_exit_status_and_message(tmp_path):
                                              "-q"])
     finally:
         run_cmd.load_scorer = orig
-    assert r.exit_code == run_cmd.EXIT_FATAL and "cannot write results to" in r.output
+    assert r.exit_code == EXIT_FATAL and "cannot write results to" in r.output
 
 
 # ----------------------------------------------------------------------------- watchdog: SIGTERM, timeouts
@@ -411,7 +411,7 @@ STUCK_SCORER = textwrap.dedent("""
 """)
 
 RUN_STUCK = STUCK_SCORER + textwrap.dedent("""
-    from edge_ad.runtime.capture import run_capture
+    from edge_ad.runtime.capture import EXIT_FATAL, run_capture
     from edge_ad.runtime.sources import open_source
     s = run_capture(open_source("synth://?seed=1"), Stuck(3), out=sys.argv[1], stop_grace=0.5)
     print("stopped", s["stopped"], "abandoned", s.get("abandoned_frame"), flush=True)

@@ -13,6 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ad.commands import run as run_cmd
+from edge_ad.runtime import demo_model_dir
+from edge_ad.runtime.anomaly_saver import AnomalySaver
+from edge_ad.runtime.capture import EXIT_BAD_FRAMES, EXIT_NO_FRAMES, EXIT_OK
+from edge_ad.runtime.pictures import heatmap
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 from edge_ad.runtime.sources import find_cameras
 
@@ -56,7 +60,7 @@ def test_folder_with_broken_frames_exit_status(tmp_path, kinect_root, stub):
     info = make_broken_folder(tmp_path / "f", kinect_root, n_good=5)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", str(tmp_path / "f"), "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_BAD_FRAMES, r.output
+    assert r.exit_code == EXIT_BAD_FRAMES, r.output
     recs = lines(out)
     assert sorted(x["frame"] for x in recs if x["type"] == "frame") == sorted(info["good"])
     errs = {x["frame"]: x["error"] for x in recs if x["type"] == "error"}
@@ -67,14 +71,14 @@ def test_folder_with_broken_frames_exit_status(tmp_path, kinect_root, stub):
 
 def test_exit_status_all_good_and_all_bad(tmp_path, kinect_root, stub):
     r = invoke(["--source", "synth://?n=3", "--out", str(tmp_path / "a.jsonl"), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert lines(tmp_path / "a.jsonl")[-1]["frames_scored"] == 3
     bad = tmp_path / "bad"
     (bad / "rgb").mkdir(parents=True)
     (bad / "depth").mkdir()
     (bad / "rgb" / "1.jpg").write_bytes(b"nope")
     r = invoke(["--source", str(bad), "-q"])
-    assert r.exit_code == run_cmd.EXIT_NO_FRAMES and "no frame could be scored" in r.output
+    assert r.exit_code == EXIT_NO_FRAMES and "no frame could be scored" in r.output
 
 
 def test_seed_and_z0(tmp_path, stub):
@@ -133,7 +137,7 @@ def test_save_anomalies_long_frame_id(tmp_path, stub):
     from edge_ad.runtime.sources import Frame
     long_id = "x" * 245
     rec = {"frame": long_id, "index": 7, "anomalous": True}
-    saver = run_cmd.AnomalySaver(str(tmp_path / "anom"), stub.preprocess)
+    saver = AnomalySaver(str(tmp_path / "anom"), stub.preprocess)
     rgb = np.full((64, 64, 3), 200, np.uint8)
     depth = np.full((64, 64), 100, np.uint8)
     res = stub.score(rgb, depth)
@@ -161,7 +165,7 @@ def test_a_failing_picture_hook_does_not_end_the_run(tmp_path, stub, monkeypatch
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(out),
                 "--save-anomalies", str(tmp_path / "anom"), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     recs = lines(out)
     frames = [x for x in recs if x["type"] == "frame"]
     assert len(frames) == 6 and sum(x["anomalous"] for x in frames) >= 2
@@ -188,7 +192,7 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
     out, anom = tmp_path / "r.jsonl", tmp_path / "anom"
     r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(out),
                 "--save-anomalies", str(anom), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     recs = lines(out)
     frames = [x for x in recs if x["type"] == "frame"]
     n_flagged = sum(x["anomalous"] for x in frames)
@@ -199,7 +203,7 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
     assert recs[-1]["hook_failures"] == {"--save-anomalies": n_flagged}
     r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(tmp_path / "r2.jsonl"),
                 "--save-anomalies", str(anom), "--save-anomalies-min-free-mb", "64", "-q"])   # 100 MiB >= 64
-    assert r.exit_code == run_cmd.EXIT_OK and len(list(anom.iterdir())) == 5 * n_flagged, r.output
+    assert r.exit_code == EXIT_OK and len(list(anom.iterdir())) == 5 * n_flagged, r.output
     assert anomaly_saver.min_free_bytes(1 << 30) == 500 << 20 and anomaly_saver.min_free_bytes(1 << 30, 0) == 0
     for bad in ("nan", "inf", "-1"):          # review: nan / inf passed FloatRange(min=0), then every picture failed
         r = invoke(["--source", "synth://?n=1", "--save-anomalies", str(anom), "--save-anomalies-min-free-mb", bad])
@@ -214,7 +218,7 @@ def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
     out = tmp_path / "r.jsonl"
     r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=3&seed=4", "--threshold", "0.5",
                                          "--sheet", str(blocker / "s.png"), "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert f"contact sheet not written ({blocker / 's.png'})" in r.output and "FileExistsError" in r.output
     recs = lines(out)
@@ -238,7 +242,7 @@ def test_picture_hooks_are_named_by_their_flags(tmp_path, stub, monkeypatch):
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", "synth://?n=3&seed=4", "--threshold", "0.5", "--out", str(out),
                 "--sheet", str(tmp_path / "s.png"), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     recs = lines(out)
     assert [x["hook"] for x in recs if x.get("event") == "hook_failed"] == ["--sheet"]
     assert recs[-1]["hook_failures"] == {"--sheet": 3}
@@ -277,8 +281,7 @@ def test_load_scorer_has_one_call_form(tmp_path, monkeypatch):
     """edge-ad run calls load_scorer(model, backend, trusted_keys=...) the same way with and without
     --trusted-key (there was a second, 2-argument form for the tests' fakes); the demo model's
     directory is the runtime's own demo_model_dir (there was a pass-through wrapper)."""
-    import edge_ad.runtime
-    assert run_cmd.demo_model_dir is edge_ad.runtime.demo_model_dir
+    assert run_cmd.demo_model_dir is demo_model_dir
     seen = []
 
     def fake(model, backend, trusted_keys):
@@ -288,14 +291,14 @@ def test_load_scorer_has_one_call_form(tmp_path, monkeypatch):
     monkeypatch.setattr(run_cmd, "load_scorer", fake)
     key = tmp_path / "k.pem"
     key.write_text("not checked by the fake")
-    assert invoke(["--source", "synth://?n=1", "-q"]).exit_code == run_cmd.EXIT_OK
-    assert invoke(["--source", "synth://?n=1", "-q", "--trusted-key", str(key)]).exit_code == run_cmd.EXIT_OK
+    assert invoke(["--source", "synth://?n=1", "-q"]).exit_code == EXIT_OK
+    assert invoke(["--source", "synth://?n=1", "-q", "--trusted-key", str(key)]).exit_code == EXIT_OK
     assert seen == [(None, "onnxruntime", ()), (None, "onnxruntime", (str(key),))]
 
 
 def test_heatmap_and_overlay_shapes():
     err = np.linspace(0, 2, 64 * 64, dtype=np.float32).reshape(64, 64)
-    h = run_cmd.heatmap(err)
+    h = heatmap(err)
     assert h.shape == (64, 64, 3) and h.dtype == np.uint8
     assert tuple(h[0, 0]) == (0, 0, 4) and tuple(h[-1, -1]) == (252, 255, 164)
     assert (np.diff(h.astype(int).sum(axis=2).ravel()) >= -1).all()  # brighter as error grows
@@ -346,11 +349,11 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.manifest import sha256_file
     from edge_ad.runtime.scorer import scoring_settings_sha256
-    demo = run_cmd.demo_model_dir()
+    demo = demo_model_dir()
     frames = small_folder(tmp_path / "cam", kinect_root)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", str(frames), "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert f"note: no --model: scoring with the shipped demo model ({demo})" in r.output
     sc = Scorer.load(demo)
     ident = {"path": str(demo.resolve()), "manifest_sha256": sha256_file(demo / "manifest.json"),
@@ -360,13 +363,13 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
     assert recs[-1]["type"] == "summary" and recs[-1]["model"] == ident
     assert [x["index"] for x in recs if x["type"] == "frame"] == [0, 1, 2]
     r = invoke(["--source", "synth://?n=2", "--out", str(tmp_path / "s.jsonl"), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK and "note: no --model" not in r.output   # the demo's own data
+    assert r.exit_code == EXIT_OK and "note: no --model" not in r.output   # the demo's own data
 
     # the same model from another directory resumes (same manifest): the resumed event names it
     same = tmp_path / "copy"
     shutil.copytree(demo, same)
     r = invoke(["--source", str(frames), "--model", str(same), "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK and "note: no --model" not in r.output, r.output
+    assert r.exit_code == EXIT_OK and "note: no --model" not in r.output, r.output
     resumed = [x for x in lines(out) if x.get("event") == "resumed"]
     assert len(resumed) == 1 and resumed[0]["model"] == {**ident, "path": str(same.resolve())}
     assert [x["index"] for x in lines(out) if x["type"] == "frame"] == [0, 1, 2, 3, 4, 5]
@@ -393,7 +396,7 @@ def test_the_results_name_the_model_and_another_model_is_refused(tmp_path, kinec
     old = tmp_path / "old.jsonl"
     old.write_text(json.dumps({"type": "frame", "frame": "1", "index": 0, "score": 0.1}) + "\n")
     r = invoke(["--source", str(frames), "--model", str(other), "--out", str(old), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert [x["index"] for x in lines(old) if x["type"] == "frame"] == [0, 1, 2, 3]
 
 
@@ -413,7 +416,7 @@ def test_a_changed_configuration_under_the_same_name_is_another_model(tmp_path):
     def capture(scorer, out):
         return run_capture(open_source("synth://?n=2"), scorer, out=out, handle_signals=False)
 
-    demo = run_cmd.demo_model_dir()
+    demo = demo_model_dir()
     sc = Scorer.load(demo)
     changed = Scorer.load(demo, config=sc.config.replace(score_latent_power=0.0))
     assert changed.config.name == sc.config.name
@@ -447,7 +450,7 @@ def test_close_range_16bit_mm_frames_are_scored_with_one_warning(tmp_path, kinec
     root = close_range_folder(tmp_path / "wrist", kinect_root)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", str(root), "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     recs = lines(out)
     assert [x["frame"] for x in recs if x["type"] == "frame"] == ["3", "4", "7", "8"]
     assert not [x for x in recs if x["type"] == "error"] and recs[-1]["frames_scored"] == 4
@@ -466,14 +469,14 @@ def test_a_labelled_folders_unchecked_normal_class_is_a_warning(tmp_path, kinect
     lone = small_folder(tmp_path / "lone" / "scratches", kinect_root)
     out = tmp_path / "r.jsonl"
     r = invoke(["--source", f"folder://{lone}?normal=widget", "--out", str(out), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert ("warning: normal class 'widget' is not this folder's class 'scratches' and no folder beside "
             f"it has that name: every frame of {lone} is labelled anomalous") in r.output
     events = [x for x in lines(out) if x.get("event") == "source_warning"]
     assert len(events) == 1 and "'widget'" in events[0]["warning"]
     small_folder(tmp_path / "lone" / "widget", kinect_root)
     r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK and "no folder beside it has that name (beside it: widget)" in r.output
+    assert r.exit_code == EXIT_OK and "no folder beside it has that name (beside it: widget)" in r.output
     (tmp_path / "lone" / "splits.json").write_text("{}")
     r = invoke(["--source", f"folder://{lone}?normal=widgte", "-q"])
     assert r.exit_code == 1 and "normal class 'widgte' is neither this folder's class 'scratches' nor one of " \
@@ -499,7 +502,7 @@ def test_a_file_whose_config_sha256_still_hashed_the_sensor_limits_resumes(tmp_p
         settings = {"search": {k: v for k, v in sc.config.to_dict().items() if k != "name"}, "preprocess": pre}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-    sc = Scorer.load(run_cmd.demo_model_dir())
+    sc = Scorer.load(demo_model_dir())
     out = tmp_path / "r.jsonl"
     capture(sc, out)
     stored = {k: v for k, v in sc.preprocess.sensor_faults.__dict__.items()   # fields added later left out
@@ -518,7 +521,7 @@ def test_a_file_whose_config_sha256_still_hashed_the_sensor_limits_resumes(tmp_p
         assert [x["index"] for x in lines(earlier) if x["type"] == "frame"] == [0, 1, 2, 3]
     other = tmp_path / "other.jsonl"
     recs = [json.loads(x) for x in out.read_text().splitlines()]
-    changed = Scorer.load(run_cmd.demo_model_dir(), config=sc.config.replace(score_latent_power=0.0))
+    changed = Scorer.load(demo_model_dir(), config=sc.config.replace(score_latent_power=0.0))
     for x in recs:
         if "model" in x:
             x["model"]["config_sha256"] = hashed_with(changed, stored)

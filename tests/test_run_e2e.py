@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ad.commands import run as run_cmd
+from edge_ad.runtime import demo_model_dir
 from edge_ad.runtime.config import frame_seed
 
 from test_sources import d8_to_mm, kinect_frames, record_realsense_db3, write_ros2_bag  # noqa: E402
@@ -94,7 +95,7 @@ def test_sigterm_on_edge_ad_run(tmp_path, tiny_model):
 
 def test_default_run_uses_demo_model_on_synth(tmp_path):
     """No arguments but an output file: the shipped demo model on synth://, with its threshold."""
-    demo = run_cmd.demo_model_dir()
+    demo = demo_model_dir()
     assert (demo / "manifest.json").exists(), f"the shipped demo model is missing: {demo}"
     out = tmp_path / "r.jsonl"
     p = subprocess.run([sys.executable, "-m", "edge_ad.cli", "run", "--max-frames", "2", "-q", "--out", str(out)],

@@ -291,7 +291,8 @@ def test_export_with_shift_radius_checks_it_and_drops_a_threshold_calibrated_wit
     so): exported as it is, the parity report has the shift-min rows (float64 torch reference vs runtime),
     the manifest carries R = 1 and the checkpoint's threshold; exported with R = 0, that threshold is not
     carried over, and an explicit one calibrated with R = 1 is refused."""
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import export_model
     from edge_ad.models.search import checkpoint_search_config, checkpoint_threshold
     from conftest import REPO
     path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
@@ -321,7 +322,8 @@ def test_shift_min_refused_where_a_zero_pixel_is_not_minus_one(kinect_export_r0,
     Scorer.load (ManifestError), the exporter (ExportError); R = 0 still loads."""
     import copy
 
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import export_model
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
     check_shift_fill(PreprocessSpec(), 2)

@@ -107,13 +107,14 @@ def test_edge_ad_run_with_a_source_with_only_iter(tmp_path, monkeypatch):
     plain attributes, and --save-anomalies asks the scorer for its reconstructions."""
     import edge_ad.runtime.sources as sources
     from edge_ad.commands import run as run_cmd
+    from edge_ad.runtime.capture import EXIT_OK
     sc = ScoreOnly()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: OnlyIter())
     monkeypatch.setattr(run_cmd, "load_scorer", lambda model, backend, **kw: sc)
     out = tmp_path / "r.jsonl"
     r = CliRunner().invoke(run_cmd.cmd, ["--source", "only-iter://", "--threshold", "1e-9", "--out", str(out),
                                          "--save-anomalies", str(tmp_path / "anom"), "-q"])
-    assert r.exit_code == run_cmd.EXIT_OK, r.output
+    assert r.exit_code == EXIT_OK, r.output
     assert sc.kwargs == [{"check_faults": False, "keep_reconstructions": True}] * 3
     assert len(list((tmp_path / "anom").iterdir())) == 3 * 5
 

@@ -14,7 +14,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Optional
 
-from .plan import Job
 from .worker import load_scorer, score_source
 
 PROGRESS_EVERY_S = 0.2

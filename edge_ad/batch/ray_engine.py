@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .plan import Job
-from .worker import FAULT_EXIT, load_scorer, manifest_sha256, pack_model, score_source, unpack_model  # noqa: F401
+from .worker import load_scorer, manifest_sha256, pack_model, score_source, unpack_model
 
 PROGRESS_EVERY_S = 0.25
 CLOSE_TIMEOUT_S = 10.0   # how long the driver waits for idle actors to delete their model copy

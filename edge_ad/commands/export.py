@@ -82,7 +82,8 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     check_out_place(out_dir)     # not a traceback naming the hidden staging directory beside it
     unwind_on_sigterm()          # a stopped export removes its staging directory (audit 27 #9)
 
-    from edge_ad.export.exporter import ExportError, export_model
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import export_model
     from edge_ad.runtime.signing import SigningError, load_private_key
 
     if sign_key:

@@ -22,10 +22,8 @@ import numpy as np
 from edge_ad.runtime import demo_model_dir
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
 from edge_ad.runtime.anomaly_saver import AnomalySaver    # the picture hooks live in runtime/
-from edge_ad.runtime.capture import (EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, EXIT_OK,  # noqa: F401
-                                     STOP_SOURCE_FAILED, exit_status)
+from edge_ad.runtime.capture import EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, STOP_SOURCE_FAILED, exit_status
 from edge_ad.runtime.display import Display
-from edge_ad.runtime.pictures import grey3, heatmap  # noqa: F401  (edge_ad.commands.run.heatmap as before)
 
 from .options import FiniteFloat, model_directory
 

@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from edge_ad.runtime import Scorer
-from edge_ad.runtime.config import trusted_original_rows
 from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime.latent_memory import trusted_original_rows
 from edge_ad.runtime.nuisance import DEFAULT_SUITE, frame_rng, parse_nuisance
 from edge_ad.runtime.preprocess import frame_to_uint8, move_uint8, normalize_uint8
 from edge_ad.runtime.truth import auroc

@@ -33,9 +33,9 @@ from edge_ad.models.encoder import encoder_latents
 from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, threshold_rates
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
 from edge_ad.runtime import nuisance as nu
-from edge_ad.runtime.config import latent_memory
 from edge_ad.runtime.data_root import default_kinect_root
 from edge_ad.runtime.latent_bank import LIGHT_AUGMENT
+from edge_ad.runtime.latent_memory import latent_memory
 from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8, shift_frame, shift_offsets
 from edge_ad.runtime.sources.folder import read_pair
 
@@ -156,7 +156,7 @@ def main(argv=None):
             texts, augs = bank_augmentations(bank_kind)
             bank = np.stack([encoder_latents(E, to_x(train if n is None else nu.apply_to_frames(n, train, 1, j), spec))
                              for j, n in enumerate(augs)], axis=1)
-            bank = bank.reshape(len(train) * len(augs), -1)       # frame-major (config.original_rows), as released
+            bank = bank.reshape(len(train) * len(augs), -1)       # frame-major (latent_memory.original_rows), as released
             for w in weights:
                 try:
                     mem = latent_memory(bank, cfg.replace(bank_augment_weight=w,

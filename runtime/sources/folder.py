@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
-from PIL import Image
 
 from ..preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, colour_image_to_rgb, open_image
 from .base import Frame, Source, SourceError
