@@ -1,4 +1,6 @@
 """DCGAN shapes, checkpoints that carry their config, and loading every file layout users bring."""
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,58 @@ def test_torchscript_file(tmp_path, tiny_generator):
     assert G.source_format == "torchscript" and G.cfg.features_g == 8
     z = torch.randn(3, 100, 1, 1)
     torch.testing.assert_close(G(z), tiny_generator(z))
+
+
+def test_a_torchscript_files_code_is_never_run(tmp_path, tiny_generator, capfd):
+    """Audit 28 #6: load_generator opened TorchScript files with torch.jit.load, which compiles the archive's
+    code and runs its __setstate__ (a TorchScript file is a program), while the docs say model files are read
+    weights-only. Now the weights are read from data.pkl as data: the scripted study generator loads as before,
+    a module whose __setstate__ prints prints nothing, and a data.pkl naming any other global (os.system) is
+    refused naming it."""
+    import os
+    import zipfile
+
+    class Setstate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.zeros(2)
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.w, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool]):
+            print("CODE FROM THE MODEL FILE RAN")
+            self.w = state[0]
+            self.training = state[1]
+
+        def forward(self, x):
+            return x
+    torch.jit.save(torch.jit.script(Setstate()), str(tmp_path / "setstate.pt"))
+    torch.jit.save(torch.jit.script(tiny_generator), str(tmp_path / "scripted.pt"))
+
+    class System:
+        def __reduce__(self):
+            return (os.system, ("echo SHELL FROM THE MODEL FILE RAN",))
+    with zipfile.ZipFile(tmp_path / "system.pt", "w") as zf:
+        zf.writestr("system/data.pkl", pickle.dumps(System(), protocol=2))
+        zf.writestr("system/code/__torch__.py", "")
+    capfd.readouterr()
+    with pytest.raises(CheckpointError, match=r"not a study DCGAN generator state_dict: key 'gen\.0\.0\.weight' missing"):
+        load_generator(tmp_path / "setstate.pt")
+    out, err = capfd.readouterr()
+    assert "RAN" not in out + err, out + err
+    with pytest.raises(CheckpointError, match=r"system\.pt: cannot read the TorchScript file's weights as data "
+                                              r"\(UnpicklingError: refused global (posix|os|nt)\.system\); edge-ad never runs a model "
+                                              r"file's code"):
+        load_generator(tmp_path / "system.pt")
+    G = load_generator(tmp_path / "scripted.pt")
+    out, err = capfd.readouterr()
+    assert "RAN" not in out + err, out + err
+    assert G.source_format == "torchscript"
+    z = torch.randn(2, 100, 1, 1)
+    torch.testing.assert_close(G(z), tiny_generator.eval()(z))
 
 
 @pytest.mark.parametrize("content,needle", [
