@@ -245,59 +245,164 @@ def tail_state_names(arch: Arch) -> list[str]:
     return names[names.index(f"bn{HEAD_LAYERS - 1}.gamma"):]
 
 
+STEP_KINDS = ("step", "step_z")
+GRAD_KINDS = ("grad", "grad_z", "grad_tail", "grad_z_tail")
+
+
 def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
     """kind: 'step' | 'step_z' | 'final' | 'unrolled' (k steps, then the final pass) | 'grad' (the
     gradients of the summed seed losses w.r.t. z and every state tensor, no Adam: the host applies it)
     | 'grad_z' (the gradient w.r.t. z only: lr_theta = 0) | 'grad_tail' / 'grad_z_tail': 'grad' / 'grad_z'
     for layers 2-4 only (HEAD_LAYERS = 0-1 run on the host, runtime/backends/host_head.py): the input "a1" is layer
     1's transposed-convolution output (S, C1, 8, 8) before BN1, the outputs are "a1.grad" and the
-    gradients of the tail's state tensors (bn1.gamma onwards)."""
-    b = _Builder(arch)
-    S, R, C = arch.n_seed, arch.resolution, arch.channels
-    tail = kind in ("grad_tail", "grad_z_tail")
-    first = HEAD_LAYERS if tail else 0           # the first layer this graph computes
-    states = [st for st in arch.state() if not tail or st.name in tail_state_names(arch)]
-    shapes = {st.name: st.shape for st in states}
-    x = b.input("x", [C, R, R])
-    if tail:
-        z = b.input("a1", [S, arch.widths[HEAD_LAYERS - 1], 8, 8])   # layer 1's ConvT output, before BN1
+    gradients of the tail's state tensors (bn1.gamma onwards).
+
+    The graph's inputs are declared first (_SearchGraph), then one kind's passes are chained:
+    final: forward -> losses; step / step_z: forward -> backward -> Adam on z (and on the state);
+    grad*: forward -> backward -> the gradients; unrolled: k x (forward -> backward -> Adam) -> final."""
+    g = _SearchGraph(arch, kind, k)
+    if kind == "final":
+        g.final_outputs(g.P, g.z)
+    elif kind in STEP_KINDS:
+        g.step_outputs()
+    elif kind in GRAD_KINDS:
+        g.grad_outputs()
+    elif kind == "unrolled":
+        g.unrolled_outputs(k)
     else:
-        z = b.input("z", [S, 1, arch.z_dim])
-    P = {st.name: b.input(st.name, shapes[st.name]) for st in states}
-    learn_theta = kind in ("step", "unrolled")
-    if kind not in ("final", "grad", "grad_z", "grad_tail", "grad_z_tail"):
-        sc = {n: b.input(n, []) for n in SCALARS if kind != "unrolled"}
-        mz, vz = b.input("z.m", [S, 1, arch.z_dim]), b.input("z.v", [S, 1, arch.z_dim])
-        M = {n: b.input(n + ".m", shapes[n]) for n in P} if kind == "step" else {}
-        V = {n: b.input(n + ".v", shapes[n]) for n in P} if kind == "step" else {}
-        if kind == "unrolled":
-            # per-step scalars as (k,) vectors; step t reads element t
-            vec = {n: b.input(n, [k]) for n in ("step_size_z", "step_size_theta", "inv_sqrt_bc2")}
-            const = {n: b.input(n, []) for n in ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")}
-            M = {n: b.input(n + ".m", shapes[n]) for n in P}
-            V = {n: b.input(n + ".v", shapes[n]) for n in P}
-    bn_consts = {}
-    for l in range(4):
-        bn_consts[l] = (f"bn{l}.mean", f"bn{l}.inv_std")   # filled by build_graphs via initializers
+        raise ValueError(f"unknown graph kind {kind!r}")
+    return g.b
 
-    chunks = {l: [st for st in states if st.name.startswith(f"W{l}.c")] for l in range(5)}
 
-    def cat(xs, axis):
-        return xs[0] if len(xs) == 1 else b.op("Concat", xs, axis=axis)
+class _SearchGraph:
+    """One search graph being built (``_build``): its inputs and the passes chained into it.
 
-    def part(t, st, axis):  # the columns of t that belong to weight chunk st
+    S seeds, C channels, R resolution; the search state is the stacked tensors of ``arch.state()``
+    (weight column chunks and BatchNorm / bias vectors, one copy per seed); a tail graph (grad_tail,
+    grad_z_tail) has only the state from bn{HEAD_LAYERS - 1}.gamma on and starts at layer HEAD_LAYERS."""
+
+    def __init__(self, arch: Arch, kind: str, k: int):
+        self.b = b = _Builder(arch)
+        self.arch, self.kind = arch, kind
+        self.S, self.R, self.C = arch.n_seed, arch.resolution, arch.channels
+        self.tail = kind in ("grad_tail", "grad_z_tail")
+        self.first = HEAD_LAYERS if self.tail else 0           # the first layer this graph computes
+        self.states = [st for st in arch.state() if not self.tail or st.name in tail_state_names(arch)]
+        self.shapes = {st.name: st.shape for st in self.states}
+        self._declare_inputs(k)
+        # per BN layer: the names of its running mean and 1 / sqrt(var + eps), filled by build_graph via initializers
+        self.bn_consts = {l: (f"bn{l}.mean", f"bn{l}.inv_std") for l in range(4)}
+        self.chunks = {l: [st for st in self.states if st.name.startswith(f"W{l}.c")] for l in range(5)}
+        self.coef_cache = {}
+        numel = self.C * self.R * self.R
+        self.two_over_n = b.const(2.0 / numel, "two_over_numel") if kind != "final" else None
+
+    def _declare_inputs(self, k: int) -> None:
+        """The graph inputs, in this order: x (C, R, R); z (S, 1, z_dim), or a tail graph's a1
+        (S, C1, 8, 8); the state tensors P; then a step's Adam inputs: the SCALARS (), the moments
+        z.m / z.v (S, 1, z_dim) and ('step') every state tensor's .m / .v; the unrolled graph's
+        per-step scalars are (k,) vectors (step t reads element t) besides five constant scalars."""
+        b, arch, kind, S, shapes = self.b, self.arch, self.kind, self.S, self.shapes
+        self.x = b.input("x", [self.C, self.R, self.R])
+        if self.tail:
+            self.z = b.input("a1", [S, arch.widths[HEAD_LAYERS - 1], 8, 8])   # layer 1's ConvT output, before BN1
+        else:
+            self.z = b.input("z", [S, 1, arch.z_dim])
+        self.P = P = {st.name: b.input(st.name, shapes[st.name]) for st in self.states}
+        if kind not in ("final",) + GRAD_KINDS:
+            self.sc = {n: b.input(n, []) for n in SCALARS if kind != "unrolled"}
+            self.mz, self.vz = b.input("z.m", [S, 1, arch.z_dim]), b.input("z.v", [S, 1, arch.z_dim])
+            self.M = {n: b.input(n + ".m", shapes[n]) for n in P} if kind == "step" else {}
+            self.V = {n: b.input(n + ".v", shapes[n]) for n in P} if kind == "step" else {}
+            if kind == "unrolled":
+                # per-step scalars as (k,) vectors; step t reads element t
+                self.vec = {n: b.input(n, [k]) for n in ("step_size_z", "step_size_theta", "inv_sqrt_bc2")}
+                self.const = {n: b.input(n, []) for n in ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+                                                         "eps")}
+                self.M = {n: b.input(n + ".m", shapes[n]) for n in P}
+                self.V = {n: b.input(n + ".v", shapes[n]) for n in P}
+
+    # -- the graph of each kind ---------------------------------------------------------------
+    def final_outputs(self, P: dict, z: str) -> None:
+        """The final pass: seed_losses (S,) = per-seed MSE, error_map (R, R) = the squared error averaged
+        over seeds and channels, recon (S, C, R, R)."""
+        b, S, C, R, x = self.b, self.S, self.C, self.R, self.x
+        recon, _ = self.forward(P, z)
+        diff = b.op("Sub", [recon, x])
+        sq = b.op("Mul", [diff, diff])
+        b.output(b.op("ReduceMean", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])
+        b.output(b.op("ReduceMean", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])
+        b.output(recon, "recon", [S, C, R, R])
+
+    def step_outputs(self) -> None:
+        """One Adam step: z.out, z.m.out, z.v.out (S, 1, z_dim), and for 'step' (lr_theta > 0) every state
+        tensor's n.out, n.m.out, n.v.out (its own shape)."""
+        b, S, P, z, sc, shapes = self.b, self.S, self.P, self.z, self.sc, self.shapes
+        learn_theta = self.kind == "step"
+        recon, saved = self.forward(P, z)
+        grads = self.backward(P, z, recon, saved, learn_theta, self.two_over_n)
+        z_out = ("z.out", "z.m.out", "z.v.out")
+        self.adam(z, self.mz, self.vz, grads["z"], sc["step_size_z"], sc, z_out)
+        b.outputs += [helper.make_tensor_value_info(n, b.odt, [S, 1, self.arch.z_dim]) for n in z_out]
+        if learn_theta:
+            M, V = self.M, self.V
+            for n in P:
+                outs = (n + ".out", n + ".m.out", n + ".v.out")
+                self.adam(P[n], M[n], V[n], grads[n], sc["step_size_theta"], sc, outs)
+                b.outputs += [helper.make_tensor_value_info(o, b.odt, list(shapes[n])) for o in outs]
+
+    def grad_outputs(self) -> None:
+        """The gradients of the summed seed losses: z.grad (S, 1, z_dim), or a tail graph's a1.grad
+        (S, C1, 8, 8); for 'grad' / 'grad_tail' also every state tensor's n.grad (its own shape)."""
+        b, S, P, z, kind = self.b, self.S, self.P, self.z, self.kind
+        recon, saved = self.forward(P, z)
+        grads = self.backward(P, z, recon, saved, kind in ("grad", "grad_tail"), self.two_over_n)
+        if self.tail:
+            b.output(grads["a1"], "a1.grad", [S, self.arch.widths[HEAD_LAYERS - 1], 8, 8])
+        else:
+            b.output(grads["z"], "z.grad", [S, 1, self.arch.z_dim])
+        if kind in ("grad", "grad_tail"):
+            for n in P:
+                b.output(grads[n], n + ".grad", self.shapes[n])
+
+    def unrolled_outputs(self, k: int) -> None:
+        """k Adam steps on z and the state in one graph, then the final pass's outputs and z.out (S, 1, z_dim)."""
+        b = self.b
+        zt, Pt = self.z, dict(self.P)
+        mzt, vzt, Mt, Vt = self.mz, self.vz, dict(self.M), dict(self.V)
+        for t in range(k):
+            s = dict(self.const)
+            for n in self.vec:
+                s[n] = b.op("Gather", [self.vec[n], b.i64([t])], axis=0)
+                s[n] = b.reshape(s[n], [])
+            recon, saved = self.forward(Pt, zt)
+            grads = self.backward(Pt, zt, recon, saved, True, self.two_over_n)
+            zt, mzt, vzt = self.adam(zt, mzt, vzt, grads["z"], s["step_size_z"], s)
+            for n in list(Pt):
+                Pt[n], Mt[n], Vt[n] = self.adam(Pt[n], Mt[n], Vt[n], grads[n], s["step_size_theta"], s)
+        self.final_outputs(Pt, zt)
+        b.output(zt, "z.out", [self.S, 1, self.arch.z_dim])
+
+    # -- the passes ---------------------------------------------------------------------------
+    def _cat(self, xs, axis):
+        return xs[0] if len(xs) == 1 else self.b.op("Concat", xs, axis=axis)
+
+    def _part(self, t, st, axis):
+        """The columns of t that belong to weight chunk st."""
         n = st.cols[1] - st.cols[0]
-        full = arch.layer_io(int(st.param.split(".")[1]))[1] * 16
-        return t if n == full else b.slice(t, [st.cols[0]], [st.cols[1]], [axis])
+        full = self.arch.layer_io(int(st.param.split(".")[1]))[1] * 16
+        return t if n == full else self.b.slice(t, [st.cols[0]], [st.cols[1]], [axis])
 
-    def forward(P, z):
-        """Returns recon (S, C, R, R) and what the backward pass needs."""
+    def forward(self, P: dict, z: str):
+        """Returns recon (S, C, R, R) and what the backward pass needs: saved[f"A{l}"] (S, C_in, P) the
+        input of layer l's GEMM, saved[f"bn{l}"] = (xhat, relu output, gamma as (S, C, 1, 1))."""
+        b, arch, S, first = self.b, self.arch, self.S, self.first
         b.scope = "fwd"
         saved = {}
         if first == 0:
             # layer 0: z (S, 1, z_dim) @ W0 (S, z_dim, N0) -> (S, C0, 4, 4)
             cin, cout, _ = arch.layer_io(0)
-            y = cat([b.op("MatMul", [z, P[st.name]]) for st in chunks[0]], 2)   # (S, 1, C0*16)
+            y = self._cat([b.op("MatMul", [z, P[st.name]]) for st in self.chunks[0]], 2)   # (S, 1, C0*16)
             h = b.reshape(y, [S, cout, 4, 4])
         else:                                 # the tail: layer first - 1's ConvT output is the input
             cin, cout, _ = arch.layer_io(first - 1)
@@ -306,40 +411,54 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
             if l > 0 and l >= first:
                 cin, cout, hin = arch.layer_io(l)
                 A = b.reshape(a, [S, cin, hin * hin])                         # (S, C_in, P)
-                if arch.panel_layer(l):
-                    st = chunks[l][0]
-                    nb, pw = st.shape[1], st.shape[3]
-                    AT = b.reshape(b.transpose(A, [0, 2, 1]), [S, 1, hin * hin, cin])        # (S, 1, P, C_in)
-                    y = b.op("MatMul", [AT, P[st.name]])                      # (S, nb, P, panel)
-                    cols = b.reshape(b.transpose(y, [0, 1, 3, 2]), [S, nb * pw, hin * hin])  # (S, 16*C_out, P)
-                elif hin * hin <= 16:
-                    # thin layer (P <= 16): A^T W per chunk is the faster GEMM orientation (measured
-                    # 8.4 -> 5.6 ms at width 32), then one small transpose of the columns
-                    AT = b.transpose(A, [0, 2, 1])                            # (S, P, C_in)
-                    cols = b.transpose(cat([b.op("MatMul", [AT, P[st.name]]) for st in chunks[l]], 2),
-                                       [0, 2, 1])                             # (S, 16*C_out, P)
-                else:
-                    cols = cat([b.op("MatMul", [b.transpose(P[st.name], [0, 2, 1]), A])
-                                for st in chunks[l]], 1)                      # (S, 16*C_out, P)
-                h = b.col2im(cols, cout, hin)                                 # (S, C_out, 2h, 2h)
+                h = b.col2im(self._conv_t_columns(l, A, P), cout, hin)        # (S, C_out, 2h, 2h)
                 saved[f"A{l}"] = A
             if l < 4:
-                mean, inv_std = bn_consts[l]
-                g4 = b.reshape(P[f"bn{l}.gamma"], [S, cout, 1, 1])
-                xhat = b.op("Mul", [b.op("Sub", [h, mean]), inv_std])
-                yb = b.op("Add", [b.op("Mul", [xhat, g4]), b.reshape(P[f"bn{l}.beta"], [S, cout, 1, 1])])
-                a = b.op("Relu", [yb])
-                saved[f"bn{l}"] = (xhat, a, g4)
+                a = self._bn_relu(l, h, P, cout, saved)
             else:
                 h = b.op("Add", [h, b.reshape(P["bias4"], [S, cout, 1, 1])])
                 recon = b.op("Tanh", [h])
         return recon, saved
 
-    def backward(P, z_in, recon, saved, want_theta: bool, gscale):
-        """Gradients of sum_j loss_j w.r.t. z and (optionally) every state tensor."""
+    def _conv_t_columns(self, l: int, A: str, P: dict) -> str:
+        """Layer l's transposed-convolution GEMM: A (S, C_in, P) -> cols (S, 16*C_out, P), with its weight
+        in column panels, in chunks with A^T W (thin layers, P <= 16) or in chunks with W^T A."""
+        b, S, chunks = self.b, self.S, self.chunks
+        cin, _, hin = self.arch.layer_io(l)
+        if self.arch.panel_layer(l):
+            st = chunks[l][0]
+            nb, pw = st.shape[1], st.shape[3]
+            AT = b.reshape(b.transpose(A, [0, 2, 1]), [S, 1, hin * hin, cin])        # (S, 1, P, C_in)
+            y = b.op("MatMul", [AT, P[st.name]])                      # (S, nb, P, panel)
+            return b.reshape(b.transpose(y, [0, 1, 3, 2]), [S, nb * pw, hin * hin])  # (S, 16*C_out, P)
+        if hin * hin <= 16:
+            # thin layer (P <= 16): A^T W per chunk is the faster GEMM orientation (measured
+            # 8.4 -> 5.6 ms at width 32), then one small transpose of the columns
+            AT = b.transpose(A, [0, 2, 1])                            # (S, P, C_in)
+            return b.transpose(self._cat([b.op("MatMul", [AT, P[st.name]]) for st in chunks[l]], 2),
+                               [0, 2, 1])                             # (S, 16*C_out, P)
+        return self._cat([b.op("MatMul", [b.transpose(P[st.name], [0, 2, 1]), A])
+                          for st in chunks[l]], 1)                    # (S, 16*C_out, P)
+
+    def _bn_relu(self, l: int, h: str, P: dict, cout: int, saved: dict) -> str:
+        """Eval-mode BatchNorm l (running statistics, per-seed gamma / beta) and ReLU of h (S, C_out, H, W);
+        keeps (xhat, output, gamma (S, C_out, 1, 1)) in saved[f"bn{l}"] for the backward pass."""
+        b, S = self.b, self.S
+        mean, inv_std = self.bn_consts[l]
+        g4 = b.reshape(P[f"bn{l}.gamma"], [S, cout, 1, 1])
+        xhat = b.op("Mul", [b.op("Sub", [h, mean]), inv_std])
+        yb = b.op("Add", [b.op("Mul", [xhat, g4]), b.reshape(P[f"bn{l}.beta"], [S, cout, 1, 1])])
+        a = b.op("Relu", [yb])
+        saved[f"bn{l}"] = (xhat, a, g4)
+        return a
+
+    def backward(self, P: dict, z_in: str, recon: str, saved: dict, want_theta: bool, gscale) -> dict:
+        """Gradients of sum_j loss_j w.r.t. z (S, 1, z_dim) (a tail graph: a1) and (optionally) every state
+        tensor, layer 4 down to layer 0 (or the tail's input)."""
+        b, arch, S, first, bn_consts = self.b, self.arch, self.S, self.first, self.bn_consts
         grads = {}
         b.scope = "bwd"
-        diff = b.op("Sub", [recon, x])
+        diff = b.op("Sub", [recon, self.x])
         d = b.op("Mul", [diff, gscale])                                         # d loss / d recon
         d = b.op("Mul", [d, b.op("Sub", [b.const(1.0, f"one_{b._n}"), b.op("Mul", [recon, recon])])])
         for l in range(4, max(first - 1, 0) - 1, -1):
@@ -358,115 +477,75 @@ def _build(arch: Arch, kind: str, k: int = 0) -> "_Builder":
                 grads["a1"] = d
                 break
             if l == 0:
-                dy = b.reshape(d, [S, 1, cout * 16])
-                dys = [part(dy, st, 2) for st in chunks[0]]
-                grads["z"] = b.sum([b.op("MatMul", [dyc, b.transpose(P[st.name], [0, 2, 1])])
-                                    for dyc, st in zip(dys, chunks[0])])     # (S, 1, z_dim)
-                if want_theta:
-                    zT = b.transpose(z_in, [0, 2, 1])
-                    for dyc, st in zip(dys, chunks[0]):
-                        grads[st.name] = b.op("MatMul", [zT, dyc])           # (S, z_dim, cols)
+                self._layer0_backward(P, z_in, d, cout, want_theta, grads)
                 break
-            colD = b.im2col(d, cout, hin)                                     # (S, 16*C_out, P)
-            if arch.panel_layer(l):
-                st = chunks[l][0]
-                nb, pw = st.shape[1], st.shape[3]
-                Db = b.reshape(colD, [S, nb, pw, hin * hin])                    # (S, nb, panel, P)
-                if want_theta:                                                # (S, nb, C_in, panel)
-                    grads[st.name] = b.op("MatMul", [b.reshape(saved[f"A{l}"], [S, 1, cin, hin * hin]),
-                                                     b.transpose(Db, [0, 1, 3, 2])])
-                # sum over the panels as a (1 x nb) GEMV: onnxruntime's ReduceSum over a middle axis
-                # took 5 ms here, this 0.3 ms
-                per_panel = b.reshape(b.op("MatMul", [P[st.name], Db]), [S, nb, cin * hin * hin])   # (S, nb, C_in P)
-                dA = b.reshape(b.op("MatMul", [b.const(np.ones((1, nb)), f"ones_{b._n}"), per_panel]),
-                               [S, cin, hin * hin])                           # (S, C_in, P)
-                d = b.reshape(dA, [S, cin, hin, hin])
-                continue
-            cds = [part(colD, st, 1) for st in chunks[l]]
-            if want_theta:
-                for cd, st in zip(cds, chunks[l]):
-                    grads[st.name] = b.op("MatMul", [saved[f"A{l}"], b.transpose(cd, [0, 2, 1])])
-            dA = b.sum([b.op("MatMul", [P[st.name], cd]) for cd, st in zip(cds, chunks[l])])  # (S, C_in, P)
-            d = b.reshape(dA, [S, cin, hin, hin])                            # d loss / d A_l
+            d = self._conv_t_backward(l, P, d, saved, want_theta, grads)
         return grads
 
-    coef_cache = {}
+    def _layer0_backward(self, P: dict, z_in: str, d: str, cout: int, want_theta: bool, grads: dict) -> None:
+        """Layer 0 (z @ W0): grads["z"] (S, 1, z_dim) from d (S, C0, 4, 4), and W0's chunks' (S, z_dim, cols)."""
+        b, S, chunks = self.b, self.S, self.chunks
+        dy = b.reshape(d, [S, 1, cout * 16])
+        dys = [self._part(dy, st, 2) for st in chunks[0]]
+        grads["z"] = b.sum([b.op("MatMul", [dyc, b.transpose(P[st.name], [0, 2, 1])])
+                            for dyc, st in zip(dys, chunks[0])])     # (S, 1, z_dim)
+        if want_theta:
+            zT = b.transpose(z_in, [0, 2, 1])
+            for dyc, st in zip(dys, chunks[0]):
+                grads[st.name] = b.op("MatMul", [zT, dyc])           # (S, z_dim, cols)
 
-    def adam_coefs(step_size, s):
+    def _conv_t_backward(self, l: int, P: dict, d: str, saved: dict, want_theta: bool, grads: dict) -> str:
+        """Layer l's transposed convolution backwards: d loss / d h_l (S, C_out, 2h, 2h) -> d loss / d A_l
+        (S, C_in, h, h); with want_theta the weight's gradient per panel block or chunk (its own shape)."""
+        b, S, chunks = self.b, self.S, self.chunks
+        cin, cout, hin = self.arch.layer_io(l)
+        colD = b.im2col(d, cout, hin)                                     # (S, 16*C_out, P)
+        if self.arch.panel_layer(l):
+            st = chunks[l][0]
+            nb, pw = st.shape[1], st.shape[3]
+            Db = b.reshape(colD, [S, nb, pw, hin * hin])                    # (S, nb, panel, P)
+            if want_theta:                                                # (S, nb, C_in, panel)
+                grads[st.name] = b.op("MatMul", [b.reshape(saved[f"A{l}"], [S, 1, cin, hin * hin]),
+                                                 b.transpose(Db, [0, 1, 3, 2])])
+            # sum over the panels as a (1 x nb) GEMV: onnxruntime's ReduceSum over a middle axis
+            # took 5 ms here, this 0.3 ms
+            per_panel = b.reshape(b.op("MatMul", [P[st.name], Db]), [S, nb, cin * hin * hin])   # (S, nb, C_in P)
+            dA = b.reshape(b.op("MatMul", [b.const(np.ones((1, nb)), f"ones_{b._n}"), per_panel]),
+                           [S, cin, hin * hin])                           # (S, C_in, P)
+            return b.reshape(dA, [S, cin, hin, hin])
+        cds = [self._part(colD, st, 1) for st in chunks[l]]
+        if want_theta:
+            for cd, st in zip(cds, chunks[l]):
+                grads[st.name] = b.op("MatMul", [saved[f"A{l}"], b.transpose(cd, [0, 2, 1])])
+        dA = b.sum([b.op("MatMul", [P[st.name], cd]) for cd, st in zip(cds, chunks[l])])  # (S, C_in, P)
+        return b.reshape(dA, [S, cin, hin, hin])                            # d loss / d A_l
+
+    def adam_coefs(self, step_size, s):
         """Per-group scalars, computed once per step in the graph from the host's inputs:
         alpha = sqrt(1 - beta2) * inv_sqrt_bc2 / k and eps / k with k = max(step, tiny) * (1 - beta1)."""
+        b = self.b
         key = (step_size, id(s))
-        if key not in coef_cache:
+        if key not in self.coef_cache:
             b.scope = "adam"
             k = b.op("Mul", [b.op("Max", [step_size, b.const(1e-30, f"tiny_{b._n}")]), s["one_minus_beta1"]])
             alpha = b.op("Div", [b.op("Mul", [b.op("Sqrt", [s["one_minus_beta2"]]), s["inv_sqrt_bc2"]]), k])
-            coef_cache[key] = (alpha, b.op("Div", [s["eps"], k]))
-        return coef_cache[key]
+            self.coef_cache[key] = (alpha, b.op("Div", [s["eps"], k]))
+        return self.coef_cache[key]
 
-    def adam(p, m, v, g, step_size, s, out=None):
+    def adam(self, p, m, v, g, step_size, s, out=None):
         """torch.optim.Adam (no weight decay, no amsgrad) in 10 elementwise passes: returns (p', m', v').
 
         The moment state is kept scaled, m~ = m / (1 - beta1) and v~ = v / (1 - beta2) (both start
         at zero like torch's), so that m~' = beta1 m~ + g, v~' = beta2 v~ + g^2 and
         p' = p - step m / (sqrt(v) / sqrt(bc2) + eps) = p - m~' / (alpha sqrt(v~') + eps / k)."""
-        alpha, eps_k = adam_coefs(step_size, s)
+        b = self.b
+        alpha, eps_k = self.adam_coefs(step_size, s)
         b.scope = "adam"
         m1 = b.op("Add", [b.op("Mul", [m, s["beta1"]]), g], out and out[1])
         v1 = b.op("Add", [b.op("Mul", [v, s["beta2"]]), b.op("Mul", [g, g])], out and out[2])
         den = b.op("Add", [b.op("Mul", [b.op("Sqrt", [v1]), alpha]), eps_k])
         p1 = b.op("Sub", [p, b.op("Div", [m1, den])], out and out[0])
         return p1, m1, v1
-
-    numel = C * R * R
-    two_over_n = b.const(2.0 / numel, "two_over_numel") if kind != "final" else None
-
-    def final_outputs(P, z):
-        recon, _ = forward(P, z)
-        diff = b.op("Sub", [recon, x])
-        sq = b.op("Mul", [diff, diff])
-        b.output(b.op("ReduceMean", [sq, b.i64([1, 2, 3])], keepdims=0), "seed_losses", [S])
-        b.output(b.op("ReduceMean", [sq, b.i64([0, 1])], keepdims=0), "error_map", [R, R])
-        b.output(recon, "recon", [S, C, R, R])
-
-    if kind == "final":
-        final_outputs(P, z)
-    elif kind in ("step", "step_z"):
-        recon, saved = forward(P, z)
-        grads = backward(P, z, recon, saved, learn_theta, two_over_n)
-        adam(z, mz, vz, grads["z"], sc["step_size_z"], sc, ("z.out", "z.m.out", "z.v.out"))
-        b.outputs += [helper.make_tensor_value_info(n, b.odt, [S, 1, arch.z_dim]) for n in ("z.out", "z.m.out", "z.v.out")]
-        if learn_theta:
-            for n in P:
-                adam(P[n], M[n], V[n], grads[n], sc["step_size_theta"], sc, (n + ".out", n + ".m.out", n + ".v.out"))
-                b.outputs += [helper.make_tensor_value_info(n + s, b.odt, list(shapes[n])) for s in (".out", ".m.out", ".v.out")]
-    elif kind in ("grad", "grad_z", "grad_tail", "grad_z_tail"):
-        recon, saved = forward(P, z)
-        grads = backward(P, z, recon, saved, kind in ("grad", "grad_tail"), two_over_n)
-        if tail:
-            b.output(grads["a1"], "a1.grad", [S, arch.widths[HEAD_LAYERS - 1], 8, 8])
-        else:
-            b.output(grads["z"], "z.grad", [S, 1, arch.z_dim])
-        if kind in ("grad", "grad_tail"):
-            for n in P:
-                b.output(grads[n], n + ".grad", shapes[n])
-    elif kind == "unrolled":
-        zt, Pt = z, dict(P)
-        mzt, vzt, Mt, Vt = mz, vz, dict(M), dict(V)
-        for t in range(k):
-            s = dict(const)
-            for n in vec:
-                s[n] = b.op("Gather", [vec[n], b.i64([t])], axis=0)
-                s[n] = b.reshape(s[n], [])
-            recon, saved = forward(Pt, zt)
-            grads = backward(Pt, zt, recon, saved, True, two_over_n)
-            zt, mzt, vzt = adam(zt, mzt, vzt, grads["z"], s["step_size_z"], s)
-            for n in list(Pt):
-                Pt[n], Mt[n], Vt[n] = adam(Pt[n], Mt[n], Vt[n], grads[n], s["step_size_theta"], s)
-        final_outputs(Pt, zt)
-        b.output(zt, "z.out", [S, 1, arch.z_dim])
-    else:
-        raise ValueError(f"unknown graph kind {kind!r}")
-    return b
 
 
 def build_graph(arch: Arch, kind: str, bn_stats: dict, k: int = 0) -> onnx.ModelProto:
