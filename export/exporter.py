@@ -143,12 +143,15 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     spec = own_spec if preprocess is None else preprocess
     pixel_frames = resolve_pixel_memory(cfg, pixel_memory, scoring, G.cfg.resolution)   # None unless score_pixel_power > 0
     pixel_augment = scoring.pixel_augment() if pixel_frames is not None else []
+    given = threshold is not None and threshold is not False
     if threshold is None:
         threshold = stored_threshold(scoring, cfg, spec, log)
     elif threshold is False:
         threshold = None
     if threshold is not None:
         threshold = check_threshold(threshold, cfg, spec)
+    if given:                        # e.g. --threshold-file: said when it replaces the checkpoint's own
+        replaced_threshold_note(threshold, stored_threshold(scoring, cfg, spec, lambda *a: None), log)
     try:
         check_shift_fill(spec, cfg.score_shift_radius)
         if cfg.uses_pixel_memory:
@@ -446,6 +449,28 @@ def stored_threshold(scoring, cfg: SearchConfig, spec: Optional[PreprocessSpec] 
     log(f"threshold {thr.get('value')} from the checkpoint (calibrated at {thr.get('target_fpr')} false alarms "
         f"on {thr.get('normal', 'normal frames')})")
     return {**thr, "source": "checkpoint"}
+
+
+def replaced_threshold_note(given: dict, own: Optional[dict], log: Callable = print) -> None:
+    """Say (``log``) that the threshold ``given`` (edge-ad eval's threshold.json, --threshold) replaces the
+    checkpoint's own ``own`` (None: nothing said), with the normal frames and rate each was read from, and warn
+    when ``given`` rests on fewer normal frames than ``own`` or on its top few scores (few_expected_above)."""
+    from edge_ad.runtime.calibrate import few_expected_above
+    if own is None or own.get("value") == given.get("value"):
+        return
+
+    def read(t: dict) -> str:
+        n, rate = t.get("n_normal"), t.get("target_fpr")
+        return f"{n} normal frames at {rate:g}" if isinstance(n, int) and isinstance(rate, (int, float)) \
+            else "normal frames not recorded"
+    log(f"threshold {given.get('value')} ({read(given)}) replaces the checkpoint's own {own.get('value')} "
+        f"({read(own)})")
+    n, rate, n_own = given.get("n_normal"), given.get("target_fpr"), own.get("n_normal")
+    if isinstance(n, int) and isinstance(rate, (int, float)) and few_expected_above(n, rate):
+        log(f"warning: the threshold given rests on the top few of {n} normal scores ({n} x {rate:g} = "
+            f"{n * rate:.2g} expected above it): its false-alarm rate is a guess")
+    elif isinstance(n, int) and isinstance(n_own, int) and n < n_own:
+        log(f"warning: the threshold given was read from {n} normal frames, the checkpoint's from {n_own}")
 
 
 def check_threshold(threshold: dict, cfg: SearchConfig, spec: Optional[PreprocessSpec] = None) -> dict:

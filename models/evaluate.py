@@ -25,6 +25,19 @@ def detection_metrics(normal: np.ndarray, anomalous: np.ndarray) -> dict:
             "n_normal": int(len(normal)), "n_anomalous": int(len(anomalous))}
 
 
+def few_normals_warning(normal_scores: np.ndarray, fpr: float, threshold: float) -> Optional[str]:
+    """What to say when ``threshold`` (calibrate_threshold of ``normal_scores`` at ``fpr``) rests on the top few
+    normal scores (runtime/calibrate's few_expected_above rule); None when there are enough."""
+    from edge_ad.runtime.calibrate import MIN_EXPECTED_ABOVE, few_expected_above, ordinal
+    n = len(normal_scores)
+    if not few_expected_above(n, fpr):
+        return None
+    above = int((np.asarray(normal_scores, float) > threshold).sum())
+    return (f"the threshold is the {ordinal(above + 1)} highest of {n} normal scores ({n} x {fpr:g} = "
+            f"{n * fpr:.2g} expected above it; a quantile needs {MIN_EXPECTED_ABOVE} or more), as noisy as one "
+            "frame: use more normal frames (e.g. without --max-per-class) or a larger --calibrate-fpr")
+
+
 def calibrate_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:
     """Threshold that flags at most ``fpr`` of the normal (validation) frames."""
     if not 0 < fpr < 1:
@@ -70,6 +83,9 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
         threshold = calibrate_threshold(normal, calibrate_fpr)
         report["threshold"] = {"value": threshold, "target_fpr": calibrate_fpr, "n_normal": int(len(normal)),
                                "normal": normal_name, "search": (extra or {}).get("search")}
+        warning = few_normals_warning(normal, calibrate_fpr, threshold)
+        if warning is not None:
+            report["threshold"]["warning"] = warning
         if (extra or {}).get("preprocess") is not None:   # the preprocessing the scores were made with
             report["threshold"]["preprocess"] = extra["preprocess"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +93,9 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
     if threshold is not None:
         (out_dir / "threshold.json").write_text(json.dumps(report["threshold"], indent=2) + "\n")
     save_histogram({normal_name: normal, **anomalies}, out_dir / "histogram.png", threshold,
-                   title=f"scores, normal: {normal_name}")
+                   title=f"scores, normal: {normal_name}",
+                   threshold_label=None if threshold is None else
+                   f"threshold.json {threshold:.4g} ({calibrate_fpr:g} of {len(normal)} normals)")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

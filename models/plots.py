@@ -60,8 +60,10 @@ def save_roc(curves: dict, path: Path, title: str = "") -> None:
     fig.tight_layout(), fig.savefig(path, dpi=100), plt.close(fig)
 
 
-def save_histogram(scores: dict, path: Path, threshold: Optional[float] = None, title: str = "") -> None:
-    """scores: group name -> 1-D array of anomaly scores."""
+def save_histogram(scores: dict, path: Path, threshold: Optional[float] = None, title: str = "",
+                   threshold_label: Optional[str] = None) -> None:
+    """scores: group name -> 1-D array of anomaly scores; threshold: a dashed line, labelled ``threshold_label``
+    (which threshold it is; default "threshold VALUE")."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     allv = np.concatenate([np.asarray(v) for v in scores.values()])
@@ -69,7 +71,7 @@ def save_histogram(scores: dict, path: Path, threshold: Optional[float] = None, 
     for name, v in scores.items():
         ax.hist(v, bins=bins, alpha=0.5, label=f"{name} (n={len(v)})")
     if threshold is not None:
-        ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.4g}")
+        ax.axvline(threshold, color="k", ls="--", label=threshold_label or f"threshold {threshold:.4g}")
     ax.set_xlabel("anomaly score"), ax.set_ylabel("frames"), ax.set_title(title), ax.legend(fontsize=8)
     fig.tight_layout(), fig.savefig(path, dpi=100), plt.close(fig)
 

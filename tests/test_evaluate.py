@@ -43,6 +43,23 @@ def test_report_files(tmp_path):
     assert "value" in json.loads((tmp_path / "threshold.json").read_text())
 
 
+def test_a_threshold_from_too_few_normals_is_said(tmp_path):
+    """Audit 28 #4: eval --max-per-class 10 wrote threshold.json from 10 normal frames at 5 % (0.5 expected above
+    it: the quantile is the top score) without a word, and export took it in place of the checkpoint's 400-frame
+    one: 12 % false alarms. Now threshold.json (and report.json) carry a warning saying so, with calibrate's rule
+    (n x rate < 3); enough normals carry none."""
+    normal = np.linspace(0.1, 0.2, 10)
+    rep = write_report(tmp_path / "few", "box", normal, {"sphere": np.array([0.25, 0.5])}, calibrate_fpr=0.05)
+    said = json.loads((tmp_path / "few" / "threshold.json").read_text())["warning"]
+    assert said == rep["threshold"]["warning"] == (
+        "the threshold is the 1st highest of 10 normal scores (10 x 0.05 = 0.5 expected above it; a quantile needs "
+        "3 or more), as noisy as one frame: use more normal frames (e.g. without --max-per-class) or a larger "
+        "--calibrate-fpr")
+    rep = write_report(tmp_path / "many", "box", np.linspace(0.1, 0.2, 60), {"sphere": np.array([0.25, 0.5])},
+                       calibrate_fpr=0.05)
+    assert "warning" not in rep["threshold"]
+
+
 @pytest.mark.parametrize("args", [("--calibrate-fpr", "1.5"), ("--calibrate-fpr", "nan"), ("--calibrate-fpr", "0"),
                                   ("--calibrate-fpr", "-0.1"), ("--calibrate-fpr", "1"), ("--lr-z", "nan"),
                                   ("--lr-theta", "inf"), ("--fg-power", "nan"), ("--latent-power", "-inf"),

@@ -66,6 +66,33 @@ def test_checkpoint_threshold_is_the_export_default(tmp_path, tiny_generator):
     assert Scorer.load(tmp_path / "m3").threshold is None
 
 
+def test_a_threshold_given_says_it_replaces_the_checkpoints_own(tmp_path, tiny_generator):
+    """Audit 28 #4: export --threshold-file put eval's threshold (10 normal frames) in place of the checkpoint's
+    (400) without a word. Now the replacement is said with both thresholds' frames and rates, and a threshold
+    read from the top few scores, or from fewer frames than the checkpoint's, is warned about."""
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    cfg = SearchConfig(k=2, n_seed=1)
+    own = {"value": 0.042, "target_fpr": 0.04, "n_normal": 400, "normal": "val", "search": cfg.to_dict()}
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"name": "x", "search": cfg.to_dict(), "threshold": own})
+    said = []
+    few = {"value": 0.03, "target_fpr": 0.05, "n_normal": 10, "normal": "sphere", "search": cfg.to_dict()}
+    export_model(tmp_path / "g.pt", tmp_path / "m", parity=False, unrolled=False, threshold=few, log=said.append)
+    assert Scorer.load(tmp_path / "m").threshold == pytest.approx(0.03)
+    assert "threshold 0.03 (10 normal frames at 0.05) replaces the checkpoint's own 0.042 (400 normal frames at " \
+           "0.04)" in said, said
+    assert "warning: the threshold given rests on the top few of 10 normal scores (10 x 0.05 = 0.5 expected above " \
+           "it): its false-alarm rate is a guess" in said, said
+    said.clear()
+    fewer = {**few, "n_normal": 100}
+    export_model(tmp_path / "g.pt", tmp_path / "m2", parity=False, unrolled=False, threshold=fewer, log=said.append)
+    assert "warning: the threshold given was read from 100 normal frames, the checkpoint's from 400" in said, said
+    said.clear()
+    export_model(tmp_path / "g.pt", tmp_path / "m3", parity=False, unrolled=False, log=said.append)   # its own
+    assert not [s for s in said if "replaces" in s or "warning" in s], said
+
+
 def test_threshold_ignores_optimiser_settings_only_when_no_step_reads_them(tmp_path, tiny_generator):
     """k = 0 (no search step) in the threshold's configuration and the scorer's: lr_z, lr_theta, beta1,
     beta2, eps change no score, so overriding them keeps the threshold; n_seed or a k > 0 model's

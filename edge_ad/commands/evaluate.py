@@ -238,6 +238,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                                       calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
                                       baselines and baselines_skipped is None, pixels)
     report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
+    if (report.get("threshold") or {}).get("warning"):
+        click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
     m = report["metrics"]
     for name in list(scores) + ["overall"]:
         click.echo(f"{normal_name} vs {name:9s} AUROC {m[name]['auroc']:.3f}  AP {m[name]['ap']:.3f}  "

@@ -46,5 +46,6 @@ from .scene_scores import held_out_pixel_distances, held_out_scores, scene_block
 from .selection import (FramePlan, check_every, frame_plan, how_selected, labelled_normals, ordinal,
                         selected_text, selection_text, source_length, spread_positions, uncounted_text)
 from .threshold import (MIN_EXPECTED_ABOVE, SCENE_TEST_ALPHA, ThresholdChoice, ThresholdInputs, binomial_tail,
+                        few_expected_above,
                         choose_threshold, frames_above, frames_accepted, lowest_accepted_threshold, quantile_threshold,
                         scene_exceeds, scene_doubt, scene_vs_model, threshold_record, threshold_warning)

@@ -64,6 +64,13 @@ DOUBT_SHARE_ABOVE = 0.5      # more than this share of the scene's frames above 
 DOUBT_RAISE = 4.0            # or the threshold chosen more than this many times the model's own
 
 
+def few_expected_above(n: int, fpr: float) -> bool:
+    """Whether ``n`` normal scores at a false-alarm rate ``fpr`` expect fewer than MIN_EXPECTED_ABOVE scores above
+    their quantile threshold, which then rests on the top few of them (as noisy as one frame): the one rule of
+    calibrate's threshold_warning, eval's threshold.json and export's threshold replacing the checkpoint's."""
+    return n * fpr < MIN_EXPECTED_ABOVE
+
+
 def quantile_threshold(scores: np.ndarray, fpr: float) -> float:
     """The threshold that flags at most ``fpr`` of ``scores`` (as models.evaluate.calibrate_threshold)."""
     return float(np.quantile(np.asarray(scores, float), 1 - fpr, method="higher"))
@@ -182,7 +189,7 @@ def threshold_warning(choice: ThresholdChoice, inputs: ThresholdInputs, n: int) 
     (``inputs.model_threshold``) and the ``n`` scene frames x the rate expect fewer than MIN_EXPECTED_ABOVE
     frames above it (the calibration's "threshold_warning"); None otherwise."""
     fpr, above = inputs.fpr, choice.test["frames_above_threshold"]     # scene frames above the chosen threshold
-    if choice.threshold == inputs.model_threshold or n * fpr >= MIN_EXPECTED_ABOVE:
+    if choice.threshold == inputs.model_threshold or not few_expected_above(n, fpr):
         return None
     return (f"{n} scene frames cannot resolve a {fpr:g} false-alarm rate (n x rate = {n * fpr:.2g} < "
             f"{MIN_EXPECTED_ABOVE}): the threshold is the {ordinal(above + 1)} highest of "
