@@ -7,6 +7,7 @@ own rows. ``check_parity`` returns the report the manifest keeps.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -113,15 +114,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     (runtime.pixel_memory.PixelMemory of the exported pixel_memory.npy): the reference's of its own x."""
     import copy
 
-    import torch
-
-    from edge_ad.models.search import search_eager
-    from edge_ad.runtime.score_scale import score_scale
-    from edge_ad.runtime.scorer import Scorer
     # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
     # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")
     full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0)
-    S = cfg.n_seed
     use_encoder = cfg.z_init == "encoder"
     if cfg.uses_pixel_memory and pixel_memory is None:
         raise ExportError("parity check: the scoring configuration needs the pixel memory (score_pixel_power > 0)")
@@ -130,90 +125,21 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
     man = load_manifest(out_dir, verify=False)
     zcfg = cfg.replace(lr_theta=0.0) if check_z_only and cfg.updates_weights and cfg.k > 0 else None
-    # every exported variant (runtime/variants.py), faithful and z-only, CPU provider: {name: (scorer, zscorer)}
-    names = list(man.get("variants") or [v.name for v in variants.VARIANTS.values()
-                                         if variants.exported(v, cfg, man["graphs"])])
-    scorers = {n: (Scorer.load(out_dir, config=cfg, variant=n, threads=threads, providers=["CPUExecutionProvider"]),
-                   Scorer.load(out_dir, config=zcfg, variant=n, threads=threads, providers=["CPUExecutionProvider"])
-                   if zcfg is not None else None) for n in names}
-    if check_fp64:
-        params, bn = generator_arrays(G)
-        arch64 = arch_of(G, S, 0, np.float64)
-        v64 = variants.for_export(cfg, ("gpu",))[0]        # the all-seeds graphs: forward (k = 0) or step
-        kind64 = v64.mode(cfg)                              # OrtSearch's mode: forward, step or step_z
-        m64 = {name: GRAPH_BUILDERS[name].model(name, arch64, bn, cfg, np.float64)[0] for name in v64.needs(cfg)}
-        st64 = {k: v[0] for k, v in stack_state(arch64, params).items()}
-        shapes64 = {s.name: s.shape for s in arch64.state()}
-
-    def rel_of(a, b):
-        return abs(a - b) / max(abs(b), 1e-12)
-
-    def compare(got, ref) -> dict:
-        return {"onnx_score": got.score, "rel_diff": rel_of(got.score, ref.score),
-                "max_seed_rel_diff": float(np.max(np.abs(got.seed_losses - ref.seed_losses)
-                                                  / np.maximum(np.abs(ref.seed_losses), 1e-12))),
-                "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
-
+    scorers = _variant_scorers(out_dir, man, cfg, zcfg, threads)
+    fp64 = _Float64Graphs(G, cfg) if check_fp64 else None
     rows, starts = [], []
     for i, fr in enumerate(frames):
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
-        zseed = frame_seed(seed, i)
-        e64 = reference_latent(E64, x) if use_encoder else None      # (z_dim,) float64
-        dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
-        pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits) if cfg.uses_pixel_memory
-                 else None)                                          # d_pix of the reference's x (its own shifts)
-        scale = score_scale(x, cfg, dist, pdist)
-        if use_encoder:
-            z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
-            start = {"seed": zseed}                                 # runtime: encoder.onnx + same noise
-        else:
-            z0 = make_z0(S, G.cfg.z_dim, zseed)
-            start = {"z0": z0}
-        starts.append(start)
-        ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
-        zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
-                if zcfg is not None else None)
-        row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": zseed,
-               "z_init": cfg.z_init, "score_scale": scale, "reference_score": ref.score, "variants": {}}
-        if zref is not None:
-            row["z_only"] = {"reference_score": zref.score, "variants": {}}
-        for n, (sc, zsc) in scorers.items():
-            got = sc.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
-            row["variants"][n] = compare(got, ref)
-            if use_encoder and "encoder_z0_max_abs_diff" not in row:
-                # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
-                row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - z0)))
-                row["encoder_z0_max_abs"] = float(np.max(np.abs(z0)))
-            if dist is not None and "latent_distance" not in row:
-                row["latent_distance"] = {"reference": dist, "onnx": got.latent_distance,
-                                          "rel_diff": rel_of(got.latent_distance, dist)}
-            if pdist is not None and "pixel_distance" not in row:
-                row["pixel_distance"] = {"reference": pdist, "onnx": got.pixel_distance,
-                                         "rel_diff": rel_of(got.pixel_distance, pdist)}
-            if zsc is not None:
-                row["z_only"]["variants"][n] = compare(zsc.score(fr["rgb"], fr["depth"], check_faults=False, **start), zref)
-        # the frame's worst variant (faithful and z-only): the gate's value for this frame
-        row["rel_diff"] = max([r["rel_diff"] for r in row["variants"].values()]
-                              + [r["rel_diff"] for r in row.get("z_only", {}).get("variants", {}).values()])
-        if check_fp64:
-            r64 = run_graphs(m64, st64, shapes64, cfg, arch64, kind64, x, z0, threads)
-            row["fp64_graph_rel_diff"] = rel_of(float(r64["seed_losses"].mean()) / scale, ref.score)
+        ref = _reference_on_frame(G, x, cfg, zcfg, frame_seed(seed, i), E64, latent_bank, bank_rows_per_frame,
+                                  pixel_memory)
+        starts.append(ref.start)
+        row = _frame_row(fr, ref, scorers, cfg)
+        if fp64 is not None:
+            r64 = fp64.run(cfg, x, ref.z0, threads)
+            row["fp64_graph_rel_diff"] = _rel_diff(float(r64["seed_losses"].mean()) / ref.scale, ref.score)
         rows.append(row)
-        log(f"  parity {fr['id']} ({fr.get('label')}): reference {ref.score:.8f}; "
-            + ", ".join(f"{n} rel {r['rel_diff']:.2e}" for n, r in row["variants"].items())
-            + (", z-only " + ", ".join(f"{n} {r['rel_diff']:.2e}" for n, r in row["z_only"]["variants"].items())
-               if "z_only" in row else "")
-            + (f", encoder z0 max abs diff {row['encoder_z0_max_abs_diff']:.1e}" if use_encoder else "")
-            + (f", fp64 graph rel {row['fp64_graph_rel_diff']:.1e}" if check_fp64 else ""))
-    per_variant = {}
-    for n in scorers:
-        worst = max((r["variants"][n]["rel_diff"] for r in rows), default=float("inf"))
-        zworst = max((r["z_only"]["variants"][n]["rel_diff"] for r in rows if "z_only" in r), default=None)
-        ok = bool(rows) and worst <= tolerance and (zworst is None or zworst <= tolerance)
-        per_variant[n] = {"passed": ok, "max_rel_diff": worst, "z_only_max_rel_diff": zworst,
-                          "summary": f"{len(rows)} frames, max relative score difference {worst:.2e}"
-                                     + (f" (z-only {zworst:.2e})" if zworst is not None else "")
-                                     + f", tolerance {tolerance:g}"}
+        log(_frame_line(fr, row, ref.score, use_encoder, check_fp64))
+    per_variant = _variant_verdicts(rows, scorers, tolerance)
     failed = [n for n, r in per_variant.items() if not r["passed"]]
     kept = [n for n in per_variant if n not in failed]
     worst = max((per_variant[n]["max_rel_diff"] for n in kept), default=float("inf"))
@@ -239,8 +165,163 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                + (f"; {shift['summary']}" + ("" if shift["passed"] else " FAILED") if shift else ""))
     if not rows:
         summary = "no parity frames"
+    return {"reference": _reference_text(cfg),
+            "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
+                       "faithful and z-only",
+            "tolerance": tolerance,
+            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": full_cfg.to_dict(),
+            "frames": rows, "variants": per_variant, "failed_variants": failed,
+            "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
+            "batch": batch, "shift_min": shift, "passed": passed, "summary": summary}
+
+
+def _variant_scorers(out_dir: Path, man: dict, cfg: SearchConfig, zcfg: Optional[SearchConfig],
+                     threads: Optional[int]) -> dict:
+    """Every exported variant (runtime/variants.py), faithful and z-only (``zcfg``; None: no z-only check),
+    on the CPU provider: {name: (scorer, z-only scorer or None)}."""
+    from edge_ad.runtime.scorer import Scorer
+    names = list(man.get("variants") or [v.name for v in variants.VARIANTS.values()
+                                         if variants.exported(v, cfg, man["graphs"])])
+    return {n: (Scorer.load(out_dir, config=cfg, variant=n, threads=threads, providers=["CPUExecutionProvider"]),
+                Scorer.load(out_dir, config=zcfg, variant=n, threads=threads, providers=["CPUExecutionProvider"])
+                if zcfg is not None else None) for n in names}
+
+
+class _Float64Graphs:
+    """The all-seeds graphs of the search built in float64 (forward for k = 0, else step or step_z), with
+    the generator's state: run on a frame, they must equal the float64 reference to FP64_GRAPH_TOLERANCE."""
+
+    def __init__(self, G, cfg: SearchConfig):
+        params, bn = generator_arrays(G)
+        self.arch = arch_of(G, cfg.n_seed, 0, np.float64)
+        v64 = variants.for_export(cfg, ("gpu",))[0]        # the all-seeds graphs: forward (k = 0) or step
+        self.kind = v64.mode(cfg)                           # OrtSearch's mode: forward, step or step_z
+        self.models = {name: GRAPH_BUILDERS[name].model(name, self.arch, bn, cfg, np.float64)[0]
+                       for name in v64.needs(cfg)}
+        self.state = {k: v[0] for k, v in stack_state(self.arch, params).items()}
+        self.shapes = {s.name: s.shape for s in self.arch.state()}
+
+    def run(self, cfg: SearchConfig, x: np.ndarray, z0: np.ndarray, threads: Optional[int]) -> dict:
+        """x (C, R, R), z0 (n_seed, z_dim) -> run_graphs' dict (seed_losses (n_seed,), ...)."""
+        return run_graphs(self.models, self.state, self.shapes, cfg, self.arch, self.kind, x, z0, threads)
+
+
+@dataclass
+class _FrameReference:
+    """The float64 PyTorch reference on one frame: its start (z0 (n_seed, z_dim); ``start``, what the runtime
+    is given: {"z0": z0}, or {"seed": zseed} for an encoder's z0), latent / pixel distances, score scale,
+    and the faithful (``ref``) and z-only (``zref``, None without) searches' results."""
+
+    zseed: int
+    start: dict
+    z0: np.ndarray
+    dist: Optional[float]
+    pdist: Optional[float]
+    scale: float
+    ref: object
+    zref: object
+
+    @property
+    def score(self) -> float:
+        return self.ref.score
+
+
+def _reference_on_frame(G, x: np.ndarray, cfg: SearchConfig, zcfg: Optional[SearchConfig], zseed: int, E64,
+                        latent_bank, bank_rows_per_frame, pixel_memory) -> _FrameReference:
+    """Run the float64 reference search (models.search.search_eager) on x (C, R, R), a preprocessed frame,
+    from the z0 of ``zseed`` (with an encoder ``E64``: E(x) in float64 + z_init_sigma * make_z0)."""
+    import torch
+
+    from edge_ad.models.search import search_eager
+    from edge_ad.runtime.score_scale import score_scale
+    e64 = reference_latent(E64, x) if E64 is not None else None      # (z_dim,) float64
+    dist = reference_latent_distance(e64, latent_bank, cfg, bank_rows_per_frame)
+    pdist = (pixel_memory.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits) if cfg.uses_pixel_memory
+             else None)                                          # d_pix of the reference's x (its own shifts)
+    scale = score_scale(x, cfg, dist, pdist)
+    if E64 is not None:
+        z0 = reference_z0(e64, cfg, zseed)                      # (S, z_dim) float64 encoder, cast
+        start = {"seed": zseed}                                 # runtime: encoder.onnx + same noise
+    else:
+        z0 = make_z0(cfg.n_seed, G.cfg.z_dim, zseed)
+        start = {"z0": z0}
+    ref = search_eager(G, x, cfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
+    zref = (search_eager(G, x, zcfg, z0=z0, dtype=torch.float64, latent_distance=dist, pixel_distance=pdist)
+            if zcfg is not None else None)
+    return _FrameReference(zseed, start, z0, dist, pdist, scale, ref, zref)
+
+
+def _rel_diff(a, b) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _score_diffs(got, ref) -> dict:
+    """A runtime result against the reference's: score, worst per-seed loss and error-map (R, R) differences."""
+    return {"onnx_score": got.score, "rel_diff": _rel_diff(got.score, ref.score),
+            "max_seed_rel_diff": float(np.max(np.abs(got.seed_losses - ref.seed_losses)
+                                              / np.maximum(np.abs(ref.seed_losses), 1e-12))),
+            "error_map_max_abs_diff": float(np.max(np.abs(got.error_map - ref.error_map)))}
+
+
+def _frame_row(fr: dict, ref: _FrameReference, scorers: dict, cfg: SearchConfig) -> dict:
+    """The parity report's row of one frame: every variant's scores against the reference (faithful and
+    z-only), the runtime's z0 / latent / pixel distance against the reference's (from the first variant),
+    and "rel_diff", the frame's worst variant: the gate's value for this frame."""
+    row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": ref.zseed,
+           "z_init": cfg.z_init, "score_scale": ref.scale, "reference_score": ref.score, "variants": {}}
+    if ref.zref is not None:
+        row["z_only"] = {"reference_score": ref.zref.score, "variants": {}}
+    for n, (sc, zsc) in scorers.items():
+        got = sc.score(fr["rgb"], fr["depth"], check_faults=False, **ref.start)   # numerics, as the reference
+        row["variants"][n] = _score_diffs(got, ref.ref)
+        if cfg.z_init == "encoder" and "encoder_z0_max_abs_diff" not in row:
+            # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
+            row["encoder_z0_max_abs_diff"] = float(np.max(np.abs(got.z0 - ref.z0)))
+            row["encoder_z0_max_abs"] = float(np.max(np.abs(ref.z0)))
+        if ref.dist is not None and "latent_distance" not in row:
+            row["latent_distance"] = {"reference": ref.dist, "onnx": got.latent_distance,
+                                      "rel_diff": _rel_diff(got.latent_distance, ref.dist)}
+        if ref.pdist is not None and "pixel_distance" not in row:
+            row["pixel_distance"] = {"reference": ref.pdist, "onnx": got.pixel_distance,
+                                     "rel_diff": _rel_diff(got.pixel_distance, ref.pdist)}
+        if zsc is not None:
+            row["z_only"]["variants"][n] = _score_diffs(zsc.score(fr["rgb"], fr["depth"], check_faults=False,
+                                                                  **ref.start), ref.zref)
+    # the frame's worst variant (faithful and z-only): the gate's value for this frame
+    row["rel_diff"] = max([r["rel_diff"] for r in row["variants"].values()]
+                          + [r["rel_diff"] for r in row.get("z_only", {}).get("variants", {}).values()])
+    return row
+
+
+def _frame_line(fr: dict, row: dict, reference_score: float, use_encoder: bool, check_fp64: bool) -> str:
+    """The log line of one frame's parity."""
+    return (f"  parity {fr['id']} ({fr.get('label')}): reference {reference_score:.8f}; "
+            + ", ".join(f"{n} rel {r['rel_diff']:.2e}" for n, r in row["variants"].items())
+            + (", z-only " + ", ".join(f"{n} {r['rel_diff']:.2e}" for n, r in row["z_only"]["variants"].items())
+               if "z_only" in row else "")
+            + (f", encoder z0 max abs diff {row['encoder_z0_max_abs_diff']:.1e}" if use_encoder else "")
+            + (f", fp64 graph rel {row['fp64_graph_rel_diff']:.1e}" if check_fp64 else ""))
+
+
+def _variant_verdicts(rows: list, scorers: dict, tolerance: float) -> dict:
+    """Per variant over all frames: passed (its worst faithful and z-only differences <= tolerance, and
+    some frame), max_rel_diff, z_only_max_rel_diff (None without z-only) and a one-line summary."""
+    per_variant = {}
+    for n in scorers:
+        worst = max((r["variants"][n]["rel_diff"] for r in rows), default=float("inf"))
+        zworst = max((r["z_only"]["variants"][n]["rel_diff"] for r in rows if "z_only" in r), default=None)
+        ok = bool(rows) and worst <= tolerance and (zworst is None or zworst <= tolerance)
+        per_variant[n] = {"passed": ok, "max_rel_diff": worst, "z_only_max_rel_diff": zworst,
+                          "summary": f"{len(rows)} frames, max relative score difference {worst:.2e}"
+                                     + (f" (z-only {zworst:.2e})" if zworst is not None else "")
+                                     + f", tolerance {tolerance:g}"}
+    return per_variant
+
+
+def _reference_text(cfg: SearchConfig) -> str:
+    """The report's "reference": what the float64 reference ran, and the score terms on both sides."""
     reference = "edge_ad.models.search.search_eager, torch float64, same z0"
-    if use_encoder:
+    if cfg.z_init == "encoder":
         reference += (", z0 = E(x) (the checkpoint's izi encoder in torch float64) + z_init_sigma * "
                       "make_z0(n_seed, z_dim, z0_seed); the runtime computes its z0 with encoder.onnx")
     if cfg.score_fg_power:
@@ -251,14 +332,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     if cfg.uses_pixel_memory:
         reference += (", score *= max(d_pix(x), pixel_floor) ** score_pixel_power on both sides (each side's own x, "
                       f"min over its shifts up to pixel_shift_radius {cfg.pixel_shift_radius} px)")
-    return {"reference": reference,
-            "runtime": "onnxruntime float32 graphs on the CPU provider, every exported variant (runtime/variants.py), "
-                       "faithful and z-only",
-            "tolerance": tolerance,
-            "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": full_cfg.to_dict(),
-            "frames": rows, "variants": per_variant, "failed_variants": failed,
-            "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
-            "batch": batch, "shift_min": shift, "passed": passed, "summary": summary}
+    return reference
 
 
 def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
