@@ -355,6 +355,25 @@ def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
     assert r.exit_code == 1 and "cannot load model" in r.output
 
 
+def test_a_source_that_gives_no_frames_is_said_and_not_exit_0(tmp_path, kinect_export):
+    """Audit 28 #5: a source that gave no frame at all (an empty bag: topics declared, no message) was "done",
+    exit 0, not a word, beside a source that scored (edge-ad run on it alone: exit 4). Now its summary entry
+    carries no_frames, totals count it, one line names it, and the batch exits 3; run again, it stays said."""
+    empty = tmp_path / "nomsgs_mcap"
+    write_ros2_bag(empty, [], storage="mcap")
+    said = []
+    for attempt in ("first", "resumed"):
+        r = batch(["--model", kinect_export, "--out", tmp_path / "out", "-q", empty, "synth://?n=3"])
+        assert r.exit_code == 3, (attempt, r.output)
+        s = summary_of(tmp_path / "out")
+        (entry,) = [e for e in s["sources"] if e["uri"] == str(empty)]
+        assert entry["status"] == "done" and entry["frames"] == 0 and entry["no_frames"] is True, entry
+        assert s["totals"]["no_frames"] == 1 and s["totals"]["frames"] == 3, s["totals"]
+        assert "1 source(s) gave no frames" in r.output, r.output
+        said.append(r.output)
+    assert f"source {empty}: the source gave no frames (nothing was scored from it)" in said[0], said[0]
+
+
 def test_a_glob_that_matches_nothing_is_said_not_only_written(tmp_path, kinect_export):
     """A SOURCE glob without a match is a failed source: the command says why (it printed only
     '1 failed', the reason was in summary.json alone)."""

@@ -103,7 +103,7 @@ def keep_aside(path: Path) -> Path:
 
 def exit_status(summary: dict) -> int:
     """As ``edge-ad run``: 1 a source failed, 0 stopped by a signal, 4 no frame was scored, 3 some frames
-    were bad, 0 ok."""
+    were bad or lost or a source gave no frame at all (``no_frames``), 0 ok."""
     t = summary["totals"]
     if t["failed"]:
         return EXIT_FATAL
@@ -111,8 +111,8 @@ def exit_status(summary: dict) -> int:
         return EXIT_OK
     if t["frames"] == 0:
         return EXIT_NO_FRAMES
-    if t["frame_errors"] or t.get("truncated") or t.get("stream_gap_frames"):   # bad frames, or frames lost
-        return EXIT_BAD_FRAMES
+    if t["frame_errors"] or t.get("truncated") or t.get("stream_gap_frames") or t.get("no_frames"):
+        return EXIT_BAD_FRAMES       # bad frames, frames lost, or a source that gave none (the others did)
     return EXIT_OK
 
 
@@ -196,6 +196,7 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
             t[k] = sum(int(e.get(k) or 0) for e in entries.values())
         t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
         t["stream_gap_frames"] = sum((e.get("stream_gaps") or {}).get("frames", 0) for e in entries.values())
+        t["no_frames"] = sum(bool(e.get("no_frames")) for e in entries.values())     # done, yet not one frame
         tmp = out_dir / (SUMMARY + ".tmp")
         tmp.write_text(dumps(summary) + "\n")
         os.replace(tmp, out_dir / SUMMARY)
@@ -258,6 +259,9 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
                 entry["file"] = partial.name                     # kept, never taken for complete
         elif entry["status"] == "done":
             entry.update(status="failed", error="the worker reported success but wrote no results")
+        if entry["status"] == "done" and not entry["frames"] and not entry["frame_errors"]:
+            entry["no_frames"] = True                    # as edge-ad run's exit 4 for the same source
+            log(f"source {job.uri}: the source gave no frames (nothing was scored from it)")
         entries[job.name] = entry
         progress.source_finished()
         if entry["status"] == "failed":

@@ -121,7 +121,9 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     click.echo(f"batch ({summary['engine']}): {t['done']}/{t['sources']} sources done"
                + (f" ({resumed} already complete)" if resumed else "")
                + f", {t['failed']} failed, {t['frames']} frames scored, {t['anomalies']} anomalies, "
-               f"{t['frame_errors']} bad frames, {summary['wall_s']:.1f} s")
+               f"{t['frame_errors']} bad frames"
+               + (f", {t['no_frames']} source(s) gave no frames" if t.get("no_frames") else "")
+               + f", {summary['wall_s']:.1f} s")
     if summary.get("interrupted"):
         left = [e for e in summary["sources"] if e["status"] in ("interrupted", "pending")]
         begun = [e for e in left if e["status"] == "interrupted"]
