@@ -6,6 +6,11 @@
 
 edge-ad is a pip package, not an ament package, so the node runs as a Python module of the
 interpreter that has edge-ad installed (``python`` launch argument, default python3).
+
+The node ends itself on a fatal stop (a frame stuck over frame_timeout_s, a results file it cannot write, a
+camera gone for good) so that it is started afresh: ``respawn`` (default true) restarts it RESPAWN_DELAY_S
+seconds after it exits, results_path continuing its frame index. A node that cannot start (a bad parameter:
+exit 2; a model that does not load: exit 1) is retried as often: fix it, or launch with respawn:=false.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
@@ -35,17 +40,22 @@ ARGS = {
 }
 # Values are YAML, as ROS parses a -p override: floats keep their decimal point (stale_s:=10.0, not 10),
 # or the node refuses the type; tests/test_ros.py checks every default parses to the node's PARAMETERS.
+RESPAWN_DELAY_S = 5.0     # seconds between the node's exit and its restart (respawn:=true)
 
 
 def generate_launch_description():
     declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGS.items()]
     declared.append(DeclareLaunchArgument("python", default_value="python3",
                                           description="interpreter with edge-ad installed"))
+    declared.append(DeclareLaunchArgument("respawn", default_value="true",
+                                          description=f"restart the node {RESPAWN_DELAY_S:g} s after it exits "
+                                                      "(it ends itself on a fatal stop to be restarted)"))
     params = []
     for k in ARGS:
         params += ["-p", [k, ":=", LaunchConfiguration(k)]]
     node = ExecuteProcess(
         cmd=[LaunchConfiguration("python"), "-m", "edge_ad.jetson.ros2_node", "--ros-args",
              "-r", "__node:=edge_ad", *params],
-        output="screen", name="edge_ad")
+        output="screen", name="edge_ad",
+        respawn=LaunchConfiguration("respawn"), respawn_delay=RESPAWN_DELAY_S)   # ROS 2 Humble+ (JetPack 6)
     return LaunchDescription(declared + [node])

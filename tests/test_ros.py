@@ -362,6 +362,25 @@ def test_node_without_ros_says_why():
     assert "ROS 2 install" in p.stderr and "rclpy" in p.stderr
 
 
+def test_the_launch_file_restarts_the_node_it_lets_end_on_a_fatal_stop():
+    """Audit 28 #11: the node ends itself on a fatal stop "so the launcher restarts it", but the launch file's
+    ExecuteProcess had no respawn: after the first stuck frame the robot's monitor stayed dead, silent. The
+    node's process respawns (launch argument respawn, default true) after RESPAWN_DELAY_S (launch is not
+    installed here: the launch file is read as source)."""
+    tree = ast.parse((REPO / "jetson" / "edge_ad.launch.py").read_text())
+    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "ExecuteProcess"]
+    kw = {k.arg: k.value for k in call.keywords}
+    assert ast.unparse(kw["respawn"]) == "LaunchConfiguration('respawn')", ast.unparse(kw.get("respawn", call))
+    assert ast.unparse(kw["respawn_delay"]) == "RESPAWN_DELAY_S"
+    delay = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") ==
+                 "RESPAWN_DELAY_S")
+    assert ast.literal_eval(delay.value) == 5.0
+    declared = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
+                "DeclareLaunchArgument" and n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value == "respawn"]
+    assert len(declared) == 1 and ast.literal_eval(
+        {k.arg: k.value for k in declared[0].keywords}["default_value"]) == "true"
+
+
 def test_launch_file_passes_every_node_parameter():
     src = (REPO / "jetson" / "edge_ad.launch.py").read_text()
     tree = ast.parse(src)
