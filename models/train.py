@@ -66,10 +66,23 @@ class TrainState:
 DERIVED_DATA_FIELDS = ("foreground_fraction",)
 
 
-def _changes(old: dict, new: dict) -> str:
-    """'key old -> new' for each key whose value differs between two dicts (missing: None)."""
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                     if old.get(k) != new.get(k))
+# data summary fields that checkpoints written before them lack: compared only when both summaries have them
+ADDED_DATA_FIELDS = ("frames_sha256_16",)
+
+
+def _other_data(old: dict, new: dict) -> list:
+    """The fields by which two data summaries (models/data.summarize, derived fields left out) name other frames
+    ([]: the same frames): any differing field but the source path, which counts only when the frames' content
+    hash is not on both sides (the same frames copied to another disk resume; without it, the path tells)."""
+    unknown = {k for k in ADDED_DATA_FIELDS if k not in old or k not in new}
+    differ = sorted(k for k in (set(old) | set(new)) - unknown if old.get(k) != new.get(k))
+    return differ if [k for k in differ if k != "source"] or unknown else []
+
+
+def _changes(old: dict, new: dict, keys=None) -> str:
+    """'key old -> new' for each key whose value differs between two dicts (missing: None), or of ``keys``."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) if keys is None else keys
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 
 def _data_text(d: dict) -> str:
@@ -131,10 +144,14 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
                              "use another --out")
         stored_data = {k: v for k, v in (ck["train"].get("data") or {}).items() if k not in DERIVED_DATA_FIELDS}
         new_data = {k: v for k, v in (data_summary or {}).items() if k not in DERIVED_DATA_FIELDS}
-        if stored_data and new_data and stored_data != new_data:     # {}: not recorded / not given (API)
+        differ = _other_data(stored_data, new_data) if stored_data and new_data else []   # {}: not recorded
+        if differ:
             raise ValueError(f"{ckpt_path} was trained on {_data_text(stored_data)}; this run's data is "
-                             f"{_data_text(new_data)} ({_changes(stored_data, new_data)}): resuming would mix "
-                             "the two; use another --out")
+                             f"{_data_text(new_data)} ({_changes(stored_data, new_data, differ)}): resuming would "
+                             "mix the two; use another --out")
+        if stored_data and new_data and stored_data.get("source") != new_data.get("source"):
+            log(f"{ckpt_path}: the same frames (content sha256 {new_data.get('frames_sha256_16')}), now read from "
+                f"{new_data.get('source')} (trained from {stored_data.get('source')})")
         stored_spec = ck.get("preprocess")
         if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
             raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "

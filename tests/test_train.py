@@ -117,6 +117,19 @@ def test_resume_on_other_data_is_refused_naming_both(tmp_path, rect_train):
     assert (tmp_path / "last.pt").read_bytes() == before
     train(arr, tmp_path, TrainConfig(epochs=2, **kw), data_summary={**rect, "foreground_fraction": 0.5}, **quiet)
     assert read_checkpoint(tmp_path / "last.pt")["train"]["epoch"] == 2
+    # audit 28 #1b: the same frames read from another path (data copied to a local disk, another mount) resume,
+    # said; without the frames' content hash in the checkpoint (written before it), the path still tells
+    said = []
+    moved = summarize(ids, arr, "/mnt/copy/kinect-rgbd", dataset="kinect-rgbd", cls="rectangle", split="train")
+    train(arr, tmp_path, TrainConfig(epochs=3, **kw), data_summary=moved, progress=False, log=said.append)
+    assert read_checkpoint(tmp_path / "last.pt")["train"]["epoch"] == 3
+    assert f"{tmp_path / 'last.pt'}: the same frames (content sha256 {rect['frames_sha256_16']}), now read from " \
+           "/mnt/copy/kinect-rgbd (trained from /data/kinect-rgbd)" in said, said
+    old = {k: v for k, v in rect.items() if k != "frames_sha256_16"}     # a checkpoint's record of then
+    train(arr, tmp_path / "old", TrainConfig(epochs=1, **kw), data_summary=old, **quiet)
+    with pytest.raises(ValueError, match=r"\(source '/data/kinect-rgbd' -> '/mnt/copy/kinect-rgbd'\)"):
+        train(arr, tmp_path / "old", TrainConfig(epochs=2, **kw), data_summary=moved, **quiet)
+    train(arr, tmp_path / "old", TrainConfig(epochs=2, **kw), data_summary=rect, **quiet)   # hash added: resumes
 
 
 def test_augment_flips_and_shifts_keep_depth_values():
