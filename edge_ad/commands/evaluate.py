@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -81,17 +82,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         scoring, baselines, pixel_power, pixel_shift_radius,
         batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
-    import numpy as np
+    # the workstation packages first: a missing one is named (edge_ad/cli.py) before anything is checked
     import torch
     from tqdm import tqdm
 
-    from edge_ad.models.checkpoint import CheckpointError, load_generator
-    from edge_ad.models.data import (KINECT_CLASSES, DataError, check_kinect_split, load_folder, load_kinect,
-                                     load_synth, to_tensor)
+    from edge_ad.models.data import DataError
     from edge_ad.models.evaluate import earlier_report, write_report
-    from edge_ad.models.search import score_batch
-    from edge_ad.runtime.config import trusted_override
-    from edge_ad.runtime.latent_memory import latent_memory
+    from edge_ad.runtime.preprocess import PreprocessSpec
 
     found = earlier_report(out_dir)
     if found:
@@ -100,20 +97,70 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     check_out_place(out_dir)      # before any frame is scored (an eval takes minutes), not after
     if threads:
         torch.set_num_threads(threads)
-    try:
-        G = load_generator(model_path)
-    except CheckpointError as e:
-        raise click.ClickException(str(e))
-    from edge_ad.models.checkpoint import CheckpointScoring, resolve_scoring
-    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
-    try:
-        trusted = trusted_override(bank_trusted_augment)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
+    G = _load_generator(model_path)
     overrides = dict(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
                      score_latent_power=latent_power, score_shift_radius=shift_radius,
-                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted,
+                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=bank_trusted_augment,
                      score_pixel_power=pixel_power, pixel_shift_radius=pixel_shift_radius)
+    stored, cfg, spec = _scoring_configuration(model_path, scoring, overrides)
+    encoder, bank, bank_rows, pixels = _model_memories(model_path, stored, cfg, spec)
+    groups, normal_name = _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec)
+    if max_per_class:
+        groups = {k_: v[:max_per_class] for k_, v in groups.items()}
+    baselines_skipped = _baselines_unavailable(data, cls) if baselines and data and cls else None
+    suite = raw = None
+    if nuisance or nuisance_set:
+        suite, raw = _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
+                                          max_per_class)
+    # -- the work: every frame scored, then the baselines and the nuisance suite --------------------------
+    scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels, tqdm)
+    n_total = sum(len(v) for v in groups.values())
+    normal = scores.pop(normal_name)
+    extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
+             "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
+             "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
+             "batch_frames": batch_frames if not cfg.updates_weights else 0,
+             "torch_threads": torch.get_num_threads()}
+    if baselines and data and cls and baselines_skipped is None:
+        try:
+            extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
+                                                                           normal_name, cfg, max_per_class)
+        except DataError as e:     # an unreadable train frame: the model's results are still written
+            baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
+            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
+    if baselines_skipped is not None:
+        extra["baselines_skipped"] = baselines_skipped
+    if suite is not None:
+        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
+                                      calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
+                                      baselines and baselines_skipped is None, pixels)
+    report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
+    if (report.get("threshold") or {}).get("warning"):
+        click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
+    _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
+    click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+
+
+def _load_generator(model_path):
+    """The generator of ``model_path``; a checkpoint that cannot be read is a one-line error."""
+    from edge_ad.models.checkpoint import CheckpointError, load_generator
+    try:
+        return load_generator(model_path)
+    except CheckpointError as e:
+        raise click.ClickException(str(e))
+
+
+def _scoring_configuration(model_path, scoring: str, overrides: dict):
+    """(the checkpoint's stored scoring, the SearchConfig, the PreprocessSpec or None) that edge-ad export
+    would export (one rule: resolve_scoring) with the command line's ``overrides`` (None: not given), checked
+    before anything is read: --bank-trusted-augment's texts, a shift radius the preprocessing can fill."""
+    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring, resolve_scoring
+    from edge_ad.runtime.config import trusted_override
+    from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
+    try:
+        overrides["bank_trusted_augment"] = trusted_override(overrides["bank_trusted_augment"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
     try:       # the configuration and preprocessing edge-ad export would export (one rule)
         stored = CheckpointScoring.read(model_path)
         cfg, spec = resolve_scoring(stored, scoring, overrides)
@@ -127,6 +174,16 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             check_shift_fill(spec or PreprocessSpec(), cfg.pixel_shift_radius, "pixel_shift_radius")
     except ValueError as e:
         raise click.ClickException(f"{model_path}: {e}")
+    return stored, cfg, spec
+
+
+def _model_memories(model_path, stored, cfg, spec):
+    """What the configuration scores with besides the generator, from the checkpoint, checked before any
+    frame is scored: (izi encoder or None, latent bank (N, z_dim) or None, the bank's augment list,
+    pixel memory or None). Also checks that a stored threshold is well-formed (the nuisance suite uses it)."""
+    from edge_ad.models.checkpoint import CheckpointError
+    from edge_ad.runtime.latent_memory import latent_memory
+    from edge_ad.runtime.preprocess import PreprocessSpec
     encoder = bank = bank_rows = pixels = None
     try:
         if cfg.z_init == "encoder":
@@ -151,6 +208,16 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         stored.threshold(cfg, spec)    # a stored threshold is well-formed (the nuisance suite uses it), before scoring
     except ValueError as e:      # CheckpointError, or the bank's layout
         raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{model_path}: {e}")
+    return encoder, bank, bank_rows, pixels
+
+
+def _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec) -> tuple[dict, str]:
+    """The frames to score, preprocessed with ``spec``: ({group: uint8 (N, R, R, 4)}, the normal group's name),
+    from kinect-rgbd (--data / --class: the normal class first, every class's frames checked before any is
+    read), from folders (--normal / --anomalous) or rendered (--synth N)."""
+    import numpy as np
+
+    from edge_ad.models.data import KINECT_CLASSES, DataError, check_kinect_split, load_folder, load_kinect, load_synth
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -177,71 +244,72 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             raise click.UsageError("give --data and --class, or --normal and --anomalous, or --synth N")
     except DataError as e:
         raise click.ClickException(str(e))
-    if max_per_class:
-        groups = {k_: v[:max_per_class] for k_, v in groups.items()}
-    baselines_skipped = None
-    if baselines and data and cls:   # the baselines compare with the normal class's train split
-        try:
-            check_kinect_split(data, cls, "train")
-        except DataError as e:
-            baselines_skipped = (f"the baselines need the {cls} 'train' split of --data: {e} "
-                                 "(--no-baselines leaves them out)")
-            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
-    suite = raw = None
-    if nuisance or nuisance_set:
-        from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_shift, parse_nuisance
-        try:
-            suite = {(n := parse_nuisance(t)).name: n for t in (nuisance_set or DEFAULT_SUITE)}
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--nuisance-set")
-        from edge_ad.runtime.preprocess import FrameError
-        from edge_ad.runtime.sources import SourceError
-        try:   # the raw frames, read before any scoring (the shift check below needs their size)
-            from edge_ad.models.evaluate import raw_groups
-            raw = raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
-        except (SourceError, FrameError, DataError, OSError) as e:
-            raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
-        height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
-        width = min(rgb.shape[1] for frames in raw.values() for rgb, _ in frames)
-        for label, n in suite.items():
-            dy, dx = largest_shift(n)
-            if dy >= height or dx >= width:
-                moved, side = (f"{dy} px down/up", f"height ({height} px)") if dy >= height else \
-                    (f"{dx} px sideways", f"width ({width} px)")
-                raise click.BadParameter(f"{label!r} moves the content by {moved}, at least the frame's {side}: "
-                                         "nothing of the frame would be left", param_hint="--nuisance-set")
+    return groups, normal_name
+
+
+def _baselines_unavailable(data, cls) -> Optional[str]:
+    """Why the baselines cannot run (the normal class's train split they compare with is missing), said as a
+    note; None when they can."""
+    from edge_ad.models.data import DataError, check_kinect_split
+    try:
+        check_kinect_split(data, cls, "train")
+    except DataError as e:
+        skipped = f"the baselines need the {cls} 'train' split of --data: {e} (--no-baselines leaves them out)"
+        click.echo(f"note: baselines skipped: {skipped}", err=True)
+        return skipped
+    return None
+
+
+def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
+                         max_per_class) -> tuple[dict, dict]:
+    """The nuisance suite ({name: Nuisance}: --nuisance-set's, else the default one) and the raw frames it
+    perturbs ({group: [(rgb (H, W, 3), depth (H, W))]}), read before any scoring; a nuisance that would move
+    the content out of the smallest frame is refused."""
+    from edge_ad.models.data import DataError
+    from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_shift, parse_nuisance
+    try:
+        suite = {(n := parse_nuisance(t)).name: n for t in (nuisance_set or DEFAULT_SUITE)}
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--nuisance-set")
+    from edge_ad.runtime.preprocess import FrameError
+    from edge_ad.runtime.sources import SourceError
+    try:   # the raw frames, read before any scoring (the shift check below needs their size)
+        from edge_ad.models.evaluate import raw_groups
+        raw = raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+    except (SourceError, FrameError, DataError, OSError) as e:
+        raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
+    height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
+    width = min(rgb.shape[1] for frames in raw.values() for rgb, _ in frames)
+    for label, n in suite.items():
+        dy, dx = largest_shift(n)
+        if dy >= height or dx >= width:
+            moved, side = (f"{dy} px down/up", f"height ({height} px)") if dy >= height else \
+                (f"{dx} px sideways", f"width ({width} px)")
+            raise click.BadParameter(f"{label!r} moves the content by {moved}, at least the frame's {side}: "
+                                     "nothing of the frame would be left", param_hint="--nuisance-set")
+    return suite, raw
+
+
+def _score_groups(G, groups: dict, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
+                  tqdm) -> tuple[dict, float]:
+    """Every group's frames (uint8 (N, R, R, 4), preprocessed with ``spec``) scored by the PyTorch reference
+    search (models.search.score_batch), a ``tqdm`` progress bar per group: ({group: scores (N,)}, seconds)."""
+    from edge_ad.models.data import to_tensor
+    from edge_ad.models.search import score_batch
     scores, t0 = {}, time.perf_counter()
-    n_total = sum(len(v) for v in groups.values())
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()
         scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
                                    latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels,
                                    progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
-    secs = time.perf_counter() - t0
-    normal = scores.pop(normal_name)
-    extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
-             "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
-             "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
-             "batch_frames": batch_frames if not cfg.updates_weights else 0,
-             "torch_threads": torch.get_num_threads()}
-    if baselines and data and cls and baselines_skipped is None:
-        try:
-            extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
-                                                                           normal_name, cfg, max_per_class)
-        except DataError as e:     # an unreadable train frame: the model's results are still written
-            baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
-            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
-    if baselines_skipped is not None:
-        extra["baselines_skipped"] = baselines_skipped
-    if suite is not None:
-        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
-                                      calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                      baselines and baselines_skipped is None, pixels)
-    report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
-    if (report.get("threshold") or {}).get("warning"):
-        click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
+    return scores, time.perf_counter() - t0
+
+
+def _echo_results(report: dict, anomalous: list, normal_name: str, extra: dict, cls, nuisance: bool) -> None:
+    """The report on the terminal: per anomalous group and overall AUROC / AP / F1-max, the baselines (or why
+    they were skipped) and the nuisance suite's table."""
     m = report["metrics"]
-    for name in list(scores) + ["overall"]:
+    for name in anomalous + ["overall"]:
         click.echo(f"{normal_name} vs {name:9s} AUROC {m[name]['auroc']:.3f}  AP {m[name]['ap']:.3f}  "
                    f"F1max {m[name]['f1_max']:.3f} @ {m[name]['f1_threshold']:.4g}")
     if extra.get("baselines"):
@@ -255,14 +323,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                        + "  ".join(f"vs {k_} {v:.3f}" for k_, v in b.items() if k_ != "overall"))
     if "baselines_skipped" in extra:
         click.echo(f"baselines skipped: {extra['baselines_skipped']}")
-    if suite is not None:
+    if nuisance:
         from edge_ad.models.evaluate import nuisance_table
         nu = extra["nuisance"]
         click.echo(f"nuisance suite (threshold {nu['threshold']:.4g}, {nu['threshold_source']}):")
         click.echo(nuisance_table(nu))
         if nu.get("baseline"):
             click.echo(f"NN baseline column: {nu['baseline']}")
-    click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
 
 
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clean_normal, calibrate_fpr, suite,
