@@ -221,11 +221,61 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     Exit status: 0 ok (also after SIGINT/SIGTERM), 1 fatal error (also a signal that had to abandon
     a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults) or lost (a recording cut short, a stream that stalled), 4 no scorable frame.
     """
-    from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold, valid_threshold
+    from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
     from edge_ad.runtime.results import ResultsFileError
-    from edge_ad.runtime.sources import SourceError, open_camera, open_source
 
+    _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rotate_keep, sheet, rerun_target)
+    # open the source first: a missing camera is reported at once, before loading the model
+    uri = source_uri or DEFAULT_SOURCE
+    max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
+    source, opener, warned = _open_source(camera, uri, max_pixels)
+    try:
+        scorer = load_scorer(model, backend, trusted_keys=trusted_keys)
+        z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
+        thr = threshold if threshold is not None else scorer_threshold(scorer)
+        spec = scorer_spec(scorer)
+        stop = threading.Event()
+        status = Status(quiet, source.uri or uri)
+        pictures = _picture_hooks(spec, thr, stop, status, save_anomalies, anomalies_min_free_mb, display, sheet,
+                                  rerun_target)
+    except BaseException:
+        source.close()
+        raise
+    _notes_before_the_run(model, camera, uri, thr, quiet)
+
+    # pictures need the reconstruction, which the scorer keeps only on request
+    score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
+    try:
+        summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
+                              seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
+                              reopen=opener if source.live else None,
+                              on_result=[status] + pictures.hooks, log=status.log, stop=stop,
+                              frame_timeout=frame_timeout, max_pixels=max_pixels,
+                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
+                              rotate_keep=rotate_keep,
+                              alarm_window=alarm_window, alarm_alpha=alarm_alpha)
+    except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
+        source.close()
+        raise click.ClickException(f"cannot write results to {out}: {e}")
+    except ResultsFileError as e:  # --out is some other file: refused, left unchanged
+        source.close()
+        raise click.ClickException(str(e))
+    finally:
+        status.close()
+        pictures.close()
+    for warning in source.warnings[len(warned):]:   # said while reading, e.g. 16-bit
+        click.echo(f"warning: {warning}", err=True)                          # PNG depth like 8-bit levels
+    click.echo(_summary_text(summary))
+    pictures.say_written(sheet, rerun_target)
+    if out:
+        click.echo(f"results: {out}")
+    _exit_with_status(summary, out)
+
+
+def _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rotate_keep, sheet, rerun_target) -> None:
+    """The option combinations and values checked before anything is opened (click.UsageError: exit 2)."""
+    from edge_ad.runtime.capture import valid_threshold
     if camera and source_uri:
         raise click.UsageError("give --camera or --source, not both")
     if seed is not None and z0_path:
@@ -246,9 +296,11 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         except ValueError as e:
             raise click.UsageError(str(e))
 
-    # open the source first: a missing camera is reported at once, before loading the model
-    uri = source_uri or DEFAULT_SOURCE
-    max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
+
+def _open_source(camera: bool, uri: str, max_pixels: int):
+    """(the opened source, how to open it again (a live source that drops is reopened), the warnings it
+    gave on opening, said on stderr). A source that cannot be opened is a one-line error."""
+    from edge_ad.runtime.sources import SourceError, open_camera, open_source
     opener = open_camera if camera else (lambda: open_source(uri, max_pixels=max_pixels))
     try:
         source = opener()
@@ -257,41 +309,73 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     warned = list(source.warnings)
     for warning in warned:   # e.g. a labelled folder's unchecked normal class
         click.echo(f"warning: {warning}", err=True)
+    return source, opener, warned
 
-    try:
-        scorer = load_scorer(model, backend, trusted_keys=trusted_keys)
-        z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
-        thr = threshold if threshold is not None else scorer_threshold(scorer)
-        spec = scorer_spec(scorer)
-        stop = threading.Event()
-        status = Status(quiet, source.uri or uri)
-        hooks = [status]
-        if save_anomalies:
-            if thr is None:
-                raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
-            hooks.append(AnomalySaver(save_anomalies, spec, min_free_mb=anomalies_min_free_mb))
-        try:
-            disp = Display(spec, stop) if display else None
-        except (ImportError, RuntimeError) as e:   # no OpenCV, no graphical session
-            raise click.ClickException(str(e))
-        if disp is not None:
-            hooks.append(disp)
-        contact = None
-        if sheet:
-            from edge_ad.runtime.sheet import ContactSheet
-            contact = ContactSheet(sheet, spec)
-            hooks.append(contact)
-        view = None
-        if rerun_target:
-            from edge_ad.runtime.rerun_view import RerunView
+
+class _Pictures:
+    """The picture hooks a run was asked for, in the order they see each result: --save-anomalies
+    (AnomalySaver), --display (Display), --sheet (ContactSheet), --rerun (RerunView)."""
+
+    def __init__(self):
+        self.hooks, self.display, self.sheet, self.view = [], None, None, None
+
+    def close(self) -> None:
+        """Close the --display window and the --rerun viewer (a failure is a warning: _close_picture_hook)."""
+        if self.display is not None:
+            _close_picture_hook(self.display.close)
+        if self.view is not None:
+            _close_picture_hook(self.view.close, linger=sys.stdin.isatty())
+
+    def say_written(self, sheet: Optional[str], rerun_target: Optional[str]) -> None:
+        """Write the contact sheet and name the files written (a picture never ends a run: a sheet that
+        cannot be written is reported)."""
+        contact, view = self.sheet, self.view
+        if contact is not None:
             try:
-                view = RerunView(rerun_target, spec, log=status.log)
-            except (ImportError, RuntimeError) as e:   # rerun-sdk missing, or no viewer to spawn: one line
-                raise click.ClickException(str(e))
-            hooks.append(view)
-    except BaseException:
-        source.close()
-        raise
+                written = contact.write()
+            except Exception as e:   # a full disk, a directory that is a file, ...
+                click.echo(f"warning: contact sheet not written ({sheet}): {type(e).__name__}: {e}", err=True)
+            else:
+                click.echo(("contact sheet: no frame to show, none written" if not written else
+                            f"contact sheet: {written}" if written == contact.path else
+                            f"contact sheet: {written} ({sheet} exists: never replaced)"))
+        if view is not None and view.path is not None:
+            click.echo(f"rerun recording: {view.path}" + ("" if view.path == Path(rerun_target) else
+                                                          f" ({rerun_target} exists: never replaced)"))
+
+
+def _picture_hooks(spec, thr, stop, status: Status, save_anomalies, anomalies_min_free_mb, display, sheet,
+                   rerun_target) -> _Pictures:
+    """Open the picture hooks asked for; one that cannot open (no OpenCV, no graphical session, no rerun-sdk
+    or viewer) is a one-line error, and --save-anomalies needs a threshold."""
+    pictures = _Pictures()
+    if save_anomalies:
+        if thr is None:
+            raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
+        pictures.hooks.append(AnomalySaver(save_anomalies, spec, min_free_mb=anomalies_min_free_mb))
+    try:
+        pictures.display = Display(spec, stop) if display else None
+    except (ImportError, RuntimeError) as e:   # no OpenCV, no graphical session
+        raise click.ClickException(str(e))
+    if pictures.display is not None:
+        pictures.hooks.append(pictures.display)
+    if sheet:
+        from edge_ad.runtime.sheet import ContactSheet
+        pictures.sheet = ContactSheet(sheet, spec)
+        pictures.hooks.append(pictures.sheet)
+    if rerun_target:
+        from edge_ad.runtime.rerun_view import RerunView
+        try:
+            pictures.view = RerunView(rerun_target, spec, log=status.log)
+        except (ImportError, RuntimeError) as e:   # rerun-sdk missing, or no viewer to spawn: one line
+            raise click.ClickException(str(e))
+        pictures.hooks.append(pictures.view)
+    return pictures
+
+
+def _notes_before_the_run(model, camera: bool, uri: str, thr, quiet: bool) -> None:
+    """Say on stderr what the run will not do as one might expect: the demo model scoring real frames,
+    no threshold to flag frames with."""
     if not model and (camera or not uri.startswith("synth://")):
         click.echo(f"note: no --model: scoring with the shipped demo model ({demo_model_dir()}), trained on "
                    "synthetic boxes, not on your scene; pass --model DIR (edge-ad export) for real frames",
@@ -300,46 +384,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)
 
-    # pictures need the reconstruction, which the scorer keeps only on request
-    score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
-    try:
-        summary = run_capture(source, scorer, threshold=thr, out=out, max_frames=max_frames,
-                              seed=0 if seed is None else seed, z0=z0, score_kwargs=score_kwargs,
-                              reopen=opener if source.live else None,
-                              on_result=hooks, log=status.log, stop=stop,
-                              frame_timeout=frame_timeout, max_pixels=max_pixels,
-                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
-                              rotate_keep=rotate_keep,
-                              alarm_window=alarm_window, alarm_alpha=alarm_alpha)
-    except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
-        source.close()
-        raise click.ClickException(f"cannot write results to {out}: {e}")
-    except ResultsFileError as e:  # --out is some other file: refused, left unchanged
-        source.close()
-        raise click.ClickException(str(e))
-    finally:
-        status.close()
-        if disp is not None:
-            _close_picture_hook(disp.close)
-        if view is not None:
-            _close_picture_hook(view.close, linger=sys.stdin.isatty())
-    for warning in source.warnings[len(warned):]:   # said while reading, e.g. 16-bit
-        click.echo(f"warning: {warning}", err=True)                          # PNG depth like 8-bit levels
-    click.echo(_summary_text(summary))
-    if contact is not None:   # a picture never ends a run: a sheet that cannot be written is reported
-        try:
-            written = contact.write()
-        except Exception as e:   # a full disk, a directory that is a file, ...
-            click.echo(f"warning: contact sheet not written ({sheet}): {type(e).__name__}: {e}", err=True)
-        else:
-            click.echo(("contact sheet: no frame to show, none written" if not written else
-                        f"contact sheet: {written}" if written == contact.path else
-                        f"contact sheet: {written} ({sheet} exists: never replaced)"))
-    if view is not None and view.path is not None:
-        click.echo(f"rerun recording: {view.path}" + ("" if view.path == Path(rerun_target) else
-                                                      f" ({rerun_target} exists: never replaced)"))
-    if out:
-        click.echo(f"results: {out}")
+
+def _exit_with_status(summary: dict, out) -> None:
+    """Say on stderr why the run did not end well, and exit with its status (runtime.capture.exit_status)."""
     status = exit_status(summary)
     if summary.get("abandoned_frame") is not None:
         # a scoring call is still stuck on its (daemon) thread: leave without waiting for it, the
