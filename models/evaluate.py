@@ -3,6 +3,7 @@ overall; threshold calibration on normal frames; ROC and histogram PNGs; a JSON 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -53,6 +54,68 @@ def evaluate_scores(normal: np.ndarray, anomalies: Mapping[str, np.ndarray]) -> 
 
 
 REPORT_FILES = ("report.json", "threshold.json", "roc.png", "histogram.png")   # what write_report writes
+PARTIAL_SCORES = "scores.partial.jsonl"    # the scores of an eval not finished yet (ScoreLog)
+
+
+class ScoreLog:
+    """OUT/scores.partial.jsonl: the scores of an edge-ad eval as they are made, so that an eval stopped before
+    its end (a signal, a lost session) loses at most one chunk and the same command continues where it stopped.
+    Line 1: {"settings": what the scores depend on (model file sha256, configuration, preprocessing, seed, each
+    group's frame count and content sha256)}; then one line per scored chunk: {"group", "start", "scores": [...]}
+    (appended, flushed and fsync'ed). A file of other settings is refused (ValueError naming what differs); a
+    torn last line (a kill mid-write) is ignored. ``done()`` removes it once the report holds the scores."""
+
+    def __init__(self, out_dir: Path, settings: dict):
+        self.path = Path(out_dir) / PARTIAL_SCORES
+        self.scores: dict = {}
+        settings = json.loads(json.dumps(settings))          # as it reads back (tuples -> lists)
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            try:
+                first = json.loads(lines[0])["settings"]
+            except (IndexError, ValueError, KeyError, TypeError):
+                raise ValueError(f"{self.path} is not an edge-ad eval's partial scores file: remove it or choose "
+                                 "another --out") from None
+            if first != settings:
+                differ = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))
+                raise ValueError(f"{self.path} holds the partial scores of an eval with other settings "
+                                 f"({', '.join(differ)}): continuing would mix the two; rerun with the same model "
+                                 "and options, or choose another --out")
+            for line in lines[1:]:
+                try:
+                    rec = json.loads(line)
+                    got = self.scores.setdefault(rec["group"], [])
+                    if rec["start"] == len(got):
+                        got.extend(float(x) for x in rec["scores"])
+                except (ValueError, KeyError, TypeError):
+                    break                                       # a torn last line: the chunk is scored again
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"settings": settings})
+
+    def scored(self, group: str) -> list:
+        """The scores of ``group`` made so far (this run's and an earlier run's)."""
+        return self.scores.setdefault(group, [])
+
+    @property
+    def n_scored(self) -> int:
+        return sum(len(v) for v in self.scores.values())
+
+    def add(self, group: str, scores) -> None:
+        """Append the next chunk of ``group``'s scores (it follows the ones made so far)."""
+        got = self.scored(group)
+        self._append({"group": group, "start": len(got), "scores": [float(x) for x in scores]})
+        got.extend(float(x) for x in scores)
+
+    def _append(self, rec: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def done(self) -> None:
+        """The report is written: the partial scores are no longer needed."""
+        self.path.unlink(missing_ok=True)
 
 
 def earlier_report(out_dir: Path) -> list:

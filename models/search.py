@@ -214,8 +214,10 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
                 dtype: torch.dtype = torch.float32, progress: Optional[Callable] = None,
                 batch_frames: int = 0, encoder=None, latent_bank: Optional[np.ndarray] = None,
                 bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None,
-                pixel_exclude: Optional[Sequence[int]] = None, pixel_distances=None) -> np.ndarray:
-    """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, i)``.
+                pixel_exclude: Optional[Sequence[int]] = None, pixel_distances=None,
+                first_index: int = 0) -> np.ndarray:
+    """Scores of many frames X (N, C, H, W); frame i uses latents from ``frame_seed(seed, first_index + i)``
+    (``first_index``: where X starts in a longer sequence scored in parts, e.g. edge-ad eval's resumable chunks).
 
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
@@ -240,7 +242,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
         # one progress bar over the (2R + 1)^2 shifted copies of the whole X, not one per copy
         return np.min([score_batch(G, shift_frame(np.asarray(X), dy, dx), plain, seed, dtype, None, batch_frames,
                                    encoder, latent_bank, bank_rows_per_frame, pixel_memory, pixel_exclude,
-                                   pixel_distances)
+                                   pixel_distances, first_index)
                        for dy, dx in (offsets if progress is None else progress(offsets))], axis=0)
     if cfg.z_init == "encoder" and encoder is None:
         raise ValueError("this scoring configuration starts from an encoder (z_init='encoder'), "
@@ -260,7 +262,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     pdists = list(pixel_distances) if cfg.uses_pixel_memory else [None] * len(X)   # d_pix of each frame (N,)
 
     def z0_for(idx):  # (len(idx), n_seed, z_dim)
-        seeds = [frame_seed(seed, i) for i in idx]
+        seeds = [frame_seed(seed, first_index + i) for i in idx]
         if latents is not None:
             from .encoder import z0_from_latents
             return z0_from_latents(latents[idx[0]:idx[-1] + 1], cfg, seeds)

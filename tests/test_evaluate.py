@@ -117,6 +117,47 @@ def test_eval_command_on_real_frames(tmp_path, kinect_root, tiny_generator):
     assert r.exit_code != 0 and "--data" in r.output
 
 
+def test_a_stopped_eval_keeps_its_scores_and_the_same_command_continues(tmp_path, tiny_generator, monkeypatch):
+    """Audit 28 #7: an eval stopped before its end (Ctrl-C, SIGTERM: a lost session, a timeout) kept nothing, so
+    the rerun scored every frame again (20 min for the reference configuration's 300 frames). Now the scores are
+    appended to OUT/scores.partial.jsonl as they are made, the stop says how far it got (exit 130 for Ctrl-C),
+    and the same command scores only the rest: the same report as an uninterrupted run; other settings are
+    refused; the partial file is gone once the report is written."""
+    import edge_ad.commands.evaluate as evaluate_cmd
+    import edge_ad.models.search as search
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    args = ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "24", "--k", "2", "--no-baselines"]
+    monkeypatch.setattr(evaluate_cmd, "SCORE_CHUNK", 1000)           # one chunk per group: as before chunks
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "full")])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(evaluate_cmd, "SCORE_CHUNK", 4)
+    real, calls = search.score_batch, []
+
+    def stop_at_the_third(G, X, *a, **k):
+        calls.append(len(X))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(G, X, *a, **k)
+    monkeypatch.setattr(search, "score_batch", stop_at_the_third)
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(main, args + ["--out", str(out)])
+    partial = out / "scores.partial.jsonl"
+    assert r.exit_code == 130, r.output
+    assert f"stopped: 8 of 24 frames scored, kept in {partial}; the same command continues from there" in r.output
+    assert "Traceback" not in r.output and not (out / "report.json").exists()
+    assert len(partial.read_text().splitlines()) == 1 + 2                  # the settings, two chunks of 4
+    r = CliRunner().invoke(main, args + ["--out", str(out), "--seed", "1"])
+    assert r.exit_code == 1 and "other settings (groups, seed): continuing would mix the two" in r.output, r.output
+    calls.clear()
+    monkeypatch.setattr(search, "score_batch", lambda G, X, *a, **k: (calls.append(len(X)), real(G, X, *a, **k))[1])
+    r = CliRunner().invoke(main, args + ["--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"continuing an eval stopped earlier: 8 of 24 frames already scored ({partial})" in r.output
+    assert sum(calls) == 24 - 8 and not partial.exists()
+    got, want = (json.loads((d / "report.json").read_text()) for d in (out, tmp_path / "full"))
+    assert got["scores"] == want["scores"] and got["metrics"] == want["metrics"]
+
+
 def test_eval_and_export_scoring_reference_agree_on_plain_preprocessing(tmp_path, kinect_root, tiny_generator):
     """`eval --scoring reference` scores on plain preprocessing (the checkpoint's input contract without
     colour_norm / align), as `export --scoring reference` exports: the same generator saved with a

@@ -2,6 +2,7 @@
 AUROC / AP / F1-max per anomalous class, with ROC and histogram PNGs."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -9,6 +10,10 @@ from typing import Optional
 import click
 
 from .options import FiniteFloat, check_out_place
+from .stop import EXIT_SIGTERM, unwind_on_sigterm
+
+EXIT_SIGINT = 130          # what a shell reports for a process ended by Ctrl-C (SIGINT)
+SCORE_CHUNK = 4            # frames scored between two saves when they are scored one by one (the weights searched)
 
 
 @click.command("eval")
@@ -87,7 +92,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     from tqdm import tqdm
 
     from edge_ad.models.data import DataError
-    from edge_ad.models.evaluate import earlier_report, write_report
+    from edge_ad.models.evaluate import ScoreLog, earlier_report, write_report
     from edge_ad.runtime.preprocess import PreprocessSpec
 
     found = earlier_report(out_dir)
@@ -112,33 +117,74 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if nuisance or nuisance_set:
         suite, raw = _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
                                           max_per_class)
-    # -- the work: every frame scored, then the baselines and the nuisance suite --------------------------
-    scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels, tqdm)
     n_total = sum(len(v) for v in groups.values())
-    normal = scores.pop(normal_name)
-    extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
-             "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
-             "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total, 1),
-             "batch_frames": batch_frames if not cfg.updates_weights else 0,
-             "torch_threads": torch.get_num_threads()}
-    if baselines and data and cls and baselines_skipped is None:
-        try:
-            extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
-                                                                           normal_name, cfg, max_per_class)
-        except DataError as e:     # an unreadable train frame: the model's results are still written
-            baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
-            click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
-    if baselines_skipped is not None:
-        extra["baselines_skipped"] = baselines_skipped
-    if suite is not None:
-        extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
-                                      calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                      baselines and baselines_skipped is None, pixels)
-    report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
-    if (report.get("threshold") or {}).get("warning"):
-        click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
-    _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
-    click.echo(f"{secs / max(n_total, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+    try:   # the scores so far, kept as they are made: a stopped eval continues where it stopped (same settings)
+        log = ScoreLog(Path(out_dir), _score_settings(model_path, cfg, spec, seed, batch_frames, groups))
+    except ValueError as e:
+        raise click.ClickException(str(e))
+    resumed = log.n_scored
+    if resumed:
+        click.echo(f"continuing an eval stopped earlier: {resumed} of {n_total} frames already scored ({log.path})",
+                   err=True)
+    unwind_on_sigterm()     # SIGTERM (timeout, a lost session) stops in order, as Ctrl-C: _stopped_says, exit 143
+    with _stopped_says(log, n_total):
+        # -- the work: every frame scored (kept as it is made), then the baselines and the nuisance suite ------
+        scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels, tqdm,
+                                     log)
+        normal = scores.pop(normal_name)
+        extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
+                 "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
+                 "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total - resumed, 1),
+                 "batch_frames": batch_frames if not cfg.updates_weights else 0,
+                 "torch_threads": torch.get_num_threads()}
+        if baselines and data and cls and baselines_skipped is None:
+            try:
+                extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
+                                                                               normal_name, cfg, max_per_class)
+            except DataError as e:     # an unreadable train frame: the model's results are still written
+                baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
+                click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
+        if baselines_skipped is not None:
+            extra["baselines_skipped"] = baselines_skipped
+        if suite is not None:
+            extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
+                                          calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
+                                          baselines and baselines_skipped is None, pixels)
+        report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
+        if (report.get("threshold") or {}).get("warning"):
+            click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
+        _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
+        click.echo(f"{secs / max(n_total - resumed, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+    log.done()
+
+
+@contextlib.contextmanager
+def _stopped_says(log, n_total: int):
+    """Ctrl-C or SIGTERM (unwind_on_sigterm) inside the block: one line saying how many frames are scored and
+    kept in ``log``'s file, then exit 130 / 143 as a shell reports them (no traceback, no "Aborted!")."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as e:
+        if isinstance(e, SystemExit) and e.code != EXIT_SIGTERM:
+            raise
+        click.echo(f"stopped: {log.n_scored} of {n_total} frames scored, kept in {log.path}; the same command "
+                   "continues from there", err=True)
+        raise SystemExit(EXIT_SIGTERM if isinstance(e, SystemExit) else EXIT_SIGINT) from None
+
+
+def _score_settings(model_path, cfg, spec, seed, batch_frames, groups) -> dict:
+    """What an eval's scores depend on (ScoreLog's settings): the model file's sha256, the configuration, the
+    preprocessing, the seed, the batch size, and each group's frame count and content sha256 (N, R, R, 4)."""
+    import hashlib
+
+    import numpy as np
+
+    from edge_ad.runtime.manifest import sha256_file
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    return {"model_sha256": sha256_file(model_path), "search": cfg.to_dict(),
+            "preprocess": (spec or PreprocessSpec()).to_dict(), "seed": seed, "batch_frames": batch_frames,
+            "groups": {name: [len(arr), hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()]
+                       for name, arr in groups.items()}}
 
 
 def _load_generator(model_path):
@@ -291,17 +337,28 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
 
 
 def _score_groups(G, groups: dict, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
-                  tqdm) -> tuple[dict, float]:
+                  tqdm, log) -> tuple[dict, float]:
     """Every group's frames (uint8 (N, R, R, 4), preprocessed with ``spec``) scored by the PyTorch reference
-    search (models.search.score_batch), a ``tqdm`` progress bar per group: ({group: scores (N,)}, seconds)."""
+    search (models.search.score_batch), a ``tqdm`` progress bar per group: ({group: scores (N,)}, seconds).
+    Scored in chunks (--batch-frames for a z-only configuration, else SCORE_CHUNK frames), each appended to
+    ``log`` (models.evaluate.ScoreLog) as it is made; the chunks an earlier run made are kept, not scored again,
+    and frame i keeps its seed (score_batch's first_index): the scores of one uninterrupted run."""
+    import numpy as np
+
     from edge_ad.models.data import to_tensor
     from edge_ad.models.search import score_batch
+    chunk = batch_frames if batch_frames > 0 and not cfg.updates_weights else SCORE_CHUNK
     scores, t0 = {}, time.perf_counter()
     for name, arr in groups.items():
-        X = to_tensor(arr, spec).numpy()
-        scores[name] = score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,
-                                   latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels,
-                                   progress=lambda it, n=name: tqdm(it, desc=f"scoring {n}", unit="batch"))
+        X = to_tensor(arr, spec).numpy()                                          # (N, 4, R, R)
+        with tqdm(total=len(X), initial=len(log.scored(name)), desc=f"scoring {name}", unit="frame") as bar:
+            for start in range(len(log.scored(name)), len(X), chunk):
+                part = score_batch(G, X[start:start + chunk], cfg, seed=seed, batch_frames=batch_frames,
+                                   encoder=encoder, latent_bank=bank, bank_rows_per_frame=bank_rows,
+                                   pixel_memory=pixels, first_index=start)
+                log.add(name, part)
+                bar.update(len(part))
+        scores[name] = np.asarray(log.scored(name), dtype=float)
     return scores, time.perf_counter() - t0
 
 
