@@ -134,12 +134,34 @@ def _checked(obj: Any, path: os.PathLike) -> dict:
     return obj
 
 
+def _not_a_torch_file(path: Path) -> Optional[str]:
+    """What is wrong with ``path`` as a torch.save file, from its first bytes and (a zip) its directory, in
+    words (torch says "KeyError: 101" for a text file, or miniz's "failed finding central directory" for a
+    file cut short); None when it looks like one (a zip archive or a pickle, torch's legacy format)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path):
+                return None
+        except (zipfile.BadZipFile, OSError):
+            return (f"its zip archive has no readable directory: the file ({size:,} bytes) was cut short or "
+                    "corrupted (while it was written or copied?)")
+    if head[:1] == b"\x80":                 # a pickle's PROTO opcode: torch's legacy (non-zip) format
+        return None
+    return f"it is neither a zip archive nor a pickle (it starts with {head!r}): not a file torch.save wrote"
+
+
 def _torch_load(path: os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a weights-only PyTorch file")
+    why = _not_a_torch_file(path)
+    if why is not None:
+        raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: {why}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

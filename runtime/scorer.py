@@ -306,6 +306,11 @@ class Scorer:
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
                             np.dtype(lay.get("dtype", "float32")),
                             said_by=f"{MANIFEST}: layout.state")
+        broken = [n for n, a in pristine.items() if not np.isfinite(a).all()]   # every frame would score NaN
+        if broken:
+            raise ManifestError(f"{model_dir}: {lay['weights']}[{broken[0]}] holds NaN or inf"
+                                f"{f' (and {len(broken) - 1} more arrays)' if len(broken) > 1 else ''}: a broken "
+                                "export; re-export the model")
         # TensorRT (runtime/backends/tensorrt.py) raises TensorRTUnavailable (an ImportError) with one
         # message when TensorRT, cuda-python, the driver or a GPU is missing
         search = chosen.build(variants.BuildContext(model_dir, man, pristine, cfg, backend,

@@ -115,6 +115,26 @@ def test_a_torchscript_files_code_is_never_run(tmp_path, tiny_generator, capfd):
     torch.testing.assert_close(G(z), tiny_generator.eval()(z))
 
 
+def test_a_file_that_is_not_a_torch_save_file_is_named_as_such(tmp_path, tiny_generator):
+    """Audit 28 #8 (d): a text file said torch's "KeyError: 101", random bytes "it holds Python objects other
+    than tensors ... (a pickled program)" (not a pickle at all), a checkpoint cut short miniz's 300-character
+    "failed finding central directory ... internal miniz error". Now each says what the file is."""
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    data = (tmp_path / "g.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])
+    (tmp_path / "text.pt").write_text("hello")
+    (tmp_path / "random.pt").write_bytes(b"N\x14" + bytes(range(256)) * 4)
+    for name, said in (("cut", f"its zip archive has no readable directory: the file ({len(data) // 2:,} bytes) was "
+                               "cut short or corrupted (while it was written or copied?)"),
+                       ("text", "it is neither a zip archive nor a pickle (it starts with b'hell'): not a file "
+                                "torch.save wrote"),
+                       ("random", "it is neither a zip archive nor a pickle (it starts with b'N\\x14\\x00\\x01'): "
+                                  "not a file torch.save wrote")):
+        with pytest.raises(CheckpointError) as e:
+            load_generator(tmp_path / f"{name}.pt")
+        assert str(e.value) == f"cannot load {tmp_path / name}.pt as a weights-only PyTorch file: {said}"
+
+
 @pytest.mark.parametrize("content,needle", [
     (b"not a model at all", "weights-only"),
     (b"", "weights-only"),

@@ -54,6 +54,14 @@ def _encoder_z4(p):
     save(model, p)
 
 
+def _last_weight_nan(p):
+    arrays = dict(np.load(p))
+    name = sorted(arrays)[-1]
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = np.nan
+    np.savez(p, **arrays)
+
+
 def _first_weight_misshapen(p):
     arrays = dict(np.load(p))
     arrays["W0.c0"] = np.zeros(3, np.float32)
@@ -67,6 +75,8 @@ CASES = {   # name: (edit(model_dir, tiny_export_dir), what Scorer.load's line s
     "weights-member-misshapen": (lambda d, tiny: _replace("weights.npz", _first_weight_misshapen)(d),
                                  r"/m: weights\.npz\[W0\.c0\] holds float32 \(3,\), expected float32 \(\d+, \d+\) "
                                  r"\(manifest\.json: layout\.state\)$"),
+    "weights-nan": (lambda d, tiny: _replace("weights.npz", _last_weight_nan)(d),      # audit 28 #8 (c): every
+                    r"/m: weights\.npz\[\S+\] holds NaN or inf: a broken export; re-export the model$"),  # frame NaN
     "bank-wrong-z_dim": (lambda d, tiny: _replace("latent_bank.npy", lambda p: np.save(p, np.zeros((10, 50), np.float32)))(d),
                          r"latent_bank\.npy holds float32 \(10, 50\), expected float32 \(\d+, \d+\) "
                          r"\(manifest\.json: latent_bank\.shape\)$"),
