@@ -208,12 +208,12 @@ class TopicSource(Source):
 
     live = True
 
-    def __init__(self, uri: str = "ros2://", stale_s: float = 10.0):
+    def __init__(self, uri: str = "ros2://", stale_s: float = 10.0, frames_before: int = 0):
         self.uri, self.stale_s = uri, stale_s
         self._cond = threading.Condition()
         self._pair = None
         self._closed = False
-        self._n = 0
+        self._n = frames_before        # frame ids go on from an earlier source's (``reopened``): "1", "2", ...
         self.stats = {"replaced_before_decode": 0}
 
     def push(self, rgb_msg, depth_msg) -> None:
@@ -239,6 +239,18 @@ class TopicSource(Source):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    @property
+    def frames_read(self) -> int:
+        """Pairs taken so far, counting the sources this one continues (the last frame id)."""
+        return self._n
+
+
+def reopened(source: TopicSource) -> TopicSource:
+    """A new TopicSource after ``source`` reported an outage (run_capture's reopen): the same topics and
+    staleness, its frame ids going on from ``source``'s (they restarted at "1" after every outage, so one
+    results_path held many frames "1")."""
+    return TopicSource(source.uri, source.stale_s, frames_before=source.frames_read)
 
 
 class ResultPublisher:
@@ -355,7 +367,7 @@ def main(argv: Optional[list] = None) -> int:
     holder = {"source": TopicSource(f"ros2://{s['rgb_topic']}+{s['depth_topic']}", s["stale_s"])}
 
     def new_source():
-        holder["source"] = TopicSource(holder["source"].uri, s["stale_s"])
+        holder["source"] = reopened(holder["source"])
         return holder["source"]
 
     # best-effort subscriptions receive from both reliable and best-effort camera drivers

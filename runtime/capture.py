@@ -61,6 +61,7 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol
 
@@ -753,6 +754,10 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                 alarm_alpha: float = DEFAULT_ALPHA) -> dict:
     """Score frames of ``source`` until it ends, ``max_frames`` are scored, or a signal arrives.
 
+    ``threshold``: a frame scoring above it is flagged (``anomalous``); None flags no frame (``anomalous``
+    null), said with a warning when the scorer has a calibrated one: ``edge-ad run`` and the ROS node pass
+    ``scorer.threshold`` (or an override).
+
     Writes one JSON line per frame (``type``: "frame", "error", "event") and a final "summary"
     line to ``out`` (appended; a restart continues the frame index); returns the summary dict,
     also when the run ends on an error (``stopped`` "fatal"/"frame_timeout" with ``fatal_error``).
@@ -781,6 +786,11 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
         threshold = valid_threshold(threshold)    # before the results file is touched
     check_watch_settings(DEFAULT_WINDOW if alarm_window is None else alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
+    if threshold is None and scorer_threshold(scorer) is not None:    # an embedder's easy slip: said, not guessed
+        said = (f"run_capture: no threshold given, so no frame is flagged (anomalous: null); the model's calibrated "
+                f"threshold is {scorer_threshold(scorer):.4g}: pass threshold=scorer.threshold to flag at it")
+        warnings.warn(said, stacklevel=2)
+        log(said)
     stop = stop or threading.Event()
     if not isinstance(source, Source):   # a list of Frames, a generator: read through the Source interface
         source = FrameSource(source)

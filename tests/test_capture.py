@@ -292,3 +292,26 @@ def test_a_threshold_that_is_not_a_positive_number_is_refused(tmp_path):
     with pytest.raises(ValueError, match="^parameter threshold must be"):
         valid_threshold(-1.0, "parameter threshold")
     assert valid_threshold(0.25) == 0.25 and valid_threshold(1) == 1.0
+
+
+def test_run_capture_without_a_threshold_says_the_model_has_one(tmp_path):
+    """Audit 28 #8 (a): run_capture(source, scorer) without ``threshold`` flagged nothing (every line
+    anomalous: null) although the scorer carries a calibrated threshold, and said nothing. It still flags
+    nothing (the caller decides), but warns and logs, naming the model's threshold and how to use it."""
+    import pytest
+
+    from edge_ad.runtime import Scorer, demo_model_dir
+    logs = []
+    with Scorer.load(demo_model_dir(), threads=1) as scorer:
+        with pytest.warns(UserWarning, match=r"run_capture: no threshold given, so no frame is flagged \(anomalous: "
+                                             rf"null\); the model's calibrated threshold is {scorer.threshold:.4g}: "
+                                             r"pass threshold=scorer\.threshold to flag at it"):
+            s = run_capture(open_source("synth://?n=3"), scorer, out=tmp_path / "r.jsonl", handle_signals=False,
+                            log=logs.append)
+        assert s["frames_scored"] == 3 and any("no threshold given" in m for m in logs), logs
+        rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+        assert all(r["anomalous"] is None for r in rows if r.get("type") == "frame")
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")               # given: no warning
+            run_capture(open_source("synth://?n=1"), scorer, threshold=scorer.threshold, handle_signals=False)

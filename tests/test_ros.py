@@ -146,8 +146,8 @@ def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
     published, hook = publisher()
     holder = {"source": ros2_node.TopicSource(stale_s=0.3)}
 
-    def reopen():
-        holder["source"] = ros2_node.TopicSource(stale_s=0.3)
+    def reopen():                                        # as the node's new_source
+        holder["source"] = ros2_node.reopened(holder["source"])
         return holder["source"]
 
     stop = threading.Event()
@@ -168,6 +168,19 @@ def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
     scores = [p["data"] for p in published["score"]]
     assert scores[0] == MapScorer().score(good.rgb, good.depth).score and math.isnan(scores[1]), scores
     assert published["fault"][0]["data"].startswith("source_lost: no synchronized colour/depth pair")
+
+
+def test_frame_ids_go_on_across_an_outage(tmp_path):
+    """Audit 28 #8 (b): after each outage the node made a new TopicSource whose ids started at "1" again, so
+    one results_path held many frames "1", "2", ...; the reopened source's ids go on from the last one."""
+    frames = list(open_source("synth://?n=2&seed=3&anomaly_rate=0"))
+    first = ros2_node.TopicSource(stale_s=0.2)
+    first.push(*ros_msgs(frames)[0])
+    ids = [next(iter(first)).id]
+    again = ros2_node.reopened(first)
+    again.push(*ros_msgs(frames)[1])
+    ids.append(next(iter(again)).id)
+    assert ids == ["1", "2"] and (again.uri, again.stale_s) == (first.uri, first.stale_s)
 
 
 def test_topic_source_keeps_newest_and_reports_staleness():
