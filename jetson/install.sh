@@ -66,6 +66,12 @@ case "$L4T_MAJOR" in
   *) die "L4T R$L4T is not supported: need JetPack 5.1+ (R35.2+) or JetPack 6 (R36)" ;;
 esac
 echo "Jetson L4T R$L4T (JetPack $JETPACK.x)"
+# numpy as JetPack's binaries were built for: TensorRT 8.5's bindings (JetPack 5) use np.bool, gone in numpy 1.24;
+# NVIDIA's onnxruntime-gpu wheels for JetPack 6 (--ort-wheel) are built against numpy 1.x
+case "$JETPACK" in
+  5) NUMPY="numpy>=1.23,<1.24" ;;
+  *) NUMPY="numpy>=1.23,<2" ;;
+esac
 
 # ---- TensorRT (from JetPack, never from pip) ---------------------------------------------------
 if ! python3 -c "import tensorrt" 2>/dev/null; then
@@ -115,7 +121,7 @@ run mkdir -p "$PREFIX"
 run python3 -m venv --system-site-packages "$PREFIX/venv"
 PIP="$PREFIX/venv/bin/pip"
 run "$PIP" install --upgrade pip
-run "$PIP" install "$CUDA_PYTHON" "numpy>=1.23" "click>=8.1" "pillow>=9.0" "rich>=13" "cryptography>=41" "rosbags>=0.10"
+run "$PIP" install "$CUDA_PYTHON" "$NUMPY" "click>=8.1" "pillow>=9.0" "rich>=13" "cryptography>=41" "rosbags>=0.10"
 if [ -n "$ORT_WHEEL" ]; then
   run "$PIP" install "$ORT_WHEEL"        # onnxruntime-gpu, Jetson build (CUDA EP)
 else

@@ -62,6 +62,7 @@ def test_install_jetpack6_plan(tmp_path):
     assert "venv --system-site-packages /opt/edge-ad/venv" in out     # JetPack's tensorrt module
     assert "install --no-deps" in out                                   # onnxruntime-gpu not shadowed
     assert "onnxruntime_gpu-1.20" in out and "onnxruntime>=1.17" not in out
+    assert "numpy>=1.23,<2" in out          # audit 28 #12: NVIDIA's JetPack 6 onnxruntime-gpu wheels need numpy 1.x
     assert "systemctl enable --now edge-ad.service" in out
     # the unit is rendered into a private temp file (mktemp, under $TMPDIR), gone after the run
     (unit,) = [ln.split()[4] for ln in out.splitlines() if ln.startswith("+ install -m 0644 ")]
@@ -77,8 +78,8 @@ def test_install_jetpack5_python_message(tmp_path):
     py38 = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info >= (3, 9))"]).returncode == 0
     if py38:
         assert p.returncode == 1 and "needs Python >= 3.9" in p.stderr
-    else:
-        assert p.returncode == 0 and "cuda-python>=11.4,<11.5" in p.stdout
+    else:        # audit 28 #12: TensorRT 8.5's bindings use np.bool (gone in numpy 1.24)
+        assert p.returncode == 0 and "cuda-python>=11.4,<11.5" in p.stdout and "numpy>=1.23,<1.24" in p.stdout
 
 
 def test_systemd_unit():
@@ -119,12 +120,15 @@ def test_the_kit_installs_every_base_dependency():
     but onnxruntime (installed on its own line), and the camera extra's rosbags, with pyproject's bounds."""
     import tomllib
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [d for d in project["dependencies"] if not d.startswith("onnxruntime")]
+    wanted = [d for d in project["dependencies"] if not d.startswith(("onnxruntime", "numpy"))]   # numpy: pinned
     wanted += [d for d in project["optional-dependencies"]["camera"] if d.startswith("rosbags")]
     for kit in ("install.sh", "Dockerfile"):
         (line,) = [ln for ln in (JET / kit).read_text().splitlines() if '"click>=' in ln and "install" in ln]
         assert [d for d in wanted if f'"{d}"' not in line] == [], (kit, line)
         assert "onnxruntime>=" in (JET / kit).read_text()
+        numpy = [d for d in project["dependencies"] if d.startswith("numpy")][0]         # "numpy>=1.23"
+        pins = re.findall(r'NUMPY="(numpy[^"]*)"', (JET / kit).read_text())
+        assert pins and all(p.startswith(numpy + ",<") for p in pins) and "NUMPY}" in line.replace("$NUMPY", "NUMPY}")
 
 
 def test_readme_budget_matches_budget_module():

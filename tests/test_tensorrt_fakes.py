@@ -415,6 +415,12 @@ def _fake_builder_class(builds: list, fail: set):
     return FakeBuilder
 
 
+def _nptype_of_tensorrt_85(dt):
+    """trt.nptype as TensorRT 8.5 (JetPack 5) behaves under numpy >= 1.24 (its table names np.bool): the runtime
+    must not depend on it (audit 28 #12)."""
+    raise AttributeError("module 'numpy' has no attribute 'bool'. `np.bool` was a deprecated alias")
+
+
 def make_fake_trt(version="10.3.0.30", fail_build=()):
     """A module-like namespace with the parts of ``tensorrt`` the runner and the engine builder use.
     ``.builds`` lists every engine build (BuildRecord); ``fail_build``: ONNX file names whose build
@@ -422,7 +428,7 @@ def make_fake_trt(version="10.3.0.30", fail_build=()):
     builds = []
     return types.SimpleNamespace(__version__=version, Logger=FakeLogger, Runtime=FakeRuntime,
                                  TensorIOMode=_TensorIOMode, DataType=_DataType,
-                                 nptype=lambda dt: np.float32,
+                                 nptype=_nptype_of_tensorrt_85,
                                  Builder=_fake_builder_class(builds, set(fail_build)), OnnxParser=FakeOnnxParser,
                                  BuilderFlag=_BuilderFlag, MemoryPoolType=_MemoryPoolType,
                                  NetworkDefinitionCreationFlag=_NetworkDefinitionCreationFlag, builds=builds)

@@ -177,3 +177,23 @@ def test_old_tensorrt_is_refused(graphs):
     with pytest.raises(Exception, match="TensorRT >= 8.5"):
         TensorRTSearch(paths["step"][1], paths["final"][1], pristine, scalars_for(SearchConfig()), 2,
                        trt=make_fake_trt("8.4.3"), cudart=FakeCudart())
+
+
+def test_engine_io_dtypes_do_not_depend_on_trt_nptype():
+    """Audit 28 #12: engine_io read each tensor's dtype with trt.nptype, which TensorRT 8.5 (JetPack 5) builds with
+    np.bool: "module 'numpy' has no attribute 'bool'" under numpy >= 1.24. The DataType names are mapped here."""
+    import enum
+
+    from edge_ad.runtime.backends import tensorrt
+
+    class DataType(enum.IntEnum):      # TensorRT's names
+        FLOAT, HALF, INT8, INT32, INT64, BOOL, UINT8, BF16 = range(8)
+    assert [tensorrt._np_dtype(d) for d in list(DataType)[:7]] == ["float32", "float16", "int8", "int32", "int64",
+                                                                    "bool", "uint8"]
+    with pytest.raises(ValueError, match="unsupported TensorRT tensor type BF16: numpy has no dtype for it"):
+        tensorrt._np_dtype(DataType.BF16)
+    # the fake TensorRT's nptype raises as TensorRT 8.5's does under numpy >= 1.24: every runner test here reads
+    # its engines' I/O without it (test_tensorrt_fakes.make_fake_trt)
+    with pytest.raises(AttributeError, match="np.bool"):
+        make_fake_trt().nptype(DataType.BOOL)
+

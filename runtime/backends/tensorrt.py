@@ -85,11 +85,18 @@ def require_tensorrt_and_gpu(device: int = 0, trt=None, cudart=None):
     return trt, cudart, gpu
 
 
-def _np_dtype(trt, dt) -> str:
-    try:
-        return np.dtype(trt.nptype(dt)).name
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"unsupported TensorRT tensor type {dt}") from e
+# TensorRT's DataType names -> numpy dtypes, read here rather than from trt.nptype, which TensorRT 8.5 (JetPack 5)
+# builds with np.bool: an AttributeError under numpy >= 1.24
+_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+               "BOOL": "bool", "UINT8": "uint8"}
+
+
+def _np_dtype(dt) -> str:
+    """The numpy dtype name of TensorRT DataType ``dt`` (ValueError for one numpy has no dtype for: BF16, FP8...)."""
+    name = getattr(dt, "name", None) or str(dt).rsplit(".", 1)[-1]
+    if name not in _TRT_DTYPES:
+        raise ValueError(f"unsupported TensorRT tensor type {name or dt}: numpy has no dtype for it")
+    return _TRT_DTYPES[name]
 
 
 def engine_io(engine, trt) -> tuple:
@@ -97,7 +104,7 @@ def engine_io(engine, trt) -> tuple:
     ins, outs = [], []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        spec = TensorSpec(name, tuple(engine.get_tensor_shape(name)), _np_dtype(trt, engine.get_tensor_dtype(name)))
+        spec = TensorSpec(name, tuple(engine.get_tensor_shape(name)), _np_dtype(engine.get_tensor_dtype(name)))
         (ins if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(spec)
     return ins, outs
 
