@@ -123,7 +123,9 @@ def export_model(source, out_dir: os.PathLike, *, search: Optional[SearchConfig]
 def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity_frames, parity, tolerance,
                  check_fp64, parity_seed, threads, threshold, encoder, latent_bank, targets, sign_key,
                  preprocess, log, pixel_memory=None) -> dict:
-    """export_model's work, in the (new, empty) staging directory ``out_dir``."""
+    """export_model's work, in the (new, empty) staging directory ``out_dir``: read the checkpoint, resolve
+    what the configuration scores with and the threshold, write the graphs and arrays, the manifest, then
+    check parity (dropping failed variants) and sign."""
     from edge_ad.models.checkpoint import CheckpointScoring, load_generator
     if sign_key is not None:
         sign_key = load_private_key(sign_key)   # a bad key or passphrase fails now, not after the export
@@ -143,6 +145,49 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     spec = own_spec if preprocess is None else preprocess
     pixel_frames = resolve_pixel_memory(cfg, pixel_memory, scoring, G.cfg.resolution)   # None unless score_pixel_power > 0
     pixel_augment = scoring.pixel_augment() if pixel_frames is not None else []
+    threshold = _export_threshold(threshold, scoring, cfg, spec, log)
+    try:
+        check_shift_fill(spec, cfg.score_shift_radius)
+        if cfg.uses_pixel_memory:
+            check_shift_fill(spec, cfg.pixel_shift_radius, "pixel_shift_radius")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    out_dir = Path(out_dir)
+    arch, chosen, graphs, extra_files = _write_model_files(G, cfg, chunk_bytes, targets, unrolled, E, bank,
+                                                           pixel_frames, out_dir)
+    manifest = _new_manifest(out_dir, G, cfg, spec, scoring, src, arch, chunk_bytes, targets, chosen, graphs,
+                             extra_files, bank, pixel_frames, pixel_augment, threshold)
+    _write_manifest(out_dir, manifest)
+    if not parity:
+        manifest["parity"] = {"passed": None, "summary": "parity check skipped (--no-parity)"}
+        _write_manifest(out_dir, manifest)
+        _sign(out_dir, sign_key, log)
+        return manifest
+    frames = parity_frames if parity_frames is not None else default_parity_frames(train_class=train_class)
+    if not frames:
+        raise ExportError(f"no parity frames: no kinect-rgbd data in {default_kinect_root()} (set {DATA_ENV} to "
+                          "the kinect-rgbd root, or pass --parity-frames DIR (a frame folder) or --no-parity)")
+    log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
+    report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
+                          check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
+                          latent_bank=bank, bank_rows_per_frame=scoring.bank_augment(),
+                          pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment))
+    manifest["parity"] = report
+    for name in report["failed_variants"]:         # one failing graph family does not block the others
+        _drop_variant(out_dir, manifest, name)
+        log(f"WARNING: variant {name} failed its parity check and is not exported: "
+            f"{report['variants'][name]['summary']}")
+    _write_manifest(out_dir, manifest)
+    if not report["passed"]:
+        raise ParityFailed(report["summary"])
+    load_manifest(out_dir, verify=True)
+    _sign(out_dir, sign_key, log)
+    return manifest
+
+
+def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpec, log: Callable) -> Optional[dict]:
+    """The threshold the export stores: the given one (checked against the configuration; said when it
+    replaces the checkpoint's own), the checkpoint's (``threshold`` None: stored_threshold) or none (False)."""
     given = threshold is not None and threshold is not False
     if threshold is None:
         threshold = stored_threshold(scoring, cfg, spec, log)
@@ -152,30 +197,23 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         threshold = check_threshold(threshold, cfg, spec)
     if given:                        # e.g. --threshold-file: said when it replaces the checkpoint's own
         replaced_threshold_note(threshold, stored_threshold(scoring, cfg, spec, lambda *a: None), log)
-    try:
-        check_shift_fill(spec, cfg.score_shift_radius)
-        if cfg.uses_pixel_memory:
-            check_shift_fill(spec, cfg.pixel_shift_radius, "pixel_shift_radius")
-    except ValueError as e:
-        raise ExportError(str(e)) from None
-    out_dir = Path(out_dir)
+    return threshold
+
+
+def _write_model_files(G, cfg: SearchConfig, chunk_bytes: int, targets, unrolled: bool, E, bank, pixel_frames,
+                       out_dir: Path):
+    """Write the model's files into ``out_dir``: the search graphs of the chosen variants, the encoder's
+    (z_init "encoder"), the frame-batch graphs (k = 0), weights.npz (one copy per state tensor), the latent
+    bank (N, z_dim) and the pixel memory (N, R, R, 4). Returns (the float32 Arch, the variants whose graphs were
+    all written, {graph name: manifest entry}, the other files written)."""
     params, bn = generator_arrays(G)
     arch = arch_of(G, cfg.n_seed, chunk_bytes, np.float32)
     chosen = variants.for_export(cfg, targets, unrolled)
     graphs = write_graphs(G, bn, cfg, arch, out_dir, variants.graphs_for_export(cfg, chosen))
     chosen = [v for v in chosen if set(variants.graphs_for_export(cfg, [v])) <= set(graphs)]
-    checks = {name: g["check"] for name, g in graphs.items()}
     enc_layers = encoder_layers(E) if E is not None else None    # float64 copies, used by both encoder graphs
     if E is not None:
-        x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
-        model = build_encoder_graph(enc_layers, x_shape, G.cfg.z_dim, np.float32)
-        checks["encoder"] = verify_graph(model, np.float32)
-        onnx.save(model, str(out_dir / "encoder.onnx"))
-        enc_cfg = E.cfg.to_dict() if hasattr(E.cfg, "to_dict") else None
-        graphs["encoder"] = {"file": "encoder.onnx", **io_spec(model), "nodes": len(model.graph.node),
-                             "check": checks["encoder"], "role": "z_init", "config": enc_cfg,
-                             "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
-                             "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
+        graphs["encoder"] = _write_encoder_graph(E, enc_layers, G, out_dir)
     if cfg.k == 0:   # frame batches (Scorer.score_batch): the generator pass, and the encoder's, over B frames
         graphs.update(export_batch_graphs(params, bn, arch, out_dir, enc_layers))
     single = {k: v[0] for k, v in stack_state(arch, params).items()}
@@ -187,13 +225,34 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     if pixel_frames is not None:
         np.save(out_dir / "pixel_memory.npy", pixel_frames)
         extra_files.append("pixel_memory.npy")
-    # every file the runtime reads has a sha256, including the external data an ONNX graph points to
+    return arch, chosen, graphs, extra_files
+
+
+def _write_encoder_graph(E, enc_layers: list, G, out_dir: Path) -> dict:
+    """encoder.onnx (x (C, R, R) -> E(x) (z_dim,), float32), checked by verify_graph; returns its manifest entry."""
+    x_shape = (G.cfg.channels, G.cfg.resolution, G.cfg.resolution)
+    model = build_encoder_graph(enc_layers, x_shape, G.cfg.z_dim, np.float32)
+    check = verify_graph(model, np.float32)
+    onnx.save(model, str(out_dir / "encoder.onnx"))
+    enc_cfg = E.cfg.to_dict() if hasattr(E.cfg, "to_dict") else None
+    return {"file": "encoder.onnx", **io_spec(model), "nodes": len(model.graph.node),
+            "check": check, "role": "z_init", "config": enc_cfg,
+            "input": ENCODER_INPUT, "output": ENCODER_OUTPUT,
+            "z0": "z0_j = E(x) + z_init_sigma * make_z0(n_seed, z_dim, seed)_j"}
+
+
+def _new_manifest(out_dir: Path, G, cfg: SearchConfig, spec: PreprocessSpec, scoring, src: dict, arch,
+                  chunk_bytes: int, targets, chosen: list, graphs: dict, extra_files: list, bank, pixel_frames,
+                  pixel_augment: list, threshold: Optional[dict]) -> dict:
+    """The export's manifest before its parity check ("parity": None): what was exported from what, the
+    search configuration, preprocessing, state layout, variants, graphs and the sha256 of every file the
+    runtime reads (the external data an ONNX graph points to included)."""
     external = [loc for g in graphs.values() for loc in onnx_external_data((out_dir / g["file"]).read_bytes(), g["file"])]
     files = {f: sha256_file(out_dir / f) for f in [g["file"] for g in graphs.values()] + extra_files + external}
     manifest = {
         "format": FORMAT, "version": VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": src, "train_class": train_class,
+        "source": src, "train_class": scoring.train_class,
         "model": G.cfg.to_dict(),
         "search": cfg.to_dict(),
         "scoring_in_checkpoint": _jsonable(scoring.section),
@@ -238,31 +297,6 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
                      "(the frames and their augmented copies, preprocessed) of mean((x - row)^2)"}
     if threshold is not None:
         manifest["threshold"] = threshold
-    _write_manifest(out_dir, manifest)
-    if not parity:
-        manifest["parity"] = {"passed": None, "summary": "parity check skipped (--no-parity)"}
-        _write_manifest(out_dir, manifest)
-        _sign(out_dir, sign_key, log)
-        return manifest
-    frames = parity_frames if parity_frames is not None else default_parity_frames(train_class=train_class)
-    if not frames:
-        raise ExportError(f"no parity frames: no kinect-rgbd data in {default_kinect_root()} (set {DATA_ENV} to "
-                          "the kinect-rgbd root, or pass --parity-frames DIR (a frame folder) or --no-parity)")
-    log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
-    report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
-                          check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
-                          latent_bank=bank, bank_rows_per_frame=scoring.bank_augment(),
-                          pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment))
-    manifest["parity"] = report
-    for name in report["failed_variants"]:         # one failing graph family does not block the others
-        _drop_variant(out_dir, manifest, name)
-        log(f"WARNING: variant {name} failed its parity check and is not exported: "
-            f"{report['variants'][name]['summary']}")
-    _write_manifest(out_dir, manifest)
-    if not report["passed"]:
-        raise ParityFailed(report["summary"])
-    load_manifest(out_dir, verify=True)
-    _sign(out_dir, sign_key, log)
     return manifest
 
 
