@@ -26,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -109,8 +110,19 @@ def save_checkpoint(path: os.PathLike, generator: Generator, *, preprocess: Prep
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(with_integrity(ckpt), tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(with_integrity(ckpt), buf)        # in memory first: torch turns a failed write into a RuntimeError
+    data = buf.getbuffer()                       # ("basic_ios::clear: iostream error") naming no file, no cause
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:                         # a full disk: one line naming the file (edge_ad/cli.py), no tmp left
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        kept = f"; {path} is as it was before" if path.exists() else ""
+        raise OSError(e.errno, f"{e.strerror or e} ({len(data) / 1e6:.1f} MB to write, {free / 1e6:.1f} MB free "
+                               f"in {path.parent}){kept}", str(path)) from None
 
 
 def read_checkpoint(path: os.PathLike) -> dict:

@@ -240,7 +240,13 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
                 (cfg.snapshot_every and epoch % cfg.snapshot_every == 0):
             extra = _replicas(dist, G_mod, D_mod, gen)      # a collective: every rank takes part
             if dist.is_main:
-                _save(ckpt_path, G_mod, D_mod, opt_g, opt_d, gen, cfg, state, spec, data_summary, extra)
+                try:
+                    _save(ckpt_path, G_mod, D_mod, opt_g, opt_d, gen, cfg, state, spec, data_summary, extra)
+                except OSError as e:      # a full disk: save_checkpoint's line, and what a rerun does
+                    then = "the same command resumes from it" if ckpt_path.exists() else "rerun the same command"
+                    if bar is not None:
+                        bar.close()                 # the line goes below the progress bar, not after it
+                    raise OSError(e.errno, f"{e.strerror}: free space, then {then}", e.filename) from None
                 if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
                     _save(out / f"epoch_{epoch:04d}.pt", G_mod, D_mod, None, None, None, cfg, state, spec,
                           data_summary, extra)
