@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_graphs import BN_EPS, OPSET, Arch, _version
+from .onnx_graphs import BN_EPS, OPSET, Arch, producer_version
 
 BATCH = "batch"   # the free batch dimension's name
 
@@ -91,7 +91,7 @@ def build_final_batch_graph(params: dict, bn_stats: dict, arch: Arch) -> onnx.Mo
          helper.make_tensor_value_info("error_map", f, [BATCH, R, R]),
          helper.make_tensor_value_info("recon", f, [BATCH, S, C, R, R])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edge-ad", producer_version=_version())
+                              producer_name="edge-ad", producer_version=producer_version())
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model

@@ -558,13 +558,14 @@ def build_graph(arch: Arch, kind: str, bn_stats: dict, k: int = 0) -> onnx.Model
         b.const((1.0 / np.sqrt(var + BN_EPS)).reshape(1, -1, 1, 1), f"bn{l}.inv_std")
     graph = helper.make_graph(b.nodes, f"adgan_{kind}", b.inputs, b.outputs, b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edge-ad", producer_version=_version())
+                              producer_name="edge-ad", producer_version=producer_version())
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model
 
 
-def _version() -> str:
+def producer_version() -> str:
+    """The ONNX files' producer_version: this edge-ad's version ("unknown" if it cannot be read)."""
     try:
         from edge_ad import __version__
         return __version__
@@ -692,7 +693,7 @@ def build_encoder_graph(layers: list, x_shape, z_dim: int, dtype=np.float32, bat
     graph = helper.make_graph(nodes, "izi_encoder", [helper.make_tensor_value_info(ENCODER_INPUT, odt, lead + [C, R, R])],
                               [helper.make_tensor_value_info(ENCODER_OUTPUT, odt, lead + [z_dim])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edge-ad", producer_version=_version())
+                              producer_name="edge-ad", producer_version=producer_version())
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model
