@@ -528,3 +528,35 @@ def test_a_file_whose_config_sha256_still_hashed_the_sensor_limits_resumes(tmp_p
     other.write_text("".join(json.dumps(x) + "\n" for x in recs))
     with pytest.raises(OtherModelError, match="config_sha256"):
         capture(sc, other)
+
+
+def test_wait_for_camera_waits_for_a_camera_that_is_not_there_yet(tmp_path, monkeypatch):
+    """Audit 28 #15: `edge-ad run --camera` without a camera exited 1 at once, so the systemd unit's restarts
+    (5 s apart, at most 10 in 10 min) gave up for good on a camera that enumerates late after boot. With
+    --wait-for-camera (the unit's) no camera at start is an outage, as a camera lost mid-run: one line, a
+    source_lost event in --out, retried with backoff until one opens; then its frames are scored. Without the
+    flag: exit 1 at once, as before."""
+    import edge_ad.runtime.sources as sources
+    from edge_ad.runtime.sources import SourceError, open_source
+    tries = []
+
+    def camera_after_two_tries():
+        tries.append(time.monotonic())
+        if len(tries) <= 2:
+            raise SourceError("no RGB-D camera found (RealSense: 0 RGB-D device(s))")
+        return open_source("synth://?n=20&seed=4")
+    monkeypatch.setattr(sources, "open_camera", camera_after_two_tries)
+    out = tmp_path / "r.jsonl"
+    r = CliRunner().invoke(run_cmd.cmd, ["--camera", "--wait-for-camera", "--model", str(demo_model_dir()),
+                                         "--out", str(out), "--max-frames", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert ("waiting for the camera: no RGB-D camera found (RealSense: 0 RGB-D device(s)); retrying every "
+            "0.5-10 s (a source_lost event in the results)") in r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    events = [x.get("event") for x in rows if x.get("type") == "event"]
+    assert "source_lost" in events and "source_reopened" in events, events
+    assert sum(x.get("type") == "frame" for x in rows) == 3 and len(tries) == 3
+    tries.clear()
+    r = CliRunner().invoke(run_cmd.cmd, ["--camera", "--model", str(demo_model_dir()), "--out",
+                                         str(tmp_path / "r2.jsonl"), "-q"])
+    assert r.exit_code == 1 and "Error: no RGB-D camera found" in r.output and len(tries) == 1, r.output

@@ -28,6 +28,7 @@ from edge_ad.runtime.display import Display
 from .options import FiniteFloat, model_directory
 
 DEFAULT_SOURCE = "synth://"
+CAMERA_SCHEMES = ("realsense://", "oak://")    # live cameras: --wait-for-camera waits for them
 
 
 def load_scorer(model: Optional[str], backend: str, trusted_keys=()):
@@ -211,9 +212,13 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
               metavar="FILE", help="Ed25519 public key (PEM) the model must be signed by (edge-ad export "
               "--sign); repeatable. Unsigned or otherwise-signed models are refused.")
+@click.option("--wait-for-camera", is_flag=True,
+              help="With --camera (or a realsense:// / oak:// source): no camera at start is an outage, as a camera "
+              "lost mid-run: a source_lost event in --out, then retried every 0.5-10 s until one opens (the "
+              "systemd unit uses it: a camera that enumerates late after boot). Without it: exit 1 at once.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, anomalies_min_free_mb,
         display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, rotate_keep, max_frame_pixels, alarm_window,
-        alarm_alpha, trusted_keys):
+        alarm_alpha, trusted_keys, wait_for_camera):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
     With no arguments: the shipped demo model on synth://, printing live status.
@@ -229,7 +234,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     # open the source first: a missing camera is reported at once, before loading the model
     uri = source_uri or DEFAULT_SOURCE
     max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
-    source, opener, warned = _open_source(camera, uri, max_pixels)
+    source, opener, warned = _open_source(camera, uri, max_pixels, wait_for_camera)
     try:
         scorer = load_scorer(model, backend, trusted_keys=trusted_keys)
         z0 = load_z0(z0_path, scorer.n_seed, scorer.z_dim) if z0_path else None
@@ -297,14 +302,19 @@ def _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rota
             raise click.UsageError(str(e))
 
 
-def _open_source(camera: bool, uri: str, max_pixels: int):
+def _open_source(camera: bool, uri: str, max_pixels: int, wait_for_camera: bool = False):
     """(the opened source, how to open it again (a live source that drops is reopened), the warnings it
-    gave on opening, said on stderr). A source that cannot be opened is a one-line error."""
-    from edge_ad.runtime.sources import SourceError, open_camera, open_source
+    gave on opening, said on stderr). A source that cannot be opened is a one-line error, except a camera
+    with ``wait_for_camera``: an Unopened source, which run_capture reopens with backoff until one opens."""
+    from edge_ad.runtime.sources import SourceError, Unopened, open_camera, open_source
     opener = open_camera if camera else (lambda: open_source(uri, max_pixels=max_pixels))
     try:
         source = opener()
     except SourceError as e:
+        if wait_for_camera and (camera or uri.startswith(CAMERA_SCHEMES)):
+            click.echo(f"waiting for the camera: {e}; retrying every 0.5-10 s (a source_lost event in the results)",
+                       err=True)
+            return Unopened("camera" if camera else uri, str(e)), opener, []
         raise click.ClickException(str(e))
     warned = list(source.warnings)
     for warning in warned:   # e.g. a labelled folder's unchecked normal class

@@ -32,10 +32,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from ..preprocess import DEFAULT_MAX_PIXELS
-from .base import Frame, Source, SourceError, is_stream
+from .base import Frame, Source, SourceError, Unopened, is_stream
 from .folder import FolderSource
 
-__all__ = ["Frame", "Source", "SourceError", "FolderSource", "open_source", "find_cameras",
+__all__ = ["Frame", "Source", "SourceError", "Unopened", "FolderSource", "open_source", "find_cameras",
            "open_camera", "is_stream", "is_live"]
 
 

@@ -98,3 +98,18 @@ def is_stream(frames) -> bool:
     """Whether ``frames`` (a Source, or any iterable of Frames) is a stream, where a repeated frame
     means a stuck sensor: its ``stream`` attribute, True when it has none (checked, as before)."""
     return bool(getattr(frames, "stream", True))
+
+
+class Unopened(Source):
+    """A live source that could not be opened yet (no camera connected at start): iterating it raises the
+    SourceError it failed with, so run_capture treats it as a camera lost mid-run (a ``source_lost`` event,
+    then ``reopen`` with backoff until one opens). ``edge-ad run --wait-for-camera``."""
+
+    live = True
+
+    def __init__(self, uri: str, error: str):
+        self.uri, self.error = uri, error
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise SourceError(self.error)
+
