@@ -186,6 +186,13 @@ def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T],
             failed = keep_failed_export(stage, out_dir)
             raise ExportError(f"export parity check FAILED: {e}; {out_dir} was not changed; the failed export "
                               f"and its report: {failed / MANIFEST}") from None
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            # a write that names no file (numpy's savez through zipfile, onnx): say where, and what is left
+            free = shutil.disk_usage(out_dir.parent).free / 1e6
+            raise OSError(e.errno, f"{e.strerror or e} while the export was written beside it ({free:.1f} MB free "
+                                   f"in {out_dir.parent}); {out_dir} was not changed", str(out_dir)) from None
         install_export(stage, out_dir)
     finally:
         remove_stage(stage)            # the stage is gone already unless something failed; then its record

@@ -61,3 +61,24 @@ def test_an_oserror_naming_a_file_is_one_line(tmp_path):
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
     assert r.output.strip().splitlines()[-1] == f"Error: {afile / 'b'}: Not a directory", r.output
     assert "Traceback" not in r.output
+
+
+def test_a_full_disk_during_an_export_is_one_line_naming_out(tmp_path, tiny_ckpt, monkeypatch):
+    """Audit 28 #17: a full disk while export wrote weights.npz (numpy's savez through zipfile: an OSError naming
+    no file) was a 66-line traceback. Now one line naming --out, the free space and that --out was not changed;
+    the staging directory is removed."""
+    import errno
+
+    import numpy as np
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "savez", full)
+    out = tmp_path / "ex"
+    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--no-parity"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {out}: No space left on device while the export was written beside it (") and \
+        last.endswith(f" MB free in {tmp_path}); {out} was not changed"), r.output
+    assert "Traceback" not in r.output and not out.exists() and not list(tmp_path.glob(".ex.export-*"))
+
