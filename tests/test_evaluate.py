@@ -81,6 +81,24 @@ def test_eval_refuses_a_bad_number_before_scoring(tmp_path, kinect_root, tiny_ge
     assert "Traceback" not in r.output and not (tmp_path / "ev").exists()
 
 
+def test_eval_without_anomalous_frames_is_refused_before_scoring(tmp_path, tiny_generator, monkeypatch):
+    """Audit 28 #18: eval --synth 2 (3, 6) rendered no sphere or cylinder, scored every frame and then died in a
+    40-line traceback ("need at least one normal and one anomalous score"). Now refused before scoring, naming
+    the counts (exit 2: --synth is the option to change)."""
+    import edge_ad.models.search as search
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+
+    def never(*a, **k):
+        raise AssertionError("a frame was scored")
+    monkeypatch.setattr(search, "score_batch", never)
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "2", "--k", "1",
+                                  "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "Error: --synth 2 rendered 2 box, 0 sphere, 0 cylinder: no anomalous frame, and eval needs both normal " \
+           "and anomalous frames; use --synth 20 or more" in r.output, r.output
+    assert not (tmp_path / "ev").exists()
+
+
 def test_a_report_that_fails_writes_no_file(tmp_path):
     """A threshold that cannot be calibrated fails before any file is written (it wrote roc.png first: an
     'earlier evaluation' that refused the rerun)."""

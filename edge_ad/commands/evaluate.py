@@ -112,6 +112,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     groups, normal_name = _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec)
     if max_per_class:
         groups = {k_: v[:max_per_class] for k_, v in groups.items()}
+    _check_both_kinds(groups, normal_name, synth_n)     # before any frame is scored
     baselines_skipped = _baselines_unavailable(data, cls) if baselines and data and cls else None
     suite = raw = None
     if nuisance or nuisance_set:
@@ -291,6 +292,23 @@ def _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, sp
     except DataError as e:
         raise click.ClickException(str(e))
     return groups, normal_name
+
+
+def _check_both_kinds(groups: dict, normal_name: str, synth_n: int) -> None:
+    """AUROC needs normal AND anomalous frames: a one-line error naming each group's count when either is
+    missing (a small --synth N renders few spheres and cylinders), before anything is scored: exit 2 for --synth
+    (the option to change), else 1."""
+    normal = len(groups.get(normal_name, ()))
+    anomalous = sum(len(v) for k_, v in groups.items() if k_ != normal_name)
+    if normal and anomalous:
+        return
+    counts = ", ".join(f"{len(v)} {k_}" for k_, v in groups.items())
+    missing = "normal" if not normal else "anomalous"
+    if synth_n:
+        raise click.UsageError(f"--synth {synth_n} rendered {counts}: no {missing} frame, and eval needs both "
+                               "normal and anomalous frames; use --synth 20 or more")
+    raise click.ClickException(f"no {missing} frame to evaluate ({counts}): eval needs both normal and anomalous "
+                               "frames")
 
 
 def _baselines_unavailable(data, cls) -> Optional[str]:
