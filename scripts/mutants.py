@@ -405,6 +405,8 @@ MUTANTS = [
     Mutant("eval-one-kind-scored", "edge_ad/commands/evaluate.py",
            "    if normal and anomalous:\n        return\n", "    if True:\n        return\n",
            ("tests/test_evaluate.py", "-k", "without_anomalous")),
+    Mutant("run-quiet-hides-no-threshold", "edge_ad/commands/run.py", "    if thr is None:\n        click.echo(\"note: no threshold",
+           "    if thr is None and False:\n        click.echo(\"note: no threshold", ("tests/test_run.py", "-k", "quiet_still")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

@@ -560,3 +560,20 @@ def test_wait_for_camera_waits_for_a_camera_that_is_not_there_yet(tmp_path, monk
     r = CliRunner().invoke(run_cmd.cmd, ["--camera", "--model", str(demo_model_dir()), "--out",
                                          str(tmp_path / "r2.jsonl"), "-q"])
     assert r.exit_code == 1 and "Error: no RGB-D camera found" in r.output and len(tries) == 1, r.output
+
+
+def test_quiet_still_says_that_no_frame_will_be_flagged(tmp_path):
+    """Audit 28 #19: -q ("No live status line") also hid the one line saying that a model without a threshold
+    flags no frame, while lesser lines stayed: a service run (-q) scored all day without flagging, unsaid."""
+    import shutil
+    model = tmp_path / "nothr"
+    shutil.copytree(demo_model_dir(), model)
+    man = json.loads((model / "manifest.json").read_text())
+    del man["threshold"]
+    (model / "manifest.json").write_text(json.dumps(man))
+    r = CliRunner().invoke(run_cmd.cmd, ["--model", str(model), "--source", "synth://?n=1", "-q",
+                                         "--out", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert ("note: no threshold (the model has none and --threshold was not given): scores are written, frames are "
+            "not flagged") in r.output, r.output
+

@@ -247,7 +247,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     except BaseException:
         source.close()
         raise
-    _notes_before_the_run(model, camera, uri, thr, quiet)
+    _notes_before_the_run(model, camera, uri, thr)
 
     # pictures need the reconstruction, which the scorer keeps only on request
     score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
@@ -383,14 +383,14 @@ def _picture_hooks(spec, thr, stop, status: Status, save_anomalies, anomalies_mi
     return pictures
 
 
-def _notes_before_the_run(model, camera: bool, uri: str, thr, quiet: bool) -> None:
+def _notes_before_the_run(model, camera: bool, uri: str, thr) -> None:
     """Say on stderr what the run will not do as one might expect: the demo model scoring real frames,
-    no threshold to flag frames with."""
+    no threshold to flag frames with; also with -q, which removes the live status line only."""
     if not model and (camera or not uri.startswith("synth://")):
         click.echo(f"note: no --model: scoring with the shipped demo model ({demo_model_dir()}), trained on "
                    "synthetic boxes, not on your scene; pass --model DIR (edge-ad export) for real frames",
                    err=True)
-    if thr is None and not quiet:
+    if thr is None:
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)
 
