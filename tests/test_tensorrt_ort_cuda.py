@@ -46,3 +46,20 @@ def test_cuda_providers_without_gpu_are_refused_clearly(tmp_path, tiny_generator
     assert s._search._run_opts is None
     r = s.score_input(np.zeros((4, 64, 64), np.float32), seed=0)
     assert np.isfinite(r.score)
+
+
+def test_both_onnxruntime_distributions_are_named_in_the_refusal(monkeypatch):
+    """Audit 28 #22: pip install 'edge-ad[gpu]' installs PyPI's onnxruntime (a base dependency) AND onnxruntime-gpu,
+    which share one module: the CUDA provider is then missing. The refusal says so and how to keep one."""
+    from importlib import metadata
+    from types import SimpleNamespace
+
+    from edge_ad.runtime.backends import onnxruntime_backend as ob
+    both = [SimpleNamespace(metadata={"Name": n}) for n in ("numpy", "onnxruntime", "onnxruntime_gpu")]
+    monkeypatch.setattr(metadata, "distributions", lambda: iter(both))
+    assert ob.both_onnxruntimes_hint() == (
+        "; both onnxruntime and onnxruntime-gpu are installed and share one module (only one of them works): "
+        "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    monkeypatch.setattr(metadata, "distributions", lambda: iter(both[:2]))
+    assert ob.both_onnxruntimes_hint() == ""
+

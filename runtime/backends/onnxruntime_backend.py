@@ -28,6 +28,17 @@ def _ort():
     return ort
 
 
+def both_onnxruntimes_hint() -> str:
+    """'; ...' when both PyPI's onnxruntime and onnxruntime-gpu are installed (one module, whichever installed
+    last owns its files: the CUDA provider is then missing, onnxruntime#26996), saying how to keep one; else ''."""
+    from importlib import metadata
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+    if {"onnxruntime", "onnxruntime-gpu"} <= names:
+        return ("; both onnxruntime and onnxruntime-gpu are installed and share one module (only one of them works): "
+                "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    return ""
+
+
 def session_options(threads: Optional[int] = None, profile: Optional[str] = None, spin: bool = False):
     """CPU-friendly options: all graph optimisations, sequential execution, ``threads`` intra-op.
 
@@ -93,7 +104,8 @@ class OrtSearch:
         missing = [p if isinstance(p, str) else p[0] for p in providers]
         missing = [p for p in missing if p not in avail]
         if missing:
-            raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})")
+            raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})"
+                               f"{both_onnxruntimes_hint()}")
         so = session_options(threads, profile, spin)
         self.sessions = {g: ort.InferenceSession(graphs[g], so, providers=providers) for g in needed}
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
