@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 from .latent_memory import original_rows, rows_per_frame_of
 
@@ -236,6 +237,18 @@ def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> Non
         check_pixel_memory_size(shape[0], resolution, len(augment))
     except ValueError as e:
         raise _bad(where, "pixel_memory.shape", str(e)) from None
+
+
+def parity_note(man: dict) -> Optional[str]:
+    """What to say about a model whose search was not shown to match the PyTorch reference: its manifest's
+    "parity" is skipped (--no-parity: "passed" null) or failed; None when it passed (or predates the record)."""
+    parity = man.get("parity")
+    if not isinstance(parity, dict) or parity.get("passed") is True:
+        return None
+    if parity.get("passed") is None:
+        return ("parity NOT checked (exported with --no-parity): this model's scores were never compared with the "
+                "PyTorch reference")
+    return f"parity check FAILED: {parity.get('summary') or 'see manifest.json parity'}"
 
 
 def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None) -> dict:

@@ -100,9 +100,10 @@ MUTANTS = [
            "if not (np.isfinite(spec.mean) and 0 < spec.std < np.inf):", "if not np.isfinite(spec.mean):",
            ("tests/test_verify_loads.py", "-k", "positive_std")),
     Mutant("verify-manifest-only", "edge_ad/commands/verify.py",
-           "Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None).close()",
+           "with Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None) as scorer:",
+           "with __import__('contextlib').nullcontext(__import__('types').SimpleNamespace(threshold=None, manifest="
            "__import__('edge_ad.runtime.manifest', fromlist=['m']).load_manifest(model_dir, verify=True, "
-           "trusted_keys=list(trusted_keys) or None)", ("tests/test_verify_loads.py", "-k", "bank-nan")),
+           "trusted_keys=list(trusted_keys) or None))) as scorer:", ("tests/test_verify_loads.py", "-k", "bank-nan")),
     Mutant("pre-scale", "runtime/preprocess.py", "x = (v - spec.mean) / spec.std", "x = (v - spec.mean) * spec.std", PRE),
     Mutant("pre-nan-accepted", "runtime/preprocess.py", "if np.isnan(d).any() or np.isinf(d).any():",
            "if np.isinf(d).any():", PRE),
@@ -410,6 +411,9 @@ MUTANTS = [
     Mutant("ort-both-dists-unsaid", "runtime/backends/onnxruntime_backend.py",
            '    if {"onnxruntime", "onnxruntime-gpu"} <= names:', "    if False:",
            ("tests/test_tensorrt_ort_cuda.py", "-k", "both_onnxruntime")),
+    Mutant("verify-no-parity-unsaid", "runtime/manifest.py",
+           '    if not isinstance(parity, dict) or parity.get("passed") is True:',
+           '    if True:', ("tests/test_verify_loads.py", "-k", "parity_and_threshold")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

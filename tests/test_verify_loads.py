@@ -128,3 +128,23 @@ def test_preprocessing_needs_a_finite_mean_and_a_positive_std():
                 {"mean": float("nan")}):
         with pytest.raises(ValueError, match="finite mean and a finite std > 0"):
             PreprocessSpec.from_dict(bad)
+
+
+def test_verify_and_run_say_when_parity_and_threshold_are_missing(tmp_path, export_tiny):
+    """Audit 28 #13: an export made with --no-parity (never compared with the PyTorch reference) and without a
+    threshold verified "ok" and ran without a word about either. verify and run's start now say both."""
+    from edge_ad.commands import run as run_cmd
+    d = export_tiny(0, 1)                              # parity=False, no threshold
+    res = CliRunner().invoke(main, ["verify", str(d)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[1:] == ["note: parity NOT checked (exported with --no-parity): this model's scores were never "
+                         "compared with the PyTorch reference",
+                         "note: no threshold: edge-ad run scores but flags no frame (set one with edge-ad eval "
+                         "--calibrate-fpr and export --threshold-file, or edge-ad calibrate)"], res.output
+    r = CliRunner().invoke(run_cmd.cmd, ["--model", str(d), "--source", "synth://?n=1", "-q",
+                                         "--out", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0 and "note: parity NOT checked (exported with --no-parity)" in r.output, r.output
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["parity"]["passed"] is None
+

@@ -28,7 +28,8 @@ def test_verify_names_what_it_checked(tmp_path, export_tiny):
     res = r.invoke(main, ["verify", str(model)])                           # signed, no key given
     assert res.exit_code == 0 and "NOT authenticated" in res.output and "--trusted-key" in res.output, res.output
     res = r.invoke(main, ["verify", str(model), "--trusted-key", str(tmp_path / "k.pub")])
-    assert res.exit_code == 0 and "signed by a trusted key" in res.output and "NOT" not in res.output, res.output
+    first = res.output.splitlines()[0]                  # the notes below it (audit 28 #13) may say NOT checked
+    assert res.exit_code == 0 and "signed by a trusted key" in first and "NOT" not in first, res.output
     man["threshold"]["value"] = 2e9                                        # edited after signing: refused
     (model / "manifest.json").write_text(json.dumps(man))
     res = r.invoke(main, ["verify", str(model), "--trusted-key", str(tmp_path / "k.pub")])

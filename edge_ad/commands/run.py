@@ -227,6 +227,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     a frame still scoring), 2 usage, 3 some frames were bad (or sensor faults) or lost (a recording cut short, a stream that stalled), 4 no scorable frame.
     """
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
+    from edge_ad.runtime.manifest import parity_note
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
     from edge_ad.runtime.results import ResultsFileError
 
@@ -247,7 +248,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     except BaseException:
         source.close()
         raise
-    _notes_before_the_run(model, camera, uri, thr)
+    _notes_before_the_run(model, camera, uri, thr, parity_note(getattr(scorer, "manifest", None) or {}))
 
     # pictures need the reconstruction, which the scorer keeps only on request
     score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
@@ -383,13 +384,16 @@ def _picture_hooks(spec, thr, stop, status: Status, save_anomalies, anomalies_mi
     return pictures
 
 
-def _notes_before_the_run(model, camera: bool, uri: str, thr) -> None:
+def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[str]) -> None:
     """Say on stderr what the run will not do as one might expect: the demo model scoring real frames,
-    no threshold to flag frames with; also with -q, which removes the live status line only."""
+    no threshold to flag frames with, an export whose parity was not checked (``parity``:
+    runtime.manifest.parity_note); also with -q, which removes the live status line only."""
     if not model and (camera or not uri.startswith("synth://")):
         click.echo(f"note: no --model: scoring with the shipped demo model ({demo_model_dir()}), trained on "
                    "synthetic boxes, not on your scene; pass --model DIR (edge-ad export) for real frames",
                    err=True)
+    if parity is not None:
+        click.echo(f"note: {parity}", err=True)
     if thr is None:
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)

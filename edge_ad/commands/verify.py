@@ -17,9 +17,14 @@ def cmd(model_dir, trusted_keys):
     authenticates manifest.json's own content (threshold, settings). Exit 0 when the model loads, 1 with
     Scorer.load's one-line reason otherwise; the ok line says what was checked."""
     from edge_ad.runtime import Scorer
+    from edge_ad.runtime.manifest import parity_note
     from edge_ad.runtime.signing import SIGNATURE
     try:
-        Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None).close()
+        with Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None) as scorer:
+            notes = [parity_note(scorer.manifest)]
+            if scorer.threshold is None:
+                notes.append("no threshold: edge-ad run scores but flags no frame (set one with edge-ad eval "
+                             "--calibrate-fpr and export --threshold-file, or edge-ad calibrate)")
     except ValueError as e:                     # ManifestError
         raise click.ClickException(str(e))
     except ImportError as e:                    # onnxruntime missing or broken
@@ -35,3 +40,5 @@ def cmd(model_dir, trusted_keys):
         click.echo(f"{model_dir}: {files}; manifest.json is unsigned, so its own content (threshold, settings) "
                    "is range-checked but NOT authenticated: sign it with `edge-ad sign DIR --key KEY` and verify "
                    "with --trusted-key KEY.pub")
+    for note in filter(None, notes):            # what an ok model still does not do as one may expect
+        click.echo(f"note: {note}")
