@@ -797,7 +797,7 @@ MUTANTS = [
            "length = source_length(frames, count=every is None)", "length = source_length(frames, count=True)",
            ("tests/test_source_count.py", "-k", "does_not_count")),
     Mutant("calibrate-count-silent", "edge_ad/commands/calibrate.py",
-           "            if counts:\n", "            if False:\n",
+           "    if counts:\n", "    if False:\n",
            ("tests/test_source_count.py", "-k", "spreads_its_frames_over_a_bag")),
     Mutant("count-recording-no-deadline", "runtime/sources/realsense.py",
            "elif not stopped and time.monotonic() - fresh_t > PLAYER_STALL_S:", "elif False:",

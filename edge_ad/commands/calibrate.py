@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Optional
 
 import click
 
@@ -76,11 +77,10 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     calibrated on the frames before the cut when they are enough; the log and the manifest's calibration
     record (recording_truncated) say so, and the exit status is 3 (as edge-ad run's: frames lost).
     Exit status: 0 written, 1 error (nothing written), 2 usage, 3 written from a recording cut short."""
-    from edge_ad.runtime.calibrate import (CalibrationError, calibrate_model, frame_plan, how_selected,
-                                          labelled_normals, source_length)
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
     from edge_ad.runtime.manifest import ManifestError
     from edge_ad.runtime.signing import SigningError, load_private_key
-    from edge_ad.runtime.sources import Source, SourceError, open_source
+    from edge_ad.runtime.sources import SourceError, open_source
 
     if sign_key:
         try:
@@ -90,16 +90,61 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
 
     check_out_place(out_dir)     # before the scene is read and scored
     unwind_on_sigterm()          # a stopped calibrate removes its .OUT.calibrating-PID directory (audit 27 #9)
-    length = None       # frames to read, when the source knows how many it holds (no made-up total)
+    said = _Progress()           # the progress lines on stderr: frames read, the camera-shift search
+    click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
+    try:
+        with open_source(source_uri) as src:
+            said.length = _frames_to_read(src, source_uri, max_frames, every)
+            man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
+                                  min_frames=min_frames,
+                                  source=source_uri, progress=said.frames, threads=threads,
+                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift,
+                                  shift_progress=said.shifts, trusted_keys=list(trusted_keys) or None,
+                                  sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True),
+                                  accept_raise=accept_raise)
+    except (CalibrationError, ManifestError, SourceError, SigningError) as e:
+        raise click.ClickException(str(e))
+    _echo_written(out_dir, man, sign_key, trusted_keys)
+    c = man["calibration"]
+    if c.get("recording_truncated") or c.get("stream_gaps"):
+        from edge_ad.runtime.capture import EXIT_BAD_FRAMES
+        sys.exit(EXIT_BAD_FRAMES)
 
-    def progress(read, used, dropped):
+
+def _frames_to_read(src, source_uri: str, max_frames: int, every) -> Optional[int]:
+    """How many frames calibrate will read from ``src`` (its progress lines' total), when the source knows
+    how many it holds (a bag or recording is counted first, said on stderr); None otherwise (no made-up total)."""
+    from edge_ad.runtime.calibrate import frame_plan, labelled_normals, source_length
+    from edge_ad.runtime.sources import Source
+    counts = every is None and type(src).frame_count is not Source.frame_count   # a bag, a recording
+    if counts:
+        click.echo(f"counting the frames of {source_uri} (one pass over its messages, no image decoded) "
+                   "...", err=True)
+    t0 = time.monotonic()
+    n = source_length(src, count=every is None)
+    if counts and n is not None:
+        click.echo(f"  {n} frames, counted in {_duration(time.monotonic() - t0)}", err=True)
+    normals = labelled_normals(src) if every is None else None          # a labelled folder's normals
+    return None if n is None else frame_plan(n, max_frames, every, normals).to_read   # the frames it reads
+
+
+class _Progress:
+    """calibrate_model's progress callbacks, said on stderr: ``frames`` (the scene read: every 10th frame),
+    ``shifts`` (the camera-shift search: its per-frame pixel tables, then the candidate shifts, with a time
+    estimate after the first)."""
+
+    def __init__(self):
+        self.length = None          # frames to read, when the source knows how many it holds
+        self.search_start = {}      # stage -> when it started
+
+    def frames(self, read, used, dropped) -> None:
+        length = self.length
         if read == 1 or read % 10 == 0 or read == length:
             click.echo(f"  frame {read}{'' if length is None else f'/{length}'} read, {used} usable"
                        + "".join(f", {n} {why}" for why, n in dropped.items()), err=True)
 
-    search_start = {}
-
-    def shift_progress(done, total, stage="shifts"):
+    def shifts(self, done, total, stage="shifts") -> None:
+        search_start = self.search_start
         tables = stage == "pixel tables"          # the per-frame pixel tables, then the candidate shifts
 
         def counted(n):
@@ -117,28 +162,11 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
         elif done % (10 if tables else 7) == 0 or done == total:
             click.echo(f"  camera-shift search: {counted(done)}", err=True)
 
-    click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
-    try:
-        with open_source(source_uri) as src:
-            counts = every is None and type(src).frame_count is not Source.frame_count   # a bag, a recording
-            if counts:
-                click.echo(f"counting the frames of {source_uri} (one pass over its messages, no image decoded) "
-                           "...", err=True)
-            t0 = time.monotonic()
-            n = source_length(src, count=every is None)
-            if counts and n is not None:
-                click.echo(f"  {n} frames, counted in {_duration(time.monotonic() - t0)}", err=True)
-            normals = labelled_normals(src) if every is None else None          # a labelled folder's normals
-            length = None if n is None else frame_plan(n, max_frames, every, normals).to_read   # the frames it reads
-            man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
-                                  min_frames=min_frames,
-                                  source=source_uri, progress=progress, threads=threads,
-                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift,
-                                  shift_progress=shift_progress, trusted_keys=list(trusted_keys) or None,
-                                  sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True),
-                                  accept_raise=accept_raise)
-    except (CalibrationError, ManifestError, SourceError, SigningError) as e:
-        raise click.ClickException(str(e))
+
+def _echo_written(out_dir, man: dict, sign_key, trusted_keys) -> None:
+    """What was written: the scene's colour gain and camera shift, the frames used and why others were not,
+    the threshold and its rule, the bank's rows, whether OUT is signed, and frames the source lost."""
+    from edge_ad.runtime.calibrate import how_selected
     c, t = man["calibration"], man["threshold"]
     bank = c.get("bank")
     if c.get("colour_gain"):
@@ -168,9 +196,6 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     if c.get("stream_gaps"):
         click.echo(f"warning: {c['stream_gaps']['frames']} frame(s) of the source were lost: one stream stalled "
                    "mid-recording (stream_gaps in its manifest's calibration record)", err=True)
-    if c.get("recording_truncated") or c.get("stream_gaps"):
-        from edge_ad.runtime.capture import EXIT_BAD_FRAMES
-        sys.exit(EXIT_BAD_FRAMES)
 
 
 def shift_line(shift: dict) -> str:
