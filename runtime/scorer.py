@@ -258,6 +258,8 @@ class Scorer:
         without a search that runs here), ValueError for a variant that does not fit.
         """
         model_dir = Path(model_dir)
+        if threads is not None and (not _whole(threads) or threads < 1):
+            raise ValueError(f"threads must be a whole number >= 1 (or None: all cores), got {threads!r}")
         if backend not in variants.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
         backend_options = variants.check_backend_options(backend, backend_options)
@@ -454,6 +456,8 @@ class Scorer:
         z_dim, seed) (needs the preprocessed x, or its E(x) as ``e``); else make_z0(n_seed, z_dim, seed).
         float32 (n_seed, z_dim)."""
         if z0 is None:
+            if seed is not None and (not _whole(seed) or seed < 0):     # numpy's own words named no seed
+                raise ValueError(f"seed must be a whole number >= 0 (or None: a random one), got {seed!r}")
             if self.config.z_init != "encoder":
                 return make_z0(self.n_seed, self.z_dim, seed)
             if e is None and x is None:
@@ -712,6 +716,11 @@ def manifest_threshold(model_dir: os.PathLike) -> Optional[float]:
     Raises ManifestError / ValueError for a missing or malformed manifest."""
     man = load_manifest(model_dir, verify=False)
     return calibrated_threshold(man, SearchConfig.from_dict(man["search"]))
+
+
+def _whole(v) -> bool:
+    """An int or numpy integer, not a bool (True would be 1)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def shift_min(results: list, offsets: list) -> ScoreResult:

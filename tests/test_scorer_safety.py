@@ -87,3 +87,22 @@ def test_the_manifest_handed_out_is_the_callers_copy():
         fr = next(iter(src))
     r = scorer.score(fr.rgb, fr.depth)                            # its input check keeps 4 channels of res x res
     assert r.error_map.shape == (res, res) and r.score < threshold
+
+
+def test_a_bad_seed_or_thread_count_is_named():
+    """Audit 28 #14: seed=1.5 / "3" / -1 ended in numpy's words ("SeedSequence expects int or sequence of ints for
+    entropy", "expected non-negative integer") naming no seed, and threads=-2 / 1.5 / 0 loaded and scored with
+    some default, while the CLI refuses them. Now each is a ValueError naming the argument, as z0's are."""
+    from edge_ad.runtime import Scorer, demo_model_dir
+    from edge_ad.runtime.sources import open_source
+    f = next(iter(open_source("synth://?n=1")))
+    for threads in (-2, 1.5, 0, True):
+        with pytest.raises(ValueError, match=rf"threads must be a whole number >= 1 \(or None: all cores\), got "
+                                             rf"{threads!r}"):
+            Scorer.load(demo_model_dir(), threads=threads)
+    with Scorer.load(demo_model_dir(), threads=1) as s:
+        for seed in (1.5, "3", -1, True):
+            with pytest.raises(ValueError, match=rf"seed must be a whole number >= 0 \(or None: a random one\), got "
+                                                 rf"{seed!r}"):
+                s.score(f.rgb, f.depth, seed=seed)
+        assert s.score(f.rgb, f.depth, seed=np.int64(3)).score == s.score(f.rgb, f.depth, seed=3).score
