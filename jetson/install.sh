@@ -92,8 +92,9 @@ fi
 
 # ---- Python ----------------------------------------------------------------------------------
 PYV=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' || die \
-  "JetPack $JETPACK ships Python $PYV and its TensorRT bindings are built for it, but edge-ad needs Python >= 3.9. Use JetPack 6 (Python 3.10), or the Docker image (jetson/Dockerfile)."
+# 3.10: the kit's rosbags (>= 0.10, the camera extra's) ships for Python >= 3.10 only
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || die \
+  "JetPack $JETPACK ships Python $PYV and its TensorRT bindings are built for it, but the edge-ad kit needs Python >= 3.10 (rosbags >= 0.10 ships for 3.10+). Use JetPack 6 (Python 3.10), or the Docker image (jetson/Dockerfile)."
 
 # ---- CUDA version -> cuda-python -------------------------------------------------------------
 CUDA_VER="${EDGE_AD_CUDA_VERSION:-}"     # override for tests / unusual installs

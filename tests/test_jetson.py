@@ -48,12 +48,12 @@ def test_install_refuses_jetpack_50_for_tensorrt_84(tmp_path):
 
 
 def test_install_jetpack6_plan(tmp_path):
-    if sys.version_info < (3, 9):
+    if sys.version_info < (3, 10):
         pytest.skip("the script checks the system python3 version")
     p = _install(tmp_path, R36, "--service", "--ort-wheel", "/tmp/onnxruntime_gpu-1.20-cp310-linux_aarch64.whl")
-    py_ok = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 9))"]).returncode == 0
+    py_ok = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 10))"]).returncode == 0
     if not py_ok:
-        assert p.returncode == 1 and "needs Python >= 3.9" in p.stderr
+        assert p.returncode == 1 and "needs Python >= 3.10" in p.stderr
         return
     assert p.returncode == 0, p.stderr
     out = p.stdout
@@ -71,13 +71,32 @@ def test_install_jetpack6_plan(tmp_path):
     assert "python3-libnvinfer" in out
 
 
+def test_install_refuses_python_39_before_pip(tmp_path):
+    """Audit 28 #3b: the kit installs rosbags>=0.10 (Python >= 3.10 only) but install.sh accepted 3.9, which then
+    died in pip ("No matching distribution found for rosbags>=0.10"). A python3 that is 3.9 is refused first."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text('#!/bin/bash\ncase "$*" in *"version_info[:2]"*) echo 3.9 ;; *"(3, 10)"*) exit 1 ;; '
+                                  '*) exec /usr/bin/python3 "$@" ;; esac\n')
+    (fake / "python3").chmod(0o755)
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text(R36)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "L4T_RELEASE_FILE": str(rel), "EDGE_AD_CUDA_VERSION": "12.6.68",
+           "TMPDIR": str(tmp_path)}
+    p = subprocess.run(["bash", str(JET / "install.sh"), "--dry-run"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 1 and ("ships Python 3.9 and its TensorRT bindings are built for it, but the edge-ad kit "
+                                  "needs Python >= 3.10 (rosbags >= 0.10 ships for 3.10+)") in p.stderr, p.stderr
+    assert "pip" not in p.stdout
+
+
 def test_install_jetpack5_python_message(tmp_path):
     """JetPack 5.1 passes the TensorRT check; its Python 3.8 is what stops it (real JP5 boxes)."""
     p = _install(tmp_path, R35_4, cuda="11.4.315")
     assert "Jetson L4T R35.4.1 (JetPack 5.x)" in p.stdout
-    py38 = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info >= (3, 9))"]).returncode == 0
-    if py38:
-        assert p.returncode == 1 and "needs Python >= 3.9" in p.stderr
+    py38 = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info >= (3, 10))"]).returncode == 0
+    if py38:    # below 3.10 (JetPack 5's 3.8; audit 28 #3b: a 3.9 passed the check, then pip found no rosbags>=0.10)
+        assert p.returncode == 1 and "needs Python >= 3.10 (rosbags >= 0.10 ships for 3.10+)" in p.stderr
     else:        # audit 28 #12: TensorRT 8.5's bindings use np.bool (gone in numpy 1.24)
         assert p.returncode == 0 and "cuda-python>=11.4,<11.5" in p.stdout and "numpy>=1.23,<1.24" in p.stdout
 
