@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from edge_ad.runtime.capture import LatestSlot, run_capture
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
@@ -190,7 +191,10 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigterm_leaves_complete_results(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_leaves_complete_results(tmp_path, sig):
+    """SIGTERM, and SIGHUP (a closed SSH session or terminal; audit 28 #23: it killed the run, no summary),
+    stop the run in order: the summary names the signal, every line whole, exit 0."""
     out = tmp_path / "r.jsonl"
     p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -199,12 +203,12 @@ def test_sigterm_leaves_complete_results(tmp_path):
         time.sleep(0.05)
     n_before = out.read_text().count("\n")
     assert n_before >= 5, p.stderr.read() if p.poll() is not None else "no lines"
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(getattr(signal, sig))
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 0, stderr
-    assert "stopped signal:SIGTERM" in stdout
+    assert f"stopped signal:{sig}" in stdout
     lines = read_lines(out)  # every line parses
-    assert lines[-1]["type"] == "summary" and lines[-1]["stopped"] == "signal:SIGTERM"
+    assert lines[-1]["type"] == "summary" and lines[-1]["stopped"] == f"signal:{sig}"
     frames = [r for r in lines if r["type"] == "frame"]
     assert len(frames) >= n_before and lines[-1]["frames_scored"] == len(frames)
     assert out.read_bytes().endswith(b"\n")  # no half-written line

@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from .options import FiniteFloat, check_out_place
-from .stop import EXIT_SIGTERM, unwind_on_sigterm
+from .stop import EXIT_CODES, unwind_on_sigterm
 
 EXIT_SIGINT = 130          # what a shell reports for a process ended by Ctrl-C (SIGINT)
 SCORE_CHUNK = 4            # frames scored between two saves when they are scored one by one (the weights searched)
@@ -161,16 +161,16 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
 
 @contextlib.contextmanager
 def _stopped_says(log, n_total: int):
-    """Ctrl-C or SIGTERM (unwind_on_sigterm) inside the block: one line saying how many frames are scored and
-    kept in ``log``'s file, then exit 130 / 143 as a shell reports them (no traceback, no "Aborted!")."""
+    """Ctrl-C, SIGTERM or SIGHUP (unwind_on_sigterm) inside the block: one line saying how many frames are scored
+    and kept in ``log``'s file, then exit 130 / 143 / 129 as a shell reports them (no traceback, no "Aborted!")."""
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as e:
-        if isinstance(e, SystemExit) and e.code != EXIT_SIGTERM:
+        if isinstance(e, SystemExit) and e.code not in EXIT_CODES:
             raise
         click.echo(f"stopped: {log.n_scored} of {n_total} frames scored, kept in {log.path}; the same command "
                    "continues from there", err=True)
-        raise SystemExit(EXIT_SIGTERM if isinstance(e, SystemExit) else EXIT_SIGINT) from None
+        raise SystemExit(e.code if isinstance(e, SystemExit) else EXIT_SIGINT) from None
 
 
 def _score_settings(model_path, cfg, spec, seed, batch_frames, groups) -> dict:
