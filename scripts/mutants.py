@@ -404,7 +404,7 @@ MUTANTS = [
            "            if True:\n                raise\n            # a write that names no file",
            ("tests/test_out_unwritable.py", "-k", "full_disk_during_an_export")),
     Mutant("eval-one-kind-scored", "edge_ad/commands/evaluate.py",
-           "    if normal and anomalous:\n        return\n", "    if True:\n        return\n",
+           "    if not empty and len(groups) > 1:\n        return\n", "    if True:\n        return\n",
            ("tests/test_evaluate.py", "-k", "without_anomalous")),
     Mutant("run-quiet-hides-no-threshold", "edge_ad/commands/run.py", "    if thr is None:\n        click.echo(\"note: no threshold",
            "    if thr is None and False:\n        click.echo(\"note: no threshold", ("tests/test_run.py", "-k", "quiet_still")),

@@ -1,5 +1,6 @@
 """Metrics on known toy cases, threshold calibration, report files, and the eval command end to end."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,9 +95,20 @@ def test_eval_without_anomalous_frames_is_refused_before_scoring(tmp_path, tiny_
     r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "2", "--k", "1",
                                   "--out", str(tmp_path / "ev")])
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
-    assert "Error: --synth 2 rendered 2 box, 0 sphere, 0 cylinder: no anomalous frame, and eval needs both normal " \
-           "and anomalous frames; use --synth 20 or more" in r.output, r.output
+    assert "Error: --synth 2 rendered 2 box, 0 sphere, 0 cylinder: no sphere and no cylinder frame, and eval needs " \
+           "frames of every group (normal and each anomaly); use --synth 20 or more" in r.output, r.output
     assert not (tmp_path / "ev").exists()
+    # audit 28 #18 (rest) and the regression of 9337b4a: some spheres, no cylinder (--synth 6) ended in a traceback
+    # (an empty group's hash: "memoryview: cannot cast view with zeros in shape"; before, the group's metrics)
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "6", "--k", "1",
+                                  "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert re.search(r"Error: --synth 6 rendered \d+ box, \d+ sphere, 0 cylinder: no cylinder frame, and eval needs "
+                     r"frames of every group", r.output), r.output
+    from edge_ad.commands.evaluate import _score_settings                 # an empty group hashes (no traceback)
+    from edge_ad.runtime.config import SearchConfig
+    got = _score_settings(tmp_path / "g.pt", SearchConfig(), None, 0, 0, {"box": np.zeros((0, 4, 4, 4), np.uint8)})
+    assert got["groups"]["box"][0] == 0
 
 
 def test_a_report_that_fails_writes_no_file(tmp_path):

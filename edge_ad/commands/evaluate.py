@@ -184,7 +184,7 @@ def _score_settings(model_path, cfg, spec, seed, batch_frames, groups) -> dict:
     from edge_ad.runtime.preprocess import PreprocessSpec
     return {"model_sha256": sha256_file(model_path), "search": cfg.to_dict(),
             "preprocess": (spec or PreprocessSpec()).to_dict(), "seed": seed, "batch_frames": batch_frames,
-            "groups": {name: [len(arr), hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()]
+            "groups": {name: [len(arr), hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()]   # (also empty)
                        for name, arr in groups.items()}}
 
 
@@ -298,17 +298,16 @@ def _check_both_kinds(groups: dict, normal_name: str, synth_n: int) -> None:
     """AUROC needs normal AND anomalous frames: a one-line error naming each group's count when either is
     missing (a small --synth N renders few spheres and cylinders), before anything is scored: exit 2 for --synth
     (the option to change), else 1."""
-    normal = len(groups.get(normal_name, ()))
-    anomalous = sum(len(v) for k_, v in groups.items() if k_ != normal_name)
-    if normal and anomalous:
+    empty = [k_ for k_, v in groups.items() if not len(v)]          # each group is scored against the normals
+    if not empty and len(groups) > 1:
         return
     counts = ", ".join(f"{len(v)} {k_}" for k_, v in groups.items())
-    missing = "normal" if not normal else "anomalous"
+    missing = "normal" if normal_name in empty else "anomalous"
     if synth_n:
-        raise click.UsageError(f"--synth {synth_n} rendered {counts}: no {missing} frame, and eval needs both "
-                               "normal and anomalous frames; use --synth 20 or more")
-    raise click.ClickException(f"no {missing} frame to evaluate ({counts}): eval needs both normal and anomalous "
-                               "frames")
+        raise click.UsageError(f"--synth {synth_n} rendered {counts}: no {' and no '.join(empty)} frame, and eval "
+                               "needs frames of every group (normal and each anomaly); use --synth 20 or more")
+    raise click.ClickException(f"no {missing} frame to evaluate in {', '.join(empty) or 'any anomaly group'} "
+                               f"({counts}): eval needs frames of every group (normal and each anomaly)")
 
 
 def _baselines_unavailable(data, cls) -> Optional[str]:
