@@ -64,7 +64,8 @@ def test_a_threshold_from_too_few_normals_is_said(tmp_path):
 @pytest.mark.parametrize("args", [("--calibrate-fpr", "1.5"), ("--calibrate-fpr", "nan"), ("--calibrate-fpr", "0"),
                                   ("--calibrate-fpr", "-0.1"), ("--calibrate-fpr", "1"), ("--lr-z", "nan"),
                                   ("--lr-theta", "inf"), ("--fg-power", "nan"), ("--latent-power", "-inf"),
-                                  ("--bank-augment-weight", "nan"), ("--pixel-power", "nan")])
+                                  ("--bank-augment-weight", "nan"), ("--pixel-power", "nan"),
+                                  ("--max-per-class", "-3"), ("--batch-frames", "-1")])   # audit 28 #24
 def test_eval_refuses_a_bad_number_before_scoring(tmp_path, kinect_root, tiny_generator, monkeypatch, args):
     """Audit 27 #6: --calibrate-fpr 1.5 (a typo for 0.15) scored every frame, then ended in a traceback
     ("fpr must be in (0, 1)") leaving roc.png in --out, so the corrected rerun was refused ("already holds an

@@ -178,6 +178,16 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_
     assert (tmp_path / "last.pt").read_bytes() == before and not (tmp_path / "last.pt.tmp").exists()
 
 
+@pytest.mark.parametrize("args", [("--width", "0"), ("--max-shift", "-2"), ("--brightness", "-1"), ("--brightness", "1"),
+                                  ("--white-balance", "1.5"), ("--sample-every", "-1"), ("--snapshot-every", "-1")])
+def test_train_refuses_an_out_of_range_number_at_parse_time(tmp_path, args):
+    """Audit 28 #24: --width 0 ended in a 69-line oneDNN traceback; --max-shift -2, --brightness -1 were taken.
+    Each is now a usage error naming the option (exit 2), before any frame is read."""
+    r = CliRunner().invoke(main, ["train", "--synth", "8", "--out", str(tmp_path / "t"), "--epochs", "1", *args])
+    assert r.exit_code == 2 and f"Invalid value for '{args[0]}'" in r.output, r.output
+    assert not (tmp_path / "t").exists()
+
+
 def test_augment_flips_and_shifts_keep_depth_values():
     x = torch.linspace(-1, 1, 4 * 8 * 8).reshape(1, 4, 8, 8).repeat(6, 1, 1, 1)
     g = torch.Generator().manual_seed(0)

@@ -27,7 +27,8 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
 @click.option("--anomalous", "anomalous_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="folder(s) of anomalous frames (repeatable).")
 @click.option("--synth", "synth_n", type=int, default=0, help="evaluate on N rendered frames (boxes normal).")
-@click.option("--max-per-class", type=int, default=0, help="use only the first N frames of each group.")
+@click.option("--max-per-class", type=click.IntRange(min=0), default=0,
+              help="use only the first N frames of each group (0: all).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="directory for report.json, threshold.json, roc.png, histogram.png; one that holds an earlier "
                    "evaluation's is refused (never overwritten).")
@@ -68,7 +69,7 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               "fg power) and the foreground area against the class's train frames (kinect-rgbd only): on plain "
               "preprocessing (the issues' definition) and, where the model's preprocessing differs (colour_norm, "
               "align), on the model's as well; each labelled with its preprocessing.")
-@click.option("--batch-frames", type=int, default=32, show_default=True,
+@click.option("--batch-frames", type=click.IntRange(min=0), default=32, show_default=True,
               help="frames scored at once by z-only configurations (same numbers, faster); 0: one by one.")
 @click.option("--calibrate-fpr", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="save a threshold flagging this share of normal frames (threshold.json): a "

@@ -23,15 +23,20 @@ from .options import FiniteFloat
 @click.option("--beta2", type=FiniteFloat(), help="Adam beta2 [default: bce 0.999, wgan-gp 0.9; the study: 0.9].")
 @click.option("--critic-norm", type=click.Choice(["batch", "instance"]), default="batch", show_default=True,
               help="discriminator normalisation (batch: the study; instance: valid WGAN-GP penalty).")
-@click.option("--width", "width", type=int, default=64, show_default=True, help="features_g = features_d.")
+@click.option("--width", "width", type=click.IntRange(min=1), default=64, show_default=True,
+              help="features_g = features_d.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hflip/--no-hflip", default=True, show_default=True)
-@click.option("--max-shift", type=int, default=0, show_default=True, help="random shifts up to N pixels.")
-@click.option("--brightness", type=FiniteFloat(), default=0.0, show_default=True, help="RGB brightness jitter (fraction).")
-@click.option("--white-balance", type=FiniteFloat(), default=0.0, show_default=True,
+@click.option("--max-shift", type=click.IntRange(min=0), default=0, show_default=True,
+              help="random shifts up to N pixels.")
+@click.option("--brightness", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True,
+              help="RGB brightness jitter (fraction).")
+@click.option("--white-balance", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True,
               help="colour-cast jitter: R and B gains 1 +- this (fraction).")
-@click.option("--sample-every", type=int, default=10, show_default=True, help="sample grid + checkpoint every N epochs.")
-@click.option("--snapshot-every", type=int, default=0, help="also keep epoch_XXXX.pt every N epochs.")
+@click.option("--sample-every", type=click.IntRange(min=0), default=10, show_default=True,
+              help="sample grid + checkpoint every N epochs (0: the checkpoint at the last epoch only).")
+@click.option("--snapshot-every", type=click.IntRange(min=0), default=0,
+              help="also keep epoch_XXXX.pt every N epochs (0: never).")
 @click.option("--preprocess", "preprocess_json",
               help='preprocessing fields to train under, as JSON (runtime/preprocess.py), e.g. '
               '\'{"colour_norm": "gray", "colour_reference": "auto"}\'; "auto" = measured on the training frames.')
