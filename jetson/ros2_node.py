@@ -55,6 +55,7 @@ from typing import Callable, Iterator, Optional
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P, check_watch_settings
 from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, stamp_seconds
 from edge_ad.runtime.preprocess import FrameError
+from edge_ad.runtime.results import rotation_problem
 from edge_ad.runtime.sources.base import Frame, Source, SourceError
 
 NO_SCORE = float("nan")   # ~/score of a frame (or an outage) that was not scored
@@ -155,6 +156,11 @@ def node_settings(p: dict) -> dict:
     if not isinstance(results, str):
         raise ParameterError(f"parameter results_path must be a file name or 'none', got {results!r}")
     out["results_path"] = None if results in ("", "none") else os.path.expanduser(results)
+    why = rotation_problem(out["results_path"] is not None, out["rotate_bytes"] is not None,
+                           out["rotate_keep"] is not None, results_name="results_path", rotate_name="rotate_mb > 0",
+                           keep_name="rotate_keep")
+    if why:                                       # as edge-ad run refuses it: settings that would do nothing
+        raise ParameterError(f"parameter {why}")
     if out["results_path"] is not None and os.path.isdir(out["results_path"]):
         raise ParameterError(f"parameter results_path: {results!r} is a directory; give a file name "
                              "(results are appended to it) or 'none'")

@@ -55,6 +55,18 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def rotation_problem(results: bool, rotate: bool, keep: bool, *, results_name: str = "--out",
+                     rotate_name: str = "--rotate-mb", keep_name: str = "--rotate-keep") -> Optional[str]:
+    """Why rotation settings would do nothing (None: they make sense): keeping the newest N rotated files without
+    rotating (the file then grows without bound), or rotating without a results file. One rule for edge-ad run
+    and the ROS node, each with its own option names."""
+    if keep and not rotate:
+        return f"{keep_name} keeps the newest N of the files {rotate_name} rotates: give {rotate_name} too"
+    if (rotate or keep) and not results:
+        return f"{rotate_name} / {keep_name} rotate the results file: give {results_name} too"
+    return None
+
+
 class ResultsFileError(ValueError):
     """An existing --out file that a run must not append to (it does not end like a results file).
     ``path``: the file; ``problem``: what is wrong with it, without the message's advice (which

@@ -394,6 +394,21 @@ def test_the_launch_file_restarts_the_node_it_lets_end_on_a_fatal_stop():
         {k.arg: k.value for k in declared[0].keywords}["default_value"]) == "true"
 
 
+def test_rotation_settings_that_would_do_nothing_are_refused():
+    """Audit 28 #25: the node took rotate_keep without rotate_mb (nothing ever rotates, so nothing is pruned: the
+    file grows without bound) and rotate_mb / rotate_keep without results_path, which edge-ad run refuses. One
+    rule (runtime.results.rotation_problem) for both."""
+    from edge_ad.jetson.ros2_node import ParameterError, node_settings
+    with pytest.raises(ParameterError, match=r"^parameter rotate_keep keeps the newest N of the files rotate_mb > 0 "
+                                             r"rotates: give rotate_mb > 0 too$"):
+        node_settings({"rotate_keep": 5, "results_path": "/tmp/r.jsonl"})
+    with pytest.raises(ParameterError, match=r"^parameter rotate_mb > 0 / rotate_keep rotate the results file: give "
+                                             r"results_path too$"):
+        node_settings({"rotate_mb": 5.0})
+    s = node_settings({"rotate_mb": 5.0, "rotate_keep": 3, "results_path": "/tmp/r.jsonl"})
+    assert (s["rotate_bytes"], s["rotate_keep"]) == (5_000_000, 3)
+
+
 def test_launch_file_passes_every_node_parameter():
     src = (REPO / "jetson" / "edge_ad.launch.py").read_text()
     tree = ast.parse(src)

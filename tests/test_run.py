@@ -577,3 +577,14 @@ def test_quiet_still_says_that_no_frame_will_be_flagged(tmp_path):
     assert ("note: no threshold (the model has none and --threshold was not given): scores are written, frames are "
             "not flagged") in r.output, r.output
 
+
+def test_rotation_options_that_would_do_nothing_are_refused(tmp_path):
+    """Audit 28 #25: the refusal read "--rotate-keep N keeps the newest N files --rotate-mb rotates" (words missing);
+    and --rotate-mb without --out rotated nothing, silently. One rule with the ROS node (rotation_problem)."""
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--out", str(tmp_path / "r.jsonl"),
+                                         "--rotate-keep", "3"])
+    assert r.exit_code == 2 and ("--rotate-keep keeps the newest N of the files --rotate-mb rotates: give --rotate-mb "
+                                 "too") in r.output, r.output
+    r = CliRunner().invoke(run_cmd.cmd, ["--source", "synth://?n=1", "--rotate-mb", "5"])
+    assert r.exit_code == 2 and "--rotate-mb / --rotate-keep rotate the results file: give --out too" in r.output
+

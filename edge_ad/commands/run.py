@@ -231,7 +231,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
     from edge_ad.runtime.results import ResultsFileError
 
-    _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rotate_keep, sheet, rerun_target)
+    _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet, rerun_target)
     # open the source first: a missing camera is reported at once, before loading the model
     uri = source_uri or DEFAULT_SOURCE
     max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
@@ -279,9 +279,11 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     _exit_with_status(summary, out)
 
 
-def _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rotate_keep, sheet, rerun_target) -> None:
+def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet,
+                   rerun_target) -> None:
     """The option combinations and values checked before anything is opened (click.UsageError: exit 2)."""
     from edge_ad.runtime.capture import valid_threshold
+    from edge_ad.runtime.results import rotation_problem
     if camera and source_uri:
         raise click.UsageError("give --camera or --source, not both")
     if seed is not None and z0_path:
@@ -291,8 +293,9 @@ def _check_options(camera, source_uri, seed, z0_path, threshold, rotate_mb, rota
             valid_threshold(threshold, "--threshold")
         except ValueError as e:
             raise click.UsageError(str(e))
-    if rotate_keep is not None and rotate_mb is None:
-        raise click.UsageError("--rotate-keep N keeps the newest N files --rotate-mb rotates: give --rotate-mb too")
+    why = rotation_problem(out is not None, rotate_mb is not None, rotate_keep is not None)
+    if why:
+        raise click.UsageError(why)
     if sheet and not sheet.lower().endswith(".png"):
         raise click.UsageError(f"--sheet writes a PNG: {sheet} does not end in .png")
     if rerun_target:
