@@ -276,6 +276,9 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+        elif backend == "onnxruntime":     # before the encoder's and batch graphs' sessions too (k = 0 models)
+            from .backends.onnxruntime_backend import check_providers
+            check_providers(providers)
         spec = PreprocessSpec.from_dict(man["preprocess"])
         try:
             check_shift_fill(spec, cfg.score_shift_radius)

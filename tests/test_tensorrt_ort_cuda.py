@@ -63,3 +63,13 @@ def test_both_onnxruntime_distributions_are_named_in_the_refusal(monkeypatch):
     monkeypatch.setattr(metadata, "distributions", lambda: iter(both[:2]))
     assert ob.both_onnxruntimes_hint() == ""
 
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU is here")
+def test_a_k0_model_with_missing_providers_is_refused_before_any_session():
+    """Audit 28 #22 (rest): a k = 0 model (the demo, every shipped model) with providers=CUDA got onnxruntime's
+    "Can't allocate memory on the CUDA device using this package of OnnxRuntime" from the encoder / batch graph
+    sessions, which skipped the provider check: now Scorer.load refuses first, with the same line."""
+    from edge_ad.runtime import Scorer, demo_model_dir
+    with pytest.raises(RuntimeError, match=r"providers \['CUDAExecutionProvider'\] are not available here"):
+        Scorer.load(demo_model_dir(), providers=cuda_providers())
+

@@ -28,6 +28,18 @@ def _ort():
     return ort
 
 
+def check_providers(providers: Sequence) -> None:
+    """RuntimeError naming the onnxruntime execution providers of ``providers`` (names, or (name, options)) this
+    onnxruntime does not have (and, when both onnxruntime distributions are installed, how to keep one), before
+    any session or device buffer is made: onnxruntime itself falls back to the CPU with a warning and fails
+    later ("Can't allocate memory on the CUDA device using this package of OnnxRuntime")."""
+    avail = _ort().get_available_providers()
+    missing = [p for p in (p if isinstance(p, str) else p[0] for p in providers) if p not in avail]
+    if missing:
+        raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})"
+                           f"{both_onnxruntimes_hint()}")
+
+
 def both_onnxruntimes_hint() -> str:
     """'; ...' when both PyPI's onnxruntime and onnxruntime-gpu are installed (one module, whichever installed
     last owns its files: the CUDA provider is then missing, onnxruntime#26996), saying how to keep one; else ''."""
@@ -100,12 +112,7 @@ class OrtSearch:
             if g not in graphs:
                 raise ValueError(f"mode {mode!r} needs the {g!r} graph, which this model does not have")
         providers = list(providers or ["CPUExecutionProvider"])
-        avail = ort.get_available_providers()
-        missing = [p if isinstance(p, str) else p[0] for p in providers]
-        missing = [p for p in missing if p not in avail]
-        if missing:
-            raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})"
-                               f"{both_onnxruntimes_hint()}")
+        check_providers(providers)
         so = session_options(threads, profile, spin)
         self.sessions = {g: ort.InferenceSession(graphs[g], so, providers=providers) for g in needed}
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
