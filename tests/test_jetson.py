@@ -131,7 +131,8 @@ def test_dockerfile_basics():
     # every COPY source exists in the repository
     for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (REPO / src).exists(), src
-    assert "edge-ad" in text.splitlines()[-1] and "--backend" in text.splitlines()[-1]
+    last = text.replace("\\\n", "").splitlines()[-1]          # the CMD, its continued lines joined
+    assert last.startswith("CMD ") and "edge-ad" in last and "--backend" in last
 
 
 def test_the_kit_installs_every_base_dependency():
@@ -150,6 +151,23 @@ def test_the_kit_installs_every_base_dependency():
         numpy = [d for d in project["dependencies"] if d.startswith("numpy")][0]         # "numpy>=1.23"
         pins = re.findall(r'NUMPY="(numpy[^"]*)"', (JET / kit).read_text())
         assert pins and all(p.startswith(numpy + ",<") for p in pins) and "NUMPY}" in line.replace("$NUMPY", "NUMPY}")
+
+
+def test_the_image_runs_with_the_units_all_day_options():
+    """Audit 28 #31: the Docker image's CMD ran without the unit's --rotate-mb / --rotate-keep (the results file grew
+    until the disk was full) and --frame-timeout (a stuck GPU frame hung the container; on-failure never fired).
+    The CMD carries the unit's ExecStart options, with the container's paths."""
+    import json
+    import shlex
+    text = (JET / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])$", text.replace("\\\n", ""), re.M | re.S).group(1))
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(JET / "edge-ad.service")
+    unit = shlex.split(cp["Service"]["ExecStart"])
+    paths = {"/opt/edge-ad/model": "/model", "/var/lib/edge-ad/results.jsonl": "/data/results.jsonl",
+             "/var/lib/edge-ad/anomalies": "/data/anomalies"}
+    assert cmd == ["edge-ad"] + [paths.get(a, a) for a in unit[1:]], (cmd, unit)
 
 
 def test_readme_budget_matches_budget_module():
