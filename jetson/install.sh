@@ -48,6 +48,10 @@ done
 if [ -n "$MODEL" ] && [ ! -f "$MODEL/manifest.json" ]; then
   die "$MODEL is not an exported model directory (no manifest.json); run edge-ad export on a workstation first"
 fi
+# a unit without a model could only fail (its ExecStartPre build-engine), restart 10 times and give up
+if [ "$SERVICE" = 1 ] && [ -z "$MODEL" ] && [ ! -f "$PREFIX/model/manifest.json" ]; then
+  die "--service needs a model: pass --model DIR (an edge-ad export), or install one in $PREFIX/model first"
+fi
 
 # ---- L4T / JetPack ---------------------------------------------------------------------------
 # /etc/nv_tegra_release: "# R36 (release), REVISION: 4.0, ..." -> 36.4.0

@@ -50,7 +50,11 @@ def test_install_refuses_jetpack_50_for_tensorrt_84(tmp_path):
 def test_install_jetpack6_plan(tmp_path):
     if sys.version_info < (3, 10):
         pytest.skip("the script checks the system python3 version")
-    p = _install(tmp_path, R36, "--service", "--ort-wheel", "/tmp/onnxruntime_gpu-1.20-cp310-linux_aarch64.whl")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    p = _install(tmp_path, R36, "--service", "--model", str(model), "--ort-wheel",
+                 "/tmp/onnxruntime_gpu-1.20-cp310-linux_aarch64.whl")
     py_ok = subprocess.run(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 10))"]).returncode == 0
     if not py_ok:
         assert p.returncode == 1 and "needs Python >= 3.10" in p.stderr
@@ -69,6 +73,15 @@ def test_install_jetpack6_plan(tmp_path):
     assert unit.startswith(str(tmp_path / "tmp")) and not list((tmp_path / "tmp").iterdir()), unit
     # without TensorRT here, the dry run shows the JetPack package it would install
     assert "python3-libnvinfer" in out
+
+
+def test_install_refuses_a_service_without_a_model(tmp_path):
+    """Audit 28 #26: --service without --model (and no model in PREFIX/model) enabled a unit that could only fail
+    (build-engine on no model, 10 restarts, given up) and the installer said "done". Now refused first."""
+    p = _install(tmp_path, R36, "--service", "--prefix", str(tmp_path / "prefix"))
+    assert p.returncode == 1 and (f"edge-ad install: --service needs a model: pass --model DIR (an edge-ad export), "
+                                  f"or install one in {tmp_path / 'prefix'}/model first") in p.stderr, p.stderr
+    assert "systemctl" not in p.stdout
 
 
 def test_install_refuses_python_39_before_pip(tmp_path):
