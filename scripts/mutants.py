@@ -447,6 +447,8 @@ MUTANTS = [
     Mutant("kit-service-without-model", "jetson/install.sh",
            'if [ "$SERVICE" = 1 ] && [ -z "$MODEL" ] && [ ! -f "$PREFIX/model/manifest.json" ]; then',
            'if false; then', ("tests/test_jetson.py", "-k", "service_without_a_model")),
+    Mutant("bench-any-export", "edge_ad/commands/bench.py", "    if got == want:\n        return None",
+           "    if True:\n        return None", ("tests/test_bench.py", "-k", "another_checkpoint")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

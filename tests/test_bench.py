@@ -137,3 +137,32 @@ def test_bench_skips_a_pytorch_variant_that_cannot_score_the_export_and_keeps_th
                                   "--threads", "1", "--variant", "eager", "--no-rss"])
     assert r.exit_code == 1 and "Error: none of the requested variants can run here" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_bench_says_when_the_export_is_of_another_checkpoint(tmp_path, tiny_generator, monkeypatch):
+    """Audit 28 #9: bench CHECKPOINT --model DIR timed the eager search of one checkpoint against the export of
+    another and reported the speed-up between the two, without a word. The export's manifest names its source's
+    sha256: another checkpoint is said before the run (and recorded in the results' "warning"); the
+    checkpoint's own export is taken silently. (A warning, not a refusal: the variants that cannot score
+    another model's export are skipped, test_bench_skips_a_pytorch_variant_...)"""
+    from click.testing import CliRunner
+
+    import edge_ad.benchmarks.search_bench as bench_mod
+    from edge_ad.cli import main
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import save_checkpoint
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    ck, other = tmp_path / "g.pt", tmp_path / "other.pt"
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
+    save_checkpoint(other, tiny_generator, preprocess=PreprocessSpec(near_mm=300))
+    export_model(ck, tmp_path / "m", search=SearchConfig(k=1, n_seed=1), parity=False, log=lambda *a: None)
+
+    def stop(*a, **k):
+        raise bench_mod.Skipped("stopped here")
+    monkeypatch.setattr(bench_mod, "run_bench", stop)
+    r = CliRunner().invoke(main, ["bench", str(other), "--model", str(tmp_path / "m"), "--no-rss"])
+    assert f"warning: --model {tmp_path / 'm'} was exported from g.pt (sha256 " in r.output, r.output
+    assert f"not from {other} (sha256 " in r.output and "their ratios compare two models" in r.output
+    r = CliRunner().invoke(main, ["bench", str(ck), "--model", str(tmp_path / "m"), "--no-rss"])
+    assert "warning" not in r.output and "stopped here" in r.output, r.output

@@ -37,13 +37,38 @@ def cmd(checkpoint, model_dir, n_frames, repeats, threads, variants, no_rss, out
                                    "replaced; give another --out")
     if out:
         check_out_place(out)
+    other = _other_checkpoint(checkpoint, model_dir) if model_dir else None
+    if other:
+        click.echo(f"warning: {other}", err=True)
     try:
         r = run_bench(checkpoint, model_dir, n_frames=n_frames, repeats=repeats, threads=threads,
                       variants=variants or DEFAULT_VARIANTS, rss=not no_rss, log=click.echo)
     except Skipped as e:
         raise click.ClickException(str(e))
+    if other:
+        r["warning"] = other                # the results say which pairing they measured
     click.echo(format_table(r))
     if out:
         with open(out, "x") as f:           # "x": one written meanwhile is not replaced either
             json.dump(r, f, indent=1)
         click.echo(f"results: {out}")
+
+
+def _other_checkpoint(checkpoint, model_dir):
+    """What to say (None: nothing) when the export ``model_dir`` was made from another file than ``checkpoint``
+    (its manifest's source sha256): bench then times the eager baseline of one model against the runtime of
+    another, and the speed-up compares two models. Exports that do not record their source are not compared."""
+    from edge_ad.runtime.manifest import ManifestError, load_manifest, sha256_file
+    try:
+        source = load_manifest(model_dir, verify=False).get("source") or {}
+    except (ManifestError, ValueError) as e:
+        raise click.ClickException(str(e))
+    want = source.get("sha256") if isinstance(source, dict) else None
+    if not isinstance(want, str):
+        return None
+    got = sha256_file(checkpoint)
+    if got == want:
+        return None
+    return (f"--model {model_dir} was exported from {source.get('file')} (sha256 {want[:16]}...), not from "
+            f"{checkpoint} (sha256 {got[:16]}...): the PyTorch variants run {checkpoint}, the runtime's run the "
+            "export, so their ratios compare two models; pass this checkpoint's export, or leave --model out")
