@@ -202,11 +202,29 @@ def config_from_state_dict(sd: dict) -> GanConfig:
                      channels=int(w4.shape[1]))
 
 
+def _state_dict_problems(sd: dict, want: dict, most: int = 3) -> str:
+    """The keys of ``sd`` missing from / unexpected by the module state ``want`` and the shapes that differ (at most
+    ``most`` of each), in words; '' when they match."""
+    def listed(keys):
+        return ", ".join(keys[:most]) + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shapes = [f"{k} has shape {tuple(sd[k].shape)}, the generator needs {tuple(want[k].shape)}"
+              for k in want if k in sd and tuple(getattr(sd[k], "shape", ())) != tuple(want[k].shape)]
+    parts = ([f"missing {listed(missing)}"] if missing else []) + \
+        ([f"unexpected {listed(unexpected)}"] if unexpected else []) + shapes[:most]
+    return "; ".join(parts)
+
+
 def generator_from_state_dict(sd: dict, cfg: Optional[GanConfig] = None) -> Generator:
     """Build a Generator and load ``sd`` strictly, with a clear message on any mismatch."""
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     cfg = cfg or config_from_state_dict(sd)
     g = Generator(cfg)
+    problems = _state_dict_problems(sd, g.state_dict())     # torch's message has them after its first line only
+    if problems:
+        raise CheckpointError(f"weights do not match the generator (z_dim {cfg.z_dim}, width {cfg.features_g}, "
+                              f"{cfg.channels} channels, {cfg.resolution} px): {problems}")
     try:
         g.load_state_dict(sd, strict=True)
     except RuntimeError as e:

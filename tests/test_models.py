@@ -115,6 +115,28 @@ def test_a_torchscript_files_code_is_never_run(tmp_path, tiny_generator, capfd):
     torch.testing.assert_close(G(z), tiny_generator.eval()(z))
 
 
+def test_a_study_state_dict_that_does_not_fit_names_the_keys_and_shapes(tmp_path, tiny_generator):
+    """Audit 28 #28: a study state_dict with a missing key, a wrong shape or an extra key said only "RuntimeError:
+    Error(s) in loading state_dict for Generator:" (torch puts the facts on the lines after). Now each is named."""
+    sd = {k: v.clone() for k, v in tiny_generator.state_dict().items()}
+    missing = dict(sd)
+    del missing["gen.4.bias"]
+    shape = dict(sd, **{"gen.4.weight": sd["gen.4.weight"][:, :, :3, :3].clone()})
+    extra = dict(sd, **{"extra.weight": torch.zeros(2)})
+    for name, d in (("missing", missing), ("shape", shape), ("extra", extra)):
+        torch.save(d, tmp_path / f"{name}.pt")
+    said = {}
+    for name in ("missing", "shape", "extra"):
+        with pytest.raises(CheckpointError) as e:
+            load_generator(tmp_path / f"{name}.pt")
+        said[name] = str(e.value)
+    head = "weights do not match the generator (z_dim 100, width 8, 4 channels, 64 px): "
+    assert said["missing"] == head + "missing gen.4.bias", said
+    w = tuple(sd["gen.4.weight"].shape)
+    assert said["shape"] == head + f"gen.4.weight has shape {w[:2] + (3, 3)}, the generator needs {w}", said
+    assert said["extra"] == head + "unexpected extra.weight", said
+
+
 def test_a_file_that_is_not_a_torch_save_file_is_named_as_such(tmp_path, tiny_generator):
     """Audit 28 #8 (d): a text file said torch's "KeyError: 101", random bytes "it holds Python objects other
     than tensors ... (a pickled program)" (not a pickle at all), a checkpoint cut short miniz's 300-character
