@@ -177,6 +177,7 @@ def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T],
     if out_dir.is_symlink():
         out_dir = out_dir.resolve()    # replace the directory the link points to, keep the link
     check_out_dir(out_dir)
+    earlier = _earlier_export(out_dir)           # said once the new one is in place
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = make_stage(out_dir, "export", log)      # with its owner record, after sweeping stale ones
     try:
@@ -196,4 +197,35 @@ def build_and_install(out_dir: os.PathLike, build: Callable[[Path], T],
         install_export(stage, out_dir)
     finally:
         remove_stage(stage)            # the stage is gone already unless something failed; then its record
+    if earlier is not None and log is not None:
+        log(replaced_text(out_dir, earlier, result if isinstance(result, dict) else {}))
     return result
+
+
+def _earlier_export(out_dir: Path):
+    """The manifest of the export ``out_dir`` holds (check_out_dir let it be replaced), or None."""
+    try:
+        man = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return man if isinstance(man, dict) else None
+
+
+def replaced_text(out_dir: Path, old: dict, new: dict) -> str:
+    """The line an export says after replacing the earlier export ``old`` (manifest) in ``out_dir`` with ``new``:
+    what the earlier one was (class, checkpoint file and sha256, configuration, date), and a note when it came
+    from another checkpoint or class."""
+    def what(m: dict) -> str:
+        src = m.get("source") if isinstance(m.get("source"), dict) else {}
+        sha = src.get("sha256")
+        return (f"class {m.get('train_class') or 'not recorded'}, from {src.get('file') or 'an unnamed checkpoint'}"
+                f"{f' (sha256 {sha[:12]}...)' if isinstance(sha, str) else ''}, configuration "
+                f"{(m.get('search') or {}).get('name') if isinstance(m.get('search'), dict) else None!r}, made "
+                f"{m.get('created') or 'at a time not recorded'}")
+    line = f"replaced the earlier export in {out_dir} ({what(old)})"
+    old_src, new_src = (m.get("source") if isinstance(m.get("source"), dict) else {} for m in (old, new))
+    if new and (old_src.get("sha256") != new_src.get("sha256") or old.get("train_class") != new.get("train_class")):
+        line += (f"; note: it was a model of another checkpoint (class {old.get('train_class') or 'not recorded'}, "
+                 f"{old_src.get('file')}); it is now class {new.get('train_class') or 'not recorded'}, "
+                 f"{new_src.get('file')}")
+    return line

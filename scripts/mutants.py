@@ -452,6 +452,8 @@ MUTANTS = [
     Mutant("state-dict-problems-unnamed", "models/checkpoint.py",
            "    problems = _state_dict_problems(sd, g.state_dict())", "    problems = ''",
            ("tests/test_models.py", "-k", "does_not_fit")),
+    Mutant("export-replaced-silently", "export/install.py", "    if earlier is not None and log is not None:",
+           "    if False:", ("tests/test_export_replace.py", "-k", "which_earlier")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

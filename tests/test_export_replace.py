@@ -237,3 +237,28 @@ def test_a_killed_exports_staging_directory_is_removed_by_the_next_export(tmp_pa
     assert not [line for line in lines if str(live) in line]       # a live one is not even mentioned
     staging.remove_stage(live)
     staging.remove_stage(foreign)
+
+
+def test_an_export_says_which_earlier_export_it_replaced(tmp_path, tiny_generator):
+    """Audit 28 #30: an export into a directory holding another checkpoint's export (another class, a mistyped
+    --out) replaced it without a word. Now it says what it replaced, with a note when that came from another
+    checkpoint; re-exporting the same checkpoint says only the first part."""
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_checkpoint(a, tiny_generator, preprocess=PreprocessSpec())
+    save_checkpoint(b, tiny_generator, preprocess=PreprocessSpec(near_mm=300))
+    d = tmp_path / "model"
+    export_model(a, d, search=SearchConfig(k=0, n_seed=1), parity=False, log=quiet)
+    first = json.loads((d / "manifest.json").read_text())
+    said = []
+    export_model(a, d, search=SearchConfig(k=0, n_seed=1), parity=False, log=said.append)
+    again = [s for s in said if s.startswith("replaced the earlier export")]
+    assert again == [f"replaced the earlier export in {d} (class not recorded, from a.pt (sha256 "
+                     f"{first['source']['sha256'][:12]}...), configuration {first['search']['name']!r}, made "
+                     f"{first['created']})"], said
+    said.clear()
+    export_model(b, d, search=SearchConfig(k=0, n_seed=1), parity=False, log=said.append)
+    line = [s for s in said if s.startswith("replaced the earlier export")][0]
+    assert line.endswith("; note: it was a model of another checkpoint (class not recorded, a.pt); it is now class "
+                         "not recorded, b.pt"), line
