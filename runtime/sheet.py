@@ -45,6 +45,7 @@ class ContactSheet:
         self._normal: list = []   # min-heap of (-score, n, rec, panels): keeps the lowest scores
         self._false_alarms: list = []   # min-heap of (score, ...): truth normal, flagged; the highest scores
         self._missed: list = []         # min-heap of (score, ...): truth anomalous, not flagged; the highest
+        self._unjudged: list = []       # min-heap of (score, ...): no threshold (anomalous None); the highest
         self._n = itertools.count()
         self.flagged_total = 0
         self.errors_total = 0           # false alarms + missed anomalies (frames with truth only)
@@ -64,6 +65,8 @@ class ContactSheet:
         elif flagged:
             self._keep(self._flagged, s, rec, frame, res, self.max_flagged)
         else:
+            if rec.get("anomalous") is None:     # no threshold: the highest scores are the ones to look at first
+                self._keep(self._unjudged, s, rec, frame, res, self.max_flagged)
             self._keep(self._normal, -s, rec, frame, res, self.n_normal)
 
     def _keep(self, heap: list, key: float, rec, frame, res, cap: int) -> None:
@@ -76,10 +79,18 @@ class ContactSheet:
 
     def rows(self) -> list:
         """[(rec, Panels)] in sheet order: false alarms, then missed anomalies (each by falling score), then the
-        other flagged frames by falling score, then normals by rising score."""
+        other flagged frames and the frames without a verdict (no threshold) by falling score, then the lowest
+        scores by rising score (a frame shown once)."""
         ordered = [sorted(h, key=lambda t: (-t[0], t[1]))
-                   for h in (self._false_alarms, self._missed, self._flagged, self._normal)]
-        return [(r, p) for rows in ordered for _, _, r, p in rows]
+                   for h in (self._false_alarms, self._missed, self._flagged, self._unjudged, self._normal)]
+        shown, out = set(), []
+        for rows in ordered:
+            for _, _, r, p in rows:
+                key = (r.get("index"), r.get("frame"))
+                if key not in shown:
+                    shown.add(key)
+                    out.append((r, p))
+        return out
 
     def free_path(self) -> Path:
         """The sheet's path, or, when a file of that name exists (an earlier run's sheet), the first of
@@ -115,7 +126,7 @@ class ContactSheet:
 def _label(rec: dict) -> list:
     """The text lines of a row's label."""
     thr = rec.get("threshold")
-    flag = "FLAGGED" if rec.get("anomalous") else "normal"
+    flag = ("FLAGGED" if rec.get("anomalous") else "normal") if rec.get("anomalous") is not None else "not judged"
     lines = [str(rec.get("frame")), f"score {rec['score']:.4g}",
              f"threshold {thr:.4g}" if thr is not None else "no threshold", flag]
     t = rec.get("truth")
@@ -168,7 +179,8 @@ def render_sheet(rows: list, scale: int = 2, left_out: int = 0, frames: Optional
         t = rec.get("truth")
         wrong = t is not None and rec.get("anomalous") is not None and \
             bool(t["anomalous"]) != bool(rec.get("anomalous"))
-        colour = (255, 90, 80) if rec.get("anomalous") else (120, 220, 120)
+        colour = ((255, 90, 80) if rec.get("anomalous") else (120, 220, 120)) if rec.get("anomalous") is not None \
+            else (170, 170, 170)                                  # no threshold: no verdict, not "normal"
         for i, line in enumerate(_label(rec)):
             fill = colour if i == 3 else ((255, 200, 60) if wrong and i == 5 else (225, 225, 225))
             draw.text((6, y + 2 + 16 * i), line, fill=fill, font=font)

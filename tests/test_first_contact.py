@@ -264,6 +264,28 @@ def test_contact_sheet_keeps_flagged_by_score_and_lowest_normals():
     assert np.all(rows[0][1].error == 0.95)
 
 
+def test_contact_sheet_without_a_threshold_shows_the_highest_scores_not_judged():
+    """Audit 28 #29: with a model without a threshold (anomalous None) the sheet showed only the 3 LOWEST scores,
+    labelled "normal" in green: the model judged nothing, and the frames to look at first (the highest scores, to
+    choose a threshold) were missing. Now the highest scores come first, then the lowest, each "not judged"."""
+    from edge_ad.runtime.sheet import _label
+    frames = _synth_frames(10)
+    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
+    sheet = ContactSheet("x.png", max_flagged=3, n_normal=2)
+    scorer = ScriptedScorer(scores)
+    for i, fr in enumerate(frames):
+        res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
+        sheet({"frame": fr.id, "score": scores[i], "threshold": None, "anomalous": None}, fr, res)
+    rows = sheet.rows()
+    assert [r["score"] for r, _ in rows] == [0.95, 0.9, 0.8, 0.05, 0.1]      # top 3, then the 2 lowest
+    assert all(_label(r)[2:4] == ["no threshold", "not judged"] for r, _ in rows)
+    small = ContactSheet("y.png", max_flagged=3, n_normal=2)                  # 2 frames: each shown once
+    for i, fr in enumerate(frames[:2]):
+        small({"frame": fr.id, "score": scores[i], "threshold": None, "anomalous": None}, fr,
+              ScriptedScorer(scores).score(fr.rgb, fr.depth, keep_reconstructions=True))
+    assert [r["score"] for r, _ in small.rows()] == [0.9, 0.1]
+
+
 def test_contact_sheet_shows_the_mistakes_first_when_frames_carry_truth():
     """Audit 27 #10: on a labelled source the sheet kept the highest flagged and lowest normal frames, so it showed
     none of the false alarms and missed anomalies it has labels for. Now they come first (false alarms, then
