@@ -457,6 +457,8 @@ MUTANTS = [
     Mutant("sheet-unjudged-as-normal", "runtime/sheet.py",
            "                self._keep(self._unjudged, s, rec, frame, res, self.max_flagged)",
            "                pass", ("tests/test_first_contact.py", "-k", "without_a_threshold")),
+    Mutant("eval-out-unlocked", "edge_ad/commands/evaluate.py", "        if not try_lock(lock):", "        if False:",
+           ("tests/test_evaluate.py", "-k", "second_eval")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

@@ -189,6 +189,29 @@ def test_a_stopped_eval_keeps_its_scores_and_the_same_command_continues(tmp_path
     assert got["scores"] == want["scores"] and got["metrics"] == want["metrics"]
 
 
+def test_a_second_eval_into_the_same_out_is_refused_at_once(tmp_path, tiny_generator, monkeypatch):
+    """Audit 28 #32: two evals started into one new --out both passed the earlier-report check, and the last one
+    replaced the other's report.json / threshold.json while both said "report: OUT/report.json". The eval holds
+    OUT/.lock for its work (as edge-ad batch): a second one is refused in one line before scoring."""
+    import edge_ad.models.search as search
+    from edge_ad.runtime.results import try_lock
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    out = tmp_path / "ev"
+    out.mkdir()
+
+    def never(*a, **k):
+        raise AssertionError("a frame was scored")
+    monkeypatch.setattr(search, "score_batch", never)
+    with open(out / ".lock", "a") as held:                       # the first eval, still running
+        assert try_lock(held)
+        r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "24", "--k", "1",
+                                      "--no-baselines", "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert (f"Error: --out {out} is being written by another edge-ad eval (it holds {out / '.lock'}): two evals "
+            "never write one folder; choose another --out") in r.output
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
 def test_eval_and_export_scoring_reference_agree_on_plain_preprocessing(tmp_path, kinect_root, tiny_generator):
     """`eval --scoring reference` scores on plain preprocessing (the checkpoint's input contract without
     colour_norm / align), as `export --scoring reference` exports: the same generator saved with a

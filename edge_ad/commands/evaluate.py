@@ -119,45 +119,66 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if nuisance or nuisance_set:
         suite, raw = _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
                                           max_per_class)
-    n_total = sum(len(v) for v in groups.values())
-    try:   # the scores so far, kept as they are made: a stopped eval continues where it stopped (same settings)
-        log = ScoreLog(Path(out_dir), _score_settings(model_path, cfg, spec, seed, batch_frames, groups))
-    except ValueError as e:
-        raise click.ClickException(str(e))
-    resumed = log.n_scored
-    if resumed:
-        click.echo(f"continuing an eval stopped earlier: {resumed} of {n_total} frames already scored ({log.path})",
-                   err=True)
-    unwind_on_sigterm()     # SIGTERM (timeout, a lost session) stops in order, as Ctrl-C: _stopped_says, exit 143
-    with _stopped_says(log, n_total):
-        # -- the work: every frame scored (kept as it is made), then the baselines and the nuisance suite ------
-        scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels, tqdm,
-                                     log)
-        normal = scores.pop(normal_name)
-        extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
-                 "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
-                 "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total - resumed, 1),
-                 "batch_frames": batch_frames if not cfg.updates_weights else 0,
-                 "torch_threads": torch.get_num_threads()}
-        if baselines and data and cls and baselines_skipped is None:
-            try:
-                extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
-                                                                               normal_name, cfg, max_per_class)
-            except DataError as e:     # an unreadable train frame: the model's results are still written
-                baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
-                click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
-        if baselines_skipped is not None:
-            extra["baselines_skipped"] = baselines_skipped
-        if suite is not None:
-            extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
-                                          calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                          baselines and baselines_skipped is None, pixels)
-        report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
-        if (report.get("threshold") or {}).get("warning"):
-            click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
-        _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
-        click.echo(f"{secs / max(n_total - resumed, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
-    log.done()
+    with _out_lock(out_dir):      # one eval per --out at a time: a second one into it is refused at once
+        n_total = sum(len(v) for v in groups.values())
+        try:   # the scores so far, kept as they are made: a stopped eval continues where it stopped (same settings)
+            log = ScoreLog(Path(out_dir), _score_settings(model_path, cfg, spec, seed, batch_frames, groups))
+        except ValueError as e:
+            raise click.ClickException(str(e))
+        resumed = log.n_scored
+        if resumed:
+            click.echo(f"continuing an eval stopped earlier: {resumed} of {n_total} frames already scored ({log.path})",
+                       err=True)
+        unwind_on_sigterm()     # SIGTERM (timeout, a lost session) stops in order, as Ctrl-C: _stopped_says, exit 143
+        with _stopped_says(log, n_total):
+            # -- the work: every frame scored (kept as it is made), then the baselines and the nuisance suite --
+            scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
+                                         tqdm, log)
+            normal = scores.pop(normal_name)
+            extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
+                     "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
+                     "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total - resumed, 1),
+                     "batch_frames": batch_frames if not cfg.updates_weights else 0,
+                     "torch_threads": torch.get_num_threads()}
+            if baselines and data and cls and baselines_skipped is None:
+                try:
+                    extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
+                                                                                   normal_name, cfg, max_per_class)
+                except DataError as e:     # an unreadable train frame: the model's results are still written
+                    baselines_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
+                    click.echo(f"note: baselines skipped: {baselines_skipped}", err=True)
+            if baselines_skipped is not None:
+                extra["baselines_skipped"] = baselines_skipped
+            if suite is not None:
+                extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
+                                              calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
+                                              baselines and baselines_skipped is None, pixels)
+            report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
+            if (report.get("threshold") or {}).get("warning"):
+                click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
+            _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
+            click.echo(f"{secs / max(n_total - resumed, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
+        log.done()
+
+
+@contextlib.contextmanager
+def _out_lock(out_dir):
+    """Hold OUT/.lock (runtime.results.try_lock, as edge-ad batch) for the eval's work: two evals started into one
+    --out both passed the earlier-report check and the last one replaced the other's report; the second is now
+    refused in one line."""
+    from edge_ad.runtime.results import try_lock
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as lock:
+        if not try_lock(lock):
+            raise click.ClickException(f"--out {out_dir} is being written by another edge-ad eval (it holds "
+                                       f"{out / '.lock'}): two evals never write one folder; choose another --out")
+        from edge_ad.models.evaluate import earlier_report
+        found = earlier_report(out)           # one that finished since the check at the start
+        if found:
+            raise click.ClickException(f"--out {out_dir} already holds an evaluation ({', '.join(found)}); choose a "
+                                       "new directory (evaluations are never overwritten)")
+        yield
 
 
 @contextlib.contextmanager
