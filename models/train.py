@@ -109,8 +109,30 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
     Distributed: G and D in DistributedDataParallel, each epoch's permutation split by a
     DistributedSampler, ``batch_size`` the global batch (batch_size // world_size per rank), losses
     averaged over ranks; rank 0 alone writes checkpoints, sample grids and logs; each rank's noise
-    stream is seeded with seed + rank and saved for an exact resume."""
+    stream is seeded with seed + rank and saved for an exact resume. One training per ``out_dir`` at a time:
+    rank 0 holds out_dir/.lock (runtime.results.try_lock), a second one is refused (ValueError) on every rank."""
+    from edge_ad.runtime.results import try_lock
     dist = dist or Dist()
+    out = Path(out_dir)
+    lock = None
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a")
+    try:
+        if not dist.broadcast(try_lock(lock) if dist.is_main else None):
+            raise ValueError(f"{out} is being written by another edge-ad train (it holds {out / '.lock'}): two "
+                             "trainings never write one --out (the last one's last.pt would replace the other's); "
+                             "use another --out")
+        return _train(data_u8, out, cfg, data_summary=data_summary, spec=spec, resume=resume, progress=progress,
+                      log=log, dist=dist)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary: dict, spec: PreprocessSpec,
+           resume: bool, progress: bool, log, dist: Dist) -> Path:
+    """``train``'s work, under out_dir's lock."""
     if not dist.is_main:
         log, progress = (lambda *a, **k: None), False
     if dist.enabled and cfg.objective != "bce":

@@ -188,6 +188,22 @@ def test_train_refuses_an_out_of_range_number_at_parse_time(tmp_path, args):
     assert not (tmp_path / "t").exists()
 
 
+def test_a_second_training_into_the_same_out_is_refused(tmp_path, rect_train):
+    """Audit 28 #32 (train part): two trainings started into one new --out both ran, and the last one's last.pt
+    replaced the other's (#1's data check cannot see it: no checkpoint existed when both started). The training
+    holds OUT/.lock: a second one is refused before anything is trained."""
+    from edge_ad.runtime.results import try_lock
+    _, arr = rect_train
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / ".lock", "a") as held:                  # the first training, still running
+        assert try_lock(held)
+        with pytest.raises(ValueError, match=r"is being written by another edge-ad train \(it holds .*\.lock\): two "
+                                             r"trainings never write one --out"):
+            train(arr, tmp_path, TrainConfig(epochs=1, batch_size=32, features_g=4, features_d=4, sample_every=0),
+                  data_summary={}, progress=False, log=lambda *_: None)
+    assert not (tmp_path / "last.pt").exists()
+
+
 def test_augment_flips_and_shifts_keep_depth_values():
     x = torch.linspace(-1, 1, 4 * 8 * 8).reshape(1, 4, 8, 8).repeat(6, 1, 1, 1)
     g = torch.Generator().manual_seed(0)

@@ -114,7 +114,7 @@ def test_torchrun_two_processes_ddp_and_resume(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "world size 2, backend gloo, 8 frames per rank" in r.stdout + r.stderr
     assert (r.stdout + r.stderr).count("checkpoint: ") == 1            # rank 0 alone logs
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "loss_curve.png", "samples_0001.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "last.pt", "loss_curve.png", "samples_0001.png"]
     ck = read_checkpoint(out / "last.pt")
     t = ck["train"]
     assert t["world_size"] == 2 and t["epoch"] == 1
