@@ -16,6 +16,18 @@ import numpy as np
 from .pictures import frame_panels, panel_row
 
 
+def _without_gui(cv2) -> bool:
+    """Whether this OpenCV was built without a window system ("GUI: NONE" in its build information, as
+    opencv-python-headless); False when it cannot tell."""
+    info = getattr(cv2, "getBuildInformation", None)
+    if info is None:
+        return False
+    for line in info().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() == "NONE"
+    return False
+
+
 class Display:
     """An OpenCV window with input, reconstruction and error map; q/Esc sets ``stop``. ImportError
     without OpenCV, RuntimeError without a graphical session (Linux without DISPLAY / WAYLAND_DISPLAY)."""
@@ -29,6 +41,10 @@ class Display:
             raise ImportError("--display needs OpenCV: pip install opencv-python") from None
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise RuntimeError("--display needs a graphical session (DISPLAY is not set)")
+        if _without_gui(cv2):      # opencv-python-headless: every imshow would fail, once per frame
+            raise RuntimeError("--display needs OpenCV with a window system (its build says GUI: NONE: "
+                               "opencv-python-headless): pip uninstall -y opencv-python-headless && pip install "
+                               "opencv-python")
         self.cv2, self.spec, self.stop = cv2, spec, stop
 
     def picture(self, rec: dict, frame, res) -> np.ndarray:

@@ -462,6 +462,8 @@ MUTANTS = [
     Mutant("train-out-unlocked", "models/train.py",
            "        if not dist.broadcast(try_lock(lock) if dist.is_main else None):", "        if False:",
            ("tests/test_train.py", "-k", "second_training")),
+    Mutant("display-headless-taken", "runtime/display.py", "        if _without_gui(cv2):", "        if False:",
+           ("tests/test_picture_hooks.py", "-k", "headless")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

@@ -112,6 +112,28 @@ def test_display_q_stops_and_missing_pieces_are_plain_errors(monkeypatch):
         Display(spec, stop)
 
 
+def test_display_refuses_a_headless_opencv_at_start(monkeypatch):
+    """Audit 28 #21: the display extra installed opencv-python-headless, whose imshow fails on every frame ("The
+    function is not implemented. Rebuild the library with ... GTK+"), a hook failure per frame and no window. A
+    build without a window system is refused when the display is made, naming the package to install."""
+    from edge_ad.runtime.display import Display
+    fake_cv2(monkeypatch)
+    cv2 = __import__("sys").modules["cv2"]
+    cv2.getBuildInformation = lambda: "General configuration\n  GUI:                           NONE\n"
+    spec, fr, res = _scored_frame()
+    with pytest.raises(RuntimeError, match=r"--display needs OpenCV with a window system \(its build says GUI: NONE: "
+                                           r"opencv-python-headless\): pip uninstall -y opencv-python-headless && "
+                                           r"pip install opencv-python"):
+        Display(spec, threading.Event())
+    cv2.getBuildInformation = lambda: "General configuration\n  GUI:                           GTK3\n"
+    Display(spec, threading.Event())                          # a GUI build: taken
+    import tomllib
+
+    from conftest import REPO
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["display"] == ["opencv-python>=4.8"]
+
+
 def test_run_display_without_opencv_is_a_one_line_error(monkeypatch):
     """edge-ad run --display without OpenCV: exit 1 and the reason, as before the move."""
     from edge_ad.commands import run as run_cmd
