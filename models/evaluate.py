@@ -2,6 +2,7 @@
 overall; threshold calibration on normal frames; ROC and histogram PNGs; a JSON report."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -55,6 +56,7 @@ def evaluate_scores(normal: np.ndarray, anomalies: Mapping[str, np.ndarray]) -> 
 
 REPORT_FILES = ("report.json", "threshold.json", "roc.png", "histogram.png")   # what write_report writes
 PARTIAL_SCORES = "scores.partial.jsonl"    # the scores of an eval not finished yet (ScoreLog)
+NUISANCE_KEY = "nuisance:"                 # ScoreLog groups of the nuisance suite's scorings (by frames' sha256)
 
 
 class ScoreLog:
@@ -99,7 +101,25 @@ class ScoreLog:
 
     @property
     def n_scored(self) -> int:
-        return sum(len(v) for v in self.scores.values())
+        """Frames of the groups scored so far (not the nuisance suite's kept scorings)."""
+        return sum(len(v) for k, v in self.scores.items() if not k.startswith(NUISANCE_KEY))
+
+    @property
+    def n_nuisance(self) -> int:
+        """The nuisance suite's scorings (one perturbed group each) kept so far."""
+        return sum(bool(v) for k, v in self.scores.items() if k.startswith(NUISANCE_KEY))
+
+    def kept_scores(self, X: np.ndarray, score):
+        """``score(X)`` (X: (N, C, R, R) perturbed frames of the nuisance suite), kept under the sha256 of X: the
+        same frames again (the same command after a stop) take the kept scores instead of being scored again."""
+        key = NUISANCE_KEY + hashlib.sha256(np.ascontiguousarray(X).data).hexdigest()[:24]
+        kept = self.scored(key)
+        if len(kept) == len(X):
+            return np.asarray(kept, dtype=float)
+        out = np.asarray(score(X), dtype=float)
+        if not kept:
+            self.add(key, out)
+        return out
 
     def add(self, group: str, scores) -> None:
         """Append the next chunk of ``group``'s scores (it follows the ones made so far)."""

@@ -464,6 +464,8 @@ MUTANTS = [
            ("tests/test_train.py", "-k", "second_training")),
     Mutant("display-headless-taken", "runtime/display.py", "        if _without_gui(cv2):", "        if False:",
            ("tests/test_picture_hooks.py", "-k", "headless")),
+    Mutant("eval-nuisance-not-kept", "models/evaluate.py", "        if len(kept) == len(X):", "        if False:",
+           ("tests/test_evaluate.py", "-k", "nuisance_suite_scorings")),
     Mutant("folder-root-no-class-hint", "runtime/sources/folder.py", "        if classes:", "        if False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("source-query-int-literal", "runtime/sources/__init__.py",

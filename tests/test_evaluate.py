@@ -189,6 +189,40 @@ def test_a_stopped_eval_keeps_its_scores_and_the_same_command_continues(tmp_path
     assert got["scores"] == want["scores"] and got["metrics"] == want["metrics"]
 
 
+def test_a_stopped_evals_nuisance_suite_scorings_are_kept_too(tmp_path, tiny_generator, monkeypatch):
+    """Audit 28 #7b: the nuisance suite (10x the clean work) was not kept: a stop during it threw away the
+    conditions scored and the rerun redid them all. Each perturbed group's scores are now kept (under the sha256
+    of its frames) as they are made: stopped at the suite's last scoring, the same command scores only that one,
+    and its nuisance results equal an uninterrupted run's."""
+    import edge_ad.models.search as search
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    args = ["eval", "--model", str(tmp_path / "g.pt"), "--synth", "24", "--k", "1", "--no-baselines",
+            "--nuisance-set", "brightness:1.3", "--nuisance-set", "shift:2"]
+    real, calls = search.score_batch, []
+
+    def counted(G, X, *a, **k):
+        calls.append(len(X))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(G, X, *a, **k)
+    monkeypatch.setattr(search, "score_batch", counted)
+    stop_at = 0
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "full")])
+    assert r.exit_code == 0, r.output
+    n_full = len(calls)
+    calls.clear()
+    stop_at = n_full                                         # the suite's last scoring
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "ev")])
+    assert r.exit_code == 130 and "stopped: 24 of 24 frames scored, and " in r.output, r.output
+    assert " nuisance-suite scorings, kept in " in r.output, r.output
+    calls.clear()
+    stop_at = 0
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0 and len(calls) == 1, (len(calls), r.output)
+    got, want = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "ev", tmp_path / "full"))
+    assert got["nuisance"]["conditions"] == want["nuisance"]["conditions"]
+
+
 def test_a_second_eval_into_the_same_out_is_refused_at_once(tmp_path, tiny_generator, monkeypatch):
     """Audit 28 #32: two evals started into one new --out both passed the earlier-report check, and the last one
     replaced the other's report.json / threshold.json while both said "report: OUT/report.json". The eval holds

@@ -152,7 +152,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             if suite is not None:
                 extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
                                               calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                              baselines and baselines_skipped is None, pixels)
+                                              baselines and baselines_skipped is None, pixels, log)
             report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
             if (report.get("threshold") or {}).get("warning"):
                 click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
@@ -190,7 +190,8 @@ def _stopped_says(log, n_total: int):
     except (KeyboardInterrupt, SystemExit) as e:
         if isinstance(e, SystemExit) and e.code not in EXIT_CODES:
             raise
-        click.echo(f"stopped: {log.n_scored} of {n_total} frames scored, kept in {log.path}; the same command "
+        suite = f", and {log.n_nuisance} nuisance-suite scorings" if log.n_nuisance else ""
+        click.echo(f"stopped: {log.n_scored} of {n_total} frames scored{suite}, kept in {log.path}; the same command "
                    "continues from there", err=True)
         raise SystemExit(e.code if isinstance(e, SystemExit) else EXIT_SIGINT) from None
 
@@ -429,7 +430,7 @@ def _echo_results(report: dict, anomalous: list, normal_name: str, extra: dict, 
 
 
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clean_normal, calibrate_fpr, suite,
-              nuisance_seed, data, cls, raw, normal_name, spec, baselines, pixels=None) -> dict:
+              nuisance_seed, data, cls, raw, normal_name, spec, baselines, pixels=None, log=None) -> dict:
     """The nuisance suite on ``raw`` (``models.evaluate.raw_groups``) at the model's threshold (the checkpoint's
     calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
     preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr)."""
@@ -457,8 +458,10 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clea
             baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
         except DataError as e:
             baseline_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
-    score_fn = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
-                                     latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels)
+    score = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
+                                  latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels)
+    # each perturbed group's scores kept in ``log`` (ScoreLog) as made: a stopped eval does not redo them
+    score_fn = score if log is None else (lambda X: log.kept_scores(X, score))  # noqa: E731
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
                          baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
                          baseline_spec=plain)
