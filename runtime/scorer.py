@@ -276,9 +276,6 @@ class Scorer:
             import onnxruntime as ort
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
                          if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
-        elif backend == "onnxruntime":     # before the encoder's and batch graphs' sessions too (k = 0 models)
-            from .backends.onnxruntime_backend import check_providers
-            check_providers(providers)
         spec = PreprocessSpec.from_dict(man["preprocess"])
         try:
             check_shift_fill(spec, cfg.score_shift_radius)
@@ -288,6 +285,9 @@ class Scorer:
             raise ManifestError(f"{model_dir}: {e}") from None
         on_cpu = backend == "onnxruntime" and _cpu_only(providers)
         chosen = variants.resolve(variant, cfg, backend, on_cpu, man["graphs"], model_dir)
+        if backend == "onnxruntime":      # before the encoder's and batch graphs' sessions too (k = 0 models)
+            from .backends.onnxruntime_backend import check_providers
+            check_providers(providers)
         x_shape = (int(lay["channels"]), int(lay["resolution"]), int(lay["resolution"]))
         encoder = None
         if cfg.z_init == "encoder":
