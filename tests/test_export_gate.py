@@ -64,3 +64,33 @@ def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(expor
     assert bad["max_rel_diff"] <= 1e-4                                # the float32 parity alone would pass
     assert bad["fp64_graph_max_rel_diff"] > 10 * parity.FP64_GRAPH_TOLERANCE, bad["summary"]
     assert bad["passed"] is False and "float64 graphs" in bad["summary"]
+
+
+
+def test_parity_checks_the_theta_steps_effect_on_its_own(export_tiny, tiny_generator, frames, monkeypatch):
+    """Audit 28 #20: the theta step's effect on the score (faithful minus z-only) is small against the score
+    tolerance, so a runtime whose theta update was off by 40 % passed parity. The effect is now compared on its
+    own (within THETA_EFFECT_TOLERANCE of the reference's) where it is large enough to tell from float32 noise:
+    the real runtime passes (here within 1 %), the faithful searches run at 0.6 x lr_theta fail, although
+    their scores are still within the score tolerance."""
+    d, cfg = export_tiny(3, 2), SearchConfig(k=3, n_seed=2).replace(lr_theta=2e-6)
+
+    def check():
+        return parity.check_parity(tiny_generator, d, cfg, frames, check_fp64=False, check_z_only=True, threads=1,
+                                   log=lambda *a: None)
+    good = check()
+    assert good["passed"], good["summary"]
+    thetas = [v["theta_effect_max_rel_diff"] for v in good["variants"].values()]
+    assert thetas and all(t is not None and t < 0.01 for t in thetas), good["variants"]
+    real = parity._variant_scorers
+
+    def slow_theta(out_dir, man, cfg_, zcfg, threads):       # the faithful searches' theta step at 0.6 x
+        right = real(out_dir, man, cfg_, zcfg, threads)
+        slow = real(out_dir, man, cfg_.replace(lr_theta=0.6 * cfg_.lr_theta), None, threads)
+        return {n: (slow[n][0], right[n][1]) for n in right}
+    monkeypatch.setattr(parity, "_variant_scorers", slow_theta)
+    bad = check()
+    per = bad["variants"].values()
+    assert max(v["max_rel_diff"] for v in per) <= 1e-4, bad["summary"]   # the score tolerance alone would pass
+    assert bad["passed"] is False and all(not v["passed"] and v["theta_effect_max_rel_diff"] > 0.3 for v in per)
+    assert all("theta step's effect within" in v["summary"] for v in per), [v["summary"] for v in per]
