@@ -94,3 +94,26 @@ def test_parity_checks_the_theta_steps_effect_on_its_own(export_tiny, tiny_gener
     assert max(v["max_rel_diff"] for v in per) <= 1e-4, bad["summary"]   # the score tolerance alone would pass
     assert bad["passed"] is False and all(not v["passed"] and v["theta_effect_max_rel_diff"] > 0.3 for v in per)
     assert all("theta step's effect within" in v["summary"] for v in per), [v["summary"] for v in per]
+
+
+def test_theta_effect_check_allows_the_runtimes_float32_rounding_not_a_wrong_step():
+    """The theta-effect comparison (audit 28 #20) on a frame whose effect is just above THETA_EFFECT_MIN: float32
+    rounding of the runtime's two scores (read from its z-only score's difference to the reference) is allowed, so
+    it does not fail a correct export; a theta step off by 40 % of its effect still does."""
+    from types import SimpleNamespace as NS
+
+    def result(score):
+        return NS(score=score, seed_losses=np.array([score]), error_map=np.zeros((2, 2)))
+    ref_score, effect = 1.0, 3e-5                              # the effect: 3e-5 of the score (> 1e-5)
+    rounding = 1e-6                                            # the runtime's float32 rounding of a score
+    ref = parity._FrameReference(0, {}, np.zeros((1, 2)), None, None, 1.0,
+                                 result(ref_score), result(ref_score - effect))
+
+    def theta_rel(faithful_error):
+        runtime = result(ref_score + rounding + faithful_error)
+        z_only = result(ref_score - effect - rounding)          # rounding the other way: the worst case
+        scorers = {"v": (NS(score=lambda *a, **k: runtime), NS(score=lambda *a, **k: z_only))}
+        row = parity._frame_row({"id": 0, "rgb": None, "depth": None}, ref, scorers, SearchConfig(k=3))
+        return row["z_only"]["variants"]["v"]["theta_effect_rel_diff"]
+    assert theta_rel(0.0) <= parity.THETA_EFFECT_TOLERANCE               # rounding alone: 2e-6 / 3e-5 = 6.7 % raw
+    assert theta_rel(0.4 * effect) > parity.THETA_EFFECT_TOLERANCE       # a theta step off by 40 %
