@@ -4,7 +4,9 @@ found the ninth-pass file's only AUROC misses there (mirror + roll 3 deg 0.923 /
 mirrored zoom or roll. Released: 0.987 / 5 %, 0.983 / 5 %, 0.984 / 4 % (models/kinect-rgbd/HISTORY.md,
 "Eleventh pass ... cylinder"). Twelfth pass: zoom copies at +-5 % in both memories (zoom 1.05x alone was the open
 row: 0.961 / 16 % false alarms; "Twelfth pass ... cylinder"). Thirteenth pass: mirrored zoom copies at +-5 % too
-(mirror + zoom 1.05x was the open row: 0.960 / 20 %; "Thirteenth pass ... cylinder")."""
+(mirror + zoom 1.05x was the open row: 0.960 / 20 %; "Thirteenth pass ... cylinder"). Seventeenth pass: the pixel
+distance's own shift search at 4 px instead of 3 (a 4-px camera shift was the open row: 0.926 / 44 %; "Seventeenth
+pass ... cylinder")."""
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ def test_both_cylinder_memories_hold_mirrored_zoom_and_roll_copies():
     cfg = checkpoint_search_config(CYLINDER)
     assert set(new) <= set(cfg.bank_trusted_augment)
     assert cfg.score_shift_radius == 2 and cfg.uses_pixel_memory
+    assert cfg.pixel_shift_radius == 4                     # the seventeenth pass's (the thirteenth's: 3)
     pixel_augment = ck["scoring"]["pixel_memory_info"]["augment"]
     assert pixel_augment[-8:] == new and len(pixel_augment) == 14
     assert ck["scoring"]["threshold"]["target_fpr"] == 0.08 and ck["scoring"]["threshold"]["n_normal"] == 400
@@ -112,4 +115,16 @@ def test_the_cylinder_meets_the_targets_mirrored_and_zoomed_1_05(kinect_root):
     models/kinect-rgbd/HISTORY.md, "Thirteenth pass ... cylinder"): it fails both bounds. Cost: 220 s at load ~7."""
     auroc, rates = _zoomed(kinect_root, "mirror+scale:1.05", 4, normals=slice(50, 100), anomalies=10)
     assert auroc >= 0.975 and rates["false_alarm_rate"] <= 0.15, (auroc, rates)
+    assert rates["anomalies_flagged"] >= 0.90, rates
+
+
+@pytest.mark.slow   # the torch path on real frames: minutes at load (still run in CI)
+def test_the_cylinder_tolerates_a_4_px_camera_shift(kinect_root):
+    """val at the shipped threshold with every frame moved 4 px in a random direction (session 27's open row:
+    0.926 / 44 % false alarms with the thirteenth pass), all 100 normals and the first 10 anomalies per class:
+    the seventeenth pass (pixel search radius 4) 0.994 / 15 % / 100 %; the same file with the thirteenth pass's
+    radius 3 0.976 / 40 % (models/kinect-rgbd/HISTORY.md, "Seventeenth pass ... cylinder"). The bounds (0.985,
+    20 %) are what radius 3 fails by a margin; the target's 15 % is met at the limit (15 of 100). ~1 min idle."""
+    auroc, rates = _zoomed(kinect_root, "shift:4", 1, anomalies=10)
+    assert auroc >= 0.985 and rates["false_alarm_rate"] <= 0.20, (auroc, rates)
     assert rates["anomalies_flagged"] >= 0.90, rates
