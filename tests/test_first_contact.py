@@ -248,14 +248,22 @@ def _synth_frames(n, seed=1):
     return list(open_source(f"synth://?n={n}&anomaly_rate=0.5&seed={seed}"))
 
 
-def test_contact_sheet_keeps_flagged_by_score_and_lowest_normals():
-    frames = _synth_frames(10)
-    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
-    sheet = ContactSheet("x.png", max_flagged=3, n_normal=2)
-    scorer = ScriptedScorer(scores)
-    for i, fr in enumerate(frames):
+SHEET_SCORES = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
+
+
+def _fed_sheet(frames, threshold):
+    """A ContactSheet (3 flagged, 2 normal) fed SHEET_SCORES for ``frames``, judged at ``threshold`` (None: not judged)."""
+    sheet, scorer = ContactSheet("x.png", max_flagged=3, n_normal=2), ScriptedScorer(SHEET_SCORES)
+    for fr, score in zip(frames, SHEET_SCORES):
         res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
-        sheet({"frame": fr.id, "score": scores[i], "threshold": 0.5, "anomalous": scores[i] > 0.5}, fr, res)
+        sheet({"frame": fr.id, "score": score, "threshold": threshold,
+               "anomalous": None if threshold is None else score > threshold}, fr, res)
+    return sheet
+
+
+def test_contact_sheet_keeps_flagged_by_score_and_lowest_normals():
+    frames, scores = _synth_frames(10), SHEET_SCORES
+    sheet = _fed_sheet(frames, 0.5)
     rows = sheet.rows()                                                   # no truth: no mistakes to show
     assert [r["score"] for r, _ in rows] == [0.95, 0.9, 0.8, 0.05, 0.1]   # top-3 flagged, 2 lowest normals
     assert sheet.flagged_total == 5
@@ -269,13 +277,8 @@ def test_contact_sheet_without_a_threshold_shows_the_highest_scores_not_judged()
     labelled "normal" in green: the model judged nothing, and the frames to look at first (the highest scores, to
     choose a threshold) were missing. Now the highest scores come first, then the lowest, each "not judged"."""
     from edge_ad.runtime.sheet import _label
-    frames = _synth_frames(10)
-    scores = [0.9, 0.1, 0.6, 0.05, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4]
-    sheet = ContactSheet("x.png", max_flagged=3, n_normal=2)
-    scorer = ScriptedScorer(scores)
-    for i, fr in enumerate(frames):
-        res = scorer.score(fr.rgb, fr.depth, keep_reconstructions=True)
-        sheet({"frame": fr.id, "score": scores[i], "threshold": None, "anomalous": None}, fr, res)
+    frames, scores = _synth_frames(10), SHEET_SCORES
+    sheet = _fed_sheet(frames, None)
     rows = sheet.rows()
     assert [r["score"] for r, _ in rows] == [0.95, 0.9, 0.8, 0.05, 0.1]      # top 3, then the 2 lowest
     assert all(_label(r)[2:4] == ["no threshold", "not judged"] for r, _ in rows)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from .options import model_directory
+from .options import check_threshold, model_directory
 
 
 def _ray_address(value: Optional[str], sources: tuple) -> tuple:
@@ -68,12 +68,7 @@ def cmd(model, out_dir, ray_address, workers, threads, seed, threshold, max_atte
     ray_address, sources = _ray_address(ray_address, sources)
     if not sources:
         raise click.UsageError("give at least one SOURCE (folder, recording, glob or @list.txt)")
-    if threshold is not None:
-        from edge_ad.runtime.capture import valid_threshold
-        try:
-            valid_threshold(threshold, "--threshold")
-        except ValueError as e:
-            raise click.UsageError(str(e))
+    check_threshold(threshold)
     try:
         uris, problems = expand_sources(list(sources))
     except PlanError as e:

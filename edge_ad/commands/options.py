@@ -9,6 +9,18 @@ from pathlib import Path
 import click
 
 
+def check_threshold(threshold) -> None:
+    """--threshold of run / batch: None (the model's own), or a value runtime.capture.valid_threshold accepts;
+    click.UsageError (exit 2) naming the problem otherwise."""
+    if threshold is None:
+        return
+    from edge_ad.runtime.capture import valid_threshold
+    try:
+        valid_threshold(threshold, "--threshold")
+    except ValueError as e:
+        raise click.UsageError(str(e))
+
+
 class FiniteFloat(click.FloatRange):
     """A float option that must be a finite number (and in the range, when ``min`` / ``max`` are given, as
     click.FloatRange): click's FloatRange lets nan through (every comparison with nan is false) and, without

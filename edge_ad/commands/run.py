@@ -25,7 +25,7 @@ from edge_ad.runtime.anomaly_saver import AnomalySaver    # the picture hooks li
 from edge_ad.runtime.capture import EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, STOP_SOURCE_FAILED, exit_status
 from edge_ad.runtime.display import Display
 
-from .options import FiniteFloat, model_directory
+from .options import FiniteFloat, check_threshold, model_directory
 
 DEFAULT_SOURCE = "synth://"
 CAMERA_SCHEMES = ("realsense://", "oak://")    # live cameras: --wait-for-camera waits for them
@@ -282,17 +282,12 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
 def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet,
                    rerun_target) -> None:
     """The option combinations and values checked before anything is opened (click.UsageError: exit 2)."""
-    from edge_ad.runtime.capture import valid_threshold
     from edge_ad.runtime.results import rotation_problem
     if camera and source_uri:
         raise click.UsageError("give --camera or --source, not both")
     if seed is not None and z0_path:
         raise click.UsageError("give --seed or --z0, not both")
-    if threshold is not None:
-        try:
-            valid_threshold(threshold, "--threshold")
-        except ValueError as e:
-            raise click.UsageError(str(e))
+    check_threshold(threshold)
     why = rotation_problem(out is not None, rotate_mb is not None, rotate_keep is not None)
     if why:
         raise click.UsageError(why)
