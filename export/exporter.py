@@ -421,7 +421,7 @@ def resolve_pixel_memory(cfg: SearchConfig, frames=None, scoring=None, resolutio
     at the generator's ``resolution``. Raises ExportError."""
     if not cfg.uses_pixel_memory:
         return None
-    from edge_ad.models.checkpoint import CheckpointError
+    from edge_ad.models.checkpoint_errors import CheckpointError
     try:
         frames = _reader(scoring).pixel_frames() if frames is None else frames
     except CheckpointError as e:

@@ -19,7 +19,6 @@ that ``edge-ad eval`` and ``edge-ad export`` score with: one set of rules for bo
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import io
@@ -38,19 +37,12 @@ from edge_ad.runtime.config import SearchConfig, search_differences
 from edge_ad.runtime.latent_memory import rows_per_frame_of
 from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
+from .checkpoint_errors import CheckpointError, first_line
 from .dcgan import GanConfig, Generator
+from .torchscript_weights import is_torchscript, torchscript_state_dict
 
 FORMAT = "edge-ad-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A model file that is corrupt, of an unknown layout, or does not match the architecture."""
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
 
 
 INTEGRITY = "integrity"
@@ -178,7 +170,7 @@ def _torch_load(path: os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only load failed" not in str(e).lower():
-            raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: {_first_line(e)}") from None
+            raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: {first_line(e)}") from None
         # torch's own text goes on to suggest weights_only=False: running the file's code. Not for model files.
         raise CheckpointError(f"cannot load {path}: it holds Python objects other than tensors and plain "
                               "containers (a pickled program, not an edge-ad checkpoint, a generator state_dict "
@@ -186,7 +178,7 @@ def _torch_load(path: os.PathLike) -> Any:
                               "from them") from None
     except Exception as e:
         raise CheckpointError(f"cannot load {path} as a weights-only PyTorch file: "
-                              f"{_first_line(e)}") from None
+                              f"{first_line(e)}") from None
 
 
 def config_from_state_dict(sd: dict) -> GanConfig:
@@ -229,126 +221,13 @@ def generator_from_state_dict(sd: dict, cfg: Optional[GanConfig] = None) -> Gene
         g.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights do not match the generator architecture {cfg}: "
-                              f"{_first_line(e, 400)}") from None
+                              f"{first_line(e, 400)}") from None
     return g
-
-
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in zf.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
-class _ScriptObject:
-    """A module object of a TorchScript archive's data.pkl, as plain data: its pickled state (a dict of
-    attributes: tensors, submodules, flags), never its class's code (``__setstate__`` is this one)."""
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-                   "BoolStorage": torch.bool}
-
-
-# torch.jit._pickle's builders of typed lists and type tags (TorchScript attributes such as a conv's stride), as data
-_LIST_BUILDERS = {**{f"build_{t}list": list for t in ("int", "double", "bool", "tensor")},
-                  "restore_type_tag": lambda value, type_str: value}
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageKind:
-    """A storage class a data.pkl names (torch.FloatStorage, ...): only its dtype, nothing to call."""
-    dtype: torch.dtype
-
-
-@dataclasses.dataclass(frozen=True)
-class _Storage:
-    """One data/ record of the archive: its bytes as an untyped storage and the dtype its record names."""
-    dtype: torch.dtype
-    untyped: Any
-
-
-def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_) -> torch.Tensor:
-    """torch._utils._rebuild_tensor_v2 for the records read here: a view of ``storage`` (bounds checked by
-    set_); requires_grad, hooks and metadata ignored (weights are loaded into a new module)."""
-    if not isinstance(storage, _Storage):
-        raise pickle.UnpicklingError("a tensor without a storage record")
-    return torch.empty(0, dtype=storage.dtype).set_(storage.untyped, int(offset), tuple(size), tuple(stride))
-
-
-class _TorchScriptTensors(pickle.Unpickler):
-    """data.pkl of a TorchScript archive read as data: ``__torch__.*`` classes become _ScriptObject, tensors are
-    rebuilt from the archive's data/ records; any other global is refused (UnpicklingError). No TorchScript
-    code is compiled or run (torch.jit.load would compile the archive's code/ and call its __setstate__)."""
-
-    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str):
-        super().__init__(io.BytesIO(data))
-        self.zf, self.prefix = zf, prefix
-
-    def find_class(self, module: str, name: str):
-        if module == "__torch__" or module.startswith("__torch__."):
-            return _ScriptObject
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch.jit._pickle" and name in _LIST_BUILDERS:      # scripted modules' list attributes
-            return _LIST_BUILDERS[name]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageKind(_STORAGE_DTYPES[name])
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageKind) and isinstance(pid[4], int)):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
-        kind, key, numel = pid[1], str(pid[2]), pid[4]
-        raw = self.zf.read(f"{self.prefix}data/{key}")
-        if len(raw) != numel * kind.dtype.itemsize:
-            raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, its record says {numel} "
-                                         f"x {kind.dtype}")
-        flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        return _Storage(kind.dtype, flat.untyped_storage())
-
-
-def _module_tensors(obj: _ScriptObject, prefix: str = "") -> dict:
-    """{dotted name: tensor} of every tensor attribute of a module object and of its submodules."""
-    out = {}
-    for k, v in (obj.state.items() if isinstance(getattr(obj, "state", None), dict) else ()):
-        if isinstance(v, torch.Tensor):
-            out[prefix + str(k)] = v
-        elif isinstance(v, _ScriptObject):
-            out.update(_module_tensors(v, f"{prefix}{k}."))
-    return out
-
-
-def _torchscript_state_dict(path: Path) -> dict:
-    """The parameters and buffers of a TorchScript archive's module, read from its data.pkl and data/ records
-    without compiling or running any of its code (see _TorchScriptTensors). CheckpointError otherwise."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            (pkl,) = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")] or [None]
-            if pkl is None:
-                raise CheckpointError(f"{path}: TorchScript archive without data.pkl")
-            root = _TorchScriptTensors(zf.read(pkl), zf, pkl[:-len("data.pkl")]).load()
-    except CheckpointError:
-        raise
-    except Exception as e:     # a refused global, a missing or short record, a corrupt archive
-        raise CheckpointError(f"{path}: cannot read the TorchScript file's weights as data ({_first_line(e)}); "
-                              "edge-ad never runs a model file's code") from None
-    if not isinstance(root, _ScriptObject):
-        raise CheckpointError(f"{path}: the TorchScript file's data.pkl holds no module")
-    return _module_tensors(root)
 
 
 def load_generator(path: os.PathLike) -> Generator:
     """Load a generator in eval mode from a project checkpoint, the study's plain state_dict,
-    or a TorchScript file of the study's generator (its weights read as data: _torchscript_state_dict).
+    or a TorchScript file of the study's generator (its weights read as data: models/torchscript_weights.py).
     No code from the file runs. Raises CheckpointError naming the problem.
 
     The returned module has ``.cfg`` (GanConfig) and ``.preprocess`` (PreprocessSpec; the study's
@@ -357,8 +236,8 @@ def load_generator(path: os.PathLike) -> Generator:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
-    if _is_torchscript(path):           # its weights read as data: the archive's code is never compiled or run
-        g, fmt, pre = generator_from_state_dict(_torchscript_state_dict(path)), "torchscript", PreprocessSpec()
+    if is_torchscript(path):           # its weights read as data: the archive's code is never compiled or run
+        g, fmt, pre = generator_from_state_dict(torchscript_state_dict(path)), "torchscript", PreprocessSpec()
     else:
         obj = _torch_load(path)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -410,7 +289,7 @@ class CheckpointScoring:
         """The scoring section of the model file ``path`` (one ``torch.load(weights_only=True)``); empty for
         a study state_dict or TorchScript file. Raises CheckpointError for an unreadable file."""
         path = Path(path)
-        if path.is_file() and _is_torchscript(path):
+        if path.is_file() and is_torchscript(path):
             return cls(path=str(path))
         obj = _torch_load(path)
         if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
@@ -419,7 +298,7 @@ class CheckpointScoring:
         try:
             spec = PreprocessSpec.from_dict(ck["preprocess"])
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: invalid preprocess section: {_first_line(e)}") from None
+            raise CheckpointError(f"{path}: invalid preprocess section: {first_line(e)}") from None
         return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(ck.get("train")),
                    path=str(path))
 

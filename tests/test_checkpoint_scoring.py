@@ -103,7 +103,8 @@ def test_eval_reads_the_checkpoint_twice_not_once_per_entry(tmp_path, monkeypatc
 def test_the_reader_checks_each_entry(tmp_path, tiny_generator):
     """Threshold kept only for its own configuration and preprocessing; malformed entries are
     CheckpointError naming the file and the entry."""
-    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring, save_checkpoint
+    from edge_ad.models.checkpoint import CheckpointScoring, save_checkpoint
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.config import SearchConfig
     from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
     cfg = SearchConfig(name="t", k=1)
@@ -138,7 +139,8 @@ def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_
 
     from edge_ad.export.errors import ExportError
     from edge_ad.export.exporter import resolve_latent_bank
-    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring
+    from edge_ad.models.checkpoint import CheckpointScoring
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.config import SearchConfig
     cfg = SearchConfig(k=0, n_seed=1, z_init="encoder", score_latent_power=0.5)
     good = np.ones((4, 8), np.float32)
@@ -163,7 +165,8 @@ def test_a_checkpoint_whose_content_changed_is_refused(tmp_path):
     torch's advice to load it with weights_only=False."""
     import pickle
     import torch
-    from edge_ad.models.checkpoint import CheckpointError, INTEGRITY, content_sha256, read_checkpoint, save_checkpoint
+    from edge_ad.models.checkpoint import INTEGRITY, content_sha256, read_checkpoint, save_checkpoint
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.models.dcgan import GanConfig, Generator
     from edge_ad.runtime.preprocess import PreprocessSpec
     path = tmp_path / "g.pt"

@@ -213,7 +213,8 @@ def _score_settings(model_path, cfg, spec, seed, batch_frames, groups) -> dict:
 
 def _load_generator(model_path):
     """The generator of ``model_path``; a checkpoint that cannot be read is a one-line error."""
-    from edge_ad.models.checkpoint import CheckpointError, load_generator
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.models.checkpoint_errors import CheckpointError
     try:
         return load_generator(model_path)
     except CheckpointError as e:
@@ -224,7 +225,8 @@ def _scoring_configuration(model_path, scoring: str, overrides: dict):
     """(the checkpoint's stored scoring, the SearchConfig, the PreprocessSpec or None) that edge-ad export
     would export (one rule: resolve_scoring) with the command line's ``overrides`` (None: not given), checked
     before anything is read: --bank-trusted-augment's texts, a shift radius the preprocessing can fill."""
-    from edge_ad.models.checkpoint import CheckpointError, CheckpointScoring, resolve_scoring
+    from edge_ad.models.checkpoint import CheckpointScoring, resolve_scoring
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.config import trusted_override
     from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
     try:
@@ -251,7 +253,7 @@ def _model_memories(model_path, stored, cfg, spec):
     """What the configuration scores with besides the generator, from the checkpoint, checked before any
     frame is scored: (izi encoder or None, latent bank (N, z_dim) or None, the bank's augment list,
     pixel memory or None). Also checks that a stored threshold is well-formed (the nuisance suite uses it)."""
-    from edge_ad.models.checkpoint import CheckpointError
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.latent_memory import latent_memory
     from edge_ad.runtime.preprocess import PreprocessSpec
     encoder = bank = bank_rows = pixels = None

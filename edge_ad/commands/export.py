@@ -76,7 +76,8 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another configuration or
     preprocessing is not kept. A configuration that starts from an izi encoder (z_init = "encoder") also
     exports the checkpoint's encoder as encoder.onnx."""
-    from edge_ad.models.checkpoint import CheckpointError, resolve_scoring
+    from edge_ad.models.checkpoint import resolve_scoring
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.config import trusted_override
 
     check_out_place(out_dir)     # not a traceback naming the hidden staging directory beside it

@@ -33,7 +33,8 @@ def cmd(model_path, data, cls, anomalous_cls, split, index, lr_theta_low, lr_the
     with a low and a high lr_theta: four rows, input first."""
     import numpy as np
 
-    from edge_ad.models.checkpoint import CheckpointError, load_generator
+    from edge_ad.models.checkpoint import load_generator
+    from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.models.data import KINECT_CLASSES, DataError, load_kinect, to_tensor
     from edge_ad.models.plots import save_trajectory_grid
     from edge_ad.models.search import search
