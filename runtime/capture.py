@@ -786,44 +786,22 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
         threshold = valid_threshold(threshold)    # before the results file is touched
     check_watch_settings(DEFAULT_WINDOW if alarm_window is None else alarm_window, alarm_alpha)
     log = log or (lambda msg: None)
-    if threshold is None and scorer_threshold(scorer) is not None:    # an embedder's easy slip: said, not guessed
-        said = (f"run_capture: no threshold given, so no frame is flagged (anomalous: null); the model's calibrated "
-                f"threshold is {scorer_threshold(scorer):.4g}: pass threshold=scorer.threshold to flag at it")
-        warnings.warn(said, stacklevel=2)
-        log(said)
+    _warn_without_threshold(scorer, threshold, log)
     stop = stop or threading.Event()
     if not isinstance(source, Source):   # a list of Frames, a generator: read through the Source interface
         source = FrameSource(source)
     live = bool(source.live) if live is None else live
     model = model_identity(scorer)
-    earlier = getattr(scorer, "earlier_config_sha256s", ())   # config_sha256 as older edge-ads wrote it
-    writer = ResultWriter(out, rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, model=model,   # refuses another model's file
-                          earlier_config_sha256s=earlier if isinstance(earlier, tuple) else ())
+    writer = _results_writer(out, scorer, model, rotate_bytes, rotate_keep)   # refuses another model's file
     report = _Report(writer, log, on_result, on_error, on_outage, on_alarm_rate)
     # the stuck_frame check for streams only (a camera, a recording); a folder's files are independent
     detector = SensorFaultDetector(scorer_spec(scorer), stuck=is_stream(source)) if check_sensor else None
     how = _Scoring(scorer, ScoreWorker(timeout_s=frame_timeout, grace_s=stop_grace), stop, threshold, detector,
                    max_pixels, seed, z0, dict(score_kwargs or {}))
-    # the alarm-rate watch: only for the model's own threshold, whose false-alarm rate is known
-    # auto: off where the frames carry their truth (the summary's truth measures the alarm rates)
-    if alarm_window is None and source.labelled:
-        alarm_window, watch, watch_off = 0, None, LABELLED_WATCH_OFF
-        log(f"alarm-rate watch off: {watch_off} (an explicit alarm window switches it on)")
-    else:
-        alarm_window = DEFAULT_WINDOW if alarm_window is None else alarm_window
-        watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
-                                     alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None),
-                                     getattr(scorer, "threshold_frames_above", None))
-        if watch is None and alarm_window:
-            log(f"alarm-rate watch off: {watch_off}")
+    watch, alarm_window, watch_off = _alarm_watch(source, scorer, threshold, alarm_window, alarm_alpha, log)
     run = _Run(source, writer.next_index, stop, max_frames)
     first_index = run.index
-    if writer.resumed is not None:
-        log(f"{out}: continuing an earlier run's results at frame index {first_index}" + ("" if live else
-            " (the frame index only: this source is read from its first frame again, so frames an earlier run "
-            f"scored appear twice in {out}; edge-ad batch skips the sources it finished)"))
-    elif model is not None:   # a new file: which model wrote it (a restart's resumed event says it again)
-        writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
+    _start_results(writer, out, model, live, first_index, log)
     t_start = time.perf_counter()
 
     with stop_signals(stop, handle_signals) as sigs:
@@ -842,20 +820,77 @@ def run_capture(source: Source, scorer: ScorerLike, *, threshold: Optional[float
                                                                "reason": watch_off}
             summary = _summary(run, scorer, threshold, time.perf_counter() - t_start, first_index, writer,
                                model, report.hook_failures, alarm)
-            try:
-                report.drain(run.source)
-                if report.truncated is not None:
-                    summary["recording_truncated"] = report.truncated
-                if report.gaps["gaps"]:
-                    summary["stream_gaps"] = dict(report.gaps)
-                if writer.lost_lines:    # result lines not written for lack of space
-                    summary["results_lost"] = writer.lost_lines
-                report.emit(summary)     # (a rotation it causes may prune: said too)
-                if writer.lost_lines:    # the summary line itself may be among them: the caller's summary counts it
-                    summary["results_lost"] = writer.lost_lines
-            finally:
-                writer.close()
+            _write_summary(summary, run.source, report, writer)
     return summary
+
+
+def _warn_without_threshold(scorer, threshold: Optional[float], log: Log) -> None:
+    """No ``threshold`` given while the scorer has a calibrated one (an embedder's easy slip): said, not
+    guessed, as a warning pointing at run_capture's caller and in ``log``."""
+    if threshold is None and scorer_threshold(scorer) is not None:
+        said = (f"run_capture: no threshold given, so no frame is flagged (anomalous: null); the model's calibrated "
+                f"threshold is {scorer_threshold(scorer):.4g}: pass threshold=scorer.threshold to flag at it")
+        warnings.warn(said, stacklevel=3)
+        log(said)
+
+
+def _results_writer(out: Optional[os.PathLike], scorer, model: Optional[dict], rotate_bytes: Optional[int],
+                    rotate_keep: Optional[int]) -> ResultWriter:
+    """The run's ResultWriter on ``out`` (appended to; it refuses a file another model wrote, taking the
+    scorer's ``earlier_config_sha256s``, its config_sha256 as older edge-ads wrote it, for its own)."""
+    earlier = getattr(scorer, "earlier_config_sha256s", ())
+    return ResultWriter(out, rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, model=model,
+                        earlier_config_sha256s=earlier if isinstance(earlier, tuple) else ())
+
+
+def _alarm_watch(source: Source, scorer, threshold: Optional[float], alarm_window: Optional[int],
+                 alarm_alpha: float, log: Log) -> tuple:
+    """(the alarm-rate watch or None, its window, why it is off) of a run. The watch runs only for the
+    model's own threshold, whose false-alarm rate is known; ``alarm_window`` None (auto) switches it off
+    where the frames carry their truth (the summary's truth measures the alarm rates). ``log`` says when
+    it is off."""
+    if alarm_window is None and source.labelled:
+        alarm_window, watch, watch_off = 0, None, LABELLED_WATCH_OFF
+        log(f"alarm-rate watch off: {watch_off} (an explicit alarm window switches it on)")
+    else:
+        alarm_window = DEFAULT_WINDOW if alarm_window is None else alarm_window
+        watch, watch_off = watch_for(threshold, scorer_threshold(scorer), scorer_threshold_rate(scorer),
+                                     alarm_window, alarm_alpha, getattr(scorer, "threshold_n_normal", None),
+                                     getattr(scorer, "threshold_frames_above", None))
+        if watch is None and alarm_window:
+            log(f"alarm-rate watch off: {watch_off}")
+    return watch, alarm_window, watch_off
+
+
+def _start_results(writer: ResultWriter, out: Optional[os.PathLike], model: Optional[dict], live: bool,
+                   first_index: int, log: Log) -> None:
+    """Where this run's lines start: continuing an earlier run's file is said in ``log`` (a recorded source
+    is scored from its first frame again); a new file gets a ``start`` event naming the model."""
+    if writer.resumed is not None:
+        log(f"{out}: continuing an earlier run's results at frame index {first_index}" + ("" if live else
+            " (the frame index only: this source is read from its first frame again, so frames an earlier run "
+            f"scored appear twice in {out}; edge-ad batch skips the sources it finished)"))
+    elif model is not None:   # a new file: which model wrote it (a restart's resumed event says it again)
+        writer.write({"type": "event", "event": "start", "time": time.time(), "model": model})
+
+
+def _write_summary(summary: dict, source: Source, report: _Report, writer: ResultWriter) -> None:
+    """Complete ``summary`` with what the run's report and results file noted (events the source still
+    queued, a truncated recording, stream gaps, result lines lost for lack of space), write it as the
+    file's last line of the run and close the file."""
+    try:
+        report.drain(source)
+        if report.truncated is not None:
+            summary["recording_truncated"] = report.truncated
+        if report.gaps["gaps"]:
+            summary["stream_gaps"] = dict(report.gaps)
+        if writer.lost_lines:    # result lines not written for lack of space
+            summary["results_lost"] = writer.lost_lines
+        report.emit(summary)     # (a rotation it causes may prune: said too)
+        if writer.lost_lines:    # the summary line itself may be among them: the caller's summary counts it
+            summary["results_lost"] = writer.lost_lines
+    finally:
+        writer.close()
 
 
 def _summary(run: _Run, scorer, threshold, wall: float, first_index: int, writer: ResultWriter,
