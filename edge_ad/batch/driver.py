@@ -143,130 +143,33 @@ def run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path
 
 def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Path, model_sha256: str,
                progress: Optional[BatchProgress], log: Callable, handle_signals: bool = True) -> dict:
-    """``run_batch`` under the folder's lock."""
+    """``run_batch`` under the folder's lock: the sources an earlier run finished are resumed, the others
+    run on ``engine``; summary.json is rewritten before they run, after each one and at the end."""
     t0 = time.perf_counter()
     previous = read_previous(out_dir)
     progress = progress or BatchProgress(quiet=True)
     progress.n_sources = len(jobs)
-    entries = {}
-    for arg, reason in problems:
-        entries[f"!{arg}"] = {"name": None, "uri": arg, "file": None, "status": "failed", "error": reason,
-                              "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [], "wall_s": 0.0}
-    todo, resumed, conflicts = [], [], []
-    for job in jobs:
-        old = previous.get(job.name)
-        if is_complete(out_dir, job, old, model_sha256):
-            resumed.append((job, old))
-        else:
-            if old and old.get("status") == "done" and finished(out_dir / job.results_file):
-                conflicts.append(f"{job.results_file} ({', '.join(settings_differences(job, old, model_sha256))})")
-            todo.append(job)
-    if conflicts:   # before anything is written: finished results are never replaced
-        raise ResultsConflict(
-            f"{out_dir} holds finished results made with other settings, which a batch never replaces: "
-            f"{'; '.join(conflicts)}. Give another --out (or the earlier model, --seed and --threshold)")
+    # summary.json's entries, by name, in the order they are listed: bad arguments, resumed sources, new ones
+    entries = {f"!{arg}": _argument_entry(arg, reason) for arg, reason in problems}
+    todo, resumed = _todo_and_resumed(jobs, previous, out_dir, model_sha256)
     for arg, reason in problems:   # said as for a source that fails while running, not only in summary.json
         log(f"source {arg}: FAILED: {reason}")
     for job, old in resumed:
-        entries[job.name] = dict(old, resumed=True, source=job.source)
-        if "threshold_override" not in old:   # written before it: "threshold" was the override
-            thr, thr_source = recorded_threshold(job, out_dir / job.results_file, model_dir)
-            entries[job.name].update(threshold=thr, threshold_source=thr_source,
-                                     threshold_override=old.get("threshold"))
+        entries[job.name] = _resumed_entry(job, old, out_dir, model_dir)
         n = int(old.get("frames", 0)) + int(old.get("frame_errors", 0))
         progress.update(job.name, n, n)
         progress.source_finished()
-    names = {job.name for job in jobs}
-    others = [e for name, e in previous.items() if name not in names]   # earlier runs' other sources
-    summary = {"engine": engine.name, "model": str(model_dir), "model_sha256": model_sha256,
-               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": None,
-               "sources": [], "totals": {}}
-    if others:
-        summary["other_sources"] = others
-
-    def write_summary():
-        summary["sources"] = [entries[k] for k in entries]
-        summary["wall_s"] = round(time.perf_counter() - t0, 3)
-        t = summary["totals"] = {"sources": len(entries),
-                                 "done": sum(e["status"] == "done" for e in entries.values()),
-                                 "failed": sum(e["status"] == "failed" for e in entries.values()),
-                                 "pending": sum(e["status"] == "pending" for e in entries.values()),
-                                 "interrupted": sum(e["status"] == "interrupted" for e in entries.values())}
-        for k in ("frames", "anomalies", "frame_errors"):
-            t[k] = sum(int(e.get(k) or 0) for e in entries.values())
-        t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
-        t["stream_gap_frames"] = sum((e.get("stream_gaps") or {}).get("frames", 0) for e in entries.values())
-        t["no_frames"] = sum(bool(e.get("no_frames")) for e in entries.values())     # done, yet not one frame
-        tmp = out_dir / (SUMMARY + ".tmp")
-        tmp.write_text(dumps(summary) + "\n")
-        os.replace(tmp, out_dir / SUMMARY)
-
+    summary = _batch_summary(engine, model_dir, model_sha256, previous, jobs)
     for job in todo:
-        entries[job.name] = {"name": job.name, "uri": job.uri, "source": job.source, "file": None,
-                             "status": "pending"}
-        # an earlier run's rows (perhaps another model's): kept aside, never read as this run's (a worker
-        # that fails before writing any would report their threshold and frame counts)
-        stale = out_dir / (job.results_file + ".partial")
-        if stale.exists():
-            kept = keep_aside(stale)
-            log(f"source {job.uri}: the earlier run's {stale.name} is kept as {kept.name}")
-    write_summary()
+        entries[job.name] = _pending_entry(job, out_dir, log)
+    _write_summary(summary, entries, out_dir, t0)
 
     def on_result(job: Job, res: dict) -> None:
-        partial = out_dir / (job.results_file + ".partial")
-        if "threshold_source" in res:   # the worker's own word
-            thr, thr_source = res.get("threshold"), res["threshold_source"]
-        else:   # no word from the worker (it died, could not load the model, or raised): the rows it
-                # wrote this run (an earlier run's .partial was moved aside above), else the manifest, say
-            thr, thr_source = recorded_threshold(job, partial, model_dir)
-        entry = {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": res["status"],
-                 "error": res.get("error"),
-                 "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
-                 "wall_s": None if res.get("wall_s") is None else round(res["wall_s"], 3),
-                 "attempts": res.get("attempts", 1), "seed": job.seed,
-                 # the threshold the frames were flagged at and where it came from; the override alone
-                 # (None: the model's) decides, with the seed and model, whether a rerun resumes
-                 "threshold": thr, "threshold_source": thr_source,
-                 "threshold_override": job.threshold,
-                 "model_sha256": model_sha256, "resumed": False}
-        if res.get("summary"):
-            entry["search"] = res["summary"].get("search")
-            entry["stopped"] = res["summary"].get("stopped")
-            if res["summary"].get("fatal_error"):
-                entry["fatal_error"] = res["summary"]["fatal_error"]   # why the run stopped
-            if res["summary"].get("recording_truncated"):             # where the recording ends
-                entry["recording_truncated"] = res["summary"]["recording_truncated"]
-                cut = entry["recording_truncated"]
-                log(f"source {job.uri}: recording cut short ({cut.get('reason')}): read up to its message "
-                    f"{cut.get('messages')}, frames after it are lost")
-            if res["summary"].get("stream_gaps"):                     # a stream stalled: frames lost
-                entry["stream_gaps"] = res["summary"]["stream_gaps"]
-                log(f"source {job.uri}: {entry['stream_gaps']['frames']} frame(s) lost in "
-                    f"{entry['stream_gaps']['gaps']} stream gap(s) (one stream stalled mid-recording)")
-        if partial.is_file():
-            try:
-                entry.update(result_stats(partial))
-            except (OSError, ValueError) as e:
-                entry.update(status="failed", error=f"unreadable results file: {e}")
-            if entry["status"] == "done":
-                final = out_dir / job.results_file
-                if final.exists():   # an earlier file this run redid (cut short, unknown settings): kept
-                    entry["previous_file"] = keep_aside(final).name
-                    log(f"source {job.uri}: the earlier {final.name} is kept as {entry['previous_file']}")
-                os.replace(partial, final)   # complete: only now under its final name
-                entry["file"] = job.results_file
-            else:
-                entry["file"] = partial.name                     # kept, never taken for complete
-        elif entry["status"] == "done":
-            entry.update(status="failed", error="the worker reported success but wrote no results")
-        if entry["status"] == "done" and not entry["frames"] and not entry["frame_errors"]:
-            entry["no_frames"] = True                    # as edge-ad run's exit 4 for the same source
-            log(f"source {job.uri}: the source gave no frames (nothing was scored from it)")
-        entries[job.name] = entry
+        entries[job.name] = entry = _finished_entry(job, res, out_dir, model_dir, model_sha256, log)
         progress.source_finished()
         if entry["status"] == "failed":
             log(f"source {job.uri}: FAILED: {entry['error']}")
-        write_summary()
+        _write_summary(summary, entries, out_dir, t0)
 
     from edge_ad.runtime.stop_signals import stop_signals
     stop = threading.Event()
@@ -281,8 +184,165 @@ def _run_batch(jobs: list, problems: list, out_dir: Path, engine, model_dir: Pat
                 for job in todo:
                     if entries[job.name]["status"] in ("pending", "interrupted"):
                         _interrupted(entries[job.name], out_dir / (job.results_file + ".partial"))
-            write_summary()
+            _write_summary(summary, entries, out_dir, t0)
     return summary
+
+
+def _todo_and_resumed(jobs: list, previous: dict, out_dir: Path, model_sha256: str) -> tuple:
+    """(jobs to run, [(job, its earlier entry)] an earlier run finished with the same settings), from
+    summary.json's earlier entries ``previous``. ResultsConflict, before anything is written, when a job
+    would redo finished results made with other settings (finished results are never replaced)."""
+    todo, resumed, conflicts = [], [], []
+    for job in jobs:
+        old = previous.get(job.name)
+        if is_complete(out_dir, job, old, model_sha256):
+            resumed.append((job, old))
+        else:
+            if old and old.get("status") == "done" and finished(out_dir / job.results_file):
+                conflicts.append(f"{job.results_file} ({', '.join(settings_differences(job, old, model_sha256))})")
+            todo.append(job)
+    if conflicts:
+        raise ResultsConflict(
+            f"{out_dir} holds finished results made with other settings, which a batch never replaces: "
+            f"{'; '.join(conflicts)}. Give another --out (or the earlier model, --seed and --threshold)")
+    return todo, resumed
+
+
+def _argument_entry(arg: str, reason: str) -> dict:
+    """The summary entry of a command-line argument that never became a job (a glob that matched nothing)."""
+    return {"name": None, "uri": arg, "file": None, "status": "failed", "error": reason,
+            "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [], "wall_s": 0.0}
+
+
+def _resumed_entry(job: Job, old: dict, out_dir: Path, model_dir: Path) -> dict:
+    """The summary entry of a source an earlier run finished (its entry ``old``), marked resumed; an entry
+    written before ``threshold_override`` existed gets its threshold fields now."""
+    entry = dict(old, resumed=True, source=job.source)
+    if "threshold_override" not in old:   # written before it: "threshold" was the override
+        thr, thr_source = recorded_threshold(job, out_dir / job.results_file, model_dir)
+        entry.update(threshold=thr, threshold_source=thr_source, threshold_override=old.get("threshold"))
+    return entry
+
+
+def _batch_summary(engine, model_dir: Path, model_sha256: str, previous: dict, jobs: list) -> dict:
+    """summary.json's head (its sources and totals are filled by _write_summary); earlier runs' entries of
+    sources this run does not name are kept as ``other_sources``."""
+    names = {job.name for job in jobs}
+    others = [e for name, e in previous.items() if name not in names]   # earlier runs' other sources
+    summary = {"engine": engine.name, "model": str(model_dir), "model_sha256": model_sha256,
+               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": None,
+               "sources": [], "totals": {}}
+    if others:
+        summary["other_sources"] = others
+    return summary
+
+
+def _pending_entry(job: Job, out_dir: Path, log: Callable) -> dict:
+    """The summary entry of a source about to run ("pending"). An earlier run's rows (perhaps another
+    model's) are kept aside first, never read as this run's (a worker that fails before writing any
+    would report their threshold and frame counts)."""
+    stale = out_dir / (job.results_file + ".partial")
+    if stale.exists():
+        kept = keep_aside(stale)
+        log(f"source {job.uri}: the earlier run's {stale.name} is kept as {kept.name}")
+    return {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": "pending"}
+
+
+def _write_summary(summary: dict, entries: dict, out_dir: Path, t0: float) -> None:
+    """Write out_dir/summary.json atomically (tmp file + rename): ``summary`` with the sources' ``entries``
+    (in order), the wall time since ``t0`` (time.perf_counter) and the totals."""
+    summary["sources"] = [entries[k] for k in entries]
+    summary["wall_s"] = round(time.perf_counter() - t0, 3)
+    summary["totals"] = _totals(entries)
+    tmp = out_dir / (SUMMARY + ".tmp")
+    tmp.write_text(dumps(summary) + "\n")
+    os.replace(tmp, out_dir / SUMMARY)
+
+
+def _totals(entries: dict) -> dict:
+    """summary.json's totals over the sources' entries: sources per status, frames, anomalies and bad
+    frames, recordings cut short, frames lost in stream gaps, sources that gave no frame."""
+    t = {"sources": len(entries),
+         "done": sum(e["status"] == "done" for e in entries.values()),
+         "failed": sum(e["status"] == "failed" for e in entries.values()),
+         "pending": sum(e["status"] == "pending" for e in entries.values()),
+         "interrupted": sum(e["status"] == "interrupted" for e in entries.values())}
+    for k in ("frames", "anomalies", "frame_errors"):
+        t[k] = sum(int(e.get(k) or 0) for e in entries.values())
+    t["truncated"] = sum("recording_truncated" in e for e in entries.values())    # recordings cut short
+    t["stream_gap_frames"] = sum((e.get("stream_gaps") or {}).get("frames", 0) for e in entries.values())
+    t["no_frames"] = sum(bool(e.get("no_frames")) for e in entries.values())     # done, yet not one frame
+    return t
+
+
+def _finished_entry(job: Job, res: dict, out_dir: Path, model_dir: Path, model_sha256: str,
+                    log: Callable) -> dict:
+    """The summary entry of a source the engine finished (the worker's result ``res``: status, error,
+    wall_s, attempts, threshold, the run's summary); its results file is moved into place when done."""
+    partial = out_dir / (job.results_file + ".partial")
+    if "threshold_source" in res:   # the worker's own word
+        thr, thr_source = res.get("threshold"), res["threshold_source"]
+    else:   # no word from the worker (it died, could not load the model, or raised): the rows it
+            # wrote this run (an earlier run's .partial was moved aside: _pending_entry), else the manifest, say
+        thr, thr_source = recorded_threshold(job, partial, model_dir)
+    entry = {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": res["status"],
+             "error": res.get("error"),
+             "frames": 0, "anomalies": 0, "frame_errors": 0, "errors": [],
+             "wall_s": None if res.get("wall_s") is None else round(res["wall_s"], 3),
+             "attempts": res.get("attempts", 1), "seed": job.seed,
+             # the threshold the frames were flagged at and where it came from; the override alone
+             # (None: the model's) decides, with the seed and model, whether a rerun resumes
+             "threshold": thr, "threshold_source": thr_source,
+             "threshold_override": job.threshold,
+             "model_sha256": model_sha256, "resumed": False}
+    if res.get("summary"):
+        _add_run_summary(entry, res["summary"], job, log)
+    _place_results(entry, job, partial, out_dir, log)
+    if entry["status"] == "done" and not entry["frames"] and not entry["frame_errors"]:
+        entry["no_frames"] = True                    # as edge-ad run's exit 4 for the same source
+        log(f"source {job.uri}: the source gave no frames (nothing was scored from it)")
+    return entry
+
+
+def _add_run_summary(entry: dict, run: dict, job: Job, log: Callable) -> None:
+    """Copy into ``entry`` what the source's run summary ``run`` says: the search, why it stopped, a fatal
+    error, a recording cut short and stream gaps (the last two also said in ``log``)."""
+    entry["search"] = run.get("search")
+    entry["stopped"] = run.get("stopped")
+    if run.get("fatal_error"):
+        entry["fatal_error"] = run["fatal_error"]   # why the run stopped
+    if run.get("recording_truncated"):             # where the recording ends
+        entry["recording_truncated"] = run["recording_truncated"]
+        cut = entry["recording_truncated"]
+        log(f"source {job.uri}: recording cut short ({cut.get('reason')}): read up to its message "
+            f"{cut.get('messages')}, frames after it are lost")
+    if run.get("stream_gaps"):                     # a stream stalled: frames lost
+        entry["stream_gaps"] = run["stream_gaps"]
+        log(f"source {job.uri}: {entry['stream_gaps']['frames']} frame(s) lost in "
+            f"{entry['stream_gaps']['gaps']} stream gap(s) (one stream stalled mid-recording)")
+
+
+def _place_results(entry: dict, job: Job, partial: Path, out_dir: Path, log: Callable) -> None:
+    """Count the rows of the source's ``partial`` results file into ``entry`` and, for a source done, rename
+    it to its final name (an earlier file of that name kept aside first); a failed or unfinished source
+    keeps its .partial name, never taken for complete. A worker that reported success without a file
+    fails the source."""
+    if partial.is_file():
+        try:
+            entry.update(result_stats(partial))
+        except (OSError, ValueError) as e:
+            entry.update(status="failed", error=f"unreadable results file: {e}")
+        if entry["status"] == "done":
+            final = out_dir / job.results_file
+            if final.exists():   # an earlier file this run redid (cut short, unknown settings): kept
+                entry["previous_file"] = keep_aside(final).name
+                log(f"source {job.uri}: the earlier {final.name} is kept as {entry['previous_file']}")
+            os.replace(partial, final)   # complete: only now under its final name
+            entry["file"] = job.results_file
+        else:
+            entry["file"] = partial.name                     # kept, never taken for complete
+    elif entry["status"] == "done":
+        entry.update(status="failed", error="the worker reported success but wrote no results")
 
 
 def _interrupted(entry: dict, partial: Path) -> None:
