@@ -108,11 +108,34 @@ def _shape(v, where, entry: str, ndim=None) -> tuple:
 def validate_manifest(man: dict, where) -> None:
     """Schema check of a parsed manifest: the type and bounds of every entry the runtime reads, and
     that every file it points to has a sha256 entry. Raises ManifestError naming the entry."""
-    from .config import SearchConfig
-    from .integrity import check_name
-    from .preprocess import PreprocessSpec
+    files = _checked_files(man["files"], where)
+    _check_graphs(man["graphs"], files, where)
+    lay = _dict(man["layout"], where, "'layout'")
+    n_seed, z_dim = _checked_layout(lay, files, where)
+    _check_search(man["search"], n_seed, where)
+    _check_preprocess(man["preprocess"], lay["resolution"], where)
+    _dict(man["model"], where, "'model'")
+    thr = man.get("threshold")
+    if thr is not None:
+        value = _dict(thr, where, "'threshold'").get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise _bad(where, "threshold.value", f"must be a finite number > 0 (scores are >= 0), got {value!r}")
+    bank = man.get("latent_bank")
+    if bank is not None:
+        _check_latent_bank_entry(bank, files, z_dim, where)
+    pixels = man.get("pixel_memory")
+    if pixels is not None:
+        _check_pixel_memory_entry(pixels, files, lay["resolution"], where)
+    parity = man.get("parity")
+    if parity is not None and not isinstance(parity, dict):
+        raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
 
-    files = _dict(man["files"], where, "'files'")
+
+def _checked_files(files, where) -> dict:
+    """The manifest's ``files`` ({file name: sha256 hex}): a non-empty object of safe names
+    (integrity.check_name) and 64-digit lowercase hex digests."""
+    from .integrity import check_name
+    files = _dict(files, where, "'files'")
     if not files:
         raise _bad(where, "'files'", "is empty")
     for name, digest in files.items():
@@ -122,7 +145,13 @@ def validate_manifest(man: dict, where) -> None:
             check_name(name)
         except ManifestError as e:
             raise ManifestError(f"{where}: {e}") from None
-    graphs = _dict(man["graphs"], where, "'graphs'")
+    return files
+
+
+def _check_graphs(graphs, files: dict, where) -> None:
+    """The manifest's ``graphs`` ({name: {file, k, n_seed, state, inputs, outputs, head}}): a non-empty
+    object whose graph files (and host-head constants) are among the checksummed ``files``."""
+    graphs = _dict(graphs, where, "'graphs'")
     if not graphs:
         raise _bad(where, "'graphs'", "is empty")
     for gname, g in graphs.items():
@@ -143,7 +172,12 @@ def validate_manifest(man: dict, where) -> None:
                                  or head["consts"] not in files):
             raise _bad(where, f"graphs[{gname!r}].head.consts", f"{(head or {}).get('consts')!r} is not among the "
                        "manifest's checksummed files")
-    lay = _dict(man["layout"], where, "'layout'")
+
+
+def _checked_layout(lay: dict, files: dict, where) -> tuple:
+    """(n_seed, z_dim) of the manifest's ``layout`` after checking it: sizes in bounds, a known dtype, a
+    checksummed weights file, and weight-copy ``state`` entries stacked for n_seed, MAX_STATE_FLOATS
+    weights at most in all."""
     n_seed = _int(lay.get("n_seed"), where, "layout.n_seed", 1, MAX_N_SEED)
     z_dim = _int(lay.get("z_dim"), where, "layout.z_dim", 1, MAX_Z_DIM)
     _int(lay.get("channels"), where, "layout.channels", 1, MAX_CHANNELS)
@@ -160,7 +194,7 @@ def validate_manifest(man: dict, where) -> None:
         _dict(st, where, f"layout.state[{i}]")
         if not isinstance(st.get("name"), str) or not isinstance(st.get("param", ""), str):
             raise _bad(where, f"layout.state[{i}]", "needs a 'name' and a 'param' (text)")
-        shape = _shape(st.get("shape"), where, f"layout.state[{i}].shape")
+        shape = _shape(st.get("shape"), where, f"layout.state[{i}].shape")   # (n_seed, *one copy's shape)
         if shape[0] != n_seed:
             raise _bad(where, f"layout.state[{i}].shape", f"{list(shape)} is not stacked for n_seed={n_seed}")
         n = 1
@@ -170,7 +204,13 @@ def validate_manifest(man: dict, where) -> None:
     if total > MAX_STATE_FLOATS:
         raise _bad(where, "layout.state", f"holds {total} weights in all, more than this runtime allows "
                    f"({MAX_STATE_FLOATS})")
-    search = _dict(man["search"], where, "'search'")
+    return n_seed, z_dim
+
+
+def _check_search(search, n_seed: int, where) -> None:
+    """The manifest's ``search``: typed SearchConfig fields, n_seed and k in bounds, a valid configuration."""
+    from .config import SearchConfig
+    search = _dict(search, where, "'search'")
     _typed_fields(search, SearchConfig, where, "search")
     _int(search.get("n_seed", n_seed), where, "search.n_seed", 1, MAX_N_SEED)
     _int(search.get("k", 0), where, "search.k", 0, MAX_K)
@@ -178,40 +218,37 @@ def validate_manifest(man: dict, where) -> None:
         SearchConfig.from_dict(search)
     except (TypeError, ValueError) as e:
         raise _bad(where, "'search'", f"is not a valid search configuration ({e})") from None
-    pre = _dict(man["preprocess"], where, "'preprocess'")
+
+
+def _check_preprocess(pre, resolution: int, where) -> None:
+    """The manifest's ``preprocess``: typed PreprocessSpec fields, a valid preprocessing, at the layout's
+    ``resolution``."""
+    from .preprocess import PreprocessSpec
+    pre = _dict(pre, where, "'preprocess'")
     _typed_fields(pre, PreprocessSpec, where, "preprocess")
     try:
         spec = PreprocessSpec.from_dict(pre)
     except (TypeError, ValueError) as e:
         raise _bad(where, "'preprocess'", f"is not a valid preprocessing ({e})") from None
-    if spec.resolution != lay["resolution"]:
+    if spec.resolution != resolution:
         raise _bad(where, "preprocess.resolution", f"{spec.resolution} differs from layout.resolution "
-                   f"{lay['resolution']}")
-    _dict(man["model"], where, "'model'")
-    thr = man.get("threshold")
-    if thr is not None:
-        value = _dict(thr, where, "'threshold'").get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise _bad(where, "threshold.value", f"must be a finite number > 0 (scores are >= 0), got {value!r}")
-    bank = man.get("latent_bank")
-    if bank is not None:
-        _dict(bank, where, "'latent_bank'")
-        if bank.get("file") not in files:
-            raise _bad(where, "latent_bank.file", f"{bank.get('file')!r} is not among the manifest's checksummed files")
-        rows, cols = _shape(bank.get("shape"), where, "latent_bank.shape", ndim=2)
-        if cols != z_dim or rows * cols > MAX_BANK_FLOATS:
-            raise _bad(where, "latent_bank.shape", f"must be [N, z_dim={z_dim}] with N * z_dim <= "
-                       f"{MAX_BANK_FLOATS}, got {[rows, cols]}")
-        try:   # frame-major rows: each normal frame, then its augmented copies (latent_memory.original_rows)
-            original_rows(rows, rows_per_frame_of(bank.get("augment")))
-        except ValueError as e:
-            raise _bad(where, "latent_bank.augment", f"{e} (augment {bank.get('augment')!r})") from None
-    pixels = man.get("pixel_memory")
-    if pixels is not None:
-        _check_pixel_memory_entry(pixels, files, lay["resolution"], where)
-    parity = man.get("parity")
-    if parity is not None and not isinstance(parity, dict):
-        raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
+                   f"{resolution}")
+
+
+def _check_latent_bank_entry(bank, files: dict, z_dim: int, where) -> None:
+    """The manifest's ``latent_bank`` ({file, shape, augment}): a checksummed file of shape (N, z_dim),
+    MAX_BANK_FLOATS floats at most, whose N rows fit the augment list's frame-major layout."""
+    _dict(bank, where, "'latent_bank'")
+    if bank.get("file") not in files:
+        raise _bad(where, "latent_bank.file", f"{bank.get('file')!r} is not among the manifest's checksummed files")
+    rows, cols = _shape(bank.get("shape"), where, "latent_bank.shape", ndim=2)
+    if cols != z_dim or rows * cols > MAX_BANK_FLOATS:
+        raise _bad(where, "latent_bank.shape", f"must be [N, z_dim={z_dim}] with N * z_dim <= "
+                   f"{MAX_BANK_FLOATS}, got {[rows, cols]}")
+    try:   # frame-major rows: each normal frame, then its augmented copies (latent_memory.original_rows)
+        original_rows(rows, rows_per_frame_of(bank.get("augment")))
+    except ValueError as e:
+        raise _bad(where, "latent_bank.augment", f"{e} (augment {bank.get('augment')!r})") from None
 
 
 def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> None:
