@@ -14,7 +14,8 @@ A robot's run is restarted (systemd ``Restart=on-failure``) onto the same ``--ou
   the file and what its end holds, and left byte for byte unchanged;
 * with ``model`` (``Scorer.identity``: path, manifest sha256, configuration name and settings hash)
   a file whose latest model record names another model is refused (OtherModelError, a ResultsFileError; the
-  file unchanged), and the ``resumed`` event names this run's model;
+  file unchanged), and the ``resumed`` event and the ``rotated`` event that begins each rotated file name
+  this run's model (so a file still names it when the one holding the ``start`` event was pruned);
 * one writer at a time: the file is opened (created) and locked (``flock``, exclusive, released when it
   is closed or its process dies) before anything is read or cut; a file another run holds is refused
   (ResultsFileError, left unchanged), so two runs never interleave their lines and frame indices;
@@ -334,7 +335,7 @@ class ResultWriter:
 
     def _check_same_model(self, model: dict) -> None:
         """Refuse (OtherModelError, the file left unchanged) to append this model's scores to a file
-        whose latest model record (a ``start`` / ``resumed`` event or a summary, in the file or its
+        whose latest model record (a ``start`` / ``resumed`` / ``rotated`` event or a summary, in the file or its
         newest rotated file that has one) names another model: scores of two models are never
         mixed in one file. A file without any model record (older edge-ad) is appended to."""
         candidates = ([self.path] if self.path.exists() else []) + list(reversed(rotated_files(self.path)))
@@ -443,7 +444,10 @@ class ResultWriter:
         self._f = open(self.path, "a", encoding="utf-8")
         try_lock(self._f)        # the fresh file is this run's too (one opened in the instant between: not ours)
         self._size = 0
-        self.write({"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)})
+        rotated = {"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)}
+        if self.model is not None:   # every file names its model from its first line: once the file holding the
+            rotated["model"] = self.model   # start event is pruned, a restart by another model is still refused
+        self.write(rotated)
         self.prune()
         return target
 

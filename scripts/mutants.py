@@ -269,6 +269,9 @@ MUTANTS = [
     Mutant("results-prune-unsaid", "runtime/results.py",
            "            self.pruned.append(gone)", "            pass",
            ("tests/test_reliability.py", "-k", "rotate_keep")),
+    Mutant("results-rotated-nameless", "runtime/results.py",      # audit 29 #1
+           '            rotated["model"] = self.model', "            pass",
+           ("tests/test_reliability.py", "-k", "names_its_model")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

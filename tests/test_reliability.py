@@ -189,6 +189,34 @@ def test_restart_on_a_finite_source_says_its_frames_are_scored_again(tmp_path):
     assert frames[:3] == frames[3:] and len(frames) == 6          # what the line warns of
 
 
+def test_every_rotated_file_names_its_model_so_a_pruned_start_still_refuses_another_model(tmp_path):
+    """Audit 29 #1: the model was named only in a new file's ``start`` event, ``resumed`` events and the summary.
+    With --rotate-keep the file holding ``start`` is pruned; after a crash (no summary) no file named a model and a
+    restart by ANOTHER model appended its scores to the first model's file (exit 0). Now the ``rotated`` event
+    that begins each file names the model: the other model is refused, the files unchanged; the same resumes."""
+    from edge_ad.runtime.results import OtherModelError
+    a = {"path": "/m/a", "manifest_sha256": "a" * 64, "configuration": "conf", "config_sha256": "1" * 64}
+    b = {**a, "path": "/m/b", "manifest_sha256": "b" * 64}
+    out = tmp_path / "r.jsonl"
+    w = ResultWriter(out, rotate_bytes=600, rotate_keep=1, model=a)
+    w.write({"type": "event", "event": "start", "time": 0.0, "model": a})   # as run_capture writes it
+    for i in range(40):
+        w.write({"type": "frame", "index": i, "score": 0.5, "threshold": 1.0})
+    w.close()                                          # a crash: no summary
+    files = rotated_files(out) + [out]
+    assert w.rotations >= 4 and len(files) == 2        # the file with the start event is long gone
+    texts = [p.read_text() for p in files]
+    assert not any('"start"' in t for t in texts)
+    firsts = [json.loads(t.splitlines()[0]) for t in texts]
+    assert [(f["event"], f["model"]) for f in firsts] == [("rotated", a)] * 2
+    with pytest.raises(OtherModelError, match=f"manifest_sha256 '{'a' * 64}' -> '{'b' * 64}'"):
+        ResultWriter(out, model=b)
+    assert [p.read_text() for p in files] == texts     # refused: nothing cut or written
+    w = ResultWriter(out, model=a)                     # the same model continues
+    assert w.next_index == 40 and w.resumed["model"] == a
+    w.close()
+
+
 def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     """Audit 27 #19: results were never deleted, so the shipped service (rotated at 100 MB) filled its disk,
     failed to write (ENOSPC, exit 1) and, 10 failed restarts later, systemd gave up: no scoring until a human
