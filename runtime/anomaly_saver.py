@@ -5,13 +5,19 @@ A per-result hook (``hook(rec, frame, res)``, see ``capture.run_capture``) on to
 never overwritten, and a picture that could not be finished (a full disk) is removed. Pictures never
 take the last of the disk: while DIR's filesystem has less free than a reserve (``min_free_bytes``),
 they are paused (a hook error: one ``hook_failed`` event per streak, the run goes on and its results
-keep being written), and they resume once space is freed.
+keep being written), and they resume once space is freed. With ``keep`` N (``--save-anomalies-keep``) the
+pictures of the newest N flagged frames are kept: after each frame's pictures, the oldest sets in DIR
+beyond N (this run's and earlier runs', by modification time) are deleted, so a service that runs for
+months keeps its newest anomalies' pictures instead of filling the disk and stopping them for good.
 """
 from __future__ import annotations
 
+import os
+import re
 import shutil
+from collections import deque
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -21,6 +27,7 @@ PARTS = ("rgb", "depth", "recon", "error", "overlay")
 SCALE = 4   # the error and overlay pictures are enlarged 4 x (model space is 64 x 64)
 MIN_FREE_BYTES = 500 << 20   # the default reserve: max(500 MiB, MIN_FREE_SHARE of the filesystem)
 MIN_FREE_SHARE = 0.05
+PICTURE_NAME = re.compile(r"^(\d{8}_.+)_(?:%s)\.png$" % "|".join(PARTS))   # <stem>_<part>.png, stem <index>_<frame>[-n]
 
 
 def min_free_bytes(total: int, min_free_mb: Optional[float] = None) -> int:
@@ -58,17 +65,50 @@ class AnomalySaver:
 
     Never overwrites: when a picture of that name exists (another run into the same directory
     without --out, or a camera whose frame numbers restarted), the name gets ``-2``, ``-3``, ...
-    before the part name."""
+    before the part name.
+
+    ``keep`` N (None: keep every picture): after each flagged frame's pictures, the sets beyond the newest
+    N in the directory (earlier runs' included, oldest by modification time first) are deleted, only
+    files named like this saver's pictures; the first deletion is said through ``log``, ``deleted``
+    counts the sets deleted."""
 
     name = "--save-anomalies"   # how hook_failed events and the summary's hook_failures name it
     PARTS = PARTS
 
-    def __init__(self, out_dir: str, spec, min_free_mb: Optional[float] = None):
+    def __init__(self, out_dir: str, spec, min_free_mb: Optional[float] = None, keep: Optional[int] = None,
+                 log: Callable[[str], None] = lambda msg: None):
+        if keep is not None and (isinstance(keep, bool) or int(keep) != keep or keep < 1):
+            raise ValueError(f"keep (--save-anomalies-keep) must be a whole number >= 1, got {keep!r}")
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spec = spec
         self.min_free_mb = min_free_mb      # None: min_free_bytes' default rule
+        self.keep = None if keep is None else int(keep)
+        self.log = log
         self.saved = 0
+        self.deleted = 0
+        self._sets = deque(self._existing_sets()) if keep is not None else deque()   # stems, oldest first
+
+    def _existing_sets(self) -> list:
+        """The stems of the picture sets already in the directory (earlier runs'), oldest first."""
+        newest: dict = {}
+        for entry in os.scandir(self.dir):
+            m = PICTURE_NAME.match(entry.name)
+            if m and entry.is_file(follow_symlinks=False):
+                t = entry.stat(follow_symlinks=False).st_mtime
+                newest[m.group(1)] = max(t, newest.get(m.group(1), t))
+        return [self.dir / stem for stem in sorted(newest, key=lambda k: (newest[k], k))]
+
+    def _prune(self) -> None:
+        """Delete the oldest picture sets beyond ``keep`` (each part that exists)."""
+        while self.keep is not None and len(self._sets) > self.keep:
+            stem = self._sets.popleft()
+            for part in PARTS:
+                Path(f"{stem}_{part}.png").unlink(missing_ok=True)
+            if not self.deleted:
+                self.log(f"deleting the oldest anomaly pictures in {self.dir} to keep the newest {self.keep} "
+                         f"flagged frames' (--save-anomalies-keep): first {stem.name}_*.png")
+            self.deleted += 1
 
     def check_room(self) -> None:
         """RuntimeError (pictures paused) while the pictures' filesystem has less free than the reserve."""
@@ -113,3 +153,6 @@ class AnomalySaver:
         for part in PARTS:
             _save_png(pictures[part], Path(f"{stem}_{part}.png"))
         self.saved += 1
+        if self.keep is not None:
+            self._sets.append(stem)
+            self._prune()

@@ -272,6 +272,9 @@ MUTANTS = [
     Mutant("results-rotated-nameless", "runtime/results.py",      # audit 29 #1
            '            rotated["model"] = self.model', "            pass",
            ("tests/test_reliability.py", "-k", "names_its_model")),
+    Mutant("pictures-never-pruned", "runtime/anomaly_saver.py",      # audit 29 #6
+           "        while self.keep is not None and len(self._sets) > self.keep:", "        while False:",
+           ("tests/test_run.py", "-k", "keep_keeps")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -124,6 +124,8 @@ def test_systemd_unit():
     assert "build-engine" in svc["ExecStartPre"]
     # rotated and pruned (audit 27 #19): results never fill the disk and stop the service
     assert "--rotate-mb 100 --rotate-keep 20" in svc["ExecStart"]
+    # audit 29 #6: the pictures are bounded too (their own retention): the newest anomalies keep theirs
+    assert svc["ExecStart"].endswith("--save-anomalies /var/lib/edge-ad/anomalies --save-anomalies-keep 5000")
     # audit 28 #15: a camera that enumerates late after boot is waited for, not 10 failed starts and a dead unit
     assert "--camera --wait-for-camera" in svc["ExecStart"]
     assert svc["KillSignal"] == "SIGTERM"

@@ -210,6 +210,38 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
         assert r.exit_code == 2 and "--save-anomalies-min-free-mb" in r.output, (bad, r.output)
 
 
+def test_save_anomalies_keep_keeps_the_newest_flagged_frames_pictures(tmp_path, stub):
+    """Audit 29 #6: pictures were only ever added, so the unit's --save-anomalies reached its free-space reserve
+    after days and then saved none for good (and on a small disk the results lost every later line). With
+    --save-anomalies-keep N the newest N flagged frames' picture sets are kept, the oldest (an earlier run's
+    first) deleted after each new set, said once; files not named like pictures are never touched."""
+    import os
+    anom, out = tmp_path / "anom", tmp_path / "r.jsonl"
+    anom.mkdir()
+    for k, stem in enumerate(("00000003_cam-3", "00000004_cam-4")):      # an earlier run's two sets
+        for part in AnomalySaver.PARTS:
+            (anom / f"{stem}_{part}.png").write_bytes(b"png")
+            os.utime(anom / f"{stem}_{part}.png", (1e9 + k, 1e9 + k))
+    (anom / "notes.txt").write_text("mine")
+    (anom / "00000001_x_rgb.jpg").write_text("mine too")
+    r = invoke(["--source", "synth://?n=8&seed=4", "--threshold", "0.5", "--out", str(out),
+                "--save-anomalies", str(anom), "--save-anomalies-keep", "2"])
+    assert r.exit_code == EXIT_OK, r.output
+    flagged = [x for x in lines(out) if x["type"] == "frame" and x["anomalous"]]
+    assert len(flagged) >= 3
+    kept = {f"{x['index']:08d}_{x['frame']}_{part}.png" for x in flagged[-2:] for part in AnomalySaver.PARTS}
+    assert {p.name for p in anom.iterdir()} == kept | {"notes.txt", "00000001_x_rgb.jpg"}
+    assert r.output.count("deleting the oldest anomaly pictures") == 1
+    assert f"to keep the newest 2 flagged frames' (--save-anomalies-keep): first 00000003_cam-3_*.png" in r.output
+    saver = AnomalySaver(str(anom), stub.preprocess, keep=3)      # this run's sets, oldest first
+    assert [p.name for p in saver._sets] == [f"{x['index']:08d}_{x['frame']}" for x in flagged[-2:]]
+    with pytest.raises(ValueError, match="keep .--save-anomalies-keep. must be a whole number >= 1, got 0"):
+        AnomalySaver(str(anom), stub.preprocess, keep=0)
+    r = invoke(["--source", "synth://?n=1", "--save-anomalies-keep", "2"])
+    assert r.exit_code == 2 and "--save-anomalies-keep keeps the newest N flagged frames' pictures: give " \
+                                "--save-anomalies DIR too" in r.output, r.output
+
+
 def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
     """--sheet under a path that is a file (review2 item 5: FileExistsError traceback, exit 1): the
     results are written, the exit status is the run's (0), the message names the sheet and why."""

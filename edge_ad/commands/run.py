@@ -174,6 +174,10 @@ def _close_picture_hook(close, **kwargs) -> None:
 @click.option("--save-anomalies-min-free-mb", "anomalies_min_free_mb", type=FiniteFloat(min=0), metavar="MB",
               help="Pause the pictures while DIR's filesystem has less than MB MiB free, so they never take the "
                    "space the results need [default: max(500 MiB, 5 % of the filesystem)].")
+@click.option("--save-anomalies-keep", "anomalies_keep", type=click.IntRange(min=1), metavar="N",
+              help="With --save-anomalies: keep the pictures of the newest N flagged frames, deleting the oldest "
+                   "sets in DIR beyond N (earlier runs' too), so pictures never fill the disk and stop for good "
+                   "(the systemd unit: 5000, ~2 GB at 640 x 480). Default: keep all.")
 @click.option("--display", is_flag=True, help="Show an OpenCV window with the overlay.")
 @click.option("--sheet", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="When the run ends, write a contact sheet: flagged frames and the lowest-scoring "
@@ -217,7 +221,7 @@ def _close_picture_hook(close, **kwargs) -> None:
               "lost mid-run: a source_lost event in --out, then retried every 0.5-10 s until one opens (the "
               "systemd unit uses it: a camera that enumerates late after boot). Without it: exit 1 at once.")
 def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_anomalies, anomalies_min_free_mb,
-        display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, rotate_keep, max_frame_pixels, alarm_window,
+        anomalies_keep, display, sheet, rerun_target, seed, z0_path, quiet, frame_timeout, rotate_mb, rotate_keep, max_frame_pixels, alarm_window,
         alarm_alpha, trusted_keys, wait_for_camera):
     """Score RGB-D frames live: anomaly score per frame, alerts, JSON-lines results.
 
@@ -232,6 +236,9 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     from edge_ad.runtime.results import ResultsFileError
 
     _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet, rerun_target)
+    if anomalies_keep is not None and not save_anomalies:
+        raise click.UsageError("--save-anomalies-keep keeps the newest N flagged frames' pictures: give "
+                               "--save-anomalies DIR too")
     # open the source first: a missing camera is reported at once, before loading the model
     uri = source_uri or DEFAULT_SOURCE
     max_pixels = max_frame_pixels or DEFAULT_MAX_PIXELS
@@ -243,8 +250,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
         spec = scorer_spec(scorer)
         stop = threading.Event()
         status = Status(quiet, source.uri or uri)
-        pictures = _picture_hooks(spec, thr, stop, status, save_anomalies, anomalies_min_free_mb, display, sheet,
-                                  rerun_target)
+        pictures = _picture_hooks(spec, thr, stop, status, (save_anomalies, anomalies_min_free_mb, anomalies_keep),
+                                  display, sheet, rerun_target)
     except BaseException:
         source.close()
         raise
@@ -353,15 +360,17 @@ class _Pictures:
                                                           f" ({rerun_target} exists: never replaced)"))
 
 
-def _picture_hooks(spec, thr, stop, status: Status, save_anomalies, anomalies_min_free_mb, display, sheet,
-                   rerun_target) -> _Pictures:
+def _picture_hooks(spec, thr, stop, status: Status, saving: tuple, display, sheet, rerun_target) -> _Pictures:
     """Open the picture hooks asked for; one that cannot open (no OpenCV, no graphical session, no rerun-sdk
-    or viewer) is a one-line error, and --save-anomalies needs a threshold."""
+    or viewer) is a one-line error, and --save-anomalies needs a threshold. ``saving``: --save-anomalies'
+    (DIR or None, --save-anomalies-min-free-mb, --save-anomalies-keep)."""
     pictures = _Pictures()
+    save_anomalies, min_free_mb, keep = saving
     if save_anomalies:
         if thr is None:
             raise click.UsageError("--save-anomalies needs a threshold: the model has none, pass --threshold")
-        pictures.hooks.append(AnomalySaver(save_anomalies, spec, min_free_mb=anomalies_min_free_mb))
+        pictures.hooks.append(AnomalySaver(save_anomalies, spec, min_free_mb=min_free_mb, keep=keep,
+                                           log=status.log))
     try:
         pictures.display = Display(spec, stop) if display else None
     except (ImportError, RuntimeError) as e:   # no OpenCV, no graphical session
