@@ -73,6 +73,7 @@ class AnomalySaver:
     counts the sets deleted."""
 
     name = "--save-anomalies"   # how hook_failed events and the summary's hook_failures name it
+    only_flagged = True         # run_capture calls it for flagged frames only (a paused streak is not ended between)
     PARTS = PARTS
 
     def __init__(self, out_dir: str, spec, min_free_mb: Optional[float] = None, keep: Optional[int] = None,

@@ -12,7 +12,8 @@
   error, the frame's line stays written and the hook is called again for later frames (a disk
   that was full may be freed; one odd frame does not stop the pictures of the others). A hook failing frame after frame writes one event,
   not one per frame (another one only after it worked again); the summary counts the failures
-  per hook (``hook_failures``).
+  per hook (``hook_failures``). A hook with ``only_flagged = True`` (``--save-anomalies``) is called
+  for flagged frames only, so the unflagged frames between two failing flagged ones do not end its streak.
 * Sensor faults (dead depth, black / saturated / noise colour, a stuck camera: only for a stream,
   ``Source.stream``, not a folder of files; ``sensor_faults.py``,
   limits in the model's preprocessing spec) and frames over ``max_pixels`` are reported as
@@ -276,7 +277,9 @@ def hook_name(hook) -> str:
 
 class _Hooks:
     """The ``on_result`` / ``on_error`` hooks of a run; one that raises is reported and called
-    again next frame. ``failures`` (hook name -> frames on which it raised) may be shared."""
+    again next frame. ``failures`` (hook name -> frames on which it raised) may be shared. A hook whose
+    ``only_flagged`` attribute is true is not called for a record that is not ``anomalous`` (it would do
+    nothing there, and a call that did nothing must not end a failing streak: one event per streak)."""
 
     def __init__(self, hooks, failures: dict):
         if hooks is None:
@@ -291,6 +294,8 @@ class _Hooks:
         """Call every hook with ``args`` (``args[0]``: the frame's record)."""
         rec = args[0]
         for hook, name in self.hooks:
+            if getattr(hook, "only_flagged", False) and not rec.get("anomalous"):
+                continue
             try:
                 hook(*args)
             except Exception as e:   # a picture, a viewer, a publisher: never worth the run

@@ -275,6 +275,9 @@ MUTANTS = [
     Mutant("pictures-never-pruned", "runtime/anomaly_saver.py",      # audit 29 #6
            "        while self.keep is not None and len(self._sets) > self.keep:", "        while False:",
            ("tests/test_run.py", "-k", "keep_keeps")),
+    Mutant("hook-streak-ended-by-idle-call", "runtime/capture.py",      # audit 29 #7
+           '            if getattr(hook, "only_flagged", False) and not rec.get("anomalous"):', "            if False:",
+           ("tests/test_run.py", "-k", "pause_below")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -182,7 +182,9 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
     """Audit 26 #13: on a robot the pictures filled the disk that holds the results, then the results write
     failed (fatal ENOSPC) and every restart failed again. Now a flagged frame's pictures are skipped while the
     filesystem has less free than the reserve (one hook_failed event per streak naming it), every frame is
-    scored and recorded, and pictures resume once space is freed."""
+    scored and recorded, and pictures resume once space is freed. Audit 29 #7: the streak is the paused
+    pictures', not the flagged frames': normal frames between flagged ones (the saver does nothing there) do
+    not end it, so a paused saver writes one event, not one per flagged frame."""
     from collections import namedtuple
 
     from edge_ad.runtime import anomaly_saver
@@ -190,18 +192,20 @@ def test_pictures_pause_below_the_free_space_reserve_and_the_results_go_on(tmp_p
     free = {"bytes": 100 << 20}
     monkeypatch.setattr(anomaly_saver.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free["bytes"]))
     out, anom = tmp_path / "r.jsonl", tmp_path / "anom"
-    r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(out),
+    r = invoke(["--source", "synth://?n=12&seed=4", "--threshold", "0.9", "--out", str(out),
                 "--save-anomalies", str(anom), "-q"])
     assert r.exit_code == EXIT_OK, r.output
     recs = lines(out)
     frames = [x for x in recs if x["type"] == "frame"]
     n_flagged = sum(x["anomalous"] for x in frames)
-    assert len(frames) == 6 and n_flagged >= 2 and not list(anom.iterdir())
+    assert len(frames) == 12 and n_flagged >= 2 and not list(anom.iterdir())
+    flags = "".join("F" if x["anomalous"] else "." for x in frames)
+    assert "F." in flags.strip("."), flags          # flagged frames with normal ones between them (...FFF...F.F)
     events = [x for x in recs if x.get("event") == "hook_failed"]
     assert len(events) == 1 and "pictures paused: 100 MiB free" in events[0]["error"], events
     assert "less than the 52429 MiB kept free" in events[0]["error"]            # 5 % of 1 TiB
     assert recs[-1]["hook_failures"] == {"--save-anomalies": n_flagged}
-    r = invoke(["--source", "synth://?n=6&seed=4", "--threshold", "0.5", "--out", str(tmp_path / "r2.jsonl"),
+    r = invoke(["--source", "synth://?n=12&seed=4", "--threshold", "0.9", "--out", str(tmp_path / "r2.jsonl"),
                 "--save-anomalies", str(anom), "--save-anomalies-min-free-mb", "64", "-q"])   # 100 MiB >= 64
     assert r.exit_code == EXIT_OK and len(list(anom.iterdir())) == 5 * n_flagged, r.output
     assert anomaly_saver.min_free_bytes(1 << 30) == 500 << 20 and anomaly_saver.min_free_bytes(1 << 30, 0) == 0
