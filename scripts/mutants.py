@@ -278,6 +278,10 @@ MUTANTS = [
     Mutant("hook-streak-ended-by-idle-call", "runtime/capture.py",      # audit 29 #7
            '            if getattr(hook, "only_flagged", False) and not rec.get("anomalous"):', "            if False:",
            ("tests/test_run.py", "-k", "pause_below")),
+    Mutant("oak-wall-clock-timeout", "runtime/sources/oak.py",      # audit 29 #2
+           "                    if time.monotonic() - t0 > self.timeout_s:",
+           "                    if time.time() - t0 > self.timeout_s:",
+           ("tests/test_sources.py", "-k", "oak_that_sends_nothing")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -652,6 +652,32 @@ def test_oak_without_depthai_or_device_is_explained():
     assert time.perf_counter() - t0 < 5.0
 
 
+def test_an_oak_that_sends_nothing_is_an_outage_after_timeout_s_whatever_the_wall_clock_does(monkeypatch):
+    """Audit 29 #2: the OAK source timed its wait for frames on the wall clock, so a clock stepped back (NTP or
+    the RTC correcting a Jetson's clock at boot) hid a dead camera for the size of the step (and a step forward
+    faked an outage). Now the wait is timed on the monotonic clock: 'no frames for 0.3 s' after ~0.3 s here
+    (timeout_s 0.3), though time.time() steps back an hour on every call."""
+    from edge_ad.runtime.sources import oak
+    src = oak.OakSource.__new__(oak.OakSource)        # no depthai, no device: the waiting loop alone
+    src.device_id, src.timeout_s = "fake", 0.3
+    start, wall = time.monotonic(), [time.time()]
+
+    def nothing_yet():                                 # the camera sends nothing
+        assert time.monotonic() - start < 3.0, "still waiting for frames 3 s later (timeout_s 0.3)"
+        return None
+
+    def stepped_back():
+        wall[0] -= 3600.0
+        return wall[0]
+
+    src.pipeline = SimpleNamespace(isRunning=lambda: True)
+    src.queue = SimpleNamespace(tryGet=nothing_yet)
+    monkeypatch.setattr(oak.time, "time", stepped_back)
+    with pytest.raises(SourceError, match="OAK fake: no frames for 0.3 s"):
+        next(iter(src))
+    assert 0.3 <= time.monotonic() - start < 3.0
+
+
 def test_a_transparent_colour_key_is_refused_ros_alpha_is_padding(tmp_path, kinect_root):
     """Review 16 #8: an RGB PNG with a transparent colour key (tRNS) dropped its transparency unchecked,
     while an RGBA file with transparent pixels is refused: now the same rule (preprocess.opaque_rgb),

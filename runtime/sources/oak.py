@@ -85,15 +85,15 @@ class OakSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         n = 0
         while True:
-            t0 = time.time()
+            t0 = time.monotonic()     # not the wall clock: an NTP / RTC step at boot must not hide or fake an outage
             group = None
             while group is None:
                 if not self.pipeline.isRunning():
                     raise SourceError(f"OAK {self.device_id} pipeline stopped")
                 group = self.queue.tryGet()
                 if group is None:
-                    if time.time() - t0 > self.timeout_s:
-                        raise SourceError(f"OAK {self.device_id}: no frames for {self.timeout_s:.0f} s")
+                    if time.monotonic() - t0 > self.timeout_s:
+                        raise SourceError(f"OAK {self.device_id}: no frames for {self.timeout_s:g} s")
                     time.sleep(0.002)
             rgb = np.ascontiguousarray(group["rgb"].getCvFrame()[:, :, ::-1])  # BGR -> RGB
             depth = np.asarray(group["depth"].getFrame()).astype(np.uint16)   # millimetres
