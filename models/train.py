@@ -132,7 +132,8 @@ def train(data_u8: np.ndarray, out_dir: str | Path, cfg: TrainConfig, *, data_su
 
 def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary: dict, spec: PreprocessSpec,
            resume: bool, progress: bool, log, dist: Dist) -> Path:
-    """``train``'s work, under out_dir's lock."""
+    """``train``'s work, under out_dir's lock: the models (fresh, or resumed from out_dir/last.pt), then
+    per epoch: its steps, the mean losses, sample grids and checkpoints when due."""
     if not dist.is_main:
         log, progress = (lambda *a, **k: None), False
     if dist.enabled and cfg.objective != "bce":
@@ -142,68 +143,21 @@ def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + dist.rank)
-    gcfg = GanConfig(z_dim=cfg.z_dim, features_g=cfg.features_g, features_d=cfg.features_d,
-                     resolution=spec.resolution)
-    G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce", norm=cfg.critic_norm)
-    init_weights(G), init_weights(D)
-    G, D = G.to(dist.device), D.to(dist.device)   # the optimizers' state follows (a no-op on the CPU)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    gen = torch.Generator().manual_seed(cfg.seed + dist.rank)   # this rank's noise: batches, augmentation, z
+    G, D, opt_g, opt_d = _models(cfg, spec, dist.device)
     state = TrainState()
     ckpt_path = out / "last.pt"
-    # rank 0 reads the checkpoint and hands it to every rank (no shared filesystem needed across nodes)
-    if not resume and dist.broadcast(ckpt_path.exists() if dist.is_main else None):   # never replaced
-        raise ValueError(f"{ckpt_path} exists (an earlier run's checkpoint) and --no-resume would start afresh "
-                         "over it: a checkpoint is never replaced; use another --out (or move the earlier run away)")
-    ck = read_checkpoint(ckpt_path) if resume and dist.is_main and ckpt_path.exists() else None
-    ck = dist.broadcast(ck)
+    ck = _checkpoint_to_resume(ckpt_path, resume, dist)
     if ck is not None:
-        stored = {**ADDED_FIELDS, **(ck["train"].get("config") or {})}   # runs from before a field existed
-        now = asdict(cfg) | {"epochs": stored.get("epochs")}
-        if stored != now:
-            raise ValueError(f"{ckpt_path} was trained with a different configuration ({_changes(stored, now)}); "
-                             "use another --out")
-        stored_data = {k: v for k, v in (ck["train"].get("data") or {}).items() if k not in DERIVED_DATA_FIELDS}
-        new_data = {k: v for k, v in (data_summary or {}).items() if k not in DERIVED_DATA_FIELDS}
-        differ = _other_data(stored_data, new_data) if stored_data and new_data else []   # {}: not recorded
-        if differ:
-            raise ValueError(f"{ckpt_path} was trained on {_data_text(stored_data)}; this run's data is "
-                             f"{_data_text(new_data)} ({_changes(stored_data, new_data, differ)}): resuming would "
-                             "mix the two; use another --out")
-        if stored_data and new_data and stored_data.get("source") != new_data.get("source"):
-            log(f"{ckpt_path}: the same frames (content sha256 {new_data.get('frames_sha256_16')}), now read from "
-                f"{new_data.get('source')} (trained from {stored_data.get('source')})")
-        stored_spec = ck.get("preprocess")
-        if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
-            raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "
-                             f"under {spec.to_dict()} would mix the two: use another --out")
-        G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
-        opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
-        state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]
-        ranks = ck["optimizers"].get("rng_ranks")
-        if ranks and len(ranks) == dist.world_size:
-            gen.set_state(ranks[dist.rank])
-        elif dist.rank == 0:
-            gen.set_state(ck["optimizers"]["rng"])
-        else:   # resumed with another world size: a fresh stream per rank
-            gen.manual_seed(cfg.seed + dist.rank + 7919 * state.epoch)
+        _check_resumable(ck, ckpt_path, cfg, data_summary, spec, log)
+        _load_training_state(ck, G, D, opt_g, opt_d, gen, state, cfg, dist)
         log(f"resuming {ckpt_path} at epoch {state.epoch}")
     dev = dist.device
     G, D = dist.wrap(G), dist.wrap(D)      # DistributedDataParallel when distributed, else unchanged
     G_mod, D_mod = unwrap(G), unwrap(D)
     X = to_tensor(data_u8, spec)  # (N, 4, R, R)
     N = len(X)
-    bs = min(cfg.batch_size, N)
-    if dist.enabled:
-        bs_rank = bs // dist.world_size      # the global batch stays batch_size
-        if bs_rank < 1:
-            raise ValueError(f"batch size {bs} is smaller than the world size {dist.world_size}")
-        steps = max(1, (N // dist.world_size) // bs_rank)
-        log(f"DistributedDataParallel: world size {dist.world_size}, backend {dist.backend}, "
-            f"{bs_rank} frames per rank per step, {steps} steps per epoch")
-    else:
-        steps = max(1, N // bs)
+    step_bs, steps = _batch_sizes(N, cfg, dist, log)
     fixed_z = torch.randn(16, cfg.z_dim, 1, 1, generator=torch.Generator().manual_seed(1234))
     bce = nn.BCELoss()
     bar = None
@@ -213,32 +167,10 @@ def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         G.train(), D.train()
-        if dist.enabled:
-            idx = torch.tensor(dist.shard(N, epoch, cfg.seed))   # this rank's part of the epoch
-            batches = [idx[s * bs_rank:(s + 1) * bs_rank] for s in range(steps)]
-        else:
-            perm = torch.randperm(N, generator=gen)
-            batches = [perm[s * bs:(s + 1) * bs] for s in range(steps)]
         lg_sum = ld_sum = 0.0
-        for sel in batches:
+        for sel in _epoch_batches(N, epoch, step_bs, steps, cfg.seed, dist, gen):
             real = augment(X[sel], gen, cfg.hflip, cfg.max_shift, cfg.brightness, cfg.white_balance).to(dev)
-            b = real.shape[0]
-            if cfg.objective == "bce":
-                fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen).to(dev))
-                d_real, d_fake = D(real).flatten(), D(fake.detach()).flatten()
-                loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-                opt_d.zero_grad(), loss_d.backward(), opt_d.step()
-                out_f = D(fake).flatten()
-                loss_g = bce(out_f, torch.ones_like(out_f))
-                opt_g.zero_grad(), loss_g.backward(), opt_g.step()
-            else:
-                for _ in range(cfg.critic_iters):
-                    fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen)).detach()
-                    loss_d = (D(fake).mean() - D(real).mean()
-                              + cfg.gp_lambda * _gradient_penalty(D, real, fake, gen))
-                    opt_d.zero_grad(), loss_d.backward(), opt_d.step()
-                loss_g = -D(G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen))).mean()
-                opt_g.zero_grad(), loss_g.backward(), opt_g.step()
+            loss_g, loss_d = _gan_step(G, D, opt_g, opt_d, real, cfg, gen, dev, bce)
             lg_sum += loss_g.item()
             ld_sum += loss_d.item()
         secs = time.perf_counter() - t0
@@ -253,11 +185,7 @@ def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary
             bar.update(1)
         last = epoch == cfg.epochs
         if cfg.sample_every and (epoch % cfg.sample_every == 0 or last) and dist.is_main:
-            G_mod.eval()
-            with torch.no_grad():
-                save_sample_grid(G_mod(fixed_z.to(dev)).cpu().numpy(), out / f"samples_{epoch:04d}.png", spec,
-                                 title=f"epoch {epoch}")
-            save_loss_curve(h, out / "loss_curve.png")
+            _save_pictures(G_mod, fixed_z.to(dev), out, epoch, spec, h)
         if cfg.sample_every and (epoch % cfg.sample_every == 0) or last or \
                 (cfg.snapshot_every and epoch % cfg.snapshot_every == 0):
             extra = _replicas(dist, G_mod, D_mod, gen)      # a collective: every rank takes part
@@ -278,6 +206,132 @@ def _train(data_u8: np.ndarray, out_dir: Path, cfg: TrainConfig, *, data_summary
     if dist.is_main and not ckpt_path.exists():  # resumed a finished run
         raise FileNotFoundError(ckpt_path)
     return ckpt_path
+
+
+def _models(cfg: TrainConfig, spec: PreprocessSpec, device) -> tuple:
+    """(G, D, opt_g, opt_d): a freshly initialised generator and discriminator (a critic for WGAN-GP) at the
+    preprocessing's resolution on ``device``, each with its Adam optimizer."""
+    gcfg = GanConfig(z_dim=cfg.z_dim, features_g=cfg.features_g, features_d=cfg.features_d,
+                     resolution=spec.resolution)
+    G, D = Generator(gcfg), Discriminator(gcfg, sigmoid=cfg.objective == "bce", norm=cfg.critic_norm)
+    init_weights(G), init_weights(D)
+    G, D = G.to(device), D.to(device)   # the optimizers' state follows (a no-op on the CPU)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return G, D, opt_g, opt_d
+
+
+def _checkpoint_to_resume(ckpt_path: Path, resume: bool, dist: Dist) -> Optional[dict]:
+    """The checkpoint ``ckpt_path`` a run continues from, or None (a fresh run). Rank 0 reads it and hands it
+    to every rank (no shared filesystem needed across nodes). ValueError when ``resume`` is off and an
+    earlier run's checkpoint is there: a checkpoint is never replaced."""
+    if not resume and dist.broadcast(ckpt_path.exists() if dist.is_main else None):   # never replaced
+        raise ValueError(f"{ckpt_path} exists (an earlier run's checkpoint) and --no-resume would start afresh "
+                         "over it: a checkpoint is never replaced; use another --out (or move the earlier run away)")
+    ck = read_checkpoint(ckpt_path) if resume and dist.is_main and ckpt_path.exists() else None
+    return dist.broadcast(ck)
+
+
+def _check_resumable(ck: dict, ckpt_path: Path, cfg: TrainConfig, data_summary: dict, spec: PreprocessSpec,
+                     log) -> None:
+    """ValueError unless checkpoint ``ck`` was trained with this configuration (``epochs`` aside), on the
+    same frames and with the same preprocessing: resuming would mix two runs. The same frames read from
+    another place resume, said in ``log``."""
+    stored = {**ADDED_FIELDS, **(ck["train"].get("config") or {})}   # runs from before a field existed
+    now = asdict(cfg) | {"epochs": stored.get("epochs")}
+    if stored != now:
+        raise ValueError(f"{ckpt_path} was trained with a different configuration ({_changes(stored, now)}); "
+                         "use another --out")
+    stored_data = {k: v for k, v in (ck["train"].get("data") or {}).items() if k not in DERIVED_DATA_FIELDS}
+    new_data = {k: v for k, v in (data_summary or {}).items() if k not in DERIVED_DATA_FIELDS}
+    differ = _other_data(stored_data, new_data) if stored_data and new_data else []   # {}: not recorded
+    if differ:
+        raise ValueError(f"{ckpt_path} was trained on {_data_text(stored_data)}; this run's data is "
+                         f"{_data_text(new_data)} ({_changes(stored_data, new_data, differ)}): resuming would "
+                         "mix the two; use another --out")
+    if stored_data and new_data and stored_data.get("source") != new_data.get("source"):
+        log(f"{ckpt_path}: the same frames (content sha256 {new_data.get('frames_sha256_16')}), now read from "
+            f"{new_data.get('source')} (trained from {stored_data.get('source')})")
+    stored_spec = ck.get("preprocess")
+    if stored_spec is not None and PreprocessSpec.from_dict(stored_spec).to_dict() != spec.to_dict():
+        raise ValueError(f"{ckpt_path} was trained with other preprocessing ({stored_spec}); resuming "
+                         f"under {spec.to_dict()} would mix the two: use another --out")
+
+
+def _load_training_state(ck: dict, G, D, opt_g, opt_d, gen: torch.Generator, state: TrainState,
+                         cfg: TrainConfig, dist: Dist) -> None:
+    """Continue from checkpoint ``ck``: the models' and optimizers' state, the epoch and loss history (into
+    ``state``) and this rank's noise stream (a fresh stream per rank when the world size changed)."""
+    G.load_state_dict(ck["generator"]), D.load_state_dict(ck["discriminator"])
+    opt_g.load_state_dict(ck["optimizers"]["g"]), opt_d.load_state_dict(ck["optimizers"]["d"])
+    state.epoch, state.history = ck["train"]["epoch"], ck["train"]["history"]
+    ranks = ck["optimizers"].get("rng_ranks")
+    if ranks and len(ranks) == dist.world_size:
+        gen.set_state(ranks[dist.rank])
+    elif dist.rank == 0:
+        gen.set_state(ck["optimizers"]["rng"])
+    else:   # resumed with another world size: a fresh stream per rank
+        gen.manual_seed(cfg.seed + dist.rank + 7919 * state.epoch)
+
+
+def _batch_sizes(n: int, cfg: TrainConfig, dist: Dist, log) -> tuple:
+    """(frames per step on this rank, steps per epoch) for ``n`` training frames: ``cfg.batch_size`` (at
+    most n) is the global batch, split over the ranks when distributed (said in ``log``)."""
+    bs = min(cfg.batch_size, n)
+    if not dist.enabled:
+        return bs, max(1, n // bs)
+    bs_rank = bs // dist.world_size      # the global batch stays batch_size
+    if bs_rank < 1:
+        raise ValueError(f"batch size {bs} is smaller than the world size {dist.world_size}")
+    steps = max(1, (n // dist.world_size) // bs_rank)
+    log(f"DistributedDataParallel: world size {dist.world_size}, backend {dist.backend}, "
+        f"{bs_rank} frames per rank per step, {steps} steps per epoch")
+    return bs_rank, steps
+
+
+def _epoch_batches(n: int, epoch: int, step_bs: int, steps: int, seed: int, dist: Dist,
+                   gen: torch.Generator) -> list:
+    """The frame indices of each of the epoch's ``steps`` steps (``step_bs`` each): this rank's shard of the
+    epoch when distributed, else a permutation of the ``n`` frames drawn from ``gen``."""
+    if dist.enabled:
+        idx = torch.tensor(dist.shard(n, epoch, seed))   # this rank's part of the epoch
+    else:
+        idx = torch.randperm(n, generator=gen)
+    return [idx[s * step_bs:(s + 1) * step_bs] for s in range(steps)]
+
+
+def _gan_step(G, D, opt_g, opt_d, real: torch.Tensor, cfg: TrainConfig, gen: torch.Generator, dev,
+              bce: nn.Module) -> tuple:
+    """One training step on the batch ``real`` (B, 4, R, R) on ``dev``: the discriminator (BCE) or critic
+    (WGAN-GP: ``cfg.critic_iters`` updates with the gradient penalty), then the generator. Returns
+    (loss_g, loss_d) as 0-d tensors."""
+    b = real.shape[0]
+    if cfg.objective == "bce":
+        fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen).to(dev))
+        d_real, d_fake = D(real).flatten(), D(fake.detach()).flatten()
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad(), loss_d.backward(), opt_d.step()
+        out_f = D(fake).flatten()
+        loss_g = bce(out_f, torch.ones_like(out_f))
+        opt_g.zero_grad(), loss_g.backward(), opt_g.step()
+    else:
+        for _ in range(cfg.critic_iters):
+            fake = G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen)).detach()
+            loss_d = (D(fake).mean() - D(real).mean()
+                      + cfg.gp_lambda * _gradient_penalty(D, real, fake, gen))
+            opt_d.zero_grad(), loss_d.backward(), opt_d.step()
+        loss_g = -D(G(torch.randn(b, cfg.z_dim, 1, 1, generator=gen))).mean()
+        opt_g.zero_grad(), loss_g.backward(), opt_g.step()
+    return loss_g, loss_d
+
+
+def _save_pictures(G, fixed_z: torch.Tensor, out: Path, epoch: int, spec: PreprocessSpec, history: dict) -> None:
+    """out/samples_EEEE.png (the generator's frames for the fixed latents ``fixed_z`` (16, z_dim, 1, 1)) and
+    out/loss_curve.png (the losses so far)."""
+    G.eval()
+    with torch.no_grad():
+        save_sample_grid(G(fixed_z).cpu().numpy(), out / f"samples_{epoch:04d}.png", spec, title=f"epoch {epoch}")
+    save_loss_curve(history, out / "loss_curve.png")
 
 
 def _replicas(dist: Dist, G, D, gen) -> dict:

@@ -349,7 +349,7 @@ MUTANTS = [
            '            if e.name and (e.name == "edge_ad.commands" or e.name.startswith("edge_ad.commands.")):',
            "            if False:", ("tests/test_packaging.py", "-k", "missing_from_the_install")),
     Mutant("train-resume-any-data", "models/train.py",
-           "        if differ:\n", "        if False:\n",
+           "    if differ:\n", "    if False:\n",
            ("tests/test_train.py", "-k", "other_data")),
     Mutant("kit-without-cryptography", "jetson/install.sh", '"rich>=13" "cryptography>=41" "rosbags>=0.10"',
            '"rich>=13" "rosbags>=0.10"', ("tests/test_jetson.py", "-k", "base_dependency")),
