@@ -282,6 +282,9 @@ MUTANTS = [
            "                    if time.monotonic() - t0 > self.timeout_s:",
            "                    if time.time() - t0 > self.timeout_s:",
            ("tests/test_sources.py", "-k", "oak_that_sends_nothing")),
+    Mutant("synth-resolution-unchecked", "runtime/sources/synth_source.py",      # audit 29 #4
+           "                or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:", "                or False:",
+           ("tests/test_sources.py", "-k", "name_the_problem")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

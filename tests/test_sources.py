@@ -564,6 +564,17 @@ def test_sources_name_the_problem(tmp_path, kinect_root):
         open_source("synth://?n=abc")
     with pytest.raises(SourceError, match=r"synth:// anomaly_rate must be a number, got 'lots'"):
         open_source("synth://?anomaly_rate=lots")
+    # audit 29 #4: seed and resolution were taken unchecked: numpy's "expected non-negative integer", a reshape
+    # error, a 74.5 GiB MemoryError (fatal, exit 1, after the model load) or every frame a bad frame (exit 4)
+    for q, why in (("seed=-1", "seed must be a whole number >= 0, got -1"),
+                   ("resolution=-4", r"resolution \(the frames' side in pixels\) must be a whole number in "
+                                     r"\[8, 4096\], got -4"),
+                   ("resolution=0", r".* in \[8, 4096\], got 0"), ("resolution=7", r".* in \[8, 4096\], got 7"),
+                   ("resolution=100000", r".* in \[8, 4096\], got 100000")):
+        with pytest.raises(SourceError, match=rf"^bad source 'synth://\?n=2&{q}': {why}$"):
+            open_source(f"synth://?n=2&{q}")
+    frames = list(open_source("synth://?n=2&seed=0&resolution=8"))       # the limits themselves are frames
+    assert [f.rgb.shape for f in frames] == [(8, 8, 3)] * 2 and all(f.error is None for f in frames)
     with pytest.raises(SourceError, match=r"rosbag:// slop must be a number, got 'x'"):
         open_source(f"rosbag://{tmp_path}?slop=x")
     with pytest.raises(SourceError, match=r"holds class folders cylinder, rectangle, sphere: use "
