@@ -123,6 +123,27 @@ class BufferPlan:
     def device_bytes(self) -> int:
         return sum(b.nbytes for b in self.buffers.values())
 
+    def add_buffer(self, name: str, shape, dtype: str, host: bool = False) -> None:
+        """Plan buffer ``name``; planned again, it must agree in shape and dtype (``host`` may add a mirror)."""
+        if name in self.buffers:
+            if self.buffers[name].shape != tuple(shape) or self.buffers[name].dtype != dtype:
+                raise PlanError(f"buffer {name!r} planned twice with different shapes")
+            self.buffers[name].host |= host
+            return
+        self.buffers[name] = Buffer(name, tuple(shape), dtype, host)
+
+    def initial_slot(self, n: str) -> Slot:
+        """Where state n is read by step 1 (and by the final graph when k == 0)."""
+        if self.restore == "copy":
+            return Slot(f"{n}@0")
+        if n == Z_INPUT:
+            return Slot("z0")
+        return Slot("zeros") if n in self.moments else Slot(f"pristine:{n}")
+
+    def slot_after(self, n: str, steps: int) -> Slot:
+        """Where state n is after ``steps`` steps: its initial slot, then the ping-pong slot steps % 2."""
+        return self.initial_slot(n) if steps == 0 else Slot(f"{n}@{steps % 2}")
+
 
 def _specs(items: Iterable) -> dict:
     out = {}
@@ -158,25 +179,34 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
     sin, sout, fin, fout = (_specs(x) for x in (step_inputs, step_outputs, final_inputs, final_outputs))
     scalars = set(scalars) if scalars is not None else {n for n, s in sin.items() if s.shape == ()}
     plan = BufferPlan(k=k, restore=restore)
-    B = plan.buffers
+    _check_frame_and_latents(sin, fin)
+    plan.add_buffer(FRAME_INPUT, sin[FRAME_INPUT].shape, sin[FRAME_INPUT].dtype, host=True)
+    _plan_state(plan, sin, sout)
+    _plan_per_step_scalars(plan, sin, scalars)
+    readonly = _plan_readonly_weights(plan, sin)
+    if restore == "bind" and plan.moments:
+        plan.add_buffer("zeros", (max(sin[n].nbytes for n in plan.moments),), "uint8")   # read-only, zeroed at load
+    plan.steps = [_step_bindings(plan, t, readonly) for t in range(k)]
+    _plan_final(plan, sin, fin, fout, readonly)
+    plan.frame_ops = _frame_ops(plan)
+    return plan
 
-    def add(name, shape, dtype, host=False):
-        if name in B:
-            if B[name].shape != tuple(shape) or B[name].dtype != dtype:
-                raise PlanError(f"buffer {name!r} planned twice with different shapes")
-            B[name].host |= host
-            return
-        B[name] = Buffer(name, tuple(shape), dtype, host)
 
+def _check_frame_and_latents(sin: dict, fin: dict) -> None:
+    """PlanError unless both graphs (their inputs ``sin``, ``fin``: {name: TensorSpec}) take the frame and the
+    latents, the frame alike in both."""
     if FRAME_INPUT not in sin or FRAME_INPUT not in fin:
         raise PlanError(f"both graphs need the frame input {FRAME_INPUT!r}")
     if Z_INPUT not in sin or Z_INPUT not in fin:
         raise PlanError(f"both graphs need the latent input {Z_INPUT!r}")
     if fin[FRAME_INPUT] != sin[FRAME_INPUT]:
         raise PlanError(f"{FRAME_INPUT!r} differs between the step graph {sin['x']} and the final graph {fin['x']}")
-    add(FRAME_INPUT, sin[FRAME_INPUT].shape, sin[FRAME_INPUT].dtype, host=True)
 
-    # state pairs: input n  <->  output n.out
+
+def _plan_state(plan: BufferPlan, sin: dict, sout: dict) -> None:
+    """The step graph's state (input n <-> output n.out) into ``plan.state``, each with two ping-pong
+    buffers n@0 / n@1, sorted into z (its z0 upload buffer), Adam moments and weights (their pristine
+    copies)."""
     for o in sout:
         if not o.endswith(SUFFIX_OUT) or o[: -len(SUFFIX_OUT)] not in sin:
             raise PlanError(f"step output {o!r} has no matching input {o[: -len(SUFFIX_OUT)]!r}")
@@ -189,56 +219,56 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
         raise PlanError("the step graph does not update z (no output 'z.out')")
     for n in plan.state:
         s = sin[n]
-        add(f"{n}@0", s.shape, s.dtype), add(f"{n}@1", s.shape, s.dtype)
+        plan.add_buffer(f"{n}@0", s.shape, s.dtype), plan.add_buffer(f"{n}@1", s.shape, s.dtype)
         if n == Z_INPUT:
-            add("z0", s.shape, s.dtype, host=True)
+            plan.add_buffer("z0", s.shape, s.dtype, host=True)
         elif n.endswith(".m") or n.endswith(".v"):
             plan.moments.append(n)
         else:
             plan.weights.append(n)
-            add(f"pristine:{n}", s.shape, s.dtype)
+            plan.add_buffer(f"pristine:{n}", s.shape, s.dtype)
+
+
+def _plan_per_step_scalars(plan: BufferPlan, sin: dict, scalars: set) -> None:
+    """One buffer per scalar input of the step graph, (max(k, 1), stride): a 256-byte-aligned slot per step."""
     for n in sorted(scalars):
         if n not in sin:
             raise PlanError(f"scalar {n!r} is not an input of the step graph")
         item = np.dtype(sin[n].dtype).itemsize
         stride = -(-sin[n].nbytes // ALIGN) * ALIGN // item        # elements per 256-byte-aligned slot
-        add(f"per_step:{n}", (max(k, 1), stride), sin[n].dtype)
+        plan.add_buffer(f"per_step:{n}", (max(plan.k, 1), stride), sin[n].dtype)
         plan.per_step.append(n)
-    # read-only weights of a z-only step graph / weights of the final graph: pristine or state
+
+
+def _plan_readonly_weights(plan: BufferPlan, sin: dict) -> list:
+    """The step graph's inputs with no other role (the weights a z-only step graph only reads), each with a
+    pristine buffer; their names. PlanError for an Adam moment among them (read but never written)."""
     role_known = {FRAME_INPUT} | set(plan.state) | set(plan.per_step)
     readonly = [n for n in sin if n not in role_known]
     for n in readonly:
         if n.endswith(".m") or n.endswith(".v"):
             raise PlanError(f"Adam moment {n!r} is an input but the step graph never outputs {n + SUFFIX_OUT!r}")
-        add(f"pristine:{n}", sin[n].shape, sin[n].dtype)
+        plan.add_buffer(f"pristine:{n}", sin[n].shape, sin[n].dtype)
+    return readonly
 
-    if restore == "bind" and plan.moments:
-        add("zeros", (max(sin[n].nbytes for n in plan.moments),), "uint8")   # read-only, zeroed at load
 
-    def initial(n):
-        """Where state n is read by step 1 (and by the final graph when k == 0)."""
-        if restore == "copy":
-            return Slot(f"{n}@0")
-        if n == Z_INPUT:
-            return Slot("z0")
-        return Slot("zeros") if n in plan.moments else Slot(f"pristine:{n}")
+def _step_bindings(plan: BufferPlan, t: int, readonly: list) -> dict:
+    """{tensor name: Slot} of step t: it reads what t steps left and writes slot (t + 1) % 2, its scalars
+    at slot t of their per-step buffers, read-only weights from their pristine copies."""
+    b = {FRAME_INPUT: Slot(FRAME_INPUT)}
+    for n in plan.state:
+        b[n] = plan.slot_after(n, t)
+        b[n + SUFFIX_OUT] = Slot(f"{n}@{(t + 1) % 2}")
+    for n in plan.per_step:
+        b[n] = Slot(f"per_step:{n}", t * plan.buffers[f"per_step:{n}"].nbytes // max(plan.k, 1))
+    for n in readonly:
+        b[n] = Slot(f"pristine:{n}")
+    return b
 
-    def after(n, steps):
-        return initial(n) if steps == 0 else Slot(f"{n}@{steps % 2}")
 
-    # per-step bindings: step t reads what t steps left, writes slot (t + 1) % 2
-    for t in range(k):
-        b = {FRAME_INPUT: Slot(FRAME_INPUT)}
-        for n in plan.state:
-            b[n] = after(n, t)
-            b[n + SUFFIX_OUT] = Slot(f"{n}@{(t + 1) % 2}")
-        for n in plan.per_step:
-            b[n] = Slot(f"per_step:{n}", t * B[f"per_step:{n}"].nbytes // max(k, 1))
-        for n in readonly:
-            b[n] = Slot(f"pristine:{n}")
-        plan.steps.append(b)
-
-    # final graph: the state after k steps (or pristine weights), outputs to pinned host
+def _plan_final(plan: BufferPlan, sin: dict, fin: dict, fout: dict, readonly: list) -> None:
+    """The final graph's bindings (``plan.final``): the state after k steps (or the pristine weights) in,
+    its outputs to pinned host buffers; the results to download (the outputs and the final z)."""
     fb = {}
     for n, s in fin.items():
         if n == FRAME_INPUT:
@@ -246,30 +276,31 @@ def plan_search(step_inputs, step_outputs, final_inputs, final_outputs, k: int,
         elif n in plan.state:
             if (s.shape, s.dtype) != (sin[n].shape, sin[n].dtype):
                 raise PlanError(f"final input {n!r} {s.shape} differs from the step state {sin[n].shape}")
-            fb[n] = after(n, k)
+            fb[n] = plan.slot_after(n, plan.k)
         elif n in readonly:
             fb[n] = Slot(f"pristine:{n}")
         else:
             raise PlanError(f"final graph input {n!r} is neither the frame, z, nor a weight of the step graph")
     for n, s in fout.items():
-        add(f"out:{n}", s.shape, s.dtype, host=True)
+        plan.add_buffer(f"out:{n}", s.shape, s.dtype, host=True)
         fb[n] = Slot(f"out:{n}")
         plan.results[n] = f"out:{n}"
     plan.final = fb
-    zfinal = after(Z_INPUT, k).buffer                  # the final latents come back too
-    B[zfinal].host = True
+    zfinal = plan.slot_after(Z_INPUT, plan.k).buffer      # the final latents come back too
+    plan.buffers[zfinal].host = True
     plan.results[Z_INPUT] = zfinal
     plan.download = list(dict.fromkeys(plan.results.values()))
 
-    # per-frame program (captured into the CUDA graph in this order)
-    if restore == "copy":
+
+def _frame_ops(plan: BufferPlan) -> list:
+    """The per-frame program (captured into the CUDA graph in this order): upload the frame and z0 and, with
+    restore "copy", reset slot 0 (weights from their pristine copies, moments to zero)."""
+    if plan.restore == "copy":
         ops = [("h2d", FRAME_INPUT), ("h2d_to", "z0", f"{Z_INPUT}@0")]
         ops += [("d2d", f"pristine:{n}", f"{n}@0") for n in plan.weights]
         ops += [("zero", f"{n}@0") for n in plan.moments]
-    else:
-        ops = [("h2d", FRAME_INPUT), ("h2d", "z0")]
-    plan.frame_ops = ops
-    return plan
+        return ops
+    return [("h2d", FRAME_INPUT), ("h2d", "z0")]
 
 
 def _plan_forward(fin: dict, fout: dict, restore: str) -> BufferPlan:
