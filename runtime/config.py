@@ -13,9 +13,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .latent_memory import LATENT_METRICS
-# kept for models/kinect-rgbd/make_release.py's import only (that file is frozen while a release job runs);
-# everything else imports it from runtime/latent_memory.py
-from .latent_memory import trusted_original_rows  # noqa: F401
 
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields

@@ -1,6 +1,6 @@
 """SearchConfig.bank_trusted_augment (issue 12): the copies of the named augmentations count as ORIGINAL rows of
 the latent bank (factor 1, not bank_augment_weight), told apart by the bank's augment list (frame-major: per
-frame the frame, then one row per text: config.trusted_original_rows), through LatentMemory, the Scorer
+frame the frame, then one row per text: latent_memory.trusted_original_rows), through LatentMemory, the Scorer
 (manifest latent_bank["augment"]), the PyTorch reference (checkpoint latent_bank_info["augment"]), edge-ad
 calibrate, eval and export. The default () is every configuration before the field, bit for bit."""
 from __future__ import annotations

@@ -195,11 +195,6 @@ def test_every_module_has_an_importer(package):
     assert not dead, dead
 
 
-# the one re-export left: models/kinect-rgbd/make_release.py imports it from runtime/config.py and is not
-# edited while a release job runs; drop it when that import names runtime/latent_memory.py
-KEPT_REEXPORTS = {("runtime/config.py", "trusted_original_rows")}
-
-
 def test_modules_import_only_what_they_use():
     """Audit 27 #14: names were imported with ``# noqa: F401`` into modules that did not use them
     (export/exporter.py, runtime/config.py, edge_ad/commands/run.py, edge_ad/batch/ray_engine.py) so that
@@ -220,7 +215,7 @@ def test_modules_import_only_what_they_use():
                 if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                     for a in node.names:
                         name = a.asname or a.name
-                        if name not in used and (rel, name) not in KEPT_REEXPORTS:
+                        if name not in used:
                             unused.append(f"{rel}:{node.lineno} {name}")
     assert not unused, f"imported but not used (import it from the module that defines it): {unused}"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from edge_ad.models.checkpoint import load_generator, read_checkpoint, save_checkpoint
-from edge_ad.runtime.config import SearchConfig, trusted_original_rows
+from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.latent_memory import trusted_original_rows
 
 
 def main(argv=None):
@@ -111,7 +112,7 @@ def main(argv=None):
                                        "n_frames": len(bank) // (1 + len(augment)), "augment": list(augment),
                                        "what": "E(x), the izi encoder's latents of the normal training frames "
                                                "and of their augmented copies (runtime/latent_bank.py)"}
-        try:        # bank_trusted_augment must name texts of this recipe (config.trusted_original_rows)
+        try:        # bank_trusted_augment must name texts of this recipe (latent_memory.trusted_original_rows)
             trusted_original_rows(len(bank), list(augment), cfg.bank_trusted_augment)
         except ValueError as e:
             raise SystemExit(f"--search: {e}")
