@@ -124,9 +124,9 @@ def torch_scoring(checkpoint, model_dir: Path, man: dict, cfg) -> dict:
         out["bank_rows_per_frame"] = list(entry.get("augment") or [])
     if cfg.uses_pixel_memory:   # the export's pixel_memory.npy, as its onnx variants score with it (review 18 #2)
         from edge_ad.runtime.preprocess import PreprocessSpec
-        from edge_ad.runtime.scorer import _load_pixel_memory
+        from edge_ad.runtime.scorer import load_pixel_memory
         try:
-            out["pixel_memory"] = _load_pixel_memory(model_dir, man, cfg, PreprocessSpec.from_dict(man["preprocess"]))
+            out["pixel_memory"] = load_pixel_memory(model_dir, man, cfg, PreprocessSpec.from_dict(man["preprocess"]))
         except ValueError as e:            # ManifestError: no memory in this export
             raise Skipped(str(e)) from None
     return out

@@ -306,7 +306,7 @@ class Scorer:
                 raise ManifestError(f"{model_dir}: {g['file']} does not fit {MANIFEST}'s layout (channels, "
                                     f"resolution, z_dim): {e}") from None
         memory = _load_latent_memory(model_dir, man, cfg) if cfg.uses_latent_bank else None
-        pixels = _load_pixel_memory(model_dir, man, cfg, spec) if cfg.uses_pixel_memory else None
+        pixels = load_pixel_memory(model_dir, man, cfg, spec) if cfg.uses_pixel_memory else None
         # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
                             np.dtype(lay.get("dtype", "float32")),
@@ -766,7 +766,7 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
         raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None
 
 
-def _load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: PreprocessSpec) -> PixelMemory:
+def load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: PreprocessSpec) -> PixelMemory:
     """The PixelMemory of pixel_memory.npy (N, R, R, 4) uint8 (its sha256 verified by load_manifest, its
     entry by validate_manifest), expanded with the manifest's pixel_memory["augment"] under the model's
     preprocessing ``spec``. Raises ManifestError when the export has none or the file does not match."""

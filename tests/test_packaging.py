@@ -220,13 +220,6 @@ def test_modules_import_only_what_they_use():
     assert not unused, f"imported but not used (import it from the module that defines it): {unused}"
 
 
-# private names still imported across modules, in runtime scoring code frozen while the lead's release job runs
-# (session 28): make them public there when it is next edited
-KEPT_PRIVATE_IMPORTS = {("runtime/backends/onnxruntime_host_adam.py", "_ort"),
-                        ("runtime/backends/onnxruntime_host_adam.py", "_ortvalue_makers"),
-                        ("benchmarks/search_bench.py", "_load_pixel_memory")}
-
-
 def test_no_module_imports_another_modules_private_name():
     """A name another module needs is part of its defining module's job, so it is public: no product module
     imports a ``_private`` name from another module (audit 27 #14: the exporter imported ``_write_graphs``,
@@ -241,7 +234,7 @@ def test_no_module_imports_another_modules_private_name():
                     for a in node.names:
                         private = a.name.startswith("_") and not a.name.startswith("__")
                         kernel = a.name.endswith("_kernel") and node.module in (None, "")   # from .. import _adam_kernel
-                        if private and not kernel and (rel, a.name) not in KEPT_PRIVATE_IMPORTS:
+                        if private and not kernel:
                             found.append(f"{rel}:{node.lineno} {a.name}")
     assert not found, f"private names imported from another module (make them public there): {found}"
 

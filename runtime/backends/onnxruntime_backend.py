@@ -20,7 +20,8 @@ import numpy as np
 from edge_ad.runtime.config import SearchConfig, adam_scalars
 
 
-def _ort():
+def onnxruntime_module():
+    """The onnxruntime module, imported on first use; RuntimeError naming the package when it is not installed."""
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - base dependency
@@ -33,7 +34,7 @@ def check_providers(providers: Sequence) -> None:
     onnxruntime does not have (and, when both onnxruntime distributions are installed, how to keep one), before
     any session or device buffer is made: onnxruntime itself falls back to the CPU with a warning and fails
     later ("Can't allocate memory on the CUDA device using this package of OnnxRuntime")."""
-    avail = _ort().get_available_providers()
+    avail = onnxruntime_module().get_available_providers()
     missing = [p for p in (p if isinstance(p, str) else p[0] for p in providers) if p not in avail]
     if missing:
         raise RuntimeError(f"onnxruntime providers {missing} are not available here (available: {avail})"
@@ -57,7 +58,7 @@ def session_options(threads: Optional[int] = None, profile: Optional[str] = None
     ``spin=False`` stops idle pool threads from busy-waiting: on a shared CPU (robot software, other
     processes) spinning threads steal the cores the other thread needs; measured 1.5-2.5x slower
     steps with spinning on a loaded 2-core machine."""
-    ort = _ort()
+    ort = onnxruntime_module()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -72,7 +73,7 @@ def session_options(threads: Optional[int] = None, profile: Optional[str] = None
     return so
 
 
-def _ortvalue_makers(ort, dtype, device: str, keep: list):
+def ortvalue_makers(ort, dtype, device: str, keep: list):
     """(ov, empty) for buffers allocated once at load: ``ov(arr)`` wraps a host array as an OrtValue
     (kept alive in ``keep``: on the CPU the OrtValue shares its memory), ``empty(shape)`` allocates one."""
     def ov(arr):
@@ -98,7 +99,7 @@ class OrtSearch:
                  z_dim: int, x_shape: Sequence[int], dtype=np.float32, mode: str = "step",
                  providers: Optional[list] = None, threads: Optional[int] = None,
                  profile: Optional[str] = None, spin: bool = False):
-        ort = _ort()
+        ort = onnxruntime_module()
         self.cfg, self.mode, self.dtype = cfg, mode, np.dtype(dtype)
         if mode not in ("step", "step_z", "forward", "unrolled"):
             raise ValueError(f"unknown search mode {mode!r}")
@@ -123,7 +124,7 @@ class OrtSearch:
         self.names = list(state_shapes)
 
         self._keep = []   # host arrays backing CPU OrtValues (wrapped, not copied) must outlive them
-        ov, empty = _ortvalue_makers(ort, self.dtype, self.device, self._keep)
+        ov, empty = ortvalue_makers(ort, self.dtype, self.device, self._keep)
 
         self.pristine = {n: ov(np.broadcast_to(np.asarray(pristine[n], dtype=self.dtype), state_shapes[n]))
                          for n in self.names}
@@ -264,7 +265,7 @@ class OrtEncoder:
 
     def __init__(self, graph, x_shape: Sequence[int], z_dim: int, providers: Optional[list] = None,
                  threads: Optional[int] = None, input_name: str = "x", output_name: str = "z"):
-        ort = _ort()
+        ort = onnxruntime_module()
         providers = list(providers or ["CPUExecutionProvider"])
         if any(isinstance(p, (tuple, list)) for p in providers):   # e.g. CUDA graph options: search only
             providers = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
@@ -322,7 +323,7 @@ def cuda_graph_run_options(providers, k: int) -> Optional[dict]:
     """{"steps": k RunOptions with gpu_graph_id 1..k, "final": gpu_graph_id 1}, or None."""
     if not cuda_graph_requested(providers):
         return None
-    ort = _ort()
+    ort = onnxruntime_module()
 
     def ro(i):
         r = ort.RunOptions()

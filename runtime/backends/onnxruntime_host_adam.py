@@ -41,7 +41,7 @@ from edge_ad.runtime.manifest import ManifestError
 from edge_ad.runtime.model_arrays import load_npy
 from edge_ad.runtime.weights_layout import from_gemm, to_gemm, to_panels
 
-from .onnxruntime_backend import _ort, _ortvalue_makers, session_options
+from .onnxruntime_backend import onnxruntime_module, ortvalue_makers, session_options
 
 
 def regroup_state(pristine: dict, src: Sequence[dict], dst: Sequence[dict], src_order: str = "d2s",
@@ -166,7 +166,7 @@ class OrtHostAdamSearch:
                  x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
                  workers: Optional[int] = None, adam: Optional[str] = None, threads: Optional[int] = None,
                  head: Optional[dict] = None):
-        ort = _ort()
+        ort = onnxruntime_module()
         self.cfg, self.mode, self.dtype = cfg, ("host-head" if head else "fused-adam"), np.dtype(dtype)
         if self.dtype != np.float32:
             raise ValueError(f"the {self.mode} search runs float32 graphs")
@@ -223,7 +223,7 @@ class OrtHostAdamSearch:
                 for _ in range(self.workers)]
         self.sessions = sess[0]
         self._keep = []
-        ov, _ = _ortvalue_makers(ort, self.dtype, "cpu", self._keep)
+        ov, _ = ortvalue_makers(ort, self.dtype, "cpu", self._keep)
 
         def views(flat, names, base=0):   # a flat buffer holding ``names`` from offset ``base``: one OrtValue each
             return {nm: ov(flat[span[nm][0] - base:span[nm][1] - base].reshape(shapes[nm])) for nm in names}
