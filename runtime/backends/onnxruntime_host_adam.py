@@ -144,6 +144,48 @@ class SeedWorkers:
             self._pool = None
 
 
+def _adam_implementation(adam: Optional[str]) -> str:
+    """The host Adam's implementation: ``adam`` ("c": the compiled kernel, or "numpy"); None: the compiled
+    kernel if installed, else NumPy. ValueError for an unknown name, RuntimeError for "c" without the kernel."""
+    impl = adam or host_adam.default_implementation()
+    if impl not in host_adam.IMPLEMENTATIONS:
+        raise ValueError(f"unknown Adam implementation {impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
+    if impl == "c" and not host_adam.kernel_available():
+        raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
+    return impl
+
+
+def _check_head_kernel(head: Optional[dict]) -> None:
+    """RuntimeError when the host-head search (``head`` given) cannot run here: no compiled head kernel, or a
+    CPU without AVX2 + FMA."""
+    if head and not host_head.kernel_available():
+        raise RuntimeError("the compiled head kernel is not installed (reinstall edge-ad with a C compiler; "
+                           "variant 'fused-adam' runs without it)")
+    if head and not host_head.vectorized():
+        raise RuntimeError("the host head runs on x86-64 CPUs with AVX2 + FMA only; variant 'fused-adam' "
+                           "runs here")
+
+
+def _gradient_binding(session, io: dict, weights: dict, g_ov: Optional[dict], graph_names: Sequence[str],
+                      tail: bool):
+    """An IOBinding of the gradient graph ``session``: the frame and z in, z.grad out (the host-head ``tail``
+    graph: a1 in, a1.grad out), the graph's weights ``weights`` ({name: OrtValue}) in and, unless z-only
+    (``g_ov`` None), their gradients out into ``g_ov``. ``io``: {name: OrtValue} of x, z, z.grad, a1, a1.grad."""
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("x", io["x"])
+    if tail:                           # the tail graph starts at a1 and ends at a1.grad
+        binding.bind_ortvalue_input("a1", io["a1"])
+        binding.bind_ortvalue_output("a1.grad", io["a1.grad"])
+    else:
+        binding.bind_ortvalue_input("z", io["z"])
+        binding.bind_ortvalue_output("z.grad", io["z.grad"])
+    for nm in graph_names:
+        binding.bind_ortvalue_input(nm, weights[nm])
+        if g_ov is not None:
+            binding.bind_ortvalue_output(nm + ".grad", g_ov[nm])
+    return binding
+
+
 class OrtHostAdamSearch:
     """n_seed single-seed searches on the CPU: gradients in onnxruntime (grad_seed.onnx), Adam on the
     host (host_adam), the final pass in final_seed.onnx. ``run`` returns what OrtSearch.run returns:
@@ -166,13 +208,50 @@ class OrtHostAdamSearch:
                  x_shape: Sequence[int], dtype=np.float32, providers: Optional[list] = None,
                  workers: Optional[int] = None, adam: Optional[str] = None, threads: Optional[int] = None,
                  head: Optional[dict] = None):
-        ort = onnxruntime_module()
+        self._ort = onnxruntime_module()
         self.cfg, self.mode, self.dtype = cfg, ("host-head" if head else "fused-adam"), np.dtype(dtype)
+        self.z_only = not cfg.updates_weights          # lr_theta = 0: the z-only graph, weights stay pristine
+        grad_graph = self._gradient_graph(graphs, cfg, providers, head)
+        self.adam_impl = _adam_implementation(adam)
+        _check_head_kernel(head)
+        self.device, self._run_opts = "cpu", None
+        S = cfg.n_seed
+        self.S, self.z_dim = S, z_dim
+        graph_names = self._lay_out_state(state, head)
+        self._workers = SeedWorkers(S, workers or S)
+        self.workers = self._workers.workers
+        # threads beyond one per worker go to each worker's intra-op pool (e.g. 8 cores, 3 seeds: 2 each)
+        self.intra_threads = max(1, int(threads or self.workers) // self.workers)
+        so = session_options(self.intra_threads)
+        sess = [{"grad": self._ort.InferenceSession(graphs[grad_graph], so, providers=["CPUExecutionProvider"]),
+                 "final": self._ort.InferenceSession(graphs["final_seed"], so, providers=["CPUExecutionProvider"])}
+                for _ in range(self.workers)]
+        self.sessions = sess[0]
+        self._keep = []                    # the host arrays the OrtValues share memory with
+        self._ov, _ = ortvalue_makers(self._ort, self.dtype, "cpu", self._keep)
+        self.p0 = np.concatenate([np.asarray(pristine[nm], dtype=np.float32).reshape(-1) for nm in self.names])
+        p0_ov = self._views(self.p0, self.names)
+        self.x = np.zeros(tuple(x_shape), np.float32)
+        x_ov = self._wrap(self.x)
+        C, R = int(x_shape[0]), int(x_shape[1])
+        self.slots = [self._slot(sess[w], x_ov, p0_ov, graph_names, head, C, R) for w in range(self.workers)]
+        # per seed: its z0 and results (copied out of the worker's slot when its search ends)
+        self.z0 = np.zeros((S, 1, 1, z_dim), np.float32)
+        self.results = {"seed_losses": np.zeros(S, np.float32), "error_map": np.zeros((S, R, R), np.float32),
+                        "recon": np.zeros((S, C, R, R), np.float32), "z": np.zeros((S, z_dim), np.float32)}
+        self._coefs = [(host_adam.coefficients(cfg, t, cfg.lr_z), host_adam.coefficients(cfg, t, cfg.lr_theta))
+                       for t in range(1, cfg.k + 1)]
+        self._times = np.zeros((S, 2))
+
+    def _gradient_graph(self, graphs: dict, cfg: SearchConfig, providers: Optional[list],
+                        head: Optional[dict]) -> str:
+        """The name of the gradient graph this search runs (runtime/variants.py: grad_seed, grad_z_seed or
+        their host-head tail twins). ValueError unless it runs here: float32, k >= 1, that graph among
+        ``graphs``, the CPU provider first."""
         if self.dtype != np.float32:
             raise ValueError(f"the {self.mode} search runs float32 graphs")
         if cfg.k < 1:
             raise ValueError(f"the {self.mode} search needs k >= 1 (with k = 0 there is no search step)")
-        self.z_only = not cfg.updates_weights          # lr_theta = 0: the z-only graph, weights stay pristine
         from edge_ad.runtime.variants import VARIANTS
         grad_graph = VARIANTS["host-head" if head else "fused-adam"].needs(cfg)[0]
         if grad_graph not in graphs:
@@ -181,28 +260,18 @@ class OrtHostAdamSearch:
         if providers[0] != "CPUExecutionProvider":
             raise ValueError(f"the {self.mode} search runs on the CPU (host buffers); on a GPU use the "
                              "step graphs (variant 'step': the CUDA provider) or the TensorRT backend")
-        # adam: the host Adam's implementation; None: the compiled kernel if installed, else NumPy
-        self.adam_impl = adam or host_adam.default_implementation()
-        if self.adam_impl not in host_adam.IMPLEMENTATIONS:
-            raise ValueError(f"unknown Adam implementation {self.adam_impl!r} (choose from {host_adam.IMPLEMENTATIONS})")
-        if self.adam_impl == "c" and not host_adam.kernel_available():
-            raise RuntimeError("the compiled Adam kernel is not installed (adam='numpy' runs without it)")
-        if head and not host_head.kernel_available():
-            raise RuntimeError("the compiled head kernel is not installed (reinstall edge-ad with a C compiler; "
-                               "variant 'fused-adam' runs without it)")
-        if head and not host_head.vectorized():
-            raise RuntimeError("the host head runs on x86-64 CPUs with AVX2 + FMA only; variant 'fused-adam' "
-                               "runs here")
-        self.device, self._run_opts = "cpu", None
-        S = cfg.n_seed
-        self.S, self.z_dim = S, z_dim
+        return grad_graph
+
+    def _lay_out_state(self, state: Sequence[dict], head: Optional[dict]) -> list:
+        """Place one seed's state tensors one after another in a flat float32 buffer (``names``, ``n_params``;
+        each tensor's one-seed shape and span): the host head's tensors first (``n_head`` floats), the graph's
+        after them. Returns the graph's tensor names. ValueError when ``head`` does not fit the state."""
         self.names = [st["name"] for st in state]
-        shapes = {st["name"]: (1,) + tuple(st["shape"])[1:] for st in state}
-        sizes = [int(np.prod(shapes[n])) for n in self.names]
+        self._shapes = {st["name"]: (1,) + tuple(st["shape"])[1:] for st in state}
+        sizes = [int(np.prod(self._shapes[n])) for n in self.names]
         offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        span = {nm: (int(offs[i]), int(offs[i + 1])) for i, nm in enumerate(self.names)}
-        n = int(offs[-1])
-        self.n_params = n
+        self._span = {nm: (int(offs[i]), int(offs[i + 1])) for i, nm in enumerate(self.names)}
+        self.n_params = int(offs[-1])
         # the host head's tensors are the first of the flat state (n_head floats); the graph gets the rest
         head_names = list(head["state"]) if head else []
         if self.names[:len(head_names)] != head_names:
@@ -212,79 +281,50 @@ class OrtHostAdamSearch:
         if head and nh != self.head_dims.n_head:
             raise ValueError(f"the head's weights hold {nh} floats, its dims {self.head_dims} need {self.head_dims.n_head}")
         self.n_head = nh
-        graph_names = self.names[len(head_names):]
-        self._workers = SeedWorkers(S, workers or S)
-        self.workers = self._workers.workers
-        # threads beyond one per worker go to each worker's intra-op pool (e.g. 8 cores, 3 seeds: 2 each)
-        self.intra_threads = max(1, int(threads or self.workers) // self.workers)
-        so = session_options(self.intra_threads)
-        sess = [{"grad": ort.InferenceSession(graphs[grad_graph], so, providers=["CPUExecutionProvider"]),
-                 "final": ort.InferenceSession(graphs["final_seed"], so, providers=["CPUExecutionProvider"])}
-                for _ in range(self.workers)]
-        self.sessions = sess[0]
-        self._keep = []
-        ov, _ = ortvalue_makers(ort, self.dtype, "cpu", self._keep)
+        return self.names[len(head_names):]
 
-        def views(flat, names, base=0):   # a flat buffer holding ``names`` from offset ``base``: one OrtValue each
-            return {nm: ov(flat[span[nm][0] - base:span[nm][1] - base].reshape(shapes[nm])) for nm in names}
+    def _views(self, flat: np.ndarray, names: Sequence[str], base: int = 0) -> dict:
+        """{name: OrtValue} of the tensors ``names`` in the flat buffer ``flat`` (which starts at offset ``base``
+        of the flat state), each in its one-seed shape, sharing ``flat``'s memory."""
+        return {nm: self._ov(flat[self._span[nm][0] - base:self._span[nm][1] - base].reshape(self._shapes[nm]))
+                for nm in names}
 
-        def wrap(a):
-            self._keep.append(a)
-            return ort.OrtValue.ortvalue_from_numpy(a, "cpu", 0)
-        self.p0 = np.concatenate([np.asarray(pristine[nm], dtype=np.float32).reshape(-1) for nm in self.names])
-        p0_ov = views(self.p0, self.names)
-        self.x = np.zeros(tuple(x_shape), np.float32)
-        x_ov = wrap(self.x)
-        C, R = int(x_shape[0]), int(x_shape[1])
-        # one slot of search buffers per worker (a worker runs its seeds in turn): p, m, v flat (n,)
-        # float32 weights / scaled moments, g (n - n_head,) the graph's gradients, z, zm, zv, zg
-        # (1, 1, z_dim), final outputs; with the head: a1, da1 (1, C1, 8, 8) and the head's scratch
-        self.slots = []
-        for w in range(self.workers):
-            b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v")}
-            b["g"] = np.zeros(0 if self.z_only else n - nh, np.float32)
-            b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
-            z_ov, zg_ov = wrap(b["z"]), wrap(b["zg"])
-            if head:
-                b["head"] = host_head.Head(self.head_dims, head["consts"])
-                a1_shape = (1, self.head_dims.c1, 8, 8)
-                b["a1"], b["da1"] = np.zeros(a1_shape, np.float32), np.zeros(a1_shape, np.float32)
-                a1_ov, da1_ov = wrap(b["a1"]), wrap(b["da1"])
-            b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
-                        "recon": np.zeros((1, C, R, R), np.float32)}
-            p_ov = p0_ov if self.z_only else views(b["p"], self.names)
-            g_ov = None if self.z_only else views(b["g"], graph_names, nh)
-            steps = []
-            for weights in (p0_ov, p_ov):          # step 1 reads the pristine weights, later steps p_j
-                io = sess[w]["grad"].io_binding()
-                io.bind_ortvalue_input("x", x_ov)
-                if head:                           # the tail graph starts at a1 and ends at a1.grad
-                    io.bind_ortvalue_input("a1", a1_ov)
-                    io.bind_ortvalue_output("a1.grad", da1_ov)
-                else:
-                    io.bind_ortvalue_input("z", z_ov)
-                    io.bind_ortvalue_output("z.grad", zg_ov)
-                for nm in graph_names:
-                    io.bind_ortvalue_input(nm, weights[nm])
-                    if g_ov is not None:
-                        io.bind_ortvalue_output(nm + ".grad", g_ov[nm])
-                steps.append(io)
-            fin = sess[w]["final"].io_binding()
-            fin.bind_ortvalue_input("x", x_ov)
-            fin.bind_ortvalue_input("z", z_ov)
-            for nm in self.names:
-                fin.bind_ortvalue_input(nm, p_ov[nm])
-            for k, a in b["out"].items():
-                fin.bind_ortvalue_output(k, wrap(a))
-            b.update(first=steps[0], step=steps[1], final=fin, sess=sess[w])
-            self.slots.append(b)
-        # per seed: its z0 and results (copied out of the worker's slot when its search ends)
-        self.z0 = np.zeros((S, 1, 1, z_dim), np.float32)
-        self.results = {"seed_losses": np.zeros(S, np.float32), "error_map": np.zeros((S, R, R), np.float32),
-                        "recon": np.zeros((S, C, R, R), np.float32), "z": np.zeros((S, z_dim), np.float32)}
-        self._coefs = [(host_adam.coefficients(cfg, t, cfg.lr_z), host_adam.coefficients(cfg, t, cfg.lr_theta))
-                       for t in range(1, cfg.k + 1)]
-        self._times = np.zeros((S, 2))
+    def _wrap(self, a: np.ndarray):
+        """An OrtValue sharing the memory of the host array ``a`` (kept alive with the search)."""
+        self._keep.append(a)
+        return self._ort.OrtValue.ortvalue_from_numpy(a, "cpu", 0)
+
+    def _slot(self, sess: dict, x_ov, p0_ov: dict, graph_names: list, head: Optional[dict], C: int, R: int) -> dict:
+        """One worker's search buffers and IOBindings (a worker runs its seeds in turn): p, m, v flat (n,)
+        float32 weights / scaled moments, g (n - n_head,) the graph's gradients, z, zm, zv, zg (1, 1, z_dim),
+        the final outputs; with the head: a1, da1 (1, C1, 8, 8) and the head's scratch. ``first`` / ``step``:
+        the gradient graph bound to the pristine weights (step 1) / to p (later steps); ``final``: the final
+        pass on p (the pristine weights for the z-only search)."""
+        n, nh, z_dim = self.n_params, self.n_head, self.z_dim
+        b = {k: np.zeros(0 if self.z_only else n, np.float32) for k in ("p", "m", "v")}
+        b["g"] = np.zeros(0 if self.z_only else n - nh, np.float32)
+        b.update({k: np.zeros((1, 1, z_dim), np.float32) for k in ("z", "zm", "zv", "zg")})
+        io = {"x": x_ov, "z": self._wrap(b["z"]), "z.grad": self._wrap(b["zg"])}   # bound by name
+        if head:
+            b["head"] = host_head.Head(self.head_dims, head["consts"])
+            a1_shape = (1, self.head_dims.c1, 8, 8)
+            b["a1"], b["da1"] = np.zeros(a1_shape, np.float32), np.zeros(a1_shape, np.float32)
+            io.update({"a1": self._wrap(b["a1"]), "a1.grad": self._wrap(b["da1"])})
+        b["out"] = {"seed_losses": np.zeros(1, np.float32), "error_map": np.zeros((R, R), np.float32),
+                    "recon": np.zeros((1, C, R, R), np.float32)}
+        p_ov = p0_ov if self.z_only else self._views(b["p"], self.names)
+        g_ov = None if self.z_only else self._views(b["g"], graph_names, nh)
+        steps = [_gradient_binding(sess["grad"], io, weights, g_ov, graph_names, head is not None)
+                 for weights in (p0_ov, p_ov)]          # step 1 reads the pristine weights, later steps p_j
+        fin = sess["final"].io_binding()
+        fin.bind_ortvalue_input("x", x_ov)
+        fin.bind_ortvalue_input("z", io["z"])
+        for nm in self.names:
+            fin.bind_ortvalue_input(nm, p_ov[nm])
+        for k, a in b["out"].items():
+            fin.bind_ortvalue_output(k, self._wrap(a))
+        b.update(first=steps[0], step=steps[1], final=fin, sess=sess)
+        return b
 
     def _search_seed(self, w: int, s: int) -> None:
         b = self.slots[w]
