@@ -285,6 +285,12 @@ MUTANTS = [
     Mutant("synth-resolution-unchecked", "runtime/sources/synth_source.py",      # audit 29 #4
            "                or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:", "                or False:",
            ("tests/test_sources.py", "-k", "name_the_problem")),
+    Mutant("rosbag-slop-unchecked", "runtime/sources/rosbag.py",      # audit 29 #3
+           "        self.slop = check_slop(slop)", "        self.slop = float(slop)",
+           ("tests/test_run.py", "-k", "never_pair")),
+    Mutant("run-no-pairs-unsaid", "runtime/sources/pairing.py",      # audit 29 #3
+           '    if "pairs" not in stats or stats["pairs"] or not (c or d):', "    if True:",
+           ("tests/test_run.py", "-k", "never_pair")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -355,7 +355,7 @@ def test_exit_statuses_and_usage(tmp_path, kinect_export, kinect_root):
     assert r.exit_code == 1 and "cannot load model" in r.output
 
 
-def test_a_source_that_gives_no_frames_is_said_and_not_exit_0(tmp_path, kinect_export):
+def test_a_source_that_gives_no_frames_is_said_and_not_exit_0(tmp_path, kinect_export, kinect_root):
     """Audit 28 #5: a source that gave no frame at all (an empty bag: topics declared, no message) was "done",
     exit 0, not a word, beside a source that scored (edge-ad run on it alone: exit 4). Now its summary entry
     carries no_frames, totals count it, one line names it, and the batch exits 3; run again, it stays said."""
@@ -372,6 +372,13 @@ def test_a_source_that_gives_no_frames_is_said_and_not_exit_0(tmp_path, kinect_e
         assert "1 source(s) gave no frames" in r.output, r.output
         said.append(r.output)
     assert f"source {empty}: the source gave no frames (nothing was scored from it)" in said[0], said[0]
+    # audit 29 #3: a bag whose colour and depth never pair within the slop says so, and what to change
+    bag = tmp_path / "unpaired_mcap"
+    write_ros2_bag(bag, [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 2)], storage="mcap")
+    r = batch(["--model", kinect_export, "--out", tmp_path / "out2", "-q", f"rosbag://{bag}?slop=0.001"])
+    assert r.exit_code == 4 and (f"source rosbag://{bag}?slop=0.001: the source gave no frames (nothing was scored "
+                                 "from it): its 2 colour and 2 depth message(s) never paired within the slop") \
+        in r.output, r.output
 
 
 def test_a_glob_that_matches_nothing_is_said_not_only_written(tmp_path, kinect_export):

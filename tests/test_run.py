@@ -20,7 +20,8 @@ from edge_ad.runtime.pictures import heatmap
 from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
 from edge_ad.runtime.sources import find_cameras
 
-from test_sources import close_range_folder, make_broken_folder  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_sources import (close_range_folder, d8_to_mm, kinect_frames, make_broken_folder,  # noqa: E402
+                          write_ros2_bag)   # (tests/ is on sys.path under pytest)
 
 
 class StubScorer:
@@ -244,6 +245,35 @@ def test_save_anomalies_keep_keeps_the_newest_flagged_frames_pictures(tmp_path, 
     r = invoke(["--source", "synth://?n=1", "--save-anomalies-keep", "2"])
     assert r.exit_code == 2 and "--save-anomalies-keep keeps the newest N flagged frames' pictures: give " \
                                 "--save-anomalies DIR too" in r.output, r.output
+
+
+def test_a_bag_whose_colour_and_depth_never_pair_says_so_and_a_bad_slop_is_a_bad_source(tmp_path, kinect_root, stub):
+    """Audit 29 #3: a bag whose depth stamps lie further from colour than the slop (3 ms here, slop 1 ms) ended
+    "error: the source gave no frames" (exit 4) though it held 3 + 3 messages; slop=nan was taken (the same end)
+    and slop=-1 failed at iteration (fatal ValueError, exit 1, after the model load). Now the no-frames line says
+    that the messages never paired within the slop and to give a larger one; a bad slop is a bad source (exit 1,
+    before the model loads); the default slop pairs them."""
+    from edge_ad.runtime.sources.pairing import no_pairs_note
+    bag = tmp_path / "b3"
+    write_ros2_bag(bag, [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 3)], storage="mcap")
+    r = invoke(["--source", f"rosbag://{bag}?slop=0.001", "-q"])
+    assert r.exit_code == EXIT_NO_FRAMES, r.output
+    assert ("error: the source gave no frames: its 3 colour and 3 depth message(s) never paired within slop "
+            "0.001 s (their stamps lie further apart: colour and depth not synchronised?): give a larger slop, "
+            "e.g. rosbag://PATH?slop=0.05") in r.output, r.output
+    r = invoke(["--source", f"rosbag://{bag}", "-q"])
+    assert r.exit_code == EXIT_OK and "3 frames scored" in r.output, r.output
+    stub.seen.clear()
+    for bad, shown in (("-1", "-1.0"), ("nan", "nan"), ("inf", "inf")):
+        r = invoke(["--source", f"rosbag://{bag}?slop={bad}", "-q"])
+        assert r.exit_code == 1 and (f"bad source 'rosbag://{bag}?slop={bad}': slop (the seconds colour and depth "
+                                     f"stamps may lie apart to pair) must be a finite number >= 0, got {shown}") \
+            in r.output, r.output
+    assert stub.seen == []                               # refused before anything was scored
+    assert no_pairs_note({"unpaired_colour": 2, "unpaired_depth": 0, "pairs": 1}) is None    # some paired
+    assert no_pairs_note({"unpaired_colour": 0, "unpaired_depth": 0, "pairs": 0}) is None    # an empty bag
+    assert no_pairs_note({"unpaired_colour": 2, "unpaired_depth": 2}) is None   # counts no pairs (a RealSense file)
+    assert "never paired within the slop" in no_pairs_note({"unpaired_colour": 2, "unpaired_depth": 1, "pairs": 0})
 
 
 def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):

@@ -300,7 +300,9 @@ def _finished_entry(job: Job, res: dict, out_dir: Path, model_dir: Path, model_s
     _place_results(entry, job, partial, out_dir, log)
     if entry["status"] == "done" and not entry["frames"] and not entry["frame_errors"]:
         entry["no_frames"] = True                    # as edge-ad run's exit 4 for the same source
-        log(f"source {job.uri}: the source gave no frames (nothing was scored from it)")
+        from edge_ad.runtime.sources.pairing import no_pairs_note
+        why = no_pairs_note((res.get("summary") or {}).get("source_stats"))
+        log(f"source {job.uri}: the source gave no frames (nothing was scored from it)" + (f": {why}" if why else ""))
     return entry
 
 

@@ -24,6 +24,7 @@ from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P
 from edge_ad.runtime.anomaly_saver import AnomalySaver    # the picture hooks live in runtime/
 from edge_ad.runtime.capture import EXIT_BAD_FRAMES, EXIT_FATAL, EXIT_NO_FRAMES, STOP_SOURCE_FAILED, exit_status
 from edge_ad.runtime.display import Display
+from edge_ad.runtime.sources.pairing import no_pairs_note
 
 from .options import FiniteFloat, check_threshold, model_directory
 
@@ -283,7 +284,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     pictures.say_written(sheet, rerun_target)
     if out:
         click.echo(f"results: {out}")
-    _exit_with_status(summary, out)
+    _exit_with_status(summary, out, slop=getattr(source, "slop", None))
 
 
 def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet,
@@ -406,8 +407,9 @@ def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[s
                    "scores are written, frames are not flagged", err=True)
 
 
-def _exit_with_status(summary: dict, out) -> None:
-    """Say on stderr why the run did not end well, and exit with its status (runtime.capture.exit_status)."""
+def _exit_with_status(summary: dict, out, slop: Optional[float] = None) -> None:
+    """Say on stderr why the run did not end well, and exit with its status (runtime.capture.exit_status).
+    ``slop``: the source's pairing slop (a ROS bag's), named when its messages never paired."""
     status = exit_status(summary)
     if summary.get("abandoned_frame") is not None:
         # a scoring call is still stuck on its (daemon) thread: leave without waiting for it, the
@@ -419,8 +421,10 @@ def _exit_with_status(summary: dict, out) -> None:
     if status == EXIT_FATAL and summary["stopped"] != STOP_SOURCE_FAILED:   # source_failed: said in the log
         click.echo(f"error: {summary.get('fatal_error')}", err=True)
     elif status == EXIT_NO_FRAMES:
+        why = no_pairs_note(summary.get("source_stats"), slop)
         click.echo(f"error: no frame could be scored ({summary['frame_errors']} bad frames)"
-                   if summary["frame_errors"] else "error: the source gave no frames", err=True)
+                   if summary["frame_errors"] else "error: the source gave no frames" + (f": {why}" if why else ""),
+                   err=True)
     elif status == EXIT_BAD_FRAMES:
         if summary["frame_errors"]:
             click.echo(f"warning: {summary['frame_errors']} bad frame(s) were skipped (see the log/results)",

@@ -31,7 +31,7 @@ class TimePairer:
     counted only."""
 
     def __init__(self, slop: float, max_pending: int = 64):
-        if slop < 0:
+        if not slop >= 0:    # NaN too: it would pair nothing
             raise ValueError(f"slop must be >= 0 seconds, got {slop}")
         self.slop, self.max_pending = float(slop), int(max_pending)
         self.colour: deque = deque()   # (t, item)
@@ -140,6 +140,29 @@ class TimePairer:
     def stats(self) -> dict:
         return {"unpaired_colour": self.unpaired_colour, "unpaired_depth": self.unpaired_depth}
 
+
+
+def check_slop(slop) -> float:
+    """``slop`` (seconds a colour and a depth stamp may lie apart to pair) as a float; ValueError naming it
+    unless it is a finite number >= 0."""
+    s = float(slop)
+    if not 0 <= s < float("inf"):
+        raise ValueError(f"slop (the seconds colour and depth stamps may lie apart to pair) must be a finite "
+                         f"number >= 0, got {slop!r}")
+    return s
+
+
+def no_pairs_note(stats: Optional[dict], slop: Optional[float] = None) -> Optional[str]:
+    """Why a source that pairs colour and depth by time (a ROS bag: its ``stats`` count ``pairs``) gave no
+    frame although it read messages: none paired within the slop (None when it paired some, read none, or
+    does not count pairs)."""
+    stats = stats or {}
+    c, d = stats.get("unpaired_colour", 0), stats.get("unpaired_depth", 0)
+    if "pairs" not in stats or stats["pairs"] or not (c or d):
+        return None
+    within = "within the slop" if slop is None else f"within slop {slop:g} s"
+    return (f"its {c} colour and {d} depth message(s) never paired {within} (their stamps lie further apart: "
+            "colour and depth not synchronised?): give a larger slop, e.g. rosbag://PATH?slop=0.05")
 
 
 def gap_event(gap: dict, uri: str, seconds: float = 1.0) -> dict:

@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 from ..msgconv import msg_to_depth_mm, msg_to_rgb, stamp_seconds
 from ..preprocess import DEFAULT_MAX_PIXELS, FrameError
 from .base import Frame, Source, SourceError
-from .pairing import TimePairer, gap_event
+from .pairing import TimePairer, check_slop, gap_event
 from .salvage import needs_salvage, salvage_reader, storage_files
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
@@ -92,6 +92,7 @@ class RosbagSource(Source):
 
     def __init__(self, path, rgb_topic: Optional[str] = None, depth_topic: Optional[str] = None,
                  slop: float = 0.02, max_pixels=DEFAULT_MAX_PIXELS):
+        self.slop = check_slop(slop)     # a bad slop is a bad source, refused before anything is read
         self.path = Path(path)
         self.max_pixels = max_pixels
         self.uri = f"rosbag://{self.path}"
@@ -105,7 +106,6 @@ class RosbagSource(Source):
                                           "its storage files are read directly"})
         topics = self._salvage_topics() if self.salvage else list_topics(self.path)
         self.rgb_topic, self.depth_topic = choose_topics(topics, rgb_topic, depth_topic)
-        self.slop = float(slop)
         self.stats: dict = {}
         self._count: Optional[int] = None
         self.count_error: Optional[str] = None
