@@ -291,6 +291,9 @@ MUTANTS = [
     Mutant("run-no-pairs-unsaid", "runtime/sources/pairing.py",      # audit 29 #3
            '    if "pairs" not in stats or stats["pairs"] or not (c or d):', "    if True:",
            ("tests/test_run.py", "-k", "never_pair")),
+    Mutant("cal-max-below-min-read", "edge_ad/commands/calibrate.py",      # audit 29 #12
+           "    if max_frames < min_frames:", "    if False:",
+           ("tests/test_calibrate.py", "-k", "below_min_frames")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

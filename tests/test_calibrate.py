@@ -453,6 +453,27 @@ def test_camera_shift_search_skipped_for_centroid_aligned_models():
 
 # --- what calibrate learns as normal, where it writes, signed models (audit items 1, 2, 4e, 7, 12) ---------------
 
+def test_max_frames_below_min_frames_is_a_usage_error_before_anything_is_read(tmp_path, monkeypatch):
+    """Audit 29 #12: --max-frames 10 with the default --min-frames 20 could never succeed, yet calibrate read the
+    source (361 of 400 frames spread over a folder; a whole recording) before saying so (exit 1). Now: exit 2 at
+    once naming both options, the source never opened; --max-frames equal to --min-frames is still taken."""
+    import edge_ad.runtime.sources as sources
+    from edge_ad.cli import main
+    opened = []
+    real_open = sources.open_source
+    monkeypatch.setattr(sources, "open_source", lambda uri, *a, **k: opened.append(uri) or real_open(uri, *a, **k))
+    model = _demo_copy(tmp_path)
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", "synth://?n=30&anomaly_rate=0",
+                                  "--out", str(tmp_path / "cal"), "--max-shift", "0", "--max-frames", "10"])
+    assert r.exit_code == 2 and ("--max-frames 10 is below --min-frames 20: calibration needs at least 20 usable "
+                                 "frames; raise --max-frames or lower --min-frames") in r.output, r.output
+    assert opened == [] and not (tmp_path / "cal").exists()
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", "synth://?n=30&anomaly_rate=0",
+                                  "--out", str(tmp_path / "cal"), "--max-shift", "0", "--max-frames", "10",
+                                  "--min-frames", "10"])
+    assert r.exit_code == 0 and opened == ["synth://?n=30&anomaly_rate=0"], r.output
+
+
 def _demo_copy(tmp_path):
     """A copy of the shipped demo model (runtime/demo: encoder + latent memory, centroid-aligned, so no
     camera-shift search; calibrating it on 30 frames takes < 1 s)."""

@@ -82,6 +82,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import SourceError, open_source
 
+    if max_frames < min_frames:   # could never succeed: said before the model, the key or the source is touched
+        raise click.UsageError(f"--max-frames {max_frames} is below --min-frames {min_frames}: calibration needs at "
+                               f"least {min_frames} usable frames; raise --max-frames or lower --min-frames")
     if sign_key:
         try:
             sign_key = load_private_key(sign_key)       # before reading the scene: a bad key fails now
