@@ -38,8 +38,8 @@ ARGS = {
                             "more are flagged than the threshold's calibrated rate allows"),
     "alarm_alpha": ("0.001", "alarm-rate watch: significance of its one-sided binomial test, in (0, 0.05)"),
 }
-# Values are YAML, as ROS parses a -p override: floats keep their decimal point (stale_s:=10.0, not 10),
-# or the node refuses the type; tests/test_ros.py checks every default parses to the node's PARAMETERS.
+# Values are YAML, as ROS parses a -p override; the node declares its parameters dynamically typed, so a whole
+# number for a float (stale_s:=10) is taken; tests/test_ros.py checks every default parses to the node's PARAMETERS.
 RESPAWN_DELAY_S = 5.0     # seconds between the node's exit and its restart (respawn:=true)
 
 

@@ -322,6 +322,8 @@ def main(argv: Optional[list] = None) -> int:
     try:
         import message_filters
         import rclpy
+        from rcl_interfaces.msg import ParameterDescriptor
+        from rclpy.exceptions import ParameterException
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
@@ -346,9 +348,14 @@ def main(argv: Optional[list] = None) -> int:
         return status
 
     try:   # every parameter checked before the (slow) model load
-        s = node_settings({k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()})
+        # dynamic typing: rclpy would otherwise fix each type from its default and refuse stale_s:=5 (an integer
+        # for a float) with a traceback; node_settings checks every type and range itself (ints taken as floats)
+        s = node_settings({k: node.declare_parameter(k, v, ParameterDescriptor(dynamic_typing=True)).value
+                           for k, v in PARAMETERS.items()})
     except ParameterError as e:
         return give_up(str(e), 2)
+    except ParameterException as e:    # anything else rclpy refuses in a declaration: one line too
+        return give_up(f"parameter: {e}", 2)
     model_dir = s["model_dir"]
     try:
         scorer = Scorer.load(model_dir, backend=s["backend"], trusted_keys=s["trusted_keys"])

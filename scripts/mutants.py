@@ -294,6 +294,9 @@ MUTANTS = [
     Mutant("cal-max-below-min-read", "edge_ad/commands/calibrate.py",      # audit 29 #12
            "    if max_frames < min_frames:", "    if False:",
            ("tests/test_calibrate.py", "-k", "below_min_frames")),
+    Mutant("ros-params-statically-typed", "jetson/ros2_node.py",      # audit 29 #5
+           "ParameterDescriptor(dynamic_typing=True)", "ParameterDescriptor(dynamic_typing=False)",
+           ("tests/test_ros.py", "-k", "whole_number_for_a_float")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

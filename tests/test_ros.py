@@ -241,7 +241,9 @@ class _ModelLoaded(Exception):
 
 def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None, scorer=None) -> dict:
     """rclpy, message_filters and the message packages as modules of fakes (rclpy is not on PyPI):
-    a Node whose parameters are ``overrides`` over the declared defaults and whose logger records;
+    a Node whose parameters are ``overrides`` over the declared defaults and whose logger records; like rclpy,
+    its declare_parameter refuses an override whose type is not the default's (InvalidParameterTypeException,
+    a ParameterException) unless the descriptor says dynamic_typing;
     Scorer.load returns ``scorer`` when given, else raises ``load_error`` or _ModelLoaded (records
     its arguments)."""
     seen = {"log": [], "load": [], "destroyed": False}
@@ -250,8 +252,12 @@ def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None, scorer=
         def __init__(self, name):
             self.name = name
 
-        def declare_parameter(self, name, default):
-            return SimpleNamespace(value=overrides.get(name, default))
+        def declare_parameter(self, name, default, descriptor=None):
+            value = overrides.get(name, default)
+            if type(value) is not type(default) and not getattr(descriptor, "dynamic_typing", False):
+                raise InvalidParameterTypeException(f"Trying to set parameter '{name}' to '{value}' of type "
+                                                    f"'{type(value).__name__}', expecting '{type(default).__name__}'")
+            return SimpleNamespace(value=value)
 
         def get_logger(self):
             return SimpleNamespace(**{lvl: (lambda m, lvl=lvl: seen["log"].append((lvl, m)))
@@ -270,8 +276,17 @@ def fake_ros(monkeypatch, overrides: dict, load_error: Exception = None, scorer=
         def registerCallback(self, callback):
             pass
 
+    class ParameterException(Exception):
+        pass
+
+    class InvalidParameterTypeException(ParameterException):
+        pass
+
     mods = {"rclpy": dict(init=lambda args=None: None, ok=lambda: True, shutdown=lambda: None,
                           spin=lambda node: None),
+            "rclpy.exceptions": dict(ParameterException=ParameterException,
+                                     InvalidParameterTypeException=InvalidParameterTypeException),
+            "rcl_interfaces": {}, "rcl_interfaces.msg": dict(ParameterDescriptor=lambda **kw: SimpleNamespace(**kw)),
             "rclpy.node": dict(Node=Node), "rclpy.qos": dict(qos_profile_sensor_data=None),
             "message_filters": dict(Subscriber=lambda *a, **kw: None, ApproximateTimeSynchronizer=Synchronizer),
             "sensor_msgs": {}, "sensor_msgs.msg": dict(Image=dict, CompressedImage=dict),
@@ -306,6 +321,24 @@ def test_a_bad_parameter_stops_the_node_before_the_model_loads(monkeypatch):
     with pytest.raises(_ModelLoaded):
         ros2_node.main([])
     assert len(seen["load"]) == 1 and seen["load"][0][1] == "onnxruntime" and seen["log"] == []
+
+
+def test_a_whole_number_for_a_float_parameter_is_taken(monkeypatch, tmp_path):
+    """Audit 29 #5: rclpy fixes a parameter's type from its default unless declared dynamically typed, so
+    `-p stale_s:=5` (an integer for 10.0, the commonest slip) ended in InvalidParameterTypeException's traceback
+    (exit 1, the launch file restarting it every 5 s), not the documented exit 2 with one line. The node now
+    declares every parameter dynamically typed and node_settings checks types and ranges: ints for floats are
+    taken; a wrong type is still one line naming the parameter, exit 2."""
+    ints = {"stale_s": 5, "rotate_mb": 100, "frame_timeout_s": 2, "slop": 1, "threshold": 1,
+            "results_path": str(tmp_path / "r.jsonl")}
+    seen = fake_ros(monkeypatch, ints)
+    with pytest.raises(_ModelLoaded):
+        ros2_node.main([])
+    assert len(seen["load"]) == 1 and seen["log"] == [], seen
+    assert ros2_node.node_settings(ints)["stale_s"] == 5.0
+    seen = fake_ros(monkeypatch, {"stale_s": "soon"})
+    assert ros2_node.main([]) == 2 and seen["load"] == [] and seen["destroyed"]
+    assert seen["log"] == [("error", "edge-ad ROS 2 node: parameter stale_s must be a finite number > 0, got 'soon'")]
 
 
 def test_a_model_that_cannot_load_ends_the_node_with_one_line(monkeypatch):
