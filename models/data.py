@@ -72,6 +72,29 @@ def kinect_split_ids(root: os.PathLike, cls: str, split: str) -> list[int]:
     return list(splits[cls][split])
 
 
+def split_class_note(folder: os.PathLike) -> Optional[str]:
+    """When the frame folder ``folder`` is a class folder of a split dataset (a splits.json beside it that lists
+    the folder's name as a class, the layout ``check_kinect_split`` reads), what training on the whole folder
+    means: every frame, the held-out splits' ids included, and how to train on the train split only. None for
+    any other folder (no splits.json beside it, an unreadable one, or one without this class)."""
+    folder = Path(folder).resolve()
+    splits_file = folder.parent / "splits.json"
+    try:
+        splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
+    except (OSError, ValueError):
+        return None
+    parts = splits.get(folder.name) if isinstance(splits, dict) else None
+    if not isinstance(parts, dict):
+        return None
+    held_out = {k: len(v) for k, v in parts.items() if k != "train" and isinstance(v, list) and v}
+    if not held_out:
+        return None
+    listed = " and ".join(f"its {n} {k!r} ids" for k, n in held_out.items())
+    return (f"{folder} is the {folder.name!r} class of a split dataset ({splits_file} beside it): training on all "
+            f"its frames, {listed} included, so an evaluation on them is not held out; "
+            f"`--data {folder.parent} --class {folder.name}` trains on its 'train' split only")
+
+
 def check_kinect_split(root: os.PathLike, cls: str, split: str, classes: Sequence[str] = KINECT_CLASSES) -> list:
     """The ids of one class/split of a kinect-rgbd layout (``kinect_split_ids``), checked before any
     frame is read: the class folder exists (``classes``: what the caller needs, named in the error) and

@@ -297,6 +297,10 @@ MUTANTS = [
     Mutant("ros-params-statically-typed", "jetson/ros2_node.py",      # audit 29 #5
            "ParameterDescriptor(dynamic_typing=True)", "ParameterDescriptor(dynamic_typing=False)",
            ("tests/test_ros.py", "-k", "whole_number_for_a_float")),
+    Mutant("train-split-class-unsaid", "models/data.py",      # audit 29 #8
+           "    if not held_out:\n        return None\n    listed",
+           "    if True:\n        return None\n    listed",
+           ("tests/test_train.py", "-k", "split_dataset")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

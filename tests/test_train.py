@@ -298,6 +298,35 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, rect_trai
         train(arr, tmp_path, TrainConfig(epochs=3, **{**kw, "white_balance": 0.1}), **quiet)
 
 
+def test_training_on_a_class_folder_of_a_split_dataset_says_its_held_out_ids_are_included(tmp_path):
+    """Audit 29 #8: `edge-ad train --data kinect-rgbd/rectangle` (the class folder a newcomer sees, splits.json
+    beside it) trained on all 400 frames, the 100 val ids included, without a word, and an eval on those val
+    frames then looked held out (AUROC 1.000). Now train warns, naming the held-out ids and the --class way;
+    a frame folder without a splits.json beside it (or one not listing it) trains without the warning."""
+    import json
+
+    from conftest import copy_frames
+    from edge_ad.models.data import split_class_note
+    root = tmp_path / "ds"
+    copy_frames(root / "rectangle", "rectangle", 8)
+    ids = sorted(p.stem for p in (root / "rectangle" / "rgb").iterdir())
+    (root / "splits.json").write_text(json.dumps({"rectangle": {"train": ids[:6], "val": ids[6:]}}))
+    r = CliRunner().invoke(main, ["train", "--data", str(root / "rectangle"), "--out", str(tmp_path / "run"),
+                                  "--epochs", "1", "--width", "4", "--batch-size", "8", "--sample-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("warning: ") == 1 and (
+        f"warning: {root / 'rectangle'} is the 'rectangle' class of a split dataset ({root / 'splits.json'} beside "
+        "it): training on all its frames, its 2 'val' ids included, so an evaluation on them is not held out; "
+        f"`--data {root} --class rectangle` trains on its 'train' split only") in r.output, r.output
+    assert "training on 8 frames" in r.output
+    (root / "splits.json").write_text(json.dumps({"sphere": {"train": ids[:6], "val": ids[6:]}}))
+    assert split_class_note(root / "rectangle") is None                 # splits.json without this class
+    (root / "splits.json").write_text("not json")
+    assert split_class_note(root / "rectangle") is None
+    (root / "splits.json").unlink()
+    assert split_class_note(root / "rectangle") is None                 # a plain frame folder
+
+
 def test_train_command_reads_a_close_range_16bit_mm_folder(tmp_path, kinect_root):
     """Review 15 #1: a 16-bit PNG millimetre dataset all within 25.5 cm (a wrist camera) could not be
     trained on ('looks like 8-bit depth levels', and near_mm / far_mm cannot be set in training). Now it

@@ -52,7 +52,7 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
     (DistributedDataParallel; --batch-size is the global batch; rank 0 writes the outputs)."""
     import torch
 
-    from edge_ad.models.data import DataError, load_folder, load_kinect, load_synth, summarize
+    from edge_ad.models.data import DataError, load_folder, load_kinect, load_synth, split_class_note, summarize
     from edge_ad.models.distributed import Dist
     from edge_ad.models.train import TrainConfig, train
     from edge_ad.runtime.preprocess import PreprocessSpec
@@ -74,6 +74,9 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
             ids, arr = load_kinect(data, cls, split)
             summary = summarize(ids, arr, str(Path(data).resolve()), dataset="kinect-rgbd", cls=cls, split=split)
         elif data:
+            note = split_class_note(data)     # a class folder of a split dataset: its val ids would be trained on
+            if note:
+                click.echo(f"warning: {note}", err=True)
             ids, arr = load_folder(data, on_warning=lambda m: click.echo(f"warning: {m}", err=True))
             summary = summarize(ids, arr, str(Path(data).resolve()))
         else:
