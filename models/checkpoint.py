@@ -276,13 +276,15 @@ class CheckpointScoring:
 
     ``section`` is the stored dict (None for study files and checkpoints without one), ``preprocess``
     the file's own preprocessing (PreprocessSpec() for study files, as ``load_generator``), ``train_class``
-    the class it was trained on if recorded. The methods raise CheckpointError (one line, naming the file)
+    the class it was trained on if recorded, ``train_data`` its training data's summary (``train["data"]``:
+    source, n_frames, split for a split dataset, ...) if recorded. The methods raise CheckpointError (one line, naming the file)
     for an invalid section."""
 
     section: Optional[dict] = None
     preprocess: PreprocessSpec = dataclasses.field(default_factory=PreprocessSpec)
     train_class: Optional[str] = None
     path: Optional[str] = None
+    train_data: Optional[dict] = None
 
     @classmethod
     def read(cls, path: os.PathLike) -> "CheckpointScoring":
@@ -299,8 +301,9 @@ class CheckpointScoring:
             spec = PreprocessSpec.from_dict(ck["preprocess"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: invalid preprocess section: {first_line(e)}") from None
-        return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(ck.get("train")),
-                   path=str(path))
+        train = ck.get("train") if isinstance(ck.get("train"), dict) else {}
+        return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(train or None),
+                   path=str(path), train_data=train.get("data") if isinstance(train.get("data"), dict) else None)
 
     @classmethod
     def of(cls, scoring) -> "CheckpointScoring":

@@ -95,6 +95,19 @@ def split_class_note(folder: os.PathLike) -> Optional[str]:
             f"`--data {folder.parent} --class {folder.name}` trains on its 'train' split only")
 
 
+def trained_on_note(train_data: Optional[dict], folder: os.PathLike) -> Optional[str]:
+    """When a checkpoint's training data (its ``train["data"]`` summary, ``summarize``) is the whole frame folder
+    ``folder`` (its source, no split), that the frames an evaluation reads from ``folder`` were trained on.
+    None otherwise (another source, a split of a dataset, nothing recorded)."""
+    if not isinstance(train_data, dict) or "split" in train_data or not isinstance(train_data.get("source"), str):
+        return None
+    if train_data["source"] != str(Path(folder).resolve()):
+        return None
+    n = train_data.get("n_frames")
+    return (f"the model was trained on every frame of {folder} ({n} frames, its checkpoint says), the frames scored "
+            "here included: these metrics are not held out")
+
+
 def check_kinect_split(root: os.PathLike, cls: str, split: str, classes: Sequence[str] = KINECT_CLASSES) -> list:
     """The ids of one class/split of a kinect-rgbd layout (``kinect_split_ids``), checked before any
     frame is read: the class folder exists (``classes``: what the caller needs, named in the error) and

@@ -301,6 +301,9 @@ MUTANTS = [
            "    if not held_out:\n        return None\n    listed",
            "    if True:\n        return None\n    listed",
            ("tests/test_train.py", "-k", "split_dataset")),
+    Mutant("eval-trained-on-unsaid", "models/data.py",      # audit 29 #8 (eval side)
+           '    if train_data["source"] != str(Path(folder).resolve()):', "    if True:",
+           ("tests/test_train.py", "-k", "split_dataset")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -301,8 +301,9 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, rect_trai
 def test_training_on_a_class_folder_of_a_split_dataset_says_its_held_out_ids_are_included(tmp_path):
     """Audit 29 #8: `edge-ad train --data kinect-rgbd/rectangle` (the class folder a newcomer sees, splits.json
     beside it) trained on all 400 frames, the 100 val ids included, without a word, and an eval on those val
-    frames then looked held out (AUROC 1.000). Now train warns, naming the held-out ids and the --class way;
-    a frame folder without a splits.json beside it (or one not listing it) trains without the warning."""
+    frames then looked held out (AUROC 1.000). Now train warns, naming the held-out ids and the --class way, and
+    eval warns when it scores frames of the folder the checkpoint was trained on whole; a frame folder without a
+    splits.json beside it (or one not listing it) trains without the warning."""
     import json
 
     from conftest import copy_frames
@@ -319,6 +320,20 @@ def test_training_on_a_class_folder_of_a_split_dataset_says_its_held_out_ids_are
         "it): training on all its frames, its 2 'val' ids included, so an evaluation on them is not held out; "
         f"`--data {root} --class rectangle` trains on its 'train' split only") in r.output, r.output
     assert "training on 8 frames" in r.output
+    # eval then warns when the frames it scores as normal come from the folder the model was trained on whole
+    copy_frames(tmp_path / "sphere", "sphere", 2)
+    copy_frames(tmp_path / "other", "rectangle", 2, start=100)
+    said = {}
+    for normal in ("rectangle", "other"):
+        folder = root / normal if normal == "rectangle" else tmp_path / normal
+        r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "run" / "last.pt"), "--normal", str(folder),
+                                      "--anomalous", str(tmp_path / "sphere"), "--max-per-class", "2",
+                                      "--no-baselines", "--out", str(tmp_path / f"eval-{normal}")])
+        assert r.exit_code == 0, r.output
+        said[normal] = r.output
+    assert (f"warning: the model was trained on every frame of {root / 'rectangle'} (8 frames, its checkpoint says), "
+            "the frames scored here included: these metrics are not held out") in said["rectangle"], said
+    assert "not held out" not in said["other"], said["other"]
     (root / "splits.json").write_text(json.dumps({"sphere": {"train": ids[:6], "val": ids[6:]}}))
     assert split_class_note(root / "rectangle") is None                 # splits.json without this class
     (root / "splits.json").write_text("not json")

@@ -111,6 +111,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     stored, cfg, spec = _scoring_configuration(model_path, scoring, overrides)
     encoder, bank, bank_rows, pixels = _model_memories(model_path, stored, cfg, spec)
     groups, normal_name = _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec)
+    _say_if_trained_on(stored, Path(data) / cls if data and cls else normal_dir)
     if max_per_class:
         groups = {k_: v[:max_per_class] for k_, v in groups.items()}
     _check_both_kinds(groups, normal_name, synth_n)     # before any frame is scored
@@ -281,6 +282,15 @@ def _model_memories(model_path, stored, cfg, spec):
     except ValueError as e:      # CheckpointError, or the bank's layout
         raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{model_path}: {e}")
     return encoder, bank, bank_rows, pixels
+
+
+def _say_if_trained_on(stored, normal_folder) -> None:
+    """A warning on stderr when the checkpoint was trained on every frame of the folder whose frames are scored
+    as normal (``normal_folder``: --data/--class's class folder or --normal; None: rendered frames)."""
+    from edge_ad.models.data import trained_on_note
+    note = trained_on_note(stored.train_data, normal_folder) if normal_folder else None
+    if note:
+        click.echo(f"warning: {note}", err=True)
 
 
 def _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec) -> tuple[dict, str]:
