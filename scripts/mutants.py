@@ -91,7 +91,7 @@ MUTANTS = [
     Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = np.where((d8 > 0)[:, :, None], rgb, 0)",
            "rgb = np.where((d8 >= 0)[:, :, None], rgb, 0)", PRE),
     Mutant("pre-no-far-limit", "runtime/preprocess.py",
-           "valid = (d > 0) & (d >= spec.near_mm) & (d <= spec.far_mm)", "valid = (d > 0) & (d >= spec.near_mm)", PRE),
+           "valid = (d > 0) & (d >= near_mm) & (d <= far_mm)", "valid = (d > 0) & (d >= near_mm)", PRE),
     Mutant("pre-valid-to-zero", "runtime/preprocess.py", "np.clip(np.rint(scaled), 1, 255)",
            "np.clip(np.rint(scaled), 0, 255)", PRE),
     Mutant("pre-crop-corner", "runtime/preprocess.py", "top, left = (h - s) // 2, (w - s) // 2\n    img = img[",
@@ -304,6 +304,10 @@ MUTANTS = [
     Mutant("eval-trained-on-unsaid", "models/data.py",      # audit 29 #8 (eval side)
            '    if train_data["source"] != str(Path(folder).resolve()):', "    if True:",
            ("tests/test_train.py", "-k", "split_dataset")),
+    Mutant("depth-table-off-by-one", "runtime/preprocess.py",      # audit 29 #10
+           "    table = _mm_to_8bit(np.arange(1 << 16, dtype=np.float64), near_mm, far_mm)",
+           "    table = _mm_to_8bit(np.arange(1, (1 << 16) + 1, dtype=np.float64), near_mm, far_mm)",
+           ("tests/test_preprocess.py", "-k", "looked_up")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

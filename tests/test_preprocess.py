@@ -131,3 +131,18 @@ def test_depth_unit_rule_follows_the_models_range():
     far = np.full((64, 64), 600, np.uint16)
     far[:, :32] = 200                                          # some readings past 255 mm: millimetres
     assert preprocess(rgb, far, PreprocessSpec()).shape == (4, 64, 64)
+
+
+def test_uint16_depth_is_looked_up_as_the_float_path_computes_every_reading():
+    """Audit 29 #10: depth_to_8bit ran float64 maths on every pixel of a camera's uint16 frame (twice a frame at
+    1080p: 0.16 s). A uint16 frame is now one table lookup per pixel, the table being the float path applied
+    to each of the 65536 readings once per depth range: every reading maps exactly as a float frame of the same
+    millimetres does (default range, a narrow one, fractional limits), and the caller's result is its own."""
+    every = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    for spec in (PreprocessSpec(), PreprocessSpec(near_mm=300, far_mm=900), PreprocessSpec(near_mm=0.5, far_mm=4000.25)):
+        looked_up = depth_to_8bit(every, spec)
+        computed = depth_to_8bit(every.astype(np.float64), spec)
+        assert looked_up.dtype == np.uint8 and np.array_equal(looked_up, computed), spec
+        assert looked_up[0, 0] == 0 and looked_up.max() == 255 and looked_up.flags.writeable
+    frame = np.array([[0, 1, 350, 700], [701, 65535, 699, 2]], np.uint16)
+    assert depth_to_8bit(frame, PreprocessSpec()).tolist() == [[0, 1, 128, 255], [0, 0, 255, 1]]
