@@ -27,7 +27,8 @@ PARTS = ("rgb", "depth", "recon", "error", "overlay")
 SCALE = 4   # the error and overlay pictures are enlarged 4 x (model space is 64 x 64)
 MIN_FREE_BYTES = 500 << 20   # the default reserve: max(500 MiB, MIN_FREE_SHARE of the filesystem)
 MIN_FREE_SHARE = 0.05
-PICTURE_NAME = re.compile(r"^(\d{8}_.+)_(?:%s)\.png$" % "|".join(PARTS))   # <stem>_<part>.png, stem <index>_<frame>[-n]
+# <stem>_<part>.png, stem <index>_<frame>[-n]: the index has 8 digits at least (free_stem's {:08d}: 9 past 99 999 999)
+PICTURE_NAME = re.compile(r"^(\d{8,}_.+)_(?:%s)\.png$" % "|".join(PARTS))
 
 
 def min_free_bytes(total: int, min_free_mb: Optional[float] = None) -> int:

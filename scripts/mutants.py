@@ -308,6 +308,9 @@ MUTANTS = [
            "    table = _mm_to_8bit(np.arange(1 << 16, dtype=np.float64), near_mm, far_mm)",
            "    table = _mm_to_8bit(np.arange(1, (1 << 16) + 1, dtype=np.float64), near_mm, far_mm)",
            ("tests/test_preprocess.py", "-k", "looked_up")),
+    Mutant("pictures-index-8-digits-only", "runtime/anomaly_saver.py",      # audit 29 #14
+           'PICTURE_NAME = re.compile(r"^(\\d{8,}_.+)', 'PICTURE_NAME = re.compile(r"^(\\d{8}_.+)',
+           ("tests/test_run.py", "-k", "keep_keeps")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

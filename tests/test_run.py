@@ -223,7 +223,8 @@ def test_save_anomalies_keep_keeps_the_newest_flagged_frames_pictures(tmp_path, 
     import os
     anom, out = tmp_path / "anom", tmp_path / "r.jsonl"
     anom.mkdir()
-    for k, stem in enumerate(("00000003_cam-3", "00000004_cam-4")):      # an earlier run's two sets
+    for k, stem in enumerate(("00000003_cam-3", "00000004_cam-4", "100000001_cam-5")):   # an earlier run's sets
+        # (audit 29 #14: an index past 99 999 999 has 9 digits: such a set is found and pruned too)
         for part in AnomalySaver.PARTS:
             (anom / f"{stem}_{part}.png").write_bytes(b"png")
             os.utime(anom / f"{stem}_{part}.png", (1e9 + k, 1e9 + k))
