@@ -311,6 +311,12 @@ MUTANTS = [
     Mutant("pictures-index-8-digits-only", "runtime/anomaly_saver.py",      # audit 29 #14
            'PICTURE_NAME = re.compile(r"^(\\d{8,}_.+)', 'PICTURE_NAME = re.compile(r"^(\\d{8}_.+)',
            ("tests/test_run.py", "-k", "keep_keeps")),
+    Mutant("z0-dtype-unchecked", "edge_ad/commands/run.py",      # audit 29 #13
+           "    if not (np.issubdtype(z0.dtype, np.floating) or np.issubdtype(z0.dtype, np.integer)):",
+           "    if False:", ("tests/test_run.py", "-k", "seed_and_z0")),
+    Mutant("npy-npz-unnamed", "runtime/sources/folder.py",      # audit 29 #13
+           '        if head.startswith(b"PK\\x03\\x04"):', "        if False:",
+           ("tests/test_run.py", "-k", "seed_and_z0")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),
@@ -353,7 +359,7 @@ MUTANTS = [
     Mutant("cal-doubt-written-anyway", "runtime/calibrate/pipeline.py",
            "    if doubt is not None and not accept_raise:", "    if False:",
            ("tests/test_calibrate.py", "-k", "not_the_models_normal")),
-    Mutant("npy-problem-unchecked", "runtime/sources/folder.py", "    why = _npy_problem(path)", "    why = None",
+    Mutant("npy-problem-unchecked", "runtime/sources/folder.py", "    why = npy_problem(path)", "    why = None",
            ("tests/test_sources.py", "-k", "npy_depth_problems")),
     Mutant("folder-pair-size-unnamed", "runtime/sources/folder.py", "    if depth.shape[:2] != rgb.shape[:2]:",
            "    if False:", ("tests/test_sources.py", "-k", "sizes_differ_names_both")),

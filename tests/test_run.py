@@ -94,6 +94,20 @@ def test_seed_and_z0(tmp_path, stub):
     np.save(tmp_path / "bad.npy", np.ones((3, 5), np.float32))
     r = invoke(["--source", "synth://?n=2", "--z0", str(tmp_path / "bad.npy"), "-q"])
     assert r.exit_code == 1 and "(2, 100) = (n_seed, z_dim)" in r.output
+    # audit 29 #13: an .npz, a string array and a file that is no .npy ended in tracebacks or numpy's advice to
+    # unpickle; now one line each naming the problem (exit 1), nothing scored
+    np.savez(tmp_path / "z.npz", z=z0)
+    np.save(tmp_path / "text.npy", np.full((stub.n_seed, stub.z_dim), "a"))
+    np.save(tmp_path / "complex.npy", z0.astype(np.complex64))
+    (tmp_path / "x.npy").write_bytes(b"x")
+    need = "--z0 needs a float (2, 100) = (n_seed, z_dim) array saved with np.save"
+    for name, why in (("z.npz", "an .npz archive, not a .npy file: save one array with np.save"),
+                      ("x.npy", "not a NumPy .npy file (no .npy header)"),
+                      ("text.npy", "holds <U1 values; " + need), ("complex.npy", "holds complex64 values; " + need)):
+        stub.seen.clear()
+        r = invoke(["--source", "synth://?n=2", "--z0", str(tmp_path / name), "-q"])
+        assert r.exit_code == 1 and why in r.output and "Traceback" not in r.output, (name, r.output)
+        assert "pickle" not in r.output and stub.seen == [], (name, r.output)
     r = invoke(["--seed", "1", "--z0", str(tmp_path / "z0.npy")])
     assert r.exit_code == 2 and "--seed or --z0" in r.output
     stub.seen.clear()   # a negative seed is a usage error naming --seed (it was a fatal ValueError at frame 0)

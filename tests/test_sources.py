@@ -552,7 +552,7 @@ def test_npy_depth_problems_are_named_not_numpys_mechanism(tmp_path, kinect_root
     assert got["text"] == f"frame text: unreadable depth {root}/depth/text.npy: not a NumPy .npy file (no .npy header)"
     assert got["empty"] == f"frame empty: unreadable depth {root}/depth/empty.npy: the file is empty"
     assert got["objects"].startswith(f"frame objects: unreadable depth {root}/depth/objects.npy: it holds an object "
-                                     "array (object), not pixels")
+                                     "array (object), not numbers; a .npy depth must be an H x W uint8")
     assert not any("pickle" in e or "unsafely" in e for e in got.values()), got
 
 

@@ -52,11 +52,19 @@ def load_scorer(model: Optional[str], backend: str, trusted_keys=()):
 
 
 def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:
-    """--z0 file -> float32 (n_seed, z_dim), checked against the model."""
+    """--z0 file (a .npy array, never unpickled) -> float32 (n_seed, z_dim), checked against the model: one line
+    naming the problem (not a .npy file, an .npz archive, objects, another dtype or shape, NaN)."""
+    from edge_ad.runtime.sources.folder import npy_problem
+    need = f"--z0 needs a float ({n_seed}, {z_dim}) = (n_seed, z_dim) array saved with np.save"
+    why = npy_problem(Path(path), need)
+    if why is not None:
+        raise click.ClickException(f"cannot read --z0 {path}: {why}")
     try:
-        z0 = np.load(path)
-    except Exception as e:
+        z0 = np.load(path, allow_pickle=False)
+    except Exception as e:   # anything the header check did not foresee
         raise click.ClickException(f"cannot read --z0 {path}: {e}")
+    if not (np.issubdtype(z0.dtype, np.floating) or np.issubdtype(z0.dtype, np.integer)):
+        raise click.ClickException(f"--z0 {path} holds {z0.dtype} values; {need}")
     if z0.shape != (n_seed, z_dim):
         raise click.ClickException(f"--z0 {path} has shape {z0.shape}; the model needs "
                                    f"({n_seed}, {z_dim}) = (n_seed, z_dim)")

@@ -145,16 +145,23 @@ def _same_size(fid: str, rgb: np.ndarray, rgb_path: Path, depth: np.ndarray, dep
     return depth
 
 
-def _npy_problem(path: Path) -> Optional[str]:
+DEPTH_NPY_NEED = "a .npy depth must be an H x W uint8 (8-bit levels) or uint16 (millimetres) array"
+
+
+def npy_problem(path: Path, need: str = DEPTH_NPY_NEED) -> Optional[str]:
     """What is wrong with the .npy file ``path``, read from its header (no data read): empty, not a NumPy .npy
-    file, an unreadable header, an object array (Python objects: never unpickled), or truncated (fewer data
-    bytes than its header declares); None when it looks whole."""
+    file (an .npz archive named as one), an unreadable header, an object array (Python objects: never unpickled;
+    ``need`` says what the caller needs instead), or truncated (fewer data bytes than its header declares); None
+    when it looks whole. Never numpy's own words (they advise unpickling)."""
     fmt = np.lib.format
     size = path.stat().st_size
     if size == 0:
         return "the file is empty"
     with open(path, "rb") as f:
-        if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+        head = f.read(len(fmt.MAGIC_PREFIX))
+        if head.startswith(b"PK\x03\x04"):
+            return "an .npz archive, not a .npy file: save one array with np.save"
+        if head != fmt.MAGIC_PREFIX:
             return "not a NumPy .npy file (no .npy header)"
         f.seek(0)
         try:
@@ -164,8 +171,7 @@ def _npy_problem(path: Path) -> Optional[str]:
         except (ValueError, EOFError, SyntaxError) as e:
             return f"its .npy header cannot be read ({e})"
         if dtype.hasobject:
-            return (f"it holds an object array ({dtype}), not pixels; a .npy depth must be an H x W uint8 (8-bit "
-                    "levels) or uint16 (millimetres) array")
+            return f"it holds an object array ({dtype}), not numbers; {need}"
         need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         have = size - f.tell()
         if have < need:
@@ -177,7 +183,7 @@ def _read_npy_depth(path: Path, fid: str, max_pixels) -> np.ndarray:
     """Depth from a .npy file: H x W (or H x W x 1) uint8 levels or uint16 millimetres, read without
     pickle; shape, dtype and the frame-size limit are checked from the header (memory-mapped) before
     the pixels are read. Raises SourceError naming the file and the problem."""
-    why = _npy_problem(path)          # named from the header: not numpy's mechanism (nor its advice to unpickle)
+    why = npy_problem(path)          # named from the header: not numpy's mechanism (nor its advice to unpickle)
     if why is not None:
         raise SourceError(f"frame {fid}: unreadable depth {path}: {why}")
     try:
