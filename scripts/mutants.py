@@ -317,6 +317,9 @@ MUTANTS = [
     Mutant("npy-npz-unnamed", "runtime/sources/folder.py",      # audit 29 #13
            '        if head.startswith(b"PK\\x03\\x04"):', "        if False:",
            ("tests/test_run.py", "-k", "seed_and_z0")),
+    Mutant("eval-model-dir-click-line", "edge_ad/commands/options.py",      # audit 29 #17
+           "    if value is not None and os.path.isdir(value):", "    if False:",
+           ("tests/test_first_contact.py", "-k", "exported_model_given")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

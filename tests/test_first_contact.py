@@ -483,3 +483,19 @@ def test_a_checkpoint_given_as_model_says_to_export_it(tmp_path, command):
     assert r.exit_code == 2 and (f"{ckpt} is a file, not an exported model directory; export a checkpoint first: "
                                  f"edge-ad export {ckpt} --out DIR, then --model DIR") in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_model_given_to_eval_says_how_to_measure_it(tmp_path):
+    """Audit 29 #17: `edge-ad eval --model EXPORTED_DIR` said only click's "File '...' is a directory."; now it says
+    that eval scores a checkpoint and that edge-ad run on a labelled folder measures an exported model (exit 2)."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.runtime import demo_model_dir
+    model = str(demo_model_dir())
+    r = CliRunner().invoke(main, ["eval", "--model", model, "--synth", "4", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and (f"{model} is an exported model directory; eval scores a checkpoint (.pt) with the "
+                                 f"PyTorch reference. To measure an exported or calibrated model on labelled frames: "
+                                 f"edge-ad run --model {model} --source 'folder://DATA?normal=CLASS&split=val'") \
+        in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "out").exists()

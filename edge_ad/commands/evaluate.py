@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from .options import FiniteFloat, check_out_place
+from .options import FiniteFloat, check_out_place, model_file
 from .stop import EXIT_CODES, unwind_on_sigterm
 
 EXIT_SIGINT = 130          # what a shell reports for a process ended by Ctrl-C (SIGINT)
@@ -17,7 +17,7 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
 
 
 @click.command("eval")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True,
+@click.option("--model", "model_path", type=click.Path(exists=True), callback=model_file, required=True,
               help="generator checkpoint (edge-ad, study state_dict or TorchScript).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="kinect-rgbd root.")
 @click.option("--class", "cls", help="normal class of kinect-rgbd; the other classes are anomalies.")

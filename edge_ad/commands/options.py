@@ -62,6 +62,18 @@ def check_out_place(out, flag: str = "--out") -> None:
     os.unlink(probe)
 
 
+def model_file(ctx, param, value):
+    """The check of a --model option that takes a generator checkpoint (edge-ad eval): an exported model directory
+    there is a usage error that says how such a model is measured (click's own line was "File '...' is a
+    directory.")."""
+    if value is not None and os.path.isdir(value):
+        raise click.BadParameter(
+            f"{value} is an exported model directory; eval scores a checkpoint (.pt) with the PyTorch reference. To "
+            f"measure an exported or calibrated model on labelled frames: edge-ad run --model {value} --source "
+            "'folder://DATA?normal=CLASS&split=val' (its summary's truth line: AUROC, recall, false alarms)", ctx, param)
+    return value
+
+
 def model_directory(ctx, param, value):
     """The check of a --model option that takes an exported model directory: a file there (a checkpoint such
     as models/kinect-rgbd/rectangle.pt) is a usage error that says to export it first (click's own line was
