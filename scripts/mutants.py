@@ -320,6 +320,8 @@ MUTANTS = [
     Mutant("eval-model-dir-click-line", "edge_ad/commands/options.py",      # audit 29 #17
            "    if value is not None and os.path.isdir(value):", "    if False:",
            ("tests/test_first_contact.py", "-k", "exported_model_given")),
+    Mutant("run-out-dash-file", "edge_ad/commands/run.py",      # audit 29 #18
+           '    if out == "-":', "    if False:", ("tests/test_run.py", "-k", "out_dash")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -291,6 +291,17 @@ def test_a_bag_whose_colour_and_depth_never_pair_says_so_and_a_bad_slop_is_a_bad
     assert "never paired within the slop" in no_pairs_note({"unpaired_colour": 2, "unpaired_depth": 1, "pairs": 0})
 
 
+def test_out_dash_is_refused_not_a_file_named_dash(tmp_path, stub, monkeypatch):
+    """Audit 29 #18: `--out -` wrote a file named '-' in the working directory (where Unix tools mean stdout):
+    a pipeline got no lines and later runs appended to the stray file. Now a usage error (exit 2) that names
+    /dev/stdout, before anything is scored; no file is written."""
+    monkeypatch.chdir(tmp_path)
+    r = invoke(["--source", "synth://?n=2", "--out", "-", "-q"])
+    assert r.exit_code == 2 and ("--out - would write a file named '-': give a file name, or --out /dev/stdout to "
+                                 "stream the JSON lines") in r.output, r.output
+    assert not (tmp_path / "-").exists() and stub.seen == []
+
+
 def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
     """--sheet under a path that is a file (review2 item 5: FileExistsError traceback, exit 1): the
     results are written, the exit status is the run's (0), the message names the sheet and why."""

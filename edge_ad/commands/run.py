@@ -304,6 +304,9 @@ def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb,
     if seed is not None and z0_path:
         raise click.UsageError("give --seed or --z0, not both")
     check_threshold(threshold)
+    if out == "-":     # Unix tools mean stdout; a file named '-' would be written (and appended to by later runs)
+        raise click.UsageError("--out - would write a file named '-': give a file name, or --out /dev/stdout to "
+                               "stream the JSON lines")
     why = rotation_problem(out is not None, rotate_mb is not None, rotate_keep is not None)
     if why:
         raise click.UsageError(why)
