@@ -322,6 +322,9 @@ MUTANTS = [
            ("tests/test_first_contact.py", "-k", "exported_model_given")),
     Mutant("run-out-dash-file", "edge_ad/commands/run.py",      # audit 29 #18
            '    if out == "-":', "    if False:", ("tests/test_run.py", "-k", "out_dash")),
+    Mutant("docs-synopsis-lacks-wait", "docs/sources-and-results.md",      # audit 29 #15
+           "`edge-ad run [--camera [--wait-for-camera] | --source URI]", "`edge-ad run [--camera | --source URI]",
+           ("tests/test_run.py", "-k", "docs_synopsis")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -302,6 +302,21 @@ def test_out_dash_is_refused_not_a_file_named_dash(tmp_path, stub, monkeypatch):
     assert not (tmp_path / "-").exists() and stub.seen == []
 
 
+def test_the_docs_synopsis_names_every_run_option():
+    """Audit 29 #15 (b): docs/sources-and-results.md's `edge-ad run [...]` line, the one a reader copies, lacked
+    --wait-for-camera (the shipped unit's), --rotate-keep, --save-anomalies-min-free-mb, --seed, --z0 and -q. It
+    names every option of `edge-ad run --help` now, and only those."""
+    import re
+
+    from conftest import REPO
+    text = (REPO / "docs" / "sources-and-results.md").read_text()
+    synopsis = re.search(r"`edge-ad run \[(.*?)`", text, re.S).group(1)
+    named = set(re.findall(r"(?<![\w-])(--[a-z0-9-]+|-q)\b", synopsis))
+    options = {o for p in run_cmd.cmd.params for o in p.opts if o.startswith("--") or o == "-q"}
+    options -= {"--help", "--quiet"}          # -q stands for --quiet
+    assert named == options, (sorted(options - named), sorted(named - options))
+
+
 def test_a_sheet_that_cannot_be_written_does_not_end_the_run(tmp_path, stub):
     """--sheet under a path that is a file (review2 item 5: FileExistsError traceback, exit 1): the
     results are written, the exit status is the run's (0), the message names the sheet and why."""
