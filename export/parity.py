@@ -137,6 +137,9 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     fp64 = _Float64Graphs(G, cfg) if check_fp64 else None
     rows, starts = [], []
     for i, fr in enumerate(frames):
+        # said before the work: a study-sized generator (width 64) takes minutes per frame on a CPU (audit 29 #9)
+        log(f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and "
+            f"{len(scorers)} variant(s) ...")
         x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
         ref = _reference_on_frame(G, x, cfg, zcfg, frame_seed(seed, i), E64, latent_bank, bank_rows_per_frame,
                                   pixel_memory)

@@ -325,6 +325,10 @@ MUTANTS = [
     Mutant("docs-synopsis-lacks-wait", "docs/sources-and-results.md",      # audit 29 #15
            "`edge-ad run [--camera [--wait-for-camera] | --source URI]", "`edge-ad run [--camera | --source URI]",
            ("tests/test_run.py", "-k", "docs_synopsis")),
+    Mutant("parity-frame-unannounced", "export/parity.py",      # audit 29 #9 (progress part)
+           """        log(f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and \"""",
+           """        (f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and \"""",
+           ("tests/test_export_gate.py", "-k", "announced")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

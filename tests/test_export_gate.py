@@ -67,6 +67,24 @@ def test_gate_passes_the_real_graphs_and_fails_a_flipped_bn_gamma_gradient(expor
 
 
 
+def test_each_parity_frame_is_announced_before_its_work(export_tiny, tiny_generator, val_frames):
+    """Audit 29 #9: a study-sized generator's parity frame takes ~2 min on a CPU, and the export said nothing
+    between "parity check on 2 frames ..." and each frame's result. Now a line names each frame (i of N) before
+    its reference search runs, then its result line follows."""
+    d, cfg = export_tiny(3, 2), SearchConfig(k=3, n_seed=2)
+    two = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(2))]
+    said = []
+    report = parity.check_parity(tiny_generator, d, cfg, two, check_fp64=False, check_z_only=False, threads=1,
+                                 log=said.append)
+    assert report["passed"], report["summary"]
+    lines = [x for x in said if x.startswith("  parity f")]
+    n = len(report["variants"])
+    assert lines[0] == f"  parity frame 1/2 (f0): the float64 reference search and {n} variant(s) ..."
+    assert lines[1].startswith("  parity f0 (None): reference ")
+    assert lines[2] == f"  parity frame 2/2 (f1): the float64 reference search and {n} variant(s) ..."
+    assert lines[3].startswith("  parity f1 (None): reference ") and len(lines) == 4, said
+
+
 def test_parity_checks_the_theta_steps_effect_on_its_own(export_tiny, tiny_generator, frames, monkeypatch):
     """Audit 28 #20: the theta step's effect on the score (faithful minus z-only) is small against the score
     tolerance, so a runtime whose theta update was off by 40 % passed parity. The effect is now compared on its
