@@ -38,6 +38,7 @@ import errno
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,24 @@ def rotation_problem(results: bool, rotate: bool, keep: bool, *, results_name: s
     if (rotate or keep) and not results:
         return f"{rotate_name} / {keep_name} rotate the results file: give {results_name} too"
     return None
+
+
+def not_rotatable(path, rotate: bool, keep: bool, *, rotate_name: str = "--rotate-mb",
+                  keep_name: str = "--rotate-keep") -> Optional[str]:
+    """Why ``path`` cannot be rotated (None: it can, or no rotation is asked): an existing --out that is not a
+    regular file (a device such as /dev/stdout or /dev/null, a pipe, a socket) is written as a stream; rotating
+    it would rename the device path and put a regular file in its place. One rule for edge-ad run (checked before
+    anything is opened) and ResultWriter (the ROS node's results_path)."""
+    if not (rotate or keep):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return (f"{path} is not a regular file (a device, pipe or socket: written as a stream): {rotate_name} / "
+            f"{keep_name} cannot rotate it; give a file name to rotate, or leave rotation out")
 
 
 class ResultsFileError(ValueError):
@@ -295,6 +314,11 @@ class ResultWriter:
                                         or rotate_keep < 1):
             raise ValueError(f"rotate_keep must be a whole number >= 1, got {rotate_keep!r}")
         self.rotate_keep = None if rotate_keep is None else int(rotate_keep)
+        if self.path is not None:    # before anything is opened: a device path is never renamed or replaced
+            why = not_rotatable(self.path, self.rotate_bytes is not None, self.rotate_keep is not None,
+                                rotate_name="rotate_bytes", keep_name="rotate_keep")
+            if why:
+                raise ResultsFileError(why, self.path, "is not a regular file: it cannot be rotated")
         self._f = None
         self.next_index = 0
         self.rotations = 0

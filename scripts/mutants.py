@@ -329,6 +329,10 @@ MUTANTS = [
            """        log(f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and \"""",
            """        (f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and \"""",
            ("tests/test_export_gate.py", "-k", "announced")),
+    Mutant("results-rotates-a-device", "runtime/results.py",      # audit 29 #19
+           "    if stat.S_ISREG(mode):\n        return None\n    return (f\"{path} is not a regular file",
+           "    if True:\n        return None\n    return (f\"{path} is not a regular file",
+           ("tests/test_run.py", "-k", "no_regular_file")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

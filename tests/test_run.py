@@ -298,8 +298,36 @@ def test_out_dash_is_refused_not_a_file_named_dash(tmp_path, stub, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = invoke(["--source", "synth://?n=2", "--out", "-", "-q"])
     assert r.exit_code == 2 and ("--out - would write a file named '-': give a file name, or --out /dev/stdout to "
-                                 "stream the JSON lines") in r.output, r.output
+                                 "stream the JSON lines (not rotated)") in r.output, r.output
     assert not (tmp_path / "-").exists() and stub.seen == []
+
+
+def test_an_out_that_is_no_regular_file_is_never_rotated(tmp_path, stub):
+    """Audit 29 #19: --out /dev/stdout (or /dev/null) with --rotate-mb renamed the device path and put a regular
+    file in its place (as root: /dev/stdout replaced, /dev/stdout.1 .. .11 left). A --out that exists and is not
+    a regular file (here a FIFO, never a real device in a test) is refused with --rotate-mb or --rotate-keep
+    before anything is opened (run: exit 2; ResultWriter, the ROS node's writer: ResultsFileError), the FIFO
+    left a FIFO; a regular file or a new path still rotates."""
+    import os
+    import stat
+
+    from edge_ad.runtime.results import ResultsFileError, ResultWriter
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # so that a writer's open never blocks (were it reached)
+    for extra in (["--rotate-mb", "1"], ["--rotate-mb", "1", "--rotate-keep", "2"]):
+        r = invoke(["--source", "synth://?n=2", "--out", str(fifo), "-q", *extra])
+        assert r.exit_code == 2 and (f"{fifo} is not a regular file (a device, pipe or socket: written as a stream): "
+                                     "--rotate-mb / --rotate-keep cannot rotate it") in r.output, r.output
+    with pytest.raises(ResultsFileError, match="rotate_bytes / rotate_keep cannot rotate it"):
+        ResultWriter(fifo, rotate_bytes=1000)       # refused before the FIFO is opened (that would block)
+    os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["stream"]
+    assert stub.seen == []
+    w = ResultWriter(tmp_path / "r.jsonl", rotate_bytes=200)
+    w.write({"type": "event", "event": "x" * 300})
+    w.close()
+    assert (tmp_path / "r.jsonl.1").is_file()
 
 
 def test_the_docs_synopsis_names_every_run_option():

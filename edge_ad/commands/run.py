@@ -298,7 +298,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
 def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet,
                    rerun_target) -> None:
     """The option combinations and values checked before anything is opened (click.UsageError: exit 2)."""
-    from edge_ad.runtime.results import rotation_problem
+    from edge_ad.runtime.results import not_rotatable, rotation_problem
     if camera and source_uri:
         raise click.UsageError("give --camera or --source, not both")
     if seed is not None and z0_path:
@@ -306,8 +306,9 @@ def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb,
     check_threshold(threshold)
     if out == "-":     # Unix tools mean stdout; a file named '-' would be written (and appended to by later runs)
         raise click.UsageError("--out - would write a file named '-': give a file name, or --out /dev/stdout to "
-                               "stream the JSON lines")
-    why = rotation_problem(out is not None, rotate_mb is not None, rotate_keep is not None)
+                               "stream the JSON lines (not rotated)")
+    why = (rotation_problem(out is not None, rotate_mb is not None, rotate_keep is not None)
+           or (not_rotatable(out, rotate_mb is not None, rotate_keep is not None) if out else None))
     if why:
         raise click.UsageError(why)
     if sheet and not sheet.lower().endswith(".png"):
