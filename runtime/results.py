@@ -322,6 +322,7 @@ class ResultWriter:
         self._f = None
         self.next_index = 0
         self.rotations = 0
+        self._rotating = False    # while rotate() writes the new file's first events: no rotation from them
         self.pruned: list = []    # the files each pruning deleted, a list per pruning: the caller says (and empties) it
         self.paused: Optional[dict] = None   # while lines cannot be written for lack of space: since, lines, error
         self.lost_lines = 0                  # lines dropped while paused, all pauses together
@@ -432,7 +433,7 @@ class ResultWriter:
             self.lost_lines += 1
             self.space_notes.append(dict(self.paused))
             return
-        if self.rotate_bytes is not None and self._size >= self.rotate_bytes:
+        if self.rotate_bytes is not None and self._size >= self.rotate_bytes and not self._rotating:
             self.rotate()
 
     def _append(self, data: bytes) -> bool:
@@ -471,8 +472,12 @@ class ResultWriter:
         rotated = {"type": "event", "event": "rotated", "time": time.time(), "previous_file": str(target)}
         if self.model is not None:   # every file names its model from its first line: once the file holding the
             rotated["model"] = self.model   # start event is pruned, a restart by another model is still refused
-        self.write(rotated)
-        self.prune()
+        self._rotating = True        # a rotate_bytes below these events' size: the next line rotates, not these
+        try:
+            self.write(rotated)
+            self.prune()
+        finally:
+            self._rotating = False
         return target
 
     def prune(self) -> list:

@@ -333,6 +333,9 @@ MUTANTS = [
            "    if stat.S_ISREG(mode):\n        return None\n    return (f\"{path} is not a regular file",
            "    if True:\n        return None\n    return (f\"{path} is not a regular file",
            ("tests/test_run.py", "-k", "no_regular_file")),
+    Mutant("results-rotation-recurses", "runtime/results.py",      # found with audit 29 #19
+           "self._size >= self.rotate_bytes and not self._rotating:", "self._size >= self.rotate_bytes:",
+           ("tests/test_reliability.py", "-k", "once_per_line")),
     Mutant("trace-replaces-out", "edge_ad/commands/trace.py",
            "        if p.exists():", "        if False:",
            ("tests/test_trace.py", "-k", "never_replaces")),

@@ -217,6 +217,23 @@ def test_every_rotated_file_names_its_model_so_a_pruned_start_still_refuses_anot
     w.close()
 
 
+def test_a_rotate_size_below_the_rotated_events_size_rotates_once_per_line(tmp_path):
+    """Found with audit 29 #19: a rotate size smaller than the 'rotated' event that opens each new file (with the
+    model named, #1: ~300 bytes) rotated again from that event, recursively: `edge-ad run --rotate-mb 0.0002` ended
+    in a RecursionError traceback after 491 files. The events a rotation writes never rotate; the next line does:
+    one rotation per line, each file its rotated event and one line."""
+    model = {"path": "/m", "manifest_sha256": "a" * 64, "configuration": "c" * 100, "config_sha256": "1" * 64}
+    out = tmp_path / "r.jsonl"
+    w = ResultWriter(out, rotate_bytes=50, rotate_keep=2, model=model)
+    for i in range(5):
+        w.write({"type": "frame", "index": i, "score": 0.5})
+    w.close()
+    assert w.rotations == 4 and [p.name for p in rotated_files(out)] == ["r.jsonl.3", "r.jsonl.4"]
+    kept = [[json.loads(x) for x in p.read_text().splitlines()] for p in rotated_files(out)]
+    assert [[r.get("event") or r["index"] for r in f] for f in kept] == [["rotated", 3], ["rotated", "pruned", 4]]
+    assert [json.loads(x)["event"] for x in out.read_text().splitlines()] == ["rotated", "pruned"]
+
+
 def test_rotate_keep_deletes_the_oldest_rotated_files_only(tmp_path):
     """Audit 27 #19: results were never deleted, so the shipped service (rotated at 100 MB) filled its disk,
     failed to write (ENOSPC, exit 1) and, 10 failed restarts later, systemd gave up: no scoring until a human
