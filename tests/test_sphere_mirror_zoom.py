@@ -15,15 +15,16 @@ from edge_ad.runtime.nuisance import parse_nuisance
 
 SPHERE = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd" / "sphere.pt"
 ZOOM = ["mirror+scale:1.04", "mirror+scale:0.96", "scale:1.04", "scale:0.96"]
+ZOOM7 = ["scale:1.07", "scale:0.93", "mirror+scale:1.07", "mirror+scale:0.93"]     # thirteenth pass (session 29)
 
 
 def test_the_sphere_bank_holds_zoomed_and_mirrored_relit_copies():
     """The bank: each train frame, mirrored, zoomed +-4 % as it is and mirrored, mirrored under a mild tone
     curve and mirrored and brightened by 30 % (twelfth pass), the copies at weight 1.2 (none trusted); the
-    threshold read at 4 % of the 400 normals."""
+    threshold read at 4 % of the 400 normals; since the thirteenth pass also zoomed +-7 %, as it is and mirrored."""
     ck = read_checkpoint(SPHERE)
-    assert checkpoint_bank_augment(SPHERE) == ["mirror", *ZOOM, "mirror+gamma:0.9", "mirror+brightness:1.3"]
-    assert len(checkpoint_latent_bank(SPHERE)) == 300 * 8
+    assert checkpoint_bank_augment(SPHERE) == ["mirror", *ZOOM, "mirror+gamma:0.9", "mirror+brightness:1.3", *ZOOM7]
+    assert len(checkpoint_latent_bank(SPHERE)) == 300 * 12
     cfg = checkpoint_search_config(SPHERE)
     assert cfg.bank_augment_weight == 1.2 and not cfg.bank_trusted_augment
     assert ck["scoring"]["threshold"]["target_fpr"] == 0.04 and ck["scoring"]["threshold"]["n_normal"] == 400
@@ -49,3 +50,23 @@ def test_the_sphere_meets_the_targets_mirrored_and_zoomed(kinect_root):
     # the score still tells the classes apart under the zoom: most anomalies flagged
     assert min(r["anomalies_flagged"] for r in res.values()) >= 0.90
     assert np.isfinite(res["scale 1.04x"]["scores"]["sphere"]).all()
+
+
+def test_the_sphere_tolerates_a_10_percent_zoom(kinect_root):
+    """Audit 29 #11: the camera 7 cm closer or farther (zoom 1.1x / 0.9x at ~0.7 m) gave the twelfth-pass sphere 26 %
+    false alarms at 1.1x, 20 % mirrored, and 0.963 / 87.5 % flagged at 0.9x. The thirteenth pass's bank copies at
+    +-7 % (not the test's own zooms) bring, at the shipped threshold (HISTORY.md "Thirteenth pass: sphere"): mirror +
+    1.1x 20 -> 15 %, 0.9x AUROC 0.963 -> 0.974 (9 -> 6 %), brightness +20 % + 0.9x 11 -> 6 %; the twelfth-pass file
+    fails the first two bounds below."""
+    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
+    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
+    thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
+    raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
+    suite = {(n := parse_nuisance(t)).name: n for t in ("mirror+scale:1.1", "scale:0.9", "brightness:1.2+scale:0.9")}
+    res = nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
+                                               bank_rows_per_frame=layout),
+                         raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    mirrored, shrunk, lit = res["mirror + scale 1.1x"], res["scale 0.9x"], res["brightness +20% + scale 0.9x"]
+    assert mirrored["false_alarm_rate"] <= 0.15 and mirrored["auroc"] >= 0.95, mirrored["false_alarm_rate"]
+    assert shrunk["auroc"] >= 0.97 and shrunk["false_alarm_rate"] <= 0.08, (shrunk["auroc"], shrunk["false_alarm_rate"])
+    assert lit["false_alarm_rate"] <= 0.10 and lit["anomalies_flagged"] >= 0.88, lit["false_alarm_rate"]
