@@ -28,22 +28,27 @@ TRAIN_PACKAGES = ("torch", "onnx", "onnxscript", "sklearn", "matplotlib", "tqdm"
 
 
 def missing_package_message(command: str, package: str) -> str:
-    """The one line for a command that needs a package the install lacks."""
-    return (f"'edge-ad {command}' needs the Python package {package!r}, which is not installed. "
-            "Install the workstation extra: pip install 'edge-ad[train]'")
+    """The one line for a command that needs a package the install lacks (onnxruntime: either runtime extra)."""
+    if package == "onnxruntime":
+        from edge_ad.runtime.backends.onnxruntime_backend import INSTALL_ONNXRUNTIME
+        how = f"Install one: {INSTALL_ONNXRUNTIME}"
+    else:
+        how = "Install the workstation extra: pip install 'edge-ad[train]'"
+    return f"'edge-ad {command}' needs the Python package {package!r}, which is not installed. {how}"
 
 
 class LazyGroup(click.Group):
     """Imports each command's module when it is invoked; a missing package (when the module is imported,
-    or a training package imported while the command runs) is one line, exit 1, not a traceback; so is an
-    OSError naming a file (an --out that cannot be written, a full disk: "Error: FILE: No space left on device")."""
+    or a training package or onnxruntime imported while the command runs) is one line, exit 1, not a
+    traceback; so is an OSError naming a file (an --out that cannot be written, a full disk: "Error: FILE: No
+    space left on device")."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ModuleNotFoundError as e:
             package = (e.name or "").split(".")[0]
-            if package not in TRAIN_PACKAGES:
+            if package not in TRAIN_PACKAGES + ("onnxruntime",):
                 raise
             raise click.ClickException(missing_package_message(ctx.invoked_subcommand or "?", package)) from None
         except OSError as e:     # a file that cannot be written or read (an unwritable --out, a full disk): one line

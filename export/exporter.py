@@ -549,8 +549,10 @@ def _jsonable(o):
 
 
 def _versions() -> dict:
-    import onnxruntime
     import torch
+
+    from edge_ad.runtime.backends.onnxruntime_backend import onnxruntime_module
+    onnxruntime = onnxruntime_module()
 
     from edge_ad import __version__
     return {"edge_ad": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,

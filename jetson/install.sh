@@ -56,7 +56,7 @@ fi
 # ---- L4T / JetPack ---------------------------------------------------------------------------
 # /etc/nv_tegra_release: "# R36 (release), REVISION: 4.0, ..." -> 36.4.0
 L4T_FILE=${L4T_RELEASE_FILE:-/etc/nv_tegra_release}
-[ -r "$L4T_FILE" ] || die "this is not a Jetson with L4T ($L4T_FILE missing); on a PC use: pip install 'edge-ad[gpu]', then pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu (PyPI's onnxruntime and onnxruntime-gpu share one module)"
+[ -r "$L4T_FILE" ] || die "this is not a Jetson with L4T ($L4T_FILE missing); on a PC use: pip install 'edge-ad[gpu]' (onnxruntime-gpu, NVIDIA GPU) or 'edge-ad[cpu]' (onnxruntime), one of the two: they share one module"
 L4T_MAJOR=$(sed -n 's/^# R\([0-9]*\) (release).*/\1/p' "$L4T_FILE")
 L4T_REV=$(sed -n 's/.*REVISION: \([0-9.]*\).*/\1/p' "$L4T_FILE")
 [ -n "$L4T_MAJOR" ] && [ -n "$L4T_REV" ] || die "cannot read the L4T release from $L4T_FILE"
@@ -133,7 +133,8 @@ else
   echo "no --ort-wheel: installing the CPU onnxruntime (the GPU path is then TensorRT only)"
   run "$PIP" install "onnxruntime>=1.17"
 fi
-# --no-deps: keeps onnxruntime-gpu from being shadowed by PyPI's CPU onnxruntime
+# --no-deps: the dependencies above as pinned for this JetPack (numpy, cuda-python) and the one onnxruntime (edge-ad's
+# base carries none: a CPU onnxruntime next to onnxruntime-gpu would shadow it, same module)
 run "$PIP" install --no-deps "$REPO"
 
 # ---- RealSense -------------------------------------------------------------------------------

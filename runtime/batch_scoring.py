@@ -43,9 +43,8 @@ class OrtBatchGraphs:
     handed to onnxruntime as bytes. ``providers``: the resolved onnxruntime providers."""
 
     def __init__(self, model_dir, manifest: dict, threads: Optional[int], providers: list):
-        import onnxruntime as ort
-
-        from .backends.onnxruntime_backend import session_options
+        from .backends.onnxruntime_backend import onnxruntime_module, session_options
+        ort = onnxruntime_module()
         so = session_options(threads)
         self.threads = so.intra_op_num_threads
 

@@ -74,8 +74,8 @@ BACKENDS = variants.BACKENDS
 def _cpu_only(providers) -> bool:
     """True if onnxruntime will run on the CPU (given providers, else: no CUDA provider here)."""
     if providers is None:
-        import onnxruntime as ort
-        return "CUDAExecutionProvider" not in ort.get_available_providers()
+        from .backends.onnxruntime_backend import onnxruntime_module
+        return "CUDAExecutionProvider" not in onnxruntime_module().get_available_providers()
     return all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
 
 
@@ -273,9 +273,10 @@ class Scorer:
             raise ManifestError(f"{model_dir}: exported for n_seed={lay['n_seed']}, asked for "
                                 f"n_seed={cfg.n_seed}; re-export with --n-seed {cfg.n_seed}")
         if backend == "onnxruntime" and providers is None:
-            import onnxruntime as ort
+            from .backends.onnxruntime_backend import onnxruntime_module
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"]
-                         if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+                         if "CUDAExecutionProvider" in onnxruntime_module().get_available_providers()
+                         else ["CPUExecutionProvider"])
         spec = PreprocessSpec.from_dict(man["preprocess"])
         try:
             check_shift_fill(spec, cfg.score_shift_radius)

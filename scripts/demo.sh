@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv-runtime/bin/python ] || python3 -m venv .venv-runtime
-.venv-runtime/bin/pip install -q --disable-pip-version-check -e .
+# [cpu]: the runtime with PyPI's CPU onnxruntime (the base install carries no onnxruntime: pyproject.toml)
+.venv-runtime/bin/pip install -q --disable-pip-version-check -e ".[cpu]"
 if [ $# -eq 0 ]; then
   mkdir -p runs
   stem="runs/demo-$(date -u +%Y%m%d-%H%M%S)"

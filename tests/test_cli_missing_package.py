@@ -52,3 +52,28 @@ def test_a_missing_module_of_edge_ad_itself_still_raises(monkeypatch):
     monkeypatch.setattr(type(main), "get_command", lambda self, ctx, name: broken)
     res = CliRunner().invoke(main, ["run"])
     assert isinstance(res.exception, ModuleNotFoundError)
+
+
+def test_no_onnxruntime_at_all_names_both_extras(monkeypatch, tmp_path):
+    """Audit 28 #22: the base install carries no onnxruntime (PyPI's onnxruntime and onnxruntime-gpu share one
+    module: extras `cpu` / `gpu`), so an install with neither is possible. Scoring then stops with one line
+    naming both extras, for the Python API (ModuleNotFoundError naming onnxruntime, as an import would) and for
+    `edge-ad run` (exit 1, nothing written), not "No module named 'onnxruntime'"."""
+    from edge_ad.runtime import Scorer, demo_model_dir
+    from edge_ad.runtime.backends.onnxruntime_backend import INSTALL_ONNXRUNTIME
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)          # `import onnxruntime` fails as when absent
+    assert "pip install 'edge-ad[cpu]'" in INSTALL_ONNXRUNTIME and "'edge-ad[gpu]'" in INSTALL_ONNXRUNTIME
+    with pytest.raises(ModuleNotFoundError) as e:
+        Scorer.load(demo_model_dir())
+    assert e.value.name == "onnxruntime"
+    assert str(e.value) == f"edge-ad scores with onnxruntime, which is not installed: {INSTALL_ONNXRUNTIME}"
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(main, ["run", "--max-frames", "2", "--out", str(out)])
+    assert res.exit_code == 1, (res.output, res.exception)
+    assert res.output.strip().splitlines()[-1].endswith(f"which is not installed: {INSTALL_ONNXRUNTIME}"), res.output
+    assert not out.exists()
+    # a command whose module imports onnxruntime itself gets the same advice, not the training extra's
+    from edge_ad.cli import missing_package_message
+    assert missing_package_message("export", "onnxruntime") == (
+        "'edge-ad export' needs the Python package 'onnxruntime', which is not installed. "
+        f"Install one: {INSTALL_ONNXRUNTIME}")

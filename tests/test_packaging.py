@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,6 +125,55 @@ def test_a_command_module_missing_from_the_install_is_named_not_no_such_command(
         assert res.output.strip() == ("Error: 'edge-ad run': this install of edge-ad lacks its command module "
                                       "edge_ad.commands.no_such_module; reinstall edge-ad (pip install "
                                       "--force-reinstall --no-deps edge-ad, or the wheel / checkout)"), res.output
+
+
+ONNXRUNTIMES = {"onnxruntime", "onnxruntime-gpu"}      # PyPI's two distributions of the one module `onnxruntime`
+
+
+def _dist_names(extras: tuple) -> set:
+    """The distributions (normalised names) that `pip install 'edge-ad[EXTRAS]'` asks for: pyproject's base
+    dependencies plus each extra's, an `edge-ad[...]` entry (dev's) expanded to its extras."""
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names, todo, seen = set(), list(extras), set()
+    for req in project["dependencies"]:
+        names.add(re.match(r"[A-Za-z0-9._-]+", req).group(0).lower().replace("_", "-"))
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in project["optional-dependencies"][extra]:
+            m = re.match(r"([A-Za-z0-9._-]+)\s*(?:\[([^\]]*)\])?", req)
+            name = m.group(1).lower().replace("_", "-")
+            if name == "edge-ad":
+                todo += [e.strip() for e in (m.group(2) or "").split(",") if e.strip()]
+            else:
+                names.add(name)
+    return names
+
+
+def test_every_install_gets_one_onnxruntime():
+    """Audit 28 #22: the base dependencies carried PyPI's onnxruntime and the `gpu` extra onnxruntime-gpu, so
+    `pip install 'edge-ad[gpu]'` (what jetson/install.sh told PC users) installed both: one module, whichever
+    installed last owns its files, and the CUDA provider goes missing (onnxruntime#26996; resolved against PyPI:
+    onnxruntime 1.32.0 + onnxruntime-gpu 1.31.1). Now the base carries neither and `cpu` / `gpu` one each; no
+    extra gives both; the documented installs (the demo's lean runtime, the tests' dev) get exactly one, the
+    demo's without torch."""
+    import tomllib
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert _dist_names(()) & ONNXRUNTIMES == set()
+    assert _dist_names(("cpu",)) & ONNXRUNTIMES == {"onnxruntime"}
+    assert _dist_names(("gpu",)) & ONNXRUNTIMES == {"onnxruntime-gpu"}
+    assert [e for e in extras if len(_dist_names((e,)) & ONNXRUNTIMES) > 1] == []
+    for script, lean in (("scripts/demo.sh", True), ("scripts/test.sh", False)):
+        (line,) = [ln for ln in (REPO / script).read_text().splitlines() if "pip install" in ln]
+        m = re.search(r' -e "?\.(?:\[([^\]]*)\])?"?', line)
+        assert m, (script, line)
+        asked = tuple(e.strip() for e in (m.group(1) or "").split(",") if e.strip())
+        names = _dist_names(asked)
+        assert len(names & ONNXRUNTIMES) == 1, (script, line, sorted(names & ONNXRUNTIMES))
+        assert ("torch" not in names) is lean, (script, line)
 
 
 def _imports(path: Path) -> set:

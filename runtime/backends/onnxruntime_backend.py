@@ -20,12 +20,21 @@ import numpy as np
 from edge_ad.runtime.config import SearchConfig, adam_scalars
 
 
+# How to install the one onnxruntime (pyproject: not a base dependency, the extras `cpu` / `gpu`, never both)
+INSTALL_ONNXRUNTIME = ("pip install 'edge-ad[cpu]' (onnxruntime, CPU) or 'edge-ad[gpu]' (onnxruntime-gpu, an NVIDIA "
+                       "GPU on a PC; a Jetson: jetson/install.sh), one of the two, never both")
+
+
 def onnxruntime_module():
-    """The onnxruntime module, imported on first use; RuntimeError naming the package when it is not installed."""
+    """The onnxruntime module, imported on first use. Not installed (edge-ad's base install carries neither
+    onnxruntime distribution): ModuleNotFoundError (name 'onnxruntime') saying how to install one."""
     try:
         import onnxruntime as ort
-    except ImportError as e:  # pragma: no cover - base dependency
-        raise RuntimeError("the onnxruntime backend needs the 'onnxruntime' package") from e
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "onnxruntime":
+            raise                                       # onnxruntime is there, one of its own imports is not
+        raise ModuleNotFoundError(f"edge-ad scores with onnxruntime, which is not installed: {INSTALL_ONNXRUNTIME}",
+                                  name="onnxruntime") from None
     return ort
 
 
