@@ -71,7 +71,7 @@ import numpy as np
 from .alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, check_watch_settings, watch_for
 from .config import frame_seed
 from .latency_stats import RollingStats
-from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_uint8
+from .preprocess import DEFAULT_MAX_PIXELS, FrameError, check_pixels, frame_to_uint8_pair
 from .results import ResultWriter
 from .sensor_faults import SensorFaultDetector, SensorFaultError
 from .sources.base import Frame, Source, SourceError, is_stream
@@ -355,9 +355,10 @@ def check_frame(fr: Frame, detector: Optional[SensorFaultDetector], max_pixels: 
     if detector is None:
         return None, 0.0
     t0 = time.perf_counter()
-    u8 = frame_to_uint8(fr.rgb, fr.depth, detector.spec) if want_u8 else None
+    # the model's frame and the checks' frame as captured from one depth conversion (depth_fill / close: two arrays)
+    u8, captured = frame_to_uint8_pair(fr.rgb, fr.depth, detector.spec) if want_u8 else (None, None)
     resize_ms = (time.perf_counter() - t0) * 1000.0 if u8 is not None else 0.0
-    faults = detector.check(fr.rgb, fr.depth, u8)
+    faults = detector.check(fr.rgb, fr.depth, u8, captured)
     if faults:
         raise SensorFaultError(faults)
     return u8, resize_ms

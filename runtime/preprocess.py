@@ -552,15 +552,43 @@ def close_mask(d8: np.ndarray, k: int) -> np.ndarray:
 
 def frame_to_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """Raw frame -> (resolution, resolution, 4) uint8 RGBD, background masked, before scaling."""
+    rgb, d8 = _camera_rgbd(rgb, depth, spec)
+    return _model_uint8(rgb, _repaired_depth(d8, spec), spec)
+
+
+def frame_to_uint8_pair(rgb, depth, spec: PreprocessSpec) -> tuple:
+    """Raw frame -> (model, captured), both (resolution, resolution, 4) uint8: ``model`` = frame_to_uint8(rgb,
+    depth, spec), ``captured`` = the same without the spec's depth_fill / depth_close (the frame the
+    sensor-fault checks see: ``sensor_faults.frame_faults``), from one check and one depth conversion at the
+    camera's resolution (audit 29 #10: a depth-repairing model converted each camera frame twice). Without
+    depth_fill and depth_close the two are one array."""
+    rgb, d8 = _camera_rgbd(rgb, depth, spec)
+    model = _model_uint8(rgb, _repaired_depth(d8, spec), spec)
+    return model, (_model_uint8(rgb, d8, spec) if spec.depth_fill or spec.depth_close else model)
+
+
+def _camera_rgbd(rgb, depth, spec: PreprocessSpec) -> tuple:
+    """The checked raw frame at the camera's resolution: (rgb (H, W, 3) uint8, d8 (H, W) uint8, 0 = no reading)."""
     rgb = _check_rgb(rgb)
     d8 = depth_to_8bit(depth, spec)
     if d8.shape != rgb.shape[:2]:
         raise FrameError(f"RGB {rgb.shape[1]}x{rgb.shape[0]} and depth {d8.shape[1]}x{d8.shape[0]} (W x H) sizes "
                          "differ: depth must be aligned to colour (the same size)")
+    return rgb, d8
+
+
+def _repaired_depth(d8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """d8 (H, W) uint8 with the spec's depth_fill, then depth_close applied (d8 itself when neither is set)."""
     if spec.depth_fill:
         d8 = fill_depth_holes(d8, spec.depth_fill)                            # before masking: a filled pixel keeps its RGB
     if spec.depth_close:
         d8 = close_depth_notches(d8, spec.depth_close)                        # after the fill, before masking too
+    return d8
+
+
+def _model_uint8(rgb: np.ndarray, d8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """rgb (H, W, 3) uint8 and d8 (H, W) uint8 at the camera's resolution -> (R, R, 4) uint8: background masked,
+    resized, the scene shift undone, aligned (the spec's depth_fill / depth_close are not applied here)."""
     if spec.mask_rgb_background:
         rgb = np.where((d8 > 0)[:, :, None], rgb, 0).astype(np.uint8)
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)

@@ -63,8 +63,8 @@ from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
 from .pixel_memory import MAX_PIXEL_FRAMES, PixelMemory
-from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, normalize_uint8, shift_frame,
-                         shift_offsets)
+from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, frame_to_uint8_pair, normalize_uint8,
+                         shift_frame, shift_offsets)
 from .score_scale import score_scale
 from .sensor_faults import raise_frame_faults
 
@@ -191,10 +191,13 @@ def frame_input(rgb, depth, spec: PreprocessSpec, check_faults: bool = True) -> 
     """The model input of a raw frame, as ``Scorer.score`` and ``score_batch`` make it: resized to
     (R, R, 4) uint8 (preprocess.frame_to_uint8), checked for sensor faults unless ``check_faults`` is
     False (sensor_faults.raise_frame_faults), normalised to (4, R, R) float32 in [-1, 1] and checked
-    finite. Raises FrameError (SensorFaultError for a fault) or ValueError."""
-    u8 = frame_to_uint8(rgb, depth, spec)                               # (R, R, 4) uint8
+    finite. Raises FrameError (SensorFaultError for a fault) or ValueError. One depth conversion per frame: the
+    checks' frame as captured comes from the same one (preprocess.frame_to_uint8_pair)."""
     if check_faults:
-        raise_frame_faults(rgb, depth, spec, u8)
+        u8, captured = frame_to_uint8_pair(rgb, depth, spec)            # (R, R, 4) uint8 each
+        raise_frame_faults(rgb, depth, spec, u8, captured)
+    else:
+        u8 = frame_to_uint8(rgb, depth, spec)                           # (R, R, 4) uint8
     x = normalize_uint8(u8, spec)                                       # (4, R, R) float32 in [-1, 1]
     return check_input(x, x.shape)
 

@@ -88,6 +88,13 @@ MUTANTS = [
     Mutant("pre-close-faults-see-closed", "runtime/sensor_faults.py",
            "spec, u8 = replace(spec, depth_fill=0, depth_close=0), None",
            "spec, u8 = replace(spec, depth_fill=0), None", ("tests/test_depth_close.py", "-k", "sensor_fault")),
+    # audit 29 #10: one depth conversion per frame, the checks' frame as captured from it
+    Mutant("pre-faults-convert-again", "runtime/sensor_faults.py",
+           "x = captured if captured is not None else frame_to_uint8(rgb, depth, spec) if u8 is None else u8",
+           "x = frame_to_uint8(rgb, depth, spec) if u8 is None else u8", ("tests/test_frame_conversion_once.py",)),
+    Mutant("pre-pair-captured-is-repaired", "runtime/preprocess.py",
+           "return model, (_model_uint8(rgb, d8, spec) if spec.depth_fill or spec.depth_close else model)",
+           "return model, model", ("tests/test_frame_conversion_once.py",)),
     Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = np.where((d8 > 0)[:, :, None], rgb, 0)",
            "rgb = np.where((d8 >= 0)[:, :, None], rgb, 0)", PRE),
     Mutant("pre-no-far-limit", "runtime/preprocess.py",

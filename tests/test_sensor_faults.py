@@ -153,12 +153,10 @@ def test_limits_live_in_the_manifest_preprocessing():
 
 
 def test_run_loop_resizes_each_frame_once_for_checks_and_scorer(tmp_path, kinect_root, export_tiny, monkeypatch):
-    """With a real Scorer the sensor checks and the scorer share one frame_to_uint8 per frame (at
-    1280 x 720 a resize costs ~8 ms, as much as the k = 0 search), and the scores equal Scorer.score's."""
-    import edge_ad.runtime.capture as capture_mod
+    """With a real Scorer the sensor checks and the scorer share one frame conversion per frame (at
+    1280 x 720 a resize costs ~8 ms, as much as the k = 0 search): one depth_to_8bit per frame, and the
+    scores equal Scorer.score's."""
     import edge_ad.runtime.preprocess as prep_mod
-    import edge_ad.runtime.scorer as scorer_mod
-    import edge_ad.runtime.sensor_faults as faults_mod
     from edge_ad.runtime import Scorer
 
     scorer = Scorer.load(export_tiny(0, 1))
@@ -166,13 +164,13 @@ def test_run_loop_resizes_each_frame_once_for_checks_and_scorer(tmp_path, kinect
              np.asarray(Image.fromarray(d8).resize((160, 120), Image.NEAREST)))
             for fid, rgb, d8 in list(all_kinect_frames(kinect_root))[:3]]
     calls = []
+    real_depth_to_8bit = prep_mod.depth_to_8bit
 
-    def counting(rgb, depth, spec):
-        calls.append(np.shape(rgb))
-        return prep_mod.frame_to_uint8(rgb, depth, spec)
+    def counting(depth, spec):
+        calls.append(np.shape(depth))
+        return real_depth_to_8bit(depth, spec)
 
-    for mod in (capture_mod, scorer_mod, faults_mod):
-        monkeypatch.setattr(mod, "frame_to_uint8", counting)
+    monkeypatch.setattr(prep_mod, "depth_to_8bit", counting)
 
     class Src(Source):
         uri = "three"
