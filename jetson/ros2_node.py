@@ -55,7 +55,7 @@ from typing import Callable, Iterator, Optional
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P, check_watch_settings
 from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, stamp_seconds
 from edge_ad.runtime.preprocess import FrameError
-from edge_ad.runtime.results import rotation_problem
+from edge_ad.runtime.results import rotate_bytes_of, rotation_problem
 from edge_ad.runtime.sources.base import Frame, Source, SourceError
 
 NO_SCORE = float("nan")   # ~/score of a frame (or an outage) that was not scored
@@ -150,7 +150,7 @@ def node_settings(p: dict) -> dict:
     out["seed"] = _integer(p, "seed", 0)
     out["stale_s"] = _number(p, "stale_s", 0, strict=True)
     out["frame_timeout"] = _number(p, "frame_timeout_s", 0, strict=False) or None
-    out["rotate_bytes"] = int(_number(p, "rotate_mb", 0, strict=False) * 1e6) or None
+    out["rotate_bytes"] = rotate_bytes_of(_number(p, "rotate_mb", 0, strict=False))
     out["rotate_keep"] = _integer(p, "rotate_keep", 0) or None
     results = p["results_path"]
     if not isinstance(results, str):

@@ -57,6 +57,16 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def rotate_bytes_of(megabytes) -> Optional[int]:
+    """The size in bytes a rotation limit of ``megabytes`` MB (10^6 bytes) means: None for None or 0 (no rotation),
+    else int(MB x 10^6) and at least 1 byte, so that any size > 0 rotates (edge-ad run's --rotate-mb, the ROS
+    node's rotate_mb: one rule; int() alone made a size under one byte 0, a traceback in edge-ad run and no
+    rotation at all in the node)."""
+    if megabytes is None or megabytes == 0:
+        return None
+    return max(1, int(megabytes * 1e6))
+
+
 def rotation_problem(results: bool, rotate: bool, keep: bool, *, results_name: str = "--out",
                      rotate_name: str = "--rotate-mb", keep_name: str = "--rotate-keep") -> Optional[str]:
     """Why rotation settings would do nothing (None: they make sense): keeping the newest N rotated files without

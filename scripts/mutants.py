@@ -492,6 +492,8 @@ MUTANTS = [
     Mutant("ort-missing-unsaid", "runtime/backends/onnxruntime_backend.py",
            '        if (e.name or "").split(".")[0] != "onnxruntime":', "        if True:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
+    Mutant("rotate-under-a-byte-zero", "runtime/results.py", "    return max(1, int(megabytes * 1e6))",
+           "    return int(megabytes * 1e6)", ("tests/test_finite_options.py", "-k", "under_one_byte")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

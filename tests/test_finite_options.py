@@ -62,3 +62,19 @@ def test_other_commands_refuse_a_non_finite_number(tmp_path, command):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and f"Invalid value for '{command[-2]}'" in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rotation_size_under_one_byte_still_rotates(tmp_path):
+    """ifix-found A (session 30): --rotate-mb 1e-9 (> 0, as its range asks) became int(1e-9 * 1e6) = 0 bytes, a
+    20-line traceback after the model loaded ("rotate_bytes must be > 0, got 0"), exit 1; the ROS node's
+    rotate_mb 1e-9 became no rotation at all (int() or None). One rule now (results.rotate_bytes_of): any size
+    > 0 is at least one byte, so the file rotates after each line; 0 / None: no rotation."""
+    from edge_ad.jetson.ros2_node import node_settings
+    from edge_ad.runtime.results import rotate_bytes_of, rotated_files
+    out = tmp_path / "r.jsonl"
+    r = CliRunner().invoke(main, ["run", "--source", "synth://?n=3", "-q", "--out", str(out), "--rotate-mb", "1e-9"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, (r.output, r.exception)
+    assert len(rotated_files(out)) >= 3 and out.is_file()          # one per line at least (start, frames)
+    assert node_settings({"rotate_mb": 1e-9, "results_path": str(tmp_path / "n.jsonl")})["rotate_bytes"] == 1
+    assert node_settings({"rotate_mb": 0.0})["rotate_bytes"] is None
+    assert [rotate_bytes_of(v) for v in (None, 0, 0.0, 1e-9, 0.004, 2.5)] == [None, None, None, 1, 4000, 2500000]

@@ -242,7 +242,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     from edge_ad.runtime.capture import run_capture, scorer_spec, scorer_threshold
     from edge_ad.runtime.manifest import parity_note
     from edge_ad.runtime.preprocess import DEFAULT_MAX_PIXELS
-    from edge_ad.runtime.results import ResultsFileError
+    from edge_ad.runtime.results import ResultsFileError, rotate_bytes_of
 
     _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb, rotate_keep, sheet, rerun_target)
     if anomalies_keep is not None and not save_anomalies:
@@ -274,7 +274,7 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
                               reopen=opener if source.live else None,
                               on_result=[status] + pictures.hooks, log=status.log, stop=stop,
                               frame_timeout=frame_timeout, max_pixels=max_pixels,
-                              rotate_bytes=None if rotate_mb is None else int(rotate_mb * 1e6),
+                              rotate_bytes=rotate_bytes_of(rotate_mb),
                               rotate_keep=rotate_keep,
                               alarm_window=alarm_window, alarm_alpha=alarm_alpha)
     except OSError as e:  # the results file cannot be opened (the loop itself reports every other error)
