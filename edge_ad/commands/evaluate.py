@@ -26,7 +26,7 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               help="folder of normal frames (instead of --data/--class).")
 @click.option("--anomalous", "anomalous_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="folder(s) of anomalous frames (repeatable).")
-@click.option("--synth", "synth_n", type=int, default=0, help="evaluate on N rendered frames (boxes normal).")
+@click.option("--synth", "synth_n", type=click.IntRange(min=0), default=0, help="evaluate on N rendered frames (boxes normal).")
 @click.option("--max-per-class", type=click.IntRange(min=0), default=0,
               help="use only the first N frames of each group (0: all).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -36,8 +36,8 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               help="run seed for the initial latents.")
 @click.option("--lr-z", type=FiniteFloat(), help="override the search's lr_z.")
 @click.option("--lr-theta", type=FiniteFloat(), help="override lr_theta (0: z-only search).")
-@click.option("--n-seed", type=int, help="override n_seed.")
-@click.option("--k", "k", type=int, help="override the number of steps k.")
+@click.option("--n-seed", type=click.IntRange(min=1), help="override n_seed.")
+@click.option("--k", "k", type=click.IntRange(min=0), help="override the number of steps k.")
 @click.option("--fg-power", "fg_power", type=FiniteFloat(),
               help="override score_fg_power (score / foreground share ** p; 0: reference plain mean).")
 @click.option("--latent-power", "latent_power", type=FiniteFloat(),
@@ -81,8 +81,8 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               help="a nuisance of the suite instead of the default ones (repeatable), e.g. brightness:1.3, "
               "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, gamma:0.8, offset:-30, "
               "contrast:1.2, blur:1, jpeg:40, depth-holes:0.05, rotate:3, scale:1.05, joined with '+'.")
-@click.option("--nuisance-seed", type=int, default=0, show_default=True, help="seed of the nuisances' noise.")
-@click.option("--threads", type=int, default=0)
+@click.option("--nuisance-seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of the nuisances' noise.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
         lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
         scoring, baselines, pixel_power, pixel_shift_radius,

@@ -19,13 +19,13 @@ from .options import FiniteFloat, check_out_place
 @click.option("--class", "cls", required=True, help="normal class (the model's training class).")
 @click.option("--anomalous-class", "anomalous_cls", help="class of the anomalous input (default: another class).")
 @click.option("--split", default="val", show_default=True)
-@click.option("--index", type=int, default=0, show_default=True, help="which frame of each class's split.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="which frame of each class's split.")
 @click.option("--lr-theta-low", type=FiniteFloat(), default=6e-9, show_default=True, help="the reference lr_theta.")
 @click.option("--lr-theta-high", type=FiniteFloat(), default=1e-4, show_default=True,
               help="high lr_theta (1e-2 collapses a w32 generator to background in one step).")
 @click.option("--lr-z", type=FiniteFloat(), help="override lr_z.")
-@click.option("--k", "k", type=int, help="override the number of steps k.")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the initial latent.")
+@click.option("--k", "k", type=click.IntRange(min=0), help="override the number of steps k.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of the initial latent.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 def cmd(model_path, data, cls, anomalous_cls, split, index, lr_theta_low, lr_theta_high, lr_z, k, seed,
         out_path):

@@ -13,11 +13,11 @@ from .options import FiniteFloat
               help="kinect-rgbd root (with --class) or a frame folder (<dir>/rgb, <dir>/depth).")
 @click.option("--class", "cls", help="kinect-rgbd class to train on (its 'train' split).")
 @click.option("--split", default="train", show_default=True, help="split of splits.json to train on.")
-@click.option("--synth", "synth_n", type=int, default=0, help="train on N rendered boxes instead of --data.")
+@click.option("--synth", "synth_n", type=click.IntRange(min=0), default=0, help="train on N rendered boxes instead of --data.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run folder.")
 @click.option("--objective", type=click.Choice(["bce", "wgan-gp"]), default="bce", show_default=True)
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True, help="the study: 128.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="the study: 128.")
 @click.option("--lr", type=FiniteFloat(), help="Adam lr [default: bce 2e-4, wgan-gp 1e-4; the study: 1e-4].")
 @click.option("--beta1", type=FiniteFloat(), help="Adam beta1 [default: bce 0.5, wgan-gp 0.0; the study: 0.0].")
 @click.option("--beta2", type=FiniteFloat(), help="Adam beta2 [default: bce 0.999, wgan-gp 0.9; the study: 0.9].")
@@ -25,7 +25,7 @@ from .options import FiniteFloat
               help="discriminator normalisation (batch: the study; instance: valid WGAN-GP penalty).")
 @click.option("--width", "width", type=click.IntRange(min=1), default=64, show_default=True,
               help="features_g = features_d.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--hflip/--no-hflip", default=True, show_default=True)
 @click.option("--max-shift", type=click.IntRange(min=0), default=0, show_default=True,
               help="random shifts up to N pixels.")
@@ -43,7 +43,7 @@ from .options import FiniteFloat
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="continue OUT/last.pt if present (--no-resume: refuse an OUT that holds one; a checkpoint is "
                    "never replaced).")
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
 def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, beta1, beta2, critic_norm, width, seed, hflip,
         max_shift, brightness, white_balance, sample_every, snapshot_every, preprocess_json, resume, threads):
     """Train a DCGAN generator on normal frames only; writes OUT/last.pt, sample grids and a loss curve.
