@@ -497,6 +497,8 @@ MUTANTS = [
     Mutant("eval-nuisance-seed-unbounded", "edge_ad/commands/evaluate.py",
            '@click.option("--nuisance-seed", type=click.IntRange(min=0), default=0,',
            '@click.option("--nuisance-seed", type=int, default=0,', ("tests/test_finite_options.py", "-k", "lower_bound")),
+    Mutant("docs-nuisance-row-place-unsaid", "docs/evaluate.md", "the frame's place in its group and the row's place in the list:",
+           "the frame's place in its group:", ("tests/test_nuisance.py", "-k", "place_in_the_list")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

@@ -81,7 +81,9 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               help="a nuisance of the suite instead of the default ones (repeatable), e.g. brightness:1.3, "
               "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, gamma:0.8, offset:-30, "
               "contrast:1.2, blur:1, jpeg:40, depth-holes:0.05, rotate:3, scale:1.05, joined with '+'.")
-@click.option("--nuisance-seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of the nuisances' noise.")
+@click.option("--nuisance-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="seed of the nuisances' noise; each row also draws by its place in the list (docs/evaluate.md): "
+              "rerun the same list in the same order to reproduce a row.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
         lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
