@@ -133,6 +133,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     E64 = copy.deepcopy(encoder).double().eval() if use_encoder else None   # the float64 reference encoder
     man = load_manifest(out_dir, verify=False)
     zcfg = cfg.replace(lr_theta=0.0) if check_z_only and cfg.updates_weights and cfg.k > 0 else None
+    # loaders, not scorers: each variant's scorer is loaded for its frame and closed before the next one opens
+    # (audit 29 #9: the six scorers alive together held ~0.8 GB at width 32, ~3x that at the study's width 64)
     scorers = _variant_scorers(out_dir, man, cfg, zcfg, threads)
     fp64 = _Float64Graphs(G, cfg) if check_fp64 else None
     rows, starts = [], []
@@ -158,8 +160,11 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     fp64_worst = max((r.get("fp64_graph_rel_diff", 0.0) for r in rows), default=0.0)
     batch = None
     if "final_batch" in man["graphs"] and rows and scorers:   # k = 0: Scorer.score_batch's graphs too
-        batch = batch_parity(next(iter(scorers.values()))[0], frames, starts,
-                             [r["reference_score"] for r in rows], tolerance)
+        scorer = next(iter(scorers.values()))[0]()
+        try:
+            batch = batch_parity(scorer, frames, starts, [r["reference_score"] for r in rows], tolerance)
+        finally:
+            _close(scorer)
         log(f"  parity batch graphs: {batch['summary']}")
     shift = None
     if full_cfg.score_shift_radius and rows and kept:
@@ -189,13 +194,37 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
 def _variant_scorers(out_dir: Path, man: dict, cfg: SearchConfig, zcfg: Optional[SearchConfig],
                      threads: Optional[int]) -> dict:
     """Every exported variant (runtime/variants.py), faithful and z-only (``zcfg``; None: no z-only check),
-    on the CPU provider: {name: (scorer, z-only scorer or None)}."""
-    from edge_ad.runtime.scorer import Scorer
+    on the CPU provider: {name: (load, z-only load or None)}, each ``load()`` a new Scorer that the caller
+    closes (``_score_once``), so that one scorer's sessions are alive at a time."""
     names = list(man.get("variants") or [v.name for v in variants.VARIANTS.values()
                                          if variants.exported(v, cfg, man["graphs"])])
-    return {n: (Scorer.load(out_dir, config=cfg, variant=n, threads=threads, providers=["CPUExecutionProvider"]),
-                Scorer.load(out_dir, config=zcfg, variant=n, threads=threads, providers=["CPUExecutionProvider"])
-                if zcfg is not None else None) for n in names}
+    return {n: (_scorer_loader(out_dir, cfg, n, threads),
+                _scorer_loader(out_dir, zcfg, n, threads) if zcfg is not None else None) for n in names}
+
+
+def _scorer_loader(out_dir: Path, cfg: SearchConfig, variant: str, threads: Optional[int]) -> Callable:
+    """A zero-argument function that loads ``out_dir`` as a Scorer of ``variant`` with ``cfg`` on the CPU provider."""
+    def load():
+        from edge_ad.runtime.scorer import Scorer
+        return Scorer.load(out_dir, config=cfg, variant=variant, threads=threads, providers=["CPUExecutionProvider"])
+    return load
+
+
+def _close(scorer) -> None:
+    """scorer.close() when it has one (the runtime's Scorer: its sessions and buffers released now)."""
+    close = getattr(scorer, "close", None)
+    if close is not None:
+        close()
+
+
+def _score_once(load: Callable, fr: dict, start: dict):
+    """The ScoreResult of frame ``fr`` (its own arrays) by a scorer ``load()`` opens, closed before returning;
+    ``start``: {"z0": ...} or {"seed": ...}, as the reference was started. Numerics only: no fault checks."""
+    scorer = load()
+    try:
+        return scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)
+    finally:
+        _close(scorer)
 
 
 class _Float64Graphs:
@@ -277,13 +306,14 @@ def _score_diffs(got, ref) -> dict:
 def _frame_row(fr: dict, ref: _FrameReference, scorers: dict, cfg: SearchConfig) -> dict:
     """The parity report's row of one frame: every variant's scores against the reference (faithful and
     z-only), the runtime's z0 / latent / pixel distance against the reference's (from the first variant),
-    and "rel_diff", the frame's worst variant: the gate's value for this frame."""
+    and "rel_diff", the frame's worst variant: the gate's value for this frame. ``scorers``: _variant_scorers'
+    loaders; one scorer at a time is open (``_score_once``)."""
     row = {"frame": fr["id"], "label": fr.get("label"), "z0_seed": ref.zseed,
            "z_init": cfg.z_init, "score_scale": ref.scale, "reference_score": ref.score, "variants": {}}
     if ref.zref is not None:
         row["z_only"] = {"reference_score": ref.zref.score, "variants": {}}
-    for n, (sc, zsc) in scorers.items():
-        got = sc.score(fr["rgb"], fr["depth"], check_faults=False, **ref.start)   # numerics, as the reference
+    for n, (load, zload) in scorers.items():
+        got = _score_once(load, fr, ref.start)                       # numerics, as the reference
         row["variants"][n] = _score_diffs(got, ref.ref)
         if cfg.z_init == "encoder" and "encoder_z0_max_abs_diff" not in row:
             # the runtime's z0 (encoder.onnx, float32) against the float64 reference z0
@@ -295,8 +325,8 @@ def _frame_row(fr: dict, ref: _FrameReference, scorers: dict, cfg: SearchConfig)
         if ref.pdist is not None and "pixel_distance" not in row:
             row["pixel_distance"] = {"reference": ref.pdist, "onnx": got.pixel_distance,
                                      "rel_diff": _rel_diff(got.pixel_distance, ref.pdist)}
-        if zsc is not None:
-            zgot = zsc.score(fr["rgb"], fr["depth"], check_faults=False, **ref.start)
+        if zload is not None:
+            zgot = _score_once(zload, fr, ref.start)
             row["z_only"]["variants"][n] = _score_diffs(zgot, ref.zref)
             effect = ref.ref.score - ref.zref.score                  # the theta step's effect on the score
             if abs(effect) > THETA_EFFECT_MIN * abs(ref.ref.score):
@@ -370,18 +400,20 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
     import torch
 
     from edge_ad.models.search import search_min_shift
-    from edge_ad.runtime.scorer import Scorer
-    scorer = Scorer.load(out_dir, config=cfg, threads=threads, providers=["CPUExecutionProvider"])
+    scorer = _scorer_loader(out_dir, cfg, "auto", threads)()
     rows = []
-    for fr, start in zip(frames, starts):
-        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
-        ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
-                               encoder=E64, latent_bank=latent_bank, eager=True,
-                               bank_rows_per_frame=bank_rows_per_frame, pixel_memory=pixel_memory)
-        got = scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
-        rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
-                     "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),
-                     "reference_shift": list(ref.shift), "onnx_shift": list(got.shift)})
+    try:
+        for fr, start in zip(frames, starts):
+            x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+            ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
+                                   encoder=E64, latent_bank=latent_bank, eager=True,
+                                   bank_rows_per_frame=bank_rows_per_frame, pixel_memory=pixel_memory)
+            got = scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
+            rows.append({"frame": fr["id"], "reference_score": ref.score, "onnx_score": got.score,
+                         "rel_diff": abs(got.score - ref.score) / max(abs(ref.score), 1e-12),
+                         "reference_shift": list(ref.shift), "onnx_shift": list(got.shift)})
+    finally:
+        _close(scorer)                       # its sessions released now (audit 29 #9)
     worst = max((r["rel_diff"] for r in rows), default=float("inf"))
     return {"radius": cfg.score_shift_radius, "frames": rows, "max_rel_diff": worst,
             "passed": bool(rows) and worst <= tolerance,

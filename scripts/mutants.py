@@ -88,6 +88,11 @@ MUTANTS = [
     Mutant("pre-close-faults-see-closed", "runtime/sensor_faults.py",
            "spec, u8 = replace(spec, depth_fill=0, depth_close=0), None",
            "spec, u8 = replace(spec, depth_fill=0), None", ("tests/test_depth_close.py", "-k", "sensor_fault")),
+    # audit 29 #9: parity opens one scorer at a time, each closed before the next one
+    Mutant("parity-scorer-left-open", "export/parity.py",
+           "return scorer.score(fr[\"rgb\"], fr[\"depth\"], check_faults=False, **start)\n    finally:\n        _close(scorer)",
+           "return scorer.score(fr[\"rgb\"], fr[\"depth\"], check_faults=False, **start)\n    finally:\n        pass",
+           ("tests/test_export_gate.py", "-k", "one_scorer")),
     # audit 29 #10: one depth conversion per frame, the checks' frame as captured from it
     Mutant("pre-faults-convert-again", "runtime/sensor_faults.py",
            "x = captured if captured is not None else frame_to_uint8(rgb, depth, spec) if u8 is None else u8",

@@ -130,8 +130,40 @@ def test_theta_effect_check_allows_the_runtimes_float32_rounding_not_a_wrong_ste
     def theta_rel(faithful_error):
         runtime = result(ref_score + rounding + faithful_error)
         z_only = result(ref_score - effect - rounding)          # rounding the other way: the worst case
-        scorers = {"v": (NS(score=lambda *a, **k: runtime), NS(score=lambda *a, **k: z_only))}
+        scorers = {"v": (lambda: NS(score=lambda *a, **k: runtime), lambda: NS(score=lambda *a, **k: z_only))}
         row = parity._frame_row({"id": 0, "rgb": None, "depth": None}, ref, scorers, SearchConfig(k=3))
         return row["z_only"]["variants"]["v"]["theta_effect_rel_diff"]
     assert theta_rel(0.0) <= parity.THETA_EFFECT_TOLERANCE               # rounding alone: 2e-6 / 3e-5 = 6.7 % raw
     assert theta_rel(0.4 * effect) > parity.THETA_EFFECT_TOLERANCE       # a theta step off by 40 %
+
+
+def test_parity_opens_one_scorer_at_a_time(export_tiny, tiny_generator, val_frames, monkeypatch):
+    """Audit 29 #9: check_parity held every variant's faithful and z-only Scorer (six sets of onnxruntime sessions)
+    alive through all frames: ~0.8 GB at width 32 and ~3 GB of the 7.8 GB peak at the study's width 64. Now each
+    scorer is loaded for its frame and closed before the next one opens: at most one is open at any time, none is
+    left open, and the parity still passes with every variant, faithful and z-only."""
+    from edge_ad.runtime.scorer import Scorer
+
+    d, cfg = export_tiny(3, 2), SearchConfig(k=3, n_seed=2)
+    two = [{"id": f"f{i}", "label": None, "rgb": rgb, "depth": depth} for i, (rgb, depth) in enumerate(val_frames(2))]
+    alive, most, loads = set(), [0], [0]
+    real_load, real_close = Scorer.load, Scorer.close
+
+    def load(cls, *a, **k):
+        scorer = real_load(*a, **k)
+        alive.add(id(scorer))
+        loads[0] += 1
+        most[0] = max(most[0], len(alive))
+        return scorer
+
+    def close(self, timeout=None):
+        alive.discard(id(self))
+        return real_close(self, timeout)
+    monkeypatch.setattr(Scorer, "load", classmethod(load))
+    monkeypatch.setattr(Scorer, "close", close)
+    report = parity.check_parity(tiny_generator, d, cfg, two, check_fp64=True, check_z_only=True, threads=1,
+                                 log=lambda *a: None)
+    n = len(report["variants"])
+    assert report["passed"] and n >= 2 and all("z_only" in r for r in report["frames"]), report["summary"]
+    assert loads[0] == 2 * 2 * n                       # per frame each variant's faithful and z-only scorer
+    assert most[0] == 1 and not alive, (most[0], len(alive))
