@@ -7,7 +7,8 @@ their own modules: import their names from there.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,6 +19,15 @@ from .latent_memory import LATENT_METRICS
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields
 PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6, "pixel_shift_radius": 0, "pixel_gain_limits": ()}
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
+
+
+# float settings checked below by their own rule, with their own message
+OWN_FLOAT_CHECKS = ("bank_augment_weight", "score_pixel_power", "pixel_floor")
+
+
+def _finite_number(v) -> bool:
+    """True for a finite real number (int, float or NumPy scalar; not a bool, a string or NaN / inf)."""
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,19 @@ class SearchConfig:
     pixel_gain_limits: tuple = ()
 
     def __post_init__(self):
+        for key in ("n_seed", "k"):
+            v = getattr(self, key)
+            if isinstance(v, np.integer):
+                object.__setattr__(self, key, int(v))   # JSON-able
+            elif isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{key} must be a whole number, got {v!r}")
+        # NaN passes every "x < 0" check below (and inf most of them): a NaN learning rate or sigma scored every
+        # frame NaN, a NaN power switched its factor off; each float setting is a finite number (left as given:
+        # to_dict, hence the settings hash, unchanged)
+        bad = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.type == "float"
+               and f.name not in OWN_FLOAT_CHECKS and not _finite_number(getattr(self, f.name))]
+        if bad:
+            raise ValueError(f"the search settings must be finite numbers, got {', '.join(bad)}")
         if self.n_seed < 1 or self.k < 0:
             raise ValueError(f"need n_seed >= 1 and k >= 0, got n_seed={self.n_seed}, k={self.k}")
         if self.lr_z < 0 or self.lr_theta < 0:

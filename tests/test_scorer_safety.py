@@ -106,3 +106,29 @@ def test_a_bad_seed_or_thread_count_is_named():
                                                  rf"{seed!r}"):
                 s.score(f.rgb, f.depth, seed=seed)
         assert s.score(f.rgb, f.depth, seed=np.int64(3)).score == s.score(f.rgb, f.depth, seed=3).score
+
+
+def test_a_search_setting_that_is_not_a_finite_number_is_named():
+    """ifix-found B (session 30): SearchConfig took NaN / inf wherever its check was "x < 0" (NaN < 0 is False) and
+    floats for n_seed / k, so the Python API loaded such a scorer: z_init_sigma=nan scored every frame NaN (edge-ad
+    run: each a bad frame, the cause unnamed), score_latent_power=nan dropped the latent factor silently (nan > 0 is
+    False), latent_floor=inf ended in ZeroDivisionError, n_seed=1.0 in onnxruntime's "incompatible function
+    arguments", Scorer.load(lr_theta=nan) loaded. Now a ValueError naming the setting (a manifest's were already
+    checked: ManifestError); whole NumPy integers stay accepted, as ints."""
+    import json
+
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.config import SearchConfig
+    base = SearchConfig(**json.loads((demo_model_dir() / "manifest.json").read_text())["search"])
+    for key in ("lr_z", "lr_theta", "z_init_sigma", "score_fg_power", "score_latent_power", "latent_floor", "eps"):
+        for v in (float("nan"), float("inf"), "0.1"):
+            with pytest.raises(ValueError, match=rf"^the search settings must be finite numbers, got {key}="):
+                base.replace(**{key: v})
+    for key, v in (("n_seed", 1.0), ("k", 2.5), ("k", True), ("n_seed", "3")):
+        with pytest.raises(ValueError, match=rf"^{key} must be a whole number, got {v!r}$"):
+            base.replace(**{key: v})
+    assert base.replace(k=np.int64(0)).to_dict() == base.to_dict() and type(base.replace(k=np.int64(0)).k) is int
+    with pytest.raises(ValueError, match=r"got lr_theta=nan$"):
+        Scorer.load(demo_model_dir(), lr_theta=float("nan"))
+    with pytest.raises(ValueError, match=r"got z_init_sigma=nan$"):
+        Scorer.load(demo_model_dir(), config=base.replace(z_init_sigma=float("nan")))
