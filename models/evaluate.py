@@ -59,6 +59,12 @@ PARTIAL_SCORES = "scores.partial.jsonl"    # the scores of an eval not finished 
 NUISANCE_KEY = "nuisance:"                 # ScoreLog groups of the nuisance suite's scorings (by frames' sha256)
 
 
+def _frames_key(X: np.ndarray) -> str:
+    """The ScoreLog group of the frames X (N, C, R, R): NUISANCE_KEY + the first 24 hex digits of the sha256 of
+    their bytes (the key partial files already hold: an eval stopped by an earlier edge-ad continues)."""
+    return NUISANCE_KEY + hashlib.sha256(np.ascontiguousarray(X).data).hexdigest()[:24]
+
+
 class ScoreLog:
     """OUT/scores.partial.jsonl: the scores of an edge-ad eval as they are made, so that an eval stopped before
     its end (a signal, a lost session) loses at most one chunk and the same command continues where it stopped.
@@ -70,6 +76,7 @@ class ScoreLog:
     def __init__(self, out_dir: Path, settings: dict):
         self.path = Path(out_dir) / PARTIAL_SCORES
         self.scores: dict = {}
+        self._known: dict = {}      # frames key -> the scores of an evaluated group of those very frames (``know``)
         settings = json.loads(json.dumps(settings))          # as it reads back (tuples -> lists)
         if self.path.exists():
             lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -109,10 +116,20 @@ class ScoreLog:
         """The nuisance suite's scorings (one perturbed group each) kept so far."""
         return sum(bool(v) for k, v in self.scores.items() if k.startswith(NUISANCE_KEY))
 
+    def know(self, X: np.ndarray, scores) -> None:
+        """``scores`` (N,) are the scores of the frames X (N, C, R, R) (an evaluated group, already kept under its
+        name): ``kept_scores`` of the very same frames (the nuisance suite's clean row) takes them instead of
+        scoring them a second time."""
+        if len(scores) == len(X):
+            self._known[_frames_key(X)] = np.asarray(scores, dtype=float)
+
     def kept_scores(self, X: np.ndarray, score):
         """``score(X)`` (X: (N, C, R, R) perturbed frames of the nuisance suite), kept under the sha256 of X: the
-        same frames again (the same command after a stop) take the kept scores instead of being scored again."""
-        key = NUISANCE_KEY + hashlib.sha256(np.ascontiguousarray(X).data).hexdigest()[:24]
+        same frames again (the same command after a stop) take the kept scores instead of being scored again,
+        and frames of an evaluated group (``know``: the suite's clean row) take that group's scores."""
+        key = _frames_key(X)
+        if key in self._known:
+            return self._known[key].copy()
         kept = self.scored(key)
         if len(kept) == len(X):
             return np.asarray(kept, dtype=float)

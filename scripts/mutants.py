@@ -507,6 +507,8 @@ MUTANTS = [
     Mutant("config-nan-accepted", "runtime/config.py",
            "               and f.name not in OWN_FLOAT_CHECKS and not _finite_number(getattr(self, f.name))]",
            "               and False]", ("tests/test_scorer_safety.py", "-k", "finite_number")),
+    Mutant("eval-clean-row-scored-twice", "models/evaluate.py", "        if key in self._known:", "        if False:",
+           ("tests/test_nuisance.py", "-k", "takes_the_reports")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

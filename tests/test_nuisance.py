@@ -438,3 +438,29 @@ def test_a_random_rows_draw_depends_on_its_place_in_the_list_as_the_docs_say():
     from edge_ad.cli import main
     res = CliRunner().invoke(main, ["eval", "--help"])
     assert "rerun the same list in the same order" in " ".join(res.output.split()), res.output
+
+
+def test_the_suites_clean_row_takes_the_reports_scores(tmp_path, kinect_root, tiny_generator, monkeypatch):
+    """Audit 30 #3: with --nuisance / --nuisance-set every clean frame was scored twice, with identical scores: once
+    for the report and once as the suite's "clean" row (cylinder: 4 of its ~40 min, 1/11 of the default suite's
+    eval). The suite now takes the report's scores for those very frames (same bytes, ScoreLog.know): each frame
+    is scored once clean and once per row, and the clean row equals the report."""
+    from edge_ad.cli import main
+    from edge_ad.models import save_checkpoint, search
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    scored, real = [], search.score_batch
+
+    def counting(G, X, *a, **kw):
+        scored.append(len(X))
+        return real(G, X, *a, **kw)
+    monkeypatch.setattr(search, "score_batch", counting)
+    r = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root),
+                                  "--class", "rectangle", "--max-per-class", "4", "--k", "0", "--n-seed", "1",
+                                  "--no-baselines", "--nuisance-set", "gamma:0.8", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    assert sum(scored) == 2 * 12, scored                     # 3 groups of 4: clean once, gamma once (was 3 x 12)
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    clean = rep["nuisance"]["conditions"]["clean"]
+    assert clean["auroc"] == rep["metrics"]["overall"]["auroc"]
+    assert clean["scores"] == rep["scores"]                # every group, frame for frame
