@@ -261,8 +261,10 @@ class Scorer:
         without a search that runs here), ValueError for a variant that does not fit.
         """
         model_dir = Path(model_dir)
-        if threads is not None and (not _whole(threads) or threads < 1):
-            raise ValueError(f"threads must be a whole number >= 1 (or None: all cores), got {threads!r}")
+        _check_threads(threads, "all cores")
+        if providers is not None and not isinstance(providers, (list, tuple)):   # a str would be read letter by letter
+            raise ValueError(f"providers must be a list of onnxruntime execution providers (names, or (name, options) "
+                             f"pairs), e.g. ['CPUExecutionProvider'], got {providers!r}")
         if backend not in variants.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(variants.BACKENDS)}")
         backend_options = variants.check_backend_options(backend, backend_options)
@@ -453,6 +455,7 @@ class Scorer:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:
             raise ValueError("this model's scoring configuration has no encoder (z_init != 'encoder')")
+        x = check_input(x, (int(self._manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         with self._lock:
             self._check_open()
             return np.array(self._encoder.run(x))     # a copy: the encoder's output buffer is reused
@@ -686,8 +689,11 @@ class Scorer:
         over the batch, on ``threads`` intra-op threads (None: load's ``threads``; the sessions for
         load's count are built by ``load``, those for another count on its first call, kept while it
         is the most recent other count: BatchGraphs);
-        other models and TensorRT score frame by frame (runtime/batch_scoring.py), ``threads`` unused."""
+        other models and TensorRT score frame by frame (runtime/batch_scoring.py), ``threads`` unused (still
+        checked). ``frames``, ``seeds``, ``z0s``: any iterables (read once)."""
         from .batch_scoring import score_batch
+        _check_threads(threads, "load's")
+        frames = list(frames)
         with self._lock:
             self._check_open()
             graphs = self._batch.get(threads) if self._batch is not None else None
@@ -723,6 +729,12 @@ def manifest_threshold(model_dir: os.PathLike) -> Optional[float]:
     Raises ManifestError / ValueError for a missing or malformed manifest."""
     man = load_manifest(model_dir, verify=False)
     return calibrated_threshold(man, SearchConfig.from_dict(man["search"]))
+
+
+def _check_threads(threads, none_means: str) -> None:
+    """ValueError naming ``threads`` unless it is None or a whole number >= 1 (load's and score_batch's rule)."""
+    if threads is not None and (not _whole(threads) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1 (or None: {none_means}), got {threads!r}")
 
 
 def _whole(v) -> bool:

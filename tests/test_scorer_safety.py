@@ -132,3 +132,29 @@ def test_a_search_setting_that_is_not_a_finite_number_is_named():
         Scorer.load(demo_model_dir(), lr_theta=float("nan"))
     with pytest.raises(ValueError, match=r"got z_init_sigma=nan$"):
         Scorer.load(demo_model_dir(), config=base.replace(z_init_sigma=float("nan")))
+
+
+def test_the_scorers_other_methods_check_their_arguments_too():
+    """ifix-found C (session 30): encode(x) took any x (a (3, 64, 64) array: onnxruntime's "The input size of numpy
+    arrays does not match the size of the OrtValue"; NaN: NaN latents); score_batch(threads=1.5) ran (int(1.5))
+    while load refuses 1.5; score_batch(iter(frames)) ended in "object of type 'list_iterator' has no len()";
+    load(providers="CPUExecutionProvider") said providers ['C', 'P', 'U', ...] are not available. Each is now a
+    ValueError naming the argument, as score_input's and load's own; an iterator of frames is scored as its list."""
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.sources import open_source
+    with pytest.raises(ValueError, match=r"^providers must be a list of onnxruntime execution providers .* got "
+                                         r"'CPUExecutionProvider'$"):
+        Scorer.load(demo_model_dir(), providers="CPUExecutionProvider")
+    frames = [(f.rgb, f.depth) for f in open_source("synth://?n=3&seed=1")]
+    with Scorer.load(demo_model_dir(), threads=1) as s:
+        R = s.resolution
+        with pytest.raises(ValueError, match=rf"^x must have shape \(4, {R}, {R}\), got \(3, {R}, {R}\)$"):
+            s.encode(np.zeros((3, R, R), np.float32))
+        with pytest.raises(ValueError, match=r"^x contains NaN or inf$"):
+            s.encode(np.full((4, R, R), np.nan, np.float32))
+        for threads in (1.5, 0, "2", True):
+            with pytest.raises(ValueError, match=rf"^threads must be a whole number >= 1 \(or None: load's\), got "
+                                                 rf"{threads!r}$"):
+                s.score_batch(frames, threads=threads)
+        want = [r.score for r in s.score_batch(frames, seeds=[1, 2, 3])]
+        assert [r.score for r in s.score_batch(iter(frames), seeds=iter([1, 2, 3]))] == want
