@@ -93,6 +93,9 @@ MUTANTS = [
            "return scorer.score(fr[\"rgb\"], fr[\"depth\"], check_faults=False, **start)\n    finally:\n        _close(scorer)",
            "return scorer.score(fr[\"rgb\"], fr[\"depth\"], check_faults=False, **start)\n    finally:\n        pass",
            ("tests/test_export_gate.py", "-k", "one_scorer")),
+    Mutant("parity-fp64-first-seed-only", "export/parity.py",
+           "threads)[\"seed_losses\"] for j in range(len(z0))]", "threads)[\"seed_losses\"] for j in range(1)]",
+           ("tests/test_export_gate.py", "-k", "one_seed")),
     # audit 29 #10: one depth conversion per frame, the checks' frame as captured from it
     Mutant("pre-faults-convert-again", "runtime/sensor_faults.py",
            "x = captured if captured is not None else frame_to_uint8(rgb, depth, spec) if u8 is None else u8",

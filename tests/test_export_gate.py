@@ -167,3 +167,35 @@ def test_parity_opens_one_scorer_at_a_time(export_tiny, tiny_generator, val_fram
     assert report["passed"] and n >= 2 and all("z_only" in r for r in report["frames"]), report["summary"]
     assert loads[0] == 2 * 2 * n                       # per frame each variant's faithful and z-only scorer
     assert most[0] == 1 and not alive, (most[0], len(alive))
+
+
+@pytest.mark.parametrize("k", [3, 0])
+def test_float64_graphs_run_one_seed_at_a_time_with_the_all_seeds_losses(tiny_generator, val_frames, monkeypatch, k):
+    """Audit 29 #9: the float64 graphs' run held every seed's float64 state, Adam moments and their double buffers
+    at once (~3.5 GB at the study's width 64). They are built for one seed and run seed by seed: each run's
+    buffers are one seed's, and the seed losses are bit for bit those of the graphs built for all seeds."""
+    from edge_ad.runtime.config import make_z0
+    from edge_ad.runtime.preprocess import PreprocessSpec, preprocess
+
+    cfg = SearchConfig(k=k, n_seed=3)
+    rgb, depth = val_frames(1)[0]
+    x = preprocess(rgb, depth, PreprocessSpec())
+    z0 = make_z0(cfg.n_seed, tiny_generator.cfg.z_dim, 0)
+    real, seen = parity.run_graphs, []
+
+    def spy(models, pristine, shapes, cfg_, arch, mode, x_, z0_, threads):
+        seen.append((cfg_.n_seed, arch.n_seed, len(z0_), {s[0] for s in shapes.values()}))
+        return real(models, pristine, shapes, cfg_, arch, mode, x_, z0_, threads)
+    monkeypatch.setattr(parity, "run_graphs", spy)
+    got = parity._Float64Graphs(tiny_generator, cfg).run(cfg, x, z0, 1)["seed_losses"]
+    assert seen == [(1, 1, 1, {1})] * 3
+
+    # the graphs built for all seeds (as before), run once on all of them
+    params, bn = search_graphs.generator_arrays(tiny_generator)
+    arch = search_graphs.arch_of(tiny_generator, cfg.n_seed, 0, np.float64)
+    v64 = parity.variants.for_export(cfg, ("gpu",))[0]
+    models = {n: search_graphs.GRAPH_BUILDERS[n].model(n, arch, bn, cfg, np.float64)[0] for n in v64.needs(cfg)}
+    state = {n: v[0] for n, v in parity.stack_state(arch, params).items()}
+    want = real(models, state, {s.name: s.shape for s in arch.state()}, cfg, arch, v64.mode(cfg), x, z0,
+                1)["seed_losses"]
+    assert got.shape == (3,) and np.array_equal(got, want), (got, want)
