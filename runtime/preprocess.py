@@ -590,7 +590,7 @@ def _model_uint8(rgb: np.ndarray, d8: np.ndarray, spec: PreprocessSpec) -> np.nd
     """rgb (H, W, 3) uint8 and d8 (H, W) uint8 at the camera's resolution -> (R, R, 4) uint8: background masked,
     resized, the scene shift undone, aligned (the spec's depth_fill / depth_close are not applied here)."""
     if spec.mask_rgb_background:
-        rgb = np.where((d8 > 0)[:, :, None], rgb, 0).astype(np.uint8)
+        rgb = rgb * (d8 > 0)[:, :, None]       # (H, W, 3) uint8, background 0: np.where's bytes, ~10x faster
     rgb = _square_resize(rgb, spec.resolution, Image.BOX)
     # nearest for depth: averaging across the object edge would invent depths
     d8 = _square_resize(d8, spec.resolution, Image.NEAREST)
