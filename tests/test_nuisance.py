@@ -464,3 +464,28 @@ def test_the_suites_clean_row_takes_the_reports_scores(tmp_path, kinect_root, ti
     clean = rep["nuisance"]["conditions"]["clean"]
     assert clean["auroc"] == rep["metrics"]["overall"]["auroc"]
     assert clean["scores"] == rep["scores"]                # every group, frame for frame
+
+
+def test_every_nuisance_set_text_is_a_row(tmp_path, kinect_root, tiny_generator):
+    """Audit 30 #5: rows were a dict by label, so a text given again (shift:4 twice: a second draw) or one whose label
+    rounds alike (brightness:1.12 and 1.124, both "brightness +12%") was dropped without a word (5 texts, 3 rows,
+    exit 0; the "+12%" row was 1.124) and the rows after it drew as the wrong row. Now every text is a row, in its
+    place; a label already taken says its row and text."""
+    from edge_ad.cli import main
+    from edge_ad.commands.evaluate import nuisance_rows
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    texts = ["shift:4", "shift:4", "brightness:1.12", "brightness:1.124"]
+    rows = nuisance_rows(texts, nu.parse_nuisance)
+    assert list(rows) == ["shift 4 px", "shift 4 px (row 2: shift:4)", "brightness +12%",
+                          "brightness +12% (row 4: brightness:1.124)"]
+    assert rows["brightness +12%"] == nu.Brightness(1.12) and list(rows.values())[3] == nu.Brightness(1.124)
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    args = ["eval", "--model", str(tmp_path / "g.pt"), "--data", str(kinect_root), "--class", "rectangle",
+            "--max-per-class", "4", "--k", "0", "--n-seed", "1", "--no-baselines", "--out", str(tmp_path / "ev")]
+    r = CliRunner().invoke(main, args + [a for t in texts for a in ("--nuisance-set", t)])
+    assert r.exit_code == 0, r.output
+    c = json.loads((tmp_path / "ev" / "report.json").read_text())["nuisance"]["conditions"]
+    assert list(c) == ["clean", *rows]
+    assert c["shift 4 px"]["scores"] != c["shift 4 px (row 2: shift:4)"]["scores"]        # two draws
+    assert c["brightness +12%"]["scores"] != c["brightness +12% (row 4: brightness:1.124)"]["scores"]

@@ -360,6 +360,18 @@ def _baselines_unavailable(data, cls) -> Optional[str]:
     return None
 
 
+def nuisance_rows(texts, parse) -> dict:
+    """{label: nuisance}, one row per text of ``texts`` in their order (``parse``: runtime.nuisance.parse_nuisance).
+    A label already taken (a text given again: another draw, docs/evaluate.md; or one its label rounds alike,
+    brightness:1.12 and 1.124 are both "brightness +12%") gets " (row K: TEXT)", K its place in the list: a
+    dict by label alone kept only the last of them, without a word (audit 30 #5)."""
+    rows: dict = {}
+    for k, text in enumerate(texts, start=1):
+        n = parse(text)
+        rows[n.name if n.name not in rows else f"{n.name} (row {k}: {text})"] = n
+    return rows
+
+
 def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
                          max_per_class) -> tuple[dict, dict]:
     """The nuisance suite ({name: Nuisance}: --nuisance-set's, else the default one) and the raw frames it
@@ -368,7 +380,7 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
     from edge_ad.models.data import DataError
     from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_shift, parse_nuisance
     try:
-        suite = {(n := parse_nuisance(t)).name: n for t in (nuisance_set or DEFAULT_SUITE)}
+        suite = nuisance_rows(nuisance_set or DEFAULT_SUITE, parse_nuisance)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--nuisance-set")
     from edge_ad.runtime.preprocess import FrameError
