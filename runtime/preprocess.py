@@ -445,11 +445,20 @@ def fill_mask(d8: np.ndarray, k: int) -> np.ndarray:
 
 
 def _window_counts(mask: np.ndarray, k: int) -> np.ndarray:
-    """(H, W) bool -> (H - k + 1, W - k + 1) int32: how many True pixels each k x k window holds
-    (an integral image; the windows lie inside ``mask``, pad it first)."""
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
-    s[1:, 1:] = mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
-    return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
+    """(H, W) bool -> (H - k + 1, W - k + 1) int32: how many True pixels each k x k window holds (the windows lie
+    inside ``mask``, pad it first). Separable: k shifted row slices added, then k column slices, in uint8 (a count
+    is at most k * k <= 49); 10-17x faster than the int32 integral image it replaced at 640 x 480 and 1280 x 720
+    (audit 29 #10: the fill's and close's three counts were a third of a camera frame's preprocessing), same counts."""
+    m = np.asarray(mask, dtype=bool).view(np.uint8)
+    h, w = m.shape[0] - k + 1, m.shape[1] - k + 1
+    acc = np.uint8 if k * k <= 255 else np.int32
+    rows = m[:h].astype(acc)                                                  # (h, W): k rows summed
+    for i in range(1, k):
+        rows += m[i:i + h]
+    out = rows[:, :w].copy()                                                  # (h, w): then k columns
+    for j in range(1, k):
+        out += rows[:, j:j + w]
+    return out.astype(np.int32)
 
 
 _MEDIAN_CHUNK = 1 << 16      # fill pixels per window gather in ``_with_window_medians`` (k = 7: 3.2 MB of uint8

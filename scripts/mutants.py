@@ -79,6 +79,8 @@ MUTANTS = [
            "d8 = _square_resize(d8, spec.resolution, Image.BOX)", PRE),
     Mutant("pre-close-dilation-only", "runtime/preprocess.py", "closed = _window_counts(dilated, k) == k * k",
            "closed = _window_counts(dilated, k) > 0", ("tests/test_depth_close.py",)),
+    Mutant("pre-window-counts-short", "runtime/preprocess.py", "for i in range(1, k):\n        rows += m[i:i + h]",
+           "for i in range(2, k):\n        rows += m[i:i + h]", ("tests/test_depth_close.py", "-k", "window_counts")),
     Mutant("pre-median-even-lower", "runtime/preprocess.py",
            "hi = np.take(vals, first + c // 2 * n).astype(np.int32)",
            "hi = np.take(vals, first + (c - 1) // 2 * n).astype(np.int32)", ("tests/test_depth_fill.py", "-k", "loop")),

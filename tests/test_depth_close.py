@@ -183,3 +183,16 @@ def test_sensor_fault_checks_see_the_depth_as_captured(val_frames):
     """As for depth_fill: a blinded colour sensor on a frame with dropouts is reported whether or not the
     spec closes them (and with a u8 the caller made under the closing spec)."""
     assert_faults_see_the_depth_as_captured(val_frames, PreprocessSpec.from_dict({"depth_close": 5}), "depth-holes:0.3")
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_window_counts_equal_a_brute_force_count(k):
+    """preprocess._window_counts (the fill's and close's masks; separable uint8 sums since audit 29 #10) equals
+    counting each k x k window's True pixels one by one, on random masks of odd and camera-like shapes."""
+    from edge_ad.runtime.preprocess import _window_counts
+    rng = np.random.default_rng(k)
+    for h, w, p in ((k, k, 1.0), (9, 13, 0.5), (30, 41, 0.9), (48, 64, 0.1)):
+        mask = rng.random((h, w)) < p
+        want = np.array([[mask[y:y + k, x:x + k].sum() for x in range(w - k + 1)] for y in range(h - k + 1)])
+        got = _window_counts(mask, k)
+        assert got.dtype == np.int32 and got.shape == want.shape and np.array_equal(got, want), (h, w, p)
