@@ -7,8 +7,9 @@ Per model and size: the medians of ``timings["preprocess_s"]`` (crop + resize, d
 sensor-fault checks, normalisation) and ``timings["search_s"]`` (encoder, search, score factors), and the ratios
 that hold on a loaded machine: preprocessing / search of the same frames, and each size's preprocessing / the
 64 x 64 frame's. "before session 30" (``before_session30``: the frame converted twice for a depth-repairing
-model, the background masked by np.where) is timed in the same rounds against today's ``scorer.frame_input``
-(timed the same way); their ratio is session 30's gain, and their outputs are compared byte for byte.
+model, the background masked by np.where, the depth repair's window counts by an integral image) is timed in the
+same rounds against today's ``scorer.frame_input`` (timed the same way); their ratio is session 30's gain, and
+their outputs are compared byte for byte.
 
     .venv/bin/edge-ad export models/kinect-rgbd/sphere.pt --out /tmp/sphere     # likewise rectangle, cylinder
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/camera_preprocess_cost.py /tmp/rectangle /tmp/sphere \
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from edge_ad.runtime.data_root import default_kinect_root
+from edge_ad.runtime import preprocess
 from edge_ad.runtime.preprocess import (aligned_uint8, close_depth_notches, depth_to_8bit, fill_depth_holes,
                                         move_uint8, normalize_uint8)
 from edge_ad.runtime.scorer import Scorer, check_input, frame_input
@@ -57,11 +59,28 @@ def centre_resize(img: np.ndarray, size: int, resample) -> np.ndarray:
     return img if s == size else np.asarray(Image.fromarray(img).resize((size, size), resample))
 
 
+def integral_window_counts(mask: np.ndarray, k: int) -> np.ndarray:
+    """preprocess._window_counts before session 30: an int32 integral image, (H, W) bool -> (H - k + 1, W - k + 1)."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
+    s[1:, 1:] = mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+    return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
+
+
 def before_session30(rgb, depth, spec) -> np.ndarray:
     """Scorer.score's preprocessing as it was before session 30 (scorer.frame_input of 2bd60b9), kept as this
-    benchmark's reference: the background masked by np.where + astype, and a depth-repairing model's frame
-    converted twice (frame_to_uint8, then again without depth_fill / depth_close inside the fault checks).
-    (4, R, R) float32, the bytes of today's frame_input."""
+    benchmark's reference: the background masked by np.where + astype, a depth-repairing model's frame converted
+    twice (frame_to_uint8, then again without depth_fill / depth_close inside the fault checks), the fill's and
+    close's window counts by an integral image (swapped into runtime.preprocess for the call). (4, R, R) float32,
+    the bytes of today's frame_input."""
+    today = preprocess._window_counts
+    preprocess._window_counts = integral_window_counts
+    try:
+        return _before_session30(rgb, depth, spec)
+    finally:
+        preprocess._window_counts = today
+
+
+def _before_session30(rgb, depth, spec) -> np.ndarray:
     def convert(spec):                                 # frame_to_uint8 of then: (R, R, 4) uint8
         d8 = depth_to_8bit(depth, spec)
         if spec.depth_fill:
