@@ -281,6 +281,25 @@ def nuisance_table(suite: dict) -> str:
     return "\n".join(lines)
 
 
+def folder_group_names(dirs) -> list:
+    """The group names of eval's --normal and --anomalous folders ``dirs``, in their order: each folder's own name,
+    or, when an earlier folder took it (x/dents and y/dents), the folder as given: named by the last part alone,
+    the second group replaced the first without a word (audit 30, ifix-found D). ValueError for a folder given
+    twice (it would be a normal and an anomalous group at once, or one group twice)."""
+    names, seen = [], {}
+    for d in dirs:
+        where = Path(d).resolve()
+        if where in seen:
+            raise ValueError(f"the folder {d} is given twice (as {seen[where]} too): each --normal / --anomalous "
+                             "folder is one group")
+        seen[where] = d
+        name = Path(d).name if Path(d).name not in names else str(Path(d))
+        if name in names:
+            raise ValueError(f"the folder {d} would be named {name!r} as an earlier group: rename one folder")
+        names.append(name)
+    return names
+
+
 def raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class) -> dict:
     """{group: [(rgb, depth)]} raw frames of the same groups as the evaluation (normal group first)."""
     import numpy as np
@@ -297,7 +316,8 @@ def raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_
         return {c: folder(Path(data) / c, kinect_split_ids(data, c, split))
                 for c in [cls] + [c for c in KINECT_CLASSES if c != cls]}
     if normal_dir:
-        return {Path(d).name: folder(d) for d in (normal_dir, *anomalous_dirs)}
+        dirs = (normal_dir, *anomalous_dirs)
+        return {name: folder(d) for name, d in zip(folder_group_names(dirs), dirs)}
     rgb, depth, kinds = render_set(synth_n, 10_000 + seed, 0.5, 64)
     kinds = np.array(kinds)
     return {kn: [(rgb[i], depth[i]) for i in np.flatnonzero(kinds == kn)[:max_per_class or None]]

@@ -300,3 +300,34 @@ def test_eval_reference_never_uses_a_threshold_of_other_preprocessing(tmp_path, 
         src[scoring] = (nu["threshold"], nu["threshold_source"])
     assert src["checkpoint"][0] == 123.0 and src["checkpoint"][1].startswith("the checkpoint's")
     assert src["reference"][0] != 123.0 and src["reference"][1].startswith("calibrated now"), src
+
+
+def test_two_anomalous_folders_of_one_name_are_two_groups(tmp_path, kinect_root, tiny_generator):
+    """ifix-found D (session 30): groups were named by the folder's last part, so --anomalous x/dents --anomalous
+    y/dents kept only y's frames (12 given, 6 scored, one 'dents' group, exit 0), in the report and in the nuisance
+    suite alike. A name already taken is now the folder as given; the same folder twice is a usage error, before
+    anything is read or written."""
+    import shutil
+
+    from edge_ad.models.evaluate import folder_group_names
+    dirs = {"n/good": "rectangle", "x/dents": "sphere", "y/dents": "cylinder"}
+    for d, cls in dirs.items():
+        for sub in ("rgb", "depth"):
+            (tmp_path / d / sub).mkdir(parents=True)
+        for f in sorted((kinect_root / cls / "rgb").iterdir())[:3]:
+            shutil.copy(f, tmp_path / d / "rgb" / f.name)
+            shutil.copy(next((kinect_root / cls / "depth").glob(f.stem + ".*")), tmp_path / d / "depth")
+    assert folder_group_names(["n/good", "x/dents", "y/dents"]) == ["good", "dents", "y/dents"]
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    args = ["eval", "--model", str(tmp_path / "g.pt"), "--k", "0", "--n-seed", "1", "--no-baselines",
+            "--normal", str(tmp_path / "n/good"), "--anomalous", str(tmp_path / "x/dents")]
+    r = CliRunner().invoke(main, args + ["--anomalous", str(tmp_path / "y/dents"), "--nuisance-set", "mirror",
+                                         "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    want = {"good": 3, "dents": 3, str(tmp_path / "y/dents"): 3}
+    assert {k: len(v) for k, v in rep["scores"].items()} == want
+    assert {k: len(v) for k, v in rep["nuisance"]["conditions"]["mirror"]["scores"].items()} == want
+    r = CliRunner().invoke(main, args + ["--anomalous", str(tmp_path / "x/dents") + "/", "--out", str(tmp_path / "e2")])
+    assert r.exit_code == 2 and "is given twice" in r.output, r.output
+    assert not (tmp_path / "e2").exists()

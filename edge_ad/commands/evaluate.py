@@ -302,6 +302,7 @@ def _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, sp
     import numpy as np
 
     from edge_ad.models.data import KINECT_CLASSES, DataError, check_kinect_split, load_folder, load_kinect, load_synth
+    from edge_ad.models.evaluate import folder_group_names
     groups: dict[str, np.ndarray] = {}
     try:
         if data and cls:
@@ -314,10 +315,14 @@ def _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, sp
             for c in order:
                 groups[c] = load_kinect(data, c, split, spec)[1]
         elif normal_dir and anomalous_dirs:
-            normal_name = Path(normal_dir).name
-            groups[normal_name] = load_folder(normal_dir, spec=spec)[1]
-            for d in anomalous_dirs:
-                groups[Path(d).name] = load_folder(d, spec=spec)[1]
+            dirs = (normal_dir, *anomalous_dirs)
+            try:
+                names = folder_group_names(dirs)        # unique: a second x/dents never replaces the first
+            except ValueError as e:
+                raise click.UsageError(str(e))
+            normal_name = names[0]
+            for name, d in zip(names, dirs):
+                groups[name] = load_folder(d, spec=spec)[1]
         elif synth_n:
             _, arr, kinds = load_synth(synth_n, seed=10_000 + seed, anomaly_rate=0.5, spec=spec)
             kinds = np.array(kinds)
