@@ -525,6 +525,8 @@ MUTANTS = [
     Mutant("eval-folder-groups-by-last-part", "models/evaluate.py",
            "        name = Path(d).name if Path(d).name not in names else str(Path(d))", "        name = Path(d).name",
            ("tests/test_evaluate.py", "-k", "two_anomalous")),
+    Mutant("realsense-zero-depth-scale", "runtime/sources/realsense.py", "    if not np.isfinite(scale) or scale <= 0:",
+           "    if False:", ("tests/test_sources.py", "-k", "depth_scale_that")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

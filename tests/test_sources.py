@@ -295,6 +295,28 @@ def test_realsense_recording_round_trip_every_frame(tmp_path, kinect_root):
     assert src.stats == {"unpaired_colour": 0, "unpaired_depth": 0}
 
 
+def test_a_realsense_depth_scale_that_cannot_be_read_is_named(tmp_path):
+    """Audit 30 #8: a depth scale that could not be read was taken as 1 mm per unit without a word (a D405 counts
+    0.1 mm: every reading 10x too far, every frame refused as an empty scene). Now a SourceError naming the depth
+    scale and the device, for a query that fails and for a scale that is not a finite number > 0 (a recording whose
+    depth units read 0: every depth 0 mm, "no depth" faults blaming the scene)."""
+    from edge_ad.runtime.sources.realsense import read_depth_scale
+
+    class Sensorless:
+        def first_depth_sensor(self):
+            raise RuntimeError("device has no depth sensor")
+    with pytest.raises(SourceError, match=r"^cannot read the depth scale \(depth units\) of RealSense X \(1\): device "
+                                          r"has no depth sensor; its depth readings cannot be converted to millimetres$"):
+        read_depth_scale(Sensorless(), "RealSense X (1)")
+    frames = [(k, np.full((48, 64, 3), 100 + k, np.uint8), np.full((48, 64), 500, np.uint16)) for k in range(3)]
+    record_realsense_db3(tmp_path / "zero.db3", frames, depth_units=0.0)
+    with pytest.raises(SourceError, match=r"zero\.db3 reports a depth scale of 0\.0 m per depth unit"):
+        open_source(str(tmp_path / "zero.db3"))
+    record_realsense_db3(tmp_path / "tenth.db3", frames, depth_units=0.0001)
+    with open_source(str(tmp_path / "tenth.db3")) as src:                 # a D405's 0.1 mm: read as such
+        assert [float(f.depth[0, 0]) for f in src] == pytest.approx([50.0] * 3, rel=1e-5)
+
+
 def test_realsense_recording_unaligned_depth_is_aligned_to_colour(tmp_path, rng):
     """Depth at half resolution, 0.1 mm units, bgr8 colour, a 15 mm baseline: rs.align runs."""
     planes = [1200, 1500, 800]  # a flat wall per frame, in mm
