@@ -228,10 +228,15 @@ class Contrast:
         return _rgb_levels((rgb.astype(np.float32) - 128) * np.float32(self.factor) + 128), depth.copy()
 
 
+def kernel_radius(sigma: float) -> int:
+    """r = ceil(3 sigma), at least 1: the half-width in pixels of ``gaussian_kernel(sigma)``."""
+    return max(1, int(np.ceil(3.0 * sigma)))
+
+
 def gaussian_kernel(sigma: float) -> np.ndarray:
     """The 1-D Gaussian of standard deviation ``sigma`` pixels, sampled at the integers -r..r with
-    r = ceil(3 sigma) (at least 1), normalised to sum 1: shape (2r + 1,) float64."""
-    r = max(1, int(np.ceil(3.0 * sigma)))
+    r = kernel_radius(sigma) = ceil(3 sigma) (at least 1), normalised to sum 1: shape (2r + 1,) float64."""
+    r = kernel_radius(sigma)
     x = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
@@ -425,6 +430,18 @@ def largest_shift(nuisance) -> tuple:
         parts = [largest_shift(p) for p in nuisance.parts]
         return max(p[0] for p in parts), max(p[1] for p in parts)
     return 0, 0
+
+
+def largest_blur_radius(nuisance) -> int:
+    """The radius in raw pixels of the widest Gaussian kernel ``nuisance`` blurs with (Blur: ceil(3 sigma), at least
+    1, as gaussian_kernel; Compose: the widest of its parts; 0 without a blur). A kernel as wide as the frame's
+    smaller side leaves only its mean colour, and Blur pads the frame by the radius: blur:1e6 asked for 786 TiB
+    (``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame)."""
+    if isinstance(nuisance, Blur):
+        return kernel_radius(nuisance.sigma) if nuisance.sigma > 0 else 0
+    if isinstance(nuisance, Compose):
+        return max((largest_blur_radius(p) for p in nuisance.parts), default=0)
+    return 0
 
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "

@@ -101,6 +101,22 @@ def test_eval_refuses_a_shift_of_the_frame_size_before_scoring(tmp_path, kinect_
         assert f"moves the content by {moved}: nothing of the frame would be left" in r.output, bad
 
 
+def test_eval_refuses_a_blur_wider_than_the_frame_before_scoring(tmp_path, kinect_root, tiny_ck, no_scoring):
+    """ifix-found E (session 30): blur:1e6 (a typo for 1.6, say) was taken, every clean frame scored, then the suite's
+    blur row died in "MemoryError: Unable to allocate 786. TiB" (Blur pads the frame by its kernel radius). A blur
+    whose kernel radius (ceil(3 sigma)) is at least the frame's smaller side is refused before scoring, as a shift
+    out of the frame is."""
+    copy_kinect_layout(kinect_root, tmp_path / "d", {"val": (2, "val")})
+    for bad, r in (("blur:1e6", 3000000), ("gamma:0.9+blur:22", 66)):
+        got = _eval(tiny_ck, tmp_path / "d", tmp_path / "ev", "--no-baselines", "--nuisance-set", "blur:1.5",
+                    "--nuisance-set", bad)
+        assert got.exit_code == 2, (bad, got.output)
+        assert (f"blurs with a kernel of radius {r} px (3 sigma), at least the frame's smaller side (64 px)"
+                in " ".join(got.output.split())), got.output
+    assert [nu.largest_blur_radius(nu.parse_nuisance(t)) for t in ("blur:1.5", "blur:0", "mirror", "blur:21+blur:2")] \
+        == [5, 0, 0, 63]
+
+
 def test_largest_shift():
     assert nu.largest_shift(nu.parse_nuisance("shift:3,-70")) == (3, 70)
     assert nu.largest_shift(nu.parse_nuisance("shift:5")) == (5, 5)

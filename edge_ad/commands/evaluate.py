@@ -381,9 +381,9 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
                          max_per_class) -> tuple[dict, dict]:
     """The nuisance suite ({name: Nuisance}: --nuisance-set's, else the default one) and the raw frames it
     perturbs ({group: [(rgb (H, W, 3), depth (H, W))]}), read before any scoring; a nuisance that would move
-    the content out of the smallest frame is refused."""
+    the content out of the smallest frame is refused, and so is a blur whose kernel is as wide as its smaller side."""
     from edge_ad.models.data import DataError
-    from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_shift, parse_nuisance
+    from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_blur_radius, largest_shift, parse_nuisance
     try:
         suite = nuisance_rows(nuisance_set or DEFAULT_SUITE, parse_nuisance)
     except ValueError as e:
@@ -404,6 +404,11 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
                 (f"{dx} px sideways", f"width ({width} px)")
             raise click.BadParameter(f"{label!r} moves the content by {moved}, at least the frame's {side}: "
                                      "nothing of the frame would be left", param_hint="--nuisance-set")
+        r = largest_blur_radius(n)
+        if r >= min(height, width):
+            raise click.BadParameter(f"{label!r} blurs with a kernel of radius {r} px (3 sigma), at least the frame's "
+                                     f"smaller side ({min(height, width)} px): only its mean colour would be left "
+                                     "(a typo for a sigma of a few px?)", param_hint="--nuisance-set")
     return suite, raw
 
 
