@@ -134,12 +134,17 @@ def compressed_to_depth_mm(msg, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage depth -> millimetres.
 
     Accepts compressed_depth_image_transport's ``"16UC1; compressedDepth png"`` (a 12-byte
-    ConfigHeader then a 16-bit PNG), its ``32FC1`` inverse-depth quantisation, and a plain
-    16-bit PNG (``"png"``/``"16UC1; png"``).
+    ConfigHeader then a 16-bit PNG; ``"...; compressedDepth"`` alone: an older publisher's png), its ``32FC1``
+    inverse-depth quantisation, and a plain 16-bit PNG (``"png"``/``"16UC1; png"``). Its other codec, ``rvl``
+    (ROS 2), is a FrameError naming it: its bytes were read as an image file ("Unsupported BMP pixel depth").
     """
     fmt = str(msg.format)
     data = bytes(msg.data)
     if "compresseddepth" in fmt.lower():
+        codec = fmt.lower().split("compresseddepth", 1)[1].strip() or "png"
+        if codec != "png":
+            raise FrameError(f"compressedDepth images compressed with {codec!r} ({fmt!r}) are not supported, only "
+                             "png: set the publisher's compressed_depth_image_transport format parameter to png")
         if len(data) < 12:
             raise FrameError(f"compressedDepth message too short ({len(data)} bytes)")
         _fmt, qa, qb = struct.unpack("<iff", data[:12])

@@ -529,6 +529,8 @@ MUTANTS = [
            "    if False:", ("tests/test_sources.py", "-k", "depth_scale_that")),
     Mutant("eval-blur-wider-than-frame", "edge_ad/commands/evaluate.py", "        if r >= min(height, width):",
            "        if False:", ("tests/test_eval_partial_data.py", "-k", "blur_wider")),
+    Mutant("msgconv-rvl-read-as-png", "runtime/msgconv.py", '        if codec != "png":', "        if False:",
+           ("tests/test_sources.py", "-k", "rvl_compressed")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

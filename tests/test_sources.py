@@ -122,6 +122,24 @@ def test_msgconv_compressed_and_bad_input(rng):
     assert msgconv.stamp_seconds(SimpleNamespace(stamp=SimpleNamespace(sec=3, nanosec=500_000_000))) == 3.5
 
 
+def test_an_rvl_compressed_depth_is_named_not_read_as_an_image():
+    """ifix-found F (session 30): compressed_depth_image_transport's other codec (format "16UC1; compressedDepth rvl",
+    ROS 2) was decoded as a PNG: every frame "undecodable compressedDepth image (...): Unsupported BMP pixel depth
+    (0)". Now one FrameError naming the codec and what to set; png (and an older publisher's bare "compressedDepth")
+    decode as before."""
+    import struct
+    rvl = SimpleNamespace(header=None, format="16UC1; compressedDepth rvl",
+                          data=struct.pack("<iff", 0, 0.0, 0.0) + struct.pack("<II", 64, 48) + bytes(100))
+    with pytest.raises(FrameError, match=r"^compressedDepth images compressed with 'rvl' \('16UC1; compressedDepth "
+                                         r"rvl'\) are not supported, only png: set the publisher's "
+                                         r"compressed_depth_image_transport format parameter to png$"):
+        msgconv.msg_to_depth_mm(rvl)
+    mm = np.arange(48, dtype=np.uint16).reshape(6, 8) * 100
+    bare = SimpleNamespace(header=None, **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
+    bare.format = "16UC1; compressedDepth"
+    assert np.array_equal(msgconv.msg_to_depth_mm(bare), mm)
+
+
 # ----------------------------------------------------------------------------- ROS 2 bags
 
 def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_depth: bool = False,
