@@ -21,7 +21,7 @@ _ENCODINGS = {
     "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32FC1": (np.float32, 1),
 }
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
-COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "8UC3")
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 
 
 def stamp_seconds(header) -> float:
@@ -63,8 +63,10 @@ def colour_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
     unread. From a camera driver it is padding or a driver's own mask, not an edit of the image: the
     Azure Kinect ROS driver publishes rgb/image_raw as bgra8 with an unspecified alpha (0 from some
     versions), and the live RealSense source drops it too; refusing frames for it would blind the
-    robot. (A FILE with transparent pixels is refused: preprocess.colour_image_to_rgb.)"""
-    if encoding in ("rgb8", "8UC3"):
+    robot. (A FILE with transparent pixels is refused: preprocess.colour_image_to_rgb.) ``8UC3`` carries no channel
+    order (mostly OpenCV's BGR sent with cv_bridge's default 'passthrough' encoding): a FrameError, as cv_bridge
+    refuses to read it as colour, never a guess that swaps red and blue."""
+    if encoding == "rgb8":
         return np.ascontiguousarray(arr[..., :3])
     if encoding == "bgr8":
         return np.ascontiguousarray(arr[..., ::-1])
@@ -72,6 +74,9 @@ def colour_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
         return np.ascontiguousarray(arr[..., :3])
     if encoding == "bgra8":
         return np.ascontiguousarray(arr[..., 2::-1])
+    if encoding == "8UC3":
+        raise FrameError("colour image has encoding '8UC3', which carries no channel order (RGB or OpenCV's BGR?): "
+                         "publish it as rgb8 or bgr8 (cv_bridge.cv2_to_imgmsg(image, 'bgr8') for an OpenCV image)")
     if encoding in ("mono8", "8UC1"):   # as a folder's greyscale RGB file (preprocess.colour_image_to_rgb)
         raise FrameError(f"colour image has encoding {encoding!r} (greyscale): a colour image is needed, the "
                          f"models were trained on colour (expected one of {COLOUR_ENCODINGS})")

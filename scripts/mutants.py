@@ -531,6 +531,8 @@ MUTANTS = [
            "        if False:", ("tests/test_eval_partial_data.py", "-k", "blur_wider")),
     Mutant("msgconv-rvl-read-as-png", "runtime/msgconv.py", '        if codec != "png":', "        if False:",
            ("tests/test_sources.py", "-k", "rvl_compressed")),
+    Mutant("msgconv-8uc3-read-as-rgb", "runtime/msgconv.py", '    if encoding == "rgb8":', '    if encoding in ("rgb8", "8UC3"):',
+           ("tests/test_sources.py", "-k", "8uc3")),
     Mutant("cli-ort-train-advice", "edge_ad/cli.py", '    if package == "onnxruntime":', "    if False:",
            ("tests/test_cli_missing_package.py", "-k", "no_onnxruntime")),
     Mutant("verify-no-parity-unsaid", "runtime/manifest.py",

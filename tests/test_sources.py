@@ -140,6 +140,17 @@ def test_an_rvl_compressed_depth_is_named_not_read_as_an_image():
     assert np.array_equal(msgconv.msg_to_depth_mm(bare), mm)
 
 
+def test_an_8uc3_colour_image_is_refused_not_guessed(rng):
+    """ifix-found G (session 30): encoding 8UC3 was read as RGB without a word, but it carries no channel order and
+    mostly comes from OpenCV code (cv_bridge.cv2_to_imgmsg(bgr_image) with its default 'passthrough'): red and blue
+    swapped, every score off. As cv_bridge itself refuses it as colour: one FrameError naming what to publish."""
+    bgr = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    with pytest.raises(FrameError, match=r"^colour image has encoding '8UC3', which carries no channel order .* "
+                                         r"publish it as rgb8 or bgr8"):
+        msgconv.image_msg_to_rgb(_img(bgr, "8UC3"))
+    assert np.array_equal(msgconv.image_msg_to_rgb(_img(bgr, "bgr8")), bgr[..., ::-1])
+
+
 # ----------------------------------------------------------------------------- ROS 2 bags
 
 def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_depth: bool = False,
