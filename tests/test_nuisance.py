@@ -489,3 +489,20 @@ def test_every_nuisance_set_text_is_a_row(tmp_path, kinect_root, tiny_generator)
     assert list(c) == ["clean", *rows]
     assert c["shift 4 px"]["scores"] != c["shift 4 px (row 2: shift:4)"]["scores"]        # two draws
     assert c["brightness +12%"]["scores"] != c["brightness +12% (row 4: brightness:1.124)"]["scores"]
+
+
+@pytest.mark.parametrize("text", ["blur:1", "scale:1.1", "rotate:5"])
+def test_resampling_nuisances_darken_the_edge_of_a_masked_capture_as_the_docs_say(text):
+    """Audit 30 #9 (docs only, LEAD 06:14): blur / scale / rotate resample the frame as captured, whose RGB is black
+    where depth is 0, so the black surroundings bleed into the object's edge colours while the depth mask stays
+    sharp: a uniform object darkens at its edge (a dark rim no camera makes). docs/evaluate.md says so and calls
+    their rows a black-surroundings worst case, with the audit's numbers."""
+    from pathlib import Path
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    depth = np.zeros((48, 64), np.uint16)
+    rgb[12:36, 16:48], depth[12:36, 16:48] = 200, 600            # a uniform object, background black at capture
+    r, d = nu.parse_nuisance(text)(rgb, depth, nu.frame_rng(0, 0))
+    fg = d > 0
+    assert fg.any() and r[fg].min() < 200 - 20                     # the rim: foreground pixels darkened by the black
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "evaluate.md").read_text().split())
+    assert "black-surroundings worst case" in docs and "cylinder blur 1.5 px flags 74.0 % of anomalies" in docs
