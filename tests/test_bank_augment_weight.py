@@ -145,7 +145,7 @@ def rectangle():
 
 
 def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_frame, rectangle):
-    """The shipped rectangle model (54 augmentations: 55 rows per train frame, the fifteenth pass) exported, scored
+    """The shipped rectangle model (62 augmentations: 63 rows per train frame, the eighteenth pass) exported, scored
     by the runtime with bank_augment_weight 2 (onnxruntime CPU, single frames and score_batch) against the
     float64 PyTorch reference (models.search.search_min_shift) and models' score_batch (float32), on real
     frames of the three classes: relative tolerance RTOL_TORCH; the weight changes some latent distances. The
@@ -156,7 +156,7 @@ def test_scorer_with_the_weight_equals_the_torch_reference(kinect_export, val_fr
     from conftest import runtime_matches_reference
     path, G, E, bank, rows = rectangle
     man = json.loads((kinect_export / "manifest.json").read_text())
-    assert rows == rows_per_frame_of(man["latent_bank"]["augment"]) == 55 and len(bank) % rows == 0
+    assert rows == rows_per_frame_of(man["latent_bank"]["augment"]) == 63 and len(bank) % rows == 0
     # the release's own weight may be either; its trusted copies, if any, cleared: every copy weighs w
     # and its shift-min off: one copy per frame, so the bounds below compare each frame's own encoding
     # (with the shift-min the winning copy may differ between w = 1 and w = 2; its parity: test_shift_min)
@@ -197,13 +197,13 @@ def test_old_manifest_without_the_field_loads_as_one_and_thresholds_follow_the_w
     assert Scorer.load(old, threads=1, config=w2).threshold is None
     # a bank whose rows are not whole frames of its augment recipe is refused, naming the counts
     bad = edit_manifest(kinect_export, tmp_path / "bad", lambda m: m["latent_bank"]["augment"].append("mirror"))
-    with pytest.raises(ManifestError, match=r"latent_bank\.augment .*16500 rows cannot hold 56 rows per normal frame"):
+    with pytest.raises(ManifestError, match=r"latent_bank\.augment .*18900 rows cannot hold 64 rows per normal frame"):
         Scorer.load(bad)
 
 
 def test_calibrated_directory_scores_with_the_weight(kinect_export_r0, tmp_path, val_frame):
     """A model whose configuration weighs the copies (w = 2), calibrated on 20 unseen rectangle frames: the
-    new bank is the original then 55 rows per scene frame, and the calibrated directory loads with w = 2,
+    new bank is the original then 63 rows per scene frame, and the calibrated directory loads with w = 2,
     its threshold calibrated at w = 2, and scores a new frame's latent distance as min(nearest original
     or trusted row, 2 x nearest other copy) over that whole bank (computed here from latent_bank.npy)."""
     from edge_ad.runtime.calibrate import calibrate_model
@@ -221,7 +221,7 @@ def test_calibrated_directory_scores_with_the_weight(kinect_export_r0, tmp_path,
         man = calibrate_model(w2, src, tmp_path / "cal", fpr=0.1, min_frames=20, threads=1)
     A = rows_per_frame_of(man["latent_bank"]["augment"])
     bank = np.load(tmp_path / "cal" / "latent_bank.npy").astype(np.float64)
-    assert A == 55 and bank.shape[0] == 16500 + 20 * A
+    assert A == 63 and bank.shape[0] == 18900 + 20 * A
     assert man["search"]["bank_augment_weight"] == 2.0 and man["threshold"]["search"]["bank_augment_weight"] == 2.0
     s = Scorer.load(tmp_path / "cal", threads=1)
     assert s.config.bank_augment_weight == 2.0 and s.threshold == pytest.approx(man["threshold"]["value"])
@@ -293,7 +293,7 @@ def test_weight_refused_for_a_bank_without_augmented_rows(kinect_export, tmp_pat
     assert resolve_latent_bank(w2, bank=bank, scoring={"latent_bank_info": {"augment": ["mirror"]}},
                                z_dim=8) is not None
 
-    def plain_bank(man):          # as if the bank held only the normal frames (16500 rows, 1 per frame)
+    def plain_bank(man):          # as if the bank held only the normal frames (18900 rows, 1 per frame)
         man["latent_bank"]["augment"] = []
     d = edit_manifest(kinect_export, tmp_path / "plain", plain_bank)
     # the release's trusted texts, if any, cleared: a bank without copies has none to trust (refused apart:

@@ -195,7 +195,7 @@ def _bright_frames(val_frame):
 
 
 def test_scorer_with_trusted_copies_equals_the_torch_reference(kinect_export, val_frame, rectangle):
-    """The shipped rectangle model exported (54 augmentations, the fifteenth pass), scored by the runtime
+    """The shipped rectangle model exported (62 augmentations, the eighteenth pass), scored by the runtime
     (onnxruntime CPU, single frames and score_batch) with w = 2 and "brightness:1.2" trusted against the float64
     PyTorch reference (search_min_shift) and models' score_batch (float32) given the checkpoint's augment list:
     relative tolerance RTOL_TORCH; trusting lowers some latent distances, never raises one."""
@@ -268,7 +268,7 @@ def test_manifest_round_trip_and_a_text_the_bank_lacks(kinect_export, tmp_path, 
 
 def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export_r0, tmp_path, val_frame):
     """edge-ad calibrate on a model released with "brightness:1.2" trusted (w = 2): the new manifest keeps the
-    field (search and threshold), the new bank is the original then 55 rows per scene frame, and the calibrated
+    field (search and threshold), the new bank is the original then 63 rows per scene frame, and the calibrated
     directory scores a frame's latent distance as min(nearest original row or bright copy, 2 x nearest other
     copy) over that whole bank (computed here from latent_bank.npy); its held-out threshold used the same
     memory (held_out_scores refuses a trusted configuration without the augment list)."""
@@ -285,7 +285,7 @@ def test_calibrated_directory_keeps_and_uses_the_trusted_copies(kinect_export_r0
     A = 1 + len(augment)
     assert man["search"]["bank_trusted_augment"] == list(BRIGHT) == man["threshold"]["search"]["bank_trusted_augment"]
     bank = np.load(tmp_path / "cal" / "latent_bank.npy").astype(np.float64)
-    assert A == 55 and bank.shape[0] == 16500 + 10 * A
+    assert A == 63 and bank.shape[0] == 18900 + 10 * A
     s = Scorer.load(tmp_path / "cal", threads=1)
     assert s.config.bank_trusted_augment == BRIGHT and s.threshold == pytest.approx(man["threshold"]["value"])
     unit = bank / np.linalg.norm(bank, axis=1, keepdims=True)
