@@ -16,18 +16,21 @@ from edge_ad.commands.options import FiniteFloat
 OWN_CHECK = {("run", "--threshold"), ("batch", "--threshold")}
 
 
-def test_every_float_option_of_every_command_is_finite():
-    """No command declares a float option that takes nan or inf unchecked (type=float or a plain FloatRange)."""
-    loose = []
+def command_params():
+    """(command name, click parameter) of every edge-ad command; skips when a command's extra is not installed."""
     for name, module in COMMANDS.items():
         try:
             cmd = importlib.import_module(f"edge_ad.commands.{module}").cmd
         except ModuleNotFoundError as e:                  # a command of an extra this install lacks
             pytest.skip(f"edge-ad {name} needs {e.name}")
         for p in cmd.params:
-            if isinstance(p.type, (click.types.FloatParamType, click.FloatRange)) \
-                    and not isinstance(p.type, FiniteFloat) and (name, p.opts[0]) not in OWN_CHECK:
-                loose.append(f"{name} {p.opts[0]}")
+            yield name, p
+
+def test_every_float_option_of_every_command_is_finite():
+    """No command declares a float option that takes nan or inf unchecked (type=float or a plain FloatRange)."""
+    loose = [f"{name} {p.opts[0]}" for name, p in command_params()
+             if isinstance(p.type, (click.types.FloatParamType, click.FloatRange))
+             and not isinstance(p.type, FiniteFloat) and (name, p.opts[0]) not in OWN_CHECK]
     assert not loose, loose
 
 
@@ -87,16 +90,9 @@ def test_every_int_option_of_every_command_has_a_lower_bound():
     traceback), eval / train --synth -1 ("need at least one array to stack"), train --seed -1 ("expected
     non-negative integer"). Every int option is an IntRange with a lower bound: refused when the command line
     is read."""
-    loose = []
-    for name, module in COMMANDS.items():
-        try:
-            cmd = importlib.import_module(f"edge_ad.commands.{module}").cmd
-        except ModuleNotFoundError as e:                  # a command of an extra this install lacks
-            pytest.skip(f"edge-ad {name} needs {e.name}")
-        for p in cmd.params:
-            if isinstance(p.type, click.types.IntParamType) and \
-                    not (isinstance(p.type, click.IntRange) and p.type.min is not None):
-                loose.append(f"{name} {p.opts[0]}")
+    loose = [f"{name} {p.opts[0]}" for name, p in command_params()
+             if isinstance(p.type, click.types.IntParamType)
+             and not (isinstance(p.type, click.IntRange) and p.type.min is not None)]
     assert not loose, loose
 
 
