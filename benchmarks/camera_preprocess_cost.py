@@ -93,7 +93,7 @@ def _before_session30(rgb, depth, spec) -> np.ndarray:
         return aligned_uint8(move_uint8(out, *spec.scene_shift), spec)
     u8 = convert(spec)
     captured = convert(replace(spec, depth_fill=0, depth_close=0)) if spec.depth_fill or spec.depth_close else u8
-    raise_frame_faults(rgb, depth, spec, u8, captured)
+    raise_frame_faults(rgb, depth, spec, captured=captured)
     return check_input(normalize_uint8(u8, spec), (4,) + u8.shape[:2])
 
 

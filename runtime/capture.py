@@ -358,7 +358,7 @@ def check_frame(fr: Frame, detector: Optional[SensorFaultDetector], max_pixels: 
     # the model's frame and the checks' frame as captured from one depth conversion (depth_fill / close: two arrays)
     u8, captured = frame_to_uint8_pair(fr.rgb, fr.depth, detector.spec) if want_u8 else (None, None)
     resize_ms = (time.perf_counter() - t0) * 1000.0 if u8 is not None else 0.0
-    faults = detector.check(fr.rgb, fr.depth, u8, captured)
+    faults = detector.check(fr.rgb, fr.depth, captured=captured)
     if faults:
         raise SensorFaultError(faults)
     return u8, resize_ms

@@ -195,7 +195,7 @@ def frame_input(rgb, depth, spec: PreprocessSpec, check_faults: bool = True) -> 
     checks' frame as captured comes from the same one (preprocess.frame_to_uint8_pair)."""
     if check_faults:
         u8, captured = frame_to_uint8_pair(rgb, depth, spec)            # (R, R, 4) uint8 each
-        raise_frame_faults(rgb, depth, spec, u8, captured)
+        raise_frame_faults(rgb, depth, spec, captured=captured)
     else:
         u8 = frame_to_uint8(rgb, depth, spec)                           # (R, R, 4) uint8
     x = normalize_uint8(u8, spec)                                       # (4, R, R) float32 in [-1, 1]

@@ -153,22 +153,20 @@ def colour_spread(rgb, depth, spec: PreprocessSpec) -> Optional[float]:
     return float(fg.astype(np.float64).std(axis=0).max())
 
 
-def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = None,
-                 captured: Optional[np.ndarray] = None) -> list:
+def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndarray] = None) -> list:
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
-    ``u8``: the frame's ``frame_to_uint8(rgb, depth, spec)`` when the caller already has it (the run
-    loop computes it once for the checks and the scorer); ``captured``: the frame as captured, the second
-    array of ``preprocess.frame_to_uint8_pair`` (both (R, R, 4) uint8). Raises FrameError for frames that cannot
-    be read at all (shape, dtype, NaN). The checks see the depth as captured: a spec's ``depth_fill`` and
-    ``depth_close`` (which close dropouts for scoring) are not applied here, so a filled-in frame cannot hide
-    a fault (``u8`` is not used then: only ``captured``, else the frame is converted here)."""
+    ``captured``: the frame as captured at model resolution, (R, R, 4) uint8, the second array of
+    ``preprocess.frame_to_uint8_pair`` when the caller already made it (the scorer and the run loop make
+    it with the model's frame from one depth conversion); else it is converted here. Raises FrameError for
+    frames that cannot be read at all (shape, dtype, NaN). The checks see the depth as captured: a spec's
+    ``depth_fill`` and ``depth_close`` (which close dropouts for scoring) are not applied here, so a
+    filled-in frame cannot hide a fault."""
     lim: SensorLimits = spec.sensor_faults
     if not lim.enabled:
         return []
     if spec.depth_fill or spec.depth_close:                       # the frame as captured, not filled
-        spec, u8 = replace(spec, depth_fill=0, depth_close=0), None
-    # (R, R, 4) uint8, background masked
-    x = captured if captured is not None else frame_to_uint8(rgb, depth, spec) if u8 is None else u8
+        spec = replace(spec, depth_fill=0, depth_close=0)
+    x = captured if captured is not None else frame_to_uint8(rgb, depth, spec)   # (R, R, 4) uint8, background masked
     raw = np.asarray(depth)
     valid = float((raw > 0).mean()) if raw.size else 0.0
     if valid < lim.min_valid_depth:
@@ -212,11 +210,10 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = No
     return out
 
 
-def raise_frame_faults(rgb, depth, spec: PreprocessSpec, u8: Optional[np.ndarray] = None,
-                       captured: Optional[np.ndarray] = None) -> None:
+def raise_frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndarray] = None) -> None:
     """Raise SensorFaultError when ``frame_faults`` finds any (FrameError when the frame cannot be
-    read at all); return None for a good frame."""
-    faults = frame_faults(rgb, depth, spec, u8, captured)
+    read at all); return None for a good frame. ``captured``: as ``frame_faults``."""
+    faults = frame_faults(rgb, depth, spec, captured=captured)
     if faults:
         raise SensorFaultError(faults)
 
@@ -249,9 +246,9 @@ class SensorFaultDetector:
         self._last = (None, None)       # the previous frame's (colour, depth) image_digest
         self._repeats = [0, 0]          # identical consecutive colour / depth images so far (1 = new)
 
-    def check(self, rgb, depth, u8: Optional[np.ndarray] = None, captured: Optional[np.ndarray] = None) -> list:
-        """Faults of the next frame of the stream (``u8``, ``captured``: its ``frame_to_uint8`` and the frame as
-        captured, ``frame_to_uint8_pair``'s, if already made: ``frame_faults``)."""
+    def check(self, rgb, depth, *, captured: Optional[np.ndarray] = None) -> list:
+        """Faults of the next frame of the stream (``captured``: the frame as captured at model resolution,
+        (R, R, 4) uint8, ``frame_to_uint8_pair``'s second array, if already made: ``frame_faults``)."""
         lim = self.spec.sensor_faults
         if not lim.enabled:
             return []
@@ -268,7 +265,7 @@ class SensorFaultDetector:
                                                       f"({n} identical in a row, limit "
                                                       f"{lim.max_identical_frames})"))
             elif stuck_rgb or stuck_depth:
-                faults = frame_faults(rgb, depth, self.spec, u8, captured)
+                faults = frame_faults(rgb, depth, self.spec, captured=captured)
                 if faults:   # a black / flat colour or a missing depth repeats by nature: that fault says more
                     return faults
                 which, other, n = (("colour", "depth", self._repeats[0]) if stuck_rgb
@@ -277,4 +274,4 @@ class SensorFaultDetector:
                                     f"the {which} image is identical to the previous frame's while "
                                     f"the {other} changes ({n} identical in a row, limit "
                                     f"{lim.max_identical_frames}): the {which} sensor is frozen")]
-        return out + frame_faults(rgb, depth, self.spec, u8, captured)
+        return out + frame_faults(rgb, depth, self.spec, captured=captured)

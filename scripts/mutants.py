@@ -88,8 +88,8 @@ MUTANTS = [
            "y, x = ys[a:a + _MEDIAN_CHUNK], xs[a:a + _MEDIAN_CHUNK]",
            "y, x = ys[:_MEDIAN_CHUNK], xs[:_MEDIAN_CHUNK]", ("tests/test_depth_close.py", "-k", "pixel_by_pixel")),
     Mutant("pre-close-faults-see-closed", "runtime/sensor_faults.py",
-           "spec, u8 = replace(spec, depth_fill=0, depth_close=0), None",
-           "spec, u8 = replace(spec, depth_fill=0), None", ("tests/test_depth_close.py", "-k", "sensor_fault")),
+           "spec = replace(spec, depth_fill=0, depth_close=0)",
+           "spec = replace(spec, depth_fill=0)", ("tests/test_depth_close.py", "-k", "sensor_fault")),
     # audit 29 #9: parity opens one scorer at a time, each closed before the next one
     Mutant("parity-scorer-left-open", "export/parity.py",
            "return scorer.score(fr[\"rgb\"], fr[\"depth\"], check_faults=False, **start)\n    finally:\n        _close(scorer)",
@@ -100,8 +100,8 @@ MUTANTS = [
            ("tests/test_export_gate.py", "-k", "one_seed")),
     # audit 29 #10: one depth conversion per frame, the checks' frame as captured from it
     Mutant("pre-faults-convert-again", "runtime/sensor_faults.py",
-           "x = captured if captured is not None else frame_to_uint8(rgb, depth, spec) if u8 is None else u8",
-           "x = frame_to_uint8(rgb, depth, spec) if u8 is None else u8", ("tests/test_frame_conversion_once.py",)),
+           "x = captured if captured is not None else frame_to_uint8(rgb, depth, spec)",
+           "x = frame_to_uint8(rgb, depth, spec)", ("tests/test_frame_conversion_once.py",)),
     Mutant("pre-pair-captured-is-repaired", "runtime/preprocess.py",
            "return model, (_model_uint8(rgb, d8, spec) if spec.depth_fill or spec.depth_close else model)",
            "return model, model", ("tests/test_frame_conversion_once.py",)),

@@ -77,7 +77,7 @@ def test_the_run_loops_check_converts_the_frame_once(val_frames, conversions, le
 @pytest.mark.parametrize("levers", ["fill", "fill+close"])
 def test_the_shared_conversion_still_checks_the_depth_as_captured(val_frames, levers):
     """A blinded colour sensor on a frame with dropouts: repairing the depth would bring back unsaturated pixels;
-    the one-conversion paths report the faults of the frame as captured (frame_faults without a u8), as before."""
+    the one-conversion paths report the faults of the frame as captured (frame_faults converting the frame itself), as before."""
     spec = PreprocessSpec.from_dict(SPECS[levers])
     rgb, depth = _camera_frame(val_frames, blinded=True)
     want = [str(f) for f in frame_faults(rgb, depth, spec)]

@@ -377,3 +377,24 @@ def test_a_folder_of_copies_is_scored_a_stream_repeat_is_stuck(tmp_path, kinect_
     assert (s["frames_scored"], s["sensor_faults"]) == (1, {"stuck_frame": 2}), s
     res = read_scene(Camera(), scorer.preprocess_spec)
     assert res["ids"] == ["a"] and (res["faults"], res["duplicates"]) == ({"stuck_frame": 2}, 0)
+
+
+def test_the_checks_take_only_the_frame_as_captured_and_only_by_keyword():
+    """The checks read one ready-made frame: ``captured`` (the frame as captured, frame_to_uint8_pair's second
+    array). The old ``u8`` parameter (the model's frame) was never read by a caller, as both passed ``captured``,
+    which won; it is gone, and ``captured`` is keyword-only, so a caller's positional model frame (depth-repaired
+    under a depth_fill spec) is refused (TypeError) rather than read as the frame as captured."""
+    import inspect
+
+    from edge_ad.runtime.sensor_faults import raise_frame_faults
+    for f in (frame_faults, raise_frame_faults, SensorFaultDetector.check):
+        params = inspect.signature(f).parameters
+        assert "u8" not in params, f.__name__
+        assert params["captured"].kind is inspect.Parameter.KEYWORD_ONLY, f.__name__
+    rgb, depth = partly(0, 0.0)
+    u8 = frame_to_uint8(rgb, depth, SPEC)
+    assert frame_faults(rgb, depth, SPEC, captured=u8) == frame_faults(rgb, depth, SPEC) == []
+    for call in (lambda: frame_faults(rgb, depth, SPEC, u8), lambda: raise_frame_faults(rgb, depth, SPEC, u8),
+                 lambda: SensorFaultDetector(SPEC).check(rgb, depth, u8)):
+        with pytest.raises(TypeError):
+            call()
