@@ -549,6 +549,8 @@ class _Report:
                 self.gaps["gaps"] += 1
                 self.gaps["frames"] += int(ev.get("frames") or 0)
                 self.log(gap_text(ev))
+            elif ev.get("event") == "camera_restart":          # a live camera's frame counter went back
+                self.log(ev.get("message", "camera restarted"))
 
     def frame_error(self, base: dict, msg: str, fr: Frame, fault: Optional[str] = None) -> None:
         """An error line for a frame that is skipped (``fault``: a sensor fault's name)."""

@@ -848,6 +848,12 @@ MUTANTS = [
            "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
     Mutant("rs-stale-never", "runtime/sources/realsense.py",
            "if time.monotonic() - fresh_t > stale_s:", "if False:", RS_STALE),
+    # a live RealSense's colour frame counter going back is a restart (camera_restart), not "nothing new"
+    Mutant("rs-restart-read-as-stale", "runtime/sources/realsense.py",
+           "if n is None or n == last:", "if n is None or (last is not None and n <= last):",
+           ("tests/test_realsense_restart.py",)),
+    Mutant("rs-restart-unreported", "runtime/sources/realsense.py",
+           "self.events.append(restart_event(self.uri, last, n))", "pass", ("tests/test_realsense_restart.py",)),
     Mutant("cli-train-guard-off", "edge_ad/cli.py", "if package not in TRAIN_PACKAGES + (\"onnxruntime\",):", "if True:",
            ("tests/test_cli_missing_package.py",)),
     # -- the pixel memory (runtime/pixel_memory.py, SearchConfig.score_pixel_power) ----------------------------

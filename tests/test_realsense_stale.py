@@ -78,7 +78,7 @@ def fake_camera(monkeypatch, stale_s=0.3, **kw) -> RealSenseCamera:
     cam = object.__new__(RealSenseCamera)       # no pyrealsense2 here: the attributes __init__ sets
     cam._rs, cam.pipeline, cam.align, cam._started = None, FakePipeline(**kw), Align(), True
     cam.serial, cam.name, cam.uri = "fake", "fake", "realsense://fake"
-    cam.stats, cam.depth_scale, cam.timeout_ms, cam.stale_s = {"driver_dropped": 0}, 0.001, 5000, stale_s
+    cam.stats, cam.depth_scale, cam.timeout_ms, cam.stale_s = {"driver_dropped": 0, "restarts": 0}, 0.001, 5000, stale_s
     monkeypatch.setattr(rsm, "_colour_to_rgb", lambda rs, c: c.arr.copy())
     monkeypatch.setattr(rsm, "_depth_to_mm", lambda d, scale: d.arr.copy())
     return cam

@@ -88,12 +88,25 @@ def read_depth_scale(dev, what: str) -> float:
     return scale
 
 
+def restart_event(uri: str, before: int, after: int) -> dict:
+    """The ``camera_restart`` event of a live camera whose colour frame number went back from ``before`` to
+    ``after``: its ``message`` is the console line (``capture._Report.drain`` prints it)."""
+    return {"event": "camera_restart", "source": uri, "frame_number_before": int(before), "frame_number": int(after),
+            "message": f"{uri}: colour frame number went back from {before} to {after}: the camera restarted (or its "
+                       f"frame counter wrapped); frames are read on from frame {after}"}
+
+
 class RealSenseCamera(Source):
     """A live RealSense camera. ``wait_for_frames`` timing out raises SourceError (camera gone);
     the capture loop then reopens it with backoff. So does a camera that still sends framesets but
     no new colour frame for ``stale_s`` seconds (its colour frame number stopped advancing, or the
     framesets lack colour or depth: a frozen colour sensor beside a live depth sensor); None: the
-    ``timeout_ms`` of ``wait_for_frames``. ``live = True``: frames may be skipped."""
+    ``timeout_ms`` of ``wait_for_frames``. A colour frame number that goes BACK (below the previous one)
+    is the camera restarting its counter (a firmware or USB reset, or the counter wrapping), not a stale
+    stream: a ``camera_restart`` event (``restart_event``) and ``stats["restarts"]``, then the frames from
+    the new count on are read as new (before, every frame up to the old count was skipped as "nothing new":
+    lost silently, or reported after ``stale_s`` as a stale colour stream). ``live = True``: frames may be
+    skipped."""
 
     live = True
     stale_s: Optional[float] = None
@@ -111,7 +124,7 @@ class RealSenseCamera(Source):
         self.name = next(d["name"] for d in devices if d["serial"] == self.serial)
         self.uri = f"realsense://{self.serial}"
         self.timeout_ms = timeout_ms
-        self.stats = {"driver_dropped": 0}
+        self.stats = {"driver_dropped": 0, "restarts": 0}
         cfg = rs.config()
         cfg.enable_device(self.serial)
         cfg.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
@@ -143,14 +156,17 @@ class RealSenseCamera(Source):
             fs = self.align.process(fs)
             c, d = fs.get_color_frame(), fs.get_depth_frame()
             n = int(c.get_frame_number()) if c and d else None
-            if n is None or (last is not None and n <= last):   # nothing new: a stale colour stream?
+            if n is None or n == last:      # nothing new: a stale colour stream?
                 if time.monotonic() - fresh_t > stale_s:
                     what = (f"framesets without {'a colour' if not c else 'a depth'} frame" if n is None
                             else f"colour frame number stuck at {last}")
                     raise SourceError(f"RealSense {self.serial} sent no new colour frame for {stale_s:g} s "
                                       f"({what}): colour stream stale")
                 continue
-            if last is not None and n > last + 1:
+            if last is not None and n < last:       # the counter went back: the camera restarted
+                self.stats["restarts"] += 1
+                self.events.append(restart_event(self.uri, last, n))
+            elif last is not None and n > last + 1:
                 self.stats["driver_dropped"] += n - last - 1
             last = n
             fresh_t = time.monotonic()
