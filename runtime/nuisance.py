@@ -12,9 +12,18 @@ background, so the masked capture of kinect-rgbd keeps its meaning.
 
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
-it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, rotate, scale) widen what
-``edge-ad eval --nuisance-set`` can check. ``frame_rng(seed, frame, k)`` gives the per-frame generator
-so that a suite is reproducible frame by frame. NumPy only, plus Pillow (a runtime dependency) for jpeg.
+it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, rotate, scale, fg-blur, fg-rotate,
+fg-scale) widen what ``edge-ad eval --nuisance-set`` can check. ``frame_rng(seed, frame, k)`` gives the
+per-frame generator so that a suite is reproducible frame by frame. NumPy only, plus Pillow (a runtime
+dependency) for jpeg.
+
+blur, rotate and scale resample the frame as captured: on a masked capture (kinect-rgbd's RGB is black
+wherever depth is 0) the black surroundings bleed into the object's edge colours while the depth mask stays
+sharp, a dark rim no camera re-mount or defocus makes (audit 30 #9). The shipped models' memory copies were
+built with them, so they keep that meaning. fg-blur, fg-rotate and fg-scale (``foreground_only=True``) are
+the same kernel / geometry with the RGB resampled from FOREGROUND pixels only (normalised convolution: the
+weights of pixels without a depth reading are dropped and the rest renormalised); depth as the old kinds,
+and on a frame with a reading everywhere each equals its old kind exactly.
 """
 from __future__ import annotations
 
@@ -242,28 +251,50 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
+def _separable(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """a (H, W, C) float64 convolved with the 1-D kernel k (2r + 1,) along rows, then columns, the border
+    pixels repeated outwards: (H, W, C) float64."""
+    r = len(k) // 2
+    H, W = a.shape[:2]
+    a = np.pad(a, ((r, r), (r, r), (0, 0)), mode="edge")                           # (H + 2r, W + 2r, C)
+    a = sum(w * a[i:i + H] for i, w in enumerate(k))                                # (H, W + 2r, C)
+    return sum(w * a[:, i:i + W] for i, w in enumerate(k))                          # (H, W, C)
+
+
 @dataclass(frozen=True)
 class Blur:
     """Defocus / motion-free blur of the RGB: a Gaussian of ``sigma`` raw pixels (separable: rows, then
     columns; the frame's border pixels are repeated outwards, so a constant image stays constant).
-    Depth is unchanged; sigma 0 leaves the frame as it is."""
+    Depth is unchanged; sigma 0 leaves the frame as it is.
+
+    ``foreground_only`` (``fg-blur:SIGMA``): pixels with a depth reading (m = depth > 0, H x W) are blurred
+    from such pixels only, sum(w m rgb) / sum(w m) over the same kernel (normalised convolution: no black
+    background bleeds in); pixels without a reading keep their RGB. On a frame with a reading everywhere it
+    equals the plain blur exactly."""
     sigma: float
+    foreground_only: bool = False
 
     @property
     def name(self) -> str:
-        return f"blur {self.sigma:g} px"
+        return f"{'fg-' if self.foreground_only else ''}blur {self.sigma:g} px"
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
         if self.sigma == 0:
             return rgb.copy(), depth.copy()
         k = gaussian_kernel(self.sigma)
-        r = len(k) // 2
-        H, W = depth.shape
-        a = np.pad(rgb.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="edge")   # (H + 2r, W + 2r, 3)
-        a = sum(w * a[i:i + H] for i, w in enumerate(k))                             # (H, W + 2r, 3)
-        a = sum(w * a[:, i:i + W] for i, w in enumerate(k))                          # (H, W, 3)
-        return _rgb_levels(a), depth.copy()
+        if not self.foreground_only:
+            return _rgb_levels(_separable(rgb.astype(np.float64), k)), depth.copy()
+        m = (depth > 0).astype(np.float64)[..., None]                                 # (H, W, 1) foreground
+        num = _separable(rgb * m, k)                                                 # (H, W, 3): sum w m rgb
+        den = _separable(m, k)                                                       # (H, W, 1): sum w m
+        # times the kernel's own sum (1 up to rounding: the same sums on ones), so that an all-foreground
+        # neighbourhood gives exactly the plain blur's value
+        full = _separable(np.ones((1, 1, 1)), k)[0, 0]                               # (1,)
+        fg = depth > 0                                                               # den >= centre weight > 0 there
+        out = rgb.copy()
+        out[fg] = _rgb_levels(num[fg] * (full / den[fg]))
+        return out, depth.copy()
 
 
 @dataclass(frozen=True)
@@ -336,11 +367,18 @@ class DepthEdgeHoles:
         return rgb.copy(), out
 
 
-def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a frame about its centre ((H - 1) / 2, (W - 1) / 2): output pixel p (offset from the centre,
-    (dy, dx)) takes the frame at the centre + inverse @ p. Depth: the nearest pixel; RGB: bilinear between
-    the four pixels around that point (the border pixels repeated for points within half a pixel outside);
-    a pixel whose nearest source pixel lies outside the frame is vacated: depth 0 (background) and RGB 0."""
+def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray,
+          foreground_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a frame (rgb H x W x 3 uint8, depth H x W) about its centre ((H - 1) / 2, (W - 1) / 2):
+    output pixel p (offset from the centre, (dy, dx)) takes the frame at the centre + inverse @ p (2 x 2).
+    Depth: the nearest pixel; RGB: bilinear between the four pixels around that point (the border pixels
+    repeated for points within half a pixel outside); a pixel whose nearest source pixel lies outside the
+    frame is vacated: depth 0 (background) and RGB 0.
+
+    ``foreground_only``: the RGB of an output pixel with a reading (nearest depth > 0) is interpolated from the
+    source pixels with a reading only, sum(w m rgb) / sum(w m) with the bilinear weights w and m = depth > 0
+    (its nearest source pixel has a reading and bilinear weight >= 0.25, so the sum is > 0); output pixels
+    without a reading get RGB 0. With a reading everywhere, the same frame as without."""
     H, W = depth.shape
     cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
     dy, dx = np.mgrid[0:H, 0:W].astype(np.float64)
@@ -358,11 +396,22 @@ def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray) -> tuple[np.n
     y0i, x0i = y0.astype(np.int64), x0.astype(np.int64)
     ya, yb = np.clip(y0i, 0, H - 1), np.clip(y0i + 1, 0, H - 1)
     xa, xb = np.clip(x0i, 0, W - 1), np.clip(x0i + 1, 0, W - 1)
-    a = rgb.astype(np.float64)
-    val = ((1 - fy) * ((1 - fx) * a[ya, xa] + fx * a[ya, xb])
-           + fy * ((1 - fx) * a[yb, xa] + fx * a[yb, xb]))                          # (H, W, 3)
+
+    def bilinear(a):                                                               # (H, W, C) -> (H, W, C)
+        return ((1 - fy) * ((1 - fx) * a[ya, xa] + fx * a[ya, xb])
+                + fy * ((1 - fx) * a[yb, xa] + fx * a[yb, xb]))
+
     rgb_out = np.zeros_like(rgb)
-    rgb_out[inside] = _rgb_levels(val[inside])
+    if not foreground_only:
+        rgb_out[inside] = _rgb_levels(bilinear(rgb.astype(np.float64))[inside])
+        return rgb_out, depth_out
+    m = (depth > 0).astype(np.float64)[..., None]                                  # (H, W, 1) foreground
+    keep = inside & (depth_out > 0)                                                # (H, W) output foreground
+    num, den = bilinear(rgb * m)[keep], bilinear(m)[keep]                          # (N, 3): sum w m rgb, (N, 1)
+    # times the weights' own sum (1 up to rounding: the same sums on ones), so that an all-foreground
+    # neighbourhood gives exactly the plain warp's value
+    full = bilinear(np.ones_like(m))[keep]                                         # (N, 1)
+    rgb_out[keep] = _rgb_levels(num * (full / den))
     return rgb_out, depth_out
 
 
@@ -370,35 +419,41 @@ def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray) -> tuple[np.n
 class Rotate:
     """In-plane camera roll: the image content rotated by ``degrees`` about the frame's centre,
     counter-clockwise as displayed for positive angles (as ``np.rot90`` and Pillow's ``Image.rotate``).
-    Depth nearest-neighbour, RGB bilinear; vacated pixels background (depth 0, RGB 0)."""
+    Depth nearest-neighbour, RGB bilinear; vacated pixels background (depth 0, RGB 0).
+    ``foreground_only`` (``fg-rotate:DEG``): the RGB interpolated from pixels with a depth reading only, RGB 0
+    where the output has none (``_warp``)."""
     degrees: float
+    foreground_only: bool = False
 
     @property
     def name(self) -> str:
-        return f"rotate {self.degrees:+g} deg"
+        return f"{'fg-' if self.foreground_only else ''}rotate {self.degrees:+g} deg"
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
         t = np.deg2rad(self.degrees)
         c, s = np.cos(t), np.sin(t)
         # (y down, x right): the output offset (dy, dx) shows the frame at (dy cos + dx sin, dx cos - dy sin)
-        return _warp(rgb, depth, np.array([[c, s], [-s, c]]))
+        return _warp(rgb, depth, np.array([[c, s], [-s, c]]), self.foreground_only)
 
 
 @dataclass(frozen=True)
 class Scale:
     """Zoom about the frame's centre by ``factor`` (the camera moved closer / farther, or another focal
     length): > 1 enlarges the content and crops the border, < 1 shrinks it and pads with background
-    (depth 0, RGB 0). Depth nearest-neighbour, RGB bilinear; depth values are not changed."""
+    (depth 0, RGB 0). Depth nearest-neighbour, RGB bilinear; depth values are not changed.
+    ``foreground_only`` (``fg-scale:S``): the RGB interpolated from pixels with a depth reading only, RGB 0
+    where the output has none (``_warp``)."""
     factor: float
+    foreground_only: bool = False
 
     @property
     def name(self) -> str:
-        return f"scale {self.factor:g}x"
+        return f"{'fg-' if self.foreground_only else ''}scale {self.factor:g}x"
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
-        return _warp(rgb, depth, np.eye(2) / float(self.factor))
+        return _warp(rgb, depth, np.eye(2) / float(self.factor), self.foreground_only)
 
 
 @dataclass(frozen=True)
@@ -433,10 +488,10 @@ def largest_shift(nuisance) -> tuple:
 
 
 def largest_blur_radius(nuisance) -> int:
-    """The radius in raw pixels of the widest Gaussian kernel ``nuisance`` blurs with (Blur: ceil(3 sigma), at least
-    1, as gaussian_kernel; Compose: the widest of its parts; 0 without a blur). A kernel as wide as the frame's
-    smaller side leaves only its mean colour, and Blur pads the frame by the radius: blur:1e6 asked for 786 TiB
-    (``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame)."""
+    """The radius in raw pixels of the widest Gaussian kernel ``nuisance`` blurs with (Blur, fg-blur included:
+    ceil(3 sigma), at least 1, as gaussian_kernel; Compose: the widest of its parts; 0 without a blur). A kernel
+    as wide as the frame's smaller side leaves only its mean colour, and Blur pads the frame by the radius:
+    blur:1e6 asked for 786 TiB (``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame)."""
     if isinstance(nuisance, Blur):
         return kernel_radius(nuisance.sigma) if nuisance.sigma > 0 else 0
     if isinstance(nuisance, Compose):
@@ -447,7 +502,8 @@ def largest_blur_radius(nuisance) -> int:
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "
                    "rgb-noise:SIGMA | depth-noise:SIGMA_MM | depth-offset:MM | gamma:G (> 0) | offset:LEVELS | "
                    "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | depth-edge-holes:P (0..1) | rotate:DEG | "
-                   "scale:S (> 0); join with '+'")
+                   "scale:S (> 0) | fg-blur:SIGMA_PX | fg-rotate:DEG | fg-scale:S (> 0) (fg-: RGB resampled from "
+                   "pixels with a depth reading only); join with '+'")
 
 
 def _is_int(v: float) -> bool:
@@ -473,6 +529,9 @@ _KINDS = {
                          lambda v: DepthEdgeHoles(v[0])),
     "rotate": (1, lambda v: True, "degrees (counter-clockwise)", lambda v: Rotate(v[0])),
     "scale": (1, lambda v: v[0] > 0, "a zoom factor > 0", lambda v: Scale(v[0])),
+    "fg-blur": (1, lambda v: v[0] >= 0, "a sigma >= 0 (raw pixels)", lambda v: Blur(v[0], foreground_only=True)),
+    "fg-rotate": (1, lambda v: True, "degrees (counter-clockwise)", lambda v: Rotate(v[0], foreground_only=True)),
+    "fg-scale": (1, lambda v: v[0] > 0, "a zoom factor > 0", lambda v: Scale(v[0], foreground_only=True)),
 }
 
 
@@ -502,8 +561,8 @@ def parse_nuisance(text: str):
     """A nuisance from its short text, e.g. "brightness:1.25", "wb:1.15,1,0.85", "shift:2",
     "shift:1,-2", "mirror", "rgb-noise:8", "depth-noise:10", "depth-offset:30", "gamma:0.8",
     "offset:-30", "contrast:1.2", "blur:1", "jpeg:40", "depth-holes:0.05", "rotate:3", "scale:1.05",
-    or several joined with "+" (a '+' before a number is its sign: "offset:+30"). Raises ValueError
-    naming what is wrong and the syntax."""
+    "fg-blur:1", "fg-rotate:3", "fg-scale:1.05", or several joined with "+" (a '+' before a number is its
+    sign: "offset:+30"). Raises ValueError naming what is wrong and the syntax."""
     parts = [p.strip() for p in re.split(r"\+(?=\s*[A-Za-z])", str(text)) if p.strip()]
     if not parts:
         raise ValueError(f"empty nuisance; syntax: {NUISANCE_SYNTAX}")
