@@ -115,12 +115,38 @@ class Shift:
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
+        _check_inside(self.name, abs(self.dy), abs(self.dx), depth.shape)
         return _shift(rgb, self.dy, self.dx), _shift(depth, self.dy, self.dx)
+
+
+def _check_inside(name: str, dy: int, dx: int, shape: tuple) -> None:
+    """ValueError naming the nuisance when a move of ``dy`` rows or ``dx`` columns (>= 0) is at least the
+    frame's height or width (``shape`` (H, W)): nothing of the frame would be left (as ``edge-ad eval`` refuses
+    it, from ``largest_shift``, before scoring)."""
+    H, W = shape[:2]
+    if dy >= H or dx >= W:
+        moved, side = (f"{dy} px down/up", f"height ({H} px)") if dy >= H else (f"{dx} px sideways", f"width ({W} px)")
+        raise ValueError(f"{name} moves the content by {moved}, at least the frame's {side}: nothing of the "
+                         "frame would be left")
+
+
+def ring_move(px: int, i: int) -> tuple:
+    """The i-th (0 <= i < 8 px) of the moves (dy, dx) with max(|dy|, |dx|) == px, in row-major order (dy, then
+    dx, each from -px to px): the top row's 2 px + 1, then the two side cells of each of the 2 px - 1 rows
+    between, then the bottom row's 2 px + 1. Computed, not listed: a listing costs (2 px + 1)^2 steps."""
+    row = 2 * px + 1
+    if i < row:
+        return -px, -px + i
+    j = i - row
+    if j < 2 * (row - 2):
+        return -px + 1 + j // 2, (px if j % 2 else -px)
+    return px, -px + (j - 2 * (row - 2))
 
 
 @dataclass(frozen=True)
 class RandomShift:
-    """A shift of exactly ``px`` pixels (max(|dy|, |dx|) == px) in a direction drawn per frame."""
+    """A shift of exactly ``px`` pixels (max(|dy|, |dx|) == px) in a direction drawn per frame: one of the
+    8 px moves (``ring_move``), uniformly. ValueError for a px of at least the frame's height or width."""
     px: int
 
     @property
@@ -128,9 +154,9 @@ class RandomShift:
         return f"shift {self.px} px"
 
     def __call__(self, rgb, depth, rng):
-        moves = [(dy, dx) for dy in range(-self.px, self.px + 1) for dx in range(-self.px, self.px + 1)
-                 if max(abs(dy), abs(dx)) == self.px]
-        dy, dx = moves[int(rng.integers(len(moves)))]
+        rgb, depth = _check(rgb, depth)
+        _check_inside(self.name, self.px, self.px, depth.shape)
+        dy, dx = ring_move(self.px, int(rng.integers(8 * self.px)))
         return Shift(dy, dx)(rgb, depth)
 
 

@@ -866,6 +866,13 @@ MUTANTS = [
            "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
     Mutant("rs-stale-never", "runtime/sources/realsense.py",
            "if time.monotonic() - fresh_t > stale_s:", "if False:", RS_STALE),
+    # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
+    Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
+           "_check_inside(self.name, self.px, self.px, depth.shape)", "pass",
+           ("tests/test_nuisance.py", "-k", "refused_by_the_nuisance")),
+    Mutant("nuis-ring-move-sides-swapped", "runtime/nuisance.py",
+           "return -px + 1 + j // 2, (px if j % 2 else -px)", "return -px + 1 + j // 2, (-px if j % 2 else px)",
+           ("tests/test_nuisance.py", "-k", "drew_when")),
     # a live RealSense's colour frame counter going back is a restart (camera_restart), not "nothing new"
     Mutant("rs-restart-read-as-stale", "runtime/sources/realsense.py",
            "if n is None or n == last:", "if n is None or (last is not None and n <= last):",

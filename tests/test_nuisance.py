@@ -508,3 +508,38 @@ def test_resampling_nuisances_darken_the_edge_of_a_masked_capture_as_the_docs_sa
     docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "evaluate.md").read_text().split())
     assert "black-surroundings worst case for the anomalies flagged" in docs and "UNDER-state the false alarms" in docs
     assert "cylinder blur 1.5 px flags 74.0 % of anomalies" in docs and "1.1x 31 % (42 % without the rim)" in docs
+
+
+def test_a_shift_of_the_frames_size_is_refused_by_the_nuisance_itself_cheaply():
+    """``edge-ad eval`` refused a shift of at least the frame's size, but the Python API (RandomShift,
+    apply_to_frames) listed all (2 px + 1)^2 moves first: shift:3000 took seconds and returned an empty frame,
+    shift:1000000000000 never ended (memory). Now the nuisance itself refuses it before drawing, naming it."""
+    import time
+    rgb, depth = _frame(48, 64)
+    with pytest.raises(ValueError, match=r"shift 3000 px moves the content by 3000 px down/up, at least the frame's "
+                                         r"height \(48 px\): nothing of the frame would be left"):
+        nu.RandomShift(3000)(rgb, depth, nu.frame_rng(0, 0))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="shift 1000000000000 px moves"):
+        nu.apply_to_frames(nu.parse_nuisance("brightness:1.1+shift:1000000000000"), [(rgb, depth)])
+    assert time.perf_counter() - t0 < 0.5
+    with pytest.raises(ValueError, match=r"shift -3,\+64 px moves the content by 64 px sideways, at least the frame's width \(64 px\)"):
+        nu.Shift(-3, 64)(rgb, depth)
+    with pytest.raises(ValueError, match=r"shift \+48,\+0 px moves the content by 48 px down/up"):
+        nu.Shift(48, 0)(rgb, depth)
+    for n in (nu.RandomShift(47), nu.Shift(-47, 63)):          # the largest that keep a row or a column
+        r, d = n(rgb, depth, nu.frame_rng(0, 0))
+        assert r.shape == rgb.shape and d.shape == depth.shape
+
+
+def test_random_shift_draws_the_moves_it_drew_when_it_listed_them():
+    """The computed move (``ring_move``) is the one the old listing gave for the same draw, so shift:PX rows
+    measured before are reproduced frame by frame."""
+    rgb, depth = _frame(40, 40)
+    for px in range(1, 14):
+        moves = [(dy, dx) for dy in range(-px, px + 1) for dx in range(-px, px + 1) if max(abs(dy), abs(dx)) == px]
+        assert [nu.ring_move(px, i) for i in range(8 * px)] == moves, px
+        for i in range(6):
+            want = nu.Shift(*moves[int(nu.frame_rng(3, i).integers(len(moves)))])(rgb, depth)
+            got = nu.RandomShift(px)(rgb, depth, nu.frame_rng(3, i))
+            assert all(np.array_equal(a, b) for a, b in zip(got, want)), (px, i)
