@@ -191,16 +191,23 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_until_lines(out, n: int) -> subprocess.Popen:
+    """SIGTERM_SCRIPT started in a subprocess writing to ``out``, returned once ``out`` holds ``n`` lines (or
+    after 60 s: the caller's assertions then say what is missing)."""
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < n):
+        time.sleep(0.05)
+    return p
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
 def test_sigterm_leaves_complete_results(tmp_path, sig):
     """SIGTERM, and SIGHUP (a closed SSH session or terminal; audit 28 #23: it killed the run, no summary),
     stop the run in order: the summary names the signal, every line whole, exit 0."""
     out = tmp_path / "r.jsonl"
-    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
-        time.sleep(0.05)
+    p = run_until_lines(out, 5)
     n_before = out.read_text().count("\n")
     assert n_before >= 5, p.stderr.read() if p.poll() is not None else "no lines"
     p.send_signal(getattr(signal, sig))
@@ -217,11 +224,7 @@ def test_sigterm_leaves_complete_results(tmp_path, sig):
 def test_sigkill_loses_at_most_the_line_in_flight(tmp_path):
     """Lines are flushed as written: after a hard kill every scored frame but the last is on disk."""
     out = tmp_path / "r.jsonl"
-    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
-        time.sleep(0.05)
+    p = run_until_lines(out, 6)
     p.kill()
     p.communicate(timeout=30)
     text = out.read_text()
