@@ -288,6 +288,21 @@ def parity_note(man: dict) -> Optional[str]:
     return f"parity check FAILED: {parity.get('summary') or 'see manifest.json parity'}"
 
 
+def not_a_model_dir(path: Path) -> str:
+    """Why ``path``, not a directory, is no model directory (``load_manifest``'s and the CLI's --model check's
+    line): not found, or a file: the manifest itself (give its folder), a training checkpoint (export it
+    first), any other file (a model is the folder ``edge-ad export`` writes)."""
+    if not path.exists():
+        return f"model directory not found: {path}"
+    if path.name == MANIFEST:
+        return f"{path} is the model's manifest, not its directory: give its folder, {path.parent}"
+    if path.suffix in (".pt", ".pth", ".ckpt"):
+        return (f"{path} is a file, not an exported model directory; export a checkpoint first: edge-ad export {path} "
+                "--out DIR, then --model DIR (Python: Scorer.load(DIR))")
+    return (f"{path} is a file, not an exported model directory (the folder `edge-ad export CHECKPOINT --out DIR` "
+            "writes: manifest.json, the .onnx graphs, weights.npz)")
+
+
 def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None) -> dict:
     """Read and validate ``model_dir/manifest.json``; with ``verify``, check every file's sha256 (no
     symlinks, ONNX external data listed too: runtime/integrity.py); with ``trusted_keys``, check the
@@ -299,7 +314,7 @@ def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None
     from . import integrity
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise ManifestError(f"model directory not found: {model_dir}")
+        raise ManifestError(not_a_model_dir(model_dir))
     mpath = model_dir / MANIFEST
     if not os.path.lexists(mpath):
         raise ManifestError(f"{model_dir} is not an exported edge-ad model: {MANIFEST} missing "

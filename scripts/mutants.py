@@ -866,6 +866,9 @@ MUTANTS = [
            "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
     Mutant("rs-stale-never", "runtime/sources/realsense.py",
            "if time.monotonic() - fresh_t > stale_s:", "if False:", RS_STALE),
+    # a file given for the model directory (the manifest, a checkpoint) is named as a file, not "not found"
+    Mutant("manifest-file-read-as-missing", "runtime/manifest.py", "    if not path.exists():\n", "    if True:\n",
+           ("tests/test_model_integrity.py", "-k", "named_as_a_file")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "_check_inside(self.name, self.px, self.px, depth.shape)", "pass",

@@ -84,6 +84,20 @@ def test_malformed_manifest_refused_with_one_line(model, tmp_path, case):
     assert "manifest.json" in msg
 
 
+def test_a_file_given_for_the_model_directory_is_named_as_a_file(model, tmp_path):
+    """The commonest slip, the manifest or the training checkpoint given for the model: before, "model directory not
+    found: PATH" for a file that is there. Now what it is and what to give instead; a missing path as before."""
+    refused(model / "manifest.json", rf"manifest.json is the model's manifest, not its directory: give its folder, "
+                                      rf"{model}$")
+    pt = tmp_path / "rectangle.pt"
+    pt.write_bytes(b"not read")
+    refused(pt, r"rectangle.pt is a file, not an exported model directory; export a checkpoint first: edge-ad export "
+                r".*rectangle.pt --out DIR, then --model DIR \(Python: Scorer.load\(DIR\)\)$")
+    refused(model / "weights.npz", r"weights.npz is a file, not an exported model directory \(the folder `edge-ad "
+                                   r"export CHECKPOINT --out DIR` writes")
+    refused(tmp_path / "nowhere", r"model directory not found: .*nowhere$")
+
+
 def test_garbage_graph_with_valid_hash_refused(model, tmp_path):
     """A .onnx that is not ONNX (sha256 recomputed) names the file; so does a valid protobuf that
     onnxruntime cannot load (an unknown operator), through load's onnxruntime error wrapper."""

@@ -75,10 +75,10 @@ def model_file(ctx, param, value):
 
 
 def model_directory(ctx, param, value):
-    """The check of a --model option that takes an exported model directory: a file there (a checkpoint such
-    as models/kinect-rgbd/rectangle.pt) is a usage error that says to export it first (click's own line was
-    "Directory '...' is a file.")."""
+    """The check of a --model option that takes an exported model directory: a file there is a usage error
+    saying what it is (``runtime.manifest.not_a_model_dir``: a checkpoint such as models/kinect-rgbd/rectangle.pt:
+    export it first; the manifest: its folder; click's own line was "Directory '...' is a file.")."""
     if value is not None and os.path.isfile(value):
-        raise click.BadParameter(f"{value} is a file, not an exported model directory; export a checkpoint first: "
-                                 f"edge-ad export {value} --out DIR, then --model DIR", ctx, param)
+        from edge_ad.runtime.manifest import not_a_model_dir
+        raise click.BadParameter(not_a_model_dir(Path(value)), ctx, param)
     return value
