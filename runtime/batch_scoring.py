@@ -180,9 +180,16 @@ def score_inputs(scorer, X: np.ndarray, seeds: Sequence, z0s: Sequence, keep_rec
 
 def frame_pair(entry) -> tuple:
     """One entry of score_batch's ``frames`` as (rgb, depth), or FrameError naming what it is instead
-    (None, a 1-tuple without depth, another length), so that one bad entry fails only its frame."""
+    (None, one array, a dict or a string, a 1-tuple without depth, another length), so that one bad entry fails
+    only its frame."""
     if entry is None:
         raise FrameError("missing frame: the entry is None, not an (rgb, depth) pair")
+    if isinstance(entry, np.ndarray):       # one image (its rows would read as the pair's items)
+        raise FrameError(f"an (rgb, depth) pair is needed, got one array of shape {entry.shape} (an image without "
+                         "its partner?)")
+    if isinstance(entry, (dict, str, bytes)):   # its keys / characters would read as the pair's items
+        raise FrameError(f"an (rgb, depth) pair is needed, got a {type(entry).__name__}"
+                         + (f" with keys {sorted(map(str, entry))}" if isinstance(entry, dict) else ""))
     try:
         items = tuple(entry)
     except TypeError:

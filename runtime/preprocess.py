@@ -48,6 +48,7 @@ The checks themselves are in ``sensor_faults.py``.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -336,10 +337,26 @@ def levers_text(spec) -> str:
     return " + ".join(parts)
 
 
+def image_array(a, what: str, wants: str) -> np.ndarray:
+    """``a`` as a NumPy array, or FrameError naming what it is instead when it is no image array at all (a file
+    path, a dict, a number, nested lists of unequal lengths: what ``np.asarray`` makes a 0-d or object array of,
+    or refuses); ``what``: "RGB" / "depth", ``wants``: its form, e.g. "an H x W x 3 uint8 array"."""
+    try:
+        arr = np.asarray(a)
+    except ValueError:       # nested sequences of unequal lengths
+        arr = None
+    if arr is not None and arr.ndim > 0 and arr.dtype != object:
+        return arr
+    if isinstance(a, (str, bytes, os.PathLike)):
+        raise FrameError(f"{what} must be {wants}, got the {type(a).__name__} {str(a)[:200]!r}: a file path? read the "
+                         "image first, e.g. np.asarray(PIL.Image.open(path))")
+    raise FrameError(f"{what} must be {wants}, got a value of type {type(a).__name__}")
+
+
 def _check_rgb(rgb) -> np.ndarray:
     if rgb is None:
         raise FrameError("missing RGB image")
-    rgb = np.asarray(rgb)
+    rgb = image_array(rgb, "RGB", "an H x W x 3 uint8 array")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise FrameError(f"RGB must be H x W x 3, got shape {rgb.shape}")
     if rgb.dtype != np.uint8:
@@ -375,7 +392,7 @@ def depth_to_8bit(depth, spec: PreprocessSpec) -> np.ndarray:
     """Depth (H x W uint8, or uint16/float millimetres) -> H x W uint8, 0 = background."""
     if depth is None:
         raise FrameError("missing depth image")
-    depth = np.asarray(depth)
+    depth = image_array(depth, "depth", "an H x W array (uint8, or uint16 / float millimetres)")
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[:, :, 0]
     if depth.ndim != 2:

@@ -869,6 +869,12 @@ MUTANTS = [
     # a file given for the model directory (the manifest, a checkpoint) is named as a file, not "not found"
     Mutant("manifest-file-read-as-missing", "runtime/manifest.py", "    if not path.exists():\n", "    if True:\n",
            ("tests/test_model_integrity.py", "-k", "named_as_a_file")),
+    # what is not an image array (a path, a dict) or not a pair (one array) is named as such
+    Mutant("pre-image-array-any-object", "runtime/preprocess.py",
+           "if arr is not None and arr.ndim > 0 and arr.dtype != object:", "if arr is not None:",
+           ("tests/test_preprocess.py", "-k", "not_an_image_array")),
+    Mutant("batch-pair-array-rows-as-items", "runtime/batch_scoring.py", "if isinstance(entry, np.ndarray):",
+           "if False:", ("tests/test_batch_scoring.py", "-k", "not_a_pair")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "_check_inside(self.name, self.px, self.px, depth.shape)", "pass",

@@ -200,6 +200,21 @@ def test_a_missing_frame_or_depth_fails_only_its_entry(kinect_export, export_tin
     assert got[4].score == pytest.approx(scorer.score(rgb2, depth2, seed=5).score, rel=RTOL)
 
 
+def test_an_entry_that_is_not_a_pair_is_named():
+    """One image array, a dict or a string as a score_batch entry: before, an image of 48 rows read as "48 items"
+    and a dict {"rgb": ..., "depth": ...} as the pair ("rgb", "depth") (then "RGB must be H x W x 3, got shape
+    ()"); now what the entry is."""
+    from edge_ad.runtime.batch_scoring import frame_pair
+    rgb, depth = np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint16)
+    for entry, msg in ((rgb, r"got one array of shape \(48, 64, 3\) \(an image without its partner\?\)$"),
+                       ({"rgb": rgb, "depth": depth}, r"got a dict with keys \['depth', 'rgb'\]$"),
+                       ("frame.jpg", r"got a str$")):
+        with pytest.raises(FrameError, match=r"^an \(rgb, depth\) pair is needed, " + msg):
+            frame_pair(entry)
+    got = frame_pair([rgb, depth])
+    assert got[0] is rgb and got[1] is depth
+
+
 def test_batch_sessions_are_kept_for_the_loads_threads_and_the_latest_other():
     """Review 17b #6: a caller varying ``threads`` does not grow one session set per count: the load's
     set and the most recent other one are kept; an older one is dropped (freed once nobody holds it),

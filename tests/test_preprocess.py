@@ -1,4 +1,6 @@
 """The one preprocessing definition, checked against hand-computed values on a real kinect frame."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,6 +58,22 @@ def test_larger_frames_are_centre_cropped_and_resized():
     (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.int64), "depth must be"),
 ])
 def test_bad_frames_name_the_problem(rgb, depth, msg):
+    with pytest.raises(FrameError, match=msg):
+        preprocess(rgb, depth)
+
+
+@pytest.mark.parametrize("rgb,depth,msg", [
+    ("frame.jpg", np.zeros((64, 64), np.uint8),
+     r"^RGB must be an H x W x 3 uint8 array, got the str 'frame.jpg': a file path\? read the image first"),
+    (np.zeros((64, 64, 3), np.uint8), Path("frame.png"),
+     r"^depth must be an H x W array \(uint8, or uint16 / float millimetres\), got the \w*Path 'frame.png': a file "),
+    ({"rgb": 1}, np.zeros((64, 64), np.uint8), r"^RGB must be an H x W x 3 uint8 array, got a value of type dict$"),
+    (np.zeros((64, 64, 3), np.uint8), [[400, 400], [400]], r"^depth must be an H x W array .*, got a value of type list$"),
+    (np.zeros((64, 64, 3), np.uint8), 400, r"^depth must be an H x W array .*, got a value of type int$"),
+])
+def test_what_is_not_an_image_array_is_named(rgb, depth, msg):
+    """A path, a dict, a ragged list or a number given for an image: before, "RGB must be H x W x 3, got shape ()"
+    (a path), a ValueError from NumPy (a ragged list); now its type, and for a path how to read it."""
     with pytest.raises(FrameError, match=msg):
         preprocess(rgb, depth)
 
