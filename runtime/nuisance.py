@@ -115,19 +115,8 @@ class Shift:
 
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = _check(rgb, depth)
-        _check_inside(self.name, abs(self.dy), abs(self.dx), depth.shape)
+        refuse_too_large(self, depth.shape)
         return _shift(rgb, self.dy, self.dx), _shift(depth, self.dy, self.dx)
-
-
-def _check_inside(name: str, dy: int, dx: int, shape: tuple) -> None:
-    """ValueError naming the nuisance when a move of ``dy`` rows or ``dx`` columns (>= 0) is at least the
-    frame's height or width (``shape`` (H, W)): nothing of the frame would be left (as ``edge-ad eval`` refuses
-    it, from ``largest_shift``, before scoring)."""
-    H, W = shape[:2]
-    if dy >= H or dx >= W:
-        moved, side = (f"{dy} px down/up", f"height ({H} px)") if dy >= H else (f"{dx} px sideways", f"width ({W} px)")
-        raise ValueError(f"{name} moves the content by {moved}, at least the frame's {side}: nothing of the "
-                         "frame would be left")
 
 
 def ring_move(px: int, i: int) -> tuple:
@@ -155,7 +144,7 @@ class RandomShift:
 
     def __call__(self, rgb, depth, rng):
         rgb, depth = _check(rgb, depth)
-        _check_inside(self.name, self.px, self.px, depth.shape)
+        refuse_too_large(self, depth.shape)
         dy, dx = ring_move(self.px, int(rng.integers(8 * self.px)))
         return Shift(dy, dx)(rgb, depth)
 
@@ -308,6 +297,7 @@ class Blur:
         rgb, depth = _check(rgb, depth)
         if self.sigma == 0:
             return rgb.copy(), depth.copy()
+        refuse_too_large(self, depth.shape)
         k = gaussian_kernel(self.sigma)
         if not self.foreground_only:
             return _rgb_levels(_separable(rgb.astype(np.float64), k)), depth.copy()
@@ -501,8 +491,8 @@ class Compose:
 def largest_shift(nuisance) -> tuple:
     """(dy, dx): the most raw pixels one shift of ``nuisance`` moves the content down/up and sideways
     (Shift: (|dy|, |dx|), RandomShift: (px, px), Compose: the largest of its parts; (0, 0) for the others).
-    A shift of at least the frame's height (dy) or width (dx) leaves nothing of the frame (``edge-ad eval``
-    refuses it; parse_nuisance cannot: it does not know the frame size)."""
+    A shift of at least the frame's height (dy) or width (dx) leaves nothing of the frame (``too_large_for``:
+    ``edge-ad eval``, Shift and RandomShift refuse it; parse_nuisance cannot: it does not know the frame size)."""
     if isinstance(nuisance, Shift):
         return abs(nuisance.dy), abs(nuisance.dx)
     if isinstance(nuisance, RandomShift):
@@ -517,12 +507,39 @@ def largest_blur_radius(nuisance) -> int:
     """The radius in raw pixels of the widest Gaussian kernel ``nuisance`` blurs with (Blur, fg-blur included:
     ceil(3 sigma), at least 1, as gaussian_kernel; Compose: the widest of its parts; 0 without a blur). A kernel
     as wide as the frame's smaller side leaves only its mean colour, and Blur pads the frame by the radius:
-    blur:1e6 asked for 786 TiB (``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame)."""
+    blur:1e6 asked for 786 TiB (``too_large_for``: ``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame, and
+    Blur refuses it itself)."""
     if isinstance(nuisance, Blur):
         return kernel_radius(nuisance.sigma) if nuisance.sigma > 0 else 0
     if isinstance(nuisance, Compose):
         return max((largest_blur_radius(p) for p in nuisance.parts), default=0)
     return 0
+
+
+def too_large_for(nuisance, height: int, width: int):
+    """Why ``nuisance`` cannot apply to a frame of ``height`` x ``width`` raw pixels, or None when it can: a shift
+    of at least the frame's height or width (``largest_shift``: nothing of the frame would be left) or a blur
+    kernel as wide as its smaller side (``largest_blur_radius``: only its mean colour would be left, and the pad
+    grows with the radius). The text follows the nuisance's name or label: ``edge-ad eval`` refuses such a suite
+    row before scoring; ``Shift``, ``RandomShift`` and ``Blur`` refuse themselves (``refuse_too_large``)."""
+    dy, dx = largest_shift(nuisance)
+    if dy >= height or dx >= width:
+        moved, side = (f"{dy} px down/up", f"height ({height} px)") if dy >= height else \
+            (f"{dx} px sideways", f"width ({width} px)")
+        return f"moves the content by {moved}, at least the frame's {side}: nothing of the frame would be left"
+    r = largest_blur_radius(nuisance)
+    if r >= min(height, width):
+        return (f"blurs with a kernel of radius {r} px (3 sigma), at least the frame's smaller side "
+                f"({min(height, width)} px): only its mean colour would be left (a typo for a sigma of a few px?)")
+    return None
+
+
+def refuse_too_large(nuisance, shape: tuple) -> None:
+    """ValueError "<name> <too_large_for's reason>" when ``nuisance`` cannot apply to a frame of ``shape`` (H, W, ...):
+    checked before any work, so shift:1000000000000 or blur:1e6 through the Python API fail at once."""
+    why = too_large_for(nuisance, shape[0], shape[1])
+    if why is not None:
+        raise ValueError(f"{nuisance.name} {why}")
 
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "

@@ -543,3 +543,25 @@ def test_random_shift_draws_the_moves_it_drew_when_it_listed_them():
             want = nu.Shift(*moves[int(nu.frame_rng(3, i).integers(len(moves)))])(rgb, depth)
             got = nu.RandomShift(px)(rgb, depth, nu.frame_rng(3, i))
             assert all(np.array_equal(a, b) for a, b in zip(got, want)), (px, i)
+
+
+def test_a_blur_as_wide_as_the_frame_is_refused_by_the_nuisance_itself_cheaply():
+    """``edge-ad eval`` refused a blur whose kernel radius (ceil(3 sigma)) is at least the frame's smaller side,
+    but Blur itself padded the frame by the radius first: blur:30 on a 48 x 64 frame was blurred across its whole
+    size without a word, blur:1e6 asked NumPy for ~860 TB (MemoryError). Now Blur refuses it before any work, with the
+    words eval uses (one ``too_large_for``); a radius one less still blurs."""
+    import time
+    rgb, depth = _frame(48, 64)
+    with pytest.raises(ValueError, match=r"^blur 30 px blurs with a kernel of radius 90 px \(3 sigma\), at least the "
+                                         r"frame's smaller side \(48 px\): only its mean colour would be left"):
+        nu.Blur(30)(rgb, depth)
+    t0 = time.perf_counter()
+    for text in ("blur:1e6", "fg-blur:1e6", "brightness:1.1+blur:1e6"):
+        with pytest.raises(ValueError, match=r"blur 1e\+06 px blurs with a kernel of radius 3000000 px"):
+            nu.apply_to_frames(nu.parse_nuisance(text), [(rgb, depth)])
+    assert time.perf_counter() - t0 < 0.5
+    with pytest.raises(ValueError, match=r"radius 48 px .* smaller side \(48 px\)"):
+        nu.Blur(16)(rgb, depth)                           # radius 48 = the height
+    r, d = nu.Blur(47 / 3)(rgb, depth)                    # radius ceil(47) = 47 < 48
+    assert r.shape == rgb.shape and np.array_equal(d, depth)
+    assert nu.too_large_for(nu.parse_nuisance("shift:2+blur:1"), 48, 64) is None

@@ -384,7 +384,7 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
     perturbs ({group: [(rgb (H, W, 3), depth (H, W))]}), read before any scoring; a nuisance that would move
     the content out of the smallest frame is refused, and so is a blur whose kernel is as wide as its smaller side."""
     from edge_ad.models.data import DataError
-    from edge_ad.runtime.nuisance import DEFAULT_SUITE, largest_blur_radius, largest_shift, parse_nuisance
+    from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance, too_large_for
     try:
         suite = nuisance_rows(nuisance_set or DEFAULT_SUITE, parse_nuisance)
     except ValueError as e:
@@ -399,17 +399,9 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
     height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
     width = min(rgb.shape[1] for frames in raw.values() for rgb, _ in frames)
     for label, n in suite.items():
-        dy, dx = largest_shift(n)
-        if dy >= height or dx >= width:
-            moved, side = (f"{dy} px down/up", f"height ({height} px)") if dy >= height else \
-                (f"{dx} px sideways", f"width ({width} px)")
-            raise click.BadParameter(f"{label!r} moves the content by {moved}, at least the frame's {side}: "
-                                     "nothing of the frame would be left", param_hint="--nuisance-set")
-        r = largest_blur_radius(n)
-        if r >= min(height, width):
-            raise click.BadParameter(f"{label!r} blurs with a kernel of radius {r} px (3 sigma), at least the frame's "
-                                     f"smaller side ({min(height, width)} px): only its mean colour would be left "
-                                     "(a typo for a sigma of a few px?)", param_hint="--nuisance-set")
+        why = too_large_for(n, height, width)
+        if why is not None:
+            raise click.BadParameter(f"{label!r} {why}", param_hint="--nuisance-set")
     return suite, raw
 
 
