@@ -723,6 +723,8 @@ def _record_end(st: RunStats, e: BaseException, report: _Report) -> None:
         report.log(f"source failed: {e}")
     elif isinstance(e, KeyboardInterrupt):
         st.stopped = STOP_INTERRUPTED
+        if st.abandoned_frame is not None:   # the second signal came while a frame was scoring: it is left running
+            st.fatal_error = f"frame {st.abandoned_frame} abandoned: interrupted (second signal)"
     elif isinstance(e, Abandoned):   # a stop request and a frame that did not finish in time
         st.fatal_error = f"frame {st.abandoned_frame} abandoned: {e}"
         report.log(st.fatal_error)

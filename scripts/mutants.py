@@ -875,6 +875,11 @@ MUTANTS = [
            ("tests/test_preprocess.py", "-k", "not_an_image_array")),
     Mutant("batch-pair-array-rows-as-items", "runtime/batch_scoring.py", "if isinstance(entry, np.ndarray):",
            "if False:", ("tests/test_batch_scoring.py", "-k", "not_a_pair")),
+    Mutant("source-empty-is-cwd", "runtime/sources/__init__.py", "    if not uri.strip():", "    if False:",
+           ("tests/test_sources.py", "-k", "dispatch_errors")),
+    Mutant("capture-second-signal-unnamed", "runtime/capture.py",
+           '            st.fatal_error = f"frame {st.abandoned_frame} abandoned: interrupted (second signal)"',
+           "            pass", ("tests/test_capture.py", "-k", "second_signal")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "refuse_too_large(self, depth.shape)\n        dy, dx = ring_move", "pass\n        dy, dx = ring_move",

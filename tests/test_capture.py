@@ -234,6 +234,29 @@ def test_sigkill_loses_at_most_the_line_in_flight(tmp_path):
     assert [r["index"] for r in recs] == list(range(len(recs)))  # none missing in between
 
 
+def test_a_second_signal_while_a_frame_scores_names_the_abandoned_frame(tmp_path, capsys, monkeypatch):
+    """A second Ctrl-C / SIGTERM while a frame is scoring (KeyboardInterrupt out of the scoring call; `timeout`
+    sends SIGTERM to the child and to its group, two at once): the run ends with the frame abandoned (exit 1), and
+    before, no fatal_error: `edge-ad run` said only "error: None". Now the summary and the line name the frame."""
+    from edge_ad.commands.run import _exit_with_status
+
+    class Interrupted(FakeScorer):
+        def score(self, rgb, depth, **kw):
+            if len(self.calls) >= 2:
+                raise KeyboardInterrupt
+            return super().score(rgb, depth, **kw)
+    s = run_capture(open_source("synth://?n=5"), Interrupted(), out=tmp_path / "r.jsonl", handle_signals=False)
+    want = "frame synth-000002 abandoned: interrupted (second signal)"
+    assert (s["stopped"], s["abandoned_frame"], s["frames_scored"]) == ("interrupted", "synth-000002", 2)
+    assert s["fatal_error"] == want and read_lines(tmp_path / "r.jsonl")[-1]["fatal_error"] == want
+    def leave(status):                   # the CLI leaves with os._exit (the abandoned call may still run)
+        raise SystemExit(status)
+    monkeypatch.setattr("edge_ad.commands.run.os._exit", leave)
+    with pytest.raises(SystemExit) as e:
+        _exit_with_status(s, None)
+    assert e.value.code == 1 and capsys.readouterr().err.strip() == f"error: {want}"
+
+
 def test_a_raising_hook_is_reported_and_the_run_goes_on(tmp_path):
     """A hook raising OSError from frame 1 on (a full disk): every frame is scored and written, the
     other hook still sees every frame, one hook_failed event for the failing streak (not one per

@@ -680,6 +680,9 @@ def test_dispatch_errors_are_clear(tmp_path):
         open_source(str(tmp_path / "nope.db3"))
     with pytest.raises(SourceError, match="unknown source scheme"):
         open_source("http://example/x")
+    for empty in ("", "  "):   # before: read as the working directory, ". is not a frame folder"
+        with pytest.raises(SourceError, match=r"^empty source: give a frame folder, a recording"):
+            open_source(empty)
     with pytest.raises(SourceError, match="does not take"):
         open_source("synth://?speed=3")
     with pytest.raises(SourceError, match="bad source"):

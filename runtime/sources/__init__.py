@@ -158,6 +158,9 @@ def open_source(uri: str, max_pixels=DEFAULT_MAX_PIXELS) -> Source:
     ``max_pixels``: sources that decode images (folders, ROS bags) refuse larger ones from their
     header, before decoding (an error frame; None: no limit)."""
     uri = str(uri)
+    if not uri.strip():    # Path("") is ".": it was read as the working directory ("./rgb/ and ./depth/" expected)
+        raise SourceError("empty source: give a frame folder, a recording (.db3, .bag, .mcap) or a URI (synth://, "
+                          "realsense://, oak://, rosbag://, camera://, folder://)")
     try:
         return _open(uri, max_pixels)
     except ValueError as e:  # a malformed query value (n=abc) or setting
