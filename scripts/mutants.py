@@ -880,6 +880,9 @@ MUTANTS = [
     Mutant("capture-second-signal-unnamed", "runtime/capture.py",
            '            st.fatal_error = f"frame {st.abandoned_frame} abandoned: interrupted (second signal)"',
            "            pass", ("tests/test_capture.py", "-k", "second_signal")),
+    Mutant("run-empty-source-is-default", "edge_ad/commands/run.py",
+           "    if source_uri is not None and not source_uri.strip():", "    if False:",
+           ("tests/test_run.py", "-k", "empty_source")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "refuse_too_large(self, depth.shape)\n        dy, dx = ring_move", "pass\n        dy, dx = ring_move",

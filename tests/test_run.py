@@ -70,6 +70,15 @@ def test_folder_with_broken_frames_exit_status(tmp_path, kinect_root, stub):
     assert "3 bad frame(s)" in r.output and "5 frames scored" in r.output
 
 
+def test_an_empty_source_is_refused_not_read_as_the_default(tmp_path, stub):
+    """`edge-ad run --source "$SRC"` with SRC unset: before, "" was read as no --source, and the model scored the
+    endless synth:// stream (here cut at one frame, exit 0). Now a usage error naming the empty --source."""
+    for empty in ("", " "):
+        r = invoke(["--source", empty, "--max-frames", "1", "--out", str(tmp_path / "r.jsonl"), "-q"])
+        assert r.exit_code == 2 and "--source is empty (an unset shell variable?)" in r.output, r.output
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_exit_status_all_good_and_all_bad(tmp_path, kinect_root, stub):
     r = invoke(["--source", "synth://?n=3", "--out", str(tmp_path / "a.jsonl"), "-q"])
     assert r.exit_code == EXIT_OK, r.output

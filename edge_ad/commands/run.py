@@ -301,6 +301,9 @@ def _check_options(camera, source_uri, seed, z0_path, threshold, out, rotate_mb,
     from edge_ad.runtime.results import not_rotatable, rotation_problem
     if camera and source_uri:
         raise click.UsageError("give --camera or --source, not both")
+    if source_uri is not None and not source_uri.strip():   # `--source "$SRC"` with SRC unset: not the default
+        raise click.UsageError("--source is empty (an unset shell variable?): give a frame folder, a recording or a "
+                               "URI; leave --source out for the default synth://")
     if seed is not None and z0_path:
         raise click.UsageError("give --seed or --z0, not both")
     check_threshold(threshold)
