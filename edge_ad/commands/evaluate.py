@@ -80,8 +80,8 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
 @click.option("--nuisance-set", "nuisance_set", multiple=True, metavar="SPEC",
               help="a nuisance of the suite instead of the default ones (repeatable), e.g. brightness:1.3, "
               "wb:1.1,1,0.9, shift:2, mirror, rgb-noise:8, depth-noise:10, depth-offset:30, gamma:0.8, offset:-30, "
-              "contrast:1.2, blur:1, jpeg:40, depth-holes:0.05, rotate:3, scale:1.05, fg-blur:1, fg-rotate:3, "
-              "fg-scale:1.05 (fg-: colours resampled from pixels with a depth reading only), joined with '+'.")
+              "contrast:1.2, blur:1, jpeg:40, depth-holes:0.05, depth-edge-spurs:0.1, rotate:3, scale:1.05, fg-blur:1, "
+              "fg-rotate:3, fg-scale:1.05 (fg-: colours resampled from pixels with a depth reading only), joined with '+'.")
 @click.option("--nuisance-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="seed of the nuisances' noise; each row also draws by its place in the list (docs/evaluate.md): "
               "rerun the same list in the same order to reproduce a row.")
