@@ -238,14 +238,18 @@ def onnx_external_data(data: bytes, name: str = "graph") -> list:
 def onnx_inputs(data: bytes, name: str = "graph") -> dict:
     """{input name: shape} of an ONNX model's graph (GraphProto.input), read from the wire format as
     ``onnx_external_data`` is: each dimension its dim_value, or None when it is symbolic or unknown.
-    ManifestError when ``data`` is not protobuf."""
+    ManifestError when ``data`` is not protobuf or has no graph (an empty file is valid protobuf: a model without
+    one, whose missing inputs would read as "a graph of another export?")."""
     buf = memoryview(data)
 
     def spans(start: int, end: int, field: int) -> list:        # the length-delimited fields numbered ``field``
         return [v for f, w, v in _fields(buf, start, end) if f == field and w == 2]
     out: dict = {}
     try:
-        for g in spans(0, len(buf), 7):                            # ModelProto.graph
+        graphs = spans(0, len(buf), 7)                             # ModelProto.graph
+        if not graphs:
+            raise ManifestError(f"{name} is not a valid ONNX model (no graph" + ("; 0 bytes)" if not data else ")"))
+        for g in graphs:
             for vi in spans(*g, 11):                               # GraphProto.input: ValueInfoProto
                 names = spans(*vi, 1)
                 dims: list = []

@@ -892,6 +892,9 @@ MUTANTS = [
     Mutant("run-empty-source-is-default", "edge_ad/commands/run.py",
            "    if source_uri is not None and not source_uri.strip():", "    if False:",
            ("tests/test_run.py", "-k", "empty_source")),
+    # audit 31 #7: an empty graph file (valid protobuf, no graph) is named, not "a graph of another export?"
+    Mutant("integrity-no-graph-inputs-empty", "runtime/integrity.py", "        if not graphs:", "        if False:",
+           ("tests/test_model_integrity.py", "-k", "empty_graph")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "refuse_too_large(self, depth.shape)\n        dy, dx = ring_move", "pass\n        dy, dx = ring_move",

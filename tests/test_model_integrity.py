@@ -119,6 +119,19 @@ def test_garbage_graph_with_valid_hash_refused(model, tmp_path):
     assert "step.onnx" in msg
 
 
+def test_an_empty_graph_file_with_valid_hash_is_named_empty_not_another_exports(model, tmp_path):
+    """Audit 31 #7: an empty .onnx (sha256 recomputed) is valid protobuf without a graph; the input check ran first
+    and said "input 'x' has no such input ... (a graph of another export?)". Now it is named: no graph, 0 bytes
+    (and a non-empty protobuf without a graph: no graph)."""
+    d = copy_model(model, tmp_path / "empty")
+    (d / "step.onnx").write_bytes(b"")
+    copy_model(model, d, rehash=["step.onnx"])
+    refused(d, r"step.onnx is not a valid ONNX model \(no graph; 0 bytes\)$", variant="step")
+    (d / "step.onnx").write_bytes(bytes([0x08, 0x07]))          # ModelProto.ir_version = 7, nothing else
+    copy_model(model, d, rehash=["step.onnx"])
+    refused(d, r"step.onnx is not a valid ONNX model \(no graph\)$", variant="step")
+
+
 def test_a_graph_of_another_export_is_refused_naming_its_input(model, export_tiny, tmp_path):
     """Review 26 #1: final.onnx of another export (another n_seed), re-hashed into this one, loaded and failed
     at the first frame with onnxruntime's "Got invalid dimensions for input: z"; its inputs are now compared with
