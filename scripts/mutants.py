@@ -895,6 +895,13 @@ MUTANTS = [
     # audit 31 #7: an empty graph file (valid protobuf, no graph) is named, not "a graph of another export?"
     Mutant("integrity-no-graph-inputs-empty", "runtime/integrity.py", "        if not graphs:", "        if False:",
            ("tests/test_model_integrity.py", "-k", "empty_graph")),
+    # audit 31 #6: calibrate's record names its model and source resolved, and keeps an earlier calibration
+    Mutant("cal-previous-record-dropped", "runtime/calibrate/new_model.py",
+           '        out["previous"] = manifest["calibration"]', "        pass",
+           ("tests/test_calibrate.py", "-k", "came_from")),
+    Mutant("cal-model-recorded-as-typed", "runtime/calibrate/new_model.py",
+           '"from_model_resolved": str(Path(model_dir).resolve())', '"from_model_resolved": str(model_dir)',
+           ("tests/test_calibrate.py", "-k", "came_from")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "refuse_too_large(self, depth.shape)\n        dy, dx = ring_move", "pass\n        dy, dx = ring_move",

@@ -703,6 +703,34 @@ def test_calibrate_skips_frames_the_source_labels_anomalous(tmp_path):
     assert "10 labelled anomalous (skipped)" in r.output
 
 
+def test_calibrate_records_where_it_came_from_resolved_and_keeps_an_earlier_calibration(tmp_path, monkeypatch):
+    """Audit 31 #6: the record held --model and --source as typed ("demo", "scene": relative to the calibrating
+    shell, naming nothing once the model is copied to a robot), and a second calibration replaced the first's record
+    (the exported model it began from, its frame ids and threshold test gone). Now both paths also resolved, and
+    the earlier record nested as "previous"."""
+    from edge_ad.cli import main
+    _demo_copy(tmp_path)
+    _numbered_folder(tmp_path / "scene", _synth_frames(12))
+    monkeypatch.chdir(tmp_path)
+
+    def cal(model, out, source="scene"):
+        r = CliRunner().invoke(main, ["calibrate", "--model", model, "--source", source, "--out", out,
+                                      "--max-shift", "0", "--min-frames", "5", "--max-frames", "8"])
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / out / "manifest.json").read_text())["calibration"]
+    first = cal("demo", "cal1")
+    assert (first["from_model"], first["from_model_resolved"]) == ("demo", str((tmp_path / "demo").resolve()))
+    assert (first["source"], first["source_resolved"]) == ("scene", str((tmp_path / "scene").resolve()))
+    assert "previous" not in first
+    second = cal("cal1", "cal2", "folder://scene")
+    assert second["from_model_resolved"] == str((tmp_path / "cal1").resolve())
+    assert second["source_resolved"] == f"folder://{(tmp_path / 'scene').resolve()}"
+    assert second["previous"] == first and second["previous"]["from_model"] == "demo"
+    from edge_ad.runtime.calibrate.new_model import resolved_source
+    assert [resolved_source(s) for s in ("", "synth://?n=3", "realsense://", None)] == [None] * 4
+    assert resolved_source("rosbag://b.mcap?slop=0.05") == f"rosbag://{(tmp_path / 'b.mcap').resolve()}?slop=0.05"
+
+
 def test_calibrate_refuses_out_inside_the_model(tmp_path):
     from edge_ad.cli import main
     model = _demo_copy(tmp_path)

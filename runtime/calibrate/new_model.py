@@ -2,8 +2,8 @@
 copied with the preprocessing, the threshold, the grown memories' entries and a "calibration" record
 (source, frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled
 anomalous / duplicates, the selection (spread over the source's length or every K-th: the frames selected
-and the ids used), date, target rate, the original model, its manifest's sha256 and the key that signed it
-when checked) updated, and the sha256 of every file recomputed. The directory is written under a temporary
+and the ids used), date, target rate, the source and the original model as given and resolved, its manifest's
+sha256, the key that signed it when checked, and the original's own calibration record when it had one) updated, and the sha256 of every file recomputed. The directory is written under a temporary
 name, verified as ``Scorer.load`` would, and renamed when complete. A signature of the original does not
 cover the new manifest: the new directory is unsigned unless signed with ``sign_key``."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from ..manifest import MANIFEST, load_manifest, sha256_file
 from ..staging import make_stage, remove_stage
@@ -42,11 +43,32 @@ def signer_key_id(model_dir: Path):
     return json.loads((model_dir / SIGNATURE).read_text()).get("key_id")
 
 
-def provenance(model_dir: Path, signed_by) -> dict:
-    """The calibration record's fields on the original model: its directory, its manifest's sha256 and the
-    key that signed it (``signed_by``; None when no signature was checked)."""
-    return {"from_model": str(model_dir), "from_manifest_sha256": sha256_file(model_dir / MANIFEST),
-            "from_signed_by": signed_by}
+def provenance(model_dir: Path, signed_by, manifest: dict, source) -> dict:
+    """The calibration record's fields on where it came from: the original model's directory as given
+    ("from_model") and resolved ("from_model_resolved": a relative path names nothing once the model is copied
+    elsewhere), its manifest's sha256, the key that signed it (``signed_by``; None when no signature was checked),
+    the ``source`` resolved when it is a local path ("source_resolved": ``resolved_source``), and the calibration
+    record the original already carried ("previous", nested: a model calibrated again still names the exported
+    model it began from; absent for a first calibration)."""
+    out = {"from_model": str(model_dir), "from_model_resolved": str(Path(model_dir).resolve()),
+           "from_manifest_sha256": sha256_file(model_dir / MANIFEST), "from_signed_by": signed_by,
+           "source_resolved": resolved_source(source)}
+    if isinstance(manifest.get("calibration"), dict):
+        out["previous"] = manifest["calibration"]
+    return out
+
+
+def resolved_source(source) -> Optional[str]:
+    """``source`` with its local path made absolute: a path, or a folder:// / rosbag:// URI's path (its query
+    kept); None for a camera or synth:// (no path) and for no source ("": frames passed as a list)."""
+    text = str(source or "")
+    for scheme in ("folder://", "rosbag://"):
+        if text.startswith(scheme):
+            path, sep, query = text[len(scheme):].partition("?")
+            return f"{scheme}{Path(path).resolve()}{sep}{query}"
+    if not text or "://" in text:
+        return None
+    return str(Path(text).resolve())
 
 
 def calibrated_manifest(manifest: dict, spec, threshold: dict, memory_entries: dict, record: dict) -> dict:

@@ -110,7 +110,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         log("warning: " + warning)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), **frames_record(scene, plan, length, max_frames, cut, gaps), "date": now,
-              "target_fpr": fpr, **provenance(model_dir, signed_by), "scores": memories.scores_text(cfg),
+              "target_fpr": fpr, **provenance(model_dir, signed_by, man, source), "scores": memories.scores_text(cfg),
               "colour_gain": list(gain) if gain is not None else None, "scene_shift": shift_fit,
               **threshold_record(choice, inputs, warning), **memories.record()}
     threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now)
