@@ -13,7 +13,8 @@ background, so the masked capture of kinect-rgbd keeps its meaning.
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
 it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, depth-edge-holes, depth-edge-spurs,
-rotate, scale, fg-blur, fg-rotate, fg-scale) widen what ``edge-ad eval --nuisance-set`` can check.
+rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen) widen what ``edge-ad eval
+--nuisance-set`` can check.
 ``frame_rng(seed, frame, k)`` gives the per-frame generator so that a suite is reproducible frame by frame.
 NumPy only, plus Pillow (a runtime dependency) for jpeg.
 
@@ -307,10 +308,89 @@ class Blur:
         # times the kernel's own sum (1 up to rounding: the same sums on ones), so that an all-foreground
         # neighbourhood gives exactly the plain blur's value
         full = _separable(np.ones((1, 1, 1)), k)[0, 0]                               # (1,)
-        fg = depth > 0                                                               # den >= centre weight > 0 there
+        fg = m[..., 0] > 0                                                           # den >= centre weight > 0 there
         out = rgb.copy()
         out[fg] = _rgb_levels(num[fg] * (full / den[fg]))
         return out, depth.copy()
+
+
+SHARPEN_SIGMA = 1.0     # raw pixels: the Gaussian Sharpen subtracts
+
+
+@dataclass(frozen=True)
+class Sharpen:
+    """A camera's sharpening (unsharp mask): RGB + ``amount`` (RGB - blurred), the blur Blur's Gaussian of sigma 1 px
+    (the same edge-repeat padding, float64), rounded and clipped to 0..255; amount 0 leaves the frame as it is.
+    Depth is unchanged. (Audit 31 #4: ISP sharpening differs from camera to camera.)"""
+    amount: float
+
+    @property
+    def name(self) -> str:
+        return f"sharpen {self.amount:g}"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        refuse_too_large(self, depth.shape)
+        blurred = _separable(rgb.astype(np.float64), gaussian_kernel(SHARPEN_SIGMA))    # (H, W, 3)
+        return _rgb_levels(rgb + self.amount * (rgb - blurred)), depth.copy()
+
+
+def _direction(degrees: float) -> tuple[float, float]:
+    """(cos, sin) of ``degrees``: the direction DEG in the image, x right and y UP (0: right, 90: up)."""
+    t = np.deg2rad(degrees)
+    return np.cos(t), np.sin(t)
+
+
+@dataclass(frozen=True)
+class LightRamp:
+    """Light from one side (a window, a lamp): RGB * (1 + ``amplitude`` t), rounded and clipped, t going linearly from
+    -1 to +1 across the frame along the direction ``degrees`` (0: brighter to the right, 90: brighter upwards):
+    t = ((x - cx) cos - (y - cy) sin) / ((W - 1) / 2 |cos| + (H - 1) / 2 |sin|) with x right, y down and the centre
+    (cy, cx) = ((H - 1) / 2, (W - 1) / 2), so t = +-1 at the frame's farthest pixels. Depth unchanged. (Audit 31 #2:
+    the suite's light was global only.)"""
+    amplitude: float
+    degrees: float
+
+    @property
+    def name(self) -> str:
+        return f"light ramp {100 * self.amplitude:g}% {self.degrees:g} deg"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        H, W = depth.shape
+        c, s = _direction(self.degrees)
+        y, x = np.mgrid[0:H, 0:W].astype(np.float64)                                   # (H, W) each
+        cy, cx = (H - 1) / 2, (W - 1) / 2
+        t = ((x - cx) * c - (y - cy) * s) / ((W - 1) / 2 * abs(c) + (H - 1) / 2 * abs(s))   # (H, W) in -1..1
+        return _rgb_levels(rgb * (1 + self.amplitude * t)[..., None]), depth.copy()
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A shadow over half the object (an arm between lamp and object): RGB * (1 - ``amount`` w), rounded, where
+    w = clip(0.5 - s / 4, 0, 1) and s = (x - mx) cos - (y - my) sin is the signed distance in pixels from the
+    foreground's (depth > 0) centroid (my, mx) along the direction ``degrees`` (x right, y up as LightRamp): w = 1
+    beyond 2 px on the side AWAY from DEG (DEG 0 shades the left half), 0 beyond 2 px towards it, a 4-px soft edge
+    between. A frame without foreground is returned unchanged. Depth unchanged. (Audit 31 #3.)"""
+    amount: float
+    degrees: float
+
+    @property
+    def name(self) -> str:
+        return f"shadow {100 * self.amount:g}% {self.degrees:g} deg"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = _check(rgb, depth)
+        fg = depth > 0
+        if not fg.any():
+            return rgb.copy(), depth.copy()
+        yy, xx = np.nonzero(fg)
+        my, mx = yy.mean(), xx.mean()                                                  # float64 centroid
+        H, W = depth.shape
+        c, s = _direction(self.degrees)
+        y, x = np.mgrid[0:H, 0:W].astype(np.float64)                                   # (H, W) each
+        w = np.clip(0.5 - ((x - mx) * c - (y - my) * s) / 4, 0, 1)                     # (H, W) shade weight
+        return _rgb_levels(rgb * (1 - self.amount * w)[..., None]), depth.copy()
 
 
 @dataclass(frozen=True)
@@ -538,12 +618,14 @@ def largest_shift(nuisance) -> tuple:
 
 def largest_blur_radius(nuisance) -> int:
     """The radius in raw pixels of the widest Gaussian kernel ``nuisance`` blurs with (Blur, fg-blur included:
-    ceil(3 sigma), at least 1, as gaussian_kernel; Compose: the widest of its parts; 0 without a blur). A kernel
-    as wide as the frame's smaller side leaves only its mean colour, and Blur pads the frame by the radius:
-    blur:1e6 asked for 786 TiB (``too_large_for``: ``edge-ad eval`` refuses it before scoring, as it refuses a shift out of the frame, and
-    Blur refuses it itself)."""
+    ceil(3 sigma), at least 1, as gaussian_kernel; Sharpen: 3, its blur's; Compose: the widest of its parts; 0
+    without a blur). A kernel as wide as the frame's smaller side leaves only its mean colour, and Blur pads the
+    frame by the radius: blur:1e6 asked for 786 TiB (``too_large_for``: ``edge-ad eval`` refuses it before scoring,
+    as it refuses a shift out of the frame, and Blur and Sharpen refuse it themselves)."""
     if isinstance(nuisance, Blur):
         return kernel_radius(nuisance.sigma) if nuisance.sigma > 0 else 0
+    if isinstance(nuisance, Sharpen):
+        return kernel_radius(SHARPEN_SIGMA)
     if isinstance(nuisance, Compose):
         return max((largest_blur_radius(p) for p in nuisance.parts), default=0)
     return 0
@@ -580,7 +662,8 @@ NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random dir
                    "contrast:C (>= 0) | blur:SIGMA_PX | jpeg:Q (1..100) | depth-holes:P (0..1) | depth-edge-holes:P (0..1) | "
                    "depth-edge-spurs:P (0..1) | rotate:DEG | "
                    "scale:S (> 0) | fg-blur:SIGMA_PX | fg-rotate:DEG | fg-scale:S (> 0) (fg-: RGB resampled from "
-                   "pixels with a depth reading only); join with '+'")
+                   "pixels with a depth reading only) | light-ramp:A,DEG (0 <= A < 1) | shadow:A,DEG (0..1) | "
+                   "sharpen:AMOUNT (>= 0); join with '+'")
 
 
 def _is_int(v: float) -> bool:
@@ -611,6 +694,11 @@ _KINDS = {
     "fg-blur": (1, lambda v: v[0] >= 0, "a sigma >= 0 (raw pixels)", lambda v: Blur(v[0], foreground_only=True)),
     "fg-rotate": (1, lambda v: True, "degrees (counter-clockwise)", lambda v: Rotate(v[0], foreground_only=True)),
     "fg-scale": (1, lambda v: v[0] > 0, "a zoom factor > 0", lambda v: Scale(v[0], foreground_only=True)),
+    "light-ramp": (2, lambda v: 0 <= v[0] < 1, "an amplitude 0 <= A < 1 and a direction in degrees (A,DEG)",
+                   lambda v: LightRamp(v[0], v[1])),
+    "shadow": (2, lambda v: 0 <= v[0] <= 1, "a darkening 0..1 and a direction in degrees (A,DEG)",
+               lambda v: Shadow(v[0], v[1])),
+    "sharpen": (1, lambda v: v[0] >= 0, "an amount >= 0", lambda v: Sharpen(v[0])),
 }
 
 
