@@ -916,6 +916,10 @@ MUTANTS = [
     Mutant("cal-model-recorded-as-typed", "runtime/calibrate/new_model.py",
            '"from_model_resolved": str(Path(model_dir).resolve())', '"from_model_resolved": str(model_dir)',
            ("tests/test_calibrate.py", "-k", "came_from")),
+    # audit 31 #9: depth-edge-erode:N, the frame's outside is no background
+    Mutant("nuis-erode-outside-is-background", "runtime/nuisance.py",
+           "bg = np.pad(out_depth == 0, 1, constant_values=False)", "bg = np.pad(out_depth == 0, 1, constant_values=True)",
+           ("tests/test_nuisance.py", "-k", "edge_erode")),
     # shift:PX via the Python API: refused by the nuisance itself, its move computed, not listed
     Mutant("nuis-random-shift-unchecked", "runtime/nuisance.py",
            "refuse_too_large(self, depth.shape)\n        dy, dx = ring_move", "pass\n        dy, dx = ring_move",

@@ -566,3 +566,25 @@ def test_a_blur_as_wide_as_the_frame_is_refused_by_the_nuisance_itself_cheaply()
     r, d = nu.Blur(47 / 3)(rgb, depth)                    # radius ceil(47) = 47 < 48
     assert r.shape == rgb.shape and np.array_equal(d, depth)
     assert nu.too_large_for(nu.parse_nuisance("shift:2+blur:1"), 48, 64) is None
+
+
+def test_depth_edge_erode_drops_one_ring_per_pass_by_hand():
+    """depth-edge-erode:N (audit 31 #9, LEAD 08:55): N times, a reading with an 8-neighbour inside the frame without
+    a reading loses its depth and RGB; the frame's outside is no background; one ring per pass; deterministic.
+    Checked on a hand example (a 5 x 5 block in a 7 x 9 frame touching the top edge), as the lead's prototype."""
+    depth = np.zeros((7, 9), np.uint8)
+    depth[0:5, 2:7] = np.arange(1, 26, dtype=np.uint8).reshape(5, 5)     # touches the top edge
+    rgb = np.zeros((7, 9, 3), np.uint8)
+    rgb[depth > 0] = 200
+    r1, d1 = nu.parse_nuisance("depth-edge-erode:1")(rgb, depth, nu.frame_rng(0, 0))
+    want = np.zeros_like(depth)
+    want[0:4, 3:6] = depth[0:4, 3:6]            # the top row stays: above it is outside the frame, not background
+    assert np.array_equal(d1, want) and np.array_equal(r1[..., 0] > 0, want > 0)
+    r2, d2 = nu.DepthEdgeErode(2)(rgb, depth)
+    want2 = np.zeros_like(depth)
+    want2[0:3, 4] = depth[0:3, 4]
+    assert np.array_equal(d2, want2) and np.array_equal(r2[..., 0] > 0, want2 > 0)
+    assert not nu.DepthEdgeErode(10 ** 12)(rgb, depth)[1].any()           # stops once nothing is left
+    assert np.array_equal(nu.DepthEdgeErode(1)(rgb, depth)[1], d1) and depth[0, 2] == 1   # input untouched
+    with pytest.raises(ValueError, match=r"depth-edge-erode takes a whole number N >= 1"):
+        nu.parse_nuisance("depth-edge-erode:1.5")
