@@ -27,6 +27,19 @@ SHADOWS35 = [f"shadow:0.35,{d}" for d in (0, 90, 180, 270)]
 LOCAL = [*SPURS, *RAMPS, *SHADOWS, "sharpen:0.7", "depth-edge-spurs:0.5", "mirror+depth-edge-spurs:0.5", *SHADOWS35]
 
 
+def _sphere_rows(kinect_root, texts) -> dict:
+    """``nuisance_suite``'s conditions (clean, then each nuisance text) for the shipped sphere.pt on val, at its
+    threshold, scored on the torch path (generator, encoder, latent bank: the checkpoint's own)."""
+    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
+    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
+    thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
+    raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
+    suite = {(n := parse_nuisance(t)).name: n for t in texts}
+    return nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
+                                                bank_rows_per_frame=layout),
+                          raw, "sphere", suite, G.preprocess, thr)["conditions"]
+
+
 def test_the_sphere_bank_holds_zoomed_mirrored_relit_and_locally_lit_copies():
     """The bank: each train frame, mirrored, zoomed +-4 % as it is and mirrored, mirrored under a mild tone
     curve and mirrored and brightened by 30 % (twelfth pass), zoomed +-7 % as it is and mirrored (thirteenth pass),
@@ -44,15 +57,8 @@ def test_the_sphere_bank_holds_zoomed_mirrored_relit_and_locally_lit_copies():
 def test_the_sphere_meets_the_targets_mirrored_and_zoomed(kinect_root):
     """val at the shipped threshold: clean, three of audit 20's rows and the eleventh pass's open row (no noise:
     the same numbers in any list)."""
-    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
-    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
-    thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
-    raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
-    suite = {(n := parse_nuisance(t)).name: n for t in ("mirror+scale:1.03", "mirror+brightness:1.3", "scale:1.04",
-                                                            "mirror+brightness:1.35")}
-    res = nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
-                                               bank_rows_per_frame=layout),
-                         raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    res = _sphere_rows(kinect_root, ("mirror+scale:1.03", "mirror+brightness:1.3", "scale:1.04",
+                                     "mirror+brightness:1.35"))
     assert len(res) == 5 and all(len(r["scores"]["sphere"]) == 100 for r in res.values())
     clean = res.pop("clean")
     assert clean["auroc"] >= 0.97 and clean["false_alarm_rate"] <= 0.10 and clean["anomalies_flagged"] >= 0.90, clean
@@ -69,14 +75,7 @@ def test_the_sphere_tolerates_a_10_percent_zoom(kinect_root):
     +-7 % (not the test's own zooms) bring, at the shipped threshold (HISTORY.md "Thirteenth pass: sphere"): mirror +
     1.1x 20 -> 15 %, 0.9x AUROC 0.963 -> 0.974 (9 -> 6 %), brightness +20 % + 0.9x 11 -> 6 %; the twelfth-pass file
     fails the first two bounds below."""
-    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
-    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
-    thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
-    raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
-    suite = {(n := parse_nuisance(t)).name: n for t in ("mirror+scale:1.1", "scale:0.9", "brightness:1.2+scale:0.9")}
-    res = nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
-                                               bank_rows_per_frame=layout),
-                         raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    res = _sphere_rows(kinect_root, ("mirror+scale:1.1", "scale:0.9", "brightness:1.2+scale:0.9"))
     mirrored, shrunk, lit = res["mirror + scale 1.1x"], res["scale 0.9x"], res["brightness +20% + scale 0.9x"]
     assert mirrored["false_alarm_rate"] <= 0.15 and mirrored["auroc"] >= 0.95, mirrored["false_alarm_rate"]
     assert shrunk["auroc"] >= 0.97 and shrunk["false_alarm_rate"] <= 0.08, (shrunk["auroc"], shrunk["false_alarm_rate"])
@@ -89,14 +88,7 @@ def test_the_sphere_tolerates_light_from_one_side_a_half_shadow_and_sharpening(k
     (val, at its threshold). The fourteenth pass's trusted copies (ramps of 15 %, shadows of 20 and 35 %, sharpening
     0.7: not the test's own rows) bring 6 / 17 / 10 % (HISTORY.md "Fourteenth pass: sphere"); the thirteenth-pass
     file fails every bound below. Deterministic rows: the same numbers in any list."""
-    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
-    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
-    thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
-    raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
-    suite = {(n := parse_nuisance(t)).name: n for t in ("light-ramp:0.2,270", "shadow:0.3,0", "sharpen:1")}
-    res = nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
-                                               bank_rows_per_frame=layout),
-                         raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    res = _sphere_rows(kinect_root, ("light-ramp:0.2,270", "shadow:0.3,0", "sharpen:1"))
     ramp, shade, sharp = res["light ramp 20% 270 deg"], res["shadow 30% 0 deg"], res["sharpen 1"]
     assert ramp["auroc"] >= 0.97 and ramp["false_alarm_rate"] <= 0.12, (ramp["auroc"], ramp["false_alarm_rate"])
     assert shade["auroc"] >= 0.95 and shade["false_alarm_rate"] <= 0.20, (shade["auroc"], shade["false_alarm_rate"])
