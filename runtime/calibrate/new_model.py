@@ -1,11 +1,12 @@
-"""The new model directory calibration writes (never the original, which is never touched): the manifest is
-copied with the preprocessing, the threshold, the grown memories' entries and a "calibration" record
-(source, frames read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled
-anomalous / duplicates, the selection (spread over the source's length or every K-th: the frames selected
-and the ids used), date, target rate, the source and the original model as given and resolved, its manifest's
-sha256, the key that signed it when checked, and the original's own calibration record when it had one)
-updated, and the sha256 of every file recomputed. The directory is written under a temporary name, verified
-as ``Scorer.load`` would, and renamed when complete. A signature of the original does not cover the new manifest: the new directory is unsigned unless signed with ``sign_key``."""
+"""The new model directory calibration writes (never the original, which is never touched): the manifest is copied
+with the preprocessing, the threshold, the grown memories' entries and a "calibration" record (source, frames
+read / used / unreadable / unscorable / sensor faults by fault / skipped as labelled anomalous / duplicates, the
+selection (spread over the source's length or every K-th: the frames selected and the ids used), date, target
+rate, the source and the original model as given and resolved, its manifest's sha256, the key that signed it
+when checked, and the original's own calibration record when it had one) updated, and the sha256 of every file
+recomputed. The directory is written under a temporary name, verified as ``Scorer.load`` would, and renamed when
+complete. A signature of the original does not cover the new manifest: the new directory is unsigned unless
+signed with ``sign_key``."""
 from __future__ import annotations
 
 import errno
