@@ -211,7 +211,7 @@ def threshold_rates(normal: np.ndarray, anomalous: np.ndarray, threshold: float)
 def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, nuisances: Mapping[str, object],
                    spec, threshold: float, seed: int = 0, baseline_fn=None, progress=None,
                    baseline_spec=None) -> dict:
-    """Detection under everyday nuisances (runtime/nuisance.py), each applied to the RAW frames of
+    """Detection under everyday nuisances (runtime/nuisance/), each applied to the RAW frames of
     every group before preprocessing.
 
     score_fn(X) / baseline_fn(X): scores (N,) of preprocessed frames X (N, 4, R, R) float32; raw_groups:

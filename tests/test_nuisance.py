@@ -1,4 +1,4 @@
-"""The nuisances of the robustness suite (runtime/nuisance.py, torch-free) and ``edge-ad eval --nuisance``."""
+"""The nuisances of the robustness suite (runtime/nuisance/, torch-free) and ``edge-ad eval --nuisance``."""
 import json
 
 import numpy as np

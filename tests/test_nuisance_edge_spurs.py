@@ -1,6 +1,7 @@
-"""depth-edge-spurs:P (runtime/nuisance.py, audit 31 #1): readings just outside the silhouette, each pixel without a
-reading touching the object taking its largest neighbouring reading and that neighbour's colour with probability P
-(audit 31's "grow": 10 % of that ring took sphere to 50 % false alarms; the suite only removed edge readings)."""
+"""depth-edge-spurs:P (runtime/nuisance/depth.py, audit 31 #1): readings just outside the silhouette, each pixel
+without a reading touching the object taking its largest neighbouring reading and that neighbour's colour with
+probability P (audit 31's "grow": 10 % of that ring took sphere to 50 % false alarms; the suite only removed edge
+readings)."""
 from pathlib import Path
 
 import numpy as np

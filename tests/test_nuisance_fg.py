@@ -1,4 +1,4 @@
-"""fg-blur / fg-rotate / fg-scale (runtime/nuisance.py, audit 30 #9's follow-up): the old kinds' kernel and geometry,
+"""fg-blur / fg-rotate / fg-scale (runtime/nuisance/, audit 30 #9's follow-up): the old kinds' kernel and geometry,
 with the RGB resampled from pixels with a depth reading only, so a masked capture's black surroundings no longer
 bleed into the object's edge (the dark rim of blur / rotate / scale, which keep their meaning: the shipped models'
 memory copies were built with them)."""
@@ -110,6 +110,6 @@ def test_fg_kinds_parse_name_and_count_as_blur_for_the_too_wide_refusal():
 def test_every_kind_is_in_the_docs_nuisance_list_and_the_rim_paragraph_names_the_fg_kinds():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluate.md").read_text()
     listed = {line.split("`")[1].split(":")[0] for line in docs.splitlines() if line.startswith("- `")}
-    assert set(nu._KINDS) | {"shift"} <= listed, set(nu._KINDS) - listed
+    assert set(nu.parse._KINDS) | {"shift"} <= listed, set(nu.parse._KINDS) - listed   # parse.py: the registry
     flat = " ".join(docs.split())
     assert "`fg-blur`, `fg-rotate` and `fg-scale`" in flat and "physically plausible" in flat

@@ -1,4 +1,4 @@
-"""light-ramp:A,DEG / shadow:A,DEG / sharpen:AMOUNT (runtime/nuisance.py, audit 31 #2 #3 #4): light from one side, a
+"""light-ramp:A,DEG / shadow:A,DEG / sharpen:AMOUNT (runtime/nuisance/, audit 31 #2 #3 #4): light from one side, a
 shadow over half the object, a camera's unsharp mask (the suite's light was global only, and it had blur but no
 sharpening). Hand examples: the lead builds sphere bank copies with these exact semantics."""
 from pathlib import Path

@@ -1,6 +1,6 @@
 """Reproduce the robustness-lever tables of HISTORY.md: val AUROC, false alarms and anomalies flagged
 (threshold at 5 % of the clean val normals) of score variants on a model's generator + izi encoder,
-clean and under each nuisance of the default suite (runtime/nuisance.py), with the NN/fg baseline.
+clean and under each nuisance of the default suite (runtime/nuisance/suite.py), with the NN/fg baseline.
 
     .venv/bin/python models/kinect-rgbd/robustness_levers.py --class cylinder [--model PATH] [--json OUT] \
         [--colour none,gray,rgb] [--align centroid] [--banks plain,mirror,pose,pose+light,pose3,grid2,grid3,random18] \

@@ -1,0 +1,35 @@
+"""The frame every nuisance takes and returns (``check_frame``) and the value conversions the kinds share: RGB
+levels, depth units (8-bit levels or millimetres) and depth readings kept readings."""
+from __future__ import annotations
+
+import numpy as np
+
+
+# kinect-rgbd's 8-bit depth: 255 levels over 0..700 mm (runtime.preprocess.PreprocessSpec)
+MM_PER_LEVEL_8BIT = 700.0 / 255.0
+
+
+def check_frame(rgb, depth) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb, depth) as arrays; ValueError unless rgb is H x W x 3 uint8 and depth H x W uint8 or uint16."""
+    rgb, depth = np.asarray(rgb), np.asarray(depth)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be H x W x 3 uint8, got {rgb.dtype} {rgb.shape}")
+    if depth.ndim != 2 or depth.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"depth must be H x W uint8 or uint16, got {depth.dtype} {depth.shape}")
+    return rgb, depth
+
+
+def depth_units(depth: np.ndarray, mm: float) -> float:
+    """``mm`` millimetres in the depth array's own units (8-bit levels for uint8, mm for uint16)."""
+    return mm / MM_PER_LEVEL_8BIT if depth.dtype == np.uint8 else mm
+
+
+def to_depth(d: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """float depth -> like's dtype; readings stay readings (>= 1), background stays 0."""
+    top = 255 if like.dtype == np.uint8 else 65535
+    return np.where(like > 0, np.clip(np.rint(d), 1, top), 0).astype(like.dtype)
+
+
+def rgb_levels(values: np.ndarray) -> np.ndarray:
+    """float RGB values -> uint8 levels (rounded to the nearest level, clipped to 0..255)."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
