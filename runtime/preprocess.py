@@ -175,6 +175,12 @@ class SensorLimits:
                                         # frames >= 14.7 clean, >= 7.37 under brightness x0.5 or contrast x0.5;
                                         # synth:// >= 11.2; 0 turns the check off). Stored limits without it
                                         # (written before it) get this default
+    noisy_flat_spread: float = 12.0     # flat_rgb too below this spread when the foreground's R, G, B vary
+                                        # independently (largest |correlation| of two channels' colours below
+                                        # sensor_faults.NOISY_FLAT_CORRELATION 0.5): one colour plus sensor
+                                        # noise, a covered or fogged lens (audit 32 #1; caps sigma 2-8: spread
+                                        # <= 10.2, correlation <= 0.39; real frames with a correlation below 0.5:
+                                        # spread >= 18.9). 0 turns it off; stored limits without it get this
     noise_measured_on: str = "camera"   # where noise_level is measured (NOISE_MEASURED_ON): "camera" = the
                                         # camera's own pixels; "model" = the 64 x 64 model frame, as every
                                         # stored limits dict without this field (written before it) meant
@@ -208,9 +214,10 @@ class SensorLimits:
         v = lim.noise_level
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
             raise ValueError(f"sensor_faults.noise_level must be in [0, 255], got {v!r}")
-        v = lim.min_colour_spread
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
-            raise ValueError(f"sensor_faults.min_colour_spread must be in [0, 255], got {v!r}")
+        for name in ("min_colour_spread", "noisy_flat_spread"):
+            v = getattr(lim, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
+                raise ValueError(f"sensor_faults.{name} must be in [0, 255], got {v!r}")
         v = lim.max_identical_frames
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"sensor_faults.max_identical_frames must be an integer >= 1, got {v!r}")

@@ -13,7 +13,10 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
                  standard deviation on the camera's own pixels, below ``min_colour_spread``): a colour
                  sensor sending a frozen constant, a YUYV decoder's all-zero "green frame", a lens
                  behind cloth; real frames (kinect-rgbd, synth://) have a spread of >= 7 levels even
-                 under brightness or contrast x0.5
+                 under brightness or contrast x0.5. Or one colour plus sensor noise (a cap, a sticker,
+                 fog over the lens): a spread below ``noisy_flat_spread`` whose R, G, B vary independently
+                 (``colour_correlation`` below NOISY_FLAT_CORRELATION; real shading moves them together)
+                 and from pixel to pixel (``pixel_noise_share`` above NOISY_FLAT_PIXEL_SHARE; not a gradient)
   colour_noise   strong (mean neighbour difference above ``noise_level``) and uncorrelated R, G, B
                  neighbour differences (mean correlation below ``min_channel_correlation``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
@@ -51,6 +54,8 @@ FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb",
           "stuck_rgb", "stuck_depth")
 MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
 MAX_NOISE_LINES = 128  # rows and columns of a large frame the colour-noise check samples
+NOISY_FLAT_CORRELATION = 0.5   # flat_rgb's noisy case: the colours' largest |R/G/B correlation| below this
+NOISY_FLAT_PIXEL_SHARE = 0.4   # ... and every varying channel's pixel_noise_share above this (caps: >= 0.61)
 
 
 @dataclass(frozen=True)
@@ -135,22 +140,58 @@ def channel_correlation(d: np.ndarray) -> Optional[float]:
     return float((c[0, 1] + c[0, 2] + c[1, 2]) / 3.0)
 
 
-def colour_spread(rgb, depth, spec: PreprocessSpec) -> Optional[float]:
-    """The largest per-channel standard deviation (8-bit levels) of the colours of the camera's own
-    pixels inside the model's foreground (``in_range``), rgb (H, W, 3) uint8, depth (H, W) or (H, W, 1):
-    0 for one constant colour; None when no pixel is in the foreground. Measured before the resize,
-    as the model frame mixes the object's colour with the masked-black background at its edges (a flat
-    640 x 480 frame reads ~4.5 there). At most MAX_NOISE_LINES rows and columns, spread over the
-    frame, are used (as ``camera_differences``)."""
+def foreground_colours(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
+    """The colours (n, 3) uint8 of the camera's own pixels inside the model's foreground (``in_range``),
+    rgb (H, W, 3) uint8, depth (H, W) or (H, W, 1); at most MAX_NOISE_LINES rows and columns, spread over
+    the frame, are used (as ``camera_differences``), every pixel of a small frame."""
     rgb = np.asarray(rgb)
     d = np.asarray(depth)
     d = d[:, :, 0] if d.ndim == 3 else d
     h, w = d.shape
     r, c = _lines(h + 1), _lines(w + 1)                          # every row / column of a small frame
-    fg = rgb[np.ix_(r, c)][in_range(d[np.ix_(r, c)], spec)]     # (n, 3) uint8
+    return rgb[np.ix_(r, c)][in_range(d[np.ix_(r, c)], spec)]   # (n, 3) uint8
+
+
+def colour_spread(rgb, depth, spec: PreprocessSpec) -> Optional[float]:
+    """The largest per-channel standard deviation (8-bit levels) of ``foreground_colours``: 0 for one
+    constant colour; None when no pixel is in the foreground. Measured before the resize, as the model
+    frame mixes the object's colour with the masked-black background at its edges (a flat 640 x 480
+    frame reads ~4.5 there)."""
+    fg = foreground_colours(rgb, depth, spec)                    # (n, 3) uint8
     if len(fg) == 0:
         return None
     return float(fg.astype(np.float64).std(axis=0).max())
+
+
+def colour_correlation(colours: np.ndarray) -> Optional[float]:
+    """The largest |Pearson correlation| between two channels of ``colours`` (n, 3) (e.g.
+    ``foreground_colours``), over the pairs whose channels both vary; None when no pair does (one channel
+    alone varying: no evidence either way) or for fewer than 2 colours. A real object's shading moves R,
+    G and B together (kinect-rgbd: >= 0.70 clean, >= 0.63 under light and colour changes); one colour plus
+    independent sensor noise does not (~0: a covered lens)."""
+    x = np.asarray(colours, np.float64)
+    if len(x) < 2:
+        return None
+    x = x - x.mean(axis=0)
+    sd = np.sqrt((x * x).mean(axis=0))                            # (3,)
+    pairs = [abs(float((x[:, i] * x[:, j]).mean() / (sd[i] * sd[j])))
+             for i, j in ((0, 1), (0, 2), (1, 2)) if sd[i] > 1e-6 and sd[j] > 1e-6]
+    return max(pairs) if pairs else None
+
+
+def pixel_noise_share(colours: np.ndarray, differences: np.ndarray) -> Optional[float]:
+    """The smallest, over the channels that vary, of mean(d^2) / (2 var): the share of a channel's variance
+    that changes from one pixel to its neighbour, with ``colours`` (n, 3) the foreground's colours
+    (``foreground_colours``) and ``differences`` (m, 3) its neighbour differences (``camera_differences``).
+    ~1 for independent pixel noise, ~0 for a smooth image (a shading gradient); None when no channel varies
+    or there are fewer than 2 of either."""
+    x, d = np.asarray(colours, np.float64), np.asarray(differences, np.float64)
+    if len(x) < 2 or len(d) < 2:
+        return None
+    var = x.var(axis=0)                                            # (3,)
+    ms = (d * d).mean(axis=0)                                      # (3,) mean squared neighbour difference
+    shares = [float(ms[c] / (2 * var[c])) for c in range(3) if var[c] > 1e-6]
+    return min(shares) if shares else None
 
 
 def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndarray] = None) -> list:
@@ -195,6 +236,20 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndar
                                                f"std {spread:.2f} levels, limit {lim.min_colour_spread:g}; "
                                                f"mean colour {np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): "
                                                "colour sensor frozen, covered or decoding nothing"))
+    if not out and lim.noisy_flat_spread > 0:
+        colours = foreground_colours(rgb, depth, spec)            # (n, 3) uint8
+        spread = float(colours.astype(np.float64).std(axis=0).max()) if len(colours) else None
+        corr = colour_correlation(colours)
+        share = pixel_noise_share(colours, camera_differences(rgb, depth, spec))
+        noisy = (corr is not None and corr < NOISY_FLAT_CORRELATION           # R, G, B vary independently
+                 and share is not None and share > NOISY_FLAT_PIXEL_SHARE)     # ... and from pixel to pixel
+        if spread is not None and spread < lim.noisy_flat_spread and noisy:
+            out.append(SensorFault("flat_rgb", f"the foreground is one colour plus independent noise (largest "
+                                               f"per-channel std {spread:.2f} levels, limit {lim.noisy_flat_spread:g}; "
+                                               f"R/G/B correlation {corr:.2f} < {NOISY_FLAT_CORRELATION:g}, pixel "
+                                               f"noise share {share:.2f} > {NOISY_FLAT_PIXEL_SHARE:g}; mean colour "
+                                               f"{np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): colour "
+                                               "sensor covered or fogged"))
     if not out:
         if lim.noise_measured_on == "model":   # limits stored before noise_measured_on: the old measurement
             d = neighbour_differences(x[:, :, :3], fg)   # (n, 3) on the model frame
