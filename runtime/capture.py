@@ -519,6 +519,10 @@ class _Report:
         self.truncated: Optional[dict] = None   # a recording_truncated event's facts (the summary's recording_truncated)
         self.gaps = {"gaps": 0, "frames": 0}    # stream_gap events: frames lost to a stalled stream (summary's stream_gaps)
         self.hook_failures: dict = {}   # hook name -> frames on which it raised (the summary's hook_failures)
+        # the sensor fault of the frames skipped in a row so far (fault, frames, first and last frame's base):
+        # said in the log once when it starts and once, with the count, when it ends (audit 32 #2: a lens cap
+        # left on wrote a console line per frame, -q too); the results file keeps an error line per frame
+        self.fault_streak: Optional[dict] = None
         self.results, self.errors, self.outages, self.alarms = (
             _Hooks(h, self.hook_failures) for h in (on_result, on_error, on_outage, on_alarm_rate))
 
@@ -558,16 +562,37 @@ class _Report:
         if fault is not None:
             rec["fault"] = fault
         self.emit(rec)
-        self.log(f"frame {base['frame']}: skipped: {msg}")
+        streak = self.fault_streak
+        if fault is not None and streak is not None and streak["fault"] == fault:
+            streak["frames"] += 1                   # counted, not said again
+            streak["last"] = base
+        else:
+            self.end_fault_streak()
+            if fault is not None:
+                self.fault_streak = {"fault": fault, "frames": 1, "first": base, "last": base}
+            self.log(f"frame {base['frame']}: skipped: {msg}" + (
+                f" (further {fault} frames in a row are counted, said when it ends)" if fault is not None else ""))
         self.errors.call((rec, fr), self.emit, self.log)
+
+    def end_fault_streak(self) -> None:
+        """The sensor fault repeating until now has ended (a frame without it, or the run's end): one log line
+        with how many frames in a row it skipped, when more than the one its first line said."""
+        streak, self.fault_streak = self.fault_streak, None
+        if streak is not None and streak["frames"] > 1:
+            first, last = streak["first"], streak["last"]
+            self.log(f"{streak['fault']} ended: {streak['frames']} frames in a row skipped, frames "
+                     f"{first['frame']} .. {last['frame']} ({last['timestamp'] - first['timestamp']:.2f} s; an error "
+                     "line each in the results)")
 
     def not_scored(self, base: dict, fr: Frame, why: str) -> None:
         """The error line of the frame a run ends on (still scoring, abandoned): ``fatal``."""
+        self.end_fault_streak()
         rec = {"type": "error", **base, "error": f"not scored: {why}", "fatal": True}
         self.emit(rec)
         self.errors.call((rec, fr), self.emit, self.log)   # the consumer hears this frame was not scored
 
     def result(self, rec: dict, fr: Frame, res) -> None:
+        self.end_fault_streak()
         self.emit(rec)
         self.results.call((rec, fr, res), self.emit, self.log)
 
@@ -889,6 +914,7 @@ def _write_summary(summary: dict, source: Source, report: _Report, writer: Resul
     queued, a truncated recording, stream gaps, result lines lost for lack of space), write it as the
     file's last line of the run and close the file."""
     try:
+        report.end_fault_streak()    # a fault lasting until the end is counted too
         report.drain(source)
         if report.truncated is not None:
             summary["recording_truncated"] = report.truncated

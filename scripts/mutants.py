@@ -895,6 +895,13 @@ MUTANTS = [
     Mutant("fault-noisy-flat-gradient", "runtime/sensor_faults.py",
            "share is not None and share > NOISY_FLAT_PIXEL_SHARE)", "share is not None and share > -1)",
            ("tests/test_sensor_faults_versions.py", "-k", "models_foreground")),
+    # audit 32 #2: a fault streak is said once when it starts and once, with its count, when it ends
+    Mutant("capture-fault-streak-every-frame", "runtime/capture.py",
+           'if fault is not None and streak is not None and streak["fault"] == fault:', "if False:",
+           ("tests/test_sensor_faults_stuck_streams.py", "-k", "streak")),
+    Mutant("capture-fault-streak-end-unsaid", "runtime/capture.py",
+           "        report.end_fault_streak()    # a fault lasting until the end is counted too", "        pass",
+           ("tests/test_sensor_faults_stuck_streams.py", "-k", "streak")),
     Mutant("fault-stuck-one-sensor-ignored", "runtime/sensor_faults.py",
            "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
     Mutant("rs-stale-never", "runtime/sources/realsense.py",

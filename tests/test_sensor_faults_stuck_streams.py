@@ -80,3 +80,34 @@ def test_synth_and_real_streams_never_trip_the_stuck_checks(kinect_root):
     det = SensorFaultDetector(PreprocessSpec())
     for fid, rgb, d8 in list(all_kinect_frames(kinect_root))[::3]:
         assert det.check(rgb, d8) == [], fid
+
+
+def test_a_fault_streak_is_said_once_when_it_starts_and_once_when_it_ends(tmp_path, kinect_root):
+    """Audit 32 #2: a stuck or covered camera wrote one console line per frame ("frame ...: skipped: sensor fault
+    stuck_frame ..."), also with -q: a lens cap left on for a shift is ~860 000 journal lines at 30 fps. Now the
+    log says a fault once when its streak starts and once, with the count, when it ends (another fault, a scored
+    frame, or the run's end); the results file keeps an error line per frame. A stream: 3 good frames, the 4th
+    repeated 7 times (stuck_frame x 6), 2 good, 3 black frames with live depth (black_rgb, until the run ends)."""
+    real = [(rgb, d8) for _, rgb, d8 in list(all_kinect_frames(kinect_root))[:6]]
+    black = [(np.zeros_like(rgb), d) for rgb, d in real[:3]]      # black colour, live depth: black_rgb
+    seq = real[:4] + [tuple(a.copy() for a in real[3])] * 6 + real[4:6] + black
+    frames = [Frame(str(i), rgb, d, timestamp=0.1 * i) for i, (rgb, d) in enumerate(seq)]
+
+    class Camera(Source):
+        uri = "camera"
+
+        def __iter__(self):
+            yield from frames
+
+    said = []
+    s = run_capture(Camera(), FakeScorer(), out=tmp_path / "r.jsonl", handle_signals=False, log=said.append)
+    assert s["sensor_faults"] == {"stuck_frame": 6, "black_rgb": 3}, s
+    errors = [r for r in read_lines(tmp_path / "r.jsonl") if r["type"] == "error"]
+    assert [r["fault"] for r in errors] == ["stuck_frame"] * 6 + ["black_rgb"] * 3     # a line per frame
+    faults = [m for m in said if "stuck_frame" in m or "black_rgb" in m]
+    assert len(faults) == 4, faults
+    assert faults[0].startswith("frame 4: skipped: sensor fault stuck_frame") and "counted" in faults[0]
+    assert faults[1] == ("stuck_frame ended: 6 frames in a row skipped, frames 4 .. 9 (0.50 s; an error line each "
+                         "in the results)"), faults[1]
+    assert faults[2].startswith("frame 12: skipped: sensor fault black_rgb")
+    assert faults[3].startswith("black_rgb ended: 3 frames in a row skipped, frames 12 .. 14"), faults[3]
