@@ -25,6 +25,8 @@ SHADOWS35 = [f"shadow:0.35,{d}" for d in (0, 90, 180, 270)]
 # fourteenth pass (session 31, audit 31 #1-#4): ragged silhouettes, light from one side, a shadow over half the
 # object, a camera's sharpening; every one of these copies counts as an original row (trusted)
 LOCAL = [*SPURS, *RAMPS, *SHADOWS, "sharpen:0.7", "depth-edge-spurs:0.5", "mirror+depth-edge-spurs:0.5", *SHADOWS35]
+# fifteenth pass (session 32): half shadows along the diagonals too (the fourteenth pass's diagonal row: 27 %)
+DIAGONAL_SHADOWS = [f"shadow:0.25,{d}" for d in (45, 135, 225, 315)]
 
 
 def _sphere_rows(kinect_root, texts) -> dict:
@@ -44,13 +46,14 @@ def test_the_sphere_bank_holds_zoomed_mirrored_relit_and_locally_lit_copies():
     """The bank: each train frame, mirrored, zoomed +-4 % as it is and mirrored, mirrored under a mild tone
     curve and mirrored and brightened by 30 % (twelfth pass), zoomed +-7 % as it is and mirrored (thirteenth pass),
     these at weight 1.2; since the fourteenth pass also under edge spurs, light ramps, half shadows and sharpening,
-    all trusted; the threshold read at 2 % of the 400 normals (was 4 %)."""
+    since the fifteenth under half shadows along the diagonals, all trusted; the threshold read at 2 % of the 400
+    normals (was 4 %). The fourteenth-pass file (31 rows per train frame) fails this."""
     ck = read_checkpoint(SPHERE)
     assert checkpoint_bank_augment(SPHERE) == ["mirror", *ZOOM, "mirror+gamma:0.9", "mirror+brightness:1.3", *ZOOM7,
-                                               *LOCAL]
-    assert len(checkpoint_latent_bank(SPHERE)) == 300 * 31
+                                               *LOCAL, *DIAGONAL_SHADOWS]
+    assert len(checkpoint_latent_bank(SPHERE)) == 300 * 35
     cfg = checkpoint_search_config(SPHERE)
-    assert cfg.bank_augment_weight == 1.2 and sorted(cfg.bank_trusted_augment) == sorted(LOCAL)
+    assert cfg.bank_augment_weight == 1.2 and sorted(cfg.bank_trusted_augment) == sorted(LOCAL + DIAGONAL_SHADOWS)
     assert ck["scoring"]["threshold"]["target_fpr"] == 0.02 and ck["scoring"]["threshold"]["n_normal"] == 400
 
 
@@ -94,3 +97,15 @@ def test_the_sphere_tolerates_light_from_one_side_a_half_shadow_and_sharpening(k
     assert shade["auroc"] >= 0.95 and shade["false_alarm_rate"] <= 0.20, (shade["auroc"], shade["false_alarm_rate"])
     assert sharp["false_alarm_rate"] <= 0.15, sharp["false_alarm_rate"]
     assert min(r["anomalies_flagged"] for r in (ramp, shade, sharp)) >= 0.90
+
+
+def test_the_sphere_tolerates_a_half_shadow_from_a_direction_between_its_copies(kinect_root):
+    """A person or an arm between lamp and object casts a shadow from any direction. The fourteenth-pass sphere's
+    shadow copies lay along the axes only: a 25 % shadow at 120 deg (between the fifteenth pass's copies at 90 and
+    135 deg, so held out for both files) gave 0.941 / 20 % false alarms; the fifteenth pass's diagonal copies
+    (shadow 25 % at 45 / 135 / 225 / 315 deg) bring 0.970 / 11 % / 94.5 % (val, at the shipped threshold; HISTORY.md
+    "Fifteenth pass: sphere"). Deterministic row: the same numbers in any list."""
+    res = _sphere_rows(kinect_root, ("shadow:0.25,120",))
+    shade = res["shadow 25% 120 deg"]
+    assert shade["auroc"] >= 0.95 and shade["false_alarm_rate"] <= 0.15, (shade["auroc"], shade["false_alarm_rate"])
+    assert shade["anomalies_flagged"] >= 0.90, shade["anomalies_flagged"]
