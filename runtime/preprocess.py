@@ -181,6 +181,11 @@ class SensorLimits:
                                         # noise, a covered or fogged lens (audit 32 #1; caps sigma 2-8: spread
                                         # <= 10.2, correlation <= 0.39; real frames with a correlation below 0.5:
                                         # spread >= 18.9). 0 turns it off; stored limits without it get this
+    featureless_spread: float = 6.0     # flat_rgb below this spread whatever the R/G/B correlation: one colour plus
+                                        # noise correlated across channels (luminance, YUYV 4:2:2) or a little
+                                        # vignetting (audit 32 #4: such caps <= 4.7; real frames >= 7.37 under
+                                        # contrast or brightness x0.5, >= 11.06 under x0.75). 0 turns it off;
+                                        # stored limits without it get this
     noise_measured_on: str = "camera"   # where noise_level is measured (NOISE_MEASURED_ON): "camera" = the
                                         # camera's own pixels; "model" = the 64 x 64 model frame, as every
                                         # stored limits dict without this field (written before it) meant
@@ -214,7 +219,7 @@ class SensorLimits:
         v = lim.noise_level
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
             raise ValueError(f"sensor_faults.noise_level must be in [0, 255], got {v!r}")
-        for name in ("min_colour_spread", "noisy_flat_spread"):
+        for name in ("min_colour_spread", "noisy_flat_spread", "featureless_spread"):
             v = getattr(lim, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 255.0:
                 raise ValueError(f"sensor_faults.{name} must be in [0, 255], got {v!r}")

@@ -16,7 +16,9 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
                  under brightness or contrast x0.5. Or one colour plus sensor noise (a cap, a sticker,
                  fog over the lens): a spread below ``noisy_flat_spread`` whose R, G, B vary independently
                  (``colour_correlation`` below NOISY_FLAT_CORRELATION; real shading moves them together)
-                 and from pixel to pixel (``pixel_noise_share`` above NOISY_FLAT_PIXEL_SHARE; not a gradient)
+                 and from pixel to pixel (``pixel_noise_share`` above NOISY_FLAT_PIXEL_SHARE; not a gradient),
+                 or any spread below ``featureless_spread`` (noise correlated across R, G, B: luminance,
+                 YUYV; a little vignetting)
   colour_noise   strong (mean neighbour difference above ``noise_level``) and uncorrelated R, G, B
                  neighbour differences (mean correlation below ``min_channel_correlation``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
@@ -236,20 +238,26 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndar
                                                f"std {spread:.2f} levels, limit {lim.min_colour_spread:g}; "
                                                f"mean colour {np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): "
                                                "colour sensor frozen, covered or decoding nothing"))
-    if not out and lim.noisy_flat_spread > 0:
+    if not out and (lim.featureless_spread > 0 or lim.noisy_flat_spread > 0):    # a covered or fogged lens
         colours = foreground_colours(rgb, depth, spec)            # (n, 3) uint8
         spread = float(colours.astype(np.float64).std(axis=0).max()) if len(colours) else None
-        corr = colour_correlation(colours)
-        share = pixel_noise_share(colours, camera_differences(rgb, depth, spec))
-        noisy = (corr is not None and corr < NOISY_FLAT_CORRELATION           # R, G, B vary independently
-                 and share is not None and share > NOISY_FLAT_PIXEL_SHARE)     # ... and from pixel to pixel
-        if spread is not None and spread < lim.noisy_flat_spread and noisy:
-            out.append(SensorFault("flat_rgb", f"the foreground is one colour plus independent noise (largest "
-                                               f"per-channel std {spread:.2f} levels, limit {lim.noisy_flat_spread:g}; "
-                                               f"R/G/B correlation {corr:.2f} < {NOISY_FLAT_CORRELATION:g}, pixel "
-                                               f"noise share {share:.2f} > {NOISY_FLAT_PIXEL_SHARE:g}; mean colour "
-                                               f"{np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): colour "
-                                               "sensor covered or fogged"))
+        mean = np.round(rgb_fg.mean(axis=0)).astype(int).tolist()
+        if spread is not None and spread < lim.featureless_spread:      # whatever the noise
+            out.append(SensorFault("flat_rgb", f"the foreground is featureless (largest per-channel std {spread:.2f} "
+                                               f"levels, limit {lim.featureless_spread:g}; mean colour {mean}): "
+                                               "colour sensor covered or fogged"))
+        elif spread is not None and spread < lim.noisy_flat_spread:
+            corr = colour_correlation(colours)
+            share = pixel_noise_share(colours, camera_differences(rgb, depth, spec))
+            noisy = (corr is not None and corr < NOISY_FLAT_CORRELATION           # R, G, B vary independently
+                     and share is not None and share > NOISY_FLAT_PIXEL_SHARE)     # ... and from pixel to pixel
+            if noisy:
+                out.append(SensorFault("flat_rgb", f"the foreground is one colour plus independent noise (largest "
+                                                   f"per-channel std {spread:.2f} levels, limit "
+                                                   f"{lim.noisy_flat_spread:g}; R/G/B correlation {corr:.2f} < "
+                                                   f"{NOISY_FLAT_CORRELATION:g}, pixel noise share {share:.2f} > "
+                                                   f"{NOISY_FLAT_PIXEL_SHARE:g}; mean colour {mean}): colour sensor "
+                                                   "covered or fogged"))
     if not out:
         if lim.noise_measured_on == "model":   # limits stored before noise_measured_on: the old measurement
             d = neighbour_differences(x[:, :, :3], fg)   # (n, 3) on the model frame

@@ -887,8 +887,11 @@ MUTANTS = [
            "return float(fg.astype(np.float64).std(axis=0).max())",
            "return float(fg.astype(np.float64).std(axis=0).min())", FLAT),
     # audit 32 #1: one colour plus sensor noise (a covered / fogged lens) is flat_rgb; real shading, gradients not
-    Mutant("fault-noisy-flat-unchecked", "runtime/sensor_faults.py", "    if not out and lim.noisy_flat_spread > 0:",
-           "    if False:", ("tests/test_sensor_faults_flat.py", "-k", "covered_or_fogged")),
+    Mutant("fault-noisy-flat-unchecked", "runtime/sensor_faults.py", "            if noisy:",
+           "            if False:", ("tests/test_sensor_faults_flat.py", "-k", "covered_or_fogged")),
+    Mutant("fault-featureless-unchecked", "runtime/sensor_faults.py",
+           "if spread is not None and spread < lim.featureless_spread:", "if spread is not None and spread < 0:",
+           ("tests/test_sensor_faults_flat.py", "-k", "luminance")),
     Mutant("fault-noisy-flat-correlation-ignored", "runtime/sensor_faults.py",
            "corr is not None and corr < NOISY_FLAT_CORRELATION ", "corr is not None and corr < 2 ",
            ("tests/test_sensor_faults_flat.py", "-k", "dark_or_low_contrast")),

@@ -75,6 +75,13 @@ def fault_cases(rgb, d8, rng) -> dict:
             base = np.broadcast_to(np.asarray(level, np.float64), rgb.shape)
             cases[f"cap {level} s{sigma}"] = (np.clip(np.rint(base + rng.normal(0, sigma, rgb.shape)), 0, 255)
                                               .astype(np.uint8), d8)
+        y, x = np.mgrid[:rgb.shape[0], :rgb.shape[1]]     # luminance noise (the same on R, G, B), vignetting
+        base = np.asarray(level, np.float64)
+        vignette = 1 - 0.3 * ((y - rgb.shape[0] / 2) ** 2 + (x - rgb.shape[1] / 2) ** 2) / (rgb.shape[0] ** 2 / 2)
+        for what, img in (("luma s3", base + rng.normal(0, 3, rgb.shape[:2] + (1,))
+                           + rng.normal(0, 0.7, rgb.shape)),
+                          ("vignette", base * vignette[..., None] + rng.normal(0, 3, rgb.shape))):
+            cases[f"cap {level} {what}"] = (np.clip(np.rint(img), 0, 255).astype(np.uint8), d8)
     for what, level, share in (("covered", 0, 0.97), ("covered", 0, 1.0), ("blinded", 255, 0.995),
                                ("blinded", 255, 1.0)):   # that share of the foreground black / saturated
         hit = np.zeros(fg.size, bool)
