@@ -49,6 +49,9 @@ def test_lever_rows_take_the_versions_they_name(sl):
     np.testing.assert_allclose(rows["paired d_lat + d_pix"], 1 + 0 + 0)
     np.testing.assert_allclose(rows["paired full min"], 6)            # dil's own score: 2 + 3 + 0 + 1
     np.testing.assert_allclose(rows["paired full min over id, dil"], 6)
+    np.testing.assert_allclose(rows["paired full min, ero x 2"], 6)        # ero's 18 + log 2 stays above
+    lt["ero"]["L"] = z - 9                                            # ero's own score 0: 0 + log 2 wins
+    np.testing.assert_allclose(sl.levers(lt, ero_weight=2.0)["paired full min, ero x 2"], np.log(2.0))
 
 
 def test_opened_drops_one_pixel_lines_and_keeps_a_blob(sl):

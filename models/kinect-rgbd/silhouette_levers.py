@@ -26,6 +26,8 @@ its 1-px-wide structures, which erosion deletes), a dilated input eroded is its 
   paired d_lat + d_pix          both memories' distances the minimum over the versions (paired)
   paired full min               the minimum over the versions of each version's own score (paired memories)
   paired full min over id, dil  the same without the ero version (2 scorings a frame instead of 3)
+  paired full min, ero x w      the ero version's score times w (--ero-weight, default 2): ero versions of
+                                anomalies find the bank too, a dilated normal needs its ero version only
 Threshold of a lever row: its clean val normals at the rate the file's threshold gives them (a val-only
 stand-in for make_release.py's 400-normal rule); the shipped row also at the file's own threshold. Nuisance
 rows: each text drawn as `edge-ad eval --nuisance-set TEXT` alone (nuisance seed 0, number 1).
@@ -146,15 +148,18 @@ def collect(m: Model, raw: dict, cond: str, cache: Path) -> dict:
     return {c: {v: m.log_terms({k: flat[f"{c}/{v}/{k}"] for k in keys}) for v in VERSIONS} for c in raw}
 
 
-def levers(lt: dict) -> dict:
-    """{row: log score (N,)} of one group's versions' log terms."""
+def levers(lt: dict, ero_weight: float = 2.0) -> dict:
+    """{row: log score (N,)} of one group's versions' log terms; ``ero_weight``: the ero version's score
+    factor in the "paired full min, ero x w" row."""
     score = lambda t: sum(t.values()).min(1)                                    # noqa: E731
     mins = {k: np.minimum.reduce([lt[v][k] for v in VERSIONS]) for k in TERMS}
     return {"shipped": score(lt["id"]),
             "paired d_lat": score({**lt["id"], "d_lat": mins["d_lat"]}),
             "paired d_lat + d_pix": score({**lt["id"], "d_lat": mins["d_lat"], "d_pix": mins["d_pix"]}),
             "paired full min": np.minimum.reduce([score(lt[v]) for v in VERSIONS]),
-            "paired full min over id, dil": np.minimum(score(lt["id"]), score(lt["dil"]))}
+            "paired full min over id, dil": np.minimum(score(lt["id"]), score(lt["dil"])),
+            f"paired full min, ero x {ero_weight:g}": np.minimum.reduce(
+                [score(lt["id"]), score(lt["ero"]) + np.log(ero_weight), score(lt["dil"])])}
 
 
 def _cells(normal, anomalous, log_thr) -> tuple:
@@ -170,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=100, help="val frames per class (the first N)")
     ap.add_argument("--conditions", default=CONDITIONS, help="'clean' and nuisance texts, comma-separated")
     ap.add_argument("--cache", default="runs/silhouette-levers")
+    ap.add_argument("--ero-weight", type=float, default=2.0, help="the ero version's score factor (a row)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     data, model = Path(a.data), a.model or str(HERE / f"{a.cls}.pt")
@@ -209,7 +215,7 @@ def main(argv=None):
             n_ = swap(lt[cond][a.cls], lt["clean"][a.cls]["id"])
             an_ = np.concatenate([swap(lt[cond][c], lt["clean"][c]["id"]) for c in order[1:]])
             print(f"| {cond} | {k} | {dn:+.2f} / {da:+.2f} | {CELL % _cells(n_, an_, log_thr)} |")
-    rows = {cond: {c: levers(lt[cond][c]) for c in order} for cond in conds}
+    rows = {cond: {c: levers(lt[cond][c], a.ero_weight) for c in order} for cond in conds}
     fa = max(0.01, float((rows["clean"][a.cls]["shipped"] > log_thr).mean()))
     print(f"\nlevers (threshold: the file's, then each row's clean val normals at {100 * fa:.0f} %)")
     print("| row | " + " | ".join(conds) + " |")
