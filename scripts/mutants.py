@@ -122,8 +122,8 @@ MUTANTS = [
            "__import__('edge_ad.runtime.manifest', fromlist=['m']).load_manifest(model_dir, verify=True, "
            "trusted_keys=list(trusted_keys) or None))) as scorer:", ("tests/test_verify_loads.py", "-k", "bank-nan")),
     Mutant("pre-scale", "runtime/preprocess.py", "x = (v - spec.mean) / spec.std", "x = (v - spec.mean) * spec.std", PRE),
-    Mutant("pre-nan-accepted", "runtime/preprocess.py", "if np.isnan(d).any() or np.isinf(d).any():",
-           "if np.isinf(d).any():", PRE),
+    Mutant("pre-nan-accepted", "runtime/preprocess.py", "bad = int((~np.isfinite(d)).sum())",
+           "bad = int(np.isinf(d).sum())", PRE),
     Mutant("pre-size-unchecked", "runtime/preprocess.py", "if rgb.shape[0] < 8 or rgb.shape[1] < 8:",
            "if rgb.shape[0] < 1 or rgb.shape[1] < 1:", PRE),
     # -- scoring (runtime/scorer.py, config.py, score_scale.py, latent_memory.py) -----------------------------------
@@ -905,6 +905,8 @@ MUTANTS = [
     Mutant("capture-fault-streak-end-unsaid", "runtime/capture.py",
            "        report.end_fault_streak()    # a fault lasting until the end is counted too", "        pass",
            ("tests/test_sensor_faults_stuck_streams.py", "-k", "streak")),
+    Mutant("pre-nan-depth-fix-unsaid", "runtime/preprocess.py", '"to 0 (no reading) first; ROS 32FC1 / cv_bridge mark them NaN")',
+           '"")', ("tests/test_preprocess.py", "-k", "nan_holes")),
     Mutant("fault-stuck-one-sensor-ignored", "runtime/sensor_faults.py",
            "elif stuck_rgb or stuck_depth:", "elif False:", STUCK),
     Mutant("rs-stale-never", "runtime/sources/realsense.py",

@@ -62,6 +62,21 @@ def test_bad_frames_name_the_problem(rgb, depth, msg):
         preprocess(rgb, depth)
 
 
+def test_float_depth_with_nan_holes_is_refused_naming_the_fix():
+    """Audit 32 #7: a robot program taking ROS 32FC1 depth through cv_bridge (NaN where there is no reading, x 1000
+    to millimetres) had every frame refused with "depth contains NaN or infinite values", naming neither the cause
+    nor the fix. Still refused (NaN is no reading to guess), the message counts the pixels and says what to do."""
+    rgb = np.full((64, 64, 3), 120, np.uint8)
+    depth = np.full((64, 64), 400.0, np.float32)
+    depth[:3, :5] = np.nan
+    depth[10, 10] = np.inf
+    with pytest.raises(FrameError, match=r"^depth contains NaN or infinite values \(16 of 4096 pixels\): set missing "
+                                         r"readings to 0 \(no reading\) first; ROS 32FC1 / cv_bridge mark them NaN$"):
+        preprocess(rgb, depth)
+    depth[~np.isfinite(depth)] = 0                       # the fix the message names: scored as no reading
+    assert preprocess(rgb, depth).shape == (4, 64, 64)
+
+
 @pytest.mark.parametrize("rgb,depth,msg", [
     ("frame.jpg", np.zeros((64, 64), np.uint8),
      r"^RGB must be an H x W x 3 uint8 array, got the str 'frame.jpg': a file path\? read the image first"),
