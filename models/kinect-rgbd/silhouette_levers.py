@@ -32,7 +32,8 @@ Threshold of a lever row: its clean val normals at the rate the file's threshold
 stand-in for make_release.py's 400-normal rule); the shipped row also at the file's own threshold. Nuisance
 rows: each text drawn as `edge-ad eval --nuisance-set TEXT` alone (nuisance seed 0, number 1).
 Cells: AUROC / false alarms % / anomalies flagged %. Cost per class and condition on one core: sphere ~30 s,
-rectangle ~3 min, cylinder (--n 50) ~5 min (the pixel distances of three versions); cached in --cache.
+rectangle ~3 min, cylinder (--n 50) ~5 min (the pixel distances of three versions); cached in --cache, by the
+model file's sha256.
 """
 from __future__ import annotations
 
@@ -182,7 +183,9 @@ def main(argv=None):
     conds = a.conditions.split(",")
     if conds[0] != "clean":
         raise SystemExit("--conditions must start with 'clean' (the thresholds and Table 1 compare with it)")
-    cache = Path(a.cache) / f"{a.cls}-n{a.n}-{Path(model).stem}"
+    from edge_ad.runtime.manifest import sha256_file
+    # keyed by the file's content: a re-released model never reads another file's terms
+    cache = Path(a.cache) / f"{a.cls}-n{a.n}-{sha256_file(model)[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
     m = Model(model, data, a.cls)
     order = [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]
