@@ -159,10 +159,14 @@ def colour_spread(rgb, depth, spec: PreprocessSpec) -> Optional[float]:
     constant colour; None when no pixel is in the foreground. Measured before the resize, as the model
     frame mixes the object's colour with the masked-black background at its edges (a flat 640 x 480
     frame reads ~4.5 there)."""
-    fg = foreground_colours(rgb, depth, spec)                    # (n, 3) uint8
-    if len(fg) == 0:
+    return largest_channel_std(foreground_colours(rgb, depth, spec))
+
+
+def largest_channel_std(colours: np.ndarray) -> Optional[float]:
+    """The largest per-channel standard deviation (8-bit levels) of ``colours`` (n, 3) uint8; None for none."""
+    if len(colours) == 0:
         return None
-    return float(fg.astype(np.float64).std(axis=0).max())
+    return float(colours.astype(np.float64).std(axis=0).max())
 
 
 def colour_correlation(colours: np.ndarray) -> Optional[float]:
@@ -231,18 +235,16 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndar
     if sat > lim.max_saturated:
         out.append(SensorFault("saturated_rgb", f"{100 * sat:.1f}% of the foreground is saturated "
                                                 f"(limit {100 * lim.max_saturated:.1f}%)"))
-    if not out and lim.min_colour_spread > 0:
-        spread = colour_spread(rgb, depth, spec)
+    if not out and (lim.min_colour_spread > 0 or lim.featureless_spread > 0 or lim.noisy_flat_spread > 0):
+        colours = foreground_colours(rgb, depth, spec)            # (n, 3) uint8, the camera's own pixels
+        spread = largest_channel_std(colours)                     # None: no pixel in the foreground
+        mean = np.round(rgb_fg.mean(axis=0)).astype(int).tolist()
         if spread is not None and spread < lim.min_colour_spread:
             out.append(SensorFault("flat_rgb", f"the foreground is one flat colour (largest per-channel "
                                                f"std {spread:.2f} levels, limit {lim.min_colour_spread:g}; "
-                                               f"mean colour {np.round(rgb_fg.mean(axis=0)).astype(int).tolist()}): "
+                                               f"mean colour {mean}): "
                                                "colour sensor frozen, covered or decoding nothing"))
-    if not out and (lim.featureless_spread > 0 or lim.noisy_flat_spread > 0):    # a covered or fogged lens
-        colours = foreground_colours(rgb, depth, spec)            # (n, 3) uint8
-        spread = float(colours.astype(np.float64).std(axis=0).max()) if len(colours) else None
-        mean = np.round(rgb_fg.mean(axis=0)).astype(int).tolist()
-        if spread is not None and spread < lim.featureless_spread:      # whatever the noise
+        elif spread is not None and spread < lim.featureless_spread:      # a covered / fogged lens, whatever the noise
             out.append(SensorFault("flat_rgb", f"the foreground is featureless (largest per-channel std {spread:.2f} "
                                                f"levels, limit {lim.featureless_spread:g}; mean colour {mean}): "
                                                "colour sensor covered or fogged"))

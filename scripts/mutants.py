@@ -884,8 +884,8 @@ MUTANTS = [
            "if spread is not None and spread < lim.min_colour_spread:",
            "if spread is not None and spread < 0:", FLAT),
     Mutant("fault-flat-smallest-channel", "runtime/sensor_faults.py",
-           "return float(fg.astype(np.float64).std(axis=0).max())",
-           "return float(fg.astype(np.float64).std(axis=0).min())", FLAT),
+           "return float(colours.astype(np.float64).std(axis=0).max())",
+           "return float(colours.astype(np.float64).std(axis=0).min())", FLAT),
     # audit 32 #1: one colour plus sensor noise (a covered / fogged lens) is flat_rgb; real shading, gradients not
     Mutant("fault-noisy-flat-unchecked", "runtime/sensor_faults.py", "            if noisy:",
            "            if False:", ("tests/test_sensor_faults_flat.py", "-k", "covered_or_fogged")),
