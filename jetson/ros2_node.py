@@ -18,9 +18,10 @@ alarm_alpha. They are checked before the model loads
 (``node_settings``): a bad one ends the node at once (exit 2) with a line naming it, e.g.
 "parameter threshold must be a finite number > 0 (scores are >= 0), or .nan for the model's
 calibrated one; got -1.0". A model that cannot load (corrupt, unsigned with trusted_keys, backend
-missing) ends it with exit 1 and one line naming model_dir and the reason; so does a results_path
-that holds another model's results (a restart with a new model: both models named; the scores of
-two models are never mixed in one file) or is not a results file (the file is left unchanged).
+missing, no usable TensorRT engine, no GPU memory) ends it with exit 1 and one line naming model_dir
+and the reason; so does a results_path that holds another model's results (a restart with a new
+model: both models named; the scores of two models are never mixed in one file) or is not a results
+file (the file is left unchanged).
 
 Publishes ~/score (std_msgs/Float32), ~/anomaly (std_msgs/Bool), ~/error_map (sensor_msgs/Image
 32FC1, the model resolution) stamped with the colour frame's header. Every synchronized pair the node
@@ -333,6 +334,7 @@ def main(argv: Optional[list] = None) -> int:
               "install (not from pip): source /opt/ros/<distro>/setup.bash first.", file=sys.stderr)
         return 1
     from edge_ad.runtime import Scorer
+    from edge_ad.runtime.backends.errors import BackendUnavailable
     from edge_ad.runtime.capture import EXIT_FATAL, EXIT_OK, exit_status, run_capture, scorer_threshold
     from edge_ad.runtime.results import ResultsFileError
 
@@ -359,7 +361,8 @@ def main(argv: Optional[list] = None) -> int:
     model_dir = s["model_dir"]
     try:
         scorer = Scorer.load(model_dir, backend=s["backend"], trusted_keys=s["trusted_keys"])
-    except (ValueError, ImportError) as e:   # a bad or unsigned model (ModelError), a missing backend
+    # a bad or unsigned model (ModelError), a missing backend, no usable TensorRT engine or GPU memory
+    except (ValueError, ImportError, BackendUnavailable) as e:
         return give_up(f"cannot load model_dir {model_dir} (backend {s['backend']}): {e}", 1)
     thr = s["threshold"] if s["threshold"] is not None else scorer_threshold(scorer)
     pub_score = node.create_publisher(Float32, "~/score", 10)

@@ -52,6 +52,7 @@ RUNNER = ("tests/test_tensorrt_runner.py", "-k", "float64_reference")
 FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_equals")
 HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or checks_its or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
+TRT_RUN = ("tests/test_tensorrt_scorer.py", "-k", "usable_engine_or_gpu_memory")
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
 BANKT = ("tests/test_bank_trusted_augment.py",)
@@ -1167,6 +1168,16 @@ MUTANTS = [
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
            'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',
            'if precision == "fp32":\n        config.set_flag(trt.BuilderFlag.TF32)', TRT),
+    # -- a backend that cannot run here: one line, no traceback (audit 33 #2) --------------------------------
+    Mutant("trt-engine-error-not-unavailable", "runtime/backends/engine_cache.py",
+           "class EngineCacheError(BackendUnavailable):", "class EngineCacheError(RuntimeError):", TRT_RUN),
+    Mutant("trt-cuda-error-not-unavailable", "runtime/backends/cuda_buffers.py",
+           "class CudaError(BackendUnavailable):", "class CudaError(RuntimeError):", TRT_RUN),
+    Mutant("run-backend-unavailable-uncaught", "edge_ad/commands/run.py",
+           "    except BackendUnavailable as e:", "    except NotImplementedError as e:", TRT_RUN),
+    Mutant("ros-backend-unavailable-uncaught", "jetson/ros2_node.py",
+           "    except (ValueError, ImportError, BackendUnavailable) as e:",
+           "    except (ValueError, ImportError) as e:", ("tests/test_ros.py", "-k", "backend_that_cannot")),
 ]
 
 

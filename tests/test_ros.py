@@ -351,6 +351,22 @@ def test_a_model_that_cannot_load_ends_the_node_with_one_line(monkeypatch):
     assert "cannot load model_dir" in seen["log"][0][1] and "final.onnx: sha256 mismatch" in seen["log"][0][1]
 
 
+def test_a_backend_that_cannot_run_here_ends_the_node_with_one_line(monkeypatch):
+    """Audit 33 #2: no usable TensorRT engine (EngineCacheError, e.g. EDGE_AD_TRT_ON_MISMATCH=fail before
+    build-engine ran) or a CUDA call that failed (CudaError) were RuntimeErrors the node did not catch: a
+    traceback, every 5 s under the launch file's respawn. Now exit 1 and one error line, as for a bad model."""
+    from edge_ad.runtime.backends.cuda_buffers import CudaError
+    from edge_ad.runtime.backends.engine_cache import EngineCacheError
+    for error in (EngineCacheError("no TensorRT engine in /m/engines for final graph 8b7f15688f11; run "
+                                   "`edge-ad build-engine MODEL_DIR` on this device first"),
+                  CudaError("TensorRT could not create an execution context (out of GPU memory?)")):
+        seen = fake_ros(monkeypatch, {"backend": "tensorrt"}, load_error=error)
+        assert ros2_node.main([]) == 1 and seen["destroyed"] and len(seen["load"]) == 1
+        assert [lvl for lvl, _ in seen["log"]] == ["error"], seen["log"]
+        assert seen["log"][0][1] == (f"edge-ad ROS 2 node: cannot load model_dir {seen['load'][0][0]} (backend "
+                                     f"tensorrt): {error}")
+
+
 class NamedScorer(MapScorer):
     """MapScorer with a Scorer.identity (which model scores) and a calibrated threshold."""
 

@@ -161,6 +161,41 @@ def test_build_engine_cli_builds_checks_and_refuses_fp16(model_copy, fake_gpu):
     assert r.exit_code == 0 and len(fake_gpu["builds"]) == 4 and "another GPU" in r.output
 
 
+def test_run_tensorrt_without_a_usable_engine_or_gpu_memory_is_one_line(model_copy, fake_gpu, tmp_path,
+                                                                        monkeypatch):
+    """Audit 33 #2: EngineCacheError (no engine built for this GPU under EDGE_AD_TRT_ON_MISMATCH=fail) and
+    CudaError (no GPU memory) are not ValueError / ImportError, so `edge-ad run --backend tensorrt` ended in a
+    traceback. Both derive from BackendUnavailable now: exit 1, one error line naming the model and the reason,
+    no results file."""
+    from edge_ad.cli import main
+    from edge_ad.runtime.backends.errors import BackendUnavailable
+
+    def run(out):
+        return CliRunner().invoke(main, ["run", "--model", str(model_copy), "--backend", "tensorrt", "--source",
+                                         "synth://?n=1", "--quiet", "--out", str(out)])
+
+    monkeypatch.setenv("EDGE_AD_TRT_ON_MISMATCH", "fail")
+    r = run(tmp_path / "a.jsonl")
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert len(errors) == 1 and errors[0].startswith(f"Error: cannot load model {model_copy} with backend "
+                                                     f"tensorrt: no TensorRT engine in {model_copy / 'engines'}")
+    assert errors[0].endswith("GPU 'Fake Orin' (sm_87), TensorRT 10.3.0.30, fp32; run `edge-ad build-engine "
+                              "MODEL_DIR` on this device first"), r.output
+    assert "Traceback" not in r.output and not (tmp_path / "a.jsonl").exists() and fake_gpu["builds"] == []
+    monkeypatch.delenv("EDGE_AD_TRT_ON_MISMATCH")
+    fake_gpu["cudart"].fail_malloc_after = 0          # engines build, the device buffers do not fit
+    r = run(tmp_path / "b.jsonl")
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert len(errors) == 1 and errors[0].startswith(f"Error: cannot load model {model_copy} with backend "
+                                                     "tensorrt: cudaMalloc"), r.output
+    assert "cudaErrorMemoryAllocation" in errors[0] and not (tmp_path / "b.jsonl").exists()
+    from edge_ad.runtime.backends.cuda_buffers import CudaError, GpuUnavailable
+    from edge_ad.runtime.backends.engine_cache import EngineCacheError
+    assert all(issubclass(c, BackendUnavailable) for c in (CudaError, GpuUnavailable, EngineCacheError))
+
+
 def test_build_engine_refuses_old_tensorrt(model_copy, fake_gpu, monkeypatch):
     from edge_ad.cli import main
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("8.4.1"))

@@ -36,9 +36,8 @@ def cmd(model_dir, precision, allow_lossy, force, check_only, all_graphs, worksp
     """Build (or verify) the TensorRT engines of an exported model for this GPU."""
     import numpy as np
 
-    from edge_ad.runtime.backends.tensorrt import TensorRTUnavailable, ensure_engines, graphs_for, \
-        require_tensorrt_and_gpu
-    from edge_ad.runtime.backends.engine_cache import EngineCacheError
+    from edge_ad.runtime.backends.errors import BackendUnavailable
+    from edge_ad.runtime.backends.tensorrt import ensure_engines, graphs_for, require_tensorrt_and_gpu
     from edge_ad.runtime.manifest import ManifestError, load_manifest
     from edge_ad.runtime.backends.precision import PrecisionError, PrecisionWarning, check_precision
 
@@ -62,7 +61,7 @@ def cmd(model_dir, precision, allow_lossy, force, check_only, all_graphs, worksp
                                on_mismatch="fail" if check_only else "rebuild", force=force and not check_only,
                                cache_dir=cache_dir, workspace_bytes=workspace_mb << 20, trt=trt, gpu=gpu,
                                log_fn=click.echo)
-    except (TensorRTUnavailable, ManifestError, EngineCacheError, PrecisionError, ValueError) as e:
+    except (BackendUnavailable, ManifestError, PrecisionError, ValueError) as e:   # TensorRT, GPU, engines
         raise click.ClickException(str(e))
     for g, p in paths.items():
         click.echo(f"{g}: {p}")

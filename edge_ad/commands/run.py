@@ -43,12 +43,15 @@ def load_scorer(model: Optional[str], backend: str, trusted_keys=()):
     if not model_dir.is_dir():
         raise click.ClickException(f"model directory {model_dir} does not exist")
     from edge_ad.runtime import Scorer
+    from edge_ad.runtime.backends.errors import BackendUnavailable
     try:
         return Scorer.load(model_dir, backend=backend, trusted_keys=list(trusted_keys) if trusted_keys else None)
     except ValueError as e:  # ModelError is a ValueError
         raise click.ClickException(f"cannot load model {model_dir}: {e}")
-    except ImportError as e:
+    except ImportError as e:   # TensorRTUnavailable too: the GPU stack is missing
         raise click.ClickException(f"backend {backend!r} is not available: {e}")
+    except BackendUnavailable as e:   # no usable TensorRT engine here, a CUDA call that failed
+        raise click.ClickException(f"cannot load model {model_dir} with backend {backend}: {e}")
 
 
 def load_z0(path: str, n_seed: int, z_dim: int) -> np.ndarray:

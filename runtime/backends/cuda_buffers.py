@@ -33,6 +33,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from .errors import BackendUnavailable
+
 # Naming convention of the exported graphs (export/onnx_graphs.py): state input n -> output n.out.
 # Scalar inputs (Adam step sizes, bias corrections, betas, eps) are all stored with one slot per
 # step, also those that do not change with t: it keeps the binding logic uniform.
@@ -44,11 +46,11 @@ FRAME_INPUT = "x"
 Z_INPUT = "z"
 
 
-class GpuUnavailable(RuntimeError):
+class GpuUnavailable(BackendUnavailable):
     """No usable GPU stack: one message naming what is missing (never a traceback for users)."""
 
 
-class CudaError(RuntimeError):
+class CudaError(BackendUnavailable):
     """A CUDA runtime call failed; the message names the call and the CUDA error."""
 
 

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..manifest import sha256_file
+from .errors import BackendUnavailable
 
 MIN_TRT = (8, 5)
 SIDECAR_FORMAT = "edge-ad-engine"
 SIDECAR_VERSION = 1
 
 
-class EngineCacheError(RuntimeError):
+class EngineCacheError(BackendUnavailable):
     """No usable engine: built elsewhere, tampered, or TensorRT too old."""
 
 
