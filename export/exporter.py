@@ -68,7 +68,7 @@ from edge_ad.runtime.config import SearchConfig, search_differences
 from edge_ad.runtime.data_root import DATA_ENV, default_kinect_root
 from edge_ad.runtime.integrity import onnx_external_data
 from edge_ad.runtime.latent_memory import check_augment_weight, rows_per_frame_of, trusted_original_rows
-from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file
+from edge_ad.runtime.manifest import FORMAT, MANIFEST, VERSION, load_manifest, sha256_file, threshold_rate_problem
 from edge_ad.runtime.pixel_memory import PixelMemory
 from edge_ad.runtime.signing import SIGNATURE, load_private_key, sign_model
 from edge_ad.runtime.preprocess import PreprocessSpec, check_shift_fill
@@ -513,6 +513,8 @@ def check_threshold(threshold: dict, cfg: SearchConfig, spec: Optional[Preproces
     if not isinstance(threshold, dict) or not isinstance(threshold.get("value"), (int, float)) \
             or not np.isfinite(threshold["value"]) or threshold["value"] <= 0:
         raise ExportError(f"threshold must be a dict with a finite 'value' > 0 (scores are >= 0), got {threshold!r}")
+    if threshold_rate_problem(threshold):
+        raise ExportError(f"threshold target_fpr {threshold_rate_problem(threshold)}")
     calibrated = threshold.get("search")
     if calibrated is not None:
         # a setting absent from an older threshold file did not exist then: it ran with its default

@@ -35,6 +35,7 @@ import torch
 
 from edge_ad.runtime.config import SearchConfig, search_differences
 from edge_ad.runtime.latent_memory import rows_per_frame_of
+from edge_ad.runtime.manifest import threshold_rate_problem
 from edge_ad.runtime.preprocess import PreprocessSpec, plain_spec
 
 from .checkpoint_errors import CheckpointError, first_line
@@ -136,6 +137,26 @@ def _checked(obj: Any, path: os.PathLike) -> dict:
             raise CheckpointError(f"{path} has been modified or corrupted: its content sha256 is {got}, "
                                   f"the file records {want}")
     return obj
+
+
+def _own_config_and_preprocess(ck: dict, path: os.PathLike) -> tuple[GanConfig, PreprocessSpec]:
+    """A project checkpoint's generator config and preprocessing (``ck["config"]``, ``ck["preprocess"]``), read
+    once for every reader (load_generator, CheckpointScoring.read) and checked against each other: the frames are
+    preprocessed to the generator's resolution. CheckpointError naming the file and the field otherwise."""
+    try:
+        cfg = GanConfig.from_dict(ck["config"])
+    except ValueError as e:             # GanConfig's own check, naming the field (config.resolution)
+        raise CheckpointError(f"{path}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid config section: {first_line(e)}") from None
+    try:
+        spec = PreprocessSpec.from_dict(ck["preprocess"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid preprocess section: {first_line(e)}") from None
+    if spec.resolution != cfg.resolution:
+        raise CheckpointError(f"{path}: preprocess.resolution {spec.resolution} differs from config.resolution "
+                              f"{cfg.resolution} (the generator's): its frames would not fit the model")
+    return cfg, spec
 
 
 def _not_a_torch_file(path: Path) -> Optional[str]:
@@ -242,8 +263,8 @@ def load_generator(path: os.PathLike) -> Generator:
         obj = _torch_load(path)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             ckpt = _checked(obj, path)          # (the file is read once)
-            g = generator_from_state_dict(ckpt["generator"], GanConfig.from_dict(ckpt["config"]))
-            fmt, pre = "edge-ad", PreprocessSpec.from_dict(ckpt["preprocess"])
+            cfg, pre = _own_config_and_preprocess(ckpt, path)
+            g, fmt = generator_from_state_dict(ckpt["generator"], cfg), "edge-ad"
         elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             g, fmt, pre = generator_from_state_dict(obj), "study-state-dict", PreprocessSpec()
         elif isinstance(obj, dict) and isinstance(obj.get("gen"), dict):
@@ -297,10 +318,7 @@ class CheckpointScoring:
         if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
             return cls(path=str(path))
         ck = _checked(obj, path)
-        try:
-            spec = PreprocessSpec.from_dict(ck["preprocess"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: invalid preprocess section: {first_line(e)}") from None
+        spec = _own_config_and_preprocess(ck, path)[1]
         train = ck.get("train") if isinstance(ck.get("train"), dict) else {}
         return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(train or None),
                    path=str(path), train_data=train.get("data") if isinstance(train.get("data"), dict) else None)
@@ -429,6 +447,8 @@ class CheckpointScoring:
                 or not isinstance(thr.get("value"), (int, float)) or not np.isfinite(thr["value"]) \
                 or thr["value"] <= 0:
             raise self._error(f"scoring['threshold'] must be a dict with a finite 'value' > 0, got {thr!r:.200}")
+        if threshold_rate_problem(thr):
+            raise self._error(f"scoring['threshold']['target_fpr'] {threshold_rate_problem(thr)}")
         calibrated = thr.get("search")
         diff = search_differences(calibrated, cfg) if cfg is not None and isinstance(calibrated, dict) else []
         if diff:

@@ -26,7 +26,7 @@ class GanConfig:
     def from_dict(cls, d: dict) -> "GanConfig":
         cfg = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
         if cfg.resolution != 64:
-            raise ValueError(f"only 64x64 DCGANs are supported, got resolution {cfg.resolution}")
+            raise ValueError(f"config.resolution {cfg.resolution}: only 64x64 DCGANs are supported")
         return cfg
 
 

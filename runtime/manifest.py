@@ -105,6 +105,16 @@ def _shape(v, where, entry: str, ndim=None) -> tuple:
     return tuple(_int(d, where, f"{entry}[{i}]", 1, 1 << 31) for i, d in enumerate(v))
 
 
+def threshold_rate_problem(threshold: dict):
+    """Why a threshold's ``target_fpr`` (the false-alarm rate it was calibrated at; optional) is not a rate in
+    (0, 1), e.g. "must be a false-alarm rate in (0, 1), got 2.0"; None when it is one or absent. The one check of
+    a manifest's, a checkpoint's and an exported threshold's rate."""
+    rate = threshold.get("target_fpr")
+    if rate is None or (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1):
+        return None
+    return f"must be a false-alarm rate in (0, 1), got {rate!r}"
+
+
 def validate_manifest(man: dict, where) -> None:
     """Schema check of a parsed manifest: the type and bounds of every entry the runtime reads, and
     that every file it points to has a sha256 entry. Raises ManifestError naming the entry."""
@@ -120,6 +130,8 @@ def validate_manifest(man: dict, where) -> None:
         value = _dict(thr, where, "'threshold'").get("value")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise _bad(where, "threshold.value", f"must be a finite number > 0 (scores are >= 0), got {value!r}")
+        if threshold_rate_problem(thr):
+            raise _bad(where, "threshold.target_fpr", threshold_rate_problem(thr))
     bank = man.get("latent_bank")
     if bank is not None:
         _check_latent_bank_entry(bank, files, z_dim, where)

@@ -53,6 +53,7 @@ FUSED = ("tests/test_fused_adam.py", "-k", "kernel or adam_update or host_adam_e
 HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or checks_its or deterministic")
 TRT = ("tests/test_tensorrt_builder.py",)
 TRT_RUN = ("tests/test_tensorrt_scorer.py", "-k", "usable_engine_or_gpu_memory")
+CKPT_FIELDS = ("tests/test_checkpoint_scoring.py", "-k", "contradict")
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
 BANKT = ("tests/test_bank_trusted_augment.py",)
@@ -1178,6 +1179,20 @@ MUTANTS = [
     Mutant("ros-backend-unavailable-uncaught", "jetson/ros2_node.py",
            "    except (ValueError, ImportError, BackendUnavailable) as e:",
            "    except (ValueError, ImportError) as e:", ("tests/test_ros.py", "-k", "backend_that_cannot")),
+    # -- a checkpoint whose fields contradict its generator, a threshold rate outside (0, 1) (audit 33 #3) ----
+    Mutant("ckpt-preprocess-resolution-unchecked", "models/checkpoint.py", "    if spec.resolution != cfg.resolution:",
+           "    if False:", CKPT_FIELDS),
+    Mutant("ckpt-config-resolution-unnamed", "models/checkpoint.py", '        raise CheckpointError(f"{path}: {e}") from None',
+           "        raise", CKPT_FIELDS),
+    Mutant("ckpt-threshold-rate-unchecked", "models/checkpoint.py", "        if threshold_rate_problem(thr):",
+           "        if False:", CKPT_FIELDS),
+    Mutant("rate-problem-no-upper-bound", "runtime/manifest.py",
+           "isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1):",
+           "isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate):", CKPT_FIELDS),
+    Mutant("manifest-threshold-rate-unchecked", "runtime/manifest.py", "        if threshold_rate_problem(thr):",
+           "        if False:", ("tests/test_model_integrity.py", "-k", "threshold-rate")),
+    Mutant("export-threshold-rate-unchecked", "export/exporter.py", "    if threshold_rate_problem(threshold):",
+           "    if False:", ("tests/test_export_threshold.py", "-k", "stored_and_checked")),
 ]
 
 

@@ -132,6 +132,48 @@ def test_the_reader_checks_each_entry(tmp_path, tiny_generator):
         assert str(path) in str(e.value)
 
 
+def _resealed(path: Path, tiny_generator, edit) -> Path:
+    """tiny_generator's checkpoint (a threshold at 5 %) with ``edit`` applied to its dict, then re-sealed with its
+    own content digest: a file consistent with itself whose fields lie (audit 33 #3's pt_tamper.py)."""
+    from edge_ad.models.checkpoint import read_checkpoint, save_checkpoint, with_integrity
+    from edge_ad.runtime.config import SearchConfig
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    cfg = SearchConfig(name="t", k=1)
+    save_checkpoint(path, tiny_generator, preprocess=PreprocessSpec(),
+                    scoring={"search": cfg.to_dict(), "threshold": {"value": 0.5, "target_fpr": 0.05,
+                                                                    "search": cfg.to_dict()}})
+    ck = read_checkpoint(path)
+    edit(ck)
+    torch.save(with_integrity(ck), path)
+    return path
+
+
+@pytest.mark.parametrize("case, edit, says", [
+    ("preprocess_32", lambda c: c["preprocess"].__setitem__("resolution", 32),
+     "preprocess.resolution 32 differs from config.resolution 64 (the generator's)"),
+    ("config_32", lambda c: c["config"].__setitem__("resolution", 32),
+     "config.resolution 32: only 64x64 DCGANs are supported"),
+    ("fpr_2", lambda c: c["scoring"]["threshold"].__setitem__("target_fpr", 2.0),
+     "scoring['threshold']['target_fpr'] must be a false-alarm rate in (0, 1), got 2.0"),
+    ("fpr_0", lambda c: c["scoring"]["threshold"].__setitem__("target_fpr", 0),
+     "scoring['threshold']['target_fpr'] must be a false-alarm rate in (0, 1), got 0"),
+    ("fpr_nan", lambda c: c["scoring"]["threshold"].__setitem__("target_fpr", float("nan")),
+     "scoring['threshold']['target_fpr'] must be a false-alarm rate in (0, 1), got nan"),
+    ("fpr_text", lambda c: c["scoring"]["threshold"].__setitem__("target_fpr", "0.05"),
+     "scoring['threshold']['target_fpr'] must be a false-alarm rate in (0, 1), got '0.05'")])
+def test_a_checkpoint_whose_fields_contradict_it_is_one_line_at_export(tmp_path, tiny_generator, case, edit, says):
+    """Audit 33 #3: preprocess.resolution 32 on a 64 px generator exported (exit 0) a model that cannot load
+    (with parity: a traceback in the pixel memory naming neither file nor field); config.resolution 32 was a
+    ValueError traceback; threshold.target_fpr 2.0 was exported (the alarm-rate watch then said the model
+    records no rate). Each is now exit 1, one line naming the checkpoint and the field, nothing written."""
+    from edge_ad.commands.export import cmd as export_cmd
+    ck = _resealed(tmp_path / f"{case}.pt", tiny_generator, edit)
+    out = tmp_path / "out"
+    line = _error_line(CliRunner().invoke(export_cmd, [str(ck), "--out", str(out), "--no-parity", "--target", "cpu"]))
+    assert line == f"Error: {ck}: {says}" or line.startswith(f"Error: {ck}: {says}"), line
+    assert not out.exists() and not list(tmp_path.glob("*out*")), list(tmp_path.iterdir())
+
+
 def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_alike():
     """review 17b #8: resolve_latent_bank no longer repeats CheckpointScoring.latent_bank's check of the
     stored bank; a bank given to the exporter goes through the same check (latent_bank_array)."""

@@ -23,6 +23,11 @@ def test_threshold_stored_and_checked_against_the_search_config(tmp_path, tiny_g
     with pytest.raises(ExportError, match="finite 'value'"):
         export_model(tiny_generator, tmp_path / "m3", search=cfg, parity=False, unrolled=False,
                      threshold={"value": float("nan")}, log=lambda *_: None)
+    for rate in (2.0, 0.0, float("nan"), "0.05"):       # audit 33 #3: a rate outside (0, 1) was exported
+        with pytest.raises(ExportError, match=r"threshold target_fpr must be a false-alarm rate in \(0, 1\), got "):
+            export_model(tiny_generator, tmp_path / "m5", search=cfg, parity=False, unrolled=False,
+                         threshold={**thr, "target_fpr": rate}, log=lambda *_: None)
+        assert not (tmp_path / "m5").exists()
     export_model(tiny_generator, tmp_path / "m4", search=cfg, parity=False, unrolled=False, log=lambda *_: None)
     assert Scorer.load(tmp_path / "m4").threshold is None
 

@@ -68,6 +68,8 @@ MALFORMED = {
                       r"threshold.value must be a finite number > 0 \(scores are >= 0\), got nan"),
     "threshold-negative": (lambda m: m.update(threshold={"value": -0.5}), r"threshold.value must be .* got -0.5"),
     "threshold-text": (lambda m: m.update(threshold={"value": "0.1"}), r"threshold.value must be .* got '0.1'"),
+    "threshold-rate-2": (lambda m: m.update(threshold={"value": 0.1, "target_fpr": 2.0}),     # audit 33 #3
+                         r"threshold.target_fpr must be a false-alarm rate in \(0, 1\), got 2.0"),
     "hash-short": (lambda m: m["files"].update({"weights.npz": "abc"}), r"'files'\['weights.npz'\] must be a 64-digit"),
     "resolution-mismatch": (lambda m: m["preprocess"].update(resolution=32),
                             r"preprocess.resolution 32 differs from layout.resolution 64"),
