@@ -124,7 +124,7 @@ def validate_manifest(man: dict, where) -> None:
     n_seed, z_dim = _checked_layout(lay, files, where)
     _check_search(man["search"], n_seed, where)
     _check_preprocess(man["preprocess"], lay["resolution"], where)
-    _dict(man["model"], where, "'model'")
+    _check_model_card(man, lay, where)
     thr = man.get("threshold")
     if thr is not None:
         value = _dict(thr, where, "'threshold'").get("value")
@@ -132,6 +132,10 @@ def validate_manifest(man: dict, where) -> None:
             raise _bad(where, "threshold.value", f"must be a finite number > 0 (scores are >= 0), got {value!r}")
         if threshold_rate_problem(thr):
             raise _bad(where, "threshold.target_fpr", threshold_rate_problem(thr))
+        n_normal = thr.get("n_normal")
+        if n_normal is not None and (isinstance(n_normal, bool) or not isinstance(n_normal, int) or n_normal < 1):
+            raise _bad(where, "threshold.n_normal", f"must be a count of normal frames >= 1 (or null: not recorded), "
+                       f"got {n_normal!r}")
     bank = man.get("latent_bank")
     if bank is not None:
         _check_latent_bank_entry(bank, files, z_dim, where)
@@ -141,6 +145,28 @@ def validate_manifest(man: dict, where) -> None:
     parity = man.get("parity")
     if parity is not None and not isinstance(parity, dict):
         raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
+
+
+def _check_model_card(man: dict, lay: dict, where) -> None:
+    """The manifest's descriptive entries, which integrators read (the runtime reads the layout, the graphs
+    and the arrays): ``model``'s z_dim / channels / resolution equal the layout's, ``latent_bank.dtype`` the
+    bank file's float32, every ``variants`` key a variant of runtime/variants.py (or one it names as removed),
+    ``targets`` a list of its TARGETS."""
+    from .variants import REMOVED, TARGETS, VARIANTS
+    model = _dict(man["model"], where, "'model'")
+    for key in ("z_dim", "channels", "resolution"):
+        if key in model and model[key] != lay[key]:
+            raise _bad(where, f"model.{key}", f"{model[key]!r} differs from layout.{key} {lay[key]}")
+    bank = man.get("latent_bank")
+    if isinstance(bank, dict) and bank.get("dtype", "float32") != "float32":
+        raise _bad(where, "latent_bank.dtype", f"must be 'float32' (the bank file's), got {bank.get('dtype')!r}")
+    for name in _dict(man.get("variants", {}), where, "'variants'"):
+        if name not in VARIANTS and name not in REMOVED:
+            raise _bad(where, f"variants[{name!r}]", f"is not a search variant of this runtime "
+                       f"({', '.join(VARIANTS)})")
+    targets = man.get("targets", list(TARGETS))
+    if not isinstance(targets, list) or not set(targets) <= set(TARGETS):
+        raise _bad(where, "targets", f"must be a list of {', '.join(map(repr, TARGETS))}, got {targets!r}")
 
 
 def _checked_files(files, where) -> dict:

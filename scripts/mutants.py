@@ -54,6 +54,7 @@ HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or c
 TRT = ("tests/test_tensorrt_builder.py",)
 TRT_RUN = ("tests/test_tensorrt_scorer.py", "-k", "usable_engine_or_gpu_memory")
 CKPT_FIELDS = ("tests/test_checkpoint_scoring.py", "-k", "contradict")
+MODEL_CARD = ("tests/test_verify_loads.py", "-k", "model- or dtype or variant-unknown or targets or n_normal")
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
 BANKT = ("tests/test_bank_trusted_augment.py",)
@@ -1193,6 +1194,19 @@ MUTANTS = [
            "        if False:", ("tests/test_model_integrity.py", "-k", "threshold-rate")),
     Mutant("export-threshold-rate-unchecked", "export/exporter.py", "    if threshold_rate_problem(threshold):",
            "    if False:", ("tests/test_export_threshold.py", "-k", "stored_and_checked")),
+    # -- the manifest's descriptive entries (the model card) against its arrays (audit 33 #4) -----------------
+    Mutant("manifest-model-card-unchecked", "runtime/manifest.py", '        if key in model and model[key] != lay[key]:',
+           "        if False:", MODEL_CARD),
+    Mutant("manifest-bank-dtype-unchecked", "runtime/manifest.py",
+           '    if isinstance(bank, dict) and bank.get("dtype", "float32") != "float32":',
+           '    if isinstance(bank, dict) and bank.get("dtype", "float32") not in ("float32", "float16"):', MODEL_CARD),
+    Mutant("manifest-variant-names-unchecked", "runtime/manifest.py",
+           "        if name not in VARIANTS and name not in REMOVED:", "        if False:", MODEL_CARD),
+    Mutant("manifest-targets-unchecked", "runtime/manifest.py",
+           "    if not isinstance(targets, list) or not set(targets) <= set(TARGETS):",
+           "    if not isinstance(targets, list):", MODEL_CARD),
+    Mutant("manifest-n-normal-unchecked", "runtime/manifest.py",
+           "not isinstance(n_normal, int) or n_normal < 1):", "not isinstance(n_normal, int)):", MODEL_CARD),
 ]
 
 

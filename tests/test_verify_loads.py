@@ -91,6 +91,23 @@ CASES = {   # name: (edit(model_dir, tiny_export_dir), what Scorer.load's line s
     "preprocess-std-0": (lambda d, tiny: _manifest(lambda m: m["preprocess"].update(std=0))(d), r"std"),
     "trusted-augment-not-in-bank": (lambda d, tiny: _manifest(
         lambda m: m["search"].update(bank_trusted_augment=["brightness:1.7"]))(d), r"brightness:1\.7"),
+    # audit 33 #4: the model card's descriptive fields, read by integrators, not by the runtime, verified "ok"
+    "model-resolution-32": (lambda d, tiny: _manifest(lambda m: m["model"].update(resolution=32))(d),
+                            r"manifest\.json: model\.resolution 32 differs from layout\.resolution 64$"),
+    "model-z_dim-99": (lambda d, tiny: _manifest(lambda m: m["model"].update(z_dim=99))(d),
+                       r"manifest\.json: model\.z_dim 99 differs from layout\.z_dim 100$"),
+    "model-channels-3": (lambda d, tiny: _manifest(lambda m: m["model"].update(channels=3))(d),
+                         r"manifest\.json: model\.channels 3 differs from layout\.channels 4$"),
+    "bank-dtype-float16": (lambda d, tiny: _manifest(lambda m: m["latent_bank"].update(dtype="float16"))(d),
+                           r"manifest\.json: latent_bank\.dtype must be 'float32' \(the bank file's\), got 'float16'$"),
+    "variant-unknown": (lambda d, tiny: _manifest(lambda m: m["variants"].update(turbo=m["variants"]["forward"]))(d),
+                        r"manifest\.json: variants\['turbo'\] is not a search variant of this runtime "
+                        r"\(forward, host-head, fused-adam, step, unrolled\)$"),
+    "targets-tpu": (lambda d, tiny: _manifest(lambda m: m.update(targets=["cpu", "tpu"]))(d),
+                    r"manifest\.json: targets must be a list of 'cpu', 'gpu', got \['cpu', 'tpu'\]$"),
+    "threshold-n_normal-negative": (lambda d, tiny: _manifest(lambda m: m["threshold"].update(n_normal=-5))(d),
+                                    r"manifest\.json: threshold\.n_normal must be a count of normal frames >= 1 "
+                                    r"\(or null: not recorded\), got -5$"),
 }
 
 
