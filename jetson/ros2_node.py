@@ -215,15 +215,16 @@ class TopicSource(Source):
 
     live = True
 
-    def __init__(self, uri: str = "ros2://", stale_s: float = 10.0, frames_before: int = 0):
+    def __init__(self, uri: str = "ros2://", stale_s: float = 10.0):
         self.uri, self.stale_s = uri, stale_s
         self._cond = threading.Condition()
         self._pair = None
         self._closed = False
-        self._n = frames_before        # frame ids go on from an earlier source's (``reopened``): "1", "2", ...
+        self._n = 0                    # frame ids "1", "2", ..., going on across outages (``reopened``)
         self.stats = {"replaced_before_decode": 0}
 
     def push(self, rgb_msg, depth_msg) -> None:
+        """Keep the pair (replacing an untaken one), also while closed: ``reopened`` takes it up."""
         with self._cond:
             if self._pair is not None:
                 self.stats["replaced_before_decode"] += 1
@@ -254,10 +255,14 @@ class TopicSource(Source):
 
 
 def reopened(source: TopicSource) -> TopicSource:
-    """A new TopicSource after ``source`` reported an outage (run_capture's reopen): the same topics and
-    staleness, its frame ids going on from ``source``'s (they restarted at "1" after every outage, so one
+    """``source`` open again after it reported an outage and run_capture closed it (run_capture's reopen):
+    the same mailbox, so a pair the subscription pushed while run_capture waited to reopen (its backoff) is
+    taken, not lost in a closed source (and, with it, the newest-pair counts in ``stats``); the same topics
+    and staleness, frame ids going on from the last one (they restarted at "1" after every outage, so one
     results_path held many frames "1")."""
-    return TopicSource(source.uri, source.stale_s, frames_before=source.frames_read)
+    with source._cond:
+        source._closed = False
+    return source
 
 
 class ResultPublisher:

@@ -170,6 +170,49 @@ def test_a_camera_that_stops_is_published_as_a_fault(tmp_path):
     assert published["fault"][0]["data"].startswith("source_lost: no synchronized colour/depth pair")
 
 
+def test_pairs_that_arrive_while_the_node_reopens_are_scored_or_counted(tmp_path):
+    """Audit 33 #1: after an outage run_capture closes the TopicSource, waits backoff[0] and only then calls the
+    node's new_source; pairs the subscription pushed in that wait went into the closed source and vanished (not
+    scored, not skipped, not replaced_before_decode). The reopened source is the same mailbox now: the newest of
+    them is scored, the others counted, so every pair pushed is accounted for."""
+    frames = list(open_source("synth://?n=4&seed=5&anomaly_rate=0"))
+    msgs = ros_msgs(frames)
+    published, hook = publisher()
+    holder = {"source": ros2_node.TopicSource(stale_s=0.2)}
+
+    def reopen():                                        # as the node's new_source
+        holder["source"] = ros2_node.reopened(holder["source"])
+        return holder["source"]
+
+    def push(c, d):                                      # as the node's subscription callback
+        holder["source"].push(c, d)
+
+    stop = threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(run_capture(
+        holder["source"], MapScorer(), on_result=hook, on_error=hook.fault, on_outage=hook.outage, reopen=reopen,
+        backoff=(1.0, 2.0), stop=stop, handle_signals=False, out=tmp_path / "r.jsonl")))
+    t.start()
+    push(*msgs[0])
+    deadline = time.time() + 10
+    while not published["fault"] and time.time() < deadline:      # the outage: stale_s without a pair
+        time.sleep(0.005)
+    time.sleep(0.1)                                      # inside the 1 s backoff, the old source closed
+    for c, d in msgs[1:]:                                # the camera is back: 3 pairs before the reopen
+        push(c, d)
+    while len(published["score"]) < 3 and time.time() < deadline:  # 1 scored, the outage's NaN, 1 more
+        time.sleep(0.005)
+    stop.set()
+    t.join(timeout=10)
+    assert not t.is_alive() and published["fault"][0]["data"].startswith("source_lost"), published["fault"]
+    scores = [p["data"] for p in published["score"]][:3]      # (a later outage may add a NaN before the stop)
+    assert len(scores) == 3 and math.isnan(scores[1]), scores
+    assert scores[2] == MapScorer().score(frames[3].rgb, frames[3].depth).score     # the newest pair
+    replaced = result.get("source_stats", {}).get("replaced_before_decode", 0)
+    assert (result["frames_scored"], result["skipped"], replaced) == (2, 0, 2), result
+    assert result["frames_scored"] + result["skipped"] + replaced == len(msgs)
+
+
 def test_frame_ids_go_on_across_an_outage(tmp_path):
     """Audit 28 #8 (b): after each outage the node made a new TopicSource whose ids started at "1" again, so
     one results_path held many frames "1", "2", ...; the reopened source's ids go on from the last one."""
