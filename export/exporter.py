@@ -145,6 +145,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     spec = own_spec if preprocess is None else preprocess
     pixel_frames = resolve_pixel_memory(cfg, pixel_memory, scoring, G.cfg.resolution)   # None unless score_pixel_power > 0
     pixel_augment = scoring.pixel_augment() if pixel_frames is not None else []
+    silhouette = resolve_silhouette_rows(cfg, scoring, G.cfg.z_dim, G.cfg.resolution)   # None unless the lever is on
     threshold = _export_threshold(threshold, scoring, cfg, spec, log)
     try:
         check_shift_fill(spec, cfg.score_shift_radius)
@@ -154,9 +155,9 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         raise ExportError(str(e)) from None
     out_dir = Path(out_dir)
     arch, chosen, graphs, extra_files = _write_model_files(G, cfg, chunk_bytes, targets, unrolled, E, bank,
-                                                           pixel_frames, out_dir)
+                                                           pixel_frames, out_dir, silhouette)
     manifest = _new_manifest(out_dir, G, cfg, spec, scoring, src, arch, chunk_bytes, targets, chosen, graphs,
-                             extra_files, bank, pixel_frames, pixel_augment, threshold)
+                             extra_files, bank, pixel_frames, pixel_augment, threshold, silhouette)
     _write_manifest(out_dir, manifest)
     if not parity:
         manifest["parity"] = {"passed": None, "summary": "parity check skipped (--no-parity)"}
@@ -168,7 +169,8 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         raise ExportError(f"no parity frames: no kinect-rgbd data in {default_kinect_root()} (set {DATA_ENV} to "
                           "the kinect-rgbd root, or pass --parity-frames DIR (a frame folder) or --no-parity)")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
-    report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
+    # the graphs' parity: the silhouette lever's versions run the same graphs, checked on the frames as they are
+    report = check_parity(G, out_dir, cfg.replace(silhouette_versions_weight=0.0), frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
                           latent_bank=bank, bank_rows_per_frame=scoring.bank_augment(),
                           pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment))
@@ -201,7 +203,7 @@ def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpe
 
 
 def _write_model_files(G, cfg: SearchConfig, chunk_bytes: int, targets, unrolled: bool, E, bank, pixel_frames,
-                       out_dir: Path):
+                       out_dir: Path, silhouette: Optional[tuple] = None):
     """Write the model's files into ``out_dir``: the search graphs of the chosen variants, the encoder's
     (z_init "encoder"), the frame-batch graphs (k = 0), weights.npz (one copy per state tensor), the latent
     bank (N, z_dim) and the pixel memory (N, R, R, 4). Returns (the float32 Arch, the variants whose graphs were
@@ -225,6 +227,12 @@ def _write_model_files(G, cfg: SearchConfig, chunk_bytes: int, targets, unrolled
     if pixel_frames is not None:
         np.save(out_dir / "pixel_memory.npy", pixel_frames)
         extra_files.append("pixel_memory.npy")
+    if silhouette is not None:       # the silhouette lever's paired rows (runtime/silhouette.py)
+        np.save(out_dir / "silhouette_bank.npy", silhouette[0])
+        extra_files.append("silhouette_bank.npy")
+        if silhouette[1] is not None:
+            np.save(out_dir / "silhouette_pixels.npy", silhouette[1])
+            extra_files.append("silhouette_pixels.npy")
     return arch, chosen, graphs, extra_files
 
 
@@ -243,7 +251,7 @@ def _write_encoder_graph(E, enc_layers: list, G, out_dir: Path) -> dict:
 
 def _new_manifest(out_dir: Path, G, cfg: SearchConfig, spec: PreprocessSpec, scoring, src: dict, arch,
                   chunk_bytes: int, targets, chosen: list, graphs: dict, extra_files: list, bank, pixel_frames,
-                  pixel_augment: list, threshold: Optional[dict]) -> dict:
+                  pixel_augment: list, threshold: Optional[dict], silhouette: Optional[tuple] = None) -> dict:
     """The export's manifest before its parity check ("parity": None): what was exported from what, the
     search configuration, preprocessing, state layout, variants, graphs and the sha256 of every file the
     runtime reads (the external data an ONNX graph points to included)."""
@@ -295,6 +303,16 @@ def _new_manifest(out_dir: Path, G, cfg: SearchConfig, spec: PreprocessSpec, sco
             "augment": pixel_augment,
             "score": "score *= max(d_pix(x), pixel_floor) ** score_pixel_power, d_pix(x) = min over the rows "
                      "(the frames and their augmented copies, preprocessed) of mean((x - row)^2)"}
+    if silhouette is not None:
+        from edge_ad.runtime.silhouette import OPENED_AUGMENT
+        rows, opened = silhouette
+        manifest["silhouette"] = {
+            "bank": "silhouette_bank.npy", "bank_shape": list(rows.shape), "n_frames": len(rows) // 2,
+            "info": _jsonable(scoring.get("silhouette_info")),
+            **({} if opened is None else {"pixels": "silhouette_pixels.npy", "pixels_shape": list(opened.shape),
+                                          "pixels_augment": list(OPENED_AUGMENT)}),
+            "score": "min(S_id, w_e * S_ero, S_dil) over the raw frame's silhouette versions (runtime/silhouette.py); "
+                     "these rows are seen by the dil version only"}
     if threshold is not None:
         manifest["threshold"] = threshold
     return manifest
@@ -413,6 +431,30 @@ def resolve_latent_bank(cfg: SearchConfig, bank=None, scoring=None, z_dim: Optio
     except ValueError as e:
         raise ExportError(str(e)) from None
     return bank
+
+
+def resolve_silhouette_rows(cfg: SearchConfig, scoring, z_dim: int, resolution: int) -> Optional[tuple]:
+    """The silhouette lever's paired rows a configuration needs (None unless silhouette_versions_weight > 0): the
+    checkpoint's (``CheckpointScoring.silhouette_rows``: (2 N, z_dim) float32 rows, (N, R, R, 4) uint8 opened
+    frames or None), the frames required when the configuration has the pixel factor. Raises ExportError."""
+    if not cfg.uses_silhouette_versions:
+        return None
+    from edge_ad.models.checkpoint_errors import CheckpointError
+    try:
+        got = _reader(scoring).silhouette_rows(z_dim)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
+    if got is None:
+        raise ExportError(f"the scoring configuration {cfg.name!r} uses the silhouette lever (silhouette_versions_weight "
+                          "> 0), but the checkpoint has no paired rows of opened training frames "
+                          "(scoring['silhouette_bank']); build them with models/kinect-rgbd/make_release.py "
+                          "--silhouette-weight")
+    rows, opened = got
+    if cfg.uses_pixel_memory and (opened is None or opened.shape[1:] != (resolution, resolution, 4)):
+        raise ExportError(f"the scoring configuration {cfg.name!r} has the pixel factor and the silhouette lever: the "
+                          f"checkpoint's scoring['silhouette_pixels'] must hold the opened frames (N, {resolution}, "
+                          f"{resolution}, 4), got {None if opened is None else opened.shape}")
+    return np.ascontiguousarray(rows), (np.ascontiguousarray(opened) if cfg.uses_pixel_memory else None)
 
 
 def resolve_pixel_memory(cfg: SearchConfig, frames=None, scoring=None, resolution: Optional[int] = None):

@@ -433,6 +433,27 @@ class CheckpointScoring:
         except ValueError as e:
             raise self._error(f"scoring['pixel_memory']: {e}") from None
 
+    def silhouette_rows(self, z_dim: int) -> Optional[tuple]:
+        """The silhouette lever's paired rows the section carries (runtime/silhouette.py; make_release.py
+        --silhouette-weight): (``scoring["silhouette_bank"]`` (2 N, z_dim) float32, E of each opened training frame
+        and of its mirror; ``scoring["silhouette_pixels"]`` (N, R, R, 4) uint8, the opened frames, or None), or
+        None when it carries none. Checked (runtime.silhouette.check_silhouette_bank)."""
+        from edge_ad.runtime.silhouette import check_silhouette_bank
+        rows = self.get("silhouette_bank")
+        if rows is None:
+            return None
+        pixels = self.get("silhouette_pixels")
+        try:
+            rows = check_silhouette_bank(latent_bank_array(rows), z_dim)
+        except ValueError as e:
+            raise self._error(f"scoring['silhouette_bank']: {e}") from None
+        if pixels is not None:
+            pixels = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)
+            if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 4 or 2 * len(pixels) != len(rows):
+                raise self._error(f"scoring['silhouette_pixels'] must be uint8 frames (N = {len(rows) // 2}, R, R, 4), "
+                                  f"the opened frames of the paired rows, got {pixels.dtype} {pixels.shape}")
+        return rows, pixels
+
     def threshold(self, cfg: Optional[SearchConfig] = None, spec: Optional[PreprocessSpec] = None,
                   log: Optional[Callable] = None) -> Optional[dict]:
         """The calibrated threshold the section carries (``scoring["threshold"]``: value, target_fpr, ...) if

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edge_ad.runtime.config import SearchConfig, make_z0
-from edge_ad.runtime.latent_memory import BankLayout, latent_memory
+from edge_ad.runtime.latent_memory import BankLayout, LatentMemory, latent_memory
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import geometric, photometric, to_tensor
@@ -164,6 +164,7 @@ def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, cfg: SearchCon
                      bank_rows_per_frame: Optional[BankLayout] = None) -> np.ndarray:
     """d(E(x), bank) per frame (runtime.latent_memory.latent_memory: cfg's metric, bank_augment_weight and
     bank_trusted_augment; ``bank_rows_per_frame`` the bank's layout: its augment list, or 1 + len(augment)
-    when no augmentation is trusted): float64 (N,). ``latents``: E(X) if already computed."""
-    memory = latent_memory(bank, cfg, bank_rows_per_frame)
+    when no augmentation is trusted), or a runtime LatentMemory already prepared (used as it is, e.g. the
+    silhouette lever's bank + paired rows): float64 (N,). ``latents``: E(X) if already computed."""
+    memory = bank if isinstance(bank, LatentMemory) else latent_memory(bank, cfg, bank_rows_per_frame)
     return np.array([memory.distance(e) for e in (encoder_latents(E, X) if latents is None else latents)])

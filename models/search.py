@@ -222,7 +222,7 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     ``batch_frames`` > 0 with a z-only configuration (lr_theta == 0) scores that many frames at once
     (``search_zonly_batch``): the same numbers as frame by frame, up to float rounding, faster.
     ``encoder`` (models.encoder.Encoder) is required when cfg.z_init == "encoder"; ``latent_bank``
-    (N, z_dim) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (the bank's layout: its
+    (N, z_dim) (or a runtime LatentMemory already prepared, used as it is) when cfg.score_latent_power > 0, with ``bank_rows_per_frame`` (the bank's layout: its
     augment list, ``checkpoint_bank_augment``, or 1 + len(augment), ``checkpoint_bank_rows_per_frame``)
     when cfg.bank_augment_weight != 1 (the augment list when cfg.bank_trusted_augment names some).
     ``pixel_memory`` (runtime.pixel_memory.PixelMemory) when cfg.score_pixel_power > 0: each frame's pixel
@@ -232,6 +232,10 @@ def score_batch(G: Generator, X: np.ndarray, cfg: SearchConfig = SearchConfig(),
     each scored as a frame with the frame's own seed and the frame's pixel distance (``search_min_shift``'s score); ``progress`` then
     wraps the list of shifts (one step per shifted copy of all of X)."""
     from edge_ad.runtime.config import frame_seed
+    if cfg.uses_silhouette_versions:
+        raise ValueError(f"the scoring configuration {cfg.name!r} uses the silhouette lever (silhouette_versions_weight "
+                         "> 0), made on raw frames: score_batch scores preprocessed frames; score each version with the "
+                         "lever off (runtime/silhouette.py), or use the runtime's Scorer")
     _check_pixel_memory(cfg, pixel_memory)
     if cfg.uses_pixel_memory and pixel_distances is None:      # each FRAME's, as given: (N,)
         pixel_distances = pixel_memory.frame_distances(np.asarray(X), cfg.pixel_shift_radius, pixel_exclude,

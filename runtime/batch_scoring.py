@@ -283,3 +283,58 @@ def score_batch(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s:
                      **({} if pd is None else {"pixel_s": pixel_s})}
         results[i] = r
     return results
+
+
+def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = None, z0s: Optional[Sequence] = None,
+                         keep_reconstructions: bool = False, check_faults: bool = True, *,
+                         graphs: Optional[OrtBatchGraphs] = None, memories: tuple = (None, None),
+                         pixels: tuple = (None, None), lock=None) -> list:
+    """``score_batch`` with the silhouette lever (runtime/silhouette.py): each frame's versions made on the raw
+    frame, each version's frames scored together by ``score_batch`` (the id version with the fault check
+    ``check_faults``; a version whose input cannot be made is left out, as ``Scorer.score``), the dil version against
+    the dil memories; per frame the winning version's result (runtime.silhouette.silhouette_min; ``silhouette_version``,
+    ``silhouette_scores``), or the frame's FrameError / ValueError. ``memories`` / ``pixels``: (the model's, the dil
+    version's) LatentMemory / pixel memory (PixelMemory, silhouette.PairedPixelMemory; None without the factor). One
+    seed per frame for its versions (drawn when neither seed nor z0 is given)."""
+    from .silhouette import VERSIONS, silhouette_min, silhouette_versions
+    n = len(frames)
+    seeds = [None] * n if seeds is None else list(seeds)
+    z0s = [None] * n if z0s is None else list(z0s)
+    if len(seeds) != n or len(z0s) != n:
+        raise ValueError(f"score_batch: {n} frames but {len(seeds)} seeds and {len(z0s)} z0s")
+    seeds = [draw_seed() if seeds[i] is None and z0s[i] is None else seeds[i] for i in range(n)]
+    t0 = time.perf_counter()
+    made: list = [None] * n                       # per frame {version: (rgb, depth)}, or None: the frame's own error
+    for i, entry in enumerate(frames):
+        try:
+            made[i] = silhouette_versions(*frame_pair(entry))
+        except ValueError:                        # FrameError too: the id version's scoring below names it
+            pass
+    tv = time.perf_counter() - t0
+    by_version = {}
+    for v in VERSIONS:
+        fr = [frames[i] if v == "id" else (None if made[i] is None else made[i][v]) for i in range(n)]
+        dil = v == "dil"
+        by_version[v] = score_batch(scorer, fr, seeds, z0s, keep_reconstructions, check_faults if v == "id" else False,
+                                    graphs=graphs, memory=memories[dil], lock=lock, pixels=pixels[dil])
+    results: list = [None] * n
+    for i in range(n):
+        first = by_version["id"][i]
+        if isinstance(first, Exception) or made[i] is None:
+            results[i] = first if isinstance(first, Exception) else FrameError(
+                "the silhouette lever (silhouette_versions_weight > 0) makes its versions on the raw frame, "
+                "which must be H x W x 3 uint8 + H x W uint8 / uint16 depth")
+            continue
+        mine = {v: by_version[v][i] for v in VERSIONS if not isinstance(by_version[v][i], Exception)}
+        score, won = silhouette_min({v: r.score for v, r in mine.items()}, scorer.config.silhouette_versions_weight)
+        r = mine[won]
+        r.score, r.silhouette_version = score, won
+        r.silhouette_scores = {v: q.score for v, q in mine.items()}
+        r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in mine.values())
+                        for k in ("preprocess_s", "search_s", "steps_s", "final_s", "pixel_s", "total_s")
+                        if k in r.timings}, "batch_size": r.timings.get("batch_size"),
+                     "silhouette_versions": len(mine)}
+        r.timings["preprocess_s"] = r.timings.get("preprocess_s", 0.0) + tv / n
+        r.timings["total_s"] = r.timings.get("total_s", 0.0) + tv / n
+        results[i] = r
+    return results

@@ -465,6 +465,8 @@ class _Scoring:
 
     def __post_init__(self):
         self.score_uint8 = getattr(self.scorer, "score_uint8", None)   # the one-resize path (runtime.Scorer)
+        if getattr(self.scorer, "needs_raw_frames", False):   # the silhouette lever: its versions need the raw frame
+            self.score_uint8 = None
         # decided once: a scorer written to the older contract, score(rgb, depth, z0=None, seed=None),
         # has no check_faults keyword and never checks faults itself; the loop checks them either way
         self.faults_kw = {"check_faults": False} if takes_check_faults(self.scorer.score) else {}

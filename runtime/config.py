@@ -18,11 +18,13 @@ from .latent_memory import LATENT_METRICS
 # the pixel memory's settings off (SearchConfig's defaults): to_dict leaves them out, so configurations
 # without a pixel memory are recorded (and hashed: scorer.scoring_settings_sha256) as before the fields
 PIXEL_DEFAULTS = {"score_pixel_power": 0.0, "pixel_floor": 1e-6, "pixel_shift_radius": 0, "pixel_gain_limits": ()}
+# the opt-in settings left out of to_dict at their defaults (off): the pixel memory's and the silhouette lever's
+OFF_DEFAULTS = {**PIXEL_DEFAULTS, "silhouette_versions_weight": 0.0}
 MAX_SHIFT_RADIUS = 4     # score_shift_radius: (2 * 4 + 1)^2 = 81 scored copies per frame at most
 
 
 # float settings checked below by their own rule, with their own message
-OWN_FLOAT_CHECKS = ("bank_augment_weight", "score_pixel_power", "pixel_floor")
+OWN_FLOAT_CHECKS = ("bank_augment_weight", "score_pixel_power", "pixel_floor", "silhouette_versions_weight")
 
 
 def _finite_number(v) -> bool:
@@ -102,6 +104,13 @@ class SearchConfig:
     # d_pix as it was; a colour cast (white balance) or a change beyond the limits still counts.
     # () = the plain distance (every model before the field; left out of to_dict, records unchanged).
     pixel_gain_limits: tuple = ()
+    # The silhouette lever (session 33, audit 31 #9; runtime/silhouette.py): w_e > 0 scores a RAW frame also as its
+    # silhouette 1 px narrower (ero) and 1 px wider (dil), each in full, score = min(S_id, w_e * S_ero, S_dil), the
+    # dil version also against the model's paired rows of opened training frames (silhouette_bank.npy). Needs the
+    # latent memory (score_latent_power > 0); w_e >= 1 (2.0 measured). 0.0 = off (every model before the field;
+    # left out of to_dict at 0, records and config_sha256 unchanged). Applies where the raw frame is scored
+    # (Scorer.score, score_batch); an input already preprocessed is scored as it is.
+    silhouette_versions_weight: float = 0.0
 
     def __post_init__(self):
         for key in ("n_seed", "k"):
@@ -156,6 +165,16 @@ class SearchConfig:
                 or not isinstance(self.pixel_floor, float) or not 0.0 < self.pixel_floor < float("inf"):
             raise ValueError(f"need a finite score_pixel_power >= 0 (0: no pixel memory) and a finite pixel_floor > 0, "
                              f"got score_pixel_power={self.score_pixel_power!r}, pixel_floor={self.pixel_floor!r}")
+        w = self.silhouette_versions_weight
+        if isinstance(w, (int, float, np.number)) and not isinstance(w, bool):
+            object.__setattr__(self, "silhouette_versions_weight", float(w))   # JSON-able
+        w = self.silhouette_versions_weight
+        if not isinstance(w, float) or not (w == 0.0 or 1.0 <= w < float("inf")):
+            raise ValueError(f"silhouette_versions_weight must be 0 (the silhouette lever off) or a finite number >= 1 "
+                             f"(the factor on the 1-px eroded version's score), got {w!r}")
+        if w > 0 and not self.score_latent_power > 0:
+            raise ValueError("silhouette_versions_weight > 0 (the silhouette lever) pairs the dil version with latent "
+                             "rows of opened training frames: it needs the latent memory (score_latent_power > 0)")
         for key in ("score_shift_radius", "pixel_shift_radius"):
             v = getattr(self, key)
             if isinstance(v, np.integer):
@@ -183,6 +202,11 @@ class SearchConfig:
         return self.score_pixel_power > 0
 
     @property
+    def uses_silhouette_versions(self) -> bool:
+        """True when a raw frame is scored as its three silhouette versions (runtime/silhouette.py)."""
+        return self.silhouette_versions_weight > 0
+
+    @property
     def updates_weights(self) -> bool:
         """False for the z-only fast variant (lr_theta == 0): no weight gradients needed."""
         return self.lr_theta > 0
@@ -196,7 +220,7 @@ class SearchConfig:
             d["bank_trusted_augment"] = list(self.bank_trusted_augment)
         else:
             del d["bank_trusted_augment"]
-        for key, default in PIXEL_DEFAULTS.items():   # at their defaults (off): recorded as before the fields
+        for key, default in OFF_DEFAULTS.items():   # at their defaults (off): recorded as before the fields
             if d[key] == default:
                 del d[key]
         if "pixel_gain_limits" in d:
@@ -262,7 +286,7 @@ def search_differences(calibrated: dict, cfg: SearchConfig) -> list:
     for d in (calibrated, mine):       # absent: none; stored in any order: a set
         t = d.get("bank_trusted_augment") or []
         d["bank_trusted_augment"] = sorted(t) if isinstance(t, (list, tuple)) else t
-        for key, default in PIXEL_DEFAULTS.items():                 # absent: off, as before the fields
+        for key, default in OFF_DEFAULTS.items():                   # absent: off, as before the fields
             d.setdefault(key, default)
         d["pixel_gain_limits"] = [float(v) for v in d["pixel_gain_limits"]]   # a list or a tuple: the same
     ignored = {"name"} | (set(OPTIMISER_ONLY) if calibrated.get("k") == 0 and cfg.k == 0 else set())

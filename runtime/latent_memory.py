@@ -135,6 +135,21 @@ class LatentMemory:
         out._weights = None if self._weights is None else self._weights[keep]        # (K,) or None
         return out
 
+    def with_rows(self, rows: np.ndarray) -> "LatentMemory":
+        """This memory plus ``rows`` (M, z_dim) after its own rows, each new row prepared as ``__init__`` prepares
+        a row (same metric) and at factor 1 (as an original row): the silhouette lever's dil version's memory, the
+        bank and the paired rows of the opened training frames (runtime/silhouette.py). ``subset`` masks run over
+        (N + M,) rows, this memory's first."""
+        extra = LatentMemory(rows, self.metric)
+        if len(extra.shape) != 2 or extra.shape[1:] != tuple(self.shape[1:]) or extra.shape[0] == 0:
+            raise ValueError(f"rows must be (M >= 1, z_dim) like the bank's {self.shape}, got {extra.shape}")
+        out = object.__new__(LatentMemory)
+        out.metric, out.shape = self.metric, (self.shape[0] + extra.shape[0],) + tuple(self.shape[1:])
+        out._bank = np.concatenate([self._bank, extra._bank])                        # (N + M, z_dim)
+        out._bank_sq = np.concatenate([self._bank_sq, extra._bank_sq])               # (N + M,)
+        out._weights = None if self._weights is None else np.concatenate([self._weights, np.ones(len(extra._bank))])
+        return out
+
     def distance(self, e: np.ndarray) -> float:
         """Distance of an encoder latent e (z_dim,) to the nearest bank row, in float64:
         "cosine": min_i w_i ||e/|e| - b_i/|b_i|||^2 (= 2 - 2 cos, in [0, 4]); "l2": min_i w_i mean((e - b_i)^2),

@@ -142,6 +142,9 @@ def validate_manifest(man: dict, where) -> None:
     pixels = man.get("pixel_memory")
     if pixels is not None:
         _check_pixel_memory_entry(pixels, files, lay["resolution"], where)
+    silhouette = man.get("silhouette")
+    if silhouette is not None:
+        _check_silhouette_entry(silhouette, files, z_dim, lay["resolution"], where)
     parity = man.get("parity")
     if parity is not None and not isinstance(parity, dict):
         raise _bad(where, "'parity'", f"must be an object or null, got {type(parity).__name__}")
@@ -287,6 +290,33 @@ def _check_latent_bank_entry(bank, files: dict, z_dim: int, where) -> None:
         original_rows(rows, rows_per_frame_of(bank.get("augment")))
     except ValueError as e:
         raise _bad(where, "latent_bank.augment", f"{e} (augment {bank.get('augment')!r})") from None
+
+
+def _check_silhouette_entry(entry, files: dict, z_dim: int, resolution: int, where) -> None:
+    """The manifest's "silhouette" entry (the silhouette lever's paired rows, runtime/silhouette.py): ``bank`` a
+    checksummed file of shape ``bank_shape`` [2 N, z_dim] (N = ``n_frames``: the opened frame and its mirror per
+    training frame), and where present ``pixels`` a checksummed file of ``pixels_shape`` [N, R, R, 4] uint8 frames
+    with ``pixels_augment`` valid nuisance texts. Raises ManifestError naming the entry."""
+    from .pixel_memory import MAX_PIXEL_FRAMES, check_pixel_augment
+    _dict(entry, where, "'silhouette'")
+    if entry.get("bank") not in files:
+        raise _bad(where, "silhouette.bank", f"{entry.get('bank')!r} is not among the manifest's checksummed files")
+    rows, cols = _shape(entry.get("bank_shape"), where, "silhouette.bank_shape", ndim=2)
+    n = _int(entry.get("n_frames"), where, "silhouette.n_frames", 1, MAX_PIXEL_FRAMES)
+    if cols != z_dim or rows != 2 * n or rows * cols > MAX_BANK_FLOATS:
+        raise _bad(where, "silhouette.bank_shape", f"must be [2 * n_frames = {2 * n}, z_dim={z_dim}] (the opened frame "
+                   f"and its mirror per training frame) with at most {MAX_BANK_FLOATS} floats, got {[rows, cols]}")
+    if entry.get("pixels") is not None:
+        if entry["pixels"] not in files:
+            raise _bad(where, "silhouette.pixels", f"{entry['pixels']!r} is not among the manifest's checksummed files")
+        shape = _shape(entry.get("pixels_shape"), where, "silhouette.pixels_shape", ndim=4)
+        if shape != (n, resolution, resolution, 4):
+            raise _bad(where, "silhouette.pixels_shape", f"must be [n_frames={n}, R, R, 4] at the model's resolution "
+                       f"R = {resolution}, got {list(shape)}")
+        try:
+            check_pixel_augment(entry.get("pixels_augment"))
+        except ValueError as e:
+            raise _bad(where, "silhouette.pixels_augment", str(e)) from None
 
 
 def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> None:

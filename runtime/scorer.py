@@ -39,6 +39,16 @@ Named scoring configurations (issue 4) are applied here, the same for every back
                         they overlay the caller's frame, ``shift`` = (dy, dx). k = 0 models with batch
                         graphs score the copies as one batch (runtime/batch_scoring.py) on backend
                         "onnxruntime"; on TensorRT the loaded engine scores each copy.
+  silhouette_versions_weight w_e > 0  the silhouette lever (runtime/silhouette.py): a RAW frame (``score``,
+                        ``score_batch``) is scored as three versions made on it, the frame, its silhouette 1 px
+                        narrower (ero) and 1 px wider (dil), each as above (its own shift-min and pixel distance),
+                        the dil version's latent memory the bank plus the paired rows of opened training frames
+                        (silhouette_bank.npy; the pixel memory plus silhouette_pixels.npy where the model has
+                        one); score = min(S_id, w_e * S_ero, S_dil), the winner's result (``silhouette_version``,
+                        ``silhouette_scores``). Three scorings a frame (``score_batch``: each version's frames
+                        batched, batch_scoring.score_batch_versions).
+                        ``score_uint8`` refuses (the versions need the raw frame); ``score_input`` and the other
+                        methods on a preprocessed input score it as it is (one version).
 """
 from __future__ import annotations
 
@@ -63,10 +73,11 @@ from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
 from .pixel_memory import MAX_PIXEL_FRAMES, PixelMemory
-from .preprocess import (PreprocessSpec, check_shift_fill, frame_to_uint8, frame_to_uint8_pair, normalize_uint8,
-                         shift_frame, shift_offsets)
+from .preprocess import (FrameError, PreprocessSpec, check_shift_fill, frame_to_uint8, frame_to_uint8_pair,
+                         normalize_uint8, shift_frame, shift_offsets)
 from .score_scale import score_scale
 from .sensor_faults import raise_frame_faults
+from .silhouette import PairedPixelMemory, check_silhouette_bank, silhouette_min, silhouette_versions
 
 BACKENDS = variants.BACKENDS
 
@@ -110,6 +121,11 @@ class ScoreResult:
     latent_distance: Optional[float] = None       # d(E(x), latent bank) when the configuration uses it
     shift: Optional[tuple] = None                 # (dy, dx) of the shift-min's winning copy; None when R = 0
     pixel_distance: Optional[float] = None        # d_pix(x, pixel memory) when the configuration uses it
+    # the silhouette lever (runtime/silhouette.py), None when off: the version whose score won ("id", "ero",
+    # "dil"; the result's other fields are that version's, ``score`` its weighted score) and every version's
+    # own score {version: score} (a version that could not be made, e.g. an erosion leaving no reading, absent)
+    silhouette_version: Optional[str] = None
+    silhouette_scores: Optional[dict] = None
 
     @classmethod
     def of_search(cls, x: np.ndarray, cfg: SearchConfig, seed_losses, error_map, z, z0, recon, dist: Optional[float],
@@ -217,7 +233,7 @@ class Scorer:
     def __init__(self, model_dir: Path, manifest: dict, search, cfg: SearchConfig,
                  spec: PreprocessSpec, mode: str, encoder=None, memory: Optional[LatentMemory] = None,
                  batch_graphs: Optional[BatchGraphs] = None, manifest_sha256: Optional[str] = None,
-                 pixels: Optional[PixelMemory] = None):
+                 pixels: Optional[PixelMemory] = None, silhouette: Optional[tuple] = None):
         # the validated manifest, private: what scoring reads (threshold, layout) stays what load checked;
         # ``manifest`` hands out copies
         self.model_dir, self._manifest, self._search = model_dir, manifest, search
@@ -234,6 +250,9 @@ class Scorer:
         self._memory = memory
         # the pixel memory (pixel_memory.npy expanded once) when cfg.score_pixel_power > 0, else None
         self._pixels = pixels
+        # the silhouette lever's dil-version memories (cfg.silhouette_versions_weight > 0, ``load_silhouette_rows``):
+        # (LatentMemory: the bank + the paired rows, PairedPixelMemory or None); else (None, None)
+        self._dil_memory, self._dil_pixels = silhouette if silhouette is not None else (None, None)
         # held while the encoder or the search runs: both use buffers allocated once at load
         self._lock = threading.RLock()
         self._closed = False         # close() called: new calls refused
@@ -314,6 +333,8 @@ class Scorer:
                                     f"resolution, z_dim): {e}") from None
         memory = _load_latent_memory(model_dir, man, cfg) if cfg.uses_latent_bank else None
         pixels = load_pixel_memory(model_dir, man, cfg, spec) if cfg.uses_pixel_memory else None
+        silhouette = (load_silhouette_rows(model_dir, man, cfg, spec, memory, pixels)
+                      if cfg.uses_silhouette_versions else None)
         # one copy (shape[1:]) per state tensor; each .npy header checked before it is read
         pristine = load_npz(model_dir, lay["weights"], {st["name"]: st["shape"][1:] for st in lay["state"]},
                             np.dtype(lay.get("dtype", "float32")),
@@ -332,7 +353,7 @@ class Scorer:
         # sessions are built here, once (other score_batch thread counts: on first use, runtime/batch_scoring.py)
         batch = BatchGraphs(model_dir, man, threads, providers) if batch_applies(man, cfg, backend) else None
         return cls(model_dir, man, search, cfg, spec, chosen.mode(cfg), encoder, memory, batch,
-                   manifest_sha256=man_sha256, pixels=pixels)
+                   manifest_sha256=man_sha256, pixels=pixels, silhouette=silhouette)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Release what ``load`` allocated, now rather than when garbage collection reaches it: the
@@ -407,6 +428,19 @@ class Scorer:
         return json.loads(json.dumps(self._manifest))
 
     @property
+    def needs_raw_frames(self) -> bool:
+        """True when a frame must reach ``score`` raw (the silhouette lever: its versions are made on the raw
+        frame); ``score_uint8`` then refuses, and ``run_capture`` scores with ``score``."""
+        return self.config.uses_silhouette_versions
+
+    @property
+    def silhouette_memories(self) -> tuple:
+        """The silhouette lever's dil-version memories (LatentMemory: the bank + the paired rows of the opened
+        training frames; runtime.silhouette.PairedPixelMemory: the pixel memory + the opened frames, or None),
+        (None, None) when the lever is off."""
+        return self._dil_memory, self._dil_pixels
+
+    @property
     def resolution(self) -> int:
         return int(self._manifest["layout"]["resolution"])
 
@@ -452,6 +486,12 @@ class Scorer:
         configuration has no latent factor."""
         return self._memory
 
+    @property
+    def pixel_memory(self) -> Optional[PixelMemory]:
+        """The pixel memory d_pix is measured against (pixel_memory.npy expanded at load); None when the
+        configuration has no pixel factor."""
+        return self._pixels
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """E(x) (z_dim,) float32 of a preprocessed frame, with the exported izi encoder."""
         if self._encoder is None:
@@ -493,14 +533,20 @@ class Scorer:
         minimum over its shifted copies, module docstring). ``pixel_distance``: the frame's pixel distance
         when the caller already has it (e.g. a row of ``shifted_pixel_distances``); None: measured here
         (``pixel_distance``). ValueError when given to a model without the pixel factor."""
+        return self._score_input(x, z0, seed, keep_reconstructions, pixel_distance)
+
+    def _score_input(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
+                     pixel_distance: Optional[float], memory: Optional[LatentMemory] = None) -> ScoreResult:
+        """``score_input`` with the latent memory d_lat is measured against (None: the model's; the silhouette
+        lever's dil version: the bank + its paired rows)."""
         t0 = time.perf_counter()
         x = check_input(x, (int(self._manifest["layout"]["channels"]),) + (self.resolution,) * 2)
         pixel_distance = self._given_pixel_distance(pixel_distance)
         if self.config.score_shift_radius == 0:
-            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance)
+            return self._score_copy(x, z0, seed, keep_reconstructions, t0, pixel_distance, memory)
         pixel_dist, pixel_s = ((pixel_distance, None) if pixel_distance is not None
                                else self._timed_pixel_distance(x))
-        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist)
+        offsets, rs = self._score_shifted(x, z0, seed, keep_reconstructions, pixel_dist, memory)
         r = shift_min(rs, offsets)
         r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in rs) for k in ("steps_s", "final_s", "encoder_s")
                         if k in r.timings}, "search_s": time.perf_counter() - t0, "shifts": len(offsets),
@@ -552,9 +598,10 @@ class Scorer:
         return self._score_shifted(x, z0, seed, keep_reconstructions, self.pixel_distance(x))
 
     def _score_shifted(self, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
-                       pixel_dist: Optional[float]) -> tuple:
+                       pixel_dist: Optional[float], memory: Optional[LatentMemory] = None) -> tuple:
         """``score_shifted`` with the frame's pixel distance ``pixel_dist`` (``pixel_distance(x)``, None
-        without the pixel factor) given: the same factor for every copy."""
+        without the pixel factor) given: the same factor for every copy; ``memory``: the latent memory (None:
+        the model's)."""
         if seed is None and z0 is None:   # one random seed for the frame: its copies share their z0 noise
             seed = draw_seed()
         offsets = shift_offsets(self.config.score_shift_radius)
@@ -564,13 +611,13 @@ class Scorer:
             self._check_open()
             if self._batch is not None:        # k = 0: every copy through the batch graphs at once
                 rs = score_inputs(self, copies, [seed] * len(copies), [z0] * len(copies), keep_reconstructions,
-                                  graphs=self._batch.get(), memory=self._memory,
+                                  graphs=self._batch.get(), memory=self._memory if memory is None else memory,
                                   pixel_distances=None if pixel_dist is None else [pixel_dist] * len(copies))
                 bad = next((r for r in rs if isinstance(r, Exception)), None)
                 if bad is not None:
                     raise bad
             else:
-                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist)
+                rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist, memory)
                       for c in copies]
         return offsets, rs
 
@@ -650,10 +697,56 @@ class Scorer:
         ``preprocess.sensor_faults`` limits, the checks ``edge-ad run`` makes), which is never scored.
         ``check_faults=False``: skip those checks (a caller that has made them already). A stuck
         camera re-sending one frame needs a stream to notice: ``run_capture`` (SensorFaultDetector)
-        checks that, not this call."""
+        checks that, not this call. With the silhouette lever (silhouette_versions_weight > 0): the minimum over
+        the frame's silhouette versions (module docstring, ``_score_versions``); the faults are checked on the frame."""
         t0 = time.perf_counter()
         x = frame_input(rgb, depth, self.preprocess_spec, check_faults)   # (4, R, R) float32 in [-1, 1]
+        if self.config.uses_silhouette_versions:
+            return self._score_versions(rgb, depth, x, z0, seed, keep_reconstructions, t0)
         return self._score_prepared(x, z0, seed, keep_reconstructions, t0)
+
+    def _score_versions(self, rgb, depth, x: np.ndarray, z0, seed: Optional[int], keep_reconstructions: bool,
+                        t0: float) -> ScoreResult:
+        """``score`` with the silhouette lever (runtime/silhouette.py): x (4, R, R) is the frame's input (checked,
+        sensor faults included); the ero and dil versions are made on the raw (rgb, depth) and scored in full (a
+        version whose input cannot be made, e.g. an erosion that leaves no reading, is left out; the frame itself
+        never is), the dil version against the bank + the paired rows (and the pixel memory + the opened frames);
+        one seed for the three (drawn when neither seed nor z0 is given). Returns the winning version's result,
+        ``score`` = min(S_id, w_e * S_ero, S_dil); timings: the versions' preprocessing and search summed."""
+        cfg = self.config
+        if seed is None and z0 is None:
+            seed = draw_seed()
+        try:
+            raw = silhouette_versions(rgb, depth)                 # {version: (rgb, depth)}
+        except ValueError as e:   # e.g. float depth: the versions' depth ops take uint8 / uint16 readings
+            raise FrameError(f"the silhouette lever (silhouette_versions_weight > 0) makes its versions on the raw "
+                             f"frame: {e}") from None
+        tp = time.perf_counter() - t0
+        results = {}
+        for v, (r, d) in raw.items():
+            if v != "id":
+                t1 = time.perf_counter()
+                try:
+                    x = frame_input(r, d, self.preprocess_spec, check_faults=False)     # (4, R, R)
+                except FrameError:
+                    continue
+                tp += time.perf_counter() - t1
+            pd, memory = None, None
+            if v == "dil":
+                memory = self._dil_memory
+                if self._dil_pixels is not None:
+                    pd = self._dil_pixels.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits)
+            results[v] = self._score_input(x, z0, seed, keep_reconstructions, pd, memory)
+        score, won = silhouette_min({v: q.score for v, q in results.items()}, cfg.silhouette_versions_weight)
+        r = results[won]
+        r.score, r.silhouette_version = score, won
+        r.silhouette_scores = {v: q.score for v, q in results.items()}
+        search_s = sum(q.timings["search_s"] for q in results.values())
+        r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in results.values())
+                        for k in ("steps_s", "final_s", "encoder_s", "pixel_s") if k in r.timings},
+                     "search_s": search_s, "preprocess_s": tp, "total_s": time.perf_counter() - t0,
+                     "silhouette_versions": len(results)}
+        return r
 
     def score_uint8(self, u8: np.ndarray, z0=None, seed: Optional[int] = None,
                     keep_reconstructions: bool = False) -> ScoreResult:
@@ -662,6 +755,10 @@ class Scorer:
         checks and the scorer. No sensor-fault check here (they need the raw frame): the caller has
         made them (``sensor_faults.frame_faults``). ``timings["preprocess_s"]`` covers the
         normalisation (and, from ``score``, the resize)."""
+        if self.config.uses_silhouette_versions:
+            raise ValueError(f"the scoring configuration {self.config.name!r} uses the silhouette lever "
+                             "(silhouette_versions_weight > 0), whose versions are made on the raw frame: score it "
+                             "with score(rgb, depth), not score_uint8")
         t0 = time.perf_counter()
         u8 = np.asarray(u8)
         R = self.resolution
@@ -698,6 +795,13 @@ class Scorer:
         with self._lock:
             self._check_open()
             graphs = self._batch.get(threads) if self._batch is not None else None
+        # the silhouette lever: its versions are made on the raw frames, each version's batch scored together
+        # (without batch graphs: frame by frame through ``score``, which makes them)
+        if self.config.uses_silhouette_versions and graphs is not None:
+            from .batch_scoring import score_batch_versions
+            return score_batch_versions(self, frames, seeds, z0s, keep_reconstructions, check_faults, graphs=graphs,
+                                        memories=(self._memory, self._dil_memory),
+                                        pixels=(self._pixels, self._dil_pixels), lock=self._lock)
         return score_batch(self, frames, seeds, z0s, keep_reconstructions, check_faults,
                            graphs=graphs, memory=self._memory, lock=self._lock, pixels=self._pixels)
 
@@ -781,6 +885,41 @@ def _load_latent_memory(model_dir: Path, man: dict, cfg: SearchConfig) -> Latent
         return latent_memory(bank, cfg, [] if augment is None else augment)   # the texts: checked there
     except ValueError as e:
         raise ManifestError(f"{model_dir}: {entry['file']}: {e}") from None
+
+
+def load_silhouette_rows(model_dir: Path, man: dict, cfg: SearchConfig, spec: PreprocessSpec, memory: LatentMemory,
+                         pixels: Optional[PixelMemory]) -> tuple:
+    """The silhouette lever's dil-version memories (runtime/silhouette.py) from the manifest's "silhouette" entry:
+    (``memory.with_rows`` of silhouette_bank.npy (2 N, z_dim) float32, E of the opened training frames and their
+    mirrors; a PairedPixelMemory of ``pixels`` and silhouette_pixels.npy (N, R, R, 4) uint8, the opened frames
+    expanded with its augment, when the configuration has the pixel factor, else None). Raises ManifestError when the export has
+    no entry, a file is missing, or an array does not match (shape, dtype, sha256, non-finite rows)."""
+    entry = man.get("silhouette")
+    if not isinstance(entry, dict) or entry.get("bank") not in man["files"]:
+        raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} uses the silhouette lever "
+                            "(silhouette_versions_weight > 0), but this export has no paired rows of opened "
+                            "training frames (manifest 'silhouette'); re-export from a checkpoint built with them "
+                            "(make_release.py --silhouette-weight)")
+    z_dim = int(man["layout"]["z_dim"])
+    rows = load_npy(model_dir, entry["bank"], entry["bank_shape"], np.float32, sha256=man["files"][entry["bank"]],
+                    said_by=f"{MANIFEST}: silhouette.bank_shape")
+    try:
+        rows = check_silhouette_bank(rows, z_dim, entry.get("n_frames"))
+    except ValueError as e:
+        raise ManifestError(f"{model_dir}: {entry['bank']}: {e}") from None
+    opened = None
+    if cfg.uses_pixel_memory:
+        if entry.get("pixels") not in man["files"]:
+            raise ManifestError(f"{model_dir}: the scoring configuration {cfg.name!r} has the pixel factor and the "
+                                "silhouette lever, but the export's 'silhouette' entry has no opened frames for the "
+                                "pixel memory ('pixels'); re-export from a checkpoint built with them")
+        frames = load_npy(model_dir, entry["pixels"], entry["pixels_shape"], np.uint8,
+                          sha256=man["files"][entry["pixels"]], said_by=f"{MANIFEST}: silhouette.pixels_shape")
+        try:
+            opened = PixelMemory(frames, spec, entry.get("pixels_augment") or [])
+        except ValueError as e:
+            raise ManifestError(f"{model_dir}: {entry['pixels']}: {e}") from None
+    return memory.with_rows(rows), None if opened is None else PairedPixelMemory(pixels, opened)
 
 
 def load_pixel_memory(model_dir: Path, man: dict, cfg: SearchConfig, spec: PreprocessSpec) -> PixelMemory:

@@ -64,6 +64,8 @@ STUCK = ("tests/test_sensor_faults_stuck_streams.py",)
 RS_STALE = ("tests/test_realsense_stale.py",)
 PIXEL = ("tests/test_pixel_memory.py",)
 PIXEL_UNIT = ("tests/test_pixel_memory.py", "-k", "brute_force or nearer or frame_distances_equal")   # no export
+SILH = ("tests/test_silhouette_lever.py",)
+SILH_UNIT = ("tests/test_silhouette_lever.py", "-k", "recorded_as_before or weighted_min")          # no export
 
 
 @dataclass(frozen=True)
@@ -1137,8 +1139,8 @@ MUTANTS = [
            "pixel_distances=None if pixel_dist is None else [pixel_dist] * len(copies))",
            "pixel_distances=None if pixel_dist is None else [self.pixel_distance(c) for c in copies])", PIXEL),
     Mutant("pixel-per-copy-one-by-one", "runtime/scorer.py",
-           "rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist)",
-           "rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), self.pixel_distance(c))",
+           "rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), pixel_dist, memory)",
+           "rs = [self._score_copy(c, z0, seed, keep_reconstructions, time.perf_counter(), self.pixel_distance(c), memory)",
            PIXEL),
     Mutant("pixel-batch-per-copy", "runtime/batch_scoring.py",
            "pixel_distances=None if pd is None else np.repeat(pd, S))",
@@ -1168,6 +1170,24 @@ MUTANTS = [
     Mutant("pixel-gain-tables-unlocked", "runtime/pixel_memory.py", "            with self._gain_lock:",
            "            if True:", ("tests/test_pixel_memory.py", "-k", "built_by_the_first")),
     Mutant("pixel-release-loo-kept", "models/search.py", "pixel_exclude=[i])[0]", "pixel_exclude=None)[0]", PIXEL),
+    # -- the silhouette lever (runtime/silhouette.py, session 33) ---------------------------------------------
+    Mutant("silh-ero-unweighted", "runtime/silhouette.py", 'scores[v] * (weight if v == "ero" else 1.0)',
+           "scores[v] * 1.0", SILH_UNIT),
+    Mutant("silh-recorded-at-off", "runtime/config.py",
+           'OFF_DEFAULTS = {**PIXEL_DEFAULTS, "silhouette_versions_weight": 0.0}', "OFF_DEFAULTS = {**PIXEL_DEFAULTS}",
+           SILH_UNIT),
+    Mutant("silh-paired-rows-for-id", "runtime/scorer.py", '            if v == "dil":\n                memory = self._dil_memory',
+           '            if v != "ero":\n                memory = self._dil_memory', SILH),
+    Mutant("silh-batch-dil-plain-memory", "runtime/batch_scoring.py", "graphs=graphs, memory=memories[dil], lock=lock",
+           "graphs=graphs, memory=memories[0], lock=lock", SILH),
+    Mutant("silh-run-uint8", "runtime/capture.py",
+           '        if getattr(self.scorer, "needs_raw_frames", False):', "        if False:", SILH),
+    Mutant("silh-loo-keeps-paired", "models/kinect-rgbd/make_release.py",
+           "keep[A * N + 2 * i:A * N + 2 * i + 2] = False", "keep[A * N + 2 * i:A * N + 2 * i + 2] = True", SILH),
+    Mutant("silh-calibrate-unrefused", "runtime/calibrate/pipeline.py",
+           "        if scorer.config.uses_silhouette_versions:   # before any frame is read", "        if False:", SILH),
+    Mutant("silh-eval-unrefused", "edge_ad/commands/evaluate.py", "    if cfg.uses_silhouette_versions:\n        raise click",
+           "    if False:\n        raise click", SILH),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
            'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',

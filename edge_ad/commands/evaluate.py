@@ -244,6 +244,11 @@ def _scoring_configuration(model_path, scoring: str, overrides: dict):
         raise click.ClickException(str(e))
     except ValueError as e:
         raise click.UsageError(str(e))
+    if cfg.uses_silhouette_versions:
+        raise click.ClickException(f"{model_path}: the scoring configuration {cfg.name!r} uses the silhouette lever "
+                                   "(silhouette_versions_weight > 0): its versions are made on the raw frames, which "
+                                   "edge-ad eval's PyTorch reference search does not score; export the model and score "
+                                   "it with the runtime (Scorer.score_batch, edge-ad batch)")
     try:
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
         if cfg.uses_pixel_memory:

@@ -3,7 +3,16 @@ training run, with its recipe and named scoring configuration (and izi encoder) 
 
     .venv/bin/python models/kinect-rgbd/make_release.py --generator RUN/epoch_0300.pt --class rectangle \
         --search '{"name": "fg-izi", ...}' [--shift-radius R] [--encoder ENC.pt] [--val-report REPORT.json] \
-        [--pixel-memory-augment "mirror;scale:1.03;rotate:3;blur:0.7"] --out models/kinect-rgbd/rectangle.pt
+        [--pixel-memory-augment "mirror;scale:1.03;rotate:3;blur:0.7"] [--silhouette-weight 2] \
+        --out models/kinect-rgbd/rectangle.pt
+
+--silhouette-weight W (the silhouette lever, runtime/silhouette.py; needs --data, an encoder and the latent bank)
+stores the paired rows of the opened training frames (scoring["silhouette_bank"], and scoring["silhouette_pixels"]
+with a pixel memory) and sets the configuration's silhouette_versions_weight W. Its scores are made on the raw
+frames' versions (``lever_scores``: the PyTorch reference per version, runtime.silhouette's min): the val AUROC
+(scoring["val"]["silhouette"]; scoring["val"]'s other numbers are those of the frames as they are, the lever off),
+the normal scores and the threshold, whose train leave-one-out leaves out each frame's bank rows, its 2 paired rows
+(and its pixel-memory rows) from every version's memories (``silhouette_held_out_scores``).
 
 ENC.pt is ``{"encoder": encoder_to_dict(E), "info": {...}}`` as written by train_encoder's caller.
 """
@@ -60,6 +69,10 @@ def main(argv=None):
                     help="normal frames the threshold is read from: the class's val frames, or those plus its "
                          "train frames each scored against the latent bank without its own rows (leave-one-out; "
                          "4x the sample: 400 frames)")
+    ap.add_argument("--silhouette-weight", type=float, default=0.0, metavar="W",
+                    help="the silhouette lever (runtime/silhouette.py): score = min(S_id, W x S_ero, S_dil) over the raw "
+                         "frame's silhouette versions, the dil version also against paired rows of the opened train "
+                         "frames (built here; needs --data); 0 = off (default; 2 measured)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     G = load_generator(a.generator)
@@ -74,6 +87,8 @@ def main(argv=None):
     cfg = SearchConfig.from_dict(json.loads(a.search))
     if a.shift_radius is not None:
         cfg = cfg.replace(score_shift_radius=a.shift_radius)
+    if a.silhouette_weight:
+        cfg = cfg.replace(silhouette_versions_weight=a.silhouette_weight)
     scoring = {"name": cfg.name, "search": cfg.to_dict(), "encoder": None, "encoder_train": None, "val": None,
                "latent_bank": None, "latent_bank_info": None}
     if a.reuse_encoder:
@@ -127,26 +142,47 @@ def main(argv=None):
                                         "augment": list(pixels.augment),
                                         "what": "the normal training frames at the model's resolution (uint8, before "
                                                 "align), expanded at load with augment (runtime/pixel_memory.py)"}
+    if cfg.uses_silhouette_versions:
+        if not a.data:
+            raise SystemExit("--silhouette-weight (the silhouette lever) needs --data: its paired rows are the class's "
+                             "train frames opened")
+        rows, opened = silhouette_rows(E, a.data, a.cls, G.preprocess, with_pixels=cfg.uses_pixel_memory)
+        scoring["silhouette_bank"] = torch.from_numpy(rows)
+        scoring["silhouette_pixels"] = None if opened is None else torch.from_numpy(opened)
+        scoring["silhouette_info"] = {"frames": f"kinect-rgbd {a.cls} train split, opened (dil(ero(frame)))",
+                                      "n_frames": len(rows) // 2,
+                                      "what": "E of each opened train frame and of its mirror (runtime/silhouette.py); "
+                                              "the dil version's paired rows"}
     if a.data:
         info = scoring["latent_bank_info"] or {}
-        scoring["val"] = measure(G, E, cfg, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"],
+        plain = cfg.replace(silhouette_versions_weight=0.0)     # the frames as they are (the reference search)
+        scoring["val"] = measure(G, E, plain, a.data, a.cls, a.ci_per_class, bank=scoring["latent_bank"],
                                  bank_rows=list(info.get("augment") or []), pixels=pixels)
         normal_scores = scoring["val"].pop("normal_scores")
+        opened = None
+        if cfg.uses_silhouette_versions:       # the raw frames' versions, scored by the reference
+            from edge_ad.runtime.pixel_memory import PixelMemory
+            from edge_ad.runtime.silhouette import OPENED_AUGMENT
+            if cfg.uses_pixel_memory:
+                opened = PixelMemory(scoring["silhouette_pixels"].numpy(), G.preprocess, OPENED_AUGMENT)
+            scoring["val"]["silhouette"], normal_scores = lever_val(G, E, cfg, scoring, a.data, a.cls, pixels, opened)
         print(json.dumps({k: v for k, v in scoring["val"].items()}, indent=1))
         if a.threshold_fpr:
-            scoring["threshold"] = release_threshold(G, E, cfg, a, normal_scores, scoring, pixels)
+            scoring["threshold"] = release_threshold(G, E, cfg, a, normal_scores, scoring, pixels, opened)
             print(f"threshold: {scoring['threshold']['value']:.6g} at {a.threshold_fpr} false alarms on "
                   f"{scoring['threshold']['normal']}")
     save_checkpoint(a.out, G, preprocess=G.preprocess, train=train, scoring=scoring)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
 
 
-def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None) -> dict:
+def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None, opened=None) -> dict:
     """The shipped threshold: the (1 - a.threshold_fpr) quantile of the normal scores ("higher"), read from
     the val normals, or (--threshold-normals val+train-loo) from those plus the train frames scored
     leave-one-out (models.search.held_out_bank_scores: without the frame's rows in the latent bank and, with
     score_pixel_power > 0, in the pixel memory ``pixels``, built from the same train frames in the same
-    order), with the two samples' quantiles recorded side by side so that a reader can check they agree."""
+    order), with the two samples' quantiles recorded side by side so that a reader can check they agree.
+    With the silhouette lever on, the train frames' held-out scores are the lever's (``silhouette_held_out_scores``;
+    ``opened``: the opened frames' pixel memory when cfg has the pixel factor)."""
     import numpy as np
 
     from edge_ad.models.evaluate import calibrate_threshold
@@ -161,11 +197,17 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None) -> 
     from edge_ad.models.search import held_out_bank_scores
     if scoring["latent_bank"] is None:
         raise SystemExit("--threshold-normals val+train-loo needs a configuration with a latent bank")
-    X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
     augment = list((scoring["latent_bank_info"] or {}).get("augment") or [])      # the bank's layout
-    loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), augment,
-                               progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"),
-                               pixel_memory=pixels if cfg.uses_pixel_memory else None)
+    if cfg.uses_silhouette_versions:
+        from edge_ad.models.data import kinect_split_ids
+        from edge_ad.runtime.sources.folder import read_pair
+        frames = [read_pair(Path(a.data) / a.cls, str(i)) for i in kinect_split_ids(a.data, a.cls, "train")]
+        loo = silhouette_held_out_scores(G, E, cfg, scoring, frames, pixels if cfg.uses_pixel_memory else None, opened)
+    else:
+        X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
+        loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), augment,
+                                   progress=lambda it: tqdm(it, desc="train frames, leave-one-out", unit="frame"),
+                                   pixel_memory=pixels if cfg.uses_pixel_memory else None)
     value = calibrate_threshold(np.concatenate([val, loo]), a.threshold_fpr)
 
     def sample(scores):          # what a reader compares between the two samples
@@ -176,6 +218,8 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None) -> 
             "normal": (f"kinect-rgbd {a.cls} val ({len(val)} frames) + train ({len(loo)} frames, each scored "
                        "against the latent bank without its own rows" + (" and the pixel memory without its own rows"
                                                                          if cfg.uses_pixel_memory else "")
+                       + (" and the silhouette lever's paired rows without its own" if cfg.uses_silhouette_versions
+                          else "")
                        + ": leave-one-out)"),
             "samples": {"val": sample(val), "train_leave_one_out": sample(loo)}, **thr}
 
@@ -227,6 +271,110 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=Non
             "auroc": table(S), "baselines": {k: table(v) for k, v in base.items()},
             "batched_seconds_per_frame": round(secs, 4),
             "ci_subset": {"max_per_class": ci_per_class, "seed": seed, "auroc_overall": table(S, ci_per_class)["overall"]}}
+
+
+def silhouette_rows(E, data, cls, spec, with_pixels: bool) -> tuple:
+    """The silhouette lever's paired rows of the class's train frames (split order): E of each opened frame and of
+    its mirror (runtime.silhouette.opened_inputs), float32 (2 N, z_dim), and with ``with_pixels`` the opened frames
+    (runtime.silhouette.opened_uint8) uint8 (N, R, R, 4), else None."""
+    import numpy as np
+
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.runtime.silhouette import opened_inputs, opened_uint8
+    from edge_ad.runtime.sources.folder import read_pair
+    frames = [read_pair(Path(data) / cls, str(i)) for i in kinect_split_ids(data, cls, "train")]
+    rows = encoder_latents(E, np.concatenate([opened_inputs(*f, spec) for f in frames])).astype(np.float32)
+    return rows, (np.stack([opened_uint8(*f, spec) for f in frames]) if with_pixels else None)
+
+
+def lever_scores(G, E, cfg, frames, memories: dict, pixels=None, opened=None, exclude=None,
+                 batch_frames: int = 50) -> "np.ndarray":
+    """(N,) silhouette-lever scores of raw ``frames`` [(rgb, depth)], made by the PyTorch reference
+    (models.search.score_batch, the lever off) on each version (runtime.silhouette.silhouette_versions, the inputs as
+    runtime.scorer.frame_input makes them; a version whose input cannot be made is left out, as Scorer.score does),
+    then runtime.silhouette.silhouette_min. ``memories``: {version: the runtime LatentMemory it is measured against}
+    (id, ero: the bank; dil: the bank + the paired rows); ``pixels`` / ``opened``: the pixel memory and the opened
+    frames' (runtime PixelMemory) when cfg has the pixel factor (the dil version: the nearer of the two,
+    runtime.silhouette.PairedPixelMemory);
+    ``exclude``: pixel-memory frames left out (held-out scoring)."""
+    import numpy as np
+
+    from edge_ad.models.search import score_batch
+    from edge_ad.runtime.preprocess import FrameError
+    from edge_ad.runtime.scorer import frame_input
+    from edge_ad.runtime.silhouette import VERSIONS, PairedPixelMemory, silhouette_min, silhouette_versions
+    plain = cfg.replace(silhouette_versions_weight=0.0)
+    raw = [silhouette_versions(*f) for f in frames]
+    scores = [{} for _ in frames]
+    for v in VERSIONS:
+        idx, X = [], []
+        for i, vs in enumerate(raw):
+            try:
+                X.append(frame_input(*vs[v], G.preprocess, check_faults=False))       # (4, R, R)
+                idx.append(i)
+            except FrameError:
+                if v == "id":
+                    raise
+        X = np.stack(X)
+        pd = None
+        if cfg.uses_pixel_memory:
+            memory = PairedPixelMemory(pixels, opened) if v == "dil" else pixels
+            pd = memory.frame_distances(X, cfg.pixel_shift_radius, exclude, gain=cfg.pixel_gain_limits)
+        s = score_batch(G, X, plain, seed=0, batch_frames=batch_frames, encoder=E, latent_bank=memories[v],
+                        pixel_memory=pixels, pixel_distances=pd)
+        for i, sc in zip(idx, s):
+            scores[i][v] = float(sc)
+    return np.array([silhouette_min(sc, cfg.silhouette_versions_weight)[0] for sc in scores])
+
+
+def lever_memories(cfg, scoring) -> dict:
+    """{version: runtime LatentMemory} of the silhouette lever from the release's scoring section: the latent bank
+    (runtime.latent_memory.latent_memory, cfg's weights) for id and ero, it plus the paired rows for dil."""
+    from edge_ad.runtime.latent_memory import latent_memory
+    base = latent_memory(scoring["latent_bank"].numpy(), cfg, list(scoring["latent_bank_info"].get("augment") or []))
+    return {"id": base, "ero": base, "dil": base.with_rows(scoring["silhouette_bank"].numpy())}
+
+
+def lever_val(G, E, cfg, scoring, data, cls, pixels=None, opened=None) -> tuple:
+    """({"auroc": {...}, ...}, the class's val normal scores): every class's val frames scored with the lever
+    (``lever_scores``)."""
+    import numpy as np
+
+    from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+    from edge_ad.models.evaluate import evaluate_scores
+    from edge_ad.runtime.sources.folder import read_pair
+    mem = lever_memories(cfg, scoring)
+    S = {c: lever_scores(G, E, cfg, [read_pair(Path(data) / c, str(i)) for i in kinect_split_ids(data, c, "val")],
+                         mem, pixels, opened) for c in KINECT_CLASSES}
+    normal = S.pop(cls)
+    return ({"auroc": {k: round(float(v["auroc"]), 4) for k, v in evaluate_scores(normal, S).items()},
+             "n_per_class": len(normal), "scored_by": "make_release.lever_scores (raw frames' versions, PyTorch)"},
+            [float(v) for v in normal])
+
+
+def silhouette_held_out_scores(G, E, cfg, scoring, frames, pixels=None, opened=None, which=None) -> "np.ndarray":
+    """(N,) (or len(which),: the frames ``which`` only) lever scores of the release's own train ``frames``
+    [(rgb, depth)] (split order: frame i owns the latent bank's rows [i A, (i + 1) A), the paired rows [2 i, 2 i + 2)
+    and pixel-memory frame i of both pixel memories), each scored as an unseen frame would be: every version
+    against the memories without frame i's rows (LatentMemory.subset; the pixel distances with exclude [i])."""
+    import numpy as np
+    mem = lever_memories(cfg, scoring)
+    base, paired = mem["id"], mem["dil"]
+    N = len(frames)
+    A = base.shape[0] // N
+    if base.shape[0] != A * N or paired.shape[0] != A * N + 2 * N:
+        raise SystemExit(f"held-out scores: the bank ({base.shape[0]} rows) and the paired rows "
+                         f"({paired.shape[0] - base.shape[0]}) do not hold A and 2 rows for each of the {N} train frames")
+    which = range(N) if which is None else list(which)
+    out = np.empty(len(which))
+    for j, i in enumerate(which):
+        keep = np.ones(paired.shape[0], bool)
+        keep[i * A:(i + 1) * A] = False
+        keep[A * N + 2 * i:A * N + 2 * i + 2] = False
+        held = {"id": base.subset(keep[:A * N]), "ero": base.subset(keep[:A * N]), "dil": paired.subset(keep)}
+        out[j] = lever_scores(G, E, cfg, [frames[i]], held, pixels, opened, exclude=[i])[0]
+    return out
 
 
 def release_spec(spec, fields: dict, data, cls):

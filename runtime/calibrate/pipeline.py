@@ -72,6 +72,11 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
     with scorer:                                     # its buffers and threads released once the scene is scored
+        if scorer.config.uses_silhouette_versions:   # before any frame is read
+            raise CalibrationError(f"{model_dir}: its scoring configuration {scorer.config.name!r} uses the silhouette "
+                                   "lever (silhouette_versions_weight > 0), which edge-ad calibrate does not handle yet "
+                                   "(the scene's frames would be scored as one version, the paired rows not grown); "
+                                   "calibrate an export of the model without it")
         signed_by = signer_key_id(model_dir) if trusted_keys else None    # verified by Scorer.load
         man, cfg = scorer.manifest, scorer.config
         fpr = model_fpr(man) if fpr is None else fpr

@@ -1,0 +1,108 @@
+"""The silhouette lever (audit 31 #9; measured offline in session 32, models/kinect-rgbd/silhouette_levers.py):
+a frame also scored as its silhouette one pixel narrower and one pixel wider, the score the least of the three.
+
+Opt-in: SearchConfig.silhouette_versions_weight w_e (0 = off, every model before the field). On, a raw frame
+(rgb, depth) is scored as three VERSIONS, each made on the RAW frame (before depth_fill / depth_close / align):
+
+  id    the frame as it is
+  ero   its silhouette one pixel narrower: runtime.nuisance.DepthEdgeErode(1)
+  dil   its silhouette one pixel wider: runtime.nuisance.DepthEdgeSpurs(1.0) (every empty pixel touching a reading)
+
+each scored in full (its own shift-min copies, E(x), fg, pixel distance), and
+score = min(S_id, w_e * S_ero, S_dil) (``silhouette_min``; the first of id, ero, dil on a tie). A camera whose
+edge threshold sits a pixel inside or outside the training camera's gives a frame whose dil or ero version is
+the training camera's frame again (kinect frames carry 1-px-wide readings, which erosion deletes: a 1-px eroded
+frame dilated is its frame OPENED, ``opened``). So the dil version is also compared with PAIRED rows, visible to
+it alone: the latent bank of the opened normal training frames and their mirrors (``silhouette_bank.npy``,
+frame-major, 2 rows per frame: latent_bank.bank_inputs(*opened(frame), spec, OPENED_AUGMENT)) at factor 1,
+and, for a model with a pixel memory, the opened frames (``silhouette_pixels.npy``, expanded with
+OPENED_AUGMENT). The id and ero versions see the model's memories only (paired: an anomaly's versions must not
+find the opened rows). Three scorings a frame.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .latent_bank import bank_inputs, unaligned_uint8
+from .nuisance import DepthEdgeErode, DepthEdgeSpurs
+from .preprocess import PreprocessSpec
+
+VERSIONS = ("id", "ero", "dil")
+OPENED_AUGMENT = ("mirror",)      # the paired rows per opened training frame: the frame, then its mirror
+_ERODE, _GROW = DepthEdgeErode(1), DepthEdgeSpurs(1.0)
+
+
+def _grow(rgb, depth):
+    """DepthEdgeSpurs(1.0): every empty pixel touching a reading takes it (fraction 1: the draws decide nothing)."""
+    return _GROW(rgb, depth, np.random.default_rng(0))
+
+
+def silhouette_versions(rgb, depth) -> dict:
+    """{version: (rgb (H, W, 3) uint8, depth (H, W))} of a raw, pre-masked frame, in VERSIONS' order: the frame,
+    its silhouette 1 px narrower (ero), 1 px wider (dil). ValueError for a frame that is not H x W x 3 uint8 +
+    H x W uint8 / uint16 (runtime.nuisance.check_frame)."""
+    return {"id": (rgb, depth), "ero": _ERODE(rgb, depth), "dil": _grow(rgb, depth)}
+
+
+def opened(rgb, depth) -> tuple:
+    """The frame OPENED: dil(ero(frame)), its silhouette without its 1-px-wide readings (rgb, depth)."""
+    return _grow(*_ERODE(rgb, depth))
+
+
+def opened_inputs(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
+    """The encoder inputs of one training frame's paired rows: float32 (2, 4, R, R), its opened frame preprocessed,
+    then that mirrored (latent_bank.bank_inputs with OPENED_AUGMENT): E of these, frame by frame, is
+    silhouette_bank.npy (frame-major, 2 rows per training frame)."""
+    return bank_inputs(*opened(rgb, depth), spec, OPENED_AUGMENT)
+
+
+def opened_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
+    """One training frame's row of silhouette_pixels.npy: its opened frame as a pixel memory stores a frame,
+    (R, R, 4) uint8 (latent_bank.unaligned_uint8), expanded at load with OPENED_AUGMENT."""
+    return unaligned_uint8(*opened(rgb, depth), spec)
+
+
+def silhouette_min(scores: dict, weight: float) -> tuple:
+    """(score, version) of the lever: min(S_id, weight * S_ero, S_dil) over the versions ``scores`` holds
+    ({version: score}; a version that could not be made is absent, "id" never is), the first of VERSIONS on a tie."""
+    weighted = [(scores[v] * (weight if v == "ero" else 1.0), v) for v in VERSIONS if v in scores]
+    best = min(range(len(weighted)), key=lambda i: weighted[i][0])
+    return weighted[best]
+
+
+def check_silhouette_bank(rows, z_dim: int, n_frames: Optional[int] = None) -> np.ndarray:
+    """The paired latent rows (2 N, z_dim) float32 as given, checked: finite, z_dim columns, an even number of
+    rows (the opened frame and its mirror per training frame: OPENED_AUGMENT), 2 * n_frames rows when
+    ``n_frames`` is given. ValueError naming what is wrong."""
+    a = np.asarray(rows)
+    per = 1 + len(OPENED_AUGMENT)
+    if a.dtype != np.float32 or a.ndim != 2 or a.shape[1] != z_dim or len(a) == 0 or len(a) % per:
+        raise ValueError(f"the silhouette lever's paired rows must be float32 ({per} N, z_dim={z_dim}) (E of each "
+                         f"opened training frame and of its mirror), got {a.dtype} {a.shape}")
+    if n_frames is not None and len(a) != per * n_frames:
+        raise ValueError(f"the silhouette lever's paired rows hold {len(a)} rows, not {per} for each of the "
+                         f"{n_frames} training frames")
+    if not np.isfinite(a).all():
+        raise ValueError("the silhouette lever's paired rows hold NaN or inf")
+    return a
+
+
+class PairedPixelMemory:
+    """The dil version's pixel memory: the model's pixel memory and the opened frames' (both
+    runtime.pixel_memory.PixelMemory, frame i of each the same training frame), a distance the nearer of the two.
+    ``exclude``: frame indices left out of both (held-out scoring of training frame i: [i])."""
+
+    def __init__(self, pixels, opened):
+        self.pixels, self.opened = pixels, opened
+
+    def frame_distance(self, x: np.ndarray, radius: int = 0, exclude=None, gain: Sequence[float] = ()) -> float:
+        """min of both memories' ``frame_distance`` of x (C, R, R)."""
+        return min(self.pixels.frame_distance(x, radius, exclude, gain=gain),
+                   self.opened.frame_distance(x, radius, exclude, gain=gain))
+
+    def frame_distances(self, X: np.ndarray, radius: int = 0, exclude=None, gain: Sequence[float] = ()) -> np.ndarray:
+        """(B,) min of both memories' ``frame_distances`` of X (B, C, R, R)."""
+        return np.minimum(self.pixels.frame_distances(X, radius, exclude, gain=gain),
+                          self.opened.frame_distances(X, radius, exclude, gain=gain))

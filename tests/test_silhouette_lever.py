@@ -1,0 +1,277 @@
+"""The silhouette lever (runtime/silhouette.py, SearchConfig.silhouette_versions_weight; audit 31 #9): a raw frame
+scored as itself, its silhouette 1 px narrower and 1 px wider, score = min(S_id, w_e S_ero, S_dil), the dil version
+also against paired rows of the opened training frames. Off by default and then recorded and scored as before; on
+the shipped sphere.pt (its 300 train frames opened as the paired rows, make_release.silhouette_rows) a 1-px eroded
+frame scores close to its clean score where the shipped file's score jumps; the paired rows are the dil version's
+only; a corrupt or mismatched array is refused naming it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO, edit_manifest, load_kinect_script
+from edge_ad.runtime.config import SearchConfig
+from edge_ad.runtime.nuisance import DepthEdgeErode
+from edge_ad.runtime.silhouette import VERSIONS, opened, silhouette_min, silhouette_versions
+
+QUIET = {"log": lambda *a: None}
+SPHERE = REPO / "models" / "kinect-rgbd" / "sphere.pt"
+W = 2.0
+
+
+def test_off_by_default_recorded_as_before_and_checked():
+    """0 (the default): absent from the record, so configurations, their config_sha256 and manifests are as before
+    the field; on: recorded, compared by thresholds; bad values and a configuration without the latent memory
+    refused naming the field."""
+    from edge_ad.runtime.config import search_differences
+    base = SearchConfig(name="izi", z_init="encoder", score_latent_power=1.0, k=0, lr_theta=0.0)
+    assert "silhouette_versions_weight" not in base.to_dict() and not base.uses_silhouette_versions
+    on = base.replace(silhouette_versions_weight=2)
+    assert on.to_dict()["silhouette_versions_weight"] == 2.0 and on.uses_silhouette_versions
+    assert SearchConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
+    assert search_differences(base.to_dict(), on) == ["silhouette_versions_weight"]
+    assert search_differences(on.to_dict(), base) == ["silhouette_versions_weight"]
+    assert search_differences(base.to_dict(), base.replace(silhouette_versions_weight=0)) == []
+    for bad in (0.5, -1.0, float("nan"), float("inf"), "2", True):
+        with pytest.raises(ValueError, match="silhouette_versions_weight"):
+            base.replace(silhouette_versions_weight=bad) if not isinstance(bad, str) else \
+                SearchConfig.from_dict({**base.to_dict(), "silhouette_versions_weight": bad})
+    with pytest.raises(ValueError, match="needs the latent memory"):
+        SearchConfig(silhouette_versions_weight=2.0)
+
+
+def _frame(H: int = 12, W_: int = 14):
+    """A pre-masked frame: a 6 x 6 block of readings and a 1-px-wide line of readings beside it."""
+    rgb = np.zeros((H, W_, 3), np.uint8)
+    depth = np.zeros((H, W_), np.uint8)
+    depth[3:9, 3:9], rgb[3:9, 3:9] = 100, 200
+    depth[2:10, 11], rgb[2:10, 11] = 120, 50
+    return rgb, depth
+
+
+def test_versions_opened_and_the_weighted_min():
+    rgb, depth = _frame()
+    v = silhouette_versions(rgb, depth)
+    assert list(v) == list(VERSIONS) and v["id"][1] is depth
+    assert (v["ero"][1] > 0).sum() == 16 and not v["ero"][1][:, 11].any()          # the block's 4 x 4 core only
+    grown = v["dil"][1] > 0
+    assert grown[2:10, 2:10].all() and grown[1:11, 10:13].all() and (v["dil"][1][depth > 0] == depth[depth > 0]).all()
+    o_rgb, o_depth = opened(rgb, depth)
+    assert (o_depth > 0).sum() == 36 and not o_depth[:, 11].any()                   # the line gone, the block back
+    assert silhouette_min({"id": 3.0, "ero": 1.0, "dil": 2.5}, 2.0) == (2.0, "ero")
+    assert silhouette_min({"id": 3.0, "ero": 1.0, "dil": 2.5}, 3.0) == (2.5, "dil")
+    assert silhouette_min({"id": 2.0, "ero": 1.0, "dil": 2.0}, 2.0) == (2.0, "id")   # a tie: the first
+    assert silhouette_min({"id": 2.0, "dil": 5.0}, 2.0) == (2.0, "id")              # a version left out
+
+
+@pytest.fixture(scope="module")
+def sphere(tmp_path_factory, kinect_root):
+    """(shipped, lever, rows): the shipped sphere.pt exported (no parity), and the same file with the lever on
+    (w_e 2, its threshold dropped) and the paired rows of its 300 train frames opened, exported by the exporter."""
+    import torch
+
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint, with_integrity
+    d = tmp_path_factory.mktemp("silhouette")
+    shipped = d / "shipped"
+    export_model(SPHERE, shipped, parity=False, **QUIET)
+    st = CheckpointScoring.read(SPHERE)
+    rows, _ = load_kinect_script("make_release").silhouette_rows(st.encoder(), kinect_root, "sphere",
+                                                                 load_generator(SPHERE).preprocess, with_pixels=False)
+    ck = read_checkpoint(SPHERE)
+    ck["scoring"]["search"]["silhouette_versions_weight"] = W
+    ck["scoring"]["threshold"] = None
+    ck["scoring"]["silhouette_bank"] = torch.from_numpy(rows)
+    torch.save(with_integrity(ck), d / "sphere-lever.pt")
+    lever = d / "lever"
+    export_model(d / "sphere-lever.pt", lever, parity=False, **QUIET)
+    return shipped, lever, rows
+
+
+def _val(kinect_root, cls: str, n: int) -> list:
+    from edge_ad.runtime.sources.folder import read_pair
+    ids = json.loads((kinect_root / "splits.json").read_text())[cls]["val"][:n]
+    return [read_pair(kinect_root / cls, str(i)) for i in ids]
+
+
+def test_export_carries_the_paired_rows(sphere):
+    shipped, lever, rows = sphere
+    man = json.loads((lever / "manifest.json").read_text())
+    e = man["silhouette"]
+    assert e["bank"] == "silhouette_bank.npy" and e["bank_shape"] == [600, rows.shape[1]] and e["n_frames"] == 300
+    assert "pixels" not in e and man["search"]["silhouette_versions_weight"] == W
+    np.testing.assert_array_equal(np.load(lever / "silhouette_bank.npy"), rows)
+    assert "silhouette" not in json.loads((shipped / "manifest.json").read_text())
+
+
+def test_a_one_pixel_erosion_scores_near_clean_with_the_lever(sphere, kinect_root):
+    """Sphere val normals: shipped, a 1-px eroded silhouette multiplies the score (the latent distance: x10 in the
+    median, session 32); with the lever its score stays near the clean frame's (the dil version of the eroded
+    frame is the frame opened, which the paired rows know). Off (weight 0 on the lever's export): bit-identical to
+    the shipped export."""
+    from edge_ad.runtime.scorer import Scorer
+    shipped, lever, _ = sphere
+    frames = _val(kinect_root, "sphere", 8)
+    ero = [DepthEdgeErode(1)(*f) for f in frames]
+    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+        plain = [s0.score(*f, seed=0).score for f in frames]
+        plain_ero = [s0.score(*f, seed=0).score for f in ero]
+        on = [s1.score(*f, seed=0) for f in frames]
+        on_ero = [s1.score(*f, seed=0) for f in ero]
+        cfg_off = s1.config.replace(silhouette_versions_weight=0.0)
+    with Scorer.load(lever, threads=1, config=cfg_off) as off:
+        assert [off.score(*f, seed=0).score for f in frames] == plain               # off: bit for bit
+        assert off.silhouette_memories == (None, None)
+    jump = np.median(np.array(plain_ero) / plain)
+    kept = np.median(np.array([r.score for r in on_ero]) / [r.score for r in on])
+    assert jump > 4.0 and kept < 1.6, (jump, kept)
+    assert sum(r.silhouette_version == "dil" for r in on_ero) >= 6
+    for r, p in zip(on, plain):                                                     # never above the frame's own
+        assert r.score <= p and r.silhouette_scores["id"] == p and r.timings["silhouette_versions"] == 3
+
+
+def test_the_paired_rows_are_the_dil_versions_only(sphere, kinect_root):
+    """The id and ero versions score exactly as the shipped file scores those frames; the dil version is never
+    farther than the shipped file's score of the dil frame, and nearer for an eroded frame (its opened rows)."""
+    from edge_ad.runtime.scorer import Scorer
+    shipped, lever, _ = sphere
+    frames = _val(kinect_root, "sphere", 3) + _val(kinect_root, "cylinder", 2)
+    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+        ratios = []
+        for f in frames + [DepthEdgeErode(1)(*g) for g in frames[:3]]:
+            r = s1.score(*f, seed=0)
+            v = silhouette_versions(*f)
+            assert r.silhouette_scores["id"] == s0.score(*v["id"], seed=0).score
+            assert r.silhouette_scores["ero"] == s0.score(*v["ero"], seed=0).score
+            d0 = s0.score(*v["dil"], seed=0).score
+            assert r.silhouette_scores["dil"] <= d0
+            ratios.append(r.silhouette_scores["dil"] / d0)
+        assert max(ratios[-3:]) < 1.0 and min(ratios[-3:]) < 0.5, ratios
+        # each version's frames batched: as score, to float32 rounding (an eroded frame: the dil version wins)
+        some = frames[:2] + [DepthEdgeErode(1)(*frames[0]), (frames[1][0], None)]
+        batch = s1.score_batch(some, seeds=[0] * 4)
+        assert isinstance(batch[3], ValueError) and "depth" in str(batch[3])
+        for b, f in zip(batch[:3], some):
+            one = s1.score(*f, seed=0)
+            assert b.score == pytest.approx(one.score, rel=1e-5) and b.silhouette_version == one.silhouette_version
+            assert b.silhouette_scores == pytest.approx(one.silhouette_scores, rel=1e-5)
+        assert batch[2].silhouette_version == "dil" and batch[0].timings["silhouette_versions"] == 3
+        with pytest.raises(ValueError, match="score_uint8"):
+            s1.score_uint8(np.zeros((s1.resolution, s1.resolution, 4), np.uint8))
+        assert s1.needs_raw_frames and not s0.needs_raw_frames
+
+
+def test_release_held_out_scores_leave_the_frames_own_paired_rows_out(sphere, kinect_root):
+    """make_release's threshold rows: a train frame eroded by 1 px has, as its dil version, its own opened frame,
+    whose paired rows the full model holds (its score ~ the floor); held out, those rows are left out with its bank
+    rows, and it scores as an unseen eroded frame does (far above). The release's own lever scores (the PyTorch
+    reference per version) equal the runtime Scorer's."""
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources.folder import read_pair
+    mr = load_kinect_script("make_release")
+    _, lever, _ = sphere
+    ck = lever.parent / "sphere-lever.pt"
+    G, E, scoring = load_generator(ck), CheckpointScoring.read(ck).encoder(), read_checkpoint(ck)["scoring"]
+    cfg = SearchConfig.from_dict(scoring["search"])
+    frames = [read_pair(kinect_root / "sphere", str(i)) for i in kinect_split_ids(kinect_root, "sphere", "train")]
+    which = [0, 1, 2]
+    for i in which:
+        frames[i] = DepthEdgeErode(1)(*frames[i])
+    held = mr.silhouette_held_out_scores(G, E, cfg, scoring, frames, which=which)
+    full = mr.lever_scores(G, E, cfg, [frames[i] for i in which], mr.lever_memories(cfg, scoring))
+    with Scorer.load(lever, threads=1) as s:
+        runtime = np.array([s.score(*frames[i], seed=0).score for i in which])
+        assert s.score(*frames[0], seed=0).silhouette_version == "dil"
+    np.testing.assert_allclose(full, runtime, rtol=1e-4)
+    assert held.shape == (3,) and (held > 3 * full).all(), (held, full)
+
+
+def test_run_loop_scores_a_lever_model_from_the_raw_frame(sphere):
+    """edge-ad run's loop (runtime/capture.py) scores through score_uint8 when the scorer has it: not for a lever
+    model, whose versions need the raw frame (score(rgb, depth), faults already checked by the loop)."""
+    import threading
+
+    from edge_ad.runtime.capture import _Scoring
+    from edge_ad.runtime.scorer import Scorer
+    shipped, lever, _ = sphere
+    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+        kw = dict(worker=None, stop=threading.Event(), threshold=None, detector=None, max_pixels=None)
+        assert _Scoring(scorer=s0, **kw).score_uint8 is not None
+        how = _Scoring(scorer=s1, **kw)
+        assert how.score_uint8 is None and how.faults_kw == {"check_faults": False}
+
+
+def test_calibrate_refuses_the_lever(sphere, tmp_path):
+    """edge-ad calibrate does not handle the lever yet (its scene scores and grown memories are one version's):
+    refused naming it, before any frame is read, and no directory written."""
+    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
+    with pytest.raises(CalibrationError, match="silhouette lever"):
+        calibrate_model(sphere[1], [], tmp_path / "cal")
+    assert not (tmp_path / "cal").exists()
+
+
+def _resave(d, name: str, a: np.ndarray, edit=None):
+    """Write ``a`` as d/name and its sha256 into d's manifest (a consistent but different array), ``edit(man)``."""
+    np.save(d / name, a)
+    man = json.loads((d / "manifest.json").read_text())
+    man["files"][name] = hashlib.sha256((d / name).read_bytes()).hexdigest()
+    if edit:
+        edit(man)
+    (d / "manifest.json").write_text(json.dumps(man))
+
+
+def test_corrupt_or_mismatched_rows_refused(sphere, tmp_path):
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import Scorer
+    _, lever, rows = sphere
+    bad = tmp_path / "bad"
+    shutil.copytree(lever, bad)
+    a = rows.copy()
+    a[0, 0] += 1.0
+    np.save(bad / "silhouette_bank.npy", a)
+    with pytest.raises(ManifestError, match=r"silhouette_bank\.npy has been modified"):
+        Scorer.load(bad)
+    a[0, 0] = np.nan
+    _resave(bad, "silhouette_bank.npy", a)
+    with pytest.raises(ManifestError, match="NaN"):
+        Scorer.load(bad)
+
+    def odd(man):
+        man["silhouette"]["bank_shape"] = [599, rows.shape[1]]
+    _resave(bad, "silhouette_bank.npy", rows[:599], odd)
+    with pytest.raises(ManifestError, match=r"silhouette\.bank_shape"):
+        Scorer.load(bad)
+    gone = edit_manifest(lever, tmp_path / "gone", lambda man: man.pop("silhouette"))
+    with pytest.raises(ManifestError, match="no paired rows"):
+        Scorer.load(gone)
+    with _off(gone) as s:                                                          # off: the rows are not needed
+        assert not s.config.uses_silhouette_versions
+
+
+def _off(model_dir):
+    from edge_ad.runtime.scorer import Scorer
+    man = json.loads((model_dir / "manifest.json").read_text())
+    return Scorer.load(model_dir, threads=1,
+                       config=SearchConfig.from_dict({**man["search"], "silhouette_versions_weight": 0.0}))
+
+
+def test_eval_and_the_reference_search_refuse_the_lever(sphere, tmp_path):
+    """edge-ad eval and models.search.score_batch score preprocessed frames: a lever configuration is refused
+    naming it (never scored as one version without a word)."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.models.search import score_batch
+    ck = sphere[1].parent / "sphere-lever.pt"
+    res = CliRunner().invoke(main, ["eval", "--model", str(ck), "--normal", str(tmp_path), "--synth", "2",
+                                    "--out", str(tmp_path / "ev")])
+    assert res.exit_code != 0 and "silhouette lever" in res.output, res.output
+    cfg = SearchConfig(z_init="encoder", score_latent_power=1.0, k=0, silhouette_versions_weight=2.0)
+    with pytest.raises(ValueError, match="silhouette lever"):
+        score_batch(None, np.zeros((1, 4, 64, 64), np.float32), cfg)
