@@ -1186,6 +1186,8 @@ MUTANTS = [
            "keep[A * N + 2 * i:A * N + 2 * i + 2] = False", "keep[A * N + 2 * i:A * N + 2 * i + 2] = True", SILH),
     Mutant("silh-calibrate-unrefused", "runtime/calibrate/pipeline.py",
            "        if scorer.config.uses_silhouette_versions:   # before any frame is read", "        if False:", SILH),
+    Mutant("silh-dil-plain-pixels", "runtime/scorer.py", "                if self._dil_pixels is not None:\n                    pd =",
+           "                if False:\n                    pd =", ("tests/test_silhouette_lever.py", "-k", "pixel_memory_pairs")),
     Mutant("silh-eval-unrefused", "edge_ad/commands/evaluate.py", "    if cfg.uses_silhouette_versions:\n        raise click",
            "    if False:\n        raise click", SILH),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------

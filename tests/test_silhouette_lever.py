@@ -216,6 +216,52 @@ def test_calibrate_refuses_the_lever(sphere, tmp_path):
     assert not (tmp_path / "cal").exists()
 
 
+def test_pixel_memory_pairs_too(kinect_export, kinect_root, tmp_path):
+    """A model with the pixel factor (the shipped rectangle.pt, shift-min 1): the export carries the opened frames
+    (silhouette_pixels.npy), and only the dil version measures its pixel distance against them too: a train frame
+    eroded by 1 px, whose opened frame is a paired row, gets a dil version nearer than the shipped file finds that
+    frame; its id and ero versions score exactly as the shipped file. Without the opened frames: refused."""
+    import torch
+
+    from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint, with_integrity
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.runtime.manifest import ManifestError
+    from edge_ad.runtime.scorer import Scorer, frame_input
+    from edge_ad.runtime.sources.folder import read_pair
+    path = REPO / "models" / "kinect-rgbd" / "rectangle.pt"
+    frames = [read_pair(kinect_root / "rectangle", str(i)) for i in kinect_split_ids(kinect_root, "rectangle", "train")[:4]]
+    st, G = CheckpointScoring.read(path), load_generator(path)
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.runtime.silhouette import opened_inputs, opened_uint8
+    rows = encoder_latents(st.encoder(), np.concatenate([opened_inputs(*f, G.preprocess) for f in frames]))
+    ck = read_checkpoint(path)
+    ck["scoring"]["search"]["silhouette_versions_weight"] = W
+    ck["scoring"]["threshold"] = None
+    ck["scoring"]["silhouette_bank"] = torch.from_numpy(rows.astype(np.float32))
+    ck["scoring"]["silhouette_pixels"] = torch.from_numpy(np.stack([opened_uint8(*f, G.preprocess) for f in frames]))
+    torch.save(with_integrity(ck), tmp_path / "rect-lever.pt")
+    lever = tmp_path / "lever"
+    export_model(tmp_path / "rect-lever.pt", lever, parity=False, **QUIET)
+    man = json.loads((lever / "manifest.json").read_text())["silhouette"]
+    assert (man["pixels"], man["pixels_shape"][0], man["pixels_augment"]) == ("silhouette_pixels.npy", 4, ["mirror"])
+    eroded = DepthEdgeErode(1)(*frames[0])
+    v = silhouette_versions(*eroded)
+    with Scorer.load(kinect_export, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+        r = s1.score(*eroded, seed=0)
+        assert r.silhouette_scores["id"] == s0.score(*v["id"], seed=0).score
+        assert r.silhouette_scores["ero"] == s0.score(*v["ero"], seed=0).score
+        assert r.silhouette_scores["dil"] < s0.score(*v["dil"], seed=0).score
+        x = frame_input(*v["dil"], s1.preprocess_spec, check_faults=False)
+        cfg = s1.config
+        paired = s1.silhouette_memories[1].frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits)
+        assert paired < 0.5 * s0.pixel_distance(x) and s1.pixel_distance(x) == s0.pixel_distance(x)
+        assert r.silhouette_version == "dil" and r.pixel_distance == pytest.approx(paired, rel=1e-9)   # the scorer's
+    gone = edit_manifest(lever, tmp_path / "gone", lambda m: m["silhouette"].pop("pixels"))
+    with pytest.raises(ManifestError, match="no opened frames"):
+        Scorer.load(gone)
+
+
 def _resave(d, name: str, a: np.ndarray, edit=None):
     """Write ``a`` as d/name and its sha256 into d's manifest (a consistent but different array), ``edit(man)``."""
     np.save(d / name, a)
