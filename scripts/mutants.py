@@ -472,6 +472,8 @@ MUTANTS = [
     Mutant("ros-ids-restart-after-outage", "jetson/ros2_node.py", "    return source\n\n\nclass ResultPublisher",
            "    return TopicSource(source.uri, source.stale_s)\n\n\nclass ResultPublisher",
            ("tests/test_ros.py", "-k", "go_on_across")),
+    Mutant("docker-wheel-stage-without-benchmarks", "jetson/Dockerfile", "COPY benchmarks benchmarks",   # audit 33 #6
+           "RUN true", ("tests/test_jetson.py", "-k", "wheel_stage_copies")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

@@ -150,6 +150,31 @@ def test_dockerfile_basics():
     assert last.startswith("CMD ") and "edge-ad" in last and "--backend" in last
 
 
+def wheel_stage_sources(text: str = None) -> list:
+    """The build-context paths the Dockerfile's wheel stage COPYs (every source of its COPY lines, not --from)."""
+    text = text if text is not None else (JET / "Dockerfile").read_text()
+    stage = re.search(r"^FROM .* AS wheel$(.*?)^FROM ", text, re.M | re.S)
+    assert stage, "the Dockerfile has no wheel stage followed by another FROM"
+    return [src for line in re.findall(r"^COPY (?!--from)(.+)$", stage.group(1), re.M) for src in line.split()[:-1]]
+
+
+def test_the_wheel_stage_copies_everything_the_wheel_is_built_from():
+    """Audit 33 #6: the wheel stage copied edge_ad models export runtime jetson, but pyproject maps
+    edge_ad.benchmarks to benchmarks/ (`edge-ad bench` imports it), so `pip wheel .` stopped with "package
+    directory 'benchmarks' does not exist" and the image could not be built. Every folder of pyproject's
+    package-dir and ext-modules, its readme and pyproject.toml itself are copied (test_packaging builds its wheel
+    from exactly these paths)."""
+    import tomllib
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setup = tool["tool"]["setuptools"]
+    needed = {"pyproject.toml", tool["project"]["readme"]}
+    needed |= {folder.split("/")[0] for folder in setup["package-dir"].values()}
+    needed |= {src.split("/")[0] for ext in setup.get("ext-modules", []) for src in ext["sources"]}
+    assert sorted(needed - set(wheel_stage_sources())) == []
+    assert wheel_stage_sources("FROM a AS wheel\nCOPY x y ./\nCOPY z z\nCOPY --from=b /q /q\nFROM c\nCOPY w w\n") \
+        == ["x", "y", "z"]
+
+
 def test_the_kit_installs_every_base_dependency():
     """Audit 28 #3: install.sh and the Dockerfile install edge-ad with --no-deps (onnxruntime-gpu must not be
     shadowed) after an explicit list that lacked cryptography, so signed models could not be checked on the robot

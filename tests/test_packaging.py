@@ -28,11 +28,13 @@ def _checkout_files() -> list:
             for f in files if "__pycache__" not in Path(root).parts]
 
 
-def _source_tree(dst: Path) -> Path:
+def _source_tree(dst: Path, only=None) -> Path:
     """The checkout's files (tracked and untracked, not ignored) copied to ``dst``: a clean build with no
-    stale build/ or egg-info of an editable install."""
+    stale build/ or egg-info of an editable install; with ``only`` (top-level paths), just those."""
     for f in _checkout_files():
         src = REPO / f
+        if only is not None and Path(f).parts[0] not in only:
+            continue
         if src.is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
@@ -41,7 +43,10 @@ def _source_tree(dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    src = _source_tree(tmp_path_factory.mktemp("src"))
+    """The wheel built from what jetson/Dockerfile's wheel stage copies (audit 33 #6: the image's build failed on
+    a package folder it did not copy), i.e. the wheel the image installs."""
+    from test_jetson import wheel_stage_sources
+    src = _source_tree(tmp_path_factory.mktemp("src"), only=set(wheel_stage_sources()))
     out = tmp_path_factory.mktemp("wheel")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "--disable-pip-version-check", "-w", str(out), str(src)], capture_output=True, text=True)
