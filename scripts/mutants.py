@@ -474,6 +474,9 @@ MUTANTS = [
            ("tests/test_ros.py", "-k", "go_on_across")),
     Mutant("docker-wheel-stage-without-benchmarks", "jetson/Dockerfile", "COPY benchmarks benchmarks",   # audit 33 #6
            "RUN true", ("tests/test_jetson.py", "-k", "wheel_stage_copies")),
+    Mutant("batch-aside-is-a-rotated-name", "edge_ad/batch/driver.py",           # audit 33 #10
+           '        target = path.with_name(f"{path.name}.aside.{n}")', '        target = path.with_name(f"{path.name}.{n}")',
+           ("tests/test_batch.py", "-k", "rerun_after_a_kill")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

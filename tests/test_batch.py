@@ -221,7 +221,7 @@ def test_a_rerun_with_other_sources_resumes_each_source_under_its_name(tmp_path,
 def test_another_model_is_refused_and_redone_files_are_kept(tmp_path, kinect_export, sources):
     """A rerun with another model (another manifest sha256) is refused naming model_sha256, files
     unchanged; a complete results file without a summary.json entry (its settings unknown) that a
-    rerun redoes is kept as <name>.jsonl.1, never replaced."""
+    rerun redoes is kept as <name>.jsonl.aside.1, never replaced."""
     import shutil
     out = tmp_path / "out"
     r = batch(["--model", kinect_export, "--out", out, "-q", sources["a"]])
@@ -238,8 +238,32 @@ def test_another_model_is_refused_and_redone_files_are_kept(tmp_path, kinect_exp
     (out / "summary.json").unlink()                              # settings of cam.jsonl now unknown
     r = batch(["--model", other, "--out", out, "-q", sources["a"]])
     assert r.exit_code == 0, r.output
-    assert (out / "cam.jsonl.1").read_bytes() == files["cam.jsonl"]
-    assert summary_of(out)["sources"][0]["previous_file"] == "cam.jsonl.1"
+    assert (out / "cam.jsonl.aside.1").read_bytes() == files["cam.jsonl"]
+    assert summary_of(out)["sources"][0]["previous_file"] == "cam.jsonl.aside.1"
+
+
+def test_a_rerun_after_a_kill_redoes_a_source_from_its_first_frame(tmp_path, export_tiny):
+    """Audit 33 #10: a killed batch leaves <name>.jsonl.partial; the rerun kept it aside as <name>.jsonl.partial.1,
+    which the worker's results writer took for a rotated file of the new .partial: it resumed from its last
+    frame index, and with the index every frame's latent seed (frame_seed(seed, i)) moved, so a random-z0 model's
+    scores differed from an uninterrupted batch's. The earlier rows are kept under a name no writer reads as its
+    own (<name>.jsonl.partial.aside.1): the source is redone from index 0, row for row the fresh batch's."""
+    model = export_tiny(0, 1)                        # the reference configuration: random z0 per frame
+    uri = "synth://?n=4&anomaly_rate=0.5&seed=3"
+    fresh_out, out = tmp_path / "fresh", tmp_path / "out"
+    r = batch(["--model", model, "--out", fresh_out, "-q", uri])
+    assert r.exit_code == 0, r.output
+    (name,) = [p.name for p in fresh_out.glob("*.jsonl")]
+    fresh = lines(fresh_out / name)
+    out.mkdir()                                      # the killed run: 2 frames scored, no summary line
+    killed = "".join(ln + "\n" for ln in (fresh_out / name).read_text().splitlines()[:3])
+    (out / (name + ".partial")).write_text(killed)
+    r = batch(["--model", model, "--out", out, "-q", uri])
+    assert r.exit_code == 0, r.output
+    redone = lines(out / name)
+    assert redone[0]["event"] == "start" and summary_of(out)["sources"][0]["resumed"] is False, redone[0]
+    assert [comparable(x) for x in redone[1:-1]] == [comparable(x) for x in fresh[1:-1]]
+    assert (out / (name + ".partial.aside.1")).read_text() == killed          # kept, never read as this run's
 
 
 def batch_cmd_exit(kind: str) -> int:
@@ -277,7 +301,7 @@ def test_partial_and_truncated_results_are_not_complete(tmp_path, kinect_export,
     assert summary_of(out)["sources"][0]["resumed"] is False
     assert [comparable(x) for x in lines(f)[:-1]] == [comparable(json.loads(x)) for x in full.splitlines()[:-1]]
     assert not (out / "cam.jsonl.partial").exists()
-    assert (out / "cam.jsonl.1").read_text() == "".join(full.splitlines(keepends=True)[:2])   # kept, not replaced
+    assert (out / "cam.jsonl.aside.1").read_text() == "".join(full.splitlines(keepends=True)[:2])   # kept
 
 
 def test_dead_local_worker_source_is_retried(tmp_path, kinect_export, sources):
@@ -565,7 +589,7 @@ class _DiesWithoutRowsEngine:
 def test_a_dead_worker_entry_never_reads_an_earlier_runs_partial_rows(tmp_path):
     """review 16b #2: a worker that fails before writing anything left the earlier run's .partial in
     place, and the entry took its threshold (0.4, "the model's manifest") and 3 frames from it, with
-    another model. Now the earlier .partial is kept aside as .partial.1 before the run starts."""
+    another model. Now the earlier .partial is kept aside as .partial.aside.1 before the run starts."""
     from edge_ad.batch.driver import run_batch
     uri = "synth://?n=3&anomaly_rate=0.5&seed=2"
     out = tmp_path / "out"
@@ -579,7 +603,7 @@ def test_a_dead_worker_entry_never_reads_an_earlier_runs_partial_rows(tmp_path):
     assert e["status"] == "failed" and e["file"] is None
     assert e["frames"] == 0 and e["anomalies"] == 0
     assert e["threshold"] is None and e["threshold_source"].startswith("unknown: ")
-    assert (out / "synth.jsonl.partial.1").read_bytes() == earlier     # the earlier rows stay, aside
+    assert (out / "synth.jsonl.partial.aside.1").read_bytes() == earlier     # the earlier rows stay, aside
     assert not (out / "synth.jsonl.partial").exists()
 
 

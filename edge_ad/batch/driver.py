@@ -6,7 +6,7 @@ Each source keeps its name in the folder (plan.make_jobs), whatever the other so
 Finished results are never replaced: a rerun into the same folder with another model, seed or
 threshold is refused before anything runs (ResultsConflict naming the file and the differing
 setting); a results file that is redone anyway (cut short, or not in summary.json) is first kept
-as ``<name>.jsonl.<n>``; summary.json keeps the entries of earlier runs' sources that this run does
+as ``<name>.jsonl.aside.<n>``; summary.json keeps the entries of earlier runs' sources that this run does
 not name (``other_sources``)."""
 from __future__ import annotations
 
@@ -88,10 +88,12 @@ class ResultsConflict(ValueError):
 
 
 def keep_aside(path: Path) -> Path:
-    """Rename ``path`` to ``<name>.<n>`` (the first n not taken; never replaces a file)."""
+    """Rename ``path`` to ``<name>.aside.<n>`` (the first n not taken; never replaces a file). Not ``<name>.<n>``:
+    that is a rotated file of ``<name>`` (runtime/results.rotated_files), which the results writer of the source's
+    next .partial would resume from (its frame index, and with it every frame's seed, going on from the kept rows)."""
     n = 1
     while True:
-        target = path.with_name(f"{path.name}.{n}")
+        target = path.with_name(f"{path.name}.aside.{n}")
         try:
             os.link(path, target)   # fails if target exists
         except FileExistsError:
