@@ -180,4 +180,5 @@ if [ "$SERVICE" = 1 ]; then
 fi
 
 echo "done. Try: $PREFIX/venv/bin/edge-ad run --camera --model $PREFIX/model --backend tensorrt"
+echo "ROS 2 node (source /opt/ros/<distro>/setup.bash first): ros2 launch $REPO/jetson/edge_ad.launch.py python:=$PREFIX/venv/bin/python model_dir:=$PREFIX/model"
 echo "For steady throughput: sudo nvpmodel -q --verbose (pick a mode), sudo jetson_clocks (see jetson/README.md)"

@@ -477,6 +477,9 @@ MUTANTS = [
     Mutant("batch-aside-is-a-rotated-name", "edge_ad/batch/driver.py",           # audit 33 #10
            '        target = path.with_name(f"{path.name}.aside.{n}")', '        target = path.with_name(f"{path.name}.{n}")',
            ("tests/test_batch.py", "-k", "rerun_after_a_kill")),
+    Mutant("launch-python-default-system", "jetson/edge_ad.launch.py",                   # audit 33 #9
+           '    return VENV_PYTHON if os.access(VENV_PYTHON, os.X_OK) else "python3"', '    return "python3"',
+           ("tests/test_ros.py", "-k", "interpreter_install")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

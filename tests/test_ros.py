@@ -501,6 +501,52 @@ def test_rotation_settings_that_would_do_nothing_are_refused():
     assert (s["rotate_bytes"], s["rotate_keep"]) == (5_000_000, 3)
 
 
+def _launch_file(monkeypatch):
+    """jetson/edge_ad.launch.py imported with fake launch modules (ROS's launch is not installed here): each
+    DeclareLaunchArgument / ExecuteProcess records its arguments."""
+    import importlib.util
+
+    class Recorded:
+        def __init__(self, *args, **kw):
+            self.args, self.kw = args, kw
+    mods = {"launch": dict(LaunchDescription=Recorded), "launch.actions": dict(DeclareLaunchArgument=Recorded,
+                                                                               ExecuteProcess=Recorded),
+            "launch.substitutions": dict(LaunchConfiguration=Recorded)}
+    for name, attrs in mods.items():
+        m = ModuleType(name)
+        m.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, m)
+    spec = importlib.util.spec_from_file_location("edge_ad_launch", REPO / "jetson" / "edge_ad.launch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_launch_file_runs_the_node_with_the_interpreter_install_sh_made(monkeypatch, tmp_path):
+    """Audit 33 #9: jetson/install.sh installs edge-ad only into PREFIX/venv, but the launch file's python argument
+    defaulted to python3 (the system's, without edge_ad) and the documented launch line gave no python:=, so the node
+    exited at once with "No module named edge_ad", respawned every 5 s. The default is install.sh's venv
+    interpreter when it is there (else python3), and the docs and install.sh's last words give python:=."""
+    launch = _launch_file(monkeypatch)
+    assert launch.VENV_PYTHON == "/opt/edge-ad/venv/bin/python"       # install.sh's PREFIX default + /venv/bin/python
+
+    def python_default():
+        (arg,) = [a for a in launch.generate_launch_description().args[0] if a.args == ("python",)]
+        return arg.kw["default_value"]
+    venv = tmp_path / "venv" / "bin" / "python"
+    venv.parent.mkdir(parents=True)
+    venv.write_text("#!/bin/sh\n")
+    venv.chmod(0o755)
+    monkeypatch.setattr(launch, "VENV_PYTHON", str(venv))
+    assert python_default() == str(venv)
+    monkeypatch.setattr(launch, "VENV_PYTHON", str(tmp_path / "none" / "python"))
+    assert python_default() == "python3"                              # edge-ad pip-installed into the system's
+    for doc in ("jetson/README.md", "docs/ros2-node.md"):
+        text = (REPO / doc).read_text()
+        assert "ros2 launch jetson/edge_ad.launch.py python:=/opt/edge-ad/venv/bin/python" in text, doc
+    assert 'edge_ad.launch.py python:=$PREFIX/venv/bin/python' in (REPO / "jetson" / "install.sh").read_text()
+
+
 def test_launch_file_passes_every_node_parameter():
     src = (REPO / "jetson" / "edge_ad.launch.py").read_text()
     tree = ast.parse(src)
