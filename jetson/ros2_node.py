@@ -165,6 +165,9 @@ def node_settings(p: dict) -> dict:
     if out["results_path"] is not None and os.path.isdir(out["results_path"]):
         raise ParameterError(f"parameter results_path: {results!r} is a directory; give a file name "
                              "(results are appended to it) or 'none'")
+    why = None if out["results_path"] is None else _unwritable(out["results_path"])
+    if why:                                       # found now, not after the (slow) model load
+        raise ParameterError(f"parameter results_path: cannot write {out['results_path']}: {why}")
     if not isinstance(p["trusted_keys"], str):
         raise ParameterError("parameter trusted_keys must be comma-separated key files, "
                              f"got {p['trusted_keys']!r}")
@@ -180,6 +183,20 @@ def node_settings(p: dict) -> dict:
         raise ParameterError(f"parameter alarm_alpha must be a number in (0, {NORMAL_P:g}), "
                              f"got {p['alarm_alpha']!r}") from None
     return out
+
+
+def _unwritable(path: str) -> Optional[str]:
+    """Why the node could not create or append to the results file ``path`` (its nearest existing ancestor is a
+    file, or a folder this user may not write, e.g. a read-only mount), or None. What this cannot foresee
+    (a folder the filesystem refuses to create) main reports when the file is opened."""
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "no permission to write it"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"no permission to write in {parent}"
 
 
 def results_refused_message(e, results_path: str) -> str:
@@ -413,6 +430,9 @@ def main(argv: Optional[list] = None) -> int:
         node.get_logger().info(f"summary: {summary}")
     except ResultsFileError as e:   # another model's results, or not a results file: refused, unchanged
         node.get_logger().error(f"edge-ad ROS 2 node: {results_refused_message(e, s['results_path'])}")
+        return 1
+    except OSError as e:   # the results file cannot be opened (the loop itself reports every other error)
+        node.get_logger().error(f"edge-ad ROS 2 node: cannot write results_path {s['results_path']}: {e}")
         return 1
     finally:
         node.destroy_node()

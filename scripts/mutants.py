@@ -480,6 +480,12 @@ MUTANTS = [
     Mutant("launch-python-default-system", "jetson/edge_ad.launch.py",                   # audit 33 #9
            '    return VENV_PYTHON if os.access(VENV_PYTHON, os.X_OK) else "python3"', '    return "python3"',
            ("tests/test_ros.py", "-k", "interpreter_install")),
+    Mutant("ros-results-path-unchecked", "jetson/ros2_node.py",                           # audit 33 #14
+           '    why = None if out["results_path"] is None else _unwritable(out["results_path"])', "    why = None",
+           ("tests/test_ros.py", "-k", "cannot_write")),
+    Mutant("ros-results-oserror-uncaught", "jetson/ros2_node.py",
+           "    except OSError as e:   # the results file cannot be opened (the loop itself reports every other error)",
+           "    except NotImplementedError as e:", ("tests/test_ros.py", "-k", "cannot_write")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

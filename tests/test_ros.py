@@ -460,6 +460,36 @@ def test_a_results_path_of_another_model_ends_the_node_with_one_line(monkeypatch
     assert "--out" not in errors[0] and notes.read_bytes() == b"someone's notes, no newline"
 
 
+def test_a_results_path_the_node_cannot_write_ends_it_with_one_line(monkeypatch, tmp_path):
+    """Audit 33 #14: node_settings checked results_path only for "is a directory", and main caught only
+    ResultsFileError around run_capture, so a results_path it cannot create ended in the OSError's traceback after
+    the model load (seconds; minutes for a TensorRT engine), respawned every 5 s. Under a file (or a folder it may
+    not write) it is now a bad parameter, before the model loads (exit 2); anything else the open refuses (here a
+    folder /proc cannot hold) is one error line naming results_path, exit 1, the node shut down."""
+    import edge_ad.runtime.capture as capture
+
+    def run_until_stopped(*args, **kw):   # the real loop, asked to stop before its first frame
+        stop = threading.Event()
+        stop.set()
+        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
+
+    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file, not a folder")
+    seen = fake_ros(monkeypatch, {"results_path": str(a_file / "results.jsonl")})
+    assert ros2_node.main([]) == 2 and seen["load"] == [] and seen["destroyed"]
+    assert seen["log"] == [("error", f"edge-ad ROS 2 node: parameter results_path: cannot write {a_file}/results.jsonl: "
+                                     f"{a_file} is not a directory")], seen["log"]
+    with pytest.raises(ros2_node.ParameterError, match=r"^parameter results_path: cannot write .*: \S+ is not a dir"):
+        ros2_node.node_settings({"results_path": str(a_file / "sub" / "results.jsonl")})
+    path = "/proc/edge-ad-nope/results.jsonl"
+    seen = fake_ros(monkeypatch, {"results_path": path}, scorer=NamedScorer("/models/first", "a" * 64))
+    assert ros2_node.main([]) == 1 and seen["destroyed"], seen["log"]
+    errors = [m for lvl, m in seen["log"] if lvl == "error"]
+    assert errors == [f"edge-ad ROS 2 node: cannot write results_path {path}: [Errno 2] No such file or directory: "
+                      "'/proc/edge-ad-nope'"], seen["log"]
+
+
 def test_node_without_ros_says_why():
     p = subprocess.run([sys.executable, "-m", "edge_ad.jetson.ros2_node"], capture_output=True, text=True,
                        timeout=60)
