@@ -133,6 +133,9 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         G = load_generator(source)
         scoring = CheckpointScoring.read(source)
         src = {"file": Path(source).name, "sha256": sha256_file(source), "format": G.source_format}
+        if scoring.sealed is False:     # read as an older release: nothing vouches for its fields
+            log(f"warning: {source} has no integrity record (written before checkpoints carried a content digest, "
+                "or the record was removed): its content cannot be checked")
     else:
         G, scoring = source.eval(), CheckpointScoring()
         src = {"file": None, "sha256": None, "format": getattr(source, "source_format", "module")}

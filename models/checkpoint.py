@@ -298,14 +298,17 @@ class CheckpointScoring:
     ``section`` is the stored dict (None for study files and checkpoints without one), ``preprocess``
     the file's own preprocessing (PreprocessSpec() for study files, as ``load_generator``), ``train_class``
     the class it was trained on if recorded, ``train_data`` its training data's summary (``train["data"]``:
-    source, n_frames, split for a split dataset, ...) if recorded. The methods raise CheckpointError (one line, naming the file)
-    for an invalid section."""
+    source, n_frames, split for a split dataset, ...) if recorded. ``sealed``: True when the file's content digest
+    was checked on reading, False for a project checkpoint without one (written before checkpoints carried it, or
+    the record was removed: its content cannot be checked), None for other files. The methods raise
+    CheckpointError (one line, naming the file) for an invalid section."""
 
     section: Optional[dict] = None
     preprocess: PreprocessSpec = dataclasses.field(default_factory=PreprocessSpec)
     train_class: Optional[str] = None
     path: Optional[str] = None
     train_data: Optional[dict] = None
+    sealed: Optional[bool] = None
 
     @classmethod
     def read(cls, path: os.PathLike) -> "CheckpointScoring":
@@ -321,7 +324,8 @@ class CheckpointScoring:
         spec = _own_config_and_preprocess(ck, path)[1]
         train = ck.get("train") if isinstance(ck.get("train"), dict) else {}
         return cls(section=ck.get("scoring"), preprocess=spec, train_class=_train_class(train or None),
-                   path=str(path), train_data=train.get("data") if isinstance(train.get("data"), dict) else None)
+                   path=str(path), train_data=train.get("data") if isinstance(train.get("data"), dict) else None,
+                   sealed=INTEGRITY in ck)
 
     @classmethod
     def of(cls, scoring) -> "CheckpointScoring":

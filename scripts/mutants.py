@@ -486,6 +486,10 @@ MUTANTS = [
     Mutant("ros-results-oserror-uncaught", "jetson/ros2_node.py",
            "    except OSError as e:   # the results file cannot be opened (the loop itself reports every other error)",
            "    except NotImplementedError as e:", ("tests/test_ros.py", "-k", "cannot_write")),
+    Mutant("export-unsealed-checkpoint-silent", "export/exporter.py", "        if scoring.sealed is False:",
+           "        if False:", ("tests/test_checkpoint_scoring.py", "-k", "integrity_record")),   # audit 33 #12
+    Mutant("checkpoint-sealed-always", "models/checkpoint.py", "                   sealed=INTEGRITY in ck)",
+           "                   sealed=True)", ("tests/test_checkpoint_scoring.py", "-k", "integrity_record")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

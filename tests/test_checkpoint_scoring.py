@@ -174,6 +174,31 @@ def test_a_checkpoint_whose_fields_contradict_it_is_one_line_at_export(tmp_path,
     assert not out.exists() and not list(tmp_path.glob("*out*")), list(tmp_path.iterdir())
 
 
+def test_an_export_says_when_a_checkpoint_has_no_integrity_record(tmp_path, tiny_generator):
+    """Audit 33 #12: the content digest is checked only when the record is there, so a checkpoint edited (here its
+    threshold set to 1e-9: every frame flagged) with the record deleted exported without a word, as a file
+    written before checkpoints carried one. Such a file still exports (older releases, the demo checkpoint), and
+    the export says, in one line naming it, that its content could not be checked; a sealed one says nothing."""
+    from edge_ad.commands.export import cmd as export_cmd
+    from edge_ad.models.checkpoint import INTEGRITY, CheckpointScoring
+
+    def unsealed(c):
+        c["scoring"]["threshold"]["value"] = 1e-9
+    edited = _resealed(tmp_path / "edited.pt", tiny_generator, unsealed)
+    ck = torch.load(edited, map_location="cpu", weights_only=True)
+    del ck[INTEGRITY]
+    torch.save(ck, edited)
+    sealed = _resealed(tmp_path / "sealed.pt", tiny_generator, lambda c: None)
+    for path, out in ((edited, tmp_path / "m1"), (sealed, tmp_path / "m2")):
+        res = CliRunner().invoke(export_cmd, [str(path), "--out", str(out), "--no-parity", "--target", "cpu"])
+        assert res.exit_code == 0 and (out / "manifest.json").is_file(), res.output
+        said = [ln for ln in res.output.splitlines() if "integrity record" in ln]
+        assert said == ([f"warning: {edited} has no integrity record (written before checkpoints carried a content "
+                         "digest, or the record was removed): its content cannot be checked"] if path == edited
+                        else []), res.output
+    assert (CheckpointScoring.read(edited).sealed, CheckpointScoring.read(sealed).sealed) == (False, True)
+
+
 def test_the_exporter_leaves_a_stored_bank_to_the_reader_and_checks_a_given_one_alike():
     """review 17b #8: resolve_latent_bank no longer repeats CheckpointScoring.latent_bank's check of the
     stored bank; a bank given to the exporter goes through the same check (latent_bank_array)."""
