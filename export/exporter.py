@@ -202,7 +202,8 @@ def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpe
         threshold = check_threshold(threshold, cfg, spec)
     if given:                        # e.g. --threshold-file: said when it replaces the checkpoint's own
         replaced_threshold_note(threshold, stored_threshold(scoring, cfg, spec, lambda *a: None), log)
-    return threshold
+    # the preprocessing it holds for (checked above): a manifest whose preprocess section is edited has no threshold
+    return None if threshold is None else {**threshold, "preprocess": spec.to_dict()}
 
 
 def _write_model_files(G, cfg: SearchConfig, chunk_bytes: int, targets, unrolled: bool, E, bank, pixel_frames,

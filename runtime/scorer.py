@@ -808,13 +808,33 @@ class Scorer:
 
 def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float]:
     """The manifest's calibrated threshold ("threshold" value) for a scorer searching with ``config``;
-    None when the manifest has none or it was calibrated with another search (``Scorer.threshold``)."""
+    None when the manifest has none or it was calibrated with another search or preprocessing
+    (``threshold_mismatch``, ``Scorer.threshold``)."""
+    thr = manifest.get("threshold")
+    if not isinstance(thr, dict) or threshold_mismatch(manifest, config):
+        return None
+    return float(thr["value"])
+
+
+def threshold_mismatch(manifest: dict, config: SearchConfig) -> Optional[str]:
+    """Why the manifest's threshold does not hold for a scorer searching with ``config`` on the manifest's
+    preprocessing: "search (k, lr_z)" when the search it records differs, "preprocess (far_mm)" when the
+    preprocessing it records (exports and calibrations since audit 33 #8) differs from the manifest's; None
+    when it holds, or there is none."""
     thr = manifest.get("threshold")
     if not isinstance(thr, dict):
         return None
     if isinstance(thr.get("search"), dict) and search_differences(thr["search"], config):
-        return None
-    return float(thr["value"])
+        return f"search ({', '.join(search_differences(thr['search'], config))})"
+    if isinstance(thr.get("preprocess"), dict):
+        try:
+            own, now = (PreprocessSpec.from_dict(d).to_dict() for d in (thr["preprocess"], manifest["preprocess"]))
+        except (TypeError, ValueError):
+            return "preprocess (unreadable record)"
+        diff = sorted(k for k in set(own) | set(now) if own.get(k) != now.get(k))
+        if diff:
+            return f"preprocess ({', '.join(diff)})"
+    return None
 
 
 def calibrated_rate(manifest: dict, config: SearchConfig) -> Optional[float]:

@@ -490,6 +490,14 @@ MUTANTS = [
            "        if False:", ("tests/test_checkpoint_scoring.py", "-k", "integrity_record")),   # audit 33 #12
     Mutant("checkpoint-sealed-always", "models/checkpoint.py", "                   sealed=INTEGRITY in ck)",
            "                   sealed=True)", ("tests/test_checkpoint_scoring.py", "-k", "integrity_record")),
+    Mutant("threshold-ignores-preprocess", "runtime/scorer.py",                          # audit 33 #8
+           '    if isinstance(thr.get("preprocess"), dict):', "    if False:",
+           ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
+    Mutant("export-threshold-without-preprocess", "export/exporter.py",
+           '    return None if threshold is None else {**threshold, "preprocess": spec.to_dict()}',
+           "    return threshold", ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
+    Mutant("run-threshold-drop-unsaid", "edge_ad/commands/run.py", "    if thr is None and dropped:",
+           "    if False:", ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",
@@ -515,8 +523,8 @@ MUTANTS = [
     Mutant("eval-one-kind-scored", "edge_ad/commands/evaluate.py",
            "    if not empty and len(groups) > 1:\n        return\n", "    if True:\n        return\n",
            ("tests/test_evaluate.py", "-k", "without_anomalous")),
-    Mutant("run-quiet-hides-no-threshold", "edge_ad/commands/run.py", "    if thr is None:\n        click.echo(\"note: no threshold",
-           "    if thr is None and False:\n        click.echo(\"note: no threshold", ("tests/test_run.py", "-k", "quiet_still")),
+    Mutant("run-quiet-hides-no-threshold", "edge_ad/commands/run.py", "    elif thr is None:\n        click.echo(\"note: no threshold",
+           "    elif thr is None and False:\n        click.echo(\"note: no threshold", ("tests/test_run.py", "-k", "quiet_still")),
     Mutant("ort-both-dists-unsaid", "runtime/backends/onnxruntime_backend.py",
            '    if {"onnxruntime", "onnxruntime-gpu"} <= names:', "    if False:",
            ("tests/test_tensorrt_ort_cuda.py", "-k", "both_onnxruntime")),

@@ -155,6 +155,7 @@ def test_default_target_rate_is_the_models_own(tmp_path, kinect_export):
     with open_source(str(scene)) as src:
         out = calibrate_model(src_dir, src, tmp_path / "cal", floor=True, max_shift=0)
     assert out["calibration"]["target_fpr"] == 0.08 and out["threshold"]["target_fpr"] == 0.08
+    assert out["threshold"]["preprocess"] == out["preprocess"]     # audit 33 #8: bound to the scene's preprocessing
     assert out["calibration"]["threshold_floor"] == pytest.approx(man["threshold"]["value"])   # rate 8 % >= 8 %
     # the command line without --fpr: the same default (not a fixed 5 %)
     from edge_ad.cli import main

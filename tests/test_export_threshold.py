@@ -32,6 +32,33 @@ def test_threshold_stored_and_checked_against_the_search_config(tmp_path, tiny_g
     assert Scorer.load(tmp_path / "m4").threshold is None
 
 
+def test_the_threshold_is_bound_to_the_preprocessing_it_was_read_with(tmp_path, tiny_generator):
+    """Audit 33 #8: the manifest's threshold was dropped when the manifest's search differs from the one it was
+    calibrated with, but not when the preprocessing does: an edited preprocess section (colour_norm, depth_fill,
+    far_mm: scores up to 83x) kept it. The export records the preprocessing with the threshold; a manifest whose
+    preprocessing differs from it has no threshold (Scorer.threshold None) and `edge-ad run` says which field.
+    A threshold recorded without one (older exports) is kept as before."""
+    from click.testing import CliRunner
+
+    from conftest import edit_manifest
+    from edge_ad.cli import main
+    cfg = SearchConfig(k=0, n_seed=1)
+    export_model(tiny_generator, tmp_path / "m", search=cfg, parity=False, threshold={"value": 0.0123},
+                 log=lambda *_: None)
+    man = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert man["threshold"]["preprocess"] == man["preprocess"] and Scorer.load(tmp_path / "m").threshold == 0.0123
+    edited = edit_manifest(tmp_path / "m", tmp_path / "edited", lambda m: m["preprocess"].update(far_mm=1000.0))
+    assert Scorer.load(edited).threshold is None
+    r = CliRunner().invoke(main, ["run", "--model", str(edited), "--source", "synth://?n=1", "-q",
+                                  "--out", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert ("note: no threshold: the model's threshold was calibrated with another preprocess (far_mm) than this "
+            "model's manifest says (an edited manifest?): calibrate it again (edge-ad calibrate) or give --threshold; "
+            "scores are written, frames are not flagged") in r.output, r.output
+    older = edit_manifest(edited, tmp_path / "older", lambda m: m["threshold"].pop("preprocess"))
+    assert Scorer.load(older).threshold == 0.0123
+
+
 def test_threshold_from_before_a_setting_existed(tmp_path, tiny_generator):
     """A threshold file written before a SearchConfig field existed (here the latent-memory fields)
     was calibrated with that field's default: accepted for a default configuration, refused when the

@@ -267,7 +267,8 @@ def cmd(camera, source_uri, model, backend, threshold, out, max_frames, save_ano
     except BaseException:
         source.close()
         raise
-    _notes_before_the_run(model, camera, uri, thr, parity_note(getattr(scorer, "manifest", None) or {}))
+    _notes_before_the_run(model, camera, uri, thr, parity_note(getattr(scorer, "manifest", None) or {}),
+                          _threshold_dropped(scorer) if thr is None else None)
 
     # pictures need the reconstruction, which the scorer keeps only on request
     score_kwargs = {"keep_reconstructions": True} if (save_anomalies or display or sheet or rerun_target) else {}
@@ -410,17 +411,31 @@ def _picture_hooks(spec, thr, stop, status: Status, saving: tuple, display, shee
     return pictures
 
 
-def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[str]) -> None:
+def _threshold_dropped(scorer) -> Optional[str]:
+    """Why the model's own threshold does not hold for ``scorer`` (runtime.scorer.threshold_mismatch: the
+    manifest's search or preprocessing differs from the threshold's), or None."""
+    from edge_ad.runtime.scorer import threshold_mismatch
+    man, cfg = getattr(scorer, "manifest", None), getattr(scorer, "config", None)
+    return threshold_mismatch(man, cfg) if isinstance(man, dict) and cfg is not None else None
+
+
+def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[str],
+                          dropped: Optional[str] = None) -> None:
     """Say on stderr what the run will not do as one might expect: the demo model scoring real frames,
-    no threshold to flag frames with, an export whose parity was not checked (``parity``:
-    runtime.manifest.parity_note); also with -q, which removes the live status line only."""
+    no threshold to flag frames with (``dropped``: why the model's own does not hold, _threshold_dropped), an
+    export whose parity was not checked (``parity``: runtime.manifest.parity_note); also with -q, which removes
+    the live status line only."""
     if not model and (camera or not uri.startswith("synth://")):
         click.echo(f"note: no --model: scoring with the shipped demo model ({demo_model_dir()}), trained on "
                    "synthetic boxes, not on your scene; pass --model DIR (edge-ad export) for real frames",
                    err=True)
     if parity is not None:
         click.echo(f"note: {parity}", err=True)
-    if thr is None:
+    if thr is None and dropped:
+        click.echo(f"note: no threshold: the model's threshold was calibrated with another {dropped} than this "
+                   "model's manifest says (an edited manifest?): calibrate it again (edge-ad calibrate) or give "
+                   "--threshold; scores are written, frames are not flagged", err=True)
+    elif thr is None:
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)
 

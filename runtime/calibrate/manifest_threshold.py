@@ -87,12 +87,14 @@ def threshold_inputs(manifest: dict, scores: Sequence, fpr: float, floor: bool =
 
 
 def threshold_entry(manifest: dict, inputs: ThresholdInputs, choice: ThresholdChoice, n: int, fpr: float,
-                    source: str, search: dict, now: str) -> dict:
+                    source: str, search: dict, now: str, preprocess: Optional[dict] = None) -> dict:
     """The calibrated manifest's "threshold": the value chosen (``choice``) at rate ``fpr`` and what it was read
     from: the model's own threshold, kept after checking it against the ``n`` scene frames of ``source``, or
     those frames ("frames_above": how many of them score above it); ``search``: the scoring configuration
-    (SearchConfig.to_dict); the exported model's own threshold carried as "model_threshold" (so a later
-    calibration floors at it, not at this scene's)."""
+    (SearchConfig.to_dict); ``preprocess``: the scene's preprocessing (the new manifest's, PreprocessSpec.to_dict),
+    recorded so that an edited preprocess section drops the threshold (runtime/scorer.threshold_mismatch); the
+    exported model's own threshold carried as "model_threshold" (so a later calibration floors at it, not at this
+    scene's)."""
     threshold, above, what = choice.threshold, choice.test["frames_above_threshold"], inputs.what
     floor_value = inputs.model_threshold
     model_record = _model_threshold(manifest)
@@ -105,6 +107,7 @@ def threshold_entry(manifest: dict, inputs: ThresholdInputs, choice: ThresholdCh
     else:
         read_from = {"n_normal": n, "frames_above": above, "normal": f"scene frames of {source}"}
     return {"value": threshold, "target_fpr": fpr, **read_from, "scene_frames": n,
-            "search": search, "source": "edge-ad calibrate", "calibrated": now,
+            "search": search, **({"preprocess": preprocess} if preprocess is not None else {}),
+            "source": "edge-ad calibrate", "calibrated": now,
             "model_threshold": model_record, "model_n_normal": own.get("n_normal"),
             "model_normal": own.get("normal")}

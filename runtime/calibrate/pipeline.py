@@ -118,7 +118,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
               "target_fpr": fpr, **provenance(model_dir, signed_by, man, source), "scores": memories.scores_text(cfg),
               "colour_gain": list(gain) if gain is not None else None, "scene_shift": shift_fit,
               **threshold_record(choice, inputs, warning), **memories.record()}
-    threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now)
+    threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now, preprocess=spec.to_dict())
     new = calibrated_manifest(man, spec, threshold, memories.manifest_entries(source, gain, now), record)
     write_model_dir(model_dir, out_dir, man, new, memories, sign_key, log)
     if on_threshold_inputs is not None:        # what the threshold rule read, for offline studies of the rule
