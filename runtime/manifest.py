@@ -26,6 +26,43 @@ class ManifestError(ValueError):
     """A model directory that is missing, tampered with, or of an unsupported format."""
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice (``loads_unique``)."""
+
+
+def loads_unique(text):
+    """``json.loads`` refusing a key named twice in one object (json.loads keeps the last silently, so a reader
+    of the file and the runtime could see two values): DuplicateKeyError "duplicate key 'k' at the top level"
+    or "... in 'search'" (the object's key in its parent; "in an object with keys 'a', 'b'" deeper down)."""
+    def unique(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise DuplicateKeyError(k, list(seen))
+            seen[k] = v
+        return seen
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except DuplicateKeyError as e:
+        key, keys = e.args
+        raise DuplicateKeyError(f"duplicate key {key!r} {_object_named(text, keys)}: a key named twice means two "
+                                "things (json readers keep the last, people and some tools the first)") from None
+
+
+def _object_named(text, keys: list) -> str:
+    """Where the object whose first keys are ``keys`` sits in the JSON ``text`` (for DuplicateKeyError)."""
+    try:
+        top = json.loads(text)            # last-wins: the duplicate's object is still found by its other keys
+    except ValueError:
+        top = None
+    if isinstance(top, dict) and set(keys) <= set(top) and (not keys or list(top)[:len(keys)] == keys):
+        return "at the top level"
+    for name, value in (top.items() if isinstance(top, dict) else ()):
+        if isinstance(value, dict) and list(value)[:len(keys)] == keys:
+            return f"in {name!r}"
+    return f"in an object with keys {', '.join(map(repr, keys[:4]))}"
+
+
 def sha256_stream(f, bufsize: int = 1 << 20) -> str:
     """Hex sha256 of everything left in the binary file object ``f``, read in ``bufsize`` blocks."""
     h = hashlib.sha256()
@@ -392,7 +429,9 @@ def load_manifest(model_dir: os.PathLike, verify: bool = True, trusted_keys=None
         from .signing import verify_manifest_signature
         verify_manifest_signature(model_dir, raw, trusted_keys)
     try:
-        man = json.loads(raw)
+        man = loads_unique(raw)
+    except DuplicateKeyError as e:
+        raise ManifestError(f"{mpath}: {e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{mpath}: not valid JSON ({e})") from None
     if not isinstance(man, dict) or man.get("format") != FORMAT:

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Union
 
-from .manifest import MANIFEST, ManifestError
+from .manifest import MANIFEST, ManifestError, loads_unique
 
 SIGNATURE = "manifest.sig"
 SIG_FORMAT = "edge-ad-signature"
@@ -165,7 +165,7 @@ def verify_manifest_signature(model_dir: os.PathLike, manifest_bytes: bytes,
     try:
         if len(raw) > _MAX_SIG_BYTES:
             raise ValueError(f"{len(raw)} bytes")
-        rec = json.loads(raw)
+        rec = loads_unique(raw)        # a duplicate key (two signatures, two key ids) is no valid record
         if not isinstance(rec, dict) or rec.get("format") != SIG_FORMAT or rec.get("version") != SIG_VERSION \
                 or rec.get("algorithm") != "ed25519" or not isinstance(rec.get("key_id"), str):
             raise ValueError("not an edge-ad Ed25519 signature record")

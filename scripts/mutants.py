@@ -498,6 +498,15 @@ MUTANTS = [
            "    return threshold", ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
     Mutant("run-threshold-drop-unsaid", "edge_ad/commands/run.py", "    if thr is None and dropped:",
            "    if False:", ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
+    Mutant("json-duplicate-keys-last-wins", "runtime/manifest.py",                       # audit 33 #16
+           "        return json.loads(text, object_pairs_hook=unique)", "        return json.loads(text)",
+           ("tests/test_model_integrity.py", "-k", "duplicate_key")),
+    Mutant("manifest-read-last-wins", "runtime/manifest.py", "        man = loads_unique(raw)",
+           "        man = json.loads(raw)", ("tests/test_model_integrity.py", "-k", "duplicate_key")),
+    Mutant("threshold-file-last-wins", "edge_ad/commands/export.py",
+           "            threshold = loads_unique(open(threshold_file).read())",
+           "            threshold = __import__('json').loads(open(threshold_file).read())",
+           ("tests/test_export_threshold.py", "-k", "naming_a_key_twice")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

@@ -59,6 +59,25 @@ def test_the_threshold_is_bound_to_the_preprocessing_it_was_read_with(tmp_path, 
     assert Scorer.load(older).threshold == 0.0123
 
 
+def test_a_threshold_file_naming_a_key_twice_is_refused(tmp_path, tiny_generator):
+    """Audit 33 #16 (its other readers): a threshold.json with two "value"s was read last-wins; --threshold-file
+    now refuses it in one line naming the key, nothing exported."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands.export import cmd as export_cmd
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    save_checkpoint(tmp_path / "g.pt", tiny_generator, preprocess=PreprocessSpec())
+    t = tmp_path / "threshold.json"
+    t.write_text('{"value": 0.5, "target_fpr": 0.05, "value": 1e-12}')
+    r = CliRunner().invoke(export_cmd, [str(tmp_path / "g.pt"), "--out", str(tmp_path / "m"), "--no-parity",
+                                        "--threshold-file", str(t)])
+    assert r.exit_code == 1 and not (tmp_path / "m").exists(), r.output
+    assert r.output.splitlines()[-1] == (f"Error: --threshold-file {t}: duplicate key 'value' at the top level: a key "
+                                         "named twice means two things (json readers keep the last, people and some "
+                                         "tools the first)"), r.output
+
+
 def test_threshold_from_before_a_setting_existed(tmp_path, tiny_generator):
     """A threshold file written before a SearchConfig field existed (here the latent-memory fields)
     was calibrated with that field's default: accepted for a default configuration, refused when the

@@ -86,6 +86,34 @@ def test_malformed_manifest_refused_with_one_line(model, tmp_path, case):
     assert "manifest.json" in msg
 
 
+def test_a_manifest_with_a_duplicate_key_is_refused_and_not_signed(model, tmp_path):
+    """Audit 33 #16: manifest.json was parsed with json.loads, whose last duplicate key wins: a second "threshold"
+    appended to the file (value 1e-12: every frame flagged) loaded, was signed and verified "ok", while a reviewer
+    (or any first-wins reader) reading the signed bytes sees the first. A key named twice in any object is now
+    refused with one line naming it and the object (no valid export has one: json.dumps never writes one)."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.runtime.signing import generate_key_pair, sign_model
+    priv = tmp_path / "k.key"
+    generate_key_pair(priv, tmp_path / "k.pub")
+    for case, edit, where in (
+            ("top", lambda t: t[:t.rstrip().rindex("}")] + ', "created": "2000-01-01T00:00:00+00:00"}',
+             "at the top level"),
+            ("nested", lambda t: t.replace('"search": {', '"search": {"k": 7, ', 1), "in 'search'")):
+        d = copy_model(model, tmp_path / case)
+        text = (d / "manifest.json").read_text()
+        (d / "manifest.json").write_text(edit(text))
+        key = "created" if case == "top" else "k"
+        msg = refused(d, rf"manifest\.json: duplicate key '{key}' {where}: ", variant="step")
+        assert "a key named twice" in msg, msg
+        with pytest.raises(ManifestError, match=f"duplicate key '{key}'"):
+            sign_model(d, priv)
+        assert not (d / "manifest.sig").exists()
+        r = CliRunner().invoke(main, ["verify", str(d)])
+        assert r.exit_code == 1 and f"duplicate key '{key}'" in r.output and "Traceback" not in r.output, r.output
+
+
 def test_a_file_given_for_the_model_directory_is_named_as_a_file(model, tmp_path):
     """The commonest slip, the manifest or the training checkpoint given for the model: before, "model directory not
     found: PATH" for a file that is there. Now what it is and what to give instead; a missing path as before."""

@@ -120,9 +120,11 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
             raise click.ClickException(f"--parity-frames {parity_frames}: no readable frame")
     threshold = None
     if threshold_file:
-        import json
+        from edge_ad.runtime.manifest import DuplicateKeyError, loads_unique
         try:
-            threshold = json.loads(open(threshold_file).read())
+            threshold = loads_unique(open(threshold_file).read())
+        except DuplicateKeyError as e:     # e.g. two "value"s: which one would the export take?
+            raise click.ClickException(f"--threshold-file {threshold_file}: {e}")
         except ValueError as e:
             raise click.ClickException(f"--threshold-file {threshold_file}: not JSON ({e})")
     if threshold_value is not None:
