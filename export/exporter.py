@@ -149,7 +149,7 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     pixel_frames = resolve_pixel_memory(cfg, pixel_memory, scoring, G.cfg.resolution)   # None unless score_pixel_power > 0
     pixel_augment = scoring.pixel_augment() if pixel_frames is not None else []
     silhouette = resolve_silhouette_rows(cfg, scoring, G.cfg.z_dim, G.cfg.resolution)   # None unless the lever is on
-    threshold = _export_threshold(threshold, scoring, cfg, spec, log)
+    threshold = _export_threshold(threshold, scoring, cfg, spec, log, src)
     try:
         check_shift_fill(spec, cfg.score_shift_radius)
         if cfg.uses_pixel_memory:
@@ -190,9 +190,11 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
     return manifest
 
 
-def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpec, log: Callable) -> Optional[dict]:
-    """The threshold the export stores: the given one (checked against the configuration; said when it
-    replaces the checkpoint's own), the checkpoint's (``threshold`` None: stored_threshold) or none (False)."""
+def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpec, log: Callable,
+                      src: Optional[dict] = None) -> Optional[dict]:
+    """The threshold the export stores: the given one (checked against the configuration and the checkpoint
+    ``src`` it is exported from; said when it replaces the checkpoint's own), the checkpoint's (``threshold``
+    None: stored_threshold) or none (False)."""
     given = threshold is not None and threshold is not False
     if threshold is None:
         threshold = stored_threshold(scoring, cfg, spec, log)
@@ -200,6 +202,8 @@ def _export_threshold(threshold, scoring, cfg: SearchConfig, spec: PreprocessSpe
         threshold = None
     if threshold is not None:
         threshold = check_threshold(threshold, cfg, spec)
+    if given:
+        check_threshold_model(threshold, scoring, src or {})
     if given:                        # e.g. --threshold-file: said when it replaces the checkpoint's own
         replaced_threshold_note(threshold, stored_threshold(scoring, cfg, spec, lambda *a: None), log)
     # the preprocessing it holds for (checked above): a manifest whose preprocess section is edited has no threshold
@@ -578,6 +582,23 @@ def check_threshold(threshold: dict, cfg: SearchConfig, spec: Optional[Preproces
                               "--scoring reference scores on plain preprocessing); re-run edge-ad eval with the "
                               "export's --scoring")
     return {**threshold, "value": float(threshold["value"])}
+
+
+def check_threshold_model(threshold: dict, scoring, src: dict) -> None:
+    """ExportError unless a given threshold was read on the scores of the checkpoint ``src`` ({"file", "sha256"})
+    is exported from: edge-ad eval records the checkpoint (model, model_sha256); a threshold file written before it
+    did is refused when its normal class is another kinect-rgbd class than the one the checkpoint was trained on."""
+    from edge_ad.models.data import KINECT_CLASSES
+    redo = "a threshold only means something for its own model's scores; run edge-ad eval on this checkpoint"
+    own, sha = threshold.get("model_sha256"), src.get("sha256")
+    if isinstance(own, str) and sha is not None and own != sha:
+        raise ExportError(f"the threshold was read on the scores of {threshold.get('model') or 'another model'} "
+                          f"(sha256 {own[:12]}...), not of this checkpoint {getattr(scoring, 'path', None) or src.get('file')} "
+                          f"(sha256 {sha[:12]}...): {redo}")
+    normal, trained = threshold.get("normal"), getattr(scoring, "train_class", None)
+    if own is None and normal in KINECT_CLASSES and trained in KINECT_CLASSES and normal != trained:
+        raise ExportError(f"the threshold was read on {normal} frames, but this checkpoint was trained on {trained}: "
+                          f"{redo}")
 
 
 def _jsonable(o):

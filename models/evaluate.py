@@ -188,6 +188,8 @@ def write_report(out_dir: Path, normal_name: str, normal: np.ndarray, anomalies:
             report["threshold"]["warning"] = warning
         if (extra or {}).get("preprocess") is not None:   # the preprocessing the scores were made with
             report["threshold"]["preprocess"] = extra["preprocess"]
+        if (extra or {}).get("model_sha256") is not None:  # the checkpoint whose scores it was read on (export checks)
+            report["threshold"].update(model=extra.get("model"), model_sha256=extra["model_sha256"])
     out_dir.mkdir(parents=True, exist_ok=True)
     save_roc(curves, out_dir / "roc.png", title=f"normal: {normal_name}")
     if threshold is not None:

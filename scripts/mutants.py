@@ -54,6 +54,7 @@ HEAD = ("tests/test_host_head.py", "-k", "twin or layers_0_1 or refuses_bad or c
 TRT = ("tests/test_tensorrt_builder.py",)
 TRT_RUN = ("tests/test_tensorrt_scorer.py", "-k", "usable_engine_or_gpu_memory")
 CKPT_FIELDS = ("tests/test_checkpoint_scoring.py", "-k", "contradict")
+THR_MODEL = ("tests/test_export_threshold.py", "-k", "of_another_model")
 MODEL_CARD = ("tests/test_verify_loads.py", "-k", "model- or dtype or variant-unknown or targets or n_normal")
 SHIFT = ("tests/test_shift_min.py", "-k", "not export_with and not run_records")
 BANKW = ("tests/test_bank_augment_weight.py",)
@@ -507,6 +508,13 @@ MUTANTS = [
            "            threshold = loads_unique(open(threshold_file).read())",
            "            threshold = __import__('json').loads(open(threshold_file).read())",
            ("tests/test_export_threshold.py", "-k", "naming_a_key_twice")),
+    Mutant("eval-threshold-without-model", "models/evaluate.py",                          # audit 33 #17
+           '        if (extra or {}).get("model_sha256") is not None:', "        if False:", THR_MODEL),
+    Mutant("export-threshold-of-another-model", "export/exporter.py",
+           "    if isinstance(own, str) and sha is not None and own != sha:", "    if False:", THR_MODEL),
+    Mutant("export-threshold-of-another-class", "export/exporter.py",
+           "    if own is None and normal in KINECT_CLASSES and trained in KINECT_CLASSES and normal != trained:",
+           "    if False:", THR_MODEL),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

@@ -78,6 +78,52 @@ def test_a_threshold_file_naming_a_key_twice_is_refused(tmp_path, tiny_generator
                                          "tools the first)"), r.output
 
 
+def test_a_threshold_file_of_another_model_is_refused(tmp_path, tiny_generator):
+    """Audit 33 #17: threshold.json recorded no model, so `edge-ad export CKPT --threshold-file T` took a threshold
+    read on another generator's scores (another class even: the score scales differ) without a word, whenever the
+    search configuration matched. edge-ad eval now records the checkpoint it scored (model, model_sha256); export
+    refuses a file of another checkpoint naming both, and an older file (no model_sha256) whose normal class is
+    another kinect-rgbd class than the checkpoint's."""
+    from click.testing import CliRunner
+
+    from edge_ad.commands.evaluate import cmd as eval_cmd
+    from edge_ad.commands.export import cmd as export_cmd
+    from edge_ad.models import save_checkpoint
+    from edge_ad.runtime.manifest import sha256_file
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    mine, other = tmp_path / "rect.pt", tmp_path / "other.pt"
+    save_checkpoint(mine, tiny_generator, preprocess=PreprocessSpec(), train={"class": "rectangle"})
+    save_checkpoint(other, tiny_generator, preprocess=PreprocessSpec(), train={"class": "rectangle", "epochs": 2})
+    r = CliRunner().invoke(eval_cmd, ["--model", str(mine), "--synth", "12", "--out", str(tmp_path / "e"),
+                                      "--no-baselines"])
+    assert r.exit_code == 0, r.output
+    t = tmp_path / "e" / "threshold.json"
+    recorded = json.loads(t.read_text())
+    assert (recorded["model"], recorded["model_sha256"]) == (str(mine), sha256_file(mine))
+
+    def export(ck, threshold_file, out):
+        return CliRunner().invoke(export_cmd, [str(ck), "--out", str(tmp_path / out), "--no-parity", "--target", "cpu",
+                                               "--threshold-file", str(threshold_file)])
+    r = export(other, t, "m_other")
+    assert r.exit_code == 1 and not (tmp_path / "m_other").exists(), r.output
+    assert r.output.splitlines()[-1] == (
+        f"Error: the threshold was read on the scores of {mine} (sha256 {sha256_file(mine)[:12]}...), not of this "
+        f"checkpoint {other} (sha256 {sha256_file(other)[:12]}...): a threshold only means something for its own "
+        "model's scores; run edge-ad eval on this checkpoint"), r.output
+    r = export(mine, t, "m_mine")
+    assert r.exit_code == 0 and json.loads((tmp_path / "m_mine" / "manifest.json").read_text())["threshold"][
+        "value"] == recorded["value"], r.output
+    older = tmp_path / "older.json"                  # written before eval recorded the model: its class is checked
+    older.write_text(json.dumps({k: v for k, v in recorded.items() if k not in ("model", "model_sha256")}
+                                | {"normal": "cylinder"}))
+    r = export(mine, older, "m_older")
+    assert r.exit_code == 1 and r.output.splitlines()[-1] == (
+        "Error: the threshold was read on cylinder frames, but this checkpoint was trained on rectangle: a threshold "
+        "only means something for its own model's scores; run edge-ad eval on this checkpoint"), r.output
+    older.write_text(json.dumps({k: v for k, v in recorded.items() if k not in ("model", "model_sha256")}))
+    assert export(mine, older, "m_older_box").exit_code == 0        # normal "box" (synth): nothing to compare
+
+
 def test_threshold_from_before_a_setting_existed(tmp_path, tiny_generator):
     """A threshold file written before a SearchConfig field existed (here the latent-memory fields)
     was calibrated with that field's default: accepted for a default configuration, refused when the

@@ -139,7 +139,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
                                          tqdm, log)
             normal = scores.pop(normal_name)
-            extra = {"model": str(model_path), "search": cfg.to_dict(), "scoring": scoring,
+            extra = {"model": str(model_path), "model_sha256": _file_sha256(model_path),
+                     "search": cfg.to_dict(), "scoring": scoring,
                      "preprocess": (spec or PreprocessSpec()).to_dict(), "split": split, "seed": seed,
                      "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total - resumed, 1),
                      "batch_frames": batch_frames if not cfg.updates_weights else 0,
@@ -163,6 +164,12 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             _echo_results(report, list(scores), normal_name, extra, cls, suite is not None)
             click.echo(f"{secs / max(n_total - resumed, 1):.3f} s/frame; report: {Path(out_dir) / 'report.json'}")
         log.done()
+
+
+def _file_sha256(path) -> Optional[str]:
+    """sha256 of the model file ``path`` (threshold.json records it: export refuses another checkpoint's), or None."""
+    from edge_ad.runtime.manifest import sha256_file
+    return sha256_file(path) if Path(path).is_file() else None
 
 
 @contextlib.contextmanager
