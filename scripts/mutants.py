@@ -515,6 +515,12 @@ MUTANTS = [
     Mutant("export-threshold-of-another-class", "export/exporter.py",
            "    if own is None and normal in KINECT_CLASSES and trained in KINECT_CLASSES and normal != trained:",
            "    if False:", THR_MODEL),
+    Mutant("bench-rate-of-uncounted-work", "benchmarks/search_bench.py",                 # audit 33 #5
+           '                  "gflop_per_frame": flops / 1e9, "gflops": None if uncounted else flops / med / 1e9,',
+           '                  "gflop_per_frame": flops / 1e9, "gflops": flops / med / 1e9,',
+           ("tests/test_bench.py", "-k", "pytorch_variants_with")),
+    Mutant("bench-z-only-at-k0", "benchmarks/search_bench.py", "    if cfg.k == 0:      # the z-only variants drop",
+           "    if False:      # the z-only variants drop", ("tests/test_bench.py", "-k", "pytorch_variants_with")),
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

@@ -102,12 +102,20 @@ def test_bench_runs_the_pytorch_variants_with_the_checkpoints_encoder_and_bank(t
         assert r.exit_code == 0, r.output
         res = json.loads(out.read_text())
         v = res["variants"]
-        assert set(v) == {"eager", "batched", "eager-z-only", "onnx-auto"} and res["skipped"] == {}
-        for name in ("eager", "batched", "eager-z-only"):
+        # audit 33 #5: with k = 0 there is no search step to drop: eager-z-only is eager's computation, skipped
+        assert set(v) == {"eager", "batched", "onnx-auto"} and set(res["skipped"]) == {"eager-z-only"}
+        assert "note: skipping eager-z-only: k = 0: no search step to drop" in r.output, r.output
+        for name in ("eager", "batched"):
             assert v[name]["scores"][0] == pytest.approx(want, rel=1e-5), name
         assert v["onnx-auto"]["max_rel_score_diff_vs_batched"] < 1e-4
         assert v["onnx-auto"]["speedup_vs_eager"] > 0
         assert v["batched"]["gflop_per_frame"] == pytest.approx(9 * search_bench.model_flops(100, 8, 4, 1, 0) / 1e9)
+        # audit 33 #5: the latent distance (and the encoder) are not in the count, so no GFLOP/s or % of peak
+        assert all(m["gflops"] is None and m["frac_of_sgemm_peak"] is None for m in v.values())
+        assert res["flops_not_counted"] == "the encoder pass and the latent-bank distance"
+        assert "| batched |" in r.output and " - | - |" in r.output
+        assert ("GFLOP/frame counts the generator passes only (the encoder pass and the latent-bank distance are "
+                "not counted): no GFLOP/s or % sgemm peak") in r.output, r.output
 
 
 def test_bench_skips_a_pytorch_variant_that_cannot_score_the_export_and_keeps_the_others(
