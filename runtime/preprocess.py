@@ -42,7 +42,7 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
 Sensor-fault limits (``SensorLimits``, ``manifest.json["preprocess"]["sensor_faults"]``; manifests
 without them get the defaults) say when a frame is a sensor fault rather than a scene to score:
 no valid depth, no foreground, black, saturated or flat (one constant colour) colour, random colour
-noise, a stuck camera.
+noise, a table or background within far_mm in view (foreground across most of a frame edge), a stuck camera.
 The checks themselves are in ``sensor_faults.py``.
 """
 from __future__ import annotations
@@ -186,6 +186,14 @@ class SensorLimits:
                                         # vignetting (audit 32 #4: such caps <= 4.7; real frames >= 7.37 under
                                         # contrast or brightness x0.5, >= 11.06 under x0.75). 0 turns it off;
                                         # stored limits without it get this
+    max_edge_foreground: float = 0.7    # background_in_view above this: the largest share of one edge of the
+                                        # square the model sees with foreground within 1/32 of the side from it
+                                        # (sensor_faults.edge_occupancy): a table or background within far_mm
+                                        # (audit 33 #18; tables over 20-60 % of the frame, 30 % of their readings
+                                        # missing or 3/4 of the width: >= 0.75, a wall: 1.0; the 1200 real
+                                        # frames, the objects alone: <= 0.375 clean, <= 0.59 under zoom x1.2,
+                                        # scripts/background_probe.py). 1.0 turns it off (a model trained on
+                                        # frames that show the table); stored limits without it get this
     noise_measured_on: str = "camera"   # where noise_level is measured (NOISE_MEASURED_ON): "camera" = the
                                         # camera's own pixels; "model" = the 64 x 64 model frame, as every
                                         # stored limits dict without this field (written before it) meant
@@ -205,7 +213,7 @@ class SensorLimits:
         if lim.noise_measured_on not in NOISE_MEASURED_ON:
             raise ValueError(f"sensor_faults.noise_measured_on must be one of {NOISE_MEASURED_ON}, "
                              f"got {lim.noise_measured_on!r}")
-        for name in ("min_valid_depth", "min_foreground", "max_black", "max_saturated"):
+        for name in ("min_valid_depth", "min_foreground", "max_black", "max_saturated", "max_edge_foreground"):
             v = getattr(lim, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"sensor_faults.{name} must be a fraction in [0, 1], got {v!r}")

@@ -189,7 +189,7 @@ def earlier_scoring_settings_sha256s(cfg: SearchConfig, spec: PreprocessSpec) ->
     preprocess = spec.to_dict()
     own = {k: v for k, v in preprocess["sensor_faults"].items()
            if k not in ("noise_measured_on", "min_colour_spread", "noisy_flat_spread",
-                         "featureless_spread")}   # fields added after 21a4c5d
+                         "featureless_spread", "max_edge_foreground")}   # fields added after 21a4c5d
     return tuple(dict.fromkeys(_settings_sha256(cfg, {**preprocess, "sensor_faults": limits})
                                for limits in (own,) + _EARLIER_DEFAULT_LIMITS))
 

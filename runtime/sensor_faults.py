@@ -24,6 +24,13 @@ model's ``PreprocessSpec.sensor_faults`` (``SensorLimits``):
                  independent per-channel noise, not an image; measured on the camera's own pixels
                  of the model's foreground (``camera_differences``), as resizing averages noise away
                  (limits stored without ``noise_measured_on``: on the model frame, as they meant)
+  background_in_view  a table or background within far_mm is in view (audit 33 #18): foreground within
+                 1/EDGE_BAND of the side from one edge of the square the model sees spans more than
+                 ``max_edge_foreground`` of that edge (``edge_occupancy``, on the depth as captured). The
+                 models score an object alone (the kinect-rgbd capture removed table and background); with a
+                 table in view the shipped rectangle scored 90 % of normal frames anomalous. Real frames: <= 0.375
+                 clean, <= 0.594 zoomed x1.2; tables over 20-60 % of the frame, 3/4 of its width or missing 30 %
+                 of their readings, walls: >= 0.75 (``scripts/background_probe.py``)
   stuck_frame    the frame is bit-identical to the previous one(s) of a stream (a camera, a recording,
                  a ROS bag, synth://): a frozen driver re-sending it. Not made for a folder of
                  files (``Source.stream`` False): its files are independent inputs, and copies of one
@@ -52,8 +59,8 @@ import numpy as np
 
 from .preprocess import FrameError, PreprocessSpec, SensorLimits, frame_to_uint8
 
-FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb", "colour_noise", "stuck_frame",
-          "stuck_rgb", "stuck_depth")
+FAULTS = ("no_depth", "no_foreground", "black_rgb", "saturated_rgb", "flat_rgb", "colour_noise", "background_in_view",
+          "stuck_frame", "stuck_rgb", "stuck_depth")
 MIN_NOISE_PAIRS = 32   # fewer foreground neighbour pairs than this: too little to judge noise
 MAX_NOISE_LINES = 128  # rows and columns of a large frame the colour-noise check samples
 NOISY_FLAT_CORRELATION = 0.5   # flat_rgb's noisy case: the colours' largest |R/G/B correlation| below this
@@ -200,6 +207,33 @@ def pixel_noise_share(colours: np.ndarray, differences: np.ndarray) -> Optional[
     return min(shares) if shares else None
 
 
+EDGES = ("top", "bottom", "left", "right")
+EDGE_BAND = 32    # edge_occupancy's band: 1/32 of the square's side (2 px of a 64 x 64 frame, 15 px of 480)
+
+
+def edge_occupancy(depth, spec: PreprocessSpec) -> tuple:
+    """(share, edge): the largest share of one edge of the square the model sees (the centre crop of the raw
+    frame, as ``preprocess.frame_to_uint8`` crops it) whose pixel columns (rows for the left / right edges)
+    hold foreground (``in_range``) within a band of 1/EDGE_BAND of the side from the edge, and which edge
+    (one of EDGES). depth (H, W) or (H, W, 1) raw. 1.0 when something within [near_mm, far_mm] spans a whole
+    edge (a table under the object, a wall behind it), 0 for an object clear of the edges. Measured on the
+    depth as captured, before the model's scene shift or alignment move the frame; a band rather than the
+    outermost line, so a table's missing readings (30 % of them) do not hide it."""
+    d = np.asarray(depth)
+    d = d[:, :, 0] if d.ndim == 3 else d
+    h, w = d.shape
+    side = min(h, w)
+    if side == 0:
+        return 0.0, EDGES[0]
+    top, left = (h - side) // 2, (w - side) // 2
+    sq = d[top:top + side, left:left + side]                           # (S, S) the centre crop
+    k = max(1, int(round(side / EDGE_BAND)))
+    shares = (in_range(sq[:k], spec).any(axis=0).mean(), in_range(sq[-k:], spec).any(axis=0).mean(),
+              in_range(sq[:, :k], spec).any(axis=1).mean(), in_range(sq[:, -k:], spec).any(axis=1).mean())
+    i = int(np.argmax(shares))
+    return float(shares[i]), EDGES[i]
+
+
 def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndarray] = None) -> list:
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
     ``captured``: the frame as captured at model resolution, (R, R, 4) uint8, the second array of
@@ -272,6 +306,14 @@ def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndar
                                                    f"difference correlation {corr:.2f}, limit "
                                                    f"{lim.min_channel_correlation:.2f}; mean difference "
                                                    f"{level:.1f} > {lim.noise_level:g}): random noise"))
+    if lim.max_edge_foreground < 1.0:
+        edge, which = edge_occupancy(raw, spec)
+        if edge > lim.max_edge_foreground:
+            out.append(SensorFault("background_in_view", f"{100 * edge:.0f}% of the frame's {which} edge is "
+                                   f"foreground (limit {100 * lim.max_edge_foreground:.0f}%): is a table or background "
+                                   f"within far_mm {spec.far_mm:g} mm in view? The model scores an object alone: "
+                                   "remove it (depth 0) or place the camera so that it lies beyond far_mm (a model "
+                                   "trained with it in view: sensor_faults.max_edge_foreground 1 turns this off)"))
     return out
 
 

@@ -954,6 +954,16 @@ MUTANTS = [
     Mutant("fault-noisy-flat-gradient", "runtime/sensor_faults.py",
            "share is not None and share > NOISY_FLAT_PIXEL_SHARE)", "share is not None and share > -1)",
            ("tests/test_sensor_faults_versions.py", "-k", "models_foreground")),
+    # audit 33 #18: a table or background within far_mm in view is background_in_view; calibrate says so
+    Mutant("fault-background-unchecked", "runtime/sensor_faults.py", "        if edge > lim.max_edge_foreground:",
+           "        if edge > 1.0:", ("tests/test_background_in_view.py", "-k", "table_or_wall")),
+    Mutant("fault-background-outermost-line", "runtime/sensor_faults.py",
+           "k = max(1, int(round(side / EDGE_BAND)))", "k = 1",
+           ("tests/test_background_in_view.py", "-k", "table_or_wall")),
+    Mutant("fault-background-limit-tight", "runtime/preprocess.py", "max_edge_foreground: float = 0.7 ",
+           "max_edge_foreground: float = 0.45 ", ("tests/test_background_in_view.py", "-k", "never")),
+    Mutant("calibrate-background-cause-unsaid", "runtime/calibrate/scene_frames.py", "    if not n:\n        return \"\"",
+           "    if True:\n        return \"\"", ("tests/test_background_in_view.py", "-k", "calibrate")),
     # audit 32 #2: a fault streak is said once when it starts and once, with its count, when it ends
     Mutant("capture-fault-streak-every-frame", "runtime/capture.py",
            'if fault is not None and streak is not None and streak["fault"] == fault:', "if False:",

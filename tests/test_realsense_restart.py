@@ -58,7 +58,8 @@ class SoftwarePipeline:
         time.sleep(self.period_s)
         n, k = self.numbers[self.k], self.k
         self.k += 1
-        depth = np.full((H, W), 400 + k % 7, np.uint16)      # (H, W) mm, changing: no stuck-frame fault
+        depth = np.zeros((H, W), np.uint16)                  # (H, W) mm, changing: no stuck-frame fault; an
+        depth[6:-6, 12:-12] = 400 + k % 7                    # object alone (to the edges: background_in_view)
         rgb = self.rgb + np.uint8(k % 5)                     # (H, W, 3) changing too
         got = []
         for (sensor, profile, bpp, q), a in zip(self.sensors, (depth, rgb)):

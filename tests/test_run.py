@@ -651,7 +651,7 @@ def test_a_file_whose_config_sha256_still_hashed_the_sensor_limits_resumes(tmp_p
     capture(sc, out)
     stored = {k: v for k, v in sc.preprocess.sensor_faults.__dict__.items()   # fields added later left out
               if k not in ("noise_measured_on", "min_colour_spread", "noisy_flat_spread",
-                            "featureless_spread")}
+                            "featureless_spread", "max_edge_foreground")}
     old_defaults = {**stored, "min_valid_depth": 0.005, "min_foreground": 0.005, "max_black": 0.5,
                     "max_saturated": 0.5, "noise_level": 16.0}
     for i, limits in enumerate((stored, old_defaults)):

@@ -204,15 +204,18 @@ def test_score_uint8_equals_score_and_names_a_wrong_frame(kinect_root, export_ti
 
 
 def partly(level: int, fraction: float):
-    """A model-resolution frame (no resize: the measured share is exact) whose whole image is
-    foreground (depth 400 mm), smooth colour, with the first ``fraction`` of its pixels set to
-    ``level`` (0: black, 255: saturated)."""
+    """A model-resolution frame (no resize: the measured share is exact) whose foreground (depth 400 mm) is the
+    whole image but a 4-px background border (an object alone: foreground up to the frame's edges is a table or
+    wall in view, background_in_view), smooth colour, with the first ``fraction`` of its foreground pixels set
+    to ``level`` (0: black, 255: saturated)."""
     r = SPEC.resolution
     yy, xx = np.mgrid[0:r, 0:r]
     rgb = np.stack([60 + yy, 70 + xx, 80 + (yy + xx) // 2], axis=-1).astype(np.uint8)   # (R, R, 3)
-    flat = rgb.reshape(-1, 3)
-    flat[:int(round(fraction * r * r))] = level
-    return rgb, np.full((r, r), 400, np.uint16)
+    depth = np.zeros((r, r), np.uint16)
+    depth[4:-4, 4:-4] = 400
+    fg = np.flatnonzero(depth)                                                            # raster order
+    rgb.reshape(-1, 3)[fg[:int(round(fraction * fg.size))]] = level
+    return rgb, depth
 
 
 def test_black_and_saturated_limits_flag_a_covered_or_blinded_sensor_not_a_dark_or_bright_scene(tmp_path):
@@ -222,7 +225,7 @@ def test_black_and_saturated_limits_flag_a_covered_or_blinded_sensor_not_a_dark_
     foreground black, brightness x1.5 up to 98.3 % saturated; scripts/sensor_limits_probe.py). Fails
     with the earlier limits 0.5 / 0.5 (which refused brighter rooms) and with limits of 0.999+."""
     cases = {"black97": (0, 0.97), "black90": (0, 0.90), "sat99.5": (255, 0.995), "sat97": (255, 0.97)}
-    frames = [Frame(name, rgb, depth + i)    # depth differing from frame to frame, as a real sensor's
+    frames = [Frame(name, rgb, np.where(depth > 0, depth + i, 0))    # depth differing from frame to frame, as a real sensor's
               for i, (name, (rgb, depth)) in enumerate((n, partly(*lf)) for n, lf in cases.items())]
     assert [f.name for f in frame_faults(frames[0].rgb, frames[0].depth, SPEC)] == ["black_rgb"]
     assert "97.0% of the foreground is black" in str(frame_faults(frames[0].rgb, frames[0].depth, SPEC)[0])

@@ -170,7 +170,22 @@ def check_enough_frames(scene: dict, plan: FramePlan, cut: Optional[dict], min_f
             f"{scene['unscorable']} could not be scored" + "".join(f", {v} {k}" for k, v in more.items())
             + f"){first}" + (f"; the recording {cut.get('file')} is cut short: frames after its message "
                              f"{cut.get('messages')} are lost" if cut is not None else "")
+            + _background_hint(scene)
             + f"; calibration needs at least {min_frames} normal frames of the scene")
+
+
+def _background_hint(scene: dict) -> str:
+    """The cause when frames were dropped as ``background_in_view`` (audit 33 #18: a table or background within
+    far_mm, which the model never saw), said in full unless the first problem (which the message quotes) already
+    says it; else ""."""
+    n = scene["faults"].get("background_in_view", 0)
+    if not n:
+        return ""
+    said = bool(scene["reasons"]) and "background_in_view" in scene["reasons"][0]
+    return (f"; {n} of the {scene['selected']} frames show foreground across a frame edge (background_in_view"
+            + ("; docs/preprocessing.md)" if said else
+               "): is a table or background within far_mm in view? The model scores an object alone: remove it "
+               "(depth 0) or place the camera so that it lies beyond far_mm (docs/preprocessing.md)"))
 
 
 def frames_record(scene: dict, plan: FramePlan, length: Optional[int], max_frames: Optional[int],
