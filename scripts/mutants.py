@@ -521,6 +521,8 @@ MUTANTS = [
            ("tests/test_bench.py", "-k", "pytorch_variants_with")),
     Mutant("bench-z-only-at-k0", "benchmarks/search_bench.py", "    if cfg.k == 0:      # the z-only variants drop",
            "    if False:      # the z-only variants drop", ("tests/test_bench.py", "-k", "pytorch_variants_with")),
+    Mutant("batch-legacy-partial-resumed", "edge_ad/batch/driver.py", "    for old in [stale, *rotated_files(stale)]:",
+           "    for old in [stale]:", ("tests/test_batch.py", "-k", "rerun_after_a_kill")),     # audit 33 #10 residual
     Mutant("ros-pairs-lost-while-reopening", "jetson/ros2_node.py", "        source._closed = False",   # audit 33 #1
            "        source._pair, source._closed = None, False", ("tests/test_ros.py", "-k", "while_the_node_reopens")),
     Mutant("capture-no-threshold-silent", "runtime/capture.py",

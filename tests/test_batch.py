@@ -264,6 +264,16 @@ def test_a_rerun_after_a_kill_redoes_a_source_from_its_first_frame(tmp_path, exp
     assert redone[0]["event"] == "start" and summary_of(out)["sources"][0]["resumed"] is False, redone[0]
     assert [comparable(x) for x in redone[1:-1]] == [comparable(x) for x in fresh[1:-1]]
     assert (out / (name + ".partial.aside.1")).read_text() == killed          # kept, never read as this run's
+    # audit 33 #10 residual: rows a batch before the fix kept aside as <name>.jsonl.partial.1 (a rotated name of the
+    # new .partial) are moved out of its way too, before any worker starts
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / (name + ".partial.1")).write_text(killed)
+    r = batch(["--model", model, "--out", legacy, "-q", uri])
+    assert r.exit_code == 0, r.output
+    redone = lines(legacy / name)
+    assert redone[0]["event"] == "start" and [comparable(x) for x in redone[1:-1]] == [comparable(x) for x in fresh[1:-1]]
+    assert (legacy / (name + ".partial.1.aside.1")).read_text() == killed and not (legacy / (name + ".partial.1")).exists()
 
 
 def batch_cmd_exit(kind: str) -> int:

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from edge_ad.runtime.results import rotated_files
+
 from .plan import Job, finished, is_complete, read_previous, settings_differences
 from .worker import dumps, recorded_threshold, result_stats
 
@@ -244,9 +246,12 @@ def _pending_entry(job: Job, out_dir: Path, log: Callable) -> dict:
     model's) are kept aside first, never read as this run's (a worker that fails before writing any
     would report their threshold and frame counts)."""
     stale = out_dir / (job.results_file + ".partial")
-    if stale.exists():
-        kept = keep_aside(stale)
-        log(f"source {job.uri}: the earlier run's {stale.name} is kept as {kept.name}")
+    # rows a batch before audit 33 #10 kept aside as <name>.partial.<n>: a rotated name of the new .partial, whose
+    # writer would resume from them (their frame index, so every frame's seed)
+    for old in [stale, *rotated_files(stale)]:
+        if old.exists():
+            kept = keep_aside(old)
+            log(f"source {job.uri}: the earlier run's {old.name} is kept as {kept.name}")
     return {"name": job.name, "uri": job.uri, "source": job.source, "file": None, "status": "pending"}
 
 
