@@ -158,8 +158,13 @@ def scoring_settings_sha256(cfg: SearchConfig, spec: PreprocessSpec) -> str:
     (sorted keys, no spaces). A field added to either later must
     stay out of ``to_dict`` at its default (as ``bank_trusted_augment``), so that this hash, and with it
     the resume of a results file, does not change for the models that do not use it."""
-    preprocess = {k: v for k, v in spec.to_dict().items() if k != "sensor_faults"}   # limits gate frames only
-    return _settings_sha256(cfg, preprocess)
+    return _settings_sha256(cfg, scored_preprocess(spec))
+
+
+def scored_preprocess(spec: PreprocessSpec) -> dict:
+    """``spec.to_dict()`` without ``sensor_faults``: the preprocessing that makes the scores (the limits decide which
+    frames are scored, not their scores); config_sha256 and the threshold's binding (threshold_mismatch) read it."""
+    return {k: v for k, v in spec.to_dict().items() if k != "sensor_faults"}
 
 
 def _settings_sha256(cfg: SearchConfig, preprocess: dict) -> str:
@@ -827,8 +832,8 @@ def threshold_mismatch(manifest: dict, config: SearchConfig) -> Optional[str]:
     if isinstance(thr.get("search"), dict) and search_differences(thr["search"], config):
         return f"search ({', '.join(search_differences(thr['search'], config))})"
     if isinstance(thr.get("preprocess"), dict):
-        try:
-            own, now = (PreprocessSpec.from_dict(d).to_dict() for d in (thr["preprocess"], manifest["preprocess"]))
+        try:            # the sensor limits gate frames, they change no score: editing them keeps the threshold
+            own, now = (scored_preprocess(PreprocessSpec.from_dict(d)) for d in (thr["preprocess"], manifest["preprocess"]))
         except (TypeError, ValueError):
             return "preprocess (unreadable record)"
         diff = sorted(k for k in set(own) | set(now) if own.get(k) != now.get(k))

@@ -494,6 +494,10 @@ MUTANTS = [
     Mutant("threshold-ignores-preprocess", "runtime/scorer.py",                          # audit 33 #8
            '    if isinstance(thr.get("preprocess"), dict):', "    if False:",
            ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
+    Mutant("threshold-bound-to-sensor-limits", "runtime/scorer.py",
+           "            own, now = (scored_preprocess(PreprocessSpec.from_dict(d)) for d in",
+           "            own, now = (PreprocessSpec.from_dict(d).to_dict() for d in",
+           ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),
     Mutant("export-threshold-without-preprocess", "export/exporter.py",
            '    return None if threshold is None else {**threshold, "preprocess": spec.to_dict()}',
            "    return threshold", ("tests/test_export_threshold.py", "-k", "bound_to_the_preprocessing")),

@@ -57,6 +57,10 @@ def test_the_threshold_is_bound_to_the_preprocessing_it_was_read_with(tmp_path, 
             "scores are written, frames are not flagged") in r.output, r.output
     older = edit_manifest(edited, tmp_path / "older", lambda m: m["threshold"].pop("preprocess"))
     assert Scorer.load(older).threshold == 0.0123
+    # the sensor limits gate frames and change no score (iscene33's note): editing them keeps the threshold
+    limits = edit_manifest(tmp_path / "m", tmp_path / "limits",
+                           lambda m: m["preprocess"]["sensor_faults"].update(max_identical_frames=30))
+    assert Scorer.load(limits).threshold == 0.0123
 
 
 def test_a_threshold_file_naming_a_key_twice_is_refused(tmp_path, tiny_generator):
