@@ -188,3 +188,18 @@ def test_edge_ad_calibrate_on_a_folder_of_table_frames_says_why(tmp_path, val_fr
     assert CAUSE in text and "25 of the 25 frames show foreground across a frame edge" in text, text
     assert not (tmp_path / "cal").exists()
     assert json.loads((REPO / "runtime" / "demo" / "manifest.json").read_text())   # the model untouched
+
+
+def test_scorer_score_refuses_a_table_frame_as_a_sensor_fault(val_frame):
+    """The Python API (Scorer.score, as the ROS node's ~/fault): a table frame raises SensorFaultError naming
+    background_in_view; the same frame without the table is scored."""
+    from edge_ad.runtime import demo_model_dir
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sensor_faults import SensorFaultError
+    sc = Scorer.load(demo_model_dir())
+    f = val_frame("cylinder", 2)
+    assert np.isfinite(sc.score(f["rgb"], f["depth"]).score)
+    rgb, d8 = PROBE.with_table(f["rgb"], f["depth"], np.random.default_rng(5), share=0.3)
+    with pytest.raises(SensorFaultError) as e:
+        sc.score(rgb, d8)
+    assert e.value.fault == "background_in_view" and CAUSE in str(e.value)
