@@ -359,6 +359,7 @@ def main(argv: Optional[list] = None) -> int:
     from edge_ad.runtime.backends.errors import BackendUnavailable
     from edge_ad.runtime.capture import EXIT_FATAL, EXIT_OK, exit_status, run_capture, scorer_threshold
     from edge_ad.runtime.results import ResultsFileError
+    from edge_ad.runtime.scorer import threshold_dropped
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Node("edge_ad")
@@ -417,8 +418,9 @@ def main(argv: Optional[list] = None) -> int:
     sync.registerCallback(lambda c, d: holder["source"].push(c, d))
     spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
     spinner.start()
+    dropped = threshold_dropped(getattr(scorer, "manifest", None), getattr(scorer, "config", None))
     node.get_logger().info(f"scoring {s['rgb_topic']} + {s['depth_topic']} with {model_dir} "
-                           f"(threshold {thr})")
+                           f"(threshold {thr}{f': {dropped}' if thr is None and dropped else ''})")
     try:
         summary = run_capture(holder["source"], scorer, threshold=thr, out=s["results_path"],
                               seed=s["seed"], reopen=new_source, on_result=hook, on_error=hook.fault,

@@ -821,6 +821,15 @@ def calibrated_threshold(manifest: dict, config: SearchConfig) -> Optional[float
     return float(thr["value"])
 
 
+def threshold_dropped(manifest, config) -> Optional[str]:
+    """What edge-ad run, edge-ad verify and the ROS node say when ``manifest`` has a threshold that does not hold
+    for ``config`` on its preprocessing (``threshold_mismatch``); None when it holds or there is none."""
+    why = threshold_mismatch(manifest, config) if isinstance(manifest, dict) and config is not None else None
+    return None if why is None else (f"the model's threshold was calibrated with another {why} than this model's "
+                                     "manifest says (an edited manifest?): calibrate it again (edge-ad calibrate) "
+                                     "or give --threshold")
+
+
 def threshold_mismatch(manifest: dict, config: SearchConfig) -> Optional[str]:
     """Why the manifest's threshold does not hold for a scorer searching with ``config`` on the manifest's
     preprocessing: "search (k, lr_z)" when the search it records differs, "preprocess (far_mm)" when the

@@ -55,6 +55,9 @@ def test_the_threshold_is_bound_to_the_preprocessing_it_was_read_with(tmp_path, 
     assert ("note: no threshold: the model's threshold was calibrated with another preprocess (far_mm) than this "
             "model's manifest says (an edited manifest?): calibrate it again (edge-ad calibrate) or give --threshold; "
             "scores are written, frames are not flagged") in r.output, r.output
+    r = CliRunner().invoke(main, ["verify", str(edited)])           # verify says the same (audit 33 #8 follow-up)
+    assert r.exit_code == 0 and ("note: no threshold: the model's threshold was calibrated with another preprocess "
+                                 "(far_mm) than this model's manifest says") in r.output, r.output
     older = edit_manifest(edited, tmp_path / "older", lambda m: m["threshold"].pop("preprocess"))
     assert Scorer.load(older).threshold == 0.0123
     # the sensor limits gate frames and change no score (iscene33's note): editing them keeps the threshold

@@ -490,6 +490,31 @@ def test_a_results_path_the_node_cannot_write_ends_it_with_one_line(monkeypatch,
                       "'/proc/edge-ad-nope'"], seen["log"]
 
 
+def test_the_node_says_why_the_models_threshold_does_not_hold(monkeypatch):
+    """Audit 33 #8 follow-up: a manifest whose preprocessing differs from its threshold's has no threshold; the
+    node's start line said only "(threshold None)", now why, as edge-ad run and verify do."""
+    import edge_ad.runtime.capture as capture
+    from edge_ad.runtime.config import SearchConfig
+
+    def run_until_stopped(*args, **kw):
+        stop = threading.Event()
+        stop.set()
+        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
+
+    class Edited(NamedScorer):
+        threshold, config = None, SearchConfig()
+        manifest = {"preprocess": {**PreprocessSpec().to_dict(), "far_mm": 1000.0},
+                    "threshold": {"value": 1.0, "preprocess": PreprocessSpec().to_dict()}}
+
+    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    seen = fake_ros(monkeypatch, {}, scorer=Edited("/models/edited", "c" * 64))
+    assert ros2_node.main([]) == 0
+    (line,) = [m for lvl, m in seen["log"] if lvl == "info" and m.startswith("scoring ")]
+    assert line.endswith("(threshold None: the model's threshold was calibrated with another preprocess (far_mm) "
+                         "than this model's manifest says (an edited manifest?): calibrate it again (edge-ad "
+                         "calibrate) or give --threshold)"), line
+
+
 def test_node_without_ros_says_why():
     p = subprocess.run([sys.executable, "-m", "edge_ad.jetson.ros2_node"], capture_output=True, text=True,
                        timeout=60)

@@ -412,11 +412,10 @@ def _picture_hooks(spec, thr, stop, status: Status, saving: tuple, display, shee
 
 
 def _threshold_dropped(scorer) -> Optional[str]:
-    """Why the model's own threshold does not hold for ``scorer`` (runtime.scorer.threshold_mismatch: the
+    """Why the model's own threshold does not hold for ``scorer`` (runtime.scorer.threshold_dropped: the
     manifest's search or preprocessing differs from the threshold's), or None."""
-    from edge_ad.runtime.scorer import threshold_mismatch
-    man, cfg = getattr(scorer, "manifest", None), getattr(scorer, "config", None)
-    return threshold_mismatch(man, cfg) if isinstance(man, dict) and cfg is not None else None
+    from edge_ad.runtime.scorer import threshold_dropped
+    return threshold_dropped(getattr(scorer, "manifest", None), getattr(scorer, "config", None))
 
 
 def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[str],
@@ -432,9 +431,7 @@ def _notes_before_the_run(model, camera: bool, uri: str, thr, parity: Optional[s
     if parity is not None:
         click.echo(f"note: {parity}", err=True)
     if thr is None and dropped:
-        click.echo(f"note: no threshold: the model's threshold was calibrated with another {dropped} than this "
-                   "model's manifest says (an edited manifest?): calibrate it again (edge-ad calibrate) or give "
-                   "--threshold; scores are written, frames are not flagged", err=True)
+        click.echo(f"note: no threshold: {dropped}; scores are written, frames are not flagged", err=True)
     elif thr is None:
         click.echo("note: no threshold (the model has none and --threshold was not given): "
                    "scores are written, frames are not flagged", err=True)

@@ -18,11 +18,15 @@ def cmd(model_dir, trusted_keys):
     Scorer.load's one-line reason otherwise; the ok line says what was checked."""
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.manifest import parity_note
+    from edge_ad.runtime.scorer import threshold_dropped
     from edge_ad.runtime.signing import SIGNATURE
     try:
         with Scorer.load(model_dir, threads=1, trusted_keys=list(trusted_keys) or None) as scorer:
             notes = [parity_note(scorer.manifest)]
-            if scorer.threshold is None:
+            dropped = threshold_dropped(scorer.manifest, scorer.config)    # it has one, for other settings
+            if scorer.threshold is None and dropped:
+                notes.append(f"no threshold: {dropped}; edge-ad run scores but flags no frame")
+            elif scorer.threshold is None:
                 notes.append("no threshold: edge-ad run scores but flags no frame (set one with edge-ad eval "
                              "--calibrate-fpr and export --threshold-file, or edge-ad calibrate)")
     except ValueError as e:                     # ManifestError
