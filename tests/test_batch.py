@@ -107,6 +107,15 @@ def test_a_source_keeps_its_name_in_out_whatever_the_other_sources(tmp_path, mon
     assert again[0].name == "cam" and again[0].key == make_jobs(["./cam"])[0].key
     assert again[1].name.startswith("cam-")
     assert read_previous(tmp_path / "nowhere") == {}
+    # audit 33 #16 addendum: a summary.json naming a key twice (last-wins: which seed or model did a source run
+    # with?) is not trusted, as an unreadable one: its sources are redone, their finished files kept aside
+    out = tmp_path / "out"
+    out.mkdir()
+    entry = {"name": "cam", "uri": "cam", "status": "done", "seed": 0}
+    (out / "summary.json").write_text(json.dumps({"sources": [entry]}))
+    assert read_previous(out) == {"cam": entry}
+    (out / "summary.json").write_text(json.dumps({"sources": [entry]}).replace('"seed": 0', '"seed": 0, "seed": 5'))
+    assert read_previous(out) == {}
 
 
 def test_progress_total_only_when_every_source_has_a_length():

@@ -160,9 +160,10 @@ def make_jobs(uris: list, seed: int = 0, threshold: Optional[float] = None,
 
 def read_previous(out_dir: os.PathLike) -> dict:
     """The previous run's summary.json entries by name, its ``other_sources`` included ({} when
-    there is none or it is unreadable)."""
+    there is none or it is unreadable, or names a key twice: runtime.manifest.loads_unique)."""
+    from edge_ad.runtime.manifest import loads_unique
     try:
-        old = json.loads((Path(out_dir) / "summary.json").read_text())
+        old = loads_unique((Path(out_dir) / "summary.json").read_text())
         entries = list(old.get("other_sources", [])) + list(old.get("sources", []))
         return {e["name"]: e for e in entries if isinstance(e, dict) and e.get("name")}
     except (OSError, ValueError, TypeError, AttributeError):
