@@ -234,6 +234,26 @@ def edge_occupancy(depth, spec: PreprocessSpec) -> tuple:
     return float(shares[i]), EDGES[i]
 
 
+def limits_for_training_frames(frames_u8: np.ndarray, spec: PreprocessSpec) -> tuple:
+    """(spec, note): the preprocessing a model trained on ``frames_u8`` (N, R, R, 4) uint8 should carry. When any
+    training frame shows foreground across a frame edge beyond ``spec.sensor_faults.max_edge_foreground``
+    (``edge_occupancy``: a table or wall in view in the user's own data), background_in_view would refuse the very
+    frames the model learnt, so the returned spec turns it off (max_edge_foreground 1.0) and ``note`` says why, naming
+    the count and the largest share; otherwise ``spec`` unchanged and note None."""
+    lim = spec.sensor_faults
+    if lim.max_edge_foreground >= 1.0 or len(frames_u8) == 0:
+        return spec, None
+    shares = np.array([edge_occupancy(f[..., 3], spec)[0] for f in frames_u8])      # (N,)
+    over = int((shares > lim.max_edge_foreground).sum())
+    if over == 0:
+        return spec, None
+    note = (f"{over} of {len(shares)} training frames show foreground across a frame edge (largest share "
+            f"{100 * shares.max():.0f}%, the background_in_view limit {100 * lim.max_edge_foreground:.0f}%): a table or "
+            "background in view is part of this model's normal frames, so background_in_view is off for it "
+            "(sensor_faults.max_edge_foreground 1.0)")
+    return replace(spec, sensor_faults=replace(lim, max_edge_foreground=1.0)), note
+
+
 def frame_faults(rgb, depth, spec: PreprocessSpec, *, captured: Optional[np.ndarray] = None) -> list:
     """The stateless faults of one raw frame (a list of SensorFault, empty for a good frame).
     ``captured``: the frame as captured at model resolution, (R, R, 4) uint8, the second array of

@@ -978,6 +978,9 @@ MUTANTS = [
            ("tests/test_background_in_view.py", "-k", "table_or_wall")),
     Mutant("fault-background-limit-tight", "runtime/preprocess.py", "max_edge_foreground: float = 0.7 ",
            "max_edge_foreground: float = 0.45 ", ("tests/test_background_in_view.py", "-k", "never")),
+    Mutant("train-background-limit-kept", "edge_ad/commands/train.py",
+           "spec, note = limits_for_training_frames(arr, spec)", "note = None",
+           ("tests/test_background_in_view.py", "-k", "edge_ad_train")),
     Mutant("calibrate-background-cause-unsaid", "runtime/calibrate/scene_frames.py", "    if not n:\n        return \"\"",
            "    if True:\n        return \"\"", ("tests/test_background_in_view.py", "-k", "calibrate")),
     # audit 32 #2: a fault streak is said once when it starts and once, with its count, when it ends

@@ -203,3 +203,49 @@ def test_scorer_score_refuses_a_table_frame_as_a_sensor_fault(val_frame):
     with pytest.raises(SensorFaultError) as e:
         sc.score(rgb, d8)
     assert e.value.fault == "background_in_view" and CAUSE in str(e.value)
+
+
+def _u8(rgb, depth) -> np.ndarray:
+    """(R, R, 4) uint8 as training reads a frame (RGB + 8-bit depth)."""
+    return np.concatenate([rgb, np.asarray(depth, np.uint8)[..., None]], axis=-1)
+
+
+def test_training_frames_with_a_wall_in_view_turn_the_check_off_for_that_model(val_frame):
+    """A user's own data with a table / wall in view (README "Your own data"): the 0.7 default would refuse every
+    frame the model learnt, so the training spec turns background_in_view off and says why; clean frames keep it."""
+    from edge_ad.runtime.sensor_faults import limits_for_training_frames
+    rng = np.random.default_rng(0)
+    clean = np.stack([_u8(f["rgb"], f["depth"]) for f in (val_frame("rectangle", i) for i in range(6))])
+    spec, note = limits_for_training_frames(clean, SPEC)
+    assert spec == SPEC and note is None
+    walls = clean.copy()
+    for i in (1, 4):
+        rgb, d8 = PROBE.with_wall(clean[i, ..., :3], clean[i, ..., 3], rng)
+        walls[i] = _u8(rgb, d8)
+    spec, note = limits_for_training_frames(walls, SPEC)
+    assert spec.sensor_faults.max_edge_foreground == 1.0
+    assert replace(spec, sensor_faults=SPEC.sensor_faults) == SPEC           # nothing else changes
+    assert note.startswith("2 of 6 training frames show foreground across a frame edge (largest share 100%")
+    assert frame_faults(walls[1, ..., :3], walls[1, ..., 3], spec) == []     # the model's own frames score
+
+
+def test_edge_ad_train_on_frames_with_a_wall_writes_the_check_off(tmp_path, val_frame):
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.models.checkpoint import load_generator
+    rng = np.random.default_rng(0)
+    data = tmp_path / "walls"
+    (data / "rgb").mkdir(parents=True)
+    (data / "depth").mkdir()
+    for i in range(4):
+        f = val_frame("sphere", i)
+        rgb, d8 = PROBE.with_wall(f["rgb"], np.asarray(f["depth"], np.uint8), rng)
+        Image.fromarray(rgb).save(data / "rgb" / f"{i}.png")
+        Image.fromarray(d8).save(data / "depth" / f"{i}.png")
+    res = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                   "--width", "8", "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert "note: 4 of 4 training frames show foreground across a frame edge" in res.output
+    G = load_generator(tmp_path / "run" / "last.pt")
+    assert G.preprocess.sensor_faults.max_edge_foreground == 1.0

@@ -105,6 +105,10 @@ def cmd(data, cls, split, synth_n, out_dir, objective, epochs, batch_size, lr, b
                                        "only the colour fields (colour_norm, colour_reference, colour_gain) apply")
             spec = spec_with(spec, fields, arr)
             click.echo(f"preprocess: {spec.to_dict()}")
+        from edge_ad.runtime.sensor_faults import limits_for_training_frames
+        spec, note = limits_for_training_frames(arr, spec)      # frames with a table / wall in view: fault off
+        if note:
+            click.echo(f"note: {note}")
         cfg = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, critic_norm=critic_norm,
                           features_g=width, features_d=width, seed=seed, hflip=hflip,
                           max_shift=max_shift, brightness=brightness,
