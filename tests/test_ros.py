@@ -34,6 +34,19 @@ class MapScorer:
                                timings={"preprocess_ms": 0.0, "search_ms": 0.0})
 
 
+def loop_stops_before_its_first_frame(monkeypatch) -> None:
+    """The node's run_capture replaced by the real loop asked to stop before its first frame (the node's start, its
+    results file and its shutdown run as they do; no frame is waited for)."""
+    import edge_ad.runtime.capture as capture
+
+    def run_until_stopped(*args, **kw):
+        stop = threading.Event()
+        stop.set()
+        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
+
+    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+
+
 def ros_msgs(frames):
     from rosbags.typesys import Stores, get_typestore
     ts = get_typestore(Stores.ROS2_HUMBLE)
@@ -423,14 +436,7 @@ def test_a_results_path_of_another_model_ends_the_node_with_one_line(monkeypatch
     """A node restarted with another model onto the same results_path: exit 1 and one error line
     naming results_path and both models, the file unchanged, the node shut down (it was a
     ResultsFileError traceback out of run_capture); the same model restarted resumes the file."""
-    import edge_ad.runtime.capture as capture
-
-    def run_until_stopped(*args, **kw):   # the real loop, asked to stop before its first frame
-        stop = threading.Event()
-        stop.set()
-        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
-
-    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    loop_stops_before_its_first_frame(monkeypatch)
     results = tmp_path / "results.jsonl"
     first, other = NamedScorer("/models/first", "a" * 64), NamedScorer("/models/other", "b" * 64)
     seen = fake_ros(monkeypatch, {"results_path": str(results)}, scorer=first)
@@ -466,14 +472,7 @@ def test_a_results_path_the_node_cannot_write_ends_it_with_one_line(monkeypatch,
     the model load (seconds; minutes for a TensorRT engine), respawned every 5 s. Under a file (or a folder it may
     not write) it is now a bad parameter, before the model loads (exit 2); anything else the open refuses (here a
     folder /proc cannot hold) is one error line naming results_path, exit 1, the node shut down."""
-    import edge_ad.runtime.capture as capture
-
-    def run_until_stopped(*args, **kw):   # the real loop, asked to stop before its first frame
-        stop = threading.Event()
-        stop.set()
-        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
-
-    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    loop_stops_before_its_first_frame(monkeypatch)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("a file, not a folder")
     seen = fake_ros(monkeypatch, {"results_path": str(a_file / "results.jsonl")})
@@ -493,20 +492,14 @@ def test_a_results_path_the_node_cannot_write_ends_it_with_one_line(monkeypatch,
 def test_the_node_says_why_the_models_threshold_does_not_hold(monkeypatch):
     """Audit 33 #8 follow-up: a manifest whose preprocessing differs from its threshold's has no threshold; the
     node's start line said only "(threshold None)", now why, as edge-ad run and verify do."""
-    import edge_ad.runtime.capture as capture
     from edge_ad.runtime.config import SearchConfig
-
-    def run_until_stopped(*args, **kw):
-        stop = threading.Event()
-        stop.set()
-        return run_capture(*args, **{**kw, "stop": stop, "handle_signals": False})
 
     class Edited(NamedScorer):
         threshold, config = None, SearchConfig()
         manifest = {"preprocess": {**PreprocessSpec().to_dict(), "far_mm": 1000.0},
                     "threshold": {"value": 1.0, "preprocess": PreprocessSpec().to_dict()}}
 
-    monkeypatch.setattr(capture, "run_capture", run_until_stopped)
+    loop_stops_before_its_first_frame(monkeypatch)
     seen = fake_ros(monkeypatch, {}, scorer=Edited("/models/edited", "c" * 64))
     assert ros2_node.main([]) == 0
     (line,) = [m for lvl, m in seen["log"] if lvl == "info" and m.startswith("scoring ")]
