@@ -307,7 +307,7 @@ def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = N
     made: list = [None] * n                       # per frame {version: (rgb, depth)}, or None: the frame's own error
     for i, entry in enumerate(frames):
         try:
-            made[i] = silhouette_versions(*frame_pair(entry))
+            made[i] = silhouette_versions(*frame_pair(entry), scorer.preprocess_spec.resolution)
         except ValueError:                        # FrameError too: the id version's scoring below names it
             pass
     tv = time.perf_counter() - t0

@@ -722,7 +722,7 @@ class Scorer:
         if seed is None and z0 is None:
             seed = draw_seed()
         try:
-            raw = silhouette_versions(rgb, depth)                 # {version: (rgb, depth)}
+            raw = silhouette_versions(rgb, depth, self.preprocess_spec.resolution)   # {version: (rgb, depth)}
         except ValueError as e:   # e.g. float depth: the versions' depth ops take uint8 / uint16 readings
             raise FrameError(f"the silhouette lever (silhouette_versions_weight > 0) makes its versions on the raw "
                              f"frame: {e}") from None

@@ -978,6 +978,9 @@ MUTANTS = [
            ("tests/test_background_in_view.py", "-k", "table_or_wall")),
     Mutant("fault-background-limit-tight", "runtime/preprocess.py", "max_edge_foreground: float = 0.7 ",
            "max_edge_foreground: float = 0.45 ", ("tests/test_background_in_view.py", "-k", "never")),
+    # audit 33 #19: the silhouette lever's versions are one MODEL pixel at a camera's resolution
+    Mutant("silhouette-versions-one-camera-pixel", "runtime/silhouette.py", "    k = model_pixel(depth, resolution)\n",
+           "    k = 1\n", ("tests/test_silhouette_lever.py", "-k", "cameras")),
     Mutant("train-background-limit-kept", "edge_ad/commands/train.py",
            "spec, note = limits_for_training_frames(arr, spec)", "note = None",
            ("tests/test_background_in_view.py", "-k", "edge_ad_train")),

@@ -305,7 +305,7 @@ def lever_scores(G, E, cfg, frames, memories: dict, pixels=None, opened=None, ex
     from edge_ad.runtime.scorer import frame_input
     from edge_ad.runtime.silhouette import VERSIONS, PairedPixelMemory, silhouette_min, silhouette_versions
     plain = cfg.replace(silhouette_versions_weight=0.0)
-    raw = [silhouette_versions(*f) for f in frames]
+    raw = [silhouette_versions(*f, G.preprocess.resolution) for f in frames]
     scores = [{} for _ in frames]
     for v in VERSIONS:
         idx, X = [], []
