@@ -296,7 +296,7 @@ def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = N
     ``silhouette_scores``), or the frame's FrameError / ValueError. ``memories`` / ``pixels``: (the model's, the dil
     version's) LatentMemory / pixel memory (PixelMemory, silhouette.PairedPixelMemory; None without the factor). One
     seed per frame for its versions (drawn when neither seed nor z0 is given)."""
-    from .silhouette import VERSIONS, silhouette_min, silhouette_versions
+    from .silhouette import VERSIONS, silhouette_versions, winning_result
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
     z0s = [None] * n if z0s is None else list(z0s)
@@ -326,14 +326,8 @@ def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = N
                 "which must be H x W x 3 uint8 + H x W uint8 / uint16 depth")
             continue
         mine = {v: by_version[v][i] for v in VERSIONS if not isinstance(by_version[v][i], Exception)}
-        score, won = silhouette_min({v: r.score for v, r in mine.items()}, scorer.config.silhouette_versions_weight)
-        r = mine[won]
-        r.score, r.silhouette_version = score, won
-        r.silhouette_scores = {v: q.score for v, q in mine.items()}
-        r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in mine.values())
-                        for k in ("preprocess_s", "search_s", "steps_s", "final_s", "pixel_s", "total_s")
-                        if k in r.timings}, "batch_size": r.timings.get("batch_size"),
-                     "silhouette_versions": len(mine)}
+        r = winning_result(mine, scorer.config.silhouette_versions_weight,
+                           ("preprocess_s", "search_s", "steps_s", "final_s", "pixel_s", "total_s"), ("batch_size",))
         r.timings["preprocess_s"] = r.timings.get("preprocess_s", 0.0) + tv / n
         r.timings["total_s"] = r.timings.get("total_s", 0.0) + tv / n
         results[i] = r

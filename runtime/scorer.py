@@ -77,7 +77,7 @@ from .preprocess import (FrameError, PreprocessSpec, check_shift_fill, frame_to_
                          normalize_uint8, shift_frame, shift_offsets)
 from .score_scale import score_scale
 from .sensor_faults import raise_frame_faults
-from .silhouette import PairedPixelMemory, check_silhouette_bank, silhouette_min, silhouette_versions
+from .silhouette import PairedPixelMemory, check_silhouette_bank, silhouette_versions, winning_result
 
 BACKENDS = variants.BACKENDS
 
@@ -742,15 +742,9 @@ class Scorer:
                 if self._dil_pixels is not None:
                     pd = self._dil_pixels.frame_distance(x, cfg.pixel_shift_radius, gain=cfg.pixel_gain_limits)
             results[v] = self._score_input(x, z0, seed, keep_reconstructions, pd, memory)
-        score, won = silhouette_min({v: q.score for v, q in results.items()}, cfg.silhouette_versions_weight)
-        r = results[won]
-        r.score, r.silhouette_version = score, won
-        r.silhouette_scores = {v: q.score for v, q in results.items()}
-        search_s = sum(q.timings["search_s"] for q in results.values())
-        r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in results.values())
-                        for k in ("steps_s", "final_s", "encoder_s", "pixel_s") if k in r.timings},
-                     "search_s": search_s, "preprocess_s": tp, "total_s": time.perf_counter() - t0,
-                     "silhouette_versions": len(results)}
+        r = winning_result(results, cfg.silhouette_versions_weight,
+                           ("steps_s", "final_s", "encoder_s", "pixel_s", "search_s"))
+        r.timings.update(preprocess_s=tp, total_s=time.perf_counter() - t0)
         return r
 
     def score_uint8(self, u8: np.ndarray, z0=None, seed: Optional[int] = None,

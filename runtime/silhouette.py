@@ -91,6 +91,21 @@ def silhouette_min(scores: dict, weight: float) -> tuple:
     return weighted[best]
 
 
+def winning_result(results: dict, weight: float, summed: Sequence[str] = (), kept: Sequence[str] = ()):
+    """One frame's lever result from its versions' results {version: ScoreResult} ("id" always present): the winner's
+    result (``silhouette_min``) with ``score`` its weighted score, ``silhouette_version`` the winner,
+    ``silhouette_scores`` every version's own score, and ``timings`` the ``summed`` keys (those the winner has)
+    summed over the versions, the ``kept`` keys as the winner has them, and "silhouette_versions" (how many were
+    scored). Scorer.score and batch_scoring.score_batch_versions add their own timing keys after."""
+    scores = {v: r.score for v, r in results.items()}
+    score, won = silhouette_min(scores, weight)
+    r = results[won]
+    r.score, r.silhouette_version, r.silhouette_scores = score, won, scores
+    r.timings = {**{k: sum(q.timings.get(k, 0.0) for q in results.values()) for k in summed if k in r.timings},
+                 **{k: r.timings.get(k) for k in kept}, "silhouette_versions": len(results)}
+    return r
+
+
 def check_silhouette_bank(rows, z_dim: int, n_frames: Optional[int] = None) -> np.ndarray:
     """The paired latent rows (2 N, z_dim) float32 as given, checked: finite, z_dim columns, an even number of
     rows (the opened frame and its mirror per training frame: OPENED_AUGMENT), 2 * n_frames rows when

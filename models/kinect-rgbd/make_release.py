@@ -199,10 +199,7 @@ def release_threshold(G, E, cfg, a, val_normal_scores, scoring, pixels=None, ope
         raise SystemExit("--threshold-normals val+train-loo needs a configuration with a latent bank")
     augment = list((scoring["latent_bank_info"] or {}).get("augment") or [])      # the bank's layout
     if cfg.uses_silhouette_versions:
-        from edge_ad.models.data import kinect_split_ids
-        from edge_ad.runtime.sources.folder import read_pair
-        frames = [read_pair(Path(a.data) / a.cls, str(i)) for i in kinect_split_ids(a.data, a.cls, "train")]
-        loo = silhouette_held_out_scores(G, E, cfg, scoring, frames, pixels if cfg.uses_pixel_memory else None, opened)
+        loo = silhouette_held_out_scores(G, E, cfg, scoring, raw_frames(a.data, a.cls, "train"), pixels if cfg.uses_pixel_memory else None, opened)
     else:
         X = to_tensor(load_kinect(a.data, a.cls, "train", G.preprocess)[1], G.preprocess).numpy()
         loo = held_out_bank_scores(G, X, cfg, E, scoring["latent_bank"].numpy(), augment,
@@ -273,17 +270,23 @@ def measure(G, E, cfg, data, cls, ci_per_class, seed=0, bank=None, bank_rows=Non
             "ci_subset": {"max_per_class": ci_per_class, "seed": seed, "auroc_overall": table(S, ci_per_class)["overall"]}}
 
 
+def raw_frames(data, cls, split: str) -> list:
+    """The class's raw frames of a kinect-rgbd split, [(rgb (H, W, 3) uint8, depth (H, W))] in the split's order
+    (frame i of the bank, the pixel memory and the paired rows is the split's i-th id)."""
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.runtime.sources.folder import read_pair
+    return [read_pair(Path(data) / cls, str(i)) for i in kinect_split_ids(data, cls, split)]
+
+
 def silhouette_rows(E, data, cls, spec, with_pixels: bool) -> tuple:
     """The silhouette lever's paired rows of the class's train frames (split order): E of each opened frame and of
     its mirror (runtime.silhouette.opened_inputs), float32 (2 N, z_dim), and with ``with_pixels`` the opened frames
     (runtime.silhouette.opened_uint8) uint8 (N, R, R, 4), else None."""
     import numpy as np
 
-    from edge_ad.models.data import kinect_split_ids
     from edge_ad.models.encoder import encoder_latents
     from edge_ad.runtime.silhouette import opened_inputs, opened_uint8
-    from edge_ad.runtime.sources.folder import read_pair
-    frames = [read_pair(Path(data) / cls, str(i)) for i in kinect_split_ids(data, cls, "train")]
+    frames = raw_frames(data, cls, "train")
     rows = encoder_latents(E, np.concatenate([opened_inputs(*f, spec) for f in frames])).astype(np.float32)
     return rows, (np.stack([opened_uint8(*f, spec) for f in frames]) if with_pixels else None)
 
@@ -339,14 +342,10 @@ def lever_memories(cfg, scoring) -> dict:
 def lever_val(G, E, cfg, scoring, data, cls, pixels=None, opened=None) -> tuple:
     """({"auroc": {...}, ...}, the class's val normal scores): every class's val frames scored with the lever
     (``lever_scores``)."""
-    import numpy as np
-
-    from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+    from edge_ad.models.data import KINECT_CLASSES
     from edge_ad.models.evaluate import evaluate_scores
-    from edge_ad.runtime.sources.folder import read_pair
     mem = lever_memories(cfg, scoring)
-    S = {c: lever_scores(G, E, cfg, [read_pair(Path(data) / c, str(i)) for i in kinect_split_ids(data, c, "val")],
-                         mem, pixels, opened) for c in KINECT_CLASSES}
+    S = {c: lever_scores(G, E, cfg, raw_frames(data, c, "val"), mem, pixels, opened) for c in KINECT_CLASSES}
     normal = S.pop(cls)
     return ({"auroc": {k: round(float(v["auroc"]), 4) for k, v in evaluate_scores(normal, S).items()},
              "n_per_class": len(normal), "scored_by": "make_release.lever_scores (raw frames' versions, PyTorch)"},
@@ -416,12 +415,9 @@ def train_pixel_memory(data, cls, spec, augment) -> "PixelMemory":
     uint8 in the split's order (held_out_bank_scores leaves frame i's rows out), expanded with ``augment``."""
     import numpy as np
 
-    from edge_ad.models.data import kinect_split_ids
     from edge_ad.runtime.latent_bank import unaligned_uint8
     from edge_ad.runtime.pixel_memory import PixelMemory
-    from edge_ad.runtime.sources.folder import read_pair
-    ids = kinect_split_ids(data, cls, "train")
-    frames = np.stack([unaligned_uint8(*read_pair(Path(data) / cls, str(i)), spec) for i in ids])
+    frames = np.stack([unaligned_uint8(*f, spec) for f in raw_frames(data, cls, "train")])
     return PixelMemory(frames, spec, augment)
 
 
@@ -430,13 +426,9 @@ def train_bank(E, data, cls, spec, augment) -> "np.ndarray":
     float32 (N * (1 + len(augment)), z_dim), frame by frame in that order."""
     import numpy as np
 
-    from edge_ad.models.data import kinect_split_ids
     from edge_ad.models.encoder import encoder_latents
     from edge_ad.runtime.latent_bank import bank_inputs
-    from edge_ad.runtime.sources.folder import read_pair
-    ids = kinect_split_ids(data, cls, "train")
-    X = np.concatenate([bank_inputs(*read_pair(Path(data) / cls, str(i)), spec, augment, index=n)
-                        for n, i in enumerate(ids)])
+    X = np.concatenate([bank_inputs(*f, spec, augment, index=n) for n, f in enumerate(raw_frames(data, cls, "train"))])
     return encoder_latents(E, X)
 
 
