@@ -99,10 +99,10 @@ class ScorerLike(Protocol):
 
     ``score``: (H, W, 3) uint8 RGB and (H, W) depth -> a result with ``.score`` (float) and
     ``.timings``; optionally ``.error_map``, ``.reconstruction``, ``.seed_losses``,
-    ``.latent_distance``, ``.pixel_distance``, ``.shift`` (``frame_record`` writes those it has). The loop checks sensor
-    faults itself and calls it with ``check_faults=False`` (without it when ``score`` has no such
-parameter, the older contract: ``takes_check_faults``); ``score_kwargs`` (e.g.
-    ``keep_reconstructions=True``) are passed on. Read where the scorer has them (``runtime.Scorer``
+    ``.latent_distance``, ``.pixel_distance``, ``.shift``, ``.silhouette_version`` / ``.silhouette_scores``
+    (``frame_record`` writes those it has). The loop checks sensor faults itself and calls it with
+    ``check_faults=False`` (without it when ``score`` has no such parameter, the older contract:
+    ``takes_check_faults``); ``score_kwargs`` (e.g. ``keep_reconstructions=True``) are passed on. Read where the scorer has them (``runtime.Scorer``
     has all): ``score_uint8(u8, z0=, seed=, **score_kwargs)`` (the one-resize path), ``preprocess``
     (its PreprocessSpec: the sensor-fault limits), ``threshold`` / ``threshold_rate`` (the calibrated
     threshold and its false-alarm rate), ``identity`` and ``earlier_config_sha256s`` (which model
@@ -389,7 +389,9 @@ def frame_record(base: dict, res, score: float, threshold: Optional[float], late
     """A scored frame's results line. ``base``: {"frame", "index", "timestamp"}; ``anomalous``:
     score > threshold (None without a threshold); ``latency_ms``: ``latency_record``; from the
     result when it has them: ``seed_losses`` (per seed), ``latent_distance`` (d(E(x), bank)),
-    ``pixel_distance`` (d_pix(x), the pixel memory), ``shift`` (the shift-min's winning (dy, dx)); ``truth``: ``frame_truth``."""
+    ``pixel_distance`` (d_pix(x), the pixel memory), ``shift`` (the shift-min's winning (dy, dx)),
+    ``silhouette_version`` and ``silhouette_scores`` (the silhouette lever's winning version, "id" / "ero" / "dil", and
+    {version: its own score}, runtime/silhouette.py); ``truth``: ``frame_truth``."""
     rec = {"type": "frame", **base, "score": score, "threshold": threshold,
            "anomalous": None if threshold is None else bool(score > threshold), "latency_ms": latency_ms}
     sl = getattr(res, "seed_losses", None)
@@ -404,6 +406,10 @@ def frame_record(base: dict, res, score: float, threshold: Optional[float], late
     sh = getattr(res, "shift", None)
     if sh is not None:  # when the configuration has score_shift_radius > 0
         rec["shift"] = [int(v) for v in sh]
+    won = getattr(res, "silhouette_version", None)
+    if won is not None:  # the silhouette lever (silhouette_versions_weight > 0): the winner, each version's own score
+        rec["silhouette_version"] = str(won)
+        rec["silhouette_scores"] = {str(v): float(s) for v, s in (getattr(res, "silhouette_scores", None) or {}).items()}
     if truth is not None:
         rec["truth"] = truth
     return rec

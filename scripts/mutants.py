@@ -1269,6 +1269,8 @@ MUTANTS = [
            "        if scorer.config.uses_silhouette_versions:   # before any frame is read", "        if False:", SILH),
     Mutant("silh-dil-plain-pixels", "runtime/scorer.py", "                if self._dil_pixels is not None:\n                    pd =",
            "                if False:\n                    pd =", ("tests/test_silhouette_lever.py", "-k", "pixel_memory_pairs")),
+    Mutant("silh-line-no-version", "runtime/capture.py", "    if won is not None:  # the silhouette lever",
+           "    if False:  # the silhouette lever", ("tests/test_silhouette_lever.py", "-k", "result_lines")),
     Mutant("silh-eval-unrefused", "edge_ad/commands/evaluate.py", "    if cfg.uses_silhouette_versions:\n        raise click",
            "    if False:\n        raise click", SILH),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------

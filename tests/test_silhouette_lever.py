@@ -350,3 +350,54 @@ def test_eval_and_the_reference_search_refuse_the_lever(sphere, tmp_path):
     cfg = SearchConfig(z_init="encoder", score_latent_power=1.0, k=0, silhouette_versions_weight=2.0)
     with pytest.raises(ValueError, match="silhouette lever"):
         score_batch(None, np.zeros((1, 4, 64, 64), np.float32), cfg)
+
+
+def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):
+    """edge-ad run / edge-ad batch / the ROS node write one frame record (runtime.capture.frame_record): a lever
+    model's lines name the winning version ("silhouette_version") and hold each version's own score
+    ("silhouette_scores"), as Scorer.score gives them, as the shift-min's "shift" is written (audit 33 #15); a
+    model without the lever writes its lines as before, byte for byte (no such field)."""
+    from edge_ad.runtime.capture import frame_record, run_capture
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources import open_source
+    shipped, lever, _ = sphere
+    folder = tmp_path / "frames"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    ids = json.loads((kinect_root / "splits.json").read_text())["sphere"]["val"][:2]
+    for i in ids:                                          # two real val frames; the second also eroded (dil wins)
+        shutil.copy(kinect_root / "sphere" / "rgb" / f"{i}.jpg", folder / "rgb" / f"{i}.jpg")
+        shutil.copy(kinect_root / "sphere" / "depth" / f"{i}.png", folder / "depth" / f"{i}.png")
+    lines = {}
+    for name, model in (("shipped", shipped), ("lever", lever)):
+        with Scorer.load(model, threads=1) as s:
+            got = []
+            run_capture(open_source(str(folder)), s, threshold=s.threshold, out=tmp_path / f"{name}.jsonl",
+                        handle_signals=False,
+                        on_result=lambda rec, fr, res: got.append((rec, fr, res)))
+            lines[name] = got
+            for rec, fr, res in got:
+                one = s.score(fr.rgb, fr.depth, seed=0)
+                if name == "lever":
+                    assert rec["silhouette_version"] == res.silhouette_version == one.silhouette_version
+                    assert rec["silhouette_scores"] == pytest.approx(one.silhouette_scores, rel=1e-6)
+                    assert set(rec["silhouette_scores"]) == set(VERSIONS)
+                    assert rec["score"] == pytest.approx(one.score, rel=1e-6)
+                else:
+                    assert "silhouette_version" not in rec and "silhouette_scores" not in rec
+    written = [json.loads(x) for x in (tmp_path / "lever.jsonl").read_text().splitlines()]
+    assert [x["silhouette_version"] for x in written if x["type"] == "frame"] == \
+        [rec["silhouette_version"] for rec, _, _ in lines["lever"]]
+    # the shipped model's line: exactly the fields, in the order, written before the lever
+    rec, fr, res = lines["shipped"][0]
+    old = {"type": "frame", **{k: rec[k] for k in ("frame", "index", "timestamp")}, "score": rec["score"],
+           "threshold": rec["threshold"], "anomalous": rec["anomalous"], "latency_ms": rec["latency_ms"],
+           "seed_losses": [float(v) for v in res.seed_losses], "latent_distance": float(res.latent_distance)}
+    assert json.dumps(frame_record({k: rec[k] for k in ("frame", "index", "timestamp")}, res, rec["score"],
+                                   rec["threshold"], rec["latency_ms"])) == json.dumps(old)
+    eroded = DepthEdgeErode(1)(*_val(kinect_root, "sphere", 1)[0])
+    with Scorer.load(lever, threads=1) as s:
+        r = s.score(*eroded, seed=0)
+    rec = frame_record({"frame": "e", "index": 0, "timestamp": 0.0}, r, r.score, None, {})
+    assert rec["silhouette_version"] == "dil" and rec["silhouette_scores"]["dil"] < rec["silhouette_scores"]["id"]
+    assert list(rec)[-2:] == ["silhouette_version", "silhouette_scores"]
