@@ -5,6 +5,10 @@ Variants (same generator, same frames, same z0; the onnx ones are rows of runtim
   batched        the batched PyTorch reference (models.search.search)
   onnx-auto      what ``Scorer.load`` picks by default here (the CPU default: host-head where its
                  kernels run their AVX2 loops, else fused-adam; forward for k = 0)
+  onnx-auto-full-pixels  onnx-auto with the pixel memory's full search (every row through one GEMM, as before
+                 session 34; runtime/pixel_memory.PixelMemory.full_search) instead of its bounded search: the
+                 baseline of the pixel factor's cost (configurations with score_pixel_power > 0 only); its
+                 scores equal onnx-auto's bit for bit
   onnx-step      the step variant: k runs of step.onnx + final.onnx on preallocated buffers
   onnx-unrolled  the unrolled variant (unrolled.onnx; only in exports made with --unrolled)
   onnx-fused-adam        per seed a gradient graph (grad_seed.onnx) and Adam on the host in one fused pass
@@ -37,14 +41,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 # bench variant -> (runtime variant (runtime/variants.py), z-only); eager / batched are the PyTorch references
-ONNX_VARIANTS = {"onnx-auto": ("auto", False), "onnx-step": ("step", False), "onnx-unrolled": ("unrolled", False),
+ONNX_VARIANTS = {"onnx-auto": ("auto", False), "onnx-auto-full-pixels": ("auto", False), "onnx-step": ("step", False), "onnx-unrolled": ("unrolled", False),
                  "onnx-fused-adam": ("fused-adam", False), "onnx-fused-adam-numpy": ("fused-adam", False),
                  "onnx-host-head": ("host-head", False), "onnx-z-only": ("step", True),
                  "onnx-fused-adam-z-only": ("fused-adam", True), "onnx-host-head-z-only": ("host-head", True)}
-ALL_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
+ALL_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-auto-full-pixels", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
                 "onnx-fused-adam-numpy", "onnx-host-head", "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only",
                 "onnx-host-head-z-only")
-DEFAULT_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
+DEFAULT_VARIANTS = ("eager", "batched", "onnx-auto", "onnx-auto-full-pixels", "onnx-step", "onnx-unrolled", "onnx-fused-adam",
                     "onnx-host-head", "eager-z-only", "onnx-z-only", "onnx-fused-adam-z-only", "onnx-host-head-z-only")
 
 
@@ -153,9 +157,14 @@ def _make_runner(variant: str, G, model_dir: Path, cfg, threads: int, scoring: O
     s = Scorer.load(model_dir, config=cfg.replace(lr_theta=0.0) if z_only else cfg, variant=name, threads=threads)
     if variant == "onnx-fused-adam-numpy":
         s._search.adam_impl = "numpy"          # the host Adam of an install without a C compiler
+    if variant == "onnx-auto-full-pixels":     # the pixel memory's full search (the bounded one's tables dropped)
+        s._pixels = s._pixels.full_search()
+        if s._dil_pixels is not None:          # the silhouette lever's PairedPixelMemory
+            s._dil_pixels = type(s._dil_pixels)(s._dil_pixels.pixels.full_search(), s._dil_pixels.opened.full_search())
     def run(x, z0, seed):
         return s.score_input(x, z0=z0, seed=seed).score
     run.mode = s.mode
+    run.pixels = s._pixels                    # the pixel memory (None without the pixel factor): its bytes
     run.close = s.close                       # the scorer's buffers and seed threads, when the bench is done
     return run
 
@@ -249,6 +258,8 @@ def _bench_export(checkpoint: str, G, model_dir: Path, n_frames: int, repeats: i
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {ALL_VARIANTS}")
     skipped = {v: "not in this export (runtime/variants.py: its graphs were not exported for this "
                   "configuration)" for v in variants if not _runs(v, cfg, man)}
+    if not cfg.uses_pixel_memory and "onnx-auto-full-pixels" in variants:
+        skipped["onnx-auto-full-pixels"] = "no pixel memory in this configuration (score_pixel_power 0): no pixel search"
     if cfg.k == 0:      # the z-only variants drop the weights' step: with no step, each is its full variant again
         skipped.update({v: "k = 0: no search step to drop, the same computation as its full-search variant"
                         for v in variants if "z-only" in v and v not in skipped})
@@ -326,6 +337,15 @@ def _bench_export(checkpoint: str, G, model_dir: Path, n_frames: int, repeats: i
     for v in variants:
         if getattr(runners[v], "mode", None):
             res[v]["runs"] = runners[v].mode       # the runtime variant behind it (onnx-auto: the default's)
+    base = "onnx-auto-full-pixels"           # the pixel memory's bounded search against its full one, same run
+    if base in res and "onnx-auto" in res:
+        res["onnx-auto"]["speedup_vs_" + base] = res[base]["median_s"] / res["onnx-auto"]["median_s"]
+        res["onnx-auto"]["max_rel_score_diff_vs_" + base] = float(np.max(
+            np.abs(np.array(scores["onnx-auto"]) - scores[base]) / np.abs(scores[base])))
+    for v in variants:
+        pixels = getattr(runners[v], "pixels", None)
+        if pixels is not None:                   # MB of the pixel memory's float32 rows and bound tables
+            res[v]["pixel_memory_mb"] = {k: round(b / 1e6, 1) for k, b in pixels.nbytes().items()}
     for v in ("onnx-fused-adam-z-only", "onnx-host-head-z-only"):
         if "onnx-z-only" in res and v in res:
             res[v]["max_rel_score_diff_vs_onnx-z-only"] = float(np.max(
@@ -390,6 +410,13 @@ def format_table(r: dict) -> str:
         rows.append(f"| {v} | {m['median_s']:.3f} | {m['fps']:.2f} | {m['gflop_per_frame']:.1f} | {rate} | "
                     f"{'' if sp is None else f'{sp:.2f}x'} | {'' if rss is None else f'{rss:.0f}'} |")
     notes = "".join(f"\nskipped {line}" for line in skipped_lines(r.get("skipped", {})))
+    auto = r["variants"].get("onnx-auto", {})
+    if "speedup_vs_onnx-auto-full-pixels" in auto:
+        mb = {v: r["variants"][v].get("pixel_memory_mb", {}) for v in ("onnx-auto", "onnx-auto-full-pixels")}
+        notes += (f"\nonnx-auto (the pixel memory's bounded search) vs onnx-auto-full-pixels (its full search): "
+                  f"{auto['speedup_vs_onnx-auto-full-pixels']:.2f}x, max relative score difference "
+                  f"{auto['max_rel_score_diff_vs_onnx-auto-full-pixels']:.1e}; pixel memory MB (rows + bound tables) "
+                  f"{sum(mb['onnx-auto'].values()):.1f} vs {sum(mb['onnx-auto-full-pixels'].values()):.1f}")
     if r.get("flops_not_counted"):
         what = r["flops_not_counted"]
         notes += (f"\nGFLOP/frame counts the generator passes only ({what} {'are' if ' and ' in what else 'is'} not "

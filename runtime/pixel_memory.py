@@ -13,9 +13,17 @@ per frame the frame first, then one row per text), into a float32 matrix (N * A,
 A = 1 + len(augment), so frame i owns rows [i * A, (i + 1) * A) and can be left out of a distance
 (held-out scoring: ``exclude``). Numpy only; read-only after construction (but for the gain fit's tables,
 built once under a lock by the first gain-fitted distance), so threads share one.
+
+A frame's distance with its own shift search (``frame_distances``, the per-frame cost of a model with the pixel
+factor: cylinder 81 shifted copies x 7500 rows) takes the bounded search by default (session 34): a true lower
+bound of every (copy, row) distance from 4 x 4 block features (1/8 of the work), then only the rows whose bound
+is under a measured distance go through the GEMM and the exact check; it returns what the full search returns,
+bit for bit (``bounded=False`` or ``full_search()``: the full one). The gain-fitted distance and ``distances``
+(one input's own minimum) take the full search.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from typing import Iterable, Optional, Sequence
@@ -31,6 +39,8 @@ MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows at most (2 
                                 # 300 frames x 15 rows at R = 64 take 294.9 MB): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
+BOUND_BLOCK = 4                 # the lower bound's blocks: BOUND_BLOCK x BOUND_BLOCK pixels (``block_features``)
+_BOUND_SEEDS = 8                # (copy, row) pairs with the least bounds measured exactly first (``_bounded_min``)
 
 
 def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int) -> int:
@@ -92,6 +102,38 @@ def in_model_light(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.concatenate([np.where(fg, rgb, u8[..., :3]), u8[..., 3:]], axis=-1)
 
 
+_U32 = np.finfo(np.float32).eps / 2     # float32's unit roundoff
+
+
+def block_features(X: np.ndarray, resolution: int) -> np.ndarray:
+    """(n, 4 R R) float64 images (channels first) -> (n, 2 F) float64, F = 4 (R / BOUND_BLOCK)^2 blocks of
+    BOUND_BLOCK x BOUND_BLOCK pixels per channel: [BOUND_BLOCK x each block's mean, each block's residual norm
+    |x_b - mean(x_b)|]. For any two images x, y: |f(x) - f(y)|^2 <= |x - y|^2, since per block
+    |x_b - y_b|^2 = n_b (mean difference)^2 + |residual difference|^2 (orthogonal parts) and the residuals'
+    difference is at least the difference of their norms: the lower bound of ``PixelMemory._bounded_min``."""
+    n, B, R = len(X), BOUND_BLOCK, int(resolution)
+    blocks = (np.asarray(X, np.float64).reshape(n, 4, R // B, B, R // B, B).transpose(0, 1, 2, 4, 3, 5)
+              .reshape(n, -1, B * B))                                          # (n, F, B^2) one copy
+    mean = blocks.mean(2)                                                      # (n, F)
+    blocks -= mean[:, :, None]
+    return np.concatenate([B * mean, np.sqrt((blocks ** 2).sum(2))], axis=1)
+
+
+def _bound_tables(rows: np.ndarray, resolution: int) -> dict:
+    """The bounded search's per-row tables of rows (N, 4 R R) float32: "rows" their block features centred on
+    their mean "mu" and rounded to float32 (N, 2 F), "sq" those rows' squared norms in float64 (N,), "norm_max"
+    the largest of their norms, "abs_max" the largest uncentred feature norm, "gamma" gamma of a float32 dot
+    product of 2 F + 2 terms."""
+    feats = np.concatenate([block_features(rows[a:a + 256], resolution) for a in range(0, len(rows), 256)])
+    mu = feats.mean(0)
+    q = (feats - mu).astype(np.float32)
+    q.setflags(write=False)
+    sq = (q.astype(np.float64) ** 2).sum(1)
+    n = q.shape[1] + 2
+    return {"rows": q, "mu": mu, "sq": sq, "norm_max": float(np.sqrt(sq.max())),
+            "abs_max": float(np.sqrt((feats ** 2).sum(1).max())), "gamma": n * _U32 / (1 - n * _U32)}
+
+
 class PixelMemory:
     """Normal frames (N, R, R, 4) uint8 and their augmented copies, preprocessed once under ``spec``
     (``memory_spec``: the model's preprocessing without colour_gain) into rows (N * A, 4 * R * R)
@@ -100,7 +142,8 @@ class PixelMemory:
     rows (``exclude``: frame indices). ``seed``: the augmentations' random draws (runtime.nuisance.frame_rng
     with the frame's index in the memory)."""
 
-    def __init__(self, frames: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0):
+    def __init__(self, frames: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
+                 bounded: bool = True):
         frames = np.asarray(frames)
         R = spec.resolution
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (R, R, 4) or len(frames) == 0:
@@ -144,6 +187,12 @@ class PixelMemory:
         # gamma * sum |a_i b_i|, whatever order BLAS sums in
         u = np.finfo(np.float32).eps / 2
         self._gamma = (D + 2) * u / (1 - (D + 2) * u)
+        # the bounded search of ``frame_distances`` (``_bounded_min``): every row's block features (N * A, 2 F),
+        # F = 4 (R / BOUND_BLOCK)^2, centred and rounded to float32 (1/8 of the rows' bytes); None: the full search
+        # (bounded=False, or R not a multiple of BOUND_BLOCK)
+        self._bound: Optional[dict] = None
+        if bounded and R % BOUND_BLOCK == 0:
+            self._bound = _bound_tables(rows, R)
 
     def _gain_tables(self) -> tuple:
         """(tables, max of tables["vv"]) of the gain-fitted distance (``_build_gain_tables``), built by the first
@@ -179,6 +228,26 @@ class PixelMemory:
             t["vv"][a:a + 256] = v.sum(1)
             t["rc_d"][a:a + 256] = ((block[:, P:] - self._mu64[P:]) ** 2).sum(1)
         return t, float(t["vv"].max())
+
+    @property
+    def bounded(self) -> bool:
+        """True when ``frame_distances`` takes the bounded search (the default), False for the full one."""
+        return self._bound is not None
+
+    def full_search(self) -> "PixelMemory":
+        """This memory (its arrays shared, not copied) with the full search (every row through the GEMM), as
+        ``bounded=False`` builds it: the baseline the bounded search is measured against (``edge-ad bench``'s
+        onnx-auto-full-pixels). The copy holds no bound tables."""
+        other = copy.copy(self)
+        other._bound = None
+        other._gain_lock = threading.Lock()
+        return other
+
+    def nbytes(self) -> dict:
+        """{"rows": bytes of the float32 rows, "bound": bytes of the bounded search's tables (0 without)}."""
+        b = self._bound
+        return {"rows": int(self._rows.nbytes),
+                "bound": 0 if b is None else int(sum(v.nbytes for v in b.values() if isinstance(v, np.ndarray)))}
 
     @property
     def shape(self) -> tuple:
@@ -241,13 +310,19 @@ class PixelMemory:
 
     def frame_distances(self, X: np.ndarray, radius: int = 0, exclude: Optional[Iterable[int]] = None,
                         gain: Sequence[float] = ()) -> np.ndarray:
-        """``frame_distance`` of every frame of X (B, 4, R, R) -> (B,) float64: the shifted copies
-        (S = (2 radius + 1)^2 per frame) measured together in ``distances`` calls of at most _COPIES
-        copies (whole frames), then the minimum over each frame's S."""
+        """``frame_distance`` of every frame of X (B, 4, R, R) -> (B,) float64: the minimum over each frame's
+        S = (2 radius + 1)^2 shifted copies. The bounded search (the default, without ``gain``): per frame
+        ``_bounded_min`` of its copies; the full search: the copies measured together in ``distances`` calls
+        of at most _COPIES copies (whole frames). Both return the same values, bit for bit."""
         X = np.asarray(X)
         self._check(X)
         offsets = shift_offsets(radius)
         S = len(offsets)
+        if self._bound is not None and not len(gain):                              # the bounded search
+            keep = self._kept(exclude)
+            D = X[0].size
+            return np.array([self._bounded_min(np.stack([shift_frame(x, dy, dx) for dy, dx in offsets])
+                                               .reshape(S, D), keep) for x in X])
         if S == 1:
             return self.distances(X, exclude, gain)
         out = np.empty(len(X))
@@ -272,28 +347,81 @@ class PixelMemory:
         keep = self._kept(exclude)
         if len(gain):
             return self._gain_distances(Xf, keep, *check_gain_limits(gain))
-        rows = self._rows
         out = np.empty(len(Xf))
         for a in range(0, len(Xf), _CHUNK):
-            Xc = (Xf[a:a + _CHUNK].astype(np.float64) - self._mu64).astype(np.float32)   # (b, D) centred, rounded
-            Xc64 = Xc.astype(np.float64)
-            xc_sq = (Xc64 ** 2).sum(1)                                         # (b,)
-            xc_mu = Xc64 @ self._mu64                                          # (b,)
-            dots = (Xc @ rows.T).astype(np.float64)                            # (b, N * A) float32 GEMM
-            Dx = xc_sq[:, None] - 2.0 * (dots - xc_mu[:, None]) + self._rc_sq[None, :]   # ~ |x - r|^2
+            Dx, margin = self._gemm_distances(Xf[a:a + _CHUNK])                    # (b, N * A), (b,)
             if keep is not None:
                 Dx[:, ~keep] = np.inf
-            xc_norm = np.sqrt(xc_sq)
-            # the expansion's error for the nearest row and for the smallest (2 x each): the GEMM's 2 gamma
-            # |x_c| |r|, the rounding of x_c to float32 (u |x_c| per unit of |x_c| + |r_c|, u < gamma), float64 slack
-            margin = (4.0 * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
-                      + 1e-9 * (xc_sq + self._rc_sq_max) + 1e-12)
-            for b in range(len(Xc)):
+            for b in range(len(Dx)):
                 near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1
-                x64 = Xf[a + b].astype(np.float64)
-                d = ((rows[near].astype(np.float64) - x64) ** 2).mean(1)
-                out[a + b] = max(float(d.min()), 0.0)
+                out[a + b] = max(float(self._exact(Xf[a + b], near).min()), 0.0)
         return out
+
+    def _gemm_distances(self, Xf: np.ndarray, rows: Optional[np.ndarray] = None) -> tuple:
+        """(Dx (b, k) float64 ~ |x - r|^2 of each input Xf (b, D) to each row (rows: indices (k,), None: all),
+        margin (b,)): a float32 GEMM of the centred inputs; |Dx - |x - r|^2| <= margin / 2 for every row, so the
+        nearest row is among those within ``margin`` of the smallest Dx (proven: gamma_D of the dot products)."""
+        Xc = (Xf.astype(np.float64) - self._mu64).astype(np.float32)             # (b, D) centred, rounded
+        Xc64 = Xc.astype(np.float64)
+        xc_sq = (Xc64 ** 2).sum(1)                                             # (b,)
+        xc_mu = Xc64 @ self._mu64                                              # (b,)
+        R = self._rows if rows is None else self._rows[rows]
+        rc_sq = self._rc_sq if rows is None else self._rc_sq[rows]
+        dots = (Xc @ R.T).astype(np.float64)                                   # (b, k) float32 GEMM
+        Dx = xc_sq[:, None] - 2.0 * (dots - xc_mu[:, None]) + rc_sq[None, :]  # ~ |x - r|^2
+        xc_norm = np.sqrt(xc_sq)
+        # the expansion's error for the nearest row and for the smallest (2 x each): the GEMM's 2 gamma
+        # |x_c| |r|, the rounding of x_c to float32 (u |x_c| per unit of |x_c| + |r_c|, u < gamma), float64 slack
+        margin = (4.0 * self._gamma * xc_norm * (self._r_norm_max + self._rc_norm_max + xc_norm)
+                  + 1e-9 * (xc_sq + self._rc_sq_max) + 1e-12)
+        return Dx, margin
+
+    def _exact(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(k,) float64 mean((x - r)^2) of one input x (D,) to each row of ``rows`` (indices (k,)): the value
+        every path returns (the full and the bounded search measure a winner the same way, bit for bit)."""
+        return ((self._rows[rows].astype(np.float64) - x.astype(np.float64)) ** 2).mean(1)
+
+    def _bounded_min(self, C: np.ndarray, keep: Optional[np.ndarray]) -> float:
+        """min over the copies C (S, D) (one frame's shifted copies) and the kept rows of mean((c - r)^2), equal
+        bit for bit to the minimum of ``distances`` over the copies, found without measuring every row:
+        1. a true lower bound of every (copy, row) pair's squared distance from the block features
+           (``block_features``: per BOUND_BLOCK^2 block, the difference of the means counts block^2 times, the
+           difference of the residual norms once (triangle inequality), so bound <= |c - r|^2), a float32 GEMM
+           of S x N * A x 2 F (1/8 of the full one's work), less its proven rounding margin;
+        2. the _BOUND_SEEDS pairs with the least bounds measured exactly: U, the least of them, an upper bound;
+        3. the rows with a pair whose bound is at most U (1 + 1e-9) (every other row is farther from every
+           copy than that measured pair) measured as ``distances`` measures all: the float32 GEMM of the copies
+           against them, then exactly (float64) the pairs within the GEMM's margin of the least; the minimum."""
+        b = self._bound
+        C64 = C.astype(np.float64)
+        V = block_features(C64, self.resolution)                               # (S, 2 F) float64
+        Vq = (V - b["mu"]).astype(np.float32)                                  # centred, rounded
+        V64 = Vq.astype(np.float64)
+        v_sq = (V64 ** 2).sum(1)                                               # (S,)
+        v_norm = np.sqrt(v_sq)
+        lb = v_sq[:, None] - 2.0 * (Vq @ b["rows"].T).astype(np.float64) + b["sq"][None]   # (S, N * A)
+        # |true - computed| <= the GEMM's 2 gamma |v| |r|, the float32 rounding of both centred sides
+        # (2 u (|v| + |r|)^2), float64 slack on the features (sums and square roots of 16 values)
+        fmax = b["norm_max"]
+        lb -= (2.0 * b["gamma"] * v_norm * fmax + 2.0 * _U32 * (v_norm + fmax) ** 2
+               + 1e-12 * (np.sqrt((V ** 2).sum(1)) + b["abs_max"]) ** 2 + 1e-300)[:, None]
+        if keep is not None:
+            lb[:, ~keep] = np.inf
+        flat = lb.ravel()
+        seeds = np.argpartition(flat, min(_BOUND_SEEDS, flat.size) - 1)[:_BOUND_SEEDS]
+        seeds = seeds[np.isfinite(flat[seeds])]
+        ss, rr = np.unravel_index(seeds, lb.shape)
+        best = min(float(self._exact(C[s], rr[ss == s]).min()) for s in set(ss.tolist()))   # U: measured
+        D = C.shape[1]
+        cand = np.flatnonzero(lb.min(0) <= best * D * (1.0 + 1e-9))           # (k,) rows that may hold the min
+        if len(cand):
+            Dx, margin = self._gemm_distances(C, cand)                         # (S, k), (S,)
+            half = margin / 2
+            lim = min(float((Dx + half[:, None]).min()), best * D * (1.0 + 1e-9))
+            ps, pr = np.nonzero(Dx - half[:, None] <= lim)                     # pairs that may be the nearest
+            for s in np.unique(ps):
+                best = min(best, float(self._exact(C[s], cand[pr[ps == s]]).min()))
+        return max(best, 0.0)
 
     def _gain_distances(self, Xf: np.ndarray, keep: Optional[np.ndarray], lo: float, hi: float) -> np.ndarray:
         """``distances`` with the gain fit (``gain_distance``) on Xf (B, D): the float32 GEMM's RGB and depth

@@ -65,6 +65,7 @@ STUCK = ("tests/test_sensor_faults_stuck_streams.py",)
 RS_STALE = ("tests/test_realsense_stale.py",)
 PIXEL = ("tests/test_pixel_memory.py",)
 PIXEL_UNIT = ("tests/test_pixel_memory.py", "-k", "brute_force or nearer or frame_distances_equal")   # no export
+PIXEL_BOUND = ("tests/test_pixel_memory.py", "-k", "bounded_search or frame_distances_equal")            # no export
 SILH = ("tests/test_silhouette_lever.py",)
 SILH_UNIT = ("tests/test_silhouette_lever.py", "-k", "recorded_as_before or weighted_min")          # no export
 
@@ -1056,6 +1057,13 @@ MUTANTS = [
            "return (idx[:, None] * A + np.arange(A - 1)[None]).reshape(-1)", PIXEL),
     Mutant("pixel-margin-zero", "runtime/pixel_memory.py", "margin = (4.0 * self._gamma * xc_norm",
            "margin = 0.0 * (4.0 * self._gamma * xc_norm", PIXEL_UNIT),
+    Mutant("pixel-bound-not-lower", "runtime/pixel_memory.py", "return np.concatenate([B * mean, np.sqrt(",
+           "return np.concatenate([2 * B * mean, np.sqrt(", PIXEL_BOUND),
+    Mutant("pixel-bound-sum-of-norms", "runtime/pixel_memory.py", "    blocks -= mean[:, :, None]\n",
+           "    blocks += mean[:, :, None]\n", PIXEL_BOUND),
+    Mutant("pixel-bound-cut-below-seed", "runtime/pixel_memory.py",
+           "cand = np.flatnonzero(lb.min(0) <= best * D * (1.0 + 1e-9))",
+           "cand = np.flatnonzero(lb.min(0) <= 0.9 * best * D)", PIXEL_BOUND),
     Mutant("pixel-loo-check-frame-0", "models/search.py", "bad = np.flatnonzero(gaps > 1e-6)",
            "bad = np.flatnonzero(gaps[:1] > 1e-6)", ("tests/test_pixel_memory.py", "-k", "every_frame")),
     Mutant("pixel-factor-multiplies", "runtime/score_scale.py",

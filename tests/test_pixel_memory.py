@@ -175,6 +175,44 @@ def test_frame_distances_equal_the_minimum_over_each_frames_shifted_copies():
     assert m.frame_distances(X[3:4], 2)[0] < 0.5 * m.distance(X[3])           # the moved frame found again (its lost edge aside)
 
 
+def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect_root):
+    """The bounded search (PixelMemory's default: block-feature lower bounds, then only the rows that may hold
+    the minimum measured) returns what the full search (bounded=False: every row through the GEMM) returns, bit
+    for bit: a memory of 24 real cylinder train frames (+ 3 copies each) under the shipped cylinder's
+    preprocessing, 6 val frames of each class with the shipped 4 px pixel shift search (81 copies), with and
+    without excluded frames, a memory frame moved 2 px (one copy lies on a row but for its vacated edge); the
+    gain-fitted distance takes the full search either way. The block features are a true lower bound."""
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.pixel_memory import block_features
+    from edge_ad.runtime.preprocess import normalize_uint8, shift_frame
+    from edge_ad.runtime.scorer import frame_input
+    from edge_ad.runtime.sources.folder import read_pair
+    spec = PreprocessSpec(colour_norm="gray", colour_reference=(0.6095, 0.6164, 0.6243), depth_fill=3, depth_close=3)
+    splits = json.loads((kinect_root / "splits.json").read_text())
+    F = np.stack([unaligned_uint8(*read_pair(kinect_root / "cylinder", str(i)), spec)
+                  for i in splits["cylinder"]["train"][:24]])
+    bounded, full = PixelMemory(F, spec, AUGMENT), PixelMemory(F, spec, AUGMENT, bounded=False)
+    assert bounded._bound is not None and full._bound is None
+    X = np.stack([frame_input(*read_pair(kinect_root / c, str(i)), spec, False)
+                  for c in ("cylinder", "rectangle", "sphere") for i in splits[c]["val"][:6]]
+                 + [shift_frame(normalize_uint8(F[5], spec), 2, -2)])                  # (19, 4, 64, 64)
+    for exclude in (None, [0, 3, 5]):
+        got = bounded.frame_distances(X, 4, exclude)
+        np.testing.assert_array_equal(got, full.frame_distances(X, 4, exclude))
+        assert (got > 0).all()
+    assert bounded.frame_distance(X[-1], 4) < 0.1 * bounded.frame_distance(X[-1], 4, exclude=[5])   # found again
+    np.testing.assert_array_equal(bounded.frame_distances(X[:4], 1, gain=(0.8, 1.25)),
+                                  full.frame_distances(X[:4], 1, gain=(0.8, 1.25)))
+    # the bound: |f(x) - f(r)|^2 <= |x - r|^2 for real inputs against every row (and for random images)
+    rows = full._rows.astype(np.float64)                                                # (96, D)
+    rng = np.random.default_rng(0)
+    for A in (X.reshape(len(X), -1).astype(np.float64), rng.uniform(-1, 1, (8, rows.shape[1]))):
+        fa, fr = block_features(A, 64), block_features(rows, 64)
+        lb = ((fa[:, None] - fr[None]) ** 2).sum(2)
+        exact = ((A[:, None] - rows[None]) ** 2).sum(2)
+        assert (lb <= exact * (1 + 1e-12)).all() and (lb > 0.5 * exact).mean() > 0.5   # a bound, and a tight one
+
+
 torch = pytest.importorskip("torch")
 
 
@@ -764,6 +802,35 @@ def test_bench_torch_variants_score_a_pixel_memory_export(pixel_export, val_fram
     x = preprocess(f["rgb"], f["depth"], sc.preprocess)
     run = _make_runner("eager", load_generator(ck), model_dir, sc.config, 1, parts)
     assert run(x, None, 0) == pytest.approx(sc.score_input(x, seed=0).score, rel=1e-4)
+
+
+def test_bench_times_the_bounded_pixel_search_against_the_full_one(pixel_export_rp1, tiny_generator, tmp_path):
+    """edge-ad bench's onnx-auto-full-pixels: the same export with the pixel memory's full search, interleaved with
+    onnx-auto (the bounded search): both score every frame alike bit for bit, the ratio and the memories' MB are in
+    the results and the table; an export without a pixel memory skips it, saying why."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    model_dir = pixel_export_rp1[0]
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(main, ["bench", str(model_dir.parent / "g.pt"), "--model", str(model_dir), "--frames", "3",
+                                  "--repeats", "1", "--threads", "1", "--variant", "onnx-auto",
+                                  "--variant", "onnx-auto-full-pixels", "--no-rss", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    v = json.loads(out.read_text())["variants"]
+    assert v["onnx-auto"]["scores"] == v["onnx-auto-full-pixels"]["scores"]
+    assert v["onnx-auto"]["max_rel_score_diff_vs_onnx-auto-full-pixels"] == 0.0
+    assert v["onnx-auto"]["speedup_vs_onnx-auto-full-pixels"] > 0
+    mb = {k: v[k]["pixel_memory_mb"] for k in ("onnx-auto", "onnx-auto-full-pixels")}
+    assert mb["onnx-auto"]["rows"] == mb["onnx-auto-full-pixels"]["rows"] > 0
+    assert mb["onnx-auto"]["bound"] > 0 and mb["onnx-auto-full-pixels"]["bound"] == 0
+    assert "onnx-auto (the pixel memory's bounded search) vs onnx-auto-full-pixels" in r.output
+    from edge_ad.models.checkpoint import save_checkpoint
+    ck = tmp_path / "plain.pt"                                    # no pixel memory: nothing to compare
+    save_checkpoint(ck, tiny_generator, preprocess=PreprocessSpec())
+    r = CliRunner().invoke(main, ["bench", str(ck), "--frames", "1", "--repeats", "1", "--threads", "1",
+                                  "--variant", "onnx-auto-full-pixels", "--no-rss"])
+    assert r.exit_code == 1 and "skipping onnx-auto-full-pixels: no pixel memory in this configuration" in r.output
 
 
 def test_camera_shift_search_takes_each_frames_pixel_table_and_equals_the_full_search(pixel_export_rp1, val_frame):
