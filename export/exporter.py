@@ -172,11 +172,12 @@ def _export_into(source, out_dir: Path, *, search, chunk_bytes, unrolled, parity
         raise ExportError(f"no parity frames: no kinect-rgbd data in {default_kinect_root()} (set {DATA_ENV} to "
                           "the kinect-rgbd root, or pass --parity-frames DIR (a frame folder) or --no-parity)")
     log(f"parity check on {len(frames)} frames (float64 PyTorch reference vs onnxruntime) ...")
-    # the graphs' parity: the silhouette lever's versions run the same graphs, checked on the frames as they are
-    report = check_parity(G, out_dir, cfg.replace(silhouette_versions_weight=0.0), frames, tolerance=tolerance, seed=parity_seed,
+    # the graphs' parity, then the shift-min's and the silhouette lever's own rows (their host code around the graphs)
+    report = check_parity(G, out_dir, cfg, frames, tolerance=tolerance, seed=parity_seed,
                           check_fp64=check_fp64, threads=threads, log=log, spec=spec, encoder=E,
                           latent_bank=bank, bank_rows_per_frame=scoring.bank_augment(),
-                          pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment))
+                          pixel_memory=None if pixel_frames is None else PixelMemory(pixel_frames, spec, pixel_augment),
+                          silhouette=silhouette)
     manifest["parity"] = report
     for name in report["failed_variants"]:         # one failing graph family does not block the others
         _drop_variant(out_dir, manifest, name)

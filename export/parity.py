@@ -1,8 +1,8 @@
 """Parity, part of every export: each exported variant's float32 graphs run in onnxruntime (the runtime's
 ``Scorer``) against the PyTorch reference search in float64 on real frames with fixed z0 (relative score
 difference <= tolerance, faithful and z-only), and the step graphs built in float64 are checked against it to
-FP64_GRAPH_TOLERANCE (the maths itself); the frame batches' graphs and the test-time shift-min get their
-own rows. ``check_parity`` returns the report the manifest keeps.
+FP64_GRAPH_TOLERANCE (the maths itself); the frame batches' graphs, the test-time shift-min and the silhouette
+lever's combined score get their own rows. ``check_parity`` returns the report the manifest keeps.
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
                  seed: int = 0, check_fp64: bool = True, check_z_only: bool = True,
                  threads: Optional[int] = None, log: Callable = print,
                  spec: Optional[PreprocessSpec] = None, encoder=None, latent_bank=None,
-                 bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None) -> dict:
+                 bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None,
+                 silhouette: Optional[tuple] = None) -> dict:
     """Score ``frames`` with every exported variant (runtime/variants.py; onnxruntime float32, CPU provider),
     faithful and z-only (lr_theta = 0), and the PyTorch reference (float64, same z0, same score scaling);
     also the float64 build of the step graphs. Returns the parity report: per frame and per variant the
@@ -119,12 +120,19 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     laid out as ``bank_rows_per_frame`` (the bank's augment list, or its rows per normal frame; its augmented
     copies weighed by bank_augment_weight, except those of cfg.bank_trusted_augment's texts). With
     score_pixel_power > 0 both sides multiply by the pixel factor of the frame's distance to ``pixel_memory``
-    (runtime.pixel_memory.PixelMemory of the exported pixel_memory.npy): the reference's of its own x."""
+    (runtime.pixel_memory.PixelMemory of the exported pixel_memory.npy): the reference's of its own x. The
+    graphs are checked with the shift-min and the silhouette lever off (host code around them); each has its own
+    rows after, on the full configuration: "shift_min" (``shift_min_parity``) and, with the lever on
+    (silhouette_versions_weight > 0; ``silhouette`` = (paired rows (2 M, z_dim) float32, opened frames (M, R, R, 4)
+    uint8 or None), the export's), "silhouette" (``silhouette_parity``)."""
     import copy
 
     # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
     # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")
-    full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0)
+    full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0, silhouette_versions_weight=0.0)
+    if full_cfg.uses_silhouette_versions and silhouette is None:
+        raise ExportError("parity check: the scoring configuration uses the silhouette lever "
+                          "(silhouette_versions_weight > 0): the paired rows of the opened training frames are needed")
     use_encoder = cfg.z_init == "encoder"
     if cfg.uses_pixel_memory and pixel_memory is None:
         raise ExportError("parity check: the scoring configuration needs the pixel memory (score_pixel_power > 0)")
@@ -168,17 +176,26 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         log(f"  parity batch graphs: {batch['summary']}")
     shift = None
     if full_cfg.score_shift_radius and rows and kept:
-        shift = shift_min_parity(G, out_dir, full_cfg, frames, starts, spec, E64, latent_bank, tolerance, threads,
-                                 bank_rows_per_frame, pixel_memory)
+        shift = shift_min_parity(G, out_dir, full_cfg.replace(silhouette_versions_weight=0.0), frames, starts, spec,
+                                 E64, latent_bank, tolerance, threads, bank_rows_per_frame, pixel_memory)
         log(f"  parity shift-min: {shift['summary']}")
+    lever = None
+    if full_cfg.uses_silhouette_versions and rows and kept:
+        from edge_ad.models.silhouette_reference import lever_memories
+        memories = lever_memories(full_cfg, spec or getattr(G, "preprocess", None) or PreprocessSpec(), latent_bank,
+                                  bank_rows_per_frame, pixel_memory, *silhouette)
+        lever = silhouette_parity(G, out_dir, full_cfg, frames, starts, spec, E64, memories, tolerance, threads)
+        log(f"  parity silhouette lever: {lever['summary']}")
     passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
-              and (batch is None or batch["passed"]) and (shift is None or shift["passed"]))
+              and (batch is None or batch["passed"]) and (shift is None or shift["passed"])
+              and (lever is None or lever["passed"]))
     summary = (f"{len(rows)} frames, variants {', '.join(kept) or 'none'} passed: max relative score difference "
                f"{max(worst, zworst):.2e} (tolerance {tolerance:g})"
                + (f"; FAILED and not exported: {', '.join(failed)}" if failed else "")
                + (f", float64 graphs {fp64_worst:.1e} (tolerance {FP64_GRAPH_TOLERANCE:g})" if check_fp64 else "")
                + (f"; {batch['summary']}" + ("" if batch["passed"] else " FAILED") if batch else "")
-               + (f"; {shift['summary']}" + ("" if shift["passed"] else " FAILED") if shift else ""))
+               + (f"; {shift['summary']}" + ("" if shift["passed"] else " FAILED") if shift else "")
+               + (f"; {lever['summary']}" + ("" if lever["passed"] else " FAILED") if lever else ""))
     if not rows:
         summary = "no parity frames"
     return {"reference": _reference_text(cfg),
@@ -188,7 +205,8 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
             "fp64_graph_tolerance": FP64_GRAPH_TOLERANCE if check_fp64 else None, "search": full_cfg.to_dict(),
             "frames": rows, "variants": per_variant, "failed_variants": failed,
             "max_rel_diff": worst if kept else None, "fp64_graph_max_rel_diff": fp64_worst if check_fp64 else None,
-            "batch": batch, "shift_min": shift, "passed": passed, "summary": summary}
+            "batch": batch, "shift_min": shift, **({} if lever is None else {"silhouette": lever}),
+            "passed": passed, "summary": summary}
 
 
 def _variant_scorers(out_dir: Path, man: dict, cfg: SearchConfig, zcfg: Optional[SearchConfig],
@@ -427,3 +445,48 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
             "passed": bool(rows) and worst <= tolerance,
             "summary": (f"shift-min (radius {cfg.score_shift_radius}) over {len(rows)} frames: max relative score "
                         f"difference {worst:.2e}, tolerance {tolerance:g}")}
+
+
+def silhouette_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
+                      memories: dict, tolerance: float, threads: Optional[int]) -> dict:
+    """The silhouette lever's combined score (cfg.silhouette_versions_weight > 0) against the float64 PyTorch
+    reference: every parity frame's versions as the runtime makes them (models.silhouette_reference.version_inputs,
+    runtime.silhouette.silhouette_versions), each scored by models.search.search_min_shift (float64, search_eager per
+    shifted copy, the encoder in float64) against its memories (``memories``: models.silhouette_reference.
+    lever_memories, the dil version with the paired rows), the least weighted score taken (``combine``:
+    runtime.silhouette.silhouette_min), vs ``Scorer.score`` of the full configuration (variant "auto", CPU
+    provider) on the raw frame, both started as the per-frame parity run was (``starts[i]``). The parity report's
+    "silhouette": per frame both combined scores, both winners and each version's scores; "passed" (the combined
+    scores within ``tolerance``, relative, the graphs' own tolerance: the min of scores that each agree)."""
+    import torch
+
+    from edge_ad.models.search import search_min_shift
+    from edge_ad.models.silhouette_reference import combine, version_inputs
+    from edge_ad.runtime.silhouette import VERSIONS
+    spec = spec or getattr(G, "preprocess", None) or PreprocessSpec()
+    plain = cfg.replace(silhouette_versions_weight=0.0)
+    scorer = _scorer_loader(out_dir, cfg, "auto", threads)()
+    rows = []
+    try:
+        for fr, start in zip(frames, starts):
+            X, made = version_inputs([(fr["rgb"], fr["depth"])], spec)          # {version: (1, C, R, R)}
+            per = {v: np.array([search_min_shift(G, X[v][0], plain, z0=start.get("z0"), seed=start.get("seed"),
+                                                 dtype=torch.float64, encoder=E64, latent_bank=memories[v][0],
+                                                 eager=True, pixel_memory=memories[v][1]).score
+                                if made[v][0] else np.nan]) for v in VERSIONS}
+            ref, won = combine(per, cfg.silhouette_versions_weight)
+            got = scorer.score(fr["rgb"], fr["depth"], check_faults=False, **start)   # numerics, as the reference
+            rows.append({"frame": fr["id"], "reference_score": float(ref[0]), "onnx_score": got.score,
+                         "rel_diff": _rel_diff(got.score, float(ref[0])),
+                         "reference_version": won[0], "onnx_version": got.silhouette_version,
+                         "reference_scores": {v: float(p[0]) for v, p in per.items() if made[v][0]},
+                         "onnx_scores": dict(got.silhouette_scores)})
+    finally:
+        _close(scorer)                       # its sessions released now (audit 29 #9)
+    worst = max((r["rel_diff"] for r in rows), default=float("inf"))
+    won = ", ".join(f"{r['frame']}: {r['onnx_version']}" for r in rows)
+    return {"weight": cfg.silhouette_versions_weight, "frames": rows, "max_rel_diff": worst,
+            "tolerance": tolerance, "passed": bool(rows) and worst <= tolerance,
+            "summary": (f"silhouette lever (min(S_id, {cfg.silhouette_versions_weight:g} S_ero, S_dil) over each raw "
+                        f"frame's versions) over {len(rows)} frames: max relative score difference {worst:.2e}, "
+                        f"tolerance {tolerance:g} (won: {won})")}

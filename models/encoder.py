@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edge_ad.runtime.config import SearchConfig, make_z0
-from edge_ad.runtime.latent_memory import BankLayout, LatentMemory, latent_memory
+from edge_ad.runtime.latent_memory import BankLayout, latent_memory
 from edge_ad.runtime.preprocess import PreprocessSpec
 
 from .data import geometric, photometric, to_tensor
@@ -166,5 +166,5 @@ def latent_distances(E: Encoder, X: np.ndarray, bank: np.ndarray, cfg: SearchCon
     bank_trusted_augment; ``bank_rows_per_frame`` the bank's layout: its augment list, or 1 + len(augment)
     when no augmentation is trusted), or a runtime LatentMemory already prepared (used as it is, e.g. the
     silhouette lever's bank + paired rows): float64 (N,). ``latents``: E(X) if already computed."""
-    memory = bank if isinstance(bank, LatentMemory) else latent_memory(bank, cfg, bank_rows_per_frame)
+    memory = latent_memory(bank, cfg, bank_rows_per_frame)
     return np.array([memory.distance(e) for e in (encoder_latents(E, X) if latents is None else latents)])

@@ -70,12 +70,14 @@ class ScoreLog:
     its end (a signal, a lost session) loses at most one chunk and the same command continues where it stopped.
     Line 1: {"settings": what the scores depend on (model file sha256, configuration, preprocessing, seed, each
     group's frame count and content sha256)}; then one line per scored chunk: {"group", "start", "scores": [...]}
-    (appended, flushed and fsync'ed). A file of other settings is refused (ValueError naming what differs); a
+    (and, for a model with the silhouette lever, "won": the winning version of each frame; appended, flushed and
+    fsync'ed). A file of other settings is refused (ValueError naming what differs); a
     torn last line (a kill mid-write) is ignored. ``done()`` removes it once the report holds the scores."""
 
     def __init__(self, out_dir: Path, settings: dict):
         self.path = Path(out_dir) / PARTIAL_SCORES
         self.scores: dict = {}
+        self.winners: dict = {}     # group -> the silhouette lever's winning version per scored frame (lever only)
         self._known: dict = {}      # frames key -> the scores of an evaluated group of those very frames (``know``)
         settings = json.loads(json.dumps(settings))          # as it reads back (tuples -> lists)
         if self.path.exists():
@@ -95,7 +97,10 @@ class ScoreLog:
                     rec = json.loads(line)
                     got = self.scores.setdefault(rec["group"], [])
                     if rec["start"] == len(got):
+                        won = [str(v) for v in rec["won"]] if "won" in rec else None
                         got.extend(float(x) for x in rec["scores"])
+                        if won is not None:
+                            self.winners.setdefault(rec["group"], []).extend(won)
                 except (ValueError, KeyError, TypeError):
                     break                                       # a torn last line: the chunk is scored again
         else:
@@ -116,33 +121,50 @@ class ScoreLog:
         """The nuisance suite's scorings (one perturbed group each) kept so far."""
         return sum(bool(v) for k, v in self.scores.items() if k.startswith(NUISANCE_KEY))
 
-    def know(self, X: np.ndarray, scores) -> None:
+    def won(self, group: str) -> list:
+        """The silhouette lever's winning version of each of ``group``'s frames scored so far ([] without the lever)."""
+        return self.winners.setdefault(group, [])
+
+    def know(self, X: np.ndarray, scores, won: Optional[list] = None) -> None:
         """``scores`` (N,) are the scores of the frames X (N, C, R, R) (an evaluated group, already kept under its
-        name): ``kept_scores`` of the very same frames (the nuisance suite's clean row) takes them instead of
-        scoring them a second time."""
+        name; ``won``: the silhouette lever's winning versions [N]): ``kept_scores`` of the very same frames (the
+        nuisance suite's clean row) takes them instead of scoring them a second time."""
         if len(scores) == len(X):
-            self._known[_frames_key(X)] = np.asarray(scores, dtype=float)
+            s = np.asarray(scores, dtype=float)
+            self._known[_frames_key(X)] = s if won is None else (s, list(won))
 
     def kept_scores(self, X: np.ndarray, score):
         """``score(X)`` (X: (N, C, R, R) perturbed frames of the nuisance suite), kept under the sha256 of X: the
         same frames again (the same command after a stop) take the kept scores instead of being scored again,
-        and frames of an evaluated group (``know``: the suite's clean row) take that group's scores."""
+        and frames of an evaluated group (``know``: the suite's clean row) take that group's scores. ``score`` may
+        return (scores (N,), winning versions [N]) (the silhouette lever): then so does this, both kept."""
         key = _frames_key(X)
         if key in self._known:
-            return self._known[key].copy()
+            k = self._known[key]
+            return (k[0].copy(), list(k[1])) if isinstance(k, tuple) else k.copy()
         kept = self.scored(key)
         if len(kept) == len(X):
-            return np.asarray(kept, dtype=float)
-        out = np.asarray(score(X), dtype=float)
+            won = self.won(key)
+            s = np.asarray(kept, dtype=float)
+            return (s, list(won)) if len(won) == len(X) else s
+        out = score(X)
+        s, won = (np.asarray(out[0], dtype=float), list(out[1])) if isinstance(out, tuple) else \
+            (np.asarray(out, dtype=float), None)
         if not kept:
-            self.add(key, out)
-        return out
+            self.add(key, s, won)
+        return s if won is None else (s, won)
 
-    def add(self, group: str, scores) -> None:
-        """Append the next chunk of ``group``'s scores (it follows the ones made so far)."""
+    def add(self, group: str, scores, won: Optional[list] = None) -> None:
+        """Append the next chunk of ``group``'s scores (it follows the ones made so far); ``won``: the silhouette
+        lever's winning version of each (a model with the lever)."""
         got = self.scored(group)
-        self._append({"group": group, "start": len(got), "scores": [float(x) for x in scores]})
+        rec = {"group": group, "start": len(got), "scores": [float(x) for x in scores]}
+        if won is not None:
+            rec["won"] = [str(v) for v in won]
+        self._append(rec)
         got.extend(float(x) for x in scores)
+        if won is not None:
+            self.won(group).extend(str(v) for v in won)
 
     def _append(self, rec: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -212,13 +234,16 @@ def threshold_rates(normal: np.ndarray, anomalous: np.ndarray, threshold: float)
 
 def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, nuisances: Mapping[str, object],
                    spec, threshold: float, seed: int = 0, baseline_fn=None, progress=None,
-                   baseline_spec=None) -> dict:
+                   baseline_spec=None, score_raw: bool = False) -> dict:
     """Detection under everyday nuisances (runtime/nuisance/), each applied to the RAW frames of
     every group before preprocessing.
 
     score_fn(X) / baseline_fn(X): scores (N,) of preprocessed frames X (N, 4, R, R) float32; raw_groups:
     {group: [(rgb, depth)]}, normal_name the normal group; nuisances: {label: nuisance} (the clean
-    condition is added first); baseline_spec: the baseline's preprocessing (default ``spec``). Frame i of
+    condition is added first); baseline_spec: the baseline's preprocessing (default ``spec``). ``score_raw`` (a model
+    with the silhouette lever, whose versions are made on the raw frame as the runtime sees it, after the nuisance):
+    score_fn(X, frames) takes the perturbed raw frames [(rgb, depth)] too and returns (scores (N,), winning versions
+    [N]); each row then also holds "silhouette_winners": {group: {version: frames it won}}. Frame i of
     group g under nuisance number k draws its noise from
     nuisance.frame_rng(seed, 100000 * g + i, k). Returns {"conditions": {label: {auroc, per_class,
     false_alarm_rate, anomalies_flagged, baseline_auroc, scores: {group: [N]}, frames_without_foreground:
@@ -232,9 +257,10 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
     out = {}
     items = list(conditions.items())
     for k, (label, nuis) in enumerate(progress(items) if progress else items):
-        X, XB, empty = {}, {}, {}
+        X, XB, empty, perturbed = {}, {}, {}, {}
         for g, (name, frames) in enumerate(raw_groups.items()):
             raw = [f if nuis is None else nuis(*f, frame_rng(seed, 100000 * g + i, k)) for i, f in enumerate(frames)]
+            perturbed[name] = raw
             u8 = np.stack([frame_to_uint8(*f, spec) for f in raw])                      # (N, R, R, 4)
             empty[name] = int((u8[..., 3] == 0).all((1, 2)).sum())                      # depth all background
             X[name] = normalize_uint8(u8, spec)                                         # (N, 4, R, R)
@@ -246,7 +272,14 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
             out[label] = {"skipped": "no foreground left in any frame (depth all background): nothing to score",
                           "frames_without_foreground": empty}
             continue
-        s = {name: np.asarray(score_fn(x), float) for name, x in X.items()}
+        winners = None
+        if score_raw:
+            from .silhouette_reference import winner_counts
+            got = {name: score_fn(x, perturbed[name]) for name, x in X.items()}
+            s = {name: np.asarray(v[0], float) for name, v in got.items()}
+            winners = {name: winner_counts(v[1]) for name, v in got.items()}
+        else:
+            s = {name: np.asarray(score_fn(x), float) for name, x in X.items()}
         normal = s.pop(normal_name)
         anomalous = np.concatenate(list(s.values()))
         row = {"auroc": detection_metrics(normal, anomalous)["auroc"],
@@ -255,6 +288,8 @@ def nuisance_suite(score_fn, raw_groups: Mapping[str, list], normal_name: str, n
                # per-frame scores {group: [N]}, so rates at any other threshold can be read off later
                "scores": {normal_name: normal.tolist(), **{name: v.tolist() for name, v in s.items()}},
                "frames_without_foreground": empty}
+        if winners is not None:
+            row["silhouette_winners"] = winners
         if baseline_fn is not None:
             b = {name: np.asarray(baseline_fn(x), float) for name, x in XB.items()}
             bn = b.pop(normal_name)
@@ -280,6 +315,21 @@ def nuisance_table(suite: dict) -> str:
             continue
         lines.append(f"{label:28s} {r['auroc']:6.3f} {r['false_alarm_rate']:12.1%} {r['anomalies_flagged']:8.1%}"
                      + (f"  {r['baseline_auroc']:11.3f}" if has_b else ""))
+    return "\n".join(lines)
+
+
+def winners_table(winners: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
+    """The silhouette lever's winning versions as a text table: one row per condition of ``winners`` ({condition:
+    {group: {version: frames it won}}}), per group the counts "id/ero/dil" (runtime.silhouette.VERSIONS' order)."""
+    from edge_ad.runtime.silhouette import VERSIONS
+    groups = list(next(iter(winners.values()), {}))
+    width = max([12] + [len(g) + 2 for g in groups])
+    head = f"{'condition':28s} " + " ".join(f"{g:>{width}s}" for g in groups)
+    lines = [f"frames won by each silhouette version ({'/'.join(VERSIONS)}), per group:", head, "-" * len(head)]
+    for label, per in winners.items():
+        lines.append(f"{label:28s} " + " ".join(
+            f"{'/'.join(str(per[g].get(v, 0)) for v in VERSIONS):>{width}s}" if g in per else f"{'-':>{width}s}"
+            for g in groups))
     return "\n".join(lines)
 
 

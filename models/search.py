@@ -166,7 +166,8 @@ def search_min_shift(G: Generator, x, cfg: SearchConfig, z0=None, seed: Optional
     """One frame x (C, H, W) scored as the runtime's ``Scorer.score_input`` scores it, shift-min included:
     every copy x' = shift_frame(x, dy, dx), (dy, dx) in shift_offsets(cfg.score_shift_radius), searched
     (``search``, or ``search_eager`` when ``eager``) with its own E(x') (z_init "encoder": z0 = E(x') +
-    z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank), and the FRAME's
+    z_init_sigma * make_z0(n_seed, z_dim, seed)) and latent distance d(E(x'), latent_bank) (N, z_dim) (or a runtime
+    LatentMemory already prepared, used as it is: the silhouette lever's dil version), and the FRAME's
     pixel distance to ``pixel_memory`` (runtime.pixel_memory.PixelMemory.frame_distance(x, pixel_shift_radius),
     score_pixel_power > 0), one factor for every copy; an explicit
     z0 is used for every copy (neither z0 nor seed: one random seed for all copies);

@@ -206,7 +206,10 @@ def latent_memory(bank: np.ndarray, cfg: SearchConfig, layout: Optional[BankLayo
     texts count as original rows: ``trusted_original_rows``) or only its rows per frame, 1 + len(augment)
     (``original_rows``). Raises ValueError: layout None (unknown) when cfg weighs the augmented rows
     (bank_augment_weight != 1); cfg.bank_trusted_augment non-empty without the augment list (an int or
-    None: which rows are whose copies is unknown); a trusted text not in the bank's augment list."""
+    None: which rows are whose copies is unknown); a trusted text not in the bank's augment list. A LatentMemory
+    already prepared (e.g. the silhouette lever's bank + paired rows, LatentMemory.with_rows) is returned as it is."""
+    if isinstance(bank, LatentMemory):
+        return bank
     if cfg.bank_trusted_augment and (layout is None or isinstance(layout, (int, np.integer))):
         raise ValueError(f"the scoring configuration {cfg.name!r} counts the latent bank's copies under "
                          f"{list(cfg.bank_trusted_augment)} as original rows (bank_trusted_augment), but the bank's "

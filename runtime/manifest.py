@@ -383,8 +383,15 @@ def _check_pixel_memory_entry(entry, files: dict, resolution: int, where) -> Non
 
 def parity_note(man: dict) -> Optional[str]:
     """What to say about a model whose search was not shown to match the PyTorch reference: its manifest's
-    "parity" is skipped (--no-parity: "passed" null) or failed; None when it passed (or predates the record)."""
+    "parity" is skipped (--no-parity: "passed" null) or failed, or passed with the silhouette lever off (a lever
+    model exported before the lever's own parity row: its combined score was never compared); None when it passed
+    (or predates the record)."""
     parity = man.get("parity")
+    if isinstance(parity, dict) and parity.get("passed") is True and "silhouette" not in parity \
+            and (man.get("search") or {}).get("silhouette_versions_weight", 0) > 0:
+        return ("parity checked with the silhouette lever OFF: the graphs match the PyTorch reference, but the "
+                "lever's combined score (the least over each frame's versions) was never compared with it; export "
+                "the checkpoint again for that row")
     if not isinstance(parity, dict) or parity.get("passed") is True:
         return None
     if parity.get("passed") is None:

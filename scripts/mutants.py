@@ -68,6 +68,8 @@ PIXEL_UNIT = ("tests/test_pixel_memory.py", "-k", "brute_force or nearer or fram
 PIXEL_BOUND = ("tests/test_pixel_memory.py", "-k", "bounded_search or frame_distances_equal")            # no export
 SILH = ("tests/test_silhouette_lever.py",)
 SILH_UNIT = ("tests/test_silhouette_lever.py", "-k", "recorded_as_before or weighted_min")          # no export
+SILH_EVAL = ("tests/test_silhouette_lever.py", "-k", "eval")
+SILH_PARITY = ("tests/test_silhouette_lever.py", "-k", "parity_checks")
 
 
 @dataclass(frozen=True)
@@ -1279,8 +1281,24 @@ MUTANTS = [
            "                if False:\n                    pd =", ("tests/test_silhouette_lever.py", "-k", "pixel_memory_pairs")),
     Mutant("silh-line-no-version", "runtime/capture.py", "    if won is not None:  # the silhouette lever",
            "    if False:  # the silhouette lever", ("tests/test_silhouette_lever.py", "-k", "result_lines")),
-    Mutant("silh-eval-unrefused", "edge_ad/commands/evaluate.py", "    if cfg.uses_silhouette_versions:\n        raise click",
-           "    if False:\n        raise click", SILH),
+    # edge-ad eval of a lever model (audit 33 #15 a): the reference scores the raw frames' versions as the runtime
+    Mutant("silh-eval-dil-plain-memory", "models/silhouette_reference.py", "        latent, pixels = memories[v]\n",
+           '        latent, pixels = memories["id"]\n', SILH_EVAL),
+    Mutant("silh-eval-unweighted", "models/silhouette_reference.py",
+           "scores, won = combine(per, cfg.silhouette_versions_weight)", "scores, won = combine(per, 1.0)", SILH_EVAL),
+    Mutant("silh-eval-suite-clean-frames", "models/evaluate.py", "got = {name: score_fn(x, perturbed[name]) for",
+           "got = {name: score_fn(x, raw_groups[name]) for", SILH_EVAL),
+    # export parity with the lever on (audit 33 #15 b): the combined score's own row, gating the export
+    Mutant("silh-parity-dil-plain-memory", "export/parity.py", "latent_bank=memories[v][0],",
+           'latent_bank=memories["id"][0],', SILH_PARITY),
+    Mutant("silh-parity-row-not-gating", "export/parity.py", '              and (lever is None or lever["passed"]))',
+           "              and True)", SILH_PARITY),
+    Mutant("silh-verify-no-lever-off-note", "runtime/manifest.py",
+           '            and (man.get("search") or {}).get("silhouette_versions_weight", 0) > 0:',
+           "            and False:", SILH_PARITY),
+    Mutant("silh-eval-log-drops-winners", "models/evaluate.py",
+           '                            self.winners.setdefault(rec["group"], []).extend(won)',
+           "                            pass", SILH_EVAL),
     # -- the TensorRT engine build (runtime/backends/tensorrt.py) ----------------------------------------------
     Mutant("trt-fp32-keeps-tf32", "runtime/backends/tensorrt.py",
            'if precision == "fp32":\n        config.clear_flag(trt.BuilderFlag.TF32)',

@@ -336,20 +336,151 @@ def _off(model_dir):
                        config=SearchConfig.from_dict({**man["search"], "silhouette_versions_weight": 0.0}))
 
 
-def test_eval_and_the_reference_search_refuse_the_lever(sphere, tmp_path):
-    """edge-ad eval and models.search.score_batch score preprocessed frames: a lever configuration is refused
-    naming it (never scored as one version without a word)."""
+def _runtime_rows(model_dir, groups: dict, rows: list) -> dict:
+    """{row: {group: (scores (N,), winners [N])}} of ``groups`` ({group: raw frames}) through the runtime
+    (Scorer.score_batch, frame i seeded frame_seed(0, i)), each row [(label, nuisance or None, k)] drawn as
+    edge-ad eval's nuisance suite draws it (frame i of group g: frame_rng(0, 100000 g + i, k))."""
+    from edge_ad.runtime.config import frame_seed
+    from edge_ad.runtime.nuisance import frame_rng
+    from edge_ad.runtime.scorer import Scorer
+    out = {}
+    with Scorer.load(model_dir, threads=1) as s:
+        for label, nuis, k in rows:
+            out[label] = {}
+            for g, (name, frames) in enumerate(groups.items()):
+                fr = [f if nuis is None else nuis(*f, frame_rng(0, 100000 * g + i, k)) for i, f in enumerate(frames)]
+                res = s.score_batch(fr, seeds=[frame_seed(0, i) for i in range(len(fr))], check_faults=False)
+                out[label][name] = (np.array([r.score for r in res]), [r.silhouette_version for r in res])
+    return out
+
+
+def _eval(ck, out, kinect_root, *extra):
     from click.testing import CliRunner
 
     from edge_ad.cli import main
+    res = CliRunner().invoke(main, ["eval", "--model", str(ck), "--data", str(kinect_root), "--class", "sphere",
+                                    "--max-per-class", "4", "--no-baselines", "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "report.json").read_text()), res.output
+
+
+def test_eval_scores_a_lever_model_as_the_runtime_does(sphere, kinect_root, tmp_path):
+    """edge-ad eval of a lever checkpoint (audit 33 #15 a): every raw frame's versions (after the nuisance, as the
+    runtime sees it) scored by the PyTorch reference with the dil version's paired rows, the least weighted score:
+    the report's clean and nuisance-suite scores equal the runtime's (Scorer.score_batch of the exported lever model
+    on the same draws) to float32 rounding, frame by frame, and so do the winners it counts per group (a 1-px erosion:
+    dil wins; edge spurs: ero, weighted). The table says who won. models.search.score_batch (preprocessed frames)
+    still refuses the lever."""
     from edge_ad.models.search import score_batch
-    ck = sphere[1].parent / "sphere-lever.pt"
-    res = CliRunner().invoke(main, ["eval", "--model", str(ck), "--normal", str(tmp_path), "--synth", "2",
-                                    "--out", str(tmp_path / "ev")])
-    assert res.exit_code != 0 and "silhouette lever" in res.output, res.output
+    from edge_ad.runtime.nuisance import parse_nuisance
+    from edge_ad.runtime.silhouette import VERSIONS
+    _, lever, _ = sphere
+    ck = lever.parent / "sphere-lever.pt"
+    texts = ["depth-edge-erode:1", "depth-edge-spurs:1"]
+    report, output = _eval(ck, tmp_path / "ev", kinect_root, *[a for t in texts for a in ("--nuisance-set", t)])
+    groups = {c: _val(kinect_root, c, 4) for c in ("sphere", "rectangle", "cylinder")}
+    runtime = _runtime_rows(lever, groups, [("clean", None, 0)] + [(t, parse_nuisance(t), k)
+                                                                  for k, t in enumerate(texts, start=1)])
+    conditions = report["nuisance"]["conditions"]
+    labels = dict(zip(["clean"] + texts, conditions))
+    won_by = {v: 0 for v in VERSIONS}
+    for row, label in labels.items():
+        for g, (scores, won) in runtime[row].items():
+            np.testing.assert_allclose(conditions[label]["scores"][g], scores, rtol=1e-4, err_msg=f"{row} {g}")
+            assert conditions[label]["silhouette_winners"][g] == {v: won.count(v) for v in VERSIONS}, (row, g)
+            for v in won:
+                won_by[v] += 1
+    for g, (scores, won) in runtime["clean"].items():                        # the evaluated groups themselves
+        np.testing.assert_allclose(report["scores"][g], scores, rtol=1e-4, err_msg=g)
+        assert report["silhouette"]["winners"][g] == {v: won.count(v) for v in VERSIONS}
+    assert report["silhouette"]["weight"] == W and report["search"]["silhouette_versions_weight"] == W
+    assert conditions[labels["depth-edge-erode:1"]]["silhouette_winners"]["sphere"]["dil"] >= 3
+    assert won_by["ero"] >= 3 and won_by["dil"] >= 3, won_by
+    assert "frames won by each silhouette version (id/ero/dil)" in output
     cfg = SearchConfig(z_init="encoder", score_latent_power=1.0, k=0, silhouette_versions_weight=2.0)
     with pytest.raises(ValueError, match="silhouette lever"):
         score_batch(None, np.zeros((1, 4, 64, 64), np.float32), cfg)
+
+
+def test_eval_of_a_model_without_the_lever_is_as_before(kinect_root, tmp_path):
+    """The shipped sphere.pt (no lever): eval's scores are models.search.score_batch's of the preprocessed frames, as
+    before the lever; no "silhouette" in the report, no winners in the suite's rows or the table."""
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator
+    from edge_ad.models.data import load_kinect, to_tensor
+    from edge_ad.models.search import score_batch
+    report, output = _eval(SPHERE, tmp_path / "ev", kinect_root, "--nuisance-set", "depth-edge-erode:1")
+    assert "silhouette" not in report and "silhouette" not in output
+    assert all("silhouette_winners" not in r for r in report["nuisance"]["conditions"].values())
+    st, G = CheckpointScoring.read(SPHERE), load_generator(SPHERE)
+    cfg, spec = st.search_config(), G.preprocess
+    for c in ("sphere", "rectangle", "cylinder"):
+        X = to_tensor(load_kinect(kinect_root, c, "val", spec)[1][:4], spec).numpy()
+        want = score_batch(G, X, cfg, seed=0, batch_frames=32, encoder=st.encoder(), latent_bank=st.latent_bank(),
+                           bank_rows_per_frame=st.bank_augment())
+        assert report["scores"][c] == [float(v) for v in want], c
+
+
+def test_eval_score_log_keeps_the_winners(tmp_path):
+    """A stopped lever eval continues from OUT/scores.partial.jsonl: the winners come back with the scores (an
+    eval's kept chunks and the suite's kept rows); a log without them (no lever) reads as before."""
+    from edge_ad.models.evaluate import ScoreLog
+    X = np.arange(2 * 4 * 2 * 2, dtype=np.float32).reshape(2, 4, 2, 2)
+    log = ScoreLog(tmp_path, {"a": 1})
+    log.add("sphere", [0.5, 0.25], ["id", "dil"])
+    log.add("plain", [1.0])
+    assert log.kept_scores(X, lambda _: (np.array([3.0, 4.0]), ["ero", "id"]))[1] == ["ero", "id"]
+    again = ScoreLog(tmp_path, {"a": 1})
+    assert again.scored("sphere") == [0.5, 0.25] and again.won("sphere") == ["id", "dil"]
+    assert again.scored("plain") == [1.0] and again.won("plain") == []
+    s, won = again.kept_scores(X, lambda _: pytest.fail("kept: not scored again"))
+    assert s.tolist() == [3.0, 4.0] and won == ["ero", "id"]
+    again.know(X[:1], [7.0], ["dil"])
+    assert again.kept_scores(X[:1], None)[1] == ["dil"]
+    assert "won" not in (tmp_path / "scores.partial.jsonl").read_text().splitlines()[2]
+
+
+def test_export_parity_checks_the_combined_score(sphere, kinect_root, tmp_path):
+    """Export's parity with the lever on (audit 33 #15 b): besides the graphs (checked with the lever off), a row of
+    the combined score: the parity frames' versions scored by the float64 reference (the dil version with its paired
+    rows), the min taken, against Scorer.score, within the parity tolerance, both winners recorded, in the summary;
+    a 1-px eroded frame is won by dil on both sides. edge-ad verify says nothing more of it; a lever export whose
+    parity lacks the row (exported before it) gets a note."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    from edge_ad.export.exporter import export_model
+    from edge_ad.export.parity import default_parity_frames
+    _, lever, _ = sphere
+    ck = lever.parent / "sphere-lever.pt"
+    frames = default_parity_frames(kinect_root, "sphere")
+    eroded = DepthEdgeErode(1)(frames[0]["rgb"], frames[0]["depth"])
+    frames.append({"id": "sphere/eroded", "label": "normal", "rgb": eroded[0], "depth": eroded[1]})
+    man = export_model(ck, tmp_path / "m", parity_frames=frames, **QUIET)
+    par = man["parity"]
+    row = par["silhouette"]
+    assert par["passed"] and row["passed"] and row["tolerance"] == par["tolerance"] and row["weight"] == W
+    assert len(row["frames"]) == 3 and row["max_rel_diff"] <= par["tolerance"]
+    for r in row["frames"]:
+        assert r["reference_version"] == r["onnx_version"] and set(r["onnx_scores"]) == set(VERSIONS)
+        assert r["reference_scores"] == pytest.approx(r["onnx_scores"], rel=par["tolerance"])
+    assert row["frames"][2]["onnx_version"] == "dil" and "silhouette lever" in par["summary"]
+    ok = CliRunner().invoke(main, ["verify", str(tmp_path / "m")])
+    assert ok.exit_code == 0 and "lever OFF" not in ok.output and "parity check" not in ok.output, ok.output
+    # the reference given other paired rows (the eroded frame's own opened frame, the export's do not hold it): the
+    # row fails, and so does the parity check
+    from edge_ad.export.parity import check_parity
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.runtime.silhouette import opened_inputs
+    st, G = CheckpointScoring.read(ck), load_generator(ck)
+    own = encoder_latents(st.encoder(), opened_inputs(frames[0]["rgb"], frames[0]["depth"], G.preprocess))
+    bad = check_parity(G, tmp_path / "m", st.search_config(), frames[2:], check_fp64=False, threads=1,
+                       encoder=st.encoder(), latent_bank=st.latent_bank(), bank_rows_per_frame=st.bank_augment(),
+                       silhouette=(own.astype(np.float32), None), log=lambda *a: None)
+    assert not bad["silhouette"]["passed"] and not bad["passed"] and "FAILED" in bad["summary"], bad["summary"]
+    old = edit_manifest(tmp_path / "m", tmp_path / "old", lambda m: m["parity"].pop("silhouette"))
+    said = CliRunner().invoke(main, ["verify", str(old)])
+    assert said.exit_code == 0 and "silhouette lever OFF" in said.output, said.output
 
 
 def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):

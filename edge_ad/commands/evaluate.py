@@ -1,5 +1,7 @@
 """``edge-ad eval``: score normal and anomalous frames with the PyTorch reference search and report
-AUROC / AP / F1-max per anomalous class, with ROC and histogram PNGs."""
+AUROC / AP / F1-max per anomalous class, with ROC and histogram PNGs. A model with the silhouette lever
+(runtime/silhouette.py) is scored from the raw frames: each frame's versions as the runtime makes them, each scored by
+the reference, the least weighted score (models/silhouette_reference.py); the report also counts the winners."""
 from __future__ import annotations
 
 import contextlib
@@ -113,6 +115,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                      score_pixel_power=pixel_power, pixel_shift_radius=pixel_shift_radius)
     stored, cfg, spec = _scoring_configuration(model_path, scoring, overrides)
     encoder, bank, bank_rows, pixels = _model_memories(model_path, stored, cfg, spec)
+    lever = _lever_memories(model_path, stored, cfg, spec, G, bank, bank_rows, pixels)   # None without the lever
     groups, normal_name = _read_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, spec)
     _say_if_trained_on(stored, Path(data) / cls if data and cls else normal_dir)
     if max_per_class:
@@ -123,6 +126,13 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     if nuisance or nuisance_set:
         suite, raw = _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_dirs, synth_n, seed,
                                           max_per_class)
+    if lever is not None:                        # the lever's versions are made on the raw frames
+        raw = raw or _read_raw(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+        odd = [f"{g} ({len(raw.get(g, ()))} raw, {len(v)} evaluated)" for g, v in groups.items()
+               if len(raw.get(g, ())) != len(v)]
+        if odd:
+            raise click.ClickException(f"the raw frames read for the silhouette lever are not the evaluated frames: "
+                                       f"{', '.join(odd)}")
     with _out_lock(out_dir):      # one eval per --out at a time: a second one into it is refused at once
         n_total = sum(len(v) for v in groups.values())
         try:   # the scores so far, kept as they are made: a stopped eval continues where it stopped (same settings)
@@ -137,7 +147,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
         with _stopped_says(log, n_total):
             # -- the work: every frame scored (kept as it is made), then the baselines and the nuisance suite --
             scores, secs = _score_groups(G, groups, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
-                                         tqdm, log)
+                                         tqdm, log, lever, raw)
             normal = scores.pop(normal_name)
             extra = {"model": str(model_path), "model_sha256": _file_sha256(model_path),
                      "search": cfg.to_dict(), "scoring": scoring,
@@ -145,6 +155,8 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
                      "max_per_class": max_per_class, "seconds_per_frame": secs / max(n_total - resumed, 1),
                      "batch_frames": batch_frames if not cfg.updates_weights else 0,
                      "torch_threads": torch.get_num_threads()}
+            if lever is not None:
+                extra["silhouette"] = _lever_record(cfg, groups, log)
             if baselines and data and cls and baselines_skipped is None:
                 try:
                     extra["baselines"], extra["baseline_definitions"] = _baselines(data, cls, split, spec, groups,
@@ -157,7 +169,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
             if suite is not None:
                 extra["nuisance"] = _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, normal,
                                               calibrate_fpr, suite, nuisance_seed, data, cls, raw, normal_name, spec,
-                                              baselines and baselines_skipped is None, pixels, log)
+                                              baselines and baselines_skipped is None, pixels, log, lever)
             report = write_report(Path(out_dir), normal_name, normal, scores, calibrate_fpr=calibrate_fpr, extra=extra)
             if (report.get("threshold") or {}).get("warning"):
                 click.echo(f"warning: {Path(out_dir) / 'threshold.json'}: {report['threshold']['warning']}", err=True)
@@ -251,11 +263,6 @@ def _scoring_configuration(model_path, scoring: str, overrides: dict):
         raise click.ClickException(str(e))
     except ValueError as e:
         raise click.UsageError(str(e))
-    if cfg.uses_silhouette_versions:
-        raise click.ClickException(f"{model_path}: the scoring configuration {cfg.name!r} uses the silhouette lever "
-                                   "(silhouette_versions_weight > 0): its versions are made on the raw frames, which "
-                                   "edge-ad eval's PyTorch reference search does not score; export the model and score "
-                                   "it with the runtime (Scorer.score_batch, edge-ad batch)")
     try:
         check_shift_fill(spec or PreprocessSpec(), cfg.score_shift_radius)
         if cfg.uses_pixel_memory:
@@ -297,6 +304,33 @@ def _model_memories(model_path, stored, cfg, spec):
     except ValueError as e:      # CheckpointError, or the bank's layout
         raise click.ClickException(str(e) if isinstance(e, CheckpointError) else f"{model_path}: {e}")
     return encoder, bank, bank_rows, pixels
+
+
+def _lever_memories(model_path, stored, cfg, spec, G, bank, bank_rows, pixels) -> Optional[dict]:
+    """The silhouette lever's {version: (latent memory, pixel memory)} (models.silhouette_reference.lever_memories;
+    the dil version's paired rows from the checkpoint, export's rule: export.exporter.resolve_silhouette_rows), None
+    without the lever; a checkpoint without its paired rows is a one-line error before any frame is scored."""
+    if not cfg.uses_silhouette_versions:
+        return None
+    from edge_ad.export.errors import ExportError
+    from edge_ad.export.exporter import resolve_silhouette_rows
+    from edge_ad.models.silhouette_reference import lever_memories
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    try:
+        rows, opened = resolve_silhouette_rows(cfg, stored, G.cfg.z_dim, G.cfg.resolution)
+        return lever_memories(cfg, spec or PreprocessSpec(), bank, bank_rows, pixels, rows, opened)
+    except (ExportError, ValueError) as e:
+        raise click.ClickException(f"{model_path}: {e}")
+
+
+def _lever_record(cfg, groups: dict, log) -> dict:
+    """report.json's "silhouette": the lever's weight, how a frame is scored, and per group how many frames each
+    version won (the clean frames; the nuisance suite's rows hold their own)."""
+    from edge_ad.models.silhouette_reference import winner_counts
+    return {"weight": cfg.silhouette_versions_weight,
+            "score": "min(S_id, w_e * S_ero, S_dil) over each raw frame's silhouette versions (runtime/silhouette.py), "
+                     "each version scored by the PyTorch reference, the dil version also against the paired rows",
+            "winners": {name: winner_counts(log.won(name)) for name in groups}}
 
 
 def _say_if_trained_on(stored, normal_folder) -> None:
@@ -395,19 +429,13 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
     """The nuisance suite ({name: Nuisance}: --nuisance-set's, else the default one) and the raw frames it
     perturbs ({group: [(rgb (H, W, 3), depth (H, W))]}), read before any scoring; a nuisance that would move
     the content out of the smallest frame is refused, and so is a blur whose kernel is as wide as its smaller side."""
-    from edge_ad.models.data import DataError
     from edge_ad.runtime.nuisance import DEFAULT_SUITE, parse_nuisance, too_large_for
     try:
         suite = nuisance_rows(nuisance_set or DEFAULT_SUITE, parse_nuisance)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--nuisance-set")
-    from edge_ad.runtime.preprocess import FrameError
-    from edge_ad.runtime.sources import SourceError
-    try:   # the raw frames, read before any scoring (the shift check below needs their size)
-        from edge_ad.models.evaluate import raw_groups
-        raw = raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
-    except (SourceError, FrameError, DataError, OSError) as e:
-        raise click.ClickException(f"reading the raw frames for the nuisance suite: {e}")
+    # the raw frames, read before any scoring (the shift check below needs their size)
+    raw = _read_raw(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class, "the nuisance suite")
     height = min(rgb.shape[0] for frames in raw.values() for rgb, _ in frames)
     width = min(rgb.shape[1] for frames in raw.values() for rgb, _ in frames)
     for label, n in suite.items():
@@ -417,30 +445,54 @@ def _read_nuisance_suite(nuisance_set, data, cls, split, normal_dir, anomalous_d
     return suite, raw
 
 
+def _read_raw(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class,
+              what: str = "the silhouette lever") -> dict:
+    """The raw frames of the evaluated groups ({group: [(rgb (H, W, 3), depth (H, W))]}, models.evaluate.raw_groups),
+    read before any scoring; one that cannot be read is a one-line error naming ``what`` needs them."""
+    from edge_ad.models.data import DataError
+    from edge_ad.models.evaluate import raw_groups
+    from edge_ad.runtime.preprocess import FrameError
+    from edge_ad.runtime.sources import SourceError
+    try:
+        return raw_groups(data, cls, split, normal_dir, anomalous_dirs, synth_n, seed, max_per_class)
+    except (SourceError, FrameError, DataError, OSError) as e:
+        raise click.ClickException(f"reading the raw frames for {what}: {e}")
+
+
 def _score_groups(G, groups: dict, spec, cfg, seed, batch_frames, encoder, bank, bank_rows, pixels,
-                  tqdm, log) -> tuple[dict, float]:
+                  tqdm, log, lever: Optional[dict] = None, raw: Optional[dict] = None) -> tuple[dict, float]:
     """Every group's frames (uint8 (N, R, R, 4), preprocessed with ``spec``) scored by the PyTorch reference
     search (models.search.score_batch), a ``tqdm`` progress bar per group: ({group: scores (N,)}, seconds).
     Scored in chunks (--batch-frames for a z-only configuration, else SCORE_CHUNK frames), each appended to
     ``log`` (models.evaluate.ScoreLog) as it is made; the chunks an earlier run made are kept, not scored again,
-    and frame i keeps its seed (score_batch's first_index): the scores of one uninterrupted run."""
+    and frame i keeps its seed (score_batch's first_index): the scores of one uninterrupted run. With the silhouette
+    lever (``lever``: its memories, ``_lever_memories``) the frames scored are ``raw``'s (the same frames, raw): each
+    one's versions (models.silhouette_reference.score_versions), the winners kept in ``log`` too."""
     import numpy as np
 
     from edge_ad.models.data import to_tensor
     from edge_ad.models.search import score_batch
+    from edge_ad.models.silhouette_reference import score_versions
+    from edge_ad.runtime.preprocess import PreprocessSpec
     chunk = batch_frames if batch_frames > 0 and not cfg.updates_weights else SCORE_CHUNK
     scores, t0 = {}, time.perf_counter()
     for name, arr in groups.items():
         X = to_tensor(arr, spec).numpy()                                          # (N, 4, R, R)
         with tqdm(total=len(X), initial=len(log.scored(name)), desc=f"scoring {name}", unit="frame") as bar:
             for start in range(len(log.scored(name)), len(X), chunk):
-                part = score_batch(G, X[start:start + chunk], cfg, seed=seed, batch_frames=batch_frames,
-                                   encoder=encoder, latent_bank=bank, bank_rows_per_frame=bank_rows,
-                                   pixel_memory=pixels, first_index=start)
-                log.add(name, part)
+                if lever is not None:
+                    part, won, _ = score_versions(G, raw[name][start:start + chunk], cfg, lever, spec or PreprocessSpec(),
+                                                  seed=seed, first_index=start, batch_frames=batch_frames,
+                                                  encoder=encoder)
+                else:
+                    part, won = score_batch(G, X[start:start + chunk], cfg, seed=seed, batch_frames=batch_frames,
+                                            encoder=encoder, latent_bank=bank, bank_rows_per_frame=bank_rows,
+                                            pixel_memory=pixels, first_index=start), None
+                log.add(name, part, won)
                 bar.update(len(part))
         scores[name] = np.asarray(log.scored(name), dtype=float)
-        log.know(X, scores[name])       # the nuisance suite's clean row: these frames, scored once
+        # the nuisance suite's clean row: these frames, scored once
+        log.know(X, scores[name], log.won(name) if lever is not None else None)
     return scores, time.perf_counter() - t0
 
 
@@ -451,6 +503,9 @@ def _echo_results(report: dict, anomalous: list, normal_name: str, extra: dict, 
     for name in anomalous + ["overall"]:
         click.echo(f"{normal_name} vs {name:9s} AUROC {m[name]['auroc']:.3f}  AP {m[name]['ap']:.3f}  "
                    f"F1max {m[name]['f1_max']:.3f} @ {m[name]['f1_threshold']:.4g}")
+    if extra.get("silhouette"):
+        from edge_ad.models.evaluate import winners_table
+        click.echo(winners_table({"clean": extra["silhouette"]["winners"]}))
     if extra.get("baselines"):
         n_train = next(iter(extra["baseline_definitions"].values()))["train_frames"]
         click.echo(f"baselines against the {n_train} {cls} train frames (plain preprocessing: the issues' "
@@ -467,15 +522,21 @@ def _echo_results(report: dict, anomalous: list, normal_name: str, extra: dict, 
         nu = extra["nuisance"]
         click.echo(f"nuisance suite (threshold {nu['threshold']:.4g}, {nu['threshold_source']}):")
         click.echo(nuisance_table(nu))
+        if extra.get("silhouette"):
+            from edge_ad.models.evaluate import winners_table
+            click.echo(winners_table({label: r["silhouette_winners"] for label, r in nu["conditions"].items()
+                                      if "silhouette_winners" in r}))
         if nu.get("baseline"):
             click.echo(f"NN baseline column: {nu['baseline']}")
 
 
 def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clean_normal, calibrate_fpr, suite,
-              nuisance_seed, data, cls, raw, normal_name, spec, baselines, pixels=None, log=None) -> dict:
+              nuisance_seed, data, cls, raw, normal_name, spec, baselines, pixels=None, log=None, lever=None) -> dict:
     """The nuisance suite on ``raw`` (``models.evaluate.raw_groups``) at the model's threshold (the checkpoint's
     calibrated one when it carries one for this configuration and ``spec`` is the checkpoint's
-    preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr)."""
+    preprocessing; else calibrated now on the clean normal frames at --calibrate-fpr). With the silhouette lever
+    (``lever``: its memories) each perturbed raw frame's versions are scored (models.silhouette_reference), and each
+    row counts the winners."""
     from tqdm import tqdm
 
     from edge_ad.models.data import DataError, load_kinect, to_tensor
@@ -500,13 +561,22 @@ def _nuisance(G, cfg, encoder, bank, bank_rows, seed, batch_frames, stored, clea
             baseline_fn = lambda X: nearest_neighbour_scores(train, X, fg_power=1.0)   # noqa: E731
         except DataError as e:
             baseline_skipped = f"the {cls} 'train' split of --data could not be read: {e}"
-    score = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
-                                  latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels)
-    # each perturbed group's scores kept in ``log`` (ScoreLog) as made: a stopped eval does not redo them
-    score_fn = score if log is None else (lambda X: log.kept_scores(X, score))  # noqa: E731
+    if lever is not None:   # the versions of the perturbed raw frames (X: their own inputs, the log's key)
+        from edge_ad.models.silhouette_reference import score_versions
+
+        def score_fn(X, frames):
+            def score(_):
+                return score_versions(G, frames, cfg, lever, spec or PreprocessSpec(), seed=seed,
+                                      batch_frames=batch_frames, encoder=encoder)[:2]
+            return score(X) if log is None else log.kept_scores(X, score)
+    else:
+        score = lambda X: score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=encoder,  # noqa: E731
+                                      latent_bank=bank, bank_rows_per_frame=bank_rows, pixel_memory=pixels)
+        # each perturbed group's scores kept in ``log`` (ScoreLog) as made: a stopped eval does not redo them
+        score_fn = score if log is None else (lambda X: log.kept_scores(X, score))  # noqa: E731
     res = nuisance_suite(score_fn, raw, normal_name, suite, spec, threshold, seed=nuisance_seed,
                          baseline_fn=baseline_fn, progress=lambda it: tqdm(it, desc="nuisance suite", unit="condition"),
-                         baseline_spec=plain)
+                         baseline_spec=plain, score_raw=lever is not None)
     res["threshold_source"] = source
     res["baseline"] = (f"{NUISANCE_BASELINE}, the header's baseline of that name: nearest-neighbour MSE per "
                        "foreground pixel vs the class's train frames, without the model's colour_norm / align / "

@@ -293,42 +293,19 @@ def silhouette_rows(E, data, cls, spec, with_pixels: bool) -> tuple:
 
 def lever_scores(G, E, cfg, frames, memories: dict, pixels=None, opened=None, exclude=None,
                  batch_frames: int = 50) -> "np.ndarray":
-    """(N,) silhouette-lever scores of raw ``frames`` [(rgb, depth)], made by the PyTorch reference
-    (models.search.score_batch, the lever off) on each version (runtime.silhouette.silhouette_versions, the inputs as
-    runtime.scorer.frame_input makes them; a version whose input cannot be made is left out, as Scorer.score does),
-    then runtime.silhouette.silhouette_min. ``memories``: {version: the runtime LatentMemory it is measured against}
-    (id, ero: the bank; dil: the bank + the paired rows); ``pixels`` / ``opened``: the pixel memory and the opened
-    frames' (runtime PixelMemory) when cfg has the pixel factor (the dil version: the nearer of the two,
-    runtime.silhouette.PairedPixelMemory);
+    """(N,) silhouette-lever scores of raw ``frames`` [(rgb, depth)] by the PyTorch reference
+    (models.silhouette_reference.score_versions: the versions as the runtime makes them, each scored by
+    models.search.score_batch with the lever off, runtime.silhouette's min; edge-ad eval's scoring of a lever model).
+    ``memories``: {version: the runtime LatentMemory it is measured against} (id, ero: the bank; dil: the bank + the
+    paired rows); ``pixels`` / ``opened``: the pixel memory and the opened frames' (runtime PixelMemory) when cfg has
+    the pixel factor (the dil version: the nearer of the two, runtime.silhouette.PairedPixelMemory);
     ``exclude``: pixel-memory frames left out (held-out scoring)."""
-    import numpy as np
-
-    from edge_ad.models.search import score_batch
-    from edge_ad.runtime.preprocess import FrameError
-    from edge_ad.runtime.scorer import frame_input
-    from edge_ad.runtime.silhouette import VERSIONS, PairedPixelMemory, silhouette_min, silhouette_versions
-    plain = cfg.replace(silhouette_versions_weight=0.0)
-    raw = [silhouette_versions(*f, G.preprocess.resolution) for f in frames]
-    scores = [{} for _ in frames]
-    for v in VERSIONS:
-        idx, X = [], []
-        for i, vs in enumerate(raw):
-            try:
-                X.append(frame_input(*vs[v], G.preprocess, check_faults=False))       # (4, R, R)
-                idx.append(i)
-            except FrameError:
-                if v == "id":
-                    raise
-        X = np.stack(X)
-        pd = None
-        if cfg.uses_pixel_memory:
-            memory = PairedPixelMemory(pixels, opened) if v == "dil" else pixels
-            pd = memory.frame_distances(X, cfg.pixel_shift_radius, exclude, gain=cfg.pixel_gain_limits)
-        s = score_batch(G, X, plain, seed=0, batch_frames=batch_frames, encoder=E, latent_bank=memories[v],
-                        pixel_memory=pixels, pixel_distances=pd)
-        for i, sc in zip(idx, s):
-            scores[i][v] = float(sc)
-    return np.array([silhouette_min(sc, cfg.silhouette_versions_weight)[0] for sc in scores])
+    from edge_ad.models.silhouette_reference import score_versions
+    from edge_ad.runtime.silhouette import PairedPixelMemory
+    pix = {v: (PairedPixelMemory(pixels, opened) if v == "dil" else pixels) if cfg.uses_pixel_memory else None
+           for v in memories}
+    return score_versions(G, frames, cfg, {v: (m, pix[v]) for v, m in memories.items()}, G.preprocess,
+                          batch_frames=batch_frames, encoder=E, exclude=exclude)[0]
 
 
 def lever_memories(cfg, scoring) -> dict:
