@@ -16,7 +16,7 @@ built once under a lock by the first gain-fitted distance), so threads share one
 
 A frame's distance with its own shift search (``frame_distances``, the per-frame cost of a model with the pixel
 factor: cylinder 81 shifted copies x 7500 rows) takes the bounded search by default (session 34): a true lower
-bound of every (copy, row) distance from 4 x 4 block features (1/8 of the work), then only the rows whose bound
+bound of every (copy, row) distance from 8 x 8, then 4 x 4 block features (1/32, then 1/8 of the work on the rows left), then only the rows whose bound
 is under a measured distance go through the GEMM and the exact check; it returns what the full search returns,
 bit for bit (``bounded=False`` or ``full_search()``: the full one). The gain-fitted distance and ``distances``
 (one input's own minimum) take the full search.
@@ -39,7 +39,7 @@ MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows at most (2 
                                 # 300 frames x 15 rows at R = 64 take 294.9 MB): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
-BOUND_BLOCK = 4                 # the lower bound's blocks: BOUND_BLOCK x BOUND_BLOCK pixels (``block_features``)
+BOUND_BLOCKS = (8, 4)           # the lower bounds' levels, coarse to fine: blocks of 8 x 8, then 4 x 4 pixels
 _BOUND_SEEDS = 8                # (copy, row) pairs with the least bounds measured exactly first (``_bounded_min``)
 
 
@@ -105,33 +105,33 @@ def in_model_light(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 _U32 = np.finfo(np.float32).eps / 2     # float32's unit roundoff
 
 
-def block_features(X: np.ndarray, resolution: int) -> np.ndarray:
-    """(n, 4 R R) float64 images (channels first) -> (n, 2 F) float64, F = 4 (R / BOUND_BLOCK)^2 blocks of
-    BOUND_BLOCK x BOUND_BLOCK pixels per channel: [BOUND_BLOCK x each block's mean, each block's residual norm
-    |x_b - mean(x_b)|]. For any two images x, y: |f(x) - f(y)|^2 <= |x - y|^2, since per block
-    |x_b - y_b|^2 = n_b (mean difference)^2 + |residual difference|^2 (orthogonal parts) and the residuals'
-    difference is at least the difference of their norms: the lower bound of ``PixelMemory._bounded_min``."""
-    n, B, R = len(X), BOUND_BLOCK, int(resolution)
-    blocks = (np.asarray(X, np.float64).reshape(n, 4, R // B, B, R // B, B).transpose(0, 1, 2, 4, 3, 5)
-              .reshape(n, -1, B * B))                                          # (n, F, B^2) one copy
-    mean = blocks.mean(2)                                                      # (n, F)
+def block_features(X: np.ndarray, resolution: int, block: int) -> np.ndarray:
+    """(n, 4 R R) images (channels first; float32 or float64) -> (n, 2 F) float64, F = 4 (R / block)^2 blocks of
+    block x block pixels per channel: [block x each block's mean, each block's residual norm |x_b - mean(x_b)|].
+    For any two images x, y: |f(x) - f(y)|^2 <= |x - y|^2, since per block |x_b - y_b|^2 =
+    block^2 (mean difference)^2 + |residual difference|^2 (orthogonal parts) and the residuals' difference is at
+    least the difference of their norms (triangle inequality): the lower bound of ``PixelMemory._bounded_min``."""
+    n, B, R = len(X), int(block), int(resolution)
+    blocks = (np.asarray(X).reshape(n, 4, R // B, B, R // B, B).transpose(0, 1, 2, 4, 3, 5)
+              .astype(np.float64, order="C").reshape(n, -1, B * B))            # (n, F, B^2) float64, one copy
+    mean = blocks @ np.full(B * B, 1.0 / (B * B))                              # (n, F)
     blocks -= mean[:, :, None]
-    return np.concatenate([B * mean, np.sqrt((blocks ** 2).sum(2))], axis=1)
+    return np.concatenate([B * mean, np.sqrt(np.einsum("nfk,nfk->nf", blocks, blocks))], axis=1)
 
 
-def _bound_tables(rows: np.ndarray, resolution: int) -> dict:
-    """The bounded search's per-row tables of rows (N, 4 R R) float32: "rows" their block features centred on
-    their mean "mu" and rounded to float32 (N, 2 F), "sq" those rows' squared norms in float64 (N,), "norm_max"
-    the largest of their norms, "abs_max" the largest uncentred feature norm, "gamma" gamma of a float32 dot
-    product of 2 F + 2 terms."""
-    feats = np.concatenate([block_features(rows[a:a + 256], resolution) for a in range(0, len(rows), 256)])
+def _bound_tables(rows: np.ndarray, resolution: int, block: int) -> dict:
+    """One level of the bounded search: per row of rows (N, 4 R R) float32 "rows" its block features
+    (``block_features`` with ``block``) centred on their mean "mu" and rounded to float32 (N, 2 F), "sq" their
+    squared norms in float64 (N,); "norm_max" the largest of those norms, "abs_max" the largest uncentred feature
+    norm, "gamma" gamma of a float32 dot product of 2 F + 2 terms, "block"."""
+    feats = np.concatenate([block_features(rows[a:a + 256], resolution, block) for a in range(0, len(rows), 256)])
     mu = feats.mean(0)
     q = (feats - mu).astype(np.float32)
     q.setflags(write=False)
     sq = (q.astype(np.float64) ** 2).sum(1)
     n = q.shape[1] + 2
     return {"rows": q, "mu": mu, "sq": sq, "norm_max": float(np.sqrt(sq.max())),
-            "abs_max": float(np.sqrt((feats ** 2).sum(1).max())), "gamma": n * _U32 / (1 - n * _U32)}
+            "abs_max": float(np.sqrt((feats ** 2).sum(1).max())), "gamma": n * _U32 / (1 - n * _U32), "block": block}
 
 
 class PixelMemory:
@@ -187,12 +187,13 @@ class PixelMemory:
         # gamma * sum |a_i b_i|, whatever order BLAS sums in
         u = np.finfo(np.float32).eps / 2
         self._gamma = (D + 2) * u / (1 - (D + 2) * u)
-        # the bounded search of ``frame_distances`` (``_bounded_min``): every row's block features (N * A, 2 F),
-        # F = 4 (R / BOUND_BLOCK)^2, centred and rounded to float32 (1/8 of the rows' bytes); None: the full search
-        # (bounded=False, or R not a multiple of BOUND_BLOCK)
-        self._bound: Optional[dict] = None
-        if bounded and R % BOUND_BLOCK == 0:
-            self._bound = _bound_tables(rows, R)
+        # the bounded search of ``frame_distances`` (``_bounded_min``): per level of BOUND_BLOCKS that divides R,
+        # every row's block features (N * A, 2 F), F = 4 (R / block)^2, centred and rounded to float32 (1/32 and
+        # 1/8 of the rows' bytes); None: the full search (bounded=False, or no block divides R)
+        self._bound: Optional[list] = None
+        levels = [b for b in BOUND_BLOCKS if R % b == 0]
+        if bounded and levels:
+            self._bound = [_bound_tables(rows, R, b) for b in levels]
 
     def _gain_tables(self) -> tuple:
         """(tables, max of tables["vv"]) of the gain-fitted distance (``_build_gain_tables``), built by the first
@@ -247,7 +248,7 @@ class PixelMemory:
         """{"rows": bytes of the float32 rows, "bound": bytes of the bounded search's tables (0 without)}."""
         b = self._bound
         return {"rows": int(self._rows.nbytes),
-                "bound": 0 if b is None else int(sum(v.nbytes for v in b.values() if isinstance(v, np.ndarray)))}
+                "bound": 0 if b is None else int(sum(v.nbytes for t in b for v in t.values() if isinstance(v, np.ndarray)))}
 
     @property
     def shape(self) -> tuple:
@@ -383,45 +384,61 @@ class PixelMemory:
 
     def _bounded_min(self, C: np.ndarray, keep: Optional[np.ndarray]) -> float:
         """min over the copies C (S, D) (one frame's shifted copies) and the kept rows of mean((c - r)^2), equal
-        bit for bit to the minimum of ``distances`` over the copies, found without measuring every row:
+        bit for bit to the minimum of ``distances`` over the copies, found without measuring every row. Per level
+        of BOUND_BLOCKS, coarse to fine, on the rows still in:
         1. a true lower bound of every (copy, row) pair's squared distance from the block features
-           (``block_features``: per BOUND_BLOCK^2 block, the difference of the means counts block^2 times, the
-           difference of the residual norms once (triangle inequality), so bound <= |c - r|^2), a float32 GEMM
-           of S x N * A x 2 F (1/8 of the full one's work), less its proven rounding margin;
-        2. the _BOUND_SEEDS pairs with the least bounds measured exactly: U, the least of them, an upper bound;
-        3. the rows with a pair whose bound is at most U (1 + 1e-9) (every other row is farther from every
-           copy than that measured pair) measured as ``distances`` measures all: the float32 GEMM of the copies
-           against them, then exactly (float64) the pairs within the GEMM's margin of the least; the minimum."""
-        b = self._bound
-        C64 = C.astype(np.float64)
-        V = block_features(C64, self.resolution)                               # (S, 2 F) float64
-        Vq = (V - b["mu"]).astype(np.float32)                                  # centred, rounded
-        V64 = Vq.astype(np.float64)
-        v_sq = (V64 ** 2).sum(1)                                               # (S,)
-        v_norm = np.sqrt(v_sq)
-        lb = v_sq[:, None] - 2.0 * (Vq @ b["rows"].T).astype(np.float64) + b["sq"][None]   # (S, N * A)
-        # |true - computed| <= the GEMM's 2 gamma |v| |r|, the float32 rounding of both centred sides
-        # (2 u (|v| + |r|)^2), float64 slack on the features (sums and square roots of 16 values)
-        fmax = b["norm_max"]
-        lb -= (2.0 * b["gamma"] * v_norm * fmax + 2.0 * _U32 * (v_norm + fmax) ** 2
-               + 1e-12 * (np.sqrt((V ** 2).sum(1)) + b["abs_max"]) ** 2 + 1e-300)[:, None]
-        if keep is not None:
-            lb[:, ~keep] = np.inf
-        flat = lb.ravel()
-        seeds = np.argpartition(flat, min(_BOUND_SEEDS, flat.size) - 1)[:_BOUND_SEEDS]
-        seeds = seeds[np.isfinite(flat[seeds])]
-        ss, rr = np.unravel_index(seeds, lb.shape)
-        best = min(float(self._exact(C[s], rr[ss == s]).min()) for s in set(ss.tolist()))   # U: measured
+           (``block_features``), a float32 GEMM of S x rows x 2 F (F = 4 (R / block)^2: 1/32 of the full search's
+           work at 8 x 8 blocks, 1/8 at 4 x 4), less its proven rounding margin (``_level_bounds``);
+        2. the _BOUND_SEEDS pairs with the least bounds measured exactly: U, the least measured distance so far;
+        3. only the pairs whose bound is at most U (1 + 1e-9) stay in (every other pair is farther apart than a
+           measured pair), and the copies and rows with a pair in.
+        The pairs left are measured as ``distances`` measures all: the float32 GEMM of their copies against their
+        rows, then exactly (float64, ``_exact``) the pairs within the GEMM's margin of the least; the minimum."""
         D = C.shape[1]
-        cand = np.flatnonzero(lb.min(0) <= best * D * (1.0 + 1e-9))           # (k,) rows that may hold the min
-        if len(cand):
-            Dx, margin = self._gemm_distances(C, cand)                         # (S, k), (S,)
-            half = margin / 2
-            lim = min(float((Dx + half[:, None]).min()), best * D * (1.0 + 1e-9))
-            ps, pr = np.nonzero(Dx - half[:, None] <= lim)                     # pairs that may be the nearest
-            for s in np.unique(ps):
-                best = min(best, float(self._exact(C[s], cand[pr[ps == s]]).min()))
+        best = np.inf
+        cs, cand, alive = np.arange(len(C)), None, None       # copies, rows (None: all) and pairs (S', k) still in
+        for tab in self._bound:
+            lb = self._level_bounds(tab, block_features(C[cs], self.resolution, tab["block"]), cand)   # (S', k)
+            if alive is not None:
+                lb[~alive] = np.inf
+            elif keep is not None:
+                lb[:, ~keep] = np.inf
+            flat = lb.ravel()
+            seeds = np.argpartition(flat, min(_BOUND_SEEDS, flat.size) - 1)[:_BOUND_SEEDS]
+            seeds = seeds[np.isfinite(flat[seeds])]
+            ss, rr = np.unravel_index(seeds, lb.shape)
+            rr = rr if cand is None else cand[rr]
+            for s in set(ss.tolist()):                                         # U: measured pairs
+                best = min(best, float(self._exact(C[cs[s]], rr[ss == s]).min()))
+            alive = lb <= best * D * (1.0 + 1e-9)                              # pairs that may hold the min
+            rows_in, copies_in = alive.any(0), alive.any(1)
+            cand = np.flatnonzero(rows_in) if cand is None else cand[rows_in]
+            cs, alive = cs[copies_in], alive[np.ix_(copies_in, rows_in)]
+        Dx, margin = self._gemm_distances(C[cs], cand)                         # (S', k), (S',)
+        half = margin[:, None] / 2
+        Dx[~alive] = np.inf
+        lim = min(float((Dx + half).min()), best * D * (1.0 + 1e-9))
+        ps, pr = np.nonzero(Dx - half <= lim)                                  # pairs that may be the nearest
+        for s in np.unique(ps):
+            best = min(best, float(self._exact(C[cs[s]], cand[pr[ps == s]]).min()))
         return max(best, 0.0)
+
+    @staticmethod
+    def _level_bounds(tab: dict, V: np.ndarray, rows: Optional[np.ndarray]) -> np.ndarray:
+        """(S, k) float64 lower bounds of |c - r|^2 for copies with block features V (S, 2 F) float64 and the
+        rows ``rows`` (indices (k,), None: all) of one level's tables ``tab`` (``_bound_tables``): |V - f(r)|^2
+        through a float32 GEMM of the centred features, less what rounding can add: the GEMM's 2 gamma |v| |r|,
+        the float32 rounding of both centred sides (2 u (|v| + |r|)^2), float64 slack on the features."""
+        Vq = (V - tab["mu"]).astype(np.float32)                                # centred, rounded
+        v_sq = (Vq.astype(np.float64) ** 2).sum(1)                             # (S,)
+        v_norm = np.sqrt(v_sq)
+        R = tab["rows"] if rows is None else tab["rows"][rows]
+        sq = tab["sq"] if rows is None else tab["sq"][rows]
+        lb = v_sq[:, None] - 2.0 * (Vq @ R.T).astype(np.float64) + sq[None]   # (S, k)
+        fmax = tab["norm_max"]                                                 # over every row: valid for any k
+        lb -= (2.0 * tab["gamma"] * v_norm * fmax + 2.0 * _U32 * (v_norm + fmax) ** 2
+               + 1e-12 * (np.sqrt((V ** 2).sum(1)) + tab["abs_max"]) ** 2 + 1e-300)[:, None]
+        return lb
 
     def _gain_distances(self, Xf: np.ndarray, keep: Optional[np.ndarray], lo: float, hi: float) -> np.ndarray:
         """``distances`` with the gain fit (``gain_distance``) on Xf (B, D): the float32 GEMM's RGB and depth

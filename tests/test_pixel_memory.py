@@ -192,7 +192,7 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
     F = np.stack([unaligned_uint8(*read_pair(kinect_root / "cylinder", str(i)), spec)
                   for i in splits["cylinder"]["train"][:24]])
     bounded, full = PixelMemory(F, spec, AUGMENT), PixelMemory(F, spec, AUGMENT, bounded=False)
-    assert bounded._bound is not None and full._bound is None
+    assert [t["block"] for t in bounded._bound] == [8, 4] and full._bound is None and not full.bounded
     X = np.stack([frame_input(*read_pair(kinect_root / c, str(i)), spec, False)
                   for c in ("cylinder", "rectangle", "sphere") for i in splits[c]["val"][:6]]
                  + [shift_frame(normalize_uint8(F[5], spec), 2, -2)])                  # (19, 4, 64, 64)
@@ -207,10 +207,11 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
     rows = full._rows.astype(np.float64)                                                # (96, D)
     rng = np.random.default_rng(0)
     for A in (X.reshape(len(X), -1).astype(np.float64), rng.uniform(-1, 1, (8, rows.shape[1]))):
-        fa, fr = block_features(A, 64), block_features(rows, 64)
-        lb = ((fa[:, None] - fr[None]) ** 2).sum(2)
         exact = ((A[:, None] - rows[None]) ** 2).sum(2)
-        assert (lb <= exact * (1 + 1e-12)).all() and (lb > 0.5 * exact).mean() > 0.5   # a bound, and a tight one
+        for block in (8, 4):
+            fa, fr = block_features(A, 64, block), block_features(rows, 64, block)
+            lb = ((fa[:, None] - fr[None]) ** 2).sum(2)
+            assert (lb <= exact * (1 + 1e-12)).all() and (lb > 0.5 * exact).mean() > 0.5   # a bound, and a tight one
 
 
 torch = pytest.importorskip("torch")
