@@ -402,15 +402,18 @@ def test_eval_scores_a_lever_model_as_the_runtime_does(sphere, kinect_root, tmp_
         score_batch(None, np.zeros((1, 4, 64, 64), np.float32), cfg)
 
 
-def test_eval_of_a_model_without_the_lever_is_as_before(kinect_root, tmp_path):
+def test_eval_of_a_model_without_the_lever_is_as_before(sphere, kinect_root, tmp_path):
     """The shipped sphere.pt (no lever): eval's scores are models.search.score_batch's of the preprocessed frames, as
-    before the lever; no "silhouette" in the report, no winners in the suite's rows or the table."""
+    before the lever; no "silhouette" in the report, no winners in the suite's rows or the table. The lever's
+    checkpoint with --silhouette-weight 0: the same scores."""
     from edge_ad.models.checkpoint import CheckpointScoring, load_generator
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.search import score_batch
     report, output = _eval(SPHERE, tmp_path / "ev", kinect_root, "--nuisance-set", "depth-edge-erode:1")
     assert "silhouette" not in report and "silhouette" not in output
     assert all("silhouette_winners" not in r for r in report["nuisance"]["conditions"].values())
+    off, _ = _eval(sphere[1].parent / "sphere-lever.pt", tmp_path / "off", kinect_root, "--silhouette-weight", "0")
+    assert off["scores"] == report["scores"] and "silhouette" not in off          # the lever's checkpoint, lever off
     st, G = CheckpointScoring.read(SPHERE), load_generator(SPHERE)
     cfg, spec = st.search_config(), G.preprocess
     for c in ("sphere", "rectangle", "cylinder"):
@@ -481,6 +484,33 @@ def test_export_parity_checks_the_combined_score(sphere, kinect_root, tmp_path):
     old = edit_manifest(tmp_path / "m", tmp_path / "old", lambda m: m["parity"].pop("silhouette"))
     said = CliRunner().invoke(main, ["verify", str(old)])
     assert said.exit_code == 0 and "silhouette lever OFF" in said.output, said.output
+
+
+def test_export_silhouette_weight_option(sphere, tmp_path):
+    """edge-ad export --silhouette-weight W (audit 33 #15 c), as --shift-radius: 0 exports the lever's checkpoint
+    without the lever (no paired rows, the weight not recorded), W >= 1 another weight (the configuration renamed);
+    a checkpoint without paired rows, or a weight in (0, 1), refused naming the problem."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    ck = sphere[1].parent / "sphere-lever.pt"
+
+    def export(model, out, w):
+        return CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / out), "--no-parity",
+                                         "--silhouette-weight", str(w)])
+    off = export(ck, "off", 0)
+    assert off.exit_code == 0, off.output
+    man = json.loads((tmp_path / "off" / "manifest.json").read_text())
+    assert "silhouette" not in man and "silhouette_versions_weight" not in man["search"]
+    assert not (tmp_path / "off" / "silhouette_bank.npy").exists()
+    three = export(ck, "three", 3)
+    man = json.loads((tmp_path / "three" / "manifest.json").read_text())
+    assert three.exit_code == 0 and man["search"]["silhouette_versions_weight"] == 3.0 and "silhouette" in man
+    assert "silhouette_versions_weight=3" in man["search"]["name"]
+    none = export(SPHERE, "none", 2)
+    assert none.exit_code != 0 and "paired rows" in none.output and not (tmp_path / "none").exists(), none.output
+    half = export(ck, "half", 0.5)
+    assert half.exit_code == 2 and "silhouette_versions_weight" in half.output, half.output
 
 
 def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):

@@ -55,6 +55,10 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="override score_shift_radius R (test-time shift-min: each frame's score is the minimum over "
               "its copies shifted by up to R px; 0: off; costs (2R + 1)^2 scorings per frame).")
+@click.option("--silhouette-weight", "silhouette_weight", type=FiniteFloat(min=0.0),
+              help="override silhouette_versions_weight w_e (the silhouette lever, runtime/silhouette.py: score = "
+              "min(S_id, w_e S_ero, S_dil) over each raw frame's versions; 0: off, else >= 1); on needs the "
+              "checkpoint's paired rows (make_release.py --silhouette-weight).")
 @click.option("--bank-augment-weight", "bank_augment_weight", type=FiniteFloat(),
               help="override bank_augment_weight w >= 1 (latent distance = min(nearest original bank row, "
               "w * nearest augmented copy); 1: all rows alike).")
@@ -89,7 +93,8 @@ SCORE_CHUNK = 4            # frames scored between two saves when they are score
               "rerun the same list in the same order to reproduce a row.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
 def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_per_class, out_dir, seed,
-        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, bank_augment_weight, bank_trusted_augment,
+        lr_z, lr_theta, n_seed, k, fg_power, latent_power, shift_radius, silhouette_weight, bank_augment_weight,
+        bank_trusted_augment,
         scoring, baselines, pixel_power, pixel_shift_radius,
         batch_frames, calibrate_fpr, nuisance, nuisance_set, nuisance_seed, threads):
     """Evaluate detection quality of a generator on held-out frames."""
@@ -111,6 +116,7 @@ def cmd(model_path, data, cls, split, normal_dir, anomalous_dirs, synth_n, max_p
     G = _load_generator(model_path)
     overrides = dict(lr_z=lr_z, lr_theta=lr_theta, n_seed=n_seed, k=k, score_fg_power=fg_power,
                      score_latent_power=latent_power, score_shift_radius=shift_radius,
+                     silhouette_versions_weight=silhouette_weight,
                      bank_augment_weight=bank_augment_weight, bank_trusted_augment=bank_trusted_augment,
                      score_pixel_power=pixel_power, pixel_shift_radius=pixel_shift_radius)
     stored, cfg, spec = _scoring_configuration(model_path, scoring, overrides)

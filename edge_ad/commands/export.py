@@ -21,6 +21,11 @@ from .stop import unwind_on_sigterm
 @click.option("--shift-radius", "shift_radius", type=click.IntRange(min=0),
               help="Test-time shift-min radius R (score = min over the frame shifted by up to R px; 0 = off; "
                    "default: the checkpoint's scoring config). A threshold calibrated with another R is not kept.")
+@click.option("--silhouette-weight", "silhouette_weight", type=FiniteFloat(min=0.0),
+              help="The silhouette lever's weight w_e (runtime/silhouette.py: score = min(S_id, w_e S_ero, S_dil) "
+                   "over each raw frame's versions; 0 = off, else >= 1; default: the checkpoint's scoring config). "
+                   "On needs the checkpoint's paired rows (make_release.py --silhouette-weight). A threshold "
+                   "calibrated with another w_e is not kept.")
 @click.option("--bank-augment-weight", "bank_augment_weight", type=FiniteFloat(min=1.0),
               help="Weight w >= 1 of the latent bank's augmented rows (latent distance = min(nearest original "
                    "row, w * nearest augmented copy); default: the checkpoint's scoring config). A threshold "
@@ -62,20 +67,19 @@ from .stop import unwind_on_sigterm
 @click.option("--no-threshold", is_flag=True,
               help="Export without a threshold (default: the checkpoint's calibrated one, when it carries one "
               "for the exported configuration).")
-def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augment_weight, bank_trusted_augment,
-        scoring, targets,
-        unrolled, chunk_kb, parity_frames, parity_n, tolerance, no_parity, no_fp64_check, threads, threshold_value,
-        threshold_file, sign_key, no_threshold):
+def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, silhouette_weight, bank_augment_weight,
+        bank_trusted_augment, scoring, targets, unrolled, chunk_kb, parity_frames, parity_n, tolerance, no_parity,
+        no_fp64_check, threads, threshold_value, threshold_file, sign_key, no_threshold):
     """Export a generator (edge-ad checkpoint, study state_dict or TorchScript) to ONNX graphs that
     run the seeded k-step search (forward, backward, Adam on z and on per-seed weights), check them
     against the float64 PyTorch reference, and write manifest.json with sha256 of every file.
 
     The checkpoint's named scoring configuration (scoring["search"]) is the default (--scoring reference:
     the algorithm's reference configuration on plain preprocessing); --n-seed/--k/--lr-z/--lr-theta/
-    --shift-radius/--bank-augment-weight/--bank-trusted-augment override single settings of it, and a configuration they change
-    is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another configuration or
-    preprocessing is not kept. A configuration that starts from an izi encoder (z_init = "encoder") also
-    exports the checkpoint's encoder as encoder.onnx."""
+    --shift-radius/--silhouette-weight/--bank-augment-weight/--bank-trusted-augment override single settings of it,
+    and a configuration they change is renamed "<name>+<setting>=<value>,...". A threshold calibrated for another
+    configuration or preprocessing is not kept. A configuration that starts from an izi encoder (z_init =
+    "encoder") also exports the checkpoint's encoder as encoder.onnx."""
     from edge_ad.models.checkpoint import resolve_scoring
     from edge_ad.models.checkpoint_errors import CheckpointError
     from edge_ad.runtime.config import trusted_override
@@ -98,7 +102,8 @@ def cmd(checkpoint, out_dir, n_seed, k, lr_z, lr_theta, shift_radius, bank_augme
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bank-trusted-augment")
     overrides = dict(n_seed=n_seed, k=k, lr_z=lr_z, lr_theta=lr_theta, score_shift_radius=shift_radius,
-                     bank_augment_weight=bank_augment_weight, bank_trusted_augment=trusted)
+                     silhouette_versions_weight=silhouette_weight, bank_augment_weight=bank_augment_weight,
+                     bank_trusted_augment=trusted)
     try:       # the configuration and preprocessing edge-ad eval would score with (one rule)
         search, preprocess = resolve_scoring(checkpoint, scoring, overrides)
     except CheckpointError as e:
