@@ -20,6 +20,11 @@ frame-major, 2 rows per frame: latent_bank.bank_inputs(*opened(frame), spec, OPE
 and, for a model with a pixel memory, the opened frames (``silhouette_pixels.npy``, expanded with
 OPENED_AUGMENT). The id and ero versions see the model's memories only (paired: an anomaly's versions must not
 find the opened rows). Three scorings a frame.
+
+``edge-ad calibrate`` (runtime/calibrate/, docs/calibrate.md "A model with the silhouette lever") keeps each scene
+frame's versions and opened frame, made on the raw frame (``versions_uint8``), grows the paired rows with the scene
+frames' (silhouette_bank.npy, and silhouette_pixels.npy where present: n_frames = the model's + the scene's) and sets
+the threshold on the lever's held-out scores, the dil version held out without its block's paired rows.
 """
 from __future__ import annotations
 
@@ -50,6 +55,19 @@ def model_pixel(depth, resolution: Optional[int]) -> int:
     return max(1, int(round(min(np.shape(depth)[:2]) / int(resolution))))
 
 
+def _eroded(rgb, depth, k: int) -> tuple:
+    """The silhouette k pixels narrower (DepthEdgeErode(k))."""
+    return (_ERODE if k == 1 else DepthEdgeErode(k))(rgb, depth)
+
+
+def _grown(rgb, depth, k: int) -> tuple:
+    """The silhouette k pixels wider: ``_grow`` k times, one ring per pass."""
+    out = _grow(rgb, depth)
+    for _ in range(k - 1):
+        out = _grow(*out)
+    return out
+
+
 def silhouette_versions(rgb, depth, resolution: Optional[int] = None) -> dict:
     """{version: (rgb (H, W, 3) uint8, depth (H, W))} of a raw, pre-masked frame, in VERSIONS' order: the frame,
     its silhouette one MODEL pixel narrower (ero), one model pixel wider (dil). ``resolution``: the model's; the
@@ -58,29 +76,38 @@ def silhouette_versions(rgb, depth, resolution: Optional[int] = None) -> dict:
     None: 1 pixel. ValueError for a frame that is not H x W x 3 uint8 + H x W uint8 / uint16
     (runtime.nuisance.check_frame)."""
     k = model_pixel(depth, resolution)
-    ero = (_ERODE if k == 1 else DepthEdgeErode(k))(rgb, depth)
-    dil = _grow(rgb, depth)
-    for _ in range(k - 1):                                     # one ring per pass
-        dil = _grow(*dil)
-    return {"id": (rgb, depth), "ero": ero, "dil": dil}
+    return {"id": (rgb, depth), "ero": _eroded(rgb, depth, k), "dil": _grown(rgb, depth, k)}
 
 
-def opened(rgb, depth) -> tuple:
-    """The frame OPENED: dil(ero(frame)), its silhouette without its 1-px-wide readings (rgb, depth)."""
-    return _grow(*_ERODE(rgb, depth))
+def opened(rgb, depth, resolution: Optional[int] = None) -> tuple:
+    """The frame OPENED: dil(ero(frame)), its silhouette without its 1-model-pixel-wide readings (rgb, depth): the
+    dil version of its ero version (``silhouette_versions``; ``resolution`` as there, None: 1 pixel)."""
+    k = model_pixel(depth, resolution)
+    return _grown(*_eroded(rgb, depth, k), k)
 
 
 def opened_inputs(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """The encoder inputs of one training frame's paired rows: float32 (2, 4, R, R), its opened frame preprocessed,
     then that mirrored (latent_bank.bank_inputs with OPENED_AUGMENT): E of these, frame by frame, is
     silhouette_bank.npy (frame-major, 2 rows per training frame)."""
-    return bank_inputs(*opened(rgb, depth), spec, OPENED_AUGMENT)
+    return bank_inputs(*opened(rgb, depth, spec.resolution), spec, OPENED_AUGMENT)
 
 
 def opened_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """One training frame's row of silhouette_pixels.npy: its opened frame as a pixel memory stores a frame,
     (R, R, 4) uint8 (latent_bank.unaligned_uint8), expanded at load with OPENED_AUGMENT."""
-    return unaligned_uint8(*opened(rgb, depth), spec)
+    return unaligned_uint8(*opened(rgb, depth, spec.resolution), spec)
+
+
+def versions_uint8(rgb, depth, spec: PreprocessSpec) -> dict:
+    """A raw frame's lever inputs as ``edge-ad calibrate`` keeps a scene frame (runtime/calibrate/scene_frames.py):
+    {"ero", "dil" (its versions, ``silhouette_versions`` at spec's resolution), "opened" (its paired row's frame,
+    ``opened_uint8``)}, each (R, R, 4) uint8 before align (latent_bank.unaligned_uint8). Raises ValueError
+    (a frame the versions cannot be made of) or preprocess.FrameError."""
+    k = model_pixel(depth, spec.resolution)
+    ero = _eroded(rgb, depth, k)
+    return {"ero": unaligned_uint8(*ero, spec), "dil": unaligned_uint8(*_grown(rgb, depth, k), spec),
+            "opened": unaligned_uint8(*_grown(*ero, k), spec)}
 
 
 def silhouette_min(scores: dict, weight: float) -> tuple:

@@ -67,6 +67,7 @@ PIXEL = ("tests/test_pixel_memory.py",)
 PIXEL_UNIT = ("tests/test_pixel_memory.py", "-k", "brute_force or nearer or frame_distances_equal")   # no export
 PIXEL_BOUND = ("tests/test_pixel_memory.py", "-k", "bounded_search or frame_distances_equal")            # no export
 SILH = ("tests/test_silhouette_lever.py",)
+SILH_CAL_HELD = ("tests/test_calibrate_lever.py", "-k", "paired_rows_out")
 SILH_UNIT = ("tests/test_silhouette_lever.py", "-k", "recorded_as_before or weighted_min")          # no export
 SILH_EVAL = ("tests/test_silhouette_lever.py", "-k", "eval")
 SILH_PARITY = ("tests/test_silhouette_lever.py", "-k", "parity_checks")
@@ -982,8 +983,8 @@ MUTANTS = [
     Mutant("fault-background-limit-tight", "runtime/preprocess.py", "max_edge_foreground: float = 0.7 ",
            "max_edge_foreground: float = 0.45 ", ("tests/test_background_in_view.py", "-k", "never")),
     # audit 33 #19: the silhouette lever's versions are one MODEL pixel at a camera's resolution
-    Mutant("silhouette-versions-one-camera-pixel", "runtime/silhouette.py", "    k = model_pixel(depth, resolution)\n",
-           "    k = 1\n", ("tests/test_silhouette_lever.py", "-k", "cameras")),
+    Mutant("silhouette-versions-one-camera-pixel", "runtime/silhouette.py",
+           '    k = model_pixel(depth, resolution)\n    return {"id"', '    k = 1\n    return {"id"', ("tests/test_silhouette_lever.py", "-k", "cameras")),
     Mutant("train-background-limit-kept", "edge_ad/commands/train.py",
            "spec, note = limits_for_training_frames(arr, spec)", "note = None",
            ("tests/test_background_in_view.py", "-k", "edge_ad_train")),
@@ -1246,8 +1247,8 @@ MUTANTS = [
            "bank_rows_per_frame, pixel_memory, pixel_exclude,\n                                   None, first_index)",
            PIXEL),
     Mutant("pixel-calibrate-no-search", "runtime/calibrate/memories.py",
-           "blocks,\n                                                   cfg.pixel_shift_radius, cfg.pixel_gain_limits)",
-           "blocks,\n                                                   0, cfg.pixel_gain_limits)", PIXEL),
+           "blocks, cfg.pixel_shift_radius, cfg.pixel_gain_limits)",
+           "blocks, 0, cfg.pixel_gain_limits)", PIXEL),
     Mutant("pixel-gain-unclipped", "runtime/pixel_memory.py",
            "    g = np.clip(vr @ vx / xx, lo, hi) if xx > 0 else np.ones(len(rows))",
            "    g = vr @ vx / xx if xx > 0 else np.ones(len(rows))",
@@ -1274,8 +1275,22 @@ MUTANTS = [
            '        if getattr(self.scorer, "needs_raw_frames", False):', "        if False:", SILH),
     Mutant("silh-loo-keeps-paired", "models/kinect-rgbd/make_release.py",
            "keep[A * N + 2 * i:A * N + 2 * i + 2] = False", "keep[A * N + 2 * i:A * N + 2 * i + 2] = True", SILH),
-    Mutant("silh-calibrate-unrefused", "runtime/calibrate/pipeline.py",
-           "        if scorer.config.uses_silhouette_versions:   # before any frame is read", "        if False:", SILH),
+    # edge-ad calibrate of a lever model (session 34): held-out scores without the block's paired rows, the paired
+    # rows grown, the dil version against them, the versions moved with an undone camera shift
+    Mutant("silh-cal-own-paired-rows", "runtime/calibrate/scene_scores.py",
+           "other_mem.with_rows(np.concatenate([paired[1][:a], paired[1][b:]]).reshape(-1, z_dim))",
+           "other_mem.with_rows(paired[1].reshape(-1, z_dim))", SILH_CAL_HELD),
+    Mutant("silh-cal-dil-unpaired", "runtime/calibrate/scene_scores.py",
+           'paired=(original_paired, scene["opened_latents"]) if v == "dil" else None)', "paired=None)", SILH_CAL_HELD),
+    Mutant("silh-cal-paired-not-grown", "runtime/calibrate/memories.py",
+           'grown = np.concatenate([rows, scene["opened_latents"].reshape(-1, rows.shape[1])]).astype(np.float32)',
+           "grown = rows", ("tests/test_calibrate_lever.py", "-k", "grows_its_paired_rows")),
+    Mutant("silh-cal-versions-unmoved", "runtime/calibrate/camera_shift.py",
+           '    if "versions" in scene:         # the silhouette lever', "    if False:         # the silhouette lever",
+           ("tests/test_calibrate_lever.py", "-k", "moves_the_lever_versions")),
+    Mutant("silh-cal-opened-unchecked", "runtime/calibrate/memories.py",
+           '    if silhouette is not None and silhouette.get("pixels") is not None:', "    if False:",
+           ("tests/test_calibrate_lever.py", "-k", "size_check")),
     Mutant("silh-dil-plain-pixels", "runtime/scorer.py", "                if self._dil_pixels is not None:\n                    pd =",
            "                if False:\n                    pd =", ("tests/test_silhouette_lever.py", "-k", "pixel_memory_pairs")),
     Mutant("silh-line-no-version", "runtime/capture.py", "    if won is not None:  # the silhouette lever",

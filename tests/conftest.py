@@ -335,6 +335,41 @@ def load_kinect_script(name: str):
     return mod
 
 
+def lever_checkpoint(path: Path, out: Path, cls: str, weight: float = 2.0, with_pixels: bool = False) -> np.ndarray:
+    """The checkpoint ``path`` saved as ``out`` with the silhouette lever on (runtime/silhouette.py; w_e ``weight``,
+    its threshold dropped) and the paired rows of the class's kinect-rgbd train frames opened
+    (make_release.silhouette_rows; ``with_pixels``: the opened frames too, for a model with a pixel memory).
+    Returns the paired rows (2 N, z_dim) float32."""
+    import torch
+
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint, with_integrity
+    rows, opened = load_kinect_script("make_release").silhouette_rows(
+        CheckpointScoring.read(path).encoder(), KINECT, cls, load_generator(path).preprocess, with_pixels=with_pixels)
+    ck = read_checkpoint(path)
+    ck["scoring"]["search"]["silhouette_versions_weight"] = weight
+    ck["scoring"]["threshold"] = None
+    ck["scoring"]["silhouette_bank"] = torch.from_numpy(rows)
+    if opened is not None:
+        ck["scoring"]["silhouette_pixels"] = torch.from_numpy(opened)
+    torch.save(with_integrity(ck), out)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def sphere_lever(tmp_path_factory):
+    """(shipped, lever, rows): the shipped sphere.pt exported (no parity), and the same file with the silhouette
+    lever on (w_e 2, its threshold dropped: ``lever_checkpoint``, saved as sphere-lever.pt beside) and the paired rows
+    of its 300 train frames opened, exported by the exporter."""
+    pytest.importorskip("torch")
+    from edge_ad.export.exporter import export_model
+    d = tmp_path_factory.mktemp("silhouette")
+    shipped, sphere = d / "shipped", REPO / "models" / "kinect-rgbd" / "sphere.pt"
+    export_model(sphere, shipped, parity=False, log=lambda *a: None)
+    rows = lever_checkpoint(sphere, d / "sphere-lever.pt", "sphere")
+    export_model(d / "sphere-lever.pt", d / "lever", parity=False, log=lambda *a: None)
+    return shipped, d / "lever", rows
+
+
 def edit_manifest(src: Path, dst: Path, edit) -> Path:
     """A copy of the model directory ``src`` at ``dst`` whose manifest.json went through ``edit(man)``
     (sha256 entries untouched: the manifest itself is not in its own file list)."""

@@ -19,7 +19,6 @@ from edge_ad.runtime.nuisance import DepthEdgeErode
 from edge_ad.runtime.silhouette import VERSIONS, opened, silhouette_min, silhouette_versions
 
 QUIET = {"log": lambda *a: None}
-SPHERE = REPO / "models" / "kinect-rgbd" / "sphere.pt"
 W = 2.0
 
 
@@ -69,27 +68,10 @@ def test_versions_opened_and_the_weighted_min():
 
 
 @pytest.fixture(scope="module")
-def sphere(tmp_path_factory, kinect_root):
-    """(shipped, lever, rows): the shipped sphere.pt exported (no parity), and the same file with the lever on
-    (w_e 2, its threshold dropped) and the paired rows of its 300 train frames opened, exported by the exporter."""
-    import torch
-
-    from edge_ad.export.exporter import export_model
-    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint, with_integrity
-    d = tmp_path_factory.mktemp("silhouette")
-    shipped = d / "shipped"
-    export_model(SPHERE, shipped, parity=False, **QUIET)
-    st = CheckpointScoring.read(SPHERE)
-    rows, _ = load_kinect_script("make_release").silhouette_rows(st.encoder(), kinect_root, "sphere",
-                                                                 load_generator(SPHERE).preprocess, with_pixels=False)
-    ck = read_checkpoint(SPHERE)
-    ck["scoring"]["search"]["silhouette_versions_weight"] = W
-    ck["scoring"]["threshold"] = None
-    ck["scoring"]["silhouette_bank"] = torch.from_numpy(rows)
-    torch.save(with_integrity(ck), d / "sphere-lever.pt")
-    lever = d / "lever"
-    export_model(d / "sphere-lever.pt", lever, parity=False, **QUIET)
-    return shipped, lever, rows
+def sphere(sphere_lever):
+    """(shipped, lever, rows): conftest's ``sphere_lever`` (the shipped sphere.pt exported, and the same file with
+    the lever on, w_e 2, and the paired rows of its 300 train frames opened)."""
+    return sphere_lever
 
 
 def _val(kinect_root, cls: str, n: int) -> list:
@@ -234,15 +216,6 @@ def test_run_loop_scores_a_lever_model_from_the_raw_frame(sphere):
         assert _Scoring(scorer=s0, **kw).score_uint8 is not None
         how = _Scoring(scorer=s1, **kw)
         assert how.score_uint8 is None and how.faults_kw == {"check_faults": False}
-
-
-def test_calibrate_refuses_the_lever(sphere, tmp_path):
-    """edge-ad calibrate does not handle the lever yet (its scene scores and grown memories are one version's):
-    refused naming it, before any frame is read, and no directory written."""
-    from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
-    with pytest.raises(CalibrationError, match="silhouette lever"):
-        calibrate_model(sphere[1], [], tmp_path / "cal")
-    assert not (tmp_path / "cal").exists()
 
 
 def test_pixel_memory_pairs_too(kinect_export, kinect_root, tmp_path):

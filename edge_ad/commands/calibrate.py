@@ -76,6 +76,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     frames the source labels anomalous are not used. A recording cut short (a killed recorder) is
     calibrated on the frames before the cut when they are enough; the log and the manifest's calibration
     record (recording_truncated) say so, and the exit status is 3 (as edge-ad run's: frames lost).
+    A model with the silhouette lever is calibrated with it: the scene's frames scored as its three versions,
+    its paired rows grown with the scene's opened frames (docs/calibrate.md).
     Exit status: 0 written, 1 error (nothing written), 2 usage, 3 written from a recording cut short."""
     from edge_ad.runtime.calibrate import CalibrationError, calibrate_model
     from edge_ad.runtime.manifest import ManifestError

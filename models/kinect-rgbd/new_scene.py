@@ -11,7 +11,9 @@ normal val frames and all val frames of the other two classes, under the same ch
 ("per_frame"): what calibrate's threshold rule read (runtime.calibrate.ThresholdInputs: the held-out scores
 of the N calibration frames, fpr, model_threshold, same_rate, what; ``choose_threshold(ThresholdInputs(**those))``
 replays it), the model's threshold and rate table, and every rest-of-scene frame's score before and after
-calibrate (normals, anomalies with their class), with the val ids.
+calibrate (normals, anomalies with their class), with the val ids. "calibrate_s": calibrate's wall time.
+A model with the silhouette lever is calibrated and scored with it (its frames reach calibrate and Scorer.score
+raw: docs/calibrate.md, "A model with the silhouette lever").
 
     .venv/bin/python models/kinect-rgbd/new_scene.py --model EXPORTED_DIR --class rectangle \
         [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random|spread]
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,18 +97,20 @@ def main(argv=None):
             Image.fromarray(depth).save(folder / "depth" / f"{n}.png")
         before = Scorer.load(a.model)
         out = Path(tmp) / "calibrated"
+        t0 = time.perf_counter()
         with open_source(str(folder)) as src:
             calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
                                              colour_gain=not a.no_colour_gain, blocks=a.blocks,
                                              floor=not a.no_floor, max_shift=a.max_shift,
                                              on_threshold_inputs=threshold_inputs.append)
+        calibrate_s = time.perf_counter() - t0
         after = Scorer.load(out)
         thr_before = before.threshold
         if thr_before is None:   # a model exported without one: as shipped, at fpr of the clean val normals
             clean = [before.score(*read_pair(Path(a.data) / a.cls, str(i))).score for i in splits[a.cls]["val"]]
             thr_before = float(np.quantile(clean, 1 - (a.fpr or 0.05), method="higher"))
         result = {"class": a.cls, "calibration": json.loads((out / "manifest.json").read_text())["calibration"], "scene": scene.name, "draw": a.draw if a.draw != "random" else f"random (seed {a.draw_seed})", "n_calib": len(calib), "n_normal": len(rest),
-                  "n_anomalous": len(anomalous)}
+                  "n_anomalous": len(anomalous), "calibrate_s": round(calibrate_s, 1)}
         own = before.manifest.get("threshold") or {}
         per_frame = {**threshold_inputs[0].as_dict(), "model_threshold_value": thr_before,
                      "model_target_fpr": own.get("target_fpr"),

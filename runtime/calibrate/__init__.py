@@ -16,9 +16,11 @@ never touched). ``calibrate_model`` (pipeline.py) runs the steps in order, one m
   camera_shift.py        the scene's camera shift, searched and taken only when the frames can tell
                          (``scene_camera_shift``, ``choose_camera_shift``), undone as preprocess scene_shift
   scene_scores.py        the scene's frames scored, and scored held out as unseen frames would be
-                         (``score_scene``, ``held_out_scores``, ``held_out_pixel_distances``)
-  memories.py            the latent bank and the pixel memory grown with the scene's frames, and the
-                         frames' held-out scores against them (``grow_memories``)
+                         (``score_scene``, ``held_out_scores``, ``held_out_pixel_distances``,
+                         with the silhouette lever ``held_out_lever_scores``)
+  memories.py            the latent bank and the pixel memory grown with the scene's frames (and the silhouette
+                         lever's paired rows: ``grow_paired``), and the frames' held-out scores against them
+                         (``grow_memories``; the lever's: scene_scores.held_out_lever_scores)
   threshold.py           the threshold rule: the model's own threshold kept unless the scene's held-out
                          scores refute it (one-sided binomial test), then raised only as far as they ask
                          (``choose_threshold`` of ``ThresholdInputs``)
@@ -37,12 +39,13 @@ from .errors import CalibrationError
 from .light import in_scene_light, scene_colour_gain
 from .manifest_threshold import (DEFAULT_FPR, model_fpr, model_threshold_at, model_threshold_floor, threshold_entry,
                                  threshold_inputs)
-from .memories import SceneMemories, check_scene_fits_pixel_memory, grow_memories
+from .memories import SceneMemories, check_scene_fits_pixel_memory, grow_memories, grow_paired
 from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
 from .pipeline import calibrate_model
 from .scene_frames import (MIN_FRAMES, check_enough_frames, cut_text, frames_record, read_scene,
                            recording_cut, stream_gaps)
-from .scene_scores import held_out_pixel_distances, held_out_scores, scene_blocks, score_scene
+from .scene_scores import (held_out_lever_scores, held_out_pixel_distances, held_out_scores, scene_blocks,
+                           score_scene)
 from .selection import (FramePlan, check_every, frame_plan, how_selected, labelled_normals, ordinal,
                         selected_text, selection_text, source_length, spread_positions, uncounted_text)
 from .threshold import (MIN_EXPECTED_ABOVE, SCENE_TEST_ALPHA, ThresholdChoice, ThresholdInputs, binomial_tail,

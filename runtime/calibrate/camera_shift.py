@@ -247,7 +247,8 @@ def search_radius(max_shift: Optional[int], cfg, log: Optional[Callable] = None)
 def undo_camera_shift(scorer, scene: dict, spec, radius: int, progress: Optional[Callable] = None) -> tuple:
     """(spec, record): the scene's camera shift (``scene_camera_shift`` of ``scene["u8"]``, (R, R, 4) uint8
     each, within ``radius``) added to the model's preprocess scene_shift, so every later frame is moved back
-    the same way; the scene's frames are moved by it in place. record: ``scene_camera_shift``'s plus
+    the same way; the scene's frames (and, with the silhouette lever, their versions: scene["versions"]) are moved
+    by it in place. The search scores the frames as they are (the lever's id version). record: ``scene_camera_shift``'s plus
     "model_scene_shift" (the model's, kept when none is found) and "scene_shift" (the model's + this scene's).
     CalibrationError when the total is beyond MAX_SCENE_SHIFT."""
     (dy, dx), shift_fit = scene_camera_shift(scorer, scene["u8"], spec, radius, progress)
@@ -258,4 +259,6 @@ def undo_camera_shift(scorer, scene: dict, spec, radius: int, progress: Optional
     shift_fit["model_scene_shift"] = [int(v) for v in spec.scene_shift]   # the model's, kept when none found
     shift_fit["scene_shift"] = list(total)                                  # the model's + this scene's
     scene["u8"] = [move_uint8(a, dy, dx) for a in scene["u8"]]
+    if "versions" in scene:         # the silhouette lever's versions, made on the raw frames: moved as the frames
+        scene["versions"] = [{v: move_uint8(a, dy, dx) for v, a in f.items()} for f in scene["versions"]]
     return dataclasses.replace(spec, scene_shift=total), shift_fit

@@ -56,6 +56,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     the reason in "threshold_warning".
     ``on_threshold_inputs(ThresholdInputs)``: called once the new directory is written, with what the
     threshold rule read (``choose_threshold`` of it replays the rule; models/kinect-rgbd/new_scene.py saves it).
+    A model with the silhouette lever (runtime/silhouette.py) is calibrated with it: the scene's frames read with
+    their versions made on the raw frames, its paired rows grown with theirs, the threshold on the lever's held-out
+    scores (docs/calibrate.md, "A model with the silhouette lever").
     Returns the new manifest. Raises CalibrationError (too few usable frames: the message names the
     counts and the sensor faults; bad --out), ManifestError (a tampered, unsigned or untrusted model
     directory) and SigningError (an unreadable signing key)."""
@@ -72,11 +75,6 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         sign_key = load_private_key(sign_key)       # a bad key or passphrase fails now, not after the scene
     scorer = Scorer.load(model_dir, threads=threads, trusted_keys=list(trusted_keys) if trusted_keys else None)
     with scorer:                                     # its buffers and threads released once the scene is scored
-        if scorer.config.uses_silhouette_versions:   # before any frame is read
-            raise CalibrationError(f"{model_dir}: its scoring configuration {scorer.config.name!r} uses the silhouette "
-                                   "lever (silhouette_versions_weight > 0), which edge-ad calibrate does not handle yet "
-                                   "(the scene's frames would be scored as one version, the paired rows not grown); "
-                                   "calibrate an export of the model without it")
         signed_by = signer_key_id(model_dir) if trusted_keys else None    # verified by Scorer.load
         man, cfg = scorer.manifest, scorer.config
         fpr = model_fpr(man) if fpr is None else fpr
@@ -87,7 +85,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
             if log is not None and said:
                 log(said)
         # scene: {"ids" (n,), "u8" n x (R, R, 4) uint8, "read", "selected", the counts of the frames dropped, ...}
-        scene = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions)
+        lever = cfg.uses_silhouette_versions     # + "versions" of each frame, made on the raw frame
+        scene = read_scene(frames, spec, max_frames, progress, every=plan.every or 1, positions=plan.positions,
+                           silhouette=lever)
         cut = recording_cut(frames)               # a recording cut short: said, recorded, and the CLI exits 3
         if cut is not None and log is not None:
             log(cut_text(cut, scene["read"], max_frames, every))
@@ -95,13 +95,15 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         check_enough_frames(scene, plan, cut, min_frames)
         n = len(scene["ids"])
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
-            check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution)
+            check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution,
+                                          man.get("silhouette") if lever else None)
         spec, gain = in_scene_light(spec, scene["u8"]) if colour_gain else (spec, None)
         shift_fit = None
         if max_shift:
             spec, shift_fit = undo_camera_shift(scorer, scene, spec, max_shift, shift_progress)
-        # + "scores" (n,), "base" (n, S), "latents" (n, 1 + A, z_dim), "shifted_latents" (n, S, z_dim)
-        scene.update(score_scene(scorer, scene["u8"], spec, augment))
+        # + "scores" (n,), "base" (n, S), "latents" (n, 1 + A, z_dim), "shifted_latents" (n, S, z_dim); the lever:
+        # + "version_scores" {"ero", "dil": the same of each version}, "opened_latents" (n, 2, z_dim)
+        scene.update(score_scene(scorer, scene["u8"], spec, augment, scene.get("versions")))
     memories = grow_memories(model_dir, man, cfg, scene, spec, augment, blocks)     # + held-out scores (n,)
     inputs = threshold_inputs(man, memories.scores, fpr, floor)
     choice = choose_threshold(inputs)

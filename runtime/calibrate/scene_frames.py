@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from ..latent_bank import unaligned_uint8
 from ..preprocess import FrameError
 from ..sensor_faults import SensorFaultDetector, frame_digest
+from ..silhouette import versions_uint8
 from ..sources.base import is_stream
 from .errors import CalibrationError
 from .selection import FramePlan, check_every, selected_text
@@ -48,10 +49,14 @@ def cut_text(cut: dict, read: int, max_frames: Optional[int], every: Optional[in
 
 
 def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progress: Optional[Callable] = None,
-               every: int = 1, positions: Optional[Sequence[int]] = None) -> dict:
+               every: int = 1, positions: Optional[Sequence[int]] = None, silhouette: bool = False) -> dict:
     """The scene's usable frames at the model's resolution: {"ids", "u8" [(R, R, 4) uint8 before align],
     "read", "selected", "every", "unreadable", "unscorable", "faulty", "faults" {fault name: frames},
     "skipped_anomalous", "duplicates", "reasons"}. ``frames`` yields runtime.sources Frames.
+    ``silhouette`` (a model with the silhouette lever, runtime/silhouette.py): also "versions", per usable frame
+    {"ero", "dil", "opened"} (R, R, 4) uint8 before align, made on the RAW frame (``silhouette.versions_uint8``);
+    a frame they cannot be made of (e.g. float depth, which the lever's depth ops refuse, as Scorer.score does)
+    could not be scored.
 
     Frames are SELECTED first: every ``every``-th frame read (the 1st, the (K + 1)-th, ...; 1: every frame),
     or, given ``positions`` (0-based, increasing), the frames at those positions, until ``max_frames`` are
@@ -77,7 +82,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
 
         def selects(i: int) -> bool:
             return i in chosen
-    ids, u8 = [], []
+    ids, u8, versions = [], [], []
     read = selected = unreadable = unscorable = faulty = skipped_anomalous = duplicates = 0
     used: dict = {}      # frame_digest -> id of the frame used
     faults_seen: dict = {}
@@ -115,7 +120,10 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
                         duplicates += 1
                         reasons.append(f"{fr.id}: a bit-identical copy of frame {used[digest]}")
                     else:
-                        u8.append(unaligned_uint8(fr.rgb, fr.depth, spec))
+                        made = unaligned_uint8(fr.rgb, fr.depth, spec)
+                        if silhouette:
+                            versions.append(versions_uint8(fr.rgb, fr.depth, spec))
+                        u8.append(made)
                         ids.append(fr.id)
                         used[digest] = fr.id
             except (FrameError, ValueError) as e:
@@ -127,7 +135,7 @@ def read_scene(frames: Iterable, spec, max_frames: Optional[int] = None, progres
         if progress is not None:
             progress(read, len(ids), _dropped(unreadable, unscorable, faulty, faults_seen, skipped_anomalous,
                                               duplicates))
-    return {"ids": ids, "u8": u8, "read": read, "selected": selected,
+    return {"ids": ids, "u8": u8, **({"versions": versions} if silhouette else {}), "read": read, "selected": selected,
             "every": int(every) if positions is None else None,
             "unreadable": unreadable, "unscorable": unscorable,
             "faulty": faulty, "faults": faults_seen, "skipped_anomalous": skipped_anomalous,
