@@ -19,6 +19,7 @@ from edge_ad.runtime.nuisance import DepthEdgeErode
 from edge_ad.runtime.silhouette import VERSIONS, opened, silhouette_min, silhouette_versions
 
 QUIET = {"log": lambda *a: None}
+SPHERE = REPO / "models" / "kinect-rgbd" / "sphere.pt"
 W = 2.0
 
 
