@@ -201,6 +201,12 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
         np.testing.assert_array_equal(got, full.frame_distances(X, 4, exclude))
         assert (got > 0).all()
     assert bounded.frame_distance(X[-1], 4) < 0.1 * bounded.frame_distance(X[-1], 4, exclude=[5])   # found again
+    from concurrent.futures import ThreadPoolExecutor                                  # one memory, four threads
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda i: bounded.frame_distances(X[i::4], 4, [0, 3, 5]), range(4)))
+    want = full.frame_distances(X, 4, [0, 3, 5])
+    for i, got in enumerate(parts):
+        np.testing.assert_array_equal(got, want[i::4])
     np.testing.assert_array_equal(bounded.frame_distances(X[:4], 1, gain=(0.8, 1.25)),
                                   full.frame_distances(X[:4], 1, gain=(0.8, 1.25)))
     # the bound: |f(x) - f(r)|^2 <= |x - r|^2 for real inputs against every row (and for random images)
