@@ -223,7 +223,8 @@ def test_pixel_memory_pairs_too(kinect_export, kinect_root, tmp_path):
     """A model with the pixel factor (the shipped rectangle.pt, shift-min 1): the export carries the opened frames
     (silhouette_pixels.npy), and only the dil version measures its pixel distance against them too: a train frame
     eroded by 1 px, whose opened frame is a paired row, gets a dil version nearer than the shipped file finds that
-    frame; its id and ero versions score exactly as the shipped file. Without the opened frames: refused."""
+    frame; its id and ero versions score exactly as the shipped file. Without the opened frames: refused. edge-ad eval
+    of it scores such frames as the runtime does (dil: the pixel memory paired with the opened frames)."""
     import torch
 
     from edge_ad.export.exporter import export_model
@@ -263,6 +264,30 @@ def test_pixel_memory_pairs_too(kinect_export, kinect_root, tmp_path):
     gone = edit_manifest(lever, tmp_path / "gone", lambda m: m["silhouette"].pop("pixels"))
     with pytest.raises(ManifestError, match="no opened frames"):
         Scorer.load(gone)
+    # edge-ad eval of it (folders: two of these train frames eroded, whose dil versions' opened frames are paired
+    # rows, and two cylinder frames): the runtime's scores and winners, the pixel memory paired for dil
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from edge_ad.cli import main
+    groups = {}
+    for name, frs in (("eroded", [DepthEdgeErode(1)(*f) for f in frames[:2]]),
+                      ("cyl", _val(kinect_root, "cylinder", 2))):
+        (tmp_path / name / "rgb").mkdir(parents=True)
+        (tmp_path / name / "depth").mkdir()
+        for i, (rgb, depth) in enumerate(frs):
+            Image.fromarray(rgb).save(tmp_path / name / "rgb" / f"{i}.png")
+            Image.fromarray(depth).save(tmp_path / name / "depth" / f"{i}.png")
+        groups[name] = [read_pair(tmp_path / name, str(i)) for i in range(len(frs))]
+    res = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "rect-lever.pt"), "--normal",
+                                    str(tmp_path / "eroded"), "--anomalous", str(tmp_path / "cyl"), "--out",
+                                    str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    for g, (scores, won) in _runtime_rows(lever, groups, [("clean", None, 0)])["clean"].items():
+        np.testing.assert_allclose(report["scores"][g], scores, rtol=1e-4, err_msg=g)
+        assert report["silhouette"]["winners"][g] == {v: won.count(v) for v in VERSIONS}
+    assert report["silhouette"]["winners"]["eroded"]["dil"] == 2
 
 
 def _resave(d, name: str, a: np.ndarray, edit=None):
