@@ -45,7 +45,8 @@ _BOUND_SEEDS = 8                # (copy, row) pairs with the least bounds measur
 
 def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int) -> int:
     """Bytes of the float32 rows a PixelMemory of ``n_frames`` frames expands into at load: n_frames x
-    (1 + n_augment) rows of 4 x R x R float32 (R = resolution)."""
+    (1 + n_augment) rows of 4 x R x R float32 (R = resolution). The bounded search's tables (block features at
+    8 x 8 and 4 x 4) add 5/32 of that (1/32 + 1/8), not counted here (MAX_PIXEL_BYTES caps the rows)."""
     return int(n_frames) * (1 + int(n_augment)) * 4 * int(resolution) ** 2 * 4
 
 
@@ -121,17 +122,25 @@ def block_features(X: np.ndarray, resolution: int, block: int) -> np.ndarray:
 
 def _bound_tables(rows: np.ndarray, resolution: int, block: int) -> dict:
     """One level of the bounded search: per row of rows (N, 4 R R) float32 "rows" its block features
-    (``block_features`` with ``block``) centred on their mean "mu" and rounded to float32 (N, 2 F), "sq" their
-    squared norms in float64 (N,); "norm_max" the largest of those norms, "abs_max" the largest uncentred feature
-    norm, "gamma" gamma of a float32 dot product of 2 F + 2 terms, "block"."""
-    feats = np.concatenate([block_features(rows[a:a + 256], resolution, block) for a in range(0, len(rows), 256)])
-    mu = feats.mean(0)
-    q = (feats - mu).astype(np.float32)
+    (``block_features`` with ``block``) centred on "mu" and rounded to float32 (N, 2 F), "sq" their squared norms
+    in float64 (N,); "norm_max" the largest of those norms, "abs_max" the largest uncentred feature norm (>= |mu|),
+    "gamma" gamma of a float32 dot product of 2 F + 2 terms, "block". mu, the mean features of the first 256 rows,
+    only keeps the rounding small (any centre gives a valid bound); built 256 rows at a time (no float64 copy of
+    the whole table: the load's peak memory grows by the float32 tables only)."""
+    n, step = len(rows), 256
+    mu = block_features(rows[:step], resolution, block).mean(0)                # (2 F,)
+    q = np.empty((n, len(mu)), np.float32)
+    sq = np.empty(n)
+    abs_max = 0.0
+    for a in range(0, n, step):
+        f = block_features(rows[a:a + step], resolution, block)               # (<= 256, 2 F) float64
+        abs_max = max(abs_max, float(np.sqrt((f ** 2).sum(1).max())))
+        q[a:a + step] = f - mu                                                 # rounded to float32
+        sq[a:a + step] = (q[a:a + step].astype(np.float64) ** 2).sum(1)
     q.setflags(write=False)
-    sq = (q.astype(np.float64) ** 2).sum(1)
-    n = q.shape[1] + 2
-    return {"rows": q, "mu": mu, "sq": sq, "norm_max": float(np.sqrt(sq.max())),
-            "abs_max": float(np.sqrt((feats ** 2).sum(1).max())), "gamma": n * _U32 / (1 - n * _U32), "block": block}
+    k = q.shape[1] + 2
+    return {"rows": q, "mu": mu, "sq": sq, "norm_max": float(np.sqrt(sq.max())), "abs_max": abs_max,
+            "gamma": k * _U32 / (1 - k * _U32), "block": block}
 
 
 class PixelMemory:
