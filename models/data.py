@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from edge_ad.runtime.preprocess import PreprocessSpec, frame_to_uint8, normalize_uint8
+from edge_ad.runtime.preprocess import PreprocessSpec, alignment_mask, frame_to_uint8, normalize_uint8
 from edge_ad.runtime.sources.folder import LevelsWatch, list_ids, read_pair_from
 from edge_ad.runtime.sources.synth import render_set
 
@@ -161,12 +161,15 @@ def summarize(ids: Sequence, arr: np.ndarray, source: str, **extra) -> dict:
 def spec_with(spec: PreprocessSpec, fields: dict, train_u8: np.ndarray) -> PreprocessSpec:
     """spec with ``fields`` (PreprocessSpec fields) set; "auto" for colour_reference / align_centre is
     measured on train_u8 (N, R, R, 4) uint8 (unaligned): the mean foreground colour (0..1) / the mean
-    foreground centroid (y, x as shares of the side)."""
+    foreground centroid (y, x as shares of the side), of the readings the align step aligns (every reading;
+    for align "component" each frame's largest component: ``alignment_mask``)."""
     fg = train_u8[..., 3] > 0                                                  # (N, R, R)
     fields = dict(fields)
     if fields.get("colour_reference") == "auto":
         fields["colour_reference"] = [round(float(train_u8[..., c][fg].mean() / 255), 4) for c in range(3)]
     if fields.get("align_centre") == "auto":
+        if fields.get("align", spec.align) == "component":
+            fg = alignment_mask(train_u8[..., 3], "component")                # (N, R, R)
         R = train_u8.shape[1]
         ys, xs = np.mgrid[:R, :R]
         n = np.maximum(fg.sum((1, 2)), 1)

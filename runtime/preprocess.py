@@ -26,6 +26,9 @@ Contract (all fields live in a ``PreprocessSpec`` and in ``manifest.json["prepro
   ``align`` (issue 12; default "none"): "centroid" shifts the resized frame by whole pixels so that the
   foreground's centroid sits at ``align_centre`` (y, x as shares of the side; the train frames' mean
   centroid), vacated pixels background, which makes the input invariant to small camera shifts.
+  "component" (audit 34 #2) does the same with the centroid of the largest 4-connected foreground component
+  (``largest_component``) instead of all readings: anything else within far_mm that does not touch the
+  object (a cable or gripper finger at the frame edge) stays in the frame but no longer moves the object.
   ``scene_shift`` (default 0, 0): the resized frame moved by (dy, dx) whole pixels (vacated pixels
   background), before ``align``; ``edge-ad calibrate`` sets it to undo a scene's camera shift (the shift
   under which the model fits the scene's normal frames best).
@@ -58,7 +61,7 @@ from PIL import Image
 CHANNELS = ("R", "G", "B", "D")
 COLOUR_NORMS = ("none", "gray", "rgb")
 COLOUR_GAIN_LIMITS = (1 / 3, 3.0)
-ALIGNS = ("none", "centroid")
+ALIGNS = ("none", "centroid", "component")
 DEPTH_FILL_WINDOWS = (0, 3, 5, 7)                   # PreprocessSpec.depth_fill: off, or the window of fill_depth_holes
 DEPTH_CLOSE_WINDOWS = (0, 3, 5)                     # PreprocessSpec.depth_close: off, or the square of close_depth_notches
 MAX_SCENE_SHIFT = 8          # model pixels: scene_shift beyond this is not a camera that moved a little
@@ -253,8 +256,8 @@ class PreprocessSpec:
     channels: tuple = field(default=CHANNELS)
     sensor_faults: SensorLimits = field(default_factory=SensorLimits)
     colour_norm: str = "none"                        # "none" | "gray" | "rgb" (module docstring)
-    align: str = "none"                              # "none" | "centroid" (module docstring)
-    align_centre: tuple = (0.5, 0.5)                 # where "centroid" puts the centroid (y, x), share of R
+    align: str = "none"                              # "none" | "centroid" | "component" (module docstring)
+    align_centre: tuple = (0.5, 0.5)                 # where the align step puts the centroid (y, x), share of R
     colour_reference: Optional[tuple] = None         # the train frames' mean foreground RGB, 0..1 (None: unknown)
     colour_gain: tuple = (1.0, 1.0, 1.0)             # the scene's light: foreground RGB * gain (edge-ad calibrate)
     scene_shift: tuple = (0, 0)                      # the scene's camera shift undone (dy, dx) model px (edge-ad calibrate)
@@ -655,14 +658,67 @@ def move_uint8(rgbd: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def aligned_uint8(rgbd: np.ndarray, spec: "PreprocessSpec") -> np.ndarray:
-    """The spec's ``align`` step on a (R, R, 4) uint8 frame: align_centroid for "centroid", else rgbd."""
-    return align_centroid(rgbd, spec.align_centre) if spec.align == "centroid" else rgbd
+    """The spec's ``align`` step on a (R, R, 4) uint8 frame: align_centroid for "centroid" (every reading) and
+    "component" (the largest 4-connected foreground component's readings, ``alignment_mask``), else rgbd."""
+    if spec.align == "none":
+        return rgbd
+    return align_centroid(rgbd, spec.align_centre, alignment_mask(rgbd[..., 3], spec.align))
 
 
-def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5)) -> np.ndarray:
-    """(R, R, 4) uint8 -> the same shifted by whole pixels so that the foreground's (depth > 0)
-    centroid lands on pixel rint(centre * R); vacated pixels 0. No foreground: unchanged."""
-    fg = rgbd[..., 3] > 0
+def alignment_mask(depth: np.ndarray, align: str) -> Optional[np.ndarray]:
+    """The readings whose centroid the ``align`` step moves: depth (..., R, R) uint8 -> None for "centroid" (every
+    reading: depth > 0), (..., R, R) bool for "component" (``largest_component`` of each frame's readings)."""
+    if align == "centroid":
+        return None
+    if align != "component":
+        raise ValueError(f"align must be one of {ALIGNS[1:]} here, got {align!r}")
+    fg = np.asarray(depth) > 0
+    return np.stack([largest_component(f) for f in fg.reshape(-1, *fg.shape[-2:])]).reshape(fg.shape)
+
+
+def largest_component(fg: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool: the largest 4-connected component of ``fg`` (ties: the one reached first in
+    row-major order); all False when fg is. NumPy only: the rows' runs of True, joined by a union-find where
+    runs of adjacent rows share a column (~0.1-0.3 ms at 64 x 64)."""
+    fg = np.asarray(fg, bool)
+    H, W = fg.shape
+    edges = np.diff(np.pad(fg, ((0, 0), (1, 1))).astype(np.int8), axis=1)         # (H, W + 1)
+    rows, starts = np.nonzero(edges == 1)                                           # runs [start, end), row-major
+    ends = np.nonzero(edges == -1)[1]
+    if len(rows) == 0:
+        return np.zeros((H, W), bool)
+    parent = list(range(len(rows)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(H + 1)).tolist()                        # row r's runs: first[r]:first[r + 1]
+    s, e = starts.tolist(), ends.tolist()
+    for r in range(H - 1):
+        i, j = first[r], first[r + 1]
+        while i < first[r + 1] and j < first[r + 2]:
+            if s[i] < e[j] and s[j] < e[i]:                                         # share a column: 4-connected
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)                                      # a component's root: its first run
+            if e[i] < e[j]:
+                i += 1
+            else:
+                j += 1
+    roots = np.array([root(i) for i in range(len(rows))])
+    size = np.bincount(roots, weights=ends - starts, minlength=len(rows))
+    out = np.zeros((H, W), bool)
+    for i in np.nonzero(roots == int(np.argmax(size)))[0]:
+        out[rows[i], starts[i]:ends[i]] = True
+    return out
+
+
+def align_centroid(rgbd: np.ndarray, centre=(0.5, 0.5), fg: Optional[np.ndarray] = None) -> np.ndarray:
+    """(R, R, 4) uint8 -> the same shifted by whole pixels so that the centroid of ``fg`` ((R, R) bool; None:
+    the foreground, depth > 0) lands on pixel rint(centre * R); vacated pixels 0. No such pixel: unchanged."""
+    fg = rgbd[..., 3] > 0 if fg is None else fg
     if not fg.any():
         return rgbd
     R0, R1 = rgbd.shape[:2]

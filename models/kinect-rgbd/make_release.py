@@ -54,8 +54,9 @@ def main(argv=None):
                     help="izi training: reconstruct the jittered frame, or the frame before the light jitter")
     ap.add_argument("--data", help="kinect-rgbd root: measure val AUROC, baselines and the CI subset now")
     ap.add_argument("--ci-per-class", type=int, default=100, help="val frames per class of the CI floor test")
-    ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align); "
-                    "\"auto\" for colour_reference / align_centre: the train frames' mean foreground colour / centroid")
+    ap.add_argument("--preprocess", help="preprocessing fields to set, as JSON (e.g. colour_norm, align: \"centroid\" "
+                    "or \"component\", the largest component's centroid); \"auto\" for colour_reference / align_centre: "
+                    "the train frames' mean foreground colour / centroid (of the readings the align step aligns)")
     ap.add_argument("--bank-augment", default="", help="augmentations of the bank's train frames: 'pose' "
                     "(runtime.latent_bank.POSE_AUGMENT), 'pose+light' (+ LIGHT_AUGMENT), 'grid2' (GRID2_AUGMENT), 'mirror', or nuisance texts joined by ';'")
     ap.add_argument("--pixel-memory-augment", default=None, metavar="TEXTS",

@@ -138,7 +138,7 @@ def main(argv=None):
     results = {}
     for colour in a.colour.split(","):
         spec = PreprocessSpec.from_dict({**base_spec.to_dict(), "colour_norm": colour, "colour_reference": ref,
-                                         "align": a.align, "align_centre": centre if a.align == "centroid" else (0.5, 0.5)})
+                                         "align": a.align, "align_centre": centre if a.align != "none" else (0.5, 0.5)})
         t0 = time.perf_counter()
         feats = {}     # per condition and class: per shifted copy (residual score (N,), E(x') (N, z_dim))
         for lab, fr in cond_frames.items():

@@ -17,7 +17,7 @@ most frames alike under neighbouring shifts: scene C of models/kinect-rgbd/new_s
 scored where they are: (-2, 2) exactly (120x), 8 % (models/kinect-rgbd/HISTORY.md, "Fourteenth pass
 (issue 12): cylinder"). (Rectangle without a shift-min, 50 frames: (2, -2) and (-1, 3) found
 exactly, no other shift as good.)
-Models with centroid alignment keep (0, 0).
+Models with an align step ("centroid" or "component") keep (0, 0).
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     with R = 1, whose window the search could move until it scored frames where they are (session 26:
     ``camera_shift_fits``); the shipped rectangle, powers 2, R = 1, as searched now, on val frames
     (tests/test_calibrate.py): unmoved 0 (20 frames), moved by (2, -2) 2.98 (20 frames; 2.77 on 24 without its
-    shift-min), the exact undo alone as good) and (0, 0) is not as good frame by frame. A model with centroid
-    alignment undoes shifts itself: (0, 0), nothing scored.
+    shift-min), the exact undo alone as good) and (0, 0) is not as good frame by frame. A model with an align
+    step ("centroid" or "component") undoes shifts itself: (0, 0), nothing scored.
     The latent factor is measured against the bank without its shifted copies (``shift_search_memory``).
     Returns ((dy, dx), record): record {"radius", "mean_log_score_unshifted", "mean_log_score_best"} (None
     scores when nothing was searched) and, after a search, ``choose_camera_shift``'s fields ("identified",
@@ -60,7 +60,7 @@ def scene_camera_shift(scorer, u8: list, spec, radius: int, progress: Optional[C
     "pixel tables" (each frame's pixel distances at every offset, ``Scorer.shifted_pixel_distances``),
     done = 0 before the first frame and after each of the total frames; then stage "shifts", done = 0
     before the first candidate shift and after each of the total candidates."""
-    if spec.align == "centroid" or radius == 0:
+    if spec.align != "none" or radius == 0:
         return (0, 0), {"radius": radius, "mean_log_score_unshifted": None, "mean_log_score_best": None}
     memory, memory_record = shift_search_memory(scorer)
     best, record = choose_camera_shift(camera_shift_fits(scorer, u8, spec, radius, progress, memory),
