@@ -187,3 +187,28 @@ def test_an_undone_camera_shift_moves_the_lever_versions_too(monkeypatch):
         for v in want:
             np.testing.assert_array_equal(got[v], move_uint8(want[v], 1, -2))
     np.testing.assert_array_equal(scene["u8"][2], move_uint8(u8[2], 1, -2))
+
+
+def test_a_scene_frames_lever_inputs_are_its_versions_and_its_opened_frame_at_one_model_pixel():
+    """silhouette.versions_uint8 (what calibrate keeps of a scene frame): its ero / dil versions and its opened frame
+    (the dil version of its ero version) preprocessed; at a camera's size (8 camera pixels a model pixel) each is
+    one MODEL pixel, as the versions the scorer makes: a frame repeated 8x gives the 8x-repeated frame's."""
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    from edge_ad.runtime.silhouette import opened, silhouette_versions, versions_uint8
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    depth = np.zeros((16, 16), np.uint8)
+    rgb[3:11, 4:12], depth[3:11, 4:12] = (200, 100, 50), 120              # a block ...
+    depth[3:11, 14] = 130                                        # ... and a 1-px-wide line of readings apart
+    up = lambda a: np.repeat(np.repeat(a, 8, 0), 8, 1)
+    spec = PreprocessSpec(resolution=16)
+    small, big = versions_uint8(rgb, depth, spec), versions_uint8(up(rgb), up(depth), spec)
+    v = silhouette_versions(rgb, depth, 16)
+    want = {"ero": unaligned_uint8(*v["ero"], spec), "dil": unaligned_uint8(*v["dil"], spec),
+            "opened": unaligned_uint8(*silhouette_versions(*v["ero"], 16)["dil"], spec)}
+    for k in want:
+        np.testing.assert_array_equal(small[k], want[k], err_msg=k)
+        # 8x the size: one model pixel too (the growth's corners, 8 one-pixel rings, differ a little when resized)
+        assert (big[k][..., 3] > 0).sum() == pytest.approx((want[k][..., 3] > 0).sum(), abs=4), k
+    assert not (small["opened"][..., 3] > 0)[:, 14].any() and (small["opened"][3:11, 4:12, 3] > 0).all()
+    np.testing.assert_array_equal(opened(up(rgb), up(depth), 16)[1], up(opened(rgb, depth)[1]))
