@@ -124,6 +124,11 @@ MUTANTS = [
     Mutant("data-auto-centre-every-reading", "models/data.py",
            '        if fields.get("align", spec.align) == "component":', "        if False:",
            ("tests/test_align_component.py", "-k", "auto_centre")),
+    # audit 34 #1: rgb-shift moves the colour alone, the way the text says
+    Mutant("nuisance-rgb-shift-backwards", "runtime/nuisance/geometric.py",
+           "return rgb_levels(_bilinear_at(yy - self.dy, xx - self.dx)(rgb.astype(np.float64))), depth.copy()",
+           "return rgb_levels(_bilinear_at(yy + self.dy, xx - self.dx)(rgb.astype(np.float64))), depth.copy()",
+           ("tests/test_nuisance.py", "-k", "rgb_shift")),
     Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = rgb * (d8 > 0)[:, :, None]",
            "rgb = rgb * (d8 >= 0)[:, :, None]", PRE),
     Mutant("pre-no-far-limit", "runtime/preprocess.py",

@@ -22,7 +22,7 @@ ALL = ["brightness:1.25", "brightness:0.75", "wb:1.15,1,0.85", "shift:2", "shift
        "gamma:0.8", "gamma:1.25", "offset:+30", "offset:-30", "contrast:0.8", "contrast:1.2", "blur:1", "jpeg:40",
        "depth-holes:0.2", "rotate:3", "rotate:-10", "scale:1.2", "scale:0.8", "gamma:0.8+blur:1+rotate:5+depth-holes:0.1",
        "fg-blur:1", "fg-rotate:5", "fg-scale:0.8", "gamma:0.8+fg-blur:1+fg-scale:1.1", "depth-edge-spurs:0.3",
-       "light-ramp:0.2,30", "shadow:0.3,0", "sharpen:1"]
+       "light-ramp:0.2,30", "shadow:0.3,0", "sharpen:1", "rgb-shift:0.5,-1"]
 
 
 @pytest.mark.parametrize("text", ALL)
@@ -227,6 +227,36 @@ def test_scale_zooms_about_the_centre():
     flat = np.full((30, 30, 3), 90, np.uint8)
     r, d = nu.Scale(1.3)(flat, np.ones((30, 30), np.uint8))
     assert (r == 90).all() and (d == 1).all()                      # zoom in: nothing vacated, bilinear of a constant
+
+
+def test_rgb_shift_moves_the_colour_against_the_depth_on_real_frames(val_frame):
+    """rgb-shift:DY,DX (audit 34 #1: a colour camera registered off the depth): the RGB as captured moved by (DY, DX)
+    raw pixels, bilinear between whole-pixel moves, the border pixels entering from beyond the frame; depth unchanged.
+    On kinect-rgbd's masked captures the background's black enters the silhouette on the side the colour left."""
+    rng = nu.frame_rng(0, 0)
+    for cls, i in (("sphere", 0), ("rectangle", 5), ("cylinder", 9)):
+        f = val_frame(cls, i)
+        rgb, depth = f["rgb"], f["depth"]
+        n = nu.parse_nuisance("rgb-shift:1,0")
+        assert n == nu.RgbShift(1.0, 0.0) and n.name == "rgb-shift +1,+0 px"
+        r, d = n(rgb, depth, rng)
+        assert np.array_equal(d, depth) and d is not depth
+        assert np.array_equal(r[1:], rgb[:-1]) and np.array_equal(r[0], rgb[0])        # down; the top row repeated
+        r, _ = nu.parse_nuisance("rgb-shift:0,-2")(rgb, depth, rng)
+        assert np.array_equal(r[:, :-2], rgb[:, 2:]) and np.array_equal(r[:, -2:], rgb[:, -1:].repeat(2, 1))
+        r, _ = nu.parse_nuisance("rgb-shift:0.5,0")(rgb, depth, rng)
+        half = np.clip(np.rint((rgb[1:].astype(np.float64) + rgb[:-1]) / 2), 0, 255).astype(np.uint8)
+        assert np.array_equal(r[1:], half), f["id"]
+        # the silhouette's top row (a reading below a pixel without one) now shows the background's black
+        fg = depth > 0
+        top = fg.copy()
+        top[1:] &= ~fg[:-1]
+        top[0] = False
+        r, _ = nu.parse_nuisance("rgb-shift:1,0")(rgb, depth, rng)
+        assert top.sum() >= 10 and r[top].mean() < rgb[top].mean() / 2, (f["id"], r[top].mean(), rgb[top].mean())
+    assert nu.too_large_for(nu.RgbShift(0.0, 63.5), 64, 64) and nu.too_large_for(nu.RgbShift(-63.0, 0.0), 64, 64) is None
+    with pytest.raises(ValueError, match="takes two shifts"):
+        nu.parse_nuisance("rgb-shift:1")
 
 
 def test_parse_new_kinds_and_their_errors():

@@ -13,7 +13,7 @@ background, so the masked capture of kinect-rgbd keeps its meaning.
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
 it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, depth-edge-holes, depth-edge-spurs,
-rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen) widen what ``edge-ad eval
+rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen, rgb-shift) widen what ``edge-ad eval
 --nuisance-set`` can check.
 ``frame_rng(seed, frame, k)`` gives the per-frame generator so that a suite is reproducible frame by frame.
 NumPy only, plus Pillow (a runtime dependency) for jpeg.
@@ -30,7 +30,8 @@ Where each kind lives, by what it perturbs (this package's names are all re-expo
   photometric.py  the light and colour of the RGB: brightness, wb, gamma, offset, contrast, light-ramp, shadow,
                   rgb-noise, jpeg
   blur.py         the RGB's sharpness: blur, fg-blur, sharpen (one separable Gaussian)
-  geometric.py    the camera's pose, depth and RGB together: shift, mirror, rotate, fg-rotate, scale, fg-scale
+  geometric.py    the camera's pose, depth and RGB together: shift, mirror, rotate, fg-rotate, scale, fg-scale;
+                  the colour camera's registration to the depth: rgb-shift
   depth.py        the depth sensor: depth-noise, depth-offset, depth-holes, depth-edge-holes, depth-edge-spurs,
                   depth-edge-erode
   compose.py      several kinds in order (texts joined with '+')
@@ -43,7 +44,7 @@ from .blur import SHARPEN_SIGMA, Blur, Sharpen, gaussian_kernel, kernel_radius
 from .compose import Compose
 from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
 from .frame import MM_PER_LEVEL_8BIT
-from .geometric import Mirror, RandomShift, Rotate, Scale, Shift, ring_move
+from .geometric import Mirror, RandomShift, RgbShift, Rotate, Scale, Shift, ring_move
 from .limits import largest_blur_radius, largest_shift, refuse_too_large, too_large_for
 from .parse import NUISANCE_SYNTAX, parse_nuisance
 from .photometric import Brightness, Contrast, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow, WhiteBalance
@@ -51,7 +52,7 @@ from .suite import DEFAULT_SUITE, apply_to_frames, frame_rng
 
 __all__ = ["MM_PER_LEVEL_8BIT", "Brightness", "WhiteBalance", "Gamma", "Offset", "Contrast", "LightRamp", "Shadow",
            "RgbNoise", "Jpeg", "Blur", "Sharpen", "SHARPEN_SIGMA", "gaussian_kernel", "kernel_radius", "Shift",
-           "RandomShift", "ring_move", "Mirror", "Rotate", "Scale", "DepthNoise", "DepthOffset", "DepthHoles",
-           "DepthEdgeHoles", "DepthEdgeSpurs", "DepthEdgeErode", "Compose", "largest_shift", "largest_blur_radius",
+           "RandomShift", "RgbShift", "ring_move", "Mirror", "Rotate", "Scale", "DepthNoise", "DepthOffset",
+           "DepthHoles", "DepthEdgeHoles", "DepthEdgeSpurs", "DepthEdgeErode", "Compose", "largest_shift", "largest_blur_radius",
            "too_large_for", "refuse_too_large", "NUISANCE_SYNTAX", "parse_nuisance", "DEFAULT_SUITE", "frame_rng",
            "apply_to_frames"]

@@ -1,5 +1,6 @@
 """Where the camera looks from: shift (fixed or random direction), mirror, rotate / fg-rotate, scale / fg-scale,
-the frame moved or resampled as a whole (depth and RGB together)."""
+the frame moved or resampled as a whole (depth and RGB together); rgb-shift, the colour image alone moved against
+the depth (a colour camera registered off its depth camera)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -115,16 +116,7 @@ def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray,
     inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)                            # (H, W) bool
     depth_out = np.zeros_like(depth)
     depth_out[inside] = depth[ny[inside], nx[inside]]
-    y0, x0 = np.floor(sy), np.floor(sx)
-    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]                            # (H, W, 1) weights
-    y0i, x0i = y0.astype(np.int64), x0.astype(np.int64)
-    ya, yb = np.clip(y0i, 0, H - 1), np.clip(y0i + 1, 0, H - 1)
-    xa, xb = np.clip(x0i, 0, W - 1), np.clip(x0i + 1, 0, W - 1)
-
-    def bilinear(a):                                                               # (H, W, C) -> (H, W, C)
-        return ((1 - fy) * ((1 - fx) * a[ya, xa] + fx * a[ya, xb])
-                + fy * ((1 - fx) * a[yb, xa] + fx * a[yb, xb]))
-
+    bilinear = _bilinear_at(sy, sx)
     rgb_out = np.zeros_like(rgb)
     if not foreground_only:
         rgb_out[inside] = rgb_levels(bilinear(rgb.astype(np.float64))[inside])
@@ -137,6 +129,49 @@ def _warp(rgb: np.ndarray, depth: np.ndarray, inverse: np.ndarray,
     full = bilinear(np.ones_like(m))[keep]                                         # (N, 1)
     rgb_out[keep] = rgb_levels(num * (full / den))
     return rgb_out, depth_out
+
+
+def _bilinear_at(sy: np.ndarray, sx: np.ndarray):
+    """The bilinear sampler at source points (sy, sx), each (H, W) float, of (H, W, C) arrays of an H x W frame:
+    bilinear(a) -> (H, W, C) float, a point outside the frame taking the nearest border pixels (clipped indices)."""
+    H, W = sy.shape
+    y0, x0 = np.floor(sy), np.floor(sx)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]                            # (H, W, 1) weights
+    y0i, x0i = y0.astype(np.int64), x0.astype(np.int64)
+    ya, yb = np.clip(y0i, 0, H - 1), np.clip(y0i + 1, 0, H - 1)
+    xa, xb = np.clip(x0i, 0, W - 1), np.clip(x0i + 1, 0, W - 1)
+
+    def bilinear(a):                                                               # (H, W, C) -> (H, W, C)
+        return ((1 - fy) * ((1 - fx) * a[ya, xa] + fx * a[ya, xb])
+                + fy * ((1 - fx) * a[yb, xa] + fx * a[yb, xb]))
+    return bilinear
+
+
+@dataclass(frozen=True)
+class RgbShift:
+    """The colour image registered off the depth image (a bumped colour camera, drifted extrinsics, a colour/depth
+    timing offset on a moving robot; audit 34 #1): the RGB content moved by (dy, dx) raw pixels, sub-pixel
+    (bilinear; dy > 0 down, dx > 0 right), the depth unchanged. The RGB is resampled as captured, so what enters
+    the object's silhouette on one side is the capture's colour outside the object (its background: black on a
+    masked capture as kinect-rgbd's, the table on a live camera), points beyond the frame taking its border pixels;
+    on the other side the object's colour leaves the silhouette (masked away by preprocessing)."""
+    dy: float
+    dx: float
+
+    @property
+    def name(self) -> str:
+        return f"rgb-shift {self.dy:+g},{self.dx:+g} px"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = check_frame(rgb, depth)
+        refuse_too_large(self, depth.shape)
+        yy, xx = np.mgrid[0:depth.shape[0], 0:depth.shape[1]].astype(np.float64)
+        return rgb_levels(_bilinear_at(yy - self.dy, xx - self.dx)(rgb.astype(np.float64))), depth.copy()
+
+
+@largest_shift.register(RgbShift)
+def _rgb_shift_reach(nuisance) -> tuple:
+    return int(np.ceil(abs(nuisance.dy))), int(np.ceil(abs(nuisance.dx)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 from .blur import Blur, Sharpen
 from .compose import Compose
 from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
-from .geometric import Mirror, RandomShift, Rotate, Scale, Shift
+from .geometric import Mirror, RandomShift, RgbShift, Rotate, Scale, Shift
 from .photometric import Brightness, Contrast, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow, WhiteBalance
 
 
@@ -19,7 +19,8 @@ NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random dir
                    "depth-edge-spurs:P (0..1) | depth-edge-erode:N (whole >= 1) | rotate:DEG | "
                    "scale:S (> 0) | fg-blur:SIGMA_PX | fg-rotate:DEG | fg-scale:S (> 0) (fg-: RGB resampled from "
                    "pixels with a depth reading only) | light-ramp:A,DEG (0 <= A < 1) | shadow:A,DEG (0..1) | "
-                   "sharpen:AMOUNT (>= 0); join with '+'")
+                   "sharpen:AMOUNT (>= 0) | rgb-shift:DY,DX (the colour moved against the depth, raw px, sub-pixel); "
+                   "join with '+'")
 
 
 def _is_int(v: float) -> bool:
@@ -57,6 +58,8 @@ _KINDS = {
     "shadow": (2, lambda v: 0 <= v[0] <= 1, "a darkening 0..1 and a direction in degrees (A,DEG)",
                lambda v: Shadow(v[0], v[1])),
     "sharpen": (1, lambda v: v[0] >= 0, "an amount >= 0", lambda v: Sharpen(v[0])),
+    "rgb-shift": (2, lambda v: True, "two shifts DY,DX in raw pixels (sub-pixel allowed) of the colour against the "
+                  "depth", lambda v: RgbShift(v[0], v[1])),
 }
 
 
