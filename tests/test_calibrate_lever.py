@@ -125,24 +125,31 @@ def test_a_model_without_the_lever_calibrates_bit_for_bit_as_before(kinect_expor
     assert {f: sha256_file(tmp_path / "cal" / f) for f in BEFORE_SHA256} == BEFORE_SHA256
 
 
-def test_a_lever_model_with_a_pixel_memory_grows_its_opened_frames(tmp_path):
-    """The shipped rectangle (pixel memory of its 300 train frames) with the lever and its 300 opened frames
-    (silhouette_pixels.npy), calibrated on 20 rectangle val frames with the camera-shift search (--max-shift 1):
+@pytest.fixture(scope="module")
+def rect_lever(tmp_path_factory):
+    """(lever, scene): the shipped rectangle (pixel memory of its 300 train frames) with the lever and its 300
+    opened frames (silhouette_pixels.npy), exported; 20 rectangle val frames as a frame folder."""
+    from edge_ad.export.exporter import export_model
+    d = tmp_path_factory.mktemp("rect_lever")
+    lever_checkpoint(REPO / "models" / "kinect-rgbd" / "rectangle.pt", d / "rect-lever.pt", "rectangle",
+                     with_pixels=True)
+    export_model(d / "rect-lever.pt", d / "lever", parity=False, log=lambda *a: None)
+    return d / "lever", copy_frames(d / "scene", "rectangle", 20, split="val")
+
+
+def test_a_lever_model_with_a_pixel_memory_grows_its_opened_frames(rect_lever, tmp_path):
+    """The rectangle lever model calibrated on 20 rectangle val frames with the camera-shift search (--max-shift 1):
     the opened frames grow by the scene's, in the model's light under the scene's preprocessing (its colour gain,
     its shift), the same frames as silhouette.opened_uint8 makes of the raw frames; the new directory loads."""
-    from edge_ad.export.exporter import export_model
     from edge_ad.runtime import Scorer
     from edge_ad.runtime.calibrate import calibrate_model
     from edge_ad.runtime.pixel_memory import in_model_light
     from edge_ad.runtime.silhouette import opened_uint8
     from edge_ad.runtime.sources import open_source
-    lever_checkpoint(REPO / "models" / "kinect-rgbd" / "rectangle.pt", tmp_path / "rect-lever.pt", "rectangle",
-                     with_pixels=True)
-    export_model(tmp_path / "rect-lever.pt", tmp_path / "lever", parity=False, log=lambda *a: None)
-    scene = copy_frames(tmp_path / "scene", "rectangle", 20, split="val")
-    original = np.load(tmp_path / "lever" / "silhouette_pixels.npy")
+    lever, scene = rect_lever
+    original = np.load(lever / "silhouette_pixels.npy")
     with open_source(str(scene)) as src:
-        man = calibrate_model(tmp_path / "lever", src, tmp_path / "cal", max_shift=1, threads=1)
+        man = calibrate_model(lever, src, tmp_path / "cal", max_shift=1, threads=1)
     e = man["silhouette"]
     assert e["n_frames"] == 320 and e["pixels_shape"] == [320, 64, 64, 4] and e["bank_shape"][0] == 640
     assert man["calibration"]["silhouette"]["opened_pixel_frames"] == 320
@@ -153,6 +160,31 @@ def test_a_lever_model_with_a_pixel_memory_grows_its_opened_frames(tmp_path):
         assert s.silhouette_memories[1] is not None and s.threshold == pytest.approx(man["threshold"]["value"])
     want = in_model_light(np.stack([opened_uint8(*f, spec) for f in _frames(scene)]), spec)
     np.testing.assert_array_equal(grown[300:], want)
+
+
+def test_held_out_dil_pixel_distances_see_the_opened_frames_but_not_the_frames_own(rect_lever):
+    """grow_memories of the rectangle lever model (pixel factor) on its real scene, leave-one-out, each frame's opened
+    frame planted as its own dil version: held out, no frame meets it (scores as without the planting, far from
+    the pixel floor); planted as the previous frame's instead (another block's), the dil version meets it through
+    the opened frames' memory and scores far lower."""
+    from edge_ad.runtime.calibrate import grow_memories, read_scene, score_scene
+    from edge_ad.runtime.scorer import Scorer
+    from edge_ad.runtime.sources import open_source
+    lever, scene_dir = rect_lever
+    with Scorer.load(lever, threads=1) as s, open_source(str(scene_dir)) as src:
+        spec, cfg, man = s.preprocess_spec, s.config, s.manifest
+        augment = man["latent_bank"]["augment"]
+        scene = read_scene(src, spec, silhouette=True)
+        scene.update(score_scene(s, scene["u8"], spec, augment, scene["versions"]))
+    n = len(scene["ids"])
+
+    def held(opened_of) -> np.ndarray:    # opened_of(i): the frame whose dil version is frame i's opened frame
+        versions = [{**f, "opened": scene["versions"][opened_of(i)]["dil"]} for i, f in enumerate(scene["versions"])]
+        return grow_memories(lever, man, cfg, {**scene, "versions": versions}, spec, augment, n).scores
+    plain, own, previous = grow_memories(lever, man, cfg, scene, spec, augment, n).scores, held(lambda i: i), \
+        held(lambda i: min(i + 1, n - 1))
+    assert (own > 0.5 * plain).all(), own / plain
+    assert np.median(previous[1:-1] / plain[1:-1]) < 0.1, previous / plain
 
 
 def test_the_opened_frames_count_in_the_pixel_memory_size_check():
