@@ -47,6 +47,7 @@ def test_calibrating_a_lever_model_grows_its_paired_rows_with_the_scene(sphere_l
     r = CliRunner().invoke(main, ["calibrate", "--model", str(lever), "--source", str(sphere_scene), "--out", str(out),
                                   "--max-shift", "0", "--threads", "1", "--sign", str(tmp_path / "k.key")])
     assert r.exit_code == 0, r.output
+    assert "the silhouette lever's paired rows: opened frames of 300 training + 20 scene frames" in r.output
     assert _digests(lever) == before                                                  # the original untouched
     man = json.loads((out / "manifest.json").read_text())
     e, rec = man["silhouette"], man["calibration"]

@@ -173,7 +173,7 @@ def _echo_written(out_dir, man: dict, sign_key, trusted_keys) -> None:
     the threshold and its rule, the bank's rows, whether OUT is signed, and frames the source lost."""
     from edge_ad.runtime.calibrate import how_selected
     c, t = man["calibration"], man["threshold"]
-    bank = c.get("bank")
+    bank, paired = c.get("bank"), c.get("silhouette")
     if c.get("colour_gain"):
         click.echo(f"scene colour gain (R, G, B): {c['colour_gain']}")
     if c.get("scene_shift"):
@@ -188,7 +188,9 @@ def _echo_written(out_dir, man: dict, sign_key, trusted_keys) -> None:
                + f"); threshold {t['value']:.4g} "
                f"at {c['target_fpr']:g} false alarms ({c['threshold_rule']}; the scene's own quantile "
                f"{c['threshold_scene']:.4g})" + (f"; latent bank {bank['original_rows']} + {bank['scene_rows']} scene rows"
-                                                 if bank else ""))
+                                                 if bank else "")
+               + (f"; the silhouette lever's paired rows: opened frames of {paired['original_frames']} training + "
+                  f"{paired['scene_frames']} scene frames (held-out scores: the lever's)" if paired else ""))
     if sign_key:
         click.echo(f"signed {out_dir}: manifest.sig (check it with edge-ad run --trusted-key)")
     else:
