@@ -54,7 +54,8 @@ import time
 from typing import Callable, Iterator, Optional
 
 from edge_ad.runtime.alarm_watch import DEFAULT_ALPHA, DEFAULT_WINDOW, NORMAL_P, check_watch_settings
-from edge_ad.runtime.msgconv import msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, stamp_seconds
+from edge_ad.runtime.msgconv import (msg_to_depth_mm, msg_to_rgb, numpy_to_image_fields, registration_problem,
+                                     stamp_seconds)
 from edge_ad.runtime.preprocess import FrameError
 from edge_ad.runtime.results import rotate_bytes_of, rotation_problem
 from edge_ad.runtime.sources.base import Frame, Source, SourceError
@@ -214,9 +215,15 @@ def results_refused_message(e, results_path: str) -> str:
 
 
 def frame_from_msgs(rgb_msg, depth_msg, fid: str) -> Frame:
-    """A synchronized (colour, depth) message pair -> Frame; undecodable pairs get ``error``."""
+    """A synchronized (colour, depth) message pair -> Frame; undecodable pairs, and pairs whose depth is not
+    registered to colour (``msgconv.registration_problem``: different header.frame_id), get ``error``."""
     header = getattr(rgb_msg, "header", None)
     t = stamp_seconds(header) if header is not None else time.time()
+    problem = registration_problem(header, getattr(depth_msg, "header", None))
+    if problem:
+        return Frame(fid, None, None, t, meta={"header": header},
+                     error=f"{problem}; subscribe depth_topic to depth aligned to colour (realsense2_camera: "
+                           "align_depth.enable:=true, .../aligned_depth_to_color/image_raw)")
     try:
         rgb, depth = msg_to_rgb(rgb_msg), msg_to_depth_mm(depth_msg)
     except FrameError as e:

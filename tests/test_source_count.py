@@ -117,8 +117,9 @@ def test_a_count_is_remembered_no_second_pass(tmp_path, frames, monkeypatch):
     write_ros2_bag(tmp_path / "bag", frames[:7])
     passes = counting_passes(monkeypatch, RosbagSource, "_items")
     src = open_source(str(tmp_path / "bag"))
-    assert src.frame_count() == src.frame_count() == source_length(src) == 7 and len(passes) == 1
-    assert len(list(src)) == 7 and len(passes) == 2
+    # passes: the open's read of the first pair (its registration check, audit 34 #3), then one count
+    assert src.frame_count() == src.frame_count() == source_length(src) == 7 and len(passes) == 2
+    assert len(list(src)) == 7 and len(passes) == 3
     pytest.importorskip("pyrealsense2")
     record_realsense_db3(tmp_path / "rec.db3", frames[:6])
     plays = counting_passes(monkeypatch, realsense, "_played_stamps")
@@ -144,7 +145,8 @@ def test_a_bag_that_cannot_be_counted_to_its_end_is_counted_once_and_calibrate_s
     passes = counting_passes(monkeypatch, RosbagSource, "_rosbags_messages", fail_after=40)
     src = open_source(str(bag))
     assert src.frame_count() is None and src.frame_count() is None and source_length(src) is None
-    assert src.count_error == "Truncated record at offset 487050" and len(passes) == 1
+    # the open's first pair, one count
+    assert src.count_error == "Truncated record at offset 487050" and len(passes) == 2
     with pytest.raises(SourceError, match="Truncated record"):
         list(src)
     passes.clear()
@@ -152,7 +154,7 @@ def test_a_bag_that_cannot_be_counted_to_its_end_is_counted_once_and_calibrate_s
     r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", str(bag), "--out", str(out),
                                   "--max-shift", "0", "--min-frames", "5", "--max-frames", "10"])
     assert r.exit_code == 0, r.output
-    assert len(passes) == 2, passes          # one count (remembered), one read of the first 10 frames
+    assert len(passes) == 3, passes     # the open's first pair, one count (remembered), one read of the first 10
     assert (f"could not count the frames of rosbag://{bag} (Truncated record at offset 487050): using its first "
             "10 frames, one stretch of it (--every K: every K-th frame instead)") in r.output
     c = json.loads((out / "manifest.json").read_text())["calibration"]
@@ -236,7 +238,8 @@ def test_calibrate_every_k_does_not_count_a_bag(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["calibrate", "--model", str(model), "--source", str(bag), "--out", str(out),
                                   "--max-shift", "0", "--min-frames", "5", "--max-frames", "10", "--every", "2"])
     assert r.exit_code == 0, r.output
-    assert len(passes) == 1 and "counting" not in r.output and "could not count" not in r.output
+    # the open's first pair, one read
+    assert len(passes) == 2 and "counting" not in r.output and "could not count" not in r.output
     assert "using every 2nd frame (at most 10: spread over 19 frames of the source)" in r.output
     c = json.loads((out / "manifest.json").read_text())["calibration"]
     assert (c["every"], c["source_length"], c["frames_read"], c["frames_selected"]) == (2, None, 19, 10)

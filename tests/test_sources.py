@@ -154,8 +154,11 @@ def test_an_8uc3_colour_image_is_refused_not_guessed(rng):
 # ----------------------------------------------------------------------------- ROS 2 bags
 
 def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_depth: bool = False,
-                   jitter_ns: int = 3_000_000):
-    """Write colour (bgr8 Image) and depth (16UC1 Image or compressedDepth) topics with rosbags."""
+                   jitter_ns: int = 3_000_000,
+                   topics: tuple = ("/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"),
+                   frame_ids: tuple = ("cam", "cam")):
+    """Write colour (bgr8 Image) and depth (16UC1 Image or compressedDepth) ``topics`` with rosbags, their headers'
+    frame_id ``frame_ids`` (colour, depth)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -165,18 +168,20 @@ def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_dept
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     dtype = "sensor_msgs/msg/CompressedImage" if compressed_depth else "sensor_msgs/msg/Image"
     with Writer(path, version=9, storage_plugin=plugin) as w:
-        cc = w.add_connection("/camera/color/image_raw", "sensor_msgs/msg/Image", typestore=ts)
-        dc = w.add_connection("/camera/aligned_depth_to_color/image_raw", dtype, typestore=ts)
+        cc = w.add_connection(topics[0], "sensor_msgs/msg/Image", typestore=ts)
+        dc = w.add_connection(topics[1], dtype, typestore=ts)
         w.add_connection("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
         for k, (_, rgb, mm) in enumerate(frames):
             t = 1_700_000_000_000_000_000 + k * 33_333_333
             td = t + (jitter_ns if k % 2 else -jitter_ns)  # depth stamps jittered by +-3 ms
-            hdr = lambda tt: Header(stamp=Time(sec=tt // 10**9, nanosec=tt % 10**9), frame_id="cam")  # noqa: E731
-            cmsg = Img(header=hdr(t), **msgconv.numpy_to_image_fields(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8"))
+            hdr = lambda tt, fid: Header(stamp=Time(sec=tt // 10**9, nanosec=tt % 10**9), frame_id=fid)  # noqa: E731
+            cmsg = Img(header=hdr(t, frame_ids[0]),
+                       **msgconv.numpy_to_image_fields(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8"))
             if compressed_depth:
-                dmsg = CImg(header=hdr(td), **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
+                dmsg = CImg(header=hdr(td, frame_ids[1]),
+                            **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
             else:
-                dmsg = Img(header=hdr(td), **msgconv.numpy_to_image_fields(mm, "16UC1"))
+                dmsg = Img(header=hdr(td, frame_ids[1]), **msgconv.numpy_to_image_fields(mm, "16UC1"))
             # depth written before colour for odd frames: pairing must not depend on bag order
             for conn, msg, tt in ((dc, dmsg, td), (cc, cmsg, t)) if k % 2 else ((cc, cmsg, t), (dc, dmsg, td)):
                 w.write(conn, tt, ts.serialize_cdr(msg, conn.msgtype))

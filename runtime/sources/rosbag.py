@@ -5,6 +5,12 @@ URI options: ``rosbag://PATH?rgb=/camera/color/image_raw&depth=/camera/aligned_d
 Without topics, the one colour and the one depth image topic are found by name (a depth topic
 names "depth"; an aligned one is preferred).
 
+Depth must be registered to colour (audit 34 #3): a bag whose first pair has its colour and depth in different
+optical frames (``header.frame_id``: realsense2_camera records depth/image_rect_raw in camera_depth_optical_frame
+unless align_depth.enable:=true) is refused at open (SourceError naming both frames and the aligned topic to record
+or name). A depth topic chosen by name that does not say it is aligned ("align" or "regist" in its name) and whose
+frames cannot tell (an empty frame_id) is read with a ``source_warning`` saying so.
+
 A bag cut short (an .mcap without its footer, a .db3 shorter than its header says, a bag directory
 without metadata.yaml: what a killed recorder leaves) is read message by message up to its last
 intact message (``salvage.py``), and a ``recording_truncated`` event says where it ends.
@@ -19,7 +25,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..msgconv import msg_to_depth_mm, msg_to_rgb, stamp_seconds
+from ..msgconv import msg_to_depth_mm, msg_to_rgb, registration_problem, stamp_seconds
 from ..preprocess import DEFAULT_MAX_PIXELS, FrameError
 from .base import Frame, Source, SourceError
 from .pairing import TimePairer, check_slop, gap_event
@@ -99,6 +105,7 @@ class RosbagSource(Source):
         if not self.path.exists():
             raise SourceError(f"bag {self.path} does not exist")
         self.events: list = []      # e.g. recording_truncated, written by the capture loop
+        self.warnings: list = []    # for the person running it (a depth topic not known to be registered)
         self.salvage = needs_salvage(self.path)  # cut short: read every intact message ourselves
         if self.salvage and self.path.is_dir() and not (self.path / "metadata.yaml").exists():
             self.events.append({"event": "recording_unclosed", "file": str(self.path),
@@ -110,6 +117,36 @@ class RosbagSource(Source):
         self._count: Optional[int] = None
         self.count_error: Optional[str] = None
         self._truncated: Optional[dict] = None   # where a bag cut short ends, once salvage read to the cut
+        self._check_registration(chosen=depth_topic is None)
+
+    def _check_registration(self, chosen: bool) -> None:
+        """Refuse (SourceError) a bag whose first pair's colour and depth lie in different optical frames
+        (``msgconv.registration_problem``); warn (``warnings`` and a ``source_warning`` event) when the depth topic
+        was ``chosen`` by name without saying it is aligned and the frames cannot tell. A bag without a readable
+        pair passes (iterating it says what is wrong)."""
+        first = None
+        try:
+            items = self._items(TimePairer(self.slop), keep=True, record_events=False)
+            first = next((it for it in items if it[0] == "pair"), None)
+            items.close()
+        except Exception:    # rosbags' own reader errors: iterating reports them
+            pass
+        if first is None:
+            return
+        cmsg, dmsg = first[2], first[4]
+        problem = registration_problem(getattr(cmsg, "header", None), getattr(dmsg, "header", None))
+        if problem:
+            raise SourceError(f"bag {self.path}: depth topic {self.depth_topic}: {problem}. Record depth aligned to "
+                              "colour (realsense2_camera: align_depth.enable:=true, topic "
+                              ".../aligned_depth_to_color/image_raw) and read that topic (rosbag://PATH?depth=TOPIC)")
+        named = any(w in self.depth_topic.lower() for w in ("align", "regist"))
+        c, d = (str(getattr(getattr(m, "header", None), "frame_id", "") or "") for m in (cmsg, dmsg))
+        if chosen and not named and not (c and d):
+            warning = (f"depth topic {self.depth_topic} was chosen by name; neither its name nor its messages' "
+                       "frame_id say it is registered to colour: if it is the depth camera's own image "
+                       "(realsense2_camera without align_depth.enable:=true), the scores are not meaningful")
+            self.warnings.append(warning)
+            self.events.append({"event": "source_warning", "warning": warning})
 
     def _storage(self) -> list:
         return storage_files(self.path) if self.path.is_dir() else [self.path]
@@ -150,15 +187,17 @@ class RosbagSource(Source):
             except Exception as e:
                 yield conn.topic, bag_t, None, e
 
-    def _items(self, pairer: TimePairer, keep: bool = True) -> Iterator[tuple]:
+    def _items(self, pairer: TimePairer, keep: bool = True, record_events: Optional[bool] = None) -> Iterator[tuple]:
         """What the bag yields, in order, before any image is decoded: ("error", bag time ns, reason) for an
         undecodable message, ("pair", colour t, colour msg, depth t, depth msg) for each pair ``pairer`` makes.
-        ``keep`` False (counting): the pairs carry None for the messages and salvage records no event."""
+        ``keep`` False (counting): the pairs carry None for the messages. Salvage records its events when
+        ``record_events`` (default: ``keep``)."""
         AnyReader, Stores, get_typestore = _import_rosbags()
         typestore = get_typestore(Stores.ROS2_HUMBLE)
         with contextlib.ExitStack() as stack:
             if self.salvage:
-                msgs = self._salvaged_messages(typestore, record_events=keep)
+                record = keep if record_events is None else record_events
+                msgs = self._salvaged_messages(typestore, record_events=record)
             else:
                 reader = stack.enter_context(AnyReader([self.path], default_typestore=typestore))
                 msgs = self._rosbags_messages(reader)
