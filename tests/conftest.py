@@ -355,19 +355,69 @@ def lever_checkpoint(path: Path, out: Path, cls: str, weight: float = 2.0, with_
     return rows
 
 
+SPHERE = REPO / "models" / "kinect-rgbd" / "sphere.pt"
+
+
+def without_lever(path: Path, out: Path) -> Path:
+    """The checkpoint ``path`` (a model with the silhouette lever) saved as ``out`` with the lever off: the field
+    silhouette_versions_weight cleared from scoring["search"], the paired rows (silhouette_bank, silhouette_pixels,
+    silhouette_info) and the threshold (read on the lever's scores) dropped; generator, encoder, preprocessing,
+    latent bank and the configuration's name as shipped: the model as released without the lever (session 33's
+    sphere.pt: the same generator, encoder, bank)."""
+    import torch
+
+    from edge_ad.models.checkpoint import read_checkpoint, with_integrity
+    ck = read_checkpoint(path)
+    scoring = ck["scoring"]
+    scoring["search"].pop("silhouette_versions_weight", None)
+    for key in ("silhouette_bank", "silhouette_pixels", "silhouette_info"):
+        scoring.pop(key, None)
+    scoring["threshold"] = None
+    torch.save(with_integrity(ck), out)                         # a release of its own: its own content digest
+    return out
+
+
 @pytest.fixture(scope="session")
 def sphere_lever(tmp_path_factory):
-    """(shipped, lever, rows): the shipped sphere.pt exported (no parity), and the same file with the silhouette
-    lever on (w_e 2, its threshold dropped: ``lever_checkpoint``, saved as sphere-lever.pt beside) and the paired rows
-    of its 300 train frames opened, exported by the exporter."""
+    """(off, lever, rows): the shipped sphere.pt (the silhouette lever on, w_e 2, the paired rows of its 300 train
+    frames opened: make_release.py --silhouette-weight 2) exported by the exporter as ``lever``; the same file with
+    the lever off (``without_lever``, saved as sphere-off.pt beside) exported as ``off``: the baseline a lever test
+    compares against; ``rows``: the shipped paired rows (600, z_dim) float32. Both without the parity run."""
     pytest.importorskip("torch")
     from edge_ad.export.exporter import export_model
+    from edge_ad.models.checkpoint import read_checkpoint
     d = tmp_path_factory.mktemp("silhouette")
-    shipped, sphere = d / "shipped", REPO / "models" / "kinect-rgbd" / "sphere.pt"
-    export_model(sphere, shipped, parity=False, log=lambda *a: None)
-    rows = lever_checkpoint(sphere, d / "sphere-lever.pt", "sphere")
-    export_model(d / "sphere-lever.pt", d / "lever", parity=False, log=lambda *a: None)
-    return shipped, d / "lever", rows
+    without_lever(SPHERE, d / "sphere-off.pt")
+    export_model(d / "sphere-off.pt", d / "off", parity=False, log=lambda *a: None)
+    export_model(SPHERE, d / "lever", parity=False, log=lambda *a: None)
+    rows = read_checkpoint(SPHERE)["scoring"]["silhouette_bank"].numpy()
+    return d / "off", d / "lever", rows
+
+
+def checkpoint_raw_scorer(path: Path, seed: int = 0, batch_frames: int = 64, lever_off: bool = False):
+    """(G, score_raw) of the checkpoint ``path`` on the torch path: score_raw(X, frames) -> (scores (N,), winning
+    versions [N] or None) of preprocessed frames X (N, 4, R, R) and the same frames raw [(rgb, depth)], frame i
+    seeded frame_seed(seed, i), ``batch_frames`` at once, as
+    ``edge-ad eval`` scores them: a model with the silhouette lever from the raw frames' versions
+    (models.silhouette_reference.score_versions against its own memories and paired rows), one without it from X
+    (models.search.score_batch). For quality tests of a shipped file, whichever it carries; ``lever_off``: the
+    file's configuration with silhouette_versions_weight 0 (as ``edge-ad eval --silhouette-weight 0``)."""
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator
+    from edge_ad.models.search import score_batch
+    G, st = load_generator(path), CheckpointScoring.read(path)
+    cfg, E, bank, layout = st.search_config(), st.encoder(), st.latent_bank(), st.bank_augment()
+    pixels = st.pixel_memory(G.preprocess) if cfg.uses_pixel_memory else None
+    if lever_off:
+        cfg = cfg.replace(silhouette_versions_weight=0.0)
+    if not cfg.uses_silhouette_versions:
+        return G, lambda X, frames=None: (score_batch(G, X, cfg, seed=seed, batch_frames=batch_frames, encoder=E,
+                                                      latent_bank=bank,
+                                                      bank_rows_per_frame=layout, pixel_memory=pixels), None)
+    from edge_ad.models.silhouette_reference import lever_memories, score_versions
+    rows, opened = st.silhouette_rows(G.cfg.z_dim)
+    memories = lever_memories(cfg, G.preprocess, bank, layout, pixels, rows, opened)
+    return G, lambda X, frames: score_versions(G, frames, cfg, memories, G.preprocess, seed=seed,
+                                               batch_frames=batch_frames, encoder=E)[:2]
 
 
 def edit_manifest(src: Path, dst: Path, edit) -> Path:

@@ -1,8 +1,9 @@
 """The silhouette lever (runtime/silhouette.py, SearchConfig.silhouette_versions_weight; audit 31 #9): a raw frame
 scored as itself, its silhouette 1 px narrower and 1 px wider, score = min(S_id, w_e S_ero, S_dil), the dil version
-also against paired rows of the opened training frames. Off by default and then recorded and scored as before; on
-the shipped sphere.pt (its 300 train frames opened as the paired rows, make_release.silhouette_rows) a 1-px eroded
-frame scores close to its clean score where the shipped file's score jumps; the paired rows are the dil version's
+also against paired rows of the opened training frames. Off by default and then recorded and scored as before. The
+shipped sphere.pt carries it (session 34: w_e 2, its 300 train frames opened as the paired rows,
+make_release.silhouette_rows); on it a 1-px eroded frame scores close to its clean score where the same file with
+the lever off (conftest.without_lever: the model as released before) jumps; the paired rows are the dil version's
 only; a corrupt or mismatched array is refused naming it."""
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, edit_manifest, load_kinect_script
+from conftest import REPO, SPHERE, edit_manifest, load_kinect_script
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.nuisance import DepthEdgeErode
 from edge_ad.runtime.silhouette import VERSIONS, opened, silhouette_min, silhouette_versions
 
 QUIET = {"log": lambda *a: None}
-SPHERE = REPO / "models" / "kinect-rgbd" / "sphere.pt"
 W = 2.0
 
 
@@ -70,9 +70,43 @@ def test_versions_opened_and_the_weighted_min():
 
 @pytest.fixture(scope="module")
 def sphere(sphere_lever):
-    """(shipped, lever, rows): conftest's ``sphere_lever`` (the shipped sphere.pt exported, and the same file with
-    the lever on, w_e 2, and the paired rows of its 300 train frames opened)."""
+    """(off, lever, rows): conftest's ``sphere_lever`` (the shipped sphere.pt, the lever on, w_e 2, with the paired
+    rows of its 300 train frames opened, exported as ``lever``; the same file with the lever off exported as ``off``;
+    the paired rows)."""
     return sphere_lever
+
+
+def test_the_shipped_sphere_carries_the_lever(kinect_root, tmp_path):
+    """models/kinect-rgbd/sphere.pt ships with the silhouette lever (session 34: make_release.py --silhouette-weight 2):
+    w_e 2 in its configuration and in its threshold's record, 600 paired rows (2 x its 300 train frames: each
+    opened frame and its mirror, E of silhouette.opened_inputs; the first frames' rebuilt here), no opened pixel
+    frames (no pixel factor); exported with the parity check, the manifest carries the rows and the threshold and
+    its parity has the combined-score row, passed."""
+    from edge_ad.export.exporter import export_model
+    from edge_ad.export.parity import default_parity_frames
+    from edge_ad.models.checkpoint import CheckpointScoring, load_generator, read_checkpoint
+    from edge_ad.models.data import kinect_split_ids
+    from edge_ad.models.encoder import encoder_latents
+    from edge_ad.runtime.silhouette import opened_inputs
+    from edge_ad.runtime.sources.folder import read_pair
+    ck = read_checkpoint(SPHERE)
+    scoring = ck["scoring"]
+    train = kinect_split_ids(kinect_root, "sphere", "train")
+    assert scoring["search"]["silhouette_versions_weight"] == W and len(train) == 300
+    assert scoring["threshold"]["search"] == scoring["search"] and scoring["threshold"]["value"] > 0
+    rows = scoring["silhouette_bank"].numpy()
+    assert rows.shape == (2 * len(train), 100) and rows.dtype == np.float32 and np.isfinite(rows).all()
+    assert scoring["silhouette_info"]["n_frames"] == 300 and scoring.get("silhouette_pixels") is None
+    G, E = load_generator(SPHERE), CheckpointScoring.read(SPHERE).encoder()
+    X = np.concatenate([opened_inputs(*read_pair(kinect_root / "sphere", str(i)), G.preprocess) for i in train[:4]])
+    np.testing.assert_allclose(rows[:8], encoder_latents(E, X), rtol=1e-4, atol=1e-5)
+    man = export_model(SPHERE, tmp_path / "m", parity_frames=default_parity_frames(kinect_root, "sphere"), **QUIET)
+    assert man["search"]["silhouette_versions_weight"] == W and man["silhouette"]["bank_shape"] == [600, 100]
+    np.testing.assert_array_equal(np.load(tmp_path / "m" / "silhouette_bank.npy"), rows)
+    assert man["threshold"]["value"] == scoring["threshold"]["value"]
+    par = man["parity"]
+    assert par["passed"] and par["silhouette"]["passed"] and par["silhouette"]["weight"] == W, par["summary"]
+    assert par["silhouette"]["max_rel_diff"] <= par["tolerance"] and len(par["silhouette"]["frames"]) >= 2
 
 
 def _val(kinect_root, cls: str, n: int) -> list:
@@ -82,25 +116,25 @@ def _val(kinect_root, cls: str, n: int) -> list:
 
 
 def test_export_carries_the_paired_rows(sphere):
-    shipped, lever, rows = sphere
+    base, lever, rows = sphere
     man = json.loads((lever / "manifest.json").read_text())
     e = man["silhouette"]
     assert e["bank"] == "silhouette_bank.npy" and e["bank_shape"] == [600, rows.shape[1]] and e["n_frames"] == 300
     assert "pixels" not in e and man["search"]["silhouette_versions_weight"] == W
     np.testing.assert_array_equal(np.load(lever / "silhouette_bank.npy"), rows)
-    assert "silhouette" not in json.loads((shipped / "manifest.json").read_text())
+    assert "silhouette" not in json.loads((base / "manifest.json").read_text())
 
 
 def test_a_one_pixel_erosion_scores_near_clean_with_the_lever(sphere, kinect_root):
-    """Sphere val normals: shipped, a 1-px eroded silhouette multiplies the score (the latent distance: x10 in the
-    median, session 32); with the lever its score stays near the clean frame's (the dil version of the eroded
-    frame is the frame opened, which the paired rows know). Off (weight 0 on the lever's export): bit-identical to
-    the shipped export."""
+    """Sphere val normals: without the lever (sphere.pt with the lever off, ``base``), a 1-px eroded silhouette
+    multiplies the score (the latent distance: x10 in the median, session 32); with the lever (sphere.pt as shipped)
+    its score stays near the clean frame's (the dil version of the eroded frame is the frame opened, which the paired
+    rows know). Off (weight 0 on the lever's export): bit-identical to the export of the file with the lever off."""
     from edge_ad.runtime.scorer import Scorer
-    shipped, lever, _ = sphere
+    base, lever, _ = sphere
     frames = _val(kinect_root, "sphere", 8)
     ero = [DepthEdgeErode(1)(*f) for f in frames]
-    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+    with Scorer.load(base, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
         plain = [s0.score(*f, seed=0).score for f in frames]
         plain_ero = [s0.score(*f, seed=0).score for f in ero]
         on = [s1.score(*f, seed=0) for f in frames]
@@ -147,12 +181,12 @@ def test_a_one_pixel_erosion_from_a_cameras_frame_size_scores_as_at_64(sphere, k
 
 
 def test_the_paired_rows_are_the_dil_versions_only(sphere, kinect_root):
-    """The id and ero versions score exactly as the shipped file scores those frames; the dil version is never
-    farther than the shipped file's score of the dil frame, and nearer for an eroded frame (its opened rows)."""
+    """The id and ero versions score exactly as the file with the lever off scores those frames; the dil version is
+    never farther than its score of the dil frame, and nearer for an eroded frame (its opened rows)."""
     from edge_ad.runtime.scorer import Scorer
-    shipped, lever, _ = sphere
+    base, lever, _ = sphere
     frames = _val(kinect_root, "sphere", 3) + _val(kinect_root, "cylinder", 2)
-    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+    with Scorer.load(base, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
         ratios = []
         for f in frames + [DepthEdgeErode(1)(*g) for g in frames[:3]]:
             r = s1.score(*f, seed=0)
@@ -188,7 +222,7 @@ def test_release_held_out_scores_leave_the_frames_own_paired_rows_out(sphere, ki
     from edge_ad.runtime.sources.folder import read_pair
     mr = load_kinect_script("make_release")
     _, lever, _ = sphere
-    ck = lever.parent / "sphere-lever.pt"
+    ck = SPHERE
     G, E, scoring = load_generator(ck), CheckpointScoring.read(ck).encoder(), read_checkpoint(ck)["scoring"]
     cfg = SearchConfig.from_dict(scoring["search"])
     frames = [read_pair(kinect_root / "sphere", str(i)) for i in kinect_split_ids(kinect_root, "sphere", "train")]
@@ -211,8 +245,8 @@ def test_run_loop_scores_a_lever_model_from_the_raw_frame(sphere):
 
     from edge_ad.runtime.capture import _Scoring
     from edge_ad.runtime.scorer import Scorer
-    shipped, lever, _ = sphere
-    with Scorer.load(shipped, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
+    base, lever, _ = sphere
+    with Scorer.load(base, threads=1) as s0, Scorer.load(lever, threads=1) as s1:
         kw = dict(worker=None, stop=threading.Event(), threshold=None, detector=None, max_pixels=None)
         assert _Scoring(scorer=s0, **kw).score_uint8 is not None
         how = _Scoring(scorer=s1, **kw)
@@ -374,7 +408,7 @@ def test_eval_scores_a_lever_model_as_the_runtime_does(sphere, kinect_root, tmp_
     from edge_ad.runtime.nuisance import parse_nuisance
     from edge_ad.runtime.silhouette import VERSIONS
     _, lever, _ = sphere
-    ck = lever.parent / "sphere-lever.pt"
+    ck = SPHERE
     texts = ["depth-edge-erode:1", "depth-edge-spurs:1"]
     report, output = _eval(ck, tmp_path / "ev", kinect_root, *[a for t in texts for a in ("--nuisance-set", t)])
     groups = {c: _val(kinect_root, c, 4) for c in ("sphere", "rectangle", "cylinder")}
@@ -402,18 +436,20 @@ def test_eval_scores_a_lever_model_as_the_runtime_does(sphere, kinect_root, tmp_
 
 
 def test_eval_of_a_model_without_the_lever_is_as_before(sphere, kinect_root, tmp_path):
-    """The shipped sphere.pt (no lever): eval's scores are models.search.score_batch's of the preprocessed frames, as
-    before the lever; no "silhouette" in the report, no winners in the suite's rows or the table. The lever's
-    checkpoint with --silhouette-weight 0: the same scores."""
+    """sphere.pt with the lever off (conftest.without_lever: no weight, no paired rows; the model as released before
+    session 34): eval's scores are models.search.score_batch's of the preprocessed frames, as before the lever; no
+    "silhouette" in the report, no winners in the suite's rows or the table. The shipped (lever) checkpoint with
+    --silhouette-weight 0: the same scores."""
     from edge_ad.models.checkpoint import CheckpointScoring, load_generator
     from edge_ad.models.data import load_kinect, to_tensor
     from edge_ad.models.search import score_batch
-    report, output = _eval(SPHERE, tmp_path / "ev", kinect_root, "--nuisance-set", "depth-edge-erode:1")
+    unlevered = sphere[0].parent / "sphere-off.pt"
+    report, output = _eval(unlevered, tmp_path / "ev", kinect_root, "--nuisance-set", "depth-edge-erode:1")
     assert "silhouette" not in report and "silhouette" not in output
     assert all("silhouette_winners" not in r for r in report["nuisance"]["conditions"].values())
-    off, _ = _eval(sphere[1].parent / "sphere-lever.pt", tmp_path / "off", kinect_root, "--silhouette-weight", "0")
+    off, _ = _eval(SPHERE, tmp_path / "off", kinect_root, "--silhouette-weight", "0")
     assert off["scores"] == report["scores"] and "silhouette" not in off          # the lever's checkpoint, lever off
-    st, G = CheckpointScoring.read(SPHERE), load_generator(SPHERE)
+    st, G = CheckpointScoring.read(unlevered), load_generator(unlevered)
     cfg, spec = st.search_config(), G.preprocess
     for c in ("sphere", "rectangle", "cylinder"):
         X = to_tensor(load_kinect(kinect_root, c, "val", spec)[1][:4], spec).numpy()
@@ -453,7 +489,7 @@ def test_export_parity_checks_the_combined_score(sphere, kinect_root, tmp_path):
     from edge_ad.export.exporter import export_model
     from edge_ad.export.parity import default_parity_frames
     _, lever, _ = sphere
-    ck = lever.parent / "sphere-lever.pt"
+    ck = SPHERE
     frames = default_parity_frames(kinect_root, "sphere")
     eroded = DepthEdgeErode(1)(frames[0]["rgb"], frames[0]["depth"])
     frames.append({"id": "sphere/eroded", "label": "normal", "rgb": eroded[0], "depth": eroded[1]})
@@ -492,7 +528,7 @@ def test_export_silhouette_weight_option(sphere, tmp_path):
     from click.testing import CliRunner
 
     from edge_ad.cli import main
-    ck = sphere[1].parent / "sphere-lever.pt"
+    ck = SPHERE
 
     def export(model, out, w):
         return CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / out), "--no-parity",
@@ -506,7 +542,7 @@ def test_export_silhouette_weight_option(sphere, tmp_path):
     man = json.loads((tmp_path / "three" / "manifest.json").read_text())
     assert three.exit_code == 0 and man["search"]["silhouette_versions_weight"] == 3.0 and "silhouette" in man
     assert "silhouette_versions_weight=3" in man["search"]["name"]
-    none = export(SPHERE, "none", 2)
+    none = export(sphere[0].parent / "sphere-off.pt", "none", 2)
     assert none.exit_code != 0 and "paired rows" in none.output and not (tmp_path / "none").exists(), none.output
     half = export(ck, "half", 0.5)
     assert half.exit_code == 2 and "silhouette_versions_weight" in half.output, half.output
@@ -520,7 +556,7 @@ def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):
     from edge_ad.runtime.capture import frame_record, run_capture
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
-    shipped, lever, _ = sphere
+    base, lever, _ = sphere
     folder = tmp_path / "frames"
     (folder / "rgb").mkdir(parents=True)
     (folder / "depth").mkdir()
@@ -529,7 +565,7 @@ def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):
         shutil.copy(kinect_root / "sphere" / "rgb" / f"{i}.jpg", folder / "rgb" / f"{i}.jpg")
         shutil.copy(kinect_root / "sphere" / "depth" / f"{i}.png", folder / "depth" / f"{i}.png")
     lines = {}
-    for name, model in (("shipped", shipped), ("lever", lever)):
+    for name, model in (("base", base), ("lever", lever)):
         with Scorer.load(model, threads=1) as s:
             got = []
             run_capture(open_source(str(folder)), s, threshold=s.threshold, out=tmp_path / f"{name}.jsonl",
@@ -548,8 +584,8 @@ def test_result_lines_record_the_winning_version(sphere, kinect_root, tmp_path):
     written = [json.loads(x) for x in (tmp_path / "lever.jsonl").read_text().splitlines()]
     assert [x["silhouette_version"] for x in written if x["type"] == "frame"] == \
         [rec["silhouette_version"] for rec, _, _ in lines["lever"]]
-    # the shipped model's line: exactly the fields, in the order, written before the lever
-    rec, fr, res = lines["shipped"][0]
+    # the model without the lever: its line has exactly the fields, in the order, written before the lever
+    rec, fr, res = lines["base"][0]
     old = {"type": "frame", **{k: rec[k] for k in ("frame", "index", "timestamp")}, "score": rec["score"],
            "threshold": rec["threshold"], "anomalous": rec["anomalous"], "latency_ms": rec["latency_ms"],
            "seed_losses": [float(v) for v in res.seed_losses], "latent_distance": float(res.latent_distance)}

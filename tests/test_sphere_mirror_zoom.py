@@ -2,18 +2,17 @@
 twelfth passes): the rows audit 20 found over the false-alarm limit (the ninth-pass file: mirror + scale 1.03x
 0.966 / 19 %, mirror + brightness +30 % 21 %, scale 1.04x 24 %) and the one the eleventh pass left open (mirror +
 brightness +35 % 0.973 / 18 %) meet the targets at the shipped threshold, as measured at release
-(models/kinect-rgbd/HISTORY.md, "Twelfth pass: sphere": 11 / 8 / 6 / 12 %)."""
-from pathlib import Path
-
+(models/kinect-rgbd/HISTORY.md, "Twelfth pass: sphere": 11 / 8 / 6 / 12 %). Since session 34 the shipped file carries
+the silhouette lever (w_e 2): every row is measured as it scores, the lever on (its one stated cost: the 10 % zoom
+test, which also holds the file with the lever off to the floors of before)."""
 import numpy as np
 
-from edge_ad.models.checkpoint import load_generator, read_checkpoint
+from conftest import SPHERE, checkpoint_raw_scorer
+from edge_ad.models.checkpoint import read_checkpoint
 from edge_ad.models.evaluate import nuisance_suite, raw_groups
-from edge_ad.models.search import (checkpoint_bank_augment, checkpoint_encoder, checkpoint_latent_bank,
-                                   checkpoint_search_config, score_batch)
+from edge_ad.models.search import checkpoint_bank_augment, checkpoint_latent_bank, checkpoint_search_config
 from edge_ad.runtime.nuisance import parse_nuisance
 
-SPHERE = Path(__file__).resolve().parents[1] / "models" / "kinect-rgbd" / "sphere.pt"
 ZOOM = ["mirror+scale:1.04", "mirror+scale:0.96", "scale:1.04", "scale:0.96"]
 ZOOM7 = ["scale:1.07", "scale:0.93", "mirror+scale:1.07", "mirror+scale:0.93"]     # thirteenth pass (session 29)
 
@@ -29,17 +28,20 @@ LOCAL = [*SPURS, *RAMPS, *SHADOWS, "sharpen:0.7", "depth-edge-spurs:0.5", "mirro
 DIAGONAL_SHADOWS = [f"shadow:0.25,{d}" for d in (45, 135, 225, 315)]
 
 
-def _sphere_rows(kinect_root, texts) -> dict:
+def _sphere_rows(kinect_root, texts, lever_off: bool = False) -> dict:
     """``nuisance_suite``'s conditions (clean, then each nuisance text) for the shipped sphere.pt on val, at its
-    threshold, scored on the torch path (generator, encoder, latent bank: the checkpoint's own)."""
-    G, E, cfg = load_generator(SPHERE), checkpoint_encoder(SPHERE), checkpoint_search_config(SPHERE)
-    bank, layout = checkpoint_latent_bank(SPHERE), checkpoint_bank_augment(SPHERE)
+    threshold, scored on the torch path as the shipped file scores (generator, encoder, latent bank: the checkpoint's
+    own; since session 34 with the silhouette lever, w_e 2: each perturbed raw frame's versions, the dil version also
+    against the paired rows, the least weighted score, as ``edge-ad eval`` scores it). ``lever_off``: the same file
+    with the lever off (w_e 0, as ``edge-ad eval --silhouette-weight 0``: the model as released before session 34)."""
+    assert checkpoint_search_config(SPHERE).silhouette_versions_weight == 2.0      # the file these rows measure
+    G, score_raw = checkpoint_raw_scorer(SPHERE, lever_off=lever_off)
     thr = read_checkpoint(SPHERE)["scoring"]["threshold"]["value"]
     raw = raw_groups(kinect_root, "sphere", "val", None, None, 0, 0, 0)
     suite = {(n := parse_nuisance(t)).name: n for t in texts}
-    return nuisance_suite(lambda X: score_batch(G, X, cfg, batch_frames=64, encoder=E, latent_bank=bank,
-                                                bank_rows_per_frame=layout),
-                          raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    if lever_off:
+        return nuisance_suite(lambda X: score_raw(X)[0], raw, "sphere", suite, G.preprocess, thr)["conditions"]
+    return nuisance_suite(score_raw, raw, "sphere", suite, G.preprocess, thr, score_raw=True)["conditions"]
 
 
 def test_the_sphere_bank_holds_zoomed_mirrored_relit_and_locally_lit_copies():
@@ -77,12 +79,29 @@ def test_the_sphere_tolerates_a_10_percent_zoom(kinect_root):
     false alarms at 1.1x, 20 % mirrored, and 0.963 / 87.5 % flagged at 0.9x. The thirteenth pass's bank copies at
     +-7 % (not the test's own zooms) bring, at the shipped threshold (HISTORY.md "Thirteenth pass: sphere"): mirror +
     1.1x 20 -> 15 %, 0.9x AUROC 0.963 -> 0.974 (9 -> 6 %), brightness +20 % + 0.9x 11 -> 6 %; the twelfth-pass file
-    fails the first two bounds below."""
-    res = _sphere_rows(kinect_root, ("mirror+scale:1.1", "scale:0.9", "brightness:1.2+scale:0.9"))
-    mirrored, shrunk, lit = res["mirror + scale 1.1x"], res["scale 0.9x"], res["brightness +20% + scale 0.9x"]
+    fails the first two bounds below.
+    The shipped file has carried the silhouette lever since session 34 (w_e 2), at a stated cost on a shrunk object:
+    the dil version of a 0.9x frame, 1 model px wider, finds an anomaly nearer to the normal frames (and the paired
+    rows), so fewer are flagged (HISTORY.md "Sixteenth pass: sphere"; measured on these rows: 0.9x 0.971 / 6 % / 88 %
+    flagged with w_e 0 -> 0.969 / 3 % / 80.5 % with the lever; brightness +20 % + 0.9x 0.969 / 9 % / 88 % -> 0.966 /
+    5 % / 80.5 %). Both are scored on the same frames: the file with the lever off (w_e 0) keeps the floors of
+    before exactly (the bank's zoom copies still guarded), and the shipped file with the lever is held at the issue's
+    targets with that cost bounded (0.9x rows: AUROC >= 0.96, false alarms <= 8 %, flagged >= 78 %)."""
+    texts = ("mirror+scale:1.1", "scale:0.9", "brightness:1.2+scale:0.9")
+    names = ("mirror + scale 1.1x", "scale 0.9x", "brightness +20% + scale 0.9x")
+    off = _sphere_rows(kinect_root, texts, lever_off=True)
+    mirrored, shrunk, lit = (off[n] for n in names)
     assert mirrored["false_alarm_rate"] <= 0.15 and mirrored["auroc"] >= 0.95, mirrored["false_alarm_rate"]
     assert shrunk["auroc"] >= 0.97 and shrunk["false_alarm_rate"] <= 0.08, (shrunk["auroc"], shrunk["false_alarm_rate"])
     assert lit["false_alarm_rate"] <= 0.10 and lit["anomalies_flagged"] >= 0.88, lit["false_alarm_rate"]
+    on = _sphere_rows(kinect_root, texts)                                           # the shipped file, the lever on
+    mirrored, shrunk, lit = (on[n] for n in names)
+    assert mirrored["false_alarm_rate"] <= 0.15 and mirrored["auroc"] >= 0.95, mirrored["false_alarm_rate"]
+    for name, r in (("scale 0.9x", shrunk), ("brightness +20% + scale 0.9x", lit)):
+        assert r["auroc"] >= 0.96 and r["false_alarm_rate"] <= 0.08 and r["anomalies_flagged"] >= 0.78, \
+            (name, r["auroc"], r["false_alarm_rate"], r["anomalies_flagged"])
+    for n in names:                                  # the lever's min: never a higher score than the frame's own
+        assert on[n]["false_alarm_rate"] <= off[n]["false_alarm_rate"], n
 
 
 def test_the_sphere_tolerates_light_from_one_side_a_half_shadow_and_sharpening(kinect_root):
