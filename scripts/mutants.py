@@ -142,6 +142,9 @@ MUTANTS = [
            '    if problem:\n        return Frame(fid, None, None, t, meta={"header": header},',
            '    if False:\n        return Frame(fid, None, None, t, meta={"header": header},',
            ("tests/test_depth_registration.py", "-k", "ros2_node")),
+    # audit 34 #4: calibrate's scene colour gain only when the scene's frames fit better with it
+    Mutant("cal-light-gain-always", "runtime/calibrate/light.py", "    applied = with_gain < without",
+           "    applied = True", ("tests/test_calibrate_light.py", "-k", "one_unseen_box")),
     Mutant("pre-mask-all", "runtime/preprocess.py", "rgb = rgb * (d8 > 0)[:, :, None]",
            "rgb = rgb * (d8 >= 0)[:, :, None]", PRE),
     Mutant("pre-no-far-limit", "runtime/preprocess.py",

@@ -65,7 +65,7 @@ def test_calibrating_a_lever_model_grows_its_paired_rows_with_the_scene(sphere_l
         assert s.threshold == pytest.approx(man["threshold"]["value"])
         assert s.silhouette_memories[0].shape[0] == man["latent_bank"]["shape"][0] + 640
         spec = s.preprocess_spec                                      # the scene's (its colour gain)
-        assert tuple(spec.colour_gain) == tuple(rec["colour_gain"])
+        assert tuple(spec.colour_gain) == tuple(rec["colour_gain"] or (1.0, 1.0, 1.0))   # None: not applied
         mine = np.stack([[s.encode(x) for x in opened_inputs(*f, spec)] for f in frames]).reshape(40, -1)
         np.testing.assert_allclose(grown[600:], mine, rtol=1e-4, atol=1e-5)
         ero = [s.score(*DepthEdgeErode(1)(*f), seed=0) for f in frames[:6]]
@@ -120,7 +120,8 @@ def test_a_model_without_the_lever_calibrates_bit_for_bit_as_before(kinect_expor
     from edge_ad.runtime.sources import open_source
     scene = copy_frames(tmp_path / "scene", "rectangle", 20, split="val")
     with open_source(str(scene)) as src:
-        man = calibrate_model(kinect_export, src, tmp_path / "cal", max_shift=1, threads=1)
+        # the scene's colour gain applied unchecked, as when BEFORE_* were read (audit 34 #4's check came after)
+        man = calibrate_model(kinect_export, src, tmp_path / "cal", max_shift=1, threads=1, colour_gain="always")
     assert "silhouette" not in man and "silhouette" not in man["calibration"]
     assert man["threshold"]["value"] == BEFORE_THRESHOLD
     assert {f: sha256_file(tmp_path / "cal" / f) for f in BEFORE_SHA256} == BEFORE_SHA256

@@ -41,8 +41,11 @@ from .stop import unwind_on_sigterm
 @click.option("--min-frames", type=click.IntRange(min=2), default=20, show_default=True,
               help="refuse to calibrate on fewer usable frames.")
 @click.option("--colour-gain/--no-colour-gain", default=True, show_default=True,
-              help="undo the scene's light: per-channel gains mapping its mean foreground colour to the train "
-              "frames' (models that record colour_reference).")
+              help="undo the scene's light: a gain mapping its mean foreground brightness to the train "
+              "frames' (models that record colour_reference), applied only when the scene's frames fit the model "
+              "better with it (a scene of one bright or dark object measures the object, not the light).")
+@click.option("--colour-gain-unchecked", is_flag=True,
+              help="apply the measured scene colour gain without that check (as before session 34).")
 @click.option("--floor/--no-floor", default=True, show_default=True,
               help="use the model's own threshold (read from its held-out normal frames) when it was calibrated "
               "at a false-alarm rate >= --fpr: at the same rate (the default --fpr) it is kept unless more scene "
@@ -67,8 +70,8 @@ from .stop import unwind_on_sigterm
 @click.option("--sign", "sign_key", metavar="KEY", type=click.Path(dir_okay=False, exists=True),
               help="Sign OUT with this Ed25519 private key (PEM; `edge-ad keygen`; as edge-ad export --sign): "
                    "writes OUT/manifest.sig, checked by `edge-ad run --trusted-key`.")
-def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colour_gain, floor, max_shift,
-        accept_raise, threads, trusted_keys, sign_key):
+def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colour_gain, colour_gain_unchecked, floor,
+        max_shift, accept_raise, threads, trusted_keys, sign_key):
     """Adapt MODEL to the scene of SOURCE: rebuild its latent bank with the scene's normal frames and
     calibrate its threshold on them (each frame scored held out: the frames split into 5 contiguous
     blocks, a frame's latent distance taken to the bank without its block's rows), into a new model
@@ -103,7 +106,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
                                   min_frames=min_frames,
                                   source=source_uri, progress=said.frames, threads=threads,
-                                  colour_gain=colour_gain, floor=floor, max_shift=max_shift,
+                                  colour_gain="always" if colour_gain and colour_gain_unchecked else colour_gain,
+                                  floor=floor, max_shift=max_shift,
                                   shift_progress=said.shifts, trusted_keys=list(trusted_keys) or None,
                                   sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True),
                                   accept_raise=accept_raise)

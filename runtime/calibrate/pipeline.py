@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Optional
 
 from .camera_shift import search_radius, undo_camera_shift
 from .errors import CalibrationError
-from .light import in_scene_light
+from .light import chosen_scene_light
 from .manifest_threshold import model_fpr, threshold_entry, threshold_inputs
 from .memories import check_scene_fits_pixel_memory, grow_memories
 from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
@@ -23,7 +23,7 @@ from .threshold import choose_threshold, scene_doubt, scene_vs_model, threshold_
 def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLike, *, fpr: Optional[float] = None,
                     max_frames: Optional[int] = None, min_frames: int = MIN_FRAMES, source: str = "",
                     progress: Optional[Callable] = None, threads: Optional[int] = None,
-                    colour_gain: bool = True, blocks: int = 5, floor: bool = True,
+                    colour_gain=True, blocks: int = 5, floor: bool = True,
                     max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
                     trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
                     on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None,
@@ -34,6 +34,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     (checked before anything is read from it). The new directory's manifest differs from the signed
     one, so it is unsigned unless ``sign_key`` (an Ed25519 private key: PEM path or key object,
     runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
+    ``colour_gain``: True: the scene's colour gain measured and applied when the scene's frames fit better with it
+    (``chosen_scene_light``); "always": applied unchecked; False: none.
     ``fpr``: the scene threshold's target false-alarm rate; None: the rate the model's own threshold was
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
@@ -97,7 +99,10 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
             check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution,
                                           man.get("silhouette") if lever else None)
-        spec, gain = in_scene_light(spec, scene["u8"]) if colour_gain else (spec, None)
+        spec, gain, light = (chosen_scene_light(scorer, spec, scene["u8"], check=colour_gain != "always")
+                             if colour_gain else (spec, None, None))
+        if light is not None and log is not None:
+            log(light["said"])
         shift_fit = None
         if max_shift:
             spec, shift_fit = undo_camera_shift(scorer, scene, spec, max_shift, shift_progress)
@@ -118,7 +123,8 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {"source": str(source), **frames_record(scene, plan, length, max_frames, cut, gaps), "date": now,
               "target_fpr": fpr, **provenance(model_dir, signed_by, man, source), "scores": memories.scores_text(cfg),
-              "colour_gain": list(gain) if gain is not None else None, "scene_shift": shift_fit,
+              "colour_gain": list(gain) if gain is not None else None, "colour_gain_check": light,
+              "scene_shift": shift_fit,
               **threshold_record(choice, inputs, warning), **memories.record()}
     threshold = threshold_entry(man, inputs, choice, n, fpr, source, cfg.to_dict(), now, preprocess=spec.to_dict())
     new = calibrated_manifest(man, spec, threshold, memories.manifest_entries(source, gain, now), record)
