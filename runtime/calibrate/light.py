@@ -60,9 +60,9 @@ def chosen_scene_light(scorer, spec, u8: list, check: bool = True) -> tuple:
                               "said": f"scene colour gain ({g}) applied unchecked (--colour-gain-unchecked)"}
     without, with_gain = (float(np.exp(np.mean(camera_shift_fits(scorer, u8, s, 0)[(0, 0)]))) for s in (spec, gained))
     applied = with_gain < without
-    said = (f"scene colour gain ({g}) applied: the scene's frames score {without / with_gain:.2f}x lower with it"
+    said = (f"scene colour gain ({g}) applied: the scene's frames score {without / with_gain:.3g}x lower with it"
             if applied else
-            f"scene colour gain ({g}) not applied: the scene's frames score {with_gain / max(without, 1e-30):.2f}x "
+            f"scene colour gain ({g}) not applied: the scene's frames score {with_gain / max(without, 1e-30):.3g}x "
             "higher with it; its brightness is the object's, not the light's")
     record = {"measured": list(gain), "applied": bool(applied), "geomean_score_without": without,
               "geomean_score_with": with_gain, "said": said}
