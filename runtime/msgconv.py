@@ -41,10 +41,11 @@ _UNREGISTERED_COST = ("the same pixel of colour and depth would show different p
 
 
 def registration_problem(rgb_header, depth_header) -> Optional[str]:
-    """Why a (colour, depth) message pair is not registered, judged by their ``header.frame_id``: both name an
-    optical frame and the frames differ (realsense2_camera without align_depth: depth in camera_depth_optical_frame,
-    colour in camera_color_optical_frame) -> a text naming both; None when they agree (a leading '/' ignored) or
-    either is empty or missing (unknown). The one check of the bag reader (at open) and the ROS 2 node (per pair)."""
+    """Why a (colour, depth) message pair is not registered, judged by their ``header.frame_id``: both set and
+    different (realsense2_camera without align_depth: depth in camera_depth_optical_frame, colour in
+    camera_color_optical_frame) -> a text naming both; None when they agree (a leading '/' ignored) or either is
+    empty or missing (unknown). Depth registered to colour but stamped with another frame (e.g. camera_link) is
+    refused too: restamp it with the colour's frame_id (there is no override). The one check of the bag reader (at open) and the ROS 2 node (per pair)."""
     c, d = (str(getattr(h, "frame_id", "") or "").lstrip("/") for h in (rgb_header, depth_header))
     if c and d and c != d:
         return (f"depth is in frame {d!r}, colour in {c!r}: depth is not registered to colour, so "

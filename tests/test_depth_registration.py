@@ -81,3 +81,27 @@ def test_the_ros2_node_marks_an_unregistered_pair_unscorable(kinect_root):
     assert "not registered" in bad.error and DEPTH in bad.error and "align_depth.enable:=true" in bad.error
     good = ros2_node.frame_from_msgs(cmsg, msg(COLOUR, d8_to_mm(d8), "16UC1"), "2")
     assert good.error is None and np.array_equal(good.rgb, rgb) and np.array_equal(good.depth, d8_to_mm(d8))
+
+
+def test_calibrate_says_the_sources_warning_at_open(tmp_path, kinect_root, kinect_export):
+    """edge-ad calibrate echoes what the source said at open (final read of session 34: RosbagSource.warnings were
+    printed by edge-ad run only): a depth topic chosen by a name that does not say "aligned", frame_ids empty."""
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    frames = [(i, rgb, d8_to_mm(d8)) for i, rgb, d8 in kinect_frames(kinect_root, 4)]
+    write_ros2_bag(tmp_path / "unknown", frames, topics=RS_DEFAULT, frame_ids=("", ""))
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(kinect_export), "--source", str(tmp_path / "unknown"),
+                                  "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 1, r.output                        # 4 frames: fewer than --min-frames 20, nothing written
+    assert f"warning: depth topic {RS_DEFAULT[1]} was chosen by name" in r.output
+    assert not (tmp_path / "cal").exists()
+
+
+def test_calibrate_refuses_both_colour_gain_switches(tmp_path, kinect_export):
+    from click.testing import CliRunner
+
+    from edge_ad.cli import main
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(kinect_export), "--source", "synth://?n=30",
+                                  "--out", str(tmp_path / "cal"), "--no-colour-gain", "--colour-gain-unchecked"])
+    assert r.exit_code == 2 and "--colour-gain-unchecked" in r.output and "--no-colour-gain" in r.output, r.output

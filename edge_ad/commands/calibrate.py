@@ -87,6 +87,9 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     from edge_ad.runtime.signing import SigningError, load_private_key
     from edge_ad.runtime.sources import SourceError, open_source
 
+    if colour_gain_unchecked and not colour_gain:
+        raise click.UsageError("--colour-gain-unchecked applies the scene's colour gain without its check; "
+                               "--no-colour-gain applies none: give one of them")
     if max_frames < min_frames:   # could never succeed: said before the model, the key or the source is touched
         raise click.UsageError(f"--max-frames {max_frames} is below --min-frames {min_frames}: calibration needs at "
                                f"least {min_frames} usable frames; raise --max-frames or lower --min-frames")
@@ -102,6 +105,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
     click.echo(f"calibrating {model_dir} on normal frames of {source_uri} (at most {max_frames}) ...", err=True)
     try:
         with open_source(source_uri) as src:
+            for warning in getattr(src, "warnings", ()):   # said at open, e.g. a depth topic not known registered
+                click.echo(f"warning: {warning}", err=True)
             said.length = _frames_to_read(src, source_uri, max_frames, every)
             man = calibrate_model(model_dir, src, out_dir, fpr=fpr, max_frames=max_frames, every=every,
                                   min_frames=min_frames,

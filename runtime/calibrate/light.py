@@ -49,7 +49,7 @@ def chosen_scene_light(scorer, spec, u8: list, check: bool = True) -> tuple:
     unchanged light measured a gain of 0.774, which took the shipped rectangle's anomalies flagged from 93.5 to 79 %.
     record: {"measured" [R, G, B], "applied", "geomean_score_without", "geomean_score_with", "said"}; None (and
     gain None) when the model has no colour_reference or the scene no foreground. ``check`` False (calibrate
-    --colour-gain always): the gain applied unchecked, as before session 34 (no scores: None)."""
+    --colour-gain-unchecked, colour_gain="always" in the pipeline): the gain applied unchecked, as before session 34 (no scores: None)."""
     gained, gain = in_scene_light(spec, u8)
     if gain is None:
         return spec, None, None
