@@ -35,33 +35,39 @@ from .nuisance import parse_nuisance
 from .preprocess import PreprocessSpec, shift_frame, shift_offsets
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
-MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows at most (2 GiB; the shipped cylinder's
-                                # 300 frames x 15 rows at R = 64 take 294.9 MB): ``check_pixel_memory_size``
+MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows and search tables at most (2 GiB; the shipped
+                                # cylinder's 300 frames x 15 rows at R = 64 take 341.1 MB, 294.9 MB of them the
+                                # rows): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
 BOUND_BLOCKS = (8, 4)           # the lower bounds' levels, coarse to fine: blocks of 8 x 8, then 4 x 4 pixels
 _BOUND_SEEDS = 8                # (copy, row) pairs with the least bounds measured exactly first (``_bounded_min``)
 
 
-def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int) -> int:
-    """Bytes of the float32 rows a PixelMemory of ``n_frames`` frames expands into at load: n_frames x
-    (1 + n_augment) rows of 4 x R x R float32 (R = resolution). The bounded search's tables (block features at
-    8 x 8 and 4 x 4) add 5/32 of that (1/32 + 1/8), not counted here (MAX_PIXEL_BYTES caps the rows)."""
-    return int(n_frames) * (1 + int(n_augment)) * 4 * int(resolution) ** 2 * 4
+def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int, bounded: bool = True) -> int:
+    """Bytes a PixelMemory of ``n_frames`` frames holds after its load: its n_frames x (1 + n_augment) rows of
+    4 x R x R float32 (R = resolution) and its per-row float64 |r - mu|^2, plus (``bounded``, the default: every
+    runtime load) the bounded search's tables, per level of BOUND_BLOCKS that divides R the rows' block features
+    (2 F float32, F = 4 (R / block)^2: 1/32 of a row at 8 x 8, 1/8 at 4 x 4) and their float64 squared norms."""
+    n_rows, R = int(n_frames) * (1 + int(n_augment)), int(resolution)
+    per_row = 4 * R * R * 4 + 8
+    if bounded:
+        per_row += sum(2 * 4 * (R // b) ** 2 * 4 + 8 for b in BOUND_BLOCKS if R % b == 0)
+    return n_rows * per_row
 
 
-def check_pixel_memory_size(n_frames: int, resolution: int, n_augment: int) -> None:
+def check_pixel_memory_size(n_frames: int, resolution: int, n_augment: int, bounded: bool = True) -> None:
     """ValueError naming the counts when a pixel memory of ``n_frames`` frames (each 1 + ``n_augment``
-    rows at ``resolution``) holds more than MAX_PIXEL_FRAMES frames or its rows take more than
+    rows at ``resolution``) holds more than MAX_PIXEL_FRAMES frames or its rows and search tables take more than
     MAX_PIXEL_BYTES (``pixel_memory_bytes``): checked before anything is allocated (a manifest, a
     checkpoint, ``edge-ad calibrate`` before it scores the scene)."""
     if n_frames > MAX_PIXEL_FRAMES:
         raise ValueError(f"a pixel memory of {n_frames} frames is more than MAX_PIXEL_FRAMES = {MAX_PIXEL_FRAMES}")
-    size = pixel_memory_bytes(n_frames, resolution, n_augment)
+    size = pixel_memory_bytes(n_frames, resolution, n_augment, bounded)
     if size > MAX_PIXEL_BYTES:
         raise ValueError(f"a pixel memory of {n_frames} frames x {1 + int(n_augment)} rows (the frame + {int(n_augment)} "
-                         f"augmented copies) at {resolution} x {resolution} takes {size / 1e6:.1f} MB of float32 rows, "
-                         f"more than MAX_PIXEL_BYTES = {MAX_PIXEL_BYTES / 1e6:.1f} MB")
+                         f"augmented copies) at {resolution} x {resolution} takes {size / 1e6:.1f} MB of float32 rows "
+                         f"and search tables, more than MAX_PIXEL_BYTES = {MAX_PIXEL_BYTES / 1e6:.1f} MB")
 
 
 def check_pixel_augment(augment) -> list:
@@ -159,7 +165,7 @@ class PixelMemory:
             raise ValueError(f"a pixel memory holds normal frames as uint8 (N, {R}, {R}, 4), N >= 1 (the model's "
                              f"resolution {R}), got {frames.dtype} {frames.shape}")
         self.augment = tuple(check_pixel_augment(augment))
-        check_pixel_memory_size(len(frames), R, len(self.augment))      # before the rows are allocated
+        check_pixel_memory_size(len(frames), R, len(self.augment), bounded)   # before the rows are allocated
         self.rows_per_frame = A = 1 + len(self.augment)
         self.n_frames, self.resolution = len(frames), R
         self._mean, self._std = float(spec.mean), float(spec.std)       # [-1, 1] -> [0, 1] colours: v = x std + mean

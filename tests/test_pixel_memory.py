@@ -586,12 +586,12 @@ def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pix
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
     out, _, F, _ = pixel_export
-    assert pm.pixel_memory_bytes(300, 64, 6) == 300 * 7 * (4 * 64 * 64) * 4 == 137_625_600
+    assert pm.pixel_memory_bytes(300, 64, 6, bounded=False) == 300 * 7 * ((4 * 64 * 64) * 4 + 8) == 137_642_400
     pm.check_pixel_memory_size(300, 64, 6)                                     # the shipped cylinder fits
     monkeypatch.setattr(pm, "MAX_PIXEL_BYTES", pm.pixel_memory_bytes(10, 64, 3))
     pm.check_pixel_memory_size(10, 64, 3)
     with pytest.raises(ValueError, match=r"11 frames x 4 rows \(the frame \+ 3 augmented copies\) at 64 x 64 takes "
-                                         r"2\.9 MB of float32 rows, more than MAX_PIXEL_BYTES = 2\.6 MB"):
+                                         r"3\.3 MB of float32 rows and search tables, more than MAX_PIXEL_BYTES = 3\.0 MB"):
         pm.check_pixel_memory_size(11, 64, 3)
     with pytest.raises(ValueError, match="MAX_PIXEL_BYTES"):
         PixelMemory(np.concatenate([F, F]), PreprocessSpec(), AUGMENT)        # 12 frames
@@ -606,6 +606,22 @@ def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pix
     monkeypatch.setattr(pm, "MAX_PIXEL_BYTES", pm.pixel_memory_bytes(5, 64, 3))   # the export's 6 frames: over
     with pytest.raises(ManifestError, match=r"pixel_memory\.shape.*6 frames x 4 rows.*MAX_PIXEL_BYTES"):
         Scorer.load(out, threads=1)
+
+
+@pytest.mark.parametrize("R, bounded", [(64, True), (64, False), (12, True), (10, True)])
+def test_pixel_memory_bytes_counts_the_bounded_search_tables(R, bounded):
+    """Session 34's final read: the bounded search's block-feature tables (+5/32 of the rows at R = 64) were not
+    counted in pixel_memory_bytes, so MAX_PIXEL_BYTES capped less than a load allocates. Now the count equals the
+    bytes a PixelMemory holds: its rows, their |r - mu|^2 and, bounded, each level's tables (R = 12: the 4 x 4
+    level only, R = 10: none). Failed before: the count was the float32 rows alone."""
+    from edge_ad.runtime import pixel_memory as pm
+    frames = np.random.default_rng(0).integers(0, 256, (3, R, R, 4), dtype=np.uint8)
+    mem = PixelMemory(frames, PreprocessSpec(resolution=R), ["mirror"], bounded=bounded)
+    held = mem._rows.nbytes + mem._rc_sq.nbytes + sum(t["rows"].nbytes + t["sq"].nbytes for t in mem._bound or [])
+    assert pm.pixel_memory_bytes(3, R, 1, bounded) == held
+    if R == 64 and bounded:
+        assert held == 6 * (4 * 64 * 64 * 4 + 8) + 6 * (2048 + 8) + 6 * (8192 + 8)       # rows + 1/32 + 1/8
+        assert pm.pixel_memory_bytes(300, 64, 14) == 341_100_000                      # the shipped cylinder
 
 
 def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
