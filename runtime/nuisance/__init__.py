@@ -13,7 +13,7 @@ background, so the masked capture of kinect-rgbd keeps its meaning.
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
 it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, depth-edge-holes, depth-edge-spurs,
-rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen, rgb-shift) widen what ``edge-ad eval
+rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen, rgb-shift, cable) widen what ``edge-ad eval
 --nuisance-set`` can check.
 ``frame_rng(seed, frame, k)`` gives the per-frame generator so that a suite is reproducible frame by frame.
 NumPy only, plus Pillow (a runtime dependency) for jpeg.
@@ -34,6 +34,7 @@ Where each kind lives, by what it perturbs (this package's names are all re-expo
                   the colour camera's registration to the depth: rgb-shift
   depth.py        the depth sensor: depth-noise, depth-offset, depth-holes, depth-edge-holes, depth-edge-spurs,
                   depth-edge-erode
+  clutter.py      something else in view beside the object: cable
   compose.py      several kinds in order (texts joined with '+')
   parse.py        texts -> nuisances: NUISANCE_SYNTAX, the registry of kinds, parse_nuisance
   suite.py        DEFAULT_SUITE, frame_rng, apply_to_frames
@@ -41,6 +42,7 @@ Where each kind lives, by what it perturbs (this package's names are all re-expo
   frame.py        the frame contract and the RGB-level / depth-unit conversions the kinds share
 """
 from .blur import SHARPEN_SIGMA, Blur, Sharpen, gaussian_kernel, kernel_radius
+from .clutter import CABLE_GAP, CABLE_RGB, Cable
 from .compose import Compose
 from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
 from .frame import MM_PER_LEVEL_8BIT
@@ -53,6 +55,6 @@ from .suite import DEFAULT_SUITE, apply_to_frames, frame_rng
 __all__ = ["MM_PER_LEVEL_8BIT", "Brightness", "WhiteBalance", "Gamma", "Offset", "Contrast", "LightRamp", "Shadow",
            "RgbNoise", "Jpeg", "Blur", "Sharpen", "SHARPEN_SIGMA", "gaussian_kernel", "kernel_radius", "Shift",
            "RandomShift", "RgbShift", "ring_move", "Mirror", "Rotate", "Scale", "DepthNoise", "DepthOffset",
-           "DepthHoles", "DepthEdgeHoles", "DepthEdgeSpurs", "DepthEdgeErode", "Compose", "largest_shift", "largest_blur_radius",
+           "DepthHoles", "DepthEdgeHoles", "DepthEdgeSpurs", "DepthEdgeErode", "Cable", "CABLE_GAP", "CABLE_RGB", "Compose", "largest_shift", "largest_blur_radius",
            "too_large_for", "refuse_too_large", "NUISANCE_SYNTAX", "parse_nuisance", "DEFAULT_SUITE", "frame_rng",
            "apply_to_frames"]

@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from .blur import Blur, Sharpen
+from .clutter import Cable
 from .compose import Compose
 from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
 from .geometric import Mirror, RandomShift, RgbShift, Rotate, Scale, Shift
@@ -19,7 +20,8 @@ NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random dir
                    "depth-edge-spurs:P (0..1) | depth-edge-erode:N (whole >= 1) | rotate:DEG | "
                    "scale:S (> 0) | fg-blur:SIGMA_PX | fg-rotate:DEG | fg-scale:S (> 0) (fg-: RGB resampled from "
                    "pixels with a depth reading only) | light-ramp:A,DEG (0 <= A < 1) | shadow:A,DEG (0..1) | "
-                   "sharpen:AMOUNT (>= 0) | rgb-shift:DY,DX (the colour moved against the depth, raw px, sub-pixel); "
+                   "sharpen:AMOUNT (>= 0) | rgb-shift:DY,DX (the colour moved against the depth, raw px, sub-pixel) | "
+                   "cable:LEN,WIDTH (whole raw px >= 1: a dark cable from the top edge beside the object); "
                    "join with '+'")
 
 
@@ -60,6 +62,8 @@ _KINDS = {
     "sharpen": (1, lambda v: v[0] >= 0, "an amount >= 0", lambda v: Sharpen(v[0])),
     "rgb-shift": (2, lambda v: True, "two shifts DY,DX in raw pixels (sub-pixel allowed) of the colour against the "
                   "depth", lambda v: RgbShift(v[0], v[1])),
+    "cable": (2, lambda v: all(_is_int(x) and x >= 1 for x in v), "two whole numbers LEN,WIDTH >= 1 (raw pixels: "
+              "how far into the frame from its top edge, how wide)", lambda v: Cable(int(v[0]), int(v[1]))),
 }
 
 
