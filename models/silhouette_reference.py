@@ -19,24 +19,41 @@ from edge_ad.runtime.silhouette import (OPENED_AUGMENT, VERSIONS, PairedPixelMem
                                         silhouette_versions)
 
 
+def lever_latent_memories(cfg: SearchConfig, bank, bank_rows: Optional[BankLayout], rows: np.ndarray) -> dict:
+    """{version: runtime LatentMemory} of the lever, as runtime.scorer.load_silhouette_rows loads them: id and ero the
+    model's own (``latent_memory(bank, cfg, bank_rows)``, bank (N, z_dim), or a runtime LatentMemory already prepared,
+    used as it is), dil that memory plus the paired rows ``rows`` (2 M, z_dim) float32 at factor 1
+    (LatentMemory.with_rows). The one definition of what each version is measured against (``lever_memories``,
+    make_release.py's release numbers)."""
+    base = latent_memory(bank, cfg, bank_rows)
+    return {"id": base, "ero": base, "dil": base.with_rows(rows)}
+
+
+def lever_pixel_memories(cfg: SearchConfig, pixels, opened) -> dict:
+    """{version: pixel memory or None} of the lever: None for every version without the pixel factor; else id and
+    ero the model's own ``pixels`` (runtime PixelMemory), dil the nearer of it and ``opened`` (the opened frames'
+    runtime PixelMemory, expanded with OPENED_AUGMENT): PairedPixelMemory."""
+    if not cfg.uses_pixel_memory:
+        return {v: None for v in VERSIONS}
+    if opened is None:
+        raise ValueError(f"the scoring configuration {cfg.name!r} has the pixel factor and the silhouette lever, "
+                         "but no opened frames were given for the dil version's pixel memory")
+    return {"id": pixels, "ero": pixels, "dil": PairedPixelMemory(pixels, opened)}
+
+
 def lever_memories(cfg: SearchConfig, spec: PreprocessSpec, bank: np.ndarray, bank_rows: Optional[BankLayout],
                    pixels, rows: np.ndarray, opened: Optional[np.ndarray]) -> dict:
     """{version: (runtime LatentMemory, pixel memory or None)} of the lever, as runtime.scorer.load_silhouette_rows
-    loads them from an export: id and ero the model's own (``latent_memory(bank, cfg, bank_rows)``, bank (N, z_dim);
-    or a runtime LatentMemory already prepared, used as it is, e.g. a held-out subset);
-    ``pixels``: its runtime PixelMemory, None without the pixel factor); dil that memory plus the paired rows
-    ``rows`` (2 M, z_dim) float32 at factor 1 (LatentMemory.with_rows) and, with the pixel factor, the pixel memory
-    paired with the opened frames ``opened`` (M, R, R, 4) uint8 expanded with OPENED_AUGMENT (PairedPixelMemory)."""
+    loads them from an export: ``lever_latent_memories`` (bank, bank_rows, the paired rows ``rows``) and
+    ``lever_pixel_memories`` (``pixels``: its runtime PixelMemory, None without the pixel factor; the opened frames
+    ``opened`` (M, R, R, 4) uint8 expanded here with OPENED_AUGMENT)."""
     from edge_ad.runtime.pixel_memory import PixelMemory
-    base = latent_memory(bank, cfg, bank_rows)
-    dil_pixels = None
-    if cfg.uses_pixel_memory:
-        if opened is None:
-            raise ValueError(f"the scoring configuration {cfg.name!r} has the pixel factor and the silhouette lever, "
-                             "but no opened frames were given for the dil version's pixel memory")
-        dil_pixels = PairedPixelMemory(pixels, PixelMemory(opened, spec, list(OPENED_AUGMENT)))
-    own = pixels if cfg.uses_pixel_memory else None
-    return {"id": (base, own), "ero": (base, own), "dil": (base.with_rows(rows), dil_pixels)}
+    latent = lever_latent_memories(cfg, bank, bank_rows, rows)
+    opened_memory = None
+    if cfg.uses_pixel_memory and opened is not None:
+        opened_memory = PixelMemory(opened, spec, list(OPENED_AUGMENT))
+    pix = lever_pixel_memories(cfg, pixels, opened_memory)
+    return {v: (latent[v], pix[v]) for v in VERSIONS}
 
 
 def version_inputs(frames: Sequence[tuple], spec: PreprocessSpec) -> tuple:

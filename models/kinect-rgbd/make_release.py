@@ -301,20 +301,20 @@ def lever_scores(G, E, cfg, frames, memories: dict, pixels=None, opened=None, ex
     paired rows); ``pixels`` / ``opened``: the pixel memory and the opened frames' (runtime PixelMemory) when cfg has
     the pixel factor (the dil version: the nearer of the two, runtime.silhouette.PairedPixelMemory);
     ``exclude``: pixel-memory frames left out (held-out scoring)."""
-    from edge_ad.models.silhouette_reference import score_versions
-    from edge_ad.runtime.silhouette import PairedPixelMemory
-    pix = {v: (PairedPixelMemory(pixels, opened) if v == "dil" else pixels) if cfg.uses_pixel_memory else None
-           for v in memories}
+    from edge_ad.models.silhouette_reference import lever_pixel_memories, score_versions
+    pix = lever_pixel_memories(cfg, pixels, opened)
     return score_versions(G, frames, cfg, {v: (m, pix[v]) for v, m in memories.items()}, G.preprocess,
                           batch_frames=batch_frames, encoder=E, exclude=exclude)[0]
 
 
 def lever_memories(cfg, scoring) -> dict:
-    """{version: runtime LatentMemory} of the silhouette lever from the release's scoring section: the latent bank
-    (runtime.latent_memory.latent_memory, cfg's weights) for id and ero, it plus the paired rows for dil."""
-    from edge_ad.runtime.latent_memory import latent_memory
-    base = latent_memory(scoring["latent_bank"].numpy(), cfg, list(scoring["latent_bank_info"].get("augment") or []))
-    return {"id": base, "ero": base, "dil": base.with_rows(scoring["silhouette_bank"].numpy())}
+    """{version: runtime LatentMemory} of the silhouette lever from the release's scoring section
+    (models.silhouette_reference.lever_latent_memories: the latent bank for id and ero, it plus the paired rows
+    for dil)."""
+    from edge_ad.models.silhouette_reference import lever_latent_memories
+    return lever_latent_memories(cfg, scoring["latent_bank"].numpy(),
+                                 list(scoring["latent_bank_info"].get("augment") or []),
+                                 scoring["silhouette_bank"].numpy())
 
 
 def lever_val(G, E, cfg, scoring, data, cls, pixels=None, opened=None) -> tuple:
