@@ -127,6 +127,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     uint8 or None), the export's), "silhouette" (``silhouette_parity``)."""
     import copy
 
+    spec = spec or getattr(G, "preprocess", None) or PreprocessSpec()      # resolved once, for every row below
     # the graphs score a frame as given: they are checked with the shift-min off; the shift-min
     # (score_shift_radius > 0, host code around them) gets its own rows below ("shift_min")
     full_cfg, cfg = cfg, cfg.replace(score_shift_radius=0, silhouette_versions_weight=0.0)
@@ -150,7 +151,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
         # said before the work: a study-sized generator (width 64) takes minutes per frame on a CPU (audit 29 #9)
         log(f"  parity frame {i + 1}/{len(frames)} ({fr['id']}): the float64 reference search and "
             f"{len(scorers)} variant(s) ...")
-        x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+        x = preprocess(fr["rgb"], fr["depth"], spec)
         ref = _reference_on_frame(G, x, cfg, zcfg, frame_seed(seed, i), E64, latent_bank, bank_rows_per_frame,
                                   pixel_memory)
         starts.append(ref.start)
@@ -182,8 +183,7 @@ def check_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], *,
     lever = None
     if full_cfg.uses_silhouette_versions and rows and kept:
         from edge_ad.models.silhouette_reference import lever_memories
-        memories = lever_memories(full_cfg, spec or getattr(G, "preprocess", None) or PreprocessSpec(), latent_bank,
-                                  bank_rows_per_frame, pixel_memory, *silhouette)
+        memories = lever_memories(full_cfg, spec, latent_bank, bank_rows_per_frame, pixel_memory, *silhouette)
         lever = silhouette_parity(G, out_dir, full_cfg, frames, starts, spec, E64, memories, tolerance, threads)
         log(f"  parity silhouette lever: {lever['summary']}")
     passed = (bool(rows) and bool(kept) and fp64_worst <= FP64_GRAPH_TOLERANCE
@@ -415,13 +415,15 @@ def _reference_text(cfg: SearchConfig) -> str:
     return reference
 
 
-def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
+def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list,
+                     spec: PreprocessSpec, E64,
                      latent_bank, tolerance: float, threads: Optional[int],
                      bank_rows_per_frame: Optional[BankLayout] = None, pixel_memory=None) -> dict:
     """The test-time shift-min (cfg.score_shift_radius > 0) against the float64 PyTorch reference
     (models.search.search_min_shift, search_eager per shifted copy, encoder in float64): ``Scorer.score``
     with the full configuration (variant "auto", CPU provider) on every parity frame, started as the
-    per-frame parity run was (``starts[i]``). The parity report's "shift_min": relative score
+    per-frame parity run was (``starts[i]``); ``spec``: the preprocessing check_parity resolved (once, for every
+    row). The parity report's "shift_min": relative score
     differences, the winning shifts on both sides, "passed" (scores within ``tolerance``)."""
     import torch
 
@@ -430,7 +432,7 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
     rows = []
     try:
         for fr, start in zip(frames, starts):
-            x = preprocess(fr["rgb"], fr["depth"], spec or getattr(G, "preprocess", None) or PreprocessSpec())
+            x = preprocess(fr["rgb"], fr["depth"], spec)
             ref = search_min_shift(G, x, cfg, z0=start.get("z0"), seed=start.get("seed"), dtype=torch.float64,
                                    encoder=E64, latent_bank=latent_bank, eager=True,
                                    bank_rows_per_frame=bank_rows_per_frame, pixel_memory=pixel_memory)
@@ -447,7 +449,8 @@ def shift_min_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict]
                         f"difference {worst:.2e}, tolerance {tolerance:g}")}
 
 
-def silhouette_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list, spec, E64,
+def silhouette_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict], starts: list,
+                      spec: PreprocessSpec, E64,
                       memories: dict, tolerance: float, threads: Optional[int]) -> dict:
     """The silhouette lever's combined score (cfg.silhouette_versions_weight > 0) against the float64 PyTorch
     reference: every parity frame's versions as the runtime makes them (models.silhouette_reference.version_inputs,
@@ -455,7 +458,8 @@ def silhouette_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict
     shifted copy, the encoder in float64) against its memories (``memories``: models.silhouette_reference.
     lever_memories, the dil version with the paired rows), the least weighted score taken (``combine``:
     runtime.silhouette.silhouette_min), vs ``Scorer.score`` of the full configuration (variant "auto", CPU
-    provider) on the raw frame, both started as the per-frame parity run was (``starts[i]``). The parity report's
+    provider) on the raw frame, both started as the per-frame parity run was (``starts[i]``); ``spec``: the
+    preprocessing check_parity resolved. The parity report's
     "silhouette": per frame both combined scores, both winners and each version's scores; "passed" (the combined
     scores within ``tolerance``, relative, the graphs' own tolerance: the min of scores that each agree)."""
     import torch
@@ -463,7 +467,6 @@ def silhouette_parity(G, out_dir: Path, cfg: SearchConfig, frames: Sequence[dict
     from edge_ad.models.search import search_min_shift
     from edge_ad.models.silhouette_reference import combine, version_inputs
     from edge_ad.runtime.silhouette import VERSIONS
-    spec = spec or getattr(G, "preprocess", None) or PreprocessSpec()
     plain = cfg.replace(silhouette_versions_weight=0.0)
     scorer = _scorer_loader(out_dir, cfg, "auto", threads)()
     rows = []
