@@ -167,3 +167,26 @@ def test_component_travels_checkpoint_export_scorer_calibrate(tmp_path, tiny_gen
     assert got != s.score_as_is(preprocess(rc, dc, dataclasses.replace(spec, align="centroid")), seed=0).score
     u8 = [frame_to_uint8(f["rgb"], f["depth"], dataclasses.replace(spec, align="none"))]
     assert scene_camera_shift(None, u8, spec, radius=2)[0] == (0, 0)                # nothing searched
+
+
+def test_robustness_levers_reads_the_component_centre_for_align_component():
+    """Session 34's final read: robustness_levers.py measured align_centre over every reading also for align
+    "component" (the runtime's align step moves the largest component's centroid to it). lever_spec reads it as a
+    release does (models.data.spec_with): the component's mean centroid for "component", every reading's for
+    "centroid", (0.5, 0.5) for "none"; the colour reference over every foreground reading either way. Before, the
+    script's inline centre for "component" was the every-reading one (here pulled ~5 px up-left by the cable)."""
+    pytest.importorskip("torch")
+    from conftest import load_kinect_script
+    rl = load_kinect_script("robustness_levers")
+    u8 = np.zeros((2, 64, 64, 4), np.uint8)
+    u8[:, 30:42, 34:46] = (200, 100, 50, 120)                 # the object: centroid (35.5, 39.5)
+    u8[1, 30:42, 34:48] = (200, 100, 50, 120)                 # frame 1: 2 px wider: (35.5, 40.5)
+    u8[:, 0:24, 3:5] = (10, 10, 10, 40)                       # a cable hanging from the top edge, not touching it
+    comp = rl.lever_spec(PreprocessSpec(), u8, "rgb", "component")
+    assert comp.align == "component" and comp.colour_norm == "rgb"
+    assert list(comp.align_centre) == [round(35.5 / 64, 4), round(40.0 / 64, 4)]
+    every = rl.lever_spec(PreprocessSpec(), u8, "rgb", "centroid")
+    want_y = np.mean([np.nonzero(u[..., 3] > 0)[0].mean() for u in u8]) / 64       # every reading's, per frame
+    assert every.align_centre[0] == pytest.approx(want_y, abs=1e-4) and every.align_centre[0] < 30 / 64
+    assert list(rl.lever_spec(PreprocessSpec(), u8, "none", "none").align_centre) == [0.5, 0.5]
+    assert list(comp.colour_reference) == list(every.colour_reference)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 
 from edge_ad.models.baselines import nearest_neighbour_scores
 from edge_ad.models.checkpoint import load_generator
-from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids
+from edge_ad.models.data import KINECT_CLASSES, kinect_split_ids, spec_with
 from edge_ad.models.encoder import encoder_latents
 from edge_ad.models.evaluate import calibrate_threshold, detection_metrics, threshold_rates
 from edge_ad.models.search import checkpoint_encoder, checkpoint_search_config
@@ -91,6 +92,16 @@ def bank_augmentations(kind: str) -> tuple:
     return texts, [None] + [nu.parse_nuisance(t) for t in texts]
 
 
+def lever_spec(base_spec: PreprocessSpec, train_u8: np.ndarray, colour: str, align: str) -> PreprocessSpec:
+    """The measured preprocessing: base_spec with colour_norm ``colour`` to the train frames' mean foreground colour
+    and ``align`` to their mean centroid ((0.5, 0.5) for "none"), both read from ``train_u8`` (N, R, R, 4) uint8
+    unaligned as a release reads them (models.data.spec_with): for align "component" the centroid of each frame's
+    largest component (runtime.preprocess.alignment_mask, the readings the runtime's align step moves), not of
+    every reading (session 34's final read: the table measured "component" with every reading's centre)."""
+    return spec_with(base_spec, {"colour_norm": colour, "colour_reference": "auto", "align": align,
+                                 "align_centre": "auto" if align != "none" else [0.5, 0.5]}, train_u8)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--class", dest="cls", required=True, choices=KINECT_CLASSES)
@@ -122,14 +133,7 @@ def main(argv=None):
     val = {c: raw_frames(a.data, c, "val") for c in [a.cls] + [c for c in KINECT_CLASSES if c != a.cls]}
     conds = {"clean": None, **{(n := nu.parse_nuisance(t)).name: n for t in nu.DEFAULT_SUITE}}
     base_spec = G.preprocess
-    # the colour reference: mean foreground colour of the train frames (0..1)
-    u8 = np.stack([frame_to_uint8(r, d, base_spec) for r, d in train])
-    fg = u8[..., 3] > 0
-    ref = tuple(float(u8[..., c][fg].mean() / 255) for c in range(3))
-    ys, xs = np.mgrid[:u8.shape[1], :u8.shape[2]]
-    n_fg = np.maximum(fg.sum((1, 2)), 1)
-    centre = (float(((fg * ys).sum((1, 2)) / n_fg).mean() / u8.shape[1]),
-              float(((fg * xs).sum((1, 2)) / n_fg).mean() / u8.shape[2]))
+    u8 = np.stack([frame_to_uint8(r, d, replace(base_spec, align="none")) for r, d in train])   # unaligned
     Tx_plain = to_x(train, base_spec)
     cond_frames = {lab: {c: (f if n is None else [n(*fr, nu.frame_rng(0, 100000 * g + i, k)) for i, fr in enumerate(f)])
                          for g, (c, f) in enumerate(val.items())} for k, (lab, n) in enumerate(conds.items())}
@@ -137,8 +141,7 @@ def main(argv=None):
                 for lab, fr in cond_frames.items()}
     results = {}
     for colour in a.colour.split(","):
-        spec = PreprocessSpec.from_dict({**base_spec.to_dict(), "colour_norm": colour, "colour_reference": ref,
-                                         "align": a.align, "align_centre": centre if a.align != "none" else (0.5, 0.5)})
+        spec = lever_spec(base_spec, u8, colour, a.align)
         t0 = time.perf_counter()
         feats = {}     # per condition and class: per shifted copy (residual score (N,), E(x') (N, z_dim))
         for lab, fr in cond_frames.items():
