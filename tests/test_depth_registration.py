@@ -105,3 +105,52 @@ def test_calibrate_refuses_both_colour_gain_switches(tmp_path, kinect_export):
     r = CliRunner().invoke(main, ["calibrate", "--model", str(kinect_export), "--source", "synth://?n=30",
                                   "--out", str(tmp_path / "cal"), "--no-colour-gain", "--colour-gain-unchecked"])
     assert r.exit_code == 2 and "--colour-gain-unchecked" in r.output and "--no-colour-gain" in r.output, r.output
+
+
+def _tiny_frames(n: int) -> list:
+    rng = np.random.default_rng(0)
+    return [(i, rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.full((8, 8), 400, np.uint16)) for i in range(n)]
+
+
+def test_the_registration_look_ahead_is_bounded(tmp_path, monkeypatch):
+    """Session 34's final read: the look-ahead for the first pair read a never-pairing bag to its end at open. It
+    reads at most REGISTRATION_LOOKAHEAD (300) colour and depth messages, then opens the bag with a source_warning
+    saying the check moved to the first pair; iterating checks that pair: a bag whose streams pair only after 320
+    messages, unregistered, is refused there (SourceError), registered it is read whole. Failed before: all 400
+    messages of the never-pairing bag were read at open, without a word."""
+    from edge_ad.runtime.sources import rosbag
+    from test_sources import write_ros2_bag
+    read = []
+    orig = rosbag.RosbagSource._rosbags_messages
+
+    def counted(self, reader):
+        for m in orig(self, reader):
+            read.append(m[0])
+            yield m
+    monkeypatch.setattr(rosbag.RosbagSource, "_rosbags_messages", counted)
+    assert rosbag.REGISTRATION_LOOKAHEAD == 300
+    never = tmp_path / "never"
+    write_ros2_bag(never, _tiny_frames(200), frame_ids=(COLOUR, DEPTH))          # depth 3 ms off, slop 1 ms
+    src = open_source(f"rosbag://{never}?slop=0.001")
+    assert len(read) == 300 and len(src.warnings) == 1
+    assert "no colour/depth pair among the first 300 messages" in src.warnings[0] and "slop 0.001 s" in src.warnings[0]
+    assert src.events == [{"event": "source_warning", "warning": src.warnings[0]}]
+    assert list(src) == [] and src.stats["pairs"] == 0                             # nothing pairs: nothing to refuse
+    late = [3_000_000] * 160 + [0] * 40                                              # pairs from message 321 on
+    for fids, refused in (((COLOUR, DEPTH), True), (("cam", "cam"), False)):
+        bag = tmp_path / f"late-{refused}"
+        write_ros2_bag(bag, _tiny_frames(200), jitter_ns=late, frame_ids=fids)
+        read.clear()
+        src = open_source(f"rosbag://{bag}?slop=0.001")
+        assert len(read) == 300 and "first 300 messages" in src.warnings[0]
+        if refused:
+            with pytest.raises(SourceError, match=f"{DEPTH}.*not registered.*align_depth.enable:=true"):
+                list(src)
+        else:
+            assert len(list(src)) == 40 and len(src.warnings) == 1
+    short = tmp_path / "short"                                    # pairs within the look-ahead: checked at open
+    write_ros2_bag(short, _tiny_frames(200), jitter_ns=[3_000_000] * 100 + [0] * 100, frame_ids=(COLOUR, DEPTH))
+    read.clear()
+    with pytest.raises(SourceError, match="not registered"):
+        open_source(f"rosbag://{short}?slop=0.001")
+    assert len(read) <= 202

@@ -158,7 +158,8 @@ def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_dept
                    topics: tuple = ("/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"),
                    frame_ids: tuple = ("cam", "cam")):
     """Write colour (bgr8 Image) and depth (16UC1 Image or compressedDepth) ``topics`` with rosbags, their headers'
-    frame_id ``frame_ids`` (colour, depth)."""
+    frame_id ``frame_ids`` (colour, depth); depth stamped ``jitter_ns`` (one for all, or a list: per frame) beside
+    colour."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -173,7 +174,8 @@ def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_dept
         w.add_connection("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
         for k, (_, rgb, mm) in enumerate(frames):
             t = 1_700_000_000_000_000_000 + k * 33_333_333
-            td = t + (jitter_ns if k % 2 else -jitter_ns)  # depth stamps jittered by +-3 ms
+            jit = jitter_ns[k] if isinstance(jitter_ns, (list, tuple)) else jitter_ns      # per frame, or one for all
+            td = t + (jit if k % 2 else -jit)  # depth stamps jittered by +-3 ms
             hdr = lambda tt, fid: Header(stamp=Time(sec=tt // 10**9, nanosec=tt % 10**9), frame_id=fid)  # noqa: E731
             cmsg = Img(header=hdr(t, frame_ids[0]),
                        **msgconv.numpy_to_image_fields(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8"))

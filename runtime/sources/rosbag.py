@@ -9,7 +9,9 @@ Depth must be registered to colour (audit 34 #3): a bag whose first pair has its
 optical frames (``header.frame_id``: realsense2_camera records depth/image_rect_raw in camera_depth_optical_frame
 unless align_depth.enable:=true) is refused at open (SourceError naming both frames and the aligned topic to record
 or name). A depth topic chosen by name that does not say it is aligned ("align" or "regist" in its name) and whose
-frames cannot tell (an empty frame_id) is read with a ``source_warning`` saying so.
+frames cannot tell (an empty frame_id) is read with a ``source_warning`` saying so. The check reads at most
+REGISTRATION_LOOKAHEAD (300) colour and depth messages at open; a bag without a pair among them is opened with a
+``source_warning`` and its first pair is checked when iterating reaches it.
 
 A bag cut short (an .mcap without its footer, a .db3 shorter than its header says, a bag directory
 without metadata.yaml: what a killed recorder leaves) is read message by message up to its last
@@ -31,6 +33,7 @@ from .base import Frame, Source, SourceError
 from .pairing import TimePairer, check_slop, gap_event
 from .salvage import needs_salvage, salvage_reader, storage_files
 
+REGISTRATION_LOOKAHEAD = 300   # colour and depth messages read at open for the first pair (5 s of two 30 fps streams)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
                "sensor_msgs/Image", "sensor_msgs/CompressedImage")
 
@@ -117,23 +120,42 @@ class RosbagSource(Source):
         self._count: Optional[int] = None
         self.count_error: Optional[str] = None
         self._truncated: Optional[dict] = None   # where a bag cut short ends, once salvage read to the cut
+        self._registration_pending = False       # the look-ahead found no pair: the first pair iterated is checked
         self._check_registration(chosen=depth_topic is None)
 
     def _check_registration(self, chosen: bool) -> None:
         """Refuse (SourceError) a bag whose first pair's colour and depth lie in different optical frames
         (``msgconv.registration_problem``); warn (``warnings`` and a ``source_warning`` event) when the depth topic
-        was ``chosen`` by name without saying it is aligned and the frames cannot tell. A bag without a readable
-        pair passes (iterating it says what is wrong)."""
-        first = None
+        was ``chosen`` by name without saying it is aligned and the frames cannot tell. The look-ahead reads at most
+        REGISTRATION_LOOKAHEAD colour and depth messages: a bag without a pair among them (streams that never pair
+        within slop, or one that starts late) is opened with a ``source_warning`` saying so, and its first pair is
+        checked when iterating reaches it (SourceError then), instead of the whole bag being read at open. A bag
+        without a readable pair passes (iterating it says what is wrong)."""
+        self._chosen = chosen
+        first, cut = None, False
         try:
-            items = self._items(TimePairer(self.slop), keep=True, record_events=False)
-            first = next((it for it in items if it[0] == "pair"), None)
+            items = self._items(TimePairer(self.slop), keep=True, record_events=False,
+                                limit=REGISTRATION_LOOKAHEAD)
+            for it in items:
+                if it[0] == "pair":
+                    first = it
+                    break
+                cut = it[0] == "limit"
             items.close()
         except Exception:    # rosbags' own reader errors: iterating reports them
             pass
-        if first is None:
-            return
-        cmsg, dmsg = first[2], first[4]
+        if cut:
+            self._registration_pending = True
+            self._warn(f"no colour/depth pair among the first {REGISTRATION_LOOKAHEAD} messages of {self.rgb_topic} "
+                       f"and {self.depth_topic} (slop {self.slop:g} s): whether depth is registered to colour is "
+                       "checked at the first pair instead (reading stops there if it is not)")
+        if first is not None:
+            self._check_pair(first[2], first[4])
+
+    def _check_pair(self, cmsg, dmsg) -> None:
+        """``_check_registration``'s verdict on one (colour, depth) message pair: SourceError when they are not
+        registered; the ``source_warning`` when depth was chosen by name and nothing says it is registered."""
+        self._registration_pending = False
         problem = registration_problem(getattr(cmsg, "header", None), getattr(dmsg, "header", None))
         if problem:
             raise SourceError(f"bag {self.path}: depth topic {self.depth_topic}: {problem}. Record depth aligned to "
@@ -141,12 +163,14 @@ class RosbagSource(Source):
                               ".../aligned_depth_to_color/image_raw) and read that topic (rosbag://PATH?depth=TOPIC)")
         named = any(w in self.depth_topic.lower() for w in ("align", "regist"))
         c, d = (str(getattr(getattr(m, "header", None), "frame_id", "") or "") for m in (cmsg, dmsg))
-        if chosen and not named and not (c and d):
-            warning = (f"depth topic {self.depth_topic} was chosen by name; neither its name nor its messages' "
+        if self._chosen and not named and not (c and d):
+            self._warn(f"depth topic {self.depth_topic} was chosen by name; neither its name nor its messages' "
                        "frame_id say it is registered to colour: if it is the depth camera's own image "
                        "(realsense2_camera without align_depth.enable:=true), the scores are not meaningful")
-            self.warnings.append(warning)
-            self.events.append({"event": "source_warning", "warning": warning})
+
+    def _warn(self, warning: str) -> None:
+        self.warnings.append(warning)
+        self.events.append({"event": "source_warning", "warning": warning})
 
     def _storage(self) -> list:
         return storage_files(self.path) if self.path.is_dir() else [self.path]
@@ -187,11 +211,13 @@ class RosbagSource(Source):
             except Exception as e:
                 yield conn.topic, bag_t, None, e
 
-    def _items(self, pairer: TimePairer, keep: bool = True, record_events: Optional[bool] = None) -> Iterator[tuple]:
+    def _items(self, pairer: TimePairer, keep: bool = True, record_events: Optional[bool] = None,
+               limit: Optional[int] = None) -> Iterator[tuple]:
         """What the bag yields, in order, before any image is decoded: ("error", bag time ns, reason) for an
         undecodable message, ("pair", colour t, colour msg, depth t, depth msg) for each pair ``pairer`` makes.
         ``keep`` False (counting): the pairs carry None for the messages. Salvage records its events when
-        ``record_events`` (default: ``keep``)."""
+        ``record_events`` (default: ``keep``). ``limit``: after that many colour and depth messages read, one
+        ("limit", limit) and the end (the registration look-ahead)."""
         AnyReader, Stores, get_typestore = _import_rosbags()
         typestore = get_typestore(Stores.ROS2_HUMBLE)
         with contextlib.ExitStack() as stack:
@@ -201,14 +227,17 @@ class RosbagSource(Source):
             else:
                 reader = stack.enter_context(AnyReader([self.path], default_typestore=typestore))
                 msgs = self._rosbags_messages(reader)
-            for topic, bag_t, msg, err in msgs:
+            for n, (topic, bag_t, msg, err) in enumerate(msgs, 1):
                 if err is not None:
                     yield "error", bag_t, f"undecodable {topic} message at {bag_t}: {err}"
-                    continue
-                t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
-                (pairer.add_colour if topic == self.rgb_topic else pairer.add_depth)(t, msg if keep else None)
-                for pair in pairer.pop_pairs():
-                    yield ("pair", *pair)
+                else:
+                    t = stamp_seconds(getattr(msg, "header", None)) or bag_t * 1e-9
+                    (pairer.add_colour if topic == self.rgb_topic else pairer.add_depth)(t, msg if keep else None)
+                    for pair in pairer.pop_pairs():
+                        yield ("pair", *pair)
+                if limit is not None and n >= limit:
+                    yield "limit", limit
+                    return
             pairer.finish()
             for pair in pairer.pop_pairs():
                 yield ("pair", *pair)
@@ -244,6 +273,8 @@ class RosbagSource(Source):
                 if item[0] == "error":
                     yield Frame(f"msg-{item[1]}", None, None, item[1] * 1e-9, error=item[2])
                     continue
+                if self._registration_pending:     # not checked at open: the look-ahead found no pair
+                    self._check_pair(item[2], item[4])
                 n += 1
                 yield self._decode(*item[1:])
         except SourceError:
