@@ -75,3 +75,74 @@ def test_calibrate_on_the_auditors_bright_box_keeps_the_models_light(tmp_path, k
     man = calibrate_model(kinect_export, frames, tmp_path / "cal-ng", max_shift=0, colour_gain=False, log=said.append)
     assert man["calibration"]["colour_gain_check"] is None and man["calibration"]["colour_gain"] is None
     assert np.isfinite(man["threshold"]["value"])
+
+
+def test_the_gain_check_runs_after_the_camera_shift_is_undone_with_progress(tmp_path, kinect_export_r0, kinect_root):
+    """Session 34's final read: the check scored the scene before its camera shift was undone (a moved scene's
+    frames misplaced: both geometric means inflated), twice, without progress. Now the gain is measured on the
+    frames as read, the shift searched in its light, and the check scores the frames where the shift puts them:
+    24 val rectangle frames darkened to 70 % and moved by (2, -2): the shift (-2, 2) is found and undone, the gain
+    applied, and the record's geometric means are those of the frames moved back (recomputed here with the
+    original model: before, they were the misplaced frames'); light_progress sees both passes frame by frame.
+    Failed before (light_progress unknown; the check's scores those of the frames where they lay)."""
+    import dataclasses
+
+    from conftest import copy_frames
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.calibrate import LIGHT_STAGES, calibrate_model
+    from edge_ad.runtime.preprocess import normalize_uint8
+    from edge_ad.runtime.sources import open_source
+    from edge_ad.runtime.sources.folder import list_ids
+    from PIL import Image
+    plain = copy_frames(tmp_path / "plain", "rectangle", 24, split="val")
+    scene = tmp_path / "scene"
+    (scene / "rgb").mkdir(parents=True)
+    (scene / "depth").mkdir()
+    raw = {}
+    for i in list_ids(plain):
+        raw[i] = nu.Shift(2, -2)(*nu.Brightness(0.7)(*read_pair(plain, i)))
+        Image.fromarray(raw[i][0]).save(scene / "rgb" / f"{i}.png")
+        Image.fromarray(raw[i][1]).save(scene / "depth" / f"{i}.png")
+    seen = []
+    with open_source(str(scene)) as src:
+        man = calibrate_model(kinect_export_r0, src, tmp_path / "cal", fpr=0.1, max_shift=3,
+                              light_progress=lambda *a: seen.append(a))
+    c = man["calibration"]
+    assert man["preprocess"]["scene_shift"] == [-2, 2] and c["scene_shift"]["identified"]
+    check = c["colour_gain_check"]
+    assert check["applied"] is True and c["colour_gain"] == check["measured"] and 1.3 < check["measured"][0] < 1.7
+    assert seen == [(k, 24, stage) for stage in LIGHT_STAGES for k in range(25)]
+    with Scorer.load(kinect_export_r0, threads=1) as orig:
+        spec = dataclasses.replace(orig.preprocess_spec, scene_shift=(-2, 2))
+        for s, key in ((spec, "geomean_score_without"),
+                       (dataclasses.replace(spec, colour_gain=tuple(check["measured"])), "geomean_score_with")):
+            logs = [np.log(orig.score_as_is(normalize_uint8(frame_to_uint8(*raw[i], s), s), seed=0).score)
+                    for i in list_ids(plain)]
+            assert check[key] == pytest.approx(float(np.exp(np.mean(logs))), rel=1e-9), key
+
+
+def test_new_scene_passes_colour_gain_unchecked_through(kinect_export, kinect_root, monkeypatch):
+    """Session 34's final read: models/kinect-rgbd/new_scene.py had --no-colour-gain but not edge-ad calibrate's
+    --colour-gain-unchecked. It passes each through to calibrate_model (colour_gain False / "always", True
+    without either) and refuses both together before reading anything, as calibrate does. Failed before
+    (argparse refused the flag)."""
+    from conftest import load_kinect_script
+    from edge_ad.runtime import calibrate as calibrate_module
+    ns = load_kinect_script("new_scene")
+    got = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(*a, **k):
+        got.append(k["colour_gain"])
+        raise Stop
+    monkeypatch.setattr(calibrate_module, "calibrate_model", fake)
+    base = ["--model", str(kinect_export), "--class", "rectangle", "--data", str(kinect_root), "--n-calib", "10"]
+    for flags in ([], ["--no-colour-gain"], ["--colour-gain-unchecked"]):
+        with pytest.raises(Stop):
+            ns.main(base + flags)
+    assert got == [True, False, "always"]
+    with pytest.raises(SystemExit):
+        ns.main(base + ["--no-colour-gain", "--colour-gain-unchecked"])
+    assert len(got) == 3

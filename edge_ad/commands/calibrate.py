@@ -113,7 +113,8 @@ def cmd(model_dir, source_uri, out_dir, max_frames, every, fpr, min_frames, colo
                                   source=source_uri, progress=said.frames, threads=threads,
                                   colour_gain="always" if colour_gain and colour_gain_unchecked else colour_gain,
                                   floor=floor, max_shift=max_shift,
-                                  shift_progress=said.shifts, trusted_keys=list(trusted_keys) or None,
+                                  shift_progress=said.shifts, light_progress=said.light,
+                                  trusted_keys=list(trusted_keys) or None,
                                   sign_key=sign_key or None, log=lambda msg: click.echo(msg, err=True),
                                   accept_raise=accept_raise)
     except (CalibrationError, ManifestError, SourceError, SigningError) as e:
@@ -145,7 +146,7 @@ def _frames_to_read(src, source_uri: str, max_frames: int, every) -> Optional[in
 class _Progress:
     """calibrate_model's progress callbacks, said on stderr: ``frames`` (the scene read: every 10th frame),
     ``shifts`` (the camera-shift search: its per-frame pixel tables, then the candidate shifts, with a time
-    estimate after the first)."""
+    estimate after the first), ``light`` (the colour-gain check's two passes, after the shift search)."""
 
     def __init__(self):
         self.length = None          # frames to read, when the source knows how many it holds
@@ -156,6 +157,14 @@ class _Progress:
         if read == 1 or read % 10 == 0 or read == length:
             click.echo(f"  frame {read}{'' if length is None else f'/{length}'} read, {used} usable"
                        + "".join(f", {n} {why}" for why, n in dropped.items()), err=True)
+
+    def light(self, done, total, stage) -> None:
+        """The colour-gain check's two passes over the scene (runtime.calibrate.LIGHT_STAGES: without, then with
+        the measured gain): a line before each, and every 10th frame and the last."""
+        if done == 0:
+            click.echo(f"  colour-gain check: scoring {total} frames {stage} ...", err=True)
+        elif done % 10 == 0 or done == total:
+            click.echo(f"  colour-gain check: {done}/{total} frames scored {stage}", err=True)
 
     def shifts(self, done, total, stage="shifts") -> None:
         search_start = self.search_start

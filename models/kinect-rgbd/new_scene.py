@@ -17,7 +17,7 @@ raw: docs/calibrate.md, "A model with the silhouette lever").
 
     .venv/bin/python models/kinect-rgbd/new_scene.py --model EXPORTED_DIR --class rectangle \
         [--scene "brightness:0.8+wb:1.1,1,0.9+shift:2,-2"] [--n-calib 50] [--draw first|random|spread]
-        [--draw-seed S] [--json OUT]
+        [--draw-seed S] [--no-colour-gain | --colour-gain-unchecked] [--json OUT]
 """
 from __future__ import annotations
 
@@ -64,12 +64,19 @@ def main(argv=None):
     ap.add_argument("--draw-seed", type=int, default=0)
     ap.add_argument("--fpr", type=float, default=None,
                     help="calibrate's target rate (default: the model's own rate, as edge-ad calibrate)")
-    ap.add_argument("--no-colour-gain", action="store_true")
+    ap.add_argument("--no-colour-gain", action="store_true", help="calibrate without the scene's colour gain")
+    ap.add_argument("--colour-gain-unchecked", action="store_true",
+                    help="calibrate applies the measured scene colour gain without its check (edge-ad calibrate's "
+                         "flag: as before session 34)")
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--no-floor", action="store_true", help="calibrate without the model's threshold as a floor")
     ap.add_argument("--max-shift", type=int, default=3, help="calibrate's camera-shift search radius (0: off)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    if a.no_colour_gain and a.colour_gain_unchecked:        # as edge-ad calibrate refuses them together
+        ap.error("--colour-gain-unchecked applies the scene's colour gain without its check; --no-colour-gain "
+                 "applies none: give one of them")
+    colour_gain = False if a.no_colour_gain else "always" if a.colour_gain_unchecked else True
     from edge_ad.runtime import calibrate as calibrate_module
     from edge_ad.runtime.sources import open_source
     scene = parse_nuisance(a.scene)
@@ -100,7 +107,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         with open_source(str(folder)) as src:
             calibrate_module.calibrate_model(a.model, src, out, fpr=a.fpr, source=str(folder),
-                                             colour_gain=not a.no_colour_gain, blocks=a.blocks,
+                                             colour_gain=colour_gain, blocks=a.blocks,
                                              floor=not a.no_floor, max_shift=a.max_shift,
                                              on_threshold_inputs=threshold_inputs.append)
         calibrate_s = time.perf_counter() - t0

@@ -11,11 +11,12 @@ never touched). ``calibrate_model`` (pipeline.py) runs the steps in order, one m
   scene_frames.py        the scene's usable frames (``read_scene``: sensor faults, frames labelled anomalous
                          and bit-identical copies dropped and counted), a recording cut short
                          (``recording_cut``), too few frames refused (``check_enough_frames``)
-  light.py               the scene's colour gain, so a scene-wide light change is undone first
-                         (``scene_colour_gain``), taken only when the scene's frames fit better with it
-                         (``chosen_scene_light``)
-  camera_shift.py        the scene's camera shift, searched and taken only when the frames can tell
-                         (``scene_camera_shift``, ``choose_camera_shift``), undone as preprocess scene_shift
+  light.py               the scene's colour gain, so a scene-wide light change is undone
+                         (``scene_colour_gain``), measured first, taken only when the scene's frames fit better
+                         with it (``chosen_scene_light``, checked after the camera shift is undone)
+  camera_shift.py        the scene's camera shift, searched (in the measured gain's light) and taken only when the
+                         frames can tell (``scene_camera_shift``, ``choose_camera_shift``), undone as preprocess
+                         scene_shift
   scene_scores.py        the scene's frames scored, and scored held out as unseen frames would be
                          (``score_scene``, ``held_out_scores``, ``held_out_pixel_distances``,
                          with the silhouette lever ``held_out_lever_scores``)
@@ -37,7 +38,7 @@ from .camera_shift import (DEFAULT_MAX_SHIFT, MIN_SHIFT_GAIN, SHIFT_TIE_ALPHA, S
                            camera_shift_fits, choose_camera_shift, default_max_shift, scene_camera_shift,
                            search_radius, shift_score_power, shift_search_memory, undo_camera_shift)
 from .errors import CalibrationError
-from .light import chosen_scene_light, in_scene_light, scene_colour_gain
+from .light import LIGHT_STAGES, chosen_scene_light, in_scene_light, scene_colour_gain, scene_fit_logs
 from .manifest_threshold import (DEFAULT_FPR, model_fpr, model_threshold_at, model_threshold_floor, threshold_entry,
                                  threshold_inputs)
 from .memories import SceneMemories, check_scene_fits_pixel_memory, grow_memories, grow_paired

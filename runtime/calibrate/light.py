@@ -6,12 +6,11 @@ unchanged light measures the object's brightness, not the light's)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from ..preprocess import COLOUR_GAIN_LIMITS
-from .camera_shift import camera_shift_fits
+from ..preprocess import COLOUR_GAIN_LIMITS, aligned_uint8, normalize_uint8
 
 
 def scene_colour_gain(u8: list, spec) -> Optional[tuple]:
@@ -41,16 +40,43 @@ def in_scene_light(spec, u8: list) -> tuple:
     return (spec, None) if gain is None else (dataclasses.replace(spec, colour_gain=gain), gain)
 
 
-def chosen_scene_light(scorer, spec, u8: list, check: bool = True) -> tuple:
+def scene_fit_logs(scorer, u8: list, spec, progress: Optional[Callable] = None, stage: str = "") -> np.ndarray:
+    """(n,) the log score (seed 0) of each of the scene's frames u8 ((R, R, 4) uint8 each) scored where it is under
+    ``spec`` against the model's memories as an unseen frame (``Scorer.score_as_is``: what ``camera_shift_fits``
+    measures at radius 0, the same values). ``progress(done, total, stage)``: done = 0 before the first frame and
+    after each of the total frames."""
+    out = np.empty(len(u8))
+    if progress is not None:
+        progress(0, len(u8), stage)
+    for i, a in enumerate(u8):
+        x = normalize_uint8(aligned_uint8(a, spec), spec)                                 # (4, R, R)
+        out[i] = np.log(max(scorer.score_as_is(x, seed=0).score, 1e-30))
+        if progress is not None:
+            progress(i + 1, len(u8), stage)
+    return out
+
+
+LIGHT_STAGES = ("without the gain", "with the gain")     # the check's two passes over the scene (``progress``)
+
+
+def chosen_scene_light(scorer, spec, u8: list, check: bool = True, progress: Optional[Callable] = None,
+                       gain: Optional[tuple] = None) -> tuple:
     """(spec, gain, record): ``in_scene_light``'s gain kept only when the scene's frames u8 ((R, R, 4) uint8 each)
     fit the model better with it: their geometric-mean score, each frame scored where it is against the model's
-    memories as an unseen frame (``camera_shift_fits`` at radius 0: ``Scorer.score_as_is``, seed 0), is lower with
-    the gain than without; else ``spec`` and gain None. Measured (audit 34 #4): 50 frames of one bright box under
-    unchanged light measured a gain of 0.774, which took the shipped rectangle's anomalies flagged from 93.5 to 79 %.
+    memories as an unseen frame (``scene_fit_logs``: ``Scorer.score_as_is``, seed 0), is lower with the gain than
+    without; else ``spec`` and gain None. Measured (audit 34 #4): 50 frames of one bright box under unchanged light
+    measured a gain of 0.774, which took the shipped rectangle's anomalies flagged from 93.5 to 79 %. The pipeline
+    checks it after the scene's camera shift is undone (``spec``'s scene_shift and u8 moved: a shifted scene's
+    misplaced frames would inflate both scores). ``gain``: the gain already measured (``in_scene_light`` of the
+    frames before they were moved), else measured here. ``progress(done, total, stage)``: each pass over the frames,
+    stage LIGHT_STAGES[0] then [1] (``scene_fit_logs``).
     record: {"measured" [R, G, B], "applied", "geomean_score_without", "geomean_score_with", "said"}; None (and
     gain None) when the model has no colour_reference or the scene no foreground. ``check`` False (calibrate
     --colour-gain-unchecked, colour_gain="always" in the pipeline): the gain applied unchecked, as before session 34 (no scores: None)."""
-    gained, gain = in_scene_light(spec, u8)
+    if gain is None:
+        gained, gain = in_scene_light(spec, u8)
+    else:
+        gained = dataclasses.replace(spec, colour_gain=tuple(gain))
     if gain is None:
         return spec, None, None
     g = ", ".join(f"{v:g}" for v in gain)
@@ -58,7 +84,8 @@ def chosen_scene_light(scorer, spec, u8: list, check: bool = True) -> tuple:
         return gained, gain, {"measured": list(gain), "applied": True, "geomean_score_without": None,
                               "geomean_score_with": None,
                               "said": f"scene colour gain ({g}) applied unchecked (--colour-gain-unchecked)"}
-    without, with_gain = (float(np.exp(np.mean(camera_shift_fits(scorer, u8, s, 0)[(0, 0)]))) for s in (spec, gained))
+    without, with_gain = (float(np.exp(np.mean(scene_fit_logs(scorer, u8, s, progress, stage))))
+                          for s, stage in zip((spec, gained), LIGHT_STAGES))
     applied = with_gain < without
     said = (f"scene colour gain ({g}) applied: the scene's frames score {without / with_gain:.3g}x lower with it"
             if applied else

@@ -2,6 +2,7 @@
 docstring, runtime/calibrate/__init__.py, lists them)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Callable, Iterable, Optional
 
 from .camera_shift import search_radius, undo_camera_shift
 from .errors import CalibrationError
-from .light import chosen_scene_light
+from .light import chosen_scene_light, in_scene_light
 from .manifest_threshold import model_fpr, threshold_entry, threshold_inputs
 from .memories import check_scene_fits_pixel_memory, grow_memories
 from .new_model import calibrated_manifest, check_out_dir, provenance, signer_key_id, write_model_dir
@@ -27,7 +28,7 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
                     max_shift: Optional[int] = None, shift_progress: Optional[Callable] = None,
                     trusted_keys: Optional[list] = None, sign_key=None, log: Optional[Callable] = None,
                     on_threshold_inputs: Optional[Callable] = None, every: Optional[int] = None,
-                    accept_raise: bool = False) -> dict:
+                    accept_raise: bool = False, light_progress: Optional[Callable] = None) -> dict:
     """Write ``out_dir``: ``model_dir`` adapted to the scene of ``frames`` (the package's docstring:
     runtime/calibrate/__init__.py; the steps below, one module each).
     ``trusted_keys`` (public keys, as Scorer.load): ``model_dir`` must be signed by one of them
@@ -35,7 +36,9 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
     one, so it is unsigned unless ``sign_key`` (an Ed25519 private key: PEM path or key object,
     runtime/signing.py) signs it (manifest.sig written before the directory takes its name).
     ``colour_gain``: True: the scene's colour gain measured and applied when the scene's frames fit better with it
-    (``chosen_scene_light``); "always": applied unchecked; False: none.
+    (``chosen_scene_light``, checked after the camera shift is undone; the shift searched in the measured gain's
+    light); "always": applied unchecked; False: none. ``light_progress(done, total, stage)``: the check's two passes
+    over the scene's frames (light.LIGHT_STAGES).
     ``fpr``: the scene threshold's target false-alarm rate; None: the rate the model's own threshold was
     calibrated at (``model_fpr``; DEFAULT_FPR for a model without one), so that the floor applies.
     ``max_shift``: the camera-shift search radius; None: ``default_max_shift`` (off for k > 0, said
@@ -99,13 +102,20 @@ def calibrate_model(model_dir: os.PathLike, frames: Iterable, out_dir: os.PathLi
         if cfg.uses_pixel_memory:     # the grown pixel memory must fit before the scene is scored
             check_scene_fits_pixel_memory(man.get("pixel_memory") or {}, n, spec.resolution,
                                           man.get("silhouette") if lever else None)
-        spec, gain, light = (chosen_scene_light(scorer, spec, scene["u8"], check=colour_gain != "always")
-                             if colour_gain else (spec, None, None))
-        if light is not None and log is not None:
-            log(light["said"])
+        # the scene's light: its gain measured on the frames as read (their brightness, wherever they lie); the
+        # camera-shift search in that light (as every calibration searched before the check, session 34); then the
+        # check, on the frames where the shift puts them (misplaced, both of its scores would be inflated)
+        measured = in_scene_light(spec, scene["u8"])[1] if colour_gain else None
         shift_fit = None
         if max_shift:
-            spec, shift_fit = undo_camera_shift(scorer, scene, spec, max_shift, shift_progress)
+            searched = spec if measured is None else dataclasses.replace(spec, colour_gain=measured)
+            searched, shift_fit = undo_camera_shift(scorer, scene, searched, max_shift, shift_progress)
+            spec = dataclasses.replace(spec, scene_shift=searched.scene_shift)
+        spec, gain, light = (chosen_scene_light(scorer, spec, scene["u8"], check=colour_gain != "always",
+                                                progress=light_progress, gain=measured)
+                             if measured is not None else (spec, None, None))
+        if light is not None and log is not None:
+            log(light["said"])
         # + "scores" (n,), "base" (n, S), "latents" (n, 1 + A, z_dim), "shifted_latents" (n, S, z_dim); the lever:
         # + "version_scores" {"ero", "dil": the same of each version}, "opened_latents" (n, 2, z_dim)
         scene.update(score_scene(scorer, scene["u8"], spec, augment, scene.get("versions")))
