@@ -83,3 +83,64 @@ def test_parse_names_errors_and_docs():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluate.md").read_text()
     listed = {line.split("`")[1].split(":")[0] for line in docs.splitlines() if line.startswith("- `")}
     assert {"light-ramp", "shadow", "sharpen"} <= listed
+
+
+def test_depth_band_and_flicker_band_by_hand():
+    """depth-band:ROWS / flicker-band:ROWS,F (audit 34 #5, #8, made reproducible in the repo): a band of ROWS raw rows
+    centred on the foreground's centroid row, across the whole width: its depth lost (RGB unchanged), or its RGB x F
+    (depth unchanged); deterministic (any rng, or none, gives the same frame); no foreground: unchanged; a band
+    beyond the frame's edge is clipped to it."""
+    rgb = np.zeros((12, 6, 3), np.uint8)
+    depth = np.zeros((12, 6), np.uint16)
+    rgb[2:9, 1:5], depth[2:9, 1:5] = 200, 700              # rows 2..8: centroid row 5
+    r, d = nu.parse_nuisance("depth-band:3")(rgb, depth)
+    assert np.array_equal(r, rgb) and not np.shares_memory(r, rgb)
+    lost = (depth > 0) & (d == 0)
+    assert np.nonzero(lost.any(1))[0].tolist() == [4, 5, 6] and lost[4:7, 1:5].all()
+    assert np.array_equal(d[~lost], depth[~lost])
+    r, d = nu.parse_nuisance("flicker-band:2,0.5")(rgb, depth, nu.frame_rng(0, 1))     # rows 5, 6 (floor(5 + 0))
+    assert np.array_equal(d, depth)
+    assert (r[5:7, 1:5] == 100).all() and (r[:5] == rgb[:5]).all() and (r[7:] == rgb[7:]).all()
+    assert np.array_equal(nu.FlickerBand(2, 0.5)(rgb, depth, nu.frame_rng(9, 9))[0], r)          # deterministic
+    assert nu.FlickerBand(3, 2.0)(rgb, depth)[0][5, 1, 0] == 255                                # clipped
+    assert np.array_equal(nu.DepthBand(8)(rgb, depth)[1][1:9, 1:5], np.zeros((8, 4)))          # rows 1..8
+    edge = np.zeros((12, 6), np.uint16)
+    edge[0:2, 1:5] = 700                                     # centroid row 0.5: 5 rows start at -1.5 -> clipped 0..2
+    assert not nu.DepthBand(5)(rgb, edge)[1].any()
+    empty = np.zeros((12, 6), np.uint8)
+    for n in (nu.DepthBand(3), nu.FlickerBand(3, 0.5)):
+        r, d = n(np.full((12, 6, 3), 90, np.uint8), empty)
+        assert (r == 90).all() and not d.any()               # no foreground: unchanged
+    assert [nu.parse_nuisance(t).name for t in ("depth-band:3", "flicker-band:8,0.5")] == \
+        ["depth band 3 rows", "flicker band 8 rows x0.5"]
+    assert nu.parse_nuisance("depth-band:3+flicker-band:8,0.5") == nu.Compose((nu.DepthBand(3), nu.FlickerBand(8, 0.5)))
+    for bad, why in (("depth-band:0", "ROWS >= 1"), ("depth-band:2.5", "ROWS >= 1"), ("depth-band:3,1", "ROWS >= 1"),
+                     ("flicker-band:8", "(ROWS,F)"), ("flicker-band:8,-1", "F >= 0"), ("flicker-band:1.5,0.5", "(ROWS,F)")):
+        with pytest.raises(ValueError, match="syntax") as e:
+            nu.parse_nuisance(bad)
+        assert why in str(e.value) and f"cannot read nuisance '{bad}'" in str(e.value), bad
+    for text in ("depth-band:ROWS", "flicker-band:ROWS,F"):
+        assert text in nu.NUISANCE_SYNTAX
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluate.md").read_text()
+    listed = {line.split("`")[1].split(":")[0] for line in docs.splitlines() if line.startswith("- `")}
+    assert {"depth-band", "flicker-band"} <= listed
+
+
+def test_depth_band_and_flicker_band_on_a_real_frame(val_frame):
+    """On a kinect-rgbd val frame (64 x 64, a raw row is a model row): depth-band:3 loses the readings of exactly 3 rows
+    through the object's middle (around the centroid row), flicker-band:8,0.5 halves the RGB of 8 rows; both keep the
+    rest of the frame bit for bit."""
+    fr = val_frame("sphere", 3)
+    rgb, depth = fr["rgb"], fr["depth"]
+    my = np.nonzero(depth > 0)[0].mean()
+    d = nu.DepthBand(3)(rgb, depth)[1]
+    rows = np.nonzero(((depth > 0) & (d == 0)).any(1))[0]
+    assert len(rows) == 3 and abs(rows.mean() - my) <= 0.5 and not d[rows].any()
+    keep = np.ones(len(depth), bool)
+    keep[rows] = False
+    assert np.array_equal(d[keep], depth[keep])
+    r = nu.FlickerBand(8, 0.5)(rgb, depth)[0]
+    changed = np.nonzero((r != rgb).any((1, 2)))[0]
+    assert len(changed) <= 8 and abs((changed.min() + changed.max()) / 2 - my) <= 1.0
+    assert np.array_equal(r[changed], np.rint(rgb[changed] * 0.5).astype(np.uint8))
+    assert np.array_equal(np.delete(r, changed, axis=0), np.delete(rgb, changed, axis=0))

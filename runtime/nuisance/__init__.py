@@ -13,8 +13,8 @@ background, so the masked capture of kinect-rgbd keeps its meaning.
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
 it); the others (gamma, offset, contrast, blur, jpeg, depth-holes, depth-edge-holes, depth-edge-spurs,
-rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen, rgb-shift, cable) widen what ``edge-ad eval
---nuisance-set`` can check.
+rotate, scale, fg-blur, fg-rotate, fg-scale, light-ramp, shadow, sharpen, rgb-shift, cable, depth-band,
+flicker-band) widen what ``edge-ad eval --nuisance-set`` can check.
 ``frame_rng(seed, frame, k)`` gives the per-frame generator so that a suite is reproducible frame by frame.
 NumPy only, plus Pillow (a runtime dependency) for jpeg.
 
@@ -28,12 +28,12 @@ and on a frame with a reading everywhere each equals its old kind exactly.
 
 Where each kind lives, by what it perturbs (this package's names are all re-exported here):
   photometric.py  the light and colour of the RGB: brightness, wb, gamma, offset, contrast, light-ramp, shadow,
-                  rgb-noise, jpeg
+                  flicker-band, rgb-noise, jpeg
   blur.py         the RGB's sharpness: blur, fg-blur, sharpen (one separable Gaussian)
   geometric.py    the camera's pose, depth and RGB together: shift, mirror, rotate, fg-rotate, scale, fg-scale;
                   the colour camera's registration to the depth: rgb-shift
   depth.py        the depth sensor: depth-noise, depth-offset, depth-holes, depth-edge-holes, depth-edge-spurs,
-                  depth-edge-erode
+                  depth-edge-erode, depth-band
   clutter.py      something else in view beside the object: cable
   compose.py      several kinds in order (texts joined with '+')
   parse.py        texts -> nuisances: NUISANCE_SYNTAX, the registry of kinds, parse_nuisance
@@ -44,17 +44,19 @@ Where each kind lives, by what it perturbs (this package's names are all re-expo
 from .blur import SHARPEN_SIGMA, Blur, Sharpen, gaussian_kernel, kernel_radius
 from .clutter import CABLE_GAP, CABLE_RGB, Cable
 from .compose import Compose
-from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
+from .depth import DepthBand, DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
 from .frame import MM_PER_LEVEL_8BIT
 from .geometric import Mirror, RandomShift, RgbShift, Rotate, Scale, Shift, ring_move
 from .limits import largest_blur_radius, largest_shift, refuse_too_large, too_large_for
 from .parse import NUISANCE_SYNTAX, parse_nuisance
-from .photometric import Brightness, Contrast, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow, WhiteBalance
+from .photometric import (Brightness, Contrast, FlickerBand, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow,
+                          WhiteBalance)
 from .suite import DEFAULT_SUITE, apply_to_frames, frame_rng
 
 __all__ = ["MM_PER_LEVEL_8BIT", "Brightness", "WhiteBalance", "Gamma", "Offset", "Contrast", "LightRamp", "Shadow",
            "RgbNoise", "Jpeg", "Blur", "Sharpen", "SHARPEN_SIGMA", "gaussian_kernel", "kernel_radius", "Shift",
            "RandomShift", "RgbShift", "ring_move", "Mirror", "Rotate", "Scale", "DepthNoise", "DepthOffset",
            "DepthHoles", "DepthEdgeHoles", "DepthEdgeSpurs", "DepthEdgeErode", "Cable", "CABLE_GAP", "CABLE_RGB", "Compose", "largest_shift", "largest_blur_radius",
+           "DepthBand", "FlickerBand",
            "too_large_for", "refuse_too_large", "NUISANCE_SYNTAX", "parse_nuisance", "DEFAULT_SUITE", "frame_rng",
            "apply_to_frames"]

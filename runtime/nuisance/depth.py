@@ -1,12 +1,13 @@
-"""Depth-sensor nuisances: noise and offset of the readings, dropouts (depth-holes, depth-edge-holes) and a
-silhouette grown (depth-edge-spurs) or narrowed (depth-edge-erode). Background (depth 0) stays background."""
+"""Depth-sensor nuisances: noise and offset of the readings, dropouts (depth-holes, depth-edge-holes, a band of lost
+depth: depth-band) and a silhouette grown (depth-edge-spurs) or narrowed (depth-edge-erode). Background (depth 0) stays
+background."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .frame import check_frame, depth_units, to_depth
+from .frame import check_frame, depth_units, object_band, to_depth
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,25 @@ class DepthEdgeErode:
             out_depth[drop] = 0
             out_rgb[drop] = 0
         return out_rgb, out_depth
+
+
+@dataclass(frozen=True)
+class DepthBand:
+    """A horizontal band of lost depth ``rows`` raw rows high across the object's middle (IR interference: another
+    depth camera or a sunlit patch; audit 34 #5, 3 model rows): every reading in the rows of ``object_band`` (centred
+    on the foreground's centroid row) set to 0, across the whole width. RGB unchanged (as depth-holes: a masked
+    capture or the runtime's mask_rgb_background blacks it); deterministic (``rng`` unused); a frame without
+    foreground is returned unchanged. Contiguous, so depth_fill does not fill it as it fills scattered holes."""
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return f"depth band {self.rows} rows"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = check_frame(rgb, depth)
+        out = depth.copy()
+        band = object_band(depth, self.rows)
+        if band is not None:
+            out[band] = 0
+        return rgb.copy(), out

@@ -33,3 +33,14 @@ def to_depth(d: np.ndarray, like: np.ndarray) -> np.ndarray:
 def rgb_levels(values: np.ndarray) -> np.ndarray:
     """float RGB values -> uint8 levels (rounded to the nearest level, clipped to 0..255)."""
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def object_band(depth: np.ndarray, rows: int):
+    """The rows of a horizontal band ``rows`` high across the object's middle: a slice [start, start + rows), start =
+    floor(my - (rows - 1) / 2 + 0.5) with my the foreground's (depth > 0) centroid row (the band centred on it), clipped
+    to the frame; None for a frame without foreground. Shared by depth-band and flicker-band (audit 34 #5, #8)."""
+    ys = np.nonzero(np.asarray(depth) > 0)[0]
+    if not len(ys):
+        return None
+    start = int(np.floor(ys.mean() - (rows - 1) / 2 + 0.5))
+    return slice(max(start, 0), max(min(start + int(rows), depth.shape[0]), 0))

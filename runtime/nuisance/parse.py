@@ -9,9 +9,10 @@ import numpy as np
 from .blur import Blur, Sharpen
 from .clutter import Cable
 from .compose import Compose
-from .depth import DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
+from .depth import DepthBand, DepthEdgeErode, DepthEdgeHoles, DepthEdgeSpurs, DepthHoles, DepthNoise, DepthOffset
 from .geometric import Mirror, RandomShift, RgbShift, Rotate, Scale, Shift
-from .photometric import Brightness, Contrast, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow, WhiteBalance
+from .photometric import (Brightness, Contrast, FlickerBand, Gamma, Jpeg, LightRamp, Offset, RgbNoise, Shadow,
+                          WhiteBalance)
 
 
 NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random direction) | mirror | "
@@ -21,8 +22,9 @@ NUISANCE_SYNTAX = ("brightness:F | wb:R,G,B | shift:DY,DX | shift:PX (random dir
                    "scale:S (> 0) | fg-blur:SIGMA_PX | fg-rotate:DEG | fg-scale:S (> 0) (fg-: RGB resampled from "
                    "pixels with a depth reading only) | light-ramp:A,DEG (0 <= A < 1) | shadow:A,DEG (0..1) | "
                    "sharpen:AMOUNT (>= 0) | rgb-shift:DY,DX (the colour moved against the depth, raw px, sub-pixel) | "
-                   "cable:LEN,WIDTH (whole raw px >= 1: a dark cable from the top edge beside the object); "
-                   "join with '+'")
+                   "cable:LEN,WIDTH (whole raw px >= 1: a dark cable from the top edge beside the object) | "
+                   "depth-band:ROWS (whole >= 1: depth lost across the object's middle) | flicker-band:ROWS,F (whole "
+                   "ROWS >= 1 across the object at brightness F >= 0); join with '+'")
 
 
 def _is_int(v: float) -> bool:
@@ -60,6 +62,11 @@ _KINDS = {
     "shadow": (2, lambda v: 0 <= v[0] <= 1, "a darkening 0..1 and a direction in degrees (A,DEG)",
                lambda v: Shadow(v[0], v[1])),
     "sharpen": (1, lambda v: v[0] >= 0, "an amount >= 0", lambda v: Sharpen(v[0])),
+    "depth-band": (1, lambda v: _is_int(v[0]) and v[0] >= 1, "a whole number ROWS >= 1 of raw rows",
+                   lambda v: DepthBand(int(v[0]))),
+    "flicker-band": (2, lambda v: _is_int(v[0]) and v[0] >= 1 and v[1] >= 0,
+                     "a whole number ROWS >= 1 of raw rows and a brightness factor F >= 0 (ROWS,F)",
+                     lambda v: FlickerBand(int(v[0]), v[1])),
     "rgb-shift": (2, lambda v: True, "two shifts DY,DX in raw pixels (sub-pixel allowed) of the colour against the "
                   "depth", lambda v: RgbShift(v[0], v[1])),
     "cable": (2, lambda v: all(_is_int(x) and x >= 1 for x in v), "two whole numbers LEN,WIDTH >= 1 (raw pixels: "

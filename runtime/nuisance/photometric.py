@@ -1,12 +1,12 @@
 """RGB-only nuisances of the light, the colour and the camera's RGB pipeline: brightness, wb, gamma, offset,
-contrast, light-ramp, shadow, rgb-noise, jpeg. Depth is never changed."""
+contrast, light-ramp, shadow, flicker-band, rgb-noise, jpeg. Depth is never changed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .frame import check_frame, rgb_levels
+from .frame import check_frame, object_band, rgb_levels
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,29 @@ class Contrast:
     def __call__(self, rgb, depth, rng=None):
         rgb, depth = check_frame(rgb, depth)
         return rgb_levels((rgb.astype(np.float32) - 128) * np.float32(self.factor) + 128), depth.copy()
+
+
+@dataclass(frozen=True)
+class FlickerBand:
+    """A flicker band: ``rows`` raw rows across the object's middle at brightness ``factor`` (a rolling-shutter frame
+    exposed shorter than the period of a PWM-dimmed LED: the rows read while the LED was off are darker; audit 34 #8,
+    8 rows at 0.5): RGB x factor, rounded and clipped, in the rows of ``object_band`` (centred on the foreground's
+    centroid row) across the whole width. Depth unchanged (the depth camera's own IR is not dimmed); deterministic
+    (``rng`` unused); a frame without foreground is returned unchanged."""
+    rows: int
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"flicker band {self.rows} rows x{self.factor:g}"
+
+    def __call__(self, rgb, depth, rng=None):
+        rgb, depth = check_frame(rgb, depth)
+        out = rgb.copy()
+        band = object_band(depth, self.rows)
+        if band is not None:
+            out[band] = rgb_levels(rgb[band] * np.float32(self.factor))
+        return out, depth.copy()
 
 
 def _direction(degrees: float) -> tuple[float, float]:
