@@ -196,6 +196,41 @@ def onnx_flops(onnx_path) -> int:
     return total
 
 
+PIXEL_ROW_STORES = ("uint8", "float32")       # runtime/pixel_memory.py's ROW_STORES (its default first)
+PIXEL_BOUND_BLOCKS = (8, 4)                   # runtime/pixel_memory.py's BOUND_BLOCKS
+# the shipped kinect-rgbd models with a pixel memory: (name, frames, rows per frame, resolution, colour_norm)
+SHIPPED_PIXEL_MEMORIES = (("cylinder", 300, 25, 64, True), ("rectangle", 300, 11, 64, False))
+
+
+def pixel_memory_mb(n_frames: int, rows_per_frame: int, resolution: int = 64, store: str = "uint8",
+                    colour_norm: bool = True) -> dict:
+    """Host RAM (MB, 1e6 bytes) a loaded pixel memory holds (runtime/pixel_memory.py: ``PixelMemory.nbytes``):
+    "rows", its rows as ``store`` keeps them (uint8, the default: each row's 4 R R image bytes + its 3 float32
+    colour-normalization gains with ``colour_norm``; float32: 4 R R float32), and "bound", the bounded search's
+    tables (per level of PIXEL_BOUND_BLOCKS that divides R: per row 2 F float32 block features, F = 4 (R / block)^2,
+    and their float64 squared norm; the level's float64 centre). The scoring's host RAM on the robot: the pixel memory
+    is NumPy on the CPU under every backend, in the Jetson's memory shared with the GPU."""
+    if store not in PIXEL_ROW_STORES:
+        raise ValueError(f"store must be one of {', '.join(PIXEL_ROW_STORES)}, got {store!r}")
+    n, R = int(n_frames) * int(rows_per_frame), int(resolution)
+    per_row = 4 * R * R + (12 if colour_norm else 0) if store == "uint8" else 4 * R * R * 4
+    bound = sum(n * (2 * 4 * (R // b) ** 2 * 4 + 8) + 2 * 4 * (R // b) ** 2 * 8
+                for b in PIXEL_BOUND_BLOCKS if R % b == 0)
+    return {"rows": n * per_row / 1e6, "bound": bound / 1e6}
+
+
+def pixel_memory_table(memories=SHIPPED_PIXEL_MEMORIES) -> str:
+    """Markdown table: per pixel memory (name, frames, rows per frame, R, colour_norm) its host RAM under each row
+    store (``pixel_memory_mb``)."""
+    rows = ["| pixel memory | rows | row store | rows MB | bound tables MB | total MB |", "|---|---|---|---|---|---|"]
+    for name, frames, per, R, cn in memories:
+        for store in PIXEL_ROW_STORES:
+            m = pixel_memory_mb(frames, per, R, store, cn)
+            rows.append(f"| {name} | {frames * per} x 4 x {R} x {R} | {store} | {m['rows']:.1f} | {m['bound']:.1f} "
+                        f"| {m['rows'] + m['bound']:.1f} |")
+    return "\n".join(rows)
+
+
 def budget_table(widths=(16, 32, 64), n_seed: int = 3, k: int = 19, lr_theta: float = 6e-9,
                  z_dim: int = 100) -> str:
     """Markdown table: per width, GFLOP and GB per frame and the paper latency on each device."""
@@ -219,12 +254,16 @@ def main(argv=None) -> None:
     ap.add_argument("-k", type=int, default=19)
     ap.add_argument("--lr-theta", type=float, default=6e-9)
     ap.add_argument("--onnx", help="also count the GEMM/conv FLOPs of this ONNX graph (one step or final graph)")
+    ap.add_argument("--pixel-memory", action="store_true",
+                    help="also print the host RAM of the shipped models' pixel memories under each row store")
     a = ap.parse_args(argv)
     if a.onnx and not Path(a.onnx).is_file():   # before the table, not a traceback after it
         ap.error(f"--onnx {a.onnx}: no such file (an export with k = 0 has final.onnx and no step.onnx)")
     print(budget_table(a.width, a.n_seed, a.k, a.lr_theta))
     if a.onnx:
         print(f"\n{a.onnx}: {onnx_flops(a.onnx) / 1e9:.3f} GFLOP in Conv/ConvTranspose/MatMul/Gemm nodes")
+    if a.pixel_memory:
+        print("\n" + pixel_memory_table())
 
 
 if __name__ == "__main__":

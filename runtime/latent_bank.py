@@ -51,8 +51,15 @@ def unaligned_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
 def bank_inputs_uint8(u8: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
                       index: int = 0) -> np.ndarray:
     """bank_inputs from the frame's ``unaligned_uint8`` (R, R, 4)."""
+    return normalize_uint8(bank_images_uint8(u8, spec, augment, seed, index), spec)
+
+
+def bank_images_uint8(u8: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
+                      index: int = 0) -> np.ndarray:
+    """The uint8 images (1 + len(augment), R, R, 4) ``bank_inputs_uint8`` normalizes (``normalize_uint8``): the
+    frame's ``unaligned_uint8`` and its augmented copies, each aligned (``aligned_uint8``)."""
     out = [u8]
     for j, text in enumerate(augment):
         r, d = parse_nuisance(text)(u8[..., :3], u8[..., 3], frame_rng(seed, index, j))
         out.append(np.concatenate([r, d[..., None]], axis=2))
-    return normalize_uint8(np.stack([aligned_uint8(a, spec) for a in out]), spec)
+    return np.stack([aligned_uint8(a, spec) for a in out])

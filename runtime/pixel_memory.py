@@ -9,10 +9,19 @@ model's resolution as ``latent_bank.unaligned_uint8`` gives them, uint8 (N, R, R
 light (a scene's colour_gain already applied: ``in_model_light``), with the augmentation texts
 (runtime.nuisance, e.g. "mirror", "scale:1.03", "rotate:3", "blur:0.7") the rows are expanded with.
 ``PixelMemory`` expands them once, frame-major like a latent bank (``latent_bank.bank_inputs_uint8``:
-per frame the frame first, then one row per text), into a float32 matrix (N * A, 4 * R * R),
+per frame the frame first, then one row per text), into rows (N * A, 4 * R * R) of float32,
 A = 1 + len(augment), so frame i owns rows [i * A, (i + 1) * A) and can be left out of a distance
 (held-out scoring: ``exclude``). Numpy only; read-only after construction (but for the gain fit's tables,
 built once under a lock by the first gain-fitted distance), so threads share one.
+
+How the rows are kept (the row store, session 35; ``PixelMemory(rows=...)``, else $EDGE_AD_PIXEL_ROWS, else uint8):
+"uint8", the default, keeps what each row is made of, its uint8 image (the frame or an augmented copy, aligned:
+``latent_bank.bank_images_uint8``) and the 3 gains of its colour normalization, and rebuilds a row with
+``normalize_uint8``'s own float32 operations when a distance measures it (``_Uint8Rows``): the same rows bit for bit
+(every row is checked while the memory is built; one that did not rebuild would turn the store into float32), so
+the same distances and scores, in a quarter of the bytes (the shipped cylinder's 7500 rows: 122.9 MB instead of
+491.5 MB), paid for by rebuilding the rows the bounded search keeps (and every row in a full search). "float32"
+keeps the rows expanded (the store before session 35).
 
 A frame's distance with its own shift search (``frame_distances``, the per-frame cost of a model with the pixel
 factor: cylinder 81 shifted copies x 7500 rows) takes the bounded search by default (session 34): a true lower
@@ -25,48 +34,61 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import threading
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .latent_bank import bank_inputs_uint8
+from .latent_bank import bank_images_uint8
 from .nuisance import parse_nuisance
-from .preprocess import PreprocessSpec, shift_frame, shift_offsets
+from .preprocess import PreprocessSpec, colour_norm_gains, normalize_uint8, shift_frame, shift_offsets
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
-MAX_PIXEL_BYTES = 1 << 31       # bytes of its expanded float32 rows and search tables at most (2 GiB; the shipped
-                                # cylinder's 300 frames x 15 rows at R = 64 take 341.1 MB, 294.9 MB of them the
-                                # rows): ``check_pixel_memory_size``
+MAX_PIXEL_BYTES = 1 << 31       # bytes of its rows (as its row store keeps them) and search tables at most (2 GiB;
+                                # the shipped cylinder's 300 frames x 25 rows at R = 64 take 200.1 MB as uint8 images,
+                                # 568.5 MB as float32 rows): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)
 BOUND_BLOCKS = (8, 4)           # the lower bounds' levels, coarse to fine: blocks of 8 x 8, then 4 x 4 pixels
 _BOUND_SEEDS = 8                # (copy, row) pairs with the least bounds measured exactly first (``_bounded_min``)
+ROW_STORES = ("uint8", "float32")   # how a PixelMemory keeps its rows (``PixelMemory(rows=...)``): the default first
+ROW_STORE_ENV = "EDGE_AD_PIXEL_ROWS"    # the row store when none is given (``default_row_store``; unset: uint8)
+_DECODE_ROWS = 128              # rows decoded at once from a uint8 store (an 8 MB float32 block at R = 64)
+_DECODE_KEEP = 512              # rows the bounded search keeps decoded for its last stage (33.6 MB at R = 64)
 
 
-def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int, bounded: bool = True) -> int:
-    """Bytes a PixelMemory of ``n_frames`` frames holds after its load: its n_frames x (1 + n_augment) rows of
-    4 x R x R float32 (R = resolution) and its per-row float64 |r - mu|^2, plus (``bounded``, the default: every
-    runtime load) the bounded search's tables, per level of BOUND_BLOCKS that divides R the rows' block features
-    (2 F float32, F = 4 (R / block)^2: 1/32 of a row at 8 x 8, 1/8 at 4 x 4) and their float64 squared norms."""
+def pixel_memory_bytes(n_frames: int, resolution: int, n_augment: int, bounded: bool = True,
+                       rows: Optional[str] = None, gains: bool = True) -> int:
+    """Bytes a PixelMemory of ``n_frames`` frames holds after its load: its n_frames x (1 + n_augment) rows as the
+    row store ``rows`` keeps them (None: ``default_row_store``; "uint8": each row's 4 x R x R uint8 image plus,
+    ``gains`` (a model with colour_norm), its 3 float32 colour-normalization gains; "float32": 4 x R x R float32,
+    R = resolution) and their per-row float64 |r - mu|^2, plus (``bounded``, the default: every runtime load) the
+    bounded search's tables, per level of BOUND_BLOCKS that divides R the rows' block features (2 F float32,
+    F = 4 (R / block)^2: 1/32 of a float32 row at 8 x 8, 1/8 at 4 x 4) and their float64 squared norms."""
+    rows = default_row_store() if rows is None else check_row_store(rows)
     n_rows, R = int(n_frames) * (1 + int(n_augment)), int(resolution)
-    per_row = 4 * R * R * 4 + 8
+    per_row = (4 * R * R + (12 if gains else 0) if rows == "uint8" else 4 * R * R * 4) + 8
     if bounded:
         per_row += sum(2 * 4 * (R // b) ** 2 * 4 + 8 for b in BOUND_BLOCKS if R % b == 0)
     return n_rows * per_row
 
 
-def check_pixel_memory_size(n_frames: int, resolution: int, n_augment: int, bounded: bool = True) -> None:
+def check_pixel_memory_size(n_frames: int, resolution: int, n_augment: int, bounded: bool = True,
+                            rows: Optional[str] = None, gains: bool = True) -> None:
     """ValueError naming the counts when a pixel memory of ``n_frames`` frames (each 1 + ``n_augment``
-    rows at ``resolution``) holds more than MAX_PIXEL_FRAMES frames or its rows and search tables take more than
-    MAX_PIXEL_BYTES (``pixel_memory_bytes``): checked before anything is allocated (a manifest, a
-    checkpoint, ``edge-ad calibrate`` before it scores the scene)."""
+    rows at ``resolution``) holds more than MAX_PIXEL_FRAMES frames or its rows (as the row store ``rows`` keeps
+    them; None: ``default_row_store``) and search tables take more than MAX_PIXEL_BYTES (``pixel_memory_bytes``):
+    checked before anything is allocated (a manifest, a checkpoint, ``edge-ad calibrate`` before it scores the
+    scene)."""
     if n_frames > MAX_PIXEL_FRAMES:
         raise ValueError(f"a pixel memory of {n_frames} frames is more than MAX_PIXEL_FRAMES = {MAX_PIXEL_FRAMES}")
-    size = pixel_memory_bytes(n_frames, resolution, n_augment, bounded)
+    rows = default_row_store() if rows is None else check_row_store(rows)
+    size = pixel_memory_bytes(n_frames, resolution, n_augment, bounded, rows, gains)
     if size > MAX_PIXEL_BYTES:
+        what = "uint8 row images" if rows == "uint8" else "float32 rows"
         raise ValueError(f"a pixel memory of {n_frames} frames x {1 + int(n_augment)} rows (the frame + {int(n_augment)} "
-                         f"augmented copies) at {resolution} x {resolution} takes {size / 1e6:.1f} MB of float32 rows "
+                         f"augmented copies) at {resolution} x {resolution} takes {size / 1e6:.1f} MB of {what} "
                          f"and search tables, more than MAX_PIXEL_BYTES = {MAX_PIXEL_BYTES / 1e6:.1f} MB")
 
 
@@ -126,20 +148,132 @@ def block_features(X: np.ndarray, resolution: int, block: int) -> np.ndarray:
     return np.concatenate([B * mean, np.sqrt(np.einsum("nfk,nfk->nf", blocks, blocks))], axis=1)
 
 
-def _bound_tables(rows: np.ndarray, resolution: int, block: int) -> dict:
-    """One level of the bounded search: per row of rows (N, 4 R R) float32 "rows" its block features
+def default_row_store() -> str:
+    """The row store a PixelMemory takes when none is given: $EDGE_AD_PIXEL_ROWS (ROW_STORE_ENV) when set,
+    else "uint8"; ValueError naming the variable for a value that is not one of ROW_STORES."""
+    value = os.environ.get(ROW_STORE_ENV, "").strip()
+    if not value:
+        return ROW_STORES[0]
+    try:
+        return check_row_store(value)
+    except ValueError as e:
+        raise ValueError(f"${ROW_STORE_ENV}: {e}") from None
+
+
+def check_row_store(rows) -> str:
+    """``rows`` if it names a row store of ROW_STORES, else ValueError naming it."""
+    if not isinstance(rows, str) or rows not in ROW_STORES:
+        raise ValueError(f"a pixel memory's row store must be one of {', '.join(ROW_STORES)} (uint8: the rows' uint8 "
+                         f"images, rebuilt bit for bit when measured; float32: the rows expanded), got {rows!r}")
+    return rows
+
+
+class _Float32Rows:
+    """A pixel memory's rows kept expanded: (M, D) float32 (``PixelMemory(rows="float32")``)."""
+    kind = "float32"
+
+    def __init__(self, rows: np.ndarray):
+        self.array = rows
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """rows [a, b) (M', D) float32 (a view)."""
+        return self.array[a:b]
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """rows ``idx`` (k,) -> (k, D) float32."""
+        return self.array[idx]
+
+    def blocks(self, idx: Optional[np.ndarray] = None):
+        """(position, rows) blocks of every row (idx None) or of rows ``idx``, in order: one block here."""
+        yield 0, (self.array if idx is None else self.array[idx])
+
+
+class _Uint8Rows:
+    """A pixel memory's rows kept as what they are made of (``PixelMemory(rows="uint8")``, the default): each row's
+    uint8 image as ``normalize_uint8`` takes it (the frame or an augmented copy, aligned: ``bank_images_uint8``),
+    (M, 4, R, R) channels first, and the gains its colour normalization multiplied the foreground's RGB by
+    (``colour_norm_gains``, (M, 3) float32; none without colour_norm). ``decode`` rebuilds rows with
+    normalize_uint8's own float32 operations, so bit for bit the rows the float32 store keeps (PixelMemory checks
+    every row while it is built): 1/4 of the float32 rows' bytes, paid for by decoding the rows a distance measures."""
+    kind = "uint8"
+
+    def __init__(self, n: int, spec: PreprocessSpec):
+        R = spec.resolution
+        self._u = np.empty((n, 4, R, R), np.uint8)
+        self._g = None if spec.colour_norm == "none" else np.empty((n, 3), np.float32)
+        self._mean, self._std = spec.mean, spec.std
+        # normalize_uint8's (v - mean) / std in place when both are Python floats (float32 arithmetic either way)
+        self._in_place = type(spec.mean) is float and type(spec.std) is float
+        self._D = 4 * R * R
+
+    def __len__(self) -> int:
+        return len(self._u)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._u.nbytes + (0 if self._g is None else self._g.nbytes))
+
+    def put(self, a: int, images: np.ndarray, spec: PreprocessSpec) -> None:
+        """Store rows [a, a + k) of images (k, R, R, 4) uint8 (``bank_images_uint8``) normalized under ``spec``."""
+        self._u[a:a + len(images)] = np.moveaxis(images, -1, -3)
+        if self._g is not None:      # the gains normalize_colour computes on normalize_uint8's v, the same batch
+            self._g[a:a + len(images)] = colour_norm_gains(images.astype(np.float32) / 255.0, spec).reshape(-1, 3)
+
+    def freeze(self) -> None:
+        self._u.setflags(write=False)
+        if self._g is not None:
+            self._g.setflags(write=False)
+
+    def decode(self, u: np.ndarray, g: Optional[np.ndarray]) -> np.ndarray:
+        """images u (k, 4, R, R) uint8 and their gains g (k, 3) (None: no colour normalization) -> rows (k, D)
+        float32: normalize_uint8's v = u / 255, the foreground's (depth > 0) RGB times the gain clipped to
+        [0, 1] (``normalize_colour``), (v - mean) / std, each operation as there (float32)."""
+        v = u.astype(np.float32)
+        v /= 255.0
+        if g is not None:
+            t = v[:, :3] * g[:, :, None, None]                                  # (k, 3, R, R)
+            np.clip(t, 0.0, 1.0, out=t)
+            np.copyto(v[:, :3], t, where=u[:, 3:4] > 0)                        # the foreground (depth > 0) only
+        if self._in_place:
+            v -= self._mean
+            v /= self._std
+        else:
+            v = ((v - self._mean) / self._std).astype(np.float32, copy=False)
+        return v.reshape(len(u), self._D)
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        return self.decode(self._u[a:b], None if self._g is None else self._g[a:b])
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        return self.decode(self._u[idx], None if self._g is None else self._g[idx])
+
+    def blocks(self, idx: Optional[np.ndarray] = None):
+        n = len(self) if idx is None else len(idx)
+        for a in range(0, n, _DECODE_ROWS):
+            yield a, (self.block(a, a + _DECODE_ROWS) if idx is None else self.take(idx[a:a + _DECODE_ROWS]))
+
+
+def _bound_tables(rows, resolution: int, block: int) -> dict:
+    """One level of the bounded search: per row of rows (a row store: N rows of 4 R R float32) "rows" its block features
     (``block_features`` with ``block``) centred on "mu" and rounded to float32 (N, 2 F), "sq" their squared norms
     in float64 (N,); "norm_max" the largest of those norms, "abs_max" the largest uncentred feature norm (>= |mu|),
     "gamma" gamma of a float32 dot product of 2 F + 2 terms, "block". mu, the mean features of the first 256 rows,
     only keeps the rounding small (any centre gives a valid bound); built 256 rows at a time (no float64 copy of
     the whole table: the load's peak memory grows by the float32 tables only)."""
     n, step = len(rows), 256
-    mu = block_features(rows[:step], resolution, block).mean(0)                # (2 F,)
+    mu = block_features(rows.block(0, step), resolution, block).mean(0)       # (2 F,)
     q = np.empty((n, len(mu)), np.float32)
     sq = np.empty(n)
     abs_max = 0.0
     for a in range(0, n, step):
-        f = block_features(rows[a:a + step], resolution, block)               # (<= 256, 2 F) float64
+        f = block_features(rows.block(a, a + step), resolution, block)        # (<= 256, 2 F) float64
         abs_max = max(abs_max, float(np.sqrt((f ** 2).sum(1).max())))
         q[a:a + step] = f - mu                                                 # rounded to float32
         sq[a:a + step] = (q[a:a + step].astype(np.float64) ** 2).sum(1)
@@ -152,20 +286,23 @@ def _bound_tables(rows: np.ndarray, resolution: int, block: int) -> dict:
 class PixelMemory:
     """Normal frames (N, R, R, 4) uint8 and their augmented copies, preprocessed once under ``spec``
     (``memory_spec``: the model's preprocessing without colour_gain) into rows (N * A, 4 * R * R)
-    float32, A = 1 + len(augment), frame-major. ``distance(x)`` / ``distances(X)``: the mean squared
+    float32, A = 1 + len(augment), frame-major, kept as ``rows`` says (ROW_STORES; None: ``default_row_store``:
+    $EDGE_AD_PIXEL_ROWS, else "uint8", their images rebuilt bit for bit when measured; "float32": expanded). ``distance(x)`` / ``distances(X)``: the mean squared
     difference of preprocessed inputs to the nearest row, in float64, optionally without some frames'
     rows (``exclude``: frame indices). ``seed``: the augmentations' random draws (runtime.nuisance.frame_rng
     with the frame's index in the memory)."""
 
     def __init__(self, frames: np.ndarray, spec: PreprocessSpec, augment: Sequence[str] = (), seed: int = 0,
-                 bounded: bool = True):
+                 bounded: bool = True, rows: Optional[str] = None):
+        rows = default_row_store() if rows is None else check_row_store(rows)
         frames = np.asarray(frames)
         R = spec.resolution
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (R, R, 4) or len(frames) == 0:
             raise ValueError(f"a pixel memory holds normal frames as uint8 (N, {R}, {R}, 4), N >= 1 (the model's "
                              f"resolution {R}), got {frames.dtype} {frames.shape}")
         self.augment = tuple(check_pixel_augment(augment))
-        check_pixel_memory_size(len(frames), R, len(self.augment), bounded)   # before the rows are allocated
+        check_pixel_memory_size(len(frames), R, len(self.augment), bounded, rows,   # before the rows are allocated
+                                spec.colour_norm != "none")
         self.rows_per_frame = A = 1 + len(self.augment)
         self.n_frames, self.resolution = len(frames), R
         self._mean, self._std = float(spec.mean), float(spec.std)       # [-1, 1] -> [0, 1] colours: v = x std + mean
@@ -173,19 +310,42 @@ class PixelMemory:
         self.frames.setflags(write=False)
         mspec = memory_spec(spec)
         D = 4 * R * R
-        rows = np.empty((len(frames) * A, D), np.float32)              # (N * A, 4 * R * R) frame-major
+        M = len(frames) * A
+        # the rows (N * A, 4 * R * R) float32 frame-major, as bank_inputs_uint8 makes them; a uint8 store keeps
+        # their images and rebuilds them (``_Uint8Rows``), checked here bit for bit row by row: a row it could not
+        # rebuild (none known) turns the store into the float32 one (``row_store`` says which holds them)
+        u8 = _Uint8Rows(M, mspec) if rows == "uint8" else None
+        f32 = None if u8 is not None else np.empty((M, D), np.float32)
         for i, f in enumerate(frames):
-            rows[i * A:(i + 1) * A] = bank_inputs_uint8(f, mspec, self.augment, seed, i).reshape(A, D)
-        rows.setflags(write=False)
-        self._rows = rows
+            images = bank_images_uint8(f, mspec, self.augment, seed, i)              # (A, R, R, 4) uint8
+            x = normalize_uint8(images, mspec).reshape(A, D)                        # = bank_inputs_uint8
+            if u8 is not None:
+                u8.put(i * A, images, mspec)
+                if not np.array_equal(u8.block(i * A, (i + 1) * A).view(np.uint32), x.view(np.uint32)):
+                    check_pixel_memory_size(len(frames), R, len(self.augment), bounded, "float32")
+                    f32 = np.empty((M, D), np.float32)
+                    for a in range(0, i * A, _DECODE_ROWS):                        # the rows checked already
+                        f32[a:min(a + _DECODE_ROWS, i * A)] = u8.block(a, min(a + _DECODE_ROWS, i * A))
+                    u8 = None
+            if f32 is not None:
+                f32[i * A:(i + 1) * A] = x
+        if u8 is not None:
+            u8.freeze()
+            self._store = u8
+        else:
+            f32.setflags(write=False)
+            self._store = _Float32Rows(f32)
         # the GEMM works on centred inputs (x - mu) against the rows: |x - r|^2 = |x_c|^2 - 2 (x_c.r - x_c.mu)
         # + |r - mu|^2, whose float32 rounding is bounded by |x_c| |r| (small: x_c is centred)
-        mu = rows.mean(0, dtype=np.float64).astype(np.float32)         # (D,)
+        total = np.zeros(D)
+        for a, block in self._store.blocks():
+            total += block.sum(0, dtype=np.float64)
+        mu = (total / M).astype(np.float32)                            # (D,)
         self._mu, self._mu64 = mu, mu.astype(np.float64)
-        rc_sq = np.empty(len(rows))                                    # (N * A,) |r - mu|^2 in float64
-        r_norm = np.empty(len(rows))                                   # (N * A,) |r|
-        for a in range(0, len(rows), 256):
-            block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
+        rc_sq = np.empty(M)                                            # (N * A,) |r - mu|^2 in float64
+        r_norm = np.empty(M)                                           # (N * A,) |r|
+        for a in range(0, M, 256):
+            block = self._store.block(a, a + 256).astype(np.float64)   # (<= 256, D)
             r_norm[a:a + 256] = np.sqrt((block ** 2).sum(1))
             block -= self._mu64
             block *= block                                             # in place: (r - mu)^2
@@ -208,7 +368,7 @@ class PixelMemory:
         self._bound: Optional[list] = None
         levels = [b for b in BOUND_BLOCKS if R % b == 0]
         if bounded and levels:
-            self._bound = [_bound_tables(rows, R, b) for b in levels]
+            self._bound = [_bound_tables(self._store, R, b) for b in levels]
 
     def _gain_tables(self) -> tuple:
         """(tables, max of tables["vv"]) of the gain-fitted distance (``_build_gain_tables``), built by the first
@@ -232,10 +392,10 @@ class PixelMemory:
         """Per row (N * A,) float64: the squared norm of its RGB in [0, 1] colours (v = x std + mean) "vv", the sum
         of its RGB in the model's units "rs", <mu_rgb, r_rgb> "mu_r", |r_d - mu_d|^2 (depth) "rc_d" (RGB: the
         first P = 3 R R entries); and the largest "vv"."""
-        rows, P = self._rows, 3 * self.resolution ** 2
+        rows, P = self._store, 3 * self.resolution ** 2
         t = {k: np.empty(len(rows)) for k in ("vv", "rs", "mu_r", "rc_d")}
         for a in range(0, len(rows), 256):
-            block = rows[a:a + 256].astype(np.float64)                 # (<= 256, D)
+            block = rows.block(a, a + 256).astype(np.float64)          # (<= 256, D)
             t["mu_r"][a:a + 256] = block[:, :P] @ self._mu64[:P]
             t["rs"][a:a + 256] = block[:, :P].sum(1)
             v = block[:, :P] * self._std
@@ -259,16 +419,27 @@ class PixelMemory:
         other._gain_lock = threading.Lock()
         return other
 
+    @property
+    def row_store(self) -> str:
+        """How the rows are kept: "uint8" (their images, rebuilt when measured: the default) or "float32"."""
+        return self._store.kind
+
+    def rows(self, idx: Optional[Iterable[int]] = None) -> np.ndarray:
+        """The rows (k, 4 R R) float32 (idx: row indices; None: all, N * A): what every distance is measured to,
+        whichever the row store."""
+        return self._store.take(np.arange(len(self._store)) if idx is None else np.asarray(idx, np.int64))
+
     def nbytes(self) -> dict:
-        """{"rows": bytes of the float32 rows, "bound": bytes of the bounded search's tables (0 without)}."""
+        """{"rows": bytes of the row store (uint8: the images and gains; float32: the rows), "bound": bytes of
+        the bounded search's tables (0 without)}."""
         b = self._bound
-        return {"rows": int(self._rows.nbytes),
+        return {"rows": int(self._store.nbytes),
                 "bound": 0 if b is None else int(sum(v.nbytes for t in b for v in t.values() if isinstance(v, np.ndarray)))}
 
     @property
     def shape(self) -> tuple:
         """(rows, 4 * R * R) of the expanded memory."""
-        return self._rows.shape
+        return (len(self._store), 4 * self.resolution ** 2)
 
     def frame_rows(self, frames: Iterable[int]) -> np.ndarray:
         """Row indices (int array) of the given frame indices' blocks: frame i owns rows [i * A, (i + 1) * A)."""
@@ -285,7 +456,7 @@ class PixelMemory:
         Xf = self._check(X)                                                    # (N, D)
         if len(Xf) != self.n_frames:
             raise ValueError(f"{len(Xf)} inputs for a pixel memory of {self.n_frames} frames: one input per frame")
-        own = self._rows[::self.rows_per_frame]                                # (N, D) each frame's first row
+        own = self._store.take(np.arange(0, len(self._store), self.rows_per_frame))  # (N, D) each frame's first row
         return np.array([((x.astype(np.float64) - r) ** 2).mean() for x, r in zip(Xf, own)])
 
     def _kept(self, exclude) -> Optional[np.ndarray]:
@@ -295,7 +466,7 @@ class PixelMemory:
         gone = self.frame_rows(exclude)
         if not len(gone):
             return None
-        keep = np.ones(len(self._rows), bool)
+        keep = np.ones(len(self._store), bool)
         keep[gone] = False
         if not keep.any():
             raise ValueError("every frame of the pixel memory is excluded: no row left to measure a distance to")
@@ -373,17 +544,20 @@ class PixelMemory:
                 out[a + b] = max(float(self._exact(Xf[a + b], near).min()), 0.0)
         return out
 
-    def _gemm_distances(self, Xf: np.ndarray, rows: Optional[np.ndarray] = None) -> tuple:
+    def _gemm_distances(self, Xf: np.ndarray, rows: Optional[np.ndarray] = None,
+                        decoded: Optional[np.ndarray] = None) -> tuple:
         """(Dx (b, k) float64 ~ |x - r|^2 of each input Xf (b, D) to each row (rows: indices (k,), None: all),
         margin (b,)): a float32 GEMM of the centred inputs; |Dx - |x - r|^2| <= margin / 2 for every row, so the
-        nearest row is among those within ``margin`` of the smallest Dx (proven: gamma_D of the dot products)."""
+        nearest row is among those within ``margin`` of the smallest Dx (proven: gamma_D of the dot products).
+        ``decoded``: the rows ``rows`` as ``rows()`` gives them, when the caller has them already."""
         Xc = (Xf.astype(np.float64) - self._mu64).astype(np.float32)             # (b, D) centred, rounded
         Xc64 = Xc.astype(np.float64)
         xc_sq = (Xc64 ** 2).sum(1)                                             # (b,)
         xc_mu = Xc64 @ self._mu64                                              # (b,)
-        R = self._rows if rows is None else self._rows[rows]
         rc_sq = self._rc_sq if rows is None else self._rc_sq[rows]
-        dots = (Xc @ R.T).astype(np.float64)                                   # (b, k) float32 GEMM
+        dots = np.empty((len(Xc), len(rc_sq)))                                 # (b, k) float32 GEMMs
+        for a, R in (self._store.blocks(rows) if decoded is None else [(0, decoded)]):
+            dots[:, a:a + len(R)] = Xc @ R.T
         Dx = xc_sq[:, None] - 2.0 * (dots - xc_mu[:, None]) + rc_sq[None, :]  # ~ |x - r|^2
         xc_norm = np.sqrt(xc_sq)
         # the expansion's error for the nearest row and for the smallest (2 x each): the GEMM's 2 gamma
@@ -392,10 +566,12 @@ class PixelMemory:
                   + 1e-9 * (xc_sq + self._rc_sq_max) + 1e-12)
         return Dx, margin
 
-    def _exact(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(k,) float64 mean((x - r)^2) of one input x (D,) to each row of ``rows`` (indices (k,)): the value
-        every path returns (the full and the bounded search measure a winner the same way, bit for bit)."""
-        return ((self._rows[rows].astype(np.float64) - x.astype(np.float64)) ** 2).mean(1)
+    def _exact(self, x: np.ndarray, rows: np.ndarray, decoded: Optional[np.ndarray] = None) -> np.ndarray:
+        """(k,) float64 mean((x - r)^2) of one input x (D,) to each row of ``rows`` (indices (k,); ``decoded``:
+        those rows, when the caller has them): the value every path returns (the full and the bounded search
+        measure a winner the same way, bit for bit, whichever the row store)."""
+        R = self._store.take(rows) if decoded is None else decoded
+        return ((R.astype(np.float64) - x.astype(np.float64)) ** 2).mean(1)
 
     def _bounded_min(self, C: np.ndarray, keep: Optional[np.ndarray]) -> float:
         """min over the copies C (S, D) (one frame's shifted copies) and the kept rows of mean((c - r)^2), equal
@@ -430,13 +606,16 @@ class PixelMemory:
             rows_in, copies_in = alive.any(0), alive.any(1)
             cand = np.flatnonzero(rows_in) if cand is None else cand[rows_in]
             cs, alive = cs[copies_in], alive[np.ix_(copies_in, rows_in)]
-        Dx, margin = self._gemm_distances(C[cs], cand)                         # (S', k), (S',)
+        # the rows left, rebuilt once for the GEMM and the exact check (a uint8 store; at most _DECODE_KEEP at once)
+        rows_c = self._store.take(cand) if self._store.kind == "uint8" and len(cand) <= _DECODE_KEEP else None
+        Dx, margin = self._gemm_distances(C[cs], cand, rows_c)                 # (S', k), (S',)
         half = margin[:, None] / 2
         Dx[~alive] = np.inf
         lim = min(float((Dx + half).min()), best * D * (1.0 + 1e-9))
         ps, pr = np.nonzero(Dx - half <= lim)                                  # pairs that may be the nearest
         for s in np.unique(ps):
-            best = min(best, float(self._exact(C[cs[s]], cand[pr[ps == s]]).min()))
+            sel = pr[ps == s]
+            best = min(best, float(self._exact(C[cs[s]], cand[sel], None if rows_c is None else rows_c[sel]).min()))
         return max(best, 0.0)
 
     @staticmethod
@@ -463,16 +642,20 @@ class PixelMemory:
         within that bound of the smallest are measured again exactly (float64), and the least is returned."""
         t, vv_max = self._gain_tables()
         P = 3 * self.resolution ** 2
-        rows, s, m = self._rows, self._std, self._mean
+        s, m = self._std, self._mean
         out = np.empty(len(Xf))
         for a in range(0, len(Xf), _CHUNK):
             X64 = Xf[a:a + _CHUNK].astype(np.float64)
             Xc = (X64 - self._mu64).astype(np.float32)                        # (b, D) centred, rounded
             Xc64 = Xc.astype(np.float64)
             # RGB: <x_r, r_r> ~ <xc_r, r_r> + <mu_r, r_r>, then in [0, 1]: <v_x, v_r> = s^2 <x, r> + s m (sum x + sum r) + m^2 P
-            # two float32 GEMMs on views of the rows (row stride D, no copy): RGB and depth dot products
-            dd = (Xc[:, P:] @ rows[:, P:].T).astype(np.float64)                            # (b, N * A) depth
-            dot = (Xc[:, :P] @ rows[:, :P].T).astype(np.float64) + t["mu_r"][None]           # (b, N * A) RGB
+            # two float32 GEMMs on views of the rows (row stride D, no copy; a uint8 store: of blocks of rebuilt
+            # rows): RGB and depth dot products
+            dd, dot = np.empty((len(Xc), len(t["vv"]))), np.empty((len(Xc), len(t["vv"])))  # (b, N * A)
+            for r0, rows in self._store.blocks():
+                dd[:, r0:r0 + len(rows)] = Xc[:, P:] @ rows[:, P:].T                        # depth
+                dot[:, r0:r0 + len(rows)] = Xc[:, :P] @ rows[:, :P].T                       # RGB
+            dot += t["mu_r"][None]
             vx = X64[:, :P] * s + m                                                         # (b, P)
             xx, xs = (vx ** 2).sum(1), (X64[:, :P]).sum(1)
             vdot = s * s * dot + s * m * (xs[:, None] + t["rs"][None]) + m * m * P
@@ -492,7 +675,7 @@ class PixelMemory:
                       + 1e-12)
             for b in range(len(Xc)):
                 near = np.flatnonzero(Dx[b] <= Dx[b].min() + margin[b])       # (k,) candidate rows, k >= 1
-                out[a + b] = float(gain_distances_exact(Xf[a + b], rows[near], lo, hi, m, s).min())
+                out[a + b] = float(gain_distances_exact(Xf[a + b], self._store.take(near), lo, hi, m, s).min())
         return out
 
 

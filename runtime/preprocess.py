@@ -795,6 +795,16 @@ def normalize_colour(v: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     mean colour is spec.colour_reference (one gain for "gray", per channel for "rgb"; clipped to
     COLOUR_GAIN_LIMITS). Frames without foreground are returned unchanged."""
     fg = (v[..., 3] > 0)[..., None]                                          # (..., H, W, 1)
+    gain = colour_norm_gains(v, spec)[..., None, None, :]                    # (..., 1, 1, 3)
+    out = v.copy()
+    out[..., :3] = np.where(fg, np.clip(v[..., :3] * gain, 0.0, 1.0), v[..., :3])
+    return out
+
+
+def colour_norm_gains(v: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(..., H, W, 4) float32 RGBD in [0, 1] -> (..., 3) float32: the gains ``normalize_colour`` multiplies the
+    foreground's RGB by (then clipped to [0, 1]); runtime/pixel_memory.py stores them to rebuild a row."""
+    fg = (v[..., 3] > 0)[..., None]                                          # (..., H, W, 1)
     n = np.maximum(fg.sum(axis=(-3, -2)), 1)                                 # (..., 1)
     mean = (v[..., :3] * fg).sum(axis=(-3, -2)) / n                          # (..., 3)
     ref = np.asarray(spec.colour_reference, np.float32)
@@ -802,10 +812,7 @@ def normalize_colour(v: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         gain = np.repeat(ref.mean() / np.maximum(mean.mean(-1, keepdims=True), 1e-3), 3, -1)
     else:
         gain = ref / np.maximum(mean, 1e-3)
-    gain = np.clip(gain, *COLOUR_GAIN_LIMITS).astype(np.float32)[..., None, None, :]   # (..., 1, 1, 3)
-    out = v.copy()
-    out[..., :3] = np.where(fg, np.clip(v[..., :3] * gain, 0.0, 1.0), v[..., :3])
-    return out
+    return np.clip(gain, *COLOUR_GAIN_LIMITS).astype(np.float32)
 
 
 def preprocess(rgb, depth, spec: PreprocessSpec | None = None) -> np.ndarray:

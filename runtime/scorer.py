@@ -72,7 +72,7 @@ from .config import SearchConfig, draw_seed, make_z0, search_differences
 from .latent_memory import LatentMemory, latent_memory
 from .manifest import MANIFEST, ManifestError, load_manifest, sha256_file
 from .model_arrays import load_npy, load_npz
-from .pixel_memory import MAX_PIXEL_FRAMES, PixelMemory
+from .pixel_memory import MAX_PIXEL_FRAMES, PixelMemory, default_row_store
 from .preprocess import (FrameError, PreprocessSpec, check_shift_fill, frame_to_uint8, frame_to_uint8_pair,
                          normalize_uint8, shift_frame, shift_offsets)
 from .score_scale import score_scale
@@ -287,6 +287,7 @@ class Scorer:
         """
         model_dir = Path(model_dir)
         _check_threads(threads, "all cores")
+        default_row_store()                      # a bad $EDGE_AD_PIXEL_ROWS is named before anything loads
         if providers is not None and not isinstance(providers, (list, tuple)):   # a str would be read letter by letter
             raise ValueError(f"providers must be a list of onnxruntime execution providers (names, or (name, options) "
                              f"pairs), e.g. ['CPUExecutionProvider'], got {providers!r}")

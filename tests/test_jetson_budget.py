@@ -102,3 +102,27 @@ def test_budget_onnx_that_is_missing_is_a_usage_error(tmp_path, capsys):
         main(["--onnx", str(tmp_path / "step.onnx")])
     out = capsys.readouterr()
     assert e.value.code == 2 and "step.onnx: no such file" in out.err and out.out == ""
+
+
+def test_pixel_memory_ram_is_what_a_loaded_memory_holds():
+    """jetson.budget.pixel_memory_mb (NumPy-free, for the robot) equals PixelMemory.nbytes() of a memory built
+    under each row store and colour normalization (rows and bound tables, to the byte), and the shipped cylinder's
+    table rows are the session-35 numbers: uint8 122.97 MB of rows (float32 491.52) + 76.94 MB of bound tables."""
+    from edge_ad.jetson.budget import PIXEL_ROW_STORES, pixel_memory_mb, pixel_memory_table
+    from edge_ad.runtime.pixel_memory import ROW_STORES, PixelMemory
+    from edge_ad.runtime.preprocess import PreprocessSpec
+    assert PIXEL_ROW_STORES == ROW_STORES
+    rng = np.random.default_rng(0)
+    F = rng.integers(0, 256, (3, 16, 16, 4), dtype=np.uint8)
+    for colour_norm in ("gray", "none"):
+        spec = PreprocessSpec(resolution=16, colour_norm=colour_norm, colour_reference=(0.6, 0.6, 0.6))
+        for store in ROW_STORES:
+            got = PixelMemory(F, spec, ["mirror", "blur:0.7"], rows=store).nbytes()
+            want = pixel_memory_mb(3, 3, 16, store, colour_norm != "none")
+            assert {k: v / 1e6 for k, v in got.items()} == pytest.approx(want, rel=0, abs=1e-12)
+    cyl = pixel_memory_mb(300, 25, 64, "uint8", True), pixel_memory_mb(300, 25, 64, "float32", True)
+    assert round(cyl[0]["rows"], 2) == 122.97 and round(cyl[1]["rows"], 2) == 491.52
+    assert round(cyl[0]["bound"], 2) == round(cyl[1]["bound"], 2) == 76.94
+    assert "| cylinder | 7500 x 4 x 64 x 64 | uint8 | 123.0 | 76.9 | 199.9 |" in pixel_memory_table()
+    with pytest.raises(ValueError, match="store must be one of uint8, float32, got 'float16'"):
+        pixel_memory_mb(1, 1, 64, "float16")

@@ -193,12 +193,15 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
                   for i in splits["cylinder"]["train"][:24]])
     bounded, full = PixelMemory(F, spec, AUGMENT), PixelMemory(F, spec, AUGMENT, bounded=False)
     assert [t["block"] for t in bounded._bound] == [8, 4] and full._bound is None and not full.bounded
+    full32 = PixelMemory(F, spec, AUGMENT, bounded=False, rows="float32")     # the rows expanded (before session 35)
+    assert bounded.row_store == full.row_store == "uint8" and full32.row_store == "float32"
     X = np.stack([frame_input(*read_pair(kinect_root / c, str(i)), spec, False)
                   for c in ("cylinder", "rectangle", "sphere") for i in splits[c]["val"][:6]]
                  + [shift_frame(normalize_uint8(F[5], spec), 2, -2)])                  # (19, 4, 64, 64)
     for exclude in (None, [0, 3, 5]):
         got = bounded.frame_distances(X, 4, exclude)
         np.testing.assert_array_equal(got, full.frame_distances(X, 4, exclude))
+        np.testing.assert_array_equal(got, full32.frame_distances(X, 4, exclude))
         assert (got > 0).all()
     assert bounded.frame_distance(X[-1], 4) < 0.1 * bounded.frame_distance(X[-1], 4, exclude=[5])   # found again
     from concurrent.futures import ThreadPoolExecutor                                  # one memory, four threads
@@ -209,8 +212,10 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
         np.testing.assert_array_equal(got, want[i::4])
     np.testing.assert_array_equal(bounded.frame_distances(X[:4], 1, gain=(0.8, 1.25)),
                                   full.frame_distances(X[:4], 1, gain=(0.8, 1.25)))
+    np.testing.assert_array_equal(bounded.frame_distances(X[:4], 1, gain=(0.8, 1.25)),
+                                  full32.frame_distances(X[:4], 1, gain=(0.8, 1.25)))
     # the bound: |f(x) - f(r)|^2 <= |x - r|^2 for real inputs against every row (and for random images)
-    rows = full._rows.astype(np.float64)                                                # (96, D)
+    rows = full.rows().astype(np.float64)                                               # (96, D)
     rng = np.random.default_rng(0)
     for A in (X.reshape(len(X), -1).astype(np.float64), rng.uniform(-1, 1, (8, rows.shape[1]))):
         exact = ((A[:, None] - rows[None]) ** 2).sum(2)
@@ -218,6 +223,76 @@ def test_bounded_search_equals_the_full_search_bit_for_bit_on_real_frames(kinect
             fa, fr = block_features(A, 64, block), block_features(rows, 64, block)
             lb = ((fa[:, None] - fr[None]) ** 2).sum(2)
             assert (lb <= exact * (1 + 1e-12)).all() and (lb > 0.5 * exact).mean() > 0.5   # a bound, and a tight one
+
+
+@pytest.mark.parametrize("colour_norm,align,cls", [("gray", "none", "cylinder"), ("rgb", "centroid", "sphere"),
+                                                    ("none", "none", "rectangle")])
+def test_uint8_row_store_rebuilds_the_float32_rows_bit_for_bit(kinect_root, colour_norm, align, cls):
+    """The default row store (uint8: each row's image + its colour-normalization gains, rebuilt when measured)
+    holds the rows the float32 store expands, bit for bit, for each colour normalization (real train frames, the
+    frames' augmented copies), at a quarter of the bytes (+ 12 bytes of gains a row); every distance (the bounded
+    and the full search, held out, the gain fit, frame_gaps) equals the float32 store's. Fails for a decoder that
+    rebuilds any row differently (the store then falls back to float32: row_store says so)."""
+    from edge_ad.runtime.latent_bank import unaligned_uint8
+    from edge_ad.runtime.scorer import frame_input
+    from edge_ad.runtime.sources.folder import read_pair
+    spec = PreprocessSpec(colour_norm=colour_norm, colour_reference=(0.6095, 0.6164, 0.6243), align=align,
+                          depth_fill=3, depth_close=3)
+    splits = json.loads((kinect_root / "splits.json").read_text())
+    F = np.stack([unaligned_uint8(*read_pair(kinect_root / cls, str(i)), spec) for i in splits[cls]["train"][:8]])
+    augment = AUGMENT + ["rotate:3", "mirror+scale:0.95"]
+    m8, m32 = PixelMemory(F, spec, augment, rows="uint8"), PixelMemory(F, spec, augment, rows="float32")
+    assert m8.row_store == "uint8" and m32.row_store == "float32" and m8.shape == m32.shape == (48, 4 * 64 * 64)
+    np.testing.assert_array_equal(m8.rows().view(np.uint32), m32.rows().view(np.uint32))
+    np.testing.assert_array_equal(m8.rows([47, 3, 3]).view(np.uint32), m32.rows()[[47, 3, 3]].view(np.uint32))
+    gains = 0 if colour_norm == "none" else 12
+    assert m8.nbytes()["rows"] == 48 * (4 * 64 * 64 + gains) and m32.nbytes()["rows"] == 48 * 4 * 64 * 64 * 4
+    assert m8.nbytes()["bound"] == m32.nbytes()["bound"] > 0
+    X = np.stack([frame_input(*read_pair(kinect_root / c, str(i)), spec, False)
+                  for c in ("cylinder", "rectangle", "sphere") for i in splits[c]["val"][:2]])
+    for exclude in (None, [1, 2]):
+        want = m32.frame_distances(X, 2, exclude)
+        np.testing.assert_array_equal(m8.frame_distances(X, 2, exclude), want)
+        np.testing.assert_array_equal(m8.full_search().frame_distances(X, 2, exclude), want)
+        np.testing.assert_array_equal(m8.distances(X, exclude), m32.distances(X, exclude))
+    np.testing.assert_array_equal(m8.distances(X, gain=(0.8, 1.25)), m32.distances(X, gain=(0.8, 1.25)))
+    own = np.stack([frame_input(*read_pair(kinect_root / cls, str(i)), spec, False) for i in splits[cls]["train"][:8]])
+    np.testing.assert_array_equal(m8.frame_gaps(own), m32.frame_gaps(own))
+
+
+def test_a_row_the_uint8_store_cannot_rebuild_leaves_the_memory_in_float32(monkeypatch):
+    """A decoder that rebuilds a row differently from normalize_uint8 (here: one value of frame 1's rows moved) is
+    caught while the memory is built: the memory keeps its rows in float32 (row_store "float32"), the rows and the
+    distances those of rows="float32"; a bad row store or $EDGE_AD_PIXEL_ROWS is named."""
+    from edge_ad.runtime import pixel_memory as pm
+    spec = PreprocessSpec(resolution=16, colour_norm="gray", colour_reference=(0.6, 0.6, 0.6))
+    F = _frames(4)
+    want = PixelMemory(F, spec, AUGMENT, rows="float32")
+    decode = pm._Uint8Rows.decode
+    calls = []
+
+    def broken(self, u, g):
+        out = decode(self, u, g)
+        calls.append(len(u))
+        if len(calls) == 2:                                   # frame 1's check
+            out[0, 5] += 1e-3
+        return out
+    monkeypatch.setattr(pm._Uint8Rows, "decode", broken)
+    m = PixelMemory(F, spec, AUGMENT, rows="uint8")
+    assert len(calls) >= 2 and m.row_store == "float32" and m.nbytes()["rows"] == 16 * 4 * 16 * 16 * 4
+    np.testing.assert_array_equal(m.rows(), want.rows())
+    X = np.random.default_rng(1).uniform(-1, 1, (3, 4, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(m.frame_distances(X, 1), want.frame_distances(X, 1))
+    monkeypatch.setattr(pm._Uint8Rows, "decode", decode)
+    with pytest.raises(ValueError, match="row store must be one of uint8, float32.*'float16'"):
+        PixelMemory(F, spec, AUGMENT, rows="float16")
+    monkeypatch.setenv("EDGE_AD_PIXEL_ROWS", "float32")
+    assert PixelMemory(F, spec, AUGMENT).row_store == "float32"
+    monkeypatch.setenv("EDGE_AD_PIXEL_ROWS", "fp16")
+    with pytest.raises(ValueError, match=r"\$EDGE_AD_PIXEL_ROWS: .*'fp16'"):
+        PixelMemory(F, spec, AUGMENT)
+    monkeypatch.delenv("EDGE_AD_PIXEL_ROWS")
+    assert PixelMemory(F, spec, AUGMENT).row_store == "uint8"
 
 
 torch = pytest.importorskip("torch")
@@ -392,6 +467,27 @@ def test_manifest_refuses_a_missing_tampered_or_misshapen_memory(pixel_export, t
             Scorer.load(edit_manifest(out, tmp_path / f"e{i}", edit))
     assert Scorer.load(edit_manifest(out, tmp_path / "off", lambda m: m.pop("pixel_memory")),
                        config=CFG.replace(score_pixel_power=0.0)) is not None    # q = 0 needs no memory
+
+
+def test_an_export_scores_alike_with_either_row_store(pixel_export, val_frame, monkeypatch):
+    """A model directory round trip: Scorer.load keeps the pixel memory's rows as uint8 images by default and as
+    float32 rows under $EDGE_AD_PIXEL_ROWS=float32; the scores (and pixel distances) are equal bit for bit, the
+    rows take a quarter of the bytes; a bad value of the variable is named before anything loads."""
+    from edge_ad.runtime.scorer import Scorer
+    out, _, F, _ = pixel_export
+    fr = val_frame("rectangle")
+    got = {}
+    for store in ("uint8", "float32"):
+        monkeypatch.setenv("EDGE_AD_PIXEL_ROWS", store)
+        s = Scorer.load(out, threads=1)
+        assert s.pixel_memory.row_store == store
+        r = s.score(fr["rgb"], fr["depth"], seed=3)
+        got[store] = (r.score, r.pixel_distance, s.pixel_memory.nbytes()["rows"])
+    assert got["uint8"][:2] == got["float32"][:2] and got["uint8"][1] > 0
+    assert got["uint8"][2] * 4 == got["float32"][2] == len(F) * (1 + len(AUGMENT)) * 4 * 64 * 64 * 4
+    monkeypatch.setenv("EDGE_AD_PIXEL_ROWS", "float64")
+    with pytest.raises(ValueError, match="EDGE_AD_PIXEL_ROWS"):
+        Scorer.load(out, threads=1)
 
 
 def test_old_exports_score_as_before(export_tiny, val_frame):
@@ -575,7 +671,8 @@ def test_calibrate_stores_a_darker_scenes_frames_in_the_models_light(tmp_path, t
 
 def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pixel_export, tmp_path, monkeypatch):
     """Review 18 #9: MAX_PIXEL_FRAMES alone let a memory take > 4 GB x (1 + A) at load. The rows' bytes are
-    capped too (MAX_PIXEL_BYTES; the shipped cylinder, 300 frames x 15 rows at 64 x 64, is 294.9 MB):
+    capped too (MAX_PIXEL_BYTES, the bytes of the rows as the row store keeps them and the search tables; the
+    shipped cylinder, 300 frames x 25 rows at 64 x 64, is 200.0 MB as uint8 images, 568.5 MB as float32 rows):
     PixelMemory, the manifest's check (Scorer.load) and edge-ad calibrate refuse a memory over it naming
     the counts; calibrate does so before it scores the scene (it used to score everything and fail only at
     its final load_manifest). The cap is lowered here to 10 frames of 4 rows at 64 x 64."""
@@ -586,13 +683,23 @@ def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pix
     from edge_ad.runtime.scorer import Scorer
     from edge_ad.runtime.sources import open_source
     out, _, F, _ = pixel_export
-    assert pm.pixel_memory_bytes(300, 64, 6, bounded=False) == 300 * 7 * ((4 * 64 * 64) * 4 + 8) == 137_642_400
-    pm.check_pixel_memory_size(300, 64, 6)                                     # the shipped cylinder fits
+    assert pm.pixel_memory_bytes(300, 64, 6, bounded=False, rows="float32") == 300 * 7 * ((4 * 64 * 64) * 4 + 8) \
+        == 137_642_400
+    assert pm.pixel_memory_bytes(300, 64, 6, bounded=False) == 300 * 7 * (4 * 64 * 64 + 12 + 8) == 34_448_400
+    pm.check_pixel_memory_size(300, 64, 24, rows="float32")                    # the shipped cylinder fits
+    assert pm.pixel_memory_bytes(300, 64, 24) == 199_950_000 and pm.pixel_memory_bytes(300, 64, 24, rows="float32") \
+        == 568_500_000
     monkeypatch.setattr(pm, "MAX_PIXEL_BYTES", pm.pixel_memory_bytes(10, 64, 3))
     pm.check_pixel_memory_size(10, 64, 3)
     with pytest.raises(ValueError, match=r"11 frames x 4 rows \(the frame \+ 3 augmented copies\) at 64 x 64 takes "
-                                         r"3\.3 MB of float32 rows and search tables, more than MAX_PIXEL_BYTES = 3\.0 MB"):
+                                         r"1\.2 MB of uint8 row images and search tables, more than MAX_PIXEL_BYTES = "
+                                         r"1\.1 MB"):
         pm.check_pixel_memory_size(11, 64, 3)
+    with pytest.raises(ValueError, match=r"10 frames x 4 rows .* takes 3\.0 MB of float32 rows and search tables, "
+                                         r"more than MAX_PIXEL_BYTES = 1\.1 MB"):
+        pm.check_pixel_memory_size(10, 64, 3, rows="float32")                  # the same memory, expanded
+    with pytest.raises(ValueError, match="MAX_PIXEL_BYTES"):
+        PixelMemory(F[:4], PreprocessSpec(), AUGMENT, rows="float32")
     with pytest.raises(ValueError, match="MAX_PIXEL_BYTES"):
         PixelMemory(np.concatenate([F, F]), PreprocessSpec(), AUGMENT)        # 12 frames
     scored = []
@@ -608,20 +715,26 @@ def test_a_pixel_memory_over_its_byte_cap_is_refused_before_calibrate_scores(pix
         Scorer.load(out, threads=1)
 
 
-@pytest.mark.parametrize("R, bounded", [(64, True), (64, False), (12, True), (10, True)])
-def test_pixel_memory_bytes_counts_the_bounded_search_tables(R, bounded):
+@pytest.mark.parametrize("R, bounded, store, colour_norm", [(64, True, "uint8", "gray"), (64, True, "float32", "none"),
+                                                         (64, False, "uint8", "none"), (12, True, "float32", "none"),
+                                                         (10, True, "uint8", "rgb")])
+def test_pixel_memory_bytes_counts_the_bounded_search_tables(R, bounded, store, colour_norm):
     """Session 34's final read: the bounded search's block-feature tables (+5/32 of the rows at R = 64) were not
     counted in pixel_memory_bytes, so MAX_PIXEL_BYTES capped less than a load allocates. Now the count equals the
     bytes a PixelMemory holds: its rows, their |r - mu|^2 and, bounded, each level's tables (R = 12: the 4 x 4
-    level only, R = 10: none). Failed before: the count was the float32 rows alone."""
+    level only, R = 10: none). Failed before: the count was the float32 rows alone. Session 35: the rows as the row
+    store keeps them (uint8: each row's image and, with colour_norm, its 3 float32 gains; float32: the rows)."""
     from edge_ad.runtime import pixel_memory as pm
     frames = np.random.default_rng(0).integers(0, 256, (3, R, R, 4), dtype=np.uint8)
-    mem = PixelMemory(frames, PreprocessSpec(resolution=R), ["mirror"], bounded=bounded)
-    held = mem._rows.nbytes + mem._rc_sq.nbytes + sum(t["rows"].nbytes + t["sq"].nbytes for t in mem._bound or [])
-    assert pm.pixel_memory_bytes(3, R, 1, bounded) == held
+    spec = PreprocessSpec(resolution=R, colour_norm=colour_norm, colour_reference=(0.6, 0.6, 0.6))
+    mem = PixelMemory(frames, spec, ["mirror"], bounded=bounded, rows=store)
+    assert mem.row_store == store
+    held = mem.nbytes()["rows"] + mem._rc_sq.nbytes + sum(t["rows"].nbytes + t["sq"].nbytes for t in mem._bound or [])
+    assert pm.pixel_memory_bytes(3, R, 1, bounded, store, colour_norm != "none") == held
     if R == 64 and bounded:
-        assert held == 6 * (4 * 64 * 64 * 4 + 8) + 6 * (2048 + 8) + 6 * (8192 + 8)       # rows + 1/32 + 1/8
-        assert pm.pixel_memory_bytes(300, 64, 14) == 341_100_000                      # the shipped cylinder
+        row = 4 * 64 * 64 * 4 if store == "float32" else 4 * 64 * 64 + 12
+        assert held == 6 * (row + 8) + 6 * (2048 + 8) + 6 * (8192 + 8)                  # rows + 1/32 + 1/8
+        assert pm.pixel_memory_bytes(300, 64, 24, rows=store) == (568_500_000 if store == "float32" else 199_950_000)
 
 
 def test_held_out_scores_combine_both_factors_one_pixel_factor_per_frame():
@@ -994,7 +1107,7 @@ def test_gain_fitted_distance_undoes_a_light_change_inside_its_limits_only():
     F = _frames(7)
     F[..., :3] = np.minimum(F[..., :3], 200)                  # room to relight without clipping at 255
     m = PixelMemory(F, spec, AUGMENT)
-    rows = m._rows.astype(np.float64)
+    rows = m.rows().astype(np.float64)
     rng = np.random.default_rng(2)
     X = np.concatenate([rows[[0, 9]].reshape(2, 4, 16, 16), rng.uniform(-1, 1, (3, 4, 16, 16))]).astype(np.float32)
     np.testing.assert_allclose(m.distances(X, gain=(1, 1)), m.distances(X), rtol=1e-12, atol=1e-15)

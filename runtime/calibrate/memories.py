@@ -12,7 +12,7 @@ The pixel memory (models scoring with one: score_pixel_power > 0): the original 
 every usable scene frame as the scene shows it, in the model's own light
 (pixel_memory.in_model_light: the scene's colour_gain applied, as to the frames scored), expanded
 with the memory's own augment; models without it keep their files as they are. A scene that
-would grow it past its caps (pixel_memory.MAX_PIXEL_FRAMES, MAX_PIXEL_BYTES of expanded rows and search tables)
+would grow it past its caps (pixel_memory.MAX_PIXEL_FRAMES, MAX_PIXEL_BYTES of rows, as the row store keeps them, and search tables)
 is refused before it is scored (``check_scene_fits_pixel_memory``).
 
 The silhouette lever's paired rows (models with silhouette_versions_weight > 0, runtime/silhouette.py): the model's
