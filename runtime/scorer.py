@@ -724,7 +724,7 @@ class Scorer:
             seed = draw_seed()
         try:
             raw = silhouette_versions(rgb, depth, self.preprocess_spec.resolution)   # {version: (rgb, depth)}
-        except ValueError as e:   # e.g. float depth: the versions' depth ops take uint8 / uint16 readings
+        except ValueError as e:   # a frame the versions cannot be made of (e.g. depth H x W x 2)
             raise FrameError(f"the silhouette lever (silhouette_versions_weight > 0) makes its versions on the raw "
                              f"frame: {e}") from None
         tp = time.perf_counter() - t0

@@ -68,22 +68,34 @@ def _grown(rgb, depth, k: int) -> tuple:
     return out
 
 
+def _readings(depth):
+    """The depth the versions are made on: float millimetres (a ROS 32FC1 frame, ``Scorer.score`` of float mm) with
+    every NaN, infinite or <= 0 value as 0, no reading (what the preprocessing reads as none: a non-finite value never
+    reaches the versions through ``Scorer.score``, whose frame input refuses it first); uint8 / uint16 as given."""
+    d = np.asarray(depth)
+    if np.issubdtype(d.dtype, np.floating):
+        return np.where(np.isfinite(d) & (d > 0), d, 0).astype(d.dtype)
+    return depth
+
+
 def silhouette_versions(rgb, depth, resolution: Optional[int] = None) -> dict:
     """{version: (rgb (H, W, 3) uint8, depth (H, W))} of a raw, pre-masked frame, in VERSIONS' order: the frame,
     its silhouette one MODEL pixel narrower (ero), one model pixel wider (dil). ``resolution``: the model's; the
     erosion and the growth take ``model_pixel`` camera pixels (8 for a 512 x 512 frame at 64: audit 33 #19, where
     1-camera-pixel versions of a camera frame left sphere's eroded normals at 40 % false alarms, 5 % at 64 x 64);
-    None: 1 pixel. ValueError for a frame that is not H x W x 3 uint8 + H x W uint8 / uint16
-    (runtime.nuisance.check_frame)."""
+    None: 1 pixel. Float depth (millimetres) is read as the preprocessing reads it (``_readings``; audit 35 #1: a 32FC1
+    frame was refused), the id version left as given. ValueError for a frame that is not H x W x 3 uint8 + H x W uint8
+    / uint16 / float (runtime.nuisance.check_frame)."""
     k = model_pixel(depth, resolution)
-    return {"id": (rgb, depth), "ero": _eroded(rgb, depth, k), "dil": _grown(rgb, depth, k)}
+    d = _readings(depth)
+    return {"id": (rgb, depth), "ero": _eroded(rgb, d, k), "dil": _grown(rgb, d, k)}
 
 
 def opened(rgb, depth, resolution: Optional[int] = None) -> tuple:
     """The frame OPENED: dil(ero(frame)), its silhouette without its 1-model-pixel-wide readings (rgb, depth): the
     dil version of its ero version (``silhouette_versions``; ``resolution`` as there, None: 1 pixel)."""
     k = model_pixel(depth, resolution)
-    return _grown(*_eroded(rgb, depth, k), k)
+    return _grown(*_eroded(rgb, _readings(depth), k), k)
 
 
 def opened_inputs(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
@@ -105,6 +117,7 @@ def versions_uint8(rgb, depth, spec: PreprocessSpec) -> dict:
     ``opened_uint8``)}, each (R, R, 4) uint8 before align (latent_bank.unaligned_uint8). Raises ValueError
     (a frame the versions cannot be made of) or preprocess.FrameError."""
     k = model_pixel(depth, spec.resolution)
+    depth = _readings(depth)
     ero = _eroded(rgb, depth, k)
     return {"ero": unaligned_uint8(*ero, spec), "dil": unaligned_uint8(*_grown(rgb, depth, k), spec),
             "opened": unaligned_uint8(*_grown(*ero, k), spec)}

@@ -156,10 +156,10 @@ def test_an_8uc3_colour_image_is_refused_not_guessed(rng):
 def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_depth: bool = False,
                    jitter_ns: int = 3_000_000,
                    topics: tuple = ("/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"),
-                   frame_ids: tuple = ("cam", "cam")):
+                   frame_ids: tuple = ("cam", "cam"), depth_encoding: str = "16UC1"):
     """Write colour (bgr8 Image) and depth (16UC1 Image or compressedDepth) ``topics`` with rosbags, their headers'
     frame_id ``frame_ids`` (colour, depth); depth stamped ``jitter_ns`` (one for all, or a list: per frame) beside
-    colour."""
+    colour; ``depth_encoding`` "32FC1": the depth Image in float32 metres, no reading NaN (as cv_bridge marks it)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -182,6 +182,10 @@ def write_ros2_bag(path: Path, frames, storage: str = "sqlite3", compressed_dept
             if compressed_depth:
                 dmsg = CImg(header=hdr(td, frame_ids[1]),
                             **msgconv.numpy_to_compressed_fields(mm, "16UC1; compressedDepth png"))
+            elif depth_encoding == "32FC1":
+                metres = np.where(mm > 0, mm.astype(np.float32) / np.float32(1000.0), np.float32(np.nan))
+                dmsg = Img(header=hdr(td, frame_ids[1]), **msgconv.numpy_to_image_fields(metres.astype(np.float32),
+                                                                                           "32FC1"))
             else:
                 dmsg = Img(header=hdr(td, frame_ids[1]), **msgconv.numpy_to_image_fields(mm, "16UC1"))
             # depth written before colour for odd frames: pairing must not depend on bag order

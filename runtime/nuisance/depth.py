@@ -93,7 +93,8 @@ class DepthEdgeSpurs:
     probability ``fraction`` drawn from ``rng``, the depth and RGB of that neighbour (of several, the one with the
     largest reading, the farthest on kinect-rgbd's linear 8-bit depth; ties: the first in row-major order). The
     neighbours are the input frame's (one pixel of growth at most); readings are never removed. Audit 31 #1 (its
-    "grow": 10 % of that ring took sphere to 50 % false alarms). Assumes a PRE-MASKED depth, as DepthEdgeHoles."""
+    "grow": 10 % of that ring took sphere to 50 % false alarms). Assumes a PRE-MASKED depth, as DepthEdgeHoles. Takes
+    float depth too (millimetres, 0 = no reading: the silhouette lever's versions of a 32FC1 frame, audit 35 #1)."""
     fraction: float
 
     @property
@@ -101,7 +102,7 @@ class DepthEdgeSpurs:
         return f"depth edge spurs {100 * self.fraction:g}%"
 
     def __call__(self, rgb, depth, rng):
-        rgb, depth = check_frame(rgb, depth)
+        rgb, depth = check_frame(rgb, depth, floats=True)      # float mm too: the lever's versions
         H, W = depth.shape
         pad_d = np.pad(depth, 1)                                          # (H + 2, W + 2), outside: no reading
         pad_r = np.pad(rgb, ((1, 1), (1, 1), (0, 0)))                     # (H + 2, W + 2, 3)
@@ -125,7 +126,8 @@ class DepthEdgeErode:
     three shipped files): ``px`` times, every reading with an 8-neighbour INSIDE the frame that has no reading is
     set to 0 and its RGB to 0 (the capture's masking); pixels outside the frame do not count as background; each
     pass works on the previous pass's frame (one ring per pass); deterministic (``rng`` unused). Stops early once
-    no reading is left. Its opposite, one pixel wider, is ``depth-edge-spurs:1``. Assumes a PRE-MASKED depth."""
+    no reading is left. Its opposite, one pixel wider, is ``depth-edge-spurs:1``. Assumes a PRE-MASKED depth. Takes
+    float depth too (millimetres, 0 = no reading), as DepthEdgeSpurs."""
     px: int
 
     @property
@@ -133,7 +135,7 @@ class DepthEdgeErode:
         return f"depth edge erode {self.px} px"
 
     def __call__(self, rgb, depth, rng=None):
-        rgb, depth = check_frame(rgb, depth)
+        rgb, depth = check_frame(rgb, depth, floats=True)      # float mm too: the lever's versions
         out_rgb, out_depth = rgb.copy(), depth.copy()
         H, W = depth.shape
         for _ in range(self.px):

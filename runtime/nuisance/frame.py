@@ -9,13 +9,17 @@ import numpy as np
 MM_PER_LEVEL_8BIT = 700.0 / 255.0
 
 
-def check_frame(rgb, depth) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb, depth) as arrays; ValueError unless rgb is H x W x 3 uint8 and depth H x W uint8 or uint16."""
+def check_frame(rgb, depth, floats: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb, depth) as arrays; ValueError unless rgb is H x W x 3 uint8 and depth H x W uint8 or uint16 (``floats``:
+    or float millimetres, for the kinds whose depth work is dtype-free: depth-edge-erode and depth-edge-spurs, which
+    the silhouette lever's versions of a 32FC1 frame take; 0 = no reading)."""
     rgb, depth = np.asarray(rgb), np.asarray(depth)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be H x W x 3 uint8, got {rgb.dtype} {rgb.shape}")
-    if depth.ndim != 2 or depth.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"depth must be H x W uint8 or uint16, got {depth.dtype} {depth.shape}")
+    if depth.ndim != 2 or not (depth.dtype in (np.uint8, np.uint16)
+                               or (floats and np.issubdtype(depth.dtype, np.floating))):
+        raise ValueError(f"depth must be H x W uint8 or uint16{' or float' if floats else ''}, got {depth.dtype} "
+                         f"{depth.shape}")
     return rgb, depth
 
 
