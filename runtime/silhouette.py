@@ -34,6 +34,7 @@ import numpy as np
 
 from .latent_bank import bank_inputs, unaligned_uint8
 from .nuisance import DepthEdgeErode, DepthEdgeSpurs
+from .nuisance.frame import check_frame
 from .preprocess import PreprocessSpec
 
 VERSIONS = ("id", "ero", "dil")
@@ -55,17 +56,72 @@ def model_pixel(depth, resolution: Optional[int]) -> int:
     return max(1, int(round(min(np.shape(depth)[:2]) / int(resolution))))
 
 
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]   # DepthEdgeSpurs' order
+
+
+def _crop(depth, k: int):
+    """The window the k-pixel versions can change: the readings' (depth > 0) bounding box grown by k + 1 pixels,
+    clipped to the frame, as (row slice, column slice); None for a frame without a reading (nothing to change).
+    Outside it every pixel keeps what it has: growth reaches k pixels beyond the readings, erosion stays inside them,
+    and the pixels just beyond the window hold no reading in any pass, as the ops' own zero padding says."""
+    rows, cols = np.nonzero(np.asarray(depth).any(1))[0], np.nonzero(np.asarray(depth).any(0))[0]
+    if not len(rows):
+        return None
+    H, W = np.shape(depth)
+    m = int(k) + 1
+    return (slice(max(rows[0] - m, 0), min(rows[-1] + m + 1, H)),
+            slice(max(cols[0] - m, 0), min(cols[-1] + m + 1, W)))
+
+
 def _eroded(rgb, depth, k: int) -> tuple:
-    """The silhouette k pixels narrower (DepthEdgeErode(k))."""
-    return (_ERODE if k == 1 else DepthEdgeErode(k))(rgb, depth)
+    """The silhouette k pixels narrower: DepthEdgeErode(k), on the readings' window (``_crop``) only, equal to it on
+    the whole frame bit for bit (the window's border holds no reading; where the window meets the frame's edge the
+    op's edge rule applies as on the whole frame)."""
+    op = _ERODE if k == 1 else DepthEdgeErode(k)
+    win = _crop(depth, k)
+    if win is None:
+        return op(rgb, depth)
+    r, d = op(np.asarray(rgb)[win], np.asarray(depth)[win])
+    out_rgb, out_depth = np.array(rgb, copy=True), np.array(depth, copy=True)
+    out_rgb[win], out_depth[win] = r, d
+    return out_rgb, out_depth
+
+
+def _grow_ring(rgb: np.ndarray, depth: np.ndarray) -> None:
+    """One pass of ``_grow`` (DepthEdgeSpurs(1.0)) in place, on the pixels it changes only: every pixel without a
+    reading with an 8-neighbour that has one takes the depth and RGB of its largest neighbouring reading (ties: the
+    first in _NEIGHBOURS' order, as DepthEdgeSpurs' strict '>'), all read from the frame before the pass."""
+    H, W = depth.shape
+    pad_d = np.pad(depth, 1)
+    has = pad_d > 0
+    near = np.zeros((H, W), bool)
+    for dy, dx in _NEIGHBOURS:
+        near |= has[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+    ys, xs = np.nonzero(near & (depth == 0))                                   # the ring this pass fills
+    if not len(ys):
+        return
+    nb = np.stack([pad_d[ys + 1 + dy, xs + 1 + dx] for dy, dx in _NEIGHBOURS])   # (8, n) its neighbours' depths
+    best = np.argmax(nb, axis=0)                                               # the first largest: DepthEdgeSpurs'
+    dy, dx = np.array(_NEIGHBOURS)[best].T
+    pad_r = np.pad(rgb, ((1, 1), (1, 1), (0, 0)))
+    colour = pad_r[ys + 1 + dy, xs + 1 + dx]                                   # (n, 3), from the frame before
+    depth[ys, xs] = nb[best, np.arange(len(ys))]
+    rgb[ys, xs] = colour
 
 
 def _grown(rgb, depth, k: int) -> tuple:
-    """The silhouette k pixels wider: ``_grow`` k times, one ring per pass."""
-    out = _grow(rgb, depth)
-    for _ in range(k - 1):
-        out = _grow(*out)
-    return out
+    """The silhouette k pixels wider: ``_grow`` (DepthEdgeSpurs(1.0)) k times, one ring per pass, bit for bit, made
+    on the readings' window (``_crop``) and, per pass, on the ring it fills (``_grow_ring``): audit 35 #2, k full-frame
+    passes of the op took 0.47 s of a 640 x 480 frame (k = 8)."""
+    rgb, depth = check_frame(rgb, depth, floats=True)
+    out_rgb, out_depth = rgb.copy(), depth.copy()
+    win = _crop(depth, k)
+    if win is None:
+        return out_rgb, out_depth
+    r, d = out_rgb[win], out_depth[win]                                        # views: filled in place
+    for _ in range(int(k)):
+        _grow_ring(r, d)
+    return out_rgb, out_depth
 
 
 def _readings(depth):

@@ -90,3 +90,42 @@ def test_a_32fc1_bag_is_run_and_calibrated_with_the_shipped_sphere(sphere_lever,
     man = json.loads((tmp_path / "cal" / "manifest.json").read_text())
     assert man["calibration"]["frames_used"] == 12 and man["silhouette"]["n_frames"] == 300 + 12
 
+
+def _reference_grown(rgb, depth, k):
+    """The versions' growth before audit 35 #2: DepthEdgeSpurs(1.0) on the whole frame, k times."""
+    from edge_ad.runtime.nuisance import DepthEdgeSpurs
+    out = (rgb, depth)
+    for _ in range(k):
+        out = DepthEdgeSpurs(1.0)(*out, np.random.default_rng(0))
+    return out
+
+
+def _upsampled(a, H, W):
+    """a 64 x 64 frame repeated into H x W (H // 64 camera pixels per pixel, the rest padded with background)."""
+    s = H // 64
+    b = np.repeat(np.repeat(a, s, 0), s, 1)
+    return np.pad(b, [(0, H - b.shape[0]), (0, max(W - b.shape[1], 0))] + [(0, 0)] * (a.ndim - 2))[:H, :W]
+
+
+@pytest.mark.parametrize("H, W", [(64, 64), (480, 640), (720, 1280)])
+def test_the_versions_made_on_the_readings_window_equal_the_whole_frames(kinect_root, H, W):
+    """Audit 35 #2: the dil version took k full-frame DepthEdgeSpurs passes (0.47 s of CPU at 640 x 480, k = 8; 2 s at
+    1280 x 720). Now the growth and the erosion run on the readings' window only and the growth on each pass's ring:
+    bit for bit the old versions (kept here as the reference) on sphere val frames upsampled to camera sizes, masked as
+    kinect-rgbd's, with readings everywhere (a wall at 2 m with holes: a camera's raw frame) and as float mm."""
+    from edge_ad.runtime import silhouette as sil
+    from edge_ad.runtime.nuisance import DepthEdgeErode
+    for _, rgb, mm in _sphere_val(kinect_root, 2):
+        r, d = _upsampled(rgb, H, W), _upsampled(mm, H, W)
+        wall = d.copy()
+        wall[d == 0] = 2000
+        wall[::37, ::29] = 0
+        k = sil.model_pixel(d, 64)
+        for dd in (d, wall, d.astype(np.float32)):
+            a, b = sil._grown(r, dd, k), _reference_grown(r, dd, k)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[1].dtype == b[1].dtype
+            e, f = sil._eroded(r, dd, k), DepthEdgeErode(k)(r, dd)
+            assert np.array_equal(e[0], f[0]) and np.array_equal(e[1], f[1])
+    empty = np.zeros((H, W), np.uint16)
+    g = sil._grown(np.zeros((H, W, 3), np.uint8), empty, 2)
+    assert not g[1].any() and not np.shares_memory(g[1], empty)
