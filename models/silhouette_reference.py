@@ -15,7 +15,7 @@ import torch
 from edge_ad.runtime.config import SearchConfig
 from edge_ad.runtime.latent_memory import BankLayout, latent_memory
 from edge_ad.runtime.preprocess import FrameError, PreprocessSpec
-from edge_ad.runtime.silhouette import (OPENED_AUGMENT, VERSIONS, PairedPixelMemory, silhouette_min,
+from edge_ad.runtime.silhouette import (OPENED_AUGMENT, VERSIONS, PairedPixelMemory, silhouette_min, spec_range,
                                         silhouette_versions)
 
 
@@ -66,7 +66,7 @@ def version_inputs(frames: Sequence[tuple], spec: PreprocessSpec) -> tuple:
     X = {v: [] for v in VERSIONS}
     made = {v: np.ones(len(frames), bool) for v in VERSIONS}
     for i, (rgb, depth) in enumerate(frames):
-        versions = silhouette_versions(rgb, depth, spec.resolution)
+        versions = silhouette_versions(rgb, depth, spec.resolution, spec_range(spec))
         for v in VERSIONS:
             try:
                 X[v].append(frame_input(*versions[v], spec, check_faults=False))      # (4, R, R)

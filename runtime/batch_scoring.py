@@ -296,7 +296,7 @@ def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = N
     ``silhouette_scores``), or the frame's FrameError / ValueError. ``memories`` / ``pixels``: (the model's, the dil
     version's) LatentMemory / pixel memory (PixelMemory, silhouette.PairedPixelMemory; None without the factor). One
     seed per frame for its versions (drawn when neither seed nor z0 is given)."""
-    from .silhouette import VERSIONS, silhouette_versions, winning_result
+    from .silhouette import VERSIONS, silhouette_versions, spec_range, winning_result
     n = len(frames)
     seeds = [None] * n if seeds is None else list(seeds)
     z0s = [None] * n if z0s is None else list(z0s)
@@ -307,7 +307,8 @@ def score_batch_versions(scorer, frames: Sequence, seeds: Optional[Sequence] = N
     made: list = [None] * n                       # per frame {version: (rgb, depth)}, or None: the frame's own error
     for i, entry in enumerate(frames):
         try:
-            made[i] = silhouette_versions(*frame_pair(entry), scorer.preprocess_spec.resolution)
+            made[i] = silhouette_versions(*frame_pair(entry), scorer.preprocess_spec.resolution,
+                                          spec_range(scorer.preprocess_spec))
         except ValueError:                        # FrameError too: the id version's scoring below names it
             pass
     tv = time.perf_counter() - t0

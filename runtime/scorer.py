@@ -77,7 +77,7 @@ from .preprocess import (FrameError, PreprocessSpec, check_shift_fill, frame_to_
                          normalize_uint8, shift_frame, shift_offsets)
 from .score_scale import score_scale
 from .sensor_faults import raise_frame_faults
-from .silhouette import PairedPixelMemory, check_silhouette_bank, silhouette_versions, winning_result
+from .silhouette import PairedPixelMemory, check_silhouette_bank, silhouette_versions, spec_range, winning_result
 
 BACKENDS = variants.BACKENDS
 
@@ -723,7 +723,8 @@ class Scorer:
         if seed is None and z0 is None:
             seed = draw_seed()
         try:
-            raw = silhouette_versions(rgb, depth, self.preprocess_spec.resolution)   # {version: (rgb, depth)}
+            raw = silhouette_versions(rgb, depth, self.preprocess_spec.resolution,     # {version: (rgb, depth)}
+                                      spec_range(self.preprocess_spec))
         except ValueError as e:   # a frame the versions cannot be made of (e.g. depth H x W x 2)
             raise FrameError(f"the silhouette lever (silhouette_versions_weight > 0) makes its versions on the raw "
                              f"frame: {e}") from None

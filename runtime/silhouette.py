@@ -124,56 +124,74 @@ def _grown(rgb, depth, k: int) -> tuple:
     return out_rgb, out_depth
 
 
-def _readings(depth):
-    """The depth the versions are made on: float millimetres (a ROS 32FC1 frame, ``Scorer.score`` of float mm) with
-    every NaN, infinite or <= 0 value as 0, no reading (what the preprocessing reads as none: a non-finite value never
-    reaches the versions through ``Scorer.score``, whose frame input refuses it first); uint8 / uint16 as given."""
-    d = np.asarray(depth)
-    if np.issubdtype(d.dtype, np.floating):
-        return np.where(np.isfinite(d) & (d > 0), d, 0).astype(d.dtype)
-    return depth
+def _readings(rgb, depth, depth_range: Optional[tuple] = None) -> tuple:
+    """(rgb, depth) the versions are made on: the frame's depth as the model reads it, pre-masked as kinect-rgbd's
+    frames are (the lever, its paired rows and its threshold were built on those): every reading the preprocessing
+    would not read (float depth NaN / infinite / <= 0; with ``depth_range`` (near_mm, far_mm), uint16 / float
+    millimetres outside it, as ``preprocess.depth_to_8bit`` cuts them) set to 0, no reading. Audit 35 #1: float mm (a
+    ROS 32FC1 frame) was refused; audit 35 #3: on a live frame (a floor or wall beyond far_mm WITH readings) the
+    erosion and the growth found no empty pixel and did nothing. The RGB as given (the preprocessing masks it by the
+    depth it reads, for the frame and its versions alike: a pre-masked frame's versions stay bit for bit what they
+    were); uint8 depth (8-bit levels: the model's range already) and a frame with nothing to cut as given. ValueError
+    for a frame that is not H x W x 3 uint8 + H x W uint8 / uint16 / float (runtime.nuisance.check_frame)."""
+    rgb, depth = check_frame(rgb, depth, floats=True)
+    floating = np.issubdtype(depth.dtype, np.floating)
+    keep = (np.isfinite(depth) & (depth > 0)) if floating else depth > 0
+    if depth_range is not None and depth.dtype != np.uint8:
+        near, far = (float(v) for v in depth_range)
+        with np.errstate(invalid="ignore"):
+            keep &= (depth >= near) & (depth <= far)
+    if keep.all() or not (floating or depth_range is not None):
+        return rgb, depth
+    return rgb, np.where(keep, depth, 0).astype(depth.dtype)
 
 
-def silhouette_versions(rgb, depth, resolution: Optional[int] = None) -> dict:
-    """{version: (rgb (H, W, 3) uint8, depth (H, W))} of a raw, pre-masked frame, in VERSIONS' order: the frame,
-    its silhouette one MODEL pixel narrower (ero), one model pixel wider (dil). ``resolution``: the model's; the
-    erosion and the growth take ``model_pixel`` camera pixels (8 for a 512 x 512 frame at 64: audit 33 #19, where
-    1-camera-pixel versions of a camera frame left sphere's eroded normals at 40 % false alarms, 5 % at 64 x 64);
-    None: 1 pixel. Float depth (millimetres) is read as the preprocessing reads it (``_readings``; audit 35 #1: a 32FC1
-    frame was refused), the id version left as given. ValueError for a frame that is not H x W x 3 uint8 + H x W uint8
-    / uint16 / float (runtime.nuisance.check_frame)."""
+def silhouette_versions(rgb, depth, resolution: Optional[int] = None, depth_range: Optional[tuple] = None) -> dict:
+    """{version: (rgb (H, W, 3) uint8, depth (H, W))} of a raw frame, in VERSIONS' order: the frame, its silhouette one
+    MODEL pixel narrower (ero), one model pixel wider (dil). ``resolution``: the model's; the erosion and the growth
+    take ``model_pixel`` camera pixels (8 for a 512 x 512 frame at 64: audit 33 #19, where 1-camera-pixel versions of
+    a camera frame left sphere's eroded normals at 40 % false alarms, 5 % at 64 x 64); None: 1 pixel. ero and dil are
+    made on the frame pre-masked (``_readings``: float mm read as the preprocessing reads it; with ``depth_range``, the
+    model's (near_mm, far_mm), readings outside it cut), the id version left as given. ValueError for
+    a frame that is not H x W x 3 uint8 + H x W uint8 / uint16 / float (runtime.nuisance.check_frame)."""
     k = model_pixel(depth, resolution)
-    d = _readings(depth)
-    return {"id": (rgb, depth), "ero": _eroded(rgb, d, k), "dil": _grown(rgb, d, k)}
+    r, d = _readings(rgb, depth, depth_range)
+    return {"id": (rgb, depth), "ero": _eroded(r, d, k), "dil": _grown(r, d, k)}
 
 
-def opened(rgb, depth, resolution: Optional[int] = None) -> tuple:
+def spec_range(spec: PreprocessSpec) -> tuple:
+    """The model's depth range (near_mm, far_mm): what ``silhouette_versions`` cuts a raw frame to."""
+    return float(spec.near_mm), float(spec.far_mm)
+
+
+def opened(rgb, depth, resolution: Optional[int] = None, depth_range: Optional[tuple] = None) -> tuple:
     """The frame OPENED: dil(ero(frame)), its silhouette without its 1-model-pixel-wide readings (rgb, depth): the
-    dil version of its ero version (``silhouette_versions``; ``resolution`` as there, None: 1 pixel)."""
+    dil version of its ero version (``silhouette_versions``; ``resolution``, ``depth_range`` as there, None: 1 pixel,
+    no range cut)."""
     k = model_pixel(depth, resolution)
-    return _grown(*_eroded(rgb, _readings(depth), k), k)
+    return _grown(*_eroded(*_readings(rgb, depth, depth_range), k), k)
 
 
 def opened_inputs(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """The encoder inputs of one training frame's paired rows: float32 (2, 4, R, R), its opened frame preprocessed,
     then that mirrored (latent_bank.bank_inputs with OPENED_AUGMENT): E of these, frame by frame, is
     silhouette_bank.npy (frame-major, 2 rows per training frame)."""
-    return bank_inputs(*opened(rgb, depth, spec.resolution), spec, OPENED_AUGMENT)
+    return bank_inputs(*opened(rgb, depth, spec.resolution, spec_range(spec)), spec, OPENED_AUGMENT)
 
 
 def opened_uint8(rgb, depth, spec: PreprocessSpec) -> np.ndarray:
     """One training frame's row of silhouette_pixels.npy: its opened frame as a pixel memory stores a frame,
     (R, R, 4) uint8 (latent_bank.unaligned_uint8), expanded at load with OPENED_AUGMENT."""
-    return unaligned_uint8(*opened(rgb, depth, spec.resolution), spec)
+    return unaligned_uint8(*opened(rgb, depth, spec.resolution, spec_range(spec)), spec)
 
 
 def versions_uint8(rgb, depth, spec: PreprocessSpec) -> dict:
     """A raw frame's lever inputs as ``edge-ad calibrate`` keeps a scene frame (runtime/calibrate/scene_frames.py):
-    {"ero", "dil" (its versions, ``silhouette_versions`` at spec's resolution), "opened" (its paired row's frame,
-    ``opened_uint8``)}, each (R, R, 4) uint8 before align (latent_bank.unaligned_uint8). Raises ValueError
+    {"ero", "dil" (its versions, ``silhouette_versions`` at spec's resolution and depth range), "opened" (its paired
+    row's frame, ``opened_uint8``)}, each (R, R, 4) uint8 before align (latent_bank.unaligned_uint8). Raises ValueError
     (a frame the versions cannot be made of) or preprocess.FrameError."""
     k = model_pixel(depth, spec.resolution)
-    depth = _readings(depth)
+    rgb, depth = _readings(rgb, depth, spec_range(spec))
     ero = _eroded(rgb, depth, k)
     return {"ero": unaligned_uint8(*ero, spec), "dil": unaligned_uint8(*_grown(rgb, depth, k), spec),
             "opened": unaligned_uint8(*_grown(*ero, k), spec)}

@@ -1014,7 +1014,7 @@ MUTANTS = [
            "max_edge_foreground: float = 0.45 ", ("tests/test_background_in_view.py", "-k", "never")),
     # audit 33 #19: the silhouette lever's versions are one MODEL pixel at a camera's resolution
     Mutant("silhouette-versions-one-camera-pixel", "runtime/silhouette.py",
-           '    k = model_pixel(depth, resolution)\n    d = _readings(depth)', '    k = 1\n    d = _readings(depth)', ("tests/test_silhouette_lever.py", "-k", "cameras")),
+           '    k = model_pixel(depth, resolution)\n    r, d = _readings(', '    k = 1\n    r, d = _readings(', ("tests/test_silhouette_lever.py", "-k", "cameras")),
     Mutant("train-background-limit-kept", "edge_ad/commands/train.py",
            "spec, note = limits_for_training_frames(arr, spec)", "note = None",
            ("tests/test_background_in_view.py", "-k", "edge_ad_train")),
