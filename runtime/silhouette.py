@@ -134,6 +134,9 @@ def _readings(rgb, depth, depth_range: Optional[tuple] = None) -> tuple:
     depth it reads, for the frame and its versions alike: a pre-masked frame's versions stay bit for bit what they
     were); uint8 depth (8-bit levels: the model's range already) and a frame with nothing to cut as given. ValueError
     for a frame that is not H x W x 3 uint8 + H x W uint8 / uint16 / float (runtime.nuisance.check_frame)."""
+    depth = np.asarray(depth)
+    if depth.ndim == 3 and depth.shape[2] == 1:      # (H, W, 1), as preprocess.depth_to_8bit takes it (audit 35 #4)
+        depth = depth[:, :, 0]
     rgb, depth = check_frame(rgb, depth, floats=True)
     floating = np.issubdtype(depth.dtype, np.floating)
     keep = (np.isfinite(depth) & (depth > 0)) if floating else depth > 0

@@ -77,3 +77,21 @@ def test_the_shipped_sphere_scores_a_live_frame_as_its_pre_masked_self(sphere_le
         B = s.score_batch([q for _, q in pairs], seeds=list(range(6)))
         assert [r.score for r in A] == [r.score for r in B]
 
+
+def test_the_shipped_sphere_takes_an_h_w_1_depth_as_h_w(sphere_lever, kinect_root):
+    """Audit 35 #4: an (H, W, 1) depth (np.expand_dims, some image loaders), which the preprocessing squeezes and
+    rectangle / cylinder score, was refused by the lever's versions ('too many values to unpack'). It scores as the
+    (H, W) depth, uint8 and float32 mm; (H, W, 2) stays refused naming the shape."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import FrameError
+    _, lever, _ = sphere_lever
+    ids = json.loads((kinect_root / "splits.json").read_text())["sphere"]["val"][:2]
+    with Scorer.load(lever, threads=1) as s:
+        for k, i in enumerate(ids):
+            rgb, d8 = read_pair(kinect_root / "sphere", str(i))
+            for d in (d8, d8_to_mm(d8).astype(np.float32)):
+                a, b = s.score(rgb, d, seed=k), s.score(rgb, d[..., None], seed=k)
+                assert (a.score, a.silhouette_version, a.silhouette_scores) == \
+                    (b.score, b.silhouette_version, b.silhouette_scores)
+        with pytest.raises(FrameError, match=r"depth must be H x W, got shape \(64, 64, 2\)"):
+            s.score(rgb, np.stack([d8, d8], axis=-1), seed=0)
