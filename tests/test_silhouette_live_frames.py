@@ -95,3 +95,26 @@ def test_the_shipped_sphere_takes_an_h_w_1_depth_as_h_w(sphere_lever, kinect_roo
                     (b.score, b.silhouette_version, b.silhouette_scores)
         with pytest.raises(FrameError, match=r"depth must be H x W, got shape \(64, 64, 2\)"):
             s.score(rgb, np.stack([d8, d8], axis=-1), seed=0)
+
+
+def test_a_colour_smaller_than_its_depth_fails_only_its_frame_in_a_batch(sphere_lever, kinect_root):
+    """Review 35 #5: the lever's versions did not check that RGB and depth are the same size, so in score_batch of the
+    shipped sphere one frame whose colour is smaller than its depth escaped as an IndexError (the eroded version indexed
+    past it) and the whole batch was lost; rectangle / cylinder give that frame a FrameError. Now that frame alone gets
+    the sizes' error (as Scorer.score's), the others are scored as alone (to float32 rounding)."""
+    from edge_ad.runtime import Scorer
+    from edge_ad.runtime.preprocess import FrameError
+    _, lever, _ = sphere_lever
+    ids = json.loads((kinect_root / "splits.json").read_text())["sphere"]["val"][:2]
+    (rgb, d8), (rgb2, d82) = (read_pair(kinect_root / "sphere", str(i)) for i in ids)
+    small = np.ascontiguousarray(rgb[:48, :48])
+    with Scorer.load(lever, threads=1) as s:
+        with pytest.raises(FrameError, match="sizes differ"):
+            s.score(small, d8, seed=0)
+        out = s.score_batch([(rgb, d8), (small, d8), (rgb2, d82)], seeds=[0, 1, 2])
+        assert isinstance(out[1], FrameError) and "sizes differ" in str(out[1])
+        # score_batch equals score to float32 rounding (its docstring)
+        assert out[0].score == pytest.approx(s.score(rgb, d8, seed=0).score, rel=1e-5)
+        assert out[2].score == pytest.approx(s.score(rgb2, d82, seed=2).score, rel=1e-5)
+    with pytest.raises(ValueError, match=r"RGB 48x48 and depth 64x64 \(W x H\) sizes differ"):
+        silhouette_versions(small, d8, 64)

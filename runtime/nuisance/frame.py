@@ -10,7 +10,7 @@ MM_PER_LEVEL_8BIT = 700.0 / 255.0
 
 
 def check_frame(rgb, depth, floats: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb, depth) as arrays; ValueError unless rgb is H x W x 3 uint8 and depth H x W uint8 or uint16 (``floats``:
+    """(rgb, depth) as arrays; ValueError unless rgb is H x W x 3 uint8 and depth the same H x W, uint8 or uint16 (``floats``:
     or float millimetres, for the kinds whose depth work is dtype-free: depth-edge-erode and depth-edge-spurs, which
     the silhouette lever's versions of a 32FC1 frame take; 0 = no reading)."""
     rgb, depth = np.asarray(rgb), np.asarray(depth)
@@ -20,6 +20,11 @@ def check_frame(rgb, depth, floats: bool = False) -> tuple[np.ndarray, np.ndarra
                                or (floats and np.issubdtype(depth.dtype, np.floating))):
         raise ValueError(f"depth must be H x W uint8 or uint16{' or float' if floats else ''}, got {depth.dtype} "
                          f"{depth.shape}")
+    # the sizes, said as preprocess._camera_rgbd says them (review 35 #5: the lever's versions indexed past a
+    # smaller colour image, an IndexError that lost a whole score_batch)
+    if depth.shape != rgb.shape[:2]:
+        raise ValueError(f"RGB {rgb.shape[1]}x{rgb.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} (W x H) "
+                         "sizes differ: depth must be aligned to colour (the same size)")
     return rgb, depth
 
 
