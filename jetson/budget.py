@@ -208,7 +208,9 @@ def pixel_memory_mb(n_frames: int, rows_per_frame: int, resolution: int = 64, st
     "rows", its rows as ``store`` keeps them (uint8, the default: each row's 4 R R image bytes + its 3 float32
     colour-normalization gains with ``colour_norm``; float32: 4 R R float32), and "bound", the bounded search's
     tables (per level of PIXEL_BOUND_BLOCKS that divides R: per row 2 F float32 block features, F = 4 (R / block)^2,
-    and their float64 squared norm; the level's float64 centre). The scoring's host RAM on the robot: the pixel memory
+    and their float64 squared norm; the level's float64 centre). Kept numpy-free, so not
+    runtime.pixel_memory.pixel_memory_bytes (what MAX_PIXEL_BYTES caps), which also counts each row's float64
+    |r - mu|^2 (8 B a row: cylinder 199.95 MB there, 199.9 here). The scoring's host RAM on the robot: the pixel memory
     is NumPy on the CPU under every backend, in the Jetson's memory shared with the GPU."""
     if store not in PIXEL_ROW_STORES:
         raise ValueError(f"store must be one of {', '.join(PIXEL_ROW_STORES)}, got {store!r}")

@@ -19,8 +19,8 @@ How the rows are kept (the row store, session 35; ``PixelMemory(rows=...)``, els
 ``latent_bank.bank_images_uint8``) and the 3 gains of its colour normalization, and rebuilds a row with
 ``normalize_uint8``'s own float32 operations when a distance measures it (``_Uint8Rows``): the same rows bit for bit
 (every row is checked while the memory is built; one that did not rebuild would turn the store into float32), so
-the same distances and scores, in a quarter of the bytes (the shipped cylinder's 7500 rows: 122.9 MB instead of
-491.5 MB), paid for by rebuilding the rows the bounded search keeps (and every row in a full search). "float32"
+the same distances and scores, in a quarter of the bytes (the shipped cylinder's 7500 rows: 123.0 MB with their
+gains instead of 491.5 MB), paid for by rebuilding the rows the bounded search keeps (and every row in a full search). "float32"
 keeps the rows expanded (the store before session 35).
 
 A frame's distance with its own shift search (``frame_distances``, the per-frame cost of a model with the pixel
@@ -46,7 +46,7 @@ from .preprocess import PreprocessSpec, colour_norm_gains, normalize_uint8, shif
 
 MAX_PIXEL_FRAMES = 1 << 16      # frames in a pixel memory at most (a manifest asking for more is refused)
 MAX_PIXEL_BYTES = 1 << 31       # bytes of its rows (as its row store keeps them) and search tables at most (2 GiB;
-                                # the shipped cylinder's 300 frames x 25 rows at R = 64 take 200.1 MB as uint8 images,
+                                # the shipped cylinder's 300 frames x 25 rows at R = 64 take 200.0 MB as uint8 images,
                                 # 568.5 MB as float32 rows): ``check_pixel_memory_size``
 _CHUNK = 64                     # inputs per GEMM in ``distances``
 _COPIES = 256                   # shifted copies per ``distances`` call in ``frame_distances`` (memory bound)

@@ -22,7 +22,7 @@ ALL = ["brightness:1.25", "brightness:0.75", "wb:1.15,1,0.85", "shift:2", "shift
        "gamma:0.8", "gamma:1.25", "offset:+30", "offset:-30", "contrast:0.8", "contrast:1.2", "blur:1", "jpeg:40",
        "depth-holes:0.2", "rotate:3", "rotate:-10", "scale:1.2", "scale:0.8", "gamma:0.8+blur:1+rotate:5+depth-holes:0.1",
        "fg-blur:1", "fg-rotate:5", "fg-scale:0.8", "gamma:0.8+fg-blur:1+fg-scale:1.1", "depth-edge-spurs:0.3",
-       "light-ramp:0.2,30", "shadow:0.3,0", "sharpen:1", "rgb-shift:0.5,-1", "depth-band:3", "flicker-band:8,0.5"]
+       "light-ramp:0.2,30", "shadow:0.3,0", "sharpen:1", "rgb-shift:0.5,-1", "depth-band:3", "flicker-band:8,0.5", "cable:3,1"]
 
 
 @pytest.mark.parametrize("text", ALL)

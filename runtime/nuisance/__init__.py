@@ -8,7 +8,8 @@ Every nuisance is a callable ``n(rgb, depth, rng) -> (rgb, depth)`` on one raw f
   depth  H x W uint8 (8-bit, 0 = background) or uint16 millimetres (0 = no reading)
 returning NEW arrays of the same shapes and dtypes (the inputs are never modified). ``rng`` is a
 ``numpy.random.Generator``; deterministic nuisances ignore it. Background (depth 0) stays
-background, so the masked capture of kinect-rgbd keeps its meaning.
+background, so the masked capture of kinect-rgbd keeps its meaning, except for the kinds that add readings to it
+(depth-edge-spurs, cable).
 
 ``parse_nuisance("brightness:1.25")`` builds one from a short text (``NUISANCE_SYNTAX``);
 ``DEFAULT_SUITE`` is the suite ``edge-ad eval --nuisance`` runs (the shipped numbers were measured with
