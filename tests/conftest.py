@@ -479,6 +479,8 @@ FLOAT32_ROW_MODULES = {"test_cylinder_mirror_geometry", "test_quality_kinect", "
 
 
 @pytest.fixture(autouse=True)
-def _float32_pixel_rows_in_slow_modules(request, monkeypatch):
+def _float32_pixel_rows_in_slow_modules(request):
+    # monkeypatch taken only in those modules: an autouse fixture that always took it would set monkeypatch up
+    # before a test's tmp_path, so its patches (test_sources: os.scandir refused) outlived tmp_path's teardown
     if request.module.__name__.rpartition(".")[2] in FLOAT32_ROW_MODULES:
-        monkeypatch.setenv("EDGE_AD_PIXEL_ROWS", "float32")
+        request.getfixturevalue("monkeypatch").setenv("EDGE_AD_PIXEL_ROWS", "float32")
